@@ -1,0 +1,47 @@
+"""onnxcompress: make ONNX models smaller and faster, and prove they still do the same job."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from onnxcompress.api import compress_file
+from onnxcompress.data import FeedSource, feed_source, synthetic_feeds
+from onnxcompress.errors import (
+    ConfigError,
+    DataError,
+    ModelLoadError,
+    OnnxCompressError,
+    PassError,
+    RuntimeUnavailableError,
+    SaveError,
+    UnsafeExternalDataError,
+)
+from onnxcompress.model import load_model, save_model
+from onnxcompress.passes import *  # noqa: F403 - the passes are part of the public API
+from onnxcompress.passes import __all__ as _passes_all
+from onnxcompress.pipeline import Pipeline, PipelineResult, compress
+from onnxcompress.weights import Weight, WeightIndex
+
+__all__ = [
+    "__version__",
+    "compress",
+    "compress_file",
+    "load_model",
+    "save_model",
+    "Pipeline",
+    "PipelineResult",
+    "WeightIndex",
+    "Weight",
+    "FeedSource",
+    "feed_source",
+    "synthetic_feeds",
+    "OnnxCompressError",
+    "ConfigError",
+    "DataError",
+    "ModelLoadError",
+    "PassError",
+    "RuntimeUnavailableError",
+    "SaveError",
+    "UnsafeExternalDataError",
+    *_passes_all,
+]

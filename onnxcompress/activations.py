@@ -1,0 +1,125 @@
+"""Run a model on data and stream intermediate tensors out of it, one sample at a time.
+
+Data-aware passes need activation statistics: Wanda-style pruning and sensitivity-weighted
+k-means need the energy of each weight's input channels; static quantization needs activation
+ranges. All of them go through :func:`iter_intermediates`, which exposes the wanted tensors as
+extra graph outputs of a copy of the model and yields them per feed, so memory stays bounded by
+one sample's activations however many samples there are.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from onnxcompress import runtime
+from onnxcompress.data import Feed
+from onnxcompress.model import to_proto
+from onnxcompress.weights import Weight
+
+logger = logging.getLogger(__name__)
+
+
+def expose_outputs(model: ir.Model, names: Iterable[str]) -> tuple[onnx.ModelProto, list[str]]:
+    """A proto copy of ``model`` whose graph also outputs the main-graph tensors ``names``.
+
+    Returns the proto and the names actually exposed (those not found in the main graph, or of
+    unknown element type, are dropped).
+    """
+    proto = to_proto(model)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False)
+    except Exception:  # shape inference fails on some custom ops; fall back to what we have
+        inferred = proto
+    types: dict[str, int] = {}
+    for vi in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output):
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
+            types[vi.name] = vi.type.tensor_type.elem_type
+    produced = {o for n in proto.graph.node for o in n.output}
+    produced |= {i.name for i in proto.graph.input}
+    existing = {o.name for o in proto.graph.output}
+    exposed = []
+    for name in dict.fromkeys(names):
+        if name not in produced or name not in types:
+            continue
+        exposed.append(name)
+        if name not in existing:
+            proto.graph.output.append(onnx.helper.make_tensor_value_info(name, types[name], None))
+    return proto, exposed
+
+
+def iter_intermediates(
+    model: ir.Model, names: Iterable[str], feeds: Iterable[Feed], *, threads: int | None = None
+) -> Iterator[dict[str, np.ndarray]]:
+    """For each feed, a dict of the requested intermediate tensors (main graph only)."""
+    proto, exposed = expose_outputs(model, names)
+    if not exposed:
+        return
+    session = runtime.create_session(_proto_model(proto), threads=threads, optimize=False)
+    for feed in feeds:
+        values = session.run(exposed, feed)
+        yield dict(zip(exposed, values))
+
+
+def _proto_model(proto: onnx.ModelProto) -> ir.Model:
+    return ir.serde.deserialize_model(proto)
+
+
+def activation_input(weight: Weight) -> tuple[ir.Value, int] | None:
+    """The activation a compute weight is multiplied with, and that activation's channel axis.
+
+    Conv: X, axis 1. Gemm: A (axis 1, or 0 with transA). MatMul: the other operand, its last axis
+    (or second to last when the weight is the left operand). None for anything else.
+    """
+    for use in weight.uses:
+        node = use.node
+        if node.op_type in ("Conv", "ConvTranspose") and use.index == 1:
+            return node.inputs[0], 1
+        if node.op_type == "Gemm" and use.index == 1:
+            trans_a = node.attributes.get("transA")
+            return node.inputs[0], 0 if trans_a is not None and trans_a.value else 1
+        if node.op_type == "MatMul" and len(node.inputs) == 2:
+            other = node.inputs[1 - use.index]
+            return other, -1 if use.index == 1 else -2
+    return None
+
+
+def input_channel_energy(
+    model: ir.Model, weights: Iterable[Weight], feeds: Iterable[Feed]
+) -> dict[str, np.ndarray]:
+    """Mean squared activation per input channel for each weight (keyed by ``weight.label``).
+
+    The result for a weight has one entry per channel of its activation input (for a grouped
+    Conv that is C, while the weight's in-channel axis holds C/groups). Weights inside subgraphs,
+    or whose activation cannot be exposed, are absent from the result.
+    """
+    wanted: dict[str, tuple[str, int]] = {}
+    for w in weights:
+        if w.scope:
+            continue
+        found = activation_input(w)
+        if found is None or found[0] is None or not found[0].name:
+            continue
+        wanted[w.label] = (found[0].name, found[1])
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    names = {name for name, _ in wanted.values()}
+    for outputs in iter_intermediates(model, names, feeds):
+        per_tensor: dict[tuple[str, int], tuple[np.ndarray, int]] = {}
+        for label, (name, axis) in wanted.items():
+            if name not in outputs:
+                continue
+            key = (name, axis)
+            if key not in per_tensor:
+                x = np.asarray(outputs[name], dtype=np.float64)
+                ax = axis % x.ndim
+                moved = np.moveaxis(x, ax, -1).reshape(-1, x.shape[ax])
+                per_tensor[key] = (np.einsum("ij,ij->j", moved, moved), moved.shape[0])
+            energy, n = per_tensor[key]
+            sums[label] = sums.get(label, 0) + energy
+            counts[label] = counts.get(label, 0) + n
+    return {label: (sums[label] / max(counts[label], 1)).astype(np.float32) for label in sums}

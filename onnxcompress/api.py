@@ -1,0 +1,92 @@
+"""File-to-file compression: load, run a pipeline, save atomically, measure before and after.
+
+This is what ``onnxcompress compress`` calls; Python users can call it directly or use
+:class:`onnxcompress.Pipeline` on in-memory models.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import onnx_ir as ir
+
+from onnxcompress.model import load_model, model_file_bytes, save_model, to_proto
+from onnxcompress.pipeline import Pipeline
+from onnxcompress.report import CompressionReport, SizeInfo
+from onnxcompress.stats import gzip_size, model_stats
+
+logger = logging.getLogger(__name__)
+
+# Called after saving with (original path, compressed path, calibration source, report) to
+# add validation results; the validation module installs itself here.
+Validator = Callable[[Path, Path, Any], dict[str, Any]]
+
+
+def size_info(model: ir.Model, path: Path | None) -> SizeInfo:
+    stats = model_stats(model)
+    if path is not None:
+        file_bytes = model_file_bytes(path)
+        gz = gzip_size(path)
+        for data_file in _external_files(path):
+            gz += gzip_size(data_file)
+    else:
+        data = to_proto(model).SerializeToString(deterministic=True)
+        file_bytes, gz = len(data), gzip_size(data)
+    return SizeInfo(
+        file_bytes=file_bytes,
+        gzip_bytes=gz,
+        parameters=stats.parameters,
+        weight_bytes=stats.weight_bytes,
+        sparsity=round(stats.sparsity, 6),
+        nodes=stats.nodes,
+    )
+
+
+def _external_files(path: Path) -> list[Path]:
+    import onnx
+
+    from onnxcompress.model import iter_tensor_protos
+
+    proto = onnx.load(str(path), load_external_data=False)
+    names = set()
+    for _, t in iter_tensor_protos(proto.graph):
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            for e in t.external_data:
+                if e.key == "location":
+                    names.add(e.value)
+    return [path.parent / n for n in sorted(names)]
+
+
+def compress_file(
+    input_path: str | os.PathLike,
+    output_path: str | os.PathLike,
+    pipeline: Pipeline,
+    *,
+    calibration: Any = None,
+    overwrite: bool = False,
+    validator: Validator | None = None,
+    validation_data: Any = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> CompressionReport:
+    """Compress ``input_path`` into ``output_path`` and return the report.
+
+    The input file is never modified; the output is written atomically and only after every
+    pass succeeded. With ``validator``, the saved output is compared with the input.
+    """
+    input_path, output_path = Path(input_path), Path(output_path)
+    model = load_model(input_path)
+    before = size_info(model, input_path)
+    result = pipeline.run(model, calibration=calibration, progress=progress)
+    save_model(result.model, output_path, overwrite=overwrite, protect=(input_path,))
+    after = size_info(result.model, output_path)
+    report = CompressionReport(
+        input=str(input_path), output=str(output_path), before=before, after=after, result=result
+    )
+    if validator is not None:
+        data = validation_data if validation_data is not None else calibration
+        report.validation = validator(input_path, output_path, data)
+    return report

@@ -1,0 +1,284 @@
+"""The ``onnxcompress`` command: a thin layer over the Python API.
+
+Pass flags are generated from the pass configs (see ``onnxcompress.passes.base.option``), so the
+CLI, the API and recipe files share names and defaults. Exit codes: 0 success, 1 compared outputs
+differ, 2 an error the user can fix (one line on stderr; ``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from onnxcompress import __version__
+from onnxcompress.errors import ConfigError, OnnxCompressError
+from onnxcompress.passes import registered_passes
+from onnxcompress.passes.base import Pass
+from onnxcompress.pipeline import Pipeline
+
+EXIT_OK, EXIT_DIFFER, EXIT_ERROR = 0, 1, 2
+
+logger = logging.getLogger("onnxcompress")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, as for every other error
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.exit(EXIT_ERROR)
+
+
+# -- pass flags generated from the configs ------------------------------------------------------
+
+
+def _flag_fields(pass_class: type[Pass]) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(pass_class.config_class) if f.metadata.get("flag")]
+
+
+def _parse_mapping(item: str) -> tuple[str, Any]:
+    key, sep, value = item.rpartition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected PATTERN=VALUE, got '{item}'")
+    for cast in (int, float):
+        try:
+            return key, cast(value)
+        except ValueError:
+            pass
+    return key, value
+
+
+def add_pass_arguments(parser: argparse.ArgumentParser) -> None:
+    for pass_class in sorted(registered_passes().values(), key=lambda c: c.cli_order):
+        group = parser.add_argument_group(f"{pass_class.name}: {pass_class.summary}")
+        for f in _flag_fields(pass_class):
+            meta = f.metadata
+            default = f.default if f.default is not dataclasses.MISSING else None
+            kwargs: dict[str, Any] = {"dest": f"{pass_class.name}__{f.name}", "default": None,
+                                      "help": meta["help"]}
+            if meta.get("metavar"):
+                kwargs["metavar"] = meta["metavar"]
+            if isinstance(default, bool):
+                kwargs["action"] = argparse.BooleanOptionalAction
+            elif isinstance(default, tuple):
+                kwargs["action"] = "append"
+                kwargs["type"] = meta.get("type") or str
+            elif isinstance(default, dict) or f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+                kwargs["action"] = "append"
+                kwargs["type"] = _parse_mapping
+                kwargs.setdefault("metavar", "PATTERN=VALUE")
+            else:
+                kwargs["type"] = meta.get("type") or (type(default) if default is not None else str)
+                if meta.get("choices"):
+                    kwargs["choices"] = meta["choices"]
+            if default not in (None, (), {}) and not isinstance(default, bool):
+                kwargs["help"] += f" (default: {default})"
+            group.add_argument(meta["flag"], **kwargs)
+
+
+def pipeline_from_args(args: argparse.Namespace) -> Pipeline | None:
+    """The pipeline the pass flags describe, or None if no pass flag was given."""
+    passes = []
+    for pass_class in sorted(registered_passes().values(), key=lambda c: c.cli_order):
+        given: dict[str, Any] = {}
+        enabled = False
+        for f in _flag_fields(pass_class):
+            value = getattr(args, f"{pass_class.name}__{f.name}", None)
+            if value is None:
+                continue
+            if isinstance(f.default, tuple):
+                value = tuple(value)
+            elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+                value = dict(value)
+            given[f.name] = value
+            if f.metadata.get("enables") and value is not False:
+                enabled = True
+        if not given:
+            continue
+        if not enabled:
+            needs = [f.metadata["flag"] for f in _flag_fields(pass_class) if f.metadata.get("enables")]
+            flags = [f.metadata["flag"] for f in _flag_fields(pass_class) if f.name in given]
+            raise ConfigError(f"{', '.join(flags)} given without {' or '.join(needs)}.")
+        if args.exclude and "exclude" in {f.name for f in dataclasses.fields(pass_class.config_class)}:
+            given["exclude"] = tuple(args.exclude)
+        passes.append(pass_class(pass_class.config_class.from_dict(given, where=f"--{pass_class.name} options")))
+    if not passes:
+        return None
+    return Pipeline(passes, seed=args.seed)
+
+
+# -- progress -----------------------------------------------------------------------------------
+
+
+def _progress_printer(enabled: bool):  # noqa: ANN202
+    if not enabled or not sys.stderr.isatty():
+        return None
+
+    def show(stage: str, done: int, total: int) -> None:
+        sys.stderr.write(f"\r\033[K{stage} [{done}/{total}]")
+        sys.stderr.flush()
+
+    return show
+
+
+def _clear_progress(progress) -> None:  # noqa: ANN001
+    if progress is not None:
+        sys.stderr.write("\r\033[K")
+        sys.stderr.flush()
+
+
+# -- subcommands --------------------------------------------------------------------------------
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    from onnxcompress.api import compress_file
+
+    pipeline = pipeline_from_args(args)
+    if args.recipe is not None:
+        if pipeline is not None:
+            raise ConfigError("give either --recipe or pass flags, not both.")
+        pipeline = Pipeline.from_recipe(args.recipe)
+        if args.seed is not None and args.seed != 0:
+            pipeline.seed = args.seed
+    if pipeline is None:
+        raise ConfigError(
+            "nothing to do: no pass selected.",
+            hint="add a pass flag such as --prune 0.5, --kmeans 5 or --quantize dynamic, or --recipe FILE.",
+        )
+    if args.check:
+        pipeline.check = args.check
+    validator = None
+    if args.validate:
+        validator = _validator()
+    progress = _progress_printer(not args.quiet and not args.json)
+    try:
+        report = compress_file(
+            args.model, args.output, pipeline, calibration=args.calibration,
+            overwrite=args.overwrite, validator=validator, progress=progress,
+        )
+    finally:
+        _clear_progress(progress)
+    if args.report:
+        _write_text(Path(args.report), report.to_json())
+    if args.json:
+        print(report.to_json())
+    elif not args.quiet:
+        print(report.render())
+        print(f"wrote {args.output}")
+    if report.validation is not None and report.validation.get("passed") is False:
+        return EXIT_DIFFER
+    return EXIT_OK
+
+
+def _validator():  # noqa: ANN202
+    try:
+        from onnxcompress.validation import validator_for_cli
+    except ImportError as e:
+        raise ConfigError("--validate needs the validation module, which is not installed.") from e
+    return validator_for_cli()
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from onnxcompress.inspection import describe, render
+    from onnxcompress.model import load_model
+
+    info = describe(load_model(args.model))
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+    else:
+        print(render(info))
+    return EXIT_OK
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write a report atomically (temporary file in the same folder, then rename)."""
+    import os
+    import tempfile
+
+    from onnxcompress.errors import SaveError
+
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".onnxcompress-", dir=path.parent or Path("."))
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise SaveError(f"{path}: cannot write the report: {e.strerror or e}.") from e
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="onnxcompress", description="Make ONNX models smaller and faster, and prove they still work.")
+    parser.add_argument("--version", action="version", version=f"onnxcompress {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
+    common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("compress", parents=[common], help="compress a model",
+                       description="Compress MODEL into OUT with the passes the flags (or --recipe) select.")
+    p.add_argument("model", help="input .onnx file (never modified)")
+    p.add_argument("-o", "--output", required=True, help="output .onnx file (written atomically)")
+    p.add_argument("--recipe", help="a TOML or JSON recipe file describing the pipeline")
+    p.add_argument("--calibration", metavar="PATH",
+                   help="an .npz with arrays named after the inputs (samples stacked on a new "
+                        "leading axis) or a folder of .npz feeds; data-aware passes use it")
+    p.add_argument("--exclude", action="append", default=[], metavar="NAME_OR_PATTERN",
+                   help="leave tensors/nodes matching this name or shell pattern alone (repeatable)")
+    p.add_argument("--validate", action="store_true",
+                   help="compare the output with the input through onnxruntime after compressing")
+    p.add_argument("--report", metavar="PATH.json", help="write the full report as JSON")
+    p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    p.add_argument("--seed", type=int, default=0, help="seed for every random choice (default: 0)")
+    p.add_argument("--check", choices=("each", "end", "none"),
+                   help="when to check the model with onnx.checker and onnxruntime (default: each)")
+    p.add_argument("--overwrite", action="store_true", help="allow OUT to be the input file")
+    add_pass_arguments(p)
+    p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("inspect", parents=[common], help="show a model's ops, inputs and weights")
+    p.add_argument("model")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_inspect)
+
+    try:
+        from onnxcompress.validation.cli import add_compare_parser
+    except ImportError:
+        pass
+    else:
+        add_compare_parser(sub, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else (logging.ERROR if args.quiet else logging.WARNING),
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except OnnxCompressError as e:
+        if args.debug:
+            raise
+        sys.stderr.write(f"onnxcompress: error: {e}\n")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        sys.stderr.write("onnxcompress: interrupted\n")
+        return 130
+    except Exception as e:  # a bug: still one line, unless --debug
+        if args.debug:
+            raise
+        sys.stderr.write(
+            f"onnxcompress: internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+            "(rerun with --debug for the traceback, and please report it)\n"
+        )
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

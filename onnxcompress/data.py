@@ -1,0 +1,415 @@
+"""Feeds for calibration and validation: files, readers, iterables, or synthetic data.
+
+A *feed* is a dict from input name to array, one model run. Every data-driven step accepts the
+same sources, wrapped in a :class:`FeedSource` that can be iterated more than once:
+
+- a path to an ``.npz`` whose arrays are named after the model inputs, samples stacked on a new
+  leading axis (sample ``i`` is ``arr[i]``); extra arrays such as ``labels`` are kept aside;
+- a path to a folder of ``.npz`` files, one feed each (for inputs whose shape varies);
+- an onnxruntime-style ``CalibrationDataReader`` (anything with ``get_next()`` returning a feed or
+  None), used unchanged;
+- any iterable of feed dicts;
+- :func:`synthetic_feeds` for seeded random inputs built from the model's input types and shapes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcompress.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+Feed = dict[str, np.ndarray]
+
+LABEL_KEYS = ("labels", "label", "y", "targets")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the model expects of one input."""
+
+    name: str
+    dtype: np.dtype
+    # Dimensions: an int, or a str (symbolic name) / None (unknown) for dynamic ones.
+    shape: tuple[int | str | None, ...] | None
+
+    @classmethod
+    def from_value(cls, value: ir.Value) -> InputSpec:
+        dtype = np.dtype(value.dtype.numpy()) if value.dtype is not None else np.dtype("float32")
+        shape = None
+        if value.shape is not None:
+            shape = tuple(
+                int(d) if isinstance(d, int) else (d.value if isinstance(d, ir.SymbolicDim) else None)
+                for d in value.shape
+            )
+        return cls(value.name or "", dtype, shape)
+
+
+def input_specs(model: ir.Model) -> list[InputSpec]:
+    return [InputSpec.from_value(v) for v in model.graph.inputs]
+
+
+class FeedSource:
+    """A re-iterable source of feeds checked against the model's inputs.
+
+    One-shot sources (readers, generators) are cached on first use so that several passes can
+    read the same samples; a reader with ``rewind()`` is rewound instead of cached.
+    """
+
+    def __init__(
+        self,
+        make_iter: Callable[[], Iterator[Mapping[str, Any]]],
+        *,
+        specs: list[InputSpec] | None = None,
+        labels: np.ndarray | None = None,
+        description: str = "data",
+        length: int | None = None,
+    ) -> None:
+        self._make_iter = make_iter
+        self.specs = specs
+        self.labels = labels
+        self.description = description
+        self._length = length
+
+    def __iter__(self) -> Iterator[Feed]:
+        for i, raw in enumerate(self._make_iter()):
+            yield self._conform(dict(raw), i)
+
+    def __len__(self) -> int:
+        if self._length is None:
+            self._length = sum(1 for _ in self._make_iter())
+        return self._length
+
+    def take(self, n: int) -> FeedSource:
+        """The first ``n`` feeds only."""
+        parent = self
+
+        def make() -> Iterator[Mapping[str, Any]]:
+            for i, feed in enumerate(parent._make_iter()):
+                if i >= n:
+                    return
+                yield feed
+
+        labels = self.labels[:n] if self.labels is not None else None
+        return FeedSource(make, specs=self.specs, labels=labels, description=self.description,
+                          length=min(n, len(self)))
+
+    def with_specs(self, specs: list[InputSpec]) -> FeedSource:
+        return FeedSource(self._make_iter, specs=specs, labels=self.labels,
+                          description=self.description, length=self._length)
+
+    def _conform(self, feed: Feed, index: int) -> Feed:
+        """Check names, add a missing batch axis, cast safely to the input's dtype."""
+        if self.specs is None:
+            return {k: np.asarray(v) for k, v in feed.items()}
+        out: Feed = {}
+        for spec in self.specs:
+            if spec.name not in feed:
+                raise DataError(
+                    f"{self.description}: sample {index} has no array for model input "
+                    f"'{spec.name}' (it has: {', '.join(sorted(feed)) or 'nothing'}).",
+                    hint="name the arrays after the model inputs (see `onnxcompress inspect`).",
+                )
+            arr = np.asarray(feed[spec.name])
+            if spec.shape is not None and arr.ndim == len(spec.shape) - 1:
+                arr = arr[None, ...]  # samples stored without their batch axis of 1
+            if spec.shape is not None and arr.ndim != len(spec.shape):
+                raise DataError(
+                    f"{self.description}: sample {index} of input '{spec.name}' has shape "
+                    f"{arr.shape}, the model expects rank {len(spec.shape)} "
+                    f"({_format_shape(spec.shape)}).",
+                    hint="stack samples on a new leading axis: sample i is arr[i].",
+                )
+            if spec.shape is not None:
+                for axis, (have, want) in enumerate(zip(arr.shape, spec.shape)):
+                    if isinstance(want, int) and want != have:
+                        raise DataError(
+                            f"{self.description}: sample {index} of input '{spec.name}' has "
+                            f"shape {arr.shape}, the model expects {_format_shape(spec.shape)} "
+                            f"(axis {axis})."
+                        )
+            if arr.dtype != spec.dtype:
+                if not np.can_cast(arr.dtype, spec.dtype, casting="same_kind") and not (
+                    arr.dtype.kind in "iub" and spec.dtype.kind in "iubf"
+                ):
+                    raise DataError(
+                        f"{self.description}: input '{spec.name}' is {arr.dtype}, the model "
+                        f"expects {spec.dtype}."
+                    )
+                arr = arr.astype(spec.dtype)
+            out[spec.name] = np.ascontiguousarray(arr)
+        return out
+
+
+def _format_shape(shape: tuple[int | str | None, ...]) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def feed_source(source: Any, model: ir.Model | None = None, *, name: str | None = None) -> FeedSource:
+    """Wrap any supported data source (see the module doc) in a :class:`FeedSource`."""
+    specs = input_specs(model) if model is not None else None
+    if isinstance(source, FeedSource):
+        return source.with_specs(specs) if specs is not None else source
+    if isinstance(source, (str, os.PathLike)):
+        return _from_path(Path(source), specs)
+    if hasattr(source, "get_next"):
+        return _from_reader(source, specs, name or type(source).__name__)
+    if isinstance(source, Mapping):
+        raise DataError(
+            "data: got a single dict; pass a list of feed dicts, or an .npz path.",
+        )
+    if isinstance(source, Iterable):
+        return _from_iterable(source, specs, name or "data")
+    raise DataError(
+        f"data: cannot read feeds from a {type(source).__name__}.",
+        hint="pass an .npz path, a folder of .npz files, a CalibrationDataReader or a list of dicts.",
+    )
+
+
+def _from_path(path: Path, specs: list[InputSpec] | None) -> FeedSource:
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder.")
+    if path.is_dir():
+        files = sorted(path.glob("*.npz"))
+        if not files:
+            raise DataError(f"{path}: the folder holds no .npz files.")
+        for f in files:
+            _open_npz(f)  # fail early, with the file's name, on a broken one
+
+        def make() -> Iterator[Mapping[str, Any]]:
+            for f in files:
+                with _open_npz(f) as data:
+                    yield {k: data[k] for k in data.files if k not in LABEL_KEYS}
+
+        labels = _folder_labels(files)
+        return FeedSource(make, specs=specs, labels=labels, description=str(path), length=len(files))
+    with _open_npz(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    labels = next((arrays.pop(k) for k in LABEL_KEYS if k in arrays), None)
+    if specs is not None:
+        names = [s.name for s in specs]
+        missing = [n for n in names if n not in arrays]
+        if missing:
+            raise DataError(
+                f"{path}: no array named after model input(s) {', '.join(missing)} "
+                f"(the file has: {', '.join(sorted(arrays)) or 'nothing'}).",
+                hint="name the arrays after the model inputs (see `onnxcompress inspect`).",
+            )
+        arrays = {n: arrays[n] for n in names}
+    if not arrays:
+        raise DataError(f"{path}: the file holds no input arrays.")
+    counts = {k: len(v) if v.ndim else 0 for k, v in arrays.items()}
+    n = min(counts.values())
+    if len(set(counts.values())) != 1 or n == 0:
+        raise DataError(
+            f"{path}: arrays must stack the same number (>0) of samples on their first axis; "
+            f"got {counts}."
+        )
+
+    def make_stacked() -> Iterator[Mapping[str, Any]]:
+        for i in range(n):
+            yield {k: v[i] for k, v in arrays.items()}
+
+    return FeedSource(make_stacked, specs=specs, labels=labels, description=str(path), length=n)
+
+
+def _open_npz(path: Path):  # noqa: ANN202 - np.lib.npyio.NpzFile
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as e:  # zipfile, OSError, ValueError: all mean "not a readable npz"
+        raise DataError(f"{path}: not a readable .npz file ({type(e).__name__}: {e}).") from e
+
+
+def _folder_labels(files: list[Path]) -> np.ndarray | None:
+    labels = []
+    for f in files:
+        with _open_npz(f) as data:
+            key = next((k for k in LABEL_KEYS if k in data.files), None)
+            if key is None:
+                return None
+            labels.append(np.asarray(data[key]).reshape(-1))
+    return np.concatenate(labels)
+
+
+def _from_reader(reader: Any, specs: list[InputSpec] | None, name: str) -> FeedSource:
+    cache: list[Mapping[str, Any]] = []
+    state = {"exhausted": False}
+
+    def make() -> Iterator[Mapping[str, Any]]:
+        if state["exhausted"]:
+            if hasattr(reader, "rewind"):
+                reader.rewind()
+            else:
+                yield from cache
+                return
+        use_cache = not hasattr(reader, "rewind")
+        while True:
+            feed = reader.get_next()
+            if feed is None:
+                break
+            if use_cache:
+                cache.append(feed)
+            yield feed
+        state["exhausted"] = True
+
+    return FeedSource(make, specs=specs, description=name)
+
+
+def _from_iterable(items: Iterable[Any], specs: list[InputSpec] | None, name: str) -> FeedSource:
+    if isinstance(items, (list, tuple)):
+        seq = list(items)
+        return FeedSource(lambda: iter(seq), specs=specs, description=name, length=len(seq))
+    cache: list[Any] = []
+    iterator = iter(items)
+    state = {"done": False}
+
+    def make() -> Iterator[Mapping[str, Any]]:
+        if state["done"]:
+            yield from cache
+            return
+        for feed in iterator:
+            cache.append(feed)
+            yield feed
+        state["done"] = True
+
+    return FeedSource(make, specs=specs, description=name)
+
+
+# -- synthetic inputs ---------------------------------------------------------------------------
+
+_SEQUENCE_HINT = re.compile(r"seq|len|token|time|step|sentence|word", re.IGNORECASE)
+DEFAULT_SEQUENCE = 16
+DEFAULT_SPATIAL = 224
+
+
+def parse_shape_overrides(items: Iterable[str]) -> dict[str, tuple[int, ...]]:
+    """Parse ``name:1x3x224x224`` strings (CLI ``--shape``) into a dict."""
+    out: dict[str, tuple[int, ...]] = {}
+    for item in items:
+        name, sep, dims = item.rpartition(":")
+        try:
+            if not sep or not name:
+                raise ValueError
+            out[name] = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            raise DataError(
+                f"--shape '{item}': expected NAME:DIMS such as 'input:1x3x224x224'."
+            ) from None
+    return out
+
+
+def concrete_shape(spec: InputSpec, override: tuple[int, ...] | None = None) -> tuple[int, ...]:
+    """A concrete shape for ``spec``: the override, else fixed dims and sensible dynamic ones."""
+    if override is not None:
+        if spec.shape is not None and len(override) != len(spec.shape):
+            raise DataError(
+                f"--shape for '{spec.name}' has rank {len(override)}, the model expects rank "
+                f"{len(spec.shape)} ({_format_shape(spec.shape)})."
+            )
+        return override
+    if spec.shape is None:
+        raise DataError(
+            f"input '{spec.name}' has no known rank, so no synthetic data can be made for it.",
+            hint="pass real data with --data/--calibration, or --shape NAME:DIMS.",
+        )
+    dims = []
+    rank = len(spec.shape)
+    for axis, d in enumerate(spec.shape):
+        if isinstance(d, int) and d > 0:
+            dims.append(d)
+        elif axis == 0:
+            dims.append(1)  # batch
+        elif isinstance(d, str) and _SEQUENCE_HINT.search(d):
+            dims.append(DEFAULT_SEQUENCE)
+        elif rank == 4 and axis >= 2:
+            dims.append(DEFAULT_SPATIAL)  # NCHW image
+        elif rank in (2, 3):
+            dims.append(DEFAULT_SEQUENCE)
+        else:
+            dims.append(1)
+    return tuple(dims)
+
+
+def _index_bound(model: ir.Model, name: str) -> int | None:
+    """Rows of the smallest embedding table an integer input indexes, if any (through Cast)."""
+    value = next((v for v in model.graph.inputs if v.name == name), None)
+    if value is None:
+        return None
+    bounds = []
+    frontier = [value]
+    for _ in range(3):
+        nxt = []
+        for v in frontier:
+            for node, idx in v.uses():
+                if node.op_type == "Gather" and idx == 1 and node.inputs[0] is not None:
+                    table = node.inputs[0]
+                    if table.shape is not None and isinstance(table.shape[0], int):
+                        bounds.append(int(table.shape[0]))
+                elif node.op_type in ("Cast", "Unsqueeze", "Reshape", "Flatten", "Squeeze"):
+                    nxt.extend(node.outputs)
+        frontier = nxt
+    return min(bounds) if bounds else None
+
+
+def synthetic_feeds(
+    model: ir.Model,
+    count: int = 8,
+    *,
+    seed: int = 0,
+    shapes: Mapping[str, tuple[int, ...]] | None = None,
+) -> FeedSource:
+    """``count`` seeded random feeds shaped and typed after the model's inputs.
+
+    Floats are standard normal; integer inputs are drawn from [0, bound) where bound is the size
+    of the embedding table they index (or 100); names that look like masks get ones; bools are
+    random.
+    """
+    shapes = dict(shapes or {})
+    specs = input_specs(model)
+    unknown = set(shapes) - {s.name for s in specs}
+    if unknown:
+        raise DataError(
+            f"--shape names unknown input(s) {', '.join(sorted(unknown))}; the model's inputs are "
+            f"{', '.join(s.name for s in specs)}."
+        )
+    concrete = {s.name: concrete_shape(s, shapes.get(s.name)) for s in specs}
+    bounds = {s.name: _index_bound(model, s.name) for s in specs if s.dtype.kind in "iu"}
+
+    def make() -> Iterator[Feed]:
+        rng = np.random.default_rng(seed)
+        for _ in range(count):
+            feed: Feed = {}
+            for s in specs:
+                shape = concrete[s.name]
+                lname = s.name.lower()
+                if s.dtype.kind == "b":
+                    feed[s.name] = rng.random(shape) < 0.5
+                elif s.dtype.kind in "iu":
+                    if "mask" in lname:
+                        feed[s.name] = np.ones(shape, dtype=s.dtype)
+                    elif "type" in lname or "segment" in lname:
+                        feed[s.name] = np.zeros(shape, dtype=s.dtype)
+                    else:
+                        high = bounds.get(s.name) or 100
+                        feed[s.name] = rng.integers(0, high, size=shape).astype(s.dtype)
+                elif s.dtype.kind == "f":
+                    feed[s.name] = rng.standard_normal(shape).astype(s.dtype)
+                else:
+                    raise DataError(
+                        f"input '{s.name}' has type {s.dtype}; synthetic data supports numbers "
+                        "and bools only.",
+                        hint="pass real data with --data/--calibration.",
+                    )
+            yield feed
+
+    return FeedSource(make, specs=specs, description="synthetic data", length=count)

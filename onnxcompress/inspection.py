@@ -1,0 +1,105 @@
+"""``onnxcompress inspect``: what a model is made of and where its weights live."""
+
+from __future__ import annotations
+
+import collections
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcompress.data import input_specs
+from onnxcompress.opset import opset_version
+from onnxcompress.pipeline import read_provenance
+from onnxcompress.stats import model_stats
+from onnxcompress.weights import WeightIndex, all_graphs
+
+# Above this many elements, distinct values are counted on a sample (exact counts cost a sort).
+_DISTINCT_EXACT_LIMIT = 4_000_000
+
+
+def describe(model: ir.Model) -> dict[str, Any]:
+    ops: collections.Counter[str] = collections.Counter()
+    subgraphs = 0
+    for scope, graph in all_graphs(model):
+        subgraphs += bool(scope)
+        for node in graph:
+            ops[f"{node.domain}::{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type] += 1
+    index = WeightIndex.build(model)
+    stats = model_stats(model)
+    weights = []
+    for w in index:
+        arr = w.numpy()
+        flat = arr.reshape(-1)
+        if flat.size > _DISTINCT_EXACT_LIMIT:
+            flat = flat[:: flat.size // _DISTINCT_EXACT_LIMIT + 1]
+        weights.append({
+            "name": w.label,
+            "storage": ("external " if w.is_external else "") + w.storage,
+            "scope": w.scope or "main",
+            "role": w.role,
+            "consumers": [f"{u.node.op_type}:{u.node.name or '?'}" for u in w.uses],
+            "shared": w.shared,
+            "out_axis": w.out_axis,
+            "shape": list(w.shape),
+            "dtype": w.dtype.name,
+            "bytes": w.nbytes,
+            "sparsity": round(float(np.mean(arr == 0)) if arr.size else 0.0, 6),
+            "distinct": int(np.unique(flat).size),
+        })
+    specs = input_specs(model)
+    return {
+        "ir_version": model.ir_version,
+        "opset": opset_version(model),
+        "opset_imports": dict(model.opset_imports),
+        "producer": f"{model.producer_name or ''} {model.producer_version or ''}".strip(),
+        "inputs": [{"name": s.name, "dtype": str(s.dtype), "shape": _shape(s.shape)} for s in specs],
+        "outputs": [
+            {"name": v.name, "dtype": v.dtype.name if v.dtype else None,
+             "shape": _shape(tuple(d if isinstance(d, int) else getattr(d, "value", None) for d in v.shape) if v.shape is not None else None)}
+            for v in model.graph.outputs
+        ],
+        "nodes": stats.nodes,
+        "subgraphs": subgraphs,
+        "ops": dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "parameters": stats.parameters,
+        "weight_bytes": stats.weight_bytes,
+        "sparsity": round(stats.sparsity, 6),
+        "weights": weights,
+        "provenance": read_provenance(model),
+    }
+
+
+def _shape(shape: tuple | None) -> list | None:
+    return None if shape is None else ["?" if d is None else d for d in shape]
+
+
+def render(info: dict[str, Any], *, max_weights: int = 60) -> str:
+    lines = [
+        f"IR {info['ir_version']}, opset {info['opset']} "
+        + ", ".join(f"{k or 'ai.onnx'}:{v}" for k, v in info["opset_imports"].items() if k not in ("", "ai.onnx")),
+        f"producer: {info['producer'] or '-'}",
+        f"nodes: {info['nodes']} ({info['subgraphs']} subgraphs), parameters: {info['parameters']:,} "
+        f"({info['weight_bytes'] / 1e6:.2f} MB), sparsity {info['sparsity']:.1%}",
+        "ops: " + ", ".join(f"{k} {v}" for k, v in info["ops"].items()),
+        "inputs:",
+        *[f"  {i['name']}: {i['dtype']} {i['shape']}" for i in info["inputs"]],
+        "outputs:",
+        *[f"  {o['name']}: {o['dtype']} {o['shape']}" for o in info["outputs"]],
+        f"weights ({len(info['weights'])}):",
+        f"  {'name':<40}{'storage':<22}{'role':<12}{'op':<20}{'shape':<18}{'dtype':<9}{'sparsity':>9}{'distinct':>10}",
+    ]
+    for w in info["weights"][:max_weights]:
+        name = w["name"] if len(w["name"]) < 40 else "..." + w["name"][-36:]
+        op = w["consumers"][0].split(":")[0] + ("+" if w["shared"] else "")
+        lines.append(
+            f"  {name:<40}{w['storage']:<22}{w['role']:<12}{op:<20}"
+            f"{'x'.join(map(str, w['shape'])):<18}{w['dtype']:<9}{w['sparsity']:>9.1%}{w['distinct']:>10,}"
+        )
+    if len(info["weights"]) > max_weights:
+        lines.append(f"  ... {len(info['weights']) - max_weights} more (use --json for all)")
+    if info.get("provenance"):
+        for h in info["provenance"].get("history", []):
+            steps = ", ".join(p["pass"] for p in h["recipe"]["passes"])
+            lines.append(f"compressed by onnxcompress {info['provenance'].get('version')}: {steps}")
+    return "\n".join(lines)

@@ -1,0 +1,317 @@
+"""Loading and saving models: the protobuf edge of onnxcompress.
+
+Models are held in memory as ``onnx_ir.Model``: external data stays memory-mapped until a pass
+reads it, subgraphs are first-class, and values know their consumers. Protobuf appears only here
+(reading, writing) and where onnx's checker, version converter or onnxruntime need it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+from google.protobuf.message import DecodeError
+
+from onnxcompress.errors import ModelLoadError, SaveError, UnsafeExternalDataError
+
+logger = logging.getLogger(__name__)
+
+ModelLike = Union[str, os.PathLike, onnx.ModelProto, ir.Model]
+
+# Protobuf refuses messages over 2 GiB; stay clear of it with room for the graph itself.
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+# Tensors smaller than this stay inline when a model is saved with external data.
+EXTERNAL_TENSOR_MIN_BYTES = 1024
+
+
+def load_model(model: ModelLike) -> ir.Model:
+    """Load ``model`` (a path, a ModelProto or an ir.Model) into an ``ir.Model``.
+
+    Paths are validated before anything is decoded: the file must exist and be a non-empty ONNX
+    protobuf; every external-data location must stay inside the model's folder; every tensor's
+    data must match its declared shape. An ``ir.Model`` is returned as is (not copied).
+    """
+    if isinstance(model, ir.Model):
+        return model
+    if isinstance(model, onnx.ModelProto):
+        _check_tensor_sizes(model, base_dir=None, model_name="<in-memory model>")
+        return _normalize(ir.serde.deserialize_model(model))
+    path = Path(model)
+    proto = _read_proto(path)
+    base_dir = path.resolve().parent
+    _check_tensor_sizes(proto, base_dir=base_dir, model_name=str(path))
+    try:
+        ir_model = ir.serde.deserialize_model(proto)
+    except Exception as e:  # onnx_ir raises many types on malformed graphs
+        raise ModelLoadError(f"{path}: cannot read the graph: {e}") from e
+    ir.external_data.set_base_dir(ir_model.graph, str(base_dir))
+    return _normalize(ir_model)
+
+
+def _read_proto(path: Path) -> onnx.ModelProto:
+    if not path.exists():
+        raise ModelLoadError(f"{path}: no such file.")
+    if path.is_dir():
+        raise ModelLoadError(f"{path}: is a directory, not an ONNX file.")
+    if path.stat().st_size == 0:
+        raise ModelLoadError(f"{path}: the file is empty.")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, RuntimeError, ValueError, OSError) as e:
+        raise ModelLoadError(
+            f"{path}: not a valid ONNX model ({type(e).__name__}: {e}).",
+            hint="the file may be truncated or not an ONNX protobuf.",
+        ) from e
+    if not proto.HasField("graph") or (not proto.graph.node and not proto.graph.output):
+        raise ModelLoadError(
+            f"{path}: not a valid ONNX model (no graph).",
+            hint="the file may be truncated or not an ONNX protobuf.",
+        )
+    return proto
+
+
+def iter_tensor_protos(graph: onnx.GraphProto, scope: str = "") -> Iterator[tuple[str, onnx.TensorProto]]:
+    """Yield (scope, tensor) for every initializer and Constant tensor, recursing into subgraphs."""
+    for t in graph.initializer:
+        yield scope, t
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR:
+                yield scope, attr.t
+            elif attr.type == onnx.AttributeProto.TENSORS:
+                for t in attr.tensors:
+                    yield scope, t
+            elif attr.type == onnx.AttributeProto.GRAPH:
+                yield from iter_tensor_protos(attr.g, f"{scope}{node.name or node.op_type}/{attr.name}/")
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for i, g in enumerate(attr.graphs):
+                    yield from iter_tensor_protos(g, f"{scope}{node.name or node.op_type}/{attr.name}[{i}]/")
+
+
+def _external_info(t: onnx.TensorProto) -> dict[str, str]:
+    return {e.key: e.value for e in t.external_data}
+
+
+def _check_tensor_sizes(proto: onnx.ModelProto, base_dir: Path | None, model_name: str) -> None:
+    """Refuse tensors whose data cannot match their shape, and unsafe external locations."""
+    for scope, t in iter_tensor_protos(proto.graph):
+        label = f"tensor '{scope}{t.name}'" if t.name else f"an unnamed tensor in '{scope or 'main graph'}'"
+        numel = int(np.prod(t.dims, dtype=np.int64)) if len(t.dims) else 1
+        if any(d < 0 for d in t.dims):
+            raise ModelLoadError(f"{model_name}: {label} has a negative dimension {list(t.dims)}.")
+        if t.data_type == onnx.TensorProto.STRING or t.data_type == onnx.TensorProto.UNDEFINED:
+            continue
+        try:
+            bits = _bits_per_element(t.data_type)
+        except ValueError:
+            continue
+        expected = (numel * bits + 7) // 8
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            _check_external(t, label, expected, base_dir, model_name)
+            continue
+        if t.HasField("raw_data"):
+            actual = len(t.raw_data)
+            if actual != expected:
+                raise ModelLoadError(
+                    f"{model_name}: {label} declares shape {list(t.dims)} "
+                    f"({expected} bytes) but holds {actual} bytes of data.",
+                    hint="the file is corrupt or was written by a broken exporter.",
+                )
+            continue
+        field = onnx.helper.tensor_dtype_to_field(t.data_type)
+        count = len(getattr(t, field))
+        if t.data_type in (onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128):
+            count //= 2
+        if count and count != _stored_elements(t.data_type, numel):
+            raise ModelLoadError(
+                f"{model_name}: {label} declares shape {list(t.dims)} ({numel} elements) "
+                f"but holds {count} values.",
+                hint="the file is corrupt or was written by a broken exporter.",
+            )
+        if count == 0 and numel > 0:
+            raise ModelLoadError(
+                f"{model_name}: {label} declares shape {list(t.dims)} but holds no data.",
+                hint="the file is corrupt or was written by a broken exporter.",
+            )
+
+
+def _stored_elements(data_type: int, numel: int) -> int:
+    # Sub-byte types are packed two per int32 entry in the typed field.
+    if _bits_per_element(data_type) == 4:
+        return (numel + 1) // 2
+    return numel
+
+
+def _bits_per_element(data_type: int) -> int:
+    ir_type = ir.DataType(data_type)
+    return ir_type.bitwidth
+
+
+def _check_external(
+    t: onnx.TensorProto, label: str, expected: int, base_dir: Path | None, model_name: str
+) -> None:
+    info = _external_info(t)
+    location = info.get("location", "")
+    if base_dir is None:
+        raise ModelLoadError(
+            f"{model_name}: {label} stores its data in external file '{location}', "
+            "but an in-memory model has no folder to find it in.",
+            hint="pass the model's path instead of a ModelProto.",
+        )
+    if not location:
+        raise ModelLoadError(f"{model_name}: {label} is external but names no location.")
+    if os.path.isabs(location) or location.startswith(("/", "\\")):
+        raise UnsafeExternalDataError(
+            f"{model_name}: {label} points to absolute external-data path '{location}'.",
+            hint="external data must sit in the model's folder, named by a relative path.",
+        )
+    target = (base_dir / location).resolve()
+    if not target.is_relative_to(base_dir):
+        raise UnsafeExternalDataError(
+            f"{model_name}: external-data location '{location}' of {label} resolves outside "
+            f"the model's folder ({target}).",
+            hint="external data must sit in the model's folder.",
+        )
+    if not target.is_file():
+        raise ModelLoadError(
+            f"{model_name}: external-data file '{location}' of {label} is missing.",
+            hint="copy the model together with its data file(s).",
+        )
+    offset = int(info.get("offset", 0) or 0)
+    length = int(info["length"]) if info.get("length") else None
+    if length is not None and length != expected:
+        raise ModelLoadError(
+            f"{model_name}: {label} declares shape {list(t.dims)} ({expected} bytes) but its "
+            f"external data has length {length}."
+        )
+    if offset + expected > target.stat().st_size:
+        raise ModelLoadError(
+            f"{model_name}: external-data file '{location}' is too short for {label} "
+            f"(needs {offset + expected} bytes, has {target.stat().st_size}).",
+            hint="the data file may be truncated.",
+        )
+
+
+def _normalize(model: ir.Model) -> ir.Model:
+    """Bring old-IR models to the form the passes expect.
+
+    IR < 4 lists every initializer as a graph input; such "inputs" are weights nobody feeds. We
+    drop them from the inputs (and raise the IR version to 4, which allows that) so that the weight
+    index sees them as constants, as onnxruntime's quantizer does.
+    """
+    initializer_inputs = [v for v in model.graph.inputs if v.name in model.graph.initializers]
+    if initializer_inputs:
+        keep = [v for v in model.graph.inputs if v.name not in model.graph.initializers]
+        model.graph.inputs.clear()
+        model.graph.inputs.extend(keep)
+        logger.info("Removed %d initializers from the graph inputs.", len(initializer_inputs))
+    if model.ir_version < 4:
+        model.ir_version = 4
+    return model
+
+
+def to_proto(model: ir.Model) -> onnx.ModelProto:
+    """Serialize to a ModelProto (tensor data included; use for models under 2 GB)."""
+    return ir.serde.serialize_model(model)
+
+
+def tensor_bytes(model: ir.Model) -> int:
+    """Bytes of every constant tensor in the model, subgraphs included."""
+    total = 0
+    for graph in (model.graph, *model.graph.subgraphs()):
+        for value in graph.initializers.values():
+            if value.const_value is not None:
+                total += value.const_value.nbytes
+        for node in graph:
+            if node.op_type == "Constant" and node.domain == "":
+                for attr in node.attributes.values():
+                    if attr.type == ir.AttributeType.TENSOR:
+                        total += attr.value.nbytes
+    return total
+
+
+def save_model(
+    model: ir.Model,
+    path: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    protect: tuple[str | os.PathLike, ...] = (),
+    external_data: bool | None = None,
+) -> Path:
+    """Write ``model`` to ``path`` atomically.
+
+    The model (and, for models near protobuf's 2 GB limit or when ``external_data`` is True, its
+    ``<name>.data`` file) is written to a temporary folder beside the target, then renamed into
+    place, so a failure never leaves a half-written output. ``protect`` lists paths (the input
+    model) that are never replaced unless ``overwrite`` is set.
+    """
+    path = Path(path)
+    for p in protect:
+        if Path(p).exists() and path.exists() and path.resolve() == Path(p).resolve() and not overwrite:
+            raise SaveError(
+                f"{path}: refusing to overwrite the input model.",
+                hint="choose another output path, or pass overwrite=True (--overwrite).",
+            )
+    if path.exists() and path.is_dir():
+        raise SaveError(f"{path}: is a directory.", hint="give a file name ending in .onnx.")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise SaveError(f"{path}: folder '{parent}' does not exist.")
+    if not os.access(parent, os.W_OK):
+        raise SaveError(f"{path}: folder '{parent}' is not writable.")
+    if external_data is None:
+        external_data = tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD
+    data_name = path.name + ".data"
+    try:
+        tmp_dir = Path(tempfile.mkdtemp(prefix=".onnxcompress-", dir=parent))
+    except OSError as e:
+        raise SaveError(f"{path}: cannot write to '{parent}': {e.strerror}.") from e
+    try:
+        tmp_model = tmp_dir / path.name
+        if external_data:
+            ir.save(model, tmp_model, external_data=data_name,
+                    size_threshold_bytes=EXTERNAL_TENSOR_MIN_BYTES)
+        else:
+            _save_inline(model, tmp_model)
+        if (tmp_dir / data_name).exists():
+            os.replace(tmp_dir / data_name, parent / data_name)
+        os.replace(tmp_model, path)
+    except OSError as e:
+        raise SaveError(f"{path}: cannot write the model: {e.strerror or e}.") from e
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    logger.info("Saved %s (%d bytes).", path, path.stat().st_size)
+    return path
+
+
+def _save_inline(model: ir.Model, path: Path) -> None:
+    # ir.save would load every external tensor anyway; going through the proto keeps the output
+    # byte-for-byte deterministic and lets us reuse onnx's writer.
+    proto = to_proto(model)
+    with open(path, "wb") as f:
+        f.write(proto.SerializeToString(deterministic=True))
+
+
+def model_file_bytes(path: str | os.PathLike) -> int:
+    """Size on disk of a model file plus the external-data files it references."""
+    path = Path(path)
+    total = path.stat().st_size
+    proto = onnx.load(str(path), load_external_data=False)
+    seen: set[str] = set()
+    for _, t in iter_tensor_protos(proto.graph):
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            loc = _external_info(t).get("location", "")
+            if loc and loc not in seen:
+                seen.add(loc)
+                with contextlib.suppress(OSError):
+                    total += (path.parent / loc).stat().st_size
+    return total

@@ -1,0 +1,56 @@
+"""Opset awareness: find a model's opset and raise it when a pass needs newer ops."""
+
+from __future__ import annotations
+
+import logging
+
+import onnx
+import onnx_ir as ir
+
+from onnxcompress import runtime
+from onnxcompress.model import to_proto
+
+logger = logging.getLogger(__name__)
+
+
+def opset_version(model: ir.Model) -> int:
+    """The default-domain opset the model imports (ONNX 1 if it names none)."""
+    return model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
+
+
+def upgrade_opset(model: ir.Model, target: int) -> tuple[ir.Model, str | None]:
+    """Return (model at opset >= ``target``, None) or (the unchanged model, why not).
+
+    Uses ``onnx.version_converter``. The upgrade counts as safe only when the converted model
+    passes the checker and, if onnxruntime could load the original, loads there too. External
+    tensors stay external references throughout, so large models are not copied into memory.
+    """
+    current = opset_version(model)
+    if current >= target:
+        return model, None
+    try:
+        proto = to_proto(model)
+        converted = onnx.version_converter.convert_version(proto, target)
+        onnx.checker.check_model(converted)
+    except Exception as e:  # the converter raises bare RuntimeErrors with C++ messages
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return model, f"cannot upgrade opset {current} -> {target}: {first}"
+    new_model = ir.serde.deserialize_model(converted)
+    base_dir = _base_dir(model)
+    if base_dir:
+        ir.external_data.set_base_dir(new_model.graph, base_dir)
+    new_model.metadata_props.update(model.metadata_props)
+    ok_before, _ = runtime.loadable(model)
+    if ok_before:
+        ok_after, why = runtime.loadable(new_model)
+        if not ok_after:
+            return model, f"opset {target} version does not load in onnxruntime: {why}"
+    logger.info("Upgraded opset %d -> %d.", current, target)
+    return new_model, None
+
+
+def _base_dir(model: ir.Model) -> str | None:
+    for value in model.graph.initializers.values():
+        if isinstance(value.const_value, ir.ExternalTensor):
+            return value.const_value.base_dir
+    return None

@@ -1,0 +1,24 @@
+"""The passes. Importing a pass module registers it with the CLI and recipe loader."""
+
+from onnxcompress.passes.base import (
+    LayerStat,
+    Pass,
+    PassConfig,
+    PassContext,
+    PassResult,
+    get_pass_class,
+    registered_passes,
+)
+from onnxcompress.passes.simplify import Simplify, SimplifyConfig
+
+__all__ = [
+    "LayerStat",
+    "Pass",
+    "PassConfig",
+    "PassContext",
+    "PassResult",
+    "get_pass_class",
+    "registered_passes",
+    "Simplify",
+    "SimplifyConfig",
+]

@@ -1,0 +1,229 @@
+"""The pass framework: a frozen config, one method that does the work, a result with statistics.
+
+A pass subclasses :class:`Pass`, names itself, declares its config dataclass and implements
+``apply``. Config fields carry their CLI flag in ``metadata`` (see :func:`option`), so the CLI,
+the Python API and recipe files share one set of names and defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcompress.data import FeedSource
+from onnxcompress.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+_REGISTRY: dict[str, type[Pass]] = {}
+
+
+def option(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,  # noqa: A002 - mirrors argparse
+    flag: str | None = None,
+    choices: tuple[Any, ...] | None = None,
+    enables: bool = False,
+    metavar: str | None = None,
+    type: Any = None,  # noqa: A002 - the CLI value type where the default does not show it
+    default_factory: Any = dataclasses.MISSING,
+) -> Any:
+    """A config field with its documentation and, if ``flag`` is given, its CLI flag.
+
+    ``enables``: giving this flag on the command line adds the pass to the pipeline (e.g.
+    ``--prune 0.5``). List-typed fields become repeatable flags.
+    """
+    metadata = {"help": help, "flag": flag, "choices": choices, "enables": enables,
+                "metavar": metavar, "type": type}
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class PassConfig:
+    """Base of every pass config: options shared by all passes."""
+
+    exclude: tuple[str, ...] = option(
+        default=(),
+        help="tensor or node names (or shell patterns) this pass leaves alone",
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = list(v) if isinstance(v, tuple) else (dict(v) if isinstance(v, dict) else v)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], *, where: str = "config") -> PassConfig:
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = set(values) - set(names)
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown option(s) {', '.join(sorted(unknown))}.",
+                hint=f"valid options: {', '.join(sorted(names))}.",
+            )
+        kwargs = {}
+        for k, v in values.items():
+            kwargs[k] = tuple(v) if isinstance(v, list) else v
+        try:
+            return cls(**kwargs)
+        except TypeError as e:
+            raise ConfigError(f"{where}: {e}") from e
+
+    def _require(self, condition: bool, message: str) -> None:
+        """For ``__post_init__`` checks: raise ConfigError naming the config."""
+        if not condition:
+            raise ConfigError(f"{type(self).__name__}: {message}")
+
+
+@dataclass
+class LayerStat:
+    """What a pass did to one tensor."""
+
+    name: str
+    op_type: str
+    shape: tuple[int, ...]
+    bytes_before: int
+    bytes_after: int
+    sparsity: float | None = None  # fraction of exact zeros after the pass
+    bits: float | None = None  # bits per weight as stored
+    error: float | None = None  # relative L2 error of the weight, ||W' - W|| / ||W||
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["shape"] = list(self.shape)
+        return d
+
+
+@dataclass
+class PassResult:
+    """The model a pass produced, and statistics of what it did and did not do."""
+
+    pass_name: str
+    config: dict[str, Any]
+    model: ir.Model
+    modified: bool = False
+    layers: list[LayerStat] = field(default_factory=list)
+    # reason -> names of the tensors or nodes skipped for it
+    skipped: dict[str, list[str]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def skip(self, name: str, reason: str) -> None:
+        self.skipped.setdefault(reason, []).append(name)
+        logger.debug("%s: skipped %s: %s", self.pass_name, name, reason)
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
+        logger.info("%s: %s", self.pass_name, message)
+
+    def add_layer(self, stat: LayerStat) -> None:
+        self.layers.append(stat)
+        self.modified = True
+
+    @property
+    def skipped_count(self) -> int:
+        return sum(len(v) for v in self.skipped.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pass": self.pass_name,
+            "config": self.config,
+            "modified": self.modified,
+            "seconds": round(self.seconds, 4),
+            "metrics": self.metrics,
+            "layers": [s.to_dict() for s in self.layers],
+            "skipped": self.skipped,
+            "notes": self.notes,
+        }
+
+
+@dataclass
+class PassContext:
+    """What a pass may use besides the model: data, seed, the original model, progress."""
+
+    calibration: FeedSource | None = None
+    seed: int = 0
+    # The uncompressed model (the teacher for reconstruction); never modified.
+    original: ir.Model | None = None
+    progress: Callable[[str, int, int], None] | None = None
+
+    def rng(self, salt: str = "") -> np.random.Generator:
+        """A generator seeded from the pipeline seed and ``salt`` (stable across runs)."""
+        return np.random.default_rng([self.seed, *salt.encode()])
+
+    def report_progress(self, stage: str, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(stage, done, total)
+
+
+class Pass(ABC):
+    """One model transformation. Subclasses set ``name``, ``config_class`` and ``apply``."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[PassConfig]]
+    # Short description for the CLI's --help.
+    summary: ClassVar[str] = ""
+    # Position when the CLI builds a pipeline from flags (Deep Compression order: simplify,
+    # prune, share, quantize).
+    cli_order: ClassVar[int] = 50
+
+    def __init__(self, config: PassConfig | None = None, **options: Any) -> None:
+        if config is not None and options:
+            raise ConfigError(f"{self.name}: give either a config or keyword options, not both.")
+        if config is None:
+            config = self.config_class.from_dict(options, where=f"pass '{self.name}'")
+        if not isinstance(config, self.config_class):
+            raise ConfigError(
+                f"{self.name}: expected a {self.config_class.__name__}, got {type(config).__name__}."
+            )
+        self.config = config
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if getattr(cls, "name", None) and not getattr(cls, "__abstractmethods__", None):
+            _REGISTRY[cls.name] = cls
+
+    def run(self, model: ir.Model, context: PassContext | None = None) -> PassResult:
+        """Apply the pass and time it. The returned result holds the (possibly new) model."""
+        context = context or PassContext()
+        result = PassResult(pass_name=self.name, config=self.config.to_dict(), model=model)
+        start = time.perf_counter()
+        result.model = self.apply(model, context, result)
+        result.seconds = time.perf_counter() - start
+        return result
+
+    @abstractmethod
+    def apply(self, model: ir.Model, context: PassContext, result: PassResult) -> ir.Model:
+        """Rewrite ``model`` (in place or into a new one), record stats in ``result``."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config})"
+
+
+def registered_passes() -> dict[str, type[Pass]]:
+    """Pass name -> class, for every pass module imported (see ``onnxcompress.passes``)."""
+    return dict(_REGISTRY)
+
+
+def get_pass_class(name: str) -> type[Pass]:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown pass '{name}'.", hint=f"known passes: {', '.join(sorted(_REGISTRY))}."
+        ) from None

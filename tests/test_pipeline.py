@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import pytest
+
+from onnxcompress import ConfigError, Pipeline, WeightIndex, compress, load_model, save_model
+from onnxcompress.model import to_proto
+from onnxcompress.passes.base import Pass, PassConfig, PassContext, PassResult, option
+from onnxcompress.pipeline import read_provenance
+from tests import helpers as h
+
+
+@dataclass(frozen=True)
+class HalveConfig(PassConfig):
+    factor: float = option(default=0.5, help="multiply compute weights by this")
+
+
+class HalveWeights(Pass):
+    """A test pass: scales every compute weight, wherever it lives."""
+
+    name = "test-halve"
+    config_class = HalveConfig
+
+    def apply(self, model, context: PassContext, result: PassResult):
+        for w in WeightIndex.build(model).select(roles={"weight"}):
+            w.set_numpy(w.numpy() * self.config.factor)
+            result.modified = True
+        return model
+
+
+class BreakModel(Pass):
+    """A test pass that produces an invalid model (must be rolled back)."""
+
+    name = "test-break"
+    config_class = PassConfig
+
+    def apply(self, model, context, result):
+        w = WeightIndex.build(model).select(roles={"weight"})[0]
+        w.set_numpy(np.zeros((3, 3, 3), np.float32))  # wrong rank for MatMul
+        result.modified = True
+        return model
+
+
+@pytest.mark.parametrize(
+    "build",
+    [h.mlp, h.cnn, lambda: h.constant_node_weights(h.cnn()), h.if_subgraph_model],
+    ids=["mlp", "cnn", "constant-nodes", "if-subgraph"],
+)
+def test_pass_rewrites_weights_wherever_they_live(build):
+    proto = build()
+    result = Pipeline([HalveWeights()]).run(proto)
+    before = {w.label: w.numpy() for w in WeightIndex.build(load_model(proto)).select(roles={"weight"})}
+    after = {w.label: w.numpy() for w in WeightIndex.build(result.model).select(roles={"weight"})}
+    assert before.keys() == after.keys() and before
+    for k in before:
+        np.testing.assert_allclose(after[k], before[k] * 0.5)
+    onnx.checker.check_model(to_proto(result.model))
+
+
+def test_input_model_object_is_not_modified():
+    model = load_model(h.mlp())
+    w0 = WeightIndex.build(model)["fc0.weight"].numpy().copy()
+    Pipeline([HalveWeights()]).run(model)
+    np.testing.assert_array_equal(WeightIndex.build(model)["fc0.weight"].numpy(), w0)
+
+
+def test_invalid_pass_output_is_rolled_back():
+    result = Pipeline([BreakModel()]).run(h.mlp())
+    assert not result.passes[0].modified
+    assert any("rolled back" in n for n in result.passes[0].notes)
+    onnx.checker.check_model(to_proto(result.model))
+
+
+def test_recipe_round_trip_and_provenance(tmp_path):
+    pipeline = Pipeline([HalveWeights(factor=0.25)], seed=3)
+    recipe = pipeline.to_recipe()
+    path = tmp_path / "recipe.json"
+    path.write_text(json.dumps(recipe))
+    again = Pipeline.from_recipe(path)
+    assert again.to_recipe() == recipe
+    result = again.run(h.mlp())
+    prov = read_provenance(result.model)
+    assert prov["history"][-1]["recipe"] == recipe
+
+
+def test_toml_recipe(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text('seed = 1\n[[passes]]\npass = "test-halve"\nfactor = 0.1\n')
+    result = compress(h.mlp(), path)
+    assert result.recipe["passes"][0]["factor"] == 0.1
+
+
+@pytest.mark.parametrize(
+    "recipe, message",
+    [
+        ({"passes": []}, "non-empty"),
+        ({"passes": [{"pass": "nope"}]}, "unknown pass 'nope'"),
+        ({"passes": [{"pass": "test-halve", "fator": 1}]}, "unknown option(s) fator"),
+        ({"passes": [{"pass": "test-halve"}], "extra": 1}, "unknown key"),
+    ],
+)
+def test_bad_recipes_are_config_errors(recipe, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Pipeline.from_recipe(recipe)
+
+
+def test_output_is_deterministic(tmp_path):
+    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    for out in (a, b):
+        save_model(Pipeline([HalveWeights()], seed=5).run(h.cnn()).model, out)
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_custom_domain_node_survives():
+    result = Pipeline([HalveWeights()]).run(h.custom_domain_model())
+    nodes = [n for n in result.model.graph if n.domain == "com.example"]
+    assert len(nodes) == 1 and nodes[0].op_type == "FancyRelu"
+    assert any("onnxruntime cannot run" in n for n in result.notes)
