@@ -219,9 +219,44 @@ def _normalize(model: ir.Model) -> ir.Model:
     return model
 
 
-def to_proto(model: ir.Model) -> onnx.ModelProto:
-    """Serialize to a ModelProto (tensor data included; use for models under 2 GB)."""
-    return ir.serde.serialize_model(model)
+def to_proto(model: ir.Model, *, inline_external: bool = True) -> onnx.ModelProto:
+    """Serialize to a ModelProto.
+
+    With ``inline_external`` (the default) tensors still in external files are read into the
+    proto, so it stands on its own (use for models under 2 GB). Without it they stay references
+    relative to the model's folder, which is cheap but only valid next to the original files.
+    """
+    proto = ir.serde.serialize_model(model)
+    base_dir = external_base_dir(model)
+    if inline_external and base_dir is not None:
+        for _, t in iter_tensor_protos(proto.graph):
+            if t.data_location == onnx.TensorProto.EXTERNAL:
+                onnx.external_data_helper.load_external_data_for_tensor(t, base_dir)
+                t.data_location = onnx.TensorProto.DEFAULT
+                del t.external_data[:]
+    return proto
+
+
+def external_base_dir(model: ir.Model) -> str | None:
+    """The folder external tensors are read from, if any tensor is external."""
+    for _, graph in _graphs(model):
+        for value in graph.initializers.values():
+            if isinstance(value.const_value, ir.ExternalTensor):
+                return value.const_value.base_dir
+    return None
+
+
+def _graphs(model: ir.Model):  # noqa: ANN202 - local walk to avoid importing weights here
+    stack = [("", model.graph)]
+    while stack:
+        scope, graph = stack.pop()
+        yield scope, graph
+        for node in graph:
+            for attr in node.attributes.values():
+                if attr.type == ir.AttributeType.GRAPH:
+                    stack.append((scope, attr.value))
+                elif attr.type == ir.AttributeType.GRAPHS:
+                    stack.extend((scope, g) for g in attr.value)
 
 
 def tensor_bytes(model: ir.Model) -> int:

@@ -8,7 +8,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxcompress import runtime
-from onnxcompress.model import to_proto
+from onnxcompress.model import external_base_dir, to_proto
 
 logger = logging.getLogger(__name__)
 
@@ -29,14 +29,14 @@ def upgrade_opset(model: ir.Model, target: int) -> tuple[ir.Model, str | None]:
     if current >= target:
         return model, None
     try:
-        proto = to_proto(model)
+        proto = to_proto(model, inline_external=False)
         converted = onnx.version_converter.convert_version(proto, target)
         onnx.checker.check_model(converted)
     except Exception as e:  # the converter raises bare RuntimeErrors with C++ messages
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         return model, f"cannot upgrade opset {current} -> {target}: {first}"
     new_model = ir.serde.deserialize_model(converted)
-    base_dir = _base_dir(model)
+    base_dir = external_base_dir(model)
     if base_dir:
         ir.external_data.set_base_dir(new_model.graph, base_dir)
     new_model.metadata_props.update(model.metadata_props)
@@ -47,10 +47,3 @@ def upgrade_opset(model: ir.Model, target: int) -> tuple[ir.Model, str | None]:
             return model, f"opset {target} version does not load in onnxruntime: {why}"
     logger.info("Upgraded opset %d -> %d.", current, target)
     return new_model, None
-
-
-def _base_dir(model: ir.Model) -> str | None:
-    for value in model.graph.initializers.values():
-        if isinstance(value.const_value, ir.ExternalTensor):
-            return value.const_value.base_dir
-    return None

