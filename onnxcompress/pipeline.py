@@ -50,6 +50,8 @@ logger = logging.getLogger(__name__)
 
 PROVENANCE_KEY = "onnxcompress"
 CHECK_MODES = ("each", "end", "none")
+# Above this, a pass's input is not copied for rollback (a failing check raises instead).
+ROLLBACK_MAX_BYTES = 512 * 1024 * 1024
 
 
 @dataclass
@@ -141,12 +143,16 @@ class Pipeline:
         """
         # Passes rewrite in place: never touch the caller's object, work on a copy of it.
         ir_model = _snapshot(model) if isinstance(model, ir.Model) else load_model(model)
-        original = _snapshot(ir_model)
+        if isinstance(model, (ir.Model, onnx.ModelProto)):
+            pristine = _snapshot(ir_model)
+            original_loader = lambda: pristine  # noqa: E731
+        else:
+            original_loader = lambda: load_model(model)  # noqa: E731 - reread the file lazily
         source: FeedSource | None = None
         if calibration is not None:
             source = feed_source(calibration, ir_model, name="calibration data")
-        context = PassContext(calibration=source, seed=self.seed, original=original,
-                              progress=progress)
+        context = PassContext(calibration=source, seed=self.seed, progress=progress,
+                              original_loader=original_loader)
         runs_in_ort, why_not = runtime.loadable(ir_model)
         notes = []
         if not runs_in_ort:
@@ -156,14 +162,21 @@ class Pipeline:
         for i, p in enumerate(self.passes):
             if progress is not None:
                 progress(f"pass {p.name}", i, len(self.passes))
-            backup = _snapshot(ir_model) if self.check == "each" else None
+            # Keep a copy to roll back to, unless the model is too large to hold twice.
+            backup = (
+                _snapshot(ir_model)
+                if self.check == "each" and tensor_bytes(ir_model) <= ROLLBACK_MAX_BYTES
+                else None
+            )
             logger.info("Running pass %s", p.name)
             result = p.run(ir_model, context)
             if self.check == "each" and result.modified:
                 problem = _check(result.model, need_ort=runs_in_ort)
+                if problem is not None and backup is None:
+                    raise PassError(f"pass {p.name} produced an invalid model: {problem}")
                 if problem is not None:
                     logger.error("Pass %s produced an invalid model (%s); rolled back.", p.name, problem)
-                    result.model = backup if backup is not None else ir_model
+                    result.model = backup
                     result.modified = False
                     result.note(f"rolled back: its output failed the checks ({problem})")
             ir_model = result.model

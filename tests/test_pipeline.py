@@ -120,3 +120,28 @@ def test_custom_domain_node_survives():
     nodes = [n for n in result.model.graph if n.domain == "com.example"]
     assert len(nodes) == 1 and nodes[0].op_type == "FancyRelu"
     assert any("onnxruntime cannot run" in n for n in result.notes)
+
+
+class CheckTeacher(Pass):
+    """A test pass that records the teacher's weight after an earlier pass changed the model."""
+
+    name = "test-teacher"
+    config_class = PassConfig
+    seen: list = []
+
+    def apply(self, model, context, result):
+        CheckTeacher.seen.append(WeightIndex.build(context.original)["fc0.weight"].numpy().copy())
+        return model
+
+
+@pytest.mark.parametrize("as_path", [False, True])
+def test_context_original_is_the_unmodified_input(tmp_path, as_path):
+    proto = h.mlp()
+    source = proto
+    if as_path:
+        source = tmp_path / "m.onnx"
+        source.write_bytes(proto.SerializeToString())
+    CheckTeacher.seen.clear()
+    Pipeline([HalveWeights(), CheckTeacher()]).run(source)
+    expected = WeightIndex.build(load_model(proto))["fc0.weight"].numpy()
+    np.testing.assert_array_equal(CheckTeacher.seen[0], expected)

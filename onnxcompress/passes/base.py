@@ -158,9 +158,17 @@ class PassContext:
 
     calibration: FeedSource | None = None
     seed: int = 0
-    # The uncompressed model (the teacher for reconstruction); never modified.
-    original: ir.Model | None = None
     progress: Callable[[str, int, int], None] | None = None
+    # Loads the uncompressed model on first use (it is not copied unless a pass asks for it).
+    original_loader: Callable[[], ir.Model] | None = field(default=None, repr=False)
+    _original: ir.Model | None = field(default=None, init=False, repr=False)
+
+    @property
+    def original(self) -> ir.Model | None:
+        """The uncompressed model (the teacher for reconstruction); never modify it."""
+        if self._original is None and self.original_loader is not None:
+            self._original = self.original_loader()
+        return self._original
 
     def rng(self, salt: str = "") -> np.random.Generator:
         """A generator seeded from the pipeline seed and ``salt`` (stable across runs)."""
