@@ -155,13 +155,19 @@ def _format_shape(shape: tuple[int | str | None, ...]) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
-def feed_source(source: Any, model: ir.Model | None = None, *, name: str | None = None) -> FeedSource:
-    """Wrap any supported data source (see the module doc) in a :class:`FeedSource`."""
+def feed_source(
+    source: Any, model: ir.Model | None = None, *, name: str | None = None, labels: str | None = None
+) -> FeedSource:
+    """Wrap any supported data source (see the module doc) in a :class:`FeedSource`.
+
+    ``labels`` names the array holding the labels in ``.npz`` files (default: the first of
+    ``LABEL_KEYS`` present).
+    """
     specs = input_specs(model) if model is not None else None
     if isinstance(source, FeedSource):
         return source.with_specs(specs) if specs is not None else source
     if isinstance(source, (str, os.PathLike)):
-        return _from_path(Path(source), specs)
+        return _from_path(Path(source), specs, labels)
     if hasattr(source, "get_next"):
         return _from_reader(source, specs, name or type(source).__name__)
     if isinstance(source, Mapping):
@@ -176,9 +182,10 @@ def feed_source(source: Any, model: ir.Model | None = None, *, name: str | None 
     )
 
 
-def _from_path(path: Path, specs: list[InputSpec] | None) -> FeedSource:
+def _from_path(path: Path, specs: list[InputSpec] | None, label_key: str | None = None) -> FeedSource:
     if not path.exists():
         raise DataError(f"{path}: no such file or folder.")
+    label_keys = (label_key,) if label_key else LABEL_KEYS
     if path.is_dir():
         files = sorted(path.glob("*.npz"))
         if not files:
@@ -189,13 +196,20 @@ def _from_path(path: Path, specs: list[InputSpec] | None) -> FeedSource:
         def make() -> Iterator[Mapping[str, Any]]:
             for f in files:
                 with _open_npz(f) as data:
-                    yield {k: data[k] for k in data.files if k not in LABEL_KEYS}
+                    yield {k: data[k] for k in data.files if k not in label_keys}
 
-        labels = _folder_labels(files)
+        labels = _folder_labels(files, label_keys)
+        if label_key and labels is None:
+            raise DataError(f"{path}: not every .npz file holds an array named '{label_key}'.")
         return FeedSource(make, specs=specs, labels=labels, description=str(path), length=len(files))
     with _open_npz(path) as data:
         arrays = {k: data[k] for k in data.files}
-    labels = next((arrays.pop(k) for k in LABEL_KEYS if k in arrays), None)
+    if label_key and label_key not in arrays:
+        raise DataError(
+            f"{path}: no labels array named '{label_key}' "
+            f"(the file has: {', '.join(sorted(arrays)) or 'nothing'})."
+        )
+    labels = next((arrays.pop(k) for k in label_keys if k in arrays), None)
     if specs is not None:
         names = [s.name for s in specs]
         missing = [n for n in names if n not in arrays]
@@ -230,11 +244,11 @@ def _open_npz(path: Path):  # noqa: ANN202 - np.lib.npyio.NpzFile
         raise DataError(f"{path}: not a readable .npz file ({type(e).__name__}: {e}).") from e
 
 
-def _folder_labels(files: list[Path]) -> np.ndarray | None:
+def _folder_labels(files: list[Path], keys: tuple[str, ...] = LABEL_KEYS) -> np.ndarray | None:
     labels = []
     for f in files:
         with _open_npz(f) as data:
-            key = next((k for k in LABEL_KEYS if k in data.files), None)
+            key = next((k for k in keys if k in data.files), None)
             if key is None:
                 return None
             labels.append(np.asarray(data[key]).reshape(-1))

@@ -1,0 +1,602 @@
+"""Run an original and a compressed model on the same feeds and say whether they still agree.
+
+:func:`compare_models` streams the feeds (user data or seeded synthetic inputs) through both
+models in onnxruntime, accumulates per-output metrics (:mod:`onnxcompress.validation.metrics`),
+checks them against tolerances (:mod:`onnxcompress.validation.tolerance`) and returns a
+:class:`ComparisonReport`: one :class:`OutputComparison` per output, optionally the layer-wise
+localisation and the latency ratio. The report renders as a table or JSON; it is never reduced
+to a bare bool.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from onnxcompress.data import FeedSource, feed_source, synthetic_feeds
+from onnxcompress.errors import ConfigError, DataError, RuntimeUnavailableError
+from onnxcompress.model import load_model
+from onnxcompress.runtime import create_session, first_line
+from onnxcompress.validation.latency import DEFAULT_LATENCY_RUNS, LatencyResult, measure_latency
+from onnxcompress.validation.layers import LayerReport, compare_layers
+from onnxcompress.validation.metrics import TensorStats, looks_like_classifier
+from onnxcompress.validation.tolerance import Tolerance
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SYNTHETIC_SAMPLES = 16
+DEFAULT_TOP_K = 5
+
+
+@dataclass
+class Check:
+    """One criterion applied to one output."""
+
+    criterion: str  # "allclose", "min_cosine", "max_rel_error", "min_top1", "exact", "non-finite", ...
+    passed: bool
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class OutputComparison:
+    """How one output of the compressed model compares with the original's, over every sample."""
+
+    name: str
+    dtype: str | None
+    shape: tuple[int, ...] | None  # of the first sample
+    kind: str  # "float", "exact" (non-float, compared element for element) or "missing"
+    samples: int
+    elements: int
+    passed: bool
+    checks: list[Check]
+    tolerance: Tolerance
+    max_abs: float | None = None
+    mean_abs: float | None = None
+    rel_l2: float | None = None
+    cosine: float | None = None
+    snr_db: float | None = None
+    outside: int = 0  # elements outside atol/rtol (float) or unequal (exact)
+    nan_original: int = 0
+    inf_original: int = 0
+    nan_compressed: int = 0
+    inf_compressed: int = 0
+    nonfinite_mismatch: int = 0
+    classifier: bool = False
+    rows: int = 0
+    top1_agreement: float | None = None
+    topk_agreement: float | None = None
+    k: int | None = None
+    labelled: int = 0
+    accuracy_original: float | None = None
+    accuracy_compressed: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in self.__dict__.items() if k not in ("checks", "tolerance")}
+        d["shape"] = list(self.shape) if self.shape is not None else None
+        d["tolerance"] = self.tolerance.to_dict()
+        d["checks"] = [c.to_dict() for c in self.checks]
+        return d
+
+
+@dataclass
+class ComparisonReport:
+    """The result of :func:`compare_models`; ``passed`` is True when every output is within
+    its tolerance."""
+
+    original: str
+    compressed: str
+    data: str
+    samples: int
+    outputs: list[OutputComparison]
+    layers: LayerReport | None = None
+    latency: LatencyResult | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.outputs) and all(o.passed for o in self.outputs)
+
+    @property
+    def failed_outputs(self) -> list[str]:
+        return [o.name for o in self.outputs if not o.passed]
+
+    def output(self, name: str) -> OutputComparison:
+        for o in self.outputs:
+            if o.name == name:
+                return o
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _json_safe(
+            {
+                "passed": self.passed,
+                "original": self.original,
+                "compressed": self.compressed,
+                "data": self.data,
+                "samples": self.samples,
+                "failed_outputs": self.failed_outputs,
+                "outputs": [o.to_dict() for o in self.outputs],
+                "layers": self.layers.to_dict() if self.layers is not None else None,
+                "latency": self.latency.to_dict() if self.latency is not None else None,
+                "notes": list(self.notes),
+            }
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def render(self, *, max_layers: int = 30) -> str:
+        return render_report(self.to_dict(), max_layers=max_layers)
+
+
+# -- running both models ------------------------------------------------------------------------
+
+
+def compare_models(
+    original: Any,
+    compressed: Any,
+    data: Any = None,
+    *,
+    tolerance: Tolerance | Mapping[str, float] | None = None,
+    per_output: Mapping[str, Tolerance | Mapping[str, float]] | None = None,
+    classifiers: Iterable[str] = (),
+    top_k: int = DEFAULT_TOP_K,
+    labels: np.ndarray | None = None,
+    label_key: str | None = None,
+    shapes: Mapping[str, tuple[int, ...]] | None = None,
+    samples: int | None = None,
+    seed: int = 0,
+    layers: bool = False,
+    latency: bool = False,
+    latency_runs: int = DEFAULT_LATENCY_RUNS,
+    threads: int | None = None,
+) -> ComparisonReport:
+    """Compare ``compressed`` with ``original`` (paths, ``onnx.ModelProto`` or ``ir.Model``).
+
+    ``data``: an ``.npz`` path, a folder of ``.npz``, a ``CalibrationDataReader``, an iterable of
+    feed dicts or a :class:`FeedSource`; None for ``samples`` (default 16) seeded synthetic feeds
+    shaped by ``shapes`` where the model's dimensions are dynamic. ``tolerance`` applies to every
+    output, ``per_output`` replaces it for the outputs it names. ``classifiers`` declares
+    outputs whose last axis holds class scores (rank-2 outputs are detected); ``labels`` (or the
+    data's ``labels`` array, or ``label_key`` in an ``.npz``) adds the accuracy of both models.
+    ``layers`` adds the layer-wise localisation, ``latency`` the median time per inference.
+    """
+    default_tol = _as_tolerance(tolerance, "tolerance") or Tolerance()
+    overrides = {k: _as_tolerance(v, f"tolerance for output '{k}'") for k, v in (per_output or {}).items()}
+    if top_k < 1:
+        raise ConfigError(f"top_k={top_k}: must be >= 1.")
+    if samples is not None and samples < 1:
+        raise ConfigError(f"samples={samples}: must be >= 1.")
+    model_a, label_a, source_a = _load(original, "original")
+    model_b, label_b, source_b = _load(compressed, "compressed")
+    feeds, synthetic = _feeds(model_a, data, samples=samples, seed=seed, shapes=shapes, label_key=label_key)
+    notes: list[str] = []
+    if shapes and not synthetic:
+        notes.append("--shape applies to synthetic inputs only; the data's shapes were used.")
+
+    session_a = create_session(source_a, threads=threads, label=f"the original model {label_a}")
+    session_b = create_session(source_b, threads=threads, label=f"the compressed model {label_b}")
+    inputs_a = [i.name for i in session_a.get_inputs()]
+    inputs_b = {i.name for i in session_b.get_inputs()}
+    extra = sorted(inputs_b - set(inputs_a))
+    if extra:
+        raise DataError(
+            f"the compressed model {label_b} needs input(s) {', '.join(extra)} that the original "
+            f"{label_a} does not have; the two models cannot be fed the same data."
+        )
+    names_a = [o.name for o in session_a.get_outputs()]
+    names_b = {o.name for o in session_b.get_outputs()}
+    common = [n for n in names_a if n in names_b]
+    unknown = set(overrides) - set(names_a)
+    if unknown:
+        raise ConfigError(
+            f"tolerance given for unknown output(s) {', '.join(sorted(unknown))}; the original's "
+            f"outputs are {', '.join(names_a)}."
+        )
+    classifiers = set(classifiers)
+    bad = classifiers - set(names_a)
+    if bad:
+        raise ConfigError(
+            f"--classifier names unknown output(s) {', '.join(sorted(bad))}; the original's outputs "
+            f"are {', '.join(names_a)}."
+        )
+    extra_outputs = sorted(names_b - set(names_a))
+    if extra_outputs:
+        notes.append(f"outputs of the compressed model only, not compared: {', '.join(extra_outputs)}.")
+
+    tolerances = {n: (overrides.get(n) or default_tol).resolved() for n in names_a}
+    stats = {
+        n: TensorStats(
+            atol=tolerances[n].atol,
+            rtol=tolerances[n].rtol,
+            classifier=True if n in classifiers else None,
+            top_k=top_k,
+        )
+        for n in common
+    }
+    label_array = np.asarray(labels).reshape(-1) if labels is not None else (
+        np.asarray(feeds.labels).reshape(-1) if feeds.labels is not None else None
+    )
+    cursors = dict.fromkeys(common, 0)
+    first_feed: dict[str, np.ndarray] | None = None
+    count = 0
+    for index, feed in enumerate(feeds):
+        feed_b = {k: v for k, v in feed.items() if k in inputs_b}
+        if first_feed is None:
+            first_feed = feed
+        outs_a = _run(session_a, names_a, feed, index, "original", label_a, feeds, synthetic)
+        outs_b = _run(session_b, common, feed_b, index, "compressed", label_b, feeds, synthetic, label_a)
+        for name, a, b in zip(common, (outs_a[names_a.index(n)] for n in common), outs_b):
+            lab = None
+            if label_array is not None and np.ndim(a) >= 1 and a.shape[-1] > 1:
+                rows = a.size // a.shape[-1]
+                if cursors[name] + rows <= len(label_array):
+                    lab = label_array[cursors[name] : cursors[name] + rows]
+                cursors[name] += rows
+            stats[name].add(a, b, lab)
+        count += 1
+        logger.debug("compared sample %d", index)
+    if count == 0:
+        raise DataError(f"{feeds.description}: no samples to compare.")
+
+    outputs = []
+    for name in names_a:
+        if name not in stats:
+            outputs.append(_missing(name, tolerances[name]))
+            continue
+        out = _evaluate(name, stats[name], tolerances[name])
+        if label_array is not None and out.classifier:
+            if cursors[name] != len(label_array):
+                out.notes.append(
+                    f"{len(label_array)} labels for {cursors[name]} prediction rows"
+                    + ("; accuracy covers the labelled rows only" if out.labelled else "; no accuracy")
+                )
+        outputs.append(out)
+    if label_array is not None and not any(o.classifier for o in outputs):
+        notes.append("labels given but no output looks like class scores; use --classifier NAME.")
+
+    report = ComparisonReport(
+        original=label_a,
+        compressed=label_b,
+        data=feeds.description,
+        samples=count,
+        outputs=outputs,
+        notes=notes,
+    )
+    if layers:
+        report.layers = compare_layers(model_a, model_b, feeds, compressed_inputs=inputs_b, threads=threads)
+    if latency and first_feed is not None:
+        report.latency = measure_latency(
+            session_a,
+            session_b,
+            first_feed,
+            {k: v for k, v in first_feed.items() if k in inputs_b},
+            runs=latency_runs,
+            threads=threads,
+        )
+    return report
+
+
+def _as_tolerance(value: Any, where: str) -> Tolerance | None:
+    if value is None or isinstance(value, Tolerance):
+        return value
+    if isinstance(value, Mapping):
+        return Tolerance.from_dict(dict(value), where=where)
+    raise ConfigError(f"{where}: expected a Tolerance or a dict such as {{'atol': 1e-3}}.")
+
+
+def _load(model: Any, role: str) -> tuple[ir.Model, str, Any]:
+    """(ir model, label for messages, what to hand onnxruntime)."""
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        return load_model(path), str(path), path
+    if isinstance(model, (onnx.ModelProto, ir.Model)):
+        loaded = load_model(model)
+        return loaded, f"<{role} model in memory>", loaded
+    raise ConfigError(f"{role} model: expected a path, an onnx.ModelProto or an ir.Model, got {type(model).__name__}.")
+
+
+def _feeds(
+    model: ir.Model,
+    data: Any,
+    *,
+    samples: int | None,
+    seed: int,
+    shapes: Mapping[str, tuple[int, ...]] | None,
+    label_key: str | None,
+) -> tuple[FeedSource, bool]:
+    if data is None:
+        return synthetic_feeds(model, samples or DEFAULT_SYNTHETIC_SAMPLES, seed=seed, shapes=shapes), True
+    source = feed_source(data, model, labels=label_key)
+    if samples is not None:
+        source = source.take(samples)
+    return source, False
+
+
+def _run(
+    session: Any,
+    names: list[str],
+    feed: dict[str, np.ndarray],
+    index: int,
+    role: str,
+    label: str,
+    feeds: FeedSource,
+    synthetic: bool,
+    other: str | None = None,
+) -> list[np.ndarray]:
+    try:
+        return session.run(names, feed)
+    except Exception as e:  # onnxruntime raises its own exception types
+        shapes = ", ".join(f"{k}: {'x'.join(map(str, v.shape)) or 'scalar'} {v.dtype}" for k, v in feed.items())
+        if other is not None:
+            raise RuntimeUnavailableError(
+                f"the compressed model {label} fails on sample {index} ({shapes}), which the "
+                f"original {other} runs: {first_line(e)}",
+                hint="the compression broke the model; compare with --debug or inspect it.",
+            ) from e
+        if synthetic:
+            raise DataError(
+                f"{label} does not run on synthetic inputs ({shapes}): {first_line(e)}",
+                hint="pass real data with --data PATH, or set the input shapes with --shape NAME:DIMS "
+                "(e.g. --shape input:1x3x224x224).",
+            ) from e
+        raise DataError(
+            f"{label} does not run on sample {index} of {feeds.description} ({shapes}): {first_line(e)}",
+            hint="check that the data matches the model's inputs (see `onnxcompress inspect`).",
+        ) from e
+
+
+# -- judging one output -------------------------------------------------------------------------
+
+
+def _missing(name: str, tol: Tolerance) -> OutputComparison:
+    return OutputComparison(
+        name=name, dtype=None, shape=None, kind="missing", samples=0, elements=0, passed=False,
+        checks=[Check("present", False, "the compressed model has no output of this name")],
+        tolerance=tol,
+    )
+
+
+def _evaluate(name: str, s: TensorStats, tol: Tolerance) -> OutputComparison:
+    out = OutputComparison(
+        name=name,
+        dtype=s.dtype,
+        shape=s.shape,
+        kind="exact" if s.exact else "float",
+        samples=s.samples,
+        elements=s.elements,
+        passed=True,
+        checks=[],
+        tolerance=tol,
+        max_abs=None if s.exact else s.max_abs,
+        mean_abs=s.mean_abs,
+        rel_l2=s.rel_l2,
+        cosine=s.cosine,
+        snr_db=s.snr_db,
+        outside=s.outside,
+        nan_original=s.nan_original,
+        inf_original=s.inf_original,
+        nan_compressed=s.nan_compressed,
+        inf_compressed=s.inf_compressed,
+        nonfinite_mismatch=s.nonfinite_mismatch,
+        classifier=bool(s.classifier),
+        rows=s.rows,
+        top1_agreement=s.top1_agreement,
+        topk_agreement=s.topk_agreement,
+        k=s.k,
+        labelled=s.labelled_rows,
+        accuracy_original=s.accuracy_original,
+        accuracy_compressed=s.accuracy_compressed,
+        notes=list(dict.fromkeys(s.notes))[:3],
+    )
+    checks = out.checks
+    if s.shape_mismatch:
+        checks.append(Check("shape", False, s.shape_mismatch))
+    elif s.exact:
+        checks.append(
+            Check("exact", s.outside == 0, f"{s.outside} of {s.elements} elements differ (compared exactly)")
+        )
+    else:
+        checks.append(
+            Check(
+                "non-finite",
+                s.nonfinite_mismatch == 0,
+                f"{s.nonfinite_mismatch} positions where the models disagree on NaN/Inf "
+                f"(original: {s.nan_original} NaN, {s.inf_original} Inf; "
+                f"compressed: {s.nan_compressed} NaN, {s.inf_compressed} Inf)",
+            )
+        )
+        applied = 0
+        if tol.atol is not None or tol.rtol is not None:
+            applied += 1
+            checks.append(
+                Check(
+                    "allclose",
+                    s.outside == 0,
+                    f"{s.outside} of {s.finite_elements} elements outside "
+                    f"|compressed - original| <= {tol.atol:g} + {tol.rtol:g}*|original| "
+                    f"(max abs error {s.max_abs:.3g})",
+                )
+            )
+        if tol.min_cosine is not None:
+            applied += 1
+            cos = s.cosine if s.cosine is not None else -1.0
+            checks.append(Check("min_cosine", cos >= tol.min_cosine, f"cosine {cos:.6f}, needs >= {tol.min_cosine:g}"))
+        if tol.max_rel_error is not None:
+            applied += 1
+            rel = s.rel_l2 if s.rel_l2 is not None else math.inf
+            checks.append(
+                Check("max_rel_error", rel <= tol.max_rel_error, f"relative error {rel:.3g}, needs <= {tol.max_rel_error:g}")
+            )
+        if tol.min_top1 is not None:
+            if s.classifier and s.top1_agreement is not None:
+                applied += 1
+                checks.append(
+                    Check(
+                        "min_top1",
+                        s.top1_agreement >= tol.min_top1,
+                        f"top-1 agreement {s.top1_agreement:.2%} over {s.rows} rows, needs >= {tol.min_top1:.2%}",
+                    )
+                )
+            else:
+                out.notes.append("--min-top1 does not apply: not a classifier output (see --classifier)")
+        if applied == 0:
+            out.notes.append("no tolerance applies to this output: only NaN/Inf agreement is checked")
+    out.passed = all(c.passed for c in checks)
+    return out
+
+
+# -- rendering ----------------------------------------------------------------------------------
+
+
+def _json_safe(value: Any) -> Any:
+    """Replace inf/nan (not valid JSON) with the strings "inf", "-inf", "nan"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, np.generic):
+        return _json_safe(value.item())
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _num(value: Any, spec: str) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    return format(value, spec)
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else "..." + text[-(width - 3) :]
+
+
+def render_report(d: Mapping[str, Any], *, max_layers: int = 30) -> str:
+    """The terminal view of a comparison report (from :meth:`ComparisonReport.to_dict`)."""
+    lines = [f"compared {d['compressed']} with {d['original']} on {d['samples']} sample(s) of {d['data']}"]
+    lines.append(
+        f"  {'output':<24}{'dtype':<9}{'shape':<14}{'max abs':>10}{'mean abs':>10}{'rel.err':>10}"
+        f"{'cosine':>10}{'SNR dB':>8}{'top-1':>8}  result"
+    )
+    for o in d["outputs"]:
+        shape = "x".join(str(x) for x in o["shape"]) if o.get("shape") is not None else "-"
+        result = "ok" if o["passed"] else "FAIL"
+        if o["passed"] and not any(c["criterion"] not in ("non-finite",) for c in o["checks"]):
+            result = "ok (unchecked)"
+        lines.append(
+            f"  {_clip(o['name'], 23):<24}{(o['dtype'] or '-'):<9}{_clip(shape, 13):<14}"
+            f"{_num(o['max_abs'], '.3g'):>10}{_num(o['mean_abs'], '.3g'):>10}{_num(o['rel_l2'], '.3g'):>10}"
+            f"{_num(o['cosine'], '.6f'):>10}{_num(o['snr_db'], '.1f'):>8}{_pct(o['top1_agreement']):>8}  {result}"
+        )
+    for o in d["outputs"]:
+        tol = ", ".join(f"{k}={v:g}" for k, v in o["tolerance"].items())
+        for c in o["checks"]:
+            if not c["passed"]:
+                lines.append(f"  FAIL {o['name']} [{c['criterion']}]: {c['detail']}")
+        if o["nan_original"] or o["inf_original"] or o["nan_compressed"] or o["inf_compressed"]:
+            lines.append(
+                f"  {o['name']}: NaN/Inf: original {o['nan_original']} NaN, {o['inf_original']} Inf; "
+                f"compressed {o['nan_compressed']} NaN, {o['inf_compressed']} Inf; "
+                f"{o['nonfinite_mismatch']} position(s) disagree"
+            )
+        if o.get("topk_agreement") is not None:
+            lines.append(
+                f"  {o['name']}: top-1 agreement {_pct(o['top1_agreement'])}, original's top-1 within the "
+                f"compressed top-{o['k']}: {_pct(o['topk_agreement'])} ({o['rows']} rows)"
+            )
+        if o.get("labelled"):
+            a, b = o["accuracy_original"], o["accuracy_compressed"]
+            lines.append(
+                f"  {o['name']}: accuracy on {o['labelled']} labels: original {_pct(a)}, compressed {_pct(b)} "
+                f"({(b - a) * 100:+.1f} points)"
+            )
+        for note in o["notes"]:
+            lines.append(f"  {o['name']}: note: {note}")
+        if not o["passed"] and o["kind"] == "float":
+            lines.append(f"  {o['name']}: tolerance {tol or 'none'}")
+    layers = d.get("layers")
+    if layers is not None:
+        lines.extend(_render_layers(layers, max_layers))
+    lat = d.get("latency")
+    if lat is not None:
+        lines.append("")
+        lines.append(
+            f"latency (median of {lat['runs']} alternated runs, same session options): original "
+            f"{lat['original_ms']:.3f} ms, compressed {lat['compressed_ms']:.3f} ms, "
+            f"speedup {_num(lat['speedup'], '.2f')}x"
+        )
+    for note in d.get("notes", []):
+        lines.append(f"note: {note}")
+    if d["passed"]:
+        lines.append(f"PASS: {len(d['outputs'])} output(s) within tolerance")
+    else:
+        lines.append(f"FAIL: output(s) outside tolerance: {', '.join(d['failed_outputs']) or 'none compared'}")
+    return "\n".join(lines)
+
+
+def _layer_label(s: Mapping[str, Any]) -> str:
+    node = f" '{s['node']}'" if s["node"] and s["node"] != s["name"] else ""
+    return f"{s['name']} ({s['op_type']}{node})"
+
+
+def _render_layers(layers: Mapping[str, Any], max_layers: int) -> list[str]:
+    lines = [
+        "",
+        f"layer-wise: {layers['compared']} tensor(s) present in both models, {layers['samples']} sample(s)"
+        + (
+            f"; {layers['only_original']} in the original only, {layers['only_compressed']} in the "
+            "compressed only (ignored)"
+            if layers["only_original"] or layers["only_compressed"]
+            else ""
+        ),
+    ]
+    jumps = layers["jumps"]
+    if not jumps:
+        lines.append("  no layer's error grows beyond float noise")
+    else:
+        lines.append("  largest error jumps (relative error here vs. in its inputs):")
+        for rank, s in enumerate(jumps[:5], 1):
+            lines.append(
+                f"  {rank}. {_layer_label(s)}: {_num(s['input_error'], '.3g')} -> {_num(s['rel_l2'], '.3g')}"
+            )
+    if layers["first_divergent"]:
+        lines.append(f"  first tensor with relative error > 1e-3: {layers['first_divergent']}")
+    rows = layers["layers"]
+    if rows:
+        lines.append(f"  {'#':>4}  {'tensor':<28}{'op':<14}{'rel.err':>10}{'cosine':>10}{'max abs':>10}{'jump':>10}")
+        for s in rows[:max_layers]:
+            lines.append(
+                f"  {s['index']:>4}  {_clip(s['name'], 27):<28}{_clip(s['op_type'], 13):<14}"
+                f"{_num(s['rel_l2'], '.3g'):>10}{_num(s['cosine'], '.6f'):>10}{_num(s['max_abs'], '.3g'):>10}"
+                f"{_num(s['jump'], '.3g'):>10}"
+            )
+        if len(rows) > max_layers:
+            lines.append(f"  ... {len(rows) - max_layers} more (see --json)")
+    for note in layers.get("notes", []):
+        lines.append(f"  note: {note}")
+    return lines

@@ -1,0 +1,231 @@
+"""Layer-wise localisation: where, inside the graph, do the two models part ways?
+
+Compression passes keep the names of the activations they touch (a quantized MatMul still
+outputs ``mm1``; the Q/DQ, Cast and codebook Gather nodes they add get fresh names), so the
+tensors that exist in both main graphs under the same name, with a float type, are the points
+where the models can be compared. Both models are run with those tensors exposed as outputs,
+sample by sample (memory holds one sample's activations of each model, never the data set),
+and each tensor's error is compared with the error already present in its inputs: the layers
+where the error *jumps* are where the compressed model goes wrong. Tensors of only one model
+(the added nodes) are ignored, as are tensors computed from weights alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import onnx
+import onnx_ir as ir
+
+from onnxcompress.activations import expose_outputs, iter_intermediates
+from onnxcompress.data import Feed
+from onnxcompress.errors import RuntimeUnavailableError
+from onnxcompress.runtime import first_line
+from onnxcompress.validation.metrics import TensorStats
+
+logger = logging.getLogger(__name__)
+
+# A jump smaller than this (in relative L2 error) is float noise, not a finding.
+JUMP_FLOOR = 1e-6
+# A tensor whose relative error exceeds this counts as diverged (for "first divergent layer").
+DIVERGENCE_THRESHOLD = 1e-3
+# Relative errors are capped here when computing jumps (an all-zero reference gives inf).
+_ERROR_CAP = 1e6
+
+_FLOAT_TYPES = {
+    onnx.TensorProto.FLOAT,
+    onnx.TensorProto.FLOAT16,
+    onnx.TensorProto.DOUBLE,
+    onnx.TensorProto.BFLOAT16,
+}
+
+
+@dataclass
+class LayerStat:
+    """One tensor present in both models: its error and how much of it appeared right here."""
+
+    index: int  # position of the producing node in the original graph (topological)
+    name: str  # tensor name
+    node: str  # producing node in the original model
+    op_type: str
+    rel_l2: float | None
+    cosine: float | None
+    max_abs: float
+    mean_abs: float | None
+    input_error: float  # largest relative error among the compared tensors it is computed from
+    jump: float  # rel_l2 - input_error
+    nonfinite_mismatch: int = 0
+    shape_mismatch: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class LayerReport:
+    """Per-layer errors in topological order, and the layers where the error jumps most."""
+
+    samples: int
+    layers: list[LayerStat]
+    jumps: list[LayerStat]  # largest jump first; only jumps above JUMP_FLOOR
+    first_divergent: LayerStat | None
+    only_original: int = 0  # float activations with no counterpart in the compressed model
+    only_compressed: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "samples": self.samples,
+            "compared": len(self.layers),
+            "only_original": self.only_original,
+            "only_compressed": self.only_compressed,
+            "first_divergent": self.first_divergent.name if self.first_divergent else None,
+            "jumps": [s.to_dict() for s in self.jumps],
+            "layers": [s.to_dict() for s in self.layers],
+            "notes": list(self.notes),
+        }
+
+
+def _float_activations(model: ir.Model) -> tuple[list[tuple[int, ir.Node, ir.Value]], set[str]]:
+    """(node index, node, value) for every float tensor that depends on a graph input, in
+    topological order, plus every name a node of the main graph produces."""
+    proto, exposed = expose_outputs(model, [v.name for n in model.graph for v in n.outputs if v.name])
+    types = {o.name: o.type.tensor_type.elem_type for o in proto.graph.output}
+    exposed_set = set(exposed)
+    dynamic: set[str] = {v.name for v in model.graph.inputs if v.name}
+    found = []
+    produced = set()
+    for index, node in enumerate(model.graph):
+        outputs = [v for v in node.outputs if v.name]
+        produced.update(v.name for v in outputs)
+        has_subgraph = _has_subgraph(node)
+        if not (has_subgraph or any(i is not None and i.name in dynamic for i in node.inputs)):
+            continue  # computed from weights only (a Constant, a DequantizeLinear of a weight)
+        for v in outputs:
+            dynamic.add(v.name)
+            if v.name in exposed_set and types.get(v.name) in _FLOAT_TYPES:
+                found.append((index, node, v))
+    return found, produced
+
+
+def compare_layers(
+    original: ir.Model,
+    compressed: ir.Model,
+    feeds: Iterable[Feed],
+    *,
+    compressed_inputs: set[str],
+    threads: int | None = None,
+) -> LayerReport:
+    """Compare every float activation the two main graphs share, sample by sample."""
+    candidates, _ = _float_activations(original)
+    theirs, _ = _float_activations(compressed)
+    their_names = {v.name for _, _, v in theirs}
+    shared = [(i, n, v) for i, n, v in candidates if v.name in their_names]
+    mine = {v.name for _, _, v in candidates}
+    notes = []
+    if any(_has_subgraph(n) for n in original.graph):
+        notes.append("tensors inside subgraphs (If/Loop/Scan bodies) are not compared one by one.")
+    names = [v.name for _, _, v in shared]
+    stats = {name: TensorStats() for name in names}
+    samples = 0
+    if names:
+        feeds_a, feeds_b = _tee(feeds, compressed_inputs)
+        try:
+            for values_a, values_b in zip(
+                iter_intermediates(original, names, feeds_a, threads=threads),
+                iter_intermediates(compressed, names, feeds_b, threads=threads),
+            ):
+                samples += 1
+                for name in names:
+                    if name in values_a and name in values_b:
+                        stats[name].add(values_a[name], values_b[name])
+        except RuntimeUnavailableError:
+            raise
+        except Exception as e:  # onnxruntime's own exception types
+            raise RuntimeUnavailableError(
+                f"layer-wise comparison: onnxruntime failed with the intermediate tensors exposed: "
+                f"{first_line(e)}",
+                hint="rerun without --layers to compare the outputs only.",
+            ) from e
+
+    # Error present at each value: its own if compared, else the largest among its inputs.
+    errors = {name: _capped(s.rel_l2) for name, s in stats.items() if s.samples}
+    upstream: dict[str, float] = {}
+    layer_stats = []
+    by_name = {v.name: (i, n) for i, n, v in shared}
+    for node in original.graph:
+        inputs_error = max(
+            (upstream.get(v.name, 0.0) for v in node.inputs if v is not None and v.name), default=0.0
+        )
+        for v in node.outputs:
+            if not v.name:
+                continue
+            if v.name in errors:
+                upstream[v.name] = errors[v.name]
+                index, producer = by_name[v.name]
+                s = stats[v.name]
+                layer_stats.append(
+                    LayerStat(
+                        index=index,
+                        name=v.name,
+                        node=producer.name or "",
+                        op_type=producer.op_type,
+                        rel_l2=s.rel_l2,
+                        cosine=s.cosine,
+                        max_abs=s.max_abs,
+                        mean_abs=s.mean_abs,
+                        input_error=inputs_error,
+                        jump=errors[v.name] - inputs_error,
+                        nonfinite_mismatch=s.nonfinite_mismatch,
+                        shape_mismatch=s.shape_mismatch,
+                    )
+                )
+            else:
+                upstream[v.name] = inputs_error
+    jumps = sorted((s for s in layer_stats if s.jump > JUMP_FLOOR), key=lambda s: (-s.jump, s.index))
+    first = next((s for s in layer_stats if _capped(s.rel_l2) > DIVERGENCE_THRESHOLD), None)
+    return LayerReport(
+        samples=samples,
+        layers=layer_stats,
+        jumps=jumps,
+        first_divergent=first,
+        only_original=len(mine - their_names),
+        only_compressed=len(their_names - mine),
+        notes=notes,
+    )
+
+
+def _has_subgraph(node: ir.Node) -> bool:
+    return any(
+        a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for a in node.attributes.values()
+    )
+
+
+def _capped(value: float | None) -> float:
+    if value is None or math.isnan(value):
+        return 0.0
+    return min(value, _ERROR_CAP)
+
+
+def _tee(feeds: Iterable[Feed], compressed_inputs: set[str]) -> tuple[Iterator[Feed], Iterator[Feed]]:
+    """Two iterators over the same feeds (the second restricted to the compressed model's
+    inputs) that never hold more than the current sample."""
+    current: list[Feed] = []
+
+    def first() -> Iterator[Feed]:
+        for feed in feeds:
+            current[:] = [feed]
+            yield feed
+
+    def second() -> Iterator[Feed]:
+        while True:
+            if not current:
+                return
+            feed = current.pop()
+            yield {k: v for k, v in feed.items() if k in compressed_inputs}
+
+    return first(), second()

@@ -1,0 +1,205 @@
+"""Streaming error metrics between a reference tensor and a candidate, one sample at a time.
+
+:class:`TensorStats` accumulates sums over samples so that the metrics of a whole data set (max
+and mean absolute error, relative L2 error, cosine similarity, SNR) need one sample's tensors in
+memory at a time. Non-finite values are counted on both sides and excluded from the numeric
+metrics; a position where the two models disagree about a NaN/Inf is a mismatch of its own, so
+a NaN never hides behind a good average. Classifier-like tensors (class scores on the last axis)
+also count top-1/top-k agreement and, given labels, the accuracy of both models.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+def is_float(dtype: np.dtype) -> bool:
+    return np.dtype(dtype).kind in "fc"
+
+
+def looks_like_classifier(shape: tuple[int, ...]) -> bool:
+    """Rank 2 with more than one column: [batch, classes] scores."""
+    return len(shape) == 2 and shape[-1] > 1
+
+
+@dataclass
+class TensorStats:
+    """Running sums for one tensor compared over many samples.
+
+    ``atol``/``rtol`` (numpy ``allclose`` semantics, the original as reference:
+    ``|compressed - original| <= atol + rtol * |original|``) count the elements outside tolerance
+    when given. ``classifier`` (the last axis holds class scores; None: rank 2 with more than one
+    column) turns on top-1/top-k counting.
+    """
+
+    atol: float | None = None
+    rtol: float | None = None
+    classifier: bool | None = None  # None: decide from the first sample's shape
+    top_k: int = 5
+
+    samples: int = 0
+    elements: int = 0
+    exact: bool | None = None  # True for non-float tensors (compared exactly)
+    dtype: str | None = None
+    shape: tuple[int, ...] | None = None
+    shape_mismatch: str | None = None
+    # float sums (finite positions only)
+    finite_elements: int = 0
+    max_abs: float = 0.0
+    sum_abs: float = 0.0
+    sum_d2: float = 0.0
+    sum_a2: float = 0.0
+    sum_b2: float = 0.0
+    sum_ab: float = 0.0
+    outside: int = 0  # elements outside atol/rtol, or unequal for exact comparison
+    # non-finite values
+    nan_original: int = 0
+    inf_original: int = 0
+    nan_compressed: int = 0
+    inf_compressed: int = 0
+    nonfinite_mismatch: int = 0
+    # classifier
+    rows: int = 0
+    top1_agree: int = 0
+    topk_agree: int = 0
+    k: int | None = None
+    labelled_rows: int = 0
+    correct_original: int = 0
+    correct_compressed: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, original: np.ndarray, compressed: np.ndarray, labels: np.ndarray | None = None) -> None:
+        """Fold one sample in. ``labels`` holds one class index per row of a classifier tensor."""
+        a, b = np.asarray(original), np.asarray(compressed)
+        self.samples += 1
+        if self.dtype is None:
+            self.dtype, self.shape = str(a.dtype), tuple(a.shape)
+            self.exact = not is_float(a.dtype)
+            if self.classifier is None:
+                self.classifier = not self.exact and looks_like_classifier(a.shape)
+        if a.shape != b.shape:
+            if self.shape_mismatch is None:
+                self.shape_mismatch = (
+                    f"sample {self.samples - 1}: shape {_fmt_shape(a.shape)} in the original, "
+                    f"{_fmt_shape(b.shape)} in the compressed model"
+                )
+            return
+        self.elements += a.size
+        if not is_float(a.dtype) or not is_float(b.dtype):
+            unequal = np.asarray(a != b)
+            self.outside += int(np.count_nonzero(unequal)) if unequal.shape == a.shape else a.size
+            return
+        if np.iscomplexobj(a) or np.iscomplexobj(b):
+            a, b = np.abs(a), np.abs(b)
+        self._add_float(a.astype(np.float64, copy=False).ravel(), b.astype(np.float64, copy=False).ravel())
+        if self.classifier and a.ndim >= 1 and a.shape[-1] > 1:
+            self._add_classes(a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1]), labels)
+
+    def _add_float(self, a: np.ndarray, b: np.ndarray) -> None:
+        fa, fb = np.isfinite(a), np.isfinite(b)
+        both = fa & fb
+        if not both.all():
+            na, nb = np.isnan(a), np.isnan(b)
+            self.nan_original += int(na.sum())
+            self.nan_compressed += int(nb.sum())
+            self.inf_original += int((~fa & ~na).sum())
+            self.inf_compressed += int((~fb & ~nb).sum())
+            with np.errstate(invalid="ignore"):
+                same = (a == b) | (na & nb)
+            self.nonfinite_mismatch += int((~both & ~same).sum())
+            a, b = a[both], b[both]
+        if a.size == 0:
+            return
+        d = b - a
+        absd = np.abs(d)
+        self.finite_elements += a.size
+        self.max_abs = max(self.max_abs, float(absd.max()))
+        self.sum_abs += float(absd.sum())
+        self.sum_d2 += float(d @ d)
+        self.sum_a2 += float(a @ a)
+        self.sum_b2 += float(b @ b)
+        self.sum_ab += float(a @ b)
+        if self.atol is not None or self.rtol is not None:
+            limit = (self.atol or 0.0) + (self.rtol or 0.0) * np.abs(a)
+            self.outside += int(np.count_nonzero(absd > limit))
+
+    def _add_classes(self, a: np.ndarray, b: np.ndarray, labels: np.ndarray | None) -> None:
+        classes = a.shape[-1]
+        top_a = np.argmax(a, axis=-1)
+        top_b = np.argmax(b, axis=-1)
+        self.rows += len(top_a)
+        self.top1_agree += int(np.count_nonzero(top_a == top_b))
+        k = min(self.top_k, classes - 1)
+        if k > 1:
+            self.k = k
+            top_k_b = np.argpartition(-b, k - 1, axis=-1)[:, :k]
+            self.topk_agree += int(np.count_nonzero((top_k_b == top_a[:, None]).any(axis=-1)))
+        if labels is not None:
+            labels = np.asarray(labels).reshape(-1)
+            if len(labels) != len(top_a):
+                self.notes.append(
+                    f"sample {self.samples - 1}: {len(labels)} label(s) for {len(top_a)} prediction row(s)"
+                )
+                return
+            self.labelled_rows += len(labels)
+            self.correct_original += int(np.count_nonzero(top_a == labels))
+            self.correct_compressed += int(np.count_nonzero(top_b == labels))
+
+    # -- results --------------------------------------------------------------------------------
+
+    @property
+    def mean_abs(self) -> float | None:
+        return self.sum_abs / self.finite_elements if self.finite_elements else None
+
+    @property
+    def rel_l2(self) -> float | None:
+        """||compressed - original|| / ||original|| over every finite element of every sample."""
+        if self.exact or self.samples == 0 or self.shape_mismatch:
+            return None
+        if self.sum_a2 > 0:
+            return math.sqrt(self.sum_d2 / self.sum_a2)
+        return 0.0 if self.sum_d2 == 0 else math.inf
+
+    @property
+    def cosine(self) -> float | None:
+        if self.exact or self.samples == 0 or self.shape_mismatch:
+            return None
+        if self.sum_a2 == 0 and self.sum_b2 == 0:
+            return 1.0
+        if self.sum_a2 == 0 or self.sum_b2 == 0:
+            return 0.0
+        return max(-1.0, min(1.0, self.sum_ab / math.sqrt(self.sum_a2 * self.sum_b2)))
+
+    @property
+    def snr_db(self) -> float | None:
+        """10 log10(signal energy / error energy); inf when the outputs are identical."""
+        if self.exact or self.samples == 0 or self.shape_mismatch:
+            return None
+        if self.sum_d2 == 0:
+            return math.inf
+        if self.sum_a2 == 0:
+            return -math.inf
+        return 10 * math.log10(self.sum_a2 / self.sum_d2)
+
+    @property
+    def top1_agreement(self) -> float | None:
+        return self.top1_agree / self.rows if self.rows else None
+
+    @property
+    def topk_agreement(self) -> float | None:
+        return self.topk_agree / self.rows if self.rows and self.k else None
+
+    @property
+    def accuracy_original(self) -> float | None:
+        return self.correct_original / self.labelled_rows if self.labelled_rows else None
+
+    @property
+    def accuracy_compressed(self) -> float | None:
+        return self.correct_compressed / self.labelled_rows if self.labelled_rows else None
+
+
+def _fmt_shape(shape: tuple[int, ...]) -> str:
+    return "x".join(str(d) for d in shape) or "scalar"

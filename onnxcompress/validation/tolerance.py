@@ -1,0 +1,135 @@
+"""Tolerances: when a compressed model's output counts as "the same" as the original's.
+
+A :class:`Tolerance` holds any of: ``atol``/``rtol`` (numpy ``allclose`` semantics with the
+original as reference, ``|compressed - original| <= atol + rtol * |original|`` for every
+element), ``min_cosine``, ``max_rel_error`` (relative L2 error) and ``min_top1`` (top-1
+agreement, classifier outputs only). An output passes when every criterion given holds. With no
+criterion at all, ``allclose`` with :data:`DEFAULT_ATOL`/:data:`DEFAULT_RTOL` applies; a metric
+threshold alone does not bring the element-wise ``allclose`` check with it, since compressed
+models are rarely element-wise close and a metric threshold is how one says "close enough".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from onnxcompress.errors import ConfigError
+
+DEFAULT_ATOL = 1e-4
+DEFAULT_RTOL = 1e-3
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Criteria one output must meet; see the module doc."""
+
+    atol: float | None = None
+    rtol: float | None = None
+    min_cosine: float | None = None
+    max_rel_error: float | None = None
+    min_top1: float | None = None
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
+                raise ConfigError(f"tolerance {f.name}={value!r}: expected a number.")
+            object.__setattr__(self, f.name, float(value))
+        for name in ("atol", "rtol", "max_rel_error"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(f"tolerance {name}={value}: must be >= 0.")
+        if self.min_cosine is not None and not -1 <= self.min_cosine <= 1:
+            raise ConfigError(f"tolerance min_cosine={self.min_cosine}: must be in [-1, 1].")
+        if self.min_top1 is not None and not 0 <= self.min_top1 <= 1:
+            raise ConfigError(
+                f"tolerance min_top1={self.min_top1}: must be a fraction in [0, 1].",
+                hint="0.99 means 99% of the rows keep their top-1 class.",
+            )
+
+    @property
+    def empty(self) -> bool:
+        return all(getattr(self, f.name) is None for f in fields(self))
+
+    def resolved(self) -> Tolerance:
+        """Defaults filled in: allclose when nothing is given, the missing half of atol/rtol."""
+        if self.empty:
+            return Tolerance(atol=DEFAULT_ATOL, rtol=DEFAULT_RTOL)
+        if (self.atol is None) != (self.rtol is None):
+            return replace(
+                self,
+                atol=DEFAULT_ATOL if self.atol is None else self.atol,
+                rtol=DEFAULT_RTOL if self.rtol is None else self.rtol,
+            )
+        return self
+
+    def merged(self, other: Tolerance | None) -> Tolerance:
+        """``self`` with the fields ``other`` sets replaced."""
+        if other is None:
+            return self
+        given = {f.name: getattr(other, f.name) for f in fields(other) if getattr(other, f.name) is not None}
+        return replace(self, **given)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], *, where: str = "tolerance") -> Tolerance:
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown criterion {', '.join(sorted(unknown))}; "
+                f"use {', '.join(sorted(known))}."
+            )
+        return cls(**values)
+
+    @classmethod
+    def parse(cls, text: str, *, where: str = "tolerance") -> Tolerance:
+        """``atol=1e-3,rtol=0`` or ``min_cosine=0.999`` (dashes allowed: ``min-cosine``)."""
+        values: dict[str, Any] = {}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            key, sep, value = part.partition("=")
+            key = key.strip().replace("-", "_")
+            try:
+                if not sep:
+                    raise ValueError
+                values[key] = float(value)
+            except ValueError:
+                raise ConfigError(
+                    f"{where}: expected KEY=NUMBER pairs such as 'atol=1e-3,rtol=0', got '{part}'."
+                ) from None
+        if not values:
+            raise ConfigError(f"{where}: no criterion given.", hint="e.g. 'atol=1e-3' or 'min_cosine=0.999'.")
+        return cls.from_dict(values, where=where)
+
+    def to_dict(self) -> dict[str, float]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    def describe(self) -> str:
+        parts = []
+        if self.atol is not None or self.rtol is not None:
+            parts.append(f"allclose(atol={self.atol or 0:g}, rtol={self.rtol or 0:g})")
+        if self.min_cosine is not None:
+            parts.append(f"cosine >= {self.min_cosine:g}")
+        if self.max_rel_error is not None:
+            parts.append(f"rel.err <= {self.max_rel_error:g}")
+        if self.min_top1 is not None:
+            parts.append(f"top-1 >= {self.min_top1:.2%}")
+        return ", ".join(parts) or "defaults"
+
+
+# What `compress --validate` checks when no tolerance flag is given: a compressed model is not
+# expected to be element-wise close, but its outputs should point the same way.
+VALIDATE_TOLERANCE = Tolerance(min_cosine=0.99)
+
+
+def parse_output_tolerance(item: str) -> tuple[str, Tolerance]:
+    """``NAME:atol=1e-3,rtol=0`` (CLI ``--tol``) into (output name, Tolerance)."""
+    name, sep, spec = item.rpartition(":")
+    if not sep or not name:
+        raise ConfigError(
+            f"--tol '{item}': expected OUTPUT:KEY=VALUE[,KEY=VALUE] such as 'logits:min_cosine=0.999'."
+        )
+    return name, Tolerance.parse(spec, where=f"--tol '{item}'")
