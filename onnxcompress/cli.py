@@ -153,12 +153,17 @@ def cmd_compress(args: argparse.Namespace) -> int:
         pipeline.check = args.check
     validator = None
     if args.validate:
-        validator = _validator()
+        validator = _validator(args)
+    elif hasattr(args, "min_cosine"):
+        from onnxcompress.validation.cli import check_validate_arguments
+
+        check_validate_arguments(args)
     progress = _progress_printer(not args.quiet and not args.json)
     try:
         report = compress_file(
             args.model, args.output, pipeline, calibration=args.calibration,
             overwrite=args.overwrite, validator=validator, progress=progress,
+            validation_data=getattr(args, "validation_data", None),
         )
     finally:
         _clear_progress(progress)
@@ -168,18 +173,23 @@ def cmd_compress(args: argparse.Namespace) -> int:
         print(report.to_json())
     elif not args.quiet:
         print(report.render())
+        if report.validation is not None:
+            from onnxcompress.validation import render_report
+
+            print()
+            print(render_report(report.validation))
         print(f"wrote {args.output}")
     if report.validation is not None and report.validation.get("passed") is False:
         return EXIT_DIFFER
     return EXIT_OK
 
 
-def _validator():  # noqa: ANN202
+def _validator(args: argparse.Namespace):  # noqa: ANN202
     try:
         from onnxcompress.validation import validator_for_cli
     except ImportError as e:
         raise ConfigError("--validate needs the validation module, which is not installed.") from e
-    return validator_for_cli()
+    return validator_for_cli(args)
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -230,6 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leave tensors/nodes matching this name or shell pattern alone (repeatable)")
     p.add_argument("--validate", action="store_true",
                    help="compare the output with the input through onnxruntime after compressing")
+    try:
+        from onnxcompress.validation.cli import add_validate_arguments
+    except ImportError:
+        pass
+    else:
+        add_validate_arguments(p)
     p.add_argument("--report", metavar="PATH.json", help="write the full report as JSON")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     p.add_argument("--seed", type=int, default=0, help="seed for every random choice (default: 0)")

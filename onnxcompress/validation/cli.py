@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from onnxcompress.data import parse_shape_overrides
-from onnxcompress.errors import SaveError
+from onnxcompress.errors import ConfigError, SaveError
 from onnxcompress.validation.compare import (
     DEFAULT_SYNTHETIC_SAMPLES,
     DEFAULT_TOP_K,
@@ -165,6 +165,23 @@ def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
         defaults=f"For --validate. With none given: {VALIDATE_TOLERANCE.describe()} for every float "
                  "output. Several given: all must hold.",
     )
+
+
+def check_validate_arguments(args: argparse.Namespace) -> None:
+    """Tolerance or validation-data flags given to ``compress`` without ``--validate``."""
+    if getattr(args, "validate", False):
+        return
+    given = [
+        flag
+        for flag, dest in (
+            ("--validation-data", "validation_data"), ("--validation-shape", "validation_shape"),
+            ("--atol", "atol"), ("--rtol", "rtol"), ("--min-cosine", "min_cosine"),
+            ("--max-rel-error", "max_rel_error"), ("--min-top1", "min_top1"), ("--tol", "tol"),
+        )
+        if getattr(args, dest, None) not in (None, [])
+    ]
+    if given:
+        raise ConfigError(f"{', '.join(given)} given without --validate.", hint="add --validate.")
 
 
 def validator_for_cli(args: argparse.Namespace | None = None):  # noqa: ANN201 - api.Validator
