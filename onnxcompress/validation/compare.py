@@ -546,9 +546,9 @@ def render_report(d: Mapping[str, Any], *, max_layers: int = 30) -> str:
     if lat is not None:
         lines.append("")
         lines.append(
-            f"latency (median of {lat['runs']} alternated runs, same session options): original "
-            f"{lat['original_ms']:.3f} ms, compressed {lat['compressed_ms']:.3f} ms, "
-            f"speedup {_num(lat['speedup'], '.2f')}x"
+            f"latency (median of {lat['runs']} alternated measurements, same session options): "
+            f"original {lat['original_ms']:.4g} ms, compressed {lat['compressed_ms']:.4g} ms per "
+            f"inference, speedup {_num(lat['speedup'], '.2f')}x"
         )
     for note in d.get("notes", []):
         lines.append(f"note: {note}")

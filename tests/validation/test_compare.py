@@ -1,0 +1,183 @@
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import onnx
+import pytest
+
+from onnxcompress.errors import ConfigError, DataError, ModelLoadError, RuntimeUnavailableError
+from onnxcompress.validation import ComparisonReport, Tolerance, compare_models
+from tests import helpers as h
+from tests.validation._models import multi_io_model, perturbed, reshape_model, sequence_model, sqrt_model
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    return h.mlp((16, 32, 32, 10))
+
+
+def test_identical_models_pass_with_zero_error(mlp):
+    report = compare_models(mlp, mlp)
+    assert isinstance(report, ComparisonReport) and report.passed
+    y = report.output("y")
+    assert y.max_abs == 0 and y.rel_l2 == 0 and y.cosine == 1.0 and y.snr_db == math.inf
+    assert y.classifier and y.top1_agreement == 1.0 and y.topk_agreement == 1.0
+    assert report.samples == 16 and report.data == "synthetic data"
+    assert json.loads(report.to_json())["outputs"][0]["snr_db"] == "inf"  # valid JSON, inf spelled out
+
+
+def test_perturbed_copy_fails_and_names_the_output(mlp):
+    report = compare_models(mlp, perturbed(mlp, "fc1.weight"))
+    assert not report.passed and report.failed_outputs == ["y"]
+    y = report.output("y")
+    assert [c.criterion for c in y.failures] == ["allclose"]
+    assert 0 < y.rel_l2 < 2 and y.cosine < 0.99 and y.outside > 0
+    text = report.render()
+    assert "FAIL y [allclose]" in text and text.splitlines()[-1].startswith("FAIL")
+
+
+def test_metric_thresholds_replace_allclose(mlp):
+    slightly = perturbed(mlp, "fc1.weight", scale=0.01)
+    assert not compare_models(mlp, slightly).passed
+    report = compare_models(mlp, slightly, tolerance={"min_cosine": 0.99, "max_rel_error": 0.1})
+    assert report.passed
+    assert {c.criterion for c in report.output("y").checks} == {"non-finite", "min_cosine", "max_rel_error"}
+    assert not compare_models(mlp, slightly, tolerance=Tolerance(min_cosine=0.9999999)).passed
+
+
+def test_per_output_tolerance_and_exact_integer_output():
+    model = multi_io_model()
+    other = perturbed(model, "table", scale=0.05)
+    report = compare_models(model, other, per_output={"emb": {"atol": 1.0}, "probs": {"min_cosine": 0.9}})
+    assert report.output("emb").passed and report.output("probs").passed
+    cls = report.output("cls")
+    assert cls.kind == "exact" and cls.dtype == "int64"
+    assert report.passed == (cls.outside == 0)
+    with pytest.raises(ConfigError, match="unknown output"):
+        compare_models(model, model, per_output={"nope": {"atol": 1}})
+
+
+def test_several_inputs_and_outputs_with_integer_inputs():
+    model = multi_io_model()
+    report = compare_models(model, model, samples=4)
+    assert report.passed and [o.name for o in report.outputs] == ["emb", "cls", "probs"]
+    assert report.output("emb").shape == (1, 4)
+    assert report.output("probs").classifier and not report.output("cls").classifier
+
+
+def test_dynamic_dimensions_from_shapes():
+    model = sequence_model()
+    report = compare_models(model, model, shapes={"x": (2, 5, 8)}, samples=3)
+    assert report.passed and report.output("y").shape == (2, 5, 4)
+    assert compare_models(model, model).output("y").shape == (1, 16, 4)  # defaults
+
+
+def test_if_subgraph_model():
+    model = h.if_subgraph_model()
+    assert compare_models(model, model).passed
+    report = compare_models(model, perturbed(model, "W_then"), layers=True)
+    assert report.failed_outputs == ["y"]
+    assert any("subgraph" in n for n in report.layers.notes)
+
+
+def test_nan_reported_and_gating_even_with_metric_threshold():
+    same = compare_models(sqrt_model(False), sqrt_model(False))
+    y = same.output("y")
+    assert same.passed and y.nan_original > 0 and y.nan_original == y.nan_compressed
+    assert "NaN" in same.render()
+    worse = compare_models(sqrt_model(True), sqrt_model(False), tolerance={"min_cosine": 0.0})
+    y = worse.output("y")
+    assert not worse.passed and y.nan_original == 0 and y.nan_compressed == y.nonfinite_mismatch > 0
+    assert [c.criterion for c in y.failures] == ["non-finite"]
+
+
+def test_npz_folder_of_varying_batches_with_labels(tmp_path, mlp):
+    r = np.random.default_rng(0)
+    for i, n in enumerate((1, 3, 2)):
+        np.savez(tmp_path / f"{i}.npz", x=r.standard_normal((n, 16)).astype(np.float32),
+                 labels=r.integers(0, 10, n))
+    report = compare_models(mlp, mlp, tmp_path)
+    y = report.output("y")
+    assert report.passed and report.samples == 3 and y.rows == 6 and y.labelled == 6
+    assert y.accuracy_original == y.accuracy_compressed
+
+
+def test_calibration_data_reader(mlp):
+    class Reader:
+        def __init__(self):
+            self.items = iter([{"x": np.ones((2, 16), np.float32) * i} for i in range(5)])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    report = compare_models(mlp, perturbed(mlp, "fc0.weight"), Reader(), layers=True)
+    assert report.samples == 5 and report.layers.samples == 5  # the one-shot reader is read twice
+    assert report.failed_outputs == ["y"]
+
+
+def test_labels_accuracy_of_both_models(tmp_path, mlp):
+    x = np.random.default_rng(3).standard_normal((40, 1, 16)).astype(np.float32)
+    truth = np.array([np.argmax(h.run(mlp, {"x": s})[0]) for s in x])
+    labels = truth.copy()
+    labels[:10] = (labels[:10] + 1) % 10  # 75% right for the original
+    np.savez(tmp_path / "d.npz", x=x, target=labels)
+    other = perturbed(mlp, "fc2.weight", scale=0.5)
+    report = compare_models(mlp, other, tmp_path / "d.npz", label_key="target", tolerance={"min_top1": 0.5})
+    y = report.output("y")
+    assert y.labelled == 40 and y.accuracy_original == pytest.approx(0.75)
+    assert y.accuracy_compressed is not None and "accuracy on 40 labels" in report.render()
+    with pytest.raises(DataError, match="no labels array named 'nope'"):
+        compare_models(mlp, mlp, tmp_path / "d.npz", label_key="nope")
+
+
+def test_models_onnxruntime_cannot_load(tmp_path):
+    path = tmp_path / "custom.onnx"
+    onnx.save(h.custom_domain_model(), path)
+    with pytest.raises(RuntimeUnavailableError, match="onnxruntime cannot load the original model .*custom.onnx"):
+        compare_models(path, path)
+
+
+def test_model_that_does_not_run_on_guessed_inputs():
+    with pytest.raises(DataError, match="synthetic inputs .*--shape"):
+        compare_models(reshape_model(), reshape_model())
+    assert compare_models(reshape_model(), reshape_model(), shapes={"x": (3, 4)}).passed
+
+
+def test_missing_output_and_bad_paths(tmp_path, mlp):
+    other = onnx.ModelProto.FromString(mlp.SerializeToString())
+    other.graph.output[0].name = "renamed"
+    other.graph.node[-1].output[0] = "renamed"
+    report = compare_models(mlp, other)
+    assert not report.passed and report.output("y").kind == "missing"
+    assert "compressed model only" in report.notes[0]
+    with pytest.raises(ModelLoadError, match="no such file"):
+        compare_models(tmp_path / "nope.onnx", mlp)
+
+
+def test_tolerance_validation_and_parsing():
+    assert Tolerance().resolved() == Tolerance(atol=1e-4, rtol=1e-3)
+    assert Tolerance(atol=0.5).resolved() == Tolerance(atol=0.5, rtol=1e-3)
+    assert Tolerance(min_cosine=0.9).resolved() == Tolerance(min_cosine=0.9)
+    assert Tolerance.parse("atol=1e-2, min-cosine=0.99") == Tolerance(atol=0.01, min_cosine=0.99)
+    for bad in ("atol", "atol=x", "speed=3"):
+        with pytest.raises(ConfigError):
+            Tolerance.parse(bad)
+    with pytest.raises(ConfigError, match="fraction"):
+        Tolerance(min_top1=99)
+
+
+def test_min_top1_on_a_non_classifier_output_is_said_not_hidden():
+    model = sequence_model()
+    report = compare_models(model, model, tolerance={"min_top1": 0.9}, samples=2)
+    assert report.passed
+    assert any("does not apply" in n for n in report.output("y").notes)
+    assert "unchecked" in report.render()
+
+
+def test_latency_is_measured_for_both(mlp):
+    report = compare_models(mlp, mlp, samples=2, latency=True, latency_runs=5)
+    lat = report.latency
+    assert lat.original_ms > 0 and lat.compressed_ms > 0 and lat.speedup > 0
+    assert "speedup" in report.render()
