@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import pytest
+
+from onnxcompress.validation import compare_models
+from tests import helpers as h
+from tests.validation._models import perturbed, qdq_copy
+
+
+@pytest.mark.parametrize(
+    "model, weight, tensor, node",
+    [
+        (h.mlp((16, 32, 32, 10)), "fc1.weight", "mm1", "fc1/MatMul"),
+        (h.mlp((16, 32, 32, 10)), "fc0.weight", "mm0", "fc0/MatMul"),
+        (h.cnn(), "conv1.weight", "c1", "conv1"),
+        (h.cnn(), "fc.weight", "y", "fc"),
+    ],
+)
+def test_perturbed_layer_is_named_first(model, weight, tensor, node):
+    report = compare_models(model, perturbed(model, weight, scale=0.05), layers=True, samples=4)
+    layers = report.layers
+    assert layers.jumps[0].name == tensor and layers.jumps[0].node == node
+    assert layers.first_divergent.name == tensor
+    assert [s.index for s in layers.layers] == sorted(s.index for s in layers.layers)  # topological
+    before = [s for s in layers.layers if s.index < layers.jumps[0].index]
+    assert all(s.rel_l2 == 0 for s in before)
+    text = report.render()
+    assert f"1. {tensor} (" in text
+
+
+def test_identical_models_have_no_jumps():
+    model = h.cnn()
+    layers = compare_models(model, model, layers=True, samples=2).layers
+    assert layers.jumps == [] and layers.first_divergent is None
+    # activations only: weights, BN constants and the model input are not "layers"
+    assert [s.name for s in layers.layers] == ["c0", "b0", "r0", "c1", "b1", "r1", "gap", "flat", "y"]
+
+
+def test_nodes_added_by_quantization_are_ignored():
+    model = h.mlp((16, 32, 32, 10))
+    layers = compare_models(model, qdq_copy(model), layers=True, samples=4).layers
+    names = [s.name for s in layers.layers]
+    assert "h0_dq" not in names and "h0_q" not in names and layers.only_compressed == 1
+    assert layers.jumps[0].name == "mm1"  # the first consumer of the quantized activation
+    assert all(s.rel_l2 == 0 for s in layers.layers if s.index <= 2)
