@@ -16,11 +16,23 @@ from onnxcompress.validation.compare import ComparisonReport, compare_models
 from onnxcompress.validation.tolerance import Tolerance
 
 _TOLERANCE_KEYS = ("atol", "rtol", "min_cosine", "max_rel_error", "min_top1")
-_OPTION_KEYS = ("per_output", "classifiers", "top_k", "labels", "label_key", "shapes", "samples", "seed",
-                "layers", "threads")
+_OPTION_KEYS = (
+    "per_output",
+    "classifiers",
+    "top_k",
+    "labels",
+    "label_key",
+    "shapes",
+    "samples",
+    "seed",
+    "layers",
+    "threads",
+)
 
 
-def assert_equivalent(original: Any, compressed: Any, inputs: Any = None, **tolerances: Any) -> ComparisonReport:
+def assert_equivalent(
+    original: Any, compressed: Any, inputs: Any = None, **tolerances: Any
+) -> ComparisonReport:
     """Assert that ``compressed`` still computes what ``original`` computes.
 
     ``original``/``compressed``: paths, ``onnx.ModelProto`` or ``onnx_ir.Model``. ``inputs``: an

@@ -34,21 +34,42 @@ EXIT_OK, EXIT_DIFFER = 0, 1
 
 def add_tolerance_arguments(parser: argparse.ArgumentParser, *, defaults: str) -> None:
     group = parser.add_argument_group("tolerances", defaults)
-    group.add_argument("--atol", type=float, metavar="X",
-                       help=f"absolute tolerance, numpy allclose semantics (default {DEFAULT_ATOL:g} "
-                            "when no criterion is given)")
-    group.add_argument("--rtol", type=float, metavar="X",
-                       help=f"relative tolerance, times |original| (default {DEFAULT_RTOL:g} when no "
-                            "criterion is given)")
-    group.add_argument("--min-cosine", type=float, metavar="X",
-                       help="minimum cosine similarity of each output, e.g. 0.999")
-    group.add_argument("--max-rel-error", type=float, metavar="X",
-                       help="maximum relative L2 error ||compressed-original||/||original||")
-    group.add_argument("--min-top1", type=float, metavar="FRACTION",
-                       help="minimum top-1 agreement of classifier outputs, e.g. 0.99")
-    group.add_argument("--tol", action="append", default=[], metavar="OUTPUT:KEY=X[,KEY=X]",
-                       help="criteria for one output, replacing the defaults for it "
-                            "(e.g. 'boxes:atol=1e-2,rtol=0'; repeatable)")
+    group.add_argument(
+        "--atol",
+        type=float,
+        metavar="X",
+        help=f"absolute tolerance, numpy allclose semantics (default {DEFAULT_ATOL:g} "
+        "when no criterion is given)",
+    )
+    group.add_argument(
+        "--rtol",
+        type=float,
+        metavar="X",
+        help=f"relative tolerance, times |original| (default {DEFAULT_RTOL:g} when no criterion is given)",
+    )
+    group.add_argument(
+        "--min-cosine", type=float, metavar="X", help="minimum cosine similarity of each output, e.g. 0.999"
+    )
+    group.add_argument(
+        "--max-rel-error",
+        type=float,
+        metavar="X",
+        help="maximum relative L2 error ||compressed-original||/||original||",
+    )
+    group.add_argument(
+        "--min-top1",
+        type=float,
+        metavar="FRACTION",
+        help="minimum top-1 agreement of classifier outputs, e.g. 0.99",
+    )
+    group.add_argument(
+        "--tol",
+        action="append",
+        default=[],
+        metavar="OUTPUT:KEY=X[,KEY=X]",
+        help="criteria for one output, replacing the defaults for it "
+        "(e.g. 'boxes:atol=1e-2,rtol=0'; repeatable)",
+    )
 
 
 def tolerances_from_args(args: argparse.Namespace) -> tuple[Tolerance | None, dict[str, Tolerance]]:
@@ -64,45 +85,97 @@ def tolerances_from_args(args: argparse.Namespace) -> tuple[Tolerance | None, di
 
 def add_compare_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
-        "compare", parents=[common], help="compare a compressed model with the original",
+        "compare",
+        parents=[common],
+        help="compare a compressed model with the original",
         description="Run ORIGINAL and COMPRESSED on the same inputs through onnxruntime and check "
-                    "that every output stays within tolerance. Exit 0 within, 1 outside, 2 error.",
+        "that every output stays within tolerance. Exit 0 within, 1 outside, 2 error.",
     )
     p.add_argument("original", help="the reference .onnx model")
     p.add_argument("compressed", help="the .onnx model to check")
     g = p.add_argument_group("inputs")
-    g.add_argument("--data", metavar="PATH",
-                   help="an .npz with arrays named after the inputs (samples stacked on a new leading "
-                        "axis) or a folder of .npz feeds; default: seeded synthetic inputs")
-    g.add_argument("--labels", metavar="NAME",
-                   help="the array of the .npz holding class labels (default: 'labels' if present)")
-    g.add_argument("--shape", action="append", default=[], metavar="NAME:DIMS",
-                   help="shape of a synthetic input with dynamic dims, e.g. input:1x3x224x224 (repeatable)")
-    g.add_argument("--samples", type=int, metavar="N",
-                   help=f"use the first N samples of --data, or N synthetic ones "
-                        f"(default: all / {DEFAULT_SYNTHETIC_SAMPLES})")
+    g.add_argument(
+        "--data",
+        metavar="PATH",
+        help="an .npz with arrays named after the inputs (samples stacked on a new leading "
+        "axis) or a folder of .npz feeds; default: seeded synthetic inputs",
+    )
+    g.add_argument(
+        "--labels",
+        metavar="NAME",
+        help="the array of the .npz holding class labels (default: 'labels' if present)",
+    )
+    g.add_argument(
+        "--shape",
+        action="append",
+        default=[],
+        metavar="NAME:DIMS",
+        help="shape of a synthetic input with dynamic dims, e.g. input:1x3x224x224 (repeatable)",
+    )
+    g.add_argument(
+        "--samples",
+        type=int,
+        metavar="N",
+        help=f"use the first N samples of --data, or N synthetic ones "
+        f"(default: all / {DEFAULT_SYNTHETIC_SAMPLES})",
+    )
     g.add_argument("--seed", type=int, default=0, help="seed of the synthetic inputs (default: 0)")
-    add_tolerance_arguments(p, defaults=f"With none given: allclose(atol={DEFAULT_ATOL:g}, "
-                                        f"rtol={DEFAULT_RTOL:g}). Several given: all must hold.")
+    add_tolerance_arguments(
+        p,
+        defaults=f"With none given: allclose(atol={DEFAULT_ATOL:g}, "
+        f"rtol={DEFAULT_RTOL:g}). Several given: all must hold.",
+    )
     g = p.add_argument_group("metrics")
-    g.add_argument("--classifier", action="append", default=[], metavar="OUTPUT",
-                   help="treat OUTPUT's last axis as class scores (rank-2 outputs are detected)")
-    g.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, metavar="K",
-                   help=f"also report whether the original's top-1 is in the compressed top-K "
-                        f"(default: {DEFAULT_TOP_K})")
-    g.add_argument("--layers", action="store_true",
-                   help="compare every intermediate tensor both models share and name the layers "
-                        "where the error jumps")
-    g.add_argument("--max-layers", type=int, default=30, metavar="N",
-                   help="rows of the per-layer table (default: 30; --json has all)")
-    g.add_argument("--latency", action="store_true",
-                   help="measure the median time per inference of both models (alternated runs)")
-    g.add_argument("--latency-runs", type=int, default=DEFAULT_LATENCY_RUNS, metavar="N",
-                   help=f"runs per model for --latency (default: {DEFAULT_LATENCY_RUNS})")
-    g.add_argument("--threads", type=int, metavar="N",
-                   help="onnxruntime intra-op threads for both models (default: onnxruntime's)")
-    p.add_argument("--json", metavar="PATH",
-                   help="write the report as JSON to PATH ('-' prints it on stdout instead of the table)")
+    g.add_argument(
+        "--classifier",
+        action="append",
+        default=[],
+        metavar="OUTPUT",
+        help="treat OUTPUT's last axis as class scores (rank-2 outputs are detected)",
+    )
+    g.add_argument(
+        "--top-k",
+        type=int,
+        default=DEFAULT_TOP_K,
+        metavar="K",
+        help=f"also report whether the original's top-1 is in the compressed top-K "
+        f"(default: {DEFAULT_TOP_K})",
+    )
+    g.add_argument(
+        "--layers",
+        action="store_true",
+        help="compare every intermediate tensor both models share and name the layers where the error jumps",
+    )
+    g.add_argument(
+        "--max-layers",
+        type=int,
+        default=30,
+        metavar="N",
+        help="rows of the per-layer table (default: 30; --json has all)",
+    )
+    g.add_argument(
+        "--latency",
+        action="store_true",
+        help="measure the median time per inference of both models (alternated runs)",
+    )
+    g.add_argument(
+        "--latency-runs",
+        type=int,
+        default=DEFAULT_LATENCY_RUNS,
+        metavar="N",
+        help=f"runs per model for --latency (default: {DEFAULT_LATENCY_RUNS})",
+    )
+    g.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="onnxruntime intra-op threads for both models (default: onnxruntime's)",
+    )
+    p.add_argument(
+        "--json",
+        metavar="PATH",
+        help="write the report as JSON to PATH ('-' prints it on stdout instead of the table)",
+    )
     p.set_defaults(func=cmd_compare)
 
 
@@ -156,14 +229,22 @@ def _write_text(path: Path, text: str) -> None:
 
 def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``compress`` that tune ``--validate``."""
-    parser.add_argument("--validation-data", metavar="PATH",
-                        help="data for --validate (default: --calibration, else synthetic inputs)")
-    parser.add_argument("--validation-shape", action="append", default=[], metavar="NAME:DIMS",
-                        help="shape of a synthetic validation input with dynamic dims (repeatable)")
+    parser.add_argument(
+        "--validation-data",
+        metavar="PATH",
+        help="data for --validate (default: --calibration, else synthetic inputs)",
+    )
+    parser.add_argument(
+        "--validation-shape",
+        action="append",
+        default=[],
+        metavar="NAME:DIMS",
+        help="shape of a synthetic validation input with dynamic dims (repeatable)",
+    )
     add_tolerance_arguments(
         parser,
         defaults=f"For --validate. With none given: {VALIDATE_TOLERANCE.describe()} for every float "
-                 "output. Several given: all must hold.",
+        "output. Several given: all must hold.",
     )
 
 
@@ -174,9 +255,14 @@ def check_validate_arguments(args: argparse.Namespace) -> None:
     given = [
         flag
         for flag, dest in (
-            ("--validation-data", "validation_data"), ("--validation-shape", "validation_shape"),
-            ("--atol", "atol"), ("--rtol", "rtol"), ("--min-cosine", "min_cosine"),
-            ("--max-rel-error", "max_rel_error"), ("--min-top1", "min_top1"), ("--tol", "tol"),
+            ("--validation-data", "validation_data"),
+            ("--validation-shape", "validation_shape"),
+            ("--atol", "atol"),
+            ("--rtol", "rtol"),
+            ("--min-cosine", "min_cosine"),
+            ("--max-rel-error", "max_rel_error"),
+            ("--min-top1", "min_top1"),
+            ("--tol", "tol"),
         )
         if getattr(args, dest, None) not in (None, [])
     ]

@@ -29,7 +29,7 @@ from onnxcompress.model import load_model
 from onnxcompress.runtime import create_session, first_line
 from onnxcompress.validation.latency import DEFAULT_LATENCY_RUNS, LatencyResult, measure_latency
 from onnxcompress.validation.layers import LayerReport, compare_layers
-from onnxcompress.validation.metrics import TensorStats, looks_like_classifier
+from onnxcompress.validation.metrics import TensorStats
 from onnxcompress.validation.tolerance import Tolerance
 
 logger = logging.getLogger(__name__)
@@ -232,8 +232,10 @@ def compare_models(
         )
         for n in common
     }
-    label_array = np.asarray(labels).reshape(-1) if labels is not None else (
-        np.asarray(feeds.labels).reshape(-1) if feeds.labels is not None else None
+    label_array = (
+        np.asarray(labels).reshape(-1)
+        if labels is not None
+        else (np.asarray(feeds.labels).reshape(-1) if feeds.labels is not None else None)
     )
     cursors = dict.fromkeys(common, 0)
     first_feed: dict[str, np.ndarray] | None = None
@@ -243,8 +245,12 @@ def compare_models(
         if first_feed is None:
             first_feed = feed
         outs_a = _run(session_a, names_a, feed, index, "original", label_a, feeds, synthetic)
-        outs_b = _run(session_b, common, feed_b, index, "compressed", label_b, feeds, synthetic, label_a)
-        for name, a, b in zip(common, (outs_a[names_a.index(n)] for n in common), outs_b):
+        # (an empty list would make onnxruntime return every output: run them all, keep none)
+        outs_b = _run(
+            session_b, common or None, feed_b, index, "compressed", label_b, feeds, synthetic, label_a
+        )
+        outs_b = outs_b if common else []
+        for name, a, b in zip(common, (outs_a[names_a.index(n)] for n in common), outs_b, strict=True):
             lab = None
             if label_array is not None and np.ndim(a) >= 1 and a.shape[-1] > 1:
                 rows = a.size // a.shape[-1]
@@ -263,12 +269,11 @@ def compare_models(
             outputs.append(_missing(name, tolerances[name]))
             continue
         out = _evaluate(name, stats[name], tolerances[name])
-        if label_array is not None and out.classifier:
-            if cursors[name] != len(label_array):
-                out.notes.append(
-                    f"{len(label_array)} labels for {cursors[name]} prediction rows"
-                    + ("; accuracy covers the labelled rows only" if out.labelled else "; no accuracy")
-                )
+        if label_array is not None and out.classifier and cursors[name] != len(label_array):
+            out.notes.append(
+                f"{len(label_array)} labels for {cursors[name]} prediction rows"
+                + ("; accuracy covers the labelled rows only" if out.labelled else "; no accuracy")
+            )
         outputs.append(out)
     if label_array is not None and not any(o.classifier for o in outputs):
         notes.append("labels given but no output looks like class scores; use --classifier NAME.")
@@ -311,7 +316,9 @@ def _load(model: Any, role: str) -> tuple[ir.Model, str, Any]:
     if isinstance(model, (onnx.ModelProto, ir.Model)):
         loaded = load_model(model)
         return loaded, f"<{role} model in memory>", loaded
-    raise ConfigError(f"{role} model: expected a path, an onnx.ModelProto or an ir.Model, got {type(model).__name__}.")
+    raise ConfigError(
+        f"{role} model: expected a path, an onnx.ModelProto or an ir.Model, got {type(model).__name__}."
+    )
 
 
 def _feeds(
@@ -333,7 +340,7 @@ def _feeds(
 
 def _run(
     session: Any,
-    names: list[str],
+    names: list[str] | None,
     feed: dict[str, np.ndarray],
     index: int,
     role: str,
@@ -345,7 +352,9 @@ def _run(
     try:
         return session.run(names, feed)
     except Exception as e:  # onnxruntime raises its own exception types
-        shapes = ", ".join(f"{k}: {'x'.join(map(str, v.shape)) or 'scalar'} {v.dtype}" for k, v in feed.items())
+        shapes = ", ".join(
+            f"{k}: {'x'.join(map(str, v.shape)) or 'scalar'} {v.dtype}" for k, v in feed.items()
+        )
         if other is not None:
             raise RuntimeUnavailableError(
                 f"the compressed model {label} fails on sample {index} ({shapes}), which the "
@@ -369,7 +378,13 @@ def _run(
 
 def _missing(name: str, tol: Tolerance) -> OutputComparison:
     return OutputComparison(
-        name=name, dtype=None, shape=None, kind="missing", samples=0, elements=0, passed=False,
+        name=name,
+        dtype=None,
+        shape=None,
+        kind="missing",
+        samples=0,
+        elements=0,
+        passed=False,
         checks=[Check("present", False, "the compressed model has no output of this name")],
         tolerance=tol,
     )
@@ -439,12 +454,18 @@ def _evaluate(name: str, s: TensorStats, tol: Tolerance) -> OutputComparison:
         if tol.min_cosine is not None:
             applied += 1
             cos = s.cosine if s.cosine is not None else -1.0
-            checks.append(Check("min_cosine", cos >= tol.min_cosine, f"cosine {cos:.6f}, needs >= {tol.min_cosine:g}"))
+            checks.append(
+                Check("min_cosine", cos >= tol.min_cosine, f"cosine {cos:.6f}, needs >= {tol.min_cosine:g}")
+            )
         if tol.max_rel_error is not None:
             applied += 1
             rel = s.rel_l2 if s.rel_l2 is not None else math.inf
             checks.append(
-                Check("max_rel_error", rel <= tol.max_rel_error, f"relative error {rel:.3g}, needs <= {tol.max_rel_error:g}")
+                Check(
+                    "max_rel_error",
+                    rel <= tol.max_rel_error,
+                    f"relative error {rel:.3g}, needs <= {tol.max_rel_error:g}",
+                )
             )
         if tol.min_top1 is not None:
             if s.classifier and s.top1_agreement is not None:
@@ -453,7 +474,8 @@ def _evaluate(name: str, s: TensorStats, tol: Tolerance) -> OutputComparison:
                     Check(
                         "min_top1",
                         s.top1_agreement >= tol.min_top1,
-                        f"top-1 agreement {s.top1_agreement:.2%} over {s.rows} rows, needs >= {tol.min_top1:.2%}",
+                        f"top-1 agreement {s.top1_agreement:.2%} over {s.rows} rows, "
+                        f"needs >= {tol.min_top1:.2%}",
                     )
                 )
             else:
@@ -511,7 +533,8 @@ def render_report(d: Mapping[str, Any], *, max_layers: int = 30) -> str:
         lines.append(
             f"  {_clip(o['name'], 23):<24}{(o['dtype'] or '-'):<9}{_clip(shape, 13):<14}"
             f"{_num(o['max_abs'], '.3g'):>10}{_num(o['mean_abs'], '.3g'):>10}{_num(o['rel_l2'], '.3g'):>10}"
-            f"{_num(o['cosine'], '.6f'):>10}{_num(o['snr_db'], '.1f'):>8}{_pct(o['top1_agreement']):>8}  {result}"
+            f"{_num(o['cosine'], '.6f'):>10}{_num(o['snr_db'], '.1f'):>8}{_pct(o['top1_agreement']):>8}"
+            f"  {result}"
         )
     for o in d["outputs"]:
         tol = ", ".join(f"{k}={v:g}" for k, v in o["tolerance"].items())
@@ -532,8 +555,8 @@ def render_report(d: Mapping[str, Any], *, max_layers: int = 30) -> str:
         if o.get("labelled"):
             a, b = o["accuracy_original"], o["accuracy_compressed"]
             lines.append(
-                f"  {o['name']}: accuracy on {o['labelled']} labels: original {_pct(a)}, compressed {_pct(b)} "
-                f"({(b - a) * 100:+.1f} points)"
+                f"  {o['name']}: accuracy on {o['labelled']} labels: original {_pct(a)}, "
+                f"compressed {_pct(b)} ({(b - a) * 100:+.1f} points)"
             )
         for note in o["notes"]:
             lines.append(f"  {o['name']}: note: {note}")
@@ -555,7 +578,9 @@ def render_report(d: Mapping[str, Any], *, max_layers: int = 30) -> str:
     if d["passed"]:
         lines.append(f"PASS: {len(d['outputs'])} output(s) within tolerance")
     else:
-        lines.append(f"FAIL: output(s) outside tolerance: {', '.join(d['failed_outputs']) or 'none compared'}")
+        lines.append(
+            f"FAIL: output(s) outside tolerance: {', '.join(d['failed_outputs']) or 'none compared'}"
+        )
     return "\n".join(lines)
 
 
@@ -588,7 +613,9 @@ def _render_layers(layers: Mapping[str, Any], max_layers: int) -> list[str]:
         lines.append(f"  first tensor with relative error > 1e-3: {layers['first_divergent']}")
     rows = layers["layers"]
     if rows:
-        lines.append(f"  {'#':>4}  {'tensor':<28}{'op':<14}{'rel.err':>10}{'cosine':>10}{'max abs':>10}{'jump':>10}")
+        lines.append(
+            f"  {'#':>4}  {'tensor':<28}{'op':<14}{'rel.err':>10}{'cosine':>10}{'max abs':>10}{'jump':>10}"
+        )
         for s in rows[:max_layers]:
             lines.append(
                 f"  {s['index']:>4}  {_clip(s['name'], 27):<28}{_clip(s['op_type'], 13):<14}"

@@ -80,8 +80,7 @@ class Tolerance:
         unknown = set(values) - known
         if unknown:
             raise ConfigError(
-                f"{where}: unknown criterion {', '.join(sorted(unknown))}; "
-                f"use {', '.join(sorted(known))}."
+                f"{where}: unknown criterion {', '.join(sorted(unknown))}; use {', '.join(sorted(known))}."
             )
         return cls(**values)
 

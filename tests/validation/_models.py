@@ -103,6 +103,9 @@ def qdq_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     del copy.graph.node[:]
     copy.graph.node.extend(nodes)
     copy.graph.initializer.extend(
-        [onh.from_array(np.array(0.05, np.float32), "q_scale"), onh.from_array(np.array(0, np.uint8), "q_zero")]
+        [
+            onh.from_array(np.array(0.05, np.float32), "q_scale"),
+            onh.from_array(np.array(0, np.uint8), "q_zero"),
+        ]
     )
     return copy

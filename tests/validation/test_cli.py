@@ -35,7 +35,10 @@ class AddNoise(Pass):
         rng = context.rng("noise")
         for w in WeightIndex.build(model).select(roles={"weight"}):
             arr = w.numpy()
-            w.set_numpy(arr + self.config.scale * np.abs(arr).mean() * rng.standard_normal(arr.shape).astype(arr.dtype))
+            w.set_numpy(
+                arr
+                + self.config.scale * np.abs(arr).mean() * rng.standard_normal(arr.shape).astype(arr.dtype)
+            )
         return model
 
 
@@ -44,8 +47,13 @@ def files(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("cli")
     model = h.mlp((16, 32, 32, 10))
     paths = {
-        "a": d / "a.onnx", "b": d / "b.onnx", "seq": d / "seq.onnx", "rs": d / "rs.onnx",
-        "custom": d / "custom.onnx", "garbage": d / "garbage.onnx", "dir": d,
+        "a": d / "a.onnx",
+        "b": d / "b.onnx",
+        "seq": d / "seq.onnx",
+        "rs": d / "rs.onnx",
+        "custom": d / "custom.onnx",
+        "garbage": d / "garbage.onnx",
+        "dir": d,
     }
     onnx.save(model, paths["a"])
     onnx.save(perturbed(model, "fc1.weight"), paths["b"])
@@ -75,7 +83,11 @@ def test_identical_exits_0(capsys, files):
 
 def test_perturbed_exits_1_and_names_the_output(capsys, files, tmp_path):
     code, out, _ = run(capsys, "compare", files["a"], files["b"], "--json", tmp_path / "r.json")
-    assert code == 1 and "FAIL y [allclose]" in out and out.splitlines()[-1] == "FAIL: output(s) outside tolerance: y"
+    assert (
+        code == 1
+        and "FAIL y [allclose]" in out
+        and out.splitlines()[-1] == "FAIL: output(s) outside tolerance: y"
+    )
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["passed"] is False and report["failed_outputs"] == ["y"]
     code, out, _ = run(capsys, "compare", files["a"], files["b"], "--min-cosine", "0.1", "--quiet")
@@ -90,8 +102,20 @@ def test_layers_names_the_perturbed_layer_first(capsys, files):
 
 
 def test_json_on_stdout(capsys, files):
-    code, out, _ = run(capsys, "compare", files["a"], files["a"], "--json", "-", "--layers", "--latency",
-                       "--latency-runs", "3", "--samples", "2")
+    code, out, _ = run(
+        capsys,
+        "compare",
+        files["a"],
+        files["a"],
+        "--json",
+        "-",
+        "--layers",
+        "--latency",
+        "--latency-runs",
+        "3",
+        "--samples",
+        "2",
+    )
     report = json.loads(out)
     assert code == 0 and report["passed"] and report["layers"]["compared"] == 8
     assert report["latency"]["speedup"] > 0
@@ -139,7 +163,10 @@ def test_usage_error_exits_2(capsys, files):
 def test_subprocess_module_entry_point(files):
     proc = subprocess.run(
         [sys.executable, "-m", "onnxcompress", "compare", str(files["a"]), str(files["garbage"])],
-        capture_output=True, text=True, cwd=REPO, timeout=60,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
     )
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.startswith("onnxcompress: error: ") and proc.stderr.count("\n") == 1
@@ -150,8 +177,9 @@ def test_subprocess_module_entry_point(files):
 @pytest.mark.parametrize("model", ["digits_mlp.onnx", "digits_cnn.onnx"])
 def test_digits_models_report_accuracy_against_labels(capsys, model, tmp_path):
     path = MODELS / model
-    code, out, _ = run(capsys, "compare", path, path, "--data", MODELS / "digits_eval.npz",
-                       "--json", tmp_path / "r.json")
+    code, out, _ = run(
+        capsys, "compare", path, path, "--data", MODELS / "digits_eval.npz", "--json", tmp_path / "r.json"
+    )
     assert code == 0
     logits = json.loads((tmp_path / "r.json").read_text())["outputs"][0]
     assert logits["labelled"] == 360 and logits["accuracy_original"] == logits["accuracy_compressed"] > 0.95
@@ -164,13 +192,35 @@ def test_compress_validate_passes_and_fails(capsys, files, tmp_path):
     assert code == 0 and "PASS" in out
     recipe = tmp_path / "noise.json"
     recipe.write_text(json.dumps({"passes": [{"pass": "test-validation-noise", "scale": 0.5}]}))
-    code, out, _ = run(capsys, "compress", files["a"], "-o", tmp_path / "n.onnx", "--recipe", recipe,
-                       "--validate", "--report", tmp_path / "r.json")
+    code, out, _ = run(
+        capsys,
+        "compress",
+        files["a"],
+        "-o",
+        tmp_path / "n.onnx",
+        "--recipe",
+        recipe,
+        "--validate",
+        "--report",
+        tmp_path / "r.json",
+    )
     assert code == 1 and "FAIL y [min_cosine]" in out
     validation = json.loads((tmp_path / "r.json").read_text())["validation"]
     assert validation["passed"] is False and validation["outputs"][0]["tolerance"] == {"min_cosine": 0.99}
-    code, out, err = run(capsys, "compress", files["a"], "-o", tmp_path / "n2.onnx", "--recipe", recipe,
-                       "--validate", "--min-cosine", "0", "--validation-data", MODELS.parent / "nope.npz")
+    code, out, err = run(
+        capsys,
+        "compress",
+        files["a"],
+        "-o",
+        tmp_path / "n2.onnx",
+        "--recipe",
+        recipe,
+        "--validate",
+        "--min-cosine",
+        "0",
+        "--validation-data",
+        MODELS.parent / "nope.npz",
+    )
     assert "nope.npz: no such file" in one_line_error(code, err)
 
 

@@ -96,8 +96,11 @@ def test_nan_reported_and_gating_even_with_metric_threshold():
 def test_npz_folder_of_varying_batches_with_labels(tmp_path, mlp):
     r = np.random.default_rng(0)
     for i, n in enumerate((1, 3, 2)):
-        np.savez(tmp_path / f"{i}.npz", x=r.standard_normal((n, 16)).astype(np.float32),
-                 labels=r.integers(0, 10, n))
+        np.savez(
+            tmp_path / f"{i}.npz",
+            x=r.standard_normal((n, 16)).astype(np.float32),
+            labels=r.integers(0, 10, n),
+        )
     report = compare_models(mlp, mlp, tmp_path)
     y = report.output("y")
     assert report.passed and report.samples == 3 and y.rows == 6 and y.labelled == 6
@@ -135,7 +138,9 @@ def test_labels_accuracy_of_both_models(tmp_path, mlp):
 def test_models_onnxruntime_cannot_load(tmp_path):
     path = tmp_path / "custom.onnx"
     onnx.save(h.custom_domain_model(), path)
-    with pytest.raises(RuntimeUnavailableError, match="onnxruntime cannot load the original model .*custom.onnx"):
+    with pytest.raises(
+        RuntimeUnavailableError, match="onnxruntime cannot load the original model .*custom.onnx"
+    ):
         compare_models(path, path)
 
 
