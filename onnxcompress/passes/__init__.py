@@ -10,6 +10,8 @@ from onnxcompress.passes.base import (
     registered_passes,
 )
 from onnxcompress.passes.simplify import Simplify, SimplifyConfig
+from onnxcompress.passes.quantization import Quantize, QuantizeConfig
+from onnxcompress.passes.pruning import Prune, PruneConfig
 
 __all__ = [
     "LayerStat",
@@ -21,4 +23,8 @@ __all__ = [
     "registered_passes",
     "Simplify",
     "SimplifyConfig",
+    "Quantize",
+    "QuantizeConfig",
+    "Prune",
+    "PruneConfig",
 ]
