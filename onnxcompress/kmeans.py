@@ -1,0 +1,383 @@
+"""Fast, deterministic 1-D k-means for weight sharing.
+
+Clustering one weight tensor is a 1-D problem, so Lloyd's algorithm needs no distance matrix:
+sort each row once, keep prefix sums of the (weighted) values, and every iteration becomes
+``K`` binary searches (the midpoints between neighbouring centroids split the sorted row into
+contiguous clusters) plus ``K`` differences of prefix sums. An iteration costs O(K log N), not
+O(N K), so Lloyd runs to exact convergence; the only O(N) steps are the sort and the final
+labelling, which uses a fine lookup grid and an exact binary search for the few values near a
+cluster boundary.
+
+Rows are independent problems (one per tensor, channel or group of channels) solved together.
+
+Guarantees:
+- a row with at most ``K`` distinct values is reproduced exactly (each value is its own centroid);
+- if a row contains exact zeros, 0.0 is a fixed centroid, so zeros stay exactly zero (values near
+  zero may join it; the sparsity a pruning pass left can only grow);
+- a centroid whose cluster holds copies of one value is that value exactly;
+- no randomness except the ``kmeans++`` initialisation, which draws from the given generator.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+INITS = ("linear", "density", "kmeans++")
+MAX_BITS = 8
+
+# Lookup-grid size per row for the final labelling (capped so G rows stay within memory).
+_GRID_MAX = 1 << 16
+_GRID_TOTAL_MAX = 1 << 23
+# Sample size per row for the kmeans++ seeding (on quantiles of the sorted row).
+_PLUSPLUS_SAMPLES = 4096
+
+
+@dataclass
+class KMeansResult:
+    """Cluster labels per value and the codebook per row.
+
+    ``labels[g, i]`` indexes ``codebook[g]``; only used centroids are kept, so ``codebook`` has
+    ``max(used)`` columns (rows with fewer used centroids repeat their last one).
+    """
+
+    labels: np.ndarray  # uint8 [G, N]
+    codebook: np.ndarray  # float64 [G, K_used]
+    used: np.ndarray  # int [G]: clusters holding at least one value
+    iterations: int
+    exact: np.ndarray  # bool [G]: the row had <= K distinct values (reproduced exactly)
+
+    def reconstruct(self, dtype: np.dtype | type = np.float32) -> np.ndarray:
+        """The snapped rows, with the codebook rounded to ``dtype`` first (as it will be stored)."""
+        book = self.codebook.astype(dtype)
+        return np.take_along_axis(book, self.labels.astype(np.intp), axis=1)
+
+
+def kmeans_1d(
+    values: np.ndarray,
+    bits: int,
+    *,
+    sample_weight: np.ndarray | None = None,
+    init: str = "linear",
+    max_iter: int = 300,
+    tol: float = 1e-6,
+    rng: np.random.Generator | None = None,
+) -> KMeansResult:
+    """Cluster each row of ``values`` ([G, N] or [N]) into at most ``2**bits`` centroids.
+
+    ``sample_weight`` (same shape, >= 0) weighs each value's squared error, e.g. by the energy of
+    the activation it multiplies. ``init``: ``linear`` (centroids evenly spaced between the row's
+    min and max; keeps the rare large weights, best in Deep Compression), ``density`` (at the
+    quantiles of the weighted distribution) or ``kmeans++`` (D^2 sampling from ``rng``).
+    Lloyd stops for a row when no value changes cluster or no centroid moves more than ``tol``
+    times the row's value range, or after ``max_iter`` iterations.
+    """
+    if not 1 <= bits <= MAX_BITS:
+        raise ValueError(f"bits must be in 1..{MAX_BITS}, got {bits}")
+    if init not in INITS:
+        raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
+    x = np.asarray(values)
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2 or x.shape[1] == 0:
+        raise ValueError(f"values must be [G, N] with N > 0, got shape {np.shape(values)}")
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float32)
+    if not np.isfinite(x).all():
+        raise ValueError("values contain NaN or infinity")
+    k = 1 << bits
+    g_rows, n = x.shape
+    weighted = sample_weight is not None
+    if weighted:
+        w = np.broadcast_to(np.asarray(sample_weight, dtype=np.float64), x.shape)
+        order = np.argsort(x, axis=1)
+        s = np.take_along_axis(x, order, axis=1)
+        ws = np.take_along_axis(w, order, axis=1)
+        del order
+    else:
+        s = np.sort(x, axis=1)
+        ws = None
+
+    # Prefix sums along each sorted row: of w*x, and of w (counts when unweighted).
+    px = np.zeros((g_rows, n + 1), dtype=np.float64)
+    if weighted:
+        np.cumsum(ws * s, axis=1, out=px[:, 1:])
+        pw = np.zeros((g_rows, n + 1), dtype=np.float64)
+        np.cumsum(ws, axis=1, out=pw[:, 1:])
+    else:
+        np.cumsum(s, axis=1, dtype=np.float64, out=px[:, 1:])
+        pw = None
+
+    distinct = 1 + np.count_nonzero(s[:, 1:] != s[:, :-1], axis=1)
+    exact = distinct <= k
+    has_zero = (s[:, 0] <= 0) & (s[:, -1] >= 0) & _row_has_zero(s)
+
+    centroids = np.empty((g_rows, k), dtype=np.float64)
+    if exact.any():
+        centroids[exact] = _distinct_padded(s[exact], k)
+    iterations = 0
+    todo = np.flatnonzero(~exact)
+    if todo.size:
+        sub_s = s[todo]
+        sub_px = px[todo]
+        sub_pw = pw[todo] if weighted else None
+        c = _init(sub_s, sub_pw, k, init, rng)
+        fixed_zero = has_zero[todo]
+        c = _pin_zero(c, fixed_zero)
+        c, iterations = _lloyd(sub_s, sub_px, sub_pw, c, fixed_zero, max_iter, tol)
+        centroids[todo] = c
+
+    labels, codebook, used = _finalize(x, s, px, pw, centroids, has_zero, exact)
+    return KMeansResult(labels=labels, codebook=codebook, used=used, iterations=iterations, exact=exact)
+
+
+def _row_has_zero(s: np.ndarray) -> np.ndarray:
+    # Sorted rows: a zero exists iff the first value >= 0 sits at a zero (binary search per row).
+    out = np.empty(s.shape[0], dtype=bool)
+    for g in range(s.shape[0]):
+        i = np.searchsorted(s[g], 0.0, side="left")
+        out[g] = i < s.shape[1] and s[g, i] == 0
+    return out
+
+
+def _distinct_padded(s: np.ndarray, k: int) -> np.ndarray:
+    out = np.empty((s.shape[0], k), dtype=np.float64)
+    for i, row in enumerate(s):
+        u = row[np.concatenate(([True], row[1:] != row[:-1]))].astype(np.float64)
+        out[i, : u.size] = u
+        out[i, u.size :] = u[-1]
+    return out
+
+
+def _init(
+    s: np.ndarray, pw: np.ndarray | None, k: int, init: str, rng: np.random.Generator | None
+) -> np.ndarray:
+    lo = s[:, :1].astype(np.float64)
+    hi = s[:, -1:].astype(np.float64)
+    if init == "linear":
+        return lo + (hi - lo) * np.linspace(0.0, 1.0, k)[None, :]
+    n = s.shape[1]
+    if pw is None:
+        cdf = np.broadcast_to(np.arange(1, n + 1, dtype=np.float64) / n, s.shape)
+    else:
+        total = pw[:, -1:]
+        cdf = pw[:, 1:] / np.where(total > 0, total, 1.0)
+    if init == "density":
+        targets = (np.arange(k) + 0.5) / k
+        idx = _rowwise_searchsorted(cdf, np.broadcast_to(targets, (s.shape[0], k)))
+        return np.take_along_axis(s, np.minimum(idx, n - 1), axis=1).astype(np.float64)
+    return _plusplus(s, cdf, k, rng if rng is not None else np.random.default_rng(0))
+
+
+def _plusplus(s: np.ndarray, cdf: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """kmeans++ seeding on at most _PLUSPLUS_SAMPLES quantiles per row, each with its mass."""
+    g_rows, n = s.shape
+    m = min(n, _PLUSPLUS_SAMPLES)
+    idx = np.linspace(0, n - 1, m).round().astype(np.intp)
+    pts = s[:, idx].astype(np.float64)
+    c_at = np.take_along_axis(cdf, np.broadcast_to(idx, (g_rows, m)), axis=1)
+    mass = np.diff(np.concatenate([np.zeros((g_rows, 1)), c_at], axis=1), axis=1)
+    mass = np.maximum(mass, 1e-12)
+    centers = np.empty((g_rows, k), dtype=np.float64)
+    rows = np.arange(g_rows)
+
+    def draw(p: np.ndarray) -> np.ndarray:
+        cum = np.cumsum(p, axis=1)
+        u = rng.random((g_rows, 1)) * cum[:, -1:]
+        return np.minimum(_rowwise_searchsorted(cum, u, side="right")[:, 0], m - 1)
+
+    first = draw(mass)
+    centers[:, 0] = pts[rows, first]
+    d2 = (pts - centers[:, :1]) ** 2
+    for j in range(1, k):
+        p = mass * d2
+        # Rows whose points are all covered fall back to mass sampling (duplicates are harmless).
+        p = np.where(p.sum(axis=1, keepdims=True) > 0, p, mass)
+        pick = draw(p)
+        centers[:, j] = pts[rows, pick]
+        np.minimum(d2, (pts - centers[:, j : j + 1]) ** 2, out=d2)
+    return np.sort(centers, axis=1)
+
+
+def _pin_zero(c: np.ndarray, fixed_zero: np.ndarray) -> np.ndarray:
+    """In rows with zeros, move the centroid nearest 0 to exactly 0."""
+    if fixed_zero.any():
+        rows = np.flatnonzero(fixed_zero)
+        nearest = np.abs(c[rows]).argmin(axis=1)
+        c[rows, nearest] = 0.0
+        c[rows] = np.sort(c[rows], axis=1)
+    return c
+
+
+class _RowSearch:
+    """``np.searchsorted(a[g], v[g])`` for every row at once (``a``'s rows sorted ascending).
+
+    Rows are mapped to disjoint ranges (row g to [2g, 2g + 1]) once, so each search is one flat
+    call. The affine map can merge values closer than ~1e-16 of a row's span; only the side such
+    near-ties fall on can differ from a per-row search, which Lloyd's iterations tolerate (the
+    final labelling searches exactly, row by row). A single row is searched directly.
+    """
+
+    def __init__(self, a: np.ndarray) -> None:
+        g_rows, n = a.shape
+        self.n = n
+        self.single = g_rows == 1
+        if self.single:
+            # float64 keys: searching float64 queries in a float32 array would copy it per call.
+            self.keys = a[0].astype(np.float64)
+            return
+        self.lo = a[:, :1].astype(np.float64)
+        span = a[:, -1:].astype(np.float64) - self.lo
+        self.span = np.where(span > 0, span, 1.0)
+        self.offset = 2.0 * np.arange(g_rows, dtype=np.float64)[:, None]
+        self.keys = (((a - self.lo) / self.span).clip(0.0, 1.0) + self.offset).ravel()
+        self.base = (np.arange(g_rows) * n)[:, None]
+
+    def rows(self, rows: np.ndarray, v: np.ndarray, side: str = "left") -> np.ndarray:
+        """Like calling with ``v`` for a subset ``rows`` of the rows."""
+        q = ((v - self.lo[rows]) / self.span[rows]).clip(-0.5, 1.5) + self.offset[rows]
+        return np.searchsorted(self.keys, q.ravel(), side=side).reshape(v.shape) - self.base[rows]
+
+    def __call__(self, v: np.ndarray, side: str = "left") -> np.ndarray:
+        if self.single:
+            return np.searchsorted(self.keys, v[0], side=side)[None, :]
+        q = ((v - self.lo) / self.span).clip(-0.5, 1.5) + self.offset
+        return np.searchsorted(self.keys, q.ravel(), side=side).reshape(v.shape) - self.base
+
+
+def _rowwise_searchsorted(a: np.ndarray, v: np.ndarray, side: str = "left") -> np.ndarray:
+    return _RowSearch(a)(v, side)
+
+
+def _lloyd(
+    s: np.ndarray,
+    px: np.ndarray,
+    pw: np.ndarray | None,
+    c: np.ndarray,
+    fixed_zero: np.ndarray,
+    max_iter: int,
+    tol: float,
+) -> tuple[np.ndarray, int]:
+    """Lloyd iterations on sorted rows; a row stops when its clusters stop changing or its
+    centroids move less than ``tol`` times its value range."""
+    g_rows, n = s.shape
+    c = c.copy()
+    active = np.arange(g_rows)
+    search = _RowSearch(s)
+    span = (s[:, -1].astype(np.float64) - s[:, 0]).clip(min=np.finfo(np.float64).tiny)
+    prev = np.full((g_rows, c.shape[1] - 1), -1, dtype=np.intp)
+    it = 0
+    for it in range(1, max_iter + 1):
+        if active.size == 0:
+            break
+        ca = c[active]
+        mids = 0.5 * (ca[:, 1:] + ca[:, :-1])
+        pos = search.rows(active, mids) if active.size < g_rows else search(mids)
+        moved = (pos != prev[active]).any(axis=1)
+        prev[active] = pos
+        bounds = np.concatenate(
+            [np.zeros((active.size, 1), np.intp), pos, np.full((active.size, 1), n, np.intp)],
+            axis=1,
+        )
+        rows = active[:, None]
+        sx = np.diff(px[rows, bounds], axis=1)
+        sw = (np.diff(pw[rows, bounds], axis=1) if pw is not None
+              else np.diff(bounds, axis=1).astype(np.float64))
+        keep = (sw <= 0) | (fixed_zero[active, None] & (ca == 0))
+        new = np.where(keep, ca, sx / np.where(sw > 0, sw, 1.0))
+        new.sort(axis=1)
+        shift = np.abs(new - ca).max(axis=1)
+        c[active] = new
+        active = active[moved & (shift > tol * span[active])]
+    return c, it
+
+
+def _finalize(
+    x: np.ndarray,
+    s: np.ndarray,
+    px: np.ndarray,
+    pw: np.ndarray | None,
+    centroids: np.ndarray,
+    has_zero: np.ndarray,
+    exact: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact assignment by the converged centroids, the matching means, compact codebooks.
+
+    The last half-step of Lloyd, done exactly row by row: each value goes to the nearest
+    centroid (``label = #midpoints <= x``), and each used centroid becomes the (weighted) mean
+    of its cluster, or the cluster's value itself when it holds copies of one value.
+    """
+    g_rows, n = x.shape
+    k = centroids.shape[1]
+    grid = int(min(_GRID_MAX, max(64, 1 << int(np.ceil(np.log2(max(n, 2))))),
+                   max(64, _GRID_TOTAL_MAX // g_rows)))
+    mids_all = 0.5 * (centroids[:, 1:] + centroids[:, :-1])
+    books = np.zeros((g_rows, k), dtype=np.float64)
+    used = np.zeros(g_rows, dtype=np.int64)
+    remaps = np.zeros((g_rows, k), dtype=np.int64)
+    tables = np.zeros((g_rows, grid), dtype=np.uint8)
+    marked = np.zeros((g_rows, grid), dtype=bool)
+    lo = s[:, 0].astype(np.float64)
+    span = s[:, -1].astype(np.float64) - lo
+    scale = np.where(span > 0, (grid - 1) / np.where(span > 0, span, 1.0), 0.0)
+    edges = np.arange(grid, dtype=np.float64)
+    for g in range(g_rows):
+        mids = mids_all[g]
+        row = s[g]
+        pos = np.searchsorted(row, mids, side="left")
+        bounds = np.concatenate(([0], pos, [n]))
+        counts = np.diff(bounds)
+        nonempty = counts > 0
+        if exact[g]:
+            means = centroids[g]
+        else:
+            sx = np.diff(px[g, bounds])
+            sw = np.diff(pw[g, bounds]) if pw is not None else counts.astype(np.float64)
+            means = np.where(sw > 0, sx / np.where(sw > 0, sw, 1.0), centroids[g])
+            if has_zero[g]:
+                means = np.where(centroids[g] == 0, 0.0, means)
+        # A cluster of copies of one value keeps that value exactly.
+        first = row[np.minimum(bounds[:-1], n - 1)]
+        last = row[np.maximum(bounds[1:] - 1, 0)]
+        means = np.where(nonempty & (first == last), first, means)
+        remap = np.cumsum(nonempty) - 1
+        u = int(nonempty.sum())
+        used[g] = u
+        books[g, :u] = means[nonempty]
+        books[g, u:] = books[g, u - 1]
+        remaps[g] = np.maximum(remap, 0)
+        # Lookup table: the label of each grid cell's lower edge; cells that may hold a midpoint
+        # (with one cell of margin for rounding) are marked for an exact search.
+        if scale[g] > 0:
+            cell_lo = lo[g] + edges / scale[g]
+            tables[g] = remaps[g][np.searchsorted(mids, cell_lo, side="right")]
+            cells = np.floor((mids - lo[g]) * scale[g]).astype(np.int64)
+            cells = np.concatenate([cells - 1, cells, cells + 1]).clip(0, grid - 1)
+            marked[g, cells] = True
+        else:
+            tables[g] = remaps[g][np.searchsorted(mids, lo[g], side="right")]
+    k_used = int(used.max())
+    codebook = books[:, :k_used]
+
+    xf = x if x.dtype == np.float64 else x.astype(np.float32, copy=False)
+    cell = ((xf - lo[:, None].astype(xf.dtype)) * scale[:, None].astype(xf.dtype))
+    cell = cell.astype(np.int32)
+    np.clip(cell, 0, grid - 1, out=cell)
+    cell += (np.arange(g_rows, dtype=np.int32) * grid)[:, None]
+    labels = tables.ravel()[cell]
+    near = marked.ravel()[cell]
+    del cell
+    rows, cols = np.nonzero(near)
+    if rows.size:
+        starts = np.searchsorted(rows, np.arange(g_rows + 1))
+        for g in range(g_rows):
+            a, b = starts[g], starts[g + 1]
+            if a == b:
+                continue
+            vals = x[g, cols[a:b]]
+            labels[g, cols[a:b]] = remaps[g][np.searchsorted(mids_all[g], vals, side="right")]
+    return labels, codebook, used

@@ -1,0 +1,83 @@
+"""Bit-packing of small unsigned integers (cluster indices) into uint8 planes.
+
+ONNX has 4-bit tensor types only from opset 21, and nothing for 1-3 or 5-7 bits. Any width is
+stored exactly with *bit planes*: a ``b``-bit index is split into planes of 4, 2 and 1 bits
+(5 = 4 + 1, 6 = 4 + 2, 7 = 4 + 2 + 1, 3 = 2 + 1) and each plane packs ``8 / w`` indices per
+byte. A plane is unpacked with two standard ``BitShift`` ops on uint8 (opset 11): shifting the
+packed row ``[1, L]`` left by ``[w*j]`` for ``j < 8/w`` (broadcast to ``[8/w, L]``) and then right
+by ``8 - w`` yields the indices in their original order when read row-major. So the packed
+layout is *chunked*: byte ``i`` holds index ``i`` in its top bits, index ``L + i`` next, and so on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+PLANE_WIDTHS = (4, 2, 1)
+
+
+def plane_widths(bits: int) -> tuple[int, ...]:
+    """The plane widths whose sum is ``bits`` (8 is one plain uint8 plane)."""
+    if not 1 <= bits <= 8:
+        raise ValueError(f"bits must be in 1..8, got {bits}")
+    if bits == 8:
+        return (8,)
+    out, rest = [], bits
+    for w in PLANE_WIDTHS:
+        if rest >= w:
+            out.append(w)
+            rest -= w
+    return tuple(out)
+
+
+def padded_length(n: int, bits: int) -> int:
+    """``n`` rounded up so every plane of ``bits`` packs whole bytes."""
+    m = max(8 // w for w in plane_widths(bits))
+    return -(-n // m) * m
+
+
+def pack(indices: np.ndarray, bits: int) -> list[np.ndarray]:
+    """Pack ``indices`` (< 2**bits, any shape, read flat) into uint8 planes, high bits first.
+
+    Each plane of width ``w < 8`` is a ``[1, n_pad * w / 8]`` array; a width-8 plane is the flat
+    indices. ``n_pad`` is :func:`padded_length` (the tail is zero-padded).
+    """
+    flat = np.asarray(indices).reshape(-1).astype(np.uint8)
+    if flat.size and int(flat.max()) >= 1 << bits:
+        raise ValueError(f"an index exceeds {bits} bits")
+    n_pad = padded_length(flat.size, bits)
+    if n_pad > flat.size:
+        flat = np.concatenate([flat, np.zeros(n_pad - flat.size, np.uint8)])
+    planes, shift = [], bits
+    for w in plane_widths(bits):
+        shift -= w
+        part = (flat >> shift) & ((1 << w) - 1)
+        if w == 8:
+            planes.append(part.astype(np.uint8))
+            continue
+        m = 8 // w
+        chunks = part.reshape(m, -1).astype(np.uint16)
+        byte = np.zeros(chunks.shape[1], np.uint16)
+        for j in range(m):
+            byte |= chunks[j] << (8 - w * (j + 1))
+        planes.append(byte.astype(np.uint8)[None, :])
+    return planes
+
+
+def unpack(planes: list[np.ndarray], bits: int, n: int) -> np.ndarray:
+    """The inverse of :func:`pack` in numpy, computed the way the ONNX graph computes it."""
+    acc = np.zeros(padded_length(n, bits), np.int32)
+    for w, plane in zip(plane_widths(bits), planes):
+        if w == 8:
+            part = plane.reshape(-1).astype(np.int32)
+        else:
+            shifts = (w * np.arange(8 // w, dtype=np.uint8))[:, None]
+            part = ((plane << shifts) >> np.uint8(8 - w)).astype(np.uint8).reshape(-1)
+        acc = acc * (1 << w) + part.astype(np.int32)
+    return acc[:n]
+
+
+def packed_bytes(n: int, bits: int) -> int:
+    """Bytes the packed planes of ``n`` indices occupy."""
+    n_pad = padded_length(n, bits)
+    return sum(n_pad * w // 8 for w in plane_widths(bits))

@@ -1,0 +1,564 @@
+"""K-means weight sharing (Deep Compression, stage 2) stored as small indices plus a codebook.
+
+Each compute weight (Conv/Gemm/MatMul/Gather/RNN) is clustered with 1-D k-means, per tensor or
+per (group of) output channels, into at most ``2**bits`` shared values. Snapping alone saves
+nothing in ONNX (a float tensor with 16 distinct values is as large as before), so by default the
+weight is *stored* as packed indices and a codebook in the weight's float type, and decoded with
+standard ops in front of its consumers::
+
+    packed planes (uint8) -> BitShift, BitShift -> Reshape -> Cast(int32) -> [Add offsets]
+        -> Gather(codebook) -> consumer
+
+``storage``:
+
+- ``packed`` (default): exact ``bits`` per index at any opset >= 11 (bit planes unpacked with
+  ``BitShift``; see :mod:`onnxcompress.packing`); models below opset 11 are upgraded if that is
+  safe, else stored as uint8 indices.
+- ``int4``: native UINT4 indices (``Cast`` -> ``Gather``) for weights of <= 4 bits; needs opset 21
+  (the model is upgraded if that is safe; otherwise ``packed`` is used).
+- ``uint8``: one byte per index, any opset >= 6.
+- ``dense``: snap the weights to their centroids but keep float storage (for runtimes that
+  want plain initializers; the gain shows only after gzip).
+
+The decode nodes read only constants, so onnxruntime folds them when it loads the model and runs
+exactly the snapped weights. Activation tensor names are untouched; the decoded weight keeps the
+original weight's name.
+
+With calibration data (and ``sensitivity``), each weight value's squared error is weighed by the
+mean square of the input channel it multiplies, so the codebook spends its levels where the
+layer output is most sensitive.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcompress import activations, kmeans, packing
+from onnxcompress.errors import OnnxCompressError
+from onnxcompress.model import EXTERNAL_DATA_THRESHOLD, tensor_bytes, to_proto
+from onnxcompress.opset import opset_version, upgrade_opset
+from onnxcompress.passes.base import (
+    LayerStat,
+    Pass,
+    PassConfig,
+    PassContext,
+    PassResult,
+    option,
+)
+from onnxcompress.stats import gzip_size
+from onnxcompress.weights import (
+    COMPUTE_ROLES,
+    ROLE_BIAS,
+    ROLE_ELEMENTWISE,
+    ROLE_NORM,
+    Weight,
+    WeightIndex,
+    matches,
+)
+
+logger = logging.getLogger(__name__)
+
+STORAGES = ("packed", "int4", "uint8", "dense")
+PACKED_MIN_OPSET = 11  # BitShift
+UINT4_MIN_OPSET = 21
+UINT4_MIN_IR = 10
+UINT8_MIN_OPSET = 6  # Cast with an integer 'to'
+
+_ROLE_REASONS = {
+    ROLE_BIAS: "bias: kept in full precision (small and sensitive)",
+    ROLE_NORM: "normalization parameter: kept in full precision",
+    ROLE_ELEMENTWISE: "elementwise constant: not a layer weight",
+}
+
+
+@dataclass(frozen=True)
+class WeightSharingConfig(PassConfig):
+    bits: int = option(
+        default=8, flag="--kmeans", enables=True, metavar="BITS",
+        help="share weights with k-means: at most 2^BITS values per codebook (1-8)",
+    )
+    layer_bits: dict[str, int] = option(
+        default_factory=dict, flag="--kmeans-layer", metavar="PATTERN=BITS",
+        help="bits for weights whose name matches PATTERN (first match wins; 0 leaves them alone)",
+    )
+    op_bits: dict[str, int] = option(
+        default_factory=dict, flag="--kmeans-op", metavar="OP=BITS",
+        help="bits per consumer op type, e.g. Conv=8 Gemm=5 MatMul=5 (0 leaves them alone)",
+    )
+    init: str = option(
+        default="linear", flag="--kmeans-init", choices=kmeans.INITS,
+        help="centroid initialisation: linear keeps the rare large weights (Deep Compression)",
+    )
+    per_channel: bool = option(
+        default=False, flag="--kmeans-per-channel",
+        help="one codebook per output channel (or per channel_group channels)",
+    )
+    channel_group: int = option(
+        default=1, flag="--kmeans-channel-group", metavar="N",
+        help="with per_channel: output channels sharing one codebook",
+    )
+    storage: str = option(
+        default="packed", flag="--kmeans-storage", choices=STORAGES,
+        help="packed (bit planes, any opset >= 11), int4 (UINT4, opset 21), uint8, or dense "
+             "(snap only, float storage)",
+    )
+    sensitivity: bool = option(
+        default=True, flag="--kmeans-sensitivity",
+        help="with calibration data, weigh each weight by the energy of its input channel",
+    )
+    calibration_samples: int = option(
+        default=64, help="calibration feeds used for the sensitivity statistics"
+    )
+    min_size: int = option(
+        default=1024, flag="--kmeans-min-size", metavar="N",
+        help="leave weights with fewer elements alone",
+    )
+    max_iter: int = option(default=300, help="Lloyd iterations at most")
+    tol: float = option(
+        default=1e-5, help="Lloyd stops when centroids move less than tol x the value range"
+    )
+
+    def __post_init__(self) -> None:
+        self._require(1 <= self.bits <= kmeans.MAX_BITS, f"bits must be 1..8, got {self.bits}")
+        for what, mapping in (("layer_bits", self.layer_bits), ("op_bits", self.op_bits)):
+            self._require(isinstance(mapping, dict), f"{what} must be a mapping")
+            for key, value in mapping.items():
+                self._require(
+                    isinstance(value, int) and 0 <= value <= kmeans.MAX_BITS,
+                    f"{what}[{key!r}] must be an integer 0..8 (0 leaves it alone), got {value!r}",
+                )
+        self._require(self.init in kmeans.INITS, f"init must be one of {', '.join(kmeans.INITS)}")
+        self._require(self.storage in STORAGES, f"storage must be one of {', '.join(STORAGES)}")
+        self._require(self.channel_group >= 1, "channel_group must be >= 1")
+        self._require(self.min_size >= 1, "min_size must be >= 1")
+        self._require(self.max_iter >= 1, "max_iter must be >= 1")
+        self._require(self.tol >= 0, "tol must be >= 0")
+        self._require(self.calibration_samples >= 1, "calibration_samples must be >= 1")
+
+    def bits_for(self, weight: Weight) -> int:
+        """Requested bits: the first matching layer pattern, else the op type, else ``bits``."""
+        for pattern, bits in self.layer_bits.items():
+            if matches(weight.label, [pattern]):
+                return int(bits)
+        op_bits = [int(self.op_bits[op]) for op in weight.op_types if op in self.op_bits]
+        if op_bits:
+            return max(op_bits)  # a weight shared by several op types gets the most bits
+        return self.bits
+
+
+class WeightSharing(Pass):
+    name = "kmeans"
+    config_class = WeightSharingConfig
+    summary = "k-means weight sharing: per-layer codebooks stored as packed indices"
+    cli_order = 30
+
+    def apply(self, model: ir.Model, context: PassContext, result: PassResult) -> ir.Model:
+        cfg: WeightSharingConfig = self.config  # type: ignore[assignment]
+        measure = tensor_bytes(model) <= EXTERNAL_DATA_THRESHOLD
+        before = _serialized(model) if measure else None
+
+        model, storage = self._prepare_opset(model, cfg, result)
+        index = WeightIndex.build(model)
+        todo: list[tuple[Weight, int]] = []
+        for w in index:
+            bits = self._select(w, cfg, result)
+            if bits:
+                todo.append((w, bits))
+        if not todo:
+            return model
+
+        energies = self._energies(model, [w for w, _ in todo], cfg, context, result)
+        constants = _ConstantCache()
+        total_before = total_after = 0
+        for i, (w, bits) in enumerate(todo):
+            context.report_progress("k-means", i, len(todo))
+            stat = self._share(w, bits, cfg, storage, energies.get(w.label), context, constants,
+                               result)
+            if stat is not None:
+                result.add_layer(stat)
+                total_before += stat.bytes_before
+                total_after += stat.bytes_after
+        context.report_progress("k-means", len(todo), len(todo))
+
+        result.metrics["storage"] = storage
+        result.metrics["weights_shared"] = len(result.layers)
+        result.metrics["weight_bytes_before"] = total_before
+        result.metrics["weight_bytes_after"] = total_after
+        if before is not None:
+            after = _serialized(model)
+            result.metrics["model_bytes_before"] = len(before)
+            result.metrics["model_bytes_after"] = len(after)
+            result.metrics["gzip_bytes_before"] = gzip_size(before)
+            result.metrics["gzip_bytes_after"] = gzip_size(after)
+            result.metrics["ratio"] = round(len(before) / max(len(after), 1), 3)
+            result.metrics["gzip_ratio"] = round(
+                len(before) / max(result.metrics["gzip_bytes_after"], 1), 3
+            )
+        return model
+
+    # -- selection ----------------------------------------------------------------------------
+
+    def _select(self, w: Weight, cfg: WeightSharingConfig, result: PassResult) -> int:
+        """Requested bits for ``w``, or 0 after recording why it is left alone."""
+        if w.role not in COMPUTE_ROLES:
+            result.skip(w.label, _ROLE_REASONS.get(w.role, f"role '{w.role}': not a layer weight"))
+            return 0
+        if cfg.exclude and matches(w.label, cfg.exclude):
+            result.skip(w.label, "excluded by name")
+            return 0
+        if not w.is_float:
+            result.skip(w.label, f"not a float tensor ({w.dtype.name})")
+            return 0
+        if w.size < cfg.min_size:
+            result.skip(w.label, f"smaller than min_size ({cfg.min_size} elements)")
+            return 0
+        bits = cfg.bits_for(w)
+        if bits == 0:
+            result.skip(w.label, "bits set to 0 for this layer or op type")
+            return 0
+        return bits
+
+    # -- opset --------------------------------------------------------------------------------
+
+    def _prepare_opset(
+        self, model: ir.Model, cfg: WeightSharingConfig, result: PassResult
+    ) -> tuple[ir.Model, str]:
+        """The model at an opset the chosen storage needs, and the storage actually used."""
+        storage = cfg.storage
+        if storage == "dense":
+            return model, storage
+        current = opset_version(model)
+        if storage == "int4":
+            if current < UINT4_MIN_OPSET:
+                upgraded, why = upgrade_opset(model, UINT4_MIN_OPSET)
+                if why is not None:
+                    result.note(f"UINT4 indices need opset {UINT4_MIN_OPSET}: {why}; "
+                                "using packed storage instead")
+                    storage = "packed"
+                else:
+                    result.note(f"upgraded opset {current} -> {UINT4_MIN_OPSET} for UINT4 indices")
+                    model = upgraded
+                    current = opset_version(model)
+            if storage == "int4":
+                model.ir_version = max(model.ir_version, UINT4_MIN_IR)
+                return model, storage
+        if storage == "packed" and current < PACKED_MIN_OPSET:
+            upgraded, why = upgrade_opset(model, PACKED_MIN_OPSET)
+            if why is None:
+                result.note(f"upgraded opset {current} -> {PACKED_MIN_OPSET} for BitShift unpacking")
+                return upgraded, storage
+            result.note(f"packed indices need opset {PACKED_MIN_OPSET}: {why}; using uint8 indices")
+            storage = "uint8"
+        if storage == "uint8" and current < UINT8_MIN_OPSET:
+            result.note(f"opset {current} is older than {UINT8_MIN_OPSET}: weights are snapped "
+                        "but kept dense")
+            storage = "dense"
+        return model, storage
+
+    # -- calibration --------------------------------------------------------------------------
+
+    def _energies(
+        self,
+        model: ir.Model,
+        weights: list[Weight],
+        cfg: WeightSharingConfig,
+        context: PassContext,
+        result: PassResult,
+    ) -> dict[str, np.ndarray]:
+        if not cfg.sensitivity or context.calibration is None:
+            return {}
+        feeds = context.calibration.take(cfg.calibration_samples)
+        try:
+            energies = activations.input_channel_energy(model, weights, feeds)
+        except OnnxCompressError as e:
+            result.note(f"sensitivity weighting off: {str(e).split(' Hint:')[0]}")
+            return {}
+        missing = [w.label for w in weights if w.label not in energies]
+        if missing:
+            result.note(f"{len(missing)} weight(s) clustered without sensitivity (their input "
+                        f"activation could not be observed), e.g. {missing[0]}")
+        result.metrics["sensitivity_weighted"] = len(energies)
+        return energies
+
+    # -- one weight ---------------------------------------------------------------------------
+
+    def _share(
+        self,
+        w: Weight,
+        bits: int,
+        cfg: WeightSharingConfig,
+        storage: str,
+        energy: np.ndarray | None,
+        context: PassContext,
+        constants: _ConstantCache,
+        result: PassResult,
+    ) -> LayerStat | None:
+        array = w.numpy()
+        dtype = array.dtype
+        if not np.isfinite(array.astype(np.float32)).all():
+            result.skip(w.label, "contains NaN or infinity")
+            return None
+        rows, layout = _rows(array, w.out_axis if cfg.per_channel else None, cfg.channel_group)
+        if cfg.per_channel and layout.axis is None:
+            result.note(f"{w.label}: no output-channel axis, one codebook for the tensor")
+        sample_weight = None
+        if energy is not None:
+            importance = _element_importance(w, array.shape, energy)
+            if importance is None:
+                result.note(f"{w.label}: activation energy does not match its input channels; "
+                            "clustered without sensitivity")
+            else:
+                sample_weight, _ = _rows(importance, layout.axis, layout.group)
+        km = kmeans.kmeans_1d(
+            rows.astype(np.float32 if dtype != np.float64 else np.float64),
+            bits,
+            sample_weight=sample_weight,
+            init=cfg.init,
+            max_iter=cfg.max_iter,
+            tol=cfg.tol,
+            rng=context.rng(f"kmeans:{w.label}"),
+        )
+        snapped_rows = km.reconstruct(dtype)
+        snapped = layout.restore(snapped_rows)
+        labels = layout.restore(km.labels)
+        k_used = km.codebook.shape[1]
+        index_bits = max(1, math.ceil(math.log2(k_used))) if k_used > 1 else 1
+        codebook = km.codebook.astype(dtype)
+
+        ref = array.astype(np.float64)
+        diff = snapped.astype(np.float64) - ref
+        norm = float(np.linalg.norm(ref))
+        error = float(np.linalg.norm(diff)) / norm if norm > 0 else 0.0
+        extra: dict[str, Any] = {
+            "requested_bits": bits,
+            "clusters_used": int(km.used.max()),
+            "codebooks": int(km.codebook.shape[0]),
+            "iterations": km.iterations,
+            "storage": storage,
+            "sensitivity": sample_weight is not None,
+        }
+        if sample_weight is not None:
+            imp = layout.restore(sample_weight) if sample_weight.shape == rows.shape else None
+            if imp is not None:
+                werr = float(np.sqrt((imp * diff**2).sum() / max((imp * ref**2).sum(), 1e-30)))
+                extra["weighted_error"] = round(werr, 6)
+        bytes_before = w.nbytes
+        sparsity = float(np.mean(snapped == 0))
+        if storage == "dense":
+            w.set_numpy(snapped)
+            bytes_after = w.nbytes
+            extra["stored_bits"] = 8 * dtype.itemsize
+        else:
+            eff_storage = storage
+            if storage == "int4" and index_bits > 4:
+                eff_storage = "packed"  # the model is at opset 21: BitShift planes work
+            bytes_after = _rewrite(w, labels, codebook, layout, index_bits, eff_storage, constants)
+            extra["storage"] = eff_storage
+            extra["stored_bits"] = index_bits if eff_storage != "uint8" else 8
+            if eff_storage == "int4":
+                extra["stored_bits"] = 4
+        return LayerStat(
+            name=w.label,
+            op_type="/".join(w.op_types),
+            shape=tuple(array.shape),
+            bytes_before=bytes_before,
+            bytes_after=bytes_after,
+            sparsity=round(sparsity, 6),
+            bits=round(8 * bytes_after / max(array.size, 1), 4),
+            error=round(error, 6),
+            extra=extra,
+        )
+
+
+# -- layouts: rows to cluster <-> the weight's own shape ------------------------------------------
+
+
+@dataclass
+class _Layout:
+    shape: tuple[int, ...]
+    axis: int | None  # the output-channel axis the rows are built along (None: one row)
+    group: int  # channels per row
+
+    @property
+    def channels(self) -> int:
+        return self.shape[self.axis] if self.axis is not None else 1
+
+    def restore(self, rows: np.ndarray) -> np.ndarray:
+        if self.axis is None:
+            return rows.reshape(self.shape)
+        moved = (self.shape[self.axis], *self.shape[: self.axis], *self.shape[self.axis + 1 :])
+        return np.moveaxis(rows.reshape(moved), 0, self.axis)
+
+    def row_of_channel(self) -> np.ndarray:
+        return np.arange(self.channels) // self.group
+
+
+def _rows(array: np.ndarray, axis: int | None, group: int) -> tuple[np.ndarray, _Layout]:
+    """``array`` as [rows, values]: one row, or one per ``group`` output channels on ``axis``."""
+    if axis is None or array.ndim == 0:
+        return array.reshape(1, -1), _Layout(tuple(array.shape), None, 1)
+    axis = axis % array.ndim
+    channels = array.shape[axis]
+    group = max(1, min(group, channels))
+    while channels % group:  # rows must be equally long: the largest divisor <= group
+        group -= 1
+    moved = np.moveaxis(array, axis, 0).reshape(channels // group, -1)
+    return moved, _Layout(tuple(array.shape), axis, group)
+
+
+def _element_importance(w: Weight, shape: tuple[int, ...], energy: np.ndarray) -> np.ndarray | None:
+    """Per-element importance: the energy of the input channel each weight value multiplies."""
+    if w.in_axis is None:
+        return None
+    in_axis = w.in_axis % len(shape)
+    cin = shape[in_axis]
+    energy = np.asarray(energy, dtype=np.float64).reshape(-1)
+    if energy.size == cin:
+        per = energy
+        bshape = [1] * len(shape)
+        bshape[in_axis] = cin
+        imp = np.broadcast_to(per.reshape(bshape), shape)
+    elif (
+        w.out_axis is not None
+        and energy.size % cin == 0
+        and shape[w.out_axis % len(shape)] % (energy.size // cin) == 0
+    ):
+        # Grouped convolution: output channel m reads input channels of its group only.
+        groups = energy.size // cin
+        out_axis = w.out_axis % len(shape)
+        m = shape[out_axis]
+        table = energy.reshape(groups, cin)[np.arange(m) // (m // groups)]  # [M, cin]
+        bshape = [1] * len(shape)
+        bshape[out_axis], bshape[in_axis] = m, cin
+        order = [out_axis, in_axis] if out_axis < in_axis else [in_axis, out_axis]
+        t = table if order[0] == out_axis else table.T
+        imp = np.broadcast_to(t.reshape(bshape), shape)
+    else:
+        return None
+    mean = float(imp.mean())
+    if not np.isfinite(mean) or mean <= 0:
+        return None
+    # Normalised; a floor keeps channels that calibration never excited from being ignored.
+    return np.maximum(imp / mean, 1e-2)
+
+
+# -- the graph rewrite --------------------------------------------------------------------------
+
+
+class _ConstantCache:
+    """Small decode constants (shift amounts), one per graph and value."""
+
+    def __init__(self) -> None:
+        self._values: dict[tuple[int, str], ir.Value] = {}
+
+    def get(self, w: Weight, key: str, array: np.ndarray) -> ir.Value:
+        k = (id(w.graph), key)
+        value = self._values.get(k)
+        if value is None or value.graph is not w.graph:
+            value = w.add_constant(f"kmeans_{key}", array)
+            self._values[k] = value
+        return value
+
+
+def _new_initializer(w: Weight, hint: str, tensor: ir.TensorProtocol) -> ir.Value:
+    name = w.fresh_name(hint)
+    tensor.name = name
+    value = ir.Value(name=name, shape=ir.Shape(tensor.shape), type=ir.TensorType(tensor.dtype),
+                     const_value=tensor)
+    w.graph.register_initializer(value)
+    return value
+
+
+def _rewrite(
+    w: Weight,
+    labels: np.ndarray,
+    codebook: np.ndarray,
+    layout: _Layout,
+    index_bits: int,
+    storage: str,
+    constants: _ConstantCache,
+) -> int:
+    """Replace ``w`` by indices -> decode -> Gather(codebook); return the bytes now stored."""
+    base = w.name or "weight"
+    shape = tuple(labels.shape)
+    n = labels.size
+    nodes: list[ir.Node] = []
+    stored = 0
+
+    def node(op: str, inputs: list[ir.Value], hint: str, **attrs: Any) -> ir.Value:
+        out = ir.Value(name=w.fresh_name(f"{base}_{hint}"))
+        nodes.append(ir.node(op, inputs, attributes=attrs or None, outputs=[out],
+                             name=w.fresh_name(f"{base}/kmeans/{hint}")))
+        return out
+
+    if storage == "int4":
+        t = ir.tensor(labels.astype(np.uint8), dtype=ir.DataType.UINT4)
+        idx_value = _new_initializer(w, f"{base}_kmeans_idx", t)
+        stored += -(-n // 2)
+        idx = node("Cast", [idx_value], "idx", to=ir.DataType.INT32)
+    elif storage == "uint8" or index_bits == 8:
+        idx_value = w.add_constant(f"{base}_kmeans_idx", labels.astype(np.uint8))
+        stored += n
+        idx = node("Cast", [idx_value], "idx", to=ir.DataType.INT32)
+    else:
+        planes = packing.pack(labels, index_bits)
+        n_pad = packing.padded_length(n, index_bits)
+        acc: ir.Value | None = None
+        for p, (width, plane) in enumerate(zip(packing.plane_widths(index_bits), planes)):
+            packed = w.add_constant(f"{base}_kmeans_idx{width}", plane)
+            stored += plane.nbytes
+            parts = 8 // width
+            shifts = constants.get(w, f"shl{width}", (width * np.arange(parts, dtype=np.uint8))[:, None])
+            right = constants.get(w, f"shr{width}", np.array([8 - width], np.uint8))
+            a = node("BitShift", [packed, shifts], f"shl{p}", direction="LEFT")
+            b = node("BitShift", [a, right], f"shr{p}", direction="RIGHT")
+            flat_shape = constants.get(w, "flat", np.array([-1], np.int64))
+            part = node("Cast", [node("Reshape", [b, flat_shape], f"flat{p}")], f"int{p}",
+                        to=ir.DataType.INT32)
+            if acc is None:
+                acc = part
+            else:
+                mul = constants.get(w, f"mul{width}", np.array([1 << width], np.int32))
+                acc = node("Add", [node("Mul", [acc, mul], f"mul{p}"), part], f"add{p}")
+        assert acc is not None
+        if n_pad > n:
+            starts = constants.get(w, "zero", np.array([0], np.int64))
+            ends = w.add_constant(f"{base}_kmeans_n", np.array([n], np.int64))
+            acc = node("Slice", [acc, starts, ends], "slice")
+        target = w.add_constant(f"{base}_kmeans_shape", np.array(shape, np.int64))
+        stored += 8 * len(shape)
+        idx = node("Reshape", [acc, target], "idx")
+
+    groups = codebook.shape[0]
+    k = codebook.shape[1]
+    if groups > 1:
+        # Row r of the codebook starts at r*k in the flat codebook; offsets broadcast along the
+        # output-channel axis.
+        offsets = (layout.row_of_channel() * k).astype(np.int32)
+        oshape = [1] * len(shape)
+        oshape[layout.axis] = layout.channels
+        off = w.add_constant(f"{base}_kmeans_offsets", offsets.reshape(oshape))
+        stored += offsets.nbytes
+        idx = node("Add", [idx, off], "offset")
+    book = w.add_constant(f"{base}_kmeans_codebook", np.ascontiguousarray(codebook.reshape(-1)))
+    stored += codebook.nbytes
+    out = ir.Value(name=w.fresh_name(f"{base}_kmeans"), shape=ir.Shape(shape),
+                   type=ir.TensorType(w.dtype))
+    nodes.append(ir.node("Gather", [book, idx], attributes={"axis": 0}, outputs=[out],
+                         name=w.fresh_name(f"{base}/kmeans/Gather")))
+    original_name = w.name
+    w.insert_nodes(nodes)
+    w.replace_uses(out)
+    if original_name and not w.value.uses() and not w.value.is_graph_output():
+        out.name = original_name  # the old tensor is gone: the decoded weight keeps its name
+    return stored
+
+
+def _serialized(model: ir.Model) -> bytes:
+    return to_proto(model).SerializeToString()
