@@ -12,6 +12,7 @@ from onnxcompress.passes.base import (
 from onnxcompress.passes.simplify import Simplify, SimplifyConfig
 from onnxcompress.passes.quantization import Quantize, QuantizeConfig
 from onnxcompress.passes.pruning import Prune, PruneConfig
+from onnxcompress.passes.weight_sharing import WeightSharing, WeightSharingConfig
 
 __all__ = [
     "LayerStat",
@@ -27,4 +28,6 @@ __all__ = [
     "QuantizeConfig",
     "Prune",
     "PruneConfig",
+    "WeightSharing",
+    "WeightSharingConfig",
 ]
