@@ -278,7 +278,8 @@ def _apply_const_edits(graph: ir.Graph, edits: list[_ConstEdit]) -> None:
         users = {(id(n), i) for n, i in value.uses()}
         results = list(per_user.values())
         same = all(r[2].shape == results[0][2].shape and np.array_equal(r[2], results[0][2]) for r in results)
-        if users == set(per_user) and same:
+        direct = _const_source(value) is value
+        if direct and users == set(per_user) and same:
             if results[0][2] is not original:
                 set_const_array(value, results[0][2])
             continue
@@ -291,11 +292,21 @@ def _apply_const_edits(graph: ir.Graph, edits: list[_ConstEdit]) -> None:
                            const_value=ir.tensor(np.ascontiguousarray(arr), name=name))
             graph.register_initializer(new)
             node.replace_input_with(index, new)
-        if not value.uses() and not value.is_graph_output():
-            if value.is_initializer():
-                graph.initializers.pop(value.name, None)
-            elif value.producer() is not None:
-                graph.remove(value.producer(), safe=True)
+        _remove_dead_constant(graph, value)
+
+
+def _remove_dead_constant(graph: ir.Graph, value: ir.Value | None) -> None:
+    """Drop an unused constant, and the Identity chain it came through."""
+    while value is not None and not value.uses() and not value.is_graph_output():
+        if value.is_initializer():
+            graph.initializers.pop(value.name, None)
+            return
+        node = value.producer()
+        if node is None or node.graph is not graph or node.op_type not in ("Constant", "Identity"):
+            return
+        source = node.inputs[0] if node.op_type == "Identity" else None
+        graph.remove(node, safe=True)
+        value = source
 
 
 def _fresh(taken: set[str], hint: str) -> str:
@@ -308,16 +319,31 @@ def _fresh(taken: set[str], hint: str) -> str:
 
 
 def const_array(value: ir.Value | None) -> np.ndarray | None:
-    """The data of an initializer or Constant-node output, else None."""
-    if value is None:
+    """The data of an initializer or Constant-node output (through Identity nodes), else None."""
+    source = _const_source(value)
+    if source is None:
         return None
-    if value.is_initializer() and value.const_value is not None:
-        return value.const_value.numpy()
-    node = value.producer()
-    if node is not None and node.op_type == "Constant" and node.domain == "":
-        attr = node.attributes.get("value")
-        if attr is not None and len(node.attributes) == 1 and not attr.is_ref():
-            return attr.value.numpy()
+    if source.is_initializer():
+        return source.const_value.numpy()
+    return source.producer().attributes["value"].value.numpy()
+
+
+def _const_source(value: ir.Value | None) -> ir.Value | None:
+    for _ in range(8):
+        if value is None:
+            return None
+        if value.is_initializer() and value.const_value is not None:
+            return value
+        node = value.producer()
+        if node is None or node.domain != "":
+            return None
+        if node.op_type == "Constant":
+            attr = node.attributes.get("value")
+            ok = attr is not None and len(node.attributes) == 1 and not attr.is_ref()
+            return value if ok else None
+        if node.op_type != "Identity":
+            return None
+        value = node.inputs[0]
     return None
 
 
@@ -330,6 +356,7 @@ def set_const_array(value: ir.Value, array: np.ndarray) -> None:
         assert node is not None
         node.attributes["value"] = ir.AttrTensor("value", tensor)
     value.shape = ir.Shape(array.shape)
+    value.dtype = tensor.dtype
 
 
 # -- the analysis ------------------------------------------------------------------------------

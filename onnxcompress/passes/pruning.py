@@ -95,7 +95,9 @@ class PruneConfig(PassConfig):
         help="norm ranking channels by magnitude (channel pattern)",
     )
     round_to: int = option(
-        default=1, help="keep a multiple of this many channels in each group (channel pattern)",
+        default=8, flag="--prune-round-to", metavar="N",
+        help="keep a multiple of N channels in each group (channel pattern): onnxruntime's "
+             "fast CPU convolutions work on blocks of 8 channels, and odd counts run slower",
     )
     bias_correction: bool = option(
         default=True, flag="--prune-bias-correction",
@@ -248,7 +250,7 @@ class Prune(Pass):
             nz_before = int(np.count_nonzero(array))
             w.set_numpy(pruned)
             corrected = cfg.bias_correction and w.label in stats and _correct_bias(
-                w, array - pruned, stats[w.label][0], result)
+                w, array - pruned, stats[w.label][0])
             nz_after = int(np.count_nonzero(pruned))
             norm = float(np.linalg.norm(array.astype(np.float64)))
             err = float(np.linalg.norm((array - pruned).astype(np.float64))) / norm if norm else 0.0
@@ -354,17 +356,23 @@ class Prune(Pass):
             result.note("no channel group could be pruned (see skipped)")
             return
         weights_before = {id(w): (w.label, w.shape, w.nbytes) for w in index}
+        deltas: list[tuple[Weight, np.ndarray]] = []
         if cfg.bias_correction and stats:
-            # The consumers lose the removed channels' mean contribution: move it into their bias.
-            kept_all = {r: k for r, k in keep.items()}
+            # Consumers lose the removed channels' mean contribution: it moves into their bias.
+            out_space = {id(p.weight): p.space for p in graph.producers}
             for c in {id(c.weight): c for r in keep for c in groups[r].consumers}.values():
-                if c.weight.label not in stats:
+                if c.weight.label not in stats or id(c.weight) not in out_space:
                     continue
-                kept = graph.channel_index(c.spaces, c.block, kept_all)
                 removed = c.weight.numpy().copy()
-                np.moveaxis(removed, c.axis, 0)[kept] = 0
-                _correct_bias(c.weight, removed, stats[c.weight.label][0], result)
+                np.moveaxis(removed, c.axis, 0)[graph.channel_index(c.spaces, c.block, keep)] = 0
+                delta = _bias_delta(c.weight, removed, stats[c.weight.label][0])
+                if delta is not None:
+                    kept_out = graph.channel_index((out_space[id(c.weight)],), 1, keep)
+                    deltas.append((c.weight, delta[kept_out]))
         changed = graph.apply(keep)
+        corrected = sum(_add_to_bias(w, d) for w, d in deltas)
+        if deltas:
+            result.metrics["bias_corrected"] = int(corrected)
         _refresh_shapes(model)
         macs_after = macs.count_macs(model).by_node()
         op_of = {w.label: w for w in index}
@@ -623,47 +631,47 @@ def input_channel_stats(
     return out
 
 
-def _correct_bias(w: Weight, removed: np.ndarray, mean: np.ndarray, result: PassResult) -> bool:
-    """Add the mean of what ``removed`` (the pruned part of ``w``) contributed to the bias.
-
-    Conv (group 1) and Gemm get a bias input if they have none; MatMul needs its Add.
-    """
-    if w.in_axis is None or w.out_axis is None or len(w.uses) != 1:
-        return False
-    node = w.uses[0].node
-    k = removed.shape[w.in_axis]
-    if len(mean) != k:
-        return False
+def _bias_delta(w: Weight, removed: np.ndarray, mean: np.ndarray) -> np.ndarray | None:
+    """Per output channel, the mean that ``removed`` (the pruned part of ``w``) contributed."""
+    if w.in_axis is None or w.out_axis is None or len(mean) != removed.shape[w.in_axis]:
+        return None
     other = [a for a in range(removed.ndim) if a not in (w.out_axis, w.in_axis)]
     per_pair = removed.astype(np.float64).sum(axis=tuple(other)) if other else removed.astype(np.float64)
     if w.out_axis > w.in_axis:
         per_pair = per_pair.T
-    delta = per_pair @ mean  # [out]
+    return per_pair @ mean
+
+
+def _correct_bias(w: Weight, removed: np.ndarray, mean: np.ndarray) -> bool:
+    delta = _bias_delta(w, removed, mean)
+    return delta is not None and _add_to_bias(w, delta)
+
+
+def _add_to_bias(w: Weight, delta: np.ndarray) -> bool:
+    """Add ``delta`` to the bias of ``w``'s node (Conv and Gemm get one if they have none)."""
+    if len(w.uses) != 1:
+        return False
+    node = w.uses[0].node
     if node.op_type == "Conv" and _conv_group(node) == 1 or node.op_type == "Gemm":
         bias = node.inputs[2] if len(node.inputs) > 2 else None
-        if node.op_type == "Gemm" and bias is not None:
-            b = _channels.const_array(bias)
-            if b is None or b.shape != (len(delta),):
-                return False
         if bias is None:
             value = w.add_constant(f"{w.name}_bias", delta.astype(w.numpy().dtype))
             node.resize_inputs(3)
             node.replace_input_with(2, value)
             return True
-        b = _channels.const_array(bias)
-        if b is None or b.shape != (len(delta),) or len(bias.uses()) != 1:
-            return False
-        _channels.set_const_array(bias, (b + delta).astype(b.dtype))
-        return True
-    if node.op_type == "MatMul" and len(node.outputs[0].uses()) == 1:
+    elif node.op_type == "MatMul" and len(node.outputs[0].uses()) == 1:
         add, index = node.outputs[0].uses()[0]
-        if add.op_type == "Add" and len(add.inputs) == 2:
-            bias = add.inputs[1 - index]
-            b = _channels.const_array(bias)
-            if b is not None and b.shape == (len(delta),) and len(bias.uses()) == 1:
-                _channels.set_const_array(bias, (b + delta).astype(b.dtype))
-                return True
-    return False
+        if add.op_type != "Add" or len(add.inputs) != 2:
+            return False
+        bias = add.inputs[1 - index]
+    else:
+        return False
+    b = _channels.const_array(bias)
+    if b is None or b.shape != (len(delta),) or bias.is_graph_input() or len(bias.uses()) != 1 \
+            or _channels._const_source(bias) is not bias:
+        return False
+    _channels.set_const_array(bias, (b + delta).astype(b.dtype))
+    return True
 
 
 def _conv_group(node: ir.Node) -> int:
