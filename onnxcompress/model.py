@@ -227,6 +227,7 @@ def to_proto(model: ir.Model, *, inline_external: bool = True) -> onnx.ModelProt
     relative to the model's folder, which is cheap but only valid next to the original files.
     """
     proto = ir.serde.serialize_model(model)
+    _drop_initializer_value_info(proto.graph)
     base_dir = external_base_dir(model)
     if inline_external and base_dir is not None:
         for _, t in iter_tensor_protos(proto.graph):
@@ -235,6 +236,23 @@ def to_proto(model: ir.Model, *, inline_external: bool = True) -> onnx.ModelProt
                 t.data_location = onnx.TensorProto.DEFAULT
                 del t.external_data[:]
     return proto
+
+
+def _drop_initializer_value_info(graph: onnx.GraphProto) -> None:
+    """Remove value_info entries that repeat an initializer's type and shape (onnx_ir writes one
+    per initializer; they are redundant and cost ~30 bytes each, visible in small models)."""
+    names = {t.name for t in graph.initializer}
+    if names and any(vi.name in names for vi in graph.value_info):
+        keep = [vi for vi in graph.value_info if vi.name not in names]
+        del graph.value_info[:]
+        graph.value_info.extend(keep)
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                _drop_initializer_value_info(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    _drop_initializer_value_info(g)
 
 
 def external_base_dir(model: ir.Model) -> str | None:
