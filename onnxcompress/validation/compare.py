@@ -586,7 +586,8 @@ def render_report(d: Mapping[str, Any], *, max_layers: int = 30) -> str:
 
 def _layer_label(s: Mapping[str, Any]) -> str:
     node = f" '{s['node']}'" if s["node"] and s["node"] != s["name"] else ""
-    return f"{s['name']} ({s['op_type']}{node})"
+    via = " [after Q/DQ]" if s.get("compared_as") else ""
+    return f"{s['name']} ({s['op_type']}{node}){via}"
 
 
 def _render_layers(layers: Mapping[str, Any], max_layers: int) -> list[str]:

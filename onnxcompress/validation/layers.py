@@ -60,6 +60,7 @@ class LayerStat:
     jump: float  # rel_l2 - input_error
     nonfinite_mismatch: int = 0
     shape_mismatch: str | None = None
+    compared_as: str | None = None  # the compressed model's Q/DQ output standing for this tensor
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -130,6 +131,11 @@ def compare_layers(
     if any(_has_subgraph(n) for n in original.graph):
         notes.append("tensors inside subgraphs (If/Loop/Scan bodies) are not compared one by one.")
     names = [v.name for _, _, v in shared]
+    # A tensor the compressed model quantizes is seen downstream through its Q -> DQ pair; compare
+    # that (a quantizer may also fold a Relu into the Q's range and give the Relu's name to the
+    # tensor before it, so the bare name would carry pre-activation values).
+    seen_as = _after_qdq(compressed, names)
+    names_b = [seen_as.get(n, n) for n in names]
     stats = {name: TensorStats() for name in names}
     samples = 0
     if names:
@@ -137,13 +143,13 @@ def compare_layers(
         try:
             for values_a, values_b in zip(
                 iter_intermediates(original, names, feeds_a, threads=threads),
-                iter_intermediates(compressed, names, feeds_b, threads=threads),
+                iter_intermediates(compressed, names_b, feeds_b, threads=threads),
                 strict=False,  # the second stream ends when the first does
             ):
                 samples += 1
-                for name in names:
-                    if name in values_a and name in values_b:
-                        stats[name].add(values_a[name], values_b[name])
+                for name, name_b in zip(names, names_b, strict=True):
+                    if name in values_a and name_b in values_b:
+                        stats[name].add(values_a[name], values_b[name_b])
         except RuntimeUnavailableError:
             raise
         except Exception as e:  # onnxruntime's own exception types
@@ -183,6 +189,7 @@ def compare_layers(
                         jump=errors[v.name] - inputs_error,
                         nonfinite_mismatch=s.nonfinite_mismatch,
                         shape_mismatch=s.shape_mismatch,
+                        compared_as=seen_as.get(v.name),
                     )
                 )
             else:
@@ -195,9 +202,30 @@ def compare_layers(
         jumps=jumps,
         first_divergent=first,
         only_original=len(mine - their_names),
-        only_compressed=len(their_names - mine),
+        only_compressed=len(their_names - mine - set(seen_as.values())),
         notes=notes,
     )
+
+
+def _after_qdq(model: ir.Model, names: Iterable[str]) -> dict[str, str]:
+    """name -> output of the DequantizeLinear fed by a QuantizeLinear of that tensor."""
+    values = {v.name: v for n in model.graph for v in n.outputs if v.name}
+    found = {}
+    for name in names:
+        value = values.get(name)
+        if value is None or value.is_graph_output():
+            continue
+        for node, index in value.uses():
+            if node.op_type != "QuantizeLinear" or index != 0 or node.graph is not model.graph:
+                continue
+            dq = next(
+                (u for u, i in node.outputs[0].uses() if u.op_type == "DequantizeLinear" and i == 0),
+                None,
+            )
+            if dq is not None and dq.outputs[0].name:
+                found[name] = dq.outputs[0].name
+                break
+    return found
 
 
 def _has_subgraph(node: ir.Node) -> bool:

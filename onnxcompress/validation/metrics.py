@@ -118,10 +118,12 @@ class TensorStats:
         self.finite_elements += a.size
         self.max_abs = max(self.max_abs, float(absd.max()))
         self.sum_abs += float(absd.sum())
-        self.sum_d2 += float(d @ d)
-        self.sum_a2 += float(a @ a)
-        self.sum_b2 += float(b @ b)
-        self.sum_ab += float(a @ b)
+        # einsum, not `@`: a BLAS dot spawns threads that fight onnxruntime's spinning workers
+        # for the cores (100x slower on a busy 2-core machine).
+        self.sum_d2 += float(np.einsum("i,i->", d, d))
+        self.sum_a2 += float(np.einsum("i,i->", a, a))
+        self.sum_b2 += float(np.einsum("i,i->", b, b))
+        self.sum_ab += float(np.einsum("i,i->", a, b))
         if self.atol is not None or self.rtol is not None:
             limit = (self.atol or 0.0) + (self.rtol or 0.0) * np.abs(a)
             self.outside += int(np.count_nonzero(absd > limit))

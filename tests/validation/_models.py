@@ -88,13 +88,23 @@ def reshape_model() -> onnx.ModelProto:
     return h.attach_initializers(model, {"shape": np.array([1, 12], dtype=np.int64)})
 
 
-def qdq_copy(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The mlp with an activation Q/DQ pair on h0 (new tensors h0_q, h0_dq) as a quantizer adds."""
+def qdq_copy(model: onnx.ModelProto, *, fold_relu: bool = False) -> onnx.ModelProto:
+    """The mlp with an activation Q/DQ pair on h0 (new tensors h0_q, h0_dq) as a quantizer adds.
+
+    ``fold_relu`` does what onnxruntime's QDQ quantizer does: drop the Relu (the uint8 range with
+    zero point 0 clamps at 0) and give its output name ``h0`` to the tensor before it.
+    """
     copy = onnx.ModelProto.FromString(model.SerializeToString())
     nodes = list(copy.graph.node)
     for n in nodes:
         if n.op_type == "MatMul" and n.input[0] == "h0":
             n.input[0] = "h0_dq"
+    if fold_relu:
+        relu = next(n for n in nodes if list(n.output) == ["h0"])
+        nodes.remove(relu)
+        for n in nodes:
+            if list(n.output) == list(relu.input):
+                n.output[0] = "h0"
     index = next(i for i, n in enumerate(nodes) if list(n.output) == ["h0"]) + 1
     nodes[index:index] = [
         onnx.helper.make_node("QuantizeLinear", ["h0", "q_scale", "q_zero"], ["h0_q"], name="h0/Q"),
@@ -102,10 +112,6 @@ def qdq_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     ]
     del copy.graph.node[:]
     copy.graph.node.extend(nodes)
-    copy.graph.initializer.extend(
-        [
-            onh.from_array(np.array(0.05, np.float32), "q_scale"),
-            onh.from_array(np.array(0, np.uint8), "q_zero"),
-        ]
-    )
+    scale = onh.from_array(np.array(0.05, np.float32), "q_scale")
+    copy.graph.initializer.extend([scale, onh.from_array(np.array(0, np.uint8), "q_zero")])
     return copy

@@ -36,10 +36,22 @@ def test_identical_models_have_no_jumps():
     assert [s.name for s in layers.layers] == ["c0", "b0", "r0", "c1", "b1", "r1", "gap", "flat", "y"]
 
 
-def test_nodes_added_by_quantization_are_ignored():
+def test_quantized_activations_are_compared_after_their_q_dq_pair():
     model = h.mlp((16, 32, 32, 10))
     layers = compare_models(model, qdq_copy(model), layers=True, samples=4).layers
     names = [s.name for s in layers.layers]
-    assert "h0_dq" not in names and "h0_q" not in names and layers.only_compressed == 1
-    assert layers.jumps[0].name == "mm1"  # the first consumer of the quantized activation
-    assert all(s.rel_l2 == 0 for s in layers.layers if s.index <= 2)
+    assert "h0_dq" not in names and "h0_q" not in names and layers.only_compressed == 0
+    h0 = next(s for s in layers.layers if s.name == "h0")
+    assert h0.compared_as == "h0_dq" and layers.jumps[0].name == "h0"  # where the error enters
+    assert all(s.rel_l2 == 0 for s in layers.layers if s.index < h0.index)
+
+
+def test_relu_folded_into_quantize_linear_is_not_a_false_jump():
+    """onnxruntime's QDQ quantizer drops a Relu before a uint8 Q and reuses its name for the tensor
+    before it: comparing the bare name would report pre-activation values as a 100% error."""
+    model = h.mlp((16, 32, 32, 10))
+    report = compare_models(model, qdq_copy(model, fold_relu=True), layers=True, samples=8)
+    h0 = next(s for s in report.layers.layers if s.name == "h0")
+    assert h0.compared_as == "h0_dq" and h0.rel_l2 < 0.05
+    assert report.output("y").cosine > 0.999
+    assert "h0 (Relu 'relu0') [after Q/DQ]" in report.render()
