@@ -129,6 +129,9 @@ class ChannelGraph:
     shape_fixes: list[tuple[ir.Value, ir.Node, int, tuple[int, ...], int]] = field(default_factory=list)
     # space -> per-channel output scale of the BatchNormalization right after its producer
     bn_scale: dict[int, np.ndarray] = field(default_factory=dict)
+    # weight label -> (mean, mean square) per input feature, estimated without data from the
+    # BatchNormalization statistics upstream (see _Analyzer.moments)
+    bn_input_stats: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     layouts: dict[ir.Value, Layout] = field(default_factory=dict)
 
     # -- union-find ----------------------------------------------------------------------------
@@ -373,6 +376,19 @@ def analyze(
     return _Analyzer(model, index, shapes, tuple(exclude)).run()
 
 
+def _relu_moments(mean: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance of relu(x) for x ~ N(mean, var), per channel."""
+    from math import erf, sqrt
+
+    sigma = np.sqrt(np.maximum(var, 1e-12))
+    z = mean / sigma
+    cdf = 0.5 * (1 + np.vectorize(erf)(z / sqrt(2)))
+    pdf = np.exp(-0.5 * z**2) / np.sqrt(2 * np.pi)
+    m1 = mean * cdf + sigma * pdf
+    m2 = (mean**2 + var) * cdf + mean * sigma * pdf
+    return m1, np.maximum(m2 - m1**2, 0)
+
+
 def _int_attr(node: ir.Node, name: str, default: int) -> int:
     attr = node.attributes.get(name)
     return int(attr.value) if attr is not None else default
@@ -391,6 +407,10 @@ class _Analyzer:
         self.exclude = exclude
         self.opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 13))
         self.weights: dict[tuple[int, int], Weight] = {}
+        # Per-channel (mean, variance) of activations, derived from BatchNormalization: its
+        # output is ~ N(shift, scale^2) per channel on the data it was trained on. Followed
+        # through Relu, residual Adds, pooling and flattening; dropped by anything else.
+        self.moments: dict[ir.Value, tuple[np.ndarray, np.ndarray]] = {}
         for w in index:
             if w.scope:
                 continue
@@ -490,6 +510,9 @@ class _Analyzer:
     def consumer(self, node: ir.Node, w: Weight, axis: int | None, layout: Layout | None) -> None:
         if layout is None:
             return
+        m = self.moments.get(node.inputs[0])
+        if m is not None and axis is not None and len(m[0]) == w.shape[axis]:
+            self.g.bn_input_stats[w.label] = (m[0], m[0] ** 2 + m[1])
         name = node.name or node.op_type
         if axis is None or self.total(layout) != w.shape[axis]:
             self.g.freeze_layout(layout, f"{name}: input channels do not match its weight")
@@ -605,6 +628,11 @@ class _Analyzer:
             if v is not None and const_array(v) is None:
                 self.freeze_inputs(node, f"{node.op_type} {name} has a computed parameter")
                 return
+        m = self.moments.get(node.inputs[0])
+        if m is not None and node.op_type == "Relu":
+            self.moments[node.outputs[0]] = _relu_moments(*m)
+        elif m is not None and node.op_type in ("Identity", "Dropout"):
+            self.moments[node.outputs[0]] = m
         self.set_out(node, layout, range(len(node.outputs)))
 
     def elementwise(self, node: ir.Node) -> None:
@@ -642,6 +670,10 @@ class _Analyzer:
                 self.freeze_inputs(node, f"{node.op_type} {name}: mixed with a tensor whose channels are not tracked")
                 return
         out_rank = self.rank(node.outputs[0]) or ref.rank
+        ms = [self.moments.get(v) for v in node.inputs]
+        if node.op_type == "Add" and len(ms) == 2 and all(m is not None for m in ms) \
+                and len(ms[0][0]) == len(ms[1][0]):
+            self.moments[node.outputs[0]] = (ms[0][0] + ms[1][0], ms[0][1] + ms[1][1])
         self.set_out(node, Layout(out_rank - e, out_rank, ref.spaces, ref.block))
 
     def pool(self, node: ir.Node) -> None:
@@ -655,6 +687,8 @@ class _Analyzer:
         if len(node.outputs) > 1 and node.outputs[1] is not None and node.outputs[1].uses():
             self.g.freeze_layout(layout, f"{node.op_type} {name}: pooling indices are used")
             return
+        if node.inputs[0] in self.moments:
+            self.moments[node.outputs[0]] = self.moments[node.inputs[0]]  # means survive pooling
         self.set_out(node, layout)
 
     def reduce(self, node: ir.Node) -> None:
@@ -708,6 +742,8 @@ class _Analyzer:
             eps_v = float(eps.value) if eps is not None else 1e-5
             scale = np.abs(params[0].astype(np.float64)) / np.sqrt(params[3].astype(np.float64) + eps_v)
             self.g.bn_scale.setdefault(layout.spaces[0], scale)
+        if node.op_type == "BatchNormalization" and len(params) == 4:
+            self.moments[node.outputs[0]] = (params[1].astype(np.float64), params[0].astype(np.float64) ** 2)
         self.set_out(node, layout)
 
     def op_LayerNormalization(self, node: ir.Node) -> None:
@@ -813,6 +849,11 @@ class _Analyzer:
         shift = sum(1 for a in set(axes) if a < layout.axis)
         self.set_out(node, Layout(layout.axis - shift, layout.rank - len(set(axes)), layout.spaces, layout.block))
 
+    def _repeat_moments(self, node: ir.Node, factor: int) -> None:
+        m = self.moments.get(node.inputs[0])
+        if m is not None:
+            self.moments[node.outputs[0]] = (np.repeat(m[0], factor), np.repeat(m[1], factor))
+
     def op_Flatten(self, node: ir.Node) -> None:
         layout = self.layout(node.inputs[0])
         name = node.name or "Flatten"
@@ -822,6 +863,7 @@ class _Analyzer:
             self.g.freeze_layout(layout, f"Flatten {name} mixes the channels with other axes")
             return
         block = layout.block * int(np.prod(s[axis + 1:], dtype=np.int64))
+        self._repeat_moments(node, block // layout.block)
         self.set_out(node, Layout(1, 2, layout.spaces, block))
 
     def op_Reshape(self, node: ir.Node) -> None:
@@ -845,6 +887,7 @@ class _Analyzer:
                 and s_out[a] == int(np.prod(s_in[a:], dtype=np.int64))):
             # Flatten from the channel axis on: each channel becomes a block of features.
             block = layout.block * int(np.prod(s_in[a + 1:], dtype=np.int64))
+            self._repeat_moments(node, block // layout.block)
             if target[a] != -1:
                 self.g.shape_fixes.append((node.inputs[1], node, a, layout.spaces, block))
             self.set_out(node, Layout(a, a + 1, layout.spaces, block))

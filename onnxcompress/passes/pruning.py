@@ -347,6 +347,12 @@ class Prune(Pass):
         if use_data:
             consumers = {id(c.weight): c.weight for g, _ in candidates for c in g.consumers}
             stats = self._stats(model, list(consumers.values()), context, result)
+        elif cfg.importance == "auto" and graph.bn_input_stats:
+            # No data: the BatchNormalization statistics still tell each channel's mean and
+            # spread on the training data, which ranks channels and corrects biases far better
+            # than weight norms alone.
+            stats = dict(graph.bn_input_stats)
+            result.metrics["importance"] = "batchnorm statistics"
         energies = {k: v[1] for k, v in stats.items()}
         result.metrics.setdefault("importance", "magnitude")
         scores = {g.root: _channel_scores(graph, g, energies, cfg.channel_norm) for g, _ in candidates}

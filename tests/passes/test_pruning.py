@@ -197,6 +197,8 @@ def test_channel_pruning_defaults_keep_shapes_and_run():
     assert y0.shape == y1.shape
     assert "first compute layer (keep_first)" in res.skipped
     assert res.metrics["groups_pruned"] >= 2  # conv1 and conv5; the others are below min_size
+    # Without data, BatchNormalization statistics rank channels and correct the biases.
+    assert res.metrics["importance"] == "batchnorm statistics" and res.metrics["bias_corrected"] >= 1
     # Pruned graph has its intermediate shapes back for later passes.
     assert any(vi.name == "c5" and vi.type.tensor_type.shape.dim[1].dim_value == 22
                for vi in onnx.shape_inference.infer_shapes(proto).graph.value_info)
