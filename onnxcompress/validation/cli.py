@@ -21,6 +21,7 @@ from onnxcompress.validation.compare import (
     render_report,
 )
 from onnxcompress.validation.latency import DEFAULT_LATENCY_RUNS
+from onnxcompress.validation.layers import DEFAULT_MEMORY_BUDGET
 from onnxcompress.validation.tolerance import (
     DEFAULT_ATOL,
     DEFAULT_RTOL,
@@ -147,6 +148,14 @@ def add_compare_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         help="compare every intermediate tensor both models share and name the layers where the error jumps",
     )
     g.add_argument(
+        "--layers-memory",
+        type=int,
+        default=DEFAULT_MEMORY_BUDGET // 2**20,
+        metavar="MB",
+        help="with --layers, expose at most this many MB of intermediate tensors per model and run; "
+        f"more are compared in several passes over the data (default: {DEFAULT_MEMORY_BUDGET // 2**20})",
+    )
+    g.add_argument(
         "--max-layers",
         type=int,
         default=30,
@@ -194,6 +203,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         samples=args.samples,
         seed=args.seed,
         layers=args.layers,
+        layers_memory=args.layers_memory * 2**20,
         latency=args.latency,
         latency_runs=args.latency_runs,
         threads=args.threads,

@@ -28,7 +28,7 @@ from onnxcompress.errors import ConfigError, DataError, RuntimeUnavailableError
 from onnxcompress.model import load_model
 from onnxcompress.runtime import create_session, first_line
 from onnxcompress.validation.latency import DEFAULT_LATENCY_RUNS, LatencyResult, measure_latency
-from onnxcompress.validation.layers import LayerReport, compare_layers
+from onnxcompress.validation.layers import DEFAULT_MEMORY_BUDGET, LayerReport, compare_layers
 from onnxcompress.validation.metrics import TensorStats
 from onnxcompress.validation.tolerance import Tolerance
 
@@ -165,6 +165,7 @@ def compare_models(
     samples: int | None = None,
     seed: int = 0,
     layers: bool = False,
+    layers_memory: int = DEFAULT_MEMORY_BUDGET,
     latency: bool = False,
     latency_runs: int = DEFAULT_LATENCY_RUNS,
     threads: int | None = None,
@@ -177,7 +178,8 @@ def compare_models(
     output, ``per_output`` replaces it for the outputs it names. ``classifiers`` declares
     outputs whose last axis holds class scores (rank-2 outputs are detected); ``labels`` (or the
     data's ``labels`` array, or ``label_key`` in an ``.npz``) adds the accuracy of both models.
-    ``layers`` adds the layer-wise localisation, ``latency`` the median time per inference.
+    ``layers`` adds the layer-wise localisation (exposing at most ``layers_memory`` bytes of
+    intermediate tensors per model and run), ``latency`` the median time per inference.
     """
     default_tol = _as_tolerance(tolerance, "tolerance") or Tolerance()
     overrides = {k: _as_tolerance(v, f"tolerance for output '{k}'") for k, v in (per_output or {}).items()}
@@ -287,7 +289,9 @@ def compare_models(
         notes=notes,
     )
     if layers:
-        report.layers = compare_layers(model_a, model_b, feeds, compressed_inputs=inputs_b, threads=threads)
+        report.layers = compare_layers(
+            model_a, model_b, feeds, compressed_inputs=inputs_b, threads=threads, memory_budget=layers_memory
+        )
     if latency and first_feed is not None:
         report.latency = measure_latency(
             session_a,
@@ -537,7 +541,6 @@ def render_report(d: Mapping[str, Any], *, max_layers: int = 30) -> str:
             f"  {result}"
         )
     for o in d["outputs"]:
-        tol = ", ".join(f"{k}={v:g}" for k, v in o["tolerance"].items())
         for c in o["checks"]:
             if not c["passed"]:
                 lines.append(f"  FAIL {o['name']} [{c['criterion']}]: {c['detail']}")
@@ -560,8 +563,6 @@ def render_report(d: Mapping[str, Any], *, max_layers: int = 30) -> str:
             )
         for note in o["notes"]:
             lines.append(f"  {o['name']}: note: {note}")
-        if not o["passed"] and o["kind"] == "float":
-            lines.append(f"  {o['name']}: tolerance {tol or 'none'}")
     layers = d.get("layers")
     if layers is not None:
         lines.extend(_render_layers(layers, max_layers))
@@ -613,6 +614,10 @@ def _render_layers(layers: Mapping[str, Any], max_layers: int) -> list[str]:
     if layers["first_divergent"]:
         lines.append(f"  first tensor with relative error > 1e-3: {layers['first_divergent']}")
     rows = layers["layers"]
+    first = next((i for i, s in enumerate(rows) if s["name"] == layers["first_divergent"]), 0)
+    if len(rows) > max_layers and first > 0:
+        lines.append(f"  the {first} tensor(s) before {layers['first_divergent']} agree (rel.err <= 1e-3)")
+        rows = rows[first:]
     if rows:
         lines.append(
             f"  {'#':>4}  {'tensor':<28}{'op':<14}{'rel.err':>10}{'cosine':>10}{'max abs':>10}{'jump':>10}"
@@ -624,7 +629,7 @@ def _render_layers(layers: Mapping[str, Any], max_layers: int) -> list[str]:
                 f"{_num(s['jump'], '.3g'):>10}"
             )
         if len(rows) > max_layers:
-            lines.append(f"  ... {len(rows) - max_layers} more (see --json)")
+            lines.append(f"  ... {len(rows) - max_layers} more (--max-layers N shows more; --json has all)")
     for note in layers.get("notes", []):
         lines.append(f"  note: {note}")
     return lines

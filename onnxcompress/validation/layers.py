@@ -18,12 +18,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 
 from onnxcompress.activations import expose_outputs, iter_intermediates
 from onnxcompress.data import Feed
 from onnxcompress.errors import RuntimeUnavailableError
+from onnxcompress.model import to_proto
 from onnxcompress.runtime import first_line
 from onnxcompress.validation.metrics import TensorStats
 
@@ -33,6 +35,8 @@ logger = logging.getLogger(__name__)
 JUMP_FLOOR = 1e-6
 # A tensor whose relative error exceeds this counts as diverged (for "first divergent layer").
 DIVERGENCE_THRESHOLD = 1e-3
+# Bytes of exposed intermediate tensors per model and run (see compare_layers).
+DEFAULT_MEMORY_BUDGET = 256 * 2**20
 # Relative errors are capped here when computing jumps (an all-zero reference gives inf).
 _ERROR_CAP = 1e6
 
@@ -120,8 +124,15 @@ def compare_layers(
     *,
     compressed_inputs: set[str],
     threads: int | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
 ) -> LayerReport:
-    """Compare every float activation the two main graphs share, sample by sample."""
+    """Compare every float activation the two main graphs share, sample by sample.
+
+    Exposing a tensor keeps it alive for the whole run, so a run exposing every activation of a
+    large model needs all of them in memory at once. When one sample's shared activations would
+    exceed ``memory_budget`` bytes per model, they are split into groups, and each group streams
+    the data through both models separately (more runs, bounded memory).
+    """
     candidates, _ = _float_activations(original)
     theirs, _ = _float_activations(compressed)
     their_names = {v.name for _, _, v in theirs}
@@ -135,21 +146,29 @@ def compare_layers(
     # that (a quantizer may also fold a Relu into the Q's range and give the Relu's name to the
     # tensor before it, so the bare name would carry pre-activation values).
     seen_as = _after_qdq(compressed, names)
-    names_b = [seen_as.get(n, n) for n in names]
     stats = {name: TensorStats() for name in names}
     samples = 0
-    if names:
+    chunks = _chunks(original, names, feeds, memory_budget) if names else []
+    if len(chunks) > 1:
+        notes.append(
+            f"the tensors were compared in {len(chunks)} groups to keep each run under "
+            f"{memory_budget / 2**20:.0f} MB of exposed tensors per model."
+        )
+    for chunk in chunks:
+        chunk_b = [seen_as.get(n, n) for n in chunk]
         feeds_a, feeds_b = _tee(feeds, compressed_inputs)
+        count = 0
         try:
             for values_a, values_b in zip(
-                iter_intermediates(original, names, feeds_a, threads=threads),
-                iter_intermediates(compressed, names_b, feeds_b, threads=threads),
+                iter_intermediates(original, chunk, feeds_a, threads=threads),
+                iter_intermediates(compressed, chunk_b, feeds_b, threads=threads),
                 strict=False,  # the second stream ends when the first does
             ):
-                samples += 1
-                for name, name_b in zip(names, names_b, strict=True):
+                count += 1
+                for name, name_b in zip(chunk, chunk_b, strict=True):
                     if name in values_a and name_b in values_b:
                         stats[name].add(values_a[name], values_b[name_b])
+                del values_a, values_b
         except RuntimeUnavailableError:
             raise
         except Exception as e:  # onnxruntime's own exception types
@@ -158,6 +177,7 @@ def compare_layers(
                 f"{first_line(e)}",
                 hint="rerun without --layers to compare the outputs only.",
             ) from e
+        samples = max(samples, count)
 
     # Error present at each value: its own if compared, else the largest among its inputs.
     errors = {name: _capped(s.rel_l2) for name, s in stats.items() if s.samples}
@@ -205,6 +225,53 @@ def compare_layers(
         only_compressed=len(their_names - mine - set(seen_as.values())),
         notes=notes,
     )
+
+
+def _chunks(model: ir.Model, names: list[str], feeds: Iterable[Feed], budget: int) -> list[list[str]]:
+    """``names`` (topological order) in consecutive groups of at most ``budget`` estimated bytes
+    for one sample (shapes inferred with the first feed's input shapes)."""
+    sizes = _estimated_bytes(model, names, next(iter(feeds), None))
+    known = [b for b in sizes.values() if b is not None]
+    fallback = max(known) if known else budget // 64
+    chunks: list[list[str]] = []
+    current: list[str] = []
+    total = 0
+    for name in names:
+        size = sizes.get(name) or fallback
+        if current and total + size > budget:
+            chunks.append(current)
+            current, total = [], 0
+        current.append(name)
+        total += size
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def _estimated_bytes(model: ir.Model, names: list[str], feed: Feed | None) -> dict[str, int | None]:
+    proto = to_proto(model)
+    if feed is not None:
+        for value in proto.graph.input:
+            if value.name in feed and value.type.HasField("tensor_type"):
+                shape = value.type.tensor_type.shape
+                shape.ClearField("dim")
+                for d in np.shape(feed[value.name]):
+                    shape.dim.add().dim_value = int(d)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False)
+    except Exception:  # custom ops and the like: sizes stay unknown
+        return {}
+    wanted = set(names)
+    sizes: dict[str, int | None] = {}
+    for vi in (*inferred.graph.value_info, *inferred.graph.output):
+        if vi.name not in wanted or not vi.type.HasField("tensor_type"):
+            continue
+        tt = vi.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+        if tt.HasField("shape") and None not in dims and tt.elem_type:
+            itemsize = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).itemsize
+            sizes[vi.name] = int(np.prod(dims, dtype=np.int64)) * itemsize
+    return sizes
 
 
 def _after_qdq(model: ir.Model, names: Iterable[str]) -> dict[str, str]:

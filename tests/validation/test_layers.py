@@ -55,3 +55,13 @@ def test_relu_folded_into_quantize_linear_is_not_a_false_jump():
     assert h0.compared_as == "h0_dq" and h0.rel_l2 < 0.05
     assert report.output("y").cosine > 0.999
     assert "h0 (Relu 'relu0') [after Q/DQ]" in report.render()
+
+
+def test_memory_budget_splits_the_tensors_into_groups_with_the_same_results():
+    model = h.cnn()
+    other = perturbed(model, "conv1.weight", scale=0.05)
+    whole = compare_models(model, other, layers=True, samples=3).layers
+    split = compare_models(model, other, layers=True, samples=3, layers_memory=8 * 1024).layers
+    assert any("groups" in n for n in split.notes) and not whole.notes
+    assert split.samples == whole.samples == 3
+    assert [(s.name, s.rel_l2) for s in split.layers] == [(s.name, s.rel_l2) for s in whole.layers]
