@@ -186,3 +186,26 @@ def test_latency_is_measured_for_both(mlp):
     lat = report.latency
     assert lat.original_ms > 0 and lat.compressed_ms > 0 and lat.speedup > 0
     assert "speedup" in report.render()
+
+
+def test_float16_inputs_of_the_compressed_model_get_cast_feeds():
+    import onnx.parser
+
+    w = h.rng(0).standard_normal((8, 4)).astype(np.float32)
+    original = h.attach_initializers(
+        onnx.parser.parse_model(
+            """<ir_version: 8, opset_import: ["" : 17]>
+            f32 (float[N, 8] x) => (float[N, 4] y) { y = MatMul (x, w) }"""
+        ),
+        {"w": w},
+    )
+    half = h.attach_initializers(
+        onnx.parser.parse_model(
+            """<ir_version: 8, opset_import: ["" : 17]>
+            f16 (float16[N, 8] x) => (float[N, 4] y) { h = MatMul (x, w) \n y = Cast <to = 1> (h) }"""
+        ),
+        {"w": w.astype(np.float16)},
+    )
+    report = compare_models(original, half, tolerance={"min_cosine": 0.999})
+    assert report.passed and 0 < report.output("y").rel_l2 < 1e-2
+    assert report.output("y").outside is None  # no allclose check was asked for
