@@ -1,0 +1,144 @@
+"""Quantization arithmetic and the Q/DQ node plumbing shared by the quantization modes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcompress.weights import unique_name
+
+# The ops whose int8 kernels do the work, and how to find their weight/bias inputs.
+COMPUTE_OPS = ("Conv", "MatMul", "Gemm")
+# Ops onnxruntime runs on int8 data when Q/DQ surround them with the same scale on input and
+# output (its "drop QDQ" rules): data movement and max.
+SAME_SCALE_OPS = frozenset({
+    "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "MaxPool", "Resize", "Slice",
+    "Split", "Identity", "Gather",
+})
+# Ops onnxruntime fuses into QLinear kernels with their own output scale.
+QLINEAR_OPS = frozenset({
+    "Add", "Mul", "Concat", "AveragePool", "GlobalAveragePool", "Sigmoid", "LeakyRelu",
+})
+GLUE_OPS = SAME_SCALE_OPS | QLINEAR_OPS
+# Activations onnxruntime removes in front of a QuantizeLinear whose range already clips.
+REMOVABLE_ACTIVATIONS = frozenset({"Relu", "Clip"})
+# Which inputs of a glue op carry quantizable data (the rest are shapes, indices, scales...).
+DATA_INPUTS: dict[str, tuple[int, ...] | None] = {
+    "Reshape": (0,), "Transpose": (0,), "Squeeze": (0,), "Unsqueeze": (0,), "Flatten": (0,),
+    "MaxPool": (0,), "Resize": (0,), "Slice": (0,), "Split": (0,), "Identity": (0,),
+    "Gather": (0,), "Add": (0, 1), "Mul": (0, 1), "Concat": None, "AveragePool": (0,),
+    "GlobalAveragePool": (0,), "Sigmoid": (0,), "LeakyRelu": (0,),
+}
+
+
+@dataclass(frozen=True)
+class QParams:
+    """Scale and zero point of one activation tensor (per tensor)."""
+
+    scale: float
+    zero_point: int
+    dtype: np.dtype  # uint8 or int8
+
+    @property
+    def low(self) -> float:
+        info = np.iinfo(self.dtype)
+        return (info.min - self.zero_point) * self.scale
+
+    @property
+    def high(self) -> float:
+        info = np.iinfo(self.dtype)
+        return (info.max - self.zero_point) * self.scale
+
+
+def activation_qparams(low: float, high: float, *, symmetric: bool) -> QParams:
+    """u8 asymmetric over [low, high] (zero always representable), or s8 symmetric."""
+    low, high = min(float(low), 0.0), max(float(high), 0.0)
+    if symmetric:
+        m = max(-low, high)
+        scale = m / 127.0 if m > 0 else 1.0
+        return QParams(float(np.float32(scale)), 0, np.dtype(np.int8))
+    span = high - low
+    if span <= 0:
+        return QParams(1.0, 0, np.dtype(np.uint8))
+    scale = float(np.float32(span / 255.0))
+    zp = int(np.clip(round(-low / scale), 0, 255))
+    return QParams(scale, zp, np.dtype(np.uint8))
+
+
+def quantize_weight(
+    w: np.ndarray, axis: int | None, *, reduce_range: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 weights: (q, scale); scale has one entry per ``axis`` slice (or is a scalar).
+
+    ``reduce_range`` uses 7 bits ([-63, 63]) so u8 x s8 pairs cannot saturate int16 on AVX2.
+    """
+    qmax = 63.0 if reduce_range else 127.0
+    w = np.asarray(w, dtype=np.float32)
+    if axis is None or w.ndim == 0:
+        amax = np.array(np.max(np.abs(w)) if w.size else 0.0, dtype=np.float32)
+    else:
+        axis = axis % w.ndim
+        others = tuple(i for i in range(w.ndim) if i != axis)
+        amax = np.max(np.abs(w), axis=others) if others else np.abs(w)
+    scale = np.where(amax > 0, amax / qmax, 1.0).astype(np.float32)
+    shaped = scale if axis is None or w.ndim == 0 else _along(scale, axis, w.ndim)
+    q = np.clip(np.round(w / shaped), -qmax, qmax).astype(np.int8)
+    return q, scale
+
+
+def dequantize_weight(q: np.ndarray, scale: np.ndarray, axis: int | None) -> np.ndarray:
+    if axis is None or np.ndim(scale) == 0:
+        return q.astype(np.float32) * np.float32(scale)
+    return q.astype(np.float32) * _along(scale, axis % q.ndim, q.ndim)
+
+
+def quantize_bias(bias: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """int32 bias for ``scale`` = input scale * weight scale (per channel or scalar)."""
+    b = np.asarray(bias, dtype=np.float64)
+    s = np.broadcast_to(np.asarray(scale, dtype=np.float64), b.shape)
+    q = np.round(b / np.where(s > 0, s, 1.0))
+    return np.clip(q, -(2**31) + 1, 2**31 - 1).astype(np.int32)
+
+
+def _along(v: np.ndarray, axis: int, ndim: int) -> np.ndarray:
+    shape = [1] * ndim
+    shape[axis] = -1
+    return np.reshape(v, shape)
+
+
+def relative_error(w: np.ndarray, w_hat: np.ndarray) -> float:
+    n = float(np.linalg.norm(w))
+    return float(np.linalg.norm(w - w_hat) / n) if n > 0 else 0.0
+
+
+class Builder:
+    """Creates constants and nodes in one graph with model-wide unique names."""
+
+    def __init__(self, graph: ir.Graph, names: set[str]) -> None:
+        self.graph = graph
+        self.names = names
+
+    def name(self, hint: str) -> str:
+        return unique_name(self.names, hint)
+
+    def constant(self, hint: str, array: np.ndarray) -> ir.Value:
+        name = self.name(hint)
+        array = np.ascontiguousarray(array)
+        value = ir.Value(
+            name=name,
+            shape=ir.Shape(array.shape),
+            type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
+            const_value=ir.tensor(array, name=name),
+        )
+        self.graph.register_initializer(value)
+        return value
+
+    def node(self, op: str, inputs: list[ir.Value | None], hint: str, *, outputs: int = 1,
+             domain: str = "", **attrs: object) -> ir.Node:
+        outs = [ir.Value(name=self.name(f"{hint}" if outputs == 1 else f"{hint}_{i}"))
+                for i in range(outputs)]
+        # Unnamed nodes: the output names say what they are, and small models stay small.
+        return ir.node(op, inputs, {k: v for k, v in attrs.items() if v is not None},
+                       domain=domain, outputs=outs)

@@ -1,0 +1,1072 @@
+"""INT8 quantization: static QDQ, dynamic, and weight-only, with speed as part of correctness.
+
+Three modes (``--quantize MODE``):
+
+- ``static``: int8 weights (per channel), int32 biases and u8 activations with ranges calibrated
+  on data, written as QuantizeLinear/DequantizeLinear pairs placed where onnxruntime fuses them
+  into QLinear kernels (Conv, MatMul, Gemm and the int8-capable ops between them). Activation
+  tensors keep their names: a Q/DQ pair reads the original tensor and its consumers read the DQ
+  output.
+- ``dynamic``: int8 weights; activations quantized at run time by ``DynamicQuantizeLinear`` +
+  ``MatMulInteger`` (onnxruntime fuses it into ``DynamicQuantizeMatMul``). Conv stays float:
+  onnxruntime has no fast dynamic int8 Conv on CPU.
+- ``weights``: int8 weights with a ``DequantizeLinear`` feeding the float op. 4x smaller,
+  near-lossless, no speed claim.
+
+Defaults pick only the ops where int8 pays on a CPU (see ``_pays``), then measure: if the int8
+model is slower than the float one, the cheaper half of the int8 ops goes back to float, and if
+that is still slower the model is left float (unless ``allow_slower``). The measured latency
+ratio is in the result's metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcompress import runtime
+from onnxcompress.calibration import CALIBRATE_METHODS, Calibrator, collect
+from onnxcompress.cpu import default_reduce_range, has_vnni
+from onnxcompress.data import Feed, synthetic_feeds
+from onnxcompress.errors import OnnxCompressError
+from onnxcompress.model import EXTERNAL_DATA_THRESHOLD, tensor_bytes, to_proto
+from onnxcompress.opset import opset_version, upgrade_opset
+from onnxcompress.passes._qdq import (
+    DATA_INPUTS,
+    GLUE_OPS,
+    REMOVABLE_ACTIVATIONS,
+    SAME_SCALE_OPS,
+    Builder,
+    QParams,
+    activation_qparams,
+    dequantize_weight,
+    quantize_bias,
+    quantize_weight,
+    relative_error,
+)
+from onnxcompress.passes.base import LayerStat, Pass, PassConfig, PassContext, PassResult, option
+from onnxcompress.weights import (
+    ROLE_EMBEDDING,
+    ROLE_WEIGHT,
+    Weight,
+    WeightIndex,
+    matches,
+    model_names,
+)
+
+logger = logging.getLogger(__name__)
+
+MODES = ("static", "dynamic", "weights")
+DEFAULT_CALIBRATE_METHOD = "percentile"
+# Where int8 pays (see README "How the quantization defaults were chosen"): a Conv needs enough
+# multiply-adds per output value to amortize requantization, a MatMul/Gemm enough weights.
+MIN_CONV_REDUCTION = 16  # (C_in / group) * kh * kw
+MIN_MATMUL_WEIGHTS = 4096  # K * N
+# Smaller weights stay float: int8 would save less than its scales cost.
+MIN_STORAGE_WEIGHTS = 64
+# The int8 model may be this much slower than float before the speed guard steps in (noise).
+SPEED_TOLERANCE = 0.03
+# How weights that do not compute in int8 are stored: int8 + DequantizeLinear (the "weights"
+# mode: int8 also in memory, onnxruntime turns DQ+MatMul into MatMulNBits), or int8 +
+# Cast + Mul, which onnxruntime constant-folds at load: float weights and float speed.
+FORM_DEQUANTIZE = "dequantize"
+FORM_FOLDED = "folded"
+STORAGE_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "Gather"})
+
+
+@dataclass(frozen=True)
+class QuantizeConfig(PassConfig):
+    mode: str = option(
+        default="static", flag="--quantize", enables=True, choices=MODES,
+        help="static: int8 weights and calibrated int8 activations (QDQ, fastest on CPU); "
+        "dynamic: int8 weights, activations quantized at run time (MatMul/Gemm); "
+        "weights: int8 weights only (4x smaller, float compute)",
+    )
+    per_channel: bool = option(
+        default=True, flag="--per-channel",
+        help="one weight scale per output channel (needs opset 13; upgraded when possible)",
+    )
+    per_tensor: bool = option(default=False, flag="--per-tensor",
+                              help="one scale per weight tensor (alias for --no-per-channel)")
+    reduce_range: bool = option(
+        default=default_reduce_range(), flag="--reduce-range",
+        help="7-bit weights so u8*s8 products cannot saturate on x86 CPUs without VNNI "
+        "(default: on when this CPU lacks VNNI/AMX)",
+    )
+    symmetric_activations: bool = option(
+        default=False, flag="--symmetric-activations",
+        help="int8 activations with zero point 0 (default: u8 asymmetric, which keeps ReLU fused)",
+    )
+    calibrate_method: str = option(
+        default=DEFAULT_CALIBRATE_METHOD, flag="--calibrate-method", choices=CALIBRATE_METHODS,
+        help="how activation ranges are chosen from calibration data",
+    )
+    percentile: float = option(default=99.999, flag="--percentile", metavar="P",
+                               help="percentile calibration: keep all but (100-P)%% of each tail")
+    calibration_samples: int = option(
+        default=256, flag="--calibration-samples", metavar="N",
+        help="use at most N calibration samples (memory does not grow with N)",
+    )
+    synthetic_samples: int = option(
+        default=16, help="random samples used when static mode has no calibration data"
+    )
+    op_types_to_quantize: tuple[str, ...] = option(
+        default=(), flag="--op-types-to-quantize", metavar="OP",
+        help="quantize only these op types, wherever possible (default: the ops where int8 "
+        "pays on CPU)",
+    )
+    nodes_to_exclude: tuple[str, ...] = option(
+        default=(), flag="--nodes-to-exclude", metavar="NAME_OR_PATTERN",
+        help="leave these nodes float (names or shell patterns)",
+    )
+    speed_check: bool = option(
+        default=True, flag="--speed-check",
+        help="time float and int8 on one sample; if int8 is slower, put ops back to float",
+    )
+    allow_slower: bool = option(
+        default=False, flag="--allow-slower",
+        help="keep the int8 model even if it measures slower than float (size over speed)",
+    )
+
+    def __post_init__(self) -> None:
+        self._require(self.mode in MODES, f"mode must be one of {', '.join(MODES)}")
+        self._require(self.calibrate_method in CALIBRATE_METHODS,
+                      f"calibrate_method must be one of {', '.join(CALIBRATE_METHODS)}")
+        self._require(50.0 < self.percentile <= 100.0, "percentile must be in (50, 100]")
+        self._require(self.calibration_samples > 0, "calibration_samples must be positive")
+        self._require(self.synthetic_samples > 0, "synthetic_samples must be positive")
+
+    @property
+    def channelwise(self) -> bool:
+        return self.per_channel and not self.per_tensor
+
+
+# -- the plan: which nodes run in int8 ------------------------------------------------------------
+
+
+@dataclass
+class _Unit:
+    """A compute node quantized with its weight (and bias)."""
+
+    node: ir.Node
+    weight: Weight
+    axis: int | None  # weight's output-channel axis
+    activation: ir.Value
+    bias: Weight | None = None
+    # Relu/Clip after the node that onnxruntime drops in front of the output's Q.
+    activation_fn: ir.Node | None = None
+    macs_per_output: int = 0
+
+    @property
+    def output(self) -> ir.Value:
+        return (self.activation_fn or self.node).outputs[0]
+
+
+@dataclass
+class _Plan:
+    units: list[_Unit] = field(default_factory=list)
+    glue: list[ir.Node] = field(default_factory=list)
+    # Tensors that get a Q/DQ pair, in graph order.
+    tensors: list[ir.Value] = field(default_factory=list)
+    # For each quantized tensor: the nodes that read its DQ output instead of it.
+    readers: dict[int, list[ir.Node]] = field(default_factory=dict)
+    # Same-scale ops: output tensor -> input tensor it copies its scale from.
+    same_scale: dict[int, ir.Value] = field(default_factory=dict)
+
+
+class Quantize(Pass):
+    name = "quantize"
+    config_class = QuantizeConfig
+    summary = "int8 quantization: static QDQ, dynamic, or weight-only"
+    cli_order = 40
+
+    def apply(self, model: ir.Model, context: PassContext, result: PassResult) -> ir.Model:
+        cfg: QuantizeConfig = self.config  # type: ignore[assignment]
+        result.metrics["mode"] = cfg.mode
+        result.metrics["reduce_range"] = cfg.reduce_range
+        result.metrics["cpu_vnni"] = has_vnni()
+        prepared, channelwise = self._prepare_opset(model, cfg, result)
+        if prepared is None:
+            return model
+        model = prepared
+        result.metrics["per_channel"] = channelwise
+        float_model = _copy(model)
+        if cfg.mode == "weights":
+            # DequantizeLinear keeps int8 in memory too (and onnxruntime runs DQ+MatMul as
+            # MatMulNBits), but an unfolded DQ in front of a Conv costs time every run: where
+            # it measures slower, the folded form (float speed) takes over.
+            def build_weights(m: ir.Model, form: str, res: PassResult) -> ir.Model:
+                if form == "dequantize-matmul":
+                    self._weight_storage(m, cfg, channelwise, res, form=FORM_DEQUANTIZE,
+                                         ops={"MatMul"})
+                    form = FORM_FOLDED
+                self._weight_storage(m, cfg, channelwise, res, form=form)
+                return m
+
+            attempts = [FORM_DEQUANTIZE, "dequantize-matmul", FORM_FOLDED]
+            out, form = self._first_fast_enough(
+                float_model, model, attempts, context, result, build_weights,
+                describe=lambda f: f"weights as {f}")
+            result.metrics["weight_format"] = form
+            return out
+        if cfg.mode == "dynamic":
+            candidates = self._dynamic_candidates(model, cfg, result)
+
+            def build_dynamic(m: ir.Model, chosen: list[str], res: PassResult) -> ir.Model:
+                self._dynamic(m, cfg, channelwise, chosen, res)
+                self._weight_storage(m, cfg, channelwise, res, form=FORM_FOLDED)
+                return m
+
+            return self._with_speed_guard(float_model, model, candidates, context, result,
+                                          build_dynamic)
+        return self._static(model, float_model, context, cfg, channelwise, result)
+
+    # -- opset ----------------------------------------------------------------------------------
+
+    def _prepare_opset(self, model: ir.Model, cfg: QuantizeConfig,
+                       result: PassResult) -> tuple[ir.Model | None, bool]:
+        """Raise the opset as the mode needs; per-tensor when per-channel cannot be had."""
+        channelwise = cfg.channelwise
+        have = opset_version(model)
+        floor = 11 if cfg.mode == "dynamic" else 10
+        need = 13 if channelwise else floor
+        if have >= need:
+            return model, channelwise
+        upgraded, why = upgrade_opset(model, need)
+        if why is None:
+            result.note(f"opset upgraded {have} -> {opset_version(upgraded)} "
+                        f"({'per-channel scales' if need == 13 else 'the int8 ops'} need it)")
+            return upgraded, channelwise
+        if have >= floor:
+            result.note(f"per-tensor weight scales: {why}")
+            return model, False
+        upgraded, why2 = upgrade_opset(model, floor)
+        if why2 is None:
+            result.note(f"opset upgraded {have} -> {floor}; per-tensor weight scales ({why})")
+            return upgraded, False
+        result.skip("model", f"opset {have} has no int8 ops and {why2}")
+        return None, False
+
+    # -- weights stored in int8 -----------------------------------------------------------------
+
+    def _weight_storage(self, model: ir.Model, cfg: QuantizeConfig, channelwise: bool,
+                        result: PassResult, *, form: str, ops: set[str] | None = None) -> None:
+        """Every float compute weight still float -> int8 storage (DequantizeLinear or folded)."""
+        names = model_names(model)
+        for w in WeightIndex.build(model):
+            if w.role not in (ROLE_WEIGHT, ROLE_EMBEDDING) or not w.is_float:
+                continue
+            if ops is not None and not set(w.op_types) <= ops:
+                continue
+            if any(u.node.op_type not in STORAGE_OPS or u.node.domain not in ("", "ai.onnx")
+                   for u in w.uses):
+                result.skip(w.label, "used by an op without an int8 weight form")
+                continue
+            if any(self._excluded(u.node, cfg, check_types=False) for u in w.uses):
+                result.skip(w.label, "its node is excluded by nodes_to_exclude/exclude")
+                continue
+            if not _quantizable_weight(w, cfg, result):
+                continue
+            if w.size < MIN_STORAGE_WEIGHTS:
+                result.skip(w.label, f"under {MIN_STORAGE_WEIGHTS} values: int8 saves nothing")
+                continue
+            axis = w.out_axis if channelwise else None
+            b = Builder(w.graph, names)
+            if form == FORM_FOLDED:
+                _folded_weight(w, axis, b, result)
+            else:
+                # Float compute: no u8*s8 saturation to avoid, so all 8 bits.
+                _dequantized_weight(w, axis, False, b, result)
+
+    # -- static ---------------------------------------------------------------------------------
+
+    def _static(self, model: ir.Model, float_model: ir.Model, context: PassContext,
+                cfg: QuantizeConfig, channelwise: bool, result: PassResult) -> ir.Model:
+        folded = _fold_batchnorm(model)
+        if folded:
+            result.metrics["batchnorm_folded"] = folded
+        index = WeightIndex.build(model)
+        units = self._static_units(model, index, cfg, result)
+        if units:
+            ok, why = runtime.loadable(model)
+            if not ok:
+                result.note(f"static int8 needs onnxruntime to run the model for calibration "
+                            f"({why}); weights stored in int8 only")
+                units = []
+        if any(w.scope for w in index):
+            result.note("weights inside subgraphs (If/Loop/Scan) are stored in int8 with float "
+                        "compute: their activations cannot be calibrated from the main graph")
+        ranges: dict = {}
+        if units:
+            plan = _make_plan(model, units, cfg)
+            feeds, source = self._calibration_feeds(model, context, cfg, result)
+            calibrator = Calibrator(cfg.calibrate_method, percentile=cfg.percentile)
+            names = [v.name for v in plan.tensors if id(v) not in plan.same_scale and v.name]
+            start = time.perf_counter()
+            collect(model, names, feeds, calibrator, max_samples=cfg.calibration_samples,
+                    progress=context.progress, total=_len(feeds))
+            result.metrics["calibration"] = {
+                "source": source, "method": cfg.calibrate_method, "samples": calibrator.samples,
+                "tensors": len(calibrator.names),
+                "seconds": round(time.perf_counter() - start, 3),
+                "state_bytes": calibrator.state_bytes,
+            }
+            ranges = calibrator.ranges(symmetric=cfg.symmetric_activations)
+
+        def build_static(m: ir.Model, chosen: list[str], res: PassResult) -> ir.Model:
+            if chosen:
+                idx = WeightIndex.build(m)
+                wanted = set(chosen)
+                us = [u for u in self._static_units(m, idx, cfg, None)
+                      if _unit_key(u.node) in wanted]
+                _apply_static(m, _make_plan(m, us, cfg), ranges, cfg, channelwise, res)
+            self._weight_storage(m, cfg, channelwise, res, form=FORM_FOLDED)
+            return m
+
+        candidates = [(_unit_key(u.node), u.macs_per_output) for u in units]
+        return self._with_speed_guard(float_model, model, candidates, context, result,
+                                      build_static)
+
+    def _calibration_feeds(self, model: ir.Model, context: PassContext, cfg: QuantizeConfig,
+                           result: PassResult):  # noqa: ANN202
+        if context.calibration is not None:
+            return context.calibration, context.calibration.description
+        result.note(
+            f"no calibration data: activation ranges come from {cfg.synthetic_samples} random "
+            "samples and may not match real inputs. Hint: pass real data (--calibration "
+            "FILE.npz) for accurate int8 activations."
+        )
+        return synthetic_feeds(model, cfg.synthetic_samples, seed=context.seed), "synthetic"
+
+    def _static_units(self, model: ir.Model, index: WeightIndex, cfg: QuantizeConfig,
+                      result: PassResult | None) -> list[_Unit]:
+        by_value = {id(w.value): w for w in index}
+        units: list[_Unit] = []
+        explicit = set(cfg.op_types_to_quantize)
+        for node in model.graph:
+            if node.domain not in ("", "ai.onnx") or node.op_type not in ("Conv", "MatMul", "Gemm"):
+                continue
+            why = self._excluded(node, cfg)
+            unit = None
+            if why is None:
+                unit, why = _static_unit(node, by_value, explicit, cfg)
+            if why is not None:
+                if result is not None:
+                    result.skip(_unit_key(node), why)
+                continue
+            assert unit is not None
+            if result is not None and not _quantizable_weight(unit.weight, cfg, result):
+                continue
+            units.append(unit)
+        return units
+
+    def _excluded(self, node: ir.Node, cfg: QuantizeConfig, *, check_types: bool = True) -> str | None:
+        label = node.name or ""
+        patterns = (*cfg.nodes_to_exclude, *cfg.exclude)
+        if patterns and (matches(label, patterns) or any(
+                matches(o.name or "", patterns) for o in node.outputs)):
+            return "excluded by nodes_to_exclude/exclude"
+        if check_types and cfg.op_types_to_quantize and node.op_type not in cfg.op_types_to_quantize:
+            return "op type not in op_types_to_quantize"
+        return None
+
+    # -- dynamic --------------------------------------------------------------------------------
+
+    def _dynamic_candidates(self, model: ir.Model, cfg: QuantizeConfig,
+                            result: PassResult) -> list[tuple[str, int]]:
+        out = []
+        explicit = set(cfg.op_types_to_quantize)
+        for w in WeightIndex.build(model).select(roles={ROLE_WEIGHT}):
+            for use in w.uses:
+                node = use.node
+                label = _node_key(node, w)
+                if node.op_type in ("Conv", "ConvTranspose"):
+                    result.skip(label, "Conv computes in float in dynamic mode (onnxruntime has no "
+                                "fast dynamic int8 Conv on CPU); its weights are stored in int8")
+                    continue
+                if node.op_type not in ("MatMul", "Gemm"):
+                    continue
+                why = self._excluded(node, cfg) or _dynamic_check(node, use.index, w)
+                if why is None and not explicit and w.size < MIN_MATMUL_WEIGHTS:
+                    why = (f"weight of {w.size} values: dynamic int8 does not pay below "
+                           f"{MIN_MATMUL_WEIGHTS}; stored in int8")
+                if why is not None:
+                    result.skip(label, why)
+                    continue
+                if not _quantizable_weight(w, cfg, result):
+                    continue
+                out.append((label, w.size))
+        return out
+
+    def _dynamic(self, model: ir.Model, cfg: QuantizeConfig, channelwise: bool,
+                 chosen: list[str], result: PassResult) -> None:
+        names = model_names(model)
+        wanted = set(chosen)
+        shared_dql: dict[tuple[int, int], tuple[ir.Value, ir.Value, ir.Value]] = {}
+        for w in WeightIndex.build(model).select(roles={ROLE_WEIGHT}):
+            if not w.uses or not all(_node_key(u.node, w) in wanted for u in w.uses):
+                continue
+            _dynamic_rewrite(w, cfg, channelwise, Builder(w.graph, names), shared_dql, result)
+        result.metrics["int8_nodes"] = {"dynamic": len(chosen)}
+
+    # -- speed ----------------------------------------------------------------------------------
+
+    def _with_speed_guard(self, float_model: ir.Model, base: ir.Model,
+                          candidates: list[tuple[str, int]], context: PassContext,
+                          result: PassResult, build) -> ir.Model:  # noqa: ANN001
+        """Build with int8 compute on every candidate; while slower than float, on fewer.
+
+        Attempts: all candidates, the heavier half (by multiply-adds per output), none (int8
+        storage only, which onnxruntime folds back to float weights at load: float speed).
+        """
+        ranked = [name for name, _ in sorted(candidates, key=lambda c: -c[1])]
+        attempts = [ranked]
+        if len(ranked) > 1:
+            attempts.append(ranked[: len(ranked) // 2])
+        if ranked:
+            attempts.append([])
+        model, chosen = self._first_fast_enough(
+            float_model, base, attempts, context, result, build,
+            describe=lambda c: f"{len(c)} int8 ops")
+        for name in ranked[len(chosen):] if chosen == ranked[: len(chosen)] else []:
+            result.skip(name, "int8 compute measured slower than float on this CPU; weights "
+                        "stored in int8, compute float")
+        result.metrics["int8_compute_ops"] = len(chosen)
+        return model
+
+    def _first_fast_enough(self, float_model: ir.Model, base: ir.Model, attempts: list,
+                           context: PassContext, result: PassResult, build,  # noqa: ANN001
+                           describe) -> tuple[ir.Model, object]:  # noqa: ANN001
+        """The first attempt whose model is not slower than float (or the last one)."""
+        cfg: QuantizeConfig = self.config  # type: ignore[assignment]
+        if not cfg.speed_check or cfg.allow_slower:
+            attempts = attempts[:1]
+        history = []
+        for i, spec in enumerate(attempts):
+            scratch = PassResult(pass_name=result.pass_name, config=result.config, model=base)
+            model = build(_copy(base), spec, scratch)
+            ratio = self._measure(float_model, model, context, scratch)
+            history.append((describe(spec), ratio))
+            if ratio is None or ratio <= 1 + SPEED_TOLERANCE or i == len(attempts) - 1:
+                _merge(result, scratch)
+                if len(history) > 1:
+                    tried = ", ".join(f"{d}: {r:.2f}x" for d, r in history if r is not None)
+                    result.note(f"speed guard (int8/float latency on this CPU): {tried}")
+                if ratio is not None and ratio > 1 + SPEED_TOLERANCE:
+                    result.note(f"the int8 model measures {ratio:.2f}x the float latency"
+                                + (" (kept: allow_slower)" if cfg.allow_slower else ""))
+                return model, spec
+        raise AssertionError("unreachable")
+
+    def _measure(self, float_model: ir.Model, model: ir.Model, context: PassContext,
+                 result: PassResult) -> float | None:
+        """int8 latency / float latency on one sample (alternating runs), stored in metrics."""
+        if not self.config.speed_check:  # type: ignore[attr-defined]
+            return None
+        if tensor_bytes(float_model) > EXTERNAL_DATA_THRESHOLD:
+            result.note("latency not measured: the model is over 2 GB")
+            return None
+        feed = _one_feed(float_model, context)
+        if feed is None:
+            return None
+        try:
+            t_float, t_int8 = alternate_latency([float_model, model], feed)
+        except OnnxCompressError as e:
+            result.note(f"latency not measured: {e}")
+            return None
+        ratio = t_int8 / t_float if t_float > 0 else 1.0
+        result.metrics["latency_float_ms"] = round(t_float * 1e3, 3)
+        result.metrics["latency_int8_ms"] = round(t_int8 * 1e3, 3)
+        result.metrics["latency_ratio"] = round(ratio, 3)
+        return ratio
+
+
+def _merge(result: PassResult, scratch: PassResult) -> None:
+    for stat in scratch.layers:
+        result.add_layer(stat)
+    for reason, names in scratch.skipped.items():
+        for name in names:
+            result.skip(name, reason)
+    for note in scratch.notes:
+        result.note(note)
+    result.metrics.update(scratch.metrics)
+    result.modified = result.modified or scratch.modified
+
+
+# -- helpers: selection -----------------------------------------------------------------------------
+
+
+def _node_key(node: ir.Node, w: Weight) -> str:
+    return f"{w.scope}{_unit_key(node)}"
+
+
+def _unit_key(node: ir.Node) -> str:
+    return node.name or node.outputs[0].name or node.op_type
+
+
+def _len(feeds) -> int | None:  # noqa: ANN001
+    try:
+        return len(feeds)
+    except TypeError:
+        return None
+
+
+def _quantizable_weight(w: Weight, cfg: QuantizeConfig, result: PassResult) -> bool:
+    if cfg.exclude and matches(w.label, cfg.exclude):
+        result.skip(w.label, "excluded")
+        return False
+    if w.dtype != ir.DataType.FLOAT:
+        result.skip(w.label, f"weight is {w.dtype.name}, not float32")
+        return False
+    if w.via:
+        result.skip(w.label, "weight reaches its op through Identity/Cast/Transpose")
+        return False
+    return True
+
+
+def _const_array(value: ir.Value | None) -> np.ndarray | None:
+    if value is None:
+        return None
+    tensor = ir.convenience.get_const_tensor(value)
+    return None if tensor is None else tensor.numpy()
+
+
+def _static_unit(node: ir.Node, by_value: dict[int, Weight], explicit: set[str],
+                 cfg: QuantizeConfig) -> tuple[_Unit | None, str | None]:
+    """The unit for a Conv/MatMul/Gemm, or why it stays float."""
+    op = node.op_type
+    if len(node.inputs) < 2 or node.inputs[1] is None:
+        return None, "no weight input"
+    w = by_value.get(id(node.inputs[1]))
+    x = node.inputs[0]
+    if w is None:
+        return None, "second input is not a constant weight (activation x activation)"
+    if x is None or x.dtype not in (ir.DataType.FLOAT, None) or _const_array(x) is not None:
+        return None, "first input is not a float32 activation"
+    if any(u.slot.role != ROLE_WEIGHT or u.node.op_type != op for u in w.uses):
+        return None, "weight also used by other ops"
+    if op == "Conv" and node.outputs[0].is_graph_output():
+        return None, "output is a graph output: QLinearConv needs a quantized output"
+    shape = w.shape
+    macs = 0
+    if op == "Conv":
+        if len(shape) not in (3, 4):
+            return None, f"{len(shape) - 2}-D Conv has no int8 kernel"
+        group = int(node.attributes["group"].value) if "group" in node.attributes else 1
+        macs = int(np.prod(shape[1:]))
+        if not explicit and macs < MIN_CONV_REDUCTION:
+            return None, (f"{macs} multiply-adds per output ({'depthwise' if group > 1 else 'thin'}"
+                          f" Conv): int8 does not pay below {MIN_CONV_REDUCTION}")
+    elif op == "Gemm":
+        attrs = {k: a.value for k, a in node.attributes.items()}
+        if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
+            return None, "Gemm with transA/alpha/beta has no int8 fusion"
+        if len(shape) != 2:
+            return None, "Gemm weight is not 2-D"
+        macs = shape[1] if attrs.get("transB", 0) else shape[0]
+    else:
+        if len(shape) != 2:
+            return None, "MatMul weight is not 2-D"
+        macs = shape[0]
+    bias = None
+    if op in ("Conv", "Gemm") and len(node.inputs) > 2 and node.inputs[2] is not None:
+        bias = by_value.get(id(node.inputs[2]))
+        if bias is None or bias.dtype != ir.DataType.FLOAT:
+            return None, "bias is not a float constant"
+        n_out = shape[0] if op == "Conv" else (shape[0] if _attr(node, "transB", 0) else shape[1])
+        if bias.size not in (1, n_out):
+            return None, "bias is not one value per output channel"
+    unit = _Unit(node=node, weight=w, axis=w.out_axis, activation=x, bias=bias,
+                 macs_per_output=macs)
+    if not cfg.symmetric_activations:
+        unit.activation_fn = _removable_activation(node)
+    return unit, None
+
+
+def _attr(node: ir.Node, name: str, default: object) -> object:
+    a = node.attributes.get(name)
+    return a.value if a is not None else default
+
+
+def _removable_activation(node: ir.Node) -> ir.Node | None:
+    """A Relu (or Clip with min 0) that is the node's only consumer: Q after it drops it."""
+    out = node.outputs[0]
+    uses = list(out.uses())
+    if len(uses) != 1 or out.is_graph_output():
+        return None
+    consumer = uses[0][0]
+    if consumer.op_type not in REMOVABLE_ACTIVATIONS or consumer.domain not in ("", "ai.onnx"):
+        return None
+    if consumer.op_type == "Clip":
+        lo = _const_array(consumer.inputs[1]) if len(consumer.inputs) > 1 else None
+        if lo is None and "min" in consumer.attributes:
+            lo = np.array(consumer.attributes["min"].value)
+        if lo is None or float(lo) != 0.0:
+            return None
+    return consumer
+
+
+def _data_inputs(node: ir.Node) -> list[ir.Value]:
+    idx = DATA_INPUTS.get(node.op_type, (0,))
+    values = list(node.inputs) if idx is None else [node.inputs[i] for i in idx
+                                                      if i < len(node.inputs)]
+    return [v for v in values if v is not None]
+
+
+def _make_plan(model: ir.Model, units: list[_Unit], cfg: QuantizeConfig) -> _Plan:
+    """Which tensors get Q/DQ: every unit's input and output, and the int8 paths between units.
+
+    A glue op (Add, Concat, MaxPool, Reshape...) runs in int8 only when all its data inputs come
+    out of int8 nodes and all its consumers are int8 nodes: otherwise its Q/DQ would cost more
+    than it saves.
+    """
+    graph = model.graph
+    unit_of = {id(u.node): u for u in units}
+    explicit = set(cfg.op_types_to_quantize)
+    patterns = (*cfg.nodes_to_exclude, *cfg.exclude)
+    glue: dict[int, ir.Node] = {}
+    for node in graph:
+        if node.op_type not in GLUE_OPS or node.domain not in ("", "ai.onnx"):
+            continue
+        if explicit and node.op_type not in explicit:
+            continue
+        if patterns and matches(node.name or "", patterns):
+            continue
+        data = _data_inputs(node)
+        if not data or any(_const_array(v) is not None for v in data):
+            continue
+        if any(v.dtype not in (ir.DataType.FLOAT, None) for v in data):
+            continue
+        if node.op_type == "Gather" and _const_array(node.inputs[0]) is not None:
+            continue
+        glue[id(node)] = node
+
+    def members() -> set[int]:
+        return set(unit_of) | set(glue)
+
+    def producer_out_q(value: ir.Value, inside: set[int]) -> bool:
+        node = value.producer()
+        if node is None:
+            return False
+        if id(node) in unit_of:
+            u = unit_of[id(node)]
+            return value is u.output and out_quantized(u, inside)
+        if node.op_type in REMOVABLE_ACTIVATIONS:
+            prev = node.inputs[0].producer() if node.inputs and node.inputs[0] is not None else None
+            if prev is not None and id(prev) in unit_of and unit_of[id(prev)].activation_fn is node:
+                return out_quantized(unit_of[id(prev)], inside)
+        return id(node) in glue and id(node) in inside
+
+    def consumers_inside(value: ir.Value, inside: set[int]) -> bool:
+        uses = list(value.uses())
+        return bool(uses) and not value.is_graph_output() and all(id(n) in inside for n, _ in uses)
+
+    def out_quantized(u: _Unit, inside: set[int]) -> bool:
+        # QLinearConv needs its output quantized; MatMul/Gemm have float-output int8 kernels.
+        if u.node.op_type == "Conv":
+            return not u.output.is_graph_output()
+        return consumers_inside(u.output, inside)
+
+    inside = members()
+    changed = True
+    while changed:
+        changed = False
+        for key, node in glue.items():
+            if key not in inside:
+                continue
+            ok = all(producer_out_q(v, inside) for v in _data_inputs(node)) and all(
+                consumers_inside(o, inside) for o in node.outputs)
+            if not ok:
+                inside.discard(key)
+                changed = True
+
+    plan = _Plan(units=units, glue=[n for k, n in glue.items() if k in inside])
+    seen: set[int] = set()
+
+    def add(value: ir.Value, readers: list[ir.Node]) -> None:
+        if id(value) not in seen:
+            seen.add(id(value))
+            plan.tensors.append(value)
+            plan.readers[id(value)] = []
+        for r in readers:
+            if all(r is not x for x in plan.readers[id(value)]):
+                plan.readers[id(value)].append(r)
+
+    for node in graph:
+        if id(node) in unit_of:
+            u = unit_of[id(node)]
+            add(u.activation, [node])
+            if out_quantized(u, inside):
+                # Every consumer reads the DQ output, so the node's only consumer is its Q.
+                add(u.output, [n for n, _ in u.output.uses()])
+        elif id(node) in inside:
+            for v in _data_inputs(node):
+                add(v, [node])
+            for o in node.outputs:
+                add(o, [n for n, _ in o.uses()])
+                if node.op_type in SAME_SCALE_OPS:
+                    plan.same_scale[id(o)] = _data_inputs(node)[0]
+    return plan
+
+
+# -- helpers: rewriting ---------------------------------------------------------------------------
+
+
+def _apply_static(model: ir.Model, plan: _Plan, ranges: dict, cfg: QuantizeConfig,
+                  channelwise: bool, result: PassResult) -> None:
+    graph = model.graph
+    b = Builder(graph, model_names(model))
+    params: dict[int, QParams] = {}
+    for value in plan.tensors:
+        src = plan.same_scale.get(id(value))
+        while src is not None and id(src) in plan.same_scale:
+            src = plan.same_scale[id(src)]
+        key = src if src is not None else value
+        if id(key) in params:
+            params[id(value)] = params[id(key)]
+            continue
+        r = ranges.get(key.name)
+        if r is None:
+            continue
+        params[id(value)] = params[id(key)] = activation_qparams(
+            r.low, r.high, symmetric=cfg.symmetric_activations)
+    # Units whose input was never calibrated (not reached by the data) stay float.
+    units = [u for u in plan.units if id(u.activation) in params]
+    for u in plan.units:
+        if id(u.activation) not in params:
+            result.skip(u.node.name or u.node.op_type, "input never reached by calibration data")
+    live = {id(u.node) for u in units} | {id(n) for n in plan.glue}
+    for value in plan.tensors:
+        qp = params.get(id(value))
+        readers = [n for n in plan.readers[id(value)] if id(n) in live or
+                   not _is_planned(n, plan)]
+        if qp is None or not readers:
+            continue
+        _insert_qdq(b, graph, value, qp, readers)
+    done: dict[int, tuple[ir.Value, np.ndarray]] = {}
+    for u in units:
+        xq = params[id(u.activation)]
+        w = u.weight
+        axis = u.axis if channelwise else None
+        if id(w.value) in done:
+            dq, scale = done[id(w.value)]
+        else:
+            dq, scale = _dequantized_weight(w, axis, cfg.reduce_range, b, result)
+            done[id(w.value)] = (dq, scale)
+        if u.bias is not None:
+            _quantize_bias_input(u, xq.scale * scale, b, graph)
+    result.metrics["int8_nodes"] = {
+        "compute": len(units),
+        "glue": len(plan.glue),
+        "qdq_pairs": sum(1 for v in plan.tensors if id(v) in params),
+    }
+
+
+def _is_planned(node: ir.Node, plan: _Plan) -> bool:
+    return any(node is u.node for u in plan.units) or any(node is g for g in plan.glue)
+
+
+def _insert_qdq(b: Builder, graph: ir.Graph, value: ir.Value, qp: QParams,
+                readers: list[ir.Node]) -> None:
+    base = value.name or "t"
+    scale = b.constant(f"{base}_scale", np.array(qp.scale, dtype=np.float32))
+    zp = b.constant(f"{base}_zp", np.array(qp.zero_point, dtype=qp.dtype))
+    q = b.node("QuantizeLinear", [value, scale, zp], f"{base}_q")
+    dq = b.node("DequantizeLinear", [q.outputs[0], scale, zp], f"{base}_dq")
+    dq.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
+    producer = value.producer()
+    if producer is not None:
+        graph.insert_after(producer, [q, dq])
+    else:
+        first = next(iter(graph), None)
+        if first is None:
+            graph.extend([q, dq])
+        else:
+            graph.insert_before(first, [q, dq])
+    reader_ids = {id(r) for r in readers}
+    for user, index in list(value.uses()):
+        if id(user) in reader_ids and user is not q:
+            user.replace_input_with(index, dq.outputs[0])
+
+
+def _dequantized_weight(w: Weight, axis: int | None, reduce_range: bool, b: Builder,
+                        result: PassResult) -> tuple[ir.Value, np.ndarray]:
+    """Store ``w`` as int8 and feed its consumers through a DequantizeLinear."""
+    arr = w.numpy()
+    q, scale = quantize_weight(arr, axis, reduce_range=reduce_range)
+    error = relative_error(arr, dequantize_weight(q, scale, axis))
+    before = w.nbytes
+    del arr
+    if isinstance(w.tensor, ir.ExternalTensor):
+        w.tensor.release()
+    builder = Builder(w.graph, b.names) if w.graph is not b.graph else b
+    w.set_numpy(q)
+    scale_v = builder.constant(f"{w.name}_scale", scale)
+    attrs = {"axis": axis % q.ndim} if axis is not None and scale.ndim == 1 else {}
+    # onnxruntime's QDQ fusions need the zero point input even though it is 0.
+    zp_v = builder.constant(f"{w.name}_zp", np.zeros(scale.shape, dtype=np.int8))
+    dq = builder.node("DequantizeLinear", [w.value, scale_v, zp_v], f"{w.name}_dq",
+                      **attrs)
+    dq.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
+    w.insert_nodes([dq])
+    w.replace_uses(dq.outputs[0])
+    result.add_layer(LayerStat(
+        name=w.label, op_type="/".join(w.op_types), shape=w.shape, bytes_before=before,
+        bytes_after=q.nbytes + scale.nbytes * 5 // 4, bits=7.0 if reduce_range else 8.0,
+        error=round(error, 6),
+        extra={"per_channel": axis is not None, "storage": w.storage},
+    ))
+    return dq.outputs[0], scale
+
+
+def _folded_weight(w: Weight, axis: int | None, b: Builder, result: PassResult) -> None:
+    """Store ``w`` as int8; ``Cast`` + ``Mul`` by the scales restore it.
+
+    onnxruntime constant-folds the two nodes when it loads the model, so the op sees an ordinary
+    float initializer again: every float fusion and layout optimization still applies, and the
+    file is 4x smaller. (A DequantizeLinear would not be folded and would cost time every run.)
+    """
+    arr = w.numpy()
+    q, scale = quantize_weight(arr, axis, reduce_range=False)
+    error = relative_error(arr, dequantize_weight(q, scale, axis))
+    before = w.nbytes
+    del arr
+    if isinstance(w.tensor, ir.ExternalTensor):
+        w.tensor.release()
+    builder = Builder(w.graph, b.names) if w.graph is not b.graph else b
+    w.set_numpy(q)
+    if axis is not None and scale.ndim == 1:
+        shape = [1] * q.ndim
+        shape[axis % q.ndim] = -1
+        scale = scale.reshape(shape)
+    scale_v = builder.constant(f"{w.name}_scale", scale)
+    cast = builder.node("Cast", [w.value], f"{w.name}_f", to=ir.DataType.FLOAT)
+    mul = builder.node("Mul", [cast.outputs[0], scale_v], f"{w.name}_dq")
+    for n in (cast, mul):
+        n.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
+    w.insert_nodes([cast, mul])
+    for user, index in list(w.value.uses()):
+        if user is not cast:
+            user.replace_input_with(index, mul.outputs[0])
+    result.add_layer(LayerStat(
+        name=w.label, op_type="/".join(w.op_types), shape=w.shape, bytes_before=before,
+        bytes_after=q.nbytes + scale.nbytes, bits=8.0, error=round(error, 6),
+        extra={"per_channel": axis is not None, "storage": w.storage, "compute": "float"},
+    ))
+
+
+def _quantize_bias_input(u: _Unit, scale: np.ndarray, b: Builder, graph: ir.Graph) -> None:
+    assert u.bias is not None
+    bias = u.bias.numpy().astype(np.float32).reshape(-1)
+    n = bias.size if np.ndim(scale) == 0 else np.size(scale)
+    if bias.size == 1 and n > 1:
+        bias = np.full(n, bias[0], dtype=np.float32)
+    scale = np.broadcast_to(np.asarray(scale, dtype=np.float32), bias.shape).copy()
+    q = quantize_bias(bias, scale)
+    base = u.bias.name or "bias"
+    q_v = b.constant(f"{base}_q", q)
+    s_v = b.constant(f"{base}_scale", scale)
+    dq = b.node("DequantizeLinear", [q_v, s_v], f"{base}_dq", axis=0)
+    dq.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
+    graph.insert_before(u.node, [dq])
+    u.node.replace_input_with(2, dq.outputs[0])
+    u.bias.remove_if_unused()
+
+
+def _dynamic_check(node: ir.Node, index: int, w: Weight) -> str | None:
+    if index != 1:
+        return "weight is the left operand"
+    if len(w.shape) != 2:
+        return "weight is not 2-D"
+    if any(u.node.op_type != node.op_type or u.slot.role != ROLE_WEIGHT for u in w.uses):
+        return "weight also used by other ops"
+    if node.op_type == "Gemm":
+        attrs = {k: a.value for k, a in node.attributes.items()}
+        if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0:
+            return "Gemm with transA/alpha has no integer form"
+        if w.shared:
+            return "Gemm weight shared between nodes"
+    x = node.inputs[0]
+    if x is None or x.dtype not in (ir.DataType.FLOAT, None):
+        return "input is not float32"
+    return None
+
+
+def _dynamic_rewrite(w: Weight, cfg: QuantizeConfig, channelwise: bool, b: Builder,
+                     shared: dict, result: PassResult) -> None:
+    """X @ W -> DynamicQuantizeLinear(X); MatMulInteger(Xq, Wq, Xzp, Wzp) * (Xs * Ws)."""
+    graph = w.graph
+    node = w.uses[0].node
+    arr = w.numpy()
+    trans_b = node.op_type == "Gemm" and bool(_attr(node, "transB", 0))
+    if trans_b:
+        arr = arr.T
+    axis = 1 if channelwise else None
+    q, scale = quantize_weight(arr, axis, reduce_range=cfg.reduce_range)
+    error = relative_error(arr, dequantize_weight(q, scale, axis))
+    before = w.nbytes
+    if isinstance(w.tensor, ir.ExternalTensor):
+        w.tensor.release()
+    users = [u.node for u in w.uses]
+    base = w.name
+    zp = b.constant(f"{base}_zp", np.zeros(scale.shape, dtype=np.int8))
+    s_w = b.constant(f"{base}_scale", scale)
+    w.set_numpy(q)
+    for user in users:
+        x = user.inputs[0]
+        key = (id(graph), id(x))
+        if key not in shared:
+            dql = b.node("DynamicQuantizeLinear", [x], f"{x.name}_dynamic", outputs=3)
+            shared[key] = tuple(dql.outputs)
+            producer = x.producer()
+            if producer is not None and producer.graph is graph:
+                graph.insert_after(producer, [dql])
+            else:
+                graph.insert_before(next(iter(graph)), [dql])
+        xq, xs, xzp = shared[key]
+        out = user.outputs[0]
+        mmi = b.node("MatMulInteger", [xq, w.value, xzp, zp], f"{out.name}_int32")
+        scales = b.node("Mul", [xs, s_w], f"{out.name}_scales")
+        cast = b.node("Cast", [mmi.outputs[0]], f"{out.name}_float", to=ir.DataType.FLOAT)
+        chain = [mmi, scales, cast]
+        if user.op_type == "Gemm" and len(user.inputs) > 2 and user.inputs[2] is not None:
+            mul = b.node("Mul", [cast.outputs[0], scales.outputs[0]], f"{out.name}_matmul")
+            c = user.inputs[2]
+            beta = float(_attr(user, "beta", 1.0))
+            if beta != 1.0:
+                beta_v = b.constant(f"{out.name}_beta", np.array(beta, dtype=np.float32))
+                cb = b.node("Mul", [c, beta_v], f"{out.name}_bias")
+                chain.append(cb)
+                c = cb.outputs[0]
+            final = b.node("Add", [mul.outputs[0], c], f"{out.name}_biased")
+            chain += [mul, final]
+        else:
+            final = b.node("Mul", [cast.outputs[0], scales.outputs[0]], f"{out.name}_dequantized")
+            chain.append(final)
+        graph.insert_before(user, chain)
+        new_out = final.outputs[0]
+        new_out.type = out.type
+        new_out.shape = out.shape
+        name = out.name
+        out.replace_all_uses_with(new_out, replace_graph_outputs=True)
+        graph.remove(user, safe=True)
+        new_out.name = name  # the output keeps its name
+    result.add_layer(LayerStat(
+        name=w.label, op_type="/".join(w.op_types) or "MatMul", shape=tuple(arr.shape),
+        bytes_before=before, bytes_after=q.nbytes + scale.nbytes * 2,
+        bits=7.0 if cfg.reduce_range else 8.0, error=round(error, 6),
+        extra={"per_channel": axis is not None, "storage": w.storage, "dynamic": True},
+    ))
+
+
+def _fold_batchnorm(model: ir.Model) -> int:
+    """Fold inference BatchNormalization into the Conv before it (exact), main graph only."""
+    index = WeightIndex.build(model)
+    by_value = {id(w.value): w for w in index}
+    names = model_names(model)
+    b = Builder(model.graph, names)
+    folded = 0
+    for bn in list(model.graph):
+        if bn.op_type != "BatchNormalization" or len(bn.outputs) != 1 or bn.domain not in ("", "ai.onnx"):
+            continue
+        if "training_mode" in bn.attributes and bn.attributes["training_mode"].value:
+            continue
+        x = bn.inputs[0]
+        conv = x.producer() if x is not None else None
+        if conv is None or conv.op_type != "Conv" or len(list(x.uses())) != 1 or x.is_graph_output():
+            continue
+        w = by_value.get(id(conv.inputs[1])) if len(conv.inputs) > 1 else None
+        params = [_const_array(v) for v in bn.inputs[1:5]]
+        if w is None or w.shared or w.via or any(p is None for p in params):
+            continue
+        if w.dtype != ir.DataType.FLOAT:
+            continue
+        bias_w = None
+        if len(conv.inputs) > 2 and conv.inputs[2] is not None:
+            bias_w = by_value.get(id(conv.inputs[2]))
+            if bias_w is None or bias_w.shared:
+                continue
+        gamma, beta, mean, var = (np.asarray(p, dtype=np.float64) for p in params)
+        eps = float(_attr(bn, "epsilon", 1e-5))
+        factor = gamma / np.sqrt(var + eps)
+        weight = w.numpy().astype(np.float64)
+        if weight.shape[0] != factor.size:
+            continue
+        w.set_numpy((weight * factor.reshape(-1, *([1] * (weight.ndim - 1)))).astype(np.float32))
+        bias = bias_w.numpy().astype(np.float64) if bias_w is not None else np.zeros(factor.size)
+        new_bias = ((bias - mean) * factor + beta).astype(np.float32)
+        if bias_w is not None:
+            bias_w.set_numpy(new_bias)
+        else:
+            bias_v = b.constant(f"{w.name}_bias", new_bias)
+            if len(conv.inputs) < 3:
+                conv.resize_inputs(3)
+            conv.replace_input_with(2, bias_v)
+        out = bn.outputs[0]
+        name = out.name
+        out.replace_all_uses_with(x, replace_graph_outputs=True)
+        model.graph.remove(bn, safe=True)
+        x.name = name  # the Conv output takes the BN output's name (the tensor downstream sees)
+        folded += 1
+    return folded
+
+
+# -- helpers: running ----------------------------------------------------------------------------
+
+
+def _copy(model: ir.Model) -> ir.Model:
+    copy = ir.serde.deserialize_model(to_proto(model))
+    for value in model.graph.initializers.values():
+        if isinstance(value.const_value, ir.ExternalTensor):
+            ir.external_data.set_base_dir(copy.graph, value.const_value.base_dir)
+            break
+    return copy
+
+
+def _one_feed(model: ir.Model, context: PassContext) -> Feed | None:
+    if context.calibration is not None:
+        for feed in context.calibration:
+            return feed
+    try:
+        return next(iter(synthetic_feeds(model, 1, seed=context.seed)))
+    except OnnxCompressError:
+        return None
+
+
+def alternate_latency(models: list[ir.Model], feed: Feed, *, budget: float = 1.5,
+                      min_rounds: int = 5, max_rounds: int = 5000) -> list[float]:
+    """Median seconds per run of each model; runs alternate so load changes hit all alike.
+
+    The first entry is the reference: every other entry is returned as the reference's median
+    times the median of the per-round ratios, which is robust to load that drifts during timing.
+    """
+    sessions = [runtime.create_session(m) for m in models]
+    names = [[i.name for i in s.get_inputs()] for s in sessions]
+    feeds = [{k: feed[k] for k in n if k in feed} for n in names]
+    for s, f in zip(sessions, feeds, strict=True):
+        s.run(None, f)
+        s.run(None, f)
+    times: list[list[float]] = [[] for _ in sessions]
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < max_rounds and (rounds < min_rounds or time.perf_counter() - start < budget):
+        order = range(len(sessions)) if rounds % 2 == 0 else reversed(range(len(sessions)))
+        for i in order:
+            t = time.perf_counter()
+            sessions[i].run(None, feeds[i])
+            times[i].append(time.perf_counter() - t)
+        rounds += 1
+    ref = statistics.median(times[0])
+    out = [ref]
+    for t in times[1:]:
+        ratio = statistics.median(b / a for a, b in zip(times[0], t, strict=True) if a > 0)
+        out.append(ref * ratio)
+    return out
+
+
+__all__ = ["MODES", "Quantize", "QuantizeConfig", "alternate_latency"]
