@@ -130,7 +130,7 @@ class ChannelGraph:
     # space -> per-channel output scale of the BatchNormalization right after its producer
     bn_scale: dict[int, np.ndarray] = field(default_factory=dict)
     # weight label -> (mean, mean square) per input feature, estimated without data from the
-    # BatchNormalization statistics upstream (see _Analyzer.moments)
+    # BatchNormalization statistics upstream (see _Analyzer.samples)
     bn_input_stats: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     layouts: dict[ir.Value, Layout] = field(default_factory=dict)
 
@@ -376,17 +376,69 @@ def analyze(
     return _Analyzer(model, index, shapes, tuple(exclude)).run()
 
 
-def _relu_moments(mean: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and variance of relu(x) for x ~ N(mean, var), per channel."""
-    from math import erf, sqrt
+N_SAMPLES = 128
 
-    sigma = np.sqrt(np.maximum(var, 1e-12))
-    z = mean / sigma
-    cdf = 0.5 * (1 + np.vectorize(erf)(z / sqrt(2)))
-    pdf = np.exp(-0.5 * z**2) / np.sqrt(2 * np.pi)
-    m1 = mean * cdf + sigma * pdf
-    m2 = (mean**2 + var) * cdf + mean * sigma * pdf
-    return m1, np.maximum(m2 - m1**2, 0)
+
+def _normal_quantiles(n: int) -> np.ndarray:
+    from statistics import NormalDist
+
+    dist = NormalDist()
+    return np.array([dist.inv_cdf((i + 0.5) / n) for i in range(n)], np.float64)
+
+
+_NORMAL_QUANTILES = _normal_quantiles(N_SAMPLES)
+
+_BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide,
+    "Max": np.maximum, "Min": np.minimum,
+}
+
+
+def _float_attr(node: ir.Node, name: str, default: float) -> float:
+    attr = node.attributes.get(name)
+    return float(attr.value) if attr is not None else default
+
+
+def _unary_samples(node: ir.Node, x: np.ndarray) -> np.ndarray | None:
+    """The op applied to per-channel samples, for the activations whose formula is known."""
+    op = node.op_type
+    if op in ("Identity", "Dropout"):
+        return x
+    if op == "Relu":
+        return np.maximum(x, 0)
+    if op == "LeakyRelu":
+        return np.where(x > 0, x, _float_attr(node, "alpha", 0.01) * x)
+    if op == "Sigmoid":
+        return 1 / (1 + np.exp(-np.clip(x, -60, 60)))
+    if op == "Tanh":
+        return np.tanh(x)
+    if op == "HardSigmoid":
+        return np.clip(_float_attr(node, "alpha", 0.2) * x + _float_attr(node, "beta", 0.5), 0, 1)
+    if op == "HardSwish":
+        return x * np.clip(x / 6 + 0.5, 0, 1)
+    if op == "Clip":
+        lo = _float_attr(node, "min", -np.inf)
+        hi = _float_attr(node, "max", np.inf)
+        for i, default in ((1, lo), (2, hi)):
+            if len(node.inputs) > i and node.inputs[i] is not None:
+                arr = const_array(node.inputs[i])
+                if arr is None or arr.size != 1:
+                    return None
+                if i == 1:
+                    lo = float(arr.reshape(-1)[0])
+                else:
+                    hi = float(arr.reshape(-1)[0])
+        return np.clip(x, lo, hi)
+    return None
+
+
+def _per_channel(arr: np.ndarray, from_end: int, channels: int) -> np.ndarray | None:
+    """A broadcasting constant as a [channels, 1] column (or a scalar), else None."""
+    if arr.size == 1:
+        return np.asarray(arr, np.float64).reshape(())
+    if arr.ndim >= from_end and arr.shape[arr.ndim - from_end] == channels and arr.size == channels:
+        return arr.astype(np.float64).reshape(channels, 1)
+    return None
 
 
 def _int_attr(node: ir.Node, name: str, default: int) -> int:
@@ -407,10 +459,12 @@ class _Analyzer:
         self.exclude = exclude
         self.opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 13))
         self.weights: dict[tuple[int, int], Weight] = {}
-        # Per-channel (mean, variance) of activations, derived from BatchNormalization: its
-        # output is ~ N(shift, scale^2) per channel on the data it was trained on. Followed
-        # through Relu, residual Adds, pooling and flattening; dropped by anything else.
-        self.moments: dict[ir.Value, tuple[np.ndarray, np.ndarray]] = {}
+        # Per-channel samples of activations [channels, N_SAMPLES], derived from
+        # BatchNormalization: its output is ~ N(shift, scale^2) per channel on the data it was
+        # trained on. Pushed through elementwise ops (activations, residual Adds, constants),
+        # pooling and flattening; anything else drops them.
+        self.samples: dict[ir.Value, np.ndarray] = {}
+        self.rng = np.random.default_rng(0)
         for w in index:
             if w.scope:
                 continue
@@ -510,9 +564,9 @@ class _Analyzer:
     def consumer(self, node: ir.Node, w: Weight, axis: int | None, layout: Layout | None) -> None:
         if layout is None:
             return
-        m = self.moments.get(node.inputs[0])
-        if m is not None and axis is not None and len(m[0]) == w.shape[axis]:
-            self.g.bn_input_stats[w.label] = (m[0], m[0] ** 2 + m[1])
+        x = self.samples.get(node.inputs[0])
+        if x is not None and axis is not None and len(x) == w.shape[axis]:
+            self.g.bn_input_stats[w.label] = (x.mean(axis=1), (x**2).mean(axis=1).astype(np.float32))
         name = node.name or node.op_type
         if axis is None or self.total(layout) != w.shape[axis]:
             self.g.freeze_layout(layout, f"{name}: input channels do not match its weight")
@@ -628,11 +682,11 @@ class _Analyzer:
             if v is not None and const_array(v) is None:
                 self.freeze_inputs(node, f"{node.op_type} {name} has a computed parameter")
                 return
-        m = self.moments.get(node.inputs[0])
-        if m is not None and node.op_type == "Relu":
-            self.moments[node.outputs[0]] = _relu_moments(*m)
-        elif m is not None and node.op_type in ("Identity", "Dropout"):
-            self.moments[node.outputs[0]] = m
+        x = self.samples.get(node.inputs[0])
+        if x is not None:
+            y = _unary_samples(node, x)
+            if y is not None:
+                self.samples[node.outputs[0]] = y
         self.set_out(node, layout, range(len(node.outputs)))
 
     def elementwise(self, node: ir.Node) -> None:
@@ -670,10 +724,9 @@ class _Analyzer:
                 self.freeze_inputs(node, f"{node.op_type} {name}: mixed with a tensor whose channels are not tracked")
                 return
         out_rank = self.rank(node.outputs[0]) or ref.rank
-        ms = [self.moments.get(v) for v in node.inputs]
-        if node.op_type == "Add" and len(ms) == 2 and all(m is not None for m in ms) \
-                and len(ms[0][0]) == len(ms[1][0]):
-            self.moments[node.outputs[0]] = (ms[0][0] + ms[1][0], ms[0][1] + ms[1][1])
+        y = self._binary_samples(node, e, self.total(ref))
+        if y is not None:
+            self.samples[node.outputs[0]] = y
         self.set_out(node, Layout(out_rank - e, out_rank, ref.spaces, ref.block))
 
     def pool(self, node: ir.Node) -> None:
@@ -687,8 +740,8 @@ class _Analyzer:
         if len(node.outputs) > 1 and node.outputs[1] is not None and node.outputs[1].uses():
             self.g.freeze_layout(layout, f"{node.op_type} {name}: pooling indices are used")
             return
-        if node.inputs[0] in self.moments:
-            self.moments[node.outputs[0]] = self.moments[node.inputs[0]]  # means survive pooling
+        if node.inputs[0] in self.samples:
+            self.samples[node.outputs[0]] = self.samples[node.inputs[0]]  # means survive pooling
         self.set_out(node, layout)
 
     def reduce(self, node: ir.Node) -> None:
@@ -743,7 +796,11 @@ class _Analyzer:
             scale = np.abs(params[0].astype(np.float64)) / np.sqrt(params[3].astype(np.float64) + eps_v)
             self.g.bn_scale.setdefault(layout.spaces[0], scale)
         if node.op_type == "BatchNormalization" and len(params) == 4:
-            self.moments[node.outputs[0]] = (params[1].astype(np.float64), params[0].astype(np.float64) ** 2)
+            # Stratified normal quantiles (exact marginals with few samples), shuffled per
+            # BatchNormalization so that different branches are independent.
+            z = np.tile(self.rng.permutation(_NORMAL_QUANTILES), (len(params[0]), 1))
+            self.samples[node.outputs[0]] = params[1].astype(np.float64)[:, None] + np.abs(
+                params[0].astype(np.float64))[:, None] * z
         self.set_out(node, layout)
 
     def op_LayerNormalization(self, node: ir.Node) -> None:
@@ -849,10 +906,31 @@ class _Analyzer:
         shift = sum(1 for a in set(axes) if a < layout.axis)
         self.set_out(node, Layout(layout.axis - shift, layout.rank - len(set(axes)), layout.spaces, layout.block))
 
-    def _repeat_moments(self, node: ir.Node, factor: int) -> None:
-        m = self.moments.get(node.inputs[0])
-        if m is not None:
-            self.moments[node.outputs[0]] = (np.repeat(m[0], factor), np.repeat(m[1], factor))
+    def _repeat_samples(self, node: ir.Node, factor: int) -> None:
+        x = self.samples.get(node.inputs[0])
+        if x is not None:
+            self.samples[node.outputs[0]] = np.repeat(x, factor, axis=0)
+
+    def _binary_samples(self, node: ir.Node, from_end: int, channels: int) -> np.ndarray | None:
+        fn = _BINARY.get(node.op_type)
+        if fn is None or len(node.inputs) != 2:
+            return None
+        operands = []
+        for v in node.inputs:
+            x = self.samples.get(v)
+            if x is None:
+                arr = const_array(v)
+                if arr is None:
+                    return None
+                x = _per_channel(arr, from_end, channels)
+                if x is None:
+                    return None
+            operands.append(x)
+        if all(np.ndim(o) == 0 or o.shape[1] == 1 for o in operands):
+            return None  # constants only
+        with np.errstate(all="ignore"):
+            y = fn(operands[0], operands[1])
+        return y if np.all(np.isfinite(y)) else None
 
     def op_Flatten(self, node: ir.Node) -> None:
         layout = self.layout(node.inputs[0])
@@ -863,7 +941,7 @@ class _Analyzer:
             self.g.freeze_layout(layout, f"Flatten {name} mixes the channels with other axes")
             return
         block = layout.block * int(np.prod(s[axis + 1:], dtype=np.int64))
-        self._repeat_moments(node, block // layout.block)
+        self._repeat_samples(node, block // layout.block)
         self.set_out(node, Layout(1, 2, layout.spaces, block))
 
     def op_Reshape(self, node: ir.Node) -> None:
@@ -887,7 +965,7 @@ class _Analyzer:
                 and s_out[a] == int(np.prod(s_in[a:], dtype=np.int64))):
             # Flatten from the channel axis on: each channel becomes a block of features.
             block = layout.block * int(np.prod(s_in[a + 1:], dtype=np.int64))
-            self._repeat_moments(node, block // layout.block)
+            self._repeat_samples(node, block // layout.block)
             if target[a] != -1:
                 self.g.shape_fixes.append((node.inputs[1], node, a, layout.spaces, block))
             self.set_out(node, Layout(a, a + 1, layout.spaces, block))
