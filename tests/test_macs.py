@@ -24,17 +24,23 @@ def test_conv_gemm_macs_and_parameters():
 def test_matmul_batch_override_depthwise_and_conv_transpose():
     model = onnx.parser.parse_model("""
         <ir_version: 8, opset_import: ["" : 17]>
-        g (float[N, 4, 8, 8] x, float[N, 5, 16] t) => (float[N, 4, 8, 8] y, float[N, 5, 32] u, float[N, 2, 16, 16] v) {
+        g (float[N, 4, 8, 8] x, float[N, 5, 16] t)
+            => (float[N, 4, 8, 8] y, float[N, 5, 32] u, float[N, 2, 16, 16] v) {
             y = Conv <group = 4, pads = [1, 1, 1, 1]> (x, wd)
             u = MatMul (t, wm)
             v = ConvTranspose <strides = [2, 2], kernel_shape = [2, 2]> (x, wt)
         }
     """)
     import numpy as np
-    h.attach_initializers(model, {
-        "wd": np.ones((4, 1, 3, 3), np.float32), "wm": np.ones((16, 32), np.float32),
-        "wt": np.ones((4, 2, 2, 2), np.float32),
-    })
+
+    h.attach_initializers(
+        model,
+        {
+            "wd": np.ones((4, 1, 3, 3), np.float32),
+            "wm": np.ones((16, 32), np.float32),
+            "wt": np.ones((4, 2, 2, 2), np.float32),
+        },
+    )
     report = count_macs(load_model(model))
     macs = {n.op_type: n.macs for n in report.nodes}
     assert macs["Conv"] == 4 * 8 * 8 * 9

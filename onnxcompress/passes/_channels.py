@@ -37,24 +37,94 @@ logger = logging.getLogger(__name__)
 Shapes = Mapping[str, tuple[int | None, ...]]
 
 # One input, same shape out, channels untouched (extra inputs must be constants).
-UNARY_OPS = frozenset({
-    "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Clip", "Elu", "Selu",
-    "Celu", "Softplus", "Softsign", "Gelu", "Erf", "Exp", "Log", "Neg", "Abs", "Sqrt",
-    "Reciprocal", "Identity", "Dropout", "Cast", "Mish", "ThresholdedRelu", "Sin", "Cos", "Floor",
-    "Ceil", "Round", "Sign", "Not", "IsNaN", "IsInf", "Swish",
-})
+UNARY_OPS = frozenset(
+    {
+        "Relu",
+        "LeakyRelu",
+        "Sigmoid",
+        "HardSigmoid",
+        "HardSwish",
+        "Tanh",
+        "Clip",
+        "Elu",
+        "Selu",
+        "Celu",
+        "Softplus",
+        "Softsign",
+        "Gelu",
+        "Erf",
+        "Exp",
+        "Log",
+        "Neg",
+        "Abs",
+        "Sqrt",
+        "Reciprocal",
+        "Identity",
+        "Dropout",
+        "Cast",
+        "Mish",
+        "ThresholdedRelu",
+        "Sin",
+        "Cos",
+        "Floor",
+        "Ceil",
+        "Round",
+        "Sign",
+        "Not",
+        "IsNaN",
+        "IsInf",
+        "Swish",
+    }
+)
 # Elementwise with numpy broadcasting.
-ELEMENTWISE_OPS = frozenset({
-    "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "Where", "PRelu", "Equal",
-    "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor", "Mod",
-})
-POOL_OPS = frozenset({
-    "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool",
-})
-REDUCE_OPS = frozenset({
-    "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
-    "ReduceLogSumExp", "ReduceSumSquare", "ReduceLogSum",
-})
+ELEMENTWISE_OPS = frozenset(
+    {
+        "Add",
+        "Sub",
+        "Mul",
+        "Div",
+        "Pow",
+        "Max",
+        "Min",
+        "Sum",
+        "Mean",
+        "Where",
+        "PRelu",
+        "Equal",
+        "Less",
+        "Greater",
+        "LessOrEqual",
+        "GreaterOrEqual",
+        "And",
+        "Or",
+        "Xor",
+        "Mod",
+    }
+)
+POOL_OPS = frozenset(
+    {
+        "MaxPool",
+        "AveragePool",
+        "GlobalAveragePool",
+        "GlobalMaxPool",
+        "LpPool",
+        "GlobalLpPool",
+    }
+)
+REDUCE_OPS = frozenset(
+    {
+        "ReduceMean",
+        "ReduceSum",
+        "ReduceMax",
+        "ReduceMin",
+        "ReduceProd",
+        "ReduceL1",
+        "ReduceL2",
+        "ReduceLogSumExp",
+        "ReduceSumSquare",
+        "ReduceLogSum",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -204,9 +274,7 @@ class ChannelGraph:
         return channels.astype(np.int64)
 
     def kept_count(self, spaces: Iterable[int], keep: Mapping[int, np.ndarray]) -> int:
-        return sum(
-            len(keep[self.find(s)]) if self.find(s) in keep else self.sizes[s] for s in spaces
-        )
+        return sum(len(keep[self.find(s)]) if self.find(s) in keep else self.sizes[s] for s in spaces)
 
     def apply(self, keep: Mapping[int, np.ndarray]) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
         """Remove every channel not in ``keep`` (root space -> kept indices, sorted).
@@ -218,13 +286,14 @@ class ChannelGraph:
         per_weight: dict[int, tuple[Weight, list[tuple[int, np.ndarray]]]] = {}
         for p in self.producers:
             per_weight.setdefault(id(p.weight), (p.weight, []))[1].append(
-                (p.axis, self.channel_index((p.space,), 1, keep)))
+                (p.axis, self.channel_index((p.space,), 1, keep))
+            )
         for c in self.consumers:
             per_weight.setdefault(id(c.weight), (c.weight, []))[1].append(
-                (c.axis, self.channel_index(c.spaces, c.block, keep)))
+                (c.axis, self.channel_index(c.spaces, c.block, keep))
+            )
         for w, axis, spaces, block in self.weight_cuts:
-            per_weight.setdefault(id(w), (w, []))[1].append(
-                (axis, self.channel_index(spaces, block, keep)))
+            per_weight.setdefault(id(w), (w, []))[1].append((axis, self.channel_index(spaces, block, keep)))
         for weight, cuts in per_weight.values():
             array = weight.numpy()
             before = array.shape
@@ -249,6 +318,7 @@ class ChannelGraph:
 def _take(index: np.ndarray, axis: int) -> Callable[[np.ndarray], np.ndarray]:
     def edit(array: np.ndarray) -> np.ndarray:
         return array if array.shape[axis] == len(index) else np.take(array, index, axis=axis)
+
     return edit
 
 
@@ -257,6 +327,7 @@ def _set_entry(pos: int, value: int) -> Callable[[np.ndarray], np.ndarray]:
         out = array.copy()
         out[pos] = value
         return out
+
     return edit
 
 
@@ -290,9 +361,12 @@ def _apply_const_edits(graph: ir.Graph, edits: list[_ConstEdit]) -> None:
             if arr is original:
                 continue
             name = _fresh(taken, f"{value.name or 'const'}_pruned")
-            new = ir.Value(name=name, shape=ir.Shape(arr.shape),
-                           type=ir.TensorType(ir.DataType.from_numpy(arr.dtype)),
-                           const_value=ir.tensor(np.ascontiguousarray(arr), name=name))
+            new = ir.Value(
+                name=name,
+                shape=ir.Shape(arr.shape),
+                type=ir.TensorType(ir.DataType.from_numpy(arr.dtype)),
+                const_value=ir.tensor(np.ascontiguousarray(arr), name=name),
+            )
             graph.register_initializer(new)
             node.replace_input_with(index, new)
         _remove_dead_constant(graph, value)
@@ -389,8 +463,12 @@ def _normal_quantiles(n: int) -> np.ndarray:
 _NORMAL_QUANTILES = _normal_quantiles(N_SAMPLES)
 
 _BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
-    "Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide,
-    "Max": np.maximum, "Min": np.minimum,
+    "Add": np.add,
+    "Sub": np.subtract,
+    "Mul": np.multiply,
+    "Div": np.divide,
+    "Max": np.maximum,
+    "Min": np.minimum,
 }
 
 
@@ -419,7 +497,7 @@ def _unary_samples(node: ir.Node, x: np.ndarray) -> np.ndarray | None:
     if op == "Clip":
         lo = _float_attr(node, "min", -np.inf)
         hi = _float_attr(node, "max", np.inf)
-        for i, default in ((1, lo), (2, hi)):
+        for i in (1, 2):
             if len(node.inputs) > i and node.inputs[i] is not None:
                 arr = const_array(node.inputs[i])
                 if arr is None or arr.size != 1:
@@ -617,8 +695,13 @@ class _Analyzer:
         group = _int_attr(node, "group", 1)
         rank = len(w.shape)
         if group > 1:
-            depthwise = (not transpose and w.shape[1] == 1 and w.shape[0] == group
-                         and data is not None and self.total(data) == group)
+            depthwise = (
+                not transpose
+                and w.shape[1] == 1
+                and w.shape[0] == group
+                and data is not None
+                and self.total(data) == group
+            )
             if depthwise and self.weight_problem(w) is None:
                 self.g.weight_cuts.append((w, 0, data.spaces, 1))
                 self.g.group_fixes.append((node, data.spaces))
@@ -701,14 +784,17 @@ class _Analyzer:
             return
         e = from_end.pop()
         ref = wide[0][2]
-        for i, v, lay in laid:
+        for _, _, lay in laid:
             if lay is ref:
                 continue
             if self.total(lay) == 1:
                 self.g.freeze_layout(lay, f"{node.op_type} {name}: broadcast single channel")
                 continue
-            if (lay.block != ref.block or len(lay.spaces) != len(ref.spaces)
-                    or not all(self.g.union(a, b) for a, b in zip(ref.spaces, lay.spaces))):
+            if (
+                lay.block != ref.block
+                or len(lay.spaces) != len(ref.spaces)
+                or not all(self.g.union(a, b) for a, b in zip(ref.spaces, lay.spaces, strict=True))
+            ):
                 self.freeze_inputs(node, f"{node.op_type} {name}: channel groups do not line up")
                 return
         for i, v, lay in acts:
@@ -716,12 +802,16 @@ class _Analyzer:
                 continue
             if const_array(v) is not None:
                 if not self.follower(node, i, ref, e):
-                    self.freeze_inputs(node, f"{node.op_type} {name}: constant does not broadcast per channel")
+                    self.freeze_inputs(
+                        node, f"{node.op_type} {name}: constant does not broadcast per channel"
+                    )
                     return
                 continue
             s = self.shape(v)
             if s is None or (len(s) >= e and s[len(s) - e] != 1):
-                self.freeze_inputs(node, f"{node.op_type} {name}: mixed with a tensor whose channels are not tracked")
+                self.freeze_inputs(
+                    node, f"{node.op_type} {name}: mixed with a tensor whose channels are not tracked"
+                )
                 return
         out_rank = self.rank(node.outputs[0]) or ref.rank
         y = self._binary_samples(node, e, self.total(ref))
@@ -764,8 +854,9 @@ class _Analyzer:
             self.set_out(node, layout)
         else:
             shift = sum(1 for a in set(axes) if a < layout.axis)
-            self.set_out(node, Layout(layout.axis - shift, layout.rank - len(set(axes)),
-                                      layout.spaces, layout.block))
+            self.set_out(
+                node, Layout(layout.axis - shift, layout.rank - len(set(axes)), layout.spaces, layout.block)
+            )
 
     def op_BatchNormalization(self, node: ir.Node) -> None:
         self._norm(node)
@@ -799,8 +890,9 @@ class _Analyzer:
             # Stratified normal quantiles (exact marginals with few samples), shuffled per
             # BatchNormalization so that different branches are independent.
             z = np.tile(self.rng.permutation(_NORMAL_QUANTILES), (len(params[0]), 1))
-            self.samples[node.outputs[0]] = params[1].astype(np.float64)[:, None] + np.abs(
-                params[0].astype(np.float64))[:, None] * z
+            self.samples[node.outputs[0]] = (
+                params[1].astype(np.float64)[:, None] + np.abs(params[0].astype(np.float64))[:, None] * z
+            )
         self.set_out(node, layout)
 
     def op_LayerNormalization(self, node: ir.Node) -> None:
@@ -831,7 +923,7 @@ class _Analyzer:
             return
         for lay in lays[1:]:
             if len(lay.spaces) != len(first.spaces) or not all(
-                self.g.union(a, b) for a, b in zip(first.spaces, lay.spaces)
+                self.g.union(a, b) for a, b in zip(first.spaces, lay.spaces, strict=True)
             ):
                 self.freeze_inputs(node, f"Concat {name}: channel groups do not line up")
                 return
@@ -904,7 +996,9 @@ class _Analyzer:
             self.g.freeze_layout(layout, f"Squeeze {node.name or ''} removes the channel axis")
             return
         shift = sum(1 for a in set(axes) if a < layout.axis)
-        self.set_out(node, Layout(layout.axis - shift, layout.rank - len(set(axes)), layout.spaces, layout.block))
+        self.set_out(
+            node, Layout(layout.axis - shift, layout.rank - len(set(axes)), layout.spaces, layout.block)
+        )
 
     def _repeat_samples(self, node: ir.Node, factor: int) -> None:
         x = self.samples.get(node.inputs[0])
@@ -937,10 +1031,15 @@ class _Analyzer:
         name = node.name or "Flatten"
         axis = _int_attr(node, "axis", 1) % max(layout.rank, 1)
         s = self.shape(node.inputs[0])
-        if axis != layout.axis or axis == 0 or s is None or not all(isinstance(d, int) for d in s[axis + 1:]):
+        if (
+            axis != layout.axis
+            or axis == 0
+            or s is None
+            or not all(isinstance(d, int) for d in s[axis + 1 :])
+        ):
             self.g.freeze_layout(layout, f"Flatten {name} mixes the channels with other axes")
             return
-        block = layout.block * int(np.prod(s[axis + 1:], dtype=np.int64))
+        block = layout.block * int(np.prod(s[axis + 1 :], dtype=np.int64))
         self._repeat_samples(node, block // layout.block)
         self.set_out(node, Layout(1, 2, layout.spaces, block))
 
@@ -950,8 +1049,14 @@ class _Analyzer:
         target = const_array(node.inputs[1]) if len(node.inputs) > 1 else None
         s_in, s_out = self.shape(node.inputs[0]), self.shape(node.outputs[0])
         a = layout.axis
-        if (target is None or s_in is None or s_out is None or len(s_in) != layout.rank
-                or not all(isinstance(d, int) for d in (*s_in, *s_out)) or _int_attr(node, "allowzero", 0)):
+        if (
+            target is None
+            or s_in is None
+            or s_out is None
+            or len(s_in) != layout.rank
+            or not all(isinstance(d, int) for d in (*s_in, *s_out))
+            or _int_attr(node, "allowzero", 0)
+        ):
             self.g.freeze_layout(layout, f"Reshape {name}: shape not known")
             return
         target = target.reshape(-1)
@@ -961,10 +1066,13 @@ class _Analyzer:
                 self.g.shape_fixes.append((node.inputs[1], node, a, layout.spaces, 1))
             self.set_out(node, Layout(a, len(s_out), layout.spaces, 1))
             return
-        if (len(s_out) == a + 1 and tuple(s_in[:a]) == tuple(s_out[:a])
-                and s_out[a] == int(np.prod(s_in[a:], dtype=np.int64))):
+        if (
+            len(s_out) == a + 1
+            and tuple(s_in[:a]) == tuple(s_out[:a])
+            and s_out[a] == int(np.prod(s_in[a:], dtype=np.int64))
+        ):
             # Flatten from the channel axis on: each channel becomes a block of features.
-            block = layout.block * int(np.prod(s_in[a + 1:], dtype=np.int64))
+            block = layout.block * int(np.prod(s_in[a + 1 :], dtype=np.int64))
             self._repeat_samples(node, block // layout.block)
             if target[a] != -1:
                 self.g.shape_fixes.append((node.inputs[1], node, a, layout.spaces, block))
@@ -983,7 +1091,9 @@ class _Analyzer:
             if sizes is not None:
                 self.g.freeze_layout(layout, f"{node.op_type} {name}: output sizes include the channel count")
                 return
-            scales = const_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
+            scales = (
+                const_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
+            )
         if scales is None or scales.size != layout.rank or float(scales.reshape(-1)[layout.axis]) != 1.0:
             self.g.freeze_layout(layout, f"{node.op_type} {name}: scales the channel axis")
             return

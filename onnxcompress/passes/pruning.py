@@ -54,58 +54,78 @@ _NM = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
 @dataclass(frozen=True)
 class PruneConfig(PassConfig):
     sparsity: float = option(
-        default=0.5, flag="--prune", enables=True, metavar="SPARSITY", type=float,
+        default=0.5,
+        flag="--prune",
+        enables=True,
+        metavar="SPARSITY",
+        type=float,
         help="fraction to remove: of each tensor's weights (unstructured), or of each group's "
-             "channels (channel); N:M patterns fix it at 1 - N/M",
+        "channels (channel); N:M patterns fix it at 1 - N/M",
     )
     pattern: str = option(
-        default="unstructured", flag="--prune-pattern", metavar="unstructured|N:M|channel",
+        default="unstructured",
+        flag="--prune-pattern",
+        metavar="unstructured|N:M|channel",
         help="unstructured zeros; N:M (e.g. 2:4) keeps N of every M weights along the input "
-             "channels; channel removes whole channels and shrinks the graph",
+        "channels; channel removes whole channels and shrinks the graph",
     )
     scope: str = option(
-        default="layer", flag="--prune-scope", choices=("layer", "global"),
-        help="layer: every tensor (or channel group) at the same sparsity; global: one "
-             "threshold across them",
+        default="layer",
+        flag="--prune-scope",
+        choices=("layer", "global"),
+        help="layer: every tensor (or channel group) at the same sparsity; global: one threshold across them",
     )
     layers: dict = option(
-        default_factory=dict, flag="--prune-layer", metavar="PATTERN=SPARSITY",
+        default_factory=dict,
+        flag="--prune-layer",
+        metavar="PATTERN=SPARSITY",
         help="per-layer sparsity for tensors (or nodes) matching a name or shell pattern; "
-             "0 leaves them alone (repeatable; the first matching pattern wins)",
+        "0 leaves them alone (repeatable; the first matching pattern wins)",
     )
     importance: str = option(
-        default="auto", flag="--prune-importance", choices=("auto", "magnitude", "data"),
+        default="auto",
+        flag="--prune-importance",
+        choices=("auto", "magnitude", "data"),
         help="auto: data-aware (magnitude x input activation RMS) when calibration data is "
-             "given, else magnitude",
+        "given, else magnitude",
     )
     min_size: int = option(
-        default=DEFAULT_MIN_SIZE, flag="--prune-min-size", metavar="N",
+        default=DEFAULT_MIN_SIZE,
+        flag="--prune-min-size",
+        metavar="N",
         help="leave tensors with fewer elements alone",
     )
     keep_first: bool = option(
-        default=True, flag="--prune-keep-first",
+        default=True,
+        flag="--prune-keep-first",
         help="leave the first compute layer (the one reading the model input) dense",
     )
     keep_last: bool = option(
-        default=True, flag="--prune-keep-last",
+        default=True,
+        flag="--prune-keep-last",
         help="leave the last compute layers (classifier, detection heads) dense",
     )
     channel_norm: str = option(
-        default="l2", choices=("l1", "l2"),
+        default="l2",
+        choices=("l1", "l2"),
         help="norm ranking channels by magnitude (channel pattern)",
     )
     round_to: int = option(
-        default=8, flag="--prune-round-to", metavar="N",
+        default=8,
+        flag="--prune-round-to",
+        metavar="N",
         help="keep a multiple of N channels in each group (channel pattern): onnxruntime's "
-             "fast CPU convolutions work on blocks of 8 channels, and odd counts run slower",
+        "fast CPU convolutions work on blocks of 8 channels, and odd counts run slower",
     )
     bias_correction: bool = option(
-        default=True, flag="--prune-bias-correction",
+        default=True,
+        flag="--prune-bias-correction",
         help="with calibration data, move the mean contribution of what was pruned into the "
-             "layer's bias, so each output keeps its mean",
+        "layer's bias, so each output keeps its mean",
     )
     calibration_samples: int = option(
-        default=32, help="at most this many calibration feeds are run for data-aware importance",
+        default=32,
+        help="at most this many calibration feeds are run for data-aware importance",
     )
 
     def __post_init__(self) -> None:
@@ -118,8 +138,10 @@ class PruneConfig(PassConfig):
         if nm is not None:
             self._require(0 < nm[0] < nm[1], f"N:M needs 0 < N < M, got {self.pattern}")
         self._require(self.scope in ("layer", "global"), f"scope must be layer or global, got '{self.scope}'")
-        self._require(self.importance in ("auto", "magnitude", "data"),
-                      f"importance must be auto, magnitude or data, got '{self.importance}'")
+        self._require(
+            self.importance in ("auto", "magnitude", "data"),
+            f"importance must be auto, magnitude or data, got '{self.importance}'",
+        )
         self._require(self.channel_norm in ("l1", "l2"), "channel_norm must be l1 or l2")
         self._require(self.min_size >= 0, "min_size must be >= 0")
         self._require(self.round_to >= 1, "round_to must be >= 1")
@@ -164,12 +186,14 @@ class Prune(Pass):
         if not result.modified:
             return model
         cost_after = macs.count_macs(model)
-        result.metrics.update({
-            "parameters_before": cost_before.parameters,
-            "parameters_after": cost_after.parameters,
-            "macs_before": cost_before.macs,
-            "macs_after": cost_after.macs,
-        })
+        result.metrics.update(
+            {
+                "parameters_before": cost_before.parameters,
+                "parameters_after": cost_after.parameters,
+                "macs_before": cost_before.macs,
+                "macs_after": cost_after.macs,
+            }
+        )
         if cost_before.unknown:
             result.metrics["macs_not_counted"] = cost_before.unknown[:20]
         return model
@@ -186,8 +210,9 @@ class Prune(Pass):
             return False
         return True
 
-    def _stats(self, model: ir.Model, weights: list[Weight], context: PassContext,
-               result: PassResult) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    def _stats(
+        self, model: ir.Model, weights: list[Weight], context: PassContext, result: PassResult
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """label -> (mean, mean square) of the weight's input activation per input channel."""
         cfg: PruneConfig = self.config  # type: ignore[assignment]
         assert context.calibration is not None
@@ -204,8 +229,14 @@ class Prune(Pass):
 
     # -- unstructured and N:M -----------------------------------------------------------------
 
-    def _prune_weights(self, model: ir.Model, index: WeightIndex, context: PassContext,
-                       result: PassResult, macs_before: dict[str, int]) -> None:
+    def _prune_weights(
+        self,
+        model: ir.Model,
+        index: WeightIndex,
+        context: PassContext,
+        result: PassResult,
+        macs_before: dict[str, int],
+    ) -> None:
         cfg: PruneConfig = self.config  # type: ignore[assignment]
         nm = cfg.n_m
         first, last = _first_last_nodes(model, index)
@@ -223,8 +254,10 @@ class Prune(Pass):
                 continue
             chosen.append((w, sparsity))
         if nm is not None and cfg.sparsity not in (0.0, 1 - nm[0] / nm[1]):
-            result.note(f"pattern {nm[0]}:{nm[1]} prunes {1 - nm[0] / nm[1]:.0%} of each tensor; "
-                        f"sparsity {cfg.sparsity} is not used")
+            result.note(
+                f"pattern {nm[0]}:{nm[1]} prunes {1 - nm[0] / nm[1]:.0%} of each tensor; "
+                f"sparsity {cfg.sparsity} is not used"
+            )
         stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         if chosen and self._use_data(context, result):
             stats = self._stats(model, [w for w, _ in chosen], context, result)
@@ -236,7 +269,9 @@ class Prune(Pass):
             for w, _ in chosen:
                 masks[w.label] = _nm_mask(scores[w.label], w.in_axis, *nm)
         else:
-            global_pool = [(w, s) for w, s in chosen if cfg.scope == "global" and _matched_override(cfg, w) is None]
+            global_pool = [
+                (w, s) for w, s in chosen if cfg.scope == "global" and _matched_override(cfg, w) is None
+            ]
             if global_pool:
                 masks.update(_global_masks([(w, scores[w.label]) for w, _ in global_pool], cfg.sparsity))
             for w, s in chosen:
@@ -249,8 +284,11 @@ class Prune(Pass):
             pruned = np.where(mask, array, np.zeros((), array.dtype))
             nz_before = int(np.count_nonzero(array))
             w.set_numpy(pruned)
-            corrected = cfg.bias_correction and w.label in stats and _correct_bias(
-                w, array - pruned, stats[w.label][0])
+            corrected = (
+                cfg.bias_correction
+                and w.label in stats
+                and _correct_bias(w, array - pruned, stats[w.label][0])
+            )
             nz_after = int(np.count_nonzero(pruned))
             norm = float(np.linalg.norm(array.astype(np.float64)))
             err = float(np.linalg.norm((array - pruned).astype(np.float64))) / norm if norm else 0.0
@@ -258,31 +296,44 @@ class Prune(Pass):
             node_name = node.name or ""
             dense_macs = macs_before.get(node_name)
             extra: dict[str, Any] = {
-                "params": w.size, "nonzero_before": nz_before, "nonzero_after": nz_after,
+                "params": w.size,
+                "nonzero_before": nz_before,
+                "nonzero_after": nz_after,
                 "importance": "data" if w.label in energies else "magnitude",
                 "bias_corrected": bool(corrected),
             }
             if dense_macs is not None:
                 extra["macs_before"] = dense_macs
                 extra["macs_after_sparse"] = int(round(dense_macs * nz_after / max(w.size, 1)))
-            result.add_layer(LayerStat(
-                name=w.label, op_type=node.op_type, shape=w.shape, bytes_before=w.nbytes,
-                bytes_after=w.nbytes, sparsity=1 - nz_after / max(w.size, 1), error=err, extra=extra,
-            ))
+            result.add_layer(
+                LayerStat(
+                    name=w.label,
+                    op_type=node.op_type,
+                    shape=w.shape,
+                    bytes_before=w.nbytes,
+                    bytes_after=w.nbytes,
+                    sparsity=1 - nz_after / max(w.size, 1),
+                    error=err,
+                    extra=extra,
+                )
+            )
             total += w.size
             zeros += w.size - nz_after
-        result.metrics.update({
-            "pattern": f"{nm[0]}:{nm[1]}" if nm else "unstructured",
-            "prunable_parameters": total,
-            "zero_parameters": zeros,
-            "sparsity": round(zeros / total, 6) if total else 0.0,
-            "skipped_parameters": skipped_params,
-        })
+        result.metrics.update(
+            {
+                "pattern": f"{nm[0]}:{nm[1]}" if nm else "unstructured",
+                "prunable_parameters": total,
+                "zero_parameters": zeros,
+                "sparsity": round(zeros / total, 6) if total else 0.0,
+                "skipped_parameters": skipped_params,
+            }
+        )
         if not chosen:
             result.note("no tensor could be pruned (see skipped)")
 
-    def _weight_skip_reason(self, w: Weight, first: set[int], last: set[int],
-                            nm: tuple[int, int] | None) -> str | None:
+    def _weight_skip_reason(
+        self, w: Weight, first: set[int], last: set[int], nm: tuple[int, int] | None
+    ) -> str | None:
         cfg: PruneConfig = self.config  # type: ignore[assignment]
         if w.role == ROLE_BIAS:
             return "bias"
@@ -315,8 +366,14 @@ class Prune(Pass):
 
     # -- channels -----------------------------------------------------------------------------
 
-    def _prune_channels(self, model: ir.Model, index: WeightIndex, context: PassContext,
-                        result: PassResult, macs_before: dict[str, int]) -> None:
+    def _prune_channels(
+        self,
+        model: ir.Model,
+        index: WeightIndex,
+        context: PassContext,
+        result: PassResult,
+        macs_before: dict[str, int],
+    ) -> None:
         cfg: PruneConfig = self.config  # type: ignore[assignment]
         shapes = macs.infer_shapes(model)
         graph = _channels.analyze(model, index, shapes, exclude=cfg.exclude)
@@ -389,23 +446,32 @@ class Prune(Pass):
             _, _, bytes_before = weights_before[id(w)]
             extra: dict[str, Any] = {
                 "shape_before": list(before),
-                "params_before": int(np.prod(before)), "params_after": int(np.prod(after)),
+                "params_before": int(np.prod(before)),
+                "params_after": int(np.prod(after)),
             }
             if name in macs_before:
                 extra["macs_before"] = macs_before[name]
                 extra["macs_after"] = macs_after.get(name)
-            result.add_layer(LayerStat(
-                name=label, op_type=node.op_type, shape=after, bytes_before=bytes_before,
-                bytes_after=w.nbytes, extra=extra,
-            ))
+            result.add_layer(
+                LayerStat(
+                    name=label,
+                    op_type=node.op_type,
+                    shape=after,
+                    bytes_before=bytes_before,
+                    bytes_after=w.nbytes,
+                    extra=extra,
+                )
+            )
         removed = sum(groups[r].size - len(k) for r, k in keep.items())
-        result.metrics.update({
-            "pattern": "channel",
-            "groups": len([g for g in groups.values() if g.producers]),
-            "groups_pruned": len(keep),
-            "channels_removed": removed,
-            "channels_in_pruned_groups": sum(groups[r].size for r in keep),
-        })
+        result.metrics.update(
+            {
+                "pattern": "channel",
+                "groups": len([g for g in groups.values() if g.producers]),
+                "groups_pruned": len(keep),
+                "channels_removed": removed,
+                "channels_in_pruned_groups": sum(groups[r].size for r in keep),
+            }
+        )
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -429,8 +495,12 @@ _COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Gather", "
 
 def _first_last_nodes(model: ir.Model, index: WeightIndex) -> tuple[set[int], set[int]]:
     """Compute nodes (with a constant weight) that no compute node precedes / follows."""
-    compute = {id(u.node) for w in index if not w.scope and w.role in (ROLE_WEIGHT, ROLE_EMBEDDING, ROLE_RECURRENT)
-               for u in w.uses}
+    compute = {
+        id(u.node)
+        for w in index
+        if not w.scope and w.role in (ROLE_WEIGHT, ROLE_EMBEDDING, ROLE_RECURRENT)
+        for u in w.uses
+    }
     nodes = list(model.graph)
     after: set[ir.Value] = set()  # values computed from a compute node's output
     first: set[int] = set()
@@ -500,7 +570,7 @@ def _global_masks(items: list[tuple[Weight, np.ndarray]], sparsity: float) -> di
         keep[np.argpartition(flat, k - 1)[:k]] = False
     out, offset = {}, 0
     for w, s in items:
-        out[w.label] = keep[offset: offset + s.size].reshape(s.shape)
+        out[w.label] = keep[offset : offset + s.size].reshape(s.shape)
         offset += s.size
     return out
 
@@ -520,8 +590,13 @@ def _norms(array: np.ndarray, axis: int, kind: str) -> np.ndarray:
     return np.abs(moved).sum(axis=1) if kind == "l1" else np.sqrt((moved**2).sum(axis=1))
 
 
-def _consumer_channel_terms(graph: _channels.ChannelGraph, group: _channels.Group,
-                            c: _channels.Consumer, energy: np.ndarray | None, kind: str) -> np.ndarray | None:
+def _consumer_channel_terms(
+    graph: _channels.ChannelGraph,
+    group: _channels.Group,
+    c: _channels.Consumer,
+    energy: np.ndarray | None,
+    kind: str,
+) -> np.ndarray | None:
     """Per-channel weight of ``group``'s channels in consumer ``c`` (energy-scaled if given)."""
     array = np.moveaxis(c.weight.numpy().astype(np.float64), c.axis, 0)
     rows = array.reshape(array.shape[0], -1)
@@ -536,19 +611,23 @@ def _consumer_channel_terms(graph: _channels.ChannelGraph, group: _channels.Grou
     for s in c.spaces:
         size = graph.sizes[s]
         if graph.find(s) == group.root:
-            block = per_row[offset * c.block: (offset + size) * c.block].reshape(size, c.block)
-            total += np.sqrt((block**2).sum(axis=1)) if kind == "l2" or energy is not None else block.sum(axis=1)
+            block = per_row[offset * c.block : (offset + size) * c.block].reshape(size, c.block)
+            total += (
+                np.sqrt((block**2).sum(axis=1)) if kind == "l2" or energy is not None else block.sum(axis=1)
+            )
             found = True
         offset += size
     return total if found else None
 
 
-def _channel_scores(graph: _channels.ChannelGraph, group: _channels.Group,
-                    energies: dict[str, np.ndarray], kind: str) -> np.ndarray:
+def _channel_scores(
+    graph: _channels.ChannelGraph, group: _channels.Group, energies: dict[str, np.ndarray], kind: str
+) -> np.ndarray:
     """Importance of each channel of a group: summed over every tensor it lives in.
 
     Each term is normalized by its mean so that layers of different scale count alike.
     """
+
     def normalized(t: np.ndarray) -> np.ndarray:
         mean = float(t.mean())
         return t / mean if mean > 0 else t
@@ -583,8 +662,9 @@ def _n_keep(size: int, sparsity: float, round_to: int) -> int:
     return max(1, keep)
 
 
-def _choose_channels(candidates: list[tuple[_channels.Group, float]], scores: dict[int, np.ndarray],
-                     cfg: PruneConfig) -> dict[int, np.ndarray]:
+def _choose_channels(
+    candidates: list[tuple[_channels.Group, float]], scores: dict[int, np.ndarray], cfg: PruneConfig
+) -> dict[int, np.ndarray]:
     keep: dict[int, np.ndarray] = {}
     pool = []
     for group, sparsity in candidates:
@@ -673,8 +753,13 @@ def _add_to_bias(w: Weight, delta: np.ndarray) -> bool:
     else:
         return False
     b = _channels.const_array(bias)
-    if b is None or b.shape != (len(delta),) or bias.is_graph_input() or len(bias.uses()) != 1 \
-            or _channels._const_source(bias) is not bias:
+    if (
+        b is None
+        or b.shape != (len(delta),)
+        or bias.is_graph_input()
+        or len(bias.uses()) != 1
+        or _channels._const_source(bias) is not bias
+    ):
         return False
     _channels.set_const_array(bias, (b + delta).astype(b.dtype))
     return True
@@ -700,10 +785,13 @@ def _refresh_shapes(model: ir.Model) -> None:
     found = {}
     for vi in inferred.graph.value_info:
         if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
-            found[vi.name] = ([
-                d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-                for d in vi.type.tensor_type.shape.dim
-            ], vi.type.tensor_type.elem_type)
+            found[vi.name] = (
+                [
+                    d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                    for d in vi.type.tensor_type.shape.dim
+                ],
+                vi.type.tensor_type.elem_type,
+            )
     for node in graph:
         for out in node.outputs:
             if out is not None and out.shape is None and out.name in found:

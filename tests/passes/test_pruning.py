@@ -37,7 +37,11 @@ def weights(model) -> dict[str, np.ndarray]:
 
 def _conv(name, cout, cin, k, bias=True, group=1, seed=0):
     r = np.random.default_rng(abs(hash(name)) % 2**32 if seed is None else seed + len(name) * 7 + cout)
-    arrays = {f"{name}.weight": (r.standard_normal((cout, cin // group, k, k)) / np.sqrt(cin * k * k / group)).astype(np.float32)}
+    arrays = {
+        f"{name}.weight": (
+            r.standard_normal((cout, cin // group, k, k)) / np.sqrt(cin * k * k / group)
+        ).astype(np.float32)
+    }
     if bias:
         arrays[f"{name}.bias"] = (0.1 * r.standard_normal(cout)).astype(np.float32)
     return arrays
@@ -57,13 +61,18 @@ def block_cnn() -> onnx.ModelProto:
     """Conv-BN stem, residual block, depthwise conv + HardSwish, SE block, per-channel Mul,
     Concat of two branches, strided conv, MaxPool, Flatten into a Gemm. Image [N, 3, 16, 16]."""
     a: dict[str, np.ndarray] = {}
-    a.update(_conv("conv0", 8, 3, 3, bias=False)); a.update(_bn("bn0", 8))
-    a.update(_conv("conv1", 8, 8, 3, bias=False)); a.update(_bn("bn1", 8))
-    a.update(_conv("conv2", 8, 8, 3, bias=False)); a.update(_bn("bn2", 8))
+    a.update(_conv("conv0", 8, 3, 3, bias=False))
+    a.update(_bn("bn0", 8))
+    a.update(_conv("conv1", 8, 8, 3, bias=False))
+    a.update(_bn("bn1", 8))
+    a.update(_conv("conv2", 8, 8, 3, bias=False))
+    a.update(_bn("bn2", 8))
     a.update(_conv("dw", 8, 8, 3, group=8))
-    a.update(_conv("se1", 4, 8, 1)); a.update(_conv("se2", 8, 4, 1))
+    a.update(_conv("se1", 4, 8, 1))
+    a.update(_conv("se2", 8, 4, 1))
     a["chscale"] = np.linspace(0.5, 1.5, 8, dtype=np.float32).reshape(1, 8, 1, 1)
-    a.update(_conv("conv3", 16, 8, 1)); a.update(_conv("conv4", 8, 8, 1))
+    a.update(_conv("conv3", 16, 8, 1))
+    a.update(_conv("conv4", 8, 8, 1))
     a.update(_conv("conv5", 32, 24, 3))
     r = np.random.default_rng(5)
     a["fc.weight"] = (r.standard_normal((10, 32 * 16)) / 20).astype(np.float32)
@@ -100,14 +109,22 @@ def block_cnn() -> onnx.ModelProto:
         n("Relu", ["c3"], ["r3"], name="relu3"),
         n("Conv", ["r1", "conv4.weight", "conv4.bias"], ["c4"], name="conv4"),
         n("Concat", ["r3", "c4"], ["cat"], name="concat", axis=1),
-        n("Conv", ["cat", "conv5.weight", "conv5.bias"], ["c5"], name="conv5", pads=[1, 1, 1, 1], strides=[2, 2]),
+        n(
+            "Conv",
+            ["cat", "conv5.weight", "conv5.bias"],
+            ["c5"],
+            name="conv5",
+            pads=[1, 1, 1, 1],
+            strides=[2, 2],
+        ),
         n("Relu", ["c5"], ["r5"], name="relu5"),
         n("MaxPool", ["r5"], ["p5"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
         n("Flatten", ["p5"], ["flat"], name="flatten"),
         n("Gemm", ["flat", "fc.weight", "fc.bias"], ["y"], name="fc", transB=1),
     ]
     graph = oh.make_graph(
-        nodes, "block_cnn",
+        nodes,
+        "block_cnn",
         [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 16, 16])],
         [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 10])],
     )
@@ -132,6 +149,7 @@ def kill_channels(model: onnx.ModelProto) -> onnx.ModelProto:
     def zero(idx, axis=0):
         def fn(arr):
             np.moveaxis(arr, axis, 0)[idx] = 0
+
         return fn
 
     def bn_dead(prefix, idx):
@@ -141,31 +159,49 @@ def kill_channels(model: onnx.ModelProto) -> onnx.ModelProto:
     # Group {conv0, conv2, se2} (stem + residual + depthwise + SE gate): channel 3.
     for w in ("conv0.weight", "conv2.weight", "dw.weight", "dw.bias", "se2.weight"):
         _set(model, w, zero([3]))
-    bn_dead("bn0", [3]); bn_dead("bn2", [3])
+    bn_dead("bn0", [3])
+    bn_dead("bn2", [3])
     for w in ("conv1.weight", "conv4.weight", "conv3.weight", "se1.weight"):
         _set(model, w, zero([3], axis=1))
     # conv1: channels 1 and 5.
-    _set(model, "conv1.weight", zero([1, 5])); bn_dead("bn1", [1, 5])
+    _set(model, "conv1.weight", zero([1, 5]))
+    bn_dead("bn1", [1, 5])
     _set(model, "conv2.weight", zero([1, 5], axis=1))
     # conv3 (Concat offset 0): channel 2; conv4 (Concat offset 16): channel 7.
-    _set(model, "conv3.weight", zero([2])); _set(model, "conv3.bias", zero([2]))
-    _set(model, "conv4.weight", zero([7])); _set(model, "conv4.bias", zero([7]))
+    _set(model, "conv3.weight", zero([2]))
+    _set(model, "conv3.bias", zero([2]))
+    _set(model, "conv4.weight", zero([7]))
+    _set(model, "conv4.bias", zero([7]))
     _set(model, "conv5.weight", zero([2, 16 + 7], axis=1))
     # conv5 (behind MaxPool + Flatten, 16 features per channel): channels 0 and 9.
-    _set(model, "conv5.weight", zero([0, 9])); _set(model, "conv5.bias", zero([0, 9]))
+    _set(model, "conv5.weight", zero([0, 9]))
+    _set(model, "conv5.bias", zero([0, 9]))
     _set(model, "fc.weight", zero([*range(0, 16), *range(9 * 16, 10 * 16)], axis=1))
     return model
 
 
-DEAD = {"conv0.weight": 1 / 8, "conv1.weight": 2 / 8, "conv3.weight": 1 / 16,
-        "conv4.weight": 1 / 8, "conv5.weight": 2 / 32}
+DEAD = {
+    "conv0.weight": 1 / 8,
+    "conv1.weight": 2 / 8,
+    "conv3.weight": 1 / 16,
+    "conv4.weight": 1 / 8,
+    "conv5.weight": 2 / 32,
+}
 
 
 def test_channel_pruning_follows_every_dependency_exactly():
     model = kill_channels(block_cnn())
     x = np.random.default_rng(1).random((2, 3, 16, 16), dtype=np.float32)
-    res, _, proto = prune(model, sparsity=0.01, pattern="channel", layers=DEAD, round_to=1,
-                          keep_first=False, min_size=0, importance="magnitude")
+    res, _, proto = prune(
+        model,
+        sparsity=0.01,
+        pattern="channel",
+        layers=DEAD,
+        round_to=1,
+        keep_first=False,
+        min_size=0,
+        importance="magnitude",
+    )
     w = weights(proto)
     assert w["conv0.weight"].shape == (7, 3, 3, 3)
     assert w["conv2.weight"].shape == (7, 6, 3, 3)
@@ -200,14 +236,18 @@ def test_channel_pruning_defaults_keep_shapes_and_run():
     # Without data, BatchNormalization statistics rank channels and correct the biases.
     assert res.metrics["importance"] == "batchnorm statistics" and res.metrics["bias_corrected"] >= 1
     # Pruned graph has its intermediate shapes back for later passes.
-    assert any(vi.name == "c5" and vi.type.tensor_type.shape.dim[1].dim_value == 22
-               for vi in onnx.shape_inference.infer_shapes(proto).graph.value_info)
+    assert any(
+        vi.name == "c5" and vi.type.tensor_type.shape.dim[1].dim_value == 22
+        for vi in onnx.shape_inference.infer_shapes(proto).graph.value_info
+    )
 
 
 def test_channel_pruning_mlp_and_data_aware_bias_correction():
     model = h.mlp((16, 48, 32, 10))
     feeds = [{"x": np.random.default_rng(i).standard_normal((4, 16)).astype(np.float32)} for i in range(8)]
-    res, _, proto = prune(model, feeds, sparsity=0.5, pattern="channel", round_to=1, keep_first=False, min_size=0)
+    res, _, proto = prune(
+        model, feeds, sparsity=0.5, pattern="channel", round_to=1, keep_first=False, min_size=0
+    )
     w = weights(proto)
     assert w["fc0.weight"].shape == (16, 24) and w["fc0.bias"].shape == (24,)
     assert w["fc1.weight"].shape == (24, 16) and w["fc2.weight"].shape == (16, 10)
@@ -221,8 +261,15 @@ def test_dead_mlp_units_are_removed_without_changing_outputs():
     _set(model, "fc0.bias", lambda a: a.__setitem__([0, 4, 9], 0))
     _set(model, "fc1.weight", lambda a: a.__setitem__([0, 4, 9], 0))
     x = np.random.default_rng(0).standard_normal((3, 16)).astype(np.float32)
-    _, _, proto = prune(model, sparsity=3 / 32, pattern="channel", round_to=1, keep_first=False,
-                        importance="magnitude", min_size=0)
+    _, _, proto = prune(
+        model,
+        sparsity=3 / 32,
+        pattern="channel",
+        round_to=1,
+        keep_first=False,
+        importance="magnitude",
+        min_size=0,
+    )
     assert weights(proto)["fc0.weight"].shape == (16, 29)
     np.testing.assert_allclose(h.run(proto, {"x": x})[0], h.run(model, {"x": x})[0], rtol=1e-5, atol=1e-6)
 
@@ -230,28 +277,40 @@ def test_dead_mlp_units_are_removed_without_changing_outputs():
 def _conv_then(op_nodes, extra_inputs=(), extra_init=None, opset=13, domain_opsets=()):
     """x -> Conv(8) -> <op_nodes reading 'c'> -> Conv(4) reading 'z' -> y."""
     a = {**_conv("ca", 8, 3, 3), **_conv("cb", 4, 8, 1), **(extra_init or {})}
-    nodes = [oh.make_node("Conv", ["x", "ca.weight", "ca.bias"], ["c"], name="ca", pads=[1, 1, 1, 1]),
-             *op_nodes,
-             oh.make_node("Conv", ["z", "cb.weight", "cb.bias"], ["y"], name="cb")]
-    graph = oh.make_graph(nodes, "g", [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 8, 8]),
-                                        *extra_inputs],
-                          [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4, 8, 8])])
+    nodes = [
+        oh.make_node("Conv", ["x", "ca.weight", "ca.bias"], ["c"], name="ca", pads=[1, 1, 1, 1]),
+        *op_nodes,
+        oh.make_node("Conv", ["z", "cb.weight", "cb.bias"], ["y"], name="cb"),
+    ]
+    graph = oh.make_graph(
+        nodes,
+        "g",
+        [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 8, 8]), *extra_inputs],
+        [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4, 8, 8])],
+    )
     model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", opset), *domain_opsets])
     return h.attach_initializers(model, a)
 
 
-@pytest.mark.parametrize("case, reason", [
-    ("custom", "custom op com.example::Fancy"),
-    ("shape", "Shape shape_reader reads the channel count"),
-    ("split", "splits the channels"),
-    ("output", "reaches graph output c"),
-])
+@pytest.mark.parametrize(
+    "case, reason",
+    [
+        ("custom", "custom op com.example::Fancy"),
+        ("shape", "Shape shape_reader reads the channel count"),
+        ("split", "splits the channels"),
+        ("output", "reaches graph output c"),
+    ],
+)
 def test_channel_pruning_leaves_what_it_cannot_prove_safe(case, reason):
     if case == "custom":
-        model = _conv_then([oh.make_node("Fancy", ["c"], ["z"], name="fancy", domain="com.example")],
-                           domain_opsets=[oh.make_opsetid("com.example", 1)])
+        model = _conv_then(
+            [oh.make_node("Fancy", ["c"], ["z"], name="fancy", domain="com.example")],
+            domain_opsets=[oh.make_opsetid("com.example", 1)],
+        )
     elif case == "shape":
-        model = _conv_then([oh.make_node("Relu", ["c"], ["z"]), oh.make_node("Shape", ["c"], ["s"], name="shape_reader")])
+        model = _conv_then(
+            [oh.make_node("Relu", ["c"], ["z"]), oh.make_node("Shape", ["c"], ["s"], name="shape_reader")]
+        )
         model.graph.output.append(oh.make_tensor_value_info("s", onnx.TensorProto.INT64, [4]))
     elif case == "split":
         model = _conv_then([oh.make_node("Split", ["c"], ["z", "z2"], name="split", axis=1)])
@@ -321,7 +380,9 @@ def test_n_m_groups_along_input_channels():
     fc = w["fc.weight"]  # Gemm transB: [10, 16], input channels on axis 1
     assert ((fc.reshape(10, 4, 4) != 0).sum(axis=2) == 2).all()
     assert res.skipped["input channels not divisible by M=4"] == ["conv0.weight"]
-    res, _, proto = prune(h.mlp((16, 32, 12)), sparsity=0.5, pattern="1:4", keep_first=False, keep_last=False, min_size=0)
+    res, _, proto = prune(
+        h.mlp((16, 32, 12)), sparsity=0.5, pattern="1:4", keep_first=False, keep_last=False, min_size=0
+    )
     fc1 = weights(proto)["fc1.weight"]  # MatMul [32, 12]: input channels on axis 0
     assert ((np.moveaxis(fc1, 0, -1).reshape(12, 8, 4) != 0).sum(axis=2) == 1).all()
 
@@ -335,15 +396,19 @@ def test_constant_node_and_subgraph_weights_are_pruned():
     res, ir_model, proto = prune(h.if_subgraph_model(), sparsity=0.5, min_size=0)
     w = weights(ir_model)
     assert {k: (v == 0).mean() for k, v in w.items()} == {
-        "branch/then_branch/W_then": 0.5, "branch/else_branch/W_else": 0.5}
+        "branch/then_branch/W_then": 0.5,
+        "branch/else_branch/W_else": 0.5,
+    }
     x = np.ones((2, 8), np.float32)
     assert h.run(proto, {"x": x, "cond": np.array(True)})[0].shape == (2, 4)
 
 
 def test_data_aware_unstructured_uses_calibration_and_corrects_biases():
     model = h.mlp((16, 64, 32, 10))
-    feeds = [{"x": (np.random.default_rng(i).standard_normal((8, 16)) * np.arange(1, 17)).astype(np.float32)}
-             for i in range(4)]
+    feeds = [
+        {"x": (np.random.default_rng(i).standard_normal((8, 16)) * np.arange(1, 17)).astype(np.float32)}
+        for i in range(4)
+    ]
     res, _, _ = prune(model, feeds, sparsity=0.5, keep_first=False, min_size=0)
     assert res.metrics["importance"] == "data"
     assert all(s.extra["importance"] == "data" and s.extra["bias_corrected"] for s in res.layers)
@@ -372,16 +437,47 @@ def test_config_validation_cli_and_recipe(tmp_path):
     src = tmp_path / "m.onnx"
     onnx.save(h.mlp((32, 64, 10)), src)
     out = tmp_path / "o.onnx"
-    code = cli_main(["compress", str(src), "-o", str(out), "-q", "--prune", "0.5", "--prune-scope", "global",
-                     "--prune-layer", "fc1.*=0", "--no-prune-keep-first", "--prune-min-size", "0"])
+    code = cli_main(
+        [
+            "compress",
+            str(src),
+            "-o",
+            str(out),
+            "-q",
+            "--prune",
+            "0.5",
+            "--prune-scope",
+            "global",
+            "--prune-layer",
+            "fc1.*=0",
+            "--no-prune-keep-first",
+            "--prune-min-size",
+            "0",
+        ]
+    )
     assert code == 0
     w = weights(onnx.load(out))
     assert (w["fc0.weight"] == 0).mean() == pytest.approx(0.5, abs=0.01) and not (w["fc1.weight"] == 0).any()
     recipe = Pipeline([Prune(sparsity=0.3, pattern="channel", layers={"x*": 0.1})]).to_recipe()
     again = Pipeline.from_recipe(recipe)
     assert again.passes[0].config == Prune(sparsity=0.3, pattern="channel", layers={"x*": 0.1}).config
-    assert cli_main(["compress", str(src), "-o", str(out), "--overwrite", "-q", "--prune", "0.5",
-                     "--prune-pattern", "3:2"]) == 2
+    assert (
+        cli_main(
+            [
+                "compress",
+                str(src),
+                "-o",
+                str(out),
+                "--overwrite",
+                "-q",
+                "--prune",
+                "0.5",
+                "--prune-pattern",
+                "3:2",
+            ]
+        )
+        == 2
+    )
 
 
 # -- real exports -------------------------------------------------------------------------------
