@@ -141,6 +141,15 @@ def node_macs(node: ir.Node, shapes: Mapping[str, tuple[int | None, ...]]) -> in
     return 0
 
 
+def node_key(node: ir.Node) -> str:
+    """The name a node's MACs are reported under (its name, else its first output's)."""
+    return (
+        node.name
+        or (node.outputs[0].name if node.outputs and node.outputs[0] is not None else "")
+        or node.op_type
+    )
+
+
 def count_macs(model: ir.Model, input_shapes: Mapping[str, Sequence[int]] | None = None) -> CostReport:
     """Parameters and MACs of ``model``, with the MACs of every compute node."""
     shapes = infer_shapes(model, input_shapes)
@@ -148,7 +157,7 @@ def count_macs(model: ir.Model, input_shapes: Mapping[str, Sequence[int]] | None
     for node in model.graph:
         if node.op_type not in MAC_OPS or node.domain not in ("", "ai.onnx"):
             continue
-        name = node.name or (node.outputs[0].name if node.outputs else node.op_type)
+        name = node_key(node)
         macs = node_macs(node, shapes)
         if macs is None:
             report.unknown.append(name)

@@ -194,6 +194,21 @@ class Prune(Pass):
                 "macs_after": cost_after.macs,
             }
         )
+        ratio = cost_before.macs / max(cost_after.macs, 1)
+        line = (
+            f"parameters {cost_before.parameters:,} -> {cost_after.parameters:,}, "
+            f"MACs {cost_before.macs:,} -> {cost_after.macs:,} ({ratio:.2f}x)"
+        )
+        if cfg.pattern != "channel":
+            # Dense runtimes still do every multiply; a sparse kernel would skip the zeros.
+            saved = sum(
+                s.extra["macs_before"] - s.extra["macs_after_sparse"]
+                for s in result.layers
+                if "macs_after_sparse" in s.extra
+            )
+            result.metrics["macs_after_if_sparse"] = cost_after.macs - saved
+            line += f"; {cost_after.macs - saved:,} MACs with sparse kernels"
+        result.note(line)
         if cost_before.unknown:
             result.metrics["macs_not_counted"] = cost_before.unknown[:20]
         return model
@@ -293,8 +308,7 @@ class Prune(Pass):
             norm = float(np.linalg.norm(array.astype(np.float64)))
             err = float(np.linalg.norm((array - pruned).astype(np.float64))) / norm if norm else 0.0
             node = w.uses[0].node
-            node_name = node.name or ""
-            dense_macs = macs_before.get(node_name)
+            dense_macs = macs_before.get(macs.node_key(node))
             extra: dict[str, Any] = {
                 "params": w.size,
                 "nonzero_before": nz_before,
@@ -442,7 +456,7 @@ class Prune(Pass):
         for label, (before, after) in changed.items():
             w = op_of[label]
             node = w.uses[0].node
-            name = node.name or ""
+            name = macs.node_key(node)
             _, _, bytes_before = weights_before[id(w)]
             extra: dict[str, Any] = {
                 "shape_before": list(before),
