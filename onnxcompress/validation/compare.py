@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +23,12 @@ from typing import Any
 import numpy as np
 import onnx
 import onnx_ir as ir
+import onnxruntime as ort
 
 from onnxcompress.data import FeedSource, feed_source, synthetic_feeds
 from onnxcompress.errors import ConfigError, DataError, RuntimeUnavailableError
 from onnxcompress.model import load_model
-from onnxcompress.runtime import create_session, first_line
+from onnxcompress.runtime import create_session
 from onnxcompress.validation.latency import DEFAULT_LATENCY_RUNS, LatencyResult, measure_latency
 from onnxcompress.validation.layers import DEFAULT_MEMORY_BUDGET, LayerReport, compare_layers
 from onnxcompress.validation.metrics import TensorStats
@@ -310,6 +312,22 @@ def compare_models(
     return report
 
 
+# onnxruntime logs a failing run to stderr itself before raising; the error we raise says it all.
+_QUIET_RUN = ort.RunOptions()
+_QUIET_RUN.log_severity_level = 4
+
+
+def _ort_message(error: BaseException) -> str:
+    """onnxruntime's message without source paths and C++ signatures."""
+    lines = str(error).strip().splitlines()
+    if not lines:
+        return type(error).__name__
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", lines[0])
+    text = re.sub(r"/onnxruntime_src/\S+:\d+\s*", "", text)
+    text = re.sub(r"onnxruntime::[\w:]+\([^)]*\)\s*", "", text)
+    return text[:300]
+
+
 _ORT_FLOATS = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64"}
 
 
@@ -372,7 +390,7 @@ def _run(
     other: str | None = None,
 ) -> list[np.ndarray]:
     try:
-        return session.run(names, feed)
+        return session.run(names, feed, _QUIET_RUN)
     except Exception as e:  # onnxruntime raises its own exception types
         shapes = ", ".join(
             f"{k}: {'x'.join(map(str, v.shape)) or 'scalar'} {v.dtype}" for k, v in feed.items()
@@ -380,17 +398,17 @@ def _run(
         if other is not None:
             raise RuntimeUnavailableError(
                 f"the compressed model {label} fails on sample {index} ({shapes}), which the "
-                f"original {other} runs: {first_line(e)}",
+                f"original {other} runs: {_ort_message(e)}",
                 hint="the compression broke the model; compare with --debug or inspect it.",
             ) from e
         if synthetic:
             raise DataError(
-                f"{label} does not run on synthetic inputs ({shapes}): {first_line(e)}",
+                f"{label} does not run on synthetic inputs ({shapes}): {_ort_message(e)}",
                 hint="pass real data with --data PATH, or set the input shapes with --shape NAME:DIMS "
                 "(e.g. --shape input:1x3x224x224).",
             ) from e
         raise DataError(
-            f"{label} does not run on sample {index} of {feeds.description} ({shapes}): {first_line(e)}",
+            f"{label} does not run on sample {index} of {feeds.description} ({shapes}): {_ort_message(e)}",
             hint="check that the data matches the model's inputs (see `onnxcompress inspect`).",
         ) from e
 

@@ -161,16 +161,18 @@ def test_usage_error_exits_2(capsys, files):
 
 
 def test_subprocess_module_entry_point(files):
-    proc = subprocess.run(
-        [sys.executable, "-m", "onnxcompress", "compare", str(files["a"]), str(files["garbage"])],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-    )
-    assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr.startswith("onnxcompress: error: ") and proc.stderr.count("\n") == 1
-    assert "Traceback" not in proc.stderr
+    """stderr at the file-descriptor level: onnxruntime's own logging must not leak either."""
+    for bad, message in ((files["garbage"], "not a valid ONNX model"), (files["rs"], "--shape")):
+        proc = subprocess.run(
+            [sys.executable, "-m", "onnxcompress", "compare", str(bad), str(bad)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=60,
+        )
+        assert proc.returncode == 2 and proc.stdout == ""
+        assert proc.stderr.startswith("onnxcompress: error: ") and proc.stderr.count("\n") == 1, proc.stderr
+        assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.mark.skipif(not (MODELS / "digits_eval.npz").exists(), reason="models/ not built")
