@@ -240,12 +240,14 @@ def _write_text(path: Path, text: str) -> None:
 def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``compress`` that tune ``--validate``."""
     parser.add_argument(
-        "--validation-data",
+        "--validate-data",
+        dest="validation_data",
         metavar="PATH",
         help="data for --validate (default: --calibration, else synthetic inputs)",
     )
     parser.add_argument(
-        "--validation-shape",
+        "--validate-shape",
+        dest="validation_shape",
         action="append",
         default=[],
         metavar="NAME:DIMS",
@@ -265,8 +267,8 @@ def check_validate_arguments(args: argparse.Namespace) -> None:
     given = [
         flag
         for flag, dest in (
-            ("--validation-data", "validation_data"),
-            ("--validation-shape", "validation_shape"),
+            ("--validate-data", "validation_data"),
+            ("--validate-shape", "validation_shape"),
             ("--atol", "atol"),
             ("--rtol", "rtol"),
             ("--min-cosine", "min_cosine"),

@@ -220,7 +220,7 @@ def test_compress_validate_passes_and_fails(capsys, files, tmp_path):
         "--validate",
         "--min-cosine",
         "0",
-        "--validation-data",
+        "--validate-data",
         MODELS.parent / "nope.npz",
     )
     assert "nope.npz: no such file" in one_line_error(code, err)
