@@ -242,11 +242,7 @@ def compare_models(
         )
         for n in common
     }
-    label_array = (
-        np.asarray(labels).reshape(-1)
-        if labels is not None
-        else (np.asarray(feeds.labels).reshape(-1) if feeds.labels is not None else None)
-    )
+    label_array = _class_indices(labels if labels is not None else feeds.labels)
     cursors = dict.fromkeys(common, 0)
     first_feed: dict[str, np.ndarray] | None = None
     count = 0
@@ -326,6 +322,11 @@ def _ort_message(error: BaseException) -> str:
     text = re.sub(r"/onnxruntime_src/\S+:\d+\s*", "", text)
     text = re.sub(r"onnxruntime::[\w:]+\([^)]*\)\s*", "", text)
     return text[:300]
+
+
+def _class_indices(labels: Any) -> np.ndarray | None:
+    """Labels flattened to one class index per prediction row, in sample order."""
+    return None if labels is None else np.asarray(labels).reshape(-1)
 
 
 _ORT_FLOATS = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64"}
