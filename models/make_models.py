@@ -60,14 +60,17 @@ def digits_splits() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return {"train": (x_train, y_train), "calib": (x_calib, y_calib), "eval": (x_eval, y_eval)}
 
 
-def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Like ``np.savez`` but byte-reproducible (fixed zip timestamps, fixed member order)."""
+def save_npz(path: Path, arrays: dict[str, np.ndarray], *, compress: bool = False) -> None:
+    """Like ``np.savez`` (or ``savez_compressed``) but byte-reproducible: fixed zip timestamps and
+    member order."""
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+    compression = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(buf, "w", compression=compression) as zf:
         for name, arr in arrays.items():
             member = io.BytesIO()
             np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = compression  # writestr(ZipInfo) ignores the archive's default
             zf.writestr(info, member.getvalue())
     path.write_bytes(buf.getvalue())
 
