@@ -294,7 +294,13 @@ def compare_models(
     )
     if layers:
         report.layers = compare_layers(
-            model_a, model_b, feeds, compressed_inputs=inputs_b, threads=threads, memory_budget=layers_memory
+            model_a,
+            model_b,
+            feeds,
+            compressed_inputs=inputs_b,
+            casts=casts_b,
+            threads=threads,
+            memory_budget=layers_memory,
         )
     if latency and first_feed is not None:
         report.latency = measure_latency(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,7 +122,8 @@ def compare_layers(
     compressed: ir.Model,
     feeds: Iterable[Feed],
     *,
-    compressed_inputs: set[str],
+    compressed_inputs: set[str] | None = None,
+    casts: Mapping[str, np.dtype] | None = None,
     threads: int | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
 ) -> LayerReport:
@@ -131,8 +132,12 @@ def compare_layers(
     Exposing a tensor keeps it alive for the whole run, so a run exposing every activation of a
     large model needs all of them in memory at once. When one sample's shared activations would
     exceed ``memory_budget`` bytes per model, they are split into groups, and each group streams
-    the data through both models separately (more runs, bounded memory).
+    the data through both models separately (more runs, bounded memory). ``compressed_inputs``
+    (default: all) restricts the feeds the compressed model gets, ``casts`` converts some of them
+    (a float16 model).
     """
+    if compressed_inputs is None:
+        compressed_inputs = {v.name for v in compressed.graph.inputs if v.name}
     candidates, _ = _float_activations(original)
     theirs, _ = _float_activations(compressed)
     their_names = {v.name for _, _, v in theirs}
@@ -156,7 +161,7 @@ def compare_layers(
         )
     for chunk in chunks:
         chunk_b = [seen_as.get(n, n) for n in chunk]
-        feeds_a, feeds_b = _tee(feeds, compressed_inputs)
+        feeds_a, feeds_b = _tee(feeds, compressed_inputs, casts or {})
         count = 0
         try:
             for values_a, values_b in zip(
@@ -305,7 +310,9 @@ def _capped(value: float | None) -> float:
     return min(value, _ERROR_CAP)
 
 
-def _tee(feeds: Iterable[Feed], compressed_inputs: set[str]) -> tuple[Iterator[Feed], Iterator[Feed]]:
+def _tee(
+    feeds: Iterable[Feed], compressed_inputs: set[str], casts: Mapping[str, np.dtype]
+) -> tuple[Iterator[Feed], Iterator[Feed]]:
     """Two iterators over the same feeds (the second restricted to the compressed model's
     inputs) that never hold more than the current sample."""
     current: list[Feed] = []
@@ -320,6 +327,10 @@ def _tee(feeds: Iterable[Feed], compressed_inputs: set[str]) -> tuple[Iterator[F
             if not current:
                 return
             feed = current.pop()
-            yield {k: v for k, v in feed.items() if k in compressed_inputs}
+            yield {
+                k: (v.astype(casts[k]) if k in casts else v)
+                for k, v in feed.items()
+                if k in compressed_inputs
+            }
 
     return first(), second()

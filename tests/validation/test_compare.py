@@ -206,6 +206,7 @@ def test_float16_inputs_of_the_compressed_model_get_cast_feeds():
         ),
         {"w": w.astype(np.float16)},
     )
-    report = compare_models(original, half, tolerance={"min_cosine": 0.999})
+    report = compare_models(original, half, tolerance={"min_cosine": 0.999}, layers=True)
     assert report.passed and 0 < report.output("y").rel_l2 < 1e-2
+    assert report.layers.samples == 16
     assert report.output("y").outside is None  # no allclose check was asked for
