@@ -221,9 +221,30 @@ def _candidates(hist: StreamingHistogram, symmetric: bool) -> list[tuple[float, 
     return [(lo * f, hi * f) for f in factors]
 
 
+def _coarsened(hist: StreamingHistogram, levels: int, per_bin: int = 16) -> StreamingHistogram:
+    """The histogram with merged bins when it is too sparse for a stable KL estimate.
+
+    A few samples spread over thousands of bins make P spiky, and spiky histograms make KL
+    favour over-clipping; ~``per_bin`` values per bin (never fewer than 2 * levels bins) fix it.
+    """
+    assert hist.counts is not None
+    want = max(2 * levels, min(hist.bins, hist.total // per_bin))
+    k = max(1, hist.bins // want)
+    if k == 1:
+        return hist
+    out = StreamingHistogram(hist.bins // k)
+    out.counts = np.add.reduceat(hist.counts[: out.bins * k], np.arange(0, out.bins * k, k))
+    out.counts[-1] += hist.counts[out.bins * k:].sum()
+    out.start, out.width = hist.start, hist.width * k
+    out.min, out.max, out.total = hist.min, hist.max, hist.total
+    return out
+
+
 def _search_range(hist: StreamingHistogram, symmetric: bool, levels: int,
                   cost: Callable[[StreamingHistogram, float, float, int], float]) -> tuple[float, float]:
     """Minimize ``cost`` over shrink factors of the whole range, then per side (asymmetric)."""
+    if cost is _kl_cost:
+        hist = _coarsened(hist, levels)
     candidates = _candidates(hist, symmetric)
     best = min(candidates, key=lambda c: cost(hist, c[0], c[1], levels))
     if symmetric or hist.min >= 0 or hist.max <= 0:

