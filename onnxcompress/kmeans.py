@@ -263,9 +263,16 @@ def _lloyd(
     tol: float,
 ) -> tuple[np.ndarray, int]:
     """Lloyd iterations on sorted rows; a row stops when its clusters stop changing or its
-    centroids move less than ``tol`` times its value range."""
+    centroids move less than ``tol`` times its value range.
+
+    An empty cluster (common with ``linear`` init on heavy-tailed weights, whose outliers
+    stretch the range) is moved into the cluster with the largest squared error, splitting it,
+    during the first half of the iterations; otherwise it would be a wasted level.
+    """
     g_rows, n = s.shape
     c = c.copy()
+    px2: np.ndarray | None = None
+    reseed_until = max(1, max_iter // 2)
     active = np.arange(g_rows)
     search = _RowSearch(s)
     span = (s[:, -1].astype(np.float64) - s[:, 0]).clip(min=np.finfo(np.float64).tiny)
@@ -287,13 +294,61 @@ def _lloyd(
         sx = np.diff(px[rows, bounds], axis=1)
         sw = (np.diff(pw[rows, bounds], axis=1) if pw is not None
               else np.diff(bounds, axis=1).astype(np.float64))
-        keep = (sw <= 0) | (fixed_zero[active, None] & (ca == 0))
+        pinned = fixed_zero[active, None] & (ca == 0)
+        keep = (sw <= 0) | pinned
         new = np.where(keep, ca, sx / np.where(sw > 0, sw, 1.0))
+        empty = (sw <= 0) & ~pinned
+        if it <= reseed_until and empty.any():
+            if px2 is None:
+                px2 = _prefix_sq(s, pw)
+            for r in np.flatnonzero(empty.any(axis=1)):
+                if _reseed(s[active[r]], px2[active[r]], bounds[r], sx[r], sw[r], new[r],
+                           empty[r], pinned[r]):
+                    moved[r] = True
         new.sort(axis=1)
         shift = np.abs(new - ca).max(axis=1)
         c[active] = new
         active = active[moved & (shift > tol * span[active])]
     return c, it
+
+
+def _prefix_sq(s: np.ndarray, pw: np.ndarray | None) -> np.ndarray:
+    """Prefix sums of w*x^2 along each sorted row (w = 1 when unweighted)."""
+    out = np.zeros((s.shape[0], s.shape[1] + 1), dtype=np.float64)
+    sq = s.astype(np.float64) ** 2
+    if pw is not None:
+        sq *= np.diff(pw, axis=1)
+    np.cumsum(sq, axis=1, out=out[:, 1:])
+    return out
+
+
+def _reseed(
+    row: np.ndarray,
+    px2: np.ndarray,
+    bounds: np.ndarray,
+    sx: np.ndarray,
+    sw: np.ndarray,
+    new: np.ndarray,
+    empty: np.ndarray,
+    pinned: np.ndarray,
+) -> bool:
+    """Move the empty centroids of one row into the clusters with the largest squared error:
+    the split cluster's centroid goes to its first quartile, the moved one to its third."""
+    sse = np.diff(px2[bounds]) - np.where(sw > 0, sx * sx / np.where(sw > 0, sw, 1.0), 0.0)
+    size = np.diff(bounds)
+    first, last = row[np.minimum(bounds[:-1], row.size - 1)], row[np.maximum(bounds[1:] - 1, 0)]
+    splittable = (size >= 2) & (first != last) & ~pinned
+    sse = np.where(splittable, sse, -1.0)
+    targets = np.argsort(-sse, kind="stable")
+    changed = False
+    for e, j in zip(np.flatnonzero(empty), targets):
+        if sse[j] <= 0:
+            break
+        a, b = int(bounds[j]), int(bounds[j + 1])
+        new[j] = float(row[a + (b - a) // 4])
+        new[e] = float(row[a + (3 * (b - a)) // 4])
+        changed = True
+    return changed
 
 
 def _finalize(

@@ -2,23 +2,27 @@
 
 Each compute weight (Conv/Gemm/MatMul/Gather/RNN) is clustered with 1-D k-means, per tensor or
 per (group of) output channels, into at most ``2**bits`` shared values. Snapping alone saves
-nothing in ONNX (a float tensor with 16 distinct values is as large as before), so by default the
-weight is *stored* as packed indices and a codebook in the weight's float type, and decoded with
-standard ops in front of its consumers::
+nothing in ONNX (a float tensor with 16 distinct values is as large as before), so the weight is
+*stored* as small indices plus a codebook in the weight's float type, and decoded with standard
+ops in front of its consumers::
 
-    packed planes (uint8) -> BitShift, BitShift -> Reshape -> Cast(int32) -> [Add offsets]
-        -> Gather(codebook) -> consumer
+    indices -> [unpack] -> Cast(int32) -> [Add per-channel offsets] -> Gather(codebook) -> consumer
 
-``storage``:
+``storage`` (index format):
 
-- ``packed`` (default): exact ``bits`` per index at any opset >= 11 (bit planes unpacked with
-  ``BitShift``; see :mod:`onnxcompress.packing`); models below opset 11 are upgraded if that is
-  safe, else stored as uint8 indices.
-- ``int4``: native UINT4 indices (``Cast`` -> ``Gather``) for weights of <= 4 bits; needs opset 21
-  (the model is upgraded if that is safe; otherwise ``packed`` is used).
-- ``uint8``: one byte per index, any opset >= 6.
+- ``auto`` (default): 8-bit indices as uint8; <= 4-bit indices as native UINT4 (``Cast`` ->
+  ``Gather``) when the model is at opset 21 or can be upgraded safely, else bit planes; 5-7 bits
+  as bit planes. (UINT4 and bit planes are the same size; UINT4 needs two nodes instead of ~six,
+  which matters in small models, and gzips slightly better.)
+- ``packed``: bit planes for every width below 8, exact ``bits`` per index at any opset >= 11
+  (unpacked with ``BitShift``; see :mod:`onnxcompress.packing`); never changes the opset unless
+  the model is older than 11.
+- ``int4``: like ``auto``; ``uint8``: one byte per index at any opset >= 6.
 - ``dense``: snap the weights to their centroids but keep float storage (for runtimes that
   want plain initializers; the gain shows only after gzip).
+
+Models below the opset a format needs are upgraded when :func:`onnxcompress.opset.upgrade_opset`
+says that is safe; otherwise the next format that works is used, and the result says so.
 
 The decode nodes read only constants, so onnxruntime folds them when it loads the model and runs
 exactly the snapped weights. Activation tensor names are untouched; the decoded weight keeps the
@@ -31,6 +35,7 @@ layer output is most sensitive.
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 from dataclasses import dataclass
@@ -59,12 +64,13 @@ from onnxcompress.weights import (
     ROLE_NORM,
     Weight,
     WeightIndex,
+    all_graphs,
     matches,
 )
 
 logger = logging.getLogger(__name__)
 
-STORAGES = ("packed", "int4", "uint8", "dense")
+STORAGES = ("auto", "packed", "int4", "uint8", "dense")
 PACKED_MIN_OPSET = 11  # BitShift
 UINT4_MIN_OPSET = 21
 UINT4_MIN_IR = 10
@@ -103,10 +109,17 @@ class WeightSharingConfig(PassConfig):
         default=1, flag="--kmeans-channel-group", metavar="N",
         help="with per_channel: output channels sharing one codebook",
     )
+    channel_scale: str = option(
+        default="auto", flag="--kmeans-channel-scale", choices=("auto", "on", "off"),
+        help="divide each output channel by its RMS before clustering and store one scale per "
+             "channel (for folded BatchNorm, whose channels differ in scale); auto: per tensor, "
+             "when it cuts the error by 20%% or more",
+    )
     storage: str = option(
-        default="packed", flag="--kmeans-storage", choices=STORAGES,
-        help="packed (bit planes, any opset >= 11), int4 (UINT4, opset 21), uint8, or dense "
-             "(snap only, float storage)",
+        default="auto", flag="--kmeans-storage", choices=STORAGES,
+        help="auto (UINT4 for <= 4 bits when the model is or can be upgraded to opset 21, else "
+             "bit planes; uint8 for 8 bits), packed (bit planes, opset >= 11), int4, uint8, or "
+             "dense (snap only, float storage)",
     )
     sensitivity: bool = option(
         default=True, flag="--kmeans-sensitivity",
@@ -135,6 +148,8 @@ class WeightSharingConfig(PassConfig):
                 )
         self._require(self.init in kmeans.INITS, f"init must be one of {', '.join(kmeans.INITS)}")
         self._require(self.storage in STORAGES, f"storage must be one of {', '.join(STORAGES)}")
+        self._require(self.channel_scale in ("auto", "on", "off"),
+                      "channel_scale must be auto, on or off")
         self._require(self.channel_group >= 1, "channel_group must be >= 1")
         self._require(self.min_size >= 1, "min_size must be >= 1")
         self._require(self.max_iter >= 1, "max_iter must be >= 1")
@@ -163,22 +178,25 @@ class WeightSharing(Pass):
         measure = tensor_bytes(model) <= EXTERNAL_DATA_THRESHOLD
         before = _serialized(model) if measure else None
 
-        model, storage = self._prepare_opset(model, cfg, result)
+        probe = PassResult(self.name, {}, model)
+        wanted = [b for b in (self._select(w, cfg, probe) for w in WeightIndex.build(model)) if b]
+        if not wanted:
+            result.skipped.update(probe.skipped)
+            return model
+        model, formats = self._prepare_opset(model, cfg, wanted, result)
         index = WeightIndex.build(model)
         todo: list[tuple[Weight, int]] = []
         for w in index:
             bits = self._select(w, cfg, result)
             if bits:
                 todo.append((w, bits))
-        if not todo:
-            return model
 
         energies = self._energies(model, [w for w, _ in todo], cfg, context, result)
         constants = _ConstantCache()
         total_before = total_after = 0
         for i, (w, bits) in enumerate(todo):
             context.report_progress("k-means", i, len(todo))
-            stat = self._share(w, bits, cfg, storage, energies.get(w.label), context, constants,
+            stat = self._share(w, bits, cfg, formats, energies.get(w.label), context, constants,
                                result)
             if stat is not None:
                 result.add_layer(stat)
@@ -186,7 +204,10 @@ class WeightSharing(Pass):
                 total_after += stat.bytes_after
         context.report_progress("k-means", len(todo), len(todo))
 
-        result.metrics["storage"] = storage
+        result.metrics["opset"] = formats.opset
+        result.metrics["storage"] = dict(
+            sorted(collections.Counter(s.extra["storage"] for s in result.layers).items())
+        )
         result.metrics["weights_shared"] = len(result.layers)
         result.metrics["weight_bytes_before"] = total_before
         result.metrics["weight_bytes_after"] = total_after
@@ -227,39 +248,39 @@ class WeightSharing(Pass):
     # -- opset --------------------------------------------------------------------------------
 
     def _prepare_opset(
-        self, model: ir.Model, cfg: WeightSharingConfig, result: PassResult
-    ) -> tuple[ir.Model, str]:
-        """The model at an opset the chosen storage needs, and the storage actually used."""
-        storage = cfg.storage
-        if storage == "dense":
-            return model, storage
+        self, model: ir.Model, cfg: WeightSharingConfig, wanted_bits: list[int], result: PassResult
+    ) -> tuple[ir.Model, _Formats]:
+        """The model at an opset the storage needs (upgraded when that is safe), and the index
+        formats available there."""
+        if cfg.storage == "dense":
+            return model, _Formats("dense", opset_version(model))
         current = opset_version(model)
-        if storage == "int4":
-            if current < UINT4_MIN_OPSET:
-                upgraded, why = upgrade_opset(model, UINT4_MIN_OPSET)
-                if why is not None:
-                    result.note(f"UINT4 indices need opset {UINT4_MIN_OPSET}: {why}; "
-                                "using packed storage instead")
-                    storage = "packed"
-                else:
-                    result.note(f"upgraded opset {current} -> {UINT4_MIN_OPSET} for UINT4 indices")
-                    model = upgraded
-                    current = opset_version(model)
-            if storage == "int4":
-                model.ir_version = max(model.ir_version, UINT4_MIN_IR)
-                return model, storage
-        if storage == "packed" and current < PACKED_MIN_OPSET:
+        wants_uint4 = cfg.storage == "int4" or (
+            cfg.storage == "auto" and any(b <= 4 for b in wanted_bits)
+        )
+        if wants_uint4 and current < UINT4_MIN_OPSET:
+            upgraded, why = upgrade_opset(model, UINT4_MIN_OPSET)
+            if why is None:
+                result.note(f"upgraded opset {current} -> {UINT4_MIN_OPSET} for UINT4 indices")
+                model, current = _drop_added_annotations(model, upgraded), UINT4_MIN_OPSET
+            else:
+                result.note(f"UINT4 indices need opset {UINT4_MIN_OPSET}: {why}; indices of "
+                            "<= 4 bits are bit-packed instead")
+        if cfg.storage in ("auto", "packed", "int4") and current < PACKED_MIN_OPSET:
             upgraded, why = upgrade_opset(model, PACKED_MIN_OPSET)
             if why is None:
                 result.note(f"upgraded opset {current} -> {PACKED_MIN_OPSET} for BitShift unpacking")
-                return upgraded, storage
-            result.note(f"packed indices need opset {PACKED_MIN_OPSET}: {why}; using uint8 indices")
-            storage = "uint8"
-        if storage == "uint8" and current < UINT8_MIN_OPSET:
+                model, current = _drop_added_annotations(model, upgraded), PACKED_MIN_OPSET
+            else:
+                result.note(f"bit-packed indices need opset {PACKED_MIN_OPSET}: {why}; indices "
+                            "are stored as uint8")
+        if current < UINT8_MIN_OPSET:
             result.note(f"opset {current} is older than {UINT8_MIN_OPSET}: weights are snapped "
-                        "but kept dense")
-            storage = "dense"
-        return model, storage
+                        "to their centroids but kept dense")
+            return model, _Formats("dense", current)
+        if current >= UINT4_MIN_OPSET and cfg.storage in ("auto", "int4"):
+            model.ir_version = max(model.ir_version, UINT4_MIN_IR)
+        return model, _Formats(cfg.storage, current)
 
     # -- calibration --------------------------------------------------------------------------
 
@@ -293,7 +314,7 @@ class WeightSharing(Pass):
         w: Weight,
         bits: int,
         cfg: WeightSharingConfig,
-        storage: str,
+        formats: _Formats,
         energy: np.ndarray | None,
         context: PassContext,
         constants: _ConstantCache,
@@ -304,32 +325,34 @@ class WeightSharing(Pass):
         if not np.isfinite(array.astype(np.float32)).all():
             result.skip(w.label, "contains NaN or infinity")
             return None
-        rows, layout = _rows(array, w.out_axis if cfg.per_channel else None, cfg.channel_group)
-        if cfg.per_channel and layout.axis is None:
+        axis = w.out_axis % array.ndim if w.out_axis is not None and array.ndim else None
+        if cfg.per_channel and axis is None:
             result.note(f"{w.label}: no output-channel axis, one codebook for the tensor")
-        sample_weight = None
+        importance = None
         if energy is not None:
             importance = _element_importance(w, array.shape, energy)
             if importance is None:
                 result.note(f"{w.label}: activation energy does not match its input channels; "
                             "clustered without sensitivity")
-            else:
-                sample_weight, _ = _rows(importance, layout.axis, layout.group)
-        km = kmeans.kmeans_1d(
-            rows.astype(np.float32 if dtype != np.float64 else np.float64),
-            bits,
-            sample_weight=sample_weight,
-            init=cfg.init,
-            max_iter=cfg.max_iter,
-            tol=cfg.tol,
-            rng=context.rng(f"kmeans:{w.label}"),
-        )
-        snapped_rows = km.reconstruct(dtype)
-        snapped = layout.restore(snapped_rows)
-        labels = layout.restore(km.labels)
+        rng_salt = f"kmeans:{w.label}"
+
+        def cluster(scaled: bool) -> _Clustering:
+            return _cluster(array, bits, axis if cfg.per_channel else None, cfg.channel_group,
+                            axis if scaled else None, importance, cfg, context.rng(rng_salt))
+
+        can_scale = axis is not None and array.shape[axis] > 1
+        if cfg.channel_scale == "on" and can_scale:
+            c = cluster(True)
+        elif cfg.channel_scale == "auto" and can_scale:
+            plain, scaled = cluster(False), cluster(True)
+            # Scales cost one float per channel: worth it when they cut the error clearly.
+            c = scaled if scaled.objective < _SCALE_GAIN * plain.objective else plain
+        else:
+            c = cluster(False)
+        km = c.km
+        snapped = c.snapped
         k_used = km.codebook.shape[1]
         index_bits = max(1, math.ceil(math.log2(k_used))) if k_used > 1 else 1
-        codebook = km.codebook.astype(dtype)
 
         ref = array.astype(np.float64)
         diff = snapped.astype(np.float64) - ref
@@ -339,30 +362,32 @@ class WeightSharing(Pass):
             "requested_bits": bits,
             "clusters_used": int(km.used.max()),
             "codebooks": int(km.codebook.shape[0]),
+            "channel_scales": c.scales is not None,
             "iterations": km.iterations,
-            "storage": storage,
-            "sensitivity": sample_weight is not None,
+            "sensitivity": importance is not None,
         }
-        if sample_weight is not None:
-            imp = layout.restore(sample_weight) if sample_weight.shape == rows.shape else None
-            if imp is not None:
-                werr = float(np.sqrt((imp * diff**2).sum() / max((imp * ref**2).sum(), 1e-30)))
-                extra["weighted_error"] = round(werr, 6)
+        if importance is not None:
+            werr = float(np.sqrt((importance * diff**2).sum() / max((importance * ref**2).sum(),
+                                                                     1e-30)))
+            extra["weighted_error"] = round(werr, 6)
         bytes_before = w.nbytes
         sparsity = float(np.mean(snapped == 0))
+        storage = formats.choose(index_bits, array.size)
         if storage == "dense":
             w.set_numpy(snapped)
             bytes_after = w.nbytes
             extra["stored_bits"] = 8 * dtype.itemsize
         else:
-            eff_storage = storage
-            if storage == "int4" and index_bits > 4:
-                eff_storage = "packed"  # the model is at opset 21: BitShift planes work
-            bytes_after = _rewrite(w, labels, codebook, layout, index_bits, eff_storage, constants)
-            extra["storage"] = eff_storage
-            extra["stored_bits"] = index_bits if eff_storage != "uint8" else 8
-            if eff_storage == "int4":
-                extra["stored_bits"] = 4
+            side = c.codebook.nbytes + (c.scales.nbytes if c.scales is not None else 0)
+            if km.codebook.shape[0] > 1:
+                side += 4 * c.layout.channels
+            estimate = _estimate_bytes(storage, index_bits, array.size, side)
+            if estimate >= bytes_before:
+                result.skip(w.label, "indices + codebook would not be smaller than the tensor")
+                return None
+            bytes_after = _rewrite(w, c, index_bits, storage, constants)
+            extra["stored_bits"] = _STORED_BITS.get(storage, index_bits)
+        extra["storage"] = storage
         return LayerStat(
             name=w.label,
             op_type="/".join(w.op_types),
@@ -374,6 +399,135 @@ class WeightSharing(Pass):
             error=round(error, 6),
             extra=extra,
         )
+
+
+# Channel scales are used (channel_scale="auto") when they cut the weighted squared error by
+# at least this factor.
+_SCALE_GAIN = 0.8
+
+
+@dataclass
+class _Clustering:
+    """One tensor's k-means result in its own layout."""
+
+    km: kmeans.KMeansResult
+    layout: _Layout
+    labels: np.ndarray  # uint8, the weight's shape
+    codebook: np.ndarray  # [rows, k] in the weight's dtype
+    scales: np.ndarray | None  # [channels] in the weight's dtype, along layout.scale_axis
+    scale_axis: int | None
+    snapped: np.ndarray  # what the decode graph computes, the weight's shape and dtype
+    objective: float  # (importance-)weighted squared error
+
+
+def _cluster(
+    array: np.ndarray,
+    bits: int,
+    row_axis: int | None,
+    group: int,
+    scale_axis: int | None,
+    importance: np.ndarray | None,
+    cfg: WeightSharingConfig,
+    rng: np.random.Generator,
+) -> _Clustering:
+    """k-means of ``array``: one codebook per tensor or per group of output channels; with a
+    ``scale_axis``, channels are divided by their RMS first and share the codebook, and the
+    squared error is weighed by scale^2 so k-means minimises the error of the weight itself."""
+    dtype = array.dtype
+    work = array.astype(np.float64)
+    weight = importance
+    scales = None
+    if scale_axis is not None:
+        other = tuple(i for i in range(array.ndim) if i != scale_axis)
+        rms = np.sqrt(np.mean(work**2, axis=other))
+        # The scale is stored in the weight's dtype: normalise by exactly that value.
+        scales = rms.astype(dtype)
+        scales[~np.isfinite(scales.astype(np.float64)) | (scales == 0)] = 1
+        bshape = [1] * array.ndim
+        bshape[scale_axis] = -1
+        s = scales.astype(np.float64).reshape(bshape)
+        work = work / s
+        s2 = np.broadcast_to(s**2, array.shape)
+        weight = s2 if weight is None else weight * s2
+    cdtype = np.float64 if dtype == np.float64 else np.float32
+    rows, layout = _rows(work.astype(cdtype), row_axis, group)
+    sample_weight = None
+    if weight is not None:
+        sample_weight, _ = _rows(np.ascontiguousarray(np.broadcast_to(weight, array.shape)),
+                                 row_axis, group)
+    km = kmeans.kmeans_1d(rows, bits, sample_weight=sample_weight, init=cfg.init,
+                          max_iter=cfg.max_iter, tol=cfg.tol, rng=rng)
+    codebook = km.codebook.astype(dtype)
+    snapped = layout.restore(np.take_along_axis(codebook, km.labels.astype(np.intp), axis=1))
+    if scales is not None:
+        snapped = snapped * scales.reshape(bshape)  # in the weight's dtype, as Mul computes it
+    diff2 = (snapped.astype(np.float64) - array.astype(np.float64)) ** 2
+    objective = float((diff2 * importance).sum() if importance is not None else diff2.sum())
+    return _Clustering(km=km, layout=layout, labels=layout.restore(km.labels), codebook=codebook,
+                       scales=scales, scale_axis=scale_axis, snapped=snapped.astype(dtype),
+                       objective=objective)
+
+
+# Stored index bits per format (packed stores exactly the index bits).
+_STORED_BITS = {"int4": 4, "uint8": 8}
+# Rough protobuf bytes of the decode nodes and their small constants, per format.
+_NODE_BYTES = {"int4": 120, "uint8": 120, "packed": 330}
+
+
+@dataclass(frozen=True)
+class _Formats:
+    """Which index format each weight gets, given the option and the model's opset."""
+
+    storage: str
+    opset: int
+
+    def choose(self, index_bits: int, size: int) -> str:
+        if self.storage == "dense":
+            return "dense"
+        packed_ok = self.opset >= PACKED_MIN_OPSET
+        uint4_ok = self.opset >= UINT4_MIN_OPSET
+        if self.storage == "uint8" or index_bits == 8 or not packed_ok:
+            return "uint8"
+        if index_bits > 4 or not uint4_ok or self.storage == "packed":
+            return "packed"
+        if self.storage == "int4" or index_bits == 4:
+            return "int4"
+        # auto, 1-3 bits: a 4-bit container or exact bit planes, whichever is smaller.
+        planes = packing.packed_bytes(size, index_bits) + _NODE_BYTES["packed"]
+        return "packed" if planes < -(-size // 2) + _NODE_BYTES["int4"] else "int4"
+
+
+def _estimate_bytes(storage: str, index_bits: int, size: int, side: int) -> int:
+    """Bytes of the indices in ``storage`` plus ``side`` (codebook, scales, offsets) and nodes."""
+    if storage == "int4":
+        data = -(-size // 2)
+    elif storage == "uint8":
+        data = size
+    else:
+        data = packing.packed_bytes(size, index_bits)
+    return data + side + _NODE_BYTES[storage]
+
+
+def _annotated(model: ir.Model) -> set[str]:
+    names = set()
+    for _, graph in all_graphs(model):
+        for node in graph:
+            names.update(v.name for v in node.outputs if v.name and v.type is not None)
+    return names
+
+
+def _drop_added_annotations(original: ir.Model, upgraded: ir.Model) -> ir.Model:
+    """Forget the intermediate types/shapes the version converter inferred (its value_info would
+    otherwise be saved and, in a small model, cost more than the weight sharing saves)."""
+    keep = _annotated(original)
+    for _, graph in all_graphs(upgraded):
+        outputs = {id(v) for v in graph.outputs}
+        for node in graph:
+            for v in node.outputs:
+                if v.name not in keep and id(v) not in outputs:
+                    v.type = None
+                    v.shape = None
+    return upgraded
 
 
 # -- layouts: rows to cluster <-> the weight's own shape ------------------------------------------
@@ -461,7 +615,7 @@ class _ConstantCache:
         k = (id(w.graph), key)
         value = self._values.get(k)
         if value is None or value.graph is not w.graph:
-            value = w.add_constant(f"kmeans_{key}", array)
+            value = w.add_constant(f"kmeans.{key}", array)
             self._values[k] = value
         return value
 
@@ -476,34 +630,31 @@ def _new_initializer(w: Weight, hint: str, tensor: ir.TensorProtocol) -> ir.Valu
 
 
 def _rewrite(
-    w: Weight,
-    labels: np.ndarray,
-    codebook: np.ndarray,
-    layout: _Layout,
-    index_bits: int,
-    storage: str,
-    constants: _ConstantCache,
+    w: Weight, c: _Clustering, index_bits: int, storage: str, constants: _ConstantCache
 ) -> int:
-    """Replace ``w`` by indices -> decode -> Gather(codebook); return the bytes now stored."""
+    """Replace ``w`` by indices -> decode -> Gather(codebook) [-> Mul(scales)]; return the bytes
+    now stored."""
+    labels, codebook, layout = c.labels, c.codebook, c.layout
     base = w.name or "weight"
     shape = tuple(labels.shape)
     n = labels.size
     nodes: list[ir.Node] = []
     stored = 0
 
+    # Short names and no shape annotations: in a small model the decode nodes' protobuf
+    # overhead is a visible part of the file.
     def node(op: str, inputs: list[ir.Value], hint: str, **attrs: Any) -> ir.Value:
-        out = ir.Value(name=w.fresh_name(f"{base}_{hint}"))
-        nodes.append(ir.node(op, inputs, attributes=attrs or None, outputs=[out],
-                             name=w.fresh_name(f"{base}/kmeans/{hint}")))
+        out = ir.Value(name=w.fresh_name(f"{base}.{hint}"))
+        nodes.append(ir.node(op, inputs, attributes=attrs or None, outputs=[out]))
         return out
 
     if storage == "int4":
         t = ir.tensor(labels.astype(np.uint8), dtype=ir.DataType.UINT4)
-        idx_value = _new_initializer(w, f"{base}_kmeans_idx", t)
+        idx_value = _new_initializer(w, f"{base}.q", t)
         stored += -(-n // 2)
         idx = node("Cast", [idx_value], "idx", to=ir.DataType.INT32)
     elif storage == "uint8" or index_bits == 8:
-        idx_value = w.add_constant(f"{base}_kmeans_idx", labels.astype(np.uint8))
+        idx_value = w.add_constant(f"{base}.q", labels.astype(np.uint8))
         stored += n
         idx = node("Cast", [idx_value], "idx", to=ir.DataType.INT32)
     else:
@@ -511,7 +662,7 @@ def _rewrite(
         n_pad = packing.padded_length(n, index_bits)
         acc: ir.Value | None = None
         for p, (width, plane) in enumerate(zip(packing.plane_widths(index_bits), planes)):
-            packed = w.add_constant(f"{base}_kmeans_idx{width}", plane)
+            packed = w.add_constant(f"{base}.q{width}", plane)
             stored += plane.nbytes
             parts = 8 // width
             shifts = constants.get(w, f"shl{width}", (width * np.arange(parts, dtype=np.uint8))[:, None])
@@ -529,9 +680,9 @@ def _rewrite(
         assert acc is not None
         if n_pad > n:
             starts = constants.get(w, "zero", np.array([0], np.int64))
-            ends = w.add_constant(f"{base}_kmeans_n", np.array([n], np.int64))
+            ends = w.add_constant(f"{base}.n", np.array([n], np.int64))
             acc = node("Slice", [acc, starts, ends], "slice")
-        target = w.add_constant(f"{base}_kmeans_shape", np.array(shape, np.int64))
+        target = w.add_constant(f"{base}.shape", np.array(shape, np.int64))
         stored += 8 * len(shape)
         idx = node("Reshape", [acc, target], "idx")
 
@@ -543,15 +694,18 @@ def _rewrite(
         offsets = (layout.row_of_channel() * k).astype(np.int32)
         oshape = [1] * len(shape)
         oshape[layout.axis] = layout.channels
-        off = w.add_constant(f"{base}_kmeans_offsets", offsets.reshape(oshape))
+        off = w.add_constant(f"{base}.off", offsets.reshape(oshape))
         stored += offsets.nbytes
         idx = node("Add", [idx, off], "offset")
-    book = w.add_constant(f"{base}_kmeans_codebook", np.ascontiguousarray(codebook.reshape(-1)))
+    book = w.add_constant(f"{base}.codebook", np.ascontiguousarray(codebook.reshape(-1)))
     stored += codebook.nbytes
-    out = ir.Value(name=w.fresh_name(f"{base}_kmeans"), shape=ir.Shape(shape),
-                   type=ir.TensorType(w.dtype))
-    nodes.append(ir.node("Gather", [book, idx], attributes={"axis": 0}, outputs=[out],
-                         name=w.fresh_name(f"{base}/kmeans/Gather")))
+    out = node("Gather", [book, idx], "w", axis=0)
+    if c.scales is not None and c.scale_axis is not None:
+        sshape = [1] * len(shape)
+        sshape[c.scale_axis] = c.scales.size
+        scale = w.add_constant(f"{base}.scale", c.scales.reshape(sshape))
+        stored += c.scales.nbytes
+        out = node("Mul", [out, scale], "scaled")
     original_name = w.name
     w.insert_nodes(nodes)
     w.replace_uses(out)
