@@ -14,7 +14,13 @@ from typing import Any
 
 import onnx_ir as ir
 
-from onnxcompress.model import load_model, model_file_bytes, save_model, to_proto
+from onnxcompress.model import (
+    check_output_path,
+    load_model,
+    model_file_bytes,
+    save_model,
+    to_proto,
+)
 from onnxcompress.pipeline import Pipeline
 from onnxcompress.report import CompressionReport, SizeInfo
 from onnxcompress.stats import gzip_size, model_stats
@@ -78,6 +84,7 @@ def compress_file(
     pass succeeded. With ``validator``, the saved output is compared with the input.
     """
     input_path, output_path = Path(input_path), Path(output_path)
+    check_output_path(output_path, protect=(input_path,), overwrite=overwrite)
     model = load_model(input_path)
     before = size_info(model, input_path)
     result = pipeline.run(model, calibration=calibration, progress=progress)

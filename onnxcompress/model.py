@@ -292,6 +292,27 @@ def tensor_bytes(model: ir.Model) -> int:
     return total
 
 
+def check_output_path(
+    path: str | os.PathLike, *, protect: tuple[str | os.PathLike, ...] = (), overwrite: bool = False
+) -> Path:
+    """Raise SaveError if ``path`` cannot or must not be written; called before long work."""
+    path = Path(path)
+    for p in protect:
+        if Path(p).exists() and path.exists() and path.resolve() == Path(p).resolve() and not overwrite:
+            raise SaveError(
+                f"{path}: refusing to overwrite the input model.",
+                hint="choose another output path, or pass overwrite=True (--overwrite).",
+            )
+    if path.exists() and path.is_dir():
+        raise SaveError(f"{path}: is a directory.", hint="give a file name ending in .onnx.")
+    parent = path.parent
+    if not parent.is_dir():
+        raise SaveError(f"{path}: folder '{parent}' does not exist.")
+    if not os.access(parent, os.W_OK):
+        raise SaveError(f"{path}: folder '{parent}' is not writable.")
+    return path
+
+
 def save_model(
     model: ir.Model,
     path: str | os.PathLike,
@@ -307,20 +328,8 @@ def save_model(
     place, so a failure never leaves a half-written output. ``protect`` lists paths (the input
     model) that are never replaced unless ``overwrite`` is set.
     """
-    path = Path(path)
-    for p in protect:
-        if Path(p).exists() and path.exists() and path.resolve() == Path(p).resolve() and not overwrite:
-            raise SaveError(
-                f"{path}: refusing to overwrite the input model.",
-                hint="choose another output path, or pass overwrite=True (--overwrite).",
-            )
-    if path.exists() and path.is_dir():
-        raise SaveError(f"{path}: is a directory.", hint="give a file name ending in .onnx.")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise SaveError(f"{path}: folder '{parent}' does not exist.")
-    if not os.access(parent, os.W_OK):
-        raise SaveError(f"{path}: folder '{parent}' is not writable.")
+    path = check_output_path(path, protect=protect, overwrite=overwrite)
+    parent = path.parent
     if external_data is None:
         external_data = tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD
     data_name = path.name + ".data"
