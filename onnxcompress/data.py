@@ -95,14 +95,18 @@ class FeedSource:
         parent = self
 
         def make() -> Iterator[Mapping[str, Any]]:
+            if n <= 0:
+                return
             for i, feed in enumerate(parent._make_iter()):
-                if i >= n:
-                    return
                 yield feed
+                if i + 1 >= n:
+                    return  # before pulling one more from a reader
 
         labels = self.labels[:n] if self.labels is not None else None
+        # (a known length only: counting a reader would read all of it)
+        length = min(n, self._length) if self._length is not None else None
         return FeedSource(make, specs=self.specs, labels=labels, description=self.description,
-                          length=min(n, len(self)))
+                          length=length)
 
     def with_specs(self, specs: list[InputSpec]) -> FeedSource:
         return FeedSource(self._make_iter, specs=specs, labels=self.labels,
@@ -256,47 +260,51 @@ def _folder_labels(files: list[Path], keys: tuple[str, ...] = LABEL_KEYS) -> np.
 
 
 def _from_reader(reader: Any, specs: list[InputSpec] | None, name: str) -> FeedSource:
-    cache: list[Mapping[str, Any]] = []
-    state = {"exhausted": False}
+    if hasattr(reader, "rewind"):
+        state = {"started": False}
 
-    def make() -> Iterator[Mapping[str, Any]]:
-        if state["exhausted"]:
-            if hasattr(reader, "rewind"):
-                reader.rewind()
-            else:
-                yield from cache
-                return
-        use_cache = not hasattr(reader, "rewind")
-        while True:
-            feed = reader.get_next()
-            if feed is None:
-                break
-            if use_cache:
-                cache.append(feed)
-            yield feed
-        state["exhausted"] = True
+        def make() -> Iterator[Mapping[str, Any]]:
+            if state["started"]:
+                reader.rewind()  # also after an abandoned pass (take(), a failed run)
+            state["started"] = True
+            while (feed := reader.get_next()) is not None:
+                yield feed
 
-    return FeedSource(make, specs=specs, description=name)
+        return FeedSource(make, specs=specs, description=name)
+    return FeedSource(_replayable(reader.get_next), specs=specs, description=name)
 
 
 def _from_iterable(items: Iterable[Any], specs: list[InputSpec] | None, name: str) -> FeedSource:
     if isinstance(items, (list, tuple)):
         seq = list(items)
         return FeedSource(lambda: iter(seq), specs=specs, description=name, length=len(seq))
-    cache: list[Any] = []
     iterator = iter(items)
+    return FeedSource(_replayable(lambda: next(iterator, None)), specs=specs, description=name)
+
+
+def _replayable(pull: Callable[[], Any]) -> Callable[[], Iterator[Any]]:
+    """Iterations over a one-shot source (``pull`` returns None at the end): items are cached as
+    they are read, so every pass starts from the first item, even after an abandoned one."""
+    cache: list[Any] = []
     state = {"done": False}
 
-    def make() -> Iterator[Mapping[str, Any]]:
-        if state["done"]:
-            yield from cache
-            return
-        for feed in iterator:
-            cache.append(feed)
-            yield feed
-        state["done"] = True
+    def make() -> Iterator[Any]:
+        i = 0
+        while True:
+            if i < len(cache):
+                yield cache[i]
+            elif state["done"]:
+                return
+            else:
+                item = pull()
+                if item is None:
+                    state["done"] = True
+                    return
+                cache.append(item)
+                yield item
+            i += 1
 
-    return FeedSource(make, specs=specs, description=name)
+    return make
 
 
 # -- synthetic inputs ---------------------------------------------------------------------------

@@ -210,3 +210,21 @@ def test_float16_inputs_of_the_compressed_model_get_cast_feeds():
     assert report.passed and 0 < report.output("y").rel_l2 < 1e-2
     assert report.layers.samples == 16
     assert report.output("y").outside is None  # no allclose check was asked for
+
+
+def test_a_reader_cut_short_by_samples_feeds_the_layers_the_same_samples(mlp):
+    class Reader:
+        calls = 0
+
+        def __init__(self):
+            r = np.random.default_rng(5)
+            self.items = iter([{"x": r.standard_normal((1, 16)).astype(np.float32)} for _ in range(6)])
+
+        def get_next(self):
+            Reader.calls += 1
+            return next(self.items, None)
+
+    report = compare_models(mlp, perturbed(mlp, "fc2.weight"), Reader(), samples=2, layers=True)
+    y_layer = next(s for s in report.layers.layers if s.name == "y")
+    assert report.samples == report.layers.samples == 2 and Reader.calls == 2
+    assert y_layer.rel_l2 == pytest.approx(report.output("y").rel_l2, rel=1e-5)
