@@ -606,6 +606,14 @@ def render_report(d: Mapping[str, Any], *, max_layers: int = 30) -> str:
             )
         for note in o["notes"]:
             lines.append(f"  {o['name']}: note: {note}")
+    groups: dict[str, list[str]] = {}
+    for o in d["outputs"]:
+        if o["kind"] == "float":
+            tol = ", ".join(f"{k}={v:g}" for k, v in o["tolerance"].items()) or "none"
+            groups.setdefault(tol, []).append(o["name"])
+    for tol, names in groups.items():
+        who = "every output" if len(groups) == 1 and len(names) > 1 else ", ".join(names)
+        lines.append(f"  tolerance ({who}): {tol}; NaN/Inf must match")
     layers = d.get("layers")
     if layers is not None:
         lines.extend(_render_layers(layers, max_layers))
