@@ -147,6 +147,11 @@ def compare_layers(
     if any(_has_subgraph(n) for n in original.graph):
         notes.append("tensors inside subgraphs (If/Loop/Scan bodies) are not compared one by one.")
     names = [v.name for _, _, v in shared]
+    if not names:
+        notes.append(
+            "no float activation has the same name in both models, so none can be compared; the "
+            "compressed model was renamed (onnxcompress passes keep activation names)."
+        )
     # A tensor the compressed model quantizes is seen downstream through its Q -> DQ pair; compare
     # that (a quantizer may also fold a Relu into the Q's range and give the Relu's name to the
     # tensor before it, so the bare name would carry pre-activation values).

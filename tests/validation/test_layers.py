@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import onnx
 import pytest
 
 from onnxcompress.validation import compare_models
@@ -65,3 +66,17 @@ def test_memory_budget_splits_the_tensors_into_groups_with_the_same_results():
     assert any("groups" in n for n in split.notes) and not whole.notes
     assert split.samples == whole.samples == 3
     assert [(s.name, s.rel_l2) for s in split.layers] == [(s.name, s.rel_l2) for s in whole.layers]
+
+
+def test_renamed_model_says_why_nothing_is_compared():
+    model = h.mlp((16, 32, 10))
+    renamed = onnx.ModelProto.FromString(model.SerializeToString())
+    for node in renamed.graph.node:
+        node.input[:] = [f"r_{n}" if n not in ("x",) and "." not in n else n for n in node.input]
+        node.output[:] = [f"r_{n}" if n != "y" else n for n in node.output]
+    layers = compare_models(model, renamed, layers=True, samples=2).layers
+    assert [s.name for s in layers.layers] == ["y"] and layers.only_compressed == layers.only_original == 4
+    renamed.graph.node[-1].output[0] = "r_y"
+    renamed.graph.output[0].name = "r_y"
+    layers = compare_models(model, renamed, layers=True, samples=2).layers
+    assert layers.layers == [] and "renamed" in layers.notes[0]
