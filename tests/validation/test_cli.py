@@ -14,6 +14,7 @@ import pytest
 
 from onnxcompress import WeightIndex
 from onnxcompress.cli import main
+from onnxcompress.passes import registered_passes
 from onnxcompress.passes.base import Pass, PassConfig, PassContext, PassResult, option
 from tests import helpers as h
 from tests.conftest import MODELS, REPO
@@ -229,3 +230,16 @@ def test_compress_validate_passes_and_fails(capsys, files, tmp_path):
 def test_compress_tolerance_flags_need_validate(capsys, files, tmp_path):
     code, _, err = run(capsys, "compress", files["a"], "-o", tmp_path / "x.onnx", "--simplify", "--atol", "1")
     assert "--atol given without --validate" in one_line_error(code, err)
+
+
+@pytest.mark.skipif(
+    "kmeans" not in registered_passes() or not (MODELS / "digits_eval.npz").exists(),
+    reason="needs the kmeans pass and models/",
+)
+def test_layers_names_the_one_layer_a_real_pass_compressed(capsys, tmp_path):
+    out = tmp_path / "k.onnx"
+    model, data = MODELS / "digits_mlp.onnx", MODELS / "digits_eval.npz"
+    argv = ["compress", model, "-o", out, "--kmeans", "2", "--exclude", "fc1.*", "--exclude", "fc3.*", "-q"]
+    assert run(capsys, *argv)[0] == 0
+    code, text, _ = run(capsys, "compare", model, out, "--data", data, "--samples", "20", "--layers")
+    assert code == 1 and "1. /fc2/Gemm_output_0 (Gemm '/fc2/Gemm')" in text
