@@ -614,6 +614,14 @@ class _Analyzer:
             self.freeze_inputs(node, f"{op} {name} has subgraphs")
             return
         handler = getattr(self, f"op_{op}", None)
+        compute = op in ("Conv", "ConvTranspose", "Gemm", "MatMul")
+        if compute:
+            # Channels feeding a weight or bias slot are read as parameters: keep them.
+            for v in node.inputs[1:]:
+                self.g.freeze_layout(self.layout(v), f"{op} {name} reads them as a parameter")
+        elif ins[0] is None and op not in ELEMENTWISE_OPS and op != "Concat":
+            self.freeze_inputs(node, f"{op} {name} reads them as a parameter")
+            return
         if handler is not None:
             handler(node)
         elif op in UNARY_OPS:
