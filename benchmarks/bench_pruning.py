@@ -216,8 +216,11 @@ def channel_pruning(models: list[tuple], latency_runs: int, repeats: int, quick:
             if quick:
                 settings = settings[:1]
             for options in settings:
-                for importance in ("magnitude", "data"):
-                    if importance == "data" and (calib is None or options != settings[0]):
+                # auto without data = BatchNormalization statistics where the model has them.
+                for importance in ("auto", "magnitude", "data"):
+                    if importance != "auto" and options != settings[0]:
+                        continue
+                    if importance == "data" and calib is None:
                         continue
                     model, res, secs = run_pass(
                         path,
@@ -242,7 +245,8 @@ def channel_pruning(models: list[tuple], latency_runs: int, repeats: int, quick:
                     row["output_cosine"] = cosine(base_out, session(out, threads=2).run(None, feed))
                     if ev is not None:
                         row["agreement"], row["accuracy"] = agreement(base, out, inp, ev[inp], ev["labels"])
-                    if importance == "magnitude":
+                    row["importance"] = res.metrics.get("importance", importance)
+                    if importance == "auto":
                         row.update(latency_ratio(path, out, feed, latency_runs, repeats))
                     rows.append(row)
                     print(
@@ -303,7 +307,8 @@ def render(data: dict) -> str:
         "",
         "Agreement: top-1 agreement with the original on the eval split; accuracy: against the labels. "
         "`data` = Wanda-style importance + bias correction with the model's calibration split; "
-        "`magnitude` = the classic baseline (no data).",
+        "`magnitude` = the classic baseline (no data). The default (`auto`) is `data` when calibration "
+        "data is given, else `magnitude`.",
         "",
         "| model | pattern | sparsity | importance | agreement | accuracy |",
         "|---|---|---|---|---|---|",
@@ -340,7 +345,10 @@ def render(data: dict) -> str:
         "## Channel pruning",
         "",
         "Ratios are original / pruned. Latency: onnxruntime CPU, 1 thread, runs alternated, median; "
-        "speedup is the median of the repeats (range in brackets).",
+        "speedup is the median of the repeats (range in brackets). Importance: `magnitude` = weight "
+        "norms only; `batchnorm statistics` = the default without data (channel means and spreads "
+        "from BatchNormalization, for ranking and bias correction); `data` = the calibration split. "
+        "Agreement: top-1 with the original on the eval split; output cosine: on one input.",
         "",
         "| model | options | importance | params | MACs | file | speedup | agreement | output cosine |",
         "|---|---|---|---|---|---|---|---|---|",
