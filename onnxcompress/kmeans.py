@@ -292,8 +292,11 @@ def _lloyd(
         )
         rows = active[:, None]
         sx = np.diff(px[rows, bounds], axis=1)
-        sw = (np.diff(pw[rows, bounds], axis=1) if pw is not None
-              else np.diff(bounds, axis=1).astype(np.float64))
+        sw = (
+            np.diff(pw[rows, bounds], axis=1)
+            if pw is not None
+            else np.diff(bounds, axis=1).astype(np.float64)
+        )
         pinned = fixed_zero[active, None] & (ca == 0)
         keep = (sw <= 0) | pinned
         new = np.where(keep, ca, sx / np.where(sw > 0, sw, 1.0))
@@ -302,8 +305,9 @@ def _lloyd(
             if px2 is None:
                 px2 = _prefix_sq(s, pw)
             for r in np.flatnonzero(empty.any(axis=1)):
-                if _reseed(s[active[r]], px2[active[r]], bounds[r], sx[r], sw[r], new[r],
-                           empty[r], pinned[r]):
+                if _reseed(
+                    s[active[r]], px2[active[r]], bounds[r], sx[r], sw[r], new[r], empty[r], pinned[r]
+                ):
                     moved[r] = True
         new.sort(axis=1)
         shift = np.abs(new - ca).max(axis=1)
@@ -341,7 +345,7 @@ def _reseed(
     sse = np.where(splittable, sse, -1.0)
     targets = np.argsort(-sse, kind="stable")
     changed = False
-    for e, j in zip(np.flatnonzero(empty), targets):
+    for e, j in zip(np.flatnonzero(empty), targets, strict=False):
         if sse[j] <= 0:
             break
         a, b = int(bounds[j]), int(bounds[j + 1])
@@ -368,8 +372,9 @@ def _finalize(
     """
     g_rows, n = x.shape
     k = centroids.shape[1]
-    grid = int(min(_GRID_MAX, max(64, 1 << int(np.ceil(np.log2(max(n, 2))))),
-                   max(64, _GRID_TOTAL_MAX // g_rows)))
+    grid = int(
+        min(_GRID_MAX, max(64, 1 << int(np.ceil(np.log2(max(n, 2))))), max(64, _GRID_TOTAL_MAX // g_rows))
+    )
     mids_all = 0.5 * (centroids[:, 1:] + centroids[:, :-1])
     books = np.zeros((g_rows, k), dtype=np.float64)
     used = np.zeros(g_rows, dtype=np.int64)
@@ -419,7 +424,7 @@ def _finalize(
     codebook = books[:, :k_used]
 
     xf = x if x.dtype == np.float64 else x.astype(np.float32, copy=False)
-    cell = ((xf - lo[:, None].astype(xf.dtype)) * scale[:, None].astype(xf.dtype))
+    cell = (xf - lo[:, None].astype(xf.dtype)) * scale[:, None].astype(xf.dtype)
     cell = cell.astype(np.int32)
     np.clip(cell, 0, grid - 1, out=cell)
     cell += (np.arange(g_rows, dtype=np.int32) * grid)[:, None]

