@@ -20,12 +20,16 @@ from onnxcompress.model import load_model, save_model
 from onnxcompress.passes import *  # noqa: F403 - the passes are part of the public API
 from onnxcompress.passes import __all__ as _passes_all
 from onnxcompress.pipeline import Pipeline, PipelineResult, compress
+from onnxcompress.testing import assert_equivalent
+from onnxcompress.validation import compare_models
 from onnxcompress.weights import Weight, WeightIndex
 
 __all__ = [
     "__version__",
     "compress",
     "compress_file",
+    "compare_models",
+    "assert_equivalent",
     "load_model",
     "save_model",
     "Pipeline",
