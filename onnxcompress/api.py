@@ -14,6 +14,7 @@ from typing import Any
 
 import onnx_ir as ir
 
+from onnxcompress.errors import DataError
 from onnxcompress.model import (
     check_output_path,
     load_model,
@@ -85,6 +86,9 @@ def compress_file(
     """
     input_path, output_path = Path(input_path), Path(output_path)
     check_output_path(output_path, protect=(input_path,), overwrite=overwrite)
+    for name, data in (("calibration", calibration), ("validation", validation_data)):
+        if isinstance(data, (str, os.PathLike)) and not Path(data).exists():
+            raise DataError(f"{data}: no such {name} data file or folder.")
     model = load_model(input_path)
     before = size_info(model, input_path)
     result = pipeline.run(model, calibration=calibration, progress=progress)

@@ -141,3 +141,10 @@ def test_python_dash_m_entry_point(tmp_path, model_files):
     proc = subprocess.run([sys.executable, "-m", "onnxcompress", "inspect", str(tmp_path / "missing.onnx")],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_missing_validation_data_fails_before_writing(capsys, model_files, tmp_path):
+    out = tmp_path / "o.onnx"
+    code, _, err = run_cli(capsys, "compress", model_files["mlp"], "-o", out, "--simplify", "--validate",
+                           "--validate-data", tmp_path / "nope.npz")
+    assert code == 2 and "no such validation data" in err and not out.exists()
