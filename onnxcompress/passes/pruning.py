@@ -14,6 +14,9 @@ Three patterns, one pass:
 Importance is weight magnitude, or with calibration data the magnitude scaled by the input
 activation's RMS per channel, as Wanda does (Sun et al., 2023): ``|W_ij| * ||x_j||``. For channels
 the data-aware score is each channel's contribution to its consumers, ``||W[:, c]|| * ||x_c||``.
+With data, the mean contribution of what was removed moves into the layer's bias (bias
+correction), which keeps each output's mean. Channel pruning without data takes the channel
+means and spreads from the BatchNormalization statistics instead, where the model has them.
 """
 
 from __future__ import annotations
