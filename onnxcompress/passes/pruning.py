@@ -90,7 +90,7 @@ class PruneConfig(PassConfig):
         flag="--prune-importance",
         choices=("auto", "magnitude", "data"),
         help="auto: data-aware (magnitude x input activation RMS) when calibration data is "
-        "given, else magnitude",
+        "given, else magnitude (channel pattern: BatchNormalization statistics where present)",
     )
     min_size: int = option(
         default=DEFAULT_MIN_SIZE,
