@@ -121,7 +121,7 @@ class Calibrator:
     """
 
     def __init__(self, method: str = "percentile", *, percentile: float = 99.999,
-                 bins: int = DEFAULT_BINS) -> None:
+                 bins: int = DEFAULT_BINS, channel_axes: dict[str, int] | None = None) -> None:
         if method not in CALIBRATE_METHODS:
             raise ConfigError(
                 f"calibrate_method '{method}' is not one of {', '.join(CALIBRATE_METHODS)}."
@@ -135,6 +135,9 @@ class Calibrator:
         self.bins = bins
         self._hist: dict[str, StreamingHistogram] = {}
         self._minmax: dict[str, list[float]] = {}
+        # Per-channel max |x| of the tensors in ``channel_axes`` (one float per channel).
+        self.channel_axes = dict(channel_axes or {})
+        self._channel_max: dict[str, np.ndarray] = {}
         self.samples = 0
 
     @property
@@ -144,12 +147,34 @@ class Calibrator:
     @property
     def state_bytes(self) -> int:
         """Bytes of statistics held (flat in the number of samples)."""
-        return sum(h.nbytes + 64 for h in self._hist.values()) + 32 * len(self._minmax)
+        return (sum(h.nbytes + 64 for h in self._hist.values()) + 32 * len(self._minmax)
+                + sum(a.nbytes for a in self._channel_max.values()))
+
+    def channel_spread(self, name: str) -> float | None:
+        """max / median of the per-channel max |x| (1 when all channels span alike).
+
+        One per-tensor int8 scale serves every channel; when a few channels span 10x more than
+        the rest, the rest keep only a few levels. None if ``name`` had no channel statistics.
+        """
+        a = self._channel_max.get(name)
+        if a is None or a.size < 2:
+            return None
+        live = a[a > 0]
+        if live.size == 0:
+            return 1.0
+        return float(live.max() / max(float(np.median(live)), 1e-30))
 
     def update(self, name: str, values: np.ndarray) -> None:
         arr = np.asarray(values)
         if arr.dtype.kind != "f" or arr.size == 0:
             return
+        axis = self.channel_axes.get(name)
+        if axis is not None and arr.ndim >= 2:
+            ax = axis % arr.ndim
+            per = np.abs(arr).max(axis=tuple(i for i in range(arr.ndim) if i != ax))
+            per = np.nan_to_num(per.astype(np.float32), nan=0.0, posinf=0.0)
+            cur = self._channel_max.get(name)
+            self._channel_max[name] = per if cur is None or cur.shape != per.shape else np.maximum(cur, per)
         if self.method == "minmax":
             lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
             cur = self._minmax.get(name)

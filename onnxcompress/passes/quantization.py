@@ -67,6 +67,10 @@ DEFAULT_CALIBRATE_METHOD = "percentile"
 # multiply-adds per output value to amortize requantization, a MatMul/Gemm enough weights.
 MIN_CONV_REDUCTION = 16  # (C_in / group) * kh * kw
 MIN_MATMUL_WEIGHTS = 4096  # K * N
+# One int8 scale per activation tensor: when the largest channel spans more than this many times
+# the median channel, the small channels keep too few levels (BN-folded depthwise nets such as
+# PP-PicoDet/MobileNet); such a node computes in float, its weights stored in int8.
+MAX_CHANNEL_SPREAD = 4.0
 # Smaller weights stay float: int8 would save less than its scales cost.
 MIN_STORAGE_WEIGHTS = 64
 # The int8 model may be this much slower than float before the speed guard steps in (noise).
@@ -305,7 +309,12 @@ class Quantize(Pass):
         if units:
             plan = _make_plan(model, units, cfg)
             feeds, source = self._calibration_feeds(model, context, cfg, result)
-            calibrator = Calibrator(cfg.calibrate_method, percentile=cfg.percentile)
+            axes = {}
+            for u in units:
+                axis = 1 if u.node.op_type == "Conv" else -1
+                axes[u.activation.name] = axes[u.output.name] = axis
+            calibrator = Calibrator(cfg.calibrate_method, percentile=cfg.percentile,
+                                    channel_axes=axes)
             names = [v.name for v in plan.tensors if id(v) not in plan.same_scale and v.name]
             start = time.perf_counter()
             collect(model, names, feeds, calibrator, max_samples=cfg.calibration_samples,
@@ -317,6 +326,20 @@ class Quantize(Pass):
                 "state_bytes": calibrator.state_bytes,
             }
             ranges = calibrator.ranges(symmetric=cfg.symmetric_activations)
+            kept = []
+            for u in units:
+                spread = max((calibrator.channel_spread(v.name) or 1.0)
+                             for v in (u.activation, u.output))
+                if spread > MAX_CHANNEL_SPREAD and not cfg.op_types_to_quantize:
+                    result.skip(_unit_key(u.node), (
+                        f"activation channel ranges differ more than {MAX_CHANNEL_SPREAD:.0f}x "
+                        "(one int8 scale per tensor would crush the small channels): compute "
+                        "float, weights int8"))
+                    result.metrics.setdefault("channel_spread", {})[_unit_key(u.node)] = round(
+                        spread, 1)
+                else:
+                    kept.append(u)
+            units = kept
 
         def build_static(m: ir.Model, chosen: list[str], res: PassResult) -> ir.Model:
             if chosen:

