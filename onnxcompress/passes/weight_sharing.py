@@ -915,7 +915,9 @@ def _rewrite(
     # Short names and no shape annotations: in a small model the decode nodes' protobuf
     # overhead is a visible part of the file.
     def node(op: str, inputs: list[ir.Value], hint: str, **attrs: Any) -> ir.Value:
-        out = ir.Value(name=w.fresh_name(f"{base}.{hint}"))
+        # Intermediate values get short generic names (each appears twice in the file); the
+        # stored tensors keep the weight's name as prefix, the decoded weight its exact name.
+        out = ir.Value(name=w.fresh_name(f"k.{hint}"))
         nodes.append(ir.node(op, inputs, attributes=attrs or None, outputs=[out]))
         return out
 
