@@ -400,7 +400,6 @@ class Prune(Pass):
         for group in groups.values():
             if not group.producers:
                 continue
-            label = _group_label(group)
             names = [p.weight.label for p in group.producers] + [p.node.name or "" for p in group.producers]
             sparsity = cfg.sparsity_for(*names)
             reason = group.frozen[0] if group.frozen else None
@@ -413,9 +412,13 @@ class Prune(Pass):
             if reason is None and sparsity == 0.0:
                 reason = "per-layer sparsity 0"
             if reason is not None:
-                result.skip(label, reason)
+                for p in group.producers:  # every tensor of a coupled group, by name
+                    result.skip(p.weight.label, reason)
                 continue
             candidates.append((group, sparsity))
+        for w in index:
+            if w.scope and w.role == ROLE_WEIGHT:
+                result.skip(w.label, "in a subgraph (If/Loop/Scan): channel pruning is main-graph only")
         use_data = bool(candidates) and self._use_data(context, result)
         stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         if use_data:
@@ -500,11 +503,6 @@ def _matched_override(cfg: PruneConfig, w: Weight) -> float | None:
         if any(n and matches(n, (pattern,)) for n in names):
             return float(value)
     return None
-
-
-def _group_label(group: _channels.Group) -> str:
-    labels = [p.weight.label for p in group.producers]
-    return labels[0] if len(labels) == 1 else f"{labels[0]} (+{len(labels) - 1} coupled)"
 
 
 _COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Gather", "LSTM", "GRU", "RNN"})

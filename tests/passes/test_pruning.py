@@ -423,6 +423,12 @@ def test_constant_node_and_subgraph_weights_are_pruned():
     }
     x = np.ones((2, 8), np.float32)
     assert h.run(proto, {"x": x, "cond": np.array(True)})[0].shape == (2, 4)
+    # Channel pruning works on the main graph and says so for weights in subgraphs.
+    res, _, _ = prune(h.if_subgraph_model(), sparsity=0.5, pattern="channel", min_size=0)
+    assert sorted(n for names in res.skipped.values() for n in names) == [
+        "branch/else_branch/W_else",
+        "branch/then_branch/W_then",
+    ]
 
 
 def test_data_aware_unstructured_uses_calibration_and_corrects_biases():
