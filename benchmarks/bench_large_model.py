@@ -77,7 +77,7 @@ src, dst, mode = sys.argv[1:4]
 start = time.perf_counter()
 report = compress_file(src, dst, Pipeline([Quantize(mode=mode)]))
 seconds = time.perf_counter() - start
-q = next(p for p in report.passes if p["pass"] == "quantize")
+q = next(p.to_dict() for p in report.result.passes if p.pass_name == "quantize")
 print(json.dumps({"seconds": seconds,
                   "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                   "notes": q["notes"], "metrics": {k: v for k, v in q["metrics"].items()

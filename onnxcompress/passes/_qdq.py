@@ -73,19 +73,22 @@ def quantize_weight(
     """Symmetric int8 weights: (q, scale); scale has one entry per ``axis`` slice (or is a scalar).
 
     ``reduce_range`` uses 7 bits ([-63, 63]) so u8 x s8 pairs cannot saturate int16 on AVX2.
+    Works with one float temporary the size of ``w`` (large weights are read from a mapping).
     """
     qmax = 63.0 if reduce_range else 127.0
     w = np.asarray(w, dtype=np.float32)
     if axis is None or w.ndim == 0:
-        amax = np.array(np.max(np.abs(w)) if w.size else 0.0, dtype=np.float32)
+        amax = np.array(max(float(w.max(initial=0.0)), -float(w.min(initial=0.0))), np.float32)
     else:
         axis = axis % w.ndim
         others = tuple(i for i in range(w.ndim) if i != axis)
-        amax = np.max(np.abs(w), axis=others) if others else np.abs(w)
+        amax = np.maximum(w.max(axis=others), -w.min(axis=others)) if others else np.abs(w)
     scale = np.where(amax > 0, amax / qmax, 1.0).astype(np.float32)
     shaped = scale if axis is None or w.ndim == 0 else _along(scale, axis, w.ndim)
-    q = np.clip(np.round(w / shaped), -qmax, qmax).astype(np.int8)
-    return q, scale
+    t = np.divide(w, shaped, dtype=np.float32)
+    np.round(t, out=t)
+    np.clip(t, -qmax, qmax, out=t)
+    return t.astype(np.int8), scale
 
 
 def dequantize_weight(q: np.ndarray, scale: np.ndarray, axis: int | None) -> np.ndarray:
@@ -108,9 +111,27 @@ def _along(v: np.ndarray, axis: int, ndim: int) -> np.ndarray:
     return np.reshape(v, shape)
 
 
-def relative_error(w: np.ndarray, w_hat: np.ndarray) -> float:
-    n = float(np.linalg.norm(w))
-    return float(np.linalg.norm(w - w_hat) / n) if n > 0 else 0.0
+def relative_error(w: np.ndarray, q: np.ndarray, scale: np.ndarray, axis: int | None) -> float:
+    """||dequantize(q) - w|| / ||w||, computed in slices (no full-size float temporaries)."""
+    w = np.asarray(w, dtype=np.float32)
+    if w.ndim == 0 or w.size <= 1 << 20:
+        diff = dequantize_weight(q, scale, axis) - w
+        num, den = float(np.dot(diff.ravel(), diff.ravel())), float(np.dot(w.ravel(), w.ravel()))
+    else:
+        num = den = 0.0
+        step = max(1, (1 << 20) // int(np.prod(w.shape[1:])))
+        for i in range(0, w.shape[0], step):
+            ws = w[i: i + step]
+            if axis is None or np.ndim(scale) == 0:
+                s = np.float32(scale)
+            elif axis % w.ndim == 0:
+                s = _along(scale[i: i + step], 0, w.ndim)
+            else:
+                s = _along(scale, axis % w.ndim, w.ndim)
+            diff = q[i: i + step].astype(np.float32) * s - ws
+            num += float(np.dot(diff.ravel(), diff.ravel()))
+            den += float(np.dot(ws.ravel().astype(np.float64), ws.ravel().astype(np.float64)))
+    return float(np.sqrt(num / den)) if den > 0 else 0.0
 
 
 class Builder:

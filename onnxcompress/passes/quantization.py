@@ -21,6 +21,7 @@ ratio is in the result's metrics.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import statistics
 import time
@@ -34,7 +35,7 @@ from onnxcompress.calibration import CALIBRATE_METHODS, Calibrator, collect
 from onnxcompress.cpu import default_reduce_range, has_vnni
 from onnxcompress.data import Feed, synthetic_feeds
 from onnxcompress.errors import OnnxCompressError
-from onnxcompress.model import EXTERNAL_DATA_THRESHOLD, tensor_bytes, to_proto
+from onnxcompress.model import EXTERNAL_DATA_THRESHOLD, external_base_dir, tensor_bytes, to_proto
 from onnxcompress.opset import opset_version, upgrade_opset
 from onnxcompress.passes._qdq import (
     DATA_INPUTS,
@@ -44,7 +45,6 @@ from onnxcompress.passes._qdq import (
     Builder,
     QParams,
     activation_qparams,
-    dequantize_weight,
     quantize_bias,
     quantize_weight,
     relative_error,
@@ -822,11 +822,10 @@ def _dequantized_weight(w: Weight, axis: int | None, reduce_range: bool, b: Buil
     """Store ``w`` as int8 and feed its consumers through a DequantizeLinear."""
     arr = w.numpy()
     q, scale = quantize_weight(arr, axis, reduce_range=reduce_range)
-    error = relative_error(arr, dequantize_weight(q, scale, axis))
+    error = relative_error(arr, q, scale, axis)
     before = w.nbytes
     del arr
-    if isinstance(w.tensor, ir.ExternalTensor):
-        w.tensor.release()
+    _release(w)
     builder = Builder(w.graph, b.names) if w.graph is not b.graph else b
     w.set_numpy(q)
     scale_v = builder.constant(f"{w.name}_scale", scale)
@@ -856,11 +855,10 @@ def _folded_weight(w: Weight, axis: int | None, b: Builder, result: PassResult) 
     """
     arr = w.numpy()
     q, scale = quantize_weight(arr, axis, reduce_range=False)
-    error = relative_error(arr, dequantize_weight(q, scale, axis))
+    error = relative_error(arr, q, scale, axis)
     before = w.nbytes
     del arr
-    if isinstance(w.tensor, ir.ExternalTensor):
-        w.tensor.release()
+    _release(w)
     builder = Builder(w.graph, b.names) if w.graph is not b.graph else b
     w.set_numpy(q)
     if axis is not None and scale.ndim == 1:
@@ -881,6 +879,15 @@ def _folded_weight(w: Weight, axis: int | None, b: Builder, result: PassResult) 
         bytes_after=q.nbytes + scale.nbytes, bits=8.0, error=round(error, 6),
         extra={"per_channel": axis is not None, "storage": w.storage, "compute": "float"},
     ))
+
+
+def _release(w: Weight) -> None:
+    """Unmap an external tensor's file pages once read (big models: keep RSS near the output)."""
+    tensor = w.tensor
+    if isinstance(tensor, ir.ExternalTensor):
+        # A view may still be alive somewhere; then the GC unmaps it later.
+        with contextlib.suppress(BufferError):
+            tensor.release()
 
 
 def _quantize_bias_input(u: _Unit, scale: np.ndarray, b: Builder, graph: ir.Graph) -> None:
@@ -931,10 +938,11 @@ def _dynamic_rewrite(w: Weight, cfg: QuantizeConfig, channelwise: bool, b: Build
         arr = arr.T
     axis = 1 if channelwise else None
     q, scale = quantize_weight(arr, axis, reduce_range=cfg.reduce_range)
-    error = relative_error(arr, dequantize_weight(q, scale, axis))
+    error = relative_error(arr, q, scale, axis)
     before = w.nbytes
-    if isinstance(w.tensor, ir.ExternalTensor):
-        w.tensor.release()
+    shape = tuple(arr.shape)
+    del arr
+    _release(w)
     users = [u.node for u in w.uses]
     base = w.name
     zp = b.constant(f"{base}_zp", np.zeros(scale.shape, dtype=np.int8))
@@ -980,7 +988,7 @@ def _dynamic_rewrite(w: Weight, cfg: QuantizeConfig, channelwise: bool, b: Build
         graph.remove(user, safe=True)
         new_out.name = name  # the output keeps its name
     result.add_layer(LayerStat(
-        name=w.label, op_type="/".join(w.op_types) or "MatMul", shape=tuple(arr.shape),
+        name=w.label, op_type="/".join(w.op_types) or "MatMul", shape=shape,
         bytes_before=before, bytes_after=q.nbytes + scale.nbytes * 2,
         bits=7.0 if cfg.reduce_range else 8.0, error=round(error, 6),
         extra={"per_channel": axis is not None, "storage": w.storage, "dynamic": True},
@@ -1043,11 +1051,11 @@ def _fold_batchnorm(model: ir.Model) -> int:
 
 
 def _copy(model: ir.Model) -> ir.Model:
-    copy = ir.serde.deserialize_model(to_proto(model))
-    for value in model.graph.initializers.values():
-        if isinstance(value.const_value, ir.ExternalTensor):
-            ir.external_data.set_base_dir(copy.graph, value.const_value.base_dir)
-            break
+    """An independent copy; external tensors stay references (a 2 GB model costs nothing)."""
+    copy = ir.serde.deserialize_model(to_proto(model, inline_external=False))
+    base_dir = external_base_dir(model)
+    if base_dir is not None:
+        ir.external_data.set_base_dir(copy.graph, base_dir)
     return copy
 
 
