@@ -102,6 +102,10 @@ _CAUSES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("mlp_opset7", "mlp_opset9", "mlp_opset11", "cnn_opset7", "cnn_opset9", "cnn_opset11",
          "ir3_mlp", "ir3_cnn"), ("quantize-per-tensor",)),
     "quantize: LSTM/GRU W and R are left float with no skip reason": (("lstm", "gru"), _QUANTIZE),
+    f"quantize: Q/DQ nodes at opset {zoo.NEWEST}, which onnxruntime {ort.__version__} has no kernel for "
+    "(rolled back, no skip reason)": (
+        ("mlp_opset_newest", "cnn_opset_newest") if zoo.NEWEST >= 28 else (),
+        ("quantize", "quantize-nodata", "quantize-per-tensor", "quantize-weights")),
     "prune channel: a main-graph initializer used only inside If/Loop/Scan is not reported": (
         ("if_weights", "loop_weights", "scan_weights"), _CHANNEL),
     "prune channel: embedding table (Gather) not reported": (("token_model", "tied_embedding"), _CHANNEL),
