@@ -320,3 +320,15 @@ def test_zoo_models_are_valid() -> None:
 def test_matrix_covers_every_registered_pass() -> None:
     covered = {p for v in all_variants().values() for p, _ in v.steps}
     assert {p for p in registered_passes() if not p.startswith("test-")} <= covered
+
+
+@pytest.mark.parametrize("model", ["constant_weights", "if_weights", "scan_weights", "lstm", "external_data"])
+def test_in_memory_model_is_not_modified(model: str) -> None:
+    """Given a ModelProto (not a path), every weight pass leaves the caller's object as it was."""
+    proto = zoo.ZOO[model].build()
+    before = proto.SerializeToString(deterministic=True)
+    feeds = _reference(model).feeds
+    for name in sorted(WEIGHT_PASSES & set(registered_passes())):
+        options = {"speed_check": False} if name == "quantize" else {}
+        onnxcompress.Pipeline([registered_passes()[name](**options)]).run(proto, calibration=feeds)
+        assert proto.SerializeToString(deterministic=True) == before, name
