@@ -234,7 +234,12 @@ class _RowSearch:
         span = a[:, -1:].astype(np.float64) - self.lo
         self.span = np.where(span > 0, span, 1.0)
         self.offset = 2.0 * np.arange(g_rows, dtype=np.float64)[:, None]
-        self.keys = (((a - self.lo) / self.span).clip(0.0, 1.0) + self.offset).ravel()
+        keys = a.astype(np.float64)  # in place from here: this is the one O(N) step
+        keys -= self.lo
+        keys /= self.span
+        np.clip(keys, 0.0, 1.0, out=keys)
+        keys += self.offset
+        self.keys = keys.ravel()
         self.base = (np.arange(g_rows) * n)[:, None]
 
     def rows(self, rows: np.ndarray, v: np.ndarray, side: str = "left") -> np.ndarray:
@@ -271,7 +276,6 @@ def _lloyd(
     """
     g_rows, n = s.shape
     c = c.copy()
-    px2: np.ndarray | None = None
     reseed_until = max(1, max_iter // 2)
     active = np.arange(g_rows)
     search = _RowSearch(s)
@@ -302,12 +306,8 @@ def _lloyd(
         new = np.where(keep, ca, sx / np.where(sw > 0, sw, 1.0))
         empty = (sw <= 0) & ~pinned
         if it <= reseed_until and empty.any():
-            if px2 is None:
-                px2 = _prefix_sq(s, pw)
             for r in np.flatnonzero(empty.any(axis=1)):
-                if _reseed(
-                    s[active[r]], px2[active[r]], bounds[r], sx[r], sw[r], new[r], empty[r], pinned[r]
-                ):
+                if _reseed(s[active[r]], bounds[r], sw[r], new[r], empty[r], pinned[r]):
                     moved[r] = True
         new.sort(axis=1)
         shift = np.abs(new - ca).max(axis=1)
@@ -316,37 +316,26 @@ def _lloyd(
     return c, it
 
 
-def _prefix_sq(s: np.ndarray, pw: np.ndarray | None) -> np.ndarray:
-    """Prefix sums of w*x^2 along each sorted row (w = 1 when unweighted)."""
-    out = np.zeros((s.shape[0], s.shape[1] + 1), dtype=np.float64)
-    sq = s.astype(np.float64) ** 2
-    if pw is not None:
-        sq *= np.diff(pw, axis=1)
-    np.cumsum(sq, axis=1, out=out[:, 1:])
-    return out
-
-
 def _reseed(
     row: np.ndarray,
-    px2: np.ndarray,
     bounds: np.ndarray,
-    sx: np.ndarray,
     sw: np.ndarray,
     new: np.ndarray,
     empty: np.ndarray,
     pinned: np.ndarray,
 ) -> bool:
-    """Move the empty centroids of one row into the clusters with the largest squared error:
-    the split cluster's centroid goes to its first quartile, the moved one to its third."""
-    sse = np.diff(px2[bounds]) - np.where(sw > 0, sx * sx / np.where(sw > 0, sw, 1.0), 0.0)
+    """Move the empty centroids of one row into the widest clusters (weight x range^2, a cheap
+    stand-in for the squared error that needs no extra pass over the data): the split cluster's
+    centroid goes to its first quartile, the moved one to its third."""
     size = np.diff(bounds)
-    first, last = row[np.minimum(bounds[:-1], row.size - 1)], row[np.maximum(bounds[1:] - 1, 0)]
-    splittable = (size >= 2) & (first != last) & ~pinned
-    sse = np.where(splittable, sse, -1.0)
-    targets = np.argsort(-sse, kind="stable")
+    first = row[np.minimum(bounds[:-1], row.size - 1)].astype(np.float64)
+    last = row[np.maximum(bounds[1:] - 1, 0)].astype(np.float64)
+    spread = sw * (last - first) ** 2
+    spread = np.where((size >= 2) & (first != last) & ~pinned, spread, -1.0)
+    targets = np.argsort(-spread, kind="stable")
     changed = False
     for e, j in zip(np.flatnonzero(empty), targets, strict=False):
-        if sse[j] <= 0:
+        if spread[j] <= 0:
             break
         a, b = int(bounds[j]), int(bounds[j + 1])
         new[j] = float(row[a + (b - a) // 4])
