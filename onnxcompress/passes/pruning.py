@@ -161,11 +161,16 @@ class PruneConfig(PassConfig):
         m = _NM.match(str(self.pattern))
         return (int(m.group(1)), int(m.group(2))) if m else None
 
-    def sparsity_for(self, *names: str) -> float:
+    def override_for(self, *names: str) -> float | None:
+        """The per-layer sparsity of the first ``layers`` pattern matching one of ``names``."""
         for pattern, value in self.layers.items():
             if any(n and matches(n, (pattern,)) for n in names):
                 return float(value)
-        return self.sparsity
+        return None
+
+    def sparsity_for(self, *names: str) -> float:
+        override = self.override_for(*names)
+        return self.sparsity if override is None else override
 
 
 class Prune(Pass):
@@ -288,7 +293,10 @@ class Prune(Pass):
                 masks[w.label] = _nm_mask(scores[w.label], w.in_axis, *nm)
         else:
             global_pool = [
-                (w, s) for w, s in chosen if cfg.scope == "global" and _matched_override(cfg, w) is None
+                (w, s)
+                for w, s in chosen
+                if cfg.scope == "global"
+                and cfg.override_for(w.label, *(u.node.name or "" for u in w.uses)) is None
             ]
             if global_pool:
                 masks.update(_global_masks([(w, scores[w.label]) for w, _ in global_pool], cfg.sparsity))
@@ -397,11 +405,13 @@ class Prune(Pass):
         first, last = _first_last_nodes(model, index)
         groups = graph.groups()
         candidates: list[tuple[_channels.Group, float]] = []
+        overridden: set[int] = set()  # groups with a per-layer sparsity: outside the global pool
         for group in groups.values():
             if not group.producers:
                 continue
             names = [p.weight.label for p in group.producers] + [p.node.name or "" for p in group.producers]
-            sparsity = cfg.sparsity_for(*names)
+            override = cfg.override_for(*names)
+            sparsity = cfg.sparsity if override is None else override
             reason = group.frozen[0] if group.frozen else None
             if reason is None and group.size < 2:
                 reason = "a single channel"
@@ -416,6 +426,8 @@ class Prune(Pass):
                     result.skip(p.weight.label, reason)
                 continue
             candidates.append((group, sparsity))
+            if override is not None:
+                overridden.add(group.root)
         for w in index:
             if w.scope and w.role == ROLE_WEIGHT:
                 result.skip(w.label, "in a subgraph (If/Loop/Scan): channel pruning is main-graph only")
@@ -433,7 +445,7 @@ class Prune(Pass):
         energies = {k: v[1] for k, v in stats.items()}
         result.metrics.setdefault("importance", "magnitude")
         scores = {g.root: _channel_scores(graph, g, energies, cfg.channel_norm) for g, _ in candidates}
-        keep = _choose_channels(candidates, scores, cfg)
+        keep = _choose_channels(candidates, scores, cfg, overridden)
         keep = {root: k for root, k in keep.items() if len(k) < groups[root].size}
         if not keep:
             result.note("no channel group could be pruned (see skipped)")
@@ -495,14 +507,6 @@ class Prune(Pass):
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-def _matched_override(cfg: PruneConfig, w: Weight) -> float | None:
-    names = [w.label, *(u.node.name or "" for u in w.uses)]
-    for pattern, value in cfg.layers.items():
-        if any(n and matches(n, (pattern,)) for n in names):
-            return float(value)
-    return None
 
 
 _COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Gather", "LSTM", "GRU", "RNN"})
@@ -678,13 +682,16 @@ def _n_keep(size: int, sparsity: float, round_to: int) -> int:
 
 
 def _choose_channels(
-    candidates: list[tuple[_channels.Group, float]], scores: dict[int, np.ndarray], cfg: PruneConfig
+    candidates: list[tuple[_channels.Group, float]],
+    scores: dict[int, np.ndarray],
+    cfg: PruneConfig,
+    overridden: set[int],
 ) -> dict[int, np.ndarray]:
     keep: dict[int, np.ndarray] = {}
     pool = []
     for group, sparsity in candidates:
         s = scores[group.root]
-        if cfg.scope == "global" and sparsity == cfg.sparsity and not cfg.layers:
+        if cfg.scope == "global" and group.root not in overridden:
             pool.append(group)
             continue
         n = _n_keep(group.size, sparsity, cfg.round_to)
