@@ -519,6 +519,46 @@ def _per_channel(arr: np.ndarray, from_end: int, channels: int) -> np.ndarray | 
     return None
 
 
+def _symbolic_shape(value: ir.Value) -> list | None:
+    """A 1-D shape tensor built as Concat of constants and Unsqueeze(Gather(Shape(t), i)).
+
+    Returns its entries: ints for constants, ``(t, i)`` for "dimension i of t at run time";
+    None for anything else.
+    """
+    arr = const_array(value)
+    if arr is not None:
+        return [int(v) for v in arr.reshape(-1)]
+    node = value.producer()
+    if node is None or node.domain != "":
+        return None
+    if node.op_type == "Concat":
+        out: list = []
+        for v in node.inputs:
+            part = _symbolic_shape(v) if v is not None else None
+            if part is None:
+                return None
+            out += part
+        return out
+    if node.op_type in ("Unsqueeze", "Cast", "Identity"):
+        inner = node.inputs[0].producer() if node.inputs[0] is not None else None
+        if node.op_type == "Unsqueeze" and inner is not None and inner.op_type == "Gather":
+            node = inner
+        else:
+            return _symbolic_shape(node.inputs[0]) if node.inputs[0] is not None else None
+    if node.op_type == "Gather" and _int_attr(node, "axis", 0) == 0:
+        shape_node = node.inputs[0].producer() if node.inputs[0] is not None else None
+        index = const_array(node.inputs[1])
+        if (
+            shape_node is not None
+            and shape_node.op_type == "Shape"
+            and index is not None
+            and index.size == 1
+            and not shape_node.attributes
+        ):
+            return [(shape_node.inputs[0], int(index.reshape(-1)[0]))]
+    return None
+
+
 def _int_attr(node: ir.Node, name: str, default: int) -> int:
     attr = node.attributes.get(name)
     return int(attr.value) if attr is not None else default
@@ -1057,6 +1097,19 @@ class _Analyzer:
         target = const_array(node.inputs[1]) if len(node.inputs) > 1 else None
         s_in, s_out = self.shape(node.inputs[0]), self.shape(node.outputs[0])
         a = layout.axis
+        if target is None and len(node.inputs) > 1 and s_in is not None:
+            # x.view(x.size(0), -1) as exporters write it: the target is assembled at run time
+            # from x's own leading dimensions and -1, so it follows the pruned channel count.
+            entries = _symbolic_shape(node.inputs[1])
+            if (
+                entries is not None
+                and len(entries) == a + 1
+                and entries[a] == -1
+                and all(e == 0 or e == (node.inputs[0], i) for i, e in enumerate(entries[:a]))
+                and all(isinstance(d, int) for d in s_in)
+            ):
+                target = np.full(a + 1, -1, np.int64)
+                s_out = (*s_in[:a], int(np.prod(s_in[a:], dtype=np.int64)))
         if (
             target is None
             or s_in is None
@@ -1087,6 +1140,26 @@ class _Analyzer:
             self.set_out(node, Layout(a, a + 1, layout.spaces, block))
             return
         self.g.freeze_layout(layout, f"Reshape {name} mixes the channels with other axes")
+
+    def op_Shape(self, node: ir.Node) -> None:
+        """Shape is safe when only dimensions other than the channel axis are taken from it."""
+        layout = self.layout(node.inputs[0])
+        name = node.name or "Shape"
+        reason = f"Shape {name} reads the channel count"
+        if "start" in node.attributes or "end" in node.attributes or node.outputs[0].is_graph_output():
+            self.g.freeze_layout(layout, reason)
+            return
+        for user, index in node.outputs[0].uses():
+            indices = const_array(user.inputs[1]) if len(user.inputs) > 1 else None
+            if (
+                user.op_type != "Gather"
+                or index != 0
+                or _int_attr(user, "axis", 0) != 0
+                or indices is None
+                or layout.axis in {int(i) % layout.rank for i in indices.reshape(-1)}
+            ):
+                self.g.freeze_layout(layout, reason)
+                return
 
     def op_Resize(self, node: ir.Node) -> None:
         layout = self.layout(node.inputs[0])

@@ -583,3 +583,45 @@ def test_channels_followed_through_transpose_into_matmul_and_global_scope():
     )
     assert res.metrics["channels_removed"] == 12
     assert h.run(proto, {"x": x})[0].shape == (2, 8, 8, 4)
+
+
+def test_flatten_written_as_view_of_the_runtime_shape():
+    """x.view(x.size(0), -1) as torch exports it: Shape -> Gather(0) -> Concat with -1 -> Reshape."""
+    model = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 13]>
+        g (float[N, 3, 4, 4] x) => (float[N, 5] y, int64[4] s) {
+            c = Conv <pads = [1, 1, 1, 1]> (x, cw, cb)
+            r = Relu (c)
+            shape = Shape (r)
+            n = Gather <axis = 0> (shape, zero)
+            n1 = Unsqueeze (n, axes)
+            target = Concat <axis = 0> (n1, minus_one)
+            flat = Reshape (r, target)
+            y = Gemm <transB = 1> (flat, fw, fb)
+            s = Identity (shape)
+        }
+    """)
+    r = np.random.default_rng(4)
+    arrays = {
+        "cw": r.standard_normal((16, 3, 3, 3)).astype(np.float32),
+        "cb": r.standard_normal(16).astype(np.float32),
+        "fw": r.standard_normal((5, 16 * 16)).astype(np.float32),
+        "fb": r.standard_normal(5).astype(np.float32),
+        "zero": np.array(0, np.int64),
+        "axes": np.array([0], np.int64),
+        "minus_one": np.array([-1], np.int64),
+    }
+    arrays["cw"][[3, 7]] = 0
+    arrays["cb"][[3, 7]] = 0
+    arrays["fw"][:, [*range(48, 64), *range(112, 128)]] = 0
+    h.attach_initializers(model, arrays)
+    x = r.random((2, 3, 4, 4), dtype=np.float32)
+    options = dict(sparsity=2 / 16, pattern="channel", round_to=1, keep_first=False, min_size=0)
+    res, _, proto = prune(model, importance="magnitude", **options)
+    # The whole shape also leaves the graph: the channel count is an output, nothing may change.
+    assert any("reads the channel count" in k for k in res.skipped), res.skipped
+    del model.graph.output[1]
+    del model.graph.node[-1]
+    res, _, proto = prune(model, importance="magnitude", **options)
+    assert weights(proto)["fw"].shape == (5, 14 * 16)
+    np.testing.assert_allclose(h.run(proto, {"x": x})[0], h.run(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
