@@ -761,6 +761,7 @@ class _Analyzer:
             reason = f"{name}: grouped convolution (group={group})"
             self.g.freeze_layout(data, reason)
             space = self.g.new_space(w.shape[w.out_axis], reason)
+            self.g.producers.append(Producer(w, w.out_axis, space, node))  # named in the skips
             self.set_out(node, Layout(1, rank, (space,)))
             return
         space = self.producer(node, w, w.out_axis, data)

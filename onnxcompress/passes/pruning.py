@@ -402,6 +402,23 @@ class Prune(Pass):
         cfg: PruneConfig = self.config  # type: ignore[assignment]
         shapes = macs.infer_shapes(model)
         graph = _channels.analyze(model, index, shapes, exclude=cfg.exclude)
+        group_reason: dict[int, str] = {}
+        try:
+            self._prune_groups(model, index, context, result, macs_before, graph, group_reason)
+        finally:
+            _report_unchanged_weights(model, index, graph, group_reason, result)
+
+    def _prune_groups(
+        self,
+        model: ir.Model,
+        index: WeightIndex,
+        context: PassContext,
+        result: PassResult,
+        macs_before: dict[str, int],
+        graph: _channels.ChannelGraph,
+        group_reason: dict[int, str],
+    ) -> None:
+        cfg: PruneConfig = self.config  # type: ignore[assignment]
         first, last = _first_last_nodes(model, index)
         groups = graph.groups()
         candidates: list[tuple[_channels.Group, float]] = []
@@ -422,6 +439,7 @@ class Prune(Pass):
             if reason is None and sparsity == 0.0:
                 reason = "per-layer sparsity 0"
             if reason is not None:
+                group_reason[group.root] = reason
                 for p in group.producers:  # every tensor of a coupled group, by name
                     result.skip(p.weight.label, reason)
                 continue
@@ -507,6 +525,37 @@ class Prune(Pass):
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
+
+def _report_unchanged_weights(
+    model: ir.Model,
+    index: WeightIndex,
+    graph: _channels.ChannelGraph,
+    group_reason: dict[int, str],
+    result: PassResult,
+) -> None:
+    """Give every compute weight channel pruning left alone a reason in ``result.skipped``."""
+    mentioned = {s.name for s in result.layers} | {n for names in result.skipped.values() for n in names}
+    follows = {id(w): spaces for w, _, spaces, _ in graph.weight_cuts}
+    for w in index:
+        if w.role not in (ROLE_WEIGHT, ROLE_EMBEDDING, ROLE_RECURRENT) or w.label in mentioned:
+            continue
+        reason = None
+        if id(w) in follows:  # e.g. a depthwise weight: it follows its input's channels
+            roots = {graph.find(s) for s in follows[id(w)]}
+            reason = next((group_reason[r] for r in roots if r in group_reason), None)
+            reason = reason or "its channels are not pruned"
+        elif w.role == ROLE_EMBEDDING:
+            reason = "embedding table (Gather): channel pruning covers Conv/ConvTranspose/Gemm/MatMul"
+        elif w.role == ROLE_RECURRENT:
+            reason = "recurrent weight (LSTM/GRU/RNN): not channel-pruned"
+        elif all(u.node.graph is not model.graph for u in w.uses):
+            reason = "read inside a subgraph (If/Loop/Scan): channel pruning is main-graph only"
+        elif any(u.node.op_type == "MatMul" and u.index == 0 for u in w.uses):
+            reason = "left operand of MatMul (W @ x): output channels are not on the last axis"
+        else:
+            reason = "not a weight the channel analysis can rewrite"
+        result.skip(w.label, reason)
 
 
 _COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Gather", "LSTM", "GRU", "RNN"})

@@ -254,6 +254,10 @@ def test_channel_pruning_defaults_keep_shapes_and_run():
     y0, y1 = h.run(model, {"x": x})[0], h.run(proto, {"x": x})[0]
     assert y0.shape == y1.shape
     assert "first compute layer (keep_first)" in res.skipped
+    # Every weight is either changed or skipped with a reason (the depthwise one follows the stem).
+    named = {s.name for s in res.layers} | {n for names in res.skipped.values() for n in names}
+    assert {k for k in weights(model) if k.endswith(".weight")} <= named
+    assert "dw.weight" in res.skipped["first compute layer (keep_first)"]
     assert res.metrics["groups_pruned"] >= 2  # conv1 and conv5; the others are below min_size
     # Without data, BatchNormalization statistics rank channels and correct the biases.
     assert res.metrics["importance"] == "batchnorm statistics" and res.metrics["bias_corrected"] >= 1
