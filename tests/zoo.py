@@ -610,6 +610,19 @@ def prequantized() -> onnx.ModelProto:
     return _model(nodes, "prequantized", [_vi("x", F, ["N", 32])], [_vi("y", F, ["N", 32])], inits, opset=13)
 
 
+def odd_shapes() -> onnx.ModelProto:
+    """Gemm with a 2-D bias [1, M] (TensorFlow style), MatMul with a 1-D weight vector (score head)."""
+    r = np.random.default_rng(25)
+    inits = {"fc.weight": _w(r, 32, 1024), "fc.bias": _w(r, 1, 1024, scale=0.1),
+             "score.weight": _w(r, 1024, scale=1 / 32)}
+    nodes = [
+        oh.make_node("Gemm", ["x", "fc.weight", "fc.bias"], ["h"], name="fc"),
+        oh.make_node("Relu", ["h"], ["r"], name="relu"),
+        oh.make_node("MatMul", ["r", "score.weight"], ["y"], name="score"),  # [N, 1024] @ [1024] -> [N]
+    ]
+    return _model(nodes, "odd_shapes", [_vi("x", F, ["N", 32])], [_vi("y", F, ["N"])], inits, opset=13)
+
+
 def torch_transformer() -> onnx.ModelProto:
     """A real torch 2.13 export (TorchScript exporter, opset 17): the 2-layer encoder in tests/assets."""
     return onnx.load(str(Path(__file__).parent / "assets" / "transformer_digits.onnx"))
@@ -651,6 +664,7 @@ _ENTRIES = [
     ZooModel("with_value_info", with_value_info),
     ZooModel("tied_embedding", tied_embedding, dims={"batch": 2, "sequence": 6}),
     ZooModel("prequantized", prequantized),
+    ZooModel("odd_shapes", odd_shapes),
     ZooModel("torch_transformer", torch_transformer),
 ]
 
