@@ -19,6 +19,9 @@ dependencies in one forward walk over the main graph:
 - Anything not proven safe *freezes* the groups involved, with a reason: graph outputs, unknown
   ops, custom domains, subgraph boundaries, shape ops reading the channel count, grouped convs,
   shared weights, layouts that do not line up.
+- On the way, per-channel samples of BatchNormalization outputs (N(shift, scale^2) on the data
+  the model was trained on) are pushed through the elementwise ops, which gives every consumer
+  an estimate of its input channels' mean and energy when there is no calibration data.
 """
 
 from __future__ import annotations
