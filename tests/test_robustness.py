@@ -94,7 +94,6 @@ def all_variants() -> dict[str, Variant]:
 
 
 # (model, variant) -> short cause. Strict: a case that starts passing fails until removed here.
-_CHANNEL = ("prune-channel", "prune-channel-nodata")
 _QUANTIZE = ("quantize", "quantize-nodata", "quantize-per-tensor", "quantize-dynamic", "quantize-weights")
 _CAUSES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # cause: (models, variants)
@@ -106,15 +105,6 @@ _CAUSES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "(rolled back, no skip reason)": (
         ("mlp_opset_newest", "cnn_opset_newest") if zoo.NEWEST >= 28 else (),
         ("quantize", "quantize-nodata", "quantize-per-tensor", "quantize-weights")),
-    "prune channel: a main-graph initializer used only inside If/Loop/Scan is not reported": (
-        ("if_weights", "loop_weights", "scan_weights"), _CHANNEL),
-    "prune channel: embedding table (Gather) not reported": (("token_model", "tied_embedding"), _CHANNEL),
-    "prune channel: LSTM/GRU W and R not reported": (("lstm", "gru"), _CHANNEL),
-    "prune channel: depthwise weight of a frozen group not reported": (("depthwise",), _CHANNEL),
-    "prune channel: grouped ConvTranspose weight not reported (its reason names up.weight)": (
-        ("conv_transpose",), _CHANNEL),
-    "prune channel: constant left operand of MatMul (W @ x) not reported": (
-        ("weight_on_the_left",), _CHANNEL),
 }
 KNOWN_FAILURES: dict[tuple[str, str], str] = {
     (m, v): cause for cause, (models, variants) in _CAUSES.items() for m in models for v in variants
