@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -73,5 +74,9 @@ def model_stats(model: ir.Model) -> ModelStats:
         params += tensor.size
         nbytes += tensor.nbytes
         nonzero += int(np.count_nonzero(tensor.numpy()))
+        if isinstance(tensor, ir.ExternalTensor):
+            # Unmap the file: counting a 2 GB model must not keep 2 GB of pages resident.
+            with contextlib.suppress(BufferError):
+                tensor.release()
     nodes = sum(len(list(g)) for _, g in all_graphs(model))
     return ModelStats(nodes=nodes, parameters=params, weight_bytes=nbytes, nonzero_parameters=nonzero)
