@@ -73,6 +73,8 @@ VARIANTS: dict[str, Variant] = {
     "quantize-nodata": _v("quantize", data=False, tolerance=0.2, **_FAST_Q),
     "quantize-per-tensor": _v("quantize", per_tensor=True, tolerance=0.1, **_FAST_Q),
     "quantize-dynamic": _v("quantize", mode="dynamic", tolerance=0.1, **_FAST_Q),
+    # True defaults, speed check included (it may put ops back to float: that rewrite is tested too).
+    "quantize-defaults": _v("quantize", tolerance=0.1),
     "quantize-weights": _v("quantize", mode="weights", tolerance=0.1, **_FAST_Q),
     # Deep Compression order, each pass reading what the previous one wrote.
     "chain": Variant((("prune", {}), ("kmeans", {"bits": 5}), ("quantize", dict(_FAST_Q)))),
@@ -94,7 +96,8 @@ def all_variants() -> dict[str, Variant]:
 
 
 # (model, variant) -> short cause. Strict: a case that starts passing fails until removed here.
-_QUANTIZE = ("quantize", "quantize-nodata", "quantize-per-tensor", "quantize-dynamic", "quantize-weights")
+_QUANTIZE = ("quantize", "quantize-nodata", "quantize-per-tensor", "quantize-dynamic", "quantize-weights",
+             "quantize-defaults")
 _CAUSES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # cause: (models, variants)
     "quantize: the bias DequantizeLinear always gets axis=0, which opset < 13 lacks (rolled back)": (
@@ -104,18 +107,21 @@ _CAUSES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     f"quantize: Q/DQ nodes at opset {zoo.NEWEST}, which onnxruntime {ort.__version__} has no kernel for "
     "(rolled back, no skip reason)": (
         ("mlp_opset_newest", "cnn_opset_newest") if zoo.NEWEST >= 28 else (),
-        ("quantize", "quantize-nodata", "quantize-per-tensor", "quantize-weights")),
+        ("quantize", "quantize-nodata", "quantize-per-tensor", "quantize-weights", "quantize-defaults")),
 }
 KNOWN_FAILURES: dict[tuple[str, str], str] = {
     (m, v): cause for cause, (models, variants) in _CAUSES.items() for m in models for v in variants
 }
-# onnxsim runs in a subprocess that takes ~2-3 s to start, whatever the model: 40 such cases would
-# take two minutes. By default simplify runs on the models where onnxsim's behaviour differs (old
-# and new opsets, subgraphs, custom domain, external data, fp16, a real torch export); set
-# ONNXCOMPRESS_FULL_MATRIX=1 to run it on every model (those cases are also marked slow).
-SLOW_PASSES = {"simplify"}
-SLOW_PASS_MODELS = {"mlp_opset7", "cnn_opset21", "if_weights", "custom_domain", "external_data",
-                    "fp16_model", "torch_transformer"}
+# Slow variants run on a few models by default: onnxsim runs in a subprocess that takes ~2-3 s to
+# start whatever the model, and the quantize speed check times each model for ~1-3 s. By default
+# they run on the models where their behaviour differs (old and new opsets, subgraphs, custom
+# domain, external data, fp16, a real torch export); ONNXCOMPRESS_FULL_MATRIX=1 runs every model
+# (those cases are also marked slow).
+SLOW_VARIANTS: dict[str, set[str]] = {
+    "simplify": {"mlp_opset7", "cnn_opset21", "if_weights", "custom_domain", "external_data",
+                 "fp16_model", "torch_transformer"},
+    "quantize-defaults": {"mlp_opset11", "loop_weights", "torch_transformer"},
+}
 FULL_MATRIX = os.environ.get("ONNXCOMPRESS_FULL_MATRIX", "") not in ("", "0")
 
 
@@ -279,11 +285,11 @@ def _cases():
     for model in zoo.ZOO:
         for variant in all_variants():
             marks = []
-            if any(p in SLOW_PASSES for p, _ in all_variants()[variant].steps):
+            if variant in SLOW_VARIANTS:
                 marks.append(pytest.mark.slow)
-                if model not in SLOW_PASS_MODELS:
+                if model not in SLOW_VARIANTS[variant]:
                     marks.append(pytest.mark.skipif(
-                        not FULL_MATRIX, reason="onnxsim subprocess; ONNXCOMPRESS_FULL_MATRIX=1 runs it"))
+                        not FULL_MATRIX, reason="slow variant; ONNXCOMPRESS_FULL_MATRIX=1 runs it"))
             cause = KNOWN_FAILURES.get((model, variant))
             if cause:
                 marks.append(pytest.mark.xfail(strict=True, reason=cause))
