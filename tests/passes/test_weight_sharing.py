@@ -381,6 +381,27 @@ def test_sensitivity_weighting_uses_calibration():
     assert np.linalg.norm(out - ref) < np.linalg.norm(plain_out - ref)
 
 
+def test_bias_correction_keeps_output_means():
+    model = h.cnn(channels=(3, 16, 32))
+    r = np.random.default_rng(0)
+    x = (r.standard_normal((16, 3, 16, 16)) + 1.0).astype(np.float32)  # non-zero mean inputs
+    feeds = [{"x": x[i : i + 1]} for i in range(16)]
+    plain, plain_proto = share(model, calibration=feeds, bits=2, min_size=100, bias_correction=False)
+    fixed, proto = share(model, calibration=feeds, bits=2, min_size=100)
+    assert fixed.metrics["bias_corrected"] >= 1
+    corrected = [s for s in fixed.layers if s.extra.get("bias_corrected")]
+    assert {s.name for s in corrected} >= {"conv0.weight", "conv1.weight"}
+
+    # conv0's output mean over the calibration data is what the original computes.
+    def conv0(m):
+        m = onnx.ModelProto.FromString(m.SerializeToString())
+        m.graph.output.append(oh.make_tensor_value_info("c0", onnx.TensorProto.FLOAT, None))
+        return h.run(m, {"x": x})[-1].mean(axis=(0, 2, 3))
+
+    ref = conv0(model)
+    assert np.abs(conv0(proto) - ref).max() < 0.2 * np.abs(conv0(plain_proto) - ref).max()
+
+
 def test_config_validation_and_recipe():
     with pytest.raises(ConfigError, match="bits"):
         WeightSharingConfig(bits=9)
