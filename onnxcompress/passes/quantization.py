@@ -238,7 +238,9 @@ class Quantize(Pass):
         channelwise = cfg.channelwise
         have = opset_version(model)
         floor = 11 if cfg.mode == "dynamic" else 10
-        need = 13 if channelwise else floor
+        # Per-channel DequantizeLinear (axis) is opset 13; dynamic mode's per-column scales
+        # live in Mul/MatMulInteger, which opset 11 has.
+        need = 13 if channelwise and cfg.mode != "dynamic" else floor
         if have >= need:
             return model, channelwise
         upgraded, why = upgrade_opset(model, need)

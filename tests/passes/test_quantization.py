@@ -325,7 +325,8 @@ def test_old_opsets_are_upgraded_and_load(opset, mode):
     data = feeds((2, 3, 16, 16))
     res, q = quantize(proto, data, mode=mode)
     check_outputs(proto, q, data)
-    assert any("opset upgraded" in n for n in res.notes)
+    if mode == "static" or opset < 11:
+        assert any("opset upgraded" in n for n in res.notes)
     assert int8_weights(q) == 3
 
 
