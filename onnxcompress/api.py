@@ -6,6 +6,7 @@ This is what ``onnxcompress compress`` calls; Python users can call it directly 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from typing import Any
 
 import onnx_ir as ir
 
+from onnxcompress.data import feed_source
 from onnxcompress.errors import DataError
 from onnxcompress.model import (
     check_output_path,
@@ -90,6 +92,8 @@ def compress_file(
         if isinstance(data, (str, os.PathLike)) and not Path(data).exists():
             raise DataError(f"{data}: no such {name} data file or folder.")
     model = load_model(input_path)
+    if validator is not None and validation_data is not None:
+        feed_source(validation_data, model, name="validation data")  # fail before the long work
     before = size_info(model, input_path)
     result = pipeline.run(model, calibration=calibration, progress=progress)
     save_model(result.model, output_path, overwrite=overwrite, protect=(input_path,))
@@ -99,5 +103,17 @@ def compress_file(
     )
     if validator is not None:
         data = validation_data if validation_data is not None else calibration
-        report.validation = validator(input_path, output_path, data)
+        try:
+            report.validation = validator(input_path, output_path, data)
+        except BaseException:
+            # A command that fails leaves nothing behind, even after the model was written.
+            remove_model_files(output_path)
+            raise
     return report
+
+
+def remove_model_files(path: Path) -> None:
+    """Delete a model file we wrote and its external-data file, if any."""
+    for p in (path, path.with_name(path.name + ".data")):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()

@@ -108,7 +108,7 @@ def pipeline_from_args(args: argparse.Namespace) -> Pipeline | None:
         passes.append(pass_class(pass_class.config_class.from_dict(given, where=f"--{pass_class.name} options")))
     if not passes:
         return None
-    return Pipeline(passes, seed=args.seed)
+    return Pipeline(passes, seed=args.seed if args.seed is not None else 0)
 
 
 # -- progress -----------------------------------------------------------------------------------
@@ -142,7 +142,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         if pipeline is not None:
             raise ConfigError("give either --recipe or pass flags, not both.")
         pipeline = Pipeline.from_recipe(args.recipe)
-        if args.seed is not None and args.seed != 0:
+        if args.seed is not None:  # an explicit --seed wins over the recipe's
             pipeline.seed = args.seed
     if pipeline is None:
         raise ConfigError(
@@ -248,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_validate_arguments(p)
     p.add_argument("--report", metavar="PATH.json", help="write the full report as JSON")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
-    p.add_argument("--seed", type=int, default=0, help="seed for every random choice (default: 0)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed for every random choice (default: the recipe's, else 0)")
     p.add_argument("--check", choices=("each", "end", "none"),
                    help="when to check the model with onnx.checker and onnxruntime (default: each)")
     p.add_argument("--overwrite", action="store_true", help="allow OUT to be the input file")

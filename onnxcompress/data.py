@@ -243,9 +243,16 @@ def _from_path(path: Path, specs: list[InputSpec] | None, label_key: str | None 
 
 def _open_npz(path: Path):  # noqa: ANN202 - np.lib.npyio.NpzFile
     try:
-        return np.load(path, allow_pickle=False)
+        data = np.load(path, allow_pickle=False)
     except Exception as e:  # zipfile, OSError, ValueError: all mean "not a readable npz"
         raise DataError(f"{path}: not a readable .npz file ({type(e).__name__}: {e}).") from e
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise DataError(
+            f"{path}: holds a single array, not named arrays.",
+            hint="save an .npz whose arrays are named after the model inputs: "
+            "np.savez('data.npz', input_name=array).",
+        )
+    return data
 
 
 def _folder_labels(files: list[Path], keys: tuple[str, ...] = LABEL_KEYS) -> np.ndarray | None:

@@ -183,9 +183,6 @@ def test_recipe_toml_with_report(capsys, tmp_path):
     assert (tmp_path / "flags.onnx").read_bytes() == out_path.read_bytes()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cli.cmd_compress only applies --seed over a recipe's seed when it is not 0 (the default), "
-    "so an explicit --seed 0 is silently ignored"))
 def test_seed_flag_overrides_recipe_seed(capsys, tmp_path):
     recipe = tmp_path / "r.toml"
     recipe.write_text('seed = 3\n[[passes]]\npass = "kmeans"\nbits = 4\n')
@@ -324,9 +321,6 @@ def test_compare_errors(capsys, tmp_path):
         assert code == 2 and len(err.strip().splitlines()) == 1 and mention in err and "Traceback" not in err
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a .npy file given as --calibration crashes data.feed_source: 'internal error: TypeError: "
-    "numpy.ndarray object does not support the context manager protocol'"))
 def test_calibration_npy_is_a_clean_error(capsys, tmp_path):
     out_path = tmp_path / "small.onnx"
     code, _, err = run(capsys, "compress", CNN, "-o", out_path, "--kmeans", "4",
@@ -335,9 +329,6 @@ def test_calibration_npy_is_a_clean_error(capsys, tmp_path):
     assert not out_path.exists()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "--validate-data is read only after the output was written: a misnamed validation file "
-    "gives exit 2 but leaves OUT behind (README: a failure leaves nothing behind)"))
 def test_bad_validation_data_leaves_nothing(capsys, tmp_path):
     out_path = tmp_path / "small.onnx"
     code, _, err = run(capsys, "compress", CNN, "-o", out_path, "--kmeans", "4", "--validate",
