@@ -130,6 +130,10 @@ def write_results(size: int, rows: list[dict]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     jpath = RESULTS / "quantization.json"
     data = json.loads(jpath.read_text()) if jpath.exists() else {}
+    # Runs of other modes from earlier invocations stay; this run's modes replace theirs.
+    previous = [r for r in data.get("large_model", {}).get("runs", [])
+                if r["mode"] not in {x["mode"] for x in rows}]
+    rows = previous + rows
     data["large_model"] = {"model_bytes": size, "runs": rows}
     jpath.write_text(json.dumps(data, indent=2, default=str))
     mpath = RESULTS / "quantization.md"

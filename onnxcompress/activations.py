@@ -18,7 +18,7 @@ import onnx_ir as ir
 
 from onnxcompress import runtime
 from onnxcompress.data import Feed
-from onnxcompress.model import to_proto
+from onnxcompress.model import external_base_dir, to_proto
 from onnxcompress.weights import Weight
 
 logger = logging.getLogger(__name__)
@@ -30,7 +30,8 @@ def expose_outputs(model: ir.Model, names: Iterable[str]) -> tuple[onnx.ModelPro
     Returns the proto and the names actually exposed (those not found in the main graph, or of
     unknown element type, are dropped).
     """
-    proto = to_proto(model)
+    # External tensors stay references: exposing outputs of a 2 GB model must not read it.
+    proto = to_proto(model, inline_external=False)
     try:
         inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False)
     except Exception:  # shape inference fails on some custom ops; fall back to what we have
@@ -59,14 +60,18 @@ def iter_intermediates(
     proto, exposed = expose_outputs(model, names)
     if not exposed:
         return
-    session = runtime.create_session(_proto_model(proto), threads=threads, optimize=False)
+    session = runtime.create_session(_proto_model(proto, external_base_dir(model)),
+                                     threads=threads, optimize=False)
     for feed in feeds:
         values = session.run(exposed, feed)
         yield dict(zip(exposed, values))
 
 
-def _proto_model(proto: onnx.ModelProto) -> ir.Model:
-    return ir.serde.deserialize_model(proto)
+def _proto_model(proto: onnx.ModelProto, base_dir: str | None = None) -> ir.Model:
+    model = ir.serde.deserialize_model(proto)
+    if base_dir is not None:
+        ir.external_data.set_base_dir(model.graph, base_dir)
+    return model
 
 
 def activation_input(weight: Weight) -> tuple[ir.Value, int] | None:
