@@ -40,6 +40,7 @@ import onnxruntime as ort
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 from onnxcompress import Pipeline  # noqa: E402
 from onnxcompress.cpu import has_vnni  # noqa: E402
@@ -478,8 +479,14 @@ def main() -> None:
     if not args.no_calibration_scaling and not args.quick:
         results["calibration"] = calibration_scaling([50, 200, 800])
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "quantization.json").write_text(json.dumps(results, indent=2, default=str))
+    jpath = RESULTS / "quantization.json"
+    large = json.loads(jpath.read_text()).get("large_model") if jpath.exists() else None
+    jpath.write_text(json.dumps(results, indent=2, default=str))
     (RESULTS / "quantization.md").write_text(render(results))
+    if large:  # keep bench_large_model.py's section (it is slow to rerun)
+        from bench_large_model import write_results
+
+        write_results(large["model_bytes"], large["runs"])
     print(render(results))
 
 
