@@ -8,6 +8,9 @@ and no output file (nor temporary file) left behind.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +87,18 @@ def test_inspect_shows_provenance_of_a_compressed_model(capsys, tmp_path):
     recipe = info["provenance"]["history"][-1]["recipe"]
     assert recipe["seed"] == 0
     assert recipe["passes"][0]["pass"] == "kmeans" and recipe["passes"][0]["bits"] == 5
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "inspect's weight index does not recognise onnxcompress's own k-means storage: the packed "
+    "index tensors (fc*.weight.q4/.q1, ~94% of the weight bytes) are not listed; only the "
+    "codebooks are, with role 'embedding'"))
+def test_inspect_lists_kmeans_weights(capsys, tmp_path):
+    out_path = tmp_path / "small.onnx"
+    assert run(capsys, "compress", MLP, "-o", out_path, "--kmeans", "5")[0] == 0
+    info = json.loads(run(capsys, "inspect", out_path, "--json")[1])
+    listed = sum(w["bytes"] for w in info["weights"])
+    assert listed >= 0.9 * info["weight_bytes"], [w["name"] for w in info["weights"]]
 
 
 # -- compress, one pass at a time ---------------------------------------------------------------
@@ -335,3 +350,28 @@ def test_bad_validation_data_leaves_nothing(capsys, tmp_path):
                        "--validate-data", _npz_misnamed(tmp_path))
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert not out_path.exists()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "--report is written after OUT: a report path in a missing folder gives exit 2 but leaves "
+    "OUT behind (README: a failure leaves nothing behind)"))
+def test_bad_report_path_leaves_nothing(capsys, tmp_path):
+    out_path = tmp_path / "small.onnx"
+    code, _, err = run(capsys, "compress", MLP, "-o", out_path, "--kmeans", "4", "-q",
+                       "--report", tmp_path / "nope" / "report.json")
+    assert code == 2 and "nope" in err and len(err.strip().splitlines()) == 1
+    assert not out_path.exists()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "output piped into a reader that stops early (`onnxcompress inspect M | head`) is reported as "
+    "'internal error: BrokenPipeError ... please report it'"))
+def test_closed_stdout_is_not_an_internal_error():
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before anything is printed
+    try:
+        proc = subprocess.run([sys.executable, "-m", "onnxcompress", "inspect", str(MLP)], cwd=REPO,
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr
