@@ -410,6 +410,7 @@ class WeightSharing(Pass):
             imp = None
             if w.label in energies:
                 imp = _element_importance(w, array.shape, energies[w.label])
+            imp = _with_output_gain(w, array.shape, imp)
             arrays.append(array)
             importances.append(imp)
             norms.append(_rms_scales(array, axis))
@@ -493,6 +494,7 @@ class WeightSharing(Pass):
                     f"{w.label}: activation energy does not match its input channels; "
                     "clustered without sensitivity"
                 )
+        importance = _with_output_gain(w, array.shape, importance)
         rng_salt = f"kmeans:{w.label}"
 
         def cluster(scaled: bool) -> _Clustering:
@@ -611,7 +613,68 @@ def _own_codebook(w: Weight, cfg: WeightSharingConfig) -> bool:
     if cfg.channel_scale == "off" or w.out_axis is None or not w.shape:
         return False
     axis = w.out_axis % len(w.shape)
-    return w.shape[axis] > 1 and _channels_differ(w.numpy(), axis)
+    if w.shape[axis] < 2:
+        return False
+    array = w.numpy()
+    gain = _output_gain(w)
+    if gain is not None:  # what the layer's output sees: the weight times its BatchNorm gain
+        shape = [1] * array.ndim
+        shape[axis] = -1
+        array = array.astype(np.float64) * gain.reshape(shape)
+    return _channels_differ(array, axis)
+
+
+def _const_array(value: ir.Value | None) -> np.ndarray | None:
+    if value is None:
+        return None
+    if value.const_value is not None:
+        return value.const_value.numpy()
+    node = value.producer()
+    if node is not None and node.op_type == "Constant" and "value" in node.attributes:
+        attr = node.attributes["value"]
+        if attr.type == ir.AttributeType.TENSOR:
+            return attr.value.numpy()
+    return None
+
+
+def _output_gain(w: Weight) -> np.ndarray | None:
+    """Per output channel, the factor a following BatchNormalization applies to the layer's
+    output (scale / sqrt(var + eps)): an error in a channel the norm amplifies costs more."""
+    if len(w.uses) != 1 or w.out_axis is None:
+        return None
+    node = w.uses[0].node
+    if node.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul") or len(node.outputs) != 1:
+        return None
+    users = list(node.outputs[0].uses())
+    if len(users) != 1:
+        return None
+    bn, index = users[0]
+    if bn.op_type != "BatchNormalization" or index != 0 or len(bn.inputs) < 5 or len(bn.outputs) != 1:
+        return None
+    scale, var = _const_array(bn.inputs[1]), _const_array(bn.inputs[4])
+    if scale is None or var is None or scale.shape != var.shape:
+        return None
+    eps = bn.attributes.get("epsilon")
+    gain = np.abs(scale.astype(np.float64)) / np.sqrt(var.astype(np.float64) + (eps.value if eps else 1e-5))
+    channels = w.shape[w.out_axis % len(w.shape)]
+    if gain.size != channels or not np.isfinite(gain).all():
+        return None
+    return gain
+
+
+def _with_output_gain(w: Weight, shape: tuple[int, ...], importance: np.ndarray | None) -> np.ndarray | None:
+    """``importance`` times the squared BatchNorm gain of each output channel, renormalised."""
+    gain = _output_gain(w)
+    if gain is None or not len(shape):
+        return importance
+    bshape = [1] * len(shape)
+    bshape[w.out_axis % len(shape)] = -1
+    g2 = np.broadcast_to((gain**2).reshape(bshape), shape)
+    combined = g2 if importance is None else importance * g2
+    mean = float(combined.mean())
+    if not np.isfinite(mean) or mean <= 0:
+        return importance
+    return np.maximum(combined / mean, 1e-4)
 
 
 def _channels_differ(array: np.ndarray, axis: int) -> bool:

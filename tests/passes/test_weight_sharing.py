@@ -11,7 +11,7 @@ import onnx.helper as oh
 import onnx.numpy_helper as onh
 import pytest
 
-from onnxcompress import ConfigError, Pipeline
+from onnxcompress import ConfigError, Pipeline, WeightIndex, load_model
 from onnxcompress.cli import main as cli_main
 from onnxcompress.model import to_proto
 from onnxcompress.passes import WeightSharing, WeightSharingConfig
@@ -400,6 +400,26 @@ def test_bias_correction_keeps_output_means():
 
     ref = conv0(model)
     assert np.abs(conv0(proto) - ref).max() < 0.2 * np.abs(conv0(plain_proto) - ref).max()
+
+
+def test_batchnorm_gain_weighs_output_channels():
+    """Conv -> BatchNormalization: channels the norm amplifies are clustered more finely."""
+    model = h.cnn(channels=(3, 16, 32))
+    scale = next(t for t in model.graph.initializer if t.name == "bn1.scale")
+    gains = np.geomspace(0.01, 100, 32).astype(np.float32)
+    scale.CopyFrom(onh.from_array(gains, "bn1.scale"))
+    import onnxcompress.passes.weight_sharing as ws
+
+    weights = {w.label: w for w in WeightIndex.build(load_model(model))}
+    assert np.allclose(
+        ws._output_gain(weights["conv1.weight"]),
+        gains / np.sqrt(onh.to_array(next(t for t in model.graph.initializer if t.name == "bn1.var")) + 1e-5),
+    )
+    assert ws._output_gain(weights["fc.weight"]) is None
+    snapped = snapped_weights(model, bits=3, min_size=1000, channel_scale="off", codebook="layer")
+    w = onh.to_array(next(t for t in model.graph.initializer if t.name == "conv1.weight"))
+    err = np.linalg.norm((snapped["conv1.weight"] - w).reshape(32, -1), axis=1)
+    assert err[-4:].mean() < err[:4].mean()  # the amplified channels got the levels
 
 
 def test_config_validation_and_recipe():
