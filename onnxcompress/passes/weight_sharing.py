@@ -24,13 +24,20 @@ ops in front of its consumers::
 Models below the opset a format needs are upgraded when :func:`onnxcompress.opset.upgrade_opset`
 says that is safe; otherwise the next format that works is used, and the result says so.
 
+``codebook``: ``layer`` (one per tensor, or per group of output channels with ``per_channel``) or
+``model`` (one for all weights of a bit width, each tensor or channel scaled by its RMS: a
+256-entry float codebook per layer would cost 1 KiB a layer). ``auto`` uses ``model`` at 8 bits,
+except for tensors whose output channels differ widely in scale (folded BatchNorm), which keep
+their own codebook fitted together with per-channel scales (``channel_scale``).
+
 The decode nodes read only constants, so onnxruntime folds them when it loads the model and runs
 exactly the snapped weights. Activation tensor names are untouched; the decoded weight keeps the
-original weight's name.
+original weight's name. Zeros (from pruning) stay exactly zero: 0 is then a fixed centroid.
 
-With calibration data (and ``sensitivity``), each weight value's squared error is weighed by the
-mean square of the input channel it multiplies, so the codebook spends its levels where the
-layer output is most sensitive.
+Sensitivity: with calibration data (``sensitivity``), each weight value's squared error is weighed
+by the mean square of the input channel it multiplies; a following BatchNormalization's gain
+weighs each output channel (with or without data). With calibration data and
+``bias_correction``, the mean output shift ``delta_W @ E[x]`` is folded into the layer's bias.
 """
 
 from __future__ import annotations
