@@ -8,9 +8,11 @@ differ, 2 an error the user can fix (one line on stderr; ``--debug`` shows the t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -75,7 +77,7 @@ def add_pass_arguments(parser: argparse.ArgumentParser) -> None:
                 kwargs["type"] = meta.get("type") or (type(default) if default is not None else str)
                 if meta.get("choices"):
                     kwargs["choices"] = meta["choices"]
-            if default not in (None, (), {}) and not isinstance(default, bool):
+            if default not in (None, (), {}) and not isinstance(default, bool) and not meta.get("enables"):
                 kwargs["help"] += f" (default: {default})"
             group.add_argument(meta["flag"], **kwargs)
 
@@ -105,7 +107,12 @@ def pipeline_from_args(args: argparse.Namespace) -> Pipeline | None:
             raise ConfigError(f"{', '.join(flags)} given without {' or '.join(needs)}.")
         if args.exclude and "exclude" in {f.name for f in dataclasses.fields(pass_class.config_class)}:
             given["exclude"] = tuple(args.exclude)
-        passes.append(pass_class(pass_class.config_class.from_dict(given, where=f"--{pass_class.name} options")))
+        try:
+            config = pass_class.config_class.from_dict(given, where=f"--{pass_class.name} options")
+        except ConfigError as e:
+            flags = [f.metadata["flag"] for f in _flag_fields(pass_class) if f.name in given]
+            raise ConfigError(f"{' '.join(flags)}: {e}") from e
+        passes.append(pass_class(config))
     if not passes:
         return None
     return Pipeline(passes, seed=args.seed if args.seed is not None else 0)
@@ -151,6 +158,10 @@ def cmd_compress(args: argparse.Namespace) -> int:
         )
     if args.check:
         pipeline.check = args.check
+    if args.report:
+        from onnxcompress.model import check_output_path
+
+        check_output_path(args.report)  # fail before the long work, not after writing OUT
     validator = None
     if args.validate:
         validator = _validator(args)
@@ -272,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        parser.print_help(sys.stderr)
+        return EXIT_ERROR
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else (logging.ERROR if args.quiet else logging.WARNING),
@@ -287,6 +302,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("onnxcompress: interrupted\n")
         return 130
+    except BrokenPipeError:
+        # The reader went away (`onnxcompress inspect m.onnx | head`): not an error of ours.
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
     except Exception as e:  # a bug: still one line, unless --debug
         if args.debug:
             raise

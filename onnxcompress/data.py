@@ -245,7 +245,9 @@ def _open_npz(path: Path):  # noqa: ANN202 - np.lib.npyio.NpzFile
     try:
         data = np.load(path, allow_pickle=False)
     except Exception as e:  # zipfile, OSError, ValueError: all mean "not a readable npz"
-        raise DataError(f"{path}: not a readable .npz file ({type(e).__name__}: {e}).") from e
+        # numpy's message for non-npz bytes suggests allow_pickle=True: never that for data files.
+        detail = "not a zip of .npy arrays" if "pickle" in str(e) else f"{type(e).__name__}: {e}"
+        raise DataError(f"{path}: not a readable .npz file ({detail}).") from e
     if not isinstance(data, np.lib.npyio.NpzFile):
         raise DataError(
             f"{path}: holds a single array, not named arrays.",

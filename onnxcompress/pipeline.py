@@ -40,6 +40,7 @@ from onnxcompress.model import (
     to_proto,
 )
 from onnxcompress.passes.base import Pass, PassContext, PassResult, get_pass_class
+from onnxcompress.weights import WeightIndex, all_graphs, matches
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -109,7 +110,10 @@ class Pipeline:
             if not isinstance(step, dict) or "pass" not in step:
                 raise ConfigError(f"{where}: passes[{i}] must be a table with a 'pass' name.")
             options = {k: v for k, v in step.items() if k != "pass"}
-            pass_class = get_pass_class(str(step["pass"]))
+            try:
+                pass_class = get_pass_class(str(step["pass"]))
+            except ConfigError as e:
+                raise ConfigError(f"{where}: passes[{i}]: {e}") from e
             config = pass_class.config_class.from_dict(
                 options, where=f"{where}: passes[{i}] ({step['pass']})"
             )
@@ -158,6 +162,7 @@ class Pipeline:
         if not runs_in_ort:
             notes.append(f"onnxruntime cannot run the input model ({why_not}); data-driven "
                          "steps are skipped and outputs are only checked with onnx.checker")
+        notes += _unmatched_excludes(ir_model, self.passes)
         results: list[PassResult] = []
         for i, p in enumerate(self.passes):
             if progress is not None:
@@ -188,6 +193,21 @@ class Pipeline:
         recipe = self.to_recipe()
         record_provenance(ir_model, recipe, results)
         return PipelineResult(model=ir_model, passes=results, recipe=recipe, notes=notes)
+
+
+def _unmatched_excludes(model: ir.Model, passes: Sequence[Pass]) -> list[str]:
+    """A note for every exclude pattern that names no tensor or node (likely a typo)."""
+    patterns = {p for ps in passes for p in getattr(ps.config, "exclude", ())}
+    if not patterns:
+        return []
+    names = [w.label for w in WeightIndex.build(model)]
+    names += [n.name for _, g in all_graphs(model) for n in g if n.name]
+    notes = []
+    for pattern in sorted(patterns):
+        if not any(matches(name, [pattern]) for name in names):
+            notes.append(f"--exclude '{pattern}' matches no tensor or node in the model")
+            logger.warning("exclude pattern '%s' matches no tensor or node", pattern)
+    return notes
 
 
 def _snapshot(model: ir.Model) -> ir.Model:

@@ -65,9 +65,11 @@ class CompressionReport:
             f"{self.ratio:>8.2f}x",
             f"{'gzip size':<14}{_fmt_bytes(b.gzip_bytes):>14}{_fmt_bytes(a.gzip_bytes):>14}"
             f"{self.gzip_ratio:>8.2f}x",
-            f"{'parameters':<14}{b.parameters:>14,}{a.parameters:>14,}"
-            f"{b.parameters / max(a.parameters, 1):>8.2f}x",
-            f"{'sparsity':<14}{b.sparsity:>14.1%}{a.sparsity:>14.1%}",
+            f"{'weight bytes':<14}{_fmt_bytes(b.weight_bytes):>14}{_fmt_bytes(a.weight_bytes):>14}"
+            f"{b.weight_bytes / max(a.weight_bytes, 1):>8.2f}x",
+            # Stored values: packed k-means indices or int8 codes count once per stored element.
+            f"{'stored values':<14}{b.parameters:>14,}{a.parameters:>14,}",
+            f"{'zeros stored':<14}{b.sparsity:>14.1%}{a.sparsity:>14.1%}",
             f"{'nodes':<14}{b.nodes:>14,}{a.nodes:>14,}",
         ]
         for p in self.result.passes:
@@ -76,17 +78,20 @@ class CompressionReport:
                 f"pass {p.pass_name}: {len(p.layers)} tensor(s) changed, "
                 f"{p.skipped_count} skipped, {p.seconds:.2f} s"
             )
+            scalars = {k: v for k, v in p.metrics.items() if isinstance(v, (int, float, str, bool))}
+            if scalars:
+                lines.append("  " + ", ".join(f"{k}={_fmt_metric(v)}" for k, v in scalars.items()))
             if p.layers:
                 lines.append(
                     f"  {'tensor':<36}{'op':<10}{'shape':<18}{'bytes':>18}{'sparsity':>9}"
-                    f"{'bits':>6}{'rel.err':>9}"
+                    f"{'bits/w':>7}{'rel.err':>9}"
                 )
                 for s in p.layers[:max_layers]:
                     shape = "x".join(str(d) for d in s.shape)
                     size = f"{_fmt_bytes(s.bytes_before)}>{_fmt_bytes(s.bytes_after)}"
                     lines.append(
                         f"  {_clip(s.name, 35):<36}{_clip(s.op_type, 9):<10}{_clip(shape, 17):<18}"
-                        f"{size:>18}{_opt(s.sparsity, '.1%'):>9}{_opt(s.bits, '.3g'):>6}"
+                        f"{size:>18}{_opt(s.sparsity, '.1%'):>9}{_opt(s.bits, '.3g'):>7}"
                         f"{_opt(s.error, '.2e'):>9}"
                     )
                 if len(p.layers) > max_layers:
@@ -99,6 +104,14 @@ class CompressionReport:
         for note in self.result.notes:
             lines.append(f"note: {note}")
         return "\n".join(lines)
+
+
+def _fmt_metric(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
 
 
 def _clip(text: str, width: int) -> str:

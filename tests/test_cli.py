@@ -148,3 +148,26 @@ def test_missing_validation_data_fails_before_writing(capsys, model_files, tmp_p
     code, _, err = run_cli(capsys, "compress", model_files["mlp"], "-o", out, "--simplify", "--validate",
                            "--validate-data", tmp_path / "nope.npz")
     assert code == 2 and "no such validation data" in err and not out.exists()
+
+
+def test_report_path_is_checked_before_writing_the_model(capsys, model_files, tmp_path):
+    out = tmp_path / "o.onnx"
+    code, _, err = run_cli(capsys, "compress", model_files["mlp"], "-o", out, "--simplify",
+                           "--report", tmp_path / "nodir" / "r.json")
+    assert code == 2 and "does not exist" in err and not out.exists()
+
+
+def test_bare_command_prints_usage(capsys):
+    code, _, err = run_cli(capsys)
+    assert code == 2 and "usage:" in err and "compress" in err
+
+
+def test_option_errors_name_the_flag(capsys, model_files, tmp_path):
+    code, _, err = run_cli(capsys, "compress", model_files["mlp"], "-o", tmp_path / "o.onnx", "--prune", "1.5")
+    assert code == 2 and "--prune" in err and "Traceback" not in err
+
+
+def test_broken_pipe_is_not_an_error(tmp_path, model_files):
+    proc = subprocess.run(f"{sys.executable} -m onnxcompress inspect {model_files['const']} | head -1",
+                          shell=True, capture_output=True, text=True)
+    assert "internal error" not in proc.stderr and "Broken" not in proc.stderr

@@ -89,10 +89,6 @@ def test_inspect_shows_provenance_of_a_compressed_model(capsys, tmp_path):
     assert recipe["passes"][0]["pass"] == "kmeans" and recipe["passes"][0]["bits"] == 5
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "inspect's weight index does not recognise onnxcompress's own k-means storage: the packed "
-    "index tensors (fc*.weight.q4/.q1, ~94% of the weight bytes) are not listed; only the "
-    "codebooks are, with role 'embedding'"))
 def test_inspect_lists_kmeans_weights(capsys, tmp_path):
     out_path = tmp_path / "small.onnx"
     assert run(capsys, "compress", MLP, "-o", out_path, "--kmeans", "5")[0] == 0
@@ -352,9 +348,6 @@ def test_bad_validation_data_leaves_nothing(capsys, tmp_path):
     assert not out_path.exists()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "--report is written after OUT: a report path in a missing folder gives exit 2 but leaves "
-    "OUT behind (README: a failure leaves nothing behind)"))
 def test_bad_report_path_leaves_nothing(capsys, tmp_path):
     out_path = tmp_path / "small.onnx"
     code, _, err = run(capsys, "compress", MLP, "-o", out_path, "--kmeans", "4", "-q",
@@ -363,9 +356,6 @@ def test_bad_report_path_leaves_nothing(capsys, tmp_path):
     assert not out_path.exists()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "output piped into a reader that stops early (`onnxcompress inspect M | head`) is reported as "
-    "'internal error: BrokenPipeError ... please report it'"))
 def test_closed_stdout_is_not_an_internal_error():
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader is gone before anything is printed

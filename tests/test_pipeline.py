@@ -145,3 +145,9 @@ def test_context_original_is_the_unmodified_input(tmp_path, as_path):
     Pipeline([HalveWeights(), CheckTeacher()]).run(source)
     expected = WeightIndex.build(load_model(proto))["fc0.weight"].numpy()
     np.testing.assert_array_equal(CheckTeacher.seen[0], expected)
+
+
+def test_exclude_pattern_matching_nothing_is_noted():
+    result = Pipeline([HalveWeights(exclude=("fc9*",)), HalveWeights(exclude=("fc0*",))]).run(h.mlp())
+    assert any("'fc9*' matches no tensor" in n for n in result.notes)
+    assert not any("'fc0*'" in n for n in result.notes)
