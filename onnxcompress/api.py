@@ -90,7 +90,7 @@ def compress_file(
     check_output_path(output_path, protect=(input_path,), overwrite=overwrite)
     for name, data in (("calibration", calibration), ("validation", validation_data)):
         if isinstance(data, (str, os.PathLike)) and not Path(data).exists():
-            raise DataError(f"{data}: no such {name} data file or folder.")
+            raise DataError(f"{data}: no such file or folder (the {name} data).")
     model = load_model(input_path)
     if validator is not None and validation_data is not None:
         feed_source(validation_data, model, name="validation data")  # fail before the long work
