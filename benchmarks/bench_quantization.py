@@ -313,8 +313,6 @@ def bench_model(name: str, model: Path, inp: str, calib: np.ndarray, evalx: np.n
 
 def calibration_child(args: argparse.Namespace) -> None:
     """In a fresh process: calibrate ``args.samples`` samples, print seconds and peak RSS."""
-    import resource
-
     model = REPO / "tests/assets/resnet_digits.onnx"
     calib, _ = load_data(REPO / "tests/assets/resnet_digits_calib.npz", "image")
     reps = -(-args.samples // len(calib))
@@ -334,8 +332,18 @@ def calibration_child(args: argparse.Namespace) -> None:
                       "percentile": CalibrationMethod.Percentile}[args.method]
             quantize_static(str(model), str(out), Reader("image", x), calibrate_method=method)
         seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"seconds": seconds, "peak_rss": peak}))
+    print(json.dumps({"seconds": seconds, "peak_rss": peak_rss()}))
+
+
+def peak_rss() -> int:
+    """This process's peak RSS since exec (VmHWM). ru_maxrss would include the parent's RSS
+    at fork time, which Linux carries across exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def calibration_scaling(counts: list[int]) -> list[dict[str, Any]]:
