@@ -93,38 +93,42 @@ def activation_input(weight: Weight) -> tuple[ir.Value, int] | None:
     return None
 
 
-def input_channel_energy(
+def input_channel_moments(
     model: ir.Model, weights: Iterable[Weight], feeds: Iterable[Feed]
-) -> dict[str, np.ndarray]:
-    """Mean squared activation per input channel for each weight (keyed by ``weight.label``).
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(mean, mean square) per input channel of each weight's activation, by ``weight.label``.
 
-    The result for a weight has one entry per channel of its activation input (for a grouped
-    Conv that is C, while the weight's in-channel axis holds C/groups). Weights inside subgraphs,
-    or whose activation cannot be exposed, are absent from the result.
+    One pass over ``feeds`` serves every weight; weights reading the same activation share its
+    statistics. A grouped Conv's result has C entries while its weight holds C/groups
+    in-channels. Weights inside subgraphs, or whose activation cannot be exposed, are absent.
     """
     wanted: dict[str, tuple[str, int]] = {}
     for w in weights:
-        if w.scope:
-            continue
-        found = activation_input(w)
-        if found is None or found[0] is None or not found[0].name:
-            continue
-        wanted[w.label] = (found[0].name, found[1])
-    sums: dict[str, np.ndarray] = {}
-    counts: dict[str, int] = {}
-    names = {name for name, _ in wanted.values()}
-    for outputs in iter_intermediates(model, names, feeds):
-        per_tensor: dict[tuple[str, int], tuple[np.ndarray, int]] = {}
-        for label, (name, axis) in wanted.items():
-            if name not in outputs:
+        found = activation_input(w) if not w.scope else None
+        if found is not None and found[0] is not None and found[0].name:
+            wanted[w.label] = (found[0].name, found[1])
+    sums: dict[tuple[str, int], list] = {}
+    for outputs in iter_intermediates(model, {name for name, _ in wanted.values()}, feeds):
+        for key in set(wanted.values()):
+            if key[0] not in outputs:
                 continue
-            key = (name, axis)
-            if key not in per_tensor:
-                x = np.asarray(outputs[name], dtype=np.float64)
-                ax = axis % x.ndim
-                moved = np.moveaxis(x, ax, -1).reshape(-1, x.shape[ax])
-                per_tensor[key] = (np.einsum("ij,ij->j", moved, moved), moved.shape[0])
-            energy, n = per_tensor[key]
-            sums[label] = sums.get(label, 0) + energy
-            counts[label] = counts.get(label, 0) + n
-    return {label: (sums[label] / max(counts[label], 1)).astype(np.float32) for label in sums}
+            x = np.asarray(outputs[key[0]], dtype=np.float64)
+            axis = key[1] % x.ndim
+            moved = np.moveaxis(x, axis, -1).reshape(-1, x.shape[axis])
+            acc = sums.setdefault(key, [0.0, 0.0, 0])
+            acc[0] = acc[0] + moved.sum(axis=0)
+            acc[1] = acc[1] + np.einsum("ij,ij->j", moved, moved)  # einsum: no BLAS threads
+            acc[2] += moved.shape[0]
+    return {
+        label: (sums[key][0] / sums[key][2], sums[key][1] / sums[key][2])
+        for label, key in wanted.items()
+        if key in sums and sums[key][2]
+    }
+
+
+def input_channel_energy(
+    model: ir.Model, weights: Iterable[Weight], feeds: Iterable[Feed]
+) -> dict[str, np.ndarray]:
+    """Mean squared activation per input channel for each weight (keyed by ``weight.label``)."""
+    moments = input_channel_moments(model, weights, feeds)
+    return {label: sq.astype(np.float32) for label, (_, sq) in moments.items()}

@@ -241,7 +241,10 @@ class Prune(Pass):
         assert context.calibration is not None
         feeds = context.calibration.take(cfg.calibration_samples)
         try:
-            stats = input_channel_stats(model, weights, feeds)
+            stats = {
+                label: (mean, sq.astype(np.float32))
+                for label, (mean, sq) in activations.input_channel_moments(model, weights, feeds).items()
+            }
         except OnnxCompressError as e:
             result.note(f"calibration data could not be used ({e}); used magnitude")
             return {}
@@ -758,34 +761,6 @@ def _choose_channels(
                 n = min(g.size, int(np.ceil(n / cfg.round_to)) * cfg.round_to)
             keep[g.root] = np.sort(np.argsort(-s, kind="stable")[:n])
     return keep
-
-
-def input_channel_stats(
-    model: ir.Model, weights: list[Weight], feeds: Any
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Mean and mean square per input channel of each weight's activation (main graph only)."""
-    wanted: dict[str, tuple[str, int]] = {}
-    for w in weights:
-        found = activations.activation_input(w) if not w.scope else None
-        if found is not None and found[0] is not None and found[0].name:
-            wanted[w.label] = (found[0].name, found[1])
-    sums: dict[tuple[str, int], list] = {}
-    for outputs in activations.iter_intermediates(model, {n for n, _ in wanted.values()}, feeds):
-        for key in set(wanted.values()):
-            if key[0] not in outputs:
-                continue
-            x = np.asarray(outputs[key[0]], dtype=np.float64)
-            moved = np.moveaxis(x, key[1] % x.ndim, -1).reshape(-1, x.shape[key[1] % x.ndim])
-            acc = sums.setdefault(key, [0.0, 0.0, 0])
-            acc[0] = acc[0] + moved.sum(axis=0)
-            acc[1] = acc[1] + np.einsum("ij,ij->j", moved, moved)
-            acc[2] += moved.shape[0]
-    out = {}
-    for label, key in wanted.items():
-        if key in sums and sums[key][2]:
-            s, sq, n = sums[key]
-            out[label] = (np.asarray(s / n, np.float64), np.asarray(sq / n, np.float32))
-    return out
 
 
 def _bias_delta(w: Weight, removed: np.ndarray, mean: np.ndarray) -> np.ndarray | None:

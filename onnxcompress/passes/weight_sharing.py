@@ -367,7 +367,7 @@ class WeightSharing(Pass):
             return {}, {}
         feeds = context.calibration.take(cfg.calibration_samples)
         try:
-            moments = _input_channel_moments(model, weights, feeds)
+            moments = activations.input_channel_moments(model, weights, feeds)
         except OnnxCompressError as e:
             result.note(f"calibration data unused: {str(e).split(' Hint:')[0]}")
             return {}, {}
@@ -918,35 +918,6 @@ def _rows(array: np.ndarray, axis: int | None, group: int) -> tuple[np.ndarray, 
         group -= 1
     moved = np.moveaxis(array, axis, 0).reshape(channels // group, -1)
     return moved, _Layout(tuple(array.shape), axis, group)
-
-
-def _input_channel_moments(
-    model: ir.Model, weights: list[Weight], feeds: Any
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """(mean, mean square) per input channel of each weight's activation, main graph only: one
-    pass over the calibration feeds for both sensitivity weighting and bias correction."""
-    wanted: dict[str, tuple[str, int]] = {}
-    for w in weights:
-        found = activations.activation_input(w) if not w.scope else None
-        if found is not None and found[0] is not None and found[0].name:
-            wanted[w.label] = (found[0].name, found[1])
-    sums: dict[tuple[str, int], list] = {}
-    for outputs in activations.iter_intermediates(model, {n for n, _ in wanted.values()}, feeds):
-        for key in set(wanted.values()):
-            if key[0] not in outputs:
-                continue
-            x = np.asarray(outputs[key[0]], dtype=np.float64)
-            axis = key[1] % x.ndim
-            moved = np.moveaxis(x, axis, -1).reshape(-1, x.shape[axis])
-            acc = sums.setdefault(key, [0.0, 0.0, 0])
-            acc[0] = acc[0] + moved.sum(axis=0)
-            acc[1] = acc[1] + np.einsum("ij,ij->j", moved, moved)
-            acc[2] += moved.shape[0]
-    return {
-        label: (sums[key][0] / sums[key][2], sums[key][1] / sums[key][2])
-        for label, key in wanted.items()
-        if key in sums and sums[key][2]
-    }
 
 
 def _bias_index(model: ir.Model) -> dict[int, Weight]:
