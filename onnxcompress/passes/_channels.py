@@ -448,9 +448,13 @@ def analyze(
     shapes: Shapes,
     *,
     exclude: Iterable[str] = (),
+    rng: np.random.Generator | None = None,
 ) -> ChannelGraph:
-    """Walk the main graph once and build the channel dependency graph."""
-    return _Analyzer(model, index, shapes, tuple(exclude)).run()
+    """Walk the main graph once and build the channel dependency graph.
+
+    ``rng`` draws the BatchNormalization-derived activation samples (seeded from the pipeline).
+    """
+    return _Analyzer(model, index, shapes, tuple(exclude), rng).run()
 
 
 N_SAMPLES = 128
@@ -573,7 +577,8 @@ def _ints_attr(node: ir.Node, name: str) -> list[int] | None:
 
 
 class _Analyzer:
-    def __init__(self, model: ir.Model, index: WeightIndex, shapes: Shapes, exclude: tuple[str, ...]):
+    def __init__(self, model: ir.Model, index: WeightIndex, shapes: Shapes, exclude: tuple[str, ...],
+                 rng: np.random.Generator | None = None):
         self.model = model
         self.g = ChannelGraph(model)
         self.shapes = shapes
@@ -585,7 +590,7 @@ class _Analyzer:
         # trained on. Pushed through elementwise ops (activations, residual Adds, constants),
         # pooling and flattening; anything else drops them.
         self.samples: dict[ir.Value, np.ndarray] = {}
-        self.rng = np.random.default_rng(0)
+        self.rng = rng if rng is not None else np.random.default_rng(0)
         for w in index:
             if w.scope:
                 continue

@@ -404,7 +404,8 @@ class Prune(Pass):
     ) -> None:
         cfg: PruneConfig = self.config  # type: ignore[assignment]
         shapes = macs.infer_shapes(model)
-        graph = _channels.analyze(model, index, shapes, exclude=cfg.exclude)
+        graph = _channels.analyze(model, index, shapes, exclude=cfg.exclude,
+                                  rng=context.rng("prune-channels"))
         group_reason: dict[int, str] = {}
         try:
             self._prune_groups(model, index, context, result, macs_before, graph, group_reason)
