@@ -562,10 +562,18 @@ def _quantizable_weight(w: Weight, cfg: QuantizeConfig, result: PassResult) -> b
 
 
 def _const_array(value: ir.Value | None) -> np.ndarray | None:
-    if value is None:
-        return None
-    tensor = ir.convenience.get_const_tensor(value)
-    return None if tensor is None else tensor.numpy()
+    """The constant behind ``value`` (through Identity nodes, which exporters use to share)."""
+    for _ in range(8):
+        if value is None:
+            return None
+        tensor = ir.convenience.get_const_tensor(value)
+        if tensor is not None:
+            return tensor.numpy()
+        producer = value.producer()
+        if producer is None or producer.op_type != "Identity" or not producer.inputs:
+            return None
+        value = producer.inputs[0]
+    return None
 
 
 def _static_unit(node: ir.Node, by_value: dict[int, Weight], explicit: set[str],
@@ -617,6 +625,8 @@ def _static_unit(node: ir.Node, by_value: dict[int, Weight], explicit: set[str],
                  macs_per_output=macs)
     if not cfg.symmetric_activations:
         unit.activation_fn = _removable_activation(node)
+    if op == "Conv" and unit.output.is_graph_output():
+        return None, "output is a graph output: QLinearConv needs a quantized output"
     return unit, None
 
 
@@ -677,6 +687,19 @@ def _make_plan(model: ir.Model, units: list[_Unit], cfg: QuantizeConfig) -> _Pla
         if node.op_type == "Gather" and _const_array(node.inputs[0]) is not None:
             continue
         glue[id(node)] = node
+    # An Add/Mul followed by a Relu (residual blocks): the Q goes after the Relu, which
+    # onnxruntime then drops (zero point 0), so the Add still fuses into QLinearAdd.
+    glue_act: dict[int, ir.Node] = {}
+    if not cfg.symmetric_activations:
+        for key, node in glue.items():
+            if node.op_type in ("Add", "Mul"):
+                act = _removable_activation(node)
+                if act is not None and act.op_type == "Relu":
+                    glue_act[key] = act
+
+    def glue_outputs(node: ir.Node) -> list[ir.Value]:
+        act = glue_act.get(id(node))
+        return list(act.outputs) if act is not None else list(node.outputs)
 
     def members() -> set[int]:
         return set(unit_of) | set(glue)
@@ -692,7 +715,9 @@ def _make_plan(model: ir.Model, units: list[_Unit], cfg: QuantizeConfig) -> _Pla
             prev = node.inputs[0].producer() if node.inputs and node.inputs[0] is not None else None
             if prev is not None and id(prev) in unit_of and unit_of[id(prev)].activation_fn is node:
                 return out_quantized(unit_of[id(prev)], inside)
-        return id(node) in glue and id(node) in inside
+            if prev is not None and glue_act.get(id(prev)) is node:
+                return id(prev) in inside
+        return id(node) in glue and id(node) in inside and id(node) not in glue_act
 
     def consumers_inside(value: ir.Value, inside: set[int]) -> bool:
         uses = list(value.uses())
@@ -712,7 +737,7 @@ def _make_plan(model: ir.Model, units: list[_Unit], cfg: QuantizeConfig) -> _Pla
             if key not in inside:
                 continue
             ok = all(producer_out_q(v, inside) for v in _data_inputs(node)) and all(
-                consumers_inside(o, inside) for o in node.outputs)
+                consumers_inside(o, inside) for o in glue_outputs(node))
             if not ok:
                 inside.discard(key)
                 changed = True
@@ -739,7 +764,7 @@ def _make_plan(model: ir.Model, units: list[_Unit], cfg: QuantizeConfig) -> _Pla
         elif id(node) in inside:
             for v in _data_inputs(node):
                 add(v, [node])
-            for o in node.outputs:
+            for o in glue_outputs(node):
                 add(o, [n for n, _ in o.uses()])
                 if node.op_type in SAME_SCALE_OPS:
                     plan.same_scale[id(o)] = _data_inputs(node)[0]

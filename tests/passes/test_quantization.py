@@ -235,6 +235,37 @@ def test_glue_ops_join_the_int8_path_only_between_int8_nodes():
     assert fused["QLinearConv"] == 1
 
 
+def test_residual_add_and_relu_stay_int8():
+    # Conv -> Relu -> Conv + skip -> Add -> Relu -> Conv -> pool: the Q after each Relu lets onnxruntime
+    # drop the Relu and run the Add as QLinearAdd; the BN's shift reaches it through Identity.
+    model = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 13]>
+        g (float[N, 16, 8, 8] x) => (float[N, 16, 1, 1] y) {
+            c0 = Conv <pads = [1, 1, 1, 1]> (x, w0)
+            r0 = Relu (c0)
+            c1 = Conv <pads = [1, 1, 1, 1]> (r0, w1)
+            shift = Identity (bn_b)
+            b1 = BatchNormalization (c1, bn_g, shift, bn_m, bn_v)
+            s = Add (b1, r0)
+            r1 = Relu (s)
+            c2 = Conv <pads = [1, 1, 1, 1]> (r1, w2)
+            r2 = Relu (c2)
+            y = GlobalAveragePool (r2)
+        }
+    """)
+    r = h.rng(3)
+    w = {f"w{i}": (r.standard_normal((16, 16, 3, 3)) / 12).astype(np.float32) for i in range(3)}
+    h.attach_initializers(model, {**w, "bn_g": np.ones(16, np.float32),
+                                  "bn_b": np.full(16, 0.1, np.float32),
+                                  "bn_m": np.zeros(16, np.float32), "bn_v": np.ones(16, np.float32)})
+    data = feeds((1, 16, 8, 8))
+    res, q = quantize(model, data)
+    check_outputs(model, q, data)
+    assert res.metrics["batchnorm_folded"] == 1
+    fused = fused_ops(q)
+    assert fused["QLinearAdd"] == 1 and fused["QLinearConv"] == 3 and fused["Relu"] == 0
+
+
 # -- dynamic ----------------------------------------------------------------------------------
 
 
