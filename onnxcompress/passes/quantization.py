@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx_ir as ir
+import onnxruntime as ort
 
-from onnxcompress import runtime
+from onnxcompress import __version__, cache, runtime
 from onnxcompress.calibration import CALIBRATE_METHODS, Calibrator, collect
 from onnxcompress.cpu import default_reduce_range, has_vnni
 from onnxcompress.data import Feed, synthetic_feeds
@@ -477,6 +478,26 @@ class Quantize(Pass):
         cfg: QuantizeConfig = self.config  # type: ignore[assignment]
         if not cfg.speed_check or cfg.allow_slower:
             attempts = attempts[:1]
+        key = None
+        if len(attempts) > 1:
+            # A close call measured twice can flip; reuse this machine's first measurement so
+            # the same input and options give the same file (see onnxcompress.cache).
+            key = cache.decision_key(
+                "quantize-speed-guard", __version__, ort.__version__, cache.machine_id(),
+                cfg.to_dict(),
+                [sorted(map(str, a)) if isinstance(a, list) else str(a) for a in attempts],
+                to_proto(float_model, inline_external=False).SerializeToString(deterministic=True),
+            )
+            chosen = cache.get_decision(key)
+            if isinstance(chosen, int) and 0 <= chosen < len(attempts):
+                spec = attempts[chosen]
+                scratch = PassResult(pass_name=result.pass_name, config=result.config, model=base)
+                model = build(_copy(base), spec, scratch)
+                self._measure(float_model, model, context, scratch)
+                _merge(result, scratch)
+                result.note(f"speed guard: {describe(spec)}, as measured on this machine before "
+                            f"(cached in {cache.cache_dir()}; delete it to measure again)")
+                return model, spec
         history = []
         for i, spec in enumerate(attempts):
             scratch = PassResult(pass_name=result.pass_name, config=result.config, model=base)
@@ -485,6 +506,8 @@ class Quantize(Pass):
             history.append((describe(spec), ratio))
             bound = limit(spec) if limit is not None else 1 + SPEED_TOLERANCE
             if ratio is None or ratio <= bound or i == len(attempts) - 1:
+                if key is not None and ratio is not None:
+                    cache.put_decision(key, i)
                 _merge(result, scratch)
                 if len(history) > 1:
                     tried = ", ".join(f"{d}: {r:.2f}x" for d, r in history if r is not None)
