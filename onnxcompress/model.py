@@ -255,6 +255,15 @@ def _drop_initializer_value_info(graph: onnx.GraphProto) -> None:
                     _drop_initializer_value_info(g)
 
 
+def copy_model(model: ir.Model) -> ir.Model:
+    """An independent copy through protobuf; external tensors stay references (cheap for 2 GB)."""
+    copy = ir.serde.deserialize_model(to_proto(model, inline_external=False))
+    base_dir = external_base_dir(model)
+    if base_dir is not None:
+        ir.external_data.set_base_dir(copy.graph, base_dir)
+    return copy
+
+
 def external_base_dir(model: ir.Model) -> str | None:
     """The folder external tensors are read from, if any tensor is external."""
     for _, graph in _graphs(model):

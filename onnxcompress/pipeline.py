@@ -34,7 +34,7 @@ from onnxcompress.errors import ConfigError, PassError
 from onnxcompress.model import (
     EXTERNAL_DATA_THRESHOLD,
     ModelLike,
-    external_base_dir,
+    copy_model,
     load_model,
     tensor_bytes,
     to_proto,
@@ -146,9 +146,9 @@ class Pipeline:
         ``calibration``: any data source :func:`onnxcompress.data.feed_source` accepts.
         """
         # Passes rewrite in place: never touch the caller's object, work on a copy of it.
-        ir_model = _snapshot(model) if isinstance(model, ir.Model) else load_model(model)
+        ir_model = copy_model(model) if isinstance(model, ir.Model) else load_model(model)
         if isinstance(model, (ir.Model, onnx.ModelProto)):
-            pristine = _snapshot(ir_model)
+            pristine = copy_model(ir_model)
             original_loader = lambda: pristine  # noqa: E731
         else:
             original_loader = lambda: load_model(model)  # noqa: E731 - reread the file lazily
@@ -169,7 +169,7 @@ class Pipeline:
                 progress(f"pass {p.name}", i, len(self.passes))
             # Keep a copy to roll back to, unless the model is too large to hold twice.
             backup = (
-                _snapshot(ir_model)
+                copy_model(ir_model)
                 if self.check == "each" and tensor_bytes(ir_model) <= ROLLBACK_MAX_BYTES
                 else None
             )
@@ -208,15 +208,6 @@ def _unmatched_excludes(model: ir.Model, passes: Sequence[Pass]) -> list[str]:
             notes.append(f"--exclude '{pattern}' matches no tensor or node in the model")
             logger.warning("exclude pattern '%s' matches no tensor or node", pattern)
     return notes
-
-
-def _snapshot(model: ir.Model) -> ir.Model:
-    """An independent copy (through protobuf; external tensors stay references)."""
-    copy = ir.serde.deserialize_model(to_proto(model, inline_external=False))
-    base_dir = external_base_dir(model)
-    if base_dir is not None:
-        ir.external_data.set_base_dir(copy.graph, base_dir)
-    return copy
 
 
 def _check(model: ir.Model, *, need_ort: bool) -> str | None:

@@ -36,7 +36,7 @@ from onnxcompress.calibration import CALIBRATE_METHODS, Calibrator, collect
 from onnxcompress.cpu import default_reduce_range, has_vnni
 from onnxcompress.data import Feed, synthetic_feeds
 from onnxcompress.errors import OnnxCompressError
-from onnxcompress.model import EXTERNAL_DATA_THRESHOLD, external_base_dir, tensor_bytes, to_proto
+from onnxcompress.model import EXTERNAL_DATA_THRESHOLD, copy_model, tensor_bytes, to_proto
 from onnxcompress.opset import opset_version, upgrade_opset
 from onnxcompress.passes._qdq import (
     DATA_INPUTS,
@@ -1108,12 +1108,7 @@ def _fold_batchnorm(model: ir.Model) -> int:
 
 
 def _copy(model: ir.Model) -> ir.Model:
-    """An independent copy; external tensors stay references (a 2 GB model costs nothing)."""
-    copy = ir.serde.deserialize_model(to_proto(model, inline_external=False))
-    base_dir = external_base_dir(model)
-    if base_dir is not None:
-        ir.external_data.set_base_dir(copy.graph, base_dir)
-    return copy
+    return copy_model(model)
 
 
 def _one_feed(model: ir.Model, context: PassContext) -> Feed | None:
