@@ -22,6 +22,7 @@ ratio is in the result's metrics.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import statistics
 import time
@@ -53,6 +54,7 @@ from onnxcompress.passes._qdq import (
 from onnxcompress.passes.base import LayerStat, Pass, PassConfig, PassContext, PassResult, option
 from onnxcompress.weights import (
     ROLE_EMBEDDING,
+    ROLE_RECURRENT,
     ROLE_WEIGHT,
     Weight,
     WeightIndex,
@@ -242,6 +244,11 @@ class Quantize(Pass):
         """Raise the opset as the mode needs; per-tensor when per-channel cannot be had."""
         channelwise = cfg.channelwise
         have = opset_version(model)
+        missing = _missing_runtime_kernel(have)
+        if missing is not None:
+            for w in WeightIndex.build(model).select(roles={ROLE_WEIGHT, ROLE_EMBEDDING, ROLE_RECURRENT}):
+                result.skip(w.label, missing)
+            return None, False
         floor = 11 if cfg.mode == "dynamic" else 10
         # Per-channel DequantizeLinear (axis) is opset 13; dynamic mode's per-column scales
         # live in Mul/MatMulInteger, which opset 11 has.
@@ -270,7 +277,7 @@ class Quantize(Pass):
         """Every float compute weight still float -> int8 storage (DequantizeLinear or folded)."""
         names = model_names(model)
         for w in WeightIndex.build(model):
-            if w.role not in (ROLE_WEIGHT, ROLE_EMBEDDING) or not w.is_float:
+            if w.role not in (ROLE_WEIGHT, ROLE_EMBEDDING, ROLE_RECURRENT) or not w.is_float:
                 continue
             if ops is not None and not set(w.op_types) <= ops:
                 continue
@@ -947,18 +954,49 @@ def _release(w: Weight) -> None:
             tensor.release()
 
 
+@functools.lru_cache(maxsize=8)
+def _missing_runtime_kernel(opset: int) -> str | None:
+    """Why onnxruntime could not run Q/DQ at this opset (newer than it knows), or None."""
+    import onnx
+    import onnx.helper as oh
+
+    graph = oh.make_graph(
+        [oh.make_node("QuantizeLinear", ["x", "s"], ["q"]),
+         oh.make_node("DequantizeLinear", ["q", "s"], ["y"])],
+        "probe",
+        [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2])],
+        [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2])],
+        initializer=[oh.make_tensor("s", onnx.TensorProto.FLOAT, [], [1.0])],
+    )
+    probe = oh.make_model(graph, opset_imports=[oh.make_opsetid("", opset)])
+    probe.ir_version = min(probe.ir_version, 10)
+    try:
+        session = runtime.create_session(ir.serde.deserialize_model(probe), optimize=False)
+        session.run(None, {"x": np.zeros(2, np.float32)})
+    except Exception as e:  # noqa: BLE001 - any failure means the kernels are not usable
+        return (f"onnxruntime {ort.__version__} has no QuantizeLinear/DequantizeLinear for opset "
+                f"{opset} ({runtime.first_line(e)[:80]})")
+    return None
+
+
 def _quantize_bias_input(u: _Unit, scale: np.ndarray, b: Builder, graph: ir.Graph) -> None:
     assert u.bias is not None
     bias = u.bias.numpy().astype(np.float32).reshape(-1)
     n = bias.size if np.ndim(scale) == 0 else np.size(scale)
     if bias.size == 1 and n > 1:
         bias = np.full(n, bias[0], dtype=np.float32)
+    per_tensor = np.ndim(scale) == 0
     scale = np.broadcast_to(np.asarray(scale, dtype=np.float32), bias.shape).copy()
     q = quantize_bias(bias, scale)
     base = u.bias.name or "bias"
     q_v = b.constant(f"{base}_q", q)
-    s_v = b.constant(f"{base}_scale", scale)
-    dq = b.node("DequantizeLinear", [q_v, s_v], f"{base}_dq", axis=0)
+    if per_tensor:
+        # A scalar scale needs no axis: per-axis DequantizeLinear only exists from opset 13.
+        s_v = b.constant(f"{base}_scale", np.asarray(scale.reshape(-1)[0], dtype=np.float32))
+        dq = b.node("DequantizeLinear", [q_v, s_v], f"{base}_dq")
+    else:
+        s_v = b.constant(f"{base}_scale", scale)
+        dq = b.node("DequantizeLinear", [q_v, s_v], f"{base}_dq", axis=0)
     dq.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
     graph.insert_before(u.node, [dq])
     u.node.replace_input_with(2, dq.outputs[0])
