@@ -96,22 +96,10 @@ def all_variants() -> dict[str, Variant]:
 
 
 # (model, variant) -> short cause. Strict: a case that starts passing fails until removed here.
-_QUANTIZE = ("quantize", "quantize-nodata", "quantize-per-tensor", "quantize-dynamic", "quantize-weights",
-             "quantize-defaults")
-_CAUSES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    # cause: (models, variants)
-    "quantize: the bias DequantizeLinear always gets axis=0, which opset < 13 lacks (rolled back)": (
-        ("mlp_opset7", "mlp_opset9", "mlp_opset11", "cnn_opset7", "cnn_opset9", "cnn_opset11",
-         "ir3_mlp", "ir3_cnn"), ("quantize-per-tensor",)),
-    "quantize: LSTM/GRU W and R are left float with no skip reason": (("lstm", "gru"), _QUANTIZE),
-    f"quantize: Q/DQ nodes at opset {zoo.NEWEST}, which onnxruntime {ort.__version__} has no kernel for "
-    "(rolled back, no skip reason)": (
-        ("mlp_opset_newest", "cnn_opset_newest") if zoo.NEWEST >= 28 else (),
-        ("quantize", "quantize-nodata", "quantize-per-tensor", "quantize-weights", "quantize-defaults")),
-}
-KNOWN_FAILURES: dict[tuple[str, str], str] = {
-    (m, v): cause for cause, (models, variants) in _CAUSES.items() for m in models for v in variants
-}
+# Fixed so far: channel pruning naming every weight it leaves alone (f593d26); quantize's per-tensor
+# bias DequantizeLinear below opset 13, LSTM/GRU skip reasons and Q/DQ at an opset onnxruntime lacks
+# (de036b5).
+KNOWN_FAILURES: dict[tuple[str, str], str] = {}
 # Slow variants run on a few models by default: onnxsim runs in a subprocess that takes ~2-3 s to
 # start whatever the model, and the quantize speed check times each model for ~1-3 s. By default
 # they run on the models where their behaviour differs (old and new opsets, subgraphs, custom
