@@ -61,7 +61,9 @@ def create_session(
 def loadable(model: ir.Model) -> tuple[bool, str | None]:
     """Whether onnxruntime can create a session for the model, and if not, why."""
     try:
-        create_session(model, optimize=False)
+        # With the optimizations users get by default: some fusions reject graphs that load
+        # unoptimized (e.g. QDQ fusions at opset 10).
+        create_session(model, optimize=True)
     except RuntimeUnavailableError as e:
         return False, str(e).split(" Hint:")[0]
     return True, None

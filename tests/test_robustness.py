@@ -98,15 +98,8 @@ def all_variants() -> dict[str, Variant]:
 # (model, variant) -> short cause. Strict: a case that starts passing fails until removed here.
 # Fixed so far: channel pruning naming every weight it leaves alone (f593d26); quantize's per-tensor
 # bias DequantizeLinear below opset 13, LSTM/GRU skip reasons and Q/DQ at an opset onnxruntime lacks
-# (de036b5).
-_OLD_OPSET_Q = ("quantize (de036b5): the Q/DQ runtime probe runs at the model's own opset before the "
-                "upgrade, so opset 7-9 models are skipped instead of upgraded and quantized (regression)")
-KNOWN_FAILURES: dict[tuple[str, str], str] = {
-    (m, v): _OLD_OPSET_Q
-    for m in ("mlp_opset7", "mlp_opset9", "cnn_opset7", "cnn_opset9", "ir3_mlp", "ir3_cnn")
-    for v in ("quantize", "quantize-nodata", "quantize-per-tensor", "quantize-dynamic", "quantize-weights",
-              "quantize-defaults")
-}
+# (de036b5), and that probe running before the opset upgrade.
+KNOWN_FAILURES: dict[tuple[str, str], str] = {}
 # Plain float32 models every weight pass must actually compress (a skip of everything here is a
 # regression, even with a reason).
 MUST_REWRITE = {*(f"{k}_opset{o}" for k in ("mlp", "cnn") for o in zoo.OPSETS), "ir3_mlp", "ir3_cnn",

@@ -242,14 +242,23 @@ class Quantize(Pass):
     def _prepare_opset(self, model: ir.Model, cfg: QuantizeConfig,
                        result: PassResult) -> tuple[ir.Model | None, bool]:
         """Raise the opset as the mode needs; per-tensor when per-channel cannot be had."""
-        channelwise = cfg.channelwise
-        have = opset_version(model)
-        missing = _missing_runtime_kernel(have)
+        prepared, channelwise = self._raise_opset(model, cfg, result)
+        if prepared is None or cfg.mode == "dynamic":  # dynamic mode writes no Q/DQ pairs
+            return prepared, channelwise
+        missing = _missing_runtime_kernel(opset_version(prepared))
         if missing is not None:
             for w in WeightIndex.build(model).select(roles={ROLE_WEIGHT, ROLE_EMBEDDING, ROLE_RECURRENT}):
                 result.skip(w.label, missing)
             return None, False
-        floor = 11 if cfg.mode == "dynamic" else 10
+        return prepared, channelwise
+
+    def _raise_opset(self, model: ir.Model, cfg: QuantizeConfig,
+                     result: PassResult) -> tuple[ir.Model | None, bool]:
+        channelwise = cfg.channelwise
+        have = opset_version(model)
+        # Opset 10 has QuantizeLinear, but onnxruntime's QDQ fusions emit Round (opset 11) and
+        # then refuse their own graph: 11 is the floor for every mode.
+        floor = 11
         # Per-channel DequantizeLinear (axis) is opset 13; dynamic mode's per-column scales
         # live in Mul/MatMulInteger, which opset 11 has.
         need = 13 if channelwise and cfg.mode != "dynamic" else floor
