@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress.weights import ROLE_OTHER, Weight, WeightIndex, matches
+from onnxcompress.weights import ROLE_OTHER, Weight, WeightIndex, matches, unique_name
 
 logger = logging.getLogger(__name__)
 
@@ -390,12 +390,7 @@ def _remove_dead_constant(graph: ir.Graph, value: ir.Value | None) -> None:
 
 
 def _fresh(taken: set[str], hint: str) -> str:
-    name, i = hint, 0
-    while name in taken:
-        i += 1
-        name = f"{hint}_{i}"
-    taken.add(name)
-    return name
+    return unique_name(taken, hint)
 
 
 def const_array(value: ir.Value | None) -> np.ndarray | None:
