@@ -20,7 +20,8 @@ import onnx
 import onnx_ir as ir
 
 from onnxcompress.model import to_proto
-from onnxcompress.stats import _is_parameter, iter_constant_tensors
+from onnxcompress.stats import _is_parameter
+from onnxcompress.weights import iter_constant_tensors
 
 logger = logging.getLogger(__name__)
 

@@ -22,6 +22,7 @@ import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
 from onnxcompress.errors import ModelLoadError, SaveError, UnsafeExternalDataError
+from onnxcompress.weights import all_graphs, iter_constant_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -266,39 +267,16 @@ def copy_model(model: ir.Model) -> ir.Model:
 
 def external_base_dir(model: ir.Model) -> str | None:
     """The folder external tensors are read from, if any tensor is external."""
-    for _, graph in _graphs(model):
+    for _, graph in all_graphs(model):
         for value in graph.initializers.values():
             if isinstance(value.const_value, ir.ExternalTensor):
                 return value.const_value.base_dir
     return None
 
 
-def _graphs(model: ir.Model):  # noqa: ANN202 - local walk to avoid importing weights here
-    stack = [("", model.graph)]
-    while stack:
-        scope, graph = stack.pop()
-        yield scope, graph
-        for node in graph:
-            for attr in node.attributes.values():
-                if attr.type == ir.AttributeType.GRAPH:
-                    stack.append((scope, attr.value))
-                elif attr.type == ir.AttributeType.GRAPHS:
-                    stack.extend((scope, g) for g in attr.value)
-
-
 def tensor_bytes(model: ir.Model) -> int:
     """Bytes of every constant tensor in the model, subgraphs included."""
-    total = 0
-    for graph in (model.graph, *model.graph.subgraphs()):
-        for value in graph.initializers.values():
-            if value.const_value is not None:
-                total += value.const_value.nbytes
-        for node in graph:
-            if node.op_type == "Constant" and node.domain == "":
-                for attr in node.attributes.values():
-                    if attr.type == ir.AttributeType.TENSOR:
-                        total += attr.value.nbytes
-    return total
+    return sum(t.nbytes for t in iter_constant_tensors(model))
 
 
 def check_output_path(

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress.weights import all_graphs
+from onnxcompress.weights import all_graphs, iter_constant_tensors
 
 GZIP_LEVEL = 9
 _CHUNK = 1 << 22
@@ -43,19 +43,6 @@ class ModelStats:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "sparsity": round(self.sparsity, 6)}
-
-
-def iter_constant_tensors(model: ir.Model):
-    """Every initializer and Constant-node tensor, subgraphs included."""
-    for _, graph in all_graphs(model):
-        for value in graph.initializers.values():
-            if value.const_value is not None:
-                yield value.const_value
-        for node in graph:
-            if node.op_type == "Constant" and node.domain == "":
-                for attr in node.attributes.values():
-                    if attr.type == ir.AttributeType.TENSOR:
-                        yield attr.value
 
 
 def _is_parameter(tensor: ir.TensorProtocol) -> bool:

@@ -280,6 +280,19 @@ def all_graphs(model: ir.Model) -> Iterator[tuple[str, ir.Graph]]:
     yield from walk(model.graph, "")
 
 
+def iter_constant_tensors(model: ir.Model) -> Iterator[ir.TensorProtocol]:
+    """Every initializer and Constant-node tensor, subgraphs included."""
+    for _, graph in all_graphs(model):
+        for value in graph.initializers.values():
+            if value.const_value is not None:
+                yield value.const_value
+        for node in graph:
+            if node.op_type == "Constant" and node.domain == "":
+                for attr in node.attributes.values():
+                    if attr.type == ir.AttributeType.TENSOR:
+                        yield attr.value
+
+
 def model_names(model: ir.Model) -> set[str]:
     """Every value name used anywhere in the model (subgraphs included)."""
     names: set[str] = set()
