@@ -893,14 +893,7 @@ def _insert_qdq(b: Builder, graph: ir.Graph, value: ir.Value, qp: QParams,
 def _dequantized_weight(w: Weight, axis: int | None, reduce_range: bool, b: Builder,
                         result: PassResult) -> tuple[ir.Value, np.ndarray]:
     """Store ``w`` as int8 and feed its consumers through a DequantizeLinear."""
-    arr = w.numpy()
-    q, scale = quantize_weight(arr, axis, reduce_range=reduce_range)
-    error = relative_error(arr, q, scale, axis)
-    before = w.nbytes
-    del arr
-    _release(w)
-    builder = Builder(w.graph, b.names) if w.graph is not b.graph else b
-    w.set_numpy(q)
+    q, scale, error, before, builder = _to_int8(w, axis, reduce_range, b)
     scale_v = builder.constant(f"{w.name}_scale", scale)
     attrs = {"axis": axis % q.ndim} if axis is not None and scale.ndim == 1 else {}
     # onnxruntime's QDQ fusions need the zero point input even though it is 0.
@@ -926,14 +919,7 @@ def _folded_weight(w: Weight, axis: int | None, b: Builder, result: PassResult) 
     float initializer again: every float fusion and layout optimization still applies, and the
     file is 4x smaller. (A DequantizeLinear would not be folded and would cost time every run.)
     """
-    arr = w.numpy()
-    q, scale = quantize_weight(arr, axis, reduce_range=False)
-    error = relative_error(arr, q, scale, axis)
-    before = w.nbytes
-    del arr
-    _release(w)
-    builder = Builder(w.graph, b.names) if w.graph is not b.graph else b
-    w.set_numpy(q)
+    q, scale, error, before, builder = _to_int8(w, axis, False, b)
     if axis is not None and scale.ndim == 1:
         shape = [1] * q.ndim
         shape[axis % q.ndim] = -1
@@ -952,6 +938,21 @@ def _folded_weight(w: Weight, axis: int | None, b: Builder, result: PassResult) 
         bytes_after=q.nbytes + scale.nbytes, bits=8.0, error=round(error, 6),
         extra={"per_channel": axis is not None, "storage": w.storage, "compute": "float"},
     ))
+
+
+def _to_int8(w: Weight, axis: int | None, reduce_range: bool,
+             b: Builder) -> tuple[np.ndarray, np.ndarray, float, int, Builder]:
+    """Replace ``w``'s data by int8 codes: (codes, scale, relative error, bytes before, a
+    builder for ``w``'s graph). The float data is released as soon as it is read."""
+    arr = w.numpy()
+    q, scale = quantize_weight(arr, axis, reduce_range=reduce_range)
+    error = relative_error(arr, q, scale, axis)
+    before = w.nbytes
+    del arr
+    _release(w)
+    builder = Builder(w.graph, b.names) if w.graph is not b.graph else b
+    w.set_numpy(q)
+    return q, scale, error, before, builder
 
 
 def _release(w: Weight) -> None:
