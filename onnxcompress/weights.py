@@ -239,10 +239,19 @@ class Weight:
     def replace_uses(self, new_value: ir.Value) -> None:
         """Make every consumer read ``new_value`` instead of this tensor, then drop the tensor."""
         target = self.value
+        # The nodes that compute new_value from the old tensor (a DequantizeLinear, a Cast+Mul
+        # chain...) keep reading it: rewiring them would make a cycle.
+        decoders: set[int] = set()
+        frontier = [new_value]
+        while frontier:
+            producer = frontier.pop().producer()
+            if producer is None or id(producer) in decoders:
+                continue
+            decoders.add(id(producer))
+            frontier.extend(v for v in producer.inputs if v is not None and v is not target)
         for user, index in list(target.uses()):
-            if user.outputs and new_value in user.outputs:
-                continue  # the node that computes new_value from the old tensor
-            user.replace_input_with(index, new_value)
+            if id(user) not in decoders:
+                user.replace_input_with(index, new_value)
         self.remove_if_unused()
 
     def remove_if_unused(self) -> None:

