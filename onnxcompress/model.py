@@ -217,7 +217,38 @@ def _normalize(model: ir.Model) -> ir.Model:
         logger.info("Removed %d initializers from the graph inputs.", len(initializer_inputs))
     if model.ir_version < 4:
         model.ir_version = 4
+    bypassed = _bypass_constant_identities(model)
+    if bypassed:
+        logger.info("Removed %d Identity node(s) that only renamed a constant.", bypassed)
     return model
+
+
+def _bypass_constant_identities(model: ir.Model) -> int:
+    """Let readers of ``Identity(constant)`` read the constant itself.
+
+    The TorchScript exporter deduplicates equal initializers this way (deep-copied layers before
+    training, tied weights): the second layer's MatMul reads ``Identity(first layer's weight)``.
+    To the passes that looks like a weight also read as a plain tensor, so nothing touched it.
+    onnxruntime drops these nodes anyway; graph outputs keep theirs (the name is the interface).
+    """
+    count = 0
+    for _, graph in all_graphs(model):
+        for node in list(graph):
+            if node.op_type != "Identity" or node.domain not in ("", "ai.onnx"):
+                continue
+            if len(node.inputs) != 1 or node.inputs[0] is None or len(node.outputs) != 1:
+                continue
+            source, out = node.inputs[0], node.outputs[0]
+            producer = source.producer()
+            constant = source.const_value is not None or (
+                producer is not None and producer.op_type == "Constant" and producer.domain in ("", "ai.onnx")
+            )
+            if not constant or source.is_graph_input() or out.is_graph_output():
+                continue
+            out.replace_all_uses_with(source)
+            graph.remove(node, safe=True)
+            count += 1
+    return count
 
 
 def to_proto(model: ir.Model, *, inline_external: bool = True) -> onnx.ModelProto:

@@ -176,3 +176,25 @@ def test_in_memory_proto_round_trip(tmp_path):
     out = save_model(load_model(proto), tmp_path / "c.onnx")
     x = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)
     np.testing.assert_allclose(h.run(str(out), {"x": x})[0], h.run(proto, {"x": x})[0], rtol=1e-6)
+
+
+def test_identity_of_a_constant_is_bypassed_so_the_weight_is_seen_by_both_layers():
+    # What the TorchScript exporter writes for two layers with equal weights (deep copies,
+    # tied weights): the second MatMul reads Identity(first weight).
+    proto = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["": 17]>
+        g (float[N, 4] x) => (float[N, 4] y, float[4, 4] w_out) {
+            w_copy = Identity(w)
+            w_out = Identity(w)
+            h = MatMul(x, w)
+            y = MatMul(h, w_copy)
+        }
+    """)
+    h.attach_initializers(proto, {"w": h.rng().standard_normal((4, 4)).astype(np.float32)})
+    model = load_model(proto)
+    assert [n.op_type for n in model.graph] == ["Identity", "MatMul", "MatMul"]  # output kept
+    (w,) = WeightIndex.build(model).select(roles={"weight"})
+    assert sorted(u.node.op_type for u in w.uses if u.slot.role == "weight") == ["MatMul", "MatMul"]
+    x = h.rng(1).standard_normal((2, 4)).astype(np.float32)
+    for a, b in zip(h.run(to_proto(model), {"x": x}), h.run(proto, {"x": x}), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
