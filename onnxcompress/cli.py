@@ -158,6 +158,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
         )
     if args.check:
         pipeline.check = args.check
+    if args.keep_debug_info:
+        pipeline.keep_debug_info = True
     if args.report:
         from onnxcompress.model import check_output_path
 
@@ -264,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", choices=("each", "end", "none"),
                    help="when to check the model with onnx.checker and onnxruntime (default: each)")
     p.add_argument("--overwrite", action="store_true", help="allow OUT to be the input file")
+    p.add_argument("--keep-debug-info", action="store_true",
+                   help="keep the exporter's per-node debug metadata (module paths, stack traces)")
     add_pass_arguments(p)
     p.set_defaults(func=cmd_compress)
 

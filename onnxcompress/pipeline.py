@@ -36,6 +36,7 @@ from onnxcompress.model import (
     ModelLike,
     copy_model,
     load_model,
+    strip_debug_info,
     tensor_bytes,
     to_proto,
 )
@@ -81,12 +82,16 @@ class Pipeline:
     "end" checks once at the end; "none" skips checks.
     """
 
-    def __init__(self, passes: Sequence[Pass], *, seed: int = 0, check: str = "each") -> None:
+    def __init__(
+        self, passes: Sequence[Pass], *, seed: int = 0, check: str = "each", keep_debug_info: bool = False
+    ) -> None:
         if check not in CHECK_MODES:
             raise ConfigError(f"pipeline: check must be one of {', '.join(CHECK_MODES)}.")
         self.passes = list(passes)
         self.seed = seed
         self.check = check
+        # Exporters' per-node debug metadata is dropped from the output unless kept.
+        self.keep_debug_info = keep_debug_info
 
     # -- recipes ------------------------------------------------------------------------------
 
@@ -98,7 +103,7 @@ class Pipeline:
             path = Path(recipe)
             where = str(path)
             recipe = read_recipe(path)
-        unknown = set(recipe) - {"passes", "seed", "check", "onnxcompress_version"}
+        unknown = set(recipe) - {"passes", "seed", "check", "keep_debug_info", "onnxcompress_version"}
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}.",
                               hint="a recipe has 'seed', 'check' and a list 'passes'.")
@@ -121,7 +126,10 @@ class Pipeline:
         seed = recipe.get("seed", 0)
         if not isinstance(seed, int):
             raise ConfigError(f"{where}: seed must be an integer.")
-        return cls(passes, seed=seed, check=recipe.get("check", "each"))
+        keep = recipe.get("keep_debug_info", False)
+        if not isinstance(keep, bool):
+            raise ConfigError(f"{where}: keep_debug_info must be true or false.")
+        return cls(passes, seed=seed, check=recipe.get("check", "each"), keep_debug_info=keep)
 
     def to_recipe(self) -> dict[str, Any]:
         """The full recipe: every option of every pass, defaults spelled out."""
@@ -129,6 +137,7 @@ class Pipeline:
             "onnxcompress_version": __version__,
             "seed": self.seed,
             "check": self.check,
+            "keep_debug_info": self.keep_debug_info,
             "passes": [{"pass": p.name, **p.config.to_dict()} for p in self.passes],
         }
 
@@ -190,6 +199,11 @@ class Pipeline:
             problem = _check(ir_model, need_ort=runs_in_ort)
             if problem is not None:
                 raise PassError(f"the compressed model failed the final check: {problem}")
+        if not self.keep_debug_info:
+            removed = strip_debug_info(ir_model)
+            if removed:
+                notes.append(f"removed the exporter's per-node debug metadata ({removed:,} bytes; "
+                             "keep it with --keep-debug-info)")
         recipe = self.to_recipe()
         record_provenance(ir_model, recipe, results)
         return PipelineResult(model=ir_model, passes=results, recipe=recipe, notes=notes)

@@ -151,3 +151,31 @@ def test_exclude_pattern_matching_nothing_is_noted():
     result = Pipeline([HalveWeights(exclude=("fc9*",)), HalveWeights(exclude=("fc0*",))]).run(h.mlp())
     assert any("'fc9*' matches no tensor" in n for n in result.notes)
     assert not any("'fc0*'" in n for n in result.notes)
+
+
+def _with_debug_info(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """What torch's exporter writes: module path and FX node on every node, a doc string."""
+    for node in proto.graph.node:
+        onnx.helper.set_metadata_props(node, {"namespace": f"torch.nn.Module/{node.name}",
+                                              "pkg.torch.onnx.fx_node": "%x = call_function" * 20})
+        node.doc_string = "File model.py, line 12, in forward"
+    onnx.helper.set_model_props(proto, {"names": "{0: 'cat', 1: 'dog'}"})  # the user's own
+    return proto
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_exporter_debug_info_is_dropped_unless_kept(keep):
+    proto = _with_debug_info(h.mlp())
+    result = Pipeline([HalveWeights()], keep_debug_info=keep).run(proto)
+    out = to_proto(result.model)
+    assert [n.name for n in out.graph.node] == [n.name for n in proto.graph.node]
+    assert {p.key: p.value for p in out.metadata_props}["names"] == "{0: 'cat', 1: 'dog'}"
+    debug = sum(len(n.metadata_props) + bool(n.doc_string) for n in out.graph.node)
+    noted = any("debug metadata" in n for n in result.notes)
+    if keep:
+        assert debug == 3 * len(proto.graph.node) and not noted
+    else:
+        assert debug == 0 and noted
+        kept = Pipeline([HalveWeights()], keep_debug_info=True).run(proto).model
+        assert out.ByteSize() < to_proto(kept).ByteSize()
+    assert Pipeline.from_recipe(result.recipe).keep_debug_info is keep
