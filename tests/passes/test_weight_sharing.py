@@ -194,6 +194,31 @@ def test_model_codebook_at_8_bits():
     assert max(layer.error for layer in result.layers) < 0.02
 
 
+def test_channel_scaled_tensors_share_a_codebook_per_kernel_family_at_8_bits():
+    """Folded BatchNorm (channels of very different scale): fitted with channel scales, and
+    tensors of one kernel family share an 8-bit codebook instead of paying 1 KiB each."""
+    model = h.cnn(channels=(3, 16, 32, 32))
+    folded = {}
+    for name in ("conv1.weight", "conv2.weight"):
+        w = onh.to_array(next(t for t in model.graph.initializer if t.name == name))
+        folded[name] = w * np.geomspace(0.01, 10, 32, dtype=np.float32)[:, None, None, None]
+    model = with_weights(model, folded)
+    result, proto = share(model, bits=8, min_size=100)
+    layers = {layer.name: layer for layer in result.layers}
+    assert len(layers) == 4
+    for name in folded:
+        assert layers[name].extra["codebooks"] == "model" and layers[name].extra["channel_scales"]
+    # conv0 and fc share the plain codebook, conv1 and conv2 the channel-scaled one.
+    assert len([t for t in proto.graph.initializer if "codebook" in t.name]) == 2
+    snapped = snapped_weights(model, bits=8, min_size=100)
+    for name, w in folded.items():
+        err = np.linalg.norm((snapped[name] - w).reshape(32, -1), axis=1)
+        assert np.all(err / np.linalg.norm(w.reshape(32, -1), axis=1) < 0.02)  # small channels too
+    dense = with_weights(model, snapped)
+    feeds = {"x": np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)}
+    assert np.array_equal(h.run(proto, feeds)[0], h.run(dense, feeds)[0])
+
+
 def test_dense_storage_snaps_but_keeps_float_initializers():
     model = h.mlp((64, 96, 10))
     result, proto = share(model, bits=4, storage="dense", min_size=100)
