@@ -48,6 +48,7 @@ _BIN_MIN_N = 1 << 18
 _BINS = 1 << 16
 _BIN_MIN_OCCUPIED = 32
 _CHUNK = 1 << 16
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
@@ -192,6 +193,8 @@ def _binned_row(
     if not hi > lo:
         return None
     scale = (_BINS - 1) / (hi - lo)
+    if scale > _F32_MAX:
+        return None  # a range of a few subnormals: the grid step overflows float32
     count = np.zeros(_BINS, dtype=np.float64)
     wsum = count if w1 is None else np.zeros(_BINS, dtype=np.float64)
     xsum = np.zeros(_BINS, dtype=np.float64)
@@ -638,6 +641,8 @@ def _finalize(
     codebook = books[:, :k_used]
 
     xf = x if x.dtype == np.float64 else x.astype(np.float32, copy=False)
+    if xf.dtype != np.float64 and scale.max() > _F32_MAX:
+        xf = x.astype(np.float64)  # a row spanning a few subnormals: its grid step overflows float32
     cell = (xf - lo[:, None].astype(xf.dtype)) * scale[:, None].astype(xf.dtype)
     cell = cell.astype(np.int32)
     np.clip(cell, 0, grid - 1, out=cell)

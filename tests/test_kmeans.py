@@ -150,6 +150,18 @@ def test_binned_path_keeps_zeros_and_exact_values():
     assert np.array_equal(kmeans_1d(few, 2).reconstruct(np.float32)[0], few)
 
 
+@pytest.mark.parametrize("n", [5000, _LONG])
+def test_subnormal_range_is_labelled_exactly(n):
+    """A row spanning a few subnormals: its labelling grid step overflows float32."""
+    x = (_rng().standard_normal(n) * 1e-40).astype(np.float32)
+    result = kmeans_1d(x, 4)
+    book = result.codebook[0, : result.used[0]]
+    assert np.isfinite(book).all() and result.used[0] >= 8
+    x64 = x.astype(np.float64)
+    nearest = np.abs(x64[:, None] - book[None, :]).argmin(axis=1)
+    assert np.mean(nearest == result.labels[0]) > 0.99
+
+
 def test_binned_rows_and_sorted_rows_mix():
     rows = _rng().standard_normal((2, _LONG)).astype(np.float32)
     rows[1] = np.round(rows[1])  # few distinct values: the sorted path, exactly
