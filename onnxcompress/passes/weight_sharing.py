@@ -409,6 +409,11 @@ class WeightSharing(Pass):
         At 8 bits a codebook per layer is 1 KiB of float32, more than a small layer saves; one
         codebook for the model costs that once, and 256 shared levels lose nothing measurable.
         """
+        if scaled and len(members) == 1:
+            # Nothing to share with: a codebook of its own, channel scales only if they pay.
+            w = members[0]
+            stat = self._share(w, bits, cfg, formats, energies.get(w.label), context, constants, result)
+            return [stat] if stat is not None else []
         # Each tensor is normalised by its channels' RMS (when it has output channels and
         # channel_scale allows) or by its own RMS, so one codebook fits them all.
         arrays, importances, norms, axes, keep = [], [], [], [], []

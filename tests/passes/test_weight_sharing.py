@@ -217,6 +217,13 @@ def test_channel_scaled_tensors_share_a_codebook_per_kernel_family_at_8_bits():
     dense = with_weights(model, snapped)
     feeds = {"x": np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)}
     assert np.array_equal(h.run(proto, feeds)[0], h.run(dense, feeds)[0])
+    # Alone in its family, a tensor keeps a codebook of its own: there is nothing to share.
+    alone, _ = share(
+        with_weights(h.cnn(channels=(3, 16, 32, 32)), {"conv1.weight": folded["conv1.weight"]}),
+        bits=8,
+        min_size=100,
+    )
+    assert {layer.name: layer for layer in alone.layers}["conv1.weight"].extra["codebooks"] == 1
 
 
 def test_dense_storage_snaps_but_keeps_float_initializers():
