@@ -519,13 +519,14 @@ def _lloyd_row(
     for it in range(1, max_iter + 1):
         mids = c[1:] + c[:-1]
         mids *= 0.5
-        pos = np.searchsorted(s, mids)
-        if np.array_equal(pos, prev):
+        pos = s.searchsorted(mids)
+        if (pos == prev).all():
             break  # same clusters as last time: the means would not move
         prev = pos
         bounds[1:-1] = pos
-        sw = np.diff(pw[bounds])
-        new = np.diff(px[bounds])
+        # (np.diff and np.array_equal cost more in Python overhead than in work here.)
+        gx, gw = px[bounds], pw[bounds]
+        new, sw = gx[1:] - gx[:-1], gw[1:] - gw[:-1]
         empty = sw <= 0
         new /= np.where(empty, 1.0, sw)
         keep = empty | pinned
