@@ -169,7 +169,15 @@ def _kmeans_sorted(
         c = _init(sub_s, sub_pw, k, init, rng)
         fixed_zero = has_zero[todo]
         c = _pin_zero(c, fixed_zero)
-        c, iterations = _lloyd(sub_s, sub_px, sub_pw, c, fixed_zero, max_iter, tol)
+        if todo.size == 1:
+            # One row (a per-tensor codebook): the lean loop, with the sorted values as points.
+            row_pw = sub_pw[0] if weighted else np.arange(n + 1, dtype=np.float64)
+            c1, iterations = _lloyd_row(
+                sub_s[0].astype(np.float64), sub_px[0], row_pw, c[0], bool(fixed_zero[0]), max_iter, tol
+            )
+            c = c1[None, :]
+        else:
+            c, iterations = _lloyd(sub_s, sub_px, sub_pw, c, fixed_zero, max_iter, tol)
         centroids[todo] = c
 
     labels, codebook, used = _finalize(x, s, px, pw, centroids, has_zero, exact)
