@@ -1084,7 +1084,9 @@ def _rewrite(
         # Intermediate values get short generic names (each appears twice in the file); the
         # stored tensors keep the weight's name as prefix, the decoded weight its exact name.
         out = ir.Value(name=w.fresh_name(f"k.{hint}"))
-        nodes.append(ir.node(op, inputs, attributes=attrs or None, outputs=[out]))
+        # No node name (an empty one is valid ONNX): a generated "node_Gather_123" would cost
+        # ~15 bytes a node, a visible share of a small model's decode graph.
+        nodes.append(ir.node(op, inputs, attributes=attrs or None, outputs=[out], name=""))
         return out
 
     if storage == "int4":

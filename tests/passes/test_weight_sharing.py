@@ -368,6 +368,9 @@ def test_skips_with_reasons_and_keeps_activation_names():
     before = {o for n in model.graph.node for o in n.output}
     after = {o for n in proto.graph.node for o in n.output}
     assert before <= after
+    # The user's node names stay; the decode nodes added go unnamed (no bytes spent on names).
+    assert [n.name for n in model.graph.node] == [n.name for n in proto.graph.node if n.name]
+    assert {n.op_type for n in proto.graph.node if not n.name} == {"Cast", "Gather"}
 
 
 def test_bits_per_layer_and_op_type():
