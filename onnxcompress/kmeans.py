@@ -8,6 +8,13 @@ O(N K), so Lloyd runs to exact convergence; the only O(N) steps are the sort and
 labelling, which uses a fine lookup grid and an exact binary search for the few values near a
 cluster boundary.
 
+Long rows (millions of weights) skip the sort: one pass bins the row on a uniform grid of
+``_BINS`` cells and Lloyd runs on the cells' (weighted) means, whose prefix sums play the role of
+the sorted row's. A cell is ~1/256 of an 8-bit cluster's width, so the centroids match the
+sorted run's to well below the clusters' own spread, and the final labelling and means are exact
+per value as before. Rows the grid resolves poorly (few occupied cells: few distinct values or
+outliers stretching the range) take the sorted path.
+
 Rows are independent problems (one per tensor, channel or group of channels) solved together.
 
 Guarantees:
@@ -35,6 +42,13 @@ _GRID_MAX = 1 << 16
 _GRID_TOTAL_MAX = 1 << 23
 # Sample size per row for the kmeans++ seeding (on quantiles of the sorted row).
 _PLUSPLUS_SAMPLES = 4096
+# Binned path: rows of at least _BIN_MIN_N values, binned on _BINS cells; a row whose values
+# occupy fewer than _BIN_MIN_OCCUPIED cells per centroid is sorted instead.
+_BIN_MIN_N = 1 << 18
+_BINS = 1 << 16
+_BIN_MIN_OCCUPIED = 32
+_CHUNK = 1 << 16
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
@@ -91,9 +105,36 @@ def kmeans_1d(
         raise ValueError("values contain NaN or infinity")
     k = 1 << bits
     g_rows, n = x.shape
-    weighted = sample_weight is not None
+    w = (
+        None
+        if sample_weight is None
+        else np.broadcast_to(np.asarray(sample_weight, dtype=np.float64), x.shape)
+    )
+    if n < _BIN_MIN_N:
+        return _kmeans_sorted(x, w, k, init, max_iter, tol, rng)
+    binned = [
+        _binned_row(x[g], None if w is None else w[g], k, init, max_iter, tol, rng) for g in range(g_rows)
+    ]
+    rest = [g for g, r in enumerate(binned) if r is None]
+    if not rest:
+        return _merge_rows(binned, None)
+    part = _kmeans_sorted(x[rest], None if w is None else w[rest], k, init, max_iter, tol, rng)
+    return part if len(rest) == g_rows else _merge_rows(binned, part)
+
+
+def _kmeans_sorted(
+    x: np.ndarray,
+    w: np.ndarray | None,
+    k: int,
+    init: str,
+    max_iter: int,
+    tol: float,
+    rng: np.random.Generator | None,
+) -> KMeansResult:
+    """The sorted-prefix-sum path (module docstring) for rows ``x`` [G, N] with weights ``w``."""
+    g_rows, n = x.shape
+    weighted = w is not None
     if weighted:
-        w = np.broadcast_to(np.asarray(sample_weight, dtype=np.float64), x.shape)
         order = np.argsort(x, axis=1)
         s = np.take_along_axis(x, order, axis=1)
         ws = np.take_along_axis(w, order, axis=1)
@@ -128,10 +169,157 @@ def kmeans_1d(
         c = _init(sub_s, sub_pw, k, init, rng)
         fixed_zero = has_zero[todo]
         c = _pin_zero(c, fixed_zero)
-        c, iterations = _lloyd(sub_s, sub_px, sub_pw, c, fixed_zero, max_iter, tol)
+        if todo.size == 1:
+            # One row (a per-tensor codebook): the lean loop, with the sorted values as points.
+            row_pw = sub_pw[0] if weighted else np.arange(n + 1, dtype=np.float64)
+            c1, iterations = _lloyd_row(
+                sub_s[0].astype(np.float64), sub_px[0], row_pw, c[0], bool(fixed_zero[0]), max_iter, tol
+            )
+            c = c1[None, :]
+        else:
+            c, iterations = _lloyd(sub_s, sub_px, sub_pw, c, fixed_zero, max_iter, tol)
         centroids[todo] = c
 
     labels, codebook, used = _finalize(x, s, px, pw, centroids, has_zero, exact)
+    return KMeansResult(labels=labels, codebook=codebook, used=used, iterations=iterations, exact=exact)
+
+
+def _binned_row(
+    x1: np.ndarray,
+    w1: np.ndarray | None,
+    k: int,
+    init: str,
+    max_iter: int,
+    tol: float,
+    rng: np.random.Generator | None,
+) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """One long row by the binned path: (labels, codebook, iterations), or None for rows the
+    sorted path must take (float64, few occupied cells: maybe <= K distinct values)."""
+    if x1.dtype != np.float32:
+        return None  # the exactness arguments below rely on float32 values summed in float64
+    lo, hi = float(x1.min()), float(x1.max())
+    if not hi > lo:
+        return None
+    scale = (_BINS - 1) / (hi - lo)
+    if scale > _F32_MAX:
+        return None  # a range of a few subnormals: the grid step overflows float32
+    count = np.zeros(_BINS, dtype=np.float64)
+    wsum = count if w1 is None else np.zeros(_BINS, dtype=np.float64)
+    xsum = np.zeros(_BINS, dtype=np.float64)
+    for a, cell in _cells(x1, lo, scale):
+        chunk = x1[a : a + cell.size]
+        count += np.bincount(cell, minlength=_BINS)
+        if w1 is None:
+            xsum += np.bincount(cell, weights=chunk, minlength=_BINS)
+        else:
+            wc = w1[a : a + cell.size]
+            wsum += np.bincount(cell, weights=wc, minlength=_BINS)
+            xsum += np.bincount(cell, weights=wc * chunk, minlength=_BINS)
+    if np.count_nonzero(count) < _BIN_MIN_OCCUPIED * k:
+        return None
+    pts = np.flatnonzero(wsum > 0)
+    if pts.size <= k:
+        return None
+    means = xsum[pts] / wsum[pts]
+    # float32 rounding can put a value one cell off, so neighbouring means may be out of order
+    # by a hair; Lloyd's searches need them sorted.
+    np.maximum.accumulate(means, out=means)
+    s = means[None, :]
+    px = np.concatenate(([0.0], np.cumsum(xsum[pts])))[None, :]
+    pw = np.concatenate(([0.0], np.cumsum(wsum[pts])))[None, :]
+    has_zero = bool((x1 == 0).any())
+    fixed_zero = np.array([has_zero])
+    c = _pin_zero(_init(s, pw, k, init, rng), fixed_zero)
+    c, iterations = _lloyd_row(means, px[0], pw[0], c[0], has_zero, max_iter, tol)
+
+    # Exact final half-step: a cell with no midpoint within one cell of it lies wholly in one
+    # cluster (its label is its lower edge's); values in the few other cells are searched.
+    mids = 0.5 * (c[1:] + c[:-1])
+    table = np.searchsorted(mids, lo + np.arange(_BINS) / scale, side="right")
+    marked = np.zeros(_BINS, dtype=bool)
+    at = np.floor((mids - lo) * scale).astype(np.int64)
+    marked[np.concatenate([at - 1, at, at + 1]).clip(0, _BINS - 1)] = True
+    table = table.astype(np.uint8)  # labels before compaction: < k <= 256
+    labels = np.empty(x1.size, dtype=np.uint8)
+    near = []
+    for a, cell in _cells(x1, lo, scale):
+        np.take(table, cell, out=labels[a : a + cell.size])
+        near.append(a + np.flatnonzero(np.take(marked, cell)))
+    idx = np.concatenate(near)
+    vals = x1[idx]
+    lab = np.searchsorted(mids, vals, side="right")
+    whole = np.flatnonzero(~marked & (count > 0))
+    tw = table[whole]
+    n_in = np.bincount(tw, weights=count[whole], minlength=k) + np.bincount(lab, minlength=k)
+    vw = np.ones(vals.size) if w1 is None else w1[idx]
+    w_in = np.bincount(tw, weights=wsum[whole], minlength=k) + np.bincount(lab, weights=vw, minlength=k)
+    x_in = np.bincount(tw, weights=xsum[whole], minlength=k) + np.bincount(
+        lab, weights=vw * vals, minlength=k
+    )
+    means = np.where(w_in > 0, x_in / np.where(w_in > 0, w_in, 1.0), c)
+    if has_zero:
+        means = np.where(c == 0, 0.0, means)
+    nonempty = n_in > 0
+    remap = (np.cumsum(nonempty) - 1).clip(min=0)
+    book = means[nonempty]
+    u = book.size
+    labels[idx] = lab
+    if u < k:
+        labels = remap.astype(np.uint8)[labels]
+    if w1 is not None:
+        # A cluster of copies of one value keeps it exactly. Unweighted, the float64 mean of
+        # float32 copies is already exact (every partial sum is); weighted, test each cluster
+        # against its mean rounded to float32.
+        rep = book.astype(np.float32)
+        off = np.bincount(labels, weights=x1 != rep[labels], minlength=book.size)
+        book = np.where(off == 0, rep.astype(np.float64), book)
+    return labels, book, iterations
+
+
+def _cells(x1: np.ndarray, lo: float, scale: float):
+    """(start, grid cell of each value) over cache-sized chunks of ``x1``: the cell indices are
+    made in place and already ``intp`` (np.bincount would copy anything else), and a chunk's
+    temporaries stay in cache instead of costing an N-sized array each."""
+    buf = np.empty(min(x1.size, _CHUNK), dtype=np.float32)
+    cells = np.empty(buf.size, dtype=np.intp)
+    for a in range(0, x1.size, _CHUNK):
+        chunk = x1[a : a + _CHUNK]
+        b, c = buf[: chunk.size], cells[: chunk.size]
+        np.subtract(chunk, np.float32(lo), out=b)
+        b *= np.float32(scale)
+        # No clip needed: lo is the row's exact float32 minimum, so b >= 0, and b <= (_BINS - 1)
+        # times (1 + a few ulp) < _BINS truncates to at most _BINS - 1.
+        c[...] = b
+        yield a, c
+
+
+def _merge_rows(binned: list, part: KMeansResult | None) -> KMeansResult:
+    """One result from the binned rows and the sorted ``part`` (the rows binned left as None)."""
+    rest = [g for g, r in enumerate(binned) if r is None]
+    books = [r[1] for r in binned if r is not None]
+    k_used = max([b.size for b in books] + ([part.codebook.shape[1]] if part is not None else []))
+    n = next(r[0].size for r in binned if r is not None)
+    g_rows = len(binned)
+    labels = np.empty((g_rows, n), dtype=np.uint8)
+    codebook = np.empty((g_rows, k_used), dtype=np.float64)
+    used = np.zeros(g_rows, dtype=np.int64)
+    exact = np.zeros(g_rows, dtype=bool)
+    iterations = 0
+    for g, r in enumerate(binned):
+        if r is not None:
+            labels[g], book, it = r
+            codebook[g, : book.size] = book
+            codebook[g, book.size :] = book[-1]
+            used[g] = book.size
+            iterations = max(iterations, it)
+    if part is not None:
+        labels[rest] = part.labels
+        width = part.codebook.shape[1]
+        codebook[rest, :width] = part.codebook
+        codebook[rest, width:] = part.codebook[:, -1:]
+        used[rest] = part.used
+        exact[rest] = part.exact
+        iterations = max(iterations, part.iterations)
     return KMeansResult(labels=labels, codebook=codebook, used=used, iterations=iterations, exact=exact)
 
 
@@ -316,6 +504,55 @@ def _lloyd(
     return c, it
 
 
+def _lloyd_row(
+    s: np.ndarray,
+    px: np.ndarray,
+    pw: np.ndarray,
+    c: np.ndarray,
+    fixed_zero: bool,
+    max_iter: int,
+    tol: float,
+) -> tuple[np.ndarray, int]:
+    """``_lloyd`` for one row (the binned path), with as few numpy calls per iteration as
+    possible: on a few thousand points, call overhead is the whole cost of an iteration."""
+    n, k = s.size, c.size
+    c = c.copy()
+    reseed_until = max(1, max_iter // 2)
+    limit = tol * max(float(s[-1] - s[0]), np.finfo(np.float64).tiny)
+    bounds = np.empty(k + 1, dtype=np.intp)
+    bounds[0], bounds[-1] = 0, n
+    prev = np.full(k - 1, -1, dtype=np.intp)
+    pinned = (c == 0) if fixed_zero else np.zeros(k, dtype=bool)
+    it = 0
+    for it in range(1, max_iter + 1):
+        mids = c[1:] + c[:-1]
+        mids *= 0.5
+        pos = s.searchsorted(mids)
+        if (pos == prev).all():
+            break  # same clusters as last time: the means would not move
+        prev = pos
+        bounds[1:-1] = pos
+        # (np.diff and np.array_equal cost more in Python overhead than in work here.)
+        gx, gw = px[bounds], pw[bounds]
+        new, sw = gx[1:] - gx[:-1], gw[1:] - gw[:-1]
+        empty = sw <= 0
+        new /= np.where(empty, 1.0, sw)
+        keep = empty | pinned
+        if keep.any():
+            new[keep] = c[keep]
+            empty &= ~pinned
+            if it <= reseed_until and empty.any():
+                _reseed(s, bounds, sw, new, empty, pinned)
+            new.sort()
+            if fixed_zero:
+                pinned = new == 0
+        if np.abs(new - c).max() <= limit:
+            c = new
+            break
+        c = new
+    return c, it
+
+
 def _reseed(
     row: np.ndarray,
     bounds: np.ndarray,
@@ -413,6 +650,8 @@ def _finalize(
     codebook = books[:, :k_used]
 
     xf = x if x.dtype == np.float64 else x.astype(np.float32, copy=False)
+    if xf.dtype != np.float64 and scale.max() > _F32_MAX:
+        xf = x.astype(np.float64)  # a row spanning a few subnormals: its grid step overflows float32
     cell = (xf - lo[:, None].astype(xf.dtype)) * scale[:, None].astype(xf.dtype)
     cell = cell.astype(np.int32)
     np.clip(cell, 0, grid - 1, out=cell)

@@ -111,6 +111,68 @@ def test_bad_arguments():
         kmeans_1d(np.array([1.0, np.nan], np.float32), 4)
 
 
+_LONG = 1 << 18  # long enough for the binned path
+
+
+def test_binned_path_matches_the_sorted_path():
+    from onnxcompress.kmeans import _kmeans_sorted
+
+    x = _rng().standard_normal(_LONG).astype(np.float32)
+    for bits in (4, 8):
+        binned = kmeans_1d(x, bits)
+        exact = _kmeans_sorted(x[None, :], None, 1 << bits, "linear", 300, 1e-6, None)
+        err_b = np.linalg.norm(binned.reconstruct()[0] - x)
+        err_s = np.linalg.norm(exact.reconstruct()[0] - x)
+        assert err_b < 1.01 * err_s
+        # The final half-step is exact per value: clusters are contiguous in value, each value
+        # sits with its nearest centroid (up to that last step), each centroid is its mean.
+        book, labels = binned.codebook[0], binned.labels[0]
+        assert book.size == binned.used[0] and np.all(np.diff(book) > 0)
+        order = np.argsort(x, kind="stable")
+        assert np.all(np.diff(labels[order].astype(int)) >= 0)
+        mids = 0.5 * (book[1:] + book[:-1])
+        assert np.mean(labels == np.searchsorted(mids, x, side="right")) > 0.99
+        means = np.bincount(labels, weights=x) / np.bincount(labels)
+        np.testing.assert_allclose(book, means, rtol=1e-12, atol=1e-15)
+
+
+def test_binned_path_keeps_zeros_and_exact_values():
+    x = _rng().standard_normal(_LONG).astype(np.float32)
+    x[np.abs(x) < 0.5] = 0
+    x[:1000] = 7.25  # copies of one far value: its own cluster, kept exactly
+    weight = _rng(1).random(_LONG) + 0.5
+    for w in (None, weight):
+        result = kmeans_1d(x, 4, sample_weight=w)
+        snapped = result.reconstruct(np.float32)[0]
+        assert np.all(snapped[x == 0] == 0) and 0.0 in result.codebook[0]
+        assert np.all(snapped[:1000] == np.float32(7.25))
+    few = _rng().choice(np.float32([-1.5, 0, 0.1, 2]), _LONG)
+    assert np.array_equal(kmeans_1d(few, 2).reconstruct(np.float32)[0], few)
+
+
+@pytest.mark.parametrize("n", [5000, _LONG])
+def test_subnormal_range_is_labelled_exactly(n):
+    """A row spanning a few subnormals: its labelling grid step overflows float32."""
+    x = (_rng().standard_normal(n) * 1e-40).astype(np.float32)
+    result = kmeans_1d(x, 4)
+    book = result.codebook[0, : result.used[0]]
+    assert np.isfinite(book).all() and result.used[0] >= 8
+    x64 = x.astype(np.float64)
+    nearest = np.abs(x64[:, None] - book[None, :]).argmin(axis=1)
+    assert np.mean(nearest == result.labels[0]) > 0.99
+
+
+def test_binned_rows_and_sorted_rows_mix():
+    rows = _rng().standard_normal((2, _LONG)).astype(np.float32)
+    rows[1] = np.round(rows[1])  # few distinct values: the sorted path, exactly
+    result = kmeans_1d(rows, 4)
+    assert list(result.exact) == [False, True]
+    assert np.array_equal(result.reconstruct(np.float32)[1], rows[1])
+    alone = kmeans_1d(rows[0], 4)
+    assert np.array_equal(result.labels[0], alone.labels[0])
+    assert np.array_equal(result.codebook[0, : alone.used[0]], alone.codebook[0])
+
+
 def test_throughput_smoke():
     """Not a benchmark (benchmarks/bench_weight_sharing.py measures): a guard against an
     accidental O(N*K) or per-iteration O(N) step. 1M weights at 8 bits well under a second."""

@@ -194,6 +194,38 @@ def test_model_codebook_at_8_bits():
     assert max(layer.error for layer in result.layers) < 0.02
 
 
+def test_channel_scaled_tensors_share_a_codebook_per_kernel_family_at_8_bits():
+    """Folded BatchNorm (channels of very different scale): fitted with channel scales, and
+    tensors of one kernel family share an 8-bit codebook instead of paying 1 KiB each."""
+    model = h.cnn(channels=(3, 16, 32, 32))
+    folded = {}
+    for name in ("conv1.weight", "conv2.weight"):
+        w = onh.to_array(next(t for t in model.graph.initializer if t.name == name))
+        folded[name] = w * np.geomspace(0.01, 10, 32, dtype=np.float32)[:, None, None, None]
+    model = with_weights(model, folded)
+    result, proto = share(model, bits=8, min_size=100)
+    layers = {layer.name: layer for layer in result.layers}
+    assert len(layers) == 4
+    for name in folded:
+        assert layers[name].extra["codebooks"] == "model" and layers[name].extra["channel_scales"]
+    # conv0 and fc share the plain codebook, conv1 and conv2 the channel-scaled one.
+    assert len([t for t in proto.graph.initializer if "codebook" in t.name]) == 2
+    snapped = snapped_weights(model, bits=8, min_size=100)
+    for name, w in folded.items():
+        err = np.linalg.norm((snapped[name] - w).reshape(32, -1), axis=1)
+        assert np.all(err / np.linalg.norm(w.reshape(32, -1), axis=1) < 0.02)  # small channels too
+    dense = with_weights(model, snapped)
+    feeds = {"x": np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)}
+    assert np.array_equal(h.run(proto, feeds)[0], h.run(dense, feeds)[0])
+    # Alone in its family, a tensor keeps a codebook of its own: there is nothing to share.
+    alone, _ = share(
+        with_weights(h.cnn(channels=(3, 16, 32, 32)), {"conv1.weight": folded["conv1.weight"]}),
+        bits=8,
+        min_size=100,
+    )
+    assert {layer.name: layer for layer in alone.layers}["conv1.weight"].extra["codebooks"] == 1
+
+
 def test_dense_storage_snaps_but_keeps_float_initializers():
     model = h.mlp((64, 96, 10))
     result, proto = share(model, bits=4, storage="dense", min_size=100)
@@ -336,6 +368,9 @@ def test_skips_with_reasons_and_keeps_activation_names():
     before = {o for n in model.graph.node for o in n.output}
     after = {o for n in proto.graph.node for o in n.output}
     assert before <= after
+    # The user's node names stay; the decode nodes added go unnamed (no bytes spent on names).
+    assert [n.name for n in model.graph.node] == [n.name for n in proto.graph.node if n.name]
+    assert {n.op_type for n in proto.graph.node if not n.name} == {"Cast", "Gather"}
 
 
 def test_bits_per_layer_and_op_type():
