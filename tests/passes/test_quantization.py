@@ -147,6 +147,11 @@ def test_static_mlp_runs_as_int8_kernels():
     # Every activation the float model had still exists under its name (layer-wise compare).
     names = {o for n in q.graph.node for o in n.output}
     assert {o for n in proto.graph.node for o in n.output} <= names
+    # The nodes the pass adds are unnamed (their outputs say what they are); the model's own
+    # nodes keep their names.
+    added = [n for n in q.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert added and all(n.name == "" for n in added)
+    assert {n.name for n in proto.graph.node} <= {n.name for n in q.graph.node}
     # activation scales and zero points are scalars (per tensor)
     zps = [t for t in q.graph.initializer if t.name in ("x_zp", "h0_zp", "h1_zp")]
     assert len(zps) == 3 and all(len(t.dims) == 0 for t in zps)
@@ -198,6 +203,28 @@ def test_static_transformer_block():
     assert int8_weights(q) == 6
     # attention's activation x activation MatMuls stay float and say why
     assert any("activation x activation" in reason for reason in res.skipped)
+
+
+def test_activation_noise_budget_keeps_the_noisiest_activations_float(monkeypatch):
+    # Two rows of x are 3x the rest (in every channel alike, so not a channel-spread case):
+    # x's int8 range is stretched and the ordinary rows fall into a few steps, so x is noisier
+    # than the Relu output h0 that the second MatMul reads.
+    proto = h.mlp((64, 128, 32))
+    data = feeds((16, 64), n=8)
+    data[0]["x"][:2] *= 3.0
+    res, _ = quantize(proto, data)
+    total = res.metrics["activation_noise"]
+    assert res.metrics["int8_nodes"]["compute"] == 2 and 0 < total <= qmod.ACTIVATION_NOISE_BUDGET
+    # A budget just under both: the noisier activation (x, read by fc0) goes back to float.
+    monkeypatch.setattr(qmod, "ACTIVATION_NOISE_BUDGET", 0.99 * total)
+    res, q = quantize(proto, data)
+    onnx.checker.check_model(q)
+    reasons = [r for r, names in res.skipped.items() if "fc0/MatMul" in names]
+    assert reasons and "activation noise" in reasons[0]
+    assert res.metrics["int8_nodes"]["compute"] == 1
+    assert 0 < res.metrics["activation_noise"] < 0.99 * total
+    assert int8_weights(q) == 2  # both weights still stored in int8
+    check_outputs(proto, q, data[1:])
 
 
 def test_static_without_calibration_data_uses_synthetic_and_says_so():
