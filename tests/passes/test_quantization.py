@@ -164,6 +164,8 @@ def test_static_cnn_folds_batchnorm_and_fuses_qlinearconv():
     check_outputs(proto, q, data)
     assert res.metrics["batchnorm_folded"] == 2
     assert ops(q)["BatchNormalization"] == 0
+    # The folded BN parameters leave the file with their node.
+    assert not [t.name for t in q.graph.initializer if t.name.startswith("bn")]
     fused = fused_ops(q)
     # conv0 has 27 multiply-adds per output: int8; Relu is folded into the Q after it.
     assert fused["QLinearConv"] == 2 and fused["Conv"] == 0 and fused["Relu"] == 0
@@ -233,6 +235,30 @@ def test_static_without_calibration_data_uses_synthetic_and_says_so():
     onnx.checker.check_model(q)
     assert res.metrics["calibration"]["source"] == "synthetic"
     assert any("no calibration data" in n for n in res.notes)
+
+
+def test_folded_batchnorm_constants_are_removed_through_identity():
+    # Paddle-style exports: BN parameters in Constant nodes, one read through an Identity.
+    model = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 13]>
+        g (float[N, 4, 8, 8] x) => (float[N, 8, 8, 8] y) {
+            w = Constant <value = float[8, 4, 1, 1] {
+                1,0,0,0, 0,1,0,0, 0,0,1,0, 0,0,0,1, 1,1,0,0, 0,1,1,0, 0,0,1,1, 1,0,0,1}> ()
+            s = Constant <value = float[8] {1, 2, 1, 2, 1, 2, 1, 2}> ()
+            b0 = Constant <value = float[8] {0, 1, 0, 1, 0, 1, 0, 1}> ()
+            b = Identity (b0)
+            m = Constant <value = float[8] {0, 0, 1, 1, 0, 0, 1, 1}> ()
+            v = Constant <value = float[8] {1, 1, 1, 1, 2, 2, 2, 2}> ()
+            c = Conv (x, w)
+            y = BatchNormalization (c, s, b, m, v)
+        }
+    """)
+    data = feeds((1, 4, 8, 8))
+    res, q = quantize(model, data, mode="weights")
+    assert res.metrics["batchnorm_folded"] == 1
+    assert [n.op_type for n in q.graph.node if n.op_type in ("Constant", "Identity")] == ["Constant"]
+    for feed in data[:2]:
+        np.testing.assert_allclose(h.run(q, feed)[0], h.run(model, feed)[0], atol=0.05)
 
 
 def test_glue_ops_join_the_int8_path_only_between_int8_nodes():
@@ -341,6 +367,9 @@ def test_weights_only_uses_dequantize_linear():
     check_outputs(proto, q, data, tol=0.02)
     assert ops(q)["DequantizeLinear"] == 3 and ops(q)["QuantizeLinear"] == 0
     assert res.metrics["weight_format"] == "dequantize"
+    # BN is folded in every mode (exact): one int8 weight instead of four float vectors.
+    assert res.metrics["batchnorm_folded"] == 2 and ops(q)["BatchNormalization"] == 0
+    assert not [t.name for t in q.graph.initializer if t.name.startswith("bn")]
     assert all(s.bits == 8.0 and s.error < 0.01 for s in res.layers)
 
 
