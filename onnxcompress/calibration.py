@@ -164,6 +164,22 @@ class Calibrator:
             return 1.0
         return float(live.max() / max(float(np.median(live)), 1e-30))
 
+    def relative_noise(self, name: str, low: float, high: float, levels: int = 255) -> float | None:
+        """RMS error of quantizing ``name`` to ``levels`` steps of [low, high] (rounding plus
+        clipping), relative to the tensor's RMS; None without a histogram (minmax method).
+
+        A tensor whose values mostly sit in a few of the steps (a long tail stretched the
+        range) gets a large value: its int8 copy is a poor one.
+        """
+        hist = self._hist.get(name)
+        if hist is None or hist.counts is None:
+            return None
+        c = _centers(hist)
+        power = float(np.dot(hist.counts, c * c))
+        if power <= 0:
+            return 0.0
+        return math.sqrt(_mse_cost(hist, low, high, levels) / power)
+
     def update(self, name: str, values: np.ndarray) -> None:
         arr = np.asarray(values)
         if arr.dtype.kind != "f" or arr.size == 0:

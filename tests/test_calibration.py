@@ -74,6 +74,28 @@ def test_methods_clip_outliers_differently():
     assert all(r.count == x.size for r in ranges.values())
 
 
+def test_relative_noise_matches_quantizing_the_data():
+    r = h.rng(4)
+    x = r.standard_normal(100_000).astype(np.float32)
+    cal = Calibrator("percentile")
+    cal.update("x", x)
+
+    def measured(lo, hi):  # quantize to 255 steps of [lo, hi] for real
+        step = (hi - lo) / 255
+        q = np.clip(np.round((x - lo) / step), 0, 255) * step + lo
+        return float(np.sqrt(np.mean((q - x) ** 2) / np.mean(x**2)))
+
+    lo, hi = float(x.min()), float(x.max())
+    for span in (1.0, 8.0, 0.3):  # fits, stretched by a long tail, too narrow (clips)
+        est = cal.relative_noise("x", lo * span, hi * span)
+        assert est == pytest.approx(measured(lo * span, hi * span), rel=0.1), span
+    # A range stretched 8x spreads the values over 8x fewer steps: 8x the rounding noise.
+    assert cal.relative_noise("x", 8 * lo, 8 * hi) > 6 * cal.relative_noise("x", lo, hi)
+    minmax = Calibrator("minmax")
+    minmax.update("x", x)
+    assert minmax.relative_noise("x", lo, hi) is None  # no histogram to estimate it from
+
+
 def test_bad_options_raise_config_errors():
     with pytest.raises(ConfigError):
         Calibrator("kl")

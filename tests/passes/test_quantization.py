@@ -148,6 +148,11 @@ def test_static_mlp_runs_as_int8_kernels():
     # Every activation the float model had still exists under its name (layer-wise compare).
     names = {o for n in q.graph.node for o in n.output}
     assert {o for n in proto.graph.node for o in n.output} <= names
+    # The nodes the pass adds are unnamed (their outputs say what they are); the model's own
+    # nodes keep their names.
+    added = [n for n in q.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert added and all(n.name == "" for n in added)
+    assert {n.name for n in proto.graph.node} <= {n.name for n in q.graph.node}
     # activation scales and zero points are scalars (per tensor)
     zps = [t for t in q.graph.initializer if t.name in ("x_zp", "h0_zp", "h1_zp")]
     assert len(zps) == 3 and all(len(t.dims) == 0 for t in zps)
@@ -160,6 +165,8 @@ def test_static_cnn_folds_batchnorm_and_fuses_qlinearconv():
     check_outputs(proto, q, data)
     assert res.metrics["batchnorm_folded"] == 2
     assert ops(q)["BatchNormalization"] == 0
+    # The folded BN parameters leave the file with their node.
+    assert not [t.name for t in q.graph.initializer if t.name.startswith("bn")]
     fused = fused_ops(q)
     # conv0 has 27 multiply-adds per output: int8; Relu is folded into the Q after it.
     assert fused["QLinearConv"] == 2 and fused["Conv"] == 0 and fused["Relu"] == 0
@@ -201,12 +208,58 @@ def test_static_transformer_block():
     assert any("activation x activation" in reason for reason in res.skipped)
 
 
+def test_activation_noise_budget_keeps_the_noisiest_activations_float(monkeypatch):
+    # Two rows of x are 3x the rest (in every channel alike, so not a channel-spread case):
+    # x's int8 range is stretched and the ordinary rows fall into a few steps, so x is noisier
+    # than the Relu output h0 that the second MatMul reads.
+    proto = h.mlp((64, 128, 32))
+    data = feeds((16, 64), n=8)
+    data[0]["x"][:2] *= 3.0
+    res, _ = quantize(proto, data)
+    total = res.metrics["activation_noise"]
+    assert res.metrics["int8_nodes"]["compute"] == 2 and 0 < total <= qmod.ACTIVATION_NOISE_BUDGET
+    # A budget just under both: the noisier activation (x, read by fc0) goes back to float.
+    monkeypatch.setattr(qmod, "ACTIVATION_NOISE_BUDGET", 0.99 * total)
+    res, q = quantize(proto, data)
+    onnx.checker.check_model(q)
+    reasons = [r for r, names in res.skipped.items() if "fc0/MatMul" in names]
+    assert reasons and "activation noise" in reasons[0]
+    assert res.metrics["int8_nodes"]["compute"] == 1
+    assert 0 < res.metrics["activation_noise"] < 0.99 * total
+    assert int8_weights(q) == 2  # both weights still stored in int8
+    check_outputs(proto, q, data[1:])
+
+
 def test_static_without_calibration_data_uses_synthetic_and_says_so():
     proto = h.mlp((16, 96, 64))
     res, q = quantize(proto)
     onnx.checker.check_model(q)
     assert res.metrics["calibration"]["source"] == "synthetic"
     assert any("no calibration data" in n for n in res.notes)
+
+
+def test_folded_batchnorm_constants_are_removed_through_identity():
+    # Paddle-style exports: BN parameters in Constant nodes, one read through an Identity.
+    model = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 13]>
+        g (float[N, 4, 8, 8] x) => (float[N, 8, 8, 8] y) {
+            w = Constant <value = float[8, 4, 1, 1] {
+                1,0,0,0, 0,1,0,0, 0,0,1,0, 0,0,0,1, 1,1,0,0, 0,1,1,0, 0,0,1,1, 1,0,0,1}> ()
+            s = Constant <value = float[8] {1, 2, 1, 2, 1, 2, 1, 2}> ()
+            b0 = Constant <value = float[8] {0, 1, 0, 1, 0, 1, 0, 1}> ()
+            b = Identity (b0)
+            m = Constant <value = float[8] {0, 0, 1, 1, 0, 0, 1, 1}> ()
+            v = Constant <value = float[8] {1, 1, 1, 1, 2, 2, 2, 2}> ()
+            c = Conv (x, w)
+            y = BatchNormalization (c, s, b, m, v)
+        }
+    """)
+    data = feeds((1, 4, 8, 8))
+    res, q = quantize(model, data, mode="weights")
+    assert res.metrics["batchnorm_folded"] == 1
+    assert [n.op_type for n in q.graph.node if n.op_type in ("Constant", "Identity")] == ["Constant"]
+    for feed in data[:2]:
+        np.testing.assert_allclose(h.run(q, feed)[0], h.run(model, feed)[0], atol=0.05)
 
 
 def test_glue_ops_join_the_int8_path_only_between_int8_nodes():
@@ -315,6 +368,9 @@ def test_weights_only_uses_dequantize_linear():
     check_outputs(proto, q, data, tol=0.02)
     assert ops(q)["DequantizeLinear"] == 3 and ops(q)["QuantizeLinear"] == 0
     assert res.metrics["weight_format"] == "dequantize"
+    # BN is folded in every mode (exact): one int8 weight instead of four float vectors.
+    assert res.metrics["batchnorm_folded"] == 2 and ops(q)["BatchNormalization"] == 0
+    assert not [t.name for t in q.graph.initializer if t.name.startswith("bn")]
     assert all(s.bits == 8.0 and s.error < 0.01 for s in res.layers)
 
 
