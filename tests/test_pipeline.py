@@ -179,3 +179,14 @@ def test_exporter_debug_info_is_dropped_unless_kept(keep):
         kept = Pipeline([HalveWeights()], keep_debug_info=True).run(proto).model
         assert out.ByteSize() < to_proto(kept).ByteSize()
     assert Pipeline.from_recipe(result.recipe).keep_debug_info is keep
+
+
+def test_provenance_is_stored_without_defaults_and_read_back_in_full():
+    pipeline = Pipeline([HalveWeights(factor=0.25), HalveWeights()], seed=3)
+    model = pipeline.run(h.mlp()).model
+    raw = json.loads(model.metadata_props["onnxcompress"])
+    assert raw["history"][-1]["recipe"] == {
+        "seed": 3, "passes": [{"pass": "test-halve", "factor": 0.25}, {"pass": "test-halve"}]
+    }
+    assert raw["history"][-1]["changed"] == [0, 0]  # HalveWeights reports no layer stats
+    assert read_provenance(model)["history"][-1]["recipe"] == pipeline.to_recipe()
