@@ -16,6 +16,7 @@ spelled out, defaults included), so any result can be reproduced from it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -287,12 +288,11 @@ def read_provenance(model: ir.Model) -> dict[str, Any] | None:
     except json.JSONDecodeError:
         return None
     for entry in provenance.get("history", []) if isinstance(provenance, dict) else []:
-        try:
+        # A version with other passes or options wrote it: shown as stored.
+        with contextlib.suppress(ConfigError, KeyError, TypeError):
             entry["recipe"] = Pipeline.from_recipe(entry["recipe"]).to_recipe() | {
                 "onnxcompress_version": provenance.get("version")
             }
-        except (ConfigError, KeyError, TypeError):
-            pass  # written by a version with other passes or options: shown as stored
     return provenance
 
 
