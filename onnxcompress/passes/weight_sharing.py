@@ -179,6 +179,13 @@ class WeightSharingConfig(PassConfig):
         "budget; each layer gets BITS-1..8 bits, chosen to minimise the output error measured "
         "on calibration data); auto: sensitivity with calibration data below 8 bits",
     )
+    budget_bits: float = option(
+        default=0.0,
+        flag="--kmeans-budget-bits",
+        metavar="B",
+        help="with sensitivity allocation: the size budget as a width that may be fractional "
+        "(4.5: halfway between the bytes of uniform 4 and 5 bits); 0: BITS",
+    )
     probe_samples: int = option(
         default=2,
         flag="--kmeans-probe-samples",
@@ -214,6 +221,10 @@ class WeightSharingConfig(PassConfig):
         self._require(self.calibration_samples >= 1, "calibration_samples must be >= 1")
         self._require(self.allocation in ALLOCATIONS, f"allocation must be one of {', '.join(ALLOCATIONS)}")
         self._require(self.probe_samples >= 1, "probe_samples must be >= 1")
+        self._require(
+            self.budget_bits == 0 or 1 <= self.budget_bits <= kmeans.MAX_BITS,
+            f"budget_bits must be 0 (use bits) or 1..8, got {self.budget_bits}",
+        )
 
     def bits_for(self, weight: Weight) -> int:
         """Requested bits: the first matching layer pattern, else the op type, else ``bits``."""
@@ -371,7 +382,9 @@ class WeightSharing(Pass):
         # Bytes are priced in the index format the layer would get (dense storage: as if packed,
         # since the width still decides what the file gzips to).
         pricing = formats if formats.storage != "dense" else _Formats("auto", formats.opset)
-        widths = range(max(1, cfg.bits - 1), kmeans.MAX_BITS + 1)
+        target = cfg.budget_bits or float(cfg.bits)
+        low, high = math.floor(target), math.ceil(target)
+        widths = range(max(1, min(cfg.bits, low) - 1), kmeans.MAX_BITS + 1)
         layers: list[_bit_allocation.LayerChoices] = []
         degraded: dict[str, np.ndarray] = {}
         base_error: dict[str, float] = {}
@@ -397,11 +410,14 @@ class WeightSharing(Pass):
         for layer in layers:
             e = base_error[layer.label]
             layer.sensitivity = probe.deviation[layer.label] / e if e > 0 else 0.0
-        budget = sum(next(o.nbytes for o in layer.options if o.bits == cfg.bits) for layer in layers)
+        def uniform(width: int) -> int:
+            return sum(next(o.nbytes for o in layer.options if o.bits == width) for layer in layers)
+
+        budget = uniform(low) + (target - low) * (uniform(high) - uniform(low))
         chosen = _bit_allocation.allocate(layers, budget)
         spent = sum(o.nbytes for o in chosen.values())
         result.metrics["allocation"] = "sensitivity"
-        result.metrics["allocation_budget_bytes"] = budget
+        result.metrics["allocation_budget_bytes"] = round(budget)
         result.metrics["allocation_estimated_bytes"] = spent
         result.metrics["allocated_bits"] = dict(
             sorted(collections.Counter(o.bits for o in chosen.values()).items())

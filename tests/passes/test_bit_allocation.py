@@ -175,3 +175,16 @@ def test_allocation_options_are_validated():
         WeightSharingConfig(allocation="greedy")
     with pytest.raises(ConfigError):
         WeightSharingConfig(probe_samples=0)
+
+
+def test_fractional_budget_lies_between_the_uniform_sizes():
+    model, cal = two_branch(), feeds()
+    budgets = [
+        share(model, calibration=cal, bits=4, min_size=100, budget_bits=b)[0].metrics
+        for b in (4.0, 4.5, 5.0)
+    ]
+    four, half, five = (m["allocation_budget_bytes"] for m in budgets)
+    assert four < half < five and half == pytest.approx((four + five) / 2, abs=1)
+    assert all(m["allocation_estimated_bytes"] <= m["allocation_budget_bytes"] for m in budgets)
+    with pytest.raises(ConfigError):
+        WeightSharingConfig(budget_bits=9)
