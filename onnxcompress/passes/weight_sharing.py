@@ -442,15 +442,27 @@ class WeightSharing(Pass):
         context: PassContext,
     ) -> tuple[_bit_allocation.Option, np.ndarray]:
         """``w`` at ``bits``: its estimated stored bytes, relative (importance-weighted) squared
-        error, and snapped values. Clustered the way the pass will (per tensor or channel group,
-        same importance), without the channel-scale variants: the estimate prices widths."""
+        error, and snapped values, clustered as :meth:`_share` will (per tensor or channel group,
+        same importance and channel-scale choice; 8 bits priced with the model codebook)."""
         array = w.numpy()
         axis = w.out_axis % array.ndim if w.out_axis is not None and array.ndim else None
         importance = _element_importance(w, array.shape, energy) if energy is not None else None
         importance = _with_output_gain(w, array.shape, importance)
         row_axis = axis if cfg.per_channel else None
-        rng = context.rng(f"kmeans:{w.label}")
-        c = _cluster(array, bits, row_axis, cfg.channel_group, None, importance, cfg, rng)
+
+        def cluster(scale_axis: int | None) -> _Clustering:
+            rng = context.rng(f"kmeans:{w.label}")
+            return _cluster(array, bits, row_axis, cfg.channel_group, scale_axis, importance, cfg, rng)
+
+        # The same choice of channel scales as the pass makes (folded BatchNorm needs them).
+        can_scale = axis is not None and array.shape[axis] > 1
+        if cfg.channel_scale == "on" and can_scale:
+            c = cluster(axis)
+        elif cfg.channel_scale == "auto" and can_scale:
+            plain, scaled = cluster(None), cluster(axis)
+            c = scaled if scaled.objective < _SCALE_GAIN * plain.objective else plain
+        else:
+            c = cluster(None)
         ref2 = array.astype(np.float64) ** 2
         norm = float((ref2 * importance).sum() if importance is not None else ref2.sum())
         error = c.objective / norm if norm > 0 else 0.0
@@ -461,8 +473,8 @@ class WeightSharing(Pass):
         else:
             rows = c.codebook.shape[0]
             side = itemsize * rows * (1 << bits) + (4 * channels if rows > 1 else 0)
-            if cfg.channel_scale == "on" and axis is not None:
-                side += itemsize * channels
+            if c.scales is not None:
+                side += c.scales.nbytes
         storage = formats.choose(bits, array.size)
         nbytes = _estimate_bytes(storage, bits, array.size, side) - _NODE_BYTES[storage]
         nbytes += _decode_bytes(storage, bits)
