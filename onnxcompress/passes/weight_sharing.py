@@ -415,6 +415,13 @@ class WeightSharing(Pass):
 
         budget = uniform(low) + (target - low) * (uniform(high) - uniform(low))
         chosen = _bit_allocation.allocate(layers, budget)
+        # The model-wide codebook at MODEL_CODEBOOK_BITS is stored once for all its users, so no
+        # layer's option carries it: pay for it out of the budget when some layer uses it.
+        shared = {w.label: w.numpy().dtype.itemsize for w in free if _joins_model_codebook(w, cfg)}
+        pooled = [label for label, o in chosen.items() if label in shared and o.bits == MODEL_CODEBOOK_BITS]
+        if pooled:
+            book = (1 << MODEL_CODEBOOK_BITS) * max(shared[label] for label in pooled)
+            chosen = _bit_allocation.allocate(layers, budget - book)
         spent = sum(o.nbytes for o in chosen.values())
         result.metrics["allocation"] = "sensitivity"
         result.metrics["allocation_budget_bytes"] = round(budget)
@@ -468,7 +475,7 @@ class WeightSharing(Pass):
         error = c.objective / norm if norm > 0 else 0.0
         itemsize = array.dtype.itemsize
         channels = array.shape[axis] if axis is not None else 1
-        if cfg.model_codebook(bits) and not (cfg.codebook == "auto" and _own_codebook(w, cfg)):
+        if _joins_model_codebook(w, cfg, bits):
             side = itemsize * (channels if _use_channel_scales(cfg, array, axis) else 1)
         else:
             rows = c.codebook.shape[0]
@@ -478,7 +485,9 @@ class WeightSharing(Pass):
         storage = formats.choose(bits, array.size)
         nbytes = _estimate_bytes(storage, bits, array.size, side) - _NODE_BYTES[storage]
         nbytes += _decode_bytes(storage, bits)
-        return _bit_allocation.Option(bits, min(nbytes, w.nbytes), error), c.snapped
+        if nbytes >= w.nbytes:  # the pass will keep it in float
+            return _bit_allocation.Option(bits, w.nbytes, 0.0), array
+        return _bit_allocation.Option(bits, nbytes, error), c.snapped
 
     # -- opset --------------------------------------------------------------------------------
 
@@ -789,6 +798,12 @@ def _use_channel_scales(cfg: WeightSharingConfig, array: np.ndarray, axis: int |
     if cfg.channel_scale == "off" or axis is None or array.shape[axis] < 2:
         return False
     return cfg.channel_scale == "on" or _channels_differ(array, axis)
+
+
+def _joins_model_codebook(w: Weight, cfg: WeightSharingConfig, bits: int = MODEL_CODEBOOK_BITS) -> bool:
+    """Whether ``w`` at ``bits`` is clustered into the model-wide codebook (as :meth:`apply`
+    groups it)."""
+    return cfg.model_codebook(bits) and not (cfg.codebook == "auto" and _own_codebook(w, cfg))
 
 
 def _own_codebook(w: Weight, cfg: WeightSharingConfig) -> bool:
