@@ -188,3 +188,23 @@ def test_fractional_budget_lies_between_the_uniform_sizes():
     assert all(m["allocation_estimated_bytes"] <= m["allocation_budget_bytes"] for m in budgets)
     with pytest.raises(ConfigError):
         WeightSharingConfig(budget_bits=9)
+
+
+def test_cli_flags_reach_the_allocation(tmp_path):
+    from onnxcompress.cli import main as cli_main
+
+    src, calib = tmp_path / "two.onnx", tmp_path / "calib.npz"
+    onnx.save(two_branch(), str(src))
+    np.savez(calib, x=np.concatenate([f["x"] for f in feeds()]))
+    sizes = {}
+    for allocation in ("uniform", "sensitivity"):
+        out = tmp_path / f"{allocation}.onnx"
+        args = ["compress", str(src), "-o", str(out), "--quiet", "--kmeans", "4", "--calibration", str(calib)]
+        args += ["--kmeans-min-size", "100", "--kmeans-allocation", allocation, "--kmeans-probe-samples", "1"]
+        assert cli_main(args) == 0
+        sizes[allocation] = out.stat().st_size
+        proto = onnx.load(str(out))
+        x = {"x": feeds(1, seed=9)[0]["x"]}
+        sizes[allocation, "error"] = float(np.linalg.norm(h.run(proto, x)[0] - h.run(two_branch(), x)[0]))
+    assert sizes["sensitivity"] <= sizes["uniform"]
+    assert sizes["sensitivity", "error"] < sizes["uniform", "error"]
