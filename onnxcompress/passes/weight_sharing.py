@@ -45,6 +45,7 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -376,6 +377,7 @@ class WeightSharing(Pass):
         if context.calibration is None:
             result.note("bit allocation needs calibration data: every layer gets the same bits")
             return todo, {}
+        start = time.perf_counter()
         free = [w for w, _ in todo if cfg.override_for(w) is None]
         if not free:
             return todo, {}
@@ -410,6 +412,7 @@ class WeightSharing(Pass):
         for layer in layers:
             e = base_error[layer.label]
             layer.sensitivity = probe.deviation[layer.label] / e if e > 0 else 0.0
+
         def uniform(width: int) -> int:
             return sum(next(o.nbytes for o in layer.options if o.bits == width) for layer in layers)
 
@@ -418,17 +421,21 @@ class WeightSharing(Pass):
         # The model-wide codebook at MODEL_CODEBOOK_BITS is stored once for all its users, so no
         # layer's option carries it: pay for it out of the budget when some layer uses it.
         shared = {w.label: w.numpy().dtype.itemsize for w in free if _joins_model_codebook(w, cfg)}
-        pooled = [label for label, o in chosen.items() if label in shared and o.bits == MODEL_CODEBOOK_BITS]
-        if pooled:
-            book = (1 << MODEL_CODEBOOK_BITS) * max(shared[label] for label in pooled)
-            chosen = _bit_allocation.allocate(layers, budget - book)
-        spent = sum(o.nbytes for o in chosen.values())
+
+        def codebook_bytes(chosen: dict[str, _bit_allocation.Option]) -> int:
+            pooled = [k for k, o in chosen.items() if k in shared and o.bits == MODEL_CODEBOOK_BITS]
+            return (1 << MODEL_CODEBOOK_BITS) * max((shared[k] for k in pooled), default=0)
+
+        if codebook_bytes(chosen):
+            chosen = _bit_allocation.allocate(layers, budget - codebook_bytes(chosen))
+        spent = sum(o.nbytes for o in chosen.values()) + codebook_bytes(chosen)
         result.metrics["allocation"] = "sensitivity"
         result.metrics["allocation_budget_bytes"] = round(budget)
         result.metrics["allocation_estimated_bytes"] = spent
         result.metrics["allocated_bits"] = dict(
             sorted(collections.Counter(o.bits for o in chosen.values()).items())
         )
+        result.metrics["allocation_seconds"] = round(time.perf_counter() - start, 2)  # probe included
         extras: dict[str, dict[str, Any]] = {}
         for layer in layers:
             o = chosen[layer.label]
