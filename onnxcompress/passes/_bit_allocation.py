@@ -1,0 +1,207 @@
+"""Per-layer precision under a size budget, from sensitivities measured through onnxruntime.
+
+Two independent pieces, so other passes (or an accuracy-driven mode) can reuse them:
+
+- :func:`probe_sensitivity` builds one *probe* copy of the model in which the chosen weights are
+  overridable initializers (graph inputs with a default value; weights held in ``Constant``
+  nodes become initializers in the copy only), runs a few calibration feeds with the original
+  weights, then again with one weight at a time replaced by a degraded version, and returns each
+  weight's normalised output deviation. One session serves every layer, so the cost is one
+  forward pass per (layer, sample).
+- :func:`allocate` picks one option (bit width, grouping...) per layer to minimise the summed
+  estimated output error within a byte budget: a greedy walk up each layer's lower convex hull
+  of (bytes, error), best error saved per byte first (the Lagrangian solution of the knapsack,
+  exact when layer errors add up).
+
+The output error of an option is modelled as ``sensitivity * weight_error(option)``, where the
+sensitivity is the measured deviation divided by the weight error of the probed option: output
+error is, to first order, proportional to the (importance-weighted) squared weight error, so
+one measurement per layer prices every width and grouping.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcompress.model import to_proto
+from onnxcompress.runtime import create_session
+from onnxcompress.weights import WeightIndex
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One way to store a layer: its stored bytes and relative squared weight error."""
+
+    bits: int
+    nbytes: int
+    weight_error: float  # ||dW||^2 / ||W||^2, importance-weighted where known
+    group: int = 0  # output channels per codebook (0: one codebook for the tensor)
+
+    @property
+    def name(self) -> str:
+        return f"{self.bits}" if not self.group else f"{self.bits}/g{self.group}"
+
+
+@dataclass
+class LayerChoices:
+    """A layer's options and its measured sensitivity (output deviation per unit weight error)."""
+
+    label: str
+    options: list[Option]
+    sensitivity: float = 0.0
+
+    def error(self, option: Option) -> float:
+        return self.sensitivity * option.weight_error
+
+
+@dataclass
+class ProbeResult:
+    """Per label, the mean normalised output deviation when only that weight is degraded."""
+
+    deviation: dict[str, float] = field(default_factory=dict)
+    samples: int = 0
+    seconds: float = 0.0
+    skipped: dict[str, str] = field(default_factory=dict)  # label -> why it was not probed
+
+
+def probe_sensitivity(
+    model: ir.Model,
+    degraded: Mapping[str, np.ndarray],
+    feeds: Iterable[Mapping[str, np.ndarray]],
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> ProbeResult:
+    """Measure, for each weight label in ``degraded``, how far the model's outputs move when that
+    weight alone takes the given value: ``mean over samples and outputs of
+    ||y - y0||^2 / ||y0||^2``. ``model`` is not modified.
+
+    Raises :class:`onnxcompress.errors.RuntimeUnavailableError` when onnxruntime cannot run the
+    probe copy (the caller falls back to uniform widths).
+    """
+    start = time.perf_counter()
+    result = ProbeResult()
+    probe = ir.from_proto(to_proto(model))
+    feed_names = _expose(probe, degraded, result)
+    session = create_session(probe, label="the sensitivity probe model")
+    samples = [dict(f) for f in feeds]
+    result.samples = len(samples)
+    if not samples or not feed_names:
+        result.seconds = time.perf_counter() - start
+        return result
+    references = [session.run(None, feed) for feed in samples]
+    norms = [[max(float(np.square(y, dtype=np.float64).sum()), 1e-30) for y in ref] for ref in references]
+    labels = [label for label in degraded if label in feed_names]
+    for i, label in enumerate(labels):
+        total = 0.0
+        for feed, ref, norm in zip(samples, references, norms, strict=True):
+            outs = session.run(None, {**feed, feed_names[label]: degraded[label]})
+            per_output = [
+                float(np.square(o.astype(np.float64) - r, dtype=np.float64).sum()) / n
+                for o, r, n in zip(outs, ref, norm, strict=True)
+                if np.issubdtype(np.asarray(r).dtype, np.floating)
+            ]
+            total += float(np.mean(per_output)) if per_output else 0.0
+        result.deviation[label] = total / len(samples)
+        if progress is not None:
+            progress(i + 1, len(labels))
+    result.seconds = time.perf_counter() - start
+    logger.info(
+        "sensitivity probe: %d layers x %d samples in %.1f s", len(labels), len(samples), result.seconds
+    )
+    return result
+
+
+def _expose(probe: ir.Model, labels: Iterable[str], result: ProbeResult) -> dict[str, str]:
+    """Make each weight of ``labels`` an initializer that is also a graph input of ``probe``;
+    return label -> input name. Only main-graph weights can be fed."""
+    index = {w.label: w for w in WeightIndex.build(probe)}
+    graph = probe.graph
+    names: dict[str, str] = {}
+    for label in labels:
+        w = index.get(label)
+        if w is None:
+            result.skipped[label] = "not found in the probe copy"
+            continue
+        if w.graph is not graph:
+            result.skipped[label] = "in a subgraph: cannot be fed at run time"
+            continue
+        if w.value.is_graph_input():
+            names[label] = w.value.name
+            continue
+        if w.storage == "initializer":
+            value = w.value
+        else:
+            # A Constant node cannot be overridden; an initializer with the same data can.
+            value = w.add_constant(f"{w.name or 'w'}.probe", w.numpy())
+            w.replace_uses(value)
+        graph.inputs.append(value)
+        names[label] = value.name
+    return names
+
+
+def allocate(layers: list[LayerChoices], budget: float) -> dict[str, Option]:
+    """The option per layer minimising the summed estimated error with total bytes <= ``budget``
+    (the cheapest option everywhere if even that exceeds it). Deterministic: ties go to the
+    layer listed first."""
+    hulls = {layer.label: _lower_hull(layer) for layer in layers}
+    position = {layer.label: 0 for layer in layers}
+    spent = sum(hulls[layer.label][0].nbytes for layer in layers)
+    by_label = {layer.label: layer for layer in layers}
+    heap: list[tuple[float, int, str]] = []
+
+    def push(order: int, label: str) -> None:
+        hull, at = hulls[label], position[label]
+        if at + 1 < len(hull):
+            layer = by_label[label]
+            saved = layer.error(hull[at]) - layer.error(hull[at + 1])
+            cost = hull[at + 1].nbytes - hull[at].nbytes
+            heapq.heappush(heap, (-saved / max(cost, 1), order, label))
+
+    order = {layer.label: i for i, layer in enumerate(layers)}
+    for layer in layers:
+        push(order[layer.label], layer.label)
+    while heap:
+        _, i, label = heapq.heappop(heap)
+        hull, at = hulls[label], position[label]
+        cost = hull[at + 1].nbytes - hull[at].nbytes
+        if spent + cost > budget:
+            continue  # this layer's later steps cost more still; others may fit
+        spent += cost
+        position[label] = at + 1
+        push(i, label)
+    return {label: hulls[label][position[label]] for label in hulls}
+
+
+def _lower_hull(layer: LayerChoices) -> list[Option]:
+    """Options on the lower convex hull of (bytes, estimated error), cheapest first: the only
+    ones a budgeted minimum can pick, and along them error saved per byte only falls."""
+    best: dict[int, Option] = {}
+    for o in layer.options:  # of equal size, keep the more accurate
+        if o.nbytes not in best or layer.error(o) < layer.error(best[o.nbytes]):
+            best[o.nbytes] = o
+    points = sorted(best.values(), key=lambda o: o.nbytes)
+    frontier: list[Option] = []
+    for o in points:  # Pareto: each costlier option must be more accurate
+        if not frontier or layer.error(o) < layer.error(frontier[-1]):
+            frontier.append(o)
+    hull: list[Option] = []
+    for o in frontier:
+        while len(hull) >= 2 and _not_convex(layer, hull[-2], hull[-1], o):
+            hull.pop()
+        hull.append(o)
+    return hull
+
+
+def _not_convex(layer: LayerChoices, a: Option, b: Option, c: Option) -> bool:
+    # b lies on or above the segment a-c: going straight to c saves more per byte.
+    ea, eb, ec = layer.error(a), layer.error(b), layer.error(c)
+    return (eb - ea) * (c.nbytes - a.nbytes) >= (ec - ea) * (b.nbytes - a.nbytes)
