@@ -208,3 +208,19 @@ def test_cli_flags_reach_the_allocation(tmp_path):
         sizes[allocation, "error"] = float(np.linalg.norm(h.run(proto, x)[0] - h.run(two_branch(), x)[0]))
     assert sizes["sensitivity"] <= sizes["uniform"]
     assert sizes["sensitivity", "error"] < sizes["uniform", "error"]
+
+
+def test_small_stem_joins_only_when_the_allocation_can_protect_it():
+    """min_size auto: a 144-weight first conv stays float at a uniform width (cheap and
+    sensitive) but is shared, at the bits the probe justifies, under the allocation."""
+    proto = h.cnn(channels=(1, 16, 32))  # conv0: 16x1x3x3 = 144 weights
+    x = h.rng(2).standard_normal((4, 1, 16, 16)).astype(np.float32)
+    calib = [{"x": x[i : i + 1]} for i in range(4)]
+    stem = next(t.name for t in proto.graph.initializer if list(t.dims) == [16, 1, 3, 3])
+    uniform, _ = share(proto, bits=4)
+    assert stem in uniform.skipped["smaller than min_size (256 elements)"]
+    allocated, out = share(proto, calibration=calib, bits=4)
+    assert stem in by_name(allocated)
+    assert by_name(allocated)[stem].extra["allocated_bits"] >= 3
+    explicit, _ = share(proto, calibration=calib, bits=4, min_size=256)  # the user's choice wins
+    assert stem not in by_name(explicit)
