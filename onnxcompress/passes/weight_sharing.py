@@ -30,6 +30,10 @@ says that is safe; otherwise the next format that works is used, and the result 
 tensors whose output channels differ widely in scale (folded BatchNorm) are fitted with
 per-channel scales (``channel_scale``) and share a codebook per kernel family.
 
+BatchNormalization that follows a Conv is folded into it first (``fold_batchnorm``, exact): its
+parameters leave the file, and the folded weights, whose channels then differ in scale, are
+clustered with per-channel scales.
+
 The decode nodes read only constants, so onnxruntime folds them when it loads the model and runs
 exactly the snapped weights. Activation tensor names are untouched; the decoded weight keeps the
 original weight's name. Zeros (from pruning) stay exactly zero: 0 is then a fixed centroid.
