@@ -50,6 +50,7 @@ import collections
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -510,13 +511,7 @@ class WeightSharing(Pass):
 
         # The same choice of channel scales as the pass makes (folded BatchNorm needs them).
         can_scale = axis is not None and array.shape[axis] > 1
-        if cfg.channel_scale == "on" and can_scale:
-            c = cluster(axis)
-        elif cfg.channel_scale == "auto" and can_scale:
-            plain, scaled = cluster(None), cluster(axis)
-            c = scaled if scaled.objective < _SCALE_GAIN * plain.objective else plain
-        else:
-            c = cluster(None)
+        c = _choose_channel_scales(cfg, can_scale, lambda scaled: cluster(axis if scaled else None))
         ref2 = array.astype(np.float64) ** 2
         norm = float((ref2 * importance).sum() if importance is not None else ref2.sum())
         error = c.objective / norm if norm > 0 else 0.0
@@ -759,15 +754,7 @@ class WeightSharing(Pass):
             )
 
         can_scale = axis is not None and array.shape[axis] > 1
-        if cfg.channel_scale == "on" and can_scale:
-            c = cluster(True)
-        elif cfg.channel_scale == "auto" and can_scale:
-            plain, scaled = cluster(False), cluster(True)
-            # Scales cost one float per channel: worth it when they cut the error clearly (the
-            # scaled clustering itself minimises the weight's squared error).
-            c = scaled if scaled.objective < _SCALE_GAIN * plain.objective else plain
-        else:
-            c = cluster(False)
+        c = _choose_channel_scales(cfg, can_scale, cluster)
         k_used = c.km.codebook.shape[1]
         index_bits = max(1, math.ceil(math.log2(k_used))) if k_used > 1 else 1
         return self._finish(w, bits, formats, c, index_bits, importance, constants, result)
@@ -860,6 +847,20 @@ _SCALE_GAIN = 0.8
 # spread by more than this factor (10th to 90th percentile), as after BatchNorm folding, and as
 # a whole otherwise: the codebook is fitted to the normalised values, so the choice comes first.
 _CHANNEL_SPREAD = 3.0
+
+
+def _choose_channel_scales(
+    cfg: WeightSharingConfig, can_scale: bool, cluster: Callable[[bool], _Clustering]
+) -> _Clustering:
+    """``cluster(scaled)`` with per-channel scales always ("on"), never, or ("auto") when they
+    cut the error clearly: they cost one float per channel (the scaled clustering itself
+    minimises the weight's squared error)."""
+    if cfg.channel_scale == "on" and can_scale:
+        return cluster(True)
+    if cfg.channel_scale == "auto" and can_scale:
+        plain, scaled = cluster(False), cluster(True)
+        return scaled if scaled.objective < _SCALE_GAIN * plain.objective else plain
+    return cluster(False)
 
 
 def _use_channel_scales(cfg: WeightSharingConfig, array: np.ndarray, axis: int | None) -> bool:
