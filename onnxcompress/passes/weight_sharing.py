@@ -62,7 +62,7 @@ from onnxcompress.errors import OnnxCompressError, RuntimeUnavailableError
 from onnxcompress.model import EXTERNAL_DATA_THRESHOLD, tensor_bytes, to_proto
 from onnxcompress.opset import opset_version, upgrade_opset
 from onnxcompress.passes import _bit_allocation
-from onnxcompress.passes._folding import fold_batchnorm
+from onnxcompress.passes._folding import const_array, fold_batchnorm
 from onnxcompress.passes.base import (
     LayerStat,
     Pass,
@@ -908,19 +908,6 @@ def _own_codebook(w: Weight, cfg: WeightSharingConfig) -> bool:
     return _channels_differ(array, axis)
 
 
-def _const_array(value: ir.Value | None) -> np.ndarray | None:
-    if value is None:
-        return None
-    if value.const_value is not None:
-        return value.const_value.numpy()
-    node = value.producer()
-    if node is not None and node.op_type == "Constant" and "value" in node.attributes:
-        attr = node.attributes["value"]
-        if attr.type == ir.AttributeType.TENSOR:
-            return attr.value.numpy()
-    return None
-
-
 def _output_gain(w: Weight) -> np.ndarray | None:
     """Per output channel, the factor a following BatchNormalization applies to the layer's
     output (scale / sqrt(var + eps)): an error in a channel the norm amplifies costs more."""
@@ -935,7 +922,7 @@ def _output_gain(w: Weight) -> np.ndarray | None:
     bn, index = users[0]
     if bn.op_type != "BatchNormalization" or index != 0 or len(bn.inputs) < 5 or len(bn.outputs) != 1:
         return None
-    scale, var = _const_array(bn.inputs[1]), _const_array(bn.inputs[4])
+    scale, var = const_array(bn.inputs[1]), const_array(bn.inputs[4])
     if scale is None or var is None or scale.shape != var.shape:
         return None
     eps = bn.attributes.get("epsilon")
