@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress.model import to_proto
+from onnxcompress.model import copy_model
 from onnxcompress.runtime import create_session
 from onnxcompress.weights import WeightIndex
 
@@ -89,7 +89,7 @@ def probe_sensitivity(
     """
     start = time.perf_counter()
     result = ProbeResult()
-    probe = ir.from_proto(to_proto(model))
+    probe = copy_model(model)
     feed_names = _expose(probe, degraded, result)
     session = create_session(probe, label="the sensitivity probe model")
     samples = [dict(f) for f in feeds]

@@ -887,7 +887,7 @@ def _joins_model_codebook(w: Weight, cfg: WeightSharingConfig, bits: int = MODEL
     """Whether ``w`` at ``bits`` is clustered into the plain model-wide codebook (as
     :meth:`apply` groups it). Channel-scaled tensors share one per kernel family instead
     (``_model_group``); the allocation prices them as if each kept its own, an upper bound."""
-    return cfg.model_codebook(bits) and not (cfg.codebook == "auto" and _own_codebook(w, cfg))
+    return cfg.model_codebook(bits) and not _model_group(w, cfg, bits)[3]
 
 
 def _own_codebook(w: Weight, cfg: WeightSharingConfig) -> bool:
