@@ -1,0 +1,183 @@
+"""onnxruntime session memory: what a model occupies once loaded and run, measured in a fresh process.
+
+The number users compress for is resident memory at run time, not the file: onnxruntime folds a
+decode graph (k-means indices, weight-only int8) back into float constants at load, so a file four
+times smaller can occupy as much memory as the original, or more while the fold holds the
+intermediates. Each model is measured in its own child process (a process never returns freed
+memory reliably, so two sessions in one process would blur each other):
+
+- ``resident_bytes``: resident set after the session was created and ran one sample, less the
+  process's resident set just before the session was created (Python, numpy, onnxruntime);
+- ``peak_bytes``: the high-water mark over the same span (session creation folds constants,
+  which can need transient memory well above what stays resident).
+
+Measurement is best effort: where the model cannot run on the inputs given or guessed, the numbers
+are taken after session creation alone and ``ran`` is False; where no measurement is possible
+(no /proc, the child failed) a ``MemoryResult`` is returned with ``error`` set, never raised.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+# A child that takes longer than this is abandoned (a huge model on a slow disk).
+DEFAULT_TIMEOUT_SECONDS = 600.0
+
+
+@dataclass
+class MemoryResult:
+    """Session memory of one model (bytes), or why it could not be measured."""
+
+    resident_bytes: int | None = None
+    peak_bytes: int | None = None
+    ran: bool = False  # whether one inference ran (else: after session creation only)
+    note: str | None = None  # why the sample did not run, when it did not
+    error: str | None = None  # why nothing could be measured
+
+    @property
+    def measured(self) -> bool:
+        return self.error is None and self.resident_bytes is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _status_kib(field_name: str) -> int | None:
+    try:
+        text = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1])
+    return None
+
+
+def _reset_peak() -> bool:
+    """Reset VmHWM so the peak covers only the session (Linux >= 4.0); False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _measure_here(model_path: str, feeds_path: str | None, threads: int | None) -> dict[str, Any]:
+    """Runs in the child process: load onnxruntime, then measure one session."""
+    import numpy as np
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads is not None:
+        opts.intra_op_num_threads = threads
+    before = _status_kib("VmRSS")
+    if before is None:
+        return {"error": "no /proc/self/status on this system"}
+    peak_reset = _reset_peak()
+    session = ort.InferenceSession(model_path, opts, providers=["CPUExecutionProvider"])
+    ran, note = False, None
+    try:
+        if feeds_path is not None:
+            with np.load(feeds_path) as data:
+                feed = {k: data[k] for k in data.files}
+        else:
+            feed = _guess_feed(session)
+        session.run(None, feed)
+        ran = True
+    except Exception as e:  # the model cannot run on these inputs: creation memory only
+        text = str(e).strip()
+        note = f"no sample ran ({text.splitlines()[0][:200] if text else type(e).__name__})"
+    after = _status_kib("VmRSS") or before
+    peak = _status_kib("VmHWM") if peak_reset else None
+    del session
+    return {
+        "resident_bytes": max(0, after - before) * 1024,
+        "peak_bytes": max(0, peak - before) * 1024 if peak is not None else None,
+        "ran": ran,
+        "note": note,
+    }
+
+
+_ORT_TYPES = {
+    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+    "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8", "tensor(bool)": "bool",
+}
+
+
+def _guess_feed(session: Any) -> dict[str, Any]:
+    """Zeros of each input's declared shape, dynamic dims as 1 (only used when no sample is given)."""
+    import numpy as np
+
+    feed = {}
+    for arg in session.get_inputs():
+        shape = [d if isinstance(d, int) and d > 0 else 1 for d in arg.shape]
+        feed[arg.name] = np.zeros(shape, dtype=_ORT_TYPES.get(arg.type, "float32"))
+    return feed
+
+
+def session_memory(
+    model_path: str | os.PathLike,
+    feed: dict[str, Any] | None = None,
+    *,
+    threads: int | None = None,
+    timeout: float = DEFAULT_TIMEOUT_SECONDS,
+) -> MemoryResult:
+    """Session memory of the model file at ``model_path``, measured in a child process.
+
+    ``feed``: one sample (input name -> array) to run; without it, zeros of the declared shapes
+    (dynamic dims as 1) are tried, and where the model cannot run on them only the memory after
+    session creation is reported (``ran=False``).
+    """
+    import numpy as np
+
+    with tempfile.TemporaryDirectory(prefix="onnxcompress-mem-") as tmp:
+        feeds_path = None
+        if feed is not None:
+            feeds_path = str(Path(tmp) / "feed.npz")
+            np.savez(feeds_path, **{k: np.asarray(v) for k, v in feed.items()})
+        args = [sys.executable, "-m", "onnxcompress.memory", str(model_path)]
+        if feeds_path:
+            args += ["--feed", feeds_path]
+        if threads is not None:
+            args += ["--threads", str(threads)]
+        try:
+            done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return MemoryResult(error=f"could not measure session memory: {e}")
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        why = (done.stderr.strip().splitlines() or ["the measuring process failed"])[-1][:300]
+        return MemoryResult(error=f"could not measure session memory: {why}")
+    values = json.loads(lines[-1])
+    if "error" in values:
+        return MemoryResult(error=values["error"])
+    return MemoryResult(**values)
+
+
+def _main(argv: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m onnxcompress.memory")
+    parser.add_argument("model")
+    parser.add_argument("--feed")
+    parser.add_argument("--threads", type=int)
+    args = parser.parse_args(argv)
+    print(json.dumps(_measure_here(args.model, args.feed, args.threads)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

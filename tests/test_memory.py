@@ -1,0 +1,46 @@
+"""Session memory is measured in a child process and grows with the weights a session holds."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from onnxcompress.memory import session_memory
+
+
+def _matmul_model(path, n: int) -> None:
+    rng = np.random.default_rng(0)
+    w = onnx.numpy_helper.from_array(rng.standard_normal((n, n)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", n])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        [w],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def test_memory_tracks_weight_bytes(tmp_path):
+    small, large = tmp_path / "small.onnx", tmp_path / "large.onnx"
+    _matmul_model(small, 64)
+    _matmul_model(large, 2048)  # 16 MiB of float weights
+    m_small, m_large = session_memory(small), session_memory(large)
+    assert m_small.measured and m_large.measured, (m_small, m_large)
+    assert m_large.ran and m_small.ran
+    assert m_large.resident_bytes - m_small.resident_bytes > 12 * 2**20
+    assert m_large.peak_bytes >= m_large.resident_bytes
+
+
+def test_memory_with_given_feed_and_unrunnable_input(tmp_path):
+    path = tmp_path / "m.onnx"
+    _matmul_model(path, 32)
+    ok = session_memory(path, {"x": np.ones((3, 32), np.float32)})
+    assert ok.ran and ok.note is None
+    bad = session_memory(path, {"x": np.ones((3, 31), np.float32)})  # wrong width: creation only
+    assert bad.measured and not bad.ran and "no sample ran" in bad.note
+
+
+def test_memory_of_a_missing_file_is_an_error_not_an_exception(tmp_path):
+    result = session_memory(tmp_path / "nope.onnx")
+    assert not result.measured and result.error
