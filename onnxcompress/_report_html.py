@@ -42,7 +42,8 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], numeric: Seque
         "<tr>" + "".join(f"<td{c}>{cell}</td>" for cell, c in zip(row, cls, strict=True)) + "</tr>"
         for row in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    # Wide tables scroll inside their section instead of widening the page.
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def _section(ident: str, title: str, *parts: str) -> str:

@@ -130,10 +130,11 @@ def weight_histogram(view: Any) -> str:
         lo, hi = min(lo, float(view.levels.min())), max(hi, float(view.levels.max()))
     span = hi - lo or 1.0
     bins = np.linspace(lo - 0.02 * span, hi + 0.02 * span, 121)
-    counts, _, _ = ax.hist(w, bins=bins, color=BEFORE, alpha=0.75, label="original weights")
-    decoded, _, _ = ax.hist(
-        view.decoded, bins=bins, histtype="step", color=AFTER, linewidth=1.4, label="compressed weights"
-    )
+    # stairs: one artist per histogram (hist draws a patch per bin, which layout then measures).
+    counts, _ = np.histogram(w, bins=bins)
+    decoded, _ = np.histogram(view.decoded, bins=bins)
+    ax.stairs(counts, bins, fill=True, color=BEFORE, alpha=0.75, label="original weights")
+    ax.stairs(decoded, bins, color=AFTER, linewidth=1.4, label="compressed weights")
     if view.levels is not None:
         # A few centroids read best as lines across the plot; a dense grid as ticks along the axis.
         many = len(view.levels) > 32

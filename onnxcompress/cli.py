@@ -306,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("report", parents=[common], help="render a saved JSON report as an HTML page",
-                       description="Render REPORT.json (from compress --report) as one self-contained HTML page.")
+                       description="Render REPORT.json (from compress --report) as one HTML page.")
     p.add_argument("report", help="a report written by compress --report PATH.json")
     p.add_argument("-o", "--output", help="the .html file to write (default: REPORT with .html)")
     p.set_defaults(func=cmd_report)

@@ -54,14 +54,16 @@ th{background:#f0f3f6;font-weight:600}
 tr:nth-child(even) td{background:#fafbfc}
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .name{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12px;overflow-wrap:break-word}
-span.details{display:block;min-width:240px;max-width:420px}
+span.details{display:block;min-width:200px;max-width:420px}
+.scroll{overflow-x:auto;max-width:100%}
 .row{display:flex;flex-wrap:wrap;gap:8px 28px;align-items:flex-start}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:4px 20px}
 .grid h3{margin-top:8px}
 .small{font-size:12px;color:#57606a}
 .headlines{font-size:16px;margin:0;padding-left:20px}
 .headlines li{margin:3px 0}
-.badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600;color:#fff}
+.badge{display:inline-block;white-space:nowrap;padding:1px 8px;border-radius:10px;font-size:12px;
+ font-weight:600;color:#fff}
 .ok{background:#2e8b57}.warn{background:#b7791f}.bad{background:#c94040}.muted{background:#8c959f}
 .better{color:#2e7d32;font-weight:600}.worse{color:#c62828;font-weight:600}
 img{max-width:100%;height:auto;display:block;margin:8px 0}

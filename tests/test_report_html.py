@@ -3,6 +3,8 @@ escaped names, tables without matplotlib, the format chosen by extension, and a 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -18,6 +20,7 @@ import onnx
 import pytest
 
 from onnxcompress import _report_weights
+from onnxcompress._report_plots import matplotlib_available
 from onnxcompress.cli import main
 from onnxcompress.report import _fmt_bytes
 from onnxcompress.report_html import PLOTS_HINT, render_html
@@ -25,6 +28,9 @@ from onnxcompress.report_html import PLOTS_HINT, render_html
 MODELS = Path(__file__).resolve().parents[1] / "models"
 CNN, CALIB, EVAL = MODELS / "digits_cnn.onnx", MODELS / "digits_calib.npz", MODELS / "digits_eval.npz"
 ALL_SECTIONS = ("headlines", "summary", "passes", "layers", "weights", "validation", "recipe")
+needs_plots = pytest.mark.skipif(
+    not matplotlib_available(), reason='matplotlib is not installed: pip install "onnxcompress[report]"'
+)
 VOID = {"meta", "img", "br", "hr", "link", "input", "col", "source", "wbr", "area", "base", "embed"}
 
 
@@ -79,24 +85,28 @@ def section(page: str, ident: str) -> str:
 
 @pytest.fixture(scope="module")
 def compressed(tmp_path_factory):
-    """digits_cnn compressed by the CLI with k-means and with int8, each with an HTML and a JSON report."""
+    """digits_cnn compressed by the CLI with k-means and with int8: the HTML report, and the same
+    report as JSON (``--json`` on stdout, and saved for the ``report`` subcommand)."""
     tmp = tmp_path_factory.mktemp("report_html")
     runs = {"kmeans": ["--kmeans", "4"], "quantize": ["--quantize", "static", "--prune", "0.5"]}
     out = {}
     for name, flags in runs.items():
-        model = tmp / f"{name}.onnx"
-        for ext in ("json", "html"):
-            code = main([
-                "compress", str(CNN), "-o", str(model), "--overwrite", *flags, "--calibration", str(CALIB),
-                "--validate", "--validate-data", str(EVAL), "--report", str(tmp / f"{name}.{ext}"), "-q",
-            ])
-            assert code in (0, 1)  # 1: int8 + pruning may miss the default tolerance; still a report
+        model, page = tmp / f"{name}.onnx", tmp / f"{name}.html"
+        args = [str(CNN), "-o", str(model), *flags, "--calibration", str(CALIB), "--validate"]
+        args += ["--validate-data", str(EVAL), "--report", str(page), "--json"]
+        with contextlib.redirect_stdout(io.StringIO()) as stdout:
+            code = main(["compress", *args])
+        assert code in (0, 1)  # 1: int8 + pruning may miss the default tolerance; still a report
         onnx.checker.check_model(onnx.load(str(model)))
-        out[name] = (model, json.loads((tmp / f"{name}.json").read_text()), (tmp / f"{name}.html").read_text())
+        (tmp / f"{name}.json").write_text(stdout.getvalue())
+        out[name] = (model, json.loads(stdout.getvalue()), page.read_text())
     return tmp, out
 
 
-@pytest.mark.parametrize("name, levels", [("kmeans", "k-means centroids"), ("quantize", "int8 grid levels used")])
+@pytest.mark.parametrize(
+    "name, levels", [("kmeans", "k-means centroids"), ("quantize", "int8 grid levels used")]
+)
+@needs_plots
 def test_cli_html_report_has_every_section(compressed, name, levels):
     _, runs = compressed
     _, report, page = runs[name]
@@ -116,8 +126,13 @@ def test_cli_html_report_has_every_section(compressed, name, levels):
     assert weights.count("<img") >= 1 and levels in page
     out = report["validation"]["outputs"][0]
     validation = section(page, "validation")
-    assert f"{out['cosine']:.6f}" in validation and ("PASS" if report["validation"]["passed"] else "FAIL") in validation
-    recipe = json.loads(re.search(r"<pre>(\{.*?)</pre>", section(page, "recipe"), re.S).group(1).replace("&quot;", '"'))
+    assert (
+        f"{out['cosine']:.6f}" in validation
+        and ("PASS" if report["validation"]["passed"] else "FAIL") in validation
+    )
+    recipe = json.loads(
+        re.search(r"<pre>(\{.*?)</pre>", section(page, "recipe"), re.S).group(1).replace("&quot;", '"')
+    )
     assert recipe == report["recipe"]
 
 
@@ -127,13 +142,16 @@ def test_histogram_levels_are_the_decoded_codebook(compressed):
     model, report, _ = runs["kmeans"]
     views, notes = _report_weights.weight_views(CNN, model, report["passes"], 3)
     stats = {s["name"]: s for s in report["passes"][0]["layers"]}
-    assert not notes and [v.name for v in views] == [s[0] for s in _report_weights.worst_layers(report["passes"], 3)]
+    assert not notes and [v.name for v in views] == [
+        s[0] for s in _report_weights.worst_layers(report["passes"], 3)
+    ]
     for v in views:
         assert v.channel is None and len(v.levels) == stats[v.name]["extra"]["clusters_used"]
         err = np.linalg.norm(v.original - v.decoded) / np.linalg.norm(v.original)
         assert err == pytest.approx(stats[v.name]["error"], rel=0.05)
 
 
+@needs_plots
 def test_report_subcommand_renders_saved_json(compressed, capsys):
     tmp, runs = compressed
     code = main(["report", str(tmp / "kmeans.json"), "-o", str(tmp / "again.html")])
@@ -142,7 +160,10 @@ def test_report_subcommand_renders_saved_json(compressed, capsys):
     assert check_page(page).sections == list(ALL_SECTIONS) and "k-means centroids" in page
     # Not a report, a wrong output extension: one line, exit 2.
     (tmp / "other.json").write_text('{"a": 1}')
-    for args in (["report", str(tmp / "other.json")], ["report", str(tmp / "kmeans.json"), "-o", str(tmp / "x.pdf")]):
+    for args in (
+        ["report", str(tmp / "other.json")],
+        ["report", str(tmp / "kmeans.json"), "-o", str(tmp / "x.pdf")],
+    ):
         assert main(args) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "error:" in err
@@ -162,50 +183,134 @@ EVIL = '<script>alert("x")</script>&<evil attr="1">'
 def _synthetic_report() -> dict:
     """A report with every optional key other branches are adding, and hostile names everywhere."""
     layer = {
-        "name": f"conv{EVIL}.weight", "op_type": "Conv", "shape": [8, 4, 3, 3], "bytes_before": 1152,
-        "bytes_after": 200, "sparsity": 0.25, "bits": 4.0, "error": 0.05,
+        "name": f"conv{EVIL}.weight",
+        "op_type": "Conv",
+        "shape": [8, 4, 3, 3],
+        "bytes_before": 1152,
+        "bytes_after": 200,
+        "sparsity": 0.25,
+        "bits": 4.0,
+        "error": 0.05,
         "extra": {"output_error_before": 0.2, "output_error_after": 0.04, "note": EVIL},
     }
     return {
-        "input": f"in{EVIL}.onnx", "output": "out.onnx",
+        "input": f"in{EVIL}.onnx",
+        "output": "out.onnx",
         "headlines": [f"4.1x smaller {EVIL}", "accuracy 99.1% -> 99.0%"],
-        "before": {"file_bytes": 5000, "gzip_bytes": 4600, "parameters": 1200, "weight_bytes": 4800,
-                   "sparsity": 0.0, "nodes": 3, "macs": 90000},
-        "after": {"file_bytes": 1200, "gzip_bytes": 1000, "parameters": 1200, "weight_bytes": 900,
-                  "sparsity": 0.25, "nodes": 7, "macs": 90000},
-        "memory": {"before": {"resident_bytes": 3 * 2**20, "peak_bytes": 5 * 2**20},
-                   "after": {"resident_bytes": 2**20, "peak_bytes": 6 * 2**20}},
+        "before": {
+            "file_bytes": 5000,
+            "gzip_bytes": 4600,
+            "parameters": 1200,
+            "weight_bytes": 4800,
+            "sparsity": 0.0,
+            "nodes": 3,
+            "macs": 90000,
+        },
+        "after": {
+            "file_bytes": 1200,
+            "gzip_bytes": 1000,
+            "parameters": 1200,
+            "weight_bytes": 900,
+            "sparsity": 0.25,
+            "nodes": 7,
+            "macs": 90000,
+        },
+        "memory": {
+            "before": {"resident_bytes": 3 * 2**20, "peak_bytes": 5 * 2**20},
+            "after": {"resident_bytes": 2**20, "peak_bytes": 6 * 2**20},
+        },
         "recipe": {"passes": [{"pass": "kmeans", "bits": 4}]},
         "passes": [
-            {"pass": "kmeans", "status": "applied", "modified": True, "seconds": 0.5, "metrics": {},
-             "layers": [layer], "skipped": {f"reason {EVIL}": [f"bias{EVIL}"]}, "notes": [EVIL]},
-            {"pass": "quantize", "status": "rolled back", "reason": f"checker failed on node {EVIL}",
-             "modified": False, "seconds": 0.1, "metrics": {}, "layers": [], "skipped": {}, "notes": []},
+            {
+                "pass": "kmeans",
+                "status": "applied",
+                "modified": True,
+                "seconds": 0.5,
+                "metrics": {},
+                "layers": [layer],
+                "skipped": {f"reason {EVIL}": [f"bias{EVIL}"]},
+                "notes": [EVIL],
+            },
+            {
+                "pass": "quantize",
+                "status": "rolled back",
+                "reason": f"checker failed on node {EVIL}",
+                "modified": False,
+                "seconds": 0.1,
+                "metrics": {},
+                "layers": [],
+                "skipped": {},
+                "notes": [],
+            },
         ],
         "notes": [],
         "validation": {
-            "passed": True, "samples": 10, "data": "eval.npz", "notes": [],
-            "latency": {"runs": 50, "original_ms": 2.0, "compressed_ms": 1.6, "original_p25_ms": 1.9,
-                        "original_p75_ms": 2.2, "compressed_p25_ms": 1.5, "compressed_p75_ms": 1.7},
-            "layers": {"samples": 2, "compared": 2, "only_original": 0, "only_compressed": 0,
-                       "first_divergent": f"t{EVIL}", "notes": [],
-                       "jumps": [{"name": f"t{EVIL}", "op_type": "Conv", "input_error": 0.0, "rel_l2": 0.1}],
-                       "layers": [{"name": f"t{EVIL}", "rel_l2": 0.1}, {"name": "y", "rel_l2": 0.08}]},
-            "outputs": [{"name": f"y{EVIL}", "dtype": "float32", "shape": [1, 10], "passed": True,
-                         "max_abs": 0.1, "mean_abs": 0.01, "rel_l2": 0.02, "cosine": 0.9995, "snr_db": 33.0,
-                         "top1_agreement": 1.0, "accuracy_original": 0.991, "accuracy_compressed": 0.99,
-                         "checks": [{"criterion": "min_cosine", "passed": True, "detail": EVIL}], "notes": []}],
+            "passed": True,
+            "samples": 10,
+            "data": "eval.npz",
+            "notes": [],
+            "latency": {
+                "runs": 50,
+                "original_ms": 2.0,
+                "compressed_ms": 1.6,
+                "original_p25_ms": 1.9,
+                "original_p75_ms": 2.2,
+                "compressed_p25_ms": 1.5,
+                "compressed_p75_ms": 1.7,
+            },
+            "layers": {
+                "samples": 2,
+                "compared": 2,
+                "only_original": 0,
+                "only_compressed": 0,
+                "first_divergent": f"t{EVIL}",
+                "notes": [],
+                "jumps": [{"name": f"t{EVIL}", "op_type": "Conv", "input_error": 0.0, "rel_l2": 0.1}],
+                "layers": [{"name": f"t{EVIL}", "rel_l2": 0.1}, {"name": "y", "rel_l2": 0.08}],
+            },
+            "outputs": [
+                {
+                    "name": f"y{EVIL}",
+                    "dtype": "float32",
+                    "shape": [1, 10],
+                    "passed": True,
+                    "max_abs": 0.1,
+                    "mean_abs": 0.01,
+                    "rel_l2": 0.02,
+                    "cosine": 0.9995,
+                    "snr_db": 33.0,
+                    "top1_agreement": 1.0,
+                    "accuracy_original": 0.991,
+                    "accuracy_compressed": 0.99,
+                    "checks": [{"criterion": "min_cosine", "passed": True, "detail": EVIL}],
+                    "notes": [],
+                }
+            ],
         },
-        "auto": {"front": [{"objective": 1200, "fidelity": 0.999, "chosen": True, "plan": EVIL},
-                           {"objective": 900, "fidelity": 0.98, "chosen": False}],
-                 "plan": {f"conv{EVIL}.weight": {"method": "kmeans", "bits": 4}}},
+        "auto": {
+            "front": [
+                {"objective": 1200, "fidelity": 0.999, "chosen": True, "plan": EVIL},
+                {"objective": 900, "fidelity": 0.98, "chosen": False},
+            ],
+            "plan": {f"conv{EVIL}.weight": {"method": "kmeans", "bits": 4}},
+        },
     }
 
 
+@needs_plots
 def test_every_optional_key_rendered_and_escaped():
     page = render_html(_synthetic_report())
     c = check_page(page)
-    assert c.sections == ["headlines", "summary", "passes", "layers", "weights", "validation", "auto", "recipe"]
+    assert c.sections == [
+        "headlines",
+        "summary",
+        "passes",
+        "layers",
+        "weights",
+        "validation",
+        "auto",
+        "recipe",
+    ]
     assert "<script" not in page and "<evil" not in page and "alert" in page  # present, escaped
     assert html_escaped(EVIL) in page
     summary = section(page, "summary")
@@ -243,22 +348,37 @@ def _chromium() -> str | None:
     return None
 
 
+@needs_plots
 @pytest.mark.skipif(_chromium() is None, reason="no chromium binary (apt-get install -y chromium)")
 def test_page_renders_in_headless_chromium(compressed, tmp_path):
     tmp, runs = compressed
     page_path = tmp / "kmeans.html"
-    base = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-            f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0"]
+    base = [
+        _chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--enable-logging=stderr",
+        "--v=0",
+    ]
     env = {**os.environ, "HOME": str(tmp_path)}
     shot = tmp_path / "report.png"
-    proc = subprocess.run([*base, f"--screenshot={shot}", "--window-size=1280,2400", page_path.as_uri()],
-                          capture_output=True, text=True, timeout=120, env=env)
+    proc = subprocess.run(
+        [*base, f"--screenshot={shot}", "--window-size=1280,2400", page_path.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert shot.exists(), proc.stderr[-2000:]
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24]) == (1280, 2400)
     assert len(data) > 100_000  # charts and text, not a blank page (a blank one is a few KB)
-    dom = subprocess.run([*base, "--dump-dom", page_path.as_uri()], capture_output=True, text=True,
-                         timeout=120, env=env)
+    dom = subprocess.run(
+        [*base, "--dump-dom", page_path.as_uri()], capture_output=True, text=True, timeout=120, env=env
+    )
     assert dom.returncode == 0, dom.stderr[-2000:]
     for ident in ALL_SECTIONS:
         assert f'<section id="{ident}">' in dom.stdout
