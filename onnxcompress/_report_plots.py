@@ -133,7 +133,8 @@ def weight_histogram(view: Any) -> str:
     # stairs: one artist per histogram (hist draws a patch per bin, which layout then measures).
     counts, _ = np.histogram(w, bins=bins)
     decoded, _ = np.histogram(view.decoded, bins=bins)
-    ax.stairs(counts, bins, fill=True, color=BEFORE, alpha=0.75, label="original weights")
+    original = "original weights" + (" x BatchNorm scale" if view.rescaled else "")
+    ax.stairs(counts, bins, fill=True, color=BEFORE, alpha=0.75, label=original)
     ax.stairs(decoded, bins, color=AFTER, linewidth=1.4, label="compressed weights")
     if view.levels is not None:
         # A few centroids read best as lines across the plot; a dense grid as ticks along the axis.

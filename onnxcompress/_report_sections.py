@@ -196,6 +196,8 @@ def _weights(d: dict[str, Any], draw: bool, original: Any, compressed: Any, limi
         err = f", weight rel. error {v.error:.3g}" if v.error is not None else ""
         levels = f"{len(v.levels)} {v.level_kind}" if v.levels is not None else "no grid"
         where = f" in output channel {v.channel}" if v.channel is not None else ""
+        if v.rescaled:
+            where += "; BatchNorm was folded into this weight: the original is shown scaled per channel"
         cells.append(
             f'<div><h3><span class="name">{_e(v.name)}</span> ({_e(v.pass_name)}{err})</h3>'
             f'<p class="small">{_e(levels)}{where}</p>'

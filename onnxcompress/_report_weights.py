@@ -40,6 +40,9 @@ class WeightView:
     level_kind: str
     channel: int | None  # the output channel shown, when the levels are per channel
     error: float | None
+    # The original was scaled per output channel to the compressed model's weight: a pass folded
+    # BatchNorm into it, so the unscaled original would not be comparable.
+    rescaled: bool = False
 
 
 def worst_layers(passes: Sequence[dict[str, Any]], limit: int) -> list[tuple[str, str, float]]:
@@ -78,6 +81,7 @@ def weight_views(
         what = compressed if isinstance(compressed, (str, os.PathLike)) else "the models"
         return [], [f"weight histograms skipped: cannot load {what}: {first_line(e)}"]
     index = WeightIndex.build(orig_ir)
+    folded = any(isinstance(p.get("metrics"), dict) and p["metrics"].get("batchnorm_folded") for p in passes)
     views, notes = [], []
     for name, pass_name, error in wanted:
         try:
@@ -97,15 +101,35 @@ def weight_views(
         if decoded.shape != w.shape:
             notes.append(f"{name}: decoded shape {list(decoded.shape)} differs from {list(w.shape)}")
             continue
-        views.append(_view(name, pass_name, error, w, decoded, weight.out_axis))
+        views.append(_view(name, pass_name, error, w, decoded, weight.out_axis, folded))
     return views, notes
 
 
 def _view(
-    name: str, pass_name: str, error: float, w: np.ndarray, d: np.ndarray, out_axis: int | None
+    name: str,
+    pass_name: str,
+    error: float,
+    w: np.ndarray,
+    d: np.ndarray,
+    out_axis: int | None,
+    folded: bool = False,
 ) -> WeightView:
     kind = LEVEL_KINDS.get(pass_name, "distinct values")
     w, d = w.astype(np.float64), d.astype(np.float64)
+    axis = out_axis if out_axis is not None and out_axis < w.ndim else 0
+    rescaled = False
+    if folded and w.ndim >= 2:
+        # Least-squares scale per output channel: the folded BatchNorm factor (up to the error).
+        rows_w = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+        rows_d = np.moveaxis(d, axis, 0).reshape(d.shape[axis], -1)
+        energy = np.einsum("ij,ij->i", rows_w, rows_w)
+        scale = np.where(
+            energy > 0, np.einsum("ij,ij->i", rows_w, rows_d) / np.where(energy > 0, energy, 1), 1.0
+        )
+        if np.max(np.abs(scale - 1.0)) > 1e-3:
+            shape = [1] * w.ndim
+            shape[axis] = -1
+            w, rescaled = w * scale.reshape(shape), True
     levels = np.unique(d)
     if levels.size <= MAX_LEVELS or w.ndim < 2:
         return WeightView(
@@ -117,9 +141,9 @@ def _view(
             kind,
             None,
             error,
+            rescaled,
         )
     # Levels per output channel (per-channel scales): show the channel that lost most.
-    axis = out_axis if out_axis is not None and out_axis < w.ndim else 0
     rows_w = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
     rows_d = np.moveaxis(d, axis, 0).reshape(d.shape[axis], -1)
     norms = np.linalg.norm(rows_w, axis=1)
@@ -127,8 +151,10 @@ def _view(
     ch = int(np.argmax(errs))
     row_levels = np.unique(rows_d[ch])
     if row_levels.size > MAX_LEVELS:  # no grid anywhere (pruning, fp16): the whole tensor
-        return WeightView(name, pass_name, _sample(w.ravel()), _sample(d.ravel()), None, kind, None, error)
-    return WeightView(name, pass_name, rows_w[ch], rows_d[ch], row_levels, kind, ch, error)
+        return WeightView(
+            name, pass_name, _sample(w.ravel()), _sample(d.ravel()), None, kind, None, error, rescaled
+        )
+    return WeightView(name, pass_name, rows_w[ch], rows_d[ch], row_levels, kind, ch, error, rescaled)
 
 
 def _sample(values: np.ndarray) -> np.ndarray:
