@@ -387,3 +387,17 @@ def test_page_renders_in_headless_chromium(compressed, tmp_path):
         assert "Uncaught" not in log and "CONSOLE" not in log and "Failed to load resource" not in log
     if os.environ.get("ONNXCOMPRESS_KEEP_SCREENSHOT"):  # for looking at it
         shutil.copy(shot, os.environ["ONNXCOMPRESS_KEEP_SCREENSHOT"])
+
+
+def test_folded_batchnorm_original_scaled_per_channel():
+    """A weight BatchNorm was folded into is compared after the per-channel scale, not before."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(4, 3, 3, 3)).astype(np.float32)
+    scale = np.array([0.5, 2.0, 1.0, 3.0]).reshape(4, 1, 1, 1)
+    centroids = np.linspace(-6, 6, 16)
+    d = centroids[np.abs((w * scale)[..., None] - centroids).argmin(-1)]  # 4-bit k-means-like decode
+    plain = _report_weights._view("w", "kmeans", 0.1, w, d, 0, folded=False)
+    view = _report_weights._view("w", "kmeans", 0.1, w, d, 0, folded=True)
+    assert not plain.rescaled and view.rescaled and len(view.levels) <= 16
+    rel = np.linalg.norm(view.original - view.decoded) / np.linalg.norm(view.decoded)
+    assert rel < 0.15 < np.linalg.norm(plain.original - plain.decoded) / np.linalg.norm(plain.decoded)
