@@ -162,7 +162,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
         pipeline.keep_debug_info = True
     if args.report:
         from onnxcompress.model import check_output_path
+        from onnxcompress.report import report_format
 
+        report_format(args.report)  # an unknown extension fails before the long work
         check_output_path(args.report)  # fail before the long work, not after writing OUT
     validator = None
     if args.validate:
@@ -181,7 +183,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     finally:
         _clear_progress(progress)
     if args.report:
-        _write_text(Path(args.report), report.to_json())
+        _write_text(Path(args.report), report.to_format(report_format(args.report)))
     if args.json:
         print(report.to_json())
     elif not args.quiet:
@@ -214,6 +216,32 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2, default=str))
     else:
         print(render(info))
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Render a saved JSON report as HTML (with weight histograms when its models still exist)."""
+    from onnxcompress.errors import DataError
+    from onnxcompress.model import check_output_path
+    from onnxcompress.report import report_format
+    from onnxcompress.report_html import models_from_report, render_html
+
+    source = Path(args.report)
+    out = Path(args.output) if args.output else source.with_suffix(".html")
+    if report_format(out) != "html":
+        raise ConfigError(f"{out}: the report command writes HTML.", hint="name the output file .html.")
+    check_output_path(out, protect=(source,))
+    try:
+        data = json.loads(source.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{source}: cannot read the report: {getattr(e, 'strerror', None) or e}.") from e
+    if not isinstance(data, dict) or not ({"before", "passes"} & set(data)):
+        raise DataError(f"{source}: not an onnxcompress report (no 'before' or 'passes').",
+                        hint="give a file written by `onnxcompress compress ... --report r.json`.")
+    original, compressed = models_from_report(data, source.parent)
+    _write_text(out, render_html(data, original_model=original, compressed_model=compressed))
+    if not args.quiet:
+        print(f"wrote {out}")
     return EXIT_OK
 
 
@@ -259,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_validate_arguments(p)
-    p.add_argument("--report", metavar="PATH.json", help="write the full report as JSON")
+    p.add_argument("--report", metavar="PATH.json|PATH.html",
+                   help="write the full report: .json (data) or .html (a page with tables and plots)")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     p.add_argument("--seed", type=int, default=None,
                    help="seed for every random choice (default: the recipe's, else 0)")
@@ -275,6 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("report", parents=[common], help="render a saved JSON report as an HTML page",
+                       description="Render REPORT.json (from compress --report) as one HTML page.")
+    p.add_argument("report", help="a report written by compress --report PATH.json")
+    p.add_argument("-o", "--output", help="the .html file to write (default: REPORT with .html)")
+    p.set_defaults(func=cmd_report)
 
     try:
         from onnxcompress.validation.cli import add_compare_parser
