@@ -267,6 +267,10 @@ class Pipeline:
             failure = PassError(f"pass {p.name} failed{on}: {type(e).__name__}: {runtime.first_line(e)}",
                                 hint=_BUG_HINT, pass_name=p.name, layer=context.current_layer)
             failure.__cause__ = e
+        if result is not None and result.modified:
+            # A graph output a pass rewrote may come back typed but shapeless (a new value):
+            # declared again as the input did it, so onnx.checker does not refuse it.
+            checking.complete_io_shapes(result.model)
         if result is not None and self.check == "each" and result.modified:
             problem = checking.model_problem(result.model, need_ort=runs_in_ort)
             if problem is not None:

@@ -356,3 +356,31 @@ def test_provenance_is_stored_without_defaults_and_read_back_in_full():
     }
     assert raw["history"][-1]["changed"] == [0, 0]  # HalveWeights reports no layer stats
     assert read_provenance(model)["history"][-1]["recipe"] == pipeline.to_recipe()
+
+
+class ShapelessOutput(Pass):
+    """A test pass that rewrites the graph output as a new value with a type and no shape."""
+
+    name = "test-shapeless-output"
+    config_class = PassConfig
+
+    def apply(self, model, context, result):
+        old = model.graph.outputs[0]
+        new = ir.Value(name="y_new", type=ir.TensorType(ir.DataType.FLOAT))
+        node = ir.Node("", "Identity", [old], outputs=[new], name="out_identity")
+        model.graph.append(node)
+        old.name = "y_old"
+        new.name = "y"
+        model.graph.outputs[0] = new
+        result.modified = True
+        return model
+
+
+def test_output_a_pass_left_shapeless_is_declared_again():
+    result = Pipeline([ShapelessOutput()]).run(h.mlp())
+    assert result.passes[0].status == "applied"
+    out = to_proto(result.model)
+    onnx.checker.check_model(out)
+    assert [d.dim_value for d in out.graph.output[0].type.tensor_type.shape.dim][1:] == [10]
+    x = np.ones((2, 16), np.float32)
+    np.testing.assert_allclose(h.run(out, {"x": x})[0], h.run(h.mlp(), {"x": x})[0], rtol=1e-6)
