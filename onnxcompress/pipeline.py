@@ -281,7 +281,6 @@ class Pipeline:
             return result
         if backup is None:
             raise failure
-        logger.error("%s; rolled back.", failure.message)
         if result is None:
             result = PassResult(pass_name=p.name, config=p.config.to_dict(), model=backup)
         changed = len(result.layers)

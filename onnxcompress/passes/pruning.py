@@ -159,13 +159,13 @@ class PruneConfig(PassConfig):
     @classmethod
     def check_given(cls, given: dict[str, Any], *, where: str) -> None:
         # An N:M pattern fixes the sparsity at 1 - N/M; a different sparsity given with it
-        # would be ignored, so it is refused rather than silently replaced.
+        # would be ignored, so it is refused rather than silently replaced (0 still means off).
         nm = _NM.match(str(given.get("pattern", "")))
         sparsity = given.get("sparsity")
-        if nm is None or sparsity is None or int(nm.group(2)) == 0:
-            return
+        if nm is None or sparsity is None or not 0 < int(nm.group(1)) < int(nm.group(2)):
+            return  # no N:M, or an invalid one (__post_init__ says so)
         fixed = 1 - int(nm.group(1)) / int(nm.group(2))
-        if abs(float(sparsity) - fixed) > 1e-9:
+        if sparsity != 0 and abs(float(sparsity) - fixed) > 1e-9:
             raise ConfigError(
                 f"{where}: sparsity {sparsity:g} conflicts with pattern {given['pattern']}, which "
                 f"fixes the sparsity at 1 - N/M = {fixed:g}.",
