@@ -269,7 +269,7 @@ class Pipeline:
             failure.__cause__ = e
         if result is not None and result.modified:
             # A graph output a pass rewrote may come back typed but shapeless (a new value):
-            # declared again as the input did it, so onnx.checker does not refuse it.
+            # its inferred shape is declared, so onnx.checker does not refuse it.
             checking.complete_io_shapes(result.model)
         if result is not None and self.check == "each" and result.modified:
             problem = checking.model_problem(result.model, need_ort=runs_in_ort)
