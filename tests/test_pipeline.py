@@ -5,9 +5,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-import pytest
-
 import onnx_ir as ir
+import pytest
 
 from onnxcompress import ConfigError, Pipeline, WeightIndex, compress, load_model, save_model
 from onnxcompress.errors import ModelLoadError, PassError
@@ -166,7 +165,8 @@ def test_headline_api():
 @pytest.mark.parametrize(
     "mutate, message",
     [
-        (lambda m: m.graph.initializer.pop(0), "node 'fc0/MatMul' (MatMul) reads 'fc0.weight', which no node"),
+        (lambda m: m.graph.initializer.pop(0),
+         "node 'fc0/MatMul' (MatMul) reads 'fc0.weight', which no node"),
         (lambda m: m.opset_import.pop(), "the model declares no opset for the default ONNX domain"),
     ],
     ids=["dangling-input", "no-opset"],

@@ -679,9 +679,10 @@ def symbolic_dims() -> onnx.ModelProto:
     r = np.random.default_rng(28)
     inits: dict = {}
     nodes = _reshape_mlp(r, inits)
-    model = _model(nodes, "symbolic_dims", [_vi("x", F, ["batch", "seq", 32])], [_vi("y", F, ["tokens", "out"])],
-                   inits, opset=17)
-    model.graph.value_info.extend([_vi("m0", F, ["batch", "seq", "hidden"]), _vi("r0", F, ["tokens", "hidden"]),
+    model = _model(nodes, "symbolic_dims", [_vi("x", F, ["batch", "seq", 32])],
+                   [_vi("y", F, ["tokens", "out"])], inits, opset=17)
+    model.graph.value_info.extend([_vi("m0", F, ["batch", "seq", "hidden"]),
+                                   _vi("r0", F, ["tokens", "hidden"]),
                                    _vi("a0", F, ["tokens", 64]), _vi("h0", F, ["rows", "cols"])])
     onnx.checker.check_model(model)
     return model
