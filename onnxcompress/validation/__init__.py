@@ -25,6 +25,7 @@ from onnxcompress.validation.metrics import TensorStats
 from onnxcompress.validation.tolerance import (
     DEFAULT_ATOL,
     DEFAULT_RTOL,
+    DEFAULT_TOLERANCE,
     VALIDATE_TOLERANCE,
     Tolerance,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "validator_for_cli",
     "DEFAULT_ATOL",
     "DEFAULT_RTOL",
+    "DEFAULT_TOLERANCE",
     "DEFAULT_SYNTHETIC_SAMPLES",
     "DEFAULT_TOP_K",
     "VALIDATE_TOLERANCE",

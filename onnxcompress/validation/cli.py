@@ -25,7 +25,7 @@ from onnxcompress.validation.layers import DEFAULT_MEMORY_BUDGET
 from onnxcompress.validation.tolerance import (
     DEFAULT_ATOL,
     DEFAULT_RTOL,
-    VALIDATE_TOLERANCE,
+    DEFAULT_TOLERANCE,
     Tolerance,
     parse_output_tolerance,
 )
@@ -39,14 +39,13 @@ def add_tolerance_arguments(parser: argparse.ArgumentParser, *, defaults: str) -
         "--atol",
         type=float,
         metavar="X",
-        help=f"absolute tolerance, numpy allclose semantics (default {DEFAULT_ATOL:g} "
-        "when no criterion is given)",
+        help=f"absolute tolerance, numpy allclose semantics (with --rtol; default rtol {DEFAULT_RTOL:g})",
     )
     group.add_argument(
         "--rtol",
         type=float,
         metavar="X",
-        help=f"relative tolerance, times |original| (default {DEFAULT_RTOL:g} when no criterion is given)",
+        help=f"relative tolerance, times |original| (with --atol; default atol {DEFAULT_ATOL:g})",
     )
     group.add_argument(
         "--min-cosine", type=float, metavar="X", help="minimum cosine similarity of each output, e.g. 0.999"
@@ -123,8 +122,8 @@ def add_compare_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0, help="seed of the synthetic inputs (default: 0)")
     add_tolerance_arguments(
         p,
-        defaults=f"With none given: allclose(atol={DEFAULT_ATOL:g}, "
-        f"rtol={DEFAULT_RTOL:g}). Several given: all must hold.",
+        defaults=f"With none given: {DEFAULT_TOLERANCE.describe()} (top-1 for class-score outputs "
+        "only). Any given replaces the default; several given: all must hold.",
     )
     g = p.add_argument_group("metrics")
     g.add_argument(
@@ -255,8 +254,9 @@ def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_tolerance_arguments(
         parser,
-        defaults=f"For --validate. With none given: {VALIDATE_TOLERANCE.describe()} for every float "
-        "output. Several given: all must hold.",
+        defaults=f"For --validate. With none given: {DEFAULT_TOLERANCE.describe()} (top-1 for "
+        "class-score outputs only), as for compare. Any given replaces the default; several given: "
+        "all must hold.",
     )
 
 
@@ -284,9 +284,8 @@ def check_validate_arguments(args: argparse.Namespace) -> None:
 
 def validator_for_cli(args: argparse.Namespace | None = None):  # noqa: ANN201 - api.Validator
     """The ``compress --validate`` hook: compares the saved output with the input file."""
+    # None: compare_models applies DEFAULT_TOLERANCE, the same policy as `compare`.
     tolerance, per_output = tolerances_from_args(args) if args is not None else (None, {})
-    if tolerance is None:
-        tolerance = VALIDATE_TOLERANCE
     shapes = parse_shape_overrides(getattr(args, "validation_shape", None) or [])
 
     def validate(input_path: Path, output_path: Path, data: Any) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from onnxcompress.runtime import create_session
 from onnxcompress.validation.latency import DEFAULT_LATENCY_RUNS, LatencyResult, measure_latency
 from onnxcompress.validation.layers import DEFAULT_MEMORY_BUDGET, LayerReport, compare_layers
 from onnxcompress.validation.metrics import TensorStats
-from onnxcompress.validation.tolerance import Tolerance
+from onnxcompress.validation.tolerance import DEFAULT_TOLERANCE, Tolerance
 
 logger = logging.getLogger(__name__)
 
@@ -525,7 +525,7 @@ def _evaluate(name: str, s: TensorStats, tol: Tolerance) -> OutputComparison:
                         f"needs >= {tol.min_top1:.2%}",
                     )
                 )
-            else:
+            elif tol is not DEFAULT_TOLERANCE:  # the default asks top-1 of class scores only
                 out.notes.append("--min-top1 does not apply: not a classifier output (see --classifier)")
         if applied == 0:
             out.notes.append("no tolerance applies to this output: only NaN/Inf agreement is checked")
