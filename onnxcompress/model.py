@@ -220,6 +220,9 @@ def _normalize(model: ir.Model) -> ir.Model:
     bypassed = _bypass_constant_identities(model)
     if bypassed:
         logger.info("Removed %d Identity node(s) that only renamed a constant.", bypassed)
+    from onnxcompress.data import free_dynamic_dims  # input dims written as -1 / 0: dynamic
+
+    free_dynamic_dims(model)
     return model
 
 

@@ -25,7 +25,7 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
-from onnxcompress.data import FeedSource, feed_source, synthetic_feeds
+from onnxcompress.data import FREED_DIMS_KEY, FeedSource, feed_source, synthetic_feeds
 from onnxcompress.errors import ConfigError, DataError, RuntimeUnavailableError
 from onnxcompress.model import load_model
 from onnxcompress.runtime import create_session
@@ -359,7 +359,10 @@ def _load(model: Any, role: str) -> tuple[ir.Model, str, Any]:
     """(ir model, label for messages, what to hand onnxruntime)."""
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)
-        return load_model(path), str(path), path
+        loaded = load_model(path)
+        # Input dims written as 0 mean "any size" to us but "size 0" to onnxruntime: hand it the
+        # loaded model, whose dims were made dynamic, instead of the file.
+        return loaded, str(path), (loaded if loaded.meta.get(FREED_DIMS_KEY) else path)
     if isinstance(model, (onnx.ModelProto, ir.Model)):
         loaded = load_model(model)
         return loaded, f"<{role} model in memory>", loaded
