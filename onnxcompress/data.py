@@ -79,7 +79,8 @@ def free_dynamic_dims(model: ir.Model) -> int:
         dims = list(value.shape)
         if any(isinstance(d, int) and d <= 0 for d in dims):
             count += sum(isinstance(d, int) and d <= 0 for d in dims)
-            value.shape = ir.Shape([ir.SymbolicDim(None) if isinstance(d, int) and d <= 0 else d for d in dims])
+            freed = [ir.SymbolicDim(None) if isinstance(d, int) and d <= 0 else d for d in dims]
+            value.shape = ir.Shape(freed)
     if count:
         model.meta[FREED_DIMS_KEY] = count
         logger.info("%d input dimension(s) written as -1 or 0 are read as dynamic.", count)
@@ -193,7 +194,7 @@ class FeedSource:
                     hint="stack samples on a new leading axis: sample i is arr[i].",
                 )
             if spec.shape is not None:
-                for axis, (have, want) in enumerate(zip(arr.shape, spec.shape)):
+                for axis, (have, want) in enumerate(zip(arr.shape, spec.shape, strict=True)):
                     if isinstance(want, int) and want != have:
                         raise DataError(
                             f"{self.description}: sample {index} of input '{spec.name}' has "
@@ -475,7 +476,8 @@ def synthetic_feeds(
     """``count`` seeded random feeds shaped and typed after the model's inputs.
 
     Dynamic dimensions (symbolic, unknown, or written as -1 or 0) get sizes from
-    :func:`concrete_shape` unless ``shapes`` fixes them. Floats are standard normal; integer inputs are drawn from [0, bound) where bound is the size
+    :func:`concrete_shape` unless ``shapes`` fixes them. Floats are standard normal; integer
+    inputs are drawn from [0, bound) where bound is the size
     of the embedding table they index (or 100); names that look like masks get ones; bools are
     random.
     """

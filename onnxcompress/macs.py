@@ -4,8 +4,9 @@ Structured pruning changes what a model costs to run, not only what it weighs; r
 numbers before and after. MACs are counted for the ops that dominate inference cost (Conv,
 ConvTranspose, Gemm, MatMul, the three recurrent ops are not counted); elementwise ops are
 ignored, as in every FLOP counter in common use. Symbolic dimensions (batch size, sequence
-length), including dims written as -1 or 0, count as 1 unless ``input_shapes`` fixes them. Only the main graph is counted: a node
-whose shapes cannot be inferred, or that lives in a subgraph, is listed in ``unknown``.
+length), and dims written as -1 or 0, count as 1 unless ``input_shapes`` fixes them. Only the
+main graph is counted: a node whose shapes cannot be inferred, or that lives in a subgraph, is
+listed in ``unknown``.
 """
 
 from __future__ import annotations

@@ -117,7 +117,7 @@ def paddle_style_cnn() -> onnx.ModelProto:
     Paddle and some other exporters write "any size") and its output [-1, 10]."""
     model = h.cnn()
     for value, dims in ((model.graph.input[0], (-1, 3, 0, -1)), (model.graph.output[0], (-1, 10))):
-        for d, v in zip(value.type.tensor_type.shape.dim, dims):
+        for d, v in zip(value.type.tensor_type.shape.dim, dims, strict=True):
             d.Clear()
             d.dim_value = v
     return model
@@ -143,7 +143,8 @@ def test_dims_written_as_minus_one_and_zero_are_dynamic(tmp_path):
     # onnxruntime reads 0 as "size 0": the loaded model spells those dims as dynamic instead.
     from onnxcompress.model import to_proto
 
-    assert all(not d.HasField("dim_value") for d in to_proto(model).graph.input[0].type.tensor_type.shape.dim[2:])
+    dims = to_proto(model).graph.input[0].type.tensor_type.shape.dim
+    assert [d.HasField("dim_value") for d in dims] == [False, True, False, False]
     assert h.run(to_proto(model), feed)[0].shape == (1, 10)
     shapes = infer_shapes(model, {"x": (1, 3, 48, 192)})
     assert shapes["y"] == (1, 10) and count_macs(model, {"x": (1, 3, 48, 192)}).macs > 0
@@ -161,11 +162,14 @@ def test_kmeans_with_calibration_on_minus_one_dims(tmp_path):
     proto = paddle_style_cnn()
     x = np.random.default_rng(1).standard_normal((8, 1, 3, 48, 64)).astype(np.float32)
     np.savez(tmp_path / "c.npz", x=x)
-    result = Pipeline([WeightSharing(WeightSharingConfig(bits=4))]).run(proto, calibration=tmp_path / "c.npz")
+    pipeline = Pipeline([WeightSharing(WeightSharingConfig(bits=4))])
+    result = pipeline.run(proto, calibration=tmp_path / "c.npz")
     out = to_proto(result.model)
     onnx.checker.check_model(out)
-    assert len(result.passes[0].layers) == 3 and "calibration data unused" not in " ".join(result.passes[0].notes)
-    a, b = h.run(to_proto(load_model(proto)), {"x": x[0]})[0], h.run(out, {"x": x[0]})[0]
+    notes = " ".join(result.passes[0].notes)
+    assert len(result.passes[0].layers) == 3 and "calibration data unused" not in notes
+    a = h.run(to_proto(load_model(proto)), {"x": x[0]})[0]
+    b = h.run(out, {"x": x[0]})[0]
     assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.98
 
 

@@ -119,7 +119,9 @@ def test_calibration_data_reader(mlp):
         def get_next(self):
             return next(self.items, None)
 
-    report = compare_models(mlp, perturbed(mlp, "fc0.weight"), Reader(), layers=True, tolerance={"atol": 1e-4})
+    report = compare_models(
+        mlp, perturbed(mlp, "fc0.weight"), Reader(), layers=True, tolerance={"atol": 1e-4}
+    )
     assert report.samples == 5 and report.layers.samples == 5  # the one-shot reader is read twice
     assert report.failed_outputs == ["y"]
 
