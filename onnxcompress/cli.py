@@ -122,7 +122,12 @@ def pipeline_from_args(args: argparse.Namespace) -> Pipeline | None:
 
 
 def _progress_printer(enabled: bool):  # noqa: ANN202
-    if not enabled or not sys.stderr.isatty():
+    """A live line on a terminal; elsewhere None, and compress_file logs progress at INFO
+    (``onnxcompress.progress``, shown unless --quiet) so that logs and CI show it too."""
+    if not enabled:
+        return None
+    if not sys.stderr.isatty():
+        logging.getLogger("onnxcompress.progress").setLevel(logging.INFO)
         return None
 
     def show(stage: str, done: int, total: int) -> None:
@@ -160,10 +165,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
         pipeline.check = args.check
     if args.keep_debug_info:
         pipeline.keep_debug_info = True
-    if args.report:
-        from onnxcompress.model import check_output_path
+    from onnxcompress.validation.cli import report_paths
 
-        check_output_path(args.report)  # fail before the long work, not after writing OUT
+    json_paths = report_paths(args)  # --json PATH / --report PATH: checked before the long work
     validator = None
     if args.validate:
         validator = _validator(args)
@@ -171,18 +175,22 @@ def cmd_compress(args: argparse.Namespace) -> int:
         from onnxcompress.validation.cli import check_validate_arguments
 
         check_validate_arguments(args)
-    progress = _progress_printer(not args.quiet and not args.json)
+    progress = _progress_printer(not args.quiet)
+    from onnxcompress.data import parse_shape_overrides
+
+    memory = args.memory if args.memory is not None else bool(args.validate)
     try:
         report = compress_file(
             args.model, args.output, pipeline, calibration=args.calibration,
             overwrite=args.overwrite, validator=validator, progress=progress,
-            validation_data=getattr(args, "validation_data", None),
+            validation_data=getattr(args, "validation_data", None), memory=memory,
+            shapes=parse_shape_overrides(getattr(args, "validation_shape", None) or []),
         )
     finally:
         _clear_progress(progress)
-    if args.report:
-        _write_text(Path(args.report), report.to_json())
-    if args.json:
+    for path in json_paths:
+        _write_text(path, report.to_json() + "\n")
+    if args.json == "-":
         print(report.to_json())
     elif not args.quiet:
         print(report.render())
@@ -259,8 +267,15 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_validate_arguments(p)
-    p.add_argument("--report", metavar="PATH.json", help="write the full report as JSON")
-    p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=None,
+                   help="measure the onnxruntime session memory of the input and the output "
+                        "(a child process each, a few seconds; default: with --validate)")
+    try:
+        from onnxcompress.validation.cli import add_report_arguments
+    except ImportError:
+        pass
+    else:
+        add_report_arguments(p)
     p.add_argument("--seed", type=int, default=None,
                    help="seed for every random choice (default: the recipe's, else 0)")
     p.add_argument("--check", choices=("each", "end", "none"),

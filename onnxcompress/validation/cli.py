@@ -179,15 +179,36 @@ def add_compare_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         metavar="N",
         help="onnxruntime intra-op threads for both models (default: onnxruntime's)",
     )
-    p.add_argument(
-        "--json",
-        metavar="PATH",
-        help="write the report as JSON to PATH ('-' prints it on stdout instead of the table)",
-    )
+    add_report_arguments(p)
     p.set_defaults(func=cmd_compare)
 
 
+def add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--json PATH`` and ``--report PATH``: the same flags on ``compress`` and ``compare``."""
+    parser.add_argument(
+        "--json",
+        metavar="PATH",
+        help="write the report as JSON to PATH; '-' prints it on stdout instead of the table",
+    )
+    parser.add_argument(
+        "--report",
+        metavar="PATH",
+        help="write the report as JSON to PATH and still print the table (like --json PATH)",
+    )
+
+
+def report_paths(args: argparse.Namespace) -> list[Path]:
+    """The files --json/--report ask for, checked before the work starts (not after it)."""
+    from onnxcompress.model import check_output_path
+
+    paths = [Path(p) for p in (getattr(args, "json", None), getattr(args, "report", None)) if p and p != "-"]
+    for path in paths:
+        check_output_path(path)
+    return paths
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
+    report_paths(args)
     tolerance, per_output = tolerances_from_args(args)
     report = compare_models(
         args.original,
@@ -212,8 +233,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _emit(report: ComparisonReport, args: argparse.Namespace) -> None:
-    if args.json and args.json != "-":
-        _write_text(Path(args.json), report.to_json() + "\n")
+    for path in report_paths(args):
+        _write_text(path, report.to_json() + "\n")
     if args.json == "-":
         print(report.to_json())
     elif not args.quiet:
@@ -245,12 +266,17 @@ def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
         help="data for --validate (default: --calibration, else synthetic inputs)",
     )
     parser.add_argument(
-        "--validate-shape",
+        "--shape",
         dest="validation_shape",
         action="append",
         default=[],
         metavar="NAME:DIMS",
-        help="shape of a synthetic validation input with dynamic dims (repeatable)",
+        help="shape of a synthetic input with dynamic dims for --validate and --memory, "
+        "e.g. input:1x3x224x224 (repeatable; as for compare)",
+    )
+    # The earlier spelling, kept working but no longer advertised.
+    parser.add_argument(
+        "--validate-shape", dest="validation_shape", action="append", help=argparse.SUPPRESS
     )
     add_tolerance_arguments(
         parser,
@@ -268,7 +294,7 @@ def check_validate_arguments(args: argparse.Namespace) -> None:
         flag
         for flag, dest in (
             ("--validate-data", "validation_data"),
-            ("--validate-shape", "validation_shape"),
+            ("--shape", "validation_shape"),
             ("--atol", "atol"),
             ("--rtol", "rtol"),
             ("--min-cosine", "min_cosine"),
@@ -277,9 +303,13 @@ def check_validate_arguments(args: argparse.Namespace) -> None:
             ("--tol", "tol"),
         )
         if getattr(args, dest, None) not in (None, [])
+        and not (dest == "validation_shape" and getattr(args, "memory", None))
     ]
     if given:
-        raise ConfigError(f"{', '.join(given)} given without --validate.", hint="add --validate.")
+        raise ConfigError(
+            f"{', '.join(given)} given without --validate.",
+            hint="add --validate" + (" (or --memory for --shape)." if "--shape" in given else "."),
+        )
 
 
 def validator_for_cli(args: argparse.Namespace | None = None):  # noqa: ANN201 - api.Validator
