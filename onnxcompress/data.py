@@ -230,12 +230,19 @@ def _format_shape(shape: tuple[int | str | None, ...]) -> str:
 
 
 def feed_source(
-    source: Any, model: ir.Model | None = None, *, name: str | None = None, labels: str | None = None
+    source: Any,
+    model: ir.Model | None = None,
+    *,
+    name: str | None = None,
+    labels: str | None = None,
+    check: bool = True,
 ) -> FeedSource:
     """Wrap any supported data source (see the module doc) in a :class:`FeedSource`.
 
     ``labels`` names the array holding the labels in ``.npz`` files (default: the first of
-    ``LABEL_KEYS`` present).
+    ``LABEL_KEYS`` present). With a ``model`` and ``check``, every sample is read and conformed
+    once here (:meth:`FeedSource.check`); a caller that uses only the first samples passes
+    ``check=False`` and checks ``source.take(n)`` itself.
     """
     specs = input_specs(model) if model is not None else None
     if isinstance(source, FeedSource):
@@ -257,7 +264,7 @@ def feed_source(
         )
     # Checked against the model up front: every consumer (prune, kmeans, quantize, validation)
     # then sees the same error for the same bad data, before any work is done.
-    return wrapped.check() if specs is not None else wrapped
+    return wrapped.check() if specs is not None and check else wrapped
 
 
 def _from_path(path: Path, specs: list[InputSpec] | None, label_key: str | None = None) -> FeedSource:

@@ -25,9 +25,11 @@ from onnxcompress.validation.metrics import TensorStats
 from onnxcompress.validation.tolerance import (
     DEFAULT_ATOL,
     DEFAULT_RTOL,
+    DEFAULT_SYNTHETIC_TOLERANCE,
     DEFAULT_TOLERANCE,
     VALIDATE_TOLERANCE,
     Tolerance,
+    default_tolerance,
 )
 
 __all__ = [
@@ -47,6 +49,8 @@ __all__ = [
     "DEFAULT_ATOL",
     "DEFAULT_RTOL",
     "DEFAULT_TOLERANCE",
+    "DEFAULT_SYNTHETIC_TOLERANCE",
+    "default_tolerance",
     "DEFAULT_SYNTHETIC_SAMPLES",
     "DEFAULT_TOP_K",
     "VALIDATE_TOLERANCE",

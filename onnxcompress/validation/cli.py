@@ -123,7 +123,7 @@ def add_compare_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     add_tolerance_arguments(
         p,
         defaults=f"With none given: {DEFAULT_TOLERANCE.describe()} (top-1 for class-score outputs "
-        "only). Any given replaces the default; several given: all must hold.",
+        "on real data only). Any given replaces the default; several given: all must hold.",
     )
     g = p.add_argument_group("metrics")
     g.add_argument(
@@ -281,8 +281,8 @@ def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
     add_tolerance_arguments(
         parser,
         defaults=f"For --validate. With none given: {DEFAULT_TOLERANCE.describe()} (top-1 for "
-        "class-score outputs only), as for compare. Any given replaces the default; several given: "
-        "all must hold.",
+        "class-score outputs on real data only), as for compare. Any given replaces the default; "
+        "several given: all must hold.",
     )
 
 

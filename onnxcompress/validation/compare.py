@@ -41,7 +41,12 @@ from onnxcompress.validation.latency import (
 )
 from onnxcompress.validation.layers import DEFAULT_MEMORY_BUDGET, LayerReport, compare_layers
 from onnxcompress.validation.metrics import TensorStats
-from onnxcompress.validation.tolerance import DEFAULT_TOLERANCE, Tolerance
+from onnxcompress.validation.tolerance import (
+    DEFAULT_SYNTHETIC_TOLERANCE,
+    DEFAULT_TOLERANCE,
+    Tolerance,
+    default_tolerance,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -246,7 +251,10 @@ def compare_models(
     if extra_outputs:
         notes.append(f"outputs of the compressed model only, not compared: {', '.join(extra_outputs)}.")
 
-    tolerances = {n: (overrides.get(n) or default_tol).resolved() for n in names_a}
+    tolerances = {n: _resolve(overrides.get(n) or default_tol, synthetic) for n in names_a}
+    if synthetic and any(t is DEFAULT_SYNTHETIC_TOLERANCE for t in tolerances.values()):
+        notes.append("synthetic inputs: the default checks cosine only (random inputs put classes "
+                     "in near-ties); pass --data to check top-1 agreement too.")
     stats = {
         n: TensorStats(
             atol=tolerances[n].atol,
@@ -378,6 +386,10 @@ def _feed_for(feed: Mapping[str, np.ndarray], names: set[str], casts: Mapping[st
     return {k: (v.astype(casts[k]) if k in casts else v) for k, v in feed.items() if k in names}
 
 
+def _resolve(tol: Tolerance, synthetic: bool) -> Tolerance:
+    return default_tolerance(synthetic=synthetic) if tol.empty else tol.resolved()
+
+
 def _as_tolerance(value: Any, where: str) -> Tolerance | None:
     if value is None or isinstance(value, Tolerance):
         return value
@@ -413,10 +425,11 @@ def _feeds(
 ) -> tuple[FeedSource, bool]:
     if data is None:
         return synthetic_feeds(model, samples or DEFAULT_SYNTHETIC_SAMPLES, seed=seed, shapes=shapes), True
-    source = feed_source(data, model, labels=label_key)
+    # Only the samples compared are read (and checked: shapes, dtypes, NaN/Inf).
+    source = feed_source(data, model, labels=label_key, check=False)
     if samples is not None:
         source = source.take(samples)
-    return source, False
+    return source.check(), False
 
 
 def _run(

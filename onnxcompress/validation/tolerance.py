@@ -9,7 +9,8 @@ With no criterion at all, :data:`DEFAULT_TOLERANCE` applies: the one default pol
 ``compare``, ``compress --validate`` and ``testing.assert_equivalent``. A compressed model is
 rarely element-wise close to its original, so the default asks that each output points the same
 way (cosine >= 0.99) and that classifier outputs keep their top-1 class (agreement >= 0.99); the
-top-1 criterion is silently not applied to outputs that are not class scores. Any criterion given
+top-1 criterion is silently not applied to outputs that are not class scores, nor on synthetic
+inputs (:func:`default_tolerance`). Any criterion given
 replaces the whole default; ``atol`` or ``rtol`` alone get the other half from
 :data:`DEFAULT_ATOL`/:data:`DEFAULT_RTOL` (numpy's ``allclose`` needs both).
 """
@@ -129,8 +130,18 @@ class Tolerance:
 # not expected to be element-wise close, but its outputs should point the same way and a
 # classifier should keep its decisions. min_top1 applies to class-score outputs only.
 DEFAULT_TOLERANCE = Tolerance(min_cosine=0.99, min_top1=0.99)
+# On synthetic inputs the top-1 criterion is left out: random inputs put classes in near-ties,
+# so a compressed model that agrees to cosine 0.9995 still flips a row in 64 (measured on the
+# test MLP) without any real input changing class.
+DEFAULT_SYNTHETIC_TOLERANCE = Tolerance(min_cosine=DEFAULT_TOLERANCE.min_cosine)
 # Kept for callers of the earlier name; the same object.
 VALIDATE_TOLERANCE = DEFAULT_TOLERANCE
+
+
+def default_tolerance(*, synthetic: bool = False) -> Tolerance:
+    """The default policy, the one place it is decided: :data:`DEFAULT_TOLERANCE` on real data,
+    :data:`DEFAULT_SYNTHETIC_TOLERANCE` (cosine only) on synthetic inputs."""
+    return DEFAULT_SYNTHETIC_TOLERANCE if synthetic else DEFAULT_TOLERANCE
 
 
 def parse_output_tolerance(item: str) -> tuple[str, Tolerance]:
