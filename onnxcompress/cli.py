@@ -124,10 +124,10 @@ def pipeline_from_args(args: argparse.Namespace) -> Pipeline | None:
 def _progress_printer(enabled: bool):  # noqa: ANN202
     """A live line on a terminal; elsewhere None, and compress_file logs progress at INFO
     (``onnxcompress.progress``, shown unless --quiet) so that logs and CI show it too."""
-    if not enabled:
-        return None
-    if not sys.stderr.isatty():
-        logging.getLogger("onnxcompress.progress").setLevel(logging.INFO)
+    # (set every time: an earlier command in the same process must not leak its level)
+    log_lines = enabled and not sys.stderr.isatty()
+    logging.getLogger("onnxcompress.progress").setLevel(logging.INFO if log_lines else logging.NOTSET)
+    if not enabled or log_lines:
         return None
 
     def show(stage: str, done: int, total: int) -> None:
