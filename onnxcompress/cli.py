@@ -167,7 +167,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
         pipeline.keep_debug_info = True
     from onnxcompress.validation.cli import report_paths
 
-    json_paths = report_paths(args)  # --json PATH / --report PATH: checked before the long work
+    # --json PATH / --report PATH (.json or .html): checked before the long work
+    report_files = report_paths(args, html=True)
     validator = None
     if args.validate:
         validator = _validator(args)
@@ -188,8 +189,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
         )
     finally:
         _clear_progress(progress)
-    for path in json_paths:
-        _write_text(path, report.to_json() + "\n")
+    for path, fmt in report_files:
+        _write_text(path, report.to_format(fmt))
     if args.json == "-":
         print(report.to_json())
     elif not args.quiet:
@@ -222,6 +223,32 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2, default=str))
     else:
         print(render(info))
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Render a saved JSON report as HTML (with weight histograms when its models still exist)."""
+    from onnxcompress.errors import DataError
+    from onnxcompress.model import check_output_path
+    from onnxcompress.report import report_format
+    from onnxcompress.report_html import models_from_report, render_html
+
+    source = Path(args.report)
+    out = Path(args.output) if args.output else source.with_suffix(".html")
+    if report_format(out) != "html":
+        raise ConfigError(f"{out}: the report command writes HTML.", hint="name the output file .html.")
+    check_output_path(out, protect=(source,))
+    try:
+        data = json.loads(source.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{source}: cannot read the report: {getattr(e, 'strerror', None) or e}.") from e
+    if not isinstance(data, dict) or not ({"before", "passes"} & set(data)):
+        raise DataError(f"{source}: not an onnxcompress report (no 'before' or 'passes').",
+                        hint="give a file written by `onnxcompress compress ... --report r.json`.")
+    original, compressed = models_from_report(data, source.parent)
+    _write_text(out, render_html(data, original_model=original, compressed_model=compressed))
+    if not args.quiet:
+        print(f"wrote {out}")
     return EXIT_OK
 
 
@@ -275,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:
         pass
     else:
-        add_report_arguments(p)
+        add_report_arguments(p, html=True)
     p.add_argument("--seed", type=int, default=None,
                    help="seed for every random choice (default: the recipe's, else 0)")
     p.add_argument("--check", choices=("each", "end", "none"),
@@ -290,6 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("report", parents=[common], help="render a saved JSON report as an HTML page",
+                       description="Render REPORT.json (from compress --report) as one HTML page.")
+    p.add_argument("report", help="a report written by compress --report PATH.json")
+    p.add_argument("-o", "--output", help="the .html file to write (default: REPORT with .html)")
+    p.set_defaults(func=cmd_report)
 
     try:
         from onnxcompress.validation.cli import add_compare_parser

@@ -22,6 +22,7 @@ import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
 from onnxcompress.errors import ModelLoadError, SaveError, UnsafeExternalDataError
+from onnxcompress.graph.fold import fold_shape_only_weights
 from onnxcompress.weights import all_graphs, iter_constant_tensors
 
 logger = logging.getLogger(__name__)
@@ -220,6 +221,10 @@ def _normalize(model: ir.Model) -> ir.Model:
     bypassed = _bypass_constant_identities(model)
     if bypassed:
         logger.info("Removed %d Identity node(s) that only renamed a constant.", bypassed)
+    folded = fold_shape_only_weights(model)
+    if folded:
+        logger.info("Folded %d shape-only node(s) over constant weights (Slice/Split/Reshape...), "
+                    "so the passes can compress those weights.", folded)
     from onnxcompress.data import free_dynamic_dims  # input dims written as -1 / 0: dynamic
 
     free_dynamic_dims(model)

@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from onnxcompress._text import elide_middle
+from onnxcompress.errors import ConfigError
 from onnxcompress.pipeline import PipelineResult
+
+# A report's file format follows its extension; anything else is an error, never silent JSON.
+REPORT_FORMATS = {".json": "json", ".html": "html", ".htm": "html"}
+
+
+def report_format(path: str | os.PathLike) -> str:
+    """``"json"`` or ``"html"`` for a report path, by its extension; ConfigError otherwise."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in REPORT_FORMATS:
+        raise ConfigError(
+            f"{path}: unknown report format '{suffix or '(no extension)'}'.",
+            hint="name the report file .json (data) or .html (a page with tables and plots).",
+        )
+    return REPORT_FORMATS[suffix]
 
 
 @dataclass
@@ -59,6 +76,19 @@ class CompressionReport:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, default=_json_default)
+
+    def to_html(self, **kwargs: Any) -> str:
+        """The self-contained HTML page (see :func:`onnxcompress.report_html.render_html`); the weight
+        histograms read the input and output models from their paths."""
+        from onnxcompress.report_html import render_html
+
+        kwargs.setdefault("original_model", self.input)
+        kwargs.setdefault("compressed_model", self.output)
+        return render_html(self.to_dict(), **kwargs)
+
+    def to_format(self, fmt: str) -> str:
+        """The report as ``"json"`` or ``"html"`` (what :func:`report_format` returns)."""
+        return self.to_html() if fmt == "html" else self.to_json()
 
     def render(self, *, max_layers: int = 40) -> str:
         """A human-readable summary: sizes, then per pass the layers changed and the skips."""

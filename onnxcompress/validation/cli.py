@@ -183,7 +183,7 @@ def add_compare_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_compare)
 
 
-def add_report_arguments(parser: argparse.ArgumentParser) -> None:
+def add_report_arguments(parser: argparse.ArgumentParser, *, html: bool = False) -> None:
     """``--json PATH`` and ``--report PATH``: the same flags on ``compress`` and ``compare``."""
     parser.add_argument(
         "--json",
@@ -193,18 +193,30 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--report",
         metavar="PATH",
-        help="write the report as JSON to PATH and still print the table (like --json PATH)",
+        help="write the report to PATH and still print the table: "
+        + (".json (data) or .html (a page with tables and plots)" if html else "JSON (PATH.json)"),
     )
 
 
-def report_paths(args: argparse.Namespace) -> list[Path]:
-    """The files --json/--report ask for, checked before the work starts (not after it)."""
+def report_paths(args: argparse.Namespace, *, html: bool = False) -> list[tuple[Path, str]]:
+    """(path, "json" | "html") for every file --json/--report ask for, each checked before the
+    work starts (an unknown extension, a missing folder), not after it."""
     from onnxcompress.model import check_output_path
+    from onnxcompress.report import report_format
 
-    paths = [Path(p) for p in (getattr(args, "json", None), getattr(args, "report", None)) if p and p != "-"]
-    for path in paths:
+    files: list[tuple[Path, str]] = []
+    json_path = getattr(args, "json", None)
+    if json_path and json_path != "-":
+        files.append((Path(json_path), "json"))
+    report = getattr(args, "report", None)
+    if report:
+        fmt = report_format(report)
+        if fmt != "json" and not html:
+            raise ConfigError(f"{report}: this command writes JSON reports.", hint="name it .json.")
+        files.append((Path(report), fmt))
+    for path, _ in files:
         check_output_path(path)
-    return paths
+    return files
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -233,7 +245,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _emit(report: ComparisonReport, args: argparse.Namespace) -> None:
-    for path in report_paths(args):
+    for path, _ in report_paths(args):
         _write_text(path, report.to_json() + "\n")
     if args.json == "-":
         print(report.to_json())

@@ -1,0 +1,170 @@
+"""Fold shape-only ops over constants into the constants, so the weights behind them are weights.
+
+Exporters often put a weight behind ops that only move its values: an LSTM cell exported as one
+matrix ``Slice``d or ``Split`` into gates, a weight ``Reshape``d, ``Squeeze``d or ``Unsqueeze``d
+before its MatMul, a ``Concat`` of constants, a ``Gather`` of constant rows. The compute op then
+reads a computed tensor, not a constant, so no pass could compress it (half of one audio model
+stayed fp32). onnxruntime folds these ops at load anyway; doing it first, where the result feeds
+a weight slot, makes every pass see one weight per consumer.
+
+A node is folded only when every input is a constant, its data is float, at least one output
+reaches a compute op's weight slot (directly or through other foldable or pass-through ops), no
+output is a graph output, and the file does not grow: the folded outputs may not be larger than
+the inputs that become unused (plus a small allowance for index and shape constants).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnx_ir as ir
+
+logger = logging.getLogger(__name__)
+
+# Ops that only select, reorder or reshape their data input's values.
+SHAPE_ONLY_OPS = frozenset(
+    {"Slice", "Split", "Reshape", "Squeeze", "Unsqueeze", "Concat", "Gather", "Flatten"}
+)
+# Ops a weight reaches its consumer through without being "used" (see weights._PASS_THROUGH_OPS).
+_PASS_THROUGH_OPS = frozenset({"Identity", "Cast", "Transpose"})
+# Compute op -> input indices that hold weights.
+_WEIGHT_SLOTS = {
+    "MatMul": (0, 1), "Gemm": (0, 1), "Conv": (1,), "ConvTranspose": (1,),
+    "LSTM": (1, 2), "GRU": (1, 2), "RNN": (1, 2), "Gather": (0,),
+}
+# Folding may add this many bytes beyond what it frees (small index/shape constants).
+_GROWTH_ALLOWANCE = 4096
+_FLOAT_TYPES = frozenset({ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16, ir.DataType.DOUBLE})
+
+
+def fold_shape_only_weights(model: ir.Model) -> int:
+    """Fold foldable shape-only nodes (see the module docstring) in every graph; returns how many."""
+    from onnxcompress.weights import all_graphs  # weights imports this package's users
+
+    opset = model.opset_imports.get("", 1)
+    folded = 0
+    for _, graph in list(all_graphs(model)):
+        changed = True
+        while changed:  # a fold can make the next node of a chain foldable
+            changed = False
+            for node in list(graph):
+                if _fold_node(graph, node, opset):
+                    folded += 1
+                    changed = True
+    return folded
+
+
+def _const_array(value: ir.Value | None) -> np.ndarray | None:
+    if value is None:
+        return None
+    if value.const_value is not None and value.is_initializer():
+        return value.const_value.numpy()
+    producer = value.producer()
+    if producer is not None and producer.op_type == "Constant" and producer.domain in ("", "ai.onnx"):
+        attr = producer.attributes.get("value")
+        if attr is not None and attr.type == ir.AttributeType.TENSOR:
+            return attr.value.numpy()
+    return None
+
+
+def _reaches_weight_slot(value: ir.Value, depth: int = 0) -> bool:
+    if depth > 8:
+        return False
+    for user, index in value.uses():
+        if user.domain not in ("", "ai.onnx"):
+            continue
+        if index in _WEIGHT_SLOTS.get(user.op_type, ()):
+            return True
+        # Through a chain: the data input of a shape-only op (any input of a Concat).
+        moves_values = (user.op_type in SHAPE_ONLY_OPS and (index == 0 or user.op_type == "Concat")) or (
+            user.op_type in _PASS_THROUGH_OPS
+        )
+        if moves_values and any(_reaches_weight_slot(out, depth + 1) for out in user.outputs):
+            return True
+    return False
+
+
+def _bytes_freed(node: ir.Node) -> int:
+    """Bytes of the node's constant inputs that nothing else reads."""
+    freed = 0
+    for value in dict.fromkeys(v for v in node.inputs if v is not None):
+        if value.is_graph_output() or any(user is not node for user, _ in value.uses()):
+            continue
+        array = _const_array(value)
+        if array is not None:
+            freed += array.nbytes
+    return freed
+
+
+def _fold_node(graph: ir.Graph, node: ir.Node, opset: int) -> bool:
+    if node.op_type not in SHAPE_ONLY_OPS or node.domain not in ("", "ai.onnx"):
+        return False
+    if not node.inputs or node.inputs[0] is None:
+        return False
+    if any(out.is_graph_output() for out in node.outputs):
+        return False
+    arrays = [_const_array(v) if v is not None else None for v in node.inputs]
+    if any(a is None for a, v in zip(arrays, node.inputs, strict=True) if v is not None):
+        return False
+    # Only weights: the data input (every input of a Concat) is float.
+    data_arrays = arrays if node.op_type == "Concat" else arrays[:1]
+    if not all(a is not None and a.dtype.kind == "f" for a in data_arrays):
+        return False
+    if not any(_reaches_weight_slot(out) for out in node.outputs):
+        return False
+    results = _evaluate(node, arrays, opset)
+    if results is None:
+        return False
+    if sum(r.nbytes for r in results) > _bytes_freed(node) + _GROWTH_ALLOWANCE:
+        return False
+    inputs = list(dict.fromkeys(v for v in node.inputs if v is not None))
+    replacements = []
+    for out, array in zip(node.outputs, results, strict=False):
+        name = out.name
+        new = ir.Value(
+            name=None,
+            shape=ir.Shape(array.shape),
+            type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
+            const_value=ir.tensor(np.ascontiguousarray(array)),
+        )
+        out.replace_all_uses_with(new)
+        replacements.append((name, new))
+    graph.remove(node, safe=True)
+    for name, new in replacements:
+        if not new.uses():
+            continue  # an unused Split output
+        new.name = name
+        new.const_value.name = name
+        graph.register_initializer(new)
+    for value in inputs:
+        _drop_if_unused(graph, value)
+    logger.debug("Folded %s node %r over constants.", node.op_type, node.name)
+    return True
+
+
+def _drop_if_unused(graph: ir.Graph, value: ir.Value) -> None:
+    if value.uses() or value.is_graph_output():
+        return
+    if value.is_initializer() and value.name in graph.initializers:
+        graph.initializers.pop(value.name)
+        return
+    producer = value.producer()
+    if producer is not None and producer.op_type == "Constant" and producer.graph is graph:
+        graph.remove(producer, safe=True)
+
+
+def _evaluate(node: ir.Node, arrays: list[np.ndarray | None], opset: int) -> list[np.ndarray] | None:
+    """The node's outputs by onnx's reference implementation (all opset variants of these ops)."""
+    from onnx.reference import ReferenceEvaluator
+
+    proto = ir.serde.serialize_node(node)
+    feeds = {}
+    for name, array in zip(proto.input, arrays, strict=False):
+        if name and array is not None:
+            feeds[name] = array
+    try:
+        return [np.asarray(r) for r in ReferenceEvaluator(proto, opsets={"": opset}).run(None, feeds)]
+    except Exception as e:  # an op variant the reference cannot run: leave the node as it is
+        logger.debug("Cannot fold %s node %r: %s", node.op_type, node.name, e)
+        return None

@@ -1,0 +1,189 @@
+"""Weights behind shape-only ops (Slice/Split/Reshape/Concat/Gather...) are folded into constants at
+load, so every pass compresses them; the folded model computes exactly what the original did."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx.helper as oh
+import onnx.numpy_helper as onh
+import pytest
+
+from onnxcompress import WeightIndex, load_model
+from onnxcompress.model import to_proto
+from onnxcompress.pipeline import compress
+from tests import helpers as h
+
+H = 32  # hidden width: 4 gates of [H, H] in one [H, 4H] matrix, as LSTM exports write them
+
+
+def _model(nodes, arrays, opset=13, outputs=("y",)):
+    graph = oh.make_graph(
+        nodes, "g",
+        [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", H])],
+        [oh.make_tensor_value_info(o, onnx.TensorProto.FLOAT, ["N", H] if o != "wout" else [H, 4 * H])
+         for o in outputs],
+    )
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", opset)])
+    return h.attach_initializers(model, arrays)
+
+
+def _sum_of_gates(gates):
+    nodes = [oh.make_node("MatMul", ["x", g], [f"m{i}"]) for i, g in enumerate(gates)]
+    nodes.append(oh.make_node("Sum", [f"m{i}" for i in range(len(gates))], ["y"]))
+    return nodes
+
+
+def split_gates(opset=13):
+    w = h.rng(1).standard_normal((H, 4 * H)).astype(np.float32)
+    arrays = {"W": w}
+    if opset >= 13:
+        arrays["split"] = np.full(4, H, np.int64)
+        split = oh.make_node("Split", ["W", "split"], ["g0", "g1", "g2", "g3"], axis=1)
+    else:
+        split = oh.make_node("Split", ["W"], ["g0", "g1", "g2", "g3"], axis=1)
+    return _model([split, *_sum_of_gates(["g0", "g1", "g2", "g3"])], arrays, opset)
+
+
+def slice_gates(opset=13):
+    w = h.rng(2).standard_normal((H, 4 * H)).astype(np.float32)
+    arrays, nodes = {"W": w}, []
+    for i in range(4):
+        if opset >= 10:
+            arrays.update({f"s{i}": np.array([i * H]), f"e{i}": np.array([(i + 1) * H]), "ax": np.array([1])})
+            nodes.append(oh.make_node("Slice", ["W", f"s{i}", f"e{i}", "ax"], [f"g{i}"]))
+        else:
+            nodes.append(
+                oh.make_node("Slice", ["W"], [f"g{i}"], starts=[i * H], ends=[(i + 1) * H], axes=[1]))
+    return _model(nodes + _sum_of_gates([f"g{i}" for i in range(4)]), arrays, opset)
+
+
+def reshape_concat_gather():
+    r = h.rng(3)
+    arrays = {
+        "flat": r.standard_normal(H * H).astype(np.float32), "shape": np.array([H, H], np.int64),
+        "a": r.standard_normal((H, H // 2)).astype(np.float32),
+        "b": r.standard_normal((H, H // 2)).astype(np.float32),
+        "table": r.standard_normal((2 * H, H)).astype(np.float32), "rows": np.arange(0, 2 * H, 2),
+        "u": r.standard_normal((H, H)).astype(np.float32), "axes": np.array([0], np.int64),
+    }
+    nodes = [
+        oh.make_node("Reshape", ["flat", "shape"], ["w_r"]),
+        oh.make_node("Concat", ["a", "b"], ["w_c"], axis=1),
+        oh.make_node("Gather", ["table", "rows"], ["w_g"], axis=0),
+        oh.make_node("Unsqueeze", ["u", "axes"], ["u1"]),
+        oh.make_node("Squeeze", ["u1", "axes"], ["w_s"]),  # a chain of two
+        *_sum_of_gates(["w_r", "w_c", "w_g", "w_s"]),
+    ]
+    return _model(nodes, arrays)
+
+
+CASES = {
+    "split13": split_gates, "split11": lambda: split_gates(11), "slice13": slice_gates,
+    "slice9": lambda: slice_gates(9), "reshape_concat_gather": reshape_concat_gather,
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_fold_keeps_outputs_and_leaves_plain_weights(case):
+    proto = CASES[case]()
+    onnx.checker.check_model(proto)
+    x = h.rng(9).standard_normal((3, H)).astype(np.float32)
+    expected = h.run(proto, {"x": x})[0]
+    model = load_model(proto)
+    ops = {n.op_type for n in model.graph}
+    assert ops == {"MatMul", "Sum"}, ops  # every shape-only op over the weights was folded
+    folded = to_proto(model)
+    onnx.checker.check_model(folded)
+    np.testing.assert_array_equal(h.run(folded, {"x": x})[0], expected)
+    index = WeightIndex.build(model)
+    assert len(index) == 4 and all(w.role == "weight" and w.shape == (H, H) for w in index)
+    # The file does not grow: the source matrices left with the shape-only nodes.
+    assert sum(len(t.raw_data) for t in folded.graph.initializer) <= sum(
+        len(t.raw_data) for t in proto.graph.initializer)
+
+
+@pytest.mark.parametrize("recipe", [
+    {"pass": "quantize", "mode": "dynamic"},
+    {"pass": "kmeans", "bits": 8},
+    {"pass": "prune", "sparsity": 0.5, "keep_first": False, "keep_last": False},
+])
+def test_every_pass_compresses_weights_behind_shape_only_ops(recipe):
+    proto = split_gates()
+    result = compress(proto, {"passes": [recipe]})
+    changed = [layer.name for p in result.passes for layer in p.layers]
+    assert sorted(changed) == ["g0", "g1", "g2", "g3"], changed
+    out = to_proto(result.model)
+    onnx.checker.check_model(out)
+    x = h.rng(9).standard_normal((8, H)).astype(np.float32)
+    ref, got = h.run(proto, {"x": x})[0], h.run(out, {"x": x})[0]
+    cos = float((ref * got).sum() / np.linalg.norm(ref) / np.linalg.norm(got))
+    assert cos > (0.8 if recipe["pass"] == "prune" else 0.999), cos
+
+
+def test_constant_node_storage_is_folded():
+    proto = h.constant_node_weights(split_gates())
+    model = load_model(proto)
+    assert {n.op_type for n in model.graph} == {"MatMul", "Sum"}
+    x = h.rng(9).standard_normal((2, H)).astype(np.float32)
+    np.testing.assert_array_equal(h.run(to_proto(model), {"x": x})[0], h.run(proto, {"x": x})[0])
+
+
+def test_weights_behind_shape_only_ops_in_a_subgraph_are_folded_and_quantized():
+    w = h.rng(5).standard_normal((H, 2 * H)).astype(np.float32)
+    then = oh.make_graph(
+        [oh.make_node("Slice", ["W2", "s", "e", "ax"], ["w_half"]),
+         oh.make_node("MatMul", ["x", "w_half"], ["t_out"])],
+        "then", [], [oh.make_tensor_value_info("t_out", onnx.TensorProto.FLOAT, ["N", H])],
+        [onh.from_array(w, "W2"), onh.from_array(np.array([H]), "s"),
+         onh.from_array(np.array([2 * H]), "e"), onh.from_array(np.array([1]), "ax")],
+    )
+    other = oh.make_graph([oh.make_node("Identity", ["x"], ["e_out"])], "else", [],
+                          [oh.make_tensor_value_info("e_out", onnx.TensorProto.FLOAT, ["N", H])])
+    graph = oh.make_graph(
+        [oh.make_node("If", ["cond"], ["y"], then_branch=then, else_branch=other)], "g",
+        [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", H]),
+         oh.make_tensor_value_info("cond", onnx.TensorProto.BOOL, [])],
+        [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", H])],
+    )
+    proto = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 13)])
+    feed = {"x": h.rng(9).standard_normal((2, H)).astype(np.float32), "cond": np.array(True)}
+    model = load_model(proto)
+    body = next(iter(model.graph)).attributes["then_branch"].value
+    assert [n.op_type for n in body] == ["MatMul"]
+    np.testing.assert_array_equal(h.run(to_proto(model), feed)[0], h.run(proto, feed)[0])
+    result = compress(proto, {"passes": [{"pass": "quantize", "mode": "dynamic"}]})
+    assert [layer.name for p in result.passes for layer in p.layers] == ["If/then_branch/w_half"] or [
+        layer.name for p in result.passes for layer in p.layers] == ["w_half"]
+
+
+def test_no_fold_when_the_file_would_grow_or_the_result_is_an_output():
+    w = h.rng(4).standard_normal((H, 4 * H)).astype(np.float32)
+    arrays = {"W": w, "s": np.array([0]), "e": np.array([2 * H]), "ax": np.array([1]),
+              "s2": np.array([H]), "e2": np.array([3 * H])}
+    # Two overlapping slices of one matrix: folding both would store 4H*H values instead of 4H*H...
+    # ...and a third reader (an output) keeps W alive, so folding would duplicate it.
+    nodes = [
+        oh.make_node("Slice", ["W", "s", "e", "ax"], ["w1"]),
+        oh.make_node("Slice", ["W", "s2", "e2", "ax"], ["w2"]),
+        oh.make_node("MatMul", ["x", "w1"], ["y"]),
+        oh.make_node("MatMul", ["x", "w2"], ["z"]),
+        oh.make_node("Identity", ["W"], ["wout"]),
+    ]
+    proto = _model(nodes, arrays, outputs=("y", "z", "wout"))
+    model = load_model(proto)
+    assert [n.op_type for n in model.graph].count("Slice") == 2
+    assert "W" in model.graph.initializers
+
+
+def test_rnn_exported_as_sliced_matrix_is_quantized_whole():
+    """The motivating case: a gate matrix sliced per gate; int8 must cover all of it (was left fp32)."""
+    proto = slice_gates()
+    before = sum(t.ByteSize() for t in proto.graph.initializer)
+    result = compress(proto, {"passes": [{"pass": "quantize", "mode": "dynamic"}]})
+    out = to_proto(result.model)
+    after = sum(t.ByteSize() for t in out.graph.initializer)
+    assert before / after > 3.3, (before, after)  # was 1.0: the gates stayed fp32
+    float_weights = [t.name for t in out.graph.initializer
+                     if t.data_type == onnx.TensorProto.FLOAT and onh.to_array(t).size >= H * H]
+    assert not float_weights
