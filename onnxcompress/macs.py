@@ -4,8 +4,9 @@ Structured pruning changes what a model costs to run, not only what it weighs; r
 numbers before and after. MACs are counted for the ops that dominate inference cost (Conv,
 ConvTranspose, Gemm, MatMul, the three recurrent ops are not counted); elementwise ops are
 ignored, as in every FLOP counter in common use. Symbolic dimensions (batch size, sequence
-length) count as 1 unless ``input_shapes`` fixes them. Only the main graph is counted: a node
-whose shapes cannot be inferred, or that lives in a subgraph, is listed in ``unknown``.
+length), and dims written as -1 or 0, count as 1 unless ``input_shapes`` fixes them. Only the
+main graph is counted: a node whose shapes cannot be inferred, or that lives in a subgraph, is
+listed in ``unknown``.
 """
 
 from __future__ import annotations
@@ -77,8 +78,14 @@ def infer_shapes(
                 d.dim_value = int(override[i])
             elif not d.HasField("dim_value") or d.dim_value <= 0:
                 d.dim_value = default_dim
-    # Stale intermediate shapes would conflict with the fixed inputs: infer them afresh.
+    # Stale intermediate shapes would conflict with the fixed inputs: infer them afresh. Declared
+    # output dims written as -1 or 0 mean "dynamic" (as for inputs): let inference fill them in.
     del proto.graph.value_info[:]
+    for vi in proto.graph.output:
+        if vi.type.HasField("tensor_type"):
+            for d in vi.type.tensor_type.shape.dim:
+                if d.HasField("dim_value") and d.dim_value <= 0:
+                    d.Clear()
     try:
         proto = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
     except Exception as e:  # custom ops or broken shapes: count what we can
@@ -88,7 +95,8 @@ def infer_shapes(
         if not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
             continue
         shapes[vi.name] = tuple(
-            d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim
+            d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else None
+            for d in vi.type.tensor_type.shape.dim
         )
     for t in proto.graph.initializer:
         shapes[t.name] = tuple(t.dims)

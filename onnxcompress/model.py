@@ -225,6 +225,9 @@ def _normalize(model: ir.Model) -> ir.Model:
     if folded:
         logger.info("Folded %d shape-only node(s) over constant weights (Slice/Split/Reshape...), "
                     "so the passes can compress those weights.", folded)
+    from onnxcompress.data import free_dynamic_dims  # input dims written as -1 / 0: dynamic
+
+    free_dynamic_dims(model)
     return model
 
 

@@ -535,6 +535,7 @@ class Quantize(Pass):
                 return model, spec
         history = []
         for i, spec in enumerate(attempts):
+            context.report_progress("quantize: speed check", i, len(attempts))
             scratch = PassResult(pass_name=result.pass_name, config=result.config, model=base)
             model = build(_copy(base), spec, scratch)
             ratio = self._measure(float_model, model, context, scratch)

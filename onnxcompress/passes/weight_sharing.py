@@ -701,11 +701,17 @@ class WeightSharing(Pass):
             stat = self._finish(w, bits, formats, c, index_bits, imp, constants, result, book=book)
             if stat is None:
                 continue
-            if book is not None and not stats:
-                stat.bytes_after += codebook.nbytes  # the shared codebook, charged to the first user
-                stat.bits = round(8 * stat.bytes_after / max(array.size, 1), 4)
             stat.extra["codebook_shared_by"] = len(keep)
             stats.append(stat)
+        if book is not None and stats:
+            # The shared codebook is charged to its users in proportion to their size, so that the
+            # per-tensor bytes add up to the total and no tensor shows e.g. 65 bits per weight.
+            sizes = [math.prod(s.shape) for s in stats]
+            shares = _apportion(codebook.nbytes, sizes)
+            for stat, size, share in zip(stats, sizes, shares, strict=True):
+                stat.bytes_after += share
+                stat.bits = round(8 * stat.bytes_after / max(size, 1), 4)
+                stat.extra["shared_bytes"] = share
         if book is not None and not book.uses():
             keep[0].graph.initializers.pop(book.name, None)
         return stats
@@ -997,6 +1003,19 @@ def _channel_error(c: _Clustering, array: np.ndarray, axis: int) -> float:
     norm = (moved**2).sum(axis=1)
     ok = norm > 0
     return float(((diff**2).sum(axis=1)[ok] / norm[ok]).mean()) if ok.any() else 0.0
+
+
+def _apportion(total: int, weights: list[int]) -> list[int]:
+    """``total`` split in proportion to ``weights`` into integers that sum to ``total`` (largest
+    remainders get the leftover units)."""
+    whole = sum(weights)
+    if whole <= 0:
+        return [total] + [0] * (len(weights) - 1) if weights else []
+    exact = [total * w / whole for w in weights]
+    shares = [int(x) for x in exact]
+    for i in sorted(range(len(weights)), key=lambda i: shares[i] - exact[i])[: total - sum(shares)]:
+        shares[i] += 1
+    return shares
 
 
 def _scaled_clustering(
