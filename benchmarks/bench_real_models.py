@@ -500,6 +500,26 @@ def git_commit(path: str) -> str:
         return "?"
 
 
+def _sort_rows(rows: list[dict[str, Any]], models: list[str]) -> list[dict[str, Any]]:
+    order = {m: i for i, m in enumerate(models)}
+    cfg_order = {c: i for i, c in enumerate(CONFIGS)}
+    return sorted(rows, key=lambda r: (order.get(r["model"], 99), cfg_order.get(r["config"], 99)))
+
+
+def merge(out: Path, parts: list[Path], models: list[str]) -> None:
+    """Rows of several runs (e.g. run in parallel on disjoint models) into one result; a later
+    file's row replaces an earlier one's for the same model and configuration."""
+    results: dict[str, Any] = {"rows": []}
+    for part in parts:
+        data = json.loads(part.read_text())
+        keys = {(r["model"], r["config"]) for r in data["rows"]}
+        rows = [r for r in results["rows"] if (r["model"], r["config"]) not in keys] + data["rows"]
+        results = {**data, "rows": rows}
+    results["rows"] = _sort_rows(results["rows"], models)
+    out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    out.with_suffix(".md").write_text(render(results))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--root", type=Path, default=DEFAULT_MODELS, help="the real-model cache (manifest.json)")
@@ -515,8 +535,14 @@ def main() -> None:
     ap.add_argument("--no-memory", action="store_true", help="skip session memory measurement")
     ap.add_argument("--out", type=Path, default=RESULTS / "real_models", help="results path without suffix")
     ap.add_argument("--fresh", action="store_true", help="drop earlier results instead of updating them")
+    ap.add_argument(
+        "--merge", default="", help="only merge these result .json files into --out and render it"
+    )
     args = ap.parse_args()
     manifest = json.loads((args.root / "manifest.json").read_text())
+    if args.merge:
+        merge(args.out, [Path(p) for p in args.merge.split(",") if p], list(manifest))
+        return
     models = [m for m in args.models.split(",") if m] or list(manifest)
     configs = [c for c in args.configs.split(",") if c] or list(CONFIGS)
     unknown = [m for m in models if m not in manifest] + [c for c in configs if c not in CONFIGS]
@@ -534,11 +560,7 @@ def main() -> None:
             new = bench_one(name, manifest[name], args.root, configs, args, Path(tmp))
             keys = {(r["model"], r["config"]) for r in new}
             merged = [r for r in results["rows"] if (r["model"], r["config"]) not in keys] + new
-            order = {m: i for i, m in enumerate(manifest)}
-            cfg_order = {c: i for i, c in enumerate(CONFIGS)}
-            results["rows"] = sorted(
-                merged, key=lambda r: (order.get(r["model"], 99), cfg_order.get(r["config"], 99))
-            )
+            results["rows"] = _sort_rows(merged, list(manifest))
             json_path.write_text(json.dumps(results, indent=1))
             args.out.with_suffix(".md").write_text(render(results))
     print(f"wrote {args.out.with_suffix('.md')} and .json")
