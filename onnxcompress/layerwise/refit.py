@@ -27,6 +27,8 @@ import numpy as np
 DEFAULT_DAMP = 0.01
 # Above this many flops the exact masked refit gives way to the sweep.
 EXACT_REFIT_MAX_FLOPS = 2e10
+# Memory for one batch of per-row systems in the exact refit.
+BATCH_BYTES = 64 * 1024 * 1024
 
 
 def damped(h: np.ndarray, damp: float = DEFAULT_DAMP) -> np.ndarray:
@@ -67,16 +69,27 @@ def refit_masked(
         return compensating_sweep(rows, h, lambda i, col: np.where(mask[:, i], col, 0.0), damp=damp)
     hd = damped(h, damp)
     target = rows @ hd  # row r: (H w_r)^T; the damped H keeps the unpruned optimum at w itself
-    out = np.zeros_like(rows)
-    for r in range(m):
-        support = np.flatnonzero(mask[r])
-        if support.size == 0:
-            continue
-        if support.size == k:
-            out[r] = rows[r]
-            continue
-        sub = hd[np.ix_(support, support)]
-        out[r, support] = np.linalg.solve(sub, target[r, support])
+    out = np.where(mask, rows, 0.0)
+    todo = [r for r in range(m) if 0 < kept[r] < k]
+    # Rows are solved in batches, each row's system padded to the batch's largest support with
+    # an identity block (which solves to zeros), so LAPACK runs once per batch.
+    size = int(kept[todo].max()) if todo else 0
+    per_batch = max(1, int(BATCH_BYTES // max(size * size * 8, 1)))
+    for b0 in range(0, len(todo), per_batch):
+        batch = todo[b0:b0 + per_batch]
+        systems = np.zeros((len(batch), size, size))
+        rhs = np.zeros((len(batch), size))
+        supports = []
+        for i, r in enumerate(batch):
+            support = np.flatnonzero(mask[r])
+            n = support.size
+            systems[i, :n, :n] = hd[np.ix_(support, support)]
+            systems[i, range(n, size), range(n, size)] = 1.0
+            rhs[i, :n] = target[r, support]
+            supports.append(support)
+        solved = np.linalg.solve(systems, rhs[..., None])[..., 0]
+        for i, r in enumerate(batch):
+            out[r, supports[i]] = solved[i, : supports[i].size]
     return out
 
 

@@ -116,12 +116,12 @@ def from_rows(rows: np.ndarray, layout: RowLayout, shape: tuple[int, ...], dtype
 
 
 def unfold(x: np.ndarray, layout: RowLayout, rows_out: int | None, rng: np.random.Generator) -> np.ndarray:
-    """Activation -> [groups, rows, k]: the vectors each output row of the weight is dotted with."""
+    """Activation -> [groups, rows, k] (float32): the vectors each output row of the weight reads."""
     if layout.op_type in ("MatMul", "Gemm"):
         flat = x.reshape(-1, x.shape[-1])
         if rows_out is not None and flat.shape[0] > rows_out:
             flat = flat[np.sort(rng.choice(flat.shape[0], rows_out, replace=False))]
-        return flat[None].astype(np.float64)
+        return flat[None].astype(np.float32)
     spatial = len(layout.kernel)
     n, c = x.shape[:2]
     pad_width = [(0, 0), (0, 0)] + [(layout.pads[i], layout.pads[i + spatial]) for i in range(spatial)]
@@ -142,7 +142,7 @@ def unfold(x: np.ndarray, layout: RowLayout, rows_out: int | None, rng: np.rando
         patches = patches[np.sort(rng.choice(count, rows_out, replace=False))]
     g = layout.groups
     per_group = patches.reshape(patches.shape[0], g, c // g, -1)
-    return per_group.transpose(1, 0, 2, 3).reshape(g, patches.shape[0], -1).astype(np.float64)
+    return per_group.transpose(1, 0, 2, 3).reshape(g, patches.shape[0], -1).astype(np.float32)
 
 
 def collect_input_stats(
@@ -209,8 +209,9 @@ def _collect_block(
                 skipped[w.label] = f"cannot unfold its input ({e})"
                 continue
             acc = sums.setdefault(w.label, [0.0, 0.0, 0])
-            acc[0] = acc[0] + np.matmul(x.transpose(0, 2, 1), x)
-            acc[1] = acc[1] + x.sum(axis=1)
+            # float32 products per sample (half the time), summed over samples in float64
+            acc[0] = acc[0] + np.matmul(x.transpose(0, 2, 1), x).astype(np.float64)
+            acc[1] = acc[1] + x.sum(axis=1, dtype=np.float64)
             acc[2] += x.shape[1]
     for w, _, _ in block:
         acc = sums.get(w.label)

@@ -62,21 +62,22 @@ def test_matmul_statistics_match_a_direct_sum():
     stats, skipped = collect_input_stats(model, weights, feeds)
     assert not skipped and set(stats) == {"fc0.weight", "fc1.weight"}
     x = np.concatenate(xs).astype(np.float64)
-    np.testing.assert_allclose(stats["fc0.weight"].hessian[0], x.T @ x / len(x), rtol=1e-10)
-    np.testing.assert_allclose(stats["fc0.weight"].mean[0], x.mean(0), rtol=1e-10)
+    np.testing.assert_allclose(stats["fc0.weight"].hessian[0], x.T @ x / len(x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(stats["fc0.weight"].mean[0], x.mean(0), rtol=1e-6, atol=1e-7)
     assert stats["fc0.weight"].rows == 15
     # The second layer's input is relu(x W0 + b0): recompute it.
     w0, b0 = (np.asarray(onnx.numpy_helper.to_array(t), np.float64) for t in proto.graph.initializer[:2])
     hidden = np.maximum(x @ w0 + b0, 0)
     np.testing.assert_allclose(stats["fc1.weight"].hessian[0], hidden.T @ hidden / len(x), rtol=1e-5)
     # MatMul weights are [K, N]: rows are W^T
-    assert as_rows(onnx.numpy_helper.to_array(proto.graph.initializer[0]), layout_of(weights[0])[0]).shape == (
-        1, 24, 16)
+    w0_rows = as_rows(onnx.numpy_helper.to_array(proto.graph.initializer[0]), layout_of(weights[0])[0])
+    assert w0_rows.shape == (1, 24, 16)
 
 
 def test_blocks_under_a_small_budget_give_the_same_statistics():
     model = load_model(h.mlp((16, 24, 10)))
-    feeds = feed_source([{"x": h.rng(i).standard_normal((2, 16)).astype(np.float32)} for i in range(3)], model)
+    samples = [{"x": h.rng(i).standard_normal((2, 16)).astype(np.float32)} for i in range(3)]
+    feeds = feed_source(samples, model)
     weights = [w for w in WeightIndex.build(model) if w.role == "weight"]
     whole, _ = collect_input_stats(model, weights, feeds)
     blocked, _ = collect_input_stats(model, weights, feeds, budget_bytes=1)  # one layer a block
