@@ -17,7 +17,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress.data import Feed
-from onnxcompress.layerwise.refit import output_error, refit_masked
+from onnxcompress.layerwise.refit import grouped_output_error, refit_masked
 from onnxcompress.layerwise.stats import as_rows, collect_input_stats, from_rows, layout_of
 from onnxcompress.weights import Weight
 
@@ -64,17 +64,15 @@ def refit_pruned(
         original = w.numpy()
         rows = as_rows(original, layout)
         mask_rows = as_rows(mask, layout) != 0
-        refit = np.empty_like(rows)
-        before = after = energy = 0.0
-        for g in range(rows.shape[0]):
-            hg = stats[w.label].hessian[g]
-            plain = np.where(mask_rows[g], rows[g], 0.0)
-            candidate = refit_masked(rows[g], hg, mask_rows[g])
-            e_plain, e_fit = output_error(rows[g], plain, hg), output_error(rows[g], candidate, hg)
-            refit[g] = candidate if e_fit < e_plain else plain
-            before += e_plain
-            after += min(e_fit, e_plain)
-            energy += output_error(np.zeros_like(rows[g]), rows[g], hg)
+        hessian = stats[w.label].hessian
+        plain = np.where(mask_rows, rows, 0.0)
+        candidate = refit_masked(rows, hessian, mask_rows)
+        e_plain = grouped_output_error(rows, plain, hessian)
+        e_fit = grouped_output_error(rows, candidate, hessian)
+        better = e_fit < e_plain  # per group: a refit is kept only where it lowers the error
+        refit = np.where(better[:, None, None], candidate, plain)
+        before, after = float(e_plain.sum()), float(np.minimum(e_fit, e_plain).sum())
+        energy = float(grouped_output_error(np.zeros_like(rows), rows, hessian).sum())
         if not np.all(np.isfinite(refit)):
             result.skipped[w.label] = "the refit was not finite"
             continue

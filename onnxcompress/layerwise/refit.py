@@ -61,36 +61,54 @@ def refit_masked(
     rows: np.ndarray, h: np.ndarray, mask: np.ndarray, *, damp: float = DEFAULT_DAMP
 ) -> np.ndarray:
     """Rows pruned to ``mask`` (True = kept) with the kept weights refit to the least-squares
-    optimum of the output error. Falls back to :func:`compensating_sweep` for very large layers."""
+    optimum of the output error. Falls back to :func:`compensating_sweep` for very large layers.
+
+    ``rows``/``mask`` are ``[m, k]`` with ``h`` ``[k, k]``, or grouped: ``[g, m, k]`` with ``h``
+    ``[g, k, k]`` (a grouped Conv's groups, solved together in one batch).
+    """
     rows = np.asarray(rows, np.float64)
-    m, k = rows.shape
-    kept = mask.sum(axis=1)
+    grouped = rows.ndim == 3
+    if not grouped:
+        rows, mask, h = rows[None], mask[None], np.asarray(h)[None]
+    g, m, k = rows.shape
+    kept = mask.sum(axis=2)
     if float((kept.astype(np.float64) ** 3).sum()) > EXACT_REFIT_MAX_FLOPS:
-        return compensating_sweep(rows, h, lambda i, col: np.where(mask[:, i], col, 0.0), damp=damp)
-    hd = damped(h, damp)
-    target = rows @ hd  # row r: (H w_r)^T; the damped H keeps the unpruned optimum at w itself
+        out = np.stack([
+            compensating_sweep(rows[i], h[i], lambda j, col, i=i: np.where(mask[i, :, j], col, 0.0),
+                               damp=damp)
+            for i in range(g)
+        ])
+        return out if grouped else out[0]
+    hd = np.stack([damped(h[i], damp) for i in range(g)])
+    target = np.matmul(rows, hd)  # row r: (H w_r)^T; the damped H keeps the unpruned optimum at w
     out = np.where(mask, rows, 0.0)
-    todo = [r for r in range(m) if 0 < kept[r] < k]
+    todo = [(i, r) for i in range(g) for r in range(m) if 0 < kept[i, r] < k]
     # Rows are solved in batches, each row's system padded to the batch's largest support with
     # an identity block (which solves to zeros), so LAPACK runs once per batch.
-    size = int(kept[todo].max()) if todo else 0
+    size = max((int(kept[i, r]) for i, r in todo), default=0)
     per_batch = max(1, int(BATCH_BYTES // max(size * size * 8, 1)))
     for b0 in range(0, len(todo), per_batch):
         batch = todo[b0:b0 + per_batch]
         systems = np.zeros((len(batch), size, size))
         rhs = np.zeros((len(batch), size))
         supports = []
-        for i, r in enumerate(batch):
-            support = np.flatnonzero(mask[r])
-            n = support.size
-            systems[i, :n, :n] = hd[np.ix_(support, support)]
-            systems[i, range(n, size), range(n, size)] = 1.0
-            rhs[i, :n] = target[r, support]
+        for n, (i, r) in enumerate(batch):
+            support = np.flatnonzero(mask[i, r])
+            count = support.size
+            systems[n, :count, :count] = hd[i][np.ix_(support, support)]
+            systems[n, range(count, size), range(count, size)] = 1.0
+            rhs[n, :count] = target[i, r, support]
             supports.append(support)
         solved = np.linalg.solve(systems, rhs[..., None])[..., 0]
-        for i, r in enumerate(batch):
-            out[r, supports[i]] = solved[i, : supports[i].size]
-    return out
+        for n, (i, r) in enumerate(batch):
+            out[i, r, supports[n]] = solved[n, : supports[n].size]
+    return out if grouped else out[0]
+
+
+def grouped_output_error(reference: np.ndarray, candidate: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """:func:`output_error` per group for ``[g, m, k]`` rows and ``[g, k, k]`` statistics."""
+    d = np.asarray(candidate, np.float64) - np.asarray(reference, np.float64)
+    return np.einsum("gmk,gkl,gml->g", d, h, d, optimize=True)
 
 
 def compensating_sweep(

@@ -132,14 +132,17 @@ def unfold(x: np.ndarray, layout: RowLayout, rows_out: int | None, rng: np.rando
     index = (slice(None), slice(None))
     index += tuple(slice(None, None, s) for s in layout.strides)
     index += tuple(slice(None, None, d) for d in layout.dilations)
-    windows = windows[index]
+    windows = windows[index]  # [n, c, *positions, *kernel], still a view
     positions = windows.shape[2:2 + spatial]
     count = n * int(np.prod(positions))
-    # -> [n, *positions, c, *kernel] -> [count, c, k_spatial]
-    order = (0, *range(2, 2 + spatial), 1, *range(2 + spatial, 2 + 2 * spatial))
-    patches = windows.transpose(order).reshape(count, c, -1)
+    # Pick the rows first, then copy only those patches: a full unfold of a large feature map
+    # would hold every patch of every position.
+    chosen = np.arange(count)
     if rows_out is not None and count > rows_out:
-        patches = patches[np.sort(rng.choice(count, rows_out, replace=False))]
+        chosen = np.sort(rng.choice(count, rows_out, replace=False))
+    coords = np.unravel_index(chosen, (n, *positions))
+    patches = windows[(coords[0], slice(None), *coords[1:])]  # [rows, c, *kernel]
+    patches = patches.reshape(len(chosen), c, -1)
     g = layout.groups
     per_group = patches.reshape(patches.shape[0], g, c // g, -1)
     return per_group.transpose(1, 0, 2, 3).reshape(g, patches.shape[0], -1).astype(np.float32)
