@@ -58,21 +58,31 @@ def relative_output_error(reference: np.ndarray, candidate: np.ndarray, h: np.nd
 
 
 def refit_masked(
-    rows: np.ndarray, h: np.ndarray, mask: np.ndarray, *, damp: float = DEFAULT_DAMP
+    rows: np.ndarray,
+    h: np.ndarray,
+    mask: np.ndarray,
+    *,
+    damp: float = DEFAULT_DAMP,
+    cross: np.ndarray | None = None,
 ) -> np.ndarray:
     """Rows pruned to ``mask`` (True = kept) with the kept weights refit to the least-squares
     optimum of the output error. Falls back to :func:`compensating_sweep` for very large layers.
 
     ``rows``/``mask`` are ``[m, k]`` with ``h`` ``[k, k]``, or grouped: ``[g, m, k]`` with ``h``
     ``[g, k, k]`` (a grouped Conv's groups, solved together in one batch).
+
+    ``cross`` (same shape as ``h``): E[x_student x_teacher^T] when the layer's input comes from an
+    already compressed model (``h`` is then the student's E[x x^T]); the refit then matches the
+    teacher's output ``W x_teacher`` from the student's inputs.
     """
     rows = np.asarray(rows, np.float64)
     grouped = rows.ndim == 3
     if not grouped:
         rows, mask, h = rows[None], mask[None], np.asarray(h)[None]
+        cross = None if cross is None else np.asarray(cross)[None]
     g, m, k = rows.shape
     kept = mask.sum(axis=2)
-    if float((kept.astype(np.float64) ** 3).sum()) > EXACT_REFIT_MAX_FLOPS:
+    if cross is None and float((kept.astype(np.float64) ** 3).sum()) > EXACT_REFIT_MAX_FLOPS:
         out = np.stack([
             compensating_sweep(rows[i], h[i], lambda j, col, i=i: np.where(mask[i, :, j], col, 0.0),
                                damp=damp)
@@ -80,9 +90,12 @@ def refit_masked(
         ])
         return out if grouped else out[0]
     hd = np.stack([damped(h[i], damp) for i in range(g)])
-    target = np.matmul(rows, hd)  # row r: (H w_r)^T; the damped H keeps the unpruned optimum at w
+    # Row r's right-hand side: (H w_r)^T (with the damped H, w is its own optimum), or (C w_r)^T.
+    target = np.matmul(rows, hd if cross is None else np.asarray(cross).transpose(0, 2, 1))
     out = np.where(mask, rows, 0.0)
-    todo = [(i, r) for i in range(g) for r in range(m) if 0 < kept[i, r] < k]
+    # Fully kept rows need no solve, except against a student's inputs.
+    todo = [(i, r) for i in range(g) for r in range(m)
+            if 0 < kept[i, r] < k or (cross is not None and kept[i, r])]
     # Rows are solved in batches, each row's system padded to the batch's largest support with
     # an identity block (which solves to zeros), so LAPACK runs once per batch.
     size = max((int(kept[i, r]) for i, r in todo), default=0)
@@ -105,10 +118,26 @@ def refit_masked(
     return out if grouped else out[0]
 
 
-def grouped_output_error(reference: np.ndarray, candidate: np.ndarray, h: np.ndarray) -> np.ndarray:
-    """:func:`output_error` per group for ``[g, m, k]`` rows and ``[g, k, k]`` statistics."""
-    d = np.asarray(candidate, np.float64) - np.asarray(reference, np.float64)
-    return np.einsum("gmk,gkl,gml->g", d, h, d, optimize=True)
+def grouped_output_error(
+    reference: np.ndarray,
+    candidate: np.ndarray,
+    h: np.ndarray,
+    *,
+    cross: np.ndarray | None = None,
+    teacher_h: np.ndarray | None = None,
+) -> np.ndarray:
+    """:func:`output_error` per group for ``[g, m, k]`` rows and ``[g, k, k]`` statistics.
+
+    With ``cross`` (student/teacher inputs, see :func:`refit_masked`) and the teacher's own
+    ``teacher_h``: E||W' x_student - W x_teacher||^2 per group.
+    """
+    if cross is None:
+        d = np.asarray(candidate, np.float64) - np.asarray(reference, np.float64)
+        return np.einsum("gmk,gkl,gml->g", d, h, d, optimize=True)
+    c, w = np.asarray(candidate, np.float64), np.asarray(reference, np.float64)
+    return (np.einsum("gmk,gkl,gml->g", c, h, c, optimize=True)
+            - 2 * np.einsum("gmk,gkl,gml->g", c, cross, w, optimize=True)
+            + np.einsum("gmk,gkl,gml->g", w, teacher_h, w, optimize=True))
 
 
 def compensating_sweep(

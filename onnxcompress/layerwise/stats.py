@@ -36,11 +36,18 @@ DEFAULT_MAX_ROWS = 2048
 
 @dataclass
 class InputStats:
-    """E[x x^T] per group ([groups, k, k], float64), E[x] ([groups, k]) and the rows behind them."""
+    """E[x x^T] per group ([groups, k, k], float64), E[x] ([groups, k]) and the rows behind them.
+
+    Collected with a ``student`` model, ``hessian`` and ``mean`` are the student's input moments
+    and ``cross`` is E[x_student x_teacher^T]: what a refit needs to match the teacher's output
+    from the inputs the (already compressed) student really produces.
+    """
 
     hessian: np.ndarray
     mean: np.ndarray
     rows: int
+    cross: np.ndarray | None = None
+    teacher_hessian: np.ndarray | None = None  # the teacher's E[x x^T] (with a student)
 
 
 @dataclass(frozen=True)
@@ -156,10 +163,13 @@ def collect_input_stats(
     max_rows: int = DEFAULT_MAX_ROWS,
     budget_bytes: int = DEFAULT_BUDGET_BYTES,
     seed: int = 0,
+    student: ir.Model | None = None,
 ) -> tuple[dict[str, InputStats], dict[str, str]]:
     """E[x x^T] of each weight's input (by ``weight.label``), and the weights skipped with why.
 
-    One onnxruntime pass over ``feeds`` per block of layers whose matrices fit ``budget_bytes``.
+    One onnxruntime pass over ``feeds`` per block of layers whose matrices fit ``budget_bytes``
+    (two with a ``student``: ``model`` is then the teacher, and the same rows are sampled from
+    both; ``feeds`` must be iterable twice).
     """
     feeds = list(feeds) if not hasattr(feeds, "__len__") else feeds
     wanted: list[tuple[Weight, RowLayout, str]] = []
@@ -177,12 +187,12 @@ def collect_input_stats(
     for item in wanted:
         size = _hessian_bytes(item[0], item[1])
         if block and used + size > budget_bytes:
-            _collect_block(model, block, feeds, max_rows, seed, stats, skipped)
+            _collect_block(model, block, feeds, max_rows, seed, stats, skipped, student)
             block, used = [], 0
         block.append(item)
         used += size
     if block:
-        _collect_block(model, block, feeds, max_rows, seed, stats, skipped)
+        _collect_block(model, block, feeds, max_rows, seed, stats, skipped, student)
     return stats, skipped
 
 
@@ -199,26 +209,41 @@ def _collect_block(
     seed: int,
     stats: dict[str, InputStats],
     skipped: dict[str, str],
+    student: ir.Model | None = None,
 ) -> None:
     sums: dict[str, list] = {}
-    rng = np.random.default_rng(seed)
-    for outputs in activations.iter_intermediates(model, {name for _, _, name in block}, feeds):
-        for w, layout, name in block:
-            if name not in outputs:
+    names = {name for _, _, name in block}
+    teacher_runs = activations.iter_intermediates(model, names, feeds)
+    student_runs = activations.iter_intermediates(student, names, feeds) if student is not None else None
+    for sample, outputs in enumerate(teacher_runs):
+        mine = next(student_runs) if student_runs is not None else outputs
+        for layer, (w, layout, name) in enumerate(block):
+            if name not in outputs or name not in mine:
                 continue
             try:
-                x = unfold(np.asarray(outputs[name]), layout, max_rows, rng)
+                # The same seed for teacher and student: the same rows (positions) of both.
+                x_t = unfold(np.asarray(outputs[name]), layout, max_rows,
+                             np.random.default_rng([seed, sample, layer]))
+                x = x_t if student_runs is None else unfold(
+                    np.asarray(mine[name]), layout, max_rows, np.random.default_rng([seed, sample, layer])
+                )
             except ValueError as e:  # shapes that do not match the weight (should not happen)
                 skipped[w.label] = f"cannot unfold its input ({e})"
                 continue
-            acc = sums.setdefault(w.label, [0.0, 0.0, 0])
+            acc = sums.setdefault(w.label, [0.0, 0.0, 0, 0.0, 0.0])
             # float32 products per sample (half the time), summed over samples in float64
             acc[0] = acc[0] + np.matmul(x.transpose(0, 2, 1), x).astype(np.float64)
             acc[1] = acc[1] + x.sum(axis=1, dtype=np.float64)
             acc[2] += x.shape[1]
+            if student_runs is not None:
+                acc[3] = acc[3] + np.matmul(x.transpose(0, 2, 1), x_t).astype(np.float64)
+                acc[4] = acc[4] + np.matmul(x_t.transpose(0, 2, 1), x_t).astype(np.float64)
     for w, _, _ in block:
         acc = sums.get(w.label)
         if acc is None or not acc[2]:
             skipped.setdefault(w.label, "its input could not be read from the calibration run")
             continue
         stats[w.label] = InputStats(hessian=acc[0] / acc[2], mean=acc[1] / acc[2], rows=acc[2])
+        if student is not None:
+            stats[w.label].cross = acc[3] / acc[2]
+            stats[w.label].teacher_hessian = acc[4] / acc[2]

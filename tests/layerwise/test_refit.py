@@ -117,3 +117,24 @@ def test_dead_inputs_do_not_make_the_refit_singular(damp):
     out = refit_masked(w, h, mask, damp=damp)
     assert np.all(np.isfinite(out))
     assert output_error(w, out, h) <= output_error(w, np.where(mask, w, 0.0), h) + 1e-9
+
+
+def test_masked_refit_against_a_student_reaches_the_teacher_optimum():
+    """Sequential mode: the refit matches W x_teacher from the student's (already compressed) inputs."""
+    r = np.random.default_rng(7)
+    x_t = _correlated_inputs(500, 20)
+    x_s = x_t + 0.3 * r.standard_normal(x_t.shape)  # what the compressed earlier layers produce
+    w = r.standard_normal((5, 20))
+    mask = _magnitude_mask(w, 0.5)
+    h_s, cross = x_s.T @ x_s / len(x_s), x_s.T @ x_t / len(x_s)
+    got = refit_masked(w, h_s, mask, damp=1e-12, cross=cross)
+    for row in range(len(w)):
+        support = np.flatnonzero(mask[row])
+        best, *_ = np.linalg.lstsq(x_s[:, support], x_t @ w[row], rcond=None)
+        np.testing.assert_allclose(got[row, support], best, rtol=1e-6, atol=1e-8)
+    from onnxcompress.layerwise.refit import grouped_output_error
+
+    h_t = x_t.T @ x_t / len(x_t)
+    direct = ((x_s @ got.T - x_t @ w.T) ** 2).sum() / len(x_s)
+    formula = grouped_output_error(w[None], got[None], h_s[None], cross=cross[None], teacher_h=h_t[None])[0]
+    assert formula == pytest.approx(direct, rel=1e-9)

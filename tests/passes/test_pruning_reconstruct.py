@@ -79,3 +79,18 @@ def test_cli_reconstruct_flag_reaches_the_prune_pass(tmp_path, capsys):
     capsys.readouterr()
     assert code == 0
     assert _accuracy(onnx.load(out)) >= 0.95
+
+
+def test_sequential_reconstruction_beats_refitting_on_the_teacher_inputs():
+    """At 90% the errors of earlier layers compound; refitting each group on the inputs the
+    pruned earlier groups produce recovers much more (digits_cnn: 57.5% -> 82.8%, fp32 99.2%)."""
+    data = np.load(MODELS / "digits_eval.npz")
+
+    def accuracy(stages: int) -> float:
+        recipe = {"passes": [{"pass": "prune", "sparsity": 0.9, "reconstruct": True,
+                              "reconstruct_stages": stages}]}
+        result = compress(MODELS / "digits_cnn.onnx", recipe, calibration=MODELS / "digits_calib.npz")
+        out = h.run(to_proto(result.model), {"image": data["image"]})[0]
+        return float((out.argmax(-1) == data["labels"]).mean())
+
+    assert accuracy(4) > accuracy(1) + 0.1
