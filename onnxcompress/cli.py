@@ -117,6 +117,10 @@ def pipeline_from_args(args: argparse.Namespace) -> Pipeline | None:
             )
         if args.exclude and "exclude" in {f.name for f in dataclasses.fields(pass_class.config_class)}:
             given["exclude"] = tuple(args.exclude)
+        if getattr(args, "reconstruct", False) and "reconstruct" in {
+            f.name for f in dataclasses.fields(pass_class.config_class)
+        }:
+            given.setdefault("reconstruct", True)
         where = " ".join(flags)
         try:
             config = pass_class.config_class.from_dict(given, where=where)
@@ -313,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "leading axis) or a folder of .npz feeds; data-aware passes use it")
     p.add_argument("--exclude", action="append", default=[], metavar="NAME_OR_PATTERN",
                    help="leave tensors/nodes matching this name or shell pattern alone (repeatable)")
+    p.add_argument("--reconstruct", action="store_true",
+                   help="refit what every pass that supports it changed against the original model, "
+                        "layer by layer, on the calibration data (needs --calibration)")
     p.add_argument("--validate", action="store_true",
                    help="compare the output with the input through onnxruntime after compressing")
     try:
