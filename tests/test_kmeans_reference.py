@@ -126,3 +126,30 @@ def test_long_binned_rows_still_reach_the_fixed_point():
     # boundary may sit at the second-nearest centroid by that much, by design.
     assert_lloyd_fixed_point(x, km.labels[0].astype(np.intp), km.codebook[0], what="binned row",
                              slack=1e-4)
+
+
+def test_binned_rows_keep_zeros_weights_and_copies_exact():
+    r = np.random.default_rng(4)
+    n = 1 << 18  # the binned path
+    x = r.standard_normal(n).astype(np.float32)
+    x[r.random(n) < 0.3] = 0.0  # a pruned tensor: zeros must stay exactly zero
+    x[r.random(n) < 0.2] = 20.0  # an isolated cluster of copies of one value keeps that value
+    km = kmeans_1d(x, 3)
+    rec = km.reconstruct()[0]
+    assert (rec[x == 0] == 0).all(), "binned path: exact zeros did not stay zero"
+    assert (rec[x == 20.0] == 20.0).all(), "binned path: a cluster of copies of 20.0 is not 20.0"
+    labels, book = km.labels[0].astype(np.intp), km.codebook[0]
+    nz = (x != 0) & (x != 20.0)
+    for c in np.unique(labels[nz]):
+        members = labels == c
+        if book[c] not in (0.0, 20.0):
+            assert book[c] == pytest.approx(float(x[members].astype(np.float64).mean()), abs=1e-6 * 20)
+    # weighted: the binned path weighs each value too
+    weight = np.where(x > 0, 5.0, 0.5)
+    kw = kmeans_1d(x, 3, sample_weight=weight)
+    lw, bw = kw.labels[0].astype(np.intp), kw.codebook[0]
+    for c in np.unique(lw):
+        m = lw == c
+        if bw[c] not in (0.0, 20.0):
+            want = float((x[m] * weight[m]).sum() / weight[m].sum())
+            assert bw[c] == pytest.approx(want, abs=1e-6 * 20), f"binned weighted centroid {c}"

@@ -34,6 +34,10 @@ def test_activation_qparams_by_hand():
     assert qp.scale == pytest.approx(4 / 127, rel=1e-7) and qp.zero_point == 0 and qp.dtype == np.int8
     qp = activation_qparams(-3.0, -1.0, symmetric=False)  # all negative: zero point at the top
     assert qp.scale == pytest.approx(3 / 255, rel=1e-7) and qp.zero_point == 255
+    qp = activation_qparams(-0.2, 0.3, symmetric=False)  # a range narrower than 1 is no special case
+    assert qp.scale == pytest.approx(0.5 / 255, rel=1e-7) and qp.zero_point == 102, (qp.scale, qp.zero_point)
+    qp = activation_qparams(0.0, 0.0, symmetric=False)  # an all-zero tensor: any scale, u8, zero at 0
+    assert qp.dtype == np.uint8 and qp.zero_point == 0 and qp.scale > 0 and qp.low == 0.0
 
 
 @pytest.mark.parametrize("reduce_range", [False, True])
