@@ -227,7 +227,8 @@ MUTMUT_FUNCTIONS = (
 )
 
 
-def run_mutmut(max_children: int, sample: int) -> tuple[Counter, list[tuple[str, str]], str]:
+def run_mutmut(max_children: int, sample: int, only: list[str] | None = None,
+               ) -> tuple[Counter, list[tuple[str, str]], str]:
     """mutmut over MUTMUT_FUNCTIONS; ``sample`` > 1 runs every sample-th mutant (names sorted, so
     each function keeps its share) to bound the time on a shared machine."""
     with tempfile.TemporaryDirectory(prefix="onnxcompress-mutmut-") as tmp:
@@ -243,7 +244,7 @@ def run_mutmut(max_children: int, sample: int) -> tuple[Counter, list[tuple[str,
                                cwd=root, env=env, capture_output=True, text=True)
         log = (first.stdout + first.stderr)[-1500:]
         names = sorted(n for n in _mutant_names(root) if any(_fn_match(n, p) for p in MUTMUT_FUNCTIONS))
-        chosen = names[::sample]
+        chosen = [n for n in names if n in set(only)] if only else names[::sample]
         log += f"\n{len(names)} mutants in scope, running {len(chosen)} (every {sample})"
         for i in range(0, len(chosen), 200):  # in batches: a bounded command line
             proc = subprocess.run([*mutmut, "run", "--max-children", str(max_children), *chosen[i:i + 200]],
@@ -328,11 +329,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--all-failures", action="store_true", help="run every test file fully (count failures)")
     ap.add_argument("--max-children", type=int, default=1, help="mutmut workers (default 1: shared machine)")
     ap.add_argument("--sample", type=int, default=1, help="run every N-th mutmut mutant (default: all)")
+    ap.add_argument("--names", type=Path, help="run only the mutmut mutants named in this file (one a line), "
+                    "e.g. the survivors of a previous run after adding tests")
     ap.add_argument("--report", type=Path, help="write the markdown report here")
     args = ap.parse_args(argv)
     bugs = tuple(b for b in BUGS if not args.only or args.only.lower() in b.name.lower())
     planted = run_planted(bugs, args.all_failures) if args.what in ("planted", "all") else None
-    mm = run_mutmut(args.max_children, args.sample) if args.what in ("mutmut", "all") else None
+    only = args.names.read_text().split() if args.names else None
+    mm = run_mutmut(args.max_children, args.sample, only) if args.what in ("mutmut", "all") else None
     if mm is not None:
         print(mm[2])
     text = render(planted, mm)
