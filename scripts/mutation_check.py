@@ -190,15 +190,15 @@ def run_planted(bugs: tuple[Bug, ...], all_failures: bool) -> list[dict]:
             path.write_text(original.replace(bug.old, bug.new))
             start = time.monotonic()
             cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-m", "not slow",
-                   "-rf", "--tb=line", *([] if all_failures else ["-x"]), *bug.tests]
+                   "-rf", "--tb=short", *([] if all_failures else ["-x"]), *bug.tests]
             proc = subprocess.run(cmd, cwd=root, env=_env(root), capture_output=True, text=True)
             path.write_text(original)
             failed = _FAILED.findall(proc.stdout)
             summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
             if proc.returncode == 1 and failed:
                 status = "killed"
-                test, message = failed[0]
-                detail = f"{test}: {(message or '').strip()[:220]}"
+                test = failed[0][0]
+                detail = f"{test}: {_first_message(proc.stdout)[:260]}"
             elif proc.returncode == 0:
                 status, detail = "SURVIVED", summary
             else:
@@ -208,6 +208,13 @@ def run_planted(bugs: tuple[Bug, ...], all_failures: bool) -> list[dict]:
             took = time.monotonic() - start
             print(f"[{status}] {bug.name} ({len(failed)} failing, {took:.0f} s): {detail}", flush=True)
     return results
+
+
+def _first_message(stdout: str) -> str:
+    """The first failure's assertion message: its first few non-empty ``E`` lines, joined."""
+    lines = [ln[1:].strip() for ln in stdout.splitlines() if ln.startswith("E ")]
+    useful = [ln for ln in lines if ln and ln not in ("AssertionError:", "Arrays are not equal")][:3]
+    return " / ".join(useful)
 
 
 # -- mutmut -------------------------------------------------------------------------------------
