@@ -157,3 +157,13 @@ def test_binned_rows_keep_zeros_weights_and_copies_exact():
         if bw[c] not in (0.0, 20.0):
             want = float((x[m] * weight[m]).sum() / weight[m].sum())
             assert bw[c] == pytest.approx(want, abs=1e-6 * 20), f"binned weighted centroid {c}"
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_zeros_stay_zero_when_zero_is_the_rows_min_or_max(sign):
+    r = np.random.default_rng(8)
+    x = (sign * np.abs(r.standard_normal(2000))).astype(np.float32)  # all >= 0, or all <= 0
+    x[r.random(2000) < 0.3] = 0.0
+    rec = kmeans_1d(x, 2).reconstruct()[0]
+    side = 'min' if sign > 0 else 'max'
+    assert (rec[x == 0] == 0).all(), f"zeros moved to {np.unique(rec[x == 0])} (0 is the row's {side})"
