@@ -124,6 +124,28 @@ def test_global_scope_uses_one_threshold_across_tensors():
     assert max(per_layer) - min(per_layer) > 0.05, f"global scope should vary per layer: {per_layer}"
 
 
+def test_data_aware_scores_of_a_grouped_conv_use_each_group_s_input_channels():
+    r = np.random.default_rng(3)
+    w = r.standard_normal((8, 2, 3, 3)).astype(np.float32)  # 4 groups of 2 input channels
+    graph = oh.make_graph(
+        [oh.make_node("Conv", ["x", "w"], ["y"], name="gconv", group=4)], "gconv",
+        [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 8, 6, 6])],
+        [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 8, 4, 4])],
+        initializer=[onh.from_array(w, "w")],
+    )
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 13)])
+    scales = np.geomspace(0.1, 10, 8).reshape(1, 8, 1, 1)
+    feeds = [{"x": (r.standard_normal((4, 8, 6, 6)) * scales).astype(np.float32)} for _ in range(2)]
+    _, proto = prune(model, feeds, sparsity=0.5, importance="data", bias_correction=False, **ALL_LAYERS)
+    x = np.concatenate([f["x"] for f in feeds]).astype(np.float64)
+    rms = np.sqrt((x**2).mean(axis=(0, 2, 3)))  # per input channel of the whole tensor
+    # output channel o (group o // 2) reads input channels 2g, 2g+1
+    per_out = rms.reshape(4, 2)[np.arange(8) // 2]
+    keep = drop_lowest(np.abs(w) * per_out[:, :, None, None], 0.5)
+    np.testing.assert_array_equal(inits(proto)["w"] != 0, keep,
+                                  err_msg="grouped conv: not |W| * rms(x) of its group")
+
+
 # -- bias correction: the effect -----------------------------------------------------------------
 
 

@@ -144,3 +144,16 @@ def test_static_int8_model_matches_a_numpy_simulation_of_its_integers(per_channe
     ref = h.run(model, {"x": x})[0]
     rel = np.linalg.norm(got - ref) / np.linalg.norm(ref)
     assert rel < 0.03, f"int8 relative error {rel:.3g} on an 8-bit-friendly MLP"
+
+
+@pytest.mark.parametrize("axis", [None, 0, 1])
+def test_relative_error_of_a_large_weight_is_the_numpy_formula(axis):
+    # > 2^20 elements: the chunked path (no full-size temporaries) must give the same number
+    w = np.random.default_rng(2).standard_normal((1100, 1000)).astype(np.float32)
+    w[:, :10] *= 20  # channels of different scale
+    from onnxcompress.passes._qdq import relative_error
+
+    q, s = quantize_weight(w, axis)
+    deq = dequantize_weight(q, s, axis).astype(np.float64)
+    want = np.linalg.norm(deq - w) / np.linalg.norm(w.astype(np.float64))
+    assert relative_error(w, q, s, axis) == pytest.approx(want, rel=1e-5)
