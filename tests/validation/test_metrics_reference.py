@@ -70,8 +70,8 @@ def test_top1_topk_and_accuracy_by_hand():
 
 
 def test_atol_rtol_counts_elements_outside_like_allclose():
-    a = np.array([1.0, 10.0, -5.0, 0.0])
-    b = np.array([1.05, 10.5, -5.2, 0.2])
+    a = np.array([1.0, 10.0, -5.0, 0.0, 100.0])
+    b = np.array([1.05, 10.5, -5.2, 0.2, 100.5])  # the last is inside only thanks to rtol
     s = _stats(a, b, atol=0.1, rtol=0.01)
     want = int(np.count_nonzero(~np.isclose(b, a, atol=0.1, rtol=0.01)))
     assert s.outside == want == 3, f"outside {s.outside}, numpy isclose says {want}"
@@ -134,10 +134,11 @@ def test_random_classifier_agreement_equals_numpy():
 
 
 def test_non_finite_positions_are_excluded_and_counted():
-    a = np.array([1.0, np.nan, 3.0, np.inf, 2.0])
-    b = np.array([1.5, np.nan, 3.0, 5.0, np.nan])
+    a = np.array([1.0, np.nan, 3.0, np.inf, 2.0, -np.inf, 4.0])
+    b = np.array([1.5, np.nan, 3.0, 5.0, np.nan, -np.inf, np.inf])
     s = _stats(a, b)
-    assert s.nonfinite_mismatch == 2 and s.finite_elements == 2
+    assert s.nonfinite_mismatch == 3 and s.finite_elements == 2  # same NaN / -inf are no mismatch
+    assert (s.nan_original, s.inf_original, s.nan_compressed, s.inf_compressed) == (1, 2, 2, 2)
     assert s.rel_l2 == pytest.approx(0.5 / math.sqrt(10)) and s.max_abs == pytest.approx(0.5)
 
 
