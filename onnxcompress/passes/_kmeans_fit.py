@@ -187,17 +187,23 @@ def _cluster(
     importance: np.ndarray | None,
     cfg: FitOptions,
     rng: np.random.Generator,
+    *,
+    norm: str = "rms",
 ) -> _Clustering:
     """k-means of ``array``: one codebook per tensor or per group of output channels; with a
-    ``scale_axis``, channels are divided by their RMS first and share the codebook, and the
-    squared error is weighed by scale^2 so k-means minimises the error of the weight itself."""
+    ``scale_axis``, channels are divided by their RMS (``norm="absmax"``: their largest
+    magnitude) first and share the codebook, and the squared error is weighed by scale^2 so
+    k-means minimises the error of the weight itself."""
     dtype = array.dtype
     work = array.astype(np.float64)
     weight = importance
     scales = None
     if scale_axis is not None:
         other = tuple(i for i in range(array.ndim) if i != scale_axis)
-        rms = np.sqrt(np.mean(work**2, axis=other))
+        if norm == "absmax":
+            rms = np.max(np.abs(work), axis=other)
+        else:
+            rms = np.sqrt(np.mean(work**2, axis=other))
         # The scale is stored in the weight's dtype: normalise by exactly that value.
         scales = rms.astype(dtype)
         scales[~np.isfinite(scales.astype(np.float64)) | (scales == 0)] = 1
@@ -366,3 +372,18 @@ def _relative_error(snapped: np.ndarray, array: np.ndarray) -> float:
     if ref <= 0:
         return 0.0
     return float(np.linalg.norm(snapped.astype(np.float64) - array)) / ref
+
+
+def _int8_error(array: np.ndarray, axis: int | None) -> float:
+    """Relative error of symmetric int8 per-channel weights (scale = absmax / 127 per output
+    channel, as the quantize pass's weight-only int8): the bar 8-bit sharing must clear."""
+    work = array.astype(np.float64)
+    if axis is None:
+        amax = np.asarray(np.max(np.abs(work)))
+    else:
+        other = tuple(i for i in range(array.ndim) if i != axis)
+        amax = np.max(np.abs(work), axis=other, keepdims=True)
+    scale = np.where(amax > 0, amax / 127.0, 1.0)
+    q = np.clip(np.round(work / scale), -127, 127) * scale
+    ref = float(np.linalg.norm(work))
+    return float(np.linalg.norm(q - work)) / ref if ref > 0 else 0.0
