@@ -189,6 +189,7 @@ def _cluster(
     rng: np.random.Generator,
     *,
     norm: str = "rms",
+    init: str | None = None,
 ) -> _Clustering:
     """k-means of ``array``: one codebook per tensor or per group of output channels; with a
     ``scale_axis``, channels are divided by their RMS (``norm="absmax"``: their largest
@@ -219,7 +220,8 @@ def _cluster(
     if weight is not None:
         sample_weight, _ = _rows(np.ascontiguousarray(np.broadcast_to(weight, array.shape)), row_axis, group)
     km = kmeans.kmeans_1d(
-        rows, bits, sample_weight=sample_weight, init=cfg.init, max_iter=cfg.max_iter, tol=cfg.tol, rng=rng
+        rows, bits, sample_weight=sample_weight, init=init or cfg.init, max_iter=cfg.max_iter, tol=cfg.tol,
+        rng=rng,
     )
     codebook = km.codebook.astype(dtype)
     snapped = layout.restore(np.take_along_axis(codebook, km.labels.astype(np.intp), axis=1))
