@@ -16,6 +16,41 @@ from onnxcompress import kmeans
 from onnxcompress.passes._folding import const_array
 from onnxcompress.weights import COMPUTE_ROLES, ROLE_BIAS, Weight, WeightIndex
 
+# Error sums run over this many values at a time, so a weight of any size needs float64
+# temporaries of 8 MB, not 8 bytes per value (a 268 MB layer: 540 MB each).
+_CHUNK = 1 << 20
+
+
+def _sq_error(snapped: np.ndarray, array: np.ndarray, importance: np.ndarray | None = None) -> float:
+    """sum(importance * (snapped - array)^2) in float64, in chunks of the flat arrays."""
+    a, b = snapped.reshape(-1), array.reshape(-1)
+    imp = None if importance is None else np.broadcast_to(importance, array.shape).reshape(-1)
+    total = 0.0
+    for start in range(0, a.size, _CHUNK):
+        d = a[start : start + _CHUNK].astype(np.float64) - b[start : start + _CHUNK]
+        d *= d
+        if imp is not None:
+            d *= imp[start : start + _CHUNK]
+        total += float(d.sum())
+    return total
+
+
+def _lookup(codebook: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``codebook[g, labels[g, i]]`` for rows ``g`` ([G, K] and [G, N] -> [G, N]), indexed in
+    chunks: numpy widens index arrays to intp, 8 bytes a value for the whole array at once."""
+    out = np.empty(labels.shape, dtype=codebook.dtype)
+    for g in range(labels.shape[0]):
+        row, book = labels[g], codebook[g]
+        for start in range(0, row.size, _CHUNK):
+            out[g, start : start + _CHUNK] = book[row[start : start + _CHUNK]]
+    return out
+
+
+def _sq_norm(array: np.ndarray) -> float:
+    flat = array.reshape(-1)
+    return float(sum(float(np.square(flat[i : i + _CHUNK], dtype=np.float64).sum())
+                     for i in range(0, flat.size, _CHUNK)))
+
 
 class FitOptions(Protocol):
     """The clustering options (a ``WeightSharingConfig`` is one)."""
@@ -164,8 +199,7 @@ def _scaled_clustering(
     else:
         s = scales
     snapped = (codebook[labels.astype(np.intp)] * s).astype(dtype)  # as Gather then Mul compute it
-    diff2 = (snapped.astype(np.float64) - array.astype(np.float64)) ** 2
-    objective = float((diff2 * importance).sum() if importance is not None else diff2.sum())
+    objective = _sq_error(snapped, array, importance)
     return _Clustering(
         km=km,
         layout=_Layout(tuple(array.shape), None, 1),
@@ -196,7 +230,9 @@ def _cluster(
     magnitude) first and share the codebook, and the squared error is weighed by scale^2 so
     k-means minimises the error of the weight itself."""
     dtype = array.dtype
-    work = array.astype(np.float64)
+    cdtype = np.float64 if dtype == np.float64 else np.float32
+    # Unscaled, the rows are the weight itself in the clustering dtype (no float64 copy).
+    work = array if scale_axis is None else array.astype(np.float64)
     weight = importance
     scales = None
     if scale_axis is not None:
@@ -214,8 +250,8 @@ def _cluster(
         work = work / s
         s2 = np.broadcast_to(s**2, array.shape)
         weight = s2 if weight is None else weight * s2
-    cdtype = np.float64 if dtype == np.float64 else np.float32
-    rows, layout = _rows(work.astype(cdtype), row_axis, group)
+    rows, layout = _rows(work.astype(cdtype, copy=False), row_axis, group)
+    del work
     sample_weight = None
     if weight is not None:
         sample_weight, _ = _rows(np.ascontiguousarray(np.broadcast_to(weight, array.shape)), row_axis, group)
@@ -224,11 +260,10 @@ def _cluster(
         rng=rng,
     )
     codebook = km.codebook.astype(dtype)
-    snapped = layout.restore(np.take_along_axis(codebook, km.labels.astype(np.intp), axis=1))
+    snapped = layout.restore(_lookup(codebook, km.labels))
     if scales is not None:
         snapped = snapped * scales.reshape(bshape)  # in the weight's dtype, as Mul computes it
-    diff2 = (snapped.astype(np.float64) - array.astype(np.float64)) ** 2
-    objective = float((diff2 * importance).sum() if importance is not None else diff2.sum())
+    objective = _sq_error(snapped, array, importance)
     return _Clustering(
         km=km,
         layout=layout,
@@ -236,7 +271,7 @@ def _cluster(
         codebook=codebook,
         scales=scales,
         scale_axis=scale_axis,
-        snapped=snapped.astype(dtype),
+        snapped=snapped.astype(dtype, copy=False),
         objective=objective,
     )
 
@@ -362,7 +397,7 @@ def _resnap(c: _Clustering, codebook: np.ndarray) -> np.ndarray:
     """What the decode graph computes from ``c``'s labels with another ``codebook`` (rows as
     ``c.codebook``; e.g. its float16 rounding), in the weight's dtype."""
     dtype = c.snapped.dtype
-    values = c.layout.restore(np.take_along_axis(codebook.astype(dtype), c.km.labels.astype(np.intp), axis=1))
+    values = c.layout.restore(_lookup(codebook.astype(dtype), c.km.labels))
     if c.scales is not None:
         values = values * _broadcast(c.scales, values.ndim, c.scale_axis).astype(dtype)
     return values.astype(dtype, copy=False)
@@ -370,10 +405,8 @@ def _resnap(c: _Clustering, codebook: np.ndarray) -> np.ndarray:
 
 def _relative_error(snapped: np.ndarray, array: np.ndarray) -> float:
     """||snapped - array|| / ||array||, accumulated in float64."""
-    ref = float(np.linalg.norm(array.astype(np.float64, copy=False)))
-    if ref <= 0:
-        return 0.0
-    return float(np.linalg.norm(snapped.astype(np.float64) - array)) / ref
+    ref = _sq_norm(array)
+    return float(np.sqrt(_sq_error(snapped, array) / ref)) if ref > 0 else 0.0
 
 
 def _int8_error(array: np.ndarray, axis: int | None) -> float:

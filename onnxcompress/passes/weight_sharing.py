@@ -365,6 +365,7 @@ class WeightSharing(Pass):
         for w, bits in todo:
             if cfg.model_codebook(bits, w.size):
                 groups.setdefault(_model_group(w, cfg, bits), []).append(w)
+                _release(w)  # _model_group read it; it is read again when its group is fitted
             else:
                 singles.append((w, bits))
         stats: list[LayerStat] = []
@@ -373,12 +374,15 @@ class WeightSharing(Pass):
             stats += self._share_model_codebook(
                 members, bits, cfg, formats, energies, context, constants, result, scaled=scaled
             )
+            for w in members:
+                _release(w)
             done += len(members)
             context.report_progress("k-means", done, len(todo))
         for w, bits in singles:
             stat = self._share(w, bits, cfg, formats, energies.get(w.label), context, constants, result)
             if stat is not None:
                 stats.append(stat)
+            _release(w)  # one weight at a time: its float data leaves memory before the next
             done += 1
             context.report_progress("k-means", done, len(todo))
         order = {w.label: i for i, (w, _) in enumerate(todo)}
@@ -584,6 +588,15 @@ class WeightSharing(Pass):
             return model, Formats("dense", opset_version(model))
         current = opset_version(model)
         wants_uint4 = cfg.storage == "int4" or (cfg.storage == "auto" and any(b <= 4 for b in wanted_bits))
+        if wants_uint4 and current < UINT4_MIN_OPSET and _large(model):
+            # The upgrade is checked by loading the model in onnxruntime before and after,
+            # which holds all of it in memory twice over (a 2.4 GB model peaked at 2.5x its
+            # size at 4 bits); one 4-bit bit plane is as small as UINT4 and needs no upgrade.
+            result.note(
+                f"indices of <= 4 bits are bit-packed: UINT4 needs opset {UINT4_MIN_OPSET}, and "
+                "checking an upgrade would load this external-data model into onnxruntime"
+            )
+            wants_uint4 = False
         if wants_uint4 and current < UINT4_MIN_OPSET:
             upgraded, why = upgrade_opset(model, UINT4_MIN_OPSET)
             if why is None:
@@ -680,7 +693,7 @@ class WeightSharing(Pass):
         arrays, importances, norms, axes, keep = [], [], [], [], []
         for w in members:
             array = w.numpy()
-            if not np.isfinite(array.astype(np.float32)).all():
+            if not _finite(array):
                 result.skip(w.label, "contains NaN or infinity")
                 continue
             axis = w.out_axis % array.ndim if w.out_axis is not None and array.ndim else None
@@ -807,7 +820,7 @@ class WeightSharing(Pass):
         """``w`` clustered into a codebook of its own (or one per channel group), with the
         importance used; None (and a skip) when it cannot be shared."""
         array = w.numpy()
-        if not np.isfinite(array.astype(np.float32)).all():
+        if not _finite(array):
             result.skip(w.label, "contains NaN or infinity")
             return None
         axis = w.out_axis % array.ndim if w.out_axis is not None and array.ndim else None
@@ -895,7 +908,9 @@ class WeightSharing(Pass):
                 if error16 <= error * FP16_CODEBOOK_TOLERANCE:
                     stored_book, snapped, error = half, snapped16, error16
                 del snapped16
-        diff = snapped.astype(np.float64) - array
+        mean = self._means.get(w.label)
+        # The float64 difference only where bias correction or the weighted error needs it.
+        diff = snapped.astype(np.float64) - array if mean is not None or importance is not None else None
         extra: dict[str, Any] = {
             "requested_bits": bits,
             "clusters_used": int(len(np.unique(c.labels))) if book is not None else int(km.used.max()),
@@ -904,7 +919,7 @@ class WeightSharing(Pass):
             "iterations": km.iterations,
             "sensitivity": importance is not None,
         }
-        if importance is not None:
+        if importance is not None and diff is not None:
             ref2 = (importance * array.astype(np.float64) ** 2).sum()
             werr = float(np.sqrt((importance * diff**2).sum() / max(ref2, 1e-30)))
             extra["weighted_error"] = round(werr, 6)
@@ -938,11 +953,8 @@ class WeightSharing(Pass):
             extra["codebook_dtype"] = "model" if book is not None else str(stored_book.dtype)
             extra["stored_bits"] = STORED_BITS.get(storage, index_bits)
         extra["storage"] = storage
-        mean = self._means.get(w.label)
-        if mean is not None:
+        if mean is not None and diff is not None:
             extra["bias_corrected"] = _correct_bias(w, diff, mean, self._biases)
-        if not w.value.uses():
-            _release(w)  # the float tensor left the graph: unmap / drop it now, not at the end
         return LayerStat(
             name=w.label,
             op_type="/".join(w.op_types),
@@ -1017,11 +1029,16 @@ def _drop_added_annotations(original: ir.Model, upgraded: ir.Model) -> ir.Model:
 
 
 def _release(w: Weight) -> None:
-    """Let go of a replaced weight's data: an external tensor's memory map is closed (it would
-    otherwise stay mapped, and resident once read, until the model is dropped)."""
-    tensor = w.value.const_value
+    """Let go of a weight's external data once it is processed: the memory map (which holds the
+    pages read, counted as resident, and the array cached on the tensor) is closed, and is
+    mapped again only if something reads the tensor later (a weight left float is read again
+    when the model is saved)."""
+    tensor = w.value.const_value if w.storage == "initializer" else None
     if isinstance(tensor, ir.ExternalTensor):
-        tensor.release()
+        try:
+            tensor.release()
+        except BufferError:  # a view of the map is still referenced somewhere: keep it mapped
+            logger.debug("%s: external data still referenced, left mapped", w.label)
 
 
 def _own_codebook_pays(w: Weight, c: _Clustering, formats: Formats) -> bool:
@@ -1032,6 +1049,24 @@ def _own_codebook_pays(w: Weight, c: _Clustering, formats: Formats) -> bool:
     side = c.codebook.nbytes + (c.scales.nbytes if c.scales is not None else 0)
     pricing = formats if formats.storage != "dense" else Formats("auto", formats.opset)
     return estimate_bytes(pricing.choose(bits, w.size), bits, w.size, side) < w.nbytes
+
+
+def _large(model: ir.Model) -> bool:
+    """External data, or tensors past the size that is saved with external data."""
+    if tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD:
+        return True
+    return any(
+        isinstance(v.const_value, ir.ExternalTensor)
+        for _, graph in all_graphs(model)
+        for v in graph.initializers.values()
+    )
+
+
+def _finite(array: np.ndarray) -> bool:
+    """No NaN/inf, without a float32 copy of the whole weight where numpy can test it as is."""
+    if array.dtype in (np.float16, np.float32, np.float64):
+        return bool(np.isfinite(array).all())
+    return bool(np.isfinite(array.astype(np.float32)).all())  # bfloat16 and friends
 
 
 def _out_axis(w: Weight, array: np.ndarray) -> int | None:
