@@ -123,7 +123,7 @@ def main() -> None:
             dst = work / f"large_{mode}.onnx"
             env = dict(os.environ, PYTHONPATH=str(args.pythonpath or REPO))
             proc = subprocess.run([sys.executable, "-c", CHILD, str(src), str(dst), mode],
-                                  capture_output=True, text=True, cwd=REPO, env=env)
+                                  capture_output=True, text=True, cwd=args.pythonpath or REPO, env=env)
             if proc.returncode != 0:
                 row = {"mode": mode, "error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
             else:
