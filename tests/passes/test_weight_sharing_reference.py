@@ -19,6 +19,8 @@ from onnxcompress.passes import WeightSharing
 from tests import helpers as h
 from tests.test_kmeans_reference import assert_lloyd_fixed_point, numpy_lloyd, sse
 
+# Relative rounding of a float16 codebook (half an ulp), which the pass may store.
+FP16_CODEBOOK = 2.0**-11
 EXPLICIT = {"codebook": "layer", "per_channel": False, "channel_scale": "off", "allocation": "uniform",
             "min_size": 0, "init": "linear"}
 
@@ -58,11 +60,12 @@ def test_decoded_weights_are_a_lloyd_fixed_point_of_the_original(bits, storage):
     book = np.unique(got)
     assert len(book) <= 1 << bits, f"{len(book)} distinct decoded values for {bits} bits"
     labels = np.searchsorted(book, got.ravel())
-    assert_lloyd_fixed_point(w.ravel(), labels, book, what=f"{bits}-bit {storage}")
+    assert_lloyd_fixed_point(w.ravel(), labels, book, what=f"{bits}-bit {storage}", rounding=FP16_CODEBOOK)
     # as good as a plain numpy Lloyd from the same evenly spaced start
     ref_labels, ref_book = numpy_lloyd(w.ravel(), np.linspace(w.min(), w.max(), 1 << bits))
     mine, ref = sse(w.ravel(), labels, book), sse(w.ravel(), ref_labels, ref_book)
-    assert mine <= ref * (1 + 1e-3), f"decoded squared error {mine:.6g} > numpy Lloyd {ref:.6g}"
+    # a float16 codebook is chosen only where it costs at most 1% error
+    assert mine <= ref * 1.011, f"decoded squared error {mine:.6g} > numpy Lloyd {ref:.6g}"
 
 
 def test_per_channel_codebooks_are_fixed_points_per_output_channel():
@@ -73,7 +76,8 @@ def test_per_channel_codebooks_are_fixed_points_per_output_channel():
     for c in range(w.shape[1]):  # MatMul [in, out]: output channel c is column c
         book = np.unique(got[:, c])
         assert len(book) <= 8
-        assert_lloyd_fixed_point(w[:, c], np.searchsorted(book, got[:, c]), book, what=f"channel {c}")
+        assert_lloyd_fixed_point(w[:, c], np.searchsorted(book, got[:, c]), book, what=f"channel {c}",
+                                 rounding=FP16_CODEBOOK)
 
 
 def _calibration(k: int, mean: float = 0.0, n: int = 4):
@@ -93,7 +97,8 @@ def test_sensitivity_weighted_centroids_are_weighted_means_of_input_energy():
     weight = np.maximum(energy / energy.mean(), 1e-2)[:, None] * np.ones_like(w, dtype=np.float64)
     book = np.unique(got)
     labels = np.searchsorted(book, got.ravel())
-    assert_lloyd_fixed_point(w.ravel(), labels, book, weight.ravel(), what="energy-weighted")
+    assert_lloyd_fixed_point(w.ravel(), labels, book, weight.ravel(), what="energy-weighted",
+                             rounding=FP16_CODEBOOK)
     _, plain = share(model, bits=3, storage="packed")
     plain_w = decoded(plain, w.shape[0])
     err = [float((energy[:, None] * (d - w) ** 2).sum()) for d in (got, plain_w)]
