@@ -90,7 +90,11 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="qcost-") as tmp:
         for model in args.models:
-            rows.append(bench(model, args, Path(tmp)))
+            try:
+                rows.append(bench(model, args, Path(tmp)))
+            except RuntimeError as e:  # e.g. quantize_dynamic refuses weights in Constant nodes
+                print(f"{model.name}: skipped, {e}", file=sys.stderr, flush=True)
+                continue
             print(render(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
     print(render(rows))
     if args.json:
