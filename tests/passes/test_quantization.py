@@ -366,7 +366,8 @@ def test_weights_only_uses_dequantize_linear():
     data = feeds((2, 3, 16, 16))
     res, q = quantize(proto, mode="weights")
     check_outputs(proto, q, data, tol=0.02)
-    assert ops(q)["DequantizeLinear"] == 3 and ops(q)["QuantizeLinear"] == 0
+    # the Convs' weights through DequantizeLinear; the Gemm's folded (see the next test)
+    assert ops(q)["DequantizeLinear"] == 2 and ops(q)["QuantizeLinear"] == 0
     assert res.metrics["weight_format"] == "dequantize"
     # BN is folded in every mode (exact): one int8 weight instead of four float vectors.
     assert res.metrics["batchnorm_folded"] == 2 and ops(q)["BatchNormalization"] == 0
@@ -512,6 +513,31 @@ def test_speed_guard_measures_for_real():
     else:  # int8 measured slower; the float fallback is not timed (float speed by construction)
         assert any("speed guard (int8/float latency" in n for n in res.notes)
     assert res.metrics["latency_float_ms"] > 0
+
+
+def test_weights_only_never_lets_onnxruntime_quantize_activations():
+    """onnxruntime fuses DequantizeLinear + MatMul into MatMulNBits, which also quantizes the
+    activations to int8: a mel filterbank (MatMul on a power spectrum, then Log) lost 81 points
+    of agreement on audio_kws. Weight-only keeps MatMul/Gemm activations float."""
+    proto = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        mel (float[1, 257] power) => (float[1, 40] logmel) {
+            energies = MatMul (power, filters)
+            floor = Constant <value = float {1e-6}> ()
+            safe = Add (energies, floor)
+            logmel = Log (safe)
+        }
+    """)
+    r = h.rng(4)
+    filters = np.abs(r.standard_normal((257, 40))).astype(np.float32) * (r.random((257, 40)) < 0.1)
+    proto = h.attach_initializers(proto, {"filters": filters.astype(np.float32)})
+    # a power spectrum: a few bins carry nearly all the energy
+    power = np.exp(3 * r.standard_normal((1, 257))).astype(np.float32)
+    res, q = quantize(proto, mode="weights")
+    assert int8_weights(q) == 1
+    assert "MatMulNBits" not in fused_ops(q) and ops(q)["DequantizeLinear"] == 0
+    (a,), (b,) = h.run(proto, {"power": power}), h.run(q, {"power": power})
+    assert np.abs(a - b).max() < 0.05  # log-energies within 5%
 
 
 # -- session memory: int8 stays int8 in onnxruntime -----------------------------------------
