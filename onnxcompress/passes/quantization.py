@@ -1330,8 +1330,9 @@ def _one_feed(model: ir.Model, context: PassContext) -> tuple[Feed | None, str]:
     """The first calibration sample, else one synthetic sample; with where it came from (or
     why there is none)."""
     if context.calibration is not None:
-        for feed in context.calibration:
-            return feed, "the first calibration sample"
+        with contextlib.suppress(OnnxCompressError):  # unreadable data: time on synthetic
+            for feed in context.calibration:
+                return feed, "the first calibration sample"
     try:
         return next(iter(synthetic_feeds(model, 1, seed=context.seed))), "a synthetic sample"
     except OnnxCompressError as e:
