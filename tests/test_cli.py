@@ -297,7 +297,9 @@ def test_issue_17_shapeless_output_compresses_with_quantize_dynamic(capsys, tmp_
     assert code == 0, err
     report = json.loads(stdout)
     assert report["size_ratio"] >= 3.5 and report["passes"][0]["status"] == "applied"
-    assert report["headlines"] == []
+    # The only decision that may change what was asked is the speed guard's, which depends on
+    # this machine's speed (int8 compute kept only where it is not slower).
+    assert all("measured slower than float" in line for line in report["headlines"])
     onnx.checker.check_model(str(out))
     x = np.random.default_rng(0).standard_normal((3, 256)).astype(np.float32)
     want, got = h.run(proto, {"x": x})[0], h.run(str(out), {"x": x})[0]

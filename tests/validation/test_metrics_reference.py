@@ -165,3 +165,14 @@ def test_compare_models_reports_the_exact_error_of_a_known_gain():
     assert y.cosine == pytest.approx(1.0, abs=1e-6)
     x_abs_max = y.max_abs / 0.1  # |0.1 x| at its largest
     assert y.mean_abs < y.max_abs and x_abs_max > 0
+
+
+def test_shape_mismatch_note_names_the_first_bad_sample_and_both_shapes():
+    stats = TensorStats()
+    stats.add(np.ones((2, 3), np.float32), np.ones((2, 3), np.float32))
+    stats.add(np.ones((2, 3), np.float32), np.ones((3, 2), np.float32))
+    stats.add(np.ones(()), np.ones((1,)))  # a later mismatch does not overwrite the first
+    assert stats.shape_mismatch == "sample 1: shape 2x3 in the original, 3x2 in the compressed model"
+    scalar = TensorStats()
+    scalar.add(np.float32(1.0), np.ones((1,), np.float32))
+    assert scalar.shape_mismatch == "sample 0: shape scalar in the original, 1 in the compressed model"
