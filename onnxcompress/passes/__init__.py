@@ -13,6 +13,7 @@ from onnxcompress.passes.simplify import Simplify, SimplifyConfig
 from onnxcompress.passes.quantization import Quantize, QuantizeConfig
 from onnxcompress.passes.pruning import Prune, PruneConfig
 from onnxcompress.passes.weight_sharing import WeightSharing, WeightSharingConfig
+from onnxcompress.passes.block_quantization import BlockQuantize, BlockQuantizeConfig
 
 __all__ = [
     "LayerStat",
@@ -30,4 +31,6 @@ __all__ = [
     "PruneConfig",
     "WeightSharing",
     "WeightSharingConfig",
+    "BlockQuantize",
+    "BlockQuantizeConfig",
 ]
