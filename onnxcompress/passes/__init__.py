@@ -14,6 +14,7 @@ from onnxcompress.passes.quantization import Quantize, QuantizeConfig
 from onnxcompress.passes.pruning import Prune, PruneConfig
 from onnxcompress.passes.weight_sharing import WeightSharing, WeightSharingConfig
 from onnxcompress.passes.block_quantization import BlockQuantize, BlockQuantizeConfig
+from onnxcompress.passes.float16 import BFloat16, BFloat16Config, Float16, Float16Config
 
 __all__ = [
     "LayerStat",
@@ -33,4 +34,8 @@ __all__ = [
     "WeightSharingConfig",
     "BlockQuantize",
     "BlockQuantizeConfig",
+    "Float16",
+    "Float16Config",
+    "BFloat16",
+    "BFloat16Config",
 ]

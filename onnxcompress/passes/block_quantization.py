@@ -121,7 +121,7 @@ class BlockQuantize(Pass):
     name = "blockq"
     config_class = BlockQuantizeConfig
     summary = "block-wise 2-8 bit weights (MatMulNBits / GatherBlockQuantized / blocked DQ)"
-    cli_order = 75
+    cli_order = 25  # before kmeans (30): it then shares what is left (Conv)
 
     def apply(self, model: ir.Model, context: PassContext, result: PassResult) -> ir.Model:
         cfg: BlockQuantizeConfig = self.config  # type: ignore[assignment]
@@ -134,7 +134,8 @@ class BlockQuantize(Pass):
             upgraded, why = upgrade_opset(model, PORTABLE_OPSET)
             if why is not None:
                 for layer in layers:
-                    result.skip(layer.weight.label, f"portable blocked DequantizeLinear needs opset 21: {why}")
+                    result.skip(layer.weight.label,
+                                f"portable blocked DequantizeLinear needs opset 21: {why}")
                 return model
             model = upgraded
             layers = self._select(model, cfg, PassResult(self.name, {}, model))
