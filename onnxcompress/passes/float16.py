@@ -25,7 +25,7 @@ import onnx_ir as ir
 
 from onnxcompress.model import external_base_dir, to_proto
 from onnxcompress.passes.base import LayerStat, Pass, PassConfig, PassContext, PassResult, option
-from onnxcompress.weights import all_graphs, unique_name, model_names
+from onnxcompress.weights import all_graphs, model_names, unique_name
 
 logger = logging.getLogger(__name__)
 
@@ -155,8 +155,8 @@ class Float16(Pass):
                 key = (id(inp), target)
                 if key not in cache:
                     cast_nodes = new_nodes.setdefault(id(node), [])
-                    cache[key] = _cast(cast_nodes, inp, target,
-                                       unique_name(names, f"{inp.name}_{'fp16' if target == HALF else 'fp32'}"))
+                    suffix = "fp16" if target == HALF else "fp32"
+                    cache[key] = _cast(cast_nodes, inp, target, unique_name(names, f"{inp.name}_{suffix}"))
                     cache[key].producer().name = ""
                 node.replace_input_with(i, cache[key])
             # Values a subgraph reads from this graph keep float32 for it.
