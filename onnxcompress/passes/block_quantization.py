@@ -25,14 +25,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress import blockwise
+from onnxcompress import blockwise, runtime
 from onnxcompress.activations import iter_intermediates
 from onnxcompress.errors import OnnxCompressError
+from onnxcompress.model import copy_model
 from onnxcompress.opset import opset_version, upgrade_opset
 from onnxcompress.passes.base import LayerStat, Pass, PassConfig, PassContext, PassResult, option
 from onnxcompress.weights import (
-    ROLE_EMBEDDING,
-    ROLE_WEIGHT,
+    COMPUTE_ROLES,
     Weight,
     WeightIndex,
     matches,
@@ -143,6 +143,13 @@ class BlockQuantize(Pass):
         if method == "gptq":
             self._collect_hessians(model, layers, context, cfg, result)
         result.metrics["method"] = method
+        if cfg.target == "portable":
+            # Written on a copy: onnxruntime may lack the blocked DequantizeLinear at this opset.
+            original, model = model, copy_model(model)
+            copied = self._select(model, cfg, PassResult(self.name, {}, model))
+            for a, b in zip(layers, copied, strict=True):
+                b.hessian = a.hessian
+            layers = copied
         spec_dtype = {ir.DataType.FLOAT: "float32", ir.DataType.FLOAT16: "float16"}
         before = after = 0
         for i, layer in enumerate(layers):
@@ -168,6 +175,14 @@ class BlockQuantize(Pass):
             model.opset_imports.setdefault(MS_DOMAIN, 1)
         else:
             model.ir_version = max(model.ir_version or 0, 10)  # INT4 tensors: IR 10
+            ok, why = runtime.loadable(model)
+            if not ok and runtime.loadable(original)[0]:
+                result.layers.clear()
+                result.modified = False
+                for layer in layers:
+                    result.skip(layer.weight.label, f"onnxruntime cannot load the blocked "
+                                f"DequantizeLinear at opset {opset_version(model)}: {why}")
+                return original
         if cfg.bits not in blockwise.PACKED_BITS:
             result.note(f"{cfg.bits}-bit codes have no packed form in onnxruntime; stored one "
                         "code per byte (the accuracy of the width, the size of 8 bits)")
@@ -179,8 +194,9 @@ class BlockQuantize(Pass):
 
     def _select(self, model: ir.Model, cfg: BlockQuantizeConfig, result: PassResult) -> list[_Layer]:
         layers = []
-        for w in WeightIndex.build(model).select(roles={ROLE_WEIGHT, ROLE_EMBEDDING}, float_only=False):
+        for w in WeightIndex.build(model).select(roles=COMPUTE_ROLES, float_only=False):
             if not ({"MatMul", "Gemm", "Gather"} & set(w.op_types)):
+                result.skip(w.label, f"{'/'.join(w.op_types)} weight (blocks cover MatMul, Gemm, Gather)")
                 continue
             if matches(w.label, cfg.exclude) or any(
                 u.node.name and matches(u.node.name, cfg.exclude) for u in w.uses

@@ -24,6 +24,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxcompress.model import external_base_dir, to_proto
+from onnxcompress.opset import opset_version
 from onnxcompress.passes.base import LayerStat, Pass, PassConfig, PassContext, PassResult, option
 from onnxcompress.weights import all_graphs, model_names, unique_name
 
@@ -45,6 +46,8 @@ KEEP_FLOAT32 = frozenset({
     "NonMaxSuppression", "TopK", "RandomNormal", "RandomUniform", "RandomNormalLike",
     "RandomUniformLike", "Multinomial", "EyeLike", "If", "Loop", "Scan", "SequenceConstruct",
     "ConstantOfShape", "Einsum", "LSTM", "GRU", "RNN", "STFT", "DFT",
+    # Quantization ops: float16 scales need opset 19, and int8 models are already small.
+    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
 })
 
 
@@ -208,6 +211,10 @@ class BFloat16(Pass):
 
     def apply(self, model: ir.Model, context: PassContext, result: PassResult) -> ir.Model:
         cfg: BFloat16Config = self.config  # type: ignore[assignment]
+        if opset_version(model) < 13:
+            result.skip("model", f"Cast from bfloat16 needs opset 13 (model has {opset_version(model)}); "
+                        "upgrade the opset first")
+            return model
         names = model_names(model)
         for _, graph in all_graphs(model):
             for value in list(graph.initializers.values()):
