@@ -19,6 +19,7 @@ original leaves the file. Rounding is ``rtn``, ``hqq`` (data-free scale search) 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 
@@ -115,6 +116,8 @@ class _Layer:
     dtype: ir.DataType
     chain: list[ir.Node] = field(default_factory=list)  # Identity/Cast/Transpose in between
     hessian: np.ndarray | None = field(default=None, repr=False)
+    # Other tensors holding the same matrix (an exporter's transposed copy of a tied embedding).
+    copies: list[Weight] = field(default_factory=list)
 
 
 class BlockQuantize(Pass):
@@ -160,7 +163,8 @@ class BlockQuantize(Pass):
             use_method = method if (method != "gptq" or layer.hessian is not None) else "rtn"
             qt = blockwise.quantize(layer.matrix, spec, use_method, hessian=layer.hessian, damp=cfg.damp)
             w = layer.weight
-            label, shape, nbytes = w.label, w.shape, w.nbytes
+            label, shape = w.label, w.shape
+            nbytes = w.nbytes + sum(c.nbytes for c in layer.copies)
             written = (_write_onnxruntime(layer, qt, cfg) if cfg.target == "onnxruntime"
                        else _write_portable(layer, qt))
             before += nbytes
@@ -169,7 +173,8 @@ class BlockQuantize(Pass):
                 name=label, op_type="+".join(dict.fromkeys(u.node.op_type for u in layer.uses)),
                 shape=shape, bytes_before=nbytes, bytes_after=written,
                 bits=written * 8 / max(1, int(np.prod(shape))), error=qt.relative_error(layer.matrix),
-                extra={"method": qt.method, "block_size": cfg.block_size, "symmetric": cfg.symmetric},
+                extra={"method": qt.method, "block_size": cfg.block_size, "symmetric": cfg.symmetric,
+                       "copies_merged": [c.label for c in layer.copies]},
             ))
         if cfg.target == "onnxruntime":
             model.opset_imports.setdefault(MS_DOMAIN, 1)
@@ -208,7 +213,7 @@ class BlockQuantize(Pass):
                 result.skip(w.label, layer_or_reason)
             else:
                 layers.append(layer_or_reason)
-        return layers
+        return _merge_copies(layers) if cfg.target == "onnxruntime" else layers
 
     def _method(self, cfg: BlockQuantizeConfig, context: PassContext, result: PassResult) -> str:
         if cfg.method == "auto":
@@ -222,52 +227,78 @@ class BlockQuantize(Pass):
 
     def _collect_hessians(self, model: ir.Model, layers: list[_Layer], context: PassContext,
                           cfg: BlockQuantizeConfig, result: PassResult) -> None:
-        """X^T X of each layer's input on the calibration data, a few layers per data pass so
-        that the float64 matrices held at once stay under HESSIAN_BUDGET_BYTES."""
+        """X^T X of each layer's inputs on the calibration data (summed over the layer's readers,
+        e.g. the time steps of an unrolled RNN), a group of layers per pass over the data so that
+        the float64 matrices held at once stay under HESSIAN_BUDGET_BYTES."""
         assert context.calibration is not None
-        by_input: dict[str, list[_Layer]] = {}
-        width: dict[str, int] = {}
+        inputs: dict[int, set[str]] = {}
         for layer in layers:
             names = {u.node.inputs[0].name for u in layer.uses
                      if u.kind in ("matmul", "gemm") and u.node.graph is model.graph
                      and u.node.inputs[0] is not None and u.node.inputs[0].name}
-            for name in names:
-                by_input.setdefault(name, []).append(layer)
-                width[name] = layer.matrix.shape[1]
-        groups: list[list[str]] = [[]]
+            if names:
+                inputs[id(layer)] = names
+        groups: list[list[_Layer]] = [[]]
         used = 0
-        for name in by_input:
-            need = width[name] ** 2 * 8
+        for layer in layers:
+            if id(layer) not in inputs:
+                continue
+            need = layer.matrix.shape[1] ** 2 * 8
             if groups[-1] and used + need > HESSIAN_BUDGET_BYTES:
                 groups.append([])
                 used = 0
-            groups[-1].append(name)
+            groups[-1].append(layer)
             used += need
         feeds = context.calibration.take(cfg.calibration_samples)
-        sums: dict[int, np.ndarray] = {}
         try:
             for group in groups:
-                acc: dict[str, np.ndarray] = {}
-                for outputs in iter_intermediates(model, group, feeds):
+                readers: dict[str, list[_Layer]] = {}
+                for layer in group:
+                    for name in inputs[id(layer)]:
+                        readers.setdefault(name, []).append(layer)
+                sums: dict[int, np.ndarray] = {}
+                for outputs in iter_intermediates(model, readers, feeds):
                     for name, x in outputs.items():
-                        k = width[name]
+                        k = readers[name][0].matrix.shape[1]
                         if x.shape[-1] != k:
                             continue
-                        flat = np.asarray(x, dtype=np.float64).reshape(-1, k)
-                        acc[name] = acc.get(name, 0) + flat.T @ flat
-                for name, h in acc.items():
-                    for layer in by_input[name]:
-                        sums[id(layer)] = sums.get(id(layer), 0) + h
+                        # float32 products (BLAS), accumulated in float64 across samples
+                        flat = np.asarray(x, dtype=np.float32).reshape(-1, k)
+                        h = (flat.T @ flat).astype(np.float64)
+                        for layer in readers[name]:
+                            sums[id(layer)] = sums[id(layer)] + h if id(layer) in sums else h
+                for layer in group:
+                    layer.hessian = sums.get(id(layer))
         except OnnxCompressError as e:
+            for layer in layers:
+                layer.hessian = None
             result.note(f"calibration data could not be used for gptq ({e}); used rtn")
             return
-        for layer in layers:
-            layer.hessian = sums.get(id(layer))
         missing = sum(1 for layer in layers if layer.hessian is None)
         if missing:
             result.note(f"{missing} weight(s) without observable inputs (embeddings, subgraphs) "
                         "rounded to nearest")
         result.metrics["calibration_samples"] = len(feeds)
+        result.metrics["calibration_passes"] = len([g for g in groups if g])
+
+
+def _merge_copies(layers: list[_Layer]) -> list[_Layer]:
+    """One layer per distinct matrix: exporters often fold a tied embedding's transpose into a
+    second initializer; both readers then share one set of codes and scales."""
+    seen: dict[tuple, _Layer] = {}
+    out = []
+    for layer in layers:
+        m = layer.matrix
+        key = (id(layer.weight.graph), layer.dtype, m.shape, hashlib.sha1(m.tobytes()).hexdigest())
+        first = seen.get(key)
+        if first is None:
+            seen[key] = layer
+            out.append(layer)
+        else:
+            first.uses += layer.uses
+            first.chain += layer.chain
+            first.copies.append(layer.weight)
+    return out
 
 
 # -- planning -----------------------------------------------------------------------------------
@@ -394,12 +425,28 @@ def _replace(old: ir.Node, new: ir.Node) -> None:
                                             list(new.outputs)[:1])
 
 
+def _first_in(graph: ir.Graph, layer: _Layer) -> ir.Node:
+    """The first node of ``graph`` that reads the layer (or holds a reader in a subgraph)."""
+    readers = {id(u.node) for u in layer.uses}
+    for node in graph:
+        if id(node) in readers:
+            return node
+        for attr in node.attributes.values():
+            subs = [attr.value] if attr.type == ir.AttributeType.GRAPH else (
+                list(attr.value) if attr.type == ir.AttributeType.GRAPHS else [])
+            if any(id(n) in readers for sub in subs for n in ir.traversal.RecursiveGraphIterator(sub)):
+                return node
+    raise AssertionError("a layer without readers in its graph")
+
+
 def _drop_float(layer: _Layer) -> None:
     """Remove the pass-through chain and the float tensor once nothing reads them."""
     for node in reversed(layer.chain):
         if node.graph is not None and not any(o.uses() for o in node.outputs):
             node.graph.remove(node, safe=True)
     layer.weight.remove_if_unused()
+    for copy in layer.copies:
+        copy.remove_if_unused()
 
 
 def _write_onnxruntime(layer: _Layer, qt: blockwise.BlockQuantized, cfg: BlockQuantizeConfig) -> int:
@@ -416,7 +463,9 @@ def _write_onnxruntime(layer: _Layer, qt: blockwise.BlockQuantized, cfg: BlockQu
         created.append(zps)
     packed_b = None
     gather_data = None
-    for use in layer.uses:
+    # Gathers first: a tied table's MatMulNBits then reads the same bytes through a Reshape
+    # (constant-folded by onnxruntime) instead of a second packed copy in the file.
+    for use in sorted(layer.uses, key=lambda u: u.kind != "gather"):
         node = use.node
         if use.kind == "gather":
             if gather_data is None:
@@ -428,7 +477,15 @@ def _write_onnxruntime(layer: _Layer, qt: blockwise.BlockQuantized, cfg: BlockQu
                            "quantize_axis": 1}, domain=MS_DOMAIN, name=node.name)
             _replace(node, new)
             continue
-        if packed_b is None:
+        if packed_b is None and gather_data is not None:
+            blob_shape = _constant(layer, f"{base}_blob_shape",
+                                   np.array([rows, qt.n_blocks, cfg.block_size * bits // 8], np.int64))
+            created.append(blob_shape)
+            reshape = ir.node("Reshape", [gather_data, blob_shape], name="")
+            reshape.outputs[0].name = w.fresh_name(f"{base}_q{cfg.bits}_blocks")
+            layer.weight.graph.insert_before(_first_in(layer.weight.graph, layer), reshape)
+            packed_b = reshape.outputs[0]
+        elif packed_b is None:
             packed_b = _constant(layer, f"{base}_q{cfg.bits}",
                                  blockwise.matmul_nbits_tensors(qt)["B"])
             created.append(packed_b)

@@ -41,6 +41,8 @@ def _decoded_reference(proto: onnx.ModelProto) -> onnx.ModelProto:
                 inits[node.output[0]] = onh.to_array(node.attribute[0].t)
         new_nodes = []
         for node in graph.node:
+            if node.op_type == "Reshape" and node.input[0] in inits:  # a tied table's blocks view
+                inits[node.output[0]] = inits[node.input[0]].reshape(inits[node.input[1]])
             for a in node.attribute:
                 if a.type == onnx.AttributeProto.GRAPH:
                     fix(a.g, inits)
@@ -199,9 +201,11 @@ def test_tied_embedding_shares_one_quantized_table() -> None:
     ops = _ops(proto)
     assert "GatherBlockQuantized" in ops and ops.count("MatMulNBits") == 2
     assert "Transpose" not in ops
-    # The table is stored once in float (gone) and its scales once for both readers.
+    # The float table is gone; codes and scales are stored once for both readers.
     names = [t.name for t in proto.graph.initializer]
     assert "embed.weight" not in names
+    assert [t.name for t in proto.graph.initializer if t.data_type == onnx.TensorProto.UINT8
+            and t.name.startswith("embed")] == ["embed.weight_q4"]
     gbq = next(n for n in proto.graph.node if n.op_type == "GatherBlockQuantized")
     head = next(n for n in proto.graph.node if n.op_type == "MatMulNBits" and n.name == "lm_head")
     assert gbq.input[2] == head.input[2]
@@ -265,3 +269,26 @@ def test_cli_quantize_int4_and_recipe(tmp_path: Path) -> None:
         load_model(src))
     assert [n.op_type for n in result.model.graph].count("MatMulNBits") == 2
     assert main(["compress", str(src), "-o", str(out), "--quantize-bits", "9", "-q", "--overwrite"]) == 2
+
+
+def test_exporter_copy_of_tied_embedding_is_merged() -> None:
+    """TorchScript folds ``embed.weight.T`` into a second initializer: one quantized table serves both."""
+    model = zoo.tied_embedding()
+    table = next(onh.to_array(t) for t in model.graph.initializer if t.name == "embed.weight")
+    model.graph.initializer.append(onh.from_array(np.ascontiguousarray(table.T), "embed_t_copy"))
+    nodes = [n for n in model.graph.node if n.op_type != "Transpose"]
+    for n in nodes:
+        if n.name == "lm_head":
+            n.input[1] = "embed_t_copy"
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    result, proto = _quantize(model, min_size=0)
+    names = {t.name for t in proto.graph.initializer}
+    assert not names & {"embed.weight", "embed_t_copy"}
+    gbq = next(n for n in proto.graph.node if n.op_type == "GatherBlockQuantized")
+    head = next(n for n in proto.graph.node if n.name == "lm_head")
+    assert head.op_type == "MatMulNBits" and gbq.input[2] == head.input[2]
+    assert any(s.extra["copies_merged"] for s in result.layers)
+    feeds = {"input_ids": np.array([[3, 7, 42]], np.int64)}
+    got = _assert_exact(proto, feeds)
+    assert _cos(got[0], helpers.run(model, feeds)[0]) > 0.98
