@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import statistics
@@ -44,22 +45,23 @@ BLOCK = 32
 
 
 def _models() -> list[tuple[str, Path, Path, Path]]:
-    out = [("transformer_digits", REPO / "tests/assets/transformer_digits.onnx",
-            REPO / "tests/assets/transformer_digits_calib.npz", REPO / "tests/assets/transformer_digits_eval.npz")]
+    assets = REPO / "tests" / "assets"
+    out = [("transformer_digits", assets / "transformer_digits.onnx",
+            assets / "transformer_digits_calib.npz", assets / "transformer_digits_eval.npz")]
     gpt = CACHE / "gpt_small.onnx"
     if not gpt.exists():
-        subprocess.run(["/work/venv-torch/bin/python", str(REPO / "scripts/export_transformer.py")], check=True)
+        subprocess.run(["/work/venv-torch/bin/python", str(REPO / "scripts/export_transformer.py")],
+                       check=True)
     out.append(("gpt_small", gpt, CACHE / "gpt_small_calib.npz", CACHE / "gpt_small_eval.npz"))
     real = Path("/work/realmodels")
     if (real / "bert_tiny.onnx").exists():
-        out.append(("bert_tiny", real / "bert_tiny.onnx", real / "bert_tiny_calib.npz", real / "bert_tiny_eval.npz"))
+        out.append(("bert_tiny", real / "bert_tiny.onnx", real / "bert_tiny_calib.npz",
+                    real / "bert_tiny_eval.npz"))
     return out
 
 
-def _feeds(npz: Path, n: int) -> list[dict[str, np.ndarray]]:
-    data = np.load(npz)
-    names = [k for k in data.files if k != "labels"]
-    return [{k: data[k][i] for k in names} for i in range(min(n, len(data[names[0]])))]
+def _feeds(model_path: Path, npz: Path, n: int) -> list[dict[str, np.ndarray]]:
+    return list(feed_source(str(npz), load_model(model_path)).take(n))
 
 
 class _Reader:
@@ -70,6 +72,9 @@ class _Reader:
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._it, None)
+
+    def __iter__(self):  # noqa: ANN204 - the GPTQ path iterates the reader
+        return self._it
 
 
 def _ort_quantize(src: Path, dst: Path, algo: str, calib: list[dict[str, np.ndarray]]) -> str | None:
@@ -84,6 +89,7 @@ def _ort_quantize(src: Path, dst: Path, algo: str, calib: list[dict[str, np.ndar
             config = mq.GPTQWeightOnlyQuantConfig(calibration_data_reader=_Reader(calib), block_size=BLOCK)
         q = mq.MatMulNBitsQuantizer(str(src), bits=4, block_size=BLOCK, is_symmetric=True, algo_config=config)
         q.process()
+        logging.getLogger().setLevel(logging.WARNING)  # the quantizer sets the root logger to INFO
         q.model.save_model_to_file(str(dst), use_external_data_format=False)
         return None
     except Exception as e:  # missing optional dependency (torch, neural_compressor) or a crash
@@ -145,8 +151,8 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-blockq-") as tmp:
         for name, path, calib_path, eval_path in _models():
-            calib = _feeds(calib_path, 32)
-            evals = _feeds(eval_path, n_eval)
+            calib = _feeds(path, calib_path, 32)
+            evals = _feeds(path, eval_path, n_eval)
             ref = _session(path)
             base_mem = session_memory(path, evals[0], threads=1)
             configs: list[tuple[str, Path, dict | str | None]] = [("fp32", path, None)]
@@ -188,20 +194,23 @@ def main() -> None:
             "eval_samples": n_eval, "latency_runs": runs, "seconds": round(seconds, 1)}
     (RESULTS / "block_quantization.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     lines = ["# 4-bit block quantization vs onnxruntime's MatMulNBitsQuantizer", "",
-             f"One run of `benchmarks/bench_block_quantization.py` ({seconds:.0f} s): block {BLOCK}, 4 bits, "
+             f"One run of `benchmarks/bench_block_quantization.py{' --quick' if args.quick else ''}` "
+             f"({seconds:.0f} s, {n_eval} eval samples, {runs} latency runs): block {BLOCK}, 4 bits, "
              "symmetric, one thread; ratios against fp32 (file, onnxruntime session memory resident after "
              "one run, median latency over alternated runs); cosine, top-1 agreement and relative L2 error "
              "of the first output against fp32, averaged over the eval samples. "
              f"onnxruntime {ort.__version__}.", "",
-             "| model | config | file MB | file | memory | latency (min-max ms) | cosine | top-1 | rel. error |",
+             "| model | config | file MB | file | memory | latency (min-max ms) | cosine | top-1 "
+             "| rel. error |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['model']} | {r['config']} | did not run: {r['error']} | | | | | | |")
             continue
         lines.append(
-            f"| {r['model']} | {r['config']} | {r['file_mb']:.2f} | {r['file_ratio']:.3f}x | {r['memory_ratio']:.3f}x | "
-            f"{r['ratio']:.2f}x ({r['ms_min']:.1f}-{r['ms_max']:.1f}) | {r['cosine']:.5f} | {r['top1']:.3f} | "
+            f"| {r['model']} | {r['config']} | {r['file_mb']:.2f} | {r['file_ratio']:.3f}x | "
+            f"{r['memory_ratio']:.3f}x | {r['ratio']:.2f}x ({r['ms_min']:.1f}-{r['ms_max']:.1f}) | "
+            f"{r['cosine']:.5f} | {r['top1']:.3f} | "
             f"{r['rel_error']:.4f} |")
     (RESULTS / "block_quantization.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {RESULTS / 'block_quantization.md'} ({seconds:.0f} s)")

@@ -292,3 +292,19 @@ def test_exporter_copy_of_tied_embedding_is_merged() -> None:
     feeds = {"input_ids": np.array([[3, 7, 42]], np.int64)}
     got = _assert_exact(proto, feeds)
     assert _cos(got[0], helpers.run(model, feeds)[0]) > 0.98
+
+
+def test_composes_with_kmeans_for_conv_layers() -> None:
+    """4-bit blocks for the Gemm head and k-means for the Conv layers of one model (the CLI's
+    order: blockq runs first, k-means then shares what is left)."""
+    model = zoo.cnn(13)
+    result = Pipeline.from_recipe({"passes": [{"pass": "blockq", "min_size": 0, "block_size": 16},
+                                              {"pass": "kmeans", "bits": 4}]}).run(load_model(model))
+    proto = to_proto(result.model)
+    onnx.checker.check_model(proto)
+    ops = [n.op_type for n in proto.graph.node]
+    assert "MatMulNBits" in ops and "Gemm" not in ops
+    clustered = [s.name for r in result.passes if r.pass_name == "kmeans" for s in r.layers]
+    assert clustered and all(name.startswith("conv") for name in clustered)
+    feeds = {"x": helpers.rng(7).standard_normal((2, 3, 8, 8)).astype(np.float32)}
+    assert _cos(helpers.run(proto, feeds)[0], helpers.run(model, feeds)[0]) > 0.95
