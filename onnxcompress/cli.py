@@ -88,6 +88,11 @@ def add_pass_arguments(parser: argparse.ArgumentParser) -> None:
 def pipeline_from_args(args: argparse.Namespace) -> Pipeline | None:
     """The pipeline the pass flags describe, or None if no pass flag was given."""
     passes = []
+    if getattr(args, "quantize__mode", None) == "int4":
+        # --quantize int4 is the blockq pass (its --quantize-bits/--block-size... apply).
+        args.quantize__mode = None
+        if getattr(args, "blockq__bits", None) is None:
+            args.blockq__bits = 4
     for pass_class in sorted(registered_passes().values(), key=lambda c: c.cli_order):
         given: dict[str, Any] = {}
         enabled = False

@@ -280,7 +280,7 @@ ERRORS = {
     "prune abc": (lambda t: ["--prune", "abc"], "--prune"),
     "kmeans 9": (lambda t: ["--kmeans", "9"], "bits"),
     "kmeans 0": (lambda t: ["--kmeans", "0"], "bits"),
-    "quantize int4": (lambda t: ["--quantize", "int4"], "--quantize"),
+    "quantize int2": (lambda t: ["--quantize", "int2"], "--quantize"),  # int4 is valid (blockq)
     "prune-pattern 3:2": (lambda t: ["--prune", "0.5", "--prune-pattern", "3:2"], "3:2"),
     "prune-pattern 2:4x": (lambda t: ["--prune", "0.5", "--prune-pattern", "2:4x"], "2:4x"),
     "prune-pattern without prune": (lambda t: ["--prune-pattern", "2:4"], "--prune"),

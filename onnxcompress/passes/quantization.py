@@ -67,7 +67,7 @@ from onnxcompress.weights import (
 
 logger = logging.getLogger(__name__)
 
-MODES = ("static", "dynamic", "weights")
+MODES = ("static", "dynamic", "weights", "int4")  # int4: the blockq pass at 4 bits
 DEFAULT_CALIBRATE_METHOD = "percentile"
 # Where int8 pays (see README "How the quantization defaults were chosen"): a Conv needs enough
 # multiply-adds per output value to amortize requantization, a MatMul/Gemm enough weights.
@@ -110,7 +110,8 @@ class QuantizeConfig(PassConfig):
         default="static", flag="--quantize", enables=True, choices=MODES,
         help="static: int8 weights and calibrated int8 activations (QDQ, fastest on CPU); "
         "dynamic: int8 weights, activations quantized at run time (MatMul/Gemm); "
-        "weights: int8 weights only (4x smaller, float compute)",
+        "weights: int8 weights only (4x smaller, float compute); "
+        "int4: 4-bit block weight-only (the blockq pass: MatMulNBits, see --quantize-bits)",
     )
     per_channel: bool = option(
         default=True, flag="--per-channel",
@@ -213,6 +214,10 @@ class Quantize(Pass):
     def apply(self, model: ir.Model, context: PassContext, result: PassResult) -> ir.Model:
         cfg: QuantizeConfig = self.config  # type: ignore[assignment]
         result.metrics["mode"] = cfg.mode
+        if cfg.mode == "int4":  # recipes may say quantize/int4: the blockq pass at its defaults
+            from onnxcompress.passes.block_quantization import BlockQuantize
+
+            return BlockQuantize(exclude=cfg.exclude).apply(model, context, result)
         result.metrics["reduce_range"] = cfg.reduce_range
         result.metrics["cpu_vnni"] = has_vnni()
         prepared, channelwise = self._prepare_opset(model, cfg, result)
