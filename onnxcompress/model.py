@@ -14,7 +14,6 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import onnx
@@ -27,7 +26,7 @@ from onnxcompress.weights import all_graphs, iter_constant_tensors
 
 logger = logging.getLogger(__name__)
 
-ModelLike = Union[str, os.PathLike, onnx.ModelProto, ir.Model]
+ModelLike = str | os.PathLike | onnx.ModelProto | ir.Model
 
 # Protobuf refuses messages over 2 GiB; stay clear of it with room for the graph itself.
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
