@@ -121,12 +121,12 @@ def test_speed_guard_reuses_this_machines_first_measurement(tmp_path, monkeypatc
     the other way (noise, load) must still give the same file (issue 3's Determinism). Clearing
     the cache measures afresh."""
     from onnxcompress import cache
-    from onnxcompress.passes import quantization
+    from onnxcompress.passes import _speed
 
     flags = ["--quantize", "static", "--calibration", CALIB]
-    monkeypatch.setattr(quantization, "alternate_latency", lambda models, feed, **kw: [1.0, 0.8])
+    monkeypatch.setattr(_speed, "alternate_latency", lambda models, feed, **kw: [1.0, 0.8])
     fast = compress("cnn", flags, tmp_path / "a.onnx")
-    monkeypatch.setattr(quantization, "alternate_latency", lambda models, feed, **kw: [1.0, 1.2])
+    monkeypatch.setattr(_speed, "alternate_latency", lambda models, feed, **kw: [1.0, 1.2])
     again = compress("cnn", flags, tmp_path / "b.onnx")
     assert fast == again
     (cache.cache_dir() / "decisions.json").unlink()

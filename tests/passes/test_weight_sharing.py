@@ -211,7 +211,7 @@ def test_channel_scaled_tensors_share_a_codebook_per_kernel_family_at_8_bits():
     """Folded BatchNorm (channels of very different scale): fitted with channel scales; small
     tensors of one kernel family are offered one shared 8-bit codebook and keep it only where
     their error with it is within MODEL_CODEBOOK_TOLERANCE of a codebook of their own."""
-    import onnxcompress.passes.weight_sharing as ws
+    from onnxcompress.passes import _kmeans_codebook
 
     model = h.cnn(channels=(3, 16, 32, 32))
     folded = {}
@@ -227,7 +227,7 @@ def test_channel_scaled_tensors_share_a_codebook_per_kernel_family_at_8_bits():
         assert layers[name].extra["channel_scales"]
         rejected = layers[name].extra.get("model_codebook_error")
         if rejected is not None:  # it measured the shared codebook and kept its own
-            assert rejected > ws.MODEL_CODEBOOK_TOLERANCE * layers[name].error
+            assert rejected > _kmeans_codebook.MODEL_CODEBOOK_TOLERANCE * layers[name].error
     snapped = snapped_weights(model, bits=8, min_size=100)
     for name, w in folded.items():
         err = np.linalg.norm((snapped[name] - w).reshape(32, -1), axis=1)
@@ -461,14 +461,14 @@ def test_batchnorm_gain_weighs_output_channels():
     scale = next(t for t in model.graph.initializer if t.name == "bn1.scale")
     gains = np.geomspace(0.01, 100, 32).astype(np.float32)
     scale.CopyFrom(onh.from_array(gains, "bn1.scale"))
-    import onnxcompress.passes.weight_sharing as ws
+    from onnxcompress.passes import _kmeans_fit
 
     weights = {w.label: w for w in WeightIndex.build(load_model(model))}
     assert np.allclose(
-        ws._output_gain(weights["conv1.weight"]),
+        _kmeans_fit._output_gain(weights["conv1.weight"]),
         gains / np.sqrt(onh.to_array(next(t for t in model.graph.initializer if t.name == "bn1.var")) + 1e-5),
     )
-    assert ws._output_gain(weights["fc.weight"]) is None
+    assert _kmeans_fit._output_gain(weights["fc.weight"]) is None
     snapped = snapped_weights(model, bits=3, min_size=1000, channel_scale="off", codebook="layer")
     w = onh.to_array(next(t for t in model.graph.initializer if t.name == "conv1.weight"))
     err = np.linalg.norm((snapped["conv1.weight"] - w).reshape(32, -1), axis=1)

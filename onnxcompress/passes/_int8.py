@@ -1,0 +1,363 @@
+"""The quantize pass's graph rewriting: int8 weights, int32 biases and Q/DQ pairs written.
+
+``_apply_static`` writes a ``_Plan`` (static QDQ); ``_dequantized_weight`` / ``_folded_weight`` /
+``_gathered_weight`` store a float-compute weight in int8 (DequantizeLinear, Cast+Mul folded at
+load, or int8 rows gathered); ``_dynamic_rewrite`` writes DynamicQuantizeLinear + MatMulInteger.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx_ir as ir
+import onnxruntime as ort
+
+from onnxcompress import runtime
+from onnxcompress.passes._folding import const_array
+from onnxcompress.passes._qdq import (
+    Builder,
+    QParams,
+    activation_qparams,
+    quantize_bias,
+    quantize_weight,
+    relative_error,
+)
+from onnxcompress.passes._quant_plan import _attr, _Plan, _Unit
+from onnxcompress.passes.base import LayerStat, PassResult
+from onnxcompress.weights import ROLE_WEIGHT, Weight, model_names
+
+if TYPE_CHECKING:
+    from onnxcompress.passes.quantization import QuantizeConfig
+
+
+# -- helpers: rewriting ---------------------------------------------------------------------------
+
+
+def _apply_static(model: ir.Model, plan: _Plan, ranges: dict, cfg: QuantizeConfig,
+                  channelwise: bool, result: PassResult) -> None:
+    graph = model.graph
+    b = Builder(graph, model_names(model))
+    params: dict[int, QParams] = {}
+    for value in plan.tensors:
+        src = plan.same_scale.get(id(value))
+        while src is not None and id(src) in plan.same_scale:
+            src = plan.same_scale[id(src)]
+        key = src if src is not None else value
+        if id(key) in params:
+            params[id(value)] = params[id(key)]
+            continue
+        r = ranges.get(key.name)
+        if r is None:
+            continue
+        params[id(value)] = params[id(key)] = activation_qparams(
+            r.low, r.high, symmetric=cfg.symmetric_activations)
+    # Units whose input was never calibrated (not reached by the data) stay float.
+    units = [u for u in plan.units if id(u.activation) in params]
+    for u in plan.units:
+        if id(u.activation) not in params:
+            result.skip(u.node.name or u.node.op_type, "input never reached by calibration data")
+    live = {id(u.node) for u in units} | {id(n) for n in plan.glue}
+    for value in plan.tensors:
+        qp = params.get(id(value))
+        readers = [n for n in plan.readers[id(value)] if id(n) in live or
+                   not _is_planned(n, plan)]
+        if qp is None or not readers:
+            continue
+        _insert_qdq(b, graph, value, qp, readers)
+    done: dict[int, tuple[ir.Value, np.ndarray]] = {}
+    for u in units:
+        xq = params[id(u.activation)]
+        w = u.weight
+        axis = u.axis if channelwise else None
+        if id(w.value) in done:
+            dq, scale = done[id(w.value)]
+        else:
+            dq, scale = _dequantized_weight(w, axis, cfg.reduce_range, b, result)
+            done[id(w.value)] = (dq, scale)
+        if u.bias is not None:
+            _quantize_bias_input(u, xq.scale * scale, b, graph)
+    result.metrics["int8_nodes"] = {
+        "compute": len(units),
+        "glue": len(plan.glue),
+        "qdq_pairs": sum(1 for v in plan.tensors if id(v) in params),
+    }
+
+
+def _is_planned(node: ir.Node, plan: _Plan) -> bool:
+    return any(node is u.node for u in plan.units) or any(node is g for g in plan.glue)
+
+
+def _insert_qdq(b: Builder, graph: ir.Graph, value: ir.Value, qp: QParams,
+                readers: list[ir.Node]) -> None:
+    base = value.name or "t"
+    scale = b.constant(f"{base}_scale", np.array(qp.scale, dtype=np.float32))
+    zp = b.constant(f"{base}_zp", np.array(qp.zero_point, dtype=qp.dtype))
+    q = b.node("QuantizeLinear", [value, scale, zp], f"{base}_q")
+    dq = b.node("DequantizeLinear", [q.outputs[0], scale, zp], f"{base}_dq")
+    dq.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
+    producer = value.producer()
+    if producer is not None:
+        graph.insert_after(producer, [q, dq])
+    else:
+        first = next(iter(graph), None)
+        if first is None:
+            graph.extend([q, dq])
+        else:
+            graph.insert_before(first, [q, dq])
+    reader_ids = {id(r) for r in readers}
+    for user, index in list(value.uses()):
+        if id(user) in reader_ids and user is not q:
+            user.replace_input_with(index, dq.outputs[0])
+
+
+def _dequantized_weight(w: Weight, axis: int | None, reduce_range: bool, b: Builder,
+                        result: PassResult) -> tuple[ir.Value, np.ndarray]:
+    """Store ``w`` as int8 and feed its consumers through a DequantizeLinear."""
+    q, scale, error, before, builder = _to_int8(w, axis, reduce_range, b)
+    scale_v = builder.constant(f"{w.name}_scale", scale)
+    attrs = {"axis": axis % q.ndim} if axis is not None and scale.ndim == 1 else {}
+    # onnxruntime's QDQ fusions need the zero point input even though it is 0.
+    zp_v = builder.constant(f"{w.name}_zp", np.zeros(scale.shape, dtype=np.int8))
+    dq = builder.node("DequantizeLinear", [w.value, scale_v, zp_v], f"{w.name}_dq",
+                      **attrs)
+    dq.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
+    w.insert_nodes([dq])
+    w.replace_uses(dq.outputs[0])
+    result.add_layer(LayerStat(
+        name=w.label, op_type="/".join(w.op_types), shape=w.shape, bytes_before=before,
+        bytes_after=q.nbytes + scale.nbytes * 5 // 4, bits=7.0 if reduce_range else 8.0,
+        error=round(error, 6),
+        extra={"per_channel": axis is not None, "storage": w.storage},
+    ))
+    return dq.outputs[0], scale
+
+
+def _folded_weight(w: Weight, axis: int | None, b: Builder, result: PassResult) -> None:
+    """Store ``w`` as int8; ``Cast`` + ``Mul`` by the scales restore it.
+
+    onnxruntime constant-folds the two nodes when it loads the model, so the op sees an ordinary
+    float initializer again: every float fusion and layout optimization still applies, and the
+    file is 4x smaller. (A DequantizeLinear would not be folded and would cost time every run.)
+    """
+    q, scale, error, before, builder = _to_int8(w, axis, False, b)
+    if axis is not None and scale.ndim == 1:
+        shape = [1] * q.ndim
+        shape[axis % q.ndim] = -1
+        scale = scale.reshape(shape)
+    scale_v = builder.constant(f"{w.name}_scale", scale)
+    cast = builder.node("Cast", [w.value], f"{w.name}_f", to=ir.DataType.FLOAT)
+    mul = builder.node("Mul", [cast.outputs[0], scale_v], f"{w.name}_dq")
+    for n in (cast, mul):
+        n.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
+    w.insert_nodes([cast, mul])
+    w.replace_uses(mul.outputs[0])
+    result.add_layer(LayerStat(
+        name=w.label, op_type="/".join(w.op_types), shape=w.shape, bytes_before=before,
+        bytes_after=q.nbytes + scale.nbytes, bits=8.0, error=round(error, 6),
+        extra={"per_channel": axis is not None, "storage": w.storage, "compute": "float"},
+    ))
+
+
+def _row_gather_only(w: Weight) -> bool:
+    """Whether every use of ``w`` is a ``Gather`` of its rows (axis 0) by run-time indices."""
+    return bool(w.uses) and all(
+        u.node.op_type == "Gather" and u.node.domain in ("", "ai.onnx") and u.index == 0
+        and int(_attr(u.node, "axis", 0)) == 0 and const_array(u.node.inputs[1]) is None
+        for u in w.uses) and len(w.shape) >= 2 and not w.via
+
+
+def _gathered_weight(w: Weight, b: Builder, result: PassResult) -> None:
+    """Store the table ``w`` as int8 with one scale per row; each Gather reads int8 rows and
+    its output is ``Cast(rows) * Gather(scales)``: only the gathered rows are ever float."""
+    users = [u.node for u in w.uses]
+    q, scale, error, before, builder = _to_int8(w, 0, False, b)
+    scale_v = builder.constant(f"{w.name}_scale", scale.reshape(-1, *([1] * (q.ndim - 1))))
+    graph = w.graph
+    for node in users:
+        out = node.outputs[0]
+        name = out.name
+        indices = node.inputs[1]
+        rows_scale = builder.node("Gather", [scale_v, indices], f"{name}_scale", axis=0)
+        cast = builder.node("Cast", [out], f"{name}_f", to=ir.DataType.FLOAT)
+        mul = builder.node("Mul", [cast.outputs[0], rows_scale.outputs[0]], f"{name}_dq")
+        for n in (rows_scale, cast, mul):
+            n.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
+        mul.outputs[0].shape = out.shape
+        graph.insert_after(node, [rows_scale, cast, mul])
+        for user, index in list(out.uses()):
+            if user is not cast:
+                user.replace_input_with(index, mul.outputs[0])
+        for i, o in enumerate(graph.outputs):
+            if o is out:
+                graph.outputs[i] = mul.outputs[0]
+        out.type = ir.TensorType(ir.DataType.INT8)
+        out.name = builder.name(f"{name}_int8")
+        mul.outputs[0].name = name  # the output keeps its name
+    result.add_layer(LayerStat(
+        name=w.label, op_type="/".join(w.op_types), shape=w.shape, bytes_before=before,
+        bytes_after=q.nbytes + scale.nbytes, bits=8.0, error=round(error, 6),
+        extra={"per_channel": True, "storage": w.storage, "compute": "gathered int8 rows"},
+    ))
+
+
+def _to_int8(w: Weight, axis: int | None, reduce_range: bool,
+             b: Builder) -> tuple[np.ndarray, np.ndarray, float, int, Builder]:
+    """Replace ``w``'s data by int8 codes: (codes, scale, relative error, bytes before, a
+    builder for ``w``'s graph). The float data is released as soon as it is read."""
+    arr = w.numpy()
+    q, scale = quantize_weight(arr, axis, reduce_range=reduce_range)
+    error = relative_error(arr, q, scale, axis)
+    before = w.nbytes
+    del arr
+    _release(w)
+    builder = Builder(w.graph, b.names) if w.graph is not b.graph else b
+    w.set_numpy(q)
+    return q, scale, error, before, builder
+
+
+def _release(w: Weight) -> None:
+    """Unmap an external tensor's file pages once read (big models: keep RSS near the output)."""
+    tensor = w.tensor
+    if isinstance(tensor, ir.ExternalTensor):
+        # A view may still be alive somewhere; then the GC unmaps it later.
+        with contextlib.suppress(BufferError):
+            tensor.release()
+
+
+@functools.lru_cache(maxsize=8)
+def _missing_runtime_kernel(opset: int) -> str | None:
+    """Why onnxruntime could not run Q/DQ at this opset (newer than it knows), or None."""
+    import onnx
+    import onnx.helper as oh
+
+    graph = oh.make_graph(
+        [oh.make_node("QuantizeLinear", ["x", "s"], ["q"]),
+         oh.make_node("DequantizeLinear", ["q", "s"], ["y"])],
+        "probe",
+        [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2])],
+        [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2])],
+        initializer=[oh.make_tensor("s", onnx.TensorProto.FLOAT, [], [1.0])],
+    )
+    probe = oh.make_model(graph, opset_imports=[oh.make_opsetid("", opset)])
+    probe.ir_version = min(probe.ir_version, 10)
+    try:
+        session = runtime.create_session(ir.serde.deserialize_model(probe), optimize=False)
+        session.run(None, {"x": np.zeros(2, np.float32)})
+    except Exception as e:  # noqa: BLE001 - any failure means the kernels are not usable
+        return (f"onnxruntime {ort.__version__} has no QuantizeLinear/DequantizeLinear for opset "
+                f"{opset} ({runtime.first_line(e)[:80]})")
+    return None
+
+
+def _quantize_bias_input(u: _Unit, scale: np.ndarray, b: Builder, graph: ir.Graph) -> None:
+    assert u.bias is not None
+    bias = u.bias.numpy().astype(np.float32).reshape(-1)
+    n = bias.size if np.ndim(scale) == 0 else np.size(scale)
+    if bias.size == 1 and n > 1:
+        bias = np.full(n, bias[0], dtype=np.float32)
+    per_tensor = np.ndim(scale) == 0
+    scale = np.broadcast_to(np.asarray(scale, dtype=np.float32), bias.shape).copy()
+    q = quantize_bias(bias, scale)
+    base = u.bias.name or "bias"
+    q_v = b.constant(f"{base}_q", q)
+    if per_tensor:
+        # A scalar scale needs no axis: per-axis DequantizeLinear only exists from opset 13.
+        s_v = b.constant(f"{base}_scale", np.asarray(scale.reshape(-1)[0], dtype=np.float32))
+        dq = b.node("DequantizeLinear", [q_v, s_v], f"{base}_dq")
+    else:
+        s_v = b.constant(f"{base}_scale", scale)
+        dq = b.node("DequantizeLinear", [q_v, s_v], f"{base}_dq", axis=0)
+    dq.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
+    graph.insert_before(u.node, [dq])
+    u.node.replace_input_with(2, dq.outputs[0])
+    u.bias.remove_if_unused()
+
+
+def _dynamic_check(node: ir.Node, index: int, w: Weight) -> str | None:
+    if index != 1:
+        return "weight is the left operand"
+    if len(w.shape) != 2:
+        return "weight is not 2-D"
+    if any(u.node.op_type != node.op_type or u.slot.role != ROLE_WEIGHT for u in w.uses):
+        return "weight also used by other ops"
+    if node.op_type == "Gemm":
+        attrs = {k: a.value for k, a in node.attributes.items()}
+        if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0:
+            return "Gemm with transA/alpha has no integer form"
+        if w.shared:
+            return "Gemm weight shared between nodes"
+    x = node.inputs[0]
+    if x is None or x.dtype not in (ir.DataType.FLOAT, None):
+        return "input is not float32"
+    return None
+
+
+def _dynamic_rewrite(w: Weight, cfg: QuantizeConfig, channelwise: bool, b: Builder,
+                     shared: dict, result: PassResult) -> None:
+    """X @ W -> DynamicQuantizeLinear(X); MatMulInteger(Xq, Wq, Xzp, Wzp) * (Xs * Ws)."""
+    graph = w.graph
+    node = w.uses[0].node
+    arr = w.numpy()
+    trans_b = node.op_type == "Gemm" and bool(_attr(node, "transB", 0))
+    if trans_b:
+        arr = arr.T
+    axis = 1 if channelwise else None
+    q, scale = quantize_weight(arr, axis, reduce_range=cfg.reduce_range)
+    error = relative_error(arr, q, scale, axis)
+    before = w.nbytes
+    shape = tuple(arr.shape)
+    del arr
+    _release(w)
+    users = [u.node for u in w.uses]
+    base = w.name
+    zp = b.constant(f"{base}_zp", np.zeros(scale.shape, dtype=np.int8))
+    s_w = b.constant(f"{base}_scale", scale)
+    w.set_numpy(q)
+    for user in users:
+        x = user.inputs[0]
+        key = (id(graph), id(x))
+        if key not in shared:
+            dql = b.node("DynamicQuantizeLinear", [x], f"{x.name}_dynamic", outputs=3)
+            shared[key] = tuple(dql.outputs)
+            producer = x.producer()
+            if producer is not None and producer.graph is graph:
+                graph.insert_after(producer, [dql])
+            else:
+                graph.insert_before(next(iter(graph)), [dql])
+        xq, xs, xzp = shared[key]
+        out = user.outputs[0]
+        mmi = b.node("MatMulInteger", [xq, w.value, xzp, zp], f"{out.name}_int32")
+        scales = b.node("Mul", [xs, s_w], f"{out.name}_scales")
+        cast = b.node("Cast", [mmi.outputs[0]], f"{out.name}_float", to=ir.DataType.FLOAT)
+        chain = [mmi, scales, cast]
+        if user.op_type == "Gemm" and len(user.inputs) > 2 and user.inputs[2] is not None:
+            mul = b.node("Mul", [cast.outputs[0], scales.outputs[0]], f"{out.name}_matmul")
+            c = user.inputs[2]
+            beta = float(_attr(user, "beta", 1.0))
+            if beta != 1.0:
+                beta_v = b.constant(f"{out.name}_beta", np.array(beta, dtype=np.float32))
+                cb = b.node("Mul", [c, beta_v], f"{out.name}_bias")
+                chain.append(cb)
+                c = cb.outputs[0]
+            final = b.node("Add", [mul.outputs[0], c], f"{out.name}_biased")
+            chain += [mul, final]
+        else:
+            final = b.node("Mul", [cast.outputs[0], scales.outputs[0]], f"{out.name}_dequantized")
+            chain.append(final)
+        graph.insert_before(user, chain)
+        new_out = final.outputs[0]
+        new_out.type = out.type
+        new_out.shape = out.shape
+        name = out.name
+        out.replace_all_uses_with(new_out, replace_graph_outputs=True)
+        graph.remove(user, safe=True)
+        new_out.name = name  # the output keeps its name
+    result.add_layer(LayerStat(
+        name=w.label, op_type="/".join(w.op_types) or "MatMul", shape=shape,
+        bytes_before=before, bytes_after=q.nbytes + scale.nbytes * 2,
+        bits=7.0 if cfg.reduce_range else 8.0, error=round(error, 6),
+        extra={"per_channel": axis is not None, "storage": w.storage, "dynamic": True},
+    ))

@@ -1,0 +1,186 @@
+"""The k-means pass's bit allocation: per-layer widths priced and chosen under a byte budget.
+
+``_option`` prices one weight at one width (stored bytes, importance-weighted error, snapped
+values, clustered as the pass will); ``_allocate`` probes each layer's output deviation through
+onnxruntime and lets :mod:`onnxcompress.passes._bit_allocation` choose widths within the bytes a
+uniform width would take.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcompress import kmeans
+from onnxcompress.errors import RuntimeUnavailableError
+from onnxcompress.passes import _bit_allocation
+from onnxcompress.passes._kmeans_codebook import MODEL_CODEBOOK_BITS, _joins_model_codebook
+from onnxcompress.passes._kmeans_decode import (
+    NODE_BYTES,
+    PLANE_CONSTANT_BYTES,
+    Formats,
+    decode_bytes,
+    estimate_bytes,
+)
+from onnxcompress.passes._kmeans_fit import (
+    _choose_channel_scales,
+    _cluster,
+    _Clustering,
+    _element_importance,
+    _use_channel_scales,
+    _with_output_gain,
+)
+from onnxcompress.passes.base import PassContext, PassResult
+from onnxcompress.weights import Weight
+
+if TYPE_CHECKING:
+    from onnxcompress.passes.weight_sharing import WeightSharingConfig
+
+
+# -- bit allocation -----------------------------------------------------------------------
+
+
+def _allocate(
+    model: ir.Model,
+    todo: list[tuple[Weight, int]],
+    cfg: WeightSharingConfig,
+    formats: Formats,
+    energies: dict[str, np.ndarray],
+    context: PassContext,
+    result: PassResult,
+) -> tuple[list[tuple[Weight, int]], dict[str, dict[str, Any]]]:
+    """Per-layer widths within the bytes uniform ``bits`` would take, chosen to minimise the
+    summed output error: each layer is probed at ``bits`` through onnxruntime (its weight
+    snapped, every other weight exact), and the measured deviation prices its other widths
+    through their weight errors. Layers the user gave bits keep them and stay out of the
+    budget. Returns the new (weight, bits) list and LayerStat extras per label."""
+    if context.calibration is None:
+        result.note("bit allocation needs calibration data: every layer gets the same bits")
+        return todo, {}
+    start = time.perf_counter()
+    free = [w for w, _ in todo if cfg.override_for(w) is None]
+    if not free:
+        return todo, {}
+    # Bytes are priced in the index format the layer would get (dense storage: as if packed,
+    # since the width still decides what the file gzips to).
+    pricing = formats if formats.storage != "dense" else Formats("auto", formats.opset)
+    target = cfg.budget_bits or float(cfg.bits)
+    low, high = math.floor(target), math.ceil(target)
+    widths = range(max(1, min(cfg.bits, low) - 1), kmeans.MAX_BITS + 1)
+    layers: list[_bit_allocation.LayerChoices] = []
+    degraded: dict[str, np.ndarray] = {}
+    base_error: dict[str, float] = {}
+    for w in free:
+        options = [_option(w, b, cfg, pricing, energies.get(w.label), context) for b in widths]
+        base = next(o for o, _ in options if o.bits == cfg.bits)
+        degraded[w.label] = next(s for o, s in options if o is base)
+        base_error[w.label] = base.weight_error
+        layers.append(_bit_allocation.LayerChoices(w.label, [o for o, _ in options]))
+    feeds = context.calibration.take(cfg.probe_samples)
+    try:
+        probe = _bit_allocation.probe_sensitivity(
+            model, degraded, feeds, progress=lambda d, n: context.report_progress("sensitivity", d, n)
+        )
+    except RuntimeUnavailableError as e:
+        result.note(f"bit allocation off, the probe cannot run: {e.message}")
+        return todo, {}
+    result.metrics["probe_seconds"] = round(probe.seconds, 2)
+    result.metrics["probe_samples"] = probe.samples
+    for label, why in probe.skipped.items():
+        result.note(f"{label}: kept at {cfg.bits} bits, not probed ({why})")
+    layers = [layer for layer in layers if layer.label in probe.deviation]
+    for layer in layers:
+        e = base_error[layer.label]
+        layer.sensitivity = probe.deviation[layer.label] / e if e > 0 else 0.0
+
+    def uniform(width: int) -> int:
+        return sum(next(o.nbytes for o in layer.options if o.bits == width) for layer in layers)
+
+    budget = uniform(low) + (target - low) * (uniform(high) - uniform(low))
+    chosen = _bit_allocation.allocate(layers, budget)
+    # The model-wide codebook at MODEL_CODEBOOK_BITS is stored once for all its users, so no
+    # layer's option carries it: pay for it out of the budget when some layer uses it.
+    shared = {w.label: w.numpy().dtype.itemsize for w in free if _joins_model_codebook(w, cfg)}
+
+    sizes = {w.label: w.size for w in free}
+
+    def packs(bits: dict[str, int]) -> bool:
+        return any(pricing.choose(b, sizes[k]) == "packed" for k, b in bits.items())
+
+    def shared_bytes(chosen: dict[str, _bit_allocation.Option]) -> int:
+        """What no layer's option carries: the model codebook, and the small constants all
+        bit-plane decoders of a graph share (unless uniform widths need them too)."""
+        pooled = [k for k, o in chosen.items() if k in shared and o.bits == MODEL_CODEBOOK_BITS]
+        extra = (1 << MODEL_CODEBOOK_BITS) * max((shared[k] for k in pooled), default=0)
+        if packs({k: o.bits for k, o in chosen.items()}) and not packs({k: low for k in chosen}):
+            extra += PLANE_CONSTANT_BYTES
+        return extra
+
+    if shared_bytes(chosen):
+        chosen = _bit_allocation.allocate(layers, budget - shared_bytes(chosen))
+    spent = sum(o.nbytes for o in chosen.values()) + shared_bytes(chosen)
+    result.metrics["allocation"] = "sensitivity"
+    result.metrics["allocation_budget_bytes"] = round(budget)
+    result.metrics["allocation_estimated_bytes"] = spent
+    result.metrics["allocated_bits"] = dict(
+        sorted(collections.Counter(o.bits for o in chosen.values()).items())
+    )
+    result.metrics["allocation_seconds"] = round(time.perf_counter() - start, 2)  # probe included
+    extras: dict[str, dict[str, Any]] = {}
+    for layer in layers:
+        o = chosen[layer.label]
+        extras[layer.label] = {
+            "allocated_bits": o.bits,
+            "probe_deviation": float(f"{probe.deviation[layer.label]:.4g}"),
+            "estimated_output_error": float(f"{layer.error(o):.4g}"),
+        }
+    return [(w, chosen[w.label].bits if w.label in chosen else bits) for w, bits in todo], extras
+
+
+def _option(
+    w: Weight,
+    bits: int,
+    cfg: WeightSharingConfig,
+    formats: Formats,
+    energy: np.ndarray | None,
+    context: PassContext,
+) -> tuple[_bit_allocation.Option, np.ndarray]:
+    """``w`` at ``bits``: its estimated stored bytes, relative (importance-weighted) squared
+    error, and snapped values, clustered as ``_kmeans_share._share`` will (per tensor or channel group,
+    same importance and channel-scale choice; 8 bits priced with the model codebook)."""
+    array = w.numpy()
+    axis = w.out_axis % array.ndim if w.out_axis is not None and array.ndim else None
+    importance = _element_importance(w, array.shape, energy) if energy is not None else None
+    importance = _with_output_gain(w, array.shape, importance)
+    row_axis = axis if cfg.per_channel else None
+
+    def cluster(scale_axis: int | None) -> _Clustering:
+        rng = context.rng(f"kmeans:{w.label}")
+        return _cluster(array, bits, row_axis, cfg.channel_group, scale_axis, importance, cfg, rng)
+
+    # The same choice of channel scales as the pass makes (folded BatchNorm needs them).
+    can_scale = axis is not None and array.shape[axis] > 1
+    c = _choose_channel_scales(cfg, can_scale, lambda scaled: cluster(axis if scaled else None))
+    ref2 = array.astype(np.float64) ** 2
+    norm = float((ref2 * importance).sum() if importance is not None else ref2.sum())
+    error = c.objective / norm if norm > 0 else 0.0
+    itemsize = array.dtype.itemsize
+    channels = array.shape[axis] if axis is not None else 1
+    if _joins_model_codebook(w, cfg, bits):
+        side = itemsize * (channels if _use_channel_scales(cfg, array, axis) else 1)
+    else:
+        rows = c.codebook.shape[0]
+        side = itemsize * rows * (1 << bits) + (4 * channels if rows > 1 else 0)
+        if c.scales is not None:
+            side += c.scales.nbytes
+    storage = formats.choose(bits, array.size)
+    nbytes = estimate_bytes(storage, bits, array.size, side) - NODE_BYTES[storage]
+    nbytes += decode_bytes(storage, bits)
+    if nbytes >= w.nbytes:  # the pass will keep it in float
+        return _bit_allocation.Option(bits, w.nbytes, 0.0), array
+    return _bit_allocation.Option(bits, nbytes, error), c.snapped

@@ -1,0 +1,404 @@
+"""The k-means pass's fitting and writing: one weight, or one codebook for many weights.
+
+``_fit_own`` clusters a weight into a codebook of its own (at 8 bits never less faithful than
+int8 per-channel); ``_share_model_codebook`` fits one codebook for a group of weights and keeps
+it per weight where it measures as good; ``_finish`` stores a clustered weight (float16 codebook
+where it costs <= 1%, bias correction with ``means``/``biases``) and describes it in a LayerStat.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcompress import kmeans
+from onnxcompress.passes._kmeans_codebook import (
+    FP16_CODEBOOK_TOLERANCE,
+    MODEL_CODEBOOK_TOLERANCE,
+    _index_bits,
+    _own_codebook_pays,
+)
+from onnxcompress.passes._kmeans_decode import (
+    STORED_BITS,
+    ConstantCache,
+    Decode,
+    Formats,
+    estimate_bytes,
+    rewrite,
+)
+from onnxcompress.passes._kmeans_fit import (
+    _broadcast,
+    _choose_channel_scales,
+    _cluster,
+    _Clustering,
+    _correct_bias,
+    _element_importance,
+    _int8_error,
+    _relative_error,
+    _resnap,
+    _rms_scales,
+    _scaled_clustering,
+    _use_channel_scales,
+    _with_output_gain,
+)
+from onnxcompress.passes.base import LayerStat, PassContext, PassResult
+from onnxcompress.weights import Weight
+
+if TYPE_CHECKING:
+    from onnxcompress.passes.weight_sharing import WeightSharingConfig
+
+
+# -- one codebook for many weights -----------------------------------------------------------
+
+
+def _share_model_codebook(
+    members: list[Weight],
+    bits: int,
+    cfg: WeightSharingConfig,
+    formats: Formats,
+    energies: dict[str, np.ndarray],
+    context: PassContext,
+    constants: ConstantCache,
+    result: PassResult,
+    *,
+    means: dict[str, np.ndarray],
+    biases: dict[int, Weight],
+    scaled: bool = False,
+) -> list[LayerStat]:
+    """Cluster the RMS-normalised values of all ``members`` together into one codebook; each
+    weight decodes as Gather(codebook, indices) * scale, the scale per tensor or, where it
+    cuts the weight's error by 20% (channel_scale auto) or always (on), per output channel.
+
+    ``scaled``: the members' channels differ widely in scale (see ``_model_group``); each is
+    normalised per channel and its values weighed by scale^2, as a codebook of its own would
+    be fitted, so k-means minimises each weight's own relative error.
+
+    At 8 bits a codebook per layer is 1 KiB of float32, more than a small layer saves; one
+    codebook for the model costs that once, and 256 shared levels lose nothing measurable.
+    """
+    if scaled and len(members) == 1:
+        # Nothing to share with: a codebook of its own, channel scales only if they pay.
+        w = members[0]
+        stat = _share(w, bits, cfg, formats, energies.get(w.label), context, constants, result,
+                      means=means, biases=biases)
+        return [stat] if stat is not None else []
+    # Each tensor is normalised by its channels' RMS (when it has output channels and
+    # channel_scale allows) or by its own RMS, so one codebook fits them all.
+    arrays, importances, norms, axes, keep = [], [], [], [], []
+    for w in members:
+        array = w.numpy()
+        if not _finite(array):
+            result.skip(w.label, "contains NaN or infinity")
+            continue
+        axis = w.out_axis % array.ndim if w.out_axis is not None and array.ndim else None
+        if not scaled and not _use_channel_scales(cfg, array, axis):
+            axis = None
+        imp = None
+        if w.label in energies:
+            imp = _element_importance(w, array.shape, energies[w.label])
+        imp = _with_output_gain(w, array.shape, imp)
+        norm = _rms_scales(array, axis)
+        if scaled:
+            s = _broadcast(norm, array.ndim, axis)
+            fit = np.broadcast_to(s**2, array.shape) if imp is None else imp * s**2
+            energy = float((fit * (array.astype(np.float64) / s) ** 2).sum())
+            # Per tensor relative: a layer counts by its size, not by its weights' magnitude.
+            imp = fit * (array.size / energy) if energy > 0 else fit
+        arrays.append(array)
+        importances.append(imp)
+        norms.append(norm)
+        axes.append(axis)
+        keep.append(w)
+    if not keep:
+        return []
+    dtype = arrays[0].dtype
+    cdtype = np.float64 if dtype == np.float64 else np.float32
+    values = np.concatenate(
+        [
+            (a.astype(np.float64) / _broadcast(s, a.ndim, ax)).reshape(-1)
+            for a, s, ax in zip(arrays, norms, axes, strict=True)
+        ]
+    ).astype(cdtype)
+    sample_weight = None
+    if any(i is not None for i in importances):
+        sample_weight = np.concatenate(
+            [
+                (i if i is not None else np.ones(a.shape)).reshape(-1)
+                for a, i in zip(arrays, importances, strict=True)
+            ]
+        )
+    km = kmeans.kmeans_1d(
+        values,
+        bits,
+        sample_weight=sample_weight,
+        init=cfg.init,
+        max_iter=cfg.max_iter,
+        tol=cfg.tol,
+        rng=context.rng(f"kmeans:model:{bits}:{'scaled:' if scaled else ''}{keep[0].label}"),
+    )
+    codebook = km.codebook[0].astype(dtype)
+    k_used = codebook.size
+    index_bits = max(1, math.ceil(math.log2(k_used))) if k_used > 1 else 1
+    dense = formats.choose(index_bits, 1 << 20) == "dense"
+    book = None if dense else keep[0].add_constant("kmeans.codebook", np.ascontiguousarray(codebook))
+    stats, own_stats = [], []
+    offset = 0
+    for w, array, norm, axis, imp in zip(keep, arrays, norms, axes, importances, strict=True):
+        labels = km.labels[0, offset : offset + array.size].reshape(array.shape)
+        offset += array.size
+        c = _scaled_clustering(km, codebook, labels, array, norm, axis, imp)
+        if cfg.codebook == "auto":
+            # The shared codebook only where the measured error says it is as good.
+            own = _fit_own(w, bits, cfg, energies.get(w.label), context, result)
+            shared_error = _relative_error(c.snapped, array)
+            # At 8 bits also never worse than int8 per-channel weights.
+            bar = _int8_error(array, _out_axis(w, array)) if bits >= kmeans.MAX_BITS else math.inf
+            if (
+                own is not None
+                and _own_codebook_pays(w, own[0], formats)
+                and (
+                    shared_error > MODEL_CODEBOOK_TOLERANCE * _relative_error(own[0].snapped, array)
+                    or shared_error > bar
+                )
+            ):
+                fit, fit_importance = own
+                stat = _finish(
+                    w, bits, formats, fit, _index_bits(fit), fit_importance, constants, result,
+                    means=means, biases=biases,
+                )
+                if stat is not None:
+                    stat.extra["model_codebook_error"] = round(shared_error, 6)
+                    own_stats.append(stat)
+                continue
+        stat = _finish(
+            w, bits, formats, c, index_bits, imp, constants, result, book=book, shared=True,
+            means=means, biases=biases,
+        )
+        if stat is None:
+            continue
+        stat.extra["codebook_shared_by"] = len(keep)
+        stats.append(stat)
+    if book is not None and stats:
+        # The shared codebook is charged to its users in proportion to their size, so that the
+        # per-tensor bytes add up to the total and no tensor shows e.g. 65 bits per weight.
+        sizes = [math.prod(s.shape) for s in stats]
+        shares = _apportion(codebook.nbytes, sizes)
+        for stat, size, share in zip(stats, sizes, shares, strict=True):
+            stat.bytes_after += share
+            stat.bits = round(8 * stat.bytes_after / max(size, 1), 4)
+            stat.extra["shared_bytes"] = share
+    if book is not None and not book.uses():
+        keep[0].graph.initializers.pop(book.name, None)
+    return stats + own_stats
+
+
+# -- one weight ---------------------------------------------------------------------------
+
+
+def _share(
+    w: Weight,
+    bits: int,
+    cfg: WeightSharingConfig,
+    formats: Formats,
+    energy: np.ndarray | None,
+    context: PassContext,
+    constants: ConstantCache,
+    result: PassResult,
+    *,
+    means: dict[str, np.ndarray],
+    biases: dict[int, Weight],
+) -> LayerStat | None:
+    fitted = _fit_own(w, bits, cfg, energy, context, result)
+    if fitted is None:
+        return None
+    c, importance = fitted
+    return _finish(w, bits, formats, c, _index_bits(c), importance, constants, result,
+                   means=means, biases=biases)
+
+
+def _fit_own(
+    w: Weight,
+    bits: int,
+    cfg: WeightSharingConfig,
+    energy: np.ndarray | None,
+    context: PassContext,
+    result: PassResult,
+) -> tuple[_Clustering, np.ndarray | None] | None:
+    """``w`` clustered into a codebook of its own (or one per channel group), with the
+    importance used; None (and a skip) when it cannot be shared."""
+    array = w.numpy()
+    if not _finite(array):
+        result.skip(w.label, "contains NaN or infinity")
+        return None
+    axis = w.out_axis % array.ndim if w.out_axis is not None and array.ndim else None
+    if cfg.per_channel and axis is None:
+        result.note(f"{w.label}: no output-channel axis, one codebook for the tensor")
+    importance = None
+    if energy is not None:
+        importance = _element_importance(w, array.shape, energy)
+        if importance is None:
+            result.note(
+                f"{w.label}: activation energy does not match its input channels; "
+                "clustered without sensitivity"
+            )
+    importance = _with_output_gain(w, array.shape, importance)
+    rng_salt = f"kmeans:{w.label}"
+
+    def cluster(scaled: bool, norm: str = "rms", init: str | None = None) -> _Clustering:
+        return _cluster(
+            array,
+            bits,
+            axis if cfg.per_channel else None,
+            cfg.channel_group,
+            axis if scaled else None,
+            importance,
+            cfg,
+            context.rng(rng_salt),
+            norm=norm,
+            init=init,
+        )
+
+    can_scale = axis is not None and array.shape[axis] > 1
+    c = _choose_channel_scales(cfg, can_scale, cluster)
+    if bits >= kmeans.MAX_BITS and cfg.channel_scale == "auto" and not cfg.per_channel:
+        # 8 bits promise at least int8's fidelity. Lloyd from the linear initialisation
+        # stalls with many levels in a bell-shaped tensor's sparse tails (1M Gaussian
+        # values: relative error 0.0090, kmeans++ 0.0065, int8 per-channel 0.0079), and
+        # per-tensor levels lose to int8's per-channel grids where channels' ranges differ
+        # (resnet_digits: 7 of 9 layers). So: the better of the two initialisations, and
+        # if that still errs more than int8, channels divided by their largest magnitude
+        # (int8's own grid, which Lloyd only improves; one scale per channel and a Mul).
+        bar = _int8_error(array, axis)
+        best, best_error = c, _relative_error(c.snapped, array)
+        if best_error > bar and cfg.init != "kmeans++":
+            alt = cluster(c.scale_axis is not None, init="kmeans++")
+            if (alt_error := _relative_error(alt.snapped, array)) < best_error:
+                best, best_error = alt, alt_error
+        if best_error > bar and can_scale:
+            alt = cluster(True, "absmax")
+            if (alt_error := _relative_error(alt.snapped, array)) < best_error:
+                best, best_error = alt, alt_error
+        c = best
+    return c, importance
+
+
+def _finish(
+    w: Weight,
+    bits: int,
+    formats: Formats,
+    c: _Clustering,
+    index_bits: int,
+    importance: np.ndarray | None,
+    constants: ConstantCache,
+    result: PassResult,
+    book: ir.Value | None = None,
+    *,
+    means: dict[str, np.ndarray],
+    biases: dict[int, Weight],
+    shared: bool = False,
+) -> LayerStat | None:
+    """Store one clustered weight (or skip it if that would not shrink it) and describe it.
+    ``shared``: ``c``'s codebook is the model-wide one (``book``, or none when dense)."""
+    array = w.numpy()
+    dtype = array.dtype
+    storage = formats.choose(index_bits, array.size)
+    km = c.km
+    stored_book = c.codebook
+    snapped = c.snapped
+    error = _relative_error(snapped, array)
+    if not shared and dtype == np.float32:
+        # A float16 codebook where rounding the centroids costs (almost) nothing: half the
+        # codebook bytes (512 B a layer at 8 bits), decoded by one Cast of 2^bits values.
+        # Dense storage snaps to the same values, so it is exactly what the indices decode.
+        half = c.codebook.astype(np.float16)
+        if np.isfinite(half).all():
+            snapped16 = _resnap(c, half.astype(np.float32))
+            error16 = _relative_error(snapped16, array)
+            if error16 <= error * FP16_CODEBOOK_TOLERANCE:
+                stored_book, snapped, error = half, snapped16, error16
+            del snapped16
+    mean = means.get(w.label)
+    # The float64 difference only where bias correction or the weighted error needs it.
+    diff = snapped.astype(np.float64) - array if mean is not None or importance is not None else None
+    extra: dict[str, Any] = {
+        "requested_bits": bits,
+        "clusters_used": int(len(np.unique(c.labels))) if book is not None else int(km.used.max()),
+        "codebooks": "model" if book is not None else int(km.codebook.shape[0]),
+        "channel_scales": c.scales is not None and c.scale_axis is not None,
+        "iterations": km.iterations,
+        "sensitivity": importance is not None,
+    }
+    if importance is not None and diff is not None:
+        ref2 = (importance * array.astype(np.float64) ** 2).sum()
+        werr = float(np.sqrt((importance * diff**2).sum() / max(ref2, 1e-30)))
+        extra["weighted_error"] = round(werr, 6)
+    bytes_before = w.nbytes
+    sparsity = float(np.mean(snapped == 0))
+    if storage == "dense":
+        w.set_numpy(snapped)
+        bytes_after = w.nbytes
+        extra["stored_bits"] = 8 * dtype.itemsize
+    else:
+        side = c.scales.nbytes if c.scales is not None else 0
+        if book is None:
+            side += stored_book.nbytes
+        if km.codebook.shape[0] > 1:
+            side += 4 * c.layout.channels
+        estimate = estimate_bytes(storage, index_bits, array.size, side)
+        if estimate >= bytes_before:
+            result.skip(w.label, "indices + codebook would not be smaller than the tensor")
+            return None
+        decode = Decode(
+            labels=c.labels,
+            codebook=stored_book,
+            row_axis=c.layout.axis,
+            row_of_channel=c.layout.row_of_channel() if km.codebook.shape[0] > 1 else None,
+            scales=c.scales,
+            scale_axis=c.scale_axis,
+        )
+        bytes_after = rewrite(
+            w, decode, index_bits, storage, formats.opset, constants, book=book, output_dtype=dtype
+        )
+        extra["codebook_dtype"] = "model" if book is not None else str(stored_book.dtype)
+        extra["stored_bits"] = STORED_BITS.get(storage, index_bits)
+    extra["storage"] = storage
+    if mean is not None and diff is not None:
+        extra["bias_corrected"] = _correct_bias(w, diff, mean, biases)
+    return LayerStat(
+        name=w.label,
+        op_type="/".join(w.op_types),
+        shape=tuple(array.shape),
+        bytes_before=bytes_before,
+        bytes_after=bytes_after,
+        sparsity=round(sparsity, 6),
+        bits=round(8 * bytes_after / max(array.size, 1), 4),
+        error=round(error, 6),
+        extra=extra,
+    )
+
+
+def _apportion(total: int, weights: list[int]) -> list[int]:
+    """``total`` split in proportion to ``weights`` into integers that sum to ``total`` (largest
+    remainders get the leftover units)."""
+    whole = sum(weights)
+    if whole <= 0:
+        return [total] + [0] * (len(weights) - 1) if weights else []
+    exact = [total * w / whole for w in weights]
+    shares = [int(x) for x in exact]
+    for i in sorted(range(len(weights)), key=lambda i: shares[i] - exact[i])[: total - sum(shares)]:
+        shares[i] += 1
+    return shares
+
+
+def _finite(array: np.ndarray) -> bool:
+    """No NaN/inf, without a float32 copy of the whole weight where numpy can test it as is."""
+    if array.dtype in (np.float16, np.float32, np.float64):
+        return bool(np.isfinite(array).all())
+    return bool(np.isfinite(array.astype(np.float32)).all())  # bfloat16 and friends
+
+
+def _out_axis(w: Weight, array: np.ndarray) -> int | None:
+    return w.out_axis % array.ndim if w.out_axis is not None and array.ndim else None

@@ -1,0 +1,310 @@
+"""The quantize pass's speed guard: int8 compute is kept only where it measures faster.
+
+``with_speed_guard`` builds the int8 model on every candidate op, then on the heavier half, then
+on none (int8 storage, float compute) and keeps the first attempt that is not slower than float;
+``first_fast_enough`` is the attempt loop (decisions cached per machine in ``onnxcompress.cache``
+so reruns are byte-identical); ``_Timer`` and ``alternate_latency`` do the timing, and
+``_structure_digest`` keys the cache on the graph's structure, not its weight values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import statistics
+import time
+from typing import TYPE_CHECKING
+
+import onnx_ir as ir
+import onnxruntime as ort
+
+from onnxcompress import __version__, cache, runtime
+from onnxcompress.activations import quiet_run_options, run
+from onnxcompress.data import Feed, synthetic_feeds
+from onnxcompress.errors import OnnxCompressError
+from onnxcompress.model import EXTERNAL_DATA_THRESHOLD, tensor_bytes
+from onnxcompress.passes.base import PassContext, PassResult
+
+if TYPE_CHECKING:
+    from onnxcompress.passes.quantization import QuantizeConfig
+
+# int8 compute is kept only if it measures at least this much faster than float: marginal wins
+# are within the noise of a shared machine, and the fallback (int8 storage, float compute) is
+# exactly as fast as float and as small.
+SPEED_MARGIN = 0.03
+# DequantizeLinear weights (weights mode) may cost this much before the folded form takes over.
+SPEED_TOLERANCE = 0.03
+
+
+def with_speed_guard(cfg: QuantizeConfig, float_model: ir.Model | None, base: ir.Model,
+                     candidates: list[tuple[str, int]], context: PassContext,
+                     result: PassResult, build) -> ir.Model:  # noqa: ANN001
+    """Build with int8 compute on every candidate; while slower than float, on fewer.
+
+    Attempts: all candidates, the heavier half (by multiply-adds per output), none (int8
+    storage only, which onnxruntime folds back to float weights at load: float speed).
+    Without a measurement, every candidate: they are already chosen by op type and shape
+    (``MIN_CONV_REDUCTION``, ``MIN_MATMUL_WEIGHTS``) as the ops where int8 pays.
+    """
+    ranked = [name for name, _ in sorted(candidates, key=lambda c: -c[1])]
+    attempts = [ranked]
+    if len(ranked) > 1:
+        attempts.append(ranked[: len(ranked) // 2])
+    if ranked:
+        attempts.append([])
+    model, chosen = first_fast_enough(
+        cfg, float_model, base, attempts, context, result, build,
+        describe=lambda c: f"{len(c)} int8 ops",
+        limit=lambda c: 1 - SPEED_MARGIN if c else 1 + SPEED_TOLERANCE)
+    for name in ranked[len(chosen):] if chosen == ranked[: len(chosen)] else []:
+        result.skip(name, "int8 compute measured slower than float on this CPU; weights "
+                    "stored in int8, compute float")
+    result.metrics["int8_compute_ops"] = len(chosen)
+    if ranked and not chosen:
+        result.headline(f"int8 compute measured slower than float on this CPU: "
+                        f"{result.metrics['mode']} int8 became weight-only int8 (float compute; "
+                        "--allow-slower keeps int8 compute)")
+    return model
+
+
+def first_fast_enough(cfg: QuantizeConfig, float_model: ir.Model | None, base: ir.Model,
+                      attempts: list, context: PassContext, result: PassResult, build,  # noqa: ANN001
+                      describe, limit=None,  # noqa: ANN001
+                      unmeasured: int = 0) -> tuple[ir.Model, object]:
+    """The first attempt whose int8/float latency is within ``limit(attempt)`` (default:
+    not slower than float, with noise tolerance), or the last attempt, which is float speed
+    by construction and is not timed. ``unmeasured``: the attempt taken when the model
+    cannot be timed (it cannot run on the data at hand), chosen from op types and shapes.
+
+    ``float_model`` (None: ``base`` before any build) is timed through one session shared by
+    every attempt; only attempts that may be rejected are built on a copy of ``base``.
+    """
+    if not cfg.speed_check or cfg.allow_slower:
+        attempts = attempts[:1]
+        unmeasured = 0
+    reference = float_model if float_model is not None else base
+    key = None
+    if len(attempts) > 1:
+        # A close call measured twice can flip; reuse this machine's first measurement so
+        # the same input and options give the same file (see onnxcompress.cache). Speed
+        # depends on the graph and the shapes, not on weight values: the key is the
+        # structure, so it costs no serialization of the weights.
+        key = cache.decision_key(
+            "quantize-speed-guard", __version__, ort.__version__, cache.machine_id(),
+            cfg.to_dict(),
+            [sorted(map(str, a)) if isinstance(a, list) else str(a) for a in attempts],
+            _structure_digest(reference),
+        )
+        cached = cache.get_decision(key)
+        if isinstance(cached, dict) and isinstance(cached.get("choice"), int) and \
+                0 <= cached["choice"] < len(attempts):
+            spec = attempts[cached["choice"]]
+            model = build(base, spec, result)
+            result.metrics.update(cached.get("metrics") or {})
+            result.note(f"speed guard: {describe(spec)}, as measured on this machine before "
+                        f"(cached in {cache.cache_dir()}; delete it to measure again)")
+            return model, spec
+    if not cfg.speed_check or (len(attempts) == 1 and not cfg.allow_slower):
+        return build(base, attempts[0], result), attempts[0]  # nothing to decide
+    timer = _Timer(reference, context)
+    if timer.why_not is not None:
+        spec = attempts[unmeasured]
+        result.note(f"speed guard did not measure ({timer.why_not}): {describe(spec)}, "
+                    "chosen from op types and shapes")
+        return build(base, spec, result), spec
+    history = []
+    try:
+        for i, spec in enumerate(attempts):
+            context.report_progress("quantize: speed check", i, len(attempts))
+            last = i == len(attempts) - 1
+            scratch = PassResult(pass_name=result.pass_name, config=result.config, model=base)
+            model = build(base if last else _copy(base), spec, scratch)
+            ratio = None if last and i > 0 else timer.ratio(model, scratch)
+            if ratio is not None:
+                history.append((describe(spec), ratio))
+            bound = limit(spec) if limit is not None else 1 + SPEED_TOLERANCE
+            if not last and ratio is not None and ratio > bound:
+                continue
+            if ratio is None and timer.float_ms is not None:
+                scratch.metrics["latency_float_ms"] = timer.float_ms
+            _merge(result, scratch)
+            if key is not None and (ratio is not None or last):
+                timed = {k: scratch.metrics[k] for k in _LATENCY_METRICS if k in scratch.metrics}
+                cache.put_decision(key, {"choice": i, "metrics": timed})
+            if len(history) > 1 or (history and last):
+                tried = ", ".join(f"{d}: {r:.2f}x" for d, r in history)
+                result.note(f"speed guard (int8/float latency on this CPU): {tried}")
+            if ratio is not None and ratio > 1 + SPEED_TOLERANCE:
+                result.note(f"the int8 model measures {ratio:.2f}x the float latency"
+                            + (" (kept: allow_slower)" if cfg.allow_slower else ""))
+            return model, spec
+    finally:
+        timer.close()
+    raise AssertionError("unreachable")
+
+
+_LATENCY_METRICS = ("latency_float_ms", "latency_int8_ms", "latency_ratio")
+# The speed guard times each attempt for about this long (alternating float and int8 runs).
+# Decisions are cached, and int8 compute must win by SPEED_MARGIN: a short timing suffices.
+GUARD_SECONDS = 0.6
+
+
+class _Timer:
+    """int8/float latency for the speed guard: one feed and one float session for every attempt.
+
+    The feed is the first calibration sample, else one synthetic sample; when the float model
+    cannot run on it (a reflect Pad longer than a guessed axis, a Concat whose widths must
+    match...) ``why_not`` says so and nothing is timed.
+    """
+
+    def __init__(self, float_model: ir.Model, context: PassContext) -> None:
+        self.why_not: str | None = None
+        self.float_ms: float | None = None  # the last measured float latency
+        self.session: ort.InferenceSession | None = None
+        self.feed: Feed | None = None
+        if tensor_bytes(float_model) > EXTERNAL_DATA_THRESHOLD:
+            self.why_not = "the model is over 2 GB"
+            return
+        feed, source = _one_feed(float_model, context)
+        if feed is None:
+            self.why_not = source
+            return
+        try:
+            self.session = runtime.create_session(float_model)
+            names = {i.name for i in self.session.get_inputs()}
+            self.feed = {k: v for k, v in feed.items() if k in names}
+            run(self.session, None, self.feed, what=source)
+        except OnnxCompressError as e:
+            self.why_not = str(e).split(" Hint:")[0]
+            self.session = None
+
+    def ratio(self, model: ir.Model, result: PassResult) -> float | None:
+        assert self.session is not None and self.feed is not None
+        try:
+            t_float, t_int8 = alternate_latency([self.session, model], self.feed,
+                                                budget=GUARD_SECONDS)
+        except OnnxCompressError as e:
+            result.note(f"latency not measured: {str(e).split(' Hint:')[0]}")
+            return None
+        ratio = t_int8 / t_float if t_float > 0 else 1.0
+        self.float_ms = round(t_float * 1e3, 3)
+        result.metrics["latency_float_ms"] = self.float_ms
+        result.metrics["latency_int8_ms"] = round(t_int8 * 1e3, 3)
+        result.metrics["latency_ratio"] = round(ratio, 3)
+        return ratio
+
+    def close(self) -> None:
+        self.session = None
+
+
+def _structure_digest(model: ir.Model) -> str:
+    """A digest of the graph's structure: ops, attributes, connections, tensor types and shapes,
+    and the values of small tensors (shapes, axes). Large weight values are left out: they do
+    not change which kernels run or how fast, and hashing them would cost a pass over the file."""
+    h = hashlib.sha256(repr(sorted(model.opset_imports.items())).encode())
+
+    def tensor(t: ir.TensorProtocol) -> str:
+        text = f"{t.dtype}{tuple(t.shape)}"
+        if t.size <= _SMALL_TENSOR:
+            text += t.tobytes().hex()
+        return text
+
+    def graph(g: ir.Graph) -> None:
+        for v in (*g.inputs, *g.outputs):
+            h.update(f"io {v.name} {v.dtype} {v.shape};".encode())
+        for name, v in g.initializers.items():
+            if v.const_value is not None:
+                h.update(f"init {name} {tensor(v.const_value)};".encode())
+        for n in g:
+            ins = ",".join(v.name or "" if v is not None else "" for v in n.inputs)
+            outs = ",".join(v.name or "" for v in n.outputs)
+            h.update(f"{n.domain}::{n.op_type}({ins})->{outs}".encode())
+            for k in sorted(n.attributes):
+                a = n.attributes[k]
+                if a.type == ir.AttributeType.GRAPH:
+                    graph(a.value)
+                elif a.type == ir.AttributeType.GRAPHS:
+                    for sub in a.value:
+                        graph(sub)
+                elif a.type == ir.AttributeType.TENSOR:
+                    h.update(f"{k}={tensor(a.value)}".encode())
+                else:
+                    h.update(f"{k}={a.value!r}".encode())
+            h.update(b";")
+
+    graph(model.graph)
+    return h.hexdigest()
+
+
+_SMALL_TENSOR = 1024
+
+
+def _merge(result: PassResult, scratch: PassResult) -> None:
+    for stat in scratch.layers:
+        result.add_layer(stat)
+    for reason, names in scratch.skipped.items():
+        for name in names:
+            result.skip(name, reason)
+    for note in scratch.notes:
+        result.note(note)
+    result.metrics.update(scratch.metrics)
+    result.modified = result.modified or scratch.modified
+
+
+def _copy(model: ir.Model) -> ir.Model:
+    """A copy to build one speed-guard attempt on. It shares the weight tensors (no float copy
+    of the model): building replaces a weight's tensor, never writes into it."""
+    return model.clone()
+
+
+def _one_feed(model: ir.Model, context: PassContext) -> tuple[Feed | None, str]:
+    """The first calibration sample, else one synthetic sample; with where it came from (or
+    why there is none)."""
+    if context.calibration is not None:
+        with contextlib.suppress(OnnxCompressError):  # unreadable data: time on synthetic
+            for feed in context.calibration:
+                return feed, "the first calibration sample"
+    try:
+        return next(iter(synthetic_feeds(model, 1, seed=context.seed))), "a synthetic sample"
+    except OnnxCompressError as e:
+        return None, f"no synthetic input: {str(e).split(' Hint:')[0]}"
+
+
+def alternate_latency(models: list[ir.Model | ort.InferenceSession], feed: Feed, *,
+                      budget: float = 2.0, min_rounds: int = 7,
+                      max_rounds: int = 5000) -> list[float]:
+    """Median seconds per run of each model; runs alternate so load changes hit all alike.
+
+    The first entry is the reference: every other entry is returned as the reference's median
+    times the median of the per-round ratios, which is robust to load that drifts during timing.
+    Entries may be sessions already created (the speed guard reuses the float one). Raises
+    :class:`RuntimeUnavailableError` when a model cannot run on ``feed``.
+    """
+    sessions = [m if isinstance(m, ort.InferenceSession) else runtime.create_session(m)
+                for m in models]
+    names = [[i.name for i in s.get_inputs()] for s in sessions]
+    feeds = [{k: feed[k] for k in n if k in feed} for n in names]
+    quiet = quiet_run_options()
+    for s, f in zip(sessions, feeds, strict=True):
+        run(s, None, f, what="the timing sample", run_options=quiet)
+        first = time.perf_counter()
+        run(s, None, f, what="the timing sample", run_options=quiet)
+        # A slow model gets fewer rounds: the budget is a time cap, not a round count.
+        if time.perf_counter() - first > budget / (2 * min_rounds):
+            min_rounds = 3
+    times: list[list[float]] = [[] for _ in sessions]
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < max_rounds and (rounds < min_rounds or time.perf_counter() - start < budget):
+        order = range(len(sessions)) if rounds % 2 == 0 else reversed(range(len(sessions)))
+        for i in order:
+            t = time.perf_counter()
+            sessions[i].run(None, feeds[i], quiet)
+            times[i].append(time.perf_counter() - t)
+        rounds += 1
+    ref = statistics.median(times[0])
+    out = [ref]
+    for t in times[1:]:
+        ratio = statistics.median(b / a for a, b in zip(times[0], t, strict=True) if a > 0)
+        out.append(ref * ratio)
+    return out
