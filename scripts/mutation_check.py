@@ -227,7 +227,8 @@ MUTMUT_FUNCTIONS = (
     *(f"onnxcompress.passes._prune_select.x_{f}__mutmut_*" for f in (
         "_weight_scores", "_layer_mask", "_global_masks", "_nm_mask", "_norms", "_consumer_channel_terms",
         "_channel_scores", "_n_keep", "_choose_channels")),
-    *(f"onnxcompress.passes._prune_bias.x_{f}__mutmut_*" for f in ("_bias_delta", "_correct_bias", "_add_to_bias")),
+    *(f"onnxcompress.passes._prune_bias.x_{f}__mutmut_*"
+      for f in ("_bias_delta", "_correct_bias", "_add_to_bias")),
     *(f"onnxcompress.passes._qdq.x_{f}__mutmut_*" for f in (
         "activation_qparams", "quantize_weight", "dequantize_weight", "quantize_bias", "_along",
         "relative_error")),
