@@ -98,26 +98,62 @@ def _bytes_freed(node: ir.Node) -> int:
 
 
 def _fold_node(graph: ir.Graph, node: ir.Node, opset: int) -> bool:
+    results = _foldable_results(node, opset)
+    if results is None:
+        return False
+    if sum(r.nbytes for r in results) <= _bytes_freed(node) + _GROWTH_ALLOWANCE:
+        _replace(graph, node, results)
+        return True
+    return _fold_readers_together(node, opset)
+
+
+def _foldable_results(node: ir.Node, opset: int) -> list[np.ndarray] | None:
+    """The node's folded outputs when it may be folded (size aside), else None."""
     if node.op_type not in SHAPE_ONLY_OPS or node.domain not in ("", "ai.onnx"):
-        return False
+        return None
     if not node.inputs or node.inputs[0] is None:
-        return False
+        return None
     if any(out.is_graph_output() for out in node.outputs):
-        return False
+        return None
     arrays = [_const_array(v) if v is not None else None for v in node.inputs]
     if any(a is None for a, v in zip(arrays, node.inputs, strict=True) if v is not None):
-        return False
+        return None
     # Only weights: the data input (every input of a Concat) is float.
     data_arrays = arrays if node.op_type == "Concat" else arrays[:1]
     if not all(a is not None and a.dtype.kind == "f" for a in data_arrays):
-        return False
+        return None
     if not any(_reaches_weight_slot(out) for out in node.outputs):
+        return None
+    return _evaluate(node, arrays, opset)
+
+
+def _fold_readers_together(node: ir.Node, opset: int) -> bool:
+    """A weight read by several shape-only nodes (an LSTM matrix sliced into reordered gates,
+    perhaps in both branches of an If): none frees the weight alone, all of them together do.
+    Folded together when every reader folds and their outputs are not larger than the weight."""
+    data = node.inputs[0]
+    if data is None or data.is_graph_output():
         return False
-    results = _evaluate(node, arrays, opset)
-    if results is None:
+    readers = list(dict.fromkeys(user for user, _ in data.uses()))
+    if len(readers) < 2 or any(r.graph is None for r in readers):
         return False
-    if sum(r.nbytes for r in results) > _bytes_freed(node) + _GROWTH_ALLOWANCE:
+    folds = []
+    for reader in readers:
+        results = _foldable_results(reader, opset)
+        if results is None:
+            return False
+        folds.append((reader, results))
+    array = _const_array(data)
+    total = sum(r.nbytes for _, results in folds for r in results)
+    if array is None or total > array.nbytes + _GROWTH_ALLOWANCE * len(readers):
         return False
+    for reader, results in folds:
+        _replace(reader.graph, reader, results)
+    return True
+
+
+def _replace(graph: ir.Graph, node: ir.Node, results: list[np.ndarray]) -> None:
+    """Replace ``node`` by initializers holding its outputs; drop inputs nothing reads anymore."""
     inputs = list(dict.fromkeys(v for v in node.inputs if v is not None))
     replacements = []
     for out, array in zip(node.outputs, results, strict=False):
@@ -138,9 +174,8 @@ def _fold_node(graph: ir.Graph, node: ir.Node, opset: int) -> bool:
         new.const_value.name = name
         graph.register_initializer(new)
     for value in inputs:
-        _drop_if_unused(graph, value)
+        _drop_if_unused(value.graph or graph, value)
     logger.debug("Folded %s node %r over constants.", node.op_type, node.name)
-    return True
 
 
 def _drop_if_unused(graph: ir.Graph, value: ir.Value) -> None:
@@ -150,8 +185,8 @@ def _drop_if_unused(graph: ir.Graph, value: ir.Value) -> None:
         graph.initializers.pop(value.name)
         return
     producer = value.producer()
-    if producer is not None and producer.op_type == "Constant" and producer.graph is graph:
-        graph.remove(producer, safe=True)
+    if producer is not None and producer.op_type == "Constant" and producer.graph is not None:
+        producer.graph.remove(producer, safe=True)
 
 
 def _evaluate(node: ir.Node, arrays: list[np.ndarray | None], opset: int) -> list[np.ndarray] | None:

@@ -187,3 +187,54 @@ def test_rnn_exported_as_sliced_matrix_is_quantized_whole():
     float_weights = [t.name for t in out.graph.initializer
                      if t.data_type == onnx.TensorProto.FLOAT and onh.to_array(t).size >= H * H]
     assert not float_weights
+
+
+def test_a_weight_sliced_by_several_readers_is_folded_as_a_group():
+    """LSTM exports reorder gates: three Slices of one matrix, then a Concat. No Slice frees the
+    matrix alone; together they do, and the file does not grow."""
+    w = h.rng(6).standard_normal((H, 3 * H)).astype(np.float32)
+    arrays = {"W": w, "ax": np.array([1])}
+    nodes = []
+    for i, (s, e) in enumerate([(H, 2 * H), (0, H), (2 * H, 3 * H)]):
+        arrays.update({f"s{i}": np.array([s]), f"e{i}": np.array([e])})
+        nodes.append(oh.make_node("Slice", ["W", f"s{i}", f"e{i}", "ax"], [f"g{i}"]))
+    nodes += [oh.make_node("Concat", ["g0", "g1", "g2"], ["w_gates"], axis=1),
+              oh.make_node("MatMul", ["x", "w_gates"], ["y3"]),
+              oh.make_node("Slice", ["y3", "s1", "e1", "ax"], ["y"])]
+    proto = _model(nodes, arrays)
+    x = h.rng(9).standard_normal((3, H)).astype(np.float32)
+    model = load_model(proto)
+    assert [n.op_type for n in model.graph] == ["MatMul", "Slice"]  # the output Slice reads y3
+    np.testing.assert_array_equal(h.run(to_proto(model), {"x": x})[0], h.run(proto, {"x": x})[0])
+    assert "W" not in model.graph.initializers
+    assert WeightIndex.build(model)["w_gates"].shape == (H, 3 * H)
+
+
+def test_an_outer_weight_sliced_inside_both_branches_of_an_if_is_folded():
+    w = h.rng(7).standard_normal((H, 2 * H)).astype(np.float32)
+
+    def branch(name: str, start: int) -> onnx.GraphProto:
+        return oh.make_graph(
+            [oh.make_node("Slice", ["W", f"{name}_s", f"{name}_e", f"{name}_a"], [f"{name}_w"]),
+             oh.make_node("MatMul", ["x", f"{name}_w"], [f"{name}_out"])],
+            name, [], [oh.make_tensor_value_info(f"{name}_out", onnx.TensorProto.FLOAT, ["N", H])],
+            [onh.from_array(np.array([start]), f"{name}_s"),
+             onh.from_array(np.array([start + H]), f"{name}_e"),
+             onh.from_array(np.array([1]), f"{name}_a")],
+        )
+
+    graph = oh.make_graph(
+        [oh.make_node("If", ["cond"], ["y"], then_branch=branch("t", 0), else_branch=branch("e", H))], "g",
+        [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", H]),
+         oh.make_tensor_value_info("cond", onnx.TensorProto.BOOL, [])],
+        [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", H])],
+        [onh.from_array(w, "W")],
+    )
+    proto = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 13)])
+    model = load_model(proto)
+    assert "W" not in model.graph.initializers
+    for cond in (True, False):
+        feed = {"x": h.rng(9).standard_normal((2, H)).astype(np.float32), "cond": np.array(cond)}
+        np.testing.assert_array_equal(h.run(to_proto(model), feed)[0], h.run(proto, feed)[0])
+    result = compress(proto, {"passes": [{"pass": "quantize", "mode": "dynamic"}]})
+    assert len([layer for p in result.passes for layer in p.layers]) == 2
