@@ -37,7 +37,7 @@ KMEANS_BITS = (2, 3, 4, 5, 6, 8)
 MIN_CANDIDATE_SIZE = 64
 #: k-means statistics use at most this many calibration feeds (the first ones), so a recipe
 #: replayed with the same --calibration file uses exactly the samples the search used.
-KMEANS_CALIBRATION_SAMPLES = 64
+KMEANS_CALIBRATION_SAMPLES = 32
 OBJECTIVES = ("size", "latency", "memory")
 
 
@@ -109,7 +109,9 @@ def pass_steps(assignment: dict[str, Candidate], all_labels: Sequence[str], *,
             "pass": "kmeans", "bits": 8, "layer_bits": layer_bits, "allocation": "uniform",
             "codebook": "layer", "min_size": 1, "calibration_samples": calibration_samples,
         })
-    for pass_name, options in (("quantize", {"mode": "weights"}), ("blockq", {"bits": 4})):
+    # The speed guard times the model on this machine: off, so the recipe replays anywhere.
+    codecs = (("quantize", {"mode": "weights", "speed_check": False}), ("blockq", {"bits": 4}))
+    for pass_name, options in codecs:
         mine = {label for label, c in assignment.items() if c.pass_name == pass_name}
         if mine:
             others = [escape(label) for label in all_labels if label not in mine]

@@ -347,6 +347,8 @@ def _bisect(path: list[tuple[Plan, float]], evaluate: _Evaluator, deadline: floa
     fidelity is nearly monotone; bisection assumes it), or the all-float end."""
     lo, hi = 0, len(path) - 1
     best = evaluate(path[hi][0])
+    if not best.fidelity.met:  # all float fails: no plan can meet it (the target is unreachable)
+        return best
     rounds = max(1, math.ceil(math.log2(len(path) + 1)))
     done = 0
     while lo < hi and time.perf_counter() < deadline:
@@ -358,8 +360,6 @@ def _bisect(path: list[tuple[Plan, float]], evaluate: _Evaluator, deadline: floa
             hi, best = mid, ev
         else:
             lo = mid + 1
-    if not best.fidelity.met:  # even all float fails (a target above the original's own score)
-        best = max(evaluate.cache.values(), key=lambda e: e.fidelity.margin)
     return best
 
 
