@@ -37,7 +37,7 @@ KMEANS_BITS = (2, 3, 4, 5, 6, 8)
 MIN_CANDIDATE_SIZE = 64
 #: k-means statistics use at most this many calibration feeds (the first ones), so a recipe
 #: replayed with the same --calibration file uses exactly the samples the search used.
-KMEANS_CALIBRATION_SAMPLES = 32
+KMEANS_CALIBRATION_SAMPLES = 64
 OBJECTIVES = ("size", "latency", "memory")
 
 
