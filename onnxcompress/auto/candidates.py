@@ -133,13 +133,16 @@ class Measured:
     cost_total: float = 0.0  # the objective measured on the whole uniform model (latency, memory)
     seconds: float = 0.0
     skipped: dict[str, str] | None = None
+    weight_error: dict[str, float] | None = None  # ||dW||^2 / ||W||^2 per layer
 
 
 def measure_candidate(task: dict[str, Any]) -> Measured:
     """Executor task: apply ``task['candidate']`` to every label of ``task['labels']`` in the
     pricing base (``task['base']``, a file), read each layer's bytes from the pass's statistics
     and its decoded weight from the result, and probe each decoded weight alone on
-    ``task['probe']`` (an .npz of feeds). Pure function of its inputs (a worker process or Ray)."""
+    ``task['probe']`` (an .npz of feeds; with ``task['probe_layers']`` False only the relative
+    weight errors are returned, and the search prices the option from another option's probe).
+    Pure function of its inputs (a worker process or Ray)."""
     from onnxcompress.auto.measure import decode_weight, objective_cost, probe_feeds
     from onnxcompress.model import load_model, save_model, to_proto
     from onnxcompress.passes._bit_allocation import probe_sensitivity
@@ -170,18 +173,25 @@ def measure_candidate(task: dict[str, Any]) -> Measured:
             continue
         degraded[label] = value
         before[label], after[label] = int(s.bytes_before), int(s.bytes_after)
+    werr = {}
+    for label, value in degraded.items():
+        ref = index[label].numpy().astype(np.float64)
+        norm = float(np.square(ref).sum())
+        werr[label] = float(f"{float(np.square(value - ref).sum()) / norm:.6g}") if norm > 0 else 0.0
     feeds = probe_feeds(task["probe"])
-    probe = probe_sensitivity(base, degraded, feeds)
+    deviation: dict[str, float] = {}
+    if task.get("probe_layers", True):
+        probe = probe_sensitivity(base, degraded, feeds)
+        # Rounded so that summation order or thread count in a worker cannot flip a later choice.
+        deviation = {k: float(f"{v:.6g}") for k, v in probe.deviation.items()}
     cost_total = 0.0
     if task.get("objective", "size") != "size":
         with tempfile.TemporaryDirectory(prefix="onnxcompress-auto-") as tmp:
             path = Path(tmp) / "uniform.onnx"
             save_model(result.model, path)
             cost_total = objective_cost(path, task["objective"], feeds[0])
-    # Rounded so that summation order or thread count in a worker cannot flip a later choice.
-    deviation = {k: float(f"{v:.6g}") for k, v in probe.deviation.items()}
     return Measured(cand.name, before, after, deviation, cost_total,
-                    time.perf_counter() - start, skipped or None)
+                    time.perf_counter() - start, skipped or None, werr)
 
 
 def layer_costs(measured: Measured, base_cost: float, objective: str) -> dict[str, int]:

@@ -51,6 +51,12 @@ logger = logging.getLogger(__name__)
 HOLDOUT_FRACTION = 0.25
 PATH_POINTS = 24  # budgets along the allocation path
 BACKOFF_ROUNDS = 8
+#: Above this many (layer, option) pairs, only REFERENCE_OPTION is probed per layer and the
+#: other options are priced by their weight error (output error ~ sensitivity x weight error),
+#: so a 100-layer detector costs 100 forward passes instead of 700.
+PROBE_ALL_MAX_PAIRS = 256
+REFERENCE_OPTION = "kmeans4"
+LARGE_PROBE_SAMPLES = 2
 Progress = Callable[[str, int, int], None]
 
 
@@ -104,7 +110,8 @@ def search(
     model_path: str | Path,
     calibration: Any,
     *,
-    target: str | Target | None = None,
+    target: str | Target | Callable[[Any, Any], float] | None = None,
+    target_threshold: float | None = None,
     objective: str = "size",
     validate_data: Any = None,
     time_budget: float | None = None,
@@ -113,8 +120,11 @@ def search(
     progress: Progress | None = None,
 ) -> AutoResult:
     """Search per-layer options for ``model_path`` so the compressed model meets ``target`` at the
-    least ``objective`` (size: bytes on disk; latency; memory). ``calibration`` and
-    ``validate_data``: anything :func:`onnxcompress.data.feed_source` takes."""
+    least ``objective`` (size: bytes on disk; latency; memory). ``target``: an expression, a
+    :class:`Target`, or a callable ``metric(original_outputs, compressed_outputs) -> float``
+    (outputs: name -> samples stacked on axis 0; higher is better) that must reach
+    ``target_threshold``. ``calibration`` and ``validate_data``: anything
+    :func:`onnxcompress.data.feed_source` takes."""
     if objective not in OBJECTIVES:
         raise ConfigError(f"auto: objective must be one of {', '.join(OBJECTIVES)}, got '{objective}'.")
     if calibration is None:
@@ -126,7 +136,10 @@ def search(
     search_feeds, search_labels, held_feeds, held_labels = _split(original, calibration, validate_data)
     ref_search = run_outputs(model_path, search_feeds)
     ref_held = run_outputs(model_path, held_feeds)
-    goal = parse_target(target, ref_search)
+    if callable(target) and not isinstance(target, Target):
+        goal = parse_target(None, metric=target, threshold=target_threshold)
+    else:
+        goal = parse_target(target, ref_search)
     if goal.needs_labels and (search_labels is None or held_labels is None):
         raise ConfigError(f"target {goal.text}: the data has no labels.",
                           hint="store them as 'labels' in the .npz, or use top1>=...")
@@ -215,20 +228,37 @@ def _measure(tmp: Path, original: Any, calib: list, search_feeds: list, objectiv
     if any(c.pass_name == "kmeans" for c in available_candidates()):
         fold_batchnorm(base)
     save_model(base, tmp / "base.onnx")
-    save_feeds(tmp / "probe.npz", search_feeds[:PROBE_SAMPLES])
     labels = [w.label for w in candidate_weights(base)]
     if not labels:
         raise ConfigError("auto mode: the model has no float weight large enough to compress.")
+    names = [c.name for c in available_candidates()]
+    probe_all = len(labels) * len(names) <= PROBE_ALL_MAX_PAIRS or REFERENCE_OPTION not in names
+    save_feeds(tmp / "probe.npz", search_feeds[:PROBE_SAMPLES if probe_all else LARGE_PROBE_SAMPLES])
     tasks = [
-        {"candidate": c.name, "base": str(tmp / "base.onnx"), "labels": labels, "seed": seed,
+        {"candidate": name, "base": str(tmp / "base.onnx"), "labels": labels, "seed": seed,
          "calibration": str(_stacked(calib, tmp / "calib.npz")), "probe": str(tmp / "probe.npz"),
-         "objective": objective, "calibration_samples": len(calib)}
-        for c in available_candidates()
+         "objective": objective, "calibration_samples": len(calib),
+         "probe_layers": probe_all or name == REFERENCE_OPTION}
+        for name in names
     ]
     report("measuring options", 0, len(tasks))
     measured = executor.map(measure_candidate, tasks)
     report("measuring options", len(tasks), len(tasks))
+    if not probe_all:
+        _extrapolate(measured)
     return measured
+
+
+def _extrapolate(measured: list[Measured]) -> None:
+    """Deviations of unprobed options from the reference option's: each layer's sensitivity
+    (probed deviation / its weight error) times the option's weight error."""
+    ref = next(m for m in measured if m.candidate == REFERENCE_OPTION)
+    werr = ref.weight_error or {}
+    sensitivity = {k: d / werr[k] for k, d in ref.deviation.items() if werr.get(k)}
+    for m in measured:
+        if m is not ref:
+            m.deviation = {k: float(f"{sensitivity[k] * e:.6g}")
+                           for k, e in (m.weight_error or {}).items() if k in sensitivity}
 
 
 def _choices(model: Any, measured: list[Measured], objective: str, base_cost: float) -> list[LayerChoices]:
