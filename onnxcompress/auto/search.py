@@ -56,7 +56,7 @@ BACKOFF_ROUNDS = 8
 #: so a 100-layer detector costs 100 forward passes instead of 700.
 PROBE_ALL_MAX_PAIRS = 256
 REFERENCE_OPTION = "kmeans4"
-LARGE_PROBE_SAMPLES = 2
+LARGE_PROBE_SAMPLES = 1
 Progress = Callable[[str, int, int], None]
 
 

@@ -12,7 +12,7 @@ from onnxcompress.auto.candidates import candidate_weights, measure_candidate
 from onnxcompress.auto.measure import save_feeds
 from onnxcompress.data import feed_source
 from onnxcompress.model import load_model
-from tests.auto._common import CALIB, MODELS
+from tests.auto._common import CALIB, EVAL, MODELS
 
 MODEL = MODELS / "digits_mlp.onnx"
 
@@ -43,15 +43,19 @@ def test_local_executor_equals_serial(tmp_path: Path) -> None:
     assert all(by["kmeans3"].deviation[k] > by["int8"].deviation[k] > 0 for k in by["int8"].deviation)
 
 
-def test_ray_executor_equals_serial(tmp_path: Path) -> None:
+def test_ray_search_gives_the_local_plan() -> None:
     ray = pytest.importorskip("ray")
-    from onnxcompress.auto import RayExecutor
+    from onnxcompress.auto import RayExecutor, search
 
-    tasks = _tasks(tmp_path)
-    serial = SerialExecutor().map(measure_candidate, tasks)
+    kwargs = {"target": "top1>=0.99", "validate_data": str(EVAL)}
+    with LocalExecutor(workers=2) as ex:
+        local = search(MODEL, str(CALIB), executor=ex, **kwargs)
     ex = RayExecutor("local", num_cpus=2, include_dashboard=False)
     try:
-        assert _key(ex.map(measure_candidate, tasks)) == _key(serial)
+        remote = search(MODEL, str(CALIB), executor=ex, **kwargs)
     finally:
         ex.close()
     assert not ray.is_initialized()
+    assert remote.plan.choices == local.plan.choices
+    assert remote.recipe == local.recipe
+    assert remote.met and local.met
