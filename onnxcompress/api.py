@@ -80,11 +80,14 @@ def compress_file(
     validator: Validator | None = None,
     validation_data: Any = None,
     progress: Callable[[str, int, int], None] | None = None,
+    keep_failed: bool = False,
 ) -> CompressionReport:
     """Compress ``input_path`` into ``output_path`` and return the report.
 
     The input file is never modified; the output is written atomically and only after every
-    pass succeeded. With ``validator``, the saved output is compared with the input.
+    pass succeeded (or, with the pipeline's ``best_effort``, was rolled back). With
+    ``validator``, the saved output is compared with the input; if the comparison fails the
+    output is deleted again (``report.output`` is None) unless ``keep_failed``.
     """
     input_path, output_path = Path(input_path), Path(output_path)
     check_output_path(output_path, protect=(input_path,), overwrite=overwrite)
@@ -95,7 +98,7 @@ def compress_file(
     if validator is not None and validation_data is not None:
         feed_source(validation_data, model, name="validation data")  # fail before the long work
     before = size_info(model, input_path)
-    result = pipeline.run(model, calibration=calibration, progress=progress)
+    result = pipeline.run(model, calibration=calibration, progress=progress, label=str(input_path))
     save_model(result.model, output_path, overwrite=overwrite, protect=(input_path,))
     after = size_info(result.model, output_path)
     report = CompressionReport(
@@ -109,6 +112,10 @@ def compress_file(
             # A command that fails leaves nothing behind, even after the model was written.
             remove_model_files(output_path)
             raise
+        if report.validation.get("passed") is False and not keep_failed:
+            # A model that failed its check is not an output a script should pick up.
+            remove_model_files(output_path)
+            report.output = None
     return report
 
 

@@ -1,8 +1,9 @@
 """The ``onnxcompress`` command: a thin layer over the Python API.
 
 Pass flags are generated from the pass configs (see ``onnxcompress.passes.base.option``), so the
-CLI, the API and recipe files share names and defaults. Exit codes: 0 success, 1 compared outputs
-differ, 2 an error the user can fix (one line on stderr; ``--debug`` shows the traceback).
+CLI, the API and recipe files share names and defaults. Exit codes: 0 success; 1 the output is
+not what was asked for (compared outputs differ, or with --best-effort a pass was rolled back);
+2 an error, nothing written (one line on stderr; ``--debug`` adds the traceback, same code).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from onnxcompress.passes.base import Pass
 from onnxcompress.pipeline import Pipeline
 
 EXIT_OK, EXIT_DIFFER, EXIT_ERROR = 0, 1, 2
+# With --best-effort: written, but a pass the user asked for was rolled back.
+EXIT_INCOMPLETE = 1
 
 logger = logging.getLogger("onnxcompress")
 
@@ -101,17 +104,26 @@ def pipeline_from_args(args: argparse.Namespace) -> Pipeline | None:
                 enabled = True
         if not given:
             continue
+        flags = [f.metadata["flag"] for f in _flag_fields(pass_class) if f.name in given]
         if not enabled:
-            needs = [f.metadata["flag"] for f in _flag_fields(pass_class) if f.metadata.get("enables")]
-            flags = [f.metadata["flag"] for f in _flag_fields(pass_class) if f.name in given]
-            raise ConfigError(f"{', '.join(flags)} given without {' or '.join(needs)}.")
+            needs = [f for f in _flag_fields(pass_class) if f.metadata.get("enables")]
+            usage = " or ".join(
+                f"{f.metadata['flag']} {f.metadata.get('metavar') or ''}".strip() for f in needs
+            )
+            raise ConfigError(
+                f"{', '.join(flags)} given without {' or '.join(f.metadata['flag'] for f in needs)}: "
+                f"alone it enables nothing.",
+                hint=f"add {usage} to run the {pass_class.name} pass.",
+            )
         if args.exclude and "exclude" in {f.name for f in dataclasses.fields(pass_class.config_class)}:
             given["exclude"] = tuple(args.exclude)
+        where = " ".join(flags)
         try:
-            config = pass_class.config_class.from_dict(given, where=f"--{pass_class.name} options")
+            config = pass_class.config_class.from_dict(given, where=where)
         except ConfigError as e:
-            flags = [f.metadata["flag"] for f in _flag_fields(pass_class) if f.name in given]
-            raise ConfigError(f"{' '.join(flags)}: {e}") from e
+            if e.message.startswith(where):
+                raise
+            raise ConfigError(f"{where}: {e.message}", hint=e.hint) from e
         passes.append(pass_class(config))
     if not passes:
         return None
@@ -162,12 +174,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
         pipeline.check = args.check
     if args.keep_debug_info:
         pipeline.keep_debug_info = True
-    if args.report:
-        from onnxcompress.model import check_output_path
-        from onnxcompress.report import report_format
-
-        report_format(args.report)  # an unknown extension fails before the long work
-        check_output_path(args.report)  # fail before the long work, not after writing OUT
+    if args.best_effort:
+        pipeline.best_effort = True
+    _check_output_paths(args)
     validator = None
     if args.validate:
         validator = _validator(args)
@@ -180,11 +189,13 @@ def cmd_compress(args: argparse.Namespace) -> int:
         report = compress_file(
             args.model, args.output, pipeline, calibration=args.calibration,
             overwrite=args.overwrite, validator=validator, progress=progress,
-            validation_data=getattr(args, "validation_data", None),
+            validation_data=getattr(args, "validation_data", None), keep_failed=args.keep_failed,
         )
     finally:
         _clear_progress(progress)
     if args.report:
+        from onnxcompress.report import report_format
+
         _write_text(Path(args.report), report.to_format(report_format(args.report)))
     if args.json:
         print(report.to_json())
@@ -195,9 +206,17 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
             print()
             print(render_report(report.validation))
-        print(f"wrote {args.output}")
+        if report.output is not None:
+            print(f"wrote {args.output}")
+    if report.output is None:
+        sys.stderr.write(f"onnxcompress: validation failed: {args.output} not written "
+                         "(--keep-failed keeps it)\n")
+    for failed in report.result.failed:
+        sys.stderr.write(f"onnxcompress: {failed.pass_name} was rolled back: {failed.reason}\n")
     if report.validation is not None and report.validation.get("passed") is False:
         return EXIT_DIFFER
+    if report.result.failed:
+        return EXIT_INCOMPLETE
     return EXIT_OK
 
 
@@ -214,10 +233,9 @@ def _cmd_auto(args: argparse.Namespace, pipeline: Pipeline | None) -> int:
         raise ConfigError("--auto needs calibration data.", hint="add --calibration DATA.npz")
     if args.target:
         parse_target(args.target)  # a bad expression fails before the long work
-    check_output_path(args.output, protect=(args.model,), overwrite=args.overwrite)
-    for path in (args.report, args.save_recipe):
-        if path:
-            check_output_path(path)
+    _check_output_paths(args)
+    if args.save_recipe:
+        check_output_path(args.save_recipe, protect=(args.model,))
     tty = not args.quiet and not args.json and sys.stderr.isatty()
     shown: set[str] = set()
 
@@ -257,6 +275,21 @@ def _cmd_auto(args: argparse.Namespace, pipeline: Pipeline | None) -> int:
                          f"{-found.fidelity.margin:.4g} short); wrote the best model found\n")
         return EXIT_DIFFER
     return EXIT_OK
+
+
+def _check_output_paths(args: argparse.Namespace) -> None:
+    """Every file the command will write, checked before the long work (not after writing OUT)."""
+    from onnxcompress.errors import SaveError
+    from onnxcompress.model import check_output_path
+
+    check_output_path(args.output, protect=(args.model,), overwrite=args.overwrite)
+    if args.report:
+        from onnxcompress.report import report_format
+
+        report_format(args.report)  # an unknown extension fails before the long work
+        check_output_path(args.report, protect=(args.model,))
+    if args.report and Path(args.report).resolve() == Path(args.output).resolve():
+        raise SaveError(f"{args.report}: --report and -o name the same file.")
 
 
 def _validator(args: argparse.Namespace):  # noqa: ANN202
@@ -306,19 +339,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _write_text(path: Path, text: str) -> None:
-    """Write a report atomically (temporary file in the same folder, then rename)."""
-    import os
-    import tempfile
+    """Write a report atomically, with the user's umask permissions."""
+    from onnxcompress.model import write_text_atomic
 
-    from onnxcompress.errors import SaveError
-
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".onnxcompress-", dir=path.parent or Path("."))
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise SaveError(f"{path}: cannot write the report: {e.strerror or e}.") from e
+    write_text_atomic(path, text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -355,6 +379,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", choices=("each", "end", "none"),
                    help="when to check the model with onnx.checker and onnxruntime (default: each)")
     p.add_argument("--overwrite", action="store_true", help="allow OUT to be the input file")
+    p.add_argument("--best-effort", action="store_true",
+                   help="if a pass fails, roll it back, keep the others, write the result and "
+                   "exit 1 (default: exit 2, nothing written); recipe key best_effort = true")
+    p.add_argument("--keep-failed", action="store_true",
+                   help="keep OUT when --validate fails (default: it is deleted; "
+                   "the exit code is 1 either way)")
     p.add_argument("--keep-debug-info", action="store_true",
                    help="keep the exporter's per-node debug metadata (module paths, stack traces)")
     auto = p.add_argument_group(
@@ -409,12 +439,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.debug else (logging.ERROR if args.quiet else logging.WARNING),
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not args.debug:
+        # onnx_ir warns about what our own checks report in one line (an invalid input).
+        logging.getLogger("onnx_ir").setLevel(logging.ERROR)
     try:
         return int(args.func(args))
     except OnnxCompressError as e:
-        if args.debug:
-            raise
-        sys.stderr.write(f"onnxcompress: error: {e}\n")
+        _traceback(e, args.debug)
+        sys.stderr.write(f"onnxcompress: error: {_one_line(str(e))}\n")
         return EXIT_ERROR
     except KeyboardInterrupt:
         sys.stderr.write("onnxcompress: interrupted\n")
@@ -425,14 +457,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
-    except Exception as e:  # a bug: still one line, unless --debug
-        if args.debug:
-            raise
+    except Exception as e:  # a bug: still one line; --debug adds the traceback, same exit code
+        _traceback(e, args.debug)
         sys.stderr.write(
-            f"onnxcompress: internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+            f"onnxcompress: internal error: {type(e).__name__}: {_one_line(str(e))} "
             "(rerun with --debug for the traceback, and please report it)\n"
         )
         return EXIT_ERROR
+
+
+def _one_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " ".join(lines)
+
+
+def _traceback(error: BaseException, debug: bool) -> None:
+    if debug:
+        import traceback
+
+        traceback.print_exception(error, file=sys.stderr)
 
 
 if __name__ == "__main__":

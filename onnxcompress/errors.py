@@ -1,7 +1,9 @@
 """The exceptions onnxcompress raises for problems the user must fix.
 
-Every message names the file, node or tensor involved and, where the fix is known, ends with
-"Hint: ...". The CLI turns these into one line on stderr and exit code 2.
+Every message names the file, node or tensor involved. Where the fix is known it is carried
+separately in ``hint``: ``str(error)`` shows "message Hint: hint" for users, while code reads
+``error.message`` and ``error.hint`` (never parse the string). The CLI turns these into one line
+on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ class OnnxCompressError(Exception):
     """Base class: a problem with the user's model, data, options or output path."""
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.message = message
         self.hint = hint
         super().__init__(f"{message} Hint: {hint}" if hint else message)
 
@@ -40,4 +43,15 @@ class SaveError(OnnxCompressError):
 
 
 class PassError(OnnxCompressError):
-    """A pass produced a model that fails the pipeline's checks (a bug in onnxcompress)."""
+    """A pass failed: it raised, or produced a model that fails the pipeline's checks (a bug in
+    onnxcompress). ``pass_name`` names it; ``layer`` is the tensor or node it was working on,
+    when known."""
+
+    def __init__(
+        self, message: str, *, hint: str | None = None, pass_name: str | None = None,
+        layer: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.pass_name = pass_name
+        self.layer = layer
+

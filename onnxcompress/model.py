@@ -403,6 +403,34 @@ def save_model(
     return path
 
 
+def write_text_atomic(path: str | os.PathLike, text: str, *, what: str = "the report") -> Path:
+    """Write a text file atomically (a temporary file beside it, then renamed), with the mode
+    a plain ``open()`` would give it (mkstemp's files are 0600: a report nobody else can read)."""
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".onnxcompress-", dir=path.parent if str(path.parent) else ".")
+        try:
+            os.fchmod(fd, default_file_mode())
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    except OSError as e:
+        raise SaveError(f"{path}: cannot write {what}: {e.strerror or e}.") from e
+    return path
+
+
+def default_file_mode() -> int:
+    """0o666 minus the user's umask: the mode ``open()`` gives a new file."""
+    # The umask can only be read by setting it; set it straight back (a moment, one thread).
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def _save_inline(model: ir.Model, path: Path) -> None:
     # ir.save would load every external tensor anyway; going through the proto keeps the output
     # byte-for-byte deterministic and lets us reuse onnx's writer.

@@ -29,17 +29,15 @@ from typing import Any
 import onnx
 import onnx_ir as ir
 
-from onnxcompress import __version__, runtime
+from onnxcompress import __version__, checking, runtime
 from onnxcompress.data import FeedSource, feed_source
-from onnxcompress.errors import ConfigError, PassError
+from onnxcompress.errors import ConfigError, ModelLoadError, OnnxCompressError, PassError
 from onnxcompress.model import (
-    EXTERNAL_DATA_THRESHOLD,
     ModelLike,
     copy_model,
     load_model,
     strip_debug_info,
     tensor_bytes,
-    to_proto,
 )
 from onnxcompress.passes.base import Pass, PassContext, PassResult, get_pass_class
 from onnxcompress.weights import WeightIndex, all_graphs, matches
@@ -53,8 +51,12 @@ logger = logging.getLogger(__name__)
 
 PROVENANCE_KEY = "onnxcompress"
 CHECK_MODES = ("each", "end", "none")
-# Above this, a pass's input is not copied for rollback (a failing check raises instead).
+# Above this, a pass's input is not copied for rollback (with best_effort, a failing pass
+# then stops the pipeline as without it).
 ROLLBACK_MAX_BYTES = 512 * 1024 * 1024
+RECIPE_KEYS = {"passes", "seed", "check", "keep_debug_info", "best_effort", "onnxcompress_version"}
+_BUG_HINT = ("this is a bug in onnxcompress, please report it; --exclude can leave the layer "
+             "alone, and --best-effort keeps the passes that succeed.")
 
 
 @dataclass
@@ -67,8 +69,19 @@ class PipelineResult:
     # Set when the original model loads in onnxruntime but a step could not use it.
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def headlines(self) -> list[str]:
+        """Every decision that changes what the user asked for, each prefixed with its pass."""
+        return [f"{p.pass_name}: {h}" for p in self.passes for h in p.headlines]
+
+    @property
+    def failed(self) -> list[PassResult]:
+        """Passes the pipeline rolled back (only with ``best_effort``; otherwise it raises)."""
+        return [p for p in self.passes if p.status == "rolled_back"]
+
     def to_dict(self) -> dict[str, Any]:
         return {
+            "headlines": self.headlines,
             "recipe": self.recipe,
             "passes": [p.to_dict() for p in self.passes],
             "notes": self.notes,
@@ -78,13 +91,19 @@ class PipelineResult:
 class Pipeline:
     """Passes run in order on one model.
 
-    ``check``: "each" runs ``onnx.checker`` and an onnxruntime load after every pass (a pass whose
-    output fails is rolled back and reported, so a bug in one pass never corrupts the model);
-    "end" checks once at the end; "none" skips checks.
+    The input is checked first: a model onnx.checker refuses raises ModelLoadError before any
+    work. ``check``: "each" runs ``onnx.checker`` and an onnxruntime load after every pass; "end"
+    checks once at the end; "none" skips every check, the input's included.
+
+    A pass that raises (other than for the user's options or data) or whose output fails the
+    check is a failure: PassError naming the pass (and the layer, when the pass said which with
+    ``context.working_on``). With ``best_effort`` the failing pass is rolled back instead, its
+    result says why (``status == "rolled_back"``, a headline), and the next passes run.
     """
 
     def __init__(
-        self, passes: Sequence[Pass], *, seed: int = 0, check: str = "each", keep_debug_info: bool = False
+        self, passes: Sequence[Pass], *, seed: int = 0, check: str = "each", keep_debug_info: bool = False,
+        best_effort: bool = False,
     ) -> None:
         if check not in CHECK_MODES:
             raise ConfigError(f"pipeline: check must be one of {', '.join(CHECK_MODES)}.")
@@ -93,6 +112,7 @@ class Pipeline:
         self.check = check
         # Exporters' per-node debug metadata is dropped from the output unless kept.
         self.keep_debug_info = keep_debug_info
+        self.best_effort = best_effort
 
     # -- recipes ------------------------------------------------------------------------------
 
@@ -104,10 +124,11 @@ class Pipeline:
             path = Path(recipe)
             where = str(path)
             recipe = read_recipe(path)
-        unknown = set(recipe) - {"passes", "seed", "check", "keep_debug_info", "onnxcompress_version"}
+        unknown = set(recipe) - RECIPE_KEYS
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}.",
-                              hint="a recipe has 'seed', 'check' and a list 'passes'.")
+                              hint="a recipe has 'seed', 'check', 'keep_debug_info', 'best_effort' "
+                              "and a list 'passes'.")
         steps = recipe.get("passes")
         if not isinstance(steps, list) or not steps:
             raise ConfigError(f"{where}: 'passes' must be a non-empty list of tables.")
@@ -127,10 +148,17 @@ class Pipeline:
         seed = recipe.get("seed", 0)
         if not isinstance(seed, int):
             raise ConfigError(f"{where}: seed must be an integer.")
-        keep = recipe.get("keep_debug_info", False)
-        if not isinstance(keep, bool):
-            raise ConfigError(f"{where}: keep_debug_info must be true or false.")
-        return cls(passes, seed=seed, check=recipe.get("check", "each"), keep_debug_info=keep)
+        if isinstance(seed, bool):
+            raise ConfigError(f"{where}: seed must be an integer, got {seed!r}.")
+        flags = {}
+        for key in ("keep_debug_info", "best_effort"):
+            flags[key] = recipe.get(key, False)
+            if not isinstance(flags[key], bool):
+                raise ConfigError(f"{where}: {key} must be true or false, got {flags[key]!r}.")
+        check = recipe.get("check", "each")
+        if check not in CHECK_MODES:
+            raise ConfigError(f"{where}: check must be one of {', '.join(CHECK_MODES)}, got {check!r}.")
+        return cls(passes, seed=seed, check=check, **flags)
 
     def to_recipe(self) -> dict[str, Any]:
         """The full recipe: every option of every pass, defaults spelled out."""
@@ -139,6 +167,7 @@ class Pipeline:
             "seed": self.seed,
             "check": self.check,
             "keep_debug_info": self.keep_debug_info,
+            "best_effort": self.best_effort,
             "passes": [{"pass": p.name, **p.config.to_dict()} for p in self.passes],
         }
 
@@ -150,13 +179,18 @@ class Pipeline:
         *,
         calibration: Any = None,
         progress: Callable[[str, int, int], None] | None = None,
+        label: str | None = None,
     ) -> PipelineResult:
         """Run every pass on ``model`` (not modified if given as a path or proto).
 
         ``calibration``: any data source :func:`onnxcompress.data.feed_source` accepts.
+        ``label``: how errors name the model (default: its path, else "the input model").
         """
         # Passes rewrite in place: never touch the caller's object, work on a copy of it.
         ir_model = copy_model(model) if isinstance(model, ir.Model) else load_model(model)
+        if label is None:
+            label = str(model) if isinstance(model, (str, os.PathLike)) else "the input model"
+        notes = self._check_input(ir_model, label)
         if isinstance(model, (ir.Model, onnx.ModelProto)):
             pristine = copy_model(ir_model)
             original_loader = lambda: pristine  # noqa: E731
@@ -168,7 +202,6 @@ class Pipeline:
         context = PassContext(calibration=source, seed=self.seed, progress=progress,
                               original_loader=original_loader)
         runs_in_ort, why_not = runtime.loadable(ir_model)
-        notes = []
         if not runs_in_ort:
             notes.append(f"onnxruntime cannot run the input model ({why_not}); data-driven "
                          "steps are skipped and outputs are only checked with onnx.checker")
@@ -177,29 +210,14 @@ class Pipeline:
         for i, p in enumerate(self.passes):
             if progress is not None:
                 progress(f"pass {p.name}", i, len(self.passes))
-            # Keep a copy to roll back to, unless the model is too large to hold twice.
-            backup = (
-                copy_model(ir_model)
-                if self.check == "each" and tensor_bytes(ir_model) <= ROLLBACK_MAX_BYTES
-                else None
-            )
-            logger.info("Running pass %s", p.name)
-            result = p.run(ir_model, context)
-            if self.check == "each" and result.modified:
-                problem = _check(result.model, need_ort=runs_in_ort)
-                if problem is not None and backup is None:
-                    raise PassError(f"pass {p.name} produced an invalid model: {problem}")
-                if problem is not None:
-                    logger.error("Pass %s produced an invalid model (%s); rolled back.", p.name, problem)
-                    result.model = backup
-                    result.modified = False
-                    result.note(f"rolled back: its output failed the checks ({problem})")
+            result = self._run_pass(p, ir_model, context, runs_in_ort)
             ir_model = result.model
             results.append(result)
         if self.check == "end":
-            problem = _check(ir_model, need_ort=runs_in_ort)
+            problem = checking.model_problem(ir_model, need_ort=runs_in_ort)
             if problem is not None:
-                raise PassError(f"the compressed model failed the final check: {problem}")
+                raise PassError(f"the compressed model failed the final check: {problem.rstrip('.')}.",
+                               hint=_BUG_HINT)
         if not self.keep_debug_info:
             removed = strip_debug_info(ir_model)
             if removed:
@@ -208,6 +226,72 @@ class Pipeline:
         recipe = self.to_recipe()
         record_provenance(ir_model, recipe, results)
         return PipelineResult(model=ir_model, passes=results, recipe=recipe, notes=notes)
+
+    def _check_input(self, model: ir.Model, label: str) -> list[str]:
+        """Refuse an input onnx.checker rejects, before any work (a pass's output could never
+        pass the checks either, and onnxruntime may not load it); returns notes."""
+        notes = []
+        completed = checking.complete_io_shapes(model)
+        if completed:
+            notes.append(f"graph input/output(s) {', '.join(completed)} declared no shape "
+                         "(onnx.checker requires one): their inferred shape is declared")
+        if self.check != "none":
+            problem = checking.model_problem(model, need_ort=False)
+            if problem is not None:
+                raise ModelLoadError(f"{label}: not a valid ONNX model: {problem.rstrip('.')}.",
+                                     hint="fix the model or its export; onnx.checker.check_model "
+                                     "reports the same problem.")
+        return notes
+
+    def _run_pass(self, p: Pass, model: ir.Model, context: PassContext, runs_in_ort: bool) -> PassResult:
+        """Run one pass and check its output; a failure raises PassError, or with best_effort
+        rolls the pass back."""
+        # A copy to roll back to: only needed when a failure does not end the run.
+        backup = (
+            copy_model(model)
+            if self.best_effort and tensor_bytes(model) <= ROLLBACK_MAX_BYTES
+            else None
+        )
+        logger.info("Running pass %s", p.name)
+        context.current_layer = None
+        failure: PassError | None = None
+        result: PassResult | None = None
+        try:
+            result = p.run(model, context)
+        except PassError as e:
+            failure = e
+        except OnnxCompressError:
+            raise  # the user's options, data or model: reported as they are
+        except Exception as e:  # a bug in the pass: attributed to it (and to its layer if known)
+            on = f" on {context.current_layer}" if context.current_layer else ""
+            failure = PassError(f"pass {p.name} failed{on}: {type(e).__name__}: {runtime.first_line(e)}",
+                                hint=_BUG_HINT, pass_name=p.name, layer=context.current_layer)
+            failure.__cause__ = e
+        if result is not None and result.modified:
+            # A graph output a pass rewrote may come back typed but shapeless (a new value):
+            # its inferred shape is declared, so onnx.checker does not refuse it.
+            checking.complete_io_shapes(result.model)
+        if result is not None and self.check == "each" and result.modified:
+            problem = checking.model_problem(result.model, need_ort=runs_in_ort)
+            if problem is not None:
+                failure = PassError(f"pass {p.name} produced an invalid model: {problem.rstrip('.')}.",
+                                    hint=_BUG_HINT, pass_name=p.name)
+        if failure is None:
+            assert result is not None
+            return result
+        if backup is None:
+            raise failure
+        if result is None:
+            result = PassResult(pass_name=p.name, config=p.config.to_dict(), model=backup)
+        changed = len(result.layers)
+        result.model = backup
+        result.modified = False
+        result.layers = []
+        result.headlines.clear()  # its decisions are not in the output
+        result.rolled_back = failure.message
+        result.headline(f"rolled back ({failure.message}); the output has none of its changes"
+                        + (f" (it had changed {changed} tensor(s))" if changed else ""))
+        return result
 
 
 def _unmatched_excludes(model: ir.Model, passes: Sequence[Pass]) -> list[str]:
@@ -223,20 +307,6 @@ def _unmatched_excludes(model: ir.Model, passes: Sequence[Pass]) -> list[str]:
             notes.append(f"--exclude '{pattern}' matches no tensor or node in the model")
             logger.warning("exclude pattern '%s' matches no tensor or node", pattern)
     return notes
-
-
-def _check(model: ir.Model, *, need_ort: bool) -> str | None:
-    """None if the model passes onnx.checker (and loads in onnxruntime when needed), else why."""
-    if tensor_bytes(model) <= EXTERNAL_DATA_THRESHOLD:
-        try:
-            onnx.checker.check_model(to_proto(model))
-        except Exception as e:  # ValidationError and friends
-            return f"onnx.checker: {runtime.first_line(e)}"
-    if need_ort:
-        ok, why = runtime.loadable(model)
-        if not ok:
-            return why
-    return None
 
 
 def record_provenance(model: ir.Model, recipe: dict[str, Any], results: list[PassResult]) -> None:
@@ -262,7 +332,7 @@ def _without_defaults(recipe: dict[str, Any]) -> dict[str, Any]:
     """The recipe as stored in the model: options at their default are left out (with the
     version recorded, the defaults are known; a small model's file is 1% smaller without them).
     :func:`read_provenance` spells them out again."""
-    top_defaults = {"check": "each", "keep_debug_info": False}
+    top_defaults = {"check": "each", "keep_debug_info": False, "best_effort": False}
     skip = {"passes", "onnxcompress_version"}  # the provenance's own "version" says it
     compact = {k: v for k, v in recipe.items() if k not in skip and top_defaults.get(k, ...) != v}
     compact["passes"] = []
@@ -301,10 +371,7 @@ def read_recipe(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: no such recipe file.")
     text = path.read_text(encoding="utf-8")
     try:
-        if path.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            data = tomllib.loads(text)
+        data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"{path}: not a valid recipe ({e}).") from e
     if not isinstance(data, dict):

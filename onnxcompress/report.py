@@ -59,6 +59,8 @@ class CompressionReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            # Decisions that change what the user asked for come first, as in render().
+            "headlines": self.result.headlines,
             "input": self.input,
             "output": self.output,
             "before": self.before.to_dict(),
@@ -89,7 +91,10 @@ class CompressionReport:
     def render(self, *, max_layers: int = 40) -> str:
         """A human-readable summary: sizes, then per pass the layers changed and the skips."""
         b, a = self.before, self.after
-        lines = [
+        lines = [f"!! {h}" for h in self.result.headlines]
+        if lines:
+            lines.append("")
+        lines += [
             f"{'':<14}{'before':>14}{'after':>14}{'ratio':>9}",
             f"{'file size':<14}{_fmt_bytes(b.file_bytes):>14}{_fmt_bytes(a.file_bytes):>14}"
             f"{self.ratio:>8.2f}x",
@@ -104,10 +109,15 @@ class CompressionReport:
         ]
         for p in self.result.passes:
             lines.append("")
-            lines.append(
-                f"pass {p.pass_name}: {len(p.layers)} tensor(s) changed, "
-                f"{p.skipped_count} skipped, {p.seconds:.2f} s"
-            )
+            if p.status == "rolled_back":
+                lines.append(f"pass {p.pass_name}: rolled back ({p.reason}), {p.seconds:.2f} s")
+            else:
+                status = p.status.replace("_", " ")
+                lines.append(
+                    f"pass {p.pass_name}: {status}, {len(p.layers)} tensor(s) changed, "
+                    f"{p.skipped_count} skipped, {p.seconds:.2f} s"
+                    + (f" ({p.reason})" if p.status == "unchanged" else "")
+                )
             scalars = {k: v for k, v in p.metrics.items() if isinstance(v, (int, float, str, bool))}
             if scalars:
                 lines.append("  " + ", ".join(f"{k}={_fmt_metric(v)}" for k, v in scalars.items()))

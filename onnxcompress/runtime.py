@@ -65,7 +65,7 @@ def loadable(model: ir.Model) -> tuple[bool, str | None]:
         # unoptimized (e.g. QDQ fusions at opset 10).
         create_session(model, optimize=True)
     except RuntimeUnavailableError as e:
-        return False, str(e).split(" Hint:")[0]
+        return False, e.message
     return True, None
 
 

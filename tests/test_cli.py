@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
 
@@ -171,3 +173,221 @@ def test_broken_pipe_is_not_an_error(tmp_path, model_files):
     proc = subprocess.run(f"{sys.executable} -m onnxcompress inspect {model_files['const']} | head -1",
                           shell=True, capture_output=True, text=True)
     assert "internal error" not in proc.stderr and "Broken" not in proc.stderr
+
+
+# -- failures, exit codes and the files we write -------------------------------------------------
+
+
+def _save(tmp_path, proto, name="m.onnx"):
+    path = tmp_path / name
+    path.write_bytes(proto.SerializeToString())
+    return path
+
+
+def _break_kmeans(monkeypatch):
+    """Make the k-means pass emit a dangling input (a node reading a value nothing provides)."""
+    import onnx_ir as ir
+
+    from onnxcompress.passes.weight_sharing import WeightSharing
+
+    real = WeightSharing.apply
+
+    def broken(self, model, context, result):
+        model = real(self, model, context, result)
+        node = next(n for n in model.graph if n.op_type == "Add")
+        node.replace_input_with(1, ir.Value(name="ghost"))
+        return model
+
+    monkeypatch.setattr(WeightSharing, "apply", broken)
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_pass_producing_an_invalid_model_exits_2_and_writes_nothing(capsys, monkeypatch, tmp_path, debug):
+    _break_kmeans(monkeypatch)
+    model, out, report = _save(tmp_path, h.mlp((64, 64, 64, 64))), tmp_path / "o.onnx", tmp_path / "r.json"
+    code, stdout, err = run_cli(capsys, "compress", model, "-o", out, "--prune", "0.5", "--kmeans", "4",
+                                "--report", report, *(["--debug"] if debug else []))
+    assert code == 2 and not out.exists() and not report.exists() and stdout == ""
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("onnxcompress: error: pass kmeans produced an invalid model: node 'fc0/Add' (Add) "
+                           "reads 'ghost', which no node")
+    if debug:  # the traceback comes first, the exit code stays
+        assert "Traceback" in err
+    else:
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_best_effort_writes_the_passes_that_succeeded_and_exits_1(capsys, monkeypatch, tmp_path):
+    _break_kmeans(monkeypatch)
+    proto = h.mlp((64, 64, 64, 64))
+    model, out, report = _save(tmp_path, proto), tmp_path / "o.onnx", tmp_path / "r.json"
+    code, stdout, err = run_cli(capsys, "compress", model, "-o", out, "--prune", "0.5", "--kmeans", "4",
+                                "--best-effort", "--report", report)
+    assert code == 1 and out.exists()
+    assert stdout.startswith("!! kmeans: rolled back (pass kmeans produced an invalid model: node 'fc0/Add'")
+    assert "kmeans was rolled back" in err
+    data = json.loads(report.read_text())
+    assert [p["status"] for p in data["passes"]] == ["applied", "rolled_back"]
+    assert data["headlines"][0].startswith("kmeans: rolled back (") and "ghost" in data["passes"][1]["reason"]
+    # What was written is the pruned model: valid, sparse fc1, dense (unclustered) weights otherwise.
+    onnx.checker.check_model(str(out))
+    weights = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(str(out)).graph.initializer}
+    assert np.mean(weights["fc1.weight"] == 0) == pytest.approx(0.5, abs=0.02)
+    assert len(np.unique(weights["fc0.weight"])) == 64 * 64
+    x = np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32)
+    want, got = h.run(proto, {"x": x})[0], h.run(str(out), {"x": x})[0]
+    assert got.shape == want.shape and 0 < np.linalg.norm(got - want) / np.linalg.norm(want) < 0.5
+
+
+def test_unexpected_exception_in_a_pass_names_it_and_exits_2_either_way(capsys, monkeypatch, tmp_path):
+    from onnxcompress.passes.weight_sharing import WeightSharing
+
+    def explode(self, model, context, result):
+        with context.working_on("fc1.weight"):
+            raise ValueError("boom\nsecond line")
+
+    monkeypatch.setattr(WeightSharing, "apply", explode)
+    model, out = _save(tmp_path, h.mlp((64, 64, 64, 64))), tmp_path / "o.onnx"
+    for debug in ([], ["--debug"]):
+        code, _, err = run_cli(capsys, "compress", model, "-o", out, "--kmeans", "4", *debug)
+        assert code == 2 and not out.exists()
+        assert err.strip().splitlines()[-1].startswith(
+            "onnxcompress: error: pass kmeans failed on fc1.weight: ValueError: boom Hint:")
+        assert ("Traceback" in err) == bool(debug) and ("ValueError: boom" in err)
+
+
+@pytest.mark.parametrize("command", ["inspect", "compress"])
+def test_exit_codes_do_not_depend_on_debug(capsys, tmp_path, command):
+    extra = ["-o", tmp_path / "o.onnx", "--simplify"] if command == "compress" else []
+    codes = []
+    for debug in ([], ["--debug"]):
+        code, _, err = run_cli(capsys, command, tmp_path / "missing.onnx", *extra, *debug)
+        codes.append(code)
+        assert "no such file" in err.strip().splitlines()[-1]
+    assert codes == [2, 2]
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda m: m.graph.initializer.pop(0),
+         "node 'fc0/MatMul' (MatMul) reads 'fc0.weight', which no node"),
+        (lambda m: m.opset_import.pop(), "the model declares no opset for the default ONNX domain"),
+    ],
+    ids=["dangling-input", "no-opset"],
+)
+def test_invalid_input_model_is_refused_up_front(capsys, tmp_path, mutate, message):
+    proto = h.mlp()
+    mutate(proto)
+    model, out = _save(tmp_path, proto), tmp_path / "o.onnx"
+    code, stdout, err = run_cli(capsys, "compress", model, "-o", out, "--quantize", "dynamic")
+    assert code == 2 and not out.exists() and stdout == ""
+    assert err.strip().splitlines() == [err.strip()]
+    assert err.startswith(f"onnxcompress: error: {model}: not a valid ONNX model: {message}")
+
+
+def test_issue_17_shapeless_output_compresses_with_quantize_dynamic(capsys, tmp_path):
+    from tests.test_pipeline import shapeless_output_model
+
+    proto = shapeless_output_model(256)
+    model, out = _save(tmp_path, proto), tmp_path / "o.onnx"
+    code, stdout, err = run_cli(capsys, "compress", model, "-o", out, "--quantize", "dynamic", "--json")
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["size_ratio"] >= 3.5 and report["passes"][0]["status"] == "applied"
+    assert report["headlines"] == []
+    onnx.checker.check_model(str(out))
+    x = np.random.default_rng(0).standard_normal((3, 256)).astype(np.float32)
+    want, got = h.run(proto, {"x": x})[0], h.run(str(out), {"x": x})[0]
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 0.05
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_failed_validation_leaves_no_output_unless_kept(capsys, tmp_path, keep):
+    model, out = _save(tmp_path, h.mlp((64, 64, 64, 64))), tmp_path / "o.onnx"
+    code, _, err = run_cli(capsys, "compress", model, "-o", out, "--kmeans", "2", "--validate",
+                           "--max-rel-error", "1e-6", *(["--keep-failed"] if keep else []))
+    assert code == 1 and out.exists() == keep
+    assert ("not written" in err) != keep
+    if keep:
+        onnx.checker.check_model(str(out))
+
+
+def test_compare_json_path_is_checked_before_comparing(capsys, monkeypatch, model_files, tmp_path):
+    import onnxcompress.validation.cli as vcli
+
+    monkeypatch.setattr(vcli, "compare_models",
+                        lambda *a, **k: pytest.fail("compared before checking --json"))
+    code, _, err = run_cli(capsys, "compare", model_files["mlp"], model_files["mlp"],
+                           "--json", tmp_path / "nodir" / "x.json")
+    assert code == 2 and "does not exist" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("target", ["dir", "same-as-output", "input"])
+def test_report_path_problems_exit_2_before_work(capsys, model_files, tmp_path, target):
+    out = tmp_path / "o.onnx"
+    report = {"dir": tmp_path, "same-as-output": out, "input": model_files["mlp"]}[target]
+    before = model_files["mlp"].read_bytes()
+    code, _, err = run_cli(capsys, "compress", model_files["mlp"], "-o", out, "--simplify",
+                           "--report", report)
+    assert code == 2 and not out.exists() and len(err.strip().splitlines()) == 1
+    assert model_files["mlp"].read_bytes() == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_unwritable_output_folder_exits_2(capsys, model_files, tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir(mode=0o500)
+    code, _, err = run_cli(capsys, "compress", model_files["mlp"], "-o", folder / "o.onnx", "--simplify")
+    assert code == 2 and "not writable" in err
+
+
+def test_recipe_value_of_the_wrong_type_is_one_line(capsys, model_files, tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[[passes]]\npass = "kmeans"\nbits = "four"\n')
+    code, _, err = run_cli(capsys, "compress", model_files["mlp"], "-o", tmp_path / "o.onnx",
+                           "--recipe", recipe)
+    assert code == 2 and err.strip().splitlines() == [
+        f"onnxcompress: error: {recipe}: passes[0] (kmeans): bits must be an integer, got 'four' (a string)."]
+
+
+def test_recipe_best_effort_key_matches_the_flag(capsys, monkeypatch, tmp_path):
+    _break_kmeans(monkeypatch)
+    model, out = _save(tmp_path, h.mlp((64, 64, 64, 64))), tmp_path / "o.onnx"
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('best_effort = true\n[[passes]]\npass = "prune"\n[[passes]]\npass = "kmeans"\n')
+    code, _, _ = run_cli(capsys, "compress", model, "-o", out, "--recipe", recipe, "-q")
+    assert code == 1 and out.exists()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--prune-pattern", "2:4"], "--prune-pattern given without --prune: alone it enables nothing. "
+                                     "Hint: add --prune SPARSITY to run the prune pass."),
+        (["--prune", "0.3", "--prune-pattern", "2:4"],
+         "--prune --prune-pattern: sparsity 0.3 conflicts with pattern 2:4, which fixes the sparsity at "
+         "1 - N/M = 0.5."),
+        (["--prune", "1.5"], "--prune: prune: sparsity must be in [0, 1), got 1.5"),
+    ],
+)
+def test_prune_flag_combinations(capsys, model_files, tmp_path, flags, message):
+    code, _, err = run_cli(capsys, "compress", model_files["mlp"], "-o", tmp_path / "o.onnx", *flags)
+    assert code == 2 and err.startswith(f"onnxcompress: error: {message}") and "Config" not in err
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_files_we_write_get_the_users_umask(capsys, model_files, tmp_path, umask):
+    out, report, cmp = tmp_path / "o.onnx", tmp_path / "r.json", tmp_path / "c.json"
+    old = os.umask(umask)
+    try:
+        assert run_cli(capsys, "compress", model_files["mlp"], "-o", out, "--kmeans", "4", "--report", report,
+                       "-q")[0] == 0
+        code, _, _ = run_cli(capsys, "compare", model_files["mlp"], out, "--json", cmp,
+                             "--max-rel-error", "1")
+        assert code == 0
+    finally:
+        os.umask(old)
+    for path in (out, report, cmp):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".onnxcompress-")]

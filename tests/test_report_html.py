@@ -93,7 +93,7 @@ def compressed(tmp_path_factory):
     for name, flags in runs.items():
         model, page = tmp / f"{name}.onnx", tmp / f"{name}.html"
         args = [str(CNN), "-o", str(model), *flags, "--calibration", str(CALIB), "--validate"]
-        args += ["--validate-data", str(EVAL), "--report", str(page), "--json"]
+        args += ["--validate-data", str(EVAL), "--report", str(page), "--json", "--keep-failed"]
         with contextlib.redirect_stdout(io.StringIO()) as stdout:
             code = main(["compress", *args])
         assert code in (0, 1)  # 1: int8 + pruning may miss the default tolerance; still a report

@@ -623,6 +623,94 @@ def odd_shapes() -> onnx.ModelProto:
     return _model(nodes, "odd_shapes", [_vi("x", F, ["N", 32])], [_vi("y", F, ["N"])], inits, opset=13)
 
 
+# -- declared shapes: missing, partial, symbolic (issue 17) ------------------------------------
+
+
+def _no_shape(name: str, elem: int = F) -> onnx.ValueInfoProto:
+    """A value declared with its element type and no shape at all (unknown rank)."""
+    vi = onnx.ValueInfoProto()
+    vi.name = name
+    vi.type.tensor_type.elem_type = elem
+    return vi
+
+
+def _reshape_mlp(r: np.random.Generator, inits: dict) -> list[onnx.NodeProto]:
+    """Issue 17's graph, one layer deeper: MatMul -> Reshape -> Add -> Relu -> Gemm."""
+    inits.update({"fc0.weight": _w(r, 32, 64), "fc0.bias": _w(r, 64, scale=0.1),
+                  "flat": np.array([-1, 64], np.int64),
+                  "fc1.weight": _w(r, 48, 64), "fc1.bias": _w(r, 48, scale=0.1)})
+    return [
+        oh.make_node("MatMul", ["x", "fc0.weight"], ["m0"], name="fc0/MatMul"),
+        oh.make_node("Reshape", ["m0", "flat"], ["r0"], name="fc0/Reshape"),
+        oh.make_node("Add", ["r0", "fc0.bias"], ["a0"], name="fc0/Add"),
+        oh.make_node("Relu", ["a0"], ["h0"], name="relu0"),
+        oh.make_node("Gemm", ["h0", "fc1.weight", "fc1.bias"], ["y"], name="fc1", transB=1),
+    ]
+
+
+def value_info_no_shape() -> onnx.ModelProto:
+    """Every intermediate declared in value_info with its type only (no shape, unknown rank)."""
+    r = np.random.default_rng(26)
+    inits: dict = {}
+    nodes = _reshape_mlp(r, inits)
+    model = _model(nodes, "value_info_no_shape", [_vi("x", F, ["N", 32])], [_vi("y", F, ["N", 48])],
+                   inits, opset=17)
+    model.graph.value_info.extend(_no_shape(v) for v in ("m0", "r0", "a0", "h0"))
+    onnx.checker.check_model(model)
+    return model
+
+
+def partial_shapes() -> onnx.ModelProto:
+    """Output and value_info with unknown dims (neither value nor name)."""
+    r = np.random.default_rng(27)
+    inits: dict = {}
+    nodes = _reshape_mlp(r, inits)
+    model = _model(nodes, "partial_shapes", [_vi("x", F, ["batch", 32])], [_vi("y", F, [None, None])],
+                   inits, opset=17)
+    model.graph.value_info.extend([_vi("m0", F, [None, 64]), _vi("r0", F, [None, None]),
+                                   _vi("h0", F, ["batch", None])])
+    onnx.checker.check_model(model)
+    return model
+
+
+def symbolic_dims() -> onnx.ModelProto:
+    """Symbolic dims everywhere, some named unlike what the graph computes (value_info says
+    'tokens' where the Reshape makes batch x seq rows): passes must not trust or break them."""
+    r = np.random.default_rng(28)
+    inits: dict = {}
+    nodes = _reshape_mlp(r, inits)
+    model = _model(nodes, "symbolic_dims", [_vi("x", F, ["batch", "seq", 32])],
+                   [_vi("y", F, ["tokens", "out"])], inits, opset=17)
+    model.graph.value_info.extend([_vi("m0", F, ["batch", "seq", "hidden"]),
+                                   _vi("r0", F, ["tokens", "hidden"]),
+                                   _vi("a0", F, ["tokens", 64]), _vi("h0", F, ["rows", "cols"])])
+    onnx.checker.check_model(model)
+    return model
+
+
+def subgraph_no_shape() -> onnx.ModelProto:
+    """If whose branch outputs declare no shape (allowed in subgraphs) and a main output of
+    unknown dims; the weights sit in the branches and after the If."""
+    r = np.random.default_rng(29)
+    branches = []
+    for name, act in (("then", "Relu"), ("else", "Tanh")):
+        w = onh.from_array(_w(r, 32, 64), f"W_{name}")
+        branches.append(oh.make_graph(
+            [oh.make_node("MatMul", ["x", f"W_{name}"], [f"{name}_m"], name=f"{name}/mm"),
+             oh.make_node(act, [f"{name}_m"], [f"{name}_y"], name=f"{name}/act")],
+            f"{name}_branch", [], [_no_shape(f"{name}_y")], initializer=[w],
+            value_info=[_no_shape(f"{name}_m")],
+        ))
+    nodes = [oh.make_node("If", ["cond"], ["h"], name="branch", then_branch=branches[0],
+                          else_branch=branches[1]),
+             oh.make_node("MatMul", ["h", "head.weight"], ["y"], name="head")]
+    model = _model(nodes, "subgraph_no_shape", [_vi("x", F, ["N", 32]), _vi("cond", B, [])],
+                   [_vi("y", F, [None, None])], {"head.weight": _w(r, 64, 24)}, opset=13)
+    model.graph.value_info.append(_no_shape("h"))
+    onnx.checker.check_model(model)
+    return model
+
+
 def torch_transformer() -> onnx.ModelProto:
     """A real torch 2.13 export (TorchScript exporter, opset 17): the 2-layer encoder in tests/assets."""
     return onnx.load(str(Path(__file__).parent / "assets" / "transformer_digits.onnx"))
@@ -666,6 +754,10 @@ _ENTRIES = [
     ZooModel("prequantized", prequantized),
     ZooModel("odd_shapes", odd_shapes),
     ZooModel("torch_transformer", torch_transformer),
+    ZooModel("value_info_no_shape", value_info_no_shape),
+    ZooModel("partial_shapes", partial_shapes),
+    ZooModel("symbolic_dims", symbolic_dims, dims={"batch": 2, "seq": 3}),
+    ZooModel("subgraph_no_shape", subgraph_no_shape),
 ]
 
 ZOO: dict[str, ZooModel] = {m.name: m for m in _ENTRIES}

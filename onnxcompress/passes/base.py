@@ -7,11 +7,14 @@ the Python API and recipe files share one set of names and defaults.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
+import types
+import typing
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -74,18 +77,96 @@ class PassConfig:
                 f"{where}: unknown option(s) {', '.join(sorted(unknown))}.",
                 hint=f"valid options: {', '.join(sorted(names))}.",
             )
+        hints = _field_types(cls)
         kwargs = {}
         for k, v in values.items():
+            # Checked before the config sees it: a recipe's bits = "four" must not reach a
+            # comparison in __post_init__ (a Python TypeError naming nothing the user wrote).
+            expected = _type_problem(v, hints.get(k))
+            if expected is not None:
+                raise ConfigError(f"{where}: {k} must be {expected}, got {_describe(v)}.")
             kwargs[k] = tuple(v) if isinstance(v, list) else v
+        cls.check_given(kwargs, where=where)
         try:
             return cls(**kwargs)
         except TypeError as e:
             raise ConfigError(f"{where}: {e}") from e
 
+    @classmethod
+    def check_given(cls, given: dict[str, Any], *, where: str) -> None:
+        """Checks that depend on which options the user gave explicitly (``given``, the
+        options of a recipe step or the flags on the command line), which ``__post_init__``
+        cannot tell from defaults. Raise ConfigError; the default accepts everything."""
+
     def _require(self, condition: bool, message: str) -> None:
-        """For ``__post_init__`` checks: raise ConfigError naming the config."""
+        """For ``__post_init__`` checks: raise ConfigError naming the pass, as users know it."""
         if not condition:
-            raise ConfigError(f"{type(self).__name__}: {message}")
+            raise ConfigError(f"{_pass_name_of(type(self))}: {message}")
+
+
+def _pass_name_of(config_class: type) -> str:
+    for pass_class in _REGISTRY.values():
+        if pass_class.config_class is config_class:
+            return pass_class.name
+    return config_class.__name__
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - an annotation we cannot resolve is simply not checked
+        return {}
+
+
+_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+          dict: "a table", tuple: "a list", list: "a list"}
+
+
+def _type_problem(value: Any, annotation: Any) -> str | None:
+    """None if ``value`` fits ``annotation`` (as far as recipes and flags can express it), else
+    the expected type in words. Annotations we do not model are not checked."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        problems = [_type_problem(value, a) for a in args if a is not type(None)]
+        if any(p is None for p in problems):
+            return None
+        return " or ".join(p for p in problems if p) or None
+    if annotation is bool:
+        return None if isinstance(value, bool) else _WORDS[bool]
+    if annotation is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else _WORDS[int]
+    if annotation is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return None if ok else _WORDS[float]
+    if annotation is str:
+        return None if isinstance(value, str) else _WORDS[str]
+    if annotation is tuple or origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return _WORDS[tuple] + (f" of {_plural(args[0])}" if args else "")
+        homogeneous = len(args) == 2 and args[1] is Ellipsis
+        if homogeneous and any(_type_problem(v, args[0]) for v in value):
+            return f"a list of {_plural(args[0])}"
+        return None
+    if annotation is dict or origin is dict:
+        if not isinstance(value, dict):
+            return _WORDS[dict] + (f" of {_plural(args[1])}" if len(args) == 2 else "")
+        if len(args) == 2 and any(_type_problem(k, args[0]) or _type_problem(v, args[1])
+                                  for k, v in value.items()):
+            return f"a table of {_plural(args[1])}"
+        return None
+    return None
+
+
+def _plural(annotation: Any) -> str:
+    return {bool: "booleans", int: "integers", float: "numbers", str: "strings"}.get(annotation, "values")
+
+
+def _describe(value: Any) -> str:
+    kind = "a boolean" if isinstance(value, bool) else next(
+        (w for t, w in _WORDS.items() if type(value) is t), type(value).__name__)
+    return f"{value!r} ({kind})"
 
 
 @dataclass
@@ -122,6 +203,39 @@ class PassResult:
     notes: list[str] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    # Decisions that change what the user asked for (shown at the top of the report and in
+    # its JSON); add them with headline().
+    headlines: list[str] = field(default_factory=list)
+    # Why the pipeline undid this pass (its output failed the checks, or it raised); None if kept.
+    rolled_back: str | None = None
+
+    def headline(self, message: str) -> None:
+        """Record a decision that changes what the user asked for (e.g. an operator kept in
+        float, a pass rolled back). Shown first in the report, prefixed with the pass name."""
+        self.headlines.append(message)
+        logger.warning("%s: %s", self.pass_name, message)
+
+    @property
+    def status(self) -> str:
+        """"applied" (the model changed), "rolled_back" (the pipeline undid it), "skipped"
+        (nothing changed, with reasons in ``skipped``) or "unchanged" (nothing to do)."""
+        if self.rolled_back is not None:
+            return "rolled_back"
+        if self.modified:
+            return "applied"
+        return "skipped" if self.skipped else "unchanged"
+
+    @property
+    def reason(self) -> str:
+        """Why the status is what it is ("" for a pass applied as asked)."""
+        if self.rolled_back is not None:
+            return self.rolled_back
+        if self.modified:
+            return ""
+        if self.skipped:
+            parts = [f"{reason} ({len(names)})" for reason, names in self.skipped.items()]
+            return "; ".join(parts[:3]) + (f"; and {len(parts) - 3} more reasons" if len(parts) > 3 else "")
+        return "nothing to change"
 
     def skip(self, name: str, reason: str) -> None:
         self.skipped.setdefault(reason, []).append(name)
@@ -142,6 +256,9 @@ class PassResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "pass": self.pass_name,
+            "status": self.status,
+            "reason": self.reason,
+            "headlines": self.headlines,
             "config": self.config,
             "modified": self.modified,
             "seconds": round(self.seconds, 4),
@@ -162,6 +279,19 @@ class PassContext:
     # Loads the uncompressed model on first use (it is not copied unless a pass asks for it).
     original_loader: Callable[[], ir.Model] | None = field(default=None, repr=False)
     _original: ir.Model | None = field(default=None, init=False, repr=False)
+    # The tensor or node the running pass works on (set with working_on); named in the error
+    # when the pass raises.
+    current_layer: str | None = field(default=None, init=False)
+
+    @contextlib.contextmanager
+    def working_on(self, layer: str) -> Iterator[None]:
+        """``with context.working_on(weight.label): ...``: if the pass raises inside, the
+        pipeline's error says "pass NAME failed on LAYER"."""
+        previous = self.current_layer
+        self.current_layer = layer
+        yield
+        # Not reached when the body raises: the pipeline reads where the pass failed.
+        self.current_layer = previous
 
     @property
     def original(self) -> ir.Model | None:

@@ -31,7 +31,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxcompress import activations, macs
-from onnxcompress.errors import OnnxCompressError
+from onnxcompress.errors import ConfigError, OnnxCompressError
 from onnxcompress.model import to_proto
 from onnxcompress.passes import _channels
 from onnxcompress.passes.base import LayerStat, Pass, PassConfig, PassContext, PassResult, option
@@ -154,6 +154,22 @@ class PruneConfig(PassConfig):
             self._require(
                 isinstance(value, (int, float)) and 0.0 <= float(value) < 1.0,
                 f"layer sparsity for '{pattern}' must be in [0, 1), got {value!r}",
+            )
+
+    @classmethod
+    def check_given(cls, given: dict[str, Any], *, where: str) -> None:
+        # An N:M pattern fixes the sparsity at 1 - N/M; a different sparsity given with it
+        # would be ignored, so it is refused rather than silently replaced (0 still means off).
+        nm = _NM.match(str(given.get("pattern", "")))
+        sparsity = given.get("sparsity")
+        if nm is None or sparsity is None or not 0 < int(nm.group(1)) < int(nm.group(2)):
+            return  # no N:M, or an invalid one (__post_init__ says so)
+        fixed = 1 - int(nm.group(1)) / int(nm.group(2))
+        if sparsity != 0 and abs(float(sparsity) - fixed) > 1e-9:
+            raise ConfigError(
+                f"{where}: sparsity {sparsity:g} conflicts with pattern {given['pattern']}, which "
+                f"fixes the sparsity at 1 - N/M = {fixed:g}.",
+                hint=f"give sparsity {fixed:g} (--prune {fixed:g}) with this pattern.",
             )
 
     @property

@@ -433,7 +433,7 @@ class WeightSharing(Pass):
                 model, degraded, feeds, progress=lambda d, n: context.report_progress("sensitivity", d, n)
             )
         except RuntimeUnavailableError as e:
-            result.note(f"bit allocation off, the probe cannot run: {str(e).split(' Hint:')[0]}")
+            result.note(f"bit allocation off, the probe cannot run: {e.message}")
             return todo, {}
         result.metrics["probe_seconds"] = round(probe.seconds, 2)
         result.metrics["probe_samples"] = probe.samples
@@ -588,7 +588,7 @@ class WeightSharing(Pass):
         try:
             moments = activations.input_channel_moments(model, weights, feeds)
         except OnnxCompressError as e:
-            result.note(f"calibration data unused: {str(e).split(' Hint:')[0]}")
+            result.note(f"calibration data unused: {e.message}")
             return {}, {}
         missing = [w.label for w in weights if w.label not in moments]
         if missing:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from onnxcompress.data import parse_shape_overrides
-from onnxcompress.errors import ConfigError, SaveError
+from onnxcompress.errors import ConfigError
 from onnxcompress.validation.compare import (
     DEFAULT_SYNTHETIC_SAMPLES,
     DEFAULT_TOP_K,
@@ -189,6 +189,10 @@ def add_compare_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    if args.json and args.json != "-":
+        from onnxcompress.model import check_output_path
+
+        check_output_path(args.json)  # before the comparison, not after it
     tolerance, per_output = tolerances_from_args(args)
     report = compare_models(
         args.original,
@@ -222,16 +226,9 @@ def _emit(report: ComparisonReport, args: argparse.Namespace) -> None:
 
 
 def _write_text(path: Path, text: str) -> None:
-    import os
-    import tempfile
+    from onnxcompress.model import write_text_atomic
 
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".onnxcompress-", dir=path.parent if str(path.parent) else ".")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise SaveError(f"{path}: cannot write the report: {e.strerror or e}.") from e
+    write_text_atomic(path, text)
 
 
 # -- compress --validate ------------------------------------------------------------------------

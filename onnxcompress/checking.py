@@ -1,0 +1,120 @@
+"""Is a model valid? One answer for the input (refused up front) and for every pass's output.
+
+:func:`model_problem` says why a model is not valid ONNX, naming the node or value where it can:
+first our own structural checks (a node reading a value nothing provides, a missing opset, a graph
+input or output without a shape), which name what is wrong better than ``onnx.checker`` does, then
+``onnx.checker``, then (when asked) an onnxruntime load.
+
+:func:`complete_io_shapes` repairs the one defect exporters commonly write and onnxruntime
+accepts: graph inputs/outputs declared with an element type but no shape, which onnx.checker
+refuses ("Field 'shape' of 'type' is required but missing"). Their shapes are inferred.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import onnx
+import onnx_ir as ir
+
+from onnxcompress import runtime
+from onnxcompress.model import EXTERNAL_DATA_THRESHOLD, tensor_bytes, to_proto
+from onnxcompress.weights import all_graphs
+
+logger = logging.getLogger(__name__)
+
+# onnx's shape inference names the dims it cannot know "unk__N"; they are unknown, not symbols.
+_INFERRED_UNKNOWN = "unk__"
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """A checker or onnxruntime message on one line (they span several, naming the node on the
+    second), without onnxruntime's "[ONNXRuntimeError] : 1 : FAIL :" prefix."""
+    flat = " ".join(str(text).split())
+    if "] :" in flat:
+        flat = flat.rsplit(" : ", 1)[-1]
+    return flat[:limit]
+
+
+def _shapeless(value: ir.Value) -> bool:
+    return isinstance(value.type, ir.TensorType) and value.shape is None
+
+
+def complete_io_shapes(model: ir.Model) -> list[str]:
+    """Give main-graph inputs/outputs that declare a tensor type without a shape their inferred
+    shape; returns the names completed. Inputs cannot be inferred (and are left as they are)."""
+    missing = [v for v in (*model.graph.inputs, *model.graph.outputs) if _shapeless(v)]
+    if not missing:
+        return []
+    try:
+        inferred = onnx.shape_inference.infer_shapes(to_proto(model, inline_external=False))
+    except Exception as e:  # noqa: BLE001 - inference is best effort; the check reports what stays
+        logger.info("shape inference failed: %s", one_line(str(e)))
+        return []
+    found = {vi.name: vi for vi in (*inferred.graph.output, *inferred.graph.value_info)}
+    completed = []
+    for value in missing:
+        vi = found.get(value.name)
+        if vi is None or not vi.type.tensor_type.HasField("shape"):
+            continue
+        dims = []
+        for d in vi.type.tensor_type.shape.dim:
+            if d.HasField("dim_value"):
+                dims.append(d.dim_value)
+            elif d.HasField("dim_param") and not d.dim_param.startswith(_INFERRED_UNKNOWN):
+                dims.append(d.dim_param)
+            else:
+                dims.append(None)
+        value.shape = ir.Shape(dims)
+        completed.append(value.name)
+    if completed:
+        logger.info("Declared the inferred shape of graph input/output(s) %s.", ", ".join(completed))
+    return completed
+
+
+def structural_problem(model: ir.Model) -> str | None:
+    """What onnx.checker would refuse, said with the node or value it concerns; None if nothing."""
+    if "" not in model.opset_imports and "ai.onnx" not in model.opset_imports:
+        return "the model declares no opset for the default ONNX domain (opset_import)"
+    for value in (*model.graph.inputs, *model.graph.outputs):
+        if _shapeless(value):
+            kind = "input" if value.is_graph_input() else "output"
+            return (f"graph {kind} '{value.name}' declares a type but no shape, and its shape "
+                    "cannot be inferred")
+    for scope, graph in all_graphs(model):
+        where = f" in '{scope.rstrip('/')}'" if scope else ""
+        for node in graph:
+            for value in node.inputs:
+                if value is None:
+                    continue
+                producer = value.producer()
+                if producer is None and value.graph is None:
+                    return (f"node '{node.name or node.op_type}' ({node.op_type}){where} reads "
+                            f"'{value.name}', which no node, graph input or initializer provides")
+                if producer is not None and producer.graph is None:
+                    return (f"node '{node.name or node.op_type}' ({node.op_type}){where} reads "
+                            f"'{value.name}', whose producing node was removed from the graph")
+        for value in graph.outputs:
+            producer = value.producer()
+            orphan = producer.graph is None if producer is not None else value.graph is None
+            if orphan:
+                return f"graph output '{value.name}'{where} is produced by no node"
+    return None
+
+
+def model_problem(model: ir.Model, *, need_ort: bool) -> str | None:
+    """None if the model is valid ONNX (and loads in onnxruntime when ``need_ort``), else why,
+    on one line."""
+    problem = structural_problem(model)
+    if problem is not None:
+        return problem
+    if tensor_bytes(model) <= EXTERNAL_DATA_THRESHOLD:
+        try:
+            onnx.checker.check_model(to_proto(model))
+        except Exception as e:  # ValidationError and friends
+            return f"onnx.checker: {one_line(str(e))}"
+    if need_ort:
+        ok, why = runtime.loadable(model)
+        if not ok:
+            return why
+    return None
