@@ -264,7 +264,7 @@ def _extrapolate(measured: list[Measured]) -> None:
 def _choices(model: Any, measured: list[Measured], objective: str, base_cost: float) -> list[LayerChoices]:
     """Per layer: float (its bytes, no error) and every option measured for it, with the
     measured output deviation as the option's error (``sensitivity`` 1)."""
-    names = ["float"] + [m.candidate for m in measured]
+    assert [m.candidate for m in measured] == _option_names()[1:]  # Option.bits indexes these
     sizes = {w.label: w.nbytes for w in candidate_weights(model)}
     costs = [layer_costs(m, base_cost, objective) for m in measured]
     layers = []
@@ -275,16 +275,16 @@ def _choices(model: Any, measured: list[Measured], objective: str, base_cost: fl
                 options.append(Option(i, int(cost[label]), m.deviation[label]))
         if len(options) > 1:
             layers.append(LayerChoices(label, options, sensitivity=1.0))
-    _NAMES.clear()
-    _NAMES.extend(names)
     return layers
 
 
-_NAMES: list[str] = ["float"]  # Option.bits -> candidate name, for the current search
+def _option_names() -> list[str]:
+    """Option.bits -> option name: 0 is float, i the i-th available candidate."""
+    return [FLOAT.name] + [c.name for c in available_candidates()]
 
 
 def _name(option: Option) -> str:
-    return _NAMES[option.bits]
+    return _option_names()[option.bits]
 
 
 # -- step 2: the allocation path ------------------------------------------------------------------
