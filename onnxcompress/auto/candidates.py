@@ -94,12 +94,15 @@ def escape(label: str) -> str:
 
 
 def pass_steps(assignment: dict[str, Candidate], all_labels: Sequence[str], *,
-               calibration_samples: int = KMEANS_CALIBRATION_SAMPLES) -> list[dict[str, Any]]:
+               calibration_samples: int = KMEANS_CALIBRATION_SAMPLES,
+               pricing: bool = False) -> list[dict[str, Any]]:
     """The recipe steps that give each label its candidate and leave every other weight alone.
 
     k-means goes first (it folds BatchNorm into the Conv before it, as the pricing base did), one
     ``layer_bits`` entry per layer and ``*=0`` for the rest; each other codec is one pass limited
-    to its layers by ``exclude`` (every other weight label)."""
+    to its layers by ``exclude`` (every other weight label). ``pricing``: the form the pricing
+    run needs to read decoded weights back (4-bit blocks as standard DequantizeLinear instead of
+    MatMulNBits: the same values and bytes, but a constant subgraph onnxruntime can evaluate)."""
     steps: list[dict[str, Any]] = []
     kmeans = {label: c.setting for label, c in assignment.items() if c.pass_name == "kmeans"}
     if kmeans:
@@ -110,7 +113,10 @@ def pass_steps(assignment: dict[str, Candidate], all_labels: Sequence[str], *,
             "codebook": "layer", "min_size": 1, "calibration_samples": calibration_samples,
         })
     # The speed guard times the model on this machine: off, so the recipe replays anywhere.
-    codecs = (("quantize", {"mode": "weights", "speed_check": False}), ("blockq", {"bits": 4}))
+    blockq: dict[str, Any] = {"bits": 4, "calibration_samples": calibration_samples}
+    if pricing:
+        blockq["target"] = "portable"
+    codecs = (("quantize", {"mode": "weights", "speed_check": False}), ("blockq", blockq))
     for pass_name, options in codecs:
         mine = {label for label, c in assignment.items() if c.pass_name == pass_name}
         if mine:
@@ -153,7 +159,7 @@ def measure_candidate(task: dict[str, Any]) -> Measured:
     base = load_model(task["base"])
     labels = list(task["labels"])
     steps = pass_steps({label: cand for label in labels}, [w.label for w in WeightIndex.build(base)],
-                       calibration_samples=task["calibration_samples"])
+                       calibration_samples=task["calibration_samples"], pricing=True)
     pipeline = Pipeline.from_recipe({"passes": steps, "seed": task.get("seed", 0), "check": "none"})
     result = pipeline.run(base, calibration=task.get("calibration"))
     stats = {s.name: s for r in result.passes for s in r.layers}
