@@ -32,7 +32,7 @@ from onnxcompress.weights import COMPUTE_ROLES, Weight, WeightIndex
 
 logger = logging.getLogger(__name__)
 
-KMEANS_BITS = (2, 3, 4, 5, 6, 8)
+KMEANS_BITS = (2, 3, 4, 5, 6, 7, 8)
 #: Layers below this many values stay float: an option would save less than its decode nodes cost.
 MIN_CANDIDATE_SIZE = 64
 #: k-means statistics use at most this many calibration feeds (the first ones), so a recipe

@@ -167,6 +167,7 @@ def search(
                         len(layers), len(measured), len(path))
             t0 = time.perf_counter()
             chosen = _bisect(path, evaluator, deadline, report)
+            chosen = _uniform_check(chosen, layers, evaluator, deadline)
             seconds["search"] = round(time.perf_counter() - t0, 2)
             t0 = time.perf_counter()
             final, met = _verify(chosen, layers, evaluator, deadline, report, notes)
@@ -393,6 +394,35 @@ def _bisect(path: list[tuple[Plan, float]], evaluate: _Evaluator, deadline: floa
     return best
 
 
+def _uniform_check(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Evaluator,
+                   deadline: float) -> Evaluation:
+    """Every layer at one option is a plan too: try those estimated cheaper than ``chosen``,
+    cheapest first, and keep the first that meets the target on the search data. Where the
+    sensitivity estimates mislead the allocation (a probe on one sample, a metric with jumps such
+    as detection F1), this keeps auto mode at least as small as the best uniform setting."""
+    if not chosen.fidelity.met:
+        return chosen
+    uniform = []
+    for i, name in enumerate(_option_names()[1:], start=1):
+        choices, cost = {}, 0
+        for layer in layers:
+            # a layer the option does not apply to stays float, as a uniform pass leaves it
+            opt = next((o for o in layer.options if o.bits == i), None)
+            opt = opt or next(o for o in layer.options if o.bits == 0)
+            choices[layer.label] = _name(opt)
+            cost += opt.nbytes
+        uniform.append((cost, name, Plan(choices)))
+    chosen_cost = sum(next(o.nbytes for o in layer.options if _name(o) == chosen.plan.choices[layer.label])
+                      for layer in layers)
+    for cost, _, plan in sorted(uniform, key=lambda u: (u[0], u[1])):
+        if cost >= chosen_cost or time.perf_counter() > deadline:
+            break
+        ev = evaluate(plan)
+        if ev.fidelity.met and ev.cost < chosen.cost:
+            return ev
+    return chosen
+
+
 def _verify(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Evaluator, deadline: float,
             report: Progress, notes: list[str]) -> tuple[Evaluation, bool]:
     """Measure ``chosen`` on the held-apart data; while it fails, move the layers with the largest
@@ -457,7 +487,7 @@ def _explain(plan: Plan, layers: list[LayerChoices]) -> list[dict[str, Any]]:
         if name == FLOAT.name:
             why = "every option moved the outputs too much for the target"
         elif opt is floor:
-            why = "cheapest option; its measured deviation fits the target"
+            why = "cheapest option; the combined model still meets the target"
         else:
             why = (f"{_name(floor)} would save {opt.nbytes - floor.nbytes:,} more but move the "
                    f"outputs {layer.error(floor):.2g} vs {layer.error(opt):.2g}")
