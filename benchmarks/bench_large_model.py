@@ -1,6 +1,8 @@
 """Quantizing a model over 2 GB (external data): peak memory against the model's size.
 
     python benchmarks/bench_large_model.py [--gb 2.2] [--modes dynamic weights static] [--keep]
+    python benchmarks/bench_large_model.py --gb 0.3 --width 4096 --modes kmeans8 kmeans4 \
+        --pythonpath /work/main          # another checkout's package, for before/after
 
 Builds a stack of large MatMul + Add + Relu layers whose float32 weights total ``--gb`` GB,
 saved with external data (protobuf cannot hold it inline), then quantizes it with
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -77,12 +80,14 @@ def peak_rss():  # VmHWM: ru_maxrss would include the parent's RSS at fork time
             return int(line.split()[1]) * 1024
 from onnxcompress.api import compress_file
 from onnxcompress.pipeline import Pipeline
-from onnxcompress.passes import Quantize
+from onnxcompress.passes import Quantize, WeightSharing
 src, dst, mode = sys.argv[1:4]
 start = time.perf_counter()
-report = compress_file(src, dst, Pipeline([Quantize(mode=mode)]))
+# "kmeansB": weight sharing at B bits; anything else is a quantize mode.
+step = WeightSharing(bits=int(mode[6:])) if mode.startswith("kmeans") else Quantize(mode=mode)
+report = compress_file(src, dst, Pipeline([step]))
 seconds = time.perf_counter() - start
-q = next(p.to_dict() for p in report.result.passes if p.pass_name == "quantize")
+q = next(p.to_dict() for p in report.result.passes if p.pass_name in ("quantize", "kmeans"))
 print(json.dumps({"seconds": seconds,
                   "peak_rss": peak_rss(),
                   "notes": q["notes"], "metrics": {k: v for k, v in q["metrics"].items()
@@ -99,6 +104,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gb", type=float, default=2.2)
     ap.add_argument("--modes", nargs="*", default=["dynamic", "weights", "static"])
+    ap.add_argument("--width", type=int, default=8192, help="layer width (8192: 268 MB a layer)")
+    ap.add_argument("--pythonpath", help="import onnxcompress from this checkout (default: this one)")
+    ap.add_argument("--results", default="quantization",
+                    help="results file stem in benchmarks/results ('' writes none)")
     ap.add_argument("--dir", help="where to build (default: a temporary folder)")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
@@ -107,13 +116,14 @@ def main() -> None:
     try:
         src = work / "large.onnx"
         t = time.perf_counter()
-        size = build(src, args.gb)
+        size = build(src, args.gb, args.width)
         print(f"built {src} ({size / 1e9:.2f} GB) in {time.perf_counter() - t:.0f} s", flush=True)
         rows = []
         for mode in args.modes:
             dst = work / f"large_{mode}.onnx"
+            env = dict(os.environ, PYTHONPATH=str(args.pythonpath or REPO))
             proc = subprocess.run([sys.executable, "-c", CHILD, str(src), str(dst), mode],
-                                  capture_output=True, text=True, cwd=REPO)
+                                  capture_output=True, text=True, cwd=args.pythonpath or REPO, env=env)
             if proc.returncode != 0:
                 row = {"mode": mode, "error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
             else:
@@ -125,15 +135,16 @@ def main() -> None:
                 p.unlink()
             rows.append(row)
             print(json.dumps(row), flush=True)
-        write_results(size, rows)
+        if args.results:
+            write_results(size, rows, args.results)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def write_results(size: int, rows: list[dict]) -> None:
+def write_results(size: int, rows: list[dict], stem: str = "quantization") -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    jpath = RESULTS / "quantization.json"
+    jpath = RESULTS / f"{stem}.json"
     data = json.loads(jpath.read_text()) if jpath.exists() else {}
     # Runs of other modes from earlier invocations stay; this run's modes replace theirs.
     previous = [r for r in data.get("large_model", {}).get("runs", [])
@@ -141,13 +152,14 @@ def write_results(size: int, rows: list[dict]) -> None:
     rows = previous + rows
     data["large_model"] = {"model_bytes": size, "runs": rows}
     jpath.write_text(json.dumps(data, indent=2, default=str))
-    mpath = RESULTS / "quantization.md"
+    mpath = RESULTS / f"{stem}.md"
     text = mpath.read_text() if mpath.exists() else "# Quantization benchmark\n"
     text = text.split("\n## Large model")[0].rstrip("\n") + "\n"
     lines = ["", "## Large model (external data)", "",
              f"A stack of 8192x8192 MatMul+Add+Relu layers, {size / 1e9:.2f} GB of float32 weights "
              "in one external data file (`benchmarks/bench_large_model.py`). Each mode runs "
-             "`compress_file` in a fresh process; peak RSS is that process's VmHWM (runs before 2026-11-23 05:15 read `ru_maxrss`, an upper bound). "
+             "`compress_file` in a fresh process; peak RSS is that process's VmHWM (runs before "
+             "2026-11-23 05:15 read `ru_maxrss`, an upper bound). "
              "Target: peak <= 1.5x the model size.", "",
              "| mode | peak RSS | peak / model size | output size | size ratio | seconds |",
              "|---|---|---|---|---|---|"]

@@ -10,14 +10,17 @@ one sample's activations however many samples there are.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Iterator
 
 import numpy as np
 import onnx
 import onnx_ir as ir
+import onnxruntime as ort
 
 from onnxcompress import runtime
 from onnxcompress.data import Feed
+from onnxcompress.errors import RuntimeUnavailableError
 from onnxcompress.model import external_base_dir, to_proto
 from onnxcompress.weights import Weight
 
@@ -54,17 +57,58 @@ def expose_outputs(model: ir.Model, names: Iterable[str]) -> tuple[onnx.ModelPro
 
 
 def iter_intermediates(
-    model: ir.Model, names: Iterable[str], feeds: Iterable[Feed], *, threads: int | None = None
+    model: ir.Model, names: Iterable[str], feeds: Iterable[Feed], *, threads: int | None = None,
+    data: str = "the data",
 ) -> Iterator[dict[str, np.ndarray]]:
-    """For each feed, a dict of the requested intermediate tensors (main graph only)."""
+    """For each feed, a dict of the requested intermediate tensors (main graph only).
+
+    Raises :class:`RuntimeUnavailableError` when the model cannot run on a feed (``data`` names
+    the feeds in the message); callers that only measure degrade on it."""
     proto, exposed = expose_outputs(model, names)
     if not exposed:
         return
     session = runtime.create_session(_proto_model(proto, external_base_dir(model)),
                                      threads=threads, optimize=False)
-    for feed in feeds:
-        values = session.run(exposed, feed)
-        yield dict(zip(exposed, values))
+    for i, feed in enumerate(feeds):
+        values = run(session, exposed, feed, what=f"sample {i} of {data}")
+        yield dict(zip(exposed, values, strict=True))
+
+
+def quiet_run_options() -> ort.RunOptions:
+    """Run options that keep onnxruntime from printing a failed run to stderr: the caller turns
+    the failure into an error or a note of its own."""
+    opts = ort.RunOptions()
+    opts.log_severity_level = 4
+    return opts
+
+
+def run(session: ort.InferenceSession, outputs: list[str] | None, feed: Feed, *,
+        what: str = "the data", run_options: ort.RunOptions | None = None) -> list:
+    """``session.run`` whose failure (a model that cannot run on this input: a reflect Pad
+    longer than a guessed axis, widths a Concat must match...) raises
+    :class:`RuntimeUnavailableError` naming the failing node, so every step that only measures
+    can degrade instead of failing the compression."""
+    try:
+        return session.run(outputs, feed, run_options or quiet_run_options())
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types for every failure
+        raise RuntimeUnavailableError(
+            f"onnxruntime cannot run the model on {what}: {run_failure(e)}",
+            hint="pass data the model runs on (--calibration FILE.npz).",
+        ) from e
+
+
+_NODE_FAILURE = re.compile(
+    r"Non-zero status code returned while running (\S+) node\. Name:'([^']*)' Status Message: (.*)")
+
+
+def run_failure(error: BaseException) -> str:
+    """onnxruntime's run error in one short line: "Pad node 'name': what went wrong"."""
+    line = runtime.first_line(error)
+    m = _NODE_FAILURE.search(line)
+    if m is None:
+        return line
+    op, name, message = m.groups()
+    return f"{op} node{f' {name!r}' if name else ''}: {message.strip()}"
 
 
 def _proto_model(proto: onnx.ModelProto, base_dir: str | None = None) -> ir.Model:

@@ -9,14 +9,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import onnx_ir as ir
 
-from onnxcompress.data import feed_source
-from onnxcompress.errors import DataError
+from onnxcompress.data import feed_source, input_specs, synthetic_feeds
+from onnxcompress.errors import DataError, OnnxCompressError
 from onnxcompress.model import (
     check_output_path,
     load_model,
@@ -25,6 +25,7 @@ from onnxcompress.model import (
     to_proto,
 )
 from onnxcompress.pipeline import Pipeline
+from onnxcompress.progress import ProgressLog
 from onnxcompress.report import CompressionReport, SizeInfo
 from onnxcompress.stats import gzip_size, model_stats
 
@@ -81,13 +82,19 @@ def compress_file(
     validation_data: Any = None,
     progress: Callable[[str, int, int], None] | None = None,
     keep_failed: bool = False,
+    memory: bool = False,
+    shapes: Mapping[str, tuple[int, ...]] | None = None,
 ) -> CompressionReport:
     """Compress ``input_path`` into ``output_path`` and return the report.
 
     The input file is never modified; the output is written atomically and only after every
     pass succeeded (or, with the pipeline's ``best_effort``, was rolled back). With
     ``validator``, the saved output is compared with the input; if the comparison fails the
-    output is deleted again (``report.output`` is None) unless ``keep_failed``.
+    output is deleted again (``report.output`` is None) unless ``keep_failed``. With
+    ``memory``, the onnxruntime session memory of both files is measured (a child process per
+    model, a few seconds) on the first sample of the validation or calibration data, else a
+    synthetic one shaped by ``shapes``. ``progress``: a ``(stage, done, total)`` callback; None
+    logs progress at INFO (logger ``onnxcompress.progress``).
     """
     input_path, output_path = Path(input_path), Path(output_path)
     check_output_path(output_path, protect=(input_path,), overwrite=overwrite)
@@ -98,7 +105,10 @@ def compress_file(
     if validator is not None and validation_data is not None:
         feed_source(validation_data, model, name="validation data")  # fail before the long work
     before = size_info(model, input_path)
-    result = pipeline.run(model, calibration=calibration, progress=progress, label=str(input_path))
+    with contextlib.ExitStack() as stack:
+        if progress is None:
+            progress = stack.enter_context(ProgressLog())
+        result = pipeline.run(model, calibration=calibration, progress=progress, label=str(input_path))
     save_model(result.model, output_path, overwrite=overwrite, protect=(input_path,))
     after = size_info(result.model, output_path)
     report = CompressionReport(
@@ -112,11 +122,53 @@ def compress_file(
             # A command that fails leaves nothing behind, even after the model was written.
             remove_model_files(output_path)
             raise
-        if report.validation.get("passed") is False and not keep_failed:
-            # A model that failed its check is not an output a script should pick up.
-            remove_model_files(output_path)
-            report.output = None
+    if memory and output_path.exists():
+        data = validation_data if validation_data is not None else calibration
+        report.memory = measure_session_memory(input_path, output_path, model, result.model, data, shapes)
+    if report.validation is not None and report.validation.get("passed") is False and not keep_failed:
+        # A model that failed its check is not an output a script should pick up.
+        remove_model_files(output_path)
+        report.output = None
     return report
+
+
+def measure_session_memory(
+    original_path: Path,
+    compressed_path: Path,
+    original: ir.Model,
+    compressed: ir.Model,
+    data: Any = None,
+    shapes: Mapping[str, tuple[int, ...]] | None = None,
+) -> dict[str, Any]:
+    """onnxruntime session memory of both files on one sample (see :mod:`onnxcompress.memory`):
+    ``{"original": {...}, "compressed": {...}, "resident_ratio", "peak_ratio"}``; the ratios are
+    original / compressed like ``size_ratio`` (above 1: the compressed model needs less)."""
+    from onnxcompress.memory import compare_session_memory
+
+    feed = _first_feed(original, data, shapes)
+    feed_b = None
+    if feed is not None:
+        specs = {s.name: s for s in input_specs(compressed)}
+        # A compressed model may take float16 where the original takes float32.
+        feed_b = {
+            k: (v.astype(specs[k].dtype) if v.dtype.kind == "f" and specs[k].dtype.kind == "f" else v)
+            for k, v in feed.items()
+            if k in specs
+        }
+    out = compare_session_memory(original_path, compressed_path, feed, feed_b)
+    out["feed"] = ("none (zeros of the declared shapes)" if feed is None
+                   else "one sample of the data" if data is not None else "one synthetic sample")
+    return out
+
+
+def _first_feed(model: ir.Model, data: Any, shapes: Mapping[str, tuple[int, ...]] | None) -> Any:
+    """One sample for the memory measurement: the data's first, else a synthetic one, else None."""
+    try:
+        source = feed_source(data, model) if data is not None else synthetic_feeds(model, 1, shapes=shapes)
+        return next(iter(source), None)
+    except OnnxCompressError as e:
+        logger.info("session memory measured without a sample: %s", e)
+        return None
 
 
 def remove_model_files(path: Path) -> None:

@@ -2,8 +2,10 @@
 
 The quantize pass's speed guard times int8 against float and keeps what runs faster. Timings are
 noisy, so measuring again could flip a close decision and change the output file. The first
-measurement for a given model, options, CPU and onnxruntime version is therefore stored here and
-reused: the same input, options and seed give a byte-identical file on the same machine.
+measurement for a given graph structure (ops, connections, shapes; not weight values, which do not
+change speed), options, CPU and onnxruntime version is therefore stored here with the latencies it
+measured and reused without timing again: the same input, options and seed give a byte-identical
+file on the same machine.
 
 Location: ``$ONNXCOMPRESS_CACHE_DIR``, else ``~/.cache/onnxcompress``. Delete it to re-measure.
 Any problem reading or writing it only loses the cache; it never fails a run.

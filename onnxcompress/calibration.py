@@ -362,10 +362,13 @@ def collect(
     max_samples: int | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     total: int | None = None,
+    data: str = "the calibration data",
 ) -> Calibrator:
     """Run ``model`` once over ``feeds``, streaming every tensor in ``names`` into ``calibrator``.
 
-    Memory is one sample's activations plus the calibrator's fixed state.
+    Memory is one sample's activations plus the calibrator's fixed state. Raises
+    :class:`onnxcompress.errors.RuntimeUnavailableError` (naming the sample of ``data`` and the
+    node) when the model cannot run on a feed.
     """
     start = time.perf_counter()
 
@@ -377,7 +380,7 @@ def collect(
 
     if total is not None and max_samples is not None:
         total = min(total, max_samples)
-    for i, outputs in enumerate(iter_intermediates(model, names, limited())):
+    for i, outputs in enumerate(iter_intermediates(model, names, limited(), data=data)):
         calibrator.update_all(outputs)
         if progress is not None:
             progress("calibrating", i + 1, total or 0)

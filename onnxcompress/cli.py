@@ -88,6 +88,11 @@ def add_pass_arguments(parser: argparse.ArgumentParser) -> None:
 def pipeline_from_args(args: argparse.Namespace) -> Pipeline | None:
     """The pipeline the pass flags describe, or None if no pass flag was given."""
     passes = []
+    if getattr(args, "quantize__mode", None) == "int4":
+        # --quantize int4 is the blockq pass (its --quantize-bits/--block-size... apply).
+        args.quantize__mode = None
+        if getattr(args, "blockq__bits", None) is None:
+            args.blockq__bits = 4
     for pass_class in sorted(registered_passes().values(), key=lambda c: c.cli_order):
         given: dict[str, Any] = {}
         enabled = False
@@ -117,6 +122,10 @@ def pipeline_from_args(args: argparse.Namespace) -> Pipeline | None:
             )
         if args.exclude and "exclude" in {f.name for f in dataclasses.fields(pass_class.config_class)}:
             given["exclude"] = tuple(args.exclude)
+        if getattr(args, "reconstruct", False) and "reconstruct" in {
+            f.name for f in dataclasses.fields(pass_class.config_class)
+        }:
+            given.setdefault("reconstruct", True)
         where = " ".join(flags)
         try:
             config = pass_class.config_class.from_dict(given, where=where)
@@ -134,7 +143,12 @@ def pipeline_from_args(args: argparse.Namespace) -> Pipeline | None:
 
 
 def _progress_printer(enabled: bool):  # noqa: ANN202
-    if not enabled or not sys.stderr.isatty():
+    """A live line on a terminal; elsewhere None, and compress_file logs progress at INFO
+    (``onnxcompress.progress``, shown unless --quiet) so that logs and CI show it too."""
+    # (set every time: an earlier command in the same process must not leak its level)
+    log_lines = enabled and not sys.stderr.isatty()
+    logging.getLogger("onnxcompress.progress").setLevel(logging.INFO if log_lines else logging.NOTSET)
+    if not enabled or log_lines:
         return None
 
     def show(stage: str, done: int, total: int) -> None:
@@ -177,6 +191,10 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if args.best_effort:
         pipeline.best_effort = True
     _check_output_paths(args)
+    from onnxcompress.validation.cli import report_paths
+
+    # --json PATH / --report PATH (.json or .html): checked before the long work
+    report_files = report_paths(args, html=True)
     validator = None
     if args.validate:
         validator = _validator(args)
@@ -184,20 +202,22 @@ def cmd_compress(args: argparse.Namespace) -> int:
         from onnxcompress.validation.cli import check_validate_arguments
 
         check_validate_arguments(args)
-    progress = _progress_printer(not args.quiet and not args.json)
+    progress = _progress_printer(not args.quiet)
+    from onnxcompress.data import parse_shape_overrides
+
+    memory = args.memory if args.memory is not None else bool(args.validate)
     try:
         report = compress_file(
             args.model, args.output, pipeline, calibration=args.calibration,
             overwrite=args.overwrite, validator=validator, progress=progress,
             validation_data=getattr(args, "validation_data", None), keep_failed=args.keep_failed,
+            memory=memory, shapes=parse_shape_overrides(getattr(args, "validation_shape", None) or []),
         )
     finally:
         _clear_progress(progress)
-    if args.report:
-        from onnxcompress.report import report_format
-
-        _write_text(Path(args.report), report.to_format(report_format(args.report)))
-    if args.json:
+    for path, fmt in report_files:
+        _write_text(path, report.to_format(fmt))
+    if args.json == "-":
         print(report.to_json())
     elif not args.quiet:
         print(report.render())
@@ -278,18 +298,15 @@ def _cmd_auto(args: argparse.Namespace, pipeline: Pipeline | None) -> int:
 
 
 def _check_output_paths(args: argparse.Namespace) -> None:
-    """Every file the command will write, checked before the long work (not after writing OUT)."""
+    """The model output checked before the long work (report files: validation.cli.report_paths)."""
     from onnxcompress.errors import SaveError
     from onnxcompress.model import check_output_path
 
     check_output_path(args.output, protect=(args.model,), overwrite=args.overwrite)
-    if args.report:
-        from onnxcompress.report import report_format
-
-        report_format(args.report)  # an unknown extension fails before the long work
-        check_output_path(args.report, protect=(args.model,))
-    if args.report and Path(args.report).resolve() == Path(args.output).resolve():
-        raise SaveError(f"{args.report}: --report and -o name the same file.")
+    for flag, path in (("--report", args.report), ("--json", args.json)):
+        if path and path != "-" and Path(path).resolve() in (Path(args.output).resolve(),
+                                                             Path(args.model).resolve()):
+            raise SaveError(f"{path}: {flag} names the model file.", hint="write reports to their own file.")
 
 
 def _validator(args: argparse.Namespace):  # noqa: ANN202
@@ -346,7 +363,8 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="onnxcompress", description="Make ONNX models smaller and faster, and prove they still work.")
+    parser = _Parser(prog="onnxcompress",
+                     description="Make ONNX models smaller and faster, and prove they still work.")
     parser.add_argument("--version", action="version", version=f"onnxcompress {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
@@ -363,6 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "leading axis) or a folder of .npz feeds; data-aware passes use it")
     p.add_argument("--exclude", action="append", default=[], metavar="NAME_OR_PATTERN",
                    help="leave tensors/nodes matching this name or shell pattern alone (repeatable)")
+    p.add_argument("--reconstruct", action="store_true",
+                   help="refit what every pass that supports it changed against the original model, "
+                        "layer by layer, on the calibration data (needs --calibration)")
     p.add_argument("--validate", action="store_true",
                    help="compare the output with the input through onnxruntime after compressing")
     try:
@@ -371,9 +392,15 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_validate_arguments(p)
-    p.add_argument("--report", metavar="PATH.json|PATH.html",
-                   help="write the full report: .json (data) or .html (a page with tables and plots)")
-    p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=None,
+                   help="measure the onnxruntime session memory of the input and the output "
+                        "(a child process each, a few seconds; default: with --validate)")
+    try:
+        from onnxcompress.validation.cli import add_report_arguments
+    except ImportError:
+        pass
+    else:
+        add_report_arguments(p, html=True)
     p.add_argument("--seed", type=int, default=None,
                    help="seed for every random choice (default: the recipe's, else 0)")
     p.add_argument("--check", choices=("each", "end", "none"),

@@ -40,7 +40,7 @@ class InputSpec:
 
     name: str
     dtype: np.dtype
-    # Dimensions: an int, or a str (symbolic name) / None (unknown) for dynamic ones.
+    # Dimensions: a positive int, or a str (symbolic name) / None (unknown) for dynamic ones.
     shape: tuple[int | str | None, ...] | None
 
     @classmethod
@@ -48,11 +48,53 @@ class InputSpec:
         dtype = np.dtype(value.dtype.numpy()) if value.dtype is not None else np.dtype("float32")
         shape = None
         if value.shape is not None:
-            shape = tuple(
-                int(d) if isinstance(d, int) else (d.value if isinstance(d, ir.SymbolicDim) else None)
-                for d in value.shape
-            )
+            shape = tuple(_spec_dim(d) for d in value.shape)
         return cls(value.name or "", dtype, shape)
+
+
+def is_dynamic_dim(dim: Any) -> bool:
+    """Whether a declared dimension is dynamic: symbolic, unknown, or written as ``-1`` or ``0``.
+
+    Exporters spell "any size" several ways (Paddle writes ``dim_value: -1``, some tools 0); a
+    dimension of fixed size is a positive int. A symbolic name is dynamic too (it is kept as a
+    str in :class:`InputSpec` so that sequence-like names can be recognised).
+    """
+    if isinstance(dim, (int, np.integer)) and not isinstance(dim, bool):
+        return int(dim) <= 0
+    return True
+
+
+def free_dynamic_dims(model: ir.Model) -> int:
+    """Rewrite graph-input dimensions written as ``-1`` or ``0`` as unnamed dynamic ones.
+
+    onnxruntime accepts any size for ``-1`` but only 0 for ``0``, so a model that says "any size"
+    with 0 would not run on real data at all; after this, every tool (onnxruntime included) reads
+    such a dimension as dynamic, and the compressed model is written with the unambiguous
+    spelling. Returns the number of dimensions rewritten (recorded in ``model.meta``).
+    """
+    count = 0
+    for value in model.graph.inputs:
+        if value.shape is None:
+            continue
+        dims = list(value.shape)
+        if any(isinstance(d, int) and d <= 0 for d in dims):
+            count += sum(isinstance(d, int) and d <= 0 for d in dims)
+            freed = [ir.SymbolicDim(None) if isinstance(d, int) and d <= 0 else d for d in dims]
+            value.shape = ir.Shape(freed)
+    if count:
+        model.meta[FREED_DIMS_KEY] = count
+        logger.info("%d input dimension(s) written as -1 or 0 are read as dynamic.", count)
+    return count
+
+
+# model.meta key: how many input dims free_dynamic_dims rewrote (the file on disk still has them).
+FREED_DIMS_KEY = "onnxcompress.freed_dynamic_dims"
+
+
+def _spec_dim(dim: Any) -> int | str | None:
+    if not is_dynamic_dim(dim):
+        return int(dim)
+    return dim.value if isinstance(dim, ir.SymbolicDim) else None  # -1 / 0 / unknown: None
 
 
 def input_specs(model: ir.Model) -> list[InputSpec]:
@@ -112,10 +154,27 @@ class FeedSource:
         return FeedSource(self._make_iter, specs=specs, labels=self.labels,
                           description=self.description, length=self._length)
 
+    def check(self) -> FeedSource:
+        """Read every sample once and conform it, so that bad data (a missing input, a wrong
+        shape or dtype, NaN/Inf) fails here, with the same error for every consumer, instead of
+        in whichever pass reads that sample first (or is silently ignored by a pass that only
+        notes what it could not use). Returns ``self``."""
+        count = 0
+        for _ in self:
+            count += 1
+        if count == 0:
+            raise DataError(f"{self.description}: no samples.")
+        if self._length is None:
+            self._length = count
+        return self
+
     def _conform(self, feed: Feed, index: int) -> Feed:
-        """Check names, add a missing batch axis, cast safely to the input's dtype."""
+        """Check names, add a missing batch axis, cast safely to the input's dtype, refuse NaN/Inf."""
         if self.specs is None:
-            return {k: np.asarray(v) for k, v in feed.items()}
+            out = {k: np.asarray(v) for k, v in feed.items()}
+            for name, arr in out.items():
+                self._check_finite(name, arr, index)
+            return out
         out: Feed = {}
         for spec in self.specs:
             if spec.name not in feed:
@@ -135,7 +194,7 @@ class FeedSource:
                     hint="stack samples on a new leading axis: sample i is arr[i].",
                 )
             if spec.shape is not None:
-                for axis, (have, want) in enumerate(zip(arr.shape, spec.shape)):
+                for axis, (have, want) in enumerate(zip(arr.shape, spec.shape, strict=True)):
                     if isinstance(want, int) and want != have:
                         raise DataError(
                             f"{self.description}: sample {index} of input '{spec.name}' has "
@@ -151,8 +210,19 @@ class FeedSource:
                         f"expects {spec.dtype}."
                     )
                 arr = arr.astype(spec.dtype)
+            self._check_finite(spec.name, arr, index)
             out[spec.name] = np.ascontiguousarray(arr)
         return out
+
+    def _check_finite(self, name: str, arr: np.ndarray, index: int) -> None:
+        # Calibration ranges, importance statistics and comparisons are all poisoned by one NaN.
+        if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+            nan = int(np.isnan(arr).sum())
+            raise DataError(
+                f"{self.description}: sample {index} of input '{name}' holds {nan} NaN and "
+                f"{int(arr.size - np.isfinite(arr).sum()) - nan} Inf value(s).",
+                hint="data must be finite: fix or drop that sample.",
+            )
 
 
 def _format_shape(shape: tuple[int | str | None, ...]) -> str:
@@ -160,30 +230,41 @@ def _format_shape(shape: tuple[int | str | None, ...]) -> str:
 
 
 def feed_source(
-    source: Any, model: ir.Model | None = None, *, name: str | None = None, labels: str | None = None
+    source: Any,
+    model: ir.Model | None = None,
+    *,
+    name: str | None = None,
+    labels: str | None = None,
+    check: bool = True,
 ) -> FeedSource:
     """Wrap any supported data source (see the module doc) in a :class:`FeedSource`.
 
     ``labels`` names the array holding the labels in ``.npz`` files (default: the first of
-    ``LABEL_KEYS`` present).
+    ``LABEL_KEYS`` present). With a ``model`` and ``check``, every sample is read and conformed
+    once here (:meth:`FeedSource.check`); a caller that uses only the first samples passes
+    ``check=False`` and checks ``source.take(n)`` itself.
     """
     specs = input_specs(model) if model is not None else None
     if isinstance(source, FeedSource):
-        return source.with_specs(specs) if specs is not None else source
-    if isinstance(source, (str, os.PathLike)):
-        return _from_path(Path(source), specs, labels)
-    if hasattr(source, "get_next"):
-        return _from_reader(source, specs, name or type(source).__name__)
-    if isinstance(source, Mapping):
+        wrapped = source.with_specs(specs) if specs is not None else source
+    elif isinstance(source, (str, os.PathLike)):
+        wrapped = _from_path(Path(source), specs, labels)
+    elif hasattr(source, "get_next"):
+        wrapped = _from_reader(source, specs, name or type(source).__name__)
+    elif isinstance(source, Mapping):
         raise DataError(
             "data: got a single dict; pass a list of feed dicts, or an .npz path.",
         )
-    if isinstance(source, Iterable):
-        return _from_iterable(source, specs, name or "data")
-    raise DataError(
-        f"data: cannot read feeds from a {type(source).__name__}.",
-        hint="pass an .npz path, a folder of .npz files, a CalibrationDataReader or a list of dicts.",
-    )
+    elif isinstance(source, Iterable):
+        wrapped = _from_iterable(source, specs, name or "data")
+    else:
+        raise DataError(
+            f"data: cannot read feeds from a {type(source).__name__}.",
+            hint="pass an .npz path, a folder of .npz files, a CalibrationDataReader or a list of dicts.",
+        )
+    # Checked against the model up front: every consumer (prune, kmeans, quantize, validation)
+    # then sees the same error for the same bad data, before any work is done.
+    return wrapped.check() if specs is not None and check else wrapped
 
 
 def _from_path(path: Path, specs: list[InputSpec] | None, label_key: str | None = None) -> FeedSource:
@@ -401,7 +482,9 @@ def synthetic_feeds(
 ) -> FeedSource:
     """``count`` seeded random feeds shaped and typed after the model's inputs.
 
-    Floats are standard normal; integer inputs are drawn from [0, bound) where bound is the size
+    Dynamic dimensions (symbolic, unknown, or written as -1 or 0) get sizes from
+    :func:`concrete_shape` unless ``shapes`` fixes them. Floats are standard normal; integer
+    inputs are drawn from [0, bound) where bound is the size
     of the embedding table they index (or 100); names that look like masks get ones; bools are
     random.
     """

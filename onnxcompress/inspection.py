@@ -55,11 +55,10 @@ def describe(model: ir.Model) -> dict[str, Any]:
         "producer": f"{model.producer_name or ''} {model.producer_version or ''}".strip(),
         "inputs": [
             {"name": v.name, "dtype": v.dtype.name if v.dtype else None, "shape": _shape(s.shape)}
-            for v, s in zip(model.graph.inputs, specs)
+            for v, s in zip(model.graph.inputs, specs, strict=False)
         ],
         "outputs": [
-            {"name": v.name, "dtype": v.dtype.name if v.dtype else None,
-             "shape": _shape(tuple(d if isinstance(d, int) else getattr(d, "value", None) for d in v.shape) if v.shape is not None else None)}
+            {"name": v.name, "dtype": v.dtype.name if v.dtype else None, "shape": _output_shape(v)}
             for v in model.graph.outputs
         ],
         "nodes": stats.nodes,
@@ -126,6 +125,12 @@ def _constant_tensor(value: ir.Value) -> ir.TensorProtocol | None:
     return attr.value if attr is not None and attr.type == ir.AttributeType.TENSOR else None
 
 
+def _output_shape(value: ir.Value) -> object:
+    if value.shape is None:
+        return _shape(None)
+    return _shape(tuple(d if isinstance(d, int) else getattr(d, "value", None) for d in value.shape))
+
+
 def _shape(shape: tuple | None) -> list | None:
     return None if shape is None else ["?" if d is None else d for d in shape]
 
@@ -135,7 +140,8 @@ def render(info: dict[str, Any], *, max_weights: int = 60) -> str:
         f"{k}:{v}" for k, v in info["opset_imports"].items() if k not in ("", "ai.onnx")
     )
     lines = [
-        f"IR {info['ir_version']}, opset {info['opset']}" + (f" (custom domains: {domains})" if domains else ""),
+        f"IR {info['ir_version']}, opset {info['opset']}"
+        + (f" (custom domains: {domains})" if domains else ""),
         f"producer: {info['producer'] or '-'}",
         f"nodes: {info['nodes']} ({info['subgraphs']} subgraphs), parameters: {info['parameters']:,} "
         f"({info['weight_bytes'] / 1e6:.2f} MB), sparsity {info['sparsity']:.1%}",
@@ -145,7 +151,8 @@ def render(info: dict[str, Any], *, max_weights: int = 60) -> str:
         "outputs:",
         *[f"  {o['name']}: {o['dtype']} {o['shape']}" for o in info["outputs"]],
         f"weights ({len(info['weights'])}):",
-        f"  {'name':<40}{'storage':<22}{'role':<12}{'op':<22}{'shape':<18}{'dtype':<9}{'sparsity':>9}{'distinct':>10}",
+        f"  {'name':<40}{'storage':<22}{'role':<12}{'op':<22}{'shape':<18}{'dtype':<9}"
+        f"{'sparsity':>9}{'distinct':>10}",
     ]
     for w in info["weights"][:max_weights]:
         name = w["name"] if len(w["name"]) < 40 else "..." + w["name"][-36:]

@@ -4,8 +4,9 @@ Structured pruning changes what a model costs to run, not only what it weighs; r
 numbers before and after. MACs are counted for the ops that dominate inference cost (Conv,
 ConvTranspose, Gemm, MatMul, the three recurrent ops are not counted); elementwise ops are
 ignored, as in every FLOP counter in common use. Symbolic dimensions (batch size, sequence
-length) count as 1 unless ``input_shapes`` fixes them. Only the main graph is counted: a node
-whose shapes cannot be inferred, or that lives in a subgraph, is listed in ``unknown``.
+length), and dims written as -1 or 0, count as 1 unless ``input_shapes`` fixes them. Only the
+main graph is counted: a node whose shapes cannot be inferred, or that lives in a subgraph, is
+listed in ``unknown``.
 """
 
 from __future__ import annotations
@@ -58,16 +59,19 @@ def count_parameters(model: ir.Model) -> int:
 
 
 def infer_shapes(
-    model: ir.Model, input_shapes: Mapping[str, Sequence[int]] | None = None, *, default_dim: int = 1
+    model: ir.Model, input_shapes: Mapping[str, Sequence[int]] | None = None, *, default_dim: int = 1,
+    pin: bool = True,
 ) -> dict[str, tuple[int | None, ...]]:
     """Static shape of every main-graph value that shape inference can resolve.
 
     Symbolic or unknown input dimensions become ``default_dim`` (or what ``input_shapes``
-    says), so sizes that depend on them resolve to numbers.
+    says), so sizes that depend on them resolve to numbers. ``pin=False`` leaves them unknown
+    (None): fewer sizes resolve, but none conflict where a guessed size cannot be right (a Concat
+    whose width a later MatMul fixes).
     """
     proto = to_proto(model)
     initializers = {t.name for t in proto.graph.initializer}
-    for vi in proto.graph.input:
+    for vi in proto.graph.input if pin else ():
         if vi.name in initializers or not vi.type.HasField("tensor_type"):
             continue
         override = (input_shapes or {}).get(vi.name)
@@ -77,8 +81,14 @@ def infer_shapes(
                 d.dim_value = int(override[i])
             elif not d.HasField("dim_value") or d.dim_value <= 0:
                 d.dim_value = default_dim
-    # Stale intermediate shapes would conflict with the fixed inputs: infer them afresh.
+    # Stale intermediate shapes would conflict with the fixed inputs: infer them afresh. Declared
+    # output dims written as -1 or 0 mean "dynamic" (as for inputs): let inference fill them in.
     del proto.graph.value_info[:]
+    for vi in proto.graph.output:
+        if vi.type.HasField("tensor_type"):
+            for d in vi.type.tensor_type.shape.dim:
+                if d.HasField("dim_value") and d.dim_value <= 0:
+                    d.Clear()
     try:
         proto = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
     except Exception as e:  # custom ops or broken shapes: count what we can
@@ -88,7 +98,8 @@ def infer_shapes(
         if not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
             continue
         shapes[vi.name] = tuple(
-            d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim
+            d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else None
+            for d in vi.type.tensor_type.shape.dim
         )
     for t in proto.graph.initializer:
         shapes[t.name] = tuple(t.dims)
@@ -135,10 +146,17 @@ def node_macs(node: ir.Node, shapes: Mapping[str, tuple[int | None, ...]]) -> in
         k = a[0] if attr is not None and attr.value else a[1]
         return int(np.prod(y, dtype=np.int64)) * int(k)
     if op == "MatMul":
-        a, y = shape(0), shape(0, outputs=True)
-        if not (_static(a) and _static(y)) or not a:
+        a, b, y = shape(0), shape(1), shape(0, outputs=True)
+        if not _static(y):
             return None
-        return int(np.prod(y, dtype=np.int64)) * int(a[-1])
+        # The reduction length from either operand (a constant weight's is always known).
+        if a and _static(a[-1:]):
+            k = a[-1]
+        elif b is not None and len(b) >= 2 and _static(b[-2:-1]):
+            k = b[-2]
+        else:
+            return None
+        return int(np.prod(y, dtype=np.int64)) * int(k)
     return 0
 
 
@@ -154,12 +172,19 @@ def node_key(node: ir.Node) -> str:
 def count_macs(model: ir.Model, input_shapes: Mapping[str, Sequence[int]] | None = None) -> CostReport:
     """Parameters and MACs of ``model``, with the MACs of every compute node."""
     shapes = infer_shapes(model, input_shapes)
+    unpinned: dict[str, tuple[int | None, ...]] | None = None
     report = CostReport(parameters=count_parameters(model), macs=0)
     for node in model.graph:
         if node.op_type not in MAC_OPS or node.domain not in ("", "ai.onnx"):
             continue
         name = node_key(node)
         macs = node_macs(node, shapes)
+        if macs is None:
+            # A guessed input size the model cannot take (inference stops at the conflict):
+            # count from the shapes that hold for every input size.
+            if unpinned is None:
+                unpinned = infer_shapes(model, input_shapes, pin=False)
+            macs = node_macs(node, unpinned)
         if macs is None:
             report.unknown.append(name)
             continue

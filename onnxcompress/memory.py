@@ -167,6 +167,28 @@ def session_memory(
     return MemoryResult(**values)
 
 
+def compare_session_memory(
+    original: str | os.PathLike,
+    compressed: str | os.PathLike,
+    feed: dict[str, Any] | None,
+    feed_compressed: dict[str, Any] | None,
+    *,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Session memory of two model files, one child process each: ``{"original": {...},
+    "compressed": {...}, "resident_ratio", "peak_ratio"}``, the ratios original / compressed
+    like the size ratios of the reports (above 1: the compressed model needs less), None where
+    a number is missing."""
+    a = session_memory(original, feed, threads=threads)
+    b = session_memory(compressed, feed_compressed, threads=threads)
+    out: dict[str, Any] = {"original": a.to_dict(), "compressed": b.to_dict()}
+    for key in ("resident_bytes", "peak_bytes"):
+        va, vb = getattr(a, key), getattr(b, key)
+        ok = a.measured and b.measured and va is not None and bool(vb)
+        out[key.replace("_bytes", "_ratio")] = round(va / vb, 4) if ok else None
+    return out
+
+
 def _main(argv: list[str]) -> int:
     import argparse
 

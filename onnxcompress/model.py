@@ -14,7 +14,6 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import onnx
@@ -27,7 +26,7 @@ from onnxcompress.weights import all_graphs, iter_constant_tensors
 
 logger = logging.getLogger(__name__)
 
-ModelLike = Union[str, os.PathLike, onnx.ModelProto, ir.Model]
+ModelLike = str | os.PathLike | onnx.ModelProto | ir.Model
 
 # Protobuf refuses messages over 2 GiB; stay clear of it with room for the graph itself.
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
@@ -225,6 +224,9 @@ def _normalize(model: ir.Model) -> ir.Model:
     if folded:
         logger.info("Folded %d shape-only node(s) over constant weights (Slice/Split/Reshape...), "
                     "so the passes can compress those weights.", folded)
+    from onnxcompress.data import free_dynamic_dims  # input dims written as -1 / 0: dynamic
+
+    free_dynamic_dims(model)
     return model
 
 

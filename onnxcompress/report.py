@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from onnxcompress._text import elide_middle
 from onnxcompress.errors import ConfigError
 from onnxcompress.pipeline import PipelineResult
 
@@ -47,6 +48,8 @@ class CompressionReport:
     after: SizeInfo
     result: PipelineResult
     validation: dict[str, Any] | None = None
+    # onnxruntime session memory of both files (api.measure_session_memory), when asked for.
+    memory: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -69,6 +72,7 @@ class CompressionReport:
             "gzip_ratio": round(self.gzip_ratio, 4),
             **self.result.to_dict(),
             "validation": self.validation,
+            "memory": self.memory,
             **self.extra,
         }
 
@@ -107,7 +111,13 @@ class CompressionReport:
             f"{'zeros stored':<14}{b.sparsity:>14.1%}{a.sparsity:>14.1%}",
             f"{'nodes':<14}{b.nodes:>14,}{a.nodes:>14,}",
         ]
+        lines += render_memory(self.memory)
         for p in self.result.passes:
+            # A name the pass both changed and skipped (e.g. changed in one use, left alone in
+            # another) is listed once, as changed, with the reason as a remark.
+            changed = {s.name for s in p.layers}
+            skipped = {r: [n for n in names if n not in changed] for r, names in p.skipped.items()}
+            partly = {r: [n for n in names if n in changed] for r, names in p.skipped.items()}
             lines.append("")
             if p.status == "rolled_back":
                 lines.append(f"pass {p.pass_name}: rolled back ({p.reason}), {p.seconds:.2f} s")
@@ -115,7 +125,7 @@ class CompressionReport:
                 status = p.status.replace("_", " ")
                 lines.append(
                     f"pass {p.pass_name}: {status}, {len(p.layers)} tensor(s) changed, "
-                    f"{p.skipped_count} skipped, {p.seconds:.2f} s"
+                    f"{sum(map(len, skipped.values()))} skipped, {p.seconds:.2f} s"
                     + (f" ({p.reason})" if p.status == "unchanged" else "")
                 )
             scalars = {k: v for k, v in p.metrics.items() if isinstance(v, (int, float, str, bool))}
@@ -136,14 +146,44 @@ class CompressionReport:
                     )
                 if len(p.layers) > max_layers:
                     lines.append(f"  ... {len(p.layers) - max_layers} more (see --report JSON)")
-            for reason, names in p.skipped.items():
-                shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
-                lines.append(f"  skipped {len(names)}: {reason} ({shown})")
+            for reason, names in skipped.items():
+                if names:
+                    lines.append(f"  skipped {len(names)}: {reason} ({_some(names)})")
+            for reason, names in partly.items():
+                if names:
+                    lines.append(f"  changed, with a remark, {len(names)}: {reason} ({_some(names)})")
             for note in p.notes:
                 lines.append(f"  note: {note}")
         for note in self.result.notes:
             lines.append(f"note: {note}")
         return "\n".join(lines)
+
+
+def render_memory(memory: dict[str, Any] | None, *, label_width: int = 14) -> list[str]:
+    """Rows "session memory" (resident after load and one run) and "peak memory" (during load),
+    before/after and ratio, in the layout of the size table; a note when not measured."""
+    if not memory:
+        return []
+    a, b = memory.get("original") or {}, memory.get("compressed") or {}
+    problems = [f"{who}: {m['error']}" for who, m in (("original", a), ("compressed", b)) if m.get("error")]
+    if problems:
+        return [f"{'session memory':<{label_width}}not measured ({'; '.join(problems)})"]
+    rows = []
+    for label, key in (("session memory", "resident_bytes"), ("peak memory", "peak_bytes")):
+        va, vb = a.get(key), b.get(key)
+        if va is None or vb is None:
+            continue
+        # ratio as elsewhere in the table: before / after (above 1: the compressed needs less)
+        r = f"{va / vb:>8.2f}x" if vb else ""
+        rows.append(f"{label:<{label_width}}{_fmt_bytes(va):>14}{_fmt_bytes(vb):>14}{r}")
+    notes = [f"{who}: {m['note']}" for who, m in (("original", a), ("compressed", b)) if m.get("note")]
+    if notes:
+        rows.append(f"{'':<{label_width}}(after session creation only; {'; '.join(notes)})")
+    return rows
+
+
+def _some(names: list[str], shown: int = 4) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def _fmt_metric(value: object) -> str:
@@ -155,7 +195,7 @@ def _fmt_metric(value: object) -> str:
 
 
 def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else "..." + text[-(width - 3):]
+    return elide_middle(text, width)
 
 
 def _opt(value: float | None, spec: str) -> str:

@@ -38,7 +38,9 @@ def assert_equivalent(
     ``original``/``compressed``: paths, ``onnx.ModelProto`` or ``onnx_ir.Model``. ``inputs``: an
     ``.npz`` path, a folder of ``.npz``, a ``CalibrationDataReader``, a list of feed dicts, or None
     for seeded synthetic inputs. Keywords: the criteria ``atol``, ``rtol``, ``min_cosine``,
-    ``max_rel_error``, ``min_top1`` (none given: ``allclose`` with the library defaults), and the
+    ``max_rel_error``, ``min_top1`` (none given: the default policy
+    :data:`onnxcompress.validation.tolerance.DEFAULT_TOLERANCE`, as ``compare`` and ``compress
+    --validate``: cosine >= 0.99, top-1 agreement >= 0.99 on class-score outputs), and the
     :func:`~onnxcompress.validation.compare_models` options ``per_output`` (output name -> dict of
     criteria), ``classifiers``, ``top_k``, ``labels``, ``label_key``, ``shapes``, ``samples``,
     ``seed``, ``layers``, ``threads``.

@@ -339,7 +339,9 @@ def _constant_tensor_of(value: ir.Value) -> tuple[str, ir.TensorProtocol] | None
     return None
 
 
-def _follow_pass_through(value: ir.Value) -> tuple[list[tuple[ir.Node, int]], tuple[ir.Node, ...], list[int] | None]:
+def _follow_pass_through(
+    value: ir.Value,
+) -> tuple[list[tuple[ir.Node, int]], tuple[ir.Node, ...], list[int] | None]:
     """Final consumers of ``value`` past single-input Identity/Cast/Transpose chains.
 
     Returns (uses, via-nodes, permutation from the final tensor's axes to the source's axes).

@@ -179,3 +179,53 @@ def test_onnx_text_model_round_trip():
     cal = collect(load_model(model), ["r", "y"], [{"x": np.ones((2, 4), np.float32)}],
                   Calibrator("minmax"))
     assert cal.range("r").high == 1.0 and cal.range("y").low == -1.0
+
+
+# -- models that cannot run on the data at hand (issue 11) -------------------------------------
+
+
+def test_collect_names_the_sample_and_the_node_that_cannot_run():
+    from onnxcompress.errors import RuntimeUnavailableError
+    from tests import unrunnable
+
+    model = load_model(unrunnable.stft_like())
+    short = unrunnable.stft_feeds(2, length=16)  # the reflect Pad needs more than 64 samples
+    with pytest.raises(RuntimeUnavailableError, match=r"sample 0 of my data: Pad node: .*reflect"):
+        collect(model, ["hidden"], short, Calibrator("minmax"), data="my data")
+    calibrator = collect(model, ["hidden"], unrunnable.stft_feeds(2), Calibrator("minmax"))
+    assert calibrator.samples == 2 and calibrator.range("hidden") is not None
+
+
+def test_sensitivity_probe_raises_the_runtime_error_its_callers_degrade_on():
+    from onnxcompress.errors import RuntimeUnavailableError
+    from onnxcompress.passes._bit_allocation import probe_sensitivity
+    from tests import unrunnable
+
+    model = load_model(unrunnable.stft_like())
+    degraded = {"w1": np.zeros((128, 256), np.float32)}
+    with pytest.raises(RuntimeUnavailableError, match="Pad node"):
+        probe_sensitivity(model, degraded, unrunnable.stft_feeds(2, length=16))
+    probe = probe_sensitivity(model, degraded, unrunnable.stft_feeds(2))
+    assert probe.deviation["w1"] == pytest.approx(1.0)  # a zero weight zeroes the output
+
+
+@pytest.mark.parametrize("build", ["prune", "kmeans"])
+def test_data_driven_passes_complete_with_a_note_when_the_data_cannot_run(build):
+    """Pruning's activation statistics and k-means' sensitivity probe only measure: data the
+    model cannot run on (too short for the STFT's reflect padding) leaves them data-free."""
+    from onnxcompress.model import to_proto
+    from onnxcompress.passes import Prune, WeightSharing
+    from tests import unrunnable
+
+    proto = unrunnable.stft_like()
+    p = Prune(sparsity=0.5) if build == "prune" else WeightSharing(bits=4)
+    result = Pipeline([p]).run(proto, calibration=unrunnable.stft_feeds(2, length=16))
+    res = result.passes[0]
+    assert res.modified
+    assert any("Pad node" in n for n in res.notes), res.notes
+    out = to_proto(result.model)
+    onnx.checker.check_model(out)
+    feed = unrunnable.stft_feeds(1)[0]
+    ref, got = h.run(proto, feed)[0], h.run(out, feed)[0]
+    cosine = float(np.dot(ref.ravel(), got.ravel()) / (np.linalg.norm(ref) * np.linalg.norm(got)))
+    assert cosine > 0.8

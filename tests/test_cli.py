@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -291,11 +293,13 @@ def test_issue_17_shapeless_output_compresses_with_quantize_dynamic(capsys, tmp_
 
     proto = shapeless_output_model(256)
     model, out = _save(tmp_path, proto), tmp_path / "o.onnx"
-    code, stdout, err = run_cli(capsys, "compress", model, "-o", out, "--quantize", "dynamic", "--json")
+    code, stdout, err = run_cli(capsys, "compress", model, "-o", out, "--quantize", "dynamic", "--json", "-")
     assert code == 0, err
     report = json.loads(stdout)
     assert report["size_ratio"] >= 3.5 and report["passes"][0]["status"] == "applied"
-    assert report["headlines"] == []
+    # The only decision that may change what was asked is the speed guard's, which depends on
+    # this machine's speed (int8 compute kept only where it is not slower).
+    assert all("measured slower than float" in line for line in report["headlines"])
     onnx.checker.check_model(str(out))
     x = np.random.default_rng(0).standard_normal((3, 256)).astype(np.float32)
     want, got = h.run(proto, {"x": x})[0], h.run(str(out), {"x": x})[0]
@@ -391,3 +395,141 @@ def test_files_we_write_get_the_users_umask(capsys, model_files, tmp_path, umask
     for path in (out, report, cmp):
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".onnxcompress-")]
+
+
+# -- one flag vocabulary, progress in logs, memory and latency spread, tables that add up -------
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS_CNN = ROOT / "models" / "digits_cnn.onnx"
+DIGITS_EVAL = DIGITS_CNN.with_name("digits_eval.npz")
+
+
+def test_compress_and_compare_share_shape_json_and_report_flags(capsys, model_files, tmp_path):
+    mlp, out = model_files["mlp"], tmp_path / "o.onnx"
+    # compress --json PATH writes the file and still prints the table; --json - prints JSON only
+    code, text, _ = run_cli(capsys, "compress", mlp, "-o", out, "--kmeans", "6", "--validate",
+                            "--shape", "x:3x16", "--json", tmp_path / "c.json", "--no-memory")
+    report = json.loads((tmp_path / "c.json").read_text())
+    assert code == 0 and "file size" in text and report["after"]["file_bytes"] == out.stat().st_size
+    assert report["validation"]["passed"] and report["validation"]["outputs"][0]["shape"] == [3, 10]
+    code, text, _ = run_cli(capsys, "compress", mlp, "-o", tmp_path / "p.onnx", "--kmeans", "6",
+                            "--json", "-", "--report", tmp_path / "r.json")
+    assert code == 0 and json.loads(text)["passes"][0]["pass"] == "kmeans"
+    assert json.loads((tmp_path / "r.json").read_text())["output"] == str(tmp_path / "p.onnx")
+    # the earlier spelling still works, but is not advertised
+    code, _, _ = run_cli(capsys, "compress", mlp, "-o", tmp_path / "q.onnx", "--kmeans", "6", "--validate",
+                         "--validate-shape", "x:2x16", "--json", tmp_path / "q.json", "-q", "--no-memory")
+    validation = json.loads((tmp_path / "q.json").read_text())["validation"]
+    assert code == 0 and validation["outputs"][0]["shape"] == [2, 10]
+    with pytest.raises(SystemExit):
+        main(["compress", "--help"])
+    help_text = capsys.readouterr().out
+    assert "--shape NAME:DIMS" in help_text and "--validate-shape" not in help_text
+    assert "--json PATH" in help_text and "--report PATH" in help_text
+    code, _, err = run_cli(capsys, "compress", mlp, "-o", tmp_path / "s.onnx", "--kmeans", "6",
+                           "--shape", "x:1x16")
+    assert code == 2 and "--shape given without --validate" in err and "--memory" in err
+    # compare: the same --json PATH / --report PATH / --shape
+    code, text, _ = run_cli(capsys, "compare", mlp, out, "--shape", "x:4x16",
+                            "--report", tmp_path / "cmp.json")
+    cmp_report = json.loads((tmp_path / "cmp.json").read_text())
+    assert code == 0 and "PASS" in text and cmp_report["outputs"][0]["shape"] == [4, 10]
+    # --json is a path on both commands: a missing folder fails before any work
+    for command in (["compress", mlp, "-o", tmp_path / "t.onnx", "--kmeans", "6"], ["compare", mlp, out]):
+        code, _, err = run_cli(capsys, *command, "--json", tmp_path / "nodir" / "x.json")
+        assert code == 2 and "does not exist" in err
+    assert not (tmp_path / "t.onnx").exists()
+
+
+def test_progress_lines_in_a_log_that_is_not_a_terminal(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "onnxcompress", "compress", str(DIGITS_CNN), "-o", str(tmp_path / "o.onnx"),
+         "--kmeans", "4"],
+        capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert "INFO onnxcompress.progress: pass kmeans [0/1]" in lines
+    assert any(line.startswith("INFO onnxcompress.progress: k-means [") for line in lines)
+    assert "\r" not in proc.stderr and "\033[" not in proc.stderr  # no terminal control codes
+
+
+def test_progress_log_throttles_and_beats(caplog):
+    from onnxcompress.progress import ProgressLog
+
+    now = [0.0]
+    progress = ProgressLog(interval=2.0, heartbeat=5.0, clock=lambda: now[0])
+    with caplog.at_level(logging.INFO, logger="onnxcompress.progress"):
+        for t, done in ((0.0, 1), (1.0, 2), (2.5, 3), (3.0, 4)):
+            now[0] = t
+            progress("k-means", done, 10)
+        assert progress.beat() is None  # 3 s since the last line: not yet
+        now[0] = 8.0
+        assert progress.beat() == "still working: k-means [4/10] (8 s)"
+        now[0] = 9.0
+        assert progress.beat() is None
+        progress("k-means", 10, 10)  # the last of a stage always shows
+        progress("speed check", 0, 3)  # so does the first of a new one
+    assert [r.getMessage() for r in caplog.records] == [
+        "k-means [1/10]", "k-means [3/10]", "still working: k-means [4/10] (8 s)", "k-means [10/10]",
+        "speed check [0/3]",
+    ]
+
+
+def test_compress_reports_session_memory(capsys, tmp_path):
+    out = tmp_path / "k.onnx"
+    code, text, _ = run_cli(capsys, "compress", DIGITS_CNN, "-o", out, "--kmeans", "8", "--memory",
+                            "--json", tmp_path / "r.json")
+    memory = json.loads((tmp_path / "r.json").read_text())["memory"]
+    assert code == 0 and "session memory" in text and "peak memory" in text
+    for role in ("original", "compressed"):
+        assert memory[role]["ran"] and memory[role]["resident_bytes"] > 0 and memory[role]["error"] is None
+    assert memory["resident_ratio"] == pytest.approx(
+        memory["original"]["resident_bytes"] / memory["compressed"]["resident_bytes"], rel=1e-3)
+
+
+def test_per_tensor_table_adds_up_with_a_shared_codebook(capsys, tmp_path):
+    out = tmp_path / "k8.onnx"
+    code, text, _ = run_cli(capsys, "compress", DIGITS_CNN, "-o", out, "--kmeans", "8", "--kmeans-codebook",
+                            "model", "--json", tmp_path / "r.json")
+    p = json.loads((tmp_path / "r.json").read_text())["passes"][0]
+    layers = p["layers"]
+    assert code == 0 and len(layers) >= 2 and all(s["extra"]["codebooks"] == "model" for s in layers)
+    assert sum(s["bytes_after"] for s in layers) == p["metrics"]["weight_bytes_after"]
+    # the codebook (256 floats) is spread by size: no tensor pays for it alone
+    assert sum(s["extra"]["shared_bytes"] for s in layers) == 1024
+    assert all(s["bits"] < 8.6 for s in layers), [s["bits"] for s in layers]
+    assert set(s["name"] for s in layers).isdisjoint(n for names in p["skipped"].values() for n in names)
+    onnx.checker.check_model(str(out))
+    x = np.load(DIGITS_EVAL)["image"][:4]
+    a = np.concatenate([h.run(DIGITS_CNN, {"image": s[None]})[0] for s in x])
+    b = np.concatenate([h.run(out, {"image": s[None]})[0] for s in x])
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.999
+
+
+def test_a_name_both_changed_and_skipped_is_listed_once():
+    from onnxcompress.passes.base import LayerStat, PassResult
+    from onnxcompress.pipeline import PipelineResult
+    from onnxcompress.report import CompressionReport, SizeInfo
+
+    r = PassResult(pass_name="kmeans", config={}, model=None)
+    r.add_layer(LayerStat(name="fc.weight", op_type="Gemm", shape=(4, 4), bytes_before=64, bytes_after=16))
+    r.skip("fc.weight", "second use in a Loop body left float")
+    r.skip("fc.bias", "bias: kept in full precision")
+    size = SizeInfo(file_bytes=1, gzip_bytes=1, parameters=1, weight_bytes=1, sparsity=0.0, nodes=1)
+    text = CompressionReport("a", "b", size, size, PipelineResult(model=None, passes=[r], recipe={})).render()
+    assert "1 tensor(s) changed, 1 skipped" in text
+    assert "skipped 1: bias: kept in full precision (fc.bias)" in text
+    assert "changed, with a remark, 1: second use in a Loop body left float (fc.weight)" in text
+
+
+def test_names_are_elided_in_the_middle():
+    from onnxcompress._text import elide_middle
+
+    names = [f"/backbone/stage{i}/block2/bn/BatchNormalization_output_0" for i in (1, 3)]
+    shown = [elide_middle(n, 35, op_type="BatchNormalization") for n in names]
+    assert shown == ["/backbone/stage1/block2/bn/~", "/backbone/stage3/block2/bn/~"]
+    long = "/model/encoder/layers.11/self_attn/q_proj/weight_quantized"
+    cut = elide_middle(long, 30)
+    assert len(cut) == 30 and cut.startswith("/model/") and cut.endswith("weight_quantized")
+    assert "..." in cut and elide_middle("short", 30) == "short"

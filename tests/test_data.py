@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 
 from onnxcompress import DataError, feed_source, load_model, synthetic_feeds
@@ -106,3 +107,118 @@ def test_shape_overrides():
     assert feeds[0]["x"].shape == (4, 16)
     with pytest.raises(DataError, match="unknown input"):
         synthetic_feeds(load_model(h.mlp()), 1, shapes={"nope": (1,)})
+
+
+# -- dynamic dims written as -1 / 0, one calibration-data check for every pass ----------------
+
+
+def paddle_style_cnn() -> onnx.ModelProto:
+    """helpers.cnn with its input declared [-1, 3, 0, -1] (dim_value -1 and 0 in the proto, as
+    Paddle and some other exporters write "any size") and its output [-1, 10]."""
+    model = h.cnn()
+    for value, dims in ((model.graph.input[0], (-1, 3, 0, -1)), (model.graph.output[0], (-1, 10))):
+        for d, v in zip(value.type.tensor_type.shape.dim, dims, strict=True):
+            d.Clear()
+            d.dim_value = v
+    return model
+
+
+def test_dims_written_as_minus_one_and_zero_are_dynamic(tmp_path):
+    from onnxcompress.data import input_specs, is_dynamic_dim
+    from onnxcompress.macs import count_macs, infer_shapes
+    from onnxcompress.validation import compare_models
+
+    proto = paddle_style_cnn()
+    assert [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim] == [-1, 3, 0, -1]
+    model = load_model(proto)
+    assert input_specs(model)[0].shape == (None, 3, None, None)
+    assert [is_dynamic_dim(d) for d in (-1, 0, None, "w", 3)] == [True, True, True, True, False]
+    # The data of the bug report: shape (1, 3, 48, 192) against [-1, 3, 0, -1] is accepted.
+    x = np.random.default_rng(0).standard_normal((4, 1, 3, 48, 192)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x)
+    feeds = list(feed_source(tmp_path / "d.npz", model))
+    assert len(feeds) == 4 and feeds[0]["x"].shape == (1, 3, 48, 192)
+    (feed,) = synthetic_feeds(model, 1)
+    assert feed["x"].shape == (1, 3, 224, 224)  # batch 1, image sides 224, never -1 or 0
+    # onnxruntime reads 0 as "size 0": the loaded model spells those dims as dynamic instead.
+    from onnxcompress.model import to_proto
+
+    dims = to_proto(model).graph.input[0].type.tensor_type.shape.dim
+    assert [d.HasField("dim_value") for d in dims] == [False, True, False, False]
+    assert h.run(to_proto(model), feed)[0].shape == (1, 10)
+    shapes = infer_shapes(model, {"x": (1, 3, 48, 192)})
+    assert shapes["y"] == (1, 10) and count_macs(model, {"x": (1, 3, 48, 192)}).macs > 0
+    onnx.save(proto, tmp_path / "m.onnx")
+    report = compare_models(tmp_path / "m.onnx", proto, tmp_path / "d.npz")
+    assert report.passed and report.samples == 4
+    assert compare_models(proto, proto, samples=2).passed  # synthetic feeds
+
+
+def test_kmeans_with_calibration_on_minus_one_dims(tmp_path):
+    from onnxcompress import Pipeline
+    from onnxcompress.model import to_proto
+    from onnxcompress.passes import WeightSharing, WeightSharingConfig
+
+    proto = paddle_style_cnn()
+    x = np.random.default_rng(1).standard_normal((8, 1, 3, 48, 64)).astype(np.float32)
+    np.savez(tmp_path / "c.npz", x=x)
+    pipeline = Pipeline([WeightSharing(WeightSharingConfig(bits=4))])
+    result = pipeline.run(proto, calibration=tmp_path / "c.npz")
+    out = to_proto(result.model)
+    onnx.checker.check_model(out)
+    notes = " ".join(result.passes[0].notes)
+    assert len(result.passes[0].layers) == 3 and "calibration data unused" not in notes
+    a = h.run(to_proto(load_model(proto)), {"x": x[0]})[0]
+    b = h.run(out, {"x": x[0]})[0]
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.98
+
+
+@pytest.mark.parametrize("recipe", [
+    {"pass": "prune", "sparsity": 0.5},
+    {"pass": "kmeans", "bits": 4},
+    {"pass": "quantize", "mode": "static"},
+])
+@pytest.mark.parametrize("bad", ["shape", "nan", "inf", "name"])
+def test_bad_calibration_data_is_one_error_for_every_pass(tmp_path, recipe, bad):
+    from onnxcompress import Pipeline
+
+    x = np.random.default_rng(2).standard_normal((6, 1, 16)).astype(np.float32)
+    arrays = {"x": x}
+    if bad == "shape":
+        arrays = {"x": x[..., :15]}
+    elif bad == "nan":
+        x[3, 0, 5] = np.nan
+    elif bad == "inf":
+        x[4, 0, 2] = -np.inf
+    else:
+        arrays = {"input": x}
+    np.savez(tmp_path / "c.npz", **arrays)
+    pipeline = Pipeline.from_recipe({"passes": [recipe]})
+    with pytest.raises(DataError) as e:
+        pipeline.run(h.mlp(), calibration=tmp_path / "c.npz")
+    message = str(e.value)
+    assert "\n" not in message and str(tmp_path / "c.npz") in message
+    expected = {
+        "shape": "sample 0 of input 'x' has shape (1, 15), the model expects [N, 16] (axis 1)",
+        "nan": "sample 3 of input 'x' holds 1 NaN and 0 Inf value(s)",
+        "inf": "sample 4 of input 'x' holds 0 NaN and 1 Inf value(s)",
+        "name": "no array named after model input(s) x",
+    }[bad]
+    assert expected in message
+
+
+def test_nan_refused_from_readers_and_lists_too(mlp):
+    feeds = [{"x": np.zeros((1, 16), np.float32)}, {"x": np.full((1, 16), np.nan, np.float32)}]
+    with pytest.raises(DataError, match="sample 1 of input 'x' holds 16 NaN"):
+        feed_source(feeds, mlp)
+
+    class Reader:
+        def __init__(self):
+            self.items = iter(feeds)
+
+        def get_next(self):
+            return next(self.items, None)
+
+    with pytest.raises(DataError, match="Reader: sample 1 of input 'x'"):
+        feed_source(Reader(), mlp)
+    assert len(list(feed_source(feeds[:1], mlp))) == 1

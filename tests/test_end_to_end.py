@@ -45,19 +45,24 @@ def run(capsys, *args) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-def accuracy(path: Path) -> float:
-    """Top-1 accuracy of the model at `path` on the held-out digits, through onnxruntime."""
+def predictions(path: Path) -> np.ndarray:
+    """Top-1 class of the model at `path` for each held-out digit, through onnxruntime."""
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     data = np.load(EVAL)
     name = session.get_inputs()[0].name
-    logits = session.run(None, {name: data[name]})[0]
-    return float((logits.argmax(axis=1) == data["labels"]).mean())
+    return session.run(None, {name: data[name]})[0].argmax(axis=1)
+
+
+def accuracy(path: Path) -> float:
+    """Top-1 accuracy of the model at `path` on the held-out digits, through onnxruntime."""
+    return float((predictions(path) == np.load(EVAL)["labels"]).mean())
 
 
 def assert_good_model(path: Path, min_accuracy: float = 0.9) -> None:
     assert path.exists()
     onnx.checker.check_model(onnx.load(str(path)))
-    assert accuracy(path) >= min_accuracy
+    acc = accuracy(path)
+    assert acc >= min_accuracy, f"accuracy {acc:.4f} on the held-out digits < {min_accuracy}"
 
 
 # -- inspect ------------------------------------------------------------------------------------
@@ -104,48 +109,56 @@ def test_readme_quick_start(capsys, tmp_path):
     """The README's first command, verbatim apart from the paths."""
     out_path = tmp_path / "digits_cnn.int8.onnx"
     code, out, err = run(capsys, "compress", CNN, "-o", out_path, "--quantize", "static",
-                         "--calibration", CALIB, "--validate", "--validate-data", EVAL)
+                         "--calibration", CALIB, "--validate", "--no-memory", "--validate-data", EVAL)
     assert code == 0, err
     assert "PASS" in out and f"wrote {out_path}" in out
-    assert_good_model(out_path, min_accuracy=0.95)
+    assert_good_model(out_path, min_accuracy=0.97)  # static int8 of a 99.2% CNN (measured 99.2%)
     assert out_path.stat().st_size < CNN.stat().st_size / 3
 
 
-# (model, flags, largest output/input file size, lowest accuracy on the 360 held-out digits;
-# the originals score 99.2% (CNN) and 97.2% (MLP))
-@pytest.mark.parametrize("model, flags, max_size_ratio, min_accuracy", [
-    (CNN, ["--simplify"], 1.05, 0.99),
-    (CNN, ["--prune", "0.5"], 1.05, 0.9),  # unstructured zeros: same file size, better gzip
-    (CNN, ["--prune", "0.5", "--calibration", CALIB], 1.05, 0.95),
-    (MLP, ["--prune", "0.5", "--prune-pattern", "2:4"], 1.05, 0.9),
-    # channel pruning without fine-tuning or data: 28% on the CNN (benchmarks/results/pruning.md)
-    (CNN, ["--prune", "0.5", "--prune-pattern", "channel"], 0.5, 0.2),
-    (CNN, ["--prune", "0.25", "--prune-pattern", "channel", "--calibration", CALIB], 0.7, 0.85),
-    (MLP, ["--prune", "0.5", "--prune-pattern", "channel", "--calibration", CALIB], 0.8, 0.9),
-    (MLP, ["--kmeans", "5"], 0.25, 0.95),
-    (CNN, ["--kmeans", "4", "--calibration", CALIB], 0.25, 0.95),
-    (MLP, ["--kmeans", "8"], 0.35, 0.97),
-    (MLP, ["--quantize", "dynamic"], 0.35, 0.95),
-    (CNN, ["--quantize", "weights", "--no-speed-check"], 0.35, 0.98),
-    (MLP, ["--quantize", "static", "--calibration", CALIB], 0.35, 0.95),
-    (MLP, ["--prune", "0.5", "--kmeans", "5"], 0.25, 0.95),  # README: Deep Compression style
+# (model, flags, largest output/input file size, lowest accuracy on the 360 held-out digits, lowest
+# top-1 agreement with the original's predictions). The originals score 99.2% (CNN) and 97.2% (MLP).
+# Floors: what each run measured (2026-11-26, in the comment: accuracy/agreement) less ~2 points
+# (7 of 360 digits) of margin, so a pass that gets subtly worse fails while rounding noise and
+# default changes (e.g. 8-bit k-means codebooks) do not. Channel pruning of the CNN without data
+# keeps only 28% (benchmarks/results/pruning.md: no data, no fine-tuning), which no floor can make
+# meaningful: its correctness is checked exactly in tests/passes/test_pruning_reference.py (the
+# pruned model equals the original with those channels zeroed), and the no-data run here is the MLP.
+@pytest.mark.parametrize("model, flags, max_size_ratio, min_accuracy, min_agreement", [
+    (CNN, ["--simplify"], 1.05, 0.99, 1.0),  # exact
+    (CNN, ["--prune", "0.5"], 1.05, 0.89, 0.89),  # unstructured zeros, magnitude: 91.9% / 91.7%
+    (CNN, ["--prune", "0.5", "--calibration", CALIB], 1.05, 0.97, 0.97),  # 98.9% / 99.2%
+    (MLP, ["--prune", "0.5", "--prune-pattern", "2:4"], 1.05, 0.95, 0.97),  # 97.2% / 99.4%
+    (MLP, ["--prune", "0.5", "--prune-pattern", "channel"], 0.8, 0.93, 0.95),  # no data: 96.1% / 97.5%
+    # 91.7% / 91.7%, and 97.5% / 99.2%
+    (CNN, ["--prune", "0.25", "--prune-pattern", "channel", "--calibration", CALIB], 0.7, 0.89, 0.89),
+    (MLP, ["--prune", "0.5", "--prune-pattern", "channel", "--calibration", CALIB], 0.8, 0.95, 0.97),
+    (MLP, ["--kmeans", "5"], 0.25, 0.95, 0.98),  # 96.9% / 99.7%
+    (CNN, ["--kmeans", "4", "--calibration", CALIB], 0.25, 0.97, 0.98),  # 99.2% / 99.4%
+    (MLP, ["--kmeans", "8"], 0.35, 0.97, 0.99),  # 97.2% / 100%
+    (MLP, ["--quantize", "dynamic"], 0.35, 0.96, 0.99),  # 97.2% / 100%
+    (CNN, ["--quantize", "weights", "--no-speed-check"], 0.35, 0.98, 0.99),  # 99.2% / 99.7%
+    (MLP, ["--quantize", "static", "--calibration", CALIB], 0.35, 0.96, 0.99),  # 97.2% / 100%
+    (MLP, ["--prune", "0.5", "--kmeans", "5"], 0.25, 0.95, 0.98),  # README, Deep Compression: 96.9 / 99.7
     # every pass in one run: the kmeans-decoded weights are no constants for quantize, which
-    # must say so and still take the rest (here: conv1, below kmeans' min_size)
+    # must say so and still take the rest (here: conv1, below kmeans' min_size): 98.9% / 99.4%
     (CNN, ["--prune", "0.5", "--kmeans", "4", "--quantize", "static", "--calibration", CALIB],
-     0.2, 0.95),
+     0.2, 0.97, 0.97),
 ], ids=lambda v: v.stem if isinstance(v, Path) else " ".join(map(str, v)) if isinstance(v, list) else "")
-def test_compress_each_pass(capsys, tmp_path, model, flags, max_size_ratio, min_accuracy):
+def test_compress_each_pass(capsys, tmp_path, model, flags, max_size_ratio, min_accuracy, min_agreement):
     out_path = tmp_path / "out.onnx"
     code, out, err = run(capsys, "compress", model, "-o", out_path, *flags)
     assert code == 0, err
     assert "Traceback" not in err and f"wrote {out_path}" in out
     assert "file size" in out and "pass " in out
     assert_good_model(out_path, min_accuracy)
+    agree = float((predictions(out_path) == predictions(model)).mean())
+    assert agree >= min_agreement, f"top-1 agreement with the original {agree:.4f} < {min_agreement}"
     assert out_path.stat().st_size <= max_size_ratio * model.stat().st_size
 
 
 def test_json_and_quiet(capsys, tmp_path):
-    code, out, err = run(capsys, "compress", MLP, "-o", tmp_path / "a.onnx", "--kmeans", "6", "--json")
+    code, out, err = run(capsys, "compress", MLP, "-o", tmp_path / "a.onnx", "--kmeans", "6", "--json", "-")
     assert code == 0 and json.loads(out)["after"]["file_bytes"] > 0 and err == ""
     code, out, err = run(capsys, "compress", MLP, "-o", tmp_path / "b.onnx", "--kmeans", "6", "--quiet")
     assert code == 0 and out == "" and err == ""
@@ -160,9 +173,9 @@ def test_recipe_toml_with_report(capsys, tmp_path):
     recipe.write_text(README_RECIPE)
     out_path, report_path = tmp_path / "small.onnx", tmp_path / "report.json"
     code, out, err = run(capsys, "compress", MLP, "-o", out_path, "--recipe", recipe, "--report", report_path,
-                         "--validate", "--validate-data", EVAL)
+                         "--validate", "--no-memory", "--validate-data", EVAL)
     assert code == 0, err
-    assert_good_model(out_path)
+    assert_good_model(out_path, min_accuracy=0.95)  # prune 50% + 5-bit k-means: measured 96.9%
     report = json.loads(report_path.read_text())
 
     for side in ("before", "after"):
@@ -213,22 +226,22 @@ def test_seed_flag_overrides_recipe_seed(capsys, tmp_path):
 
 def test_validate_and_compare(capsys, tmp_path):
     out_path = tmp_path / "small.onnx"
-    code, out, err = run(capsys, "compress", CNN, "-o", out_path, "--kmeans", "5",
-                         "--validate", "--validate-data", EVAL)
+    # (5 bits flips 4 of 360 digits: 98.9% top-1 agreement, below the default 99%; 6 bits: 99.4%)
+    code, out, err = run(capsys, "compress", CNN, "-o", out_path, "--kmeans", "6",
+                         "--validate", "--no-memory", "--validate-data", EVAL)
     assert code == 0, err
     assert "PASS" in out and "accuracy on 360 labels" in out
 
-    # compare's default tolerance is allclose (any lossy pass fails it): give a criterion
-    code, out, err = run(capsys, "compare", CNN, out_path, "--data", EVAL, "--layers", "--min-cosine", "0.99")
+    # compare, --validate and assert_equivalent share one default (cosine and top-1 >= 0.99)
+    code, out, err = run(capsys, "compare", CNN, out_path, "--data", EVAL, "--layers")
     assert code == 0, err
-    assert "layer-wise" in out and "PASS" in out
-    code, out, _ = run(capsys, "compare", CNN, out_path, "--data", EVAL, "--json", "-",
-                       "--min-cosine", "0.99")
+    assert "layer-wise" in out and "PASS" in out and "min_cosine=0.99, min_top1=0.99" in out
+    code, out, _ = run(capsys, "compare", CNN, out_path, "--data", EVAL, "--json", "-")
     report = json.loads(out)
     assert code == 0 and report["passed"] is True and report["samples"] == 360
 
-    # the README's line as written: exit 1 = outputs differ beyond allclose's default
-    code, out, err = run(capsys, "compare", CNN, out_path, "--data", EVAL)
+    # element-wise closeness is asked for explicitly: a lossy pass fails it
+    code, out, err = run(capsys, "compare", CNN, out_path, "--data", EVAL, "--atol", "1e-4")
     assert code == 1 and "FAIL" in out and err == ""
     # identical models compare equal
     assert run(capsys, "compare", CNN, CNN, "--data", EVAL)[0] == 0
@@ -267,7 +280,7 @@ ERRORS = {
     "prune abc": (lambda t: ["--prune", "abc"], "--prune"),
     "kmeans 9": (lambda t: ["--kmeans", "9"], "bits"),
     "kmeans 0": (lambda t: ["--kmeans", "0"], "bits"),
-    "quantize int4": (lambda t: ["--quantize", "int4"], "--quantize"),
+    "quantize int2": (lambda t: ["--quantize", "int2"], "--quantize"),  # int4 is valid (blockq)
     "prune-pattern 3:2": (lambda t: ["--prune", "0.5", "--prune-pattern", "3:2"], "3:2"),
     "prune-pattern 2:4x": (lambda t: ["--prune", "0.5", "--prune-pattern", "2:4x"], "2:4x"),
     "prune-pattern without prune": (lambda t: ["--prune-pattern", "2:4"], "--prune"),
@@ -346,7 +359,7 @@ def test_calibration_npy_is_a_clean_error(capsys, tmp_path):
 
 def test_bad_validation_data_leaves_nothing(capsys, tmp_path):
     out_path = tmp_path / "small.onnx"
-    code, _, err = run(capsys, "compress", CNN, "-o", out_path, "--kmeans", "4", "--validate",
+    code, _, err = run(capsys, "compress", CNN, "-o", out_path, "--kmeans", "4", "--validate", "--no-memory",
                        "--validate-data", _npz_misnamed(tmp_path))
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert not out_path.exists()

@@ -86,14 +86,14 @@ def section(page: str, ident: str) -> str:
 @pytest.fixture(scope="module")
 def compressed(tmp_path_factory):
     """digits_cnn compressed by the CLI with k-means and with int8: the HTML report, and the same
-    report as JSON (``--json`` on stdout, and saved for the ``report`` subcommand)."""
+    report as JSON (``--json -`` on stdout, and saved for the ``report`` subcommand)."""
     tmp = tmp_path_factory.mktemp("report_html")
     runs = {"kmeans": ["--kmeans", "4"], "quantize": ["--quantize", "static", "--prune", "0.5"]}
     out = {}
     for name, flags in runs.items():
         model, page = tmp / f"{name}.onnx", tmp / f"{name}.html"
         args = [str(CNN), "-o", str(model), *flags, "--calibration", str(CALIB), "--validate"]
-        args += ["--validate-data", str(EVAL), "--report", str(page), "--json", "--keep-failed"]
+        args += ["--validate-data", str(EVAL), "--report", str(page), "--json", "-", "--keep-failed"]
         with contextlib.redirect_stdout(io.StringIO()) as stdout:
             code = main(["compress", *args])
         assert code in (0, 1)  # 1: int8 + pruning may miss the default tolerance; still a report

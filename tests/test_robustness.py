@@ -56,31 +56,56 @@ def _v(pass_name: str, *, data: bool = True, tolerance: float | None = None, **o
 # ops back to float, which would hide the int8 graph under test (and costs ~3 s a case).
 _FAST_Q = {"speed_check": False}
 # Named variants of the passes we know; every other registered pass runs with its defaults.
+#
+# Tolerances: the largest relative L2 output error (||y' - y|| / ||y||, float outputs, one
+# synthetic sample) a variant may show on ANY zoo model and still be doing its job. They are
+# derived from what the method promises on one layer of the zoo's random Gaussian weights, times
+# what depth does to it, with ~1.5x margin over the worst case measured on every zoo model
+# (ONNXCOMPRESS_FULL_MATRIX=1, 2026-11-26). Per layer, removing the smallest fraction s of
+# Gaussian weights leaves sqrt(energy removed) = 0.27 at s=0.5, 0.47 at s=0.7; k-means at b bits
+# (Lloyd-Max) leaves 0.0098 (8 bits), 0.098 (4), 0.19 (3); int8 leaves ~0.005. Errors compound
+# with depth and most where a weight is applied repeatedly (loop_weights: a Loop body; the worst
+# model of most variants). A random pruning mask at the same sparsity removes ~0.71 per layer,
+# 2.7x more, so these bounds still catch a pruning pass that stops choosing well.
 VARIANTS: dict[str, Variant] = {
     "simplify": _v("simplify", tolerance=1e-4),
-    "prune": _v("prune"),
-    "prune-nodata": _v("prune", data=False),
-    "prune-2:4": _v("prune", pattern="2:4"),
-    "prune-channel": _v("prune", pattern="channel"),
-    "prune-channel-nodata": _v("prune", pattern="channel", data=False),
-    "prune-global": _v("prune", scope="global", sparsity=0.7),
-    "prune-all-layers": _v("prune", keep_first=False, keep_last=False, min_size=0),
-    "kmeans": _v("kmeans", tolerance=0.1),
-    "kmeans-4bit": _v("kmeans", bits=4, tolerance=0.5),
-    "kmeans-per-channel": _v("kmeans", bits=4, per_channel=True, tolerance=0.5),
-    "kmeans-packed": _v("kmeans", bits=3, storage="packed"),
-    "quantize": _v("quantize", tolerance=0.1, **_FAST_Q),
+    # 50% per layer: worst 0.59 (loop_weights), median 0.07
+    "prune": _v("prune", tolerance=0.9),
+    "prune-nodata": _v("prune", data=False, tolerance=0.9),  # magnitude: worst 0.59, median 0.12
+    # 2 of every 4 input weights (more energy than the smallest 50% overall): worst 0.74
+    "prune-2:4": _v("prune", pattern="2:4", tolerance=1.1),
+    # 50% of each channel group, data-aware ranking and bias correction: worst 0.43
+    "prune-channel": _v("prune", pattern="channel", tolerance=0.65),
+    # Without data the ranking and bias correction come from BatchNorm statistics, which the zoo's
+    # random CNNs do not match (their BN means/variances are random, not measured): removing half
+    # the channels promises little there beyond finite outputs of the right shape. Worst 1.65
+    # (unnamed_nodes), median 0.47; the bound catches a blow-up, not a poor choice.
+    "prune-channel-nodata": _v("prune", pattern="channel", data=False, tolerance=2.5),
+    # 70% under one global threshold (some layers lose more): worst 0.85
+    "prune-global": _v("prune", scope="global", sparsity=0.7, tolerance=1.3),
+    # first and last layers pruned too: worst 0.66
+    "prune-all-layers": _v("prune", keep_first=False, keep_last=False, min_size=0, tolerance=1.0),
+    "kmeans": _v("kmeans", tolerance=0.03),  # 8 bits: worst 0.013, per-layer theory 0.01
+    "kmeans-4bit": _v("kmeans", bits=4, tolerance=0.4),  # worst 0.28 (loop_weights), median 0.07
+    "kmeans-per-channel": _v("kmeans", bits=4, per_channel=True, tolerance=0.2),  # worst 0.10
+    "kmeans-packed": _v("kmeans", bits=3, storage="packed", tolerance=1.0),  # worst 0.72, median 0.09
+    "quantize": _v("quantize", tolerance=0.05, **_FAST_Q),  # worst 0.017
+    # without data the activation ranges come from synthetic samples: worst 0.11 (lstm)
     "quantize-nodata": _v("quantize", data=False, tolerance=0.2, **_FAST_Q),
-    "quantize-per-tensor": _v("quantize", per_tensor=True, tolerance=0.1, **_FAST_Q),
-    "quantize-dynamic": _v("quantize", mode="dynamic", tolerance=0.1, **_FAST_Q),
+    "quantize-per-tensor": _v("quantize", per_tensor=True, tolerance=0.06, **_FAST_Q),  # worst 0.026
+    "quantize-dynamic": _v("quantize", mode="dynamic", tolerance=0.05, **_FAST_Q),  # worst 0.017
     # True defaults, speed check included (it may put ops back to float: that rewrite is tested too).
     "quantize-defaults": _v("quantize", tolerance=0.1),
-    "quantize-weights": _v("quantize", mode="weights", tolerance=0.1, **_FAST_Q),
-    # Deep Compression order, each pass reading what the previous one wrote.
-    "chain": Variant((("prune", {}), ("kmeans", {"bits": 5}), ("quantize", dict(_FAST_Q)))),
+    "quantize-weights": _v("quantize", mode="weights", tolerance=0.05, **_FAST_Q),  # worst 0.018
+    # 4-bit blocks of 16 on every weight (min_size 0): block RTN at 4 bits errs <= ~0.15 per layer
+    "blockq-all": _v("blockq", min_size=0, block_size=16, tolerance=0.3),
+    "blockq-portable": _v("blockq", target="portable", min_size=0, block_size=16, tolerance=0.3),
+    # Deep Compression order, each pass reading what the previous one wrote: prune 50% dominates
+    # (worst 0.59 alone), 5-bit k-means and int8 add little: worst 0.59
+    "chain": Variant((("prune", {}), ("kmeans", {"bits": 5}), ("quantize", dict(_FAST_Q))), tolerance=0.9),
 }
 # Passes whose job is to rewrite weights: changing nothing without a reason is a silent no-op.
-WEIGHT_PASSES = {"prune", "kmeans", "quantize"}
+WEIGHT_PASSES = {"prune", "kmeans", "quantize", "blockq"}
 
 
 def all_variants() -> dict[str, Variant]:
@@ -99,7 +124,10 @@ def all_variants() -> dict[str, Variant]:
 # Fixed so far: channel pruning naming every weight it leaves alone (f593d26); quantize's per-tensor
 # bias DequantizeLinear below opset 13, LSTM/GRU skip reasons and Q/DQ at an opset onnxruntime lacks
 # (de036b5), and that probe running before the opset upgrade.
-KNOWN_FAILURES: dict[tuple[str, str], str] = {}
+KNOWN_FAILURES: dict[tuple[str, str], str] = {
+    ("external_data", "blockq-portable"): "opset.upgrade_opset cannot convert a model with external "
+    "data (onnx's version converter looks for the data file relative to the working directory)",
+}
 # Plain float32 models every weight pass must actually compress (a skip of everything here is a
 # regression, even with a reason).
 MUST_REWRITE = {*(f"{k}_opset{o}" for k in ("mlp", "cnn") for o in zoo.OPSETS), "ir3_mlp", "ir3_cnn",
@@ -324,3 +352,8 @@ def test_in_memory_model_is_not_modified(model: str) -> None:
         options = {"speed_check": False} if name == "quantize" else {}
         onnxcompress.Pipeline([registered_passes()[name](**options)]).run(proto, calibration=feeds)
         assert proto.SerializeToString(deterministic=True) == before, name
+
+
+def test_every_named_variant_states_its_numeric_tolerance() -> None:
+    missing = [name for name, v in VARIANTS.items() if v.tolerance is None]
+    assert not missing, f"variants without a numeric tolerance (derive one, explain it): {missing}"

@@ -27,7 +27,19 @@ def test_failure_message_is_the_table(mlp):
         assert_equivalent(mlp, perturbed(mlp, "fc1.weight"))
     message = str(e.value)
     assert message.startswith("compressed model is not equivalent to the original:")
-    assert "FAIL y [allclose]" in message and "max abs" in message
+    assert "FAIL y [min_cosine]" in message and "max abs" in message
+
+
+def test_default_policy_is_the_one_compare_and_validate_use(mlp):
+    """No criterion: cosine >= 0.99 and top-1 >= 0.99 (DEFAULT_TOLERANCE), not allclose."""
+    from onnxcompress.validation import DEFAULT_TOLERANCE
+
+    feeds = [{"x": np.random.default_rng(i).standard_normal((4, 16)).astype(np.float32)} for i in range(4)]
+    report = assert_equivalent(mlp, perturbed(mlp, "fc1.weight", scale=0.01), feeds)
+    assert report.output("y").tolerance is DEFAULT_TOLERANCE
+    assert {c.criterion for c in report.output("y").checks} == {"non-finite", "min_cosine", "min_top1"}
+    with pytest.raises(AssertionError, match="allclose"):  # an explicit tolerance still overrides
+        assert_equivalent(mlp, perturbed(mlp, "fc1.weight", scale=0.01), feeds, atol=1e-5)
 
 
 def test_tolerances_and_inputs(mlp):

@@ -9,9 +9,11 @@ from onnxcompress.passes.base import (
     get_pass_class,
     registered_passes,
 )
-from onnxcompress.passes.simplify import Simplify, SimplifyConfig
-from onnxcompress.passes.quantization import Quantize, QuantizeConfig
+from onnxcompress.passes.block_quantization import BlockQuantize, BlockQuantizeConfig
+from onnxcompress.passes.float16 import BFloat16, BFloat16Config, Float16, Float16Config
 from onnxcompress.passes.pruning import Prune, PruneConfig
+from onnxcompress.passes.quantization import Quantize, QuantizeConfig
+from onnxcompress.passes.simplify import Simplify, SimplifyConfig
 from onnxcompress.passes.weight_sharing import WeightSharing, WeightSharingConfig
 
 __all__ = [
@@ -30,4 +32,10 @@ __all__ = [
     "PruneConfig",
     "WeightSharing",
     "WeightSharingConfig",
+    "BlockQuantize",
+    "BlockQuantizeConfig",
+    "Float16",
+    "Float16Config",
+    "BFloat16",
+    "BFloat16Config",
 ]

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
+from onnxcompress.activations import quiet_run_options, run
 from onnxcompress.model import copy_model
 from onnxcompress.runtime import create_session
 from onnxcompress.weights import WeightIndex
@@ -84,8 +85,8 @@ def probe_sensitivity(
     weight alone takes the given value: ``mean over samples and outputs of
     ||y - y0||^2 / ||y0||^2``. ``model`` is not modified.
 
-    Raises :class:`onnxcompress.errors.RuntimeUnavailableError` when onnxruntime cannot run the
-    probe copy (the caller falls back to uniform widths).
+    Raises :class:`onnxcompress.errors.RuntimeUnavailableError` when onnxruntime cannot load the
+    probe copy or run it on the feeds (the caller falls back to uniform widths).
     """
     start = time.perf_counter()
     result = ProbeResult()
@@ -97,13 +98,16 @@ def probe_sensitivity(
     if not samples or not feed_names:
         result.seconds = time.perf_counter() - start
         return result
-    references = [session.run(None, feed) for feed in samples]
+    quiet = quiet_run_options()
+    references = [run(session, None, feed, what=f"calibration sample {i}", run_options=quiet)
+                  for i, feed in enumerate(samples)]
     norms = [[max(float(np.square(y, dtype=np.float64).sum()), 1e-30) for y in ref] for ref in references]
     labels = [label for label in degraded if label in feed_names]
     for i, label in enumerate(labels):
         total = 0.0
         for feed, ref, norm in zip(samples, references, norms, strict=True):
-            outs = session.run(None, {**feed, feed_names[label]: degraded[label]})
+            outs = run(session, None, {**feed, feed_names[label]: degraded[label]},
+                       what=f"{label} degraded", run_options=quiet)
             per_output = [
                 float(np.square(o.astype(np.float64) - r, dtype=np.float64).sum()) / n
                 for o, r, n in zip(outs, ref, norm, strict=True)

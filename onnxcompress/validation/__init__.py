@@ -25,8 +25,11 @@ from onnxcompress.validation.metrics import TensorStats
 from onnxcompress.validation.tolerance import (
     DEFAULT_ATOL,
     DEFAULT_RTOL,
+    DEFAULT_SYNTHETIC_TOLERANCE,
+    DEFAULT_TOLERANCE,
     VALIDATE_TOLERANCE,
     Tolerance,
+    default_tolerance,
 )
 
 __all__ = [
@@ -45,6 +48,9 @@ __all__ = [
     "validator_for_cli",
     "DEFAULT_ATOL",
     "DEFAULT_RTOL",
+    "DEFAULT_TOLERANCE",
+    "DEFAULT_SYNTHETIC_TOLERANCE",
+    "default_tolerance",
     "DEFAULT_SYNTHETIC_SAMPLES",
     "DEFAULT_TOP_K",
     "VALIDATE_TOLERANCE",

@@ -25,7 +25,7 @@ from onnxcompress.validation.layers import DEFAULT_MEMORY_BUDGET
 from onnxcompress.validation.tolerance import (
     DEFAULT_ATOL,
     DEFAULT_RTOL,
-    VALIDATE_TOLERANCE,
+    DEFAULT_TOLERANCE,
     Tolerance,
     parse_output_tolerance,
 )
@@ -39,14 +39,13 @@ def add_tolerance_arguments(parser: argparse.ArgumentParser, *, defaults: str) -
         "--atol",
         type=float,
         metavar="X",
-        help=f"absolute tolerance, numpy allclose semantics (default {DEFAULT_ATOL:g} "
-        "when no criterion is given)",
+        help=f"absolute tolerance, numpy allclose semantics (with --rtol; default rtol {DEFAULT_RTOL:g})",
     )
     group.add_argument(
         "--rtol",
         type=float,
         metavar="X",
-        help=f"relative tolerance, times |original| (default {DEFAULT_RTOL:g} when no criterion is given)",
+        help=f"relative tolerance, times |original| (with --atol; default atol {DEFAULT_ATOL:g})",
     )
     group.add_argument(
         "--min-cosine", type=float, metavar="X", help="minimum cosine similarity of each output, e.g. 0.999"
@@ -123,8 +122,8 @@ def add_compare_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0, help="seed of the synthetic inputs (default: 0)")
     add_tolerance_arguments(
         p,
-        defaults=f"With none given: allclose(atol={DEFAULT_ATOL:g}, "
-        f"rtol={DEFAULT_RTOL:g}). Several given: all must hold.",
+        defaults=f"With none given: {DEFAULT_TOLERANCE.describe()} (top-1 for class-score outputs "
+        "on real data only). Any given replaces the default; several given: all must hold.",
     )
     g = p.add_argument_group("metrics")
     g.add_argument(
@@ -180,19 +179,48 @@ def add_compare_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         metavar="N",
         help="onnxruntime intra-op threads for both models (default: onnxruntime's)",
     )
-    p.add_argument(
-        "--json",
-        metavar="PATH",
-        help="write the report as JSON to PATH ('-' prints it on stdout instead of the table)",
-    )
+    add_report_arguments(p)
     p.set_defaults(func=cmd_compare)
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
-    if args.json and args.json != "-":
-        from onnxcompress.model import check_output_path
+def add_report_arguments(parser: argparse.ArgumentParser, *, html: bool = False) -> None:
+    """``--json PATH`` and ``--report PATH``: the same flags on ``compress`` and ``compare``."""
+    parser.add_argument(
+        "--json",
+        metavar="PATH",
+        help="write the report as JSON to PATH; '-' prints it on stdout instead of the table",
+    )
+    parser.add_argument(
+        "--report",
+        metavar="PATH",
+        help="write the report to PATH and still print the table: "
+        + (".json (data) or .html (a page with tables and plots)" if html else "JSON (PATH.json)"),
+    )
 
-        check_output_path(args.json)  # before the comparison, not after it
+
+def report_paths(args: argparse.Namespace, *, html: bool = False) -> list[tuple[Path, str]]:
+    """(path, "json" | "html") for every file --json/--report ask for, each checked before the
+    work starts (an unknown extension, a missing folder), not after it."""
+    from onnxcompress.model import check_output_path
+    from onnxcompress.report import report_format
+
+    files: list[tuple[Path, str]] = []
+    json_path = getattr(args, "json", None)
+    if json_path and json_path != "-":
+        files.append((Path(json_path), "json"))
+    report = getattr(args, "report", None)
+    if report:
+        fmt = report_format(report)
+        if fmt != "json" and not html:
+            raise ConfigError(f"{report}: this command writes JSON reports.", hint="name it .json.")
+        files.append((Path(report), fmt))
+    for path, _ in files:
+        check_output_path(path)
+    return files
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    report_paths(args)  # before the comparison, not after it
     tolerance, per_output = tolerances_from_args(args)
     report = compare_models(
         args.original,
@@ -217,8 +245,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _emit(report: ComparisonReport, args: argparse.Namespace) -> None:
-    if args.json and args.json != "-":
-        _write_text(Path(args.json), report.to_json() + "\n")
+    for path, _ in report_paths(args):
+        _write_text(path, report.to_json() + "\n")
     if args.json == "-":
         print(report.to_json())
     elif not args.quiet:
@@ -243,17 +271,23 @@ def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
         help="data for --validate (default: --calibration, else synthetic inputs)",
     )
     parser.add_argument(
-        "--validate-shape",
+        "--shape",
         dest="validation_shape",
         action="append",
         default=[],
         metavar="NAME:DIMS",
-        help="shape of a synthetic validation input with dynamic dims (repeatable)",
+        help="shape of a synthetic input with dynamic dims for --validate and --memory, "
+        "e.g. input:1x3x224x224 (repeatable; as for compare)",
+    )
+    # The earlier spelling, kept working but no longer advertised.
+    parser.add_argument(
+        "--validate-shape", dest="validation_shape", action="append", help=argparse.SUPPRESS
     )
     add_tolerance_arguments(
         parser,
-        defaults=f"For --validate. With none given: {VALIDATE_TOLERANCE.describe()} for every float "
-        "output. Several given: all must hold.",
+        defaults=f"For --validate. With none given: {DEFAULT_TOLERANCE.describe()} (top-1 for "
+        "class-score outputs on real data only), as for compare. Any given replaces the default; "
+        "several given: all must hold.",
     )
 
 
@@ -265,7 +299,7 @@ def check_validate_arguments(args: argparse.Namespace) -> None:
         flag
         for flag, dest in (
             ("--validate-data", "validation_data"),
-            ("--validate-shape", "validation_shape"),
+            ("--shape", "validation_shape"),
             ("--atol", "atol"),
             ("--rtol", "rtol"),
             ("--min-cosine", "min_cosine"),
@@ -274,16 +308,19 @@ def check_validate_arguments(args: argparse.Namespace) -> None:
             ("--tol", "tol"),
         )
         if getattr(args, dest, None) not in (None, [])
+        and not (dest == "validation_shape" and getattr(args, "memory", None))
     ]
     if given:
-        raise ConfigError(f"{', '.join(given)} given without --validate.", hint="add --validate.")
+        raise ConfigError(
+            f"{', '.join(given)} given without --validate.",
+            hint="add --validate" + (" (or --memory for --shape)." if "--shape" in given else "."),
+        )
 
 
 def validator_for_cli(args: argparse.Namespace | None = None):  # noqa: ANN201 - api.Validator
     """The ``compress --validate`` hook: compares the saved output with the input file."""
+    # None: compare_models applies DEFAULT_TOLERANCE, the same policy as `compare`.
     tolerance, per_output = tolerances_from_args(args) if args is not None else (None, {})
-    if tolerance is None:
-        tolerance = VALIDATE_TOLERANCE
     shapes = parse_shape_overrides(getattr(args, "validation_shape", None) or [])
 
     def validate(input_path: Path, output_path: Path, data: Any) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import re
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,14 +26,27 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
-from onnxcompress.data import FeedSource, feed_source, synthetic_feeds
+from onnxcompress._text import elide_middle
+from onnxcompress.data import FREED_DIMS_KEY, Feed, FeedSource, feed_source, synthetic_feeds
 from onnxcompress.errors import ConfigError, DataError, RuntimeUnavailableError
-from onnxcompress.model import load_model
+from onnxcompress.memory import compare_session_memory
+from onnxcompress.model import load_model, save_model
+from onnxcompress.report import render_memory
 from onnxcompress.runtime import create_session
-from onnxcompress.validation.latency import DEFAULT_LATENCY_RUNS, LatencyResult, measure_latency
+from onnxcompress.validation.latency import (
+    DEFAULT_LATENCY_RUNS,
+    LatencyResult,
+    measure_latency,
+    render_latency,
+)
 from onnxcompress.validation.layers import DEFAULT_MEMORY_BUDGET, LayerReport, compare_layers
 from onnxcompress.validation.metrics import TensorStats
-from onnxcompress.validation.tolerance import Tolerance
+from onnxcompress.validation.tolerance import (
+    DEFAULT_SYNTHETIC_TOLERANCE,
+    DEFAULT_TOLERANCE,
+    Tolerance,
+    default_tolerance,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +124,7 @@ class ComparisonReport:
     outputs: list[OutputComparison]
     layers: LayerReport | None = None
     latency: LatencyResult | None = None
+    memory: dict[str, Any] | None = None  # onnxcompress.memory.compare_session_memory
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -138,6 +153,7 @@ class ComparisonReport:
                 "outputs": [o.to_dict() for o in self.outputs],
                 "layers": self.layers.to_dict() if self.layers is not None else None,
                 "latency": self.latency.to_dict() if self.latency is not None else None,
+                "memory": self.memory,
                 "notes": list(self.notes),
             }
         )
@@ -171,6 +187,7 @@ def compare_models(
     latency: bool = False,
     latency_runs: int = DEFAULT_LATENCY_RUNS,
     threads: int | None = None,
+    memory: bool | None = None,
 ) -> ComparisonReport:
     """Compare ``compressed`` with ``original`` (paths, ``onnx.ModelProto`` or ``ir.Model``).
 
@@ -181,7 +198,9 @@ def compare_models(
     outputs whose last axis holds class scores (rank-2 outputs are detected); ``labels`` (or the
     data's ``labels`` array, or ``label_key`` in an ``.npz``) adds the accuracy of both models.
     ``layers`` adds the layer-wise localisation (exposing at most ``layers_memory`` bytes of
-    intermediate tensors per model and run), ``latency`` the median time per inference.
+    intermediate tensors per model and run), ``latency`` the median time per inference and its
+    spread. ``memory`` (default: with ``latency``) adds the onnxruntime session memory of both
+    models on the first sample (:mod:`onnxcompress.memory`, a child process each).
     """
     default_tol = _as_tolerance(tolerance, "tolerance") or Tolerance()
     overrides = {k: _as_tolerance(v, f"tolerance for output '{k}'") for k, v in (per_output or {}).items()}
@@ -232,7 +251,10 @@ def compare_models(
     if extra_outputs:
         notes.append(f"outputs of the compressed model only, not compared: {', '.join(extra_outputs)}.")
 
-    tolerances = {n: (overrides.get(n) or default_tol).resolved() for n in names_a}
+    tolerances = {n: _resolve(overrides.get(n) or default_tol, synthetic) for n in names_a}
+    if synthetic and any(t is DEFAULT_SYNTHETIC_TOLERANCE for t in tolerances.values()):
+        notes.append("synthetic inputs: the default checks cosine only (random inputs put classes "
+                     "in near-ties); pass --data to check top-1 agreement too.")
     stats = {
         n: TensorStats(
             atol=tolerances[n].atol,
@@ -311,7 +333,24 @@ def compare_models(
             runs=latency_runs,
             threads=threads,
         )
+    if (latency if memory is None else memory) and first_feed is not None:
+        report.memory = _session_memory(
+            source_a, source_b, first_feed, _feed_for(first_feed, inputs_b, casts_b), threads
+        )
     return report
+
+
+def _session_memory(source_a: Any, source_b: Any, feed_a: Feed, feed_b: Feed, threads: int | None) -> dict:
+    """Both models' session memory, measured from files (in-memory models are saved first)."""
+    with tempfile.TemporaryDirectory(prefix="onnxcompress-compare-") as tmp:
+        paths = []
+        for role, source in (("original", source_a), ("compressed", source_b)):
+            if isinstance(source, ir.Model):
+                path = Path(tmp) / f"{role}.onnx"
+                save_model(source, path)
+                source = path
+            paths.append(source)
+        return compare_session_memory(paths[0], paths[1], feed_a, feed_b, threads=threads)
 
 
 # onnxruntime logs a failing run to stderr itself before raising; the error we raise says it all.
@@ -347,6 +386,10 @@ def _feed_for(feed: Mapping[str, np.ndarray], names: set[str], casts: Mapping[st
     return {k: (v.astype(casts[k]) if k in casts else v) for k, v in feed.items() if k in names}
 
 
+def _resolve(tol: Tolerance, synthetic: bool) -> Tolerance:
+    return default_tolerance(synthetic=synthetic) if tol.empty else tol.resolved()
+
+
 def _as_tolerance(value: Any, where: str) -> Tolerance | None:
     if value is None or isinstance(value, Tolerance):
         return value
@@ -359,7 +402,10 @@ def _load(model: Any, role: str) -> tuple[ir.Model, str, Any]:
     """(ir model, label for messages, what to hand onnxruntime)."""
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)
-        return load_model(path), str(path), path
+        loaded = load_model(path)
+        # Input dims written as 0 mean "any size" to us but "size 0" to onnxruntime: hand it the
+        # loaded model, whose dims were made dynamic, instead of the file.
+        return loaded, str(path), (loaded if loaded.meta.get(FREED_DIMS_KEY) else path)
     if isinstance(model, (onnx.ModelProto, ir.Model)):
         loaded = load_model(model)
         return loaded, f"<{role} model in memory>", loaded
@@ -379,10 +425,11 @@ def _feeds(
 ) -> tuple[FeedSource, bool]:
     if data is None:
         return synthetic_feeds(model, samples or DEFAULT_SYNTHETIC_SAMPLES, seed=seed, shapes=shapes), True
-    source = feed_source(data, model, labels=label_key)
+    # Only the samples compared are read (and checked: shapes, dtypes, NaN/Inf).
+    source = feed_source(data, model, labels=label_key, check=False)
     if samples is not None:
         source = source.take(samples)
-    return source, False
+    return source.check(), False
 
 
 def _run(
@@ -525,7 +572,7 @@ def _evaluate(name: str, s: TensorStats, tol: Tolerance) -> OutputComparison:
                         f"needs >= {tol.min_top1:.2%}",
                     )
                 )
-            else:
+            elif tol is not DEFAULT_TOLERANCE:  # the default asks top-1 of class scores only
                 out.notes.append("--min-top1 does not apply: not a classifier output (see --classifier)")
         if applied == 0:
             out.notes.append("no tolerance applies to this output: only NaN/Inf agreement is checked")
@@ -561,8 +608,8 @@ def _pct(value: Any) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else "..." + text[-(width - 3) :]
+def _clip(text: str, width: int, op_type: str | None = None) -> str:
+    return elide_middle(text, width, op_type=op_type)
 
 
 def render_report(d: Mapping[str, Any], *, max_layers: int = 30) -> str:
@@ -620,11 +667,11 @@ def render_report(d: Mapping[str, Any], *, max_layers: int = 30) -> str:
     lat = d.get("latency")
     if lat is not None:
         lines.append("")
-        lines.append(
-            f"latency (median of {lat['runs']} alternated measurements, same session options): "
-            f"original {lat['original_ms']:.4g} ms, compressed {lat['compressed_ms']:.4g} ms per "
-            f"inference, speedup {_num(lat['speedup'], '.2f')}x"
-        )
+        lines.append(render_latency(lat))
+    if d.get("memory"):
+        lines.append("")
+        lines.append(f"{'':<16}{'original':>14}{'compressed':>14}{'ratio':>9}")
+        lines.extend(render_memory(d["memory"], label_width=16))
     for note in d.get("notes", []):
         lines.append(f"note: {note}")
     if d["passed"]:
@@ -671,11 +718,11 @@ def _render_layers(layers: Mapping[str, Any], max_layers: int) -> list[str]:
         rows = rows[first:]
     if rows:
         lines.append(
-            f"  {'#':>4}  {'tensor':<28}{'op':<14}{'rel.err':>10}{'cosine':>10}{'max abs':>10}{'jump':>10}"
+            f"  {'#':>4}  {'tensor':<36}{'op':<14}{'rel.err':>10}{'cosine':>10}{'max abs':>10}{'jump':>10}"
         )
         for s in rows[:max_layers]:
             lines.append(
-                f"  {s['index']:>4}  {_clip(s['name'], 27):<28}{_clip(s['op_type'], 13):<14}"
+                f"  {s['index']:>4}  {_clip(s['name'], 35, s['op_type']):<36}{_clip(s['op_type'], 13):<14}"
                 f"{_num(s['rel_l2'], '.3g'):>10}{_num(s['cosine'], '.6f'):>10}{_num(s['max_abs'], '.3g'):>10}"
                 f"{_num(s['jump'], '.3g'):>10}"
             )

@@ -3,7 +3,8 @@
 Both sessions are created with the same options; runs alternate between the models (A B, B A,
 A B, ...) so that a burst of load on a shared machine hits both alike, and the median is
 reported, which ignores the outliers such bursts cause. The ratio is what to read; absolute
-numbers depend on the machine.
+numbers depend on the machine. The spread (10th-90th percentile of each model's times and of the
+per-round speedup) says how far to trust the ratio.
 """
 
 from __future__ import annotations
@@ -33,6 +34,15 @@ class LatencyResult:
     compressed_ms: float
     original_min_ms: float
     compressed_min_ms: float
+    # Spread: the 10th and 90th percentiles of each model's times, and of the per-round speedup
+    # (original / compressed within one round, in which both ran back to back): the ratio's
+    # spread is what says whether a speedup is real on a noisy machine.
+    original_p10_ms: float | None = None
+    original_p90_ms: float | None = None
+    compressed_p10_ms: float | None = None
+    compressed_p90_ms: float | None = None
+    speedup_p10: float | None = None
+    speedup_p90: float | None = None
 
     @property
     def speedup(self) -> float:
@@ -41,6 +51,35 @@ class LatencyResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "speedup": self.speedup}
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) with linear interpolation, as numpy's default."""
+    ordered = sorted(values)
+    if not ordered:
+        raise ValueError("no values")
+    pos = (len(ordered) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def render_latency(lat: dict[str, Any]) -> str:
+    """One line: medians, their p10-p90 spread, and the speedup with the spread of its per-round
+    ratio (from :meth:`LatencyResult.to_dict`)."""
+
+    def spread(lo: Any, hi: Any, spec: str, unit: str = "") -> str:
+        return "" if lo is None or hi is None else f" (p10-p90 {lo:{spec}}-{hi:{spec}}{unit})"
+
+    return (
+        f"latency (median of {lat['runs']} alternated measurements, same session options): "
+        f"original {lat['original_ms']:.4g} ms"
+        f"{spread(lat.get('original_p10_ms'), lat.get('original_p90_ms'), '.4g', ' ms')}, "
+        f"compressed {lat['compressed_ms']:.4g} ms"
+        f"{spread(lat.get('compressed_p10_ms'), lat.get('compressed_p90_ms'), '.4g', ' ms')} per "
+        f"inference, speedup {lat['speedup']:.2f}x"
+        f"{spread(lat.get('speedup_p10'), lat.get('speedup_p90'), '.2f', 'x')}"
+    )
 
 
 def measure_latency(
@@ -76,6 +115,7 @@ def measure_latency(
             for _ in range(inner):
                 session.run(None, feed)
             times.append((time.perf_counter() - start) / inner)
+    ratios = [a / b for a, b in zip(times_a, times_b, strict=True) if b > 0]
     return LatencyResult(
         runs=runs,
         warmup=warmup,
@@ -85,4 +125,10 @@ def measure_latency(
         compressed_ms=statistics.median(times_b) * 1e3,
         original_min_ms=min(times_a) * 1e3,
         compressed_min_ms=min(times_b) * 1e3,
+        original_p10_ms=percentile(times_a, 10) * 1e3,
+        original_p90_ms=percentile(times_a, 90) * 1e3,
+        compressed_p10_ms=percentile(times_b, 10) * 1e3,
+        compressed_p90_ms=percentile(times_b, 90) * 1e3,
+        speedup_p10=percentile(ratios, 10) if ratios else None,
+        speedup_p90=percentile(ratios, 90) if ratios else None,
     )

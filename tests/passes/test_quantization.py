@@ -14,7 +14,7 @@ from onnxcompress.model import to_proto
 from onnxcompress.passes import Quantize, QuantizeConfig
 from onnxcompress.passes import quantization as qmod
 from tests import helpers as h
-from tests import zoo
+from tests import unrunnable, zoo
 
 ort.set_default_logger_severity(3)
 
@@ -366,7 +366,8 @@ def test_weights_only_uses_dequantize_linear():
     data = feeds((2, 3, 16, 16))
     res, q = quantize(proto, mode="weights")
     check_outputs(proto, q, data, tol=0.02)
-    assert ops(q)["DequantizeLinear"] == 3 and ops(q)["QuantizeLinear"] == 0
+    # the Convs' weights through DequantizeLinear; the Gemm's folded (see the next test)
+    assert ops(q)["DequantizeLinear"] == 2 and ops(q)["QuantizeLinear"] == 0
     assert res.metrics["weight_format"] == "dequantize"
     # BN is folded in every mode (exact): one int8 weight instead of four float vectors.
     assert res.metrics["batchnorm_folded"] == 2 and ops(q)["BatchNormalization"] == 0
@@ -456,7 +457,7 @@ def test_nodes_to_exclude_and_op_types():
 
 def test_bad_options():
     with pytest.raises(ConfigError):
-        QuantizeConfig(mode="int4")
+        QuantizeConfig(mode="int2")  # int4 is a mode now (the blockq pass)
     with pytest.raises(ConfigError):
         QuantizeConfig(calibrate_method="kl")
 
@@ -491,10 +492,13 @@ def test_speed_guard_falls_back_to_int8_storage_when_int8_is_slower(monkeypatch)
     proto = h.mlp((32, 128, 128, 8))
     data = feeds((2, 32))
     res, q = quantize(proto, data, speed_check=True)
-    assert len(calls) == 3  # all, heavier half, none
+    # all, heavier half; "none" is float speed by construction and is not timed
+    assert len(calls) == 2
     assert ops(q)["QuantizeLinear"] == 0 and int8_weights(q) == 3
-    assert res.metrics["latency_ratio"] == 1.0 and res.metrics["int8_compute_ops"] == 0
+    assert res.metrics["int8_compute_ops"] == 0 and "latency_ratio" not in res.metrics
     assert any("speed guard" in n for n in res.notes)
+    # the mode the user asked for changed: a headline says so
+    assert any("weight-only" in n for n in res.headlines)
     check_outputs(proto, q, data, tol=0.02)
     # allow_slower keeps int8 compute
     res, q = quantize(proto, data, speed_check=True, allow_slower=True)
@@ -504,9 +508,133 @@ def test_speed_guard_falls_back_to_int8_storage_when_int8_is_slower(monkeypatch)
 def test_speed_guard_measures_for_real():
     proto = h.mlp((64, 256, 10))
     res, _ = quantize(proto, feeds((1, 64)), speed_check=True)
-    assert res.metrics["latency_ratio"] <= 1 + qmod.SPEED_TOLERANCE or res.metrics[
-        "int8_compute_ops"] == 0
+    if res.metrics["int8_compute_ops"]:
+        assert res.metrics["latency_ratio"] <= 1 - qmod.SPEED_MARGIN
+    else:  # int8 measured slower; the float fallback is not timed (float speed by construction)
+        assert any("speed guard (int8/float latency" in n for n in res.notes)
     assert res.metrics["latency_float_ms"] > 0
+
+
+def test_weights_only_never_lets_onnxruntime_quantize_activations():
+    """onnxruntime fuses DequantizeLinear + MatMul into MatMulNBits, which also quantizes the
+    activations to int8: a mel filterbank (MatMul on a power spectrum, then Log) lost 81 points
+    of agreement on audio_kws. Weight-only keeps MatMul/Gemm activations float."""
+    proto = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        mel (float[1, 257] power) => (float[1, 40] logmel) {
+            energies = MatMul (power, filters)
+            floor = Constant <value = float {1e-6}> ()
+            safe = Add (energies, floor)
+            logmel = Log (safe)
+        }
+    """)
+    r = h.rng(4)
+    filters = np.abs(r.standard_normal((257, 40))).astype(np.float32) * (r.random((257, 40)) < 0.1)
+    proto = h.attach_initializers(proto, {"filters": filters.astype(np.float32)})
+    # a power spectrum: a few bins carry nearly all the energy
+    power = np.exp(3 * r.standard_normal((1, 257))).astype(np.float32)
+    res, q = quantize(proto, mode="weights")
+    assert int8_weights(q) == 1
+    assert "MatMulNBits" not in fused_ops(q) and ops(q)["DequantizeLinear"] == 0
+    (a,), (b,) = h.run(proto, {"power": power}), h.run(q, {"power": power})
+    assert np.abs(a - b).max() < 0.05  # log-energies within 5%
+
+
+# -- session memory: int8 stays int8 in onnxruntime -----------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static", "weights"])
+def test_embedding_tables_stay_int8_in_memory(mode):
+    """A folded table (Cast + Mul) is float again once onnxruntime loads it, and twice its size
+    while folding (bert22m dynamic int8: 1.28x the fp32 session's peak). Gathering int8 rows and
+    scaling only those keeps the table int8 in the session (0.32x)."""
+    proto = zoo.token_model()
+    ids = h.rng(1).integers(0, 100, (2, 7)).astype(np.int64)
+    data = [{"input_ids": ids, "attention_mask": np.ones((2, 7), np.int64)}]
+    res, q = quantize(proto, data, mode=mode)
+    onnx.checker.check_model(q)
+    gather = next(n for n in q.graph.node if n.op_type == "Gather" and n.input[1] == "input_ids"
+                  and n.input[0] == "embed.weight")
+    table = next(t for t in q.graph.initializer if t.name == gather.input[0])
+    assert table.data_type == onnx.TensorProto.INT8 and list(table.dims) == [100, 32]
+    # no node turns the whole table back into float
+    assert not [n for n in q.graph.node if n.op_type in ("Cast", "DequantizeLinear")
+                and n.input[0] == "embed.weight"]
+    stat = next(s for s in res.layers if s.name == "embed.weight")
+    assert stat.extra["compute"] == "gathered int8 rows"
+    for a, b in zip(h.run(proto, data[0]), h.run(q, data[0]), strict=True):
+        assert rel_error(a, b) < INT8_TOLERANCE
+
+
+def test_a_gathered_table_feeding_a_graph_output_keeps_its_name():
+    proto = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (int64[n] ids) => (float[n, 16] rows) {
+            rows = Gather <axis = 0> (table, ids)
+        }
+    """)
+    proto = h.attach_initializers(proto, {"table": h.rng(2).standard_normal((50, 16)).astype(
+        np.float32)})
+    _, q = quantize(proto, mode="weights")
+    onnx.checker.check_model(q)
+    assert [o.name for o in q.graph.output] == ["rows"]
+    ids = np.array([0, 49, 3, 3], np.int64)
+    (a,), (b,) = h.run(proto, {"ids": ids}), h.run(q, {"ids": ids})
+    assert rel_error(a, b) < 0.01
+
+
+# -- models whose inputs cannot be guessed (issue 11) ----------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static", "weights"])
+@pytest.mark.parametrize("name", ["stft", "concat"])
+def test_a_model_that_cannot_run_on_guessed_inputs_still_compresses(name, mode):
+    """`--quantize dynamic` ended in "internal error" on an STFT front end (reflect Pad longer
+    than the guessed length) and on a Concat of fixed width: measuring must degrade, not fail."""
+    build, real = unrunnable.MODELS[name]
+    proto = build()
+    res, q = quantize(proto, mode=mode, speed_check=True)
+    assert int8_weights(q) >= 2  # both MatMul weights (and the STFT frames) stored in int8
+    if mode == "static":
+        headline = res.headlines
+        assert headline and "cannot run the model on sample 0 of synthetic data" in headline[0]
+        assert ("Pad node" if name == "stft" else "MatMul node") in headline[0]
+        assert ops(q)["QuantizeLinear"] == 0 and "calibration" not in res.metrics
+    else:
+        assert any("speed guard did not measure" in n and "chosen from op types and shapes" in n
+                   for n in res.notes)
+        assert "latency_ratio" not in res.metrics
+    if mode == "dynamic":  # decided from op type and shape: both MatMuls are big enough
+        assert ops(q)["MatMulInteger"] == 2 and res.metrics["int8_compute_ops"] == 2
+    if mode == "weights":  # folded: float speed by construction, no DequantizeLinear per run
+        assert res.metrics["weight_format"] == "folded"
+        assert ops(q)["DequantizeLinear"] == 0
+    check_outputs(proto, q, real(3))
+
+
+@pytest.mark.parametrize("name", ["stft", "concat"])
+def test_calibration_data_is_what_the_model_is_measured_on(name):
+    build, real = unrunnable.MODELS[name]
+    proto = build()
+    res, q = quantize(proto, real(4), mode="static", speed_check=True, allow_slower=True)
+    assert res.metrics["calibration"]["samples"] == 4
+    assert res.metrics["latency_float_ms"] > 0  # timed on the calibration sample
+    assert ops(q)["QuantizeLinear"] > 0
+    assert not res.headlines
+    check_outputs(proto, q, real(3, seed=5))
+
+
+def test_cli_quantize_dynamic_completes_on_an_unrunnable_model(tmp_path, capsys):
+    from onnxcompress.cli import main
+
+    src = tmp_path / "stft.onnx"
+    onnx.save(unrunnable.stft_like(), src)
+    code = main(["compress", str(src), "-o", str(tmp_path / "q.onnx"), "--quantize", "dynamic"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "speed guard did not measure" in out.out and "Pad node" in out.out
+    q = onnx.load(tmp_path / "q.onnx")
+    check_outputs(unrunnable.stft_like(), q, unrunnable.stft_feeds(2))
 
 
 # -- real models ------------------------------------------------------------------------------

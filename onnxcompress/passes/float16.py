@@ -1,0 +1,312 @@
+"""fp16 / bf16 conversion of weights (and, for fp16, compute).
+
+``--float16``: float32 weights and activations of the main graph become float16, except around
+ops that overflow or lose accuracy in half precision (``KEEP_FLOAT32``): those keep float32
+with Casts on their inputs and outputs. Model inputs and outputs keep their types
+(``keep_io_types``, default on) through Casts at the boundary. Subgraph bodies (If/Loop/Scan)
+stay float32; values they read from the main graph are cast back for them.
+
+``--bfloat16``: onnxruntime's CPU provider computes very few ops in bfloat16, so only the stored
+weights become bfloat16, each followed by a Cast to float32: the file halves, compute and
+memory stay float32 (onnxruntime folds the Cast at load).
+
+onnxruntime's CPU provider has few float16 kernels either: it inserts its own Casts around the
+others, so a float16 model is half the size but not faster on CPU (it is on GPU).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from onnxcompress.model import external_base_dir, to_proto
+from onnxcompress.opset import opset_version
+from onnxcompress.passes.base import LayerStat, Pass, PassConfig, PassContext, PassResult, option
+from onnxcompress.weights import all_graphs, model_names, unique_name
+
+logger = logging.getLogger(__name__)
+
+FLOAT = ir.DataType.FLOAT
+HALF = ir.DataType.FLOAT16
+BF16 = ir.DataType.BFLOAT16
+# Ops kept in float32. Measured on models/*.onnx, tests/assets/*.onnx and an exported BERT-style
+# model: normalisations (mean/variance of many values), Softmax and the exp/log family overflow
+# or lose too many bits in fp16; Pow and reductions accumulate (x^2 over a hidden dimension);
+# Range, Resize and shape arithmetic are exact integer-like computations in float.
+KEEP_FLOAT32 = frozenset({
+    "LayerNormalization", "BatchNormalization", "InstanceNormalization", "GroupNormalization",
+    "LpNormalization", "MeanVarianceNormalization", "SimplifiedLayerNormalization",
+    "Softmax", "LogSoftmax", "Exp", "Log", "Pow", "Sqrt", "Reciprocal", "Erf", "Softplus",
+    "ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL1", "ReduceL2", "ReduceLogSum",
+    "ReduceLogSumExp", "ReduceProd", "CumSum", "Range", "Resize", "Upsample", "RoiAlign",
+    "NonMaxSuppression", "TopK", "RandomNormal", "RandomUniform", "RandomNormalLike",
+    "RandomUniformLike", "Multinomial", "EyeLike", "If", "Loop", "Scan", "SequenceConstruct",
+    "ConstantOfShape", "Einsum", "LSTM", "GRU", "RNN", "STFT", "DFT",
+    # Quantization ops: float16 scales need opset 19, and int8 models are already small.
+    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
+})
+
+
+@dataclass(frozen=True)
+class Float16Config(PassConfig):
+    enabled: bool = option(default=False, flag="--float16", enables=True,
+                           help="convert weights and compute to float16 (file ~0.5x)")
+    keep_io_types: bool = option(default=True, flag="--keep-io-types",
+                                 help="keep float32 model inputs/outputs (Casts at the boundary)")
+    keep_float32: tuple[str, ...] = option(
+        default=(), flag="--keep-float32", metavar="OP",
+        help="also keep these op types in float32 (adds to the built-in list)",
+    )
+
+
+@dataclass(frozen=True)
+class BFloat16Config(PassConfig):
+    enabled: bool = option(default=False, flag="--bfloat16", enables=True,
+                           help="store weights in bfloat16 with a Cast to float32 (file ~0.5x)")
+    min_size: int = option(default=16, help="smaller weights stay float32")
+
+
+def _cast(graph_nodes: list[ir.Node], value: ir.Value, to: ir.DataType, name: str) -> ir.Value:
+    node = ir.node("Cast", [value], {"to": to}, name="")
+    out = node.outputs[0]
+    out.name = name
+    out.dtype = to
+    out.shape = value.shape
+    graph_nodes.append(node)
+    return out
+
+
+class Float16(Pass):
+    name = "float16"
+    config_class = Float16Config
+    summary = "float16 weights and compute (sensitive ops stay float32)"
+    cli_order = 90
+
+    def apply(self, model: ir.Model, context: PassContext, result: PassResult) -> ir.Model:
+        cfg: Float16Config = self.config  # type: ignore[assignment]
+        keep_ops = KEEP_FLOAT32 | set(cfg.keep_float32)
+        model = _typed(model)
+        graph = model.graph
+        names = model_names(model)
+        before = sum(v.const_value.nbytes for _, g in all_graphs(model) for v in g.initializers.values()
+                     if v.const_value is not None)
+        if not any(v.dtype == FLOAT for v in _main_values(graph)):
+            result.note("no float32 tensor in the main graph; model left as is")
+            return model
+        converted: set[int] = set()  # ids of values that became float16
+        half_nodes = []
+        for node in graph:
+            if node.domain not in ("", "ai.onnx") or node.op_type in keep_ops or _has_subgraph(node):
+                continue
+            outs = [o for o in node.outputs if o.dtype == FLOAT]
+            if not outs and not any(i is not None and i.dtype == FLOAT for i in node.inputs):
+                continue
+            if any(o.dtype is None for o in node.outputs):
+                result.skip(node.name or node.op_type, "output type unknown: left float32")
+                continue
+            half_nodes.append(node)
+        half_ids = {id(n) for n in half_nodes}
+        # Weights: every float32 constant read only by float16 nodes becomes float16.
+        n_weights = 0
+        for value in list(graph.initializers.values()):
+            t = value.const_value
+            if t is None or t.dtype != FLOAT or value.is_graph_input() or value.is_graph_output():
+                continue
+            users = value.uses()
+            if not users or not all(id(n) in half_ids for n, _ in users):
+                continue
+            arr = t.numpy()
+            value.const_value = ir.tensor(_to_half(arr), name=value.name)
+            value.dtype = HALF
+            converted.add(id(value))
+            n_weights += 1
+            result.add_layer(LayerStat(name=value.name or "", op_type="/".join(
+                dict.fromkeys(n.op_type for n, _ in users)), shape=tuple(arr.shape),
+                bytes_before=arr.nbytes, bytes_after=arr.nbytes // 2, bits=16.0))
+        for node in half_nodes:
+            if node.op_type == "Constant":
+                attr = node.attributes.get("value")
+                if attr is not None and attr.type == ir.AttributeType.TENSOR and attr.value.dtype == FLOAT:
+                    node.attributes["value"] = ir.AttrTensor(
+                        "value", ir.tensor(_to_half(attr.value.numpy()), name=attr.value.name))
+                elif attr is None or attr.type != ir.AttributeType.TENSOR:
+                    continue
+            if node.op_type == "Cast" and node.attributes["to"].value == FLOAT:
+                node.attributes["to"] = ir.AttrInt64("to", HALF)
+            for o in node.outputs:
+                if o.dtype == FLOAT:
+                    o.dtype = HALF
+                    converted.add(id(o))
+        # Inputs: float16 nodes read float16, the others float32.
+        new_nodes: dict[int, list[ir.Node]] = {}
+        cache: dict[tuple[int, ir.DataType], ir.Value] = {}
+        for node in list(graph):
+            want_half = id(node) in half_ids
+            for i, inp in enumerate(node.inputs):
+                if inp is None or inp.dtype not in (FLOAT, HALF):
+                    continue
+                if want_half and inp.dtype == FLOAT and not _stays_float(node, i):
+                    target = HALF
+                elif not want_half and id(inp) in converted:
+                    target = FLOAT
+                else:
+                    continue
+                key = (id(inp), target)
+                if key not in cache:
+                    cast_nodes = new_nodes.setdefault(id(node), [])
+                    suffix = "fp16" if target == HALF else "fp32"
+                    cache[key] = _cast(cast_nodes, inp, target, unique_name(names, f"{inp.name}_{suffix}"))
+                    cache[key].producer().name = ""
+                node.replace_input_with(i, cache[key])
+            # Values a subgraph reads from this graph keep float32 for it.
+            for sub in _subgraphs(node):
+                for inner in ir.traversal.RecursiveGraphIterator(sub):
+                    for i, inp in enumerate(inner.inputs):
+                        if inp is not None and id(inp) in converted and inp.graph is graph:
+                            key = (id(inp), FLOAT)
+                            if key not in cache:
+                                cache[key] = _cast(new_nodes.setdefault(id(node), []), inp, FLOAT,
+                                                   unique_name(names, f"{inp.name}_fp32"))
+                            inner.replace_input_with(i, cache[key])
+        for node in list(graph):
+            if id(node) in new_nodes:
+                graph.insert_before(node, new_nodes[id(node)])
+        # Outputs.
+        for i, out in enumerate(list(graph.outputs)):
+            if id(out) not in converted:
+                continue
+            if cfg.keep_io_types:
+                name = out.name
+                out.name = unique_name(names, f"{name}_fp16")
+                cast_list: list[ir.Node] = []
+                new_out = _cast(cast_list, out, FLOAT, name)
+                graph.extend(cast_list)
+                graph.outputs[i] = new_out
+        if not cfg.keep_io_types:
+            for inp in graph.inputs:
+                if inp.dtype == FLOAT and inp.uses() and all(
+                        c.op_type == "Cast" and c.attributes["to"].value == HALF for c, _ in inp.uses()):
+                    casts = [c for c, _ in inp.uses()]
+                    inp.dtype = HALF
+                    for c in casts:
+                        ir.convenience.replace_all_uses_with(c.outputs[0], inp)
+                        graph.remove(c, safe=True)
+        after = sum(v.const_value.nbytes for _, g in all_graphs(model) for v in g.initializers.values()
+                    if v.const_value is not None)
+        result.metrics.update(weights_converted=n_weights, nodes_float16=len(half_nodes),
+                              initializer_bytes_before=before, initializer_bytes_after=after)
+        result.modified = result.modified or bool(half_nodes)
+        return model
+
+
+class BFloat16(Pass):
+    name = "bfloat16"
+    config_class = BFloat16Config
+    summary = "bfloat16 weight storage (compute stays float32)"
+    cli_order = 91
+
+    def apply(self, model: ir.Model, context: PassContext, result: PassResult) -> ir.Model:
+        cfg: BFloat16Config = self.config  # type: ignore[assignment]
+        if opset_version(model) < 13:
+            result.skip("model", f"Cast from bfloat16 needs opset 13 (model has {opset_version(model)}); "
+                        "upgrade the opset first")
+            return model
+        names = model_names(model)
+        for _, graph in all_graphs(model):
+            for value in list(graph.initializers.values()):
+                t = value.const_value
+                if t is None or t.dtype != FLOAT or value.is_graph_input() or value.is_graph_output():
+                    continue
+                if int(np.prod(t.shape.numpy())) < cfg.min_size or not value.uses():
+                    continue
+                arr = t.numpy()
+                name = value.name or "weight"
+                stored = unique_name(names, f"{name}_bf16")
+                bf = ir.Value(name=stored, shape=ir.Shape(arr.shape), type=ir.TensorType(BF16),
+                              const_value=ir.Tensor(_to_bf16_bits(arr), dtype=BF16, name=stored))
+                graph.register_initializer(bf)
+                nodes: list[ir.Node] = []
+                cast = _cast(nodes, bf, FLOAT, unique_name(names, f"{name}_fp32"))
+                first = min((n for n, _ in value.uses() if n.graph is graph),
+                            key=lambda n: _position(graph, n), default=None)
+                if first is None:
+                    graph.insert_before(next(iter(graph)), nodes)
+                else:
+                    graph.insert_before(first, nodes)
+                ir.convenience.replace_all_uses_with(value, cast)
+                graph.initializers.pop(value.name, None)
+                result.add_layer(LayerStat(name=name, op_type="bfloat16", shape=tuple(arr.shape),
+                                           bytes_before=arr.nbytes, bytes_after=arr.nbytes // 2,
+                                           bits=16.0))
+        if not result.layers:
+            result.note("no float32 weight to store in bfloat16; model left as is")
+        else:
+            result.note("weights stored in bfloat16 with a Cast to float32: onnxruntime's CPU "
+                        "provider computes in float32 (memory stays float32 after load)")
+        return model
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _to_half(arr: np.ndarray) -> np.ndarray:
+    # Saturate instead of overflowing to inf (weights beyond 65504 are rare, but exist).
+    return np.clip(arr, -65504, 65504).astype(np.float16)
+
+
+def _to_bf16_bits(arr: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 with round-to-nearest-even, as ml_dtypes values."""
+    import ml_dtypes
+
+    return np.asarray(arr, dtype=np.float32).astype(ml_dtypes.bfloat16)
+
+
+def _position(graph: ir.Graph, node: ir.Node) -> int:
+    for i, n in enumerate(graph):
+        if n is node:
+            return i
+    return 1 << 30
+
+
+def _stays_float(node: ir.Node, index: int) -> bool:
+    """Inputs the schema types as float32 whatever the data type (Resize/Upsample scales)."""
+    return node.op_type in ("Resize", "Upsample") and index >= 1
+
+
+def _subgraphs(node: ir.Node) -> list[ir.Graph]:
+    out = []
+    for attr in node.attributes.values():
+        if attr.type == ir.AttributeType.GRAPH:
+            out.append(attr.value)
+        elif attr.type == ir.AttributeType.GRAPHS:
+            out.extend(attr.value)
+    return out
+
+
+def _has_subgraph(node: ir.Node) -> bool:
+    return bool(_subgraphs(node))
+
+
+def _main_values(graph: ir.Graph):  # noqa: ANN202
+    yield from graph.inputs
+    for node in graph:
+        yield from node.outputs
+
+
+def _typed(model: ir.Model) -> ir.Model:
+    """``model`` with element types inferred for every main-graph value (onnx shape inference)."""
+    proto = to_proto(model, inline_external=False)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False)
+    except Exception:  # custom ops: keep what we have
+        inferred = proto
+    typed = ir.serde.deserialize_model(inferred)
+    base = external_base_dir(model)
+    if base:
+        ir.external_data.set_base_dir(typed.graph, base)
+    typed.metadata_props.update(model.metadata_props)
+    return typed

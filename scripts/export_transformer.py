@@ -1,0 +1,92 @@
+"""Export the larger transformer of the block quantization benchmark (needs torch; dev-only).
+
+    /work/venv-torch/bin/python scripts/export_transformer.py [--out ~/.cache/onnxcompress-bench]
+
+A GPT-style decoder (8192-token embedding tied to the output head, learned positions, 6 pre-norm
+blocks 512 wide with 8 heads and a 2048 MLP, causal attention): 23.1 M parameters, 92 MB in
+float32, weight-dominated like the language models people quantize to 4 bits. Weights are random
+(GPT-2 initialisation, std 0.02, residual projections scaled by 1/sqrt(2 * layers)), so the
+benchmark's accuracy numbers are agreement with the float model. Exported with the TorchScript
+exporter (``dynamo=False``) at opset 17; the tied head is a MatMul with the transposed table.
+
+Writes ``gpt_small.onnx``, ``gpt_small_calib.npz`` (32 samples) and ``gpt_small_eval.npz`` (16)
+with ``input_ids`` [1, 128] per sample: Zipf-distributed token ids (a text-like frequency profile).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+VOCAB, WIDTH, LAYERS, HEADS, MLP, SEQ = 8192, 512, 6, 8, 2048, 128
+
+
+class Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(WIDTH)
+        self.qkv = nn.Linear(WIDTH, 3 * WIDTH)
+        self.proj = nn.Linear(WIDTH, WIDTH)
+        self.ln2 = nn.LayerNorm(WIDTH)
+        self.fc1 = nn.Linear(WIDTH, MLP)
+        self.fc2 = nn.Linear(MLP, WIDTH)
+        self.register_buffer("mask", torch.full((SEQ, SEQ), float("-inf")).triu(1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(WIDTH, dim=-1)
+        shape = (b, t, HEADS, WIDTH // HEADS)
+        q, k, v = (z.reshape(shape).transpose(1, 2) for z in (q, k, v))
+        att = (q @ k.transpose(-1, -2)) / math.sqrt(WIDTH // HEADS) + self.mask[:t, :t]
+        y = (att.softmax(-1) @ v).transpose(1, 2).reshape(b, t, WIDTH)
+        x = x + self.proj(y)
+        return x + self.fc2(nn.functional.gelu(self.fc1(self.ln2(x))))
+
+
+class GPT(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tok = nn.Embedding(VOCAB, WIDTH)
+        self.pos = nn.Parameter(torch.zeros(1, SEQ, WIDTH))
+        self.blocks = nn.ModuleList(Block() for _ in range(LAYERS))
+        self.ln = nn.LayerNorm(WIDTH)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.tok(ids) + self.pos[:, : ids.shape[1]]
+        for block in self.blocks:
+            x = block(x)
+        return self.ln(x) @ self.tok.weight.T  # tied output head
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, default=Path.home() / ".cache" / "onnxcompress-bench")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    model = GPT().eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() >= 2:
+                std = 0.02 / math.sqrt(2 * LAYERS) if name.endswith(("proj.weight", "fc2.weight")) else 0.02
+                p.normal_(0.0, std)
+            elif "ln" not in name:
+                p.normal_(0.0, 0.01)
+    params = sum(p.numel() for p in model.parameters())
+    path = args.out / "gpt_small.onnx"
+    torch.onnx.export(model, (torch.zeros(1, SEQ, dtype=torch.int64),), str(path), dynamo=False,
+                      opset_version=17, input_names=["input_ids"], output_names=["logits"])
+    rng = np.random.default_rng(0)
+    for name, n in (("calib", 32), ("eval", 16)):
+        ids = np.minimum(rng.zipf(1.3, size=(n, 1, SEQ)), VOCAB) - 1
+        np.savez(args.out / f"gpt_small_{name}.npz", input_ids=ids.astype(np.int64))
+    print(f"{path}: {params / 1e6:.1f} M parameters, {path.stat().st_size / 1e6:.1f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Input statistics: Conv patches reproduce onnxruntime's Conv; E[x x^T] matches a direct numpy sum."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx.helper as oh
+import pytest
+
+from onnxcompress import WeightIndex, load_model
+from onnxcompress.data import feed_source
+from onnxcompress.layerwise import as_rows, collect_input_stats, from_rows, layout_of
+from onnxcompress.layerwise.stats import unfold
+from tests import helpers as h
+
+CONVS = {
+    "plain": dict(kernel=(3, 3), attrs={}),
+    "stride_pad": dict(kernel=(3, 3), attrs={"strides": [2, 2], "pads": [1, 0, 2, 1]}),
+    "dilated_grouped": dict(kernel=(3, 2), attrs={"dilations": [2, 1], "group": 2, "pads": [2, 1, 2, 1]}),
+    "depthwise": dict(kernel=(3, 3), attrs={"group": 4, "pads": [1, 1, 1, 1]}, cout=4),
+    "conv1d": dict(kernel=(5,), attrs={"strides": [2], "pads": [2, 2]}),
+}
+
+
+def _conv_model(kernel, attrs, cout=6, cin=4):
+    group = attrs.get("group", 1)
+    w = h.rng(0).standard_normal((cout, cin // group, *kernel)).astype(np.float32)
+    spatial = ["H", "W"][: len(kernel)]
+    graph = oh.make_graph(
+        [oh.make_node("Conv", ["x", "w"], ["y"], **attrs)], "g",
+        [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", cin, *spatial])],
+        [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+    )
+    return h.attach_initializers(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 13)]), {"w": w}), w
+
+
+@pytest.mark.parametrize("case", sorted(CONVS))
+def test_conv_patches_times_rows_equal_onnxruntime(case):
+    spec = CONVS[case]
+    proto, w = _conv_model(spec["kernel"], spec["attrs"], cout=spec.get("cout", 6))
+    x = h.rng(1).standard_normal((2, 4, 9, 8)[: 2 + len(spec["kernel"])]).astype(np.float32)
+    y = h.run(proto, {"x": x})[0]
+    weight = WeightIndex.build(load_model(proto))["w"]
+    layout, why = layout_of(weight)
+    assert why is None
+    patches = unfold(x, layout, None, np.random.default_rng(0))  # [g, positions, k]
+    rows = as_rows(w, layout)  # [g, out/g, k]
+    got = np.matmul(patches, rows.transpose(0, 2, 1))  # [g, positions, out/g]
+    # positions run over (n, *spatial); outputs over (group, out/g)
+    expected = np.moveaxis(y, 1, -1).reshape(-1, y.shape[1])
+    np.testing.assert_allclose(np.concatenate(list(got), axis=1), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(from_rows(rows, layout, w.shape, w.dtype), w)
+
+
+def test_matmul_statistics_match_a_direct_sum():
+    proto = h.mlp((16, 24, 10))
+    model = load_model(proto)
+    r = h.rng(2)
+    xs = [r.standard_normal((3, 16)).astype(np.float32) for _ in range(5)]
+    feeds = feed_source([{"x": x} for x in xs], model)
+    weights = [w for w in WeightIndex.build(model) if w.role == "weight"]
+    stats, skipped = collect_input_stats(model, weights, feeds)
+    assert not skipped and set(stats) == {"fc0.weight", "fc1.weight"}
+    x = np.concatenate(xs).astype(np.float64)
+    np.testing.assert_allclose(stats["fc0.weight"].hessian[0], x.T @ x / len(x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(stats["fc0.weight"].mean[0], x.mean(0), rtol=1e-6, atol=1e-7)
+    assert stats["fc0.weight"].rows == 15
+    # The second layer's input is relu(x W0 + b0): recompute it.
+    w0, b0 = (np.asarray(onnx.numpy_helper.to_array(t), np.float64) for t in proto.graph.initializer[:2])
+    hidden = np.maximum(x @ w0 + b0, 0)
+    np.testing.assert_allclose(stats["fc1.weight"].hessian[0], hidden.T @ hidden / len(x), rtol=1e-5)
+    # MatMul weights are [K, N]: rows are W^T
+    w0_rows = as_rows(onnx.numpy_helper.to_array(proto.graph.initializer[0]), layout_of(weights[0])[0])
+    assert w0_rows.shape == (1, 24, 16)
+
+
+def test_blocks_under_a_small_budget_give_the_same_statistics():
+    model = load_model(h.mlp((16, 24, 10)))
+    samples = [{"x": h.rng(i).standard_normal((2, 16)).astype(np.float32)} for i in range(3)]
+    feeds = feed_source(samples, model)
+    weights = [w for w in WeightIndex.build(model) if w.role == "weight"]
+    whole, _ = collect_input_stats(model, weights, feeds)
+    blocked, _ = collect_input_stats(model, weights, feeds, budget_bytes=1)  # one layer a block
+    for label in whole:
+        np.testing.assert_array_equal(whole[label].hessian, blocked[label].hessian)
+
+
+def test_weights_that_cannot_be_refit_are_skipped_with_a_reason():
+    model = load_model(h.if_subgraph_model())
+    weights = list(WeightIndex.build(model))
+    for w in weights:
+        layout, why = layout_of(w)
+        assert layout is None and why == "inside a subgraph"

@@ -1,0 +1,96 @@
+"""Pruning with teacher-guided reconstruction: the kept weights are refit against the original
+layer, which must recover accuracy that plain pruning loses, keep the mask, and never make a
+layer's output error worse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from onnxcompress import WeightIndex
+from onnxcompress.cli import main
+from onnxcompress.model import to_proto
+from onnxcompress.pipeline import compress
+from tests import helpers as h
+
+MODELS = Path(__file__).resolve().parents[2] / "models"
+
+
+def _accuracy(proto: onnx.ModelProto) -> float:
+    data = np.load(MODELS / "digits_eval.npz")
+    out = h.run(proto, {"pixels": data["pixels"]})[0]
+    return float((out.argmax(-1) == data["labels"]).mean())
+
+
+def _prune(sparsity: float, reconstruct: bool, pattern: str = "unstructured"):
+    recipe = {"passes": [{"pass": "prune", "sparsity": sparsity, "pattern": pattern,
+                          "reconstruct": reconstruct}]}
+    return compress(MODELS / "digits_mlp.onnx", recipe, calibration=MODELS / "digits_calib.npz")
+
+
+def test_reconstruction_recovers_what_90_percent_pruning_loses():
+    reference = _accuracy(onnx.load(MODELS / "digits_mlp.onnx"))
+    plain = _accuracy(to_proto(_prune(0.9, False).model))
+    result = _prune(0.9, True)
+    refit = _accuracy(to_proto(result.model))
+    # Measured: fp32 97.2%, plain 78.3%, refit 96.7% (360 digits).
+    assert plain < reference - 0.1
+    assert refit >= reference - 0.015, (reference, plain, refit)
+    layers = result.passes[0].layers
+    refit_layers = [s for s in layers if "output_error_after_refit" in s.extra]
+    assert len(refit_layers) == len(layers) >= 1
+    for s in refit_layers:  # never worse, and here much better
+        assert s.extra["output_error_after_refit"] <= s.extra["output_error_before_refit"]
+        assert s.extra["output_error_after_refit"] < 0.5 * s.extra["output_error_before_refit"]
+        assert s.sparsity == pytest.approx(0.9, abs=0.01)  # the mask is kept
+
+
+def test_reconstruction_keeps_the_n_m_structure():
+    result = _prune(0.5, True, pattern="2:4")
+    model = to_proto(result.model)
+    onnx.checker.check_model(model)
+    pruned = {s.name for s in result.passes[0].layers}
+    assert pruned
+    for w in WeightIndex.build(result.model):
+        if w.label in pruned:  # groups of 4 consecutive weights along the reduction axis
+            a = np.moveaxis(w.numpy(), w.in_axis, -1)
+            groups = (a.reshape(*a.shape[:-1], -1, 4) != 0).sum(-1)
+            assert groups.max() <= 2, w.label
+    assert result.passes[0].metrics["reconstructed_layers"] >= 1
+
+
+def test_reconstruction_without_calibration_data_says_so_and_prunes_plainly():
+    recipe = {"passes": [{"pass": "prune", "sparsity": 0.5, "reconstruct": True}]}
+    with_flag = compress(MODELS / "digits_mlp.onnx", recipe)
+    without = compress(MODELS / "digits_mlp.onnx", {"passes": [{"pass": "prune", "sparsity": 0.5}]})
+    assert any("reconstruct needs calibration data" in n for n in with_flag.passes[0].notes)
+    a, b = to_proto(with_flag.model), to_proto(without.model)
+    for ta, tb in zip(a.graph.initializer, b.graph.initializer, strict=True):
+        np.testing.assert_array_equal(onnx.numpy_helper.to_array(ta), onnx.numpy_helper.to_array(tb))
+
+
+def test_cli_reconstruct_flag_reaches_the_prune_pass(tmp_path, capsys):
+    out = tmp_path / "out.onnx"
+    code = main(["compress", str(MODELS / "digits_mlp.onnx"), "-o", str(out), "--prune", "0.8",
+                 "--reconstruct", "--calibration", str(MODELS / "digits_calib.npz")])
+    capsys.readouterr()
+    assert code == 0
+    assert _accuracy(onnx.load(out)) >= 0.95
+
+
+def test_sequential_reconstruction_beats_refitting_on_the_teacher_inputs():
+    """At 90% the errors of earlier layers compound; refitting each group on the inputs the
+    pruned earlier groups produce recovers much more (digits_cnn: 57.5% -> 82.8%, fp32 99.2%)."""
+    data = np.load(MODELS / "digits_eval.npz")
+
+    def accuracy(stages: int) -> float:
+        recipe = {"passes": [{"pass": "prune", "sparsity": 0.9, "reconstruct": True,
+                              "reconstruct_stages": stages}]}
+        result = compress(MODELS / "digits_cnn.onnx", recipe, calibration=MODELS / "digits_calib.npz")
+        out = h.run(to_proto(result.model), {"image": data["image"]})[0]
+        return float((out.argmax(-1) == data["labels"]).mean())
+
+    assert accuracy(4) > accuracy(1) + 0.1

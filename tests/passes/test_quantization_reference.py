@@ -1,0 +1,159 @@
+"""Int8 arithmetic checked against hand-computed cases and a numpy simulation of the Q/DQ graph.
+
+Scales, zero points, int8 weights and the int32 bias (round(b / (s_x * s_w)) exactly) are
+recomputed here from their definitions; then the whole quantized model is re-run in numpy from
+the stored integers and must match onnxruntime, so a bias or scale off by a few percent shows.
+Every option the numbers depend on (per_channel, reduce_range, calibrate_method) is set explicitly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx.helper as oh
+import onnx.numpy_helper as onh
+import pytest
+
+from onnxcompress import Pipeline
+from onnxcompress.model import to_proto
+from onnxcompress.passes import Quantize
+from onnxcompress.passes._qdq import activation_qparams, dequantize_weight, quantize_bias, quantize_weight
+from tests import helpers as h
+
+# -- the arithmetic, by hand ---------------------------------------------------------------------
+
+
+def test_activation_qparams_by_hand():
+    qp = activation_qparams(-1.0, 3.0, symmetric=False)  # span 4 over 255 steps; 0 at 1/scale
+    assert qp.scale == pytest.approx(4 / 255, rel=1e-7) and qp.zero_point == 64, (qp.scale, qp.zero_point)
+    assert qp.dtype == np.uint8
+    assert qp.low == pytest.approx(-64 * 4 / 255) and qp.high == pytest.approx(191 * 4 / 255)
+    qp = activation_qparams(0.5, 2.0, symmetric=False)  # the range is widened to include 0
+    assert qp.scale == pytest.approx(2 / 255, rel=1e-7) and qp.zero_point == 0
+    qp = activation_qparams(-4.0, 2.54, symmetric=True)
+    assert qp.scale == pytest.approx(4 / 127, rel=1e-7) and qp.zero_point == 0 and qp.dtype == np.int8
+    qp = activation_qparams(-3.0, -1.0, symmetric=False)  # all negative: zero point at the top
+    assert qp.scale == pytest.approx(3 / 255, rel=1e-7) and qp.zero_point == 255
+    qp = activation_qparams(-0.2, 0.3, symmetric=False)  # a range narrower than 1 is no special case
+    assert qp.scale == pytest.approx(0.5 / 255, rel=1e-7) and qp.zero_point == 102, (qp.scale, qp.zero_point)
+    qp = activation_qparams(0.0, 0.0, symmetric=False)  # an all-zero tensor: any scale, u8, zero at 0
+    assert qp.dtype == np.uint8 and qp.zero_point == 0 and qp.scale > 0 and qp.low == 0.0
+
+
+@pytest.mark.parametrize("reduce_range", [False, True])
+def test_weight_quantization_is_symmetric_round_to_nearest(reduce_range):
+    r = np.random.default_rng(0)
+    w = (r.standard_normal((6, 5, 3)) * np.array([0.01, 0.1, 1, 2, 5, 50])[:, None, None]).astype(np.float32)
+    qmax = 63 if reduce_range else 127
+    q, s = quantize_weight(w, 0, reduce_range=reduce_range)
+    want_s = np.abs(w).reshape(6, -1).max(1) / qmax
+    np.testing.assert_allclose(s, want_s, rtol=1e-6, err_msg="per-channel scale must be max|w_c| / qmax")
+    want_q = np.clip(np.round(w / want_s[:, None, None]), -qmax, qmax).astype(np.int8)
+    np.testing.assert_array_equal(q, want_q, err_msg="q must be round(w / scale)")
+    assert np.abs(q).reshape(6, -1).max(1).tolist() == [qmax] * 6  # every channel uses its full range
+    err = np.abs(dequantize_weight(q, s, 0) - w).reshape(6, -1).max(1)
+    assert (err <= want_s / 2 * (1 + 1e-5)).all(), "rounding error above half a step"
+    q, s = quantize_weight(w, None, reduce_range=reduce_range)
+    assert float(s) == pytest.approx(np.abs(w).max() / qmax, rel=1e-6)
+
+
+def test_int32_bias_is_round_of_bias_over_input_times_weight_scale():
+    b = np.array([0.5, -0.25, 1.0, 3.3, -7.77, 0.0])
+    s = np.array([0.01, 0.01, 0.003, 0.5, 0.002, 0.1])
+    want = np.round(b / s).astype(np.int32)  # [50, -25, 333, 7, -3885, 0]
+    np.testing.assert_array_equal(quantize_bias(b, s), want, err_msg="bias must be round(b / (s_x * s_w))")
+    assert quantize_bias(np.array([1e12]), np.array([1e-3]))[0] == 2**31 - 1  # saturates, never wraps
+
+
+# -- a whole model, re-run in numpy from its stored integers -------------------------------------
+
+
+def _gemm_mlp(seed: int = 0) -> onnx.ModelProto:
+    """x[N,16] -> Gemm(transB) + Relu -> Gemm -> y[N,8], with biases large enough to matter."""
+    r = np.random.default_rng(seed)
+    arrays = {
+        "w1": (r.standard_normal((32, 16)) / 4).astype(np.float32),
+        "b1": r.standard_normal(32).astype(np.float32),
+        "w2": (r.standard_normal((8, 32)) / 6).astype(np.float32),
+        "b2": r.standard_normal(8).astype(np.float32),
+    }
+    graph = oh.make_graph(
+        [oh.make_node("Gemm", ["x", "w1", "b1"], ["g1"], name="fc1", transB=1),
+         oh.make_node("Relu", ["g1"], ["h"], name="relu"),
+         oh.make_node("Gemm", ["h", "w2", "b2"], ["y"], name="fc2", transB=1)],
+        "gemm_mlp",
+        [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 16])],
+        [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 8])],
+        initializer=[onh.from_array(v, k) for k, v in arrays.items()],
+    )
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 13)])
+
+
+def _fake_quant(x: np.ndarray, scale: float, zp: int) -> np.ndarray:
+    return ((np.clip(np.round(x / scale) + zp, 0, 255) - zp) * scale).astype(np.float32)
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_static_int8_model_matches_a_numpy_simulation_of_its_integers(per_channel):
+    model = _gemm_mlp()
+    r = np.random.default_rng(1)
+    feeds = [{"x": (0.3 + r.standard_normal((8, 16))).astype(np.float32)} for _ in range(4)]
+    result = Pipeline([Quantize(mode="static", per_channel=per_channel, per_tensor=not per_channel,
+                                reduce_range=False, calibrate_method="minmax",
+                                speed_check=False)]).run(model, calibration=feeds)
+    proto = to_proto(result.model)
+    onnx.checker.check_model(proto)
+    t = {i.name: onh.to_array(i) for i in proto.graph.initializer}
+    float_w = {i.name: onh.to_array(i) for i in model.graph.initializer}
+
+    # input scale/zero point from the calibration min/max
+    xs = np.concatenate([f["x"] for f in feeds])
+    want = activation_qparams(float(xs.min()), float(xs.max()), symmetric=False)
+    assert float(t["x_scale"]) == pytest.approx(want.scale, rel=1e-3), "x scale is not (max - min) / 255"
+    assert abs(int(t["x_zp"]) - want.zero_point) <= 1
+
+    for w_name, b_name, x_name in (("w1", "b1", "x"), ("w2", "b2", "h")):
+        s_w, q_w = t[f"{w_name}_scale"], t[w_name]
+        assert q_w.dtype == np.int8
+        amax = np.abs(float_w[w_name]).max(axis=1) if per_channel else np.abs(float_w[w_name]).max()
+        np.testing.assert_allclose(s_w, amax / 127, rtol=1e-6, err_msg=f"{w_name}: scale != max|w| / 127")
+        np.testing.assert_array_equal(
+            q_w, np.round(float_w[w_name] / np.reshape(s_w, (-1, 1))).astype(np.int8), err_msg=w_name)
+        s_x = float(t[f"{x_name}_scale"])
+        q_b = t[f"{b_name}_q"]
+        assert q_b.dtype == np.int32
+        s_b = np.broadcast_to(t[f"{b_name}_scale"], q_b.shape)
+        np.testing.assert_allclose(s_b, np.float32(s_x) * np.broadcast_to(s_w, q_b.shape), rtol=1e-6,
+                                   err_msg=f"{b_name}: bias scale must be s_x * s_w")
+        exact = np.round(float_w[b_name].astype(np.float64) / s_b.astype(np.float64))
+        np.testing.assert_array_equal(q_b, exact.astype(np.int32),
+                                      err_msg=f"{b_name}: int32 bias != round(b / (s_x * s_w))")
+
+    def deq(name: str) -> np.ndarray:
+        return t[name].astype(np.float32) * np.reshape(t[f"{name}_scale"], (-1, 1))
+
+    x = (0.3 + np.random.default_rng(7).standard_normal((16, 16))).astype(np.float32)
+    xq = _fake_quant(x, float(t["x_scale"]), int(t["x_zp"]))
+    b1 = t["b1_q"].astype(np.float32) * t["b1_scale"]
+    hid = np.maximum(xq @ deq("w1").T + b1, 0)
+    hq = _fake_quant(hid, float(t["h_scale"]), int(t["h_zp"]))
+    sim = hq @ deq("w2").T + t["b2_q"].astype(np.float32) * t["b2_scale"]
+    got = h.run(proto, {"x": x})[0]
+    np.testing.assert_allclose(got, sim, rtol=1e-3, atol=2e-3 * np.abs(sim).max(),
+                               err_msg="onnxruntime disagrees with a numpy simulation of the stored integers")
+    ref = h.run(model, {"x": x})[0]
+    rel = np.linalg.norm(got - ref) / np.linalg.norm(ref)
+    assert rel < 0.03, f"int8 relative error {rel:.3g} on an 8-bit-friendly MLP"
+
+
+@pytest.mark.parametrize("axis", [None, 0, 1])
+def test_relative_error_of_a_large_weight_is_the_numpy_formula(axis):
+    # > 2^20 elements: the chunked path (no full-size temporaries) must give the same number
+    w = np.random.default_rng(2).standard_normal((1100, 1000)).astype(np.float32)
+    w[:, :10] *= 20  # channels of different scale
+    from onnxcompress.passes._qdq import relative_error
+
+    q, s = quantize_weight(w, axis)
+    deq = dequantize_weight(q, s, axis).astype(np.float64)
+    want = np.linalg.norm(deq - w) / np.linalg.norm(w.astype(np.float64))
+    assert relative_error(w, q, s, axis) == pytest.approx(want, rel=1e-5)

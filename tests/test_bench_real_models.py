@@ -1,0 +1,86 @@
+"""The real-model harness's task metrics (benchmarks/bench_real_models.py), on hand-made outputs.
+
+The harness judges every compression configuration by these numbers, so each metric must give 1.0
+for outputs equal to fp32's and the exact fraction for a known disagreement.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import bench_real_models as bench  # noqa: E402
+
+
+def _logits(classes: list[int], n_classes: int, scale: float = 5.0) -> np.ndarray:
+    return np.eye(n_classes, dtype=np.float32)[classes] * scale
+
+
+def test_top1_counts_changed_argmax() -> None:
+    entry = {"metric": {"kind": "top1", "output": 0}}
+    ref = [[_logits([c], 4)] for c in (0, 1, 2, 3)]
+    out = [[_logits([c], 4)] for c in (0, 1, 2, 0)]  # the last sample flips
+    assert bench.task_metric(entry, [{}] * 4, ref, ref)["value"] == 1.0
+    assert bench.task_metric(entry, [{}] * 4, ref, out)["value"] == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize("layout", ["TNC", "NTC"])
+def test_ctc_collapses_repeats_and_blanks(layout: str) -> None:
+    # frames a a _ b b and a _ a b b decode to "ab" and "aab": different strings, 3 of 5 frames equal
+    a = _logits([1, 1, 0, 2, 2], 3)
+    b = _logits([1, 0, 1, 2, 2], 3)
+    shape = (lambda x: x[:, None]) if layout == "TNC" else (lambda x: x[None])
+    entry = {"metric": {"kind": "ctc", "output": 0, "layout": layout, "blank": 0}}
+    assert bench._ctc(shape(a), layout, 0) == [(1, 2)]
+    assert bench._ctc(shape(b), layout, 0) == [(1, 1, 2)]
+    res = bench.task_metric(entry, [{}], [[shape(a)]], [[shape(b)]])
+    assert res["value"] == 0.0
+    assert res["frame_agreement"] == pytest.approx(0.6)
+
+
+def test_mask_f1_on_pixels() -> None:
+    ref = np.zeros((1, 1, 4, 4), np.float32)
+    ref[..., :2, :] = 0.9  # 8 text pixels
+    out = ref.copy()
+    out[..., 0, :] = 0.1  # 4 lost
+    entry = {"metric": {"kind": "mask_f1", "output": 0, "threshold": 0.3}}
+    assert bench.task_metric(entry, [{}], [[ref]], [[out]])["value"] == pytest.approx(2 * 4 / (2 * 4 + 4))
+
+
+def test_box_f1_matches_topk_boxes() -> None:
+    boxes = np.array([[[0, 0, 10, 10], [20, 20, 30, 30], [50, 50, 60, 60]]], np.float32)
+    scores = np.array([[[0.9, 0.1], [0.1, 0.8], [0.7, 0.2]]], np.float32)
+    entry = {"metric": {"kind": "box_f1", "boxes": 0, "scores": 1, "top_k": 3, "nms": 0.5}}
+    moved = boxes.copy()
+    moved[0, 2] += 40  # one box moves away: 2 of 3 match
+    ref = [[boxes, scores]]
+    assert bench.task_metric(entry, [{}], ref, [[boxes, scores]])["value"] == 1.0
+    assert bench.task_metric(entry, [{}], ref, [[moved, scores]])["value"] == pytest.approx(2 / 3)
+
+
+def test_yolox_decoding_finds_the_box() -> None:
+    out = np.zeros((1, 52 * 52 + 26 * 26 + 13 * 13, 6), np.float32)
+    out[0, :, 4] = 0.0  # no objectness anywhere ...
+    out[0, 52 * 10 + 5] = [0.5, 0.5, np.log(2.0), np.log(2.0), 0.9, 0.8]  # ... but one cell, stride 8
+    dets = bench._yolox(out, 416, 0.1, 0.45)
+    assert len(dets) == 1
+    np.testing.assert_allclose(dets[0][2], [(5.5 - 1) * 8, (10.5 - 1) * 8, (5.5 + 1) * 8, (10.5 + 1) * 8])
+
+
+def test_vad_and_tokens() -> None:
+    vad = {"metric": {"kind": "vad", "output": 0, "threshold": 0.5}}
+    ref = [[np.array([[p]], np.float32)] for p in (0.1, 0.9, 0.6, 0.2)]
+    out = [[np.array([[p]], np.float32)] for p in (0.1, 0.9, 0.4, 0.2)]
+    assert bench.task_metric(vad, [{}] * 4, ref, out)["value"] == pytest.approx(0.75)
+    tok = {"metric": {"kind": "tokens", "output": 0, "mask_input": "mask", "embedding": 1}}
+    logits = _logits([1, 2, 3, 0], 4)[None]
+    other = _logits([1, 2, 0, 1], 4)[None]  # differs at positions 2 and 3; 3 is padding
+    feeds = [{"mask": np.array([[1, 1, 1, 0]])}]
+    emb = np.ones((1, 8), np.float32)
+    res = bench.task_metric(tok, feeds, [[logits, emb]], [[other, emb]])
+    assert res["value"] == pytest.approx(2 / 3)
+    assert res["embedding_cosine"] == pytest.approx(1.0)
