@@ -251,8 +251,8 @@ def _cmd_auto(args: argparse.Namespace, pipeline: Pipeline | None) -> int:
         raise ConfigError("--auto chooses the passes: give no pass flags or --recipe with it.")
     if not args.calibration:
         raise ConfigError("--auto needs calibration data.", hint="add --calibration DATA.npz")
-    if args.target:
-        parse_target(args.target)  # a bad expression fails before the long work
+    if args.auto_target:
+        parse_target(args.auto_target)  # a bad expression fails before the long work
     _check_output_paths(args)
     if args.save_recipe:
         check_output_path(args.save_recipe, protect=(args.model,))
@@ -269,7 +269,7 @@ def _cmd_auto(args: argparse.Namespace, pipeline: Pipeline | None) -> int:
 
     with make_executor(args.ray) as executor:
         try:
-            found = search(args.model, args.calibration, target=args.target, objective=args.objective,
+            found = search(args.model, args.calibration, target=args.auto_target, objective=args.objective,
                            validate_data=getattr(args, "validation_data", None), time_budget=args.time_budget,
                            executor=executor, seed=args.seed or 0, progress=progress)
         finally:
@@ -419,7 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
         "without it the last quarter of --calibration)")
     auto.add_argument("--auto", action="store_true",
                       help="search per-layer options for the smallest (--objective) model meeting --target")
-    auto.add_argument("--target", metavar="EXPR",
+    # --target is blockq's (onnxruntime|portable), so the fidelity target is --auto-target.
+    auto.add_argument("--auto-target", metavar="EXPR",
                       help="fidelity to keep, e.g. top1>=0.99, cosine>=0.999, accuracy>=-0.5pt, "
                            "OUTPUT:cosine>=0.999, comma-joined (default: top1>=0.99 where an output "
                            "is class scores [N, C], else cosine>=0.999)")

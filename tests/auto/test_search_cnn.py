@@ -17,7 +17,8 @@ MODEL = MODELS / "digits_cnn.onnx"
 def searched(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("auto")
     code = run_cli("compress", MODEL, "-o", out / "auto.onnx", "--auto", "--calibration", CALIB,
-                   "--validate-data", EVAL, "--target", "top1>=0.99", "--save-recipe", out / "recipe.json",
+                   "--validate-data", EVAL, "--auto-target", "top1>=0.99",
+                   "--save-recipe", out / "recipe.json",
                    "--report", out / "report.json", "-q")
     assert code == 0
     return out

@@ -21,7 +21,8 @@ MODEL = MODELS / "digits_mlp.onnx"
 def searched(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("auto")
     code = run_cli("compress", MODEL, "-o", out / "auto.onnx", "--auto", "--calibration", CALIB,
-                   "--validate-data", EVAL, "--target", "top1>=0.99", "--save-recipe", out / "recipe.json",
+                   "--validate-data", EVAL, "--auto-target", "top1>=0.99",
+                   "--save-recipe", out / "recipe.json",
                    "--report", out / "report.json", "-q")
     assert code == 0
     return out
@@ -57,7 +58,7 @@ def test_recipe_replays_byte_for_byte(searched: Path) -> None:
 def test_unreachable_target_exits_1_with_best_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "best.onnx"
     code = run_cli("compress", MODEL, "-o", out, "--auto", "--calibration", CALIB, "--validate-data", EVAL,
-                   "--target", "accuracy>=5pt", "-q")
+                   "--auto-target", "accuracy>=5pt", "-q")
     assert code == 1
     assert "not met" in capsys.readouterr().err
     onnx.checker.check_model(str(out))
@@ -66,7 +67,7 @@ def test_unreachable_target_exits_1_with_best_model(tmp_path: Path, capsys: pyte
 
 def test_bad_target_exits_2_before_work(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     code = run_cli("compress", MODEL, "-o", tmp_path / "x.onnx", "--auto", "--calibration", CALIB,
-                   "--target", "top1>0.9")
+                   "--auto-target", "top1>0.9")
     assert code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "target" in err
