@@ -171,6 +171,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
     from onnxcompress.api import compress_file
 
     pipeline = pipeline_from_args(args)
+    if args.auto:
+        return _cmd_auto(args, pipeline)
     if args.recipe is not None:
         if pipeline is not None:
             raise ConfigError("give either --recipe or pass flags, not both.")
@@ -235,6 +237,63 @@ def cmd_compress(args: argparse.Namespace) -> int:
         return EXIT_DIFFER
     if report.result.failed:
         return EXIT_INCOMPLETE
+    return EXIT_OK
+
+
+def _cmd_auto(args: argparse.Namespace, pipeline: Pipeline | None) -> int:
+    """compress --auto: search a plan, write the model its recipe makes; exit 1 when the target
+    does not hold on the held-apart data (the best model found is still written)."""
+    from onnxcompress.api import compress_file
+    from onnxcompress.auto import make_executor, parse_target, search
+    from onnxcompress.model import check_output_path
+
+    if pipeline is not None or args.recipe is not None:
+        raise ConfigError("--auto chooses the passes: give no pass flags or --recipe with it.")
+    if not args.calibration:
+        raise ConfigError("--auto needs calibration data.", hint="add --calibration DATA.npz")
+    if args.auto_target:
+        parse_target(args.auto_target)  # a bad expression fails before the long work
+    _check_output_paths(args)
+    if args.save_recipe:
+        check_output_path(args.save_recipe, protect=(args.model,))
+    tty = not args.quiet and not args.json and sys.stderr.isatty()
+    shown: set[str] = set()
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if tty:
+            sys.stderr.write(f"\r\033[K{stage} [{done}/{total}]")
+            sys.stderr.flush()
+        elif stage not in shown:  # CI logs: one line per stage
+            shown.add(stage)
+            logger.warning("auto: %s", stage)
+
+    with make_executor(args.ray) as executor:
+        try:
+            found = search(args.model, args.calibration, target=args.auto_target, objective=args.objective,
+                           validate_data=getattr(args, "validation_data", None), time_budget=args.time_budget,
+                           executor=executor, seed=args.seed or 0, progress=progress)
+        finally:
+            _clear_progress(progress if tty else None)
+    report = compress_file(args.model, args.output, Pipeline.from_recipe(found.recipe),
+                           calibration=args.calibration, overwrite=args.overwrite)
+    report.extra["auto"] = found.to_report()
+    if args.save_recipe:
+        _write_text(Path(args.save_recipe), json.dumps(found.recipe, indent=2) + "\n")
+    if args.report:
+        from onnxcompress.report import report_format
+
+        _write_text(Path(args.report), report.to_format(report_format(args.report)))
+    values = ", ".join(f"{k} {v:.4g}" for k, v in found.fidelity.values.items())
+    if args.json:
+        print(report.to_json())
+    elif not args.quiet:
+        print(report.render())
+        print(f"auto: {found.plan.counts()} in {found.seconds.get('total', 0):.0f} s; held-out {values}")
+        print(f"wrote {args.output}")
+    if not found.met:
+        sys.stderr.write(f"onnxcompress: target {found.target} not met on the held-apart data ({values}; "
+                         f"{-found.fidelity.margin:.4g} short); wrote the best model found\n")
+        return EXIT_DIFFER
     return EXIT_OK
 
 
@@ -355,6 +414,25 @@ def build_parser() -> argparse.ArgumentParser:
                    "the exit code is 1 either way)")
     p.add_argument("--keep-debug-info", action="store_true",
                    help="keep the exporter's per-node debug metadata (module paths, stack traces)")
+    auto = p.add_argument_group(
+        "auto: per-layer choices found by search (--validate-data is the held-apart check data; "
+        "without it the last quarter of --calibration)")
+    auto.add_argument("--auto", action="store_true",
+                      help="search per-layer options for the smallest (--objective) model meeting --target")
+    # --target is blockq's (onnxruntime|portable), so the fidelity target is --auto-target.
+    auto.add_argument("--auto-target", metavar="EXPR",
+                      help="fidelity to keep, e.g. top1>=0.99, cosine>=0.999, accuracy>=-0.5pt, "
+                           "OUTPUT:cosine>=0.999, comma-joined (default: top1>=0.99 where an output "
+                           "is class scores [N, C], else cosine>=0.999)")
+    auto.add_argument("--objective", choices=("size", "latency", "memory"), default="size",
+                      help="what to minimise (default: size, bytes on disk)")
+    auto.add_argument("--time-budget", type=float, metavar="SECONDS",
+                      help="stop searching after this long and keep the best plan found")
+    auto.add_argument("--save-recipe", metavar="PATH.json",
+                      help="write the chosen plan as a recipe (replays byte for byte with --recipe "
+                           "and the same --calibration)")
+    auto.add_argument("--ray", metavar="ADDRESS|auto|local",
+                      help="run candidate evaluations on a Ray cluster (the [distributed] extra)")
     add_pass_arguments(p)
     p.set_defaults(func=cmd_compress)
 

@@ -1,0 +1,497 @@
+"""The auto-mode search: the cheapest per-layer plan whose combined model meets a fidelity target.
+
+1. Each option is priced and its sensitivity measured once per layer (``candidates``).
+2. The budgeted allocation (greedy on each layer's lower convex hull of (cost, output deviation),
+   ``_bit_allocation.allocate``) gives one plan per budget: a path from the cheapest plan to all
+   float.
+3. Along that path, the combined models are built and measured on the search split (never
+   assuming errors add), bisecting for the cheapest plan that meets the target.
+4. That plan is verified on held-apart data (``validate_data``, else the tail of the
+   calibration data that steps 1-3 did not see); while it fails, the layers with the largest
+   estimated error move one step up their hull and the combined model is measured again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from onnxcompress.auto.candidates import (
+    FLOAT,
+    KMEANS_CALIBRATION_SAMPLES,
+    OBJECTIVES,
+    Measured,
+    available_candidates,
+    candidate_weights,
+    layer_costs,
+    measure_candidate,
+)
+from onnxcompress.auto.executor import Executor, LocalExecutor
+from onnxcompress.auto.measure import PROBE_SAMPLES, objective_cost, run_outputs, save_feeds
+from onnxcompress.auto.plan import Plan
+from onnxcompress.auto.targets import Fidelity, Target, parse_target
+from onnxcompress.data import feed_source
+from onnxcompress.errors import ConfigError, DataError
+from onnxcompress.model import copy_model, load_model, save_model, to_proto
+from onnxcompress.passes._bit_allocation import LayerChoices, Option, allocate
+from onnxcompress.passes._folding import fold_batchnorm
+from onnxcompress.pipeline import Pipeline
+from onnxcompress.weights import WeightIndex
+
+logger = logging.getLogger(__name__)
+
+HOLDOUT_FRACTION = 0.25
+PATH_POINTS = 24  # budgets along the allocation path
+BACKOFF_ROUNDS = 8
+#: Above this many (layer, option) pairs, only REFERENCE_OPTION is probed per layer and the
+#: other options are priced by their weight error (output error ~ sensitivity x weight error),
+#: so a 100-layer detector costs 100 forward passes instead of 700.
+PROBE_ALL_MAX_PAIRS = 256
+REFERENCE_OPTION = "kmeans4"
+LARGE_PROBE_SAMPLES = 1
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class Evaluation:
+    """One combined model measured: its plan, objective value and fidelity."""
+
+    plan: Plan
+    cost: float
+    file_bytes: int
+    fidelity: Fidelity
+    held: Fidelity | None = None
+    estimated_error: float = 0.0
+
+
+@dataclass
+class AutoResult:
+    """The search's answer: the plan, its recipe, whether the target held on held-apart data."""
+
+    plan: Plan
+    recipe: dict[str, Any]
+    met: bool
+    fidelity: Fidelity  # on the held-apart data
+    target: str
+    objective: str
+    front: list[dict[str, Any]] = field(default_factory=list)
+    layers: list[dict[str, Any]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    calibration: list[dict[str, np.ndarray]] = field(default_factory=list)  # what the passes saw
+    notes: list[str] = field(default_factory=list)
+
+    def to_report(self) -> dict[str, Any]:
+        """The report's ``auto`` key (the HTML report draws ``front`` and ``plan``)."""
+        return {
+            "target": self.target,
+            "objective": self.objective,
+            "objective_name": {"size": "bytes", "latency": "latency (s)", "memory": "memory (bytes)"}[
+                self.objective],
+            "fidelity_name": "fidelity margin (search data)",
+            "met": self.met,
+            "held_out": self.fidelity.to_dict(),
+            "front": self.front,
+            "plan": self.layers,
+            "choices": self.plan.counts(),
+            "seconds": self.seconds,
+            "notes": self.notes,
+        }
+
+
+def search(
+    model_path: str | Path,
+    calibration: Any,
+    *,
+    target: str | Target | Callable[[Any, Any], float] | None = None,
+    target_threshold: float | None = None,
+    objective: str = "size",
+    validate_data: Any = None,
+    time_budget: float | None = None,
+    executor: Executor | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> AutoResult:
+    """Search per-layer options for ``model_path`` so the compressed model meets ``target`` at the
+    least ``objective`` (size: bytes on disk; latency; memory). ``target``: an expression, a
+    :class:`Target`, or a callable ``metric(original_outputs, compressed_outputs) -> float``
+    (outputs: name -> samples stacked on axis 0; higher is better) that must reach
+    ``target_threshold``. ``calibration`` and ``validate_data``: anything
+    :func:`onnxcompress.data.feed_source` takes."""
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"auto: objective must be one of {', '.join(OBJECTIVES)}, got '{objective}'.")
+    if calibration is None:
+        raise ConfigError("auto mode needs calibration data.", hint="add --calibration DATA (.npz)")
+    started = time.perf_counter()
+    deadline = started + time_budget if time_budget else math.inf
+    report = progress or (lambda stage, done, total: None)
+    original = load_model(model_path)
+    search_feeds, search_labels, held_feeds, held_labels = _split(original, calibration, validate_data)
+    ref_search = run_outputs(model_path, search_feeds)
+    ref_held = run_outputs(model_path, held_feeds)
+    if callable(target) and not isinstance(target, Target):
+        goal = parse_target(None, metric=target, threshold=target_threshold)
+    else:
+        goal = parse_target(target, ref_search)
+    if goal.needs_labels and (search_labels is None or held_labels is None):
+        raise ConfigError(f"target {goal.text}: the data has no labels.",
+                          hint="store them as 'labels' in the .npz, or use top1>=...")
+    all_labels = [w.label for w in WeightIndex.build(original)]
+    own = executor is None
+    executor = executor or LocalExecutor()
+    seconds: dict[str, float] = {}
+    notes: list[str] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="onnxcompress-auto-") as tmp:
+            calib = search_feeds[:KMEANS_CALIBRATION_SAMPLES]
+            measured = _measure(Path(tmp), original, calib, search_feeds, objective, seed, executor, report)
+            seconds["sensitivity"] = round(time.perf_counter() - started, 2)
+            base_cost = 0.0
+            if objective != "size":
+                base_path = Path(tmp) / "float.onnx"
+                save_model(original, base_path)
+                base_cost = objective_cost(base_path, objective, search_feeds[0])
+            layers = _choices(original, measured, objective, base_cost)
+            evaluator = _Evaluator(original, all_labels, calib, goal, search_feeds, ref_search,
+                                   search_labels, held_feeds, ref_held, held_labels, objective,
+                                   base_cost, seed, Path(tmp), layers)
+            path = _allocation_path(layers)
+            logger.info("auto: %d layers, %d options measured, %d plans on the allocation path",
+                        len(layers), len(measured), len(path))
+            t0 = time.perf_counter()
+            chosen = _bisect(path, evaluator, deadline, report)
+            chosen = _uniform_check(chosen, layers, evaluator, deadline)
+            seconds["search"] = round(time.perf_counter() - t0, 2)
+            t0 = time.perf_counter()
+            final, met = _verify(chosen, layers, evaluator, deadline, report, notes)
+            seconds["verify"] = round(time.perf_counter() - t0, 2)
+    finally:
+        if own:
+            executor.close()
+    seconds["total"] = round(time.perf_counter() - started, 2)
+    if time.perf_counter() > deadline:
+        notes.append(f"stopped at the time budget ({time_budget:g} s): the plan is the best found by then")
+    assert final.held is not None
+    return AutoResult(
+        plan=final.plan, met=met,
+        recipe=final.plan.to_recipe(all_labels, seed=seed, calibration_samples=len(calib)),
+        fidelity=final.held, target=goal.text, objective=objective,
+        front=evaluator.front(final), layers=_explain(final.plan, layers),
+        seconds=seconds, calibration=calib, notes=notes,
+    )
+
+
+# -- data -----------------------------------------------------------------------------------------
+
+
+def _split(model: Any, calibration: Any, validate_data: Any) -> tuple[list, Any, list, Any]:
+    source = feed_source(calibration, model, name="calibration data")
+    feeds = [dict(f) for f in source]
+    labels = None if source.labels is None else np.asarray(source.labels)
+    if validate_data is not None:
+        held_source = feed_source(validate_data, model, name="validation data")
+        held = [dict(f) for f in held_source]
+        held_labels = None if held_source.labels is None else np.asarray(held_source.labels)
+        if not feeds or not held:
+            raise DataError("auto mode: the calibration or validation data has no samples.")
+        return feeds, labels, held, held_labels
+    if len(feeds) < 4:
+        raise DataError(f"auto mode: {len(feeds)} calibration samples are too few to hold some apart.",
+                        hint="give at least 4 samples, or --validate-data DATA")
+    # The tail is held apart, so the passes (which read the first samples) never see it.
+    n_held = max(2, round(len(feeds) * HOLDOUT_FRACTION))
+    cut = len(feeds) - n_held
+    return (feeds[:cut], None if labels is None else labels[:cut],
+            feeds[cut:], None if labels is None else labels[cut:])
+
+
+def _stacked(feeds: list[Mapping[str, np.ndarray]], path: Path) -> Path:
+    """Feeds as a stacked .npz (what ``feed_source`` reads back sample by sample)."""
+    np.savez(path, **{k: np.concatenate([np.asarray(f[k]) for f in feeds], axis=0) for k in feeds[0]})
+    return path
+
+
+# -- step 1: measure every option ----------------------------------------------------------------
+
+
+def _measure(tmp: Path, original: Any, calib: list, search_feeds: list, objective: str, seed: int,
+             executor: Executor, report: Progress) -> list[Measured]:
+    base = copy_model(original)
+    # k-means folds BatchNorm into the Conv before it, so the pricing base does too: then every
+    # option's decoded weight replaces the same tensor the probe feeds.
+    if any(c.pass_name == "kmeans" for c in available_candidates()):
+        fold_batchnorm(base)
+    save_model(base, tmp / "base.onnx")
+    labels = [w.label for w in candidate_weights(base)]
+    if not labels:
+        raise ConfigError("auto mode: the model has no float weight large enough to compress.")
+    names = [c.name for c in available_candidates()]
+    probe_all = len(labels) * len(names) <= PROBE_ALL_MAX_PAIRS or REFERENCE_OPTION not in names
+    save_feeds(tmp / "probe.npz", search_feeds[:PROBE_SAMPLES if probe_all else LARGE_PROBE_SAMPLES])
+    tasks = [
+        {"candidate": name, "base": str(tmp / "base.onnx"), "labels": labels, "seed": seed,
+         "calibration": str(_stacked(calib, tmp / "calib.npz")), "probe": str(tmp / "probe.npz"),
+         "objective": objective, "calibration_samples": len(calib),
+         "probe_layers": probe_all or name == REFERENCE_OPTION}
+        for name in names
+    ]
+    report("measuring options", 0, len(tasks))
+    measured = executor.map(measure_candidate, tasks)
+    report("measuring options", len(tasks), len(tasks))
+    if not probe_all:
+        _extrapolate(measured)
+    return measured
+
+
+def _extrapolate(measured: list[Measured]) -> None:
+    """Deviations of unprobed options from the reference option's: each layer's sensitivity
+    (probed deviation / its weight error) times the option's weight error."""
+    ref = next(m for m in measured if m.candidate == REFERENCE_OPTION)
+    werr = ref.weight_error or {}
+    sensitivity = {k: d / werr[k] for k, d in ref.deviation.items() if werr.get(k)}
+    for m in measured:
+        if m is not ref:
+            m.deviation = {k: float(f"{sensitivity[k] * e:.6g}")
+                           for k, e in (m.weight_error or {}).items() if k in sensitivity}
+
+
+def _choices(model: Any, measured: list[Measured], objective: str, base_cost: float) -> list[LayerChoices]:
+    """Per layer: float (its bytes, no error) and every option measured for it, with the
+    measured output deviation as the option's error (``sensitivity`` 1)."""
+    assert [m.candidate for m in measured] == _option_names()[1:]  # Option.bits indexes these
+    sizes = {w.label: w.nbytes for w in candidate_weights(model)}
+    costs = [layer_costs(m, base_cost, objective) for m in measured]
+    layers = []
+    for label, nbytes in sizes.items():
+        options = [Option(0, int(nbytes), 0.0)]
+        for i, (m, cost) in enumerate(zip(measured, costs, strict=True), start=1):
+            if label in cost and label in m.deviation:
+                options.append(Option(i, int(cost[label]), m.deviation[label]))
+        if len(options) > 1:
+            layers.append(LayerChoices(label, options, sensitivity=1.0))
+    return layers
+
+
+def _option_names() -> list[str]:
+    """Option.bits -> option name: 0 is float, i the i-th available candidate."""
+    return [FLOAT.name] + [c.name for c in available_candidates()]
+
+
+def _name(option: Option) -> str:
+    return _option_names()[option.bits]
+
+
+# -- step 2: the allocation path ------------------------------------------------------------------
+
+
+def _allocation_path(layers: list[LayerChoices]) -> list[tuple[Plan, float]]:
+    """Plans from the cheapest to all float, one per budget (deduplicated), with their summed
+    estimated error."""
+    low = sum(min(o.nbytes for o in layer.options) for layer in layers)
+    high = sum(max(o.nbytes for o in layer.options) for layer in layers)
+    budgets = [low * (high / max(low, 1)) ** (i / (PATH_POINTS - 1)) for i in range(PATH_POINTS)]
+    seen: dict[tuple, tuple[Plan, float]] = {}
+    for budget in budgets + [high]:
+        chosen = allocate(layers, budget)
+        key = tuple(sorted((k, o.bits) for k, o in chosen.items()))
+        if key not in seen:
+            plan = Plan({k: _name(o) for k, o in chosen.items()})
+            seen[key] = (plan, sum(layer.error(chosen[layer.label]) for layer in layers))
+    return list(seen.values())
+
+
+# -- step 3 and 4: measure combined models --------------------------------------------------------
+
+
+class _Evaluator:
+    """Builds and measures combined models (cached per plan)."""
+
+    def __init__(self, original: Any, all_labels: list[str], calib: list, goal: Target,
+                 search_feeds: list, ref_search: dict, search_labels: Any, held_feeds: list,
+                 ref_held: dict, held_labels: Any, objective: str, base_cost: float, seed: int,
+                 tmp: Path, layers: list[LayerChoices]) -> None:
+        self.original, self.all_labels, self.calib, self.goal = original, all_labels, calib, goal
+        self.search = (search_feeds, ref_search, search_labels)
+        self.held = (held_feeds, ref_held, held_labels)
+        self.objective, self.base_cost, self.seed, self.tmp = objective, base_cost, seed, tmp
+        self.layers = {layer.label: layer for layer in layers}
+        self.cache: dict[tuple, Evaluation] = {}
+        self.models: dict[tuple, bytes] = {}  # serialized combined models, for the held-out check
+
+    def estimated_error(self, plan: Plan) -> float:
+        total = 0.0
+        for label, name in plan.choices.items():
+            layer = self.layers[label]
+            total += next((layer.error(o) for o in layer.options if _name(o) == name), 0.0)
+        return total
+
+    def __call__(self, plan: Plan, *, held: bool = False) -> Evaluation:
+        key = tuple(sorted(plan.choices.items()))
+        ev = self.cache.get(key)
+        if ev is None:
+            recipe = plan.to_recipe(self.all_labels, seed=self.seed, calibration_samples=len(self.calib))
+            result = Pipeline.from_recipe(recipe).run(self.original, calibration=self.calib)
+            proto = to_proto(result.model)
+            data = proto.SerializeToString()
+            path = self.tmp / "candidate.onnx"
+            path.write_bytes(data)
+            cost = float(len(data))
+            if self.objective != "size":
+                cost = objective_cost(path, self.objective, self.search[0][0])
+            outputs = run_outputs(path, self.search[0])
+            fid = self.goal.evaluate(self.search[1], outputs, self.search[2])
+            ev = Evaluation(plan, cost, len(data), fid, estimated_error=self.estimated_error(plan))
+            self.cache[key] = ev
+            self.models[key] = data
+            logger.info("auto: plan %s -> %s %.4g, %s", plan.counts(), self.objective, cost, fid.values)
+        if held and ev.held is None:
+            path = self.tmp / "held.onnx"
+            path.write_bytes(self.models[key])
+            ev.held = self.goal.evaluate(self.held[1], run_outputs(path, self.held[0]), self.held[2])
+        return ev
+
+    def front(self, chosen: Evaluation) -> list[dict[str, Any]]:
+        points = sorted(self.cache.values(), key=lambda e: e.cost)
+        out, best = [], -math.inf
+        for e in points:
+            pareto = e.fidelity.margin > best
+            best = max(best, e.fidelity.margin)
+            out.append({
+                "objective": e.cost, "fidelity": round(e.fidelity.margin, 6), "bytes": e.file_bytes,
+                "values": {k: round(v, 5) for k, v in e.fidelity.values.items()},
+                "met": e.fidelity.met, "pareto": pareto, "chosen": e is chosen,
+                "choices": e.plan.counts(),
+            })
+        return out
+
+
+def _bisect(path: list[tuple[Plan, float]], evaluate: _Evaluator, deadline: float,
+            report: Progress) -> Evaluation:
+    """The cheapest plan on the path that meets the target on the search data (the path's
+    fidelity is nearly monotone; bisection assumes it), or the all-float end."""
+    lo, hi = 0, len(path) - 1
+    best = evaluate(path[hi][0])
+    if not best.fidelity.met:  # all float fails: no plan can meet it (the target is unreachable)
+        return best
+    rounds = max(1, math.ceil(math.log2(len(path) + 1)))
+    done = 0
+    while lo < hi and time.perf_counter() < deadline:
+        mid = (lo + hi) // 2
+        ev = evaluate(path[mid][0])
+        done += 1
+        report("searching plans", done, rounds)
+        if ev.fidelity.met:
+            hi, best = mid, ev
+        else:
+            lo = mid + 1
+    return best
+
+
+def _uniform_check(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Evaluator,
+                   deadline: float) -> Evaluation:
+    """Every layer at one option is a plan too: try those estimated cheaper than ``chosen``,
+    cheapest first, and keep the first that meets the target on the search data. Where the
+    sensitivity estimates mislead the allocation (a probe on one sample, a metric with jumps such
+    as detection F1), this keeps auto mode at least as small as the best uniform setting."""
+    if not chosen.fidelity.met:
+        return chosen
+    uniform = []
+    for i, name in enumerate(_option_names()[1:], start=1):
+        choices, cost = {}, 0
+        for layer in layers:
+            # a layer the option does not apply to stays float, as a uniform pass leaves it
+            opt = next((o for o in layer.options if o.bits == i), None)
+            opt = opt or next(o for o in layer.options if o.bits == 0)
+            choices[layer.label] = _name(opt)
+            cost += opt.nbytes
+        uniform.append((cost, name, Plan(choices)))
+    chosen_cost = sum(next(o.nbytes for o in layer.options if _name(o) == chosen.plan.choices[layer.label])
+                      for layer in layers)
+    for cost, _, plan in sorted(uniform, key=lambda u: (u[0], u[1])):
+        if cost >= chosen_cost or time.perf_counter() > deadline:
+            break
+        ev = evaluate(plan)
+        if ev.fidelity.met and ev.cost < chosen.cost:
+            return ev
+    return chosen
+
+
+def _verify(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Evaluator, deadline: float,
+            report: Progress, notes: list[str]) -> tuple[Evaluation, bool]:
+    """Measure ``chosen`` on the held-apart data; while it fails, move the layers with the largest
+    estimated error one step up their options (less error, more cost) and measure again."""
+    by_label = {layer.label: layer for layer in layers}
+    ev = evaluate(chosen.plan, held=True)
+    tried = [ev]
+    step = 1
+    for i in range(BACKOFF_ROUNDS):
+        assert ev.held is not None
+        if (ev.held.met and ev.fidelity.met) or time.perf_counter() > deadline:
+            break
+        report("backing off", i + 1, BACKOFF_ROUNDS)
+        plan = Plan(dict(ev.plan.choices))
+        ranked = sorted(plan.choices, key=lambda k: -_option_error(by_label[k], plan.choices[k]))
+        moved = 0
+        for label in ranked:
+            better = _step_up(by_label[label], plan.choices[label])
+            if better is None:
+                continue
+            plan.choices[label] = better
+            moved += 1
+            if moved >= step:
+                break
+        if not moved:
+            break
+        notes.append(f"held-out check failed ({_fmt(ev.held)}): {moved} layer(s) backed off")
+        ev = evaluate(plan, held=True)
+        tried.append(ev)
+        step *= 2
+    assert ev.held is not None
+    met = ev.held.met and ev.fidelity.met
+    if not met:
+        ev = max(tried, key=lambda e: (min(e.held.margin, e.fidelity.margin), -e.cost))  # type: ignore[union-attr]
+    return ev, met
+
+
+def _option_error(layer: LayerChoices, name: str) -> float:
+    return next((layer.error(o) for o in layer.options if _name(o) == name), 0.0)
+
+
+def _step_up(layer: LayerChoices, name: str) -> str | None:
+    """The cheapest option of ``layer`` with less estimated error than ``name``'s."""
+    current = _option_error(layer, name)
+    cost = next((o.nbytes for o in layer.options if _name(o) == name), 0)
+    better = [o for o in layer.options if layer.error(o) < current and o.nbytes >= cost]
+    return _name(min(better, key=lambda o: (o.nbytes, layer.error(o)))) if better else None
+
+
+def _fmt(f: Fidelity) -> str:
+    return ", ".join(f"{k} {v:.4g}" for k, v in f.values.items())
+
+
+def _explain(plan: Plan, layers: list[LayerChoices]) -> list[dict[str, Any]]:
+    """Per layer: its choice and why (cost, measured deviation, and what the next option up
+    would have cost), in the report's plan table."""
+    rows = []
+    for layer in layers:
+        name = plan.choices.get(layer.label, FLOAT.name)
+        opt = next(o for o in layer.options if _name(o) == name)
+        floor = min(layer.options, key=lambda o: o.nbytes)
+        if name == FLOAT.name:
+            why = "every option moved the outputs too much for the target"
+        elif opt is floor:
+            why = "cheapest option; the combined model still meets the target"
+        else:
+            why = (f"{_name(floor)} would save {opt.nbytes - floor.nbytes:,} more but move the "
+                   f"outputs {layer.error(floor):.2g} vs {layer.error(opt):.2g}")
+        rows.append({"layer": layer.label, "choice": name, "cost": opt.nbytes,
+                     "float_cost": max(o.nbytes for o in layer.options),
+                     "deviation": float(f"{layer.error(opt):.3g}"), "why": why})
+    return rows

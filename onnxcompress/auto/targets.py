@@ -1,0 +1,178 @@
+"""Fidelity targets for auto mode: what "good enough" means, measured on the model's outputs.
+
+Targets use the vocabulary of ``compare``: ``top1>=0.99`` (agreement of the arg-max class with the
+original model), ``cosine>=0.999`` (mean per-sample cosine similarity), ``accuracy>=-0.5pt``
+(accuracy against the data's labels, in points relative to the original model's accuracy), each
+optionally for one output (``logits:cosine>=0.9999``); several are joined with commas and must
+all hold. In the API a target can also be a Python callable
+``metric(original_outputs, compressed_outputs) -> float`` with a threshold (higher is better).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from onnxcompress.errors import ConfigError
+
+#: Stated in ``--help``: top-1 agreement on outputs that look like class scores ([N, C], C > 1),
+#: else cosine similarity of every float output.
+DEFAULT_TARGET = "top1>=0.99"
+DEFAULT_TARGET_NON_CLASSIFIER = "cosine>=0.999"
+METRICS = ("top1", "cosine", "accuracy")
+
+Outputs = Mapping[str, np.ndarray]  # output name -> samples stacked on axis 0
+Metric = Callable[[Outputs, Outputs], float]
+
+_TERM = re.compile(
+    r"^\s*(?:(?P<output>[^:=<>]+?)\s*:\s*)?(?P<metric>[A-Za-z_][A-Za-z0-9_]*)\s*>=\s*"
+    r"(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(?P<unit>pt)?\s*$"
+)
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """One ``[output:]metric>=threshold`` term (``output`` None: every output it applies to)."""
+
+    metric: str
+    threshold: float
+    output: str | None = None
+
+    @property
+    def text(self) -> str:
+        unit = "pt" if self.metric == "accuracy" else ""
+        prefix = f"{self.output}:" if self.output else ""
+        return f"{prefix}{self.metric}>={self.threshold:g}{unit}"
+
+
+@dataclass
+class Fidelity:
+    """A model's measured fidelity: each criterion's value, whether all hold, and the worst margin
+    (value - threshold; >= 0 when met), the "how far from the target" of an unmet target."""
+
+    values: dict[str, float] = field(default_factory=dict)
+    met: bool = False
+    margin: float = float("-inf")
+
+    def to_dict(self) -> dict[str, object]:
+        return {"values": {k: round(v, 6) for k, v in self.values.items()}, "met": self.met,
+                "margin": round(self.margin, 6)}
+
+
+@dataclass(frozen=True)
+class Target:
+    """Criteria that must all hold, or one callable metric with its threshold."""
+
+    criteria: tuple[Criterion, ...] = ()
+    metric: Metric | None = None
+    threshold: float = 0.0
+    name: str = ""
+
+    @property
+    def text(self) -> str:
+        if self.metric is not None:
+            return f"{self.name or getattr(self.metric, '__name__', 'metric')}>={self.threshold:g}"
+        return ",".join(c.text for c in self.criteria)
+
+    @property
+    def needs_labels(self) -> bool:
+        return any(c.metric == "accuracy" for c in self.criteria)
+
+    def evaluate(self, original: Outputs, compressed: Outputs, labels: np.ndarray | None = None) -> Fidelity:
+        """Measure the compressed outputs against the original ones (same samples, same order)."""
+        result = Fidelity()
+        if self.metric is not None:
+            value = float(self.metric(original, compressed))
+            result.values[self.text] = value
+            result.margin = value - self.threshold
+            result.met = result.margin >= 0
+            return result
+        margins = []
+        for c in self.criteria:
+            names = [c.output] if c.output else _applicable(c.metric, original)
+            for name in names:
+                if name not in original or name not in compressed:
+                    raise ConfigError(f"target {c.text}: the model has no output '{name}'.",
+                                      hint=f"outputs: {', '.join(original)}")
+                value = _measure(c.metric, original[name], compressed[name], labels, c.text)
+                key = c.text if c.output or len(names) == 1 else f"{name}:{c.text}"
+                result.values[key] = value
+                margins.append(value - c.threshold)
+        result.margin = min(margins) if margins else 0.0
+        result.met = result.margin >= 0
+        return result
+
+
+def parse_target(expr: str | Target | None, outputs: Outputs | None = None, *,
+                 metric: Metric | None = None, threshold: float | None = None) -> Target:
+    """``expr`` (``"top1>=0.99,cosine>=0.999"``) as a :class:`Target`; None gives the default
+    (top-1 agreement where an output looks like class scores, else cosine >= 0.999), which needs
+    ``outputs`` (a sample of the original model's outputs) to decide. With ``metric``, a callable
+    target with ``threshold``. Raises :class:`ConfigError` (one line) for a bad expression."""
+    if metric is not None:
+        if threshold is None:
+            raise ConfigError("a callable target needs a threshold.", hint="target_threshold=0.99")
+        return Target(metric=metric, threshold=float(threshold), name=getattr(metric, "__name__", "metric"))
+    if isinstance(expr, Target):
+        return expr
+    if expr is None or not str(expr).strip():
+        if outputs is not None and not _applicable("top1", outputs):
+            expr = DEFAULT_TARGET_NON_CLASSIFIER
+        else:
+            expr = DEFAULT_TARGET
+    criteria = []
+    for term in str(expr).split(","):
+        m = _TERM.match(term)
+        if m is None:
+            raise ConfigError(f"target: cannot read '{term.strip()}'.",
+                              hint="write METRIC>=VALUE, e.g. top1>=0.99, cosine>=0.999, "
+                                   "accuracy>=-0.5pt or OUTPUT:cosine>=0.999, joined by commas")
+        name, value = m["metric"].lower(), float(m["value"])
+        if name not in METRICS:
+            raise ConfigError(f"target: unknown metric '{m['metric']}' in '{term.strip()}'.",
+                              hint=f"metrics: {', '.join(METRICS)}")
+        if name in ("top1", "cosine") and not -1.0 <= value <= 1.0:
+            raise ConfigError(f"target: {name} is a fraction in [0, 1], got {value:g} in '{term.strip()}'.",
+                              hint=f"e.g. {name}>=0.99")
+        if (name == "accuracy") != bool(m["unit"]):
+            raise ConfigError(f"target: '{term.strip()}': accuracy is given in points ('pt'), "
+                              "relative to the original model, and only accuracy is.",
+                              hint="e.g. accuracy>=-0.5pt")
+        criteria.append(Criterion(name, value, m["output"].strip() if m["output"] else None))
+    return Target(tuple(criteria))
+
+
+def _applicable(metric: str, outputs: Outputs) -> list[str]:
+    floats = [k for k, v in outputs.items() if np.issubdtype(np.asarray(v).dtype, np.floating)]
+    if metric == "cosine":
+        return floats
+    # Class scores: [N, C] with C > 1 (a detector's [N, boxes, 5 + C] is not one)
+    return [k for k in floats if np.ndim(outputs[k]) == 2 and np.shape(outputs[k])[-1] > 1]
+
+
+def _measure(metric: str, a: np.ndarray, b: np.ndarray, labels: np.ndarray | None, text: str) -> float:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ConfigError(f"target {text}: output shapes differ ({list(a.shape)} vs {list(b.shape)}).")
+    if metric == "cosine":
+        x, y = a.reshape(len(a), -1), b.reshape(len(b), -1)
+        dot = (x * y).sum(axis=1)
+        norm = np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1)
+        cos = np.where(norm > 0, dot / np.maximum(norm, 1e-300), (np.abs(x - y).max(axis=1) == 0) * 1.0)
+        return float(cos.mean())
+    if a.ndim < 2 or a.shape[-1] < 2:
+        raise ConfigError(f"target {text}: the output is not class scores (shape {list(a.shape)}).",
+                          hint="use cosine>=... for this output, or name a classifier output")
+    ta, tb = a.reshape(-1, a.shape[-1]).argmax(axis=1), b.reshape(-1, b.shape[-1]).argmax(axis=1)
+    if metric == "top1":
+        return float((ta == tb).mean())
+    if labels is None:
+        raise ConfigError(f"target {text}: the data has no labels.",
+                          hint="store them as 'labels' in the .npz, or use top1>=...")
+    y = np.asarray(labels).reshape(-1)
+    if y.size != ta.size:
+        raise ConfigError(f"target {text}: {y.size} labels for {ta.size} predictions.")
+    return float(((tb == y).mean() - (ta == y).mean()) * 100.0)

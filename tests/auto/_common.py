@@ -1,0 +1,55 @@
+"""Shared helpers for the auto-mode tests: run the CLI, measure top-1 agreement, uniform baselines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from onnxcompress.cli import main
+from onnxcompress.pipeline import Pipeline
+
+ROOT = Path(__file__).resolve().parents[2]
+MODELS = ROOT / "models"
+CALIB = MODELS / "digits_calib.npz"
+EVAL = MODELS / "digits_eval.npz"
+UNIFORM = [{"pass": "kmeans", "bits": b, "allocation": "uniform"} for b in range(2, 9)] + [
+    {"pass": "quantize", "mode": "weights"}, {"pass": "quantize", "mode": "dynamic"}]
+
+
+def logits(model: str | Path | bytes, data: Path) -> np.ndarray:
+    session = ort.InferenceSession(model if isinstance(model, bytes) else str(model),
+                                   providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    with np.load(data) as d:
+        x = d[name]
+    return np.concatenate([session.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))])
+
+
+def top1(original: Path, compressed: str | Path | bytes, data: Path = EVAL) -> float:
+    return float((logits(original, data).argmax(1) == logits(compressed, data).argmax(1)).mean())
+
+
+def best_uniform(model: Path, threshold: float) -> tuple[int, str]:
+    """Bytes of the smallest single uniform setting whose top-1 agreement meets ``threshold`` on
+    the calibration data and on the held-out data (the evidence auto mode itself requires: the
+    search data, then the held-apart check), and which setting it is."""
+    best = (model.stat().st_size, "float")
+    for step in UNIFORM:
+        result = Pipeline.from_recipe({"passes": [step]}).run(model, calibration=str(CALIB))
+        data = onnx.ModelProto.SerializeToString(_proto(result.model))
+        if len(data) < best[0] and min(top1(model, data, CALIB), top1(model, data)) >= threshold:
+            best = (len(data), str(step))
+    return best
+
+
+def _proto(model):  # noqa: ANN001, ANN202
+    from onnxcompress.model import to_proto
+
+    return to_proto(model)
+
+
+def run_cli(*args: str) -> int:
+    return main([str(a) for a in args])

@@ -1,0 +1,61 @@
+"""The executors give the same measurements: serial, local worker processes, and Ray (skipped
+when Ray is not installed; then through a local Ray cluster of 2 CPUs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from onnxcompress.auto import LocalExecutor, SerialExecutor
+from onnxcompress.auto.candidates import candidate_weights, measure_candidate
+from onnxcompress.auto.measure import save_feeds
+from onnxcompress.data import feed_source
+from onnxcompress.model import load_model
+from tests.auto._common import CALIB, EVAL, MODELS
+
+MODEL = MODELS / "digits_mlp.onnx"
+
+
+def _tasks(tmp: Path) -> list[dict]:
+    model = load_model(MODEL)
+    feeds = [dict(f) for f in feed_source(str(CALIB), model)]
+    save_feeds(tmp / "probe.npz", feeds[:4])
+    labels = [w.label for w in candidate_weights(model)]
+    return [{"candidate": c, "base": str(MODEL), "labels": labels, "calibration": str(CALIB),
+             "probe": str(tmp / "probe.npz"), "calibration_samples": 16} for c in ("kmeans3", "int8")]
+
+
+def _key(measured: list) -> list:
+    return [(m.candidate, m.bytes_before, m.bytes_after, m.deviation) for m in measured]
+
+
+def test_local_executor_equals_serial(tmp_path: Path) -> None:
+    tasks = _tasks(tmp_path)
+    serial = SerialExecutor().map(measure_candidate, tasks)
+    with LocalExecutor(workers=2) as ex:
+        local = ex.map(measure_candidate, tasks)
+    assert _key(local) == _key(serial)
+    by = {m.candidate: m for m in serial}
+    assert set(by["kmeans3"].deviation) == {"fc1.weight", "fc2.weight", "fc3.weight"}
+    assert all(by["int8"].bytes_after[k] * 3 < by["int8"].bytes_before[k] for k in by["int8"].bytes_after)
+    # 3-bit sharing moves the outputs more than int8 does, on every layer
+    assert all(by["kmeans3"].deviation[k] > by["int8"].deviation[k] > 0 for k in by["int8"].deviation)
+
+
+def test_ray_search_gives_the_local_plan() -> None:
+    ray = pytest.importorskip("ray")
+    from onnxcompress.auto import RayExecutor, search
+
+    kwargs = {"target": "top1>=0.99", "validate_data": str(EVAL)}
+    with LocalExecutor(workers=2) as ex:
+        local = search(MODEL, str(CALIB), executor=ex, **kwargs)
+    ex = RayExecutor("local", num_cpus=2, include_dashboard=False)
+    try:
+        remote = search(MODEL, str(CALIB), executor=ex, **kwargs)
+    finally:
+        ex.close()
+    assert not ray.is_initialized()
+    assert remote.plan.choices == local.plan.choices
+    assert remote.recipe == local.recipe
+    assert remote.met and local.met

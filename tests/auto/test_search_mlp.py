@@ -1,0 +1,74 @@
+"""compress --auto on the digits MLP: meets top1>=0.99 on held-out data, no larger than the best
+uniform setting, replays byte for byte; an unreachable target exits 1 with the best model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+
+from onnxcompress.auto import plan_from_recipe
+from onnxcompress.model import load_model
+from onnxcompress.pipeline import read_provenance
+from tests.auto._common import CALIB, EVAL, MODELS, best_uniform, run_cli, top1
+
+MODEL = MODELS / "digits_mlp.onnx"
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("auto")
+    code = run_cli("compress", MODEL, "-o", out / "auto.onnx", "--auto", "--calibration", CALIB,
+                   "--validate-data", EVAL, "--auto-target", "top1>=0.99",
+                   "--save-recipe", out / "recipe.json",
+                   "--report", out / "report.json", "-q")
+    assert code == 0
+    return out
+
+
+def test_meets_target_and_beats_uniform(searched: Path) -> None:
+    out = searched / "auto.onnx"
+    onnx.checker.check_model(str(out))
+    agreement = top1(MODEL, out)
+    assert agreement >= 0.99
+    size = out.stat().st_size
+    uniform, which = best_uniform(MODEL, 0.99)
+    assert size <= uniform, f"auto {size} B > uniform {which} {uniform} B"
+    assert MODEL.stat().st_size / size > 5  # 10x measured: per-layer widths pay
+
+
+def test_recipe_replays_byte_for_byte(searched: Path) -> None:
+    replay = searched / "replay.onnx"
+    assert run_cli("compress", MODEL, "-o", replay, "--recipe", searched / "recipe.json",
+                   "--calibration", CALIB, "-q") == 0
+    assert replay.read_bytes() == (searched / "auto.onnx").read_bytes()
+    recipe = json.loads((searched / "recipe.json").read_text())
+    labels = [w for w in ("fc1.weight", "fc2.weight", "fc3.weight")]
+    plan = plan_from_recipe(recipe, labels)
+    report = json.loads((searched / "report.json").read_text())["auto"]
+    assert {row["layer"]: row["choice"] for row in report["plan"]} == plan.choices
+    assert any(p["chosen"] for p in report["front"]) and report["met"] is True
+    provenance = read_provenance(load_model(searched / "auto.onnx"))
+    ran = provenance["history"][-1]["recipe"]["passes"]
+    assert [p["pass"] for p in ran] == [p["pass"] for p in recipe["passes"]]
+
+
+def test_unreachable_target_exits_1_with_best_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "best.onnx"
+    code = run_cli("compress", MODEL, "-o", out, "--auto", "--calibration", CALIB, "--validate-data", EVAL,
+                   "--auto-target", "accuracy>=5pt", "-q")
+    assert code == 1
+    assert "not met" in capsys.readouterr().err
+    onnx.checker.check_model(str(out))
+    assert top1(MODEL, out) == 1.0  # the best found is the original's own accuracy (float)
+
+
+def test_bad_target_exits_2_before_work(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code = run_cli("compress", MODEL, "-o", tmp_path / "x.onnx", "--auto", "--calibration", CALIB,
+                   "--auto-target", "top1>0.9")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "target" in err
+    assert not (tmp_path / "x.onnx").exists()

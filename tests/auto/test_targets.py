@@ -1,0 +1,61 @@
+"""Target expressions: parsing (good and bad) and the metrics they measure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from onnxcompress.auto.targets import parse_target
+from onnxcompress.errors import ConfigError
+
+
+def test_parse_good_terms() -> None:
+    t = parse_target("top1>=0.99, cosine >= 0.999,logits:cosine>=0.9999,accuracy>=-0.5pt")
+    assert [(c.metric, c.threshold, c.output) for c in t.criteria] == [
+        ("top1", 0.99, None), ("cosine", 0.999, None), ("cosine", 0.9999, "logits"), ("accuracy", -0.5, None)]
+    assert t.needs_labels
+    assert t.text == "top1>=0.99,cosine>=0.999,logits:cosine>=0.9999,accuracy>=-0.5pt"
+
+
+@pytest.mark.parametrize(
+    "expr", ["top1>0.99", "top5>=0.9", "cosine>=2", "accuracy>=-0.5", "top1>=0.9pt", "", "top1"])
+def test_parse_bad_terms_one_line(expr: str) -> None:
+    if expr == "":
+        assert parse_target(expr).text == "top1>=0.99"  # empty: the default
+        return
+    with pytest.raises(ConfigError) as e:
+        parse_target(expr)
+    assert "\n" not in str(e.value) and "target" in str(e.value)
+
+
+def test_default_depends_on_outputs() -> None:
+    assert parse_target(None, {"logits": np.zeros((4, 10), np.float32)}).text == "top1>=0.99"
+    assert parse_target(None, {"boxes": np.zeros((4, 3, 6), np.float32)}).text == "cosine>=0.999"
+
+
+def test_metrics_measured() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(100, 10)).astype(np.float32)
+    b = a.copy()
+    b[:5] = -b[:5]  # five of a hundred rows flip
+    labels = a.argmax(axis=1)
+    f = parse_target("top1>=0.99,cosine>=0.5,accuracy>=-4pt").evaluate({"y": a}, {"y": b}, labels)
+    assert f.values["top1>=0.99"] == pytest.approx(0.95)
+    assert f.values["cosine>=0.5"] == pytest.approx(0.9)
+    assert f.values["accuracy>=-4pt"] == pytest.approx(-5.0)
+    assert not f.met and f.margin == pytest.approx(-1.0)
+    assert parse_target("cosine>=0.9").evaluate({"y": a}, {"y": b}).met
+    with pytest.raises(ConfigError, match="no labels"):
+        parse_target("accuracy>=-1pt").evaluate({"y": a}, {"y": b}, None)
+
+
+def test_callable_target() -> None:
+    def agreement(orig, comp) -> float:  # noqa: ANN001
+        return float((orig["y"].argmax(1) == comp["y"].argmax(1)).mean())
+
+    a = np.eye(4, dtype=np.float32)
+    t = parse_target(None, metric=agreement, threshold=0.75)
+    assert t.evaluate({"y": a}, {"y": a}).met
+    assert t.text == "agreement>=0.75"
+    with pytest.raises(ConfigError):
+        parse_target(None, metric=agreement)
