@@ -67,7 +67,7 @@ def add_pass_arguments(parser: argparse.ArgumentParser) -> None:
                                       "help": meta["help"]}
             if meta.get("metavar"):
                 kwargs["metavar"] = meta["metavar"]
-            if isinstance(default, bool):
+            if isinstance(default, bool) or meta.get("type") is bool:  # bool, or bool | "auto"
                 kwargs["action"] = argparse.BooleanOptionalAction
             elif isinstance(default, tuple):
                 kwargs["action"] = "append"

@@ -21,6 +21,7 @@ ratio is in the result's metrics.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -103,10 +104,11 @@ class QuantizeConfig(PassConfig):
     )
     per_tensor: bool = option(default=False, flag="--per-tensor",
                               help="one scale per weight tensor (alias for --no-per-channel)")
-    reduce_range: bool = option(
-        default=default_reduce_range(), flag="--reduce-range",
+    reduce_range: bool | str = option(
+        default="auto", flag="--reduce-range", type=bool,
         help="7-bit weights so u8*s8 products cannot saturate on x86 CPUs without VNNI "
-        "(default: on when this CPU lacks VNNI/AMX)",
+        "(default auto: on when the CPU running the pass lacks VNNI/AMX; the value used is "
+        "recorded in the model's provenance, so a replay elsewhere gives the same bytes)",
     )
     symmetric_activations: bool = option(
         default=False, flag="--symmetric-activations",
@@ -145,6 +147,8 @@ class QuantizeConfig(PassConfig):
 
     def __post_init__(self) -> None:
         self._require(self.mode in MODES, f"mode must be one of {', '.join(MODES)}")
+        self._require(self.reduce_range in (True, False, "auto"),
+                      f"reduce_range must be true, false or auto, got {self.reduce_range!r}")
         self._require(self.calibrate_method in CALIBRATE_METHODS,
                       f"calibrate_method must be one of {', '.join(CALIBRATE_METHODS)}")
         self._require(50.0 < self.percentile <= 100.0, "percentile must be in (50, 100]")
@@ -169,6 +173,12 @@ class Quantize(Pass):
             from onnxcompress.passes.block_quantization import BlockQuantize
 
             return BlockQuantize(exclude=cfg.exclude).apply(model, context, result)
+        if cfg.reduce_range == "auto":
+            # A machine-dependent default is resolved when the pass runs, and the resolved value is
+            # what the recipe (and so the model's provenance) records.
+            cfg = dataclasses.replace(cfg, reduce_range=default_reduce_range())
+            self.config = cfg
+            result.config = cfg.to_dict()
         result.metrics["reduce_range"] = cfg.reduce_range
         result.metrics["cpu_vnni"] = has_vnni()
         prepared, channelwise = self._prepare_opset(model, cfg, result)
