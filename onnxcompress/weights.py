@@ -200,6 +200,16 @@ class Weight:
         self.value.shape = ir.Shape(array.shape)
         self.value.dtype = tensor.dtype
 
+    def excluded_by(self, patterns: Iterable[str]) -> bool:
+        """The one ``exclude`` rule of every pass: a pattern names this weight (its label or the
+        last part of it) or a node that consumes it."""
+        patterns = tuple(patterns)
+        if not patterns:
+            return False
+        return matches(self.label, patterns) or any(
+            u.node.name and matches(u.node.name, patterns) for u in self.uses
+        )
+
     def fresh_name(self, hint: str) -> str:
         """A value name not yet used in the model."""
         return unique_name(self.names, hint)

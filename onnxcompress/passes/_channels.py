@@ -35,7 +35,7 @@ import onnx_ir as ir
 from onnxcompress.passes._channel_graph import ChannelGraph, Consumer, Layout, Producer, const_array
 from onnxcompress.passes._channel_samples import _NORMAL_QUANTILES, _int_attr, _ints_attr, _unary_samples
 from onnxcompress.passes._channel_shape_ops import _ShapeOps
-from onnxcompress.weights import ROLE_OTHER, Weight, WeightIndex, matches
+from onnxcompress.weights import ROLE_OTHER, Weight, WeightIndex
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ class _Analyzer(_ShapeOps):
     def weight_problem(self, w: Weight) -> str | None:
         if not w.is_float:
             return f"weight {w.label} is not a float tensor"
-        if matches(w.label, self.exclude):
+        if w.excluded_by(self.exclude):
             return f"weight {w.label} is excluded"
         if len(w.uses) > 1 or any(u.slot.role == ROLE_OTHER for u in w.uses):
             return f"weight {w.label} is shared by several nodes"

@@ -36,7 +36,6 @@ from onnxcompress.weights import (
     COMPUTE_ROLES,
     Weight,
     WeightIndex,
-    matches,
 )
 
 logger = logging.getLogger(__name__)
@@ -203,9 +202,7 @@ class BlockQuantize(Pass):
             if not ({"MatMul", "Gemm", "Gather"} & set(w.op_types)):
                 result.skip(w.label, f"{'/'.join(w.op_types)} weight (blocks cover MatMul, Gemm, Gather)")
                 continue
-            if matches(w.label, cfg.exclude) or any(
-                u.node.name and matches(u.node.name, cfg.exclude) for u in w.uses
-            ):
+            if w.excluded_by(cfg.exclude):
                 result.skip(w.label, "excluded")
                 continue
             layer_or_reason = _plan(w, cfg)

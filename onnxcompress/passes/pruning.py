@@ -420,9 +420,7 @@ class Prune(Pass):
             return "not a compute weight (elementwise constant)"
         if not w.is_float:
             return "not a float tensor"
-        if matches(w.label, cfg.exclude) or any(
-            u.node.name and matches(u.node.name, cfg.exclude) for u in w.uses
-        ):
+        if w.excluded_by(cfg.exclude):
             return "excluded"
         if any(u.slot.role == ROLE_OTHER for u in w.uses):
             return "also read as a plain constant (shape, mask, ...)"

@@ -288,7 +288,7 @@ class Quantize(Pass):
                 result.skip(w.label, "used by an op without an int8 weight form")
                 continue
             if any(self._excluded(u.node, cfg, check_types=False) for u in w.uses):
-                result.skip(w.label, "its node is excluded by nodes_to_exclude/exclude")
+                result.skip(w.label, "excluded")
                 continue
             if not _quantizable_weight(w, cfg, result):
                 continue
@@ -530,7 +530,7 @@ def _len(feeds) -> int | None:  # noqa: ANN001
 
 
 def _quantizable_weight(w: Weight, cfg: QuantizeConfig, result: PassResult) -> bool:
-    if cfg.exclude and matches(w.label, cfg.exclude):
+    if w.excluded_by(cfg.exclude):
         result.skip(w.label, "excluded")
         return False
     if w.dtype != ir.DataType.FLOAT:

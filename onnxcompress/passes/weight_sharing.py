@@ -387,8 +387,8 @@ class WeightSharing(Pass):
         if w.role not in COMPUTE_ROLES:
             result.skip(w.label, _ROLE_REASONS.get(w.role, f"role '{w.role}': not a layer weight"))
             return 0
-        if cfg.exclude and matches(w.label, cfg.exclude):
-            result.skip(w.label, "excluded by name")
+        if w.excluded_by(cfg.exclude):
+            result.skip(w.label, "excluded")
             return 0
         if not w.is_float:
             result.skip(w.label, f"not a float tensor ({w.dtype.name})")

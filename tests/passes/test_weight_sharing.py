@@ -380,7 +380,7 @@ def test_skips_with_reasons_and_keeps_activation_names():
     assert skipped["conv0.bias"].startswith("bias")
     assert skipped["bn0.scale"].startswith("normalization")
     assert skipped["conv0.weight"].startswith("smaller than min_size")  # 16*3*3*3 = 432
-    assert skipped["fc.weight"] == "excluded by name"
+    assert skipped["fc.weight"] == "excluded"
     assert skipped["table"].startswith("not a float tensor")
     assert [layer.name for layer in result.layers] == ["conv1.weight"]
     before = {o for n in model.graph.node for o in n.output}
