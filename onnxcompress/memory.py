@@ -148,7 +148,8 @@ def session_memory(
         if feed is not None:
             feeds_path = str(Path(tmp) / "feed.npz")
             np.savez(feeds_path, **{k: np.asarray(v) for k, v in feed.items()})
-        args = [sys.executable, "-m", "onnxcompress.memory", str(model_path)]
+        result_path = Path(tmp) / "result.json"
+        args = [sys.executable, "-m", "onnxcompress.memory", str(model_path), "--out", str(result_path)]
         if feeds_path:
             args += ["--feed", feeds_path]
         if threads is not None:
@@ -157,11 +158,10 @@ def session_memory(
             done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
         except (OSError, subprocess.TimeoutExpired) as e:
             return MemoryResult(error=f"could not measure session memory: {e}")
-    lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
-        why = (done.stderr.strip().splitlines() or ["the measuring process failed"])[-1][:300]
-        return MemoryResult(error=f"could not measure session memory: {why}")
-    values = json.loads(lines[-1])
+        if done.returncode != 0 or not result_path.is_file():
+            why = (done.stderr.strip().splitlines() or ["the measuring process failed"])[-1][:300]
+            return MemoryResult(error=f"could not measure session memory: {why}")
+        values = json.loads(result_path.read_text(encoding="utf-8"))
     if "error" in values:
         return MemoryResult(error=values["error"])
     return MemoryResult(**values)
@@ -196,8 +196,10 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("model")
     parser.add_argument("--feed")
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--out", required=True, help="where the child writes its JSON result")
     args = parser.parse_args(argv)
-    print(json.dumps(_measure_here(args.model, args.feed, args.threads)))
+    result = _measure_here(args.model, args.feed, args.threads)
+    Path(args.out).write_text(json.dumps(result), encoding="utf-8")
     return 0
 
 
