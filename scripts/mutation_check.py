@@ -224,6 +224,7 @@ def _first_message(stdout: str) -> str:
 MUTMUT_FUNCTIONS = (
     "onnxcompress.validation.metrics.*",
     "onnxcompress.kmeans.*",
+    "onnxcompress._kmeans_init.*",
     *(f"onnxcompress.passes._prune_select.x_{f}__mutmut_*" for f in (
         "_weight_scores", "_layer_mask", "_global_masks", "_nm_mask", "_norms", "_consumer_channel_terms",
         "_channel_scores", "_n_keep", "_choose_channels")),
