@@ -53,3 +53,26 @@ def _proto(model):  # noqa: ANN001, ANN202
 
 def run_cli(*args: str) -> int:
     return main([str(a) for a in args])
+
+
+def search(model: Path, out: Path) -> Path:
+    """``compress --auto`` of ``model`` at top1>=0.99 into ``out`` (auto.onnx, recipe.json,
+    report.json), held-out check on the eval digits."""
+    code = run_cli("compress", model, "-o", out / "auto.onnx", "--auto", "--calibration", CALIB,
+                   "--validate-data", EVAL, "--auto-target", "top1>=0.99",
+                   "--save-recipe", out / "recipe.json",
+                   "--report", out / "report.json", "-q")
+    assert code == 0
+    return out
+
+
+def assert_meets_target_and_beats_uniform(model: Path, out: Path) -> None:
+    """The searched model meets top1>=0.99, is no larger than the best uniform setting meeting it,
+    and more than 5x smaller than the original (per-layer widths pay)."""
+    onnx.checker.check_model(str(out))
+    agreement = top1(model, out)
+    assert agreement >= 0.99
+    size = out.stat().st_size
+    uniform, which = best_uniform(model, 0.99)
+    assert size <= uniform, f"auto {size} B > uniform {which} {uniform} B"
+    assert model.stat().st_size / size > 5

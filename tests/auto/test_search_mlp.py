@@ -12,31 +12,27 @@ import pytest
 from onnxcompress.auto import plan_from_recipe
 from onnxcompress.model import load_model
 from onnxcompress.pipeline import read_provenance
-from tests.auto._common import CALIB, EVAL, MODELS, best_uniform, run_cli, top1
+from tests.auto._common import (
+    CALIB,
+    EVAL,
+    MODELS,
+    assert_meets_target_and_beats_uniform,
+    run_cli,
+    search,
+    top1,
+)
 
 MODEL = MODELS / "digits_mlp.onnx"
 
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("auto")
-    code = run_cli("compress", MODEL, "-o", out / "auto.onnx", "--auto", "--calibration", CALIB,
-                   "--validate-data", EVAL, "--auto-target", "top1>=0.99",
-                   "--save-recipe", out / "recipe.json",
-                   "--report", out / "report.json", "-q")
-    assert code == 0
-    return out
+    return search(MODEL, tmp_path_factory.mktemp("auto"))
 
 
 def test_meets_target_and_beats_uniform(searched: Path) -> None:
-    out = searched / "auto.onnx"
-    onnx.checker.check_model(str(out))
-    agreement = top1(MODEL, out)
-    assert agreement >= 0.99
-    size = out.stat().st_size
-    uniform, which = best_uniform(MODEL, 0.99)
-    assert size <= uniform, f"auto {size} B > uniform {which} {uniform} B"
-    assert MODEL.stat().st_size / size > 5  # 10x measured: per-layer widths pay
+    assert_meets_target_and_beats_uniform(MODEL, searched / "auto.onnx")  # 10x smaller measured
+
 
 
 def test_recipe_replays_byte_for_byte(searched: Path) -> None:
