@@ -102,19 +102,22 @@ def structural_problem(model: ir.Model) -> str | None:
     return None
 
 
-def model_problem(model: ir.Model, *, need_ort: bool) -> str | None:
+def model_problem(model: ir.Model, *, need_ort: bool, proto: onnx.ModelProto | None = None) -> str | None:
     """None if the model is valid ONNX (and loads in onnxruntime when ``need_ort``), else why,
-    on one line."""
+    on one line. ``proto``: ``to_proto(model)`` when the caller has it (models under 2 GB)."""
     problem = structural_problem(model)
     if problem is not None:
         return problem
-    if tensor_bytes(model) <= EXTERNAL_DATA_THRESHOLD:
+    if proto is None and tensor_bytes(model) <= EXTERNAL_DATA_THRESHOLD:
+        # One proto serves onnx.checker and the onnxruntime load (each to_proto is a full copy).
+        proto = to_proto(model)
+    if proto is not None:
         try:
-            onnx.checker.check_model(to_proto(model))
+            onnx.checker.check_model(proto)
         except Exception as e:  # ValidationError and friends
             return f"onnx.checker: {one_line(str(e))}"
     if need_ort:
-        ok, why = runtime.loadable(model)
+        ok, why = runtime.loadable(model if proto is None else proto)
         if not ok:
             return why
     return None

@@ -33,11 +33,13 @@ from onnxcompress import __version__, checking, runtime
 from onnxcompress.data import FeedSource, feed_source
 from onnxcompress.errors import ConfigError, ModelLoadError, OnnxCompressError, PassError
 from onnxcompress.model import (
+    EXTERNAL_DATA_THRESHOLD,
     ModelLike,
     copy_model,
     load_model,
     strip_debug_info,
     tensor_bytes,
+    to_proto,
 )
 from onnxcompress.passes.base import Pass, PassContext, PassResult, get_pass_class
 from onnxcompress.weights import WeightIndex, all_graphs, matches
@@ -180,18 +182,28 @@ class Pipeline:
         calibration: Any = None,
         progress: Callable[[str, int, int], None] | None = None,
         label: str | None = None,
+        source_path: str | os.PathLike | None = None,
     ) -> PipelineResult:
         """Run every pass on ``model`` (not modified if given as a path or proto).
 
         ``calibration``: any data source :func:`onnxcompress.data.feed_source` accepts.
         ``label``: how errors name the model (default: its path, else "the input model").
+        ``source_path``: ``model`` (an ``ir.Model``) was loaded from this file and the caller
+        hands it over: it is rewritten in place instead of copied, and the original is reread
+        from the file when a pass needs it (one model in memory instead of three).
         """
+        handed_over = isinstance(model, ir.Model) and source_path is not None
         # Passes rewrite in place: never touch the caller's object, work on a copy of it.
-        ir_model = copy_model(model) if isinstance(model, ir.Model) else load_model(model)
+        if handed_over:
+            ir_model = model
+        else:
+            ir_model = copy_model(model) if isinstance(model, ir.Model) else load_model(model)
         if label is None:
             label = str(model) if isinstance(model, (str, os.PathLike)) else "the input model"
-        notes = self._check_input(ir_model, label)
-        if isinstance(model, (ir.Model, onnx.ModelProto)):
+        notes, proto = self._check_input(ir_model, label)
+        if handed_over:
+            original_loader = lambda: load_model(source_path)  # noqa: E731 - reread lazily
+        elif isinstance(model, (ir.Model, onnx.ModelProto)):
             pristine = copy_model(ir_model)
             original_loader = lambda: pristine  # noqa: E731
         else:
@@ -201,7 +213,8 @@ class Pipeline:
             source = feed_source(calibration, ir_model, name="calibration data")
         context = PassContext(calibration=source, seed=self.seed, progress=progress,
                               original_loader=original_loader)
-        runs_in_ort, why_not = runtime.loadable(ir_model)
+        runs_in_ort, why_not = runtime.loadable(ir_model if proto is None else proto)
+        del proto
         if not runs_in_ort:
             notes.append(f"onnxruntime cannot run the input model ({why_not}); data-driven "
                          "steps are skipped and outputs are only checked with onnx.checker")
@@ -227,21 +240,23 @@ class Pipeline:
         record_provenance(ir_model, recipe, results)
         return PipelineResult(model=ir_model, passes=results, recipe=recipe, notes=notes)
 
-    def _check_input(self, model: ir.Model, label: str) -> list[str]:
+    def _check_input(self, model: ir.Model, label: str) -> tuple[list[str], onnx.ModelProto | None]:
         """Refuse an input onnx.checker rejects, before any work (a pass's output could never
-        pass the checks either, and onnxruntime may not load it); returns notes."""
+        pass the checks either, and onnxruntime may not load it); returns notes, and the
+        model's proto (under 2 GB) for onnxruntime's load check: each to_proto is a full copy."""
         notes = []
         completed = checking.complete_io_shapes(model)
         if completed:
             notes.append(f"graph input/output(s) {', '.join(completed)} declared no shape "
                          "(onnx.checker requires one): their inferred shape is declared")
+        proto = to_proto(model) if tensor_bytes(model) <= EXTERNAL_DATA_THRESHOLD else None
         if self.check != "none":
-            problem = checking.model_problem(model, need_ort=False)
+            problem = checking.model_problem(model, need_ort=False, proto=proto)
             if problem is not None:
                 raise ModelLoadError(f"{label}: not a valid ONNX model: {problem.rstrip('.')}.",
                                      hint="fix the model or its export; onnx.checker.check_model "
                                      "reports the same problem.")
-        return notes
+        return notes, proto
 
     def _run_pass(self, p: Pass, model: ir.Model, context: PassContext, runs_in_ort: bool) -> PassResult:
         """Run one pass and check its output; a failure raises PassError, or with best_effort

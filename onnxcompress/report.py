@@ -11,6 +11,7 @@ from typing import Any
 from onnxcompress._text import elide_middle
 from onnxcompress.errors import ConfigError
 from onnxcompress.pipeline import PipelineResult
+from onnxcompress.stats import GZIP_LEVEL
 
 # A report's file format follows its extension; anything else is an error, never silent JSON.
 REPORT_FORMATS = {".json": "json", ".html": "html", ".htm": "html"}
@@ -70,6 +71,7 @@ class CompressionReport:
             "after": self.after.to_dict(),
             "size_ratio": round(self.ratio, 4),
             "gzip_ratio": round(self.gzip_ratio, 4),
+            "gzip_level": GZIP_LEVEL,
             **self.result.to_dict(),
             "validation": self.validation,
             "memory": self.memory,
@@ -102,7 +104,7 @@ class CompressionReport:
             f"{'':<14}{'before':>14}{'after':>14}{'ratio':>9}",
             f"{'file size':<14}{_fmt_bytes(b.file_bytes):>14}{_fmt_bytes(a.file_bytes):>14}"
             f"{self.ratio:>8.2f}x",
-            f"{'gzip size':<14}{_fmt_bytes(b.gzip_bytes):>14}{_fmt_bytes(a.gzip_bytes):>14}"
+            f"{f'gzip -{GZIP_LEVEL} size':<14}{_fmt_bytes(b.gzip_bytes):>14}{_fmt_bytes(a.gzip_bytes):>14}"
             f"{self.gzip_ratio:>8.2f}x",
             f"{'weight bytes':<14}{_fmt_bytes(b.weight_bytes):>14}{_fmt_bytes(a.weight_bytes):>14}"
             f"{b.weight_bytes / max(a.weight_bytes, 1):>8.2f}x",

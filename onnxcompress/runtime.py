@@ -7,6 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
@@ -30,7 +31,7 @@ def session_options(*, threads: int | None = None, optimize: bool = True) -> ort
 
 
 def create_session(
-    model: ir.Model | str | os.PathLike,
+    model: ir.Model | onnx.ModelProto | str | os.PathLike,
     *,
     threads: int | None = None,
     optimize: bool = True,
@@ -47,6 +48,8 @@ def create_session(
                     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
             data = to_proto(model).SerializeToString()
             return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        if isinstance(model, onnx.ModelProto):  # inline (under 2 GB): the caller made it already
+            return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
         return ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
     except RuntimeUnavailableError:
         raise
@@ -58,7 +61,7 @@ def create_session(
         ) from e
 
 
-def loadable(model: ir.Model) -> tuple[bool, str | None]:
+def loadable(model: ir.Model | onnx.ModelProto) -> tuple[bool, str | None]:
     """Whether onnxruntime can create a session for the model, and if not, why."""
     try:
         # With the optimizations users get by default: some fusions reject graphs that load

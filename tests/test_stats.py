@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from onnxcompress import (
+    Pipeline,
+    load_model,
+    stats,  # noqa: I001
+)
+from onnxcompress.api import compress_file
+from onnxcompress.passes import Quantize
+from tests import helpers as h
+
+
+def _data(n: int = 1 << 16) -> bytes:
+    # Half compressible (a ramp), half not (noise): exercises both of DEFLATE's regimes.
+    rng = np.random.default_rng(0)
+    return np.arange(n, dtype=np.float32).tobytes() + rng.standard_normal(n).astype(np.float32).tobytes()
+
+
+def test_gzip_job_gives_gzip_size_numbers(tmp_path, monkeypatch):
+    monkeypatch.setattr(stats, "_CHUNK", 4096)  # many chunks: the stream must not depend on them
+    a, b = tmp_path / "a.bin", tmp_path / "b.bin"
+    a.write_bytes(_data())
+    b.write_bytes(_data(1000))
+    import zlib
+
+    # Fed in chunks, the stream is the one-shot stream of the same level.
+    assert stats.gzip_size(a) == len(zlib.compress(a.read_bytes(), stats.GZIP_LEVEL))
+    assert stats.GzipJob([a, b]).result() == stats.gzip_size(a) + stats.gzip_size(b)
+    assert stats.gzip_size(a.read_bytes()) == stats.gzip_size(a)
+
+
+def test_gzip_job_waits_while_something_is_timed(tmp_path, monkeypatch):
+    monkeypatch.setattr(stats, "_CHUNK", 1024)
+    path = tmp_path / "a.bin"
+    path.write_bytes(_data())
+    with stats.timing_section():
+        job = stats.GzipJob([path])
+        job._thread.join(0.3)
+        assert job._thread.is_alive()  # paused before its first chunk, not finished
+    assert job.result() == stats.gzip_size(path)
+
+
+def test_gzip_job_reraises_in_the_caller(tmp_path):
+    job = stats.GzipJob([tmp_path / "missing.bin"])
+    with pytest.raises(FileNotFoundError):
+        job.result()
+
+
+def test_handed_over_model_is_rewritten_in_place_and_the_original_reread(tmp_path):
+    path = tmp_path / "m.onnx"
+    onnx.save(h.mlp((16, 32, 10)), path)
+    model = load_model(path)
+    seen = {}
+
+    class Spy(Quantize):
+        name = "test-spy-quantize"
+
+        def apply(self, m, context, result):
+            seen["original_is_input"] = context.original is m
+            seen["original_weights"] = len(list(context.original.graph.initializers))
+            return super().apply(m, context, result)
+
+    result = Pipeline([Spy(mode="weights", speed_check=False)]).run(model, source_path=path)
+    assert result.model is model  # no copy of the input
+    assert seen == {"original_is_input": False, "original_weights": 4}
+    from onnxcompress.model import to_proto
+
+    proto = to_proto(result.model)
+    onnx.checker.check_model(proto)
+    feeds = {"x": h.rng(1).standard_normal((2, 16)).astype(np.float32)}
+    np.testing.assert_allclose(h.run(proto, feeds)[0], h.run(str(path), feeds)[0], rtol=0.05, atol=0.05)
+
+
+def test_compress_file_reports_gzip_sizes_of_both_files(tmp_path):
+    src, dst = tmp_path / "m.onnx", tmp_path / "q.onnx"
+    onnx.save(h.mlp((64, 128, 10)), src)
+    report = compress_file(src, dst, Pipeline([Quantize(mode="weights", speed_check=False)]))
+    assert report.before.gzip_bytes == stats.gzip_size(src)
+    assert report.after.gzip_bytes == stats.gzip_size(dst)
+    assert report.to_dict()["gzip_level"] == stats.GZIP_LEVEL
+    assert f"gzip -{stats.GZIP_LEVEL} size" in report.render()
+    onnx.checker.check_model(onnx.load(dst))
+    feeds = {"x": h.rng(1).standard_normal((2, 64)).astype(np.float32)}
+    np.testing.assert_allclose(h.run(dst, feeds)[0], h.run(src, feeds)[0], rtol=0.05, atol=0.05)
