@@ -71,6 +71,27 @@ def build(path: Path, gigabytes: float, width: int = 8192) -> int:
     return path.stat().st_size + (path.parent / data_name).stat().st_size
 
 
+# mode -> (the pass as a recipe step, whether it takes the calibration data). "ort_*" modes run
+# onnxruntime's quantizers instead (see ORT_CHILD).
+MODES: dict[str, tuple[dict, bool]] = {
+    "dynamic": ({"pass": "quantize", "mode": "dynamic"}, False),
+    "static": ({"pass": "quantize", "mode": "static"}, True),
+    "weights": ({"pass": "quantize", "mode": "weights"}, False),
+    "int4": ({"pass": "blockq"}, False),
+    "fp16": ({"pass": "float16", "enabled": True}, False),
+    "prune50": ({"pass": "prune", "sparsity": 0.5}, False),
+    "prune50_reconstruct": ({"pass": "prune", "sparsity": 0.5, "reconstruct": True}, True),
+    "channels": ({"pass": "prune", "sparsity": 0.5, "pattern": "channel"}, False),
+    "channels_reconstruct": ({"pass": "prune", "sparsity": 0.5, "pattern": "channel",
+                              "reconstruct": True}, True),
+    "kmeans8": ({"pass": "kmeans", "bits": 8}, False),
+    "kmeans4": ({"pass": "kmeans", "bits": 4}, False),
+    "ort_dynamic": ({}, False),
+    "ort_int4": ({}, False),
+}
+# Every mode but k-means (measured by its own helper; name them to include them).
+ALL = [m for m in MODES if not m.startswith("kmeans")]
+
 CHILD = r"""
 import json, sys, time
 from pathlib import Path
@@ -78,21 +99,40 @@ def peak_rss():  # VmHWM: ru_maxrss would include the parent's RSS at fork time
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
+start = time.perf_counter()
 from onnxcompress.api import compress_file
 from onnxcompress.pipeline import Pipeline
-from onnxcompress.passes import Quantize, WeightSharing
-src, dst, mode = sys.argv[1:4]
-start = time.perf_counter()
-# "kmeansB": weight sharing at B bits; anything else is a quantize mode.
-step = WeightSharing(bits=int(mode[6:])) if mode.startswith("kmeans") else Quantize(mode=mode)
-report = compress_file(src, dst, Pipeline([step]))
+src, dst, step, calib = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4] or None
+report = compress_file(src, dst, Pipeline.from_recipe({"passes": [step]}), calibration=calib)
 seconds = time.perf_counter() - start
-q = next(p.to_dict() for p in report.result.passes if p.pass_name in ("quantize", "kmeans"))
+q = report.result.passes[0].to_dict()
 print(json.dumps({"seconds": seconds,
                   "peak_rss": peak_rss(),
-                  "notes": q["notes"], "metrics": {k: v for k, v in q["metrics"].items()
-                                                   if k != "calibration"},
+                  "notes": q["notes"], "headlines": report.result.headlines,
+                  "metrics": {k: v for k, v in q["metrics"].items() if k != "calibration"},
                   "layers": len(q["layers"])}))
+"""
+
+# onnxruntime's quantizers on the same file, imports included in the time as for ours.
+ORT_CHILD = r"""
+import json, sys, time, logging
+from pathlib import Path
+def peak_rss():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+start = time.perf_counter()
+src, dst, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+if mode == "ort_dynamic":
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    quantize_dynamic(src, dst, weight_type=QuantType.QInt8, use_external_data_format=True)
+else:
+    from onnxruntime.quantization import matmul_nbits_quantizer as mq
+    config = mq.DefaultWeightOnlyQuantConfig(block_size=32, is_symmetric=True)
+    q = mq.MatMulNBitsQuantizer(src, bits=4, block_size=32, is_symmetric=True, algo_config=config)
+    q.process()
+    q.model.save_model_to_file(dst, use_external_data_format=True)
+print(json.dumps({"seconds": time.perf_counter() - start, "peak_rss": peak_rss()}))
 """
 
 
@@ -100,10 +140,32 @@ def file_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
 
 
+def write_calibration(path: Path, width: int, samples: int = 8) -> Path:
+    """``samples`` inputs of the stack (``x`` stacked on axis 0, batch 1 each)."""
+    rng = np.random.default_rng(1)
+    np.savez(path, x=rng.standard_normal((samples, 1, width), dtype=np.float32))
+    return path
+
+
+def run_mode(mode: str, src: Path, dst: Path, calib: Path, pythonpath: str) -> dict:
+    env = dict(os.environ, PYTHONPATH=pythonpath)
+    if mode.startswith("ort_"):
+        cmd = [sys.executable, "-c", ORT_CHILD, str(src), str(dst), mode]
+    else:
+        step, calibrated = MODES[mode]
+        cmd = [sys.executable, "-c", CHILD, str(src), str(dst), json.dumps(step),
+               str(calib) if calibrated else ""]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=pythonpath, env=env)
+    if proc.returncode != 0:
+        return {"mode": mode, "error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
+    return {"mode": mode, **json.loads(proc.stdout.strip().splitlines()[-1])}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gb", type=float, default=2.2)
-    ap.add_argument("--modes", nargs="*", default=["dynamic", "weights", "static"])
+    ap.add_argument("--modes", nargs="*", default=["dynamic", "weights", "static"],
+                    help=f"any of {', '.join(MODES)}; 'all': {' '.join(ALL)}")
     ap.add_argument("--width", type=int, default=8192, help="layer width (8192: 268 MB a layer)")
     ap.add_argument("--pythonpath", help="import onnxcompress from this checkout (default: this one)")
     ap.add_argument("--results", default="quantization",
@@ -118,16 +180,17 @@ def main() -> None:
         t = time.perf_counter()
         size = build(src, args.gb, args.width)
         print(f"built {src} ({size / 1e9:.2f} GB) in {time.perf_counter() - t:.0f} s", flush=True)
+        calib = write_calibration(work / "calib.npz", args.width)
+        modes = [m for a in args.modes for m in (ALL if a == "all" else [a])]
+        unknown = [m for m in modes if m not in MODES]
+        if unknown:
+            ap.error(f"unknown mode(s) {', '.join(unknown)}")
         rows = []
-        for mode in args.modes:
+        for mode in modes:
             dst = work / f"large_{mode}.onnx"
-            env = dict(os.environ, PYTHONPATH=str(args.pythonpath or REPO))
-            proc = subprocess.run([sys.executable, "-c", CHILD, str(src), str(dst), mode],
-                                  capture_output=True, text=True, cwd=args.pythonpath or REPO, env=env)
-            if proc.returncode != 0:
-                row = {"mode": mode, "error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
-            else:
-                row = {"mode": mode, **json.loads(proc.stdout.strip().splitlines()[-1])}
+            row = run_mode(mode, src, dst, calib, str(args.pythonpath or REPO))
+            row["width"] = args.width
+            if "error" not in row:
                 row["output_bytes"] = file_bytes(dst)
                 row["peak_over_size"] = row["peak_rss"] / size
                 row["size_ratio"] = size / row["output_bytes"]
@@ -155,21 +218,27 @@ def write_results(size: int, rows: list[dict], stem: str = "quantization") -> No
     mpath = RESULTS / f"{stem}.md"
     text = mpath.read_text() if mpath.exists() else "# Quantization benchmark\n"
     text = text.split("\n## Large model")[0].rstrip("\n") + "\n"
+    width = rows[0].get("width", "8192") if rows else "8192"
     lines = ["", "## Large model (external data)", "",
-             f"A stack of 8192x8192 MatMul+Add+Relu layers, {size / 1e9:.2f} GB of float32 weights "
+             f"A stack of {width}x{width} MatMul+Add+Relu layers, {size / 1e9:.2f} GB of float32 weights "
              "in one external data file (`benchmarks/bench_large_model.py`). Each mode runs "
              "`compress_file` in a fresh process; peak RSS is that process's VmHWM (runs before "
              "2026-11-23 05:15 read `ru_maxrss`, an upper bound). "
              "Target: peak <= 1.5x the model size.", "",
-             "| mode | peak RSS | peak / model size | output size | size ratio | seconds |",
-             "|---|---|---|---|---|---|"]
+             "`ort_dynamic` / `ort_int4`: onnxruntime's `quantize_dynamic` (QInt8) and "
+             "`MatMulNBitsQuantizer` (4 bits, block 32, RTN) on the same file; time / ort: the "
+             "mode's wall time over `quantize_dynamic`'s (imports included in both).", "",
+             "| mode | peak RSS | peak / model size | output size | size ratio | seconds | time / ort |",
+             "|---|---|---|---|---|---|---|"]
+    ort = next((r["seconds"] for r in rows if r["mode"] == "ort_dynamic" and "seconds" in r), None)
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['mode']} | error: {r['error'][:80]} | | | | |")
+            lines.append(f"| {r['mode']} | error: {r['error'][:80]} | | | | | |")
             continue
+        vs_ort = f"{r['seconds'] / ort:.2f}x" if ort else ""
         lines.append(f"| {r['mode']} | {r['peak_rss'] / 1e9:.2f} GB | {r['peak_over_size']:.2f}x | "
                      f"{r['output_bytes'] / 1e9:.2f} GB | {r['size_ratio']:.2f}x | "
-                     f"{r['seconds']:.0f} |")
+                     f"{r['seconds']:.1f} | {vs_ort} |")
     mpath.write_text(text + "\n".join(lines) + "\n")
 
 

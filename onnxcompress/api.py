@@ -40,7 +40,7 @@ def size_info(model: ir.Model, path: Path | None) -> SizeInfo:
     """Sizes of ``model`` (saved at ``path``, or serialized when None), gzip included."""
     info, job = _size_info_started(model, path)
     if job is not None:
-        info.gzip_bytes = job.result()
+        info.gzip_bytes, info.gzip_exact = job.result()
     return info
 
 
@@ -128,8 +128,9 @@ def compress_file(
         progress("sizes (gzip)", 0, 1)
         after, gzip_after = _size_info_started(result.model, output_path)
         # Both gzip jobs finish before validation, whose latency timing they would disturb.
-        before.gzip_bytes = gzip_before.result() if gzip_before is not None else before.gzip_bytes
-        after.gzip_bytes = gzip_after.result() if gzip_after is not None else after.gzip_bytes
+        for info, job in ((before, gzip_before), (after, gzip_after)):
+            if job is not None:
+                info.gzip_bytes, info.gzip_exact = job.result()
         progress("sizes (gzip)", 1, 1)
     report = CompressionReport(
         input=str(input_path), output=str(output_path), before=before, after=after, result=result

@@ -13,6 +13,7 @@ refuses ("Field 'shape' of 'type' is required but missing"). Their shapes are in
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import onnx
 import onnx_ir as ir
@@ -102,9 +103,12 @@ def structural_problem(model: ir.Model) -> str | None:
     return None
 
 
-def model_problem(model: ir.Model, *, need_ort: bool, proto: onnx.ModelProto | None = None) -> str | None:
+def model_problem(model: ir.Model, *, need_ort: bool | Callable[[], bool],
+                  proto: onnx.ModelProto | None = None) -> str | None:
     """None if the model is valid ONNX (and loads in onnxruntime when ``need_ort``), else why,
-    on one line. ``proto``: ``to_proto(model)`` when the caller has it (models under 2 GB)."""
+    on one line. ``need_ort`` may be a callable, asked only when the model does not load (e.g.
+    "does the input load?": a failure is the model's only if it does). ``proto``:
+    ``to_proto(model)`` when the caller has it (models under 2 GB)."""
     problem = structural_problem(model)
     if problem is not None:
         return problem
@@ -118,6 +122,6 @@ def model_problem(model: ir.Model, *, need_ort: bool, proto: onnx.ModelProto | N
             return f"onnx.checker: {one_line(str(e))}"
     if need_ort:
         ok, why = runtime.loadable(model if proto is None else proto)
-        if not ok:
+        if not ok and (not callable(need_ort) or need_ort()):
             return why
     return None

@@ -33,13 +33,11 @@ from onnxcompress import __version__, checking, runtime
 from onnxcompress.data import FeedSource, feed_source
 from onnxcompress.errors import ConfigError, ModelLoadError, OnnxCompressError, PassError
 from onnxcompress.model import (
-    EXTERNAL_DATA_THRESHOLD,
     ModelLike,
     copy_model,
     load_model,
     strip_debug_info,
     tensor_bytes,
-    to_proto,
 )
 from onnxcompress.passes.base import Pass, PassContext, PassResult, get_pass_class
 from onnxcompress.weights import WeightIndex, all_graphs, matches
@@ -200,7 +198,7 @@ class Pipeline:
             ir_model = copy_model(model) if isinstance(model, ir.Model) else load_model(model)
         if label is None:
             label = str(model) if isinstance(model, (str, os.PathLike)) else "the input model"
-        notes, proto = self._check_input(ir_model, label)
+        notes = self._check_input(ir_model, label)
         if handed_over:
             original_loader = lambda: load_model(source_path)  # noqa: E731 - reread lazily
         elif isinstance(model, (ir.Model, onnx.ModelProto)):
@@ -213,11 +211,20 @@ class Pipeline:
             source = feed_source(calibration, ir_model, name="calibration data")
         context = PassContext(calibration=source, seed=self.seed, progress=progress,
                               original_loader=original_loader)
-        runs_in_ort, why_not = runtime.loadable(ir_model if proto is None else proto)
-        del proto
-        if not runs_in_ort:
-            notes.append(f"onnxruntime cannot run the input model ({why_not}); data-driven "
-                         "steps are skipped and outputs are only checked with onnx.checker")
+        loads: list[bool] = []
+
+        def runs_in_ort() -> bool:
+            """Whether onnxruntime loads the input. Asked only when an output does not load (an
+            onnxruntime session of the input costs as much as the check itself: on a 150 MB
+            model, 1.5 s of the 3.5 s onnxruntime's quantize_dynamic takes in all)."""
+            if not loads:
+                ok, why_not = runtime.loadable(context.original)
+                loads.append(ok)
+                if not ok:
+                    notes.append(f"onnxruntime cannot run the input model ({why_not}); data-driven "
+                                 "steps are skipped and outputs are only checked with onnx.checker")
+            return loads[0]
+
         notes += _unmatched_excludes(ir_model, self.passes)
         results: list[PassResult] = []
         for i, p in enumerate(self.passes):
@@ -240,25 +247,24 @@ class Pipeline:
         record_provenance(ir_model, recipe, results)
         return PipelineResult(model=ir_model, passes=results, recipe=recipe, notes=notes)
 
-    def _check_input(self, model: ir.Model, label: str) -> tuple[list[str], onnx.ModelProto | None]:
+    def _check_input(self, model: ir.Model, label: str) -> list[str]:
         """Refuse an input onnx.checker rejects, before any work (a pass's output could never
-        pass the checks either, and onnxruntime may not load it); returns notes, and the
-        model's proto (under 2 GB) for onnxruntime's load check: each to_proto is a full copy."""
+        pass the checks either, and onnxruntime may not load it); returns notes."""
         notes = []
         completed = checking.complete_io_shapes(model)
         if completed:
             notes.append(f"graph input/output(s) {', '.join(completed)} declared no shape "
                          "(onnx.checker requires one): their inferred shape is declared")
-        proto = to_proto(model) if tensor_bytes(model) <= EXTERNAL_DATA_THRESHOLD else None
         if self.check != "none":
-            problem = checking.model_problem(model, need_ort=False, proto=proto)
+            problem = checking.model_problem(model, need_ort=False)
             if problem is not None:
                 raise ModelLoadError(f"{label}: not a valid ONNX model: {problem.rstrip('.')}.",
                                      hint="fix the model or its export; onnx.checker.check_model "
                                      "reports the same problem.")
-        return notes, proto
+        return notes
 
-    def _run_pass(self, p: Pass, model: ir.Model, context: PassContext, runs_in_ort: bool) -> PassResult:
+    def _run_pass(self, p: Pass, model: ir.Model, context: PassContext,
+                  runs_in_ort: Callable[[], bool]) -> PassResult:
         """Run one pass and check its output; a failure raises PassError, or with best_effort
         rolls the pass back."""
         # A copy to roll back to: only needed when a failure does not end the run.

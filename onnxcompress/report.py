@@ -36,6 +36,8 @@ class SizeInfo:
     weight_bytes: int
     sparsity: float
     nodes: int
+    # False: gzip_bytes is estimated from samples (files over stats.GZIP_EXACT_MAX_BYTES).
+    gzip_exact: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -104,7 +106,7 @@ class CompressionReport:
             f"{'':<14}{'before':>14}{'after':>14}{'ratio':>9}",
             f"{'file size':<14}{_fmt_bytes(b.file_bytes):>14}{_fmt_bytes(a.file_bytes):>14}"
             f"{self.ratio:>8.2f}x",
-            f"{f'gzip -{GZIP_LEVEL} size':<14}{_fmt_bytes(b.gzip_bytes):>14}{_fmt_bytes(a.gzip_bytes):>14}"
+            f"{f'gzip -{GZIP_LEVEL} size':<14}{_gz(b):>14}{_gz(a):>14}"
             f"{self.gzip_ratio:>8.2f}x",
             f"{'weight bytes':<14}{_fmt_bytes(b.weight_bytes):>14}{_fmt_bytes(a.weight_bytes):>14}"
             f"{b.weight_bytes / max(a.weight_bytes, 1):>8.2f}x",
@@ -202,6 +204,11 @@ def _clip(text: str, width: int) -> str:
 
 def _opt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
+
+
+def _gz(size: SizeInfo) -> str:
+    """The gzip size; "~" marks an estimate from samples (large files)."""
+    return ("" if size.gzip_exact else "~") + _fmt_bytes(size.gzip_bytes)
 
 
 def _fmt_bytes(n: int) -> str:

@@ -29,7 +29,7 @@ def test_gzip_job_gives_gzip_size_numbers(tmp_path, monkeypatch):
 
     # Fed in chunks, the stream is the one-shot stream of the same level.
     assert stats.gzip_size(a) == len(zlib.compress(a.read_bytes(), stats.GZIP_LEVEL))
-    assert stats.GzipJob([a, b]).result() == stats.gzip_size(a) + stats.gzip_size(b)
+    assert stats.GzipJob([a, b]).result() == (stats.gzip_size(a) + stats.gzip_size(b), True)
     assert stats.gzip_size(a.read_bytes()) == stats.gzip_size(a)
 
 
@@ -41,7 +41,7 @@ def test_gzip_job_waits_while_something_is_timed(tmp_path, monkeypatch):
         job = stats.GzipJob([path])
         job._thread.join(0.3)
         assert job._thread.is_alive()  # paused before its first chunk, not finished
-    assert job.result() == stats.gzip_size(path)
+    assert job.result() == (stats.gzip_size(path), True)
 
 
 def test_gzip_job_reraises_in_the_caller(tmp_path):
@@ -86,3 +86,21 @@ def test_compress_file_reports_gzip_sizes_of_both_files(tmp_path):
     onnx.checker.check_model(onnx.load(dst))
     feeds = {"x": h.rng(1).standard_normal((2, 64)).astype(np.float32)}
     np.testing.assert_allclose(h.run(dst, feeds)[0], h.run(src, feeds)[0], rtol=0.05, atol=0.05)
+
+
+def test_large_files_gzip_size_is_estimated_from_samples(tmp_path, monkeypatch):
+    # Two files (a model and its external data), homogeneous weights: the sampled ratio holds.
+    monkeypatch.setattr(stats, "GZIP_EXACT_MAX_BYTES", 1 << 18)
+    monkeypatch.setattr(stats, "GZIP_WINDOW", 1 << 14)
+    rng = np.random.default_rng(0)
+    weights = (rng.standard_normal(1 << 18) * 16).round().astype(np.float32)  # compressible floats
+    a, b = tmp_path / "m.onnx", tmp_path / "m.onnx.data"
+    a.write_bytes(weights[:1000].tobytes())
+    b.write_bytes(weights[1000:].tobytes())
+    exact = stats.gzip_size(a) + stats.gzip_size(b)
+    estimate, is_exact = stats.gzip_files([a, b])
+    assert not is_exact
+    assert abs(estimate - exact) < 0.05 * exact
+    assert exact < 0.8 * (a.stat().st_size + b.stat().st_size)  # the data does compress
+    monkeypatch.setattr(stats, "GZIP_EXACT_MAX_BYTES", 1 << 30)
+    assert stats.gzip_files([a, b]) == (exact, True)
