@@ -194,6 +194,8 @@ class ChannelGraph:
             if array.shape != before:
                 weight.set_numpy(array)
                 changed[weight.label] = (tuple(before), tuple(array.shape))
+            del array  # then unmap an external input's pages: one weight at a time (issue 18)
+            weight.release()
         edits: list[_ConstEdit] = []
         for value, node, index, axis, spaces, block in self.const_cuts:
             idx = self.channel_index(spaces, block, keep)

@@ -123,6 +123,7 @@ def _prune_groups(
             if c.weight.label not in stats or id(c.weight) not in out_space:
                 continue
             removed = c.weight.numpy().copy()
+            c.weight.release()
             np.moveaxis(removed, c.axis, 0)[graph.channel_index(c.spaces, c.block, keep)] = 0
             delta = _bias_delta(c.weight, removed, stats[c.weight.label][0])
             if delta is not None:

@@ -166,6 +166,7 @@ def _consumer_channel_terms(
 ) -> np.ndarray | None:
     """Per-channel weight of ``group``'s channels in consumer ``c`` (energy-scaled if given)."""
     array = np.moveaxis(c.weight.numpy().astype(np.float64), c.axis, 0)
+    c.weight.release()  # a float64 copy is all we need: unmap the input's pages (issue 18)
     rows = array.reshape(array.shape[0], -1)
     if energy is not None and len(energy) == rows.shape[0]:
         per_row = np.sqrt((rows**2).sum(axis=1) * np.maximum(energy.astype(np.float64), 0))
@@ -214,6 +215,7 @@ def _channel_scores(
     terms = []
     for p in group.producers:
         t = _norms(p.weight.numpy(), p.axis, kind)
+        p.weight.release()
         scale = graph.bn_scale.get(p.space)
         if scale is not None and len(scale) == len(t):
             t = t * scale

@@ -111,12 +111,24 @@ class _Use:
 class _Layer:
     weight: Weight
     uses: list[_Use]
-    matrix: np.ndarray = field(repr=False)  # [rows, cols], blocks along cols
+    as_stored: bool  # the [rows=outputs, cols=inputs] matrix is the stored tensor (else its .T)
     dtype: ir.DataType
     chain: list[ir.Node] = field(default_factory=list)  # Identity/Cast/Transpose in between
     hessian: np.ndarray | None = field(default=None, repr=False)
     # Other tensors holding the same matrix (an exporter's transposed copy of a tied embedding).
     copies: list[Weight] = field(default_factory=list)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        rows, cols = self.weight.shape
+        return (rows, cols) if self.as_stored else (cols, rows)
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """[rows, cols] float32, blocks along cols; read from the weight on each access, so only
+        the layer being quantized has a float copy in memory (issue 18), not every layer."""
+        stored = np.asarray(self.weight.numpy(), dtype=np.float32)
+        return np.ascontiguousarray(stored if self.as_stored else stored.T)
 
 
 class BlockQuantize(Pass):
@@ -160,7 +172,8 @@ class BlockQuantize(Pass):
                                        spec_dtype[layer.dtype if cfg.target == "onnxruntime"
                                                   else layer.weight.dtype])
             use_method = method if (method != "gptq" or layer.hessian is not None) else "rtn"
-            qt = blockwise.quantize(layer.matrix, spec, use_method, hessian=layer.hessian, damp=cfg.damp)
+            matrix = layer.matrix
+            qt = blockwise.quantize(matrix, spec, use_method, hessian=layer.hessian, damp=cfg.damp)
             w = layer.weight
             label, shape = w.label, w.shape
             nbytes = w.nbytes + sum(c.nbytes for c in layer.copies)
@@ -171,10 +184,12 @@ class BlockQuantize(Pass):
             result.add_layer(LayerStat(
                 name=label, op_type="+".join(dict.fromkeys(u.node.op_type for u in layer.uses)),
                 shape=shape, bytes_before=nbytes, bytes_after=written,
-                bits=written * 8 / max(1, int(np.prod(shape))), error=qt.relative_error(layer.matrix),
+                bits=written * 8 / max(1, int(np.prod(shape))), error=qt.relative_error(matrix),
                 extra={"method": qt.method, "block_size": cfg.block_size, "symmetric": cfg.symmetric,
                        "copies_merged": [c.label for c in layer.copies]},
             ))
+            del matrix, qt  # the mapped input pages go before the next layer is read
+            w.release()
         if cfg.target == "onnxruntime":
             model.opset_imports.setdefault(MS_DOMAIN, 1)
         else:
@@ -240,7 +255,7 @@ class BlockQuantize(Pass):
         for layer in layers:
             if id(layer) not in inputs:
                 continue
-            need = layer.matrix.shape[1] ** 2 * 8
+            need = layer.shape[1] ** 2 * 8
             if groups[-1] and used + need > HESSIAN_BUDGET_BYTES:
                 groups.append([])
                 used = 0
@@ -256,7 +271,7 @@ class BlockQuantize(Pass):
                 sums: dict[int, np.ndarray] = {}
                 for outputs in iter_intermediates(model, readers, feeds):
                     for name, x in outputs.items():
-                        k = readers[name][0].matrix.shape[1]
+                        k = readers[name][0].shape[1]
                         if x.shape[-1] != k:
                             continue
                         # float32 products (BLAS), accumulated in float64 across samples
@@ -287,6 +302,8 @@ def _merge_copies(layers: list[_Layer]) -> list[_Layer]:
     for layer in layers:
         m = layer.matrix
         key = (id(layer.weight.graph), layer.dtype, m.shape, hashlib.sha1(m.tobytes()).hexdigest())
+        del m
+        layer.weight.release()
         first = seen.get(key)
         if first is None:
             seen[key] = layer
@@ -327,9 +344,7 @@ def _plan(w: Weight, cfg: BlockQuantizeConfig) -> _Layer | str:
     dtype = uses[0].dtype
     if dtype not in _FLOAT_DTYPES:
         return f"computed in {dtype.name}"
-    stored = np.asarray(w.numpy(), dtype=np.float32)
-    matrix = stored if uses[0].as_stored else stored.T
-    rows, cols = matrix.shape
+    rows, cols = w.shape if uses[0].as_stored else w.shape[::-1]
     for u in uses:
         if cfg.target == "portable":
             continue  # the float op stays: any consumer reads the DequantizeLinear output
@@ -343,7 +358,7 @@ def _plan(w: Weight, cfg: BlockQuantizeConfig) -> _Layer | str:
             a = u.node.inputs[0]
             if a is not None and a.shape is not None and len(a.shape) < 2:
                 return f"{u.node.op_type} input A is 1-D (MatMulNBits needs rank >= 2)"
-    return _Layer(weight=w, uses=uses, matrix=np.ascontiguousarray(matrix), dtype=dtype, chain=chain)
+    return _Layer(weight=w, uses=uses, as_stored=uses[0].as_stored, dtype=dtype, chain=chain)
 
 
 def _walk(value: ir.Value, transposed: bool, dtype: ir.DataType, uses: list[_Use],
@@ -449,7 +464,7 @@ def _drop_float(layer: _Layer) -> None:
 def _write_onnxruntime(layer: _Layer, qt: blockwise.BlockQuantized, cfg: BlockQuantizeConfig) -> int:
     w = layer.weight
     np_dtype = _FLOAT_DTYPES[layer.dtype]
-    rows, cols = layer.matrix.shape
+    rows, cols = layer.shape
     base = w.name or "weight"
     bits = qt.spec.storage_bits
     scales = _constant(layer, f"{base}_scales", qt.scales.astype(np_dtype))

@@ -16,6 +16,7 @@ others, so a float16 model is half the size but not faster on CPU (it is on GPU)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -127,6 +128,9 @@ class Float16(Pass):
             result.add_layer(LayerStat(name=value.name or "", op_type="/".join(
                 dict.fromkeys(n.op_type for n, _ in users)), shape=tuple(arr.shape),
                 bytes_before=arr.nbytes, bytes_after=arr.nbytes // 2, bits=16.0))
+            del arr  # one weight's data at a time (issue 18): the view first, then the map
+            _release(t)
+            del t
         for node in half_nodes:
             if node.op_type == "Constant":
                 attr = node.attributes.get("value")
@@ -310,3 +314,11 @@ def _typed(model: ir.Model) -> ir.Model:
         ir.external_data.set_base_dir(typed.graph, base)
     typed.metadata_props.update(model.metadata_props)
     return typed
+
+
+def _release(tensor: ir.TensorProtocol) -> None:
+    """Unmap an external tensor once converted: its memory map keeps the pages it touched
+    resident until released (a 2 GB model would end fully resident)."""
+    if isinstance(tensor, ir.ExternalTensor):
+        with contextlib.suppress(BufferError):  # a view is still referenced: the GC unmaps it
+            tensor.release()

@@ -297,28 +297,34 @@ class Prune(Pass):
             stats = _stats(cfg, model, [w for w, _ in chosen], context, result)
         energies = {k: v[1] for k, v in stats.items()}
         result.metrics.setdefault("importance", "magnitude")
-        scores = {w.label: _weight_scores(w, energies.get(w.label)) for w, _ in chosen}
+        # One weight's float scores at a time (issue 18): each becomes its boolean mask before
+        # the next is read; only a global threshold needs every score of its pool at once.
+        global_pool = {
+            w.label
+            for w, _ in chosen
+            if nm is None and cfg.scope == "global"
+            and cfg.override_for(w.label, *(u.node.name or "" for u in w.uses)) is None
+        }
         masks: dict[str, np.ndarray] = {}
-        if nm is not None:
-            for w, _ in chosen:
-                masks[w.label] = _nm_mask(scores[w.label], w.in_axis, *nm)
-        else:
-            global_pool = [
-                (w, s)
-                for w, s in chosen
-                if cfg.scope == "global"
-                and cfg.override_for(w.label, *(u.node.name or "" for u in w.uses)) is None
-            ]
-            if global_pool:
-                masks.update(_global_masks([(w, scores[w.label]) for w, _ in global_pool], cfg.sparsity))
-            for w, s in chosen:
-                if w.label not in masks:
-                    masks[w.label] = _layer_mask(scores[w.label], s, None)
+        pooled: list[tuple[Weight, np.ndarray]] = []
+        for w, s in chosen:
+            score = _weight_scores(w, energies.get(w.label))
+            w.release()
+            if nm is not None:
+                masks[w.label] = _nm_mask(score, w.in_axis, *nm)
+            elif w.label in global_pool:
+                pooled.append((w, score))
+            else:
+                masks[w.label] = _layer_mask(score, s, None)
+            del score
+        if pooled:
+            masks.update(_global_masks(pooled, cfg.sparsity))
+            del pooled
         refits = self._reconstruct(model, [(w, masks[w.label]) for w, _ in chosen], context, result)
         total = zeros = 0
         for w, _ in chosen:
             array = w.numpy()
-            mask = masks[w.label]
+            mask = masks.pop(w.label)
             refit = refits.get(w.label)
             pruned = refit.array if refit is not None else np.where(mask, array, np.zeros((), array.dtype))
             nz_before = int(np.count_nonzero(array))
@@ -360,6 +366,8 @@ class Prune(Pass):
             )
             total += w.size
             zeros += w.size - nz_after
+            # The input's mapped pages and this weight's copies go before the next is read.
+            del array, pruned, mask
         result.metrics.update(
             {
                 "pattern": f"{nm[0]}:{nm[1]}" if nm else "unstructured",
