@@ -15,16 +15,18 @@ from typing import Any
 
 import onnx_ir as ir
 
+from onnxcompress import runtime
 from onnxcompress.data import feed_source, input_specs, synthetic_feeds
-from onnxcompress.errors import DataError, OnnxCompressError
+from onnxcompress.errors import DataError, OnnxCompressError, PassError
 from onnxcompress.model import (
     check_output_path,
+    external_base_dir,
     load_model,
     model_file_bytes,
     save_model,
     to_proto,
 )
-from onnxcompress.pipeline import Pipeline
+from onnxcompress.pipeline import Pipeline, PipelineResult
 from onnxcompress.progress import ProgressLog
 from onnxcompress.report import CompressionReport, SizeInfo
 from onnxcompress.stats import GzipJob, gzip_size, model_stats
@@ -116,6 +118,7 @@ def compress_file(
     if validator is not None and validation_data is not None:
         feed_source(validation_data, model, name="validation data")  # fail before the long work
     before, gzip_before = _size_info_started(model, input_path)
+    input_external = external_base_dir(model) is not None
     with contextlib.ExitStack() as stack:
         if progress is None:
             progress = stack.enter_context(ProgressLog())
@@ -124,9 +127,16 @@ def compress_file(
         result = pipeline.run(model, calibration=calibration, progress=progress, label=str(input_path),
                               source_path=input_path)
         del model
-        save_model(result.model, output_path, overwrite=overwrite, protect=(input_path,))
+        pending = result.pending_ort_check
+        # A large output of an external-data input is written with external data too, tensor
+        # by tensor, instead of serialized whole in memory (issue 18).
+        external = True if pending is not None and input_external else None
+        save_model(result.model, output_path, overwrite=overwrite, protect=(input_path,),
+                   external_data=external)
         progress("sizes (gzip)", 0, 1)
         after, gzip_after = _size_info_started(result.model, output_path)
+        if pending is not None:
+            _check_written_file(result, output_path, pending)
         # Both gzip jobs finish before validation, whose latency timing they would disturb.
         for info, job in ((before, gzip_before), (after, gzip_after)):
             if job is not None:
@@ -152,6 +162,21 @@ def compress_file(
         remove_model_files(output_path)
         report.output = None
     return report
+
+
+def _check_written_file(result: PipelineResult, path: Path, input_loads: Callable[[], bool]) -> None:
+    """onnxruntime's load check of a large output, on the written file: the in-memory model is
+    swapped for the file's (memory-mapped) first, so onnxruntime's copy is the only one."""
+    model = load_model(path)
+    result.model = model
+    for p in result.passes:
+        p.model = model
+    ok, why = runtime.loadable(path)
+    if not ok and input_loads():
+        remove_model_files(path)
+        raise PassError(f"the compressed model failed onnxruntime's load check: {why}",
+                        hint="this is a bug in onnxcompress, please report it; --exclude can "
+                        "leave the layer alone.")
 
 
 def measure_session_memory(

@@ -19,11 +19,14 @@ import onnx
 import onnx_ir as ir
 
 from onnxcompress import runtime
-from onnxcompress.model import EXTERNAL_DATA_THRESHOLD, tensor_bytes, to_proto
+from onnxcompress.model import external_base_dir, iter_tensor_protos, shape_only_proto, tensor_bytes, to_proto
 from onnxcompress.weights import all_graphs
 
 logger = logging.getLogger(__name__)
 
+# Models with more tensor bytes than this are checked with their weights stubbed out (the
+# proto would be a copy of the model, and its onnxruntime load check is deferred anyway).
+CHECKER_INLINE_MAX_BYTES = 256 * 1024 * 1024
 # onnx's shape inference names the dims it cannot know "unk__N"; they are unknown, not symbols.
 _INFERRED_UNKNOWN = "unk__"
 
@@ -48,7 +51,7 @@ def complete_io_shapes(model: ir.Model) -> list[str]:
     if not missing:
         return []
     try:
-        inferred = onnx.shape_inference.infer_shapes(to_proto(model, inline_external=False))
+        inferred = onnx.shape_inference.infer_shapes(shape_only_proto(model))
     except Exception as e:  # noqa: BLE001 - inference is best effort; the check reports what stays
         logger.info("shape inference failed: %s", one_line(str(e)))
         return []
@@ -112,16 +115,35 @@ def model_problem(model: ir.Model, *, need_ort: bool | Callable[[], bool],
     problem = structural_problem(model)
     if problem is not None:
         return problem
-    if proto is None and tensor_bytes(model) <= EXTERNAL_DATA_THRESHOLD:
-        # One proto serves onnx.checker and the onnxruntime load (each to_proto is a full copy).
-        proto = to_proto(model)
+    complete = proto is not None
+    if proto is None:
+        proto, complete = checker_proto(model)
     if proto is not None:
         try:
             onnx.checker.check_model(proto)
         except Exception as e:  # ValidationError and friends
             return f"onnx.checker: {one_line(str(e))}"
     if need_ort:
-        ok, why = runtime.loadable(model if proto is None else proto)
+        # One proto serves onnx.checker and the onnxruntime load when it holds every tensor.
+        ok, why = runtime.loadable(proto if complete and proto is not None else model)
         if not ok and (not callable(need_ort) or need_ort()):
             return why
     return None
+
+
+def checker_proto(model: ir.Model) -> tuple[onnx.ModelProto, bool]:
+    """The proto onnx.checker sees, and whether it is the whole model (then it also serves the
+    onnxruntime load). Above :data:`CHECKER_INLINE_MAX_BYTES` of tensors, or with external data,
+    weights become empty stubs: load_model checked external files (sizes, locations),
+    onnx.checker cannot resolve their paths from an in-memory proto, and serializing the data
+    would copy the model (a 0.3 GB external-data model peaked at 3x its size in this check)."""
+    if external_base_dir(model) is None and tensor_bytes(model) <= CHECKER_INLINE_MAX_BYTES:
+        return to_proto(model), True
+    proto = shape_only_proto(model)
+    for _, t in iter_tensor_protos(proto.graph):
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            del t.external_data[:]
+            t.data_location = onnx.TensorProto.DEFAULT
+            del t.dims[:]
+            t.dims.append(0)
+    return proto, False

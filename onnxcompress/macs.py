@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from onnxcompress.model import to_proto
+from onnxcompress.model import shape_only_proto
 from onnxcompress.stats import _is_parameter
 from onnxcompress.weights import iter_constant_tensors
 
@@ -69,7 +69,7 @@ def infer_shapes(
     (None): fewer sizes resolve, but none conflict where a guessed size cannot be right (a Concat
     whose width a later MatMul fixes).
     """
-    proto = to_proto(model)
+    proto = shape_only_proto(model)  # shapes need no weight data: no copy of the model
     initializers = {t.name for t in proto.graph.initializer}
     for vi in proto.graph.input if pin else ():
         if vi.name in initializers or not vi.type.HasField("tensor_type"):

@@ -54,6 +54,10 @@ CHECK_MODES = ("each", "end", "none")
 # Above this, a pass's input is not copied for rollback (with best_effort, a failing pass
 # then stops the pipeline as without it).
 ROLLBACK_MAX_BYTES = 512 * 1024 * 1024
+# A handed-over model (compress_file) above this is not loaded in onnxruntime after each pass:
+# that load is a second full copy of the weights beside the pass's output (prune at 2.4 GB: 2x
+# the model). compress_file checks the written file instead, once the in-memory model is gone.
+DEFER_ORT_CHECK_BYTES = 256 * 1024 * 1024
 RECIPE_KEYS = {"passes", "seed", "check", "keep_debug_info", "best_effort", "onnxcompress_version"}
 _BUG_HINT = ("this is a bug in onnxcompress, please report it; --exclude can leave the layer "
              "alone, and --best-effort keeps the passes that succeed.")
@@ -68,6 +72,11 @@ class PipelineResult:
     recipe: dict[str, Any]
     # Set when the original model loads in onnxruntime but a step could not use it.
     notes: list[str] = field(default_factory=list)
+    # Set when the model is large and was handed over (Pipeline.run's source_path): onnxruntime's
+    # load check is left to whoever writes the file (compress_file checks the written file once
+    # the in-memory model is gone, instead of loading a second full copy beside it). Call it to
+    # know whether the input loads in onnxruntime (a failure is the output's only if it does).
+    pending_ort_check: Callable[[], bool] | None = field(default=None, repr=False)
 
     @property
     def headlines(self) -> list[str]:
@@ -227,14 +236,18 @@ class Pipeline:
 
         notes += _unmatched_excludes(ir_model, self.passes)
         results: list[PassResult] = []
+        deferred = False
         for i, p in enumerate(self.passes):
             if progress is not None:
                 progress(f"pass {p.name}", i, len(self.passes))
-            result = self._run_pass(p, ir_model, context, runs_in_ort)
+            defer = handed_over and tensor_bytes(ir_model) > DEFER_ORT_CHECK_BYTES
+            result = self._run_pass(p, ir_model, context, False if defer else runs_in_ort)
+            deferred = deferred or (defer and result.modified)
             ir_model = result.model
             results.append(result)
         if self.check == "end":
-            problem = checking.model_problem(ir_model, need_ort=runs_in_ort)
+            deferred = handed_over and tensor_bytes(ir_model) > DEFER_ORT_CHECK_BYTES
+            problem = checking.model_problem(ir_model, need_ort=False if deferred else runs_in_ort)
             if problem is not None:
                 raise PassError(f"the compressed model failed the final check: {problem.rstrip('.')}.",
                                hint=_BUG_HINT)
@@ -245,7 +258,8 @@ class Pipeline:
                              "keep it with --keep-debug-info)")
         recipe = self.to_recipe()
         record_provenance(ir_model, recipe, results)
-        return PipelineResult(model=ir_model, passes=results, recipe=recipe, notes=notes)
+        return PipelineResult(model=ir_model, passes=results, recipe=recipe, notes=notes,
+                              pending_ort_check=runs_in_ort if deferred and self.check != "none" else None)
 
     def _check_input(self, model: ir.Model, label: str) -> list[str]:
         """Refuse an input onnx.checker rejects, before any work (a pass's output could never
@@ -264,7 +278,7 @@ class Pipeline:
         return notes
 
     def _run_pass(self, p: Pass, model: ir.Model, context: PassContext,
-                  runs_in_ort: Callable[[], bool]) -> PassResult:
+                  runs_in_ort: bool | Callable[[], bool]) -> PassResult:
         """Run one pass and check its output; a failure raises PassError, or with best_effort
         rolls the pass back."""
         # A copy to roll back to: only needed when a failure does not end the run.

@@ -12,14 +12,18 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from onnxcompress.errors import RuntimeUnavailableError
-from onnxcompress.model import EXTERNAL_DATA_THRESHOLD, save_model, tensor_bytes, to_proto
+from onnxcompress.model import EXTERNAL_DATA_THRESHOLD, external_base_dir, save_model, tensor_bytes, to_proto
 
 logger = logging.getLogger(__name__)
 
 
-def session_options(*, threads: int | None = None, optimize: bool = True) -> ort.SessionOptions:
+def session_options(*, threads: int | None = None, optimize: bool = True,
+                    prepack: bool = True) -> ort.SessionOptions:
     opts = ort.SessionOptions()
     opts.log_severity_level = 3  # onnxruntime's warnings go to stderr directly; keep them quiet
+    if not prepack:
+        # Prepacked MatMul weights are a second copy of every weight: a load check needs none.
+        opts.add_session_config_entry("session.disable_prepacking", "1")
     if threads is not None:
         opts.intra_op_num_threads = threads
     opts.graph_optimization_level = (
@@ -36,12 +40,15 @@ def create_session(
     threads: int | None = None,
     optimize: bool = True,
     label: str = "the model",
+    prepack: bool = True,
 ) -> ort.InferenceSession:
     """An onnxruntime CPU session for ``model``; raises RuntimeUnavailableError with the reason."""
-    opts = session_options(threads=threads, optimize=optimize)
+    opts = session_options(threads=threads, optimize=optimize, prepack=prepack)
     try:
         if isinstance(model, ir.Model):
-            if tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD:
+            # External data stays external: inlining it would hold the model twice (the proto
+            # and its serialization) beside onnxruntime's own copy.
+            if tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD or external_base_dir(model) is not None:
                 with tempfile.TemporaryDirectory(prefix="onnxcompress-") as tmp:
                     path = Path(tmp) / "model.onnx"
                     save_model(model, path, external_data=True)
@@ -61,12 +68,12 @@ def create_session(
         ) from e
 
 
-def loadable(model: ir.Model | onnx.ModelProto) -> tuple[bool, str | None]:
+def loadable(model: ir.Model | onnx.ModelProto | str | os.PathLike) -> tuple[bool, str | None]:
     """Whether onnxruntime can create a session for the model, and if not, why."""
     try:
         # With the optimizations users get by default: some fusions reject graphs that load
         # unoptimized (e.g. QDQ fusions at opset 10).
-        create_session(model, optimize=True)
+        create_session(model, optimize=True, prepack=False)
     except RuntimeUnavailableError as e:
         return False, e.message
     return True, None

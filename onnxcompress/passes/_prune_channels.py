@@ -15,7 +15,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxcompress import macs
-from onnxcompress.model import to_proto
+from onnxcompress.model import shape_only_proto
 from onnxcompress.passes import _channel_graph, _channels
 from onnxcompress.passes._prune_bias import _add_to_bias, _bias_delta
 from onnxcompress.passes._prune_select import (
@@ -210,7 +210,8 @@ def _refresh_shapes(model: ir.Model) -> None:
             if out is not None and not out.is_graph_output() and node.op_type != "Constant":
                 out.shape = None
     try:
-        inferred = onnx.shape_inference.infer_shapes(to_proto(model), strict_mode=False)
+        proto = shape_only_proto(model)  # shapes need no weight data: no copy of the model
+        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False)
     except Exception as e:  # custom ops: leave the shapes unknown, which is valid
         logger.debug("shape inference after pruning failed: %s", e)
         return
