@@ -24,6 +24,9 @@ logger = logging.getLogger("onnxcompress.progress")
 
 MIN_INTERVAL = 2.0  # seconds between two lines of the same stage
 HEARTBEAT = 5.0  # seconds without a report before a "still ..." line
+# A stage that has run this long gets an estimate of its remaining time (per weight on large
+# models: passes report one step per weight), from its average pace so far.
+ETA_AFTER = 10.0
 
 
 class ProgressLog:
@@ -45,6 +48,7 @@ class ProgressLog:
         self._lock = threading.Lock()
         self._stage: str | None = None
         self._stage_done = (0, 0)
+        self._done_at = clock()  # when the stage last advanced
         self._last_line = -math.inf  # time of the last line written
         self._stage_start = clock()
         self._stop = threading.Event()
@@ -56,12 +60,25 @@ class ProgressLog:
             new_stage = stage != self._stage
             if new_stage:
                 self._stage, self._stage_start = stage, now
+            if (done, total) != self._stage_done or new_stage:
+                self._done_at = now
             self._stage_done = (done, total)
             last = total > 0 and done >= total
             if not (new_stage or last or now - self._last_line >= self._interval):
                 return
             self._last_line = now
-        self._log.info("%s", _line(stage, done, total))
+            line = _line(stage, done, total) + self._eta(now)
+        self._log.info("%s", line)
+
+    def _eta(self, now: float) -> str:
+        """", ~N s left" once the stage has run ETA_AFTER seconds: its average time per step so
+        far times the steps left, less the time since the last step. Call with the lock held."""
+        done, total = self._stage_done
+        elapsed = self._done_at - self._stage_start
+        if not (0 < done < total) or now - self._stage_start < ETA_AFTER or elapsed <= 0:
+            return ""
+        left = max(0.0, elapsed / done * (total - done) - (now - self._done_at))
+        return f", ~{left:.0f} s left" if left < 120 else f", ~{left / 60:.0f} min left"
 
     def beat(self) -> str | None:
         """Log (and return) a "still working" line if nothing was logged for ``heartbeat``
@@ -73,7 +90,7 @@ class ProgressLog:
             self._last_line = now
             done, total = self._stage_done
             where = ("after " if 0 < total <= done else "") + _line(self._stage, done, total)
-            line = f"still working: {where} ({now - self._stage_start:.0f} s)"
+            line = f"still working: {where} ({now - self._stage_start:.0f} s{self._eta(now)})"
         self._log.info("%s", line)
         return line
 

@@ -115,3 +115,29 @@ def test_large_files_gzip_size_is_estimated_from_samples(tmp_path, monkeypatch):
     assert exact < 0.8 * (a.stat().st_size + b.stat().st_size)  # the data does compress
     monkeypatch.setattr(stats, "GZIP_EXACT_MAX_BYTES", 1 << 30)
     assert stats.gzip_files([a, b]) == (exact, True)
+
+
+def test_progress_estimates_the_time_left_once_a_stage_runs_long(caplog):
+    import logging
+
+    from onnxcompress.progress import ETA_AFTER, ProgressLog
+
+    now = [0.0]
+    progress = ProgressLog(interval=0.0, heartbeat=5.0, clock=lambda: now[0])
+    with caplog.at_level(logging.INFO, logger="onnxcompress.progress"):
+        progress("quantize", 0, 10)
+        now[0] = 3.0
+        progress("quantize", 1, 10)  # too early for an estimate
+        now[0] = ETA_AFTER + 2  # 4 weights in 12 s: 3 s a weight, 6 left
+        progress("quantize", 4, 10)
+        now[0] += 7  # nothing for 7 s: the heartbeat's estimate counts that time as spent
+        beat = progress.beat()
+        progress("quantize", 10, 10)  # done: no estimate
+        progress("save", 0, 100)
+        now[0] += 400
+        progress("save", 1, 100)
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[:3] == ["quantize [0/10]", "quantize [1/10]", "quantize [4/10], ~18 s left"]
+    assert beat == "still working: quantize [4/10] (19 s, ~11 s left)"
+    # 400 s for 1 of 100 steps: 99 x 400 s left
+    assert messages[3:] == [beat, "quantize [10/10]", "save [0/100]", "save [1/100], ~660 min left"]

@@ -113,7 +113,9 @@ class Float16(Pass):
         half_ids = {id(n) for n in half_nodes}
         # Weights: every float32 constant read only by float16 nodes becomes float16.
         n_weights = 0
-        for value in list(graph.initializers.values()):
+        initializers = list(graph.initializers.values())
+        for i, value in enumerate(initializers):
+            context.report_progress("float16", i, len(initializers))  # per weight
             t = value.const_value
             if t is None or t.dtype != FLOAT or value.is_graph_input() or value.is_graph_output():
                 continue

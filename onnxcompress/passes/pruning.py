@@ -307,7 +307,8 @@ class Prune(Pass):
         }
         masks: dict[str, np.ndarray] = {}
         pooled: list[tuple[Weight, np.ndarray]] = []
-        for w, s in chosen:
+        for i, (w, s) in enumerate(chosen):
+            context.report_progress("prune: scores", i, len(chosen))
             score = _weight_scores(w, energies.get(w.label))
             w.release()
             if nm is not None:
@@ -322,7 +323,8 @@ class Prune(Pass):
             del pooled
         refits = self._reconstruct(model, [(w, masks[w.label]) for w, _ in chosen], context, result)
         total = zeros = 0
-        for w, _ in chosen:
+        for i, (w, _) in enumerate(chosen):
+            context.report_progress("prune", i, len(chosen))  # per weight: a time estimate
             array = w.numpy()
             mask = masks.pop(w.label)
             refit = refits.get(w.label)

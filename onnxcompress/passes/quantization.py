@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -203,8 +204,10 @@ class Quantize(Pass):
             def build_weights(m: ir.Model, form: str, res: PassResult) -> ir.Model:
                 if form == FORM_DEQUANTIZE:
                     self._weight_storage(m, cfg, channelwise, res, form=FORM_DEQUANTIZE,
-                                         ops={"Conv", "ConvTranspose", "Gather"})
-                self._weight_storage(m, cfg, channelwise, res, form=FORM_FOLDED)
+                                         ops={"Conv", "ConvTranspose", "Gather"},
+                                         progress=context.report_progress)
+                self._weight_storage(m, cfg, channelwise, res, form=FORM_FOLDED,
+                                     progress=context.report_progress)
                 return m
 
             attempts = [FORM_DEQUANTIZE, FORM_FOLDED]
@@ -219,8 +222,9 @@ class Quantize(Pass):
             candidates = self._dynamic_candidates(model, cfg, result)
 
             def build_dynamic(m: ir.Model, chosen: list[str], res: PassResult) -> ir.Model:
-                self._dynamic(m, cfg, channelwise, chosen, res)
-                self._weight_storage(m, cfg, channelwise, res, form=FORM_FOLDED)
+                self._dynamic(m, cfg, channelwise, chosen, res, progress=context.report_progress)
+                self._weight_storage(m, cfg, channelwise, res, form=FORM_FOLDED,
+                                     progress=context.report_progress)
                 return m
 
             return with_speed_guard(cfg, float_model, model, candidates, context, result,
@@ -272,10 +276,14 @@ class Quantize(Pass):
     # -- weights stored in int8 -----------------------------------------------------------------
 
     def _weight_storage(self, model: ir.Model, cfg: QuantizeConfig, channelwise: bool,
-                        result: PassResult, *, form: str, ops: set[str] | None = None) -> None:
+                        result: PassResult, *, form: str, ops: set[str] | None = None,
+                        progress: Callable[[str, int, int], None] | None = None) -> None:
         """Every float compute weight still float -> int8 storage (DequantizeLinear or folded)."""
         names = model_names(model)
-        for w in WeightIndex.build(model):
+        index = list(WeightIndex.build(model))
+        for i, w in enumerate(index):
+            if progress is not None:  # per weight: large models get a time estimate
+                progress("quantize: int8 weights", i, len(index))
             if w.role not in (ROLE_WEIGHT, ROLE_EMBEDDING, ROLE_RECURRENT) or not w.is_float:
                 continue
             if ops is not None and not set(w.op_types) <= ops:
@@ -381,7 +389,8 @@ class Quantize(Pass):
                 us = [u for u in self._static_units(m, idx, cfg, None)
                       if _unit_key(u.node) in wanted]
                 _apply_static(m, _make_plan(m, us, cfg), ranges, cfg, channelwise, res)
-            self._weight_storage(m, cfg, channelwise, res, form=FORM_FOLDED)
+            self._weight_storage(m, cfg, channelwise, res, form=FORM_FOLDED,
+                                 progress=context.report_progress)
             return m
 
         candidates = [(_unit_key(u.node), u.macs_per_output) for u in units]
@@ -460,11 +469,15 @@ class Quantize(Pass):
         return out
 
     def _dynamic(self, model: ir.Model, cfg: QuantizeConfig, channelwise: bool,
-                 chosen: list[str], result: PassResult) -> None:
+                 chosen: list[str], result: PassResult,
+                 progress: Callable[[str, int, int], None] | None = None) -> None:
         names = model_names(model)
         wanted = set(chosen)
         shared_dql: dict[tuple[int, int], tuple[ir.Value, ir.Value, ir.Value]] = {}
-        for w in WeightIndex.build(model).select(roles={ROLE_WEIGHT}):
+        weights = list(WeightIndex.build(model).select(roles={ROLE_WEIGHT}))
+        for i, w in enumerate(weights):
+            if progress is not None:
+                progress("quantize: dynamic int8", i, len(weights))
             if not w.uses or not all(_node_key(u.node, w) in wanted for u in w.uses):
                 continue
             _dynamic_rewrite(w, cfg, channelwise, Builder(w.graph, names), shared_dql, result)
