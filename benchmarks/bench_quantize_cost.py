@@ -35,7 +35,10 @@ ORT = ("from onnxruntime.quantization import quantize_dynamic, QuantType; import
 
 def child(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # cwd: `python -m` puts the working directory first on sys.path, ahead of PYTHONPATH, so
+    # from inside a checkout it would import that checkout instead of --pythonpath's.
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            cwd=env["PYTHONPATH"])
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
