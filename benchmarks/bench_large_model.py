@@ -218,7 +218,9 @@ def write_results(size: int, rows: list[dict], stem: str = "quantization") -> No
     data["large_model"] = {"model_bytes": size, "runs": rows}
     jpath.write_text(json.dumps(data, indent=2, default=str))
     mpath = RESULTS / f"{stem}.md"
-    text = mpath.read_text() if mpath.exists() else "# Quantization benchmark\n"
+    title = ("# Quantization benchmark\n" if stem == "quantization"
+             else "# Large models: time and peak memory\n")
+    text = mpath.read_text() if mpath.exists() else title
     text = text.split("\n## Large model")[0].rstrip("\n") + "\n"
     width = rows[0].get("width", "8192") if rows else "8192"
     lines = ["", "## Large model (external data)", "",
