@@ -80,10 +80,10 @@ BUGS: tuple[Bug, ...] = (
     Bug("random mask at the right sparsity", "onnxcompress/passes/_prune_select.py",
         "mask[np.argpartition(flat, k - 1)[:k]] = False",
         "mask[np.random.default_rng(0).permutation(flat.size)[:k]] = False", PRUNE_TESTS, issue=True),
-    Bug("bias correction reports success but adds zero", "onnxcompress/passes/_prune_bias.py",
-        "_channel_graph.set_const_array(bias, (b + delta).astype(b.dtype))",
-        "_channel_graph.set_const_array(bias, (b + 0 * delta).astype(b.dtype))", PRUNE_TESTS, issue=True),
-    Bug("bias correction of a bias-less Conv/Gemm adds zero", "onnxcompress/passes/_prune_bias.py",
+    Bug("bias correction reports success but adds zero", "onnxcompress/layerwise/bias.py",
+        "(b.astype(np.float64) + delta.reshape(b.shape)).astype(b.dtype)",
+        "(b.astype(np.float64) + 0 * delta.reshape(b.shape)).astype(b.dtype)", PRUNE_TESTS, issue=True),
+    Bug("bias correction of a bias-less Conv/Gemm adds zero", "onnxcompress/layerwise/bias.py",
         'value = w.add_constant(f"{w.name}_bias", delta.astype(w.numpy().dtype))',
         'value = w.add_constant(f"{w.name}_bias", (0 * delta).astype(w.numpy().dtype))', PRUNE_TESTS),
     Bug("channel importance ignores the BatchNorm scale (magnitude)", "onnxcompress/passes/_prune_select.py",
@@ -104,8 +104,8 @@ BUGS: tuple[Bug, ...] = (
     Bug("channel scores keep the lowest-ranked channels", "onnxcompress/passes/_prune_select.py",
         'keep[group.root] = np.sort(np.argsort(-s, kind="stable")[:n])',
         'keep[group.root] = np.sort(np.argsort(s, kind="stable")[:n])', PRUNE_TESTS),
-    Bug("bias correction uses the mean of the wrong input channel", "onnxcompress/passes/_prune_bias.py",
-        "    return per_pair @ mean\n", "    return per_pair @ mean[::-1]\n", PRUNE_TESTS),
+    Bug("bias correction uses the mean of the wrong input channel", "onnxcompress/layerwise/bias.py",
+        "        return per_pair @ mean\n", "        return per_pair @ mean[::-1]\n", PRUNE_TESTS),
     Bug("BatchNorm folding forgets epsilon", "onnxcompress/passes/_folding.py",
         "factor = gamma / np.sqrt(var + eps)", "factor = gamma / np.sqrt(var)", PRUNE_TESTS),
     Bug("BatchNorm folding drops the running mean", "onnxcompress/passes/_folding.py",
@@ -228,8 +228,8 @@ MUTMUT_FUNCTIONS = (
     *(f"onnxcompress.passes._prune_select.x_{f}__mutmut_*" for f in (
         "_weight_scores", "_layer_mask", "_global_masks", "_nm_mask", "_norms", "_consumer_channel_terms",
         "_channel_scores", "_n_keep", "_choose_channels")),
-    *(f"onnxcompress.passes._prune_bias.x_{f}__mutmut_*"
-      for f in ("_bias_delta", "_correct_bias", "_add_to_bias")),
+    *(f"onnxcompress.layerwise.bias.x_{f}__mutmut_*"
+      for f in ("bias_delta", "correct_bias", "add_to_bias", "bias_of")),
     *(f"onnxcompress.passes._qdq.x_{f}__mutmut_*" for f in (
         "activation_qparams", "quantize_weight", "dequantize_weight", "quantize_bias", "_along",
         "relative_error")),
