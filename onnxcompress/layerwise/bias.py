@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from onnxcompress.layerwise.channels import channel_table
 from onnxcompress.passes import _channel_graph
 from onnxcompress.weights import Weight
 
@@ -30,21 +31,18 @@ def bias_delta(w: Weight, removed: np.ndarray, mean: np.ndarray, *,
     in_axis, out_axis = w.in_axis % removed.ndim, w.out_axis % removed.ndim
     if in_axis == out_axis:
         return None
-    cin, m = removed.shape[in_axis], removed.shape[out_axis]
     mean = np.asarray(mean, dtype=np.float64).reshape(-1)
+    table = channel_table(w, removed.shape, mean)
+    if table is None or table.ndim == 2 and not grouped:
+        return None
     other = tuple(a for a in range(removed.ndim) if a not in (out_axis, in_axis))
     # [out, in] sums first: float64 temporaries of the weight's (out, in) size, not its whole.
     per_pair = removed.astype(np.float64).sum(axis=other) if other else removed.astype(np.float64)
     if out_axis > in_axis:
         per_pair = per_pair.T
-    if mean.size == cin:
-        return per_pair @ mean
-    if not grouped or mean.size % cin or m % (mean.size // cin):
-        return None
-    # Grouped convolution: output channel o reads input channels [g*cin, (g+1)*cin) of group g.
-    groups = mean.size // cin
-    table = mean.reshape(groups, cin)[np.arange(m) // (m // groups)]  # [out, cin]
-    return (per_pair * table).sum(axis=1)
+    if table.ndim == 1:
+        return per_pair @ table
+    return (per_pair * table).sum(axis=1)  # grouped Conv: each output reads its group's means
 
 
 def bias_of(w: Weight) -> ir.Value | None:

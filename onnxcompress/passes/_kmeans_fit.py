@@ -12,6 +12,7 @@ from typing import Protocol
 import numpy as np
 
 from onnxcompress import kmeans
+from onnxcompress.layerwise.channels import per_element
 from onnxcompress.passes._folding import const_array
 from onnxcompress.weights import Weight
 
@@ -312,7 +313,7 @@ def _rows(array: np.ndarray, axis: int | None, group: int) -> tuple[np.ndarray, 
 
 def _element_importance(w: Weight, shape: tuple[int, ...], energy: np.ndarray) -> np.ndarray | None:
     """Per-element importance: the energy of the input channel each weight value multiplies."""
-    imp = _per_element(w, shape, energy)
+    imp = per_element(w, shape, np.asarray(energy, dtype=np.float64))
     if imp is None:
         return None
     mean = float(imp.mean())
@@ -320,40 +321,6 @@ def _element_importance(w: Weight, shape: tuple[int, ...], energy: np.ndarray) -
         return None
     # Normalised; a floor keeps channels that calibration never excited from being ignored.
     return np.maximum(imp / mean, 1e-2)
-
-
-def _per_element(w: Weight, shape: tuple[int, ...], per_channel: np.ndarray) -> np.ndarray | None:
-    """``per_channel`` (one value per input channel of the activation) broadcast to the weight:
-    each element gets the value of the input channel it multiplies (grouped Conv included)."""
-    energy = per_channel
-    if w.in_axis is None:
-        return None
-    in_axis = w.in_axis % len(shape)
-    cin = shape[in_axis]
-    energy = np.asarray(energy, dtype=np.float64).reshape(-1)
-    if energy.size == cin:
-        per = energy
-        bshape = [1] * len(shape)
-        bshape[in_axis] = cin
-        imp = np.broadcast_to(per.reshape(bshape), shape)
-    elif (
-        w.out_axis is not None
-        and energy.size % cin == 0
-        and shape[w.out_axis % len(shape)] % (energy.size // cin) == 0
-    ):
-        # Grouped convolution: output channel m reads input channels of its group only.
-        groups = energy.size // cin
-        out_axis = w.out_axis % len(shape)
-        m = shape[out_axis]
-        table = energy.reshape(groups, cin)[np.arange(m) // (m // groups)]  # [M, cin]
-        bshape = [1] * len(shape)
-        bshape[out_axis], bshape[in_axis] = m, cin
-        order = [out_axis, in_axis] if out_axis < in_axis else [in_axis, out_axis]
-        t = table if order[0] == out_axis else table.T
-        imp = np.broadcast_to(t.reshape(bshape), shape)
-    else:
-        return None
-    return imp
 
 
 def _resnap(c: _Clustering, codebook: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress.errors import OnnxCompressError
+from onnxcompress.layerwise.channels import per_element
 from onnxcompress.layerwise.collection import weight_moments
 from onnxcompress.passes import _channel_graph
 from onnxcompress.passes.base import PassContext, PassResult
@@ -102,21 +103,8 @@ def _weight_scores(w: Weight, energy: np.ndarray | None) -> np.ndarray:
     array = np.abs(w.numpy().astype(np.float32))
     if energy is None or w.in_axis is None:
         return array
-    scale = np.sqrt(np.maximum(energy.astype(np.float32), 0))
-    k = array.shape[w.in_axis]
-    conv = next((u.node for u in w.uses if u.node.op_type == "Conv" and u.index == 1), None)
-    if len(scale) == k:
-        shape = [1] * array.ndim
-        shape[w.in_axis] = k
-        return array * scale.reshape(shape)
-    if conv is not None and w.out_axis == 0 and w.in_axis == 1 and len(scale) % k == 0:
-        # Grouped conv: output channel o reads input channels [g*k, (g+1)*k) of its group g.
-        groups = len(scale) // k
-        m = array.shape[0]
-        if m % groups == 0:
-            per_out = scale.reshape(groups, k)[np.arange(m) // (m // groups)]
-            return array * per_out.reshape(m, k, *([1] * (array.ndim - 2)))
-    return array
+    scale = per_element(w, array.shape, np.sqrt(np.maximum(energy.astype(np.float32), 0)))
+    return array if scale is None else array * scale
 
 
 def _layer_mask(scores: np.ndarray, sparsity: float, row_axis: int | None) -> np.ndarray:

@@ -10,6 +10,7 @@ import pytest
 from onnxcompress import WeightIndex, load_model
 from onnxcompress.activations import input_channel_moments
 from onnxcompress.layerwise.bias import bias_delta, correct_bias
+from onnxcompress.layerwise.channels import per_element
 from onnxcompress.model import to_proto
 from tests import helpers as h
 
@@ -67,3 +68,15 @@ def test_grouped_delta_matches_a_numpy_formula():
     want = np.array([sum(removed[o, i].sum() * mean[2 * (o // 3) + i] for i in range(2)) for o in range(6)])
     np.testing.assert_allclose(bias_delta(weight, removed, mean), want, rtol=1e-12)
     assert bias_delta(weight, removed, mean, grouped=False) is None
+
+
+def test_per_element_gives_each_weight_its_input_channel():
+    proto, w = _conv(2, True)
+    weight = next(x for x in WeightIndex.build(load_model(proto)) if x.name == "w")
+    values = np.arange(4.0)
+    spread = per_element(weight, w.shape, values)
+    # [6, 2, 3, 3]: outputs 0-2 read channels 0, 1; outputs 3-5 read channels 2, 3.
+    assert spread.shape == w.shape
+    np.testing.assert_array_equal(spread[:, :, 0, 0], [[0, 1]] * 3 + [[2, 3]] * 3)
+    np.testing.assert_array_equal(per_element(weight, w.shape, values[:2])[4, :, 1, 2], [0, 1])
+    assert per_element(weight, w.shape, np.arange(3.0)) is None
