@@ -210,7 +210,7 @@ class Pipeline:
         for i, p in enumerate(self.passes):
             if progress is not None:
                 progress(f"pass {p.name}", i, len(self.passes))
-            context.planned = tuple(self.passes[i:])  # one statistics collection serves them all
+            context.planned = tuple(self.passes[i + 1:])  # their statistics join this pass's
             result = self._run_pass(p, ir_model, context, runs_in_ort)
             ir_model = result.model
             results.append(result)

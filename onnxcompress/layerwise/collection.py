@@ -78,7 +78,7 @@ class Statistics:
     """The run's statistics service (``context.stats``); see the module docstring.
 
     ``feeds`` is the calibration data (iterable more than once); ``declared(model)`` returns the
-    requests of the passes still to run (set by the pipeline through the context)."""
+    requests of the passes after the one asking first (the pipeline sets them on the context)."""
 
     def __init__(self, feeds: Iterable[Feed] | None, *, samples: int | None = None,
                  declared: Callable[[ir.Model], list[Request]] | None = None,

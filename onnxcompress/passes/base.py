@@ -285,8 +285,8 @@ class PassContext:
     current_layer: str | None = field(default=None, init=False)
     # The run's one sample-count setting: caps every pass's statistics (None: each pass's own).
     calibration_samples: int | None = None
-    # The passes still to run, this one first (set by the pipeline): the first statistics
-    # request of the run also collects what they declare (Pass.statistics).
+    # The passes after the running one (set by the pipeline): the first statistics request of
+    # the run also collects what they declare (Pass.statistics).
     planned: tuple[Pass, ...] = field(default=(), repr=False)
     _stats: Statistics | None = field(default=None, init=False, repr=False)
 
