@@ -177,6 +177,11 @@ class Calibrator:
             return 1.0
         return float(live.max() / max(float(np.median(live)), 1e-30))
 
+    def channel_count(self, name: str) -> int | None:
+        """How many channels the per-channel statistics of ``name`` have (None: none kept)."""
+        a = self._channel_max.get(name)
+        return None if a is None else int(a.size)
+
     def relative_noise(self, name: str, low: float, high: float, levels: int = 255) -> float | None:
         """RMS error of quantizing ``name`` to ``levels`` steps of [low, high] (rounding plus
         clipping), relative to the tensor's RMS; None without a histogram (minmax method).

@@ -136,6 +136,16 @@ class Statistics:
         """One :class:`Calibrator` holding the histograms of ``requests`` (all of one method),
         from the shared collection; ``calibrator.ranges()`` as after a collection of its own."""
         found = self.get(model, requests)
+        # A tensor whose channel count changed since the teacher's collection (channel pruning):
+        # its range would count channels that are gone; collected again on ``model``.
+        widths = _channel_counts(model, {r.tensor: r.channel_axis for r in requests
+                                         if r.channel_axis is not None})
+        stale = [r for r in requests if r in found and r.tensor in widths
+                 and found[r].channel_count(r.tensor) not in (None, widths[r.tensor])]
+        if stale:
+            logger.info("Histograms of %d tensor(s) whose channels changed: collected again on "
+                        "the current model.", len(stale))
+            found = {**found, **self._collect(model, stale, store=False)}
         first = requests[0] if requests else Histogram("")
         return Calibrator.merged([found[r] for r in requests if r in found],
                                  method=first.method, percentile=first.percentile)
@@ -206,6 +216,20 @@ def weight_moments(weights: Iterable[Weight], samples: int | None = None) -> dic
 
 def weights_by_label(weights: Iterable[Weight]) -> dict[str, Weight]:
     return {w.label: w for w in weights}
+
+
+def _channel_counts(model: ir.Model, axes: dict[str, int]) -> dict[str, int]:
+    """The declared size of axis ``axes[name]`` of each main-graph tensor, where known."""
+    out = {}
+    values = [*model.graph.inputs, *(v for node in model.graph for v in node.outputs)]
+    for v in values:
+        axis = axes.get(v.name or "")
+        if axis is None or v.shape is None or not -len(v.shape) <= axis < len(v.shape):
+            continue
+        dim = v.shape[axis]
+        if isinstance(dim, int):
+            out[v.name] = dim
+    return out
 
 
 def _fits(channels: int, w: Weight) -> bool:

@@ -176,3 +176,33 @@ def test_a_model_that_cannot_run_fails_once():
     with pytest.raises(RuntimeUnavailableError):
         stats.channel_moments(model, weights, 4)
     assert stats.collections == 1
+
+
+def test_static_int8_after_channel_pruning_recollects_the_changed_tensors(monkeypatch):
+    """The teacher's histogram of a tensor that lost channels counts channels that are gone:
+    static int8 gets that tensor's histogram from the pruned model instead."""
+    proto, feeds = h.cnn(channels=(3, 8, 16)), _feeds()
+    collected: list[tuple[bool, list[str]]] = []
+    original_collect = Statistics._collect
+
+    def counting(self, model, requests, *, store):  # noqa: ANN001, ANN202
+        collected.append((store, sorted({r.tensor for r in requests if isinstance(r, Histogram)})))
+        return original_collect(self, model, requests, store=store)
+
+    monkeypatch.setattr(Statistics, "_collect", counting)
+    prune = Pipeline([Prune(sparsity=0.5, pattern="channel")]).run(proto, calibration=feeds)
+    result = Pipeline([Prune(sparsity=0.5, pattern="channel"),
+                       Quantize(mode="static", allow_slower=True)]).run(proto, calibration=feeds)
+    monkeypatch.undo()
+    # prune alone: one collection; prune + static: the shared one, then the pruned tensors again
+    assert collected[0] == (True, [])
+    assert collected[1][0] and collected[1][1]
+    assert collected[2][0] is False and collected[2][1]
+    assert set(collected[2][1]) < set(collected[1][1])
+    out = to_proto(result.model)
+    onnx.checker.check_model(out)
+    assert any(n.op_type == "QuantizeLinear" for n in out.graph.node)
+    pruned = to_proto(prune.model)
+    want = np.concatenate([h.run(pruned, f)[0] for f in feeds]).ravel()
+    got = np.concatenate([h.run(out, f)[0] for f in feeds]).ravel()
+    assert float(want @ got / np.linalg.norm(want) / np.linalg.norm(got)) > 0.99
