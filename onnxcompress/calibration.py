@@ -140,6 +140,19 @@ class Calibrator:
         self._channel_max: dict[str, np.ndarray] = {}
         self.samples = 0
 
+    @classmethod
+    def merged(cls, parts: list[Calibrator], *, method: str, percentile: float = 99.999) -> Calibrator:
+        """One calibrator holding the tensors of ``parts`` (each collected on its own, e.g. one
+        tensor each by the run's statistics service); their states are shared, not copied."""
+        out = cls(method, percentile=percentile)
+        for c in parts:
+            out._hist.update(c._hist)
+            out._minmax.update(c._minmax)
+            out._channel_max.update(c._channel_max)
+            out.channel_axes.update(c.channel_axes)
+            out.samples = max(out.samples, c.samples)
+        return out
+
     @property
     def names(self) -> list[str]:
         return list(self._hist or self._minmax)
@@ -163,6 +176,11 @@ class Calibrator:
         if live.size == 0:
             return 1.0
         return float(live.max() / max(float(np.median(live)), 1e-30))
+
+    def channel_count(self, name: str) -> int | None:
+        """How many channels the per-channel statistics of ``name`` have (None: none kept)."""
+        a = self._channel_max.get(name)
+        return None if a is None else int(a.size)
 
     def relative_noise(self, name: str, low: float, high: float, levels: int = 255) -> float | None:
         """RMS error of quantizing ``name`` to ``levels`` steps of [low, high] (rounding plus

@@ -172,7 +172,7 @@ def collect_input_stats(
     both; ``feeds`` must be iterable twice).
     """
     feeds = list(feeds) if not hasattr(feeds, "__len__") else feeds
-    wanted: list[tuple[Weight, RowLayout, str]] = []
+    wanted: list[_Item] = []
     skipped: dict[str, str] = {}
     for w in weights:
         layout, why = layout_of(w)
@@ -180,70 +180,130 @@ def collect_input_stats(
         if layout is None or found is None or found[0] is None or not found[0].name:
             skipped[w.label] = why or "its input activation cannot be read"
             continue
-        wanted.append((w, layout, found[0].name))
+        k = w.shape[0] if layout.transposed else int(np.prod(w.shape[1:]))
+        wanted.append(_Item(w.label, layout, (found[0].name,), k))
     stats: dict[str, InputStats] = {}
-    block: list[tuple[Weight, RowLayout, str]] = []
-    used = 0
-    for item in wanted:
-        size = _hessian_bytes(item[0], item[1])
-        if block and used + size > budget_bytes:
-            _collect_block(model, block, feeds, max_rows, seed, stats, skipped, student)
-            block, used = [], 0
-        block.append(item)
-        used += size
-    if block:
+    for block in _blocks(wanted, budget_bytes):
         _collect_block(model, block, feeds, max_rows, seed, stats, skipped, student)
     return stats, skipped
 
 
-def _hessian_bytes(w: Weight, layout: RowLayout) -> int:
-    k = w.shape[0] if layout.transposed else int(np.prod(w.shape[1:]))
-    return layout.groups * k * k * 8
+def collect_reader_stats(
+    model: ir.Model,
+    readers: dict[str, tuple[Iterable[str], int]],
+    feeds: Iterable[Feed],
+    *,
+    max_rows: int | None = None,
+    budget_bytes: int = DEFAULT_BUDGET_BYTES,
+    seed: int = 0,
+) -> tuple[dict[str, InputStats], int]:
+    """The reader-set mode: E[x x^T] over every input that reads one weight, summed.
+
+    ``readers`` maps a key to (the main-graph tensors multiplied with the weight, ``k`` its
+    in-features): a weight read by several MatMul/Gemm nodes (tied weights, the time steps of an
+    unrolled RNN) gets the statistics of all their inputs pooled, where
+    :func:`collect_input_stats` refuses it. Inputs whose last axis is not ``k`` are ignored; all
+    rows are used unless ``max_rows``. Returns the statistics by key and the passes made over
+    ``feeds`` (one per block of matrices fitting ``budget_bytes``).
+    """
+    feeds = list(feeds) if not hasattr(feeds, "__len__") else feeds
+    items = [_Item(key, RowLayout("MatMul", 1), tuple(dict.fromkeys(names)), k)
+             for key, (names, k) in readers.items()]
+    stats: dict[str, InputStats] = {}
+    skipped: dict[str, str] = {}
+    blocks = list(_blocks([i for i in items if i.names], budget_bytes))
+    for block in blocks:
+        _collect_block(model, block, feeds, max_rows, seed, stats, skipped)
+    return stats, len(blocks)
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One matrix to collect: its key, row layout, the tensors it reads and their width ``k``."""
+
+    key: str
+    layout: RowLayout
+    names: tuple[str, ...]
+    k: int
+
+
+def _blocks(items: list[_Item], budget_bytes: int) -> Iterable[list[_Item]]:
+    """Items in order, grouped so that each group's float64 matrices fit ``budget_bytes``."""
+    block: list[_Item] = []
+    used = 0
+    for item in items:
+        size = item.layout.groups * item.k * item.k * 8
+        if block and used + size > budget_bytes:
+            yield block
+            block, used = [], 0
+        block.append(item)
+        used += size
+    if block:
+        yield block
 
 
 def _collect_block(
     model: ir.Model,
-    block: list[tuple[Weight, RowLayout, str]],
+    block: list[_Item],
     feeds: Iterable[Feed],
-    max_rows: int,
+    max_rows: int | None,
     seed: int,
     stats: dict[str, InputStats],
     skipped: dict[str, str],
     student: ir.Model | None = None,
 ) -> None:
     sums: dict[str, list] = {}
-    names = {name for _, _, name in block}
+    names = {name for item in block for name in item.names}
     teacher_runs = activations.iter_intermediates(model, names, feeds)
     student_runs = activations.iter_intermediates(student, names, feeds) if student is not None else None
     for sample, outputs in enumerate(teacher_runs):
         mine = next(student_runs) if student_runs is not None else outputs
-        for layer, (w, layout, name) in enumerate(block):
-            if name not in outputs or name not in mine:
-                continue
-            try:
-                # The same seed for teacher and student: the same rows (positions) of both.
-                x_t = unfold(np.asarray(outputs[name]), layout, max_rows,
-                             np.random.default_rng([seed, sample, layer]))
-                x = x_t if student_runs is None else unfold(
-                    np.asarray(mine[name]), layout, max_rows, np.random.default_rng([seed, sample, layer])
-                )
-            except ValueError as e:  # shapes that do not match the weight (should not happen)
-                skipped[w.label] = f"cannot unfold its input ({e})"
-                continue
-            acc = sums.setdefault(w.label, [0.0, 0.0, 0, 0.0, 0.0])
-            # float32 products per sample (half the time), summed over samples in float64
-            acc[0] = acc[0] + np.matmul(x.transpose(0, 2, 1), x).astype(np.float64)
-            acc[1] = acc[1] + x.sum(axis=1, dtype=np.float64)
-            acc[2] += x.shape[1]
-            if student_runs is not None:
-                acc[3] = acc[3] + np.matmul(x.transpose(0, 2, 1), x_t).astype(np.float64)
-                acc[4] = acc[4] + np.matmul(x_t.transpose(0, 2, 1), x_t).astype(np.float64)
-    for w, _, _ in block:
-        acc = sums.get(w.label)
+        # All rows of a MatMul input are the same for every weight reading it (the Q, K, V
+        # projections of one input): its products are computed once per sample.
+        shared: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, int]] = {}
+        for layer, item in enumerate(block):
+            layout = item.layout
+            for name in item.names:
+                if name not in outputs or name not in mine:
+                    continue
+                if layout.op_type in ("MatMul", "Gemm") and np.shape(outputs[name])[-1:] != (item.k,):
+                    continue  # a reader whose input is not the weight's in-features
+                key = (name, item.k)
+                if key in shared:
+                    _accumulate(sums.setdefault(item.key, [0.0, 0.0, 0, 0.0, 0.0]), *shared[key])
+                    continue
+                try:
+                    # The same seed for teacher and student: the same rows (positions) of both.
+                    x_t = unfold(np.asarray(outputs[name]), layout, max_rows,
+                                 np.random.default_rng([seed, sample, layer]))
+                    x = x_t if student_runs is None else unfold(
+                        np.asarray(mine[name]), layout, max_rows,
+                        np.random.default_rng([seed, sample, layer]))
+                except ValueError as e:  # shapes that do not match the weight (should not happen)
+                    skipped[item.key] = f"cannot unfold its input ({e})"
+                    continue
+                acc = sums.setdefault(item.key, [0.0, 0.0, 0, 0.0, 0.0])
+                # float32 products per sample (half the time), summed over samples in float64
+                product = (np.matmul(x.transpose(0, 2, 1), x).astype(np.float64),
+                           x.sum(axis=1, dtype=np.float64), x.shape[1])
+                if student_runs is None and max_rows is None and layout.op_type in ("MatMul", "Gemm"):
+                    shared[key] = product
+                _accumulate(acc, *product)
+                if student_runs is not None:
+                    acc[3] = acc[3] + np.matmul(x.transpose(0, 2, 1), x_t).astype(np.float64)
+                    acc[4] = acc[4] + np.matmul(x_t.transpose(0, 2, 1), x_t).astype(np.float64)
+    for item in block:
+        acc = sums.get(item.key)
         if acc is None or not acc[2]:
-            skipped.setdefault(w.label, "its input could not be read from the calibration run")
+            skipped.setdefault(item.key, "its input could not be read from the calibration run")
             continue
-        stats[w.label] = InputStats(hessian=acc[0] / acc[2], mean=acc[1] / acc[2], rows=acc[2])
+        stats[item.key] = InputStats(hessian=acc[0] / acc[2], mean=acc[1] / acc[2], rows=acc[2])
         if student is not None:
-            stats[w.label].cross = acc[3] / acc[2]
-            stats[w.label].teacher_hessian = acc[4] / acc[2]
+            stats[item.key].cross = acc[3] / acc[2]
+            stats[item.key].teacher_hessian = acc[4] / acc[2]
+
+
+def _accumulate(acc: list, hessian: np.ndarray, total: np.ndarray, rows: int) -> None:
+    acc[0] = acc[0] + hessian
+    acc[1] = acc[1] + total
+    acc[2] += rows

@@ -1,7 +1,7 @@
 """How one weight is clustered for k-means sharing: its rows (per tensor or per group of output
 channels), optional per-channel scales, importance weights from calibration statistics and a
-following BatchNorm's gain, and bias correction. Pure numpy on one weight at a time; the graph
-is written by :mod:`onnxcompress.passes._kmeans_decode`."""
+following BatchNorm's gain. Pure numpy on one weight at a time; the graph is written by
+:mod:`onnxcompress.passes._kmeans_decode`, bias correction by :mod:`onnxcompress.layerwise.bias`."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-import onnx_ir as ir
 
 from onnxcompress import kmeans
+from onnxcompress.layerwise.channels import per_element
 from onnxcompress.passes._folding import const_array
-from onnxcompress.weights import COMPUTE_ROLES, ROLE_BIAS, Weight, WeightIndex
+from onnxcompress.weights import Weight
 
 # Error sums run over this many values at a time, so a weight of any size needs float64
 # temporaries of 8 MB, not 8 bytes per value (a 268 MB layer: 540 MB each).
@@ -311,45 +311,9 @@ def _rows(array: np.ndarray, axis: int | None, group: int) -> tuple[np.ndarray, 
     return moved, _Layout(tuple(array.shape), axis, group)
 
 
-def _bias_index(model: ir.Model) -> dict[int, Weight]:
-    """Bias tensors by the id of the node that adds them (Conv/Gemm, or the Add after a MatMul)."""
-    out = {}
-    for b in WeightIndex.build(model):
-        if b.role == ROLE_BIAS and len(b.uses) == 1 and b.is_float and not b.via:
-            out[id(b.uses[0].node)] = b
-    return out
-
-
-def _correct_bias(w: Weight, diff: np.ndarray, mean: np.ndarray, biases: dict[int, Weight]) -> bool:
-    """Subtract delta_W @ E[x] from the bias of ``w``'s layer, so each output keeps its mean
-    over the calibration data (bias correction, as in data-free quantization)."""
-    compute = [u for u in w.uses if u.slot.role in COMPUTE_ROLES]
-    if len(compute) != 1 or len(w.uses) != 1 or w.out_axis is None:
-        return False
-    node = compute[0].node
-    if node.op_type in ("Conv", "Gemm"):
-        bias = biases.get(id(node))
-        if bias is None or len(node.inputs) < 3 or node.inputs[2] is not bias.value:
-            return False
-    elif node.op_type == "MatMul" and len(node.outputs[0].uses()) == 1:
-        bias = biases.get(id(node.outputs[0].uses()[0][0]))
-    else:
-        return False
-    per_element = _per_element(w, diff.shape, mean)
-    if bias is None or per_element is None:
-        return False
-    out_axis = w.out_axis % diff.ndim
-    delta = np.moveaxis(diff * per_element, out_axis, 0).reshape(diff.shape[out_axis], -1).sum(1)
-    b = bias.numpy()
-    if b.size != delta.size or not np.isfinite(delta).all():
-        return False
-    bias.set_numpy((b.astype(np.float64) - delta.reshape(b.shape)).astype(b.dtype))
-    return True
-
-
 def _element_importance(w: Weight, shape: tuple[int, ...], energy: np.ndarray) -> np.ndarray | None:
     """Per-element importance: the energy of the input channel each weight value multiplies."""
-    imp = _per_element(w, shape, energy)
+    imp = per_element(w, shape, np.asarray(energy, dtype=np.float64))
     if imp is None:
         return None
     mean = float(imp.mean())
@@ -357,40 +321,6 @@ def _element_importance(w: Weight, shape: tuple[int, ...], energy: np.ndarray) -
         return None
     # Normalised; a floor keeps channels that calibration never excited from being ignored.
     return np.maximum(imp / mean, 1e-2)
-
-
-def _per_element(w: Weight, shape: tuple[int, ...], per_channel: np.ndarray) -> np.ndarray | None:
-    """``per_channel`` (one value per input channel of the activation) broadcast to the weight:
-    each element gets the value of the input channel it multiplies (grouped Conv included)."""
-    energy = per_channel
-    if w.in_axis is None:
-        return None
-    in_axis = w.in_axis % len(shape)
-    cin = shape[in_axis]
-    energy = np.asarray(energy, dtype=np.float64).reshape(-1)
-    if energy.size == cin:
-        per = energy
-        bshape = [1] * len(shape)
-        bshape[in_axis] = cin
-        imp = np.broadcast_to(per.reshape(bshape), shape)
-    elif (
-        w.out_axis is not None
-        and energy.size % cin == 0
-        and shape[w.out_axis % len(shape)] % (energy.size // cin) == 0
-    ):
-        # Grouped convolution: output channel m reads input channels of its group only.
-        groups = energy.size // cin
-        out_axis = w.out_axis % len(shape)
-        m = shape[out_axis]
-        table = energy.reshape(groups, cin)[np.arange(m) // (m // groups)]  # [M, cin]
-        bshape = [1] * len(shape)
-        bshape[out_axis], bshape[in_axis] = m, cin
-        order = [out_axis, in_axis] if out_axis < in_axis else [in_axis, out_axis]
-        t = table if order[0] == out_axis else table.T
-        imp = np.broadcast_to(t.reshape(bshape), shape)
-    else:
-        return None
-    return imp
 
 
 def _resnap(c: _Clustering, codebook: np.ndarray) -> np.ndarray:

@@ -3,7 +3,7 @@
 ``_fit_own`` clusters a weight into a codebook of its own (at 8 bits never less faithful than
 int8 per-channel); ``_share_model_codebook`` fits one codebook for a group of weights and keeps
 it per weight where it measures as good; ``_finish`` stores a clustered weight (float16 codebook
-where it costs <= 1%, bias correction with ``means``/``biases``) and describes it in a LayerStat.
+where it costs <= 1%, bias correction with ``means``) and describes it in a LayerStat.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress import kmeans
+from onnxcompress.layerwise.bias import correct_bias
 from onnxcompress.passes._kmeans_codebook import (
     FP16_CODEBOOK_TOLERANCE,
     MODEL_CODEBOOK_TOLERANCE,
@@ -34,7 +35,6 @@ from onnxcompress.passes._kmeans_fit import (
     _choose_channel_scales,
     _cluster,
     _Clustering,
-    _correct_bias,
     _element_importance,
     _int8_error,
     _relative_error,
@@ -65,7 +65,6 @@ def _share_model_codebook(
     result: PassResult,
     *,
     means: dict[str, np.ndarray],
-    biases: dict[int, Weight],
     scaled: bool = False,
 ) -> list[LayerStat]:
     """Cluster the RMS-normalised values of all ``members`` together into one codebook; each
@@ -83,7 +82,7 @@ def _share_model_codebook(
         # Nothing to share with: a codebook of its own, channel scales only if they pay.
         w = members[0]
         stat = _share(w, bits, cfg, formats, energies.get(w.label), context, constants, result,
-                      means=means, biases=biases)
+                      means=means)
         return [stat] if stat is not None else []
     # Each tensor is normalised by its channels' RMS (when it has output channels and
     # channel_scale allows) or by its own RMS, so one codebook fits them all.
@@ -167,7 +166,7 @@ def _share_model_codebook(
                 fit, fit_importance = own
                 stat = _finish(
                     w, bits, formats, fit, _index_bits(fit), fit_importance, constants, result,
-                    means=means, biases=biases,
+                    means=means,
                 )
                 if stat is not None:
                     stat.extra["model_codebook_error"] = round(shared_error, 6)
@@ -175,7 +174,7 @@ def _share_model_codebook(
                 continue
         stat = _finish(
             w, bits, formats, c, index_bits, imp, constants, result, book=book, shared=True,
-            means=means, biases=biases,
+            means=means,
         )
         if stat is None:
             continue
@@ -209,14 +208,13 @@ def _share(
     result: PassResult,
     *,
     means: dict[str, np.ndarray],
-    biases: dict[int, Weight],
 ) -> LayerStat | None:
     fitted = _fit_own(w, bits, cfg, energy, context, result)
     if fitted is None:
         return None
     c, importance = fitted
     return _finish(w, bits, formats, c, _index_bits(c), importance, constants, result,
-                   means=means, biases=biases)
+                   means=means)
 
 
 def _fit_own(
@@ -297,7 +295,6 @@ def _finish(
     book: ir.Value | None = None,
     *,
     means: dict[str, np.ndarray],
-    biases: dict[int, Weight],
     shared: bool = False,
 ) -> LayerStat | None:
     """Store one clustered weight (or skip it if that would not shrink it) and describe it.
@@ -366,7 +363,7 @@ def _finish(
         extra["stored_bits"] = STORED_BITS.get(storage, index_bits)
     extra["storage"] = storage
     if mean is not None and diff is not None:
-        extra["bias_corrected"] = _correct_bias(w, diff, mean, biases)
+        extra["bias_corrected"] = correct_bias(w, -diff, mean)  # removed: old - new
     return LayerStat(
         name=w.label,
         op_type="/".join(w.op_types),

@@ -15,9 +15,9 @@ import onnx
 import onnx_ir as ir
 
 from onnxcompress import macs
+from onnxcompress.layerwise.bias import add_to_bias, bias_delta
 from onnxcompress.model import shape_only_proto
 from onnxcompress.passes import _channel_graph, _channels
-from onnxcompress.passes._prune_bias import _add_to_bias, _bias_delta
 from onnxcompress.passes._prune_select import (
     _channel_scores,
     _choose_channels,
@@ -125,12 +125,12 @@ def _prune_groups(
             removed = c.weight.numpy().copy()
             c.weight.release()
             np.moveaxis(removed, c.axis, 0)[graph.channel_index(c.spaces, c.block, keep)] = 0
-            delta = _bias_delta(c.weight, removed, stats[c.weight.label][0])
+            delta = bias_delta(c.weight, removed, stats[c.weight.label][0], grouped=False)
             if delta is not None:
                 kept_out = graph.channel_index((out_space[id(c.weight)],), 1, keep)
                 deltas.append((c.weight, delta[kept_out]))
     changed = graph.apply(keep)
-    corrected = sum(_add_to_bias(w, d) for w, d in deltas)
+    corrected = sum(add_to_bias(w, d, create=True) for w, d in deltas)
     if deltas:
         result.metrics["bias_corrected"] = int(corrected)
     _refresh_shapes(model)

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress import activations
 from onnxcompress.errors import OnnxCompressError
+from onnxcompress.layerwise.channels import per_element
+from onnxcompress.layerwise.collection import weight_moments
 from onnxcompress.passes import _channel_graph
 from onnxcompress.passes.base import PassContext, PassResult
 from onnxcompress.weights import ROLE_EMBEDDING, ROLE_RECURRENT, ROLE_WEIGHT, Weight, WeightIndex
@@ -37,17 +38,26 @@ def _use_data(cfg: PruneConfig, context: PassContext, result: PassResult) -> boo
     return True
 
 
+def _declared(cfg: PruneConfig, model: ir.Model, context: PassContext) -> list:
+    """The moments ``_stats`` will ask for: every main-graph compute weight's input (a
+    superset of the weights chosen; the collection is one pass whatever it covers)."""
+    if cfg.importance == "magnitude" or context.calibration is None:
+        return []
+    weights = [w for w in WeightIndex.build(model) if w.role in (ROLE_WEIGHT, ROLE_EMBEDDING)]
+    return list(weight_moments(weights, cfg.calibration_samples).values())
+
+
 def _stats(
     cfg: PruneConfig, model: ir.Model, weights: list[Weight], context: PassContext, result: PassResult
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """label -> (mean, mean square) of the weight's input activation per input channel."""
     assert context.calibration is not None
-    feeds = context.calibration.take(cfg.calibration_samples)
+    feeds = context.calibration.take(context.stats.limit(cfg.calibration_samples) or 0)
     try:
-        stats = {
-            label: (mean, sq.astype(np.float32))
-            for label, (mean, sq) in activations.input_channel_moments(model, weights, feeds).items()
-        }
+        # From the run's shared collection (context.stats), the same numbers as a collection
+        # of its own: the first cfg.calibration_samples feeds.
+        moments = context.stats.channel_moments(model, weights, cfg.calibration_samples)
+        stats = {label: (mean, sq.astype(np.float32)) for label, (mean, sq) in moments.items()}
     except OnnxCompressError as e:
         result.note(f"calibration data could not be used ({e}); used magnitude")
         return {}
@@ -93,21 +103,8 @@ def _weight_scores(w: Weight, energy: np.ndarray | None) -> np.ndarray:
     array = np.abs(w.numpy().astype(np.float32))
     if energy is None or w.in_axis is None:
         return array
-    scale = np.sqrt(np.maximum(energy.astype(np.float32), 0))
-    k = array.shape[w.in_axis]
-    conv = next((u.node for u in w.uses if u.node.op_type == "Conv" and u.index == 1), None)
-    if len(scale) == k:
-        shape = [1] * array.ndim
-        shape[w.in_axis] = k
-        return array * scale.reshape(shape)
-    if conv is not None and w.out_axis == 0 and w.in_axis == 1 and len(scale) % k == 0:
-        # Grouped conv: output channel o reads input channels [g*k, (g+1)*k) of its group g.
-        groups = len(scale) // k
-        m = array.shape[0]
-        if m % groups == 0:
-            per_out = scale.reshape(groups, k)[np.arange(m) // (m // groups)]
-            return array * per_out.reshape(m, k, *([1] * (array.ndim - 2)))
-    return array
+    scale = per_element(w, array.shape, np.sqrt(np.maximum(energy.astype(np.float32), 0)))
+    return array if scale is None else array * scale
 
 
 def _layer_mask(scores: np.ndarray, sparsity: float, row_axis: int | None) -> np.ndarray:

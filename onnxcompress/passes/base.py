@@ -23,6 +23,7 @@ import onnx_ir as ir
 
 from onnxcompress.data import FeedSource
 from onnxcompress.errors import ConfigError
+from onnxcompress.layerwise.collection import Request, Statistics
 
 logger = logging.getLogger(__name__)
 
@@ -282,6 +283,33 @@ class PassContext:
     # The tensor or node the running pass works on (set with working_on); named in the error
     # when the pass raises.
     current_layer: str | None = field(default=None, init=False)
+    # The run's one sample-count setting: caps every pass's statistics (None: each pass's own).
+    calibration_samples: int | None = None
+    # The passes after the running one (set by the pipeline): the first statistics request of
+    # the run also collects what they declare (Pass.statistics).
+    planned: tuple[Pass, ...] = field(default=(), repr=False)
+    _stats: Statistics | None = field(default=None, init=False, repr=False)
+
+    @property
+    def stats(self) -> Statistics:
+        """The run's statistics service: one collection over ``calibration`` shared by every
+        pass (see :mod:`onnxcompress.layerwise.collection`)."""
+        if self._stats is None:
+            self._stats = Statistics(self.calibration, samples=self.calibration_samples,
+                                     declared=self._declared, progress=self.progress,
+                                     data=getattr(self.calibration, "description", None)
+                                     or "the calibration data")
+        return self._stats
+
+    def _declared(self, model: ir.Model) -> list[Request]:
+        wanted: list[Request] = []
+        for p in self.planned:
+            try:
+                wanted += p.statistics(model, self)
+            except Exception as e:  # noqa: BLE001 - a declaration only saves a later collection
+                logger.info("pass %s could not declare its statistics (%s); it collects its own.",
+                            p.name, e)
+        return wanted
 
     @contextlib.contextmanager
     def working_on(self, layer: str) -> Iterator[None]:
@@ -344,6 +372,11 @@ class Pass(ABC):
         result.model = self.apply(model, context, result)
         result.seconds = time.perf_counter() - start
         return result
+
+    def statistics(self, model: ir.Model, context: PassContext) -> list[Request]:
+        """What this pass will ask ``context.stats`` for on ``model`` (as an earlier pass sees
+        it), so the run's one collection covers it; nothing by default."""
+        return []
 
     @abstractmethod
     def apply(self, model: ir.Model, context: PassContext, result: PassResult) -> ir.Model:

@@ -27,8 +27,8 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress import blockwise, runtime
-from onnxcompress.activations import iter_intermediates
 from onnxcompress.errors import OnnxCompressError
+from onnxcompress.layerwise.stats import collect_reader_stats
 from onnxcompress.model import copy_model
 from onnxcompress.opset import opset_version, upgrade_opset
 from onnxcompress.passes.base import LayerStat, Pass, PassConfig, PassContext, PassResult, option
@@ -239,9 +239,9 @@ class BlockQuantize(Pass):
 
     def _collect_hessians(self, model: ir.Model, layers: list[_Layer], context: PassContext,
                           cfg: BlockQuantizeConfig, result: PassResult) -> None:
-        """X^T X of each layer's inputs on the calibration data (summed over the layer's readers,
-        e.g. the time steps of an unrolled RNN), a group of layers per pass over the data so that
-        the float64 matrices held at once stay under HESSIAN_BUDGET_BYTES."""
+        """E[x x^T] of each layer's inputs on the calibration data (pooled over the layer's
+        readers, e.g. the time steps of an unrolled RNN), a group of layers per pass over the data
+        so that the float64 matrices held at once stay under HESSIAN_BUDGET_BYTES."""
         assert context.calibration is not None
         inputs: dict[int, set[str]] = {}
         for layer in layers:
@@ -250,48 +250,27 @@ class BlockQuantize(Pass):
                      and u.node.inputs[0] is not None and u.node.inputs[0].name}
             if names:
                 inputs[id(layer)] = names
-        groups: list[list[_Layer]] = [[]]
-        used = 0
-        for layer in layers:
-            if id(layer) not in inputs:
-                continue
-            need = layer.shape[1] ** 2 * 8
-            if groups[-1] and used + need > HESSIAN_BUDGET_BYTES:
-                groups.append([])
-                used = 0
-            groups[-1].append(layer)
-            used += need
         feeds = context.calibration.take(cfg.calibration_samples)
         try:
-            for group in groups:
-                readers: dict[str, list[_Layer]] = {}
-                for layer in group:
-                    for name in inputs[id(layer)]:
-                        readers.setdefault(name, []).append(layer)
-                sums: dict[int, np.ndarray] = {}
-                for outputs in iter_intermediates(model, readers, feeds):
-                    for name, x in outputs.items():
-                        k = readers[name][0].shape[1]
-                        if x.shape[-1] != k:
-                            continue
-                        # float32 products (BLAS), accumulated in float64 across samples
-                        flat = np.asarray(x, dtype=np.float32).reshape(-1, k)
-                        h = (flat.T @ flat).astype(np.float64)
-                        for layer in readers[name]:
-                            sums[id(layer)] = sums[id(layer)] + h if id(layer) in sums else h
-                for layer in group:
-                    layer.hessian = sums.get(id(layer))
+            # layerwise.stats's reader-set mode: every reader's input pooled, all rows, the
+            # matrices of a pass over the data within HESSIAN_BUDGET_BYTES. E[x x^T] instead of
+            # the sum X^T X: GPTQ's damping is relative, so the scale does not matter.
+            stats, passes = collect_reader_stats(
+                model, {str(id(layer)): (sorted(inputs[id(layer)]), layer.shape[1])
+                        for layer in layers if id(layer) in inputs},
+                feeds, budget_bytes=HESSIAN_BUDGET_BYTES)
         except OnnxCompressError as e:
-            for layer in layers:
-                layer.hessian = None
             result.note(f"calibration data could not be used for gptq ({e}); used rtn")
             return
+        for layer in layers:
+            found = stats.get(str(id(layer)))
+            layer.hessian = found.hessian[0] if found is not None else None
         missing = sum(1 for layer in layers if layer.hessian is None)
         if missing:
             result.note(f"{missing} weight(s) without observable inputs (embeddings, subgraphs) "
                         "rounded to nearest")
         result.metrics["calibration_samples"] = len(feeds)
-        result.metrics["calibration_passes"] = len([g for g in groups if g])
+        result.metrics["calibration_passes"] = passes
 
 
 def _merge_copies(layers: list[_Layer]) -> list[_Layer]:

@@ -32,9 +32,10 @@ import onnx_ir as ir
 from onnxcompress import macs
 from onnxcompress.errors import ConfigError, OnnxCompressError
 from onnxcompress.layerwise import reconstruct
-from onnxcompress.passes._prune_bias import _correct_bias
+from onnxcompress.layerwise.bias import correct_bias
 from onnxcompress.passes._prune_channels import _prune_channels
 from onnxcompress.passes._prune_select import (
+    _declared,
     _first_last_nodes,
     _global_masks,
     _layer_mask,
@@ -219,6 +220,9 @@ class Prune(Pass):
     summary = "magnitude pruning: unstructured, N:M, or whole channels"
     cli_order = 20
 
+    def statistics(self, model: ir.Model, context: PassContext) -> list:
+        return _declared(self.config, model, context)  # type: ignore[arg-type]
+
     def apply(self, model: ir.Model, context: PassContext, result: PassResult) -> ir.Model:
         cfg: PruneConfig = self.config  # type: ignore[assignment]
         if cfg.sparsity == 0.0 and not any(cfg.layers.values()):
@@ -334,7 +338,8 @@ class Prune(Pass):
             corrected = (
                 cfg.bias_correction
                 and w.label in stats
-                and _correct_bias(w, array - pruned, stats[w.label][0])
+                # grouped=False: as before the shared function (a grouped Conv is not corrected)
+                and correct_bias(w, array - pruned, stats[w.label][0], create=True, grouped=False)
             )
             nz_after = int(np.count_nonzero(pruned))
             norm = float(np.linalg.norm(array.astype(np.float64)))

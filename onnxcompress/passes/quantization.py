@@ -35,6 +35,8 @@ from onnxcompress.calibration import CALIBRATE_METHODS, Calibrator, collect
 from onnxcompress.cpu import default_reduce_range, has_vnni
 from onnxcompress.data import synthetic_feeds
 from onnxcompress.errors import OnnxCompressError
+from onnxcompress.layerwise.collection import Histogram
+from onnxcompress.model import copy_model
 from onnxcompress.opset import opset_version, upgrade_opset
 from onnxcompress.passes._folding import fold_batchnorm
 from onnxcompress.passes._int8 import (
@@ -166,6 +168,17 @@ class Quantize(Pass):
     config_class = QuantizeConfig
     summary = "int8 quantization: static QDQ, dynamic, or weight-only"
     cli_order = 40
+
+    def statistics(self, model: ir.Model, context: PassContext) -> list[Histogram]:
+        """The histograms ``_static`` will ask for, planned on a BatchNorm-folded copy as it
+        will plan them (the Conv output takes the BN output's name)."""
+        cfg: QuantizeConfig = self.config  # type: ignore[assignment]
+        if cfg.mode != "static" or context.calibration is None:
+            return []
+        probe = copy_model(model)
+        fold_batchnorm(probe)
+        units = self._static_units(probe, WeightIndex.build(probe), cfg, None)
+        return _histograms(probe, units, cfg) if units else []
 
     def apply(self, model: ir.Model, context: PassContext, result: PassResult) -> ir.Model:
         cfg: QuantizeConfig = self.config  # type: ignore[assignment]
@@ -333,20 +346,18 @@ class Quantize(Pass):
                         "compute: their activations cannot be calibrated from the main graph")
         ranges: dict = {}
         if units:
-            plan = _make_plan(model, units, cfg)
-            axes = {}
-            for u in units:
-                axis = 1 if u.node.op_type == "Conv" else -1
-                axes[u.activation.name] = axes[u.output.name] = axis
+            wanted = _histograms(model, units, cfg)
             calibrator = Calibrator(cfg.calibrate_method, percentile=cfg.percentile,
-                                    channel_axes=axes)
-            names = [v.name for v in plan.tensors if id(v) not in plan.same_scale and v.name]
+                                    channel_axes={r.tensor: r.channel_axis for r in wanted})
             start = time.perf_counter()
             try:
                 feeds, source = self._calibration_feeds(model, context, cfg, result)
-                collect(model, names, feeds, calibrator, max_samples=cfg.calibration_samples,
-                        progress=context.progress, total=_len(feeds),
-                        data="synthetic data" if source == "synthetic" else source)
+                if context.calibration is not None:  # the run's shared collection
+                    calibrator = context.stats.calibrator(model, wanted)
+                else:
+                    collect(model, [r.tensor for r in wanted], feeds, calibrator,
+                            max_samples=cfg.calibration_samples, progress=context.progress,
+                            total=_len(feeds), data="synthetic data")
             except OnnxCompressError as e:
                 # Calibration only measures: a model that cannot run on this data still gets
                 # int8 weights (float compute), and the user is told why.
@@ -533,6 +544,18 @@ def _node_key(node: ir.Node, w: Weight) -> str:
 
 def _unit_key(node: ir.Node) -> str:
     return node.name or node.outputs[0].name or node.op_type
+
+
+def _histograms(model: ir.Model, units: list[_Unit], cfg: QuantizeConfig) -> list[Histogram]:
+    """One histogram request per tensor the static plan of ``units`` calibrates."""
+    plan = _make_plan(model, units, cfg)
+    axes = {}
+    for u in units:
+        axis = 1 if u.node.op_type == "Conv" else -1
+        axes[u.activation.name] = axes[u.output.name] = axis
+    names = [v.name for v in plan.tensors if id(v) not in plan.same_scale and v.name]
+    return [Histogram(n, cfg.calibrate_method, cfg.percentile, axes.get(n), cfg.calibration_samples)
+            for n in dict.fromkeys(names)]
 
 
 def _len(feeds) -> int | None:  # noqa: ANN001

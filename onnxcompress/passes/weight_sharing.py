@@ -63,8 +63,9 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress import activations, kmeans
+from onnxcompress import kmeans
 from onnxcompress.errors import OnnxCompressError
+from onnxcompress.layerwise.collection import weight_moments
 from onnxcompress.model import EXTERNAL_DATA_THRESHOLD, tensor_bytes, to_proto
 from onnxcompress.opset import opset_version, upgrade_opset
 from onnxcompress.passes._folding import fold_batchnorm
@@ -78,7 +79,6 @@ from onnxcompress.passes._kmeans_decode import (
     ConstantCache,
     Formats,
 )
-from onnxcompress.passes._kmeans_fit import _bias_index
 from onnxcompress.passes._kmeans_share import _share, _share_model_codebook
 from onnxcompress.passes.base import LayerStat, Pass, PassConfig, PassContext, PassResult, option
 from onnxcompress.stats import gzip_size
@@ -294,6 +294,12 @@ class WeightSharing(Pass):
     summary = "k-means weight sharing: per-layer codebooks stored as packed indices"
     cli_order = 30
 
+    def statistics(self, model: ir.Model, context: PassContext) -> list:
+        cfg: WeightSharingConfig = self.config  # type: ignore[assignment]
+        if context.calibration is None or not (cfg.sensitivity or cfg.bias_correction):
+            return []
+        return list(weight_moments(WeightIndex.build(model), cfg.calibration_samples).values())
+
     def apply(self, model: ir.Model, context: PassContext, result: PassResult) -> ir.Model:
         cfg: WeightSharingConfig = self.config  # type: ignore[assignment]
         # File and gzip sizes need the whole model serialized (twice, external data inlined):
@@ -324,7 +330,6 @@ class WeightSharing(Pass):
         allocated: dict[str, dict[str, Any]] = {}
         if cfg.allocates(context.calibration is not None):
             todo, allocated = _allocate(model, todo, cfg, formats, energies, context, result)
-        biases = _bias_index(model) if means else {}
         constants = ConstantCache()
         groups: dict[tuple, list[Weight]] = {}
         singles: list[tuple[Weight, int]] = []
@@ -339,7 +344,7 @@ class WeightSharing(Pass):
         for (_, _, bits, scaled, _), members in groups.items():
             stats += _share_model_codebook(
                 members, bits, cfg, formats, energies, context, constants, result, scaled=scaled,
-                means=means, biases=biases,
+                means=means,
             )
             for w in members:
                 _release(w)
@@ -347,7 +352,7 @@ class WeightSharing(Pass):
             context.report_progress("k-means", done, len(todo))
         for w, bits in singles:
             stat = _share(w, bits, cfg, formats, energies.get(w.label), context, constants, result,
-                          means=means, biases=biases)
+                          means=means)
             if stat is not None:
                 stats.append(stat)
             _release(w)  # one weight at a time: its float data leaves memory before the next
@@ -464,9 +469,8 @@ class WeightSharing(Pass):
         """(energies for sensitivity weighting, means for bias correction) per weight label."""
         if context.calibration is None or not (cfg.sensitivity or cfg.bias_correction):
             return {}, {}
-        feeds = context.calibration.take(cfg.calibration_samples)
-        try:
-            moments = activations.input_channel_moments(model, weights, feeds)
+        try:  # from the run's shared collection (context.stats)
+            moments = context.stats.channel_moments(model, weights, cfg.calibration_samples)
         except OnnxCompressError as e:
             result.note(f"calibration data unused: {e.message}")
             return {}, {}

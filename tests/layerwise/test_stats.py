@@ -10,7 +10,7 @@ import pytest
 from onnxcompress import WeightIndex, load_model
 from onnxcompress.data import feed_source
 from onnxcompress.layerwise import as_rows, collect_input_stats, from_rows, layout_of
-from onnxcompress.layerwise.stats import unfold
+from onnxcompress.layerwise.stats import collect_reader_stats, unfold
 from tests import helpers as h
 
 CONVS = {
@@ -91,3 +91,38 @@ def test_weights_that_cannot_be_refit_are_skipped_with_a_reason():
     for w in weights:
         layout, why = layout_of(w)
         assert layout is None and why == "inside a subgraph"
+
+
+def test_reader_set_pools_every_input_of_a_weight_read_twice():
+    """A weight read by two MatMuls (tied, or an unrolled RNN's steps): the reader-set mode
+    pools both inputs' rows; the per-layer mode refuses it."""
+    model = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 4] a, float[N, 3, 4] b) => (float[N, 5] y, float[N, 3, 5] z) {
+            y = MatMul (a, w)
+            t = Relu (b)
+            z = MatMul (t, w)
+        }
+    """)
+    w = h.rng(0).standard_normal((4, 5)).astype(np.float32)
+    m = load_model(h.attach_initializers(model, {"w": w}))
+    r = h.rng(1)
+    feeds = [{"a": r.standard_normal((2, 4)).astype(np.float32),
+              "b": r.standard_normal((2, 3, 4)).astype(np.float32)} for _ in range(3)]
+    weight = next(iter(WeightIndex.build(m)))
+    _, skipped = collect_input_stats(m, [weight], feeds)
+    assert skipped == {weight.label: "read by several nodes"}
+    stats, passes = collect_reader_stats(m, {"w": (["a", "t"], 4), "a only": (["a"], 4)}, feeds)
+    rows = np.concatenate([np.concatenate([f["a"], np.maximum(f["b"], 0).reshape(-1, 4)]) for f in feeds])
+    assert passes == 1 and stats["w"].rows == len(rows) == 24
+    np.testing.assert_allclose(stats["w"].hessian[0], rows.T.astype(np.float64) @ rows / 24, rtol=1e-6)
+    np.testing.assert_allclose(stats["w"].mean[0], rows.mean(axis=0), rtol=1e-6, atol=1e-7)
+    a = np.concatenate([f["a"] for f in feeds]).astype(np.float64)
+    np.testing.assert_allclose(stats["a only"].hessian[0], a.T @ a / 6, rtol=1e-6)
+    # A reader whose input does not have the weight's in-features is ignored.
+    wrong, _ = collect_reader_stats(m, {"w": (["a"], 3)}, feeds)
+    assert wrong == {}
+    # Matrices over the budget: one pass over the data each.
+    _, passes = collect_reader_stats(m, {"w": (["a", "t"], 4), "a only": (["a"], 4)}, feeds,
+                                     budget_bytes=4 * 4 * 8)
+    assert passes == 2

@@ -1,0 +1,102 @@
+"""Bias correction, once for every pass: the mean a weight change moved moves into the bias.
+
+A layer ``y = W x + b`` whose weight becomes ``W'`` (pruned, clustered, rounded) keeps its
+output mean over the calibration data when ``b += (W - W') E[x]`` (data-free quantization's
+bias correction; Nagel et al. 2019). :func:`bias_delta` computes ``removed @ E[x]`` per output
+channel (grouped Conv included: output channel m reads the input channels of its group);
+:func:`add_to_bias` adds it to the bias the layer's node adds (Conv/Gemm input 2, or the
+``Add`` after a ``MatMul``); :func:`correct_bias` does both. Used by pruning (unstructured and
+channels) and k-means.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcompress.layerwise.channels import channel_table
+from onnxcompress.passes import _channel_graph
+from onnxcompress.weights import Weight
+
+
+def bias_delta(w: Weight, removed: np.ndarray, mean: np.ndarray, *,
+               grouped: bool = True) -> np.ndarray | None:
+    """Per output channel of ``w``, ``sum(removed * E[x])`` over the weight's other axes, where
+    each element multiplies the mean ``mean`` of its input channel; None when the channels do
+    not line up. ``removed`` is the part of ``w`` that was taken away (old - new), with the
+    weight's shape. ``grouped``: also for a grouped Conv, whose activation has ``groups`` times
+    the weight's input channels."""
+    if w.in_axis is None or w.out_axis is None:
+        return None
+    in_axis, out_axis = w.in_axis % removed.ndim, w.out_axis % removed.ndim
+    if in_axis == out_axis:
+        return None
+    mean = np.asarray(mean, dtype=np.float64).reshape(-1)
+    table = channel_table(w, removed.shape, mean)
+    if table is None or table.ndim == 2 and not grouped:
+        return None
+    other = tuple(a for a in range(removed.ndim) if a not in (out_axis, in_axis))
+    # [out, in] sums first: float64 temporaries of the weight's (out, in) size, not its whole.
+    per_pair = removed.astype(np.float64).sum(axis=other) if other else removed.astype(np.float64)
+    if out_axis > in_axis:
+        per_pair = per_pair.T
+    if table.ndim == 1:
+        return per_pair @ table
+    return (per_pair * table).sum(axis=1)  # grouped Conv: each output reads its group's means
+
+
+def bias_of(w: Weight) -> ir.Value | None:
+    """The constant bias the node reading ``w`` adds (Conv/Gemm input 2, the other input of the
+    single ``Add`` after a ``MatMul``) if only that node reads it, else None."""
+    if len(w.uses) != 1:
+        return None
+    node = w.uses[0].node
+    if node.op_type in ("Conv", "Gemm"):
+        bias = node.inputs[2] if len(node.inputs) > 2 else None
+    elif node.op_type == "MatMul" and len(node.outputs[0].uses()) == 1:
+        add, index = node.outputs[0].uses()[0]
+        if add.op_type != "Add" or len(add.inputs) != 2:
+            return None
+        bias = add.inputs[1 - index]
+    else:
+        return None
+    if (
+        bias is None
+        or bias.is_graph_input()
+        or len(bias.uses()) != 1
+        or _channel_graph._const_source(bias) is not bias
+    ):
+        return None
+    return bias
+
+
+def add_to_bias(w: Weight, delta: np.ndarray, *, create: bool = False) -> bool:
+    """Add ``delta`` (one value per output channel) to the bias of ``w``'s node; whether done.
+    With ``create``, an ungrouped Conv or a Gemm without a bias gets ``delta`` as its bias."""
+    if not np.isfinite(delta).all() or len(w.uses) != 1:
+        return False
+    node = w.uses[0].node
+    if create and (len(node.inputs) < 3 or node.inputs[2] is None) and (
+            node.op_type == "Gemm" or node.op_type == "Conv" and _conv_group(node) == 1):
+        value = w.add_constant(f"{w.name}_bias", delta.astype(w.numpy().dtype))
+        node.resize_inputs(3)
+        node.replace_input_with(2, value)
+        return True
+    bias = bias_of(w)
+    b = _channel_graph.const_array(bias)
+    if bias is None or b is None or b.dtype.kind != "f" or b.size != delta.size:
+        return False
+    _channel_graph.set_const_array(bias, (b.astype(np.float64) + delta.reshape(b.shape)).astype(b.dtype))
+    return True
+
+
+def correct_bias(w: Weight, removed: np.ndarray, mean: np.ndarray, *, create: bool = False,
+                 grouped: bool = True) -> bool:
+    """``b += removed @ E[x]`` for the layer of ``w`` (see the module docstring); whether done."""
+    delta = bias_delta(w, removed, mean, grouped=grouped)
+    return delta is not None and add_to_bias(w, delta, create=create)
+
+
+def _conv_group(node: ir.Node) -> int:
+    attr = node.attributes.get("group")
+    return int(attr.value) if attr is not None else 1

@@ -1,0 +1,208 @@
+"""The run's one statistics collection: prune + k-means + static int8 run the calibration data
+through onnxruntime once, and every pass gets the numbers a collection of its own would give."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from onnxcompress import WeightIndex, load_model
+from onnxcompress.activations import input_channel_moments
+from onnxcompress.calibration import Calibrator, collect
+from onnxcompress.errors import RuntimeUnavailableError
+from onnxcompress.layerwise.collection import Histogram, Statistics, weight_moments
+from onnxcompress.model import to_proto
+from onnxcompress.passes import Prune, Quantize, WeightSharing
+from onnxcompress.pipeline import Pipeline
+from tests import helpers as h
+from tests import unrunnable
+
+N = 6
+
+
+def _feeds(n: int = N, seed: int = 1) -> list[dict[str, np.ndarray]]:
+    r = h.rng(seed)
+    return [{"x": r.standard_normal((2, 3, 16, 16)).astype(np.float32)} for _ in range(n)]
+
+
+class _SampleRuns:
+    """Counts onnxruntime runs per calibration sample (a feed equal to sample i)."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]], monkeypatch: pytest.MonkeyPatch) -> None:
+        self.counts = [0] * len(feeds)
+        original = ort.InferenceSession.run
+
+        def run(session, outputs, feed, *args, **kwargs):  # noqa: ANN001, ANN202
+            for i, f in enumerate(feeds):
+                x = feed.get("x") if isinstance(feed, dict) else None
+                if x is not None and x.shape == f["x"].shape and np.array_equal(x, f["x"]):
+                    self.counts[i] += 1
+            return original(session, outputs, feed, *args, **kwargs)
+
+        monkeypatch.setattr(ort.InferenceSession, "run", run)
+
+
+def _pipeline() -> Pipeline:
+    return Pipeline([
+        Prune(sparsity=0.5),  # data importance and bias correction: input channel moments
+        # sensitivity and bias correction: moments; conv1 is left to int8
+        WeightSharing(bits=6, min_size=16, exclude=("conv1",)),
+        Quantize(mode="static", allow_slower=True),  # activation histograms
+    ])
+
+
+def test_prune_kmeans_static_run_the_calibration_data_once(monkeypatch):
+    proto, feeds = h.cnn(), _feeds()
+    runs = _SampleRuns(feeds, monkeypatch)
+    collections = []
+    original_collect = Statistics._collect
+
+    def counting(self, model, requests, *, store):  # noqa: ANN001, ANN202
+        collections.append(sorted({type(r).__name__ for r in requests}))
+        return original_collect(self, model, requests, store=store)
+
+    monkeypatch.setattr(Statistics, "_collect", counting)
+    result = _pipeline().run(proto, calibration=feeds)
+    monkeypatch.undo()
+
+    # One collection served moments (prune, k-means) and histograms (static int8) ...
+    assert collections == [["Histogram", "Moments"]]
+    # ... in one onnxruntime run per sample. The first samples also run models that are not
+    # the data's statistics: k-means's bit allocation probes each layer's sensitivity on the
+    # first probe_samples (2) feeds, the speed guard times int8 against float on the first.
+    probed = WeightSharing().config.probe_samples
+    assert runs.counts[probed:] == [1] * (N - probed), runs.counts
+    prune, kmeans, quantize = result.passes
+    assert prune.metrics["importance"] == "data"
+    assert kmeans.metrics["sensitivity_weighted"] >= 1
+    assert quantize.metrics["calibration"]["samples"] == N
+    assert quantize.metrics["int8_nodes"]["compute"] == 1  # conv1 computes in int8
+    assert any(n.op_type == "QuantizeLinear" for n in result.model.graph)
+    out = to_proto(result.model)
+    onnx.checker.check_model(out)
+    want = np.concatenate([h.run(proto, f)[0] for f in feeds])
+    got = np.concatenate([h.run(out, f)[0] for f in feeds])
+    cos = float(np.sum(want * got) / np.linalg.norm(want) / np.linalg.norm(got))
+    assert cos > 0.9, cos
+
+
+def test_shared_statistics_equal_a_collection_of_their_own():
+    model = load_model(h.cnn())
+    feeds = _feeds()
+    weights = list(WeightIndex.build(model))
+    stats = Statistics(feeds)
+    # Nothing declared: each new request is a pass of its own (declared ones share one).
+    shared_2 = stats.channel_moments(model, weights, 2)
+    shared_all = stats.channel_moments(model, weights, None)
+    calib = stats.calibrator(model, [Histogram("r0", "entropy", channel_axis=1, samples=4),
+                                     Histogram("flat", "entropy", samples=4)])
+    assert stats.collections == 3
+    own_2 = input_channel_moments(model, weights, feeds[:2])
+    own_all = input_channel_moments(model, weights, feeds)
+    assert set(shared_2) == set(own_2) == {"conv0.weight", "conv1.weight", "fc.weight"}
+    for label in own_2:
+        for a, b in zip(shared_2[label], own_2[label], strict=True):
+            assert a.tobytes() == b.tobytes()
+        for a, b in zip(shared_all[label], own_all[label], strict=True):
+            assert a.tobytes() == b.tobytes()
+    own = collect(model, ["r0", "flat"], feeds, Calibrator("entropy", channel_axes={"r0": 1}),
+                  max_samples=4)
+    assert calib.ranges() == own.ranges() and calib.samples == own.samples == 4
+    assert calib.channel_spread("r0") == own.channel_spread("r0")
+    # Served again from the cache: no further run.
+    stats.channel_moments(model, weights, 2)
+    assert stats.collections == 3
+
+
+def test_declared_requests_are_collected_with_the_first():
+    model = load_model(h.cnn())
+    feeds = _feeds()
+    weights = list(WeightIndex.build(model))
+    later = [Histogram("r1"), *weight_moments(weights, 3).values()]
+    stats = Statistics(feeds, declared=lambda m: later)
+    stats.channel_moments(model, weights, N)
+    assert stats.collections == 1 and stats.runs == N
+    stats.calibrator(model, [Histogram("r1")])
+    three = stats.channel_moments(model, weights, 3)
+    assert stats.collections == 1
+    own = input_channel_moments(model, weights, feeds[:3])
+    assert three["conv1.weight"][1].tobytes() == own["conv1.weight"][1].tobytes()
+
+
+def test_run_wide_sample_cap():
+    model = load_model(h.cnn())
+    feeds = _feeds()
+    weights = list(WeightIndex.build(model))
+    capped = Statistics(feeds, samples=2).channel_moments(model, weights, 64)
+    own = input_channel_moments(model, weights, feeds[:2])
+    assert capped["fc.weight"][0].tobytes() == own["fc.weight"][0].tobytes()
+
+
+def test_channels_removed_by_an_earlier_pass_are_collected_again(monkeypatch):
+    """After channel pruning the teacher's moments have more channels than the weights read:
+    k-means gets moments of the pruned model instead (a second collection)."""
+    proto, feeds = h.cnn(channels=(3, 8, 16)), _feeds()
+    collections = []
+    original_collect = Statistics._collect
+
+    def counting(self, model, requests, *, store):  # noqa: ANN001, ANN202
+        collections.append(store)
+        return original_collect(self, model, requests, store=store)
+
+    monkeypatch.setattr(Statistics, "_collect", counting)
+    result = Pipeline([Prune(sparsity=0.5, pattern="channel"),
+                       WeightSharing(bits=6, min_size=16)]).run(proto, calibration=feeds)
+    monkeypatch.undo()
+    assert collections == [True, False]
+    kmeans = result.passes[1]
+    assert kmeans.metrics["sensitivity_weighted"] >= 1
+    out = to_proto(result.model)
+    onnx.checker.check_model(out)
+    w = {i.name: i for i in out.graph.initializer}
+    assert min(d for i in w.values() for d in i.dims[:1]) < 16  # channels were removed
+    got = h.run(out, feeds[0])[0]
+    assert np.isfinite(got).all() and got.shape == h.run(proto, feeds[0])[0].shape
+
+
+def test_a_model_that_cannot_run_fails_once():
+    model = load_model(unrunnable.stft_like())
+    # A reflect Pad of 64 on 16 samples: onnxruntime refuses every feed.
+    stats = Statistics(unrunnable.stft_feeds(length=16))
+    weights = list(WeightIndex.build(model))
+    with pytest.raises(RuntimeUnavailableError):
+        stats.channel_moments(model, weights, 4)
+    with pytest.raises(RuntimeUnavailableError):
+        stats.channel_moments(model, weights, 4)
+    assert stats.collections == 1
+
+
+def test_static_int8_after_channel_pruning_recollects_the_changed_tensors(monkeypatch):
+    """The teacher's histogram of a tensor that lost channels counts channels that are gone:
+    static int8 gets that tensor's histogram from the pruned model instead."""
+    proto, feeds = h.cnn(channels=(3, 8, 16)), _feeds()
+    collected: list[tuple[bool, list[str]]] = []
+    original_collect = Statistics._collect
+
+    def counting(self, model, requests, *, store):  # noqa: ANN001, ANN202
+        collected.append((store, sorted({r.tensor for r in requests if isinstance(r, Histogram)})))
+        return original_collect(self, model, requests, store=store)
+
+    monkeypatch.setattr(Statistics, "_collect", counting)
+    prune = Pipeline([Prune(sparsity=0.5, pattern="channel")]).run(proto, calibration=feeds)
+    result = Pipeline([Prune(sparsity=0.5, pattern="channel"),
+                       Quantize(mode="static", allow_slower=True)]).run(proto, calibration=feeds)
+    monkeypatch.undo()
+    # prune alone: one collection; prune + static: the shared one, then the pruned tensors again
+    assert collected[0] == (True, [])
+    assert collected[1][0] and collected[1][1]
+    assert collected[2][0] is False and collected[2][1]
+    assert set(collected[2][1]) < set(collected[1][1])
+    out = to_proto(result.model)
+    onnx.checker.check_model(out)
+    assert any(n.op_type == "QuantizeLinear" for n in out.graph.node)
+    pruned = to_proto(prune.model)
+    want = np.concatenate([h.run(pruned, f)[0] for f in feeds]).ravel()
+    got = np.concatenate([h.run(out, f)[0] for f in feeds]).ravel()
+    assert float(want @ got / np.linalg.norm(want) / np.linalg.norm(got)) > 0.99
