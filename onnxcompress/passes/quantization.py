@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +39,7 @@ from onnxcompress.opset import opset_version, upgrade_opset
 from onnxcompress.passes._folding import fold_batchnorm
 from onnxcompress.passes._int8 import (
     _apply_static,
+    _blocked_weight,
     _dequantized_weight,
     _dynamic_check,
     _dynamic_rewrite,
@@ -46,6 +48,7 @@ from onnxcompress.passes._int8 import (
     _missing_runtime_kernel,
     _row_gather_only,
 )
+from onnxcompress.passes._int8_guard import Guard, check_compute, guard_weights
 from onnxcompress.passes._qdq import Builder, activation_qparams
 from onnxcompress.passes._quant_plan import MIN_MATMUL_WEIGHTS, _make_plan, _static_unit, _Unit
 from onnxcompress.passes._speed import alternate_latency, first_fast_enough, with_speed_guard
@@ -61,6 +64,7 @@ from onnxcompress.weights import (
 )
 
 logger = logging.getLogger(__name__)
+_NONE: Mapping[str, str] = {}
 
 MODES = ("static", "dynamic", "weights", "int4")  # int4: the blockq pass at 4 bits
 DEFAULT_CALIBRATE_METHOD = "percentile"
@@ -144,6 +148,16 @@ class QuantizeConfig(PassConfig):
         default=False, flag="--allow-slower",
         help="keep the int8 model even if it measures slower than float (size over speed)",
     )
+    fidelity_guard: bool = option(
+        default=True, flag="--fidelity-guard",
+        help="measure the outputs on the data: weights whose int8 error is an outlier keep "
+        "float values, int8 compute ops that move the outputs too far compute float",
+    )
+    fidelity_min_ratio: float = option(
+        default=3.5, flag="--fidelity-min-ratio", metavar="X",
+        help="the fidelity guard keeps weights float only while the model stays this many "
+        "times smaller than float (where the weights allow)",
+    )
 
     def __post_init__(self) -> None:
         self._require(self.mode in MODES, f"mode must be one of {', '.join(MODES)}")
@@ -154,6 +168,7 @@ class QuantizeConfig(PassConfig):
         self._require(50.0 < self.percentile <= 100.0, "percentile must be in (50, 100]")
         self._require(self.calibration_samples > 0, "calibration_samples must be positive")
         self._require(self.synthetic_samples > 0, "synthetic_samples must be positive")
+        self._require(self.fidelity_min_ratio >= 1.0, "fidelity_min_ratio must be >= 1")
 
     @property
     def channelwise(self) -> bool:
@@ -194,6 +209,14 @@ class Quantize(Pass):
         folded = fold_batchnorm(model)
         if folded:
             result.metrics["batchnorm_folded"] = folded
+        guard, steps, weight_only = None, {}, 0.0
+        if cfg.fidelity_guard:
+            guard, steps, weight_only = guard_weights(
+                model, self._guard_candidates(model, cfg), channelwise, context,
+                cfg.fidelity_min_ratio, result)
+            if guard is not None:
+                result.metrics["fidelity_guard"] = dict(guard.metrics)
+        keep = steps  # label -> "block" | "float": the fidelity guard's step-downs
         if cfg.mode == "weights":
             # DequantizeLinear keeps int8 in memory too, but an unfolded DQ in front of a Conv
             # costs time every run: where it measures slower, the folded form (float speed)
@@ -203,8 +226,8 @@ class Quantize(Pass):
             def build_weights(m: ir.Model, form: str, res: PassResult) -> ir.Model:
                 if form == FORM_DEQUANTIZE:
                     self._weight_storage(m, cfg, channelwise, res, form=FORM_DEQUANTIZE,
-                                         ops={"Conv", "ConvTranspose", "Gather"})
-                self._weight_storage(m, cfg, channelwise, res, form=FORM_FOLDED)
+                                         ops={"Conv", "ConvTranspose", "Gather"}, keep=keep)
+                self._weight_storage(m, cfg, channelwise, res, form=FORM_FOLDED, keep=keep)
                 return m
 
             attempts = [FORM_DEQUANTIZE, FORM_FOLDED]
@@ -216,16 +239,18 @@ class Quantize(Pass):
             result.metrics["weight_format"] = form
             return out
         if cfg.mode == "dynamic":
-            candidates = self._dynamic_candidates(model, cfg, result)
+            candidates = self._dynamic_candidates(model, cfg, result, keep)
 
             def build_dynamic(m: ir.Model, chosen: list[str], res: PassResult) -> ir.Model:
                 self._dynamic(m, cfg, channelwise, chosen, res)
-                self._weight_storage(m, cfg, channelwise, res, form=FORM_FOLDED)
+                self._weight_storage(m, cfg, channelwise, res, form=FORM_FOLDED, keep=keep)
                 return m
 
-            return with_speed_guard(cfg, float_model, model, candidates, context, result,
-                                    build_dynamic)
-        return self._static(model, float_model, context, cfg, channelwise, result)
+            return _guarded(guard, weight_only, model, candidates, result, build_dynamic,
+                            lambda b: with_speed_guard(cfg, float_model, model, candidates,
+                                                       context, result, b))
+        return self._static(model, float_model, context, cfg, channelwise, result,
+                            guard, keep, weight_only)
 
     # -- opset ----------------------------------------------------------------------------------
 
@@ -272,8 +297,10 @@ class Quantize(Pass):
     # -- weights stored in int8 -----------------------------------------------------------------
 
     def _weight_storage(self, model: ir.Model, cfg: QuantizeConfig, channelwise: bool,
-                        result: PassResult, *, form: str, ops: set[str] | None = None) -> None:
-        """Every float compute weight still float -> int8 storage (DequantizeLinear or folded)."""
+                        result: PassResult, *, form: str, ops: set[str] | None = None,
+                        keep: Mapping[str, str] = _NONE) -> None:
+        """Every float compute weight still float -> int8 storage (DequantizeLinear or folded);
+        ``keep``: the fidelity guard's steps (label -> "block": finer int8, "float")."""
         names = model_names(model)
         for w in WeightIndex.build(model):
             if w.role not in (ROLE_WEIGHT, ROLE_EMBEDDING, ROLE_RECURRENT) or not w.is_float:
@@ -291,6 +318,12 @@ class Quantize(Pass):
                 result.skip(w.label, "excluded")
                 continue
             if not _quantizable_weight(w, cfg, result):
+                continue
+            if keep.get(w.label) == "float":
+                result.skip(w.label, "kept float by the fidelity guard (int8 error an outlier)")
+                continue
+            if keep.get(w.label) == "block":
+                _blocked_weight(w, Builder(w.graph, names), result)
                 continue
             if w.size < MIN_STORAGE_WEIGHTS:
                 result.skip(w.label, f"under {MIN_STORAGE_WEIGHTS} values: int8 saves nothing")
@@ -311,9 +344,11 @@ class Quantize(Pass):
     # -- static ---------------------------------------------------------------------------------
 
     def _static(self, model: ir.Model, float_model: ir.Model | None, context: PassContext,
-                cfg: QuantizeConfig, channelwise: bool, result: PassResult) -> ir.Model:
+                cfg: QuantizeConfig, channelwise: bool, result: PassResult,
+                guard: Guard | None, keep: Mapping[str, str], weight_only: float) -> ir.Model:
         index = WeightIndex.build(model)
-        units = self._static_units(model, index, cfg, result)
+        units = [u for u in self._static_units(model, index, cfg, result)
+                 if u.weight.label not in keep]
         if units:
             ok, why = runtime.loadable(model)
             if not ok:
@@ -381,12 +416,13 @@ class Quantize(Pass):
                 us = [u for u in self._static_units(m, idx, cfg, None)
                       if _unit_key(u.node) in wanted]
                 _apply_static(m, _make_plan(m, us, cfg), ranges, cfg, channelwise, res)
-            self._weight_storage(m, cfg, channelwise, res, form=FORM_FOLDED)
+            self._weight_storage(m, cfg, channelwise, res, form=FORM_FOLDED, keep=keep)
             return m
 
         candidates = [(_unit_key(u.node), u.macs_per_output) for u in units]
-        return with_speed_guard(cfg, float_model, model, candidates, context, result,
-                                build_static)
+        return _guarded(guard, weight_only, model, candidates, result, build_static,
+                        lambda b: with_speed_guard(cfg, float_model, model, candidates, context,
+                                                   result, b))
 
     def _calibration_feeds(self, model: ir.Model, context: PassContext, cfg: QuantizeConfig,
                            result: PassResult):  # noqa: ANN202
@@ -421,6 +457,22 @@ class Quantize(Pass):
             units.append(unit)
         return units
 
+    def _guard_candidates(self, model: ir.Model, cfg: QuantizeConfig) -> list[Weight]:
+        """The weights ``_weight_storage`` would store in int8 (what the guard measures)."""
+        out = []
+        for w in WeightIndex.build(model):
+            if w.role not in (ROLE_WEIGHT, ROLE_EMBEDDING, ROLE_RECURRENT) or not w.is_float \
+                    or w.dtype != ir.DataType.FLOAT or w.via or w.size < MIN_STORAGE_WEIGHTS \
+                    or w.excluded_by(cfg.exclude):
+                continue
+            recurrent = all(u.node.op_type in RECURRENT_OPS for u in w.uses)
+            if not recurrent and any(u.node.op_type not in STORAGE_OPS for u in w.uses):
+                continue
+            if any(self._excluded(u.node, cfg, check_types=False) for u in w.uses):
+                continue
+            out.append(w)
+        return out
+
     def _excluded(self, node: ir.Node, cfg: QuantizeConfig, *, check_types: bool = True) -> str | None:
         label = node.name or ""
         patterns = (*cfg.nodes_to_exclude, *cfg.exclude)
@@ -433,11 +485,13 @@ class Quantize(Pass):
 
     # -- dynamic --------------------------------------------------------------------------------
 
-    def _dynamic_candidates(self, model: ir.Model, cfg: QuantizeConfig,
-                            result: PassResult) -> list[tuple[str, int]]:
+    def _dynamic_candidates(self, model: ir.Model, cfg: QuantizeConfig, result: PassResult,
+                            keep: Mapping[str, str] = _NONE) -> list[tuple[str, int]]:
         out = []
         explicit = set(cfg.op_types_to_quantize)
         for w in WeightIndex.build(model).select(roles={ROLE_WEIGHT}):
+            if w.label in keep:
+                continue
             for use in w.uses:
                 node = use.node
                 label = _node_key(node, w)
@@ -469,6 +523,38 @@ class Quantize(Pass):
                 continue
             _dynamic_rewrite(w, cfg, channelwise, Builder(w.graph, names), shared_dql, result)
         result.metrics["int8_nodes"] = {"dynamic": len(chosen)}
+
+
+def _guarded(guard: Guard | None, weight_only: float, model: ir.Model,
+             candidates: list[tuple[str, int]], result: PassResult, build, speed_guard) -> ir.Model:  # noqa: ANN001
+    """``speed_guard(build)``, then the fidelity guard's compute check (int8 compute ops that
+    move the outputs too far are rebuilt as float compute from an untouched clone)."""
+    if guard is None or not candidates:
+        return speed_guard(build)
+    pristine = model.clone()  # shares the float tensors: building replaces, never writes them
+    nodes = {_unit_key(n): n for n in pristine.graph}
+    last: list[list[str]] = []
+
+    def recording(m: ir.Model, chosen: list[str], res: PassResult) -> ir.Model:
+        last.append(list(chosen))
+        return build(m, chosen, res)
+
+    out = speed_guard(recording)
+    chosen = last[-1] if last else []
+
+    def rebuild(keys: list[str]) -> ir.Model:
+        scratch = PassResult(pass_name=result.pass_name, config=result.config, model=pristine)
+        m = build(pristine.clone(), keys, scratch)
+        result.layers[:] = scratch.layers
+        result.metrics.update(scratch.metrics)
+        return m
+
+    start = time.perf_counter()
+    out, chosen = check_compute(guard, out, chosen, nodes, weight_only, rebuild, result)
+    guard.seconds += time.perf_counter() - start
+    result.metrics["int8_compute_ops"] = len(chosen)
+    result.metrics["fidelity_guard"] = {**guard.metrics, "seconds": round(guard.seconds, 2)}
+    return out
 
 
 def _activation_noise(calibrator: Calibrator, ranges: dict, value: ir.Value,
