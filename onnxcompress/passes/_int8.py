@@ -169,13 +169,42 @@ def _row_gather_only(w: Weight) -> bool:
         for u in w.uses) and len(w.shape) >= 2 and not w.via
 
 
+def _is_row_gather(node: ir.Node, index: int) -> bool:
+    return (node.op_type == "Gather" and node.domain in ("", "ai.onnx") and index == 0
+            and int(_attr(node, "axis", 0)) == 0 and const_array(node.inputs[1]) is None)
+
+
+def _tied_table(w: Weight) -> bool:
+    """An embedding table also read, through a Transpose, by a MatMul/Gemm (a language model's
+    tied input and output embedding): int8 rows for the Gathers, and one decode for the rest."""
+    if len(w.shape) != 2 or w.via or not any(_is_row_gather(u.node, u.index) for u in w.uses):
+        return False
+    others = [u.node for u in w.uses if not _is_row_gather(u.node, u.index)]
+    return bool(others) and all(
+        n.op_type == "Transpose" and n.domain in ("", "ai.onnx") and all(
+            user.op_type in ("MatMul", "Gemm") for user, _ in n.outputs[0].uses())
+        for n in others)
+
+
 def _gathered_weight(w: Weight, b: Builder, result: PassResult) -> None:
     """Store the table ``w`` as int8 with one scale per row; each Gather reads int8 rows and
-    its output is ``Cast(rows) * Gather(scales)``: only the gathered rows are ever float."""
-    users = [u.node for u in w.uses]
+    its output is ``Cast(rows) * Gather(scales)``: only the gathered rows are ever float.
+    Other readers (a tied output projection through Transpose) read ``Cast(table) * scales``,
+    which onnxruntime folds at load: the table is stored once, in int8."""
+    users = [u.node for u in w.uses if _is_row_gather(u.node, u.index)]
+    others = [(u.node, u.index) for u in w.uses if not _is_row_gather(u.node, u.index)]
     q, scale, error, before, builder = _to_int8(w, 0, False, b)
     scale_v = builder.constant(f"{w.name}_scale", scale.reshape(-1, *([1] * (q.ndim - 1))))
     graph = w.graph
+    if others:
+        cast = builder.node("Cast", [w.value], f"{w.name}_f", to=ir.DataType.FLOAT)
+        mul = builder.node("Mul", [cast.outputs[0], scale_v], f"{w.name}_dq")
+        for n in (cast, mul):
+            n.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
+        mul.outputs[0].shape = ir.Shape(q.shape)
+        graph.insert_before(others[0][0], [cast, mul])
+        for node, index in others:
+            node.replace_input_with(index, mul.outputs[0])
     for node in users:
         out = node.outputs[0]
         name = out.name
@@ -199,7 +228,8 @@ def _gathered_weight(w: Weight, b: Builder, result: PassResult) -> None:
     result.add_layer(LayerStat(
         name=w.label, op_type="/".join(w.op_types), shape=w.shape, bytes_before=before,
         bytes_after=q.nbytes + scale.nbytes, bits=8.0, error=round(error, 6),
-        extra={"per_channel": True, "storage": w.storage, "compute": "gathered int8 rows"},
+        extra={"per_channel": True, "storage": w.storage, "compute": "gathered int8 rows"
+               + (" (tied: its other readers float, folded at load)" if others else "")},
     ))
 
 

@@ -47,6 +47,7 @@ from onnxcompress.passes._int8 import (
     _gathered_weight,
     _missing_runtime_kernel,
     _row_gather_only,
+    _tied_table,
 )
 from onnxcompress.passes._int8_guard import Guard, check_compute, guard_weights
 from onnxcompress.passes._qdq import Builder, activation_qparams
@@ -308,7 +309,8 @@ class Quantize(Pass):
             if ops is not None and not set(w.op_types) <= ops:
                 continue
             recurrent = all(u.node.op_type in RECURRENT_OPS for u in w.uses)
-            if not recurrent and any(
+            tied = _tied_table(w)
+            if not recurrent and not tied and any(
                 u.node.op_type not in STORAGE_OPS or u.node.domain not in ("", "ai.onnx")
                 for u in w.uses
             ):
@@ -330,7 +332,7 @@ class Quantize(Pass):
                 continue
             axis = w.out_axis if channelwise else None
             b = Builder(w.graph, names)
-            if _row_gather_only(w):
+            if _row_gather_only(w) or tied:
                 # An embedding table stays int8 in memory: rows are gathered in int8, then
                 # scaled (folded, it would occupy its float size in onnxruntime, and twice that
                 # while folding: bert22m dynamic int8 peaked at 1.28x the fp32 session).

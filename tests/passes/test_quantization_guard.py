@@ -122,3 +122,57 @@ def test_static_compute_step_down_backs_off_to_weight_only_error(monkeypatch):
     assert any("int8 compute op(s) moved the outputs too far" in line for line in res.headlines)
     assert res.metrics["int8_compute_ops"] == last[0]
     onnx.checker.check_model(q)
+
+
+# -- a tied embedding: one int8 table read by a Gather and by Transpose -> MatMul -------------
+
+
+def tied_lm(vocab: int = 512, d: int = 64, seed: int = 0) -> onnx.ModelProto:
+    r = h.rng(seed)
+    tok = r.standard_normal((vocab, d)).astype(np.float32) * 0.1
+    wm = r.standard_normal((d, d)).astype(np.float32) * 0.2
+    nodes = [
+        oh.make_node("Gather", ["tok", "ids"], ["emb"], name="embed"),
+        oh.make_node("MatMul", ["emb", "Wm"], ["hid"], name="mm"),
+        oh.make_node("Relu", ["hid"], ["act"]),
+        oh.make_node("Transpose", ["tok"], ["tokT"], perm=[1, 0]),
+        oh.make_node("MatMul", ["act", "tokT"], ["logits"], name="lm_head"),
+    ]
+    graph = oh.make_graph(
+        nodes, "tied",
+        [oh.make_tensor_value_info("ids", onnx.TensorProto.INT64, ["N", "T"])],
+        [oh.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["N", "T", vocab])])
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    return h.attach_initializers(model, {"tok": tok, "Wm": wm})
+
+
+def _per_row(a: np.ndarray, axis: int) -> np.ndarray:
+    amax = np.abs(a).max(axis=1 - axis, keepdims=True)
+    s = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+    return np.clip(np.round(a / s), -127, 127) * s
+
+
+@pytest.mark.parametrize("mode", ["weights", "dynamic"])
+def test_tied_embedding_is_stored_once_in_int8(mode):
+    proto = tied_lm()
+    ids = [{"ids": h.rng(i).integers(0, 512, (2, 5)).astype(np.int64)} for i in range(3)]
+    res, q = quantize(proto, ids, mode=mode)
+    onnx.checker.check_model(q)
+    inits = {t.name: t for t in q.graph.initializer}
+    tables = [t for t in q.graph.initializer if tuple(t.dims) == (512, 64)]
+    assert len(tables) == 1 and tables[0].data_type == onnx.TensorProto.INT8
+    assert sum(t.data_type == onnx.TensorProto.FLOAT and np.prod(t.dims) >= 512 * 64
+               for t in q.graph.initializer) == 0
+    stat = next(s for s in res.layers if s.name == "tok")
+    assert "tied" in stat.extra["compute"] and stat.bytes_after < stat.bytes_before / 3.5
+    assert ops(q)["Gather"] >= 2  # int8 rows and their scales
+    assert inits["Wm"].data_type == onnx.TensorProto.INT8
+    tok = onnx.numpy_helper.to_array(h_init(proto, "tok"))
+    wm = onnx.numpy_helper.to_array(h_init(proto, "Wm"))
+    deq = _per_row(tok, 0)
+    for feed in ids:
+        got = h.run(q, feed)[0]
+        if mode == "weights":  # numpy with the same int8 values: equal to float rounding
+            want = np.maximum(deq[feed["ids"]] @ _per_row(wm, 1), 0) @ deq.T
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+        assert rel_error(h.run(proto, feed)[0], got) < 0.06
