@@ -455,3 +455,47 @@ def _blocked_weight(w: Weight, b: Builder, result: PassResult) -> None:
         extra={"per_channel": True, "block": BLOCK, "storage": w.storage, "compute": "float",
                "fidelity_guard": True},
     ))
+
+
+def _decoded_source(scope: str, graph: ir.Graph, value: ir.Value, b: Builder,
+                    result: PassResult) -> None:
+    """Store a constant that only shape-only ops read (see ``graph.fold.shape_read_weights``)
+    in int8 with one scale per row, and decode it (Cast * scale) where it was: its readers take
+    the decoded tensor, onnxruntime folds the chain at load, the weight is stored once."""
+    builder = Builder(graph, b.names) if graph is not b.graph else b
+    arr = const_array(value)
+    assert arr is not None
+    q, scale = quantize_weight(arr, 0)
+    error = relative_error(arr, q, scale, 0)
+    before = arr.nbytes
+    name = value.name or "w"
+    readers = list(value.uses())  # may sit in subgraphs (a Loop body reading the outer matrix)
+    producer = value.producer()
+    tensor = ir.tensor(np.ascontiguousarray(q), name=name)
+    if producer is not None and producer.op_type == "Constant":
+        producer.attributes.clear()
+        producer.attributes["value"] = ir.AttrTensor("value", tensor)
+        storage = "constant"
+    else:
+        value.const_value = tensor
+        storage = "initializer"
+    value.type = ir.TensorType(ir.DataType.INT8)
+    scale_v = builder.constant(f"{name}_scale", scale.reshape(-1, *([1] * (q.ndim - 1))))
+    cast = builder.node("Cast", [value], f"{name}_f", to=ir.DataType.FLOAT)
+    mul = builder.node("Mul", [cast.outputs[0], scale_v], f"{name}_dq")
+    for n in (cast, mul):
+        n.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
+    mul.outputs[0].shape = ir.Shape(q.shape)
+    if storage == "constant":
+        graph.insert_after(producer, [cast, mul])
+    else:
+        graph.insert_before(next(iter(graph)), [cast, mul])
+    for user, index in readers:
+        user.replace_input_with(index, mul.outputs[0])
+    result.add_layer(LayerStat(
+        name=f"{scope}{name}", op_type="/".join(sorted({u.op_type for u, _ in readers})),
+        shape=tuple(q.shape), bytes_before=before, bytes_after=q.nbytes + scale.nbytes,
+        bits=8.0, error=round(error, 6),
+        extra={"per_channel": True, "storage": storage, "compute": "float",
+               "decoded": "in front of its shape-only readers"},
+    ))

@@ -176,3 +176,49 @@ def test_tied_embedding_is_stored_once_in_int8(mode):
             want = np.maximum(deq[feed["ids"]] @ _per_row(wm, 1), 0) @ deq.T
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
         assert rel_error(h.run(proto, feed)[0], got) < 0.06
+
+
+# -- a weight read by several overlapping Slices: compressed once, decoded in front of them ----
+
+
+def overlapping_slices(seed: int = 0) -> onnx.ModelProto:
+    """An LSTM-cell export: one [256, 64] matrix, three overlapping row Slices (rows 0-127,
+    64-191, 128-255) each feeding a Gemm (transB). Folding would store 384 rows for 256."""
+    r = h.rng(seed)
+    w = r.standard_normal((256, 64)).astype(np.float32) * 0.2
+    nodes, outs = [], []
+    for i, (lo, hi) in enumerate([(0, 128), (64, 192), (128, 256)]):
+        starts = oh.make_tensor(f"s{i}", onnx.TensorProto.INT64, [1], [lo])
+        ends = oh.make_tensor(f"e{i}", onnx.TensorProto.INT64, [1], [hi])
+        nodes += [oh.make_node("Constant", [], [f"st{i}"], value=starts),
+                  oh.make_node("Constant", [], [f"en{i}"], value=ends),
+                  oh.make_node("Slice", ["W", f"st{i}", f"en{i}"], [f"w{i}"], name=f"slice{i}"),
+                  oh.make_node("Gemm", ["x", f"w{i}"], [f"y{i}"], name=f"gate{i}", transB=1)]
+        outs.append(f"y{i}")
+    nodes.append(oh.make_node("Concat", outs, ["y"], axis=1))
+    graph = oh.make_graph(
+        nodes, "slices",
+        [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 64])],
+        [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 384])])
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    return h.attach_initializers(model, {"W": w})
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static", "weights"])
+def test_overlapping_slices_weight_is_stored_once_in_int8(mode):
+    proto = overlapping_slices()
+    data = feeds((4, 64), n=4)
+    res, q = quantize(proto, data, mode=mode)
+    onnx.checker.check_model(q)
+    big = [t for t in q.graph.initializer if np.prod(t.dims) >= 64 * 64]
+    assert [(t.name, tuple(t.dims), t.data_type) for t in big] == [
+        ("W", (256, 64), onnx.TensorProto.INT8)]
+    assert ops(q)["Slice"] == 3  # the readers stay, reading the decoded matrix
+    stat = next(s for s in res.layers if s.name == "W")
+    assert stat.extra["decoded"] == "in front of its shape-only readers"
+    w = onnx.numpy_helper.to_array(h_init(proto, "W"))
+    deq = _per_row(w, 0)
+    for feed in feeds((4, 64), n=3, seed=9):
+        x = feed["x"]
+        want = np.concatenate([x @ deq[lo:hi].T for lo, hi in [(0, 128), (64, 192), (128, 256)]], 1)
+        np.testing.assert_allclose(h.run(q, feed)[0], want, rtol=1e-4, atol=1e-4)
