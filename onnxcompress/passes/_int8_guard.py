@@ -44,8 +44,9 @@ GUARD_SAMPLES = 4
 # Time the guard's runs aim at per measured model; a slow model gets fewer samples, never 0.
 GUARD_SECONDS = 0.5
 # A weight is an outlier when int8 there, alone, moves the outputs this many times as far as
-# the median probed weight (ppocr_rec's conv2d_184: 18x, conv2d_182: 5.7x).
-OUTLIER = 5.0
+# the median probed weight (itself among the worst-looking). ppocr_rec: conv2d_184 14x,
+# conv2d_182 4.4x; blocks for both: string agreement 87.5 -> 95.8 (184 alone: 87.5).
+OUTLIER = 3.0
 # Weights measured alone: those whose output error jumps most with every weight int8.
 PROBED = 4
 # Heads probed besides (see _heads).
