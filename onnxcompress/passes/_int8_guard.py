@@ -35,6 +35,7 @@ from onnxcompress.activations import quiet_run_options, run
 from onnxcompress.errors import OnnxCompressError
 from onnxcompress.model import copy_model
 from onnxcompress.passes._bit_allocation import ProbeResult, _expose
+from onnxcompress.passes.base import PassResult
 from onnxcompress.weights import Weight
 
 logger = logging.getLogger(__name__)
@@ -369,8 +370,40 @@ def _names(labels: list[str], limit: int = 6) -> str:
     return shown + (f" and {len(labels) - limit} more" if len(labels) > limit else "")
 
 
+def guarded(guard: Guard | None, weight_only: float, model: ir.Model,
+            candidates: list[tuple[str, int]], result, build, key, speed_guard) -> ir.Model:  # noqa: ANN001
+    """``speed_guard(build)``, then the fidelity guard's compute check (int8 compute ops that
+    move the outputs too far are rebuilt as float compute from an untouched clone)."""
+    if guard is None or not candidates:
+        return speed_guard(build)
+    pristine = model.clone()  # shares the float tensors: building replaces, never writes them
+    nodes = {key(n): n for n in pristine.graph}
+    last: list[list[str]] = []
+
+    def recording(m: ir.Model, chosen: list[str], res: PassResult) -> ir.Model:
+        last.append(list(chosen))
+        return build(m, chosen, res)
+
+    out = speed_guard(recording)
+    chosen = last[-1] if last else []
+
+    def rebuild(keys: list[str]) -> ir.Model:
+        scratch = PassResult(pass_name=result.pass_name, config=result.config, model=pristine)
+        m = build(pristine.clone(), keys, scratch)
+        result.layers[:] = scratch.layers
+        result.metrics.update(scratch.metrics)
+        return m
+
+    start = time.perf_counter()
+    out, chosen = check_compute(guard, out, chosen, nodes, weight_only, rebuild, result)
+    guard.seconds += time.perf_counter() - start
+    result.metrics["int8_compute_ops"] = len(chosen)
+    result.metrics["fidelity_guard"] = {**guard.metrics, "seconds": round(guard.seconds, 2)}
+    return out
+
+
 __all__ = ["Guard", "WeightDecision", "check_compute", "output_deviation", "start",
-           "step_down_weights"]
+           "step_down_weights", "guarded"]
 
 
 def guard_weights(model: ir.Model, weights: list[Weight], channelwise: bool, context,  # noqa: ANN001

@@ -51,7 +51,7 @@ from onnxcompress.passes._int8 import (
     _row_gather_only,
     _tied_table,
 )
-from onnxcompress.passes._int8_guard import Guard, check_compute, guard_weights
+from onnxcompress.passes._int8_guard import Guard, guard_weights, guarded
 from onnxcompress.passes._qdq import Builder, activation_qparams
 from onnxcompress.passes._quant_plan import MIN_MATMUL_WEIGHTS, _make_plan, _static_unit, _Unit
 from onnxcompress.passes._speed import alternate_latency, first_fast_enough, with_speed_guard
@@ -249,7 +249,7 @@ class Quantize(Pass):
                 self._weight_storage(m, cfg, channelwise, res, form=FORM_FOLDED, keep=keep)
                 return m
 
-            return _guarded(guard, weight_only, model, candidates, result, build_dynamic,
+            return guarded(guard, weight_only, model, candidates, result, build_dynamic, _unit_key,
                             lambda b: with_speed_guard(cfg, float_model, model, candidates,
                                                        context, result, b))
         return self._static(model, float_model, context, cfg, channelwise, result,
@@ -434,7 +434,7 @@ class Quantize(Pass):
             return m
 
         candidates = [(_unit_key(u.node), u.macs_per_output) for u in units]
-        return _guarded(guard, weight_only, model, candidates, result, build_static,
+        return guarded(guard, weight_only, model, candidates, result, build_static, _unit_key,
                         lambda b: with_speed_guard(cfg, float_model, model, candidates, context,
                                                    result, b))
 
@@ -537,38 +537,6 @@ class Quantize(Pass):
                 continue
             _dynamic_rewrite(w, cfg, channelwise, Builder(w.graph, names), shared_dql, result)
         result.metrics["int8_nodes"] = {"dynamic": len(chosen)}
-
-
-def _guarded(guard: Guard | None, weight_only: float, model: ir.Model,
-             candidates: list[tuple[str, int]], result: PassResult, build, speed_guard) -> ir.Model:  # noqa: ANN001
-    """``speed_guard(build)``, then the fidelity guard's compute check (int8 compute ops that
-    move the outputs too far are rebuilt as float compute from an untouched clone)."""
-    if guard is None or not candidates:
-        return speed_guard(build)
-    pristine = model.clone()  # shares the float tensors: building replaces, never writes them
-    nodes = {_unit_key(n): n for n in pristine.graph}
-    last: list[list[str]] = []
-
-    def recording(m: ir.Model, chosen: list[str], res: PassResult) -> ir.Model:
-        last.append(list(chosen))
-        return build(m, chosen, res)
-
-    out = speed_guard(recording)
-    chosen = last[-1] if last else []
-
-    def rebuild(keys: list[str]) -> ir.Model:
-        scratch = PassResult(pass_name=result.pass_name, config=result.config, model=pristine)
-        m = build(pristine.clone(), keys, scratch)
-        result.layers[:] = scratch.layers
-        result.metrics.update(scratch.metrics)
-        return m
-
-    start = time.perf_counter()
-    out, chosen = check_compute(guard, out, chosen, nodes, weight_only, rebuild, result)
-    guard.seconds += time.perf_counter() - start
-    result.metrics["int8_compute_ops"] = len(chosen)
-    result.metrics["fidelity_guard"] = {**guard.metrics, "seconds": round(guard.seconds, 2)}
-    return out
 
 
 def _activation_noise(calibrator: Calibrator, ranges: dict, value: ir.Value,
