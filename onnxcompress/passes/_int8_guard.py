@@ -203,7 +203,8 @@ class WeightDecision:
 
 
 def step_down_weights(guard: Guard, model: ir.Model, weights: list[Weight],
-                      int8_values: Mapping[str, np.ndarray], block_values: Mapping[str, np.ndarray],
+                      int8_values: Mapping[str, np.ndarray],
+                      block_values: Callable[[str], tuple[np.ndarray, int] | None],
                       budget: int) -> WeightDecision:
     """Which weights step down (finer int8 blocks, else float), worst first within ``budget``
     extra bytes. Candidates: the PROBED layers whose output error jumps most with every weight
@@ -242,19 +243,21 @@ def step_down_weights(guard: Guard, model: ir.Model, weights: list[Weight],
     typical = float(np.median(list(decision.probed.values()))) if decision.probed else 0.0
     sizes = {w.label: w.nbytes for w in weights}
     left = budget
+    blocks: dict[str, np.ndarray] = {}
     for label, d in sorted(decision.probed.items(), key=lambda kv: -kv[1]):
         if d < OUTLIER * typical or d < fair:
             break
         as_float = sizes[label] * 3 // 4
-        as_block = block_values[label][1] if label in block_values else None
+        blocked = block_values(label)
+        as_block = blocked[1] if blocked is not None else None
         if as_float <= left // 4 or (as_block is None and as_float <= left):
             decision.steps[label], left = "float", left - as_float
-        elif as_block is not None and as_block <= left:
+        elif blocked is not None and as_block <= left:
             decision.steps[label], left = "block", left - as_block
+            blocks[label] = blocked[0]
     if decision.steps:
         trial = {k: v for k, v in fed.items() if decision.steps.get(k) != "float"}
-        trial.update({k: block_values[k][0] for k, step in decision.steps.items()
-                      if step == "block"})
+        trial.update(blocks)
         verified = float(np.mean([output_deviation(guard.run(trial, i)[:guard.n_final],
                                                    refs[:guard.n_final])
                                   for i, refs in enumerate(guard.references)]))
@@ -428,7 +431,19 @@ def guard_weights(model: ir.Model, weights: list[Weight], channelwise: bool, con
     if guard is None:
         return None, {}, 0.0
     begin = time.perf_counter()
-    int8_values, block_values = {}, {}
+    int8_values = {}
+    by_label = {w.label: w for w in weights}
+
+    def block_values(label: str) -> tuple[np.ndarray, int] | None:
+        """(decoded blocked int8 value, scale bytes), or None: computed for outliers only."""
+        w = by_label[label]
+        layout = block_layout(w)
+        if layout is None:
+            return None
+        arr = w.numpy()
+        bq, bs = block_quantize(arr, layout)
+        return (bq.astype(np.float32) * bs).reshape(arr.shape), bs.nbytes
+
     for w in weights:
         arr = w.numpy()
         axis = w.out_axis if channelwise else None
@@ -438,10 +453,6 @@ def guard_weights(model: ir.Model, weights: list[Weight], channelwise: bool, con
             shape[axis % q.ndim] = -1
             scale = np.reshape(scale, shape)
         int8_values[w.label] = (q.astype(np.float32) * scale).astype(np.float32)
-        layout = block_layout(w)
-        if layout is not None:
-            bq, bs = block_quantize(arr, layout)
-            block_values[w.label] = ((bq.astype(np.float32) * bs).reshape(arr.shape), bs.nbytes)
     total = tensor_bytes(model)
     estimate = total - sum(w.nbytes for w in weights) * 3 // 4
     budget = max(int(total / min_ratio) - estimate, int(MIN_BUDGET_SHARE * estimate))
@@ -450,7 +461,7 @@ def guard_weights(model: ir.Model, weights: list[Weight], channelwise: bool, con
     except OnnxCompressError as e:
         result.note(f"fidelity guard did not measure int8 weights ({str(e).split(' Hint:')[0]})")
         return None, {}, 0.0
-    del int8_values, block_values
+    del int8_values
     guard.seconds += time.perf_counter() - begin
     guard.metrics.update({
         "samples": len(guard.feeds), "source": source,
