@@ -203,3 +203,31 @@ def _evaluate(node: ir.Node, arrays: list[np.ndarray | None], opset: int) -> lis
     except Exception as e:  # an op variant the reference cannot run: leave the node as it is
         logger.debug("Cannot fold %s node %r: %s", node.op_type, node.name, e)
         return None
+
+
+def shape_read_weights(model: ir.Model, min_size: int = 0) -> list[tuple[str, ir.Graph, ir.Value]]:
+    """(scope, graph, value) of every float constant left unfolded whose readers all only move its
+    values (several overlapping Slices of one LSTM matrix: folding them would grow the file)
+    and lead to a weight slot. A pass may compress it in place and decode it in front of them."""
+    from onnxcompress.weights import all_graphs
+
+    found = []
+    for scope, graph in all_graphs(model):
+        values = [v for v in graph.initializers.values()]
+        values += [n.outputs[0] for n in graph if n.op_type == "Constant" and n.domain in ("", "ai.onnx")]
+        for value in values:
+            if value.is_graph_output() or value.is_graph_input():
+                continue
+            array = _const_array(value)
+            uses = list(value.uses())
+            if array is None or array.dtype != np.float32 or array.ndim < 2 or not uses \
+                    or array.size < min_size:
+                continue
+            if all(
+                user.domain in ("", "ai.onnx")
+                and user.op_type in SHAPE_ONLY_OPS
+                and (index == 0 or user.op_type == "Concat")
+                for user, index in uses
+            ) and any(_reaches_weight_slot(out) for user, _ in uses for out in user.outputs):
+                found.append((scope, graph, value))
+    return found

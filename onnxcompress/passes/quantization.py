@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,12 +35,15 @@ from onnxcompress.calibration import CALIBRATE_METHODS, Calibrator, collect
 from onnxcompress.cpu import default_reduce_range, has_vnni
 from onnxcompress.data import synthetic_feeds
 from onnxcompress.errors import OnnxCompressError
+from onnxcompress.graph.fold import shape_read_weights
 from onnxcompress.layerwise.collection import Histogram
 from onnxcompress.model import copy_model
 from onnxcompress.opset import opset_version, upgrade_opset
 from onnxcompress.passes._folding import fold_batchnorm
 from onnxcompress.passes._int8 import (
     _apply_static,
+    _blocked_weight,
+    _decoded_source,
     _dequantized_weight,
     _dynamic_check,
     _dynamic_rewrite,
@@ -48,7 +51,9 @@ from onnxcompress.passes._int8 import (
     _gathered_weight,
     _missing_runtime_kernel,
     _row_gather_only,
+    _tied_table,
 )
+from onnxcompress.passes._int8_guard import Guard, guard_weights, guarded
 from onnxcompress.passes._qdq import Builder, activation_qparams
 from onnxcompress.passes._quant_plan import MIN_MATMUL_WEIGHTS, _make_plan, _static_unit, _Unit
 from onnxcompress.passes._speed import alternate_latency, first_fast_enough, with_speed_guard
@@ -64,6 +69,7 @@ from onnxcompress.weights import (
 )
 
 logger = logging.getLogger(__name__)
+_NONE: Mapping[str, str] = {}
 
 MODES = ("static", "dynamic", "weights", "int4")  # int4: the blockq pass at 4 bits
 DEFAULT_CALIBRATE_METHOD = "percentile"
@@ -147,6 +153,16 @@ class QuantizeConfig(PassConfig):
         default=False, flag="--allow-slower",
         help="keep the int8 model even if it measures slower than float (size over speed)",
     )
+    fidelity_guard: bool = option(
+        default=True, flag="--fidelity-guard",
+        help="measure the outputs on the data: weights whose int8 error is an outlier keep "
+        "float values, int8 compute ops that move the outputs too far compute float",
+    )
+    fidelity_min_ratio: float = option(
+        default=3.5, flag="--fidelity-min-ratio", metavar="X",
+        help="the fidelity guard keeps weights float only while the model stays this many "
+        "times smaller than float (where the weights allow)",
+    )
 
     def __post_init__(self) -> None:
         self._require(self.mode in MODES, f"mode must be one of {', '.join(MODES)}")
@@ -157,6 +173,7 @@ class QuantizeConfig(PassConfig):
         self._require(50.0 < self.percentile <= 100.0, "percentile must be in (50, 100]")
         self._require(self.calibration_samples > 0, "calibration_samples must be positive")
         self._require(self.synthetic_samples > 0, "synthetic_samples must be positive")
+        self._require(self.fidelity_min_ratio >= 1.0, "fidelity_min_ratio must be >= 1")
 
     @property
     def channelwise(self) -> bool:
@@ -208,6 +225,14 @@ class Quantize(Pass):
         folded = fold_batchnorm(model)
         if folded:
             result.metrics["batchnorm_folded"] = folded
+        guard, steps, weight_only = None, {}, 0.0
+        if cfg.fidelity_guard:
+            guard, steps, weight_only = guard_weights(
+                model, self._guard_candidates(model, cfg), channelwise, context,
+                cfg.fidelity_min_ratio, result)
+            if guard is not None:
+                result.metrics["fidelity_guard"] = dict(guard.metrics)
+        keep = steps  # label -> "block" | "float": the fidelity guard's step-downs
         if cfg.mode == "weights":
             # DequantizeLinear keeps int8 in memory too, but an unfolded DQ in front of a Conv
             # costs time every run: where it measures slower, the folded form (float speed)
@@ -217,9 +242,9 @@ class Quantize(Pass):
             def build_weights(m: ir.Model, form: str, res: PassResult) -> ir.Model:
                 if form == FORM_DEQUANTIZE:
                     self._weight_storage(m, cfg, channelwise, res, form=FORM_DEQUANTIZE,
-                                         ops={"Conv", "ConvTranspose", "Gather"},
+                                         ops={"Conv", "ConvTranspose", "Gather"}, keep=keep,
                                          progress=context.report_progress)
-                self._weight_storage(m, cfg, channelwise, res, form=FORM_FOLDED,
+                self._weight_storage(m, cfg, channelwise, res, form=FORM_FOLDED, keep=keep,
                                      progress=context.report_progress)
                 return m
 
@@ -232,17 +257,19 @@ class Quantize(Pass):
             result.metrics["weight_format"] = form
             return out
         if cfg.mode == "dynamic":
-            candidates = self._dynamic_candidates(model, cfg, result)
+            candidates = self._dynamic_candidates(model, cfg, result, keep)
 
             def build_dynamic(m: ir.Model, chosen: list[str], res: PassResult) -> ir.Model:
                 self._dynamic(m, cfg, channelwise, chosen, res, progress=context.report_progress)
-                self._weight_storage(m, cfg, channelwise, res, form=FORM_FOLDED,
+                self._weight_storage(m, cfg, channelwise, res, form=FORM_FOLDED, keep=keep,
                                      progress=context.report_progress)
                 return m
 
-            return with_speed_guard(cfg, float_model, model, candidates, context, result,
-                                    build_dynamic)
-        return self._static(model, float_model, context, cfg, channelwise, result)
+            return guarded(guard, weight_only, model, candidates, result, build_dynamic, _unit_key,
+                            lambda b: with_speed_guard(cfg, float_model, model, candidates,
+                                                       context, result, b))
+        return self._static(model, float_model, context, cfg, channelwise, result,
+                            guard, keep, weight_only)
 
     # -- opset ----------------------------------------------------------------------------------
 
@@ -290,8 +317,10 @@ class Quantize(Pass):
 
     def _weight_storage(self, model: ir.Model, cfg: QuantizeConfig, channelwise: bool,
                         result: PassResult, *, form: str, ops: set[str] | None = None,
+                        keep: Mapping[str, str] = _NONE,
                         progress: Callable[[str, int, int], None] | None = None) -> None:
-        """Every float compute weight still float -> int8 storage (DequantizeLinear or folded)."""
+        """Every float compute weight still float -> int8 storage (DequantizeLinear or folded);
+        ``keep``: the fidelity guard's steps (label -> "block": finer int8, "float")."""
         names = model_names(model)
         index = list(WeightIndex.build(model))
         for i, w in enumerate(index):
@@ -302,7 +331,8 @@ class Quantize(Pass):
             if ops is not None and not set(w.op_types) <= ops:
                 continue
             recurrent = all(u.node.op_type in RECURRENT_OPS for u in w.uses)
-            if not recurrent and any(
+            tied = _tied_table(w)
+            if not recurrent and not tied and any(
                 u.node.op_type not in STORAGE_OPS or u.node.domain not in ("", "ai.onnx")
                 for u in w.uses
             ):
@@ -313,12 +343,18 @@ class Quantize(Pass):
                 continue
             if not _quantizable_weight(w, cfg, result):
                 continue
+            if keep.get(w.label) == "float":
+                result.skip(w.label, "kept float by the fidelity guard (int8 error an outlier)")
+                continue
+            if keep.get(w.label) == "block":
+                _blocked_weight(w, Builder(w.graph, names), result)
+                continue
             if w.size < MIN_STORAGE_WEIGHTS:
                 result.skip(w.label, f"under {MIN_STORAGE_WEIGHTS} values: int8 saves nothing")
                 continue
             axis = w.out_axis if channelwise else None
             b = Builder(w.graph, names)
-            if _row_gather_only(w):
+            if _row_gather_only(w) or tied:
                 # An embedding table stays int8 in memory: rows are gathered in int8, then
                 # scaled (folded, it would occupy its float size in onnxruntime, and twice that
                 # while folding: bert22m dynamic int8 peaked at 1.28x the fp32 session).
@@ -328,13 +364,25 @@ class Quantize(Pass):
             else:
                 # Float compute: no u8*s8 saturation to avoid, so all 8 bits.
                 _dequantized_weight(w, axis, False, b, result)
+        if form == FORM_FOLDED:
+            # Weights only shape-only ops read (overlapping Slices of an LSTM matrix, which
+            # load_model leaves unfolded: folding would grow the file): int8 where they are,
+            # decoded in front of the readers (silero_vad: 1.55x -> see README).
+            for scope, graph, value in shape_read_weights(model, MIN_STORAGE_WEIGHTS):
+                label = f"{scope}{value.name}"
+                if matches(label, cfg.exclude) or label in keep:
+                    result.skip(label, "excluded" if label not in keep else "kept float")
+                    continue
+                _decoded_source(scope, graph, value, Builder(graph, names), result)
 
     # -- static ---------------------------------------------------------------------------------
 
     def _static(self, model: ir.Model, float_model: ir.Model | None, context: PassContext,
-                cfg: QuantizeConfig, channelwise: bool, result: PassResult) -> ir.Model:
+                cfg: QuantizeConfig, channelwise: bool, result: PassResult,
+                guard: Guard | None, keep: Mapping[str, str], weight_only: float) -> ir.Model:
         index = WeightIndex.build(model)
-        units = self._static_units(model, index, cfg, result)
+        units = [u for u in self._static_units(model, index, cfg, result)
+                 if u.weight.label not in keep]
         if units:
             ok, why = runtime.loadable(model)
             if not ok:
@@ -400,13 +448,14 @@ class Quantize(Pass):
                 us = [u for u in self._static_units(m, idx, cfg, None)
                       if _unit_key(u.node) in wanted]
                 _apply_static(m, _make_plan(m, us, cfg), ranges, cfg, channelwise, res)
-            self._weight_storage(m, cfg, channelwise, res, form=FORM_FOLDED,
+            self._weight_storage(m, cfg, channelwise, res, form=FORM_FOLDED, keep=keep,
                                  progress=context.report_progress)
             return m
 
         candidates = [(_unit_key(u.node), u.macs_per_output) for u in units]
-        return with_speed_guard(cfg, float_model, model, candidates, context, result,
-                                build_static)
+        return guarded(guard, weight_only, model, candidates, result, build_static, _unit_key,
+                        lambda b: with_speed_guard(cfg, float_model, model, candidates, context,
+                                                   result, b))
 
     def _calibration_feeds(self, model: ir.Model, context: PassContext, cfg: QuantizeConfig,
                            result: PassResult):  # noqa: ANN202
@@ -441,6 +490,22 @@ class Quantize(Pass):
             units.append(unit)
         return units
 
+    def _guard_candidates(self, model: ir.Model, cfg: QuantizeConfig) -> list[Weight]:
+        """The weights ``_weight_storage`` would store in int8 (what the guard measures)."""
+        out = []
+        for w in WeightIndex.build(model):
+            if w.role not in (ROLE_WEIGHT, ROLE_EMBEDDING, ROLE_RECURRENT) or not w.is_float \
+                    or w.dtype != ir.DataType.FLOAT or w.via or w.size < MIN_STORAGE_WEIGHTS \
+                    or w.excluded_by(cfg.exclude):
+                continue
+            recurrent = all(u.node.op_type in RECURRENT_OPS for u in w.uses)
+            if not recurrent and any(u.node.op_type not in STORAGE_OPS for u in w.uses):
+                continue
+            if any(self._excluded(u.node, cfg, check_types=False) for u in w.uses):
+                continue
+            out.append(w)
+        return out
+
     def _excluded(self, node: ir.Node, cfg: QuantizeConfig, *, check_types: bool = True) -> str | None:
         label = node.name or ""
         patterns = (*cfg.nodes_to_exclude, *cfg.exclude)
@@ -453,11 +518,13 @@ class Quantize(Pass):
 
     # -- dynamic --------------------------------------------------------------------------------
 
-    def _dynamic_candidates(self, model: ir.Model, cfg: QuantizeConfig,
-                            result: PassResult) -> list[tuple[str, int]]:
+    def _dynamic_candidates(self, model: ir.Model, cfg: QuantizeConfig, result: PassResult,
+                            keep: Mapping[str, str] = _NONE) -> list[tuple[str, int]]:
         out = []
         explicit = set(cfg.op_types_to_quantize)
         for w in WeightIndex.build(model).select(roles={ROLE_WEIGHT}):
+            if w.label in keep:
+                continue
             for use in w.uses:
                 node = use.node
                 label = _node_key(node, w)

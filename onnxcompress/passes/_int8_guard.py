@@ -1,0 +1,486 @@
+"""The quantize pass's fidelity guard: int8 steps down where measurement says it hurts.
+
+Two checks, both measured on the calibration data (else synthetic inputs) through onnxruntime,
+both decided from the output deviation of whole models, never from errors assumed to add:
+
+1. **Weights** (before anything is built). One session of the float model in which every
+   candidate weight is an overridable input and every compute node's input and output are extra
+   outputs. Run with float weights (the reference) and with every weight at its int8 value: the
+   output deviation of int8 weight-only, and per layer the error its output *adds* to its input's
+   (``jump``: relative squared error out minus in). Layers whose jump is an outlier
+   (``OUTLIER`` x the median) keep float weights, worst first, within a byte budget that keeps the
+   model at ``min_ratio`` where the weights allow; the combination is verified by one more run.
+2. **Compute** (after the speed guard). The final model's output deviation must stay within
+   ``COMPUTE_FACTOR`` x what int8 weight-only achieves. If not, the int8 compute ops whose output
+   error jumps most go back to float compute (int8 weights kept: same size), a quarter at a time,
+   each combination built and measured again, until it is.
+
+Cost: a few samples (``GUARD_SAMPLES``, fewer when a run is slow) and two or three sessions; a
+model that cannot run on the data is left as the other steps decide, and the report says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcompress import runtime
+from onnxcompress.activations import quiet_run_options, run
+from onnxcompress.errors import OnnxCompressError
+from onnxcompress.model import copy_model
+from onnxcompress.passes._bit_allocation import ProbeResult, _expose
+from onnxcompress.passes.base import PassResult
+from onnxcompress.weights import Weight
+
+logger = logging.getLogger(__name__)
+
+# Samples the guard runs (fewer when one run is slow: see GUARD_SECONDS).
+GUARD_SAMPLES = 4
+# Time the guard's runs aim at per measured model; a slow model gets fewer samples, never 0.
+GUARD_SECONDS = 0.5
+# A weight is an outlier when int8 there, alone, moves the outputs this many times as far as
+# the median probed weight (itself among the worst-looking). ppocr_rec: conv2d_184 14x,
+# conv2d_182 4.4x; blocks for both: string agreement 87.5 -> 95.8 (184 alone: 87.5).
+OUTLIER = 3.0
+# Weights measured alone: those whose output error jumps most with every weight int8.
+PROBED = 4
+# Heads probed besides (see _heads).
+HEADS = 3
+# Probing stops after this long (at least 2 layers probed): ppocr_det runs ~1 s a sample on a
+# loaded machine, and 7 probes doubled its compress time.
+PROBE_SECONDS = 1.5
+# Output deviations (mean ||y - y0||^2 / ||y0||^2) below this are left alone: 0.3% RMS,
+# far below what moves a task metric.
+DEVIATION_FLOOR = 1e-5
+# int8 compute may move the outputs this many times as far as int8 weight-only (2x the RMS).
+COMPUTE_FACTOR = 4.0
+# ... and never needs to be below this (1% RMS). Not higher: ssd_detector's detection F1 is
+# 81.9 with 15 int8 convs (deviation 1.4e-3), ~89 with 8 (8.3e-4), 96.9 with none (1.0e-4).
+COMPUTE_FLOOR = 1e-4
+# Back-off rounds for int8 compute before the last step (every op float compute).
+BACKOFF_ROUNDS = 3
+# When the weights cannot reach the size target anyway, float weights may still take this
+# share of the output size (a first conv or a detection head is a few KB).
+MIN_BUDGET_SHARE = 0.01
+COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "Gather", "LSTM", "GRU", "RNN"})
+
+
+@dataclass
+class Guard:
+    """The float reference: a session of the float model with weights as inputs and every
+    compute node's input/output exposed, the feeds, and the reference outputs."""
+
+    session: object
+    feeds: list[dict[str, np.ndarray]]
+    inputs: dict[str, str]  # weight label -> session input name
+    outputs: list[str]  # final output names, then intermediates
+    n_final: int
+    references: list[list[np.ndarray]]
+    source: str
+    seconds: float = 0.0
+    metrics: dict = field(default_factory=dict)
+
+    def run(self, overrides: Mapping[str, np.ndarray], i: int) -> list[np.ndarray]:
+        feed = {**self.feeds[i], **{self.inputs[k]: v for k, v in overrides.items()}}
+        return run(self.session, self.outputs, feed, what=f"{self.source} sample {i}",
+                   run_options=quiet_run_options())
+
+
+def start(model: ir.Model, weights: list[Weight], feeds, source: str,  # noqa: ANN001
+          result) -> Guard | None:  # noqa: ANN001
+    """The float reference for ``model`` on up to GUARD_SAMPLES of ``feeds``; None (and a
+    note saying why) when the model cannot run on them."""
+    begin = time.perf_counter()
+    try:
+        probe = copy_model(model)
+        inputs = _expose(probe, [w.label for w in weights], ProbeResult())
+        finals = [v.name for v in probe.graph.outputs]
+        names = _intermediates(probe, set(finals) | set(inputs.values()))
+        by_name = _values(probe.graph)
+        for n in names:
+            probe.graph.outputs.append(by_name[n])
+        session = runtime.create_session(probe, label="the fidelity guard's float model")
+        del probe
+        guard = Guard(session, [], inputs, finals + names, len(finals), [], source)
+        for i, feed in enumerate(feeds):
+            if i >= GUARD_SAMPLES:
+                break
+            guard.feeds.append(dict(feed))
+            t = time.perf_counter()
+            guard.references.append(guard.run({}, i))
+            # Each sample is run ~5 more times (int8 weights, verification, final model...).
+            if (time.perf_counter() - t) * 6 * (i + 1) > GUARD_SECONDS:
+                break
+    except OnnxCompressError as e:
+        result.note(f"fidelity guard did not measure ({str(e).split(' Hint:')[0]}): int8 "
+                    "placed from op types and ranges alone")
+        return None
+    if not guard.feeds:
+        result.note("fidelity guard did not measure (no samples): int8 placed from op types "
+                    "and ranges alone")
+        return None
+    guard.seconds = time.perf_counter() - begin
+    return guard
+
+
+def _values(graph: ir.Graph) -> dict[str, ir.Value]:
+    out = {v.name: v for v in graph.inputs if v.name}
+    for node in graph:
+        for v in node.outputs:
+            if v.name:
+                out[v.name] = v
+    return out
+
+
+def _intermediates(model: ir.Model, exclude: set[str]) -> list[str]:
+    """Float inputs[0] and outputs[0] of every compute node of the main graph, graph order."""
+    seen: list[str] = []
+    taken = set(exclude) | {v.name for v in model.graph.inputs}
+    for node in model.graph:
+        if node.op_type not in COMPUTE_OPS or node.domain not in ("", "ai.onnx"):
+            continue
+        for v in (node.inputs[0] if node.inputs else None, node.outputs[0]):
+            if v is None or not v.name or v.name in taken:
+                continue
+            if v.dtype not in (ir.DataType.FLOAT, None) or v.producer() is None:
+                continue
+            if v.producer().op_type == "Constant":
+                continue
+            taken.add(v.name)
+            seen.append(v.name)
+    return seen
+
+
+def output_deviation(outs: list[np.ndarray], refs: list[np.ndarray]) -> float:
+    """Mean over float outputs of ||y - y0||^2 / ||y0||^2 (as ``probe_sensitivity``)."""
+    per = []
+    for o, r in zip(outs, refs, strict=True):
+        r = np.asarray(r)
+        if not np.issubdtype(r.dtype, np.floating):
+            continue
+        norm = max(float(np.square(r, dtype=np.float64).sum()), 1e-30)
+        per.append(float(np.square(np.asarray(o, np.float64) - r).sum()) / norm)
+    return float(np.mean(per)) if per else 0.0
+
+
+class _TensorErrors:
+    """Relative squared error per tensor name, summed over samples."""
+
+    def __init__(self) -> None:
+        self.diff: dict[str, float] = {}
+        self.norm: dict[str, float] = {}
+
+    def add(self, name: str, out: np.ndarray, ref: np.ndarray) -> None:
+        if np.shape(out) != np.shape(ref):
+            return
+        d = float(np.square(np.asarray(out, np.float64) - ref).sum())
+        self.diff[name] = self.diff.get(name, 0.0) + d
+        self.norm[name] = self.norm.get(name, 0.0) + float(np.square(ref, dtype=np.float64).sum())
+
+    def error(self, name: str | None) -> float:
+        if name is None or name not in self.diff:
+            return 0.0
+        return self.diff[name] / max(self.norm[name], 1e-30)
+
+
+def _jump(errors: _TensorErrors, node: ir.Node) -> float:
+    x = node.inputs[0].name if node.inputs and node.inputs[0] is not None else None
+    return errors.error(node.outputs[0].name) - errors.error(x)
+
+
+@dataclass
+class WeightDecision:
+    steps: dict[str, str]  # label -> "block" (finer int8) or "float"
+    deviation_int8: float  # int8 weight-only, every candidate per channel
+    deviation: float  # int8 weight-only with the steps taken
+    probed: dict[str, float] = field(default_factory=dict)  # label -> deviation alone
+
+
+def step_down_weights(guard: Guard, model: ir.Model, weights: list[Weight],
+                      int8_values: Mapping[str, np.ndarray],
+                      block_values: Callable[[str], tuple[np.ndarray, int] | None],
+                      budget: int) -> WeightDecision:
+    """Which weights step down (finer int8 blocks, else float), worst first within ``budget``
+    extra bytes. Candidates: the PROBED layers whose output error jumps most with every weight
+    int8, and the heads; each is measured alone (the rest float), and it is an outlier when it
+    alone moves the outputs OUTLIER x the median candidate. Verified together."""
+    fed = {k: v for k, v in int8_values.items() if k in guard.inputs}
+    errors = _TensorErrors()
+    deviation = 0.0
+    for i, refs in enumerate(guard.references):
+        outs = guard.run(fed, i)
+        deviation += output_deviation(outs[:guard.n_final], refs[:guard.n_final])
+        for name, o, r in zip(guard.outputs[guard.n_final:], outs[guard.n_final:],
+                              refs[guard.n_final:], strict=True):
+            errors.add(name, o, r)
+    deviation /= len(guard.references)
+    decision = WeightDecision({}, deviation, deviation)
+    if deviation <= DEVIATION_FLOOR or not fed:
+        return decision
+    jumps = {w.label: max(_jump(errors, u.node) for u in w.uses)
+             for w in weights if w.label in fed}
+    ranked = [k for k, j in sorted(jumps.items(), key=lambda kv: -kv[1]) if j > 0][:PROBED]
+    # A layer's jump is local: heads (the last compute ops before an output: a detector's
+    # ConvTranspose into a Sigmoid) amplify little locally yet move the outputs most.
+    ranked += [w.label for w in weights if w.label in fed and w.label not in ranked
+               and any(id(u.node) in _heads(model) for u in w.uses)][:HEADS]
+    begin = time.perf_counter()
+    for label in ranked:
+        if len(decision.probed) >= 2 and time.perf_counter() - begin > PROBE_SECONDS:
+            break  # a slow model gets fewer probes (compress time), the worst-ranked first
+        decision.probed[label] = float(np.mean([
+            output_deviation(guard.run({label: fed[label]}, i)[:guard.n_final],
+                             refs[:guard.n_final]) for i, refs in enumerate(guard.references)]))
+    # An outlier moves the outputs OUTLIER x the median probed layer (the probed are already
+    # the worst-looking: a conservative yardstick) and more than its share of the int8 model's.
+    fair = deviation / len(fed)
+    typical = float(np.median(list(decision.probed.values()))) if decision.probed else 0.0
+    sizes = {w.label: w.nbytes for w in weights}
+    left = budget
+    blocks: dict[str, np.ndarray] = {}
+    for label, d in sorted(decision.probed.items(), key=lambda kv: -kv[1]):
+        if d < OUTLIER * typical or d < fair:
+            break
+        as_float = sizes[label] * 3 // 4
+        blocked = block_values(label)
+        as_block = blocked[1] if blocked is not None else None
+        if as_float <= left // 4 or (as_block is None and as_float <= left):
+            decision.steps[label], left = "float", left - as_float
+        elif blocked is not None and as_block <= left:
+            decision.steps[label], left = "block", left - as_block
+            blocks[label] = blocked[0]
+    if decision.steps:
+        trial = {k: v for k, v in fed.items() if decision.steps.get(k) != "float"}
+        trial.update(blocks)
+        verified = float(np.mean([output_deviation(guard.run(trial, i)[:guard.n_final],
+                                                   refs[:guard.n_final])
+                                  for i, refs in enumerate(guard.references)]))
+        if verified >= deviation:  # measured no better: int8 everywhere
+            decision.steps = {}
+        else:
+            decision.deviation = verified
+    return decision
+
+
+def _heads(model: ir.Model) -> set[int]:
+    """ids of the compute nodes with no other compute node between them and a graph output."""
+    heads: set[int] = set()
+    seen: set[int] = set()
+    stack = [v for v in model.graph.outputs]
+    while stack:
+        v = stack.pop()
+        node = v.producer()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.op_type in COMPUTE_OPS:
+            heads.add(id(node))
+            continue
+        stack.extend(i for i in node.inputs if i is not None)
+    return heads
+
+
+def _final_run(guard: Guard, model: ir.Model, extra: list[str]) -> tuple[float, _TensorErrors]:
+    """Output deviation of ``model`` on the guard's samples, and errors of ``extra`` tensors
+    (exposed as outputs for this measurement only)."""
+    by_name = _values(model.graph)
+    finals = guard.outputs[:guard.n_final]
+    ref_index = {n: i for i, n in enumerate(guard.outputs)}
+    added = [by_name[n] for n in dict.fromkeys(extra)
+             if n in by_name and n in ref_index and n not in finals]
+    model.graph.outputs.extend(added)
+    try:
+        session = runtime.create_session(model, label="the int8 model")
+    finally:
+        for _ in added:
+            model.graph.outputs.pop()
+    names = [*finals, *(v.name for v in added)]
+    errors = _TensorErrors()
+    deviation = 0.0
+    for i, refs in enumerate(guard.references):
+        outs = run(session, names, guard.feeds[i], what=f"{guard.source} sample {i}",
+                   run_options=quiet_run_options())
+        deviation += output_deviation(outs[:len(finals)], refs[:guard.n_final])
+        for name, o in zip(names[len(finals):], outs[len(finals):], strict=True):
+            errors.add(name, o, refs[ref_index[name]])
+    return deviation / len(guard.references), errors
+
+
+def check_compute(guard: Guard, model: ir.Model, chosen: list[str], nodes: dict[str, ir.Node],
+                  weight_only: float, rebuild: Callable[[list[str]], ir.Model],
+                  result) -> tuple[ir.Model, list[str]]:  # noqa: ANN001
+    """Back int8 compute ops off to float compute until the model's output deviation is within
+    COMPUTE_FACTOR x ``weight_only``. ``nodes``: op key -> its node in the float model;
+    ``rebuild(chosen)`` builds the model with int8 compute on ``chosen`` only."""
+    target = max(COMPUTE_FACTOR * weight_only, COMPUTE_FLOOR)
+    if not chosen:
+        return model, chosen
+    try:
+        deviation, _ = _final_run(guard, model, [])
+    except OnnxCompressError as e:
+        result.note(f"fidelity guard did not measure the int8 model ({str(e).split(' Hint:')[0]})")
+        return model, chosen
+    history = [(len(chosen), deviation)]
+    backed: list[str] = []
+    rounds = 0
+    while chosen and deviation > target:
+        rounds += 1
+        names = [n for k in chosen if k in nodes for n in _io_names(nodes[k])]
+        try:
+            if rounds == 1:
+                _, errors = _final_run(guard, model, names)
+            jumps = {k: (_jump(errors, nodes[k]) if k in nodes else 0.0) for k in chosen}
+            if rounds > BACKOFF_ROUNDS:
+                drop = list(chosen)
+            else:
+                drop = sorted(chosen, key=lambda k: -jumps[k])[:max(1, math.ceil(len(chosen) / 4))]
+            chosen = [k for k in chosen if k not in drop]
+            backed += drop
+            model = rebuild(chosen)
+            deviation, errors = _final_run(guard, model, [
+                n for k in chosen if k in nodes for n in _io_names(nodes[k])])
+        except OnnxCompressError as e:
+            result.note(f"fidelity guard stopped measuring ({str(e).split(' Hint:')[0]})")
+            break
+        history.append((len(chosen), deviation))
+    guard.metrics["compute_deviation"] = [(n, float(f"{d:.3g}")) for n, d in history]
+    guard.metrics["compute_target"] = float(f"{target:.3g}")
+    if backed:
+        result.headline(
+            f"fidelity guard: {len(backed)} int8 compute op(s) moved the outputs too far "
+            f"(deviation {history[0][1]:.2e} > {target:.2e}: {COMPUTE_FACTOR:g}x int8 "
+            f"weight-only {weight_only:.2e}, at least {COMPUTE_FLOOR:g}); they compute float "
+            "with int8 weights (same size): "
+            f"{_names(backed)}; deviation now {deviation:.2e} (--no-fidelity-guard keeps them)")
+    return model, chosen
+
+
+def _io_names(node: ir.Node) -> list[str]:
+    out = [node.outputs[0].name]
+    if node.inputs and node.inputs[0] is not None:
+        out.append(node.inputs[0].name)
+    return [n for n in out if n]
+
+
+def _names(labels: list[str], limit: int = 6) -> str:
+    shown = ", ".join(labels[:limit])
+    return shown + (f" and {len(labels) - limit} more" if len(labels) > limit else "")
+
+
+def guarded(guard: Guard | None, weight_only: float, model: ir.Model,
+            candidates: list[tuple[str, int]], result, build, key, speed_guard) -> ir.Model:  # noqa: ANN001
+    """``speed_guard(build)``, then the fidelity guard's compute check (int8 compute ops that
+    move the outputs too far are rebuilt as float compute from an untouched clone)."""
+    if guard is None or not candidates:
+        return speed_guard(build)
+    pristine = model.clone()  # shares the float tensors: building replaces, never writes them
+    nodes = {key(n): n for n in pristine.graph}
+    last: list[list[str]] = []
+
+    def recording(m: ir.Model, chosen: list[str], res: PassResult) -> ir.Model:
+        last.append(list(chosen))
+        return build(m, chosen, res)
+
+    out = speed_guard(recording)
+    chosen = last[-1] if last else []
+
+    def rebuild(keys: list[str]) -> ir.Model:
+        scratch = PassResult(pass_name=result.pass_name, config=result.config, model=pristine)
+        m = build(pristine.clone(), keys, scratch)
+        result.layers[:] = scratch.layers
+        result.metrics.update(scratch.metrics)
+        return m
+
+    start = time.perf_counter()
+    out, chosen = check_compute(guard, out, chosen, nodes, weight_only, rebuild, result)
+    guard.seconds += time.perf_counter() - start
+    result.metrics["int8_compute_ops"] = len(chosen)
+    result.metrics["fidelity_guard"] = {**guard.metrics, "seconds": round(guard.seconds, 2)}
+    return out
+
+
+__all__ = ["Guard", "WeightDecision", "check_compute", "output_deviation", "start",
+           "step_down_weights", "guarded"]
+
+
+def guard_weights(model: ir.Model, weights: list[Weight], channelwise: bool, context,  # noqa: ANN001
+                  min_ratio: float, result) -> tuple[Guard | None, dict[str, str], float]:  # noqa: ANN001
+    """Step 1 for the quantize pass: (the guard or None, label -> "block"/"float" for the weights
+    that step down, the output deviation of int8 weight-only). A headline names them."""
+    from onnxcompress.data import synthetic_feeds
+    from onnxcompress.model import tensor_bytes
+    from onnxcompress.passes._int8 import BLOCK, block_layout, block_quantize
+    from onnxcompress.passes._qdq import quantize_weight
+
+    weights = [w for w in weights if w.graph is model.graph]
+    if context.calibration is not None:
+        feeds, source = context.calibration, "calibration"
+    else:
+        try:
+            feeds, source = synthetic_feeds(model, GUARD_SAMPLES, seed=context.seed), "synthetic"
+        except OnnxCompressError as e:
+            result.note(f"fidelity guard did not measure ({str(e).split(' Hint:')[0]})")
+            return None, {}, 0.0
+    guard = start(model, weights, feeds, source, result)
+    if guard is None:
+        return None, {}, 0.0
+    begin = time.perf_counter()
+    int8_values = {}
+    by_label = {w.label: w for w in weights}
+
+    def block_values(label: str) -> tuple[np.ndarray, int] | None:
+        """(decoded blocked int8 value, scale bytes), or None: computed for outliers only."""
+        w = by_label[label]
+        layout = block_layout(w)
+        if layout is None:
+            return None
+        arr = w.numpy()
+        bq, bs = block_quantize(arr, layout)
+        return (bq.astype(np.float32) * bs).reshape(arr.shape), bs.nbytes
+
+    for w in weights:
+        arr = w.numpy()
+        axis = w.out_axis if channelwise else None
+        q, scale = quantize_weight(arr, axis, reduce_range=False)
+        if axis is not None and np.ndim(scale) == 1:
+            shape = [1] * q.ndim
+            shape[axis % q.ndim] = -1
+            scale = np.reshape(scale, shape)
+        int8_values[w.label] = (q.astype(np.float32) * scale).astype(np.float32)
+    total = tensor_bytes(model)
+    estimate = total - sum(w.nbytes for w in weights) * 3 // 4
+    budget = max(int(total / min_ratio) - estimate, int(MIN_BUDGET_SHARE * estimate))
+    try:
+        decision = step_down_weights(guard, model, weights, int8_values, block_values, budget)
+    except OnnxCompressError as e:
+        result.note(f"fidelity guard did not measure int8 weights ({str(e).split(' Hint:')[0]})")
+        return None, {}, 0.0
+    del int8_values
+    guard.seconds += time.perf_counter() - begin
+    guard.metrics.update({
+        "samples": len(guard.feeds), "source": source,
+        "weight_deviation": float(f"{decision.deviation_int8:.3g}"),
+        "steps": decision.steps,
+        "probed": {k: float(f"{v:.3g}") for k, v in decision.probed.items()},
+    })
+    if decision.steps:
+        guard.metrics["weight_deviation_after"] = float(f"{decision.deviation:.3g}")
+        blocks = [k for k, v in decision.steps.items() if v == "block"]
+        floats = [k for k, v in decision.steps.items() if v == "float"]
+        what = "; ".join(part for part in (
+            f"int8 in blocks of {BLOCK} (float compute): {_names(blocks)}" if blocks else "",
+            f"float weights: {_names(floats)}" if floats else "") if part)
+        result.headline(
+            f"fidelity guard: {len(decision.steps)} weight(s) alone moved the outputs over "
+            f"{OUTLIER:g}x as far as the median probed one in int8 per channel, so they step "
+            f"down ({what}); output "
+            f"deviation of int8 weights {decision.deviation_int8:.2e} -> "
+            f"{decision.deviation:.2e} on {len(guard.feeds)} {source} samples "
+            "(--no-fidelity-guard keeps them per channel)")
+    return guard, dict(decision.steps), decision.deviation
