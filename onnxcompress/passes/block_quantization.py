@@ -31,6 +31,7 @@ from onnxcompress.activations import iter_intermediates
 from onnxcompress.errors import OnnxCompressError
 from onnxcompress.model import copy_model
 from onnxcompress.opset import opset_version, upgrade_opset
+from onnxcompress.passes import _blockq_allocate
 from onnxcompress.passes.base import LayerStat, Pass, PassConfig, PassContext, PassResult, option
 from onnxcompress.weights import (
     COMPUTE_ROLES,
@@ -79,6 +80,15 @@ class BlockQuantizeConfig(PassConfig):
         "quantizes activations to int8 (faster on CPU, less accurate)",
     )
     min_size: int = option(default=1024, help="weights with fewer elements stay float")
+    budget_bits: float = option(
+        default=0.0, flag="--quantize-budget", metavar="B",
+        help="mixed bits per layer: the size budget as an average code width between BITS and 8 "
+        "(4.5 with 4 bits: an eighth of the way to uniform 8-bit bytes); the layers whose "
+        "rounding moves the outputs most, measured on --calibration data, get 8 bits; 0: every "
+        "layer at BITS",
+    )
+    probe_samples: int = option(default=2, help="mixed bits: calibration feeds per layer for "
+                                "the sensitivity probe (one forward pass each)")
     calibration_samples: int = option(default=128, help="calibration feeds used for gptq")
     damp: float = option(default=0.01, help="gptq: fraction of the mean diagonal added to X^T X")
 
@@ -90,6 +100,9 @@ class BlockQuantizeConfig(PassConfig):
         self._require(self.method in METHODS, f"method must be one of {', '.join(METHODS)}")
         self._require(self.accuracy_level in (0, 1, 2, 3, 4), "accuracy_level must be 0..4")
         self._require(self.min_size >= 0, "min_size must be >= 0")
+        self._require(self.budget_bits == 0 or self.bits <= self.budget_bits <= 8,
+                      f"budget_bits must be 0 (every layer at bits) or in bits..8, got {self.budget_bits}")
+        self._require(self.probe_samples > 0, "probe_samples must be positive")
         self._require(self.calibration_samples > 0, "calibration_samples must be positive")
         self._require(0 <= self.damp < 1, "damp must be in [0, 1)")
 
@@ -142,6 +155,16 @@ class BlockQuantize(Pass):
             model = upgraded
             layers = self._select(model, cfg, PassResult(self.name, {}, model))
         method = self._method(cfg, context, result)
+        spec_dtype = {ir.DataType.FLOAT: "float32", ir.DataType.FLOAT16: "float16"}
+
+        def scale_dtype(layer: _Layer) -> str:
+            return spec_dtype[layer.dtype if cfg.target == "onnxruntime" else layer.weight.dtype]
+
+        widths, extras = _blockq_allocate.allocate_bits(
+            model, layers, bits=cfg.bits, budget_bits=cfg.budget_bits, block_size=cfg.block_size,
+            symmetric=cfg.symmetric, scale_dtype={x.weight.label: scale_dtype(x) for x in layers},
+            probe_samples=cfg.probe_samples, context=context, result=result,
+        ) if cfg.budget_bits else ({}, {})
         if method == "gptq":
             self._collect_hessians(model, layers, context, cfg, result)
         result.metrics["method"] = method
@@ -152,13 +175,12 @@ class BlockQuantize(Pass):
             for a, b in zip(layers, copied, strict=True):
                 b.hessian = a.hessian
             layers = copied
-        spec_dtype = {ir.DataType.FLOAT: "float32", ir.DataType.FLOAT16: "float16"}
         before = after = 0
         for i, layer in enumerate(layers):
             context.report_progress("blockq", i, len(layers))
-            spec = blockwise.BlockSpec(cfg.bits, cfg.block_size, cfg.symmetric,
-                                       spec_dtype[layer.dtype if cfg.target == "onnxruntime"
-                                                  else layer.weight.dtype])
+            label = layer.weight.label
+            spec = blockwise.BlockSpec(widths.get(label, cfg.bits), cfg.block_size, cfg.symmetric,
+                                       scale_dtype(layer))
             use_method = method if (method != "gptq" or layer.hessian is not None) else "rtn"
             qt = blockwise.quantize(layer.matrix, spec, use_method, hessian=layer.hessian, damp=cfg.damp)
             w = layer.weight
@@ -173,7 +195,7 @@ class BlockQuantize(Pass):
                 shape=shape, bytes_before=nbytes, bytes_after=written,
                 bits=written * 8 / max(1, int(np.prod(shape))), error=qt.relative_error(layer.matrix),
                 extra={"method": qt.method, "block_size": cfg.block_size, "symmetric": cfg.symmetric,
-                       "copies_merged": [c.label for c in layer.copies]},
+                       "copies_merged": [c.label for c in layer.copies], **extras.get(label, {})},
             ))
         if cfg.target == "onnxruntime":
             model.opset_imports.setdefault(MS_DOMAIN, 1)
@@ -466,7 +488,7 @@ def _write_onnxruntime(layer: _Layer, qt: blockwise.BlockQuantized, cfg: BlockQu
         node = use.node
         if use.kind == "gather":
             if gather_data is None:
-                gather_data = _constant(layer, f"{base}_q{cfg.bits}",
+                gather_data = _constant(layer, f"{base}_q{qt.spec.bits}",
                                         blockwise.pack(qt.codes[:, :cols], bits))
                 created.append(gather_data)
             new = ir.node("GatherBlockQuantized", [gather_data, node.inputs[1], scales, zps],
@@ -479,11 +501,11 @@ def _write_onnxruntime(layer: _Layer, qt: blockwise.BlockQuantized, cfg: BlockQu
                                    np.array([rows, qt.n_blocks, cfg.block_size * bits // 8], np.int64))
             created.append(blob_shape)
             reshape = ir.node("Reshape", [gather_data, blob_shape], name="")
-            reshape.outputs[0].name = w.fresh_name(f"{base}_q{cfg.bits}_blocks")
+            reshape.outputs[0].name = w.fresh_name(f"{base}_q{qt.spec.bits}_blocks")
             layer.weight.graph.insert_before(_first_in(layer.weight.graph, layer), reshape)
             packed_b = reshape.outputs[0]
         elif packed_b is None:
-            packed_b = _constant(layer, f"{base}_q{cfg.bits}",
+            packed_b = _constant(layer, f"{base}_q{qt.spec.bits}",
                                  blockwise.matmul_nbits_tensors(qt)["B"])
             created.append(packed_b)
         inputs = [node.inputs[0], packed_b, scales, zps]
