@@ -222,6 +222,10 @@ def main() -> None:
                     ("ours portable rtn", {"method": "rtn", "target": "portable"})]
             for label, options in [*([] if fp16_only else ours), ("ours fp16", {"fp16": True})]:
                 out = Path(tmp) / f"{name}_{''.join(c if c.isalnum() else '_' for c in label)}.onnx"
+                if name == "gpt_base" and options.get("method") == "hqq":
+                    # Keeps the run near 20 minutes; hqq's standing is measured on the others.
+                    configs.append((label, out, "skipped on the 110 M model to keep the run short"))
+                    continue
                 info = _ours(path, out, calib_path, **options)
                 configs.append((label, out, info))
             fp32_bytes = path.stat().st_size
