@@ -54,7 +54,9 @@ def _bits(proto: onnx.ModelProto) -> dict[str, int]:
 def test_sensitive_layer_gets_8_bits_within_the_budget() -> None:
     model = _three_branches()
     # 5.5 bits: the bytes of uniform 4 plus 3/8 of the way to uniform 8, one layer's step fits.
-    result, proto = _quantize(model, min_size=0, budget_bits=5.5, calibration=_calib(), method="rtn")
+    # accuracy_level 0: exact float arithmetic, so the output can be checked against numpy.
+    result, proto = _quantize(model, min_size=0, budget_bits=5.5, calibration=_calib(), method="rtn",
+                              accuracy_level=0)
     assert _bits(proto) == {"quiet1": 4, "loud": 8, "quiet2": 4}
     assert result.metrics["allocated_bits"] == {4: 2, 8: 1}
     assert result.metrics["allocation_estimated_bytes"] <= result.metrics["allocation_budget_bytes"]
@@ -70,7 +72,13 @@ def test_sensitive_layer_gets_8_bits_within_the_budget() -> None:
         qt = blockwise.quantize_rtn(weights[name].T, blockwise.BlockSpec(bits, 32))
         want += gain * (x.astype(np.float64) @ qt.dequantize().T.astype(np.float64))
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
-    # The mixed model is closer to float than uniform 4 bits, and 8 bits everywhere is bigger.
+    # By default (auto) the 8-bit layer runs onnxruntime's int8 kernel (level 4), 4-bit ones level 0.
+    _, auto = _quantize(model, min_size=0, budget_bits=5.5, calibration=_calib(), method="rtn")
+    levels = {n.name: next((a.i for a in n.attribute if a.name == "accuracy_level"), 0)
+              for n in auto.graph.node if n.op_type == "MatMulNBits"}
+    assert levels == {"quiet1": 0, "loud": 4, "quiet2": 0}
+    assert _cos(helpers.run(auto, {"x": x})[0], got) > 0.9999
+    # The mixed model is closer to float than uniform 4 bits.
     _, uniform = _quantize(model, min_size=0, method="rtn")
     ref = helpers.run(model, {"x": x})[0]
     assert _cos(got, ref) > _cos(helpers.run(uniform, {"x": x})[0], ref)
@@ -109,7 +117,8 @@ def test_tied_embedding_is_probed_with_its_copy() -> None:
     linked = probe_sensitivity(m, {"embed.weight": table_q}, calib,
                                linked={"embed.weight": {"embed_t_copy": np.ascontiguousarray(table_q.T)}})
     assert linked.deviation["embed.weight"] > 1.5 * alone.deviation["embed.weight"] > 0
-    result, proto = _quantize(model, min_size=0, budget_bits=8.0, calibration=calib, method="rtn")
+    result, proto = _quantize(model, min_size=0, budget_bits=8.0, calibration=calib, method="rtn",
+                              accuracy_level=0)
     assert result.metrics["allocated_bits"] == {8: 2}
     gbq = next(n for n in proto.graph.node if n.op_type == "GatherBlockQuantized")
     head = next(n for n in proto.graph.node if n.name == "lm_head")
