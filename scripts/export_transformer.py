@@ -1,16 +1,21 @@
 """Export the larger transformer of the block quantization benchmark (needs torch; dev-only).
 
-    /work/venv-torch/bin/python scripts/export_transformer.py [--out ~/.cache/onnxcompress-bench]
+    /work/venv-torch/bin/python scripts/export_transformer.py [--size small|base] [--out DIR]
 
-A GPT-style decoder (8192-token embedding tied to the output head, learned positions, 6 pre-norm
-blocks 512 wide with 8 heads and a 2048 MLP, causal attention): 23.1 M parameters, 92 MB in
-float32, weight-dominated like the language models people quantize to 4 bits. Weights are random
+A GPT-style decoder (token embedding tied to the output head, learned positions, pre-norm blocks,
+causal attention), weight-dominated like the language models people quantize to 4 bits:
+
+- ``small``: 8192 tokens, 6 blocks 512 wide, 8 heads, 2048 MLP, 128 positions: 23.1 M parameters;
+- ``base``: 32768 tokens, 12 blocks 768 wide, 12 heads, 3072 MLP (GPT-2 small's body with a
+  smaller vocabulary), 64 positions: 110 M parameters. Fewer positions than ``small`` keep the
+  benchmark's CPU time down; the weights dominate either way.
+ Weights are random
 (GPT-2 initialisation, std 0.02, residual projections scaled by 1/sqrt(2 * layers)), so the
 benchmark's accuracy numbers are agreement with the float model. Exported with the TorchScript
 exporter (``dynamo=False``) at opset 17; the tied head is a MatMul with the transposed table.
 
-Writes ``gpt_small.onnx``, ``gpt_small_calib.npz`` (32 samples) and ``gpt_small_eval.npz`` (16)
-with ``input_ids`` [1, 128] per sample: Zipf-distributed token ids (a text-like frequency profile).
+Writes ``gpt_<size>.onnx``, ``gpt_<size>_calib.npz`` (32 samples) and ``gpt_<size>_eval.npz`` (16)
+with ``input_ids`` [1, positions] per sample: Zipf-distributed token ids (a text-like frequency profile).
 """
 
 from __future__ import annotations
@@ -23,7 +28,11 @@ import numpy as np
 import torch
 from torch import nn
 
-VOCAB, WIDTH, LAYERS, HEADS, MLP, SEQ = 8192, 512, 6, 8, 2048, 128
+SIZES = {  # vocabulary, width, layers, heads, MLP width, positions
+    "small": (8192, 512, 6, 8, 2048, 128),
+    "base": (32768, 768, 12, 12, 3072, 64),
+}
+VOCAB, WIDTH, LAYERS, HEADS, MLP, SEQ = SIZES["small"]
 
 
 class Block(nn.Module):
@@ -65,8 +74,11 @@ class GPT(nn.Module):
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--size", choices=SIZES, default="small")
     parser.add_argument("--out", type=Path, default=Path.home() / ".cache" / "onnxcompress-bench")
     args = parser.parse_args()
+    global VOCAB, WIDTH, LAYERS, HEADS, MLP, SEQ  # read by the modules at construction
+    VOCAB, WIDTH, LAYERS, HEADS, MLP, SEQ = SIZES[args.size]
     args.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     model = GPT().eval()
@@ -78,13 +90,13 @@ def main() -> None:
             elif "ln" not in name:
                 p.normal_(0.0, 0.01)
     params = sum(p.numel() for p in model.parameters())
-    path = args.out / "gpt_small.onnx"
+    path = args.out / f"gpt_{args.size}.onnx"
     torch.onnx.export(model, (torch.zeros(1, SEQ, dtype=torch.int64),), str(path), dynamo=False,
                       opset_version=17, input_names=["input_ids"], output_names=["logits"])
     rng = np.random.default_rng(0)
     for name, n in (("calib", 32), ("eval", 16)):
         ids = np.minimum(rng.zipf(1.3, size=(n, 1, SEQ)), VOCAB) - 1
-        np.savez(args.out / f"gpt_small_{name}.npz", input_ids=ids.astype(np.int64))
+        np.savez(args.out / f"gpt_{args.size}_{name}.npz", input_ids=ids.astype(np.int64))
     print(f"{path}: {params / 1e6:.1f} M parameters, {path.stat().st_size / 1e6:.1f} MB")
 
 

@@ -80,10 +80,14 @@ def probe_sensitivity(
     feeds: Iterable[Mapping[str, np.ndarray]],
     *,
     progress: Callable[[int, int], None] | None = None,
+    linked: Mapping[str, Mapping[str, np.ndarray]] | None = None,
 ) -> ProbeResult:
     """Measure, for each weight label in ``degraded``, how far the model's outputs move when that
     weight alone takes the given value: ``mean over samples and outputs of
     ||y - y0||^2 / ||y0||^2``. ``model`` is not modified.
+
+    ``linked[label]`` gives further weights (label -> value) degraded together with ``label``:
+    copies of one matrix (a tied embedding and the head's transposed copy) are one layer.
 
     Raises :class:`onnxcompress.errors.RuntimeUnavailableError` when onnxruntime cannot load the
     probe copy or run it on the feeds (the caller falls back to uniform widths).
@@ -91,7 +95,9 @@ def probe_sensitivity(
     start = time.perf_counter()
     result = ProbeResult()
     probe = copy_model(model)
-    feed_names = _expose(probe, degraded, result)
+    linked = linked or {}
+    extra = [x for label in degraded for x in linked.get(label, {}) if x not in degraded]
+    feed_names = _expose(probe, [*degraded, *dict.fromkeys(extra)], result)
     session = create_session(probe, label="the sensitivity probe model")
     samples = [dict(f) for f in feeds]
     result.samples = len(samples)
@@ -106,8 +112,9 @@ def probe_sensitivity(
     for i, label in enumerate(labels):
         total = 0.0
         for feed, ref, norm in zip(samples, references, norms, strict=True):
-            outs = run(session, None, {**feed, feed_names[label]: degraded[label]},
-                       what=f"{label} degraded", run_options=quiet)
+            changed = {feed_names[label]: degraded[label]}
+            changed.update({feed_names[x]: v for x, v in linked.get(label, {}).items() if x in feed_names})
+            outs = run(session, None, {**feed, **changed}, what=f"{label} degraded", run_options=quiet)
             per_output = [
                 float(np.square(o.astype(np.float64) - r, dtype=np.float64).sum()) / n
                 for o, r, n in zip(outs, ref, norm, strict=True)

@@ -50,6 +50,10 @@ KEEP_FLOAT32 = frozenset({
     # Quantization ops: float16 scales need opset 19, and int8 models are already small.
     "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
 })
+HALF_MAX = 65504.0
+# Float32 weights of at least this many elements read only by ops kept in float32 are stored in
+# float16 with a Cast (smaller ones are scales and shape-like constants: kept exact).
+STORE_HALF_MIN_SIZE = 1024
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,11 @@ class Float16(Pass):
                 continue
             half_nodes.append(node)
         half_ids = {id(n) for n in half_nodes}
+        # A Constant is float16 only when every reader computes in float16 and its values fit:
+        # a BatchNormalization variance of 1e8 saturated to 65504 and cast back for the float32
+        # op would be wrong (PP-OCR's detector).
+        half_nodes = [n for n in half_nodes if n.op_type != "Constant" or _constant_fits(n, half_ids)]
+        half_ids = {id(n) for n in half_nodes}
         # Weights: every float32 constant read only by float16 nodes becomes float16.
         n_weights = 0
         initializers = list(graph.initializers.values())
@@ -123,6 +132,8 @@ class Float16(Pass):
             if not users or not all(id(n) in half_ids for n, _ in users):
                 continue
             arr = t.numpy()
+            if not _fits_half(arr):
+                continue  # beyond float16's range: stays float32, cast at run time
             value.const_value = ir.tensor(_to_half(arr), name=value.name)
             value.dtype = HALF
             converted.add(id(value))
@@ -133,12 +144,20 @@ class Float16(Pass):
             del arr  # one weight's data at a time (issue 18): the view first, then the map
             _release(t)
             del t
+        n_stored = _store_half(graph, half_ids, names, result)
+        n_stored += _store_half_constants(model, half_ids, names, result)
         for node in half_nodes:
             if node.op_type == "Constant":
                 attr = node.attributes.get("value")
                 if attr is not None and attr.type == ir.AttributeType.TENSOR and attr.value.dtype == FLOAT:
+                    arr = attr.value.numpy()
                     node.attributes["value"] = ir.AttrTensor(
-                        "value", ir.tensor(_to_half(attr.value.numpy()), name=attr.value.name))
+                        "value", ir.tensor(_to_half(arr), name=attr.value.name))
+                    if arr.size >= STORE_HALF_MIN_SIZE:  # a weight held in a Constant node
+                        result.add_layer(LayerStat(
+                            name=node.outputs[0].name or "constant", op_type="Constant",
+                            shape=tuple(arr.shape), bytes_before=arr.nbytes,
+                            bytes_after=arr.nbytes // 2, bits=16.0))
                 elif attr is None or attr.type != ir.AttributeType.TENSOR:
                     continue
             if node.op_type == "Cast" and node.attributes["to"].value == FLOAT:
@@ -203,7 +222,8 @@ class Float16(Pass):
                         graph.remove(c, safe=True)
         after = sum(v.const_value.nbytes for _, g in all_graphs(model) for v in g.initializers.values()
                     if v.const_value is not None)
-        result.metrics.update(weights_converted=n_weights, nodes_float16=len(half_nodes),
+        result.metrics.update(weights_converted=n_weights, weights_stored_float16=n_stored,
+                              nodes_float16=len(half_nodes),
                               initializer_bytes_before=before, initializer_bytes_after=after)
         result.modified = result.modified or bool(half_nodes)
         return model
@@ -259,9 +279,94 @@ class BFloat16(Pass):
 # -- helpers ------------------------------------------------------------------------------------
 
 
+def _store_half(graph: ir.Graph, half_ids: set[int], names: set[str], result: PassResult) -> int:
+    """Large float32 weights read by ops that stay float32 (LSTM/GRU, Einsum...) are stored in
+    float16 with a Cast back to float32: the file halves for them too (onnxruntime folds the Cast
+    at load, so they compute as before from the rounded values)."""
+    n = 0
+    for value in list(graph.initializers.values()):
+        t = value.const_value
+        if t is None or t.dtype != FLOAT or value.is_graph_input() or value.is_graph_output():
+            continue
+        users = value.uses()
+        if not users or any(id(node) in half_ids for node, _ in users):
+            continue  # read by float16 nodes: converted (or cast) with them
+        if any(node.graph is not graph for node, _ in users):
+            continue  # read inside a subgraph: the subgraph keeps its float32 view
+        if int(np.prod(t.shape.numpy())) < STORE_HALF_MIN_SIZE:
+            continue  # small constants (scales, shapes in float) stay exact
+        arr = t.numpy()
+        if not _fits_half(arr):
+            continue
+        name = value.name or "weight"
+        stored = unique_name(names, f"{name}_fp16")
+        half = ir.Value(name=stored, shape=ir.Shape(arr.shape), type=ir.TensorType(HALF),
+                        const_value=ir.tensor(_to_half(arr), name=stored))
+        graph.register_initializer(half)
+        nodes: list[ir.Node] = []
+        cast = _cast(nodes, half, FLOAT, unique_name(names, f"{name}_fp32"))
+        first = min((node for node, _ in users), key=lambda node: _position(graph, node))
+        graph.insert_before(first, nodes)
+        ir.convenience.replace_all_uses_with(value, cast)
+        graph.initializers.pop(value.name, None)
+        result.add_layer(LayerStat(name=name, op_type="/".join(dict.fromkeys(
+            node.op_type for node, _ in users)) + " (stored float16)", shape=tuple(arr.shape),
+            bytes_before=arr.nbytes, bytes_after=arr.nbytes // 2, bits=16.0))
+        n += 1
+    return n
+
+
+def _store_half_constants(model: ir.Model, half_ids: set[int], names: set[str],
+                          result: PassResult) -> int:
+    """The same for ``Constant`` nodes that stay float32, in every graph (weights inside
+    If/Loop bodies, as exporters write them): the node holds float16, a Cast follows it."""
+    n = 0
+    for _, graph in all_graphs(model):
+        for node in list(graph):
+            if node.op_type != "Constant" or node.domain not in ("", "ai.onnx") or id(node) in half_ids:
+                continue
+            attr = node.attributes.get("value")
+            if attr is None or attr.type != ir.AttributeType.TENSOR or attr.value.dtype != FLOAT:
+                continue
+            out = node.outputs[0]
+            if out.is_graph_output() or int(np.prod(attr.value.shape.numpy())) < STORE_HALF_MIN_SIZE:
+                continue
+            arr = attr.value.numpy()
+            if not _fits_half(arr):
+                continue
+            users = list(out.uses())
+            name = out.name or "constant"
+            node.attributes["value"] = ir.AttrTensor("value", ir.tensor(_to_half(arr), name=attr.value.name))
+            out.dtype = HALF
+            out.name = unique_name(names, f"{name}_fp16")
+            nodes: list[ir.Node] = []
+            cast = _cast(nodes, out, FLOAT, name)
+            graph.insert_after(node, nodes)
+            for user, index in users:
+                user.replace_input_with(index, cast)
+            result.add_layer(LayerStat(name=name, op_type="Constant (stored float16)",
+                                       shape=tuple(arr.shape), bytes_before=arr.nbytes,
+                                       bytes_after=arr.nbytes // 2, bits=16.0))
+            n += 1
+    return n
+
+
+def _fits_half(arr: np.ndarray) -> bool:
+    return arr.size == 0 or float(np.abs(arr).max()) <= HALF_MAX
+
+
+def _constant_fits(node: ir.Node, half_ids: set[int]) -> bool:
+    """A Constant node may become float16: its values fit and only float16 nodes read it."""
+    attr = node.attributes.get("value")
+    if (attr is not None and attr.type == ir.AttributeType.TENSOR and attr.value.dtype == FLOAT
+            and not _fits_half(attr.value.numpy())):
+        return False
+    return all(id(user) in half_ids for o in node.outputs for user, _ in o.uses())
+
+
 def _to_half(arr: np.ndarray) -> np.ndarray:
     # Saturate instead of overflowing to inf (weights beyond 65504 are rare, but exist).
-    return np.clip(arr, -65504, 65504).astype(np.float16)
+    return np.clip(arr, -HALF_MAX, HALF_MAX).astype(np.float16)
 
 
 def _to_bf16_bits(arr: np.ndarray) -> np.ndarray:

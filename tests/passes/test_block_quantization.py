@@ -157,7 +157,7 @@ def test_gptq_singular_hessian_falls_back_to_rtn() -> None:
     {"method": "rtn"},
     {"method": "hqq", "symmetric": False},
     {"method": "gptq", "calibration": ASSETS / "transformer_digits_calib.npz"},
-    {"bits": 8, "block_size": 16},
+    {"bits": 8, "block_size": 16, "accuracy_level": 0},  # auto (4) is not exact: int8 activations
     {"bits": 2, "symmetric": False},
     {"target": "portable", "symmetric": False},
     {"target": "portable", "bits": 8},
@@ -308,3 +308,19 @@ def test_composes_with_kmeans_for_conv_layers() -> None:
     assert clustered and all(name.startswith("conv") for name in clustered)
     feeds = {"x": helpers.rng(7).standard_normal((2, 3, 8, 8)).astype(np.float32)}
     assert _cos(helpers.run(proto, feeds)[0], helpers.run(model, feeds)[0]) > 0.95
+
+
+def test_accuracy_level_attribute() -> None:
+    """accuracy_level 4 (int8 activations in onnxruntime's CPU kernel) is written on every
+    MatMulNBits; outputs stay close to level 0's, which match the numpy decode exactly."""
+    model = helpers.mlp((64, 128, 32))
+    _, exact = _quantize(model)
+    _, fast = _quantize(model, accuracy_level=4)
+    levels = [next((a.i for a in n.attribute if a.name == "accuracy_level"), 0)
+              for n in fast.graph.node if n.op_type == "MatMulNBits"]
+    assert levels == [4, 4]
+    assert all(a.name != "accuracy_level" for n in exact.graph.node for a in n.attribute)
+    x = helpers.rng(6).standard_normal((8, 64)).astype(np.float32)
+    want = _assert_exact(exact, {"x": x})[0]
+    got = helpers.run(fast, {"x": x})[0]
+    assert _cos(got, want) > 0.999
