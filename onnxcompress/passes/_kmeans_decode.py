@@ -59,11 +59,18 @@ class Formats:
     storage: str
     opset: int
 
-    def choose(self, index_bits: int, size: int) -> str:
+    def choose(self, index_bits: int, size: int, requested: int | None = None) -> str:
+        """The format of a weight whose indices need ``index_bits``; ``requested``: the width
+        asked for. With ``auto``, a weight asked for 8 bits stays uint8 even when fewer levels
+        were used (an already-shared weight: 76-127 values): bit planes save 1/8 of the file
+        at most but fold through ~8 uint8 intermediates per plane in onnxruntime (captcha_crnn,
+        7-bit planes: session memory 2.10x fp32's)."""
         if self.storage == "dense":
             return "dense"
         packed_ok = self.opset >= PACKED_MIN_OPSET
         uint4_ok = self.opset >= UINT4_MIN_OPSET
+        if self.storage == "auto" and requested is not None and requested >= 8:
+            return "uint8"
         if self.storage == "uint8" or index_bits == 8 or not packed_ok:
             return "uint8"
         if index_bits > 4 or not uint4_ok or self.storage == "packed":
