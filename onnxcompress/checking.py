@@ -13,12 +13,14 @@ refuses ("Field 'shape' of 'type' is required but missing"). Their shapes are in
 from __future__ import annotations
 
 import logging
+import tempfile
+from pathlib import Path
 
 import onnx
 import onnx_ir as ir
 
 from onnxcompress import runtime
-from onnxcompress.model import EXTERNAL_DATA_THRESHOLD, tensor_bytes, to_proto
+from onnxcompress.model import EXTERNAL_DATA_THRESHOLD, save_model, tensor_bytes, to_proto
 from onnxcompress.weights import all_graphs
 
 logger = logging.getLogger(__name__)
@@ -110,7 +112,15 @@ def model_problem(model: ir.Model, *, need_ort: bool) -> str | None:
         return problem
     if tensor_bytes(model) <= EXTERNAL_DATA_THRESHOLD:
         try:
-            onnx.checker.check_model(to_proto(model))
+            if runtime.has_external_data(model):
+                # Checked as a file: to_proto would inline the weights (an external-data
+                # model's input check held 3x its size); saving streams them.
+                with tempfile.TemporaryDirectory(prefix="onnxcompress-") as tmp:
+                    path = Path(tmp) / "model.onnx"
+                    save_model(model, path, external_data=True)
+                    onnx.checker.check_model(str(path))
+            else:
+                onnx.checker.check_model(to_proto(model))
         except Exception as e:  # ValidationError and friends
             return f"onnx.checker: {one_line(str(e))}"
     if need_ort:
