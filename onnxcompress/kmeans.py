@@ -51,6 +51,7 @@ _GRID_TOTAL_MAX = 1 << 23
 # Binned path: rows of at least _BIN_MIN_N values, binned on _BINS cells; a row whose values
 # occupy fewer than _BIN_MIN_OCCUPIED cells per centroid is sorted instead.
 _BIN_MIN_N = 1 << 18
+BIN_MIN_N = _BIN_MIN_N  # rows this long are binned (callers size their temporaries by it)
 _BINS = 1 << 16
 _BIN_MIN_OCCUPIED = 32
 _CHUNK = 1 << 16
@@ -111,11 +112,13 @@ def kmeans_1d(
         raise ValueError("values contain NaN or infinity")
     k = 1 << bits
     g_rows, n = x.shape
-    w = (
-        None
-        if sample_weight is None
-        else np.broadcast_to(np.asarray(sample_weight, dtype=np.float64), x.shape)
-    )
+    w = None
+    if sample_weight is not None:
+        w = np.asarray(sample_weight)
+        # float32 weights stay float32 for the binned path, which widens them a chunk at a time.
+        if w.dtype != np.float32 or n < _BIN_MIN_N:
+            w = w.astype(np.float64, copy=False)
+        w = np.broadcast_to(w, x.shape)
     if n < _BIN_MIN_N:
         return _kmeans_sorted(x, w, k, init, max_iter, tol, rng)
     binned = [
@@ -124,7 +127,9 @@ def kmeans_1d(
     rest = [g for g, r in enumerate(binned) if r is None]
     if not rest:
         return _merge_rows(binned, None)
-    part = _kmeans_sorted(x[rest], None if w is None else w[rest], k, init, max_iter, tol, rng)
+    part = _kmeans_sorted(
+        x[rest], None if w is None else w[rest].astype(np.float64), k, init, max_iter, tol, rng
+    )
     return part if len(rest) == g_rows else _merge_rows(binned, part)
 
 
@@ -218,7 +223,7 @@ def _binned_row(
         if w1 is None:
             xsum += np.bincount(cell, weights=chunk, minlength=_BINS)
         else:
-            wc = w1[a : a + cell.size]
+            wc = w1[a : a + cell.size].astype(np.float64)
             wsum += np.bincount(cell, weights=wc, minlength=_BINS)
             xsum += np.bincount(cell, weights=wc * chunk, minlength=_BINS)
     if np.count_nonzero(count) < _BIN_MIN_OCCUPIED * k:
@@ -257,7 +262,7 @@ def _binned_row(
     whole = np.flatnonzero(~marked & (count > 0))
     tw = table[whole]
     n_in = np.bincount(tw, weights=count[whole], minlength=k) + np.bincount(lab, minlength=k)
-    vw = np.ones(vals.size) if w1 is None else w1[idx]
+    vw = np.ones(vals.size) if w1 is None else w1[idx].astype(np.float64)
     w_in = np.bincount(tw, weights=wsum[whole], minlength=k) + np.bincount(lab, weights=vw, minlength=k)
     x_in = np.bincount(tw, weights=xsum[whole], minlength=k) + np.bincount(
         lab, weights=vw * vals, minlength=k
@@ -277,7 +282,10 @@ def _binned_row(
         # float32 copies is already exact (every partial sum is); weighted, test each cluster
         # against its mean rounded to float32.
         rep = book.astype(np.float32)
-        off = np.bincount(labels, weights=x1 != rep[labels], minlength=book.size)
+        off = np.zeros(book.size, dtype=np.int64)
+        for a in range(0, x1.size, _CHUNK):  # chunks: a bool/float64 N-array each otherwise
+            lab_a = labels[a : a + _CHUNK]
+            off += np.bincount(lab_a[x1[a : a + _CHUNK] != rep[lab_a]], minlength=book.size)
         book = np.where(off == 0, rep.astype(np.float64), book)
     return labels, book, iterations
 

@@ -41,9 +41,17 @@ def create_session(
     optimize: bool = True,
     label: str = "the model",
     prepack: bool = True,
+    lean: bool = False,
 ) -> ort.InferenceSession:
-    """An onnxruntime CPU session for ``model``; raises RuntimeUnavailableError with the reason."""
-    opts = session_options(threads=threads, optimize=optimize, prepack=prepack)
+    """An onnxruntime CPU session for ``model``; raises RuntimeUnavailableError with the reason.
+    ``lean``: for a check that the model loads, not for running it: no constant folding and no
+    weight prepacking (the other optimizations still run), so a large model's session holds
+    neither a folded float copy of a decode graph nor a packed copy of every weight (a 0.34 GB
+    external-data MatMul stack: +393 MB -> +10 MB; its 8-bit k-means output: +874 -> +105 MB)."""
+    opts = session_options(threads=threads, optimize=optimize, prepack=prepack and not lean)
+    extra: dict = {}
+    if lean:
+        extra["disabled_optimizers"] = ["ConstantFolding"]
     try:
         if isinstance(model, ir.Model):
             # External data stays external: inlining it would hold the model twice (the proto
@@ -52,12 +60,15 @@ def create_session(
                 with tempfile.TemporaryDirectory(prefix="onnxcompress-") as tmp:
                     path = Path(tmp) / "model.onnx"
                     save_model(model, path, external_data=True)
-                    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+                    return ort.InferenceSession(
+                        str(path), opts, providers=["CPUExecutionProvider"], **extra
+                    )
             data = to_proto(model).SerializeToString()
-            return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+            return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"], **extra)
         if isinstance(model, onnx.ModelProto):  # inline (under 2 GB): the caller made it already
-            return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-        return ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+            return ort.InferenceSession(model.SerializeToString(), opts,
+                                        providers=["CPUExecutionProvider"], **extra)
+        return ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"], **extra)
     except RuntimeUnavailableError:
         raise
     except Exception as e:  # onnxruntime raises its own exception types for every failure
@@ -72,11 +83,19 @@ def loadable(model: ir.Model | onnx.ModelProto | str | os.PathLike) -> tuple[boo
     """Whether onnxruntime can create a session for the model, and if not, why."""
     try:
         # With the optimizations users get by default: some fusions reject graphs that load
-        # unoptimized (e.g. QDQ fusions at opset 10).
-        create_session(model, optimize=True, prepack=False)
+        # unoptimized (e.g. QDQ fusions at opset 10). Never prepacked (a second copy of every
+        # weight); a model past the external-data size is checked lean (no folding either: the
+        # checks of its input and output held 3.2x its size, more than the pass).
+        big = isinstance(model, ir.Model) and (tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD
+                                               or has_external_data(model))
+        create_session(model, optimize=True, prepack=False, lean=big)
     except RuntimeUnavailableError as e:
         return False, e.message
     return True, None
+
+
+def has_external_data(model: ir.Model) -> bool:
+    return any(isinstance(v.const_value, ir.ExternalTensor) for v in model.graph.initializers.values())
 
 
 def first_line(error: BaseException) -> str:

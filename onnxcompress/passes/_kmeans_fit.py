@@ -231,24 +231,28 @@ def _cluster(
     k-means minimises the error of the weight itself."""
     dtype = array.dtype
     cdtype = np.float64 if dtype == np.float64 else np.float32
-    # Unscaled, the rows are the weight itself in the clustering dtype (no float64 copy).
-    work = array if scale_axis is None else array.astype(np.float64)
     weight = importance
     scales = None
-    if scale_axis is not None:
-        other = tuple(i for i in range(array.ndim) if i != scale_axis)
+    if scale_axis is None:
+        work = array  # the rows are the weight itself in the clustering dtype (no float64 copy)
+    else:
         if norm == "absmax":
-            rms = np.max(np.abs(work), axis=other)
+            rms = _channel_reduce(array, scale_axis, "absmax")
         else:
-            rms = np.sqrt(np.mean(work**2, axis=other))
+            per_channel = max(array.size // array.shape[scale_axis], 1)
+            rms = np.sqrt(_channel_reduce(array, scale_axis, "sumsq") / per_channel)
         # The scale is stored in the weight's dtype: normalise by exactly that value.
         scales = rms.astype(dtype)
         scales[~np.isfinite(scales.astype(np.float64)) | (scales == 0)] = 1
         bshape = [1] * array.ndim
         bshape[scale_axis] = -1
         s = scales.astype(np.float64).reshape(bshape)
-        work = work / s
-        s2 = np.broadcast_to(s**2, array.shape)
+        work = _divide(array, s, scale_axis, cdtype)
+        # A long row takes the binned path, which reads the weights a chunk at a time in
+        # float64: float32 scale^2 there halves the largest temporary (a 4096x4096 layer: 67 MB
+        # instead of 134); short rows keep float64 weights (exact prefix sums).
+        wdtype = np.float32 if weight is None and array.size >= kmeans.BIN_MIN_N else np.float64
+        s2 = np.broadcast_to((s**2).astype(wdtype), array.shape)
         weight = s2 if weight is None else weight * s2
     rows, layout = _rows(work.astype(cdtype, copy=False), row_axis, group)
     del work
@@ -259,10 +263,11 @@ def _cluster(
         rows, bits, sample_weight=sample_weight, init=init or cfg.init, max_iter=cfg.max_iter, tol=cfg.tol,
         rng=rng,
     )
+    del rows, sample_weight, weight  # the normalised copy and the scale^2 weights: before the lookup
     codebook = km.codebook.astype(dtype)
     snapped = layout.restore(_lookup(codebook, km.labels))
     if scales is not None:
-        snapped = snapped * scales.reshape(bshape)  # in the weight's dtype, as Mul computes it
+        snapped *= scales.reshape(bshape)  # in the weight's dtype, as Mul computes it
     objective = _sq_error(snapped, array, importance)
     return _Clustering(
         km=km,
@@ -311,6 +316,37 @@ def _rows(array: np.ndarray, axis: int | None, group: int) -> tuple[np.ndarray, 
     return moved, _Layout(tuple(array.shape), axis, group)
 
 
+def _channel_reduce(array: np.ndarray, axis: int, how: str) -> np.ndarray:
+    """Per channel along ``axis``: the largest magnitude ("absmax") or the float64 sum of
+    squares ("sumsq"), over blocks of leading-axis slices, so no whole-weight float64 copy."""
+    axis %= array.ndim
+    out = np.zeros(array.shape[axis], dtype=np.float64)
+    step = max(1, _CHUNK // max(array[0].size if array.ndim > 1 else 1, 1))
+    for a in range(0, array.shape[0], step):
+        block = array[a : a + step].astype(np.float64)
+        other = tuple(i for i in range(array.ndim) if i != axis)
+        part = np.max(np.abs(block), axis=other) if how == "absmax" else np.square(block).sum(axis=other)
+        if axis == 0:
+            out[a : a + step] = part
+        elif how == "absmax":
+            np.maximum(out, part, out=out)
+        else:
+            out += part
+    return out
+
+
+def _divide(array: np.ndarray, s: np.ndarray, axis: int, dtype: type) -> np.ndarray:
+    """``array / s`` computed in float64 and stored in ``dtype``, a block of leading-axis slices
+    at a time (``s`` broadcasts along ``axis``)."""
+    axis %= array.ndim
+    out = np.empty(array.shape, dtype=dtype)
+    step = max(1, _CHUNK // max(array[0].size if array.ndim > 1 else 1, 1))
+    for a in range(0, array.shape[0], step):
+        sb = s[a : a + step] if axis == 0 else s
+        out[a : a + step] = array[a : a + step].astype(np.float64) / sb
+    return out
+
+
 def _element_importance(w: Weight, shape: tuple[int, ...], energy: np.ndarray) -> np.ndarray | None:
     """Per-element importance: the energy of the input channel each weight value multiplies."""
     imp = per_element(w, shape, np.asarray(energy, dtype=np.float64))
@@ -341,14 +377,25 @@ def _relative_error(snapped: np.ndarray, array: np.ndarray) -> float:
 
 def _int8_error(array: np.ndarray, axis: int | None) -> float:
     """Relative error of symmetric int8 per-channel weights (scale = absmax / 127 per output
-    channel, as the quantize pass's weight-only int8): the bar 8-bit sharing must clear."""
-    work = array.astype(np.float64)
+    channel, as the quantize pass's weight-only int8): the bar 8-bit sharing must clear.
+    Computed a block of leading-axis slices at a time (no whole-weight float64 copies)."""
+    if array.ndim == 0 or array.size == 0:
+        return 0.0
     if axis is None:
-        amax = np.asarray(np.max(np.abs(work)))
+        amax = np.asarray(_channel_reduce(array.reshape(1, -1), 0, "absmax")[0])
+        scale = np.where(amax > 0, amax / 127.0, 1.0)
     else:
-        other = tuple(i for i in range(array.ndim) if i != axis)
-        amax = np.max(np.abs(work), axis=other, keepdims=True)
-    scale = np.where(amax > 0, amax / 127.0, 1.0)
-    q = np.clip(np.round(work / scale), -127, 127) * scale
-    ref = float(np.linalg.norm(work))
-    return float(np.linalg.norm(q - work)) / ref if ref > 0 else 0.0
+        axis %= array.ndim
+        amax = _channel_reduce(array, axis, "absmax")
+        bshape = [1] * array.ndim
+        bshape[axis] = -1
+        scale = np.where(amax > 0, amax / 127.0, 1.0).reshape(bshape)
+    err = ref = 0.0
+    step = max(1, _CHUNK // max(array[0].size if array.ndim > 1 else 1, 1))
+    for a in range(0, array.shape[0], step):
+        work = array[a : a + step].astype(np.float64)
+        sb = scale[a : a + step] if axis == 0 else scale
+        q = np.clip(np.round(work / sb), -127, 127) * sb
+        err += float(np.square(q - work).sum())
+        ref += float(np.square(work).sum())
+    return float(np.sqrt(err / ref)) if ref > 0 else 0.0

@@ -301,7 +301,7 @@ def _finish(
     ``shared``: ``c``'s codebook is the model-wide one (``book``, or none when dense)."""
     array = w.numpy()
     dtype = array.dtype
-    storage = formats.choose(index_bits, array.size)
+    storage = formats.choose(index_bits, array.size, requested=bits)
     km = c.km
     stored_book = c.codebook
     snapped = c.snapped

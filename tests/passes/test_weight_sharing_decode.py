@@ -1,0 +1,135 @@
+"""k-means decode forms that fold lean in onnxruntime, the 8-bit-vs-int8 fidelity rule, and the
+blockwise helpers the large-model path uses (each checked against a direct numpy formula)."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import onnx
+import onnx.helper as oh
+import onnx.numpy_helper as onh
+import pytest
+
+from onnxcompress import Pipeline, load_model
+from onnxcompress.model import to_proto
+from onnxcompress.passes import WeightSharing
+from onnxcompress.passes._kmeans_fit import _channel_reduce, _divide, _int8_error
+from tests import helpers as h
+
+
+def one_matmul(w: np.ndarray, opset: int = 17) -> onnx.ModelProto:
+    """y = x @ W: fed the identity, the output is the decoded weight exactly (one product a sum)."""
+    rows, cols = w.shape
+    graph = oh.make_graph(
+        [oh.make_node("MatMul", ["x", "W"], ["y"])],
+        "g",
+        [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", rows])],
+        [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", cols])],
+        [onh.from_array(w, "W")],
+    )
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", opset)])
+
+
+def share(model, **options):
+    result = Pipeline([WeightSharing(**options)]).run(model)
+    proto = to_proto(result.model)
+    onnx.checker.check_model(proto)
+    return result.passes[0], proto
+
+
+def decoded(proto: onnx.ModelProto, rows: int) -> np.ndarray:
+    return h.run(proto, {"x": np.eye(rows, dtype=np.float32)})[0]
+
+
+def test_8_bits_with_fewer_levels_keep_uint8_indices_and_one_gather():
+    """An already-shared weight (100 distinct values) asked for 8 bits: uint8 indices, Cast +
+    Gather only (bit planes at 7 bits folded through ~8 uint8 intermediates a plane:
+    captcha_crnn's session memory was 2.10x fp32's), decoded exactly codebook[indices]."""
+    rng = np.random.default_rng(0)
+    levels = rng.standard_normal(100).astype(np.float32)
+    w = rng.choice(levels, (128, 96))
+    result, proto = share(one_matmul(w), bits=8)
+    layer = result.layers[0]
+    assert layer.extra["storage"] == "uint8" and layer.extra["stored_bits"] == 8
+    assert layer.extra["clusters_used"] == 100 and layer.error == 0
+    ops = collections.Counter(n.op_type for n in proto.graph.node)
+    assert ops == {"Cast": 1, "Gather": 1, "MatMul": 1}
+    inits = {t.name: onh.to_array(t) for t in proto.graph.initializer}
+    q = next(a for n, a in inits.items() if n.endswith(".q"))
+    book = next(a for n, a in inits.items() if n.endswith(".codebook"))
+    assert q.dtype == np.uint8 and q.shape == w.shape
+    expected = book.astype(np.float32)[q.astype(np.int64)]
+    got = decoded(proto, w.shape[0])
+    assert np.array_equal(got, expected)
+    assert np.array_equal(got, w)  # 100 levels in 256: lossless
+
+
+def test_8_bits_are_at_least_as_faithful_as_int8_per_channel():
+    """Channels on integer grids of their own scale (a model quantized per channel before
+    export; captcha_crnn: 330 distinct values in a tensor, <= 108 a channel): one codebook for
+    the tensor cannot hold them all, int8 per-channel nearly can; the 8-bit layer must err no
+    more than int8 per-channel weights, in the weight and in the output through onnxruntime."""
+    rng = np.random.default_rng(1)
+    rows, cols = 96, 64
+    scales = (10.0 ** rng.uniform(-3, -1, cols)).astype(np.float32)
+    q = np.stack([rng.choice(np.arange(-100, 101), 40)[rng.integers(0, 40, rows)] for _ in range(cols)], 1)
+    w = (q * scales).astype(np.float32)
+    assert len(np.unique(w)) > 256
+    # int8 per output channel (axis 1 of a MatMul weight), written out independently.
+    step = np.abs(w).max(axis=0, keepdims=True) / 127.0
+    int8 = (np.clip(np.round(w / step), -127, 127) * step).astype(np.float32)
+    int8_error = np.linalg.norm(int8 - w) / np.linalg.norm(w)
+    assert int8_error > 0
+    result, proto = share(one_matmul(w), bits=8)
+    layer = result.layers[0]
+    assert layer.error <= int8_error
+    x = rng.standard_normal((8, rows)).astype(np.float32)
+    y = x @ w
+    y_kmeans = h.run(proto, {"x": x})[0]
+    assert np.linalg.norm(y_kmeans - y) <= np.linalg.norm(x @ int8 - y) + 1e-6
+    assert collections.Counter(n.op_type for n in proto.graph.node)["BitShift"] == 0
+
+
+@pytest.mark.parametrize(
+    ("shape", "axis"), [((6, 5, 3, 3), 0), ((40, 7), 1), ((3, 200000), 0), ((3, 4, 5), 2), ((50, 9), None)]
+)
+def test_blockwise_helpers_match_the_whole_array_formulas(shape, axis):
+    rng = np.random.default_rng(2)
+    a = (rng.standard_normal(shape) * rng.uniform(0.1, 3, shape[-1])).astype(np.float32)
+    work = a.astype(np.float64)
+    if axis is None:
+        amax = np.abs(work).max()
+    else:
+        other = tuple(i for i in range(a.ndim) if i != axis)
+        amax = np.abs(work).max(axis=other, keepdims=True)
+        assert np.array_equal(_channel_reduce(a, axis, "absmax"), amax.reshape(-1))
+        np.testing.assert_allclose(_channel_reduce(a, axis, "sumsq"), (work**2).sum(axis=other), rtol=1e-12)
+        s = amax + 1.0
+        assert np.array_equal(_divide(a, s, axis, np.float32), (work / s).astype(np.float32))
+    step = np.where(amax > 0, amax / 127.0, 1.0)
+    q = np.clip(np.round(work / step), -127, 127) * step
+    expected = np.linalg.norm(q - work) / np.linalg.norm(work)
+    assert _int8_error(a, axis) == pytest.approx(expected, rel=1e-9)
+
+
+def test_external_data_model_is_checked_without_inlining_its_weights(tmp_path):
+    """The pipeline's checks of an external-data model run on files (onnx.checker) and a lean
+    session (no folding, no prepacking); they still find what they must."""
+    from onnxcompress import checking, runtime
+
+    model = h.mlp((256, 256, 10))
+    path = tmp_path / "ext.onnx"
+    external = onnx.ModelProto.FromString(model.SerializeToString())  # save() rewrites its input
+    onnx.save(external, path, save_as_external_data=True, location="ext.onnx.data", size_threshold=1024)
+    loaded = load_model(path)
+    assert runtime.has_external_data(loaded)
+    assert checking.model_problem(loaded, need_ort=True) is None
+    result, proto = share(loaded, bits=8)
+    assert len(result.layers) == 2
+    feeds = {"x": np.random.default_rng(0).standard_normal((2, 256)).astype(np.float32)}
+    np.testing.assert_allclose(h.run(proto, feeds)[0], h.run(model, feeds)[0], rtol=0.1, atol=0.1)
+    broken = load_model(path)
+    node = next(iter(broken.graph))
+    node.op_type = "NoSuchOp"
+    assert checking.model_problem(broken, need_ort=True) is not None
