@@ -32,6 +32,21 @@ def _samples(model: onnx.ModelProto, calib: Path) -> list[dict[str, np.ndarray]]
         return [{k: np.asarray(data[k][i : i + 1]) for k in names} for i in range(n)]
 
 
+def _opset_at_least(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    """onnxsim's int4 modes need opset 21 (INT4 tensors, blocked DequantizeLinear) and leave an
+    older model unchanged: convert it first, as its docs tell the user to."""
+    current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opset)
+    if current >= opset:
+        return model
+    try:
+        from onnx import version_converter
+
+        return version_converter.convert_version(model, opset)
+    except Exception as e:  # noqa: BLE001 - quantize the model as given, and say so
+        print(f"onnxsim: opset {current} -> {opset} conversion failed ({type(e).__name__})")
+        return model
+
+
 def ort_quantize(mode: str, src: Path, dst: Path, calib: Path) -> None:
     from onnxruntime.quantization import quantize_dynamic, quantize_static
 
@@ -67,6 +82,8 @@ def onnxsim_quantize(mode: str, src: Path, dst: Path, calib: Path) -> None:
         model, _ = onnxsim.simplify(model)
     except Exception as e:  # noqa: BLE001 - quantize the model as given, and say so
         print(f"onnxsim: simplify failed ({type(e).__name__}), quantizing the model as given")
+    if mode in ("int4", "auto"):
+        model = _opset_at_least(model, 21)
     if mode == "dynamic":
         out = onnxsim.quantize_dynamic(model)
     elif mode == "static":

@@ -55,14 +55,24 @@ def _ok(row: dict[str, Any]) -> bool:
     return "error" not in row and "run_error" not in row and "score" in row
 
 
-def _per_model(results: dict[str, Any], path: Path, y_of, ylabel: str, title: str, front: bool) -> str:
+def _per_model(
+    results: dict[str, Any], path: Path, y_of, ylabel: str, title: str, front: bool, span: float | None = None
+) -> str:
+    """One panel per model; with ``span``, values more than ``span`` below the fp32 value are drawn
+    on the bottom edge (a broken configuration would otherwise squash the interesting range)."""
     models = list(results["models"])
     fig, axes = _figure(len(models))
     for ax, model in zip(axes, models, strict=True):
         info = results["models"][model]
         rows = [r for r in results["rows"] if r["model"] == model and _ok(r) and y_of(r, info) is not None]
+        floor = None
+        if span is not None and rows:
+            ref = y_of({"score": info["fp32_score"]}, info)
+            floor = max(min(y_of(r, info) for r in rows), ref - span)
+            ax.set_ylim(floor - 0.03 * (ref - floor + 1), ref + 0.05 * (ref - floor + 1))
         for tool, (marker, colour) in TOOLS.items():
-            pts = [(r["size_ratio"], y_of(r, info), r) for r in rows if r["tool"] == tool]
+            pts = [(r["size_ratio"], max(y_of(r, info), floor if floor is not None else -1e300), r)
+                   for r in rows if r["tool"] == tool]  # fmt: skip
             if not pts:
                 continue
             if tool == "onnxcompress":
@@ -133,8 +143,10 @@ def accuracy_vs_size(results: dict[str, Any], out: Path) -> str:
         out / "run_accuracy_vs_size.png",
         lambda r, i: 100 * r["score"],
         "task score (%)",
-        "Task score against size: every configuration and peer (lines: each tool's Pareto front)",
+        "Task score against size: every configuration and peer (lines: each tool's Pareto front; "
+        "more than 30 points below fp32: on the bottom edge)",
         front=True,
+        span=30.0,
     )
 
 

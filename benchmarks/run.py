@@ -201,7 +201,7 @@ def rapid_layout_case() -> Case | str:
     CACHE.mkdir(parents=True, exist_ok=True)
     files = []
     for kind, n, seed in (("calib", LAYOUT_PAGES[0], 3), ("eval", LAYOUT_PAGES[1], 7)):
-        f = CACHE / f"rapid_layout_{kind}_{n}.npz"
+        f = CACHE / f"run_rapid_layout_{kind}_{n}_seed{seed}.npz"
         if not f.exists():
             try:
                 np.savez(f, image=document_pages(n, seed=seed))
