@@ -102,6 +102,12 @@ def calibration_table(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _notes(results: dict[str, Any]) -> list[str]:
+    pending = results.get("pending") or []
+    stopped = [f"The run stopped before measuring: {', '.join(pending)}."] if pending else []
+    return [*results.get("notes", []), *stopped]
+
+
 def _provenance(results: dict[str, Any]) -> str:
     v = results.get("versions", {})
     return (
@@ -167,7 +173,7 @@ def render_section(results: dict[str, Any], plots: dict[str, str], rel: str) -> 
         if "calibration" in img:
             out += [f"![calibration memory against sample count]({img['calibration']})", ""]
         out += [*cal, ""]
-    for note in results.get("notes", []):
+    for note in _notes(results):
         out.append(f"- {note}")
     return "\n".join(out).rstrip() + "\n"
 
@@ -241,6 +247,6 @@ def render_markdown(results: dict[str, Any], plots: dict[str, str]) -> str:
     ):
         if table:
             lines += [f"## {title}", "", *table, ""]
-    for note in results.get("notes", []):
+    for note in _notes(results):
         lines.append(f"- {note}")
     return "\n".join(lines).rstrip() + "\n"

@@ -437,6 +437,20 @@ def main() -> int:
         "rows": [],
         "calibration": [],
     }
+    pending = [c.name for c in cases]
+
+    def save() -> None:
+        # After every step, so a run stopped early leaves consistent tables, plots and README
+        # that say which models it did not reach.
+        results["seconds"] = round(time.perf_counter() - start, 1)
+        results["pending"] = list(pending)
+        json_path.write_text(json.dumps(results, indent=1))
+        render_all(results, out_dir, readme)
+
+    if not args.no_calibration_memory:
+        print("calibration memory vs samples", flush=True)
+        results["calibration"] = calibration_memory(args.quick)
+        save()
     with tempfile.TemporaryDirectory(prefix="onnxcompress-run-") as tmp:
         for case in cases:
             print(f"{case.name} ({case.model.stat().st_size / 1e6:.2f} MB)", flush=True)
@@ -444,13 +458,9 @@ def main() -> int:
             info, rows = bench_case(case, configs, args, Path(tmp))
             results["models"][case.name] = info
             results["rows"] += rows
-            json_path.write_text(json.dumps(results, indent=1))
-    if not args.no_calibration_memory:
-        print("calibration memory vs samples", flush=True)
-        results["calibration"] = calibration_memory(args.quick)
-    results["seconds"] = round(time.perf_counter() - start, 1)
-    json_path.write_text(json.dumps(results, indent=1))
-    render_all(results, out_dir, readme)
+            pending.remove(case.name)
+            save()
+    save()
     print(f"wrote {out_dir}/run.md, run.json and plots in {results['seconds']:.0f} s")
     return 0
 
