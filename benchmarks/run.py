@@ -232,8 +232,17 @@ def dead_initializer_bytes(path: Path) -> int:
     """Bytes of initializers no node reads (a peer that leaves the fp32 originals in its file)."""
     import onnx
 
+    def names(graph: onnx.GraphProto) -> set[str]:  # inputs of every node, subgraphs included
+        out = {o.name for o in graph.output}
+        for n in graph.node:
+            out.update(n.input)
+            for a in n.attribute:
+                for g in [a.g] if a.HasField("g") else list(a.graphs):
+                    out |= names(g)
+        return out
+
     m = onnx.load(str(path), load_external_data=False)
-    used = {i for n in m.graph.node for i in n.input} | {o.name for o in m.graph.output}
+    used = names(m.graph)
     return sum(len(t.raw_data) for t in m.graph.initializer if t.name not in used)
 
 
@@ -296,8 +305,8 @@ def bench_case(
             row["size_ratio"] = info["fp32_bytes"] / max(row["bytes"], 1)
             row["gzip_bytes"] = gzip_size(out)
             row["gzip_ratio"] = info["fp32_gzip"] / max(row["gzip_bytes"], 1)
-            row["dead_bytes"] = dead_initializer_bytes(out)
             try:
+                row["dead_bytes"] = dead_initializer_bytes(out)
                 row.update(score(case, ref, run_batched(out, case.input, x, batch), data))
                 row["latency"] = latency_ratio(case.model, out, feed, args.latency_seconds)
             except Exception as e:  # the output does not load or run: that is a result too
