@@ -105,7 +105,8 @@ def calibration_table(results: dict[str, Any]) -> list[str]:
 def _notes(results: dict[str, Any]) -> list[str]:
     pending = results.get("pending") or []
     stopped = [f"The run stopped before measuring: {', '.join(pending)}."] if pending else []
-    return [*results.get("notes", []), *stopped]
+    quick = ["A `--quick` run (digits MLP, a few configurations); the full command measures every model."]
+    return [*results.get("notes", []), *stopped, *(quick if results.get("quick") else [])]
 
 
 def _provenance(results: dict[str, Any]) -> str:
