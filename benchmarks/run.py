@@ -282,6 +282,8 @@ def bench_case(
     )
     rows = []
     for name in configs:
+        if past(args.stop_at):
+            break
         cfg = CONFIGS[name]
         out = work / f"{case.name}.{name}.onnx"
         out.unlink(missing_ok=True)
@@ -320,6 +322,11 @@ def bench_case(
         print(f"  {case.name} {name}: {short(row)}", flush=True)
         rows.append(row)
     return info, rows
+
+
+def past(stop_at: str | None) -> bool:
+    """Whether the wall clock is past ``HH:MM`` (``--stop-at``) today."""
+    return stop_at is not None and time.strftime("%H:%M") >= stop_at
 
 
 def short(row: dict[str, Any]) -> str:
@@ -412,6 +419,12 @@ def main() -> int:
     ap.add_argument("--python", default=sys.executable, help="interpreter for the compression children")
     ap.add_argument("--latency-seconds", type=float, default=0.6, help="time budget of each latency ratio")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds before a compression is killed")
+    ap.add_argument(
+        "--stop-at",
+        default=None,
+        metavar="HH:MM",
+        help="start no compression after this wall-clock time; the results name what was left",
+    )
     args = ap.parse_args()
     out_dir = args.out or (RESULTS / "quick" if args.quick else RESULTS)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -462,12 +475,16 @@ def main() -> int:
         save()
     with tempfile.TemporaryDirectory(prefix="onnxcompress-run-") as tmp:
         for case in cases:
+            if past(args.stop_at):
+                break
             print(f"{case.name} ({case.model.stat().st_size / 1e6:.2f} MB)", flush=True)
             configs = [c for c in case.configs if not only or c in only]
             info, rows = bench_case(case, configs, args, Path(tmp))
             results["models"][case.name] = info
             results["rows"] += rows
             pending.remove(case.name)
+            if len(rows) < len(configs):
+                pending.append(f"{case.name} ({len(configs) - len(rows)} of {len(configs)} configurations)")
             save()
     save()
     print(f"wrote {out_dir}/run.md, run.json and plots in {results['seconds']:.0f} s")
