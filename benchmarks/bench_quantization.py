@@ -42,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from _common import Reader, peak_rss  # noqa: E402
 from documents import document_pages, layout_detections, layout_f1  # noqa: E402
 
 from onnxcompress import Pipeline  # noqa: E402
@@ -84,22 +85,6 @@ def load_data(path: Path, name: str) -> tuple[np.ndarray, dict[str, np.ndarray]]
 
 
 # -- quantizers -------------------------------------------------------------------------------------
-
-
-class Reader:
-    """An onnxruntime CalibrationDataReader over stacked samples (one sample per feed)."""
-
-    def __init__(self, name: str, x: np.ndarray) -> None:
-        self.name, self.x, self.i = name, x, 0
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        if self.i >= len(self.x):
-            return None
-        self.i += 1
-        return {self.name: self.x[self.i - 1: self.i]}
-
-    def rewind(self) -> None:
-        self.i = 0
 
 
 def quantize_ours(model: Path, mode: str, name: str, calib: np.ndarray, out: Path,
@@ -261,17 +246,6 @@ def calibration_child(args: argparse.Namespace) -> None:
             quantize_static(str(model), str(out), Reader("image", x), calibrate_method=method)
         seconds = time.perf_counter() - start
     print(json.dumps({"seconds": seconds, "peak_rss": peak_rss()}))
-
-
-def peak_rss() -> int:
-    """This process's peak RSS since exec (VmHWM). ru_maxrss would include the parent's RSS
-    at fork time, which Linux carries across exec."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def calibration_scaling(counts: list[int]) -> list[dict[str, Any]]:
