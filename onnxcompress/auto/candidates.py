@@ -3,10 +3,17 @@ pricing.
 
 An option (a :class:`Candidate`) is a codec at one setting: ``kmeans4`` (k-means weight sharing,
 16 values per layer codebook: ``layer_bits``), ``int8`` (quantize ``mode=weights``, restricted to
-its layers with ``exclude``), ``int4`` (the ``blockq`` pass when it is registered). ``float``
-leaves the layer alone. Unstructured pruning is not offered: its zeros do not shrink the file
-(they only help a later k-means), and channel pruning changes neighbouring layers too, so neither
-is a choice one layer can make alone.
+its layers with ``exclude``), ``int4`` (the ``blockq`` pass when it is registered), ``fp16``
+(float16 storage + Cast: the bfloat16 pass with ``dtype=float16``), and pruning followed by
+k-means on the same layer (``prune50+kmeans4``, ``prune70+kmeans3``, ``nm24+kmeans4``: the prune
+pass limited by ``exclude``, then the layer's ``layer_bits``). ``float`` leaves the layer alone.
+
+Pruning is priced like every option (measured bytes, latency or memory, measured output error),
+but its zeros are stored as an index like any other value and onnxruntime's CPU kernels do not
+skip them, so a pruned option costs what its k-means width costs with more error: it never lies
+on a layer's lower hull, and measuring it costs one more pipeline run. It is therefore offered
+only when asked for (``PRUNING_CANDIDATES``, ``search(candidates="all")``); channel pruning changes
+neighbouring layers too, so it is no choice one layer can make alone.
 
 Pricing measures instead of modelling: one *uniform* run per option (the pass applied to every
 candidate layer at once, with the pass's own layer statistics giving each layer's bytes), the
@@ -43,35 +50,59 @@ OBJECTIVES = ("size", "latency", "memory")
 
 @dataclass(frozen=True)
 class Candidate:
-    """One per-layer option: a name used in plans, the pass that applies it and its setting."""
+    """One per-layer option: a name used in plans, the pass that applies it and its setting.
+    ``pass_name`` "prune": ``setting`` is the sparsity in percent, or ``pattern`` an N:M pattern,
+    and ``then_bits`` the k-means width applied to the pruned layer (0: none)."""
 
     name: str
     pass_name: str
     setting: int = 0
+    pattern: str = "unstructured"
+    then_bits: int = 0
 
     @property
     def is_float(self) -> bool:
         return self.pass_name == ""
 
+    @property
+    def kmeans_bits(self) -> int:
+        """The layer's k-means width in the recipe (0: k-means leaves it alone)."""
+        if self.pass_name == "kmeans":
+            return self.setting
+        return self.then_bits if self.pass_name == "prune" else 0
+
 
 FLOAT = Candidate("float", "")
+#: Pruning + k-means on one layer: offered with ``candidates="all"`` (see the module docstring).
+PRUNING_CANDIDATES = (
+    Candidate("prune50+kmeans4", "prune", 50, "unstructured", 4),
+    Candidate("prune70+kmeans3", "prune", 70, "unstructured", 3),
+    Candidate("nm24+kmeans4", "prune", 50, "2:4", 4),
+)
 
 
-def available_candidates() -> list[Candidate]:
-    """The options this installation offers, most compressed first within each codec."""
+def available_candidates(which: str = "default") -> list[Candidate]:
+    """The options this installation offers, most compressed first within each codec.
+    ``which``: "default", or "all" (adds :data:`PRUNING_CANDIDATES`)."""
+    if which not in ("default", "all"):
+        raise ValueError(f"candidates must be 'default' or 'all', got {which!r}")
     passes = registered_passes()
     out = [Candidate(f"kmeans{b}", "kmeans", b) for b in KMEANS_BITS] if "kmeans" in passes else []
     if "quantize" in passes:
         out.append(Candidate("int8", "quantize", 8))
     if "blockq" in passes:  # 4-bit block quantization (MatMulNBits), merged on some builds
         out.append(Candidate("int4", "blockq", 4))
+    if "bfloat16" in passes:
+        out.append(Candidate("fp16", "bfloat16", 16))
+    if which == "all" and "prune" in passes and "kmeans" in passes:
+        out.extend(PRUNING_CANDIDATES)
     return out
 
 
 def by_name(name: str) -> Candidate:
     if name == FLOAT.name:
         return FLOAT
-    for c in available_candidates():
+    for c in available_candidates("all"):
         if c.name == name:
             return c
     raise KeyError(name)
@@ -98,13 +129,26 @@ def pass_steps(assignment: dict[str, Candidate], all_labels: Sequence[str], *,
                pricing: bool = False) -> list[dict[str, Any]]:
     """The recipe steps that give each label its candidate and leave every other weight alone.
 
-    k-means goes first (it folds BatchNorm into the Conv before it, as the pricing base did), one
-    ``layer_bits`` entry per layer and ``*=0`` for the rest; each other codec is one pass limited
-    to its layers by ``exclude`` (every other weight label). ``pricing``: the form the pricing
-    run needs to read decoded weights back (4-bit blocks as standard DequantizeLinear instead of
-    MatMulNBits: the same values and bytes, but a constant subgraph onnxruntime can evaluate)."""
+    Pruning goes first (one prune pass per sparsity or pattern, limited by ``exclude``: the zeros
+    it makes are kept exact by k-means), then k-means (it folds BatchNorm into the Conv before it,
+    as the pricing base did), one ``layer_bits`` entry per layer and ``*=0`` for the rest; each
+    other codec is one pass limited to its layers by ``exclude`` (every other weight label).
+    ``pricing``: the form the pricing run needs to read decoded weights back (4-bit blocks as
+    standard DequantizeLinear instead of MatMulNBits: the same values and bytes, but a constant
+    subgraph onnxruntime can evaluate)."""
     steps: list[dict[str, Any]] = []
-    kmeans = {label: c.setting for label, c in assignment.items() if c.pass_name == "kmeans"}
+    prunes: dict[tuple[int, str], set[str]] = {}
+    for label, c in assignment.items():
+        if c.pass_name == "prune":
+            prunes.setdefault((c.setting, c.pattern), set()).add(label)
+    for (setting, pattern), mine in sorted(prunes.items()):
+        others = [escape(label) for label in all_labels if label not in mine]
+        # Every layer it is given, whatever its place or size (the search chose them), by
+        # magnitude: deterministic and free of the calibration data's share.
+        steps.append({"pass": "prune", "sparsity": setting / 100, "pattern": pattern,
+                      "importance": "magnitude", "min_size": 1, "keep_first": False,
+                      "keep_last": False, "bias_correction": False, "exclude": others})
+    kmeans = {label: c.kmeans_bits for label, c in assignment.items() if c.kmeans_bits}
     if kmeans:
         layer_bits = {escape(label): bits for label, bits in kmeans.items()}
         layer_bits["*"] = 0
@@ -116,7 +160,8 @@ def pass_steps(assignment: dict[str, Candidate], all_labels: Sequence[str], *,
     blockq: dict[str, Any] = {"bits": 4, "calibration_samples": calibration_samples}
     if pricing:
         blockq["target"] = "portable"
-    codecs = (("quantize", {"mode": "weights", "speed_check": False}), ("blockq", blockq))
+    codecs = (("quantize", {"mode": "weights", "speed_check": False}), ("blockq", blockq),
+              ("bfloat16", {"dtype": "float16", "min_size": 1}))
     for pass_name, options in codecs:
         mine = {label for label, c in assignment.items() if c.pass_name == pass_name}
         if mine:

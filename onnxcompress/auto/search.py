@@ -118,15 +118,19 @@ def search(
     executor: Executor | None = None,
     seed: int = 0,
     progress: Progress | None = None,
+    candidates: str = "default",
 ) -> AutoResult:
     """Search per-layer options for ``model_path`` so the compressed model meets ``target`` at the
     least ``objective`` (size: bytes on disk; latency; memory). ``target``: an expression, a
     :class:`Target`, or a callable ``metric(original_outputs, compressed_outputs) -> float``
     (outputs: name -> samples stacked on axis 0; higher is better) that must reach
     ``target_threshold``. ``calibration`` and ``validate_data``: anything
-    :func:`onnxcompress.data.feed_source` takes."""
+    :func:`onnxcompress.data.feed_source` takes. ``candidates``: "default" or "all" (adds
+    pruning + k-means per layer; see :mod:`onnxcompress.auto.candidates`)."""
     if objective not in OBJECTIVES:
         raise ConfigError(f"auto: objective must be one of {', '.join(OBJECTIVES)}, got '{objective}'.")
+    if candidates not in ("default", "all"):
+        raise ConfigError(f"auto: candidates must be 'default' or 'all', got '{candidates}'.")
     if calibration is None:
         raise ConfigError("auto mode needs calibration data.", hint="add --calibration DATA (.npz)")
     started = time.perf_counter()
@@ -151,7 +155,8 @@ def search(
     try:
         with tempfile.TemporaryDirectory(prefix="onnxcompress-auto-") as tmp:
             calib = search_feeds[:KMEANS_CALIBRATION_SAMPLES]
-            measured = _measure(Path(tmp), original, calib, search_feeds, objective, seed, executor, report)
+            measured = _measure(Path(tmp), original, calib, search_feeds, objective, seed, executor, report,
+                                candidates)
             seconds["sensitivity"] = round(time.perf_counter() - started, 2)
             base_cost = 0.0
             if objective != "size":
@@ -222,17 +227,17 @@ def _stacked(feeds: list[Mapping[str, np.ndarray]], path: Path) -> Path:
 
 
 def _measure(tmp: Path, original: Any, calib: list, search_feeds: list, objective: str, seed: int,
-             executor: Executor, report: Progress) -> list[Measured]:
+             executor: Executor, report: Progress, which: str = "default") -> list[Measured]:
     base = copy_model(original)
     # k-means folds BatchNorm into the Conv before it, so the pricing base does too: then every
     # option's decoded weight replaces the same tensor the probe feeds.
-    if any(c.pass_name == "kmeans" for c in available_candidates()):
+    if any(c.kmeans_bits for c in available_candidates(which)):
         fold_batchnorm(base)
     save_model(base, tmp / "base.onnx")
     labels = [w.label for w in candidate_weights(base)]
     if not labels:
         raise ConfigError("auto mode: the model has no float weight large enough to compress.")
-    names = [c.name for c in available_candidates()]
+    names = [c.name for c in available_candidates(which)]
     probe_all = len(labels) * len(names) <= PROBE_ALL_MAX_PAIRS or REFERENCE_OPTION not in names
     save_feeds(tmp / "probe.npz", search_feeds[:PROBE_SAMPLES if probe_all else LARGE_PROBE_SAMPLES])
     tasks = [
@@ -265,13 +270,13 @@ def _extrapolate(measured: list[Measured]) -> None:
 def _choices(model: Any, measured: list[Measured], objective: str, base_cost: float) -> list[LayerChoices]:
     """Per layer: float (its bytes, no error) and every option measured for it, with the
     measured output deviation as the option's error (``sensitivity`` 1)."""
-    assert [m.candidate for m in measured] == _option_names()[1:]  # Option.bits indexes these
+    index = [_option_names().index(m.candidate) for m in measured]  # Option.bits indexes the names
     sizes = {w.label: w.nbytes for w in candidate_weights(model)}
     costs = [layer_costs(m, base_cost, objective) for m in measured]
     layers = []
     for label, nbytes in sizes.items():
         options = [Option(0, int(nbytes), 0.0)]
-        for i, (m, cost) in enumerate(zip(measured, costs, strict=True), start=1):
+        for i, m, cost in zip(index, measured, costs, strict=True):
             if label in cost and label in m.deviation:
                 options.append(Option(i, int(cost[label]), m.deviation[label]))
         if len(options) > 1:
@@ -280,8 +285,8 @@ def _choices(model: Any, measured: list[Measured], objective: str, base_cost: fl
 
 
 def _option_names() -> list[str]:
-    """Option.bits -> option name: 0 is float, i the i-th available candidate."""
-    return [FLOAT.name] + [c.name for c in available_candidates()]
+    """Option.bits -> option name: 0 is float, i the i-th of every candidate (measured or not)."""
+    return [FLOAT.name] + [c.name for c in available_candidates("all")]
 
 
 def _name(option: Option) -> str:
