@@ -185,6 +185,8 @@ class Measured:
     seconds: float = 0.0
     skipped: dict[str, str] | None = None
     weight_error: dict[str, float] | None = None  # ||dW||^2 / ||W||^2 per layer
+    latency: dict[str, float] | None = None  # seconds of each layer's op + decode (latency objective)
+    float_latency: dict[str, float] | None = None  # the same op in the float model
 
 
 def measure_candidate(task: dict[str, Any]) -> Measured:
@@ -236,23 +238,58 @@ def measure_candidate(task: dict[str, Any]) -> Measured:
         # Rounded so that summation order or thread count in a worker cannot flip a later choice.
         deviation = {k: float(f"{v:.6g}") for k, v in probe.deviation.items()}
     cost_total = 0.0
-    if task.get("objective", "size") != "size":
+    latency = float_latency = None
+    if task.get("objective", "size") == "memory":
         with tempfile.TemporaryDirectory(prefix="onnxcompress-auto-") as tmp:
             path = Path(tmp) / "uniform.onnx"
             save_model(result.model, path)
             cost_total = objective_cost(path, task["objective"], feeds[0])
+    elif task.get("objective") == "latency":
+        if cand.pass_name == "blockq":  # priced in the form the recipe writes (MatMulNBits)
+            steps = pass_steps({label: cand for label in labels}, list(index),
+                               calibration_samples=task["calibration_samples"])
+            replay = Pipeline.from_recipe({"passes": steps, "seed": task.get("seed", 0), "check": "none"})
+            proto = to_proto(replay.run(base, calibration=task.get("calibration")).model)
+        latency, float_latency = _latencies(base, proto, [k for k in labels if k in after], index, feeds[0])
     return Measured(cand.name, before, after, deviation, cost_total,
-                    time.perf_counter() - start, skipped or None, werr)
+                    time.perf_counter() - start, skipped or None, werr, latency, float_latency)
+
+
+def _latencies(base: Any, proto: Any, labels: list[str], index: dict[str, Weight],
+               feed: dict[str, np.ndarray]) -> tuple[dict[str, float], dict[str, float]]:
+    """Each layer's op latency in ``proto`` and in the float ``base`` (op type and shape cached)."""
+    from onnxcompress.activations import iter_intermediates
+    from onnxcompress.auto.latency import activation_inputs, consumer, layer_latencies
+    from onnxcompress.errors import RuntimeUnavailableError
+    from onnxcompress.model import to_proto
+
+    base_proto = to_proto(base)
+    uses = {k: index[k].uses[0].node.name or "" for k in labels if index[k].uses}
+    names: set[str] = set()
+    for node_name in uses.values():
+        node = consumer(base_proto, node_name)
+        if node is not None:
+            names.update(activation_inputs(base_proto, node))
+    acts = {k: np.asarray(v) for k, v in feed.items() if k in names}
+    try:
+        for values in iter_intermediates(base, sorted(names - set(acts)), [feed]):
+            acts.update(values)
+    except RuntimeUnavailableError as e:  # unpriced layers stay float under this objective
+        logger.info("auto: layer latencies unavailable: %s", e.message)
+    return layer_latencies(proto, uses, acts), layer_latencies(base_proto, uses, acts)
 
 
 def layer_costs(measured: Measured, base_cost: float, objective: str) -> dict[str, int]:
     """Each layer's price under ``objective`` for ``measured``'s candidate.
 
-    size: the layer's bytes. latency/memory: the uniform model's measured total, spread over its
-    layers in proportion to their float bytes (what the codec changed is what they hold), in
-    microseconds or bytes. ``base_cost`` is the float model's measured total."""
+    size: the layer's bytes. latency: its op's measured time with its decode nodes, in
+    nanoseconds (:mod:`onnxcompress.auto.latency`). memory: the uniform model's measured total,
+    spread over its layers in proportion to their float bytes (what the codec changed is what
+    they hold). ``base_cost`` is the float model's measured total."""
     if objective == "size":
         return dict(measured.bytes_after)
+    if objective == "latency":
+        return {k: max(1, round(v * 1e9)) for k, v in (measured.latency or {}).items()}
     change = measured.cost_total / max(base_cost, 1e-12)
     return {k: max(1, int(round(b * change))) for k, b in measured.bytes_before.items()}
 

@@ -272,6 +272,9 @@ def _choices(model: Any, measured: list[Measured], objective: str, base_cost: fl
     measured output deviation as the option's error (``sensitivity`` 1)."""
     index = [_option_names().index(m.candidate) for m in measured]  # Option.bits indexes the names
     sizes = {w.label: w.nbytes for w in candidate_weights(model)}
+    if objective == "latency":  # the float op's measured time, in the options' unit (ns)
+        floats = {k: v for m in measured for k, v in (m.float_latency or {}).items()}
+        sizes = {k: max(1, round(floats[k] * 1e9)) for k in sizes if k in floats}
     costs = [layer_costs(m, base_cost, objective) for m in measured]
     layers = []
     for label, nbytes in sizes.items():
