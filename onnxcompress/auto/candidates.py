@@ -109,11 +109,12 @@ def by_name(name: str) -> Candidate:
 
 
 def candidate_weights(model: Any) -> list[Weight]:
-    """Weights auto mode may choose for: float compute weights of the main graph (the probe can
-    only feed those), large enough to be worth a decode node, read by one consumer slot kind."""
+    """Weights auto mode may choose for: float compute weights large enough to be worth a decode
+    node. Those inside If/Loop/Scan bodies (``scope``) cannot be fed to the probe: their output
+    error is estimated from their weight error (see ``search._fill_unprobed``)."""
     out = []
     for w in WeightIndex.build(model):
-        if w.role not in COMPUTE_ROLES or not w.is_float or w.scope or w.size < MIN_CANDIDATE_SIZE:
+        if w.role not in COMPUTE_ROLES or not w.is_float or w.size < MIN_CANDIDATE_SIZE:
             continue
         out.append(w)
     return out
@@ -216,9 +217,18 @@ def measure_candidate(task: dict[str, Any]) -> Measured:
     degraded: dict[str, np.ndarray] = {}
     before: dict[str, int] = {}
     after: dict[str, int] = {}
+    werr = {}
     for label in labels:
         s = stats.get(label)
         if s is None or s.bytes_after >= s.bytes_before:
+            continue
+        if index[label].scope:
+            # A subgraph weight: not decodable here nor feedable to the probe; the pass's own
+            # relative RMS error squared is ||dW||^2 / ||W||^2 (checked against decoded values
+            # on main-graph weights for k-means and int8).
+            if s.error is not None:
+                before[label], after[label] = int(s.bytes_before), int(s.bytes_after)
+                werr[label] = float(f"{float(s.error) ** 2:.6g}")
             continue
         value = decode_weight(proto, index[label])
         if value is None:
@@ -226,7 +236,6 @@ def measure_candidate(task: dict[str, Any]) -> Measured:
             continue
         degraded[label] = value
         before[label], after[label] = int(s.bytes_before), int(s.bytes_after)
-    werr = {}
     for label, value in degraded.items():
         ref = index[label].numpy().astype(np.float64)
         norm = float(np.square(ref).sum())

@@ -156,7 +156,7 @@ def search(
         with tempfile.TemporaryDirectory(prefix="onnxcompress-auto-") as tmp:
             calib = search_feeds[:KMEANS_CALIBRATION_SAMPLES]
             measured = _measure(Path(tmp), original, calib, search_feeds, objective, seed, executor, report,
-                                candidates)
+                                candidates, calibration)
             seconds["sensitivity"] = round(time.perf_counter() - started, 2)
             base_cost = 0.0
             if objective != "size":
@@ -217,9 +217,16 @@ def _split(model: Any, calibration: Any, validate_data: Any) -> tuple[list, Any,
             feeds[cut:], None if labels is None else labels[cut:])
 
 
-def _stacked(feeds: list[Mapping[str, np.ndarray]], path: Path) -> Path:
-    """Feeds as a stacked .npz (what ``feed_source`` reads back sample by sample)."""
-    np.savez(path, **{k: np.concatenate([np.asarray(f[k]) for f in feeds], axis=0) for k in feeds[0]})
+def _stacked(feeds: list[Mapping[str, np.ndarray]], path: Path, source: Any = None) -> Path:
+    """Feeds as a stacked .npz (what ``feed_source`` reads back sample by sample). When they are
+    the first samples of an .npz file (``source``), its arrays are sliced, so the workers read
+    exactly what a replay with that file reads (inputs such as a scalar sample rate or an LSTM
+    state keep the layout their file gave them)."""
+    if isinstance(source, (str, Path)) and str(source).endswith(".npz") and Path(source).is_file():
+        with np.load(source, allow_pickle=False) as data:
+            np.savez(path, **{k: data[k][:len(feeds)] for k in feeds[0] if k in data.files})
+        return path
+    np.savez(path, **{k: np.stack([np.asarray(f[k]) for f in feeds], axis=0) for k in feeds[0]})
     return path
 
 
@@ -227,7 +234,8 @@ def _stacked(feeds: list[Mapping[str, np.ndarray]], path: Path) -> Path:
 
 
 def _measure(tmp: Path, original: Any, calib: list, search_feeds: list, objective: str, seed: int,
-             executor: Executor, report: Progress, which: str = "default") -> list[Measured]:
+             executor: Executor, report: Progress, which: str = "default",
+             source: Any = None) -> list[Measured]:
     base = copy_model(original)
     # k-means folds BatchNorm into the Conv before it, so the pricing base does too: then every
     # option's decoded weight replaces the same tensor the probe feeds.
@@ -242,7 +250,7 @@ def _measure(tmp: Path, original: Any, calib: list, search_feeds: list, objectiv
     save_feeds(tmp / "probe.npz", search_feeds[:PROBE_SAMPLES if probe_all else LARGE_PROBE_SAMPLES])
     tasks = [
         {"candidate": name, "base": str(tmp / "base.onnx"), "labels": labels, "seed": seed,
-         "calibration": str(_stacked(calib, tmp / "calib.npz")), "probe": str(tmp / "probe.npz"),
+         "calibration": str(_stacked(calib, tmp / "calib.npz", source)), "probe": str(tmp / "probe.npz"),
          "objective": objective, "calibration_samples": len(calib),
          "probe_layers": probe_all or name == REFERENCE_OPTION}
         for name in names
@@ -252,7 +260,22 @@ def _measure(tmp: Path, original: Any, calib: list, search_feeds: list, objectiv
     report("measuring options", len(tasks), len(tasks))
     if not probe_all:
         _extrapolate(measured)
+    _fill_unprobed(measured)
     return measured
+
+
+def _fill_unprobed(measured: list[Measured]) -> None:
+    """Deviations for layers the probe cannot feed (inside If/Loop/Scan bodies): their weight
+    error times the median sensitivity (deviation / weight error) of the probed layers, or 1
+    when none was probed. An estimate only orders the allocation path: every plan on it is
+    still measured as a combined model."""
+    ratios = sorted(m.deviation[k] / e for m in measured for k, e in (m.weight_error or {}).items()
+                    if e > 0 and k in m.deviation)
+    sensitivity = ratios[len(ratios) // 2] if ratios else 1.0
+    for m in measured:
+        for k, e in (m.weight_error or {}).items():
+            if k not in m.deviation:
+                m.deviation[k] = float(f"{sensitivity * e:.6g}")
 
 
 def _extrapolate(measured: list[Measured]) -> None:
@@ -345,7 +368,11 @@ class _Evaluator:
         ev = self.cache.get(key)
         if ev is None:
             recipe = plan.to_recipe(self.all_labels, seed=self.seed, calibration_samples=len(self.calib))
-            result = Pipeline.from_recipe(recipe).run(self.original, calibration=self.calib)
+            # the file the workers read (feeds that went through feed_source once are not always
+            # accepted by it again: a scalar input comes back with a batch axis)
+            calibration = self.tmp / "calib.npz"
+            result = Pipeline.from_recipe(recipe).run(
+                self.original, calibration=str(calibration) if calibration.exists() else self.calib)
             proto = to_proto(result.model)
             data = proto.SerializeToString()
             path = self.tmp / "candidate.onnx"
