@@ -47,6 +47,13 @@ def best_uniform(name: str) -> tuple[int | None, str]:
     return best
 
 
+def code_version() -> str:
+    """The commit under test (``+`` when the worktree has uncommitted changes)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True).stdout.strip()
+    return git("rev-parse", "--short", "HEAD") + ("+" if git("status", "--porcelain", "onnxcompress") else "")
+
+
 def bench(name: str, entry: dict, tmp: Path, time_budget: float | None) -> dict:
     model = REAL / entry["file"]
     out = tmp / f"{name}.auto.onnx"
@@ -59,7 +66,7 @@ def bench(name: str, entry: dict, tmp: Path, time_budget: float | None) -> dict:
     proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
     seconds = time.perf_counter() - start
     row: dict = {"model": name, "exit": proc.returncode, "seconds": round(seconds, 1),
-                 "fp32_bytes": model.stat().st_size}
+                 "fp32_bytes": model.stat().st_size, "code": code_version()}
     if proc.returncode not in (0, 1) or not out.exists():
         row["error"] = (proc.stderr.strip().splitlines() or ["?"])[-1][:300]
         return row
@@ -90,18 +97,21 @@ def render(rows: list[dict]) -> str:
              "benchmarks/results/real_models.json (same eval set). Made by "
              "benchmarks/bench_auto_real_models.py.", "",
              "| model | exit | target (default) | held-out met | metric | within 1 pt | fp32 bytes | "
-             "auto bytes | ratio | best uniform | uniform bytes | auto vs uniform | search s | choices |",
-             "|---" * 14 + "|"]
+             "auto bytes | ratio | best uniform | uniform bytes | auto vs uniform | search s | choices | "
+             "code |",
+             "|---" * 15 + "|"]
     for r in rows:
         if "bytes" not in r:
-            lines.append(f"| {r['model']} | {r['exit']} | {r.get('error', '')} |" + " |" * 11)
+            lines.append(f"| {r['model']} | {r['exit']} | {r.get('error', '')} |" + " |" * 11
+                         + f" {r.get('code', '')} |")
             continue
         ub = f"{r['uniform_bytes']:,}" if r["uniform_bytes"] else "-"
         vs = f"{r['vs_uniform']}x" if r["vs_uniform"] else "-"
         lines.append(
             f"| {r['model']} | {r['exit']} | {r['target']} | {r['met_held_out']} | "
             f"{100 * r['metric']['value']:.1f} | {r['within_1pt']} | {r['fp32_bytes']:,} | {r['bytes']:,} | "
-            f"{r['ratio']}x | {r['uniform']} | {ub} | {vs} | {r['search_seconds']} | {r['choices']} |")
+            f"{r['ratio']}x | {r['uniform']} | {ub} | {vs} | {r['search_seconds']} | {r['choices']} | "
+            f"{r.get('code', '')} |")
     return "\n".join(lines) + "\n"
 
 
