@@ -4,6 +4,9 @@ uniform-run + probe measurement as every option."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -16,7 +19,7 @@ from onnxcompress.data import feed_source
 from onnxcompress.model import load_model, save_model, to_proto
 from onnxcompress.pipeline import Pipeline
 from onnxcompress.weights import WeightIndex
-from tests.auto._common import CALIB, EVAL, MODELS
+from tests.auto._common import CALIB, EVAL, MODELS, run_cli, top1
 
 MODEL = MODELS / "digits_mlp.onnx"
 WEIGHTS = ("fc1.weight", "fc2.weight", "fc3.weight")
@@ -102,3 +105,14 @@ def test_all_float_plan_is_a_noop() -> None:
     recipe = Plan({label: "float" for label in WEIGHTS}).to_recipe(labels)
     result = Pipeline.from_recipe(recipe).run(MODEL)
     np.testing.assert_array_equal(_outputs(to_proto(result.model).SerializeToString()), _outputs(str(MODEL)))
+
+
+def test_search_with_every_option_keeps_pruning_off_the_plan(tmp_path: Path) -> None:
+    out = tmp_path / "auto.onnx"
+    assert run_cli("compress", MODEL, "-o", out, "--auto", "--calibration", CALIB, "--validate-data", EVAL,
+                   "--auto-target", "top1>=0.99", "--auto-candidates", "all", "--report",
+                   tmp_path / "r.json", "-q") == 0
+    report = json.loads((tmp_path / "r.json").read_text())["auto"]
+    assert report["met"] and not any(k.startswith(("prune", "nm")) for k in report["choices"])
+    onnx.checker.check_model(str(out))
+    assert top1(MODEL, out) >= 0.99
