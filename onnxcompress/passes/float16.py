@@ -73,6 +73,10 @@ class BFloat16Config(PassConfig):
     dtype: str = option(default="bfloat16", choices=("bfloat16", "float16"),
                         help="storage type of the weights (both are cast to float32 at load)")
 
+    def __post_init__(self) -> None:
+        self._require(self.dtype in ("bfloat16", "float16"),
+                      f"dtype must be bfloat16 or float16, got '{self.dtype}'")
+
 
 def _cast(graph_nodes: list[ir.Node], value: ir.Value, to: ir.DataType, name: str) -> ir.Value:
     node = ir.node("Cast", [value], {"to": to}, name="")

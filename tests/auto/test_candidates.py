@@ -116,3 +116,10 @@ def test_search_with_every_option_keeps_pruning_off_the_plan(tmp_path: Path) -> 
     assert report["met"] and not any(k.startswith(("prune", "nm")) for k in report["choices"])
     onnx.checker.check_model(str(out))
     assert top1(MODEL, out) >= 0.99
+
+
+def test_float16_storage_knob_is_validated() -> None:
+    from onnxcompress.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="dtype must be bfloat16 or float16"):
+        Pipeline.from_recipe({"passes": [{"pass": "bfloat16", "dtype": "int8"}]})
