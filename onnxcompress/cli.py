@@ -271,7 +271,8 @@ def _cmd_auto(args: argparse.Namespace, pipeline: Pipeline | None) -> int:
         try:
             found = search(args.model, args.calibration, target=args.auto_target, objective=args.objective,
                            validate_data=getattr(args, "validation_data", None), time_budget=args.time_budget,
-                           executor=executor, seed=args.seed or 0, progress=progress)
+                           executor=executor, seed=args.seed or 0, progress=progress,
+                           candidates=args.auto_candidates)
         finally:
             _clear_progress(progress if tty else None)
     report = compress_file(args.model, args.output, Pipeline.from_recipe(found.recipe),
@@ -423,9 +424,14 @@ def build_parser() -> argparse.ArgumentParser:
     auto.add_argument("--auto-target", metavar="EXPR",
                       help="fidelity to keep, e.g. top1>=0.99, cosine>=0.999, accuracy>=-0.5pt, "
                            "OUTPUT:cosine>=0.999, comma-joined (default: top1>=0.99 where an output "
-                           "is class scores [N, C], else cosine>=0.999)")
+                           "is class scores [N, C], else cosine>=0.999, and top1>=0.999 per position "
+                           "on outputs of per-position probabilities such as a CTC recogniser's)")
     auto.add_argument("--objective", choices=("size", "latency", "memory"), default="size",
                       help="what to minimise (default: size, bytes on disk)")
+    auto.add_argument("--auto-candidates", choices=("default", "all"), default="default",
+                      help="per-layer options: default (k-means 2-8 bits, int8, int4, fp16), or all "
+                           "(adds pruning then k-means per layer, which costs more search time and "
+                           "rarely pays: zeros are stored and computed like any value)")
     auto.add_argument("--time-budget", type=float, metavar="SECONDS",
                       help="stop searching after this long and keep the best plan found")
     auto.add_argument("--save-recipe", metavar="PATH.json",

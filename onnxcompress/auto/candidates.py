@@ -3,10 +3,17 @@ pricing.
 
 An option (a :class:`Candidate`) is a codec at one setting: ``kmeans4`` (k-means weight sharing,
 16 values per layer codebook: ``layer_bits``), ``int8`` (quantize ``mode=weights``, restricted to
-its layers with ``exclude``), ``int4`` (the ``blockq`` pass when it is registered). ``float``
-leaves the layer alone. Unstructured pruning is not offered: its zeros do not shrink the file
-(they only help a later k-means), and channel pruning changes neighbouring layers too, so neither
-is a choice one layer can make alone.
+its layers with ``exclude``), ``int4`` (the ``blockq`` pass when it is registered), ``fp16``
+(float16 storage + Cast: the bfloat16 pass with ``dtype=float16``), and pruning followed by
+k-means on the same layer (``prune50+kmeans4``, ``prune70+kmeans3``, ``nm24+kmeans4``: the prune
+pass limited by ``exclude``, then the layer's ``layer_bits``). ``float`` leaves the layer alone.
+
+Pruning is priced like every option (measured bytes, latency or memory, measured output error),
+but its zeros are stored as an index like any other value and onnxruntime's CPU kernels do not
+skip them, so a pruned option costs what its k-means width costs with more error: it never lies
+on a layer's lower hull, and measuring it costs one more pipeline run. It is therefore offered
+only when asked for (``PRUNING_CANDIDATES``, ``search(candidates="all")``); channel pruning changes
+neighbouring layers too, so it is no choice one layer can make alone.
 
 Pricing measures instead of modelling: one *uniform* run per option (the pass applied to every
 candidate layer at once, with the pass's own layer statistics giving each layer's bytes), the
@@ -43,46 +50,71 @@ OBJECTIVES = ("size", "latency", "memory")
 
 @dataclass(frozen=True)
 class Candidate:
-    """One per-layer option: a name used in plans, the pass that applies it and its setting."""
+    """One per-layer option: a name used in plans, the pass that applies it and its setting.
+    ``pass_name`` "prune": ``setting`` is the sparsity in percent, or ``pattern`` an N:M pattern,
+    and ``then_bits`` the k-means width applied to the pruned layer (0: none)."""
 
     name: str
     pass_name: str
     setting: int = 0
+    pattern: str = "unstructured"
+    then_bits: int = 0
 
     @property
     def is_float(self) -> bool:
         return self.pass_name == ""
 
+    @property
+    def kmeans_bits(self) -> int:
+        """The layer's k-means width in the recipe (0: k-means leaves it alone)."""
+        if self.pass_name == "kmeans":
+            return self.setting
+        return self.then_bits if self.pass_name == "prune" else 0
+
 
 FLOAT = Candidate("float", "")
+#: Pruning + k-means on one layer: offered with ``candidates="all"`` (see the module docstring).
+PRUNING_CANDIDATES = (
+    Candidate("prune50+kmeans4", "prune", 50, "unstructured", 4),
+    Candidate("prune70+kmeans3", "prune", 70, "unstructured", 3),
+    Candidate("nm24+kmeans4", "prune", 50, "2:4", 4),
+)
 
 
-def available_candidates() -> list[Candidate]:
-    """The options this installation offers, most compressed first within each codec."""
+def available_candidates(which: str = "default") -> list[Candidate]:
+    """The options this installation offers, most compressed first within each codec.
+    ``which``: "default", or "all" (adds :data:`PRUNING_CANDIDATES`)."""
+    if which not in ("default", "all"):
+        raise ValueError(f"candidates must be 'default' or 'all', got {which!r}")
     passes = registered_passes()
     out = [Candidate(f"kmeans{b}", "kmeans", b) for b in KMEANS_BITS] if "kmeans" in passes else []
     if "quantize" in passes:
         out.append(Candidate("int8", "quantize", 8))
     if "blockq" in passes:  # 4-bit block quantization (MatMulNBits), merged on some builds
         out.append(Candidate("int4", "blockq", 4))
+    if "bfloat16" in passes:
+        out.append(Candidate("fp16", "bfloat16", 16))
+    if which == "all" and "prune" in passes and "kmeans" in passes:
+        out.extend(PRUNING_CANDIDATES)
     return out
 
 
 def by_name(name: str) -> Candidate:
     if name == FLOAT.name:
         return FLOAT
-    for c in available_candidates():
+    for c in available_candidates("all"):
         if c.name == name:
             return c
     raise KeyError(name)
 
 
 def candidate_weights(model: Any) -> list[Weight]:
-    """Weights auto mode may choose for: float compute weights of the main graph (the probe can
-    only feed those), large enough to be worth a decode node, read by one consumer slot kind."""
+    """Weights auto mode may choose for: float compute weights large enough to be worth a decode
+    node. Those inside If/Loop/Scan bodies (``scope``) cannot be fed to the probe: their output
+    error is estimated from their weight error (see ``search._fill_unprobed``)."""
     out = []
     for w in WeightIndex.build(model):
-        if w.role not in COMPUTE_ROLES or not w.is_float or w.scope or w.size < MIN_CANDIDATE_SIZE:
+        if w.role not in COMPUTE_ROLES or not w.is_float or w.size < MIN_CANDIDATE_SIZE:
             continue
         out.append(w)
     return out
@@ -98,13 +130,26 @@ def pass_steps(assignment: dict[str, Candidate], all_labels: Sequence[str], *,
                pricing: bool = False) -> list[dict[str, Any]]:
     """The recipe steps that give each label its candidate and leave every other weight alone.
 
-    k-means goes first (it folds BatchNorm into the Conv before it, as the pricing base did), one
-    ``layer_bits`` entry per layer and ``*=0`` for the rest; each other codec is one pass limited
-    to its layers by ``exclude`` (every other weight label). ``pricing``: the form the pricing
-    run needs to read decoded weights back (4-bit blocks as standard DequantizeLinear instead of
-    MatMulNBits: the same values and bytes, but a constant subgraph onnxruntime can evaluate)."""
+    Pruning goes first (one prune pass per sparsity or pattern, limited by ``exclude``: the zeros
+    it makes are kept exact by k-means), then k-means (it folds BatchNorm into the Conv before it,
+    as the pricing base did), one ``layer_bits`` entry per layer and ``*=0`` for the rest; each
+    other codec is one pass limited to its layers by ``exclude`` (every other weight label).
+    ``pricing``: the form the pricing run needs to read decoded weights back (4-bit blocks as
+    standard DequantizeLinear instead of MatMulNBits: the same values and bytes, but a constant
+    subgraph onnxruntime can evaluate)."""
     steps: list[dict[str, Any]] = []
-    kmeans = {label: c.setting for label, c in assignment.items() if c.pass_name == "kmeans"}
+    prunes: dict[tuple[int, str], set[str]] = {}
+    for label, c in assignment.items():
+        if c.pass_name == "prune":
+            prunes.setdefault((c.setting, c.pattern), set()).add(label)
+    for (setting, pattern), mine in sorted(prunes.items()):
+        others = [escape(label) for label in all_labels if label not in mine]
+        # Every layer it is given, whatever its place or size (the search chose them), by
+        # magnitude: deterministic and free of the calibration data's share.
+        steps.append({"pass": "prune", "sparsity": setting / 100, "pattern": pattern,
+                      "importance": "magnitude", "min_size": 1, "keep_first": False,
+                      "keep_last": False, "bias_correction": False, "exclude": others})
+    kmeans = {label: c.kmeans_bits for label, c in assignment.items() if c.kmeans_bits}
     if kmeans:
         layer_bits = {escape(label): bits for label, bits in kmeans.items()}
         layer_bits["*"] = 0
@@ -116,7 +161,8 @@ def pass_steps(assignment: dict[str, Candidate], all_labels: Sequence[str], *,
     blockq: dict[str, Any] = {"bits": 4, "calibration_samples": calibration_samples}
     if pricing:
         blockq["target"] = "portable"
-    codecs = (("quantize", {"mode": "weights", "speed_check": False}), ("blockq", blockq))
+    codecs = (("quantize", {"mode": "weights", "speed_check": False}), ("blockq", blockq),
+              ("bfloat16", {"dtype": "float16", "min_size": 1}))
     for pass_name, options in codecs:
         mine = {label for label, c in assignment.items() if c.pass_name == pass_name}
         if mine:
@@ -140,6 +186,8 @@ class Measured:
     seconds: float = 0.0
     skipped: dict[str, str] | None = None
     weight_error: dict[str, float] | None = None  # ||dW||^2 / ||W||^2 per layer
+    latency: dict[str, float] | None = None  # seconds of each layer's op + decode (latency objective)
+    float_latency: dict[str, float] | None = None  # the same op in the float model
 
 
 def measure_candidate(task: dict[str, Any]) -> Measured:
@@ -169,9 +217,18 @@ def measure_candidate(task: dict[str, Any]) -> Measured:
     degraded: dict[str, np.ndarray] = {}
     before: dict[str, int] = {}
     after: dict[str, int] = {}
+    werr = {}
     for label in labels:
         s = stats.get(label)
         if s is None or s.bytes_after >= s.bytes_before:
+            continue
+        if index[label].scope:
+            # A subgraph weight: not decodable here nor feedable to the probe; the pass's own
+            # relative RMS error squared is ||dW||^2 / ||W||^2 (checked against decoded values
+            # on main-graph weights for k-means and int8).
+            if s.error is not None:
+                before[label], after[label] = int(s.bytes_before), int(s.bytes_after)
+                werr[label] = float(f"{float(s.error) ** 2:.6g}")
             continue
         value = decode_weight(proto, index[label])
         if value is None:
@@ -179,7 +236,6 @@ def measure_candidate(task: dict[str, Any]) -> Measured:
             continue
         degraded[label] = value
         before[label], after[label] = int(s.bytes_before), int(s.bytes_after)
-    werr = {}
     for label, value in degraded.items():
         ref = index[label].numpy().astype(np.float64)
         norm = float(np.square(ref).sum())
@@ -191,23 +247,58 @@ def measure_candidate(task: dict[str, Any]) -> Measured:
         # Rounded so that summation order or thread count in a worker cannot flip a later choice.
         deviation = {k: float(f"{v:.6g}") for k, v in probe.deviation.items()}
     cost_total = 0.0
-    if task.get("objective", "size") != "size":
+    latency = float_latency = None
+    if task.get("objective", "size") == "memory":
         with tempfile.TemporaryDirectory(prefix="onnxcompress-auto-") as tmp:
             path = Path(tmp) / "uniform.onnx"
             save_model(result.model, path)
             cost_total = objective_cost(path, task["objective"], feeds[0])
+    elif task.get("objective") == "latency":
+        if cand.pass_name == "blockq":  # priced in the form the recipe writes (MatMulNBits)
+            steps = pass_steps({label: cand for label in labels}, list(index),
+                               calibration_samples=task["calibration_samples"])
+            replay = Pipeline.from_recipe({"passes": steps, "seed": task.get("seed", 0), "check": "none"})
+            proto = to_proto(replay.run(base, calibration=task.get("calibration")).model)
+        latency, float_latency = _latencies(base, proto, [k for k in labels if k in after], index, feeds[0])
     return Measured(cand.name, before, after, deviation, cost_total,
-                    time.perf_counter() - start, skipped or None, werr)
+                    time.perf_counter() - start, skipped or None, werr, latency, float_latency)
+
+
+def _latencies(base: Any, proto: Any, labels: list[str], index: dict[str, Weight],
+               feed: dict[str, np.ndarray]) -> tuple[dict[str, float], dict[str, float]]:
+    """Each layer's op latency in ``proto`` and in the float ``base`` (op type and shape cached)."""
+    from onnxcompress.activations import iter_intermediates
+    from onnxcompress.auto.latency import activation_inputs, consumer, layer_latencies
+    from onnxcompress.errors import RuntimeUnavailableError
+    from onnxcompress.model import to_proto
+
+    base_proto = to_proto(base)
+    uses = {k: index[k].uses[0].node.name or "" for k in labels if index[k].uses}
+    names: set[str] = set()
+    for node_name in uses.values():
+        node = consumer(base_proto, node_name)
+        if node is not None:
+            names.update(activation_inputs(base_proto, node))
+    acts = {k: np.asarray(v) for k, v in feed.items() if k in names}
+    try:
+        for values in iter_intermediates(base, sorted(names - set(acts)), [feed]):
+            acts.update(values)
+    except RuntimeUnavailableError as e:  # unpriced layers stay float under this objective
+        logger.info("auto: layer latencies unavailable: %s", e.message)
+    return layer_latencies(proto, uses, acts), layer_latencies(base_proto, uses, acts)
 
 
 def layer_costs(measured: Measured, base_cost: float, objective: str) -> dict[str, int]:
     """Each layer's price under ``objective`` for ``measured``'s candidate.
 
-    size: the layer's bytes. latency/memory: the uniform model's measured total, spread over its
-    layers in proportion to their float bytes (what the codec changed is what they hold), in
-    microseconds or bytes. ``base_cost`` is the float model's measured total."""
+    size: the layer's bytes. latency: its op's measured time with its decode nodes, in
+    nanoseconds (:mod:`onnxcompress.auto.latency`). memory: the uniform model's measured total,
+    spread over its layers in proportion to their float bytes (what the codec changed is what
+    they hold). ``base_cost`` is the float model's measured total."""
     if objective == "size":
         return dict(measured.bytes_after)
+    if objective == "latency":
+        return {k: max(1, round(v * 1e9)) for k, v in (measured.latency or {}).items()}
     change = measured.cost_total / max(base_cost, 1e-12)
     return {k: max(1, int(round(b * change))) for k, b in measured.bytes_before.items()}
 

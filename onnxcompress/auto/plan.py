@@ -45,8 +45,11 @@ class Plan:
 def plan_from_recipe(recipe: dict[str, Any], labels: Sequence[str]) -> Plan:
     """Read the per-layer plan back from a recipe written by :meth:`Plan.to_recipe`."""
     choices = {label: FLOAT.name for label in labels}
+    pruned: dict[str, str] = {}  # label -> the prune candidate's prefix ("prune50", "nm24")
     for step in recipe.get("passes", []):
         name = step.get("pass")
+        excluded = step.get("exclude") or []
+        mine = [label for label in labels if not any(fnmatch.fnmatchcase(label, p) for p in excluded)]
         if name == "kmeans":
             for label in labels:
                 for pattern, bits in (step.get("layer_bits") or {}).items():
@@ -54,12 +57,20 @@ def plan_from_recipe(recipe: dict[str, Any], labels: Sequence[str]) -> Plan:
                         if bits:
                             choices[label] = f"kmeans{int(bits)}"
                         break
-        elif name in ("quantize", "blockq"):
-            excluded = step.get("exclude") or []
-            option = "int8" if name == "quantize" else "int4"
-            for label in labels:
-                if not any(fnmatch.fnmatchcase(label, p) for p in excluded):
-                    choices[label] = option
+        elif name == "prune":
+            pattern = str(step.get("pattern", "unstructured"))
+            prefix = (f"prune{round(100 * float(step.get('sparsity', 0.5)))}" if pattern == "unstructured"
+                      else "nm" + pattern.replace(":", "").replace(" ", ""))
+            pruned.update(dict.fromkeys(mine, prefix))
+        elif name in _EXCLUDE_CODECS:
+            for label in mine:
+                choices[label] = _EXCLUDE_CODECS[name]
         else:
             raise ConfigError(f"recipe: pass '{name}' is not one auto mode writes.")
+    for label, prefix in pruned.items():
+        choices[label] = f"{prefix}+{choices[label]}" if choices[label] != FLOAT.name else prefix
     return Plan(choices)
+
+
+#: Codecs limited to their layers by ``exclude`` -> the option name they give them.
+_EXCLUDE_CODECS = {"quantize": "int8", "blockq": "int4", "bfloat16": "fp16"}

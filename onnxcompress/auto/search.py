@@ -118,15 +118,19 @@ def search(
     executor: Executor | None = None,
     seed: int = 0,
     progress: Progress | None = None,
+    candidates: str = "default",
 ) -> AutoResult:
     """Search per-layer options for ``model_path`` so the compressed model meets ``target`` at the
     least ``objective`` (size: bytes on disk; latency; memory). ``target``: an expression, a
     :class:`Target`, or a callable ``metric(original_outputs, compressed_outputs) -> float``
     (outputs: name -> samples stacked on axis 0; higher is better) that must reach
     ``target_threshold``. ``calibration`` and ``validate_data``: anything
-    :func:`onnxcompress.data.feed_source` takes."""
+    :func:`onnxcompress.data.feed_source` takes. ``candidates``: "default" or "all" (adds
+    pruning + k-means per layer; see :mod:`onnxcompress.auto.candidates`)."""
     if objective not in OBJECTIVES:
         raise ConfigError(f"auto: objective must be one of {', '.join(OBJECTIVES)}, got '{objective}'.")
+    if candidates not in ("default", "all"):
+        raise ConfigError(f"auto: candidates must be 'default' or 'all', got '{candidates}'.")
     if calibration is None:
         raise ConfigError("auto mode needs calibration data.", hint="add --calibration DATA (.npz)")
     started = time.perf_counter()
@@ -151,7 +155,8 @@ def search(
     try:
         with tempfile.TemporaryDirectory(prefix="onnxcompress-auto-") as tmp:
             calib = search_feeds[:KMEANS_CALIBRATION_SAMPLES]
-            measured = _measure(Path(tmp), original, calib, search_feeds, objective, seed, executor, report)
+            measured = _measure(Path(tmp), original, calib, search_feeds, objective, seed, executor, report,
+                                candidates, calibration)
             seconds["sensitivity"] = round(time.perf_counter() - started, 2)
             base_cost = 0.0
             if objective != "size":
@@ -212,9 +217,16 @@ def _split(model: Any, calibration: Any, validate_data: Any) -> tuple[list, Any,
             feeds[cut:], None if labels is None else labels[cut:])
 
 
-def _stacked(feeds: list[Mapping[str, np.ndarray]], path: Path) -> Path:
-    """Feeds as a stacked .npz (what ``feed_source`` reads back sample by sample)."""
-    np.savez(path, **{k: np.concatenate([np.asarray(f[k]) for f in feeds], axis=0) for k in feeds[0]})
+def _stacked(feeds: list[Mapping[str, np.ndarray]], path: Path, source: Any = None) -> Path:
+    """Feeds as a stacked .npz (what ``feed_source`` reads back sample by sample). When they are
+    the first samples of an .npz file (``source``), its arrays are sliced, so the workers read
+    exactly what a replay with that file reads (inputs such as a scalar sample rate or an LSTM
+    state keep the layout their file gave them)."""
+    if isinstance(source, (str, Path)) and str(source).endswith(".npz") and Path(source).is_file():
+        with np.load(source, allow_pickle=False) as data:
+            np.savez(path, **{k: data[k][:len(feeds)] for k in feeds[0] if k in data.files})
+        return path
+    np.savez(path, **{k: np.stack([np.asarray(f[k]) for f in feeds], axis=0) for k in feeds[0]})
     return path
 
 
@@ -222,22 +234,23 @@ def _stacked(feeds: list[Mapping[str, np.ndarray]], path: Path) -> Path:
 
 
 def _measure(tmp: Path, original: Any, calib: list, search_feeds: list, objective: str, seed: int,
-             executor: Executor, report: Progress) -> list[Measured]:
+             executor: Executor, report: Progress, which: str = "default",
+             source: Any = None) -> list[Measured]:
     base = copy_model(original)
     # k-means folds BatchNorm into the Conv before it, so the pricing base does too: then every
     # option's decoded weight replaces the same tensor the probe feeds.
-    if any(c.pass_name == "kmeans" for c in available_candidates()):
+    if any(c.kmeans_bits for c in available_candidates(which)):
         fold_batchnorm(base)
     save_model(base, tmp / "base.onnx")
     labels = [w.label for w in candidate_weights(base)]
     if not labels:
         raise ConfigError("auto mode: the model has no float weight large enough to compress.")
-    names = [c.name for c in available_candidates()]
+    names = [c.name for c in available_candidates(which)]
     probe_all = len(labels) * len(names) <= PROBE_ALL_MAX_PAIRS or REFERENCE_OPTION not in names
     save_feeds(tmp / "probe.npz", search_feeds[:PROBE_SAMPLES if probe_all else LARGE_PROBE_SAMPLES])
     tasks = [
         {"candidate": name, "base": str(tmp / "base.onnx"), "labels": labels, "seed": seed,
-         "calibration": str(_stacked(calib, tmp / "calib.npz")), "probe": str(tmp / "probe.npz"),
+         "calibration": str(_stacked(calib, tmp / "calib.npz", source)), "probe": str(tmp / "probe.npz"),
          "objective": objective, "calibration_samples": len(calib),
          "probe_layers": probe_all or name == REFERENCE_OPTION}
         for name in names
@@ -247,7 +260,22 @@ def _measure(tmp: Path, original: Any, calib: list, search_feeds: list, objectiv
     report("measuring options", len(tasks), len(tasks))
     if not probe_all:
         _extrapolate(measured)
+    _fill_unprobed(measured)
     return measured
+
+
+def _fill_unprobed(measured: list[Measured]) -> None:
+    """Deviations for layers the probe cannot feed (inside If/Loop/Scan bodies): their weight
+    error times the median sensitivity (deviation / weight error) of the probed layers, or 1
+    when none was probed. An estimate only orders the allocation path: every plan on it is
+    still measured as a combined model."""
+    ratios = sorted(m.deviation[k] / e for m in measured for k, e in (m.weight_error or {}).items()
+                    if e > 0 and k in m.deviation)
+    sensitivity = ratios[len(ratios) // 2] if ratios else 1.0
+    for m in measured:
+        for k, e in (m.weight_error or {}).items():
+            if k not in m.deviation:
+                m.deviation[k] = float(f"{sensitivity * e:.6g}")
 
 
 def _extrapolate(measured: list[Measured]) -> None:
@@ -265,13 +293,16 @@ def _extrapolate(measured: list[Measured]) -> None:
 def _choices(model: Any, measured: list[Measured], objective: str, base_cost: float) -> list[LayerChoices]:
     """Per layer: float (its bytes, no error) and every option measured for it, with the
     measured output deviation as the option's error (``sensitivity`` 1)."""
-    assert [m.candidate for m in measured] == _option_names()[1:]  # Option.bits indexes these
+    index = [_option_names().index(m.candidate) for m in measured]  # Option.bits indexes the names
     sizes = {w.label: w.nbytes for w in candidate_weights(model)}
+    if objective == "latency":  # the float op's measured time, in the options' unit (ns)
+        floats = {k: v for m in measured for k, v in (m.float_latency or {}).items()}
+        sizes = {k: max(1, round(floats[k] * 1e9)) for k in sizes if k in floats}
     costs = [layer_costs(m, base_cost, objective) for m in measured]
     layers = []
     for label, nbytes in sizes.items():
         options = [Option(0, int(nbytes), 0.0)]
-        for i, (m, cost) in enumerate(zip(measured, costs, strict=True), start=1):
+        for i, m, cost in zip(index, measured, costs, strict=True):
             if label in cost and label in m.deviation:
                 options.append(Option(i, int(cost[label]), m.deviation[label]))
         if len(options) > 1:
@@ -280,8 +311,8 @@ def _choices(model: Any, measured: list[Measured], objective: str, base_cost: fl
 
 
 def _option_names() -> list[str]:
-    """Option.bits -> option name: 0 is float, i the i-th available candidate."""
-    return [FLOAT.name] + [c.name for c in available_candidates()]
+    """Option.bits -> option name: 0 is float, i the i-th of every candidate (measured or not)."""
+    return [FLOAT.name] + [c.name for c in available_candidates("all")]
 
 
 def _name(option: Option) -> str:
@@ -337,7 +368,11 @@ class _Evaluator:
         ev = self.cache.get(key)
         if ev is None:
             recipe = plan.to_recipe(self.all_labels, seed=self.seed, calibration_samples=len(self.calib))
-            result = Pipeline.from_recipe(recipe).run(self.original, calibration=self.calib)
+            # the file the workers read (feeds that went through feed_source once are not always
+            # accepted by it again: a scalar input comes back with a batch axis)
+            calibration = self.tmp / "calib.npz"
+            result = Pipeline.from_recipe(recipe).run(
+                self.original, calibration=str(calibration) if calibration.exists() else self.calib)
             proto = to_proto(result.model)
             data = proto.SerializeToString()
             path = self.tmp / "candidate.onnx"

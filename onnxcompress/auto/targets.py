@@ -22,6 +22,10 @@ from onnxcompress.errors import ConfigError
 #: else cosine similarity of every float output.
 DEFAULT_TARGET = "top1>=0.99"
 DEFAULT_TARGET_NON_CLASSIFIER = "cosine>=0.999"
+#: Per-position class probabilities ([N, T, C] softmax, e.g. a CTC recogniser): the arg-max of
+#: every position must agree on the search data (a decoded string changes with one flipped
+#: position, and cosine>=0.999 let 5% of ppocr_rec's strings change).
+DEFAULT_SEQUENCE_TOP1 = 0.999
 METRICS = ("top1", "cosine", "accuracy")
 
 Outputs = Mapping[str, np.ndarray]  # output name -> samples stacked on axis 0
@@ -119,10 +123,7 @@ def parse_target(expr: str | Target | None, outputs: Outputs | None = None, *,
     if isinstance(expr, Target):
         return expr
     if expr is None or not str(expr).strip():
-        if outputs is not None and not _applicable("top1", outputs):
-            expr = DEFAULT_TARGET_NON_CLASSIFIER
-        else:
-            expr = DEFAULT_TARGET
+        expr = default_target(outputs)
     criteria = []
     for term in str(expr).split(","):
         m = _TERM.match(term)
@@ -143,6 +144,33 @@ def parse_target(expr: str | Target | None, outputs: Outputs | None = None, *,
                               hint="e.g. accuracy>=-0.5pt")
         criteria.append(Criterion(name, value, m["output"].strip() if m["output"] else None))
     return Target(tuple(criteria))
+
+
+def default_target(outputs: Outputs | None) -> str:
+    """The target used when none is given: top1>=0.99 when an output is class scores [N, C];
+    else cosine>=0.999 on every float output, and per-position top-1 agreement
+    (>= DEFAULT_SEQUENCE_TOP1) on outputs that are per-position probabilities."""
+    if outputs is None or _applicable("top1", outputs):
+        return DEFAULT_TARGET
+    if any(ch in k for k in outputs for ch in ":=<>,"):  # a name the expression cannot spell
+        return DEFAULT_TARGET_NON_CLASSIFIER
+    terms = [f"{k}:top1>={DEFAULT_SEQUENCE_TOP1:g}" for k in _sequence_probabilities(outputs)]
+    rest = [k for k in _applicable("cosine", outputs) if k not in _sequence_probabilities(outputs)]
+    if not terms:
+        return DEFAULT_TARGET_NON_CLASSIFIER
+    return ",".join(terms + [f"{k}:{DEFAULT_TARGET_NON_CLASSIFIER}" for k in rest])
+
+
+def _sequence_probabilities(outputs: Outputs) -> list[str]:
+    """Float outputs of rank >= 3 whose last axis (> 1 wide) holds probabilities summing to 1."""
+    out = []
+    for k, v in outputs.items():
+        a = np.asarray(v)
+        if not np.issubdtype(a.dtype, np.floating) or a.ndim < 3 or a.shape[-1] < 2 or a.size == 0:
+            continue
+        if a.min() >= 0 and np.allclose(a.sum(axis=-1, dtype=np.float64), 1.0, atol=1e-3):
+            out.append(k)
+    return out
 
 
 def _applicable(metric: str, outputs: Outputs) -> list[str]:

@@ -27,7 +27,7 @@ import onnx_ir as ir
 from onnxcompress.model import external_base_dir, to_proto
 from onnxcompress.opset import opset_version
 from onnxcompress.passes.base import LayerStat, Pass, PassConfig, PassContext, PassResult, option
-from onnxcompress.weights import all_graphs, model_names, unique_name
+from onnxcompress.weights import WeightIndex, all_graphs, model_names, unique_name
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +73,14 @@ class BFloat16Config(PassConfig):
     enabled: bool = option(default=False, flag="--bfloat16", enables=True,
                            help="store weights in bfloat16 with a Cast to float32 (file ~0.5x)")
     min_size: int = option(default=16, help="smaller weights stay float32")
+    # float16 storage keeps 10 mantissa bits (bfloat16: 7) in the same 2 bytes; auto mode offers
+    # it per layer (with ``exclude``) as the lossless-looking step between int8 and float32.
+    dtype: str = option(default="bfloat16", choices=("bfloat16", "float16"),
+                        help="storage type of the weights (both are cast to float32 at load)")
+
+    def __post_init__(self) -> None:
+        self._require(self.dtype in ("bfloat16", "float16"),
+                      f"dtype must be bfloat16 or float16, got '{self.dtype}'")
 
 
 def _cast(graph_nodes: list[ir.Node], value: ir.Value, to: ir.DataType, name: str) -> ir.Value:
@@ -237,11 +245,13 @@ class BFloat16(Pass):
 
     def apply(self, model: ir.Model, context: PassContext, result: PassResult) -> ir.Model:
         cfg: BFloat16Config = self.config  # type: ignore[assignment]
-        if opset_version(model) < 13:
+        half = cfg.dtype == "float16"
+        if not half and opset_version(model) < 13:
             result.skip("model", f"Cast from bfloat16 needs opset 13 (model has {opset_version(model)}); "
                         "upgrade the opset first")
             return model
         names = model_names(model)
+        excluded = {id(w.value) for w in WeightIndex.build(model) if w.excluded_by(cfg.exclude)}
         for _, graph in all_graphs(model):
             for value in list(graph.initializers.values()):
                 t = value.const_value
@@ -249,11 +259,16 @@ class BFloat16(Pass):
                     continue
                 if int(np.prod(t.shape.numpy())) < cfg.min_size or not value.uses():
                     continue
+                if id(value) in excluded:
+                    result.skip(value.name or "weight", "excluded")
+                    continue
                 arr = t.numpy()
                 name = value.name or "weight"
-                stored = unique_name(names, f"{name}_bf16")
-                bf = ir.Value(name=stored, shape=ir.Shape(arr.shape), type=ir.TensorType(BF16),
-                              const_value=ir.Tensor(_to_bf16_bits(arr), dtype=BF16, name=stored))
+                stored = unique_name(names, f"{name}_{'fp16' if half else 'bf16'}")
+                dtype = HALF if half else BF16
+                data = _to_half(arr) if half else _to_bf16_bits(arr)
+                bf = ir.Value(name=stored, shape=ir.Shape(arr.shape), type=ir.TensorType(dtype),
+                              const_value=ir.Tensor(data, dtype=dtype, name=stored))
                 graph.register_initializer(bf)
                 nodes: list[ir.Node] = []
                 cast = _cast(nodes, bf, FLOAT, unique_name(names, f"{name}_fp32"))
@@ -265,13 +280,13 @@ class BFloat16(Pass):
                     graph.insert_before(first, nodes)
                 ir.convenience.replace_all_uses_with(value, cast)
                 graph.initializers.pop(value.name, None)
-                result.add_layer(LayerStat(name=name, op_type="bfloat16", shape=tuple(arr.shape),
+                result.add_layer(LayerStat(name=name, op_type=cfg.dtype, shape=tuple(arr.shape),
                                            bytes_before=arr.nbytes, bytes_after=arr.nbytes // 2,
                                            bits=16.0))
         if not result.layers:
-            result.note("no float32 weight to store in bfloat16; model left as is")
+            result.note(f"no float32 weight to store in {cfg.dtype}; model left as is")
         else:
-            result.note("weights stored in bfloat16 with a Cast to float32: onnxruntime's CPU "
+            result.note(f"weights stored in {cfg.dtype} with a Cast to float32: onnxruntime's CPU "
                         "provider computes in float32 (memory stays float32 after load)")
         return model
 

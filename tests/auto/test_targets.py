@@ -59,3 +59,22 @@ def test_callable_target() -> None:
     assert t.text == "agreement>=0.75"
     with pytest.raises(ConfigError):
         parse_target(None, metric=agreement)
+
+
+def test_default_target_for_per_position_probabilities() -> None:
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(4, 40, 30))
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    boxes = rng.normal(size=(4, 100, 4))
+    # a CTC recogniser's softmax: every position's arg-max must agree; other outputs by cosine
+    t = parse_target(None, {"probs": probs, "boxes": boxes})
+    assert t.text == "probs:top1>=0.999,boxes:cosine>=0.999"
+    flipped = probs.copy()
+    flipped[0, 3] = flipped[0, 3][::-1]  # one position of 160 changes its arg-max
+    fid = t.evaluate({"probs": probs, "boxes": boxes}, {"probs": flipped, "boxes": boxes})
+    assert fid.values["probs:top1>=0.999"] == pytest.approx(159 / 160) and not fid.met
+    assert t.evaluate({"probs": probs, "boxes": boxes}, {"probs": probs * 1.0001, "boxes": boxes}).met
+    # raw logits [T, N, C] (no probabilities), a probability map [N, 1, H, W]: cosine as before
+    assert parse_target(None, {"logits": logits}).text == "cosine>=0.999"
+    assert parse_target(None, {"map": rng.uniform(size=(2, 1, 8, 8))}).text == "cosine>=0.999"
+    assert parse_target(None, {"scores": logits[:, 0]}).text == "top1>=0.99"  # [N, C] classifier

@@ -1,0 +1,125 @@
+"""The per-layer options beyond k-means and int8: float16 storage, pruning then k-means on the
+same layer (unstructured and 2:4), in one recipe, read back from it, and priced by the same
+uniform-run + probe measurement as every option."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from onnxcompress.auto.candidates import available_candidates, measure_candidate
+from onnxcompress.auto.measure import decode_weight, save_feeds
+from onnxcompress.auto.plan import Plan, plan_from_recipe
+from onnxcompress.data import feed_source
+from onnxcompress.model import load_model, save_model, to_proto
+from onnxcompress.pipeline import Pipeline
+from onnxcompress.weights import WeightIndex
+from tests.auto._common import CALIB, EVAL, MODELS, run_cli, top1
+
+MODEL = MODELS / "digits_mlp.onnx"
+WEIGHTS = ("fc1.weight", "fc2.weight", "fc3.weight")
+
+
+def _outputs(model: str | bytes) -> np.ndarray:
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    with np.load(EVAL) as d:
+        return session.run(None, {"pixels": d["pixels"].reshape(len(d["pixels"]), -1)[:64]})[0]
+
+
+def test_options_offered() -> None:
+    default = [c.name for c in available_candidates()]
+    assert "fp16" in default and "int8" in default and "kmeans4" in default
+    assert not any(n.startswith(("prune", "nm")) for n in default)  # dominated: opt-in
+    extra = {c.name for c in available_candidates("all")} - set(default)
+    assert extra == {"prune50+kmeans4", "prune70+kmeans3", "nm24+kmeans4"}
+
+
+def test_mixed_plan_writes_reads_back_and_runs() -> None:
+    model = load_model(MODEL)
+    labels = [w.label for w in WeightIndex.build(model)]
+    plan = Plan({"fc1.weight": "nm24+kmeans4", "fc2.weight": "prune70+kmeans3", "fc3.weight": "fp16"})
+    recipe = plan.to_recipe(labels)
+    assert [s["pass"] for s in recipe["passes"]] == ["prune", "prune", "kmeans", "bfloat16"]
+    assert plan_from_recipe(recipe, WEIGHTS).choices == plan.choices
+    result = Pipeline.from_recipe(recipe).run(model, calibration=str(CALIB))
+    proto = to_proto(result.model)
+    onnx.checker.check_model(proto, full_check=True)
+    index = {w.label: w for w in WeightIndex.build(load_model(MODEL))}
+    fc1 = decode_weight(proto, index["fc1.weight"])
+    fc2 = decode_weight(proto, index["fc2.weight"])
+    fc3 = decode_weight(proto, index["fc3.weight"])
+    assert fc1 is not None and fc2 is not None and fc3 is not None
+    # 2:4 along the input axis: at most 2 non-zeros in every group of 4 (k-means keeps zeros)
+    assert (np.count_nonzero(fc1.reshape(fc1.shape[0], -1, 4), axis=-1) <= 2).all()
+    assert len(np.unique(fc1)) <= 16 and len(np.unique(fc2)) <= 8
+    assert (fc2 == 0).mean() >= 0.70
+    stored = {i.name: i.data_type for i in proto.graph.initializer}
+    assert any(t == onnx.TensorProto.FLOAT16 and n.startswith("fc3.weight") for n, t in stored.items())
+    ref3 = index["fc3.weight"].numpy()
+    np.testing.assert_array_equal(fc3, ref3.astype(np.float16).astype(np.float32))
+    # numbers through onnxruntime: float16 storage alone moves the logits by float16 rounding;
+    # the pruned + clustered plan stays a working classifier on the held-out digits.
+    fp16_only = Plan({"fc3.weight": "fp16"}).to_recipe(labels)
+    half = to_proto(Pipeline.from_recipe(fp16_only).run(model).model).SerializeToString()
+    ref = _outputs(str(MODEL))
+    np.testing.assert_allclose(_outputs(half), ref, atol=2e-3 * np.abs(ref).max())
+    mixed = _outputs(proto.SerializeToString())
+    assert (mixed.argmax(1) == ref.argmax(1)).mean() >= 0.8
+
+
+@pytest.fixture(scope="module")
+def priced(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    tmp = tmp_path_factory.mktemp("priced")
+    model = load_model(MODEL)
+    save_model(model, tmp / "base.onnx")
+    feeds = [dict(f) for f in feed_source(str(CALIB), model)][:8]
+    save_feeds(tmp / "probe.npz", feeds)
+    out = {}
+    for name in ("kmeans4", "prune50+kmeans4", "fp16"):
+        out[name] = measure_candidate({
+            "candidate": name, "base": str(tmp / "base.onnx"), "labels": list(WEIGHTS),
+            "calibration": str(CALIB), "probe": str(tmp / "probe.npz"), "calibration_samples": 64})
+    return out
+
+
+def test_new_options_priced_by_the_same_probe(priced: dict) -> None:
+    k4, p50, half = priced["kmeans4"], priced["prune50+kmeans4"], priced["fp16"]
+    for label in WEIGHTS:
+        assert half.bytes_after[label] == half.bytes_before[label] // 2
+        assert 0 < half.deviation[label] < 1e-6  # float16 rounding only
+        # zeros are indices like any other value: the same bytes as k-means alone...
+        assert abs(p50.bytes_after[label] - k4.bytes_after[label]) <= 8
+        # ...and more output error, so pruning never lies on a layer's hull (why it is opt-in)
+        assert p50.deviation[label] > k4.deviation[label] > half.deviation[label]
+        assert p50.weight_error[label] > k4.weight_error[label]
+
+
+def test_all_float_plan_is_a_noop() -> None:
+    # the plan of a model whose options are all float is a no-op recipe that still runs
+    labels = [w.label for w in WeightIndex.build(load_model(MODEL))]
+    recipe = Plan({label: "float" for label in WEIGHTS}).to_recipe(labels)
+    result = Pipeline.from_recipe(recipe).run(MODEL)
+    np.testing.assert_array_equal(_outputs(to_proto(result.model).SerializeToString()), _outputs(str(MODEL)))
+
+
+def test_search_with_every_option_keeps_pruning_off_the_plan(tmp_path: Path) -> None:
+    out = tmp_path / "auto.onnx"
+    assert run_cli("compress", MODEL, "-o", out, "--auto", "--calibration", CALIB, "--validate-data", EVAL,
+                   "--auto-target", "top1>=0.99", "--auto-candidates", "all", "--report",
+                   tmp_path / "r.json", "-q") == 0
+    report = json.loads((tmp_path / "r.json").read_text())["auto"]
+    assert report["met"] and not any(k.startswith(("prune", "nm")) for k in report["choices"])
+    onnx.checker.check_model(str(out))
+    assert top1(MODEL, out) >= 0.99
+
+
+def test_float16_storage_knob_is_validated() -> None:
+    from onnxcompress.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="dtype must be bfloat16 or float16"):
+        Pipeline.from_recipe({"passes": [{"pass": "bfloat16", "dtype": "int8"}]})

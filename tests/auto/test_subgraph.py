@@ -1,0 +1,42 @@
+"""Auto mode on a model whose weights live inside If branches (silero_vad's layout): the probe
+cannot feed them, so their output error is estimated from their weight error, and the combined
+models are still measured."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from onnxcompress.auto import SerialExecutor, search
+from onnxcompress.auto.candidates import candidate_weights
+from onnxcompress.model import load_model, to_proto
+from onnxcompress.pipeline import Pipeline
+from tests import zoo
+
+
+def test_branch_weights_are_chosen_and_the_target_holds(tmp_path: Path) -> None:
+    path = tmp_path / "if.onnx"
+    onnx.save(zoo.if_weights(), path)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(24, 1, 32)).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", x=x, cond=np.ones(24, dtype=bool))  # a scalar input per sample
+    labels = {w.label for w in candidate_weights(load_model(path))}
+    assert any(w.startswith("branch/") for w in labels)  # branch weights are candidates now
+    with SerialExecutor() as ex:
+        found = search(path, str(tmp_path / "calib.npz"), target="cosine>=0.999", executor=ex)
+    assert found.met
+    chosen = {k: v for k, v in found.plan.choices.items() if "W_then" in k}
+    assert chosen and all(v != "float" for v in chosen.values()), found.plan.choices
+    result = Pipeline.from_recipe(found.recipe).run(path, calibration=str(tmp_path / "calib.npz"))
+    proto = to_proto(result.model)
+    onnx.checker.check_model(proto)
+    assert len(proto.SerializeToString()) < path.stat().st_size
+    new = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    ref = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for i in range(4):
+        feed = {"x": x[20 + i], "cond": np.array(True)}
+        a, b = new.run(None, feed)[0], ref.run(None, feed)[0]
+        assert float((a * b).sum() / (np.linalg.norm(a) * np.linalg.norm(b))) > 0.99
