@@ -121,8 +121,8 @@ def _refit_one(
         sparsity, n_m = select
         # The sweep picks the mask on the student's own statistics; the exact refit then
         # settles the kept weights (against the teacher, with cross statistics).
-        _, swept_mask = sparse_sweep(rows, h, sparsity=sparsity if n_m is None else None, n_m=n_m)
-        swept = refit_masked(rows, h, swept_mask, cross=cross)
+        swept, swept_mask = sparse_sweep(rows, h, sparsity=sparsity if n_m is None else None, n_m=n_m)
+        swept = refit_masked(rows, h, swept_mask, cross=cross, start=swept)
         e_swept = grouped_output_error(rows, swept, h, cross=cross, teacher_h=teacher_h)
         wins = e_swept < e_best
         if wins.any():
