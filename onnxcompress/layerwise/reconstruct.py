@@ -19,10 +19,15 @@ import onnx_ir as ir
 from onnxcompress.data import Feed
 from onnxcompress.layerwise.refit import grouped_output_error, refit_masked
 from onnxcompress.layerwise.stats import InputStats, as_rows, collect_input_stats, from_rows, layout_of
+from onnxcompress.layerwise.sweep import sparse_sweep
 from onnxcompress.model import copy_model
 from onnxcompress.weights import Weight
 
 logger = logging.getLogger(__name__)
+
+# Rows (output positions) sampled per calibration sample for a Conv's statistics: 1024 x 12
+# samples is still > 20 rows per unknown for a 512-wide layer, at half the collection time.
+MAX_ROWS = 1024
 
 
 @dataclass
@@ -32,6 +37,8 @@ class Refit:
     array: np.ndarray
     error_before: float  # plain pruning, ||(W' - W) x||^2 / ||W x||^2
     error_after: float  # after the refit (never above error_before)
+    mask: np.ndarray | None = None  # the mask the refit chose (True = kept), when it chose one
+    method: str = "exact"  # exact (the pass's mask, refit), sweep (SparseGPT mask and update), plain
 
 
 @dataclass
@@ -49,6 +56,7 @@ def refit_pruned(
     *,
     seed: int = 0,
     stages: int = 1,
+    select: dict[str, tuple[float | None, tuple[int, int] | None]] | None = None,
 ) -> ReconstructionResult:
     """Refit each weight's kept entries (``mask`` True = kept) against its unpruned output.
 
@@ -57,18 +65,25 @@ def refit_pruned(
     the model with the earlier groups already pruned and refit produces, so errors do not
     compound; the refit weights are written into ``model`` as each group is done. Costs one
     collection per stage and a copy of the model (the teacher).
+
+    ``select`` (label -> (sparsity, N:M or None)): the refit may also choose the mask itself by a
+    SparseGPT sweep (:func:`sweep.sparse_sweep`) at the same sparsity or N:M pattern; per group,
+    whichever of the pass's mask (refit exactly) and the sweep's mask (then refit exactly) has
+    the lower output error is kept (``Refit.mask`` says which mask).
     """
+    select = select or {}
     start = time.perf_counter()
     items = list(items)
     result = ReconstructionResult()
     feeds = list(feeds)
     result.samples = len(feeds)
     if stages <= 1:
-        stats, skipped = collect_input_stats(model, [w for w, _ in items], feeds, seed=seed)
+        stats, skipped = collect_input_stats(model, [w for w, _ in items], feeds, seed=seed,
+                                              max_rows=MAX_ROWS)
         result.skipped.update(skipped)
         for w, mask in items:
             if w.label in stats:
-                _refit_one(w, mask, stats[w.label], result)
+                _refit_one(w, mask, stats[w.label], result, select.get(w.label))
     else:
         teacher = copy_model(model)
         size = -(-len(items) // stages)
@@ -76,16 +91,22 @@ def refit_pruned(
             group = items[s0:s0 + size]
             student = model if s0 else None  # the first group sees the teacher's own inputs
             stats, skipped = collect_input_stats(
-                teacher, [w for w, _ in group], feeds, seed=seed, student=student)
+                teacher, [w for w, _ in group], feeds, seed=seed, student=student, max_rows=MAX_ROWS)
             result.skipped.update(skipped)
             for w, mask in group:
-                if w.label in stats and _refit_one(w, mask, stats[w.label], result):
+                if w.label in stats and _refit_one(w, mask, stats[w.label], result, select.get(w.label)):
                     w.set_numpy(result.refits[w.label].array)
     result.seconds = time.perf_counter() - start
     return result
 
 
-def _refit_one(w: Weight, mask: np.ndarray, stats: InputStats, result: ReconstructionResult) -> bool:
+def _refit_one(
+    w: Weight,
+    mask: np.ndarray,
+    stats: InputStats,
+    result: ReconstructionResult,
+    select: tuple[float | None, tuple[int, int] | None] | None = None,
+) -> bool:
     layout, _ = layout_of(w)
     assert layout is not None
     original = w.numpy()
@@ -98,14 +119,31 @@ def _refit_one(w: Weight, mask: np.ndarray, stats: InputStats, result: Reconstru
     e_fit = grouped_output_error(rows, candidate, h, cross=cross, teacher_h=teacher_h)
     better = e_fit < e_plain  # per group: a refit is kept only where it lowers the error
     refit = np.where(better[:, None, None], candidate, plain)
-    before, after = float(e_plain.sum()), float(np.minimum(e_fit, e_plain).sum())
+    chosen_mask = mask_rows
+    e_best = np.minimum(e_fit, e_plain)
+    method = "exact" if better.any() else "plain"
+    if select is not None:
+        sparsity, n_m = select
+        # The sweep picks the mask on the student's own statistics; the exact refit then
+        # settles the kept weights (against the teacher, with cross statistics).
+        swept, swept_mask = sparse_sweep(rows, h, sparsity=sparsity if n_m is None else None, n_m=n_m)
+        swept = refit_masked(rows, h, swept_mask, cross=cross, start=swept)
+        e_swept = grouped_output_error(rows, swept, h, cross=cross, teacher_h=teacher_h)
+        wins = e_swept < e_best
+        if wins.any():
+            refit = np.where(wins[:, None, None], swept, refit)
+            chosen_mask = np.where(wins[:, None, None], swept_mask, mask_rows)
+            e_best = np.minimum(e_best, e_swept)
+            method = "sweep" if wins.all() else "sweep+exact"
+    before, after = float(e_plain.sum()), float(e_best.sum())
     reference_h = teacher_h if teacher_h is not None else h
     energy = float(grouped_output_error(np.zeros_like(rows), rows, reference_h).sum())
     if not np.all(np.isfinite(refit)):
         result.skipped[w.label] = "the refit was not finite"
         return False
     array = from_rows(refit, layout, original.shape, original.dtype)
-    array = np.where(mask, array, np.zeros((), array.dtype))  # exact zeros where pruned
+    new_mask = from_rows(chosen_mask, layout, original.shape, np.dtype(bool))
+    array = np.where(new_mask, array, np.zeros((), array.dtype))  # exact zeros where pruned
     scale = energy if energy > 0 else 1.0
-    result.refits[w.label] = Refit(array, before / scale, after / scale)
+    result.refits[w.label] = Refit(array, before / scale, after / scale, new_mask, method)
     return True

@@ -9,6 +9,7 @@ where it costs <= 1%, bias correction with ``means``) and describes it in a Laye
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -208,11 +209,14 @@ def _share(
     result: PassResult,
     *,
     means: dict[str, np.ndarray],
+    refit: Callable[[Weight, _Clustering], _Clustering] | None = None,
 ) -> LayerStat | None:
     fitted = _fit_own(w, bits, cfg, energy, context, result)
     if fitted is None:
         return None
     c, importance = fitted
+    if refit is not None:  # teacher-guided centroids (layerwise.codebook), same labels
+        c = refit(w, c)
     return _finish(w, bits, formats, c, _index_bits(c), importance, constants, result,
                    means=means)
 

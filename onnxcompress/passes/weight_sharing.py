@@ -65,6 +65,7 @@ import onnx_ir as ir
 
 from onnxcompress import kmeans
 from onnxcompress.errors import OnnxCompressError
+from onnxcompress.layerwise import codebook
 from onnxcompress.layerwise.collection import weight_moments
 from onnxcompress.model import EXTERNAL_DATA_THRESHOLD, tensor_bytes, to_proto
 from onnxcompress.opset import opset_version, upgrade_opset
@@ -188,6 +189,13 @@ class WeightSharingConfig(PassConfig):
         flag="--kmeans-bias-correction",
         help="with calibration data, fold the mean output shift the snapped weights cause "
         "(delta_W @ mean input) back into the layer's bias",
+    )
+    reconstruct: bool = option(
+        default=False,
+        flag="--kmeans-reconstruct",
+        help="with calibration data, refit each layer's centroids so that its outputs match the "
+        "original's (least squares on the layer's input statistics; onnxcompress.layerwise."
+        "codebook). Kept only where it lowers the layer's output error",
     )
     calibration_samples: int = option(
         default=64, help="calibration feeds used for the sensitivity statistics"
@@ -350,9 +358,10 @@ class WeightSharing(Pass):
                 _release(w)
             done += len(members)
             context.report_progress("k-means", done, len(todo))
+        refit = self._refitter(model, [w for w, _ in singles], cfg, context, result)
         for w, bits in singles:
             stat = _share(w, bits, cfg, formats, energies.get(w.label), context, constants, result,
-                          means=means)
+                          means=means, refit=refit)
             if stat is not None:
                 stats.append(stat)
             _release(w)  # one weight at a time: its float data leaves memory before the next
@@ -457,6 +466,19 @@ class WeightSharing(Pass):
         return model, Formats(cfg.storage, current)
 
     # -- calibration --------------------------------------------------------------------------
+
+    def _refitter(self, model: ir.Model, weights: list[Weight], cfg: WeightSharingConfig,
+                  context: PassContext, result: PassResult) -> Any:
+        """The teacher-guided centroid refit (``reconstruct``): layerwise.codebook's hook."""
+        if not cfg.reconstruct or not weights:
+            return None
+        if context.calibration is None:
+            result.note("reconstruct needs calibration data (--calibration); centroids were not refit")
+            return None
+        refit, report = codebook.codebook_refitter(
+            model, weights, context.calibration.take(cfg.calibration_samples), seed=context.seed)
+        result.metrics["reconstruction"] = report  # filled in as the weights are refit
+        return refit
 
     def _moments(
         self,

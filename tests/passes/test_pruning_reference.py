@@ -136,7 +136,8 @@ def test_data_aware_scores_of_a_grouped_conv_use_each_group_s_input_channels():
     model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 13)])
     scales = np.geomspace(0.1, 10, 8).reshape(1, 8, 1, 1)
     feeds = [{"x": (r.standard_normal((4, 8, 6, 6)) * scales).astype(np.float32)} for _ in range(2)]
-    _, proto = prune(model, feeds, sparsity=0.5, importance="data", bias_correction=False, **ALL_LAYERS)
+    _, proto = prune(model, feeds, sparsity=0.5, importance="data", bias_correction=False,
+                     keep_depthwise=False, **ALL_LAYERS)
     x = np.concatenate([f["x"] for f in feeds]).astype(np.float64)
     rms = np.sqrt((x**2).mean(axis=(0, 2, 3)))  # per input channel of the whole tensor
     # output channel o (group o // 2) reads input channels 2g, 2g+1

@@ -1,0 +1,142 @@
+"""One-sweep pruning and rounding over grouped rows: mask selection and weight update together.
+
+SparseGPT (Frantar & Alistarh, 2023) and GPTQ (Frantar et al., 2022) in one batched form: the
+columns of ``W [g, m, k]`` are visited in order; in each block of columns the weights to drop (or
+the value each rounds to) are chosen from the weights as the earlier columns' compensation left
+them, and each column's error is spread over the columns not yet visited through the Cholesky
+factor of ``H^-1``. All groups of a grouped Conv (depthwise: ``m`` = 1, ``k`` = 9 or 25) run
+together, so the cost is ``O(g k^3)`` for the factorisations plus ``O(g m k^2)`` for the updates:
+a 512x512 layer takes milliseconds where the exact per-row masked refit solves 512 systems.
+
+Selection is per output row (each row keeps the same fraction of each block), as Wanda does:
+the rows of a layer followed by a BatchNormalization are rescaled independently afterwards, so a
+threshold shared across rows would empty the rows with small weights and large scales.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from onnxcompress.layerwise.refit import DEFAULT_DAMP, damped
+
+DEFAULT_BLOCK = 128
+
+
+def inverse_factor(h: np.ndarray, damp: float = DEFAULT_DAMP) -> np.ndarray:
+    """Upper Cholesky factor ``U`` of ``(H + damp)^-1`` (``H^-1 = U^T U``), batched over ``[g, k, k]``.
+
+    A factorisation that fails (an ill-conditioned group) is retried with ten times the damping.
+    """
+    h = np.asarray(h, np.float64)
+    out = np.empty_like(h)
+    for attempt, d in enumerate((damp, max(damp * 10, 0.1), 1.0)):
+        hd = np.stack([damped(h[i], d) for i in range(len(h))])
+        try:
+            hinv = np.linalg.inv(hd)
+            hinv = (hinv + hinv.transpose(0, 2, 1)) / 2
+            out[:] = np.linalg.cholesky(hinv).transpose(0, 2, 1)
+            return out
+        except np.linalg.LinAlgError:
+            if attempt == 2:
+                raise
+    return out
+
+
+Select = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def sparse_sweep(
+    rows: np.ndarray,
+    h: np.ndarray,
+    *,
+    sparsity: float | None = None,
+    n_m: tuple[int, int] | None = None,
+    mask: np.ndarray | None = None,
+    damp: float = DEFAULT_DAMP,
+    block: int = DEFAULT_BLOCK,
+    factor: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Prune grouped rows ``[g, m, k]`` against ``h`` ``[g, k, k]`` in one compensating sweep.
+
+    Exactly one of ``sparsity`` (each row drops that fraction of every block of ``block``
+    columns, by the OBS saliency ``w^2 / [H^-1]_jj``), ``n_m`` (keep N of every M consecutive
+    columns, chosen when the sweep reaches the group) or ``mask`` (fixed, True = kept).
+    Returns ``(new rows, mask)``; pruned entries are exact zeros.
+    """
+    if sum(x is not None for x in (sparsity, n_m, mask)) != 1:
+        raise ValueError("give exactly one of sparsity, n_m, mask")
+    w = np.array(rows, dtype=np.float64, copy=True)
+    g, m, k = w.shape
+    u = inverse_factor(h, damp) if factor is None else factor
+    keep = np.ones((g, m, k), bool) if mask is None else np.asarray(mask, bool).copy()
+    if n_m is not None:
+        block = max(n_m[1], block - block % n_m[1])
+    for b0 in range(0, k, block):
+        b1 = min(b0 + block, k)
+        w1 = w[:, :, b0:b1]  # a view: updated in place
+        u1 = u[:, b0:b1, b0:b1]
+        d = np.diagonal(u1, axis1=1, axis2=2)  # [g, b]
+        if sparsity is not None:
+            drop = int(round(sparsity * (b1 - b0)))
+            if drop:
+                saliency = w1**2 / (d[:, None, :] ** 2)
+                order = np.argpartition(saliency, drop - 1, axis=2)[:, :, :drop]
+                sel = np.ones_like(saliency, bool)
+                np.put_along_axis(sel, order, False, axis=2)
+                keep[:, :, b0:b1] = sel
+        err = np.zeros((g, m, b1 - b0))
+        for j in range(b1 - b0):
+            if n_m is not None and (b0 + j) % n_m[1] == 0:
+                span = slice(j, min(j + n_m[1], b1 - b0))
+                saliency = w1[:, :, span] ** 2 / (d[:, None, span] ** 2)
+                drop = n_m[1] - n_m[0]
+                order = np.argsort(saliency, axis=2, kind="stable")[:, :, :drop]
+                sel = np.ones_like(saliency, bool)
+                np.put_along_axis(sel, order, False, axis=2)
+                keep[:, :, b0 + span.start:b0 + span.stop] = sel
+            col = w1[:, :, j]
+            q = np.where(keep[:, :, b0 + j], col, 0.0)
+            e = (col - q) / d[:, None, j]
+            w1[:, :, j] = q
+            if j + 1 < b1 - b0:
+                w1[:, :, j + 1:] -= e[:, :, None] * u1[:, None, j, j + 1:]
+            err[:, :, j] = e
+        if b1 < k:
+            w[:, :, b1:] -= np.matmul(err, u[:, b0:b1, b1:])
+    w[~keep] = 0.0
+    return w, keep
+
+
+def round_sweep(
+    rows: np.ndarray,
+    h: np.ndarray,
+    round_column: Callable[[int, np.ndarray], np.ndarray],
+    *,
+    damp: float = DEFAULT_DAMP,
+    block: int = DEFAULT_BLOCK,
+    factor: np.ndarray | None = None,
+) -> np.ndarray:
+    """GPTQ over grouped rows: ``round_column(j, values [g, m]) -> rounded`` rounds column ``j``
+    of every group at once, each column's error compensated on the columns after it."""
+    w = np.array(rows, dtype=np.float64, copy=True)
+    g, m, k = w.shape
+    u = inverse_factor(h, damp) if factor is None else factor
+    for b0 in range(0, k, block):
+        b1 = min(b0 + block, k)
+        w1 = w[:, :, b0:b1]
+        u1 = u[:, b0:b1, b0:b1]
+        d = np.diagonal(u1, axis1=1, axis2=2)
+        err = np.zeros((g, m, b1 - b0))
+        for j in range(b1 - b0):
+            col = w1[:, :, j]
+            q = np.asarray(round_column(b0 + j, col), np.float64)
+            e = (col - q) / d[:, None, j]
+            w1[:, :, j] = q
+            if j + 1 < b1 - b0:
+                w1[:, :, j + 1:] -= e[:, :, None] * u1[:, None, j, j + 1:]
+            err[:, :, j] = e
+        if b1 < k:
+            w[:, :, b1:] -= np.matmul(err, u[:, b0:b1, b1:])
+    return w
