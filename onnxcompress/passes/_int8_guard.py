@@ -15,8 +15,9 @@ both decided from the output deviation of whole models, never from errors assume
    error jumps most go back to float compute (int8 weights kept: same size), a quarter at a time,
    each combination built and measured again, until it is.
 
-Cost: a few samples (``GUARD_SAMPLES``, fewer when a run is slow) and two or three sessions; a
-model that cannot run on the data is left as the other steps decide, and the report says so.
+Cost: a few samples (``GUARD_SAMPLES``, fewer for a heavy model: counted in MACs, never timed)
+and two or three sessions; a model that cannot run on the data is left as the other steps
+decide, and the report says so.
 """
 
 from __future__ import annotations
@@ -40,10 +41,12 @@ from onnxcompress.weights import Weight
 
 logger = logging.getLogger(__name__)
 
-# Samples the guard runs (fewer when one run is slow: see GUARD_SECONDS).
+# Samples the guard runs (fewer for a heavy model: see GUARD_MACS).
 GUARD_SAMPLES = 4
-# Time the guard's runs aim at per measured model; a slow model gets fewer samples, never 0.
-GUARD_SECONDS = 0.5
+# Work the guard's sample runs aim at per measured model, in multiply-accumulates (~0.5 s on one
+# core): a heavy model gets fewer samples, never 0. Counted, not timed, so that one input gives
+# one output on every machine and under any load.
+GUARD_MACS = 5e9
 # A weight is an outlier when int8 there, alone, moves the outputs this many times as far as
 # the median probed weight (itself among the worst-looking). ppocr_rec: conv2d_184 14x,
 # conv2d_182 4.4x; blocks for both: string agreement 87.5 -> 95.8 (184 alone: 87.5).
@@ -52,9 +55,9 @@ OUTLIER = 3.0
 PROBED = 4
 # Heads probed besides (see _heads).
 HEADS = 3
-# Probing stops after this long (at least 2 layers probed): ppocr_det runs ~1 s a sample on a
-# loaded machine, and 7 probes doubled its compress time.
-PROBE_SECONDS = 1.5
+# Probing stops after this much work (at least 2 layers probed; ~1.5 s on one core): ppocr_det
+# runs ~1 s a sample on a loaded machine, and 7 probes doubled its compress time.
+PROBE_MACS = 1.5e10
 # Output deviations (mean ||y - y0||^2 / ||y0||^2) below this are left alone: 0.3% RMS,
 # far below what moves a task metric.
 DEVIATION_FLOOR = 1e-5
@@ -68,6 +71,9 @@ BACKOFF_ROUNDS = 3
 # When the weights cannot reach the size target anyway, float weights may still take this
 # share of the output size (a first conv or a detection head is a few KB).
 MIN_BUDGET_SHARE = 0.01
+# Larger models (or any with external data) are not guarded: the guard's session holds every
+# weight in float and int8 at once, and large models stream one weight at a time (issue 18).
+GUARD_MAX_BYTES = 256 << 20
 COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "Gather", "LSTM", "GRU", "RNN"})
 
 
@@ -85,6 +91,7 @@ class Guard:
     source: str
     seconds: float = 0.0
     metrics: dict = field(default_factory=dict)
+    macs: int = 0  # one sample's multiply-accumulates (0: not counted)
 
     def run(self, overrides: Mapping[str, np.ndarray], i: int) -> list[np.ndarray]:
         feed = {**self.feeds[i], **{self.inputs[k]: v for k, v in overrides.items()}}
@@ -109,14 +116,13 @@ def start(model: ir.Model, weights: list[Weight], feeds, source: str,  # noqa: A
         del probe
         guard = Guard(session, [], inputs, finals + names, len(finals), [], source)
         for i, feed in enumerate(feeds):
-            if i >= GUARD_SAMPLES:
+            if i == 0:
+                guard.macs = _sample_macs(model, feed)
+            # Each sample is run ~5 more times (int8 weights, verification, final model...).
+            if i >= GUARD_SAMPLES or guard.macs * 6 * i > GUARD_MACS:
                 break
             guard.feeds.append(dict(feed))
-            t = time.perf_counter()
             guard.references.append(guard.run({}, i))
-            # Each sample is run ~5 more times (int8 weights, verification, final model...).
-            if (time.perf_counter() - t) * 6 * (i + 1) > GUARD_SECONDS:
-                break
     except OnnxCompressError as e:
         result.note(f"fidelity guard did not measure ({str(e).split(' Hint:')[0]}): int8 "
                     "placed from op types and ranges alone")
@@ -127,6 +133,19 @@ def start(model: ir.Model, weights: list[Weight], feeds, source: str,  # noqa: A
         return None
     guard.seconds = time.perf_counter() - begin
     return guard
+
+
+def _sample_macs(model: ir.Model, feed: Mapping[str, np.ndarray]) -> int:
+    """Multiply-accumulates of one run on ``feed``'s shapes (0 when they cannot be counted:
+    then the guard takes its full sample and probe counts)."""
+    from onnxcompress.macs import count_macs
+
+    try:
+        shapes = {k: tuple(np.shape(v)) for k, v in feed.items()}
+        return int(count_macs(model, shapes).macs)
+    except Exception as e:  # noqa: BLE001 - counting only sizes the guard's work
+        logger.debug("fidelity guard: MACs not counted (%s)", e)
+        return 0
 
 
 def _values(graph: ir.Graph) -> dict[str, ir.Value]:
@@ -230,10 +249,10 @@ def step_down_weights(guard: Guard, model: ir.Model, weights: list[Weight],
     # ConvTranspose into a Sigmoid) amplify little locally yet move the outputs most.
     ranked += [w.label for w in weights if w.label in fed and w.label not in ranked
                and any(id(u.node) in _heads(model) for u in w.uses)][:HEADS]
-    begin = time.perf_counter()
+    per_probe = guard.macs * len(guard.references)
     for label in ranked:
-        if len(decision.probed) >= 2 and time.perf_counter() - begin > PROBE_SECONDS:
-            break  # a slow model gets fewer probes (compress time), the worst-ranked first
+        if len(decision.probed) >= 2 and per_probe * (len(decision.probed) + 1) > PROBE_MACS:
+            break  # a heavy model gets fewer probes (compress time), the worst-ranked first
         decision.probed[label] = float(np.mean([
             output_deviation(guard.run({label: fed[label]}, i)[:guard.n_final],
                              refs[:guard.n_final]) for i, refs in enumerate(guard.references)]))
@@ -419,6 +438,11 @@ def guard_weights(model: ir.Model, weights: list[Weight], channelwise: bool, con
     from onnxcompress.passes._qdq import quantize_weight
 
     weights = [w for w in weights if w.graph is model.graph]
+    if runtime.has_external_data(model) or tensor_bytes(model) > GUARD_MAX_BYTES:
+        result.note("fidelity guard skipped: the model is large (external data or over "
+                    f"{GUARD_MAX_BYTES >> 20} MB) and its session would hold every weight in float "
+                    "and int8 at once; the weights are stored one at a time instead")
+        return None, {}, 0.0
     if context.calibration is not None:
         feeds, source = context.calibration, "calibration"
     else:

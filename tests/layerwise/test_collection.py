@@ -15,11 +15,12 @@ from onnxcompress.errors import RuntimeUnavailableError
 from onnxcompress.layerwise.collection import Histogram, Statistics, weight_moments
 from onnxcompress.model import to_proto
 from onnxcompress.passes import Prune, Quantize, WeightSharing
+from onnxcompress.passes._int8_guard import GUARD_SAMPLES
 from onnxcompress.pipeline import Pipeline
 from tests import helpers as h
 from tests import unrunnable
 
-N = 6
+N = 8
 
 
 def _feeds(n: int = N, seed: int = 1) -> list[dict[str, np.ndarray]]:
@@ -71,8 +72,10 @@ def test_prune_kmeans_static_run_the_calibration_data_once(monkeypatch):
     assert collections == [["Histogram", "Moments"]]
     # ... in one onnxruntime run per sample. The first samples also run models that are not
     # the data's statistics: k-means's bit allocation probes each layer's sensitivity on the
-    # first probe_samples (2) feeds, the speed guard times int8 against float on the first.
-    probed = WeightSharing().config.probe_samples
+    # first probe_samples (2) feeds, the speed guard times int8 against float on the first, and
+    # quantize's fidelity guard measures int8 on the first GUARD_SAMPLES (4).
+    probed = max(WeightSharing().config.probe_samples, GUARD_SAMPLES)
+    assert probed < N
     assert runs.counts[probed:] == [1] * (N - probed), runs.counts
     prune, kmeans, quantize = result.passes
     assert prune.metrics["importance"] == "data"
