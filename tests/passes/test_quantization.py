@@ -11,7 +11,7 @@ from onnxcompress import Pipeline, WeightIndex, load_model
 from onnxcompress.cli import build_parser, pipeline_from_args
 from onnxcompress.errors import ConfigError
 from onnxcompress.model import to_proto
-from onnxcompress.passes import Quantize, QuantizeConfig, _speed
+from onnxcompress.passes import Quantize, QuantizeConfig, _quant_plan, _speed
 from onnxcompress.passes import quantization as qmod
 from tests import helpers as h
 from tests import unrunnable, zoo
@@ -220,9 +220,9 @@ def test_activation_noise_budget_keeps_the_noisiest_activations_float(monkeypatc
     data[0]["x"][:2] *= 3.0
     res, _ = quantize(proto, data, fidelity_guard=False)  # the estimate, not the measurement
     total = res.metrics["activation_noise"]
-    assert res.metrics["int8_nodes"]["compute"] == 2 and 0 < total <= qmod.ACTIVATION_NOISE_BUDGET
+    assert res.metrics["int8_nodes"]["compute"] == 2 and 0 < total <= _quant_plan.ACTIVATION_NOISE_BUDGET
     # A budget just under both: the noisier activation (x, read by fc0) goes back to float.
-    monkeypatch.setattr(qmod, "ACTIVATION_NOISE_BUDGET", 0.99 * total)
+    monkeypatch.setattr(_quant_plan, "ACTIVATION_NOISE_BUDGET", 0.99 * total)
     res, q = quantize(proto, data)
     onnx.checker.check_model(q)
     reasons = [r for r, names in res.skipped.items() if "fc0/MatMul" in names]
