@@ -73,38 +73,30 @@ def sparse_sweep(
     keep = np.ones((g, m, k), bool) if mask is None else np.asarray(mask, bool).copy()
     if n_m is not None:
         block = max(n_m[1], block - block % n_m[1])
-    for b0 in range(0, k, block):
-        b1 = min(b0 + block, k)
-        w1 = w[:, :, b0:b1]  # a view: updated in place
-        u1 = u[:, b0:b1, b0:b1]
-        d = np.diagonal(u1, axis1=1, axis2=2)  # [g, b]
-        if sparsity is not None:
-            drop = int(round(sparsity * (b1 - b0)))
-            if drop:
-                saliency = w1**2 / (d[:, None, :] ** 2)
-                order = np.argpartition(saliency, drop - 1, axis=2)[:, :, :drop]
-                sel = np.ones_like(saliency, bool)
-                np.put_along_axis(sel, order, False, axis=2)
-                keep[:, :, b0:b1] = sel
-        err = np.zeros((g, m, b1 - b0))
-        for j in range(b1 - b0):
-            if n_m is not None and (b0 + j) % n_m[1] == 0:
-                span = slice(j, min(j + n_m[1], b1 - b0))
-                saliency = w1[:, :, span] ** 2 / (d[:, None, span] ** 2)
-                drop = n_m[1] - n_m[0]
-                order = np.argsort(saliency, axis=2, kind="stable")[:, :, :drop]
-                sel = np.ones_like(saliency, bool)
-                np.put_along_axis(sel, order, False, axis=2)
-                keep[:, :, b0 + span.start:b0 + span.stop] = sel
-            col = w1[:, :, j]
-            q = np.where(keep[:, :, b0 + j], col, 0.0)
-            e = (col - q) / d[:, None, j]
-            w1[:, :, j] = q
-            if j + 1 < b1 - b0:
-                w1[:, :, j + 1:] -= e[:, :, None] * u1[:, None, j, j + 1:]
-            err[:, :, j] = e
-        if b1 < k:
-            w[:, :, b1:] -= np.matmul(err, u[:, b0:b1, b1:])
+
+    def select_block(b0: int, w1: np.ndarray, d: np.ndarray) -> None:
+        if sparsity is None:
+            return
+        drop = int(round(sparsity * w1.shape[2]))
+        if drop:
+            saliency = w1**2 / (d[:, None, :] ** 2)
+            order = np.argpartition(saliency, drop - 1, axis=2)[:, :, :drop]
+            sel = np.ones_like(saliency, bool)
+            np.put_along_axis(sel, order, False, axis=2)
+            keep[:, :, b0:b0 + w1.shape[2]] = sel
+
+    def prune_column(b0: int, j: int, w1: np.ndarray, d: np.ndarray) -> np.ndarray:
+        if n_m is not None and (b0 + j) % n_m[1] == 0:
+            span = slice(j, min(j + n_m[1], w1.shape[2]))
+            saliency = w1[:, :, span] ** 2 / (d[:, None, span] ** 2)
+            drop = n_m[1] - n_m[0]
+            order = np.argsort(saliency, axis=2, kind="stable")[:, :, :drop]
+            sel = np.ones_like(saliency, bool)
+            np.put_along_axis(sel, order, False, axis=2)
+            keep[:, :, b0 + span.start:b0 + span.stop] = sel
+        return np.where(keep[:, :, b0 + j], w1[:, :, j], 0.0)
+
+    _sweep(w, u, block, prune_column, select_block)
     w[~keep] = 0.0
     return w, keep
 
@@ -121,17 +113,30 @@ def round_sweep(
     """GPTQ over grouped rows: ``round_column(j, values [g, m]) -> rounded`` rounds column ``j``
     of every group at once, each column's error compensated on the columns after it."""
     w = np.array(rows, dtype=np.float64, copy=True)
-    g, m, k = w.shape
     u = inverse_factor(h, damp) if factor is None else factor
+    _sweep(w, u, block, lambda b0, j, w1, d: np.asarray(round_column(b0 + j, w1[:, :, j]), np.float64))
+    return w
+
+
+def _sweep(w: np.ndarray, u: np.ndarray, block: int,
+           column: Callable[[int, int, np.ndarray, np.ndarray], np.ndarray],
+           start_block: Callable[[int, np.ndarray, np.ndarray], None] | None = None) -> None:
+    """The compensating sweep of both: over ``w`` [g, m, k] in place, column by column in
+    blocks of ``block``, ``column(b0, j, w1, d)`` gives column ``b0 + j``'s new values (``w1``:
+    the block's columns, ``d``: the diagonal of its inverse factor); each column's error is
+    spread on the columns after it (within the block at once, beyond it per block)."""
+    g, m, k = w.shape
     for b0 in range(0, k, block):
         b1 = min(b0 + block, k)
-        w1 = w[:, :, b0:b1]
+        w1 = w[:, :, b0:b1]  # a view: updated in place
         u1 = u[:, b0:b1, b0:b1]
-        d = np.diagonal(u1, axis1=1, axis2=2)
+        d = np.diagonal(u1, axis1=1, axis2=2)  # [g, b]
+        if start_block is not None:
+            start_block(b0, w1, d)
         err = np.zeros((g, m, b1 - b0))
         for j in range(b1 - b0):
             col = w1[:, :, j]
-            q = np.asarray(round_column(b0 + j, col), np.float64)
+            q = column(b0, j, w1, d)
             e = (col - q) / d[:, None, j]
             w1[:, :, j] = q
             if j + 1 < b1 - b0:
@@ -139,4 +144,3 @@ def round_sweep(
             err[:, :, j] = e
         if b1 < k:
             w[:, :, b1:] -= np.matmul(err, u[:, b0:b1, b1:])
-    return w
