@@ -131,6 +131,49 @@ def probe_sensitivity(
     return result
 
 
+def weigh_layers(model: ir.Model, layers: list[LayerChoices], degraded: Mapping[str, np.ndarray],
+                 probed_error: Mapping[str, float], feeds: Iterable[Mapping[str, np.ndarray]],
+                 context, result, *, kept_bits: int, what: str,  # noqa: ANN001
+                 linked: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+                 ) -> tuple[list[LayerChoices], ProbeResult] | None:
+    """The probe step of a pass's allocation: each layer's output deviation with its
+    ``degraded`` value, turned into its sensitivity (deviation per unit of ``probed_error``, the
+    weight error of the probed option). Returns the probed layers and the probe; ``None`` (with
+    a note "WHAT off, ...") when the model cannot run on the feeds. Layers the probe could not
+    reach keep ``kept_bits`` (noted)."""
+    from onnxcompress.errors import RuntimeUnavailableError
+
+    try:
+        probe = probe_sensitivity(model, degraded, feeds, linked=linked,
+                                  progress=lambda d, n: context.report_progress("sensitivity", d, n))
+    except RuntimeUnavailableError as e:
+        result.note(f"{what} off, the sensitivity probe cannot run: {e.message}")
+        return None
+    for label, why in probe.skipped.items():
+        result.note(f"{label}: kept at {kept_bits} bits, not probed ({why})")
+    probed = [c for c in layers if c.label in probe.deviation]
+    for c in probed:
+        e = probed_error[c.label]
+        c.sensitivity = probe.deviation[c.label] / e if e > 0 else 0.0
+    return probed, probe
+
+
+def uniform_bytes(layers: Iterable[LayerChoices], bits: int) -> int:
+    """Bytes of every layer at ``bits`` (each layer must have that option)."""
+    return sum(next(o.nbytes for o in c.options if o.bits == bits) for c in layers)
+
+
+def allocation_extras(layers: Iterable[LayerChoices], chosen: Mapping[str, Option],
+                      probe: ProbeResult) -> dict[str, dict[str, float | int]]:
+    """Per layer, what the report shows of the allocation (LayerStat extras)."""
+    return {
+        c.label: {"allocated_bits": chosen[c.label].bits,
+                  "probe_deviation": float(f"{probe.deviation[c.label]:.4g}"),
+                  "estimated_output_error": float(f"{c.error(chosen[c.label]):.4g}")}
+        for c in layers
+    }
+
+
 def _expose(probe: ir.Model, labels: Iterable[str], result: ProbeResult) -> dict[str, str]:
     """Make each weight of ``labels`` an initializer that is also a graph input of ``probe``;
     return label -> input name. Only main-graph weights can be fed."""

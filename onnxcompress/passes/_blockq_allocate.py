@@ -18,13 +18,13 @@ quantized with the pass's method (GPTQ lowers both widths' errors alike).
 from __future__ import annotations
 
 import collections
+import functools
 import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from onnxcompress import blockwise
-from onnxcompress.errors import RuntimeUnavailableError
 from onnxcompress.passes import _bit_allocation
 from onnxcompress.passes.base import PassContext, PassResult
 
@@ -84,22 +84,12 @@ def allocate_bits(
                                  for c in layer.copies}
         choices.append(_bit_allocation.LayerChoices(label, options))
     feeds = context.calibration.take(probe_samples)
-    try:
-        probe = _bit_allocation.probe_sensitivity(
-            model, degraded, feeds, linked=linked,
-            progress=lambda d, n: context.report_progress("sensitivity", d, n))
-    except RuntimeUnavailableError as e:
-        result.note(f"mixed bits off, the sensitivity probe cannot run: {e.message}")
+    weighed = _bit_allocation.weigh_layers(model, choices, degraded, low_error, feeds, context,
+                                           result, kept_bits=bits, what="mixed bits", linked=linked)
+    if weighed is None:
         return {}, {}
-    for label, why in probe.skipped.items():
-        result.note(f"{label}: kept at {bits} bits, not probed ({why})")
-    choices = [c for c in choices if c.label in probe.deviation]
-    for c in choices:
-        e = low_error[c.label]
-        c.sensitivity = probe.deviation[c.label] / e if e > 0 else 0.0
-
-    def uniform(width: int) -> int:
-        return sum(next(o.nbytes for o in c.options if o.bits == width) for c in choices)
+    choices, probe = weighed
+    uniform = functools.partial(_bit_allocation.uniform_bytes, choices)
 
     fraction = (budget_bits - bits) / (HIGH_BITS - bits)
     budget = uniform(bits) + fraction * (uniform(HIGH_BITS) - uniform(bits))
@@ -109,12 +99,7 @@ def allocate_bits(
         allocation_estimated_bytes=sum(o.nbytes for o in chosen.values()),
         allocated_bits=dict(sorted(collections.Counter(o.bits for o in chosen.values()).items())),
         probe_samples=probe.samples, allocation_seconds=round(time.perf_counter() - start, 2))
-    extras = {
-        c.label: {"allocated_bits": chosen[c.label].bits,
-                  "probe_deviation": float(f"{probe.deviation[c.label]:.4g}"),
-                  "estimated_output_error": float(f"{c.error(chosen[c.label]):.4g}")}
-        for c in choices
-    }
+    extras = _bit_allocation.allocation_extras(choices, chosen, probe)
     high = [label for label, o in chosen.items() if o.bits == HIGH_BITS]
     if high:
         result.note(f"{len(high)} of {len(chosen)} layers at {HIGH_BITS} bits within the budget of "

@@ -9,6 +9,7 @@ uniform width would take.
 from __future__ import annotations
 
 import collections
+import functools
 import math
 import time
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,6 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress import kmeans
-from onnxcompress.errors import RuntimeUnavailableError
 from onnxcompress.passes import _bit_allocation
 from onnxcompress.passes._kmeans_codebook import MODEL_CODEBOOK_BITS, _joins_model_codebook
 from onnxcompress.passes._kmeans_decode import (
@@ -82,24 +82,14 @@ def _allocate(
         base_error[w.label] = base.weight_error
         layers.append(_bit_allocation.LayerChoices(w.label, [o for o, _ in options]))
     feeds = context.calibration.take(cfg.probe_samples)
-    try:
-        probe = _bit_allocation.probe_sensitivity(
-            model, degraded, feeds, progress=lambda d, n: context.report_progress("sensitivity", d, n)
-        )
-    except RuntimeUnavailableError as e:
-        result.note(f"bit allocation off, the probe cannot run: {e.message}")
+    weighed = _bit_allocation.weigh_layers(model, layers, degraded, base_error, feeds, context,
+                                           result, kept_bits=cfg.bits, what="bit allocation")
+    if weighed is None:
         return todo, {}
+    layers, probe = weighed
     result.metrics["probe_seconds"] = round(probe.seconds, 2)
     result.metrics["probe_samples"] = probe.samples
-    for label, why in probe.skipped.items():
-        result.note(f"{label}: kept at {cfg.bits} bits, not probed ({why})")
-    layers = [layer for layer in layers if layer.label in probe.deviation]
-    for layer in layers:
-        e = base_error[layer.label]
-        layer.sensitivity = probe.deviation[layer.label] / e if e > 0 else 0.0
-
-    def uniform(width: int) -> int:
-        return sum(next(o.nbytes for o in layer.options if o.bits == width) for layer in layers)
+    uniform = functools.partial(_bit_allocation.uniform_bytes, layers)
 
     budget = uniform(low) + (target - low) * (uniform(high) - uniform(low))
     chosen = _bit_allocation.allocate(layers, budget)
@@ -131,14 +121,7 @@ def _allocate(
         sorted(collections.Counter(o.bits for o in chosen.values()).items())
     )
     result.metrics["allocation_seconds"] = round(time.perf_counter() - start, 2)  # probe included
-    extras: dict[str, dict[str, Any]] = {}
-    for layer in layers:
-        o = chosen[layer.label]
-        extras[layer.label] = {
-            "allocated_bits": o.bits,
-            "probe_deviation": float(f"{probe.deviation[layer.label]:.4g}"),
-            "estimated_output_error": float(f"{layer.error(o):.4g}"),
-        }
+    extras = _bit_allocation.allocation_extras(layers, chosen, probe)
     return [(w, chosen[w.label].bits if w.label in chosen else bits) for w, bits in todo], extras
 
 
