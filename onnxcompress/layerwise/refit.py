@@ -229,28 +229,12 @@ def refit_centroids(
     ``labels`` [m, k] index ``centroids`` [K]; ``fixed`` (bool [K]) marks centroids that must keep
     their value (an exact zero that encodes pruned weights). Unused centroids keep theirs.
     """
+    # One codebook read by every row: the multi-row codebook refit of layerwise.codebook with a
+    # single codebook row and unit scales (one implementation of the normal equations).
+    from onnxcompress.layerwise.codebook import refit_entries
+
     rows = np.asarray(rows, np.float64)
-    big_k = len(centroids)
-    hd = damped(h, damp)
-    normal = np.zeros(big_k * big_k)
-    rhs = np.zeros(big_k)
-    for r in range(rows.shape[0]):
-        lab = labels[r].astype(np.int64)
-        pair = (lab[:, None] * big_k + lab[None, :]).ravel()
-        normal += np.bincount(pair, weights=hd.ravel(), minlength=big_k * big_k)
-        rhs += np.bincount(lab, weights=hd @ rows[r], minlength=big_k)
-    normal = normal.reshape(big_k, big_k)
-    c = np.asarray(centroids, np.float64).copy()
-    free = np.diagonal(normal) > 0
-    if fixed is not None:
-        free &= ~fixed
-    if not free.any():
-        return c
-    # Move the fixed centroids' contribution to the right-hand side.
-    rhs_free = rhs[free] - normal[np.ix_(free, ~free)] @ c[~free]
-    sub = normal[np.ix_(free, free)]
-    try:
-        c[free] = np.linalg.solve(sub, rhs_free)
-    except np.linalg.LinAlgError:
-        c[free] = np.linalg.lstsq(sub, rhs_free, rcond=None)[0]
-    return c
+    book = np.asarray(centroids, np.float64)[None]
+    return refit_entries(rows[None], np.asarray(h)[None], np.asarray(labels, np.int64)[None],
+                         np.ones_like(rows)[None], book, damp=damp,
+                         fixed=None if fixed is None else np.asarray(fixed, bool)[None])[0]
