@@ -11,7 +11,7 @@ from typing import Any
 
 START = "<!-- results:start -->"
 END = "<!-- results:end -->"
-COMMAND = "flock /work/heavy.lock nice -n 5 python benchmarks/run.py"
+COMMAND = "python benchmarks/run.py"
 
 # README side-by-side rows: method -> (onnxcompress configs, first present wins; onnxruntime; onnxsim)
 METHODS: list[tuple[str, list[str], str | None, str | None]] = [

