@@ -7,9 +7,11 @@ both decided from the output deviation of whole models, never from errors assume
    candidate weight is an overridable input and every compute node's input and output are extra
    outputs. Run with float weights (the reference) and with every weight at its int8 value: the
    output deviation of int8 weight-only, and per layer the error its output *adds* to its input's
-   (``jump``: relative squared error out minus in). Layers whose jump is an outlier
-   (``OUTLIER`` x the median) keep float weights, worst first, within a byte budget that keeps the
-   model at ``min_ratio`` where the weights allow; the combination is verified by one more run.
+   (``jump``: relative squared error out minus in). The worst ``PROBED`` by jump, the heads and
+   the first layers (which read a graph input, e.g. raw pixels: their jump says little) are
+   measured alone; outliers (``OUTLIER`` x the median) keep float weights, worst first, within
+   a byte budget that keeps the model at ``min_ratio`` where the weights allow; the combination
+   is verified by one more run.
 2. **Compute** (after the speed guard). The final model's output deviation must stay within
    ``COMPUTE_FACTOR`` x what int8 weight-only achieves. If not, the int8 compute ops whose output
    error jumps most go back to float compute (int8 weights kept: same size), a quarter at a time,
@@ -55,6 +57,13 @@ OUTLIER = 3.0
 PROBED = 4
 # Heads probed besides (see _heads).
 HEADS = 3
+# First layers probed besides (see _firsts): they see the raw input (pixels, features), whose
+# range int8 weights there meet unscaled; their own jump says little about the outputs.
+FIRSTS = 2
+# Ops between a graph input and a first layer that leave it the first (shape, type,
+# normalisation): x -> Cast -> Sub(mean) -> Div(std) -> Conv is still the first conv.
+_TO_FIRST = frozenset({"Cast", "Identity", "Reshape", "Transpose", "Unsqueeze", "Squeeze",
+                       "Flatten", "Sub", "Div", "Mul", "Add", "BatchNormalization", "Pad"})
 # Probing stops after this much work (at least 2 layers probed; ~1.5 s on one core): ppocr_det
 # runs ~1 s a sample on a loaded machine, and 7 probes doubled its compress time.
 PROBE_MACS = 1.5e10
@@ -227,8 +236,8 @@ def step_down_weights(guard: Guard, model: ir.Model, weights: list[Weight],
                       budget: int) -> WeightDecision:
     """Which weights step down (finer int8 blocks, else float), worst first within ``budget``
     extra bytes. Candidates: the PROBED layers whose output error jumps most with every weight
-    int8, and the heads; each is measured alone (the rest float), and it is an outlier when it
-    alone moves the outputs OUTLIER x the median candidate. Verified together."""
+    int8, the heads and the first layers; each is measured alone (the rest float), and it is an
+    outlier when it alone moves the outputs OUTLIER x the median candidate. Verified together."""
     fed = {k: v for k, v in int8_values.items() if k in guard.inputs}
     errors = _TensorErrors()
     deviation = 0.0
@@ -247,8 +256,13 @@ def step_down_weights(guard: Guard, model: ir.Model, weights: list[Weight],
     ranked = [k for k, j in sorted(jumps.items(), key=lambda kv: -kv[1]) if j > 0][:PROBED]
     # A layer's jump is local: heads (the last compute ops before an output: a detector's
     # ConvTranspose into a Sigmoid) amplify little locally yet move the outputs most.
+    heads = _heads(model)
     ranked += [w.label for w in weights if w.label in fed and w.label not in ranked
-               and any(id(u.node) in _heads(model) for u in w.uses)][:HEADS]
+               and any(id(u.node) in heads for u in w.uses)][:HEADS]
+    # First layers: small local jump, yet every later layer sees their error (issue 11).
+    firsts = _firsts(model)
+    ranked += [w.label for w in weights if w.label in fed and w.label not in ranked
+               and any(id(u.node) in firsts for u in w.uses)][:FIRSTS]
     per_probe = guard.macs * len(guard.references)
     for label in ranked:
         if len(decision.probed) >= 2 and per_probe * (len(decision.probed) + 1) > PROBE_MACS:
@@ -303,6 +317,30 @@ def _heads(model: ir.Model) -> set[int]:
             continue
         stack.extend(i for i in node.inputs if i is not None)
     return heads
+
+
+def _firsts(model: ir.Model) -> set[int]:
+    """ids of the compute nodes whose data input (inputs[0]) is a graph input, directly or
+    through shape/Cast/normalisation ops only (_TO_FIRST)."""
+    inits = model.graph.initializers
+    graph_inputs = {id(v) for v in model.graph.inputs if v.name not in inits}
+    firsts: set[int] = set()
+    for node in model.graph:
+        if node.op_type not in COMPUTE_OPS or not node.inputs or node.inputs[0] is None:
+            continue
+        stack, seen = [node.inputs[0]], set()
+        while stack:
+            v = stack.pop()
+            if id(v) in graph_inputs:
+                firsts.add(id(node))
+                break
+            producer = v.producer()
+            if producer is None or id(producer) in seen or producer.op_type not in _TO_FIRST:
+                continue
+            seen.add(id(producer))
+            stack.extend(i for i in producer.inputs
+                         if i is not None and i.name not in inits and i.const_value is None)
+    return firsts
 
 
 def _final_run(guard: Guard, model: ir.Model, extra: list[str]) -> tuple[float, _TensorErrors]:

@@ -222,3 +222,85 @@ def test_overlapping_slices_weight_is_stored_once_in_int8(mode):
         x = feed["x"]
         want = np.concatenate([x @ deq[lo:hi].T for lo, hi in [(0, 128), (64, 192), (128, 256)]], 1)
         np.testing.assert_allclose(h.run(q, feed)[0], want, rtol=1e-4, atol=1e-4)
+
+
+def sensitive_first(seed: int = 0) -> onnx.ModelProto:
+    """y = (x -> W1 -> Relu -> W2) + (z -> Z1 -> Relu -> ... -> Z5), two graph inputs.
+    x[:, 0] ~ 1000 (a huge dynamic range): W1[0, 0] = 100 carries it into a huge channel that W2
+    drops (its row 0 is 0); W1[0, j > 0] sit at 0.4 of their column's int8 step, so int8 rounds
+    them to 0 and moves every small channel by ~0.4 step x 1000. That error is tiny next to the
+    huge channel (W1's local jump is the smallest of all) but it is all that reaches W2's output:
+    W1 alone ruins the outputs. Z2..Z5 each add a clear error of their own (one big row on an
+    input that is always 0 makes the rest coarse), so four layers outrank W1 by jump."""
+    r = h.rng(seed)
+    w1 = r.standard_normal((4, 64)).astype(np.float32) * 0.2
+    w1[0, :] = 0.4 * np.abs(w1[1:]).max(axis=0) / 127
+    w1[0, 0] = 100.0
+    w2 = r.standard_normal((64, 8)).astype(np.float32) * 0.2
+    w2[0, :] = 0.0
+    zs = [r.standard_normal((64, 64 if k < 4 else 8)).astype(np.float32) * 0.15
+          for k in range(5)]
+    for k in (1, 2, 3, 4):
+        zs[k - 1][:, 0] = 0.0
+        zs[k][0, :] = 4.0
+    # Both branches of similar size at the output (x and z as _first_feeds draws them).
+    x, z = _first_feeds(1, 99)[0].values()
+    y1 = np.maximum(x @ w1, 0) @ w2
+    y2 = z
+    for k, w in enumerate(zs):
+        y2 = y2 @ w if k == 4 else np.maximum(y2 @ w, 0)
+    zs[4] *= np.float32(np.linalg.norm(y1) / np.linalg.norm(y2))
+    names = ["W1", "W2", "Z1", "Z2", "Z3", "Z4", "Z5"]
+    nodes = [oh.make_node("MatMul", ["x", "W1"], ["a"], name="w1"),
+             oh.make_node("Relu", ["a"], ["ra"]),
+             oh.make_node("MatMul", ["ra", "W2"], ["y1"], name="w2")]
+    prev = "z"
+    for k in range(5):
+        nodes.append(oh.make_node("MatMul", [prev, f"Z{k + 1}"], [f"b{k}"], name=f"z{k + 1}"))
+        if k < 4:
+            nodes.append(oh.make_node("Relu", [f"b{k}"], [f"rb{k}"]))
+            prev = f"rb{k}"
+    nodes.append(oh.make_node("Add", ["y1", "b4"], ["y"]))
+    graph = oh.make_graph(
+        nodes, "sensitive_first",
+        [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 4]),
+         oh.make_tensor_value_info("z", onnx.TensorProto.FLOAT, ["N", 64])],
+        [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 8])])
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    return h.attach_initializers(model, dict(zip(names, [w1, w2, *zs], strict=True)))
+
+
+def _first_feeds(n: int, seed: int) -> list[dict[str, np.ndarray]]:
+    r = h.rng(seed)
+    out = []
+    for _ in range(n):
+        x = r.standard_normal((4, 4)).astype(np.float32)
+        x[:, 0] = 1000.0 + r.standard_normal(4).astype(np.float32)  # huge dynamic range
+        out.append({"x": x, "z": r.standard_normal((4, 64)).astype(np.float32)})
+    return out
+
+
+def test_guard_probes_the_first_layer_and_steps_it_down(monkeypatch):
+    from onnxcompress.passes import _int8_guard
+
+    proto = sensitive_first()
+    data = _first_feeds(4, 0)
+    res, q = quantize(proto, data, mode="weights")
+    guard = res.metrics["fidelity_guard"]
+    # W1's local jump is not among the PROBED worst: it is probed as a first layer only.
+    assert "W1" in guard["probed"] and guard["steps"].get("W1") == "float", guard
+    assert guard["weight_deviation_after"] < guard["weight_deviation"] / 2
+    assert any("fidelity guard" in line and "W1" in line for line in res.headlines)
+    onnx.checker.check_model(q)
+    inits = {t.name: t for t in q.graph.initializer}
+    assert inits["W1"].data_type == onnx.TensorProto.FLOAT
+    assert all(inits[k].data_type == onnx.TensorProto.INT8 for k in ("W2", "Z1", "Z3"))
+    held_out = _first_feeds(3, 7)
+    _, plain = quantize(proto, data, mode="weights", fidelity_guard=False)
+    guarded, unguarded = _output_error(proto, q, held_out), _output_error(proto, plain, held_out)
+    assert guarded < unguarded / 3, (guarded, unguarded)
+    # Without first layers in the probed set the guard misses W1 (what issue 11 saw on ppocr_det).
+    monkeypatch.setattr(_int8_guard, "FIRSTS", 0)
+    res, _ = quantize(proto, data, mode="weights")
+    assert "W1" not in res.metrics["fidelity_guard"]["probed"]
+    assert "W1" not in res.metrics["fidelity_guard"]["steps"]
