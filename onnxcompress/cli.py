@@ -179,6 +179,11 @@ def cmd_compress(args: argparse.Namespace) -> int:
         pipeline = Pipeline.from_recipe(args.recipe)
         if args.seed is not None:  # an explicit --seed wins over the recipe's
             pipeline.seed = args.seed
+    if pipeline is not None and args.max_calibration_samples is not None:
+        if args.max_calibration_samples < 1:
+            raise ConfigError(f"--max-calibration-samples must be a positive integer, got "
+                              f"{args.max_calibration_samples}.")
+        pipeline.max_calibration_samples = args.max_calibration_samples
     if pipeline is None:
         raise ConfigError(
             "nothing to do: no pass selected.",
@@ -404,6 +409,10 @@ def build_parser() -> argparse.ArgumentParser:
         add_report_arguments(p, html=True)
     p.add_argument("--seed", type=int, default=None,
                    help="seed for every random choice (default: the recipe's, else 0)")
+    p.add_argument("--max-calibration-samples", type=int, default=None, metavar="N",
+                   help="use at most N calibration samples in every pass's statistics and "
+                   "measurements (default: each pass's own count; recipe key "
+                   "max_calibration_samples)")
     p.add_argument("--check", choices=("each", "end", "none"),
                    help="when to check the model with onnx.checker and onnxruntime (default: each)")
     p.add_argument("--overwrite", action="store_true", help="allow OUT to be the input file")

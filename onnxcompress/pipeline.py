@@ -58,7 +58,8 @@ ROLLBACK_MAX_BYTES = 512 * 1024 * 1024
 # that load is a second full copy of the weights beside the pass's output (prune at 2.4 GB: 2x
 # the model). compress_file checks the written file instead, once the in-memory model is gone.
 DEFER_ORT_CHECK_BYTES = 256 * 1024 * 1024
-RECIPE_KEYS = {"passes", "seed", "check", "keep_debug_info", "best_effort", "onnxcompress_version"}
+RECIPE_KEYS = {"passes", "seed", "check", "keep_debug_info", "best_effort", "max_calibration_samples",
+               "onnxcompress_version"}
 _BUG_HINT = ("this is a bug in onnxcompress, please report it; --exclude can leave the layer "
              "alone, and --best-effort keeps the passes that succeed.")
 
@@ -112,16 +113,24 @@ class Pipeline:
 
     def __init__(
         self, passes: Sequence[Pass], *, seed: int = 0, check: str = "each", keep_debug_info: bool = False,
-        best_effort: bool = False,
+        best_effort: bool = False, max_calibration_samples: int | None = None,
     ) -> None:
         if check not in CHECK_MODES:
             raise ConfigError(f"pipeline: check must be one of {', '.join(CHECK_MODES)}.")
+        if max_calibration_samples is not None and (
+                isinstance(max_calibration_samples, bool)
+                or not isinstance(max_calibration_samples, int) or max_calibration_samples < 1):
+            raise ConfigError(f"pipeline: max_calibration_samples must be a positive integer, got "
+                              f"{max_calibration_samples!r}.")
         self.passes = list(passes)
         self.seed = seed
         self.check = check
         # Exporters' per-node debug metadata is dropped from the output unless kept.
         self.keep_debug_info = keep_debug_info
         self.best_effort = best_effort
+        # The run's one sample-count setting: caps the calibration samples every pass's
+        # statistics use (None: each pass's own count).
+        self.max_calibration_samples = max_calibration_samples
 
     # -- recipes ------------------------------------------------------------------------------
 
@@ -136,8 +145,8 @@ class Pipeline:
         unknown = set(recipe) - RECIPE_KEYS
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}.",
-                              hint="a recipe has 'seed', 'check', 'keep_debug_info', 'best_effort' "
-                              "and a list 'passes'.")
+                              hint="a recipe has 'seed', 'check', 'keep_debug_info', 'best_effort', "
+                              "'max_calibration_samples' and a list 'passes'.")
         steps = recipe.get("passes")
         if not isinstance(steps, list) or not steps:
             raise ConfigError(f"{where}: 'passes' must be a non-empty list of tables.")
@@ -167,7 +176,12 @@ class Pipeline:
         check = recipe.get("check", "each")
         if check not in CHECK_MODES:
             raise ConfigError(f"{where}: check must be one of {', '.join(CHECK_MODES)}, got {check!r}.")
-        return cls(passes, seed=seed, check=check, **flags)
+        samples = recipe.get("max_calibration_samples")
+        if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int)
+                                    or samples < 1):
+            raise ConfigError(f"{where}: max_calibration_samples must be a positive integer, got "
+                              f"{samples!r}.")
+        return cls(passes, seed=seed, check=check, max_calibration_samples=samples, **flags)
 
     def to_recipe(self) -> dict[str, Any]:
         """The full recipe: every option of every pass, defaults spelled out."""
@@ -177,6 +191,9 @@ class Pipeline:
             "check": self.check,
             "keep_debug_info": self.keep_debug_info,
             "best_effort": self.best_effort,
+            # only when set: recipes (and provenance) of runs without it stay as they were
+            **({"max_calibration_samples": self.max_calibration_samples}
+               if self.max_calibration_samples is not None else {}),
             "passes": [{"pass": p.name, **p.config.to_dict()} for p in self.passes],
         }
 
@@ -219,7 +236,8 @@ class Pipeline:
         if calibration is not None:
             source = feed_source(calibration, ir_model, name="calibration data")
         context = PassContext(calibration=source, seed=self.seed, progress=progress,
-                              original_loader=original_loader)
+                              original_loader=original_loader,
+                              calibration_samples=self.max_calibration_samples)
         loads: list[bool] = []
 
         def runs_in_ort() -> bool:

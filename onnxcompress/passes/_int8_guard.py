@@ -481,8 +481,8 @@ def guard_weights(model: ir.Model, weights: list[Weight], channelwise: bool, con
                     f"{GUARD_MAX_BYTES >> 20} MB) and its session would hold every weight in float "
                     "and int8 at once; the weights are stored one at a time instead")
         return None, {}, 0.0
-    if context.calibration is not None:
-        feeds, source = context.calibration, "calibration"
+    if context.calibration is not None:  # under the run's sample cap, when one is set
+        feeds, source = context.calibration.take(context.stats.limit(GUARD_SAMPLES)), "calibration"
     else:
         try:
             feeds, source = synthetic_feeds(model, GUARD_SAMPLES, seed=context.seed), "synthetic"

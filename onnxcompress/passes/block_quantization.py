@@ -275,7 +275,7 @@ class BlockQuantize(Pass):
                      and u.node.inputs[0] is not None and u.node.inputs[0].name}
             if names:
                 inputs[id(layer)] = names
-        feeds = context.calibration.take(cfg.calibration_samples)
+        feeds = context.calibration.take(context.stats.limit(cfg.calibration_samples))
         try:
             # layerwise.stats's reader-set mode: every reader's input pooled, all rows, the
             # matrices of a pass over the data within HESSIAN_BUDGET_BYTES. E[x x^T] instead of

@@ -427,7 +427,7 @@ class Prune(Pass):
         if context.calibration is None:
             result.note("reconstruct needs calibration data (--calibration); layers were not refit")
             return {}
-        feeds = context.calibration.take(cfg.calibration_samples)
+        feeds = context.calibration.take(context.stats.limit(cfg.calibration_samples))
         # The refit may also choose each layer's mask (SparseGPT sweep) at the sparsity the
         # pass's mask has; it keeps whichever mask gives the lower output error, per group.
         # N:M groups run along the input channels; a refit row of a Conv with a kernel reads

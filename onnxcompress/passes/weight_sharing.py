@@ -476,7 +476,8 @@ class WeightSharing(Pass):
             result.note("reconstruct needs calibration data (--calibration); centroids were not refit")
             return None
         refit, report = codebook.codebook_refitter(
-            model, weights, context.calibration.take(cfg.calibration_samples), seed=context.seed)
+            model, weights, context.calibration.take(context.stats.limit(cfg.calibration_samples)),
+            seed=context.seed)
         result.metrics["reconstruction"] = report  # filled in as the weights are refit
         return refit
 

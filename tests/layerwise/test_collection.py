@@ -11,7 +11,7 @@ import pytest
 from onnxcompress import WeightIndex, load_model
 from onnxcompress.activations import input_channel_moments
 from onnxcompress.calibration import Calibrator, collect
-from onnxcompress.errors import RuntimeUnavailableError
+from onnxcompress.errors import ConfigError, RuntimeUnavailableError
 from onnxcompress.layerwise.collection import Histogram, Statistics, weight_moments
 from onnxcompress.model import to_proto
 from onnxcompress.passes import Prune, Quantize, WeightSharing
@@ -209,3 +209,38 @@ def test_static_int8_after_channel_pruning_recollects_the_changed_tensors(monkey
     want = np.concatenate([h.run(pruned, f)[0] for f in feeds]).ravel()
     got = np.concatenate([h.run(out, f)[0] for f in feeds]).ravel()
     assert float(want @ got / np.linalg.norm(want) / np.linalg.norm(got)) > 0.99
+
+
+def test_pipeline_sample_cap_reaches_every_statistic_and_round_trips(monkeypatch, tmp_path):
+    """max_calibration_samples (recipe key, --max-calibration-samples) caps the run: with 3, the
+    prune + k-means + static run never feeds sample 3 or later to onnxruntime, and static
+    int8 reports 3 calibration samples; the recipe keeps the key, and omits it when unset."""
+    proto, feeds = h.cnn(), _feeds()
+    runs = _SampleRuns(feeds, monkeypatch)
+    pipeline = _pipeline()
+    pipeline.max_calibration_samples = 3
+    result = pipeline.run(proto, calibration=feeds)
+    monkeypatch.undo()
+    assert runs.counts[3:] == [0] * (N - 3), runs.counts
+    assert result.passes[2].metrics["calibration"]["samples"] == 3
+    recipe = pipeline.to_recipe()
+    assert recipe["max_calibration_samples"] == 3
+    assert Pipeline.from_recipe(recipe).max_calibration_samples == 3
+    assert "max_calibration_samples" not in _pipeline().to_recipe()
+    with pytest.raises(ConfigError, match="max_calibration_samples must be a positive integer"):
+        Pipeline.from_recipe({**recipe, "max_calibration_samples": 0})
+
+
+def test_cli_max_calibration_samples_flag(tmp_path):
+    from onnxcompress.cli import main
+
+    model, data = tmp_path / "m.onnx", tmp_path / "d.npz"
+    onnx.save(h.cnn(), model)
+    np.savez(data, x=np.stack([f["x"] for f in _feeds()]))
+    out = tmp_path / "o.onnx"
+    assert main(["compress", str(model), "-o", str(out), "--quantize", "static", "--allow-slower",
+                 "--calibration", str(data), "--max-calibration-samples", "2", "-q"]) == 0
+    provenance = {p.key: p.value for p in onnx.load(out).metadata_props}["onnxcompress"]
+    assert '"max_calibration_samples":2' in provenance
+    assert main(["compress", str(model), "-o", str(tmp_path / "p.onnx"), "--quantize", "static",
+                 "--calibration", str(data), "--max-calibration-samples", "0", "-q"]) == 2
