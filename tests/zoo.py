@@ -592,6 +592,21 @@ def tied_embedding() -> onnx.ModelProto:
                   [_vi("logits", F, ["batch", "sequence", 100])], inits, opset=13)
 
 
+def tied_embedding_exporter_copy() -> onnx.ModelProto:
+    """``tied_embedding`` as TorchScript exports it: the head reads a second initializer holding
+    ``embed.weight.T`` (folded from the Transpose) instead of a Transpose of the table."""
+    model = tied_embedding()
+    table = next(onh.to_array(t) for t in model.graph.initializer if t.name == "embed.weight")
+    model.graph.initializer.append(onh.from_array(np.ascontiguousarray(table.T), "embed_t_copy"))
+    nodes = [n for n in model.graph.node if n.op_type != "Transpose"]
+    for n in nodes:
+        if n.name == "lm_head":
+            n.input[1] = "embed_t_copy"
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model
+
+
 def prequantized() -> onnx.ModelProto:
     """Already int8: DequantizeLinear(int8 weight, per-channel scale) -> MatMul, then a float layer."""
     r = np.random.default_rng(24)

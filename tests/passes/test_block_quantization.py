@@ -273,15 +273,7 @@ def test_cli_quantize_int4_and_recipe(tmp_path: Path) -> None:
 
 def test_exporter_copy_of_tied_embedding_is_merged() -> None:
     """TorchScript folds ``embed.weight.T`` into a second initializer: one quantized table serves both."""
-    model = zoo.tied_embedding()
-    table = next(onh.to_array(t) for t in model.graph.initializer if t.name == "embed.weight")
-    model.graph.initializer.append(onh.from_array(np.ascontiguousarray(table.T), "embed_t_copy"))
-    nodes = [n for n in model.graph.node if n.op_type != "Transpose"]
-    for n in nodes:
-        if n.name == "lm_head":
-            n.input[1] = "embed_t_copy"
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
+    model = zoo.tied_embedding_exporter_copy()
     result, proto = _quantize(model, min_size=0)
     names = {t.name for t in proto.graph.initializer}
     assert not names & {"embed.weight", "embed_t_copy"}
