@@ -364,6 +364,20 @@ def external_base_dir(model: ir.Model) -> str | None:
     return None
 
 
+def is_large(model: ir.Model) -> bool:
+    """External data, or tensors past the size that is saved with external data: a model that
+    must not be serialized inline or copied whole."""
+    return tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD or external_base_dir(model) is not None
+
+
+def release_external(tensor: object) -> None:
+    """Unmap an external tensor's data once read: its memory map keeps the pages it touched
+    resident (and the array cached) until released; a later read maps it again (issue 18)."""
+    if isinstance(tensor, ir.ExternalTensor):
+        with contextlib.suppress(BufferError):  # a view is still referenced: the GC unmaps it
+            tensor.release()
+
+
 def tensor_bytes(model: ir.Model) -> int:
     """Bytes of every constant tensor in the model, subgraphs included."""
     return sum(t.nbytes for t in iter_constant_tensors(model))

@@ -12,7 +12,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from onnxcompress.errors import RuntimeUnavailableError
-from onnxcompress.model import EXTERNAL_DATA_THRESHOLD, external_base_dir, save_model, tensor_bytes, to_proto
+from onnxcompress.model import is_large, save_model, to_proto
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def create_session(
         if isinstance(model, ir.Model):
             # External data stays external: inlining it would hold the model twice (the proto
             # and its serialization) beside onnxruntime's own copy.
-            if tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD or external_base_dir(model) is not None:
+            if is_large(model):
                 with tempfile.TemporaryDirectory(prefix="onnxcompress-") as tmp:
                     path = Path(tmp) / "model.onnx"
                     save_model(model, path, external_data=True)
@@ -86,16 +86,11 @@ def loadable(model: ir.Model | onnx.ModelProto | str | os.PathLike) -> tuple[boo
         # unoptimized (e.g. QDQ fusions at opset 10). Never prepacked (a second copy of every
         # weight); a model past the external-data size is checked lean (no folding either: the
         # checks of its input and output held 3.2x its size, more than the pass).
-        big = isinstance(model, ir.Model) and (tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD
-                                               or has_external_data(model))
-        create_session(model, optimize=True, prepack=False, lean=big)
+        create_session(model, optimize=True, prepack=False,
+                       lean=isinstance(model, ir.Model) and is_large(model))
     except RuntimeUnavailableError as e:
         return False, e.message
     return True, None
-
-
-def has_external_data(model: ir.Model) -> bool:
-    return any(isinstance(v.const_value, ir.ExternalTensor) for v in model.graph.initializers.values())
 
 
 def first_line(error: BaseException) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
+from onnxcompress.model import release_external
 from onnxcompress.weights import all_graphs, iter_constant_tensors
 
 # gzip(1)'s default level, so the report's number is what `gzip model.onnx` gives. Level 9 took
@@ -159,9 +160,6 @@ def model_stats(model: ir.Model) -> ModelStats:
         params += tensor.size
         nbytes += tensor.nbytes
         nonzero += int(np.count_nonzero(tensor.numpy()))
-        if isinstance(tensor, ir.ExternalTensor):
-            # Unmap the file: counting a 2 GB model must not keep 2 GB of pages resident.
-            with contextlib.suppress(BufferError):
-                tensor.release()
+        release_external(tensor)  # counting a 2 GB model must not keep 2 GB of pages resident
     nodes = sum(len(list(g)) for _, g in all_graphs(model))
     return ModelStats(nodes=nodes, parameters=params, weight_bytes=nbytes, nonzero_parameters=nonzero)

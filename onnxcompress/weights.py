@@ -8,7 +8,6 @@ needs to know where an exporter put a tensor.
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import logging
 from collections.abc import Iterable, Iterator
@@ -186,12 +185,11 @@ class Weight:
         return self.tensor.numpy()
 
     def release(self) -> None:
-        """Unmap an external tensor's data once read: its memory map keeps the pages it touched
-        resident (and the array cached) until released; a later read maps it again (issue 18)."""
-        tensor = self.value.const_value if self.storage == "initializer" else None
-        if isinstance(tensor, ir.ExternalTensor):
-            with contextlib.suppress(BufferError):  # a view is still referenced: the GC unmaps it
-                tensor.release()
+        """Unmap an external tensor's data once read (``model.release_external``)."""
+        from onnxcompress.model import release_external
+
+        if self.storage == "initializer":
+            release_external(self.value.const_value)
 
     def set_numpy(self, array: np.ndarray) -> None:
         """Replace the tensor's data in place (same name; the shape may change).

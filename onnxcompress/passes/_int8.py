@@ -7,7 +7,6 @@ load, or int8 rows gathered); ``_dynamic_rewrite`` writes DynamicQuantizeLinear 
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from typing import TYPE_CHECKING
 
@@ -242,19 +241,10 @@ def _to_int8(w: Weight, axis: int | None, reduce_range: bool,
     error = relative_error(arr, q, scale, axis)
     before = w.nbytes
     del arr
-    _release(w)
+    w.release()
     builder = Builder(w.graph, b.names) if w.graph is not b.graph else b
     w.set_numpy(q)
     return q, scale, error, before, builder
-
-
-def _release(w: Weight) -> None:
-    """Unmap an external tensor's file pages once read (big models: keep RSS near the output)."""
-    tensor = w.tensor
-    if isinstance(tensor, ir.ExternalTensor):
-        # A view may still be alive somewhere; then the GC unmaps it later.
-        with contextlib.suppress(BufferError):
-            tensor.release()
 
 
 @functools.lru_cache(maxsize=8)
@@ -340,7 +330,7 @@ def _dynamic_rewrite(w: Weight, cfg: QuantizeConfig, channelwise: bool, b: Build
     before = w.nbytes
     shape = tuple(arr.shape)
     del arr
-    _release(w)
+    w.release()
     users = [u.node for u in w.uses]
     base = w.name
     zp = b.constant(f"{base}_zp", np.zeros(scale.shape, dtype=np.int8))
@@ -436,7 +426,7 @@ def _blocked_weight(w: Weight, b: Builder, result: PassResult) -> None:
     error = float(np.linalg.norm(diff) / max(float(np.linalg.norm(arr)), 1e-30))
     before = w.nbytes
     del arr, diff
-    _release(w)
+    w.release()
     builder = Builder(w.graph, b.names) if w.graph is not b.graph else b
     w.set_numpy(q)
     scale_v = builder.constant(f"{w.name}_block_scale", scale)

@@ -471,12 +471,12 @@ def guard_weights(model: ir.Model, weights: list[Weight], channelwise: bool, con
     """Step 1 for the quantize pass: (the guard or None, label -> "block"/"float" for the weights
     that step down, the output deviation of int8 weight-only). A headline names them."""
     from onnxcompress.data import synthetic_feeds
-    from onnxcompress.model import tensor_bytes
+    from onnxcompress.model import external_base_dir, tensor_bytes
     from onnxcompress.passes._int8 import BLOCK, block_layout, block_quantize
     from onnxcompress.passes._qdq import quantize_weight
 
     weights = [w for w in weights if w.graph is model.graph]
-    if runtime.has_external_data(model) or tensor_bytes(model) > GUARD_MAX_BYTES:
+    if external_base_dir(model) is not None or tensor_bytes(model) > GUARD_MAX_BYTES:
         result.note("fidelity guard skipped: the model is large (external data or over "
                     f"{GUARD_MAX_BYTES >> 20} MB) and its session would hold every weight in float "
                     "and int8 at once; the weights are stored one at a time instead")

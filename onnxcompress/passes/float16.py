@@ -16,7 +16,6 @@ others, so a float16 model is half the size but not faster on CPU (it is on GPU)
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -24,7 +23,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from onnxcompress.model import external_base_dir, to_proto
+from onnxcompress.model import external_base_dir, release_external, to_proto
 from onnxcompress.opset import opset_version
 from onnxcompress.passes.base import LayerStat, Pass, PassConfig, PassContext, PassResult, option
 from onnxcompress.weights import WeightIndex, all_graphs, model_names, unique_name
@@ -150,7 +149,7 @@ class Float16(Pass):
                 dict.fromkeys(n.op_type for n, _ in users)), shape=tuple(arr.shape),
                 bytes_before=arr.nbytes, bytes_after=arr.nbytes // 2, bits=16.0))
             del arr  # one weight's data at a time (issue 18): the view first, then the map
-            _release(t)
+            release_external(t)
             del t
         n_stored = _store_half(graph, half_ids, names, result)
         n_stored += _store_half_constants(model, half_ids, names, result)
@@ -438,9 +437,3 @@ def _typed(model: ir.Model) -> ir.Model:
     return typed
 
 
-def _release(tensor: ir.TensorProtocol) -> None:
-    """Unmap an external tensor once converted: its memory map keeps the pages it touched
-    resident until released (a 2 GB model would end fully resident)."""
-    if isinstance(tensor, ir.ExternalTensor):
-        with contextlib.suppress(BufferError):  # a view is still referenced: the GC unmaps it
-            tensor.release()

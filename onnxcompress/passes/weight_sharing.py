@@ -67,7 +67,7 @@ from onnxcompress import kmeans
 from onnxcompress.errors import OnnxCompressError
 from onnxcompress.layerwise import codebook
 from onnxcompress.layerwise.collection import weight_moments
-from onnxcompress.model import EXTERNAL_DATA_THRESHOLD, tensor_bytes, to_proto
+from onnxcompress.model import is_large, to_proto
 from onnxcompress.opset import opset_version, upgrade_opset
 from onnxcompress.passes._folding import fold_batchnorm
 from onnxcompress.passes._kmeans_allocate import _allocate
@@ -312,7 +312,7 @@ class WeightSharing(Pass):
         cfg: WeightSharingConfig = self.config  # type: ignore[assignment]
         # File and gzip sizes need the whole model serialized (twice, external data inlined):
         # only for models held in memory anyway, never for external-data ones.
-        measure = not _large(model)
+        measure = not is_large(model)
         before = _serialized(model) if measure else None
 
         self._min_elements = cfg.min_elements(cfg.allocates(context.calibration is not None))
@@ -344,7 +344,7 @@ class WeightSharing(Pass):
         for w, bits in todo:
             if cfg.model_codebook(bits, w.size):
                 groups.setdefault(_model_group(w, cfg, bits), []).append(w)
-                _release(w)  # _model_group read it; it is read again when its group is fitted
+                w.release()  # _model_group read it; it is read again when its group is fitted
             else:
                 singles.append((w, bits))
         stats: list[LayerStat] = []
@@ -355,7 +355,7 @@ class WeightSharing(Pass):
                 means=means,
             )
             for w in members:
-                _release(w)
+                w.release()
             done += len(members)
             context.report_progress("k-means", done, len(todo))
         refit = self._refitter(model, [w for w, _ in singles], cfg, context, result)
@@ -364,7 +364,7 @@ class WeightSharing(Pass):
                           means=means, refit=refit)
             if stat is not None:
                 stats.append(stat)
-            _release(w)  # one weight at a time: its float data leaves memory before the next
+            w.release()  # one weight at a time: its float data leaves memory before the next
             done += 1
             context.report_progress("k-means", done, len(todo))
         order = {w.label: i for i, (w, _) in enumerate(todo)}
@@ -427,7 +427,7 @@ class WeightSharing(Pass):
             return model, Formats("dense", opset_version(model))
         current = opset_version(model)
         wants_uint4 = cfg.storage == "int4" or (cfg.storage == "auto" and any(b <= 4 for b in wanted_bits))
-        if wants_uint4 and current < UINT4_MIN_OPSET and _large(model):
+        if wants_uint4 and current < UINT4_MIN_OPSET and is_large(model):
             # The upgrade is checked by loading the model in onnxruntime before and after,
             # which holds all of it in memory twice over (a 2.4 GB model peaked at 2.5x its
             # size at 4 bits); one 4-bit bit plane is as small as UINT4 and needs no upgrade.
@@ -530,30 +530,6 @@ def _drop_added_annotations(original: ir.Model, upgraded: ir.Model) -> ir.Model:
                     v.type = None
                     v.shape = None
     return upgraded
-
-
-def _release(w: Weight) -> None:
-    """Let go of a weight's external data once it is processed: the memory map (which holds the
-    pages read, counted as resident, and the array cached on the tensor) is closed, and is
-    mapped again only if something reads the tensor later (a weight left float is read again
-    when the model is saved)."""
-    tensor = w.value.const_value if w.storage == "initializer" else None
-    if isinstance(tensor, ir.ExternalTensor):
-        try:
-            tensor.release()
-        except BufferError:  # a view of the map is still referenced somewhere: keep it mapped
-            logger.debug("%s: external data still referenced, left mapped", w.label)
-
-
-def _large(model: ir.Model) -> bool:
-    """External data, or tensors past the size that is saved with external data."""
-    if tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD:
-        return True
-    return any(
-        isinstance(v.const_value, ir.ExternalTensor)
-        for _, graph in all_graphs(model)
-        for v in graph.initializers.values()
-    )
 
 
 def _serialized(model: ir.Model) -> bytes:

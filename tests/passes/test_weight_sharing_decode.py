@@ -116,14 +116,15 @@ def test_blockwise_helpers_match_the_whole_array_formulas(shape, axis):
 def test_external_data_model_is_checked_without_inlining_its_weights(tmp_path):
     """The pipeline's checks of an external-data model run on files (onnx.checker) and a lean
     session (no folding, no prepacking); they still find what they must."""
-    from onnxcompress import checking, runtime
+    from onnxcompress import checking
+    from onnxcompress.model import external_base_dir
 
     model = h.mlp((256, 256, 10))
     path = tmp_path / "ext.onnx"
     external = onnx.ModelProto.FromString(model.SerializeToString())  # save() rewrites its input
     onnx.save(external, path, save_as_external_data=True, location="ext.onnx.data", size_threshold=1024)
     loaded = load_model(path)
-    assert runtime.has_external_data(loaded)
+    assert external_base_dir(loaded) is not None
     assert checking.model_problem(loaded, need_ort=True) is None
     result, proto = share(loaded, bits=8)
     assert len(result.layers) == 2
