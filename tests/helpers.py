@@ -137,3 +137,13 @@ def save_with_external_data(model: onnx.ModelProto, path: Path, location: str | 
 def run(model: onnx.ModelProto | str | Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
     return ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+# Input models that onnx.checker refuses, as (mutation of h.mlp's proto, the one-line reason):
+# the CLI and the pipeline must both refuse them up front.
+INVALID_INPUTS = [
+    (lambda m: m.graph.initializer.pop(0),
+     "node 'fc0/MatMul' (MatMul) reads 'fc0.weight', which no node"),
+    (lambda m: m.opset_import.pop(), "the model declares no opset for the default ONNX domain"),
+]
+INVALID_INPUT_IDS = ["dangling-input", "no-opset"]

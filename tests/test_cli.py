@@ -269,15 +269,7 @@ def test_exit_codes_do_not_depend_on_debug(capsys, tmp_path, command):
     assert codes == [2, 2]
 
 
-@pytest.mark.parametrize(
-    "mutate, message",
-    [
-        (lambda m: m.graph.initializer.pop(0),
-         "node 'fc0/MatMul' (MatMul) reads 'fc0.weight', which no node"),
-        (lambda m: m.opset_import.pop(), "the model declares no opset for the default ONNX domain"),
-    ],
-    ids=["dangling-input", "no-opset"],
-)
+@pytest.mark.parametrize("mutate, message", h.INVALID_INPUTS, ids=h.INVALID_INPUT_IDS)
 def test_invalid_input_model_is_refused_up_front(capsys, tmp_path, mutate, message):
     proto = h.mlp()
     mutate(proto)

@@ -162,15 +162,7 @@ def test_headline_api():
     assert result.to_dict()["headlines"] == ["kept 3 MatMuls in float"]
 
 
-@pytest.mark.parametrize(
-    "mutate, message",
-    [
-        (lambda m: m.graph.initializer.pop(0),
-         "node 'fc0/MatMul' (MatMul) reads 'fc0.weight', which no node"),
-        (lambda m: m.opset_import.pop(), "the model declares no opset for the default ONNX domain"),
-    ],
-    ids=["dangling-input", "no-opset"],
-)
+@pytest.mark.parametrize("mutate, message", h.INVALID_INPUTS, ids=h.INVALID_INPUT_IDS)
 def test_invalid_input_is_refused_before_any_pass_runs(mutate, message):
     proto = h.mlp()
     mutate(proto)
