@@ -107,20 +107,14 @@ def probe_sensitivity(
     quiet = quiet_run_options()
     references = [run(session, None, feed, what=f"calibration sample {i}", run_options=quiet)
                   for i, feed in enumerate(samples)]
-    norms = [[max(float(np.square(y, dtype=np.float64).sum()), 1e-30) for y in ref] for ref in references]
     labels = [label for label in degraded if label in feed_names]
     for i, label in enumerate(labels):
         total = 0.0
-        for feed, ref, norm in zip(samples, references, norms, strict=True):
+        for feed, ref in zip(samples, references, strict=True):
             changed = {feed_names[label]: degraded[label]}
             changed.update({feed_names[x]: v for x, v in linked.get(label, {}).items() if x in feed_names})
             outs = run(session, None, {**feed, **changed}, what=f"{label} degraded", run_options=quiet)
-            per_output = [
-                float(np.square(o.astype(np.float64) - r, dtype=np.float64).sum()) / n
-                for o, r, n in zip(outs, ref, norm, strict=True)
-                if np.issubdtype(np.asarray(r).dtype, np.floating)
-            ]
-            total += float(np.mean(per_output)) if per_output else 0.0
+            total += output_deviation(outs, ref)
         result.deviation[label] = total / len(samples)
         if progress is not None:
             progress(i + 1, len(labels))
@@ -129,6 +123,19 @@ def probe_sensitivity(
         "sensitivity probe: %d layers x %d samples in %.1f s", len(labels), len(samples), result.seconds
     )
     return result
+
+
+def output_deviation(outs: list[np.ndarray], refs: list[np.ndarray]) -> float:
+    """Mean over float outputs of ||y - y0||^2 / ||y0||^2 (the normalised output deviation that
+    ``probe_sensitivity`` measures per layer and the int8 fidelity guard per model)."""
+    per = []
+    for o, r in zip(outs, refs, strict=True):
+        r = np.asarray(r)
+        if not np.issubdtype(r.dtype, np.floating):
+            continue
+        norm = max(float(np.square(r, dtype=np.float64).sum()), 1e-30)
+        per.append(float(np.square(np.asarray(o, np.float64) - r).sum()) / norm)
+    return float(np.mean(per)) if per else 0.0
 
 
 def weigh_layers(model: ir.Model, layers: list[LayerChoices], degraded: Mapping[str, np.ndarray],

@@ -37,7 +37,7 @@ from onnxcompress import runtime
 from onnxcompress.activations import quiet_run_options, run
 from onnxcompress.errors import OnnxCompressError
 from onnxcompress.model import copy_model
-from onnxcompress.passes._bit_allocation import ProbeResult, _expose
+from onnxcompress.passes._bit_allocation import ProbeResult, _expose, output_deviation
 from onnxcompress.passes.base import PassResult
 from onnxcompress.weights import Weight
 
@@ -183,18 +183,6 @@ def _intermediates(model: ir.Model, exclude: set[str]) -> list[str]:
             taken.add(v.name)
             seen.append(v.name)
     return seen
-
-
-def output_deviation(outs: list[np.ndarray], refs: list[np.ndarray]) -> float:
-    """Mean over float outputs of ||y - y0||^2 / ||y0||^2 (as ``probe_sensitivity``)."""
-    per = []
-    for o, r in zip(outs, refs, strict=True):
-        r = np.asarray(r)
-        if not np.issubdtype(r.dtype, np.floating):
-            continue
-        norm = max(float(np.square(r, dtype=np.float64).sum()), 1e-30)
-        per.append(float(np.square(np.asarray(o, np.float64) - r).sum()) / norm)
-    return float(np.mean(per)) if per else 0.0
 
 
 class _TensorErrors:
