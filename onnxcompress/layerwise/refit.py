@@ -189,30 +189,14 @@ def compensating_sweep(
     block: int = 128,
 ) -> np.ndarray:
     """Round ``rows`` column by column with ``round_column(i, values) -> rounded``, compensating
-    each column's error on the columns after it (GPTQ's lazy-batch form)."""
-    w = np.array(rows, dtype=np.float64, copy=True)
-    m, k = w.shape
-    hinv = np.linalg.inv(damped(h, damp))
-    try:
-        u = np.linalg.cholesky(hinv).T  # upper: hinv = u^T u
-    except np.linalg.LinAlgError:
-        u = np.linalg.cholesky(np.linalg.inv(damped(h, max(damp * 10, 0.1)))).T
-    for b0 in range(0, k, block):
-        b1 = min(b0 + block, k)
-        w1 = w[:, b0:b1].copy()
-        err = np.zeros((m, b1 - b0))
-        u1 = u[b0:b1, b0:b1]
-        for j in range(b1 - b0):
-            col = w1[:, j]
-            q = np.asarray(round_column(b0 + j, col), np.float64)
-            e = (col - q) / u1[j, j]
-            w1[:, j] = q
-            w1[:, j + 1:] -= np.outer(e, u1[j, j + 1:])
-            err[:, j] = e
-        w[:, b0:b1] = w1
-        if b1 < k:
-            w[:, b1:] -= err @ u[b0:b1, b1:]
-    return w
+    each column's error on the columns after it (GPTQ's lazy-batch form): the one-group case of
+    :func:`onnxcompress.layerwise.sweep.round_sweep`."""
+    from onnxcompress.layerwise.sweep import round_sweep
+
+    rows = np.asarray(rows, np.float64)
+    return round_sweep(rows[None], np.asarray(h)[None],
+                       lambda j, values: np.asarray(round_column(j, values[0]), np.float64)[None],
+                       damp=damp, block=block)[0]
 
 
 def refit_centroids(
