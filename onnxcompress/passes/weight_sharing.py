@@ -65,6 +65,7 @@ import onnx_ir as ir
 
 from onnxcompress import kmeans
 from onnxcompress.errors import OnnxCompressError
+from onnxcompress.graph.fold import shape_read_weights
 from onnxcompress.layerwise import codebook
 from onnxcompress.layerwise.collection import weight_moments
 from onnxcompress.model import is_large, to_proto
@@ -88,10 +89,14 @@ from onnxcompress.weights import (
     ROLE_BIAS,
     ROLE_ELEMENTWISE,
     ROLE_NORM,
+    ROLE_WEIGHT,
+    Slot,
+    Use,
     Weight,
     WeightIndex,
     all_graphs,
     matches,
+    model_names,
 )
 
 logger = logging.getLogger(__name__)
@@ -318,6 +323,7 @@ class WeightSharing(Pass):
         self._min_elements = cfg.min_elements(cfg.allocates(context.calibration is not None))
         probe = PassResult(self.name, {}, model)
         wanted = [b for b in (self._select(w, cfg, probe) for w in WeightIndex.build(model)) if b]
+        wanted += [b for b in (self._select(w, cfg, probe) for w in _shape_read(model)) if b]
         if not wanted:
             result.skipped.update(probe.skipped)
             return model
@@ -367,6 +373,19 @@ class WeightSharing(Pass):
             w.release()  # one weight at a time: its float data leaves memory before the next
             done += 1
             context.report_progress("k-means", done, len(todo))
+        # Weights that only shape-only ops read (overlapping Slices of an LSTM matrix, which
+        # load_model leaves unfolded): stored once, decoded in front of the readers, as int8
+        # does (silero_vad: 1 MB of LSTM weights stayed float).
+        for w in _shape_read(model):
+            bits = self._select(w, cfg, result)
+            if not bits:
+                continue
+            stat = _share(w, bits, cfg, formats, None, context, constants, result, means={})
+            if stat is not None:
+                stat.extra["decoded"] = "in front of its shape-only readers"
+                stats.append(stat)
+                todo.append((w, bits))
+            w.release()
         order = {w.label: i for i, (w, _) in enumerate(todo)}
         for stat in sorted(stats, key=lambda s: order.get(s.name, 0)):
             stat.extra.update(allocated.get(stat.name, {}))
@@ -508,6 +527,21 @@ class WeightSharing(Pass):
         if energies:
             result.metrics["sensitivity_weighted"] = len(energies)
         return energies, means
+
+
+def _shape_read(model: ir.Model) -> list[Weight]:
+    """The constants only shape-only ops read (``graph.fold.shape_read_weights``) as weights
+    whose "uses" are those readers: rows (axis 0) are output channels, as int8 stores them."""
+    found = []
+    names = model_names(model)
+    for scope, graph, value in shape_read_weights(model):
+        producer = value.producer()
+        storage = "constant" if producer is not None and producer.op_type == "Constant" else "initializer"
+        uses = tuple(Use(node, index, Slot(ROLE_WEIGHT, 0, 1)) for node, index in value.uses())
+        w = Weight(value=value, graph=graph, storage=storage, scope=scope, uses=uses,
+                   role=ROLE_WEIGHT, out_axis=0, in_axis=1, names=names)
+        found.append(w)
+    return found
 
 
 def _annotated(model: ir.Model) -> set[str]:

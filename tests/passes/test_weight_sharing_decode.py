@@ -91,6 +91,38 @@ def test_8_bits_are_at_least_as_faithful_as_int8_per_channel():
     assert collections.Counter(n.op_type for n in proto.graph.node)["BitShift"] == 0
 
 
+@pytest.mark.parametrize("bits", [8, 4])
+def test_a_weight_read_by_overlapping_slices_is_stored_once_and_decoded_in_front(bits):
+    """An LSTM-cell export: one [256, 64] matrix read by three overlapping row Slices (silero_vad:
+    its LSTM weights stayed float, 1.55x). The matrix is stored once as indices, decoded in front
+    of the Slices, which stay; the outputs are the Gemms of the decoded matrix's rows."""
+    from tests.passes.test_quantization_guard import overlapping_slices
+
+    proto = overlapping_slices()
+    result, q = share(proto, bits=bits)
+    layer = next(s for s in result.layers if s.name == "W")
+    assert layer.extra["decoded"] == "in front of its shape-only readers"
+    assert layer.extra["requested_bits"] == bits and layer.bytes_after < layer.bytes_before / 3
+    ops = collections.Counter(n.op_type for n in q.graph.node)
+    assert ops["Slice"] == 3 and ops["Gather"] == 1 and ops["Gemm"] == 3
+    floats = [t.name for t in q.graph.initializer
+              if t.data_type == onnx.TensorProto.FLOAT and np.prod(t.dims) >= 64 * 64]
+    assert floats == []
+    # The decoded matrix, read from the compressed model by onnxruntime (the Slices' input).
+    inner = onnx.ModelProto.FromString(q.SerializeToString())
+    slice_in = next(n.input[0] for n in inner.graph.node if n.op_type == "Slice")
+    inner.graph.output.append(oh.make_tensor_value_info(slice_in, onnx.TensorProto.FLOAT, None))
+    x = np.random.default_rng(3).standard_normal((4, 64)).astype(np.float32)
+    y, deq = h.run(inner, {"x": x})
+    w = onh.to_array(next(t for t in proto.graph.initializer if t.name == "W"))
+    assert deq.shape == w.shape and max(len(np.unique(row)) for row in deq) <= 2**bits
+    assert np.linalg.norm(deq - w) / np.linalg.norm(w) == pytest.approx(layer.error, rel=1e-3)
+    want = np.concatenate([x @ deq[lo:hi].T for lo, hi in [(0, 128), (64, 192), (128, 256)]], 1)
+    np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4)
+    if bits == 8:
+        assert layer.error <= _int8_error(w, 0)
+
+
 @pytest.mark.parametrize(
     ("shape", "axis"), [((6, 5, 3, 3), 0), ((40, 7), 1), ((3, 200000), 0), ((3, 4, 5), 2), ((50, 9), None)]
 )
