@@ -71,6 +71,7 @@ from onnxcompress.layerwise.collection import weight_moments
 from onnxcompress.model import is_large, to_proto
 from onnxcompress.opset import opset_version, upgrade_opset
 from onnxcompress.passes._folding import fold_batchnorm
+from onnxcompress.passes._int8_guard import _firsts
 from onnxcompress.passes._kmeans_allocate import _allocate
 from onnxcompress.passes._kmeans_codebook import MODEL_CODEBOOK_BITS, MODEL_CODEBOOK_MAX_SIZE, _model_group
 from onnxcompress.passes._kmeans_decode import (
@@ -106,6 +107,14 @@ ALLOCATIONS = ("auto", "uniform", "sensitivity")
 # Smallest weights shared by default (min_size=0), at a uniform width / under the allocation.
 UNIFORM_MIN_SIZE = 256
 ALLOCATION_MIN_SIZE = 64
+# At 8 bits a first layer (its data input is the graph input, see _int8_guard._firsts) of at
+# most this many values stays float unless 256 levels hold it exactly, as the int8 fidelity
+# guard keeps it: it meets the raw input's range (captcha_crnn's conv1 reads 0..255 pixels;
+# 9,408 values on a 330-level grid: k-means's error 4.2e-3 < int8's 7.6e-3, yet one decoded
+# string in 32 flipped; float: 100%, at +28 KB, 3.888x -> 3.867x), and at most this share of
+# the model's compute weights (a one-layer model is not its own first layer to keep).
+FIRST_FLOAT_MAX_SIZE = 16384
+FIRST_FLOAT_MAX_SHARE = 0.01
 
 _ROLE_REASONS = {
     ROLE_BIAS: "bias: kept in full precision (small and sensitive)",
@@ -334,9 +343,15 @@ class WeightSharing(Pass):
                 result.modified = True
         model, formats = self._prepare_opset(model, cfg, wanted, result)
         index = WeightIndex.build(model)
+        firsts = _firsts(model)
+        total = sum(w.size for w in index if w.role in COMPUTE_ROLES)
         todo: list[tuple[Weight, int]] = []
         for w in index:
             bits = self._select(w, cfg, result)
+            if bits and _first_kept_float(w, bits, firsts, cfg, total):
+                result.skip(w.label, "first layer (reads the graph input): kept float at 8 bits, "
+                                     "as int8's fidelity guard keeps it")
+                continue
             if bits:
                 todo.append((w, bits))
 
@@ -527,6 +542,19 @@ class WeightSharing(Pass):
         if energies:
             result.metrics["sensitivity_weighted"] = len(energies)
         return energies, means
+
+
+def _first_kept_float(w: Weight, bits: int, firsts: set[int], cfg: WeightSharingConfig,
+                      total: int) -> bool:
+    """Whether ``w`` is a small first layer that 8 bits would not hold exactly (see
+    ``FIRST_FLOAT_MAX_SIZE``); a width the user set for it by name or op type wins."""
+    if bits < kmeans.MAX_BITS or cfg.override_for(w) is not None:
+        return False
+    if w.size > min(FIRST_FLOAT_MAX_SIZE, FIRST_FLOAT_MAX_SHARE * total):
+        return False
+    if not any(id(u.node) in firsts for u in w.uses):
+        return False
+    return len(np.unique(w.numpy())) > 1 << bits
 
 
 def _shape_read(model: ir.Model) -> list[Weight]:

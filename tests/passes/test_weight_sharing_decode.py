@@ -166,3 +166,55 @@ def test_external_data_model_is_checked_without_inlining_its_weights(tmp_path):
     node = next(iter(broken.graph))
     node.op_type = "NoSuchOp"
     assert checking.model_problem(broken, need_ort=True) is not None
+
+
+def stem_and_body(stem: np.ndarray, body: np.ndarray) -> onnx.ModelProto:
+    """y = relu(x @ S) @ B: S is the first layer (reads the graph input), B the bulk."""
+    graph = oh.make_graph(
+        [oh.make_node("MatMul", ["x", "S"], ["h"]), oh.make_node("Relu", ["h"], ["r"]),
+         oh.make_node("MatMul", ["r", "B"], ["y"])],
+        "g",
+        [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", stem.shape[0]])],
+        [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", body.shape[1]])],
+        [onh.from_array(stem, "S"), onh.from_array(body, "B")],
+    )
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+
+
+def test_a_small_first_layer_stays_float_at_8_bits_unless_256_levels_hold_it():
+    """The first layer meets the raw input (captcha_crnn: 0..255 pixels): at 8 bits a small
+    one (<= 1% of the weights) stays float, as int8's fidelity guard keeps it, unless it has at
+    most 256 values (then indices are exact); at 4 bits, or with a width set for it, it is
+    shared like the rest."""
+    rng = np.random.default_rng(4)
+    stem = rng.standard_normal((64, 32)).astype(np.float32)
+    body = rng.standard_normal((32, 8192)).astype(np.float32)
+    x = rng.standard_normal((3, 64)).astype(np.float32) * 100
+    result, proto = share(stem_and_body(stem, body), bits=8)
+    assert [s.name for s in result.layers] == ["B"]
+    assert "first layer" in next(r for r, names in result.skipped.items() if "S" in names)
+    inits = {t.name: onh.to_array(t) for t in proto.graph.initializer}
+    assert np.array_equal(inits["S"], stem)  # float, untouched
+    # The output is the float stem followed by the decoded body (read back through onnxruntime).
+    body_q = decoded(body_only(proto), 32)
+    want = np.maximum(x @ stem, 0) @ body_q
+    np.testing.assert_allclose(h.run(proto, {"x": x})[0], want, rtol=1e-4, atol=1e-3)
+    for options in ({"bits": 4}, {"bits": 8, "layer_bits": {"S": 8}}):
+        result, _ = share(stem_and_body(stem, body), **options)
+        assert sorted(s.name for s in result.layers) == ["B", "S"]
+    levels = rng.standard_normal(200).astype(np.float32)
+    result, proto = share(stem_and_body(rng.choice(levels, (64, 32)), body), bits=8)
+    stem_stat = next(s for s in result.layers if s.name == "S")
+    assert stem_stat.error == 0
+
+
+def body_only(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """The compressed model with its input moved to the body's MatMul: x @ decoded B."""
+    m = onnx.ModelProto.FromString(proto.SerializeToString())
+    keep = [n for n in m.graph.node if n.op_type != "Relu" and "S" not in n.input]
+    last = next(n for n in keep if n.op_type == "MatMul")
+    last.input[0] = "x"
+    del m.graph.node[:]
+    m.graph.node.extend(keep)
+    m.graph.input[0].type.tensor_type.shape.dim[1].dim_value = 32
+    return m
