@@ -32,6 +32,13 @@ MODEL_CODEBOOK_MAX_SIZE = 32768
 MODEL_CODEBOOK_TOLERANCE = 1.1
 # A float32 weight's codebook is stored in float16 when that raises its error by at most 1%.
 FP16_CODEBOOK_TOLERANCE = 1.01
+# decode="auto" at 8 bits: a weight of at least INT8_FORM_MIN_SIZE values whose consumer takes
+# channel scales on its output is stored in the int8-exact form (one folded Cast: session
+# memory as fp32's; see _kmeans_int8) unless its own codebook errs less than INT8_FORM_GAIN x
+# that form (an already-shared weight: k-means holds it exactly, int8 does not). The smaller
+# weights (the model codebook's) are 6.5% of ddddocr_det's values: their fold is no memory.
+INT8_FORM_MIN_SIZE = MODEL_CODEBOOK_MAX_SIZE
+INT8_FORM_GAIN = 0.5
 
 
 def _model_group(w: Weight, cfg: WeightSharingConfig, bits: int) -> tuple:

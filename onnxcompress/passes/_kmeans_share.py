@@ -17,8 +17,11 @@ import onnx_ir as ir
 
 from onnxcompress import kmeans
 from onnxcompress.layerwise.bias import correct_bias
+from onnxcompress.passes import _kmeans_int8
 from onnxcompress.passes._kmeans_codebook import (
     FP16_CODEBOOK_TOLERANCE,
+    INT8_FORM_GAIN,
+    INT8_FORM_MIN_SIZE,
     MODEL_CODEBOOK_TOLERANCE,
     _index_bits,
     _own_codebook_pays,
@@ -217,8 +220,76 @@ def _share(
     c, importance = fitted
     if refit is not None:  # teacher-guided centroids (layerwise.codebook), same labels
         c = refit(w, c)
+    slot = _int8_slot(w, bits, cfg, formats)
+    if slot is not None:
+        array = w.numpy()
+        q, scales, decoded = _kmeans_int8.fit(array, w.out_axis % array.ndim)
+        error = _relative_error(decoded, array)
+        kmeans_error = _relative_error(c.snapped, array)
+        if cfg.decode == "int8" or kmeans_error >= INT8_FORM_GAIN * error:
+            return _finish_int8(w, bits, q, scales, decoded, slot, error, kmeans_error,
+                                importance, means=means)
     return _finish(w, bits, formats, c, _index_bits(c), importance, constants, result,
                    means=means)
+
+
+def _int8_slot(w: Weight, bits: int, cfg: WeightSharingConfig, formats: Formats) -> Any:
+    """Where ``w`` can take the int8-exact form (see ``_kmeans_int8``), or None: 8 bits, float32,
+    at least ``INT8_FORM_MIN_SIZE`` values (a small weight's fold is no memory), a consumer
+    that takes channel scales on its output, and the decode option allowing it."""
+    if cfg.decode == "codebook" or bits < kmeans.MAX_BITS or formats.storage not in ("auto", "uint8"):
+        return None
+    if w.dtype != ir.DataType.FLOAT or (cfg.decode == "auto" and w.size < INT8_FORM_MIN_SIZE):
+        return None
+    if cfg.per_channel or cfg.channel_scale == "off":
+        return None  # per-channel codebooks or no channel scales were asked for
+    return _kmeans_int8.output_scale_slot(w)
+
+
+def _finish_int8(
+    w: Weight,
+    bits: int,
+    q: np.ndarray,
+    scales: np.ndarray,
+    decoded: np.ndarray,
+    slot: tuple[ir.Node, tuple[int, ...]],
+    error: float,
+    kmeans_error: float,
+    importance: np.ndarray | None,
+    *,
+    means: dict[str, np.ndarray],
+) -> LayerStat:
+    """Store ``w`` in the int8-exact form and describe it; bias correction (with ``means``)
+    happens before the bias is divided by the channel scales."""
+    array = w.numpy()
+    bytes_before = w.nbytes
+    extra: dict[str, Any] = {
+        "requested_bits": bits,
+        "storage": "int8",
+        "stored_bits": 8,
+        "decode": "Cast; channel scales on the consumer's output",
+        "codebooks": 0,
+        "channel_scales": True,
+        "kmeans_error": round(kmeans_error, 6),
+        "sensitivity": importance is not None,
+    }
+    mean = means.get(w.label)
+    if mean is not None:
+        extra["bias_corrected"] = correct_bias(w, array.astype(np.float64) - decoded, mean)
+    sparsity = float(np.mean(q == 0))
+    node, shape = slot
+    bytes_after = _kmeans_int8.rewrite(w, q, scales, node, shape)
+    return LayerStat(
+        name=w.label,
+        op_type="/".join(w.op_types),
+        shape=tuple(array.shape),
+        bytes_before=bytes_before,
+        bytes_after=bytes_after,
+        sparsity=round(sparsity, 6),
+        bits=round(8 * bytes_after / max(array.size, 1), 4),
+        error=round(error, 6),
+        extra=extra,
+    )
 
 
 def _fit_own(

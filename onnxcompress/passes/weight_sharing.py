@@ -104,6 +104,7 @@ logger = logging.getLogger(__name__)
 
 STORAGES = ("auto", "packed", "int4", "uint8", "dense")
 ALLOCATIONS = ("auto", "uniform", "sensitivity")
+DECODES = ("auto", "codebook", "int8")
 # Smallest weights shared by default (min_size=0), at a uniform width / under the allocation.
 UNIFORM_MIN_SIZE = 256
 ALLOCATION_MIN_SIZE = 64
@@ -186,6 +187,16 @@ class WeightSharingConfig(PassConfig):
         "bit planes; uint8 for 8 bits), packed (bit planes, opset >= 11), int4, uint8, or "
         "dense (snap only, float storage)",
     )
+    decode: str = option(
+        default="auto",
+        flag="--kmeans-decode",
+        choices=DECODES,
+        help="how 8-bit weights are decoded: codebook (indices -> Gather; onnxruntime's fold "
+        "holds an int32 copy of each weight: session memory up to 1.45x fp32's), int8 (int8 "
+        "per channel, the best of a few clipping ratios, decoded by one Cast, channel scales on "
+        "the Conv/MatMul/Gemm output: memory as fp32's; where a consumer allows it), or auto "
+        "(int8 for weights of >= 32768 values unless their codebook halves the error)",
+    )
     fold_batchnorm: bool = option(
         default=True,
         flag="--kmeans-fold-batchnorm",
@@ -256,6 +267,7 @@ class WeightSharingConfig(PassConfig):
                 )
         self._require(self.init in kmeans.INITS, f"init must be one of {', '.join(kmeans.INITS)}")
         self._require(self.storage in STORAGES, f"storage must be one of {', '.join(STORAGES)}")
+        self._require(self.decode in DECODES, f"decode must be one of {', '.join(DECODES)}")
         self._require(self.channel_scale in ("auto", "on", "off"), "channel_scale must be auto, on or off")
         self._require(self.codebook in ("auto", "layer", "model"), "codebook must be auto, layer or model")
         self._require(self.channel_group >= 1, "channel_group must be >= 1")

@@ -1,0 +1,141 @@
+"""The k-means pass's int8-exact form for 8-bit weights: session memory no larger than fp32's.
+
+A codebook decode (``indices -> Cast(int32) -> Gather``) is folded by onnxruntime at load, and
+the fold holds every weight's int32 indices (4 bytes a value) next to its float result until the
+folding pass ends; glibc then keeps much of it. Measured (ddddocr_det, 77 Conv weights, 20 MB,
+``onnxcompress.memory.session_memory`` after creation + one run, fp32 66.7-71.9 MB):
+
+=========================================================  ============  =================
+decode of every Conv weight                                resident MB   latency vs fp32
+=========================================================  ============  =================
+uint8 -> Cast(int32) -> Gather (+ Mul where channel-scaled)  86-88        1.0
+uint8 -> Cast(int32) -> Gather, no Mul                       78           1.0
+int8 -> DequantizeLinear (not folded: runs every call)       34           1.3
+int8 -> Cast(float), no scale (one folded node)              67-70        1.0
+int8 -> Cast(float) -> Conv -> Mul(channel scale)            75           1.0 (Mul fused)
+=========================================================  ============  =================
+
+Only a one-node fold from the stored bytes stays at fp32's memory, and only ``Cast`` is both
+one node and folded: so the weight is stored as symmetric int8 per output channel, decoded by
+``Cast``, and its channel scales are applied to the consumer's output (``Mul`` after the Conv,
+MatMul or Gemm, which onnxruntime fuses into a Conv; the bias is divided by the scales). Each
+channel's scale is the best of a few clipping ratios of its largest magnitude (ratio 1 is int8
+per-channel's own grid), so the form is never less faithful than int8 per-channel weights.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcompress.passes._folding import const_array
+from onnxcompress.weights import Weight
+
+# Clipping ratios tried per channel (1.0 first: int8 per-channel's grid).
+CLIP_RATIOS = (1.0, 0.97, 0.94, 0.91, 0.88, 0.85, 0.82, 0.79)
+_CHUNK = 1 << 20
+
+
+def output_scale_slot(w: Weight) -> tuple[ir.Node, tuple[int, ...]] | None:
+    """The consumer whose output can take ``w``'s per-output-channel scales, and the shape the
+    scales broadcast in over that output; None when the form does not apply (shared or
+    transposed weights, other ops, a subgraph consumer, a bias that is not a constant)."""
+    if w.via or len(w.uses) != 1 or w.out_axis is None or not w.shape:
+        return None
+    use = w.uses[0]
+    node = use.node
+    if node.domain not in ("", "ai.onnx") or use.index != 1 or node.graph is not w.graph:
+        return None
+    if len(node.outputs) != 1:
+        return None
+    rank = len(w.shape)
+    axis = w.out_axis % rank
+    channels = w.shape[axis]
+    if node.op_type == "Conv" and rank >= 3 and axis == 0:
+        shape = (1, channels) + (1,) * (rank - 2)
+    elif node.op_type in ("MatMul", "Gemm") and rank == 2:
+        shape = (channels,)
+    else:
+        return None
+    bias = node.inputs[2] if len(node.inputs) > 2 else None
+    if bias is not None and (node.op_type == "MatMul" or const_array(bias) is None):
+        return None
+    return node, shape
+
+
+def fit(array: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Symmetric int8 per channel along ``axis``: (int8 values, scales [channels], decoded
+    weight q * scale in the weight's dtype). Per channel the clipping ratio with the least
+    squared error wins."""
+    moved = np.moveaxis(array, axis, 0).reshape(array.shape[axis], -1)
+    amax = np.abs(moved).max(axis=1).astype(np.float64)
+    best_err = np.full(amax.shape, np.inf)
+    best_scale = np.ones_like(amax)
+    for ratio in CLIP_RATIOS:
+        scale = np.where(amax > 0, amax * ratio / 127.0, 1.0)
+        err = np.zeros_like(amax)
+        for start in range(0, moved.shape[1], max(1, _CHUNK // max(moved.shape[0], 1))):
+            block = moved[:, start:start + max(1, _CHUNK // max(moved.shape[0], 1))].astype(np.float64)
+            q = np.clip(np.round(block / scale[:, None]), -127, 127)
+            err += np.square(q * scale[:, None] - block).sum(axis=1)
+        better = err < best_err
+        best_err[better], best_scale[better] = err[better], scale[better]
+    scales = best_scale.astype(array.dtype)
+    scales[~np.isfinite(scales) | (scales == 0)] = 1
+    s = scales.astype(np.float64)[:, None]
+    q = np.clip(np.round(moved / s), -127, 127).astype(np.int8)
+    decoded = (q.astype(array.dtype) * scales[:, None]).astype(array.dtype)
+    restore = (array.shape[axis], *[d for i, d in enumerate(array.shape) if i != axis])
+    q_full = np.moveaxis(q.reshape(restore), 0, axis)
+    decoded_full = np.moveaxis(decoded.reshape(restore), 0, axis)
+    return np.ascontiguousarray(q_full), scales, np.ascontiguousarray(decoded_full)
+
+
+def rewrite(w: Weight, q: np.ndarray, scales: np.ndarray, node: ir.Node,
+            shape: tuple[int, ...]) -> int:
+    """Store ``w`` as ``q`` (int8), decoded by one Cast in front of ``node``, whose output is
+    multiplied by ``scales`` (its bias divided by them first); the stored bytes."""
+    dtype = ir.DataType.from_numpy(np.dtype(scales.dtype))
+    base = w.name or "weight"
+    stored = q.nbytes + scales.nbytes
+    if len(node.inputs) > 2 and node.inputs[2] is not None:
+        bias = const_array(node.inputs[2])
+        assert bias is not None
+        # Conv: one bias per output channel; Gemm: C broadcast over the output's last axis.
+        wide = np.broadcast_to(bias, np.broadcast_shapes(bias.shape, (scales.size,)))
+        new = (wide.astype(np.float64) / scales.astype(np.float64)).astype(bias.dtype)
+        old = node.inputs[2]
+        node.replace_input_with(2, w.add_constant(f"{base}.bias", np.ascontiguousarray(new)))
+        if not old.uses() and not old.is_graph_output():
+            producer = old.producer()
+            if old.is_initializer():
+                w.graph.initializers.pop(old.name, None)
+            elif producer is not None and producer.op_type == "Constant":
+                producer.graph.remove(producer, safe=True)
+    stored_q = w.add_constant(f"{base}.q", q)
+    decoded = ir.Value(name=w.fresh_name("k.w"))
+    cast = ir.node("Cast", [stored_q], attributes={"to": dtype}, outputs=[decoded], name="")
+    scale = w.add_constant(f"{base}.scale", scales.reshape(shape))
+    out = node.outputs[0]
+    scaled = ir.Value(name=w.fresh_name("k.scaled"))
+    mul = ir.node("Mul", [out, scale], outputs=[scaled], name="")
+    original_name = w.name
+    w.insert_nodes([cast])
+    w.replace_uses(decoded)
+    if original_name and not w.value.uses() and not w.value.is_graph_output():
+        decoded.name = original_name  # the decoded weight keeps its name, as the codebook form
+    w.graph.insert_after(node, [mul])
+    for user, index in list(out.uses()):
+        if user is not mul:
+            user.replace_input_with(index, scaled)
+    # The consumer's output keeps its name (graph outputs, names other tools look up): the
+    # raw product takes a fresh one.
+    name = out.name
+    out.name = w.fresh_name("k.raw")
+    scaled.name = name
+    scaled.type, scaled.shape = out.type, out.shape
+    graph = w.graph
+    for i, o in enumerate(graph.outputs):
+        if o is out:
+            graph.outputs[i] = scaled
+    return stored

@@ -1,0 +1,138 @@
+"""The k-means pass's int8-exact form at 8 bits (``_kmeans_int8``): int8 per channel decoded by
+one Cast, the channel scales on the consumer's output, so onnxruntime's fold holds no int32
+copy. Structure, onnx.checker, and numbers through onnxruntime against numpy formulas."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import onnx
+import onnx.helper as oh
+import onnx.numpy_helper as onh
+import pytest
+
+from onnxcompress import Pipeline
+from onnxcompress.model import to_proto
+from onnxcompress.passes import WeightSharing
+from tests import helpers as h
+
+F = onnx.TensorProto.FLOAT
+
+
+def share(model, **options):
+    options.setdefault("fold_batchnorm", False)
+    result = Pipeline([WeightSharing(**options)]).run(model)
+    proto = to_proto(result.model)
+    onnx.checker.check_model(proto)
+    return result.passes[0], proto
+
+
+def ops(proto: onnx.ModelProto) -> collections.Counter:
+    return collections.Counter(n.op_type for n in proto.graph.node)
+
+
+def int8_error(w: np.ndarray, axis: int) -> float:
+    """Symmetric int8 per channel, absmax / 127 (the bar), written out independently."""
+    amax = np.abs(w).max(axis=tuple(i for i in range(w.ndim) if i != axis), keepdims=True)
+    step = np.where(amax > 0, amax / 127.0, 1.0)
+    q = np.clip(np.round(w / step), -127, 127) * step
+    return float(np.linalg.norm(q - w) / np.linalg.norm(w))
+
+
+def stored(proto: onnx.ModelProto, name: str) -> tuple[np.ndarray, np.ndarray]:
+    inits = {t.name: onh.to_array(t) for t in proto.graph.initializer}
+    return inits[f"{name}.q"], inits[f"{name}.scale"]
+
+
+def conv_model(w: np.ndarray, b: np.ndarray) -> onnx.ModelProto:
+    graph = oh.make_graph(
+        [oh.make_node("Conv", ["x", "W", "B"], ["y"], pads=[1, 1, 1, 1])], "g",
+        [oh.make_tensor_value_info("x", F, [1, w.shape[1], 8, 8])],
+        [oh.make_tensor_value_info("y", F, [1, w.shape[0], 8, 8])],
+        [onh.from_array(w, "W"), onh.from_array(b, "B")])
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+
+
+def test_conv_weight_is_int8_decoded_by_one_cast_with_scales_after_the_conv():
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((64, 64, 3, 3)) * rng.uniform(0.01, 1, (64, 1, 1, 1))).astype(np.float32)
+    b = rng.standard_normal(64).astype(np.float32)
+    result, proto = share(conv_model(w, b), bits=8)
+    layer = result.layers[0]
+    assert layer.extra["storage"] == "int8" and layer.extra["stored_bits"] == 8
+    assert ops(proto) == {"Cast": 1, "Conv": 1, "Mul": 1}  # no Gather: no int32 copy to fold
+    assert [o.name for o in proto.graph.output] == ["y"]  # the output keeps its name
+    q, s = stored(proto, "W")
+    assert q.dtype == np.int8 and q.shape == w.shape and np.abs(q).max() <= 127
+    assert s.shape == (1, 64, 1, 1) and (s > 0).all()
+    decoded = q.astype(np.float32) * s.reshape(64, 1, 1, 1)
+    error = float(np.linalg.norm(decoded - w) / np.linalg.norm(w))
+    assert error == pytest.approx(layer.error, rel=1e-4)
+    assert error <= int8_error(w, 0) + 1e-7  # never less faithful than int8 per channel
+    x = rng.standard_normal((1, 64, 8, 8)).astype(np.float32)
+    want = h.run(conv_model(decoded, b), {"x": x})[0]  # the float conv of the decoded weight
+    np.testing.assert_allclose(h.run(proto, {"x": x})[0], want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("op", ["MatMul+Add", "Gemm"])
+def test_matmul_and_gemm_weights_take_their_scales_on_the_output_columns(op):
+    rng = np.random.default_rng(1)
+    w = (rng.standard_normal((256, 128)) * rng.uniform(0.05, 1, 128)).astype(np.float32)
+    b = rng.standard_normal(128).astype(np.float32)
+    if op == "Gemm":  # transB: the stored weight is [out, in], output channels on axis 0
+        nodes = [oh.make_node("Gemm", ["x", "W", "B"], ["y"], transB=1)]
+        arrays = {"W": np.ascontiguousarray(w.T), "B": b}
+    else:
+        nodes = [oh.make_node("MatMul", ["x", "W"], ["m"]), oh.make_node("Add", ["m", "B"], ["y"])]
+        arrays = {"W": w, "B": b}
+    graph = oh.make_graph(nodes, "g", [oh.make_tensor_value_info("x", F, ["N", 256])],
+                          [oh.make_tensor_value_info("y", F, ["N", 128])])
+    model = h.attach_initializers(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), arrays)
+    result, proto = share(model, bits=8)
+    assert result.layers[0].extra["storage"] == "int8"
+    assert ops(proto)["Gather"] == 0 and ops(proto)["Mul"] == 1
+    q, s = stored(proto, "W")
+    q = q.astype(np.float32)
+    decoded = q * s.reshape(1, -1) if op != "Gemm" else (q * s[:, None]).T
+    assert float(np.linalg.norm(decoded - w) / np.linalg.norm(w)) <= int8_error(w, 1) + 1e-7
+    x = rng.standard_normal((5, 256)).astype(np.float32)
+    np.testing.assert_allclose(h.run(proto, {"x": x})[0], x @ decoded + b, rtol=1e-4, atol=1e-4)
+
+
+def test_codebook_is_kept_where_it_halves_the_error_or_asked_for():
+    """An already-shared weight (200 values): its codebook holds it exactly, int8 does not, so
+    auto keeps the Gather decode; decode="codebook" keeps it for any weight, "int8" forces it."""
+    rng = np.random.default_rng(2)
+    levels = rng.standard_normal(200).astype(np.float32)
+    shared = rng.choice(levels, (256, 128))
+    plain = rng.standard_normal((256, 128)).astype(np.float32)
+    model = h.attach_initializers(_two_matmuls(), {"A": shared, "C": plain.T})
+    result, proto = share(model, bits=8)
+    by = {s.name: s for s in result.layers}
+    assert by["A"].extra["storage"] == "uint8" and by["A"].error == 0
+    assert by["C"].extra["storage"] == "int8"
+    result, _ = share(model, bits=8, decode="codebook")
+    assert {s.extra["storage"] for s in result.layers} == {"uint8"}
+    result, _ = share(model, bits=8, decode="int8")
+    assert {s.extra["storage"] for s in result.layers} == {"int8"}
+
+
+def _two_matmuls() -> onnx.ModelProto:
+    graph = oh.make_graph(
+        [oh.make_node("MatMul", ["x", "A"], ["a"]), oh.make_node("Relu", ["a"], ["r"]),
+         oh.make_node("MatMul", ["r", "C"], ["y"])], "g",
+        [oh.make_tensor_value_info("x", F, ["N", 256])], [oh.make_tensor_value_info("y", F, ["N", 256])])
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+
+
+def test_a_weight_with_two_readers_keeps_the_codebook_decode():
+    """Scales on an output need one consumer: a weight two MatMuls read is decoded by Gather."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((192, 192)).astype(np.float32)
+    graph = oh.make_graph(
+        [oh.make_node("MatMul", ["x", "W"], ["a"]), oh.make_node("MatMul", ["a", "W"], ["y"])], "g",
+        [oh.make_tensor_value_info("x", F, ["N", 192])], [oh.make_tensor_value_info("y", F, ["N", 192])])
+    model = h.attach_initializers(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), {"W": w})
+    result, proto = share(model, bits=8)
+    assert result.layers[0].extra["storage"] == "uint8" and ops(proto)["Gather"] == 1
