@@ -156,6 +156,9 @@ def pass_steps(assignment: dict[str, Candidate], all_labels: Sequence[str], *,
         steps.append({
             "pass": "kmeans", "bits": 8, "layer_bits": layer_bits, "allocation": "uniform",
             "codebook": "layer", "min_size": 1, "calibration_samples": calibration_samples,
+            # Gather decodes only: the int8-exact form scales the consumer's output, so the
+            # consumer's input (what pricing reads back as the decoded weight) is not the weight.
+            "decode": "codebook",
         })
     # The speed guard times the model on this machine: off, so the recipe replays anywhere.
     blockq: dict[str, Any] = {"bits": 4, "calibration_samples": calibration_samples}
