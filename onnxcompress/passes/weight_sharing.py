@@ -34,7 +34,12 @@ faithful as int8 per-channel weights: where the linear initialisation errs more 
 kmeans++ one is tried, then channels divided by their largest magnitude (int8's own grid,
 improved by Lloyd). Tensors whose output channels differ widely in scale (folded BatchNorm) are
 fitted with per-channel scales (``channel_scale``). Session memory (onnxruntime folds the decode
-at load): see :mod:`onnxcompress.passes._kmeans_decode`.
+at load): see :mod:`onnxcompress.passes._kmeans_decode`; at 8 bits (``decode="auto"``) large
+Conv/MatMul/Gemm weights are stored in int8 per channel, decoded by one Cast with the scales on
+the consumer's output, unless their codebook halves the error (:mod:`._kmeans_int8`: the fold
+then holds no int32 copy). A small first layer (it reads the graph input) stays float at 8 bits
+unless 256 levels hold it exactly; weights only shape-only ops read (overlapping Slices of an
+LSTM matrix) are stored once and decoded in front of them.
 
 Large models stream: each weight is read, clustered, rewritten and its external data unmapped
 before the next; error sums and lookups run in chunks, so no whole-weight float64 copy exists.
