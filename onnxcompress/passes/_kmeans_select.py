@@ -1,0 +1,60 @@
+"""Which weights the k-means pass takes beyond the weight index, and which it leaves float.
+
+``_shape_read``: constants only shape-only ops read (``graph.fold.shape_read_weights``: several
+overlapping Slices of one LSTM matrix), as weights whose "uses" are those readers;
+``_first_kept_float``: a small first layer stays float at 8 bits unless 256 levels hold it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcompress import kmeans
+from onnxcompress.graph.fold import shape_read_weights
+from onnxcompress.passes._int8_guard import _firsts
+from onnxcompress.weights import ROLE_WEIGHT, Slot, Use, Weight, model_names
+
+if TYPE_CHECKING:
+    from onnxcompress.passes.weight_sharing import WeightSharingConfig
+
+__all__ = ["_first_kept_float", "_firsts", "_shape_read"]
+
+# At 8 bits a first layer (its data input is the graph input, see _int8_guard._firsts) of at
+# most this many values stays float unless 256 levels hold it exactly, as the int8 fidelity
+# guard keeps it: it meets the raw input's range (captcha_crnn's conv1 reads 0..255 pixels;
+# 9,408 values on a 330-level grid: k-means's error 4.2e-3 < int8's 7.6e-3, yet one decoded
+# string in 32 flipped; float: 100%, at +28 KB, 3.888x -> 3.867x), and at most this share of
+# the model's compute weights (a one-layer model is not its own first layer to keep).
+FIRST_FLOAT_MAX_SIZE = 16384
+FIRST_FLOAT_MAX_SHARE = 0.01
+
+
+def _first_kept_float(w: Weight, bits: int, firsts: set[int], cfg: WeightSharingConfig,
+                      total: int) -> bool:
+    """Whether ``w`` is a small first layer that 8 bits would not hold exactly (see
+    ``FIRST_FLOAT_MAX_SIZE``); a width the user set for it by name or op type wins."""
+    if bits < kmeans.MAX_BITS or cfg.override_for(w) is not None:
+        return False
+    if w.size > min(FIRST_FLOAT_MAX_SIZE, FIRST_FLOAT_MAX_SHARE * total):
+        return False
+    if not any(id(u.node) in firsts for u in w.uses):
+        return False
+    return len(np.unique(w.numpy())) > 1 << bits
+
+
+def _shape_read(model: ir.Model) -> list[Weight]:
+    """The constants only shape-only ops read (``graph.fold.shape_read_weights``) as weights
+    whose "uses" are those readers: rows (axis 0) are output channels, as int8 stores them."""
+    found = []
+    names = model_names(model)
+    for scope, graph, value in shape_read_weights(model):
+        producer = value.producer()
+        storage = "constant" if producer is not None and producer.op_type == "Constant" else "initializer"
+        uses = tuple(Use(node, index, Slot(ROLE_WEIGHT, 0, 1)) for node, index in value.uses())
+        w = Weight(value=value, graph=graph, storage=storage, scope=scope, uses=uses,
+                   role=ROLE_WEIGHT, out_axis=0, in_axis=1, names=names)
+        found.append(w)
+    return found
