@@ -186,7 +186,8 @@ class WeightSharingConfig(PassConfig):
         help="how 8-bit weights are decoded: codebook (indices -> Gather; onnxruntime's fold "
         "holds an int32 copy of each weight: session memory up to 1.45x fp32's), int8 (int8 "
         "per channel, the best of a few clipping ratios, decoded by one Cast, channel scales on "
-        "the Conv/MatMul/Gemm output: memory as fp32's; where a consumer allows it), or auto "
+        "the Conv/MatMul/Gemm output: no int32 copy while onnxruntime folds it; where a consumer "
+        "allows it), or auto "
         "(int8 for weights of >= 32768 values unless their codebook halves the error)",
     )
     fold_batchnorm: bool = option(
