@@ -136,3 +136,33 @@ def test_a_weight_with_two_readers_keeps_the_codebook_decode():
     model = h.attach_initializers(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), {"W": w})
     result, proto = share(model, bits=8)
     assert result.layers[0].extra["storage"] == "uint8" and ops(proto)["Gather"] == 1
+
+
+def test_bias_correction_happens_before_the_bias_is_divided_by_the_scales():
+    """With calibration data the mean output shift of the int8 weights is folded into the Conv
+    bias first, in the output's units; then the bias is divided by the channel scales: the
+    output means over the data match the original's (were it corrected after the division, the
+    correction would be scaled by 1 / scale, ~100x too large)."""
+    rng = np.random.default_rng(5)
+    w = (rng.standard_normal((64, 64, 3, 3)) * 0.05).astype(np.float32)
+    w[:, :, 0, 0] += 0.004  # an offset int8 rounding meets unevenly, so the shift is visible
+    b = rng.standard_normal(64).astype(np.float32)
+    x = (rng.standard_normal((8, 1, 64, 8, 8)) + 3.0).astype(np.float32)  # non-zero mean inputs
+    feeds = [{"x": x[i]} for i in range(8)]
+    model = conv_model(w, b)
+    result = Pipeline([WeightSharing(bits=8, fold_batchnorm=False, decode="int8")]).run(
+        model, calibration=feeds)
+    layer = result.passes[0].layers[0]
+    assert layer.extra["storage"] == "int8" and layer.extra["bias_corrected"] is True
+    proto = to_proto(result.model)
+    onnx.checker.check_model(proto)
+    plain = to_proto(Pipeline([WeightSharing(bits=8, fold_batchnorm=False, decode="int8",
+                                             bias_correction=False)]).run(model).model)
+
+    def means(m):
+        return np.mean([h.run(m, f)[0].mean(axis=(0, 2, 3)) for f in feeds], axis=0)
+
+    ref = means(model)
+    shift_fixed, shift_plain = np.abs(means(proto) - ref).max(), np.abs(means(plain) - ref).max()
+    assert shift_plain > 0
+    assert shift_fixed < 0.5 * shift_plain
