@@ -69,7 +69,11 @@ def create_session(
                 opts.add_session_config_entry(
                     "session.model_external_initializers_file_folder_path", folder)
                 data = to_proto(model, inline_external=False).SerializeToString()
-                return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"], **extra)
+                try:
+                    return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"], **extra)
+                except Exception as e:  # noqa: BLE001 - an onnxruntime without the option: save
+                    logger.debug("in-place external data failed (%s); saving a copy", first_line(e))
+                    del data
             if is_large(model):
                 with tempfile.TemporaryDirectory(prefix="onnxcompress-") as tmp:
                     path = Path(tmp) / "model.onnx"
