@@ -135,9 +135,12 @@ def _large(model: ir.Model | onnx.ModelProto | str | os.PathLike) -> bool:
     if isinstance(model, onnx.ModelProto):
         return False
     path = Path(model)
-    if path.stat().st_size > EXTERNAL_DATA_THRESHOLD:
-        return True
-    proto = onnx.load(str(path), load_external_data=False)
+    try:
+        if path.stat().st_size > EXTERNAL_DATA_THRESHOLD:
+            return True
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - unreadable: onnxruntime's own load says why
+        return False
     return any(t.data_location == onnx.TensorProto.EXTERNAL for _, t in iter_tensor_protos(proto.graph))
 
 
