@@ -1,15 +1,18 @@
-"""Quantizing a model over 2 GB (external data): peak memory against the model's size.
+"""Compressing a model over 1 GB (external data): peak memory and time against the model's size.
 
-    python benchmarks/bench_large_model.py [--gb 2.2] [--modes dynamic weights static] [--keep]
-    python benchmarks/bench_large_model.py --gb 0.3 --width 4096 --modes kmeans8 kmeans4 \
+    python benchmarks/bench_large_model.py [--gb 2.2] [--modes all] [--keep]
+    python benchmarks/bench_large_model.py --gb 0.3 --width 2048 --modes kmeans8 kmeans4 \
         --pythonpath /work/main          # another checkout's package, for before/after
+    python benchmarks/bench_large_model.py --model gpt_large.onnx --calibration gpt_large_calib.npz
 
 Builds a stack of large MatMul + Add + Relu layers whose float32 weights total ``--gb`` GB,
-saved with external data (protobuf cannot hold it inline), then quantizes it with
-``onnxcompress compress --quantize MODE`` in a fresh process per mode and reads that process's
-peak RSS (VmHWM). The target: peak memory <= 1.5x the model's size. The model and the
-outputs are deleted afterwards unless ``--keep``. Results are appended to
-``benchmarks/results/quantization.md`` / ``.json`` under "large model".
+saved with external data (protobuf cannot hold it inline), or takes ``--model``, then runs each
+mode (a pass, or one of onnxruntime's quantizers) with ``compress_file`` in a fresh process
+and reads that process's peak RSS (VmHWM). The target: peak memory <= 1.5x the model's size,
+int8 and k-means no slower than onnxruntime's ``quantize_dynamic``. A mode that runs longer
+than ``--timeout`` seconds is stopped and reported. The built model and the outputs are
+deleted afterwards unless ``--keep``. Results go to ``benchmarks/results/large_model.md`` /
+``.json``, one section per model (a rerun of a mode replaces its row).
 """
 
 from __future__ import annotations
@@ -89,8 +92,8 @@ MODES: dict[str, tuple[dict, bool]] = {
     "ort_dynamic": ({}, False),
     "ort_int4": ({}, False),
 }
-# Every mode but k-means (measured by its own helper; name them to include them).
-ALL = [m for m in MODES if not m.startswith("kmeans")]
+# "all": every mode, the peers first (time / ort divides by ort_dynamic's seconds).
+ALL = ["ort_dynamic", "ort_int4", *[m for m in MODES if not m.startswith("ort_")]]
 
 CHILD = r"""
 import json, sys, time
@@ -147,7 +150,8 @@ def write_calibration(path: Path, width: int, samples: int = 8) -> Path:
     return path
 
 
-def run_mode(mode: str, src: Path, dst: Path, calib: Path, pythonpath: str) -> dict:
+def run_mode(mode: str, src: Path, dst: Path, calib: Path | None, pythonpath: str,
+             timeout: float | None = None) -> dict:
     # A fresh decision cache: the speed guard measures as on a first run.
     env = dict(os.environ, PYTHONPATH=pythonpath,
                ONNXCOMPRESS_CACHE_DIR=tempfile.mkdtemp(prefix="cache-", dir=dst.parent))
@@ -156,8 +160,12 @@ def run_mode(mode: str, src: Path, dst: Path, calib: Path, pythonpath: str) -> d
     else:
         step, calibrated = MODES[mode]
         cmd = [sys.executable, "-c", CHILD, str(src), str(dst), json.dumps(step),
-               str(calib) if calibrated else ""]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=pythonpath, env=env)
+               str(calib) if calibrated and calib is not None else ""]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=pythonpath, env=env,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"mode": mode, "error": f"did not finish in {timeout:.0f} s (stopped)"}
     if proc.returncode != 0:
         return {"mode": mode, "error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
     return {"mode": mode, **json.loads(proc.stdout.strip().splitlines()[-1])}
@@ -166,32 +174,45 @@ def run_mode(mode: str, src: Path, dst: Path, calib: Path, pythonpath: str) -> d
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gb", type=float, default=2.2)
-    ap.add_argument("--modes", nargs="*", default=["dynamic", "weights", "static"],
-                    help=f"any of {', '.join(MODES)}; 'all': {' '.join(ALL)}")
+    ap.add_argument("--modes", nargs="*", default=["all"],
+                    help=f"any of {', '.join(MODES)}; 'all' (default): {' '.join(ALL)}")
     ap.add_argument("--width", type=int, default=8192, help="layer width (8192: 268 MB a layer)")
+    ap.add_argument("--model", type=Path, help="benchmark this model instead of building a stack")
+    ap.add_argument("--calibration", type=Path, help="calibration data of --model (.npz)")
+    ap.add_argument("--timeout", type=float, default=900, help="seconds a mode may run")
     ap.add_argument("--pythonpath", help="import onnxcompress from this checkout (default: this one)")
-    ap.add_argument("--results", default="quantization",
+    ap.add_argument("--results", default="large_model",
                     help="results file stem in benchmarks/results ('' writes none)")
-    ap.add_argument("--dir", help="where to build (default: a temporary folder)")
+    ap.add_argument("--dir", help="where to build and write (default: a temporary folder)")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
+    modes = [m for a in args.modes for m in (ALL if a == "all" else [a])]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        ap.error(f"unknown mode(s) {', '.join(unknown)}")
     work = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="large-model-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        src = work / "large.onnx"
-        t = time.perf_counter()
-        size = build(src, args.gb, args.width)
-        print(f"built {src} ({size / 1e9:.2f} GB) in {time.perf_counter() - t:.0f} s", flush=True)
-        calib = write_calibration(work / "calib.npz", args.width)
-        modes = [m for a in args.modes for m in (ALL if a == "all" else [a])]
-        unknown = [m for m in modes if m not in MODES]
-        if unknown:
-            ap.error(f"unknown mode(s) {', '.join(unknown)}")
+        if args.model:
+            src, calib = args.model.resolve(), args.calibration
+            size = file_bytes(src)
+            section = f"{src.stem} (external data)"
+            describe = (f"`{src.name}`, {size / 1e9:.2f} GB with its external data"
+                        + (f"; calibration `{calib.name}`" if calib else ""))
+        else:
+            src = work / "large.onnx"
+            t = time.perf_counter()
+            size = build(src, args.gb, args.width)
+            print(f"built {src} ({size / 1e9:.2f} GB) in {time.perf_counter() - t:.0f} s", flush=True)
+            calib = write_calibration(work / "calib.npz", args.width)
+            section = ("Large model (external data)" if args.gb >= 1
+                       else f"{args.gb:g} GB stack (development size, {args.width}-wide)")
+            describe = (f"A stack of {args.width}x{args.width} MatMul+Add+Relu layers, "
+                        f"{size / 1e9:.2f} GB of float32 weights in one external data file")
         rows = []
         for mode in modes:
-            dst = work / f"large_{mode}.onnx"
-            row = run_mode(mode, src, dst, calib, str(args.pythonpath or REPO))
-            row["width"] = args.width
+            dst = work / f"out_{mode}.onnx"
+            row = run_mode(mode, src, dst, calib, str(args.pythonpath or REPO), args.timeout)
             if "error" not in row:
                 row["output_bytes"] = file_bytes(dst)
                 row["peak_over_size"] = row["peak_rss"] / size
@@ -201,38 +222,35 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
         if args.results:
-            write_results(size, rows, args.results)
+            write_results(size, rows, args.results, section=section, describe=describe)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def write_results(size: int, rows: list[dict], stem: str = "quantization") -> None:
+def write_results(size: int, rows: list[dict], stem: str = "large_model", *,
+                  section: str = "Large model (external data)", describe: str = "") -> None:
+    """Rows into ``results/<stem>.json`` / ``.md`` under ``section``: this run's modes replace
+    their earlier rows there; other sections and text outside them stay."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     jpath = RESULTS / f"{stem}.json"
     data = json.loads(jpath.read_text()) if jpath.exists() else {}
-    # Runs of other modes from earlier invocations stay; this run's modes replace theirs.
-    previous = [r for r in data.get("large_model", {}).get("runs", [])
+    key = "large_model" if section == "Large model (external data)" else section
+    previous = [r for r in data.get(key, {}).get("runs", [])
                 if r["mode"] not in {x["mode"] for x in rows}]
     rows = previous + rows
-    data["large_model"] = {"model_bytes": size, "runs": rows}
+    data[key] = {"model_bytes": size, "runs": rows}
     jpath.write_text(json.dumps(data, indent=2, default=str))
     mpath = RESULTS / f"{stem}.md"
-    title = ("# Quantization benchmark\n" if stem == "quantization"
-             else "# Large models: time and peak memory\n")
-    text = mpath.read_text() if mpath.exists() else title
-    text = text.split("\n## Large model")[0].rstrip("\n") + "\n"
-    width = rows[0].get("width", "8192") if rows else "8192"
-    lines = ["", "## Large model (external data)", "",
-             f"A stack of {width}x{width} MatMul+Add+Relu layers, {size / 1e9:.2f} GB of float32 weights "
-             "in one external data file (`benchmarks/bench_large_model.py`). Each mode runs "
-             "`compress_file` in a fresh process; peak RSS is that process's VmHWM (runs before "
-             "2026-11-23 05:15 read `ru_maxrss`, an upper bound). "
-             "Target: peak <= 1.5x the model size.", "",
+    text = mpath.read_text() if mpath.exists() else "# Large models: time and peak memory\n"
+    lines = [f"## {section}", "",
+             f"{describe} (`benchmarks/bench_large_model.py`). Each mode runs `compress_file` in a "
+             "fresh process; peak RSS is that process's VmHWM. Target: peak <= 1.5x the model "
+             "size, int8 dynamic and k-means 8 no slower than `quantize_dynamic`.", "",
              "`ort_dynamic` / `ort_int4`: onnxruntime's `quantize_dynamic` (QInt8) and "
              "`MatMulNBitsQuantizer` (4 bits, block 32, RTN) on the same file; time / ort: the "
              "mode's wall time over `quantize_dynamic`'s (imports included in both). Each run "
-             "starts with an empty decision cache (the speed guard measures).", "",
+             "starts with an empty decision cache.", "",
              "| mode | peak RSS | peak / model size | output size | size ratio | seconds | time / ort |",
              "|---|---|---|---|---|---|---|"]
     ort = next((r["seconds"] for r in rows if r["mode"] == "ort_dynamic" and "seconds" in r), None)
@@ -244,7 +262,18 @@ def write_results(size: int, rows: list[dict], stem: str = "quantization") -> No
         lines.append(f"| {r['mode']} | {r['peak_rss'] / 1e9:.2f} GB | {r['peak_over_size']:.2f}x | "
                      f"{r['output_bytes'] / 1e9:.2f} GB | {r['size_ratio']:.2f}x | "
                      f"{r['seconds']:.1f} | {vs_ort} |")
-    mpath.write_text(text + "\n".join(lines) + "\n")
+    header = f"\n## {section}\n"
+    if header in text:  # replace the section's table and its first paragraphs, keep the notes
+        head, rest = text.split(header, 1)
+        tail = rest.split("\n## ", 1)
+        notes = tail[0].split("\n\n")
+        kept = [n for n in notes if not n.lstrip().startswith(("|", "A stack", "`", "|---"))
+                and "fresh process" not in n and n.strip()]
+        after = ("\n## " + tail[1]) if len(tail) > 1 else ""
+        body = "\n".join(lines) + ("\n\n" + "\n\n".join(kept) if kept else "") + "\n"
+        mpath.write_text(head.rstrip("\n") + "\n\n" + body + after)
+    else:
+        mpath.write_text(text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

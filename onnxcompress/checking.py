@@ -107,17 +107,20 @@ def structural_problem(model: ir.Model) -> str | None:
 
 
 def model_problem(model: ir.Model, *, need_ort: bool | Callable[[], bool],
-                  proto: onnx.ModelProto | None = None) -> str | None:
+                  proto: onnx.ModelProto | None = None, stub: bool = False) -> str | None:
     """None if the model is valid ONNX (and loads in onnxruntime when ``need_ort``), else why,
     on one line. ``need_ort`` may be a callable, asked only when the model does not load (e.g.
     "does the input load?": a failure is the model's only if it does). ``proto``:
-    ``to_proto(model)`` when the caller has it (models under 2 GB)."""
+    ``to_proto(model)`` when the caller has it (models under 2 GB). ``stub``: onnx.checker sees
+    the weights as stubs even when they would fit inline (a large model's output whose
+    onnxruntime check is deferred to its file: the inline proto and the checker's own
+    serialization of it were two copies of the output, 1.9x a 0.3 GB input in float16)."""
     problem = structural_problem(model)
     if problem is not None:
         return problem
     complete = proto is not None
     if proto is None:
-        proto, complete = checker_proto(model)
+        proto, complete = checker_proto(model, stub=stub)
     if proto is not None:
         try:
             onnx.checker.check_model(proto)
@@ -131,13 +134,13 @@ def model_problem(model: ir.Model, *, need_ort: bool | Callable[[], bool],
     return None
 
 
-def checker_proto(model: ir.Model) -> tuple[onnx.ModelProto, bool]:
+def checker_proto(model: ir.Model, *, stub: bool = False) -> tuple[onnx.ModelProto, bool]:
     """The proto onnx.checker sees, and whether it is the whole model (then it also serves the
     onnxruntime load). Above :data:`CHECKER_INLINE_MAX_BYTES` of tensors, or with external data,
     weights become empty stubs: load_model checked external files (sizes, locations),
     onnx.checker cannot resolve their paths from an in-memory proto, and serializing the data
     would copy the model (a 0.3 GB external-data model peaked at 3x its size in this check)."""
-    if external_base_dir(model) is None and tensor_bytes(model) <= CHECKER_INLINE_MAX_BYTES:
+    if not stub and external_base_dir(model) is None and tensor_bytes(model) <= CHECKER_INLINE_MAX_BYTES:
         return to_proto(model), True
     proto = shape_only_proto(model)
     for _, t in iter_tensor_protos(proto.graph):

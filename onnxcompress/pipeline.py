@@ -266,7 +266,8 @@ class Pipeline:
             results.append(result)
         if self.check == "end":
             deferred = handed_over and tensor_bytes(ir_model) > DEFER_ORT_CHECK_BYTES
-            problem = checking.model_problem(ir_model, need_ort=False if deferred else runs_in_ort)
+            problem = checking.model_problem(ir_model, need_ort=False if deferred else runs_in_ort,
+                                             stub=deferred)
             if problem is not None:
                 raise PassError(f"the compressed model failed the final check: {problem.rstrip('.')}.",
                                hint=_BUG_HINT)
@@ -326,7 +327,8 @@ class Pipeline:
             # its inferred shape is declared, so onnx.checker does not refuse it.
             checking.complete_io_shapes(result.model)
         if result is not None and self.check == "each" and result.modified:
-            problem = checking.model_problem(result.model, need_ort=runs_in_ort)
+            problem = checking.model_problem(result.model, need_ort=runs_in_ort,
+                                             stub=runs_in_ort is False)
             if problem is not None:
                 failure = PassError(f"pass {p.name} produced an invalid model: {problem.rstrip('.')}.",
                                     hint=_BUG_HINT, pass_name=p.name)

@@ -12,7 +12,8 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from onnxcompress.errors import RuntimeUnavailableError
-from onnxcompress.model import is_large, save_model, to_proto
+from onnxcompress.model import EXTERNAL_DATA_THRESHOLD, is_large, iter_tensor_protos, save_model, to_proto
+from onnxcompress.weights import iter_constant_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -44,18 +45,35 @@ def create_session(
     lean: bool = False,
 ) -> ort.InferenceSession:
     """An onnxruntime CPU session for ``model``; raises RuntimeUnavailableError with the reason.
-    ``lean``: for a check that the model loads, not for running it: no constant folding and no
-    weight prepacking (the other optimizations still run), so a large model's session holds
-    neither a folded float copy of a decode graph nor a packed copy of every weight (a 0.34 GB
+    ``lean``: for a check that the model loads, not for running it: no constant folding, no
+    float16 -> float32 weight conversion and no weight prepacking (the other optimizations still
+    run), so a large model's session holds neither a folded float copy of a decode graph nor a
+    packed copy of every weight (a 0.34 GB
     external-data MatMul stack: +393 MB -> +10 MB; its 8-bit k-means output: +874 -> +105 MB)."""
     opts = session_options(threads=threads, optimize=optimize, prepack=prepack and not lean)
     extra: dict = {}
     if lean:
-        extra["disabled_optimizers"] = ["ConstantFolding"]
+        # FuseFp16InitializerToFp32NodeTransformer turns every float16 weight of an op without a
+        # float16 CPU kernel into a float32 copy at load (a 0.15 GB float16 MatMul stack: +347 MB
+        # -> +11 MB without it).
+        extra["disabled_optimizers"] = ["ConstantFolding", "FuseFp16InitializerToFp32NodeTransformer"]
     try:
         if isinstance(model, ir.Model):
             # External data stays external: inlining it would hold the model twice (the proto
             # and its serialization) beside onnxruntime's own copy.
+            folder = _external_folder(model) if is_large(model) else None
+            if folder is not None:
+                # Its external tensors are read (memory-mapped) from the input's own files,
+                # the rest travels inline: no copy of the model written to a temporary folder
+                # (2.4 GB of writes per calibration session of a 2.4 GB model).
+                opts.add_session_config_entry(
+                    "session.model_external_initializers_file_folder_path", folder)
+                data = to_proto(model, inline_external=False).SerializeToString()
+                try:
+                    return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"], **extra)
+                except Exception as e:  # noqa: BLE001 - an onnxruntime without the option: save
+                    logger.debug("in-place external data failed (%s); saving a copy", first_line(e))
+                    del data
             if is_large(model):
                 with tempfile.TemporaryDirectory(prefix="onnxcompress-") as tmp:
                     path = Path(tmp) / "model.onnx"
@@ -86,11 +104,44 @@ def loadable(model: ir.Model | onnx.ModelProto | str | os.PathLike) -> tuple[boo
         # unoptimized (e.g. QDQ fusions at opset 10). Never prepacked (a second copy of every
         # weight); a model past the external-data size is checked lean (no folding either: the
         # checks of its input and output held 3.2x its size, more than the pass).
-        create_session(model, optimize=True, prepack=False,
-                       lean=isinstance(model, ir.Model) and is_large(model))
+        create_session(model, optimize=True, prepack=False, lean=_large(model))
     except RuntimeUnavailableError as e:
         return False, e.message
     return True, None
+
+
+def _external_folder(model: ir.Model) -> str | None:
+    """The one folder every external tensor of ``model`` is read from, when the tensors held in
+    memory fit in a protobuf beside them; else None (the model is saved to be loaded)."""
+    folders, inline = set(), 0
+    for t in iter_constant_tensors(model):
+        if isinstance(t, ir.ExternalTensor):
+            folders.add(t.base_dir)
+        else:
+            inline += t.nbytes
+    if len(folders) != 1 or inline > EXTERNAL_DATA_THRESHOLD:
+        return None
+    folder = folders.pop()
+    return str(folder) if folder else None
+
+
+def _large(model: ir.Model | onnx.ModelProto | str | os.PathLike) -> bool:
+    """Whether a load check must be lean: an ir.Model that is large, or a file with external
+    data or past the external-data size. A written large output checked unlean held 3.6x its
+    input's size (a 0.3 GB weight-only int8 stack: onnxruntime folds every int8 weight back to
+    float32 and keeps the folded copies); lean, 1.0x (issue 18)."""
+    if isinstance(model, ir.Model):
+        return is_large(model)
+    if isinstance(model, onnx.ModelProto):
+        return False
+    path = Path(model)
+    try:
+        if path.stat().st_size > EXTERNAL_DATA_THRESHOLD:
+            return True
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - unreadable: onnxruntime's own load says why
+        return False
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for _, t in iter_tensor_protos(proto.graph))
 
 
 def first_line(error: BaseException) -> str:

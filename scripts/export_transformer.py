@@ -1,6 +1,6 @@
 """Export the larger transformer of the block quantization benchmark (needs torch; dev-only).
 
-    /work/venv-torch/bin/python scripts/export_transformer.py [--size small|base] [--out DIR]
+    /work/venv-torch/bin/python scripts/export_transformer.py [--size small|base|large] [--out DIR]
 
 A GPT-style decoder (token embedding tied to the output head, learned positions, pre-norm blocks,
 causal attention), weight-dominated like the language models people quantize to 4 bits:
@@ -9,6 +9,9 @@ causal attention), weight-dominated like the language models people quantize to 
 - ``base``: 32768 tokens, 12 blocks 768 wide, 12 heads, 3072 MLP (GPT-2 small's body with a
   smaller vocabulary), 64 positions: 110 M parameters. Fewer positions than ``small`` keep the
   benchmark's CPU time down; the weights dominate either way.
+- ``large``: 32768 tokens, 20 blocks 1024 wide, 16 heads, 4096 MLP, 64 positions: ~285 M
+  parameters (1.1 GB), written with external data: the real model of
+  ``benchmarks/bench_large_model.py --model``.
  Weights are random
 (GPT-2 initialisation, std 0.02, residual projections scaled by 1/sqrt(2 * layers)), so the
 benchmark's accuracy numbers are agreement with the float model. Exported with the TorchScript
@@ -31,7 +34,11 @@ from torch import nn
 SIZES = {  # vocabulary, width, layers, heads, MLP width, positions
     "small": (8192, 512, 6, 8, 2048, 128),
     "base": (32768, 768, 12, 12, 3072, 64),
+    "large": (32768, 1024, 20, 16, 4096, 64),
 }
+# Sizes whose file is written with its weights in external data (``<name>.onnx.data``): the
+# large-model benchmark's real transformer (issue 18).
+EXTERNAL = {"large"}
 VOCAB, WIDTH, LAYERS, HEADS, MLP, SEQ = SIZES["small"]
 
 
@@ -76,6 +83,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", choices=SIZES, default="small")
     parser.add_argument("--out", type=Path, default=Path.home() / ".cache" / "onnxcompress-bench")
+    parser.add_argument("--external", action="store_true",
+                        help="write the weights to external data (always for --size large)")
     args = parser.parse_args()
     global VOCAB, WIDTH, LAYERS, HEADS, MLP, SEQ  # read by the modules at construction
     VOCAB, WIDTH, LAYERS, HEADS, MLP, SEQ = SIZES[args.size]
@@ -97,7 +106,15 @@ def main() -> None:
     for name, n in (("calib", 32), ("eval", 16)):
         ids = np.minimum(rng.zipf(1.3, size=(n, 1, SEQ)), VOCAB) - 1
         np.savez(args.out / f"gpt_{args.size}_{name}.npz", input_ids=ids.astype(np.int64))
-    print(f"{path}: {params / 1e6:.1f} M parameters, {path.stat().st_size / 1e6:.1f} MB")
+    if args.size in EXTERNAL or args.external:
+        import onnx
+
+        proto = onnx.load(str(path))
+        onnx.save(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=path.name + ".data", size_threshold=1024)
+        del proto
+    size = sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+    print(f"{path}: {params / 1e6:.1f} M parameters, {size / 1e6:.1f} MB")
 
 
 if __name__ == "__main__":

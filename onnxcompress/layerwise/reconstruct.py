@@ -19,7 +19,7 @@ import onnx_ir as ir
 from onnxcompress.data import Feed
 from onnxcompress.layerwise.refit import grouped_output_error, refit_masked
 from onnxcompress.layerwise.stats import InputStats, as_rows, collect_input_stats, from_rows, layout_of
-from onnxcompress.layerwise.sweep import sparse_sweep
+from onnxcompress.layerwise.sweep import inverse_factor, sparse_sweep
 from onnxcompress.model import copy_model
 from onnxcompress.weights import Weight
 
@@ -28,6 +28,9 @@ logger = logging.getLogger(__name__)
 # Rows (output positions) sampled per calibration sample for a Conv's statistics: 1024 x 12
 # samples is still > 20 rows per unknown for a 512-wide layer, at half the collection time.
 MAX_ROWS = 1024
+# Layers with more than this many (rows x k^2) of one group are refit by the compensating sweep
+# alone, not the exact refit (2048 x 2048: 8.6e9, swept; 1024 x 1024 and smaller: exact).
+SWEEP_ONLY_MK2 = 4e9
 
 
 @dataclass
@@ -114,7 +117,15 @@ def _refit_one(
     mask_rows = as_rows(mask, layout) != 0
     h, cross, teacher_h = stats.hessian, stats.cross, stats.teacher_hessian
     plain = np.where(mask_rows, rows, 0.0)
-    candidate = refit_masked(rows, h, mask_rows, cross=cross)
+    # A large layer's exact refit (masked CG, CG_ITERATIONS products of m x k x k) took ~15 min
+    # a layer at 8192 wide: there the compensating sweep with the pass's mask stands in for it
+    # (one inverse factor of H, one m x k x k sweep; SparseGPT's update, OBS per column).
+    large = rows[0].size * rows.shape[-1] > SWEEP_ONLY_MK2
+    factor = inverse_factor(h) if large else None
+    if large:
+        candidate = sparse_sweep(rows, h, mask=mask_rows, factor=factor)[0]
+    else:
+        candidate = refit_masked(rows, h, mask_rows, cross=cross)
     e_plain = grouped_output_error(rows, plain, h, cross=cross, teacher_h=teacher_h)
     e_fit = grouped_output_error(rows, candidate, h, cross=cross, teacher_h=teacher_h)
     better = e_fit < e_plain  # per group: a refit is kept only where it lowers the error
@@ -126,8 +137,10 @@ def _refit_one(
         sparsity, n_m = select
         # The sweep picks the mask on the student's own statistics; the exact refit then
         # settles the kept weights (against the teacher, with cross statistics).
-        swept, swept_mask = sparse_sweep(rows, h, sparsity=sparsity if n_m is None else None, n_m=n_m)
-        swept = refit_masked(rows, h, swept_mask, cross=cross, start=swept)
+        swept, swept_mask = sparse_sweep(rows, h, sparsity=sparsity if n_m is None else None, n_m=n_m,
+                                         factor=factor)
+        if not large:
+            swept = refit_masked(rows, h, swept_mask, cross=cross, start=swept)
         e_swept = grouped_output_error(rows, swept, h, cross=cross, teacher_h=teacher_h)
         wins = e_swept < e_best
         if wins.any():

