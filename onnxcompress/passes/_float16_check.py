@@ -41,6 +41,9 @@ MAX_BYTES = 256 << 20
 # float16 file (0.02: a 0.50x file stays <= 0.51x).
 KEEP_BUDGET = 0.02
 ROUNDS = 3
+# Smaller constants (scalars, shape-like values) are not probed: they never decide the output
+# alone and keeping their readers float32 would split the graph into small float32 islands.
+MIN_SIZE = 16
 # Aim below the target: the probe's per-layer deviations add up only approximately.
 MARGIN = 0.7
 
@@ -99,7 +102,11 @@ class FidelityCheck:
         keep: set[int] = set()
         kept: list[_Unit] = []
         if cos < self.target:
-            units, weight_bytes = self._units(pristine)
+            try:
+                units, weight_bytes = self._units(pristine)
+            except OnnxCompressError as e:
+                result.note(f"fidelity check could not probe the layers: {e.message}")
+                units, weight_bytes = [], 0
             budget, spent = int(KEEP_BUDGET * weight_bytes), 0
             remaining = sum(u.deviation for u in units)
             order = sorted(units, key=lambda u: u.deviation / max(u.price, 1), reverse=True)
@@ -118,9 +125,15 @@ class FidelityCheck:
                     break
                 kept += added
                 keep.update(p for u in added for p in u.positions)
-                trial = _scratch(result, model)
-                out = convert(copy_model(pristine), frozenset(keep), trial)
-                cos = self.cosine(out)
+                candidate = _scratch(result, model)
+                converted = convert(copy_model(pristine), frozenset(keep), candidate)
+                try:
+                    better = self.cosine(converted)
+                except OnnxCompressError as e:
+                    result.note(f"fidelity check stopped: {e.message}")
+                    kept = kept[:-len(added)]
+                    break
+                trial, out, cos = candidate, converted, better
                 if cos >= self.target:
                     break
         _merge(result, trial)
@@ -132,10 +145,10 @@ class FidelityCheck:
         if kept:
             extra = sum(u.price for u in kept)
             shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
-            result.headline(f"kept {len(kept)} layers float32 for the output (worst cosine {first:.5f} -> "
-                            f"{cos:.5f} on {what}, target {self.target}; +{extra / 1024:.0f} KB): {shown}")
+            result.headline(f"kept {len(kept)} layers float32 for the output (worst cosine {first:.6f} -> "
+                            f"{cos:.6f} on {what}, target {self.target}; +{extra / 1024:.0f} KB): {shown}")
         if cos < self.target:
-            result.headline(f"output cosine {cos:.5f} on {what} stays below the target {self.target} "
+            result.headline(f"output cosine {cos:.6f} on {what} stays below the target {self.target} "
                             f"(float32 layers limited to {KEEP_BUDGET:.0%} of the weight bytes)")
         else:
             result.note(f"fidelity check: worst output cosine {cos:.6f} on {what}")
@@ -152,7 +165,7 @@ class FidelityCheck:
                     u.node.op_type in self.keep_ops or id(u.node) not in position for u in w.uses):
                 continue
             arr = w.numpy()
-            if arr.dtype != np.float32:
+            if arr.dtype != np.float32 or arr.size < MIN_SIZE:
                 continue
             weights.append(w)
             nbytes[w.label] = arr.nbytes
