@@ -101,6 +101,7 @@ class FidelityCheck:
             return out
         keep: set[int] = set()
         kept: list[_Unit] = []
+        chosen: set[int] = set()  # ids of the units tried
         if cos < self.target:
             try:
                 units, weight_bytes = self._units(pristine)
@@ -116,9 +117,10 @@ class FidelityCheck:
                 for u in order:
                     if remaining <= need:
                         break
-                    if u in kept or u in added or spent + u.price > budget:
+                    if id(u) in chosen or spent + u.price > budget:
                         continue
                     added.append(u)
+                    chosen.add(id(u))
                     remaining -= u.deviation
                     spent += u.price
                 if not added:
@@ -131,6 +133,8 @@ class FidelityCheck:
                     better = self.cosine(converted)
                 except OnnxCompressError as e:
                     result.note(f"fidelity check stopped: {e.message}")
+                    better = -1.0
+                if better < cos:  # no better than without these layers: keep the last model
                     kept = kept[:-len(added)]
                     break
                 trial, out, cos = candidate, converted, better
