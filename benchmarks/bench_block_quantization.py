@@ -49,6 +49,9 @@ from onnxcompress.passes import BlockQuantize, Float16, PassContext  # noqa: E40
 CACHE = Path.home() / ".cache" / "onnxcompress-bench"
 RESULTS = REPO / "benchmarks" / "results"
 BLOCK = 32
+# onnxruntime's HQQ and GPTQ modes need torch; this interpreter (torch + onnxruntime 1.32) runs
+# them in a child process when the benchmark's own has no torch.
+PEER_PYTHON = os.environ.get("BENCH_PEER_PYTHON", "/work/venv-torch/bin/python")
 
 
 REAL = Path("/work/realmodels")
@@ -92,6 +95,41 @@ class _Reader:
 
 
 def _ort_quantize(src: Path, dst: Path, algo: str, calib: list[dict[str, np.ndarray]]) -> str | None:
+    """onnxruntime's quantizer in this interpreter, or (HQQ and GPTQ need torch) in a child
+    process of ``PEER_PYTHON`` when torch is missing here. None, or why it did not run."""
+    if algo in ("hqq", "gptq") and not _has_torch() and Path(PEER_PYTHON).exists():
+        with tempfile.TemporaryDirectory(prefix="bench-blockq-peer-") as tmp:
+            data = Path(tmp) / "calib.npz"
+            np.savez(data, **{f"{i}/{k}": v for i, f in enumerate(calib) for k, v in f.items()})
+            child = subprocess.run(
+                [PEER_PYTHON, __file__, "--ort-child", str(src), str(dst), algo, str(data)],
+                capture_output=True, text=True)
+            if child.returncode != 0:
+                tail = (child.stderr.strip().splitlines() or ["no output"])[-1]
+                return f"{Path(PEER_PYTHON).parent.parent.name} child failed: {tail[:160]}"
+            return child.stdout.strip().splitlines()[-1][len("ERROR "):] if "ERROR " in child.stdout else None
+    return _ort_quantize_here(src, dst, algo, calib)
+
+
+def _has_torch() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
+def _ort_child(argv: list[str]) -> None:
+    """``--ort-child SRC DST ALGO CALIB.npz``: one quantization in the peer interpreter."""
+    src, dst, algo, data = argv
+    arrays = np.load(data)
+    feeds: dict[int, dict[str, np.ndarray]] = {}
+    for key in arrays.files:
+        i, name = key.split("/", 1)
+        feeds.setdefault(int(i), {})[name] = arrays[key]
+    why = _ort_quantize_here(Path(src), Path(dst), algo, [feeds[i] for i in sorted(feeds)])
+    print(f"ERROR {why}" if why else "OK")
+
+
+def _ort_quantize_here(src: Path, dst: Path, algo: str, calib: list[dict[str, np.ndarray]]) -> str | None:
     from onnxruntime.quantization import matmul_nbits_quantizer as mq
 
     try:
@@ -255,4 +293,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--ort-child"]:
+        _ort_child(sys.argv[2:])
+    else:
+        main()

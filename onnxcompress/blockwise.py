@@ -42,8 +42,8 @@ PACKED_BITS = (2, 4, 8)
 # Range shrink factors tried by the HQQ-style search (1.0 is RTN).
 _HQQ_SHRINK = np.linspace(1.0, 0.70, 16)
 _HQQ_REFITS = 3
-# GPTQ: columns processed together before the lazy update of the rest (a multiple of every
-# block size the rounding loop sees is not needed: block starts are tracked per column).
+# GPTQ: columns processed together before the lazy update of the rest (the sweep rounds it up
+# to a multiple of the block size, so a block's scale is picked from its compensated columns).
 _GPTQ_CHUNK = 128
 
 
@@ -242,60 +242,54 @@ def quantize_gptq(matrix: np.ndarray, hessian: np.ndarray, spec: BlockSpec, *,
                   damp: float = 0.01) -> BlockQuantized:
     """GPTQ rounding of ``matrix`` [rows, cols] given ``hessian`` [cols, cols] (= X^T X).
 
-    ``damp`` adds that fraction of the mean diagonal to H. Falls back to RTN (method "rtn") when
-    H cannot be inverted.
+    The layer-wise core's sweep (:func:`onnxcompress.layerwise.sweep.round_sweep`) with each
+    block's scale (and zero point) picked when the sweep reaches the block, from its columns as
+    the earlier blocks' compensation left them. ``damp`` adds that fraction of the mean diagonal
+    to H. Falls back to RTN (method "rtn") when H cannot be inverted.
     """
+    from onnxcompress.layerwise.sweep import round_sweep
+
     w = np.array(matrix, dtype=np.float64)
     rows, cols = w.shape
     h = np.array(hessian, dtype=np.float64)
     if h.shape != (cols, cols):
         raise ValueError(f"hessian must be {cols}x{cols}, got {h.shape}")
-    dead = np.diag(h) <= 0
-    h[dead, dead] = 1.0
-    w[:, dead] = 0.0  # inputs that are always zero: their weights do not matter
-    h[np.diag_indices(cols)] += damp * float(np.mean(np.diag(h)))
+    if not np.isfinite(h).all():
+        logger.info("GPTQ: H is not finite; round to nearest instead.")
+        return quantize_rtn(matrix, spec)
+    w[:, np.diag(h) <= 0] = 0.0  # inputs that are always zero: their weights do not matter
+    bs = spec.block_size
+    n_blocks = -(-cols // bs)
+    codes = np.zeros((rows, n_blocks * bs), dtype=np.uint8)
+    scales = np.zeros((rows, n_blocks), dtype=np.float32)
+    zps = np.zeros((rows, n_blocks), dtype=np.uint8)
+    levels = float(spec.levels)
+    current: dict[str, np.ndarray] = {}
+
+    def start_block(col: int, view: np.ndarray) -> None:
+        block = np.zeros((rows, bs), dtype=np.float32)
+        block[:, : view.shape[2]] = view[0]
+        b = col // bs
+        scales[:, b], zps[:, b] = block_params(block, spec)
+        zero = scales[:, b] == 0
+        current.update(zero=zero, safe=np.where(zero, 1.0, scales[:, b]).astype(np.float32),
+                       zp=zps[:, b].astype(np.float32), scale=scales[:, b].astype(np.float64))
+
+    def round_column(col: int, values: np.ndarray) -> np.ndarray:
+        # encode(): rint(w / scale) + zp, clipped; a zero scale keeps the zero point.
+        q = np.clip(np.rint(values[0].astype(np.float32) / current["safe"]) + current["zp"], 0, levels)
+        q = np.where(current["zero"], current["zp"], q).astype(np.uint8)
+        codes[:, col] = q
+        return ((q - current["zp"].astype(np.float64)) * current["scale"])[None]
+
     try:
-        hinv = np.linalg.cholesky(np.linalg.inv(h)).T  # upper Cholesky factor of H^-1
+        round_sweep(w[None], h[None], round_column, damp=damp, block=_GPTQ_CHUNK, span=bs,
+                    start_span=start_block)
     except np.linalg.LinAlgError:
         logger.info("GPTQ: H is singular even after damping; round to nearest instead.")
         return quantize_rtn(matrix, spec)
-    if not np.all(np.isfinite(hinv)):
+    if not np.all(np.isfinite(scales)):
         return quantize_rtn(matrix, spec)
-    bs = spec.block_size
-    n_blocks = -(-cols // bs)
-    codes = np.full((n_blocks * bs, rows), 0, dtype=np.uint8)  # transposed while filled
-    scales = np.zeros((rows, n_blocks), dtype=np.float32)
-    zps = np.zeros((rows, n_blocks), dtype=np.uint8)
-    # Columns of W are rows of wt: every per-column step reads and writes contiguous memory
-    # (W's columns are strided; this alone makes the loop several times faster).
-    wt = np.ascontiguousarray(w.T)
-    levels = float(spec.levels)
-    for start in range(0, cols, _GPTQ_CHUNK):
-        end = min(start + _GPTQ_CHUNK, cols)
-        err_chunk = np.zeros((end - start, rows))
-        for col in range(start, end):
-            b = col // bs
-            if col % bs == 0:
-                block = np.zeros((rows, bs), dtype=np.float32)
-                stop = min(col + bs, cols)
-                block[:, : stop - col] = wt[col:stop].T
-                scales[:, b], zps[:, b] = block_params(block, spec)
-                scale64 = scales[:, b].astype(np.float64)
-                zero = scale64 == 0
-                safe = np.where(zero, 1.0, scales[:, b]).astype(np.float32)
-                zp32 = zps[:, b].astype(np.float32)
-                zp64 = zps[:, b].astype(np.float64)
-            # encode(): rint(w / scale) + zp, clipped; a zero scale keeps the zero point.
-            x = wt[col].astype(np.float32)
-            q = np.clip(np.rint(x / safe) + zp32, 0, levels)
-            q = np.where(zero, zp32, q).astype(np.uint8)
-            codes[col] = q
-            err = (wt[col] - (q - zp64) * scale64) / hinv[col, col]
-            wt[col + 1 : end] -= np.outer(hinv[col, col + 1 : end], err)
-            err_chunk[col - start] = err
-        if end < cols:
-            wt[end:] -= hinv[start:end, end:].T @ err_chunk
-    codes = np.ascontiguousarray(codes.T)
     # Padding past ``cols`` decodes to zero.
     if n_blocks * bs > cols:
         codes[:, cols:] = zps.repeat(bs, axis=1)[:, cols:]

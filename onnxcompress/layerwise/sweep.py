@@ -109,12 +109,26 @@ def round_sweep(
     damp: float = DEFAULT_DAMP,
     block: int = DEFAULT_BLOCK,
     factor: np.ndarray | None = None,
+    span: int = 0,
+    start_span: Callable[[int, np.ndarray], None] | None = None,
 ) -> np.ndarray:
     """GPTQ over grouped rows: ``round_column(j, values [g, m]) -> rounded`` rounds column ``j``
-    of every group at once, each column's error compensated on the columns after it."""
+    of every group at once, each column's error compensated on the columns after it.
+
+    ``start_span(j, view [g, m, span])``, when given, is called as the sweep reaches each column
+    ``j`` that is a multiple of ``span``, with the columns ``j .. j + span`` as the compensation
+    of the earlier columns left them (block quantization picks each block's scale there)."""
     w = np.array(rows, dtype=np.float64, copy=True)
     u = inverse_factor(h, damp) if factor is None else factor
-    _sweep(w, u, block, lambda b0, j, w1, d: np.asarray(round_column(b0 + j, w1[:, :, j]), np.float64))
+    if span and start_span is not None:
+        block = max(span, block - block % span)  # a span never straddles two sweep blocks
+
+    def column(b0: int, j: int, w1: np.ndarray, d: np.ndarray) -> np.ndarray:
+        if span and start_span is not None and (b0 + j) % span == 0:
+            start_span(b0 + j, w1[:, :, j:j + span])
+        return np.asarray(round_column(b0 + j, w1[:, :, j]), np.float64)
+
+    _sweep(w, u, block, column)
     return w
 
 

@@ -142,6 +142,26 @@ def test_codec_round_trip_and_methods(bits: int, symmetric: bool) -> None:
     assert blockwise.bytes_on_disk(48, 100, spec) == packed.nbytes + rtn.scales.nbytes + zps
 
 
+def test_gptq_block_scales_come_from_the_compensated_sweep() -> None:
+    # GPTQ runs on the layer-wise core's sweep (round_sweep with a span per block): with a
+    # diagonal H nothing is compensated and it is exactly RTN; with a correlated H the first
+    # block (nothing before it) keeps RTN's scales and the later blocks' scales are picked from
+    # their columns as the compensation left them, so they differ from RTN's.
+    r = helpers.rng(3)
+    w = r.standard_normal((16, 96)).astype(np.float32)
+    spec = blockwise.BlockSpec(4, 32)
+    rtn = blockwise.quantize(w, spec, "rtn")
+    diag = np.diag(r.uniform(0.5, 2.0, 96))
+    same = blockwise.quantize(w, spec, "gptq", hessian=diag, damp=0.0)
+    assert same.method == "gptq"
+    np.testing.assert_array_equal(same.codes, rtn.codes)
+    np.testing.assert_array_equal(same.scales, rtn.scales)
+    x = r.standard_normal((300, 96)) + r.standard_normal((300, 1)) * 2  # correlated inputs
+    gptq = blockwise.quantize(w, spec, "gptq", hessian=x.T @ x)
+    np.testing.assert_array_equal(gptq.scales[:, 0], rtn.scales[:, 0])
+    assert not np.array_equal(gptq.scales[:, 1:], rtn.scales[:, 1:])
+
+
 def test_gptq_singular_hessian_falls_back_to_rtn() -> None:
     w = helpers.rng(1).standard_normal((8, 32)).astype(np.float32)
     h = np.full((32, 32), np.nan)

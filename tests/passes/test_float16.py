@@ -70,3 +70,50 @@ def test_float16_without_keep_io_types_and_subgraphs() -> None:
     onnx.checker.check_model(proto)
     feed = {"x": x[:, :8], "cond": np.array(True)}
     np.testing.assert_allclose(helpers.run(proto, feed)[0], helpers.run(sub, feed)[0], rtol=1e-6)
+
+
+def test_float16_fidelity_check_keeps_sensitive_layers_float32() -> None:
+    # An unreachable target: the check keeps the layers with most output deviation per byte
+    # float32 within its budget (small layers; not the 64K-value third, over the budget), each
+    # with its bias Add and Relu, says so in a headline, and the outputs move less than without
+    # the check.
+    model = helpers.mlp((4, 8, 256, 256, 4))
+    feeds = list(synthetic_feeds(load_model(model), 4, seed=1))
+    plain = to_proto(Float16(target_cosine=0).run(load_model(model)).model)
+    result = Float16(target_cosine=1.0).run(load_model(model))
+    proto = to_proto(result.model)
+    onnx.checker.check_model(proto)
+    types = {t.name: t.data_type for t in proto.graph.initializer}
+    assert types["fc0.weight"] == types["fc0.bias"] == onnx.TensorProto.FLOAT
+    assert types["fc2.weight"] == onnx.TensorProto.FLOAT16
+    kept = result.metrics["kept_float32_layers"]
+    assert "fc0/MatMul" in kept and "fc2/MatMul" not in kept and len(kept) == len(set(kept))
+    inferred = onnx.shape_inference.infer_shapes(proto).graph.value_info
+    relu = next(n for n in proto.graph.node if n.name == "relu0")
+    # The Relu after a kept layer stays float32 with it.
+    assert {v.name: v.type.tensor_type.elem_type for v in inferred}[relu.output[0]] == onnx.TensorProto.FLOAT
+    assert any("kept" in h and "fc0/MatMul" in h for h in result.headlines)
+    assert any("below the target" in h for h in result.headlines)
+    errors = {"plain": 0.0, "checked": 0.0}
+    for feed in feeds:
+        want = helpers.run(model, feed)[0]
+        for key, m in (("plain", plain), ("checked", proto)):
+            got = helpers.run(m, feed)[0]
+            assert np.isfinite(got).all()
+            errors[key] += float(np.square(got - want).sum())
+    assert errors["checked"] < errors["plain"]
+
+
+def test_float16_fidelity_check_degrades_when_the_model_cannot_run() -> None:
+    from onnxcompress.data import feed_source
+    from onnxcompress.passes import PassContext
+
+    model = load_model(helpers.mlp((16, 32, 8)))
+    bad = feed_source([{"x": np.zeros((2, 15), np.float32)}], model, check=False)  # wrong width
+    result = Float16().run(model, PassContext(calibration=bad))
+    assert any(n.startswith("fidelity check off") for n in result.notes)
+    proto = to_proto(result.model)
+    onnx.checker.check_model(proto)
+    assert {t.data_type for t in proto.graph.initializer} == {onnx.TensorProto.FLOAT16}
+    x = helpers.rng(0).standard_normal((3, 16)).astype(np.float32)
+    assert _cos(helpers.run(proto, {"x": x})[0], helpers.run(helpers.mlp((16, 32, 8)), {"x": x})[0]) > 0.9999

@@ -15,25 +15,26 @@ import pytest
 
 from onnxcompress.data import feed_source
 from onnxcompress.model import load_model, to_proto
-from onnxcompress.passes import Float16
+from onnxcompress.passes import Float16, PassContext
 from onnxcompress.runtime import create_session
 
 REAL = Path("/work/realmodels")
 BENCH = Path.home() / ".cache" / "onnxcompress-bench"
 # name -> (path, minimum cosine, maximum file ratio). The targets are cosine 0.9999 and
 # 0.5x; the exceptions are measured properties of the weights, not of the conversion:
-# - mobilenet_v2 has random weights and its BatchNorm statistics re-estimated, which makes it
-#   chaotic: rounding only its weights to float16 (compute in float32) already gives cosine
-#   0.9986, and half of that comes from the 864 values of its first convolution;
+# - mobilenet_v2 (random weights, BatchNorm statistics re-estimated and folded) loses cosine
+#   0.0032 from rounding its weights alone, 47 % from its first convolution: the pass's fidelity
+#   check keeps its first layers float32 (+54 KB) and reaches the target;
 # - ppocr_rec: rounding only its weights gives 0.99982 on the worst sample;
 # - silero_vad keeps ~1000 small constants (< 1024 values each, biases and shape-like
 #   arithmetic inside its If branches) exact.
 MODELS = {
-    "mobilenet_v2": (REAL / "mobilenet_v2.onnx", 0.997, 0.52),
+    "mobilenet_v2": (REAL / "mobilenet_v2.onnx", 0.9999, 0.52),
     "bert_tiny": (REAL / "bert_tiny.onnx", 0.9999, 0.52),
     "crnn_lstm": (REAL / "crnn_lstm.onnx", 0.9999, 0.52),  # LSTM weights stored fp16 + Cast
     "audio_kws": (REAL / "audio_kws.onnx", 0.9999, 0.52),  # STFT + GRU kept float32
-    "ppocr_det": (REAL / "ppocr_det.onnx", 0.9999, 0.52),  # a BN variance of 1e8 stays fp32
+    "ppocr_det": (REAL / "ppocr_det.onnx", 0.9999, 0.52),
+    "ssd_detector": (REAL / "ssd_detector.onnx", 0.9999, 0.52),  # a BN variance of 1e8 stays fp32
     "ppocr_rec": (REAL / "ppocr_rec.onnx", 0.9997, 0.52),
     "silero_vad": (REAL / "silero_vad.onnx", 0.9999, 0.57),  # weights in If branches
     "gpt_small": (BENCH / "gpt_small.onnx", 0.9999, 0.51),
@@ -57,7 +58,8 @@ def test_float16_on_exported_and_real_models(name: str) -> None:
         pytest.skip(f"{path} not present (made by scripts/real_models.py / export_transformer.py)")
     model = load_model(path)
     feeds = list(feed_source(str(path.with_name(f"{path.stem}_eval.npz")), model).take(2))
-    result = Float16().run(model)
+    context = PassContext(calibration=feed_source(str(path.with_name(f"{path.stem}_calib.npz")), model))
+    result = Float16().run(model, context)
     proto = onnx.load(path, load_external_data=False)
     converted = result.model
     out = to_proto(converted)
