@@ -48,6 +48,7 @@ class InputStats:
     rows: int
     cross: np.ndarray | None = None
     teacher_hessian: np.ndarray | None = None  # the teacher's E[x x^T] (with a student)
+    teacher_mean: np.ndarray | None = None  # the teacher's E[x] (with a student)
 
 
 @dataclass(frozen=True)
@@ -270,7 +271,7 @@ def _collect_block(
                     continue  # a reader whose input is not the weight's in-features
                 key = (name, item.k)
                 if key in shared:
-                    _accumulate(sums.setdefault(item.key, [0.0, 0.0, 0, 0.0, 0.0]), *shared[key])
+                    _accumulate(sums.setdefault(item.key, [0.0, 0.0, 0, 0.0, 0.0, 0.0]), *shared[key])
                     continue
                 try:
                     # The same seed for teacher and student: the same rows (positions) of both.
@@ -282,7 +283,7 @@ def _collect_block(
                 except ValueError as e:  # shapes that do not match the weight (should not happen)
                     skipped[item.key] = f"cannot unfold its input ({e})"
                     continue
-                acc = sums.setdefault(item.key, [0.0, 0.0, 0, 0.0, 0.0])
+                acc = sums.setdefault(item.key, [0.0, 0.0, 0, 0.0, 0.0, 0.0])
                 # float32 products per sample (half the time), summed over samples in float64
                 product = (np.matmul(x.transpose(0, 2, 1), x).astype(np.float64),
                            x.sum(axis=1, dtype=np.float64), x.shape[1])
@@ -292,6 +293,7 @@ def _collect_block(
                 if student_runs is not None:
                     acc[3] = acc[3] + np.matmul(x.transpose(0, 2, 1), x_t).astype(np.float64)
                     acc[4] = acc[4] + np.matmul(x_t.transpose(0, 2, 1), x_t).astype(np.float64)
+                    acc[5] = acc[5] + x_t.sum(axis=1, dtype=np.float64)
     for item in block:
         acc = sums.get(item.key)
         if acc is None or not acc[2]:
@@ -301,6 +303,7 @@ def _collect_block(
         if student is not None:
             stats[item.key].cross = acc[3] / acc[2]
             stats[item.key].teacher_hessian = acc[4] / acc[2]
+            stats[item.key].teacher_mean = acc[5] / acc[2]
 
 
 def _accumulate(acc: list, hessian: np.ndarray, total: np.ndarray, rows: int) -> None:

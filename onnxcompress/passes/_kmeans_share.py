@@ -9,7 +9,6 @@ where it costs <= 1%, bias correction with ``means``) and describes it in a Laye
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -197,6 +196,8 @@ def _share_model_codebook(
 
 # -- one weight ---------------------------------------------------------------------------
 
+_FIT = object()  # _share's default: cluster the weight itself
+
 
 def _share(
     w: Weight,
@@ -209,14 +210,15 @@ def _share(
     result: PassResult,
     *,
     means: dict[str, np.ndarray],
-    refit: Callable[[Weight, _Clustering], _Clustering] | None = None,
+    fitted: tuple[_Clustering, np.ndarray | None] | None | object = _FIT,
 ) -> LayerStat | None:
-    fitted = _fit_own(w, bits, cfg, energy, context, result)
+    """Cluster ``w`` (or take ``fitted``: already clustered and refit, None when it could not
+    be) and store it."""
+    if fitted is _FIT:
+        fitted = _fit_own(w, bits, cfg, energy, context, result)
     if fitted is None:
         return None
-    c, importance = fitted
-    if refit is not None:  # teacher-guided centroids (layerwise.codebook), same labels
-        c = refit(w, c)
+    c, importance = fitted  # type: ignore[misc]
     return _finish(w, bits, formats, c, _index_bits(c), importance, constants, result,
                    means=means)
 
