@@ -165,12 +165,14 @@ def collect_input_stats(
     budget_bytes: int = DEFAULT_BUDGET_BYTES,
     seed: int = 0,
     student: ir.Model | None = None,
+    teacher_hessian: bool = True,
 ) -> tuple[dict[str, InputStats], dict[str, str]]:
     """E[x x^T] of each weight's input (by ``weight.label``), and the weights skipped with why.
 
     One onnxruntime pass over ``feeds`` per block of layers whose matrices fit ``budget_bytes``
     (two with a ``student``: ``model`` is then the teacher, and the same rows are sampled from
-    both; ``feeds`` must be iterable twice).
+    both; ``feeds`` must be iterable twice). ``teacher_hessian`` False: the teacher's E[x x^T] is
+    not collected (a third of the products; a refit that measures errors up to a constant).
     """
     feeds = list(feeds) if not hasattr(feeds, "__len__") else feeds
     wanted: list[_Item] = []
@@ -185,7 +187,7 @@ def collect_input_stats(
         wanted.append(_Item(w.label, layout, (found[0].name,), k))
     stats: dict[str, InputStats] = {}
     for block in _blocks(wanted, budget_bytes):
-        _collect_block(model, block, feeds, max_rows, seed, stats, skipped, student)
+        _collect_block(model, block, feeds, max_rows, seed, stats, skipped, student, teacher_hessian)
     return stats, skipped
 
 
@@ -252,6 +254,7 @@ def _collect_block(
     stats: dict[str, InputStats],
     skipped: dict[str, str],
     student: ir.Model | None = None,
+    teacher_hessian: bool = True,
 ) -> None:
     sums: dict[str, list] = {}
     names = {name for item in block for name in item.names}
@@ -292,7 +295,8 @@ def _collect_block(
                 _accumulate(acc, *product)
                 if student_runs is not None:
                     acc[3] = acc[3] + np.matmul(x.transpose(0, 2, 1), x_t).astype(np.float64)
-                    acc[4] = acc[4] + np.matmul(x_t.transpose(0, 2, 1), x_t).astype(np.float64)
+                    if teacher_hessian:
+                        acc[4] = acc[4] + np.matmul(x_t.transpose(0, 2, 1), x_t).astype(np.float64)
                     acc[5] = acc[5] + x_t.sum(axis=1, dtype=np.float64)
     for item in block:
         acc = sums.get(item.key)
@@ -302,7 +306,7 @@ def _collect_block(
         stats[item.key] = InputStats(hessian=acc[0] / acc[2], mean=acc[1] / acc[2], rows=acc[2])
         if student is not None:
             stats[item.key].cross = acc[3] / acc[2]
-            stats[item.key].teacher_hessian = acc[4] / acc[2]
+            stats[item.key].teacher_hessian = acc[4] / acc[2] if teacher_hessian else None
             stats[item.key].teacher_mean = acc[5] / acc[2]
 
 
