@@ -241,8 +241,11 @@ class CodebookRefitter:
                 continue
             layer_stats = stats.pop(w.label)
             for t in targets:
-                found, why = _layer_options(w, f[0], layer_stats, self.bias and _bias_settable(w),
-                                            own=t == "own")
+                try:
+                    found, why = _layer_options(w, f[0], layer_stats, self.bias and _bias_settable(w),
+                                                own=t == "own")
+                except (np.linalg.LinAlgError, ValueError) as e:  # statistics too ill-conditioned
+                    found, why = {}, f"the refit failed ({e})"
                 if why is not None:
                     self.report["skipped"][w.label] = why
                 elif found:
