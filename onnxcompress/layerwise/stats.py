@@ -48,6 +48,7 @@ class InputStats:
     rows: int
     cross: np.ndarray | None = None
     teacher_hessian: np.ndarray | None = None  # the teacher's E[x x^T] (with a student)
+    teacher_mean: np.ndarray | None = None  # the teacher's E[x] (with a student)
 
 
 @dataclass(frozen=True)
@@ -164,12 +165,14 @@ def collect_input_stats(
     budget_bytes: int = DEFAULT_BUDGET_BYTES,
     seed: int = 0,
     student: ir.Model | None = None,
+    teacher_hessian: bool = True,
 ) -> tuple[dict[str, InputStats], dict[str, str]]:
     """E[x x^T] of each weight's input (by ``weight.label``), and the weights skipped with why.
 
     One onnxruntime pass over ``feeds`` per block of layers whose matrices fit ``budget_bytes``
     (two with a ``student``: ``model`` is then the teacher, and the same rows are sampled from
-    both; ``feeds`` must be iterable twice).
+    both; ``feeds`` must be iterable twice). ``teacher_hessian`` False: the teacher's E[x x^T] is
+    not collected (a third of the products; a refit that measures errors up to a constant).
     """
     feeds = list(feeds) if not hasattr(feeds, "__len__") else feeds
     wanted: list[_Item] = []
@@ -184,7 +187,7 @@ def collect_input_stats(
         wanted.append(_Item(w.label, layout, (found[0].name,), k))
     stats: dict[str, InputStats] = {}
     for block in _blocks(wanted, budget_bytes):
-        _collect_block(model, block, feeds, max_rows, seed, stats, skipped, student)
+        _collect_block(model, block, feeds, max_rows, seed, stats, skipped, student, teacher_hessian)
     return stats, skipped
 
 
@@ -251,6 +254,7 @@ def _collect_block(
     stats: dict[str, InputStats],
     skipped: dict[str, str],
     student: ir.Model | None = None,
+    teacher_hessian: bool = True,
 ) -> None:
     sums: dict[str, list] = {}
     names = {name for item in block for name in item.names}
@@ -270,7 +274,7 @@ def _collect_block(
                     continue  # a reader whose input is not the weight's in-features
                 key = (name, item.k)
                 if key in shared:
-                    _accumulate(sums.setdefault(item.key, [0.0, 0.0, 0, 0.0, 0.0]), *shared[key])
+                    _accumulate(sums.setdefault(item.key, [0.0, 0.0, 0, 0.0, 0.0, 0.0]), *shared[key])
                     continue
                 try:
                     # The same seed for teacher and student: the same rows (positions) of both.
@@ -282,7 +286,7 @@ def _collect_block(
                 except ValueError as e:  # shapes that do not match the weight (should not happen)
                     skipped[item.key] = f"cannot unfold its input ({e})"
                     continue
-                acc = sums.setdefault(item.key, [0.0, 0.0, 0, 0.0, 0.0])
+                acc = sums.setdefault(item.key, [0.0, 0.0, 0, 0.0, 0.0, 0.0])
                 # float32 products per sample (half the time), summed over samples in float64
                 product = (np.matmul(x.transpose(0, 2, 1), x).astype(np.float64),
                            x.sum(axis=1, dtype=np.float64), x.shape[1])
@@ -291,7 +295,9 @@ def _collect_block(
                 _accumulate(acc, *product)
                 if student_runs is not None:
                     acc[3] = acc[3] + np.matmul(x.transpose(0, 2, 1), x_t).astype(np.float64)
-                    acc[4] = acc[4] + np.matmul(x_t.transpose(0, 2, 1), x_t).astype(np.float64)
+                    if teacher_hessian:
+                        acc[4] = acc[4] + np.matmul(x_t.transpose(0, 2, 1), x_t).astype(np.float64)
+                    acc[5] = acc[5] + x_t.sum(axis=1, dtype=np.float64)
     for item in block:
         acc = sums.get(item.key)
         if acc is None or not acc[2]:
@@ -300,7 +306,8 @@ def _collect_block(
         stats[item.key] = InputStats(hessian=acc[0] / acc[2], mean=acc[1] / acc[2], rows=acc[2])
         if student is not None:
             stats[item.key].cross = acc[3] / acc[2]
-            stats[item.key].teacher_hessian = acc[4] / acc[2]
+            stats[item.key].teacher_hessian = acc[4] / acc[2] if teacher_hessian else None
+            stats[item.key].teacher_mean = acc[5] / acc[2]
 
 
 def _accumulate(acc: list, hessian: np.ndarray, total: np.ndarray, rows: int) -> None:

@@ -15,6 +15,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from onnxcompress import runtime
+from onnxcompress.layerwise.rounding import round_int8
 from onnxcompress.passes._folding import const_array
 from onnxcompress.passes._qdq import (
     Builder,
@@ -238,6 +239,7 @@ def _to_int8(w: Weight, axis: int | None, reduce_range: bool,
     builder for ``w``'s graph). The float data is released as soon as it is read."""
     arr = w.numpy()
     q, scale = quantize_weight(arr, axis, reduce_range=reduce_range)
+    q = round_int8(w, arr, q, scale, axis, reduce_range)  # GPTQ codes with reconstruct
     error = relative_error(arr, q, scale, axis)
     before = w.nbytes
     del arr
@@ -326,6 +328,7 @@ def _dynamic_rewrite(w: Weight, cfg: QuantizeConfig, channelwise: bool, b: Build
         arr = arr.T
     axis = 1 if channelwise else None
     q, scale = quantize_weight(arr, axis, reduce_range=cfg.reduce_range)
+    q = round_int8(w, arr, q, scale, axis, cfg.reduce_range, transposed=trans_b)
     error = relative_error(arr, q, scale, axis)
     before = w.nbytes
     shape = tuple(arr.shape)

@@ -9,7 +9,6 @@ where it costs <= 1%, bias correction with ``means``) and describes it in a Laye
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -200,6 +199,8 @@ def _share_model_codebook(
 
 # -- one weight ---------------------------------------------------------------------------
 
+_FIT = object()  # _share's default: cluster the weight itself
+
 
 def _share(
     w: Weight,
@@ -212,16 +213,20 @@ def _share(
     result: PassResult,
     *,
     means: dict[str, np.ndarray],
-    refit: Callable[[Weight, _Clustering], _Clustering] | None = None,
+    fitted: tuple[_Clustering, np.ndarray | None] | None | object = _FIT,
 ) -> LayerStat | None:
-    fitted = _fit_own(w, bits, cfg, energy, context, result)
+    """Cluster ``w`` (or take ``fitted``: already clustered and refit, None when it could not
+    be) and store it."""
+    refitted = fitted is not _FIT
+    if fitted is _FIT:
+        fitted = _fit_own(w, bits, cfg, energy, context, result)
     if fitted is None:
         return None
-    c, importance = fitted
-    if refit is not None:  # teacher-guided centroids (layerwise.codebook), same labels
-        c = refit(w, c)
+    c, importance = fitted  # type: ignore[misc]
+    # A refit codebook was judged end to end by the refitter (layerwise.codebook): it stays
+    # a codebook unless the int8 form is asked for.
     slot = _int8_slot(w, bits, cfg, formats)
-    if slot is not None:
+    if slot is not None and (cfg.decode == "int8" or not refitted):
         array = w.numpy()
         q, scales, decoded = _kmeans_int8.fit(array, w.out_axis % array.ndim)
         error = _relative_error(decoded, array)

@@ -15,6 +15,8 @@ import onnx
 import onnx_ir as ir
 
 from onnxcompress import macs
+from onnxcompress.errors import OnnxCompressError
+from onnxcompress.layerwise import reconstruct
 from onnxcompress.layerwise.bias import add_to_bias, bias_delta
 from onnxcompress.model import shape_only_proto
 from onnxcompress.passes import _channel_graph, _channels
@@ -115,13 +117,14 @@ def _prune_groups(
         result.note("no channel group could be pruned (see skipped)")
         return
     weights_before = {id(w): (w.label, w.shape, w.nbytes) for w in index}
+    refit = _refit_consumers(cfg, model, graph, groups, keep, context, result)
     deltas: list[tuple[Weight, np.ndarray]] = []
     if cfg.bias_correction and stats:
         # Consumers lose the removed channels' mean contribution: it moves into their bias.
         out_space = {id(p.weight): p.space for p in graph.producers}
         for c in {id(c.weight): c for r in keep for c in groups[r].consumers}.values():
-            if c.weight.label not in stats or id(c.weight) not in out_space:
-                continue
+            if c.weight.label not in stats or id(c.weight) not in out_space or c.weight.label in refit:
+                continue  # a refit consumer matches the teacher's output, mean included
             removed = c.weight.numpy().copy()
             c.weight.release()
             np.moveaxis(removed, c.axis, 0)[graph.channel_index(c.spaces, c.block, keep)] = 0
@@ -169,6 +172,49 @@ def _prune_groups(
             "channels_in_pruned_groups": sum(groups[r].size for r in keep),
         }
     )
+
+
+def _refit_consumers(
+    cfg: PruneConfig,
+    model: ir.Model,
+    graph: _channel_graph.ChannelGraph,
+    groups: dict[int, _channel_graph.Group],
+    keep: dict[int, Any],
+    context: PassContext,
+    result: PassResult,
+) -> set[str]:
+    """With ``reconstruct``: each layer reading pruned channels gets the weights on its kept inputs
+    refit to the least-squares optimum against its unpruned output (the teacher's inputs; the
+    removed inputs' columns are then dropped by ``graph.apply``). Labels of the layers refit."""
+    if not cfg.reconstruct or context.calibration is None:
+        if cfg.reconstruct:
+            result.note("reconstruct needs calibration data (--calibration); layers were not refit")
+        return set()
+    items: list[tuple[Weight, np.ndarray]] = []
+    for c in {id(c.weight): c for r in keep for c in groups[r].consumers}.values():
+        w = c.weight
+        mask = np.zeros(w.shape, bool)
+        np.moveaxis(mask, c.axis, 0)[graph.channel_index(c.spaces, c.block, keep)] = True
+        if not mask.all():
+            items.append((w, mask))
+    if not items:
+        return set()
+    feeds = context.calibration.take(context.stats.limit(cfg.calibration_samples))
+    try:
+        done = reconstruct.refit_pruned(model, items, feeds, seed=context.seed)
+    except OnnxCompressError as e:
+        result.note(f"reconstruction skipped: the model could not run on the calibration data ({e})")
+        return set()
+    for w, _ in items:
+        if w.label in done.refits:
+            w.set_numpy(done.refits[w.label].array)
+    for label, reason in done.skipped.items():
+        result.metrics.setdefault("not_refit", {})[label] = reason
+    result.metrics["reconstruction_seconds"] = round(done.seconds, 3)
+    result.metrics["reconstructed_layers"] = len(done.refits)
+    result.metrics["reconstruction"] = {
+        label: (round(r.error_before, 6), round(r.error_after, 6)) for label, r in done.refits.items()}
+    return set(done.refits)
 
 
 def _report_unchanged_weights(

@@ -154,7 +154,8 @@ class PruneConfig(PassConfig):
         flag="--prune-reconstruct",
         help="with calibration data, refit the kept weights of each pruned layer so that its "
         "outputs match the original's (least squares on the layer's input statistics; "
-        "unstructured and N:M patterns). Kept only where it lowers the layer's output error",
+        "unstructured and N:M patterns; with channel, the layers reading pruned channels are "
+        "refit on their kept inputs). Kept only where it lowers the layer's output error",
     )
     reconstruct_select: bool = option(
         default=True,

@@ -35,6 +35,7 @@ from onnxcompress.cpu import default_reduce_range, has_vnni
 from onnxcompress.data import synthetic_feeds
 from onnxcompress.errors import OnnxCompressError
 from onnxcompress.graph.fold import shape_read_weights
+from onnxcompress.layerwise import rounding
 from onnxcompress.layerwise.collection import Histogram
 from onnxcompress.model import copy_model
 from onnxcompress.opset import opset_version, upgrade_opset
@@ -162,6 +163,12 @@ class QuantizeConfig(PassConfig):
         help="the fidelity guard keeps weights float only while the model stays this many "
         "times smaller than float (where the weights allow)",
     )
+    reconstruct: bool = option(
+        default=False,
+        help="with calibration data, round each int8 weight in GPTQ order (each column's rounding "
+        "error compensated on the later ones, layerwise/rounding.py); same scales, kept per layer "
+        "where its output error is lower than round-to-nearest's",
+    )
 
     def __post_init__(self) -> None:
         self._require(self.mode in MODES, f"mode must be one of {', '.join(MODES)}")
@@ -197,6 +204,23 @@ class Quantize(Pass):
         return _histograms(probe, units, cfg) if units else []
 
     def apply(self, model: ir.Model, context: PassContext, result: PassResult) -> ir.Model:
+        cfg: QuantizeConfig = self.config  # type: ignore[assignment]
+        if not cfg.reconstruct or cfg.mode == "int4" or context.calibration is None:
+            if cfg.reconstruct and context.calibration is None:
+                result.note("reconstruct needs calibration data (--calibration); weights rounded to nearest")
+            return self._apply(model, context, result)
+        try:  # the statistics of the model as it comes (BatchNorm folding keeps the inputs)
+            found = rounding.int8_rounding(
+                model, context.calibration.take(context.stats.limit(cfg.calibration_samples)),
+                seed=context.seed)
+        except OnnxCompressError as e:
+            result.note(f"reconstruction skipped: the model could not run on the calibration data ({e})")
+            return self._apply(model, context, result)
+        result.metrics["reconstruction"] = found.report
+        with rounding.active(found):
+            return self._apply(model, context, result)
+
+    def _apply(self, model: ir.Model, context: PassContext, result: PassResult) -> ir.Model:
         cfg: QuantizeConfig = self.config  # type: ignore[assignment]
         result.metrics["mode"] = cfg.mode
         if cfg.mode == "int4":  # recipes may say quantize/int4: the blockq pass at its defaults

@@ -86,7 +86,7 @@ from onnxcompress.passes._kmeans_decode import (
     Formats,
 )
 from onnxcompress.passes._kmeans_select import _first_kept_float, _firsts, _shape_read
-from onnxcompress.passes._kmeans_share import _share, _share_model_codebook
+from onnxcompress.passes._kmeans_share import _FIT, _fit_own, _share, _share_model_codebook
 from onnxcompress.passes.base import LayerStat, Pass, PassConfig, PassContext, PassResult, option
 from onnxcompress.stats import gzip_size
 from onnxcompress.weights import (
@@ -384,15 +384,25 @@ class WeightSharing(Pass):
                 w.release()
             done += len(members)
             context.report_progress("k-means", done, len(todo))
-        refit = self._refitter(model, [w for w, _ in singles], cfg, context, result)
-        for w, bits in singles:
-            stat = _share(w, bits, cfg, formats, energies.get(w.label), context, constants, result,
-                          means=means, refit=refit)
-            if stat is not None:
-                stats.append(stat)
-            w.release()  # one weight at a time: its float data leaves memory before the next
-            done += 1
-            context.report_progress("k-means", done, len(todo))
+        refit = self._refitter(model, [w for w, _ in singles], cfg, context, result, means)
+        # With reconstruct, a stage of weights is clustered, refit and judged together before
+        # it is stored (layerwise.codebook); else one weight at a time.
+        for stage in refit.stages(singles) if refit is not None else [[s] for s in singles]:
+            fits = [None] * len(stage)
+            if refit is not None:
+                fits = refit.refit_stage([w for w, _ in stage], [
+                    _fit_own(w, bits, cfg, energies.get(w.label), context, result) for w, bits in stage])
+            for (w, bits), fitted in zip(stage, fits, strict=True):
+                stat = _share(w, bits, cfg, formats, energies.get(w.label), context, constants, result,
+                              means=means if refit is None else refit.pass_means(means),
+                              fitted=fitted if refit is not None else _FIT)
+                if stat is not None:
+                    stats.append(stat)
+                elif refit is not None:
+                    refit.not_stored(w)
+                w.release()  # one weight at a time: its float data leaves memory before the next
+                done += 1
+                context.report_progress("k-means", done, len(todo))
         # Weights that only shape-only ops read (overlapping Slices of an LSTM matrix, which
         # load_model leaves unfolded): stored once, decoded in front of the readers, as int8
         # does (silero_vad: 1 MB of LSTM weights stayed float).
@@ -507,17 +517,17 @@ class WeightSharing(Pass):
     # -- calibration --------------------------------------------------------------------------
 
     def _refitter(self, model: ir.Model, weights: list[Weight], cfg: WeightSharingConfig,
-                  context: PassContext, result: PassResult) -> Any:
+                  context: PassContext, result: PassResult, means: dict[str, np.ndarray]) -> Any:
         """The teacher-guided centroid refit (``reconstruct``): layerwise.codebook's hook."""
         if not cfg.reconstruct or not weights:
             return None
         if context.calibration is None:
             result.note("reconstruct needs calibration data (--calibration); centroids were not refit")
             return None
-        refit, report = codebook.codebook_refitter(
+        refit = codebook.codebook_refitter(
             model, weights, context.calibration.take(context.stats.limit(cfg.calibration_samples)),
-            seed=context.seed)
-        result.metrics["reconstruction"] = report  # filled in as the weights are refit
+            seed=context.seed, means=means, bias=cfg.bias_correction)
+        result.metrics["reconstruction"] = refit.report  # filled in as the weights are refit
         return refit
 
     def _moments(
