@@ -37,7 +37,7 @@ from onnxcompress import runtime
 from onnxcompress.activations import quiet_run_options, run
 from onnxcompress.errors import OnnxCompressError
 from onnxcompress.model import copy_model
-from onnxcompress.passes._bit_allocation import ProbeResult, _expose, output_deviation
+from onnxcompress.passes._bit_allocation import expose_weights, output_deviation
 from onnxcompress.passes.base import PassResult
 from onnxcompress.weights import Weight
 
@@ -115,7 +115,7 @@ def start(model: ir.Model, weights: list[Weight], feeds, source: str,  # noqa: A
     begin = time.perf_counter()
     try:
         probe = copy_model(model)
-        inputs = _expose(probe, [w.label for w in weights], ProbeResult())
+        inputs = expose_weights(probe, [w.label for w in weights])
         finals = [v.name for v in probe.graph.outputs]
         names = _intermediates(probe, set(finals) | set(inputs.values()))
         by_name = _values(probe.graph)
