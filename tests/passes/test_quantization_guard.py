@@ -280,14 +280,15 @@ def _first_feeds(n: int, seed: int) -> list[dict[str, np.ndarray]]:
     return out
 
 
-def test_guard_probes_the_first_layer_and_steps_it_down(monkeypatch):
+def test_guard_finds_the_first_layer_and_steps_it_down(monkeypatch):
     from onnxcompress.passes import _int8_guard
 
     proto = sensitive_first()
     data = _first_feeds(4, 0)
     res, q = quantize(proto, data, mode="weights")
     guard = res.metrics["fidelity_guard"]
-    # W1's local jump is not among the PROBED worst: it is probed as a first layer only.
+    # W1's local error is small (its input's range is what int8 meets): the search over every
+    # weight measures it alone all the same.
     assert "W1" in guard["probed"] and guard["steps"].get("W1") == "float", guard
     assert guard["weight_deviation_after"] < guard["weight_deviation"] / 2
     assert any("fidelity guard" in line and "W1" in line for line in res.headlines)
@@ -299,8 +300,10 @@ def test_guard_probes_the_first_layer_and_steps_it_down(monkeypatch):
     _, plain = quantize(proto, data, mode="weights", fidelity_guard=False)
     guarded, unguarded = _output_error(proto, q, held_out), _output_error(proto, plain, held_out)
     assert guarded < unguarded / 3, (guarded, unguarded)
-    # Without first layers in the probed set the guard misses W1 (what issue 11 saw on ppocr_det).
-    monkeypatch.setattr(_int8_guard, "FIRSTS", 0)
+    # The search splits only groups that can hold an outlier: fewer runs than one per weight
+    # (7 weights, 2 samples a run).
+    assert guard["probe_runs"] < 2 * guard["candidates"], guard
+    # With no search budget beyond the first split the guard cannot single W1 out.
+    monkeypatch.setattr(_int8_guard, "PROBE_MACS", 1)
     res, _ = quantize(proto, data, mode="weights")
-    assert "W1" not in res.metrics["fidelity_guard"]["probed"]
     assert "W1" not in res.metrics["fidelity_guard"]["steps"]
