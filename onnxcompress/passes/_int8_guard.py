@@ -115,6 +115,7 @@ class Guard:
     metrics: dict = field(default_factory=dict)
     macs: int = 0  # one sample's multiply-accumulates (0: not counted)
     weight_flips: float = 0.0  # top-1 flips of int8 weight-only (after the weights' steps)
+    float_bytes: int = 0  # serialized size of the float model before folding (0: not known)
 
     def run(self, overrides: Mapping[str, np.ndarray], i: int, *,
             finals: bool = False) -> list[np.ndarray]:
@@ -496,7 +497,8 @@ def guarded(guard: Guard | None, weight_only: float, model: ir.Model,
         result.metrics.update(scratch.metrics)
         return m
 
-    float_bytes = _model_bytes(pristine) if keep and min_ratio > 1.0 else 0
+    # The float model as given (before BatchNorm folding: what the user compares with).
+    float_bytes = guard.float_bytes or model_bytes(pristine) if keep and min_ratio > 1.0 else 0
     out = speed_guard(recording if candidates else build)
     chosen = last[-1] if last else []
     start = time.perf_counter()
@@ -510,7 +512,15 @@ def guarded(guard: Guard | None, weight_only: float, model: ir.Model,
     return out
 
 
-def _model_bytes(model: ir.Model) -> int:
+def fits(model: ir.Model) -> bool:
+    """Whether the guard measures ``model``: inline data, at most GUARD_MAX_BYTES."""
+    from onnxcompress.model import external_base_dir, tensor_bytes
+
+    return external_base_dir(model) is None and tensor_bytes(model) <= GUARD_MAX_BYTES
+
+
+def model_bytes(model: ir.Model) -> int:
+    """Serialized size of ``model`` (what its file will take, external data inlined)."""
     from onnxcompress.model import to_proto
 
     return to_proto(model).ByteSize()
@@ -527,7 +537,7 @@ def _within_size(guard: Guard, out: ir.Model, limit: float, keep: dict[str, str]
     sizes = guard.metrics.get("step_bytes", {})
     dropped: list[str] = []
     for _ in range(3):
-        excess = _model_bytes(out) - limit
+        excess = model_bytes(out) - limit
         if excess <= 0 or not keep or excess > sum(sizes.get(k, 0) for k in keep):
             break  # within the limit, or over it with no step at all: steps stay (budgeted)
         for label in sorted(keep, key=lambda k: (probed.get(k, 0.0) / max(sizes.get(k, 1), 1), k)):
@@ -554,12 +564,12 @@ def guard_weights(model: ir.Model, weights: list[Weight], channelwise: bool, con
     """Step 1 for the quantize pass: (the guard or None, label -> "block"/"float" for the weights
     that step down, the output deviation of int8 weight-only). A headline names them."""
     from onnxcompress.data import synthetic_feeds
-    from onnxcompress.model import external_base_dir, tensor_bytes
+    from onnxcompress.model import tensor_bytes
     from onnxcompress.passes._int8 import BLOCK, block_layout, block_quantize
     from onnxcompress.passes._qdq import quantize_weight
 
     weights = [w for w in weights if w.graph is model.graph]
-    if external_base_dir(model) is not None or tensor_bytes(model) > GUARD_MAX_BYTES:
+    if not fits(model):
         result.note("fidelity guard skipped: the model is large (external data or over "
                     f"{GUARD_MAX_BYTES >> 20} MB) and its session would hold every weight in float "
                     "and int8 at once; the weights are stored one at a time instead")
