@@ -520,10 +520,21 @@ def fits(model: ir.Model) -> bool:
 
 
 def model_bytes(model: ir.Model) -> int:
-    """Serialized size of ``model`` (what its file will take, external data inlined)."""
+    """Serialized size of ``model`` as it will be saved: external data inlined, initializers no
+    node reads and the debug info the pipeline strips after the passes (the dynamo exporter's
+    per-node stack traces: 82 KB of ssd_detector's 1.5 MB int8 file) left out."""
     from onnxcompress.model import to_proto
 
-    return to_proto(model).ByteSize()
+    unused = sum(v.const_value.nbytes for v in model.graph.initializers.values()
+                 if v.const_value is not None and not v.uses() and not v.is_graph_output())
+    proto = to_proto(model)
+    for node in proto.graph.node:
+        node.ClearField("doc_string")
+        del node.metadata_props[:]
+    for v in (*proto.graph.input, *proto.graph.output, *proto.graph.value_info):
+        v.ClearField("doc_string")
+        del v.metadata_props[:]
+    return proto.ByteSize() - unused
 
 
 def _within_size(guard: Guard, out: ir.Model, limit: float, keep: dict[str, str],
