@@ -358,3 +358,46 @@ def test_top1_flips_counts_sequence_outputs_and_skips_ties_maps_and_anchors():
     assert top1_flips([anchors[..., ::-1].copy(), pooled[:, ::-1].copy(), prob_map + 1],
                       [anchors, pooled, prob_map]) == 0.0
     assert top1_flips([vocab.astype(np.int64)], [moved.astype(np.int64)]) == 0.0
+
+
+class _AdditiveGuard:
+    """A stand-in for the guard's session: the output moves by the sum of what each int8 weight
+    alone moves it (the search's premise), one output of 1.0."""
+
+    def __init__(self, alone: dict[str, float], macs: int = 1):
+        self.alone, self.macs, self.n_final, self.runs = alone, macs, 1, 0
+        self.references = [[np.ones(1, np.float32)]]
+
+    def run(self, overrides, i, *, finals=False):
+        self.runs += 1
+        return [np.ones(1, np.float32) + np.sqrt(sum(self.alone[k] for k in overrides))]
+
+
+def test_search_measures_alone_exactly_the_weights_over_the_threshold():
+    """64 weights, two outliers (one mid-network, like ppocr_det's 7th conv): the bisection
+    measures both alone and splits no group under the threshold: far fewer runs than 64."""
+    from onnxcompress.passes._int8_guard import _search
+
+    alone = {f"w{i}": 1e-4 for i in range(64)}
+    alone["w6"], alone["w40"] = 5e-2, 1e-2
+    guard = _AdditiveGuard(alone)
+    labels = list(alone)
+    total = sum(alone.values())
+    threshold = 1.5 * total / len(labels)
+    probed, runs = _search(guard, {k: None for k in labels}, labels, total, threshold, [0])
+    assert {k for k, d in probed.items() if d >= threshold} == {"w6", "w40"}
+    assert probed["w6"] == pytest.approx(5e-2) and probed["w40"] == pytest.approx(1e-2)
+    # 2 runs a level: the first split, then 5 more levels down to each outlier (probing each
+    # weight alone would take 64)
+    assert runs == guard.runs and runs <= 2 + 2 * 2 * 6
+    # A budget of one split measures the halves only; the worst is still found first.
+    from onnxcompress.passes import _int8_guard
+
+    guard = _AdditiveGuard(alone, macs=10**9)
+    old = _int8_guard.PROBE_MACS
+    try:
+        _int8_guard.PROBE_MACS = 4 * 10**9
+        probed, runs = _search(guard, {k: None for k in labels}, labels, total, threshold, [0])
+    finally:
+        _int8_guard.PROBE_MACS = old
+    assert runs <= 4 and "w40" not in probed
