@@ -14,15 +14,14 @@ import onnx_ir as ir
 
 from onnxcompress import kmeans
 from onnxcompress.graph.fold import shape_read_weights
-from onnxcompress.passes._int8_guard import _firsts
 from onnxcompress.weights import ROLE_WEIGHT, Slot, Use, Weight, model_names
 
 if TYPE_CHECKING:
     from onnxcompress.passes.weight_sharing import WeightSharingConfig
 
-__all__ = ["_first_kept_float", "_firsts", "_shape_read"]
+__all__ = ["_first_kept_float", "_shape_read"]
 
-# At 8 bits a first layer (its data input is the graph input, see _int8_guard._firsts) of at
+# At 8 bits a first layer (no compute layer before it: prune's _first_last_nodes, the one rule) of at
 # most this many values stays float unless 256 levels hold it exactly, as the int8 fidelity
 # guard keeps it: it meets the raw input's range (captcha_crnn's conv1 reads 0..255 pixels;
 # 9,408 values on a 330-level grid: k-means's error 4.2e-3 < int8's 7.6e-3, yet one decoded

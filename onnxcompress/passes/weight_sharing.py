@@ -85,8 +85,9 @@ from onnxcompress.passes._kmeans_decode import (
     ConstantCache,
     Formats,
 )
-from onnxcompress.passes._kmeans_select import _first_kept_float, _firsts, _shape_read
+from onnxcompress.passes._kmeans_select import _first_kept_float, _shape_read
 from onnxcompress.passes._kmeans_share import _FIT, _fit_own, _share, _share_model_codebook
+from onnxcompress.passes._prune_select import _first_last_nodes
 from onnxcompress.passes.base import LayerStat, Pass, PassConfig, PassContext, PassResult, option
 from onnxcompress.stats import gzip_size
 from onnxcompress.weights import (
@@ -348,7 +349,7 @@ class WeightSharing(Pass):
                 result.modified = True
         model, formats = self._prepare_opset(model, cfg, wanted, result)
         index = WeightIndex.build(model)
-        firsts = _firsts(model)
+        firsts, _ = _first_last_nodes(model, index)
         total = sum(w.size for w in index if w.role in COMPUTE_ROLES)
         todo: list[tuple[Weight, int]] = []
         for w in index:
