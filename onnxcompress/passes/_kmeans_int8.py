@@ -67,19 +67,39 @@ def fit(array: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     """Symmetric int8 per channel along ``axis``: (int8 values, scales [channels], decoded
     weight q * scale in the weight's dtype). Per channel the clipping ratio with the least
     squared error wins."""
+    return apply(array, axis, choose(array, axis)[0])
+
+
+def choose(array: np.ndarray, axis: int, sample: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Per channel along ``axis``, the scale (float64) of the clipping ratio with the least
+    squared error, and the relative error of those scales over the values they were chosen on.
+    ``sample`` ([channels, m], e.g. ``_kmeans_fit._subsample``): choose on it instead of every
+    value (a large weight: 8 ratios are 8 passes over it); the largest magnitudes are always
+    the whole channel's."""
     moved = np.moveaxis(array, axis, 0).reshape(array.shape[axis], -1)
     amax = np.abs(moved).max(axis=1).astype(np.float64)
+    rows = moved if sample is None else sample
     best_err = np.full(amax.shape, np.inf)
     best_scale = np.ones_like(amax)
+    step = max(1, _CHUNK // max(rows.shape[0], 1))
     for ratio in CLIP_RATIOS:
         scale = np.where(amax > 0, amax * ratio / 127.0, 1.0)
         err = np.zeros_like(amax)
-        for start in range(0, moved.shape[1], max(1, _CHUNK // max(moved.shape[0], 1))):
-            block = moved[:, start:start + max(1, _CHUNK // max(moved.shape[0], 1))].astype(np.float64)
+        for start in range(0, rows.shape[1], step):
+            block = rows[:, start:start + step].astype(np.float64)
             q = np.clip(np.round(block / scale[:, None]), -127, 127)
             err += np.square(q * scale[:, None] - block).sum(axis=1)
         better = err < best_err
         best_err[better], best_scale[better] = err[better], scale[better]
+    ref = float(sum(float(np.square(rows[:, a:a + step], dtype=np.float64).sum())
+                    for a in range(0, rows.shape[1], step)))
+    error = float(np.sqrt(best_err.sum() / ref)) if ref > 0 else 0.0
+    return best_scale, error
+
+
+def apply(array: np.ndarray, axis: int, best_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``array`` quantised with the per-channel scales ``best_scale`` (from ``choose``), as ``fit``."""
+    moved = np.moveaxis(array, axis, 0).reshape(array.shape[axis], -1)
     scales = best_scale.astype(array.dtype)
     scales[~np.isfinite(scales) | (scales == 0)] = 1
     s = scales.astype(np.float64)[:, None]
