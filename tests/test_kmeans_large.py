@@ -171,3 +171,31 @@ def test_weights_at_the_choice_size_are_unchanged(monkeypatch):
     b, proto_b, sizes_b, _ = _share(_matmul_model(w), monkeypatch, bits=8)
     assert sizes_a == sizes_b and all(s == w.size for s in sizes_b)
     assert proto_a.SerializeToString() == proto_b.SerializeToString()
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_checked_int8_scales_fall_back_to_int8_grid_per_channel(axis):
+    """apply_checked: channels whose sampled ratio errs more than int8's own grid take the grid
+    (here: half the channels given a ratio of 0.3), the others keep their scale."""
+    from onnxcompress.passes import _kmeans_int8
+
+    rng = np.random.default_rng(8)
+    w = rng.standard_normal((96, 64)).astype(np.float32)
+    amax = np.abs(w).max(axis=1 - axis).astype(np.float64)
+    grid = amax / 127.0
+    chosen = grid.copy()
+    chosen[::2] *= 0.3  # heavy clipping: worse than the grid on every value
+    chosen[1::2] *= 0.97
+    q, scales, decoded, error = _kmeans_int8.apply_checked(w, axis, chosen)
+    expect_scales = np.where(np.arange(amax.size) % 2 == 0, grid, chosen).astype(np.float32)
+    want_q, _, _ = _kmeans_int8.apply(w, axis, expect_scales.astype(np.float64))
+    # Odd channels: 0.97 of the range may or may not beat the grid; compare only where kept.
+    kept = scales == chosen.astype(np.float32)
+    assert not kept[::2].any()  # every clipped channel fell back
+    np.testing.assert_array_equal(scales[::2], grid.astype(np.float32)[::2])
+    qm, wm = np.moveaxis(q, axis, 0), np.moveaxis(want_q, axis, 0)
+    np.testing.assert_array_equal(qm[::2], wm[::2])
+    bshape = [-1 if i == axis else 1 for i in range(2)]
+    np.testing.assert_array_equal(decoded, q.astype(np.float32) * scales.reshape(bshape))
+    assert error == pytest.approx(float(np.linalg.norm(decoded - w) / np.linalg.norm(w)), rel=1e-5)
+    assert error <= _int8_error(w, axis) + 1e-7

@@ -228,8 +228,7 @@ def _share(
         axis = w.out_axis % array.ndim
         scales64, sample_error = _kmeans_int8.choose(array, axis, plan.sample.values)
         if cfg.decode == "int8" or plan.error >= INT8_FORM_GAIN * sample_error:
-            q, scales, decoded = _kmeans_int8.apply(array, axis, scales64)
-            error = _relative_error(decoded, array)
+            q, scales, decoded, error = _kmeans_int8.apply_checked(array, axis, scales64)
             return _finish_int8(w, bits, q, scales, decoded, slot, error, plan.error,
                                 importance, means=means)
         slot = None
