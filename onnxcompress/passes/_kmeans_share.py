@@ -402,7 +402,11 @@ def _plan_own(
         # (resnet_digits: 7 of 9 layers). So: the better of the two initialisations, and
         # if that still errs more than int8, channels divided by their largest magnitude
         # (int8's own grid, which Lloyd only improves; one scale per channel and a Mul).
-        bar = _int8_error(values, v_axis)
+        amax = None
+        if sample is not None:  # int8's grid from the whole channels' largest magnitudes
+            amax = (np.asarray(float(np.abs(array).max())) if axis is None
+                    else _kmeans_int8.channel_absmax(array, axis))
+        bar = _int8_error(values, v_axis, amax)
         best, best_error = c, _relative_error(c.snapped, values)
         if best_error > bar and cfg.init != "kmeans++":
             alt = cluster(c.scale_axis is not None, init="kmeans++")
