@@ -199,3 +199,32 @@ def test_checked_int8_scales_fall_back_to_int8_grid_per_channel(axis):
     np.testing.assert_array_equal(decoded, q.astype(np.float32) * scales.reshape(bshape))
     assert error == pytest.approx(float(np.linalg.norm(decoded - w) / np.linalg.norm(w)), rel=1e-5)
     assert error <= _int8_error(w, axis) + 1e-7
+
+
+def test_eight_bit_codebook_without_the_int8_form_is_chosen_on_every_value(monkeypatch):
+    """A weight read by two MatMuls has no int8-exact form: at 8 bits its candidates are compared
+    against int8's error on every value (a sample misjudges that close choice), at 4 bits on the
+    subsample."""
+    import onnx.helper as oh
+    import onnx.numpy_helper as onh
+
+    from tests import helpers as h
+
+    rng = np.random.default_rng(9)
+    w = (rng.standard_normal((1024, 128)) * rng.uniform(0.05, 1, 128)).astype(np.float32)
+    graph = oh.make_graph(
+        [oh.make_node("MatMul", ["x", "W"], ["y"]), oh.make_node("MatMul", ["x", "W"], ["z"])], "g",
+        [oh.make_tensor_value_info("x", 1, [4, 1024])],
+        [oh.make_tensor_value_info("y", 1, [4, 128]), oh.make_tensor_value_info("z", 1, [4, 128])],
+        [onh.from_array(w, "W")])
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    _small_choice(monkeypatch)
+    layer, proto, sizes, samples = _share(model, monkeypatch, bits=8)
+    assert layer.extra["storage"] == "uint8" and samples == []
+    assert sizes and all(s == w.size for s in sizes)
+    x = rng.standard_normal((4, 1024)).astype(np.float32)
+    y, z = h.run(proto, {"x": x})
+    np.testing.assert_array_equal(y, z)
+    assert np.linalg.norm(y - x @ w) / np.linalg.norm(x @ w) < 3 * layer.error
+    _, _, sizes4, _ = _share(model, monkeypatch, bits=4)
+    assert sizes4[:-1] and all(s < w.size for s in sizes4[:-1]) and sizes4[-1] == w.size
