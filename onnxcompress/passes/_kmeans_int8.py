@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from onnxcompress._parallel import ordered_map
 from onnxcompress.passes._folding import const_array
 from onnxcompress.weights import Weight
 
@@ -67,19 +68,42 @@ def fit(array: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     """Symmetric int8 per channel along ``axis``: (int8 values, scales [channels], decoded
     weight q * scale in the weight's dtype). Per channel the clipping ratio with the least
     squared error wins."""
-    moved = np.moveaxis(array, axis, 0).reshape(array.shape[axis], -1)
-    amax = np.abs(moved).max(axis=1).astype(np.float64)
+    return apply(array, axis, choose(array, axis)[0])
+
+
+def choose(array: np.ndarray, axis: int, sample: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Per channel along ``axis``, the scale (float64) of the clipping ratio with the least
+    squared error, and the relative error of those scales over the values they were chosen on.
+    ``sample`` ([channels, m], e.g. ``_kmeans_fit._subsample``): choose on it instead of every
+    value (a large weight: 8 ratios are 8 passes over it), then quantise with ``apply_checked``;
+    the largest magnitudes are always the whole channel's."""
+    if sample is None:
+        moved = np.moveaxis(array, axis, 0).reshape(array.shape[axis], -1)
+        amax = np.abs(moved).max(axis=1).astype(np.float64)
+    else:
+        amax = channel_absmax(array, axis)
+    rows = moved if sample is None else sample
     best_err = np.full(amax.shape, np.inf)
     best_scale = np.ones_like(amax)
+    step = max(1, _CHUNK // max(rows.shape[0], 1))
     for ratio in CLIP_RATIOS:
         scale = np.where(amax > 0, amax * ratio / 127.0, 1.0)
         err = np.zeros_like(amax)
-        for start in range(0, moved.shape[1], max(1, _CHUNK // max(moved.shape[0], 1))):
-            block = moved[:, start:start + max(1, _CHUNK // max(moved.shape[0], 1))].astype(np.float64)
+        for start in range(0, rows.shape[1], step):
+            block = rows[:, start:start + step].astype(np.float64)
             q = np.clip(np.round(block / scale[:, None]), -127, 127)
             err += np.square(q * scale[:, None] - block).sum(axis=1)
         better = err < best_err
         best_err[better], best_scale[better] = err[better], scale[better]
+    ref = float(sum(float(np.square(rows[:, a:a + step], dtype=np.float64).sum())
+                    for a in range(0, rows.shape[1], step)))
+    error = float(np.sqrt(best_err.sum() / ref)) if ref > 0 else 0.0
+    return best_scale, error
+
+
+def apply(array: np.ndarray, axis: int, best_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``array`` quantised with the per-channel scales ``best_scale`` (from ``choose``), as ``fit``."""
+    moved = np.moveaxis(array, axis, 0).reshape(array.shape[axis], -1)
     scales = best_scale.astype(array.dtype)
     scales[~np.isfinite(scales) | (scales == 0)] = 1
     s = scales.astype(np.float64)[:, None]
@@ -89,6 +113,80 @@ def fit(array: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     q_full = np.moveaxis(q.reshape(restore), 0, axis)
     decoded_full = np.moveaxis(decoded.reshape(restore), 0, axis)
     return np.ascontiguousarray(q_full), scales, np.ascontiguousarray(decoded_full)
+
+
+def channel_absmax(array: np.ndarray, axis: int) -> np.ndarray:
+    """The largest magnitude per channel along ``axis`` (float64), blocks of leading-axis
+    slices on every core, in the weight's dtype (exact: no whole-weight temporary)."""
+    out = np.zeros(array.shape[axis], dtype=np.float64)
+    other = tuple(i for i in range(array.ndim) if i != axis)
+    step = max(1, _CHUNK // max(array[0].size if array.ndim > 1 else 1, 1))
+    starts = range(0, array.shape[0], step)
+    parts = ordered_map(lambda a: np.abs(array[a:a + step]).max(axis=other).astype(np.float64), starts)
+    for a, part in zip(starts, parts, strict=True):
+        if axis == 0:
+            out[a:a + step] = part
+        else:
+            np.maximum(out, part, out=out)
+    return out
+
+
+def apply_checked(array: np.ndarray, axis: int,
+                  best_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """``apply`` for scales chosen on a sample, in one pass of blocks on every core: a channel
+    whose chosen ratio errs more on all its values than int8's own grid (ratio 1) takes the
+    grid, so the form never falls below int8 per-channel weights. Also returns the relative
+    error. Works in the weight's dtype (float32: half the bytes of float64, the large weights'
+    passes are memory-bound); the errors are those of exactly what the decode computes."""
+    dtype = array.dtype
+    amax = channel_absmax(array, axis)
+    grid = np.where(amax > 0, amax / 127.0, 1.0).astype(dtype)
+    scales = best_scale.astype(dtype)
+    for s in (scales, grid):
+        s[~np.isfinite(s) | (s == 0)] = 1
+    bshape = [1] * array.ndim
+    bshape[axis] = -1
+    s1, s2 = scales.reshape(bshape), grid.reshape(bshape)
+    other = tuple(i for i in range(array.ndim) if i != axis)
+    q = np.empty(array.shape, dtype=np.int8)
+    step = max(1, _CHUNK // max(array[0].size if array.ndim > 1 else 1, 1))
+
+    def block_errors(a: int) -> tuple[np.ndarray, np.ndarray, float]:
+        block = array[a:a + step]
+        sb1, sb2 = (s1[a:a + step], s2[a:a + step]) if axis == 0 else (s1, s2)
+        errs = []
+        for sb in (sb1, sb2):
+            r = np.rint(block / sb)
+            np.clip(r, -127, 127, out=r)
+            if sb is sb1:
+                q[a:a + step] = r
+            r *= sb
+            r -= block
+            errs.append(np.square(r).sum(axis=other, dtype=np.float64))
+        return errs[0], errs[1], float(np.square(block, dtype=np.float64).sum())
+
+    err1, err2 = np.zeros(amax.shape), np.zeros(amax.shape)
+    ref = 0.0
+    starts = range(0, array.shape[0], step)
+    for a, (e1, e2, r) in zip(starts, ordered_map(block_errors, starts), strict=True):
+        ref += r
+        if axis == 0:
+            err1[a:a + step], err2[a:a + step] = e1, e2
+        else:
+            err1 += e1
+            err2 += e2
+    use_grid = err2 < err1
+    if use_grid.any():
+        idx = np.flatnonzero(use_grid)
+        scales[idx] = grid[idx]
+        s = scales[idx].reshape([-1 if i == axis else 1 for i in range(array.ndim)])
+        rows = np.clip(np.rint(np.take(array, idx, axis=axis) / s), -127, 127)
+        np.moveaxis(q, axis, 0)[idx] = np.moveaxis(rows, axis, 0)  # a view: writes land in q
+    total = float(np.where(use_grid, err2, err1).sum())
+    decoded = q.astype(dtype)
+    decoded *= scales.reshape(bshape)
+    error = float(np.sqrt(total / ref)) if ref > 0 else 0.0
+    return q, scales, decoded, error
 
 
 def rewrite(w: Weight, q: np.ndarray, scales: np.ndarray, node: ir.Node,
