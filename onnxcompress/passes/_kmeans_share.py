@@ -9,6 +9,7 @@ where it costs <= 1%, bias correction with ``means``) and describes it in a Laye
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
