@@ -306,17 +306,7 @@ def _finish_int8(
     sparsity = float(np.mean(q == 0))
     node, shape = slot
     bytes_after = _kmeans_int8.rewrite(w, q, scales, node, shape)
-    return LayerStat(
-        name=w.label,
-        op_type="/".join(w.op_types),
-        shape=tuple(array.shape),
-        bytes_before=bytes_before,
-        bytes_after=bytes_after,
-        sparsity=round(sparsity, 6),
-        bits=round(8 * bytes_after / max(array.size, 1), 4),
-        error=round(error, 6),
-        extra=extra,
-    )
+    return _layer_stat(w, array.shape, bytes_before, bytes_after, sparsity, error, extra)
 
 
 def _fit_own(
@@ -532,17 +522,7 @@ def _finish(
     extra["storage"] = storage
     if mean is not None and diff is not None:
         extra["bias_corrected"] = correct_bias(w, -diff, mean)  # removed: old - new
-    return LayerStat(
-        name=w.label,
-        op_type="/".join(w.op_types),
-        shape=tuple(array.shape),
-        bytes_before=bytes_before,
-        bytes_after=bytes_after,
-        sparsity=round(sparsity, 6),
-        bits=round(8 * bytes_after / max(array.size, 1), 4),
-        error=round(error, 6),
-        extra=extra,
-    )
+    return _layer_stat(w, array.shape, bytes_before, bytes_after, sparsity, error, extra)
 
 
 def _apportion(total: int, weights: list[int]) -> list[int]:
@@ -567,3 +547,20 @@ def _finite(array: np.ndarray) -> bool:
 
 def _out_axis(w: Weight, array: np.ndarray) -> int | None:
     return w.out_axis % array.ndim if w.out_axis is not None and array.ndim else None
+
+
+def _layer_stat(w: Weight, shape: tuple[int, ...], bytes_before: int, bytes_after: int,
+                sparsity: float, error: float, extra: dict[str, Any]) -> LayerStat:
+    """The stored weight's row in the report (both forms: codebook and int8-exact)."""
+    size = int(np.prod(shape)) if shape else 1
+    return LayerStat(
+        name=w.label,
+        op_type="/".join(w.op_types),
+        shape=tuple(shape),
+        bytes_before=bytes_before,
+        bytes_after=bytes_after,
+        sparsity=round(sparsity, 6),
+        bits=round(8 * bytes_after / max(size, 1), 4),
+        error=round(error, 6),
+        extra=extra,
+    )
