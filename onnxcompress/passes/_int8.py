@@ -30,7 +30,7 @@ from onnxcompress.passes.base import LayerStat, PassResult
 from onnxcompress.weights import ROLE_WEIGHT, Weight, model_names
 
 if TYPE_CHECKING:
-    from onnxcompress.passes.quantization import QuantizeConfig
+    from onnxcompress.passes._quant_config import QuantizeConfig
 
 
 # -- helpers: rewriting ---------------------------------------------------------------------------

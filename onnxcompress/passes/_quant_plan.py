@@ -27,7 +27,7 @@ from onnxcompress.passes.base import PassResult
 from onnxcompress.weights import ROLE_WEIGHT, Weight, matches
 
 if TYPE_CHECKING:
-    from onnxcompress.passes.quantization import QuantizeConfig
+    from onnxcompress.passes._quant_config import QuantizeConfig
 
 # Where int8 pays (see README "How the quantization defaults were chosen"): a Conv needs enough
 # multiply-adds per output value to amortize requantization, a MatMul/Gemm enough weights.

@@ -27,7 +27,7 @@ from onnxcompress.passes.base import PassContext, PassResult
 from onnxcompress.stats import timing_section
 
 if TYPE_CHECKING:
-    from onnxcompress.passes.quantization import QuantizeConfig
+    from onnxcompress.passes._quant_config import QuantizeConfig
 
 # int8 compute is kept only if it measures at least this much faster than float: marginal wins
 # are within the noise of a shared machine, and the fallback (int8 storage, float compute) is

@@ -25,12 +25,11 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 import onnx_ir as ir
 
 from onnxcompress import runtime
-from onnxcompress.calibration import CALIBRATE_METHODS, Calibrator, collect
+from onnxcompress.calibration import Calibrator, collect
 from onnxcompress.cpu import default_reduce_range, has_vnni
 from onnxcompress.data import synthetic_feeds
 from onnxcompress.errors import OnnxCompressError
@@ -55,6 +54,7 @@ from onnxcompress.passes._int8 import (
 )
 from onnxcompress.passes._int8_guard import Guard, guard_weights, guarded
 from onnxcompress.passes._qdq import Builder
+from onnxcompress.passes._quant_config import MODES, QuantizeConfig
 from onnxcompress.passes._quant_plan import (
     MIN_MATMUL_WEIGHTS,
     _histograms,
@@ -65,7 +65,7 @@ from onnxcompress.passes._quant_plan import (
     _within_noise_budget,
 )
 from onnxcompress.passes._speed import alternate_latency, first_fast_enough, with_speed_guard
-from onnxcompress.passes.base import Pass, PassConfig, PassContext, PassResult, option
+from onnxcompress.passes.base import Pass, PassContext, PassResult
 from onnxcompress.weights import (
     ROLE_EMBEDDING,
     ROLE_RECURRENT,
@@ -79,8 +79,6 @@ from onnxcompress.weights import (
 logger = logging.getLogger(__name__)
 _NONE: Mapping[str, str] = {}
 
-MODES = ("static", "dynamic", "weights", "int4")  # int4: the blockq pass at 4 bits
-DEFAULT_CALIBRATE_METHOD = "percentile"
 # One int8 scale per activation tensor: when the largest channel spans more than this many times
 # the median channel, the small channels keep too few levels (BN-folded depthwise nets such as
 # PP-PicoDet/MobileNet); such a node computes in float, its weights stored in int8.
@@ -96,94 +94,6 @@ STORAGE_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "Gather"})
 # LSTM/GRU/RNN have no QDQ form onnxruntime fuses, but their W and R (often most of a text
 # recognizer's parameters) store as int8 in the folded form like any other float-compute weight.
 RECURRENT_OPS = frozenset({"LSTM", "GRU", "RNN"})
-
-
-@dataclass(frozen=True)
-class QuantizeConfig(PassConfig):
-    mode: str = option(
-        default="static", flag="--quantize", enables=True, choices=MODES,
-        help="static: int8 weights and calibrated int8 activations (QDQ, fastest on CPU); "
-        "dynamic: int8 weights, activations quantized at run time (MatMul/Gemm); "
-        "weights: int8 weights only (4x smaller, float compute); "
-        "int4: 4-bit block weight-only (the blockq pass: MatMulNBits, see --quantize-bits)",
-    )
-    per_channel: bool = option(
-        default=True, flag="--per-channel",
-        help="one weight scale per output channel (needs opset 13; upgraded when possible)",
-    )
-    per_tensor: bool = option(default=False, flag="--per-tensor",
-                              help="one scale per weight tensor (alias for --no-per-channel)")
-    reduce_range: bool | str = option(
-        default="auto", flag="--reduce-range", type=bool,
-        help="7-bit weights so u8*s8 products cannot saturate on x86 CPUs without VNNI "
-        "(default auto: on when the CPU running the pass lacks VNNI/AMX; the value used is "
-        "recorded in the model's provenance, so a replay elsewhere gives the same bytes)",
-    )
-    symmetric_activations: bool = option(
-        default=False, flag="--symmetric-activations",
-        help="int8 activations with zero point 0 (default: u8 asymmetric, which keeps ReLU fused)",
-    )
-    calibrate_method: str = option(
-        default=DEFAULT_CALIBRATE_METHOD, flag="--calibrate-method", choices=CALIBRATE_METHODS,
-        help="how activation ranges are chosen from calibration data",
-    )
-    percentile: float = option(default=99.999, flag="--percentile", metavar="P",
-                               help="percentile calibration: keep all but (100-P)%% of each tail")
-    calibration_samples: int = option(
-        default=256, flag="--calibration-samples", metavar="N",
-        help="use at most N calibration samples (memory does not grow with N)",
-    )
-    synthetic_samples: int = option(
-        default=16, help="random samples used when static mode has no calibration data"
-    )
-    op_types_to_quantize: tuple[str, ...] = option(
-        default=(), flag="--op-types-to-quantize", metavar="OP",
-        help="quantize only these op types, wherever possible (default: the ops where int8 "
-        "pays on CPU)",
-    )
-    nodes_to_exclude: tuple[str, ...] = option(
-        default=(), flag="--nodes-to-exclude", metavar="NAME_OR_PATTERN",
-        help="leave these nodes float (names or shell patterns)",
-    )
-    speed_check: bool = option(
-        default=True, flag="--speed-check",
-        help="time float and int8 on one sample; if int8 is slower, put ops back to float",
-    )
-    allow_slower: bool = option(
-        default=False, flag="--allow-slower",
-        help="keep the int8 model even if it measures slower than float (size over speed)",
-    )
-    fidelity_guard: bool = option(
-        default=True, flag="--fidelity-guard",
-        help="measure the outputs on the data: weights whose int8 error is an outlier keep "
-        "float values, int8 compute ops that move the outputs too far compute float",
-    )
-    fidelity_min_ratio: float = option(
-        default=3.5, flag="--fidelity-min-ratio", metavar="X",
-        help="the fidelity guard keeps weights float only while the model stays this many "
-        "times smaller than float (where the weights allow)",
-    )
-    reconstruct: bool = option(
-        default=False,
-        help="with calibration data, round each int8 weight in GPTQ order (each column's rounding "
-        "error compensated on the later ones, layerwise/rounding.py); same scales, kept per layer "
-        "where its output error is lower than round-to-nearest's",
-    )
-
-    def __post_init__(self) -> None:
-        self._require(self.mode in MODES, f"mode must be one of {', '.join(MODES)}")
-        self._require(self.reduce_range in (True, False, "auto"),
-                      f"reduce_range must be true, false or auto, got {self.reduce_range!r}")
-        self._require(self.calibrate_method in CALIBRATE_METHODS,
-                      f"calibrate_method must be one of {', '.join(CALIBRATE_METHODS)}")
-        self._require(50.0 < self.percentile <= 100.0, "percentile must be in (50, 100]")
-        self._require(self.calibration_samples > 0, "calibration_samples must be positive")
-        self._require(self.synthetic_samples > 0, "synthetic_samples must be positive")
-        self._require(self.fidelity_min_ratio >= 1.0, "fidelity_min_ratio must be >= 1")
-
-    @property
-    def channelwise(self) -> bool:
-        return self.per_channel and not self.per_tensor
 
 
 class Quantize(Pass):
