@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from onnxcompress._kmeans_grid import _BINS, _CHUNK, _histogram, _label
 from onnxcompress._kmeans_init import (
     _distinct_padded,
     _init,
@@ -39,7 +40,6 @@ from onnxcompress._kmeans_init import (
     _row_has_zero,
     _RowSearch,
 )
-from onnxcompress._parallel import ordered_map
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +53,7 @@ _GRID_TOTAL_MAX = 1 << 23
 # occupy fewer than _BIN_MIN_OCCUPIED cells per centroid is sorted instead.
 _BIN_MIN_N = 1 << 18
 BIN_MIN_N = _BIN_MIN_N  # rows this long are binned (callers size their temporaries by it)
-_BINS = 1 << 16
 _BIN_MIN_OCCUPIED = 32
-_CHUNK = 1 << 16
 # Rows over _SUBSAMPLE_MIN_N values are fitted on a strided subsample of about _SUBSAMPLE_N
 # (see _binned_row); below it (every layer of the real models measured) the fit sees every value.
 _SUBSAMPLE_MIN_N = 1 << 24
@@ -301,59 +299,6 @@ def _binned_row(
             off += np.bincount(lab_a[xs[a : a + _CHUNK] != rep[lab_a]], minlength=book.size)
         book = np.where(off == 0, rep.astype(np.float64), book)
     return labels, book, iterations
-
-
-def _histogram(x1: np.ndarray, w1: np.ndarray | None, lo: float,
-               scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per grid cell: the count, the sum of weights (the count itself when unweighted) and
-    the weighted sum of the values, in float64. Chunks are binned in parallel and added in
-    order (the same sums as a serial loop)."""
-
-    def one(a: int) -> tuple[np.ndarray, ...]:
-        cell = _cell_of(x1, a, lo, scale)
-        chunk = x1[a : a + cell.size]
-        if w1 is None:
-            return np.bincount(cell, minlength=_BINS), np.bincount(cell, weights=chunk, minlength=_BINS)
-        wc = w1[a : a + cell.size].astype(np.float64)
-        return (np.bincount(cell, minlength=_BINS), np.bincount(cell, weights=wc, minlength=_BINS),
-                np.bincount(cell, weights=wc * chunk, minlength=_BINS))
-
-    count = np.zeros(_BINS, dtype=np.float64)
-    wsum = count if w1 is None else np.zeros(_BINS, dtype=np.float64)
-    xsum = np.zeros(_BINS, dtype=np.float64)
-    for parts in ordered_map(one, range(0, x1.size, _CHUNK)):
-        count += parts[0]
-        if w1 is None:
-            xsum += parts[1]
-        else:
-            wsum += parts[1]
-            xsum += parts[2]
-    return count, wsum, xsum
-
-
-def _label(x1: np.ndarray, table: np.ndarray, marked: np.ndarray, lo: float,
-           scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """Each value's label by its grid cell (``table``), and the indices of the values in
-    ``marked`` cells (near a midpoint: the caller searches them exactly). Chunks in parallel."""
-    labels = np.empty(x1.size, dtype=np.uint8)
-
-    def one(a: int) -> np.ndarray:
-        cell = _cell_of(x1, a, lo, scale)
-        np.take(table, cell, out=labels[a : a + cell.size], mode="clip")
-        return a + np.flatnonzero(np.take(marked, cell))
-
-    near = list(ordered_map(one, range(0, x1.size, _CHUNK)))
-    return labels, np.concatenate(near)
-
-
-def _cell_of(x1: np.ndarray, a: int, lo: float, scale: float) -> np.ndarray:
-    """The grid cell of each value of ``x1``'s chunk at ``a``, as ``intp`` (np.bincount would
-    copy anything else); chunks keep the temporaries in cache."""
-    b = np.subtract(x1[a : a + _CHUNK], np.float32(lo))
-    b *= np.float32(scale)
-    # No clip needed: lo is the row's exact float32 minimum, so b >= 0, and b <= (_BINS - 1)
-    # times (1 + a few ulp) < _BINS truncates to at most _BINS - 1.
-    return b.astype(np.intp)
 
 
 def _merge_rows(binned: list, part: KMeansResult | None) -> KMeansResult:
