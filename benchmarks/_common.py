@@ -17,6 +17,10 @@ from typing import Any
 
 import numpy as np
 
+# The real third-party and exported models with their calibration/eval data and task metrics
+# (made by scripts/real_models.py); ONNXCOMPRESS_REAL_MODELS points elsewhere.
+REAL_MODELS = Path(os.environ.get("ONNXCOMPRESS_REAL_MODELS", "/work/realmodels"))
+
 
 class Reader:
     """An onnxruntime CalibrationDataReader over stacked samples (one sample per feed)."""

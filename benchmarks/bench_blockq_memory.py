@@ -28,7 +28,9 @@ from onnx import helper
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 CACHE = Path.home() / ".cache" / "onnxcompress-bench"
-REAL = Path("/work/realmodels")
+from _common import REAL_MODELS  # noqa: E402
+
+REAL = REAL_MODELS
 
 CHILD = r"""
 import json, sys

@@ -23,13 +23,15 @@ import onnx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _common import REAL_MODELS  # noqa: E402
+
 from onnxcompress.data import feed_source, synthetic_feeds  # noqa: E402
 from onnxcompress.model import load_model, to_proto  # noqa: E402
 from onnxcompress.passes import Float16, PassContext  # noqa: E402
 from onnxcompress.runtime import create_session  # noqa: E402
 from onnxcompress.weights import WeightIndex  # noqa: E402
 
-REAL = Path("/work/realmodels")
+REAL = REAL_MODELS
 # The exported models (random weights), then third-party ones the fp16 tests also cover.
 EXPORTED = ("mobilenet_v2", "crnn_lstm", "audio_kws", "ssd_detector", "bert_tiny", "ppocr_det",
             "ppocr_rec", "silero_vad")

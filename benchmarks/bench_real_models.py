@@ -42,10 +42,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
-from _common import git_commit, latency_ratio, memory, run_child, session  # noqa: E402, F401
+from _common import REAL_MODELS, git_commit, latency_ratio, memory, run_child, session  # noqa: E402, F401
 from documents import _box_iou, layout_detections, layout_f1  # noqa: E402
 
-DEFAULT_MODELS = Path("/work/realmodels")
+DEFAULT_MODELS = REAL_MODELS
 MEMORY_SLACK_BYTES = 1 << 20
 RESULTS = ROOT / "benchmarks" / "results"
 

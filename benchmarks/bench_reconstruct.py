@@ -27,7 +27,9 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-REAL = Path("/work/realmodels")
+from _common import REAL_MODELS  # noqa: E402
+
+REAL = REAL_MODELS
 
 
 

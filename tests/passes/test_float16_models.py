@@ -7,6 +7,7 @@ GPT-style model from scripts/export_transformer.py); a missing one is skipped.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,8 @@ from onnxcompress.model import load_model, to_proto
 from onnxcompress.passes import Float16, PassContext
 from onnxcompress.runtime import create_session
 
-REAL = Path("/work/realmodels")
+# The real models of scripts/real_models.py (skipped where absent), as benchmarks/_common.REAL_MODELS.
+REAL = Path(os.environ.get("ONNXCOMPRESS_REAL_MODELS", "/work/realmodels"))
 BENCH = Path.home() / ".cache" / "onnxcompress-bench"
 # name -> (path, minimum cosine, maximum file ratio). The targets are cosine 0.9999 and
 # 0.5x; the exceptions are measured properties of the weights, not of the conversion:
