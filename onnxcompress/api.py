@@ -21,6 +21,7 @@ from onnxcompress.errors import DataError, OnnxCompressError, PassError
 from onnxcompress.model import (
     check_output_path,
     external_base_dir,
+    is_large,
     load_model,
     model_file_bytes,
     save_model,
@@ -171,7 +172,8 @@ def _check_written_file(result: PipelineResult, path: Path, input_loads: Callabl
     result.model = model
     for p in result.passes:
         p.model = model
-    ok, why = runtime.loadable(path)
+    # Lean when the file is large (what runtime._large would find by parsing the file again).
+    ok, why = runtime.loadable(path, lean=is_large(model))
     if not ok and input_loads():
         remove_model_files(path)
         raise PassError(f"the compressed model failed onnxruntime's load check: {why}",
