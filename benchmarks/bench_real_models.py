@@ -228,9 +228,13 @@ def task_metric(
 
 
 def load_feeds(path: Path, names: list[str], limit: int | None) -> list[dict[str, np.ndarray]]:
-    data = np.load(path)
-    n = len(data[names[0]]) if limit is None else min(limit, len(data[names[0]]))
-    return [{k: np.asarray(data[k][i]) for k in names} for i in range(n)]
+    # Each ``data[k]`` decompresses the whole array, and a sample indexed from it keeps that array
+    # alive: read every array once and copy the samples out (a view per sample held 512 copies of
+    # a 94 MB eval set).
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in names}
+    n = len(arrays[names[0]]) if limit is None else min(limit, len(arrays[names[0]]))
+    return [{k: arrays[k][i].copy() for k in names} for i in range(n)]
 
 
 def run_all(path: Path, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
