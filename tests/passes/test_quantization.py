@@ -389,7 +389,12 @@ def test_constant_node_weights(mode):
     check_outputs(proto, q, data)
     int8_constants = [n for n in q.graph.node if n.op_type == "Constant"
                       and n.attribute[0].t.data_type == onnx.TensorProto.INT8]
-    assert len(int8_constants) == 3
+    # The int8-exact form (one Cast, scales after the op) stores its int8 as an initializer.
+    exact = [t for t in q.graph.initializer if t.name.endswith(".q")
+             and t.data_type == onnx.TensorProto.INT8]
+    assert len(int8_constants) + len(exact) == 3
+    assert not any(n.op_type == "Constant" and n.attribute[0].t.data_type == onnx.TensorProto.FLOAT
+                   and len(n.attribute[0].t.dims) >= 2 for n in q.graph.node)  # no float weight
     assert all(s.extra["storage"] == "constant" for s in res.layers)
 
 
