@@ -404,3 +404,50 @@ def test_search_measures_alone_exactly_the_weights_over_the_threshold():
     finally:
         _int8_search.PROBE_MACS = old
     assert runs <= 4 and "w40" not in probed
+
+
+def _head_model(head: str, classes: int) -> onnx.ModelProto:
+    """x [1, 40, 32] -> MatMul -> (bias Add) -> HEAD -> y [1, 40, classes] (HEAD: "linear",
+    "softmax", or "relu": a feature map, not scores)."""
+    tail = {"linear": "y = Identity(z)", "softmax": "y = Softmax <axis = -1> (z)",
+            "relu": "y = Relu(z)"}[head]
+    model = onnx.parser.parse_model(f"""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[1, 40, 32] x) => (float[1, 40, {classes}] y) {{
+            m = MatMul(x, w)
+            z = Add(m, b)
+            {tail}
+        }}""")
+    r = h.rng(3)
+    return h.attach_initializers(model, {
+        "w": r.standard_normal((32, classes)).astype(np.float32),
+        "b": np.zeros(classes, np.float32)})
+
+
+def test_flips_count_only_outputs_that_look_like_class_scores():
+    from onnxcompress.model import load_model
+    from onnxcompress.passes._int8_search import class_score_outputs
+
+    def scores(proto, peak: float = 0.0) -> list[bool]:
+        x = h.rng(4).standard_normal((1, 40, 32)).astype(np.float32)
+        ref = h.run(proto, {"x": x})
+        ref[0][..., 0] += peak  # one class wins clearly at every position (a trained CTC head)
+        return class_score_outputs(load_model(proto), [ref])
+
+    assert scores(_head_model("softmax", 40)) == [True]
+    assert scores(_head_model("linear", 64)) == [False]  # projected features: no clear top-1
+    assert scores(_head_model("linear", 64), peak=100.0) == [True]
+    assert scores(_head_model("linear", 1000)) == [True]  # a vocabulary's logits
+    assert scores(_head_model("relu", 1000), peak=100.0) == [False]
+    # The STFT-like model's 64 projected bins per frame are no class scores: int8 compute is
+    # not backed off for their argmax moving (it was, before the rule), the deviation decides.
+    from tests import unrunnable
+
+    proto = unrunnable.stft_like()
+    res, q = quantize(proto, unrunnable.stft_feeds(4), mode="dynamic")
+    guard = res.metrics["fidelity_guard"]
+    assert not any("top-1 flips" in line for line in res.headlines), res.headlines
+    assert guard["weight_flips"] == 0.0 and all(f == 0.0 for _, f in guard["compute_flips"])
+    onnx.checker.check_model(q)
+    f = unrunnable.stft_feeds(1, seed=9)[0]
+    assert rel_error(h.run(proto, f)[0], h.run(q, f)[0]) < 0.05
