@@ -188,7 +188,7 @@ def _exact_weight(w: Weight, axis: int | None, result: PassResult) -> bool:
         name=label, op_type=op_type, shape=wshape, bytes_before=before,
         bytes_after=stored, bits=8.0, error=round(error, 6),
         extra={"per_channel": True, "storage": w.storage, "compute": "float",
-               "decode": "int8 Cast, scales after the op"},
+               "decode": "Cast; channel scales on the consumer's output"},
     ))
     return True
 
