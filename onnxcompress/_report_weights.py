@@ -82,6 +82,12 @@ def weight_views(
         return [], [f"weight histograms skipped: cannot load {what}: {first_line(e)}"]
     index = WeightIndex.build(orig_ir)
     folded = any(isinstance(p.get("metrics"), dict) and p["metrics"].get("batchnorm_folded") for p in passes)
+    # int8-exact layers (k-means 8 bits, quantize's float-compute weights) read the unscaled int8
+    # grid at the consumer: their channel scales act on its output, so the original is rescaled.
+    scaled_after = {
+        str(s.get("name")) for p in passes for s in p.get("layers") or []
+        if isinstance(s, dict) and "scales on the consumer" in str((s.get("extra") or {}).get("decode", ""))
+    }
     views, notes = [], []
     for name, pass_name, error in wanted:
         try:
@@ -101,7 +107,8 @@ def weight_views(
         if decoded.shape != w.shape:
             notes.append(f"{name}: decoded shape {list(decoded.shape)} differs from {list(w.shape)}")
             continue
-        views.append(_view(name, pass_name, error, w, decoded, weight.out_axis, folded))
+        views.append(_view(name, pass_name, error, w, decoded, weight.out_axis,
+                           folded or name in scaled_after))
     return views, notes
 
 

@@ -196,7 +196,7 @@ class Weight:
 
         Works for initializers and Constant nodes alike; the new data is held in memory.
         """
-        tensor = ir.tensor(np.ascontiguousarray(array), name=self.name)
+        tensor = ir.tensor(_contiguous(array), name=self.name)
         if self.storage == "initializer":
             self.value.const_value = tensor
         else:
@@ -228,7 +228,7 @@ class Weight:
             name=name,
             shape=ir.Shape(array.shape),
             type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
-            const_value=ir.tensor(np.ascontiguousarray(array), name=name),
+            const_value=ir.tensor(_contiguous(array), name=name),
         )
         self.graph.register_initializer(value)
         return value
@@ -504,3 +504,10 @@ def matches(label: str, patterns: Iterable[str]) -> bool:
     """True if ``label`` or its last path part matches any name or shell-style pattern."""
     short = label.rsplit("/", 1)[-1]
     return any(fnmatch.fnmatchcase(label, p) or fnmatch.fnmatchcase(short, p) for p in patterns)
+
+
+def _contiguous(array: np.ndarray) -> np.ndarray:
+    """``array`` C-contiguous with its shape: ``np.ascontiguousarray`` makes a 0-d array 1-d,
+    which onnxruntime refuses against the value's declared scalar shape (a scalar Constant
+    weight exposed by ``_bit_allocation.expose_weights``: ppocr_rec's probe failed on it)."""
+    return np.ascontiguousarray(array).reshape(np.shape(array))

@@ -111,8 +111,10 @@ def probe_sensitivity(
     for i, label in enumerate(labels):
         total = 0.0
         for feed, ref in zip(samples, references, strict=True):
-            changed = {feed_names[label]: degraded[label]}
-            changed.update({feed_names[x]: v for x, v in linked.get(label, {}).items() if x in feed_names})
+            # np.asarray: arithmetic on a 0-d weight gives a numpy scalar, which onnxruntime refuses
+            changed = {feed_names[label]: np.asarray(degraded[label])}
+            changed.update({feed_names[x]: np.asarray(v) for x, v in linked.get(label, {}).items()
+                            if x in feed_names})
             outs = run(session, None, {**feed, **changed}, what=f"{label} degraded", run_options=quiet)
             total += output_deviation(outs, ref)
         result.deviation[label] = total / len(samples)

@@ -43,6 +43,7 @@ from onnxcompress.model import copy_model
 from onnxcompress.passes._bit_allocation import expose_weights, output_deviation
 from onnxcompress.passes._int8_search import (
     choose,
+    class_score_outputs,
     model_bytes,
     probe_samples,
     search,
@@ -106,6 +107,7 @@ class Guard:
     metrics: dict = field(default_factory=dict)
     macs: int = 0  # one sample's multiply-accumulates (0: not counted)
     weight_flips: float = 0.0  # top-1 flips of int8 weight-only (after the weights' steps)
+    scores: list[bool] = field(default_factory=list)  # which final outputs are class scores
 
     def run(self, overrides: Mapping[str, np.ndarray], i: int, *,
             finals: bool = False) -> list[np.ndarray]:
@@ -145,6 +147,7 @@ def start(model: ir.Model, weights: list[Weight], feeds, source: str,  # noqa: A
         result.note(f"fidelity guard did not measure ({str(e).split(' Hint:')[0]}): int8 "
                     "placed from op types and ranges alone")
         return None
+    guard.scores = class_score_outputs(model, [r[:guard.n_final] for r in guard.references])
     if not guard.feeds:
         result.note("fidelity guard did not measure (no samples): int8 placed from op types "
                     "and ranges alone")
@@ -242,7 +245,7 @@ def step_down_weights(guard: Guard, weights: list[Weight],
     for i, refs in enumerate(guard.references):
         outs = guard.run(fed, i, finals=True)
         per_sample.append(output_deviation(outs, refs[:guard.n_final]))
-        flips += top1_flips(outs, refs[:guard.n_final])
+        flips += top1_flips(outs, refs[:guard.n_final], guard.scores)
     deviation = float(np.mean(per_sample))
     decision = WeightDecision({}, deviation, deviation, flips=flips / len(guard.references))
     if deviation <= DEVIATION_FLOOR or not fed:
@@ -261,7 +264,7 @@ def step_down_weights(guard: Guard, weights: list[Weight],
         for i, refs in enumerate(guard.references):
             outs = guard.run(trial, i, finals=True)
             verified += output_deviation(outs, refs[:guard.n_final])
-            trial_flips += top1_flips(outs, refs[:guard.n_final])
+            trial_flips += top1_flips(outs, refs[:guard.n_final], guard.scores)
         verified /= len(guard.references)
         if verified >= deviation:  # measured no better: int8 everywhere
             decision.steps = {}
@@ -292,7 +295,7 @@ def _final_run(guard: Guard, model: ir.Model,
         outs = run(session, names, guard.feeds[i], what=f"{guard.source} sample {i}",
                    run_options=quiet_run_options())
         deviation += output_deviation(outs[:len(finals)], refs[:guard.n_final])
-        flips += top1_flips(outs[:len(finals)], refs[:guard.n_final])
+        flips += top1_flips(outs[:len(finals)], refs[:guard.n_final], guard.scores)
         for name, o in zip(names[len(finals):], outs[len(finals):], strict=True):
             errors.add(name, o, refs[ref_index[name]])
     n = len(guard.references)

@@ -32,6 +32,20 @@ PROBE_MACS = 6e10
 # 4.5-9.5% there on random data).
 CLASS_AXIS_MIN = 36
 CLASS_POSITIONS = 1024
+# ... and only outputs that look like class scores (``class_score_outputs``): made, through
+# layout-only ops, by a Softmax/LogSoftmax, or by a linear head (MatMul/Gemm/Conv, a constant
+# bias or scale after it) whose scores either span a vocabulary (VOCABULARY or more entries:
+# bert_tiny and gpt_small 8192, whose near-tie logits move their token metric) or are peaked:
+# the median top-1 stands PEAKED_GAP row standard deviations above the runner-up (CTC heads:
+# captcha_crnn 3.4, ddddocr_ocr 6.7, ppocr_rec 79) where a feature or regression output is
+# not (a test STFT model's 64 projected bins 0.26; the maximum of 64 Gaussians ~0.35).
+# silero_vad's LSTM state ([2, 1, 128]) is made by no such op.
+VOCABULARY = 1000
+PEAKED_GAP = 1.0
+_LAYOUT_OPS = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Cast",
+                         "Flatten"})
+_LINEAR_OPS = frozenset({"MatMul", "Gemm", "Conv", "Einsum"})
+_AFFINE_OPS = frozenset({"Add", "Sub", "Mul", "Div"})
 
 def choose(probed: Mapping[str, float], threshold: float, sizes: Mapping[str, int],
            block_values: Callable[[str], tuple[np.ndarray, int] | None],
@@ -105,14 +119,64 @@ def search(guard: Guard, fed: Mapping[str, np.ndarray], labels: list[str], total
     return probed, runs
 
 
-def top1_flips(outs: list[np.ndarray], refs: list[np.ndarray]) -> float:
+def _head_op(value: ir.Value) -> str | None:
+    """The op that makes ``value``'s scores, past layout-only ops and a constant bias/scale."""
+    from onnxcompress.passes._folding import const_array
+
+    for _ in range(16):
+        node = value.producer()
+        if node is None or node.domain not in ("", "ai.onnx"):
+            return None
+        if node.op_type in _LAYOUT_OPS and node.inputs and node.inputs[0] is not None:
+            value = node.inputs[0]
+        elif node.op_type in _AFFINE_OPS and len(node.inputs) == 2 and all(
+                x is not None for x in node.inputs) and any(
+                const_array(x) is not None for x in node.inputs):
+            value = next(x for x in node.inputs if const_array(x) is None)
+        else:
+            return node.op_type
+    return None
+
+
+def _peaked(refs: list[np.ndarray]) -> bool:
+    gaps = []
+    for r in refs:
+        r2 = np.asarray(r, np.float64).reshape(-1, np.shape(r)[-1])
+        top = np.partition(r2, -2, axis=-1)[:, -2:]
+        sd = r2.std(axis=-1)
+        gaps.append((top[:, 1] - top[:, 0]) / np.where(sd > 0, sd, 1.0))
+    return bool(gaps) and float(np.median(np.concatenate(gaps))) >= PEAKED_GAP
+
+
+def class_score_outputs(model: ir.Model, references: list[list[np.ndarray]]) -> list[bool]:
+    """Per graph output of ``model``: whether ``top1_flips`` counts it (see VOCABULARY);
+    ``references``: the float model's outputs, per sample."""
+    out = []
+    for i, value in enumerate(model.graph.outputs):
+        refs = [np.asarray(sample[i]) for sample in references if i < len(sample)]
+        shape = np.shape(refs[0]) if refs else ()
+        if not refs or len(shape) != 3 or shape[-1] < CLASS_AXIS_MIN \
+                or not np.issubdtype(refs[0].dtype, np.floating):
+            out.append(False)
+            continue
+        head = _head_op(value)
+        out.append(head in ("Softmax", "LogSoftmax") or head in _LINEAR_OPS and (
+            shape[-1] >= VOCABULARY or _peaked(refs)))
+    return out
+
+
+def top1_flips(outs: list[np.ndarray], refs: list[np.ndarray],
+               scores: list[bool] | None = None) -> float:
     """Share of positions whose top-1 class changes, over the outputs that are sequences of
     class scores (see CLASS_AXIS_MIN: logits, probabilities, vocabulary scores); positions where
     the reference's top two are exactly equal (saturated maps) do not count. What a top-1, CTC
     or token-agreement metric sees, which a mean squared deviation averages away (bert_tiny's
-    token agreement moves through near-ties of its vocabulary logits)."""
+    token agreement moves through near-ties of its vocabulary logits). ``scores``: which
+    outputs are class scores (``class_score_outputs``); None: every output of that shape."""
     flipped, total = 0, 0
-    for o, r in zip(outs, refs, strict=True):
+    for i, (o, r) in enumerate(zip(outs, refs, strict=True)):
+        if scores is not None and not (i < len(scores) and scores[i]):
+            continue
         r = np.asarray(r)
         if not np.issubdtype(r.dtype, np.floating) or np.shape(o) != r.shape or r.ndim != 3 \
                 or r.shape[-1] < CLASS_AXIS_MIN or r.shape[0] * r.shape[1] > CLASS_POSITIONS:

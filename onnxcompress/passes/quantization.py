@@ -46,6 +46,7 @@ from onnxcompress.passes._int8 import (
     _dequantized_weight,
     _dynamic_check,
     _dynamic_rewrite,
+    _exact_weight,
     _folded_weight,
     _gathered_weight,
     _missing_runtime_kernel,
@@ -294,7 +295,10 @@ class Quantize(Pass):
                 # while folding: bert22m dynamic int8 peaked at 1.28x the fp32 session).
                 _gathered_weight(w, b, result)
             elif form == FORM_FOLDED or recurrent:  # a DequantizeLinear would run every call
-                _folded_weight(w, axis, b, result)
+                # One Cast where the scales can go after the op (session memory at fp32's),
+                # else Cast + Mul (onnxruntime keeps the int8 beside its folded float copy).
+                if recurrent or not _exact_weight(w, axis, result):
+                    _folded_weight(w, axis, b, result)
             else:
                 # Float compute: no u8*s8 saturation to avoid, so all 8 bits.
                 _dequantized_weight(w, axis, False, b, result)

@@ -120,6 +120,26 @@ def test_probe_feeds_constant_node_weights():
 # -- the kmeans pass --------------------------------------------------------------------------
 
 
+def test_probe_feeds_a_scalar_constant_weight():
+    # ppocr_rec has scalar Constant weights: the probe's initializer must keep the scalar shape
+    # (np.ascontiguousarray made it [1], which onnxruntime refused), and a numpy scalar value
+    # (arithmetic on a 0-d weight) is fed as an array.
+    model = load_model(onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[2, 4] x) => (float[2, 4] y) {
+            s = Constant <value = float {2.0}> ()
+            a = Relu(x)
+            y = Mul(a, s)
+        }"""))
+    x = np.abs(h.rng(0).standard_normal((2, 4)).astype(np.float32))
+    probe = probe_sensitivity(model, {"s": np.float32(2.0) * np.float32(1.1)}, [{"x": x}])
+    assert probe.skipped == {}
+    # y = 2.2 x against 2 x: deviation (0.1)^2 exactly, through onnxruntime
+    assert probe.deviation["s"] == pytest.approx(0.01, rel=1e-4)
+    onnx.checker.check_model(to_proto(model))  # the probe works on a copy
+    assert h.run(to_proto(model), {"x": x})[0] == pytest.approx(2 * x)
+
+
 def test_sensitive_layer_gets_more_bits_within_the_uniform_budget():
     model = two_branch()
     cal = feeds()

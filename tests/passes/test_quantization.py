@@ -389,7 +389,12 @@ def test_constant_node_weights(mode):
     check_outputs(proto, q, data)
     int8_constants = [n for n in q.graph.node if n.op_type == "Constant"
                       and n.attribute[0].t.data_type == onnx.TensorProto.INT8]
-    assert len(int8_constants) == 3
+    # The int8-exact form (one Cast, scales after the op) stores its int8 as an initializer.
+    exact = [t for t in q.graph.initializer if t.name.endswith(".q")
+             and t.data_type == onnx.TensorProto.INT8]
+    assert len(int8_constants) + len(exact) == 3
+    assert not any(n.op_type == "Constant" and n.attribute[0].t.data_type == onnx.TensorProto.FLOAT
+                   and len(n.attribute[0].t.dims) >= 2 for n in q.graph.node)  # no float weight
     assert all(s.extra["storage"] == "constant" for s in res.layers)
 
 
@@ -701,3 +706,21 @@ def test_recurrent_weights_are_stored_in_int8(mode, build):
     for a, b in zip(ref, got, strict=True):  # static: the head's activations are int8 too
         cosine = float(np.dot(a.ravel(), b.ravel()) / (np.linalg.norm(a) * np.linalg.norm(b)))
         assert cosine > 0.99
+
+
+def test_report_rescales_the_original_of_int8_exact_weights():
+    """Weights mode stores a MatMul weight as int8 + Cast with the channel scales after the op:
+    the HTML report's histogram reads the unscaled int8 grid at the MatMul, so it compares the
+    original rescaled per channel (marked), not the raw floats against integers."""
+    from onnxcompress import _report_weights
+
+    proto = h.mlp((16, 64, 64, 10))
+    res, q = quantize(proto, feeds((4, 16), n=2), mode="weights")
+    assert any(n.op_type == "Cast" for n in q.graph.node) and ops(q).get("DequantizeLinear", 0) == 0
+    views, notes = _report_weights.weight_views(proto, q, [res.to_dict()], limit=2)
+    assert views and not notes, notes
+    for v in views:
+        assert v.rescaled
+        rel = np.linalg.norm(v.original - v.decoded) / np.linalg.norm(v.decoded)
+        assert rel < 0.02, (v.name, rel)  # int8 rounding; unscaled it would be ~1
+    check_outputs(proto, q, feeds((4, 16), n=2))

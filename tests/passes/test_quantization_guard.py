@@ -40,6 +40,13 @@ def sensitive_mlp(seed: int = 0) -> onnx.ModelProto:
     return h.attach_initializers(model, {"W1": w1, "W2": w2, "W3": w3})
 
 
+def stored(q: onnx.ModelProto, name: str) -> onnx.TensorProto:
+    """The initializer that stores weight ``name``: ``name`` itself, or ``name.q`` where the
+    int8-exact form (one Cast, scales after the op) keeps the name for the decoded tensor."""
+    inits = {t.name: t for t in q.graph.initializer}
+    return inits[name] if name in inits else inits[f"{name}.q"]
+
+
 def _output_error(proto, q, data) -> float:
     return max(rel_error(h.run(proto, f)[0], h.run(q, f)[0]) for f in data)
 
@@ -59,7 +66,7 @@ def test_guard_steps_down_exactly_the_sensitive_weight_and_says_so(mode):
     inits = {t.name: t for t in q.graph.initializer}
     # W2: int8 codes [2 blocks, 32, 64] with one scale per block and column; the others per column
     assert tuple(inits["W2"].dims) == (2, 32, 64) and inits["W2"].data_type == onnx.TensorProto.INT8
-    assert inits["W1"].data_type == onnx.TensorProto.INT8
+    assert stored(q, "W1").data_type == onnx.TensorProto.INT8
     assert "W2" in res.skipped.get(
         "kept float by the fidelity guard (int8 error an outlier)", []) or any(
         s.name == "W2" and s.extra.get("block") == 32 for s in res.layers)
@@ -190,7 +197,6 @@ def test_tied_embedding_is_stored_once_in_int8(mode):
     ids = [{"ids": h.rng(i).integers(0, 512, (2, 5)).astype(np.int64)} for i in range(3)]
     res, q = quantize(proto, ids, mode=mode)
     onnx.checker.check_model(q)
-    inits = {t.name: t for t in q.graph.initializer}
     tables = [t for t in q.graph.initializer if tuple(t.dims) == (512, 64)]
     assert len(tables) == 1 and tables[0].data_type == onnx.TensorProto.INT8
     assert sum(t.data_type == onnx.TensorProto.FLOAT and np.prod(t.dims) >= 512 * 64
@@ -198,7 +204,7 @@ def test_tied_embedding_is_stored_once_in_int8(mode):
     stat = next(s for s in res.layers if s.name == "tok")
     assert "tied" in stat.extra["compute"] and stat.bytes_after < stat.bytes_before / 3.5
     assert ops(q)["Gather"] >= 2  # int8 rows and their scales
-    assert inits["Wm"].data_type == onnx.TensorProto.INT8
+    assert stored(q, "Wm").data_type == onnx.TensorProto.INT8
     tok = onnx.numpy_helper.to_array(h_init(proto, "tok"))
     wm = onnx.numpy_helper.to_array(h_init(proto, "Wm"))
     deq = _per_row(tok, 0)
@@ -325,9 +331,8 @@ def test_guard_finds_the_first_layer_and_steps_it_down(monkeypatch):
     assert guard["weight_deviation_after"] < guard["weight_deviation"] / 2
     assert any("fidelity guard" in line and "W1" in line for line in res.headlines)
     onnx.checker.check_model(q)
-    inits = {t.name: t for t in q.graph.initializer}
-    assert inits["W1"].data_type == onnx.TensorProto.FLOAT
-    assert all(inits[k].data_type == onnx.TensorProto.INT8 for k in ("W2", "Z1", "Z3"))
+    assert stored(q, "W1").data_type == onnx.TensorProto.FLOAT
+    assert all(stored(q, k).data_type == onnx.TensorProto.INT8 for k in ("W2", "Z1", "Z3"))
     held_out = _first_feeds(3, 7)
     _, plain = quantize(proto, data, mode="weights", fidelity_guard=False)
     guarded, unguarded = _output_error(proto, q, held_out), _output_error(proto, plain, held_out)
@@ -399,3 +404,50 @@ def test_search_measures_alone_exactly_the_weights_over_the_threshold():
     finally:
         _int8_search.PROBE_MACS = old
     assert runs <= 4 and "w40" not in probed
+
+
+def _head_model(head: str, classes: int) -> onnx.ModelProto:
+    """x [1, 40, 32] -> MatMul -> (bias Add) -> HEAD -> y [1, 40, classes] (HEAD: "linear",
+    "softmax", or "relu": a feature map, not scores)."""
+    tail = {"linear": "y = Identity(z)", "softmax": "y = Softmax <axis = -1> (z)",
+            "relu": "y = Relu(z)"}[head]
+    model = onnx.parser.parse_model(f"""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[1, 40, 32] x) => (float[1, 40, {classes}] y) {{
+            m = MatMul(x, w)
+            z = Add(m, b)
+            {tail}
+        }}""")
+    r = h.rng(3)
+    return h.attach_initializers(model, {
+        "w": r.standard_normal((32, classes)).astype(np.float32),
+        "b": np.zeros(classes, np.float32)})
+
+
+def test_flips_count_only_outputs_that_look_like_class_scores():
+    from onnxcompress.model import load_model
+    from onnxcompress.passes._int8_search import class_score_outputs
+
+    def scores(proto, peak: float = 0.0) -> list[bool]:
+        x = h.rng(4).standard_normal((1, 40, 32)).astype(np.float32)
+        ref = h.run(proto, {"x": x})
+        ref[0][..., 0] += peak  # one class wins clearly at every position (a trained CTC head)
+        return class_score_outputs(load_model(proto), [ref])
+
+    assert scores(_head_model("softmax", 40)) == [True]
+    assert scores(_head_model("linear", 64)) == [False]  # projected features: no clear top-1
+    assert scores(_head_model("linear", 64), peak=100.0) == [True]
+    assert scores(_head_model("linear", 1000)) == [True]  # a vocabulary's logits
+    assert scores(_head_model("relu", 1000), peak=100.0) == [False]
+    # The STFT-like model's 64 projected bins per frame are no class scores: int8 compute is
+    # not backed off for their argmax moving (it was, before the rule), the deviation decides.
+    from tests import unrunnable
+
+    proto = unrunnable.stft_like()
+    res, q = quantize(proto, unrunnable.stft_feeds(4), mode="dynamic")
+    guard = res.metrics["fidelity_guard"]
+    assert not any("top-1 flips" in line for line in res.headlines), res.headlines
+    assert guard["weight_flips"] == 0.0 and all(f == 0.0 for _, f in guard["compute_flips"])
+    onnx.checker.check_model(q)
+    f = unrunnable.stft_feeds(1, seed=9)[0]
+    assert rel_error(h.run(proto, f)[0], h.run(q, f)[0]) < 0.05
