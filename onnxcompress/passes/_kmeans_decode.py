@@ -44,6 +44,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress import packing
+from onnxcompress.passes._kmeans_int8 import HALF_SCALE_MIN_CHANNELS, half_exact
 from onnxcompress.weights import Weight
 
 PACKED_MIN_OPSET = 11  # BitShift
@@ -229,8 +230,16 @@ def rewrite(
             scales = d.scales.reshape(sshape)
         else:
             scales = d.scales.reshape(())
-        scale = w.add_constant(f"{base}.scale", scales)
-        stored += d.scales.nbytes
+        if (d.scales.dtype == np.float32 and d.scales.size >= HALF_SCALE_MIN_CHANNELS
+                and half_exact(d.scales)):
+            # Scales chosen on the float16 grid (``_kmeans_fit._cluster``): stored in half the
+            # bytes, widened by a Cast of the scales alone.
+            scale = w.add_constant(f"{base}.scale", scales.astype(np.float16))
+            stored += d.scales.nbytes // 2
+            scale = node("Cast", [scale], "s", to=ir.DataType.from_numpy(np.dtype(d.scales.dtype)))
+        else:
+            scale = w.add_constant(f"{base}.scale", scales)
+            stored += d.scales.nbytes
         out = node("Mul", [out, scale], "scaled")
     original_name = w.name
     w.insert_nodes(nodes)
