@@ -74,6 +74,7 @@ from onnxcompress.layerwise import codebook
 from onnxcompress.layerwise.collection import weight_moments
 from onnxcompress.model import is_large, to_proto
 from onnxcompress.opset import opset_version, upgrade_opset
+from onnxcompress.passes import _kmeans_lstm
 from onnxcompress.passes._folding import fold_batchnorm
 from onnxcompress.passes._kmeans_allocate import _allocate
 from onnxcompress.passes._kmeans_codebook import MODEL_CODEBOOK_BITS, MODEL_CODEBOOK_MAX_SIZE, _model_group
@@ -366,16 +367,25 @@ class WeightSharing(Pass):
         if cfg.allocates(context.calibration is not None):
             todo, allocated = _allocate(model, todo, cfg, formats, energies, context, result)
         constants = ConstantCache()
+        stats: list[LayerStat] = []
+        done = 0
+        # ONNX LSTMs at 8 bits: onnxruntime's DynamicQuantizeLSTM (int8 kept in the session:
+        # no graph decode of W/R stays at fp32's memory; _kmeans_lstm's docstring).
+        paired: set[int] = set()
+        for node, ww, rw in _kmeans_lstm.lstm_pairs(todo, cfg.decode, formats.storage):
+            stats += _kmeans_lstm.rewrite(model, node, ww, rw, kmeans.MAX_BITS)
+            paired.update((id(ww), id(rw)))
+            done += 2
         groups: dict[tuple, list[Weight]] = {}
         singles: list[tuple[Weight, int]] = []
         for w, bits in todo:
+            if id(w) in paired:
+                continue
             if cfg.model_codebook(bits, w.size):
                 groups.setdefault(_model_group(w, cfg, bits), []).append(w)
                 w.release()  # _model_group read it; it is read again when its group is fitted
             else:
                 singles.append((w, bits))
-        stats: list[LayerStat] = []
-        done = 0
         for (_, _, bits, scaled, _), members in groups.items():
             stats += _share_model_codebook(
                 members, bits, cfg, formats, energies, context, constants, result, scaled=scaled,
