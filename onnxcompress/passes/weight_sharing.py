@@ -372,7 +372,8 @@ class WeightSharing(Pass):
         # ONNX LSTMs at 8 bits: onnxruntime's DynamicQuantizeLSTM (int8 kept in the session:
         # no graph decode of W/R stays at fp32's memory; _kmeans_lstm's docstring).
         paired: set[int] = set()
-        for node, ww, rw in _kmeans_lstm.lstm_pairs(todo, cfg.decode, formats.storage):
+        lstm_form = not cfg.per_channel and cfg.channel_scale != "off"  # as the int8-exact form
+        for node, ww, rw in _kmeans_lstm.lstm_pairs(todo if lstm_form else [], cfg.decode, formats.storage):
             stats += _kmeans_lstm.rewrite(model, node, ww, rw, kmeans.MAX_BITS)
             paired.update((id(ww), id(rw)))
             done += 2
