@@ -37,7 +37,8 @@ fitted with per-channel scales (``channel_scale``). Session memory (onnxruntime 
 at load): see :mod:`onnxcompress.passes._kmeans_decode`; at 8 bits (``decode="auto"``) large
 Conv/MatMul/Gemm weights are stored in int8 per channel, decoded by one Cast with the scales on
 the consumer's output, unless their codebook halves the error (:mod:`._kmeans_int8`: the fold
-then holds no int32 copy). A small first layer (it reads the graph input) stays float at 8 bits
+then holds no int32 copy; channel scales float16 where chosen on its grid), and ONNX LSTMs
+become onnxruntime's ``DynamicQuantizeLSTM`` with int8 W/R (:mod:`._kmeans_lstm`). A small first layer (it reads the graph input) stays float at 8 bits
 unless 256 levels hold it exactly; weights only shape-only ops read (overlapping Slices of an
 LSTM matrix) are stored once and decoded in front of them.
 
@@ -189,7 +190,7 @@ class WeightSharingConfig(PassConfig):
         "holds an int32 copy of each weight: session memory up to 1.45x fp32's), int8 (int8 "
         "per channel, the best of a few clipping ratios, decoded by one Cast, channel scales on "
         "the Conv/MatMul/Gemm output: no int32 copy while onnxruntime folds it; where a consumer "
-        "allows it), or auto "
+        "allows it; ONNX LSTMs as onnxruntime's DynamicQuantizeLSTM), or auto "
         "(int8 for weights of >= 32768 values unless their codebook halves the error)",
     )
     fold_batchnorm: bool = option(
