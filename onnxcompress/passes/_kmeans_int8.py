@@ -63,7 +63,10 @@ def half_neighbour(scale: np.ndarray, steps: int) -> np.ndarray:
     toward = np.float16(np.inf) if steps > 0 else np.float16(0)
     for _ in range(abs(steps)):
         half = np.nextafter(half, toward)
-    return to_half(half.astype(np.float64))
+    wide = half.astype(np.float64)
+    # A scale stepped out of float16's normal range (to 0 or inf) stays the one given.
+    ok = np.isfinite(wide) & (wide >= _HALF_MIN)
+    return np.where(ok, to_half(np.where(ok, wide, 1.0)), scale)
 
 
 def half_exact(scales: np.ndarray) -> bool:
