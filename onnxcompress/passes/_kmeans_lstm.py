@@ -94,6 +94,7 @@ def rewrite(model: ir.Model, node: ir.Node, ww: Weight, rw: Weight, bits: int) -
     stats = []
     extra_inputs: list[ir.Value] = []
     stored: list[ir.Value] = []
+    zero: ir.Value | None = None  # W's and R's zero points are alike ([directions, 4*hidden]): one
     for w in (ww, rw):
         array = w.numpy()
         dirs, rows, cols = array.shape
@@ -105,7 +106,9 @@ def rewrite(model: ir.Model, node: ir.Node, ww: Weight, rw: Weight, bits: int) -
         qt = np.ascontiguousarray(q.reshape(dirs, rows, cols).transpose(0, 2, 1))
         stored.append(w.add_constant(f"{base}.q", qt))
         extra_inputs.append(w.add_constant(f"{base}.scale", scales.reshape(dirs, rows)))
-        extra_inputs.append(w.add_constant(f"{base}.zero", np.zeros((dirs, rows), np.int8)))
+        if zero is None:
+            zero = w.add_constant(f"{base}.zero", np.zeros((dirs, rows), np.int8))
+        extra_inputs.append(zero)
         extra: dict[str, Any] = {
             "requested_bits": bits,
             "storage": "int8",
@@ -115,7 +118,7 @@ def rewrite(model: ir.Model, node: ir.Node, ww: Weight, rw: Weight, bits: int) -
             "codebooks": 0,
             "channel_scales": True,
         }
-        after = qt.nbytes + scales.nbytes + scales.size  # int8, float32 scales, int8 zero points
+        after = qt.nbytes + scales.nbytes + scales.size // 2  # int8, float32 scales, shared zero points
         stats.append(_layer_stat(w, array.shape, w.nbytes, after, float(np.mean(q == 0)), error, extra))
     inputs = list(node.inputs) + [None] * (8 - len(node.inputs))
     new_inputs = [inputs[0], stored[0], stored[1], *inputs[3:8], *extra_inputs]
