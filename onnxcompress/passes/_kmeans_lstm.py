@@ -44,7 +44,7 @@ def lstm_pairs(todo: list[tuple[Weight, int]], decode: str,
     """The ONNX LSTM nodes whose ``W`` and ``R`` are both in ``todo`` at 8 bits and can take
     the ``DynamicQuantizeLSTM`` form: float32 3-D constants that only this LSTM reads, layout 0,
     and (with ``decode="auto"``) more than 2^bits distinct values in one of them."""
-    if decode == "codebook" or storage not in ("auto", "uint8"):
+    if decode in ("codebook", "runtime") or storage not in ("auto", "uint8"):
         return []
     by_value = {id(w.value): (w, bits) for w, bits in todo}
     pairs = []

@@ -38,7 +38,9 @@ at load): see :mod:`onnxcompress.passes._kmeans_decode`; at 8 bits (``decode="au
 Conv/MatMul/Gemm weights are stored in int8 per channel, decoded by one Cast with the scales on
 the consumer's output, unless their codebook halves the error (:mod:`._kmeans_int8`: the fold
 then holds no int32 copy; channel scales float16 where chosen on its grid), and ONNX LSTMs
-become onnxruntime's ``DynamicQuantizeLSTM`` with int8 W/R (:mod:`._kmeans_lstm`). A small first layer (it reads the graph input) stays float at 8 bits
+become onnxruntime's ``DynamicQuantizeLSTM`` with int8 W/R (:mod:`._kmeans_lstm`);
+``decode="runtime"`` keeps every weight a codebook whose lookup runs each call (memory about
+the stored size, slower). A small first layer (it reads the graph input) stays float at 8 bits
 unless 256 levels hold it exactly; weights only shape-only ops read (overlapping Slices of an
 LSTM matrix) are stored once and decoded in front of them.
 
@@ -81,6 +83,7 @@ from onnxcompress.passes._kmeans_allocate import _allocate
 from onnxcompress.passes._kmeans_codebook import MODEL_CODEBOOK_BITS, MODEL_CODEBOOK_MAX_SIZE, _model_group
 from onnxcompress.passes._kmeans_decode import (
     PACKED_MIN_OPSET,
+    RUNTIME_MIN_OPSET,
     UINT4_MIN_IR,
     UINT4_MIN_OPSET,
     UINT8_MIN_OPSET,
@@ -107,7 +110,7 @@ logger = logging.getLogger(__name__)
 
 STORAGES = ("auto", "packed", "int4", "uint8", "dense")
 ALLOCATIONS = ("auto", "uniform", "sensitivity")
-DECODES = ("auto", "codebook", "int8")
+DECODES = ("auto", "codebook", "int8", "runtime")
 # Smallest weights shared by default (min_size=0), at a uniform width / under the allocation.
 UNIFORM_MIN_SIZE = 256
 ALLOCATION_MIN_SIZE = 64
@@ -190,7 +193,9 @@ class WeightSharingConfig(PassConfig):
         "holds an int32 copy of each weight: session memory up to 1.45x fp32's), int8 (int8 "
         "per channel, the best of a few clipping ratios, decoded by one Cast, channel scales on "
         "the Conv/MatMul/Gemm output: no int32 copy while onnxruntime folds it; where a consumer "
-        "allows it; ONNX LSTMs as onnxruntime's DynamicQuantizeLSTM), or auto "
+        "allows it; ONNX LSTMs as onnxruntime's DynamicQuantizeLSTM), runtime (the codebook "
+        "lookup at every width runs each call instead of being folded at load: session memory "
+        "about the stored size, latency up to ~1.8x), or auto "
         "(int8 for weights of >= 32768 values unless their codebook halves the error)",
     )
     fold_batchnorm: bool = option(
@@ -525,7 +530,8 @@ class WeightSharing(Pass):
             return model, Formats("dense", current)
         if current >= UINT4_MIN_OPSET and cfg.storage in ("auto", "int4"):
             model.ir_version = max(model.ir_version, UINT4_MIN_IR)
-        return model, Formats(cfg.storage, current)
+        return model, Formats(cfg.storage, current,
+                              runtime=cfg.decode == "runtime" and current >= RUNTIME_MIN_OPSET)
 
     # -- calibration --------------------------------------------------------------------------
 
