@@ -171,8 +171,9 @@ def rewrite(
     ``output_dtype``: the decoded weight's type when the codebook is stored narrower (float16).
     ``runtime``: the indices reach their int32 Cast through ``DequantizeLinear`` (scale 1), which
     onnxruntime does not fold: the decode runs every call, and the session holds the stored
-    indices instead of the float weight (ddddocr_det 4 bits: 39.6 MB vs fp32 72.1, latency
-    1.82x; measured in benchmarks/results/kmeans_real_models.md)."""
+    indices plus the largest weight's per-call buffers (int32 indices + float weight) instead
+    of every float weight (ddddocr_det 4 bits: 39.6 MB vs fp32 72.1, latency 1.82x; but
+    ddddocr_ocr, one 8.4M-value Gemm: 116.8 MB vs 81.0, 5.6x; kmeans_real_models.md)."""
     labels, codebook = d.labels, d.codebook
     base = w.name or "weight"
     shape = tuple(labels.shape)

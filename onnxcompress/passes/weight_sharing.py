@@ -39,10 +39,11 @@ Conv/MatMul/Gemm weights are stored in int8 per channel, decoded by one Cast wit
 the consumer's output, unless their codebook halves the error (:mod:`._kmeans_int8`: the fold
 then holds no int32 copy; channel scales float16 where chosen on its grid), and ONNX LSTMs
 become onnxruntime's ``DynamicQuantizeLSTM`` with int8 W/R (:mod:`._kmeans_lstm`);
-``decode="runtime"`` keeps every weight a codebook whose lookup runs each call (memory about
-the stored size, slower). A small first layer (it reads the graph input) stays float at 8 bits
-unless 256 levels hold it exactly; weights only shape-only ops read (overlapping Slices of an
-LSTM matrix) are stored once and decoded in front of them.
+``decode="runtime"`` keeps every weight a codebook whose lookup runs each call (memory: the
+stored size plus the largest weight's per-call buffers; slower). A small first layer (it
+reads the graph input) stays float at 8 bits unless 256 levels hold it exactly; weights only
+shape-only ops read (overlapping Slices of an LSTM matrix) are stored once and decoded in front
+of them.
 
 Large models stream: each weight is read, clustered, rewritten and its external data unmapped
 before the next; error sums and lookups run in chunks, so no whole-weight float64 copy exists.
@@ -195,7 +196,8 @@ class WeightSharingConfig(PassConfig):
         "the Conv/MatMul/Gemm output: no int32 copy while onnxruntime folds it; where a consumer "
         "allows it; ONNX LSTMs as onnxruntime's DynamicQuantizeLSTM), runtime (the codebook "
         "lookup at every width runs each call instead of being folded at load: session memory "
-        "about the stored size, latency up to ~1.8x), or auto "
+        "is the stored size plus the largest weight's per-call buffers, for models of many "
+        "mid-sized layers; slower: ddddocr_det 1.8x), or auto "
         "(int8 for weights of >= 32768 values unless their codebook halves the error)",
     )
     fold_batchnorm: bool = option(
