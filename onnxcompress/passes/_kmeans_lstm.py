@@ -39,6 +39,18 @@ from onnxcompress.weights import Weight
 MS_DOMAIN = "com.microsoft"
 
 
+def share_lstms(model: ir.Model, todo: list[tuple[Weight, int]], decode: str,
+                storage: str) -> tuple[list[LayerStat], set[int]]:
+    """Every eligible LSTM of ``todo`` rewritten (``lstm_pairs``, ``rewrite``): the LayerStats
+    and the ids of the weights done."""
+    stats: list[LayerStat] = []
+    done: set[int] = set()
+    for node, ww, rw in lstm_pairs(todo, decode, storage):
+        stats += rewrite(model, node, ww, rw, kmeans.MAX_BITS)
+        done.update((id(ww), id(rw)))
+    return stats, done
+
+
 def lstm_pairs(todo: list[tuple[Weight, int]], decode: str,
                storage: str) -> list[tuple[ir.Node, Weight, Weight]]:
     """The ONNX LSTM nodes whose ``W`` and ``R`` are both in ``todo`` at 8 bits and can take

@@ -94,7 +94,7 @@ from onnxcompress.passes._kmeans_decode import (
 from onnxcompress.passes._kmeans_select import _first_kept_float, _shape_read
 from onnxcompress.passes._kmeans_share import _FIT, _fit_own, _share, _share_model_codebook
 from onnxcompress.passes._prune_select import _first_last_nodes
-from onnxcompress.passes.base import LayerStat, Pass, PassConfig, PassContext, PassResult, option
+from onnxcompress.passes.base import Pass, PassConfig, PassContext, PassResult, option
 from onnxcompress.stats import gzip_size
 from onnxcompress.weights import (
     COMPUTE_ROLES,
@@ -375,16 +375,11 @@ class WeightSharing(Pass):
         if cfg.allocates(context.calibration is not None):
             todo, allocated = _allocate(model, todo, cfg, formats, energies, context, result)
         constants = ConstantCache()
-        stats: list[LayerStat] = []
-        done = 0
-        # ONNX LSTMs at 8 bits: onnxruntime's DynamicQuantizeLSTM (int8 kept in the session:
-        # no graph decode of W/R stays at fp32's memory; _kmeans_lstm's docstring).
-        paired: set[int] = set()
-        lstm_form = not cfg.per_channel and cfg.channel_scale != "off"  # as the int8-exact form
-        for node, ww, rw in _kmeans_lstm.lstm_pairs(todo if lstm_form else [], cfg.decode, formats.storage):
-            stats += _kmeans_lstm.rewrite(model, node, ww, rw, kmeans.MAX_BITS)
-            paired.update((id(ww), id(rw)))
-            done += 2
+        # ONNX LSTMs at 8 bits: onnxruntime's DynamicQuantizeLSTM (no graph decode of W/R stays
+        # at fp32's memory); opted out of as the int8-exact form is.
+        lstm_todo = todo if not cfg.per_channel and cfg.channel_scale != "off" else []
+        stats, paired = _kmeans_lstm.share_lstms(model, lstm_todo, cfg.decode, formats.storage)
+        done = len(stats)
         groups: dict[tuple, list[Weight]] = {}
         singles: list[tuple[Weight, int]] = []
         for w, bits in todo:
