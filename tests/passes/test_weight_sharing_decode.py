@@ -245,3 +245,23 @@ def test_runtime_decode_keeps_the_lookup_out_of_onnxruntimes_fold(bits, opset, t
     options.optimized_model_filepath = str(tmp_path / "folded.onnx")
     ort.InferenceSession(folded.SerializeToString(), options, providers=["CPUExecutionProvider"])
     assert "Gather" not in {n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node}
+
+
+def test_codebook_channel_scales_are_stored_in_float16():
+    """Channels of widely different scale take channel scales; those are rounded to float16
+    before clustering (any positive scale serves), so they are stored in half the bytes behind
+    a Cast, and the decode computes exactly codebook[indices] * scale."""
+    rng = np.random.default_rng(12)
+    w = (rng.standard_normal((256, 192)) * rng.uniform(0.001, 1, 192)).astype(np.float32)
+    result, proto = share(one_matmul(w), bits=4, decode="codebook")
+    assert result.layers[0].extra["channel_scales"] is True
+    inits = {t.name: onh.to_array(t) for t in proto.graph.initializer}
+    s = next(a for n, a in inits.items() if n.endswith(".scale"))
+    q = next(a for n, a in inits.items() if n.endswith(".q"))
+    book = next(a for n, a in inits.items() if n.endswith(".codebook"))
+    assert s.dtype == np.float16 and s.size == 192
+    expected = book.astype(np.float32)[q.astype(np.int64)] * s.astype(np.float32).reshape(1, -1)
+    got = decoded(proto, 256)
+    np.testing.assert_array_equal(got, expected)
+    error = float(np.linalg.norm(got - w) / np.linalg.norm(w))
+    assert error == pytest.approx(result.layers[0].error, rel=1e-4)
