@@ -44,6 +44,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress import packing
+from onnxcompress.passes._kmeans_int8 import HALF_SCALE_MIN_CHANNELS, half_exact
 from onnxcompress.weights import Weight
 
 PACKED_MIN_OPSET = 11  # BitShift
@@ -51,6 +52,7 @@ UINT8_ADD_MIN_OPSET = 14  # Add on uint8: planes combined without widening to in
 UINT4_MIN_OPSET = 21
 UINT4_MIN_IR = 10
 UINT8_MIN_OPSET = 6  # Cast with an integer 'to'
+RUNTIME_MIN_OPSET = 10  # DequantizeLinear
 
 # The shift amounts, shapes and multipliers every bit-plane decoder in a graph shares (measured).
 PLANE_CONSTANT_BYTES = 400
@@ -76,6 +78,9 @@ class Formats:
 
     storage: str
     opset: int
+    # decode="runtime": the indices pass a DequantizeLinear (which onnxruntime never folds)
+    # before their Cast, so the lookup runs every call instead of at load.
+    runtime: bool = False
 
     def choose(self, index_bits: int, size: int, requested: int | None = None) -> str:
         """The format of a weight whose indices need ``index_bits``; ``requested``: the width
@@ -159,10 +164,16 @@ def rewrite(
     constants: ConstantCache,
     book: ir.Value | None = None,
     output_dtype: np.dtype | None = None,
+    runtime: bool = False,
 ) -> int:
     """Replace ``w`` by indices -> decode -> Gather(codebook) [-> Mul(scales)]; return the bytes
     now stored. ``book``: a codebook value shared with other weights (not counted here).
-    ``output_dtype``: the decoded weight's type when the codebook is stored narrower (float16)."""
+    ``output_dtype``: the decoded weight's type when the codebook is stored narrower (float16).
+    ``runtime``: the indices reach their int32 Cast through ``DequantizeLinear`` (scale 1), which
+    onnxruntime does not fold: the decode runs every call, and the session holds the stored
+    indices plus the largest weight's per-call buffers (int32 indices + float weight) instead
+    of every float weight (ddddocr_det 4 bits: 39.6 MB vs fp32 72.1, latency 1.82x; but
+    ddddocr_ocr, one 8.4M-value Gemm: 116.8 MB vs 81.0, 5.6x; kmeans_real_models.md)."""
     labels, codebook = d.labels, d.codebook
     base = w.name or "weight"
     shape = tuple(labels.shape)
@@ -178,6 +189,11 @@ def rewrite(
         out = ir.Value(name=w.fresh_name(f"k.{hint}"))
         # No node name (an empty one is valid ONNX): a generated "node_Gather_123" would cost
         # ~15 bytes a node, a visible share of a small model's decode graph.
+        if runtime and op == "Cast" and attrs.get("to") == ir.DataType.INT32:
+            one = constants.get(w, "one", np.array(1.0, np.float32))
+            unfolded = ir.Value(name=w.fresh_name("k.rt"))
+            nodes.append(ir.node("DequantizeLinear", [inputs[0], one], outputs=[unfolded], name=""))
+            inputs = [unfolded]
         nodes.append(ir.node(op, inputs, attributes=attrs or None, outputs=[out], name=""))
         return out
 
@@ -201,7 +217,7 @@ def rewrite(
         stored += 8 * len(shape)
         shaped = node("Reshape", [flat, target], "idx8")
         # uint8 until here: the one wide intermediate is the int32 the lookup needs.
-        idx = shaped if wide else node("Cast", [shaped], "idx", to=ir.DataType.INT32)
+        idx = shaped if wide and not runtime else node("Cast", [shaped], "idx", to=ir.DataType.INT32)
 
     groups = codebook.shape[0]
     k = codebook.shape[1]
@@ -229,8 +245,16 @@ def rewrite(
             scales = d.scales.reshape(sshape)
         else:
             scales = d.scales.reshape(())
-        scale = w.add_constant(f"{base}.scale", scales)
-        stored += d.scales.nbytes
+        if (d.scales.dtype == np.float32 and d.scales.size >= HALF_SCALE_MIN_CHANNELS
+                and half_exact(d.scales)):
+            # Scales chosen on the float16 grid (``_kmeans_fit._cluster``): stored in half the
+            # bytes, widened by a Cast of the scales alone.
+            scale = w.add_constant(f"{base}.scale", scales.astype(np.float16))
+            stored += d.scales.nbytes // 2
+            scale = node("Cast", [scale], "s", to=ir.DataType.from_numpy(np.dtype(d.scales.dtype)))
+        else:
+            scale = w.add_constant(f"{base}.scale", scales)
+            stored += d.scales.nbytes
         out = node("Mul", [out, scale], "scaled")
     original_name = w.name
     w.insert_nodes(nodes)

@@ -13,6 +13,7 @@ import numpy as np
 
 from onnxcompress import kmeans
 from onnxcompress.layerwise.channels import per_element
+from onnxcompress.passes import _kmeans_int8
 from onnxcompress.passes._folding import const_array
 from onnxcompress.weights import Weight
 
@@ -245,8 +246,10 @@ def _cluster(
         else:
             per_channel = max(array.size // array.shape[scale_axis], 1)
             rms = np.sqrt(_channel_reduce(array, scale_axis, "sumsq") / per_channel)
-        # The scale is stored in the weight's dtype: normalise by exactly that value.
-        scales = rms.astype(dtype)
+        # The scale is stored in the weight's dtype, or float16 where every channel's is a
+        # normal float16 number (``_kmeans_decode.rewrite``: half the bytes): normalise by
+        # exactly the value stored. Any positive scale serves (the codebook adapts).
+        scales = (_kmeans_int8.to_half(rms.astype(np.float64)) if dtype == np.float32 else rms).astype(dtype)
         scales[~np.isfinite(scales.astype(np.float64)) | (scales == 0)] = 1
         bshape = [1] * array.ndim
         bshape[scale_axis] = -1

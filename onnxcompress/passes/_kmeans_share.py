@@ -264,7 +264,8 @@ def _int8_slot(w: Weight, bits: int, cfg: WeightSharingConfig, formats: Formats)
     """Where ``w`` can take the int8-exact form (see ``_kmeans_int8``), or None: 8 bits, float32,
     at least ``INT8_FORM_MIN_SIZE`` values (a small weight's fold is no memory), a consumer
     that takes channel scales on its output, and the decode option allowing it."""
-    if cfg.decode == "codebook" or bits < kmeans.MAX_BITS or formats.storage not in ("auto", "uint8"):
+    if (cfg.decode in ("codebook", "runtime") or bits < kmeans.MAX_BITS
+            or formats.storage not in ("auto", "uint8")):
         return None
     if w.dtype != ir.DataType.FLOAT or (cfg.decode == "auto" and w.size < INT8_FORM_MIN_SIZE):
         return None
@@ -515,7 +516,8 @@ def _finish(
             scale_axis=c.scale_axis,
         )
         bytes_after = rewrite(
-            w, decode, index_bits, storage, formats.opset, constants, book=book, output_dtype=dtype
+            w, decode, index_bits, storage, formats.opset, constants, book=book, output_dtype=dtype,
+            runtime=formats.runtime,
         )
         extra["codebook_dtype"] = "model" if book is not None else str(stored_book.dtype)
         extra["stored_bits"] = STORED_BITS.get(storage, index_bits)

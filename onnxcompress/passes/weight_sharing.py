@@ -37,9 +37,13 @@ fitted with per-channel scales (``channel_scale``). Session memory (onnxruntime 
 at load): see :mod:`onnxcompress.passes._kmeans_decode`; at 8 bits (``decode="auto"``) large
 Conv/MatMul/Gemm weights are stored in int8 per channel, decoded by one Cast with the scales on
 the consumer's output, unless their codebook halves the error (:mod:`._kmeans_int8`: the fold
-then holds no int32 copy). A small first layer (it reads the graph input) stays float at 8 bits
-unless 256 levels hold it exactly; weights only shape-only ops read (overlapping Slices of an
-LSTM matrix) are stored once and decoded in front of them.
+then holds no int32 copy; channel scales float16 where chosen on its grid), and ONNX LSTMs
+become onnxruntime's ``DynamicQuantizeLSTM`` with int8 W/R (:mod:`._kmeans_lstm`);
+``decode="runtime"`` keeps every weight a codebook whose lookup runs each call (memory: the
+stored size plus the largest weight's per-call buffers; slower). A small first layer (it
+reads the graph input) stays float at 8 bits unless 256 levels hold it exactly; weights only
+shape-only ops read (overlapping Slices of an LSTM matrix) are stored once and decoded in front
+of them.
 
 Large models stream: each weight is read, clustered, rewritten and its external data unmapped
 before the next; error sums and lookups run in chunks, so no whole-weight float64 copy exists.
@@ -74,11 +78,13 @@ from onnxcompress.layerwise import codebook
 from onnxcompress.layerwise.collection import weight_moments
 from onnxcompress.model import is_large, to_proto
 from onnxcompress.opset import opset_version, upgrade_opset
+from onnxcompress.passes import _kmeans_lstm
 from onnxcompress.passes._folding import fold_batchnorm
 from onnxcompress.passes._kmeans_allocate import _allocate
 from onnxcompress.passes._kmeans_codebook import MODEL_CODEBOOK_BITS, MODEL_CODEBOOK_MAX_SIZE, _model_group
 from onnxcompress.passes._kmeans_decode import (
     PACKED_MIN_OPSET,
+    RUNTIME_MIN_OPSET,
     UINT4_MIN_IR,
     UINT4_MIN_OPSET,
     UINT8_MIN_OPSET,
@@ -88,7 +94,7 @@ from onnxcompress.passes._kmeans_decode import (
 from onnxcompress.passes._kmeans_select import _first_kept_float, _shape_read
 from onnxcompress.passes._kmeans_share import _FIT, _fit_own, _share, _share_model_codebook
 from onnxcompress.passes._prune_select import _first_last_nodes
-from onnxcompress.passes.base import LayerStat, Pass, PassConfig, PassContext, PassResult, option
+from onnxcompress.passes.base import Pass, PassConfig, PassContext, PassResult, option
 from onnxcompress.stats import gzip_size
 from onnxcompress.weights import (
     COMPUTE_ROLES,
@@ -105,7 +111,7 @@ logger = logging.getLogger(__name__)
 
 STORAGES = ("auto", "packed", "int4", "uint8", "dense")
 ALLOCATIONS = ("auto", "uniform", "sensitivity")
-DECODES = ("auto", "codebook", "int8")
+DECODES = ("auto", "codebook", "int8", "runtime")
 # Smallest weights shared by default (min_size=0), at a uniform width / under the allocation.
 UNIFORM_MIN_SIZE = 256
 ALLOCATION_MIN_SIZE = 64
@@ -188,7 +194,10 @@ class WeightSharingConfig(PassConfig):
         "holds an int32 copy of each weight: session memory up to 1.45x fp32's), int8 (int8 "
         "per channel, the best of a few clipping ratios, decoded by one Cast, channel scales on "
         "the Conv/MatMul/Gemm output: no int32 copy while onnxruntime folds it; where a consumer "
-        "allows it), or auto "
+        "allows it; ONNX LSTMs as onnxruntime's DynamicQuantizeLSTM), runtime (the codebook "
+        "lookup at every width runs each call instead of being folded at load: session memory "
+        "is the stored size plus the largest weight's per-call buffers, for models of many "
+        "mid-sized layers; slower: ddddocr_det 1.8x), or auto "
         "(int8 for weights of >= 32768 values unless their codebook halves the error)",
     )
     fold_batchnorm: bool = option(
@@ -366,16 +375,21 @@ class WeightSharing(Pass):
         if cfg.allocates(context.calibration is not None):
             todo, allocated = _allocate(model, todo, cfg, formats, energies, context, result)
         constants = ConstantCache()
+        # ONNX LSTMs at 8 bits: onnxruntime's DynamicQuantizeLSTM (no graph decode of W/R stays
+        # at fp32's memory); opted out of as the int8-exact form is.
+        lstm_todo = todo if not cfg.per_channel and cfg.channel_scale != "off" else []
+        stats, paired = _kmeans_lstm.share_lstms(model, lstm_todo, cfg.decode, formats.storage)
+        done = len(stats)
         groups: dict[tuple, list[Weight]] = {}
         singles: list[tuple[Weight, int]] = []
         for w, bits in todo:
+            if id(w) in paired:
+                continue
             if cfg.model_codebook(bits, w.size):
                 groups.setdefault(_model_group(w, cfg, bits), []).append(w)
                 w.release()  # _model_group read it; it is read again when its group is fitted
             else:
                 singles.append((w, bits))
-        stats: list[LayerStat] = []
-        done = 0
         for (_, _, bits, scaled, _), members in groups.items():
             stats += _share_model_codebook(
                 members, bits, cfg, formats, energies, context, constants, result, scaled=scaled,
@@ -513,7 +527,8 @@ class WeightSharing(Pass):
             return model, Formats("dense", current)
         if current >= UINT4_MIN_OPSET and cfg.storage in ("auto", "int4"):
             model.ir_version = max(model.ir_version, UINT4_MIN_IR)
-        return model, Formats(cfg.storage, current)
+        return model, Formats(cfg.storage, current,
+                              runtime=cfg.decode == "runtime" and current >= RUNTIME_MIN_OPSET)
 
     # -- calibration --------------------------------------------------------------------------
 

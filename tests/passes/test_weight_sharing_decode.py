@@ -218,3 +218,50 @@ def body_only(proto: onnx.ModelProto) -> onnx.ModelProto:
     m.graph.node.extend(keep)
     m.graph.input[0].type.tensor_type.shape.dim[1].dim_value = 32
     return m
+
+
+@pytest.mark.parametrize(("bits", "opset"), [(8, 17), (4, 21), (3, 13)])
+def test_runtime_decode_keeps_the_lookup_out_of_onnxruntimes_fold(bits, opset, tmp_path):
+    """decode="runtime": every index tensor (uint8, UINT4, bit planes) reaches its int32 Cast
+    through DequantizeLinear(scale 1), which onnxruntime does not fold, so the session keeps the
+    Gather (and the stored indices, not the float weight); the numbers are exactly the codebook
+    decode's, and no weight takes the int8-exact form."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(11)
+    w = (rng.standard_normal((256, 192)) * rng.uniform(0.1, 1, 192)).astype(np.float32)
+    _, folded = share(one_matmul(w, opset), bits=bits, decode="codebook")
+    result, proto = share(one_matmul(w, opset), bits=bits, decode="runtime")
+    assert result.layers[0].extra["storage"] != "int8"
+    ops = collections.Counter(n.op_type for n in proto.graph.node)
+    assert ops["DequantizeLinear"] >= 1 and ops["Gather"] == 1
+    assert np.array_equal(decoded(proto, 256), decoded(folded, 256))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    ran = collections.Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
+    assert ran["Gather"] == 1 and ran["DequantizeLinear"] >= 1  # the lookup runs every call
+    options.optimized_model_filepath = str(tmp_path / "folded.onnx")
+    ort.InferenceSession(folded.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    assert "Gather" not in {n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node}
+
+
+def test_codebook_channel_scales_are_stored_in_float16():
+    """Channels of widely different scale take channel scales; those are rounded to float16
+    before clustering (any positive scale serves), so they are stored in half the bytes behind
+    a Cast, and the decode computes exactly codebook[indices] * scale."""
+    rng = np.random.default_rng(12)
+    w = (rng.standard_normal((256, 192)) * rng.uniform(0.001, 1, 192)).astype(np.float32)
+    result, proto = share(one_matmul(w), bits=4, decode="codebook")
+    assert result.layers[0].extra["channel_scales"] is True
+    inits = {t.name: onh.to_array(t) for t in proto.graph.initializer}
+    s = next(a for n, a in inits.items() if n.endswith(".scale"))
+    q = next(a for n, a in inits.items() if n.endswith(".q"))
+    book = next(a for n, a in inits.items() if n.endswith(".codebook"))
+    assert s.dtype == np.float16 and s.size == 192
+    expected = book.astype(np.float32)[q.astype(np.int64)] * s.astype(np.float32).reshape(1, -1)
+    got = decoded(proto, 256)
+    np.testing.assert_array_equal(got, expected)
+    error = float(np.linalg.norm(got - w) / np.linalg.norm(w))
+    assert error == pytest.approx(result.layers[0].error, rel=1e-4)

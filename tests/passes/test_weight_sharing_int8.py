@@ -5,6 +5,8 @@ copy. Structure, onnx.checker, and numbers through onnxruntime against numpy for
 from __future__ import annotations
 
 import collections
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -61,12 +63,13 @@ def test_conv_weight_is_int8_decoded_by_one_cast_with_scales_after_the_conv():
     result, proto = share(conv_model(w, b), bits=8)
     layer = result.layers[0]
     assert layer.extra["storage"] == "int8" and layer.extra["stored_bits"] == 8
-    assert ops(proto) == {"Cast": 1, "Conv": 1, "Mul": 1}  # no Gather: no int32 copy to fold
+    # No Gather: no int32 copy to fold; one Cast for the weight, one for its float16 scales.
+    assert ops(proto) == {"Cast": 2, "Conv": 1, "Mul": 1}
     assert [o.name for o in proto.graph.output] == ["y"]  # the output keeps its name
     q, s = stored(proto, "W")
     assert q.dtype == np.int8 and q.shape == w.shape and np.abs(q).max() <= 127
-    assert s.shape == (1, 64, 1, 1) and (s > 0).all()
-    decoded = q.astype(np.float32) * s.reshape(64, 1, 1, 1)
+    assert s.dtype == np.float16 and s.shape == (1, 64, 1, 1) and (s > 0).all()
+    decoded = q.astype(np.float32) * s.astype(np.float32).reshape(64, 1, 1, 1)
     error = float(np.linalg.norm(decoded - w) / np.linalg.norm(w))
     assert error == pytest.approx(layer.error, rel=1e-4)
     assert error <= int8_error(w, 0) + 1e-7  # never less faithful than int8 per channel
@@ -166,3 +169,39 @@ def test_bias_correction_happens_before_the_bias_is_divided_by_the_scales():
     shift_fixed, shift_plain = np.abs(means(proto) - ref).max(), np.abs(means(plain) - ref).max()
     assert shift_plain > 0
     assert shift_fixed < 0.5 * shift_plain
+
+
+def test_scales_are_float16_where_channels_pay_for_the_cast_and_onnxruntime_fuses_them():
+    """float16 scales (chosen on the float16 grid, still never worse than int8 per channel)
+    for a 64-channel Conv: onnxruntime folds their Cast and fuses the Mul into the Conv, so
+    the session runs one Conv. A 32-channel Conv keeps float32 scales (a Cast node costs more
+    bytes than 32 channels save)."""
+    rng = np.random.default_rng(7)
+    for channels, half in ((32, False), (64, True)):
+        w = (rng.standard_normal((channels, 128, 3, 3))
+             * rng.uniform(0.01, 1, (channels, 1, 1, 1))).astype(np.float32)
+        b = rng.standard_normal(channels).astype(np.float32)
+        result, proto = share(conv_model(w, b), bits=8, decode="int8")
+        q, s = stored(proto, "W")
+        assert (s.dtype == np.float16) is half
+        decoded = q.astype(np.float32) * s.astype(np.float32).reshape(channels, 1, 1, 1)
+        error = float(np.linalg.norm(decoded - w) / np.linalg.norm(w))
+        assert error == pytest.approx(result.layers[0].error, rel=1e-4)
+        assert error <= int8_error(w, 0)
+        x = rng.standard_normal((1, 128, 8, 8)).astype(np.float32)
+        want = h.run(conv_model(decoded, b), {"x": x})[0]
+        np.testing.assert_allclose(h.run(proto, {"x": x})[0], want, rtol=1e-4, atol=1e-4)
+    assert _optimized_ops(proto) == {"Conv": 1}
+
+
+def _optimized_ops(proto: onnx.ModelProto) -> collections.Counter:
+    """The op types of the graph onnxruntime runs after its basic optimisations (constant
+    folding, Conv + Mul fusion)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    with tempfile.TemporaryDirectory() as tmp:
+        options.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
+        ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return ops(onnx.load(options.optimized_model_filepath))

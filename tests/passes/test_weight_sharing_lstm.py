@@ -1,0 +1,111 @@
+"""The k-means pass's 8-bit form for ONNX LSTM weights (``_kmeans_lstm``): onnxruntime's
+DynamicQuantizeLSTM with int8 W/R per gate row. Structure, onnx.checker, and numbers through
+onnxruntime against the float LSTM of the decoded weights."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import onnx
+import onnx.helper as oh
+import onnx.numpy_helper as onh
+import pytest
+
+from onnxcompress import Pipeline
+from onnxcompress.model import to_proto
+from onnxcompress.passes import WeightSharing
+from tests import helpers as h
+
+F = onnx.TensorProto.FLOAT
+T, B, I, H = 7, 2, 48, 32  # noqa: E741 - sequence, batch, input and hidden sizes
+
+
+def lstm_model(w: np.ndarray, r: np.ndarray, b: np.ndarray) -> onnx.ModelProto:
+    graph = oh.make_graph(
+        [oh.make_node("LSTM", ["x", "W", "R", "B"], ["y", "y_h"], hidden_size=H,
+                      direction="bidirectional", name="lstm"),
+         oh.make_node("Tanh", ["y"], ["out"])], "g",
+        [oh.make_tensor_value_info("x", F, [T, B, I])],
+        [oh.make_tensor_value_info("out", F, [T, 2, B, H]), oh.make_tensor_value_info("y_h", F, [2, B, H])],
+        [onh.from_array(w, "W"), onh.from_array(r, "R"), onh.from_array(b, "B")])
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+
+
+def weights(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    w = (rng.standard_normal((2, 4 * H, I)) * 0.3).astype(np.float32)
+    r = (rng.standard_normal((2, 4 * H, H)) * 0.3).astype(np.float32)
+    b = (rng.standard_normal((2, 8 * H)) * 0.1).astype(np.float32)
+    return w, r, b
+
+
+def share(model: onnx.ModelProto, **options):
+    result = Pipeline([WeightSharing(bits=8, **options)]).run(model)
+    proto = to_proto(result.model)
+    onnx.checker.check_model(proto)
+    return result.passes[0], proto
+
+
+def ops(proto: onnx.ModelProto) -> collections.Counter:
+    return collections.Counter(n.op_type for n in proto.graph.node)
+
+
+def int8_row_error(w: np.ndarray) -> float:
+    flat = w.reshape(-1, w.shape[-1]).astype(np.float64)
+    step = np.abs(flat).max(axis=1, keepdims=True) / 127.0
+    q = np.clip(np.round(flat / step), -127, 127) * step
+    return float(np.linalg.norm(q - flat) / np.linalg.norm(flat))
+
+
+def test_lstm_weights_become_dynamic_quantize_lstm_with_int8_rows():
+    rng = np.random.default_rng(0)
+    w, r, b = weights(rng)
+    model = lstm_model(w, r, b)
+    result, proto = share(model)
+    assert ops(proto) == {"DynamicQuantizeLSTM": 1, "Tanh": 1}  # no decode nodes: nothing to fold
+    node = next(n for n in proto.graph.node if n.op_type == "DynamicQuantizeLSTM")
+    assert node.domain == "com.microsoft" and node.name == "lstm"
+    assert {o.domain: o.version for o in proto.opset_import}["com.microsoft"] == 1
+    assert [o.name for o in proto.graph.output] == ["out", "y_h"]
+    inits = {t.name: onh.to_array(t) for t in proto.graph.initializer}
+    decoded = {}
+    for name, array in (("W", w), ("R", r)):
+        q, s = inits[f"{name}.q"], inits[f"{name}.scale"]
+        assert q.dtype == np.int8 and q.shape == (2, array.shape[2], 4 * H)  # [dirs, in, 4H]
+        assert s.shape == (2, 4 * H) and s.dtype == np.float32
+        decoded[name] = q.transpose(0, 2, 1).astype(np.float32) * s[:, :, None]
+        layer = next(s for s in result.layers if s.name == name)
+        assert layer.extra["storage"] == "int8"
+        error = float(np.linalg.norm(decoded[name] - array) / np.linalg.norm(array))
+        assert error == pytest.approx(layer.error, rel=1e-4)
+        assert error <= int8_row_error(array) + 1e-7  # never less faithful than int8 per row
+    assert "W" not in inits and "R" not in inits
+    assert list(node.input[8:]) == ["W.scale", "W.zero", "R.scale", "W.zero"]  # one zero tensor
+    assert inits["W.zero"].shape == (2, 4 * H) and not inits["W.zero"].any()
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    got = h.run(proto, {"x": x})
+    want = h.run(lstm_model(decoded["W"], decoded["R"], b), {"x": x})
+    ref = h.run(model, {"x": x})
+    for g, wt, rf in zip(got, want, ref, strict=True):
+        # onnxruntime quantizes the activations per call: close to the decoded weights' LSTM,
+        # and about as close to the original as int8 weights alone are.
+        assert np.abs(g - wt).max() < 0.03
+        assert np.linalg.norm(g - rf) / np.linalg.norm(rf) < 0.03
+
+
+def test_lstm_keeps_the_codebook_when_asked_or_when_it_is_exact():
+    rng = np.random.default_rng(1)
+    w, r, b = weights(rng)
+    _, proto = share(lstm_model(w, r, b), decode="codebook")
+    assert ops(proto)["LSTM"] == 1 and ops(proto)["Gather"] == 2
+    levels = rng.standard_normal(200).astype(np.float32) * 0.3
+    ws, rs = rng.choice(levels, w.shape), rng.choice(levels, r.shape)  # already shared
+    result, proto = share(lstm_model(ws, rs, b))
+    assert ops(proto)["LSTM"] == 1 and ops(proto)["DynamicQuantizeLSTM"] == 0
+    assert {s.extra["storage"] for s in result.layers} == {"uint8"}
+    assert max(s.error for s in result.layers) == 0
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    np.testing.assert_allclose(h.run(proto, {"x": x})[0], h.run(lstm_model(ws, rs, b), {"x": x})[0],
+                               rtol=1e-5, atol=1e-6)
+    result, proto = share(lstm_model(ws, rs, b), decode="int8")
+    assert ops(proto)["DynamicQuantizeLSTM"] == 1
