@@ -5,9 +5,10 @@
 For each model: fp32, onnxruntime's ``MatMulNBitsQuantizer`` (block 32, symmetric, RTN) and ours
 (``BlockQuantize`` defaults, RTN), plus ours with ``embeddings=False`` (isolates
 GatherBlockQuantized, which onnxruntime's quantizer never writes; a table tied to the output head
-then stays float for the head too). All sessions live in one
+then stays float for the head too), and a second session of onnxruntime's file (the
+session-to-session floor). All sessions live in one
 process (one thread each); each round runs every session ``--runs`` times, interleaved in a
-rotating order, after warm-up. Reported: per session the median over rounds of the round
+random order, after warm-up. Reported: per session the median over rounds of the round
 medians, the spread (min-max of the round medians), and ours / onnxruntime per round (median and
 min-max). The two graphs are diffed (op counts, MatMulNBits/GatherBlockQuantized attributes and
 inputs) so a difference in time can be traced to a difference in structure.
@@ -28,6 +29,7 @@ from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
@@ -86,17 +88,19 @@ def measure(sessions: dict[str, ort.InferenceSession], feed: dict, rounds: int,
     shared, loaded machine it moves far less than the wall clock (which counts the time the
     thread waited for a core)."""
     names = list(sessions)
+    order = np.random.default_rng(0)
     for s in sessions.values():  # warm-up
         for _ in range(3):
             s.run(None, feed)
     wall: dict[str, list[float]] = {k: [] for k in names}
     cpu: dict[str, list[float]] = {k: [] for k in names}
-    for r in range(rounds):
+    for _ in range(rounds):
         w: dict[str, list[float]] = {k: [] for k in names}
         c: dict[str, list[float]] = {k: [] for k in names}
-        for i in range(runs):
-            shift = (r * runs + i) % len(names)  # rotate who goes first
-            for k in names[shift:] + names[:shift]:
+        for _ in range(runs):
+            # A fresh order each time: a fixed cycle would always run the same session right
+            # after fp32 (which evicts the caches).
+            for k in order.permutation(names):
                 t, tc = time.perf_counter(), time.thread_time()
                 sessions[k].run(None, feed)
                 c[k].append((time.thread_time() - tc) * 1e3)
@@ -131,10 +135,13 @@ def main() -> None:
                 print(f"{name}: {src} missing, skipped", flush=True)
                 continue
             feed = next(iter(feed_source(str(eval_npz), load_model(src)).take(1)))
-            paths = {"fp32": src, "onnxruntime rtn": Path(tmp) / f"{name}_ort.onnx",
+            ort_path = Path(tmp) / f"{name}_ort.onnx"
+            # The same file in a second session: how far two sessions of one file differ (where
+            # the allocator put the weights), the floor under any ours-vs-onnxruntime difference.
+            paths = {"fp32": src, "onnxruntime rtn": ort_path, "onnxruntime rtn, 2nd session": ort_path,
                      "ours rtn": Path(tmp) / f"{name}_ours.onnx",
                      "ours rtn, --no-block-embeddings": Path(tmp) / f"{name}_ours_noemb.onnx"}
-            why = _ort_quantize_here(src, paths["onnxruntime rtn"], "rtn", [])
+            why = _ort_quantize_here(src, ort_path, "rtn", [])
             if why:
                 raise SystemExit(f"{name}: onnxruntime's quantizer failed: {why}")
             _ours(src, paths["ours rtn"], eval_npz, method="rtn")
@@ -165,15 +172,15 @@ def write(out: Path, rows: list[dict], seconds: float) -> None:
     meta = {"onnxruntime": ort.__version__, "threads": 1, "seconds": round(seconds, 1),
             "cpu_count": os.cpu_count()}
     (out / "block_quantization_latency.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    rounds, runs = (rows[0]["rounds"], rows[0]["runs"]) if rows else (0, 0)
     lines = ["# 4-bit latency: ours vs onnxruntime's MatMulNBitsQuantizer output", "",
              f"`benchmarks/bench_blockq_latency.py` ({seconds:.0f} s, onnxruntime {ort.__version__}, "
-             "one thread per session, all sessions in one process, runs interleaved in rotating "
-             f"order, {rows[0]['rounds'] if rows else 0} rounds of {rows[0]['runs'] if rows else 0} "
-             "runs each). Per session: median over rounds of each round's median ms (min-max of "
-             "the round medians), as CPU time of the calling thread (onnxruntime computes on it "
-             "with one thread: what the run costs, robust to other jobs on the machine) and as "
-             "wall time; vs onnxruntime: the per-round ratio to onnxruntime's 4-bit output, median "
-             "(min-max over rounds).", "",
+             "one thread per session, all sessions in one process, runs interleaved in a seeded "
+             f"random order, {rounds} rounds of {runs} runs each). Per session: median over rounds "
+             "of each round's median ms (min-max of the round medians), as CPU time of the calling "
+             "thread (onnxruntime computes on it with one thread: the run's own work, robust to "
+             "other jobs on the machine) and as wall time; vs onnxruntime: the per-round ratio to "
+             "onnxruntime's 4-bit output, median (min-max over rounds).", "",
              "| model | input | session | file MB | CPU ms (min-max) | CPU vs onnxruntime 4-bit "
              "(min-max) | wall ms | wall vs onnxruntime 4-bit (min-max) |",
              "|---|---|---|---|---|---|---|---|"]
