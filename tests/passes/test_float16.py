@@ -153,3 +153,22 @@ def test_float16_writes_no_inferred_types_into_subgraphs() -> None:
         feed = {"x": x, "cond": np.array(cond)}
         want, got = helpers.run(model, feed)[0], helpers.run(proto, feed)[0]
         assert got.dtype == np.float32 and _cos(got, want) > 0.9999
+
+
+def test_bfloat16_stores_constant_node_weights_and_upgrades_opset() -> None:
+    """Weights held in Constant nodes at opset 11 (PP-OCR's exports are opset 12 with Constant
+    weights: their bf16 files were 1.0x) are stored bfloat16 after an opset upgrade to 13."""
+    model = helpers.constant_node_weights(helpers.mlp((64, 96, 32), opset=11))
+    result = BFloat16().run(load_model(model))
+    proto = to_proto(result.model)
+    onnx.checker.check_model(proto)
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 13
+    consts = [n.attribute[0].t for n in proto.graph.node if n.op_type == "Constant"]
+    big = [t for t in consts if np.prod(t.dims) >= 16]
+    assert big and all(t.data_type == onnx.TensorProto.BFLOAT16 for t in big)
+    assert sum(n.op_type == "Cast" for n in proto.graph.node) == len(big)
+    assert len(result.layers) == len(big)
+    assert proto.ByteSize() < 0.55 * model.ByteSize()
+    x = helpers.rng(1).standard_normal((4, 64)).astype(np.float32)
+    want, got = helpers.run(model, {"x": x})[0], helpers.run(proto, {"x": x})[0]
+    assert got.dtype == np.float32 and _cos(got, want) > 0.999
