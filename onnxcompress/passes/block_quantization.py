@@ -488,7 +488,9 @@ def _write_onnxruntime(layer: _Layer, qt: blockwise.BlockQuantized, cfg: BlockQu
                 gather_data = _constant(layer, f"{base}_q{qt.spec.bits}",
                                         blockwise.pack(qt.codes[:, :cols], bits))
                 created.append(gather_data)
-            new = ir.node("GatherBlockQuantized", [gather_data, node.inputs[1], scales, zps],
+            # No trailing empty input when symmetric: onnxruntime's own writers omit it.
+            g_inputs = [gather_data, node.inputs[1], scales, *([zps] if zps is not None else [])]
+            new = ir.node("GatherBlockQuantized", g_inputs,
                           {"bits": bits, "block_size": cfg.block_size, "gather_axis": 0,
                            "quantize_axis": 1}, domain=MS_DOMAIN, name=node.name)
             _replace(node, new)

@@ -229,6 +229,7 @@ def test_tied_embedding_shares_one_quantized_table() -> None:
     gbq = next(n for n in proto.graph.node if n.op_type == "GatherBlockQuantized")
     head = next(n for n in proto.graph.node if n.op_type == "MatMulNBits" and n.name == "lm_head")
     assert gbq.input[2] == head.input[2]
+    assert list(gbq.input).count("") == 0  # symmetric: no empty zero-point input
     feeds = {"input_ids": np.array([[1, 5, 99, 0]], np.int64)}
     got = _assert_exact(proto, feeds)
     assert _cos(got[0], helpers.run(model, feeds)[0]) > 0.99

@@ -28,8 +28,9 @@ BENCH = Path.home() / ".cache" / "onnxcompress-bench"
 #   0.0032 from rounding its weights alone, 47 % from its first convolution: the pass's fidelity
 #   check keeps its first layers float32 (+54 KB) and reaches the target;
 # - ppocr_rec: rounding only its weights gives 0.99982 on the worst sample;
-# - silero_vad keeps ~1000 small constants (< 1024 values each, biases and shape-like
-#   arithmetic inside its If branches) exact.
+# - silero_vad: 141 KB of its 2.3 MB is graph (two If branches of ~110 nodes each), which does
+#   not halve; its floor with every float tensor halved is 0.531x (measured 0.535x: 22 biases of
+#   < 1024 values, 12.9 KB, stay float32 inside the branches).
 MODELS = {
     "mobilenet_v2": (REAL / "mobilenet_v2.onnx", 0.9999, 0.52),
     "bert_tiny": (REAL / "bert_tiny.onnx", 0.9999, 0.52),
@@ -38,7 +39,7 @@ MODELS = {
     "ppocr_det": (REAL / "ppocr_det.onnx", 0.9999, 0.52),
     "ssd_detector": (REAL / "ssd_detector.onnx", 0.9999, 0.52),  # a BN variance of 1e8 stays fp32
     "ppocr_rec": (REAL / "ppocr_rec.onnx", 0.9997, 0.52),
-    "silero_vad": (REAL / "silero_vad.onnx", 0.9999, 0.57),  # weights in If branches
+    "silero_vad": (REAL / "silero_vad.onnx", 0.9999, 0.54),  # weights in If branches
     "gpt_small": (BENCH / "gpt_small.onnx", 0.9999, 0.51),
 }
 
