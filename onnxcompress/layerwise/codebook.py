@@ -27,21 +27,21 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress.activations import quiet_run_options, run
 from onnxcompress.data import Feed
 from onnxcompress.errors import OnnxCompressError
+from onnxcompress.layerwise import judge
 from onnxcompress.layerwise.bias import add_to_bias, bias_of, correct_bias
+from onnxcompress.layerwise.judge import Judge, split_feeds
 from onnxcompress.layerwise.refit import DEFAULT_DAMP, damped, grouped_output_error
 from onnxcompress.layerwise.stats import InputStats, as_rows, collect_input_stats, from_rows, layout_of
 from onnxcompress.layerwise.sweep import inverse_factor, round_sweep
 from onnxcompress.model import copy_model
-from onnxcompress.runtime import create_session
 from onnxcompress.weights import Weight, WeightIndex
 
 logger = logging.getLogger(__name__)
@@ -49,8 +49,6 @@ logger = logging.getLogger(__name__)
 MAX_ROWS = 1024  # output positions per sample for a Conv's statistics (as reconstruct.py)
 STAGES = 4
 ASSIGN_ROUNDS = 2  # GPTQ-order re-assignment + centroid refit rounds
-HOLDOUT_FRACTION = 0.25  # calibration feeds held apart to judge each stage end to end
-MIN_HOLDOUT_FEEDS = 4  # with fewer feeds, every feed both fits and judges
 CHUNK_BYTES = 64 * 1024 * 1024  # one-hot blocks of the normal equations
 RIDGE = 1.0  # damping relative to H's mean diagonal per (unknowns per row / rows of data)
 
@@ -174,12 +172,10 @@ class CodebookRefitter:
                  seed: int = 0, stages: int = STAGES, means: Mapping[str, np.ndarray] | None = None,
                  bias: bool = True) -> None:
         start = time.perf_counter()
-        feeds = list(feeds)
-        held = int(len(feeds) * HOLDOUT_FRACTION) if len(feeds) >= MIN_HOLDOUT_FEEDS else 0
-        self.fit_feeds = feeds[:len(feeds) - held] if held else feeds
-        self.judge_feeds = feeds[len(feeds) - held:] if held else feeds
+        self.fit_feeds, self.judge_feeds, _ = split_feeds(feeds)
         self.model = model
         self.teacher = copy_model(model)
+        self._judge = Judge(self.teacher, self.judge_feeds)
         self.weights = list(weights)
         self.seed = seed
         self.means = dict(means or {})
@@ -188,7 +184,7 @@ class CodebookRefitter:
         self._stage_of = {w.label: i // size for i, w in enumerate(self.weights)}
         self._done_stages = 0
         self._deltas: dict[str, np.ndarray] = {}  # biases this refitter set (label -> delta)
-        self._references: list[list[np.ndarray]] | None = None
+        self._plain: dict[str, Any] = {}  # the pass's plain fit of every weight, for finish()
         self.report: dict[str, Any] = {"refit": {}, "skipped": {}, "seconds": 0.0, "stages": stages,
                                        "stage_choice": [], "fit_samples": len(self.fit_feeds),
                                        "judge_samples": len(self.judge_feeds)}
@@ -221,6 +217,7 @@ class CodebookRefitter:
 
     def _refit_stage(self, weights: list[Weight], fits: list[Any]) -> list[Any]:
         todo = [w for w, f in zip(weights, fits, strict=True) if f is not None]
+        self._plain.update((w.label, f) for w, f in zip(weights, fits, strict=True) if f is not None)
         if not todo:
             return fits
         student = self.model if self._done_stages else None  # stage 0 sees the teacher's inputs
@@ -299,17 +296,64 @@ class CodebookRefitter:
             out.append((chosen.clustering, *f[1:]))
         return out
 
+    def finish(self, items: Sequence[tuple[Weight, Any]], store: Callable[[Weight, Any, Any], Any]
+               ) -> tuple[ir.Model, list[Any]] | None:
+        """Never worse end to end: the weights of ``items`` ((weight, bits) the pass refit) stored
+        with the pass's plain clusterings by ``store(weight, bits, fit)`` on the copy taken
+        before the pass (the teacher), and both models run on the held-apart feeds. Returns
+        (the plain model, what ``store`` returned) when the plain one is at least as close to
+        the teacher's outputs, else None (keep the refit model). The per-stage judge cannot
+        undo earlier stages; this can (digits_mlp, audio_kws, mobilenet_v2: stages judged
+        better, the task metric one to three samples worse)."""
+        start = time.perf_counter()
+        try:
+            if not any(c["chosen"] != "plain" for c in self.report["stage_choice"]):
+                return None  # every stage stored the plain clustering already
+            try:
+                self._reference()  # before the teacher becomes the plain model
+                refit_score = self._score(self.model)
+            except OnnxCompressError as e:
+                self.report["end_to_end"] = {"kept": "refit", "why": f"could not be judged ({e})"}
+                return None
+            plain = self.teacher
+            index = {w.label: w for w in WeightIndex.build(plain)}
+            stored = []
+            for w, bits in items:
+                pw, fit = index.get(w.label), self._plain.pop(w.label, None)
+                if pw is None or fit is None:
+                    continue
+                found = store(pw, bits, fit)
+                if found is not None:
+                    stored.append(found)
+                pw.release()
+            try:
+                plain_score = self._score(plain)
+            except OnnxCompressError as e:
+                self.report["end_to_end"] = {"kept": "refit", "why": f"the plain model could not run ({e})"}
+                return None
+            keep_plain = not judge.prefer_refit(refit_score, plain_score)
+            self.report["end_to_end"] = {"refit": round(refit_score, 8), "plain": round(plain_score, 8),
+                                         "kept": "plain" if keep_plain else "refit"}
+            logger.info("Reconstruction end to end on %d held-apart samples: refit %.6g, plain %.6g: "
+                        "kept %s.", len(self.judge_feeds), refit_score, plain_score,
+                        "plain" if keep_plain else "refit")
+            return (plain, stored) if keep_plain else None
+        finally:
+            self._plain.clear()
+            self.report["seconds"] += time.perf_counter() - start
+
+    def _reference(self) -> list[list[np.ndarray]]:
+        """The teacher's outputs on the judging feeds (computed once)."""
+        return self._judge.references()
+
+    def _score(self, model: ir.Model) -> float:
+        """Mean normalised output deviation of ``model`` from the teacher on the judging feeds."""
+        return self._judge.score(model)
+
     def _deviation(self, by_label: dict[str, tuple[Weight, Any]], chosen: dict[str, _Option]) -> float:
         """Mean normalised output deviation from the teacher on the judging feeds, with this stage's
         weights stored as ``chosen`` (the rest of the stage: the pass's plain clustering and its
         bias correction) on a copy of the student."""
-        if self._references is None:
-            session = create_session(self.teacher, label="the teacher model")
-            quiet = quiet_run_options()
-            self._references = [run(session, None, f, what=f"calibration sample {i}", run_options=quiet)
-                                for i, f in enumerate(self.judge_feeds)]
-        from onnxcompress.passes._bit_allocation import output_deviation
-
         probe = copy_model(self.model)
         index = {w.label: w for w in WeightIndex.build(probe)}
         for label, (_, fitted) in by_label.items():
@@ -326,13 +370,7 @@ class CodebookRefitter:
             pw.set_numpy(fitted[0].snapped)
             if self.bias and label in self.means:  # what the pass's _finish does
                 correct_bias(pw, array - fitted[0].snapped.astype(array.dtype), self.means[label])
-        session = create_session(probe, label="the reconstruction judge model")
-        quiet = quiet_run_options()
-        total = 0.0
-        for i, (feed, ref) in enumerate(zip(self.judge_feeds, self._references, strict=True)):
-            total += output_deviation(run(session, None, feed, what=f"calibration sample {i}",
-                                          run_options=quiet), ref)
-        return total / max(len(self.judge_feeds), 1)
+        return self._score(probe)
 
 
 def codebook_refitter(model: ir.Model, weights: Iterable[Weight], feeds: Iterable[Feed], *,
