@@ -50,6 +50,7 @@ MAX_ROWS = 1024  # output positions per sample for a Conv's statistics (as recon
 STAGES = 4
 ASSIGN_ROUNDS = 2  # GPTQ-order re-assignment + centroid refit rounds
 CHUNK_BYTES = 64 * 1024 * 1024  # one-hot blocks of the normal equations
+FINAL_FIT_ALL = True  # refit the judged variant on every calibration feed before storing it
 RIDGE = 1.0  # damping relative to H's mean diagonal per (unknowns per row / rows of data)
 
 T = TypeVar("T")
@@ -172,7 +173,7 @@ class CodebookRefitter:
                  seed: int = 0, stages: int = STAGES, means: Mapping[str, np.ndarray] | None = None,
                  bias: bool = True) -> None:
         start = time.perf_counter()
-        self.fit_feeds, self.judge_feeds, _ = split_feeds(feeds)
+        self.fit_feeds, self.judge_feeds, self._apart = split_feeds(feeds)
         self.model = model
         self.teacher = copy_model(model)
         self._judge = Judge(self.teacher, self.judge_feeds)
@@ -236,7 +237,7 @@ class CodebookRefitter:
         for w, f in zip(weights, fits, strict=True):
             if f is None or w.label not in stats:
                 continue
-            layer_stats = stats.pop(w.label)
+            layer_stats = stats[w.label]
             for t in targets:
                 try:
                     found, why = _layer_options(w, f[0], layer_stats, self.bias and _bias_settable(w),
@@ -285,15 +286,50 @@ class CodebookRefitter:
             self.report["refit"][label] = (opts["plain"].error, kept.error)
         if best == "plain":
             return fits
+        final = variants[best]
+        if FINAL_FIT_ALL and self._apart:
+            final = self._fit_on_all(by_label, best, final, stats, student,
+                                     inside if student is not None else set())
         out = []
         for w, f in zip(weights, fits, strict=True):
-            chosen = variants[best].get(w.label)
+            chosen = final.get(w.label)
             if chosen is None:
                 out.append(f)
                 continue
             if chosen.delta is not None and add_to_bias(w, chosen.delta, create=True):
                 self._deltas[w.label] = chosen.delta
             out.append((chosen.clustering, *f[1:]))
+        return out
+
+    def _fit_on_all(self, by_label: dict[str, tuple[Weight, Any]], best: str, chosen: dict[str, _Option],
+                    stats: dict[str, InputStats], student: ir.Model | None, inside: set[str]
+                    ) -> dict[str, _Option]:
+        """The chosen variant fit again on every calibration feed (the held-apart ones added to the
+        statistics): the judge chose the kind of refit, the final numbers use all the data.
+        A layer keeps its judged option where the statistics cannot be collected or the fit fails."""
+        weights = [by_label[k][0] for k in chosen]
+        try:
+            extra, _ = collect_input_stats(self.teacher, weights, self.judge_feeds, seed=self.seed + 1,
+                                           max_rows=MAX_ROWS, student=student, teacher_hessian=False)
+        except OnnxCompressError:
+            return chosen
+        target = best.split("-")[1] if "-" in best else "teacher"
+        out = dict(chosen)
+        for label in chosen:
+            if label not in extra or label not in stats:
+                continue
+            w, f = by_label[label]
+            own = target == "own" or target == "mixed" and label in inside
+            try:
+                found, why = _layer_options(w, f[0], _merged(stats[label], extra[label]),
+                                            self.bias and _bias_settable(w), own=own)
+            except (np.linalg.LinAlgError, ValueError):
+                continue
+            if why is not None or not found:
+                continue
+            pool = found.values() if best.startswith("assign") else [
+                o for n, o in found.items() if n != "assign"]
+            out[label] = min(pool, key=lambda o: o.error)
         return out
 
     def finish(self, items: Sequence[tuple[Weight, Any]], store: Callable[[Weight, Any, Any], Any]
@@ -378,6 +414,19 @@ def codebook_refitter(model: ir.Model, weights: Iterable[Weight], feeds: Iterabl
                       bias: bool = True) -> CodebookRefitter:
     """The k-means pass's refitter (see :class:`CodebookRefitter`)."""
     return CodebookRefitter(model, weights, feeds, seed=seed, stages=stages, means=means, bias=bias)
+
+
+def _merged(a: InputStats, b: InputStats) -> InputStats:
+    """The statistics of two disjoint sets of rows together (row-weighted means)."""
+    n = a.rows + b.rows
+    wa, wb = a.rows / max(n, 1), b.rows / max(n, 1)
+
+    def mix(x: np.ndarray | None, y: np.ndarray | None) -> np.ndarray | None:
+        return None if x is None or y is None else wa * x + wb * y
+
+    return InputStats(hessian=mix(a.hessian, b.hessian), mean=mix(a.mean, b.mean), rows=n,
+                      cross=mix(a.cross, b.cross), teacher_hessian=mix(a.teacher_hessian, b.teacher_hessian),
+                      teacher_mean=mix(a.teacher_mean, b.teacher_mean))
 
 
 def _downstream_of_others(weights: Sequence[Weight]) -> set[str]:
