@@ -130,6 +130,9 @@ def one(name: str, config: str, reconstruct: bool) -> dict[str, Any]:
         choices = [c["chosen"] for c in p.metrics.get("reconstruction", {}).get("stage_choice", [])]
         if choices:  # k-means: which variant each stage kept (judged on held-apart samples)
             row["stage_choice"] = ",".join(choices)
+        kept = p.metrics.get("reconstruction", {}).get("end_to_end")
+        if isinstance(kept, dict):  # k-means: the refit or the plain clustering, judged end to end
+            row["kept"] = kept.get("kept")
     row["reconstruction_seconds"] = round(recon, 2)
     return row
 

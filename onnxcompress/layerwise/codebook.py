@@ -19,7 +19,8 @@ Never worse end to end: a layer-wise optimum can still cost the task (digits_cnn
 -0.3..-0.8 points at 3-4 bits before this check), so each stage is written only after its
 variants (the pass's plain clustering, centroid refit only, refit + re-assignment) are run on
 held-apart calibration samples; the one whose outputs are closest to the teacher's wins, ties to
-the plain clustering.
+the plain clustering, and is then fit again on every calibration sample. At the end the whole
+refit model is compared with the whole plain one on the held-apart samples (:meth:`finish`).
 """
 
 from __future__ import annotations
@@ -27,21 +28,21 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress.activations import quiet_run_options, run
 from onnxcompress.data import Feed
 from onnxcompress.errors import OnnxCompressError
+from onnxcompress.layerwise import judge
 from onnxcompress.layerwise.bias import add_to_bias, bias_of, correct_bias
+from onnxcompress.layerwise.judge import Judge, split_feeds
 from onnxcompress.layerwise.refit import DEFAULT_DAMP, damped, grouped_output_error
 from onnxcompress.layerwise.stats import InputStats, as_rows, collect_input_stats, from_rows, layout_of
 from onnxcompress.layerwise.sweep import inverse_factor, round_sweep
 from onnxcompress.model import copy_model
-from onnxcompress.runtime import create_session
 from onnxcompress.weights import Weight, WeightIndex
 
 logger = logging.getLogger(__name__)
@@ -49,9 +50,8 @@ logger = logging.getLogger(__name__)
 MAX_ROWS = 1024  # output positions per sample for a Conv's statistics (as reconstruct.py)
 STAGES = 4
 ASSIGN_ROUNDS = 2  # GPTQ-order re-assignment + centroid refit rounds
-HOLDOUT_FRACTION = 0.25  # calibration feeds held apart to judge each stage end to end
-MIN_HOLDOUT_FEEDS = 4  # with fewer feeds, every feed both fits and judges
 CHUNK_BYTES = 64 * 1024 * 1024  # one-hot blocks of the normal equations
+FINAL_FIT_ALL = True  # refit the judged variant on every calibration feed before storing it
 RIDGE = 1.0  # damping relative to H's mean diagonal per (unknowns per row / rows of data)
 
 T = TypeVar("T")
@@ -97,7 +97,12 @@ def refit_entries(
             lab, sc = local[gs, ms], scale[gs, ms]
             onehot = np.zeros((*lab.shape, big_k))
             np.put_along_axis(onehot, lab[..., None], sc[..., None], axis=3)
-            h_onehot = np.matmul(hd[gs][:, None], onehot)  # [n, rows, k, K]
+            n, rows_n = lab.shape[:2]
+            # H times every row's one-hot design as one [k, k] x [k, rows * K] product per group:
+            # a batched product per output row reads H from memory once a row (ssd_detector's
+            # 2304-wide Conv: 256 reads of a 42 MB H, memory-bound, 7.8 s a call -> see below).
+            flat = onehot.transpose(0, 2, 1, 3).reshape(n, k, rows_n * big_k)
+            h_onehot = np.matmul(hd[gs], flat).reshape(n, k, rows_n, big_k).transpose(0, 2, 1, 3)
             blocks = np.matmul(onehot.transpose(0, 1, 3, 2), h_onehot)  # [n, rows, K, K]
             where = book_row[gs, ms].reshape(-1)
             np.add.at(normal, where, blocks.reshape(-1, big_k, big_k))
@@ -165,7 +170,8 @@ class CodebookRefitter:
     The pass asks :meth:`stages` how to group its weights, clusters a stage, hands the
     clusterings to :meth:`refit_stage` (which returns the ones to store and sets the biases of
     the layers it corrects itself), stores them with its bias correction limited to
-    :meth:`pass_means`, and calls :meth:`not_stored` for a weight it then left as it was.
+    :meth:`pass_means`, calls :meth:`not_stored` for a weight it then left as it was, and at the
+    end :meth:`finish`, which may hand back the plain model instead (never worse end to end).
     ``report`` (``refit``: label -> (error before, after); ``stage_choice``; ``skipped``;
     ``seconds``) is filled in as it runs.
     """
@@ -174,12 +180,10 @@ class CodebookRefitter:
                  seed: int = 0, stages: int = STAGES, means: Mapping[str, np.ndarray] | None = None,
                  bias: bool = True) -> None:
         start = time.perf_counter()
-        feeds = list(feeds)
-        held = int(len(feeds) * HOLDOUT_FRACTION) if len(feeds) >= MIN_HOLDOUT_FEEDS else 0
-        self.fit_feeds = feeds[:len(feeds) - held] if held else feeds
-        self.judge_feeds = feeds[len(feeds) - held:] if held else feeds
+        self.fit_feeds, self.judge_feeds, self._apart = split_feeds(feeds)
         self.model = model
         self.teacher = copy_model(model)
+        self._judge = Judge(self.teacher, self.judge_feeds)
         self.weights = list(weights)
         self.seed = seed
         self.means = dict(means or {})
@@ -188,7 +192,7 @@ class CodebookRefitter:
         self._stage_of = {w.label: i // size for i, w in enumerate(self.weights)}
         self._done_stages = 0
         self._deltas: dict[str, np.ndarray] = {}  # biases this refitter set (label -> delta)
-        self._references: list[list[np.ndarray]] | None = None
+        self._plain: dict[str, Any] = {}  # the pass's plain fit of every weight, for finish()
         self.report: dict[str, Any] = {"refit": {}, "skipped": {}, "seconds": 0.0, "stages": stages,
                                        "stage_choice": [], "fit_samples": len(self.fit_feeds),
                                        "judge_samples": len(self.judge_feeds)}
@@ -221,6 +225,7 @@ class CodebookRefitter:
 
     def _refit_stage(self, weights: list[Weight], fits: list[Any]) -> list[Any]:
         todo = [w for w, f in zip(weights, fits, strict=True) if f is not None]
+        self._plain.update((w.label, f) for w, f in zip(weights, fits, strict=True) if f is not None)
         if not todo:
             return fits
         student = self.model if self._done_stages else None  # stage 0 sees the teacher's inputs
@@ -239,11 +244,11 @@ class CodebookRefitter:
         for w, f in zip(weights, fits, strict=True):
             if f is None or w.label not in stats:
                 continue
-            layer_stats = stats.pop(w.label)
+            layer_stats, factors = stats[w.label], {}
             for t in targets:
                 try:
                     found, why = _layer_options(w, f[0], layer_stats, self.bias and _bias_settable(w),
-                                                own=t == "own")
+                                                own=t == "own", factors=factors)
                 except (np.linalg.LinAlgError, ValueError) as e:  # statistics too ill-conditioned
                     found, why = {}, f"the refit failed ({e})"
                 if why is not None:
@@ -288,9 +293,13 @@ class CodebookRefitter:
             self.report["refit"][label] = (opts["plain"].error, kept.error)
         if best == "plain":
             return fits
+        final = variants[best]
+        if FINAL_FIT_ALL and self._apart:
+            final = self._fit_on_all(by_label, best, final, stats, student,
+                                     inside if student is not None else set())
         out = []
         for w, f in zip(weights, fits, strict=True):
-            chosen = variants[best].get(w.label)
+            chosen = final.get(w.label)
             if chosen is None:
                 out.append(f)
                 continue
@@ -299,17 +308,96 @@ class CodebookRefitter:
             out.append((chosen.clustering, *f[1:]))
         return out
 
+    def _fit_on_all(self, by_label: dict[str, tuple[Weight, Any]], best: str, chosen: dict[str, _Option],
+                    stats: dict[str, InputStats], student: ir.Model | None, inside: set[str]
+                    ) -> dict[str, _Option]:
+        """The chosen variant fit again on every calibration feed (the held-apart ones added to the
+        statistics): the judge chose the kind of refit, the final numbers use all the data.
+        A layer keeps its judged option where the statistics cannot be collected or the fit fails."""
+        weights = [by_label[k][0] for k in chosen]
+        try:
+            extra, _ = collect_input_stats(self.teacher, weights, self.judge_feeds, seed=self.seed + 1,
+                                           max_rows=MAX_ROWS, student=student, teacher_hessian=False)
+        except OnnxCompressError:
+            return chosen
+        target = best.split("-")[1] if "-" in best else "teacher"
+        out = dict(chosen)
+        for label in chosen:
+            if label not in extra or label not in stats:
+                continue
+            w, f = by_label[label]
+            own = target == "own" or target == "mixed" and label in inside
+            try:
+                found, why = _layer_options(w, f[0], _merged(stats[label], extra[label]),
+                                            self.bias and _bias_settable(w), own=own,
+                                            assign=best.startswith("assign"))
+            except (np.linalg.LinAlgError, ValueError):
+                continue
+            if why is not None or not found:
+                continue
+            pool = found.values() if best.startswith("assign") else [
+                o for n, o in found.items() if n != "assign"]
+            out[label] = min(pool, key=lambda o: o.error)
+        return out
+
+    def finish(self, items: Sequence[tuple[Weight, Any]], store: Callable[[Weight, Any, Any], Any]
+               ) -> tuple[ir.Model, list[Any]] | None:
+        """Never worse end to end: the weights of ``items`` ((weight, bits) the pass refit) stored
+        with the pass's plain clusterings by ``store(weight, bits, fit)`` on the copy taken
+        before the pass (the teacher), and both models run on the held-apart feeds. Returns
+        (the plain model, what ``store`` returned) when the plain one is at least as close to
+        the teacher's outputs, else None (keep the refit model). The per-stage judge cannot
+        undo earlier stages; this can (audio_kws 3 bits: every stage judged better than plain,
+        the whole model further from the teacher than the plain one: top-1 19 -> 16 of 32)."""
+        start = time.perf_counter()
+        try:
+            if not any(c["chosen"] != "plain" for c in self.report["stage_choice"]):
+                return None  # every stage stored the plain clustering already
+            try:
+                self._reference()  # before the teacher becomes the plain model
+                refit_score = self._score(self.model)
+            except OnnxCompressError as e:
+                self.report["end_to_end"] = {"kept": "refit", "why": f"could not be judged ({e})"}
+                return None
+            plain = self.teacher
+            index = {w.label: w for w in WeightIndex.build(plain)}
+            stored = []
+            for w, bits in items:
+                pw, fit = index.get(w.label), self._plain.pop(w.label, None)
+                if pw is None or fit is None:
+                    continue
+                found = store(pw, bits, fit)
+                if found is not None:
+                    stored.append(found)
+                pw.release()
+            try:
+                plain_score = self._score(plain)
+            except OnnxCompressError as e:
+                self.report["end_to_end"] = {"kept": "refit", "why": f"the plain model could not run ({e})"}
+                return None
+            keep_plain = not judge.prefer_refit(refit_score, plain_score)
+            self.report["end_to_end"] = {"refit": round(refit_score, 8), "plain": round(plain_score, 8),
+                                         "kept": "plain" if keep_plain else "refit"}
+            logger.info("Reconstruction end to end on %d held-apart samples: refit %.6g, plain %.6g: "
+                        "kept %s.", len(self.judge_feeds), refit_score, plain_score,
+                        "plain" if keep_plain else "refit")
+            return (plain, stored) if keep_plain else None
+        finally:
+            self._plain.clear()
+            self.report["seconds"] += time.perf_counter() - start
+
+    def _reference(self) -> list[list[np.ndarray]]:
+        """The teacher's outputs on the judging feeds (computed once)."""
+        return self._judge.references()
+
+    def _score(self, model: ir.Model) -> float:
+        """Mean normalised output deviation of ``model`` from the teacher on the judging feeds."""
+        return self._judge.score(model)
+
     def _deviation(self, by_label: dict[str, tuple[Weight, Any]], chosen: dict[str, _Option]) -> float:
         """Mean normalised output deviation from the teacher on the judging feeds, with this stage's
         weights stored as ``chosen`` (the rest of the stage: the pass's plain clustering and its
         bias correction) on a copy of the student."""
-        if self._references is None:
-            session = create_session(self.teacher, label="the teacher model")
-            quiet = quiet_run_options()
-            self._references = [run(session, None, f, what=f"calibration sample {i}", run_options=quiet)
-                                for i, f in enumerate(self.judge_feeds)]
-        from onnxcompress.passes._bit_allocation import output_deviation
-
         probe = copy_model(self.model)
         index = {w.label: w for w in WeightIndex.build(probe)}
         for label, (_, fitted) in by_label.items():
@@ -326,13 +414,7 @@ class CodebookRefitter:
             pw.set_numpy(fitted[0].snapped)
             if self.bias and label in self.means:  # what the pass's _finish does
                 correct_bias(pw, array - fitted[0].snapped.astype(array.dtype), self.means[label])
-        session = create_session(probe, label="the reconstruction judge model")
-        quiet = quiet_run_options()
-        total = 0.0
-        for i, (feed, ref) in enumerate(zip(self.judge_feeds, self._references, strict=True)):
-            total += output_deviation(run(session, None, feed, what=f"calibration sample {i}",
-                                          run_options=quiet), ref)
-        return total / max(len(self.judge_feeds), 1)
+        return self._score(probe)
 
 
 def codebook_refitter(model: ir.Model, weights: Iterable[Weight], feeds: Iterable[Feed], *,
@@ -340,6 +422,19 @@ def codebook_refitter(model: ir.Model, weights: Iterable[Weight], feeds: Iterabl
                       bias: bool = True) -> CodebookRefitter:
     """The k-means pass's refitter (see :class:`CodebookRefitter`)."""
     return CodebookRefitter(model, weights, feeds, seed=seed, stages=stages, means=means, bias=bias)
+
+
+def _merged(a: InputStats, b: InputStats) -> InputStats:
+    """The statistics of two disjoint sets of rows together (row-weighted means)."""
+    n = a.rows + b.rows
+    wa, wb = a.rows / max(n, 1), b.rows / max(n, 1)
+
+    def mix(x: np.ndarray | None, y: np.ndarray | None) -> np.ndarray | None:
+        return None if x is None or y is None else wa * x + wb * y
+
+    return InputStats(hessian=mix(a.hessian, b.hessian), mean=mix(a.mean, b.mean), rows=n,
+                      cross=mix(a.cross, b.cross), teacher_hessian=mix(a.teacher_hessian, b.teacher_hessian),
+                      teacher_mean=mix(a.teacher_mean, b.teacher_mean))
 
 
 def _downstream_of_others(weights: Sequence[Weight]) -> set[str]:
@@ -401,10 +496,13 @@ def _target(rows: np.ndarray, stats: InputStats, centered: bool, damp: float = D
     return wstar, h, mu_s, mu_t
 
 
-def _layer_options(w: Weight, c: Any, stats: InputStats, centered: bool, *, own: bool = False
+def _layer_options(w: Weight, c: Any, stats: InputStats, centered: bool, *, own: bool = False,
+                   assign: bool = True, factors: dict[Any, np.ndarray] | None = None,
                    ) -> tuple[dict[str, _Option], str | None]:
-    """The plain clustering, the centroid refit and refit + re-assignment of one layer, each with
-    its relative output error; or why the layer cannot be refit."""
+    """The plain clustering, the centroid refit and (``assign``) refit + re-assignment of one
+    layer, each with its relative output error; or why the layer cannot be refit. ``factors``:
+    a cache of H's inverse factor by (statistics, damping), shared by the targets of one layer
+    (the same H: 1/3 of ssd_detector's factorisations)."""
     from onnxcompress.passes._kmeans_fit import _broadcast, _lookup, _resnap, _rows  # the pass's decode
 
     layout, why = layout_of(w)
@@ -447,10 +545,15 @@ def _layer_options(w: Weight, c: Any, stats: InputStats, centered: bool, *, own:
                                                       snapped=_resnap(c, book_fit.astype(dtype))))
     # Pruned weights (exact zeros on a row's zero entry) stay pruned through the re-assignment.
     pinned = (rows == 0) & fixed.any(axis=1)[row_of]
-    factor = inverse_factor(h, damp)
+    key = (id(stats), centered, damp)
+    factor = factors.get(key) if factors is not None else None
+    if factor is None and assign:
+        factor = inverse_factor(h, damp)
+        if factors is not None:
+            factors[key] = factor
     current = book_fit if np.all(np.isfinite(book_fit)) else book
     best: _Option | None = None
-    for _ in range(ASSIGN_ROUNDS):
+    for _ in range(ASSIGN_ROUNDS if assign else 0):
         labels = assign_sweep(target, h, current, row_of, scale_rows, fixed=pinned, factor=factor)
         current = refit_entries(target, h, row_of * big_k + labels, scale_rows, current, fixed=fixed,
                                 damp=damp)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,8 +32,11 @@ import onnx_ir as ir
 
 from onnxcompress import macs
 from onnxcompress.errors import ConfigError, OnnxCompressError
+from onnxcompress.layerwise import judge as judge_module
 from onnxcompress.layerwise import reconstruct
 from onnxcompress.layerwise.bias import _conv_group, correct_bias
+from onnxcompress.layerwise.judge import Judge, split_feeds
+from onnxcompress.model import copy_model
 from onnxcompress.passes._prune_channels import _prune_channels
 from onnxcompress.passes._prune_select import (
     _declared,
@@ -346,7 +350,10 @@ class Prune(Pass):
         # originals for the bias correction and the statistics below (only then: one weight's
         # float data at a time otherwise, issue 18).
         originals = {w.label: w.numpy() for w, _ in chosen} if cfg.reconstruct else {}
-        refits = self._reconstruct(model, [(w, masks[w.label]) for w, _ in chosen], context, result, nm)
+        items = [(w, masks[w.label]) for w, _ in chosen]
+        refits, judge = self._reconstruct(model, items, context, result, nm)
+        if refits and not self._refit_wins(model, chosen, masks, originals, refits, stats, judge, result):
+            refits = {}  # the plain pruning below (originals restored, bias corrected)
         total = zeros = 0
         for i, (w, _) in enumerate(chosen):
             context.report_progress("prune", i, len(chosen))  # per weight: a time estimate
@@ -420,15 +427,19 @@ class Prune(Pass):
         context: PassContext,
         result: PassResult,
         nm: tuple[int, int] | None = None,
-    ) -> dict[str, Any]:
-        """label -> Refit for the layers whose refit lowered their output error."""
+    ) -> tuple[dict[str, Any], Judge | None]:
+        """label -> Refit for the layers whose refit lowered their output error, and the judge
+        of the refit end to end (the calibration feeds the refit did not see)."""
         cfg: PruneConfig = self.config  # type: ignore[assignment]
         if not cfg.reconstruct or not items:
-            return {}
+            return {}, None
         if context.calibration is None:
             result.note("reconstruct needs calibration data (--calibration); layers were not refit")
-            return {}
-        feeds = context.calibration.take(context.stats.limit(cfg.calibration_samples))
+            return {}, None
+        # Fit on the first feeds, judge end to end on the rest (_refit_wins).
+        limit = context.stats.limit(cfg.calibration_samples)
+        feeds, judging, _ = split_feeds(context.calibration.take(limit))
+        judge = Judge(model, judging)
         # The refit may also choose each layer's mask (SparseGPT sweep) at the sparsity the
         # pass's mask has; it keeps whichever mask gives the lower output error, per group.
         # N:M groups run along the input channels; a refit row of a Conv with a kernel reads
@@ -445,11 +456,12 @@ class Prune(Pass):
             stages = 4 if 1 - kept / max(sum(m.size for _, m in items), 1) > 0.6 else 1
         result.metrics["reconstruction_stages"] = stages
         try:
+            judge.references()  # before sequential stages write refit weights into the model
             done = reconstruct.refit_pruned(model, items, feeds, seed=context.seed,
                                             stages=stages, select=select)
         except OnnxCompressError as e:
             result.note(f"reconstruction skipped: the model could not run on the calibration data ({e})")
-            return {}
+            return {}, judge
         for label, reason in done.skipped.items():
             result.metrics.setdefault("not_refit", {})[label] = reason
         result.metrics["reconstruction_seconds"] = round(done.seconds, 3)
@@ -461,7 +473,50 @@ class Prune(Pass):
                 f"reconstruction: {len(done.refits)} layer(s) refit on {done.samples} samples, "
                 f"mean layer output error {before:.4f} -> {after:.4f} ({done.seconds:.1f} s)"
             )
-        return done.refits
+        return done.refits, judge
+
+    def _refit_wins(self, model: ir.Model, chosen: list[tuple[Weight, float]], masks: dict[str, np.ndarray],
+                    originals: dict[str, np.ndarray], refits: dict[str, Any],
+                    stats: dict[str, tuple[np.ndarray, np.ndarray]], judge: Judge | None,
+                    result: PassResult) -> bool:
+        """Never worse end to end: whether the refit model's outputs are closer to the teacher's
+        on the held-apart calibration feeds than the plain pruning's (with its bias correction);
+        ties keep the plain pruning (layerwise.judge)."""
+        cfg: PruneConfig = self.config  # type: ignore[assignment]
+        if judge is None:
+            return True
+        start = time.perf_counter()
+        probes = {"refit": copy_model(model), "plain": copy_model(model)}
+        for kind, probe in probes.items():
+            index = {w.label: w for w in WeightIndex.build(probe)}
+            for w, _ in chosen:
+                pw, array = index.get(w.label), originals[w.label]
+                if pw is None:
+                    continue
+                if kind == "refit" and w.label in refits:
+                    pw.set_numpy(refits[w.label].array)
+                    continue
+                pruned = np.where(masks[w.label], array, np.zeros((), array.dtype))
+                pw.set_numpy(pruned)
+                if cfg.bias_correction and w.label in stats:
+                    correct_bias(pw, array - pruned, stats[w.label][0], create=True, grouped=False)
+        try:
+            scores = {kind: judge.score(probe) for kind, probe in probes.items()}
+        except OnnxCompressError as e:
+            result.note(f"reconstruction kept without the end-to-end check: a model could not run ({e})")
+            return True
+        wins = judge_module.prefer_refit(scores["refit"], scores["plain"])
+        seconds = time.perf_counter() - start
+        result.metrics["reconstruction_end_to_end"] = {
+            **{k: round(v, 8) for k, v in scores.items()}, "kept": "refit" if wins else "plain",
+            "samples": len(judge.feeds), "seconds": round(seconds, 3)}
+        result.metrics["reconstruction_seconds"] = round(result.metrics.get("reconstruction_seconds", 0.0)
+                                                         + seconds, 3)
+        if not wins:
+            result.note(f"reconstruction: the plain pruning was closer to the original model on "
+                        f"{len(judge.feeds)} held-apart calibration samples "
+                        f"({scores['plain']:.4g} vs {scores['refit']:.4g}); the refit was not kept")
+        return wins
 
     def _weight_skip_reason(
         self, w: Weight, first: set[int], last: set[int], nm: tuple[int, int] | None

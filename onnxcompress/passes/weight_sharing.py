@@ -400,6 +400,7 @@ class WeightSharing(Pass):
             done += len(members)
             context.report_progress("k-means", done, len(todo))
         refit = self._refitter(model, [w for w, _ in singles], cfg, context, result, means)
+        grouped = len(stats)
         # With reconstruct, a stage of weights is clustered, refit and judged together before
         # it is stored (layerwise.codebook); else one weight at a time.
         for stage in refit.stages(singles) if refit is not None else [[s] for s in singles]:
@@ -418,6 +419,15 @@ class WeightSharing(Pass):
                 w.release()  # one weight at a time: its float data leaves memory before the next
                 done += 1
                 context.report_progress("k-means", done, len(todo))
+        if refit is not None:  # never worse end to end: the plain clusterings may win (layerwise.codebook)
+            scratch = PassResult(self.name, {}, model)
+            kept = refit.finish(singles, lambda w, bits, fit: _share(
+                w, bits, cfg, formats, energies.get(w.label), context, constants, scratch, means=means,
+                fitted=fit))
+            if kept is not None:
+                model, stats = kept[0], stats[:grouped] + kept[1]
+                result.note("reconstruction: the plain clustering was closer to the original model on the "
+                            "held-apart calibration samples; the refit was not kept")
         # Weights that only shape-only ops read (overlapping Slices of an LSTM matrix, which
         # load_model leaves unfolded): stored once, decoded in front of the readers, as int8
         # does (silero_vad: 1 MB of LSTM weights stayed float).

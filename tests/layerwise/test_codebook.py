@@ -140,3 +140,21 @@ def test_stage_frontier_is_the_layers_no_other_layer_of_the_stage_feeds():
     # a chain: only the first is fed by none of the others
     assert _downstream_of_others(layers) == {w.label for w in layers[1:]}
     assert _downstream_of_others(layers[1:2]) == set()
+
+
+def test_merged_statistics_are_those_of_all_rows_together():
+    from onnxcompress.layerwise.codebook import _merged
+
+    r = np.random.default_rng(3)
+    xs, xt = r.standard_normal((50, 4)), r.standard_normal((50, 4))
+
+    def stats(rows: slice) -> InputStats:
+        s, t = xs[rows], xt[rows]
+        n = len(s)
+        return InputStats(hessian=(s.T @ s / n)[None], mean=s.mean(0)[None], rows=n,
+                          cross=(s.T @ t / n)[None], teacher_mean=t.mean(0)[None])
+
+    got, want = _merged(stats(slice(0, 35)), stats(slice(35, 50))), stats(slice(0, 50))
+    assert got.rows == 50 and got.teacher_hessian is None
+    for name in ("hessian", "mean", "cross", "teacher_mean"):
+        np.testing.assert_allclose(getattr(got, name), getattr(want, name), rtol=1e-12, atol=1e-12)
