@@ -173,6 +173,7 @@ def search(
             t0 = time.perf_counter()
             chosen = _bisect(path, evaluator, deadline, report)
             chosen = _uniform_check(chosen, layers, evaluator, deadline)
+            chosen = _refine(chosen, layers, evaluator, deadline, report)
             seconds["search"] = round(time.perf_counter() - t0, 2)
             t0 = time.perf_counter()
             final, met = _verify(chosen, layers, evaluator, deadline, report, notes)
@@ -456,6 +457,47 @@ def _uniform_check(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Ev
         if ev.fidelity.met and ev.cost < chosen.cost:
             return ev
     return chosen
+
+
+def _refine(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Evaluator, deadline: float,
+            report: Progress) -> Evaluation:
+    """A second allocation path below ``chosen`` (a plan that meets the target, often a uniform
+    one): each layer keeps its option or takes one no costlier, from the cheapest such plan up
+    to ``chosen`` itself, bisected like the first path. The first path spans all float to the
+    cheapest options, so its plans are far apart near the good end; this one mixes cheaper
+    options into the winning plan (ppocr_cls: int8 on every layer met the target, plans mixing
+    k-means widths into it were never on the first path)."""
+    if not chosen.fidelity.met:
+        return chosen
+    narrowed = []
+    for layer in layers:
+        name = chosen.plan.choices.get(layer.label, FLOAT.name)
+        top = next(o for o in layer.options if _name(o) == name)
+        options = [top] + [o for o in layer.options if o.nbytes < top.nbytes]
+        # the chosen option is the layer's no-error point here: what the path spends bytes on is
+        # getting back to it
+        base = layer.error(top)
+        narrowed.append(LayerChoices(layer.label, [Option(o.bits, o.nbytes, max(0.0, layer.error(o) - base))
+                                                   for o in options], sensitivity=1.0))
+    path = [p for p in _allocation_path(narrowed)
+            if p[0].choices != chosen.plan.choices]
+    if not path:
+        return chosen
+    path.append((chosen.plan, 0.0))
+    lo, hi, best = 0, len(path) - 1, chosen
+    done, rounds = 0, max(1, math.ceil(math.log2(len(path))))
+    while lo < hi and time.perf_counter() < deadline:
+        mid = (lo + hi) // 2
+        ev = evaluate(path[mid][0])
+        done += 1
+        report("refining the plan", done, rounds)
+        if ev.fidelity.met:
+            hi = mid
+            if ev.cost < best.cost:
+                best = ev
+        else:
+            lo = mid + 1
+    return best
 
 
 def _verify(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Evaluator, deadline: float,

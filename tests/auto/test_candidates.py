@@ -90,13 +90,33 @@ def priced(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 def test_new_options_priced_by_the_same_probe(priced: dict) -> None:
     k4, p50, half = priced["kmeans4"], priced["prune50+kmeans4"], priced["fp16"]
     for label in WEIGHTS:
-        assert half.bytes_after[label] == half.bytes_before[label] // 2
+        # half the bytes, plus the layer's share of its Cast node and names
+        assert half.bytes_before[label] // 2 < half.bytes_after[label] < half.bytes_before[label] // 2 + 512
         assert 0 < half.deviation[label] < 1e-6  # float16 rounding only
         # zeros are indices like any other value: the same bytes as k-means alone...
-        assert abs(p50.bytes_after[label] - k4.bytes_after[label]) <= 8
+        assert abs(p50.bytes_after[label] - k4.bytes_after[label]) <= max(64, 0.02 * k4.bytes_after[label])
         # ...and more output error, so pruning never lies on a layer's hull (why it is opt-in)
         assert p50.deviation[label] > k4.deviation[label] > half.deviation[label]
         assert p50.weight_error[label] > k4.weight_error[label]
+
+
+def test_uniform_prices_add_up_to_the_file(priced: dict) -> None:
+    # a uniform plan's summed layer prices are its file's size change: the decode nodes, codebooks
+    # and names the pass's statistics leave out are spread over the layers (else k-means widths
+    # look cheaper than int8 while their files are larger)
+    labels = [w.label for w in WeightIndex.build(load_model(MODEL))]
+    base = len(to_proto(load_model(MODEL)).SerializeToString())
+    for name in ("kmeans4", "fp16"):
+        m = priced[name]
+        recipe = Plan(dict.fromkeys(WEIGHTS, name)).to_recipe(labels)
+        result = Pipeline.from_recipe(recipe).run(MODEL, calibration=str(CALIB))
+        proto = to_proto(result.model)
+        onnx.checker.check_model(proto)
+        size = len(proto.SerializeToString())
+        priced_size = base + sum(m.bytes_after[k] - m.bytes_before[k] for k in WEIGHTS)
+        # the recipe's provenance lists the labels it leaves alone; the pricing run's does not
+        assert abs(size - priced_size) <= 0.03 * size, (name, size, priced_size)
+        assert _outputs(proto.SerializeToString()).shape == _outputs(str(MODEL)).shape
 
 
 def test_all_float_plan_is_a_noop() -> None:
