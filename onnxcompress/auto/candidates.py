@@ -111,13 +111,25 @@ def by_name(name: str) -> Candidate:
 def candidate_weights(model: Any) -> list[Weight]:
     """Weights auto mode may choose for: float compute weights large enough to be worth a decode
     node. Those inside If/Loop/Scan bodies (``scope``) cannot be fed to the probe: their output
-    error is estimated from their weight error (see ``search._fill_unprobed``)."""
+    error is estimated from their weight error (see ``search._fill_unprobed``). Constants only
+    overlapping Slices read (an LSTM's gates sliced from one matrix, silero_vad) are weights too:
+    k-means compresses them in place, the other codecs leave them alone."""
     out = []
-    for w in WeightIndex.build(model):
+    for w in _weights(model):
         if w.role not in COMPUTE_ROLES or not w.is_float or w.size < MIN_CANDIDATE_SIZE:
             continue
         out.append(w)
     return out
+
+
+def _weights(model: Any) -> list[Weight]:
+    """The weight index plus the shape-read constants the k-means pass takes
+    (``_kmeans_select._shape_read``, labelled as k-means labels them)."""
+    from onnxcompress.passes._kmeans_select import _shape_read
+
+    found = list(WeightIndex.build(model))
+    seen = {w.label for w in found}
+    return found + [w for w in _shape_read(model) if w.label not in seen]
 
 
 def escape(label: str) -> str:
@@ -216,7 +228,7 @@ def measure_candidate(task: dict[str, Any]) -> Measured:
     stats = {s.name: s for r in result.passes for s in r.layers}
     skipped = {k: v for r in result.passes for k, v in r.skipped.items() if k in labels}
     proto = to_proto(result.model)
-    index = {w.label: w for w in WeightIndex.build(base)}
+    index = {w.label: w for w in _weights(base)}
     degraded: dict[str, np.ndarray] = {}
     before: dict[str, int] = {}
     after: dict[str, int] = {}
