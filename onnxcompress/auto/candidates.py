@@ -203,6 +203,9 @@ class Measured:
     weight_error: dict[str, float] | None = None  # ||dW||^2 / ||W||^2 per layer
     latency: dict[str, float] | None = None  # seconds of each layer's op + decode (latency objective)
     float_latency: dict[str, float] | None = None  # the same op in the float model
+    #: the uniform model's outputs on ``task['outputs']`` (the search data): whether the uniform
+    #: setting can meet the target is known before any plan is built
+    outputs: dict[str, np.ndarray] | None = None
 
 
 def measure_candidate(task: dict[str, Any]) -> Measured:
@@ -276,8 +279,21 @@ def measure_candidate(task: dict[str, Any]) -> Measured:
             replay = Pipeline.from_recipe({"passes": steps, "seed": task.get("seed", 0), "check": "none"})
             proto = to_proto(replay.run(base, calibration=task.get("calibration")).model)
         latency, float_latency = _latencies(base, proto, [k for k in labels if k in after], index, feeds[0])
+    outputs = _uniform_outputs(proto, task["outputs"]) if task.get("outputs") and after else None
     return Measured(cand.name, before, after, deviation, cost_total,
-                    time.perf_counter() - start, skipped or None, werr, latency, float_latency)
+                    time.perf_counter() - start, skipped or None, werr, latency, float_latency, outputs)
+
+
+def _uniform_outputs(proto: Any, feeds_path: str) -> dict[str, np.ndarray] | None:
+    """The uniform model's outputs on the feeds at ``feeds_path``, or None when it does not run
+    (the search then builds the uniform plan to find out)."""
+    from onnxcompress.auto.measure import probe_feeds, run_outputs
+
+    try:
+        return run_outputs(proto, probe_feeds(feeds_path))
+    except Exception as e:  # onnxruntime's run errors are not RuntimeErrors; a screen only
+        logger.info("auto: the uniform model's outputs are unavailable: %s", e)
+        return None
 
 
 def _spread_overhead(before: dict[str, int], after: dict[str, int], file_delta: int) -> None:

@@ -83,7 +83,9 @@ def priced(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     for name in ("kmeans4", "prune50+kmeans4", "fp16"):
         out[name] = measure_candidate({
             "candidate": name, "base": str(tmp / "base.onnx"), "labels": list(WEIGHTS),
-            "calibration": str(CALIB), "probe": str(tmp / "probe.npz"), "calibration_samples": 64})
+            "calibration": str(CALIB), "probe": str(tmp / "probe.npz"), "calibration_samples": 64,
+            "outputs": str(tmp / "probe.npz")})
+    out["feeds"] = feeds
     return out
 
 
@@ -117,6 +119,34 @@ def test_uniform_prices_add_up_to_the_file(priced: dict) -> None:
         # the recipe's provenance lists the labels it leaves alone; the pricing run's does not
         assert abs(size - priced_size) <= 0.03 * size, (name, size, priced_size)
         assert _outputs(proto.SerializeToString()).shape == _outputs(str(MODEL)).shape
+
+
+def test_uniform_outputs_screen_the_uniform_plans(priced: dict) -> None:
+    # the pricing run's uniform model answers on the search data, so a uniform plan that misses
+    # the target there is never built again
+    from onnxcompress.auto.measure import run_outputs
+    from onnxcompress.auto.search import _screen
+    from onnxcompress.auto.targets import parse_target
+
+    feeds = priced["feeds"]
+    ref = run_outputs(MODEL, feeds)
+    labels = [w.label for w in WeightIndex.build(load_model(MODEL))]
+    for name in ("kmeans4", "fp16"):
+        got = priced[name].outputs
+        assert got is not None and set(got) == set(ref) and got["logits"].shape == ref["logits"].shape
+        # the same numbers as the uniform recipe's model (pricing and replay run the same pass)
+        result = Pipeline.from_recipe(Plan(dict.fromkeys(WEIGHTS, name)).to_recipe(labels)).run(
+            MODEL, calibration=str(CALIB))
+        replay = run_outputs(to_proto(result.model), feeds)["logits"]
+        np.testing.assert_allclose(got["logits"], replay, atol=1e-3 * np.abs(replay).max())
+    from onnxcompress.auto.candidates import Measured
+
+    noise = Measured("kmeans2", {}, {}, {}, outputs={"logits": np.random.default_rng(0).normal(
+        size=ref["logits"].shape).astype(np.float32)})
+    half = Measured("fp16", {}, {}, {}, outputs=priced["fp16"].outputs)
+    screened = _screen([noise, half], parse_target("top1>=0.99"), ref, None)
+    assert screened == {"kmeans2": False, "fp16": True}
+    assert noise.outputs is None and half.outputs is None  # dropped once judged
 
 
 def test_all_float_plan_is_a_noop() -> None:
