@@ -168,9 +168,14 @@ def pass_steps(assignment: dict[str, Candidate], all_labels: Sequence[str], *,
         steps.append({
             "pass": "kmeans", "bits": 8, "layer_bits": layer_bits, "allocation": "uniform",
             "codebook": "layer", "min_size": 1, "calibration_samples": calibration_samples,
-            # Gather decodes only: the int8-exact form scales the consumer's output, so the
-            # consumer's input (what pricing reads back as the decoded weight) is not the weight.
-            "decode": "codebook",
+            # Pricing reads a layer's decoded weight at its consumer's input, which the int8-exact
+            # form leaves unscaled (its channel scales go on the consumer's output): pricing
+            # decodes through the codebook. The written model takes the pass's own choice, the
+            # int8-exact form for large 8-bit weights: a codebook decode's fold holds an int32
+            # copy of every index while the session is created (kmeans8 on captcha_crnn: session
+            # memory 2.10x fp32's). Both forms store a byte a weight and the int8 form is chosen
+            # only within 2x the codebook's error; every plan is judged as the written model.
+            "decode": "codebook" if pricing else "auto",
         })
     # The speed guard times the model on this machine: off, so the recipe replays anywhere.
     blockq: dict[str, Any] = {"bits": 4, "calibration_samples": calibration_samples}

@@ -12,7 +12,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from onnxcompress.auto.candidates import available_candidates, measure_candidate
+from onnxcompress.auto.candidates import available_candidates, measure_candidate, pass_steps
 from onnxcompress.auto.measure import decode_weight, save_feeds
 from onnxcompress.auto.plan import Plan, plan_from_recipe
 from onnxcompress.data import feed_source
@@ -173,3 +173,21 @@ def test_float16_storage_knob_is_validated() -> None:
 
     with pytest.raises(ConfigError, match="dtype must be bfloat16 or float16"):
         Pipeline.from_recipe({"passes": [{"pass": "bfloat16", "dtype": "int8"}]})
+
+
+def test_written_8_bit_layers_may_take_the_int8_exact_form() -> None:
+    # pricing decodes through the codebook (it reads the weight at the consumer's input); the
+    # written model lets k-means choose its int8-exact form for a large 8-bit weight, whose
+    # session folds one Cast instead of an int32 copy of every index
+    labels = [w.label for w in WeightIndex.build(load_model(MODEL))]
+    plan = Plan({"fc1.weight": "kmeans8", "fc2.weight": "kmeans4", "fc3.weight": "float"})
+    recipe = plan.to_recipe(labels)
+    assert next(s for s in recipe["passes"] if s["pass"] == "kmeans")["decode"] == "auto"
+    priced = pass_steps(plan.assignment(), labels, pricing=True)
+    assert next(s for s in priced if s["pass"] == "kmeans")["decode"] == "codebook"
+    proto = to_proto(Pipeline.from_recipe(recipe).run(MODEL, calibration=str(CALIB)).model)
+    onnx.checker.check_model(proto)
+    # the pass chose per weight (fc1's channel-scaled codebook more than halves int8's error here)
+    assert {t.name for t in proto.graph.initializer} >= {"fc1.weight.q", "fc2.weight.q"}
+    ref = _outputs(str(MODEL))
+    assert (_outputs(proto.SerializeToString()).argmax(1) == ref.argmax(1)).mean() >= 0.98
