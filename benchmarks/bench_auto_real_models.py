@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _common import REAL_MODELS  # noqa: E402
+from _common import REAL_MODELS, memory  # noqa: E402
 from bench_real_models import load_feeds, run_all, task_metric  # noqa: E402
 
 REAL = REAL_MODELS
@@ -76,6 +76,13 @@ def bench(name: str, entry: dict, tmp: Path, time_budget: float | None) -> dict:
     feeds = load_feeds(REAL / entry["evaluation"], names, None)
     metric = task_metric(entry, feeds, run_all(model, feeds), run_all(out, feeds))
     ub, uname = best_uniform(name)
+    # session memory (resident after creation + one run, and peak) vs fp32: a compressed model
+    # must never need more than the original
+    mem, ref = memory(out, feeds[0]), memory(model, feeds[0])
+    if mem.get("resident_bytes") and ref.get("resident_bytes"):
+        row["memory_ratio"] = round(mem["resident_bytes"] / ref["resident_bytes"], 3)
+    if mem.get("peak_bytes") and ref.get("peak_bytes"):
+        row["memory_peak_ratio"] = round(mem["peak_bytes"] / ref["peak_bytes"], 3)
     row.update({
         "target": auto.get("target"), "met_held_out": auto.get("met"),
         "held_out": (auto.get("held_out") or {}).get("values"), "choices": auto.get("choices"),
@@ -98,21 +105,23 @@ def render(rows: list[dict]) -> str:
              "benchmarks/results/real_models.json (same eval set). Made by "
              "benchmarks/bench_auto_real_models.py.", "",
              "| model | exit | target (default) | held-out met | metric | within 1 pt | fp32 bytes | "
-             "auto bytes | ratio | best uniform | uniform bytes | auto vs uniform | search s | choices | "
-             "code |",
-             "|---" * 15 + "|"]
+             "auto bytes | ratio | best uniform | uniform bytes | auto vs uniform | memory (peak) | "
+             "search s | choices | code |",
+             "|---" * 16 + "|"]
     for r in rows:
         if "bytes" not in r:
-            lines.append(f"| {r['model']} | {r['exit']} | {r.get('error', '')} |" + " |" * 11
+            lines.append(f"| {r['model']} | {r['exit']} | {r.get('error', '')} |" + " |" * 12
                          + f" {r.get('code', '')} |")
             continue
         ub = f"{r['uniform_bytes']:,}" if r["uniform_bytes"] else "-"
         vs = f"{r['vs_uniform']}x" if r["vs_uniform"] else "-"
+        mem = (f"{r['memory_ratio']:.2f} ({r.get('memory_peak_ratio', float('nan')):.2f})"
+               if "memory_ratio" in r else "-")
         lines.append(
             f"| {r['model']} | {r['exit']} | {r['target']} | {r['met_held_out']} | "
             f"{100 * r['metric']['value']:.1f} | {r['within_1pt']} | {r['fp32_bytes']:,} | {r['bytes']:,} | "
-            f"{r['ratio']}x | {r['uniform']} | {ub} | {vs} | {r['search_seconds']} | {r['choices']} | "
-            f"{r.get('code', '')} |")
+            f"{r['ratio']}x | {r['uniform']} | {ub} | {vs} | {mem} | {r['search_seconds']} | "
+            f"{r['choices']} | {r.get('code', '')} |")
     return "\n".join(lines) + "\n"
 
 

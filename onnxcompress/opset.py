@@ -32,6 +32,7 @@ def upgrade_opset(model: ir.Model, target: int) -> tuple[ir.Model, str | None]:
         proto = to_proto(model, inline_external=False)
         converted = onnx.version_converter.convert_version(proto, target)
         onnx.checker.check_model(converted)
+        _drop_added_value_info(proto.graph, converted.graph)
     except Exception as e:  # the converter raises bare RuntimeErrors with C++ messages
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         return model, f"cannot upgrade opset {current} -> {target}: {first}"
@@ -47,3 +48,13 @@ def upgrade_opset(model: ir.Model, target: int) -> tuple[ir.Model, str | None]:
             return model, f"opset {target} version does not load in onnxruntime: {why}"
     logger.info("Upgraded opset %d -> %d.", current, target)
     return new_model, None
+
+
+def _drop_added_value_info(before: onnx.GraphProto, after: onnx.GraphProto) -> None:
+    """Forget the intermediate types/shapes the converter inferred: saved as value_info they cost
+    more than they tell (ppocr_cls at int8: 18 KB of a 220 KB file, 8%)."""
+    known = {vi.name for vi in before.value_info}
+    keep = [vi for vi in after.value_info if vi.name in known]
+    if len(keep) < len(after.value_info):
+        del after.value_info[:]
+        after.value_info.extend(keep)

@@ -111,13 +111,25 @@ def by_name(name: str) -> Candidate:
 def candidate_weights(model: Any) -> list[Weight]:
     """Weights auto mode may choose for: float compute weights large enough to be worth a decode
     node. Those inside If/Loop/Scan bodies (``scope``) cannot be fed to the probe: their output
-    error is estimated from their weight error (see ``search._fill_unprobed``)."""
+    error is estimated from their weight error (see ``search._fill_unprobed``). Constants only
+    overlapping Slices read (an LSTM's gates sliced from one matrix, silero_vad) are weights too:
+    k-means compresses them in place, the other codecs leave them alone."""
     out = []
-    for w in WeightIndex.build(model):
+    for w in _weights(model):
         if w.role not in COMPUTE_ROLES or not w.is_float or w.size < MIN_CANDIDATE_SIZE:
             continue
         out.append(w)
     return out
+
+
+def _weights(model: Any) -> list[Weight]:
+    """The weight index plus the shape-read constants the k-means pass takes
+    (``_kmeans_select._shape_read``, labelled as k-means labels them)."""
+    from onnxcompress.passes._kmeans_select import _shape_read
+
+    found = list(WeightIndex.build(model))
+    seen = {w.label for w in found}
+    return found + [w for w in _shape_read(model) if w.label not in seen]
 
 
 def escape(label: str) -> str:
@@ -156,9 +168,14 @@ def pass_steps(assignment: dict[str, Candidate], all_labels: Sequence[str], *,
         steps.append({
             "pass": "kmeans", "bits": 8, "layer_bits": layer_bits, "allocation": "uniform",
             "codebook": "layer", "min_size": 1, "calibration_samples": calibration_samples,
-            # Gather decodes only: the int8-exact form scales the consumer's output, so the
-            # consumer's input (what pricing reads back as the decoded weight) is not the weight.
-            "decode": "codebook",
+            # Pricing reads a layer's decoded weight at its consumer's input, which the int8-exact
+            # form leaves unscaled (its channel scales go on the consumer's output): pricing
+            # decodes through the codebook. The written model takes the pass's own choice, the
+            # int8-exact form for large 8-bit weights: a codebook decode's fold holds an int32
+            # copy of every index while the session is created (kmeans8 on captcha_crnn: session
+            # memory 2.10x fp32's). Both forms store a byte a weight and the int8 form is chosen
+            # only within 2x the codebook's error; every plan is judged as the written model.
+            "decode": "codebook" if pricing else "auto",
         })
     # The speed guard times the model on this machine: off, so the recipe replays anywhere.
     blockq: dict[str, Any] = {"bits": 4, "calibration_samples": calibration_samples}
@@ -191,6 +208,9 @@ class Measured:
     weight_error: dict[str, float] | None = None  # ||dW||^2 / ||W||^2 per layer
     latency: dict[str, float] | None = None  # seconds of each layer's op + decode (latency objective)
     float_latency: dict[str, float] | None = None  # the same op in the float model
+    #: the uniform model's outputs on ``task['outputs']`` (the search data): whether the uniform
+    #: setting can meet the target is known before any plan is built
+    outputs: dict[str, np.ndarray] | None = None
 
 
 def measure_candidate(task: dict[str, Any]) -> Measured:
@@ -216,7 +236,7 @@ def measure_candidate(task: dict[str, Any]) -> Measured:
     stats = {s.name: s for r in result.passes for s in r.layers}
     skipped = {k: v for r in result.passes for k, v in r.skipped.items() if k in labels}
     proto = to_proto(result.model)
-    index = {w.label: w for w in WeightIndex.build(base)}
+    index = {w.label: w for w in _weights(base)}
     degraded: dict[str, np.ndarray] = {}
     before: dict[str, int] = {}
     after: dict[str, int] = {}
@@ -239,6 +259,7 @@ def measure_candidate(task: dict[str, Any]) -> Measured:
             continue
         degraded[label] = value
         before[label], after[label] = int(s.bytes_before), int(s.bytes_after)
+    _spread_overhead(before, after, len(proto.SerializeToString()) - len(to_proto(base).SerializeToString()))
     for label, value in degraded.items():
         ref = index[label].numpy().astype(np.float64)
         norm = float(np.square(ref).sum())
@@ -263,8 +284,35 @@ def measure_candidate(task: dict[str, Any]) -> Measured:
             replay = Pipeline.from_recipe({"passes": steps, "seed": task.get("seed", 0), "check": "none"})
             proto = to_proto(replay.run(base, calibration=task.get("calibration")).model)
         latency, float_latency = _latencies(base, proto, [k for k in labels if k in after], index, feeds[0])
+    outputs = _uniform_outputs(proto, task["outputs"]) if task.get("outputs") and after else None
     return Measured(cand.name, before, after, deviation, cost_total,
-                    time.perf_counter() - start, skipped or None, werr, latency, float_latency)
+                    time.perf_counter() - start, skipped or None, werr, latency, float_latency, outputs)
+
+
+def _uniform_outputs(proto: Any, feeds_path: str) -> dict[str, np.ndarray] | None:
+    """The uniform model's outputs on the feeds at ``feeds_path``, or None when it does not run
+    (the search then builds the uniform plan to find out)."""
+    from onnxcompress.auto.measure import probe_feeds, run_outputs
+
+    try:
+        return run_outputs(proto, probe_feeds(feeds_path))
+    except Exception as e:  # onnxruntime's run errors are not RuntimeErrors; a screen only
+        logger.info("auto: the uniform model's outputs are unavailable: %s", e)
+        return None
+
+
+def _spread_overhead(before: dict[str, int], after: dict[str, int], file_delta: int) -> None:
+    """Add to each changed layer's bytes an equal share of what the pass's layer statistics do
+    not count: its decode nodes, codebooks and names (k-means 7 on ppocr_cls: 340 B a layer, so
+    48 layers that its statistics put 11 KB below int8 made a file 15 KB above it). Then the
+    summed layer prices of a uniform plan are its file's size change, and the allocation and
+    the uniform check compare codecs as the files will."""
+    if not after:
+        return
+    counted = sum(after[k] - before[k] for k in after)
+    share = (file_delta - counted) / len(after)
+    for k in after:
+        after[k] = max(1, int(round(after[k] + share)))
 
 
 def _latencies(base: Any, proto: Any, labels: list[str], index: dict[str, Weight],

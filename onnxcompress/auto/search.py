@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import tempfile
@@ -164,6 +165,7 @@ def search(
                 save_model(original, base_path)
                 base_cost = objective_cost(base_path, objective, search_feeds[0])
             layers = _choices(original, measured, objective, base_cost)
+            screened = _screen(measured, goal, ref_search, search_labels)
             evaluator = _Evaluator(original, all_labels, calib, goal, search_feeds, ref_search,
                                    search_labels, held_feeds, ref_held, held_labels, objective,
                                    base_cost, seed, Path(tmp), layers)
@@ -172,7 +174,8 @@ def search(
                         len(layers), len(measured), len(path))
             t0 = time.perf_counter()
             chosen = _bisect(path, evaluator, deadline, report)
-            chosen = _uniform_check(chosen, layers, evaluator, deadline)
+            chosen = _uniform_check(chosen, layers, evaluator, deadline, screened)
+            chosen = _refine(chosen, layers, evaluator, deadline, report)
             seconds["search"] = round(time.perf_counter() - t0, 2)
             t0 = time.perf_counter()
             final, met = _verify(chosen, layers, evaluator, deadline, report, notes)
@@ -248,11 +251,12 @@ def _measure(tmp: Path, original: Any, calib: list, search_feeds: list, objectiv
     names = [c.name for c in available_candidates(which)]
     probe_all = len(labels) * len(names) <= PROBE_ALL_MAX_PAIRS or REFERENCE_OPTION not in names
     save_feeds(tmp / "probe.npz", search_feeds[:PROBE_SAMPLES if probe_all else LARGE_PROBE_SAMPLES])
+    save_feeds(tmp / "search.npz", search_feeds)
     tasks = [
         {"candidate": name, "base": str(tmp / "base.onnx"), "labels": labels, "seed": seed,
          "calibration": str(_stacked(calib, tmp / "calib.npz", source)), "probe": str(tmp / "probe.npz"),
          "objective": objective, "calibration_samples": len(calib),
-         "probe_layers": probe_all or name == REFERENCE_OPTION}
+         "probe_layers": probe_all or name == REFERENCE_OPTION, "outputs": str(tmp / "search.npz")}
         for name in names
     ]
     report("measuring options", 0, len(tasks))
@@ -262,6 +266,21 @@ def _measure(tmp: Path, original: Any, calib: list, search_feeds: list, objectiv
         _extrapolate(measured)
     _fill_unprobed(measured)
     return measured
+
+
+def _screen(measured: list[Measured], goal: Target, reference: dict, labels: Any) -> dict[str, bool]:
+    """Whether each option's uniform model (the pricing run's, every layer at that option) met
+    the target on the search data. A uniform plan that failed there is not built again
+    (rapid_layout: k-means 2-6 bits, each a pipeline run over 100 layers). The outputs are
+    dropped once judged."""
+    screened = {}
+    for m in measured:
+        if m.outputs is not None:
+            # outputs the target cannot compare: the plan is built to find out
+            with contextlib.suppress(ConfigError):
+                screened[m.candidate] = goal.evaluate(reference, m.outputs, labels).met
+            m.outputs = None
+    return screened
 
 
 def _fill_unprobed(measured: list[Measured]) -> None:
@@ -430,7 +449,7 @@ def _bisect(path: list[tuple[Plan, float]], evaluate: _Evaluator, deadline: floa
 
 
 def _uniform_check(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Evaluator,
-                   deadline: float) -> Evaluation:
+                   deadline: float, screened: Mapping[str, bool] | None = None) -> Evaluation:
     """Every layer at one option is a plan too: try those estimated cheaper than ``chosen``,
     cheapest first, and keep the first that meets the target on the search data. Where the
     sensitivity estimates mislead the allocation (a probe on one sample, a metric with jumps such
@@ -449,13 +468,57 @@ def _uniform_check(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Ev
         uniform.append((cost, name, Plan(choices)))
     chosen_cost = sum(next(o.nbytes for o in layer.options if _name(o) == chosen.plan.choices[layer.label])
                       for layer in layers)
-    for cost, _, plan in sorted(uniform, key=lambda u: (u[0], u[1])):
+    for cost, name, plan in sorted(uniform, key=lambda u: (u[0], u[1])):
         if cost >= chosen_cost or time.perf_counter() > deadline:
             break
+        if not (screened or {}).get(name, True):
+            logger.info("auto: uniform %s not built: its pricing model missed the target", name)
+            continue
         ev = evaluate(plan)
         if ev.fidelity.met and ev.cost < chosen.cost:
             return ev
     return chosen
+
+
+def _refine(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Evaluator, deadline: float,
+            report: Progress) -> Evaluation:
+    """A second allocation path below ``chosen`` (a plan that meets the target, often a uniform
+    one): each layer keeps its option or takes one no costlier, from the cheapest such plan up
+    to ``chosen`` itself, bisected like the first path. The first path spans all float to the
+    cheapest options, so its plans are far apart near the good end; this one mixes cheaper
+    options into the winning plan (ppocr_cls: int8 on every layer met the target, plans mixing
+    k-means widths into it were never on the first path)."""
+    if not chosen.fidelity.met:
+        return chosen
+    narrowed = []
+    for layer in layers:
+        name = chosen.plan.choices.get(layer.label, FLOAT.name)
+        top = next(o for o in layer.options if _name(o) == name)
+        options = [top] + [o for o in layer.options if o.nbytes < top.nbytes]
+        # the chosen option is the layer's no-error point here: what the path spends bytes on is
+        # getting back to it
+        base = layer.error(top)
+        narrowed.append(LayerChoices(layer.label, [Option(o.bits, o.nbytes, max(0.0, layer.error(o) - base))
+                                                   for o in options], sensitivity=1.0))
+    path = [p for p in _allocation_path(narrowed)
+            if p[0].choices != chosen.plan.choices]
+    if not path:
+        return chosen
+    path.append((chosen.plan, 0.0))
+    lo, hi, best = 0, len(path) - 1, chosen
+    done, rounds = 0, max(1, math.ceil(math.log2(len(path))))
+    while lo < hi and time.perf_counter() < deadline:
+        mid = (lo + hi) // 2
+        ev = evaluate(path[mid][0])
+        done += 1
+        report("refining the plan", done, rounds)
+        if ev.fidelity.met:
+            hi = mid
+            if ev.cost < best.cost:
+                best = ev
+        else:
+            lo = mid + 1
+    return best
 
 
 def _verify(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Evaluator, deadline: float,

@@ -147,18 +147,30 @@ def parse_target(expr: str | Target | None, outputs: Outputs | None = None, *,
 
 
 def default_target(outputs: Outputs | None) -> str:
-    """The target used when none is given: top1>=0.99 when an output is class scores [N, C];
+    """The target used when none is given: top1>=0.99 when an output is class scores [N, C]
+    (and on every frame of outputs scoring the same classes per frame, :func:`_frame_scores`);
     else cosine>=0.999 on every float output, and per-position top-1 agreement
     (>= DEFAULT_SEQUENCE_TOP1) on outputs that are per-position probabilities."""
-    if outputs is None or _applicable("top1", outputs):
+    if outputs is None:
         return DEFAULT_TARGET
     if any(ch in k for k in outputs for ch in ":=<>,"):  # a name the expression cannot spell
-        return DEFAULT_TARGET_NON_CLASSIFIER
+        return DEFAULT_TARGET if _applicable("top1", outputs) else DEFAULT_TARGET_NON_CLASSIFIER
+    if _applicable("top1", outputs):
+        return ",".join([DEFAULT_TARGET] + [f"{k}:{DEFAULT_TARGET}" for k in _frame_scores(outputs)])
     terms = [f"{k}:top1>={DEFAULT_SEQUENCE_TOP1:g}" for k in _sequence_probabilities(outputs)]
     rest = [k for k in _applicable("cosine", outputs) if k not in _sequence_probabilities(outputs)]
     if not terms:
         return DEFAULT_TARGET_NON_CLASSIFIER
     return ",".join(terms + [f"{k}:{DEFAULT_TARGET_NON_CLASSIFIER}" for k in rest])
+
+
+def _frame_scores(outputs: Outputs) -> list[str]:
+    """Float outputs of rank >= 3 whose last axis is as wide as a class-score output's: the same
+    classes per frame or position (audio_kws: clip logits [N, 12] and frame logits [N, 101, 12];
+    the clip's top-1 on the search data alone let 2 of 32 eval clips change)."""
+    widths = {np.shape(outputs[k])[-1] for k in _applicable("top1", outputs)}
+    return [k for k, v in outputs.items() if np.issubdtype(np.asarray(v).dtype, np.floating)
+            and np.ndim(v) >= 3 and np.shape(v)[-1] in widths]
 
 
 def _sequence_probabilities(outputs: Outputs) -> list[str]:

@@ -40,3 +40,26 @@ def test_branch_weights_are_chosen_and_the_target_holds(tmp_path: Path) -> None:
         feed = {"x": x[20 + i], "cond": np.array(True)}
         a, b = new.run(None, feed)[0], ref.run(None, feed)[0]
         assert float((a * b).sum() / (np.linalg.norm(a) * np.linalg.norm(b))) > 0.99
+
+
+def test_a_weight_read_by_overlapping_slices_is_an_option(tmp_path: Path) -> None:
+    # silero_vad's LSTM matrices are read by three overlapping Slices each (no weight slot):
+    # k-means compresses such a constant in place, so auto mode must offer it too
+    from tests.passes.test_quantization_guard import overlapping_slices
+
+    path = tmp_path / "slices.onnx"
+    onnx.save(overlapping_slices(), path)
+    x = np.random.default_rng(0).normal(size=(24, 1, 64)).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", x=x)
+    assert "W" in {w.label for w in candidate_weights(load_model(path))}
+    with SerialExecutor() as ex:
+        found = search(path, str(tmp_path / "calib.npz"), target="cosine>=0.999", executor=ex)
+    assert found.met and found.plan.choices["W"] != "float", found.plan.choices
+    result = Pipeline.from_recipe(found.recipe).run(path, calibration=str(tmp_path / "calib.npz"))
+    proto = to_proto(result.model)
+    onnx.checker.check_model(proto)
+    assert len(proto.SerializeToString()) < path.stat().st_size / 2
+    new = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    ref = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    a, b = new.run(None, {"x": x[20]})[0], ref.run(None, {"x": x[20]})[0]
+    assert float((a * b).sum() / (np.linalg.norm(a) * np.linalg.norm(b))) >= 0.999

@@ -78,3 +78,19 @@ def test_default_target_for_per_position_probabilities() -> None:
     assert parse_target(None, {"logits": logits}).text == "cosine>=0.999"
     assert parse_target(None, {"map": rng.uniform(size=(2, 1, 8, 8))}).text == "cosine>=0.999"
     assert parse_target(None, {"scores": logits[:, 0]}).text == "top1>=0.99"  # [N, C] classifier
+
+
+def test_default_target_checks_frames_of_the_same_classes() -> None:
+    # a keyword spotter: clip logits [N, 12] and frame logits [N, 101, 12] of the same classes;
+    # every frame's top-1 is held too (the clip's alone, on few samples, let eval clips change)
+    rng = np.random.default_rng(0)
+    clip, frames = rng.normal(size=(6, 12)), rng.normal(size=(6, 101, 12))
+    other = rng.normal(size=(6, 50, 4))  # per-box values of another width: not frames
+    t = parse_target(None, {"clip": clip, "frames": frames, "boxes": other})
+    assert t.text == "top1>=0.99,frames:top1>=0.99"
+    bad = frames.copy()
+    bad[:, :20] = bad[:, :20, ::-1]  # a fifth of the frames change their arg-max, the clip does not
+    ref = {"clip": clip, "frames": frames, "boxes": other}
+    fid = t.evaluate(ref, {**ref, "frames": bad})
+    assert fid.values["top1>=0.99"] == 1.0 and fid.values["frames:top1>=0.99"] < 0.85 and not fid.met
+    assert parse_target(None, {"clip": clip, "boxes": other}).text == "top1>=0.99"
