@@ -85,6 +85,7 @@ def test_the_chosen_kmeans_variant_is_fit_again_on_every_calibration_sample(monk
         return out
 
     monkeypatch.setattr(codebook.CodebookRefitter, "_fit_on_all", spy)
+    monkeypatch.setattr(codebook, "FINAL_FIT_ALL", True)
     both = compress(MODELS / "digits_mlp.onnx", recipe, calibration=CALIB)
     monkeypatch.setattr(codebook, "FINAL_FIT_ALL", False)
     held = compress(MODELS / "digits_mlp.onnx", recipe, calibration=CALIB)
@@ -94,6 +95,7 @@ def test_the_chosen_kmeans_variant_is_fit_again_on_every_calibration_sample(monk
     assert len(calls) == len(chosen) >= 1 and all(n >= 4 and refit >= 1 for n, refit in calls)
     a, b = _eval_outputs(both.model), _eval_outputs(held.model)
     assert not np.allclose(a, b, atol=1e-4)
-    # Measured: 2-bit top-1 agreement with fp32 on the 360 eval digits 0.9972 either way.
+    # Measured: 2-bit top-1 agreement with fp32 on the 360 eval digits 0.9972 either way (the
+    # option is off by default: it did not hold across the real models, see FINAL_FIT_ALL).
     fp32 = _eval_outputs(load_model(MODELS / "digits_mlp.onnx")).argmax(-1)
     assert (a.argmax(-1) == fp32).mean() >= 0.99 and (b.argmax(-1) == fp32).mean() >= 0.99
