@@ -70,3 +70,32 @@ def test_the_plain_pass_is_kept_when_the_refit_loses_end_to_end(monkeypatch, ste
     assert any("the refit was not kept" in n for n in kept.passes[0].notes)
     assert len(proto.graph.initializer) == len(to_proto(plain.model).graph.initializer)
     np.testing.assert_allclose(_eval_outputs(kept.model), _eval_outputs(plain.model), rtol=1e-5, atol=1e-5)
+
+
+def test_the_chosen_kmeans_variant_is_fit_again_on_every_calibration_sample(monkeypatch):
+    from onnxcompress.layerwise import codebook
+
+    recipe = {"passes": [{"pass": "kmeans", "bits": 2, "reconstruct": True}]}
+    calls = []
+    original = codebook.CodebookRefitter._fit_on_all
+
+    def spy(self, by_label, best, chosen, *args):  # noqa: ANN001, ANN202
+        out = original(self, by_label, best, chosen, *args)
+        calls.append((len(self.judge_feeds), sum(out[k] is not chosen[k] for k in chosen)))
+        return out
+
+    monkeypatch.setattr(codebook.CodebookRefitter, "_fit_on_all", spy)
+    monkeypatch.setattr(codebook, "FINAL_FIT_ALL", True)
+    both = compress(MODELS / "digits_mlp.onnx", recipe, calibration=CALIB)
+    monkeypatch.setattr(codebook, "FINAL_FIT_ALL", False)
+    held = compress(MODELS / "digits_mlp.onnx", recipe, calibration=CALIB)
+    onnx.checker.check_model(to_proto(both.model))
+    # every stage that kept a refit was fit again, with the held-apart samples' statistics added
+    chosen = [c for c in both.passes[0].metrics["reconstruction"]["stage_choice"] if c["chosen"] != "plain"]
+    assert len(calls) == len(chosen) >= 1 and all(n >= 4 and refit >= 1 for n, refit in calls)
+    a, b = _eval_outputs(both.model), _eval_outputs(held.model)
+    assert not np.allclose(a, b, atol=1e-4)
+    # Measured: 2-bit top-1 agreement with fp32 on the 360 eval digits 0.9972 either way (the
+    # option is off by default: it did not hold across the real models, see FINAL_FIT_ALL).
+    fp32 = _eval_outputs(load_model(MODELS / "digits_mlp.onnx")).argmax(-1)
+    assert (a.argmax(-1) == fp32).mean() >= 0.99 and (b.argmax(-1) == fp32).mean() >= 0.99
