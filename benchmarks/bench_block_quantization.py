@@ -11,8 +11,10 @@ its HQQ and GPTQ modes where their dependencies are installed), ours (rtn, rtn w
 accuracy_level 4, hqq, gptq with the calibration data, rtn with mixed 4/8 bits at a 4.5-bit
 budget chosen on the calibration data; the portable DequantizeLinear form) and fp16. For each:
 file size, onnxruntime session memory (child process, resident after one run), latency against
-fp32 (runs alternated, median and min-max spread, one thread), output cosine and top-1
-agreement with fp32 on the eval samples, compression seconds.
+fp32 (runs alternated, median and min-max spread, one thread; wall time and CPU time of the
+calling thread), output cosine and top-1 agreement with fp32 on the eval samples, compression
+seconds. Latency against onnxruntime's own 4-bit output, measured more carefully:
+``bench_blockq_latency.py``.
 Writes benchmarks/results/block_quantization.{md,json} (or --out).
 """
 
