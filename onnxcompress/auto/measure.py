@@ -39,8 +39,40 @@ def decode_weight(proto: onnx.ModelProto, weight: Weight) -> np.ndarray | None:
     for use in weight.uses:
         value = _decode(proto, use.node.name or "", use.index, int(weight.dtype))
         if value is not None:
-            return value if value.shape == tuple(weight.shape) else None
+            if value.shape != tuple(weight.shape):
+                return None
+            scale = _scale_after(proto, use.node.name or "", use.index)
+            axis = weight.out_axis
+            if scale is not None and axis is not None and scale.size == value.shape[axis]:
+                shape = [1] * value.ndim
+                shape[axis] = -1
+                value = value * scale.reshape(shape).astype(value.dtype)
+            return value
     return None
+
+
+def _scale_after(proto: onnx.ModelProto, node_name: str, index: int) -> np.ndarray | None:
+    """The channel scales of an int8-exact weight (quantize's float-compute weights, k-means at
+    8 bits): the consumer reads ``Cast(int8 initializer)`` and its output's only reader is a
+    ``Mul`` by a constant; None for any other form."""
+    from onnx import numpy_helper
+
+    g = proto.graph
+    inits = {t.name: t for t in g.initializer}
+    node = next((n for n in g.node if node_name and n.name == node_name), None)
+    if node is None or index >= len(node.input) or not node.output:
+        return None
+    cast = next((n for n in g.node if node.input[index] in n.output), None)
+    if cast is None or cast.op_type != "Cast" or cast.input[0] not in inits \
+            or inits[cast.input[0]].data_type != onnx.TensorProto.INT8:
+        return None
+    readers = [n for n in g.node if node.output[0] in n.input]
+    if len(readers) != 1 or readers[0].op_type != "Mul":
+        return None
+    other = [x for x in readers[0].input if x != node.output[0]]
+    if len(other) != 1 or other[0] not in inits:
+        return None
+    return numpy_helper.to_array(inits[other[0]]).reshape(-1)
 
 
 def run_outputs(model: Any, feeds: list[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
