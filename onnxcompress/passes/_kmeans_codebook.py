@@ -18,7 +18,7 @@ from onnxcompress.passes._kmeans_fit import _channels_differ, _Clustering, _outp
 from onnxcompress.weights import Weight
 
 if TYPE_CHECKING:
-    from onnxcompress.passes.weight_sharing import WeightSharingConfig
+    from onnxcompress.passes._kmeans_config import WeightSharingConfig
 
 # codebook="auto" offers the model-wide codebook from this many bits on, to weights smaller than
 # MODEL_CODEBOOK_MAX_SIZE: a larger weight pays little for its own (float16) codebook (512 B at

@@ -17,7 +17,7 @@ from onnxcompress.graph.fold import shape_read_weights
 from onnxcompress.weights import ROLE_WEIGHT, Slot, Use, Weight, model_names
 
 if TYPE_CHECKING:
-    from onnxcompress.passes.weight_sharing import WeightSharingConfig
+    from onnxcompress.passes._kmeans_config import WeightSharingConfig
 
 __all__ = ["_first_kept_float", "_shape_read"]
 

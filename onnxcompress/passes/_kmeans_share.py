@@ -54,7 +54,7 @@ from onnxcompress.passes.base import LayerStat, PassContext, PassResult
 from onnxcompress.weights import Weight
 
 if TYPE_CHECKING:
-    from onnxcompress.passes.weight_sharing import WeightSharingConfig
+    from onnxcompress.passes._kmeans_config import WeightSharingConfig
 
 
 # -- one codebook for many weights -----------------------------------------------------------
