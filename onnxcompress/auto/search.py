@@ -430,19 +430,30 @@ def _bisect(path: list[tuple[Plan, float]], evaluate: _Evaluator, deadline: floa
             report: Progress) -> Evaluation:
     """The cheapest plan on the path that meets the target on the search data (the path's
     fidelity is nearly monotone; bisection assumes it), or the all-float end."""
-    lo, hi = 0, len(path) - 1
-    best = evaluate(path[hi][0])
+    best = evaluate(path[-1][0])
     if not best.fidelity.met:  # all float fails: no plan can meet it (the target is unreachable)
         return best
     rounds = max(1, math.ceil(math.log2(len(path) + 1)))
-    done = 0
+    return _bisect_between(path, best, evaluate, deadline, report, "searching plans", rounds)
+
+
+def _bisect_between(path: list[tuple[Plan, float]], best: Evaluation, evaluate: _Evaluator,
+                    deadline: float, report: Progress, what: str, rounds: int,
+                    cheaper_only: bool = False) -> Evaluation:
+    """Bisect ``path`` below its last plan, ``best`` (measured, meets the target): a plan that
+    meets the target moves the upper end down, one that misses moves the lower end up.
+    ``cheaper_only`` keeps a met plan only when its measured cost is below ``best``'s (the
+    refinement path's estimates can misorder plans close in cost)."""
+    lo, hi, done = 0, len(path) - 1, 0
     while lo < hi and time.perf_counter() < deadline:
         mid = (lo + hi) // 2
         ev = evaluate(path[mid][0])
         done += 1
-        report("searching plans", done, rounds)
+        report(what, done, rounds)
         if ev.fidelity.met:
-            hi, best = mid, ev
+            hi = mid
+            if not cheaper_only or ev.cost < best.cost:
+                best = ev
         else:
             lo = mid + 1
     return best
@@ -505,20 +516,9 @@ def _refine(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Evaluator
     if not path:
         return chosen
     path.append((chosen.plan, 0.0))
-    lo, hi, best = 0, len(path) - 1, chosen
-    done, rounds = 0, max(1, math.ceil(math.log2(len(path))))
-    while lo < hi and time.perf_counter() < deadline:
-        mid = (lo + hi) // 2
-        ev = evaluate(path[mid][0])
-        done += 1
-        report("refining the plan", done, rounds)
-        if ev.fidelity.met:
-            hi = mid
-            if ev.cost < best.cost:
-                best = ev
-        else:
-            lo = mid + 1
-    return best
+    rounds = max(1, math.ceil(math.log2(len(path))))
+    return _bisect_between(path, chosen, evaluate, deadline, report, "refining the plan", rounds,
+                           cheaper_only=True)
 
 
 def _verify(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Evaluator, deadline: float,
