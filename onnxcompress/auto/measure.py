@@ -38,6 +38,10 @@ def decode_weight(proto: onnx.ModelProto, weight: Weight) -> np.ndarray | None:
     shape changed."""
     for use in weight.uses:
         value = _decode(proto, use.node.name or "", use.index, int(weight.dtype))
+        if value is not None and value.dtype != weight.dtype.numpy():
+            # A Gather of an int8 table reads int8 rows (scaled after it): not the weight's value;
+            # a tied table's other reader (the head) reads the decoded floats.
+            continue
         if value is not None:
             if value.shape != tuple(weight.shape):
                 return None

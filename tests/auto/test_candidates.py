@@ -191,3 +191,22 @@ def test_written_8_bit_layers_may_take_the_int8_exact_form() -> None:
     assert {t.name for t in proto.graph.initializer} >= {"fc1.weight.q", "fc2.weight.q"}
     ref = _outputs(str(MODEL))
     assert (_outputs(proto.SerializeToString()).argmax(1) == ref.argmax(1)).mean() >= 0.98
+
+
+def test_decode_weight_of_an_int8_table_reads_the_heads_floats() -> None:
+    """int8 storage of a tied table: the Gather reads int8 rows (scaled after it), the head reads
+    the decoded floats; the decoded value is the head's, never the int8 rows (bert_tiny's auto
+    probe fed tok.weight's int8 rows to onnxruntime as the float weight)."""
+    from tests import zoo
+
+    model = load_model(zoo.tied_embedding())
+    result = Pipeline.from_recipe({"passes": [{"pass": "quantize", "mode": "weights"}]}).run(model)
+    proto = to_proto(result.model)
+    assert any(i.data_type == onnx.TensorProto.INT8 for i in proto.graph.initializer)
+    weight = next(w for w in WeightIndex.build(load_model(zoo.tied_embedding())) if w.label == "embed.weight")
+    value = decode_weight(proto, weight)
+    assert value is not None and value.dtype == np.float32 and value.shape == (100, 32)
+    ref = weight.numpy()
+    # int8 per-row (or per-column) rounding: within half a step of a 127-level grid of each row
+    assert np.abs(value - ref).max() <= np.abs(ref).max() / 127 + 1e-6
+    assert not np.array_equal(value, ref)
