@@ -434,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="fidelity to keep, e.g. top1>=0.99, cosine>=0.999, accuracy>=-0.5pt, "
                            "OUTPUT:cosine>=0.999, comma-joined (default: top1>=0.99 where an output "
                            "is class scores [N, C], else cosine>=0.999, and top1>=0.999 per position "
-                           "on outputs of per-position probabilities such as a CTC recogniser's)")
+                           "on per-position probabilities or log-probabilities such as a CTC recogniser's)")
     auto.add_argument("--objective", choices=("size", "latency", "memory"), default="size",
                       help="what to minimise (default: size, bytes on disk)")
     auto.add_argument("--auto-candidates", choices=("default", "all"), default="default",

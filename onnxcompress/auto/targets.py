@@ -22,9 +22,9 @@ from onnxcompress.errors import ConfigError
 #: else cosine similarity of every float output.
 DEFAULT_TARGET = "top1>=0.99"
 DEFAULT_TARGET_NON_CLASSIFIER = "cosine>=0.999"
-#: Per-position class probabilities ([N, T, C] softmax, e.g. a CTC recogniser): the arg-max of
-#: every position must agree on the search data (a decoded string changes with one flipped
-#: position, and cosine>=0.999 let 5% of ppocr_rec's strings change).
+#: Per-position class probabilities ([N, T, C] softmax or log_softmax, e.g. a CTC recogniser):
+#: the arg-max of every position must agree on the search data (a decoded string changes with one
+#: flipped position, and cosine>=0.999 let 5% of ppocr_rec's strings change).
 DEFAULT_SEQUENCE_TOP1 = 0.999
 METRICS = ("top1", "cosine", "accuracy")
 
@@ -174,13 +174,16 @@ def _frame_scores(outputs: Outputs) -> list[str]:
 
 
 def _sequence_probabilities(outputs: Outputs) -> list[str]:
-    """Float outputs of rank >= 3 whose last axis (> 1 wide) holds probabilities summing to 1."""
+    """Float outputs of rank >= 3 whose last axis (> 1 wide) holds probabilities summing to 1, or
+    their logarithms (a CTC recogniser's log_softmax: crnn_lstm kept cosine 0.9999 on its
+    log-probabilities while every decoded string changed)."""
     out = []
     for k, v in outputs.items():
         a = np.asarray(v)
         if not np.issubdtype(a.dtype, np.floating) or a.ndim < 3 or a.shape[-1] < 2 or a.size == 0:
             continue
-        if a.min() >= 0 and np.allclose(a.sum(axis=-1, dtype=np.float64), 1.0, atol=1e-3):
+        probs = a.astype(np.float64) if a.min() >= 0 else np.exp(a.astype(np.float64))
+        if (a.min() >= 0 or a.max() <= 1e-4) and np.allclose(probs.sum(axis=-1), 1.0, atol=1e-3):
             out.append(k)
     return out
 

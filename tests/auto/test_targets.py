@@ -74,6 +74,9 @@ def test_default_target_for_per_position_probabilities() -> None:
     fid = t.evaluate({"probs": probs, "boxes": boxes}, {"probs": flipped, "boxes": boxes})
     assert fid.values["probs:top1>=0.999"] == pytest.approx(159 / 160) and not fid.met
     assert t.evaluate({"probs": probs, "boxes": boxes}, {"probs": probs * 1.0001, "boxes": boxes}).met
+    # log-probabilities (log_softmax, crnn_lstm's [T, N, C]) are held per position the same way
+    assert parse_target(None, {"lp": np.log(probs.transpose(1, 0, 2))}).text == "lp:top1>=0.999"
+    assert parse_target(None, {"lp": np.log(probs) - 1.0}).text == "cosine>=0.999"  # not normalised
     # raw logits [T, N, C] (no probabilities), a probability map [N, 1, H, W]: cosine as before
     assert parse_target(None, {"logits": logits}).text == "cosine>=0.999"
     assert parse_target(None, {"map": rng.uniform(size=(2, 1, 8, 8))}).text == "cosine>=0.999"
