@@ -235,7 +235,7 @@ def load_feeds(path: Path, names: list[str], limit: int | None) -> list[dict[str
     with np.load(path) as data:
         arrays = {k: data[k] for k in names}
     n = len(arrays[names[0]]) if limit is None else min(limit, len(arrays[names[0]]))
-    return [{k: arrays[k][i].copy() for k in names} for i in range(n)]
+    return [{k: np.array(arrays[k][i]) for k in names} for i in range(n)]  # a copy, 0-d for scalars
 
 
 def run_all(path: Path, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
