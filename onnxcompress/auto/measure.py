@@ -79,6 +79,19 @@ def _scale_after(proto: onnx.ModelProto, node_name: str, index: int) -> np.ndarr
     return numpy_helper.to_array(inits[other[0]]).reshape(-1)
 
 
+def class_score_names(original: Any, model_path: str | Path, feeds: list) -> list[str]:
+    """Outputs the graph shows to be per-position class scores (the int8 guard's rule), judged
+    on a few search samples: the default target holds their every position's top-1."""
+    from onnxcompress.passes._int8_search import class_score_outputs
+    from onnxcompress.runtime import create_session
+
+    session = create_session(model_path, label="the original model")
+    inputs = {i.name for i in session.get_inputs()}
+    refs = [session.run(None, {k: v for k, v in f.items() if k in inputs}) for f in feeds[:4]]
+    flags = class_score_outputs(original, refs)
+    return [o.name for o, flag in zip(original.graph.outputs, flags, strict=False) if flag]
+
+
 def run_outputs(model: Any, feeds: list[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Every output of ``model`` (a path or model) on each feed, stacked on axis 0."""
     from onnxcompress.runtime import create_session

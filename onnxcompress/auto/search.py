@@ -36,7 +36,13 @@ from onnxcompress.auto.candidates import (
     measure_candidate,
 )
 from onnxcompress.auto.executor import Executor, LocalExecutor
-from onnxcompress.auto.measure import PROBE_SAMPLES, objective_cost, run_outputs, save_feeds
+from onnxcompress.auto.measure import (
+    PROBE_SAMPLES,
+    class_score_names,
+    objective_cost,
+    run_outputs,
+    save_feeds,
+)
 from onnxcompress.auto.plan import Plan
 from onnxcompress.auto.targets import Fidelity, Target, parse_target
 from onnxcompress.data import feed_source
@@ -144,7 +150,8 @@ def search(
     if callable(target) and not isinstance(target, Target):
         goal = parse_target(None, metric=target, threshold=target_threshold)
     else:
-        goal = parse_target(target, ref_search)
+        scores = class_score_names(original, model_path, search_feeds) if target is None else []
+        goal = parse_target(target, ref_search, class_scores=scores)
     if goal.needs_labels and (search_labels is None or held_labels is None):
         raise ConfigError(f"target {goal.text}: the data has no labels.",
                           hint="store them as 'labels' in the .npz, or use top1>=...")

@@ -11,7 +11,7 @@ all hold. In the API a target can also be a Python callable
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -111,7 +111,8 @@ class Target:
 
 
 def parse_target(expr: str | Target | None, outputs: Outputs | None = None, *,
-                 metric: Metric | None = None, threshold: float | None = None) -> Target:
+                 metric: Metric | None = None, threshold: float | None = None,
+                 class_scores: Sequence[str] = ()) -> Target:
     """``expr`` (``"top1>=0.99,cosine>=0.999"``) as a :class:`Target`; None gives the default
     (top-1 agreement where an output looks like class scores, else cosine >= 0.999), which needs
     ``outputs`` (a sample of the original model's outputs) to decide. With ``metric``, a callable
@@ -123,7 +124,7 @@ def parse_target(expr: str | Target | None, outputs: Outputs | None = None, *,
     if isinstance(expr, Target):
         return expr
     if expr is None or not str(expr).strip():
-        expr = default_target(outputs)
+        expr = default_target(outputs, class_scores)
     criteria = []
     for term in str(expr).split(","):
         m = _TERM.match(term)
@@ -146,19 +147,25 @@ def parse_target(expr: str | Target | None, outputs: Outputs | None = None, *,
     return Target(tuple(criteria))
 
 
-def default_target(outputs: Outputs | None) -> str:
+def default_target(outputs: Outputs | None, class_scores: Sequence[str] = ()) -> str:
     """The target used when none is given: top1>=0.99 when an output is class scores [N, C]
     (and on every frame of outputs scoring the same classes per frame, :func:`_frame_scores`);
     else cosine>=0.999 on every float output, and per-position top-1 agreement
-    (>= DEFAULT_SEQUENCE_TOP1) on outputs that are per-position probabilities."""
+    (>= DEFAULT_SEQUENCE_TOP1) on outputs that are per-position probabilities and on
+    ``class_scores`` (outputs the graph shows to be per-position class scores, e.g. a CTC
+    recogniser's logits: ``_int8_search.class_score_outputs``, the rule the int8 guard's flip
+    check uses)."""
     if outputs is None:
         return DEFAULT_TARGET
     if any(ch in k for k in outputs for ch in ":=<>,"):  # a name the expression cannot spell
         return DEFAULT_TARGET if _applicable("top1", outputs) else DEFAULT_TARGET_NON_CLASSIFIER
+    sequences = [k for k in outputs if k in _sequence_probabilities(outputs) or k in class_scores]
     if _applicable("top1", outputs):
-        return ",".join([DEFAULT_TARGET] + [f"{k}:{DEFAULT_TARGET}" for k in _frame_scores(outputs)])
-    terms = [f"{k}:top1>={DEFAULT_SEQUENCE_TOP1:g}" for k in _sequence_probabilities(outputs)]
-    rest = [k for k in _applicable("cosine", outputs) if k not in _sequence_probabilities(outputs)]
+        frames = _frame_scores(outputs)
+        return ",".join([DEFAULT_TARGET] + [f"{k}:{DEFAULT_TARGET}" for k in frames]
+                        + [f"{k}:top1>={DEFAULT_SEQUENCE_TOP1:g}" for k in sequences if k not in frames])
+    terms = [f"{k}:top1>={DEFAULT_SEQUENCE_TOP1:g}" for k in sequences]
+    rest = [k for k in _applicable("cosine", outputs) if k not in sequences]
     if not terms:
         return DEFAULT_TARGET_NON_CLASSIFIER
     return ",".join(terms + [f"{k}:{DEFAULT_TARGET_NON_CLASSIFIER}" for k in rest])
