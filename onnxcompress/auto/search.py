@@ -43,12 +43,23 @@ from onnxcompress.auto.measure import (
     run_outputs,
     save_feeds,
 )
+from onnxcompress.auto.paths import (
+    allocation_path,
+    bisect,
+    option_error,
+    option_name,
+    option_names,
+    option_of,
+    refine,
+    uniform_check,
+    verify,
+)
 from onnxcompress.auto.plan import Plan
 from onnxcompress.auto.targets import Fidelity, Target, parse_target
 from onnxcompress.data import feed_source
 from onnxcompress.errors import ConfigError, DataError
 from onnxcompress.model import copy_model, load_model, save_model, to_proto
-from onnxcompress.passes._bit_allocation import LayerChoices, Option, allocate
+from onnxcompress.passes._bit_allocation import LayerChoices, Option
 from onnxcompress.passes._folding import fold_batchnorm
 from onnxcompress.pipeline import Pipeline
 from onnxcompress.weights import WeightIndex
@@ -56,8 +67,6 @@ from onnxcompress.weights import WeightIndex
 logger = logging.getLogger(__name__)
 
 HOLDOUT_FRACTION = 0.25
-PATH_POINTS = 24  # budgets along the allocation path
-BACKOFF_ROUNDS = 8
 #: Above this many (layer, option) pairs, only REFERENCE_OPTION is probed per layer and the
 #: other options are priced by their weight error (output error ~ sensitivity x weight error),
 #: so a 100-layer detector costs 100 forward passes instead of 700.
@@ -176,16 +185,16 @@ def search(
             evaluator = _Evaluator(original, all_labels, calib, goal, search_feeds, ref_search,
                                    search_labels, held_feeds, ref_held, held_labels, objective,
                                    base_cost, seed, Path(tmp), layers)
-            path = _allocation_path(layers)
+            path = allocation_path(layers)
             logger.info("auto: %d layers, %d options measured, %d plans on the allocation path",
                         len(layers), len(measured), len(path))
             t0 = time.perf_counter()
-            chosen = _bisect(path, evaluator, deadline, report)
-            chosen = _uniform_check(chosen, layers, evaluator, deadline, screened)
-            chosen = _refine(chosen, layers, evaluator, deadline, report)
+            chosen = bisect(path, evaluator, deadline, report)
+            chosen = uniform_check(chosen, layers, evaluator, deadline, screened)
+            chosen = refine(chosen, layers, evaluator, deadline, report)
             seconds["search"] = round(time.perf_counter() - t0, 2)
             t0 = time.perf_counter()
-            final, met = _verify(chosen, layers, evaluator, deadline, report, notes)
+            final, met = verify(chosen, layers, evaluator, deadline, report, notes)
             seconds["verify"] = round(time.perf_counter() - t0, 2)
     finally:
         if own:
@@ -319,7 +328,7 @@ def _extrapolate(measured: list[Measured]) -> None:
 def _choices(model: Any, measured: list[Measured], objective: str, base_cost: float) -> list[LayerChoices]:
     """Per layer: float (its bytes, no error) and every option measured for it, with the
     measured output deviation as the option's error (``sensitivity`` 1)."""
-    index = [_option_names().index(m.candidate) for m in measured]  # Option.bits indexes the names
+    index = [option_names().index(m.candidate) for m in measured]  # Option.bits indexes the names
     sizes = {w.label: w.nbytes for w in candidate_weights(model)}
     if objective == "latency":  # the float op's measured time, in the options' unit (ns)
         floats = {k: v for m in measured for k, v in (m.float_latency or {}).items()}
@@ -334,34 +343,6 @@ def _choices(model: Any, measured: list[Measured], objective: str, base_cost: fl
         if len(options) > 1:
             layers.append(LayerChoices(label, options, sensitivity=1.0))
     return layers
-
-
-def _option_names() -> list[str]:
-    """Option.bits -> option name: 0 is float, i the i-th of every candidate (measured or not)."""
-    return [FLOAT.name] + [c.name for c in available_candidates("all")]
-
-
-def _name(option: Option) -> str:
-    return _option_names()[option.bits]
-
-
-# -- step 2: the allocation path ------------------------------------------------------------------
-
-
-def _allocation_path(layers: list[LayerChoices]) -> list[tuple[Plan, float]]:
-    """Plans from the cheapest to all float, one per budget (deduplicated), with their summed
-    estimated error."""
-    low = sum(min(o.nbytes for o in layer.options) for layer in layers)
-    high = sum(max(o.nbytes for o in layer.options) for layer in layers)
-    budgets = [low * (high / max(low, 1)) ** (i / (PATH_POINTS - 1)) for i in range(PATH_POINTS)]
-    seen: dict[tuple, tuple[Plan, float]] = {}
-    for budget in budgets + [high]:
-        chosen = allocate(layers, budget)
-        key = tuple(sorted((k, o.bits) for k, o in chosen.items()))
-        if key not in seen:
-            plan = Plan({k: _name(o) for k, o in chosen.items()})
-            seen[key] = (plan, sum(layer.error(chosen[layer.label]) for layer in layers))
-    return list(seen.values())
 
 
 # -- step 3 and 4: measure combined models --------------------------------------------------------
@@ -386,7 +367,7 @@ class _Evaluator:
         total = 0.0
         for label, name in plan.choices.items():
             layer = self.layers[label]
-            total += next((layer.error(o) for o in layer.options if _name(o) == name), 0.0)
+            total += option_error(layer, name)
         return total
 
     def __call__(self, plan: Plan, *, held: bool = False) -> Evaluation:
@@ -433,168 +414,21 @@ class _Evaluator:
         return out
 
 
-def _bisect(path: list[tuple[Plan, float]], evaluate: _Evaluator, deadline: float,
-            report: Progress) -> Evaluation:
-    """The cheapest plan on the path that meets the target on the search data (the path's
-    fidelity is nearly monotone; bisection assumes it), or the all-float end."""
-    best = evaluate(path[-1][0])
-    if not best.fidelity.met:  # all float fails: no plan can meet it (the target is unreachable)
-        return best
-    rounds = max(1, math.ceil(math.log2(len(path) + 1)))
-    return _bisect_between(path, best, evaluate, deadline, report, "searching plans", rounds)
-
-
-def _bisect_between(path: list[tuple[Plan, float]], best: Evaluation, evaluate: _Evaluator,
-                    deadline: float, report: Progress, what: str, rounds: int,
-                    cheaper_only: bool = False) -> Evaluation:
-    """Bisect ``path`` below its last plan, ``best`` (measured, meets the target): a plan that
-    meets the target moves the upper end down, one that misses moves the lower end up.
-    ``cheaper_only`` keeps a met plan only when its measured cost is below ``best``'s (the
-    refinement path's estimates can misorder plans close in cost)."""
-    lo, hi, done = 0, len(path) - 1, 0
-    while lo < hi and time.perf_counter() < deadline:
-        mid = (lo + hi) // 2
-        ev = evaluate(path[mid][0])
-        done += 1
-        report(what, done, rounds)
-        if ev.fidelity.met:
-            hi = mid
-            if not cheaper_only or ev.cost < best.cost:
-                best = ev
-        else:
-            lo = mid + 1
-    return best
-
-
-def _uniform_check(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Evaluator,
-                   deadline: float, screened: Mapping[str, bool] | None = None) -> Evaluation:
-    """Every layer at one option is a plan too: try those estimated cheaper than ``chosen``,
-    cheapest first, and keep the first that meets the target on the search data. Where the
-    sensitivity estimates mislead the allocation (a probe on one sample, a metric with jumps such
-    as detection F1), this keeps auto mode at least as small as the best uniform setting."""
-    if not chosen.fidelity.met:
-        return chosen
-    uniform = []
-    for i, name in enumerate(_option_names()[1:], start=1):
-        choices, cost = {}, 0
-        for layer in layers:
-            # a layer the option does not apply to stays float, as a uniform pass leaves it
-            opt = next((o for o in layer.options if o.bits == i), None)
-            opt = opt or next(o for o in layer.options if o.bits == 0)
-            choices[layer.label] = _name(opt)
-            cost += opt.nbytes
-        uniform.append((cost, name, Plan(choices)))
-    chosen_cost = sum(next(o.nbytes for o in layer.options if _name(o) == chosen.plan.choices[layer.label])
-                      for layer in layers)
-    for cost, name, plan in sorted(uniform, key=lambda u: (u[0], u[1])):
-        if cost >= chosen_cost or time.perf_counter() > deadline:
-            break
-        if not (screened or {}).get(name, True):
-            logger.info("auto: uniform %s not built: its pricing model missed the target", name)
-            continue
-        ev = evaluate(plan)
-        if ev.fidelity.met and ev.cost < chosen.cost:
-            return ev
-    return chosen
-
-
-def _refine(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Evaluator, deadline: float,
-            report: Progress) -> Evaluation:
-    """A second allocation path below ``chosen`` (a plan that meets the target, often a uniform
-    one): each layer keeps its option or takes one no costlier, from the cheapest such plan up
-    to ``chosen`` itself, bisected like the first path. The first path spans all float to the
-    cheapest options, so its plans are far apart near the good end; this one mixes cheaper
-    options into the winning plan (ppocr_cls: int8 on every layer met the target, plans mixing
-    k-means widths into it were never on the first path)."""
-    if not chosen.fidelity.met:
-        return chosen
-    narrowed = []
-    for layer in layers:
-        name = chosen.plan.choices.get(layer.label, FLOAT.name)
-        top = next(o for o in layer.options if _name(o) == name)
-        options = [top] + [o for o in layer.options if o.nbytes < top.nbytes]
-        # the chosen option is the layer's no-error point here: what the path spends bytes on is
-        # getting back to it
-        base = layer.error(top)
-        narrowed.append(LayerChoices(layer.label, [Option(o.bits, o.nbytes, max(0.0, layer.error(o) - base))
-                                                   for o in options], sensitivity=1.0))
-    path = [p for p in _allocation_path(narrowed)
-            if p[0].choices != chosen.plan.choices]
-    if not path:
-        return chosen
-    path.append((chosen.plan, 0.0))
-    rounds = max(1, math.ceil(math.log2(len(path))))
-    return _bisect_between(path, chosen, evaluate, deadline, report, "refining the plan", rounds,
-                           cheaper_only=True)
-
-
-def _verify(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Evaluator, deadline: float,
-            report: Progress, notes: list[str]) -> tuple[Evaluation, bool]:
-    """Measure ``chosen`` on the held-apart data; while it fails, move the layers with the largest
-    estimated error one step up their options (less error, more cost) and measure again."""
-    by_label = {layer.label: layer for layer in layers}
-    ev = evaluate(chosen.plan, held=True)
-    tried = [ev]
-    step = 1
-    for i in range(BACKOFF_ROUNDS):
-        assert ev.held is not None
-        if (ev.held.met and ev.fidelity.met) or time.perf_counter() > deadline:
-            break
-        report("backing off", i + 1, BACKOFF_ROUNDS)
-        plan = Plan(dict(ev.plan.choices))
-        ranked = sorted(plan.choices, key=lambda k: -_option_error(by_label[k], plan.choices[k]))
-        moved = 0
-        for label in ranked:
-            better = _step_up(by_label[label], plan.choices[label])
-            if better is None:
-                continue
-            plan.choices[label] = better
-            moved += 1
-            if moved >= step:
-                break
-        if not moved:
-            break
-        notes.append(f"held-out check failed ({_fmt(ev.held)}): {moved} layer(s) backed off")
-        ev = evaluate(plan, held=True)
-        tried.append(ev)
-        step *= 2
-    assert ev.held is not None
-    met = ev.held.met and ev.fidelity.met
-    if not met:
-        ev = max(tried, key=lambda e: (min(e.held.margin, e.fidelity.margin), -e.cost))  # type: ignore[union-attr]
-    return ev, met
-
-
-def _option_error(layer: LayerChoices, name: str) -> float:
-    return next((layer.error(o) for o in layer.options if _name(o) == name), 0.0)
-
-
-def _step_up(layer: LayerChoices, name: str) -> str | None:
-    """The cheapest option of ``layer`` with less estimated error than ``name``'s."""
-    current = _option_error(layer, name)
-    cost = next((o.nbytes for o in layer.options if _name(o) == name), 0)
-    better = [o for o in layer.options if layer.error(o) < current and o.nbytes >= cost]
-    return _name(min(better, key=lambda o: (o.nbytes, layer.error(o)))) if better else None
-
-
-def _fmt(f: Fidelity) -> str:
-    return ", ".join(f"{k} {v:.4g}" for k, v in f.values.items())
-
-
 def _explain(plan: Plan, layers: list[LayerChoices]) -> list[dict[str, Any]]:
     """Per layer: its choice and why (cost, measured deviation, and what the next option up
     would have cost), in the report's plan table."""
     rows = []
     for layer in layers:
         name = plan.choices.get(layer.label, FLOAT.name)
-        opt = next(o for o in layer.options if _name(o) == name)
+        opt = option_of(layer, name)
+        assert opt is not None  # the plan was built from these options
         floor = min(layer.options, key=lambda o: o.nbytes)
         if name == FLOAT.name:
             why = "every option moved the outputs too much for the target"
         elif opt is floor:
             why = "cheapest option; the combined model still meets the target"
         else:
-            why = (f"{_name(floor)} would save {opt.nbytes - floor.nbytes:,} more but move the "
+            why = (f"{option_name(floor)} would save {opt.nbytes - floor.nbytes:,} more but move the "
                    f"outputs {layer.error(floor):.2g} vs {layer.error(opt):.2g}")
         rows.append({"layer": layer.label, "choice": name, "cost": opt.nbytes,
                      "float_cost": max(o.nbytes for o in layer.options),

@@ -1,0 +1,215 @@
+"""Paths through the space of per-layer plans, from the options' measured costs and errors to
+the plan the search keeps (the steps of :func:`onnxcompress.auto.search.search` that choose;
+``search`` measures and builds):
+
+- ``allocation_path``: the budgeted allocation's plans from the cheapest options to all float;
+- ``bisect``: the cheapest plan on it that meets the target on the search data;
+- ``uniform_check``: every layer at one option, where that is cheaper and meets the target;
+- ``refine``: a second path below the winner (each layer keeps its option or takes a cheaper one);
+- ``verify``: the held-apart check, backing the worst layers off until it holds.
+
+An option is named by ``Option.bits``: 0 is float, i the i-th candidate (``option_names``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from onnxcompress.auto.candidates import FLOAT, available_candidates
+from onnxcompress.auto.plan import Plan
+from onnxcompress.auto.targets import Fidelity
+from onnxcompress.passes._bit_allocation import LayerChoices, Option, allocate
+
+if TYPE_CHECKING:
+    from onnxcompress.auto.search import Evaluation, _Evaluator
+
+logger = logging.getLogger(__name__)
+
+PATH_POINTS = 24  # budgets along the allocation path
+BACKOFF_ROUNDS = 8
+Progress = Callable[[str, int, int], None]
+
+
+def option_names() -> list[str]:
+    """Option.bits -> option name: 0 is float, i the i-th of every candidate (measured or not)."""
+    return [FLOAT.name] + [c.name for c in available_candidates("all")]
+
+
+def option_name(option: Option) -> str:
+    return option_names()[option.bits]
+
+
+def option_of(layer: LayerChoices, name: str) -> Option | None:
+    """``layer``'s option called ``name`` (None: the layer has no such option)."""
+    return next((o for o in layer.options if option_name(o) == name), None)
+
+
+def allocation_path(layers: list[LayerChoices]) -> list[tuple[Plan, float]]:
+    """Plans from the cheapest to all float, one per budget (deduplicated), with their summed
+    estimated error."""
+    low = sum(min(o.nbytes for o in layer.options) for layer in layers)
+    high = sum(max(o.nbytes for o in layer.options) for layer in layers)
+    budgets = [low * (high / max(low, 1)) ** (i / (PATH_POINTS - 1)) for i in range(PATH_POINTS)]
+    seen: dict[tuple, tuple[Plan, float]] = {}
+    for budget in budgets + [high]:
+        chosen = allocate(layers, budget)
+        key = tuple(sorted((k, o.bits) for k, o in chosen.items()))
+        if key not in seen:
+            plan = Plan({k: option_name(o) for k, o in chosen.items()})
+            seen[key] = (plan, sum(layer.error(chosen[layer.label]) for layer in layers))
+    return list(seen.values())
+
+
+def bisect(path: list[tuple[Plan, float]], evaluate: _Evaluator, deadline: float,
+            report: Progress) -> Evaluation:
+    """The cheapest plan on the path that meets the target on the search data (the path's
+    fidelity is nearly monotone; bisection assumes it), or the all-float end."""
+    best = evaluate(path[-1][0])
+    if not best.fidelity.met:  # all float fails: no plan can meet it (the target is unreachable)
+        return best
+    rounds = max(1, math.ceil(math.log2(len(path) + 1)))
+    return _bisect_between(path, best, evaluate, deadline, report, "searching plans", rounds)
+
+
+def _bisect_between(path: list[tuple[Plan, float]], best: Evaluation, evaluate: _Evaluator,
+                    deadline: float, report: Progress, what: str, rounds: int,
+                    cheaper_only: bool = False) -> Evaluation:
+    """Bisect ``path`` below its last plan, ``best`` (measured, meets the target): a plan that
+    meets the target moves the upper end down, one that misses moves the lower end up.
+    ``cheaper_only`` keeps a met plan only when its measured cost is below ``best``'s (the
+    refinement path's estimates can misorder plans close in cost)."""
+    lo, hi, done = 0, len(path) - 1, 0
+    while lo < hi and time.perf_counter() < deadline:
+        mid = (lo + hi) // 2
+        ev = evaluate(path[mid][0])
+        done += 1
+        report(what, done, rounds)
+        if ev.fidelity.met:
+            hi = mid
+            if not cheaper_only or ev.cost < best.cost:
+                best = ev
+        else:
+            lo = mid + 1
+    return best
+
+
+def uniform_check(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Evaluator,
+                   deadline: float, screened: Mapping[str, bool] | None = None) -> Evaluation:
+    """Every layer at one option is a plan too: try those estimated cheaper than ``chosen``,
+    cheapest first, and keep the first that meets the target on the search data. Where the
+    sensitivity estimates mislead the allocation (a probe on one sample, a metric with jumps such
+    as detection F1), this keeps auto mode at least as small as the best uniform setting."""
+    if not chosen.fidelity.met:
+        return chosen
+    uniform = []
+    for i, name in enumerate(option_names()[1:], start=1):
+        choices, cost = {}, 0
+        for layer in layers:
+            # a layer the option does not apply to stays float, as a uniform pass leaves it
+            opt = next((o for o in layer.options if o.bits == i), None)
+            opt = opt or next(o for o in layer.options if o.bits == 0)
+            choices[layer.label] = option_name(opt)
+            cost += opt.nbytes
+        uniform.append((cost, name, Plan(choices)))
+    chosen_cost = sum(option_of(layer, chosen.plan.choices[layer.label]).nbytes  # type: ignore[union-attr]
+                      for layer in layers)
+    for cost, name, plan in sorted(uniform, key=lambda u: (u[0], u[1])):
+        if cost >= chosen_cost or time.perf_counter() > deadline:
+            break
+        if not (screened or {}).get(name, True):
+            logger.info("auto: uniform %s not built: its pricing model missed the target", name)
+            continue
+        ev = evaluate(plan)
+        if ev.fidelity.met and ev.cost < chosen.cost:
+            return ev
+    return chosen
+
+
+def refine(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Evaluator, deadline: float,
+            report: Progress) -> Evaluation:
+    """A second allocation path below ``chosen`` (a plan that meets the target, often a uniform
+    one): each layer keeps its option or takes one no costlier, from the cheapest such plan up
+    to ``chosen`` itself, bisected like the first path. The first path spans all float to the
+    cheapest options, so its plans are far apart near the good end; this one mixes cheaper
+    options into the winning plan (ppocr_cls: int8 on every layer met the target, plans mixing
+    k-means widths into it were never on the first path)."""
+    if not chosen.fidelity.met:
+        return chosen
+    narrowed = []
+    for layer in layers:
+        name = chosen.plan.choices.get(layer.label, FLOAT.name)
+        top = option_of(layer, name)
+        assert top is not None  # the plan was built from these options
+        options = [top] + [o for o in layer.options if o.nbytes < top.nbytes]
+        # the chosen option is the layer's no-error point here: what the path spends bytes on is
+        # getting back to it
+        base = layer.error(top)
+        narrowed.append(LayerChoices(layer.label, [Option(o.bits, o.nbytes, max(0.0, layer.error(o) - base))
+                                                   for o in options], sensitivity=1.0))
+    path = [p for p in allocation_path(narrowed)
+            if p[0].choices != chosen.plan.choices]
+    if not path:
+        return chosen
+    path.append((chosen.plan, 0.0))
+    rounds = max(1, math.ceil(math.log2(len(path))))
+    return _bisect_between(path, chosen, evaluate, deadline, report, "refining the plan", rounds,
+                           cheaper_only=True)
+
+
+def verify(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Evaluator, deadline: float,
+            report: Progress, notes: list[str]) -> tuple[Evaluation, bool]:
+    """Measure ``chosen`` on the held-apart data; while it fails, move the layers with the largest
+    estimated error one step up their options (less error, more cost) and measure again."""
+    by_label = {layer.label: layer for layer in layers}
+    ev = evaluate(chosen.plan, held=True)
+    tried = [ev]
+    step = 1
+    for i in range(BACKOFF_ROUNDS):
+        assert ev.held is not None
+        if (ev.held.met and ev.fidelity.met) or time.perf_counter() > deadline:
+            break
+        report("backing off", i + 1, BACKOFF_ROUNDS)
+        plan = Plan(dict(ev.plan.choices))
+        ranked = sorted(plan.choices, key=lambda k: -option_error(by_label[k], plan.choices[k]))
+        moved = 0
+        for label in ranked:
+            better = _step_up(by_label[label], plan.choices[label])
+            if better is None:
+                continue
+            plan.choices[label] = better
+            moved += 1
+            if moved >= step:
+                break
+        if not moved:
+            break
+        notes.append(f"held-out check failed ({fidelity_text(ev.held)}): {moved} layer(s) backed off")
+        ev = evaluate(plan, held=True)
+        tried.append(ev)
+        step *= 2
+    assert ev.held is not None
+    met = ev.held.met and ev.fidelity.met
+    if not met:
+        ev = max(tried, key=lambda e: (min(e.held.margin, e.fidelity.margin), -e.cost))  # type: ignore[union-attr]
+    return ev, met
+
+
+def option_error(layer: LayerChoices, name: str) -> float:
+    option = option_of(layer, name)
+    return 0.0 if option is None else layer.error(option)
+
+
+def _step_up(layer: LayerChoices, name: str) -> str | None:
+    """The cheapest option of ``layer`` with less estimated error than ``name``'s."""
+    current = option_error(layer, name)
+    option = option_of(layer, name)
+    cost = 0 if option is None else option.nbytes
+    better = [o for o in layer.options if layer.error(o) < current and o.nbytes >= cost]
+    return option_name(min(better, key=lambda o: (o.nbytes, layer.error(o)))) if better else None
+
+
+def fidelity_text(f: Fidelity) -> str:
+    return ", ".join(f"{k} {v:.4g}" for k, v in f.values.items())
