@@ -159,7 +159,8 @@ def default_target(outputs: Outputs | None, class_scores: Sequence[str] = ()) ->
         return DEFAULT_TARGET
     if any(ch in k for k in outputs for ch in ":=<>,"):  # a name the expression cannot spell
         return DEFAULT_TARGET if _applicable("top1", outputs) else DEFAULT_TARGET_NON_CLASSIFIER
-    sequences = [k for k in outputs if k in _sequence_probabilities(outputs) or k in class_scores]
+    probabilities = set(_sequence_probabilities(outputs))  # once: it exponentiates every output
+    sequences = [k for k in outputs if k in probabilities or k in class_scores]
     if _applicable("top1", outputs):
         frames = _frame_scores(outputs)
         return ",".join([DEFAULT_TARGET] + [f"{k}:{DEFAULT_TARGET}" for k in frames]
