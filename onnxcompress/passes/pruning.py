@@ -32,7 +32,7 @@ import onnx_ir as ir
 
 from onnxcompress import macs
 from onnxcompress.errors import ConfigError, OnnxCompressError
-from onnxcompress.layerwise import judge as judge_module
+from onnxcompress.layerwise import judge as judge_module  # prefer_refit read at call time (tests)
 from onnxcompress.layerwise import reconstruct
 from onnxcompress.layerwise.bias import _conv_group, correct_bias
 from onnxcompress.layerwise.judge import Judge, split_feeds
@@ -360,19 +360,8 @@ class Prune(Pass):
             array = originals.pop(w.label) if w.label in originals else w.numpy()
             mask = masks.pop(w.label)
             refit = refits.get(w.label)
-            pruned = refit.array if refit is not None else np.where(mask, array, np.zeros((), array.dtype))
             nz_before = int(np.count_nonzero(array))
-            w.set_numpy(pruned)
-            # A refit layer matches the teacher's output, mean included (E[x x^T] is not
-            # centred); moving the teacher's input mean into its bias on top would count it twice
-            # (sequential refits see the student's inputs: digits_cnn 90% 82.8% -> 38.1%).
-            corrected = (
-                cfg.bias_correction
-                and refit is None
-                and w.label in stats
-                # grouped=False: as before the shared function (a grouped Conv is not corrected)
-                and correct_bias(w, array - pruned, stats[w.label][0], create=True, grouped=False)
-            )
+            pruned, corrected = self._write_pruned(w, array, mask, refit, stats)
             nz_after = int(np.count_nonzero(pruned))
             norm = float(np.linalg.norm(array.astype(np.float64)))
             err = float(np.linalg.norm((array - pruned).astype(np.float64))) / norm if norm else 0.0
@@ -383,7 +372,7 @@ class Prune(Pass):
                 "nonzero_before": nz_before,
                 "nonzero_after": nz_after,
                 "importance": "data" if w.label in energies else "magnitude",
-                "bias_corrected": bool(corrected),
+                "bias_corrected": corrected,
             }
             if refit is not None:
                 extra["refit_method"] = refit.method
@@ -475,6 +464,26 @@ class Prune(Pass):
             )
         return done.refits, judge
 
+    def _write_pruned(self, w: Weight, array: np.ndarray, mask: np.ndarray, refit: Any,
+                      stats: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, bool]:
+        """Write ``w``'s pruned value: the refit's weights, else the masked original with the
+        bias correction; returns it and whether the bias was corrected. The pass's output and the
+        end-to-end judge's plain and refit models are all written here."""
+        cfg: PruneConfig = self.config  # type: ignore[assignment]
+        pruned = refit.array if refit is not None else np.where(mask, array, np.zeros((), array.dtype))
+        w.set_numpy(pruned)
+        # A refit layer matches the teacher's output, mean included (E[x x^T] is not
+        # centred); moving the teacher's input mean into its bias on top would count it twice
+        # (sequential refits see the student's inputs: digits_cnn 90% 82.8% -> 38.1%).
+        corrected = (
+            cfg.bias_correction
+            and refit is None
+            and w.label in stats
+            # grouped=False: as before the shared function (a grouped Conv is not corrected)
+            and correct_bias(w, array - pruned, stats[w.label][0], create=True, grouped=False)
+        )
+        return pruned, bool(corrected)
+
     def _refit_wins(self, model: ir.Model, chosen: list[tuple[Weight, float]], masks: dict[str, np.ndarray],
                     originals: dict[str, np.ndarray], refits: dict[str, Any],
                     stats: dict[str, tuple[np.ndarray, np.ndarray]], judge: Judge | None,
@@ -482,7 +491,6 @@ class Prune(Pass):
         """Never worse end to end: whether the refit model's outputs are closer to the teacher's
         on the held-apart calibration feeds than the plain pruning's (with its bias correction);
         ties keep the plain pruning (layerwise.judge)."""
-        cfg: PruneConfig = self.config  # type: ignore[assignment]
         if judge is None:
             return True
         start = time.perf_counter()
@@ -490,16 +498,10 @@ class Prune(Pass):
         for kind, probe in probes.items():
             index = {w.label: w for w in WeightIndex.build(probe)}
             for w, _ in chosen:
-                pw, array = index.get(w.label), originals[w.label]
-                if pw is None:
-                    continue
-                if kind == "refit" and w.label in refits:
-                    pw.set_numpy(refits[w.label].array)
-                    continue
-                pruned = np.where(masks[w.label], array, np.zeros((), array.dtype))
-                pw.set_numpy(pruned)
-                if cfg.bias_correction and w.label in stats:
-                    correct_bias(pw, array - pruned, stats[w.label][0], create=True, grouped=False)
+                pw = index.get(w.label)
+                if pw is not None:
+                    refit = refits.get(w.label) if kind == "refit" else None
+                    self._write_pruned(pw, originals[w.label], masks[w.label], refit, stats)
         try:
             scores = {kind: judge.score(probe) for kind, probe in probes.items()}
         except OnnxCompressError as e:
