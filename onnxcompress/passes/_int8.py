@@ -171,21 +171,14 @@ def _exact_weight(w: Weight, axis: int | None, result: PassResult) -> bool:
     the form does not apply: per-tensor scales, shared or transposed weights, other consumers.
     The int8 initializer is named ``<weight>.q``; the decoded tensor keeps the weight's name."""
     slot = output_scale_slot(w) if axis is not None else None
-    if slot is None:
+    if slot is None or not w.shape:  # per channel needs an axis (quantize_weight: 1-D scales)
         return False
     node, shape = slot
-    arr = w.numpy()
-    q, scale = quantize_weight(arr, axis)
-    if np.ndim(scale) != 1:
-        return False
-    q = round_int8(w, arr, q, scale, axis, False)  # GPTQ codes with reconstruct
-    error = relative_error(arr, q, scale, axis)
-    before, label, op_type, wshape = w.nbytes, w.label, "/".join(w.op_types), tuple(q.shape)
-    del arr
-    w.release()
+    label, op_type = w.label, "/".join(w.op_types)  # before rewrite renames the stored tensor
+    q, scale, error, before = _int8_codes(w, axis, False)
     stored = rewrite(w, q, np.asarray(scale, np.float32), node, shape)
     result.add_layer(LayerStat(
-        name=label, op_type=op_type, shape=wshape, bytes_before=before,
+        name=label, op_type=op_type, shape=tuple(q.shape), bytes_before=before,
         bytes_after=stored, bits=8.0, error=round(error, 6),
         extra={"per_channel": True, "storage": w.storage, "compute": "float",
                "decode": "Cast; channel scales on the consumer's output"},
@@ -269,6 +262,15 @@ def _to_int8(w: Weight, axis: int | None, reduce_range: bool,
              b: Builder) -> tuple[np.ndarray, np.ndarray, float, int, Builder]:
     """Replace ``w``'s data by int8 codes: (codes, scale, relative error, bytes before, a
     builder for ``w``'s graph). The float data is released as soon as it is read."""
+    q, scale, error, before = _int8_codes(w, axis, reduce_range)
+    builder = Builder(w.graph, b.names) if w.graph is not b.graph else b
+    w.set_numpy(q)
+    return q, scale, error, before, builder
+
+
+def _int8_codes(w: Weight, axis: int | None, reduce_range: bool) -> tuple[np.ndarray, np.ndarray, float, int]:
+    """``w``'s int8 codes (GPTQ codes with reconstruct), scale, relative error and bytes before;
+    its float data is released once read (``w`` holds no data until the caller writes it)."""
     arr = w.numpy()
     q, scale = quantize_weight(arr, axis, reduce_range=reduce_range)
     q = round_int8(w, arr, q, scale, axis, reduce_range)  # GPTQ codes with reconstruct
@@ -276,9 +278,7 @@ def _to_int8(w: Weight, axis: int | None, reduce_range: bool,
     before = w.nbytes
     del arr
     w.release()
-    builder = Builder(w.graph, b.names) if w.graph is not b.graph else b
-    w.set_numpy(q)
-    return q, scale, error, before, builder
+    return q, scale, error, before
 
 
 @functools.lru_cache(maxsize=8)
