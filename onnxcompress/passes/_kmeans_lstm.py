@@ -140,17 +140,8 @@ def rewrite(model: ir.Model, node: ir.Node, ww: Weight, rw: Weight, bits: int) -
                           num_outputs=len(outputs), name=node.name or "")
     graph = node.graph
     assert graph is not None
-    graph.insert_after(node, [replacement])
-    for old, new in zip(outputs, replacement.outputs, strict=True):
-        for user, index in list(old.uses()):
-            user.replace_input_with(index, new)
-        for i, o in enumerate(graph.outputs):
-            if o is old:
-                graph.outputs[i] = new
-        name = old.name
-        old.name = None
-        new.name, new.type, new.shape = name, old.type, old.shape
-    graph.remove(node, safe=True)
+    ir.convenience.replace_nodes_and_values(graph, node, [node], [replacement], outputs,
+                                            list(replacement.outputs))
     for w in (ww, rw):
         w.remove_if_unused()
     model.opset_imports.setdefault(MS_DOMAIN, 1)
