@@ -139,6 +139,13 @@ def _yolox(out: np.ndarray, size: int, score: float, nms: float) -> list[tuple]:
     return [(int(cls[i]), float(sc[i]), boxes[i]) for i in _nms(boxes, sc, nms)]
 
 
+def _yolov8(out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A YOLOv8 head [1, 4 + classes, anchors] (cx, cy, w, h, class scores) -> xyxy boxes, scores."""
+    o = out[0].T.astype(np.float64)
+    boxes = np.concatenate([o[:, :2] - o[:, 2:4] / 2, o[:, :2] + o[:, 2:4] / 2], 1)
+    return boxes, o[:, 4:]
+
+
 def _topk_boxes(boxes: np.ndarray, scores: np.ndarray, k: int, nms: float) -> list[tuple]:
     """The ``k`` best boxes after class-agnostic NMS (no score threshold: random-weight detectors
     have no calibrated scores, so the ranking is what is compared)."""
@@ -194,11 +201,14 @@ def task_metric(
     if kind == "layout_f1":
         f1 = layout_f1([layout_detections(r)[0] for r in ref], [layout_detections(x)[0] for x in out])
         return {"value": 1.0 if np.isnan(f1) else f1}
-    if kind in ("yolox_f1", "box_f1"):
+    if kind in ("yolox_f1", "box_f1", "yolov8_f1"):
         if kind == "yolox_f1":
             dets = [
                 [_yolox(s[m["output"]], m["size"], m["score"], m["nms"]) for s in ys] for ys in (ref, out)
             ]
+        elif kind == "yolov8_f1":
+            dets = [[_topk_boxes(*_yolov8(s[m["output"]]), m["top_k"], m["nms"]) for s in ys]
+                    for ys in (ref, out)]  # fmt: skip
         else:
             dets = [[_topk_boxes(s[m["boxes"]][0], s[m["scores"]][0], m["top_k"], m["nms"]) for s in ys]
                     for ys in (ref, out)]  # fmt: skip

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -248,6 +249,103 @@ def io_of(path: Path) -> dict[str, Any]:
         "outputs": {v.name: {"shape": dims(v), "dtype": dtype(v)} for v in m.graph.output},
         "opset": max((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), default=None),
         "bytes": path.stat().st_size,
+    }
+
+
+def _magika_features(
+    content: bytes, beg: int = 1024, end: int = 1024, block: int = 4096, pad: int = 256
+) -> np.ndarray:
+    """Magika's model input for one file (its ``standard_v3_3`` config): the first ``beg`` bytes of
+    the first block with leading whitespace stripped, the last ``end`` bytes of the last block with
+    trailing whitespace stripped, padded with ``pad``; int32 [beg + end]."""
+    head = content[:block].lstrip()[:beg]
+    tail = content[-block:].rstrip()[-end:] if content else b""
+    row = np.full(beg + end, pad, np.int32)
+    row[: len(head)] = np.frombuffer(head, np.uint8)
+    if tail:
+        row[beg + end - len(tail):] = np.frombuffer(tail, np.uint8)
+    return row
+
+
+MAGIKA_ROOTS = (
+    "/usr/share", "/usr/lib/python3", "/usr/include", "/etc", "/usr/bin", "/usr/lib/x86_64-linux-gnu",
+)  # fmt: skip
+
+
+def _magika_files(r: np.random.Generator, n: int) -> list[Path]:
+    """``n`` files of this machine, spread over their extensions (one extension's files would be one
+    class): every readable file of >= 64 bytes under MAGIKA_ROOTS, grouped by suffix, then drawn
+    round-robin over the suffixes in a random order."""
+    groups: dict[str, list[str]] = {}
+    for root in MAGIKA_ROOTS:
+        for dirpath, _dirs, names in os.walk(root):
+            for name in names:
+                path = os.path.join(dirpath, name)
+                try:
+                    if not os.path.isfile(path) or os.path.islink(path) or os.path.getsize(path) < 64:
+                        continue
+                except OSError:
+                    continue
+                groups.setdefault(Path(name).suffix.lower() or "(none)", []).append(path)
+    keys = sorted(groups)
+    r.shuffle(keys)
+    picked: list[Path] = []
+    while len(picked) < n and keys:
+        for key in list(keys):
+            files = groups[key]
+            if not files:
+                keys.remove(key)
+                continue
+            picked.append(Path(files.pop(int(r.integers(len(files))))))
+            if len(picked) == n:
+                break
+    return picked
+
+
+def m_magika(out: Path, r: np.random.Generator) -> dict[str, Any]:
+    spec, member = "magika==1.0.3", "magika/models/standard_v3_3/model.onnx"
+    f = from_wheel(out, spec, member, "magika.onnx")
+    rows = []
+    for path in _magika_files(r, _n(32 + 448)):
+        try:
+            rows.append(_magika_features(path.read_bytes()))
+        except OSError:
+            continue
+    arrays = {"bytes": np.stack(rows)[:, None]}
+    return {
+        "file": f,
+        "source": f"PyPI `{spec}`, `{member}` (Google's file-type classifier, exported from JAX by tf2onnx)",
+        "kind": "classifier",
+        "task": "content type of a file from its first and last 1024 bytes; output: 214 class "
+        "probabilities. Integer input (byte values, 256 = padding)",
+        "metric": {"kind": "top1", "output": 0},
+        "data": "files of this machine (/usr/share, Python's library, headers, /etc, binaries, shared "
+        "libraries), drawn round-robin over their extensions; magika's own feature extraction",
+        **save_split(out, "magika", arrays, 32),
+    }
+
+
+def m_nudenet(out: Path, r: np.random.Generator) -> dict[str, Any]:
+    spec, member = "nudenet==3.4.2", "nudenet/320n.onnx"
+    f = from_wheel(out, spec, member, "nudenet.onnx")
+    imgs = []
+    for k in range(_n(16 + 32)):
+        if k % 3 == 2:
+            page = pages(1, seed=_seed(70 + k))[0]
+            imgs.append(resize(page[100:600, 50:550], 320, 320))
+        else:
+            imgs.append(natural_image(r, 320))
+    x = np.stack(imgs).astype(np.float32).transpose(0, 3, 1, 2)[:, None] / 255.0  # RGB 0..1, as nudenet
+    return {
+        "file": f,
+        "source": f"PyPI `{spec}`, `{member}` (YOLOv8n detector, 18 classes, exported by ultralytics)",
+        "kind": "detector",
+        "task": "body-part detection; output [1, 22, 2100]: YOLOv8 head (cx, cy, w, h, 18 class "
+        "scores) on strides 8/16/32",
+        "metric": {"kind": "yolov8_f1", "output": 0, "top_k": 20, "nms": 0.45},
+        "data": "320x320 natural-ish images and page crops (no photographs of people on this machine: "
+        "the top-k ranking is compared, not thresholded detections); RGB / 255",
+        **save_split(out, "nudenet", {"images": x}, 16),
     }
 
 
@@ -991,6 +1089,8 @@ MODELS: dict[str, Callable[[Path, np.random.Generator], dict[str, Any]]] = {
     "bert_tiny": m_bert,
     "audio_kws": m_audio,
     "ssd_detector": m_detector,
+    "magika": m_magika,
+    "nudenet": m_nudenet,
 }
 
 METRIC_TEXT = {
@@ -1000,6 +1100,7 @@ METRIC_TEXT = {
     "layout_f1": "detection F1 vs fp32 detections (IoU 0.5, same class; benchmarks/documents.py)",
     "yolox_f1": "detection F1 vs fp32 detections (IoU 0.5, same class)",
     "box_f1": "detection F1 vs fp32's top-k boxes after NMS (IoU 0.5, same class)",
+    "yolov8_f1": "detection F1 vs fp32's top-k boxes after NMS (IoU 0.5, same class)",
     "vad": "speech/non-speech decision agreement vs fp32 (%)",
     "tokens": "top-1 token agreement on attended positions (%)",
 }
@@ -1141,6 +1242,13 @@ def make_large_eval(out: Path, manifest: dict[str, Any], names: list[str], scale
         LARGE_EVAL["scale"] = 0
 
 
+def _write_manifest(path: Path, manifest: dict[str, Any]) -> None:
+    """Replaces the manifest whole: benchmarks may be reading it."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    tmp.replace(path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
@@ -1166,9 +1274,7 @@ def main() -> None:
     wanted = [n for n in args.only.split(",") if n] or list(MODELS)
     if args.large_eval:
         make_large_eval(out, manifest, [n for n in wanted if n in LARGE_EVAL_MODELS], args.large_eval)
-        tmp = manifest_path.with_suffix(".tmp")  # others may be reading the manifest: replace it whole
-        tmp.write_text(json.dumps(manifest, indent=1))
-        tmp.replace(manifest_path)
+        _write_manifest(manifest_path, manifest)
         return
     for name in wanted:
         if name in manifest and not args.force and (out / manifest[name]["file"]).exists():
@@ -1191,10 +1297,10 @@ def main() -> None:
             entry["fp32_note"] = f"(fp32 run failed: {type(exc).__name__}: {exc})"
         manifest[name] = entry
         manifest = {k: manifest[k] for k in MODELS if k in manifest}
-        manifest_path.write_text(json.dumps(manifest, indent=1))
+        _write_manifest(manifest_path, manifest)
         write_readme(out, manifest)
         log(f"{name}: {entry['file']} ({entry['io']['bytes'] / 1e6:.1f} MB); {entry['fp32_note']}")
-    manifest_path.write_text(json.dumps(manifest, indent=1))
+    _write_manifest(manifest_path, manifest)
     write_readme(out, manifest)
 
 
