@@ -63,10 +63,17 @@ class CompressionReport:
     def gzip_ratio(self) -> float:
         return self.before.gzip_bytes / max(self.after.gzip_bytes, 1)
 
+    @property
+    def headlines(self) -> list[str]:
+        """The passes' headlines, then a measured memory increase: the standard is never more
+        session memory than the original, so a miss is said first, not left to a ratio."""
+        extra = memory_headline(self.memory)
+        return list(self.result.headlines) + ([extra] if extra else [])
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             # Decisions that change what the user asked for come first, as in render().
-            "headlines": self.result.headlines,
+            "headlines": self.headlines,
             "input": self.input,
             "output": self.output,
             "before": self.before.to_dict(),
@@ -79,6 +86,8 @@ class CompressionReport:
             "memory": self.memory,
             **self.extra,
         }
+        out["headlines"] = self.headlines  # the pipeline's dict has only the passes'
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, default=_json_default)
@@ -99,7 +108,7 @@ class CompressionReport:
     def render(self, *, max_layers: int = 40) -> str:
         """A human-readable summary: sizes, then per pass the layers changed and the skips."""
         b, a = self.before, self.after
-        lines = [f"!! {h}" for h in self.result.headlines]
+        lines = [f"!! {h}" for h in self.headlines]
         if lines:
             lines.append("")
         lines += [
@@ -161,6 +170,24 @@ class CompressionReport:
         for note in self.result.notes:
             lines.append(f"note: {note}")
         return "\n".join(lines)
+
+
+# Resident memory measured in two fresh processes moves by a few pages run to run; a difference
+# under this share of the original is not called an increase.
+MEMORY_SLACK = 0.01
+
+
+def memory_headline(memory: dict[str, Any] | None) -> str | None:
+    """One line when the compressed model's session memory (resident after load and one run) is
+    above the original's, else None."""
+    if not memory:
+        return None
+    a = (memory.get("original") or {}).get("resident_bytes")
+    b = (memory.get("compressed") or {}).get("resident_bytes")
+    if not a or not b or b <= a * (1 + MEMORY_SLACK):
+        return None
+    return (f"session memory: the compressed model needs {b / a - 1:.0%} more than the original "
+            f"({_fmt_bytes(a)} -> {_fmt_bytes(b)}, resident after load and one run)")
 
 
 def render_memory(memory: dict[str, Any] | None, *, label_width: int = 14) -> list[str]:

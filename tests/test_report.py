@@ -1,0 +1,46 @@
+"""The compression report's text and JSON (onnxcompress/report.py)."""
+
+from __future__ import annotations
+
+import json
+
+import onnx_ir as ir
+import pytest
+
+from onnxcompress.pipeline import PipelineResult
+from onnxcompress.report import MEMORY_SLACK, CompressionReport, SizeInfo, memory_headline
+
+MB = 1 << 20
+
+
+def _report(original: int | None, compressed: int | None) -> CompressionReport:
+    size = SizeInfo(file_bytes=100, gzip_bytes=90, parameters=10, weight_bytes=40, sparsity=0.0, nodes=1)
+    graph = ir.Graph([], [], nodes=[], name="g")
+    result = PipelineResult(model=ir.Model(graph, ir_version=10), passes=[], recipe={})
+    memory = {
+        "original": {"resident_bytes": original, "peak_bytes": original, "error": None},
+        "compressed": {"resident_bytes": compressed, "peak_bytes": compressed, "error": None},
+    }
+    return CompressionReport(input="a.onnx", output="b.onnx", before=size, after=size, result=result,
+                             memory=memory)
+
+
+def test_more_session_memory_than_the_original_is_a_headline() -> None:
+    report = _report(10 * MB, 12 * MB)
+    text = report.render()
+    first = text.splitlines()[0]
+    assert first.startswith("!! session memory: the compressed model needs 20% more than the original")
+    assert "10.0 MB -> 12.0 MB" in first
+    assert json.loads(report.to_json())["headlines"] == [first[3:]]
+
+
+@pytest.mark.parametrize("compressed", [8 * MB, 10 * MB, int(10 * MB * (1 + MEMORY_SLACK)), None])
+def test_equal_or_less_memory_or_none_measured_is_no_headline(compressed: int | None) -> None:
+    report = _report(10 * MB, compressed)
+    assert memory_headline(report.memory) is None
+    assert not report.render().startswith("!!")
+    assert json.loads(report.to_json())["headlines"] == []
+
+
+def test_no_memory_measured_is_no_headline() -> None:
+    assert memory_headline(None) is None
