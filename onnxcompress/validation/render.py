@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from onnxcompress._text import elide_middle
-from onnxcompress.report import render_memory
+from onnxcompress.report import memory_headline, render_memory
 from onnxcompress.validation.latency import render_latency
 
 
@@ -91,6 +91,9 @@ def render_report(d: Mapping[str, Any], *, max_layers: int = 30) -> str:
         lines.append("")
         lines.append(f"{'':<16}{'original':>14}{'compressed':>14}{'ratio':>9}")
         lines.extend(render_memory(d["memory"], label_width=16))
+        more = memory_headline(d["memory"])
+        if more:
+            lines.append(f"!! {more}")
     for note in d.get("notes", []):
         lines.append(f"note: {note}")
     if d["passed"]:

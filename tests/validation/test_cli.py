@@ -260,3 +260,6 @@ def test_compare_latency_has_spread_and_session_memory(capsys, tmp_path):
     assert lat["compressed_p10_ms"] <= lat["compressed_ms"] <= lat["compressed_p90_ms"]
     assert 0 < lat["speedup_p10"] <= lat["speedup_p90"]
     assert report["memory"]["original"]["resident_bytes"] > 0 and report["memory"]["compressed"]["ran"]
+    mem = report["memory"]
+    more = mem["compressed"]["resident_bytes"] > mem["original"]["resident_bytes"] * 1.01
+    assert ("!! session memory: the compressed model needs" in text) == more
