@@ -251,6 +251,7 @@ def _summary(d: dict[str, Any], draw: bool) -> str:
     add("weight bytes", b.get("weight_bytes"), a.get("weight_bytes"), _bytes, chart=True)
     mb, ma = _memory(d)
     add("session memory (resident)", mb.get("resident_bytes"), ma.get("resident_bytes"), _bytes, chart=True)
+    add("session memory (live)", mb.get("live_bytes"), ma.get("live_bytes"), _bytes, chart=True)
     add("session memory (peak)", mb.get("peak_bytes"), ma.get("peak_bytes"), _bytes, chart=True)
     add("parameters (stored values)", b.get("parameters"), a.get("parameters"), _num, chart=True)
     macs_b, macs_a, macs_note = _macs(d)

@@ -8,18 +8,21 @@ import onnx_ir as ir
 import pytest
 
 from onnxcompress.pipeline import PipelineResult
-from onnxcompress.report import MEMORY_SLACK, CompressionReport, SizeInfo, memory_headline
+from onnxcompress.report import MEMORY_SLACK, MEMORY_SLACK_BYTES, CompressionReport, SizeInfo, memory_headline
 
 MB = 1 << 20
 
 
-def _report(original: int | None, compressed: int | None) -> CompressionReport:
+def _report(original: int | None, compressed: int | None, *, live: tuple[int, int] | None = None
+            ) -> CompressionReport:
     size = SizeInfo(file_bytes=100, gzip_bytes=90, parameters=10, weight_bytes=40, sparsity=0.0, nodes=1)
     graph = ir.Graph([], [], nodes=[], name="g")
     result = PipelineResult(model=ir.Model(graph, ir_version=10), passes=[], recipe={})
     memory = {
-        "original": {"resident_bytes": original, "peak_bytes": original, "error": None},
-        "compressed": {"resident_bytes": compressed, "peak_bytes": compressed, "error": None},
+        "original": {"resident_bytes": original, "peak_bytes": original, "error": None,
+                     "live_bytes": live[0] if live else None},
+        "compressed": {"resident_bytes": compressed, "peak_bytes": compressed, "error": None,
+                       "live_bytes": live[1] if live else None},
     }
     return CompressionReport(input="a.onnx", output="b.onnx", before=size, after=size, result=result,
                              memory=memory)
@@ -30,7 +33,7 @@ def test_more_session_memory_than_the_original_is_a_headline() -> None:
     text = report.render()
     first = text.splitlines()[0]
     assert first.startswith("!! session memory: the compressed model needs 20% more than the original")
-    assert "10.0 MB -> 12.0 MB" in first
+    assert "10.0 MB -> 12.0 MB, resident after load and one run" in first
     assert json.loads(report.to_json())["headlines"] == [first[3:]]
 
 
@@ -44,3 +47,19 @@ def test_equal_or_less_memory_or_none_measured_is_no_headline(compressed: int | 
 
 def test_no_memory_measured_is_no_headline() -> None:
     assert memory_headline(None) is None
+
+
+def test_live_memory_decides_where_both_were_measured() -> None:
+    # resident 20% higher (freed load-time copies the allocator keeps), live equal: no headline
+    report = _report(10 * MB, 12 * MB, live=(8 * MB, 8 * MB))
+    assert memory_headline(report.memory) is None
+    assert "live memory" in report.render()
+    # live higher: the headline names live memory
+    report = _report(10 * MB, 10 * MB, live=(8 * MB, 9 * MB))
+    assert memory_headline(report.memory).endswith("(8.0 MB -> 9.0 MB, live, after load and one run)")
+
+
+def test_a_few_hundred_kilobytes_are_not_an_increase() -> None:
+    # a small model: 2% slack would be 40 KB, under what two processes differ by
+    assert memory_headline(_report(2 * MB, 2 * MB + MEMORY_SLACK_BYTES - 1).memory) is None
+    assert memory_headline(_report(2 * MB, 2 * MB + MEMORY_SLACK_BYTES + 1).memory) is not None
