@@ -102,6 +102,9 @@ VARIANTS: dict[str, Variant] = {
     "blockq-portable": _v("blockq", target="portable", min_size=0, block_size=16, tolerance=0.3),
     # Deep Compression order, each pass reading what the previous one wrote: prune 50% dominates
     # (worst 0.59 alone), 5-bit k-means and int8 add little: worst 0.59
+    # fp16 compute as written (the default times it on the CPU and may store weights only)
+    "float16": _v("float16", compute="always", tolerance=0.01),
+    "float16-defaults": _v("float16", tolerance=0.01),
     "chain": Variant((("prune", {}), ("kmeans", {"bits": 5}), ("quantize", dict(_FAST_Q))), tolerance=0.9),
 }
 # Passes whose job is to rewrite weights: changing nothing without a reason is a silent no-op.
@@ -141,6 +144,7 @@ SLOW_VARIANTS: dict[str, set[str]] = {
     "simplify": {"mlp_opset7", "cnn_opset21", "if_weights", "custom_domain", "external_data",
                  "fp16_model", "torch_transformer"},
     "quantize-defaults": {"mlp_opset11", "loop_weights", "torch_transformer"},
+    "float16-defaults": {"cnn_opset21", "if_weights", "fp16_model", "torch_transformer"},
 }
 FULL_MATRIX = os.environ.get("ONNXCOMPRESS_FULL_MATRIX", "") not in ("", "0")
 

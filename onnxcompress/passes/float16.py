@@ -11,7 +11,9 @@ weights become bfloat16, each followed by a Cast to float32: the file halves, co
 memory stay float32 (onnxruntime folds the Cast at load).
 
 onnxruntime's CPU provider has few float16 kernels either: it inserts its own Casts around the
-others, so a float16 model is half the size but not faster on CPU (it is on GPU).
+others, so fp16 compute is slower on CPU (nudenet 1.06-1.19x, a transformer 1.19x; faster on GPU).
+``--float16-compute auto`` (default) times it on this CPU and, where it is slower, writes the
+weights in float16 with a Cast to float32 instead (``_float16_speed``): same file, float32 speed.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import onnx_ir as ir
 from onnxcompress.model import external_base_dir, release_external, to_proto
 from onnxcompress.opset import opset_version, upgrade_opset
 from onnxcompress.passes._float16_check import fidelity_check
+from onnxcompress.passes._float16_speed import COMPUTE_CHOICES, latency_ratio, too_slow
 from onnxcompress.passes.base import LayerStat, Pass, PassConfig, PassContext, PassResult, option
 from onnxcompress.weights import WeightIndex, all_graphs, model_names, unique_name
 
@@ -59,7 +62,7 @@ STORE_HALF_MIN_SIZE = 1024
 @dataclass(frozen=True)
 class Float16Config(PassConfig):
     enabled: bool = option(default=False, flag="--float16", enables=True,
-                           help="convert weights and compute to float16 (file ~0.5x)")
+                           help="float16 weights, and compute where it is not slower on this CPU (file ~0.5x)")
     keep_io_types: bool = option(default=True, flag="--keep-io-types",
                                  help="keep float32 model inputs/outputs (Casts at the boundary)")
     keep_float32: tuple[str, ...] = option(
@@ -74,9 +77,17 @@ class Float16Config(PassConfig):
              "float32 reaches this (0: no check)",
     )
 
+    compute: str = option(
+        default="auto", flag="--float16-compute", choices=COMPUTE_CHOICES,
+        help="auto: fp16 compute only where it measures no slower than float32 on this CPU, else "
+             "weights stored in fp16 with a Cast and compute float32 (same size); always; never",
+    )
+
     def __post_init__(self) -> None:
         self._require(0.0 <= self.target_cosine <= 1.0,
                       f"target_cosine must be within [0, 1], got {self.target_cosine}")
+        self._require(self.compute in COMPUTE_CHOICES,
+                      f"compute must be one of {', '.join(COMPUTE_CHOICES)}, got '{self.compute}'")
 
 
 @dataclass(frozen=True)
@@ -111,6 +122,40 @@ class Float16(Pass):
     cli_order = 90
 
     def apply(self, model: ir.Model, context: PassContext, result: PassResult) -> ir.Model:
+        cfg: Float16Config = self.config  # type: ignore[assignment]
+        if cfg.compute == "never":
+            return _stored_half(model, cfg.exclude, context, result)
+        # fp16 inputs/outputs ask for fp16 compute (a GPU deployment): not timed on the CPU.
+        original = model.clone() if cfg.compute == "auto" and cfg.keep_io_types else None
+        converted = self._compute_half(model, context, result)
+        if original is None or not result.layers:
+            return converted
+        ratio, source = latency_ratio(original, converted, context, cfg.to_dict())
+        if ratio is None:
+            result.note(f"fp16 compute kept without a speed check ({source})")
+            return converted
+        result.metrics["fp16_compute_latency_ratio"] = ratio
+        if not too_slow(ratio):
+            result.note(f"speed guard: fp16 compute {ratio:.2f}x float32's latency on this CPU")
+            return converted
+        # Weights the conversion kept float32 (the fidelity check's layers, --exclude) stay so.
+        kept = {name for name, v in converted.graph.initializers.items()
+                if v.const_value is not None and v.const_value.dtype == FLOAT}
+        kept &= set(original.graph.initializers)
+        headlines = list(result.headlines)
+        result.layers.clear()
+        result.skipped.clear()
+        result.notes.clear()
+        result.metrics.clear()
+        result.metrics["fp16_compute_latency_ratio"] = ratio
+        stored = _stored_half(original, tuple(cfg.exclude) + tuple(sorted(kept)), context, result)
+        result.headlines[:] = headlines
+        result.headline(f"fp16 compute measured {ratio:.2f}x float32's latency on this CPU: weights "
+                        "stored in fp16 with a Cast, compute float32 (same file size; "
+                        "--float16-compute always keeps fp16 compute)")
+        return stored
+
+    def _compute_half(self, model: ir.Model, context: PassContext, result: PassResult) -> ir.Model:
         cfg: Float16Config = self.config  # type: ignore[assignment]
         keep_ops = frozenset(KEEP_FLOAT32 | set(cfg.keep_float32))
         declared = {v.name for _, g in all_graphs(model) for v in _main_values(g) if v.type is not None}
@@ -273,6 +318,13 @@ def _convert(model: ir.Model, keep_ops: frozenset[str], keep_nodes: frozenset[in
     result.modified = result.modified or bool(half_nodes)
     return model
 
+
+
+def _stored_half(model: ir.Model, exclude: tuple[str, ...], context: PassContext,
+                 result: PassResult) -> ir.Model:
+    """Weights stored in float16 with a Cast to float32 (the bfloat16 pass's storage form)."""
+    store = BFloat16(BFloat16Config(enabled=True, dtype="float16", exclude=exclude))
+    return store.apply(model, context, result)
 
 
 class BFloat16(Pass):

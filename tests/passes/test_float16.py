@@ -44,7 +44,7 @@ def test_half_precision_on_example_models(path: Path, pass_class) -> None:
 
 def test_float16_keeps_sensitive_ops_float32() -> None:
     model = load_model(ROOT / "tests/assets/transformer_digits.onnx")
-    proto = to_proto(Float16().run(model).model)
+    proto = to_proto(Float16(compute="always").run(model).model)
     types = {vi.name: vi.type.tensor_type.elem_type
              for vi in onnx.shape_inference.infer_shapes(proto).graph.value_info}
     for node in proto.graph.node:
@@ -66,7 +66,7 @@ def test_float16_without_keep_io_types_and_subgraphs() -> None:
     assert got.dtype == np.float16 and _cos(got, helpers.run(model, {"x": x})[0]) > 0.9999
     # An If whose branches read main-graph values stays float32 inside and still runs.
     sub = helpers.if_subgraph_model()
-    proto = to_proto(Float16().run(load_model(sub)).model)
+    proto = to_proto(Float16(compute="always").run(load_model(sub)).model)
     onnx.checker.check_model(proto)
     feed = {"x": x[:, :8], "cond": np.array(True)}
     np.testing.assert_allclose(helpers.run(proto, feed)[0], helpers.run(sub, feed)[0], rtol=1e-6)
@@ -79,8 +79,8 @@ def test_float16_fidelity_check_keeps_sensitive_layers_float32() -> None:
     # the check.
     model = helpers.mlp((4, 8, 256, 256, 4))
     feeds = list(synthetic_feeds(load_model(model), 4, seed=1))
-    plain = to_proto(Float16(target_cosine=0).run(load_model(model)).model)
-    result = Float16(target_cosine=1.0).run(load_model(model))
+    plain = to_proto(Float16(target_cosine=0, compute="always").run(load_model(model)).model)
+    result = Float16(target_cosine=1.0, compute="always").run(load_model(model))
     proto = to_proto(result.model)
     onnx.checker.check_model(proto)
     types = {t.name: t.data_type for t in proto.graph.initializer}
@@ -110,7 +110,7 @@ def test_float16_fidelity_check_degrades_when_the_model_cannot_run() -> None:
 
     model = load_model(helpers.mlp((16, 32, 8)))
     bad = feed_source([{"x": np.zeros((2, 15), np.float32)}], model, check=False)  # wrong width
-    result = Float16().run(model, PassContext(calibration=bad))
+    result = Float16(compute="always").run(model, PassContext(calibration=bad))
     assert any(n.startswith("fidelity check off") for n in result.notes)
     proto = to_proto(result.model)
     onnx.checker.check_model(proto)
@@ -140,7 +140,7 @@ def test_float16_writes_no_inferred_types_into_subgraphs() -> None:
          onnx.helper.make_tensor_value_info("cond", onnx.TensorProto.BOOL, [])],
         [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 64])])
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
-    result = Float16().run(load_model(model))
+    result = Float16(compute="always").run(load_model(model))
     proto = to_proto(result.model)
     onnx.checker.check_model(proto)
     branches = [a.g for n in proto.graph.node if n.op_type == "If" for a in n.attribute]
@@ -172,3 +172,65 @@ def test_bfloat16_stores_constant_node_weights_and_upgrades_opset() -> None:
     x = helpers.rng(1).standard_normal((4, 64)).astype(np.float32)
     want, got = helpers.run(model, {"x": x})[0], helpers.run(proto, {"x": x})[0]
     assert got.dtype == np.float32 and _cos(got, want) > 0.999
+
+
+def _timed(monkeypatch, fp16_over_fp32: float) -> list[int]:
+    """The speed guard's timing replaced: fp16 takes ``fp16_over_fp32`` times float32's time on
+    this "CPU" (which CPU the suite runs on must not decide what the tests see). Returns a list
+    that counts the timings."""
+    from onnxcompress.passes import _float16_speed
+
+    calls: list[int] = []
+
+    def fake(sessions, feed, budget):  # noqa: ANN001, ARG001
+        calls.append(1)
+        return [1e-3, fp16_over_fp32 * 1e-3]
+
+    monkeypatch.setattr(_float16_speed, "alternate_latency", fake)
+    return calls
+
+
+def _compute_types(proto: onnx.ModelProto) -> set[int]:
+    """Element types of every MatMul/Conv/Gemm output."""
+    inferred = onnx.shape_inference.infer_shapes(proto).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*inferred.value_info, *inferred.output]}
+    return {types[n.output[0]] for n in proto.graph.node if n.op_type in ("MatMul", "Conv", "Gemm")}
+
+
+def test_float16_slower_on_this_cpu_stores_weights_and_computes_float32(monkeypatch) -> None:
+    calls = _timed(monkeypatch, 1.2)
+    path = ROOT / "models" / "digits_cnn.onnx"
+    result = Float16().run(load_model(path))
+    proto = to_proto(result.model)
+    onnx.checker.check_model(proto)
+    assert calls and result.metrics["fp16_compute_latency_ratio"] == pytest.approx(1.2)
+    assert any("fp16 compute measured 1.20x" in h for h in result.headlines)
+    assert _compute_types(proto) == {onnx.TensorProto.FLOAT}
+    weights = [t for t in proto.graph.initializer if t.name.endswith("_fp16")]
+    assert weights and all(t.data_type == onnx.TensorProto.FLOAT16 for t in weights)
+    assert len(proto.SerializeToString()) < 0.57 * path.stat().st_size
+    feed = next(iter(synthetic_feeds(load_model(path), 1, seed=0)))
+    want, got = helpers.run(path, feed)[0], helpers.run(proto, feed)[0]
+    # float32 compute on float16-rounded weights: closer than fp16 compute, same file size
+    compute = to_proto(Float16(compute="always").run(load_model(path)).model)
+    assert _cos(got, want) > 0.99999 and _cos(got, want) >= _cos(helpers.run(compute, feed)[0], want)
+    # the decision is cached per machine: a rerun writes the same bytes without timing again
+    again = to_proto(Float16().run(load_model(path)).model)
+    assert len(calls) == 1 and again.SerializeToString() == proto.SerializeToString()
+
+
+def test_float16_not_slower_keeps_fp16_compute(monkeypatch) -> None:
+    calls = _timed(monkeypatch, 0.8)
+    result = Float16().run(load_model(ROOT / "models" / "digits_cnn.onnx"))
+    assert calls and not result.headlines
+    assert onnx.TensorProto.FLOAT16 in _compute_types(to_proto(result.model))
+
+
+def test_float16_compute_never_and_fp16_io_are_not_timed(monkeypatch) -> None:
+    calls = _timed(monkeypatch, 2.0)
+    path = ROOT / "models" / "digits_cnn.onnx"
+    stored = Float16(compute="never").run(load_model(path))
+    assert _compute_types(to_proto(stored.model)) == {onnx.TensorProto.FLOAT}
+    half_io = Float16(keep_io_types=False).run(load_model(path))  # fp16 in and out: a GPU target
+    assert onnx.TensorProto.FLOAT16 in _compute_types(to_proto(half_io.model))
+    assert not calls and not stored.headlines

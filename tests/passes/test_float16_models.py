@@ -62,7 +62,7 @@ def test_float16_on_exported_and_real_models(name: str) -> None:
     model = load_model(path)
     feeds = list(feed_source(str(path.with_name(f"{path.stem}_eval.npz")), model).take(2))
     context = PassContext(calibration=feed_source(str(path.with_name(f"{path.stem}_calib.npz")), model))
-    result = Float16().run(model, context)
+    result = Float16(compute="always").run(model, context)
     proto = onnx.load(path, load_external_data=False)
     converted = result.model
     out = to_proto(converted)
