@@ -1,6 +1,5 @@
 """quantize's GPTQ rounding by default with calibration data (``reconstruct`` auto), the codes
-computed once per run and shared by the fidelity guard and the writer, and the compute check's
-bar kept at round-to-nearest's level."""
+computed once per run and shared by the fidelity guard and the writer."""
 
 from __future__ import annotations
 
@@ -71,18 +70,14 @@ def test_each_weight_is_rounded_once_for_the_guard_and_the_writer(monkeypatch):
     assert calls and len(calls) == len(set(calls)) == int8_weights(q)
 
 
-def test_compute_check_allows_what_round_to_nearest_weights_cost():
-    """GPTQ lowers int8 weight-only's deviation; the compute check's bar stays where
-    round-to-nearest puts it, so the MLP keeps its int8 kernels (a bar 4x the GPTQ deviation
-    backed fc0's MatMul off to float compute)."""
+def test_guard_measures_the_codes_the_writer_stores():
+    """With GPTQ rounding, the guard's int8 weight-only deviation is that of the GPTQ codes
+    (lower than round-to-nearest's): its steps and the compute check's bar follow them."""
     proto, data = _mlp_data()
-    res, q = quantize(proto, data, mode="static")
-    guard = res.metrics["fidelity_guard"]
-    nearest = guard["weight_deviation_nearest"]
-    assert guard["weight_deviation"] < nearest  # GPTQ's codes measured by the guard
-    assert guard["compute_target"] >= 4 * nearest * 0.999
-    assert res.metrics["int8_compute_ops"] >= 2
-    check_outputs(proto, q, data)
+    gptq = quantize(proto, data, mode="static")[0].metrics["fidelity_guard"]
+    nearest = quantize(proto, data, mode="static", reconstruct=False)[0].metrics["fidelity_guard"]
+    assert gptq["weight_deviation"] < 0.9 * nearest["weight_deviation"]
+    assert gptq["compute_target"] <= nearest["compute_target"]
 
 
 def test_layers_with_too_few_calibration_rows_round_to_nearest():
