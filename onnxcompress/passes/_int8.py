@@ -288,6 +288,16 @@ def remembered_codes() -> Iterator[None]:
         _CODES.reset(token)
 
 
+def _keeping_zeros(arr: np.ndarray, nearest: np.ndarray, rounded: np.ndarray) -> np.ndarray:
+    """``rounded`` (GPTQ codes) unless they fill one of ``arr``'s exact zeros (a mel filterbank,
+    a pruned layer), else ``nearest``: GPTQ's compensation spreads into the zeros, and
+    audio_kws's mel MatMul before a Log moved its outputs 6.6 (relative squared) with GPTQ
+    codes, 2.8e-3 rounded to nearest."""
+    if rounded is nearest or np.any((arr == 0) & (rounded != 0)):
+        return nearest
+    return rounded
+
+
 def _int8_codes(w: Weight, axis: int | None, reduce_range: bool, *,
                 release: bool = True) -> tuple[np.ndarray, np.ndarray, float, int]:
     """``w``'s int8 codes (GPTQ codes with reconstruct), scale, relative error and bytes before;
@@ -302,7 +312,7 @@ def _int8_codes(w: Weight, axis: int | None, reduce_range: bool, *,
         return q.copy(), scale.copy(), error, before
     arr = w.numpy()
     q, scale = quantize_weight(arr, axis, reduce_range=reduce_range)
-    q = round_int8(w, arr, q, scale, axis, reduce_range)  # GPTQ codes with reconstruct
+    q = _keeping_zeros(arr, q, round_int8(w, arr, q, scale, axis, reduce_range))  # GPTQ codes
     error = relative_error(arr, q, scale, axis)
     before = w.nbytes
     del arr
@@ -392,7 +402,8 @@ def _dynamic_rewrite(w: Weight, cfg: QuantizeConfig, channelwise: bool, b: Build
         arr = arr.T
     axis = 1 if channelwise else None
     q, scale = quantize_weight(arr, axis, reduce_range=cfg.reduce_range)
-    q = round_int8(w, arr, q, scale, axis, cfg.reduce_range, transposed=trans_b)
+    q = _keeping_zeros(arr, q, round_int8(w, arr, q, scale, axis, cfg.reduce_range,
+                                          transposed=trans_b))
     error = relative_error(arr, q, scale, axis)
     before = w.nbytes
     shape = tuple(arr.shape)
