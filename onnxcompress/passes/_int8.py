@@ -7,7 +7,10 @@ load, or int8 rows gathered); ``_dynamic_rewrite`` writes DynamicQuantizeLinear 
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -268,16 +271,55 @@ def _to_int8(w: Weight, axis: int | None, reduce_range: bool,
     return q, scale, error, before, builder
 
 
-def _int8_codes(w: Weight, axis: int | None, reduce_range: bool) -> tuple[np.ndarray, np.ndarray, float, int]:
+# Each weight's int8 codes, computed once per pass run (``remembered_codes``): the fidelity
+# guard measures the codes the writer stores (GPTQ codes with reconstruct), and the rebuilds of
+# the speed and fidelity guards do not round again (a GPTQ sweep: ~0.4 s a ppocr_rec layer).
+_CODES: ContextVar[dict | None] = ContextVar("onnxcompress_int8_codes", default=None)
+
+
+@contextlib.contextmanager
+def remembered_codes() -> Iterator[None]:
+    """Within the block, ``_int8_codes`` computes each weight's codes once (by label, axis,
+    range and shape)."""
+    token = _CODES.set({})
+    try:
+        yield
+    finally:
+        _CODES.reset(token)
+
+
+def _keeping_zeros(arr: np.ndarray, nearest: np.ndarray, rounded: np.ndarray) -> np.ndarray:
+    """``rounded`` (GPTQ codes) unless they fill one of ``arr``'s exact zeros (a mel filterbank,
+    a pruned layer), else ``nearest``: GPTQ's compensation spreads into the zeros, and
+    audio_kws's mel MatMul before a Log moved its outputs 6.6 (relative squared) with GPTQ
+    codes, 2.8e-3 rounded to nearest."""
+    if rounded is nearest or np.any((arr == 0) & (rounded != 0)):
+        return nearest
+    return rounded
+
+
+def _int8_codes(w: Weight, axis: int | None, reduce_range: bool, *,
+                release: bool = True) -> tuple[np.ndarray, np.ndarray, float, int]:
     """``w``'s int8 codes (GPTQ codes with reconstruct), scale, relative error and bytes before;
-    its float data is released once read (``w`` holds no data until the caller writes it)."""
+    with ``release`` its float data is released once read (``w`` holds no data until the
+    caller writes it)."""
+    memo = _CODES.get()
+    key = (w.label, axis, reduce_range, tuple(w.shape))
+    if memo is not None and key in memo:
+        q, scale, error, before = memo[key]
+        if release:
+            w.release()
+        return q.copy(), scale.copy(), error, before
     arr = w.numpy()
     q, scale = quantize_weight(arr, axis, reduce_range=reduce_range)
-    q = round_int8(w, arr, q, scale, axis, reduce_range)  # GPTQ codes with reconstruct
+    q = _keeping_zeros(arr, q, round_int8(w, arr, q, scale, axis, reduce_range))  # GPTQ codes
     error = relative_error(arr, q, scale, axis)
     before = w.nbytes
     del arr
-    w.release()
+    if release:
+        w.release()
+    if memo is not None:
+        memo[key] = (q.copy(), np.array(scale, copy=True), error, before)
     return q, scale, error, before
 
 
@@ -360,7 +402,8 @@ def _dynamic_rewrite(w: Weight, cfg: QuantizeConfig, channelwise: bool, b: Build
         arr = arr.T
     axis = 1 if channelwise else None
     q, scale = quantize_weight(arr, axis, reduce_range=cfg.reduce_range)
-    q = round_int8(w, arr, q, scale, axis, cfg.reduce_range, transposed=trans_b)
+    q = _keeping_zeros(arr, q, round_int8(w, arr, q, scale, axis, cfg.reduce_range,
+                                          transposed=trans_b))
     error = relative_error(arr, q, scale, axis)
     before = w.nbytes
     shape = tuple(arr.shape)

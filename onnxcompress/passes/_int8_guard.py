@@ -260,17 +260,33 @@ def step_down_weights(guard: Guard, weights: list[Weight],
     if decision.steps:
         trial = {k: v for k, v in fed.items() if decision.steps.get(k) != "float"}
         trial.update(blocks)
-        verified, trial_flips = 0.0, 0.0
-        for i, refs in enumerate(guard.references):
-            outs = guard.run(trial, i, finals=True)
-            verified += output_deviation(outs, refs[:guard.n_final])
-            trial_flips += top1_flips(outs, refs[:guard.n_final], guard.scores)
-        verified /= len(guard.references)
+        verified, trial_flips = measure(guard, trial)
         if verified >= deviation:  # measured no better: int8 everywhere
             decision.steps = {}
         else:
-            decision.deviation, decision.flips = verified, trial_flips / len(guard.references)
+            decision.deviation, decision.flips = verified, trial_flips
     return decision
+
+
+def measure(guard: Guard, values: Mapping[str, np.ndarray]) -> tuple[float, float]:
+    """Output deviation and top-1 flip rate with ``values`` (label -> weight), the rest
+    float, on every guard sample."""
+    deviation, flips = 0.0, 0.0
+    for i, refs in enumerate(guard.references):
+        outs = guard.run(values, i, finals=True)
+        deviation += output_deviation(outs, refs[:guard.n_final])
+        flips += top1_flips(outs, refs[:guard.n_final], guard.scores)
+    n = len(guard.references)
+    return deviation / n, flips / n
+
+
+def _along(scale: np.ndarray, axis: int | None, ndim: int) -> np.ndarray:
+    """Per-channel ``scale`` shaped to broadcast along ``axis`` of a rank-``ndim`` weight."""
+    if axis is None or np.ndim(scale) != 1:
+        return scale
+    shape = [1] * ndim
+    shape[axis % ndim] = -1
+    return np.reshape(scale, shape)
 
 
 def _final_run(guard: Guard, model: ir.Model,
@@ -458,8 +474,7 @@ def guard_weights(model: ir.Model, weights: list[Weight], channelwise: bool, con
     that step down, the output deviation of int8 weight-only). A headline names them."""
     from onnxcompress.data import synthetic_feeds
     from onnxcompress.model import tensor_bytes
-    from onnxcompress.passes._int8 import BLOCK, block_layout, block_quantize
-    from onnxcompress.passes._qdq import quantize_weight
+    from onnxcompress.passes._int8 import BLOCK, _int8_codes, block_layout, block_quantize
 
     weights = [w for w in weights if w.graph is model.graph]
     if not fits(model):
@@ -493,13 +508,13 @@ def guard_weights(model: ir.Model, weights: list[Weight], channelwise: bool, con
         return (bq.astype(np.float32) * bs).reshape(arr.shape), bs.nbytes
 
     for w in weights:
-        arr = w.numpy()
         axis = w.out_axis if channelwise else None
-        q, scale = quantize_weight(arr, axis, reduce_range=False)
-        if axis is not None and np.ndim(scale) == 1:
-            shape = [1] * q.ndim
-            shape[axis % q.ndim] = -1
-            scale = np.reshape(scale, shape)
+        # The codes the writer will store (GPTQ codes when the pass reconstructs), remembered
+        # for it: an outlier under round-to-nearest may not be one after GPTQ rounding, and the
+        # compute check holds int8 compute to what these codes cost (a bar at round-to-nearest's
+        # deviation let ssd_detector keep 6 int8 convs: box F1 98.1 -> 91.9).
+        q, scale, _, _ = _int8_codes(w, axis, False, release=False)
+        scale = _along(scale, axis, q.ndim)
         int8_values[w.label] = (q.astype(np.float32) * scale).astype(np.float32)
     # Tensor bytes only (the graph, scales and Q/DQ pairs are not known yet): guarded() measures
     # the built model and gives steps back when this was optimistic.
@@ -511,8 +526,8 @@ def guard_weights(model: ir.Model, weights: list[Weight], channelwise: bool, con
     except OnnxCompressError as e:
         result.note(f"fidelity guard did not measure int8 weights ({str(e).split(' Hint:')[0]})")
         return None, {}, 0.0
+    weight_only, guard.weight_flips = decision.deviation, decision.flips
     del int8_values
-    guard.weight_flips = decision.flips
     guard.seconds += time.perf_counter() - begin
     guard.metrics.update({
         "samples": len(guard.feeds), "source": source,
@@ -539,4 +554,4 @@ def guard_weights(model: ir.Model, weights: list[Weight], channelwise: bool, con
             f"deviation of int8 weights {decision.deviation_int8:.2e} -> "
             f"{decision.deviation:.2e} on {len(guard.feeds)} {source} samples "
             "(--no-fidelity-guard keeps them per channel)")
-    return guard, dict(decision.steps), decision.deviation
+    return guard, dict(decision.steps), weight_only

@@ -80,11 +80,13 @@ class QuantizeConfig(PassConfig):
         help="the fidelity guard keeps weights float only while the model stays this many "
         "times smaller than float (where the weights allow)",
     )
-    reconstruct: bool = option(
-        default=False,
-        help="with calibration data, round each int8 weight in GPTQ order (each column's rounding "
-        "error compensated on the later ones, layerwise/rounding.py); same scales, kept per layer "
-        "where its output error is lower than round-to-nearest's",
+    reconstruct: bool | str = option(
+        default="auto", flag="--quantize-reconstruct", type=bool,
+        help="round each int8 weight in GPTQ order on the calibration data (each column's "
+        "rounding error compensated on the later ones, layerwise/rounding.py); same scales, kept "
+        "per layer where its output error is lower than round-to-nearest's. Default auto: on "
+        "when calibration data is given (ppocr_rec 85.0 -> 96.3 string agreement on 512 "
+        "strings), round to nearest without it",
     )
 
     def __post_init__(self) -> None:
@@ -97,6 +99,8 @@ class QuantizeConfig(PassConfig):
         self._require(self.calibration_samples > 0, "calibration_samples must be positive")
         self._require(self.synthetic_samples > 0, "synthetic_samples must be positive")
         self._require(self.fidelity_min_ratio >= 1.0, "fidelity_min_ratio must be >= 1")
+        self._require(self.reconstruct in (True, False, "auto"),
+                      f"reconstruct must be true, false or auto, got {self.reconstruct!r}")
 
     @property
     def channelwise(self) -> bool:
