@@ -32,7 +32,7 @@ def test_memory_tracks_weight_bytes(tmp_path):
     assert m_large.peak_bytes >= m_large.resident_bytes
     # live memory: the weights stay (16 MiB more), the allocator's free memory does not count
     assert m_large.live_bytes - m_small.live_bytes > 12 * 2**20
-    assert m_large.live_bytes <= m_large.resident_bytes
+    assert m_large.live_bytes <= m_large.resident_bytes + 64 * 2**10  # a page or two either way
 
 
 def test_memory_with_given_feed_and_unrunnable_input(tmp_path):
