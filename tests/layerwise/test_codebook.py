@@ -129,19 +129,6 @@ def test_kmeans_reconstruct_is_judged_per_stage_and_never_moves_outputs_away_fro
     assert (ours.argmax(-1) == ref.argmax(-1)).mean() >= (base.argmax(-1) == ref.argmax(-1)).mean()
 
 
-def test_stage_frontier_is_the_layers_no_other_layer_of_the_stage_feeds():
-    from onnxcompress.layerwise.codebook import _downstream_of_others
-    from onnxcompress.model import load_model
-    from onnxcompress.weights import WeightIndex
-
-    model = load_model(MODELS / "digits_mlp.onnx")
-    layers = [w for w in WeightIndex.build(model) if w.role == "weight"]
-    assert len(layers) == 3
-    # a chain: only the first is fed by none of the others
-    assert _downstream_of_others(layers) == {w.label for w in layers[1:]}
-    assert _downstream_of_others(layers[1:2]) == set()
-
-
 def test_merged_statistics_are_those_of_all_rows_together():
     from onnxcompress.layerwise.codebook import _merged
 
