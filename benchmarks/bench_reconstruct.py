@@ -133,7 +133,7 @@ def one(name: str, config: str, reconstruct: bool, large: bool = False, limit: i
     if name in entries:
         from bench_real_models import task_metric
 
-        row["metric"] = round(task_metric(entries[name], feeds, ref, out)["value"], 4)
+        row["metric"] = round(task_metric(entries[name], feeds, ref, out)["value"], 6)
         row["metric_name"] = entries[name]["metric"]["kind"]
     else:
         a, b = ref[0][0], out[0][0]

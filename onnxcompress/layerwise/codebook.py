@@ -39,7 +39,7 @@ from onnxcompress.errors import OnnxCompressError
 from onnxcompress.layerwise import judge, output_bias
 from onnxcompress.layerwise.bias import add_to_bias, bias_of, correct_bias
 from onnxcompress.layerwise.judge import Judge, split_feeds
-from onnxcompress.layerwise.refit import DEFAULT_DAMP, damped, grouped_output_error
+from onnxcompress.layerwise.refit import DEFAULT_DAMP, damped, gram_factors, grouped_output_error
 from onnxcompress.layerwise.stats import InputStats, as_rows, collect_input_stats, from_rows, layout_of
 from onnxcompress.layerwise.sweep import inverse_factor, round_sweep
 from onnxcompress.model import copy_model
@@ -73,6 +73,7 @@ def refit_entries(
     fixed: np.ndarray | None = None,
     damp: float = DEFAULT_DAMP,
     cross: np.ndarray | None = None,
+    rank: int | None = None,
 ) -> np.ndarray:
     """Codebook ``book`` [R, K] refit so that ``book.flat[ids] * scale`` matches ``rows``.
 
@@ -81,12 +82,18 @@ def refit_entries(
     Every output row must read one codebook row. ``fixed`` ([R, K] bool) entries keep their
     value (an exact zero that encodes pruned weights); unused entries keep theirs too.
     ``cross`` [g, k, k]: E[x_student x_teacher^T] when ``h`` is the student's (sequential).
+    ``rank``: at most this many rows of data made ``h``; when that is well below ``k``, the normal
+    equations come from ``h``'s factor ``L^T L`` (``r x k``) instead of ``h`` itself: the same
+    numbers at ``r / k`` of the cost (a CTC head after an RNN sees a few hundred time steps: ddddocr's
+    1024-wide, 8210-row Gemm).
     """
     big_r, big_k = book.shape
     g, m, k = rows.shape
     normal = np.zeros((big_r, big_k, big_k))
     rhs = np.zeros((big_r, big_k))
     hd = np.stack([damped(h[i], damp) for i in range(g)])
+    left = gram_factors(h, rank)  # [g, r, k] or None
+    ridge = np.diagonal(hd, axis1=1, axis2=2) - np.diagonal(np.asarray(h, np.float64), axis1=1, axis2=2)
     target = np.matmul(np.asarray(rows, np.float64),
                        hd if cross is None else np.asarray(cross).transpose(0, 2, 1))  # (C w)^T per row
     book_row = ids[:, :, 0] // big_k  # [g, m]: the codebook row of each output row
@@ -108,8 +115,14 @@ def refit_entries(
             # a batched product per output row reads H from memory once a row (ssd_detector's
             # 2304-wide Conv: 256 reads of a 42 MB H, memory-bound, 7.8 s a call -> see below).
             flat = onehot.transpose(0, 2, 1, 3).reshape(n, k, rows_n * big_k)
-            h_onehot = np.matmul(hd[gs], flat).reshape(n, k, rows_n, big_k).transpose(0, 2, 1, 3)
-            blocks = np.matmul(onehot.transpose(0, 1, 3, 2), h_onehot)  # [n, rows, K, K]
+            if left is None:
+                h_onehot = np.matmul(hd[gs], flat).reshape(n, k, rows_n, big_k).transpose(0, 2, 1, 3)
+                blocks = np.matmul(onehot.transpose(0, 1, 3, 2), h_onehot)  # [n, rows, K, K]
+            else:  # S^T (L^T L + diag(ridge)) S; S has one entry per input, so S^T diag S is diagonal
+                ls = np.matmul(left[gs], flat).reshape(n, -1, rows_n, big_k).transpose(0, 2, 1, 3)
+                blocks = np.matmul(ls.transpose(0, 1, 3, 2), ls)
+                idx = np.arange(big_k)
+                blocks[..., idx, idx] += np.einsum("nmka,nk->nma", np.square(onehot), ridge[gs])
             where = book_row[gs, ms].reshape(-1)
             np.add.at(normal, where, blocks.reshape(-1, big_k, big_k))
             np.add.at(rhs, where, np.einsum("nmk,nmkc->nmc", target[gs, ms], onehot).reshape(-1, big_k))
@@ -546,7 +559,7 @@ def _layer_options(w: Weight, c: Any, stats: InputStats, centered: bool, *, own:
     dtype = c.codebook.dtype
     fixed = book == 0
     options: dict[str, _Option | None] = {"plain": option(c)}
-    book_fit = refit_entries(target, h, ids_rows, scale_rows, book, fixed=fixed, damp=damp)
+    book_fit = refit_entries(target, h, ids_rows, scale_rows, book, fixed=fixed, damp=damp, rank=stats.rows)
     if np.all(np.isfinite(book_fit)):
         options["refit"] = option(dataclasses.replace(c, codebook=book_fit.astype(dtype),
                                                       snapped=_resnap(c, book_fit.astype(dtype))))
@@ -563,7 +576,7 @@ def _layer_options(w: Weight, c: Any, stats: InputStats, centered: bool, *, own:
     for _ in range(ASSIGN_ROUNDS if assign else 0):
         labels = assign_sweep(target, h, current, row_of, scale_rows, fixed=pinned, factor=factor)
         current = refit_entries(target, h, row_of * big_k + labels, scale_rows, current, fixed=fixed,
-                                damp=damp)
+                                damp=damp, rank=stats.rows)
         if not np.all(np.isfinite(current)):
             break
         weight_labels = from_rows(labels, layout, array.shape, c.labels.dtype)
