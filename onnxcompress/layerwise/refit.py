@@ -44,6 +44,27 @@ def damped(h: np.ndarray, damp: float = DEFAULT_DAMP) -> np.ndarray:
     return h
 
 
+# A Gram matrix made from fewer rows of data than this fraction of its width is used through its
+# factor (gram_factors): below it the factor's products are cheaper than H's.
+LOW_RANK_FRACTION = 0.5
+
+
+def gram_factors(h: np.ndarray, rows: int | None) -> np.ndarray | None:
+    """``L`` [g, r, k] with ``L^T L = H`` per group when ``H`` [g, k, k] came from ``rows`` < half
+    of ``k`` rows of data (rank at most ``rows``; eigenvalues below 1e-12 of the largest are
+    dropped); None otherwise (use ``H``)."""
+    g, k, _ = np.shape(h)
+    if rows is None or rows >= LOW_RANK_FRACTION * k:
+        return None
+    out = np.zeros((g, rows, k))
+    for i in range(g):
+        values, vectors = np.linalg.eigh(np.asarray(h[i], np.float64))
+        keep = values > 1e-12 * max(float(values[-1]), 1e-300)
+        values, vectors = values[keep][-rows:], vectors[:, keep][:, -rows:]
+        out[i, :len(values)] = np.sqrt(values)[:, None] * vectors.T
+    return out
+
+
 def output_error(reference: np.ndarray, candidate: np.ndarray, h: np.ndarray) -> float:
     """``tr(D H D^T)`` for ``D = candidate - reference`` (rows x k, H k x k): the summed squared
     output error over the calibration inputs, per sample."""
