@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onnxcompress.auto.targets import SAFETY_FACTOR, parse_target
+from onnxcompress.auto.targets import SAFETY_FACTOR, parse_target, safety_factor
 from onnxcompress.errors import ConfigError
 
 
@@ -118,25 +118,35 @@ def test_default_target_holds_positions_of_graph_class_scores() -> None:
 def test_counts_near_ties_with_the_deviation_amplified() -> None:
     # ten samples, none flips; one loses 80% of its margin, so it flips at 4x the deviation: the
     # estimated flip rate is a quarter of the amplified one (1 of 10 / 4), not the observed 0
-    assert SAFETY_FACTOR == 4.0
+    # (a threshold low enough for 10 samples: the factor stays at its floor, 4)
+    assert SAFETY_FACTOR == 4.0 and safety_factor(10, 0.9) == 4.0
     a = np.tile(np.array([[1.0, 0.9, 0.0]]), (10, 1))
     b = a.copy()
     b[0] = [0.96, 0.94, 0.0]
-    f = parse_target("top1>=0.99").evaluate({"y": a}, {"y": b})
-    assert f.values["top1>=0.99"] == pytest.approx(0.975) and not f.met
+    f = parse_target("top1>=0.9").evaluate({"y": a}, {"y": b})
+    assert f.values["top1>=0.9"] == pytest.approx(0.975)
     b[0] = [0.99, 0.91, 0.0]  # a fifth of the margin: holds at 4x too
-    assert parse_target("top1>=0.99").evaluate({"y": a}, {"y": b}).values["top1>=0.99"] == 1.0
+    assert parse_target("top1>=0.9").evaluate({"y": a}, {"y": b}).values["top1>=0.9"] == 1.0
+    # top1>=0.99 on 10 samples: no flip at 1x says little, so the factor is 3 / (10 x 0.01) = 30:
+    # one sample losing a fifth of its margin flips there (estimate 1 / 300), four fail the target
+    assert safety_factor(10, 0.99) == pytest.approx(30.0)
+    f = parse_target("top1>=0.99").evaluate({"y": a}, {"y": b})
+    assert f.values["top1>=0.99"] == pytest.approx(1 - 0.1 / 30) and f.met
+    b[:4] = [0.99, 0.91, 0.0]
+    f = parse_target("top1>=0.99").evaluate({"y": a}, {"y": b})
+    assert f.values["top1>=0.99"] == pytest.approx(1 - 0.4 / 30) and not f.met
+    assert safety_factor(18, 0.99) == pytest.approx(3 / 0.18) and safety_factor(2, 0.999) == 64.0
     # accuracy against labels the same way: 0 points observed, -2.5 estimated
     labels = np.zeros(10, dtype=np.int64)
-    b[0] = [0.96, 0.94, 0.0]
+    b[0] = [0.96, 0.94, 0.0]  # accuracy keeps the factor 4
     f = parse_target("accuracy>=-1pt").evaluate({"y": a}, {"y": b}, labels)
     assert f.values["accuracy>=-1pt"] == pytest.approx(-2.5) and not f.met
     # sequences: 10 samples x 5 positions; the near-tie position fails its whole sample at 4x
     seq_a = np.tile(a[:, None, :], (1, 5, 1))
     seq_b = seq_a.copy()
     seq_b[3, 2] = [0.96, 0.94, 0.0]
-    f = parse_target("sequence>=0.99").evaluate({"y": seq_a}, {"y": seq_b})
-    assert f.values["sequence>=0.99"] == pytest.approx(1 - 0.1 / 4) and not f.met
+    f = parse_target("sequence>=0.9").evaluate({"y": seq_a}, {"y": seq_b})
+    assert f.values["sequence>=0.9"] == pytest.approx(1 - 0.1 / 4) and f.met
     seq_b[3, 2] = [0.8, 0.95, 0.0]  # flips at 1x: the sample fails as observed
     assert parse_target("sequence>=0.5").evaluate({"y": seq_a}, {"y": seq_b}).values["sequence>=0.5"] == \
         pytest.approx(0.9)
