@@ -439,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "sequence>=0.99 (samples whose every position keeps its arg-max) on "
                            "per-position probabilities or log-probabilities such as a CTC "
                            "recogniser's; top1, sequence and accuracy also hold with the deviation "
-                           "multiplied by 4)")
+                           "multiplied by 3 / (samples x (1 - threshold)), at least 4)")
     auto.add_argument("--objective", choices=("size", "latency", "memory"), default="size",
                       help="what to minimise (default: size, bytes on disk)")
     auto.add_argument("--auto-candidates", choices=("default", "all"), default="default",
