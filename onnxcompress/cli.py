@@ -277,7 +277,8 @@ def _cmd_auto(args: argparse.Namespace, pipeline: Pipeline | None) -> int:
             found = search(args.model, args.calibration, target=args.auto_target, objective=args.objective,
                            validate_data=getattr(args, "validation_data", None), time_budget=args.time_budget,
                            executor=executor, seed=args.seed or 0, progress=progress,
-                           candidates=args.auto_candidates)
+                           candidates=args.auto_candidates,
+                           allow_more_memory=args.auto_allow_more_memory)
         finally:
             _clear_progress(progress if tty else None)
     report = compress_file(args.model, args.output, Pipeline.from_recipe(found.recipe),
@@ -431,16 +432,24 @@ def build_parser() -> argparse.ArgumentParser:
                       help="search per-layer options for the smallest (--objective) model meeting --target")
     # --target is blockq's (onnxruntime|portable), so the fidelity target is --auto-target.
     auto.add_argument("--auto-target", metavar="EXPR",
-                      help="fidelity to keep, e.g. top1>=0.99, cosine>=0.999, accuracy>=-0.5pt, "
-                           "OUTPUT:cosine>=0.999, comma-joined (default: top1>=0.99 where an output "
-                           "is class scores [N, C], else cosine>=0.999, and top1>=0.999 per position "
-                           "on per-position probabilities or log-probabilities such as a CTC recogniser's)")
+                      help="fidelity to keep, e.g. top1>=0.99, sequence>=0.99, cosine>=0.999, "
+                           "accuracy>=-0.5pt, OUTPUT:cosine>=0.999, comma-joined (default: "
+                           "top1>=0.99 where an output is class scores [N, C], else cosine>=0.999 "
+                           "(0.99999 on a detector's per-anchor outputs [N, >=256, <=64]), and "
+                           "sequence>=0.99 (samples whose every position keeps its arg-max) on "
+                           "per-position probabilities or log-probabilities such as a CTC "
+                           "recogniser's; top1, sequence and accuracy also hold with the deviation "
+                           "multiplied by 3 / (samples x (1 - threshold)), at least 4)")
     auto.add_argument("--objective", choices=("size", "latency", "memory"), default="size",
                       help="what to minimise (default: size, bytes on disk)")
     auto.add_argument("--auto-candidates", choices=("default", "all"), default="default",
                       help="per-layer options: default (k-means 2-8 bits, int8, int4, fp16), or all "
                            "(adds pruning then k-means per layer, which costs more search time and "
                            "rarely pays: zeros are stored and computed like any value)")
+    auto.add_argument("--auto-allow-more-memory", action="store_true",
+                      help="with --objective size: keep the smallest file even where onnxruntime needs "
+                           "more session memory for it than for the original (by default the layers "
+                           "whose decode costs memory back off until it fits)")
     auto.add_argument("--time-budget", type=float, metavar="SECONDS",
                       help="stop searching after this long and keep the best plan found")
     auto.add_argument("--save-recipe", metavar="PATH.json",

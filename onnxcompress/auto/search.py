@@ -9,6 +9,8 @@
 4. That plan is verified on held-apart data (``validate_data``, else the tail of the
    calibration data that steps 1-3 did not see); while it fails, the layers with the largest
    estimated error move one step up their hull and the combined model is measured again.
+5. Its onnxruntime session memory is measured against the original's, and the layers whose
+   decode costs memory back off until it fits (:mod:`onnxcompress.auto.guard`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from onnxcompress.auto.candidates import (
     measure_candidate,
 )
 from onnxcompress.auto.executor import Executor, LocalExecutor
+from onnxcompress.auto.guard import memory_guard
 from onnxcompress.auto.measure import (
     PROBE_SAMPLES,
     class_score_names,
@@ -73,6 +76,9 @@ HOLDOUT_FRACTION = 0.25
 PROBE_ALL_MAX_PAIRS = 256
 REFERENCE_OPTION = "kmeans4"
 LARGE_PROBE_SAMPLES = 1
+#: Share of the time budget kept for the held-apart check and the memory guard: the steps that
+#: choose stop earlier.
+VERIFY_SHARE = 0.2
 Progress = Callable[[str, int, int], None]
 
 
@@ -103,6 +109,7 @@ class AutoResult:
     seconds: dict[str, float] = field(default_factory=dict)
     calibration: list[dict[str, np.ndarray]] = field(default_factory=list)  # what the passes saw
     notes: list[str] = field(default_factory=list)
+    memory: dict[str, Any] = field(default_factory=dict)  # the memory guard's measurements
 
     def to_report(self) -> dict[str, Any]:
         """The report's ``auto`` key (the HTML report draws ``front`` and ``plan``)."""
@@ -119,6 +126,7 @@ class AutoResult:
             "choices": self.plan.counts(),
             "seconds": self.seconds,
             "notes": self.notes,
+            "memory": self.memory,
         }
 
 
@@ -135,6 +143,7 @@ def search(
     seed: int = 0,
     progress: Progress | None = None,
     candidates: str = "default",
+    allow_more_memory: bool = False,
 ) -> AutoResult:
     """Search per-layer options for ``model_path`` so the compressed model meets ``target`` at the
     least ``objective`` (size: bytes on disk; latency; memory). ``target``: an expression, a
@@ -142,15 +151,21 @@ def search(
     (outputs: name -> samples stacked on axis 0; higher is better) that must reach
     ``target_threshold``. ``calibration`` and ``validate_data``: anything
     :func:`onnxcompress.data.feed_source` takes. ``candidates``: "default" or "all" (adds
-    pruning + k-means per layer; see :mod:`onnxcompress.auto.candidates`)."""
+    pruning + k-means per layer; see :mod:`onnxcompress.auto.candidates`). The model never needs
+    more onnxruntime session memory than the original (:mod:`onnxcompress.auto.guard`) unless
+    ``allow_more_memory`` (size objective only)."""
     if objective not in OBJECTIVES:
         raise ConfigError(f"auto: objective must be one of {', '.join(OBJECTIVES)}, got '{objective}'.")
     if candidates not in ("default", "all"):
         raise ConfigError(f"auto: candidates must be 'default' or 'all', got '{candidates}'.")
     if calibration is None:
         raise ConfigError("auto mode needs calibration data.", hint="add --calibration DATA (.npz)")
+    if allow_more_memory and objective != "size":
+        raise ConfigError(f"auto: allowing more session memory than the original is for the size "
+                          f"objective only, not '{objective}'.", hint="drop --auto-allow-more-memory")
     started = time.perf_counter()
     deadline = started + time_budget if time_budget else math.inf
+    choose_by = started + (1 - VERIFY_SHARE) * time_budget if time_budget else math.inf
     report = progress or (lambda stage, done, total: None)
     original = load_model(model_path)
     search_feeds, search_labels, held_feeds, held_labels = _split(original, calibration, validate_data)
@@ -189,13 +204,21 @@ def search(
             logger.info("auto: %d layers, %d options measured, %d plans on the allocation path",
                         len(layers), len(measured), len(path))
             t0 = time.perf_counter()
-            chosen = bisect(path, evaluator, deadline, report)
-            chosen = uniform_check(chosen, layers, evaluator, deadline, screened)
-            chosen = refine(chosen, layers, evaluator, deadline, report)
+            chosen = bisect(path, evaluator, choose_by, report)
+            chosen = uniform_check(chosen, layers, evaluator, choose_by, screened)
+            chosen = refine(chosen, layers, evaluator, choose_by, report)
             seconds["search"] = round(time.perf_counter() - t0, 2)
             t0 = time.perf_counter()
             final, met = verify(chosen, layers, evaluator, deadline, report, notes)
             seconds["verify"] = round(time.perf_counter() - t0, 2)
+            memory: dict[str, Any] = {}
+            if not allow_more_memory:
+                t0 = time.perf_counter()
+                final, memory = memory_guard(final, layers, evaluator, model_path, search_feeds[0], deadline,
+                                             report, notes)
+                assert final.held is not None
+                met = final.held.met and final.fidelity.met
+                seconds["memory"] = round(time.perf_counter() - t0, 2)
     finally:
         if own:
             executor.close()
@@ -208,7 +231,7 @@ def search(
         recipe=final.plan.to_recipe(all_labels, seed=seed, calibration_samples=len(calib)),
         fidelity=final.held, target=goal.text, objective=objective,
         front=evaluator.front(final), layers=_explain(final.plan, layers),
-        seconds=seconds, calibration=calib, notes=notes,
+        seconds=seconds, calibration=calib, notes=notes, memory=memory,
     )
 
 
@@ -398,6 +421,13 @@ class _Evaluator:
             path.write_bytes(self.models[key])
             ev.held = self.goal.evaluate(self.held[1], run_outputs(path, self.held[0]), self.held[2])
         return ev
+
+    def serialized(self, plan: Plan) -> bytes:
+        """The combined model of ``plan`` as written (built and measured first if it was not)."""
+        key = tuple(sorted(plan.choices.items()))
+        if key not in self.models:
+            self(plan)
+        return self.models[key]
 
     def front(self, chosen: Evaluation) -> list[dict[str, Any]]:
         points = sorted(self.cache.values(), key=lambda e: e.cost)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onnxcompress.auto.targets import parse_target
+from onnxcompress.auto.targets import SAFETY_FACTOR, parse_target, safety_factor
 from onnxcompress.errors import ConfigError
 
 
@@ -66,16 +66,17 @@ def test_default_target_for_per_position_probabilities() -> None:
     logits = rng.normal(size=(4, 40, 30))
     probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
     boxes = rng.normal(size=(4, 100, 4))
-    # a CTC recogniser's softmax: every position's arg-max must agree; other outputs by cosine
+    # a CTC recogniser's softmax: a sample is kept when every position's arg-max agrees; other
+    # outputs by cosine
     t = parse_target(None, {"probs": probs, "boxes": boxes})
-    assert t.text == "probs:top1>=0.999,boxes:cosine>=0.999"
+    assert t.text == "probs:sequence>=0.99,boxes:cosine>=0.999"
     flipped = probs.copy()
-    flipped[0, 3] = flipped[0, 3][::-1]  # one position of 160 changes its arg-max
+    flipped[0, 3] = flipped[0, 3][::-1]  # one position of 160 changes its arg-max: 1 sample of 4
     fid = t.evaluate({"probs": probs, "boxes": boxes}, {"probs": flipped, "boxes": boxes})
-    assert fid.values["probs:top1>=0.999"] == pytest.approx(159 / 160) and not fid.met
+    assert fid.values["probs:sequence>=0.99"] == pytest.approx(3 / 4) and not fid.met
     assert t.evaluate({"probs": probs, "boxes": boxes}, {"probs": probs * 1.0001, "boxes": boxes}).met
     # log-probabilities (log_softmax, crnn_lstm's [T, N, C]) are held per position the same way
-    assert parse_target(None, {"lp": np.log(probs.transpose(1, 0, 2))}).text == "lp:top1>=0.999"
+    assert parse_target(None, {"lp": np.log(probs.transpose(1, 0, 2))}).text == "lp:sequence>=0.99"
     assert parse_target(None, {"lp": np.log(probs) - 1.0}).text == "cosine>=0.999"  # not normalised
     # raw logits [T, N, C] (no probabilities), a probability map [N, 1, H, W]: cosine as before
     assert parse_target(None, {"logits": logits}).text == "cosine>=0.999"
@@ -106,9 +107,63 @@ def test_default_target_holds_positions_of_graph_class_scores() -> None:
     rng = np.random.default_rng(1)
     logits, boxes = rng.normal(size=(20, 4, 37)), rng.normal(size=(4, 100, 4))
     t = parse_target(None, {"logits": logits, "boxes": boxes}, class_scores=["logits"])
-    assert t.text == "logits:top1>=0.999,boxes:cosine>=0.999"
+    assert t.text == "logits:sequence>=0.99,boxes:cosine>=0.999"
     assert parse_target(None, {"logits": logits}).text == "cosine>=0.999"  # not shown: as before
     # with a classifier output the sequence term is added to the classifier's
     clip = rng.normal(size=(4, 12))
     assert parse_target(None, {"clip": clip, "logits": logits}, class_scores=["logits"]).text == \
-        "top1>=0.99,logits:top1>=0.999"
+        "top1>=0.99,logits:sequence>=0.99"
+
+
+def test_counts_near_ties_with_the_deviation_amplified() -> None:
+    # ten samples, none flips; one loses 80% of its margin, so it flips at 4x the deviation: the
+    # estimated flip rate is a quarter of the amplified one (1 of 10 / 4), not the observed 0
+    # (a threshold low enough for 10 samples: the factor stays at its floor, 4)
+    assert SAFETY_FACTOR == 4.0 and safety_factor(10, 0.9) == 4.0
+    a = np.tile(np.array([[1.0, 0.9, 0.0]]), (10, 1))
+    b = a.copy()
+    b[0] = [0.96, 0.94, 0.0]
+    f = parse_target("top1>=0.9").evaluate({"y": a}, {"y": b})
+    assert f.values["top1>=0.9"] == pytest.approx(0.975)
+    b[0] = [0.99, 0.91, 0.0]  # a fifth of the margin: holds at 4x too
+    assert parse_target("top1>=0.9").evaluate({"y": a}, {"y": b}).values["top1>=0.9"] == 1.0
+    # top1>=0.99 on 10 samples: no flip at 1x says little, so the factor is 3 / (10 x 0.01) = 30:
+    # one sample losing a fifth of its margin flips there (estimate 1 / 300), four fail the target
+    assert safety_factor(10, 0.99) == pytest.approx(30.0)
+    f = parse_target("top1>=0.99").evaluate({"y": a}, {"y": b})
+    assert f.values["top1>=0.99"] == pytest.approx(1 - 0.1 / 30) and f.met
+    b[:4] = [0.99, 0.91, 0.0]
+    f = parse_target("top1>=0.99").evaluate({"y": a}, {"y": b})
+    assert f.values["top1>=0.99"] == pytest.approx(1 - 0.4 / 30) and not f.met
+    assert safety_factor(18, 0.99) == pytest.approx(3 / 0.18) and safety_factor(2, 0.999) == 64.0
+    # accuracy against labels the same way: 0 points observed, -2.5 estimated
+    labels = np.zeros(10, dtype=np.int64)
+    b[0] = [0.96, 0.94, 0.0]  # accuracy keeps the factor 4
+    f = parse_target("accuracy>=-1pt").evaluate({"y": a}, {"y": b}, labels)
+    assert f.values["accuracy>=-1pt"] == pytest.approx(-2.5) and not f.met
+    # sequences: 10 samples x 5 positions; the near-tie position fails its whole sample at 4x
+    seq_a = np.tile(a[:, None, :], (1, 5, 1))
+    seq_b = seq_a.copy()
+    seq_b[3, 2] = [0.96, 0.94, 0.0]
+    f = parse_target("sequence>=0.9").evaluate({"y": seq_a}, {"y": seq_b})
+    assert f.values["sequence>=0.9"] == pytest.approx(1 - 0.1 / 4) and f.met
+    seq_b[3, 2] = [0.8, 0.95, 0.0]  # flips at 1x: the sample fails as observed
+    assert parse_target("sequence>=0.5").evaluate({"y": seq_a}, {"y": seq_b}).values["sequence>=0.5"] == \
+        pytest.approx(0.9)
+
+
+def test_default_target_for_detector_anchors() -> None:
+    # per-anchor boxes and scores [N, P >= 256, F <= 64]: the kept detections are a few
+    # top-scoring anchors, so the cosine is held to 0.99999 (ssd_detector: int8 at 1-cos 2e-5
+    # lost 1.9 F1 points)
+    rng = np.random.default_rng(2)
+    boxes, scores = rng.normal(size=(2, 6300, 4)), rng.uniform(size=(2, 6300, 6))
+    assert parse_target(None, {"boxes": boxes, "scores": scores}).text == "cosine>=0.99999"
+    state = rng.normal(size=(2, 1, 128))  # not anchors: few positions
+    assert parse_target(None, {"boxes": boxes, "state": state}).text == \
+        "boxes:cosine>=0.99999,state:cosine>=0.999"
+    assert parse_target(None, {"emb": rng.normal(size=(2, 300, 256))}).text == "cosine>=0.999"  # wide
+    t = parse_target(None, {"boxes": boxes})
+    near = boxes + 0.004 * rng.normal(size=boxes.shape)  # 1-cos ~ 8e-6
+    assert t.evaluate({"boxes": boxes}, {"boxes": near}).met
+    assert not t.evaluate({"boxes": boxes}, {"boxes": boxes + 0.01 * rng.normal(size=boxes.shape)}).met
