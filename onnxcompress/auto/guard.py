@@ -30,10 +30,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Sessions of the same file measure in two modes some 10% apart (captcha_crnn fp32, four
-#: sessions: 53.7, 59.4, 59.8, 53.7 MB; its k-means 8 file 62.2, 62.9, 62.3, 49.7 MB), so each
-#: model is measured MEMORY_REPEATS times and the least is compared (the same file's floor);
-#: a model within the slack of the original's floor fits.
+#: Resident memory of one file moves by ~10% between sessions (captcha_crnn fp32, four sessions:
+#: 53.7, 59.4, 59.8, 53.7 MB): glibc keeps, or not, the copies onnxruntime frees while it folds at
+#: load. Live memory (resident once malloc_trim returned them, ``onnxcompress.memory``) does not
+#: move, so one session suffices where it is measured; else the least of MEMORY_REPEATS resident
+#: readings is compared (the same file's floor). A model within the slack of the original's fits.
 MEMORY_REPEATS = 3
 MEMORY_SLACK_BYTES = 1 << 20
 MEMORY_SLACK_FRACTION = 0.02
@@ -57,8 +58,9 @@ def memory_tier(name: str) -> int:
 
 
 def measure_memory(path: Path | str, feed: dict[str, Any], repeats: int = MEMORY_REPEATS) -> int | None:
-    """Resident session memory of the model at ``path`` after one run (bytes; the least of
-    ``repeats`` sessions, each in its own process), None when it cannot be measured here."""
+    """Session memory of the model at ``path`` after one run (bytes): live memory where the
+    allocator can be trimmed, else the least resident reading of ``repeats`` sessions, each in
+    its own process; None when it cannot be measured here."""
     from onnxcompress.memory import session_memory
 
     values = []
@@ -67,6 +69,8 @@ def measure_memory(path: Path | str, feed: dict[str, Any], repeats: int = MEMORY
         if not m.measured or m.resident_bytes is None:
             logger.info("auto: session memory not measured: %s", m.error)
             return None
+        if m.live_bytes is not None:
+            return m.live_bytes
         values.append(m.resident_bytes)
     return min(values)
 
