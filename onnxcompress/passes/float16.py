@@ -62,7 +62,7 @@ STORE_HALF_MIN_SIZE = 1024
 @dataclass(frozen=True)
 class Float16Config(PassConfig):
     enabled: bool = option(default=False, flag="--float16", enables=True,
-                           help="float16 weights, and compute where it is not slower on this CPU (file ~0.5x)")
+                           help="float16 weights, and compute where not slower on this CPU (file ~0.5x)")
     keep_io_types: bool = option(default=True, flag="--keep-io-types",
                                  help="keep float32 model inputs/outputs (Casts at the boundary)")
     keep_float32: tuple[str, ...] = option(
