@@ -25,9 +25,9 @@ from onnxcompress.model import is_large
 from onnxcompress.passes._speed import (
     GUARD_SECONDS,
     SPEED_TOLERANCE,
-    _one_feed,
-    _structure_digest,
     alternate_latency,
+    one_feed,
+    structure_digest,
 )
 from onnxcompress.passes.base import PassContext
 
@@ -43,12 +43,12 @@ def latency_ratio(original: ir.Model, converted: ir.Model, context: PassContext,
     if is_large(original):
         return None, "the model is large (external data or over 2 GB)"
     key = cache.decision_key("float16-speed-guard", "1 thread", __version__, ort.__version__,
-                             cache.machine_id(), config, _structure_digest(original),
-                             _structure_digest(converted))
+                             cache.machine_id(), config, structure_digest(original),
+                             structure_digest(converted))
     cached = cache.get_decision(key)
     if isinstance(cached, dict) and isinstance(cached.get("ratio"), (int, float)):
         return float(cached["ratio"]), "cached"
-    feed, source = _one_feed(original, context)
+    feed, source = one_feed(original, context)
     if feed is None:
         return None, source
     context.report_progress("float16: speed check", 0, 1)

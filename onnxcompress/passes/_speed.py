@@ -4,7 +4,7 @@
 on none (int8 storage, float compute) and keeps the first attempt that is not slower than float;
 ``first_fast_enough`` is the attempt loop (decisions cached per machine in ``onnxcompress.cache``
 so reruns are byte-identical); ``_Timer`` and ``alternate_latency`` do the timing, and
-``_structure_digest`` keys the cache on the graph's structure, not its weight values.
+``structure_digest`` keys the cache on the graph's structure, not its weight values.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def first_fast_enough(cfg: QuantizeConfig, float_model: ir.Model | None, base: i
             "quantize-speed-guard", __version__, ort.__version__, cache.machine_id(),
             cfg.to_dict(),
             [sorted(map(str, a)) if isinstance(a, list) else str(a) for a in attempts],
-            _structure_digest(reference),
+            structure_digest(reference),
         )
         cached = cache.get_decision(key)
         if isinstance(cached, dict) and isinstance(cached.get("choice"), int) and \
@@ -168,7 +168,7 @@ class _Timer:
             # model (issue 18); like the fidelity guard, large models are not measured.
             self.why_not = "the model is large (external data or over 2 GB)"
             return
-        feed, source = _one_feed(float_model, context)
+        feed, source = one_feed(float_model, context)
         if feed is None:
             self.why_not = source
             return
@@ -200,7 +200,7 @@ class _Timer:
         self.session = None
 
 
-def _structure_digest(model: ir.Model) -> str:
+def structure_digest(model: ir.Model) -> str:
     """A digest of the graph's structure: ops, attributes, connections, tensor types and shapes,
     and the values of small tensors (shapes, axes). Large weight values are left out: they do
     not change which kernels run or how fast, and hashing them would cost a pass over the file."""
@@ -260,7 +260,7 @@ def _copy(model: ir.Model) -> ir.Model:
     return model.clone()
 
 
-def _one_feed(model: ir.Model, context: PassContext) -> tuple[Feed | None, str]:
+def one_feed(model: ir.Model, context: PassContext) -> tuple[Feed | None, str]:
     """The first calibration sample, else one synthetic sample; with where it came from (or
     why there is none)."""
     if context.calibration is not None:
