@@ -277,9 +277,6 @@ class Pipeline:
                 notes.append(f"removed the exporter's per-node debug metadata ({removed:,} bytes; "
                              "keep it with --keep-debug-info)")
         recipe = self.to_recipe()
-        # What each pass ran with: options a pass resolves when it runs ("auto" values that depend
-        # on the machine or the data) are recorded resolved, so a replay gives the same bytes.
-        recipe["passes"] = [{"pass": p.name, **r.config} for p, r in zip(self.passes, results, strict=True)]
         record_provenance(ir_model, recipe, results)
         return PipelineResult(model=ir_model, passes=results, recipe=recipe, notes=notes,
                               pending_ort_check=runs_in_ort if deferred and self.check != "none" else None)

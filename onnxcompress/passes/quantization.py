@@ -137,13 +137,14 @@ class Quantize(Pass):
             # rounding wherever calibration data is given (see the module docstring).
             cfg = dataclasses.replace(cfg, reconstruct=context.calibration is not None
                                       and cfg.mode != "int4")
+            self.config = cfg
             result.config = cfg.to_dict()
         with remembered_codes():
             if not cfg.reconstruct or cfg.mode == "int4" or context.calibration is None:
                 if cfg.reconstruct and context.calibration is None:
                     result.note("reconstruct needs calibration data (--calibration); weights "
                                 "rounded to nearest")
-                return self._apply(model, context, result, cfg)
+                return self._apply(model, context, result)
             limit = context.stats.limit(min(cfg.calibration_samples, ROUNDING_SAMPLES))
             try:  # the statistics of the model as it comes (BatchNorm folding keeps the inputs)
                 found = rounding.int8_rounding(model, context.calibration.take(limit),
@@ -151,14 +152,14 @@ class Quantize(Pass):
             except OnnxCompressError as e:
                 result.note(f"reconstruction skipped: the model could not run on the calibration "
                             f"data ({e})")
-                return self._apply(model, context, result, cfg)
+                return self._apply(model, context, result)
             _enough_rows(found)
             result.metrics["reconstruction"] = found.report
             with rounding.active(found):
-                return self._apply(model, context, result, cfg)
+                return self._apply(model, context, result)
 
-    def _apply(self, model: ir.Model, context: PassContext, result: PassResult,
-               cfg: QuantizeConfig) -> ir.Model:
+    def _apply(self, model: ir.Model, context: PassContext, result: PassResult) -> ir.Model:
+        cfg: QuantizeConfig = self.config  # type: ignore[assignment]
         result.metrics["mode"] = cfg.mode
         if cfg.mode == "int4":  # recipes may say quantize/int4: the blockq pass at its defaults
             from onnxcompress.passes.block_quantization import BlockQuantize
@@ -168,6 +169,7 @@ class Quantize(Pass):
             # A machine-dependent default is resolved when the pass runs, and the resolved value is
             # what the recipe (and so the model's provenance) records.
             cfg = dataclasses.replace(cfg, reduce_range=default_reduce_range())
+            self.config = cfg
             result.config = cfg.to_dict()
         result.metrics["reduce_range"] = cfg.reduce_range
         result.metrics["cpu_vnni"] = has_vnni()
