@@ -38,16 +38,6 @@ logger = logging.getLogger(__name__)
 
 # A child that takes longer than this is abandoned (a huge model on a slow disk).
 DEFAULT_TIMEOUT_SECONDS = 600.0
-# Live memory of one file moves by a few pages from process to process: a compressed model needs
-# more than the original only beyond this share of the original's, and at least SLACK_BYTES.
-SLACK_FRACTION = 0.02
-SLACK_BYTES = 512 << 10
-
-
-def memory_limit(original_bytes: float) -> float:
-    """The most session memory a compressed model may need and still count as no more than the
-    original's (the one rule of the report's memory headline and auto mode's memory guard)."""
-    return original_bytes + max(original_bytes * SLACK_FRACTION, SLACK_BYTES)
 
 
 @dataclass

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 from onnxcompress.auto.candidates import FLOAT, by_name
 from onnxcompress.auto.paths import option_error, option_name, option_of
 from onnxcompress.auto.plan import Plan
-from onnxcompress.memory import memory_limit
 from onnxcompress.passes._bit_allocation import LayerChoices
 
 if TYPE_CHECKING:
@@ -35,9 +34,10 @@ logger = logging.getLogger(__name__)
 #: 53.7, 59.4, 59.8, 53.7 MB): glibc keeps, or not, the copies onnxruntime frees while it folds at
 #: load. Live memory (resident once malloc_trim returned them, ``onnxcompress.memory``) does not
 #: move, so one session suffices where it is measured; else the least of MEMORY_REPEATS resident
-#: readings is compared (the same file's floor). A model within ``memory_limit`` of the original's
-#: fits (the report's memory headline uses the same rule).
+#: readings is compared (the same file's floor). A model within the slack of the original's fits.
 MEMORY_REPEATS = 3
+MEMORY_SLACK_BYTES = 1 << 20
+MEMORY_SLACK_FRACTION = 0.02
 MAX_ROUNDS = 6
 Progress = Callable[[str, int, int], None]
 
@@ -118,7 +118,7 @@ def memory_guard(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Eval
     if base is None:
         notes.append("session memory could not be measured: the memory guard did not run")
         return chosen, out
-    limit = memory_limit(base)
+    limit = base * (1 + MEMORY_SLACK_FRACTION) + MEMORY_SLACK_BYTES
     ev = chosen
     with tempfile.TemporaryDirectory(prefix="onnxcompress-auto-mem-") as tmp:
         path = Path(tmp) / "plan.onnx"
