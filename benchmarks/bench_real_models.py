@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 from _common import REAL_MODELS, git_commit, latency_ratio, memory, run_child, session  # noqa: E402, F401
+from _truth import accuracy, load_truth  # noqa: E402
 from documents import _box_iou, layout_detections, layout_f1  # noqa: E402
 
 DEFAULT_MODELS = REAL_MODELS
@@ -164,15 +165,20 @@ def task_metric(
     feeds: list[dict[str, np.ndarray]],
     ref: list[list[np.ndarray]],
     out: list[list[np.ndarray]],
+    truth: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """The model's task metric for ``out`` against ``ref`` (fp32 outputs), per sample lists of
-    output arrays: ``value`` in [0, 1] (1 = behaves as fp32) and secondary numbers."""
+    output arrays: ``value`` in [0, 1] (1 = behaves as fp32) and secondary numbers; with ``truth``
+    (``_truth.load_truth``) also ``accuracy`` and ``accuracy_fp32`` against the ground truth."""
     m = entry["metric"]
     kind = m["kind"]
     if kind == "top1":
         o = m["output"]
         agree = [np.mean(_top1(r[o]) == _top1(x[o])) for r, x in zip(ref, out, strict=True)]
         res = {"value": float(np.mean(agree))}
+        if truth is not None and "labels" in truth:
+            res["accuracy_fp32"] = accuracy(entry, truth, [int(_top1(r[o])[0]) for r in ref])
+            res["accuracy"] = accuracy(entry, truth, [int(_top1(x[o])[0]) for x in out])
         if "frames" in m:
             f = m["frames"]
             res["frame_agreement"] = float(np.mean([np.mean(r[f].argmax(-1) == x[f].argmax(-1))
@@ -185,6 +191,9 @@ def task_metric(
         ]
         same = [a == b for ra, xa in pairs for a, b in zip(ra, xa, strict=True)]
         res = {"value": float(np.mean(same))}
+        if truth is not None and "texts" in truth:
+            res["accuracy_fp32"] = accuracy(entry, truth, [seq for ra, _ in pairs for seq in ra])
+            res["accuracy"] = accuracy(entry, truth, [seq for _, xa in pairs for seq in xa])
         if layout != "indices":
             res["frame_agreement"] = float(np.mean([np.mean(r[o].argmax(-1) == x[o].argmax(-1))
                                                     for r, x in zip(ref, out, strict=True)]))  # fmt: skip
@@ -263,6 +272,7 @@ def bench_one(name: str, entry: dict[str, Any], root: Path, configs: list[str], 
         evaluation = entry.get("evaluation_large", evaluation)
     feeds = load_feeds(root / evaluation, names, args.eval_samples)
     ref = run_all(model, feeds)
+    truth = load_truth(root, entry, evaluation, len(feeds))
     base = {"model": name, "fp32_bytes": model.stat().st_size, "eval_file": evaluation, "eval_n": len(feeds)}
     fp32_mem = memory(model, feeds[0]) if not args.no_memory else {}
     env = dict(
@@ -293,7 +303,8 @@ def bench_one(name: str, entry: dict[str, Any], root: Path, configs: list[str], 
             row["size_ratio"] = round(base["fp32_bytes"] / max(row["bytes"], 1), 3)
             try:
                 got = run_all(out, feeds)
-                row["metric"] = {k: round(v, 5) for k, v in task_metric(entry, feeds, ref, got).items()}
+                metric = task_metric(entry, feeds, ref, got, truth)
+                row["metric"] = {k: round(v, 5) for k, v in metric.items()}
                 # How many eval samples the metric sees change (one sample is 2.5-4 points on
                 # 24-40 samples), and each output's relative L2 error over all samples.
                 row["samples_changed"] = sum(
@@ -360,7 +371,13 @@ def done_when(row: dict[str, Any]) -> str:
     if "run_error" in row:
         return "output does not run"
     miss = []
-    drop = 100 * (1 - row.get("metric", {}).get("value", 0))
+    met = row.get("metric", {})
+    # The task metric where the eval set has ground truth (points of accuracy kept), else agreement
+    # with fp32 (every changed answer counts, right or wrong).
+    if "accuracy" in met:
+        drop = 100 * (met["accuracy_fp32"] - met["accuracy"])
+    else:
+        drop = 100 * (1 - met.get("value", 0))
     cfg = row["config"]
     if cfg.startswith("ort_"):
         return ""
@@ -388,7 +405,9 @@ def render(results: dict[str, Any]) -> str:
         "",
         f"Made by `benchmarks/bench_real_models.py` on {results['date']} (code under test: "
         f"`{results['pythonpath']}` at {results.get('commit', '?')}). Models: `scripts/real_models.py` "
-        "(see /work/realmodels/README.md). metric = task metric vs fp32 on the eval set (fp32 = 100); "
+        "(see /work/realmodels/README.md). metric = agreement with fp32 on the eval set (fp32 = 100), and "
+        "where the eval set has ground truth (drawn labels or texts) the accuracy against it, fp32 -> "
+        "compressed, which is the task metric `#11` judges (texts compared with spaces normalised); "
         "size = fp32 file / output file; latency = output / fp32 median (1 thread, alternated runs, "
         "IQR in brackets); memory = onnxruntime session memory after creation + one run vs fp32: "
         "resident, (peak), and live (resident once glibc's malloc_trim returned the free heap: what the "
@@ -403,7 +422,9 @@ def render(results: dict[str, Any]) -> str:
     ]
     for r in rows:
         met = r.get("metric", {})
-        extra = [f"{k} {v:.3g}" for k, v in met.items() if k != "value"]
+        extra = [f"{k} {v:.3g}" for k, v in met.items() if k not in ("value", "accuracy", "accuracy_fp32")]
+        if "accuracy" in met:
+            extra.insert(0, f"accuracy {100 * met['accuracy_fp32']:.1f} -> {100 * met['accuracy']:.1f}")
         metric = _f(100 * met["value"], ".1f") if "value" in met else ""
         if extra:
             metric += f" ({'; '.join(extra)})"

