@@ -240,6 +240,12 @@ def task_metric(
             u, v = r[e].ravel().astype(np.float64), x[e].ravel().astype(np.float64)
             cos.append(float(u @ v / max(np.linalg.norm(u) * np.linalg.norm(v), 1e-12)))
         return {"value": agree / max(n, 1), "embedding_cosine": float(np.mean(cos))}
+    if kind == "cosine":  # feature extractors and other regressors: mean cosine to fp32's output
+        o, cos = m["output"], []
+        for r, x in zip(ref, out, strict=True):
+            u, v = np.ravel(r[o]).astype(np.float64), np.ravel(x[o]).astype(np.float64)
+            cos.append(float(u @ v / max(np.linalg.norm(u) * np.linalg.norm(v), 1e-30)))
+        return {"value": float(np.mean(cos)), "worst_cosine": float(np.min(cos))}
     raise ValueError(f"unknown metric kind {kind!r}")
 
 

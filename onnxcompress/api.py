@@ -98,6 +98,7 @@ def compress_file(
     keep_failed: bool = False,
     memory: bool = False,
     shapes: Mapping[str, tuple[int, ...]] | None = None,
+    check_fidelity: bool = False,
 ) -> CompressionReport:
     """Compress ``input_path`` into ``output_path`` and return the report.
 
@@ -107,8 +108,11 @@ def compress_file(
     output is deleted again (``report.output`` is None) unless ``keep_failed``. With
     ``memory``, the onnxruntime session memory of both files is measured (a child process per
     model, a few seconds) on the first sample of the validation or calibration data, else a
-    synthetic one shaped by ``shapes``. ``progress``: a ``(stage, done, total)`` callback; None
-    logs progress at INFO (logger ``onnxcompress.progress``).
+    synthetic one shaped by ``shapes``. With ``check_fidelity`` and calibration data but no
+    ``validator``, the output is compared with the input on up to FIDELITY_SAMPLES calibration
+    samples under the default tolerance (``report.fidelity``, a headline when it misses): said,
+    never gating, and a comparison that cannot run is noted, not raised. ``progress``: a
+    ``(stage, done, total)`` callback; None logs progress at INFO (logger ``onnxcompress.progress``).
     """
     input_path, output_path = Path(input_path), Path(output_path)
     check_output_path(output_path, protect=(input_path,), overwrite=overwrite)
@@ -154,6 +158,8 @@ def compress_file(
             # A command that fails leaves nothing behind, even after the model was written.
             remove_model_files(output_path)
             raise
+    elif check_fidelity and isinstance(calibration, (str, os.PathLike)):  # a reader is spent by now
+        report.fidelity = _fidelity(input_path, output_path, calibration)
     if memory and output_path.exists():
         data = validation_data if validation_data is not None else calibration
         report.memory = measure_session_memory(input_path, output_path, load_model(input_path),
@@ -163,6 +169,24 @@ def compress_file(
         remove_model_files(output_path)
         report.output = None
     return report
+
+
+# Enough samples to see a model that no longer does its job (the check's purpose), few enough to
+# cost a second or two: it is not a measurement of a 1-point change (--validate-data is).
+FIDELITY_SAMPLES = 8
+
+
+def _fidelity(input_path: Path, output_path: Path, calibration: Any) -> dict[str, Any]:
+    """The default-tolerance comparison on a few calibration samples, or {"error": why}."""
+    from onnxcompress.validation.compare import compare_models
+
+    try:
+        out = compare_models(input_path, output_path, calibration, samples=FIDELITY_SAMPLES).to_dict()
+    except OnnxCompressError as e:
+        logger.info("fidelity check did not run: %s", e)
+        return {"error": str(e).split(" Hint:")[0]}
+    out["data"] = "calibration samples (seen by the passes: an optimistic reading)"
+    return out
 
 
 def _check_written_file(result: PipelineResult, path: Path, input_loads: Callable[[], bool]) -> None:

@@ -217,6 +217,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
             overwrite=args.overwrite, validator=validator, progress=progress,
             validation_data=getattr(args, "validation_data", None), keep_failed=args.keep_failed,
             memory=memory, shapes=parse_shape_overrides(getattr(args, "validation_shape", None) or []),
+            check_fidelity=args.check_fidelity,
         )
     finally:
         _clear_progress(progress)
@@ -402,6 +403,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=None,
                    help="measure the onnxruntime session memory of the input and the output "
                         "(a child process each, a few seconds; default: with --validate)")
+    p.add_argument("--check-fidelity", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --calibration and no --validate, compare the output with the input on "
+                        "up to 8 calibration samples under the default tolerance and say when it "
+                        "misses (a headline; the exit code does not change). Default: on")
     try:
         from onnxcompress.validation.cli import add_report_arguments
     except ImportError:

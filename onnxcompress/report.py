@@ -53,6 +53,9 @@ class CompressionReport:
     validation: dict[str, Any] | None = None
     # onnxruntime session memory of both files (api.measure_session_memory), when asked for.
     memory: dict[str, Any] | None = None
+    # A comparison with the input on a few calibration samples (api.check_fidelity) when no
+    # --validate was asked for: said, never gating.
+    fidelity: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -67,8 +70,8 @@ class CompressionReport:
     def headlines(self) -> list[str]:
         """The passes' headlines, then a measured memory increase: the standard is never more
         session memory than the original, so a miss is said first, not left to a ratio."""
-        extra = memory_headline(self.memory)
-        return list(self.result.headlines) + ([extra] if extra else [])
+        extra = [h for h in (fidelity_headline(self.fidelity), memory_headline(self.memory)) if h]
+        return list(self.result.headlines) + extra
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -83,6 +86,7 @@ class CompressionReport:
             "gzip_level": GZIP_LEVEL,
             **self.result.to_dict(),
             "validation": self.validation,
+            "fidelity": self.fidelity,
             "memory": self.memory,
             **self.extra,
         }
@@ -125,6 +129,8 @@ class CompressionReport:
             f"{'nodes':<14}{b.nodes:>14,}{a.nodes:>14,}",
         ]
         lines += render_memory(self.memory)
+        if self.fidelity:
+            lines.append(render_fidelity(self.fidelity))
         for p in self.result.passes:
             # A name the pass both changed and skipped (e.g. changed in one use, left alone in
             # another) is listed once, as changed, with the reason as a remark.
@@ -176,6 +182,37 @@ class CompressionReport:
 # a difference under this share of the original's, or under MEMORY_SLACK_BYTES, is not an increase.
 MEMORY_SLACK = 0.02
 MEMORY_SLACK_BYTES = 512 << 10
+
+
+def fidelity_headline(fidelity: dict[str, Any] | None) -> str | None:
+    """One line when the unasked comparison on calibration samples misses the default tolerance
+    (the policy of compare and --validate), else None."""
+    if not fidelity or fidelity.get("passed") is not False:
+        return None
+    misses = []
+    for o in fidelity.get("outputs", []):
+        for c in o.get("checks", []):
+            if not c.get("passed", True):
+                misses.append(f"{o['name']}: {c.get('detail') or c['criterion']}")
+    return (f"fidelity: on {fidelity.get('samples')} calibration sample(s) the output misses the "
+            f"default tolerance ({'; '.join(misses[:3]) or 'see the report'}); measure it on held-out "
+            "data (compare, or --validate --validate-data); fewer bits or --reconstruct keep more")
+
+
+def render_fidelity(fidelity: dict[str, Any]) -> str:
+    """The report's one fidelity row: the unasked check's outcome per output (worst cosine, top-1)."""
+    if "error" in fidelity:
+        return f"{'fidelity':<14}not checked: {fidelity['error']}"
+    parts = []
+    for o in fidelity.get("outputs", []):
+        stats = ", ".join(x for x in (
+            f"cosine {o['cosine']:.4f}" if isinstance(o.get("cosine"), float) else "",
+            f"top-1 {o['top1_agreement']:.1%}" if isinstance(o.get("top1_agreement"), float) else "",
+        ) if x)  # fmt: skip
+        verdict = "ok" if o.get("passed") else "MISSES"
+        parts.append(f"{_clip(o['name'], 24)} {verdict}" + (f" ({stats})" if stats else ""))
+    head = f"{'fidelity':<14}{fidelity.get('samples')} calibration samples, default tolerance: "
+    return head + "; ".join(parts)
 
 
 def memory_headline(memory: dict[str, Any] | None) -> str | None:

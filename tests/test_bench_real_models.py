@@ -84,3 +84,40 @@ def test_vad_and_tokens() -> None:
     res = bench.task_metric(tok, feeds, [[logits, emb]], [[other, emb]])
     assert res["value"] == pytest.approx(2 / 3)
     assert res["embedding_cosine"] == pytest.approx(1.0)
+
+
+def test_ground_truth_accuracy_ignores_spaces_and_counts_both_models(tmp_path: Path) -> None:
+    # charset: blank, a, b, space; fp32 reads "ab " (a trailing space), the other "ab" then "b"
+    from _truth import accuracy
+
+    entry = {"metric": {"kind": "ctc", "output": 0, "layout": "NTC", "blank": 0, "charset": "_ab "}}
+    truth = {"texts": ["ab", "ab"], "charset": list("_ab ")}
+    assert accuracy(entry, truth, [(1, 2, 3), (1, 2)]) == 1.0  # spaces at the ends are not text
+    assert accuracy(entry, truth, [(1, 2), (2,)]) == 0.5
+    fp32 = _logits([1, 2, 3], 4)[None]
+    other = _logits([1, 2, 0], 4)[None]
+    res = bench.task_metric(entry, [{}], [[fp32]], [[other]], truth={**truth, "texts": ["ab"]})
+    assert res["value"] == 0.0  # agreement counts the dropped space
+    assert res["accuracy_fp32"] == res["accuracy"] == 1.0  # the task metric does not
+    row = {"config": "dynamic", "exit": 0, "size_ratio": 3.8, "metric": res, "latency": {"ratio": 1.01}}
+    assert bench.done_when(row) == "ok"  # judged on accuracy; 1.01 is within timing noise
+
+
+def test_ground_truth_labels_skip_unlabelled_samples() -> None:
+    from _truth import accuracy
+
+    entry = {"metric": {"kind": "top1", "output": 0}}
+    truth = {"labels": np.array([0, -1, 2])}
+    assert accuracy(entry, truth, [0, 1, 1]) == 0.5
+    ref = [[_logits([c], 3)] for c in (0, 1, 2)]
+    res = bench.task_metric(entry, [{}] * 3, ref, ref, truth=truth)
+    assert res["accuracy"] == res["accuracy_fp32"] == 1.0
+
+
+def test_cosine_metric() -> None:
+    entry = {"metric": {"kind": "cosine", "output": 0}}
+    a = np.array([1.0, 0.0], np.float32)
+    b = np.array([1.0, 1.0], np.float32)
+    res = bench.task_metric(entry, [{}] * 2, [[a], [a]], [[a], [b]])
+    assert res["value"] == pytest.approx((1 + 2 ** -0.5) / 2)
+    assert res["worst_cosine"] == pytest.approx(2 ** -0.5)

@@ -525,3 +525,48 @@ def test_names_are_elided_in_the_middle():
     cut = elide_middle(long, 30)
     assert len(cut) == 30 and cut.startswith("/model/") and cut.endswith("weight_quantized")
     assert "..." in cut and elide_middle("short", 30) == "short"
+
+
+DIGITS = Path(__file__).resolve().parents[1] / "models"
+
+
+@pytest.mark.parametrize("flags, misses", [(["--prune", "0.97"], True), (["--quantize", "dynamic"], False)])
+def test_calibration_runs_say_when_the_output_misses_the_default_tolerance(capsys, tmp_path, flags, misses):
+    """With calibration data and no --validate, the output is compared on a few calibration
+    samples: a model that no longer does its job gets a headline, never another exit code."""
+    out, report = tmp_path / "o.onnx", tmp_path / "r.json"
+    code, stdout, _ = run_cli(capsys, "compress", DIGITS / "digits_mlp.onnx", "-o", out, *flags,
+                              "--calibration", DIGITS / "digits_calib.npz", "--json", report)
+    assert code == 0 and out.exists()
+    data = json.loads(report.read_text())
+    assert data["fidelity"]["samples"] == 8 and data["fidelity"]["passed"] is (not misses)
+    headline = [h for h in data["headlines"] if h.startswith("fidelity:")]
+    assert bool(headline) is misses and ("!! fidelity:" in stdout) is misses
+    if misses:
+        assert "logits: top-1 agreement" in headline[0]  # names the output and the criterion
+    assert "fidelity      8 calibration samples" in stdout
+
+
+def test_fidelity_check_can_be_turned_off_and_skips_without_calibration(capsys, tmp_path):
+    out, report = tmp_path / "o.onnx", tmp_path / "r.json"
+    args = ["compress", DIGITS / "digits_mlp.onnx", "-o", out, "--prune", "0.97", "--json", report]
+    assert run_cli(capsys, *args, "--calibration", DIGITS / "digits_calib.npz", "--no-check-fidelity")[0] == 0
+    assert json.loads(report.read_text())["fidelity"] is None
+    assert run_cli(capsys, *args, "--overwrite")[0] == 0  # no calibration: nothing measured
+    assert json.loads(report.read_text())["fidelity"] is None
+
+
+def test_fidelity_check_that_cannot_run_is_noted_not_raised(capsys, monkeypatch, tmp_path):
+    from onnxcompress.errors import DataError
+    from onnxcompress.validation import compare
+
+    def broken(*a, **k):
+        raise DataError("sample 0 of input 'x' cannot run")
+
+    monkeypatch.setattr(compare, "compare_models", broken)
+    out, report = tmp_path / "o.onnx", tmp_path / "r.json"
+    code, stdout, _ = run_cli(capsys, "compress", DIGITS / "digits_mlp.onnx", "-o", out, "--kmeans", "4",
+                              "--calibration", DIGITS / "digits_calib.npz", "--json", report)
+    assert code == 0 and out.exists()
+    assert json.loads(report.read_text())["fidelity"] == {"error": "sample 0 of input 'x' cannot run"}
+    assert "fidelity      not checked: sample 0" in stdout
