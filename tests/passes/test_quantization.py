@@ -341,6 +341,35 @@ def test_dynamic_mlp_uses_integer_matmul():
     assert {"mm0", "mm1"} <= {o for n in q.graph.node for o in n.output}
 
 
+def _log_mel(log: bool) -> onnx.ModelProto:
+    """A power spectrum [T, 257] through a 257x128 mel filterbank, then Clip and (``log``) Log."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    banks = np.abs(h.rng(3).standard_normal((257, 128))).astype(np.float32)
+    last = helper.make_node("Log" if log else "Relu", ["clipped"], ["y"])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "banks"], ["mel"], name="mel"),
+         helper.make_node("Clip", ["mel", "eps"], ["clipped"]), last],
+        "log_mel", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 257])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 128])],
+        [numpy_helper.from_array(banks, "banks"), numpy_helper.from_array(np.float32(1e-6), "eps")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("log", [True, False])
+def test_dynamic_keeps_a_matmul_feeding_a_log_in_float_compute(log):
+    # A power spectrum spans decades: one dynamic uint8 scale zeroes its quiet bins, and the log
+    # turns those into -13.8 (kaldi fbank features: cosine 0.946 at worst)
+    power = np.exp(h.rng(4).uniform(-12, 6, (50, 257))).astype(np.float32)
+    res, q = quantize(_log_mel(log), mode="dynamic")
+    assert ops(q)["MatMulInteger"] == (0 if log else 1)
+    assert int8_weights(q) == 1  # stored in int8 either way
+    if log:
+        assert any("goes to a Log" in r for r in res.skipped)
+        want, got = h.run(_log_mel(log), {"x": power})[0], h.run(q, {"x": power})[0]
+        assert rel_error(want, got) < 0.01
+
+
 def test_dynamic_gemm_and_cnn_keep_conv_float_but_store_it_int8():
     proto = h.cnn(channels=(3, 32, 64), classes=64)
     data = feeds((2, 3, 16, 16))
