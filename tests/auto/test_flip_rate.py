@@ -19,12 +19,13 @@ def _acceptance(rate: float, n: int, trials: int = 400, seed: int = 0) -> float:
 
 @pytest.mark.parametrize("n", [18, 24, 32])
 def test_rejects_a_few_percent_accepts_a_few_per_mille(n: int) -> None:
-    # what the held-apart samples of one model can show: 2-5% flip rates (magika's and ppocr_cls's
-    # old plans) are rejected almost always, 0.3% (int8 on ppocr_cls) accepted mostly
+    # what the calibration samples of one model can show: 2-5% flip rates (magika's and
+    # ppocr_cls's old plans) are rejected almost always, 0.3% (int8 on ppocr_cls) accepted mostly
+    # (measured at 2000 sets: 2% passes 4-5%, 0.3% passes 77-80%)
     assert _acceptance(0.05, n) == 0.0
     assert _acceptance(0.03, n) <= 0.03
     assert _acceptance(0.02, n) <= 0.1
-    assert _acceptance(0.003, n) >= 0.8
+    assert _acceptance(0.003, n) >= 0.7
     # and in between it is a judgement: a true 1% passes a third of the time
     assert 0.15 <= _acceptance(0.01, n) <= 0.5
 
@@ -40,9 +41,9 @@ def test_counting_alone_could_not() -> None:
 
 def test_estimate_is_the_tail_bound() -> None:
     r = np.array([0.5, 0.2, 0.1] + [0.01] * 17)
-    q0, q1, q2 = (_poisson_upper(k, 0.8) for k in range(3))
+    q0, q1 = (_poisson_upper(k, 0.8) for k in range(2))
     assert q0 == pytest.approx(-np.log(0.2), rel=1e-6)  # P(0 events) = e^-mu
-    assert flip_rate(r) == pytest.approx(min(0.5 * q0, 0.2 * q1, 0.1 * q2) / 20)
+    assert flip_rate(r) == pytest.approx(min(0.5 * q0, 0.2 * q1) / 20)  # the two largest ratios
     # observed flips are a floor; all-flip tails are the count
     assert flip_rate(np.array([3.0, 2.0, 1.5] + [0.01] * 7)) == pytest.approx(0.3)
     assert flip_rate(np.zeros(8)) == 0.0 and flip_rate(np.zeros(0)) == 0.0
