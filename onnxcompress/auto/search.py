@@ -102,7 +102,7 @@ class AutoResult:
     plan: Plan
     recipe: dict[str, Any]
     met: bool
-    fidelity: Fidelity  # on the held-apart data
+    fidelity: Fidelity  # the held-out check: search and held-apart samples together
     target: str
     objective: str
     front: list[dict[str, Any]] = field(default_factory=list)
