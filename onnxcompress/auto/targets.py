@@ -61,6 +61,8 @@ FLIP_CONFIDENCE = 0.8
 #: largest, 1.7%. No other case measured changes between 2 and 3 points.
 TAIL_POINTS = 2
 METRICS = ("top1", "sequence", "cosine", "accuracy")
+#: Metrics that count flips, held to an estimated flip rate (:func:`flip_rate`).
+COUNTED = ("top1", "sequence", "accuracy")
 
 Outputs = Mapping[str, np.ndarray]  # output name -> samples stacked on axis 0
 Metric = Callable[[Outputs, Outputs], float]

@@ -5,6 +5,7 @@ a sample flips when its margin is below d (rate ~ d)."""
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 
 from onnxcompress.auto.targets import _poisson_upper, flip_rate, flip_ratios, parse_target
@@ -80,3 +81,31 @@ def test_sequence_target_judges_the_nearest_position() -> None:
     np.put_along_axis(b2, top[..., None], (np.take_along_axis(a, top[..., None], -1)
                                            - 0.3 * lead[..., None]), -1)
     assert not parse_target("sequence>=0.99").evaluate({"y": a}, {"y": b2}).met
+
+
+def test_held_out_check_pools_counts_only(tmp_path) -> None:  # noqa: ANN001
+    # the held-out check: top1 over search + held-apart samples, cosine over the held-apart ones
+    from onnx import TensorProto, helper
+
+    from onnxcompress.auto.search import _Evaluator
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
+    path = tmp_path / "identity.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    rng = np.random.default_rng(3)
+    search = rng.normal(size=(18, 1, 4)).astype(np.float32)
+    held = rng.normal(size=(6, 1, 4)).astype(np.float32)
+    ev = object.__new__(_Evaluator)
+    ev.goal = parse_target("top1>=0.5,cosine>=0.99")
+    # the "compressed" model returns its input; the references: the search samples' exactly, the
+    # held-apart ones exactly, then reversed (cosine -1, every sample flips)
+    ev.search = ([{"x": s} for s in search], {"y": search[:, 0]}, None)
+    ev.held = ([{"x": h} for h in held], {"y": held[:, 0]}, None)
+    f = ev._judge(path)
+    assert f.met and f.values == {"top1>=0.5": 1.0, "cosine>=0.99": pytest.approx(1.0)}
+    ev.held = ([{"x": h} for h in held], {"y": -held[:, 0]}, None)
+    f = ev._judge(path)
+    assert f.values["top1>=0.5"] == pytest.approx(1 - 6 / 24)  # 6 flips of 24: pooled
+    assert f.values["cosine>=0.99"] == pytest.approx(-1.0) and not f.met  # held-apart alone
