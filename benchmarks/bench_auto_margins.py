@@ -30,6 +30,8 @@ def outputs(path: str, data: str, index: int) -> np.ndarray:
     names = [i.name for i in sess.get_inputs()]
     with np.load(data) as d:
         arrays = {k: d[k] for k in names if k in d.files}
+    if not arrays:
+        sys.exit(f"{data}: none of {path}'s inputs ({', '.join(names)})")
     n = len(next(iter(arrays.values())))
     # samples on axis 0, as auto mode stacks them (a [T, 1, C] output gets its own sample axis)
     return _stack([sess.run(None, {k: v[i] for k, v in arrays.items()})[index] for i in range(n)])
