@@ -162,8 +162,9 @@ def refine(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Evaluator,
 
 def verify(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Evaluator, deadline: float,
             report: Progress, notes: list[str]) -> tuple[Evaluation, bool]:
-    """Measure ``chosen`` on the held-apart data; while it fails, move the layers with the largest
-    estimated error one step up their options (less error, more cost) and measure again."""
+    """Measure ``chosen`` on the held-apart data (with the search data: ``_Evaluator._judge``);
+    while it fails, move the layers with the largest estimated error one step up their options
+    (less error, more cost) and measure again."""
     by_label = {layer.label: layer for layer in layers}
     ev = evaluate(chosen.plan, held=True)
     tried = [ev]

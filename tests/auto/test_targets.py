@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onnxcompress.auto.targets import SAFETY_FACTOR, parse_target, safety_factor
+from onnxcompress.auto.targets import _poisson_upper, flip_rate, flip_ratios, parse_target
 from onnxcompress.errors import ConfigError
 
 
@@ -115,41 +115,61 @@ def test_default_target_holds_positions_of_graph_class_scores() -> None:
         "top1>=0.99,logits:sequence>=0.99"
 
 
-def test_counts_near_ties_with_the_deviation_amplified() -> None:
-    # ten samples, none flips; one loses 80% of its margin, so it flips at 4x the deviation: the
-    # estimated flip rate is a quarter of the amplified one (1 of 10 / 4), not the observed 0
-    # (a threshold low enough for 10 samples: the factor stays at its floor, 4)
-    assert SAFETY_FACTOR == 4.0 and safety_factor(10, 0.9) == 4.0
+def test_counts_estimate_the_flip_rate_from_near_ties() -> None:
+    # ten samples, none flips; one loses 80% of its lead: the flip rate is estimated from how near
+    # the samples come to a flip (0.8 x the Poisson 80% bound of no ratio above 0.8, 1.61, / 10),
+    # not the observed 0
     a = np.tile(np.array([[1.0, 0.9, 0.0]]), (10, 1))
     b = a.copy()
     b[0] = [0.96, 0.94, 0.0]
     f = parse_target("top1>=0.9").evaluate({"y": a}, {"y": b})
-    assert f.values["top1>=0.9"] == pytest.approx(0.975)
-    b[0] = [0.99, 0.91, 0.0]  # a fifth of the margin: holds at 4x too
-    assert parse_target("top1>=0.9").evaluate({"y": a}, {"y": b}).values["top1>=0.9"] == 1.0
-    # top1>=0.99 on 10 samples: no flip at 1x says little, so the factor is 3 / (10 x 0.01) = 30:
-    # one sample losing a fifth of its margin flips there (estimate 1 / 300), four fail the target
-    assert safety_factor(10, 0.99) == pytest.approx(30.0)
+    assert f.values["top1>=0.9"] == pytest.approx(1 - 0.8 * 1.6094 / 10, abs=1e-4) and not f.met
+    assert parse_target("top1>=0.85").evaluate({"y": a}, {"y": b}).met
+    # a fifth of the lead lost: 0.2 x 1.61 / 10; ten samples cannot hold 1%
+    b[0] = [0.99, 0.91, 0.0]
     f = parse_target("top1>=0.99").evaluate({"y": a}, {"y": b})
-    assert f.values["top1>=0.99"] == pytest.approx(1 - 0.1 / 30) and f.met
-    b[:4] = [0.99, 0.91, 0.0]
-    f = parse_target("top1>=0.99").evaluate({"y": a}, {"y": b})
-    assert f.values["top1>=0.99"] == pytest.approx(1 - 0.4 / 30) and not f.met
-    assert safety_factor(18, 0.99) == pytest.approx(3 / 0.18) and safety_factor(2, 0.999) == 64.0
-    # accuracy against labels the same way: 0 points observed, -2.5 estimated
+    assert f.values["top1>=0.99"] == pytest.approx(1 - 0.2 * _poisson_upper(0, 0.8) / 10) and not f.met
+    assert parse_target("top1>=0.9").evaluate({"y": a}, {"y": b}).met
+    # unchanged outputs: nothing can flip
+    assert parse_target("top1>=0.99").evaluate({"y": a}, {"y": a.copy()}).values["top1>=0.99"] == 1.0
+    # accuracy against labels: a point is lost where a correct prediction flips (all are correct)
     labels = np.zeros(10, dtype=np.int64)
-    b[0] = [0.96, 0.94, 0.0]  # accuracy keeps the factor 4
+    b[0] = [0.96, 0.94, 0.0]
     f = parse_target("accuracy>=-1pt").evaluate({"y": a}, {"y": b}, labels)
-    assert f.values["accuracy>=-1pt"] == pytest.approx(-2.5) and not f.met
-    # sequences: 10 samples x 5 positions; the near-tie position fails its whole sample at 4x
+    assert f.values["accuracy>=-1pt"] == pytest.approx(-100 * flip_rate(np.array([0.8] + [0.0] * 9)))
+    assert not f.met
+    # a wrong prediction that flips loses nothing: the estimate covers the correct ones only
+    f = parse_target("accuracy>=-1pt").evaluate({"y": a}, {"y": b}, np.r_[1, labels[1:]])
+    assert f.values["accuracy>=-1pt"] == 0.0 and f.met
+    # sequences: 10 samples x 5 positions; a sample is as near a flip as its nearest position
     seq_a = np.tile(a[:, None, :], (1, 5, 1))
     seq_b = seq_a.copy()
     seq_b[3, 2] = [0.96, 0.94, 0.0]
     f = parse_target("sequence>=0.9").evaluate({"y": seq_a}, {"y": seq_b})
-    assert f.values["sequence>=0.9"] == pytest.approx(1 - 0.1 / 4) and f.met
-    seq_b[3, 2] = [0.8, 0.95, 0.0]  # flips at 1x: the sample fails as observed
-    assert parse_target("sequence>=0.5").evaluate({"y": seq_a}, {"y": seq_b}).values["sequence>=0.5"] == \
-        pytest.approx(0.9)
+    assert f.values["sequence>=0.9"] == pytest.approx(1 - flip_rate(np.array([0.8] + [0.0] * 9)))
+    assert not f.met
+    seq_b[3, 2] = [0.8, 0.95, 0.0]  # flips at 1x: at least the observed 1 in 10 fails
+    assert parse_target("sequence>=0.5").evaluate({"y": seq_a}, {"y": seq_b}).values["sequence>=0.5"] <= 0.9
+
+
+def test_probabilities_are_compared_as_logits() -> None:
+    # a 2-class softmax, confident samples (ppocr_cls): the compressed model shifts every logit
+    # difference by 2.5 towards class 1, and no sample flips. In probabilities the confident
+    # samples barely move (0.99999 -> 0.9998), which hid how near they came; on logits each
+    # sample is 2.5 / lead of the way to a flip, and 24 samples reject top1>=0.99
+    rng = np.random.default_rng(0)
+    lead = rng.uniform(3.0, 12.0, size=24)
+    logits = np.stack([lead, np.zeros(24)], axis=1)
+    soft = lambda z: np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)  # noqa: E731
+    a, b = soft(logits), soft(logits - [2.5, 0.0])
+    assert (a.argmax(1) == b.argmax(1)).all()
+    ratios = flip_ratios(a, b)
+    assert ratios == pytest.approx(2.5 / lead)
+    assert not parse_target("top1>=0.99").evaluate({"p": a}, {"p": b}).met
+    # the same change on logits that are not probabilities: the same ratios
+    assert flip_ratios(logits, logits - [2.5, 0.0]) == pytest.approx(ratios)
+    # a fiftieth of it: at most 0.017 of the way, met
+    assert parse_target("top1>=0.99").evaluate({"p": a}, {"p": soft(logits - [0.05, 0.0])}).met
 
 
 def test_default_target_for_detector_anchors() -> None:
