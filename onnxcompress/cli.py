@@ -296,7 +296,7 @@ def _cmd_auto(args: argparse.Namespace, pipeline: Pipeline | None) -> int:
         print(report.to_json())
     elif not args.quiet:
         print(report.render())
-        print(f"auto: {found.plan.counts()} in {found.seconds.get('total', 0):.0f} s; held-out {values}")
+        print(f"auto: {found.plan.counts()} in {found.seconds.get('total', 0):.0f} s; verification {values}")
         print(f"wrote {args.output}")
     if not found.met:
         sys.stderr.write(f"onnxcompress: target {found.target} not met on the held-apart data ({values}; "
