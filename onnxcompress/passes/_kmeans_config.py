@@ -99,6 +99,15 @@ class WeightSharingConfig(PassConfig):
         "mid-sized layers; slower: ddddocr_det 1.8x), or auto "
         "(int8 for weights of >= 32768 values unless their codebook halves the error)",
     )
+    rest: str = option(
+        default="float16",
+        flag="--kmeans-rest",
+        choices=("float16", "float32"),
+        help="what is not clustered (biases, normalisation parameters, weights under min_size, "
+        "a first layer kept float): float16 behind a Cast onnxruntime folds at load, where every "
+        "value is a normal float16 number (within 2^-11 of itself) and no later pass rewrites "
+        "weights; or float32 as they are",
+    )
     fold_batchnorm: bool = option(
         default=True,
         flag="--kmeans-fold-batchnorm",

@@ -29,6 +29,10 @@ from onnxcompress.model import external_base_dir, release_external, to_proto
 from onnxcompress.opset import opset_version, upgrade_opset
 from onnxcompress.passes._float16_check import fidelity_check
 from onnxcompress.passes._float16_speed import COMPUTE_CHOICES, latency_ratio, too_slow
+from onnxcompress.passes._half_store import cast_node as _cast
+from onnxcompress.passes._half_store import fits_half as _fits_half
+from onnxcompress.passes._half_store import store_narrow
+from onnxcompress.passes._half_store import to_half as _to_half
 from onnxcompress.passes.base import LayerStat, Pass, PassConfig, PassContext, PassResult, option
 from onnxcompress.weights import WeightIndex, all_graphs, model_names, unique_name
 
@@ -53,7 +57,6 @@ KEEP_FLOAT32 = frozenset({
     # Quantization ops: float16 scales need opset 19, and int8 models are already small.
     "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
 })
-HALF_MAX = 65504.0
 # Float32 weights of at least this many elements read only by ops kept in float32 are stored in
 # float16 with a Cast (smaller ones are scales and shape-like constants: kept exact).
 STORE_HALF_MIN_SIZE = 1024
@@ -103,16 +106,6 @@ class BFloat16Config(PassConfig):
     def __post_init__(self) -> None:
         self._require(self.dtype in ("bfloat16", "float16"),
                       f"dtype must be bfloat16 or float16, got '{self.dtype}'")
-
-
-def _cast(graph_nodes: list[ir.Node], value: ir.Value, to: ir.DataType, name: str) -> ir.Value:
-    node = ir.node("Cast", [value], {"to": to}, name="")
-    out = node.outputs[0]
-    out.name = name
-    out.dtype = to
-    out.shape = value.shape
-    graph_nodes.append(node)
-    return out
 
 
 class Float16(Pass):
@@ -358,22 +351,8 @@ class BFloat16(Pass):
                     continue
                 arr = t.numpy()
                 name = value.name or "weight"
-                stored = unique_name(names, f"{name}_{'fp16' if half else 'bf16'}")
-                dtype = HALF if half else BF16
                 data = _to_half(arr) if half else _to_bf16_bits(arr)
-                bf = ir.Value(name=stored, shape=ir.Shape(arr.shape), type=ir.TensorType(dtype),
-                              const_value=ir.Tensor(data, dtype=dtype, name=stored))
-                graph.register_initializer(bf)
-                nodes: list[ir.Node] = []
-                cast = _cast(nodes, bf, FLOAT, unique_name(names, f"{name}_fp32"))
-                first = min((n for n, _ in value.uses() if n.graph is graph),
-                            key=lambda n: _position(graph, n), default=None)
-                if first is None:
-                    graph.insert_before(next(iter(graph)), nodes)
-                else:
-                    graph.insert_before(first, nodes)
-                ir.convenience.replace_all_uses_with(value, cast)
-                graph.initializers.pop(value.name, None)
+                store_narrow(graph, value, data, HALF if half else BF16, names, "fp16" if half else "bf16")
                 result.add_layer(LayerStat(name=name, op_type=cfg.dtype, shape=tuple(arr.shape),
                                            bytes_before=arr.nbytes, bytes_after=arr.nbytes // 2,
                                            bits=16.0))
@@ -396,19 +375,9 @@ class BFloat16(Pass):
                 arr = attr.value.numpy()
                 if half and not _fits_half(arr):
                     continue  # an attention mask's -1e9 would saturate: stays float32
-                dtype = HALF if half else BF16
-                data = _to_half(arr) if half else _to_bf16_bits(arr)
-                users = list(out.uses())
                 name = out.name or "constant"
-                node.attributes["value"] = ir.AttrTensor(
-                    "value", ir.Tensor(data, dtype=dtype, name=attr.value.name))
-                out.dtype = dtype
-                out.name = unique_name(names, f"{name}_{'fp16' if half else 'bf16'}")
-                nodes = []
-                cast = _cast(nodes, out, FLOAT, name)
-                graph.insert_after(node, nodes)
-                for user, index in users:
-                    user.replace_input_with(index, cast)
+                data = _to_half(arr) if half else _to_bf16_bits(arr)
+                store_narrow(graph, out, data, HALF if half else BF16, names, "fp16" if half else "bf16")
                 result.add_layer(LayerStat(name=name, op_type=f"Constant ({cfg.dtype})",
                                            shape=tuple(arr.shape), bytes_before=arr.nbytes,
                                            bytes_after=arr.nbytes // 2, bits=16.0))
@@ -443,16 +412,7 @@ def _store_half(graph: ir.Graph, half_ids: set[int], names: set[str], result: Pa
         if not _fits_half(arr):
             continue
         name = value.name or "weight"
-        stored = unique_name(names, f"{name}_fp16")
-        half = ir.Value(name=stored, shape=ir.Shape(arr.shape), type=ir.TensorType(HALF),
-                        const_value=ir.tensor(_to_half(arr), name=stored))
-        graph.register_initializer(half)
-        nodes: list[ir.Node] = []
-        cast = _cast(nodes, half, FLOAT, unique_name(names, f"{name}_fp32"))
-        first = min((node for node, _ in users), key=lambda node: _position(graph, node))
-        graph.insert_before(first, nodes)
-        ir.convenience.replace_all_uses_with(value, cast)
-        graph.initializers.pop(value.name, None)
+        store_narrow(graph, value, _to_half(arr), HALF, names, "fp16")
         result.add_layer(LayerStat(name=name, op_type="/".join(dict.fromkeys(
             node.op_type for node, _ in users)) + " (stored float16)", shape=tuple(arr.shape),
             bytes_before=arr.nbytes, bytes_after=arr.nbytes // 2, bits=16.0))
@@ -480,25 +440,13 @@ def _store_half_constants(model: ir.Model, half_ids: set[int], names: set[str],
             arr = attr.value.numpy()
             if not _fits_half(arr):
                 continue
-            users = list(out.uses())
             name = out.name or "constant"
-            node.attributes["value"] = ir.AttrTensor("value", ir.tensor(_to_half(arr), name=attr.value.name))
-            out.dtype = HALF
-            out.name = unique_name(names, f"{name}_fp16")
-            nodes: list[ir.Node] = []
-            cast = _cast(nodes, out, FLOAT, name)
-            graph.insert_after(node, nodes)
-            for user, index in users:
-                user.replace_input_with(index, cast)
+            store_narrow(graph, out, _to_half(arr), HALF, names, "fp16")
             result.add_layer(LayerStat(name=name, op_type="Constant (stored float16)",
                                        shape=tuple(arr.shape), bytes_before=arr.nbytes,
                                        bytes_after=arr.nbytes // 2, bits=16.0))
             n += 1
     return n
-
-
-def _fits_half(arr: np.ndarray) -> bool:
-    return arr.size == 0 or float(np.abs(arr).max()) <= HALF_MAX
 
 
 def _constant_fits(node: ir.Node, half_ids: set[int]) -> bool:
@@ -510,23 +458,11 @@ def _constant_fits(node: ir.Node, half_ids: set[int]) -> bool:
     return all(id(user) in half_ids for o in node.outputs for user, _ in o.uses())
 
 
-def _to_half(arr: np.ndarray) -> np.ndarray:
-    # Saturate instead of overflowing to inf (weights beyond 65504 are rare, but exist).
-    return np.clip(arr, -HALF_MAX, HALF_MAX).astype(np.float16)
-
-
 def _to_bf16_bits(arr: np.ndarray) -> np.ndarray:
     """float32 -> bfloat16 with round-to-nearest-even, as ml_dtypes values."""
     import ml_dtypes
 
     return np.asarray(arr, dtype=np.float32).astype(ml_dtypes.bfloat16)
-
-
-def _position(graph: ir.Graph, node: ir.Node) -> int:
-    for i, n in enumerate(graph):
-        if n is node:
-            return i
-    return 1 << 30
 
 
 def _stays_float(node: ir.Node, index: int) -> bool:

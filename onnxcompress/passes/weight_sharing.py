@@ -97,6 +97,7 @@ from onnxcompress.passes._kmeans_decode import (
     ConstantCache,
     Formats,
 )
+from onnxcompress.passes._kmeans_rest import REST_ROLES, store_rest
 from onnxcompress.passes._kmeans_select import _first_kept_float, _shape_read
 from onnxcompress.passes._kmeans_share import _FIT, _fit_own, _share, _share_model_codebook
 from onnxcompress.passes._prune_select import _first_last_nodes
@@ -115,8 +116,9 @@ from onnxcompress.weights import (
 logger = logging.getLogger(__name__)
 
 _ROLE_REASONS = {
-    ROLE_BIAS: "bias: kept in full precision (small and sensitive)",
-    ROLE_NORM: "normalization parameter: kept in full precision",
+    # Not clustered; stored in float16 unless rest="float32" (``_kmeans_rest``: the metrics say which).
+    ROLE_BIAS: "bias: not clustered (small and sensitive)",
+    ROLE_NORM: "normalization parameter: not clustered",
     ROLE_ELEMENTWISE: "elementwise constant: not a layer weight",
 }
 
@@ -141,6 +143,8 @@ class WeightSharing(Pass):
         before = _serialized(model) if measure else None
 
         self._min_elements = cfg.min_elements(cfg.allocates(context.calibration is not None))
+        # Left float: biases and norm parameters, compute weights that are small or a first layer.
+        self._unclustered: set[str] = set()
         probe = PassResult(self.name, {}, model)
         wanted = [b for b in (self._select(w, cfg, probe) for w in WeightIndex.build(model)) if b]
         wanted += [b for b in (self._select(w, cfg, probe) for w in _shape_read(model)) if b]
@@ -154,6 +158,7 @@ class WeightSharing(Pass):
                 result.modified = True
         model, formats = self._prepare_opset(model, cfg, wanted, result)
         index = WeightIndex.build(model)
+        self._unclustered = {w.label for w in index if w.role in REST_ROLES}
         firsts, _ = _first_last_nodes(model, index)
         total = sum(w.size for w in index if w.role in COMPUTE_ROLES)
         todo: list[tuple[Weight, int]] = []
@@ -162,6 +167,7 @@ class WeightSharing(Pass):
             if bits and _first_kept_float(w, bits, firsts, cfg, total):
                 result.skip(w.label, "first layer (reads the graph input): kept float at 8 bits, "
                                      "as int8's fidelity guard keeps it")
+                self._unclustered.add(w.label)
                 continue
             if bits:
                 todo.append((w, bits))
@@ -237,6 +243,8 @@ class WeightSharing(Pass):
                 stats.append(stat)
                 todo.append((w, bits))
             w.release()
+        if cfg.rest == "float16":
+            store_rest(model, self._unclustered, cfg.exclude, context, result)
         order = {w.label: i for i, (w, _) in enumerate(todo)}
         for stat in sorted(stats, key=lambda s: order.get(s.name, 0)):
             stat.extra.update(allocated.get(stat.name, {}))
@@ -279,6 +287,7 @@ class WeightSharing(Pass):
             return 0
         if w.size < self._min_elements:
             result.skip(w.label, f"smaller than min_size ({self._min_elements} elements)")
+            self._unclustered.add(w.label)
             return 0
         bits = cfg.bits_for(w)
         if bits == 0:

@@ -26,6 +26,9 @@ def share(model, calibration=None, **options):
     # Most tests compare with the unfolded model's own weights: BatchNorm folding (default on,
     # tested on its own below) would change which tensors exist.
     options.setdefault("fold_batchnorm", False)
+    # And compare decodes exactly: the float16 storage of what is not clustered (default) is
+    # tested on its own (test_weight_sharing_rest.py).
+    options.setdefault("rest", "float32")
     result = Pipeline([WeightSharing(**options)]).run(model, calibration=calibration)
     proto = to_proto(result.model)
     onnx.checker.check_model(proto)

@@ -32,6 +32,7 @@ def one_matmul(w: np.ndarray, opset: int = 17) -> onnx.ModelProto:
 
 
 def share(model, **options):
+    options.setdefault("rest", "float32")  # exact decodes; the float16 rest: test_weight_sharing_rest.py
     result = Pipeline([WeightSharing(**options)]).run(model)
     proto = to_proto(result.model)
     onnx.checker.check_model(proto)

@@ -40,6 +40,7 @@ def weights(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def share(model: onnx.ModelProto, **options):
+    options.setdefault("rest", "float32")  # exact decodes; the float16 rest: test_weight_sharing_rest.py
     result = Pipeline([WeightSharing(bits=8, **options)]).run(model)
     proto = to_proto(result.model)
     onnx.checker.check_model(proto)

@@ -1,0 +1,97 @@
+"""A float32 constant stored narrower (float16 or bfloat16) behind a ``Cast`` back to float32.
+
+The one storage edit of the bfloat16 pass, of the float16 pass's weights read by ops it keeps in
+float32, and of the float tensors k-means leaves unclustered. onnxruntime folds the ``Cast`` at
+load, so compute and session memory stay those of a float32 weight, from the rounded values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcompress.weights import unique_name
+
+FLOAT = ir.DataType.FLOAT
+HALF = ir.DataType.FLOAT16
+HALF_MAX = 65504.0
+_HALF_TINY = float(np.finfo(np.float16).tiny)  # below it float16 is subnormal: fewer bits
+
+
+def cast_node(graph_nodes: list[ir.Node], value: ir.Value, to: ir.DataType, name: str) -> ir.Value:
+    """A ``Cast`` of ``value`` to ``to`` appended to ``graph_nodes``; its output (named ``name``)."""
+    node = ir.node("Cast", [value], {"to": to}, name="")
+    out = node.outputs[0]
+    out.name = name
+    out.dtype = to
+    out.shape = value.shape
+    graph_nodes.append(node)
+    return out
+
+
+def fits_half(arr: np.ndarray) -> bool:
+    """No magnitude beyond float16's largest (an attention mask's -1e9 would saturate)."""
+    return arr.size == 0 or float(np.abs(arr).max()) <= HALF_MAX
+
+
+def half_exact_enough(arr: np.ndarray) -> bool:
+    """Every value rounds to float16 within 2^-11 of itself: finite, and each non-zero
+    magnitude a normal float16 number (no saturation, no subnormal loss of bits)."""
+    if arr.size == 0:
+        return False
+    mag = np.abs(arr.astype(np.float64))
+    if not np.isfinite(mag).all():
+        return False
+    nonzero = mag[mag > 0]
+    return nonzero.size == 0 or bool(nonzero.min() >= _HALF_TINY and nonzero.max() <= HALF_MAX)
+
+
+def fits_half_finite(arr: np.ndarray) -> bool:
+    """Finite, and no magnitude beyond float16's largest."""
+    return arr.size > 0 and bool(np.isfinite(arr).all()) and fits_half(arr)
+
+
+def to_half(arr: np.ndarray) -> np.ndarray:
+    # Saturate instead of overflowing to inf (weights beyond 65504 are rare, but exist).
+    return np.clip(arr, -HALF_MAX, HALF_MAX).astype(np.float16)
+
+
+def position(graph: ir.Graph, node: ir.Node) -> int:
+    for i, n in enumerate(graph):
+        if n is node:
+            return i
+    return 1 << 30
+
+
+def store_narrow(graph: ir.Graph, value: ir.Value, data: np.ndarray, dtype: ir.DataType,
+                 names: set[str], suffix: str) -> None:
+    """Store the float32 constant ``value`` of ``graph`` (an initializer, or a ``Constant``
+    node's output) as ``data`` (already of ``dtype``) with a ``Cast`` to float32 in front of
+    its readers, which read the Cast from then on. An initializer is replaced by a new one
+    named ``<name>_<suffix>`` and the Cast's output gets a fresh ``<name>_fp32``; a Constant
+    node holds ``data`` itself, renamed ``<name>_<suffix>``, and its Cast takes the old name."""
+    name = value.name or "weight"
+    producer = value.producer()
+    nodes: list[ir.Node] = []
+    if producer is not None and producer.op_type == "Constant":
+        users = list(value.uses())
+        attr = producer.attributes["value"]
+        tensor = ir.Tensor(data, dtype=dtype, name=attr.value.name)
+        producer.attributes["value"] = ir.AttrTensor("value", tensor)
+        value.dtype = dtype
+        value.name = unique_name(names, f"{name}_{suffix}")
+        cast = cast_node(nodes, value, FLOAT, name)
+        graph.insert_after(producer, nodes)
+        for user, index in users:
+            user.replace_input_with(index, cast)
+        return
+    stored = unique_name(names, f"{name}_{suffix}")
+    narrow = ir.Value(name=stored, shape=ir.Shape(data.shape), type=ir.TensorType(dtype),
+                      const_value=ir.Tensor(data, dtype=dtype, name=stored))
+    graph.register_initializer(narrow)
+    cast = cast_node(nodes, narrow, FLOAT, unique_name(names, f"{name}_fp32"))
+    first = min((n for n, _ in value.uses() if n.graph is graph),
+                key=lambda n: position(graph, n), default=None)
+    graph.insert_before(first if first is not None else next(iter(graph)), nodes)
+    ir.convenience.replace_all_uses_with(value, cast)
+    graph.initializers.pop(value.name, None)

