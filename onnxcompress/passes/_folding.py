@@ -1,4 +1,5 @@
-"""Exact graph rewrites shared by passes: BatchNormalization folded into the Conv before it."""
+"""Exact graph rewrites shared by passes: BatchNormalization folded into the Conv before it, and
+so is a per-channel Mul/Add an exporter wrote for it (a decomposed BatchNormalization)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress.passes._qdq import Builder
-from onnxcompress.weights import WeightIndex, model_names
+from onnxcompress.weights import Weight, WeightIndex, model_names
 
 
 def const_array(value: ir.Value | None) -> np.ndarray | None:
@@ -76,7 +77,65 @@ def fold_batchnorm(model: ir.Model) -> int:
         for v in params:
             drop_unused_constant(model.graph, v)
         folded += 1
+    return folded + _fold_channel_affine(model, by_value, b)
+
+
+def _fold_channel_affine(model: ir.Model, by_value: dict[int, Weight], b: Builder) -> int:
+    """A Conv followed by ``Mul`` and/or ``Add`` of a per-output-channel constant (a BatchNorm
+    some exporters write as two ops: captcha_crnn's 47 such constants stayed float32 beside
+    8-bit weights) folded into the Conv's weight and bias, as a BatchNormalization is."""
+    folded = 0
+    for node in list(model.graph):
+        if node.op_type not in ("Mul", "Add") or node.domain not in ("", "ai.onnx") or len(node.inputs) != 2:
+            continue
+        for i in (0, 1):
+            x, other = node.inputs[i], node.inputs[1 - i]
+            conv = x.producer() if x is not None else None
+            if conv is None or conv.op_type != "Conv" or len(list(x.uses())) != 1 or x.is_graph_output():
+                continue
+            w = by_value.get(id(conv.inputs[1])) if len(conv.inputs) > 1 else None
+            if w is None or w.shared or w.via or w.dtype != ir.DataType.FLOAT:
+                continue
+            weight = w.numpy()
+            vector = _channel_vector(const_array(other), weight.shape[0], weight.ndim)
+            bias_w = by_value.get(id(conv.inputs[2])) if len(conv.inputs) > 2 and conv.inputs[2] is not None \
+                else None
+            if vector is None or (len(conv.inputs) > 2 and conv.inputs[2] is not None
+                                  and (bias_w is None or bias_w.shared or bias_w.via)):
+                continue
+            bias = bias_w.numpy().astype(np.float64) if bias_w is not None else np.zeros(vector.size)
+            if node.op_type == "Mul":
+                w.set_numpy((weight.astype(np.float64) * vector.reshape(-1, *([1] * (weight.ndim - 1))))
+                            .astype(np.float32))
+                bias = bias * vector
+            else:
+                bias = bias + vector
+            if bias_w is not None:
+                bias_w.set_numpy(bias.astype(np.float32))
+            elif node.op_type == "Add" or bias.any():
+                if len(conv.inputs) < 3:
+                    conv.resize_inputs(3)
+                conv.replace_input_with(2, b.constant(f"{w.name}_bias", bias.astype(np.float32)))
+            out = node.outputs[0]
+            name = out.name
+            out.replace_all_uses_with(x, replace_graph_outputs=True)
+            model.graph.remove(node, safe=True)
+            x.name = name
+            drop_unused_constant(model.graph, other)
+            folded += 1
+            break
     return folded
+
+
+def _channel_vector(array: np.ndarray | None, channels: int, rank: int) -> np.ndarray | None:
+    """``array`` as one float64 value per output channel when it broadcasts against a Conv
+    output ([N, C, *spatial], rank ``rank``) along the channel axis only (or is one value)."""
+    if array is None or array.dtype != np.float32 or array.ndim > rank or not np.isfinite(array).all():
+        return None
+    full = array.reshape((1,) * (rank - array.ndim) + array.shape)
+    if full.shape[0] != 1 or any(d != 1 for d in full.shape[2:]) or full.shape[1] not in (1, channels):
+        return None
+    return np.broadcast_to(full.reshape(-1).astype(np.float64), (channels,)).copy()
 
 
 def drop_unused_constant(graph: ir.Graph, value: ir.Value | None) -> None:
