@@ -44,6 +44,9 @@ _CHUNK = 1 << 20
 # value and there are at least this many channels: below it the Cast node's bytes (~70 with
 # names) outweigh the 2 bytes a channel saved.
 HALF_SCALE_MIN_CHANNELS = 48
+# A channel scale below it is a channel of weights under ~1e-28: decoded to zero (a bias of up to
+# 3e8 divided by it stays finite in float32).
+MIN_SCALE = 1e-30
 HALF_STEPS = 1  # +-1 ulp: 3 passes more than before; +-4 errs 1-4% less again for 6 more
 _HALF_MIN = float(np.finfo(np.float16).tiny)  # subnormal float16 scales lose precision
 
@@ -160,7 +163,7 @@ def apply(array: np.ndarray, axis: int, best_scale: np.ndarray) -> tuple[np.ndar
     """``array`` quantised with the per-channel scales ``best_scale`` (from ``choose``), as ``fit``."""
     moved = np.moveaxis(array, axis, 0).reshape(array.shape[axis], -1)
     scales = best_scale.astype(array.dtype)
-    scales[~np.isfinite(scales) | (scales == 0)] = 1
+    scales[_unusable(scales)] = 1
     s = scales.astype(np.float64)[:, None]
     q = np.clip(np.round(moved / s), -127, 127).astype(np.int8)
     decoded = (q.astype(array.dtype) * scales[:, None]).astype(array.dtype)
@@ -168,6 +171,13 @@ def apply(array: np.ndarray, axis: int, best_scale: np.ndarray) -> tuple[np.ndar
     q_full = np.moveaxis(q.reshape(restore), 0, axis)
     decoded_full = np.moveaxis(decoded.reshape(restore), 0, axis)
     return np.ascontiguousarray(q_full), scales, np.ascontiguousarray(decoded_full)
+
+
+def _unusable(scales: np.ndarray) -> np.ndarray:
+    """Channels whose scale cannot divide a bias: not finite, or below ``MIN_SCALE`` (ppocr_rec
+    has a channel of 3e-39 weights: its bias / scale was inf, and the output NaN). Scale 1
+    decodes them to zero, an error of those tiny values."""
+    return ~np.isfinite(scales) | (np.abs(scales) < MIN_SCALE)
 
 
 def channel_absmax(array: np.ndarray, axis: int) -> np.ndarray:
@@ -198,7 +208,7 @@ def apply_checked(array: np.ndarray, axis: int,
     grid = np.where(amax > 0, amax / 127.0, 1.0).astype(dtype)
     scales = best_scale.astype(dtype)
     for s in (scales, grid):
-        s[~np.isfinite(s) | (s == 0)] = 1
+        s[_unusable(s)] = 1
     bshape = [1] * array.ndim
     bshape[axis] = -1
     s1, s2 = scales.reshape(bshape), grid.reshape(bshape)

@@ -206,3 +206,18 @@ def _optimized_ops(proto: onnx.ModelProto) -> collections.Counter:
         options.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
         ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
         return ops(onnx.load(options.optimized_model_filepath))
+
+
+def test_a_channel_of_subnormal_weights_with_a_bias_decodes_to_zero_not_to_nan():
+    """ppocr_rec has a Conv channel of 3e-39 weights: once the Conv had a bias, bias / scale was
+    inf and every output NaN."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)
+    w[5] = 3e-39
+    b = rng.standard_normal(64).astype(np.float32)
+    result, proto = share(conv_model(w, b), bits=8)
+    assert result.layers[0].extra["storage"] == "int8"
+    x = rng.standard_normal((1, 64, 8, 8)).astype(np.float32)
+    got, want = h.run(proto, {"x": x})[0], h.run(conv_model(w, b), {"x": x})[0]
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got[0, 5], want[0, 5], rtol=1e-6, atol=1e-6)  # the bias alone
