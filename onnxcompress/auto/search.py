@@ -176,7 +176,9 @@ def search(
         goal = parse_target(None, metric=target, threshold=target_threshold)
     else:
         scores = class_score_names(original, model_path, search_feeds) if target is None else []
-        goal = parse_target(target, ref_search, class_scores=scores)
+        tokens = bool(search_feeds) and all(np.issubdtype(np.asarray(v).dtype, np.integer)
+                                            for v in search_feeds[0].values())
+        goal = parse_target(target, ref_search, class_scores=scores, token_inputs=tokens)
     if goal.needs_labels and (search_labels is None or held_labels is None):
         raise ConfigError(f"target {goal.text}: the data has no labels.",
                           hint="store them as 'labels' in the .npz, or use top1>=...")

@@ -148,7 +148,7 @@ class Target:
 
 def parse_target(expr: str | Target | None, outputs: Outputs | None = None, *,
                  metric: Metric | None = None, threshold: float | None = None,
-                 class_scores: Sequence[str] = ()) -> Target:
+                 class_scores: Sequence[str] = (), token_inputs: bool = False) -> Target:
     """``expr`` (``"top1>=0.99,cosine>=0.999"``) as a :class:`Target`; None gives the default
     (top-1 agreement where an output looks like class scores, else cosine >= 0.999), which needs
     ``outputs`` (a sample of the original model's outputs) to decide. With ``metric``, a callable
@@ -160,7 +160,7 @@ def parse_target(expr: str | Target | None, outputs: Outputs | None = None, *,
     if isinstance(expr, Target):
         return expr
     if expr is None or not str(expr).strip():
-        expr = default_target(outputs, class_scores)
+        expr = default_target(outputs, class_scores, token_inputs=token_inputs)
     criteria = []
     for term in str(expr).split(","):
         m = _TERM.match(term)
@@ -183,7 +183,8 @@ def parse_target(expr: str | Target | None, outputs: Outputs | None = None, *,
     return Target(tuple(criteria))
 
 
-def default_target(outputs: Outputs | None, class_scores: Sequence[str] = ()) -> str:
+def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
+                   token_inputs: bool = False) -> str:
     """The target used when none is given: top1>=0.99 when an output is class scores [N, C]
     (and on every frame of outputs scoring the same classes per frame, :func:`_frame_scores`);
     else cosine>=0.999 on every float output, and per-position top-1 agreement
@@ -191,18 +192,23 @@ def default_target(outputs: Outputs | None, class_scores: Sequence[str] = ()) ->
     probabilities and on
     ``class_scores`` (outputs the graph shows to be per-position class scores, e.g. a CTC
     recogniser's logits: ``_int8_search.class_score_outputs``, the rule the int8 guard's flip
-    check uses)."""
+    check uses). ``token_inputs`` (every input is integer: token ids): per-position scores are a
+    language model's token predictions, each judged on its own (``top1>=0.99`` over every
+    position), not a decoded string."""
     if outputs is None:
         return DEFAULT_TARGET
     if any(ch in k for k in outputs for ch in ":=<>,"):  # a name the expression cannot spell
         return DEFAULT_TARGET if _applicable("top1", outputs) else DEFAULT_TARGET_NON_CLASSIFIER
     probabilities = set(_sequence_probabilities(outputs))  # once: it exponentiates every output
     sequences = [k for k in outputs if k in probabilities or k in class_scores]
+    # A token model's positions are predictions of their own: one near-tie among 64 x 8192
+    # logits failed a whole sample (bert_tiny: even fp16 missed sequence>=0.99).
+    per_position = DEFAULT_TARGET if token_inputs else f"sequence>={DEFAULT_SEQUENCE:g}"
     if _applicable("top1", outputs):
         frames = _frame_scores(outputs)
         return ",".join([DEFAULT_TARGET] + [f"{k}:{DEFAULT_TARGET}" for k in frames]
-                        + [f"{k}:sequence>={DEFAULT_SEQUENCE:g}" for k in sequences if k not in frames])
-    terms = [f"{k}:sequence>={DEFAULT_SEQUENCE:g}" for k in sequences]
+                        + [f"{k}:{per_position}" for k in sequences if k not in frames])
+    terms = [f"{k}:{per_position}" for k in sequences]
     rest = [k for k in _applicable("cosine", outputs) if k not in sequences]
     anchors = set(_anchor_outputs({k: outputs[k] for k in rest}))
     if not terms and not anchors:

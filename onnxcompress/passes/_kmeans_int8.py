@@ -35,6 +35,7 @@ import onnx_ir as ir
 
 from onnxcompress._parallel import ordered_map
 from onnxcompress.passes._folding import const_array
+from onnxcompress.passes._qdq import MIN_SCALE
 from onnxcompress.weights import Weight
 
 # Clipping ratios tried per channel (1.0 first: int8 per-channel's grid).
@@ -44,9 +45,6 @@ _CHUNK = 1 << 20
 # value and there are at least this many channels: below it the Cast node's bytes (~70 with
 # names) outweigh the 2 bytes a channel saved.
 HALF_SCALE_MIN_CHANNELS = 48
-# A channel scale below it is a channel of weights under ~1e-28: decoded to zero (a bias of up to
-# 3e8 divided by it stays finite in float32).
-MIN_SCALE = 1e-30
 HALF_STEPS = 1  # +-1 ulp: 3 passes more than before; +-4 errs 1-4% less again for 6 more
 _HALF_MIN = float(np.finfo(np.float16).tiny)  # subnormal float16 scales lose precision
 
@@ -174,9 +172,9 @@ def apply(array: np.ndarray, axis: int, best_scale: np.ndarray) -> tuple[np.ndar
 
 
 def _unusable(scales: np.ndarray) -> np.ndarray:
-    """Channels whose scale cannot divide a bias: not finite, or below ``MIN_SCALE`` (ppocr_rec
-    has a channel of 3e-39 weights: its bias / scale was inf, and the output NaN). Scale 1
-    decodes them to zero, an error of those tiny values."""
+    """Channels whose scale cannot divide a bias: not finite, or below ``_qdq.MIN_SCALE``
+    (ppocr_rec has a channel of 3e-39 weights: its bias / scale was inf, and the output NaN).
+    Scale 1 decodes them to zero, an error of those tiny values."""
     return ~np.isfinite(scales) | (np.abs(scales) < MIN_SCALE)
 
 

@@ -67,6 +67,12 @@ def activation_qparams(low: float, high: float, *, symmetric: bool) -> QParams:
     return QParams(scale, zp, np.dtype(np.uint8))
 
 
+# A weight scale below it is a channel of weights under ~1e-28 (ppocr_rec has one of 3e-39):
+# it takes scale 1, so its codes are 0 and a bias divided by its scale (the int8-exact form,
+# int32 biases) stays finite. Dividing by the subnormal scale made every output NaN.
+MIN_SCALE = 1e-30
+
+
 def quantize_weight(
     w: np.ndarray, axis: int | None, *, reduce_range: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -83,7 +89,9 @@ def quantize_weight(
         axis = axis % w.ndim
         others = tuple(i for i in range(w.ndim) if i != axis)
         amax = np.maximum(w.max(axis=others), -w.min(axis=others)) if others else np.abs(w)
-    scale = np.where(amax > 0, amax / qmax, 1.0).astype(np.float32)
+    scale = np.asarray(amax / qmax, dtype=np.float32)
+    # zero, subnormal or tiny channels: q = 0 (see MIN_SCALE)
+    scale = np.where(scale >= MIN_SCALE, scale, np.float32(1.0)).astype(np.float32)
     shaped = scale if axis is None or w.ndim == 0 else _along(scale, axis, w.ndim)
     t = np.divide(w, shaped, dtype=np.float32)
     np.round(t, out=t)

@@ -187,3 +187,23 @@ def test_default_target_for_detector_anchors() -> None:
     near = boxes + 0.004 * rng.normal(size=boxes.shape)  # 1-cos ~ 8e-6
     assert t.evaluate({"boxes": boxes}, {"boxes": near}).met
     assert not t.evaluate({"boxes": boxes}, {"boxes": boxes + 0.01 * rng.normal(size=boxes.shape)}).met
+
+
+def test_a_token_models_per_position_scores_are_judged_per_token_not_per_sample():
+    """Every input integer (token ids): an LM head's [N, T, V] logits get top1 over every
+    position; a float-input recogniser's keep the whole-sample sequence target."""
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((4, 16, 50))
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    outputs = {"logits": probs, "hidden": rng.standard_normal((4, 16, 8))}
+    assert parse_target(None, outputs, token_inputs=True).text == "logits:top1>=0.99,hidden:cosine>=0.999"
+    assert parse_target(None, outputs).text == "logits:sequence>=0.99,hidden:cosine>=0.999"
+    # one position of 16 flipping in every sample fails every sequence, but 1/16 of the tokens
+    flipped = probs.copy()
+    flipped[:, 3] = flipped[:, 3, ::-1]
+    seq = parse_target("sequence>=0.5").evaluate({"y": probs}, {"y": flipped})
+    tok = parse_target("top1>=0.5").evaluate({"y": probs}, {"y": flipped})
+    assert not seq.met and tok.met
+    # with a classifier output beside it (a pooled head), the classifier keeps its top1 term
+    outputs["pooled"] = rng.standard_normal((4, 3))
+    assert parse_target(None, outputs, token_inputs=True).text == "top1>=0.99,logits:top1>=0.99"

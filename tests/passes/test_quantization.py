@@ -754,3 +754,19 @@ def test_report_rescales_the_original_of_int8_exact_weights():
         rel = np.linalg.norm(v.original - v.decoded) / np.linalg.norm(v.decoded)
         assert rel < 0.02, (v.name, rel)  # int8 rounding; unscaled it would be ~1
     check_outputs(proto, q, feeds((4, 16), n=2))
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_a_channel_of_subnormal_weights_with_a_bias_keeps_the_outputs_finite(mode):
+    """ppocr_rec has a Conv channel of 3e-39 weights: with a bias, bias / scale was inf (int8-exact
+    weights, int32 biases) and every output NaN. Such a channel gets scale 1 and codes 0."""
+    proto = h.cnn(channels=(3, 64, 128))  # conv1: 73728 weights, stored int8-exact
+    conv = next(t for t in proto.graph.initializer if len(t.dims) == 4 and t.dims[0] == 128)
+    w = onnx.numpy_helper.to_array(conv).copy()
+    w[7] = 3e-39
+    conv.CopyFrom(onnx.numpy_helper.from_array(w, conv.name))
+    data = feeds((1, 3, 16, 16))
+    _, q = quantize(proto, calibration=data if mode == "static" else None, mode=mode)
+    for feed in data[:3]:
+        assert all(np.isfinite(o).all() for o in h.run(q, feed))
+    check_outputs(proto, q, data)
