@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import onnx
 import onnx_ir as ir
@@ -107,14 +108,17 @@ def structural_problem(model: ir.Model) -> str | None:
 
 
 def model_problem(model: ir.Model, *, need_ort: bool | Callable[[], bool],
-                  proto: onnx.ModelProto | None = None, stub: bool = False) -> str | None:
+                  proto: onnx.ModelProto | None = None, stub: bool = False,
+                  probe: Callable[[Any], str | None] | None = None) -> str | None:
     """None if the model is valid ONNX (and loads in onnxruntime when ``need_ort``), else why,
     on one line. ``need_ort`` may be a callable, asked only when the model does not load (e.g.
     "does the input load?": a failure is the model's only if it does). ``proto``:
     ``to_proto(model)`` when the caller has it (models under 2 GB). ``stub``: onnx.checker sees
     the weights as stubs even when they would fit inline (a large model's output whose
     onnxruntime check is deferred to its file: the inline proto and the checker's own
-    serialization of it were two copies of the output, 1.9x a 0.3 GB input in float16)."""
+    serialization of it were two copies of the output, 1.9x a 0.3 GB input in float16).
+    ``probe``: asked with the onnxruntime session once the model loads (not for a large model,
+    whose load check is lean): a problem it finds running the model, or None."""
     problem = structural_problem(model)
     if problem is not None:
         return problem
@@ -128,7 +132,16 @@ def model_problem(model: ir.Model, *, need_ort: bool | Callable[[], bool],
             return f"onnx.checker: {one_line(str(e))}"
     if need_ort:
         # One proto serves onnx.checker and the onnxruntime load when it holds every tensor.
-        ok, why = runtime.loadable(proto if complete and proto is not None else model)
+        source = proto if complete and proto is not None else model
+        if probe is None or runtime.is_large_source(source):
+            ok, why = runtime.loadable(source)
+        else:
+            try:
+                session = runtime.create_session(source, prepack=False)
+            except runtime.RuntimeUnavailableError as e:
+                ok, why = False, e.message
+            else:
+                return probe(session)
         if not ok and (not callable(need_ort) or need_ort()):
             return why
     return None
@@ -150,3 +163,71 @@ def checker_proto(model: ir.Model, *, stub: bool = False) -> tuple[onnx.ModelPro
             del t.dims[:]
             t.dims.append(0)
     return proto, False
+
+
+class FiniteOutputs:
+    """A probe for ``model_problem``: a compressed model must not output NaN or inf where the
+    original model does not. Runs one sample (``sample()``: calibration data's first, else a
+    synthetic one; None when there is none) on the checked session; only when an output is not
+    finite is the original model (``original()``) run on the same sample to compare. Best
+    effort: a model that cannot run on the sample is not a problem here (ppocr_rec's int8 files
+    were all NaN, through exit 0, from a channel of 3e-39 weights)."""
+
+    def __init__(self, sample: Callable[[], dict[str, Any] | None], original: Callable[[], Any]) -> None:
+        self._sample = sample
+        self._original = original
+        self._feed: dict[str, Any] | None = None
+        self._asked = False
+        self._reference: list[str] | None = None
+        self._reference_done = False
+
+    def __call__(self, session: Any) -> str | None:
+        if not self._asked:
+            self._asked = True
+            try:
+                self._feed = self._sample()
+            except Exception as e:  # no sample can be made: nothing to run
+                logger.debug("finite-output check without a sample: %s", e)
+        if self._feed is None:
+            return None
+        bad = nonfinite_outputs(session, self._feed)
+        if not bad:
+            return None
+        if not self._reference_done:
+            self._reference_done = True
+            try:
+                self._reference = nonfinite_outputs(runtime.create_session(self._original(), prepack=False),
+                                                     self._feed, strict=True)
+            except Exception as e:  # the original cannot run on it: no judgement
+                logger.debug("finite-output check: the original model did not run: %s", e)
+        if self._reference is None:
+            return None
+        new = [name for name in bad if name not in self._reference]
+        if not new:
+            return None
+        return (f"output '{new[0]}' is NaN or infinite on a sample where the original model's is "
+                "finite")
+
+
+def nonfinite_outputs(session: Any, feed: dict[str, Any], *, strict: bool = False) -> list[str]:
+    """Float outputs of ``session`` that hold NaN or inf on ``feed`` (float inputs cast to the
+    session's float type); [] when it cannot run (``strict``: raise instead)."""
+    import numpy as np
+
+    try:
+        run_feed = {}
+        for arg in session.get_inputs():
+            value = np.asarray(feed[arg.name])
+            if value.dtype.kind == "f" and arg.type == "tensor(float16)":
+                value = value.astype(np.float16)
+            run_feed[arg.name] = value
+        from onnxcompress.activations import quiet_run_options
+
+        outputs = session.run(None, run_feed, quiet_run_options())  # a failed run is not printed
+    except Exception:
+        if strict:
+            raise
+        return []
+    names = [o.name for o in session.get_outputs()]
+    return [n for n, o in zip(names, outputs, strict=True)
+            if isinstance(o, np.ndarray) and o.dtype.kind == "f" and not np.isfinite(o).all()]

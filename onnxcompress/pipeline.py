@@ -30,7 +30,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxcompress import __version__, checking, runtime
-from onnxcompress.data import FeedSource, feed_source
+from onnxcompress.data import FeedSource, feed_source, synthetic_feeds
 from onnxcompress.errors import ConfigError, ModelLoadError, OnnxCompressError, PassError
 from onnxcompress.model import (
     ModelLike,
@@ -252,6 +252,9 @@ class Pipeline:
                                  "steps are skipped and outputs are only checked with onnx.checker")
             return loads[0]
 
+        inputs_of = ir_model  # passes keep the graph inputs: its specs make the synthetic sample
+        finite = checking.FiniteOutputs(lambda: _one_sample(source, inputs_of, self.seed),
+                                        lambda: context.original)
         notes += _unmatched_excludes(ir_model, self.passes)
         results: list[PassResult] = []
         deferred = False
@@ -260,14 +263,14 @@ class Pipeline:
                 progress(f"pass {p.name}", i, len(self.passes))
             context.planned = tuple(self.passes[i + 1:])  # their statistics join this pass's
             defer = handed_over and tensor_bytes(ir_model) > DEFER_ORT_CHECK_BYTES
-            result = self._run_pass(p, ir_model, context, False if defer else runs_in_ort)
+            result = self._run_pass(p, ir_model, context, False if defer else runs_in_ort, finite)
             deferred = deferred or (defer and result.modified)
             ir_model = result.model
             results.append(result)
         if self.check == "end":
             deferred = handed_over and tensor_bytes(ir_model) > DEFER_ORT_CHECK_BYTES
             problem = checking.model_problem(ir_model, need_ort=False if deferred else runs_in_ort,
-                                             stub=deferred)
+                                             stub=deferred, probe=finite)
             if problem is not None:
                 raise PassError(f"the compressed model failed the final check: {problem.rstrip('.')}.",
                                hint=_BUG_HINT)
@@ -298,7 +301,8 @@ class Pipeline:
         return notes
 
     def _run_pass(self, p: Pass, model: ir.Model, context: PassContext,
-                  runs_in_ort: bool | Callable[[], bool]) -> PassResult:
+                  runs_in_ort: bool | Callable[[], bool],
+                  finite: checking.FiniteOutputs | None = None) -> PassResult:
         """Run one pass and check its output; a failure raises PassError, or with best_effort
         rolls the pass back."""
         # A copy to roll back to: only needed when a failure does not end the run.
@@ -328,7 +332,7 @@ class Pipeline:
             checking.complete_io_shapes(result.model)
         if result is not None and self.check == "each" and result.modified:
             problem = checking.model_problem(result.model, need_ort=runs_in_ort,
-                                             stub=runs_in_ort is False)
+                                             stub=runs_in_ort is False, probe=finite)
             if problem is not None:
                 failure = PassError(f"pass {p.name} produced an invalid model: {problem.rstrip('.')}.",
                                     hint=_BUG_HINT, pass_name=p.name)
@@ -348,6 +352,13 @@ class Pipeline:
         result.headline(f"rolled back ({failure.message}); the output has none of its changes"
                         + (f" (it had changed {changed} tensor(s))" if changed else ""))
         return result
+
+
+def _one_sample(source: FeedSource | None, model: ir.Model, seed: int) -> dict[str, Any] | None:
+    """The sample the finite-output check runs: the calibration data's first, else synthetic."""
+    if source is not None:
+        return next(iter(source.take(1)), None)
+    return next(iter(synthetic_feeds(model, 1, seed=seed)), None)
 
 
 def _unmatched_excludes(model: ir.Model, passes: Sequence[Pass]) -> list[str]:

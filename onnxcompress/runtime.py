@@ -128,6 +128,11 @@ def _external_folder(model: ir.Model) -> str | None:
     return str(folder) if folder else None
 
 
+def is_large_source(model: ir.Model | onnx.ModelProto | str | os.PathLike) -> bool:
+    """Whether a load check of ``model`` is lean (``_large``): it is not run on a sample."""
+    return _large(model)
+
+
 def _large(model: ir.Model | onnx.ModelProto | str | os.PathLike) -> bool:
     """Whether a load check must be lean: an ir.Model that is large, or a file with external
     data or past the external-data size. A written large output checked unlean held 3.6x its

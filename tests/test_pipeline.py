@@ -376,3 +376,38 @@ def test_output_a_pass_left_shapeless_is_declared_again():
     assert [d.dim_value for d in out.graph.output[0].type.tensor_type.shape.dim][1:] == [10]
     x = np.ones((2, 16), np.float32)
     np.testing.assert_allclose(h.run(out, {"x": x})[0], h.run(h.mlp(), {"x": x})[0], rtol=1e-6)
+
+
+class NaNWeights(Pass):
+    """A test pass that writes a valid model whose outputs are NaN (a subnormal scale divided into
+    a bias did this to ppocr_rec's int8 files, exit 0)."""
+
+    name = "test-nan"
+    config_class = PassConfig
+
+    def apply(self, model, context, result):
+        w = WeightIndex.build(model).select(roles={"weight"})[0]
+        w.set_numpy(np.full(w.shape, np.nan, np.float32))
+        result.modified = True
+        return model
+
+
+@pytest.mark.parametrize("calibration", [False, True])
+def test_a_pass_that_turns_finite_outputs_into_nan_fails_the_check(calibration):
+    proto = h.mlp()
+    data = [{"x": np.random.default_rng(0).standard_normal((2, 16)).astype(np.float32)}]
+    with pytest.raises(PassError, match="test-nan produced an invalid model: output 'y' is NaN or infinite"):
+        Pipeline([NaNWeights()]).run(proto, calibration=data if calibration else None)
+    result = Pipeline([HalveWeights(), NaNWeights()], best_effort=True).run(proto)
+    assert [p.status for p in result.passes] == ["applied", "rolled_back"]
+    x = data[0]
+    assert np.isfinite(h.run(to_proto(result.model), x)[0]).all()
+
+
+def test_outputs_the_original_already_gives_as_nan_are_not_the_pass_fault():
+    proto = h.mlp()
+    for t in proto.graph.initializer:  # the input model itself outputs NaN
+        if t.name == "fc1.bias":
+            t.CopyFrom(onnx.numpy_helper.from_array(np.full(t.dims, np.nan, np.float32), t.name))
+    result = Pipeline([HalveWeights()]).run(proto)
+    assert result.passes[0].status == "applied"
