@@ -443,8 +443,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "(0.99999 on a detector's per-anchor outputs [N, >=256, <=64]), and "
                            "sequence>=0.99 (samples whose every position keeps its arg-max) on "
                            "per-position probabilities or log-probabilities such as a CTC "
-                           "recogniser's; top1, sequence and accuracy also hold with the deviation "
-                           "multiplied by 3 / (samples x (1 - threshold)), at least 4)")
+                           "recogniser's; top1 over every position instead when every input is "
+                           "integer (token ids: a language model's predictions); top1, sequence "
+                           "and accuracy are held to a flip rate estimated from how close each "
+                           "sample comes to a flip, not to a count of flips)")
     auto.add_argument("--objective", choices=("size", "latency", "memory"), default="size",
                       help="what to minimise (default: size, bytes on disk)")
     auto.add_argument("--auto-candidates", choices=("default", "all"), default="default",
