@@ -347,6 +347,16 @@ def test_recipe_value_of_the_wrong_type_is_one_line(capsys, model_files, tmp_pat
         f"onnxcompress: error: {recipe}: passes[0] (kmeans): bits must be an integer, got 'four' (a string)."]
 
 
+def test_recipe_value_outside_the_flags_choices_is_one_line(capsys, model_files, tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[[passes]]\npass = "kmeans"\nbits = 8\nrest = "bogus"\n')
+    code, _, err = run_cli(capsys, "compress", model_files["mlp"], "-o", tmp_path / "o.onnx",
+                           "--recipe", recipe)
+    assert code == 2 and not (tmp_path / "o.onnx").exists() and err.strip().splitlines() == [
+        f"onnxcompress: error: {recipe}: passes[0] (kmeans): rest must be one of float16, float32, "
+        "got 'bogus' (a string)."]
+
+
 def test_recipe_best_effort_key_matches_the_flag(capsys, monkeypatch, tmp_path):
     _break_kmeans(monkeypatch)
     model, out = _save(tmp_path, h.mlp((64, 64, 64, 64))), tmp_path / "o.onnx"

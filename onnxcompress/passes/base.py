@@ -86,6 +86,11 @@ class PassConfig:
             expected = _type_problem(v, hints.get(k))
             if expected is not None:
                 raise ConfigError(f"{where}: {k} must be {expected}, got {_describe(v)}.")
+            # The flag's choices hold in a recipe too (kmeans rest = "bogus" ran as float32).
+            choices = names[k].metadata.get("choices")
+            if choices and v not in choices:
+                raise ConfigError(f"{where}: {k} must be one of {', '.join(map(str, choices))}, "
+                                  f"got {_describe(v)}.")
             kwargs[k] = tuple(v) if isinstance(v, list) else v
         cls.check_given(kwargs, where=where)
         try:

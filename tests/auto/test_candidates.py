@@ -171,7 +171,7 @@ def test_search_with_every_option_keeps_pruning_off_the_plan(tmp_path: Path) -> 
 def test_float16_storage_knob_is_validated() -> None:
     from onnxcompress.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="dtype must be bfloat16 or float16"):
+    with pytest.raises(ConfigError, match="dtype must be one of bfloat16, float16"):
         Pipeline.from_recipe({"passes": [{"pass": "bfloat16", "dtype": "int8"}]})
 
 
