@@ -96,17 +96,18 @@ def _fold_channel_affine(model: ir.Model, by_value: dict[int, Weight], b: Builde
             w = by_value.get(id(conv.inputs[1])) if len(conv.inputs) > 1 else None
             if w is None or w.shared or w.via or w.dtype != ir.DataType.FLOAT:
                 continue
-            weight = w.numpy()
-            vector = _channel_vector(const_array(other), weight.shape[0], weight.ndim)
-            bias_w = by_value.get(id(conv.inputs[2])) if len(conv.inputs) > 2 and conv.inputs[2] is not None \
-                else None
-            if vector is None or (len(conv.inputs) > 2 and conv.inputs[2] is not None
-                                  and (bias_w is None or bias_w.shared or bias_w.via)):
+            vector = _channel_vector(const_array(other), w.shape[0], len(w.shape))
+            has_bias = len(conv.inputs) > 2 and conv.inputs[2] is not None
+            bias_w = by_value.get(id(conv.inputs[2])) if has_bias else None
+            if vector is None or (has_bias and (bias_w is None or bias_w.shared or bias_w.via)):
                 continue
             bias = bias_w.numpy().astype(np.float64) if bias_w is not None else np.zeros(vector.size)
             if node.op_type == "Mul":
+                weight = w.numpy()  # read only when it changes (a large model's weights are mapped)
                 w.set_numpy((weight.astype(np.float64) * vector.reshape(-1, *([1] * (weight.ndim - 1))))
                             .astype(np.float32))
+                del weight
+                w.release()
                 bias = bias * vector
             else:
                 bias = bias + vector
