@@ -17,6 +17,16 @@ memory reliably, so two sessions in one process would blur each other):
   41-44 MB over three runs, live 33.4 MB each time; its k-means 4-bit file: 52 MB resident, 33.8
   live). None where the allocator has no ``malloc_trim``.
 
+``pin_allocator=True`` runs the child with glibc's mmap threshold pinned at its starting value
+(``MALLOC_MMAP_THRESHOLD_``): for comparing two files, not for what a user's process occupies.
+With the default (dynamic) threshold, whether a large buffer comes from the brk heap or its own
+mmap depends on which large buffer was freed first, and a heap buffer freed under a live one stays
+resident even after ``malloc_trim``: live memory of one file is bimodal (resnet_digits: 11.45 or
+12.22 MB over eight children of one parent, the share of each mode moving with the file's path
+and the feed; its auto plan 12.55 or 13.19). Pinned, every buffer of 128 KB and more is its own
+mapping, returned when freed, and the same children read 11.44-11.48 and 12.52-12.57 MB: the low
+mode. Resident memory comes closer to live too (benchmarks/results/memory_live.md).
+
 Measurement is best effort: where the model cannot run on the inputs given or guessed, the numbers
 are taken after session creation alone and ``ran`` is False; where no measurement is possible
 (no /proc, the child failed) a ``MemoryResult`` is returned with ``error`` set, never raised.
@@ -38,6 +48,8 @@ logger = logging.getLogger(__name__)
 
 # A child that takes longer than this is abandoned (a huge model on a slow disk).
 DEFAULT_TIMEOUT_SECONDS = 600.0
+# glibc's starting mmap threshold (M_MMAP_THRESHOLD); set explicitly, it stops moving.
+PINNED_MMAP_THRESHOLD = 128 << 10
 
 
 @dataclass
@@ -160,14 +172,20 @@ def session_memory(
     *,
     threads: int | None = None,
     timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    pin_allocator: bool = False,
 ) -> MemoryResult:
     """Session memory of the model file at ``model_path``, measured in a child process.
 
     ``feed``: one sample (input name -> array) to run; without it, zeros of the declared shapes
     (dynamic dims as 1) are tried, and where the model cannot run on them only the memory after
-    session creation is reported (``ran=False``).
+    session creation is reported (``ran=False``). ``pin_allocator``: glibc's mmap threshold
+    pinned in the child (readings that compare between files; see the module's docstring).
     """
     import numpy as np
+
+    env = None
+    if pin_allocator:  # read by glibc at the child's start; other C libraries ignore it
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(PINNED_MMAP_THRESHOLD)}
 
     with tempfile.TemporaryDirectory(prefix="onnxcompress-mem-") as tmp:
         feeds_path = None
@@ -181,7 +199,7 @@ def session_memory(
         if threads is not None:
             args += ["--threads", str(threads)]
         try:
-            done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
+            done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False, env=env)
         except (OSError, subprocess.TimeoutExpired) as e:
             return MemoryResult(error=f"could not measure session memory: {e}")
         if done.returncode != 0 or not result_path.is_file():

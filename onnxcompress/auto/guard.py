@@ -32,10 +32,19 @@ logger = logging.getLogger(__name__)
 
 #: Resident memory of one file moves by ~10% between sessions (captcha_crnn fp32, four sessions:
 #: 53.7, 59.4, 59.8, 53.7 MB): glibc keeps, or not, the copies onnxruntime frees while it folds at
-#: load. Live memory (resident once malloc_trim returned them, ``onnxcompress.memory``) does not
-#: move, so one session suffices where it is measured; else the least of MEMORY_REPEATS resident
-#: readings is compared (the same file's floor). A model within the slack of the original's fits.
+#: load. Live memory (resident once malloc_trim returned them, ``onnxcompress.memory``) moves less
+#: but still moves: with glibc's dynamic mmap threshold it is bimodal (resnet_digits 11.45 or
+#: 12.22 MB, its auto plan 12.55 or 13.19). The plan fit or not depending on which modes the two
+#: children landed on, and each mode's odds move with the file's path and the feed, so the
+#: benchmark's process backed off where the CLI did not. So the children run with the threshold
+#: pinned (``session_memory(pin_allocator=True)``; one feed, 12 children from two parents: 11.70-
+#: 11.74 and 12.76-12.83 MB), and an excess counts only once it reproduces: the original and the
+#: plan are measured again alternately, up to MEMORY_CONFIRM readings each, and the least reading
+#: of each side is compared (the noise only adds: memory the allocator could not return). Where
+#: live memory is not available, each reading is the least of MEMORY_REPEATS resident ones. A
+#: model within the slack of the original's fits.
 MEMORY_REPEATS = 3
+MEMORY_CONFIRM = 3
 MEMORY_SLACK_BYTES = 1 << 20
 MEMORY_SLACK_FRACTION = 0.02
 MAX_ROUNDS = 6
@@ -65,7 +74,7 @@ def measure_memory(path: Path | str, feed: dict[str, Any], repeats: int = MEMORY
 
     values = []
     for _ in range(repeats):
-        m = session_memory(path, dict(feed), threads=1)
+        m = session_memory(path, dict(feed), threads=1, pin_allocator=True)
         if not m.measured or m.resident_bytes is None:
             logger.info("auto: session memory not measured: %s", m.error)
             return None
@@ -73,6 +82,29 @@ def measure_memory(path: Path | str, feed: dict[str, Any], repeats: int = MEMORY
             return m.live_bytes
         values.append(m.resident_bytes)
     return min(values)
+
+
+def memory_limit(original_bytes: int) -> float:
+    """The most session memory a plan may need against the original's (the guard's slack)."""
+    return original_bytes * (1 + MEMORY_SLACK_FRACTION) + MEMORY_SLACK_BYTES
+
+
+def confirm_excess(original: Path | str, path: Path, feed: dict[str, Any], bases: list[int],
+                   used: int) -> tuple[int, int] | None:
+    """The least readings of the original and of the plan at ``path`` after measuring both again
+    alternately (fresh processes, same conditions) until the plan fits the least original reading
+    or each side has MEMORY_CONFIRM readings; ``bases`` (the original's readings so far) grows.
+    None when a reading failed."""
+    useds = [used]
+    while min(useds) > memory_limit(min(bases)) and len(useds) < MEMORY_CONFIRM:
+        base, again = measure_memory(original, feed), measure_memory(path, feed)
+        if base is None or again is None:
+            return None
+        bases.append(base)
+        useds.append(again)
+    logger.info("auto: session memory readings, original %s MB, plan %s MB",
+                [round(b / 2**20, 2) for b in bases], [round(u / 2**20, 2) for u in useds])
+    return min(bases), min(useds)
 
 
 def next_plan(plan: Plan, layers: list[LayerChoices], excess: int) -> tuple[Plan, int] | None:
@@ -111,22 +143,28 @@ def memory_guard(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Eval
                  notes: list[str]) -> tuple[Evaluation, dict[str, Any]]:
     """``chosen``, or the plan backed off until its session memory is within the slack of the
     original's; the second value is what was measured (``original_bytes``, ``bytes``, ``fits``,
-    ``rounds``). Runs at least one back-off round past the deadline: a model that needs more
-    memory than the original is not a result of the size objective."""
+    ``rounds``). One reading of each when the plan fits; a plan over the limit is measured again
+    (``confirm_excess``) before a layer moves. Runs at least one back-off round past the
+    deadline: a model that needs more memory than the original is not a result of the size
+    objective."""
     base = measure_memory(original, feed)
     out: dict[str, Any] = {"original_bytes": base, "bytes": None, "fits": None, "rounds": 0}
     if base is None:
         notes.append("session memory could not be measured: the memory guard did not run")
         return chosen, out
-    limit = base * (1 + MEMORY_SLACK_FRACTION) + MEMORY_SLACK_BYTES
+    bases = [base]
     ev = chosen
     with tempfile.TemporaryDirectory(prefix="onnxcompress-auto-mem-") as tmp:
         path = Path(tmp) / "plan.onnx"
         for i in range(MAX_ROUNDS + 1):
             path.write_bytes(evaluate.serialized(ev.plan))
             used = measure_memory(path, feed)
-            out.update(bytes=used, rounds=i)
-            if used is None or used <= limit:
+            if used is not None and used > memory_limit(min(bases)):
+                confirmed = confirm_excess(original, path, feed, bases, used)
+                used = None if confirmed is None else confirmed[1]
+            base = min(bases)
+            out.update(original_bytes=base, bytes=used, rounds=i)
+            if used is None or used <= memory_limit(base):
                 break
             if i == MAX_ROUNDS or (i > 0 and time.perf_counter() > deadline):
                 notes.append(f"memory guard: stopped after {i} round(s) at {used / base:.2f}x the "
@@ -144,5 +182,5 @@ def memory_guard(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Eval
             logger.info("auto: session memory %.1f MB vs the original's %.1f MB: %d layer(s) moved",
                         used / 2**20, base / 2**20, moved)
             ev = evaluate(plan, held=True)
-    out["fits"] = out["bytes"] is not None and out["bytes"] <= limit
+    out["fits"] = out["bytes"] is not None and out["bytes"] <= memory_limit(out["original_bytes"])
     return ev, out

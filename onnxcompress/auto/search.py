@@ -388,6 +388,12 @@ class _Evaluator:
         self.layers = {layer.label: layer for layer in layers}
         self.cache: dict[tuple, Evaluation] = {}
         self.models: dict[tuple, bytes] = {}  # serialized combined models, for the held-out check
+        # search-data outputs of two models, so that their held-out check pools them instead of
+        # running the same file on the same samples again: the model built last (a back-off step
+        # is judged right after it is built) and the cheapest one meeting the target so far (the
+        # plan the search ends on); not every plan's (tens of MB each: ppocr_rec)
+        self.last_outputs: tuple[tuple, dict[str, np.ndarray]] | None = None
+        self.best_outputs: tuple[tuple, dict[str, np.ndarray], float] | None = None
 
     def estimated_error(self, plan: Plan) -> float:
         total = 0.0
@@ -418,14 +424,23 @@ class _Evaluator:
             ev = Evaluation(plan, cost, len(data), fid, estimated_error=self.estimated_error(plan))
             self.cache[key] = ev
             self.models[key] = data
+            self.last_outputs = (key, outputs)
+            if fid.met and (self.best_outputs is None or cost < self.best_outputs[2]):
+                self.best_outputs = (key, outputs, cost)
             logger.info("auto: plan %s -> %s %.4g, %s", plan.counts(), self.objective, cost, fid.values)
         if held and ev.held is None:
             path = self.tmp / "held.onnx"
             path.write_bytes(self.models[key])
-            ev.held = self._judge(path)
+            ev.held = self._judge(path, self._kept_outputs(key))
         return ev
 
-    def _judge(self, path: Path) -> Fidelity:
+    def _kept_outputs(self, key: tuple) -> dict[str, np.ndarray] | None:
+        for kept in (self.last_outputs, self.best_outputs):
+            if kept is not None and kept[0] == key:
+                return kept[1]
+        return None
+
+    def _judge(self, path: Path, search_outputs: dict[str, np.ndarray] | None = None) -> Fidelity:
         """The held-out check of the model at ``path``. Counted criteria (top1, sequence,
         accuracy) are judged on the search and held-apart samples together: their flip-rate
         estimate needs every sample it can get (18 + 6 samples bound a flip rate, 6 alone did
@@ -433,14 +448,15 @@ class _Evaluator:
         seeing only the samples the allocation was fitted on. A mean (cosine) or a callable
         metric gains nothing from samples the plan was chosen on, so it is judged on the
         held-apart samples alone, as is everything when their outputs do not stack with the
-        search data's (other shapes)."""
+        search data's (other shapes). ``search_outputs``: the model's outputs on the search
+        samples when they are at hand (else it runs them)."""
         (feeds, ref, labels), (held_feeds, held_ref, held_labels) = self.search, self.held
         held_out = run_outputs(path, held_feeds)
         counted = tuple(c for c in self.goal.criteria if c.metric in COUNTED)
         if not counted or (labels is None) != (held_labels is None) or \
                 any(np.shape(ref[k])[1:] != np.shape(held_ref[k])[1:] for k in held_ref if k in ref):
             return self.goal.evaluate(held_ref, held_out, held_labels)
-        out = run_outputs(path, feeds)
+        out = search_outputs if search_outputs is not None else run_outputs(path, feeds)
         both = {k: np.concatenate([ref[k], held_ref[k]]) for k in held_ref}
         outs = {k: np.concatenate([out[k], held_out[k]]) for k in held_out}
         both_labels = None if labels is None else np.concatenate([np.ravel(labels), np.ravel(held_labels)])

@@ -78,34 +78,137 @@ class _Built:
         return Evaluation(plan, 0.0, 0, met, held=met)
 
 
+def _first() -> Evaluation:
+    plan = Plan({"fc1.weight": "kmeans4", "fc2.weight": "kmeans4", "fc3.weight": "kmeans4"})
+    return Evaluation(plan, 0.0, 0, Fidelity({}, True, 0.0), held=Fidelity({}, True, 0.0))
+
+
+def _layers() -> list[LayerChoices]:
+    return [_layer("fc1.weight", 200_000), _layer("fc2.weight", 40_000), _layer("fc3.weight", 1_000)]
+
+
+MB = 1 << 20
+
+
 def test_guard_backs_off_until_the_model_fits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    layers = [_layer("fc1.weight", 200_000), _layer("fc2.weight", 40_000), _layer("fc3.weight", 1_000)]
-    start = Plan({"fc1.weight": "kmeans4", "fc2.weight": "kmeans4", "fc3.weight": "kmeans4"})
+    start = _first()
     built = _Built()
     sizes: list[int] = []
+    seen: list[str] = []
 
     def memory(path: Path | str, feed: dict) -> int:
-        # the original measures 10 MB; each model 10 MB plus 2 MB per k-means 4 layer
+        # the original measures 10 MB; each model 10 MB plus 2 MB per k-means 4 layer; every
+        # second reading of a file 0.8 MB more (the allocator's noise), which must not matter
+        noise = (sum(1 for s in seen if s == str(path)) % 2) * 0.8 * MB
+        seen.append(str(path))
         if Path(path) == MODEL:
-            return 10 << 20
+            return int(10 * MB + noise)
         proto = onnx.load(str(path))
         onnx.checker.check_model(proto)
         sizes.append(len(Path(path).read_bytes()))
-        measured = (built.plans or [start.choices])[-1]  # the plan the guard built last
-        return (10 << 20) + sum(v == "kmeans4" for v in measured.values()) * (2 << 20)
+        measured = (built.plans or [start.plan.choices])[-1]  # the plan the guard built last
+        return int(10 * MB + sum(v == "kmeans4" for v in measured.values()) * 2 * MB + noise)
 
     monkeypatch.setattr(guard, "measure_memory", memory)
-    first = Evaluation(start, 0.0, 0, Fidelity({}, True, 0.0), held=Fidelity({}, True, 0.0))
     notes: list[str] = []
-    ev, out = memory_guard(first, layers, built, MODEL, {}, float("inf"), lambda *a: None, notes)  # type: ignore[arg-type]
-    # 6 MB over: fc1 alone (200 kB of float bytes) does not cover the excess estimate, so the
-    # first round moves every codebook layer to k-means 8, and the model fits
-    assert out["fits"] is True and out["rounds"] == 1 and out["original_bytes"] == 10 << 20
+    ev, out = memory_guard(start, _layers(), built, MODEL, {}, float("inf"), lambda *a: None, notes)  # type: ignore[arg-type]
+    # 6 MB over, again on the second and third readings of both: fc1 alone (200 kB of float
+    # bytes) does not cover the excess estimate, so the first round moves every codebook layer
+    # to k-means 8, and the model fits on its first reading
+    assert out["fits"] is True and out["rounds"] == 1 and out["original_bytes"] == 10 * MB
     assert ev.plan.choices == {"fc1.weight": "kmeans8", "fc2.weight": "kmeans8", "fc3.weight": "kmeans8"}
-    assert len(sizes) == 2 and sizes[1] > sizes[0]  # the leaner-in-memory model is a larger file
+    kinds = ["original" if Path(p) == MODEL else "plan" for p in seen]
+    assert kinds == ["original", "plan"] + ["original", "plan"] * (guard.MEMORY_CONFIRM - 1) + ["plan"]
+    assert len(set(sizes[:guard.MEMORY_CONFIRM])) == 1  # the same file measured again
+    assert sizes[-1] > sizes[0]  # the leaner-in-memory model is a larger file
     assert any("memory guard" in n for n in notes)
     data = built.serialized(ev.plan)
     assert top1(MODEL, data) >= 0.99  # the backed-off plan still runs and agrees
+
+
+def test_guard_does_not_back_off_on_a_noisy_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    # resnet_digits' readings before the allocator was pinned: the original 11.45 or 12.22 MB,
+    # its plan 12.55 or 13.19 MB; the first pair drew the original's low mode and the plan's high
+    readings = {"original": [11.45, 12.22, 11.45], "plan": [13.19, 12.55, 13.19]}
+    seen: list[str] = []
+
+    def memory(path: Path | str, feed: dict) -> int:
+        kind = "original" if Path(path) == MODEL else "plan"
+        if kind == "plan":
+            onnx.checker.check_model(onnx.load(str(path)))
+        seen.append(kind)
+        return int(readings[kind][seen.count(kind) - 1] * MB)
+
+    monkeypatch.setattr(guard, "measure_memory", memory)
+    built = _Built()
+    start = _first()
+    notes: list[str] = []
+    ev, out = memory_guard(start, _layers(), built, MODEL, {}, float("inf"), lambda *a: None, notes)  # type: ignore[arg-type]
+    assert 13.19 * MB > guard.memory_limit(int(11.45 * MB)) >= 12.55 * MB  # the premise
+    assert ev is start and built.plans == [] and not notes  # nothing moved, nothing re-judged
+    assert out == {"original_bytes": int(11.45 * MB), "bytes": int(12.55 * MB), "fits": True, "rounds": 0}
+    assert seen == ["original", "plan", "original", "plan"]  # measured again once, then it fit
+
+
+def test_guard_measures_once_each_when_the_plan_fits(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
+
+    def memory(path: Path | str, feed: dict) -> int:
+        seen.append("original" if Path(path) == MODEL else "plan")
+        return 10 * MB
+
+    monkeypatch.setattr(guard, "measure_memory", memory)
+    start = _first()
+    ev, out = memory_guard(start, _layers(), _Built(), MODEL, {}, float("inf"), lambda *a: None, [])  # type: ignore[arg-type]
+    assert ev is start and out["fits"] is True and seen == ["original", "plan"]
+
+
+def _cast_model(path: Path, n: int = 1024) -> None:
+    """Four MatMuls on int8 weights decoded by a Cast (the int8-exact form): onnxruntime folds
+    each into a float copy at load and frees buffers under live ones."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes, inits, x = [], [], "x"
+    for i in range(4):
+        inits.append(numpy_helper.from_array(rng.integers(-127, 127, (n, n)).astype(np.int8), f"w{i}.q"))
+        nodes += [helper.make_node("Cast", [f"w{i}.q"], [f"w{i}"], to=onnx.TensorProto.FLOAT),
+                  helper.make_node("MatMul", [x, f"w{i}"], [f"y{i}"])]
+        x = f"y{i}"
+    io = [helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, ["b", n]) for name in ("x", x)]
+    graph = helper.make_graph(nodes, "g", io[:1], io[1:], inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(proto)
+    onnx.save(proto, path)
+
+
+def test_guard_measures_with_the_allocator_pinned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    import onnxcompress.memory as memory
+    from onnxcompress.auto.measure import run_outputs
+
+    path = tmp_path / "cast.onnx"
+    _cast_model(path)
+    feed = {"x": np.ones((2, 1024), np.float32)}
+    out = run_outputs(path, [feed])
+    assert np.isfinite(np.asarray(next(iter(out.values())))).all()  # the model runs
+    free = memory.session_memory(path, feed, threads=1)
+    if free.live_bytes is None:
+        pytest.skip("no malloc_trim here: the allocator cannot be pinned either")
+    pinned = memory.session_memory(path, feed, threads=1, pin_allocator=True)
+    # glibc's dynamic threshold keeps the freed fold buffers resident (~15 MB here); pinned,
+    # they are returned and resident is live; live itself is the same session either way
+    assert free.resident_bytes - free.live_bytes > 4 * MB  # type: ignore[operator]
+    assert pinned.resident_bytes - pinned.live_bytes < MB  # type: ignore[operator]
+    assert abs(pinned.live_bytes - free.live_bytes) < 2 * MB  # type: ignore[operator]
+    # and the guard's readings are pinned ones
+    calls: list[dict] = []
+    real = memory.session_memory
+    monkeypatch.setattr(memory, "session_memory", lambda *a, **k: calls.append(k) or real(*a, **k))
+    assert guard.measure_memory(path, feed) == pytest.approx(pinned.live_bytes, abs=MB)
+    assert calls and all(k.get("pin_allocator") is True for k in calls)
 
 
 def test_search_reports_session_memory(tmp_path: Path) -> None:
@@ -114,6 +217,6 @@ def test_search_reports_session_memory(tmp_path: Path) -> None:
                    "--auto-target", "top1>=0.99", "--report", report, "--time-budget", "60", "-q") == 0
     memory = json.loads(report.read_text())["auto"]["memory"]
     assert memory["original_bytes"] > 0 and memory["fits"] is True
-    assert memory["bytes"] <= memory["original_bytes"] * 1.02 + (1 << 20)
+    assert memory["bytes"] <= guard.memory_limit(memory["original_bytes"])
     onnx.checker.check_model(str(out))
     assert top1(MODEL, out) >= 0.99
