@@ -46,6 +46,17 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
+# A compressed model "needs no more session memory" than the original within this slack (the
+# guards': auto's layer back-off, quantize's int8-compute check), read as pinned live memory.
+GUARD_SLACK_FRACTION = 0.02
+GUARD_SLACK_BYTES = 1 << 20
+
+
+def guard_limit(original_bytes: int) -> float:
+    """The most session memory a guarded model may need against the original's reading."""
+    return original_bytes * (1 + GUARD_SLACK_FRACTION) + GUARD_SLACK_BYTES
+
+
 # A child that takes longer than this is abandoned (a huge model on a slow disk).
 DEFAULT_TIMEOUT_SECONDS = 600.0
 # glibc's starting mmap threshold (M_MMAP_THRESHOLD); set explicitly, it stops moving.

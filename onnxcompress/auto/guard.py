@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from onnxcompress.auto.candidates import FLOAT, by_name
 from onnxcompress.auto.paths import option_error, option_name, option_of
 from onnxcompress.auto.plan import Plan
+from onnxcompress.memory import GUARD_SLACK_BYTES, GUARD_SLACK_FRACTION, guard_limit
 from onnxcompress.passes._bit_allocation import LayerChoices
 
 if TYPE_CHECKING:
@@ -45,8 +46,8 @@ logger = logging.getLogger(__name__)
 #: model within the slack of the original's fits.
 MEMORY_REPEATS = 3
 MEMORY_CONFIRM = 3
-MEMORY_SLACK_BYTES = 1 << 20
-MEMORY_SLACK_FRACTION = 0.02
+MEMORY_SLACK_BYTES = GUARD_SLACK_BYTES
+MEMORY_SLACK_FRACTION = GUARD_SLACK_FRACTION
 MAX_ROUNDS = 6
 Progress = Callable[[str, int, int], None]
 
@@ -85,8 +86,8 @@ def measure_memory(path: Path | str, feed: dict[str, Any], repeats: int = MEMORY
 
 
 def memory_limit(original_bytes: int) -> float:
-    """The most session memory a plan may need against the original's (the guard's slack)."""
-    return original_bytes * (1 + MEMORY_SLACK_FRACTION) + MEMORY_SLACK_BYTES
+    """The most session memory a plan may need against the original's (``memory.guard_limit``)."""
+    return guard_limit(original_bytes)
 
 
 def confirm_excess(original: Path | str, path: Path, feed: dict[str, Any], bases: list[int],

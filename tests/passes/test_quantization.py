@@ -543,6 +543,53 @@ def test_speed_guard_falls_back_to_int8_storage_when_int8_is_slower(monkeypatch)
     assert ops(q)["QuantizeLinear"] > 0 and res.metrics["latency_ratio"] > 1
 
 
+def test_int8_compute_that_needs_more_session_memory_falls_back(monkeypatch, tmp_path):
+    """seal_det static int8: 9 QLinearConv islands ran 0.77x the float latency but needed 1.13x
+    its session memory (their quantize/dequantize activations). The speed guard's attempts must
+    also fit the float model's memory; a user may ask to keep them."""
+    monkeypatch.setenv("ONNXCOMPRESS_CACHE_DIR", str(tmp_path))  # no decision from another test
+    monkeypatch.setattr(_speed, "alternate_latency", lambda models, feed, **kw: [1.0, 0.5])  # fast
+    measured = []
+
+    def excess(self, model):
+        n = sum(1 for node in model.graph if node.op_type == "QuantizeLinear")
+        measured.append(n)
+        return 1.2 if n else None  # every int8-compute attempt needs 1.2x
+
+    monkeypatch.setattr(_speed._MemoryCheck, "excess", excess)
+    proto = h.mlp((32, 128, 128, 8))
+    data = feeds((2, 32))
+    res, q = quantize(proto, data, speed_check=True)
+    assert measured == [measured[0], measured[1]] and all(measured)  # all ops, the heavier half
+    assert ops(q)["QuantizeLinear"] == 0 and res.metrics["int8_compute_ops"] == 0
+    assert res.metrics["int8_compute_memory_ratio"] == 1.2
+    assert any("needed 1.20x the float model's session memory" in h_ and "--quantize-allow-more-memory" in h_
+               for h_ in res.headlines)
+    check_outputs(proto, q, data, tol=0.02)
+    # the same decision from this machine's cache says the same
+    res2, q2 = quantize(proto, data, speed_check=True)
+    assert any("session memory" in h_ for h_ in res2.headlines) and ops(q2)["QuantizeLinear"] == 0
+    measured.clear()
+    res, q = quantize(proto, data, speed_check=True, allow_more_memory=True)
+    assert measured == [] and ops(q)["QuantizeLinear"] > 0
+
+
+def test_memory_check_counts_an_excess_only_when_a_second_reading_confirms_it(monkeypatch):
+    readings = {"float.onnx": [100, 100], "int8.onnx": [120, 101]}  # MB: a noisy first reading
+
+    def measure(self, model, name):
+        return readings[name].pop(0) << 20
+
+    monkeypatch.setattr(_speed._MemoryCheck, "_measure", measure)
+    check = _speed._MemoryCheck(load_model(h.mlp()), {"x": np.zeros((1, 16), np.float32)})
+    try:
+        assert check.excess(load_model(h.mlp())) is None
+        readings.update({"float.onnx": [100], "int8.onnx": [120, 118]})
+        assert check.excess(load_model(h.mlp())) == pytest.approx(1.18)
+    finally:
+        check.close()
+
+
 def test_speed_guard_measures_for_real():
     proto = h.mlp((64, 256, 10))
     res, _ = quantize(proto, feeds((1, 64)), speed_check=True)
