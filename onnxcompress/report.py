@@ -219,15 +219,19 @@ def memory_headline(memory: dict[str, Any] | None) -> str | None:
     """One line when the compressed model needs more session memory than the original, else None.
     "Needs" is live memory (resident once the allocator has returned what it holds free), where
     both were measured: resident memory with glibc's defaults also counts the copies onnxruntime
-    freed while loading, which vary by megabytes between two runs of one file."""
+    freed while loading, which vary by megabytes between two runs of one file. Where a live
+    excess was read again with the allocator pinned (``compare_session_memory``), that reading
+    decides: the default allocator's live reading has two modes."""
     if not memory:
         return None
     a, b = memory.get("original") or {}, memory.get("compressed") or {}
-    key = "live_bytes" if a.get("live_bytes") and b.get("live_bytes") else "resident_bytes"
+    key = next((k for k in ("live_bytes_pinned", "live_bytes") if a.get(k) and b.get(k)), "resident_bytes")
     va, vb = a.get(key), b.get(key)
     if not va or not vb or vb <= va + max(va * MEMORY_SLACK, MEMORY_SLACK_BYTES):
         return None
-    what = "live, after load and one run" if key == "live_bytes" else "resident after load and one run"
+    what = {"live_bytes_pinned": "live, after load and one run, read again with glibc's mmap "
+            "threshold pinned", "live_bytes": "live, after load and one run"}.get(
+        key, "resident after load and one run")
     return (f"session memory: the compressed model needs {vb / va - 1:.0%} more than the original "
             f"({_fmt_bytes(va)} -> {_fmt_bytes(vb)}, {what})")
 
