@@ -10,6 +10,7 @@ from typing import Any
 
 from onnxcompress._text import elide_middle
 from onnxcompress.errors import ConfigError
+from onnxcompress.memory import REPORT_SLACK_BYTES, REPORT_SLACK_FRACTION, report_excess
 from onnxcompress.pipeline import PipelineResult
 from onnxcompress.stats import GZIP_LEVEL
 
@@ -178,10 +179,10 @@ class CompressionReport:
         return "\n".join(lines)
 
 
-# Live memory (see onnxcompress.memory) of one file moves by a few pages from process to process;
-# a difference under this share of the original's, or under MEMORY_SLACK_BYTES, is not an increase.
-MEMORY_SLACK = 0.02
-MEMORY_SLACK_BYTES = 512 << 10
+# Live memory (see onnxcompress.memory) of one file moves by a few pages from process to process:
+# the headline's slack is memory.report_excess's (these names are kept for callers).
+MEMORY_SLACK = REPORT_SLACK_FRACTION
+MEMORY_SLACK_BYTES = REPORT_SLACK_BYTES
 
 
 def fidelity_headline(fidelity: dict[str, Any] | None) -> str | None:
@@ -227,7 +228,7 @@ def memory_headline(memory: dict[str, Any] | None) -> str | None:
     a, b = memory.get("original") or {}, memory.get("compressed") or {}
     key = next((k for k in ("live_bytes_pinned", "live_bytes") if a.get(k) and b.get(k)), "resident_bytes")
     va, vb = a.get(key), b.get(key)
-    if not va or not vb or vb <= va + max(va * MEMORY_SLACK, MEMORY_SLACK_BYTES):
+    if not va or not vb or not report_excess(va, vb):
         return None
     what = {"live_bytes_pinned": "live, after load and one run, read again with glibc's mmap "
             "threshold pinned", "live_bytes": "live, after load and one run"}.get(

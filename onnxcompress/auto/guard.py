@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 from onnxcompress.auto.candidates import FLOAT, by_name
 from onnxcompress.auto.paths import option_error, option_name, option_of
 from onnxcompress.auto.plan import Plan
-from onnxcompress.memory import GUARD_SLACK_BYTES, GUARD_SLACK_FRACTION, guard_limit
+from onnxcompress.memory import GUARD_SLACK_BYTES, GUARD_SLACK_FRACTION, guard_limit, guard_reading
+from onnxcompress.memory import confirm_excess as shared_confirm
 from onnxcompress.passes._bit_allocation import LayerChoices
 
 if TYPE_CHECKING:
@@ -68,21 +69,9 @@ def memory_tier(name: str) -> int:
 
 
 def measure_memory(path: Path | str, feed: dict[str, Any], repeats: int = MEMORY_REPEATS) -> int | None:
-    """Session memory of the model at ``path`` after one run (bytes): live memory where the
-    allocator can be trimmed, else the least resident reading of ``repeats`` sessions, each in
-    its own process; None when it cannot be measured here."""
-    from onnxcompress.memory import session_memory
-
-    values = []
-    for _ in range(repeats):
-        m = session_memory(path, dict(feed), threads=1, pin_allocator=True)
-        if not m.measured or m.resident_bytes is None:
-            logger.info("auto: session memory not measured: %s", m.error)
-            return None
-        if m.live_bytes is not None:
-            return m.live_bytes
-        values.append(m.resident_bytes)
-    return min(values)
+    """Session memory of the model at ``path`` after one run (``memory.guard_reading``: pinned
+    live memory, else the least of ``repeats`` resident readings); None when not measurable."""
+    return guard_reading(path, feed, repeats)
 
 
 def memory_limit(original_bytes: int) -> float:
@@ -92,20 +81,8 @@ def memory_limit(original_bytes: int) -> float:
 
 def confirm_excess(original: Path | str, path: Path, feed: dict[str, Any], bases: list[int],
                    used: int) -> tuple[int, int] | None:
-    """The least readings of the original and of the plan at ``path`` after measuring both again
-    alternately (fresh processes, same conditions) until the plan fits the least original reading
-    or each side has MEMORY_CONFIRM readings; ``bases`` (the original's readings so far) grows.
-    None when a reading failed."""
-    useds = [used]
-    while min(useds) > memory_limit(min(bases)) and len(useds) < MEMORY_CONFIRM:
-        base, again = measure_memory(original, feed), measure_memory(path, feed)
-        if base is None or again is None:
-            return None
-        bases.append(base)
-        useds.append(again)
-    logger.info("auto: session memory readings, original %s MB, plan %s MB",
-                [round(b / 2**20, 2) for b in bases], [round(u / 2**20, 2) for u in useds])
-    return min(bases), min(useds)
+    """``memory.confirm_excess`` with this guard's reading, up to MEMORY_CONFIRM readings a side."""
+    return shared_confirm(lambda p: measure_memory(p, feed), original, path, bases, used, MEMORY_CONFIRM)
 
 
 def next_plan(plan: Plan, layers: list[LayerChoices], excess: int) -> tuple[Plan, int] | None:

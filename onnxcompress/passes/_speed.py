@@ -24,6 +24,7 @@ from onnxcompress import __version__, cache, runtime
 from onnxcompress.activations import quiet_run_options, run
 from onnxcompress.data import Feed, synthetic_feeds
 from onnxcompress.errors import OnnxCompressError
+from onnxcompress.memory import confirm_excess, guard_limit, guard_reading
 from onnxcompress.model import is_large, save_model
 from onnxcompress.passes.base import PassContext, PassResult
 from onnxcompress.stats import timing_section
@@ -166,11 +167,13 @@ def first_fast_enough(cfg: QuantizeConfig, float_model: ir.Model | None, base: i
 
 class _MemoryCheck:
     """Whether an int8-compute attempt needs more onnxruntime session memory than the float
-    model: live memory after one run on the timing feed, each in its own child with glibc's
-    mmap threshold pinned (``memory.session_memory(pin_allocator=True)``: readings that compare
-    between files). An excess counts once a second reading of each side confirms it. Measured:
-    seal_det static int8 (9 QLinearConv islands in float compute) 60.4 MB against fp32 53.6;
-    its weight-only form 54.0."""
+    model, read as auto's memory guard reads it (``memory.guard_reading``: live memory after one
+    run on the timing feed, each in its own child with glibc's mmap threshold pinned) and an
+    excess counted once a second reading of each side confirms it (``memory.confirm_excess``).
+    Measured: seal_det static int8 (9 QLinearConv islands in float compute) 60.4 MB against fp32
+    53.6; its weight-only form 54.0."""
+
+    READINGS = 2  # per side, when the first says too much
 
     def __init__(self, reference: ir.Model, feed: Feed) -> None:
         self._reference = reference
@@ -179,35 +182,29 @@ class _MemoryCheck:
         self._bases: list[int] = []
 
     def _measure(self, model: ir.Model | None, name: str) -> int | None:
-        from onnxcompress.memory import session_memory
-
+        """The reading of ``model`` written as ``name`` (None: the file written last time)."""
         path = Path(self._dir.name) / name
         if model is not None:
             save_model(model, path, overwrite=True)
-        m = session_memory(path, self._feed, threads=1, pin_allocator=True)
-        if not m.measured:
-            return None
-        return m.live_bytes if m.live_bytes is not None else m.resident_bytes
+        return guard_reading(path, self._feed)
 
     def excess(self, model: ir.Model) -> float | None:
         """used / float when the attempt needs more than the float model beyond the guards'
         slack (confirmed), else None (also when it cannot be measured)."""
-        from onnxcompress.memory import guard_limit
-
         if not self._bases:
             base = self._measure(self._reference, "float.onnx")
             if base is None:
                 return None
             self._bases.append(base)
         used = self._measure(model, "int8.onnx")
-        if used is None or used <= guard_limit(min(self._bases)):
+        if used is None:
             return None
-        again, base = self._measure(None, "int8.onnx"), self._measure(None, "float.onnx")
-        if again is None or base is None:
+        confirmed = confirm_excess(lambda p: self._measure(None, Path(p).name), "float.onnx", "int8.onnx",
+                                   self._bases, used, self.READINGS)
+        if confirmed is None:
             return None
-        self._bases.append(base)
-        used = min(used, again)
-        return used / min(self._bases) if used > guard_limit(min(self._bases)) else None
+        base, used = confirmed
+        return used / base if used > guard_limit(base) else None
 
     def close(self) -> None:
         self._dir.cleanup()
