@@ -14,6 +14,7 @@ same sources, wrapped in a :class:`FeedSource` that can be iterated more than on
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress.errors import DataError
+from onnxcompress.errors import DataError, OnnxCompressError
 
 logger = logging.getLogger(__name__)
 
@@ -471,6 +472,20 @@ def _index_bound(model: ir.Model, name: str) -> int | None:
                     nxt.extend(node.outputs)
         frontier = nxt
     return min(bounds) if bounds else None
+
+
+def first_feed(model: ir.Model, source: FeedSource | None, *, seed: int = 0) -> tuple[Feed | None, str]:
+    """One sample to run a model on where any will do (timing, a finite-output check): the
+    first of ``source``, else one synthetic sample; with where it came from (or why there is
+    none)."""
+    if source is not None:
+        with contextlib.suppress(OnnxCompressError):  # unreadable data: a synthetic sample
+            for feed in source:
+                return feed, "the first calibration sample"
+    try:
+        return next(iter(synthetic_feeds(model, 1, seed=seed))), "a synthetic sample"
+    except OnnxCompressError as e:
+        return None, f"no synthetic input: {str(e).split(' Hint:')[0]}"
 
 
 def synthetic_feeds(

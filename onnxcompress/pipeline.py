@@ -30,7 +30,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxcompress import __version__, checking, runtime
-from onnxcompress.data import FeedSource, feed_source, synthetic_feeds
+from onnxcompress.data import FeedSource, feed_source, first_feed
 from onnxcompress.errors import ConfigError, ModelLoadError, OnnxCompressError, PassError
 from onnxcompress.model import (
     ModelLike,
@@ -253,7 +253,7 @@ class Pipeline:
             return loads[0]
 
         inputs_of = ir_model  # passes keep the graph inputs: its specs make the synthetic sample
-        finite = checking.FiniteOutputs(lambda: _one_sample(source, inputs_of, self.seed),
+        finite = checking.FiniteOutputs(lambda: first_feed(inputs_of, source, seed=self.seed)[0],
                                         lambda: context.original)
         notes += _unmatched_excludes(ir_model, self.passes)
         results: list[PassResult] = []
@@ -352,13 +352,6 @@ class Pipeline:
         result.headline(f"rolled back ({failure.message}); the output has none of its changes"
                         + (f" (it had changed {changed} tensor(s))" if changed else ""))
         return result
-
-
-def _one_sample(source: FeedSource | None, model: ir.Model, seed: int) -> dict[str, Any] | None:
-    """The sample the finite-output check runs: the calibration data's first, else synthetic."""
-    if source is not None:
-        return next(iter(source.take(1)), None)
-    return next(iter(synthetic_feeds(model, 1, seed=seed)), None)
 
 
 def _unmatched_excludes(model: ir.Model, passes: Sequence[Pass]) -> list[str]:

@@ -9,7 +9,6 @@ so reruns are byte-identical); ``_Timer`` and ``alternate_latency`` do the timin
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import statistics
 import tempfile
@@ -22,7 +21,7 @@ import onnxruntime as ort
 
 from onnxcompress import __version__, cache, runtime
 from onnxcompress.activations import quiet_run_options, run
-from onnxcompress.data import Feed, synthetic_feeds
+from onnxcompress.data import Feed, first_feed
 from onnxcompress.errors import OnnxCompressError
 from onnxcompress.memory import confirm_excess, guard_limit, guard_reading
 from onnxcompress.model import is_large, save_model
@@ -327,16 +326,9 @@ def _copy(model: ir.Model) -> ir.Model:
 
 
 def one_feed(model: ir.Model, context: PassContext) -> tuple[Feed | None, str]:
-    """The first calibration sample, else one synthetic sample; with where it came from (or
-    why there is none)."""
-    if context.calibration is not None:
-        with contextlib.suppress(OnnxCompressError):  # unreadable data: time on synthetic
-            for feed in context.calibration:
-                return feed, "the first calibration sample"
-    try:
-        return next(iter(synthetic_feeds(model, 1, seed=context.seed))), "a synthetic sample"
-    except OnnxCompressError as e:
-        return None, f"no synthetic input: {str(e).split(' Hint:')[0]}"
+    """The first calibration sample, else one synthetic sample (``data.first_feed``); with where
+    it came from (or why there is none)."""
+    return first_feed(model, context.calibration, seed=context.seed)
 
 
 def alternate_latency(models: list[ir.Model | ort.InferenceSession], feed: Feed, *,
