@@ -6,10 +6,15 @@ bias correction; Nagel et al. 2019). :func:`bias_delta` computes ``removed @ E[x
 channel (grouped Conv included: output channel m reads the input channels of its group);
 :func:`add_to_bias` adds it to the bias the layer's node adds (Conv/Gemm input 2, or the
 ``Add`` after a ``MatMul``); :func:`correct_bias` does both. Used by pruning (unstructured and
-channels) and k-means.
+channels) and k-means. Quantize's int8 writer corrects each weight it rounds while
+:func:`corrections` holds the input means (:func:`int8_correction`).
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
 
 import numpy as np
 import onnx_ir as ir
@@ -100,3 +105,41 @@ def correct_bias(w: Weight, removed: np.ndarray, mean: np.ndarray, *, create: bo
 def _conv_group(node: ir.Node) -> int:
     attr = node.attributes.get("group")
     return int(attr.value) if attr is not None else 1
+
+
+class Corrections:
+    """The input means of the weights a writer may correct, and the labels it corrected."""
+
+    def __init__(self, means: Mapping[str, np.ndarray]) -> None:
+        self.means = dict(means)
+        self.corrected: set[str] = set()
+
+
+_ACTIVE: ContextVar[Corrections | None] = ContextVar("onnxcompress_bias_corrections", default=None)
+
+
+@contextlib.contextmanager
+def corrections(means: Mapping[str, np.ndarray]) -> Iterator[Corrections]:
+    """Within the block, :func:`int8_correction` finds each weight's input means."""
+    active = Corrections(means)
+    token = _ACTIVE.set(active)
+    try:
+        yield active
+    finally:
+        _ACTIVE.reset(token)
+
+
+def int8_correction(w: Weight, removed: Callable[[], np.ndarray]) -> np.ndarray | None:
+    """The bias change that keeps ``w``'s output mean when ``removed()`` (old - new, in ``w``'s
+    layout; computed only when needed) is taken from it, while :func:`corrections` is active
+    and knows ``w``; else None."""
+    active = _ACTIVE.get()
+    mean = None if active is None else active.means.get(w.label)
+    return None if mean is None else bias_delta(w, removed(), mean)
+
+
+def apply_int8_correction(w: Weight, delta: np.ndarray | None) -> None:
+    """Add ``delta`` (from :func:`int8_correction`) to ``w``'s bias; counted when done."""
+    active = _ACTIVE.get()
+    if delta is not None and active is not None and add_to_bias(w, delta):
+        active.corrected.add(w.label)

@@ -18,6 +18,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from onnxcompress import runtime
+from onnxcompress.layerwise.bias import apply_int8_correction, int8_correction
 from onnxcompress.layerwise.rounding import round_int8
 from onnxcompress.passes._folding import const_array
 from onnxcompress.passes._kmeans_int8 import output_scale_slot, rewrite
@@ -25,6 +26,7 @@ from onnxcompress.passes._qdq import (
     Builder,
     QParams,
     activation_qparams,
+    dequantize_weight,
     quantize_bias,
     quantize_weight,
     relative_error,
@@ -298,28 +300,32 @@ def _keeping_zeros(arr: np.ndarray, nearest: np.ndarray, rounded: np.ndarray) ->
     return rounded
 
 
-def _int8_codes(w: Weight, axis: int | None, reduce_range: bool, *,
-                release: bool = True) -> tuple[np.ndarray, np.ndarray, float, int]:
-    """``w``'s int8 codes (GPTQ codes with reconstruct), scale, relative error and bytes before;
-    with ``release`` its float data is released once read (``w`` holds no data until the
-    caller writes it)."""
+def _int8_codes(w: Weight, axis: int | None, reduce_range: bool, *, release: bool = True,
+                transposed: bool = False) -> tuple[np.ndarray, np.ndarray, float, int]:
+    """``w``'s int8 codes (GPTQ codes with reconstruct), scale, relative error and bytes before
+    (``transposed``: of ``w``'s value transposed, a Gemm ``transB`` weight); with ``release``
+    its float data is released once read (``w`` holds no data until the caller writes it) and
+    its bias takes the rounding's mean shift while ``layerwise.bias.corrections`` is active."""
     memo = _CODES.get()
-    key = (w.label, axis, reduce_range, tuple(w.shape))
+    key = (w.label, axis, reduce_range, tuple(w.shape), transposed)
     if memo is not None and key in memo:
-        q, scale, error, before = memo[key]
-        if release:
-            w.release()
-        return q.copy(), scale.copy(), error, before
-    arr = w.numpy()
-    q, scale = quantize_weight(arr, axis, reduce_range=reduce_range)
-    q = _keeping_zeros(arr, q, round_int8(w, arr, q, scale, axis, reduce_range))  # GPTQ codes
-    error = relative_error(arr, q, scale, axis)
-    before = w.nbytes
-    del arr
+        q, scale, error, before, delta = memo[key]
+        q, scale = q.copy(), scale.copy()
+    else:
+        arr = w.numpy().T if transposed else w.numpy()
+        q, scale = quantize_weight(arr, axis, reduce_range=reduce_range)
+        q = _keeping_zeros(arr, q, round_int8(w, arr, q, scale, axis, reduce_range,
+                                              transposed=transposed))  # GPTQ codes
+        error = relative_error(arr, q, scale, axis)
+        delta = int8_correction(w, lambda: (arr - dequantize_weight(q, scale, axis)).T
+                                if transposed else arr - dequantize_weight(q, scale, axis))
+        before = w.nbytes
+        del arr
+        if memo is not None:
+            memo[key] = (q.copy(), np.array(scale, copy=True), error, before, delta)
     if release:
+        apply_int8_correction(w, delta)  # before a writer divides the bias by the scales
         w.release()
-    if memo is not None:
-        memo[key] = (q.copy(), np.array(scale, copy=True), error, before)
     return q, scale, error, before
 
 
@@ -418,19 +424,10 @@ def _dynamic_rewrite(w: Weight, cfg: QuantizeConfig, channelwise: bool, b: Build
     """X @ W -> DynamicQuantizeLinear(X); MatMulInteger(Xq, Wq, Xzp, Wzp) * (Xs * Ws)."""
     graph = w.graph
     node = w.uses[0].node
-    arr = w.numpy()
     trans_b = node.op_type == "Gemm" and bool(_attr(node, "transB", 0))
-    if trans_b:
-        arr = arr.T
     axis = 1 if channelwise else None
-    q, scale = quantize_weight(arr, axis, reduce_range=cfg.reduce_range)
-    q = _keeping_zeros(arr, q, round_int8(w, arr, q, scale, axis, cfg.reduce_range,
-                                          transposed=trans_b))
-    error = relative_error(arr, q, scale, axis)
-    before = w.nbytes
-    shape = tuple(arr.shape)
-    del arr
-    w.release()
+    q, scale, error, before = _int8_codes(w, axis, cfg.reduce_range, transposed=trans_b)
+    shape = tuple(q.shape)
     users = [u.node for u in w.uses]
     base = w.name
     zp = b.constant(f"{base}_zp", np.zeros(scale.shape, dtype=np.int8))

@@ -85,6 +85,12 @@ class QuantizeConfig(PassConfig):
         help="the fidelity guard keeps weights float only while the model stays this many "
         "times smaller than float (where the weights allow)",
     )
+    bias_correction: bool = option(
+        default=True, flag="--quantize-bias-correction",
+        help="move the mean output shift each int8 weight's rounding causes (dW @ mean input) "
+        "into its layer's bias; the means come from the calibration data, else from 4 random "
+        "inputs (ppocrv5_rec weight-only int8: 92.0 -> 93.9%% of 512 strings, fp32 93.75%%)",
+    )
     reconstruct: bool | str = option(
         default="auto", flag="--quantize-reconstruct", type=bool,
         help="round each int8 weight in GPTQ order on the calibration data (each column's "

@@ -1,0 +1,90 @@
+"""quantize's bias correction: each int8 weight's rounding moves its layer's output mean by
+``dW @ E[x]``; that shift goes into the layer's bias (means from the calibration data, else from
+a few synthetic samples)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx.helper as oh
+import pytest
+
+from tests import helpers as h
+from tests import unrunnable
+from tests.passes.test_quantization import check_outputs, feeds, quantize
+
+
+def _shifted(shape, n=8, seed=0, offset=2.0):
+    """Inputs with a large mean: the first layer's rounding shifts its outputs' means."""
+    return [{"x": f["x"] + np.float32(offset)} for f in feeds(shape, n=n, seed=seed)]
+
+
+def _mean_shift(proto, q, data) -> float:
+    """Mean over outputs of |E[y_q - y]| on ``data``."""
+    diff = np.concatenate([h.run(q, f)[0] - h.run(proto, f)[0] for f in data])
+    return float(np.abs(diff.reshape(-1, diff.shape[-1]).mean(axis=0)).mean())
+
+
+@pytest.mark.parametrize("mode", ["weights", "dynamic", "static"])
+def test_the_rounding_shift_goes_into_the_bias(mode):
+    proto = h.mlp((64, 256, 128, 10))
+    data, held = _shifted((64, 64)), _shifted((64, 64), seed=5)
+    res, q = quantize(proto, data, mode=mode, reconstruct=False, fidelity_guard=False)
+    check_outputs(proto, q, data)
+    assert res.metrics["bias_corrected"] == 3
+    assert res.metrics["bias_correction_data"] == "calibration"
+    off_res, off = quantize(proto, data, mode=mode, reconstruct=False, fidelity_guard=False,
+                            bias_correction=False)
+    assert "bias_corrected" not in off_res.metrics
+    assert _mean_shift(proto, q, held) < 0.5 * _mean_shift(proto, off, held)
+
+
+def test_conv_layers_are_corrected_before_their_bias_is_rescaled():
+    """A Conv stored in the int8-exact form divides its bias by the channel scales: the
+    correction must be in the bias first (BatchNorm folded: the Convs have biases)."""
+    proto = h.cnn(channels=(3, 32, 64))
+    data, held = _shifted((4, 3, 16, 16)), _shifted((4, 3, 16, 16), seed=5)
+    res, q = quantize(proto, data, mode="weights", reconstruct=False, fidelity_guard=False)
+    check_outputs(proto, q, data)
+    assert res.metrics["bias_corrected"] >= 2
+    _, off = quantize(proto, data, mode="weights", reconstruct=False, fidelity_guard=False,
+                      bias_correction=False)
+    assert _mean_shift(proto, q, held) < _mean_shift(proto, off, held)
+
+
+def test_a_transposed_gemm_weight_is_corrected_in_its_own_layout():
+    r = h.rng(3)
+    model = oh.make_model(oh.make_graph(
+        [oh.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)], "g",
+        [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 96])],
+        [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 160])]),
+        opset_imports=[oh.make_opsetid("", 17)])
+    proto = h.attach_initializers(model, {
+        "w": (r.standard_normal((160, 96)) / 10).astype(np.float32),
+        "b": np.zeros(160, np.float32)})
+    data = _shifted((32, 96), offset=3.0)
+    res, q = quantize(proto, data, mode="dynamic", reconstruct=False, fidelity_guard=False)
+    check_outputs(proto, q, data)
+    assert res.metrics["bias_corrected"] == 1
+    _, off = quantize(proto, data, mode="dynamic", reconstruct=False, fidelity_guard=False,
+                      bias_correction=False)
+    assert _mean_shift(proto, q, data) < 0.5 * _mean_shift(proto, off, data)
+
+
+def test_without_calibration_the_means_come_from_synthetic_samples():
+    proto = h.mlp((64, 256, 128, 10))
+    res, q = quantize(proto, None, mode="weights", fidelity_guard=False)
+    assert res.metrics["bias_correction_data"] == "4 synthetic samples"
+    assert res.metrics["bias_corrected"] == 3
+    # synthetic inputs are standard normal: on such data the shift after the Relus is gone
+    held = feeds((64, 64), seed=5)
+    _, off = quantize(proto, None, mode="weights", fidelity_guard=False, bias_correction=False)
+    assert _mean_shift(proto, q, held) < _mean_shift(proto, off, held)
+
+
+def test_a_model_synthetic_data_cannot_run_is_quantized_without_correction():
+    proto = unrunnable.stft_like()
+    res, q = quantize(proto, None, mode="weights", fidelity_guard=False)
+    onnx.checker.check_model(q)
+    assert "bias_corrected" not in res.metrics
+    assert any("bias correction skipped" in n for n in res.notes)
