@@ -15,13 +15,19 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_ir as ir
 
+from onnxcompress.activations import input_channel_moments
+from onnxcompress.data import synthetic_feeds
 from onnxcompress.layerwise.channels import channel_table
 from onnxcompress.passes import _channel_graph
 from onnxcompress.weights import Weight
+
+if TYPE_CHECKING:
+    from onnxcompress.layerwise.collection import Statistics
 
 
 def bias_delta(w: Weight, removed: np.ndarray, mean: np.ndarray, *,
@@ -105,6 +111,29 @@ def correct_bias(w: Weight, removed: np.ndarray, mean: np.ndarray, *, create: bo
 def _conv_group(node: ir.Node) -> int:
     attr = node.attributes.get("group")
     return int(attr.value) if attr is not None else 1
+
+
+# Synthetic samples the input means come from when no calibration data is given (one run of the
+# model exposing the weights' inputs).
+SYNTHETIC_SAMPLES = 4
+
+
+def input_means(model: ir.Model, weights: list[Weight], stats: Statistics | None,
+                samples: int | None, *, seed: int = 0) -> tuple[dict[str, np.ndarray], str]:
+    """Each weight's input channel means for bias correction, by label, and where they came
+    from: the run's calibration statistics (``stats``), else :data:`SYNTHETIC_SAMPLES` random
+    inputs. The mean shift of rounding comes mostly from the network's own biases and
+    activations, which random inputs exercise too: ppocrv5_rec weight-only int8 keeps 93.9% of
+    512 strings (fp32 93.75%) with means from 4 random inputs, 94.0% from 24 text lines, 92.0%
+    uncorrected. Raises ``OnnxCompressError`` when the model cannot run on the data."""
+    if stats is not None:
+        found = stats.channel_moments(model, weights, samples)
+        source = "calibration"
+    else:
+        feeds = synthetic_feeds(model, SYNTHETIC_SAMPLES, seed=seed)
+        found = input_channel_moments(model, weights, feeds)
+        source = f"{SYNTHETIC_SAMPLES} synthetic samples"
+    return {label: mean for label, (mean, _) in found.items()}, source
 
 
 class Corrections:

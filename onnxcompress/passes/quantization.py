@@ -36,14 +36,13 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress import runtime
-from onnxcompress.activations import input_channel_moments
 from onnxcompress.calibration import Calibrator, collect
 from onnxcompress.cpu import default_reduce_range, has_vnni
 from onnxcompress.data import synthetic_feeds
 from onnxcompress.errors import OnnxCompressError
 from onnxcompress.graph.fold import shape_read_weights
 from onnxcompress.layerwise import rounding
-from onnxcompress.layerwise.bias import corrections
+from onnxcompress.layerwise.bias import corrections, input_means
 from onnxcompress.layerwise.collection import Histogram, weight_moments
 from onnxcompress.model import copy_model
 from onnxcompress.opset import opset_version, upgrade_opset
@@ -98,9 +97,6 @@ MAX_CHANNEL_SPREAD = 4.0
 # up to 1024 positions a sample): ppocr_rec keeps 96.3% string agreement from 8 samples as from
 # 24, and the collection's time grows with the samples (39 s of 62 at 24).
 ROUNDING_SAMPLES = 16
-# Synthetic samples the bias correction's input means come from when no calibration data is
-# given (one run of the model exposing the weights' inputs).
-BIAS_SYNTHETIC_SAMPLES = 4
 # ... and a layer is GPTQ-rounded only where they hold this many input rows per input value:
 # fewer, and E[x x^T] is rank-deficient or noisy, so the codes fit the calibration data and
 # the outputs move away on other data (an MLP on 32 rows for 64 inputs: held-out error 1.2x
@@ -158,30 +154,20 @@ class Quantize(Pass):
 
     def _input_means(self, model: ir.Model, context: PassContext,
                      result: PassResult) -> dict[str, np.ndarray]:
-        """Each int8 weight's input channel means, for bias correction (``b += dW E[x]``): from
-        the calibration data, else from a few synthetic samples. The mean shift of int8
-        rounding comes mostly from the network's own biases and activations, which random
-        inputs exercise too: ppocrv5_rec weight-only int8 keeps 93.9% of 512 strings (fp32
-        93.75%) with means from 4 random inputs, 94.0% from 24 text lines, 92.0% uncorrected."""
+        """Each int8 weight's input channel means, for bias correction (``layerwise.bias``)."""
         cfg: QuantizeConfig = self.config  # type: ignore[assignment]
         if not cfg.bias_correction or cfg.mode == "int4":
             return {}
-        weights = self._guard_candidates(model, cfg)
+        stats = context.stats if context.calibration is not None else None
         try:
-            if context.calibration is not None:
-                found = context.stats.channel_moments(model, weights, cfg.calibration_samples)
-            else:
-                feeds = synthetic_feeds(model, BIAS_SYNTHETIC_SAMPLES, seed=context.seed)
-                found = input_channel_moments(model, weights, feeds)
+            means, source = input_means(model, self._guard_candidates(model, cfg), stats,
+                                        cfg.calibration_samples, seed=context.seed)
         except OnnxCompressError as e:
             result.note(f"bias correction skipped: the model could not run on the "
-                        f"{'calibration' if context.calibration is not None else 'synthetic'} "
-                        f"data ({e.message})")
+                        f"{'calibration' if stats else 'synthetic'} data ({e.message})")
             return {}
-        result.metrics["bias_correction_data"] = (
-            "calibration" if context.calibration is not None
-            else f"{BIAS_SYNTHETIC_SAMPLES} synthetic samples")
-        return {label: mean for label, (mean, _) in found.items()}
+        result.metrics["bias_correction_data"] = source
+        return means
 
     def _rounded(self, model: ir.Model, context: PassContext, result: PassResult) -> ir.Model:
         """``_apply`` with GPTQ-rounded codes where ``reconstruct`` asks for them."""

@@ -88,3 +88,27 @@ def test_a_model_synthetic_data_cannot_run_is_quantized_without_correction():
     onnx.checker.check_model(q)
     assert "bias_corrected" not in res.metrics
     assert any("bias correction skipped" in n for n in res.notes)
+
+
+@pytest.mark.parametrize("calibrated", [True, False])
+def test_kmeans_8_corrects_its_biases_with_or_without_calibration(calibrated):
+    """k-means shares the rule: means from the calibration data, else synthetic samples."""
+    from onnxcompress import Pipeline
+    from onnxcompress.model import to_proto
+    from onnxcompress.passes.weight_sharing import WeightSharing
+
+    proto = h.mlp((64, 256, 128, 10))
+    data = feeds((64, 64))
+    held = feeds((64, 64), seed=5)
+
+    def share(**options):
+        result = Pipeline([WeightSharing(bits=8, **options)]).run(
+            proto, calibration=data if calibrated else None)
+        return result.passes[0], to_proto(result.model)
+
+    res, q = share()
+    onnx.checker.check_model(q)
+    want = "calibration" if calibrated else "4 synthetic samples"
+    assert res.metrics.get("bias_correction_data", "calibration") == want
+    _, off = share(bias_correction=False)
+    assert _mean_shift(proto, q, held) < _mean_shift(proto, off, held)

@@ -25,6 +25,7 @@ F = onnx.TensorProto.FLOAT
 def share(model, **options):
     options.setdefault("fold_batchnorm", False)
     options.setdefault("rest", "float32")  # exact decodes; the float16 rest: test_weight_sharing_rest.py
+    options.setdefault("bias_correction", False)  # the float model's biases: tests/passes/test_quantization_bias.py
     result = Pipeline([WeightSharing(**options)]).run(model)
     proto = to_proto(result.model)
     onnx.checker.check_model(proto)
