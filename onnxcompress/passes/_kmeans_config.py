@@ -123,9 +123,8 @@ class WeightSharingConfig(PassConfig):
     bias_correction: bool = option(
         default=True,
         flag="--kmeans-bias-correction",
-        help="fold the mean output shift the snapped weights cause (delta_W @ mean input) back "
-        "into the layer's bias; the means come from the calibration data, else from 4 random "
-        "inputs (not for external-data models)",
+        help="with calibration data, fold the mean output shift the snapped weights cause "
+        "(delta_W @ mean input) back into the layer's bias",
     )
     reconstruct: bool = option(
         default=False,

@@ -87,9 +87,9 @@ class QuantizeConfig(PassConfig):
     )
     bias_correction: bool = option(
         default=True, flag="--quantize-bias-correction",
-        help="move the mean output shift each int8 weight's rounding causes (dW @ mean input) "
-        "into its layer's bias; the means come from the calibration data, else from 4 random "
-        "inputs (ppocrv5_rec weight-only int8: 92.0 -> 93.9%% of 512 strings, fp32 93.75%%)",
+        help="with calibration data, move the mean output shift each int8 weight's rounding "
+        "causes (dW @ mean input) into its layer's bias (PP-OCRv5 rec: dynamic 91.8 -> 93.4%%, "
+        "static 91.2 -> 93.6%% of 512 strings, fp32 93.75%%)",
     )
     reconstruct: bool | str = option(
         default="auto", flag="--quantize-reconstruct", type=bool,

@@ -42,7 +42,7 @@ from onnxcompress.data import synthetic_feeds
 from onnxcompress.errors import OnnxCompressError
 from onnxcompress.graph.fold import shape_read_weights
 from onnxcompress.layerwise import rounding
-from onnxcompress.layerwise.bias import corrections, input_means
+from onnxcompress.layerwise.bias import corrections
 from onnxcompress.layerwise.collection import Histogram, weight_moments
 from onnxcompress.model import copy_model
 from onnxcompress.opset import opset_version, upgrade_opset
@@ -154,20 +154,19 @@ class Quantize(Pass):
 
     def _input_means(self, model: ir.Model, context: PassContext,
                      result: PassResult) -> dict[str, np.ndarray]:
-        """Each int8 weight's input channel means, for bias correction (``layerwise.bias``)."""
+        """Each int8 weight's input channel means on the calibration data, for bias correction
+        (``layerwise.bias``; none without calibration data: see there why)."""
         cfg: QuantizeConfig = self.config  # type: ignore[assignment]
-        if not cfg.bias_correction or cfg.mode == "int4":
+        if not cfg.bias_correction or cfg.mode == "int4" or context.calibration is None:
             return {}
-        stats = context.stats if context.calibration is not None else None
         try:
-            means, source = input_means(model, self._guard_candidates(model, cfg), stats,
-                                        cfg.calibration_samples, seed=context.seed)
+            found = context.stats.channel_moments(model, self._guard_candidates(model, cfg),
+                                                  cfg.calibration_samples)
         except OnnxCompressError as e:
-            result.note(f"bias correction skipped: the model could not run on the "
-                        f"{'calibration' if stats else 'synthetic'} data ({e.message})")
+            result.note(f"bias correction skipped: the model could not run on the calibration "
+                        f"data ({e.message})")
             return {}
-        result.metrics["bias_correction_data"] = source
-        return means
+        return {label: mean for label, (mean, _) in found.items()}
 
     def _rounded(self, model: ir.Model, context: PassContext, result: PassResult) -> ir.Model:
         """``_apply`` with GPTQ-rounded codes where ``reconstruct`` asks for them."""

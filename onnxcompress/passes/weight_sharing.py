@@ -73,7 +73,6 @@ import onnx_ir as ir
 
 from onnxcompress.errors import OnnxCompressError
 from onnxcompress.layerwise import codebook
-from onnxcompress.layerwise.bias import input_means
 from onnxcompress.layerwise.collection import weight_moments
 from onnxcompress.model import is_large, to_proto
 from onnxcompress.opset import opset_version, upgrade_opset
@@ -370,20 +369,7 @@ class WeightSharing(Pass):
         context: PassContext,
         result: PassResult,
     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """(energies for sensitivity weighting, means for bias correction) per weight label;
-        without calibration data, means from synthetic samples (``layerwise.bias.input_means``)
-        unless the model has external data."""
-        if context.calibration is None and cfg.bias_correction:
-            if is_large(model):  # a run of the whole model: not for one streamed weight by weight
-                return {}, {}
-            try:
-                means, source = input_means(model, weights, None, None, seed=context.seed)
-            except OnnxCompressError as e:
-                result.note(f"bias correction skipped: the model could not run on synthetic "
-                            f"data ({e.message})")
-                return {}, {}
-            result.metrics["bias_correction_data"] = source
-            return {}, means
+        """(energies for sensitivity weighting, means for bias correction) per weight label."""
         if context.calibration is None or not (cfg.sensitivity or cfg.bias_correction):
             return {}, {}
         try:  # from the run's shared collection (context.stats)

@@ -1,6 +1,5 @@
 """quantize's bias correction: each int8 weight's rounding moves its layer's output mean by
-``dW @ E[x]``; that shift goes into the layer's bias (means from the calibration data, else from
-a few synthetic samples)."""
+``dW @ E[x]``; with calibration data that shift goes into the layer's bias."""
 
 from __future__ import annotations
 
@@ -10,7 +9,6 @@ import onnx.helper as oh
 import pytest
 
 from tests import helpers as h
-from tests import unrunnable
 from tests.passes.test_quantization import check_outputs, feeds, quantize
 
 
@@ -32,7 +30,6 @@ def test_the_rounding_shift_goes_into_the_bias(mode):
     res, q = quantize(proto, data, mode=mode, reconstruct=False, fidelity_guard=False)
     check_outputs(proto, q, data)
     assert res.metrics["bias_corrected"] == 3
-    assert res.metrics["bias_correction_data"] == "calibration"
     off_res, off = quantize(proto, data, mode=mode, reconstruct=False, fidelity_guard=False,
                             bias_correction=False)
     assert "bias_corrected" not in off_res.metrics
@@ -71,44 +68,29 @@ def test_a_transposed_gemm_weight_is_corrected_in_its_own_layout():
     assert _mean_shift(proto, q, data) < 0.5 * _mean_shift(proto, off, data)
 
 
-def test_without_calibration_the_means_come_from_synthetic_samples():
+def test_without_calibration_data_nothing_is_corrected():
+    """Means from random inputs moved some real models away from fp32 (layerwise/bias.py)."""
     proto = h.mlp((64, 256, 128, 10))
     res, q = quantize(proto, None, mode="weights", fidelity_guard=False)
-    assert res.metrics["bias_correction_data"] == "4 synthetic samples"
-    assert res.metrics["bias_corrected"] == 3
-    # synthetic inputs are standard normal: on such data the shift after the Relus is gone
-    held = feeds((64, 64), seed=5)
     _, off = quantize(proto, None, mode="weights", fidelity_guard=False, bias_correction=False)
-    assert _mean_shift(proto, q, held) < _mean_shift(proto, off, held)
-
-
-def test_a_model_synthetic_data_cannot_run_is_quantized_without_correction():
-    proto = unrunnable.stft_like()
-    res, q = quantize(proto, None, mode="weights", fidelity_guard=False)
-    onnx.checker.check_model(q)
     assert "bias_corrected" not in res.metrics
-    assert any("bias correction skipped" in n for n in res.notes)
+    tensors = lambda m: {t.name: t.SerializeToString() for t in m.graph.initializer}  # noqa: E731
+    assert tensors(q) == tensors(off)
 
 
-@pytest.mark.parametrize("calibrated", [True, False])
-def test_kmeans_8_corrects_its_biases_with_or_without_calibration(calibrated):
-    """k-means shares the rule: means from the calibration data, else synthetic samples."""
+def test_kmeans_8_corrects_its_biases_with_calibration_data():
+    """k-means shares the correction and its rule (calibration data only)."""
     from onnxcompress import Pipeline
     from onnxcompress.model import to_proto
     from onnxcompress.passes.weight_sharing import WeightSharing
 
     proto = h.mlp((64, 256, 128, 10))
-    data = feeds((64, 64))
-    held = feeds((64, 64), seed=5)
+    data, held = _shifted((64, 64)), _shifted((64, 64), seed=5)
 
     def share(**options):
-        result = Pipeline([WeightSharing(bits=8, **options)]).run(
-            proto, calibration=data if calibrated else None)
-        return result.passes[0], to_proto(result.model)
+        result = Pipeline([WeightSharing(bits=8, **options)]).run(proto, calibration=data)
+        return to_proto(result.model)
 
-    res, q = share()
+    q, off = share(), share(bias_correction=False)
     onnx.checker.check_model(q)
-    want = "calibration" if calibrated else "4 synthetic samples"
-    assert res.metrics.get("bias_correction_data", "calibration") == want
-    _, off = share(bias_correction=False)
-    assert _mean_shift(proto, q, held) < _mean_shift(proto, off, held)
+    assert _mean_shift(proto, q, held) < 0.5 * _mean_shift(proto, off, held)
