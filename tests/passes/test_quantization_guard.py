@@ -271,10 +271,10 @@ def sensitive_first(seed: int = 0) -> onnx.ModelProto:
     W1 alone ruins the outputs. Z2..Z5 each add a clear error of their own (one big row on an
     input that is always 0 makes the rest coarse), so four layers outrank W1 by jump."""
     r = h.rng(seed)
-    w1 = r.standard_normal((4, 64)).astype(np.float32) * 0.2
+    w1 = r.standard_normal((4, 128)).astype(np.float32) * 0.2  # 512 values: stored in int8
     w1[0, :] = 0.4 * np.abs(w1[1:]).max(axis=0) / 127
     w1[0, 0] = 100.0
-    w2 = r.standard_normal((64, 8)).astype(np.float32) * 0.2
+    w2 = r.standard_normal((128, 8)).astype(np.float32) * 0.2
     w2[0, :] = 0.0
     zs = [r.standard_normal((64, 64 if k < 4 else 8)).astype(np.float32) * 0.15
           for k in range(5)]
