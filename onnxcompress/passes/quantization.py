@@ -148,16 +148,14 @@ class Quantize(Pass):
             self.config = cfg
             result.config = cfg.to_dict()
         with remembered_codes(), corrections(self._input_means(model, context, result)) as fixed:
-            try:
-                return self._rounded(model, context, result)
-            finally:
-                if fixed.means:
-                    result.metrics["bias_corrected"] = len(fixed.corrected)
+            out = self._rounded(model, context, result)
+        if fixed.means:
+            result.metrics["bias_corrected"] = len(fixed.corrected)
+        return out
 
     def _input_means(self, model: ir.Model, context: PassContext,
                      result: PassResult) -> dict[str, np.ndarray]:
-        """Each int8 weight's input channel means on the calibration data, for bias correction
-        (``layerwise.bias``; none without calibration data: see there why)."""
+        """Input channel means on the calibration data for bias correction (``layerwise.bias``)."""
         cfg: QuantizeConfig = self.config  # type: ignore[assignment]
         if not cfg.bias_correction or cfg.mode == "int4" or context.calibration is None:
             return {}
