@@ -12,6 +12,7 @@ refuses ("Field 'shape' of 'type' is required but missing"). Their shapes are in
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -176,31 +177,30 @@ class FiniteOutputs:
     def __init__(self, sample: Callable[[], dict[str, Any] | None], original: Callable[[], Any]) -> None:
         self._sample = sample
         self._original = original
-        self._feed: dict[str, Any] | None = None
-        self._asked = False
-        self._reference: list[str] | None = None
-        self._reference_done = False
+
+    @functools.cached_property
+    def _feed(self) -> dict[str, Any] | None:
+        try:
+            return self._sample()
+        except Exception as e:  # no sample can be made: nothing to run
+            logger.debug("finite-output check without a sample: %s", e)
+            return None
+
+    @functools.cached_property
+    def _reference(self) -> list[str] | None:
+        """The original's non-finite outputs on the sample; None when it cannot run on it."""
+        try:
+            return nonfinite_outputs(runtime.create_session(self._original(), prepack=False),
+                                     self._feed, strict=True)
+        except Exception as e:  # the original cannot run on it: no judgement
+            logger.debug("finite-output check: the original model did not run: %s", e)
+            return None
 
     def __call__(self, session: Any) -> str | None:
-        if not self._asked:
-            self._asked = True
-            try:
-                self._feed = self._sample()
-            except Exception as e:  # no sample can be made: nothing to run
-                logger.debug("finite-output check without a sample: %s", e)
         if self._feed is None:
             return None
         bad = nonfinite_outputs(session, self._feed)
-        if not bad:
-            return None
-        if not self._reference_done:
-            self._reference_done = True
-            try:
-                self._reference = nonfinite_outputs(runtime.create_session(self._original(), prepack=False),
-                                                     self._feed, strict=True)
-            except Exception as e:  # the original cannot run on it: no judgement
-                logger.debug("finite-output check: the original model did not run: %s", e)
-        if self._reference is None:
+        if not bad or self._reference is None:  # the original runs only when an output is bad
             return None
         new = [name for name in bad if name not in self._reference]
         if not new:
