@@ -134,15 +134,11 @@ def model_problem(model: ir.Model, *, need_ort: bool | Callable[[], bool],
     if need_ort:
         # One proto serves onnx.checker and the onnxruntime load when it holds every tensor.
         source = proto if complete and proto is not None else model
-        if probe is None or runtime.is_large_source(source):
-            ok, why = runtime.loadable(source)
-        else:
-            try:
-                session = runtime.create_session(source, prepack=False)
-            except runtime.RuntimeUnavailableError as e:
-                ok, why = False, e.message
-            else:
-                return probe(session)
+        found: list[str | None] = []
+        ok, why = runtime.loadable(source, then=None if probe is None or runtime.is_large_source(
+            source) else lambda session: found.append(probe(session)))
+        if found:
+            return found[0]
         if not ok and (not callable(need_ort) or need_ort()):
             return why
     return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import onnx
@@ -98,18 +99,22 @@ def create_session(
 
 
 def loadable(model: ir.Model | onnx.ModelProto | str | os.PathLike, *,
-             lean: bool | None = None) -> tuple[bool, str | None]:
+             lean: bool | None = None,
+             then: Callable[[ort.InferenceSession], None] | None = None) -> tuple[bool, str | None]:
     """Whether onnxruntime can create a session for the model, and if not, why. ``lean``:
-    check it lean (see ``create_session``); by default when the model is large (``_large``)."""
+    check it lean (see ``create_session``); by default when the model is large (``_large``).
+    ``then``: given the session once it loads (a check that runs the model uses this one)."""
     try:
         # With the optimizations users get by default: some fusions reject graphs that load
         # unoptimized (e.g. QDQ fusions at opset 10). Never prepacked (a second copy of every
         # weight); a model past the external-data size is checked lean (no folding either: the
         # checks of its input and output held 3.2x its size, more than the pass).
-        create_session(model, optimize=True, prepack=False,
-                       lean=_large(model) if lean is None else lean)
+        session = create_session(model, optimize=True, prepack=False,
+                                 lean=_large(model) if lean is None else lean)
     except RuntimeUnavailableError as e:
         return False, e.message
+    if then is not None:
+        then(session)
     return True, None
 
 
