@@ -205,12 +205,16 @@ def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
     # A token model's positions are predictions of their own: one near-tie among 64 x 8192
     # logits failed a whole sample (bert_tiny: even fp16 missed sequence>=0.99).
     per_position = DEFAULT_TARGET if token_inputs else f"sequence>={DEFAULT_SEQUENCE:g}"
+    # A probability of its own per sample (a sigmoid: silero VAD's speech_probs) is a two-class
+    # decision; its per-sample cosine is 1 whatever the value (one positive number).
+    binary = [k for k in _binary_probabilities(outputs) if k not in sequences]
     if _applicable("top1", outputs):
         frames = _frame_scores(outputs)
         return ",".join([DEFAULT_TARGET] + [f"{k}:{DEFAULT_TARGET}" for k in frames]
-                        + [f"{k}:{per_position}" for k in sequences if k not in frames])
-    terms = [f"{k}:{per_position}" for k in sequences]
-    rest = [k for k in _applicable("cosine", outputs) if k not in sequences]
+                        + [f"{k}:{per_position}" for k in sequences if k not in frames]
+                        + [f"{k}:{DEFAULT_TARGET}" for k in binary])
+    terms = [f"{k}:{per_position}" for k in sequences] + [f"{k}:{DEFAULT_TARGET}" for k in binary]
+    rest = [k for k in _applicable("cosine", outputs) if k not in sequences and k not in binary]
     anchors = set(_anchor_outputs({k: outputs[k] for k in rest}))
     if not terms and not anchors:
         return DEFAULT_TARGET_NON_CLASSIFIER
@@ -230,6 +234,25 @@ def _anchor_outputs(outputs: Outputs) -> list[str]:
 
     return [k for k, v in outputs.items() if np.issubdtype(np.asarray(v).dtype, np.floating)
             and np.ndim(v) == 3 and (anchors(np.shape(v)[1:]) or anchors(np.shape(v)[:0:-1]))]
+
+
+def _binary_probabilities(outputs: Outputs) -> list[str]:
+    """Float outputs holding one probability per sample ([N] or [N, 1, ...] of one value, every
+    value in [0, 1], not all equal): a sigmoid's two-class decision (a VAD's speech probability,
+    a binary classifier's score), judged as the classes [1 - p, p] (:func:`_as_classes`)."""
+    return [k for k, v in outputs.items() if np.issubdtype(np.asarray(v).dtype, np.floating)
+            and _is_binary(np.asarray(v)) and len(v) > 1 and np.min(v) < np.max(v)]
+
+
+def _is_binary(a: np.ndarray) -> bool:
+    return bool(a.ndim >= 1 and a.size == len(a) and a.size and a.min() >= 0 and a.max() <= 1)
+
+
+def _as_classes(p: np.ndarray) -> np.ndarray:
+    """A one-value-per-sample probability output as two-class probabilities [N, 2] ([1 - p, p]):
+    its decision at 0.5 is the arg-max, and the flip ratio reads it on the logit."""
+    p = p.reshape(len(p), 1)
+    return np.concatenate([1.0 - p, p], axis=1)
 
 
 def _frame_scores(outputs: Outputs) -> list[str]:
@@ -276,6 +299,8 @@ def _measure(metric: str, a: np.ndarray, b: np.ndarray, labels: np.ndarray | Non
         norm = np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1)
         cos = np.where(norm > 0, dot / np.maximum(norm, 1e-300), (np.abs(x - y).max(axis=1) == 0) * 1.0)
         return float(cos.mean())
+    if _is_binary(a):
+        a, b = _as_classes(a), _as_classes(np.clip(b, 0.0, 1.0))
     if a.ndim < 2 or a.shape[-1] < 2:
         raise ConfigError(f"target {text}: the output is not class scores (shape {list(a.shape)}).",
                           hint="use cosine>=... for this output, or name a classifier output")

@@ -211,3 +211,27 @@ def test_a_token_models_per_position_scores_are_judged_per_token_not_per_sample(
     # with a classifier output beside it (a pooled head), the classifier keeps its top1 term
     outputs["pooled"] = rng.standard_normal((4, 3))
     assert parse_target(None, outputs, token_inputs=True).text == "top1>=0.99,logits:top1>=0.99"
+
+
+def test_a_probability_per_sample_is_judged_as_a_two_class_decision() -> None:
+    # a VAD (silero v6: speech_probs [N] from a Sigmoid, LSTM states [N, 1, 128]): each sample's
+    # cosine of one positive number is 1 whatever the value, so cosine>=0.999 let 1 of 32 eval
+    # decisions change (auto int8 on fw_silero_v6); the decision at 0.5 is held as a top-1
+    rng = np.random.default_rng(0)
+    probs = rng.uniform(0.02, 0.98, size=32).astype(np.float32)
+    probs[0] = 0.51
+    state = rng.normal(size=(32, 1, 128)).astype(np.float32)
+    ref = {"speech_probs": probs, "hn": state}
+    t = parse_target(None, ref)
+    assert t.text == "speech_probs:top1>=0.99,hn:cosine>=0.999"
+    flipped = probs.copy()
+    flipped[0] = 0.49  # one decision of 32 changes: cosine still 1.0 per sample
+    assert parse_target("speech_probs:cosine>=0.999").evaluate(ref, {**ref, "speech_probs": flipped}).met
+    fid = t.evaluate(ref, {**ref, "speech_probs": flipped})
+    assert fid.values["speech_probs:top1>=0.99"] < 0.99 and not fid.met
+    close = np.clip(probs + 1e-4 * np.sign(probs - 0.5), 0, 1)  # moves away from the threshold
+    assert t.evaluate(ref, {**ref, "speech_probs": close}).met
+    # a [N, 1] sigmoid too; constant outputs and values outside [0, 1] keep cosine
+    assert parse_target(None, {"p": probs[:, None], "hn": state}).text == "p:top1>=0.99,hn:cosine>=0.999"
+    assert parse_target(None, {"p": probs * 3, "hn": state}).text == "cosine>=0.999"
+    assert parse_target(None, {"p": np.ones(32, np.float32), "hn": state}).text == "cosine>=0.999"
