@@ -235,3 +235,50 @@ def test_a_probability_per_sample_is_judged_as_a_two_class_decision() -> None:
     assert parse_target(None, {"p": probs[:, None], "hn": state}).text == "p:top1>=0.99,hn:cosine>=0.999"
     assert parse_target(None, {"p": probs * 3, "hn": state}).text == "cosine>=0.999"
     assert parse_target(None, {"p": np.ones(32, np.float32), "hn": state}).text == "cosine>=0.999"
+
+
+def _ctc_logits(frames: list[list[int]], classes: int) -> np.ndarray:
+    logits = np.zeros((len(frames), len(frames[0]), classes))
+    for i, row in enumerate(frames):
+        logits[i, np.arange(len(row)), row] = 8.0
+    return logits
+
+
+def _near_tie(logits: np.ndarray, sample: int, pos: int, to: int, swapped: bool) -> np.ndarray:
+    """``to`` just under the frame's class (a run's edge, where CTC frames are close calls), or
+    just over it (the compressed model's frame)."""
+    y = logits.copy()
+    top = int(y[sample, pos].argmax())
+    y[sample, pos, to] = y[sample, pos, top] + (0.05 if swapped else -0.05)
+    return y
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_sequence_leaves_out_frame_flips_that_keep_the_decoded_string() -> None:
+    # CTC frames (blank 0, the class most frames hold): a run's edge moving by a frame keeps the
+    # decoded string (PP-OCRv6 tiny rec k-means 8: all 5 changed eval frames were such, every
+    # string kept, and each failed its sample under the per-position rule)
+    rng = np.random.default_rng(0)
+    frames = [[0, 3, 3, 0, 5, 0, 0, 7, 0, 3, 0, 3]] * 40 + [[int(v) for v in rng.integers(1, 9, 3)] + [0] * 9
+                                                         for _ in range(8)]
+    keeps = ((0, 1, 0), (1, 2, 0), (2, 3, 5), (3, 3, 3), (4, 6, 7), (5, 8, 7))  # edges move a frame
+    changes = ((6, 4, 6), (7, 4, 0), (8, 10, 3), (9, 0, 4))  # a character replaced, a run gone, the
+    # blank between two runs of one class filled (3 0 3 -> 3 3 3), a character added
+    a = _ctc_logits(frames, 9)
+    for s, pos, to in keeps + changes:
+        a = _near_tie(a, s, pos, to, swapped=False)
+    edges = a
+    for s, pos, to in keeps:
+        edges = _near_tie(edges, s, pos, to, swapped=True)
+    t = parse_target(None, {"probs": _softmax(a)})
+    assert t.text == "probs:sequence>=0.99"
+    assert t.evaluate({"probs": _softmax(a)}, {"probs": _softmax(edges)}).met
+    # every position held on its own, those samples fail
+    assert 1 - flip_rate(flip_ratios(_softmax(a), _softmax(edges))) < 0.9
+    for s, pos, to in changes:
+        fid = t.evaluate({"probs": _softmax(a)}, {"probs": _softmax(_near_tie(a, s, pos, to, swapped=True))})
+        assert fid.values["probs:sequence>=0.99"] < 0.99 and not fid.met, (s, pos, to)
