@@ -282,3 +282,27 @@ def test_sequence_leaves_out_frame_flips_that_keep_the_decoded_string() -> None:
     for s, pos, to in changes:
         fid = t.evaluate({"probs": _softmax(a)}, {"probs": _softmax(_near_tie(a, s, pos, to, swapped=True))})
         assert fid.values["probs:sequence>=0.99"] < 0.99 and not fid.met, (s, pos, to)
+
+
+def test_a_probability_map_is_held_as_its_binarised_mask() -> None:
+    # a DB text detector's sigmoid map [N, 1, H, W]: its task binarises it, and cosine>=0.999
+    # did not follow the mask (PP-OCRv5 det int8: 1-cos 4e-3 at mask F1 99.05)
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 4, size=(6, 1, 32, 48))
+    probs = 1 / (1 + np.exp(-logits))
+    t = parse_target(None, {"map": probs})
+    assert t.text == "map:mask>=0.995"
+    # values moved everywhere but no pixel across 0.5: the mask is kept, cosine is not
+    moved = 1 / (1 + np.exp(-(logits + np.where(np.abs(logits) > 1, 0.9 * np.sign(logits), 0.0))))
+    assert t.evaluate({"map": probs}, {"map": moved}).met
+    assert not parse_target("cosine>=0.999").evaluate({"map": probs}, {"map": moved}).met
+    # 2% of the text pixels lost: the mask's F1 is 0.99
+    lost = probs.copy()
+    text = np.flatnonzero(probs > 0.5)
+    lost.reshape(-1)[text[: len(text) // 50]] = 0.4
+    fid = t.evaluate({"map": probs}, {"map": lost})
+    assert fid.values["map:mask>=0.995"] == pytest.approx(0.99, abs=1e-3) and not fid.met
+    # with a second output of other values, each keeps its own term; anchors stay anchors
+    boxes = rng.normal(size=(6, 300, 4))
+    assert parse_target(None, {"map": probs, "boxes": boxes}).text == "map:mask>=0.995,boxes:cosine>=0.999995"
+    assert parse_target(None, {"map": probs * 2}).text == "cosine>=0.999"  # not probabilities
