@@ -187,6 +187,7 @@ def main() -> int:
     args = parser.parse_args()
     manifest = json.loads((args.root / "manifest.json").read_text())
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     for name in args.models.split(","):
         with tempfile.TemporaryDirectory() as tmp:
             row = bench(name, manifest[name], Path(tmp), args.time_budget, args.large_eval,
