@@ -288,12 +288,12 @@ def test_a_probability_map_is_held_as_its_binarised_mask() -> None:
     # a DB text detector's sigmoid map [N, 1, H, W]: its task binarises it, and cosine>=0.999
     # did not follow the mask (PP-OCRv5 det int8: 1-cos 4e-3 at mask F1 99.05)
     rng = np.random.default_rng(0)
-    logits = rng.normal(0, 4, size=(6, 1, 32, 48))
+    logits = rng.normal(0, 40, size=(6, 1, 32, 48))  # nearly decided: DB maps have ~1% in (0.1, 0.9)
     probs = 1 / (1 + np.exp(-logits))
     t = parse_target(None, {"map": probs})
     assert t.text == "map:mask>=0.995"
     # values moved everywhere but no pixel across 0.5: the mask is kept, cosine is not
-    moved = 1 / (1 + np.exp(-(logits + np.where(np.abs(logits) > 1, 0.9 * np.sign(logits), 0.0))))
+    moved = np.where(probs > 0.5, rng.uniform(0.51, 1.0, size=probs.shape), probs * 0.9)
     assert t.evaluate({"map": probs}, {"map": moved}).met
     assert not parse_target("cosine>=0.999").evaluate({"map": probs}, {"map": moved}).met
     # 2% of the text pixels lost: the mask's F1 is 0.99
@@ -306,6 +306,9 @@ def test_a_probability_map_is_held_as_its_binarised_mask() -> None:
     boxes = rng.normal(size=(6, 300, 4))
     assert parse_target(None, {"map": probs, "boxes": boxes}).text == "map:mask>=0.995,boxes:cosine>=0.999995"
     assert parse_target(None, {"map": probs * 2}).text == "cosine>=0.999"  # not probabilities
+    # an image in [0, 1] (a restoration model's output) is not a map: most values are undecided
+    image = rng.uniform(0, 1, size=(6, 3, 32, 48))
+    assert parse_target(None, {"image": image}).text == "cosine>=0.999"
 
 
 def test_features_of_a_waveform_are_not_a_detectors_anchors() -> None:
