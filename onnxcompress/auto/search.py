@@ -59,7 +59,7 @@ from onnxcompress.auto.paths import (
     verify,
 )
 from onnxcompress.auto.plan import Plan
-from onnxcompress.auto.targets import COUNTED, Fidelity, Target, parse_target
+from onnxcompress.auto.targets import COUNTED, Fidelity, Target, has_image_input, parse_target
 from onnxcompress.data import feed_source
 from onnxcompress.errors import ConfigError, DataError
 from onnxcompress.model import copy_model, load_model, save_model, to_proto
@@ -178,7 +178,8 @@ def search(
         scores = class_score_names(original, model_path, search_feeds) if target is None else []
         tokens = bool(search_feeds) and all(np.issubdtype(np.asarray(v).dtype, np.integer)
                                             for v in search_feeds[0].values())
-        goal = parse_target(target, ref_search, class_scores=scores, token_inputs=tokens)
+        goal = parse_target(target, ref_search, class_scores=scores, token_inputs=tokens,
+                            image_inputs=bool(search_feeds) and has_image_input(search_feeds[0]))
     if goal.needs_labels and (search_labels is None or held_labels is None):
         raise ConfigError(f"target {goal.text}: the data has no labels.",
                           hint="store them as 'labels' in the .npz, or use top1>=...")

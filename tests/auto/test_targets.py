@@ -211,3 +211,113 @@ def test_a_token_models_per_position_scores_are_judged_per_token_not_per_sample(
     # with a classifier output beside it (a pooled head), the classifier keeps its top1 term
     outputs["pooled"] = rng.standard_normal((4, 3))
     assert parse_target(None, outputs, token_inputs=True).text == "top1>=0.99,logits:top1>=0.99"
+
+
+def test_a_probability_per_sample_is_judged_as_a_two_class_decision() -> None:
+    # a VAD (silero v6: speech_probs [N] from a Sigmoid, LSTM states [N, 1, 128]): each sample's
+    # cosine of one positive number is 1 whatever the value, so cosine>=0.999 let 1 of 32 eval
+    # decisions change (auto int8 on fw_silero_v6); the decision at 0.5 is held as a top-1
+    rng = np.random.default_rng(0)
+    probs = rng.uniform(0.02, 0.98, size=32).astype(np.float32)
+    probs[0] = 0.51
+    state = rng.normal(size=(32, 1, 128)).astype(np.float32)
+    ref = {"speech_probs": probs, "hn": state}
+    t = parse_target(None, ref)
+    assert t.text == "speech_probs:top1>=0.99,hn:cosine>=0.999"
+    flipped = probs.copy()
+    flipped[0] = 0.49  # one decision of 32 changes: cosine still 1.0 per sample
+    assert parse_target("speech_probs:cosine>=0.999").evaluate(ref, {**ref, "speech_probs": flipped}).met
+    fid = t.evaluate(ref, {**ref, "speech_probs": flipped})
+    assert fid.values["speech_probs:top1>=0.99"] < 0.99 and not fid.met
+    close = np.clip(probs + 1e-4 * np.sign(probs - 0.5), 0, 1)  # moves away from the threshold
+    assert t.evaluate(ref, {**ref, "speech_probs": close}).met
+    # a [N, 1] sigmoid too; constant outputs and values outside [0, 1] keep cosine
+    assert parse_target(None, {"p": probs[:, None], "hn": state}).text == "p:top1>=0.99,hn:cosine>=0.999"
+    assert parse_target(None, {"p": probs * 3, "hn": state}).text == "cosine>=0.999"
+    assert parse_target(None, {"p": np.ones(32, np.float32), "hn": state}).text == "cosine>=0.999"
+
+
+def _ctc_logits(frames: list[list[int]], classes: int) -> np.ndarray:
+    logits = np.zeros((len(frames), len(frames[0]), classes))
+    for i, row in enumerate(frames):
+        logits[i, np.arange(len(row)), row] = 8.0
+    return logits
+
+
+def _near_tie(logits: np.ndarray, sample: int, pos: int, to: int, swapped: bool) -> np.ndarray:
+    """``to`` just under the frame's class (a run's edge, where CTC frames are close calls), or
+    just over it (the compressed model's frame)."""
+    y = logits.copy()
+    top = int(y[sample, pos].argmax())
+    y[sample, pos, to] = y[sample, pos, top] + (0.05 if swapped else -0.05)
+    return y
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_sequence_leaves_out_frame_flips_that_keep_the_decoded_string() -> None:
+    # CTC frames (blank 0, the class most frames hold): a run's edge moving by a frame keeps the
+    # decoded string (PP-OCRv6 tiny rec k-means 8: all 5 changed eval frames were such, every
+    # string kept, and each failed its sample under the per-position rule)
+    rng = np.random.default_rng(0)
+    frames = [[0, 3, 3, 0, 5, 0, 0, 7, 0, 3, 0, 3]] * 40 + [[int(v) for v in rng.integers(1, 9, 3)] + [0] * 9
+                                                         for _ in range(8)]
+    keeps = ((0, 1, 0), (1, 2, 0), (2, 3, 5), (3, 3, 3), (4, 6, 7), (5, 8, 7))  # edges move a frame
+    changes = ((6, 4, 6), (7, 4, 0), (8, 10, 3), (9, 0, 4))  # a character replaced, a run gone, the
+    # blank between two runs of one class filled (3 0 3 -> 3 3 3), a character added
+    a = _ctc_logits(frames, 9)
+    for s, pos, to in keeps + changes:
+        a = _near_tie(a, s, pos, to, swapped=False)
+    edges = a
+    for s, pos, to in keeps:
+        edges = _near_tie(edges, s, pos, to, swapped=True)
+    t = parse_target(None, {"probs": _softmax(a)})
+    assert t.text == "probs:sequence>=0.99"
+    assert t.evaluate({"probs": _softmax(a)}, {"probs": _softmax(edges)}).met
+    # every position held on its own, those samples fail
+    assert 1 - flip_rate(flip_ratios(_softmax(a), _softmax(edges))) < 0.9
+    for s, pos, to in changes:
+        fid = t.evaluate({"probs": _softmax(a)}, {"probs": _softmax(_near_tie(a, s, pos, to, swapped=True))})
+        assert fid.values["probs:sequence>=0.99"] < 0.99 and not fid.met, (s, pos, to)
+
+
+def test_a_probability_map_is_held_as_its_binarised_mask() -> None:
+    # a DB text detector's sigmoid map [N, 1, H, W]: its task binarises it, and cosine>=0.999
+    # did not follow the mask (PP-OCRv5 det int8: 1-cos 4e-3 at mask F1 99.05)
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 40, size=(6, 1, 32, 48))  # nearly decided: DB maps have ~1% in (0.1, 0.9)
+    probs = 1 / (1 + np.exp(-logits))
+    t = parse_target(None, {"map": probs})
+    assert t.text == "map:mask>=0.995"
+    # values moved everywhere but no pixel across 0.5: the mask is kept, cosine is not
+    moved = np.where(probs > 0.5, rng.uniform(0.51, 1.0, size=probs.shape), probs * 0.9)
+    assert t.evaluate({"map": probs}, {"map": moved}).met
+    assert not parse_target("cosine>=0.999").evaluate({"map": probs}, {"map": moved}).met
+    # 2% of the text pixels lost: the mask's F1 is 0.99
+    lost = probs.copy()
+    text = np.flatnonzero(probs > 0.5)
+    lost.reshape(-1)[text[: len(text) // 50]] = 0.4
+    fid = t.evaluate({"map": probs}, {"map": lost})
+    assert fid.values["map:mask>=0.995"] == pytest.approx(0.99, abs=1e-3) and not fid.met
+    # with a second output of other values, each keeps its own term; anchors stay anchors
+    boxes = rng.normal(size=(6, 300, 4))
+    assert parse_target(None, {"map": probs, "boxes": boxes}).text == "map:mask>=0.995,boxes:cosine>=0.999995"
+    assert parse_target(None, {"map": probs * 2}).text == "cosine>=0.999"  # not probabilities
+    # an image in [0, 1] (a restoration model's output) is not a map: most values are undecided
+    image = rng.uniform(0, 1, size=(6, 3, 32, 48))
+    assert parse_target(None, {"image": image}).text == "cosine>=0.999"
+
+
+def test_features_of_a_waveform_are_not_a_detectors_anchors() -> None:
+    # whisper's log-mel features [N, 128, 3000] are shaped like YOLOv8's head [N, 84, 8400]; an
+    # audio front end has no image input, so its features keep the default cosine
+    from onnxcompress.auto.targets import has_image_input
+
+    features = np.random.default_rng(0).normal(size=(4, 128, 3000))
+    assert not has_image_input({"waveforms": np.zeros((1, 48000), np.float32), "lens": np.ones(1, np.int64)})
+    assert has_image_input({"images": np.zeros((1, 3, 64, 64), np.float32)})
+    assert parse_target(None, {"features": features}, image_inputs=False).text == "cosine>=0.999"
+    assert parse_target(None, {"features": features}, image_inputs=True).text == "cosine>=0.999995"
