@@ -169,33 +169,62 @@ def verify(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Evaluator,
     ev = evaluate(chosen.plan, held=True)
     tried = [ev]
     step = 1
+    failed, moved = ev, []  # the last plan that failed, and the layers its round backed off
     for i in range(BACKOFF_ROUNDS):
-        assert ev.held is not None
-        if (ev.held.met and ev.fidelity.met) or time.perf_counter() > deadline:
+        if _holds(ev) or time.perf_counter() > deadline:
             break
         report("backing off", i + 1, BACKOFF_ROUNDS)
         plan = Plan(dict(ev.plan.choices))
         ranked = sorted(plan.choices, key=lambda k: -option_error(by_label[k], plan.choices[k]))
-        moved = 0
+        failed, moved = ev, []
         for label in ranked:
             better = _step_up(by_label[label], plan.choices[label])
             if better is None:
                 continue
             plan.choices[label] = better
-            moved += 1
-            if moved >= step:
+            moved.append(label)
+            if len(moved) >= step:
                 break
         if not moved:
             break
-        notes.append(f"held-out check failed ({fidelity_text(ev.held)}): {moved} layer(s) backed off")
+        notes.append(f"held-out check failed ({fidelity_text(ev.held)}): {len(moved)} layer(s) "  # type: ignore[arg-type]
+                     "backed off")
         ev = evaluate(plan, held=True)
         tried.append(ev)
         step *= 2
-    assert ev.held is not None
-    met = ev.held.met and ev.fidelity.met
+    met = _holds(ev)
+    if met and len(moved) > 1:
+        ev = _fewest_backed_off(failed, ev, moved, evaluate, deadline, notes)
     if not met:
         ev = max(tried, key=lambda e: (min(e.held.margin, e.fidelity.margin), -e.cost))  # type: ignore[union-attr]
     return ev, met
+
+
+def _holds(ev: Evaluation) -> bool:
+    assert ev.held is not None
+    return ev.held.met and ev.fidelity.met
+
+
+def _fewest_backed_off(failed: Evaluation, passed: Evaluation, moved: list[str],
+                       evaluate: _Evaluator, deadline: float, notes: list[str]) -> Evaluation:
+    """The doubling back-off's last round moved ``moved`` (worst first) and the plan held: the
+    fewest of them (a prefix, by bisection) with which it still holds. The round doubles, so it
+    may move twice the layers needed (ppocr_rec: its last round ended larger than a plan of
+    fewer steps)."""
+    lo, hi, best = 0, len(moved), passed
+    while hi - lo > 1 and time.perf_counter() < deadline:
+        mid = (lo + hi) // 2
+        plan = Plan(dict(failed.plan.choices))
+        for label in moved[:mid]:
+            plan.choices[label] = passed.plan.choices[label]
+        ev = evaluate(plan, held=True)
+        if _holds(ev):
+            hi, best = mid, ev
+        else:
+            lo = mid
+    if hi < len(moved):
+        notes.append(f"held-out check holds with {hi} of the last {len(moved)} layers backed off")
+    return best
 
 
 def option_error(layer: LayerChoices, name: str) -> float:

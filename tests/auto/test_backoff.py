@@ -1,0 +1,70 @@
+"""The held-out check's back-off (``auto.paths.verify``): rounds that double the layers they
+move, then the fewest of the last round's layers with which the target still holds."""
+
+from __future__ import annotations
+
+import time
+
+from onnxcompress.auto.paths import verify
+from onnxcompress.auto.plan import Plan
+from onnxcompress.auto.search import Evaluation
+from onnxcompress.auto.targets import Fidelity
+from onnxcompress.passes._bit_allocation import LayerChoices, Option
+
+# option index -> name (auto.paths.option_names): 3 = kmeans4, 10 = fp16
+KMEANS4, FP16 = 3, 10
+
+
+def _layers(n: int) -> list[LayerChoices]:
+    """n layers, each k-means 4 (cheap, error) or fp16 (4x the bytes, no error); layer i's
+    k-means 4 error grows with i, so the back-off takes the highest first."""
+    return [LayerChoices(f"w{i}", [Option(KMEANS4, 100, 0.01 * (i + 1)), Option(FP16, 400, 0.0)],
+                         sensitivity=1.0) for i in range(n)]
+
+
+class _Evaluator:
+    """The held-out check holds once every layer in ``needed`` is fp16."""
+
+    def __init__(self, needed: set[str]) -> None:
+        self.needed = needed
+        self.calls: list[dict[str, str]] = []
+
+    def __call__(self, plan: Plan, *, held: bool = False) -> Evaluation:
+        self.calls.append(dict(plan.choices))
+        ok = all(plan.choices.get(k) == "fp16" for k in self.needed)
+        cost = sum(400 if v == "fp16" else 100 for v in plan.choices.values())
+        fidelity = Fidelity({"top1": 1.0 if ok else 0.9}, ok, 0.0 if ok else -0.09)
+        return Evaluation(plan, float(cost), cost, Fidelity({"top1": 1.0}, True, 0.0), fidelity)
+
+
+def _run(n: int, needed: set[str]) -> tuple[Evaluation, bool, _Evaluator, list[str]]:
+    layers = _layers(n)
+    chosen = Evaluation(Plan({layer.label: "kmeans4" for layer in layers}), 100.0 * n, 100 * n,
+                        Fidelity({"top1": 1.0}, True, 0.0))
+    evaluate, notes = _Evaluator(needed), []
+    ev, met = verify(chosen, layers, evaluate, time.perf_counter() + 60,  # type: ignore[arg-type]
+                     lambda *a: None, notes)
+    return ev, met, evaluate, notes
+
+
+def test_the_last_round_keeps_only_the_layers_the_target_needs():
+    # rounds move 1, 2, 4 layers (w9; w8, w7; w6..w3): the target needs w9..w4, so the third
+    # round holds with 4 moved, and the bisection gives back w3
+    ev, met, evaluate, notes = _run(10, {f"w{i}" for i in range(4, 10)})
+    assert met
+    assert {k for k, v in ev.plan.choices.items() if v == "fp16"} == {f"w{i}" for i in range(4, 10)}
+    assert any("holds with 3 of the last 4" in n for n in notes)
+    assert len(evaluate.calls) == 4 + 2  # the check, three rounds, two bisection steps
+
+
+def test_a_round_that_needs_all_its_layers_is_kept_whole():
+    ev, met, _, notes = _run(10, {f"w{i}" for i in range(3, 10)})
+    assert met
+    assert sum(v == "fp16" for v in ev.plan.choices.values()) == 7
+    assert not any("holds with" in n for n in notes)
+
+
+def test_an_unmet_target_returns_the_best_tried():
+    ev, met, _, _ = _run(3, {"w0", "w1", "w2", "missing"})  # no plan can hold
+    assert not met
+    assert ev.held is not None and not ev.held.met
