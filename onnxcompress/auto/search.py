@@ -50,6 +50,7 @@ from onnxcompress.auto.measure import (
 from onnxcompress.auto.paths import (
     allocation_path,
     bisect,
+    held_path_check,
     option_error,
     option_name,
     option_names,
@@ -214,6 +215,8 @@ def search(
             seconds["search"] = round(time.perf_counter() - t0, 2)
             t0 = time.perf_counter()
             final, met = verify(chosen, layers, evaluator, deadline, report, notes)
+            if met and sum("backed off" in n for n in notes) > 1:
+                final = held_path_check(final, path, evaluator, deadline, notes)
             seconds["verify"] = round(time.perf_counter() - t0, 2)
             memory: dict[str, Any] = {}
             if not allow_more_memory:

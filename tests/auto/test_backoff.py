@@ -68,3 +68,21 @@ def test_an_unmet_target_returns_the_best_tried():
     ev, met, _, _ = _run(3, {"w0", "w1", "w2", "missing"})  # no plan can hold
     assert not met
     assert ev.held is not None and not ev.held.met
+
+
+def test_a_cheaper_plan_of_the_allocation_path_that_holds_replaces_a_long_back_off():
+    from onnxcompress.auto.paths import held_path_check
+
+    layers = _layers(8)
+    # the path: k layers fp16 (the highest-error first), k = 0..8, cheapest first
+    path = [(Plan({layer.label: "fp16" if i >= 8 - k else "kmeans4" for i, layer in enumerate(layers)}), 0.0)
+            for k in range(9)]
+    evaluate = _Evaluator({"w7", "w6", "w5"})  # holds from k = 3 on: cost 3 x 400 + 5 x 100
+    backed = evaluate(Plan({layer.label: "fp16" for layer in layers}), held=True)  # all fp16: 3200
+    notes: list[str] = []
+    best = held_path_check(backed, path, evaluate, time.perf_counter() + 60, notes)  # type: ignore[arg-type]
+    assert best.cost == 1700 and best.held is not None and best.held.met
+    assert any("allocation path holds" in n for n in notes)
+    # a backed-off plan cheaper than anything the path has that holds stays
+    cheap = evaluate(path[3][0], held=True)
+    assert held_path_check(cheap, path, evaluate, time.perf_counter() + 60, []) is cheap  # type: ignore[arg-type]
