@@ -135,8 +135,8 @@ def model_problem(model: ir.Model, *, need_ort: bool | Callable[[], bool],
         # One proto serves onnx.checker and the onnxruntime load when it holds every tensor.
         source = proto if complete and proto is not None else model
         found: list[str | None] = []
-        ok, why = runtime.loadable(source, then=None if probe is None or runtime.is_large_source(
-            source) else lambda session: found.append(probe(session)))
+        ok, why = runtime.loadable(source, then=None if probe is None
+                                   else lambda session: found.append(probe(session)))
         if found:
             return found[0]
         if not ok and (not callable(need_ort) or need_ort()):

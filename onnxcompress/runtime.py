@@ -103,17 +103,18 @@ def loadable(model: ir.Model | onnx.ModelProto | str | os.PathLike, *,
              then: Callable[[ort.InferenceSession], None] | None = None) -> tuple[bool, str | None]:
     """Whether onnxruntime can create a session for the model, and if not, why. ``lean``:
     check it lean (see ``create_session``); by default when the model is large (``_large``).
-    ``then``: given the session once it loads (a check that runs the model uses this one)."""
+    ``then``: given the session once it loads, unless the check was lean (a lean session is
+    not for running: a check that runs the model uses this one)."""
+    lean = _large(model) if lean is None else lean
     try:
         # With the optimizations users get by default: some fusions reject graphs that load
         # unoptimized (e.g. QDQ fusions at opset 10). Never prepacked (a second copy of every
         # weight); a model past the external-data size is checked lean (no folding either: the
         # checks of its input and output held 3.2x its size, more than the pass).
-        session = create_session(model, optimize=True, prepack=False,
-                                 lean=_large(model) if lean is None else lean)
+        session = create_session(model, optimize=True, prepack=False, lean=lean)
     except RuntimeUnavailableError as e:
         return False, e.message
-    if then is not None:
+    if then is not None and not lean:
         then(session)
     return True, None
 
@@ -131,11 +132,6 @@ def _external_folder(model: ir.Model) -> str | None:
         return None
     folder = folders.pop()
     return str(folder) if folder else None
-
-
-def is_large_source(model: ir.Model | onnx.ModelProto | str | os.PathLike) -> bool:
-    """Whether a load check of ``model`` is lean (``_large``): it is not run on a sample."""
-    return _large(model)
 
 
 def _large(model: ir.Model | onnx.ModelProto | str | os.PathLike) -> bool:

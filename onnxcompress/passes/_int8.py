@@ -317,8 +317,8 @@ def _int8_codes(w: Weight, axis: int | None, reduce_range: bool, *, release: boo
         q = _keeping_zeros(arr, q, round_int8(w, arr, q, scale, axis, reduce_range,
                                               transposed=transposed))  # GPTQ codes
         error = relative_error(arr, q, scale, axis)
-        delta = int8_correction(w, lambda: (arr - dequantize_weight(q, scale, axis)).T
-                                if transposed else arr - dequantize_weight(q, scale, axis))
+        removed = lambda: arr - dequantize_weight(q, scale, axis)  # noqa: E731 - only when asked
+        delta = int8_correction(w, lambda: removed().T if transposed else removed())
         before = w.nbytes
         del arr
         if memo is not None:

@@ -32,7 +32,6 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
-import numpy as np
 import onnx_ir as ir
 
 from onnxcompress import runtime
@@ -43,7 +42,7 @@ from onnxcompress.errors import OnnxCompressError
 from onnxcompress.graph.fold import shape_read_weights
 from onnxcompress.layerwise import rounding
 from onnxcompress.layerwise.bias import corrections
-from onnxcompress.layerwise.collection import Histogram, weight_moments
+from onnxcompress.layerwise.collection import Histogram
 from onnxcompress.model import copy_model
 from onnxcompress.opset import opset_version, upgrade_opset
 from onnxcompress.passes._folding import fold_batchnorm
@@ -62,6 +61,7 @@ from onnxcompress.passes._int8 import (
     _tied_table,
     remembered_codes,
 )
+from onnxcompress.passes._int8_data import gptq_rounding, input_means, mean_requests
 from onnxcompress.passes._int8_guard import Guard, guard_weights, guarded
 from onnxcompress.passes._qdq import Builder
 from onnxcompress.passes._quant_config import MODES, QuantizeConfig
@@ -93,15 +93,6 @@ _NONE: Mapping[str, str] = {}
 # the median channel, the small channels keep too few levels (BN-folded depthwise nets such as
 # PP-PicoDet/MobileNet); such a node computes in float, its weights stored in int8.
 MAX_CHANNEL_SPREAD = 4.0
-# Calibration samples GPTQ rounding (``reconstruct``) collects its input statistics on (Conv:
-# up to 1024 positions a sample): ppocr_rec keeps 96.3% string agreement from 8 samples as from
-# 24, and the collection's time grows with the samples (39 s of 62 at 24).
-ROUNDING_SAMPLES = 16
-# ... and a layer is GPTQ-rounded only where they hold this many input rows per input value:
-# fewer, and E[x x^T] is rank-deficient or noisy, so the codes fit the calibration data and
-# the outputs move away on other data (an MLP on 32 rows for 64 inputs: held-out error 1.2x
-# round-to-nearest's). A Conv gets up to 1024 rows a sample, a transformer its tokens.
-MIN_ROWS_PER_INPUT = 2
 # Smaller weights stay float: int8 saves under 1.5 KB on each, and they are a stem conv or a thin
 # depthwise, where int8 hurts most (PP-OCRv5 rec, weight-only int8 without data: the three under
 # 512 values cost 2.2 of its 93.75% of 512 strings; 64 before).
@@ -127,11 +118,8 @@ class Quantize(Pass):
         """The histograms ``_static`` will ask for, planned on a BatchNorm-folded copy as it
         will plan them (the Conv output takes the BN output's name)."""
         cfg: QuantizeConfig = self.config  # type: ignore[assignment]
-        if context.calibration is None or cfg.mode == "int4":
-            return []
-        means = list(weight_moments(self._guard_candidates(model, cfg),
-                                    cfg.calibration_samples).values()) if cfg.bias_correction else []
-        if cfg.mode != "static":
+        means = mean_requests(self._guard_candidates(model, cfg), cfg, context)
+        if cfg.mode != "static" or context.calibration is None:
             return means
         probe = copy_model(model)
         fold_batchnorm(probe)
@@ -147,47 +135,13 @@ class Quantize(Pass):
                                       and cfg.mode != "int4")
             self.config = cfg
             result.config = cfg.to_dict()
-        with remembered_codes(), corrections(self._input_means(model, context, result)) as fixed:
-            out = self._rounded(model, context, result)
+        means = input_means(model, self._guard_candidates(model, cfg), cfg, context, result)
+        with remembered_codes(), corrections(means) as fixed, \
+                rounding.active(gptq_rounding(model, cfg, context, result)):
+            out = self._apply(model, context, result)
         if fixed.means:
             result.metrics["bias_corrected"] = len(fixed.corrected)
         return out
-
-    def _input_means(self, model: ir.Model, context: PassContext,
-                     result: PassResult) -> dict[str, np.ndarray]:
-        """Input channel means on the calibration data for bias correction (``layerwise.bias``)."""
-        cfg: QuantizeConfig = self.config  # type: ignore[assignment]
-        if not cfg.bias_correction or cfg.mode == "int4" or context.calibration is None:
-            return {}
-        try:
-            found = context.stats.channel_moments(model, self._guard_candidates(model, cfg),
-                                                  cfg.calibration_samples)
-        except OnnxCompressError as e:
-            result.note(f"bias correction skipped: the model could not run on the calibration "
-                        f"data ({e.message})")
-            return {}
-        return {label: mean for label, (mean, _) in found.items()}
-
-    def _rounded(self, model: ir.Model, context: PassContext, result: PassResult) -> ir.Model:
-        """``_apply`` with GPTQ-rounded codes where ``reconstruct`` asks for them."""
-        cfg: QuantizeConfig = self.config  # type: ignore[assignment]
-        if not cfg.reconstruct or cfg.mode == "int4" or context.calibration is None:
-            if cfg.reconstruct and context.calibration is None:
-                result.note("reconstruct needs calibration data (--calibration); weights "
-                            "rounded to nearest")
-            return self._apply(model, context, result)
-        limit = context.stats.limit(min(cfg.calibration_samples, ROUNDING_SAMPLES))
-        try:  # the statistics of the model as it comes (BatchNorm folding keeps the inputs)
-            found = rounding.int8_rounding(model, context.calibration.take(limit),
-                                           seed=context.seed)
-        except OnnxCompressError as e:
-            result.note(f"reconstruction skipped: the model could not run on the calibration "
-                        f"data ({e})")
-            return self._apply(model, context, result)
-        _enough_rows(found)
-        result.metrics["reconstruction"] = found.report
-        with rounding.active(found):
-            return self._apply(model, context, result)
 
     def _apply(self, model: ir.Model, context: PassContext, result: PassResult) -> ir.Model:
         cfg: QuantizeConfig = self.config  # type: ignore[assignment]
@@ -571,18 +525,6 @@ def _len(feeds) -> int | None:  # noqa: ANN001
         return len(feeds)
     except TypeError:
         return None
-
-
-def _enough_rows(found: rounding.Int8Rounding) -> None:
-    """Drop the statistics of layers with under MIN_ROWS_PER_INPUT rows per input value (they
-    round to nearest); the report says which."""
-    for label, stats in list(found.stats.items()):
-        k = stats.hessian.shape[-1]
-        if stats.rows < MIN_ROWS_PER_INPUT * k:
-            del found.stats[label]
-            found.report["skipped"][label] = (
-                f"{stats.rows} calibration rows for {k} inputs (under {MIN_ROWS_PER_INPUT} per "
-                "input): rounded to nearest")
 
 
 def _quantizable_weight(w: Weight, cfg: QuantizeConfig, result: PassResult) -> bool:
