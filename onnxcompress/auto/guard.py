@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from onnxcompress.auto.candidates import FLOAT, by_name
-from onnxcompress.auto.paths import option_error, option_name, option_of
+from onnxcompress.auto.paths import holds, option_error, option_name, option_of
 from onnxcompress.auto.plan import Plan
 from onnxcompress.memory import GUARD_SLACK_BYTES, GUARD_SLACK_FRACTION, guard_limit, guard_reading
 from onnxcompress.memory import confirm_excess as shared_confirm
@@ -121,10 +121,6 @@ def next_plan(plan: Plan, layers: list[LayerChoices], excess: int, floor: int = 
     return None
 
 
-def _met(ev: Evaluation) -> bool:
-    return ev.held is not None and ev.held.met and ev.fidelity.met
-
-
 def _float_bytes(layer: LayerChoices) -> int:
     option = option_of(layer, FLOAT.name)
     return option.nbytes if option is not None else max(o.nbytes for o in layer.options)
@@ -173,9 +169,9 @@ def memory_guard(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Eval
                          "layer(s) moved to leaner options")
             logger.info("auto: session memory %.1f MB vs the original's %.1f MB: %d layer(s) moved",
                         used / 2**20, base / 2**20, moved)
-            was_met = _met(ev)
+            was_met = holds(ev)
             ev_next = evaluate(plan, held=True)
-            if was_met and not _met(ev_next):
+            if was_met and not holds(ev_next):
                 # int8 -> k-means 8 keeps each layer's own error but not always the combined
                 # model's (PP-OCRv6 tiny det: held-out mask 0.991 after 43 moves): those layers go
                 # past k-means 8 instead, to the forms that only lower the error

@@ -161,17 +161,20 @@ def refine(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Evaluator,
 
 
 def verify(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Evaluator, deadline: float,
-            report: Progress, notes: list[str]) -> tuple[Evaluation, bool]:
+            report: Progress, notes: list[str],
+            path: list[tuple[Plan, float]] | None = None) -> tuple[Evaluation, bool]:
     """Measure ``chosen`` on the held-apart data (with the search data: ``_Evaluator._judge``);
     while it fails, move the layers with the largest estimated error one step up their options
-    (less error, more cost) and measure again."""
+    (less error, more cost) and measure again. Once it holds, the last round is trimmed
+    (``_fewest_backed_off``), and after more than one round the allocation ``path`` is judged on
+    the held-apart data too (``held_path_check``)."""
     by_label = {layer.label: layer for layer in layers}
     ev = evaluate(chosen.plan, held=True)
     tried = [ev]
     step = 1
     failed, moved = ev, []  # the last plan that failed, and the layers its round backed off
     for i in range(BACKOFF_ROUNDS):
-        if _holds(ev) or time.perf_counter() > deadline:
+        if holds(ev) or time.perf_counter() > deadline:
             break
         report("backing off", i + 1, BACKOFF_ROUNDS)
         plan = Plan(dict(ev.plan.choices))
@@ -192,17 +195,19 @@ def verify(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Evaluator,
         ev = evaluate(plan, held=True)
         tried.append(ev)
         step *= 2
-    met = _holds(ev)
+    met = holds(ev)
     if met and len(moved) > 1:
         ev = _fewest_backed_off(failed, ev, moved, evaluate, deadline, notes)
+    if met and path and len(tried) > 2:  # more than one round
+        ev = held_path_check(ev, path, evaluate, deadline, notes)
     if not met:
         ev = max(tried, key=lambda e: (min(e.held.margin, e.fidelity.margin), -e.cost))  # type: ignore[union-attr]
     return ev, met
 
 
-def _holds(ev: Evaluation) -> bool:
-    assert ev.held is not None
-    return ev.held.met and ev.fidelity.met
+def holds(ev: Evaluation) -> bool:
+    """Whether ``ev`` meets the target on the search data and on the held-apart data."""
+    return ev.held is not None and ev.held.met and ev.fidelity.met
 
 
 def _fewest_backed_off(failed: Evaluation, passed: Evaluation, moved: list[str],
@@ -218,7 +223,7 @@ def _fewest_backed_off(failed: Evaluation, passed: Evaluation, moved: list[str],
         for label in moved[:mid]:
             plan.choices[label] = passed.plan.choices[label]
         ev = evaluate(plan, held=True)
-        if _holds(ev):
+        if holds(ev):
             hi, best = mid, ev
         else:
             lo = mid
@@ -229,8 +234,8 @@ def _fewest_backed_off(failed: Evaluation, passed: Evaluation, moved: list[str],
 
 def held_path_check(final: Evaluation, path: list[tuple[Plan, float]], evaluate: _Evaluator,
                      deadline: float, notes: list[str]) -> Evaluation:
-    """After a back-off of more than one round (the search's plan was far from holding on the
-    held-apart data): the allocation path's plans judged by the held-out check too, by
+    """After a back-off of more than one round (``verify``: the search's plan was far from
+    holding on the held-apart data): the allocation path's plans judged by the held-out check too, by
     bisection; the cheapest that holds replaces ``final`` when it costs less. Moving the worst
     layers one option up from a plan chosen on the search data can end far above a plan the
     path has (ppocr_rec: 1.14x after 4 rounds)."""
@@ -238,7 +243,7 @@ def held_path_check(final: Evaluation, path: list[tuple[Plan, float]], evaluate:
     while lo < hi and time.perf_counter() < deadline:
         mid = (lo + hi) // 2
         ev = evaluate(path[mid][0], held=True)
-        if _holds(ev):
+        if holds(ev):
             hi, best = mid, ev
         else:
             lo = mid + 1

@@ -50,7 +50,7 @@ from onnxcompress.auto.measure import (
 from onnxcompress.auto.paths import (
     allocation_path,
     bisect,
-    held_path_check,
+    holds,
     option_error,
     option_name,
     option_names,
@@ -214,17 +214,14 @@ def search(
             chosen = refine(chosen, layers, evaluator, choose_by, report)
             seconds["search"] = round(time.perf_counter() - t0, 2)
             t0 = time.perf_counter()
-            final, met = verify(chosen, layers, evaluator, deadline, report, notes)
-            if met and sum("backed off" in n for n in notes) > 1:
-                final = held_path_check(final, path, evaluator, deadline, notes)
+            final, met = verify(chosen, layers, evaluator, deadline, report, notes, path)
             seconds["verify"] = round(time.perf_counter() - t0, 2)
             memory: dict[str, Any] = {}
             if not allow_more_memory:
                 t0 = time.perf_counter()
                 final, memory = memory_guard(final, layers, evaluator, model_path, search_feeds[0], deadline,
                                              report, notes)
-                assert final.held is not None
-                met = final.held.met and final.fidelity.met
+                met = holds(final)
                 seconds["memory"] = round(time.perf_counter() - t0, 2)
     finally:
         if own:
