@@ -389,9 +389,16 @@ def flip_ratios(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     n, c = len(a), a.shape[-1]
     if n == 0:
         return np.zeros(0)
+    ratio, _ = _position_ratios(a.reshape(-1, c), b.reshape(-1, c))
+    return ratio.max(axis=1).reshape(n, -1).max(axis=1)
+
+
+def _position_ratios(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per position (a row of class scores [P, C]; probabilities compared as their logarithms):
+    each class's flip ratio against the original's arg-max (0 for the arg-max itself), and that
+    arg-max [P]."""
     if is_probabilities(a):
         a, b = np.log(np.maximum(a, 1e-30)), np.log(np.maximum(b, 1e-30))
-    a, b = a.reshape(-1, c), b.reshape(-1, c)
     rows = np.arange(len(a))
     top = a.argmax(axis=1)
     lead = a[rows, top][:, None] - a
@@ -400,7 +407,7 @@ def flip_ratios(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     ratio = np.where(lead > 0, fall / np.where(lead > 0, lead, 1.0), np.where(fall > 0, np.inf, 0.0))
     ratio[np.isnan(fall)] = np.inf
     ratio[rows, top] = 0.0
-    return ratio.max(axis=1).reshape(n, -1).max(axis=1)
+    return ratio, top
 
 
 def sequence_ratios(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -417,16 +424,9 @@ def sequence_ratios(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     n, c = len(a), a.shape[-1]
     if n == 0 or a.ndim < 3 or sum(d > 1 for d in a.shape[1:-1]) != 1 or a.size // (n * c) < 3:
         return flip_ratios(a, b)
-    if is_probabilities(a):
-        a, b = np.log(np.maximum(a, 1e-30)), np.log(np.maximum(b, 1e-30))
-    a, b = a.reshape(n, -1, c), b.reshape(n, -1, c)
-    k = a.argmax(axis=-1)  # [n, T]
+    ratio, top = _position_ratios(a.reshape(-1, c), b.reshape(-1, c))
+    ratio, k = ratio.reshape(n, -1, c), top.reshape(n, -1)  # k: [n, T]
     blank = int(np.bincount(k.ravel(), minlength=c).argmax())
-    lead = np.take_along_axis(a, k[..., None], -1) - a
-    fall = lead - (np.take_along_axis(b, k[..., None], -1) - b)
-    ratio = np.where(lead > 0, fall / np.where(lead > 0, lead, 1.0), np.where(fall > 0, np.inf, 0.0))
-    ratio[np.isnan(fall)] = np.inf
-    np.put_along_axis(ratio, k[..., None], 0.0, -1)
     edge = np.full((n, 1), -1)  # no neighbour: never a class
     left, right = np.concatenate([edge, k[:, :-1]], 1), np.concatenate([k[:, 1:], edge], 1)
     kept = _emitted(left, k, right, blank)
