@@ -409,8 +409,7 @@ def guarded(guard: Guard | None, weight_only: float, model: ir.Model,
     def rebuild(keys: list[str]) -> ir.Model:
         scratch = PassResult(pass_name=result.pass_name, config=result.config, model=pristine)
         m = build(pristine.clone(), keys, scratch)
-        result.layers[:] = scratch.layers
-        result.metrics.update(scratch.metrics)
+        result.adopt_rebuild(scratch)
         return m
 
     # Serialized only when there are steps to check (a 100 MB model's proto costs its size).

@@ -35,7 +35,7 @@ import onnx_ir as ir
 
 from onnxcompress._parallel import ordered_map
 from onnxcompress.passes._folding import const_array
-from onnxcompress.passes._qdq import MIN_SCALE
+from onnxcompress.passes._qdq import MIN_SCALE, round_keeping_sums
 from onnxcompress.weights import Weight
 
 # Clipping ratios tried per channel (1.0 first: int8 per-channel's grid).
@@ -162,8 +162,7 @@ def apply(array: np.ndarray, axis: int, best_scale: np.ndarray) -> tuple[np.ndar
     moved = np.moveaxis(array, axis, 0).reshape(array.shape[axis], -1)
     scales = best_scale.astype(array.dtype)
     scales[_unusable(scales)] = 1
-    s = scales.astype(np.float64)[:, None]
-    q = np.clip(np.round(moved / s), -127, 127).astype(np.int8)
+    q = round_keeping_sums(moved, scales, 0, 127)
     decoded = (q.astype(array.dtype) * scales[:, None]).astype(array.dtype)
     restore = (array.shape[axis], *[d for i, d in enumerate(array.shape) if i != axis])
     q_full = np.moveaxis(q.reshape(restore), 0, axis)
@@ -211,7 +210,6 @@ def apply_checked(array: np.ndarray, axis: int,
     bshape[axis] = -1
     s1, s2 = scales.reshape(bshape), grid.reshape(bshape)
     other = tuple(i for i in range(array.ndim) if i != axis)
-    q = np.empty(array.shape, dtype=np.int8)
     step = max(1, _CHUNK // max(array[0].size if array.ndim > 1 else 1, 1))
 
     def block_errors(a: int) -> tuple[np.ndarray, np.ndarray, float]:
@@ -221,8 +219,6 @@ def apply_checked(array: np.ndarray, axis: int,
         for sb in (sb1, sb2):
             r = np.rint(block / sb)
             np.clip(r, -127, 127, out=r)
-            if sb is sb1:
-                q[a:a + step] = r
             r *= sb
             r -= block
             errs.append(np.square(r).sum(axis=other, dtype=np.float64))
@@ -241,15 +237,13 @@ def apply_checked(array: np.ndarray, axis: int,
     # As ``choose``: per weight first (float16 scales stay whole), per channel only when the
     # chosen scales err more in total than int8's grid.
     use_grid = err2 < err1 if err1.sum() > err2.sum() else np.zeros(err1.shape, bool)
-    if use_grid.any():
-        idx = np.flatnonzero(use_grid)
-        scales[idx] = grid[idx]
-        s = scales[idx].reshape([-1 if i == axis else 1 for i in range(array.ndim)])
-        rows = np.clip(np.rint(np.take(array, idx, axis=axis) / s), -127, 127)
-        np.moveaxis(q, axis, 0)[idx] = np.moveaxis(rows, axis, 0)  # a view: writes land in q
-    total = float(np.where(use_grid, err2, err1).sum())
+    scales[use_grid] = grid[use_grid]
+    # The codes keep each channel's sum (as ``apply``); the choice above compared nearest codes.
+    q = round_keeping_sums(array, scales, axis, 127)
     decoded = q.astype(dtype)
     decoded *= scales.reshape(bshape)
+    total = sum(float(np.square(decoded[a:a + step] - array[a:a + step], dtype=np.float64).sum())
+                for a in starts)
     error = float(np.sqrt(total / ref)) if ref > 0 else 0.0
     return q, scales, decoded, error
 

@@ -79,7 +79,8 @@ def quantize_weight(
     """Symmetric int8 weights: (q, scale); scale has one entry per ``axis`` slice (or is a scalar).
 
     ``reduce_range`` uses 7 bits ([-63, 63]) so u8 x s8 pairs cannot saturate int16 on AVX2.
-    Works with one float temporary the size of ``w`` (large weights are read from a mapping).
+    Per channel, the codes keep each channel's sum (``round_keeping_sums``) and no temporary is
+    the size of ``w`` (large weights are read from a mapping); per tensor, rounded to nearest.
     """
     qmax = 63.0 if reduce_range else 127.0
     w = np.asarray(w, dtype=np.float32)
@@ -92,11 +93,63 @@ def quantize_weight(
     scale = np.asarray(amax / qmax, dtype=np.float32)
     # zero, subnormal or tiny channels: q = 0 (see MIN_SCALE)
     scale = np.where(scale >= MIN_SCALE, scale, np.float32(1.0)).astype(np.float32)
-    shaped = scale if axis is None or w.ndim == 0 else _along(scale, axis, w.ndim)
-    t = np.divide(w, shaped, dtype=np.float32)
+    if axis is not None and w.ndim >= 2:
+        return round_keeping_sums(w, scale, axis, qmax), scale
+    t = np.divide(w, scale, dtype=np.float32)
     np.round(t, out=t)
     np.clip(t, -qmax, qmax, out=t)
     return t.astype(np.int8), scale
+
+
+# Channels rounded together per call of ``_keep_sums`` (bounds its temporaries).
+_SUM_BLOCK = 256
+
+
+def round_keeping_sums(w: np.ndarray, scale: np.ndarray, axis: int, qmax: float) -> np.ndarray:
+    """int8 codes of ``w`` over its channel scales (``scale``, one per slice along ``axis``):
+    nearest, except that each channel's codes sum to within half a step of its values' sum, by
+    flipping the fewest codes nearest their rounding boundary (about 1 in 70; the squared error
+    grows ~0.4%). Channels are done in blocks: no temporary the size of ``w``.
+
+    Rounding to nearest moves a channel's response to a constant input (the sum of its weights)
+    by a random walk of sqrt(n/12) steps, and real inputs are far from zero-mean (a white
+    document page, post-ReLU features): PP-OCRv5 rec, int8 without calibration, 91.0 -> 93.4%
+    of 93.75% read; seal_det's empty pages lit 27016 -> 13352 false pixels. Calibration data
+    corrects the rest (``layerwise.bias``)."""
+    axis %= w.ndim
+    scale = np.asarray(scale, np.float32).reshape(-1)
+    q = np.empty(w.shape, np.int8)
+    for start in range(0, w.shape[axis], _SUM_BLOCK):
+        part = [slice(None)] * w.ndim
+        part[axis] = slice(start, start + _SUM_BLOCK)
+        block = tuple(part)
+        t = np.divide(w[block], _along(scale[start:start + _SUM_BLOCK], axis, w.ndim), dtype=np.float32)
+        np.clip(t, -qmax, qmax, out=t)  # the sums kept are of what the grid can reach
+        q[block] = _keep_sums(t, axis, qmax)
+    return q
+
+
+def _keep_sums(t: np.ndarray, axis: int, qmax: float) -> np.ndarray:
+    rows_t = np.moveaxis(t, axis, 0).reshape(t.shape[axis], -1)
+    rows_q = np.rint(rows_t).astype(np.int16)
+    d = rows_q - rows_t  # each in [-0.5, 0.5]
+    flips = np.rint(d.sum(axis=1, dtype=np.float64)).astype(np.int64)  # > 0: too many rounded up
+    moved_shape = (t.shape[axis], *(n for i, n in enumerate(t.shape) if i != axis))
+    if not flips.any():
+        return np.moveaxis(rows_q.reshape(moved_shape), 0, axis).astype(np.int8)
+    sign = np.sign(flips)[:, None]
+    # a flip steps a code back against the excess, from the values rounded that way and in range
+    movable = (d * sign > 0) & (np.abs(rows_q - sign) <= qmax)
+    cost = np.where(movable, 0.5 - np.abs(d), np.inf)  # nearest the boundary: cheapest
+    most = min(int(np.abs(flips).max()), cost.shape[1])
+    nearest = np.argpartition(cost, most - 1, axis=1)[:, :most]
+    order = np.argsort(np.take_along_axis(cost, nearest, axis=1), axis=1)
+    nearest = np.take_along_axis(nearest, order, axis=1)
+    take = np.arange(most)[None, :] < np.abs(flips)[:, None]
+    take &= np.isfinite(np.take_along_axis(cost, nearest, axis=1))
+    r, c = np.nonzero(take)
+    rows_q[r, nearest[r, c]] -= sign[r, 0].astype(np.int16)
+    return np.moveaxis(rows_q.reshape(moved_shape), 0, axis).astype(np.int8)
 
 
 def dequantize_weight(q: np.ndarray, scale: np.ndarray, axis: int | None) -> np.ndarray:

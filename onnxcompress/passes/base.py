@@ -255,6 +255,20 @@ class PassResult:
         self.layers.append(stat)
         self.modified = True
 
+    def adopt_rebuild(self, rebuilt: PassResult) -> None:
+        """Take the layers, and the skips of the tensors it built, from a rebuild of this pass's
+        model (a guard's): a weight the rebuild keeps float is reported skipped, not lost, and
+        none is both rewritten and skipped. Skips of tensors it did not build stay."""
+        self.layers[:] = rebuilt.layers
+        built = {s.name for s in rebuilt.layers} | {n for v in rebuilt.skipped.values() for n in v}
+        for reason in list(self.skipped):
+            self.skipped[reason] = [n for n in self.skipped[reason] if n not in built]
+            if not self.skipped[reason]:
+                del self.skipped[reason]
+        for reason, names in rebuilt.skipped.items():
+            self.skipped.setdefault(reason, []).extend(names)
+        self.metrics.update(rebuilt.metrics)
+
     @property
     def skipped_count(self) -> int:
         return sum(len(v) for v in self.skipped.values())

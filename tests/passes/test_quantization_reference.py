@@ -17,7 +17,7 @@ import pytest
 from onnxcompress import Pipeline
 from onnxcompress.model import to_proto
 from onnxcompress.passes import Quantize
-from onnxcompress.passes._qdq import activation_qparams, dequantize_weight, quantize_bias, quantize_weight
+from onnxcompress.passes._qdq import activation_qparams, dequantize_weight, quantize_bias, quantize_weight, round_keeping_sums
 from tests import helpers as h
 
 # -- the arithmetic, by hand ---------------------------------------------------------------------
@@ -41,20 +41,29 @@ def test_activation_qparams_by_hand():
 
 
 @pytest.mark.parametrize("reduce_range", [False, True])
-def test_weight_quantization_is_symmetric_round_to_nearest(reduce_range):
+def test_weight_quantization_is_symmetric_and_keeps_each_channels_sum(reduce_range):
     r = np.random.default_rng(0)
-    w = (r.standard_normal((6, 5, 3)) * np.array([0.01, 0.1, 1, 2, 5, 50])[:, None, None]).astype(np.float32)
+    w = (r.standard_normal((6, 40, 3)) * np.array([0.01, 0.1, 1, 2, 5, 50])[:, None, None]).astype(np.float32)
+    w[3] += 0.3 * np.abs(w[3]).max()  # a channel far from zero-mean
     qmax = 63 if reduce_range else 127
     q, s = quantize_weight(w, 0, reduce_range=reduce_range)
     want_s = np.abs(w).reshape(6, -1).max(1) / qmax
     np.testing.assert_allclose(s, want_s, rtol=1e-6, err_msg="per-channel scale must be max|w_c| / qmax")
-    want_q = np.clip(np.round(w / want_s[:, None, None]), -qmax, qmax).astype(np.int8)
-    np.testing.assert_array_equal(q, want_q, err_msg="q must be round(w / scale)")
+    t = (w / want_s[:, None, None]).reshape(6, -1)
+    nearest = np.clip(np.round(t), -qmax, qmax)
+    codes = q.reshape(6, -1).astype(np.float64)
     assert np.abs(q).reshape(6, -1).max(1).tolist() == [qmax] * 6  # every channel uses its full range
-    err = np.abs(dequantize_weight(q, s, 0) - w).reshape(6, -1).max(1)
-    assert (err <= want_s / 2 * (1 + 1e-5)).all(), "rounding error above half a step"
-    q, s = quantize_weight(w, None, reduce_range=reduce_range)
+    # each channel's codes sum to within half a step of its values' sum (nearest: a random walk)
+    assert np.abs((codes - t).sum(1)).max() <= 0.5 + 1e-4
+    assert np.abs((nearest - t).sum(1)).max() > 1.0  # so the check above can fail
+    # ... by moving the fewest codes one step, each from near its rounding boundary
+    moved = codes != nearest
+    assert np.abs(codes - nearest).max() <= 1
+    np.testing.assert_array_equal(moved.sum(1), np.abs(np.rint((nearest - t).sum(1))))
+    assert np.abs(codes - t)[moved].max() < 0.75 and np.abs(codes - t)[~moved].max() <= 0.5 + 1e-5
+    q, s = quantize_weight(w, None, reduce_range=reduce_range)  # per tensor: round to nearest
     assert float(s) == pytest.approx(np.abs(w).max() / qmax, rel=1e-6)
+    np.testing.assert_array_equal(q, np.clip(np.round(w / s), -qmax, qmax).astype(np.int8))
 
 
 def test_int32_bias_is_round_of_bias_over_input_times_weight_scale():
@@ -102,7 +111,7 @@ def test_static_int8_model_matches_a_numpy_simulation_of_its_integers(per_channe
                                 reduce_range=False, calibrate_method="minmax", speed_check=False,
                                 reconstruct=False, bias_correction=False,
                                 fidelity_guard=False)]).run(
-        model, calibration=feeds)  # rounded to nearest, the float model's biases
+        model, calibration=feeds)  # no GPTQ rounding, the float model's biases
     proto = to_proto(result.model)
     onnx.checker.check_model(proto)
     t = {i.name: onh.to_array(i) for i in proto.graph.initializer}
@@ -119,8 +128,10 @@ def test_static_int8_model_matches_a_numpy_simulation_of_its_integers(per_channe
         assert q_w.dtype == np.int8
         amax = np.abs(float_w[w_name]).max(axis=1) if per_channel else np.abs(float_w[w_name]).max()
         np.testing.assert_allclose(s_w, amax / 127, rtol=1e-6, err_msg=f"{w_name}: scale != max|w| / 127")
-        np.testing.assert_array_equal(
-            q_w, np.round(float_w[w_name] / np.reshape(s_w, (-1, 1))).astype(np.int8), err_msg=w_name)
+        scaled = float_w[w_name] / np.reshape(s_w, (-1, 1))  # per channel: each row's sum kept
+        codes = (round_keeping_sums(float_w[w_name], s_w, 0, 127) if per_channel
+                 else np.round(scaled).astype(np.int8))
+        np.testing.assert_array_equal(q_w, codes, err_msg=w_name)
         s_x = float(t[f"{x_name}_scale"])
         q_b = t[f"{b_name}_q"]
         assert q_b.dtype == np.int32

@@ -152,7 +152,8 @@ def test_bias_correction_happens_before_the_bias_is_divided_by_the_scales():
     w = (rng.standard_normal((64, 64, 3, 3)) * 0.05).astype(np.float32)
     w[:, :, 0, 0] += 0.004  # an offset int8 rounding meets unevenly, so the shift is visible
     b = rng.standard_normal(64).astype(np.float32)
-    x = (rng.standard_normal((8, 1, 64, 8, 8)) + 3.0).astype(np.float32)  # non-zero mean inputs
+    # inputs of unequal non-zero means per channel (equal ones: the kept channel sums cancel it)
+    x = (rng.standard_normal((8, 1, 64, 8, 8)) + rng.uniform(0, 6, (64, 1, 1))).astype(np.float32)
     feeds = [{"x": x[i]} for i in range(8)]
     model = conv_model(w, b)
     result = Pipeline([WeightSharing(bits=8, fold_batchnorm=False, decode="int8")]).run(
