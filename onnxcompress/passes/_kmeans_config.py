@@ -120,6 +120,15 @@ class WeightSharingConfig(PassConfig):
         flag="--kmeans-sensitivity",
         help="with calibration data, weigh each weight by the energy of its input channel",
     )
+    keep_sums: bool = option(
+        default=True,
+        flag="--kmeans-keep-sums",
+        help="without calibration means for a weight (no data, or bias correction off), move "
+        "the fewest values to a neighbouring centroid so each output channel's sum stays as it "
+        "was (its response to a constant input; real inputs are far from zero-mean): a 4-bit "
+        "Conv's output on a constant input 0.52 -> 0.05 off, the squared error ~0.4%% higher; "
+        "off: Lloyd's nearest-centroid assignment",
+    )
     bias_correction: bool = option(
         default=True,
         flag="--kmeans-bias-correction",

@@ -461,3 +461,60 @@ def _int8_error(array: np.ndarray, axis: int | None, amax: np.ndarray | None = N
         err += float(np.square(q - work).sum())
         ref += float(np.square(work).sum())
     return float(np.sqrt(err / ref)) if ref > 0 else 0.0
+
+
+# Weights up to this size have their clustering's channel sums kept (``keep_channel_sums``:
+# a sort per channel); larger ones mostly take the int8-exact form, whose rounding keeps them.
+KEEP_SUMS_MAX = CHOOSE_MIN_SIZE
+
+
+def keep_channel_sums(c: _Clustering, book: np.ndarray, array: np.ndarray,
+                      out_axis: int | None) -> np.ndarray | None:
+    """``c``'s labels (decoded through ``book``, rows as ``c.codebook``: sorted centroids) with
+    each output channel's sum kept: in every channel whose decoded values' sum is off by more
+    than a neighbouring centroid's step, values move to the neighbouring centroid against the
+    excess, cheapest first (added squared error per unit of sum), as far as that brings the sum
+    closer. As int8's ``round_keeping_sums``: a channel's response to a constant input is what
+    real, non-zero-mean inputs see first. The new labels in ``c.labels``'s layout, or None
+    (nothing moved, or a weight this does not apply to)."""
+    if out_axis is None or array.ndim < 2 or array.size > KEEP_SUMS_MAX or book.shape[1] < 2:
+        return None
+    dtype = c.snapped.dtype
+    book = book.astype(dtype)
+    last = book.shape[1] - 1
+    scales = None if c.scales is None else _broadcast(c.scales, array.ndim, c.scale_axis).astype(dtype)
+
+    def decode(labels: np.ndarray) -> np.ndarray:
+        values = c.layout.restore(_lookup(book, np.clip(labels, 0, last).astype(np.uint8)))
+        return (values if scales is None else values * scales).astype(np.float64)
+
+    rows = _rows(c.labels, c.layout.axis, c.layout.group)[0].astype(np.int16)  # c.km may span a model
+    now = decode(rows)
+    moved = (array.shape[out_axis], -1)
+
+    def by_channel(x: np.ndarray) -> np.ndarray:
+        return np.moveaxis(x, out_axis, 0).reshape(moved)
+
+    w = by_channel(array.astype(np.float64))
+    v = by_channel(now)
+    excess = (v - w).sum(axis=1)
+    down, up = by_channel(decode(rows - 1)), by_channel(decode(rows + 1))
+    step = np.where(excess[:, None] > 0, down, up) - v  # toward the sum: <= 0 where in excess
+    size = np.abs(step)
+    cost = step * step + 2 * step * (v - w)  # added squared error of the move
+    usable = size > 0
+    order = np.argsort(np.where(usable, cost / np.where(usable, size, 1.0), np.inf), axis=1)
+    sorted_size = np.take_along_axis(np.where(usable, size, 0.0), order, axis=1)
+    left = np.abs(np.abs(excess)[:, None] - np.cumsum(sorted_size, axis=1))
+    best = left.argmin(axis=1)
+    take = np.where(left[np.arange(len(best)), best] < np.abs(excess), best + 1, 0)
+    if not take.any():
+        return None
+    chosen = np.arange(order.shape[1])[None, :] < take[:, None]
+    flip = np.zeros(order.shape, bool)
+    np.put_along_axis(flip, order, chosen, axis=1)
+    delta = np.where(flip, np.where(excess[:, None] > 0, -1, 1), 0).astype(np.int16)
+    restore = (array.shape[out_axis], *(n for i, n in enumerate(array.shape) if i != out_axis))
+    delta = np.moveaxis(delta.reshape(restore), 0, out_axis)
+    labels = c.labels.astype(np.int16) + delta
+    return np.clip(labels, 0, last).astype(c.labels.dtype)

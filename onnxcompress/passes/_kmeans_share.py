@@ -8,6 +8,7 @@ where it costs <= 1%, bias correction with ``means``) and describes it in a Laye
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -44,11 +45,13 @@ from onnxcompress.passes._kmeans_fit import (
     _relative_error,
     _resnap,
     _rms_scales,
+    _rows,
     _Sample,
     _scaled_clustering,
     _subsample,
     _use_channel_scales,
     _with_output_gain,
+    keep_channel_sums,
 )
 from onnxcompress.passes.base import LayerStat, PassContext, PassResult
 from onnxcompress.weights import Weight
@@ -172,7 +175,7 @@ def _share_model_codebook(
                 fit, fit_importance = own
                 stat = _finish(
                     w, bits, formats, fit, _index_bits(fit), fit_importance, constants, result,
-                    means=means,
+                    means=means, keep_sums=cfg.keep_sums,
                 )
                 if stat is not None:
                     stat.extra["model_codebook_error"] = round(shared_error, 6)
@@ -180,7 +183,7 @@ def _share_model_codebook(
                 continue
         stat = _finish(
             w, bits, formats, c, index_bits, imp, constants, result, book=book, shared=True,
-            means=means,
+            means=means, keep_sums=cfg.keep_sums,
         )
         if stat is None:
             continue
@@ -256,8 +259,9 @@ def _share(
         if cfg.decode == "int8" or kmeans_error >= INT8_FORM_GAIN * error:
             return _finish_int8(w, bits, q, scales, decoded, slot, error, kmeans_error,
                                 importance, means=means)
+    # A refit codebook keeps the assignment its refitter judged on the data.
     return _finish(w, bits, formats, c, _index_bits(c), importance, constants, result,
-                   means=means)
+                   means=means, keep_sums=cfg.keep_sums and fitted is _FIT)
 
 
 def _int8_slot(w: Weight, bits: int, cfg: WeightSharingConfig, formats: Formats) -> Any:
@@ -455,9 +459,11 @@ def _finish(
     *,
     means: dict[str, np.ndarray],
     shared: bool = False,
+    keep_sums: bool = True,
 ) -> LayerStat | None:
     """Store one clustered weight (or skip it if that would not shrink it) and describe it.
-    ``shared``: ``c``'s codebook is the model-wide one (``book``, or none when dense)."""
+    ``shared``: ``c``'s codebook is the model-wide one (``book``, or none when dense);
+    ``keep_sums``: its labels keep each output channel's sum (``keep_channel_sums``)."""
     array = w.numpy()
     dtype = array.dtype
     storage = formats.choose(index_bits, array.size, requested=bits)
@@ -477,6 +483,16 @@ def _finish(
                 stored_book, snapped, error = half, snapped16, error16
             del snapped16
     mean = means.get(w.label)
+    # Where calibration means correct the bias (below), the measured shift is removed exactly:
+    # the sums are kept only for weights without them (a run without data).
+    kept = None
+    if keep_sums and mean is None:
+        kept = keep_channel_sums(c, stored_book, array, _out_axis(w, array))
+    if kept is not None:
+        rows, _ = _rows(kept, c.layout.axis, c.layout.group)
+        c = dataclasses.replace(c, km=dataclasses.replace(km, labels=np.ascontiguousarray(rows)), labels=kept)
+        snapped = _resnap(c, stored_book)
+        error = _relative_error(snapped, array)
     # The float64 difference only where bias correction or the weighted error needs it.
     diff = snapped.astype(np.float64) - array if mean is not None or importance is not None else None
     extra: dict[str, Any] = {
@@ -486,6 +502,7 @@ def _finish(
         "channel_scales": c.scales is not None and c.scale_axis is not None,
         "iterations": km.iterations,
         "sensitivity": importance is not None,
+        "channel_sums_kept": kept is not None,
     }
     if importance is not None and diff is not None:
         ref2 = (importance * array.astype(np.float64) ** 2).sum()

@@ -17,7 +17,13 @@ import pytest
 from onnxcompress import Pipeline
 from onnxcompress.model import to_proto
 from onnxcompress.passes import Quantize
-from onnxcompress.passes._qdq import activation_qparams, dequantize_weight, quantize_bias, quantize_weight, round_keeping_sums
+from onnxcompress.passes._qdq import (
+    activation_qparams,
+    dequantize_weight,
+    quantize_bias,
+    quantize_weight,
+    round_keeping_sums,
+)
 from tests import helpers as h
 
 # -- the arithmetic, by hand ---------------------------------------------------------------------

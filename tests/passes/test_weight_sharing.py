@@ -440,7 +440,8 @@ def test_sensitivity_weighting_uses_calibration():
 def test_bias_correction_keeps_output_means():
     model = h.cnn(channels=(3, 16, 32))
     r = np.random.default_rng(0)
-    x = (r.standard_normal((16, 3, 16, 16)) + 1.0).astype(np.float32)  # non-zero mean inputs
+    # inputs of unequal non-zero means per channel (equal ones: the kept channel sums cancel it)
+    x = (r.standard_normal((16, 3, 16, 16)) + np.array([0.2, 1.0, 2.0])[:, None, None]).astype(np.float32)
     feeds = [{"x": x[i : i + 1]} for i in range(16)]
     plain, plain_proto = share(model, calibration=feeds, bits=2, min_size=100, bias_correction=False)
     fixed, proto = share(model, calibration=feeds, bits=2, min_size=100)

@@ -22,7 +22,7 @@ from tests.test_kmeans_reference import assert_lloyd_fixed_point, numpy_lloyd, s
 # Relative rounding of a float16 codebook (half an ulp), which the pass may store.
 FP16_CODEBOOK = 2.0**-11
 EXPLICIT = {"codebook": "layer", "per_channel": False, "channel_scale": "off", "allocation": "uniform",
-            "min_size": 0, "init": "linear"}
+            "min_size": 0, "init": "linear", "keep_sums": False}  # Lloyd's assignment (kept sums: below)
 
 
 def _matmul(k: int = 48, m: int = 40, bias: bool = False, seed: int = 0) -> onnx.ModelProto:
@@ -66,6 +66,35 @@ def test_decoded_weights_are_a_lloyd_fixed_point_of_the_original(bits, storage):
     mine, ref = sse(w.ravel(), labels, book), sse(w.ravel(), ref_labels, ref_book)
     # a float16 codebook is chosen only where it costs at most 1% error
     assert mine <= ref * 1.011, f"decoded squared error {mine:.6g} > numpy Lloyd {ref:.6g}"
+
+
+@pytest.mark.parametrize("bits", [3, 4, 6])
+def test_kept_channel_sums_move_the_fewest_values_one_centroid(bits):
+    """keep_sums (the default): the same codebook, and each output channel's decoded sum within
+    one centroid step of the original's, by moving values only to a neighbouring centroid, those
+    nearest the boundary first. Lloyd's nearest assignment leaves the sums a random walk off."""
+    model = _matmul(k=96, m=24, seed=3)
+    w = onh.to_array(model.graph.initializer[0]).astype(np.float64)
+    w += 0.02 * np.sign(w)  # away from zero-mean noise: the walk, not a bias, is what is tested
+    model.graph.initializer[0].CopyFrom(onh.from_array(w.astype(np.float32), "w"))
+    _, plain_proto = share(model, bits=bits, storage="dense")
+    res, proto = share(model, bits=bits, storage="dense", keep_sums=True)
+    plain, got = decoded(plain_proto, w.shape[0]), decoded(proto, w.shape[0])
+    book = np.unique(plain)
+    np.testing.assert_array_equal(np.unique(got), book)  # the same centroids
+    assert res.layers[0].extra["channel_sums_kept"] is True
+    plain_off, off = np.abs((plain - w).sum(0)), np.abs((got - w).sum(0))  # MatMul [in, out]
+    gap = np.diff(book).max()
+    assert off.max() <= gap and plain_off.max() > 2 * off.max()
+    rank = {v: i for i, v in enumerate(book)}
+    steps = np.vectorize(rank.get)(got) - np.vectorize(rank.get)(plain)
+    assert set(np.unique(steps)) <= {-1, 0, 1}
+    for c in range(w.shape[1]):  # each channel moves one way, and only as many as it needs
+        moved = steps[:, c] != 0
+        assert len(set(steps[moved, c])) <= 1
+        assert moved.sum() <= np.ceil(plain_off[c] / np.diff(book).min())
+    error = np.linalg.norm(got - w) / np.linalg.norm(w)
+    assert error <= 1.1 * np.linalg.norm(plain - w) / np.linalg.norm(w)
 
 
 def test_per_channel_codebooks_are_fixed_points_per_output_channel():
