@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from onnxcompress import kmeans
 from onnxcompress.passes._kmeans_codebook import MODEL_CODEBOOK_BITS, MODEL_CODEBOOK_MAX_SIZE
 from onnxcompress.passes.base import PassConfig, option
-from onnxcompress.weights import Weight, matches
+from onnxcompress.weights import SMALL_WEIGHT_VALUES, Weight, matches
 
 STORAGES = ("auto", "packed", "int4", "uint8", "dense")
 ALLOCATIONS = ("auto", "uniform", "sensitivity")
 DECODES = ("auto", "codebook", "int8", "runtime")
-# Smallest weights shared by default (min_size=0), at a uniform width / under the allocation.
-UNIFORM_MIN_SIZE = 256
+# Smallest weights shared by default (min_size=0), at a uniform width (the int8 rule) / under
+# the allocation (which measures a small layer before giving it few bits).
+UNIFORM_MIN_SIZE = SMALL_WEIGHT_VALUES
 ALLOCATION_MIN_SIZE = 64
 
 
@@ -170,7 +171,7 @@ class WeightSharingConfig(PassConfig):
         default=0,
         flag="--kmeans-min-size",
         metavar="N",
-        help="leave weights with fewer elements alone (0: 256, or 64 when the sensitivity "
+        help="leave weights with fewer elements alone (0: 512, as int8 does, or 64 when the sensitivity "
         "allocation runs: it can give a small, sensitive layer 8 bits instead of 4)",
     )
     max_iter: int = option(default=300, help="Lloyd iterations at most")

@@ -80,6 +80,7 @@ from onnxcompress.weights import (
     ROLE_EMBEDDING,
     ROLE_RECURRENT,
     ROLE_WEIGHT,
+    SMALL_WEIGHT_VALUES,
     Weight,
     WeightIndex,
     matches,
@@ -93,10 +94,8 @@ _NONE: Mapping[str, str] = {}
 # the median channel, the small channels keep too few levels (BN-folded depthwise nets such as
 # PP-PicoDet/MobileNet); such a node computes in float, its weights stored in int8.
 MAX_CHANNEL_SPREAD = 4.0
-# Smaller weights stay float: int8 saves under 1.5 KB on each, and they are a stem conv or a thin
-# depthwise, where int8 hurts most (PP-OCRv5 rec, weight-only int8 without data: the three under
-# 512 values cost 2.2 of its 93.75% of 512 strings; 64 before).
-MIN_STORAGE_WEIGHTS = 512
+# Smaller weights stay float (the rule shared with k-means: weights.SMALL_WEIGHT_VALUES).
+MIN_STORAGE_WEIGHTS = SMALL_WEIGHT_VALUES
 # How weights that do not compute in int8 are stored: int8 + DequantizeLinear (the "weights"
 # mode's Conv weights: int8 also in memory), or int8 +
 # Cast + Mul, which onnxruntime constant-folds at load: float weights and float speed.

@@ -238,7 +238,7 @@ def test_small_stem_joins_only_when_the_allocation_can_protect_it():
     calib = [{"x": x[i : i + 1]} for i in range(4)]
     stem = next(t.name for t in proto.graph.initializer if list(t.dims) == [16, 1, 3, 3])
     uniform, _ = share(proto, bits=4)
-    assert stem in uniform.skipped["smaller than min_size (256 elements)"]
+    assert stem in uniform.skipped["smaller than min_size (512 elements)"]
     allocated, out = share(proto, calibration=calib, bits=4)
     assert stem in by_name(allocated)
     assert by_name(allocated)[stem].extra["allocated_bits"] >= 3
