@@ -91,8 +91,11 @@ def memory(path: Path, feed: dict[str, np.ndarray]) -> dict[str, Any]:
     return session_memory(path, feed, threads=1).to_dict()
 
 
-def run_child(cmd: list[str], env: dict[str, str], timeout: float, log: Path) -> dict[str, Any]:
-    """Run ``cmd``; exit code, wall seconds, peak RSS in MB, last error line when it failed.
+def run_child(cmd: list[str], env: dict[str, str], timeout: float, log: Path,
+              cwd: str | None = None) -> dict[str, Any]:
+    """Run ``cmd`` (in ``cwd``: give the checkout under test, since ``python -m`` puts the working
+    directory ahead of PYTHONPATH and a bench started inside another checkout measured that one);
+    exit code, wall seconds, peak RSS in MB, last error line when it failed.
 
     Peak RSS comes from ``/usr/bin/time`` where it exists: the rusage of a direct child also
     counts the resident set it inherited from this (large) process when it forked.
@@ -103,7 +106,8 @@ def run_child(cmd: list[str], env: dict[str, str], timeout: float, log: Path) ->
     start = time.perf_counter()
     timed_out = False
     with open(log, "w") as fh:
-        proc = subprocess.Popen(full, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = subprocess.Popen(full, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                cwd=cwd)
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

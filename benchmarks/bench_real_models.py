@@ -270,8 +270,8 @@ def run_all(path: Path, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndar
 
 def bench_one(name: str, entry: dict[str, Any], root: Path, configs: list[str], args: argparse.Namespace,
               work: Path) -> list[dict[str, Any]]:  # fmt: skip
-    model = root / entry["file"]
-    calib = root / entry["calibration"]
+    model = (root / entry["file"]).resolve()  # the children run inside the checkout under test
+    calib = (root / entry["calibration"]).resolve()
     names = list(entry["io"]["inputs"])
     evaluation = entry["evaluation"]
     if args.large_eval:
@@ -301,7 +301,7 @@ def bench_one(name: str, entry: dict[str, Any], root: Path, configs: list[str], 
             "config": cfg,
             "args": " ".join(spec) if spec[0] != "ort" else f"ort {spec[1]}",
         }
-        row.update(run_child(cmd, env, args.timeout, work / f"{name}.{cfg}.log"))
+        row.update(run_child(cmd, env, args.timeout, work / f"{name}.{cfg}.log", cwd=args.pythonpath))
         if row["exit"] == 0 and not out.exists():
             row["error"] = "exit 0 but no output file"
         if out.exists():
