@@ -77,18 +77,20 @@ def bisect(path: list[tuple[Plan, float]], evaluate: _Evaluator, deadline: float
 
 def _bisect_between(path: list[tuple[Plan, float]], best: Evaluation, evaluate: _Evaluator,
                     deadline: float, report: Progress, what: str, rounds: int,
-                    cheaper_only: bool = False) -> Evaluation:
+                    cheaper_only: bool = False, held: bool = False) -> Evaluation:
     """Bisect ``path`` below its last plan, ``best`` (measured, meets the target): a plan that
     meets the target moves the upper end down, one that misses moves the lower end up.
     ``cheaper_only`` keeps a met plan only when its measured cost is below ``best``'s (the
-    refinement path's estimates can misorder plans close in cost)."""
+    refinement path's estimates can misorder plans close in cost); ``held``: a plan meets the
+    target when it also holds on the held-apart data (:func:`holds`)."""
     lo, hi, done = 0, len(path) - 1, 0
     while lo < hi and time.perf_counter() < deadline:
         mid = (lo + hi) // 2
-        ev = evaluate(path[mid][0])
+        ev = evaluate(path[mid][0], held=held)
         done += 1
         report(what, done, rounds)
-        if ev.fidelity.met:
+        met = holds(ev) if held else ev.fidelity.met
+        if met:
             hi = mid
             if not cheaper_only or ev.cost < best.cost:
                 best = ev
@@ -199,7 +201,7 @@ def verify(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Evaluator,
     if met and len(moved) > 1:
         ev = _fewest_backed_off(failed, ev, moved, evaluate, deadline, notes)
     if met and path and len(tried) > 2:  # more than one round
-        ev = held_path_check(ev, path, evaluate, deadline, notes)
+        ev = held_path_check(ev, path, evaluate, deadline, notes, report)
     if not met:
         ev = max(tried, key=lambda e: (min(e.held.margin, e.fidelity.margin), -e.cost))  # type: ignore[union-attr]
     return ev, met
@@ -233,21 +235,16 @@ def _fewest_backed_off(failed: Evaluation, passed: Evaluation, moved: list[str],
 
 
 def held_path_check(final: Evaluation, path: list[tuple[Plan, float]], evaluate: _Evaluator,
-                     deadline: float, notes: list[str]) -> Evaluation:
+                     deadline: float, notes: list[str], report: Progress | None = None) -> Evaluation:
     """After a back-off of more than one round (``verify``: the search's plan was far from
     holding on the held-apart data): the allocation path's plans judged by the held-out check too, by
     bisection; the cheapest that holds replaces ``final`` when it costs less. Moving the worst
     layers one option up from a plan chosen on the search data can end far above a plan the
     path has (ppocr_rec: 1.14x after 4 rounds)."""
-    lo, hi, best = 0, len(path) - 1, None
-    while lo < hi and time.perf_counter() < deadline:
-        mid = (lo + hi) // 2
-        ev = evaluate(path[mid][0], held=True)
-        if holds(ev):
-            hi, best = mid, ev
-        else:
-            lo = mid + 1
-    if best is not None and best.cost < final.cost:
+    rounds = max(1, math.ceil(math.log2(len(path) + 1)))
+    best = _bisect_between(path, final, evaluate, deadline, report or (lambda *_: None),
+                           "checking the path on held-apart data", rounds, held=True)
+    if best is not final and best.cost < final.cost:
         notes.append(f"a plan of the allocation path holds on the held-apart data at "
                      f"{best.cost:.4g} (backed off: {final.cost:.4g}): taken")
         return best
