@@ -6,7 +6,7 @@ following BatchNorm's gain. Pure numpy on one weight at a time; the graph is wri
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -469,14 +469,14 @@ KEEP_SUMS_MAX = CHOOSE_MIN_SIZE
 
 
 def keep_channel_sums(c: _Clustering, book: np.ndarray, array: np.ndarray,
-                      out_axis: int | None) -> np.ndarray | None:
+                      out_axis: int | None) -> _Clustering | None:
     """``c``'s labels (decoded through ``book``, rows as ``c.codebook``: sorted centroids) with
     each output channel's sum kept: in every channel whose decoded values' sum is off by more
     than a neighbouring centroid's step, values move to the neighbouring centroid against the
     excess, cheapest first (added squared error per unit of sum), as far as that brings the sum
     closer. As int8's ``round_keeping_sums``: a channel's response to a constant input is what
-    real, non-zero-mean inputs see first. The new labels in ``c.labels``'s layout, or None
-    (nothing moved, or a weight this does not apply to)."""
+    real, non-zero-mean inputs see first. ``c`` with the new labels (its ``snapped`` through
+    ``book``), or None (nothing moved, or a weight this does not apply to)."""
     if out_axis is None or array.ndim < 2 or array.size > KEEP_SUMS_MAX or book.shape[1] < 2:
         return None
     dtype = c.snapped.dtype
@@ -516,5 +516,7 @@ def keep_channel_sums(c: _Clustering, book: np.ndarray, array: np.ndarray,
     delta = np.where(flip, np.where(excess[:, None] > 0, -1, 1), 0).astype(np.int16)
     restore = (array.shape[out_axis], *(n for i, n in enumerate(array.shape) if i != out_axis))
     delta = np.moveaxis(delta.reshape(restore), 0, out_axis)
-    labels = c.labels.astype(np.int16) + delta
-    return np.clip(labels, 0, last).astype(c.labels.dtype)
+    labels = np.clip(c.labels.astype(np.int16) + delta, 0, last).astype(c.labels.dtype)
+    rows = np.ascontiguousarray(_rows(labels, c.layout.axis, c.layout.group)[0])
+    kept = replace(c, km=replace(c.km, labels=rows), labels=labels)
+    return replace(kept, snapped=_resnap(kept, book))

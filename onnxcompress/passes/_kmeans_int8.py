@@ -159,15 +159,13 @@ def choose(array: np.ndarray, axis: int, sample: np.ndarray | None = None) -> tu
 
 def apply(array: np.ndarray, axis: int, best_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``array`` quantised with the per-channel scales ``best_scale`` (from ``choose``), as ``fit``."""
-    moved = np.moveaxis(array, axis, 0).reshape(array.shape[axis], -1)
     scales = best_scale.astype(array.dtype)
     scales[_unusable(scales)] = 1
-    q = round_keeping_sums(moved, scales, 0, 127)
-    decoded = (q.astype(array.dtype) * scales[:, None]).astype(array.dtype)
-    restore = (array.shape[axis], *[d for i, d in enumerate(array.shape) if i != axis])
-    q_full = np.moveaxis(q.reshape(restore), 0, axis)
-    decoded_full = np.moveaxis(decoded.reshape(restore), 0, axis)
-    return np.ascontiguousarray(q_full), scales, np.ascontiguousarray(decoded_full)
+    q = round_keeping_sums(array, scales, axis, 127)  # in the weight's own layout
+    shape = [1] * array.ndim
+    shape[axis] = -1
+    decoded = (q.astype(array.dtype) * scales.reshape(shape)).astype(array.dtype)
+    return q, scales, decoded
 
 
 def _unusable(scales: np.ndarray) -> np.ndarray:

@@ -8,7 +8,6 @@ where it costs <= 1%, bias correction with ``means``) and describes it in a Laye
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -45,7 +44,6 @@ from onnxcompress.passes._kmeans_fit import (
     _relative_error,
     _resnap,
     _rms_scales,
-    _rows,
     _Sample,
     _scaled_clustering,
     _subsample,
@@ -489,9 +487,7 @@ def _finish(
     if keep_sums and mean is None:
         kept = keep_channel_sums(c, stored_book, array, _out_axis(w, array))
     if kept is not None:
-        rows, _ = _rows(kept, c.layout.axis, c.layout.group)
-        c = dataclasses.replace(c, km=dataclasses.replace(km, labels=np.ascontiguousarray(rows)), labels=kept)
-        snapped = _resnap(c, stored_book)
+        c, snapped = kept, kept.snapped
         error = _relative_error(snapped, array)
     # The float64 difference only where bias correction or the weighted error needs it.
     diff = snapped.astype(np.float64) - array if mean is not None or importance is not None else None
