@@ -317,8 +317,11 @@ def _int8_codes(w: Weight, axis: int | None, reduce_range: bool, *, release: boo
         q = _keeping_zeros(arr, q, round_int8(w, arr, q, scale, axis, reduce_range,
                                               transposed=transposed))  # GPTQ codes
         error = relative_error(arr, q, scale, axis)
-        removed = lambda: arr - dequantize_weight(q, scale, axis)  # noqa: E731 - only when asked
-        delta = int8_correction(w, lambda: removed().T if transposed else removed())
+        def removed() -> np.ndarray:  # old - new in w's own layout, only when asked
+            diff = arr - dequantize_weight(q, scale, axis)
+            return diff.T if transposed else diff
+
+        delta = int8_correction(w, removed)
         before = w.nbytes
         del arr
         if memo is not None:

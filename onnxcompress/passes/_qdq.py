@@ -134,9 +134,15 @@ def _keep_sums(t: np.ndarray, axis: int, qmax: float) -> np.ndarray:
     rows_q = np.rint(rows_t).astype(np.int16)
     d = rows_q - rows_t  # each in [-0.5, 0.5]
     flips = np.rint(d.sum(axis=1, dtype=np.float64)).astype(np.int64)  # > 0: too many rounded up
+    if flips.any():
+        _flip_nearest(rows_q, d, flips, qmax)
     moved_shape = (t.shape[axis], *(n for i, n in enumerate(t.shape) if i != axis))
-    if not flips.any():
-        return np.moveaxis(rows_q.reshape(moved_shape), 0, axis).astype(np.int8)
+    return np.moveaxis(rows_q.reshape(moved_shape), 0, axis).astype(np.int8)
+
+
+def _flip_nearest(rows_q: np.ndarray, d: np.ndarray, flips: np.ndarray, qmax: float) -> None:
+    """Step back ``|flips|`` codes of each row (in place) against its excess, those rounded that
+    way nearest their boundary first."""
     sign = np.sign(flips)[:, None]
     # a flip steps a code back against the excess, from the values rounded that way and in range
     movable = (d * sign > 0) & (np.abs(rows_q - sign) <= qmax)
@@ -149,7 +155,6 @@ def _keep_sums(t: np.ndarray, axis: int, qmax: float) -> np.ndarray:
     take &= np.isfinite(np.take_along_axis(cost, nearest, axis=1))
     r, c = np.nonzero(take)
     rows_q[r, nearest[r, c]] -= sign[r, 0].astype(np.int16)
-    return np.moveaxis(rows_q.reshape(moved_shape), 0, axis).astype(np.int8)
 
 
 def dequantize_weight(q: np.ndarray, scale: np.ndarray, axis: int | None) -> np.ndarray:
