@@ -148,7 +148,8 @@ def real_rows(tmp: Path, models: list[str], config_names: list[str], runs: int) 
             out = tmp / f"{name}.{cfg}.onnx"
             cmd = [sys.executable, "-m", "onnxcompress", "compress", str(model), "-o", str(out),
                    *[a.format(calib=calib) for a in CONFIGS[cfg]]]
-            done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+            # cwd: python -m puts it ahead of PYTHONPATH (this checkout, wherever it was started)
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, cwd=ROOT)
             if done.returncode != 0 or not out.exists():
                 rows.append(f"| {name} | {cfg} | exit {done.returncode} | | | | | |")
                 continue

@@ -296,7 +296,8 @@ def bench_case(
         }
         row.update(
             run_child(
-                command(cfg, case, out, args.python), env, args.timeout, work / f"{case.name}.{name}.log"
+                command(cfg, case, out, args.python), env, args.timeout, work / f"{case.name}.{name}.log",
+                cwd=str(ROOT),  # this checkout, wherever the bench was started
             )
         )
         row.pop("log_tail", None)
