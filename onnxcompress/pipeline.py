@@ -32,6 +32,7 @@ import onnx_ir as ir
 from onnxcompress import __version__, checking, runtime
 from onnxcompress.data import FeedSource, feed_source, first_feed
 from onnxcompress.errors import ConfigError, ModelLoadError, OnnxCompressError, PassError
+from onnxcompress.graph.annotations import drop_inferable_annotations
 from onnxcompress.model import (
     ModelLike,
     copy_model,
@@ -279,6 +280,11 @@ class Pipeline:
             if removed:
                 notes.append(f"removed the exporter's per-node debug metadata ({removed:,} bytes; "
                              "keep it with --keep-debug-info)")
+            dropped = drop_inferable_annotations(ir_model)
+            if dropped:
+                notes.append(f"dropped {dropped:,} intermediate value type(s) that shape inference "
+                             "gives back (onnxruntime infers them at load; keep them with "
+                             "--keep-debug-info)")
         recipe = self.to_recipe()
         record_provenance(ir_model, recipe, results)
         return PipelineResult(model=ir_model, passes=results, recipe=recipe, notes=notes,

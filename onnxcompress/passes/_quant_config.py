@@ -91,6 +91,13 @@ class QuantizeConfig(PassConfig):
         "causes (dW @ mean input) into its layer's bias (PP-OCRv5 rec: dynamic 91.8 -> 93.4%%, "
         "static 91.2 -> 93.6%% of 512 strings, fp32 93.75%%)",
     )
+    rest: str = option(
+        default="float16", flag="--quantize-rest", choices=("float16", "float32"),
+        help="what stays float (biases, normalisation parameters, weights under 512 values or "
+        "kept float by the fidelity guard): float16 behind a Cast onnxruntime folds at load, "
+        "where every value fits (as --kmeans-rest), unless a later pass rewrites weights; or "
+        "float32 as they are",
+    )
     reconstruct: bool | str = option(
         default="auto", flag="--quantize-reconstruct", type=bool,
         help="round each int8 weight in GPTQ order on the calibration data (each column's "

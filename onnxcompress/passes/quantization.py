@@ -45,6 +45,7 @@ from onnxcompress.layerwise.bias import corrections
 from onnxcompress.layerwise.collection import Histogram
 from onnxcompress.model import copy_model
 from onnxcompress.opset import opset_version, upgrade_opset
+from onnxcompress.passes._float_rest import REST_ROLES, store_rest
 from onnxcompress.passes._folding import fold_batchnorm
 from onnxcompress.passes._int8 import (
     _apply_static,
@@ -77,6 +78,7 @@ from onnxcompress.passes._quant_plan import (
 from onnxcompress.passes._speed import alternate_latency, first_fast_enough, with_speed_guard
 from onnxcompress.passes.base import Pass, PassContext, PassResult
 from onnxcompress.weights import (
+    COMPUTE_ROLES,
     ROLE_EMBEDDING,
     ROLE_RECURRENT,
     ROLE_WEIGHT,
@@ -135,11 +137,19 @@ class Quantize(Pass):
             self.config = cfg
             result.config = cfg.to_dict()
         means = input_means(model, self._guard_candidates(model, cfg), cfg, context, result)
+        # Biases and norm parameters as the pass finds them (dynamic mode's per-column scales
+        # put a Mul between a MatMul and its bias Add, which then no longer reads as a bias).
+        # With the compute weights it may leave float (small, the guard's outliers): by their
+        # input names, so that tensors the pass writes (a gathered table of row scales) are not.
+        rest = {w.label for w in WeightIndex.build(model)
+                if w.role in REST_ROLES or w.role in COMPUTE_ROLES and w.dtype == ir.DataType.FLOAT}
         with remembered_codes(), corrections(means) as fixed, \
                 rounding.active(gptq_rounding(model, cfg, context, result)):
             out = self._apply(model, context, result)
         if fixed.means:
             result.metrics["bias_corrected"] = len(fixed.corrected)
+        if cfg.rest == "float16" and cfg.mode != "int4" and result.layers:
+            store_rest(out, rest, cfg.exclude, context, result)
         return out
 
     def _apply(self, model: ir.Model, context: PassContext, result: PassResult) -> ir.Model:

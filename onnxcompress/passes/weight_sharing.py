@@ -77,6 +77,7 @@ from onnxcompress.layerwise.collection import weight_moments
 from onnxcompress.model import is_large, to_proto
 from onnxcompress.opset import opset_version, upgrade_opset
 from onnxcompress.passes import _kmeans_lstm
+from onnxcompress.passes._float_rest import REST_ROLES, store_rest
 from onnxcompress.passes._folding import fold_batchnorm
 from onnxcompress.passes._kmeans_allocate import _allocate
 from onnxcompress.passes._kmeans_codebook import _model_group
@@ -97,7 +98,6 @@ from onnxcompress.passes._kmeans_decode import (
     ConstantCache,
     Formats,
 )
-from onnxcompress.passes._kmeans_rest import REST_ROLES, store_rest
 from onnxcompress.passes._kmeans_select import _first_kept_float, _shape_read
 from onnxcompress.passes._kmeans_share import _FIT, _fit_own, _share, _share_model_codebook
 from onnxcompress.passes._prune_select import _first_last_nodes
@@ -116,7 +116,7 @@ from onnxcompress.weights import (
 logger = logging.getLogger(__name__)
 
 _ROLE_REASONS = {
-    # Not clustered; stored in float16 unless rest="float32" (``_kmeans_rest``: the metrics say which).
+    # Not clustered; stored in float16 unless rest="float32" (``_float_rest``: the metrics say which).
     ROLE_BIAS: "bias: not clustered (small and sensitive)",
     ROLE_NORM: "normalization parameter: not clustered",
     ROLE_ELEMENTWISE: "elementwise constant: not a layer weight",

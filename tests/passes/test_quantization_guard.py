@@ -45,7 +45,10 @@ def stored(q: onnx.ModelProto, name: str) -> onnx.TensorProto:
     """The initializer that stores weight ``name``: ``name`` itself, or ``name.q`` where the
     int8-exact form (one Cast, scales after the op) keeps the name for the decoded tensor."""
     inits = {t.name: t for t in q.graph.initializer}
-    return inits[name] if name in inits else inits[f"{name}.q"]
+    for stored_as in (name, f"{name}.q", f"{name}_fp16"):  # float16 behind a Cast: the rest
+        if stored_as in inits:
+            return inits[stored_as]
+    raise KeyError(name)
 
 
 def _output_error(proto, q, data) -> float:
@@ -332,7 +335,7 @@ def test_guard_finds_the_first_layer_and_steps_it_down(monkeypatch):
     assert guard["weight_deviation_after"] < guard["weight_deviation"] / 2
     assert any("fidelity guard" in line and "W1" in line for line in res.headlines)
     onnx.checker.check_model(q)
-    assert stored(q, "W1").data_type == onnx.TensorProto.FLOAT
+    assert stored(q, "W1").data_type == onnx.TensorProto.FLOAT16  # float, stored as the rest is
     assert all(stored(q, k).data_type == onnx.TensorProto.INT8 for k in ("W2", "Z1", "Z3"))
     held_out = _first_feeds(3, 7)
     _, plain = quantize(proto, data, mode="weights", fidelity_guard=False)

