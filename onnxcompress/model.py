@@ -329,21 +329,27 @@ def shape_only_proto(model: ir.Model) -> onnx.ModelProto:
 _NO_DATA = "onnxcompress-no-data"
 
 
-def _drop_initializer_value_info(graph: onnx.GraphProto) -> None:
-    """Remove value_info entries that repeat an initializer's type and shape (onnx_ir writes one
-    per initializer; they are redundant and cost ~30 bytes each, visible in small models)."""
-    names = {t.name for t in graph.initializer}
-    if names and any(vi.name in names for vi in graph.value_info):
-        keep = [vi for vi in graph.value_info if vi.name not in names]
-        del graph.value_info[:]
-        graph.value_info.extend(keep)
+def proto_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    """``graph`` and every subgraph in it (If/Loop/Scan bodies), depth first."""
+    yield graph
     for node in graph.node:
         for attr in node.attribute:
             if attr.type == onnx.AttributeProto.GRAPH:
-                _drop_initializer_value_info(attr.g)
+                yield from proto_graphs(attr.g)
             elif attr.type == onnx.AttributeProto.GRAPHS:
                 for g in attr.graphs:
-                    _drop_initializer_value_info(g)
+                    yield from proto_graphs(g)
+
+
+def _drop_initializer_value_info(root: onnx.GraphProto) -> None:
+    """Remove value_info entries that repeat an initializer's type and shape (onnx_ir writes one
+    per initializer; they are redundant and cost ~30 bytes each, visible in small models)."""
+    for graph in proto_graphs(root):
+        names = {t.name for t in graph.initializer}
+        if names and any(vi.name in names for vi in graph.value_info):
+            keep = [vi for vi in graph.value_info if vi.name not in names]
+            del graph.value_info[:]
+            graph.value_info.extend(keep)
 
 
 def copy_model(model: ir.Model) -> ir.Model:

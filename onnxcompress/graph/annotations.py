@@ -27,20 +27,23 @@ def drop_inferable_annotations(model: ir.Model) -> int:
     """Clear the type and shape of every intermediate value (not a graph input or output, not an
     initializer) that ONNX shape inference infers as annotated; returns how many were cleared.
     The model is unchanged when inference fails."""
-    from onnxcompress.model import shape_only_proto
+    from onnxcompress.model import proto_graphs, shape_only_proto
 
     annotated = _annotated_values(model)
     if not annotated:
         return 0
     proto = shape_only_proto(model)
-    _clear_value_info(proto.graph)
+    for graph in proto_graphs(proto.graph):
+        del graph.value_info[:]
     try:
         inferred = onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False)
     except Exception as e:  # noqa: BLE001 - inference is advisory here: keep every annotation
         logger.debug("value types kept: shape inference failed (%s)", e)
         return 0
     known: dict[str, onnx.TypeProto] = {}
-    _collect(inferred.graph, known)
+    for graph in proto_graphs(inferred.graph):
+        for vi in graph.value_info:
+            known.setdefault(vi.name, vi.type)
     cleared = 0
     for value in annotated:
         if _same(value, known.get(value.name)):
@@ -61,29 +64,6 @@ def _annotated_values(model: ir.Model) -> list[ir.Value]:
             values.extend(v for v in node.outputs
                           if v.name and v.type is not None and id(v) not in outputs)
     return values
-
-
-def _clear_value_info(graph: onnx.GraphProto) -> None:
-    del graph.value_info[:]
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                _clear_value_info(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for g in attr.graphs:
-                    _clear_value_info(g)
-
-
-def _collect(graph: onnx.GraphProto, known: dict[str, onnx.TypeProto]) -> None:
-    for vi in graph.value_info:
-        known.setdefault(vi.name, vi.type)
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                _collect(attr.g, known)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for g in attr.graphs:
-                    _collect(g, known)
 
 
 def _same(value: ir.Value, inferred: onnx.TypeProto | None) -> bool:
