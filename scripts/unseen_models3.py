@@ -165,7 +165,8 @@ def d_aecmos(r: np.random.Generator, n: int, real: Path) -> dict[str, np.ndarray
         rows = []
         for sig, mark in ((lpb, 1 - ne_st), (mic, 1 - fe_st), (enh, 1)):
             m = mel_db(sig, 513, 256, 160)
-            rows.append(np.concatenate([m, np.full((20, 160), mark, np.float32), np.zeros((20, 160), np.float32)]))
+            marker = [np.full((20, 160), mark, np.float32), np.zeros((20, 160), np.float32)]
+            rows.append(np.concatenate([m, *marker]))
         feats.append(np.stack(rows)[None, None])
     return {"input": np.concatenate(feats), "h0": np.zeros((n, 4, 1, 64), np.float32)}
 
@@ -181,7 +182,8 @@ def d_plcmos(r: np.random.Generator, n: int, real: Path) -> dict[str, np.ndarray
             if r.random() < loss:
                 x[k * 320 : (k + 1) * 320] = 0 if r.random() < 0.5 else x[(k - 1) * 320 : k * 320]
         feats.append(log_power(x)[None, None, None])
-    return {"degraded_audio": np.concatenate(feats), "rater_embed": r.normal(0, 1, (n, 1, 64)).astype(np.float32)}
+    raters = r.normal(0, 1, (n, 1, 64)).astype(np.float32)
+    return {"degraded_audio": np.concatenate(feats), "rater_embed": raters}
 
 
 def _face(r: np.random.Generator, img: np.ndarray, box: tuple[int, int, int, int]) -> None:
@@ -200,7 +202,8 @@ def _face(r: np.random.Generator, img: np.ndarray, box: tuple[int, int, int, int
         d.ellipse([ex - 0.08 * w, ey - 0.05 * h, ex + 0.08 * w, ey + 0.05 * h], fill=dark)
         d.line([ex - 0.12 * w, ey - 0.12 * h, ex + 0.1 * w, ey - 0.13 * h], fill=dark, width=max(1, w // 24))
     d.line([x0 + 0.5 * w, y0 + 0.45 * h, x0 + 0.46 * w, y0 + 0.62 * h], fill=dark, width=max(1, w // 30))
-    d.arc([x0 + 0.3 * w, y0 + 0.6 * h, x0 + 0.7 * w, y0 + 0.82 * h], 20, 160, fill=(120, 30, 40), width=max(1, w // 16))
+    mouth = [x0 + 0.3 * w, y0 + 0.6 * h, x0 + 0.7 * w, y0 + 0.82 * h]
+    d.arc(mouth, 20, 160, fill=(120, 30, 40), width=max(1, w // 16))
     img[...] = np.asarray(pil)
 
 
