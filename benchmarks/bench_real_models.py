@@ -201,8 +201,10 @@ def task_metric(
     if kind == "mask_f1":
         o, t = m["output"], m["threshold"]
         tp = fp = fn = 0
+        c = m.get("channel")  # one channel of a [..., C] map (a face-score map's "face" channel)
         for r, x in zip(ref, out, strict=True):
-            a, b = r[o] > t, x[o] > t
+            ra, xa = (r[o], x[o]) if c is None else (r[o][..., c], x[o][..., c])
+            a, b = ra > t, xa > t
             tp += int(np.sum(a & b))
             fp += int(np.sum(~a & b))
             fn += int(np.sum(a & ~b))
@@ -246,6 +248,12 @@ def task_metric(
             u, v = np.ravel(r[o]).astype(np.float64), np.ravel(x[o]).astype(np.float64)
             cos.append(float(u @ v / max(np.linalg.norm(u) * np.linalg.norm(v), 1e-30)))
         return {"value": float(np.mean(cos)), "worst_cosine": float(np.min(cos))}
+    if kind == "within":  # regressors with a few outputs (MOS scores): samples all within `tol` of fp32
+        o, d = m["output"], []
+        for r, x in zip(ref, out, strict=True):
+            d.append(float(np.max(np.abs(np.asarray(r[o], np.float64) - np.asarray(x[o], np.float64)))))
+        return {"value": float(np.mean(np.array(d) <= m["tol"])), "mean_abs": float(np.mean(d)),
+                "max_abs": float(np.max(d))}  # fmt: skip
     raise ValueError(f"unknown metric kind {kind!r}")
 
 

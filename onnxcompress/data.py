@@ -437,6 +437,7 @@ def concrete_shape(spec: InputSpec, override: tuple[int, ...] | None = None) -> 
         )
     dims = []
     rank = len(spec.shape)
+    spatial = _image_axes(spec.shape)
     for axis, d in enumerate(spec.shape):
         if isinstance(d, int) and d > 0:
             dims.append(d)
@@ -444,13 +445,26 @@ def concrete_shape(spec: InputSpec, override: tuple[int, ...] | None = None) -> 
             dims.append(1)  # batch
         elif isinstance(d, str) and _SEQUENCE_HINT.search(d):
             dims.append(DEFAULT_SEQUENCE)
-        elif rank == 4 and axis >= 2:
-            dims.append(DEFAULT_SPATIAL)  # NCHW image
+        elif axis in spatial:
+            dims.append(DEFAULT_SPATIAL)  # an image side
         elif rank in (2, 3):
             dims.append(DEFAULT_SEQUENCE)
         else:
             dims.append(1)
     return tuple(dims)
+
+
+def _image_axes(shape: tuple[int | str | None, ...]) -> tuple[int, ...]:
+    """The axes of a rank-4 image input that are its sides: H, W of NCHW, or of NHWC where the
+    last dim is a fixed channel count (1-4) and axis 1 is dynamic (keras/tf2onnx exports such as
+    MTCNN's P-Net, ``[N, H, W, 3]``: an NCHW guess made it ``[1, 1, 224, 3]``, which its Conv
+    cannot run, so every guard went unmeasured)."""
+    if len(shape) != 4:
+        return ()
+    last, second = shape[3], shape[1]
+    if isinstance(last, int) and 0 < last <= 4 and not (isinstance(second, int) and second > 0):
+        return (1, 2)
+    return (2, 3)
 
 
 def _index_bound(model: ir.Model, name: str) -> int | None:

@@ -222,3 +222,49 @@ def test_nan_refused_from_readers_and_lists_too(mlp):
     with pytest.raises(DataError, match="Reader: sample 1 of input 'x'"):
         feed_source(Reader(), mlp)
     assert len(list(feed_source(feeds[:1], mlp))) == 1
+
+
+def nhwc_cnn(batch: str = "N") -> onnx.ModelProto:
+    """A keras/tf2onnx-style image model: input [N, H, W, 3] (channels last, sides symbolic),
+    transposed to NCHW in front of two 3x3 Convs (MTCNN's P-Net has this input)."""
+    text = f"""
+    <ir_version: 8, opset_import: ["" : 13]>
+    g (float[{batch}, H, W, 3] x) => (float[{batch}, 16, H2, W2] y) {{
+        t = Transpose <perm = [0, 3, 1, 2]> (x)
+        a = Conv <kernel_shape = [3, 3]> (t, w1, b1)
+        r = Relu (a)
+        y = Conv <kernel_shape = [3, 3]> (r, w2, b2)
+    }}
+    """
+    r = h.rng(3)
+    return h.attach_initializers(onnx.parser.parse_model(text), {
+        "w1": r.standard_normal((32, 3, 3, 3)).astype(np.float32) * 0.3,
+        "b1": r.standard_normal(32).astype(np.float32) * 0.1,
+        "w2": r.standard_normal((16, 32, 3, 3)).astype(np.float32) * 0.1,
+        "b2": r.standard_normal(16).astype(np.float32) * 0.1,
+    })  # fmt: skip
+
+
+def test_synthetic_channels_last_image_gets_image_sides():
+    from onnxcompress import Pipeline
+    from onnxcompress.data import InputSpec, concrete_shape
+    from onnxcompress.model import to_proto
+    from onnxcompress.passes import Quantize, QuantizeConfig
+
+    model = load_model(nhwc_cnn())
+    (feed,) = synthetic_feeds(model, 1)
+    # Was (1, 1, 224, 3): the NCHW guess put a side of 1 under a 3x3 Conv, which cannot run.
+    assert feed["x"].shape == (1, 224, 224, 3)
+    assert h.run(nhwc_cnn(), feed)[0].shape == (1, 16, 220, 220)
+    f32 = np.dtype("float32")
+    assert concrete_shape(InputSpec("x", f32, (None, 3, "h", "w"))) == (1, 3, 224, 224)  # NCHW
+    assert concrete_shape(InputSpec("x", f32, (None, "c", "h", "w"))) == (1, 1, 224, 224)
+    assert concrete_shape(InputSpec("x", f32, (None, 48, 48, 3))) == (1, 48, 48, 3)
+    # The int8 fidelity guard now measures on synthetic data (it said "did not measure").
+    result = Pipeline([Quantize(QuantizeConfig(mode="dynamic"))]).run(model)
+    notes = " ".join(p for r in result.passes for p in r.notes)
+    assert "did not measure" not in notes and result.passes[0].status == "applied"
+    out = to_proto(result.model)
+    onnx.checker.check_model(out)
+    want, got = h.run(nhwc_cnn(), feed)[0], h.run(out, feed)[0]
+    assert np.abs(got - want).max() < 0.05 * np.abs(want).max()

@@ -390,6 +390,8 @@ class Pass(ABC):
         start = time.perf_counter()
         result.model = self.apply(model, context, result)
         result.seconds = time.perf_counter() - start
+        if not result.modified:
+            _say_already_quantized(model, result)
         return result
 
     def statistics(self, model: ir.Model, context: PassContext) -> list[Request]:
@@ -403,6 +405,23 @@ class Pass(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config})"
+
+
+def _say_already_quantized(model: ir.Model, result: PassResult) -> None:
+    """A pass that changed nothing on a model whose weights are integer codes says why: the
+    user asked for compression and got the input back (1.00x), with no reason among its skips
+    (the index holds float weights only)."""
+    from onnxcompress.weights import quantized_weights
+
+    held = quantized_weights(model)
+    if not held:
+        return
+    ops = sorted({op for op, _ in held.values()})
+    size = sum(nbytes for _, nbytes in held.values())
+    result.headline(
+        f"the model is already quantized: {len(held)} integer weight(s) ({size / 2**20:.1f} MB) "
+        f"read by {', '.join(ops)}; this pass compresses float weights, so they stay as they are"
+    )
 
 
 def registered_passes() -> dict[str, type[Pass]]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
+import onnx
 import onnx_ir as ir
+import pytest
 
 from onnxcompress.passes.base import LayerStat, PassResult
 
@@ -30,3 +33,62 @@ def test_a_rebuild_replaces_layers_and_the_skips_of_what_it_built():
     reported = {s.name for s in first.layers} | {n for v in first.skipped.values() for n in v}
     assert reported == {"small.w", "big.w", "big2.w", "conv3"}  # every tensor once, none lost
     assert first.metrics["x"] == 1
+
+
+def _already_int8() -> onnx.ModelProto:
+    """An MLP as onnxruntime's quantizer of 2020 wrote it (ddddocr's common_old.onnx): uint8
+    activations by DynamicQuantizeLinear, int8 weights read by MatMulInteger, float scales."""
+    text = """
+    <ir_version: 8, opset_import: ["" : 13]>
+    g (float[N, 64] x) => (float[N, 32] y) {
+        q, s, z = DynamicQuantizeLinear (x)
+        acc = MatMulInteger (q, w, z, wz)
+        f = Cast <to = 1> (acc)
+        scale = Mul (s, ws)
+        m = Mul (f, scale)
+        y = Add (m, b)
+    }
+    """
+    r = np.random.default_rng(0)
+    proto = onnx.parser.parse_model(text)
+    proto.graph.initializer.extend([
+        onnx.numpy_helper.from_array(r.integers(-127, 128, (64, 32)).astype(np.int8), "w"),
+        onnx.numpy_helper.from_array(np.int8(0), "wz"),
+        onnx.numpy_helper.from_array(np.float32(0.01), "ws"),
+        onnx.numpy_helper.from_array(r.standard_normal(32).astype(np.float32), "b"),
+    ])  # fmt: skip
+    return proto
+
+
+@pytest.mark.parametrize("step", ["quantize", "kmeans", "prune"])
+def test_a_pass_on_an_already_quantized_model_says_so(step):
+    from onnxcompress import Pipeline, load_model
+    from onnxcompress.model import to_proto
+    from onnxcompress.passes import (
+        Prune,
+        PruneConfig,
+        Quantize,
+        QuantizeConfig,
+        WeightSharing,
+        WeightSharingConfig,  # fmt: skip
+    )
+    from tests import helpers as h
+
+    proto = _already_int8()
+    onnx.checker.check_model(proto)
+    p = {"quantize": Quantize(QuantizeConfig(mode="dynamic")),
+         "kmeans": WeightSharing(WeightSharingConfig(bits=4)),
+         "prune": Prune(PruneConfig(sparsity=0.5))}[step]  # fmt: skip
+    result = Pipeline([p]).run(load_model(proto))
+    (res,) = result.passes
+    assert res.status in ("unchanged", "skipped") and not res.layers
+    # Was silent: "nothing to change" and a 1.00x file, with no word of the 2 KB of int8 codes.
+    assert res.headlines == ["the model is already quantized: 1 integer weight(s) (0.0 MB) read by "
+                             "MatMulInteger; this pass compresses float weights, so they stay as they are"]
+    out = to_proto(result.model)
+    onnx.checker.check_model(out)
+    x = {"x": np.random.default_rng(1).standard_normal((2, 64)).astype(np.float32)}
+    np.testing.assert_array_equal(h.run(out, x)[0], h.run(proto, x)[0])
+    # A float model that a pass leaves alone gets no such headline.
+    float_result = Pipeline([Prune(PruneConfig(sparsity=0.5, exclude=("*",)))]).run(load_model(h.mlp()))
+    assert not float_result.passes[0].headlines
