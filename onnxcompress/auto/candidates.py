@@ -139,7 +139,7 @@ def escape(label: str) -> str:
 
 def pass_steps(assignment: dict[str, Candidate], all_labels: Sequence[str], *,
                calibration_samples: int = KMEANS_CALIBRATION_SAMPLES,
-               pricing: bool = False) -> list[dict[str, Any]]:
+               pricing: bool = False, objective: str = "size") -> list[dict[str, Any]]:
     """The recipe steps that give each label its candidate and leave every other weight alone.
 
     Pruning goes first (one prune pass per sparsity or pattern, limited by ``exclude``: the zeros
@@ -148,7 +148,13 @@ def pass_steps(assignment: dict[str, Candidate], all_labels: Sequence[str], *,
     other codec is one pass limited to its layers by ``exclude`` (every other weight label).
     ``pricing``: the form the pricing run needs to read decoded weights back (4-bit blocks as
     standard DequantizeLinear instead of MatMulNBits: the same values and bytes, but a constant
-    subgraph onnxruntime can evaluate)."""
+    subgraph onnxruntime can evaluate; int8 as DequantizeLinear, whose input is the decoded
+    weight). ``objective``: int8 Conv weights are written folded (a Cast onnxruntime folds at
+    load, as k-means 8's int8-exact form is) unless the objective is memory, where a
+    DequantizeLinear keeps them int8 in the session: next to folded layers an unfolded Conv
+    weight leaves onnxruntime's blocked layout, and the reordered copies of its activations cost
+    more session memory than the layer saved (PP-OCRv6 tiny det: int8 + k-means 8 alternating
+    57.0 MB live against fp32's 48.9)."""
     steps: list[dict[str, Any]] = []
     prunes: dict[tuple[int, str], set[str]] = {}
     for label, c in assignment.items():
@@ -181,7 +187,9 @@ def pass_steps(assignment: dict[str, Candidate], all_labels: Sequence[str], *,
     blockq: dict[str, Any] = {"bits": 4, "calibration_samples": calibration_samples}
     if pricing:
         blockq["target"] = "portable"
-    codecs = (("quantize", {"mode": "weights", "speed_check": False}), ("blockq", blockq),
+    int8_form = "dequantize" if pricing or objective == "memory" else "folded"
+    codecs = (("quantize", {"mode": "weights", "speed_check": False, "weight_form": int8_form}),
+              ("blockq", blockq),
               ("bfloat16", {"dtype": "float16", "min_size": 1}))
     for pass_name, options in codecs:
         mine = {label for label, c in assignment.items() if c.pass_name == pass_name}
@@ -278,9 +286,9 @@ def measure_candidate(task: dict[str, Any]) -> Measured:
             save_model(result.model, path)
             cost_total = objective_cost(path, task["objective"], feeds[0])
     elif task.get("objective") == "latency":
-        if cand.pass_name == "blockq":  # priced in the form the recipe writes (MatMulNBits)
-            steps = pass_steps({label: cand for label in labels}, list(index),
-                               calibration_samples=task["calibration_samples"])
+        if cand.pass_name in ("blockq", "quantize"):  # priced in the form the recipe writes
+            steps = pass_steps({label: cand for label in labels}, list(index),  # (MatMulNBits, folded)
+                               calibration_samples=task["calibration_samples"], objective="latency")
             replay = Pipeline.from_recipe({"passes": steps, "seed": task.get("seed", 0), "check": "none"})
             proto = to_proto(replay.run(base, calibration=task.get("calibration")).model)
         latency, float_latency = _latencies(base, proto, [k for k in labels if k in after], index, feeds[0])

@@ -25,12 +25,15 @@ class Plan:
         return {label: by_name(name) for label, name in self.choices.items() if name != FLOAT.name}
 
     def to_recipe(self, all_labels: Sequence[str], *, seed: int = 0,
-                  calibration_samples: int = KMEANS_CALIBRATION_SAMPLES) -> dict[str, Any]:
+                  calibration_samples: int = KMEANS_CALIBRATION_SAMPLES,
+                  objective: str = "size") -> dict[str, Any]:
         """The recipe for this plan. ``all_labels``: every weight label of the model (a codec
         limited by ``exclude`` must name the weights it leaves alone); ``calibration_samples``:
         how many of the first calibration samples the data-aware passes may read (the search's
-        share of the data, so a replay with the same file sees the same samples)."""
-        steps = pass_steps(self.assignment(), all_labels, calibration_samples=calibration_samples)
+        share of the data, so a replay with the same file sees the same samples); ``objective``:
+        the form int8 weights are written in (``pass_steps``)."""
+        steps = pass_steps(self.assignment(), all_labels, calibration_samples=calibration_samples,
+                           objective=objective)
         if not steps:  # nothing compresses: an empty pipeline is not a recipe, so a no-op pass
             steps = [{"pass": "kmeans", "bits": 8, "layer_bits": {"*": 0}}]
         return {"seed": seed, "check": "each", "passes": steps}

@@ -232,7 +232,8 @@ def search(
     assert final.held is not None
     return AutoResult(
         plan=final.plan, met=met,
-        recipe=final.plan.to_recipe(all_labels, seed=seed, calibration_samples=len(calib)),
+        recipe=final.plan.to_recipe(all_labels, seed=seed, calibration_samples=len(calib),
+                                    objective=objective),
         fidelity=final.held, target=goal.text, objective=objective,
         front=evaluator.front(final), layers=_explain(final.plan, layers),
         seconds=seconds, calibration=calib, notes=notes, memory=memory,
@@ -407,7 +408,8 @@ class _Evaluator:
         key = tuple(sorted(plan.choices.items()))
         ev = self.cache.get(key)
         if ev is None:
-            recipe = plan.to_recipe(self.all_labels, seed=self.seed, calibration_samples=len(self.calib))
+            recipe = plan.to_recipe(self.all_labels, seed=self.seed, calibration_samples=len(self.calib),
+                                    objective=self.objective)
             # the file the workers read (feeds that went through feed_source once are not always
             # accepted by it again: a scalar input comes back with a batch axis)
             calibration = self.tmp / "calib.npz"

@@ -91,6 +91,13 @@ class QuantizeConfig(PassConfig):
         "causes (dW @ mean input) into its layer's bias (PP-OCRv5 rec: dynamic 91.8 -> 93.4%%, "
         "static 91.2 -> 93.6%% of 512 strings, fp32 93.75%%)",
     )
+    weight_form: str = option(
+        default="auto", flag="--weight-form", choices=("auto", "dequantize", "folded"),
+        help="--quantize weights: how Conv weights are decoded. dequantize: a DequantizeLinear "
+        "onnxruntime runs every call (the weights stay int8 in session memory); folded: a Cast "
+        "onnxruntime folds at load (float speed and layout, session memory as float's); auto: "
+        "dequantize unless the speed guard measures it slower, then folded",
+    )
     rest: str = option(
         default="float16", flag="--quantize-rest", choices=("float16", "float32"),
         help="what stays float (biases, normalisation parameters, weights under 512 values or "

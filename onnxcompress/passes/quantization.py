@@ -203,7 +203,7 @@ class Quantize(Pass):
                                      progress=context.report_progress)
                 return m
 
-            attempts = [FORM_DEQUANTIZE, FORM_FOLDED]
+            attempts = [FORM_DEQUANTIZE, FORM_FOLDED] if cfg.weight_form == "auto" else [cfg.weight_form]
             # Unmeasured: folded, float speed by construction (a DequantizeLinear that
             # onnxruntime does not fuse measured up to 9x the float latency on ppocr_cls).
             out, form = first_fast_enough(

@@ -72,6 +72,31 @@ def test_mixed_plan_writes_reads_back_and_runs() -> None:
     assert (mixed.argmax(1) == ref.argmax(1)).mean() >= 0.8
 
 
+def test_int8_is_written_folded_except_for_the_memory_objective() -> None:
+    """Next to folded layers (k-means 8, fp16) an int8 Conv weight left as a DequantizeLinear
+    leaves onnxruntime's blocked layout and costs reordered activation copies: the written int8
+    option is folded (as k-means 8's int8-exact form), the same codes as its pricing run's
+    DequantizeLinear; under the memory objective it stays int8 in the session."""
+    model = load_model(MODEL)
+    labels = [w.label for w in WeightIndex.build(model)]
+    plan = Plan({"fc1.weight": "int8", "fc2.weight": "kmeans8", "fc3.weight": "float"})
+    forms = {}
+    for objective in ("size", "latency", "memory"):
+        recipe = plan.to_recipe(labels, objective=objective)
+        step = next(s for s in recipe["passes"] if s["pass"] == "quantize")
+        forms[objective] = step["weight_form"]
+        assert plan_from_recipe(recipe, WEIGHTS).choices == plan.choices
+    assert forms == {"size": "folded", "latency": "folded", "memory": "dequantize"}
+    pricing = pass_steps(plan.assignment(), labels, pricing=True)
+    assert next(s for s in pricing if s["pass"] == "quantize")["weight_form"] == "dequantize"
+    written = to_proto(Pipeline.from_recipe(plan.to_recipe(labels)).run(model, calibration=str(CALIB)).model)
+    assert not any(n.op_type == "DequantizeLinear" for n in written.graph.node)
+    index = {w.label: w for w in WeightIndex.build(load_model(MODEL))}
+    fc1 = decode_weight(written, index["fc1.weight"])
+    ref = index["fc1.weight"].numpy()
+    assert fc1 is not None and np.abs(fc1 - ref).max() <= np.abs(ref).max() / 127 + 1e-6
+
+
 @pytest.fixture(scope="module")
 def priced(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     tmp = tmp_path_factory.mktemp("priced")

@@ -408,6 +408,24 @@ def test_weights_only_uses_dequantize_linear():
     assert all(s.bits == 8.0 and s.error < 0.01 for s in res.layers)
 
 
+def test_weights_only_folded_form_has_the_same_codes_and_no_dequantize_linear():
+    """``weight_form="folded"`` (auto mode's int8 option): every weight decoded by a Cast
+    onnxruntime folds at load, from the codes the DequantizeLinear form stores."""
+    proto = h.cnn(channels=(3, 32, 64))
+    data = feeds((2, 3, 16, 16))
+    # float32 biases in both (the folded form divides a Conv's bias by its channel scales)
+    res_dq, dq = quantize(proto, mode="weights", weight_form="dequantize", rest="float32")
+    res, q = quantize(proto, mode="weights", weight_form="folded", rest="float32")
+    check_outputs(proto, q, data, tol=0.02)
+    assert res.metrics["weight_format"] == "folded" and ops(q)["DequantizeLinear"] == 0
+    assert ops(dq)["DequantizeLinear"] == 2
+    assert [(s.name, s.error) for s in res.layers] == [(s.name, s.error) for s in res_dq.layers]
+    for feed in data[:3]:  # the same int8 values, decoded two ways
+        np.testing.assert_allclose(h.run(q, feed)[0], h.run(dq, feed)[0], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ConfigError, match="weight_form"):
+        Quantize(mode="weights", weight_form="fold")
+
+
 # -- where weights live -----------------------------------------------------------------------
 
 
