@@ -208,6 +208,23 @@ def save_split(out: Path, name: str, arrays: dict[str, np.ndarray], n_calib: int
     }
 
 
+def read_manifest(out: Path) -> dict[str, Any]:
+    """``out/manifest.json`` (empty when there is none yet; ``out`` is made)."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "manifest.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def write_manifest(out: Path, manifest: dict[str, Any]) -> Path:
+    """``out/manifest.json`` replaced whole (a benchmark may be reading it)."""
+    path = out / "manifest.json"
+    fd, tmp = tempfile.mkstemp(dir=out, suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(manifest, f, indent=1)
+    os.replace(tmp, path)
+    return path
+
+
 def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Replaces ``path`` whole: benchmarks may be reading it while a maker re-draws its data."""
     tmp = path.with_name(path.name + ".tmp.npz")

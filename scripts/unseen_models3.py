@@ -25,12 +25,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
-import os
 import subprocess
 import sys
 import tarfile
-import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -39,7 +36,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_models import DEFAULT_CACHE, _savez, natural_image, resize, speech  # noqa: E402
+from real_models import DEFAULT_CACHE, _savez, natural_image, read_manifest, resize, speech, write_manifest  # noqa: E402
 
 DEFAULT_OUT = Path.home() / ".cache" / "onnxcompress-unseen3"
 SPEECHMOS = "speechmos==0.0.1.1"
@@ -318,20 +315,14 @@ def main() -> None:
     ap.add_argument("--only", help="comma-separated names")
     ap.add_argument("--no-check", action="store_true", help="print sha256 digests instead of checking them")
     args = ap.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
+    manifest = read_manifest(args.out)
     names = args.only.split(",") if args.only else list(MODELS)
-    path = args.out / "manifest.json"
-    manifest = json.loads(path.read_text()) if path.exists() else {}
     for name in names:
         print(f"{name} ...", flush=True)
         manifest[name] = make(name, args.real, args.out, check=not args.no_check)
         if args.no_check:
             print(f"  sha256 {hashlib.sha256((args.out / manifest[name]['file']).read_bytes()).hexdigest()}")
-    fd, tmp = tempfile.mkstemp(dir=args.out, suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(manifest, f, indent=1)
-    os.replace(tmp, path)
-    print(f"wrote {path} ({len(manifest)} models)")
+    print(f"wrote {write_manifest(args.out, manifest)} ({len(manifest)} models)")
 
 
 if __name__ == "__main__":
