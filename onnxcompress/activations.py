@@ -71,7 +71,8 @@ def iter_intermediates(
     # while its float data is held too (a 1 GB stack: +0.26 GB peak), and calibration runs few
     # samples, so packing saves no time worth the memory (issue 18).
     session = runtime.create_session(_proto_model(proto, external_base_dir(model)),
-                                     threads=threads, optimize=False, prepack=not is_large(model))
+                                     threads=threads, optimize=False, prepack=not is_large(model),
+                                     arena=False)
     for i, feed in enumerate(feeds):
         values = run(session, exposed, feed, what=f"sample {i} of {data}")
         yield dict(zip(exposed, values, strict=True))

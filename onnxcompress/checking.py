@@ -186,7 +186,7 @@ class FiniteOutputs:
     def _reference(self) -> list[str] | None:
         """The original's non-finite outputs on the sample; None when it cannot run on it."""
         try:
-            return nonfinite_outputs(runtime.create_session(self._original(), prepack=False),
+            return nonfinite_outputs(runtime.create_session(self._original(), prepack=False, arena=False),
                                      self._feed, strict=True)
         except Exception as e:  # the original cannot run on it: no judgement
             logger.debug("finite-output check: the original model did not run: %s", e)

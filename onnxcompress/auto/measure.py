@@ -85,7 +85,7 @@ def class_score_names(original: Any, model_path: str | Path, feeds: list) -> lis
     from onnxcompress.passes._int8_search import class_score_outputs
     from onnxcompress.runtime import create_session
 
-    session = create_session(model_path, label="the original model")
+    session = create_session(model_path, label="the original model", arena=False)
     inputs = {i.name for i in session.get_inputs()}
     refs = [session.run(None, {k: v for k, v in f.items() if k in inputs}) for f in feeds[:4]]
     flags = class_score_outputs(original, refs)
@@ -96,7 +96,7 @@ def run_outputs(model: Any, feeds: list[Mapping[str, np.ndarray]]) -> dict[str, 
     """Every output of ``model`` (a path or model) on each feed, stacked on axis 0."""
     from onnxcompress.runtime import create_session
 
-    session = create_session(model, label="the auto-mode candidate")
+    session = create_session(model, label="the auto-mode candidate", arena=False)
     names = [o.name for o in session.get_outputs()]
     inputs = {i.name for i in session.get_inputs()}
     rows: dict[str, list[np.ndarray]] = {n: [] for n in names}

@@ -65,7 +65,7 @@ class Judge:
         return total / max(len(self.feeds), 1)
 
     def _outputs(self, model: ir.Model, label: str) -> list[list[np.ndarray]]:
-        session = create_session(model, label=label)
+        session = create_session(model, label=label, arena=False)
         quiet = quiet_run_options()
         return [run(session, None, f, what=f"calibration sample {i}", run_options=quiet)
                 for i, f in enumerate(self.feeds)]

@@ -98,7 +98,7 @@ def probe_sensitivity(
     linked = linked or {}
     extra = [x for label in degraded for x in linked.get(label, {}) if x not in degraded]
     feed_names = expose_weights(probe, [*degraded, *dict.fromkeys(extra)], result.skipped)
-    session = create_session(probe, label="the sensitivity probe model")
+    session = create_session(probe, label="the sensitivity probe model", arena=False)
     samples = [dict(f) for f in feeds]
     result.samples = len(samples)
     if not samples or not feed_names:

@@ -78,7 +78,7 @@ class FidelityCheck:
 
     def cosine(self, model: ir.Model) -> float:
         """Worst cosine over samples and float outputs of ``model`` against the references."""
-        session = create_session(model, label="the float16 model")
+        session = create_session(model, label="the float16 model", arena=False)
         worst = 1.0
         for i, (feed, refs) in enumerate(zip(self.feeds, self.references, strict=True)):
             outs = run(session, None, feed, what=f"{self.source} sample {i}", run_options=quiet_run_options())
@@ -229,7 +229,7 @@ def fidelity_check(model: ir.Model, context: PassContext, result: PassResult, ta
             source = "calibration"
         else:
             feeds, source = list(synthetic_feeds(model, SAMPLES, seed=context.seed)), "synthetic"
-        session = create_session(model, label="the float32 model")
+        session = create_session(model, label="the float32 model", arena=False)
         refs = [run(session, None, f, what=f"{source} sample {i}", run_options=quiet_run_options())
                 for i, f in enumerate(feeds)]
     except OnnxCompressError as e:

@@ -131,7 +131,7 @@ def start(model: ir.Model, weights: list[Weight], feeds, source: str,  # noqa: A
         inputs = expose_weights(probe, [w.label for w in weights])
         finals = [v.name for v in probe.graph.outputs]
         names = _intermediates(probe, set(finals) | set(inputs.values()))
-        session = runtime.create_session(probe, label="the fidelity guard's float model")
+        session = runtime.create_session(probe, label="the fidelity guard's float model", arena=False)
         del probe
         guard = Guard(session, [], inputs, finals + names, len(finals), [], source)
         for i, feed in enumerate(feeds):
@@ -300,7 +300,7 @@ def _final_run(guard: Guard, model: ir.Model,
              if n in by_name and n in known and n in ref_index and n not in finals]
     model.graph.outputs.extend(added)
     try:
-        session = runtime.create_session(model, label="the int8 model")
+        session = runtime.create_session(model, label="the int8 model", arena=False)
     finally:
         for _ in added:
             model.graph.outputs.pop()
@@ -330,7 +330,8 @@ def _reference_session(guard: Guard, names: list[str]) -> object | None:
     reference = guard.float_model.clone()  # shares the tensors
     by_name = _values(reference.graph)
     reference.graph.outputs.extend(by_name[n] for n in names)
-    return runtime.create_session(reference, label="the fidelity guard's float tensors")
+    return runtime.create_session(reference, label="the fidelity guard's float tensors",
+                                  arena=False)
 
 
 def check_compute(guard: Guard, model: ir.Model, chosen: list[str], nodes: dict[str, ir.Node],
