@@ -110,8 +110,7 @@ class Guard:
     scores: list[bool] = field(default_factory=list)  # which final outputs are class scores
     float_model: ir.Model | None = None  # the float model the compute check reads tensors of
 
-    def run(self, overrides: Mapping[str, np.ndarray], i: int, *,
-            finals: bool = True) -> list[np.ndarray]:
+    def run(self, overrides: Mapping[str, np.ndarray], i: int) -> list[np.ndarray]:
         """The model's own outputs on sample ``i`` with the ``overrides`` weights (label ->
         value). (The session exposes no intermediate: onnxruntime keeps every graph output of
         a run alive until it ends, all of DNSMOS's on a 9 s input: 316 MB. The compute check
@@ -242,7 +241,7 @@ def step_down_weights(guard: Guard, weights: list[Weight],
     fed = {k: v for k, v in int8_values.items() if k in guard.inputs}
     deviation, flips, per_sample = 0.0, 0.0, []
     for i, refs in enumerate(guard.references):
-        outs = guard.run(fed, i, finals=True)
+        outs = guard.run(fed, i)
         per_sample.append(output_deviation(outs, refs[:guard.n_final]))
         flips += top1_flips(outs, refs[:guard.n_final], guard.scores)
     deviation = float(np.mean(per_sample))
@@ -272,7 +271,7 @@ def measure(guard: Guard, values: Mapping[str, np.ndarray]) -> tuple[float, floa
     float, on every guard sample."""
     deviation, flips = 0.0, 0.0
     for i, refs in enumerate(guard.references):
-        outs = guard.run(values, i, finals=True)
+        outs = guard.run(values, i)
         deviation += output_deviation(outs, refs[:guard.n_final])
         flips += top1_flips(outs, refs[:guard.n_final], guard.scores)
     n = len(guard.references)
@@ -294,10 +293,10 @@ def _final_run(guard: Guard, model: ir.Model,
     ``extra`` tensors (exposed as outputs for this measurement only)."""
     by_name = _values(model.graph)
     finals = guard.outputs[:guard.n_final]
-    ref_index = {n: i for i, n in enumerate(guard.outputs)}
+    intermediates = set(guard.outputs[guard.n_final:])  # the float compute tensors it knows
     known = _values(guard.float_model.graph) if guard.float_model is not None else {}
     added = [by_name[n] for n in dict.fromkeys(extra)
-             if n in by_name and n in known and n in ref_index and n not in finals]
+             if n in by_name and n in known and n in intermediates]
     model.graph.outputs.extend(added)
     try:
         session = runtime.create_session(model, label="the int8 model", arena=False)

@@ -91,7 +91,7 @@ def search(guard: Guard, fed: Mapping[str, np.ndarray], labels: list[str], total
 
     def measure(group: list[str]) -> float:
         over = {k: fed[k] for k in group}
-        return float(np.mean([output_deviation(guard.run(over, i, finals=True),
+        return float(np.mean([output_deviation(guard.run(over, i),
                                                refs[i][:guard.n_final]) for i in samples]))
 
     probed: dict[str, float] = {}

@@ -142,13 +142,14 @@ class Quantize(Pass):
         # With the compute weights it may leave float (small, the guard's outliers): by their
         # input names, so that tensors the pass writes (a gathered table of row scales) are not.
         rest = {w.label for w in WeightIndex.build(model)
-                if w.role in REST_ROLES or w.role in COMPUTE_ROLES and w.dtype == ir.DataType.FLOAT}
+                if w.role in REST_ROLES or w.role in COMPUTE_ROLES and w.dtype == ir.DataType.FLOAT
+                } if cfg.rest == "float16" and cfg.mode != "int4" else set()
         with remembered_codes(), corrections(means) as fixed, \
                 rounding.active(gptq_rounding(model, cfg, context, result)):
             out = self._apply(model, context, result)
         if fixed.means:
             result.metrics["bias_corrected"] = len(fixed.corrected)
-        if cfg.rest == "float16" and cfg.mode != "int4" and result.layers:
+        if rest and result.layers:
             store_rest(out, rest, cfg.exclude, context, result)
         return out
 

@@ -110,7 +110,6 @@ from onnxcompress.weights import (
     ROLE_NORM,
     Weight,
     WeightIndex,
-    all_graphs,
 )
 
 logger = logging.getLogger(__name__)
@@ -319,7 +318,7 @@ class WeightSharing(Pass):
             upgraded, why = upgrade_opset(model, UINT4_MIN_OPSET)
             if why is None:
                 result.note(f"upgraded opset {current} -> {UINT4_MIN_OPSET} for UINT4 indices")
-                model, current = _drop_added_annotations(model, upgraded), UINT4_MIN_OPSET
+                model, current = upgraded, UINT4_MIN_OPSET
             else:
                 result.note(
                     f"UINT4 indices need opset {UINT4_MIN_OPSET}: {why}; indices of "
@@ -329,7 +328,7 @@ class WeightSharing(Pass):
             upgraded, why = upgrade_opset(model, PACKED_MIN_OPSET)
             if why is None:
                 result.note(f"upgraded opset {current} -> {PACKED_MIN_OPSET} for BitShift unpacking")
-                model, current = _drop_added_annotations(model, upgraded), PACKED_MIN_OPSET
+                model, current = upgraded, PACKED_MIN_OPSET
             else:
                 result.note(
                     f"bit-packed indices need opset {PACKED_MIN_OPSET}: {why}; indices are stored as uint8"
@@ -388,28 +387,6 @@ class WeightSharing(Pass):
         if energies:
             result.metrics["sensitivity_weighted"] = len(energies)
         return energies, means
-
-
-def _annotated(model: ir.Model) -> set[str]:
-    names = set()
-    for _, graph in all_graphs(model):
-        for node in graph:
-            names.update(v.name for v in node.outputs if v.name and v.type is not None)
-    return names
-
-
-def _drop_added_annotations(original: ir.Model, upgraded: ir.Model) -> ir.Model:
-    """Forget the intermediate types/shapes the version converter inferred (its value_info would
-    otherwise be saved and, in a small model, cost more than the weight sharing saves)."""
-    keep = _annotated(original)
-    for _, graph in all_graphs(upgraded):
-        outputs = {id(v) for v in graph.outputs}
-        for node in graph:
-            for v in node.outputs:
-                if v.name not in keep and id(v) not in outputs:
-                    v.type = None
-                    v.shape = None
-    return upgraded
 
 
 def _serialized(model: ir.Model) -> bytes:

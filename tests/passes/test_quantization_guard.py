@@ -405,7 +405,7 @@ class _AdditiveGuard:
         self.alone, self.macs, self.n_final, self.runs = alone, macs, 1, 0
         self.references = [[np.ones(1, np.float32)]]
 
-    def run(self, overrides, i, *, finals=False):
+    def run(self, overrides, i):
         self.runs += 1
         return [np.ones(1, np.float32) + np.sqrt(sum(self.alone[k] for k in overrides))]
 
