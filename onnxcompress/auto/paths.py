@@ -257,12 +257,22 @@ def option_error(layer: LayerChoices, name: str) -> float:
 
 
 def _step_up(layer: LayerChoices, name: str) -> str | None:
-    """The cheapest option of ``layer`` with less estimated error than ``name``'s."""
+    """The cheapest option of ``layer`` with less estimated error than ``name``'s; where the
+    estimate sees none (an error measured as zero on the search data, or, under the latency
+    objective, the float op timed slower than the option's), the next costlier option, and last
+    the original weight: the held-out check failed, so the estimate is not to be trusted here.
+    Every step lowers the estimated error or raises the cost, so the back-off cannot cycle."""
+    if name == FLOAT.name:
+        return None
     current = option_error(layer, name)
     option = option_of(layer, name)
     cost = 0 if option is None else option.nbytes
     better = [o for o in layer.options if layer.error(o) < current and o.nbytes >= cost]
-    return option_name(min(better, key=lambda o: (o.nbytes, layer.error(o)))) if better else None
+    if not better:
+        better = [o for o in layer.options if layer.error(o) <= current and o.nbytes > cost]
+    if better:
+        return option_name(min(better, key=lambda o: (o.nbytes, layer.error(o))))
+    return FLOAT.name
 
 
 def fidelity_text(f: Fidelity) -> str:

@@ -86,3 +86,30 @@ def test_a_cheaper_plan_of_the_allocation_path_that_holds_replaces_a_long_back_o
     # a backed-off plan cheaper than anything the path has that holds stays
     cheap = evaluate(path[3][0], held=True)
     assert held_path_check(cheap, path, evaluate, time.perf_counter() + 60, []) is cheap  # type: ignore[arg-type]
+
+
+def test_a_layer_the_estimate_calls_harmless_is_still_backed_off():
+    # w0's k-means 4 has zero estimated error (it moved no output on the search data), w1's
+    # float op was timed slower than its option (latency noise): the held-out check needs both
+    # back, and the back-off takes them to fp16 / float instead of stopping with nothing to move
+    layers = [LayerChoices("w0", [Option(KMEANS4, 100, 0.0), Option(FP16, 400, 0.0)], sensitivity=1.0),
+              LayerChoices("w1", [Option(0, 90, 0.0), Option(KMEANS4, 100, 0.05)], sensitivity=1.0)]
+    chosen = Evaluation(Plan({"w0": "kmeans4", "w1": "kmeans4"}), 200.0, 200, Fidelity({"top1": 1.0}, True, 0.0))
+
+    class _Needs(_Evaluator):
+        def __call__(self, plan: Plan, *, held: bool = False) -> Evaluation:
+            ev = super().__call__(plan, held=held)
+            ok = plan.choices["w0"] == "fp16" and plan.choices["w1"] == "float"
+            return Evaluation(plan, ev.cost, ev.file_bytes, ev.fidelity,
+                              Fidelity({"top1": 1.0 if ok else 0.9}, ok, 0.0 if ok else -0.09))
+
+    ev, met = verify(chosen, layers, _Needs(set()), time.perf_counter() + 60, lambda *a: None, [])  # type: ignore[arg-type]
+    assert met and ev.plan.choices == {"w0": "fp16", "w1": "float"}
+
+
+def test_the_back_off_never_moves_a_float_layer():
+    from onnxcompress.auto.paths import _step_up
+
+    layer = LayerChoices("w", [Option(0, 100, 0.0), Option(FP16, 400, 0.0)], sensitivity=1.0)
+    assert _step_up(layer, "float") is None
+    assert _step_up(layer, "fp16") == "float"
