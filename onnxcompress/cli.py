@@ -297,6 +297,8 @@ def _cmd_auto(args: argparse.Namespace, pipeline: Pipeline | None) -> int:
     elif not args.quiet:
         print(report.render())
         print(f"auto: {found.plan.counts()} in {found.seconds.get('total', 0):.0f} s; verification {values}")
+        for note in found.notes:
+            print(f"  note: {note}")
         print(f"wrote {args.output}")
     if not found.met:
         sys.stderr.write(f"onnxcompress: target {found.target} not met on the held-apart data ({values}; "

@@ -258,6 +258,26 @@ def _bypass_constant_identities(model: ir.Model) -> int:
     return count
 
 
+def name_unnamed_nodes(model: ir.Model) -> int:
+    """Give every unnamed main-graph node a unique name (``<op_type>_<position>``); returns how
+    many. Exporters usually name nodes and the passes keep the name of the node a weight feeds,
+    which is how auto mode finds a layer's consumer again in a compressed model; hand-built and
+    some converted graphs leave names empty, and then no consumer could be found."""
+    taken = {n.name for n in model.graph if n.name}
+    count = 0
+    for i, node in enumerate(model.graph):
+        if node.name:
+            continue
+        name, k = f"{node.op_type}_{i}", 0
+        while name in taken:
+            k += 1
+            name = f"{node.op_type}_{i}_{k}"
+        node.name = name
+        taken.add(name)
+        count += 1
+    return count
+
+
 def strip_debug_info(model: ir.Model) -> int:
     """Drop what exporters write for debugging only: per-node and per-value ``metadata_props``
     and ``doc_string`` (torch's exporter stores each node's module path, FX node and stack,

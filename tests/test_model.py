@@ -198,3 +198,16 @@ def test_identity_of_a_constant_is_bypassed_so_the_weight_is_seen_by_both_layers
     x = h.rng(1).standard_normal((2, 4)).astype(np.float32)
     for a, b in zip(h.run(to_proto(model), {"x": x}), h.run(proto, {"x": x}), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_name_unnamed_nodes_gives_unique_names_and_keeps_given_ones():
+    from onnxcompress.model import name_unnamed_nodes
+
+    graph = onnx.parser.parse_graph(
+        "g (float[2] x) => (float[2] y) { a = Relu(x) \n b = Relu(a) \n y = Relu(b) }")
+    graph.node[1].name = "Relu_0"  # a given name that the generated one would repeat
+    model = load_model(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]))
+    assert name_unnamed_nodes(model) == 2
+    names = [n.name for n in model.graph]
+    assert names[1] == "Relu_0" and len(set(names)) == 3 and all(names)
+    assert name_unnamed_nodes(model) == 0

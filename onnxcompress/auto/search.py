@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import math
@@ -63,7 +64,7 @@ from onnxcompress.auto.plan import Plan
 from onnxcompress.auto.targets import COUNTED, Fidelity, Target, has_image_input, parse_target
 from onnxcompress.data import feed_source
 from onnxcompress.errors import ConfigError, DataError
-from onnxcompress.model import copy_model, load_model, save_model, to_proto
+from onnxcompress.model import copy_model, load_model, name_unnamed_nodes, save_model, to_proto
 from onnxcompress.passes._bit_allocation import LayerChoices, Option
 from onnxcompress.passes._folding import fold_batchnorm
 from onnxcompress.pipeline import Pipeline
@@ -201,6 +202,9 @@ def search(
                 save_model(original, base_path)
                 base_cost = objective_cost(base_path, objective, search_feeds[0])
             layers = _choices(original, measured, objective, base_cost)
+            if not layers:
+                notes.append("no layer could be priced, the model stays as it is "
+                             f"({_why_unpriced(measured)})")
             screened = _screen(measured, goal, ref_search, search_labels)
             evaluator = _Evaluator(original, all_labels, calib, goal, search_feeds, ref_search,
                                    search_labels, held_feeds, ref_held, held_labels, objective,
@@ -284,6 +288,8 @@ def _measure(tmp: Path, original: Any, calib: list, search_feeds: list, objectiv
              executor: Executor, report: Progress, which: str = "default",
              source: Any = None) -> list[Measured]:
     base = copy_model(original)
+    # Layers are found again in the compressed pricing models by their consumer's name.
+    name_unnamed_nodes(base)
     # k-means folds BatchNorm into the Conv before it, so the pricing base does too: then every
     # option's decoded weight replaces the same tensor the probe feeds.
     if any(c.kmeans_bits for c in available_candidates(which)):
@@ -310,6 +316,14 @@ def _measure(tmp: Path, original: Any, calib: list, search_feeds: list, objectiv
         _extrapolate(measured)
     _fill_unprobed(measured)
     return measured
+
+
+def _why_unpriced(measured: list[Measured]) -> str:
+    """The most common reasons the options' runs gave for leaving layers out."""
+    reasons = collections.Counter(r for m in measured for r in (m.skipped or {}).values())
+    if not reasons:
+        return "no option changed a layer"
+    return "; ".join(f"{r} ({n} x)" for r, n in reasons.most_common(3))
 
 
 def _screen(measured: list[Measured], goal: Target, reference: dict, labels: Any) -> dict[str, bool]:

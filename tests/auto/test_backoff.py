@@ -94,7 +94,8 @@ def test_a_layer_the_estimate_calls_harmless_is_still_backed_off():
     # back, and the back-off takes them to fp16 / float instead of stopping with nothing to move
     layers = [LayerChoices("w0", [Option(KMEANS4, 100, 0.0), Option(FP16, 400, 0.0)], sensitivity=1.0),
               LayerChoices("w1", [Option(0, 90, 0.0), Option(KMEANS4, 100, 0.05)], sensitivity=1.0)]
-    chosen = Evaluation(Plan({"w0": "kmeans4", "w1": "kmeans4"}), 200.0, 200, Fidelity({"top1": 1.0}, True, 0.0))
+    chosen = Evaluation(Plan({"w0": "kmeans4", "w1": "kmeans4"}), 200.0, 200,
+                        Fidelity({"top1": 1.0}, True, 0.0))
 
     class _Needs(_Evaluator):
         def __call__(self, plan: Plan, *, held: bool = False) -> Evaluation:

@@ -63,3 +63,27 @@ def test_a_weight_read_by_overlapping_slices_is_an_option(tmp_path: Path) -> Non
     ref = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     a, b = new.run(None, {"x": x[20]})[0], ref.run(None, {"x": x[20]})[0]
     assert float((a * b).sum() / (np.linalg.norm(a) * np.linalg.norm(b))) >= 0.999
+
+
+def test_a_graph_of_unnamed_nodes_is_priced(tmp_path: Path) -> None:
+    # hand-built and some converted graphs leave node names empty: auto mode finds a layer's
+    # consumer in the compressed pricing models by name, and priced nothing here before
+    rng = np.random.default_rng(0)
+    w1 = onnx.numpy_helper.from_array((rng.normal(size=(64, 128)) * 0.1).astype(np.float32), "W1")
+    w2 = onnx.numpy_helper.from_array((rng.normal(size=(128, 64)) * 0.1).astype(np.float32), "W2")
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("MatMul", ["x", "W1"], ["h"]), onnx.helper.make_node("Relu", ["h"], ["r"]),
+         onnx.helper.make_node("MatMul", ["r", "W2"], ["y"])], "mlp",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 64])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n", 64])], [w1, w2])
+    path = tmp_path / "unnamed.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), path)
+    np.savez(tmp_path / "calib.npz", x=rng.normal(size=(24, 1, 64)).astype(np.float32))
+    with SerialExecutor() as ex:
+        found = search(path, str(tmp_path / "calib.npz"), target="cosine>=0.99", executor=ex)
+    assert found.met and set(found.plan.choices) == {"W1", "W2"}, (found.plan.choices, found.notes)
+    assert all(v != "float" for v in found.plan.choices.values())
+    assert not any("could be priced" in n for n in found.notes)
+    # the file the recipe writes keeps the input's (empty) node names: only the pricing base is named
+    proto = to_proto(Pipeline.from_recipe(found.recipe).run(path, calibration=str(tmp_path / "calib.npz")).model)
+    assert not any(n.name for n in proto.graph.node if n.op_type in ("MatMul", "Relu"))
