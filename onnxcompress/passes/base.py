@@ -244,7 +244,10 @@ class PassResult:
         return "nothing to change"
 
     def skip(self, name: str, reason: str) -> None:
-        self.skipped.setdefault(reason, []).append(name)
+        names = self.skipped.setdefault(reason, [])
+        if name in names:  # a pass may look at a tensor twice (its guard, then its writer)
+            return
+        names.append(name)
         logger.debug("%s: skipped %s: %s", self.pass_name, name, reason)
 
     def note(self, message: str) -> None:

@@ -542,7 +542,8 @@ def _quantizable_weight(w: Weight, cfg: QuantizeConfig, result: PassResult) -> b
         result.skip(w.label, "excluded")
         return False
     if w.dtype != ir.DataType.FLOAT:
-        result.skip(w.label, f"weight is {w.dtype.name}, not float32")
+        hint = f"; --kmeans 8 stores {w.dtype.name} weights in 8 bits" if w.is_float else ""
+        result.skip(w.label, f"weight is {w.dtype.name}, not float32{hint}")
         return False
     if w.via:
         result.skip(w.label, "weight reaches its op through Identity/Cast/Transpose")
