@@ -273,3 +273,49 @@ def test_a_move_to_kmeans8_that_misses_the_target_goes_past_kmeans8(
     assert built.plans[0] == dict.fromkeys(labels, "kmeans8")  # tried first: the same bytes
     assert ev.plan.choices == dict.fromkeys(labels, "fp16") and out["fits"] is True
     assert ev.held is not None and ev.held.met and any("past k-means 8" in n for n in notes)
+
+
+class _Picky(_Built):
+    """Holds on the held-apart data only while no layer is on one of ``failing`` options."""
+
+    def __init__(self, failing: set[str]) -> None:
+        super().__init__()
+        self.failing = failing
+
+    def __call__(self, plan: Plan, *, held: bool = False) -> Evaluation:
+        self.plans.append(dict(plan.choices))
+        ok = not (set(plan.choices.values()) & self.failing)
+        held_fidelity = Fidelity({"cosine>=0.999": 1.0 if ok else 0.99}, ok, 0.0 if ok else -0.009)
+        return Evaluation(plan, 0.0, 0, Fidelity({"cosine>=0.999": 1.0}, True, 0.0), held=held_fidelity)
+
+
+def _scripted_memory(built: _Built, start: Evaluation) -> object:
+    def memory(path: Path | str, feed: dict) -> int:
+        # the original 10 MB; a plan 2 MB more per k-means 4 layer
+        if Path(path) == MODEL:
+            return 10 * MB
+        measured = (built.plans or [start.plan.choices])[-1]
+        return int(10 * MB + sum(v == "kmeans4" for v in measured.values()) * 2 * MB)
+    return memory
+
+
+def test_a_memory_move_that_misses_the_target_goes_on_to_float(monkeypatch: pytest.MonkeyPatch) -> None:
+    # transposed_weights (the robustness zoo): k-means 7 -> a 4-bit block met the search data
+    # (0.9990) and missed the held-apart data (0.9927), and that plan was the result (exit 1)
+    start, built = _first(), _Picky({"kmeans8", "fp16"})
+    monkeypatch.setattr(guard, "measure_memory", _scripted_memory(built, start))
+    notes: list[str] = []
+    ev, out = memory_guard(start, _layers(), built, MODEL, {}, float("inf"), lambda *a: None, notes)  # type: ignore[arg-type]
+    assert ev.held is not None and ev.held.met and out["fits"] is True
+    assert set(ev.plan.choices.values()) == {"float"}
+    assert any("past k-means 8" in n for n in notes) and any("to float" in n for n in notes)
+
+
+def test_the_plan_that_met_the_target_is_kept_when_no_leaner_plan_meets_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    start, built = _first(), _Picky({"kmeans8", "fp16", "float"})
+    monkeypatch.setattr(guard, "measure_memory", _scripted_memory(built, start))
+    notes: list[str] = []
+    ev, out = memory_guard(start, _layers(), built, MODEL, {}, float("inf"), lambda *a: None, notes)  # type: ignore[arg-type]
+    assert ev is start and out["fits"] is False
+    assert any("no leaner plan met the target" in n for n in notes)
