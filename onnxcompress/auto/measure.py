@@ -92,11 +92,12 @@ def class_score_names(original: Any, model_path: str | Path, feeds: list) -> lis
     return [o.name for o, flag in zip(original.graph.outputs, flags, strict=False) if flag]
 
 
-def run_outputs(model: Any, feeds: list[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def run_outputs(model: Any, feeds: list[Mapping[str, np.ndarray]],
+                label: str = "the auto-mode candidate") -> dict[str, np.ndarray]:
     """Every output of ``model`` (a path or model) on each feed, stacked on axis 0."""
     from onnxcompress.runtime import create_session
 
-    session = create_session(model, label="the auto-mode candidate", arena=False)
+    session = create_session(model, label=label, arena=False)
     names = [o.name for o in session.get_outputs()]
     inputs = {i.name for i in session.get_inputs()}
     rows: dict[str, list[np.ndarray]] = {n: [] for n in names}

@@ -172,8 +172,8 @@ def search(
     report = progress or (lambda stage, done, total: None)
     original = load_model(model_path)
     search_feeds, search_labels, held_feeds, held_labels = _split(original, calibration, validate_data)
-    ref_search = run_outputs(model_path, search_feeds)
-    ref_held = run_outputs(model_path, held_feeds)
+    ref_search = run_outputs(model_path, search_feeds, label="the original model (auto mode runs it)")
+    ref_held = run_outputs(model_path, held_feeds, label="the original model (auto mode runs it)")
     if callable(target) and not isinstance(target, Target):
         goal = parse_target(None, metric=target, threshold=target_threshold)
     else:
