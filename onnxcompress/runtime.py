@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 
 def session_options(*, threads: int | None = None, optimize: bool = True,
-                    prepack: bool = True, arena: bool = True) -> ort.SessionOptions:
+                    prepack: bool = True, arena: bool = True, layout: bool = True) -> ort.SessionOptions:
     opts = ort.SessionOptions()
     opts.log_severity_level = 3  # onnxruntime's warnings go to stderr directly; keep them quiet
     if not arena:
@@ -33,10 +33,12 @@ def session_options(*, threads: int | None = None, optimize: bool = True,
         opts.add_session_config_entry("session.disable_prepacking", "1")
     if threads is not None:
         opts.intra_op_num_threads = threads
+    # layout=False stops before the layout transformers (NCHWc...): same arithmetic, and the
+    # stage where onnxruntime's optimizer has crashed on float16 graphs (runtime.loads_in_child)
     opts.graph_optimization_level = (
-        ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if optimize
-        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        ort.GraphOptimizationLevel.ORT_DISABLE_ALL if not optimize
+        else ort.GraphOptimizationLevel.ORT_ENABLE_ALL if layout
+        else ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     )
     return opts
 
@@ -50,6 +52,7 @@ def create_session(
     prepack: bool = True,
     lean: bool = False,
     arena: bool = True,
+    layout: bool = True,
 ) -> ort.InferenceSession:
     """An onnxruntime CPU session for ``model``; raises RuntimeUnavailableError with the reason.
     ``lean``: for a check that the model loads, not for running it: no constant folding, no
@@ -60,7 +63,7 @@ def create_session(
     ``arena=False``: for sessions that only read outputs (checks, statistics, guards), not for
     those that time the model or measure its memory (they measure what users run)."""
     opts = session_options(threads=threads, optimize=optimize, prepack=prepack and not lean,
-                           arena=arena)
+                           arena=arena, layout=layout)
     extra: dict = {}
     if lean:
         # FuseFp16InitializerToFp32NodeTransformer turns every float16 weight of an op without a
@@ -126,6 +129,47 @@ def loadable(model: ir.Model | onnx.ModelProto | str | os.PathLike, *,
     if then is not None and not lean:
         then(session)
     return True, None
+
+
+#: What a child needs to load models the way users do (default optimizations, CPU provider).
+_CHILD_LOAD = ("import sys, onnxruntime as ort\n"
+               "for path in sys.argv[1:]:\n"
+               "    o = ort.SessionOptions(); o.log_severity_level = 3\n"
+               "    ort.InferenceSession(path, o, providers=['CPUExecutionProvider'])\n")
+
+
+def loads_in_child(model: ir.Model, *, timeout: float = 600.0) -> tuple[bool, str | None]:
+    """Whether onnxruntime, in a child process with its default optimizations, creates a session
+    for ``model`` without crashing, and if not, why. For graphs onnxruntime's optimizers may
+    never have seen (float16 compute: a GPT's batch-first Transpose before a MatMul on a constant
+    crashes onnxruntime 1.32's layout stage with a segmentation fault), so that a crash is a
+    skipped step, not a dead run. Whether it crashes depends on which value types the file
+    declares, so the model is loaded as it is and as the pipeline writes it (value types that
+    shape inference gives back dropped)."""
+    import subprocess
+    import sys
+
+    from onnxcompress.graph.annotations import drop_inferable_annotations
+    from onnxcompress.model import copy_model
+
+    with tempfile.TemporaryDirectory(prefix="onnxcompress-load-") as tmp:
+        paths = [Path(tmp) / "model.onnx", Path(tmp) / "written.onnx"]
+        save_model(model, paths[0])
+        written = copy_model(model)
+        drop_inferable_annotations(written)
+        save_model(written, paths[1])
+        del written
+        try:
+            done = subprocess.run([sys.executable, "-c", _CHILD_LOAD, *map(str, paths)], capture_output=True,
+                                  text=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            return False, f"onnxruntime did not load it within {timeout:g} s"
+    if done.returncode == 0:
+        return True, None
+    if done.returncode < 0:
+        return False, f"onnxruntime crashed loading it (signal {-done.returncode}: an onnxruntime bug)"
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    return False, f"onnxruntime cannot load it: {lines[-1] if lines else 'exit ' + str(done.returncode)}"
 
 
 def _external_folder(model: ir.Model) -> str | None:

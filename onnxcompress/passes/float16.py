@@ -25,6 +25,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
+from onnxcompress import runtime
 from onnxcompress.model import external_base_dir, release_external, to_proto
 from onnxcompress.opset import opset_version, upgrade_opset
 from onnxcompress.passes._float16_check import fidelity_check
@@ -121,6 +122,8 @@ class Float16(Pass):
         # fp16 inputs/outputs ask for fp16 compute (a GPU deployment): not timed on the CPU.
         original = model.clone() if cfg.compute == "auto" and cfg.keep_io_types else None
         converted = self._compute_half(model, context, result)
+        if converted is None:  # onnxruntime cannot load the fp16 graph (``model`` is untouched)
+            return _stored_half(model, cfg.exclude, context, result)
         if original is None or not result.layers:
             return converted
         ratio, source = latency_ratio(original, converted, context, cfg.to_dict())
@@ -148,7 +151,8 @@ class Float16(Pass):
                         "--float16-compute always keeps fp16 compute)")
         return stored
 
-    def _compute_half(self, model: ir.Model, context: PassContext, result: PassResult) -> ir.Model:
+    def _compute_half(self, model: ir.Model, context: PassContext, result: PassResult) -> ir.Model | None:
+        """The model computing in float16, or None when onnxruntime cannot load that graph."""
         cfg: Float16Config = self.config  # type: ignore[assignment]
         keep_ops = frozenset(KEEP_FLOAT32 | set(cfg.keep_float32))
         declared = {v.name for _, g in all_graphs(model) for v in _main_values(g) if v.type is not None}
@@ -171,6 +175,18 @@ class Float16(Pass):
                 for out in node.outputs:
                     if out.name not in declared and not out.is_graph_output():
                         out.type, out.shape = None, None
+        # Loaded in a child with the user's optimizations before anything here loads it so: an
+        # fp16 graph can crash onnxruntime's optimizer outright (a GPT's batch-first Transpose
+        # before a MatMul on a constant: a segmentation fault at load in onnxruntime 1.32, in
+        # this run and in the user's). The fidelity check above stops short of the layout stage.
+        if result.layers:
+            loads, why = runtime.loads_in_child(model)
+            if not loads:
+                for kept in (result.layers, result.skipped, result.notes, result.metrics):
+                    kept.clear()
+                result.headline(f"fp16 compute not used: {why}; weights stored in float16, computed "
+                                "in float32")
+                return None
         return model
 
 

@@ -234,3 +234,39 @@ def test_float16_compute_never_and_fp16_io_are_not_timed(monkeypatch) -> None:
     half_io = Float16(keep_io_types=False).run(load_model(path))  # fp16 in and out: a GPU target
     assert onnx.TensorProto.FLOAT16 in _compute_types(to_proto(half_io.model))
     assert not calls and not stored.headlines
+
+
+def _batch_first_transpose_matmul() -> onnx.ModelProto:
+    """A GPT block's attention input: Transpose(1, 0, 2) then a MatMul on a constant weight.
+    In float16 compute, onnxruntime 1.32's optimizer dies on it at load (segmentation fault)."""
+    rng = np.random.default_rng(0)
+    w = onnx.numpy_helper.from_array((rng.normal(size=(64, 96)) * 0.1).astype(np.float32), "W")
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0, 2], name="transpose"),
+         onnx.helper.make_node("MatMul", ["t", "W"], ["y"], name="matmul")], "gpt_in",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["b", "t", 64])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["t", "b", 96])], [w])
+    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 20)])
+
+
+def test_float16_compute_onnxruntime_cannot_load_falls_back_to_storage(tmp_path: Path) -> None:
+    from onnxcompress.runtime import loads_in_child
+
+    result = Float16(compute="always").run(load_model(_batch_first_transpose_matmul()))
+    # whatever this onnxruntime does with the fp16 graph, the output loads (in a child, with the
+    # user's optimizations), and where the fp16 graph could not, the weights are stored fp16
+    # and computed float32, and the report says why
+    assert loads_in_child(result.model) == (True, None)
+    if _compute_types(to_proto(result.model)) == {onnx.TensorProto.FLOAT}:
+        assert any("fp16 compute not used: onnxruntime" in h for h in result.headlines)
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in to_proto(result.model).graph.initializer)
+
+
+def test_loads_in_child_says_why_a_model_does_not_load() -> None:
+    from onnxcompress.runtime import loads_in_child
+
+    assert loads_in_child(load_model(ROOT / "models" / "digits_mlp.onnx")) == (True, None)
+    bad = _batch_first_transpose_matmul()
+    bad.graph.node[1].op_type = "NoSuchOp"
+    ok, why = loads_in_child(load_model(bad))
+    assert not ok and "NoSuchOp" in why and "cannot load" in why
