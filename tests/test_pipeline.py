@@ -8,7 +8,7 @@ import onnx
 import onnx_ir as ir
 import pytest
 
-from onnxcompress import ConfigError, Pipeline, WeightIndex, compress, load_model, save_model
+from onnxcompress import ConfigError, Pipeline, WeightIndex, compress, compress_file, load_model, save_model
 from onnxcompress.errors import ModelLoadError, PassError
 from onnxcompress.model import to_proto
 from onnxcompress.passes.base import Pass, PassConfig, PassContext, PassResult, option
@@ -411,3 +411,15 @@ def test_outputs_the_original_already_gives_as_nan_are_not_the_pass_fault():
             t.CopyFrom(onnx.numpy_helper.from_array(np.full(t.dims, np.nan, np.float32), t.name))
     result = Pipeline([HalveWeights()]).run(proto)
     assert result.passes[0].status == "applied"
+
+
+def test_a_run_that_changes_nothing_writes_no_provenance(tmp_path):
+    # a model with nothing to compress (a tree ensemble, weights in attributes) must not come
+    # out larger than it went in
+    graph = onnx.parser.parse_graph("g (float[N, 4] x) => (float[N, 4] y) { y = Relu(x) }")
+    path = tmp_path / "relu.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), path)
+    out = tmp_path / "out.onnx"
+    compress_file(path, out, Pipeline.from_recipe({"passes": [{"pass": "quantize", "mode": "dynamic"}]}))
+    assert out.stat().st_size <= path.stat().st_size
+    assert read_provenance(load_model(out)) is None
