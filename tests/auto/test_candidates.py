@@ -235,3 +235,17 @@ def test_decode_weight_of_an_int8_table_reads_the_heads_floats() -> None:
     # int8 per-row (or per-column) rounding: within half a step of a 127-level grid of each row
     assert np.abs(value - ref).max() <= np.abs(ref).max() / 127 + 1e-6
     assert not np.array_equal(value, ref)
+
+
+def test_every_option_reads_only_the_samples_the_search_measured(tmp_path: Path) -> None:
+    # The CLI replays a plan's recipe on the whole calibration file; the search built it on its
+    # first 18 samples. int8 (GPTQ rounding, bias correction) read all 24 on replay, so the file
+    # written was not the model the search had judged (digits MLP: 0.99820 vs 0.99828).
+    with np.load(CALIB) as c:
+        np.savez(tmp_path / "all.npz", **{k: c[k][:24] for k in c.files})
+        np.savez(tmp_path / "search.npz", **{k: c[k][:18] for k in c.files})
+    recipe = Plan({"fc1.weight": "int4", "fc2.weight": "int8", "fc3.weight": "kmeans4"}).to_recipe(
+        list(WEIGHTS), calibration_samples=18)
+    built = [to_proto(Pipeline.from_recipe(recipe).run(MODEL, calibration=str(tmp_path / f)).model)
+             .SerializeToString() for f in ("all.npz", "search.npz")]
+    assert built[0] == built[1]
