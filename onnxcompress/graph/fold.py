@@ -68,6 +68,20 @@ def _const_array(value: ir.Value | None) -> np.ndarray | None:
     return None
 
 
+def loop_carried(user: ir.Node, index: int) -> ir.Value | None:
+    """The body input through which a ``Loop`` hands its input ``index`` to every iteration
+    (a loop-carried value, index >= 2: inputs are M, cond, then the carried values, as the
+    body's are iteration, cond, carried), or None. Paddle's exporter passes a decoder's weights
+    into its Loop this way (SLANet: 2.1 MB of GRU and linear weights)."""
+    if user.op_type != "Loop" or user.domain not in ("", "ai.onnx") or index < 2:
+        return None
+    body = user.attributes.get("body")
+    if body is None or body.type != ir.AttributeType.GRAPH:
+        return None
+    inputs = body.value.inputs
+    return inputs[index] if index < len(inputs) else None
+
+
 def _reaches_weight_slot(value: ir.Value, depth: int = 0) -> bool:
     if depth > 8:
         return False
@@ -75,6 +89,9 @@ def _reaches_weight_slot(value: ir.Value, depth: int = 0) -> bool:
         if user.domain not in ("", "ai.onnx"):
             continue
         if index in _WEIGHT_SLOTS.get(user.op_type, ()):
+            return True
+        carried = loop_carried(user, index)
+        if carried is not None and _reaches_weight_slot(carried, depth + 1):
             return True
         # Through a chain: the data input of a shape-only op (any input of a Concat).
         moves_values = (user.op_type in SHAPE_ONLY_OPS and (index == 0 or user.op_type == "Concat")) or (
@@ -207,8 +224,9 @@ def _evaluate(node: ir.Node, arrays: list[np.ndarray | None], opset: int) -> lis
 
 def shape_read_weights(model: ir.Model, min_size: int = 0) -> list[tuple[str, ir.Graph, ir.Value]]:
     """(scope, graph, value) of every float constant left unfolded whose readers all only move its
-    values (several overlapping Slices of one LSTM matrix: folding them would grow the file)
-    and lead to a weight slot. A pass may compress it in place and decode it in front of them."""
+    values (several overlapping Slices of one LSTM matrix: folding them would grow the file; a
+    Loop carrying it into every iteration: ``loop_carried``) and lead to a weight slot. A pass
+    may compress it in place and decode it in front of them."""
     from onnxcompress.weights import all_graphs
 
     found = []
@@ -227,7 +245,8 @@ def shape_read_weights(model: ir.Model, min_size: int = 0) -> list[tuple[str, ir
                 user.domain in ("", "ai.onnx")
                 and user.op_type in SHAPE_ONLY_OPS
                 and (index == 0 or user.op_type == "Concat")
+                or loop_carried(user, index) is not None
                 for user, index in uses
-            ) and any(_reaches_weight_slot(out) for user, _ in uses for out in user.outputs):
+            ) and _reaches_weight_slot(value):
                 found.append((scope, graph, value))
     return found

@@ -238,3 +238,40 @@ def test_an_outer_weight_sliced_inside_both_branches_of_an_if_is_folded():
         np.testing.assert_array_equal(h.run(to_proto(model), feed)[0], h.run(proto, feed)[0])
     result = compress(proto, {"passes": [{"pass": "quantize", "mode": "dynamic"}]})
     assert len([layer for p in result.passes for layer in p.layers]) == 2
+
+
+def loop_carried_weight() -> onnx.ModelProto:
+    """Paddle's way (SLANet's decoder): a weight handed to a Loop as a loop-carried value, which
+    the body passes on unchanged and reads in a MatMul; a Constant node, as Paddle writes it."""
+    w = h.rng(11).standard_normal((H, H)).astype(np.float32) * 0.2
+    body = oh.make_graph(
+        [oh.make_node("Identity", ["cond_in"], ["cond_out"]),
+         oh.make_node("Identity", ["w_in"], ["w_out"]),
+         oh.make_node("MatMul", ["h_in", "w_in"], ["mm"]), oh.make_node("Tanh", ["mm"], ["h_out"])],
+        "body",
+        [oh.make_tensor_value_info("i", onnx.TensorProto.INT64, []),
+         oh.make_tensor_value_info("cond_in", onnx.TensorProto.BOOL, []),
+         oh.make_tensor_value_info("w_in", onnx.TensorProto.FLOAT, [H, H]),
+         oh.make_tensor_value_info("h_in", onnx.TensorProto.FLOAT, ["N", H])],
+        [oh.make_tensor_value_info("cond_out", onnx.TensorProto.BOOL, []),
+         oh.make_tensor_value_info("w_out", onnx.TensorProto.FLOAT, [H, H]),
+         oh.make_tensor_value_info("h_out", onnx.TensorProto.FLOAT, ["N", H])])
+    nodes = [oh.make_node("Constant", [], ["W"], value=onh.from_array(w, "W")),
+             oh.make_node("Constant", [], ["trips"], value=onh.from_array(np.array(3, np.int64))),
+             oh.make_node("Constant", [], ["cond"], value=onh.from_array(np.array(True))),
+             oh.make_node("Loop", ["trips", "cond", "W", "x"], ["w_final", "y"], body=body, name="decoder")]
+    return _model(nodes, {}, opset=13)
+
+
+@pytest.mark.parametrize("recipe", [{"pass": "quantize", "mode": "dynamic"}, {"pass": "kmeans", "bits": 8}])
+def test_a_weight_a_loop_carries_into_its_body_is_compressed(recipe):
+    proto = loop_carried_weight()
+    result = compress(proto, {"passes": [recipe]})
+    assert "W" in [layer.name for p in result.passes for layer in p.layers]
+    out = to_proto(result.model)
+    onnx.checker.check_model(out)
+    assert not any(t.data_type == onnx.TensorProto.FLOAT and t.name == "W" for t in out.graph.initializer)
+    x = h.rng(12).standard_normal((8, H)).astype(np.float32)
+    ref, got = h.run(proto, {"x": x})[0], h.run(out, {"x": x})[0]
+    cos = float((ref * got).sum() / np.linalg.norm(ref) / np.linalg.norm(got))
+    assert cos > 0.999, cos
