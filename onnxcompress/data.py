@@ -454,6 +454,27 @@ def concrete_shape(spec: InputSpec, override: tuple[int, ...] | None = None) -> 
     return tuple(dims)
 
 
+def _one_size_per_symbol(specs: list[InputSpec], concrete: dict[str, tuple[int, ...]],
+                         given: set[str]) -> dict[str, tuple[int, ...]]:
+    """``concrete`` with every symbolic dimension one size across inputs: its size in a shape
+    the user gave, else in the first input that has it. Guessed per input, a recurrent model's
+    state ``h0 [layers, batch, hidden]`` took batch as a sequence length (16) while the features
+    ``[batch, time, F]`` took 1, and the model could not run on its own synthetic sample."""
+    sizes: dict[str, int] = {}
+    for spec in sorted(specs, key=lambda sp: sp.name not in given):  # given shapes first
+        for d, size in zip(spec.shape or (), concrete[spec.name], strict=False):
+            if isinstance(d, str) and d and d != "?":
+                sizes.setdefault(d, size)
+    out = {}
+    for spec in specs:
+        dims = concrete[spec.name]
+        if spec.name not in given and spec.shape is not None:
+            dims = tuple(sizes.get(d, size) if isinstance(d, str) else size
+                         for d, size in zip(spec.shape, dims, strict=True))
+        out[spec.name] = dims
+    return out
+
+
 def _image_axes(shape: tuple[int | str | None, ...]) -> tuple[int, ...]:
     """The axes of a rank-4 image input that are its sides: H, W of NCHW, or of NHWC where the
     last dim is a fixed channel count (1-4) and axis 1 is dynamic (keras/tf2onnx exports such as
@@ -525,7 +546,8 @@ def synthetic_feeds(
             f"--shape names unknown input(s) {', '.join(sorted(unknown))}; the model's inputs are "
             f"{', '.join(s.name for s in specs)}."
         )
-    concrete = {s.name: concrete_shape(s, shapes.get(s.name)) for s in specs}
+    concrete = _one_size_per_symbol(specs, {s.name: concrete_shape(s, shapes.get(s.name)) for s in specs},
+                                    given=set(shapes))
     bounds = {s.name: _index_bound(model, s.name) for s in specs if s.dtype.kind in "iu"}
 
     def make() -> Iterator[Feed]:

@@ -268,3 +268,26 @@ def test_synthetic_channels_last_image_gets_image_sides():
     onnx.checker.check_model(out)
     want, got = h.run(nhwc_cnn(), feed)[0], h.run(out, feed)[0]
     assert np.abs(got - want).max() < 0.05 * np.abs(want).max()
+
+
+def test_synthetic_inputs_give_a_symbolic_dimension_one_size():
+    # PyTorch's LSTM state input [layers, batch, hidden] beside batch-first features [batch,
+    # time, F] (voicefilter): guessed per input, batch was 1 in one and 16 (a sequence length
+    # guess for axis 1 of a rank-3 input) in the other, so the model could not run
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[batch, time, 8] x, float[1, batch, 16] h0, float[1, batch, 16] c0) => (float[1, batch, 16] hn) {
+        xt = Transpose <perm = [1, 0, 2]> (x)
+        seq_y, hn, cn = LSTM <hidden_size = 16> (xt, W, R, , , h0, c0)
+    }
+    """
+    r = h.rng(3)
+    model = h.attach_initializers(onnx.parser.parse_model(text), {
+        "W": r.standard_normal((1, 64, 8)).astype(np.float32),
+        "R": r.standard_normal((1, 64, 16)).astype(np.float32)})
+    (feed,) = synthetic_feeds(load_model(model), 1)
+    assert feed["x"].shape[0] == feed["h0"].shape[1] == feed["c0"].shape[1]
+    h.run(model, feed)  # runs: the sizes agree
+    # a shape the user gives fixes the symbol for the other inputs too
+    (feed,) = synthetic_feeds(load_model(model), 1, shapes={"h0": (1, 3, 16)})
+    assert feed["x"].shape[0] == 3 and feed["c0"].shape == (1, 3, 16)
