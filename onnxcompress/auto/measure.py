@@ -92,6 +92,31 @@ def class_score_names(original: Any, model_path: str | Path, feeds: list) -> lis
     return [o.name for o, flag in zip(original.graph.outputs, flags, strict=False) if flag]
 
 
+#: Ops that make an embedding, not class scores, when they make a [N, C] output: pooling
+#: (mean pooling written as ReduceSum / Div by the mask's count), normalisation, a pooler's Tanh.
+EMBEDDING_HEADS = frozenset({"ReduceMean", "ReduceSum", "ReduceL2", "LpNormalization", "Div", "Tanh"})
+
+
+def embedding_names(original: Any, outputs: Mapping[str, np.ndarray]) -> list[str]:
+    """Graph outputs that hold a vector per sample made by pooling or normalisation (a sentence
+    encoder's pooled embedding, a BERT pooler's output): their arg-max means nothing, so the
+    default target compares them by cosine, not top-1 (paraphrase-MiniLM-L3's 384-d mean pooling
+    held to top1>=0.99 ended at 2.06x where int8 and k-means 8 keep cosine 0.9998 at 3.9x).
+    ``outputs``: the original's outputs on a few samples; rows that are probability
+    distributions are class scores whatever makes them (magika's softmax is Exp / ReduceSum)."""
+    from onnxcompress.passes._int8_search import head_op
+
+    found = []
+    for v in original.graph.outputs:
+        a = np.asarray(outputs.get(v.name, np.zeros((0, 0))))
+        if a.ndim != 2 or a.shape[-1] < 2 or not np.issubdtype(a.dtype, np.floating):
+            continue
+        distributions = a.min() >= 0 and np.allclose(a.sum(axis=-1), 1.0, atol=1e-3)
+        if not distributions and head_op(v) in EMBEDDING_HEADS:
+            found.append(v.name)
+    return found
+
+
 def run_outputs(model: Any, feeds: list[Mapping[str, np.ndarray]],
                 label: str = "the auto-mode candidate") -> dict[str, np.ndarray]:
     """Every output of ``model`` (a path or model) on each feed, stacked on axis 0."""

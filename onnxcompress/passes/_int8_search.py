@@ -119,7 +119,7 @@ def search(guard: Guard, fed: Mapping[str, np.ndarray], labels: list[str], total
     return probed, runs
 
 
-def _head_op(value: ir.Value) -> str | None:
+def head_op(value: ir.Value) -> str | None:
     """The op that makes ``value``'s scores, past layout-only ops and a constant bias/scale."""
     from onnxcompress.passes._folding import const_array
 
@@ -127,7 +127,8 @@ def _head_op(value: ir.Value) -> str | None:
         node = value.producer()
         if node is None or node.domain not in ("", "ai.onnx"):
             return None
-        if node.op_type in _LAYOUT_OPS and node.inputs and node.inputs[0] is not None:
+        if (node.op_type in _LAYOUT_OPS or node.op_type == "Concat" and len(node.inputs) == 1) \
+                and node.inputs and node.inputs[0] is not None:
             value = node.inputs[0]
         elif node.op_type in _AFFINE_OPS and len(node.inputs) == 2 and all(
                 x is not None for x in node.inputs) and any(
@@ -159,7 +160,7 @@ def class_score_outputs(model: ir.Model, references: list[list[np.ndarray]]) -> 
                 or not np.issubdtype(refs[0].dtype, np.floating):
             out.append(False)
             continue
-        head = _head_op(value)
+        head = head_op(value)
         out.append(head in ("Softmax", "LogSoftmax") or head in _LINEAR_OPS and (
             shape[-1] >= VOCABULARY or _peaked(refs)))
     return out

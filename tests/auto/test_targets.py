@@ -321,3 +321,57 @@ def test_features_of_a_waveform_are_not_a_detectors_anchors() -> None:
     assert has_image_input({"images": np.zeros((1, 3, 64, 64), np.float32)})
     assert parse_target(None, {"features": features}, image_inputs=False).text == "cosine>=0.999"
     assert parse_target(None, {"features": features}, image_inputs=True).text == "cosine>=0.999995"
+
+
+def test_one_value_per_sample_is_compared_across_samples() -> None:
+    # a regressor's prediction [N, 1]: per sample, the cosine of one positive number is 1
+    # whatever its value (skl2onnx's MLP surrogate: k-means 4 moved predictions by 12% of their
+    # range and "verified" at 1)
+    rng = np.random.default_rng(0)
+    a = (0.8 + 0.1 * rng.normal(size=(32, 1))).astype(np.float32)
+    target = parse_target("cosine>=0.999")
+    near = target.evaluate({"y": a}, {"y": a + 0.001 * rng.normal(size=a.shape).astype(np.float32)})
+    off = target.evaluate({"y": a}, {"y": a + 0.05})  # every prediction 0.05 too high
+    assert near.met and near.values["cosine>=0.999"] > 0.999
+    assert not off.met and off.values["cosine>=0.999"] < 0.9
+    # and the default holds it tighter than a vector: it is the task's answer itself
+    from onnxcompress.auto.targets import default_target
+
+    assert default_target({"y": a}) == "cosine>=0.99995"
+    assert default_target({"y": a, "z": rng.normal(size=(32, 8))}) == "y:cosine>=0.99995,z:cosine>=0.999"
+    # vectors per sample keep their per-sample cosine
+    v = rng.normal(size=(8, 16))
+    assert target.evaluate({"y": v}, {"y": 2 * v}).values["cosine>=0.999"] == pytest.approx(1.0)
+
+
+def test_a_pooled_embedding_is_not_held_to_top1() -> None:
+    from onnxcompress.auto.targets import default_target
+
+    rng = np.random.default_rng(1)
+    outputs = {"logits": rng.normal(size=(4, 10)), "pooled": rng.normal(size=(4, 384))}
+    assert default_target(outputs) == "top1>=0.99"  # both look like class scores by shape
+    assert default_target(outputs, embeddings=["pooled"]) == "logits:top1>=0.99,pooled:cosine>=0.999"
+    assert default_target({"pooled": outputs["pooled"]}, embeddings=["pooled"]) == "pooled:cosine>=0.999"
+    assert default_target({"a::b": outputs["pooled"]}, embeddings=["a::b"]) == "cosine>=0.999"
+
+
+def test_embedding_names_reads_the_graph_and_the_values() -> None:
+    import onnx
+
+    from onnxcompress.auto.measure import embedding_names, run_outputs
+    from onnxcompress.model import load_model
+
+    graph = onnx.parser.parse_graph("""
+        g (float[N, 8, 16] x) => (float[N, 16] pooled, float[N, 16] probs, float[N, 16] logits) {
+            pooled = ReduceMean <axes = [1], keepdims = 0> (x)
+            e = Exp (pooled)
+            s = ReduceSum <keepdims = 1> (e, one)
+            probs = Div (e, s)
+            logits = Add (pooled, pooled)
+        }""")
+    graph.initializer.append(onnx.numpy_helper.from_array(np.array([1], np.int64), "one"))
+    proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    feeds = [{"x": np.random.default_rng(i).normal(size=(1, 8, 16)).astype(np.float32)} for i in range(3)]
+    # the mean pooling is an embedding; a softmax written as Exp / ReduceSum is class scores
+    # (its rows sum to 1) though Div makes it; an Add of two computed values stays as it was
+    assert embedding_names(load_model(proto), run_outputs(proto, feeds)) == ["pooled"]
