@@ -259,7 +259,8 @@ def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
     maps = [k for k in _probability_maps({k: outputs[k] for k in rest}) if k not in anchors]
     terms += [f"{k}:{DEFAULT_TARGET_MAP}" for k in maps]
     rest = [k for k in rest if k not in maps]
-    scalars = {k for k in rest if np.size(outputs[k]) == len(outputs[k]) > 1}  # a prediction a sample
+    scalars = {k for k in rest if np.size(outputs[k]) == len(outputs[k]) > 1  # a prediction a sample
+               and np.ptp(np.asarray(outputs[k])) > 0}
     if not terms and not anchors and not scalars:
         return DEFAULT_TARGET_NON_CLASSIFIER
     if not terms and len(anchors) == len(rest):
