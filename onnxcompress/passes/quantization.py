@@ -490,15 +490,16 @@ class Quantize(Pass):
                 node = use.node
                 label = _node_key(node, w)
                 if node.op_type in ("Conv", "ConvTranspose"):
+                    # (how its weight is stored is the weight's own line: int8, or kept float)
                     result.skip(label, "Conv computes in float in dynamic mode (onnxruntime has no "
-                                "fast dynamic int8 Conv on CPU); its weights are stored in int8")
+                                "fast dynamic int8 Conv on CPU)")
                     continue
                 if node.op_type not in ("MatMul", "Gemm"):
                     continue
                 why = self._excluded(node, cfg) or _dynamic_check(node, use.index, w)
                 if why is None and not explicit and w.size < MIN_MATMUL_WEIGHTS:
-                    why = (f"weight of {w.size} values: dynamic int8 does not pay below "
-                           f"{MIN_MATMUL_WEIGHTS}; stored in int8")
+                    why = (f"weight of {w.size} values: dynamic int8 compute does not pay below "
+                           f"{MIN_MATMUL_WEIGHTS}; the op computes in float")
                 if why is not None:
                     result.skip(label, why)
                     continue
