@@ -123,7 +123,7 @@ class CompressionReport:
             f"{f'gzip -{GZIP_LEVEL} size':<14}{_gz(b):>14}{_gz(a):>14}"
             f"{self.gzip_ratio:>8.2f}x",
             f"{'weight bytes':<14}{_fmt_bytes(b.weight_bytes):>14}{_fmt_bytes(a.weight_bytes):>14}"
-            f"{b.weight_bytes / max(a.weight_bytes, 1):>8.2f}x",
+            + (f"{b.weight_bytes / max(a.weight_bytes, 1):>8.2f}x" if b.weight_bytes else f"{'-':>9}"),
             # Stored values: packed k-means indices or int8 codes count once per stored element.
             f"{'stored values':<14}{b.parameters:>14,}{a.parameters:>14,}",
             f"{'zeros stored':<14}{b.sparsity:>14.1%}{a.sparsity:>14.1%}",

@@ -188,6 +188,8 @@ def search(
         raise ConfigError(f"target {goal.text}: the data has no labels.",
                           hint="store them as 'labels' in the .npz, or use top1>=...")
     all_labels = [w.label for w in WeightIndex.build(original)]
+    if not candidate_weights(original):  # as a pass does, the model is written as it came
+        return _nothing_to_compress(original, goal, objective, seed, started)
     own = executor is None
     executor = executor or LocalExecutor()
     seconds: dict[str, float] = {}
@@ -244,6 +246,25 @@ def search(
         front=evaluator.front(final), layers=_explain(final.plan, layers),
         seconds=seconds, calibration=calib, notes=notes, memory=memory,
     )
+
+
+def _nothing_to_compress(original: Any, goal: Target, objective: str, seed: int,
+                         started: float) -> AutoResult:
+    """The answer for a model with no float weight any option compresses (weights in a tree
+    ensemble's attributes, or integer codes already): its own model, the target trivially met,
+    and a note that says which case it is."""
+    from onnxcompress.weights import quantized_weights
+
+    held = quantized_weights(original)
+    why = ("no float weight large enough to compress" if not held else
+           f"the model is already quantized ({len(held)} integer weight(s) read by "
+           f"{', '.join(sorted({op for op, _ in held.values()}))}) and has no float weight large "
+           "enough to compress")
+    plan = Plan({})
+    return AutoResult(plan=plan, recipe=plan.to_recipe([], seed=seed), met=True,
+                      fidelity=Fidelity({goal.text: 1.0}, True, 0.0), target=goal.text, objective=objective,
+                      seconds={"total": round(time.perf_counter() - started, 2)},
+                      notes=[f"{why}: the model is written as it is"])
 
 
 # -- data -----------------------------------------------------------------------------------------

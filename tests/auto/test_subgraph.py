@@ -87,3 +87,17 @@ def test_a_graph_of_unnamed_nodes_is_priced(tmp_path: Path) -> None:
     # the file the recipe writes keeps the input's (empty) node names: only the pricing base is named
     proto = to_proto(Pipeline.from_recipe(found.recipe).run(path, calibration=str(tmp_path / "calib.npz")).model)
     assert not any(n.name for n in proto.graph.node if n.op_type in ("MatMul", "Relu"))
+
+
+def test_a_model_with_nothing_to_compress_is_written_as_it_is(tmp_path: Path) -> None:
+    # as a pass does (a tree ensemble's weights live in attributes; an int8 model's are codes)
+    graph = onnx.parser.parse_graph("g (float[N, 4] x) => (float[N, 4] y) { y = Relu(x) }")
+    path = tmp_path / "relu.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), path)
+    np.savez(tmp_path / "calib.npz", x=np.random.default_rng(0).normal(size=(8, 1, 4)).astype(np.float32))
+    with SerialExecutor() as ex:
+        found = search(path, str(tmp_path / "calib.npz"), executor=ex)
+    assert found.met and not found.plan.choices
+    assert any("no float weight large enough to compress" in n for n in found.notes)
+    out = to_proto(Pipeline.from_recipe(found.recipe).run(path).model)
+    assert len(out.SerializeToString()) <= path.stat().st_size
