@@ -216,6 +216,12 @@ def render_fidelity(fidelity: dict[str, Any]) -> str:
     return head + "; ".join(parts)
 
 
+# A load-time peak is named in the headline past this ratio and size (paraphrase-MiniLM-L3: static
+# int8 peaked at 1.95x fp32's 126 MB, k-means 8 at 1.62x, while live memory stayed within).
+PEAK_NOTE_RATIO = 1.25
+PEAK_NOTE_BYTES = 16 << 20
+
+
 def memory_headline(memory: dict[str, Any] | None) -> str | None:
     """One line when the compressed model needs more session memory than the original, else None.
     "Needs" is live memory (resident once the allocator has returned what it holds free), where
@@ -229,6 +235,12 @@ def memory_headline(memory: dict[str, Any] | None) -> str | None:
     key = next((k for k in ("live_bytes_pinned", "live_bytes") if a.get(k) and b.get(k)), "resident_bytes")
     va, vb = a.get(key), b.get(key)
     if not va or not vb or not report_excess(va, vb):
+        pa, pb = a.get("peak_bytes"), b.get("peak_bytes")
+        if pa and pb and pb > PEAK_NOTE_RATIO * pa and pb - pa > PEAK_NOTE_BYTES:
+            # transient: what stays is within the original's, but a device must fit the peak too
+            return (f"session memory peaks at {pb / pa:.2f}x the original's while onnxruntime "
+                    f"loads it ({_fmt_bytes(pa)} -> {_fmt_bytes(pb)}: it folds the decode graphs "
+                    "back into float weights); after load it needs no more than the original")
         return None
     what = {"live_bytes_pinned": "live, after load and one run, read again with glibc's mmap "
             "threshold pinned", "live_bytes": "live, after load and one run"}.get(
@@ -248,8 +260,9 @@ def render_memory(memory: dict[str, Any] | None, *, label_width: int = 14) -> li
     if problems:
         return [f"{'session memory':<{label_width}}not measured ({'; '.join(problems)})"]
     rows = []
+    # the pinned re-reading, when an excess was read again, is the one the headline judges
     for label, key in (("session memory", "resident_bytes"), ("live memory", "live_bytes"),
-                       ("peak memory", "peak_bytes")):
+                       ("live (pinned)", "live_bytes_pinned"), ("peak memory", "peak_bytes")):
         va, vb = a.get(key), b.get(key)
         if va is None or vb is None:
             continue

@@ -63,3 +63,17 @@ def test_a_few_hundred_kilobytes_are_not_an_increase() -> None:
     # a small model: 2% slack would be 40 KB, under what two processes differ by
     assert memory_headline(_report(2 * MB, 2 * MB + MEMORY_SLACK_BYTES - 1).memory) is None
     assert memory_headline(_report(2 * MB, 2 * MB + MEMORY_SLACK_BYTES + 1).memory) is not None
+
+
+def test_a_load_time_peak_well_above_the_originals_is_named() -> None:
+    # paraphrase-MiniLM-L3 static int8: live within the original's, peak 126 -> 245 MB at load
+    report = _report(126 * MB, 120 * MB, live=(100 * MB, 100 * MB))
+    report.memory["compressed"]["peak_bytes"] = 245 * MB
+    line = memory_headline(report.memory)
+    assert line is not None and line.startswith("session memory peaks at 1.94x") and "no more" in line
+    report.memory["compressed"]["peak_bytes"] = 140 * MB  # 1.11x: transient noise, not named
+    assert memory_headline(report.memory) is None
+    assert "live (pinned)" not in report.render()
+    report.memory["original"]["live_bytes_pinned"] = 99 * MB
+    report.memory["compressed"]["live_bytes_pinned"] = 99 * MB
+    assert "live (pinned)" in report.render()  # the reading a headline would judge is shown
