@@ -97,24 +97,44 @@ def class_score_names(original: Any, model_path: str | Path, feeds: list) -> lis
 EMBEDDING_HEADS = frozenset({"ReduceMean", "ReduceSum", "ReduceL2", "LpNormalization", "Div", "Tanh"})
 
 
-def embedding_names(original: Any, outputs: Mapping[str, np.ndarray]) -> list[str]:
-    """Graph outputs that hold a vector per sample made by pooling or normalisation (a sentence
-    encoder's pooled embedding, a BERT pooler's output): their arg-max means nothing, so the
-    default target compares them by cosine, not top-1 (paraphrase-MiniLM-L3's 384-d mean pooling
-    held to top1>=0.99 ended at 2.06x where int8 and k-means 8 keep cosine 0.9998 at 3.9x).
-    ``outputs``: the original's outputs on a few samples; rows that are probability
-    distributions are class scores whatever makes them (magika's softmax is Exp / ReduceSum)."""
+def plain_output_names(original: Any, outputs: Mapping[str, np.ndarray]) -> list[str]:
+    """Graph outputs whose shape says one thing and whose graph another, which the default target
+    compares by plain cosine: a vector per sample made by pooling or normalisation (a sentence
+    encoder's pooled embedding, a BERT pooler's output; their arg-max means nothing:
+    paraphrase-MiniLM-L3's 384-d mean pooling held to top1>=0.99 ended at 2.06x where int8 keeps
+    cosine 0.9998 at 3.94x), and values a Loop or Scan decodes step by step (SLANet's cell boxes
+    [N, 501, 4], one per structure token, are no detector's anchors: held to their 1-cos 5e-6,
+    auto stayed at 2.07x where int8 keeps every structure at 3.76x). ``outputs``: the original's
+    outputs on a few samples; rows that are probability distributions keep their own target
+    (magika's softmax is Exp / ReduceSum; SLANet's structure tokens stay a sequence)."""
     from onnxcompress.passes._int8_search import head_op
 
     found = []
     for v in original.graph.outputs:
         a = np.asarray(outputs.get(v.name, np.zeros((0, 0))))
-        if a.ndim != 2 or a.shape[-1] < 2 or not np.issubdtype(a.dtype, np.floating):
+        if a.ndim < 2 or a.shape[-1] < 2 or not np.issubdtype(a.dtype, np.floating):
             continue
-        distributions = a.min() >= 0 and np.allclose(a.sum(axis=-1), 1.0, atol=1e-3)
-        if not distributions and head_op(v) in EMBEDDING_HEADS:
+        if a.min() >= 0 and np.allclose(a.sum(axis=-1), 1.0, atol=1e-3):
+            continue  # distributions: class scores, a sequence's tokens
+        head = head_op(v)
+        if a.ndim == 2 and head in EMBEDDING_HEADS or a.ndim >= 3 and _decoded_by_a_loop(v):
             found.append(v.name)
     return found
+
+
+def _decoded_by_a_loop(value: Any) -> bool:
+    """Whether ``value`` comes from a Loop or Scan output through ops of one data input."""
+    for _ in range(16):
+        node = value.producer()
+        if node is None:
+            return False
+        if node.op_type in ("Loop", "Scan") and node.domain in ("", "ai.onnx"):
+            return True
+        data = [x for x in node.inputs if x is not None and x.const_value is None]
+        if len(data) != 1:
+            return False
+        value = data[0]
+    return False
 
 
 def run_outputs(model: Any, feeds: list[Mapping[str, np.ndarray]],

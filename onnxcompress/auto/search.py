@@ -44,8 +44,8 @@ from onnxcompress.auto.guard import memory_guard
 from onnxcompress.auto.measure import (
     PROBE_SAMPLES,
     class_score_names,
-    embedding_names,
     objective_cost,
+    plain_output_names,
     run_outputs,
     save_feeds,
 )
@@ -183,7 +183,7 @@ def search(
                                             for v in search_feeds[0].values())
         goal = parse_target(target, ref_search, class_scores=scores, token_inputs=tokens,
                             image_inputs=bool(search_feeds) and has_image_input(search_feeds[0]),
-                            embeddings=embedding_names(original, ref_search) if target is None else ())
+                            plain=plain_output_names(original, ref_search) if target is None else ())
     if goal.needs_labels and (search_labels is None or held_labels is None):
         raise ConfigError(f"target {goal.text}: the data has no labels.",
                           hint="store them as 'labels' in the .npz, or use top1>=...")

@@ -171,7 +171,7 @@ class Target:
 def parse_target(expr: str | Target | None, outputs: Outputs | None = None, *,
                  metric: Metric | None = None, threshold: float | None = None,
                  class_scores: Sequence[str] = (), token_inputs: bool = False,
-                 image_inputs: bool = True, embeddings: Sequence[str] = ()) -> Target:
+                 image_inputs: bool = True, plain: Sequence[str] = ()) -> Target:
     """``expr`` (``"top1>=0.99,cosine>=0.999"``) as a :class:`Target`; None gives the default
     (top-1 agreement where an output looks like class scores, else cosine >= 0.999), which needs
     ``outputs`` (a sample of the original model's outputs) to decide. With ``metric``, a callable
@@ -184,7 +184,7 @@ def parse_target(expr: str | Target | None, outputs: Outputs | None = None, *,
         return expr
     if expr is None or not str(expr).strip():
         expr = default_target(outputs, class_scores, token_inputs=token_inputs, image_inputs=image_inputs,
-                              embeddings=embeddings)
+                              plain=plain)
     criteria = []
     for term in str(expr).split(","):
         m = _TERM.match(term)
@@ -209,7 +209,7 @@ def parse_target(expr: str | Target | None, outputs: Outputs | None = None, *,
 
 def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
                    token_inputs: bool = False, image_inputs: bool = True,
-                   embeddings: Sequence[str] = ()) -> str:
+                   plain: Sequence[str] = ()) -> str:
     """The target used when none is given: top1>=0.99 when an output is class scores [N, C]
     (and on every frame of outputs scoring the same classes per frame, :func:`_frame_scores`);
     else cosine>=0.999 on every float output, and per-position top-1 agreement
@@ -221,18 +221,19 @@ def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
     language model's token predictions, each judged on its own (``top1>=0.99`` over every
     position), not a decoded string. ``image_inputs`` False (no input is an image [N, C, H, W]):
     no output is a detector's per-anchor head (whisper's log-mel features [N, 128, 3000] from a
-    waveform are shaped like YOLOv8's [N, 84, 8400]). ``embeddings``: [N, C] outputs the graph
-    shows to be pooled or normalised vectors (``measure.embedding_names``), judged by cosine."""
+    waveform are shaped like YOLOv8's [N, 84, 8400]). ``plain``: outputs the graph shows are plain
+    values whatever their shape suggests (``measure.plain_output_names``: pooled embeddings, a
+    Loop's decoded values), judged by cosine."""
     if outputs is None:
         return DEFAULT_TARGET
     if any(ch in k for k in outputs for ch in ":=<>,"):  # a name the expression cannot spell
-        scored = {k: v for k, v in outputs.items() if k not in embeddings}
+        scored = {k: v for k, v in outputs.items() if k not in plain}
         return DEFAULT_TARGET if _applicable("top1", scored) else DEFAULT_TARGET_NON_CLASSIFIER
-    if any(k in outputs for k in embeddings):
-        # each output on its own, every term named: an unnamed top1 would hold the embeddings too
+    if any(k in outputs for k in plain):
+        # each output on its own, every term named: an unnamed top1 would hold the plain ones too
         terms = []
         for k, v in outputs.items():
-            if k in embeddings:
+            if k in plain:
                 terms.append(f"{k}:{DEFAULT_TARGET_NON_CLASSIFIER}")
             elif np.issubdtype(np.asarray(v).dtype, np.floating):
                 own = default_target({k: v}, class_scores, token_inputs=token_inputs,

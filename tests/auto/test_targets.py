@@ -351,15 +351,15 @@ def test_a_pooled_embedding_is_not_held_to_top1() -> None:
     rng = np.random.default_rng(1)
     outputs = {"logits": rng.normal(size=(4, 10)), "pooled": rng.normal(size=(4, 384))}
     assert default_target(outputs) == "top1>=0.99"  # both look like class scores by shape
-    assert default_target(outputs, embeddings=["pooled"]) == "logits:top1>=0.99,pooled:cosine>=0.999"
-    assert default_target({"pooled": outputs["pooled"]}, embeddings=["pooled"]) == "pooled:cosine>=0.999"
-    assert default_target({"a::b": outputs["pooled"]}, embeddings=["a::b"]) == "cosine>=0.999"
+    assert default_target(outputs, plain=["pooled"]) == "logits:top1>=0.99,pooled:cosine>=0.999"
+    assert default_target({"pooled": outputs["pooled"]}, plain=["pooled"]) == "pooled:cosine>=0.999"
+    assert default_target({"a::b": outputs["pooled"]}, plain=["a::b"]) == "cosine>=0.999"
 
 
-def test_embedding_names_reads_the_graph_and_the_values() -> None:
+def test_plain_output_names_reads_the_graph_and_the_values() -> None:
     import onnx
 
-    from onnxcompress.auto.measure import embedding_names, run_outputs
+    from onnxcompress.auto.measure import plain_output_names, run_outputs
     from onnxcompress.model import load_model
 
     graph = onnx.parser.parse_graph("""
@@ -375,4 +375,45 @@ def test_embedding_names_reads_the_graph_and_the_values() -> None:
     feeds = [{"x": np.random.default_rng(i).normal(size=(1, 8, 16)).astype(np.float32)} for i in range(3)]
     # the mean pooling is an embedding; a softmax written as Exp / ReduceSum is class scores
     # (its rows sum to 1) though Div makes it; an Add of two computed values stays as it was
-    assert embedding_names(load_model(proto), run_outputs(proto, feeds)) == ["pooled"]
+    assert plain_output_names(load_model(proto), run_outputs(proto, feeds)) == ["pooled"]
+
+
+def test_values_a_loop_decodes_are_not_a_detectors_anchors() -> None:
+    import onnx
+    from onnx import helper as oh
+
+    from onnxcompress.auto.measure import plain_output_names, run_outputs
+    from onnxcompress.auto.targets import default_target
+    from onnxcompress.model import load_model
+
+    # SLANet's decoder: one box [1, 4] per step of a Loop, stacked to [T, 1, 4] and transposed
+    # to [1, T, 4], beside a detector-like image input: shaped like anchors, decoded like tokens
+    body = oh.make_graph(
+        [oh.make_node("Identity", ["c"], ["c_out"]), oh.make_node("Add", ["h", "step"], ["h_out"]),
+         oh.make_node("Identity", ["h_out"], ["box"])], "body",
+        [oh.make_tensor_value_info("i", onnx.TensorProto.INT64, []),
+         oh.make_tensor_value_info("c", onnx.TensorProto.BOOL, []),
+         oh.make_tensor_value_info("h", onnx.TensorProto.FLOAT, [1, 4])],
+        [oh.make_tensor_value_info("c_out", onnx.TensorProto.BOOL, []),
+         oh.make_tensor_value_info("h_out", onnx.TensorProto.FLOAT, [1, 4]),
+         oh.make_tensor_value_info("box", onnx.TensorProto.FLOAT, [1, 4])],
+        [onnx.numpy_helper.from_array(np.full((1, 4), 0.01, np.float32), "step")])
+    graph = oh.make_graph(
+        [oh.make_node("ReduceMean", ["image"], ["h0"], axes=[2, 3], keepdims=0),
+         oh.make_node("Slice", ["h0", "zero", "four", "one"], ["h1"]),
+         oh.make_node("Loop", ["trips", "cond", "h1"], ["h_last", "boxes"], body=body),
+         oh.make_node("Transpose", ["boxes"], ["cells"], perm=[1, 0, 2])], "decoder",
+        [oh.make_tensor_value_info("image", onnx.TensorProto.FLOAT, [1, 8, 16, 16])],
+        [oh.make_tensor_value_info("cells", onnx.TensorProto.FLOAT, [1, 300, 4])],
+        [onnx.numpy_helper.from_array(np.array(300, np.int64), "trips"),
+         onnx.numpy_helper.from_array(np.array(True), "cond"),
+         onnx.numpy_helper.from_array(np.array([0], np.int64), "zero"),
+         onnx.numpy_helper.from_array(np.array([4], np.int64), "four"),
+         onnx.numpy_helper.from_array(np.array([1], np.int64), "one")])
+    proto = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    feeds = [{"image": np.random.default_rng(i).normal(size=(1, 8, 16, 16)).astype(np.float32)}
+             for i in range(2)]
+    outputs = run_outputs(proto, feeds)
+    assert default_target(outputs) == "cosine>=0.999995"  # by shape alone: a detector's boxes
+    plain = plain_output_names(load_model(proto), outputs)
+    assert plain == ["cells"] and default_target(outputs, plain=plain) == "cells:cosine>=0.999"
