@@ -84,8 +84,10 @@ def test_a_graph_of_unnamed_nodes_is_priced(tmp_path: Path) -> None:
     assert found.met and set(found.plan.choices) == {"W1", "W2"}, (found.plan.choices, found.notes)
     assert all(v != "float" for v in found.plan.choices.values())
     assert not any("could be priced" in n for n in found.notes)
-    # the file the recipe writes keeps the input's (empty) node names: only the pricing base is named
-    proto = to_proto(Pipeline.from_recipe(found.recipe).run(path, calibration=str(tmp_path / "calib.npz")).model)
+    # the file the recipe writes keeps the input's (empty) node names: only the pricing base
+    # is named
+    result = Pipeline.from_recipe(found.recipe).run(path, calibration=str(tmp_path / "calib.npz"))
+    proto = to_proto(result.model)
     assert not any(n.name for n in proto.graph.node if n.op_type in ("MatMul", "Relu"))
 
 
