@@ -490,15 +490,61 @@ def evaluate(out: Path, name: str, model: Path, seconds: float) -> dict[str, Any
     return res
 
 
+def romanizer_e2e(out: Path, pairs: list[str], n: int = 300) -> None:
+    """Greedy transliteration of ``n`` database names through (encoder, decoder) file pairs
+    "ENC,DEC": string agreement with fp32 and accuracy against the database's Latin spelling
+    (a decoder-step metric does not see the steps compounding)."""
+    import onnxruntime as ort
+
+    res = out / "romanizer_res"
+    tokens = json.loads((res / "vocab.json").read_text())["tokens"]
+    r = np.random.default_rng(7)
+    srcs = _names(out, r, n)
+
+    def session(p: str):
+        o = ort.SessionOptions()
+        o.intra_op_num_threads, o.log_severity_level = 1, 3
+        return ort.InferenceSession(p, o, providers=["CPUExecutionProvider"])
+
+    def decode(enc_path: str, dec_path: str) -> list[str]:
+        enc, dec, got = session(enc_path), session(dec_path), []
+        for ids, _ in srcs:
+            src = np.array([ids], np.int64)
+            memory, m, h = enc.run(None, {"src": src, "src_mask": src == 0})
+            prefix, text = np.array([[1]], np.int64), ""
+            for _ in range(32):
+                logp, h = dec.run(None, {"prefix": prefix, "memory": memory, "src_mask": m, "hidden": h})
+                k = int(logp[0].argmax())
+                if k == 2:
+                    break
+                text += tokens[k]
+                prefix = np.concatenate([prefix, [[k]]], axis=1)
+            got.append(text)
+        return got
+
+    truth = [latin for _, latin in srcs]
+    ref = decode(str(out / "romanizer_enc.onnx"), str(out / "romanizer_dec.onnx"))
+    print(f"fp32: accuracy {np.mean([a == b for a, b in zip(ref, truth, strict=True)]):.3f}")
+    for pair in pairs:
+        got = decode(*pair.split(","))
+        print(f"{pair}: agreement with fp32 {np.mean([a == b for a, b in zip(ref, got, strict=True)]):.3f}, "
+              f"accuracy {np.mean([a == b for a, b in zip(got, truth, strict=True)]):.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--evaluate", nargs=2, metavar=("NAME", "MODEL"),
                     help="only evaluate a compressed MODEL of NAME on its eval set (metric, size, latency)")
     ap.add_argument("--latency-seconds", type=float, default=3.0)
+    ap.add_argument("--romanizer-e2e", nargs="+", metavar="ENC,DEC",
+                    help="only decode 300 database names end to end with these encoder,decoder pairs")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--only", help="comma-separated names")
     ap.add_argument("--no-check", action="store_true", help="print sha256 digests instead of checking them")
     args = ap.parse_args()
+    if args.romanizer_e2e:
+        romanizer_e2e(args.out, args.romanizer_e2e)
+        return
     if args.evaluate:
         print(json.dumps(evaluate(args.out, args.evaluate[0], Path(args.evaluate[1]), args.latency_seconds)))
         return
