@@ -27,6 +27,12 @@ and the feed; its auto plan 12.55 or 13.19). Pinned, every buffer of 128 KB and 
 mapping, returned when freed, and the same children read 11.44-11.48 and 12.52-12.57 MB: the low
 mode. Resident memory comes closer to live too (benchmarks/results/memory_live.md).
 
+A process pays about 1 MB once, the first time onnxruntime folds a decode graph at load (skl2onnx's
+19 KB MLP surrogate: fp32 +11.8 MB, its int8, k-means 8 and fp16-storage files +13.0 MB; in a
+process that loaded the fp16 file first, the int8 file costs +0.4 MB and fp32 +0.2): not the
+arena (the same with it off) nor the decoded weights (the optimized graphs hold the same bytes).
+On a model of a few MB that one-off is the whole excess a report shows.
+
 Measurement is best effort: where the model cannot run on the inputs given or guessed, the numbers
 are taken after session creation alone and ``ran`` is False; where no measurement is possible
 (no /proc, the child failed) a ``MemoryResult`` is returned with ``error`` set, never raised.
