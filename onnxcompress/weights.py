@@ -342,6 +342,18 @@ def quantized_weights(model: ir.Model) -> dict[str, tuple[str, int]]:
     return found
 
 
+def already_quantized(model: ir.Model) -> str | None:
+    """"N integer weight(s) (X MB) read by OPS" when ``model``'s weights are integer codes a
+    quantized op reads (``quantized_weights``), else None: what a pass or auto mode says when it
+    finds nothing float to compress."""
+    held = quantized_weights(model)
+    if not held:
+        return None
+    size = sum(nbytes for _, nbytes in held.values())
+    return (f"{len(held)} integer weight(s) ({size / 2**20:.1f} MB) read by "
+            f"{', '.join(sorted({op for op, _ in held.values()}))}")
+
+
 def iter_constant_tensors(model: ir.Model) -> Iterator[ir.TensorProtocol]:
     """Every initializer and Constant-node tensor, subgraphs included."""
     for _, graph in all_graphs(model):

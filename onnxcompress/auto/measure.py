@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 
 from onnxcompress._report_weights import _decode
+from onnxcompress.auto.targets import distribution_rows
 from onnxcompress.weights import Weight
 
 #: Feeds per layer and option for the sensitivity probe (one forward pass each).
@@ -114,8 +115,8 @@ def plain_output_names(original: Any, outputs: Mapping[str, np.ndarray]) -> list
         a = np.asarray(outputs.get(v.name, np.zeros((0, 0))))
         if a.ndim < 2 or a.shape[-1] < 2 or not np.issubdtype(a.dtype, np.floating):
             continue
-        if a.min() >= 0 and np.allclose(a.sum(axis=-1), 1.0, atol=1e-3):
-            continue  # distributions: class scores, a sequence's tokens
+        if distribution_rows(a):
+            continue  # probabilities or their logarithms: class scores, a sequence's tokens
         head = head_op(v)
         if a.ndim == 2 and head in EMBEDDING_HEADS or a.ndim >= 3 and _decoded_by_a_loop(v):
             found.append(v.name)

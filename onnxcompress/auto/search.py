@@ -253,13 +253,11 @@ def _nothing_to_compress(original: Any, goal: Target, objective: str, seed: int,
     """The answer for a model with no float weight any option compresses (weights in a tree
     ensemble's attributes, or integer codes already): its own model, the target trivially met,
     and a note that says which case it is."""
-    from onnxcompress.weights import quantized_weights
+    from onnxcompress.weights import already_quantized
 
-    held = quantized_weights(original)
-    why = ("no float weight large enough to compress" if not held else
-           f"the model is already quantized ({len(held)} integer weight(s) read by "
-           f"{', '.join(sorted({op for op, _ in held.values()}))}) and has no float weight large "
-           "enough to compress")
+    held = already_quantized(original)
+    why = ("no float weight large enough to compress" if held is None else
+           f"the model is already quantized: {held}; no float weight is large enough to compress")
     plan = Plan({})
     return AutoResult(plan=plan, recipe=plan.to_recipe([], seed=seed), met=True,
                       fidelity=Fidelity({goal.text: 1.0}, True, 0.0), target=goal.text, objective=objective,

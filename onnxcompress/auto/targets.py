@@ -338,15 +338,16 @@ def _sequence_probabilities(outputs: Outputs) -> list[str]:
     """Float outputs of rank >= 3 whose last axis (> 1 wide) holds probabilities summing to 1, or
     their logarithms (a CTC recogniser's log_softmax: crnn_lstm kept cosine 0.9999 on its
     log-probabilities while every decoded string changed)."""
-    out = []
-    for k, v in outputs.items():
-        a = np.asarray(v)
-        if not np.issubdtype(a.dtype, np.floating) or a.ndim < 3 or a.shape[-1] < 2 or a.size == 0:
-            continue
-        probs = a.astype(np.float64) if a.min() >= 0 else np.exp(a.astype(np.float64))
-        if (a.min() >= 0 or a.max() <= 1e-4) and np.allclose(probs.sum(axis=-1), 1.0, atol=1e-3):
-            out.append(k)
-    return out
+    return [k for k, v in outputs.items() if np.ndim(v) >= 3 and distribution_rows(np.asarray(v))]
+
+
+def distribution_rows(a: np.ndarray) -> bool:
+    """Whether every row of ``a`` (its last axis, > 1 wide) is a probability distribution, or its
+    logarithm (a log_softmax)."""
+    if not np.issubdtype(a.dtype, np.floating) or a.ndim < 2 or a.shape[-1] < 2 or a.size == 0:
+        return False
+    probs = a.astype(np.float64) if a.min() >= 0 else np.exp(a.astype(np.float64))
+    return bool((a.min() >= 0 or a.max() <= 1e-4) and np.allclose(probs.sum(axis=-1), 1.0, atol=1e-3))
 
 
 def _applicable(metric: str, outputs: Outputs) -> list[str]:

@@ -414,17 +414,12 @@ def _say_already_quantized(model: ir.Model, result: PassResult) -> None:
     """A pass that changed nothing on a model whose weights are integer codes says why: the
     user asked for compression and got the input back (1.00x), with no reason among its skips
     (the index holds float weights only)."""
-    from onnxcompress.weights import quantized_weights
+    from onnxcompress.weights import already_quantized
 
-    held = quantized_weights(model)
-    if not held:
-        return
-    ops = sorted({op for op, _ in held.values()})
-    size = sum(nbytes for _, nbytes in held.values())
-    result.headline(
-        f"the model is already quantized: {len(held)} integer weight(s) ({size / 2**20:.1f} MB) "
-        f"read by {', '.join(ops)}; this pass compresses float weights, so they stay as they are"
-    )
+    held = already_quantized(model)
+    if held is not None:
+        result.headline(f"the model is already quantized: {held}; this pass compresses float "
+                        "weights, so they stay as they are")
 
 
 def registered_passes() -> dict[str, type[Pass]]:
