@@ -22,7 +22,7 @@ from google.protobuf.message import DecodeError
 
 from onnxcompress.errors import ModelLoadError, SaveError, UnsafeExternalDataError
 from onnxcompress.graph.fold import fold_shape_only_weights
-from onnxcompress.weights import all_graphs, iter_constant_tensors
+from onnxcompress.weights import all_graphs, iter_constant_tensors, unique_name
 
 logger = logging.getLogger(__name__)
 
@@ -266,15 +266,9 @@ def name_unnamed_nodes(model: ir.Model) -> int:
     taken = {n.name for n in model.graph if n.name}
     count = 0
     for i, node in enumerate(model.graph):
-        if node.name:
-            continue
-        name, k = f"{node.op_type}_{i}", 0
-        while name in taken:
-            k += 1
-            name = f"{node.op_type}_{i}_{k}"
-        node.name = name
-        taken.add(name)
-        count += 1
+        if not node.name:
+            node.name = unique_name(taken, f"{node.op_type}_{i}")
+            count += 1
     return count
 
 

@@ -316,9 +316,7 @@ def _measure(tmp: Path, original: Any, calib: list, search_feeds: list, objectiv
     if any(c.kmeans_bits for c in available_candidates(which)):
         fold_batchnorm(base)
     save_model(base, tmp / "base.onnx")
-    labels = [w.label for w in candidate_weights(base)]
-    if not labels:
-        raise ConfigError("auto mode: the model has no float weight large enough to compress.")
+    labels = [w.label for w in candidate_weights(base)]  # not empty: search() returned before
     names = [c.name for c in available_candidates(which)]
     probe_all = len(labels) * len(names) <= PROBE_ALL_MAX_PAIRS or REFERENCE_OPTION not in names
     save_feeds(tmp / "probe.npz", search_feeds[:PROBE_SAMPLES if probe_all else LARGE_PROBE_SAMPLES])
