@@ -100,9 +100,17 @@ def test_refuses_to_overwrite_input(capsys, model_files):
     assert model_files["mlp"].read_bytes() == before
 
 
-def test_no_pass_selected(capsys, model_files, tmp_path):
-    code, _, err = run_cli(capsys, "compress", model_files["mlp"], "-o", tmp_path / "o.onnx")
-    assert code == 2 and "no pass selected" in err
+def test_no_pass_compresses_with_dynamic_int8(capsys, model_files, tmp_path):
+    out = tmp_path / "o.onnx"
+    code, _, err = run_cli(capsys, "compress", model_files["mlp"], "-o", out)
+    assert code == 0 and "no pass given: compressing with --quantize dynamic" in err
+    model = onnx.load(out)
+    assert any(t.data_type == onnx.TensorProto.INT8 for t in model.graph.initializer)
+    assert out.stat().st_size < model_files["mlp"].stat().st_size
+    # the same file as asking for it
+    asked = tmp_path / "asked.onnx"
+    assert run_cli(capsys, "compress", model_files["mlp"], "-o", asked, "--quantize", "dynamic")[0] == 0
+    assert asked.read_bytes() == out.read_bytes()
 
 
 def test_bad_recipe_exits_2(capsys, model_files, tmp_path):

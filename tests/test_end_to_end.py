@@ -286,7 +286,6 @@ ERRORS = {
     "prune-pattern without prune": (lambda t: ["--prune-pattern", "2:4"], "--prune"),
     "prune-layer bad": (lambda t: ["--prune", "0.5", "--prune-layer", "fc*=2"], "fc*"),
     "kmeans-layer no value": (lambda t: ["--kmeans", "4", "--kmeans-layer", "fc1"], "PATTERN=VALUE"),
-    "no pass": (lambda t: [], "no pass selected"),
     "recipe and flags": (lambda t: ["--recipe", _bad_recipe(t, README_RECIPE), "--kmeans", "4"], "--recipe"),
     "calibration misnamed (prune)": (
         lambda t: ["--prune", "0.5", "--calibration", _npz_misnamed(t)], "image"),
