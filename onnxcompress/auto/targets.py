@@ -3,7 +3,7 @@
 Targets use the vocabulary of ``compare``: ``top1>=0.99`` (agreement of the arg-max class with the
 original model), ``sequence>=0.99`` (samples whose every position keeps its arg-max: a decoded
 string changes with one flipped position the decoding sees), ``cosine>=0.999`` (mean per-sample
-cosine similarity), ``mask>=0.995`` (Dice of a probability map binarised at 0.5), ``accuracy>=-0.5pt``
+cosine similarity), ``mask>=0.995`` (Dice of a probability map binarised at 0.5, a logit map at 0), ``accuracy>=-0.5pt``
 (accuracy against the data's labels, in points relative to the original model's accuracy), each
 optionally for one output (``logits:cosine>=0.9999``); several are joined with commas and must
 all hold. In the API a target can also be a Python callable
@@ -82,6 +82,14 @@ MAP_POSITIONS = 256
 #: A probability map is nearly decided everywhere: the four DB maps measured have 0-1.04% of their
 #: values in (0.1, 0.9); an image in [0, 1] (a restoration model's output) has most of its there.
 MAP_UNDECIDED = 0.1
+#: A logit map is one score a position (``[N, T, 1]``, ``[N, 1, T]``, ``[N, 1, H, W]``) whose task
+#: decides by its sign: OpenSpindleNet's spindle segmentation ``[N, 7500, 1]`` (batch 5: auto at
+#: cosine>=0.999 met 0.9994 and lost 1.7 points of the spindle mask's F1). Its values keep away
+#: from zero: 4.1% of them within LOGIT_NEAR_ZERO x their median magnitude, where a signal or
+#: a layer's logits over many classes (Gaussian-like: 13.4%) have 10.9-15.6% (ddddocr's CTC
+#: logits [T, 1, 8210], VoiceFilter's LSTM states [2, 1, 512], checked on every model we have).
+LOGIT_NEAR_ZERO = 0.25
+LOGIT_UNDECIDED = 0.07
 METRICS = ("top1", "sequence", "cosine", "accuracy", "mask")
 #: Metrics that count flips, held to an estimated flip rate (:func:`flip_rate`).
 COUNTED = ("top1", "sequence", "accuracy")
@@ -257,7 +265,8 @@ def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
     rest = [k for k in _applicable("cosine", outputs) if k not in sequences and k not in binary]
     anchors = set(_anchor_outputs({k: outputs[k] for k in rest}) if image_inputs else ())
     # A probability map is binarised by its task (a DB text detector's text mask): held as a mask
-    maps = [k for k in _probability_maps({k: outputs[k] for k in rest}) if k not in anchors]
+    candidates = {k: outputs[k] for k in rest if k not in anchors}
+    maps = _probability_maps(candidates) + _logit_maps(candidates)
     terms += [f"{k}:{DEFAULT_TARGET_MAP}" for k in maps]
     rest = [k for k in rest if k not in maps]
     scalars = {k for k in rest if np.size(outputs[k]) == len(outputs[k]) > 1  # a prediction a sample
@@ -290,6 +299,24 @@ def _probability_maps(outputs: Outputs) -> list[str]:
         if (np.issubdtype(a.dtype, np.floating) and a.ndim >= 4 and a.size >= MAP_POSITIONS * len(a)
                 and a.min() >= 0 and a.max() <= 1 and a.max() > MASK_THRESHOLD
                 and np.mean((a > 0.1) & (a < 0.9)) <= MAP_UNDECIDED):
+            out.append(k)
+    return out
+
+
+def _logit_maps(outputs: Outputs) -> list[str]:
+    """Float outputs of one score a position (rank >= 3, a singleton channel: ``[N, T, 1]``,
+    ``[N, 1, T]``, ``[N, 1, H, W]``; at least MAP_POSITIONS a sample) with both signs and at most
+    LOGIT_UNDECIDED of their values near zero: a segmentation's logits, decided by their sign
+    (mask>= binarises an output with negative values at 0)."""
+    out = []
+    for k, v in outputs.items():
+        a = np.asarray(v)
+        if (not np.issubdtype(a.dtype, np.floating) or a.ndim < 3 or 1 not in (a.shape[1], a.shape[-1])
+                or a.size < MAP_POSITIONS * len(a) or not a.min() < 0 < a.max()):
+            continue
+        magnitude = np.abs(a.astype(np.float64))
+        scale = float(np.median(magnitude))
+        if scale > 0 and np.mean(magnitude < LOGIT_NEAR_ZERO * scale) <= LOGIT_UNDECIDED:
             out.append(k)
     return out
 
@@ -380,7 +407,8 @@ def _measure(metric: str, a: np.ndarray, b: np.ndarray, labels: np.ndarray | Non
     if _is_binary(a):
         a, b = _as_classes(a), _as_classes(np.clip(b, 0.0, 1.0))
     if metric == "mask":  # Dice of the binarised maps, every sample and position pooled
-        x, y = a > MASK_THRESHOLD, b > MASK_THRESHOLD
+        threshold = MASK_THRESHOLD if a.min() >= 0 else 0.0  # probabilities at 0.5, logits at 0
+        x, y = a > threshold, b > threshold
         both, either = int(np.sum(x & y)), int(np.sum(x)) + int(np.sum(y))
         return 2.0 * both / either if either else 1.0
     if a.ndim < 2 or a.shape[-1] < 2:

@@ -312,6 +312,35 @@ def test_a_probability_map_is_held_as_its_binarised_mask() -> None:
     assert parse_target(None, {"image": image}).text == "cosine>=0.999"
 
 
+def test_a_logit_map_is_held_as_its_mask_at_zero() -> None:
+    # one logit a position decided by its sign (OpenSpindleNet's spindle segmentation [N, 7500,
+    # 1]: auto at cosine>=0.999 met 0.9994 and lost 1.7 points of the mask's F1)
+    rng = np.random.default_rng(0)
+    n, t = 6, 2000
+    spindle = rng.uniform(size=(n, t, 1)) < 0.05
+    logits = np.where(spindle, rng.normal(5, 1.5, size=(n, t, 1)), rng.normal(-6, 2, size=(n, t, 1)))
+    # (an EEG signal in: no image input, so [N, 2000, 1] is not a detector's anchors)
+    target = parse_target(None, {"segmentation": logits, "detection": rng.normal(size=(n, 30, 3))},
+                          image_inputs=False)
+    assert target.text == "segmentation:mask>=0.995,detection:cosine>=0.999"
+    # 3% of the spindle positions pushed just under zero: cosine barely moves, the mask's F1 does
+    flipped = logits.copy()
+    positive = np.flatnonzero(logits > 0)
+    flipped.reshape(-1)[positive[: len(positive) * 3 // 100]] = -0.1
+    assert parse_target("cosine>=0.999").evaluate({"s": logits}, {"s": flipped}).met
+    fid = target.evaluate({"segmentation": logits, "detection": np.zeros((n, 30, 3))},
+                          {"segmentation": flipped, "detection": np.zeros((n, 30, 3))})
+    assert fid.values["segmentation:mask>=0.995"] == pytest.approx(1 - 0.03 / 1.97, abs=2e-3)
+    assert not fid.met
+    # a signal of the same shape (a waveform, CTC logits over many classes) is not a map: much
+    # of it lies near zero
+    for signal in (rng.normal(size=(n, t, 1)), rng.laplace(size=(n, 1, t))):
+        assert parse_target(None, {"wave": signal}, image_inputs=False).text == "cosine>=0.999"
+    # two channels a position are class scores, not a sign decision
+    two = np.concatenate([logits, -logits], axis=2)
+    assert "mask" not in parse_target(None, {"seg": two}, image_inputs=False).text
+
+
 def test_features_of_a_waveform_are_not_a_detectors_anchors() -> None:
     # whisper's log-mel features [N, 128, 3000] are shaped like YOLOv8's head [N, 84, 8400]; an
     # audio front end has no image input, so its features keep the default cosine
