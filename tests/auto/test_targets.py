@@ -446,3 +446,45 @@ def test_values_a_loop_decodes_are_not_a_detectors_anchors() -> None:
     assert default_target(outputs) == "cosine>=0.999995"  # by shape alone: a detector's boxes
     plain = plain_output_names(load_model(proto), outputs)
     assert plain == ["cells"] and default_target(outputs, plain=plain) == "cells:cosine>=0.999"
+
+
+def test_a_vector_a_loop_gives_out_is_an_embedding_but_a_linear_head_on_it_is_not() -> None:
+    import onnx
+    from onnx import helper as oh
+
+    from onnxcompress.auto.measure import plain_output_names, run_outputs
+    from onnxcompress.auto.targets import default_target
+    from onnxcompress.model import load_model
+
+    # chars2vec: tf2onnx's LSTM is a Loop whose last state, sliced and squeezed, is the word
+    # embedding [N, 300]; held to top1>=0.99 auto stayed at 1.99x where int8 keeps cosine 0.9998
+    body = oh.make_graph(
+        [oh.make_node("Identity", ["c"], ["c_out"]), oh.make_node("Add", ["h", "step"], ["h_out"])],
+        "body",
+        [oh.make_tensor_value_info("i", onnx.TensorProto.INT64, []),
+         oh.make_tensor_value_info("c", onnx.TensorProto.BOOL, []),
+         oh.make_tensor_value_info("h", onnx.TensorProto.FLOAT, [1, 8])],
+        [oh.make_tensor_value_info("c_out", onnx.TensorProto.BOOL, []),
+         oh.make_tensor_value_info("h_out", onnx.TensorProto.FLOAT, [1, 8])],
+        [onnx.numpy_helper.from_array(np.full((1, 8), 0.01, np.float32), "step")])
+    rng = np.random.default_rng(0)
+    graph = oh.make_graph(
+        [oh.make_node("ReduceMean", ["image"], ["h0"], axes=[2, 3], keepdims=0),
+         oh.make_node("Loop", ["trips", "cond", "h0"], ["h_last"], body=body),
+         oh.make_node("Flatten", ["h_last"], ["state"]),
+         oh.make_node("MatMul", ["h_last", "w"], ["mm"]),
+         oh.make_node("Add", ["mm", "b"], ["logits"])], "rnn",
+        [oh.make_tensor_value_info("image", onnx.TensorProto.FLOAT, [1, 8, 4, 4])],
+        [oh.make_tensor_value_info("state", onnx.TensorProto.FLOAT, [1, 8]),
+         oh.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [1, 8])],
+        [onnx.numpy_helper.from_array(np.array(5, np.int64), "trips"),
+         onnx.numpy_helper.from_array(np.array(True), "cond"),
+         onnx.numpy_helper.from_array(rng.normal(size=(8, 8)).astype(np.float32), "w"),
+         onnx.numpy_helper.from_array(rng.normal(size=(8,)).astype(np.float32), "b")])
+    proto = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    feeds = [{"image": np.random.default_rng(i).normal(size=(1, 8, 4, 4)).astype(np.float32)}
+             for i in range(3)]
+    outputs = run_outputs(proto, feeds)
+    plain = plain_output_names(load_model(proto), outputs)
+    assert plain == ["state"]
+    assert default_target(outputs, plain=plain) == "state:cosine>=0.999,logits:top1>=0.99"
