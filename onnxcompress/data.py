@@ -488,14 +488,22 @@ def _image_axes(shape: tuple[int | str | None, ...]) -> tuple[int, ...]:
     return (2, 3)
 
 
+#: Ops an integer input reaches its Gather through: reshaping, and the index arithmetic exporters
+#: write (tf2onnx's Keras Embedding: ``Where(x < 0, x + V, x)`` as Less/Cast/Mul/Add: slovorez's
+#: ids went out of its 49 rows and nothing could measure the model).
+_INDEX_PATH_OPS = frozenset({"Cast", "Unsqueeze", "Reshape", "Flatten", "Squeeze",
+                             "Add", "Sub", "Mul", "Where", "Clip", "Min", "Max", "Mod", "Abs"})
+
+
 def _index_bound(model: ir.Model, name: str) -> int | None:
-    """Rows of the smallest embedding table an integer input indexes, if any (through Cast)."""
+    """Rows of the smallest embedding table an integer input indexes, if any (through reshapes
+    and index arithmetic, :data:`_INDEX_PATH_OPS`)."""
     value = next((v for v in model.graph.inputs if v.name == name), None)
     if value is None:
         return None
     bounds = []
     frontier = [value]
-    for _ in range(3):
+    for _ in range(5):
         nxt = []
         for v in frontier:
             for node, idx in v.uses():
@@ -503,7 +511,7 @@ def _index_bound(model: ir.Model, name: str) -> int | None:
                     table = node.inputs[0]
                     if table.shape is not None and isinstance(table.shape[0], int):
                         bounds.append(int(table.shape[0]))
-                elif node.op_type in ("Cast", "Unsqueeze", "Reshape", "Flatten", "Squeeze"):
+                elif node.op_type in _INDEX_PATH_OPS:
                     nxt.extend(node.outputs)
         frontier = nxt
     return min(bounds) if bounds else None

@@ -99,6 +99,28 @@ def test_synthetic_integer_ids_respect_embedding_size():
     assert feeds[0]["input_ids"].shape == (1, 16) and ids.max() < 7 and ids.min() >= 0
 
 
+def test_synthetic_ids_respect_a_table_behind_index_arithmetic():
+    # tf2onnx's Keras Embedding: Where(x < 0, x + V, x), written as Less/Cast/Mul/Add (slovorez:
+    # ids drawn in [0, 100) went out of its 49 rows and no guard could run the model)
+    import onnx
+
+    model = load_model(onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (int32[N, T] ids) => (float[N, T, 4] y) <float[49, 4] table, int32 v = {49}, int32 zero = {0}> {
+            wrapped = Add (ids, v)
+            negative = Less (ids, zero)
+            neg = Cast <to = 6> (negative)
+            not_neg = Not (negative)
+            pos = Cast <to = 6> (not_neg)
+            a = Mul (neg, wrapped)
+            b = Mul (ids, pos)
+            index = Add (a, b)
+            y = Gather (table, index)
+        }"""))
+    ids = np.concatenate([f["ids"].ravel() for f in synthetic_feeds(model, 4, seed=0)])
+    assert ids.min() >= 0 and ids.max() < 49
+
+
 def test_shape_overrides():
     assert parse_shape_overrides(["x:2x16"]) == {"x": (2, 16)}
     with pytest.raises(DataError, match="NAME:DIMS"):
