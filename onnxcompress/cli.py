@@ -397,8 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("compress", parents=[common], help="compress a model",
-                       description="Compress MODEL into OUT with the passes the flags (or --recipe, or --auto) "
-                       f"select; with none of them, {DEFAULT_PASS_FLAGS}.")
+                       description="Compress MODEL into OUT with the passes the flags (or --recipe, "
+                       f"or --auto) select; with none of them, {DEFAULT_PASS_FLAGS}.")
     p.add_argument("model", help="input .onnx file (never modified)")
     p.add_argument("-o", "--output", required=True, help="output .onnx file (written atomically)")
     p.add_argument("--recipe", help="a TOML or JSON recipe file describing the pipeline")

@@ -27,6 +27,19 @@ PASSES = {
 }
 
 
+@pytest.fixture(autouse=True)
+def as_if_large(monkeypatch):
+    """The checks that run a model whole (the int8 fidelity guard, the float16 check, the speed
+    guards) skip models past their size limits, not external-data ones as such (a 6.7 MB dynamo
+    export has external data): these tests take the small model here for a large one."""
+    from onnxcompress.passes import _float16_check, _float16_speed, _int8_guard, _speed
+
+    monkeypatch.setattr(_int8_guard, "GUARD_MAX_BYTES", 0)
+    monkeypatch.setattr(_float16_check, "MAX_BYTES", 0)
+    monkeypatch.setattr(_speed, "EXTERNAL_DATA_THRESHOLD", 0)
+    monkeypatch.setattr(_float16_speed, "EXTERNAL_DATA_THRESHOLD", 0)
+
+
 @pytest.fixture
 def external_mlp(tmp_path):
     model = h.mlp(SIZES)
@@ -132,3 +145,15 @@ def test_speed_guard_does_not_time_a_large_model(external_mlp):
     notes = result.passes[0].notes
     assert any("speed guard did not measure (the model is large" in n for n in notes), notes
     onnx.checker.check_model(to_proto(result.model))
+
+
+def test_a_small_external_data_model_is_guarded(external_mlp, monkeypatch):
+    """External data alone is not a large model (PyTorch's dynamo exporter writes it whatever
+    the size): the fidelity and speed guards measure it (khmersm, 6.7 MB, went unguarded)."""
+    monkeypatch.undo()  # the real size limits
+    _, path = external_mlp
+    result = Pipeline.from_recipe({"passes": [{"pass": "quantize", "mode": "dynamic"}]}).run(load_model(path))
+    notes = " ".join(result.passes[0].notes)
+    assert "the model is large" not in notes and "did not measure" not in notes, notes
+    assert result.passes[0].metrics["fidelity_guard"]["probed"]  # the fidelity guard measured it
+    assert "latency_float_ms" in result.passes[0].metrics  # and the speed guard timed it

@@ -21,7 +21,7 @@ import onnxruntime as ort
 
 from onnxcompress import __version__, cache, runtime
 from onnxcompress.errors import OnnxCompressError
-from onnxcompress.model import is_large
+from onnxcompress.model import EXTERNAL_DATA_THRESHOLD, tensor_bytes
 from onnxcompress.passes._speed import (
     GUARD_SECONDS,
     SPEED_TOLERANCE,
@@ -40,8 +40,8 @@ def latency_ratio(original: ir.Model, converted: ir.Model, context: PassContext,
                   config: dict) -> tuple[float | None, str]:
     """fp16 / fp32 latency on one sample (the first calibration sample, else a synthetic one),
     or None with the reason it was not measured; cached per machine and graph structure."""
-    if is_large(original):
-        return None, "the model is large (external data or over 2 GB)"
+    if tensor_bytes(original) > EXTERNAL_DATA_THRESHOLD:  # external data alone: see _int8_guard.fits
+        return None, "the model is large (over 2 GB)"
     key = cache.decision_key("float16-speed-guard", "1 thread", __version__, ort.__version__,
                              cache.machine_id(), config, structure_digest(original),
                              structure_digest(converted))
