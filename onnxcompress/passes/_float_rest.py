@@ -11,7 +11,10 @@ range (a value in the subnormal range errs by at most 2^-25). Either moves the o
 than the other weights' 256 levels do. Not where the Cast node and the second name cost more
 bytes than the half saved (``_cast_bytes``: a 64-value bias of a long-named export).
 Elementwise constants (anchor tables, masks, decomposed norms) are not layer parameters and
-stay as they are.
+stay as they are, but for one kind: a large table only added to activations, through selection
+ops (``_additive_tables``: a positional encoding, ``pe[:, :T]`` + x). It adds like a bias, and it
+can be a quarter of a small transformer (batch 5: khmersm's [1, 2048, 192] sinusoids, 1.5 MB of
+6.7 MB, kept dynamic int8 at 2.35x).
 
 Only when no later pass of the run rewrites weights: quantize reads biases as constants (int32
 biases), and the float16 passes store what they convert themselves.
@@ -24,7 +27,7 @@ import onnx_ir as ir
 
 from onnxcompress.passes._half_store import HALF, fits_half_finite, half_exact_enough, store_narrow
 from onnxcompress.passes.base import PassContext, PassResult
-from onnxcompress.weights import ROLE_BIAS, ROLE_NORM, WeightIndex, model_names
+from onnxcompress.weights import ROLE_BIAS, ROLE_NORM, WeightIndex, matches, model_names
 
 REST_ROLES = frozenset({ROLE_BIAS, ROLE_NORM})
 LATER_WEIGHT_PASSES = ("quantize", "float16", "bfloat16")
@@ -62,12 +65,56 @@ def store_rest(model: ir.Model, labels: set[str], exclude: tuple[str, ...],
             moved.append(w.label)
         del array  # one tensor's data at a time (external data: issue 18)
         w.release()
+    for graph, value in _additive_tables(model):
+        if value.name in moved or matches(value.name or "", exclude):
+            continue
+        array = value.const_value.numpy()
+        if array.dtype == np.float32 and fits_half_finite(array):
+            store_narrow(graph, value, array.astype(np.float16), HALF, names, "fp16")
+            before += array.nbytes
+            after += array.nbytes // 2
+            moved.append(value.name)
     if not moved:
         return
     result.metrics["rest_float16"] = {"tensors": len(moved), "bytes_before": before, "bytes_after": after,
                                       "names": moved}
-    result.note(f"{len(moved)} {what} tensor(s) (biases, norm parameters, small layers) stored in "
+    result.note(f"{len(moved)} {what} tensor(s) (biases, norm parameters, small layers, additive tables) stored in "
                 f"float16: {before} -> {after} bytes")
+
+
+#: A table this large (values) is no bias or per-channel constant: a positional encoding.
+ADDITIVE_TABLE_VALUES = 1 << 16
+#: Ops between such a table and its Add that only select or reshape its values.
+_SELECTING_OPS = frozenset({"Slice", "Gather", "Reshape", "Squeeze", "Unsqueeze", "Expand",
+                            "Transpose", "Identity", "Flatten"})
+
+
+def _additive_tables(model: ir.Model) -> list[tuple[ir.Graph, ir.Value]]:
+    """Float32 initializers of the main graph with at least ADDITIVE_TABLE_VALUES values that
+    every reader, through :data:`_SELECTING_OPS`, only adds to something else: (graph, value)."""
+    found = []
+    for value in model.graph.initializers.values():
+        tensor = value.const_value
+        if (tensor is None or tensor.dtype != ir.DataType.FLOAT or value.is_graph_output()
+                or int(np.prod(tensor.shape.numpy())) < ADDITIVE_TABLE_VALUES):
+            continue
+        frontier, adds, ok = [value], 0, True
+        for _ in range(8):
+            following = []
+            for v in frontier:
+                for node, index in v.uses():
+                    if node.op_type == "Add" and node.domain in ("", "ai.onnx"):
+                        adds += 1
+                    elif node.op_type in _SELECTING_OPS and index == 0 and node.domain in ("", "ai.onnx"):
+                        following.extend(node.outputs)
+                    else:
+                        ok = False
+            frontier = following
+            if not frontier or not ok:
+                break
+        if ok and adds and not frontier:
+            found.append((model.graph, value))
+    return found
 
 
 def _cast_bytes(name: str | None) -> int:

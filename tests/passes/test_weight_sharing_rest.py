@@ -208,3 +208,38 @@ def test_int8_rest_waits_for_a_later_float16_pass():
     result, _ = quantize(conv_bn_model(), "dynamic", passes=[Float16()])
     assert "rest_float16" not in result.metrics
     assert any("float16 runs after quantize" in n for n in result.notes)
+
+
+def test_a_positional_table_added_through_a_slice_is_stored_in_float16_an_anchor_grid_is_not():
+    # khmersm (batch 5): a sinusoidal encoding [1, 2048, 192], pe[:, :T] + x, was 1.5 MB of a
+    # 6.7 MB transformer left float32 beside int8 weights (2.35x)
+    t = np.arange(512)[:, None] / np.power(10000, np.arange(0, 128, 2) / 128)[None, :]
+    pe = np.concatenate([np.sin(t), np.cos(t)], axis=1)[None].astype(np.float32)  # [1, 512, 128]
+    grid = np.random.default_rng(1).uniform(0, 1, size=(1, 512, 128)).astype(np.float32)
+    w = (np.random.default_rng(2).standard_normal((128, 128)) * 0.1).astype(np.float32)
+    model = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[1, T, 128] x) => (float[1, T, 128] y, float[1, T, 128] z) {
+            shape = Shape (x)
+            ends = Slice (shape, one, two)
+            pos = Slice (pe, zero, ends, one)
+            h = Add (x, pos)
+            y = MatMul (h, w)
+            g = Slice (grid, zero, ends, one)
+            z = Mul (x, g)
+        }""")
+    model.graph.initializer.extend([
+        onh.from_array(pe, "pe"), onh.from_array(grid, "grid"), onh.from_array(w, "w"),
+        onh.from_array(np.array([0], np.int64), "zero"), onh.from_array(np.array([1], np.int64), "one"),
+        onh.from_array(np.array([2], np.int64), "two")])
+    result, proto = quantize(model, "weights")
+    arrays = stored(proto)
+    assert arrays["pe_fp16"].dtype == np.float16 and "pe" not in arrays
+    assert arrays["grid"].dtype == np.float32  # multiplied: not a bias-like table
+    assert "pe" in result.metrics["rest_float16"]["names"]
+    _, excluded = quantize(model, "weights", exclude=("pe",))
+    assert stored(excluded)["pe"].dtype == np.float32
+    x = {"x": np.random.default_rng(3).standard_normal((1, 300, 128)).astype(np.float32)}
+    rounded = with_rounded(to_proto(Pipeline([Quantize(mode="weights", speed_check=False,
+                                                       rest="float32")]).run(model).model), ["pe"])
+    np.testing.assert_allclose(h.run(proto, x)[0], h.run(rounded, x)[0], rtol=1e-5, atol=1e-5)
