@@ -15,7 +15,7 @@ from typing import Any
 from onnxcompress.validation.compare import ComparisonReport, compare_models
 from onnxcompress.validation.tolerance import Tolerance
 
-_TOLERANCE_KEYS = ("atol", "rtol", "min_cosine", "max_rel_error", "min_top1")
+_TOLERANCE_KEYS = ("atol", "rtol", "min_cosine", "max_rel_error", "min_top1", "min_detection_f1")
 _OPTION_KEYS = (
     "per_output",
     "classifiers",

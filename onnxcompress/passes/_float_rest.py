@@ -78,8 +78,8 @@ def store_rest(model: ir.Model, labels: set[str], exclude: tuple[str, ...],
         return
     result.metrics["rest_float16"] = {"tensors": len(moved), "bytes_before": before, "bytes_after": after,
                                       "names": moved}
-    result.note(f"{len(moved)} {what} tensor(s) (biases, norm parameters, small layers, additive tables) stored in "
-                f"float16: {before} -> {after} bytes")
+    result.note(f"{len(moved)} {what} tensor(s) (biases, norm parameters, small layers, additive "
+                f"tables) stored in float16: {before} -> {after} bytes")
 
 
 #: A table this large (values) is no bias or per-channel constant: a positional encoding.

@@ -63,6 +63,13 @@ def add_tolerance_arguments(parser: argparse.ArgumentParser, *, defaults: str) -
         help="minimum top-1 agreement of classifier outputs, e.g. 0.99",
     )
     group.add_argument(
+        "--min-detection-f1",
+        type=float,
+        metavar="FRACTION",
+        help="minimum F1 of the boxes a detection list reports (an NMS-free detector's [N, K, 6]: "
+        "score >= 0.25, matched by class and IoU >= 0.5), e.g. 0.99",
+    )
+    group.add_argument(
         "--tol",
         action="append",
         default=[],
@@ -75,7 +82,7 @@ def add_tolerance_arguments(parser: argparse.ArgumentParser, *, defaults: str) -
 def tolerances_from_args(args: argparse.Namespace) -> tuple[Tolerance | None, dict[str, Tolerance]]:
     given = {
         key: getattr(args, key, None)
-        for key in ("atol", "rtol", "min_cosine", "max_rel_error", "min_top1")
+        for key in ("atol", "rtol", "min_cosine", "max_rel_error", "min_top1", "min_detection_f1")
         if getattr(args, key, None) is not None
     }
     default = Tolerance.from_dict(given, where="tolerance flags") if given else None
@@ -305,6 +312,7 @@ def check_validate_arguments(args: argparse.Namespace) -> None:
             ("--min-cosine", "min_cosine"),
             ("--max-rel-error", "max_rel_error"),
             ("--min-top1", "min_top1"),
+            ("--min-detection-f1", "min_detection_f1"),
             ("--tol", "tol"),
         )
         if getattr(args, dest, None) not in (None, [])

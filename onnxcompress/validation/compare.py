@@ -31,11 +31,7 @@ from onnxcompress.errors import ConfigError, DataError, RuntimeUnavailableError
 from onnxcompress.memory import compare_session_memory
 from onnxcompress.model import load_model, save_model
 from onnxcompress.runtime import create_session
-from onnxcompress.validation.latency import (
-    DEFAULT_LATENCY_RUNS,
-    LatencyResult,
-    measure_latency,
-)
+from onnxcompress.validation.latency import DEFAULT_LATENCY_RUNS, LatencyResult, measure_latency
 from onnxcompress.validation.layers import DEFAULT_MEMORY_BUDGET, LayerReport, compare_layers
 from onnxcompress.validation.metrics import TensorStats
 from onnxcompress.validation.render import render_report
@@ -96,6 +92,7 @@ class OutputComparison:
     labelled: int = 0
     accuracy_original: float | None = None
     accuracy_compressed: float | None = None
+    detection_f1: float | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -512,6 +509,7 @@ def _evaluate(name: str, s: TensorStats, tol: Tolerance) -> OutputComparison:
         labelled=s.labelled_rows,
         accuracy_original=s.accuracy_original,
         accuracy_compressed=s.accuracy_compressed,
+        detection_f1=s.detection_f1,
         notes=list(dict.fromkeys(s.notes))[:3],
     )
     checks = out.checks
@@ -543,7 +541,20 @@ def _evaluate(name: str, s: TensorStats, tol: Tolerance) -> OutputComparison:
                     f"(max abs error {s.max_abs:.3g})",
                 )
             )
-        if tol.min_cosine is not None:
+        default = tol in (DEFAULT_TOLERANCE, DEFAULT_SYNTHETIC_TOLERANCE)
+        if tol.min_detection_f1 is not None:
+            if s.detection_f1 is not None:
+                applied += 1
+                checks.append(Check(
+                    "min_detection_f1", s.detection_f1 >= tol.min_detection_f1,
+                    f"detection F1 {s.detection_f1:.4f} ({s.detections_matched} of "
+                    f"{s.detections_reported} reported boxes matched), needs >= {tol.min_detection_f1:g}"))
+            elif not default:
+                out.notes.append("--min-detection-f1 does not apply: not a detection list")
+        if tol.min_cosine is not None and default and s.detection_f1 is not None:
+            out.notes.append("a detection list: compared by its boxes, not its cosine (rows under "
+                             "the score threshold are noise in any order)")
+        elif tol.min_cosine is not None:
             applied += 1
             cos = s.cosine if s.cosine is not None else -1.0
             checks.append(

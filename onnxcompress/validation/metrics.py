@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from onnxcompress.validation.detections import detection_columns, match_detections
+
 
 def is_float(dtype: np.dtype) -> bool:
     return np.dtype(dtype).kind in "fc"
@@ -66,6 +68,10 @@ class TensorStats:
     top1_agree: int = 0
     topk_agree: int = 0
     k: int | None = None
+    # detection lists (an NMS-free detector's [N, K, 6]: validation/detections.py)
+    detection: tuple[int, int] | None = None  # (score column, class column)
+    detections_matched: int = 0
+    detections_reported: int = 0
     labelled_rows: int = 0
     correct_original: int = 0
     correct_compressed: int = 0
@@ -80,6 +86,8 @@ class TensorStats:
             self.exact = not is_float(a.dtype)
             if self.classifier is None:
                 self.classifier = not self.exact and looks_like_classifier(a.shape)
+            if not self.exact:
+                self.detection = detection_columns(a)
         if a.shape != b.shape:
             if self.shape_mismatch is None:
                 self.shape_mismatch = (
@@ -95,6 +103,10 @@ class TensorStats:
         if np.iscomplexobj(a) or np.iscomplexobj(b):
             a, b = np.abs(a), np.abs(b)
         self._add_float(a.astype(np.float64, copy=False).ravel(), b.astype(np.float64, copy=False).ravel())
+        if self.detection is not None and np.isfinite(a).all() and np.isfinite(b).all():
+            matched, reported = match_detections(a, b, self.detection)
+            self.detections_matched += matched
+            self.detections_reported += reported
         if self.classifier and a.ndim >= 1 and a.shape[-1] > 1:
             self._add_classes(a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1]), labels)
 
@@ -151,6 +163,14 @@ class TensorStats:
             self.correct_compressed += int(np.count_nonzero(top_b == labels))
 
     # -- results --------------------------------------------------------------------------------
+
+    @property
+    def detection_f1(self) -> float | None:
+        """F1 of the detections the two models report (1 where neither reports any)."""
+        if self.detection is None:
+            return None
+        reported = self.detections_reported
+        return self.detections_matched / reported if reported else 1.0
 
     @property
     def mean_abs(self) -> float | None:

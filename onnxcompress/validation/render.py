@@ -64,6 +64,9 @@ def render_report(d: Mapping[str, Any], *, max_layers: int = 30) -> str:
                 f"  {o['name']}: top-1 agreement {_pct(o['top1_agreement'])}, original's top-1 within the "
                 f"compressed top-{o['k']}: {_pct(o['topk_agreement'])} ({o['rows']} rows)"
             )
+        if o.get("detection_f1") is not None:
+            lines.append(f"  {o['name']}: detections (score >= 0.25, IoU >= 0.5): F1 "
+                         f"{o['detection_f1']:.4f}")
         if o.get("labelled"):
             a, b = o["accuracy_original"], o["accuracy_compressed"]
             lines.append(

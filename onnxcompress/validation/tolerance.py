@@ -2,8 +2,10 @@
 
 A :class:`Tolerance` holds any of: ``atol``/``rtol`` (numpy ``allclose`` semantics with the
 original as reference, ``|compressed - original| <= atol + rtol * |original|`` for every
-element), ``min_cosine``, ``max_rel_error`` (relative L2 error) and ``min_top1`` (top-1
-agreement, classifier outputs only). An output passes when every criterion given holds.
+element), ``min_cosine``, ``max_rel_error`` (relative L2 error), ``min_top1`` (top-1
+agreement, classifier outputs only) and ``min_detection_f1`` (F1 of the reported boxes, detection
+lists only: ``validation/detections.py``; the default compares a detection list by this instead
+of its cosine). An output passes when every criterion given holds.
 
 With no criterion at all, :data:`DEFAULT_TOLERANCE` applies: the one default policy of
 ``compare``, ``compress --validate`` and ``testing.assert_equivalent``. A compressed model is
@@ -36,6 +38,7 @@ class Tolerance:
     min_cosine: float | None = None
     max_rel_error: float | None = None
     min_top1: float | None = None
+    min_detection_f1: float | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -51,6 +54,9 @@ class Tolerance:
                 raise ConfigError(f"tolerance {name}={value}: must be >= 0.")
         if self.min_cosine is not None and not -1 <= self.min_cosine <= 1:
             raise ConfigError(f"tolerance min_cosine={self.min_cosine}: must be in [-1, 1].")
+        if self.min_detection_f1 is not None and not 0 <= self.min_detection_f1 <= 1:
+            raise ConfigError(f"tolerance min_detection_f1={self.min_detection_f1}: must be a "
+                              "fraction in [0, 1].")
         if self.min_top1 is not None and not 0 <= self.min_top1 <= 1:
             raise ConfigError(
                 f"tolerance min_top1={self.min_top1}: must be a fraction in [0, 1].",
@@ -123,17 +129,22 @@ class Tolerance:
             parts.append(f"rel.err <= {self.max_rel_error:g}")
         if self.min_top1 is not None:
             parts.append(f"top-1 >= {self.min_top1:.2%}")
+        if self.min_detection_f1 is not None:
+            parts.append(f"detection F1 >= {self.min_detection_f1:g}")
         return ", ".join(parts) or "defaults"
 
 
 # The one default policy (compare, compress --validate, assert_equivalent): a compressed model is
 # not expected to be element-wise close, but its outputs should point the same way and a
 # classifier should keep its decisions. min_top1 applies to class-score outputs only.
-DEFAULT_TOLERANCE = Tolerance(min_cosine=0.99, min_top1=0.99)
+# min_detection_f1 applies to detection lists only (an NMS-free detector's [N, K, 6]: their
+# cosine is not applied by default, see validation/detections.py).
+DEFAULT_TOLERANCE = Tolerance(min_cosine=0.99, min_top1=0.99, min_detection_f1=0.99)
 # On synthetic inputs the top-1 criterion is left out: random inputs put classes in near-ties,
 # so a compressed model that agrees to cosine 0.9995 still flips a row in 64 (measured on the
 # test MLP) without any real input changing class.
-DEFAULT_SYNTHETIC_TOLERANCE = Tolerance(min_cosine=DEFAULT_TOLERANCE.min_cosine)
+DEFAULT_SYNTHETIC_TOLERANCE = Tolerance(min_cosine=DEFAULT_TOLERANCE.min_cosine,
+                                        min_detection_f1=DEFAULT_TOLERANCE.min_detection_f1)
 # Kept for callers of the earlier name; the same object.
 VALIDATE_TOLERANCE = DEFAULT_TOLERANCE
 

@@ -211,8 +211,9 @@ def test_compress_validate_passes_and_fails(capsys, files, tmp_path):
     )
     assert code == 1 and "FAIL y [min_cosine]" in out
     validation = json.loads((tmp_path / "r.json").read_text())["validation"]
+    # synthetic inputs: the default checks cosine (and a detection list's boxes), not top-1
     assert validation["passed"] is False and validation["outputs"][0]["tolerance"] == {
-        "min_cosine": 0.99}  # synthetic inputs: the default checks cosine only
+        "min_cosine": 0.99, "min_detection_f1": 0.99}
     code, out, err = run(
         capsys,
         "compress",

@@ -44,7 +44,7 @@ def test_metric_thresholds_replace_the_default(mlp):
     default = compare_models(mlp, slightly)
     assert default.passed  # cosine 0.99997: a compressed model this close passes
     # synthetic inputs: cosine only (random inputs put classes in near-ties), and the report says so
-    assert default.output("y").tolerance == Tolerance(min_cosine=0.99)
+    assert default.output("y").tolerance == Tolerance(min_cosine=0.99, min_detection_f1=0.99)
     assert {c.criterion for c in default.output("y").checks} == {"non-finite", "min_cosine"}
     assert any("cosine only" in n for n in default.notes)
     feeds = [{"x": np.random.default_rng(i).standard_normal((4, 16)).astype(np.float32)} for i in range(4)]
@@ -177,7 +177,7 @@ def test_missing_output_and_bad_paths(tmp_path, mlp):
 
 
 def test_tolerance_validation_and_parsing():
-    assert Tolerance().resolved() == Tolerance(min_cosine=0.99, min_top1=0.99) == DEFAULT_TOLERANCE
+    assert Tolerance().resolved() == Tolerance(min_cosine=0.99, min_top1=0.99, min_detection_f1=0.99) == DEFAULT_TOLERANCE
     assert Tolerance(atol=0.5).resolved() == Tolerance(atol=0.5, rtol=1e-3)
     assert Tolerance(min_cosine=0.9).resolved() == Tolerance(min_cosine=0.9)
     assert Tolerance.parse("atol=1e-2, min-cosine=0.99") == Tolerance(atol=0.01, min_cosine=0.99)

@@ -1,0 +1,119 @@
+"""Detection lists: an end-to-end detector's output compared as the boxes it reports.
+
+An NMS-free detector (Ultralytics YOLOv10/YOLO26 end-to-end exports, DETR-style heads) writes
+``[N, K, F]``: K candidate rows per image, sorted by score, each ``x1, y1, x2, y2, score, class``
+(and maybe more columns). Below the score threshold the rows are noise in arbitrary order, so
+the tensor's cosine says nothing about the boxes (batch 5, an ISBN YOLO26n: int8 kept every
+detection at cosine 0.82; a pruned file that lost every detection scored 0.78). Such an output
+is compared as its detections instead: rows scoring at least SCORE_THRESHOLD, matched one to
+one across the models by class and IoU >= IOU_THRESHOLD, pooled into an F1 over every sample.
+A box may be matched by one the other model scores up to SCORE_SLACK under the threshold: a
+score moving from 0.26 to 0.24 is not a lost detection (int8 moved one of the ISBN detector's
+29 boxes so, which alone read as F1 0.98).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Ultralytics' default confidence threshold.
+SCORE_THRESHOLD = 0.25
+IOU_THRESHOLD = 0.5
+SCORE_SLACK = 0.05
+#: At least this many rows a sample: a list, not a handful of values.
+MIN_ROWS = 10
+
+
+def detection_columns(a: np.ndarray) -> tuple[int, int] | None:
+    """(score column, class column) of a detection list ``[N, K, F]`` (6 <= F <= 8, K >=
+    MIN_ROWS; boxes in the first four columns): the score is in [0, 1] and falls along K in
+    every sample, the class holds whole numbers >= 0. None when ``a`` is not one."""
+    a = np.asarray(a)
+    if (a.ndim != 3 or not 6 <= a.shape[2] <= 8 or a.shape[1] < MIN_ROWS
+            or not np.issubdtype(a.dtype, np.floating) or not np.isfinite(a).all()):
+        return None
+    for score in range(4, a.shape[2]):
+        s = a[:, :, score]
+        if s.min() < 0 or s.max() > 1 or np.any(np.diff(s, axis=1) > 1e-6) or np.ptp(s) == 0:
+            continue
+        for cls in range(4, a.shape[2]):
+            c = a[:, :, cls]
+            if cls != score and c.min() >= 0 and np.all(np.abs(c - np.round(c)) < 1e-4):
+                return score, cls
+    return None
+
+
+def match_detections(a: np.ndarray, b: np.ndarray, columns: tuple[int, int]) -> tuple[int, int]:
+    """(matched, reported) of two detection lists of the same samples: ``reported`` counts the
+    rows scoring at least SCORE_THRESHOLD in either model, ``matched`` those of them paired
+    (greedily, highest IoU first, same class, IoU >= IOU_THRESHOLD) with a row of the other
+    model scoring at least SCORE_THRESHOLD - SCORE_SLACK. F1 = matched / reported."""
+    score, cls = columns
+    low = SCORE_THRESHOLD - SCORE_SLACK
+    matched = reported = 0
+    for x, y in zip(np.asarray(a, np.float64), np.asarray(b, np.float64), strict=True):
+        x, y = x[x[:, score] >= low], y[y[:, score] >= low]
+        strong_x, strong_y = x[:, score] >= SCORE_THRESHOLD, y[:, score] >= SCORE_THRESHOLD
+        reported += int(strong_x.sum()) + int(strong_y.sum())
+        if not len(x) or not len(y):
+            continue
+        iou = _iou(x[:, :4], y[:, :4]) * (x[:, cls][:, None] == y[:, cls][None, :])
+        for _ in range(min(len(x), len(y))):
+            i, j = np.unravel_index(int(np.argmax(iou)), iou.shape)
+            if iou[i, j] < IOU_THRESHOLD:
+                break
+            matched += int(strong_x[i]) + int(strong_y[j])
+            iou[i, :] = iou[:, j] = 0.0
+    return matched, reported
+
+
+def detection_f1(a: np.ndarray, b: np.ndarray, columns: tuple[int, int]) -> float:
+    matched, reported = match_detections(a, b, columns)
+    return matched / reported if reported else 1.0
+
+
+def box_flip_ratios(a: np.ndarray, b: np.ndarray, columns: tuple[int, int]) -> np.ndarray:
+    """How near each box the original reports comes to being lost, as auto mode's flip ratios
+    are for a class (``auto.targets.flip_ratios``; > 1: it was): for every row the original
+    scores at least SCORE_THRESHOLD, its score's fall over its lead on the threshold less
+    SCORE_SLACK (a score that stays above it still matches: :func:`match_detections`) or its
+    IoU loss over the IoU threshold's lead, whichever is larger, against the nearest row of the
+    other model with the same class, IoU >= IOU_THRESHOLD and a score within the slack (else
+    its best-scoring such row; inf: none); one inf for
+    every box only the compressed model reports."""
+    score, cls = columns
+    out: list[np.ndarray] = []
+    low = SCORE_THRESHOLD - SCORE_SLACK
+    for x, y in zip(np.asarray(a, np.float64), np.asarray(b, np.float64), strict=True):
+        kept, near = x[x[:, score] >= SCORE_THRESHOLD], x[x[:, score] >= low]
+        shown = y[y[:, score] >= SCORE_THRESHOLD]
+        if len(kept):
+            iou = _iou(kept[:, :4], y[:, :4]) * (kept[:, cls][:, None] == y[:, cls][None, :])
+            overlapping = iou >= IOU_THRESHOLD
+            # the nearest row the compressed model still reports, else its best-scoring one
+            # (an NMS-free head's near-duplicates swap order: the top one is not the match)
+            reported = overlapping & (y[None, :, score] >= low)
+            best = np.where(reported.any(axis=1), np.where(reported, iou, -1.0).argmax(axis=1),
+                            np.where(overlapping, y[None, :, score], -np.inf).argmax(axis=1))
+            rows = np.arange(len(kept))
+            fall = (kept[:, score] - y[best, score]) / (kept[:, score] - low)  # as match_detections
+            loss = (1.0 - iou[rows, best]) / (1.0 - IOU_THRESHOLD)
+            out.append(np.where(overlapping[rows, best], np.maximum(fall, loss), np.inf))
+        if len(shown):  # boxes the compressed model adds
+            iou = _iou(shown[:, :4], near[:, :4]) * (shown[:, cls][:, None] == near[:, cls][None, :])
+            gained = int((iou.max(axis=1, initial=0.0) < IOU_THRESHOLD).sum())
+            out.append(np.full(gained, np.inf))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def _iou(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """IoU of every box of ``p`` with every box of ``q`` (corners; a box written with its
+    corners the other way round is read as its mirror)."""
+    p = np.concatenate([np.minimum(p[:, :2], p[:, 2:]), np.maximum(p[:, :2], p[:, 2:])], axis=1)
+    q = np.concatenate([np.minimum(q[:, :2], q[:, 2:]), np.maximum(q[:, :2], q[:, 2:])], axis=1)
+    lo = np.maximum(p[:, None, :2], q[None, :, :2])
+    hi = np.minimum(p[:, None, 2:], q[None, :, 2:])
+    inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
+    area_p, area_q = np.prod(p[:, 2:] - p[:, :2], axis=1), np.prod(q[:, 2:] - q[:, :2], axis=1)
+    union = area_p[:, None] + area_q[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)

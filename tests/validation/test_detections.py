@@ -1,0 +1,112 @@
+"""Detection lists (an NMS-free detector's [N, K, 6]): compared as the boxes they report."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper as oh
+
+from onnxcompress.auto.targets import parse_target
+from onnxcompress.validation import compare_models
+from onnxcompress.validation.detections import (
+    box_flip_ratios,
+    detection_columns,
+    detection_f1,
+    match_detections,
+)
+
+
+def _lists(n: int = 4, k: int = 300, boxes: int = 3, seed: int = 0) -> np.ndarray:
+    """[n, k, 6] rows x1, y1, x2, y2, score, class, sorted by score: ``boxes`` real detections
+    (scores 0.5-0.95) a sample, then noise rows under 0.1 in any order."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros((n, k, 6))
+    for s in range(n):
+        xy = rng.uniform(0, 500, size=(k, 2))
+        out[s, :, :2], out[s, :, 2:4] = xy, xy + rng.uniform(20, 100, size=(k, 2))
+        out[s, :, 4] = np.sort(np.concatenate([rng.uniform(0.5, 0.95, boxes),
+                                               rng.uniform(0, 0.1, k - boxes)]))[::-1]
+        out[s, :, 5] = rng.integers(0, 3, k)
+    return out
+
+
+def test_a_detection_list_is_recognised_by_its_score_and_class_columns():
+    a = _lists()
+    assert detection_columns(a) == (4, 5)
+    assert detection_columns(a[:, :, [5, 4, 0, 1, 2, 3]]) is None  # boxes first
+    shuffled = a.copy()
+    shuffled[:, :, 4] = shuffled[:, ::-1, 4]  # scores not sorted
+    assert detection_columns(shuffled) is None
+    assert detection_columns(np.random.default_rng(0).normal(size=(4, 300, 6))) is None
+    assert detection_columns(a[:, :5]) is None  # too few rows for a list
+
+
+def test_noise_rows_reordered_keep_f1_a_lost_box_does_not():
+    a = _lists()
+    b = a.copy()
+    rng = np.random.default_rng(1)
+    for s in range(len(b)):  # the rows under the threshold in another order, as int8 leaves them
+        tail = b[s, 3:].copy()
+        tail[:, :4] = tail[rng.permutation(len(tail)), :4]
+        b[s, 3:] = tail
+    cols = detection_columns(a)
+    assert detection_f1(a, b, cols) == 1.0
+    # a score moving just under the threshold still matches; far under it does not
+    near, far = b.copy(), b.copy()
+    near[0, 2, 4], far[0, 2, 4] = 0.23, 0.1
+    assert detection_f1(a, near, cols) == 1.0
+    assert match_detections(a, far, cols) == (22, 23)  # 12 boxes in a, 11 in far, 11 pairs
+    moved = b.copy()
+    moved[1, 0, :4] += 200  # a box moved away
+    assert detection_f1(a, moved, cols) == pytest.approx(22 / 24)
+    relabelled = b.copy()
+    relabelled[2, 1, 5] = (relabelled[2, 1, 5] + 1) % 3
+    assert detection_f1(a, relabelled, cols) == pytest.approx(22 / 24)
+
+
+def test_box_flip_ratios_read_how_near_each_box_comes_to_being_lost():
+    a = _lists(boxes=2)
+    cols = detection_columns(a)
+    assert np.all(box_flip_ratios(a, a, cols) == 0)
+    b = a.copy()
+    score = a[0, 0, 4]
+    b[0, 0, 4] = score - 0.5 * (score - 0.2)  # half its lead on the threshold less the slack
+    ratios = box_flip_ratios(a, b, cols)
+    assert len(ratios) == 8 and ratios.max() == pytest.approx(0.5)
+    b[0, 0, 4] = 0.1  # lost
+    assert box_flip_ratios(a, b, cols).max() > 1
+    gained = a.copy()
+    gained[1, 5, 4] = 0.6  # a noise row promoted (the list stays sorted enough to compare)
+    assert np.isinf(box_flip_ratios(a, gained, cols)).sum() == 1
+
+
+def _detector(scale: float) -> onnx.ModelProto:
+    """x [1, 300, 6] -> the rows, the score column multiplied by ``scale`` (stays sorted)."""
+    graph = oh.make_graph(
+        [oh.make_node("Mul", ["x", "w"], ["output0"])], "det",
+        [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 300, 6])],
+        [oh.make_tensor_value_info("output0", onnx.TensorProto.FLOAT, [1, 300, 6])],
+        [onnx.numpy_helper.from_array(np.array([1, 1, 1, 1, scale, 1], np.float32), "w")])
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+
+
+def test_compare_judges_a_detection_list_by_its_boxes_not_its_cosine():
+    data = [{"x": s[None].astype(np.float32)} for s in _lists(n=6)]
+    same = compare_models(_detector(1.0), _detector(1.0), data)
+    assert same.passed and same.output("output0").detection_f1 == 1.0
+    # every score a fifth: every box falls under the threshold; cosine (coordinates) stays high
+    halved = compare_models(_detector(1.0), _detector(0.2), data)
+    out = halved.output("output0")
+    assert out.cosine > 0.99 and out.detection_f1 < 0.99 and not halved.passed
+    assert any(c.criterion == "min_detection_f1" and not c.passed for c in out.checks)
+
+
+def test_auto_holds_a_detection_list_to_its_box_loss_rate():
+    a = _lists(n=24)
+    target = parse_target(None, {"output0": a}, image_inputs=True)
+    assert target.text == "output0:detections>=0.99"  # not a detector's anchors at 0.999995
+    assert target.evaluate({"output0": a}, {"output0": a}).met
+    b = a.copy()
+    b[0, 0, 4] = 0.05  # one box of 72 lost
+    assert not target.evaluate({"output0": a}, {"output0": b}).met
