@@ -152,33 +152,56 @@ def _share_model_codebook(
     book = None if dense else keep[0].add_constant("kmeans.codebook", np.ascontiguousarray(codebook))
     stats, own_stats = [], []
     offset = 0
+    chosen: list[tuple[Weight, Any, Any, tuple | None]] = []  # (weight, shared fit, importance, own)
     for w, array, norm, axis, imp in zip(keep, arrays, norms, axes, importances, strict=True):
         labels = km.labels[0, offset : offset + array.size].reshape(array.shape)
         offset += array.size
         c = _scaled_clustering(km, codebook, labels, array, norm, axis, imp)
+        own = None
         if cfg.codebook == "auto":
             # The shared codebook only where the measured error says it is as good.
-            own = _fit_own(w, bits, cfg, energies.get(w.label), context, result)
+            fit = _fit_own(w, bits, cfg, energies.get(w.label), context, result)
             shared_error = _relative_error(c.snapped, array)
             # At 8 bits also never worse than int8 per-channel weights.
             bar = _int8_error(array, _out_axis(w, array)) if bits >= kmeans.MAX_BITS else math.inf
             if (
-                own is not None
-                and _own_codebook_pays(w, own[0], formats)
+                fit is not None
+                and _own_codebook_pays(w, fit[0], formats)
                 and (
-                    shared_error > MODEL_CODEBOOK_TOLERANCE * _relative_error(own[0].snapped, array)
+                    shared_error > MODEL_CODEBOOK_TOLERANCE * _relative_error(fit[0].snapped, array)
                     or shared_error > bar
                 )
             ):
-                fit, fit_importance = own
-                stat = _finish(
-                    w, bits, formats, fit, _index_bits(fit), fit_importance, constants, result,
-                    means=means, keep_sums=cfg.keep_sums,
-                )
-                if stat is not None:
+                own = (*fit, shared_error)
+        chosen.append((w, c, imp, own))
+    left = [(w, c) for w, c, _, own in chosen if own is None]
+    if left and not _shared_pays(left, codebook, index_bits, formats):
+        # What stays on the shared codebook is too small to carry it (batch 5, spindles at
+        # k-means 4: two MatMuls of 217 values took the whole 1 KiB codebook, 868 -> 1249 B):
+        # a codebook of its own where that pays, else float.
+        for i, (w, c, imp, own) in enumerate(chosen):
+            if own is None:
+                fit = _fit_own(w, bits, cfg, energies.get(w.label), context, result)
+                if fit is not None and _own_codebook_pays(w, fit[0], formats):
+                    chosen[i] = (w, c, imp, (*fit, None))
+                else:
+                    chosen[i] = (w, c, imp, "float")
+                    result.skip(w.label, "too small for a codebook: a shared one would cost more "
+                                "bytes than its values save")
+    for w, c, imp, own in chosen:
+        if own == "float":
+            continue
+        if own is not None:
+            fit, fit_importance, shared_error = own
+            stat = _finish(
+                w, bits, formats, fit, _index_bits(fit), fit_importance, constants, result,
+                means=means, keep_sums=cfg.keep_sums,
+            )
+            if stat is not None:
+                if shared_error is not None:
                     stat.extra["model_codebook_error"] = round(shared_error, 6)
-                    own_stats.append(stat)
-                continue
+                own_stats.append(stat)
+            continue
         stat = _finish(
             w, bits, formats, c, index_bits, imp, constants, result, book=book, shared=True,
             means=means, keep_sums=cfg.keep_sums,
@@ -199,6 +222,18 @@ def _share_model_codebook(
     if book is not None and not book.uses():
         keep[0].graph.initializers.pop(book.name, None)
     return stats + own_stats
+
+
+def _shared_pays(members: list[tuple[Weight, _Clustering]], codebook: np.ndarray, index_bits: int,
+                 formats: Formats) -> bool:
+    """Whether ``members`` stored on one shared ``codebook`` take fewer bytes than in float
+    (dense storage decides as the index formats would: it snaps to what they decode)."""
+    pricing = formats if formats.storage != "dense" else Formats("auto", formats.opset)
+    stored = codebook.nbytes
+    for w, c in members:
+        side = c.scales.nbytes if c.scales is not None else 0
+        stored += estimate_bytes(pricing.choose(index_bits, w.size), index_bits, w.size, side)
+    return stored < sum(w.nbytes for w, _ in members)
 
 
 # -- one weight ---------------------------------------------------------------------------

@@ -210,6 +210,18 @@ def test_model_codebook_at_8_bits():
     assert max(layer.error for layer in result.layers) < 0.02
 
 
+def test_weights_too_small_to_carry_a_shared_codebook_stay_float():
+    """Two MatMuls of 217 values took a whole shared codebook (batch 5, spindles at k-means 4:
+    868 -> 1249 bytes, shown as 46 bits a weight): where the members left on a shared codebook
+    would take more bytes than in float, they get a codebook of their own if that pays, else
+    stay float, and say so."""
+    model = h.mlp((16, 8, 4))  # 128 + 32 values: 640 bytes in float, a 256-level codebook 1 KiB
+    result, proto = share(model, bits=8, min_size=16, codebook="model")
+    assert result.layers == [] and proto.ByteSize() <= model.ByteSize()
+    reasons = {name: why for why, names in result.skipped.items() for name in names}
+    assert reasons.get("fc0.weight", "").startswith("too small for a codebook"), result.skipped
+
+
 def test_channel_scaled_tensors_share_a_codebook_per_kernel_family_at_8_bits():
     """Folded BatchNorm (channels of very different scale): fitted with channel scales; small
     tensors of one kernel family are offered one shared 8-bit codebook and keep it only where
@@ -224,8 +236,11 @@ def test_channel_scaled_tensors_share_a_codebook_per_kernel_family_at_8_bits():
     model = with_weights(model, folded)
     result, proto = share(model, bits=8, min_size=100)
     layers = {layer.name: layer for layer in result.layers}
-    assert len(layers) == 4  # fc (320 values) is too small for a codebook of its own: shared
-    assert layers["fc.weight"].extra["codebooks"] == "model"
+    # conv1 and conv2 keep codebooks of their own here, and fc (320 values, 1280 B) alone
+    # cannot carry the shared float32 codebook (1 KiB + its indices): it stays float
+    assert len(layers) == 3 and "fc.weight" not in layers
+    reasons = {name: why for why, names in result.skipped.items() for name in names}
+    assert reasons["fc.weight"].startswith("too small for a codebook")
     for name in folded:
         assert layers[name].extra["channel_scales"]
         rejected = layers[name].extra.get("model_codebook_error")
