@@ -92,3 +92,15 @@ def _own_codebook_pays(w: Weight, c: _Clustering, formats: Formats) -> bool:
 def _index_bits(c: _Clustering) -> int:
     k_used = c.km.codebook.shape[1]
     return max(1, math.ceil(math.log2(k_used))) if k_used > 1 else 1
+
+
+def _shared_pays(members: list[tuple[Weight, _Clustering]], codebook: np.ndarray, index_bits: int,
+                 formats: Formats) -> bool:
+    """Whether ``members`` stored on one shared ``codebook`` take fewer bytes than in float
+    (dense storage decides as the index formats would: it snaps to what they decode)."""
+    pricing = formats if formats.storage != "dense" else Formats("auto", formats.opset)
+    stored = codebook.nbytes
+    for w, c in members:
+        side = c.scales.nbytes if c.scales is not None else 0
+        stored += estimate_bytes(pricing.choose(index_bits, w.size), index_bits, w.size, side)
+    return stored < sum(w.nbytes for w, _ in members)

@@ -25,6 +25,7 @@ from onnxcompress.passes._kmeans_codebook import (
     MODEL_CODEBOOK_TOLERANCE,
     _index_bits,
     _own_codebook_pays,
+    _shared_pays,
 )
 from onnxcompress.passes._kmeans_decode import (
     STORED_BITS,
@@ -222,18 +223,6 @@ def _share_model_codebook(
     if book is not None and not book.uses():
         keep[0].graph.initializers.pop(book.name, None)
     return stats + own_stats
-
-
-def _shared_pays(members: list[tuple[Weight, _Clustering]], codebook: np.ndarray, index_bits: int,
-                 formats: Formats) -> bool:
-    """Whether ``members`` stored on one shared ``codebook`` take fewer bytes than in float
-    (dense storage decides as the index formats would: it snaps to what they decode)."""
-    pricing = formats if formats.storage != "dense" else Formats("auto", formats.opset)
-    stored = codebook.nbytes
-    for w, c in members:
-        side = c.scales.nbytes if c.scales is not None else 0
-        stored += estimate_bytes(pricing.choose(index_bits, w.size), index_bits, w.size, side)
-    return stored < sum(w.nbytes for w, _ in members)
 
 
 # -- one weight ---------------------------------------------------------------------------
