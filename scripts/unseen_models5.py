@@ -294,10 +294,17 @@ MODELS: dict[str, tuple[str, str, str, Maker, dict[str, Any]]] = {
                  d_slovorez, {"kind": "top1", "output": 0}),
 }
 SHA256 = {
+    "craft": "364f7e9579f741090013ce7ffd8ab6aeb7e9462b12cb4b0247e3772f884d9f62",
+    "khmersm": "78279d7c50f80aa6283dcc7ed6d9a65db13353e1bd758951ca410b5a88744b27",
+    "chars2vec": "8a0f6b3ca85e0ba6556521e69054bf119100fdf94f3327a2090a23ac2f144e21",
+    "spindles": "8368ef11554dda32178d65320c5b4690456c5c6cebd207d4ba0e68d3d5179e81",
+    "leader": "da96e1221eea4afdf153997d6c4854ed306c146cfac76046e66cdecc14b2a1bb",
+    "slovorez": "a43bd07bcb4a0db221062edfec035a6d7d108b1ec1e17bbd92137b5102947629",
 }
 # external data files next to a model: name -> (member, file name the model references, sha256)
 EXTERNAL = {
-    "khmersm": ("khmersm/model.onnx.data", "model.onnx.data", None),
+    "khmersm": ("khmersm/model.onnx.data", "model.onnx.data",
+                "30946c2923bcc23d82b5036c1fc94674c7b12dea8e682333d9fc559a3a62ba39"),
 }
 
 
