@@ -275,3 +275,13 @@ def test_a_weight_a_loop_carries_into_its_body_is_compressed(recipe):
     ref, got = h.run(proto, {"x": x})[0], h.run(out, {"x": x})[0]
     cos = float((ref * got).sum() / np.linalg.norm(ref) / np.linalg.norm(got))
     assert cos > 0.999, cos
+
+
+def test_pruning_names_the_weight_a_loop_carries_and_leaves_it():
+    # batch 5: chars2vec's LSTM matrices (99.5% of the file) went through prune unnamed
+    proto = loop_carried_weight()
+    result = compress(proto, {"passes": [{"pass": "prune", "sparsity": 0.5}]})
+    reasons = {name: why for why, names in result.passes[0].skipped.items() for name in names}
+    assert reasons["W"].startswith("read through Slice/Split or carried into a Loop"), reasons
+    x = h.rng(12).standard_normal((8, H)).astype(np.float32)
+    np.testing.assert_array_equal(h.run(to_proto(result.model), {"x": x})[0], h.run(proto, {"x": x})[0])
