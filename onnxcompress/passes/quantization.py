@@ -542,6 +542,9 @@ def _quantizable_weight(w: Weight, cfg: QuantizeConfig, result: PassResult) -> b
     if w.excluded_by(cfg.exclude):
         result.skip(w.label, "excluded")
         return False
+    if _looked_up(w):
+        result.skip(w.label, "a codebook: constant indices look its values up (already compressed)")
+        return False
     if w.dtype != ir.DataType.FLOAT:
         hint = f"; --kmeans 8 stores {w.dtype.name} weights in 8 bits" if w.is_float else ""
         result.skip(w.label, f"weight is {w.dtype.name}, not float32{hint}")
@@ -550,6 +553,23 @@ def _quantizable_weight(w: Weight, cfg: QuantizeConfig, result: PassResult) -> b
         result.skip(w.label, "weight reaches its op through Identity/Cast/Transpose")
         return False
     return True
+
+
+def _looked_up(w: Weight) -> bool:
+    """Whether every reader of ``w`` is a Gather whose indices come from constants alone: a
+    k-means codebook an earlier pass wrote (auto's plans run k-means before int8; its float16
+    codebook was reported as a float16 weight to give to --kmeans 8)."""
+    return bool(w.uses) and all(u.node.op_type == "Gather" and u.index == 0
+                                and _from_constants(u.node.inputs[1]) for u in w.uses)
+
+
+def _from_constants(value: ir.Value | None, depth: int = 12) -> bool:
+    if value is None or value.const_value is not None:
+        return value is not None
+    node = value.producer()
+    if node is None or depth == 0 or node.op_type in ("Loop", "Scan", "If"):
+        return False
+    return all(_from_constants(x, depth - 1) for x in node.inputs if x is not None)
 
 
 __all__ = ["MODES", "Quantize", "QuantizeConfig", "alternate_latency"]

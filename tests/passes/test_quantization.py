@@ -841,3 +841,16 @@ def test_a_channel_of_subnormal_weights_with_a_bias_keeps_the_outputs_finite(mod
     for feed in data[:3]:
         assert all(np.isfinite(o).all() for o in h.run(q, feed))
     check_outputs(proto, q, data)
+
+
+def test_a_codebook_an_earlier_pass_wrote_is_not_advised_to_k_means():
+    """auto's plans run k-means before int8: its float16 codebook was reported as a float16
+    weight and the user told to use --kmeans 8 for it."""
+    from onnxcompress import Pipeline
+    from onnxcompress.passes import Quantize, WeightSharing
+
+    result = Pipeline([WeightSharing(bits=4, min_size=64), Quantize(mode="dynamic", speed_check=False)]).run(
+        h.mlp((64, 96, 48, 10)))
+    skipped = result.passes[1].skipped
+    assert not any("--kmeans 8" in why for why in skipped), skipped
+    assert any(why.startswith("a codebook") for why in skipped), skipped
