@@ -297,6 +297,19 @@ def make(name: str, real: Path, out: Path, check: bool = True) -> dict[str, Any]
                           lambda r, n: maker(r, n, real), maker.__doc__, metric, Path(__file__).name)
 
 
+def make_models(out: Path, names: list[str], make: Callable[..., dict[str, Any]], *, check: bool) -> None:
+    """Make each named model's files and its manifest entry (``make(name, out, check=)``), the
+    manifest written after each; without ``check``, print the sha256 to pin instead."""
+    manifest = read_manifest(out)
+    for name in names:
+        print(f"{name} ...", flush=True)
+        manifest[name] = make(name, out, check=check)
+        if not check:
+            print(f"  sha256 {hashlib.sha256((out / manifest[name]['file']).read_bytes()).hexdigest()}")
+        write_manifest(out, manifest)
+    print(f"wrote {out / 'manifest.json'} ({len(manifest)} models)")
+
+
 def manifest_entry(out: Path, name: str, file: str, spec: str, member: str, sha: str | None, what: str,
                    make_arrays: Callable[[np.random.Generator, int], dict[str, np.ndarray]],
                    data_doc: str | None, metric: dict[str, Any], script: str) -> dict[str, Any]:
@@ -324,14 +337,8 @@ def main() -> None:
     ap.add_argument("--only", help="comma-separated names")
     ap.add_argument("--no-check", action="store_true", help="print sha256 digests instead of checking them")
     args = ap.parse_args()
-    manifest = read_manifest(args.out)
-    names = args.only.split(",") if args.only else list(MODELS)
-    for name in names:
-        print(f"{name} ...", flush=True)
-        manifest[name] = make(name, args.real, args.out, check=not args.no_check)
-        if args.no_check:
-            print(f"  sha256 {hashlib.sha256((args.out / manifest[name]['file']).read_bytes()).hexdigest()}")
-    print(f"wrote {write_manifest(args.out, manifest)} ({len(manifest)} models)")
+    make_models(args.out, args.only.split(",") if args.only else list(MODELS),
+                lambda name, out, check: make(name, args.real, out, check=check), check=not args.no_check)
 
 
 if __name__ == "__main__":

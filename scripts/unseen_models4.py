@@ -32,7 +32,6 @@ No ground truth: each metric is agreement with the fp32 model.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import inspect
 import io
 import json
@@ -49,8 +48,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_models import read_manifest, speech, write_manifest  # noqa: E402
-from unseen_models3 import manifest_entry, mel_filters  # noqa: E402
+from real_models import read_manifest, speech  # noqa: E402
+from unseen_models3 import make_models, manifest_entry, mel_filters  # noqa: E402
 
 DEFAULT_OUT = Path.home() / ".cache" / "onnxcompress-unseen4"
 SR = 16000
@@ -545,15 +544,7 @@ def main() -> None:
     if args.evaluate:
         print(json.dumps(evaluate(args.out, args.evaluate[0], Path(args.evaluate[1]), args.latency_seconds)))
         return
-    manifest = read_manifest(args.out)
-    names = args.only.split(",") if args.only else list(MODELS)
-    for name in names:
-        print(f"{name} ...", flush=True)
-        manifest[name] = make(name, args.out, check=not args.no_check)
-        if args.no_check:
-            print(f"  sha256 {hashlib.sha256((args.out / manifest[name]['file']).read_bytes()).hexdigest()}")
-        write_manifest(args.out, manifest)
-    print(f"wrote {args.out / 'manifest.json'} ({len(manifest)} models)")
+    make_models(args.out, args.only.split(",") if args.only else list(MODELS), make, check=not args.no_check)
 
 
 if __name__ == "__main__":

@@ -52,8 +52,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_models import font, natural_image, read_manifest, write_manifest  # noqa: E402
-from unseen_models3 import fetch, manifest_entry  # noqa: E402
+from real_models import font, natural_image, read_manifest  # noqa: E402
+from unseen_models3 import fetch, make_models, manifest_entry  # noqa: E402
 from unseen_models4 import english_sentences  # noqa: E402
 
 DEFAULT_OUT = Path.home() / ".cache" / "onnxcompress-unseen5"
@@ -467,15 +467,7 @@ def main() -> None:
     if args.evaluate:
         print(json.dumps(evaluate(args.out, args.evaluate[0], Path(args.evaluate[1]), args.latency_seconds)))
         return
-    manifest = read_manifest(args.out)
-    names = args.only.split(",") if args.only else list(MODELS)
-    for name in names:
-        print(f"{name} ...", flush=True)
-        manifest[name] = make(name, args.out, check=not args.no_check)
-        if args.no_check:
-            print(f"  sha256 {hashlib.sha256((args.out / manifest[name]['file']).read_bytes()).hexdigest()}")
-        write_manifest(args.out, manifest)
-    print(f"wrote {args.out / 'manifest.json'} ({len(manifest)} models)")
+    make_models(args.out, args.only.split(",") if args.only else list(MODELS), make, check=not args.no_check)
 
 
 if __name__ == "__main__":
