@@ -52,9 +52,9 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_models import font, natural_image, read_manifest  # noqa: E402
+from real_models import font, natural_image  # noqa: E402
 from unseen_models3 import fetch, make_models, manifest_entry  # noqa: E402
-from unseen_models4 import english_sentences  # noqa: E402
+from unseen_models4 import EXTRA_METRICS, english_sentences, evaluate  # noqa: E402
 
 DEFAULT_OUT = Path.home() / ".cache" / "onnxcompress-unseen5"
 Maker = Callable[[np.random.Generator, int, Path], dict[str, np.ndarray]]
@@ -427,32 +427,15 @@ def isbn_detections(output: np.ndarray, conf: float = 0.3, iou: float = 0.45) ->
     return res
 
 
-def evaluate(out: Path, name: str, model: Path, seconds: float) -> dict[str, Any]:
-    """``model`` (a compressed ``name``) on ``name``'s eval set: the bench's task metric, the size
-    ratio against the fp32 model *with* its external data, latency ratio."""
-    root = Path(__file__).resolve().parent.parent
-    sys.path.insert(0, str(root / "benchmarks"))
-    from _common import latency_ratio  # noqa: PLC0415
-    from bench_real_models import load_feeds, run_all, task_metric  # noqa: PLC0415
+def _isbn_f1(ref: list, got: list) -> dict[str, Any]:
+    """isbn_yolo's task metric: the package's detections, F1 against fp32's."""
+    from documents import layout_f1  # noqa: PLC0415
 
-    entry = read_manifest(out)[name]
-    ref_path = out / entry["file"]
-    feeds = load_feeds(out / entry["evaluation"], list(entry["io"]["inputs"]), None)
-    ref, got = run_all(ref_path, feeds), run_all(model, feeds)
-    finite = all(np.all(np.isfinite(a)) for o in got for a in o if np.asarray(a).dtype.kind == "f")
-    fp32 = entry["io"].get("bytes_with_data", ref_path.stat().st_size)
-    size = sum(p.stat().st_size for p in model.parent.glob(model.name + "*"))  # the file and any .data
-    res = {"model": name, "file": str(model), "size": fp32 / size,
-           "metric": task_metric(entry, feeds, ref, got), "finite": finite}  # fmt: skip
-    if name == "isbn_yolo":  # the task metric: the package's detections, F1 against fp32's
-        from documents import layout_f1  # noqa: PLC0415
+    dets = [[isbn_detections(o[0]) for o in outs] for outs in (ref, got)]
+    return {"detection_f1": layout_f1(dets[0], dets[1]), "detections_fp32": sum(len(d) for d in dets[0])}
 
-        dets = [[isbn_detections(o[0]) for o in outs] for outs in (ref, got)]
-        res["detection_f1"] = layout_f1(dets[0], dets[1])
-        res["detections_fp32"] = sum(len(d) for d in dets[0])
-    if seconds > 0:
-        res["latency"] = latency_ratio(ref_path, model, feeds[0], seconds)
-    return res
+
+EXTRA_METRICS["isbn_yolo"] = _isbn_f1
 
 
 def main() -> None:
