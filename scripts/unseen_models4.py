@@ -536,24 +536,43 @@ def romanizer_e2e(out: Path, pairs: list[str], n: int = 300) -> None:
               f"accuracy {np.mean([a == b for a, b in zip(got, truth, strict=True)]):.3f}")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def batch_cli(doc: str, default_out: Path, models: list[str], make: Callable[..., dict[str, Any]],
+              extra: Callable[[argparse.ArgumentParser], Callable[[argparse.Namespace], bool]] | None = None,
+              ) -> None:
+    """The command line of an unseen-model batch: make the models (``--only``, ``--no-check``),
+    or ``--evaluate NAME MODEL``; ``extra(parser)`` adds options and returns a handler that
+    says whether it did the run's work."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--evaluate", nargs=2, metavar=("NAME", "MODEL"),
                     help="only evaluate a compressed MODEL of NAME on its eval set (metric, size, latency)")
     ap.add_argument("--latency-seconds", type=float, default=3.0)
-    ap.add_argument("--romanizer-e2e", nargs="+", metavar="ENC,DEC",
-                    help="only decode 300 database names end to end with these encoder,decoder pairs")
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    handle = extra(ap) if extra is not None else None
+    ap.add_argument("--out", type=Path, default=default_out)
     ap.add_argument("--only", help="comma-separated names")
     ap.add_argument("--no-check", action="store_true", help="print sha256 digests instead of checking them")
     args = ap.parse_args()
-    if args.romanizer_e2e:
-        romanizer_e2e(args.out, args.romanizer_e2e)
+    if handle is not None and handle(args):
         return
     if args.evaluate:
         print(json.dumps(evaluate(args.out, args.evaluate[0], Path(args.evaluate[1]), args.latency_seconds)))
         return
-    make_models(args.out, args.only.split(",") if args.only else list(MODELS), make, check=not args.no_check)
+    make_models(args.out, args.only.split(",") if args.only else list(models), make, check=not args.no_check)
+
+
+def _romanizer_option(ap: argparse.ArgumentParser) -> Callable[[argparse.Namespace], bool]:
+    ap.add_argument("--romanizer-e2e", nargs="+", metavar="ENC,DEC",
+                    help="only decode 300 database names end to end with these encoder,decoder pairs")
+
+    def handle(args: argparse.Namespace) -> bool:
+        if args.romanizer_e2e:
+            romanizer_e2e(args.out, args.romanizer_e2e)
+        return bool(args.romanizer_e2e)
+
+    return handle
+
+
+def main() -> None:
+    batch_cli(__doc__, DEFAULT_OUT, list(MODELS), make, _romanizer_option)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,6 @@ ridges with spiral phase points, which are minutiae) at 500 dpi; Russian words f
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import sys
@@ -53,8 +52,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real_models import font, natural_image  # noqa: E402
-from unseen_models3 import fetch, make_models, manifest_entry  # noqa: E402
-from unseen_models4 import EXTRA_METRICS, english_sentences, evaluate  # noqa: E402
+from unseen_models3 import fetch, manifest_entry  # noqa: E402
+from unseen_models4 import EXTRA_METRICS, batch_cli, english_sentences  # noqa: E402
 
 DEFAULT_OUT = Path.home() / ".cache" / "onnxcompress-unseen5"
 Maker = Callable[[np.random.Generator, int, Path], dict[str, np.ndarray]]
@@ -439,18 +438,7 @@ EXTRA_METRICS["isbn_yolo"] = _isbn_f1
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--evaluate", nargs=2, metavar=("NAME", "MODEL"),
-                    help="only evaluate a compressed MODEL of NAME on its eval set (metric, size, latency)")
-    ap.add_argument("--latency-seconds", type=float, default=3.0)
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    ap.add_argument("--only", help="comma-separated names")
-    ap.add_argument("--no-check", action="store_true", help="print sha256 digests instead of checking them")
-    args = ap.parse_args()
-    if args.evaluate:
-        print(json.dumps(evaluate(args.out, args.evaluate[0], Path(args.evaluate[1]), args.latency_seconds)))
-        return
-    make_models(args.out, args.only.split(",") if args.only else list(MODELS), make, check=not args.no_check)
+    batch_cli(__doc__, DEFAULT_OUT, list(MODELS), make)
 
 
 if __name__ == "__main__":
