@@ -236,17 +236,17 @@ def shape_read_weights(model: ir.Model, min_size: int = 0) -> list[tuple[str, ir
         for value in values:
             if value.is_graph_output() or value.is_graph_input():
                 continue
-            array = _const_array(value)
             uses = list(value.uses())
-            if array is None or array.dtype != np.float32 or array.ndim < 2 or not uses \
-                    or array.size < min_size:
-                continue
-            if all(
+            if not uses or not all(
                 user.domain in ("", "ai.onnx")
                 and user.op_type in SHAPE_ONLY_OPS
                 and (index == 0 or user.op_type == "Concat")
                 or loop_carried(user, index) is not None
                 for user, index in uses
-            ) and _reaches_weight_slot(value):
+            ) or not _reaches_weight_slot(value):
+                continue
+            array = _const_array(value)  # read only now: an external model's other weights stay unread
+            if array is not None and array.dtype == np.float32 and array.ndim >= 2 and array.size >= min_size:
                 found.append((scope, graph, value))
+            del array
     return found
