@@ -34,7 +34,7 @@ from onnxcompress.runtime import create_session
 from onnxcompress.validation.latency import DEFAULT_LATENCY_RUNS, LatencyResult, measure_latency
 from onnxcompress.validation.layers import DEFAULT_MEMORY_BUDGET, LayerReport, compare_layers
 from onnxcompress.validation.metrics import TensorStats
-from onnxcompress.validation.render import render_report
+from onnxcompress.validation.render import json_safe, render_report
 from onnxcompress.validation.tolerance import (
     DEFAULT_SYNTHETIC_TOLERANCE,
     DEFAULT_TOLERANCE,
@@ -137,7 +137,7 @@ class ComparisonReport:
         raise KeyError(name)
 
     def to_dict(self) -> dict[str, Any]:
-        return _json_safe(
+        return json_safe(
             {
                 "passed": self.passed,
                 "original": self.original,
@@ -549,6 +549,9 @@ def _evaluate(name: str, s: TensorStats, tol: Tolerance) -> OutputComparison:
                     "min_detection_f1", s.detection_f1 >= tol.min_detection_f1,
                     f"detection F1 {s.detection_f1:.4f} ({s.detections_matched} of "
                     f"{s.detections_reported} reported boxes matched), needs >= {tol.min_detection_f1:g}"))
+                if not s.detections_reported:
+                    out.notes.append("no box scored >= 0.25 in either model on these inputs: the "
+                                     "detection check compared nothing (give real images)")
             elif not default:
                 out.notes.append("--min-detection-f1 does not apply: not a detection list")
         if tol.min_cosine is not None and default and s.detection_f1 is not None:
@@ -587,19 +590,3 @@ def _evaluate(name: str, s: TensorStats, tol: Tolerance) -> OutputComparison:
             out.notes.append("no tolerance applies to this output: only NaN/Inf agreement is checked")
     out.passed = all(c.passed for c in checks)
     return out
-
-
-# -- rendering ----------------------------------------------------------------------------------
-
-
-def _json_safe(value: Any) -> Any:
-    """Replace inf/nan (not valid JSON) with the strings "inf", "-inf", "nan"."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, np.generic):
-        return _json_safe(value.item())
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value

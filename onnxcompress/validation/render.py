@@ -7,8 +7,11 @@ per-layer localisation (where the error first jumps). :meth:`ComparisonReport.re
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
+
+import numpy as np
 
 from onnxcompress._text import elide_middle
 from onnxcompress.report import memory_headline, render_memory
@@ -156,3 +159,16 @@ def _render_layers(layers: Mapping[str, Any], max_layers: int) -> list[str]:
     for note in layers.get("notes", []):
         lines.append(f"  note: {note}")
     return lines
+
+
+def json_safe(value: Any) -> Any:
+    """Replace inf/nan (not valid JSON) with the strings "inf", "-inf", "nan"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, np.generic):
+        return json_safe(value.item())
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value

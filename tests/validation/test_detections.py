@@ -100,6 +100,10 @@ def test_compare_judges_a_detection_list_by_its_boxes_not_its_cosine():
     out = halved.output("output0")
     assert out.cosine > 0.99 and out.detection_f1 < 0.99 and not halved.passed
     assert any(c.criterion == "min_detection_f1" and not c.passed for c in out.checks)
+    # inputs on which nothing scores over the threshold compare nothing, and say so
+    quiet = [{"x": (s[None] * [1, 1, 1, 1, 0.1, 1]).astype(np.float32)} for s in _lists(n=2)]
+    empty = compare_models(_detector(1.0), _detector(0.5), quiet).output("output0")
+    assert empty.detection_f1 == 1.0 and any("compared nothing" in n for n in empty.notes)
 
 
 def test_auto_holds_a_detection_list_to_its_box_loss_rate():
