@@ -153,49 +153,43 @@ def _share_model_codebook(
     book = None if dense else keep[0].add_constant("kmeans.codebook", np.ascontiguousarray(codebook))
     stats, own_stats = [], []
     offset = 0
-    chosen: list[tuple[Weight, Any, Any, tuple | None]] = []  # (weight, shared fit, importance, own)
+    # [weight, shared clustering, importance, own fit (_FIT: not fitted yet), where, shared error]
+    members: list[list[Any]] = []
     for w, array, norm, axis, imp in zip(keep, arrays, norms, axes, importances, strict=True):
         labels = km.labels[0, offset : offset + array.size].reshape(array.shape)
         offset += array.size
         c = _scaled_clustering(km, codebook, labels, array, norm, axis, imp)
-        own = None
+        fit, where, shared_error = _FIT, "shared", None
         if cfg.codebook == "auto":
             # The shared codebook only where the measured error says it is as good.
             fit = _fit_own(w, bits, cfg, energies.get(w.label), context, result)
             shared_error = _relative_error(c.snapped, array)
             # At 8 bits also never worse than int8 per-channel weights.
             bar = _int8_error(array, _out_axis(w, array)) if bits >= kmeans.MAX_BITS else math.inf
-            if (
-                fit is not None
-                and _own_codebook_pays(w, fit[0], formats)
-                and (
+            if fit is not None and _own_codebook_pays(w, fit[0], formats) and (
                     shared_error > MODEL_CODEBOOK_TOLERANCE * _relative_error(fit[0].snapped, array)
-                    or shared_error > bar
-                )
-            ):
-                own = (*fit, shared_error)
-        chosen.append((w, c, imp, own))
-    left = [(w, c) for w, c, _, own in chosen if own is None]
+                    or shared_error > bar):
+                where = "own"
+        members.append([w, c, imp, fit, where, shared_error])
+    left = [(m[0], m[1]) for m in members if m[4] == "shared"]
     if left and not _shared_pays(left, codebook, index_bits, formats):
         # What stays on the shared codebook is too small to carry it (batch 5, spindles at
         # k-means 4: two MatMuls of 217 values took the whole 1 KiB codebook, 868 -> 1249 B):
         # a codebook of its own where that pays, else float.
-        for i, (w, c, imp, own) in enumerate(chosen):
-            if own is None:
-                fit = _fit_own(w, bits, cfg, energies.get(w.label), context, result)
-                if fit is not None and _own_codebook_pays(w, fit[0], formats):
-                    chosen[i] = (w, c, imp, (*fit, None))
-                else:
-                    chosen[i] = (w, c, imp, "float")
-                    result.skip(w.label, "too small for a codebook: a shared one would cost more "
-                                "bytes than its values save")
-    for w, c, imp, own in chosen:
-        if own == "float":
+        for m in (m for m in members if m[4] == "shared"):
+            if m[3] is _FIT:
+                m[3] = _fit_own(m[0], bits, cfg, energies.get(m[0].label), context, result)
+            m[4] = "own" if m[3] is not None and _own_codebook_pays(m[0], m[3][0], formats) else "float"
+            m[5] = None  # not measured against the shared codebook's error: it could not pay
+            if m[4] == "float":
+                result.skip(m[0].label, "too small for a codebook: a shared one would cost more "
+                            "bytes than its values save")
+    for w, c, imp, fit, where, shared_error in members:
+        if where == "float":
             continue
-        if own is not None:
-            fit, fit_importance, shared_error = own
+        if where == "own":
             stat = _finish(
-                w, bits, formats, fit, _index_bits(fit), fit_importance, constants, result,
+                w, bits, formats, fit[0], _index_bits(fit[0]), fit[1], constants, result,
                 means=means, keep_sums=cfg.keep_sums,
             )
             if stat is not None:
