@@ -12,7 +12,7 @@ import onnx
 
 from onnxcompress._report_weights import _decode
 from onnxcompress.auto.targets import distribution_rows
-from onnxcompress.graph.fold import SHAPE_ONLY_OPS
+from onnxcompress.graph.fold import SELECTION_OPS
 from onnxcompress.weights import Weight
 
 #: Feeds per layer and option for the sensitivity probe (one forward pass each).
@@ -119,17 +119,14 @@ def plain_output_names(original: Any, outputs: Mapping[str, np.ndarray]) -> list
         if distribution_rows(a):
             continue  # probabilities or their logarithms: class scores, a sequence's tokens
         head = head_op(v)
+        # a vector a Loop gives out through selection ops only is an RNN's state (chars2vec's
+        # word embedding, tf2onnx's LSTM Loop -> Slice -> Squeeze [N, 300]: held to top1>=0.99,
+        # auto stayed at 1.99x where int8 keeps cosine 0.9998); an RNN classifier's logits come
+        # through its linear head
         if (a.ndim == 2 and (head in EMBEDDING_HEADS or _decoded_by_a_loop(v, SELECTION_OPS))
                 or a.ndim >= 3 and _decoded_by_a_loop(v)):
             found.append(v.name)
     return found
-
-
-#: Ops that only select or reshape values: a vector per sample a Loop or Scan gives out through
-#: them is an RNN's state (chars2vec's word embedding, tf2onnx's LSTM Loop -> Slice -> Squeeze
-#: [N, 300]: held to top1>=0.99, auto stayed at 1.99x where int8 keeps cosine 0.9998 at 3.90x);
-#: an RNN classifier's logits come through its linear head.
-SELECTION_OPS = SHAPE_ONLY_OPS | {"Identity", "Transpose", "Cast"}
 
 
 def _decoded_by_a_loop(value: Any, through: frozenset[str] | None = None) -> bool:

@@ -269,7 +269,7 @@ def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
                         + [f"{k}:{DEFAULT_TARGET}" for k in binary])
     terms = [f"{k}:{per_position}" for k in sequences] + [f"{k}:{DEFAULT_TARGET}" for k in binary]
     rest = [k for k in _applicable("cosine", outputs) if k not in sequences and k not in binary]
-    listed = [k for k in rest if detection_columns(np.asarray(outputs[k])) is not None]
+    listed = _applicable("detections", {k: outputs[k] for k in rest})
     terms += [f"{k}:{DEFAULT_TARGET_DETECTIONS}" for k in listed]
     rest = [k for k in rest if k not in listed]
     anchors = set(_anchor_outputs({k: outputs[k] for k in rest}) if image_inputs else ())

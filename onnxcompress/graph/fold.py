@@ -28,6 +28,9 @@ SHAPE_ONLY_OPS = frozenset(
 )
 # Ops a weight reaches its consumer through without being "used" (see weights._PASS_THROUGH_OPS).
 _PASS_THROUGH_OPS = frozenset({"Identity", "Cast", "Transpose"})
+# Ops that only select, reshape or broadcast a value: what an RNN's state passes through after
+# its Loop (auto.measure), what a positional table passes through to its Add (_float_rest).
+SELECTION_OPS = SHAPE_ONLY_OPS | _PASS_THROUGH_OPS | {"Expand"}
 # Compute op -> input indices that hold weights.
 _WEIGHT_SLOTS = {
     "MatMul": (0, 1), "Gemm": (0, 1), "Conv": (1,), "ConvTranspose": (1,),

@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from onnxcompress.graph.fold import SELECTION_OPS
 from onnxcompress.passes._half_store import HALF, fits_half_finite, half_exact_enough, store_narrow
 from onnxcompress.passes.base import PassContext, PassResult
 from onnxcompress.weights import ROLE_BIAS, ROLE_NORM, WeightIndex, matches, model_names
@@ -84,14 +85,11 @@ def store_rest(model: ir.Model, labels: set[str], exclude: tuple[str, ...],
 
 #: A table this large (values) is no bias or per-channel constant: a positional encoding.
 ADDITIVE_TABLE_VALUES = 1 << 16
-#: Ops between such a table and its Add that only select or reshape its values.
-_SELECTING_OPS = frozenset({"Slice", "Gather", "Reshape", "Squeeze", "Unsqueeze", "Expand",
-                            "Transpose", "Identity", "Flatten"})
 
 
 def _additive_tables(model: ir.Model) -> list[tuple[ir.Graph, ir.Value]]:
     """Float32 initializers of the main graph with at least ADDITIVE_TABLE_VALUES values that
-    every reader, through :data:`_SELECTING_OPS`, only adds to something else: (graph, value)."""
+    every reader, through ``graph.fold.SELECTION_OPS``, only adds to something else."""
     found = []
     for value in model.graph.initializers.values():
         tensor = value.const_value
@@ -105,7 +103,7 @@ def _additive_tables(model: ir.Model) -> list[tuple[ir.Graph, ir.Value]]:
                 for node, index in v.uses():
                     if node.op_type == "Add" and node.domain in ("", "ai.onnx"):
                         adds += 1
-                    elif node.op_type in _SELECTING_OPS and index == 0 and node.domain in ("", "ai.onnx"):
+                    elif node.op_type in SELECTION_OPS and index == 0 and node.domain in ("", "ai.onnx"):
                         following.extend(node.outputs)
                     else:
                         ok = False
