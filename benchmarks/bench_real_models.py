@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 from _common import REAL_MODELS, git_commit, latency_ratio, memory, run_child, session  # noqa: E402, F401
 from _truth import accuracy, load_truth  # noqa: E402
-from documents import _box_iou, layout_detections, layout_f1  # noqa: E402
+from documents import box_iou, layout_detections, layout_f1  # noqa: E402
 
 DEFAULT_MODELS = REAL_MODELS
 MEMORY_SLACK_BYTES = 1 << 20
@@ -115,7 +115,7 @@ def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
         i = order.pop(0)
         keep.append(i)
         if order:
-            ious = _box_iou(boxes[i][None], boxes[order])[0]
+            ious = box_iou(boxes[i][None], boxes[order])[0]
             order = [j for j, v in zip(order, ious, strict=True) if v <= iou]
     return keep
 

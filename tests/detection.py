@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from onnxcompress.validation.detections import box_iou
+
 GRID = 8
 CANVAS = 64
 CELL = CANVAS // GRID
@@ -85,18 +87,6 @@ def decode(output: np.ndarray, conf: float = 0.5) -> list[Detections]:
             )
         )
     return result
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box in ``a`` [n, 4] with every box in ``b`` [m, 4] (x1, y1, x2, y2)."""
-    a = a[:, None, :]
-    b = b[None, :, :]
-    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-    inter = iw * ih
-    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-    return inter / np.maximum(area_a + area_b - inter, 1e-9)
 
 
 def detection_f1(

@@ -57,7 +57,7 @@ def match_detections(a: np.ndarray, b: np.ndarray, columns: tuple[int, int]) -> 
         reported += int(strong_x.sum()) + int(strong_y.sum())
         if not len(x) or not len(y):
             continue
-        iou = _iou(x[:, :4], y[:, :4]) * (x[:, cls][:, None] == y[:, cls][None, :])
+        iou = box_iou(x[:, :4], y[:, :4]) * (x[:, cls][:, None] == y[:, cls][None, :])
         for _ in range(min(len(x), len(y))):
             i, j = np.unravel_index(int(np.argmax(iou)), iou.shape)
             if iou[i, j] < IOU_THRESHOLD:
@@ -88,7 +88,7 @@ def box_flip_ratios(a: np.ndarray, b: np.ndarray, columns: tuple[int, int]) -> n
         kept, near = x[x[:, score] >= SCORE_THRESHOLD], x[x[:, score] >= low]
         shown = y[y[:, score] >= SCORE_THRESHOLD]
         if len(kept):
-            iou = _iou(kept[:, :4], y[:, :4]) * (kept[:, cls][:, None] == y[:, cls][None, :])
+            iou = box_iou(kept[:, :4], y[:, :4]) * (kept[:, cls][:, None] == y[:, cls][None, :])
             overlapping = iou >= IOU_THRESHOLD
             # the nearest row the compressed model still reports, else its best-scoring one
             # (an NMS-free head's near-duplicates swap order: the top one is not the match)
@@ -100,20 +100,18 @@ def box_flip_ratios(a: np.ndarray, b: np.ndarray, columns: tuple[int, int]) -> n
             loss = (1.0 - iou[rows, best]) / (1.0 - IOU_THRESHOLD)
             out.append(np.where(overlapping[rows, best], np.maximum(fall, loss), np.inf))
         if len(shown):  # boxes the compressed model adds
-            iou = _iou(shown[:, :4], near[:, :4]) * (shown[:, cls][:, None] == near[:, cls][None, :])
+            iou = box_iou(shown[:, :4], near[:, :4]) * (shown[:, cls][:, None] == near[:, cls][None, :])
             gained = int((iou.max(axis=1, initial=0.0) < IOU_THRESHOLD).sum())
             out.append(np.full(gained, np.inf))
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def _iou(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """IoU of every box of ``p`` with every box of ``q`` (corners; a box written with its
-    corners the other way round is read as its mirror)."""
-    p = np.concatenate([np.minimum(p[:, :2], p[:, 2:]), np.maximum(p[:, :2], p[:, 2:])], axis=1)
-    q = np.concatenate([np.minimum(q[:, :2], q[:, 2:]), np.maximum(q[:, :2], q[:, 2:])], axis=1)
+def box_iou(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """IoU of every box of ``p`` [n, 4] with every box of ``q`` [m, 4] (corners x1, y1, x2, y2; a
+    box whose corners are the wrong way round has no area). The one IoU of the project: the
+    tests' and benchmarks' detection metrics use it too."""
     lo = np.maximum(p[:, None, :2], q[None, :, :2])
     hi = np.minimum(p[:, None, 2:], q[None, :, 2:])
-    inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
-    area_p, area_q = np.prod(p[:, 2:] - p[:, :2], axis=1), np.prod(q[:, 2:] - q[:, :2], axis=1)
-    union = area_p[:, None] + area_q[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    inter = np.clip(hi - lo, 0, None).prod(-1)
+    area_p, area_q = (np.clip(x[:, 2:] - x[:, :2], 0, None).prod(-1) for x in (p, q))
+    return inter / np.maximum(area_p[:, None] + area_q[None, :] - inter, 1e-9)
