@@ -253,3 +253,14 @@ def shape_read_weights(model: ir.Model, min_size: int = 0) -> list[tuple[str, ir
                 found.append((scope, graph, value))
             del array
     return found
+
+
+def computed_from_constants(value: ir.Value | None, depth: int = 12) -> bool:
+    """Whether ``value`` is a constant or computed from constants alone (within ``depth`` ops,
+    no subgraph op): what onnxruntime folds at load, e.g. a k-means decode's indices."""
+    if value is None or value.const_value is not None:
+        return value is not None
+    node = value.producer()
+    if node is None or depth == 0 or node.op_type in ("Loop", "Scan", "If"):
+        return False
+    return all(computed_from_constants(x, depth - 1) for x in node.inputs if x is not None)

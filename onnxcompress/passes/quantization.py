@@ -39,7 +39,7 @@ from onnxcompress.calibration import Calibrator, collect
 from onnxcompress.cpu import default_reduce_range, has_vnni
 from onnxcompress.data import synthetic_feeds
 from onnxcompress.errors import OnnxCompressError
-from onnxcompress.graph.fold import shape_read_weights
+from onnxcompress.graph.fold import computed_from_constants, shape_read_weights
 from onnxcompress.layerwise import rounding
 from onnxcompress.layerwise.bias import corrections
 from onnxcompress.layerwise.collection import Histogram
@@ -560,16 +560,7 @@ def _looked_up(w: Weight) -> bool:
     k-means codebook an earlier pass wrote (auto's plans run k-means before int8; its float16
     codebook was reported as a float16 weight to give to --kmeans 8)."""
     return bool(w.uses) and all(u.node.op_type == "Gather" and u.index == 0
-                                and _from_constants(u.node.inputs[1]) for u in w.uses)
-
-
-def _from_constants(value: ir.Value | None, depth: int = 12) -> bool:
-    if value is None or value.const_value is not None:
-        return value is not None
-    node = value.producer()
-    if node is None or depth == 0 or node.op_type in ("Loop", "Scan", "If"):
-        return False
-    return all(_from_constants(x, depth - 1) for x in node.inputs if x is not None)
+                                and computed_from_constants(u.node.inputs[1]) for u in w.uses)
 
 
 __all__ = ["MODES", "Quantize", "QuantizeConfig", "alternate_latency"]
