@@ -152,14 +152,19 @@ def checker_proto(model: ir.Model, *, stub: bool = False) -> tuple[onnx.ModelPro
     would copy the model (a 0.3 GB external-data model peaked at 3x its size in this check)."""
     if not stub and external_base_dir(model) is None and tensor_bytes(model) <= CHECKER_INLINE_MAX_BYTES:
         return to_proto(model), True
-    proto = shape_only_proto(model)
+    return stub_external(shape_only_proto(model)), False
+
+
+def stub_external(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``proto`` (changed in place) with every external tensor an empty stub, for onnx.checker:
+    it resolves external paths against the working directory, not the model's folder."""
     for _, t in iter_tensor_protos(proto.graph):
         if t.data_location == onnx.TensorProto.EXTERNAL:
             del t.external_data[:]
             t.data_location = onnx.TensorProto.DEFAULT
             del t.dims[:]
             t.dims.append(0)
-    return proto, False
+    return proto
 
 
 class FiniteOutputs:

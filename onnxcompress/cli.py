@@ -230,7 +230,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
             print()
             print(render_report(report.validation))
         if report.output is not None:
-            print(f"wrote {args.output}")
+            print(f"wrote {_written(args.output)}")
     if report.output is None:
         sys.stderr.write(f"onnxcompress: validation failed: {args.output} not written "
                          "(--keep-failed keeps it)\n")
@@ -314,7 +314,7 @@ def _cmd_auto(args: argparse.Namespace, pipeline: Pipeline | None) -> int:
         print(f"auto: {found.plan.counts()} in {found.seconds.get('total', 0):.0f} s; verification {values}")
         for note in found.notes:
             print(f"  note: {note}")
-        print(f"wrote {args.output}")
+        print(f"wrote {_written(args.output)}")
     if not found.met:
         sys.stderr.write(f"onnxcompress: target {found.target} not met on the held-apart data ({values}; "
                          f"{-found.fidelity.margin:.4g} short); wrote the best model found\n")
@@ -378,6 +378,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"wrote {out}")
     return EXIT_OK
+
+
+def _written(output: str) -> str:
+    """The output path, and its external-data file when one was written beside it."""
+    from onnxcompress.api import external_files
+
+    data = external_files(Path(output))
+    return f"{output} (+ {', '.join(p.name for p in data)})" if data else str(output)
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -384,6 +384,25 @@ def external_base_dir(model: ir.Model) -> str | None:
     return None
 
 
+# The one limit of the checks that hold a model whole in onnxruntime, often several copies at once
+# (the int8 fidelity guard: float and int8 weights; the float16 check: three; k-means' opset
+# upgrade check and file-size measurement: two). Larger models are compressed one weight at a time
+# with those checks off (issue 18). External data alone does not make a model large: PyTorch's
+# dynamo exporter writes it whatever the size (batch 5: a 6.7 MB transformer went unchecked).
+WHOLE_CHECK_MAX_BYTES = 256 << 20
+
+
+def fits_whole_checks(model: ir.Model) -> bool:
+    """Whether the checks that hold ``model`` whole in memory may run: at most
+    :data:`WHOLE_CHECK_MAX_BYTES` of tensors, external or not."""
+    return tensor_bytes(model) <= WHOLE_CHECK_MAX_BYTES
+
+
+def whole_check_limit_mb() -> int:
+    """The limit in MB, for the notes that say a check was off."""
+    return WHOLE_CHECK_MAX_BYTES >> 20
+
+
 def is_large(model: ir.Model) -> bool:
     """External data, or tensors past the size that is saved with external data: a model that
     must not be serialized inline or copied whole."""

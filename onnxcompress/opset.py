@@ -8,6 +8,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxcompress import runtime
+from onnxcompress.checking import stub_external
 from onnxcompress.model import external_base_dir, proto_graphs, to_proto
 
 logger = logging.getLogger(__name__)
@@ -31,7 +32,10 @@ def upgrade_opset(model: ir.Model, target: int) -> tuple[ir.Model, str | None]:
     try:
         proto = to_proto(model, inline_external=False)
         converted = onnx.version_converter.convert_version(proto, target)
-        onnx.checker.check_model(converted)
+        checked = converted
+        if external_base_dir(model) is not None:
+            checked = stub_external(onnx.ModelProto.FromString(converted.SerializeToString()))
+        onnx.checker.check_model(checked)
         _drop_added_value_info(proto.graph, converted.graph)
     except Exception as e:  # the converter raises bare RuntimeErrors with C++ messages
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

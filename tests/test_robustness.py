@@ -126,11 +126,9 @@ def all_variants() -> dict[str, Variant]:
 # (model, variant) -> short cause. Strict: a case that starts passing fails until removed here.
 # Fixed so far: channel pruning naming every weight it leaves alone (f593d26); quantize's per-tensor
 # bias DequantizeLinear below opset 13, LSTM/GRU skip reasons and Q/DQ at an opset onnxruntime lacks
-# (de036b5), and that probe running before the opset upgrade.
-KNOWN_FAILURES: dict[tuple[str, str], str] = {
-    ("external_data", "blockq-portable"): "opset.upgrade_opset cannot convert a model with external "
-    "data (onnx's version converter looks for the data file relative to the working directory)",
-}
+# (de036b5), and that probe running before the opset upgrade; opset upgrades of external-data
+# models (onnx.checker resolved their data files against the working directory).
+KNOWN_FAILURES: dict[tuple[str, str], str] = {}
 # Plain float32 models every weight pass must actually compress (a skip of everything here is a
 # regression, even with a reason).
 MUST_REWRITE = {*(f"{k}_opset{o}" for k in ("mlp", "cnn") for o in zoo.OPSETS), "ir3_mlp", "ir3_cnn",

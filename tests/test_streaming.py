@@ -32,10 +32,10 @@ def as_if_large(monkeypatch):
     """The checks that run a model whole (the int8 fidelity guard, the float16 check, the speed
     guards) skip models past their size limits, not external-data ones as such (a 6.7 MB dynamo
     export has external data): these tests take the small model here for a large one."""
-    from onnxcompress.passes import _float16_check, _float16_speed, _int8_guard, _speed
+    from onnxcompress import model as model_module
+    from onnxcompress.passes import _float16_speed, _speed
 
-    monkeypatch.setattr(_int8_guard, "GUARD_MAX_BYTES", 0)
-    monkeypatch.setattr(_float16_check, "MAX_BYTES", 0)
+    monkeypatch.setattr(model_module, "WHOLE_CHECK_MAX_BYTES", 0)
     monkeypatch.setattr(_speed, "EXTERNAL_DATA_THRESHOLD", 0)
     monkeypatch.setattr(_float16_speed, "EXTERNAL_DATA_THRESHOLD", 0)
 
@@ -157,3 +157,42 @@ def test_a_small_external_data_model_is_guarded(external_mlp, monkeypatch):
     assert "the model is large" not in notes and "did not measure" not in notes, notes
     assert result.passes[0].metrics["fidelity_guard"]["probed"]  # the fidelity guard measured it
     assert "latency_float_ms" in result.passes[0].metrics  # and the speed guard timed it
+
+
+def test_small_external_model_gets_uint4_indices(external_mlp, monkeypatch):
+    """k-means under 8 bits on a small external-data model upgrades the opset for UINT4 indices
+    as it does inline (the upgrade check is off only past the whole-model checks' limit): bit
+    planes held khmersm's load at 2x its fp32 session memory (batch 5)."""
+    monkeypatch.undo()  # the real size limits
+    _, path = external_mlp
+    recipe = {"passes": [{"pass": "kmeans", "bits": 4, "min_size": 16}]}
+    result = Pipeline.from_recipe(recipe).run(load_model(path))
+    notes = " ".join(result.passes[0].notes)
+    assert "upgraded opset" in notes and "bit-packed" not in notes, notes
+    proto = to_proto(result.model, inline_external=False)
+    dtypes = {t.data_type for t in proto.graph.initializer}
+    assert onnx.TensorProto.UINT4 in dtypes
+    assert not any(n.op_type == "BitShift" for n in proto.graph.node)
+
+
+def test_output_of_an_external_input_keeps_external_data(external_mlp, tmp_path):
+    """The output of an external-data input is written with external data too (onnxruntime then
+    holds no protobuf copy of the weights: khmersm pruned, 1.22x its fp32 session memory inline,
+    1.0x external); the CLI names the data file."""
+    import subprocess
+    import sys
+
+    model, path = external_mlp
+    out = tmp_path / "out" / "pruned.onnx"
+    out.parent.mkdir()
+    done = subprocess.run([sys.executable, "-m", "onnxcompress", "compress", str(path), "-o", str(out),
+                           "--prune", "0.5", "--quiet"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (out.parent / "pruned.onnx.data").exists()
+    assert out.stat().st_size < (out.parent / "pruned.onnx.data").stat().st_size
+    feeds = {"x": np.random.default_rng(0).standard_normal((2, SIZES[0])).astype(np.float32)}
+    assert np.isfinite(h.run(out, feeds)[0]).all()
+    done = subprocess.run([sys.executable, "-m", "onnxcompress", "compress", str(path), "-o",
+                           str(tmp_path / "q.onnx"), "--quantize", "dynamic"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "wrote " + str(tmp_path / "q.onnx") + " (+ q.onnx.data)" in done.stdout

@@ -25,7 +25,7 @@ import onnx_ir as ir
 
 from onnxcompress.activations import quiet_run_options, run
 from onnxcompress.errors import OnnxCompressError
-from onnxcompress.model import copy_model, tensor_bytes
+from onnxcompress.model import copy_model, fits_whole_checks, whole_check_limit_mb
 from onnxcompress.passes._bit_allocation import probe_sensitivity
 from onnxcompress.passes.base import PassContext, PassResult
 from onnxcompress.runtime import create_session
@@ -34,9 +34,6 @@ from onnxcompress.weights import WeightIndex
 logger = logging.getLogger(__name__)
 
 SAMPLES = 4
-# Above this the check would hold the model three times (float32 session, float16 session, the
-# probe's copy); such models are converted unchecked (a note says so).
-MAX_BYTES = 256 << 20
 # Layers kept float32 may add at most this share of the model's float32 weight bytes to the
 # float16 file (0.02: a 0.50x file stays <= 0.51x).
 KEEP_BUDGET = 0.02
@@ -220,8 +217,9 @@ def fidelity_check(model: ir.Model, context: PassContext, result: PassResult, ta
     cannot run: the model is too large to hold twice, or onnxruntime cannot run it."""
     from onnxcompress.data import synthetic_feeds
 
-    if tensor_bytes(model) > MAX_BYTES:  # external data alone is no reason (see _int8_guard.fits)
-        result.note(f"fidelity check off: the model is large (over {MAX_BYTES >> 20} "
+    # The check holds the model three times (float32 session, float16 session, the probe's copy).
+    if not fits_whole_checks(model):
+        result.note(f"fidelity check off: the model is large (over {whole_check_limit_mb()} "
                     "MB) and would be held three times")
         return None
     try:

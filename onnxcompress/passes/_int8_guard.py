@@ -39,7 +39,7 @@ import onnx_ir as ir
 from onnxcompress import runtime
 from onnxcompress.activations import quiet_run_options, run
 from onnxcompress.errors import OnnxCompressError
-from onnxcompress.model import copy_model
+from onnxcompress.model import copy_model, whole_check_limit_mb
 from onnxcompress.passes._bit_allocation import expose_weights, output_deviation
 from onnxcompress.passes._int8_search import (
     choose,
@@ -85,9 +85,6 @@ BACKOFF_ROUNDS = 3
 # When the weights cannot reach the size target anyway, float weights may still take this
 # share of the output size (a first conv or a detection head is a few KB).
 MIN_BUDGET_SHARE = 0.01
-# Larger models (or any with external data) are not guarded: the guard's session holds every
-# weight in float and int8 at once, and large models stream one weight at a time (issue 18).
-GUARD_MAX_BYTES = 256 << 20
 COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "Gather", "LSTM", "GRU", "RNN"})
 
 
@@ -444,12 +441,11 @@ def guarded(guard: Guard | None, weight_only: float, model: ir.Model,
 
 
 def fits(model: ir.Model) -> bool:
-    """Whether the guard measures ``model``: at most GUARD_MAX_BYTES of tensors. External data
-    alone does not make a model large: PyTorch's dynamo exporter writes it whatever the size
-    (batch 5: a 6.7 MB transformer went unguarded)."""
-    from onnxcompress.model import tensor_bytes
+    """Whether the guard measures ``model``: its session holds every weight in float and int8 at
+    once, so only under the whole-model checks' limit (``model.fits_whole_checks``)."""
+    from onnxcompress.model import fits_whole_checks
 
-    return tensor_bytes(model) <= GUARD_MAX_BYTES
+    return fits_whole_checks(model)
 
 
 def _within_size(guard: Guard, out: ir.Model, limit: float, keep: dict[str, str],
@@ -496,7 +492,7 @@ def guard_weights(model: ir.Model, weights: list[Weight], channelwise: bool, con
     weights = [w for w in weights if w.graph is model.graph]
     if not fits(model):
         result.note("fidelity guard skipped: the model is large (over "
-                    f"{GUARD_MAX_BYTES >> 20} MB) and its session would hold every weight in float "
+                    f"{whole_check_limit_mb()} MB) and its session would hold every weight in float "
                     "and int8 at once; the weights are stored one at a time instead")
         return None, {}, 0.0
     if context.calibration is not None:  # under the run's sample cap, when one is set

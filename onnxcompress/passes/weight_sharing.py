@@ -74,7 +74,7 @@ import onnx_ir as ir
 from onnxcompress.errors import OnnxCompressError
 from onnxcompress.layerwise import codebook
 from onnxcompress.layerwise.collection import weight_moments
-from onnxcompress.model import is_large, to_proto
+from onnxcompress.model import fits_whole_checks, to_proto
 from onnxcompress.opset import opset_version, upgrade_opset
 from onnxcompress.passes import _kmeans_lstm
 from onnxcompress.passes._float_rest import REST_ROLES, store_rest
@@ -136,9 +136,8 @@ class WeightSharing(Pass):
 
     def apply(self, model: ir.Model, context: PassContext, result: PassResult) -> ir.Model:
         cfg: WeightSharingConfig = self.config  # type: ignore[assignment]
-        # File and gzip sizes need the whole model serialized (twice, external data inlined):
-        # only for models held in memory anyway, never for external-data ones.
-        measure = not is_large(model)
+        # File and gzip sizes need the whole model serialized (twice, external data inlined).
+        measure = fits_whole_checks(model)
         before = _serialized(model) if measure else None
 
         self._min_elements = cfg.min_elements(cfg.allocates(context.calibration is not None))
@@ -305,13 +304,13 @@ class WeightSharing(Pass):
             return model, Formats("dense", opset_version(model))
         current = opset_version(model)
         wants_uint4 = cfg.storage == "int4" or (cfg.storage == "auto" and any(b <= 4 for b in wanted_bits))
-        if wants_uint4 and current < UINT4_MIN_OPSET and is_large(model):
+        if wants_uint4 and current < UINT4_MIN_OPSET and not fits_whole_checks(model):
             # The upgrade is checked by loading the model in onnxruntime before and after,
             # which holds all of it in memory twice over (a 2.4 GB model peaked at 2.5x its
             # size at 4 bits); one 4-bit bit plane is as small as UINT4 and needs no upgrade.
             result.note(
                 f"indices of <= 4 bits are bit-packed: UINT4 needs opset {UINT4_MIN_OPSET}, and "
-                "checking an upgrade would load this external-data model into onnxruntime"
+                "checking an upgrade would load this large model into onnxruntime twice"
             )
             wants_uint4 = False
         if wants_uint4 and current < UINT4_MIN_OPSET:
