@@ -28,7 +28,9 @@ sys.path.insert(0, str(REPO))
 
 from _common import REAL_MODELS  # noqa: E402
 
-from onnxcompress.data import feed_source, synthetic_feeds  # noqa: E402
+from onnxcompress.data import feed_source  # noqa: E402
+
+from onnxcompress.synthetic import synthetic_feeds  # noqa: E402
 from onnxcompress.model import load_model, to_proto  # noqa: E402
 from onnxcompress.passes import BFloat16, Float16, PassContext  # noqa: E402
 from onnxcompress.runtime import create_session  # noqa: E402

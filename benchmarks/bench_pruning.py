@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from onnxcompress import Pipeline, load_model  # noqa: E402
-from onnxcompress.data import synthetic_feeds  # noqa: E402
+from onnxcompress.synthetic import synthetic_feeds  # noqa: E402
 from onnxcompress.model import save_model, to_proto  # noqa: E402
 from onnxcompress.passes import Prune  # noqa: E402
 from onnxcompress.validation.latency import measure_latency  # noqa: E402

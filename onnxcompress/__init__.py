@@ -5,7 +5,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from onnxcompress.api import compress_file
-from onnxcompress.data import FeedSource, feed_source, synthetic_feeds
+from onnxcompress.data import FeedSource, feed_source
 from onnxcompress.errors import (
     ConfigError,
     DataError,
@@ -20,6 +20,7 @@ from onnxcompress.model import load_model, save_model
 from onnxcompress.passes import *  # noqa: F403 - the passes are part of the public API
 from onnxcompress.passes import __all__ as _passes_all
 from onnxcompress.pipeline import Pipeline, PipelineResult, compress
+from onnxcompress.synthetic import synthetic_feeds
 from onnxcompress.testing import assert_equivalent
 from onnxcompress.validation import compare_models
 from onnxcompress.weights import Weight, WeightIndex

@@ -16,7 +16,7 @@ from typing import Any
 import onnx_ir as ir
 
 from onnxcompress import runtime
-from onnxcompress.data import feed_source, input_specs, synthetic_feeds
+from onnxcompress.data import feed_source, input_specs
 from onnxcompress.errors import DataError, OnnxCompressError, PassError
 from onnxcompress.model import (
     check_output_path,
@@ -31,6 +31,7 @@ from onnxcompress.pipeline import Pipeline, PipelineResult
 from onnxcompress.progress import ProgressLog
 from onnxcompress.report import CompressionReport, SizeInfo
 from onnxcompress.stats import GzipJob, gzip_size, model_stats
+from onnxcompress.synthetic import synthetic_feeds
 
 logger = logging.getLogger(__name__)
 

@@ -205,7 +205,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
         check_validate_arguments(args)
     progress = _progress_printer(not args.quiet)
-    from onnxcompress.data import parse_shape_overrides
+    from onnxcompress.synthetic import parse_shape_overrides
 
     memory = args.memory if args.memory is not None else bool(args.validate)
     try:

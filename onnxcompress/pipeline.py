@@ -30,7 +30,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxcompress import __version__, checking, runtime
-from onnxcompress.data import FeedSource, feed_source, first_feed
+from onnxcompress.data import FeedSource, feed_source
 from onnxcompress.errors import ConfigError, ModelLoadError, OnnxCompressError, PassError
 from onnxcompress.graph.annotations import drop_inferable_annotations
 from onnxcompress.model import (
@@ -41,6 +41,7 @@ from onnxcompress.model import (
     tensor_bytes,
 )
 from onnxcompress.passes.base import Pass, PassContext, PassResult, get_pass_class
+from onnxcompress.synthetic import first_feed
 from onnxcompress.weights import WeightIndex, all_graphs, matches
 
 if sys.version_info >= (3, 11):

@@ -136,6 +136,7 @@ class Weight:
     via: tuple[ir.Node, ...] = field(default_factory=tuple)
     # Model-wide set of value names, shared by all entries of an index, for fresh names.
     names: set[str] = field(default_factory=set, repr=False)
+    _finite: bool | None = field(default=None, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -189,6 +190,19 @@ class Weight:
 
     def numpy(self) -> np.ndarray:
         return self.tensor.numpy()
+
+    def non_finite_reason(self) -> str | None:
+        """Why the weight cannot be compressed because of its values, or None: a float tensor
+        holding inf or NaN (rxnmap's distance-bias table has -inf padding rows, an attention
+        mask): no codebook, scale or pruning score is defined for it. Reads the data once."""
+        if not self.is_float:
+            return None
+        if self._finite is None:
+            array = self.numpy()
+            self._finite = bool(np.isfinite(array.astype(np.float32, copy=False)).all())
+            del array
+            self.release()
+        return None if self._finite else "holds inf or NaN values (a mask or bias table): left as it is"
 
     def release(self) -> None:
         """Unmap an external tensor's data once read (``model.release_external``)."""

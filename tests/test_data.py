@@ -5,7 +5,7 @@ import onnx
 import pytest
 
 from onnxcompress import DataError, feed_source, load_model, synthetic_feeds
-from onnxcompress.data import parse_shape_overrides
+from onnxcompress.synthetic import parse_shape_overrides
 from tests import helpers as h
 
 
@@ -269,7 +269,8 @@ def nhwc_cnn(batch: str = "N") -> onnx.ModelProto:
 
 def test_synthetic_channels_last_image_gets_image_sides():
     from onnxcompress import Pipeline
-    from onnxcompress.data import InputSpec, concrete_shape
+    from onnxcompress.data import InputSpec
+    from onnxcompress.synthetic import concrete_shape
     from onnxcompress.model import to_proto
     from onnxcompress.passes import Quantize, QuantizeConfig
 

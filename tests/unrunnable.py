@@ -1,5 +1,6 @@
-"""Models whose inputs cannot be guessed: synthetic data (1 for a dynamic axis, see
-``onnxcompress.data.concrete_shape``) does not run on them, real data does.
+"""Models whose inputs cannot be guessed: synthetic data of the guessed sizes (see
+``onnxcompress.synthetic.concrete_shape``) does not run on them, real data does. The STFT runs
+once synthetic_feeds raises the guessed length (``synthetic.LARGER_SIZES``); the Concat never.
 
 - :func:`stft_like`: an STFT-style front end. ``Pad(mode=reflect)`` by 64 on a dynamic time axis
   needs at least 65 samples; the frames go through a strided Conv, then two MatMuls.

@@ -215,7 +215,7 @@ def fidelity_check(model: ir.Model, context: PassContext, result: PassResult, ta
                    keep_ops: frozenset[str]) -> FidelityCheck | None:
     """The float32 reference outputs on a few samples, or None (with a note) when the check
     cannot run: the model is too large to hold twice, or onnxruntime cannot run it."""
-    from onnxcompress.data import synthetic_feeds
+    from onnxcompress.synthetic import synthetic_feeds
 
     # The check holds the model three times (float32 session, float16 session, the probe's copy).
     if not fits_whole_checks(model):

@@ -485,9 +485,9 @@ def guard_weights(model: ir.Model, weights: list[Weight], channelwise: bool, con
                   min_ratio: float, result) -> tuple[Guard | None, dict[str, str], float]:  # noqa: ANN001
     """Step 1 for the quantize pass: (the guard or None, label -> "block"/"float" for the weights
     that step down, the output deviation of int8 weight-only). A headline names them."""
-    from onnxcompress.data import synthetic_feeds
     from onnxcompress.model import tensor_bytes
     from onnxcompress.passes._int8 import BLOCK, _int8_codes, block_layout, block_quantize
+    from onnxcompress.synthetic import synthetic_feeds
 
     weights = [w for w in weights if w.graph is model.graph]
     if not fits(model):

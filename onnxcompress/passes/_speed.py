@@ -21,12 +21,13 @@ import onnxruntime as ort
 
 from onnxcompress import __version__, cache, runtime
 from onnxcompress.activations import quiet_run_options, run
-from onnxcompress.data import Feed, first_feed
+from onnxcompress.data import Feed
 from onnxcompress.errors import OnnxCompressError
 from onnxcompress.memory import confirm_excess, guard_limit, guard_reading
 from onnxcompress.model import EXTERNAL_DATA_THRESHOLD, save_model, tensor_bytes
 from onnxcompress.passes.base import PassContext, PassResult
 from onnxcompress.stats import timing_section
+from onnxcompress.synthetic import first_feed
 
 if TYPE_CHECKING:
     from onnxcompress.passes._quant_config import QuantizeConfig
@@ -327,7 +328,7 @@ def _copy(model: ir.Model) -> ir.Model:
 
 
 def one_feed(model: ir.Model, context: PassContext) -> tuple[Feed | None, str]:
-    """The first calibration sample, else one synthetic sample (``data.first_feed``); with where
+    """The first calibration sample, else one synthetic sample (``synthetic.first_feed``); with where
     it came from (or why there is none)."""
     return first_feed(model, context.calibration, seed=context.seed)
 

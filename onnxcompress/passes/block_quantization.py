@@ -245,6 +245,9 @@ class BlockQuantize(Pass):
             if w.excluded_by(cfg.exclude):
                 result.skip(w.label, "excluded")
                 continue
+            if (why := w.non_finite_reason()) is not None:
+                result.skip(w.label, why)
+                continue
             layer_or_reason = _plan(w, cfg)
             if isinstance(layer_or_reason, str):
                 result.skip(w.label, layer_or_reason)

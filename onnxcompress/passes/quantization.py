@@ -37,7 +37,6 @@ import onnx_ir as ir
 from onnxcompress import runtime
 from onnxcompress.calibration import Calibrator, collect
 from onnxcompress.cpu import default_reduce_range, has_vnni
-from onnxcompress.data import synthetic_feeds
 from onnxcompress.errors import OnnxCompressError
 from onnxcompress.graph.fold import computed_from_constants, shape_read_weights
 from onnxcompress.layerwise import rounding
@@ -77,6 +76,7 @@ from onnxcompress.passes._quant_plan import (
 )
 from onnxcompress.passes._speed import alternate_latency, first_fast_enough, with_speed_guard
 from onnxcompress.passes.base import Pass, PassContext, PassResult
+from onnxcompress.synthetic import synthetic_feeds
 from onnxcompress.weights import (
     COMPUTE_ROLES,
     ROLE_EMBEDDING,
@@ -551,6 +551,9 @@ def _quantizable_weight(w: Weight, cfg: QuantizeConfig, result: PassResult) -> b
         return False
     if w.via:
         result.skip(w.label, "weight reaches its op through Identity/Cast/Transpose")
+        return False
+    if (why := w.non_finite_reason()) is not None:
+        result.skip(w.label, why)
         return False
     return True
 

@@ -287,6 +287,9 @@ class WeightSharing(Pass):
             result.skip(w.label, f"smaller than min_size ({self._min_elements} elements)")
             self._unclustered.add(w.label)
             return 0
+        if (why := w.non_finite_reason()) is not None:
+            result.skip(w.label, why)
+            return 0
         bits = cfg.bits_for(w)
         if bits == 0:
             result.skip(w.label, "bits set to 0 for this layer or op type")

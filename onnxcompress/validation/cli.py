@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from onnxcompress.data import parse_shape_overrides
 from onnxcompress.errors import ConfigError
+from onnxcompress.synthetic import parse_shape_overrides
 from onnxcompress.validation.compare import (
     DEFAULT_SYNTHETIC_SAMPLES,
     DEFAULT_TOP_K,

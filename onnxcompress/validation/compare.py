@@ -26,11 +26,12 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
-from onnxcompress.data import FREED_DIMS_KEY, Feed, FeedSource, feed_source, synthetic_feeds
+from onnxcompress.data import FREED_DIMS_KEY, Feed, FeedSource, feed_source
 from onnxcompress.errors import ConfigError, DataError, RuntimeUnavailableError
 from onnxcompress.memory import compare_session_memory
 from onnxcompress.model import load_model, save_model
 from onnxcompress.runtime import create_session
+from onnxcompress.synthetic import synthetic_feeds
 from onnxcompress.validation.latency import DEFAULT_LATENCY_RUNS, LatencyResult, measure_latency
 from onnxcompress.validation.layers import DEFAULT_MEMORY_BUDGET, LayerReport, compare_layers
 from onnxcompress.validation.metrics import TensorStats

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 
-from onnxcompress.data import synthetic_feeds
+from onnxcompress.synthetic import synthetic_feeds
 from onnxcompress.model import load_model, to_proto
 from onnxcompress.passes import BFloat16, Float16
 from tests import helpers

