@@ -42,7 +42,7 @@ from onnxcompress.model import (
 )
 from onnxcompress.passes.base import Pass, PassContext, PassResult, get_pass_class
 from onnxcompress.synthetic import first_feed
-from onnxcompress.weights import WeightIndex, all_graphs, matches
+from onnxcompress.weights import WeightIndex, all_graphs, has_quantized_ops, matches
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -239,7 +239,8 @@ class Pipeline:
             source = feed_source(calibration, ir_model, name="calibration data")
         context = PassContext(calibration=source, seed=self.seed, progress=progress,
                               original_loader=original_loader,
-                              calibration_samples=self.max_calibration_samples)
+                              calibration_samples=self.max_calibration_samples,
+                              input_quantized=has_quantized_ops(ir_model))
         loads: list[bool] = []
 
         def runs_in_ort() -> bool:

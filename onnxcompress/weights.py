@@ -337,6 +337,14 @@ QUANTIZED_READERS = frozenset({
 })  # fmt: skip
 
 
+QUANTIZED_OPS = QUANTIZED_READERS | {"QuantizeLinear", "DynamicQuantizeLinear"}
+
+
+def has_quantized_ops(model: ir.Model) -> bool:
+    """Whether ``model`` computes with quantized ops (``QUANTIZED_OPS``), subgraphs included."""
+    return any(node.op_type in QUANTIZED_OPS for _, graph in all_graphs(model) for node in graph)
+
+
 def quantized_weights(model: ir.Model) -> dict[str, tuple[str, int]]:
     """Integer constants of at least ``SMALL_WEIGHT_VALUES`` values that a quantized op reads
     (``QUANTIZED_READERS``): label -> (the op type, bytes)."""

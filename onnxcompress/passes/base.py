@@ -310,6 +310,9 @@ class PassContext:
     # The passes after the running one (set by the pipeline): the first statistics request of
     # the run also collects what they declare (Pass.statistics).
     planned: tuple[Pass, ...] = field(default=(), repr=False)
+    # Whether the input model (before any pass of the run) computes with int8 ops, set by the
+    # pipeline: an earlier pass's DequantizeLinear is not the user's int8 model. None: unknown.
+    input_quantized: bool | None = None
     _stats: Statistics | None = field(default=None, init=False, repr=False)
 
     @property
