@@ -47,6 +47,7 @@ from onnxcompress.opset import opset_version, upgrade_opset
 from onnxcompress.passes._float_rest import REST_ROLES, store_rest
 from onnxcompress.passes._folding import fold_batchnorm
 from onnxcompress.passes._int8 import (
+    LOG_REASON,
     _apply_static,
     _blocked_weight,
     _decoded_source,
@@ -60,6 +61,7 @@ from onnxcompress.passes._int8 import (
     _row_gather_only,
     _tied_table,
     remembered_codes,
+    spectral_basis,
 )
 from onnxcompress.passes._int8_data import gptq_rounding, input_means, mean_requests
 from onnxcompress.passes._int8_guard import Guard, guard_weights, guarded
@@ -554,6 +556,9 @@ def _quantizable_weight(w: Weight, cfg: QuantizeConfig, result: PassResult) -> b
         return False
     if (why := w.non_finite_reason()) is not None:
         result.skip(w.label, why)
+        return False
+    if spectral_basis(w):
+        result.skip(w.label, LOG_REASON)
         return False
     return True
 

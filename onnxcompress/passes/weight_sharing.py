@@ -79,6 +79,7 @@ from onnxcompress.opset import opset_version, upgrade_opset
 from onnxcompress.passes import _kmeans_lstm
 from onnxcompress.passes._float_rest import REST_ROLES, store_rest
 from onnxcompress.passes._folding import fold_batchnorm
+from onnxcompress.passes._int8 import LOG_REASON, spectral_basis
 from onnxcompress.passes._kmeans_allocate import _allocate
 from onnxcompress.passes._kmeans_codebook import _model_group
 from onnxcompress.passes._kmeans_config import (  # noqa: F401 (re-exported: the pass's options)
@@ -289,6 +290,10 @@ class WeightSharing(Pass):
             return 0
         if (why := w.non_finite_reason()) is not None:
             result.skip(w.label, why)
+            return 0
+        if spectral_basis(w):
+            result.skip(w.label, LOG_REASON.replace("int8's", "a codebook's"))
+            self._unclustered.add(w.label)
             return 0
         bits = cfg.bits_for(w)
         if bits == 0:

@@ -861,3 +861,61 @@ def test_a_codebook_an_earlier_pass_wrote_is_not_advised_to_k_means():
     skipped = result.passes[1].skipped
     assert not any("--kmeans 8" in why for why in skipped), skipped
     assert any(why.startswith("a codebook") for why in skipped), skipped
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "weights"])
+def test_a_signed_basis_before_a_log_is_kept_float16(mode):
+    """A CQT/STFT basis (signed: its sums cancel) whose power reaches a Log bin by bin keeps
+    float weights (stored float16): int8's error floor, ~48 dB under the loudest bin, is what the
+    log spreads over quiet bins (basic-pitch's CQT kernels in int8: -1.8 points of note F1). A
+    mel filterbank pooling the power first is left to int8 (openWakeWord's mel front end: its
+    embedding's cosine 0.99999 with an int8 STFT), and so is the non-negative filterbank."""
+    proto = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        spec (float[1, 512] frame) => (float[1, 257] logpower, float[1, 32] logmel) {
+            re = MatMul (frame, cos_basis)
+            im = MatMul (frame, sin_basis)
+            re2 = Mul (re, re)
+            im2 = Mul (im, im)
+            power = Add (re2, im2)
+            floor = Constant <value = float {1e-10}> ()
+            safe = Add (power, floor)
+            logpower = Log (safe)
+            re_m = MatMul (frame, cos_mel)
+            pm = Mul (re_m, re_m)
+            mel = MatMul (pm, banks)
+            safe_mel = Add (mel, floor)
+            logmel = Log (safe_mel)
+        }
+    """)
+    n = np.arange(512)[:, None] * np.arange(257)[None, :]
+    r = h.rng(5)
+    banks = (np.abs(r.standard_normal((257, 32))) * (r.random((257, 32)) < 0.1)).astype(np.float32)
+    cos = np.cos(2 * np.pi * n / 512).astype(np.float32)
+    proto = h.attach_initializers(proto, {
+        "cos_basis": cos, "sin_basis": -np.sin(2 * np.pi * n / 512).astype(np.float32),
+        "cos_mel": cos.copy(), "banks": banks})
+    res, q = quantize(proto, mode=mode)
+    reasons = {name: reason for reason, names in res.skipped.items() for name in names}
+    assert "reaches a Log" in reasons["cos_basis"] and "reaches a Log" in reasons["sin_basis"]
+    assert "cos_mel" not in reasons and "banks" not in reasons
+    stored = {t.name: t.data_type for t in q.graph.initializer}
+    assert stored.get("cos_basis_fp16") == onnx.TensorProto.FLOAT16
+    assert int8_weights(q) == 2  # the mel path's basis and filterbank
+    t = np.arange(512) / 16000
+    tone = (np.sin(2 * np.pi * 1000 * t) + 1e-3 * r.standard_normal(512))[None].astype(np.float32)
+    want, got = h.run(proto, {"frame": tone})[0], h.run(q, {"frame": tone})[0]
+
+    def int8(w: np.ndarray) -> np.ndarray:  # per output column, as the pass would store it
+        scale = np.abs(w).max(axis=0, keepdims=True) / 127
+        scale[scale == 0] = 1  # the sine's DC and Nyquist columns are zeros
+        return np.round(w / scale) * scale
+
+    with_int8 = onnx.ModelProto()
+    with_int8.CopyFrom(proto)
+    for init in with_int8.graph.initializer:
+        if init.name in ("cos_basis", "sin_basis"):
+            init.CopyFrom(onnx.numpy_helper.from_array(
+                int8(onnx.numpy_helper.to_array(init)).astype(np.float32), init.name))
+    int8_error = np.abs(want - h.run(with_int8, {"frame": tone})[0]).mean()
+    assert np.abs(want - got).mean() < int8_error / 4  # quiet bins included (natural log units)
