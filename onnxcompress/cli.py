@@ -274,10 +274,13 @@ def _cmd_auto(args: argparse.Namespace, pipeline: Pipeline | None) -> int:
         raise ConfigError("--auto needs calibration data.", hint="add --calibration DATA.npz")
     if args.auto_target:
         parse_target(args.auto_target)  # a bad expression fails before the long work
+    from onnxcompress.validation.cli import report_paths
+
     _check_output_paths(args)
+    report_files = report_paths(args, html=True)  # --json PATH / --report PATH, as without --auto
     if args.save_recipe:
         check_output_path(args.save_recipe, protect=(args.model,))
-    tty = not args.quiet and not args.json and sys.stderr.isatty()
+    tty = not args.quiet and args.json != "-" and sys.stderr.isatty()
     shown: set[str] = set()
 
     def progress(stage: str, done: int, total: int) -> None:
@@ -302,12 +305,10 @@ def _cmd_auto(args: argparse.Namespace, pipeline: Pipeline | None) -> int:
     report.extra["auto"] = found.to_report()
     if args.save_recipe:
         _write_text(Path(args.save_recipe), json.dumps(found.recipe, indent=2) + "\n")
-    if args.report:
-        from onnxcompress.report import report_format
-
-        _write_text(Path(args.report), report.to_format(report_format(args.report)))
+    for path, fmt in report_files:
+        _write_text(path, report.to_format(fmt))
     values = ", ".join(f"{k} {v:.4g}" for k, v in found.fidelity.values.items())
-    if args.json:
+    if args.json == "-":
         print(report.to_json())
     elif not args.quiet:
         print(report.render())

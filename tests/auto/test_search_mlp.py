@@ -54,9 +54,12 @@ def test_recipe_replays_byte_for_byte(searched: Path) -> None:
 def test_unreachable_target_exits_1_with_best_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "best.onnx"
     code = run_cli("compress", MODEL, "-o", out, "--auto", "--calibration", CALIB, "--validate-data", EVAL,
-                   "--auto-target", "accuracy>=5pt", "-q")
+                   "--auto-target", "accuracy>=5pt", "-q", "--json", tmp_path / "r.json")
     assert code == 1
-    assert "not met" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "not met" in captured.err
+    # --json PATH writes the report there, as without --auto (it went to stdout)
+    assert "auto" in json.loads((tmp_path / "r.json").read_text()) and "{" not in captured.out
     onnx.checker.check_model(str(out))
     assert top1(MODEL, out) == 1.0  # the best found is the original's own accuracy (float)
 
