@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -261,6 +262,9 @@ def _default_pipeline(args: argparse.Namespace) -> Pipeline:
     return pipeline
 
 
+AUTO_LOG_SECONDS = 10.0
+
+
 def _cmd_auto(args: argparse.Namespace, pipeline: Pipeline | None) -> int:
     """compress --auto: search a plan, write the model its recipe makes; exit 1 when the target
     does not hold on the held-apart data (the best model found is still written)."""
@@ -281,15 +285,21 @@ def _cmd_auto(args: argparse.Namespace, pipeline: Pipeline | None) -> int:
     if args.save_recipe:
         check_output_path(args.save_recipe, protect=(args.model,))
     tty = not args.quiet and args.json != "-" and sys.stderr.isatty()
-    shown: set[str] = set()
+    # CI logs: a progress line (INFO, the progress logger's, as compress_file's) when a stage
+    # starts and every AUTO_LOG_SECONDS within it (rxnmap's refinement ran minutes unannounced).
+    progress_log = logging.getLogger("onnxcompress.progress")
+    progress_log.setLevel(logging.INFO if not args.quiet and not tty else logging.NOTSET)
+    last: dict[str, float] = {}
 
     def progress(stage: str, done: int, total: int) -> None:
         if tty:
             sys.stderr.write(f"\r\033[K{stage} [{done}/{total}]")
             sys.stderr.flush()
-        elif stage not in shown:  # CI logs: one line per stage
-            shown.add(stage)
-            logger.warning("auto: %s", stage)
+            return
+        now = time.monotonic()
+        if stage not in last or now - last[stage] >= AUTO_LOG_SECONDS:
+            last[stage] = now
+            progress_log.info("auto: %s [%d/%d]", stage, done, total)
 
     with make_executor(args.ray) as executor:
         try:
