@@ -466,6 +466,8 @@ class Quantize(Pass):
                 continue
             if any(self._excluded(u.node, cfg, check_types=False) for u in w.uses):
                 continue
+            if w.non_finite_reason() is not None or spectral_basis(w):  # stay float
+                continue
             out.append(w)
         return out
 
