@@ -47,7 +47,6 @@ from onnxcompress.opset import opset_version, upgrade_opset
 from onnxcompress.passes._float_rest import REST_ROLES, store_rest
 from onnxcompress.passes._folding import fold_batchnorm
 from onnxcompress.passes._int8 import (
-    LOG_REASON,
     _apply_static,
     _blocked_weight,
     _decoded_source,
@@ -61,7 +60,6 @@ from onnxcompress.passes._int8 import (
     _row_gather_only,
     _tied_table,
     remembered_codes,
-    spectral_basis,
 )
 from onnxcompress.passes._int8_data import gptq_rounding, input_means, mean_requests
 from onnxcompress.passes._int8_guard import Guard, guard_weights, guarded
@@ -76,6 +74,7 @@ from onnxcompress.passes._quant_plan import (
     _unit_key,
     _within_noise_budget,
 )
+from onnxcompress.passes._spectral import LOG_REASON, spectral_basis
 from onnxcompress.passes._speed import alternate_latency, first_fast_enough, with_speed_guard
 from onnxcompress.passes.base import Pass, PassContext, PassResult
 from onnxcompress.synthetic import synthetic_feeds

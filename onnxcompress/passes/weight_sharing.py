@@ -79,7 +79,6 @@ from onnxcompress.opset import opset_version, upgrade_opset
 from onnxcompress.passes import _kmeans_lstm
 from onnxcompress.passes._float_rest import REST_ROLES, store_rest
 from onnxcompress.passes._folding import fold_batchnorm
-from onnxcompress.passes._int8 import LOG_REASON, spectral_basis
 from onnxcompress.passes._kmeans_allocate import _allocate
 from onnxcompress.passes._kmeans_codebook import _model_group
 from onnxcompress.passes._kmeans_config import (  # noqa: F401 (re-exported: the pass's options)
@@ -102,6 +101,7 @@ from onnxcompress.passes._kmeans_decode import (
 from onnxcompress.passes._kmeans_select import _first_kept_float, _shape_read
 from onnxcompress.passes._kmeans_share import _FIT, _fit_own, _share, _share_model_codebook
 from onnxcompress.passes._prune_select import _first_last_nodes
+from onnxcompress.passes._spectral import LOG_REASON, spectral_basis
 from onnxcompress.passes.base import Pass, PassContext, PassResult
 from onnxcompress.stats import gzip_size
 from onnxcompress.weights import (
