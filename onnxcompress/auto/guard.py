@@ -147,6 +147,32 @@ def _float_bytes(layer: LayerChoices) -> int:
     return option.nbytes if option is not None else max(o.nbytes for o in layer.options)
 
 
+def _has_external_data(original: Path | str) -> bool:
+    from onnxcompress.api import external_files
+
+    try:
+        return bool(external_files(Path(original)))
+    except Exception:  # noqa: BLE001 - an unreadable original: measured as it is, inline plans
+        return False
+
+
+def _write_plan(path: Path, data: bytes, external: bool) -> None:
+    """A plan's model as the final output will be written: with external data when the original
+    has it (compress_file keeps that layout, and onnxruntime holds no protobuf copy of external
+    weights: khmersm's fp32, 18.0 MB external, 21.6 MB inlined)."""
+    if not external:
+        path.write_bytes(data)
+        return
+    import onnx
+
+    from onnxcompress.model import EXTERNAL_TENSOR_MIN_BYTES
+
+    (path.parent / (path.name + ".data")).unlink(missing_ok=True)  # onnx.save appends to it
+    onnx.save(onnx.ModelProto.FromString(data), str(path), save_as_external_data=True,
+              all_tensors_to_one_file=True, location=path.name + ".data",
+              size_threshold=EXTERNAL_TENSOR_MIN_BYTES)
+
+
 def memory_guard(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Evaluator, original: Path | str,
                  feed: dict[str, Any], deadline: float, report: Progress,
                  notes: list[str]) -> tuple[Evaluation, dict[str, Any]]:
@@ -164,10 +190,11 @@ def memory_guard(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Eval
     bases = [base]
     ev = chosen
     measured: list[tuple[Evaluation, int, int]] = []  # (plan, its memory, round)
+    external = _has_external_data(original)
     with tempfile.TemporaryDirectory(prefix="onnxcompress-auto-mem-") as tmp:
         path = Path(tmp) / "plan.onnx"
         for i in range(MAX_ROUNDS + 1):
-            path.write_bytes(evaluate.serialized(ev.plan))
+            _write_plan(path, evaluate.serialized(ev.plan), external)
             used = measure_memory(path, feed)
             if used is not None and used > memory_limit(min(bases)):
                 confirmed = confirm_excess(original, path, feed, bases, used)

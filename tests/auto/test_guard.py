@@ -339,3 +339,24 @@ def test_moves_that_do_not_lower_the_memory_are_not_kept(monkeypatch: pytest.Mon
     assert built.plans  # it did try leaner plans
     assert ev is start and out["fits"] is False and out["rounds"] == 0
     assert any("did not lower the session memory" in n for n in notes), notes
+
+
+def test_plans_of_an_external_data_model_are_measured_with_external_data(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """compress_file writes an external-data input's output with external data, so the guard
+    measures its plans in that layout too (inline, onnxruntime also holds the weights' protobuf
+    copy: khmersm's fp32 read 21.6 MB inlined, 18.0 MB external)."""
+    original = tmp_path / "ext.onnx"
+    onnx.save(onnx.load(str(MODEL)), str(original), save_as_external_data=True,
+              location="ext.onnx.data", size_threshold=1024)
+    layouts: list[bool] = []
+
+    def memory(path: Path | str, feed: dict) -> int:
+        if Path(path) != original:
+            layouts.append(Path(str(path) + ".data").exists())
+            assert top1(MODEL, str(path)) >= 0.99  # the plan, whole, from its files
+        return 10 * MB
+
+    monkeypatch.setattr(guard, "measure_memory", memory)
+    memory_guard(_first(), _layers(), _Built(), original, {}, float("inf"), lambda *a: None, [])  # type: ignore[arg-type]
+    assert layouts == [True]
