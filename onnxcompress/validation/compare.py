@@ -564,6 +564,10 @@ def _evaluate(name: str, s: TensorStats, tol: Tolerance) -> OutputComparison:
             checks.append(
                 Check("min_cosine", cos >= tol.min_cosine, f"cosine {cos:.6f}, needs >= {tol.min_cosine:g}")
             )
+            scores = s.score_cosine
+            if scores is not None:  # a raw detector head: its boxes' pixels dominate the cosine
+                checks.append(Check("min_cosine", scores >= tol.min_cosine,
+                                    f"class-score rows' cosine {scores:.6f}, needs >= {tol.min_cosine:g}"))
         if tol.max_rel_error is not None:
             applied += 1
             rel = s.rel_l2 if s.rel_l2 is not None else math.inf

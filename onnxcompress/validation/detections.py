@@ -43,6 +43,29 @@ def detection_columns(a: np.ndarray) -> tuple[int, int] | None:
     return None
 
 
+# A YOLOv8-style raw head ``[N, F, P]``: 4 box rows, then class-score rows in [0, 1] (then mask
+# coefficients or keypoints, unbounded), over P anchors.
+ANCHOR_MIN_POSITIONS = 256
+ANCHOR_MAX_FEATURES = 128
+
+
+def anchor_score_rows(a: np.ndarray) -> slice | None:
+    """The class-score rows of a YOLOv8-style raw detector output ``[N, F, P]`` (F <= 128 <= P;
+    rows 4.. in [0, 1], up to the first row that is not), or None. Its cosine is the boxes'
+    (pixel coordinates, hundreds) where the task reads the scores: a YOLO11-seg head whose
+    every score channel pruning took to 0 read cosine 0.9947 (batch 6)."""
+    if a.ndim != 3 or not a.shape[2] >= ANCHOR_MIN_POSITIONS or not 5 <= a.shape[1] <= ANCHOR_MAX_FEATURES:
+        return None
+    if not np.isfinite(a).all():
+        return None
+    end = 4
+    while end < a.shape[1] and a[:, end].min() >= 0 and a[:, end].max() <= 1:
+        end += 1
+    if end == 4 or np.abs(a[:, :4]).max() <= 1:  # no scores, or boxes not in pixels: ambiguous
+        return None
+    return slice(4, end)
+
+
 def match_detections(a: np.ndarray, b: np.ndarray, columns: tuple[int, int]) -> tuple[int, int]:
     """(matched, reported) of two detection lists of the same samples: ``reported`` counts the
     rows scoring at least SCORE_THRESHOLD in either model, ``matched`` those of them paired

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from onnxcompress.validation.detections import detection_columns, match_detections
+from onnxcompress.validation.detections import anchor_score_rows, detection_columns, match_detections
 
 
 def is_float(dtype: np.dtype) -> bool:
@@ -70,6 +70,9 @@ class TensorStats:
     k: int | None = None
     # detection lists (an NMS-free detector's [N, K, 6]: validation/detections.py)
     detection: tuple[int, int] | None = None  # (score column, class column)
+    # a YOLOv8-style raw head's class-score rows (``anchor_score_rows``) and their cosine's sums
+    score_rows: slice | None = None
+    score_sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # ab, a2, b2
     detections_matched: int = 0
     detections_reported: int = 0
     labelled_rows: int = 0
@@ -88,6 +91,7 @@ class TensorStats:
                 self.classifier = not self.exact and looks_like_classifier(a.shape)
             if not self.exact:
                 self.detection = detection_columns(a)
+                self.score_rows = anchor_score_rows(a)
         if a.shape != b.shape:
             if self.shape_mismatch is None:
                 self.shape_mismatch = (
@@ -103,6 +107,11 @@ class TensorStats:
         if np.iscomplexobj(a) or np.iscomplexobj(b):
             a, b = np.abs(a), np.abs(b)
         self._add_float(a.astype(np.float64, copy=False).ravel(), b.astype(np.float64, copy=False).ravel())
+        if self.score_rows is not None and a.ndim == 3:
+            sa = a[:, self.score_rows].astype(np.float64).ravel()
+            sb = np.nan_to_num(b[:, self.score_rows].astype(np.float64)).ravel()
+            for i, (x, y) in enumerate(((sa, sb), (sa, sa), (sb, sb))):
+                self.score_sums[i] += float(np.einsum("i,i->", x, y))
         if self.detection is not None and np.isfinite(a).all() and np.isfinite(b).all():
             matched, reported = match_detections(a, b, self.detection)
             self.detections_matched += matched
@@ -184,6 +193,16 @@ class TensorStats:
         if self.sum_a2 > 0:
             return math.sqrt(self.sum_d2 / self.sum_a2)
         return 0.0 if self.sum_d2 == 0 else math.inf
+
+    @property
+    def score_cosine(self) -> float | None:
+        """Cosine of a raw detector head's class-score rows alone (None for other tensors)."""
+        if self.score_rows is None or self.shape_mismatch:
+            return None
+        ab, a2, b2 = self.score_sums
+        if a2 == 0 and b2 == 0:
+            return 1.0
+        return 0.0 if a2 == 0 or b2 == 0 else max(-1.0, min(1.0, ab / math.sqrt(a2 * b2)))
 
     @property
     def cosine(self) -> float | None:

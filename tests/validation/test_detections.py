@@ -10,6 +10,7 @@ from onnx import helper as oh
 from onnxcompress.auto.targets import parse_target
 from onnxcompress.validation import compare_models
 from onnxcompress.validation.detections import (
+    anchor_score_rows,
     box_flip_ratios,
     detection_columns,
     detection_f1,
@@ -114,3 +115,36 @@ def test_auto_holds_a_detection_list_to_its_box_loss_rate():
     b = a.copy()
     b[0, 0, 4] = 0.05  # one box of 72 lost
     assert not target.evaluate({"output0": a}, {"output0": b}).met
+
+
+def _raw_head(score_scale: float) -> onnx.ModelProto:
+    """x [1, 7, 400] (a YOLOv8 raw head: 4 box rows in pixels, 3 class-score rows) -> the same,
+    the score rows multiplied by ``score_scale``."""
+    w = np.ones((1, 7, 1), np.float32)
+    w[:, 4:] = score_scale
+    graph = oh.make_graph(
+        [oh.make_node("Mul", ["x", "w"], ["output0"])], "head",
+        [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 7, 400])],
+        [oh.make_tensor_value_info("output0", onnx.TensorProto.FLOAT, [1, 7, 400])],
+        [onnx.numpy_helper.from_array(w, "w")])
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+
+
+def test_compare_holds_a_raw_detector_heads_scores_to_the_cosine_too():
+    """slider_seg (YOLO11-seg, batch 6): channel pruning took every class score to 0 and compare
+    said "ok (cosine 0.9947)": the boxes' pixel coordinates carry the cosine. The score rows
+    (values in [0, 1] after the 4 box rows) are held to the same cosine on their own."""
+    rng = np.random.default_rng(0)
+    data = []
+    for _ in range(3):
+        x = np.empty((1, 7, 400), np.float32)
+        x[:, :4] = rng.uniform(0, 640, (1, 4, 400))
+        x[:, 4:] = rng.uniform(0, 1, (1, 3, 400)) ** 8  # mostly near 0, a few anchors high
+        data.append({"x": x})
+    assert anchor_score_rows(data[0]["x"]) == slice(4, 7)
+    dead = compare_models(_raw_head(1.0), _raw_head(0.0), data)
+    out = dead.output("output0")
+    assert out.cosine > 0.99 and not dead.passed
+    assert any("class-score rows" in c.detail and not c.passed for c in out.checks)
+    close = compare_models(_raw_head(1.0), _raw_head(0.999), data)
+    assert close.passed
