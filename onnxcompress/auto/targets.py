@@ -22,7 +22,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from onnxcompress.errors import ConfigError
-from onnxcompress.validation.detections import box_flip_ratios, detection_columns
+from onnxcompress.validation.detections import (
+    anchor_score_rows,
+    box_flip_ratios,
+    decode_anchor_head,
+    detection_columns,
+)
 
 #: Stated in ``--help``: top-1 agreement on outputs that look like class scores ([N, C], C > 1),
 #: else cosine similarity of every float output.
@@ -390,8 +395,9 @@ def _applicable(metric: str, outputs: Outputs) -> list[str]:
     floats = [k for k, v in outputs.items() if np.issubdtype(np.asarray(v).dtype, np.floating)]
     if metric == "cosine":
         return floats
-    if metric == "detections":
-        return [k for k in floats if detection_columns(np.asarray(outputs[k])) is not None]
+    if metric == "detections":  # a detection list, or a YOLOv8-style raw head decoded into one
+        return [k for k in floats if detection_columns(np.asarray(outputs[k])) is not None
+                or anchor_score_rows(np.asarray(outputs[k])) is not None]
     if metric == "sequence":  # class scores per position: [N, ..., C]
         return [k for k in floats if np.ndim(outputs[k]) >= 2 and np.shape(outputs[k])[-1] > 1]
     # Class scores: [N, C] with C > 1 (a detector's [N, boxes, 5 + C] is not one)
@@ -417,6 +423,9 @@ def _measure(metric: str, a: np.ndarray, b: np.ndarray, labels: np.ndarray | Non
         return float(cos.mean())
     if metric == "detections":
         columns = detection_columns(a)
+        rows = anchor_score_rows(a) if columns is None else None
+        if rows is not None:  # a raw head (slider_seg's YOLO11-seg): judged by the boxes it gives
+            a, b, columns = decode_anchor_head(a, rows), decode_anchor_head(b, rows), (4, 5)
         if columns is None:
             raise ConfigError(f"target {text}: the output is not a detection list (shape "
                               f"{list(a.shape)}).", hint="detections>= reads [N, K, 6] rows "

@@ -66,6 +66,43 @@ def anchor_score_rows(a: np.ndarray) -> slice | None:
     return slice(4, end)
 
 
+# Ultralytics' defaults for a raw head's NMS (per class) and the boxes one image keeps.
+NMS_IOU = 0.7
+MAX_BOXES = 300
+
+
+def decode_anchor_head(a: np.ndarray, rows: slice) -> np.ndarray:
+    """A YOLOv8-style raw head ``[N, F, P]`` (boxes cx, cy, w, h; class scores in ``rows``) as the
+    detection lists an NMS-free head gives, ``[N, MAX_BOXES, 6]`` rows x1, y1, x2, y2, score,
+    class sorted by score (zero rows after the last box): each anchor's best class from
+    SCORE_THRESHOLD - SCORE_SLACK up, per-class NMS at NMS_IOU."""
+    a = np.asarray(a, np.float64)
+    out = np.zeros((len(a), MAX_BOXES, 6))
+    for i, head in enumerate(a):
+        scores = head[rows]
+        best, cls = scores.max(axis=0), scores.argmax(axis=0)
+        keep = np.nonzero(best >= SCORE_THRESHOLD - SCORE_SLACK)[0]
+        keep = keep[np.argsort(-best[keep], kind="stable")][:4 * MAX_BOXES]
+        if not keep.size:
+            continue
+        cx, cy, w, h = head[:4, keep]
+        boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+        overlap = (box_iou(boxes, boxes) > NMS_IOU) & (cls[keep][:, None] == cls[keep][None, :])
+        chosen: list[int] = []
+        suppressed = np.zeros(len(keep), bool)
+        for j in range(len(keep)):
+            if suppressed[j]:
+                continue
+            chosen.append(j)
+            suppressed |= overlap[j]
+            if len(chosen) == MAX_BOXES:
+                break
+        out[i, :len(chosen), :4] = boxes[chosen]
+        out[i, :len(chosen), 4] = best[keep][chosen]
+        out[i, :len(chosen), 5] = cls[keep][chosen]
+    return out
+
+
 def match_detections(a: np.ndarray, b: np.ndarray, columns: tuple[int, int]) -> tuple[int, int]:
     """(matched, reported) of two detection lists of the same samples: ``reported`` counts the
     rows scoring at least SCORE_THRESHOLD in either model, ``matched`` those of them paired
