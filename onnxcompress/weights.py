@@ -8,8 +8,10 @@ needs to know where an exporter put a tensor.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import logging
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -41,6 +43,8 @@ COMPUTE_ROLES = frozenset({ROLE_WEIGHT, ROLE_EMBEDDING, ROLE_RECURRENT})
 # its 93.75% of 512 strings). One rule for int8 and k-means (k-means had 256; its files moved by
 # under 0.5%, no labelled metric moved). Allocations that measure each layer go lower (k-means: 64).
 SMALL_WEIGHT_VALUES = 512
+# Tensor -> whether every value is finite (Weight.non_finite_reason), kept while the tensor lives.
+_FINITE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -136,7 +140,6 @@ class Weight:
     via: tuple[ir.Node, ...] = field(default_factory=tuple)
     # Model-wide set of value names, shared by all entries of an index, for fresh names.
     names: set[str] = field(default_factory=set, repr=False)
-    _finite: bool | None = field(default=None, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -194,15 +197,24 @@ class Weight:
     def non_finite_reason(self) -> str | None:
         """Why the weight cannot be compressed because of its values, or None: a float tensor
         holding inf or NaN (rxnmap's distance-bias table has -inf padding rows, an attention
-        mask): no codebook, scale or pruning score is defined for it. Reads the data once."""
+        mask): no codebook, scale or pruning score is defined for it. Reads the data once per
+        tensor: every index a pass builds asks again (quantize: its guard's candidates, then its
+        writers), and a large model's weights are read from disk."""
         if not self.is_float:
             return None
-        if self._finite is None:
+        tensor = self.tensor
+        try:
+            finite = _FINITE.get(tensor)
+        except TypeError:  # a tensor without weak references: read each time
+            finite = None
+        if finite is None:
             array = self.numpy()
-            self._finite = bool(np.isfinite(array.astype(np.float32, copy=False)).all())
+            finite = bool(np.isfinite(array.astype(np.float32, copy=False)).all())
             del array
             self.release()
-        return None if self._finite else "holds inf or NaN values (a mask or bias table): left as it is"
+            with contextlib.suppress(TypeError):  # a tensor without weak references: not kept
+                _FINITE[tensor] = finite
+        return None if finite else "holds inf or NaN values (a mask or bias table): left as it is"
 
     def release(self) -> None:
         """Unmap an external tensor's data once read (``model.release_external``)."""
