@@ -23,6 +23,8 @@ import numpy as np
 
 from onnxcompress.errors import ConfigError
 from onnxcompress.validation.detections import (
+    ANCHOR_MAX_FEATURES,
+    ANCHOR_MIN_POSITIONS,
     anchor_score_rows,
     box_flip_ratios,
     decode_anchor_head,
@@ -52,8 +54,9 @@ DEFAULT_TARGET_ANCHORS = "cosine>=0.999995"
 #: MLP surrogate (a CV score, range 0.65): int8 and k-means 8 read 0.99998 on the search data and
 #: keep every eval prediction within 0.005; a plan at 0.9996 moved eval predictions by up to 0.107.
 DEFAULT_TARGET_SCALAR = "cosine>=0.99995"
-ANCHOR_POSITIONS = 256
-ANCHOR_FEATURES = 128  # 4 box + 80 COCO classes (+1 objectness, +32 mask coefficients)
+# The one shape rule of a detector head, shared with compare's score-row check.
+ANCHOR_POSITIONS = ANCHOR_MIN_POSITIONS
+ANCHOR_FEATURES = ANCHOR_MAX_FEATURES
 #: Top-1, sequence and accuracy are counts, and 18-32 samples cannot tell a model that flips 1
 #: sample in 300 from one that flips 1 in 30 by counting flips. So each sample's closeness to a flip
 #: is measured instead (:func:`flip_ratios`: the share of the original top-1's lead over another

@@ -46,7 +46,7 @@ def detection_columns(a: np.ndarray) -> tuple[int, int] | None:
 # A YOLOv8-style raw head ``[N, F, P]``: 4 box rows, then class-score rows in [0, 1] (then mask
 # coefficients or keypoints, unbounded), over P anchors.
 ANCHOR_MIN_POSITIONS = 256
-ANCHOR_MAX_FEATURES = 128
+ANCHOR_MAX_FEATURES = 128  # 4 box + 80 COCO classes (+1 objectness, +32 mask coefficients)
 
 
 def anchor_score_rows(a: np.ndarray) -> slice | None:
