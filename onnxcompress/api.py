@@ -24,6 +24,7 @@ from onnxcompress.model import (
     is_large,
     load_model,
     model_file_bytes,
+    model_files,
     save_model,
     to_proto,
 )
@@ -63,28 +64,13 @@ def _size_info_started(model: ir.Model, path: Path) -> tuple[SizeInfo, GzipJob |
     )
     job = None
     if path is not None:
-        info.file_bytes = model_file_bytes(path)
-        job = GzipJob([path, *external_files(path)])
+        info.files = model_files(path)
+        info.file_bytes = model_file_bytes(path, info.files)
+        job = GzipJob(info.files)
     else:
         data = to_proto(model).SerializeToString(deterministic=True)
         info.file_bytes, info.gzip_bytes = len(data), gzip_size(data)
     return info, job
-
-
-def external_files(path: Path) -> list[Path]:
-    """The external-data files the model file at ``path`` refers to."""
-    import onnx
-
-    from onnxcompress.model import iter_tensor_protos
-
-    proto = onnx.load(str(path), load_external_data=False)
-    names = set()
-    for _, t in iter_tensor_protos(proto.graph):
-        if t.data_location == onnx.TensorProto.EXTERNAL:
-            for e in t.external_data:
-                if e.key == "location":
-                    names.add(e.value)
-    return [path.parent / n for n in sorted(names)]
 
 
 def compress_file(

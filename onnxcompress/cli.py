@@ -18,13 +18,16 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from onnxcompress import __version__
 from onnxcompress.errors import ConfigError, OnnxCompressError
 from onnxcompress.passes import registered_passes
 from onnxcompress.passes.base import Pass
 from onnxcompress.pipeline import Pipeline
+
+if TYPE_CHECKING:
+    from onnxcompress.report import CompressionReport
 
 EXIT_OK, EXIT_DIFFER, EXIT_ERROR = 0, 1, 2
 # With --best-effort: written, but a pass the user asked for was rolled back.
@@ -231,7 +234,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
             print()
             print(render_report(report.validation))
         if report.output is not None:
-            print(f"wrote {_written(args.output)}")
+            print(f"wrote {_written(report)}")
     if report.output is None:
         sys.stderr.write(f"onnxcompress: validation failed: {args.output} not written "
                          "(--keep-failed keeps it)\n")
@@ -325,7 +328,7 @@ def _cmd_auto(args: argparse.Namespace, pipeline: Pipeline | None) -> int:
         print(f"auto: {found.plan.counts()} in {found.seconds.get('total', 0):.0f} s; verification {values}")
         for note in found.notes:
             print(f"  note: {note}")
-        print(f"wrote {_written(args.output)}")
+        print(f"wrote {_written(report)}")
     if not found.met:
         sys.stderr.write(f"onnxcompress: target {found.target} not met on the held-apart data ({values}; "
                          f"{-found.fidelity.margin:.4g} short); wrote the best model found\n")
@@ -391,12 +394,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _written(output: str) -> str:
-    """The output path, and its external-data file when one was written beside it."""
-    from onnxcompress.api import external_files
-
-    data = external_files(Path(output))
-    return f"{output} (+ {', '.join(p.name for p in data)})" if data else str(output)
+def _written(report: CompressionReport) -> str:
+    """The output path, and the external-data files written beside it."""
+    data = [p.name for p in report.after.files[1:]]
+    return f"{report.output} (+ {', '.join(data)})" if data else str(report.output)
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -521,17 +521,20 @@ def _save_inline(model: ir.Model, path: Path) -> None:
         f.write(proto.SerializeToString(deterministic=True))
 
 
-def model_file_bytes(path: str | os.PathLike) -> int:
-    """Size on disk of a model file plus the external-data files it references."""
+def model_files(path: str | os.PathLike) -> list[Path]:
+    """The model file at ``path`` and the external-data files it references (that exist)."""
     path = Path(path)
-    total = path.stat().st_size
     proto = onnx.load(str(path), load_external_data=False)
-    seen: set[str] = set()
+    locations: dict[str, None] = {}
     for _, t in iter_tensor_protos(proto.graph):
         if t.data_location == onnx.TensorProto.EXTERNAL:
             loc = _external_info(t).get("location", "")
-            if loc and loc not in seen:
-                seen.add(loc)
-                with contextlib.suppress(OSError):
-                    total += (path.parent / loc).stat().st_size
-    return total
+            if loc:
+                locations[loc] = None
+    return [path] + [path.parent / loc for loc in locations if (path.parent / loc).is_file()]
+
+
+def model_file_bytes(path: str | os.PathLike, files: list[Path] | None = None) -> int:
+    """Size on disk of a model file plus the external-data files it references (``files``:
+    :func:`model_files` of it, when already listed)."""
+    return sum(p.stat().st_size for p in (files if files is not None else model_files(path)))

@@ -39,9 +39,11 @@ class SizeInfo:
     nodes: int
     # False: gzip_bytes is estimated from samples (files over stats.GZIP_EXACT_MAX_BYTES).
     gzip_exact: bool = True
+    # The model file and its external-data files, when measured on disk (not in the report).
+    files: list[Path] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k != "files"}
 
 
 @dataclass

@@ -148,10 +148,10 @@ def _float_bytes(layer: LayerChoices) -> int:
 
 
 def _has_external_data(original: Path | str) -> bool:
-    from onnxcompress.api import external_files
+    from onnxcompress.model import model_files
 
     try:
-        return bool(external_files(Path(original)))
+        return len(model_files(original)) > 1
     except Exception:  # noqa: BLE001 - an unreadable original: measured as it is, inline plans
         return False
 
