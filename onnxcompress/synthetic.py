@@ -161,9 +161,10 @@ def synthetic_feeds(
 
     Dynamic dimensions (symbolic, unknown, or written as -1 or 0) get sizes from
     :func:`concrete_shape` unless ``shapes`` fixes them; where the model cannot run on those,
-    larger ones that it runs on (:func:`_runnable_sizes`). Floats are standard normal; integer
-    inputs are drawn from [0, bound) where bound is the size of the embedding table they index
-    (or 100); names that look like masks get ones; bools are random.
+    larger ones that it runs on (:func:`_runnable_sizes`). Floats are standard normal, images
+    have a natural spectrum, settings (a few values per sample: a sigma, a scale) are positive;
+    integer inputs are drawn from [0, bound) where bound is the size of the embedding table they
+    index (or 100); names that look like masks get ones; bools are random.
     """
     shapes = dict(shapes or {})
     specs = input_specs(model)
@@ -206,6 +207,8 @@ def _random_feed(rng: np.random.Generator, specs: list[InputSpec], concrete: dic
             axes = _image_axes(shape)
             if axes and min(shape[a] for a in axes) >= NATURAL_MIN_SIDE:
                 feed[s.name] = _natural_image(rng, shape, axes).astype(s.dtype)
+            elif int(np.prod(shape[1:])) <= SETTING_VALUES:
+                feed[s.name] = rng.uniform(*SETTING_RANGE, size=shape).astype(s.dtype)
             else:
                 feed[s.name] = rng.standard_normal(shape).astype(s.dtype)
         else:
@@ -216,6 +219,13 @@ def _random_feed(rng: np.random.Generator, specs: list[InputSpec], concrete: dic
             )
     return feed
 
+
+# A float input of at most this many values per sample is a setting, not a signal: a diffusion
+# model's sigma or timestep, a TTS model's speed and noise scales, a detector's image scale or
+# score threshold. Those are positive; a standard normal draw gave the terrain U-Net (batch 6) a
+# sigma of -0.19, its float output was NaN, and the int8 guard measured nothing on that sample.
+SETTING_VALUES = 3
+SETTING_RANGE = (0.25, 1.0)
 
 # Image inputs get 1/f^1.5 noise (natural images' spectrum), standard normal per channel: on white
 # noise a ViT's dynamic int8 MatMuls erred 1e-6 (relative mean square), on such images 6e-5 to

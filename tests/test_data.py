@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnx.parser
 import pytest
 
 from onnxcompress import DataError, feed_source, load_model, synthetic_feeds
@@ -314,3 +315,22 @@ def test_synthetic_inputs_give_a_symbolic_dimension_one_size():
     # a shape the user gives fixes the symbol for the other inputs too
     (feed,) = synthetic_feeds(load_model(model), 1, shapes={"h0": (1, 3, 16)})
     assert feed["x"].shape[0] == 3 and feed["c0"].shape == (1, 3, 16)
+
+
+def test_synthetic_settings_are_positive():
+    """A float input of a few values per sample (a diffusion model's sigma, a TTS speed scale)
+    is drawn positive: a standard normal sigma into a Log made the float output NaN, and the int8
+    guard measured nothing on that sample (batch 6's terrain U-Net)."""
+    model = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 1, 32, 32] noisy, float[N] sigma) => (float[N, 1, 32, 32] y) {
+            c = Log(sigma)
+            s = Reshape(c, shape)
+            y = Mul(noisy, s)
+        }
+    """)
+    model = h.attach_initializers(model, {"shape": np.array([-1, 1, 1, 1], np.int64)})
+    feeds = list(synthetic_feeds(load_model(model), 8))
+    assert all(f["sigma"].min() > 0 for f in feeds)
+    assert any(f["noisy"].min() < 0 for f in feeds)  # a signal stays signed
+    assert all(np.isfinite(h.run(model, f)[0]).all() for f in feeds)

@@ -40,7 +40,7 @@ from onnxcompress import runtime
 from onnxcompress.activations import quiet_run_options, run
 from onnxcompress.errors import OnnxCompressError
 from onnxcompress.model import copy_model, whole_check_limit_mb
-from onnxcompress.passes._bit_allocation import expose_weights, output_deviation
+from onnxcompress.passes._bit_allocation import BROKEN_DEVIATION, expose_weights, output_deviation
 from onnxcompress.passes._int8_search import (
     choose,
     class_score_outputs,
@@ -202,9 +202,14 @@ class _TensorErrors:
     def add(self, name: str, out: np.ndarray, ref: np.ndarray) -> None:
         if np.shape(out) != np.shape(ref):
             return
-        d = float(np.square(np.asarray(out, np.float64) - ref).sum())
+        out, ref = np.asarray(out, np.float64), np.asarray(ref, np.float64)
+        finite = np.isfinite(ref)
+        if not finite.all():  # where the float model is not finite there is nothing to compare
+            out, ref = out[finite], ref[finite]
+        norm = float(np.square(ref).sum())
+        d = float(np.square(out - ref).sum()) if np.isfinite(out).all() else BROKEN_DEVIATION * norm
         self.diff[name] = self.diff.get(name, 0.0) + d
-        self.norm[name] = self.norm.get(name, 0.0) + float(np.square(ref, dtype=np.float64).sum())
+        self.norm[name] = self.norm.get(name, 0.0) + norm
 
     def error(self, name: str | None) -> float:
         if name is None or name not in self.diff:

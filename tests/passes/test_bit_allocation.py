@@ -244,3 +244,16 @@ def test_small_stem_joins_only_when_the_allocation_can_protect_it():
     assert by_name(allocated)[stem].extra["allocated_bits"] >= 3
     explicit, _ = share(proto, calibration=calib, bits=4, min_size=256)  # the user's choice wins
     assert stem not in by_name(explicit)
+
+
+def test_output_deviation_skips_where_the_reference_is_not_finite():
+    """A sample whose float output is NaN somewhere is judged where it is finite (one NaN made
+    every deviation NaN, and NaN passes every check); a compressed output that is NaN where the
+    reference is finite is broken, not equal."""
+    from onnxcompress.passes._bit_allocation import BROKEN_DEVIATION, output_deviation
+
+    ref = np.array([1.0, 2.0, np.nan, 4.0], np.float32)
+    out = np.array([1.0, 2.0, 0.0, 4.4], np.float32)
+    assert output_deviation([out], [ref]) == pytest.approx(0.16 / 21, rel=1e-5)
+    assert output_deviation([np.array([1.0, np.nan, 3.0, 4.0])], [ref]) == BROKEN_DEVIATION
+    assert output_deviation([out], [np.full(4, np.nan, np.float32)]) == 0.0
