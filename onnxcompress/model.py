@@ -21,7 +21,7 @@ import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
 from onnxcompress.errors import ModelLoadError, SaveError, UnsafeExternalDataError
-from onnxcompress.graph.fold import fold_shape_only_weights
+from onnxcompress.graph.fold import fold_constant_shapes, fold_shape_only_weights
 from onnxcompress.weights import all_graphs, iter_constant_tensors, unique_name
 
 logger = logging.getLogger(__name__)
@@ -220,6 +220,9 @@ def _normalize(model: ir.Model) -> ir.Model:
     bypassed = _bypass_constant_identities(model)
     if bypassed:
         logger.info("Removed %d Identity node(s) that only renamed a constant.", bypassed)
+    shapes = fold_constant_shapes(model)
+    if shapes:
+        logger.info("Folded %d Shape/Size node(s) that read a constant's shape.", shapes)
     folded = fold_shape_only_weights(model)
     if folded:
         logger.info("Folded %d shape-only node(s) over constant weights (Slice/Split/Reshape...), "

@@ -84,6 +84,8 @@ def _slot_for(node: ir.Node, index: int, tensor_rank: int) -> Slot | None:
         if index == 1:
             return Slot(ROLE_WEIGHT, tensor_rank - 1, tensor_rank - 2)
         return Slot(ROLE_WEIGHT, tensor_rank - 2, tensor_rank - 1)
+    elif op == "Einsum" and len(node.inputs) == 2 and index in (0, 1):
+        return _einsum_slot(node, index, tensor_rank)
     elif op == "Gather" and index == 0:
         return Slot(ROLE_EMBEDDING, 0 if _int_attr(node, "axis", 0) == 0 else None)
     elif op in ("LSTM", "GRU", "RNN"):
@@ -101,6 +103,25 @@ def _slot_for(node: ir.Node, index: int, tensor_rank: int) -> Slot | None:
     elif op in ("Add", "Sub", "Mul", "Div", "PRelu", "Where", "Max", "Min"):
         return Slot(ROLE_ELEMENTWISE, tensor_rank - 1 if tensor_rank else None)
     return None
+
+
+def _einsum_slot(node: ir.Node, index: int, tensor_rank: int) -> Slot | None:
+    """A two-operand Einsum's constant operand is a layer weight (DeepFilterNet's grouped linear
+    layers ``btgi,gih->btgh``, tf2onnx's attention output ``abcd,cde->abe``): its output axis is
+    its last letter that only it and the output carry, its input axis its first letter summed
+    against the other operand. None where the equation is not plain letters of that rank."""
+    attr = node.attributes.get("equation")
+    equation = str(attr.value).replace(" ", "") if attr is not None else ""
+    operands, arrow, result = equation.partition("->")
+    terms = operands.split(",")
+    if not arrow or "." in equation or len(terms) != 2 or not all(t.isalpha() for t in terms):
+        return None
+    mine, other = terms[index], terms[1 - index]
+    if len(mine) != tensor_rank or len(set(mine)) != len(mine):
+        return None
+    out_axes = [a for a, c in enumerate(mine) if c in result and c not in other]
+    in_axes = [a for a, c in enumerate(mine) if c not in result and c in other]
+    return Slot(ROLE_WEIGHT, out_axes[-1] if out_axes else None, in_axes[0] if in_axes else None)
 
 
 def _produced_by_compute(value: ir.Value | None) -> bool:

@@ -128,6 +128,33 @@ def custom_domain_model(*, seed: int = 0) -> onnx.ModelProto:
     return model
 
 
+def einsum_model(*, seed: int = 0) -> onnx.ModelProto:
+    """Layers written as Einsum with a constant operand: a grouped linear layer (DeepFilterNet's
+    ``btgi,gih->btgh``, weight [4, 32, 64]) and a plain one (``bti,ih->bth``), then a MatMul head."""
+    import onnx.parser
+
+    model = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, T, 128] x) => (float[N, T, 10] y) {
+            xr = Reshape(x, s4)
+            e = Einsum <equation = "btgi,gih->btgh"> (xr, grouped)
+            er = Reshape(e, s3)
+            r = Relu(er)
+            a = Einsum <equation = "bti,ih->bth"> (r, dense)
+            ab = Add(a, dense_bias)
+            r2 = Relu(ab)
+            y = MatMul(r2, head)
+        }
+    """)
+    r = rng(seed)
+    return attach_initializers(model, {
+        "s4": np.array([0, 0, 4, 32], np.int64), "s3": np.array([0, 0, 256], np.int64),
+        "grouped": (r.standard_normal((4, 32, 64)) / 6).astype(np.float32),
+        "dense": (r.standard_normal((256, 128)) / 16).astype(np.float32),
+        "dense_bias": (r.standard_normal(128) * 0.1).astype(np.float32),
+        "head": (r.standard_normal((128, 10)) / 11).astype(np.float32)})
+
+
 def save_with_external_data(model: onnx.ModelProto, path: Path, location: str | None = None) -> Path:
     onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
               location=location or path.name + ".data", size_threshold=0)

@@ -671,3 +671,16 @@ def test_external_data_weights_are_processed_one_at_a_time(tmp_path, monkeypatch
     assert proto.opset_import[0].version == 17  # no upgrade check that loads the whole model
     feeds = {"x": np.random.default_rng(0).standard_normal((2, 256)).astype(np.float32)}
     np.testing.assert_allclose(h.run(proto, feeds)[0], h.run(model, feeds)[0], rtol=0.5, atol=0.5)
+
+
+def test_einsum_weights_are_shared():
+    # an Einsum's constant operand gets a codebook like a MatMul's (batch 7's DeepFilterNet3)
+    proto = h.einsum_model()
+    result, out = share(proto, bits=8)
+    assert {"grouped", "dense"} <= {layer.name for layer in result.layers}
+    kept = {i.name: i for i in out.graph.initializer}
+    assert not any(n in kept and kept[n].data_type == onnx.TensorProto.FLOAT for n in ("grouped", "dense"))
+    assert proto.ByteSize() / out.ByteSize() > 3.3
+    x = h.rng(1).standard_normal((2, 5, 128)).astype(np.float32)
+    a, b = h.run(proto, {"x": x})[0], h.run(out, {"x": x})[0]
+    assert np.linalg.norm(a - b) / np.linalg.norm(a) < 0.05
