@@ -13,6 +13,7 @@ import onnx
 from onnxcompress._report_weights import _decode
 from onnxcompress.auto.targets import distribution_rows
 from onnxcompress.graph.fold import SELECTION_OPS
+from onnxcompress.graph.outputs import LOOP_OPS, recurrent_output
 from onnxcompress.weights import Weight
 
 #: Feeds per layer and option for the sensitivity probe (one forward pass each).
@@ -123,28 +124,10 @@ def plain_output_names(original: Any, outputs: Mapping[str, np.ndarray]) -> list
         # word embedding, tf2onnx's LSTM Loop -> Slice -> Squeeze [N, 300]: held to top1>=0.99,
         # auto stayed at 1.99x where int8 keeps cosine 0.9998); an RNN classifier's logits come
         # through its linear head
-        if (a.ndim == 2 and (head in EMBEDDING_HEADS or _decoded_by_a_loop(v, SELECTION_OPS))
-                or a.ndim >= 3 and _decoded_by_a_loop(v)):
+        if (a.ndim == 2 and (head in EMBEDDING_HEADS or recurrent_output(v, SELECTION_OPS))
+                or a.ndim >= 3 and recurrent_output(v, None, LOOP_OPS)):
             found.append(v.name)
     return found
-
-
-def _decoded_by_a_loop(value: Any, through: frozenset[str] | None = None) -> bool:
-    """Whether ``value`` comes from a Loop or Scan output through ops of one data input (of
-    ``through`` only, when given)."""
-    for _ in range(16):
-        node = value.producer()
-        if node is None:
-            return False
-        if node.op_type in ("Loop", "Scan") and node.domain in ("", "ai.onnx"):
-            return True
-        if through is not None and node.op_type not in through:
-            return False
-        data = [x for x in node.inputs if x is not None and x.const_value is None]
-        if len(data) != 1:
-            return False
-        value = data[0]
-    return False
 
 
 def run_outputs(model: Any, feeds: list[Mapping[str, np.ndarray]],

@@ -115,3 +115,26 @@ def qdq_copy(model: onnx.ModelProto, *, fold_relu: bool = False) -> onnx.ModelPr
     scale = onh.from_array(np.array(0.05, np.float32), "q_scale")
     copy.graph.initializer.extend([scale, onh.from_array(np.array(0, np.uint8), "q_zero")])
     return copy
+
+
+def lstm_state_model(seed: int = 0, hidden: int = 32) -> onnx.ModelProto:
+    """x [T, N, 8] -> an LSTM whose last hidden and cell states are given out as [N, hidden]
+    (shaped like class scores) beside its logits [T, N, 16] (a seq2seq decoder's step)."""
+    model = onnx.parser.parse_model(
+        f"""
+        <ir_version: 8, opset_import: ["" : 17]>
+        dec (float[T, N, 8] x) => (float[T, N, 16] logits, float[N, {hidden}] h, float[N, {hidden}] c) {{
+            y, yh, yc = LSTM <hidden_size = {hidden}> (x, w, r)
+            ys = Squeeze(y, one)
+            logits = MatMul(ys, head)
+            h = Squeeze(yh, zero)
+            c = Squeeze(yc, zero)
+        }}
+        """
+    )
+    r = np.random.default_rng(seed)
+    return h.attach_initializers(model, {
+        "w": (r.standard_normal((1, 4 * hidden, 8)) * 0.3).astype(np.float32),
+        "r": (r.standard_normal((1, 4 * hidden, hidden)) * 0.3).astype(np.float32),
+        "head": r.standard_normal((hidden, 16)).astype(np.float32),
+        "one": np.array([1], np.int64), "zero": np.array([0], np.int64)})
