@@ -323,6 +323,12 @@ def test_a_picture_out_is_held_closer_than_features() -> None:
     # a backbone's features (many channels) and a small map are not pictures
     assert parse_target(None, {"features": rng.normal(size=(4, 64, 40, 40))}).text == "cosine>=0.999"
     assert parse_target(None, {"tiny": rng.normal(size=(4, 1, 8, 8))}).text == "cosine>=0.999"
+    # a speech enhancer's gains per frame and bin [N, T, F] in [0, 1] (NSNet2: auto at 0.999
+    # moved them by up to 0.17); a hidden state of the same shape (both signs) is not one
+    gains = 1 / (1 + np.exp(-rng.normal(0, 2, size=(4, 100, 161))))
+    assert parse_target(None, {"gains": gains}, image_inputs=False).text == "cosine>=0.9999"
+    hidden = rng.normal(size=(4, 100, 161))
+    assert parse_target(None, {"hidden": hidden}, image_inputs=False).text == "cosine>=0.999"
     # beside other outputs each keeps its own term
     both = parse_target(None, {"depth": heights, "features": rng.normal(size=(4, 64, 40, 40))})
     assert both.text == "depth:cosine>=0.9999,features:cosine>=0.999"
