@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
+from onnxcompress.graph.einsum import operand_axes
+
 logger = logging.getLogger(__name__)
 
 FLOAT_TYPES = frozenset(
@@ -106,22 +108,13 @@ def _slot_for(node: ir.Node, index: int, tensor_rank: int) -> Slot | None:
 
 
 def _einsum_slot(node: ir.Node, index: int, tensor_rank: int) -> Slot | None:
-    """A two-operand Einsum's constant operand is a layer weight (DeepFilterNet's grouped linear
-    layers ``btgi,gih->btgh``, tf2onnx's attention output ``abcd,cde->abe``): its output axis is
-    its last letter that only it and the output carry, its input axis its first letter summed
-    against the other operand. None where the equation is not plain letters of that rank."""
-    attr = node.attributes.get("equation")
-    equation = str(attr.value).replace(" ", "") if attr is not None else ""
-    operands, arrow, result = equation.partition("->")
-    terms = operands.split(",")
-    if not arrow or "." in equation or len(terms) != 2 or not all(t.isalpha() for t in terms):
+    """A two-operand Einsum's constant operand is a layer weight (``graph.einsum``): its last
+    output axis its channels, its first summed axis its inputs."""
+    axes = operand_axes(node, index, tensor_rank)
+    if axes is None:
         return None
-    mine, other = terms[index], terms[1 - index]
-    if len(mine) != tensor_rank or len(set(mine)) != len(mine):
-        return None
-    out_axes = [a for a, c in enumerate(mine) if c in result and c not in other]
-    in_axes = [a for a, c in enumerate(mine) if c not in result and c in other]
-    return Slot(ROLE_WEIGHT, out_axes[-1] if out_axes else None, in_axes[0] if in_axes else None)
+    out, summed, _ = axes
+    return Slot(ROLE_WEIGHT, out[-1] if out else None, summed[0] if summed else None)
 
 
 def _produced_by_compute(value: ir.Value | None) -> bool:

@@ -340,9 +340,9 @@ def _pictures(outputs: Outputs) -> list[str]:
         a = np.asarray(v)
         if not np.issubdtype(a.dtype, np.floating) or a.ndim not in (3, 4) or a.size == 0:
             continue
-        if a.ndim == 4 and a.shape[1] <= PICTURE_CHANNELS and min(a.shape[2:]) >= PICTURE_SIDE:
-            found.append(k)
-        elif a.ndim == 3 and min(a.shape[1:]) >= PICTURE_SIDE and a.min() >= 0 and a.max() <= 1:
+        picture = a.ndim == 4 and a.shape[1] <= PICTURE_CHANNELS and min(a.shape[2:]) >= PICTURE_SIDE
+        gains = a.ndim == 3 and min(a.shape[1:]) >= PICTURE_SIDE and a.min() >= 0 and a.max() <= 1
+        if picture or gains:
             found.append(k)
     return found
 

@@ -38,6 +38,7 @@ from onnxcompress import runtime
 from onnxcompress.calibration import Calibrator, collect
 from onnxcompress.cpu import default_reduce_range, has_vnni
 from onnxcompress.errors import OnnxCompressError
+from onnxcompress.graph.einsum import einsum_groups
 from onnxcompress.graph.fold import computed_from_constants, shape_read_weights
 from onnxcompress.layerwise import rounding
 from onnxcompress.layerwise.bias import corrections
@@ -56,6 +57,7 @@ from onnxcompress.passes._int8 import (
     _exact_weight,
     _folded_weight,
     _gathered_weight,
+    _grouped_weight,
     _missing_runtime_kernel,
     _row_gather_only,
     _tied_table,
@@ -320,7 +322,10 @@ class Quantize(Pass):
                 continue
             axis = w.out_axis if channelwise else None
             b = Builder(w.graph, names)
-            if _row_gather_only(w) or tied:
+            groups = einsum_groups(w) if axis is not None else []
+            if groups:  # a grouped Einsum: one scale per group and output channel, folded
+                _grouped_weight(w, [*groups, axis], b, result)
+            elif _row_gather_only(w) or tied:
                 # An embedding table stays int8 in memory: rows are gathered in int8, then
                 # scaled (folded, it would occupy its float size in onnxruntime, and twice that
                 # while folding: bert22m dynamic int8 peaked at 1.28x the fp32 session).
