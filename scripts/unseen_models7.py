@@ -132,7 +132,7 @@ def d_nsnet2(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarray]
     for _ in range(n):
         spec = nsnet2_spec(noisy_speech(r, 4.0, 16000))
         feats.append(np.log10(np.maximum(np.abs(spec) ** 2, 1e-12)).T[None])
-    return {"input": np.concatenate(feats).astype(np.float32)}
+    return {"input": np.stack(feats).astype(np.float32)}
 
 
 def _nsnet2_snr(ref: list, got: list) -> dict[str, Any]:
@@ -142,7 +142,7 @@ def _nsnet2_snr(ref: list, got: list) -> dict[str, Any]:
     ev = np.load(DEFAULT_OUT / "nsnet2_eval.npz")["input"].astype(np.float64)
     snrs = []
     for i, (r0, g0) in enumerate(zip(ref, got, strict=True)):
-        power = 10 ** ev[i]
+        power = 10 ** ev[i]  # [1, frames, 161] as the output
         a, b = (np.clip(np.asarray(o[0], np.float64), 1e-4, 1.0) for o in (r0, g0))
         snrs.append(10 * np.log10(np.sum(a**2 * power) / max(np.sum((a - b) ** 2 * power), 1e-30)))
     s = np.array(snrs)
@@ -226,7 +226,7 @@ def _dfn_feats(r: np.random.Generator, n: int) -> dict[str, np.ndarray]:
         e, s = dfn_features(noisy_speech(r, 3.0, DF_SR))
         erbs.append(e)
         specs.append(s)
-    return {"feat_erb": np.concatenate(erbs), "feat_spec": np.concatenate(specs)}
+    return {"feat_erb": np.stack(erbs), "feat_spec": np.stack(specs)}
 
 
 def d_dfn3_enc(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarray]:
@@ -241,9 +241,9 @@ def _dfn_enc_outputs(r: np.random.Generator, n: int, out: Path) -> dict[str, np.
     names = [o.name for o in enc.get_outputs()]
     res: dict[str, list] = {k: [] for k in names}
     for i in range(n):
-        for k, v in zip(names, enc.run(None, {k: feats[k][i : i + 1] for k in feats}), strict=True):
+        for k, v in zip(names, enc.run(None, {k: feats[k][i] for k in feats}), strict=True):
             res[k].append(v)
-    return {k: np.concatenate(v) for k, v in res.items()}
+    return {k: np.stack(v) for k, v in res.items()}
 
 
 def d_dfn3_erb_dec(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarray]:
@@ -340,7 +340,7 @@ def d_clp_det(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarray
         (plate_scene(r)[..., ::-1].astype(np.float32) - (104, 117, 123)).transpose(2, 0, 1)[None]
         for _ in range(n)
     ]
-    return {"image": np.concatenate(xs).astype(np.float32)}
+    return {"image": np.stack(xs).astype(np.float32)}
 
 
 def d_clp_rec(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarray]:
@@ -359,7 +359,7 @@ def d_clp_rec(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarray
         canvas = np.zeros((3, 32, REC_W), np.float32)
         canvas[:, :, : x.shape[1]] = x.transpose(2, 0, 1)
         xs.append(canvas[None])
-    return {"x": np.concatenate(xs)}
+    return {"x": np.stack(xs)}
 
 
 MIN_SIZES, STEPS, VARIANCE = [[24, 48], [96, 192], [384, 768]], [8, 16, 32], (0.1, 0.2)
@@ -469,7 +469,7 @@ def d_g2p_bert(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarra
     for w in _words(r, out, n, fits):
         t = [tok[cfg["mask_token"]] if c == "e" else tok[c] for c in w.replace("x", "ks")]
         ids.append(t + [tok[cfg["pad_token"]]] * (cfg["max_seq_length"] - len(t)))
-    return {"input_1": np.array(ids, np.int64)}
+    return {"input_1": np.array(ids, np.int64)[:, None]}
 
 
 def _g2p_bert_masked(ref: list, got: list) -> dict[str, Any]:
@@ -478,7 +478,7 @@ def _g2p_bert_masked(ref: list, got: list) -> dict[str, Any]:
     ev = np.load(DEFAULT_OUT / "g2p_bert_eval.npz")["input_1"]
     same = n = words = 0
     for i, (r0, g0) in enumerate(zip(ref, got, strict=True)):
-        m = ev[i] == 30  # [mask]
+        m = ev[i][0] == 30  # [mask]
         a, b = r0[0][0][m].argmax(-1), g0[0][0][m].argmax(-1)
         same += int(np.sum(a == b))
         n += int(m.sum())
@@ -519,7 +519,7 @@ def d_g2p_lstm_dec(r: np.random.Generator, n: int, out: Path) -> dict[str, np.nd
         seqs.append(seq)
         hs.append(h)
         cs.append(c)
-    return {"input_2": np.concatenate(seqs), "input_3": np.concatenate(hs), "input_4": np.concatenate(cs)}
+    return {"input_2": np.stack(seqs), "input_3": np.stack(hs), "input_4": np.stack(cs)}
 
 
 # ---------------------------------------------------------------------------------------------
