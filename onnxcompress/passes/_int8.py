@@ -154,18 +154,7 @@ def _folded_weight(w: Weight, axis: int | None, b: Builder, result: PassResult) 
         shape = [1] * q.ndim
         shape[axis % q.ndim] = -1
         scale = scale.reshape(shape)
-    scale_v = builder.constant(f"{w.name}_scale", scale)
-    cast = builder.node("Cast", [w.value], f"{w.name}_f", to=ir.DataType.FLOAT)
-    mul = builder.node("Mul", [cast.outputs[0], scale_v], f"{w.name}_dq")
-    for n in (cast, mul):
-        n.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
-    w.insert_nodes([cast, mul])
-    w.replace_uses(mul.outputs[0])
-    result.add_layer(LayerStat(
-        name=w.label, op_type="/".join(w.op_types), shape=w.shape, bytes_before=before,
-        bytes_after=q.nbytes + scale.nbytes, bits=8.0, error=round(error, 6),
-        extra={"per_channel": axis is not None, "storage": w.storage, "compute": "float"},
-    ))
+    _decode_folded(w, q, scale, error, before, builder, result, per_channel=axis is not None)
 
 
 def _grouped_weight(w: Weight, axes: list[int], b: Builder, result: PassResult) -> None:
@@ -175,15 +164,22 @@ def _grouped_weight(w: Weight, axes: list[int], b: Builder, result: PassResult) 
     arr = w.numpy().astype(np.float32)
     axes = sorted(set(axes))  # the scales then broadcast in the weight's own axis order
     rest = [a for a in range(arr.ndim) if a not in axes]
-    rows = np.transpose(arr, (*axes, *rest)).reshape(-1, int(np.prod([arr.shape[a] for a in rest])))
+    order = (*axes, *rest)
+    rows = np.transpose(arr, order).reshape(-1, int(np.prod([arr.shape[a] for a in rest])))
     q_rows, scale = quantize_weight(rows, 0)
     error = relative_error(rows, q_rows, scale, 0)
-    order = (*axes, *rest)
-    q = np.transpose(q_rows.reshape([arr.shape[a] for a in order]), np.argsort(order))
-    shape = [arr.shape[a] if a in axes else 1 for a in range(arr.ndim)]
+    q = np.ascontiguousarray(np.transpose(q_rows.reshape([arr.shape[a] for a in order]), np.argsort(order)))
     before = w.nbytes
-    w.set_numpy(np.ascontiguousarray(q))
-    scale_v = b.constant(f"{w.name}_scale", np.ascontiguousarray(scale.reshape(shape), np.float32))
+    w.set_numpy(q)
+    shape = [arr.shape[a] if a in axes else 1 for a in range(arr.ndim)]
+    _decode_folded(w, q, np.ascontiguousarray(scale.reshape(shape), np.float32), error, before, b,
+                   result, per_channel=True)
+
+
+def _decode_folded(w: Weight, q: np.ndarray, scale: np.ndarray, error: float, before: int,
+                   b: Builder, result: PassResult, *, per_channel: bool) -> None:
+    """Decode ``w``'s stored int8 ``q`` by ``Cast`` + ``Mul`` by ``scale`` in front of its readers."""
+    scale_v = b.constant(f"{w.name}_scale", scale)
     cast = b.node("Cast", [w.value], f"{w.name}_f", to=ir.DataType.FLOAT)
     mul = b.node("Mul", [cast.outputs[0], scale_v], f"{w.name}_dq")
     for n in (cast, mul):
@@ -193,7 +189,8 @@ def _grouped_weight(w: Weight, axes: list[int], b: Builder, result: PassResult) 
     result.add_layer(LayerStat(
         name=w.label, op_type="/".join(w.op_types), shape=w.shape, bytes_before=before,
         bytes_after=q.nbytes + scale.nbytes, bits=8.0, error=round(error, 6),
-        extra={"per_channel": True, "storage": w.storage, "compute": "float"}))
+        extra={"per_channel": per_channel, "storage": w.storage, "compute": "float"},
+    ))
 
 
 def _exact_weight(w: Weight, axis: int | None, result: PassResult) -> bool:
