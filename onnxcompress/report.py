@@ -141,12 +141,16 @@ class CompressionReport:
             skipped = {r: [n for n in names if n not in changed] for r, names in p.skipped.items()}
             partly = {r: [n for n in names if n in changed] for r, names in p.skipped.items()}
             lines.append("")
+            # a pass storing another type than its name says (auto's fp16 layers: bfloat16's pass
+            # with dtype float16) is named with it
+            dtype = p.config.get("dtype") if isinstance(p.config, dict) else None
+            name = p.pass_name + (f" (dtype {dtype})" if dtype not in (None, p.pass_name) else "")
             if p.status == "rolled_back":
-                lines.append(f"pass {p.pass_name}: rolled back ({p.reason}), {p.seconds:.2f} s")
+                lines.append(f"pass {name}: rolled back ({p.reason}), {p.seconds:.2f} s")
             else:
                 status = p.status.replace("_", " ")
                 lines.append(
-                    f"pass {p.pass_name}: {status}, {len(p.layers)} tensor(s) changed, "
+                    f"pass {name}: {status}, {len(p.layers)} tensor(s) changed, "
                     f"{sum(map(len, skipped.values()))} skipped, {p.seconds:.2f} s"
                     + (f" ({p.reason})" if p.status == "unchanged" else "")
                 )

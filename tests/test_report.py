@@ -77,3 +77,18 @@ def test_a_load_time_peak_well_above_the_originals_is_named() -> None:
     report.memory["original"]["live_bytes_pinned"] = 99 * MB
     report.memory["compressed"]["live_bytes_pinned"] = 99 * MB
     assert "live (pinned)" in report.render()  # the reading a headline would judge is shown
+
+
+def test_a_pass_storing_another_type_than_its_name_says_is_named_with_it() -> None:
+    # auto's fp16 layers are written by the bfloat16 pass with dtype float16: the report said
+    # "pass bfloat16" beside auto's "fp16" (batch 7)
+    from onnxcompress.passes import BFloat16
+    from onnxcompress.pipeline import Pipeline
+    from tests import helpers as h
+
+    size = SizeInfo(file_bytes=100, gzip_bytes=90, parameters=10, weight_bytes=40, sparsity=0.0, nodes=1)
+    for dtype, title in (("float16", "pass bfloat16 (dtype float16):"), ("bfloat16", "pass bfloat16:")):
+        result = Pipeline([BFloat16(dtype=dtype)]).run(h.mlp())
+        text = CompressionReport(input="a.onnx", output="b.onnx", before=size, after=size,
+                                 result=result).render()
+        assert title in text

@@ -109,6 +109,7 @@ from onnxcompress.weights import (
     ROLE_BIAS,
     ROLE_ELEMENTWISE,
     ROLE_NORM,
+    ROLE_RECURRENT,
     Weight,
     WeightIndex,
 )
@@ -383,12 +384,13 @@ class WeightSharing(Pass):
         except OnnxCompressError as e:
             result.note(f"calibration data unused: {e.message}")
             return {}, {}
-        missing = [w.label for w in weights if w.label not in moments]
+        missing = [w for w in weights if w.label not in moments]
         if missing:
-            result.note(
-                f"{len(missing)} weight(s) without activation statistics (their input could not "
-                f"be observed, e.g. in a subgraph), e.g. {missing[0]}"
-            )
+            why = ("LSTM/GRU/RNN weights: the cell reads them with its own state"
+                   if all(w.role == ROLE_RECURRENT for w in missing)
+                   else "their input could not be observed, e.g. in a subgraph")
+            result.note(f"{len(missing)} weight(s) without activation statistics ({why}), "
+                        f"e.g. {missing[0].label}")
         energies = {k: v[1] for k, v in moments.items()} if cfg.sensitivity else {}
         means = {k: v[0] for k, v in moments.items()} if cfg.bias_correction else {}
         if energies:

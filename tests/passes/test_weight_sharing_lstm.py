@@ -111,3 +111,15 @@ def test_lstm_keeps_the_codebook_when_asked_or_when_it_is_exact():
                                rtol=1e-5, atol=1e-6)
     result, proto = share(lstm_model(ws, rs, b), decode="int8")
     assert ops(proto)["DynamicQuantizeLSTM"] == 1
+
+
+def test_recurrent_weights_without_statistics_say_why():
+    # an LSTM's R reads the cell's own state, which no graph tensor shows: the note said "e.g.
+    # in a subgraph" on a model without one (batch 7's NSNet2 GRUs)
+    from tests.validation._models import lstm_state_model
+
+    r = np.random.default_rng(0)
+    data = [{"x": r.standard_normal((5, 1, 8)).astype(np.float32)} for _ in range(4)]
+    result = Pipeline([WeightSharing(bits=8)]).run(lstm_state_model(hidden=64), calibration=data)
+    notes = " ".join(result.passes[0].notes)
+    assert "the cell reads them with its own state" in notes and "subgraph" not in notes
