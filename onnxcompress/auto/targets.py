@@ -299,7 +299,7 @@ def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
     rest = [k for k in rest if k not in maps]
     scalars = {k for k in rest if np.size(outputs[k]) == len(outputs[k]) > 1  # a prediction a sample
                and np.ptp(np.asarray(outputs[k])) > 0}
-    pictures = set(_pictures({k: outputs[k] for k in rest if k not in anchors}))
+    pictures = set(_pictures({k: outputs[k] for k in rest if k not in anchors}, image_inputs))
     cosine = {k: DEFAULT_TARGET_ANCHORS if k in anchors else DEFAULT_TARGET_SCALAR if k in scalars
               else DEFAULT_TARGET_PICTURE if k in pictures else DEFAULT_TARGET_NON_CLASSIFIER
               for k in rest}
@@ -329,18 +329,20 @@ def _probability_maps(outputs: Outputs) -> list[str]:
     return out
 
 
-def _pictures(outputs: Outputs) -> list[str]:
+def _pictures(outputs: Outputs, image_inputs: bool = True) -> list[str]:
     """Float outputs shaped like pictures, ``[N, C, H, W]`` with C <= PICTURE_CHANNELS and both
-    sides >= PICTURE_SIDE, or gain maps, ``[N, T, F]`` in [0, 1] with both sides >= PICTURE_SIDE
-    (a speech enhancer's suppression gains per frame and bin: NSNet2's auto plan at cosine 0.999
-    moved them by up to 0.17, its speech to 25.7 dB SNR against int8's 39). Maps are taken
-    before: :func:`_probability_maps`, :func:`_logit_maps`."""
+    sides >= PICTURE_SIDE, where an input is an image too (openWakeWord's mel spectrogram out of a
+    waveform is a feature: held as a picture, auto went 6.75x -> 4.45x for nothing), or gain
+    maps, ``[N, T, F]`` in [0, 1] with both sides >= PICTURE_SIDE (a speech enhancer's gains per
+    frame and bin: NSNet2's auto plan at cosine 0.999 moved them by up to 0.17, its speech to
+    25.7 dB SNR against int8's 39). Maps are taken before (:func:`_probability_maps`)."""
     found = []
     for k, v in outputs.items():
         a = np.asarray(v)
         if not np.issubdtype(a.dtype, np.floating) or a.ndim not in (3, 4) or a.size == 0:
             continue
-        picture = a.ndim == 4 and a.shape[1] <= PICTURE_CHANNELS and min(a.shape[2:]) >= PICTURE_SIDE
+        picture = (image_inputs and a.ndim == 4 and a.shape[1] <= PICTURE_CHANNELS
+                   and min(a.shape[2:]) >= PICTURE_SIDE)
         gains = a.ndim == 3 and min(a.shape[1:]) >= PICTURE_SIDE and a.min() >= 0 and a.max() <= 1
         if picture or gains:
             found.append(k)

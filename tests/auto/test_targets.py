@@ -319,7 +319,9 @@ def test_a_picture_out_is_held_closer_than_features() -> None:
     saliency = 1 / (1 + np.exp(-rng.normal(0, 1, size=(4, 1, 64, 64))))  # soft: not a mask
     heights = rng.normal(0, 0.4, size=(4, 1, 128, 128)).clip(-1, 1)
     assert parse_target(None, {"saliency": saliency}).text == "cosine>=0.9999"
-    assert parse_target(None, {"heights": heights}, image_inputs=False).text == "cosine>=0.9999"
+    assert parse_target(None, {"heights": heights}).text == "cosine>=0.9999"
+    # out of a waveform such a map is a feature (openWakeWord's mel spectrogram [T, 1, F, 32])
+    assert parse_target(None, {"mel": heights}, image_inputs=False).text == "cosine>=0.999"
     # a backbone's features (many channels) and a small map are not pictures
     assert parse_target(None, {"features": rng.normal(size=(4, 64, 40, 40))}).text == "cosine>=0.999"
     assert parse_target(None, {"tiny": rng.normal(size=(4, 1, 8, 8))}).text == "cosine>=0.999"
