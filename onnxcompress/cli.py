@@ -480,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "top1>=0.99 where an output is class scores [N, C], else cosine>=0.999 "
                            "(0.999995 on a detector's per-anchor outputs [N, >=256, <=128] or "
                            "[N, <=128, >=256], 0.9999 on a picture [N, <=4, >=32, >=32] such as "
-                           "a depth or saliency map and on gains [N, >=32, >=32] in [0, 1]), "
+                           "a depth or saliency map and on gains [N, >=32, >=32] in [0, 1], when soft), "
                            "mask>=0.995 (Dice of the mask at 0.5) on "
                            "probability maps [N, C, H, W] such as a DB text detector's (at 0 on a logit "
                            "map, one score a position: [N, T, 1]), top1>=0.99 "

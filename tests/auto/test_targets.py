@@ -306,7 +306,7 @@ def test_a_probability_map_is_held_as_its_binarised_mask() -> None:
     # with a second output of other values, each keeps its own term; anchors stay anchors
     boxes = rng.normal(size=(6, 300, 4))
     assert parse_target(None, {"map": probs, "boxes": boxes}).text == "map:mask>=0.995,boxes:cosine>=0.999995"
-    assert parse_target(None, {"map": probs * 2}).text == "cosine>=0.9999"  # a picture, not probabilities
+    assert parse_target(None, {"map": probs * 2}).text == "cosine>=0.999"  # not probabilities, not soft
     # an image in [0, 1] (a restoration model's output) is not a map: most values are undecided
     image = rng.uniform(0, 1, size=(6, 3, 32, 48))
     assert parse_target(None, {"image": image}).text == "cosine>=0.9999"
@@ -322,7 +322,10 @@ def test_a_picture_out_is_held_closer_than_features() -> None:
     assert parse_target(None, {"heights": heights}).text == "cosine>=0.9999"
     # out of a waveform such a map is a feature (openWakeWord's mel spectrogram [T, 1, F, 32])
     assert parse_target(None, {"mel": heights}, image_inputs=False).text == "cosine>=0.999"
-    # a backbone's features (many channels) and a small map are not pictures
+    # a score map at its extremes (CRAFT's text scores: at 0.999 auto kept its F1 at 99.7) is
+    # not a picture, nor are a backbone's features (many channels) or a small map
+    scores = 1 / (1 + np.exp(-rng.normal(0, 12, size=(4, 2, 64, 64))))
+    assert parse_target(None, {"scores": scores - 0.01}).text == "cosine>=0.999"
     assert parse_target(None, {"features": rng.normal(size=(4, 64, 40, 40))}).text == "cosine>=0.999"
     assert parse_target(None, {"tiny": rng.normal(size=(4, 1, 8, 8))}).text == "cosine>=0.999"
     # a speech enhancer's gains per frame and bin [N, T, F] in [0, 1] (NSNet2: auto at 0.999
