@@ -257,3 +257,4 @@ def test_output_deviation_skips_where_the_reference_is_not_finite():
     assert output_deviation([out], [ref]) == pytest.approx(0.16 / 21, rel=1e-5)
     assert output_deviation([np.array([1.0, np.nan, 3.0, 4.0])], [ref]) == BROKEN_DEVIATION
     assert output_deviation([out], [np.full(4, np.nan, np.float32)]) == 0.0
+    assert output_deviation([out[:3]], [ref]) == BROKEN_DEVIATION  # a count that moved
