@@ -157,7 +157,8 @@ class BlockQuantize(Pass):
         result.metrics.update(target=cfg.target, bits=cfg.bits, block_size=cfg.block_size)
         layers = self._select(model, cfg, result)
         if not layers:
-            result.note("no MatMul/Gemm weight or Gather embedding to block-quantize; model left as is")
+            result.note("no MatMul/Gemm weight or Gather embedding to block-quantize; model left as "
+                        "is (--kmeans 4 stores Conv, Einsum and recurrent weights in 4 bits)")
             return model
         if cfg.target == "portable" and opset_version(model) < PORTABLE_OPSET:
             upgraded, why = upgrade_opset(model, PORTABLE_OPSET)
