@@ -11,6 +11,9 @@ A node is folded only when every input is a constant, its data is float, at leas
 reaches a compute op's weight slot (directly or through other foldable or pass-through ops), no
 output is a graph output, and the file does not grow: the folded outputs may not be larger than
 the inputs that become unused (plus a small allowance for index and shape constants).
+
+A ``Shape`` or ``Size`` of a constant is replaced by its value first (:func:`fold_constant_shapes`),
+so a weight copy kept only for its shape goes.
 """
 
 from __future__ import annotations
