@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress.graph.einsum import operand_axes
+from onnxcompress.graph.einsum import weight_axes
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,8 @@ def _slot_for(node: ir.Node, index: int, tensor_rank: int) -> Slot | None:
             return Slot(ROLE_WEIGHT, tensor_rank - 1, tensor_rank - 2)
         return Slot(ROLE_WEIGHT, tensor_rank - 2, tensor_rank - 1)
     elif op == "Einsum" and len(node.inputs) == 2 and index in (0, 1):
-        return _einsum_slot(node, index, tensor_rank)
+        axes = weight_axes(node, index, tensor_rank)  # from the equation: graph/einsum.py
+        return None if axes is None else Slot(ROLE_WEIGHT, *axes)
     elif op == "Gather" and index == 0:
         return Slot(ROLE_EMBEDDING, 0 if _int_attr(node, "axis", 0) == 0 else None)
     elif op in ("LSTM", "GRU", "RNN"):
@@ -105,16 +106,6 @@ def _slot_for(node: ir.Node, index: int, tensor_rank: int) -> Slot | None:
     elif op in ("Add", "Sub", "Mul", "Div", "PRelu", "Where", "Max", "Min"):
         return Slot(ROLE_ELEMENTWISE, tensor_rank - 1 if tensor_rank else None)
     return None
-
-
-def _einsum_slot(node: ir.Node, index: int, tensor_rank: int) -> Slot | None:
-    """A two-operand Einsum's constant operand is a layer weight (``graph.einsum``): its last
-    output axis its channels, its first summed axis its inputs."""
-    axes = operand_axes(node, index, tensor_rank)
-    if axes is None:
-        return None
-    out, summed, _ = axes
-    return Slot(ROLE_WEIGHT, out[-1] if out else None, summed[0] if summed else None)
 
 
 def _produced_by_compute(value: ir.Value | None) -> bool:

@@ -25,6 +25,16 @@ def operand_axes(node: ir.Node, index: int, rank: int) -> tuple[list[int], list[
     return out, summed, groups
 
 
+def weight_axes(node: ir.Node, index: int, rank: int) -> tuple[int | None, int | None] | None:
+    """(output axis, input axis) of a constant operand as a layer weight: its last output axis
+    and its first summed axis (None where it has none); None where the equation is unread."""
+    axes = operand_axes(node, index, rank)
+    if axes is None:
+        return None
+    out, summed, _ = axes
+    return (out[-1] if out else None), (summed[0] if summed else None)
+
+
 def group_axes(node: ir.Node, index: int, rank: int) -> list[int]:
     """The group axes of operand ``index`` (see :func:`operand_axes`), [] where none or unread."""
     axes = operand_axes(node, index, rank) if node.op_type == "Einsum" else None
