@@ -62,13 +62,14 @@ from onnxcompress.auto.paths import (
     verify,
 )
 from onnxcompress.auto.plan import Plan
-from onnxcompress.auto.targets import COUNTED, Fidelity, Target, has_image_input, parse_target
+from onnxcompress.auto.targets import COUNTED, Fidelity, Target, parse_target
 from onnxcompress.data import feed_source
 from onnxcompress.errors import ConfigError, DataError
 from onnxcompress.model import copy_model, load_model, name_unnamed_nodes, save_model, to_proto
 from onnxcompress.passes._bit_allocation import LayerChoices, Option
 from onnxcompress.passes._folding import fold_batchnorm
 from onnxcompress.pipeline import Pipeline
+from onnxcompress.validation.metrics import has_image_input
 from onnxcompress.weights import WeightIndex
 
 logger = logging.getLogger(__name__)

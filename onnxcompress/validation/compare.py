@@ -35,13 +35,13 @@ from onnxcompress.runtime import create_session
 from onnxcompress.synthetic import synthetic_feeds
 from onnxcompress.validation.latency import DEFAULT_LATENCY_RUNS, LatencyResult, measure_latency
 from onnxcompress.validation.layers import DEFAULT_MEMORY_BUDGET, LayerReport, compare_layers
-from onnxcompress.validation.metrics import TensorStats
+from onnxcompress.validation.metrics import TensorStats, has_image_input, picture_outputs
 from onnxcompress.validation.render import json_safe, render_report
 from onnxcompress.validation.tolerance import (
     DEFAULT_SYNTHETIC_TOLERANCE,
-    DEFAULT_TOLERANCE,
     Tolerance,
     default_tolerance,
+    is_default,
 )
 
 logger = logging.getLogger(__name__)
@@ -268,14 +268,15 @@ def compare_models(
     count = 0
     for index, feed in enumerate(feeds):
         feed_b = _feed_for(feed, inputs_b, casts_b)
-        if first_feed is None:
-            first_feed = feed
         outs_a = _run(session_a, names_a, feed, index, "original", label_a, feeds, synthetic)
-        # (an empty list would make onnxruntime return every output: run them all, keep none)
-        outs_b = _run(
-            session_b, common or None, feed_b, index, "compressed", label_b, feeds, synthetic, label_a
-        )
-        outs_b = outs_b if common else []
+        if first_feed is None:  # a soft picture out is held closer by default (PICTURE_MIN_COSINE)
+            first_feed = feed
+            for n in picture_outputs(dict(zip(names_a, outs_a, strict=True)), has_image_input(feed)):
+                if (overrides.get(n) or default_tol).empty:
+                    tolerances[n] = default_tolerance(synthetic=synthetic, picture=True)
+        # (no common output: onnxruntime runs them all, for an empty list too; none is kept)
+        outs_b = _run(session_b, common or None, feed_b, index, "compressed", label_b, feeds, synthetic,
+                      label_a)[: len(common)]
         for name, a, b in zip(common, (outs_a[names_a.index(n)] for n in common), outs_b, strict=True):
             lab = None
             if label_array is not None and np.ndim(a) >= 1 and a.shape[-1] > 1:
@@ -544,7 +545,7 @@ def _evaluate(name: str, s: TensorStats, tol: Tolerance) -> OutputComparison:
                     f"(max abs error {s.max_abs:.3g})",
                 )
             )
-        default = tol in (DEFAULT_TOLERANCE, DEFAULT_SYNTHETIC_TOLERANCE)
+        default = is_default(tol)
         if tol.min_detection_f1 is not None:
             if s.detection_f1 is not None:
                 applied += 1
@@ -591,7 +592,7 @@ def _evaluate(name: str, s: TensorStats, tol: Tolerance) -> OutputComparison:
                         f"needs >= {tol.min_top1:.2%}",
                     )
                 )
-            elif tol is not DEFAULT_TOLERANCE:  # the default asks top-1 of class scores only
+            elif not default:  # the default asks top-1 of class scores only
                 out.notes.append("--min-top1 does not apply: not a classifier output (see --classifier)")
         if applied == 0:
             out.notes.append("no tolerance applies to this output: only NaN/Inf agreement is checked")

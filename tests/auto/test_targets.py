@@ -376,7 +376,7 @@ def test_a_logit_map_is_held_as_its_mask_at_zero() -> None:
 def test_features_of_a_waveform_are_not_a_detectors_anchors() -> None:
     # whisper's log-mel features [N, 128, 3000] are shaped like YOLOv8's head [N, 84, 8400]; an
     # audio front end has no image input, so its features keep the default cosine
-    from onnxcompress.auto.targets import has_image_input
+    from onnxcompress.validation.metrics import has_image_input
 
     features = np.random.default_rng(0).normal(size=(4, 128, 3000))
     assert not has_image_input({"waveforms": np.zeros((1, 48000), np.float32), "lens": np.ones(1, np.int64)})
