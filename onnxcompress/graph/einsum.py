@@ -35,15 +35,10 @@ def weight_axes(node: ir.Node, index: int, rank: int) -> tuple[int | None, int |
     return (out[-1] if out else None), (summed[0] if summed else None)
 
 
-def group_axes(node: ir.Node, index: int, rank: int) -> list[int]:
-    """The group axes of operand ``index`` (see :func:`operand_axes`), [] where none or unread."""
-    axes = operand_axes(node, index, rank) if node.op_type == "Einsum" else None
-    return axes[2] if axes else []
-
-
 def einsum_groups(weight) -> list[int]:  # noqa: ANN001 - a weights.Weight (which imports this module)
-    """The group axes of a weight one Einsum reads directly, else []."""
-    if len(weight.uses) != 1 or weight.via:
+    """The group axes (see :func:`operand_axes`) of a weight one Einsum reads directly, else []."""
+    if len(weight.uses) != 1 or weight.via or weight.uses[0].node.op_type != "Einsum":
         return []
     use = weight.uses[0]
-    return group_axes(use.node, use.index, len(weight.shape))
+    axes = operand_axes(use.node, use.index, len(weight.shape))
+    return axes[2] if axes else []

@@ -141,24 +141,30 @@ def output_deviation(outs: list[np.ndarray], refs: list[np.ndarray]) -> float:
     reference is counts as :data:`BROKEN_DEVIATION`."""
     per = []
     for o, r in zip(outs, refs, strict=True):
-        r = np.asarray(r)
-        if not np.issubdtype(r.dtype, np.floating):
+        if not np.issubdtype(np.asarray(r).dtype, np.floating):
             continue
-        o = np.asarray(o, np.float64)
-        if o.shape != r.shape:  # a data-dependent count (boxes after NMS) that moved
+        if np.shape(o) != np.shape(r):  # a data-dependent count (boxes after NMS) that moved
             per.append(BROKEN_DEVIATION)
             continue
-        finite = np.isfinite(r)
-        if not finite.all():
-            if not finite.any():
-                continue
-            o, r = o[finite], r[finite]
-        if not np.isfinite(o).all():
-            per.append(BROKEN_DEVIATION)
-            continue
-        norm = max(float(np.square(r, dtype=np.float64).sum()), 1e-30)
-        per.append(min(float(np.square(o - r).sum()) / norm, BROKEN_DEVIATION))
+        sums = finite_squared_error(o, r)
+        if sums is not None:
+            per.append(min(sums[0] / max(sums[1], 1e-30), BROKEN_DEVIATION))
     return float(np.mean(per)) if per else 0.0
+
+
+def finite_squared_error(out: np.ndarray, ref: np.ndarray) -> tuple[float, float] | None:
+    """(||y - y0||^2, ||y0||^2) over the positions where the reference ``ref`` is finite (None
+    where none is); where ``out`` is not finite there, the error is BROKEN_DEVIATION x the norm."""
+    out, ref = np.asarray(out, np.float64), np.asarray(ref, np.float64)
+    finite = np.isfinite(ref)
+    if not finite.all():
+        if not finite.any():
+            return None
+        out, ref = out[finite], ref[finite]
+    norm = float(np.square(ref).sum())
+    if not np.isfinite(out).all():
+        return BROKEN_DEVIATION * max(norm, 1e-30), norm
+    return float(np.square(out - ref).sum()), norm
 
 
 def weigh_layers(model: ir.Model, layers: list[LayerChoices], degraded: Mapping[str, np.ndarray],

@@ -3,6 +3,7 @@
 ``_apply_static`` writes a ``_Plan`` (static QDQ); ``_dequantized_weight`` / ``_folded_weight`` /
 ``_gathered_weight`` store a float-compute weight in int8 (DequantizeLinear, Cast+Mul folded at
 load, or int8 rows gathered); ``_dynamic_rewrite`` writes DynamicQuantizeLinear + MatMulInteger.
+Finer scales (blocks, a grouped Einsum's groups) are ``_int8_fine``'s.
 """
 
 from __future__ import annotations
@@ -155,25 +156,6 @@ def _folded_weight(w: Weight, axis: int | None, b: Builder, result: PassResult) 
         shape[axis % q.ndim] = -1
         scale = scale.reshape(shape)
     _decode_folded(w, q, scale, error, before, builder, result, per_channel=axis is not None)
-
-
-def _grouped_weight(w: Weight, axes: list[int], b: Builder, result: PassResult) -> None:
-    """``_folded_weight`` with one scale per combination of ``axes`` (an Einsum's group and output
-    axes, ``graph.einsum``): DeepFilterNet's grouped linear weights [g, i, h] erred 2.15e-2 with
-    a scale per h, 8.2e-3 per (g, h). Rounded to nearest: no layout for GPTQ or bias correction."""
-    arr = w.numpy().astype(np.float32)
-    axes = sorted(set(axes))  # the scales then broadcast in the weight's own axis order
-    rest = [a for a in range(arr.ndim) if a not in axes]
-    order = (*axes, *rest)
-    rows = np.transpose(arr, order).reshape(-1, int(np.prod([arr.shape[a] for a in rest])))
-    q_rows, scale = quantize_weight(rows, 0)
-    error = relative_error(rows, q_rows, scale, 0)
-    q = np.ascontiguousarray(np.transpose(q_rows.reshape([arr.shape[a] for a in order]), np.argsort(order)))
-    before = w.nbytes
-    w.set_numpy(q)
-    shape = [arr.shape[a] if a in axes else 1 for a in range(arr.ndim)]
-    _decode_folded(w, q, np.ascontiguousarray(scale.reshape(shape), np.float32), error, before, b,
-                   result, per_channel=True)
 
 
 def _decode_folded(w: Weight, q: np.ndarray, scale: np.ndarray, error: float, before: int,
@@ -490,70 +472,6 @@ def _dynamic_rewrite(w: Weight, cfg: QuantizeConfig, channelwise: bool, b: Build
         bytes_before=before, bytes_after=q.nbytes + scale.nbytes * 2,
         bits=7.0 if cfg.reduce_range else 8.0, error=round(error, 6),
         extra={"per_channel": axis is not None, "storage": w.storage, "dynamic": True},
-    ))
-
-
-# The fidelity guard's finer int8: one scale per BLOCK consecutive input values of each output
-# channel (folded at load like ``_folded_weight``). ppocr_rec's conv2d_184 (480x480 1x1):
-# relative error 0.030 per channel -> 0.0087 in blocks of 32, for 3% more bytes.
-BLOCK = 32
-
-
-def block_layout(w: Weight) -> tuple[tuple[int, ...], int] | None:
-    """(blocked shape, scale axis) for ``w`` in blocks of BLOCK along its inputs, or None: the
-    output axis must be first (Conv, Gemm transB) or last of a 2-D MatMul weight."""
-    shape = tuple(w.shape)
-    if len(shape) < 2 or w.out_axis is None:
-        return None
-    out = w.out_axis % len(shape)
-    if out == 0:
-        k = int(np.prod(shape[1:]))
-        return ((shape[0], k // BLOCK, BLOCK), 2) if k % BLOCK == 0 and k > BLOCK else None
-    if out == 1 and len(shape) == 2:
-        k = shape[0]
-        return ((k // BLOCK, BLOCK, shape[1]), 1) if k % BLOCK == 0 and k > BLOCK else None
-    return None
-
-
-def block_quantize(arr: np.ndarray, layout: tuple[tuple[int, ...], int]) -> tuple[np.ndarray, np.ndarray]:
-    """int8 codes in the blocked shape and their scales (keepdims on the block axis)."""
-    blocked, axis = layout
-    x = np.asarray(arr, np.float32).reshape(blocked)
-    amax = np.abs(x).max(axis=axis, keepdims=True)
-    scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
-    q = np.clip(np.round(x / scale), -127, 127).astype(np.int8)
-    return q, scale
-
-
-def _blocked_weight(w: Weight, b: Builder, result: PassResult) -> None:
-    """Store ``w`` as int8 with one scale per block; Cast, Mul, Reshape (folded at load)."""
-    layout = block_layout(w)
-    assert layout is not None
-    arr = w.numpy()
-    shape = tuple(arr.shape)
-    q, scale = block_quantize(arr, layout)
-    diff = q.astype(np.float32) * scale - arr.reshape(layout[0])
-    error = float(np.linalg.norm(diff) / max(float(np.linalg.norm(arr)), 1e-30))
-    before = w.nbytes
-    del arr, diff
-    w.release()
-    builder = Builder(w.graph, b.names) if w.graph is not b.graph else b
-    w.set_numpy(q)
-    scale_v = builder.constant(f"{w.name}_block_scale", scale)
-    shape_v = builder.constant(f"{w.name}_shape", np.array(shape, dtype=np.int64))
-    cast = builder.node("Cast", [w.value], f"{w.name}_f", to=ir.DataType.FLOAT)
-    mul = builder.node("Mul", [cast.outputs[0], scale_v], f"{w.name}_blocks")
-    reshape = builder.node("Reshape", [mul.outputs[0], shape_v], f"{w.name}_dq")
-    for n in (cast, mul, reshape):
-        n.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
-    reshape.outputs[0].shape = ir.Shape(shape)
-    w.insert_nodes([cast, mul, reshape])
-    w.replace_uses(reshape.outputs[0])
-    result.add_layer(LayerStat(
-        name=w.label, op_type="/".join(w.op_types), shape=shape, bytes_before=before,
-        bytes_after=q.nbytes + scale.nbytes, bits=8.0, error=round(error, 6),
-        extra={"per_channel": True, "block": BLOCK, "storage": w.storage, "compute": "float",
-               "fidelity_guard": True},
     ))
 
 

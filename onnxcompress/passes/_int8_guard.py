@@ -40,7 +40,7 @@ from onnxcompress import runtime
 from onnxcompress.activations import quiet_run_options, run
 from onnxcompress.errors import OnnxCompressError
 from onnxcompress.model import copy_model, whole_check_limit_mb
-from onnxcompress.passes._bit_allocation import BROKEN_DEVIATION, expose_weights, output_deviation
+from onnxcompress.passes._bit_allocation import expose_weights, finite_squared_error, output_deviation
 from onnxcompress.passes._int8_search import (
     choose,
     class_score_outputs,
@@ -202,14 +202,11 @@ class _TensorErrors:
     def add(self, name: str, out: np.ndarray, ref: np.ndarray) -> None:
         if np.shape(out) != np.shape(ref):
             return
-        out, ref = np.asarray(out, np.float64), np.asarray(ref, np.float64)
-        finite = np.isfinite(ref)
-        if not finite.all():  # where the float model is not finite there is nothing to compare
-            out, ref = out[finite], ref[finite]
-        norm = float(np.square(ref).sum())
-        d = float(np.square(out - ref).sum()) if np.isfinite(out).all() else BROKEN_DEVIATION * norm
-        self.diff[name] = self.diff.get(name, 0.0) + d
-        self.norm[name] = self.norm.get(name, 0.0) + norm
+        sums = finite_squared_error(out, ref)  # where the float model is finite
+        if sums is None:
+            return
+        self.diff[name] = self.diff.get(name, 0.0) + sums[0]
+        self.norm[name] = self.norm.get(name, 0.0) + sums[1]
 
     def error(self, name: str | None) -> float:
         if name is None or name not in self.diff:
@@ -491,7 +488,8 @@ def guard_weights(model: ir.Model, weights: list[Weight], channelwise: bool, con
     """Step 1 for the quantize pass: (the guard or None, label -> "block"/"float" for the weights
     that step down, the output deviation of int8 weight-only). A headline names them."""
     from onnxcompress.model import tensor_bytes
-    from onnxcompress.passes._int8 import BLOCK, _int8_codes, block_layout, block_quantize
+    from onnxcompress.passes._int8 import _int8_codes
+    from onnxcompress.passes._int8_fine import BLOCK, block_layout, block_quantize
     from onnxcompress.synthetic import synthetic_feeds
 
     weights = [w for w in weights if w.graph is model.graph]

@@ -49,7 +49,6 @@ from onnxcompress.passes._float_rest import REST_ROLES, store_rest
 from onnxcompress.passes._folding import fold_batchnorm
 from onnxcompress.passes._int8 import (
     _apply_static,
-    _blocked_weight,
     _decoded_source,
     _dequantized_weight,
     _dynamic_check,
@@ -57,13 +56,13 @@ from onnxcompress.passes._int8 import (
     _exact_weight,
     _folded_weight,
     _gathered_weight,
-    _grouped_weight,
     _missing_runtime_kernel,
     _row_gather_only,
     _tied_table,
     remembered_codes,
 )
 from onnxcompress.passes._int8_data import gptq_rounding, input_means, mean_requests
+from onnxcompress.passes._int8_fine import _blocked_weight, _grouped_weight
 from onnxcompress.passes._int8_guard import Guard, guard_weights, guarded
 from onnxcompress.passes._qdq import Builder
 from onnxcompress.passes._quant_config import MODES, QuantizeConfig

@@ -7,7 +7,7 @@ import onnx
 import onnx.helper as oh
 import pytest
 
-from onnxcompress.passes import _int8
+from onnxcompress.passes import _int8_fine
 from onnxcompress.passes._qdq import round_keeping_sums
 from tests import helpers as h
 from tests import unrunnable
@@ -86,7 +86,7 @@ def test_guard_steps_down_exactly_the_sensitive_weight_and_says_so(mode):
         assert proto.ByteSize() / q.ByteSize() < 3.4 < proto.ByteSize() / q35.ByteSize()
     # Numbers: the blocked decode equals numpy's, and the guarded model is far closer to float.
     w2 = onnx.numpy_helper.to_array(h_init(proto, "W2"))
-    codes, scales = _int8.block_quantize(w2, ((2, 32, 64), 1))
+    codes, scales = _int8_fine.block_quantize(w2, ((2, 32, 64), 1))
     np.testing.assert_array_equal(onnx.numpy_helper.to_array(inits["W2"]), codes)
     guarded, unguarded = _output_error(proto, q, held_out), _output_error(proto, plain, held_out)
     assert guarded < unguarded / 4, (guarded, unguarded)
