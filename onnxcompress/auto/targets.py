@@ -29,6 +29,8 @@ from onnxcompress.validation.detections import (
     box_flip_ratios,
     decode_anchor_head,
     detection_columns,
+    split_anchor_heads,
+    split_head_ratios,
 )
 from onnxcompress.validation.metrics import picture_outputs
 
@@ -183,13 +185,16 @@ class Target:
             result.met = result.margin >= 0
             return result
         margins = []
+        heads = split_anchor_heads(original) if any(c.metric == "detections" for c in self.criteria) else {}
         for c in self.criteria:
             names = [c.output] if c.output else _applicable(c.metric, original)
             for name in names:
                 if name not in original or name not in compressed:
                     raise ConfigError(f"target {c.text}: the model has no output '{name}'.",
                                       hint=f"outputs: {', '.join(original)}")
-                value = _measure(c.metric, original[name], compressed[name], labels, c.text)
+                score = heads.get(name) if c.metric == "detections" else None
+                head = None if score is None else (original[score], compressed[score], score == name)
+                value = _measure(c.metric, original[name], compressed[name], labels, c.text, head)
                 key = c.text if c.output or len(names) == 1 else f"{name}:{c.text}"
                 result.values[key] = value
                 margins.append(value - c.threshold)
@@ -270,14 +275,16 @@ def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
                                      image_inputs=image_inputs)
                 terms += [t if t.startswith(f"{k}:") else f"{k}:{t}" for t in own.split(",")]
         return ",".join(terms)
+    # an SSD/RetinaFace detector's scores and box rows: held at its positive anchors
+    heads = split_anchor_heads(outputs) if image_inputs else {}
     probabilities = set(_sequence_probabilities(outputs))  # once: it exponentiates every output
-    sequences = [k for k in outputs if k in probabilities or k in class_scores]
+    sequences = [k for k in outputs if (k in probabilities or k in class_scores) and k not in heads]
     # A token model's positions are predictions of their own: one near-tie among 64 x 8192
     # logits failed a whole sample (bert_tiny: even fp16 missed sequence>=0.99).
     per_position = DEFAULT_TARGET if token_inputs else f"sequence>={DEFAULT_SEQUENCE:g}"
     # A probability of its own per sample (a sigmoid: silero VAD's speech_probs) is a two-class
     # decision; its per-sample cosine is 1 whatever the value (one positive number).
-    binary = [k for k in _binary_probabilities(outputs) if k not in sequences]
+    binary = [k for k in _binary_probabilities(outputs) if k not in sequences and k not in heads]
     if _applicable("top1", outputs):
         frames = _frame_scores(outputs)
         return ",".join([DEFAULT_TARGET] + [f"{k}:{DEFAULT_TARGET}" for k in frames]
@@ -285,7 +292,8 @@ def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
                         + [f"{k}:{DEFAULT_TARGET}" for k in binary])
     terms = [f"{k}:{per_position}" for k in sequences] + [f"{k}:{DEFAULT_TARGET}" for k in binary]
     rest = [k for k in _applicable("cosine", outputs) if k not in sequences and k not in binary]
-    listed = _applicable("detections", {k: outputs[k] for k in rest})
+    listed = [k for k in rest if k in heads] + _applicable("detections", {k: outputs[k] for k in rest
+                                                                          if k not in heads})
     terms += [f"{k}:{DEFAULT_TARGET_DETECTIONS}" for k in listed]
     rest = [k for k in rest if k not in listed]
     anchors = set(_anchor_outputs({k: outputs[k] for k in rest}) if image_inputs else ())
@@ -398,8 +406,9 @@ def _applicable(metric: str, outputs: Outputs) -> list[str]:
     floats = [k for k, v in outputs.items() if np.issubdtype(np.asarray(v).dtype, np.floating)]
     if metric == "cosine":
         return floats
-    if metric == "detections":  # a detection list, or a YOLOv8-style raw head decoded into one
-        return [k for k in floats if detection_columns(np.asarray(outputs[k])) is not None
+    if metric == "detections":  # a detection list, a YOLOv8-style raw head, an SSD/RetinaFace head
+        heads = split_anchor_heads({k: outputs[k] for k in floats})
+        return [k for k in floats if k in heads or detection_columns(np.asarray(outputs[k])) is not None
                 or anchor_score_rows(np.asarray(outputs[k])) is not None]
     if metric == "sequence":  # class scores per position: [N, ..., C]
         return [k for k in floats if np.ndim(outputs[k]) >= 2 and np.shape(outputs[k])[-1] > 1]
@@ -407,7 +416,10 @@ def _applicable(metric: str, outputs: Outputs) -> list[str]:
     return [k for k in floats if np.ndim(outputs[k]) == 2 and np.shape(outputs[k])[-1] > 1]
 
 
-def _measure(metric: str, a: np.ndarray, b: np.ndarray, labels: np.ndarray | None, text: str) -> float:
+def _measure(metric: str, a: np.ndarray, b: np.ndarray, labels: np.ndarray | None, text: str,
+             head: tuple[np.ndarray, np.ndarray, bool] | None = None) -> float:
+    """``head``: for an output of a split anchor head (``split_anchor_heads``), its score output
+    in the original and compressed models, and whether it is this output."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
         raise ConfigError(f"target {text}: output shapes differ ({list(a.shape)} vs {list(b.shape)}).")
@@ -424,6 +436,11 @@ def _measure(metric: str, a: np.ndarray, b: np.ndarray, labels: np.ndarray | Non
         norm = np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1)
         cos = np.where(norm > 0, dot / np.maximum(norm, 1e-300), (np.abs(x - y).max(axis=1) == 0) * 1.0)
         return float(cos.mean())
+    if metric == "detections" and head is not None:  # an SSD/RetinaFace output: its positive anchors
+        scores_a, scores_b, is_scores = head
+        rows = (None, None) if is_scores else (a, b)
+        ratios = split_head_ratios(scores_a, scores_b, *rows)
+        return 1.0 - flip_rate(ratios) if len(ratios) else 1.0
     if metric == "detections":
         columns = detection_columns(a)
         rows = anchor_score_rows(a) if columns is None else None

@@ -14,6 +14,8 @@ score moving from 0.26 to 0.24 is not a lost detection (int8 moved one of the IS
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Mapping, Sequence
+
 import numpy as np
 
 #: Ultralytics' default confidence threshold.
@@ -175,3 +177,108 @@ def box_iou(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     inter = np.clip(hi - lo, 0, None).prod(-1)
     area_p, area_q = (np.clip(x[:, 2:] - x[:, :2], 0, None).prod(-1) for x in (p, q))
     return inter / np.maximum(area_p[:, None] + area_q[None, :] - inter, 1e-9)
+
+
+# -- split anchor heads: SSD / RetinaFace -----------------------------------------------------
+# An SSD- or RetinaFace-style detector gives its anchors' class scores and their box (and landmark)
+# regressions as separate outputs over the same anchors: conf [N, P, C], loc [N, P, 4], landms
+# [N, P, 10]. The task decodes them with priors the graph does not hold and keeps the few anchors
+# scoring above a threshold, so most of each tensor is background noise the task never reads
+# (batch 7's licence-plate detector, 8064 anchors of which 0-76 an image score >= 0.02: int8 kept
+# every plate at 0.1 px, yet missed the whole-tensor bars auto held it to, which stopped at 1.37x).
+#: A positive anchor's score may move by up to SCORE_SLACK (a score crossing whatever threshold
+#: the task uses by less than this is no lost object: :func:`match_detections`), and its box row
+#: by up to ROW_SLACK of the positive rows' RMS (encoded offsets: 5% of RetinaFace's 2.5 is a
+#: centre shift of 1.3% of the prior's size).
+ROW_SLACK = 0.05
+#: The score output is a softmax over classes with a background column, over at least
+#: SPLIT_MIN_ANCHORS anchors of which at least BACKGROUND_SHARE are background: a prior grid
+#: (RetinaFace at 384 x 512: 8064 anchors, 99.7% background), not a sequence's positions (SLANet's
+#: table tokens: 501 positions, 91% one token). Sigmoid heads (PicoDet's, ssd_detector's) are not
+#: taken: they stay held to their cosine as anchors, the bar measured on them.
+SPLIT_MIN_ANCHORS = 1000
+BACKGROUND_SHARE = 0.95
+
+
+def split_anchor_heads(outputs: Mapping[Hashable, np.ndarray]) -> dict[Hashable, Hashable]:
+    """{output: its anchors' score output} for the outputs of split anchor heads: float ``[N, P,
+    F]`` outputs over the same P >= SPLIT_MIN_ANCHORS anchors (F <= ANCHOR_MAX_FEATURES), two or
+    more, exactly one of which holds softmax scores with a background (:func:`foreground_columns`).
+    The score output maps to itself."""
+    groups: dict[tuple[int, int], list[Hashable]] = {}
+    for name, value in outputs.items():
+        a = np.asarray(value)
+        if (a.ndim == 3 and np.issubdtype(a.dtype, np.floating) and a.shape[1] >= SPLIT_MIN_ANCHORS
+                and 1 <= a.shape[2] <= ANCHOR_MAX_FEATURES):
+            groups.setdefault(a.shape[:2], []).append(name)
+    heads: dict[Hashable, Hashable] = {}
+    for names in groups.values():
+        scores = [k for k in names if foreground_columns(np.asarray(outputs[k])) is not None]
+        if len(names) >= 2 and len(scores) == 1:
+            heads.update(dict.fromkeys(names, scores[0]))
+    return heads
+
+
+def foreground_columns(a: np.ndarray) -> np.ndarray | None:
+    """The object-class columns of per-anchor softmax scores ``[N, P, C]`` (C >= 2, rows summing
+    to 1): every column but the background, the one at least BACKGROUND_SHARE of the anchors
+    hold; None when ``a`` is not such scores."""
+    if a.shape[-1] < 2 or not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
+        return None
+    rows = a.reshape(-1, a.shape[-1])
+    if not np.allclose(rows.sum(axis=-1), 1.0, atol=1e-3):
+        return None
+    held = np.bincount(rows.argmax(axis=-1), minlength=a.shape[-1])
+    background = int(held.argmax())
+    if held[background] < BACKGROUND_SHARE * len(rows):
+        return None
+    columns = np.arange(a.shape[-1])
+    return columns[columns != background]
+
+
+def positive_anchors(refs: Sequence[np.ndarray], outs: Sequence[np.ndarray]) -> dict[int, np.ndarray]:
+    """{output index: its positive anchors [N, P]} for the outputs of split anchor heads among
+    ``refs`` (one sample's original outputs; ``outs`` the compressed model's): anchors scoring at
+    least SCORE_THRESHOLD - SCORE_SLACK for an object class in the original, and for the score
+    output also in the compressed model (an anchor it raises is read too). The one place a
+    deviation (``_bit_allocation.output_deviation``) learns where such a head is read."""
+    heads = split_anchor_heads(dict(enumerate(refs)))
+    low = SCORE_THRESHOLD - SCORE_SLACK
+    focus: dict[int, np.ndarray] = {}
+    for i, s in heads.items():
+        ref = np.asarray(refs[s])
+        columns = foreground_columns(ref)
+        assert columns is not None  # split_anchor_heads found it to hold scores
+        positive = ref[..., columns].max(axis=-1) >= low
+        out = np.asarray(outs[s])
+        if i == s and out.shape == ref.shape:
+            positive |= np.nan_to_num(out[..., columns], nan=1.0).max(axis=-1) >= low
+        focus[int(i)] = positive
+    return focus
+
+
+def split_head_ratios(scores_a: np.ndarray, scores_b: np.ndarray, rows_a: np.ndarray | None = None,
+                      rows_b: np.ndarray | None = None) -> np.ndarray:
+    """How near each positive anchor (an object-class score >= SCORE_THRESHOLD - SCORE_SLACK) of a
+    split anchor head comes to changing what the task reads, as auto mode's flip ratios (> 1: it
+    did): without rows, each anchor's largest score change over SCORE_SLACK (positive in either
+    model: an anchor the compressed model raises counts too); with the rows of a regression output
+    (``rows_a``/``rows_b``, the same anchors), each original positive's RMS change over ROW_SLACK x
+    the positive rows' RMS."""
+    columns = foreground_columns(np.asarray(scores_a))
+    if columns is None:
+        return np.zeros(0)
+    fa = np.asarray(scores_a, np.float64)[..., columns]
+    fb = np.asarray(scores_b, np.float64)[..., columns]
+    low = SCORE_THRESHOLD - SCORE_SLACK
+    if rows_a is None or rows_b is None:
+        positive = (fa.max(axis=-1) >= low) | (fb.max(axis=-1) >= low)
+        change = np.abs(fb - fa).max(axis=-1)[positive]
+        return np.where(np.isfinite(change), change / SCORE_SLACK, np.inf)
+    positive = fa.max(axis=-1) >= low
+    x = np.asarray(rows_a, np.float64)[positive]
+    y = np.asarray(rows_b, np.float64)[positive]
+    scale = float(np.sqrt(np.mean(np.square(x)))) if x.size else 0.0
+    change = np.sqrt(np.mean(np.square(y - x), axis=-1)) if x.size else np.zeros(0)
+    change = np.where(np.isfinite(change), change, np.inf)
+    return change / (ROW_SLACK * scale) if scale > 0 else np.where(change > 0, np.inf, 0.0)

@@ -8,6 +8,7 @@ import pytest
 from onnx import helper as oh
 
 from onnxcompress.auto.targets import parse_target
+from onnxcompress.passes._bit_allocation import output_deviation
 from onnxcompress.validation import compare_models
 from onnxcompress.validation.detections import (
     anchor_score_rows,
@@ -15,7 +16,9 @@ from onnxcompress.validation.detections import (
     decode_anchor_head,
     detection_columns,
     detection_f1,
+    foreground_columns,
     match_detections,
+    split_anchor_heads,
 )
 
 
@@ -186,3 +189,84 @@ def test_auto_decodes_a_raw_detector_head_into_boxes():
     dead = a.copy()
     dead[:, 4:] *= 0.1  # every score under the threshold
     assert not target.evaluate({"output0": a}, {"output0": dead}).met
+
+
+def _split_heads(n: int = 24, anchors: int = 2000, seed: int = 0) -> dict[str, np.ndarray]:
+    """RetinaFace-style outputs over the same anchors: conf [n, P, 2] softmax rows (background
+    first), 1-3 objects an image each seen by 8 anchors scoring 0.3-0.99 (one image in four
+    without any), loc [n, P, 4] encoded offsets, landms [n, P, 10]."""
+    rng = np.random.default_rng(seed)
+    fg = rng.uniform(0, 0.05, (n, anchors))
+    for i in range(n):
+        if i % 4:
+            fg[i, rng.choice(anchors, 8 * rng.integers(1, 4), replace=False)] = rng.uniform(0.3, 0.99)
+    return {"loc": rng.normal(0, 1.5, (n, anchors, 4)), "conf": np.stack([1 - fg, fg], -1),
+            "landms": rng.normal(0, 3.0, (n, anchors, 10))}
+
+
+def test_split_anchor_heads_are_found_by_their_one_score_output():
+    heads = _split_heads(4)
+    assert split_anchor_heads(heads) == {"loc": "conf", "conf": "conf", "landms": "conf"}
+    assert foreground_columns(heads["conf"]).tolist() == [1]  # the background column is left out
+    assert foreground_columns(heads["conf"][..., ::-1]).tolist() == [0]
+    assert foreground_columns(np.full((1, 2000, 3), 0.1)) is None  # sigmoid scores: cosine as anchors
+    tokens = np.zeros((1, 2000, 3))
+    tokens[0, np.arange(2000), np.arange(2000) % 3] = 1.0  # no class most rows hold: no background
+    assert foreground_columns(tokens) is None
+    assert split_anchor_heads({"loc": heads["loc"], "landms": heads["landms"]}) == {}  # no scores
+    assert split_anchor_heads({"conf": heads["conf"], "conf2": heads["conf"], "loc": heads["loc"]}) == {}
+    assert split_anchor_heads({"conf": heads["conf"][:, :800], "loc": heads["loc"][:, :800]}) == {}
+    assert split_anchor_heads({"conf": heads["conf"]}) == {}  # one output alone: no split head
+
+
+def test_auto_holds_an_ssd_head_at_its_positive_anchors():
+    """batch 7's licence-plate detector (RetinaFace heads, 8064 anchors): its conf was held as a
+    string (every anchor's arg-max kept) and loc/landms to 1-cos 5e-6 over every anchor; auto
+    stopped at 1.37x where int8 keeps all 17 plates at 3.6x. The heads are held where the task
+    reads them: the scores of anchors over 0.2 within 0.05, their rows within 5% of their RMS."""
+    a = _split_heads()
+    target = parse_target(None, a, image_inputs=True)
+    assert target.text == "loc:detections>=0.99,conf:detections>=0.99,landms:detections>=0.99"
+    rng = np.random.default_rng(1)
+    positive = a["conf"][..., 1] >= 0.2
+    noisy = {k: v.copy() for k, v in a.items()}
+    for k in ("loc", "landms"):  # the background's rows move freely, the positives' a little
+        noisy[k][~positive] += rng.normal(0, 1.0, noisy[k][~positive].shape)
+        noisy[k][positive] += rng.normal(0, 0.01, noisy[k][positive].shape)
+    fg = noisy["conf"][..., 1]
+    fg[~positive] = np.minimum(fg[~positive] + 0.1, 0.19)  # background raised, still under 0.2
+    fg[positive] += rng.uniform(-0.02, 0.02, positive.sum())
+    noisy["conf"] = np.stack([1 - fg, fg], -1)
+    result = target.evaluate(a, noisy)
+    assert result.met, result.values
+    lost = {k: v.copy() for k, v in noisy.items()}
+    rows = np.nonzero(positive.ravel())[0][::10]  # a tenth of the positives lose 0.1 of score
+    lost["conf"].reshape(-1, 2)[rows] += [0.1, -0.1]
+    result = target.evaluate(a, lost)
+    assert not result.met and result.values["conf:detections>=0.99"] < 0.9
+    moved = {k: v.copy() for k, v in noisy.items()}
+    moved["landms"].reshape(-1, 10)[rows] += 1.0  # a third of the rows' RMS (3)
+    result = target.evaluate(a, moved)
+    assert not result.met and result.values["landms:detections>=0.99"] < 0.9
+    assert result.values["loc:detections>=0.99"] >= 0.99
+    # without an image input (an audio model's frames) nothing is an anchor
+    assert "detections" not in parse_target(None, a, image_inputs=False).text
+
+
+def test_a_deviation_reads_an_ssd_head_at_its_positive_anchors():
+    """The probe and the int8 guard rank layers by output_deviation: over all anchors, the class
+    head's changes vanish in the softmax-saturated background."""
+    a = _split_heads(2, seed=3)
+    refs = [a["loc"][1:], a["conf"][1:], a["landms"][1:]]  # sample 0 has no object
+    positive = refs[1][..., 1] >= 0.2
+    assert positive.any()
+    background = [x.copy() for x in refs]
+    background[0][~positive] += 1.0
+    assert output_deviation(background, refs) == 0.0
+    raised = [x.copy() for x in refs]
+    raised[1][0, np.nonzero(~positive[0])[0][0]] = [0.5, 0.5]  # a background anchor now an object
+    assert output_deviation(raised, refs) > 0.0
+    scores = [x.copy() for x in refs]
+    scores[1][positive] += [0.05, -0.05]
+    whole = float(np.square(scores[1] - refs[1]).sum() / np.square(refs[1]).sum()) / 3
+    assert output_deviation(scores, refs) > 50 * whole  # what the whole tensor would have said
