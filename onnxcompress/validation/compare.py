@@ -95,6 +95,7 @@ class OutputComparison:
     accuracy_original: float | None = None
     accuracy_compressed: float | None = None
     detection_f1: float | None = None
+    detection_unit: str | None = None  # what the F1 counts: reported boxes, positive anchor scores
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -514,6 +515,7 @@ def _evaluate(name: str, s: TensorStats, tol: Tolerance) -> OutputComparison:
         accuracy_original=s.accuracy_original,
         accuracy_compressed=s.accuracy_compressed,
         detection_f1=s.detection_f1,
+        detection_unit=s.detection_unit if s.detection_f1 is not None else None,
         notes=list(dict.fromkeys(s.notes))[:3],
     )
     checks = out.checks
@@ -536,29 +538,24 @@ def _evaluate(name: str, s: TensorStats, tol: Tolerance) -> OutputComparison:
         applied = 0
         if tol.atol is not None or tol.rtol is not None:
             applied += 1
-            checks.append(
-                Check(
-                    "allclose",
-                    s.outside == 0,
-                    f"{s.outside} of {s.finite_elements} elements outside "
-                    f"|compressed - original| <= {tol.atol:g} + {tol.rtol:g}*|original| "
-                    f"(max abs error {s.max_abs:.3g})",
-                )
-            )
+            checks.append(Check(
+                "allclose", s.outside == 0, f"{s.outside} of {s.finite_elements} elements outside "
+                f"|compressed - original| <= {tol.atol:g} + {tol.rtol:g}*|original| "
+                f"(max abs error {s.max_abs:.3g})"))
         default = is_default(tol)
         if tol.min_detection_f1 is not None:
             if s.detection_f1 is not None:
                 applied += 1
                 checks.append(Check(
                     "min_detection_f1", s.detection_f1 >= tol.min_detection_f1,
-                    f"detection F1 {s.detection_f1:.4f} ({s.detections_matched} of "
-                    f"{s.detections_reported} reported boxes matched), needs >= {tol.min_detection_f1:g}"))
+                    f"detection F1 {s.detection_f1:.4f} ({s.detections_matched} of {s.detections_reported} "
+                    f"{s.detection_unit} matched), needs >= {tol.min_detection_f1:g}"))
                 if not s.detections_reported:
-                    out.notes.append("no box scored >= 0.25 in either model on these inputs: the "
-                                     "detection check compared nothing (give real images)")
+                    out.notes.append(f"no {s.detection_unit[:-1]} scored >= 0.25 in either model on these "
+                                     "inputs: the detection check compared nothing (give real images)")
             elif not default:
                 out.notes.append("--min-detection-f1 does not apply: not a detection list")
-        if tol.min_cosine is not None and default and s.detection_f1 is not None:
+        if tol.min_cosine is not None and default and s.detection is not None:
             out.notes.append("a detection list: compared by its boxes, not its cosine (rows under "
                              "the score threshold are noise in any order)")
         elif tol.min_cosine is not None:

@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from onnxcompress.validation.detections import anchor_score_rows, detection_columns, match_detections
+from onnxcompress.validation.detections import (
+    anchor_score_columns,
+    anchor_score_rows,
+    detection_columns,
+    match_anchors,
+    match_detections,
+)
 
 
 def is_float(dtype: np.dtype) -> bool:
@@ -113,6 +119,8 @@ class TensorStats:
     # a YOLOv8-style raw head's class-score rows (``anchor_score_rows``) and their cosine's sums
     score_rows: slice | None = None
     score_sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # ab, a2, b2
+    # an SSD/RetinaFace head's anchor scores (``anchor_score_columns``): its object classes
+    anchor_scores: np.ndarray | None = None
     detections_matched: int = 0
     detections_reported: int = 0
     labelled_rows: int = 0
@@ -132,6 +140,7 @@ class TensorStats:
             if not self.exact:
                 self.detection = detection_columns(a)
                 self.score_rows = anchor_score_rows(a)
+                self.anchor_scores = anchor_score_columns(a)
         if a.shape != b.shape:
             if self.shape_mismatch is None:
                 self.shape_mismatch = (
@@ -154,6 +163,10 @@ class TensorStats:
                 self.score_sums[i] += float(np.einsum("i,i->", x, y))
         if self.detection is not None and np.isfinite(a).all() and np.isfinite(b).all():
             matched, reported = match_detections(a, b, self.detection)
+            self.detections_matched += matched
+            self.detections_reported += reported
+        if self.anchor_scores is not None and a.ndim == 3:
+            matched, reported = match_anchors(a, np.nan_to_num(b, nan=-1.0), self.anchor_scores)
             self.detections_matched += matched
             self.detections_reported += reported
         if self.classifier and a.ndim >= 1 and a.shape[-1] > 1:
@@ -215,11 +228,17 @@ class TensorStats:
 
     @property
     def detection_f1(self) -> float | None:
-        """F1 of the detections the two models report (1 where neither reports any)."""
-        if self.detection is None:
+        """F1 of the detections (or an SSD head's positive anchors) the two models report (1 where
+        neither reports any)."""
+        if self.detection is None and self.anchor_scores is None:
             return None
         reported = self.detections_reported
         return self.detections_matched / reported if reported else 1.0
+
+    @property
+    def detection_unit(self) -> str:
+        """What :attr:`detection_f1` counts, in the report's words."""
+        return "reported boxes" if self.detection is not None else "positive anchor scores"
 
     @property
     def mean_abs(self) -> float | None:

@@ -68,8 +68,10 @@ def render_report(d: Mapping[str, Any], *, max_layers: int = 30) -> str:
                 f"compressed top-{o['k']}: {_pct(o['topk_agreement'])} ({o['rows']} rows)"
             )
         if o.get("detection_f1") is not None:
-            lines.append(f"  {o['name']}: detections (score >= 0.25, IoU >= 0.5): F1 "
-                         f"{o['detection_f1']:.4f}")
+            anchors = str(o.get("detection_unit")).endswith("anchor scores")
+            what = ("positive anchors (score >= 0.25, kept at >= 0.2)" if anchors
+                    else "detections (score >= 0.25, IoU >= 0.5)")
+            lines.append(f"  {o['name']}: {what}: F1 {o['detection_f1']:.4f}")
         if o.get("labelled"):
             a, b = o["accuracy_original"], o["accuracy_compressed"]
             lines.append(

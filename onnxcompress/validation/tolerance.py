@@ -3,9 +3,10 @@
 A :class:`Tolerance` holds any of: ``atol``/``rtol`` (numpy ``allclose`` semantics with the
 original as reference, ``|compressed - original| <= atol + rtol * |original|`` for every
 element), ``min_cosine``, ``max_rel_error`` (relative L2 error), ``min_top1`` (top-1
-agreement, classifier outputs only) and ``min_detection_f1`` (F1 of the reported boxes, detection
-lists only: ``validation/detections.py``; the default compares a detection list by this instead
-of its cosine). An output passes when every criterion given holds.
+agreement, classifier outputs only) and ``min_detection_f1`` (F1 of the reported boxes of a
+detection list, or of the positive anchors of an SSD/RetinaFace head's softmax scores:
+``validation/detections.py``; the default compares a detection list by this instead of its
+cosine, anchor scores by both). An output passes when every criterion given holds.
 
 With no criterion at all, :data:`DEFAULT_TOLERANCE` applies: the one default policy of
 ``compare``, ``compress --validate`` and ``testing.assert_equivalent``. A compressed model is
@@ -137,8 +138,8 @@ class Tolerance:
 # The one default policy (compare, compress --validate, assert_equivalent): a compressed model is
 # not expected to be element-wise close, but its outputs should point the same way and a
 # classifier should keep its decisions. min_top1 applies to class-score outputs only.
-# min_detection_f1 applies to detection lists only (an NMS-free detector's [N, K, 6]: their
-# cosine is not applied by default, see validation/detections.py).
+# min_detection_f1 applies to detection lists (an NMS-free detector's [N, K, 6]: their cosine is
+# not applied by default) and SSD/RetinaFace anchor scores (see validation/detections.py).
 DEFAULT_TOLERANCE = Tolerance(min_cosine=0.99, min_top1=0.99, min_detection_f1=0.99)
 # On synthetic inputs the top-1 criterion is left out: random inputs put classes in near-ties,
 # so a compressed model that agrees to cosine 0.9995 still flips a row in 64 (measured on the

@@ -270,3 +270,29 @@ def test_a_deviation_reads_an_ssd_head_at_its_positive_anchors():
     scores[1][positive] += [0.05, -0.05]
     whole = float(np.square(scores[1] - refs[1]).sum() / np.square(refs[1]).sum()) / 3
     assert output_deviation(scores, refs) > 50 * whole  # what the whole tensor would have said
+
+
+def _score_head(scale: float) -> onnx.ModelProto:
+    """x [1, 2000, 2] (softmax anchor scores, background first) -> conf, the object column
+    multiplied by ``scale``."""
+    w = np.array([1.0, scale], np.float32)
+    graph = oh.make_graph(
+        [oh.make_node("Mul", ["x", "w"], ["conf"])], "head",
+        [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 2000, 2])],
+        [oh.make_tensor_value_info("conf", onnx.TensorProto.FLOAT, [1, 2000, 2])],
+        [onnx.numpy_helper.from_array(w, "w")])
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+
+
+def test_compare_holds_an_ssd_heads_scores_at_its_positive_anchors():
+    """The plate detector's conf under k-means 3 read cosine 0.9996 (a saturated background) and
+    passed, with 39% of its plates lost: its positive anchors are counted as boxes are."""
+    conf = _split_heads(8)["conf"]
+    data = [{"x": c[None].astype(np.float32)} for c in conf]
+    halved = compare_models(_score_head(1.0), _score_head(0.5), data)
+    out = halved.output("conf")
+    assert out.cosine > 0.99 and out.detection_f1 < 0.9 and not halved.passed
+    assert any(c.criterion == "min_detection_f1" and "positive anchor scores" in c.detail for c in out.checks)
+    close = compare_models(_score_head(1.0), _score_head(0.98), data)
+    assert close.passed and close.output("conf").detection_f1 == 1.0
+    assert any(c.criterion == "min_cosine" for c in close.output("conf").checks)  # kept too
