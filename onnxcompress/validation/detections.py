@@ -191,6 +191,12 @@ def box_iou(p: np.ndarray, q: np.ndarray) -> np.ndarray:
 #: by up to ROW_SLACK of the positive rows' RMS (encoded offsets: 5% of RetinaFace's 2.5 is a
 #: centre shift of 1.3% of the prior's size).
 ROW_SLACK = 0.05
+#: Not held: a raw YOLOX head in one output ([N, P, 4 + 1 + C], ddddocr_det, batch 8's CapSpot).
+#: Held the same way at its positive anchors, auto went from 3.30x to 5.30x on CapSpot with every
+#: box kept, but ddddocr_det lost 1.8 points: ddddocr keeps boxes over 0.1 and its (synthetic)
+#: pictures put several at 0.100-0.108, which a score change of 0.01 loses; over its 1324
+#: positive anchors such changes read as a 0.9% rate. Its task threshold is not in the graph, so
+#: these heads keep the anchor cosine (auto 3.70x at F1 99.1 on ddddocr_det).
 #: The score output is a softmax over classes with a background column, over at least
 #: SPLIT_MIN_ANCHORS anchors of which at least BACKGROUND_SHARE are background: a prior grid
 #: (RetinaFace at 384 x 512: 8064 anchors, 99.7% background), not a sequence's positions (SLANet's
