@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,8 @@ class InputSpec:
     dtype: np.dtype
     # Dimensions: a positive int, or a str (symbolic name) / None (unknown) for dynamic ones.
     shape: tuple[int | str | None, ...] | None
+    # NaN is data here: the input reaches an op that reads it as a missing value
+    nan_allowed: bool = False
 
     @classmethod
     def from_value(cls, value: ir.Value) -> InputSpec:
@@ -96,8 +98,30 @@ def _spec_dim(dim: Any) -> int | str | None:
     return dim.value if isinstance(dim, ir.SymbolicDim) else None  # -1 / 0 / unknown: None
 
 
+#: Ops that read NaN as a missing value: a tree ensemble (LightGBM, XGBoost and scikit-learn
+#: trees through onnxmltools / skl2onnx; batch 8's atspm-detector feeds LightGBM NaN for "no
+#: data"), an Imputer, IsNaN. NaN in an input that reaches one is data, not an error.
+MISSING_VALUE_OPS = frozenset({"TreeEnsembleClassifier", "TreeEnsembleRegressor", "TreeEnsemble",
+                               "Imputer", "IsNaN"})
+
+
 def input_specs(model: ir.Model) -> list[InputSpec]:
-    return [InputSpec.from_value(v) for v in model.graph.inputs]
+    return [replace(InputSpec.from_value(v), nan_allowed=_reaches_missing_value_op(v))
+            for v in model.graph.inputs]
+
+
+def _reaches_missing_value_op(value: ir.Value) -> bool:
+    """Whether ``value`` flows (through any main-graph nodes) into one of MISSING_VALUE_OPS."""
+    seen, stack = {id(value)}, [value]
+    while stack:
+        for node, _ in stack.pop().uses():
+            if node.op_type in MISSING_VALUE_OPS:
+                return True
+            for out in node.outputs:
+                if id(out) not in seen:
+                    seen.add(id(out))
+                    stack.append(out)
+    return False
 
 
 class FeedSource:
@@ -209,14 +233,17 @@ class FeedSource:
                         f"expects {spec.dtype}."
                     )
                 arr = arr.astype(spec.dtype)
-            self._check_finite(spec.name, arr, index)
+            self._check_finite(spec.name, arr, index, nan_allowed=spec.nan_allowed)
             out[spec.name] = np.ascontiguousarray(arr)
         return out
 
-    def _check_finite(self, name: str, arr: np.ndarray, index: int) -> None:
-        # Calibration ranges, importance statistics and comparisons are all poisoned by one NaN.
+    def _check_finite(self, name: str, arr: np.ndarray, index: int, *, nan_allowed: bool = False) -> None:
+        # Calibration ranges, importance statistics and comparisons are all poisoned by one NaN,
+        # unless the model reads NaN as a missing value (MISSING_VALUE_OPS).
         if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
             nan = int(np.isnan(arr).sum())
+            if nan_allowed and not np.isinf(arr).any():
+                return
             raise DataError(
                 f"{self.description}: sample {index} of input '{name}' holds {nan} NaN and "
                 f"{int(arr.size - np.isfinite(arr).sum()) - nan} Inf value(s).",

@@ -230,6 +230,45 @@ def test_bad_calibration_data_is_one_error_for_every_pass(tmp_path, recipe, bad)
     assert expected in message
 
 
+def _tree_model() -> onnx.ModelProto:
+    """x [N, 2] -> Scale -> a one-split TreeEnsembleRegressor (NaN goes to the true branch): a
+    LightGBM export's shape, whose package feeds NaN for missing values."""
+    from onnx import helper as oh
+
+    tree = oh.make_node(
+        "TreeEnsembleRegressor", ["scaled"], ["y"], domain="ai.onnx.ml", n_targets=1,
+        nodes_treeids=[0, 0, 0], nodes_nodeids=[0, 1, 2], nodes_featureids=[0, 0, 0],
+        nodes_values=[0.5, 0.0, 0.0], nodes_modes=["BRANCH_LEQ", "LEAF", "LEAF"],
+        nodes_truenodeids=[1, 0, 0], nodes_falsenodeids=[2, 0, 0],
+        nodes_missing_value_tracks_true=[1, 0, 0],
+        target_treeids=[0, 0], target_nodeids=[1, 2], target_ids=[0, 0], target_weights=[1.0, 2.0])
+    scale = oh.make_node("Mul", ["x", "two"], ["scaled"])
+    graph = oh.make_graph(
+        [scale, tree], "trees",
+        [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 2])],
+        [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n", 1])],
+        [onnx.numpy_helper.from_array(np.array(2.0, np.float32), "two")])
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17), oh.make_opsetid("ai.onnx.ml", 3)])
+
+
+def test_nan_is_data_for_an_input_that_reaches_a_tree_ensemble(tmp_path):
+    """atspm-detector (batch 8) feeds its LightGBM model NaN for "no data": every pass that took
+    calibration data refused it (exit 2), though onnxruntime runs it. NaN reaching a tree
+    ensemble (here through a Mul) is a missing value; Inf still is not."""
+    model = load_model(_tree_model())
+    feeds = [{"x": np.array([[np.nan, 1.0]], np.float32)}, {"x": np.array([[0.1, 1.0]], np.float32)}]
+    assert len(list(feed_source(feeds, model))) == 2
+    with pytest.raises(DataError, match="holds 0 NaN and 1 Inf"):
+        feed_source([{"x": np.array([[np.inf, 1.0]], np.float32)}], model)
+    path = tmp_path / "trees.onnx"
+    onnx.save(_tree_model(), path)
+    np.savez(tmp_path / "calib.npz", x=np.array([[[np.nan, 1.0]], [[0.1, 2.0]]], np.float32))
+    from onnxcompress.cli import main
+
+    assert main(["compress", str(path), "-o", str(tmp_path / "out.onnx"), "--quantize", "static",
+                 "--calibration", str(tmp_path / "calib.npz")]) == 0
+
+
 def test_nan_refused_from_readers_and_lists_too(mlp):
     feeds = [{"x": np.zeros((1, 16), np.float32)}, {"x": np.full((1, 16), np.nan, np.float32)}]
     with pytest.raises(DataError, match="sample 1 of input 'x' holds 16 NaN"):
