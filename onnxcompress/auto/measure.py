@@ -13,7 +13,7 @@ import onnx
 from onnxcompress._report_weights import _decode
 from onnxcompress.auto.targets import distribution_rows
 from onnxcompress.graph.fold import SELECTION_OPS
-from onnxcompress.graph.outputs import LOOP_OPS, recurrent_output
+from onnxcompress.graph.outputs import LOOP_OPS, feature_outputs, recurrent_output
 from onnxcompress.weights import Weight
 
 #: Feeds per layer and option for the sensitivity probe (one forward pass each).
@@ -113,6 +113,7 @@ def plain_output_names(original: Any, outputs: Mapping[str, np.ndarray]) -> list
     from onnxcompress.passes._int8_search import head_op
 
     found = []
+    features = feature_outputs(original)  # an embedding another layer reads (atspm's z)
     for v in original.graph.outputs:
         a = np.asarray(outputs.get(v.name, np.zeros((0, 0))))
         if a.ndim < 2 or a.shape[-1] < 2 or not np.issubdtype(a.dtype, np.floating):
@@ -124,7 +125,8 @@ def plain_output_names(original: Any, outputs: Mapping[str, np.ndarray]) -> list
         # word embedding, tf2onnx's LSTM Loop -> Slice -> Squeeze [N, 300]: held to top1>=0.99,
         # auto stayed at 1.99x where int8 keeps cosine 0.9998); an RNN classifier's logits come
         # through its linear head
-        if (a.ndim == 2 and (head in EMBEDDING_HEADS or recurrent_output(v, SELECTION_OPS))
+        if (a.ndim == 2 and (head in EMBEDDING_HEADS or v.name in features
+                             or recurrent_output(v, SELECTION_OPS))
                 or a.ndim >= 3 and recurrent_output(v, None, LOOP_OPS)):
             found.append(v.name)
     return found

@@ -35,3 +35,30 @@ def recurrent_output(value: ir.Value, through: frozenset[str] | None = SELECTION
 def state_outputs(model: ir.Model) -> set[str]:
     """Names of the graph outputs a recurrent op gives out through selection ops only."""
     return {v.name for v in model.graph.outputs if v.name and recurrent_output(v)}
+
+
+#: Layers whose reading an output makes it a feature the model computes on, not its answer.
+FEATURE_READERS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "Einsum", "LSTM", "GRU", "RNN"})
+
+
+def feature_outputs(model: ir.Model) -> set[str]:
+    """Names of the graph outputs another layer of the graph reads (directly or through selection
+    ops): a penultimate embedding given out beside the scores its head computes from it. Shaped
+    like class scores, its arg-max means nothing: atspm-detector's pair model gives out its
+    candidates' 128-d embeddings ``z`` beside their logits, and compare held z's top-1 over 128
+    dimensions to 0.99 (batch 8)."""
+    return {v.name for v in model.graph.outputs if v.name and _read_by_layer(v)}
+
+
+def _read_by_layer(value: ir.Value) -> bool:
+    stack, seen = [value], {id(value)}
+    while stack:
+        for node, _ in stack.pop().uses():
+            if node.op_type in FEATURE_READERS and node.domain in ("", "ai.onnx"):
+                return True
+            if node.op_type in SELECTION_OPS:
+                for out in node.outputs:
+                    if id(out) not in seen:
+                        seen.add(id(out))
+                        stack.append(out)
+    return False

@@ -28,7 +28,7 @@ import onnxruntime as ort
 
 from onnxcompress.data import FREED_DIMS_KEY, Feed, FeedSource, feed_source
 from onnxcompress.errors import ConfigError, DataError, RuntimeUnavailableError
-from onnxcompress.graph.outputs import state_outputs
+from onnxcompress.graph.outputs import feature_outputs, state_outputs
 from onnxcompress.memory import compare_session_memory
 from onnxcompress.model import load_model, save_model
 from onnxcompress.runtime import create_session
@@ -253,7 +253,8 @@ def compare_models(
     if synthetic and any(t is DEFAULT_SYNTHETIC_TOLERANCE for t in tolerances.values()):
         notes.append("synthetic inputs: the default checks cosine only (random inputs put classes "
                      "in near-ties); pass --data to check top-1 agreement too.")
-    states = state_outputs(model_a)  # shaped like class scores, but a recurrent cell's state
+    # shaped like class scores, but a recurrent cell's state or a feature another layer reads
+    states = state_outputs(model_a) | feature_outputs(model_a)
     stats = {
         n: TensorStats(
             atol=tolerances[n].atol,

@@ -263,6 +263,36 @@ def test_a_recurrent_state_output_is_not_held_to_top1():
     assert report.passed
 
 
+def test_an_embedding_another_layer_reads_is_not_held_to_top1():
+    # atspm-detector's pair model gives out its candidates' 128-d embeddings z beside the scores
+    # its head computes from them: compare held z's arg-max over 128 dimensions to top-1 (a
+    # near-miss at 99.6% on a correct int8 file); the scores keep their top-1
+    import onnx.parser
+
+    from onnxcompress.auto.measure import plain_output_names
+    from onnxcompress.graph.outputs import feature_outputs
+    from onnxcompress.model import load_model
+
+    model = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 16] x) => (float[N, 32] z, float[N, 4] s) {
+            z = MatMul(x, w1)
+            s = MatMul(z, w2)
+        }
+    """)
+    r = np.random.default_rng(0)
+    model = h.attach_initializers(model, {"w1": r.standard_normal((16, 32)).astype(np.float32),
+                                          "w2": r.standard_normal((32, 4)).astype(np.float32)})
+    assert feature_outputs(load_model(model)) == {"z"}
+    moved = perturbed(model, "w1", scale=0.05)
+    data = [{"x": r.standard_normal((8, 16)).astype(np.float32)} for _ in range(4)]
+    report = compare_models(model, moved, data=data, tolerance={"min_cosine": 0.9, "min_top1": 0.5})
+    assert not report.output("z").classifier and report.output("z").top1_agreement is None
+    assert report.output("s").classifier and report.output("s").top1_agreement is not None
+    outputs = {"z": r.standard_normal((4, 32)), "s": r.standard_normal((4, 4))}
+    assert plain_output_names(load_model(model), outputs) == ["z"]  # auto: cosine, not top1
+
+
 def test_a_soft_picture_out_keeps_a_closer_cosine_by_default():
     # a heightfield / saliency map out of an image model is the product: the terrain U-Net's
     # int8 without data passed at cosine 0.995 with 97% of its heightfields off by > 0.05
