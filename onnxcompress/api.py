@@ -18,6 +18,7 @@ import onnx_ir as ir
 from onnxcompress import runtime
 from onnxcompress.data import feed_source, input_specs
 from onnxcompress.errors import DataError, OnnxCompressError, PassError
+from onnxcompress.graph.names import shorten_names
 from onnxcompress.model import (
     check_output_path,
     external_base_dir,
@@ -126,6 +127,11 @@ def compress_file(
         # external weights without also holding them in a protobuf (khmersm, 7 MB fp32: 18.0 MB
         # of session memory with its external data, 21.6 MB inlined; batch 5).
         external = True if input_external else None
+        if not pipeline.keep_debug_info:
+            saved = shorten_names(result.model)
+            if saved:
+                result.notes.append(f"shortened long tensor and node names to hashes ({saved:,} bytes; "
+                                    "compare --layers still finds them; keep them with --keep-debug-info)")
         save_model(result.model, output_path, overwrite=overwrite, protect=(input_path,),
                    external_data=external)
         progress("sizes (gzip)", 0, 1)

@@ -25,6 +25,7 @@ import onnx_ir as ir
 from onnxcompress.activations import expose_outputs, iter_intermediates
 from onnxcompress.data import Feed
 from onnxcompress.errors import RuntimeUnavailableError
+from onnxcompress.graph.names import name_in
 from onnxcompress.model import to_proto
 from onnxcompress.runtime import first_line
 from onnxcompress.validation.metrics import TensorStats
@@ -141,8 +142,10 @@ def compare_layers(
     candidates, _ = _float_activations(original)
     theirs, _ = _float_activations(compressed)
     their_names = {v.name for _, _, v in theirs}
-    shared = [(i, n, v) for i, n, v in candidates if v.name in their_names]
-    mine = {v.name for _, _, v in candidates}
+    # the original's name -> the compressed model's (long names written as hashes: graph/names.py)
+    alias = {v.name: name_in(compressed, v.name, their_names) for _, _, v in candidates}
+    shared = [(i, n, v) for i, n, v in candidates if alias[v.name] in their_names]
+    mine = set(alias.values())
     notes = []
     if any(_has_subgraph(n) for n in original.graph):
         notes.append("tensors inside subgraphs (If/Loop/Scan bodies) are not compared one by one.")
@@ -155,7 +158,8 @@ def compare_layers(
     # A tensor the compressed model quantizes is seen downstream through its Q -> DQ pair; compare
     # that (a quantizer may also fold a Relu into the Q's range and give the Relu's name to the
     # tensor before it, so the bare name would carry pre-activation values).
-    seen_as = _after_qdq(compressed, names)
+    after = _after_qdq(compressed, [alias[n] for n in names])
+    seen_as = {n: after.get(alias[n], alias[n]) for n in names}
     stats = {name: TensorStats() for name in names}
     samples = 0
     chunks = _chunks(original, names, feeds, memory_budget) if names else []
@@ -165,7 +169,7 @@ def compare_layers(
             f"{memory_budget / 2**20:.0f} MB of exposed tensors per model."
         )
     for chunk in chunks:
-        chunk_b = [seen_as.get(n, n) for n in chunk]
+        chunk_b = [seen_as[n] for n in chunk]
         feeds_a, feeds_b = _tee(feeds, compressed_inputs, casts or {})
         count = 0
         try:
@@ -219,7 +223,7 @@ def compare_layers(
                         jump=errors[v.name] - inputs_error,
                         nonfinite_mismatch=s.nonfinite_mismatch,
                         shape_mismatch=s.shape_mismatch,
-                        compared_as=seen_as.get(v.name),
+                        compared_as=after.get(alias[v.name]),
                     )
                 )
             else:
