@@ -294,6 +294,131 @@ def d_atspm_function(r: np.random.Generator, n: int, out: Path) -> dict[str, np.
     return {"X": xs}
 
 
+ATSPM_T, ATSPM_K = 600, 8
+
+
+def _intervals_cover(iv: list[tuple[float, float]], t: int) -> np.ndarray:
+    """atspm's ``streams.cover`` at 1 s bins: the fraction of each bin covered by the intervals (s)."""
+    out = np.zeros(t + 1)
+    for a, b in iv:
+        a, b = max(0.0, a), min(float(t), b)
+        if b <= a:
+            continue
+        ia, ib = int(a), int(b)
+        if ia == ib:
+            out[ia] += b - a
+        else:
+            out[ia] += ia + 1 - a
+            out[ia + 1 : ib] += 1
+            out[ib] += b - ib
+    return np.clip(out[:t], 0, 1).astype(np.float32)
+
+
+def _tent_s(times: list[float], t: int) -> np.ndarray:
+    """``funcnet._tent``: each event split linearly between its two nearest 1 s bin centres."""
+    out = np.zeros(t + 1)
+    for x in times:
+        pos = x - 0.5
+        i0 = int(np.floor(pos))
+        f = pos - i0
+        if 0 <= i0 < t:
+            out[i0] += 1 - f
+        if 0 <= i0 + 1 < t:
+            out[i0 + 1] += f
+    return np.clip(out[:t], 0, 2).astype(np.float32)
+
+
+def atspm_piece(r: np.random.Generator) -> np.ndarray:
+    """One detector against the 8 candidate phases of a synthetic 8-phase dual-ring signal over
+    10 minutes: the [8, 15, 600] raster ``funcnet.assemble_kept`` builds (channel order of the
+    package's manifest)."""
+    t, k = ATSPM_T, ATSPM_K
+    cycle = float(r.uniform(60, 150))
+    coord = r.random() < 0.5
+    offset = float(r.uniform(0, cycle))
+    # two rings, barrier pairs (1,2 | 3,4) and (5,6 | 7,8): phase k's green [start, end) within the cycle
+    split = r.dirichlet([2, 4, 2, 4]) * (cycle - 4 * 5.5) + 5
+    starts = np.concatenate([[0], np.cumsum(split + 5.5)[:-1]])
+    ring2 = r.dirichlet([2, 4]) * (split[0] + split[1] + 5.5) + 0
+    greens = {}
+    for j in range(4):
+        greens[j] = (starts[j], starts[j] + split[j])
+    a = ring2[0] - 2.5 if ring2[0] > 8 else split[0]
+    greens[4] = (0.0, max(5.0, a))
+    greens[5] = (greens[4][1] + 5.5, starts[1] + split[1])
+    greens[6] = (starts[2], starts[2] + split[2] * float(r.uniform(0.6, 1.0)))
+    greens[7] = (greens[6][1] + 5.5, starts[3] + split[3])
+    g_iv, y_iv, rc_iv, call_iv, c_on, c_off = ({j: [] for j in range(k)} for _ in range(6))
+    for n in range(-1, int(t / cycle) + 2):
+        base = offset + n * cycle - cycle
+        for j in range(k):
+            g0, g1 = base + greens[j][0], base + max(greens[j][1], greens[j][0] + 4)
+            g_iv[j].append((g0, g1))
+            y_iv[j].append((g1, g1 + 3.5))
+            rc_iv[j].append((g1 + 3.5, g1 + 5.5))
+            if r.random() < 0.85:  # a call from an arrival in red until the green
+                on = g0 - float(r.uniform(2, max(3, cycle - (g1 - g0) - 6)))
+                call_iv[j].append((on, g0 + float(r.uniform(0, 2))))
+                c_on[j].append(on)
+                c_off[j].append(g0)
+    ph = np.zeros((k, 6, t), np.float32)
+    for j in range(k):
+        for row, iv in enumerate((g_iv[j], y_iv[j], rc_iv[j], call_iv[j])):
+            ph[j, row] = _intervals_cover(iv, t)
+        ph[j, 4], ph[j, 5] = _tent_s(c_on[j], t), _tent_s(c_off[j], t)
+    sig = np.stack([ph[:, 0].sum(0), ph[:, 3].sum(0), np.full(t, float(coord), np.float32)])
+    # the detector: its kind and the phase it serves
+    serve = int(r.integers(k))
+    kind = str(r.choice(["advance", "presence", "count", "bike"]))
+    occ: list[tuple[float, float]] = []
+    for g0, g1 in g_iv[serve]:
+        red0 = g1 + 5.5
+        nxt = g0 + cycle
+        if kind == "presence":  # queue over the stop bar from the first red arrival to the green + discharge
+            if r.random() < 0.9:
+                first = float(r.uniform(red0, max(red0 + 1, nxt - 2)))
+                occ.append((first, nxt + float(r.uniform(2, 8))))
+            x = nxt + 8
+            while x < nxt + (g1 - g0):  # discharge and arrivals in green: short pulses
+                occ.append((x, x + float(r.uniform(0.2, 0.6))))
+                x += float(r.exponential(3.0)) + 0.8
+        else:
+            rate = {"advance": 0.25, "count": 0.3, "bike": 0.03}[kind]
+            x = g0
+            while x < nxt:
+                in_green = g0 <= x < g1 + 3.5
+                gap = float(r.exponential(1 / (rate * (1.6 if in_green else 0.5))))
+                x += gap + 0.3
+                if kind == "count" and not in_green:
+                    continue
+                occ.append((x, x + float(r.uniform(0.15, 0.5 if kind != "bike" else 1.2))))
+    occ.sort()
+    ons = [a for a, _ in occ]
+    det = np.stack([_intervals_cover(occ, t),
+                    np.clip(np.bincount(np.clip(np.array(ons, int), 0, t), minlength=t + 1)[:t], 0, 4) / 2.0,
+                    _tent_s(ons, t), _tent_s([b for _, b in occ], t)]).astype(np.float32)  # fmt: skip
+    partner = np.array([4, 5, 6, 7, 0, 1, 2, 3])  # the concurrent phase of the other ring
+    x = np.empty((k, 15, t), np.float32)
+    x[:, 0:2] = det[None, 0:2]
+    x[:, 2:6] = ph[:, 0:4]
+    x[:, 6] = (sig[0][None] - ph[:, 0]) / 2.0
+    x[:, 7] = (sig[1][None] - ph[:, 3]) / float(k - 1)
+    x[:, 8] = sig[2][None]
+    x[:, 9:11] = det[None, 2:4]
+    x[:, 11:13] = ph[:, 4:6]
+    x[:, 13] = ph[partner, 0]
+    x[:, 14] = ph[partner, 3]
+    return x
+
+
+def d_atspm_pair(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarray]:
+    """10-minute 1 s rasters of one detector (advance / presence / count / bike, serving one
+    phase) against the 8 candidate phases of a synthetic dual-ring signal (cycle 60-150 s, half
+    coordinated; green / yellow / red clearance / call covers and call edges), 15 channels in the
+    package's order as ``funcnet.assemble_kept`` builds them"""
+    return {"x": np.stack([atspm_piece(r) for _ in range(n)])}
+
+
 # ---------------------------------------------------------------------------------------------
 # text2tashkeel: an int8 BiLSTM
 
@@ -364,6 +489,14 @@ MODELS: dict[str, tuple[str, str, str, Maker, dict[str, Any]]] = {
         d_atspm_function,
         {"kind": "top1", "output": 0},
     ),
+    # which of the 8 candidate phases the detector serves (argmax of the pair logits) against fp32's
+    "atspm_pair": (
+        ATSPM,
+        "atspm_detector/weights/funcnet/x100_w32full_pair.onnx",
+        "atspm-detector TCN pair graph (PyTorch 2.14, opset 17; [N, 15, T] 1 s traces -> logit, 128-d embedding)",
+        d_atspm_pair,
+        {"kind": "top1", "output": 0},
+    ),
     "tashkeel_bilstm_int8": (
         TASHKEEL,
         "text2tashkeel/models/bilstm.int8.onnx",
@@ -378,6 +511,7 @@ SHA256: dict[str, str] = {
     "thai_deepcut": "ac8e4d7e28512230d8164740d195c84eca834c1c52fa0f3a69febe3a1473acc8",
     "thai_oskut_ws": "052f45a73b2bb4378b7e347ef55e59028bbd9bb8b2a6ed23b680e4d6ee6c7ff5",
     "atspm_function": "50864dedeb8c61f80ccbad3af4a56de4f86836a6a4dcf8aa96d90d7bce624420",
+    "atspm_pair": "96474d83d132eef79834ae9b94fca2aaf4cae2560210cc26d1f0a6554bee5988",
     "tashkeel_bilstm_int8": "106917dbd76e0ae6a07d28e71556b97d42a1de9f9a67973272ab5d304d40527e",
 }
 
