@@ -328,10 +328,9 @@ def _tent_s(times: list[float], t: int) -> np.ndarray:
     return np.clip(out[:t], 0, 2).astype(np.float32)
 
 
-def atspm_piece(r: np.random.Generator) -> np.ndarray:
-    """One detector against the 8 candidate phases of a synthetic 8-phase dual-ring signal over
-    10 minutes: the [8, 15, 600] raster ``funcnet.assemble_kept`` builds (channel order of the
-    package's manifest)."""
+def atspm_signal(r: np.random.Generator) -> dict[str, Any]:
+    """A synthetic 8-phase dual-ring signal over 10 minutes: cycle, green intervals, the phase
+    covers [8, 6, T] (green, yellow, red clearance, call, call on / off edges) and sums [3, T]."""
     t, k = ATSPM_T, ATSPM_K
     cycle = float(r.uniform(60, 150))
     coord = r.random() < 0.5
@@ -367,7 +366,15 @@ def atspm_piece(r: np.random.Generator) -> np.ndarray:
             ph[j, row] = _intervals_cover(iv, t)
         ph[j, 4], ph[j, 5] = _tent_s(c_on[j], t), _tent_s(c_off[j], t)
     sig = np.stack([ph[:, 0].sum(0), ph[:, 3].sum(0), np.full(t, float(coord), np.float32)])
-    # the detector: its kind and the phase it serves
+    return {"cycle": cycle, "g_iv": g_iv, "ph": ph, "sig": sig}
+
+
+def atspm_detector(r: np.random.Generator, s: dict[str, Any]) -> tuple[np.ndarray, float]:
+    """One detector (advance / presence / count / bike, serving one phase of ``s``) against the 8
+    candidate phases: the [8, 15, T] raster ``funcnet.assemble_kept`` builds (channel order of the
+    package's manifest), and whether it was active (``act``)."""
+    t, k = ATSPM_T, ATSPM_K
+    cycle, g_iv, ph, sig = s["cycle"], s["g_iv"], s["ph"], s["sig"]
     serve = int(r.integers(k))
     kind = str(r.choice(["advance", "presence", "count", "bike"]))
     occ: list[tuple[float, float]] = []
@@ -408,7 +415,11 @@ def atspm_piece(r: np.random.Generator) -> np.ndarray:
     x[:, 11:13] = ph[:, 4:6]
     x[:, 13] = ph[partner, 0]
     x[:, 14] = ph[partner, 3]
-    return x
+    return x, float(len(ons) > 0)
+
+
+def atspm_piece(r: np.random.Generator) -> np.ndarray:
+    return atspm_detector(r, atspm_signal(r))[0]
 
 
 def d_atspm_pair(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarray]:
@@ -417,6 +428,37 @@ def d_atspm_pair(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndar
     coordinated; green / yellow / red clearance / call covers and call edges), 15 channels in the
     package's order as ``funcnet.assemble_kept`` builds them"""
     return {"x": np.stack([atspm_piece(r) for _ in range(n)])}
+
+
+ATSPM_D = 6
+
+
+def d_atspm_head(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarray]:
+    """6 detectors of one synthetic signal (as atspm_pair) through the fp32 pair graph: the pair
+    logits [6, 8] and embeddings [6, 8, 128] the head reads, and ``act``; 0-3 candidates of a
+    detector dropped as the package's ranker filter does (logit -1e4, zero embedding), 1 in 8
+    detectors inactive"""
+    pair_path = out / "atspm_pair.onnx"
+    if not pair_path.exists():
+        fetch(out, ATSPM, MODELS["atspm_pair"][1], "atspm_pair.onnx")
+    pair = _session(pair_path)
+    logit, emb, act = [], [], []
+    for _ in range(n):
+        sgl = atspm_signal(r)
+        lg = np.full((ATSPM_D, ATSPM_K), -1e4, np.float32)
+        zz = np.zeros((ATSPM_D, ATSPM_K, 128), np.float32)
+        ac = np.zeros(ATSPM_D, np.float32)
+        for i in range(ATSPM_D):
+            x, a = atspm_detector(r, sgl)
+            ac[i] = a if r.random() > 0.125 else 0.0
+            keep = np.ones(ATSPM_K, bool)
+            keep[r.choice(ATSPM_K, int(r.integers(0, 4)), replace=False)] = False
+            sv, zv = pair.run(None, {"x": x[keep]})
+            lg[i, keep], zz[i, keep] = sv, zv
+        logit.append(lg)
+        emb.append(zz)
+        act.append(ac)
+    return {"logit": np.stack(logit), "Z": np.stack(emb), "act": np.stack(act)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -497,6 +539,14 @@ MODELS: dict[str, tuple[str, str, str, Maker, dict[str, Any]]] = {
         d_atspm_pair,
         {"kind": "top1", "output": 0},
     ),
+    # the 7 detector-function log-probabilities: top-1 per detector against fp32's
+    "atspm_head": (
+        ATSPM,
+        "atspm_detector/weights/funcnet/x100_w32full_head.onnx",
+        "atspm-detector sibling-attention head (PyTorch 2.14, opset 17; masks by Where, -1e4 logits)",
+        d_atspm_head,
+        {"kind": "top1", "output": 0},
+    ),
     "tashkeel_bilstm_int8": (
         TASHKEEL,
         "text2tashkeel/models/bilstm.int8.onnx",
@@ -512,6 +562,7 @@ SHA256: dict[str, str] = {
     "thai_oskut_ws": "052f45a73b2bb4378b7e347ef55e59028bbd9bb8b2a6ed23b680e4d6ee6c7ff5",
     "atspm_function": "50864dedeb8c61f80ccbad3af4a56de4f86836a6a4dcf8aa96d90d7bce624420",
     "atspm_pair": "96474d83d132eef79834ae9b94fca2aaf4cae2560210cc26d1f0a6554bee5988",
+    "atspm_head": "1439ec8055bd940c93c6c4c1f1d9e73648902f7cbfa007b205b6659a455eb8d9",
     "tashkeel_bilstm_int8": "106917dbd76e0ae6a07d28e71556b97d42a1de9f9a67973272ab5d304d40527e",
 }
 
