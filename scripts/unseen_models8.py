@@ -101,8 +101,8 @@ def captcha_scene(r: np.random.Generator):
     """(RGB uint8 [256, 384, 3], [(icon, (x0, y0, x1, y1))]): 3-5 pictograms on a photo-like field."""
     from PIL import Image, ImageFilter
 
-    blur = ImageFilter.GaussianBlur(float(r.uniform(0, 1.5)))
-    bg = Image.fromarray(natural_image(r, SCENE_W)[:SCENE_H]).filter(blur)
+    bg = Image.fromarray(natural_image(r, SCENE_W)[:SCENE_H])  # drawn before the blur's radius
+    bg = bg.filter(ImageFilter.GaussianBlur(float(r.uniform(0, 1.5))))
     placed: list[tuple[str, tuple[int, int, int, int]]] = []
     for ch in r.choice(list(ICONS), int(r.integers(3, 6)), replace=False):
         size = int(r.integers(34, 64))
