@@ -258,7 +258,7 @@ class Pipeline:
         inputs_of = ir_model  # passes keep the graph inputs: its specs make the synthetic sample
         finite = checking.FiniteOutputs(lambda: first_feed(inputs_of, source, seed=self.seed)[0],
                                         lambda: context.original)
-        notes += _unmatched_excludes(ir_model, self.passes)
+        notes += _unmatched_excludes(ir_model, self.passes) + _attribute_parameters(ir_model)
         results: list[PassResult] = []
         deferred = False
         for i, p in enumerate(self.passes):
@@ -378,6 +378,34 @@ def _unmatched_excludes(model: ir.Model, passes: Sequence[Pass]) -> list[str]:
             notes.append(f"--exclude '{pattern}' matches no tensor or node in the model")
             logger.warning("exclude pattern '%s' matches no tensor or node", pattern)
     return notes
+
+
+#: Parameters held in node attributes (a tree ensemble's thresholds and leaf values) of at least
+#: this many bytes, more than the weights: said, since no pass reads them.
+ATTRIBUTE_PARAMETER_BYTES = 64 * 1024
+
+
+def _attribute_parameters(model: ir.Model) -> list[str]:
+    """A note when most of the model's parameters are node attributes, which no pass compresses
+    (batch 8's LightGBM TreeEnsemble: 1.6 MB of attributes, reported as "weight bytes 0 B")."""
+    sizes: dict[str, int] = {}
+    for _, graph in all_graphs(model):
+        for node in graph:
+            if node.op_type == "Constant":  # a Constant's value is a weight the passes read
+                continue
+            for attr in node.attributes.values():
+                if attr.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS):
+                    continue  # a subgraph's weights are weights
+                n = ir.serde.serialize_attribute(attr).ByteSize()  # as the file holds it
+                if n >= 1024:
+                    sizes[node.op_type] = sizes.get(node.op_type, 0) + n
+    total = sum(sizes.values())
+    weights = sum(w.nbytes for w in WeightIndex.build(model))
+    if total < ATTRIBUTE_PARAMETER_BYTES or total <= weights:
+        return []
+    ops = ", ".join(sorted(sizes, key=lambda k: -sizes[k])[:3])
+    return [f"most of the model's parameters ({total / 2**20:.1f} MB) are attributes of its {ops} "
+            "node(s), which no pass compresses"]
 
 
 def record_provenance(model: ir.Model, recipe: dict[str, Any], results: list[PassResult]) -> None:

@@ -152,7 +152,8 @@ class Quantize(Pass):
         if fixed.means:
             result.metrics["bias_corrected"] = len(fixed.corrected)
         guard = result.metrics.get("fidelity_guard")
-        if context.calibration is None and isinstance(guard, dict) and guard.get("source") == "synthetic":
+        if context.calibration is None and isinstance(guard, dict) and guard.get("source") == "synthetic" \
+                and result.layers:
             # Said, since what it costs shows only on real inputs (batch 6's diffusion U-Net:
             # max error 0.21 of a -1..1 heightfield without data, 0.029 with --calibration).
             result.note(f"no calibration data: int8 weights are rounded to nearest and the fidelity "

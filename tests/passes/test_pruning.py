@@ -629,3 +629,32 @@ def test_flatten_written_as_view_of_the_runtime_shape():
     res, _, proto = prune(model, importance="magnitude", **options)
     assert weights(proto)["fw"].shape == (5, 14 * 16)
     np.testing.assert_allclose(h.run(proto, {"x": x})[0], h.run(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
+
+
+def test_channel_pruning_far_short_of_the_sparsity_asked_says_so():
+    """Batch 8's Siamese CNN shares every conv between its twin towers: channel pruning at 30%
+    removed 0.5% of the parameters, exit 0, and only skip lines said why."""
+    model = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[1, 4, 8, 8] a, float[1, 4, 8, 8] b) => (float[1, 4, 8, 8] y) {
+            ha = Conv <pads = [1, 1, 1, 1]> (a, w1)
+            ra = Relu(ha)
+            hb = Conv <pads = [1, 1, 1, 1]> (b, w1)
+            rb = Relu(hb)
+            ta = Conv <pads = [1, 1, 1, 1]> (ra, w2)
+            tb = Conv <pads = [1, 1, 1, 1]> (rb, w2)
+            s = Add(ta, tb)
+            h = Conv(s, w3)
+            r = Relu(h)
+            y = Conv(r, w4)
+        }
+    """)
+    r = np.random.default_rng(0)
+    model = h.attach_initializers(model, {
+        "w1": r.standard_normal((64, 4, 3, 3)).astype(np.float32),
+        "w2": r.standard_normal((64, 64, 3, 3)).astype(np.float32),
+        "w3": r.standard_normal((8, 64, 1, 1)).astype(np.float32),
+        "w4": r.standard_normal((4, 8, 1, 1)).astype(np.float32)})
+    res, _, _ = prune(model, sparsity=0.3, pattern="channel", round_to=1, keep_first=False, min_size=0)
+    assert res.modified  # w3's channels go
+    assert any("where 30% was asked" in line and "shared by several nodes" in line for line in res.headlines)
