@@ -264,6 +264,10 @@ def _natural_image(rng: np.random.Generator, shape: tuple[int, ...], axes: tuple
 # cannot run on the guessed ones: openWakeWord's mel front end (an STFT as a Conv with a 512-tap
 # kernel) needs 512 samples, and every guard ran blind on 16 (batch 6). 16000: 1 s of 16 kHz audio.
 LARGER_SIZES = (256, 1024, 4096, 16000)
+#: ... unless the inputs of a try would take more than this: PP-OCR's recogniser (its height must
+#: be 48) was tried at 16000 x 16000 pixels, 3 GB of input and 16 GB of activations, and the
+#: machine killed the run (compress without data).
+MAX_PROBE_INPUT_BYTES = 64 * 2**20
 _RUNNABLE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -288,6 +292,8 @@ def _runnable_sizes(model: ir.Model, specs: list[InputSpec], concrete: dict[str,
         for size in LARGER_SIZES:
             tried = {name: tuple(max(n, size) if a in guessed.get(name, ()) else n
                                  for a, n in enumerate(shape)) for name, shape in concrete.items()}
+            if _input_bytes(specs, tried) > MAX_PROBE_INPUT_BYTES:
+                break  # the sizes only grow from here
             if tried != concrete and _runs(model, specs, tried, bounds):
                 logger.info("Synthetic inputs: the model runs with dynamic dimensions of %d (not on "
                             "the guessed sizes).", size)
@@ -296,6 +302,11 @@ def _runnable_sizes(model: ir.Model, specs: list[InputSpec], concrete: dict[str,
     with contextlib.suppress(TypeError):  # a model that takes no weak reference: no cache
         _RUNNABLE.setdefault(model, {})[key] = found
     return found
+
+
+def _input_bytes(specs: list[InputSpec], shapes: dict[str, tuple[int, ...]]) -> int:
+    return sum(int(np.prod(shapes[s.name], dtype=np.int64)) * s.dtype.itemsize
+               for s in specs if s.name in shapes)
 
 
 def _runs(model: ir.Model, specs: list[InputSpec], concrete: dict[str, tuple[int, ...]],

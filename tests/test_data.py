@@ -398,3 +398,25 @@ def test_parameters_held_in_attributes_are_said_to_be_out_of_reach(tmp_path, cap
     said = "".join(capsys.readouterr())
     assert "are attributes of its TreeEnsembleRegressor node(s), which no pass compresses" in said
     assert "no calibration data" not in said  # nothing was rounded
+
+
+def test_larger_synthetic_sizes_stop_where_the_input_would_be_too_large(monkeypatch):
+    """PP-OCR's recogniser runs only at height 48: every larger size was tried, up to 16000 x
+    16000 pixels (3 GB of input), and compress without data was killed for memory."""
+    from onnxcompress import synthetic
+
+    model = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 3, H, W] x) => (float[N, 3, H, W] y) { y = Relu(x) }
+    """)
+    tried = []
+
+    def never_runs(model, specs, concrete, bounds):  # noqa: ANN001
+        tried.append(concrete["x"])
+        return False
+
+    monkeypatch.setattr(synthetic, "_runs", never_runs)
+    synthetic_feeds(load_model(model), 1, seed=0)
+    assert len(tried) >= 2  # the guessed sizes, then larger ones
+    assert all(4 * np.prod(shape) <= synthetic.MAX_PROBE_INPUT_BYTES for shape in tried)
+    assert max(shape[2] for shape in tried) == 1024  # 4096 x 4096 x 3 would be 201 MB

@@ -55,6 +55,8 @@ def test_long_intermediate_names_become_hashes_and_the_model_computes_the_same()
 def test_short_names_and_names_small_next_to_the_weights_stay():
     short = load_model(_model(scope="d{}{}"))
     assert shorten_names(short) == 0 and MARKER_KEY not in short.metadata_props
+    few = load_model(_model(scope="abcdefghijkl{}{}"))  # ~100 bytes to save: not worth the marker
+    assert shorten_names(few) == 0 and MARKER_KEY not in few.metadata_props
     heavy = load_model(_model(width=256))  # 1.5 MB of weights: a few hundred bytes of names stay
     assert shorten_names(heavy) == 0
 
