@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxcompress.graph.names import MARKER_KEY, hashed
+from onnxcompress.graph.names import hashed, marked
 from onnxcompress.runtime import first_line
 
 logger = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ def _decode(proto: onnx.ModelProto, node_name: str, index: int, elem_type: int) 
     """The value at ``node_name``'s input ``index`` in ``proto``, if only constants produce it."""
     g = proto.graph
     # a written model may hold the node under its name's hash (graph/names.py)
-    wanted = {node_name, hashed(node_name)} if any(p.key == MARKER_KEY for p in proto.metadata_props) \
+    wanted = {node_name, hashed(node_name)} if marked({p.key: p.value for p in proto.metadata_props}) \
         else {node_name}
     node = next((n for n in g.node if node_name and n.name in wanted), None)
     if node is None or index >= len(node.input) or not node.input[index]:

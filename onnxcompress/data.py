@@ -25,6 +25,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress.errors import DataError
+from onnxcompress.graph.outputs import reaches
 
 logger = logging.getLogger(__name__)
 
@@ -106,22 +107,11 @@ MISSING_VALUE_OPS = frozenset({"TreeEnsembleClassifier", "TreeEnsembleRegressor"
 
 
 def input_specs(model: ir.Model) -> list[InputSpec]:
-    return [replace(InputSpec.from_value(v), nan_allowed=_reaches_missing_value_op(v))
-            for v in model.graph.inputs]
-
-
-def _reaches_missing_value_op(value: ir.Value) -> bool:
-    """Whether ``value`` flows (through any main-graph nodes) into one of MISSING_VALUE_OPS."""
-    seen, stack = {id(value)}, [value]
-    while stack:
-        for node, _ in stack.pop().uses():
-            if node.op_type in MISSING_VALUE_OPS:
-                return True
-            for out in node.outputs:
-                if id(out) not in seen:
-                    seen.add(id(out))
-                    stack.append(out)
-    return False
+    specs = [InputSpec.from_value(v) for v in model.graph.inputs]
+    if not any(n.op_type in MISSING_VALUE_OPS for n in model.graph):  # the walk only where it can find one
+        return specs
+    return [replace(s, nan_allowed=reaches(v, lambda n: n.op_type in MISSING_VALUE_OPS))
+            for s, v in zip(specs, model.graph.inputs, strict=True)]
 
 
 class FeedSource:

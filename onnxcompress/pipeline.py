@@ -383,6 +383,9 @@ def _unmatched_excludes(model: ir.Model, passes: Sequence[Pass]) -> list[str]:
 #: Parameters held in node attributes (a tree ensemble's thresholds and leaf values) of at least
 #: this many bytes, more than the weights: said, since no pass reads them.
 ATTRIBUTE_PARAMETER_BYTES = 64 * 1024
+# numbers under 1 KB and subgraphs (whose weights are weights) are not looked at
+_SKIPPED_ATTRIBUTES = frozenset({ir.AttributeType.FLOAT, ir.AttributeType.INT, ir.AttributeType.GRAPH,
+                                 ir.AttributeType.GRAPHS})
 
 
 def _attribute_parameters(model: ir.Model) -> list[str]:
@@ -394,14 +397,13 @@ def _attribute_parameters(model: ir.Model) -> list[str]:
             if node.op_type == "Constant":  # a Constant's value is a weight the passes read
                 continue
             for attr in node.attributes.values():
-                if attr.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS):
-                    continue  # a subgraph's weights are weights
+                if attr.type in _SKIPPED_ATTRIBUTES:
+                    continue
                 n = ir.serde.serialize_attribute(attr).ByteSize()  # as the file holds it
                 if n >= 1024:
                     sizes[node.op_type] = sizes.get(node.op_type, 0) + n
     total = sum(sizes.values())
-    weights = sum(w.nbytes for w in WeightIndex.build(model))
-    if total < ATTRIBUTE_PARAMETER_BYTES or total <= weights:
+    if total < ATTRIBUTE_PARAMETER_BYTES or total <= sum(w.nbytes for w in WeightIndex.build(model)):
         return []
     ops = ", ".join(sorted(sizes, key=lambda k: -sizes[k])[:3])
     return [f"most of the model's parameters ({total / 2**20:.1f} MB) are attributes of its {ops} "

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+from collections.abc import Mapping
 
 import onnx_ir as ir
 
@@ -32,10 +33,18 @@ NAME_SHARE = 0.01
 MIN_SAVED_BYTES = 1024
 
 
+HASHED_LENGTH = 9
+
+
 def hashed(name: str) -> str:
     """The short name of ``name``: 'h' and 8 base32 characters of its 40-bit BLAKE2b hash."""
     digest = hashlib.blake2b(name.encode(), digest_size=5).digest()
     return "h" + base64.b32encode(digest).decode().lower()
+
+
+def marked(metadata: Mapping[str, str]) -> bool:
+    """Whether a model with this metadata has its long names written as hashes."""
+    return metadata.get(MARKER_KEY) == MARKER_VALUE
 
 
 def shorten_names(model: ir.Model) -> int:
@@ -48,12 +57,12 @@ def shorten_names(model: ir.Model) -> int:
     values, nodes = [], []
     for graph in graphs:
         for node in graph:
-            if node.name and len(node.name) > len(hashed("")):
+            if node.name and len(node.name) > HASHED_LENGTH:
                 nodes.append(node)
             values += [v for v in node.outputs if v.name and v.name not in kept
-                       and len(v.name) > len(hashed(""))]
-    saved = sum((len(v.name) - len(hashed(""))) * (1 + len(v.uses())) for v in values)
-    saved += sum(len(n.name) - len(hashed("")) for n in nodes)
+                       and len(v.name) > HASHED_LENGTH]
+    saved = sum((len(v.name) - HASHED_LENGTH) * (1 + len(v.uses())) for v in values)
+    saved += sum(len(n.name) - HASHED_LENGTH for n in nodes)
     weights = sum(v.const_value.nbytes for g in graphs for v in g.initializers.values()
                   if v.const_value is not None)
     if saved < max(MIN_SAVED_BYTES, NAME_SHARE * weights):
@@ -74,7 +83,7 @@ def shorten_names(model: ir.Model) -> int:
 def name_in(model: ir.Model, name: str, names: set[str]) -> str:
     """``name`` (a tensor of the model ``model`` was compressed from) as it is called in
     ``model``, whose tensor names are ``names``: its hash where ``model`` is marked and has it."""
-    if model.metadata_props.get(MARKER_KEY) == MARKER_VALUE and name not in names:
+    if marked(model.metadata_props) and name not in names:
         short = hashed(name)
         if short in names:
             return short

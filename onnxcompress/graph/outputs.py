@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import onnx_ir as ir
 
 from onnxcompress.graph.fold import SELECTION_OPS
@@ -47,16 +49,21 @@ def feature_outputs(model: ir.Model) -> set[str]:
     like class scores, its arg-max means nothing: atspm-detector's pair model gives out its
     candidates' 128-d embeddings ``z`` beside their logits, and compare held z's top-1 over 128
     dimensions to 0.99 (batch 8)."""
-    return {v.name for v in model.graph.outputs if v.name and _read_by_layer(v)}
+    return {v.name for v in model.graph.outputs if v.name and reaches(
+        v, lambda n: n.op_type in FEATURE_READERS and n.domain in ("", "ai.onnx"),
+        through=lambda n: n.op_type in SELECTION_OPS)}
 
 
-def _read_by_layer(value: ir.Value) -> bool:
+def reaches(value: ir.Value, found: Callable[[ir.Node], bool],
+            through: Callable[[ir.Node], bool] | None = None) -> bool:
+    """Whether a node ``found`` accepts reads ``value``, directly or downstream through nodes
+    ``through`` accepts (None: any node)."""
     stack, seen = [value], {id(value)}
     while stack:
         for node, _ in stack.pop().uses():
-            if node.op_type in FEATURE_READERS and node.domain in ("", "ai.onnx"):
+            if found(node):
                 return True
-            if node.op_type in SELECTION_OPS:
+            if through is None or through(node):
                 for out in node.outputs:
                     if id(out) not in seen:
                         seen.add(id(out))

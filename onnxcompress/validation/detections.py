@@ -186,17 +186,17 @@ def box_iou(p: np.ndarray, q: np.ndarray) -> np.ndarray:
 # scoring above a threshold, so most of each tensor is background noise the task never reads
 # (batch 7's licence-plate detector, 8064 anchors of which 0-76 an image score >= 0.02: int8 kept
 # every plate at 0.1 px, yet missed the whole-tensor bars auto held it to, which stopped at 1.37x).
+# Not taken: a raw YOLOX head in one output ([N, P, 4 + 1 + C], ddddocr_det, batch 8's CapSpot).
+# Held the same way at its positive anchors, auto went from 3.30x to 5.30x on CapSpot with every
+# box kept, but ddddocr_det lost 1.8 points: ddddocr keeps boxes over 0.1 and its (synthetic)
+# pictures put several at 0.100-0.108, which a score change of 0.01 loses; over its 1324 positive
+# anchors such changes read as a 0.9% rate. Its task threshold is not in the graph, so these heads
+# keep the anchor cosine (auto 3.70x at F1 99.1 on ddddocr_det).
 #: A positive anchor's score may move by up to SCORE_SLACK (a score crossing whatever threshold
 #: the task uses by less than this is no lost object: :func:`match_detections`), and its box row
 #: by up to ROW_SLACK of the positive rows' RMS (encoded offsets: 5% of RetinaFace's 2.5 is a
 #: centre shift of 1.3% of the prior's size).
 ROW_SLACK = 0.05
-#: Not held: a raw YOLOX head in one output ([N, P, 4 + 1 + C], ddddocr_det, batch 8's CapSpot).
-#: Held the same way at its positive anchors, auto went from 3.30x to 5.30x on CapSpot with every
-#: box kept, but ddddocr_det lost 1.8 points: ddddocr keeps boxes over 0.1 and its (synthetic)
-#: pictures put several at 0.100-0.108, which a score change of 0.01 loses; over its 1324
-#: positive anchors such changes read as a 0.9% rate. Its task threshold is not in the graph, so
-#: these heads keep the anchor cosine (auto 3.70x at F1 99.1 on ddddocr_det).
 #: The score output is a softmax over classes with a background column, over at least
 #: SPLIT_MIN_ANCHORS anchors of which at least BACKGROUND_SHARE are background: a prior grid
 #: (RetinaFace at 384 x 512: 8064 anchors, 99.7% background), not a sequence's positions (SLANet's
@@ -211,18 +211,29 @@ def split_anchor_heads(outputs: Mapping[Hashable, np.ndarray]) -> dict[Hashable,
     F]`` outputs over the same P >= SPLIT_MIN_ANCHORS anchors (F <= ANCHOR_MAX_FEATURES), two or
     more, exactly one of which holds softmax scores with a background (:func:`foreground_columns`).
     The score output maps to itself."""
+    return {k: score for k, (score, _) in _split_heads(outputs).items()}
+
+
+def _split_heads(outputs: Mapping[Hashable, np.ndarray]) -> dict[Hashable, tuple[Hashable, np.ndarray]]:
+    """:func:`split_anchor_heads`, each output with its score output's foreground columns."""
     groups: dict[tuple[int, int], list[Hashable]] = {}
     for name, value in outputs.items():
         a = np.asarray(value)
-        if (a.ndim == 3 and np.issubdtype(a.dtype, np.floating) and a.shape[1] >= SPLIT_MIN_ANCHORS
-                and 1 <= a.shape[2] <= ANCHOR_MAX_FEATURES):
+        if _over_anchors(a) and np.issubdtype(a.dtype, np.floating):
             groups.setdefault(a.shape[:2], []).append(name)
-    heads: dict[Hashable, Hashable] = {}
+    heads: dict[Hashable, tuple[Hashable, np.ndarray]] = {}
     for names in groups.values():
-        scores = [k for k in names if foreground_columns(np.asarray(outputs[k])) is not None]
-        if len(names) >= 2 and len(scores) == 1:
+        if len(names) < 2:
+            continue
+        scores = [(k, c) for k in names if (c := foreground_columns(np.asarray(outputs[k]))) is not None]
+        if len(scores) == 1:
             heads.update(dict.fromkeys(names, scores[0]))
     return heads
+
+
+def _over_anchors(a: np.ndarray) -> bool:
+    """Shaped like one output of a split head: ``[N, P >= SPLIT_MIN_ANCHORS, 1..ANCHOR_MAX_FEATURES]``."""
+    return a.ndim == 3 and a.shape[1] >= SPLIT_MIN_ANCHORS and 1 <= a.shape[2] <= ANCHOR_MAX_FEATURES
 
 
 def foreground_columns(a: np.ndarray) -> np.ndarray | None:
@@ -247,9 +258,7 @@ def anchor_score_columns(a: np.ndarray) -> np.ndarray | None:
     (``[N, P >= SPLIT_MIN_ANCHORS, C <= ANCHOR_MAX_FEATURES]``): compare judges it on its own,
     by :func:`match_anchors`."""
     a = np.asarray(a)
-    if a.ndim != 3 or a.shape[1] < SPLIT_MIN_ANCHORS or a.shape[2] > ANCHOR_MAX_FEATURES:
-        return None
-    return foreground_columns(a)
+    return foreground_columns(a) if _over_anchors(a) else None
 
 
 def match_anchors(a: np.ndarray, b: np.ndarray, columns: np.ndarray) -> tuple[int, int]:
@@ -272,13 +281,10 @@ def positive_anchors(refs: Sequence[np.ndarray], outs: Sequence[np.ndarray]) -> 
     least SCORE_THRESHOLD - SCORE_SLACK for an object class in the original, and for the score
     output also in the compressed model (an anchor it raises is read too). The one place a
     deviation (``_bit_allocation.output_deviation``) learns where such a head is read."""
-    heads = split_anchor_heads(dict(enumerate(refs)))
     low = SCORE_THRESHOLD - SCORE_SLACK
     focus: dict[int, np.ndarray] = {}
-    for i, s in heads.items():
+    for i, (s, columns) in _split_heads(dict(enumerate(refs))).items():
         ref = np.asarray(refs[s])
-        columns = foreground_columns(ref)
-        assert columns is not None  # split_anchor_heads found it to hold scores
         positive = ref[..., columns].max(axis=-1) >= low
         out = np.asarray(outs[s])
         if i == s and out.shape == ref.shape:
