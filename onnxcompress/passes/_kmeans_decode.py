@@ -81,6 +81,8 @@ class Formats:
     # decode="runtime": the indices pass a DequantizeLinear (which onnxruntime never folds)
     # before their Cast, so the lookup runs every call instead of at load.
     runtime: bool = False
+    # False on a small model (``_kmeans_int8.exact_form_pays``): 8-bit weights keep codebooks.
+    exact_form: bool = True
 
     def choose(self, index_bits: int, size: int, requested: int | None = None) -> str:
         """The format of a weight whose indices need ``index_bits``; ``requested``: the width

@@ -26,6 +26,9 @@ The scales are chosen on the float16 grid (each ratio rounded; around ratio 1 th
 values one ulp either side, which together err 0.3-6% less than int8's exact grid) and
 stored in float16 behind a ``Cast`` that onnxruntime folds before it fuses the ``Mul`` into the
 Conv: 2 bytes a channel saved.
+
+On a small model the form is not used (``exact_form_pays``): its scale ``Mul`` after each op
+is a per-call cost there, and the copies a fold keeps cost no memory the guards can see.
 """
 
 from __future__ import annotations
@@ -34,9 +37,10 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress._parallel import ordered_map
+from onnxcompress.memory import GUARD_SLACK_BYTES
 from onnxcompress.passes._folding import const_array
 from onnxcompress.passes._qdq import MIN_SCALE, round_keeping_sums
-from onnxcompress.weights import Weight
+from onnxcompress.weights import COMPUTE_ROLES, Weight
 
 # Clipping ratios tried per channel (1.0 first: int8 per-channel's grid).
 CLIP_RATIOS = (1.0, 0.97, 0.94, 0.91, 0.88, 0.85, 0.82, 0.79)
@@ -47,6 +51,22 @@ _CHUNK = 1 << 20
 HALF_SCALE_MIN_CHANNELS = 48
 HALF_STEPS = 1  # +-1 ulp: 3 passes more than before; +-4 errs 1-4% less again for 6 more
 _HALF_MIN = float(np.finfo(np.float16).tiny)  # subnormal float16 scales lose precision
+
+
+#: A model whose float compute weights total at most this many values decodes them in forms
+#: onnxruntime folds at load (int8 by Cast + Mul, a codebook by Gather), not in the exact form:
+#: after the fold its ops run exactly the original's graph, where the exact form's scale ``Mul``
+#: after each op, and the fusions it breaks (Gelu after a Gemm), are a per-call cost a small
+#: model feels (atspm_head, 117 KB of int8 run in 0.14 ms: quantize static, weights only, 1.060x
+#: the fp32 latency, 0.998x folded; k-means 8's exact Gemm broke the Gelu fusion). What the
+#: folds keep (about twice the int8 bytes: bert_tiny) stays within half the guards' fixed slack.
+SMALL_MODEL_VALUES = GUARD_SLACK_BYTES // 4
+
+
+def exact_form_pays(weights: list[Weight]) -> bool:
+    """Whether the model whose weights are ``weights`` is large enough for the exact form (its
+    float compute weights above ``SMALL_MODEL_VALUES``)."""
+    return sum(w.size for w in weights if w.role in COMPUTE_ROLES and w.is_float) > SMALL_MODEL_VALUES
 
 
 def to_half(scale: np.ndarray) -> np.ndarray:

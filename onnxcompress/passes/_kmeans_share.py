@@ -282,12 +282,14 @@ def _share(
 
 def _int8_slot(w: Weight, bits: int, cfg: WeightSharingConfig, formats: Formats) -> Any:
     """Where ``w`` can take the int8-exact form (see ``_kmeans_int8``), or None: 8 bits, float32,
-    at least ``INT8_FORM_MIN_SIZE`` values (a small weight's fold is no memory), a consumer
+    at least ``INT8_FORM_MIN_SIZE`` values in a model where the form pays (a small weight's or
+    model's fold is no memory: ``_kmeans_int8.exact_form_pays``), a consumer
     that takes channel scales on its output, and the decode option allowing it."""
     if (cfg.decode in ("codebook", "runtime") or bits < kmeans.MAX_BITS
             or formats.storage not in ("auto", "uint8")):
         return None
-    if w.dtype != ir.DataType.FLOAT or (cfg.decode == "auto" and w.size < INT8_FORM_MIN_SIZE):
+    if w.dtype != ir.DataType.FLOAT or (cfg.decode == "auto" and (
+            w.size < INT8_FORM_MIN_SIZE or not formats.exact_form)):
         return None
     if cfg.per_channel or cfg.channel_scale == "off":
         return None  # per-channel codebooks or no channel scales were asked for

@@ -64,6 +64,7 @@ from onnxcompress.passes._int8 import (
 from onnxcompress.passes._int8_data import gptq_rounding, input_means, mean_requests
 from onnxcompress.passes._int8_fine import _blocked_weight, _grouped_weight
 from onnxcompress.passes._int8_guard import Guard, guard_weights, guarded
+from onnxcompress.passes._kmeans_int8 import exact_form_pays
 from onnxcompress.passes._qdq import Builder
 from onnxcompress.passes._quant_config import MODES, QuantizeConfig
 from onnxcompress.passes._quant_plan import (
@@ -290,6 +291,7 @@ class Quantize(Pass):
         ``keep``: the fidelity guard's steps (label -> "block": finer int8, "float")."""
         names = model_names(model)
         index = list(WeightIndex.build(model))
+        cast_mul = form == FORM_FOLDED and not exact_form_pays(index)
         for i, w in enumerate(index):
             if progress is not None:  # per weight: large models get a time estimate
                 progress("quantize: int8 weights", i, len(index))
@@ -332,8 +334,9 @@ class Quantize(Pass):
                 _gathered_weight(w, b, result)
             elif form == FORM_FOLDED or recurrent:  # a DequantizeLinear would run every call
                 # One Cast where the scales can go after the op (session memory at fp32's),
-                # else Cast + Mul (onnxruntime keeps the int8 beside its folded float copy).
-                if recurrent or not _exact_weight(w, axis, result):
+                # else Cast + Mul (onnxruntime keeps the int8 beside its folded float copy),
+                # and on small models always (float speed: _kmeans_int8.SMALL_MODEL_VALUES).
+                if recurrent or cast_mul or not _exact_weight(w, axis, result):
                     _folded_weight(w, axis, b, result)
             else:
                 # Float compute: no u8*s8 saturation to avoid, so all 8 bits.

@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import collections
 import logging
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -98,6 +99,7 @@ from onnxcompress.passes._kmeans_decode import (
     ConstantCache,
     Formats,
 )
+from onnxcompress.passes._kmeans_int8 import exact_form_pays
 from onnxcompress.passes._kmeans_select import _first_kept_float, _shape_read
 from onnxcompress.passes._kmeans_share import _FIT, _fit_own, _share, _share_model_codebook
 from onnxcompress.passes._prune_select import _first_last_nodes
@@ -158,6 +160,7 @@ class WeightSharing(Pass):
                 result.modified = True
         model, formats = self._prepare_opset(model, cfg, wanted, result)
         index = WeightIndex.build(model)
+        formats = replace(formats, exact_form=exact_form_pays(list(index)))
         self._unclustered = {w.label for w in index if w.role in REST_ROLES}
         firsts, _ = _first_last_nodes(model, index)
         total = sum(w.size for w in index if w.role in COMPUTE_ROLES)

@@ -816,6 +816,38 @@ def test_recurrent_weights_are_stored_in_int8(mode, build):
         assert cosine > 0.99
 
 
+def _optimized_ops(proto, tmp_path):
+    """The op counts onnxruntime runs after its graph optimizations (folding included)."""
+    path = tmp_path / "in.onnx"
+    onnx.save(proto, str(path))
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return ops(onnx.load(str(tmp_path / "optimized.onnx")))
+
+
+def test_small_models_store_int8_folded_by_cast_and_mul_at_float_speed(tmp_path, monkeypatch):
+    """Under _kmeans_int8.SMALL_MODEL_VALUES of float weights, weights mode decodes every weight by Cast +
+    Mul, which onnxruntime folds at load: the optimized graph is the fp32 one (atspm_head: the
+    int8-exact form's scale Muls after each op ran 1.07x the fp32 latency). Above it, the exact
+    form (one Cast, a scale Mul after the op) keeps session memory at fp32's."""
+    from onnxcompress.passes import _kmeans_int8
+
+    proto = h.mlp((16, 64, 64, 10))
+    data = feeds((4, 16), n=2)
+    res, q = quantize(proto, data, mode="weights")
+    assert not [t.name for t in q.graph.initializer if t.name.endswith(".q")]
+    assert ops(q)["Mul"] == 3 and all(s.bits == 8.0 for s in res.layers)  # one per weight
+    assert _optimized_ops(q, tmp_path) == _optimized_ops(proto, tmp_path)
+    check_outputs(proto, q, data)
+    monkeypatch.setattr(_kmeans_int8, "SMALL_MODEL_VALUES", 0)
+    _, exact = quantize(proto, data, mode="weights")
+    assert len([t for t in exact.graph.initializer if t.name.endswith(".q")]) == 3
+    assert _optimized_ops(exact, tmp_path).get("Mul", 0) > _optimized_ops(proto, tmp_path).get("Mul", 0)
+
+
+@pytest.mark.usefixtures("exact_form_on_small_models")
 def test_report_rescales_the_original_of_int8_exact_weights():
     """Weights mode stores a MatMul weight as int8 + Cast with the channel scales after the op:
     the HTML report's histogram reads the unscaled int8 grid at the MatMul, so it compares the

@@ -295,3 +295,21 @@ def test_float16_channel_scales_fold_at_load(tmp_path):
     got = session.run(None, {"x": x})[0].astype(np.float32)
     want = h.run(model, {"x": x})[0].astype(np.float32)
     assert np.linalg.norm(got - want) / np.linalg.norm(want) < 0.02
+
+
+def test_a_small_models_8bit_weights_keep_codebooks_that_fold_to_its_own_graph(monkeypatch):
+    """A model under ``_kmeans_int8.SMALL_MODEL_VALUES`` keeps codebooks at 8 bits even on weights
+    large enough for the int8-exact form: folded at load they leave the fp32 graph, where the exact
+    form's scale Mul after each op is a per-call cost (atspm_head: its Gemm lost the Gelu fusion).
+    Above the bound (here: the bound lowered) the same weight takes the exact form."""
+    from onnxcompress.passes import _kmeans_int8
+
+    proto = h.mlp((16, 256, 256, 10))  # fc1: 65536 values, above INT8_FORM_MIN_SIZE
+    small = share(proto, bits=8)[1]
+    int8 = onnx.TensorProto.INT8  # the exact form's codes (a codebook's indices are uint8)
+    assert not [t.name for t in small.graph.initializer if t.data_type == int8]
+    x = np.random.default_rng(0).standard_normal((3, 16)).astype(np.float32)
+    np.testing.assert_allclose(h.run(small, {"x": x})[0], h.run(proto, {"x": x})[0], rtol=0.05, atol=0.02)
+    monkeypatch.setattr(_kmeans_int8, "SMALL_MODEL_VALUES", 0)
+    large = share(proto, bits=8)[1]
+    assert "fc1.weight.q" in {t.name for t in large.graph.initializer if t.data_type == int8}

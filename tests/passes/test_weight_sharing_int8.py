@@ -22,6 +22,9 @@ from tests import helpers as h
 F = onnx.TensorProto.FLOAT
 
 
+pytestmark = pytest.mark.usefixtures("exact_form_on_small_models")
+
+
 def share(model, **options):
     options.setdefault("fold_batchnorm", False)
     options.setdefault("rest", "float32")  # exact decodes; the float16 rest: test_weight_sharing_rest.py
