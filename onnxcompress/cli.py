@@ -310,7 +310,8 @@ def _cmd_auto(args: argparse.Namespace, pipeline: Pipeline | None) -> int:
                            validate_data=getattr(args, "validation_data", None), time_budget=args.time_budget,
                            executor=executor, seed=args.seed or 0, progress=progress,
                            candidates=args.auto_candidates,
-                           allow_more_memory=args.auto_allow_more_memory)
+                           allow_more_memory=args.auto_allow_more_memory,
+                           allow_slower=args.auto_allow_slower)
         finally:
             _clear_progress(progress if tty else None)
     report = compress_file(args.model, args.output, Pipeline.from_recipe(found.recipe),
@@ -502,6 +503,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="with --objective size: keep the smallest file even where onnxruntime needs "
                            "more session memory for it than for the original (by default the layers "
                            "whose decode costs memory back off until it fits)")
+    auto.add_argument("--auto-allow-slower", action="store_true",
+                      help="with --objective size: keep the smallest file even where it runs slower "
+                           "than the original on this machine (by default the layers on decodes that "
+                           "run every call, 4-bit blocks then int8, move to faster ones until it does not)")
     auto.add_argument("--time-budget", type=float, metavar="SECONDS",
                       help="stop searching after this long and keep the best plan found")
     auto.add_argument("--save-recipe", metavar="PATH.json",

@@ -147,7 +147,7 @@ def _float_bytes(layer: LayerChoices) -> int:
     return option.nbytes if option is not None else max(o.nbytes for o in layer.options)
 
 
-def _has_external_data(original: Path | str) -> bool:
+def has_external_data(original: Path | str) -> bool:
     from onnxcompress.model import model_files
 
     try:
@@ -156,7 +156,7 @@ def _has_external_data(original: Path | str) -> bool:
         return False
 
 
-def _write_plan(path: Path, data: bytes, external: bool) -> None:
+def write_plan(path: Path, data: bytes, external: bool) -> None:
     """A plan's model as the final output will be written: with external data when the original
     has it (compress_file keeps that layout, and onnxruntime holds no protobuf copy of external
     weights: khmersm's fp32, 18.0 MB external, 21.6 MB inlined)."""
@@ -190,11 +190,11 @@ def memory_guard(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Eval
     bases = [base]
     ev = chosen
     measured: list[tuple[Evaluation, int, int]] = []  # (plan, its memory, round)
-    external = _has_external_data(original)
+    external = has_external_data(original)
     with tempfile.TemporaryDirectory(prefix="onnxcompress-auto-mem-") as tmp:
         path = Path(tmp) / "plan.onnx"
         for i in range(MAX_ROUNDS + 1):
-            _write_plan(path, evaluate.serialized(ev.plan), external)
+            write_plan(path, evaluate.serialized(ev.plan), external)
             used = measure_memory(path, feed)
             if used is not None and used > memory_limit(min(bases)):
                 confirmed = confirm_excess(original, path, feed, bases, used)

@@ -62,6 +62,7 @@ from onnxcompress.auto.paths import (
     verify,
 )
 from onnxcompress.auto.plan import Plan
+from onnxcompress.auto.speed import speed_guard
 from onnxcompress.auto.targets import COUNTED, Fidelity, Target, parse_target
 from onnxcompress.data import feed_source
 from onnxcompress.errors import ConfigError, DataError
@@ -115,6 +116,7 @@ class AutoResult:
     calibration: list[dict[str, np.ndarray]] = field(default_factory=list)  # what the passes saw
     notes: list[str] = field(default_factory=list)
     memory: dict[str, Any] = field(default_factory=dict)  # the memory guard's measurements
+    speed: dict[str, Any] = field(default_factory=dict)  # the speed guard's
 
     def to_report(self) -> dict[str, Any]:
         """The report's ``auto`` key (the HTML report draws ``front`` and ``plan``)."""
@@ -132,6 +134,7 @@ class AutoResult:
             "seconds": self.seconds,
             "notes": self.notes,
             "memory": self.memory,
+            "speed": self.speed,
         }
 
 
@@ -149,6 +152,7 @@ def search(
     progress: Progress | None = None,
     candidates: str = "default",
     allow_more_memory: bool = False,
+    allow_slower: bool = False,
 ) -> AutoResult:
     """Search per-layer options for ``model_path`` so the compressed model meets ``target`` at the
     least ``objective`` (size: bytes on disk; latency; memory). ``target``: an expression, a
@@ -158,7 +162,8 @@ def search(
     :func:`onnxcompress.data.feed_source` takes. ``candidates``: "default" or "all" (adds
     pruning + k-means per layer; see :mod:`onnxcompress.auto.candidates`). The model never needs
     more onnxruntime session memory than the original (:mod:`onnxcompress.auto.guard`) unless
-    ``allow_more_memory`` (size objective only)."""
+    ``allow_more_memory``, nor runs slower (:mod:`onnxcompress.auto.speed`) unless
+    ``allow_slower`` (both: size objective only)."""
     if objective not in OBJECTIVES:
         raise ConfigError(f"auto: objective must be one of {', '.join(OBJECTIVES)}, got '{objective}'.")
     if candidates not in ("default", "all"):
@@ -168,6 +173,9 @@ def search(
     if allow_more_memory and objective != "size":
         raise ConfigError(f"auto: allowing more session memory than the original is for the size "
                           f"objective only, not '{objective}'.", hint="drop --auto-allow-more-memory")
+    if allow_slower and objective != "size":
+        raise ConfigError(f"auto: allowing a slower model than the original is for the size "
+                          f"objective only, not '{objective}'.", hint="drop --auto-allow-slower")
     started = time.perf_counter()
     deadline = started + time_budget if time_budget else math.inf
     choose_by = started + (1 - VERIFY_SHARE) * time_budget if time_budget else math.inf
@@ -232,6 +240,13 @@ def search(
                                              report, notes)
                 met = holds(final)
                 seconds["memory"] = round(time.perf_counter() - t0, 2)
+            speed: dict[str, Any] = {}
+            if objective == "size" and not allow_slower:
+                t0 = time.perf_counter()
+                final, speed = speed_guard(final, layers, evaluator, model_path, original, search_feeds[0],
+                                           report, notes)
+                met = holds(final)
+                seconds["speed"] = round(time.perf_counter() - t0, 2)
     finally:
         if own:
             executor.close()
@@ -245,7 +260,7 @@ def search(
                                     objective=objective),
         fidelity=final.held, target=goal.text, objective=objective,
         front=evaluator.front(final), layers=_explain(final.plan, layers),
-        seconds=seconds, calibration=calib, notes=notes, memory=memory,
+        seconds=seconds, calibration=calib, notes=notes, memory=memory, speed=speed,
     )
 
 

@@ -1,0 +1,179 @@
+"""The speed guard: auto mode's model (size objective) runs no slower than the original.
+
+The size objective prices bytes only, and two of its options run a kernel of their own on every
+call instead of folding back to the original's float weights at load: a 4-bit block weight
+(``MatMulNBits``, which on a small matrix loses to onnxruntime's float GEMM) and, less so, int8
+(a scale ``Mul`` after the op where the int8-exact form applies). atspm_head's auto plan (one
+128x128 MatMul in 4-bit blocks) ran at 1.03-1.07x the fp32 latency. So the chosen model is timed
+against the original on one search feed (runs alternated, ``passes._speed.alternate_latency``),
+and while it is slower beyond ``SPEED_TOLERANCE`` (confirmed by a second timing), the layers on
+the slowest kind of option move to the cheapest option of a faster kind with no more estimated
+error (4-bit blocks -> int8 usually; then int8 -> a codebook, fp16 or float), and the combined
+model is judged again on the search and held-apart data. A move that loses the target goes to
+float instead; if that loses it too, the plan that met it is kept and the note says how slow.
+
+A timing moves with the machine's load, so the decision is cached per machine (as the quantize
+pass's speed guard caches its own): the same input and options give the same file.
+``search(allow_slower=True)`` (``--auto-allow-slower``) skips the guard.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from onnxcompress.auto.candidates import FLOAT, by_name
+from onnxcompress.auto.paths import holds, option_error, option_name
+from onnxcompress.auto.plan import Plan
+from onnxcompress.passes._bit_allocation import LayerChoices
+
+if TYPE_CHECKING:
+    from onnxcompress.auto.guard import Progress
+    from onnxcompress.auto.search import Evaluation, _Evaluator
+
+logger = logging.getLogger(__name__)
+
+#: Slower than the original by more than this (the quantize speed guard's tolerance for weight
+#: forms) moves layers; the second timing must agree.
+SPEED_TOLERANCE = 0.03
+#: Seconds each timing alternates the two models for (a small model gets thousands of rounds).
+TIMING_SECONDS = 1.0
+MAX_ROUNDS = 2  # one per kind of per-call decode: 4-bit blocks, then int8
+FOLDED = 2  # the speed tier of decodes folded at load: the original's kernels
+
+
+def speed_tier(name: str) -> int:
+    """How much per-call work an option's decode adds, moved away from in this order: 0 a 4-bit
+    block weight (its own kernel every call), 1 int8 (one scale Mul after the op in the exact
+    form), 2 the decodes onnxruntime folds into float weights at load (k-means, fp16), 3 float."""
+    if name == FLOAT.name:
+        return 3
+    pass_name = by_name(name).pass_name
+    return {"blockq": 0, "quantize": 1}.get(pass_name, 2)
+
+
+def next_plan(plan: Plan, layers: list[LayerChoices], to_float: bool = False) -> tuple[Plan, int] | None:
+    """``plan`` with every layer on its slowest kind of per-call decode moved to the cheapest
+    option of a faster kind with no more estimated error (``to_float``: to float); None when no
+    layer is on a per-call decode."""
+    by_label = {layer.label: layer for layer in layers}
+    for tier in range(FOLDED):
+        moves: dict[str, str] = {}
+        for label, name in plan.choices.items():
+            if label not in by_label or speed_tier(name) != tier:
+                continue
+            layer = by_label[label]
+            current = option_error(layer, name)
+            faster = [o for o in layer.options if speed_tier(option_name(o)) > tier
+                      and layer.error(o) <= current and (not to_float or option_name(o) == FLOAT.name)]
+            if faster:
+                moves[label] = option_name(min(faster, key=lambda o: (o.nbytes, layer.error(o))))
+        if moves:
+            return Plan({**plan.choices, **moves}), len(moves)
+    return None
+
+
+def latency_ratio(original: Any, path: Path, feed: dict[str, Any]) -> float | None:
+    """The plan's latency over the original's (a session) on ``feed``: the median of three
+    alternated timings when the first says slower (None when either cannot run)."""
+    from onnxcompress.errors import OnnxCompressError
+    from onnxcompress.passes._speed import alternate_latency
+
+    ratios: list[float] = []
+    for _ in range(3):
+        try:
+            t_original, t_plan = alternate_latency([original, str(path)], feed, budget=TIMING_SECONDS)
+        except (OnnxCompressError, ValueError, RuntimeError) as e:
+            logger.info("auto: the speed guard did not time the plan: %s", e)
+            return None
+        ratios.append(t_plan / t_original if t_original > 0 else 1.0)
+        if ratios[0] <= 1 + SPEED_TOLERANCE:
+            break
+    return statistics.median(ratios)
+
+
+def speed_guard(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Evaluator,
+                original: Path | str, original_model: Any, feed: dict[str, Any], report: Progress,
+                notes: list[str]) -> tuple[Evaluation, dict[str, Any]]:
+    """``chosen``, or the plan moved to faster decodes until it is within ``SPEED_TOLERANCE`` of
+    the original's latency; the second value is what was measured (``ratio``, ``rounds``,
+    ``cached``)."""
+    from onnxcompress import cache, runtime
+    from onnxcompress.auto.guard import has_external_data, write_plan
+    from onnxcompress.errors import OnnxCompressError
+
+    out: dict[str, Any] = {"ratio": None, "rounds": 0, "cached": False}
+    if next_plan(chosen.plan, layers) is None:
+        return chosen, out  # every layer folds at load already: the original's kernels
+    key = _decision_key(original_model, chosen.plan, feed)
+    cached = cache.get_decision(key)
+    if isinstance(cached, dict) and isinstance(cached.get("choices"), dict):
+        plan = Plan(dict(cached["choices"]))
+        ev = chosen if plan.choices == chosen.plan.choices else evaluate(plan, held=True)
+        if holds(ev) or not holds(chosen):
+            out.update(ratio=cached.get("ratio"), rounds=cached.get("rounds", 0), cached=True)
+            if out["rounds"]:
+                notes.append(f"speed guard: {out['rounds']} round(s) of moves to faster decodes, as "
+                             "measured on this machine before")
+            return ev, out
+    try:
+        session = runtime.create_session(original)
+    except OnnxCompressError as e:
+        notes.append(f"speed guard: the original could not be timed ({str(e).split(' Hint:')[0]})")
+        return chosen, out
+    ev = chosen
+    external = has_external_data(original)
+    with tempfile.TemporaryDirectory(prefix="onnxcompress-auto-speed-") as tmp:
+        path = Path(tmp) / "plan.onnx"
+        for i in range(MAX_ROUNDS + 1):
+            write_plan(path, evaluate.serialized(ev.plan), external)
+            ratio = latency_ratio(session, path, feed)
+            out.update(ratio=None if ratio is None else round(ratio, 3), rounds=i)
+            if ratio is None or ratio <= 1 + SPEED_TOLERANCE or i == MAX_ROUNDS:
+                break
+            step = next_plan(ev.plan, layers)
+            if step is None:
+                break
+            report("speed guard", i + 1, MAX_ROUNDS)
+            logger.info("auto: %.2fx the original's latency: %d layer(s) moved to faster decodes",
+                        ratio, step[1])
+            moved = _first_holding(ev, step[0], layers, evaluate)
+            if moved is None:
+                notes.append(f"speed guard: {ratio:.2f}x the original's latency, and no faster plan "
+                             "met the target: kept (--auto-allow-slower silences this)")
+                break
+            notes.append(f"speed guard: {ratio:.2f}x the original's latency: {step[1]} layer(s) moved "
+                         "to decodes onnxruntime folds at load")
+            ev = moved
+    if out["ratio"] is not None and out["ratio"] > 1 + SPEED_TOLERANCE and ev is not chosen:
+        notes.append(f"speed guard: still {out['ratio']:.2f}x the original's latency after the moves")
+    cache.put_decision(key, {"choices": ev.plan.choices, "ratio": out["ratio"], "rounds": out["rounds"]})
+    return ev, out
+
+
+def _first_holding(ev: Evaluation, plan: Plan, layers: list[LayerChoices],
+                   evaluate: _Evaluator) -> Evaluation | None:
+    """``plan`` judged on both data sets, else the same layers moved to float; None when neither
+    holds where ``ev`` did."""
+    candidate = evaluate(plan, held=True)
+    if holds(candidate) or not holds(ev):
+        return candidate
+    to_float = next_plan(ev.plan, layers, to_float=True)
+    if to_float is None or to_float[0].choices == plan.choices:
+        return None
+    candidate = evaluate(to_float[0], held=True)
+    return candidate if holds(candidate) else None
+
+
+def _decision_key(original_model: Any, plan: Plan, feed: dict[str, Any]) -> str:
+    import onnxruntime as ort
+
+    from onnxcompress import __version__, cache
+    from onnxcompress.passes._speed import structure_digest
+
+    shapes = {k: [list(getattr(v, "shape", ())), str(getattr(v, "dtype", ""))] for k, v in feed.items()}
+    return cache.decision_key("auto-speed-guard", __version__, ort.__version__, cache.machine_id(),
+                              structure_digest(original_model), sorted(plan.choices.items()), shapes)

@@ -1,0 +1,116 @@
+"""The speed guard: which options move first and where to, the loop (timings scripted; the
+combined models are the real digits MLP's), its cached decision, and what a search reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import pytest
+
+from onnxcompress.auto import speed
+from onnxcompress.auto.plan import Plan
+from onnxcompress.auto.search import Evaluation, search
+from onnxcompress.auto.speed import next_plan, speed_guard, speed_tier
+from onnxcompress.auto.targets import Fidelity
+from onnxcompress.errors import ConfigError
+from onnxcompress.passes._bit_allocation import LayerChoices
+from tests.auto._common import CALIB, MODELS, top1
+from tests.auto.test_guard import _Built, _opt, _Picky
+
+MODEL = MODELS / "digits_mlp.onnx"
+
+
+def _layer(label: str, nbytes: int, int8_error: float = 0.01) -> LayerChoices:
+    return LayerChoices(label, [_opt("float", nbytes, 0.0), _opt("int4", nbytes // 7, 0.05),
+                                _opt("int8", nbytes // 4, int8_error), _opt("kmeans8", nbytes // 4 + 512, 0.008),
+                                _opt("kmeans4", nbytes // 8, 0.1), _opt("fp16", nbytes // 2, 0.0001)],
+                        sensitivity=1.0)
+
+
+def _layers() -> list[LayerChoices]:
+    return [_layer("fc1.weight", 200_000), _layer("fc2.weight", 40_000), _layer("fc3.weight", 1_000)]
+
+
+def _start() -> Evaluation:
+    plan = Plan({"fc1.weight": "int4", "fc2.weight": "int8", "fc3.weight": "kmeans4"})
+    return Evaluation(plan, 0.0, 0, Fidelity({}, True, 0.0), held=Fidelity({}, True, 0.0))
+
+
+def test_speed_tiers() -> None:
+    assert [speed_tier(n) for n in ("int4", "int8", "kmeans2", "kmeans8", "fp16", "float")] == [0, 1, 2, 2, 2, 3]
+
+
+def test_next_plan_moves_the_slowest_kind_to_the_cheapest_faster_option_with_no_more_error() -> None:
+    layers = [_layer("a", 4000), _layer("b", 4000, int8_error=0.2), _layer("c", 4000)]
+    plan = Plan({"a": "int4", "b": "int4", "c": "int8"})
+    moved, n = next_plan(plan, layers)  # type: ignore[misc]
+    # a: int8 (1 byte a value, less error than its 4-bit blocks); b's int8 errs more: k-means 8;
+    # c is int8, a faster kind than 4-bit blocks: it waits for the next round
+    assert n == 2 and moved.choices == {"a": "int8", "b": "kmeans8", "c": "int8"}
+    moved, n = next_plan(moved, layers)  # type: ignore[misc]
+    assert n == 2 and set(moved.choices.values()) == {"kmeans8"}  # never k-means 4: more error
+    assert next_plan(moved, layers) is None  # every layer folds at load
+    to_float, _ = next_plan(plan, layers, to_float=True)  # type: ignore[misc]
+    assert to_float.choices == {"a": "float", "b": "float", "c": "int8"}
+
+
+def _scripted(ratios: list[float], calls: list[str]):  # noqa: ANN202
+    def latency_ratio(original, path: Path, feed: dict) -> float:  # noqa: ANN001
+        onnx.checker.check_model(onnx.load(str(path)))
+        calls.append(str(path))
+        return ratios[min(len(calls), len(ratios)) - 1]
+    return latency_ratio
+
+
+def test_a_slower_plan_moves_to_faster_decodes_until_it_is_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    built, calls, notes = _Built(), [], []
+    monkeypatch.setattr(speed, "latency_ratio", _scripted([1.2, 1.1, 1.0], calls))
+    ev, out = speed_guard(_start(), _layers(), built, MODEL, built.original, {}, lambda *a: None, notes)  # type: ignore[arg-type]
+    # round 1: the 4-bit block layer to int8; round 2: the int8 layers to k-means 8
+    assert built.plans == [{"fc1.weight": "int8", "fc2.weight": "int8", "fc3.weight": "kmeans4"},
+                           {"fc1.weight": "kmeans8", "fc2.weight": "kmeans8", "fc3.weight": "kmeans4"}]
+    assert ev.plan.choices == built.plans[-1] and out == {"ratio": 1.0, "rounds": 2, "cached": False}
+    assert len(calls) == 3 and sum("speed guard" in n for n in notes) == 2
+    assert top1(MODEL, built.serialized(ev.plan)) >= 0.99
+    # the same plan on this machine again: the decision is read back, nothing is timed
+    calls.clear()
+    again, out = speed_guard(_start(), _layers(), built, MODEL, built.original, {}, lambda *a: None, [])  # type: ignore[arg-type]
+    assert again.plan.choices == ev.plan.choices and out["cached"] is True and calls == []
+
+
+def test_a_plan_within_the_tolerance_is_kept_after_one_timing(monkeypatch: pytest.MonkeyPatch) -> None:
+    built, calls, notes = _Built(), [], []
+    monkeypatch.setattr(speed, "latency_ratio", _scripted([1 + speed.SPEED_TOLERANCE], calls))
+    start = _start()
+    ev, out = speed_guard(start, _layers(), built, MODEL, built.original, {}, lambda *a: None, notes)  # type: ignore[arg-type]
+    assert ev is start and built.plans == [] and not notes and len(calls) == 1 and out["rounds"] == 0
+
+
+def test_a_plan_that_only_folds_is_not_timed(monkeypatch: pytest.MonkeyPatch) -> None:
+    built, calls = _Built(), []
+    monkeypatch.setattr(speed, "latency_ratio", _scripted([2.0], calls))
+    start = Evaluation(Plan({"fc1.weight": "kmeans4", "fc2.weight": "fp16"}), 0.0, 0,
+                       Fidelity({}, True, 0.0), held=Fidelity({}, True, 0.0))
+    ev, out = speed_guard(start, _layers(), built, MODEL, built.original, {}, lambda *a: None, [])  # type: ignore[arg-type]
+    assert ev is start and calls == [] and out["ratio"] is None
+
+
+def test_a_move_that_misses_the_target_goes_to_float_else_the_plan_is_kept(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    start = Evaluation(Plan({"fc1.weight": "int4", "fc2.weight": "kmeans4", "fc3.weight": "kmeans4"}), 0.0, 0,
+                       Fidelity({}, True, 0.0), held=Fidelity({}, True, 0.0))
+    monkeypatch.setattr(speed, "latency_ratio", _scripted([1.2, 1.0], []))
+    built, notes = _Picky({"int8"}), []
+    ev, _ = speed_guard(start, _layers(), built, MODEL, built.original, {}, lambda *a: None, notes)  # type: ignore[arg-type]
+    assert ev.plan.choices["fc1.weight"] == "float" and ev.held is not None and ev.held.met
+    assert built.plans == [{**start.plan.choices, "fc1.weight": "int8"}, ev.plan.choices]
+    monkeypatch.setattr(speed, "latency_ratio", _scripted([1.2], []))
+    built, notes = _Picky({"int8", "float"}), []
+    ev, out = speed_guard(start, _layers(), built, MODEL, built.original, {}, lambda *a: None, notes)  # type: ignore[arg-type]
+    assert ev is start and any("no faster plan met the target" in n for n in notes)
+
+
+def test_allow_slower_is_for_the_size_objective_only() -> None:
+    with pytest.raises(ConfigError, match="size objective only"):
+        search(MODEL, CALIB, objective="latency", allow_slower=True)
