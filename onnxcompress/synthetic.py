@@ -136,6 +136,75 @@ def _index_bound(model: ir.Model, name: str) -> int | None:
     return min(bounds) if bounds else None
 
 
+#: Ops an input passes on its way to the layer that fixes its feature size, keeping that axis last.
+_FEATURE_PATH_OPS = frozenset({"Cast", "Identity", "Unsqueeze", "Squeeze", "Relu", "Abs", "Neg"})
+_RECURRENT = frozenset({"LSTM", "GRU", "RNN"})
+
+
+def _feature_size(model: ir.Model, name: str) -> int | None:
+    """The size an input's last axis must have: the input size of the recurrent layer or the
+    rows of the constant matrix (MatMul, Gemm) it first reaches (madmom's downbeat LSTM and
+    note RNN read ``input [frames, features]`` after an Unsqueeze, their W fixing 314 and 482
+    features; the guessed 16 ran nothing, so ``--validate`` exited 2 and every guard was blind)."""
+    value = next((v for v in model.graph.inputs if v.name == name), None)
+    frontier = [value] if value is not None else []
+    for _ in range(4):
+        nxt = []
+        for v in frontier:
+            for node, idx in v.uses():
+                size = _reads_features(node, idx)
+                if size is not None:
+                    return size
+                if node.op_type in _FEATURE_PATH_OPS and idx == 0 and not _new_last_axis(node):
+                    nxt.extend(node.outputs[:1])
+        frontier = nxt
+    return None
+
+
+def _reads_features(node: ir.Node, index: int) -> int | None:
+    """The feature size ``node`` fixes on its input ``index``'s last axis, if a weight fixes it."""
+    weight = node.inputs[1] if len(node.inputs) > 1 else None
+    shape = weight.shape if weight is not None and weight.const_value is not None else None
+    if index != 0 or shape is None or len(shape) < 2:
+        return None
+    if node.op_type in _RECURRENT and len(shape) == 3:
+        size = shape[2]
+    elif node.op_type == "MatMul":
+        size = shape[-2]
+    elif node.op_type == "Gemm" and len(shape) == 2 and not node.attributes.get_int("transA", 0):
+        size = shape[1] if node.attributes.get_int("transB", 0) else shape[0]
+    else:
+        return None
+    return int(size) if isinstance(size, int) and size > 0 else None
+
+
+def _new_last_axis(node: ir.Node) -> bool:
+    """Whether an Unsqueeze/Squeeze moves which axis is last (an axis added or removed at the end)."""
+    if node.op_type not in ("Unsqueeze", "Squeeze"):
+        return False
+    axes = node.attributes.get_ints("axes", None)
+    if axes is None and len(node.inputs) > 1 and node.inputs[1] is not None:
+        const = node.inputs[1].const_value
+        producer = node.inputs[1].producer()
+        if const is None and producer is not None and producer.op_type == "Constant":
+            const = producer.attributes.get_tensor("value", None)
+        axes = None if const is None else [int(a) for a in const.numpy().ravel()]
+    rank_in = node.inputs[0].shape.rank() if node.inputs[0].shape is not None else None
+    if axes is None or rank_in is None:
+        return True
+    rank_out = rank_in + len(axes) if node.op_type == "Unsqueeze" else rank_in - len(axes)
+    last = rank_out - 1 if node.op_type == "Unsqueeze" else rank_in - 1
+    rank = rank_out if node.op_type == "Unsqueeze" else rank_in
+    return any(a % rank == last for a in axes)
+
+
+def _with_feature_size(spec: InputSpec, dims: tuple[int, ...], size: int | None) -> tuple[int, ...]:
+    """``dims`` with its last axis at ``size`` where the model declares that axis dynamic."""
+    if size is None or not spec.shape or len(spec.shape) < 2 or not is_dynamic_dim(spec.shape[-1]):
+        return dims
+    return (*dims[:-1], size)
+
+
 def first_feed(model: ir.Model, source: FeedSource | None, *, seed: int = 0) -> tuple[Feed | None, str]:
     """One sample to run a model on where any will do (timing, a finite-output check): the
     first of ``source``, else one synthetic sample; with where it came from (or why there is
@@ -174,8 +243,9 @@ def synthetic_feeds(
             f"--shape names unknown input(s) {', '.join(sorted(unknown))}; the model's inputs are "
             f"{', '.join(s.name for s in specs)}."
         )
-    concrete = _one_size_per_symbol(specs, {s.name: concrete_shape(s, shapes.get(s.name)) for s in specs},
-                                    given=set(shapes))
+    guessed = {s.name: concrete_shape(s, shapes[s.name]) if s.name in shapes else
+               _with_feature_size(s, concrete_shape(s), _feature_size(model, s.name)) for s in specs}
+    concrete = _one_size_per_symbol(specs, guessed, given=set(shapes))
     bounds = {s.name: _index_bound(model, s.name) for s in specs if s.dtype.kind in "iu"}
     concrete = _runnable_sizes(model, specs, concrete, bounds, given=set(shapes))
 
@@ -289,11 +359,16 @@ def _runnable_sizes(model: ir.Model, specs: list[InputSpec], concrete: dict[str,
         return cached[key]
     found = concrete
     if not _runs(model, specs, concrete, bounds):
-        for size in LARGER_SIZES:
-            tried = {name: tuple(max(n, size) if a in guessed.get(name, ()) else n
+        # Axis 0 last: it is a batch almost always, but some exports take [frames, features]
+        # whole (madmom's beat TCN: a 3x3 Conv over the frames could not run on 1 of them).
+        leading = {s.name: [0] for s in specs if s.name not in given and s.shape and len(s.shape) > 1
+                   and is_dynamic_dim(s.shape[0])}
+        raised = [guessed, {k: sorted({*guessed.get(k, ()), *leading.get(k, ())}) for k in guessed}]
+        for axes, size in ((a, n) for a in raised[: 2 if leading else 1] for n in LARGER_SIZES):
+            tried = {name: tuple(max(n, size) if a in axes.get(name, ()) else n
                                  for a, n in enumerate(shape)) for name, shape in concrete.items()}
             if _input_bytes(specs, tried) > MAX_PROBE_INPUT_BYTES:
-                break  # the sizes only grow from here
+                continue  # these sizes only grow from here; the next axes may start smaller
             if tried != concrete and _runs(model, specs, tried, bounds):
                 logger.info("Synthetic inputs: the model runs with dynamic dimensions of %d (not on "
                             "the guessed sizes).", size)

@@ -420,3 +420,48 @@ def test_larger_synthetic_sizes_stop_where_the_input_would_be_too_large(monkeypa
     assert len(tried) >= 2  # the guessed sizes, then larger ones
     assert all(4 * np.prod(shape) <= synthetic.MAX_PROBE_INPUT_BYTES for shape in tried)
     assert max(shape[2] for shape in tried) == 1024  # 4096 x 4096 x 3 would be 201 MB
+
+
+def test_synthetic_feature_size_is_read_from_the_layer_that_fixes_it():
+    """madmom's downbeat LSTM and note RNN take ``input [frames, features]`` with both axes
+    dynamic, and W fixes the features (314, 482): the guessed 16 ran nothing, so --validate
+    exited 2 and every guard ran blind. The size is read from the recurrent layer's W, or the
+    rows of a constant MatMul / Gemm matrix, through Unsqueeze and Cast."""
+    rnn = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[T, F] x) => (float[T, 1, 1, 4] y) {
+            axes = Constant <value = int64[1] {1}> ()
+            xb = Unsqueeze(x, axes)
+            y, h = RNN <hidden_size = 4> (xb, W, R)
+        }
+    """)
+    rng = np.random.default_rng(0)
+    rnn.graph.initializer.extend([onnx.numpy_helper.from_array(rng.standard_normal((1, 4, 7)).astype(np.float32), "W"),
+                                  onnx.numpy_helper.from_array(rng.standard_normal((1, 4, 4)).astype(np.float32), "R")])
+    mm = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, F] x) => (float[N, 3] y) { c = Cast <to = 1> (x)  y = MatMul(c, B) }
+    """)
+    mm.graph.initializer.append(onnx.numpy_helper.from_array(np.ones((5, 3), np.float32), "B"))
+    for proto, size in ((rnn, 7), (mm, 5)):
+        model = load_model(proto)
+        feed = next(iter(synthetic_feeds(model, 1, seed=0)))
+        assert feed["x"].shape[-1] == size
+        h.run(proto, feed)  # it runs
+
+
+def test_synthetic_sizes_raise_a_dynamic_leading_axis_when_nothing_else_runs():
+    """madmom's beat TCN takes ``input [frames, 81]`` whole and runs a 3x3 Conv over the frames:
+    axis 0, guessed as a batch of 1, was never raised, so no guard could run it."""
+    proto = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[T, F] x) => (float[1, 2, A, B] y) {
+            axes = Constant <value = int64[2] {0, 1}> ()
+            x4 = Unsqueeze(x, axes)
+            y = Conv <kernel_shape = [3, 3]> (x4, W)
+        }
+    """)
+    proto.graph.initializer.append(onnx.numpy_helper.from_array(np.ones((2, 1, 3, 3), np.float32), "W"))
+    feed = next(iter(synthetic_feeds(load_model(proto), 1, seed=0)))
+    assert feed["x"].shape[0] >= 3
+    h.run(proto, feed)

@@ -36,12 +36,17 @@ logger = logging.getLogger(__name__)
 COMPUTE_CHOICES = ("auto", "always", "never")
 
 
+#: Why a model is not timed for its size: its fp16 compute is kept (a fallback would hold the
+#: float32 model beside the fp16 one, two copies of a model this large).
+TOO_LARGE_TO_TIME = "the model is large (over 2 GB)"
+
+
 def latency_ratio(original: ir.Model, converted: ir.Model, context: PassContext,
                   config: dict) -> tuple[float | None, str]:
     """fp16 / fp32 latency on one sample (the first calibration sample, else a synthetic one),
     or None with the reason it was not measured; cached per machine and graph structure."""
     if tensor_bytes(original) > EXTERNAL_DATA_THRESHOLD:  # external data alone: see _int8_guard.fits
-        return None, "the model is large (over 2 GB)"
+        return None, TOO_LARGE_TO_TIME
     key = cache.decision_key("float16-speed-guard", "1 thread", __version__, ort.__version__,
                              cache.machine_id(), config, structure_digest(original),
                              structure_digest(converted))

@@ -29,7 +29,7 @@ from onnxcompress import runtime
 from onnxcompress.model import external_base_dir, release_external, to_proto
 from onnxcompress.opset import opset_version, upgrade_opset
 from onnxcompress.passes._float16_check import fidelity_check
-from onnxcompress.passes._float16_speed import COMPUTE_CHOICES, latency_ratio, too_slow
+from onnxcompress.passes._float16_speed import COMPUTE_CHOICES, TOO_LARGE_TO_TIME, latency_ratio, too_slow
 from onnxcompress.passes._half_store import cast_node as _cast
 from onnxcompress.passes._half_store import fits_half as _fits_half
 from onnxcompress.passes._half_store import store_narrow
@@ -129,29 +129,19 @@ class Float16(Pass):
         if original is None or not result.layers:
             return converted
         ratio, source = latency_ratio(original, converted, context, cfg.to_dict())
-        if ratio is None:
+        if source == TOO_LARGE_TO_TIME:
             result.note(f"fp16 compute kept without a speed check ({source})")
             return converted
-        result.metrics["fp16_compute_latency_ratio"] = ratio
-        if not too_slow(ratio):
-            result.note(f"speed guard: fp16 compute {ratio:.2f}x float32's latency on this CPU")
-            return converted
-        # Weights the conversion kept float32 (the fidelity check's layers, --exclude) stay so.
-        kept = {name for name, v in converted.graph.initializers.items()
-                if v.const_value is not None and v.const_value.dtype == FLOAT}
-        kept &= set(original.graph.initializers)
-        headlines = list(result.headlines)
-        result.layers.clear()
-        result.skipped.clear()
-        result.notes.clear()
-        result.metrics.clear()
-        result.metrics["fp16_compute_latency_ratio"] = ratio
-        stored = _stored_half(original, tuple(cfg.exclude) + tuple(sorted(kept)), context, result)
-        result.headlines[:] = headlines
-        result.headline(f"fp16 compute measured {ratio:.2f}x float32's latency on this CPU: weights "
-                        "stored in fp16 with a Cast, compute float32 (same file size; "
-                        "--float16-compute always keeps fp16 compute)")
-        return stored
+        if ratio is not None:
+            result.metrics["fp16_compute_latency_ratio"] = ratio
+            if not too_slow(ratio):
+                result.note(f"speed guard: fp16 compute {ratio:.2f}x float32's latency on this CPU")
+                return converted
+        # Too slow, or not timed (madmom's beat TCN, untimed: 2.42x): float32 compute, whose
+        # speed is the original's by construction.
+        why = (f"fp16 compute measured {ratio:.2f}x float32's latency on this CPU" if ratio is not None
+               else f"fp16 compute could not be timed ({source})")
+        return _stored_instead(original, converted, cfg, context, result, why)
 
     def _compute_half(self, model: ir.Model, context: PassContext, result: PassResult) -> ir.Model | None:
         """The model computing in float16, or None when onnxruntime cannot load that graph."""
@@ -343,6 +333,29 @@ def _left_quantized(model: ir.Model, context: PassContext, result: PassResult) -
     result.skip("model", "already quantized (int8 ops): 16-bit floats would move what its int8 "
                          "activations round to")
     return True
+
+
+def _stored_instead(original: ir.Model, converted: ir.Model, cfg: Float16Config, context: PassContext,
+                    result: PassResult, why: str) -> ir.Model:
+    """``original`` with fp16 storage and float32 compute in place of ``converted`` (fp16
+    compute), the result's records replaced and a headline saying ``why``. Weights the
+    conversion kept float32 (the fidelity check's layers, --exclude) stay so."""
+    kept = {name for name, v in converted.graph.initializers.items()
+            if v.const_value is not None and v.const_value.dtype == FLOAT}
+    kept &= set(original.graph.initializers)
+    headlines = list(result.headlines)
+    ratio = result.metrics.get("fp16_compute_latency_ratio")
+    result.layers.clear()
+    result.skipped.clear()
+    result.notes.clear()
+    result.metrics.clear()
+    if ratio is not None:
+        result.metrics["fp16_compute_latency_ratio"] = ratio
+    stored = _stored_half(original, tuple(cfg.exclude) + tuple(sorted(kept)), context, result)
+    result.headlines[:] = headlines
+    result.headline(f"{why}: weights stored in fp16 with a Cast, compute float32 (same file size; "
+                    "--float16-compute always keeps fp16 compute)")
+    return stored
 
 
 def _stored_half(model: ir.Model, exclude: tuple[str, ...], context: PassContext,

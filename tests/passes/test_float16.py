@@ -197,6 +197,27 @@ def _compute_types(proto: onnx.ModelProto) -> set[int]:
     return {types[n.output[0]] for n in proto.graph.node if n.op_type in ("MatMul", "Conv", "Gemm")}
 
 
+def test_float16_compute_that_cannot_be_timed_is_not_kept(monkeypatch) -> None:
+    """An fp16 graph the speed guard cannot time (madmom's beat TCN ran nothing on synthetic
+    inputs: 2.42x float32's latency, kept "without a speed check") is stored in fp16 and computes
+    in float32, whose speed is the original's."""
+    from onnxcompress.errors import RuntimeUnavailableError
+    from onnxcompress.passes import _float16_speed
+
+    def cannot_run(sessions, feed, budget):  # noqa: ANN001, ARG001
+        raise RuntimeUnavailableError("onnxruntime cannot run the model on the timing sample")
+
+    monkeypatch.setattr(_float16_speed, "alternate_latency", cannot_run)
+    path = ROOT / "models" / "digits_cnn.onnx"
+    result = Float16().run(load_model(path))
+    proto = to_proto(result.model)
+    onnx.checker.check_model(proto)
+    assert "fp16_compute_latency_ratio" not in result.metrics
+    assert any("fp16 compute could not be timed" in h for h in result.headlines)
+    assert _compute_types(proto) == {onnx.TensorProto.FLOAT}
+    assert len(proto.SerializeToString()) < 0.57 * path.stat().st_size
+
+
 def test_float16_slower_on_this_cpu_stores_weights_and_computes_float32(monkeypatch) -> None:
     calls = _timed(monkeypatch, 1.2)
     path = ROOT / "models" / "digits_cnn.onnx"
