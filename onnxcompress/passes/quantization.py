@@ -48,6 +48,7 @@ from onnxcompress.opset import opset_version, upgrade_opset
 from onnxcompress.passes._float_rest import REST_ROLES, store_rest
 from onnxcompress.passes._folding import fold_batchnorm
 from onnxcompress.passes._int8 import (
+    ROW_SCALES,
     _apply_static,
     _decoded_source,
     _dequantized_weight,
@@ -295,7 +296,8 @@ class Quantize(Pass):
         for i, w in enumerate(index):
             if progress is not None:  # per weight: large models get a time estimate
                 progress("quantize: int8 weights", i, len(index))
-            if w.role not in (ROLE_WEIGHT, ROLE_EMBEDDING, ROLE_RECURRENT) or not w.is_float:
+            if w.role not in (ROLE_WEIGHT, ROLE_EMBEDDING, ROLE_RECURRENT) or not w.is_float \
+                    or w.value.meta.get(ROW_SCALES):  # weights mode stores Gather tables first
                 continue
             if ops is not None and not set(w.op_types) <= ops:
                 continue
@@ -346,6 +348,8 @@ class Quantize(Pass):
             # load_model leaves unfolded: folding would grow the file): int8 where they are,
             # decoded in front of the readers (silero_vad: 1.55x -> see README).
             for scope, graph, value in shape_read_weights(model, MIN_STORAGE_WEIGHTS):
+                if value.meta.get(ROW_SCALES):  # a Gather table's own, read by a Gather too
+                    continue
                 label = f"{scope}{value.name}"
                 if matches(label, cfg.exclude) or label in keep:
                     result.skip(label, "excluded" if label not in keep else "kept float")

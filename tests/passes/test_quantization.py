@@ -686,6 +686,25 @@ def test_a_gathered_table_feeding_a_graph_output_keeps_its_name():
     assert rel_error(a, b) < 0.01
 
 
+@pytest.mark.parametrize("mode", ["dynamic", "weights"])
+def test_a_gathered_tables_row_scales_are_not_taken_for_one_more_table(mode):
+    """The row scales the Gather form writes ([rows, 1], read by a Gather) were found as one more
+    weight only shape-only ops read and stored as int8 + float scales of their own: larger than
+    they were (batch 9, lac_encoder's 58224-row embedding: 227 KB -> 284 KB)."""
+    proto = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (int64[n] ids) => (float[n, 16] rows) {
+            rows = Gather <axis = 0> (table, ids)
+        }
+    """)
+    proto = h.attach_initializers(proto, {"table": h.rng(2).standard_normal((2000, 16)).astype(np.float32)})
+    res, q = quantize(proto, mode=mode)
+    onnx.checker.check_model(q)
+    assert [s.name for s in res.layers] == ["table"]
+    scales = [t for t in q.graph.initializer if t.name.startswith("table_scale")]
+    assert [(t.data_type, list(t.dims)) for t in scales] == [(onnx.TensorProto.FLOAT, [2000, 1])]
+
+
 # -- models whose inputs cannot be guessed (issue 11) ----------------------------------------
 
 
