@@ -253,9 +253,12 @@ class Prune(Pass):
         cost_before = macs.count_macs(model)
         by_node_before = cost_before.by_node()
         index = WeightIndex.build(model)
+        indexed = {id(w.value) for w in index}  # a Gather's table is a weight of its own
         for scope, _, value in shape_read_weights(model):
             # Read through overlapping Slices or carried into a Loop's body (batch 5: chars2vec's
             # LSTM matrices, 99.5% of the file, went unnamed): masks do not follow those readers
+            if id(value) in indexed:
+                continue
             result.skip(f"{scope}{value.name}", "read through Slice/Split or carried into a Loop: "
                         "pruning does not follow it (int8 and k-means store it compressed)")
         if cfg.pattern == "channel":

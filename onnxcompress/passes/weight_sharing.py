@@ -110,6 +110,7 @@ from onnxcompress.weights import (
     COMPUTE_ROLES,
     ROLE_BIAS,
     ROLE_ELEMENTWISE,
+    ROLE_EMBEDDING,
     ROLE_NORM,
     ROLE_RECURRENT,
     Weight,
@@ -389,7 +390,9 @@ class WeightSharing(Pass):
         except OnnxCompressError as e:
             result.note(f"calibration data unused: {e.message}")
             return {}, {}
-        missing = [w for w in weights if w.label not in moments]
+        # Tables a Gather reads rows of have no input to weigh by: not worth a note (lac_encoder's
+        # embedding was said to be "e.g. in a subgraph" in a graph without one).
+        missing = [w for w in weights if w.label not in moments and w.role != ROLE_EMBEDDING]
         if missing:
             why = ("LSTM/GRU/RNN weights: the cell reads them with its own state"
                    if all(w.role == ROLE_RECURRENT for w in missing)

@@ -658,3 +658,21 @@ def test_channel_pruning_far_short_of_the_sparsity_asked_says_so():
     res, _, _ = prune(model, sparsity=0.3, pattern="channel", round_to=1, keep_first=False, min_size=0)
     assert res.modified  # w3's channels go
     assert any("where 30% was asked" in line and "shared by several nodes" in line for line in res.headlines)
+
+
+def test_a_gather_table_is_not_said_to_be_read_through_slices():
+    """A table one Gather reads (its rows then transposed, their shape taken) was skipped as
+    "read through Slice/Split or carried into a Loop" (batch 9, lac_encoder's embedding): it is
+    a weight of its own, with its own reason."""
+    proto = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (int64[n, t] ids) => (float[t, n, 16] y, int64[3] s) {
+            rows = Gather <axis = 0> (table, ids)
+            y = Transpose <perm = [1, 0, 2]> (rows)
+            s = Shape(rows)
+        }
+    """)
+    proto = h.attach_initializers(proto, {"table": h.rng(0).standard_normal((2000, 16)).astype(np.float32)})
+    result, _, _ = prune(proto, sparsity=0.5)
+    reasons = [reason for reason, names in result.skipped.items() if "table" in names]
+    assert reasons and not any("Slice/Split" in r for r in reasons), result.skipped

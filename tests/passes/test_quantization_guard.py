@@ -485,6 +485,17 @@ def test_flips_count_only_outputs_that_look_like_class_scores():
     assert scores(_head_model("linear", 64), peak=100.0) == [True]
     assert scores(_head_model("linear", 1000)) == [True]  # a vocabulary's logits
     assert scores(_head_model("relu", 1000), peak=100.0) == [False]
+
+    def with_gap(proto, gap: float) -> list[bool]:
+        ref = h.run(proto, {"x": h.rng(4).standard_normal((1, 40, 32)).astype(np.float32)})
+        rest = ref[0][..., 1:]
+        ref[0][..., 0] = rest.max(-1) + gap * rest.std(-1)  # class 0 wins by `gap` row sds
+        return class_score_outputs(load_model(proto), [ref])
+
+    # a tagger's CRF emissions win by 0.67-0.84 row sds (batch 9, LAC's 59 tags; held to a cosine
+    # at 1.0, auto lost 2.5 points of them); projected features by ~0.3
+    assert with_gap(_head_model("linear", 64), 0.75) == [True]
+    assert with_gap(_head_model("linear", 64), 0.35) == [False]
     # The STFT-like model's 64 projected bins per frame are no class scores: int8 compute is
     # not backed off for their argmax moving (it was, before the rule), the deviation decides.
     from tests import unrunnable
