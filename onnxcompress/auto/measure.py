@@ -140,7 +140,7 @@ def run_outputs(model: Any, feeds: list[Mapping[str, np.ndarray]],
     session = create_session(model, label=label, arena=False)
     names = [o.name for o in session.get_outputs()]
     inputs = {i.name for i in session.get_inputs()}
-    batch = _batch_outputs(session)
+    batch = _batch_outputs(session) or _frame_outputs(session, feeds, inputs)
     rows: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for feed in feeds:
         outs = session.run(None, {k: v for k, v in feed.items() if k in inputs})
@@ -160,6 +160,47 @@ def _batch_outputs(session: Any) -> set[str]:
         return set()
     axis = next(iter(firsts))
     return {o.name for o in session.get_outputs() if o.shape and o.shape[0] == axis}
+
+
+#: Frames a feed's leading axis is cropped by (at least one) to see which outputs follow it.
+FRAME_CROP = 8
+
+
+def _frame_outputs(session: Any, feeds: list[Mapping[str, np.ndarray]], inputs: set[str]) -> set[str]:
+    """Outputs whose first axis follows the frames of inputs taken whole (no batch axis: the
+    inputs' dynamic first axes are not one symbol): their rows are frames, each a decision or a
+    value of its own, found by running the first feed with those inputs cropped by
+    1/FRAME_CROP. madmom's downbeat BLSTM (input [frames, 314], output [frames, 3]: beat,
+    downbeat or none per frame) was held to every one of a sample's 600 frames agreeing (auto
+    1.52x where uniform int8 keeps 99.9 of the frames at 3.43x), its beat TCN's activation curve
+    [frames - 4] to its arg-max frame (1.69x against 2.35x)."""
+    if not feeds:
+        return set()
+    dynamic = {i.name for i in session.get_inputs() if i.name in inputs and i.shape
+               and not (isinstance(i.shape[0], int) and i.shape[0] > 0)}
+    feed = {k: np.asarray(v) for k, v in feeds[0].items() if k in inputs}
+    crop = {k: v[: len(v) - max(1, len(v) // FRAME_CROP)] for k, v in feed.items()
+            if k in dynamic and v.ndim >= 2 and len(v) > FRAME_CROP}
+    if not crop:
+        return set()
+    try:
+        whole = session.run(None, feed)
+        cropped = session.run(None, {**feed, **crop})
+    except Exception:  # noqa: BLE001 - a model that needs its whole input: samples as they are
+        return set()
+    return {o.name for o, a, b in zip(session.get_outputs(), whole, cropped, strict=True)
+            if np.ndim(a) >= 1 and np.ndim(a) == np.ndim(b) and len(a) > len(b)
+            and np.shape(a)[1:] == np.shape(b)[1:]}
+
+
+def frame_output_names(model_path: str | Path, feeds: list) -> list[str]:
+    """The outputs ``run_outputs`` takes as frames of an input (``_frame_outputs``)."""
+    from onnxcompress.runtime import create_session
+
+    session = create_session(model_path, label="the original model", arena=False)
+    if _batch_outputs(session):
+        return []
+    return sorted(_frame_outputs(session, feeds, {i.name for i in session.get_inputs()}))
 
 
 def _stack(parts: list[np.ndarray], batch: bool = False) -> np.ndarray:

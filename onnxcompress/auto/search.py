@@ -44,6 +44,7 @@ from onnxcompress.auto.guard import memory_guard
 from onnxcompress.auto.measure import (
     PROBE_SAMPLES,
     class_score_names,
+    frame_output_names,
     objective_cost,
     plain_output_names,
     run_outputs,
@@ -192,7 +193,8 @@ def search(
                                             for v in search_feeds[0].values())
         goal = parse_target(target, ref_search, class_scores=scores, token_inputs=tokens,
                             image_inputs=bool(search_feeds) and has_image_input(search_feeds[0]),
-                            plain=plain_output_names(original, ref_search) if target is None else ())
+                            plain=plain_output_names(original, ref_search) if target is None else (),
+                            frames=frame_output_names(model_path, search_feeds) if target is None else ())
     if goal.needs_labels and (search_labels is None or held_labels is None):
         raise ConfigError(f"target {goal.text}: the data has no labels.",
                           hint="store them as 'labels' in the .npz, or use top1>=...")
