@@ -72,6 +72,7 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
+from onnxcompress import kmeans
 from onnxcompress.errors import OnnxCompressError
 from onnxcompress.layerwise import codebook
 from onnxcompress.layerwise.collection import weight_moments
@@ -80,8 +81,9 @@ from onnxcompress.opset import opset_version, upgrade_opset
 from onnxcompress.passes import _kmeans_lstm
 from onnxcompress.passes._float_rest import REST_ROLES, store_rest
 from onnxcompress.passes._folding import fold_batchnorm
+from onnxcompress.passes._int8 import ROW_SCALES, _gathered_weight, _row_gather_only
 from onnxcompress.passes._kmeans_allocate import _allocate
-from onnxcompress.passes._kmeans_codebook import _model_group
+from onnxcompress.passes._kmeans_codebook import INT8_FORM_MIN_SIZE, _model_group
 from onnxcompress.passes._kmeans_config import (  # noqa: F401 (re-exported: the pass's options)
     ALLOCATION_MIN_SIZE,
     ALLOCATIONS,
@@ -103,6 +105,7 @@ from onnxcompress.passes._kmeans_int8 import exact_form_pays
 from onnxcompress.passes._kmeans_select import _first_kept_float, _shape_read
 from onnxcompress.passes._kmeans_share import _FIT, _fit_own, _share, _share_model_codebook
 from onnxcompress.passes._prune_select import _first_last_nodes
+from onnxcompress.passes._qdq import Builder
 from onnxcompress.passes._spectral import LOG_REASON, spectral_basis
 from onnxcompress.passes.base import Pass, PassContext, PassResult
 from onnxcompress.stats import gzip_size
@@ -115,6 +118,7 @@ from onnxcompress.weights import (
     ROLE_RECURRENT,
     Weight,
     WeightIndex,
+    model_names,
 )
 
 logger = logging.getLogger(__name__)
@@ -125,6 +129,15 @@ _ROLE_REASONS = {
     ROLE_NORM: "normalization parameter: not clustered",
     ROLE_ELEMENTWISE: "elementwise constant: not a layer weight",
 }
+
+
+def _gathered_rows(w: Weight, bits: int, cfg: WeightSharingConfig, formats: Formats) -> bool:
+    """Whether ``w`` is stored as int8 rows gathered at run time: 8 bits asked, a table of at
+    least ``INT8_FORM_MIN_SIZE`` float32 values that only row Gathers read, in a model where the
+    exact forms pay (``Formats.exact_form``), with the default decode and storage."""
+    return (bits >= kmeans.MAX_BITS and cfg.decode == "auto" and formats.exact_form
+            and formats.storage in ("auto", "uint8") and not cfg.per_channel
+            and w.dtype == ir.DataType.FLOAT and w.size >= INT8_FORM_MIN_SIZE and _row_gather_only(w))
 
 
 class WeightSharing(Pass):
@@ -207,6 +220,17 @@ class WeightSharing(Pass):
                 w.release()
             done += len(members)
             context.report_progress("k-means", done, len(todo))
+        # 8-bit tables only Gathers read, in a large model: int8 rows gathered at run time (the
+        # quantize pass's form), not a codebook whose decode folds the whole table at load
+        # (lac_encoder's 58224 x 128 embedding at k-means 8: peak session memory 141.9 MB
+        # against fp32's 71.0, and live no lower; int8 rows: 25.0 and 21.4).
+        rows = [(w, bits) for w, bits in singles if _gathered_rows(w, bits, cfg, formats)]
+        for w, _ in rows:
+            scratch = PassResult(self.name, {}, model)
+            _gathered_weight(w, Builder(w.graph, model_names(model)), scratch)
+            stats += scratch.layers
+            w.release()
+        singles = [s for s in singles if s not in rows]
         refit = self._refitter(model, [w for w, _ in singles], cfg, context, result, means)
         grouped = len(stats)
         # With reconstruct, a stage of weights is clustered, refit and judged together before
@@ -240,6 +264,8 @@ class WeightSharing(Pass):
         # load_model leaves unfolded): stored once, decoded in front of the readers, as int8
         # does (silero_vad: 1 MB of LSTM weights stayed float).
         for w in _shape_read(model):
+            if w.value.meta.get(ROW_SCALES):  # the gathered rows' own scales
+                continue
             bits = self._select(w, cfg, result)
             if not bits:
                 continue
