@@ -296,18 +296,19 @@ def measure_candidate(task: dict[str, Any]) -> Measured:
             replay = Pipeline.from_recipe({"passes": steps, "seed": task.get("seed", 0), "check": "none"})
             proto = to_proto(replay.run(base, calibration=task.get("calibration")).model)
         latency, float_latency = _latencies(base, proto, [k for k in labels if k in after], index, feeds[0])
-    outputs = _uniform_outputs(proto, task["outputs"]) if task.get("outputs") and after else None
+    outputs = (_uniform_outputs(proto, task["outputs"], task.get("rows"))
+               if task.get("outputs") and after else None)
     return Measured(cand.name, before, after, deviation, cost_total,
                     time.perf_counter() - start, skipped or None, werr, latency, float_latency, outputs)
 
 
-def _uniform_outputs(proto: Any, feeds_path: str) -> dict[str, np.ndarray] | None:
+def _uniform_outputs(proto: Any, feeds_path: str, rows: list[str] | None) -> dict[str, np.ndarray] | None:
     """The uniform model's outputs on the feeds at ``feeds_path``, or None when it does not run
     (the search then builds the uniform plan to find out)."""
     from onnxcompress.auto.measure import probe_feeds, run_outputs
 
     try:
-        return run_outputs(proto, probe_feeds(feeds_path))
+        return run_outputs(proto, probe_feeds(feeds_path), rows=rows)
     except Exception as e:  # onnxruntime's run errors are not RuntimeErrors; a screen only
         logger.info("auto: the uniform model's outputs are unavailable: %s", e)
         return None

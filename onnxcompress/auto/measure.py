@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -133,20 +133,26 @@ def plain_output_names(original: Any, outputs: Mapping[str, np.ndarray]) -> list
 
 
 def run_outputs(model: Any, feeds: list[Mapping[str, np.ndarray]],
-                label: str = "the auto-mode candidate") -> dict[str, np.ndarray]:
-    """Every output of ``model`` (a path or model) on each feed, stacked on axis 0."""
+                label: str = "the auto-mode candidate",
+                rows: Collection[str] | None = None) -> dict[str, np.ndarray]:
+    """Every output of ``model`` (a path or model) on each feed, stacked on axis 0; the outputs
+    in ``rows`` (None: found as ``row_outputs`` finds them) concatenated as rows of their own.
+    A search finds them once, on the original, and hands them to every candidate's run: they
+    are stacked as the reference is, without a probe run each time."""
     from onnxcompress.runtime import create_session
 
     session = create_session(model, label=label, arena=False)
     names = [o.name for o in session.get_outputs()]
     inputs = {i.name for i in session.get_inputs()}
-    batch = _batch_outputs(session) or _frame_outputs(session, feeds, inputs)
-    rows: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    if rows is None:
+        rows = set().union(*_row_outputs(session, feeds))
+    batch = set(rows)
+    rows_of: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for feed in feeds:
         outs = session.run(None, {k: v for k, v in feed.items() if k in inputs})
         for n, o in zip(names, outs, strict=True):
-            rows[n].append(np.asarray(o))
-    return {n: _stack(v, n in batch) for n, v in rows.items()}
+            rows_of[n].append(np.asarray(o))
+    return {n: _stack(v, n in batch) for n, v in rows_of.items()}
 
 
 def _batch_outputs(session: Any) -> set[str]:
@@ -193,14 +199,22 @@ def _frame_outputs(session: Any, feeds: list[Mapping[str, np.ndarray]], inputs: 
             and np.shape(a)[1:] == np.shape(b)[1:]}
 
 
-def frame_output_names(model_path: str | Path, feeds: list) -> list[str]:
-    """The outputs ``run_outputs`` takes as frames of an input (``_frame_outputs``)."""
+def row_outputs(model: Any, feeds: list) -> tuple[set[str], set[str]]:
+    """The outputs whose rows are samples of their own: (on the model's batch axis, following
+    the frames of an input taken whole); the second only where the first is empty."""
     from onnxcompress.runtime import create_session
 
-    session = create_session(model_path, label="the original model", arena=False)
-    if _batch_outputs(session):
-        return []
-    return sorted(_frame_outputs(session, feeds, {i.name for i in session.get_inputs()}))
+    return _row_outputs(create_session(model, label="the original model", arena=False), feeds)
+
+
+def _row_outputs(session: Any, feeds: list) -> tuple[set[str], set[str]]:
+    batch = _batch_outputs(session)
+    return batch, set() if batch else _frame_outputs(session, feeds, {i.name for i in session.get_inputs()})
+
+
+def frame_output_names(model_path: str | Path, feeds: list) -> list[str]:
+    """The outputs ``run_outputs`` takes as frames of an input (``_frame_outputs``)."""
+    return sorted(row_outputs(model_path, feeds)[1])
 
 
 def _stack(parts: list[np.ndarray], batch: bool = False) -> np.ndarray:

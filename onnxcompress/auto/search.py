@@ -44,9 +44,9 @@ from onnxcompress.auto.guard import memory_guard
 from onnxcompress.auto.measure import (
     PROBE_SAMPLES,
     class_score_names,
-    frame_output_names,
     objective_cost,
     plain_output_names,
+    row_outputs,
     run_outputs,
     save_feeds,
 )
@@ -183,8 +183,11 @@ def search(
     report = progress or (lambda stage, done, total: None)
     original = load_model(model_path)
     search_feeds, search_labels, held_feeds, held_labels = _split(original, calibration, validate_data)
-    ref_search = run_outputs(model_path, search_feeds, label="the original model (auto mode runs it)")
-    ref_held = run_outputs(model_path, held_feeds, label="the original model (auto mode runs it)")
+    batch_rows, frame_rows = row_outputs(model_path, search_feeds)
+    rows = sorted(batch_rows | frame_rows)  # found once: every candidate's outputs stack alike
+    runs_it = "the original model (auto mode runs it)"
+    ref_search = run_outputs(model_path, search_feeds, label=runs_it, rows=rows)
+    ref_held = run_outputs(model_path, held_feeds, label=runs_it, rows=rows)
     if callable(target) and not isinstance(target, Target):
         goal = parse_target(None, metric=target, threshold=target_threshold)
     else:
@@ -194,7 +197,7 @@ def search(
         goal = parse_target(target, ref_search, class_scores=scores, token_inputs=tokens,
                             image_inputs=bool(search_feeds) and has_image_input(search_feeds[0]),
                             plain=plain_output_names(original, ref_search) if target is None else (),
-                            frames=frame_output_names(model_path, search_feeds) if target is None else ())
+                            frames=sorted(frame_rows) if target is None else ())
     if goal.needs_labels and (search_labels is None or held_labels is None):
         raise ConfigError(f"target {goal.text}: the data has no labels.",
                           hint="store them as 'labels' in the .npz, or use top1>=...")
@@ -209,7 +212,7 @@ def search(
         with tempfile.TemporaryDirectory(prefix="onnxcompress-auto-") as tmp:
             calib = search_feeds[:KMEANS_CALIBRATION_SAMPLES]
             measured = _measure(Path(tmp), original, calib, search_feeds, objective, seed, executor, report,
-                                candidates, calibration)
+                                candidates, calibration, rows)
             seconds["sensitivity"] = round(time.perf_counter() - started, 2)
             base_cost = 0.0
             if objective != "size":
@@ -223,7 +226,7 @@ def search(
             screened = _screen(measured, goal, ref_search, search_labels)
             evaluator = _Evaluator(original, all_labels, calib, goal, search_feeds, ref_search,
                                    search_labels, held_feeds, ref_held, held_labels, objective,
-                                   base_cost, seed, Path(tmp), layers)
+                                   base_cost, seed, Path(tmp), layers, rows)
             path = allocation_path(layers)
             logger.info("auto: %d layers, %d options measured, %d plans on the allocation path",
                         len(layers), len(measured), len(path))
@@ -325,7 +328,7 @@ def _stacked(feeds: list[Mapping[str, np.ndarray]], path: Path, source: Any = No
 
 def _measure(tmp: Path, original: Any, calib: list, search_feeds: list, objective: str, seed: int,
              executor: Executor, report: Progress, which: str = "default",
-             source: Any = None) -> list[Measured]:
+             source: Any = None, rows: list[str] | None = None) -> list[Measured]:
     base = copy_model(original)
     # Layers are found again in the compressed pricing models by their consumer's name.
     name_unnamed_nodes(base)
@@ -343,7 +346,8 @@ def _measure(tmp: Path, original: Any, calib: list, search_feeds: list, objectiv
         {"candidate": name, "base": str(tmp / "base.onnx"), "labels": labels, "seed": seed,
          "calibration": str(_stacked(calib, tmp / "calib.npz", source)), "probe": str(tmp / "probe.npz"),
          "objective": objective, "calibration_samples": len(calib),
-         "probe_layers": probe_all or name == REFERENCE_OPTION, "outputs": str(tmp / "search.npz")}
+         "probe_layers": probe_all or name == REFERENCE_OPTION, "outputs": str(tmp / "search.npz"),
+         "rows": rows}
         for name in names
     ]
     report("measuring options", 0, len(tasks))
@@ -430,11 +434,14 @@ def _choices(model: Any, measured: list[Measured], objective: str, base_cost: fl
 class _Evaluator:
     """Builds and measures combined models (cached per plan)."""
 
+    rows: list[str] | None = None  # outputs stacked as rows (measure.row_outputs); None: found per run
+
     def __init__(self, original: Any, all_labels: list[str], calib: list, goal: Target,
                  search_feeds: list, ref_search: dict, search_labels: Any, held_feeds: list,
                  ref_held: dict, held_labels: Any, objective: str, base_cost: float, seed: int,
-                 tmp: Path, layers: list[LayerChoices]) -> None:
+                 tmp: Path, layers: list[LayerChoices], rows: list[str]) -> None:
         self.original, self.all_labels, self.calib, self.goal = original, all_labels, calib, goal
+        self.rows = rows
         self.search = (search_feeds, ref_search, search_labels)
         self.held = (held_feeds, ref_held, held_labels)
         self.objective, self.base_cost, self.seed, self.tmp = objective, base_cost, seed, tmp
@@ -473,7 +480,7 @@ class _Evaluator:
             cost = float(len(data))
             if self.objective != "size":
                 cost = objective_cost(path, self.objective, self.search[0][0])
-            outputs = run_outputs(path, self.search[0])
+            outputs = run_outputs(path, self.search[0], rows=self.rows)
             fid = self.goal.evaluate(self.search[1], outputs, self.search[2])
             ev = Evaluation(plan, cost, len(data), fid, estimated_error=self.estimated_error(plan))
             self.cache[key] = ev
@@ -505,12 +512,12 @@ class _Evaluator:
         search data's (other shapes). ``search_outputs``: the model's outputs on the search
         samples when they are at hand (else it runs them)."""
         (feeds, ref, labels), (held_feeds, held_ref, held_labels) = self.search, self.held
-        held_out = run_outputs(path, held_feeds)
+        held_out = run_outputs(path, held_feeds, rows=self.rows)
         counted = tuple(c for c in self.goal.criteria if c.metric in COUNTED)
         if not counted or (labels is None) != (held_labels is None) or \
                 any(np.shape(ref[k])[1:] != np.shape(held_ref[k])[1:] for k in held_ref if k in ref):
             return self.goal.evaluate(held_ref, held_out, held_labels)
-        out = search_outputs if search_outputs is not None else run_outputs(path, feeds)
+        out = search_outputs if search_outputs is not None else run_outputs(path, feeds, rows=self.rows)
         both = {k: np.concatenate([ref[k], held_ref[k]]) for k in held_ref}
         outs = {k: np.concatenate([out[k], held_out[k]]) for k in held_out}
         both_labels = None if labels is None else np.concatenate([np.ravel(labels), np.ravel(held_labels)])

@@ -282,9 +282,8 @@ def _share(
 
 def _int8_slot(w: Weight, bits: int, cfg: WeightSharingConfig, formats: Formats) -> Any:
     """Where ``w`` can take the int8-exact form (see ``_kmeans_int8``), or None: 8 bits, float32,
-    at least ``INT8_FORM_MIN_SIZE`` values in a model where the form pays (a small weight's or
-    model's fold is no memory: ``_kmeans_int8.exact_form_pays``), a consumer
-    that takes channel scales on its output, and the decode option allowing it."""
+    at least ``INT8_FORM_MIN_SIZE`` values in a model where it pays (``exact_form_pays``: a small
+    one's folds cost no memory), a consumer taking channel scales, and the decode allowing it."""
     if (cfg.decode in ("codebook", "runtime") or bits < kmeans.MAX_BITS
             or formats.storage not in ("auto", "uint8")):
         return None
