@@ -64,6 +64,61 @@ def pack(indices: np.ndarray, bits: int) -> list[np.ndarray]:
     return planes
 
 
+def pack_rows(indices: np.ndarray, bits: int) -> list[np.ndarray]:
+    """Pack each row of the 2-D ``indices`` on its own, so that a ``Gather`` of rows reads whole
+    packed rows: planes of shape ``[rows, 1, d_pad * w / 8]`` (``d_pad``: the row length
+    :func:`padded_length` pads to), each row in :func:`pack`'s chunked layout (a width-8 plane is
+    ``[rows, d]``). Unpacking a gathered ``[n, 1, L]`` broadcasts the shifts ``[8/w, 1]`` to
+    ``[n, 8/w, L]``, which reads row-major as ``[n, d_pad]``."""
+    rows = np.asarray(indices).astype(np.uint8)
+    if rows.ndim != 2:
+        raise ValueError(f"pack_rows takes a 2-D array, got shape {rows.shape}")
+    if rows.size and int(rows.max()) >= 1 << bits:
+        raise ValueError(f"an index exceeds {bits} bits")
+    d_pad = padded_length(rows.shape[1], bits)
+    rows = np.pad(rows, ((0, 0), (0, d_pad - rows.shape[1])))
+    planes, shift = [], bits
+    for w in plane_widths(bits):
+        shift -= w
+        part = (rows >> shift) & ((1 << w) - 1)
+        if w == 8:
+            planes.append(part.astype(np.uint8))
+            continue
+        m = 8 // w
+        chunks = part.reshape(rows.shape[0], m, -1).astype(np.uint16)
+        byte = np.zeros((rows.shape[0], chunks.shape[2]), np.uint16)
+        for j in range(m):
+            byte |= chunks[:, j] << (8 - w * (j + 1))
+        planes.append(byte.astype(np.uint8)[:, None, :])
+    return planes
+
+
+def pack_bytes(indices: np.ndarray, bits: int) -> np.ndarray:
+    """Pack each row of the 2-D ``indices`` (``bits`` in 1, 2, 4 or 8) into whole bytes, ``8 /
+    bits`` neighbours a byte, the first in the top bits: ``[rows, d_pad * bits / 8]``. A byte read
+    through :func:`byte_book` gives its ``8 / bits`` values in order."""
+    rows = np.asarray(indices).astype(np.uint8)
+    if bits not in (1, 2, 4, 8) or rows.ndim != 2:
+        raise ValueError(f"pack_bytes takes 2-D indices of 1, 2, 4 or 8 bits, got {bits} bits, "
+                         f"shape {rows.shape}")
+    m = 8 // bits
+    rows = np.pad(rows, ((0, 0), (0, -rows.shape[1] % m))).reshape(rows.shape[0], -1, m)
+    byte = np.zeros(rows.shape[:2], np.uint16)
+    for t in range(m):
+        byte |= rows[:, :, t].astype(np.uint16) << (8 - bits * (t + 1))
+    return byte.astype(np.uint8)
+
+
+def byte_book(codebook: np.ndarray, bits: int) -> np.ndarray:
+    """``[256 or len(codebook), 8 / bits]``: row ``v`` is the values of the indices byte ``v``
+    packs (:func:`pack_bytes`); indices past the codebook (never stored) read its last value."""
+    m = 8 // bits
+    count = len(codebook) if bits == 8 else 256
+    v = np.arange(count)[:, None]
+    idx = (v >> (8 - bits * (np.arange(m) + 1))) & ((1 << bits) - 1)
+    return np.asarray(codebook)[np.minimum(idx, len(codebook) - 1)]
+
+
 def unpack(planes: list[np.ndarray], bits: int, n: int) -> np.ndarray:
     """The inverse of :func:`pack` in numpy, computed the way the ONNX graph computes it."""
     acc = np.zeros(padded_length(n, bits), np.int32)

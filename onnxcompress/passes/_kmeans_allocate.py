@@ -35,6 +35,7 @@ from onnxcompress.passes._kmeans_fit import (
     _use_channel_scales,
     _with_output_gain,
 )
+from onnxcompress.passes._kmeans_rows import byte_bits, decodes_rows
 from onnxcompress.passes.base import PassContext, PassResult
 from onnxcompress.weights import Weight
 
@@ -161,9 +162,13 @@ def _option(
         side = itemsize * rows * (1 << bits) + (4 * channels if rows > 1 else 0)
         if c.scales is not None:
             side += c.scales.nbytes
-    storage = formats.choose(bits, array.size)
-    nbytes = estimate_bytes(storage, bits, array.size, side) - NODE_BYTES[storage]
-    nbytes += decode_bytes(storage, bits)
+    stored_bits = bits
+    if formats.rows and c.codebook.shape[0] == 1 and decodes_rows(w):  # indices in whole bytes
+        stored_bits = byte_bits(bits)
+        side += itemsize * (256 if stored_bits < 8 else 1) * (8 // stored_bits) - itemsize * (1 << bits)
+    storage = formats.choose(stored_bits, array.size)
+    nbytes = estimate_bytes(storage, stored_bits, array.size, side) - NODE_BYTES[storage]
+    nbytes += decode_bytes(storage, stored_bits)
     if nbytes >= w.nbytes:  # the pass will keep it in float
         return _bit_allocation.Option(bits, w.nbytes, 0.0), array
     return _bit_allocation.Option(bits, nbytes, error), c.snapped

@@ -83,6 +83,9 @@ class Formats:
     runtime: bool = False
     # False on a small model (``_kmeans_int8.exact_form_pays``): 8-bit weights keep codebooks.
     exact_form: bool = True
+    # decode="auto" in a model where exact forms pay: a large table only row Gathers read is
+    # decoded from its gathered rows each call (``_kmeans_rows``), not folded whole at load.
+    rows: bool = False
 
     def choose(self, index_bits: int, size: int, requested: int | None = None) -> str:
         """The format of a weight whose indices need ``index_bits``; ``requested``: the width

@@ -52,6 +52,7 @@ from onnxcompress.passes._kmeans_fit import (
     _with_output_gain,
     keep_channel_sums,
 )
+from onnxcompress.passes._kmeans_rows import decodes_rows, rewrite_rows
 from onnxcompress.passes.base import LayerStat, PassContext, PassResult
 from onnxcompress.weights import Weight
 
@@ -547,12 +548,15 @@ def _finish(
             scales=c.scales,
             scale_axis=c.scale_axis,
         )
-        bytes_after = rewrite(
-            w, decode, index_bits, storage, formats.opset, constants, book=book, output_dtype=dtype,
-            runtime=formats.runtime,
-        )
-        extra["codebook_dtype"] = "model" if book is not None else str(stored_book.dtype)
         extra["stored_bits"] = STORED_BITS.get(storage, index_bits)
+        extra["codebook_dtype"] = "model" if book is not None else str(stored_book.dtype)
+        if formats.rows and decodes_rows(w):
+            bytes_after, extra["stored_bits"] = rewrite_rows(
+                w, decode, index_bits, storage, formats.opset, constants, book, dtype)
+            extra["decode"] = "the rows each Gather reads, per call"
+        else:
+            bytes_after = rewrite(w, decode, index_bits, storage, formats.opset, constants, book=book,
+                                  output_dtype=dtype, runtime=formats.runtime)
     extra["storage"] = storage
     if mean is not None and diff is not None:
         extra["bias_corrected"] = correct_bias(w, -diff, mean)  # removed: old - new

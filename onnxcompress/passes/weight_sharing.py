@@ -174,7 +174,8 @@ class WeightSharing(Pass):
                 result.modified = True
         model, formats = self._prepare_opset(model, cfg, wanted, result)
         index = WeightIndex.build(model)
-        formats = replace(formats, exact_form=exact_form_pays(list(index)))
+        exact = exact_form_pays(list(index))
+        formats = replace(formats, exact_form=exact, rows=exact and cfg.decode == "auto")
         self._unclustered = {w.label for w in index if w.role in REST_ROLES}
         firsts, _ = _first_last_nodes(model, index)
         total = sum(w.size for w in index if w.role in COMPUTE_ROLES)
