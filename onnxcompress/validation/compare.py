@@ -33,6 +33,7 @@ from onnxcompress.memory import compare_session_memory
 from onnxcompress.model import load_model, save_model
 from onnxcompress.runtime import create_session
 from onnxcompress.synthetic import synthetic_feeds
+from onnxcompress.validation.detections import head_rows
 from onnxcompress.validation.latency import DEFAULT_LATENCY_RUNS, LatencyResult, measure_latency
 from onnxcompress.validation.layers import DEFAULT_MEMORY_BUDGET, LayerReport, compare_layers
 from onnxcompress.validation.metrics import TensorStats, has_image_input, picture_outputs
@@ -273,9 +274,12 @@ def compare_models(
         outs_a = _run(session_a, names_a, feed, index, "original", label_a, feeds, synthetic)
         if first_feed is None:  # a soft picture out is held closer by default (PICTURE_MIN_COSINE)
             first_feed = feed
-            for n in picture_outputs(dict(zip(names_a, outs_a, strict=True)), has_image_input(feed)):
+            first, image = dict(zip(names_a, outs_a, strict=True)), has_image_input(feed)
+            for n in picture_outputs(first, image):
                 if (overrides.get(n) or default_tol).empty:
                     tolerances[n] = default_tolerance(synthetic=synthetic, picture=True)
+            for n in set(head_rows(first, image)) - classifiers:  # no arg-max over box offsets
+                stats[n].classifier = False
         # (no common output: onnxruntime runs them all, for an empty list too; none is kept)
         outs_b = _run(session_b, common or None, feed_b, index, "compressed", label_b, feeds, synthetic,
                       label_a)[: len(common)]
@@ -326,14 +330,9 @@ def compare_models(
             memory_budget=layers_memory,
         )
     if latency and first_feed is not None:
-        report.latency = measure_latency(
-            session_a,
-            session_b,
-            first_feed,
-            _feed_for(first_feed, inputs_b, casts_b),
-            runs=latency_runs,
-            threads=threads,
-        )
+        feed_b = _feed_for(first_feed, inputs_b, casts_b)
+        report.latency = measure_latency(session_a, session_b, first_feed, feed_b, runs=latency_runs,
+                                         threads=threads)
     if (latency if memory is None else memory) and first_feed is not None:
         report.memory = _session_memory(
             source_a, source_b, first_feed, _feed_for(first_feed, inputs_b, casts_b), threads

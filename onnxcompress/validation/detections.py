@@ -214,6 +214,16 @@ def split_anchor_heads(outputs: Mapping[Hashable, np.ndarray]) -> dict[Hashable,
     return {k: score for k, (score, _) in _split_heads(outputs).items()}
 
 
+def head_rows(outputs: Mapping[str, np.ndarray], image_inputs: bool) -> list[str]:
+    """Rank-2 outputs of one sample that are a split anchor head's rows, ``[P, F]`` with no batch
+    axis (YuNet's loc [P, 14] box and landmark offsets, conf [P, 2], iou [P, 1]): shaped like
+    class scores, but read at their positive anchors (auto stacks samples and finds them with
+    :func:`split_anchor_heads`); an arg-max over box offsets means nothing."""
+    if not image_inputs:
+        return []  # heads come out of an image (as auto's targets read them)
+    return list(split_anchor_heads({k: np.asarray(v)[None] for k, v in outputs.items() if np.ndim(v) == 2}))
+
+
 def _split_heads(outputs: Mapping[Hashable, np.ndarray]) -> dict[Hashable, tuple[Hashable, np.ndarray]]:
     """:func:`split_anchor_heads`, each output with its score output's foreground columns."""
     groups: dict[tuple[int, int], list[Hashable]] = {}
