@@ -320,6 +320,9 @@ def test_a_picture_out_is_held_closer_than_features() -> None:
     heights = rng.normal(0, 0.4, size=(4, 1, 128, 128)).clip(-1, 1)
     assert parse_target(None, {"saliency": saliency}).text == "cosine>=0.9999"
     assert parse_target(None, {"heights": heights}).text == "cosine>=0.9999"
+    # channels last too (TBEFN's enhanced image [N, H, W, 3], batch 10: at 0.999, 34 dB PSNR)
+    enhanced = 1 / (1 + np.exp(-rng.normal(0, 1, size=(4, 60, 80, 3))))
+    assert parse_target(None, {"enhanced": enhanced}).text == "cosine>=0.9999"
     # out of a waveform such a map is a feature (openWakeWord's mel spectrogram [T, 1, F, 32])
     assert parse_target(None, {"mel": heights}, image_inputs=False).text == "cosine>=0.999"
     # a score map at its extremes (CRAFT's text scores: at 0.999 auto kept its F1 at 99.7) is
