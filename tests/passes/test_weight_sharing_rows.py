@@ -144,3 +144,22 @@ def test_a_table_also_read_by_a_matmul_keeps_the_folded_decode():
     assert "decode" not in result.layers[0].extra
     ops = collections.Counter(n.op_type for n in out.graph.node)
     assert ops["Shape"] == 0  # one decode, folded at load; no per-lookup one
+
+
+def test_a_table_read_inside_if_branches_is_decoded_in_each_branch():
+    proto = onnx.parser.parse_model(f"""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (int64[n] ids, bool c) => (float[n, {WIDTH}] y) {{
+            y = If (c) <then_branch = t () => (float[n, {WIDTH}] a) {{ a = Gather <axis = 0> (table, ids) }},
+                        else_branch = e () => (float[n, {WIDTH}] b) {{ g = Gather <axis = 0> (table, ids)
+                                                                      b = Neg (g) }}>
+        }}
+    """)
+    proto = h.attach_initializers(
+        proto, {"table": np.random.default_rng(5).standard_normal((ROWS, WIDTH)).astype(np.float32)})
+    result, rows = share(proto, bits=4)
+    assert result.layers[0].extra["decode"] == "the rows each Gather reads, per call"
+    _, folded = share(proto, bits=4, decode="codebook")
+    for c in (True, False):
+        feed = {"ids": np.array([1, 5, ROWS - 1]), "c": np.array(c)}
+        np.testing.assert_array_equal(h.run(rows, feed)[0], h.run(folded, feed)[0])
