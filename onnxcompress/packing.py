@@ -42,26 +42,9 @@ def pack(indices: np.ndarray, bits: int) -> list[np.ndarray]:
     Each plane of width ``w < 8`` is a ``[1, n_pad * w / 8]`` array; a width-8 plane is the flat
     indices. ``n_pad`` is :func:`padded_length` (the tail is zero-padded).
     """
-    flat = np.asarray(indices).reshape(-1).astype(np.uint8)
-    if flat.size and int(flat.max()) >= 1 << bits:
-        raise ValueError(f"an index exceeds {bits} bits")
-    n_pad = padded_length(flat.size, bits)
-    if n_pad > flat.size:
-        flat = np.concatenate([flat, np.zeros(n_pad - flat.size, np.uint8)])
-    planes, shift = [], bits
-    for w in plane_widths(bits):
-        shift -= w
-        part = (flat >> shift) & ((1 << w) - 1)
-        if w == 8:
-            planes.append(part.astype(np.uint8))
-            continue
-        m = 8 // w
-        chunks = part.reshape(m, -1).astype(np.uint16)
-        byte = np.zeros(chunks.shape[1], np.uint16)
-        for j in range(m):
-            byte |= chunks[j] << (8 - w * (j + 1))
-        planes.append(byte.astype(np.uint8)[None, :])
-    return planes
+    flat = np.asarray(indices).reshape(1, -1)
+    return [p.reshape(-1) if w == 8 else p.reshape(1, -1)
+            for w, p in zip(plane_widths(bits), pack_rows(flat, bits), strict=True)]
 
 
 def pack_rows(indices: np.ndarray, bits: int) -> list[np.ndarray]:
