@@ -202,6 +202,10 @@ def _check_external(
         )
 
 
+#: ``ir.Model.meta`` key: how many initializers ``_normalize`` took off the graph inputs.
+INITIALIZER_INPUTS = "onnxcompress.initializer_inputs"
+
+
 def _normalize(model: ir.Model) -> ir.Model:
     """Bring old-IR models to the form the passes expect.
 
@@ -215,6 +219,7 @@ def _normalize(model: ir.Model) -> ir.Model:
         model.graph.inputs.clear()
         model.graph.inputs.extend(keep)
         logger.info("Removed %d initializers from the graph inputs.", len(initializer_inputs))
+        model.meta[INITIALIZER_INPUTS] = len(initializer_inputs)  # said in the run's notes
     if model.ir_version < 4:
         model.ir_version = 4
     bypassed = _bypass_constant_identities(model)

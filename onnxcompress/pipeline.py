@@ -34,6 +34,7 @@ from onnxcompress.data import FeedSource, feed_source
 from onnxcompress.errors import ConfigError, ModelLoadError, OnnxCompressError, PassError
 from onnxcompress.graph.annotations import drop_inferable_annotations
 from onnxcompress.model import (
+    INITIALIZER_INPUTS,
     ModelLike,
     copy_model,
     load_model,
@@ -299,6 +300,10 @@ class Pipeline:
         """Refuse an input onnx.checker rejects, before any work (a pass's output could never
         pass the checks either, and onnxruntime may not load it); returns notes."""
         notes = []
+        if listed := model.meta.get(INITIALIZER_INPUTS):
+            notes.append(f"the input model lists its {listed:,} initializer(s) as graph inputs too "
+                         "(IR < 4 style); the output lists only the inputs a caller feeds, its "
+                         "weights are constants")
         completed = checking.complete_io_shapes(model)
         if completed:
             notes.append(f"graph input/output(s) {', '.join(completed)} declared no shape "

@@ -423,3 +423,17 @@ def test_a_run_that_changes_nothing_writes_no_provenance(tmp_path):
     compress_file(path, out, Pipeline.from_recipe({"passes": [{"pass": "quantize", "mode": "dynamic"}]}))
     assert out.stat().st_size <= path.stat().st_size
     assert read_provenance(load_model(out)) is None
+
+
+def test_initializers_listed_as_graph_inputs_are_said_to_become_constants():
+    """An old export (NanoDet, batch 10: 185 weights) lists its initializers as graph inputs too;
+    the output lists only the inputs a caller feeds, and the run's notes say so."""
+    proto = h.mlp()
+    proto.ir_version = 3
+    proto.graph.input.extend(
+        onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in proto.graph.initializer)
+    listed = len(proto.graph.initializer)
+    result = Pipeline([HalveWeights()]).run(proto)
+    assert [v.name for v in to_proto(result.model).graph.input] == ["x"]
+    assert any(f"lists its {listed:,} initializer(s) as graph inputs" in n for n in result.notes)
+    assert not any("graph inputs" in n for n in Pipeline([HalveWeights()]).run(h.mlp()).notes)
