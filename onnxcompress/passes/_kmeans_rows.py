@@ -26,7 +26,7 @@ import onnx_ir as ir
 from onnxcompress import packing
 from onnxcompress.passes._int8 import _row_gather_only
 from onnxcompress.passes._kmeans_codebook import INT8_FORM_MIN_SIZE
-from onnxcompress.passes._kmeans_decode import UINT8_ADD_MIN_OPSET, ConstantCache, Decode
+from onnxcompress.passes._kmeans_decode import UINT8_ADD_MIN_OPSET, ConstantCache, Decode, Formats, rewrite
 from onnxcompress.passes._kmeans_int8 import HALF_SCALE_MIN_CHANNELS, half_exact
 from onnxcompress.weights import Weight
 
@@ -37,6 +37,21 @@ def decodes_rows(w: Weight) -> bool:
     """Whether ``w`` is a float table of at least ``INT8_FORM_MIN_SIZE`` values that only row
     Gathers read (by run-time indices), so its codebook decode can run on the gathered rows."""
     return w.dtype in FLOAT_TYPES and w.size >= INT8_FORM_MIN_SIZE and _row_gather_only(w)
+
+
+def write_decode(w: Weight, d: Decode, index_bits: int, storage: str, formats: Formats,
+                 constants: ConstantCache, book: ir.Value | None, output_dtype: np.dtype,
+                 extra: dict[str, Any]) -> int:
+    """Write ``w``'s decode as ``formats`` has it, from its gathered rows (``decodes_rows``) or
+    folded whole at load (``_kmeans_decode.rewrite``); returns the bytes stored, and ``extra``
+    (its LayerStat's) says what was written."""
+    if formats.rows and decodes_rows(w):
+        stored, extra["stored_bits"] = rewrite_rows(w, d, index_bits, storage, formats.opset, constants,
+                                                    book, output_dtype)
+        extra["decode"] = "the rows each Gather reads, per call"
+        return stored
+    return rewrite(w, d, index_bits, storage, formats.opset, constants, book=book,
+                   output_dtype=output_dtype, runtime=formats.runtime)
 
 
 def byte_bits(bits: int) -> int:

@@ -33,7 +33,6 @@ from onnxcompress.passes._kmeans_decode import (
     Decode,
     Formats,
     estimate_bytes,
-    rewrite,
 )
 from onnxcompress.passes._kmeans_fit import (
     _broadcast,
@@ -52,7 +51,7 @@ from onnxcompress.passes._kmeans_fit import (
     _with_output_gain,
     keep_channel_sums,
 )
-from onnxcompress.passes._kmeans_rows import decodes_rows, rewrite_rows
+from onnxcompress.passes._kmeans_rows import write_decode
 from onnxcompress.passes.base import LayerStat, PassContext, PassResult
 from onnxcompress.weights import Weight
 
@@ -550,13 +549,7 @@ def _finish(
         )
         extra["stored_bits"] = STORED_BITS.get(storage, index_bits)
         extra["codebook_dtype"] = "model" if book is not None else str(stored_book.dtype)
-        if formats.rows and decodes_rows(w):
-            bytes_after, extra["stored_bits"] = rewrite_rows(
-                w, decode, index_bits, storage, formats.opset, constants, book, dtype)
-            extra["decode"] = "the rows each Gather reads, per call"
-        else:
-            bytes_after = rewrite(w, decode, index_bits, storage, formats.opset, constants, book=book,
-                                  output_dtype=dtype, runtime=formats.runtime)
+        bytes_after = write_decode(w, decode, index_bits, storage, formats, constants, book, dtype, extra)
     extra["storage"] = storage
     if mean is not None and diff is not None:
         extra["bias_corrected"] = correct_bias(w, -diff, mean)  # removed: old - new
