@@ -230,7 +230,9 @@ def road_scene(r: np.random.Generator, h: int = 512, w: int = 896) -> np.ndarray
     d = ImageDraw.Draw(pil)
     for _ in range(int(r.integers(4, 10))):  # trees and buildings on the horizon
         x0, bw, bh = int(r.integers(0, w)), int(r.integers(30, 140)), int(r.integers(20, 120))
-        colour = tuple(int(v) for v in (r.integers(20, 90, 3) if r.random() < 0.5 else r.integers(90, 200, 3)))
+        colour = tuple(
+            int(v) for v in (r.integers(20, 90, 3) if r.random() < 0.5 else r.integers(90, 200, 3))
+        )
         (d.ellipse if r.random() < 0.5 else d.rectangle)([x0, hz - bh, x0 + bw, hz + 5], fill=colour)
     vx = w / 2 + float(r.uniform(-0.15, 0.15)) * w
     top = float(r.uniform(0.02, 0.06)) * w
@@ -238,8 +240,10 @@ def road_scene(r: np.random.Generator, h: int = 512, w: int = 896) -> np.ndarray
     asphalt = tuple(int(v) for v in np.full(3, r.integers(60, 120)) + r.integers(-8, 8, 3))
     d.polygon([(vx - top, hz), (vx + top, hz), (right, h), (left, h)], fill=asphalt)
     for side, x_bot in ((-1, left), (1, right)):  # curbs
-        d.polygon([(vx + side * top, hz), (vx + side * top * 1.15, hz), (x_bot + side * 0.04 * w, h), (x_bot, h)],
-                  fill=(200, 200, 200) if r.random() < 0.6 else (170, 60, 60))
+        d.polygon(
+            [(vx + side * top, hz), (vx + side * top * 1.15, hz), (x_bot + side * 0.04 * w, h), (x_bot, h)],
+            fill=(200, 200, 200) if r.random() < 0.6 else (170, 60, 60),
+        )
     for lane in (0.35, 0.65):  # dashed lane marks
         for t0 in np.arange(0.05, 1.0, 0.12):
             pts = []
@@ -262,8 +266,10 @@ def road_scene(r: np.random.Generator, h: int = 512, w: int = 896) -> np.ndarray
         d.rectangle([cx - cw / 2, yy - 0.6 * cw, cx + cw / 2, yy], fill=body)
         d.rectangle([cx - cw / 3, yy - 0.55 * cw, cx + cw / 3, yy - 0.35 * cw], fill=(40, 50, 60))
         for s in (-1, 1):
-            d.ellipse([cx + s * cw * 0.35 - cw * 0.1, yy - cw * 0.1, cx + s * cw * 0.35 + cw * 0.1, yy + cw * 0.08],
-                      fill=(15, 15, 15))
+            d.ellipse(
+                [cx + s * cw * 0.35 - cw * 0.1, yy - cw * 0.1, cx + s * cw * 0.35 + cw * 0.1, yy + cw * 0.08],
+                fill=(15, 15, 15),
+            )
     a = np.asarray(pil, np.float32) + r.normal(0, 4, (h, w, 3))
     return np.clip(a, 0, 255).astype(np.uint8)
 
@@ -291,7 +297,9 @@ def d_nanodet(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarray
             hgt = int(512 * r.uniform(0.15, 0.6))
             _person(r, img, int(r.integers(30, 866)), int(r.integers(max(hgt, 260), 513)), hgt)
         nh = int(320 * 512 / 896)
-        small = np.asarray(Image.fromarray(img).resize((320, nh), Image.Resampling.BOX), np.float32)[..., ::-1]
+        small = np.asarray(Image.fromarray(img).resize((320, nh), Image.Resampling.BOX), np.float32)[
+            ..., ::-1
+        ]
         top = (320 - nh) // 2
         pad = np.zeros((320, 320, 3), np.float32)
         pad[top : top + nh] = small
@@ -352,8 +360,11 @@ def _binaries() -> list[Path]:
     for root in roots:
         for p in sorted(root.rglob("*")) if root != Path("/usr/bin") else sorted(root.iterdir()):
             try:
-                if p.is_file() and not p.is_symlink() and 16_384 <= p.stat().st_size <= 8_000_000 and (
-                    p.suffix in (".so", ".exe", ".pyc") or root == Path("/usr/bin") or ".so." in p.name
+                if (
+                    p.is_file()
+                    and not p.is_symlink()
+                    and 16_384 <= p.stat().st_size <= 8_000_000
+                    and (p.suffix in (".so", ".exe", ".pyc") or root == Path("/usr/bin") or ".so." in p.name)
                 ):
                     files.append(p)
             except OSError:
@@ -391,38 +402,70 @@ def d_malviz(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarray]
 # name: (source, member, what, data maker, metric); source "git" = IPNE at IPNE_COMMIT
 MODELS: dict[str, tuple[str, str, str, Maker, dict[str, Any]]] = {
     # the bench sees the "face" column of conf per prior; yunet_faces adds the node's score
-    "yunet": ("git", DL + "face_detection/YuNet/model/face_detection_yunet_120x160.onnx",
-              "YuNet face detector, fp32 120x160 (PyTorch 1.9, opset 9; loc / conf / iou per prior)",
-              d_yunet, {"kind": "mask_f1", "output": 1, "channel": 1, "threshold": 0.5}),
+    "yunet": (
+        "git",
+        DL + "face_detection/YuNet/model/face_detection_yunet_120x160.onnx",
+        "YuNet face detector, fp32 120x160 (PyTorch 1.9, opset 9; loc / conf / iou per prior)",
+        d_yunet,
+        {"kind": "mask_f1", "output": 1, "channel": 1, "threshold": 0.5},
+    ),
     # max |difference| of the whole 10-channel output within 0.1 (the image is channels 4:7, in
     # [0, 1]); PSNR of the image in --evaluate
-    "agllnet": ("git", DL + "low_light_image_enhancement/AGLLNet/saved_model_256x384/model_float32.onnx",
-                "AGLLNet low-light enhancement 256x384 (tf2onnx 1.9.3, opset 11; Conv, ConvTranspose, Resize)",
-                d_agllnet, {"kind": "within", "output": 0, "tol": 0.1}),
-    "tbefn": ("git", DL + "low_light_image_enhancement/TBEFN/saved_model_240x320/model_float32.onnx",
-              "TBEFN low-light enhancement 240x320 (tf2onnx 1.9.3, opset 11; two U-Nets + fusion)",
-              d_tbefn, {"kind": "within", "output": 0, "tol": 0.1}),
+    "agllnet": (
+        "git",
+        DL + "low_light_image_enhancement/AGLLNet/saved_model_256x384/model_float32.onnx",
+        "AGLLNet low-light enhancement 256x384 (tf2onnx 1.9.3, opset 11; Conv, ConvTranspose, Resize)",
+        d_agllnet,
+        {"kind": "within", "output": 0, "tol": 0.1},
+    ),
+    "tbefn": (
+        "git",
+        DL + "low_light_image_enhancement/TBEFN/saved_model_240x320/model_float32.onnx",
+        "TBEFN low-light enhancement 240x320 (tf2onnx 1.9.3, opset 11; two U-Nets + fusion)",
+        d_tbefn,
+        {"kind": "within", "output": 0, "tol": 0.1},
+    ),
     # LWPDetector's decoding (YOLOX grids on strides 8/16/32, objectness x class), NMS 0.5; score
     # 0.1 (its default is 0.0; fp32 keeps 10 boxes over the 32 eval scenes at 0.1, 4 at 0.3)
-    "lwp_detector": ("git", DL + "object_detection/LightWeightPersonDetector/model/model.onnx",
-                     "light-weight person detector, YOLOX-style head 192x192 (PyTorch 1.11, opset 11, SiLU)",
-                     d_lwp, {"kind": "yolox_f1", "output": 0, "size": 192, "score": 0.1, "nms": 0.5}),
+    "lwp_detector": (
+        "git",
+        DL + "object_detection/LightWeightPersonDetector/model/model.onnx",
+        "light-weight person detector, YOLOX-style head 192x192 (PyTorch 1.11, opset 11, SiLU)",
+        d_lwp,
+        {"kind": "yolox_f1", "output": 0, "size": 192, "score": 0.1, "nms": 0.5},
+    ),
     # per-pixel class (21 VOC classes) against fp32's
-    "deeplab_v3": ("git", DL + "semantic_segmentation/deeplab_v3/model/deeplab_v3_1_default_1.onnx",
-                   "DeepLab v3 MobileNetV2 (TF-Hub, VOC 21 classes; tf2onnx 1.10, opset 9 + ai.onnx.ml)",
-                   d_deeplab, {"kind": "top1", "output": 0}),
+    "deeplab_v3": (
+        "git",
+        DL + "semantic_segmentation/deeplab_v3/model/deeplab_v3_1_default_1.onnx",
+        "DeepLab v3 MobileNetV2 (TF-Hub, VOC 21 classes; tf2onnx 1.10, opset 9 + ai.onnx.ml)",
+        d_deeplab,
+        {"kind": "top1", "output": 0},
+    ),
     # per-pixel class (background / road / curb / mark) against fp32's
-    "road_seg": ("git", DL + "semantic_segmentation/road_segmentation_adas_0001/saved_model/model_float32.onnx",
-                 "OpenVINO road-segmentation-adas-0001 (tf2onnx 1.9.1, opset 11; NHWC BGR 512x896, 4 classes)",
-                 d_road, {"kind": "top1", "output": 0}),
+    "road_seg": (
+        "git",
+        DL + "semantic_segmentation/road_segmentation_adas_0001/saved_model/model_float32.onnx",
+        "OpenVINO road-segmentation-adas-0001 (tf2onnx 1.9.1, opset 11; NHWC BGR 512x896, 4 classes)",
+        d_road,
+        {"kind": "top1", "output": 0},
+    ),
     # the stride-8 class scores (1600 anchors x 80 COCO classes) over the package's 0.35; the
     # decoded detections of all strides in --evaluate (nanodet_f1)
-    "nanodet": ("git2", "Detector/nanodet/model/nanodet_m_320.onnx",
-                "NanoDet-m 320 (PyTorch 1.9, opset 11; GFL head, 6 outputs; initializers also listed as graph inputs)",
-                d_nanodet, {"kind": "mask_f1", "output": 0, "threshold": 0.35}),
-    "malviz": (MALVIZ, "malvizv1/models/combined_resnet18_benign_plus_malimg.onnx",
-               "malvizv1 ResNet-18 malware-image classifier (26 classes; external data 44.8 MB)",
-               d_malviz, {"kind": "top1", "output": 0}),
+    "nanodet": (
+        "git2",
+        "Detector/nanodet/model/nanodet_m_320.onnx",
+        "NanoDet-m 320 (PyTorch 1.9, opset 11; GFL head, 6 outputs; initializers listed as graph inputs)",
+        d_nanodet,
+        {"kind": "mask_f1", "output": 0, "threshold": 0.35},
+    ),
+    "malviz": (
+        MALVIZ,
+        "malvizv1/models/combined_resnet18_benign_plus_malimg.onnx",
+        "malvizv1 ResNet-18 malware-image classifier (26 classes; external data 44.8 MB)",
+        d_malviz,
+        {"kind": "top1", "output": 0},
+    ),
 }
 SHA256: dict[str, str] = {
     "yunet": "c89f94fc04a5db6f9ab39df6b1e4142007dd61781ef7e3a5b9b175bb0abb8c11",
@@ -454,7 +497,9 @@ def make(name: str, out: Path, check: bool = True) -> dict[str, Any]:
                 raise SystemExit(f"{name}: {emem} has sha256 {digest}, not {esha}")
             if not check:
                 print(f"  {ename} sha256 {digest}")
-        entry = wheel_entry(MODELS, {k: v for k, v in SHA256.items() if v}, Path(__file__).name, name, out, check)
+        entry = wheel_entry(
+            MODELS, {k: v for k, v in SHA256.items() if v}, Path(__file__).name, name, out, check
+        )
         if name in EXTERNAL:
             entry["external_data"] = EXTERNAL[name][1]
             entry["io"]["bytes_with_data"] = entry["io"]["bytes"] + (out / EXTERNAL[name][1]).stat().st_size
@@ -465,8 +510,19 @@ def make(name: str, out: Path, check: bool = True) -> dict[str, Any]:
         dest.write_bytes(subprocess.run(["git", "-C", str(mirror), "show", f"{commit}:{mem}"],
                                         check=True, capture_output=True).stdout)  # fmt: skip
     spec = f"{repo}@{commit[:7]}"
-    entry = manifest_entry(out, name, dest.name, spec, mem, SHA256.get(name) or None if check else None, what,
-                           lambda r, n: maker(r, n, out), maker.__doc__, metric, Path(__file__).name)
+    entry = manifest_entry(
+        out,
+        name,
+        dest.name,
+        spec,
+        mem,
+        SHA256.get(name) or None if check else None,
+        what,
+        lambda r, n: maker(r, n, out),
+        maker.__doc__,
+        metric,
+        Path(__file__).name,
+    )
     entry["source"] = f"GitHub `{spec}`, `{mem}`"
     return entry
 
