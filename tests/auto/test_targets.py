@@ -82,6 +82,17 @@ def test_default_target_for_per_position_probabilities() -> None:
     assert parse_target(None, {"logits": logits}).text == "cosine>=0.999"
     assert parse_target(None, {"map": rng.uniform(size=(2, 1, 8, 8))}).text == "cosine>=0.999"
     assert parse_target(None, {"scores": logits[:, 0]}).text == "top1>=0.99"  # [N, C] classifier
+    # an image's class map [N, H, W, C] (road_seg, batch 10): its pixels are predictions of their
+    # own, held as frames are; as one sequence a sample failed on one near-tie pixel of 458752
+    pixels = rng.normal(size=(2, 32, 48, 4))
+    softmax = np.exp(pixels) / np.exp(pixels).sum(-1, keepdims=True)
+    segment = parse_target(None, {"map": softmax}, image_inputs=True)
+    assert segment.text == "map:top1>=0.995"
+    moved = softmax.copy()
+    moved[0, 0, 0] = moved[0, 0, 0][::-1]  # one pixel flips: a sample of 2 as a sequence
+    assert segment.evaluate({"map": softmax}, {"map": moved}).met
+    assert parse_target(None, {"map": softmax}, image_inputs=False).text == "map:sequence>=0.99"
+    assert parse_target(None, {"probs": probs}, image_inputs=True).text == "probs:sequence>=0.99"  # OCR
 
 
 def test_default_target_checks_frames_of_the_same_classes() -> None:
