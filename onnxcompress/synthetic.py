@@ -184,10 +184,7 @@ def _new_last_axis(node: ir.Node) -> bool:
         return False
     axes = node.attributes.get_ints("axes", None)
     if axes is None and len(node.inputs) > 1 and node.inputs[1] is not None:
-        const = node.inputs[1].const_value
-        producer = node.inputs[1].producer()
-        if const is None and producer is not None and producer.op_type == "Constant":
-            const = producer.attributes.get_tensor("value", None)
+        const = ir.convenience.get_const_tensor(node.inputs[1])  # an initializer or a Constant
         axes = None if const is None else [int(a) for a in const.numpy().ravel()]
     rank_in = node.inputs[0].shape.rank() if node.inputs[0].shape is not None else None
     if axes is None or rank_in is None:

@@ -144,15 +144,13 @@ def run_outputs(model: Any, feeds: list[Mapping[str, np.ndarray]],
     session = create_session(model, label=label, arena=False)
     names = [o.name for o in session.get_outputs()]
     inputs = {i.name for i in session.get_inputs()}
-    if rows is None:
-        rows = set().union(*_row_outputs(session, feeds))
-    batch = set(rows)
-    rows_of: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    as_rows = set().union(*_row_outputs(session, feeds)) if rows is None else set(rows)
+    parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for feed in feeds:
         outs = session.run(None, {k: v for k, v in feed.items() if k in inputs})
         for n, o in zip(names, outs, strict=True):
-            rows_of[n].append(np.asarray(o))
-    return {n: _stack(v, n in batch) for n, v in rows_of.items()}
+            parts[n].append(np.asarray(o))
+    return {n: _stack(v, n in as_rows) for n, v in parts.items()}
 
 
 def _batch_outputs(session: Any) -> set[str]:

@@ -5,15 +5,16 @@ at load, and the fold holds the whole table as int32 indices and then as floats:
 embedding at 4 bits took 2-3x the fp32 model's peak session memory (lac_encoder's 58224 x 128
 table: 3.3x; bert_tiny's 30522 x 128: 1.8x). A table whose every reader is a ``Gather`` of rows
 needs only the rows asked for. So each ``Gather`` reads the stored index rows themselves, and the
-decode runs on those::
+decode runs on those. With one codebook (``packing.pack_bytes``, ``packing.byte_book``)::
 
-    Gather(planes [V, 1, L], ids) -> BitShift/BitShift -> Reshape [n, d_pad] [-> combine planes]
-      [-> Slice d] -> Cast(int32) [+ Gather(row offsets, ids)] -> Gather(codebook)
-      [* Gather(row scales, ids) or * column scales] -> Reshape(Shape(ids) + row shape)
+    Gather(bytes [V, L], ids) -> Cast(int32) -> Gather(byte book [256, 8/bits])
+      -> Reshape [..., d_pad] [-> Slice d] [* Gather(row scales, ids) or * column scales]
 
-Rows are bit-packed each on its own (``packing.pack_rows``) since ``Gather`` takes no 4-bit
-tensor; at 8 bits the rows are plain uint8. The session holds the stored bytes and one call's
-rows; the decode costs a few small ops a call, next to a lookup that copied rows anyway.
+With a codebook per row group, the rows are bit planes packed each on its own
+(``packing.pack_rows``; ``Gather`` takes no 4-bit tensor), unpacked by BitShifts, offset into
+the flat codebook and looked up one index at a time. Ids of unknown rank are read flat and
+their shape restored at the end. The session holds the stored bytes and one call's rows; the
+decode costs a few small ops a call, next to a lookup that copied rows anyway.
 """
 
 from __future__ import annotations
@@ -95,7 +96,6 @@ def rewrite_rows(
         book = w.add_constant(f"{base}.codebook", np.ascontiguousarray(values))
         stored += planes[0].const_value.nbytes + values.nbytes
         widen = values.dtype != gathered
-        padded = -(-width // (8 // bits)) * (8 // bits)
     else:
         packed = packing.pack_rows(flat, bits)
         planes = [w.add_constant(f"{base}.q{pw}", p)
@@ -106,7 +106,7 @@ def rewrite_rows(
             book = w.add_constant(f"{base}.codebook", np.ascontiguousarray(codebook.reshape(-1)))
             stored += codebook.nbytes
             widen = codebook.dtype != gathered  # a float16 codebook, widened (2^bits values)
-        padded = packing.padded_length(width, bits)
+    padded = packing.padded_length(width, bits)  # whole bytes a row (the byte form: one plane)
     offsets = None
     if codebook.shape[0] > 1:
         assert d.row_axis is not None and d.row_of_channel is not None
@@ -166,14 +166,9 @@ def rewrite_rows(
             value = node("Reshape", [value, target], "rowsout")
         value.type, value.shape = out.type, out.shape  # it may be a graph output
         gather.graph.insert_after(gather, node.nodes)
-        for user, index in list(out.uses()):
-            user.replace_input_with(index, value)
-        graph = gather.graph
-        for i, o in enumerate(graph.outputs):
-            if o is out:
-                graph.outputs[i] = value
         name = out.name
-        graph.remove(gather, safe=True)
+        out.replace_all_uses_with(value, replace_graph_outputs=True)
+        gather.graph.remove(gather, safe=True)
         value.name = name  # the lookup's output keeps its name
     w.remove_if_unused()
     return stored, bits

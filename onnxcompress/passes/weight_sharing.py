@@ -81,9 +81,9 @@ from onnxcompress.opset import opset_version, upgrade_opset
 from onnxcompress.passes import _kmeans_lstm
 from onnxcompress.passes._float_rest import REST_ROLES, store_rest
 from onnxcompress.passes._folding import fold_batchnorm
-from onnxcompress.passes._int8 import ROW_SCALES, _gathered_weight, _row_gather_only
+from onnxcompress.passes._int8 import ROW_SCALES, _gathered_weight
 from onnxcompress.passes._kmeans_allocate import _allocate
-from onnxcompress.passes._kmeans_codebook import INT8_FORM_MIN_SIZE, _model_group
+from onnxcompress.passes._kmeans_codebook import _model_group
 from onnxcompress.passes._kmeans_config import (  # noqa: F401 (re-exported: the pass's options)
     ALLOCATION_MIN_SIZE,
     ALLOCATIONS,
@@ -102,6 +102,7 @@ from onnxcompress.passes._kmeans_decode import (
     Formats,
 )
 from onnxcompress.passes._kmeans_int8 import exact_form_pays
+from onnxcompress.passes._kmeans_rows import decodes_rows
 from onnxcompress.passes._kmeans_select import _first_kept_float, _shape_read
 from onnxcompress.passes._kmeans_share import _FIT, _fit_own, _share, _share_model_codebook
 from onnxcompress.passes._prune_select import _first_last_nodes
@@ -132,12 +133,11 @@ _ROLE_REASONS = {
 
 
 def _gathered_rows(w: Weight, bits: int, cfg: WeightSharingConfig, formats: Formats) -> bool:
-    """Whether ``w`` is stored as int8 rows gathered at run time: 8 bits asked, a table of at
-    least ``INT8_FORM_MIN_SIZE`` float32 values that only row Gathers read, in a model where the
-    exact forms pay (``Formats.exact_form``), with the default decode and storage."""
-    return (bits >= kmeans.MAX_BITS and cfg.decode == "auto" and formats.exact_form
-            and formats.storage in ("auto", "uint8") and not cfg.per_channel
-            and w.dtype == ir.DataType.FLOAT and w.size >= INT8_FORM_MIN_SIZE and _row_gather_only(w))
+    """Whether ``w`` is stored as int8 rows gathered at run time: 8 bits asked of a table the
+    rows decode takes below 8 bits (``Formats.rows``, ``_kmeans_rows.decodes_rows``), float32,
+    with the default storage and no per-channel codebooks asked for."""
+    return (bits >= kmeans.MAX_BITS and formats.rows and decodes_rows(w) and w.dtype == ir.DataType.FLOAT
+            and formats.storage in ("auto", "uint8") and not cfg.per_channel)
 
 
 class WeightSharing(Pass):
@@ -231,7 +231,8 @@ class WeightSharing(Pass):
             _gathered_weight(w, Builder(w.graph, model_names(model)), scratch)
             stats += scratch.layers
             w.release()
-        singles = [s for s in singles if s not in rows]
+        taken = {id(w) for w, _ in rows}
+        singles = [(w, bits) for w, bits in singles if id(w) not in taken]
         refit = self._refitter(model, [w for w, _ in singles], cfg, context, result, means)
         grouped = len(stats)
         # With reconstruct, a stage of weights is clustered, refit and judged together before
