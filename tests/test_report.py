@@ -59,6 +59,20 @@ def test_live_memory_decides_where_both_were_measured() -> None:
     assert memory_headline(report.memory).endswith("(8.0 MB -> 9.0 MB, live, after load and one run)")
 
 
+def test_resident_memory_well_past_the_originals_is_named_though_live_is_within() -> None:
+    # a ResNet-18 torch exports with external data: fp32 105 MB resident, its int8 148 MB (the
+    # fold's freed copies the allocator keeps), live 67 MB both: users read resident memory
+    report = _report(105 * MB, 148 * MB, live=(67 * MB, 67 * MB))
+    report.memory["original"]["peak_bytes"] = 106 * MB
+    report.memory["compressed"]["peak_bytes"] = 162 * MB
+    line = memory_headline(report.memory)
+    assert line is not None and line.startswith("session memory: the compressed model stays resident "
+                                                "at 1.41x the original's after load")
+    assert "peak 106.0 MB -> 162.0 MB" in line and "(67.0 MB -> 67.0 MB)" in line
+    # a few MB of resident noise (nudenet's fp32 moves 41-44 MB between runs) is not named
+    assert memory_headline(_report(40 * MB, 46 * MB, live=(33 * MB, 33 * MB)).memory) is None
+
+
 def test_a_few_hundred_kilobytes_are_not_an_increase() -> None:
     # a small model: 2% slack would be 40 KB, under what two processes differ by
     assert memory_headline(_report(2 * MB, 2 * MB + MEMORY_SLACK_BYTES - 1).memory) is None
