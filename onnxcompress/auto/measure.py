@@ -11,9 +11,6 @@ import numpy as np
 import onnx
 
 from onnxcompress._report_weights import _decode
-from onnxcompress.auto.targets import distribution_rows
-from onnxcompress.graph.fold import SELECTION_OPS
-from onnxcompress.graph.outputs import LOOP_OPS, feature_outputs, recurrent_output
 from onnxcompress.weights import Weight
 
 #: Feeds per layer and option for the sensitivity probe (one forward pass each).
@@ -93,43 +90,6 @@ def class_score_names(original: Any, model_path: str | Path, feeds: list) -> lis
     refs = [session.run(None, {k: v for k, v in f.items() if k in inputs}) for f in feeds[:4]]
     flags = class_score_outputs(original, refs)
     return [o.name for o, flag in zip(original.graph.outputs, flags, strict=False) if flag]
-
-
-#: Ops that make an embedding, not class scores, when they make a [N, C] output: pooling
-#: (mean pooling written as ReduceSum / Div by the mask's count), normalisation, a pooler's Tanh.
-EMBEDDING_HEADS = frozenset({"ReduceMean", "ReduceSum", "ReduceL2", "LpNormalization", "Div", "Tanh"})
-
-
-def plain_output_names(original: Any, outputs: Mapping[str, np.ndarray]) -> list[str]:
-    """Graph outputs whose shape says one thing and whose graph another, which the default target
-    compares by plain cosine: a vector per sample made by pooling or normalisation (a sentence
-    encoder's pooled embedding, a BERT pooler's output; their arg-max means nothing:
-    paraphrase-MiniLM-L3's 384-d mean pooling held to top1>=0.99 ended at 2.06x where int8 keeps
-    cosine 0.9998 at 3.94x), and values a Loop or Scan decodes step by step (SLANet's cell boxes
-    [N, 501, 4], one per structure token, are no detector's anchors: held to their 1-cos 5e-6,
-    auto stayed at 2.07x where int8 keeps every structure at 3.76x). ``outputs``: the original's
-    outputs on a few samples; rows that are probability distributions keep their own target
-    (magika's softmax is Exp / ReduceSum; SLANet's structure tokens stay a sequence)."""
-    from onnxcompress.passes._int8_search import head_op
-
-    found = []
-    features = feature_outputs(original)  # an embedding another layer reads (atspm's z)
-    for v in original.graph.outputs:
-        a = np.asarray(outputs.get(v.name, np.zeros((0, 0))))
-        if a.ndim < 2 or a.shape[-1] < 2 or not np.issubdtype(a.dtype, np.floating):
-            continue
-        if distribution_rows(a):
-            continue  # probabilities or their logarithms: class scores, a sequence's tokens
-        head = head_op(v)
-        # a vector a Loop gives out through selection ops only is an RNN's state (chars2vec's
-        # word embedding, tf2onnx's LSTM Loop -> Slice -> Squeeze [N, 300]: held to top1>=0.99,
-        # auto stayed at 1.99x where int8 keeps cosine 0.9998); an RNN classifier's logits come
-        # through its linear head
-        if (a.ndim == 2 and (head in EMBEDDING_HEADS or v.name in features
-                             or recurrent_output(v, SELECTION_OPS))
-                or a.ndim >= 3 and recurrent_output(v, None, LOOP_OPS)):
-            found.append(v.name)
-    return found
 
 
 def run_outputs(model: Any, feeds: list[Mapping[str, np.ndarray]],

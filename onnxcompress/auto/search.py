@@ -45,7 +45,6 @@ from onnxcompress.auto.measure import (
     PROBE_SAMPLES,
     class_score_names,
     objective_cost,
-    plain_output_names,
     row_outputs,
     run_outputs,
     save_feeds,
@@ -67,6 +66,7 @@ from onnxcompress.auto.speed import speed_guard
 from onnxcompress.auto.targets import COUNTED, Fidelity, Target, parse_target
 from onnxcompress.data import feed_source
 from onnxcompress.errors import ConfigError, DataError
+from onnxcompress.graph.outputs import plain_output_names
 from onnxcompress.model import copy_model, load_model, name_unnamed_nodes, save_model, to_proto
 from onnxcompress.passes._bit_allocation import LayerChoices, Option
 from onnxcompress.passes._folding import fold_batchnorm

@@ -32,7 +32,7 @@ from onnxcompress.validation.detections import (
     split_anchor_heads,
     split_head_ratios,
 )
-from onnxcompress.validation.metrics import picture_outputs
+from onnxcompress.validation.metrics import distribution_rows, picture_outputs, tied_rows, top1_leads
 
 #: Stated in ``--help``: top-1 agreement on outputs that look like class scores ([N, C], C > 1),
 #: else cosine similarity of every float output.
@@ -405,14 +405,6 @@ def _sequence_probabilities(outputs: Outputs) -> list[str]:
     return [k for k, v in outputs.items() if np.ndim(v) >= 3 and distribution_rows(np.asarray(v))]
 
 
-def distribution_rows(a: np.ndarray) -> bool:
-    """Whether every row of ``a`` (last axis, > 1 wide) is a probability distribution or its log."""
-    if not np.issubdtype(a.dtype, np.floating) or a.ndim < 2 or a.shape[-1] < 2 or a.size == 0:
-        return False
-    probs = a.astype(np.float64) if a.min() >= 0 else np.exp(a.astype(np.float64))
-    return bool((a.min() >= 0 or a.max() <= 1e-4) and np.allclose(probs.sum(axis=-1), 1.0, atol=1e-3))
-
-
 def _applicable(metric: str, outputs: Outputs) -> list[str]:
     floats = [k for k, v in outputs.items() if np.issubdtype(np.asarray(v).dtype, np.floating)]
     if metric == "cosine":
@@ -423,8 +415,10 @@ def _applicable(metric: str, outputs: Outputs) -> list[str]:
                 or anchor_score_rows(np.asarray(outputs[k])) is not None]
     if metric == "sequence":  # class scores per position: [N, ..., C]
         return [k for k in floats if np.ndim(outputs[k]) >= 2 and np.shape(outputs[k])[-1] > 1]
-    # Class scores: [N, C] with C > 1 (a detector's [N, boxes, 5 + C] is not one)
-    return [k for k in floats if np.ndim(outputs[k]) == 2 and np.shape(outputs[k])[-1] > 1]
+    # Class scores: [N, C] with C > 1 (a detector's [N, boxes, 5 + C] is not one) whose rows
+    # have a top-1 to keep (not PFLD's landmark coordinates: ``tied_rows``)
+    return [k for k in floats if np.ndim(outputs[k]) == 2 and np.shape(outputs[k])[-1] > 1
+            and (distribution_rows(np.asarray(outputs[k])) or not tied_rows(top1_leads(outputs[k])))]
 
 
 def _measure(metric: str, a: np.ndarray, b: np.ndarray, labels: np.ndarray | None, text: str,

@@ -142,13 +142,9 @@ def head_op(value: ir.Value) -> str | None:
 
 
 def _peaked(refs: list[np.ndarray]) -> bool:
-    gaps = []
-    for r in refs:
-        r2 = np.asarray(r, np.float64).reshape(-1, np.shape(r)[-1])
-        top = np.partition(r2, -2, axis=-1)[:, -2:]
-        sd = r2.std(axis=-1)
-        gaps.append((top[:, 1] - top[:, 0]) / np.where(sd > 0, sd, 1.0))
-    return bool(gaps) and float(np.median(np.concatenate(gaps))) >= PEAKED_GAP
+    from onnxcompress.validation.metrics import top1_leads
+
+    return bool(refs) and float(np.median(np.concatenate([top1_leads(r) for r in refs]))) >= PEAKED_GAP
 
 
 def class_score_outputs(model: ir.Model, references: list[list[np.ndarray]]) -> list[bool]:

@@ -28,7 +28,7 @@ import onnxruntime as ort
 
 from onnxcompress.data import FREED_DIMS_KEY, Feed, FeedSource, feed_source
 from onnxcompress.errors import ConfigError, DataError, RuntimeUnavailableError
-from onnxcompress.graph.outputs import feature_outputs, state_outputs
+from onnxcompress.graph.outputs import feature_outputs, plain_output_names, state_outputs
 from onnxcompress.memory import compare_session_memory
 from onnxcompress.model import load_model, save_model
 from onnxcompress.runtime import create_session
@@ -278,7 +278,8 @@ def compare_models(
             for n in picture_outputs(first, image):
                 if (overrides.get(n) or default_tol).empty:
                     tolerances[n] = default_tolerance(synthetic=synthetic, picture=True)
-            for n in set(head_rows(first, image)) - classifiers:  # no arg-max over box offsets
+            # no arg-max over box offsets, pooled features or a graph's readout
+            for n in (set(head_rows(first, image)) | set(plain_output_names(model_a, first))) - classifiers:
                 stats[n].classifier = False
         # (no common output: onnxruntime runs them all, for an empty list too; none is kept)
         outs_b = _run(session_b, common or None, feed_b, index, "compressed", label_b, feeds, synthetic,
@@ -506,7 +507,7 @@ def _evaluate(name: str, s: TensorStats, tol: Tolerance) -> OutputComparison:
         nan_compressed=s.nan_compressed,
         inf_compressed=s.inf_compressed,
         nonfinite_mismatch=s.nonfinite_mismatch,
-        classifier=bool(s.classifier),
+        classifier=bool(s.classifier) and not s.tied,
         rows=s.rows,
         top1_agreement=s.top1_agreement,
         topk_agreement=s.topk_agreement,
@@ -579,7 +580,9 @@ def _evaluate(name: str, s: TensorStats, tol: Tolerance) -> OutputComparison:
                 )
             )
         if tol.min_top1 is not None:
-            if s.classifier and s.top1_agreement is not None:
+            if s.tied:  # (values laid out like class scores: coordinates, features)
+                out.notes.append("no clear top-1 in the original's rows: not held (--classifier holds it)")
+            elif s.classifier and s.top1_agreement is not None:
                 applied += 1
                 checks.append(
                     Check(

@@ -34,6 +34,40 @@ def looks_like_classifier(shape: tuple[int, ...]) -> bool:
     return len(shape) == 2 and shape[-1] > 1
 
 
+def distribution_rows(a: np.ndarray) -> bool:
+    """Whether every row of ``a`` (last axis, > 1 wide) is a probability distribution or its log."""
+    if not np.issubdtype(a.dtype, np.floating) or a.ndim < 2 or a.shape[-1] < 2 or a.size == 0:
+        return False
+    probs = a.astype(np.float64) if a.min() >= 0 else np.exp(a.astype(np.float64))
+    return bool((a.min() >= 0 or a.max() <= 1e-4) and np.allclose(probs.sum(axis=-1), 1.0, atol=1e-3))
+
+
+def top1_leads(a: np.ndarray) -> np.ndarray:
+    """Per row of ``a`` (last axis): how far its largest value leads the next, in standard
+    deviations of the row."""
+    rows = np.asarray(a, np.float64).reshape(-1, np.shape(a)[-1])
+    top = np.partition(rows, -2, axis=-1)[:, -2:]
+    sd = rows.std(axis=-1)
+    return (top[:, 1] - top[:, 0]) / np.where(sd > 0, sd, 1.0)
+
+
+# Rows whose largest value leads the next by under this many standard deviations (median over
+# at least TIE_ROWS rows) hold no decision: values laid out [N, K] (PFLD's 68 landmark (x, y)
+# pairs: 0.05, many landmarks share a coordinate), not class scores (MobileNetV2's 1000 logits:
+# 0.33, magika's 10.8, a 2-way softmax 2.0; i.i.d. normal rows: 0.21 for 1000 values, 0.48 for
+# 10). compare failed PFLD's int8 file on "top-1 96.9%" at cosine 0.999996 with every landmark
+# within 2 px; auto held it to top1>=0.99. Fewer rows say too little: the shape decides.
+TIE_LEAD = 0.08
+TIE_ROWS = 16
+# ... judged on up to this many rows
+LEAD_ROWS = 4096
+
+
+def tied_rows(leads: np.ndarray) -> bool:
+    """Whether rows with these :func:`top1_leads` have no top-1 to keep (see TIE_LEAD)."""
+    return np.size(leads) >= TIE_ROWS and float(np.median(leads)) < TIE_LEAD
+
+
 # A picture out is the product itself, judged as a picture is (PSNR, a threshold on a soft map,
 # a height error): auto holds it to cosine 0.9999 and compare to PICTURE_MIN_COSINE by default.
 PICTURE_SIDE = 32
@@ -89,6 +123,9 @@ class TensorStats:
     rtol: float | None = None
     classifier: bool | None = None  # None: decide from the first sample's shape
     top_k: int = 5
+    # a classifier decided from the shape alone: its rows' top-1 leads (``tied``)
+    by_shape: bool = False
+    leads: list[np.ndarray] = field(default_factory=list)
 
     samples: int = 0
     elements: int = 0
@@ -139,6 +176,7 @@ class TensorStats:
             self.exact = not is_float(a.dtype)
             if self.classifier is None:
                 self.classifier = not self.exact and looks_like_classifier(a.shape)
+                self.by_shape = self.classifier and not distribution_rows(a)
             if not self.exact:
                 self.detection = detection_columns(a)
                 self.score_rows = anchor_score_rows(a)
@@ -171,6 +209,8 @@ class TensorStats:
             matched, reported = match_anchors(a, np.nan_to_num(b, nan=-1.0), self.anchor_scores)
             self.detections_matched += matched
             self.detections_reported += reported
+        if self.by_shape and sum(map(len, self.leads)) < LEAD_ROWS:
+            self.leads.append(top1_leads(a))
         if self.classifier and a.ndim >= 1 and a.shape[-1] > 1:
             self._add_classes(a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1]), labels)
 
@@ -285,6 +325,11 @@ class TensorStats:
         if self.sum_a2 == 0:
             return -math.inf
         return 10 * math.log10(self.sum_a2 / self.sum_d2)
+
+    @property
+    def tied(self) -> bool:
+        """Shaped like class scores, but the original's rows have no clear top-1 (``tied_rows``)."""
+        return self.by_shape and bool(self.leads) and tied_rows(np.concatenate(self.leads))
 
     @property
     def top1_agreement(self) -> float | None:

@@ -29,7 +29,13 @@ def test_parse_bad_terms_one_line(expr: str) -> None:
 
 
 def test_default_depends_on_outputs() -> None:
-    assert parse_target(None, {"logits": np.zeros((4, 10), np.float32)}).text == "top1>=0.99"
+    logits = np.random.default_rng(0).normal(size=(4, 10)).astype(np.float32)
+    assert parse_target(None, {"logits": logits}).text == "top1>=0.99"
+    # values laid out [N, K] with no clear top-1 (PFLD's 68 landmark (x, y) pairs, batch 11:
+    # many share a coordinate) are no class scores: held by cosine, not top-1
+    r = np.random.default_rng(1)
+    landmarks = np.repeat(r.uniform(0.2, 0.8, (16, 17)), 8, axis=1) + r.normal(0, 1e-3, (16, 136))
+    assert parse_target(None, {"output": landmarks.astype(np.float32)}).text == "cosine>=0.999"
     assert parse_target(None, {"boxes": np.zeros((4, 3, 6), np.float32)}).text == "cosine>=0.999"
 
 
@@ -434,7 +440,8 @@ def test_a_pooled_embedding_is_not_held_to_top1() -> None:
 def test_plain_output_names_reads_the_graph_and_the_values() -> None:
     import onnx
 
-    from onnxcompress.auto.measure import plain_output_names, run_outputs
+    from onnxcompress.auto.measure import run_outputs
+    from onnxcompress.graph.outputs import plain_output_names
     from onnxcompress.model import load_model
 
     graph = onnx.parser.parse_graph("""
@@ -457,7 +464,8 @@ def test_values_a_loop_decodes_are_not_a_detectors_anchors() -> None:
     import onnx
     from onnx import helper as oh
 
-    from onnxcompress.auto.measure import plain_output_names, run_outputs
+    from onnxcompress.auto.measure import run_outputs
+    from onnxcompress.graph.outputs import plain_output_names
     from onnxcompress.auto.targets import default_target
     from onnxcompress.model import load_model
 
@@ -498,7 +506,8 @@ def test_a_vector_a_loop_gives_out_is_an_embedding_but_a_linear_head_on_it_is_no
     import onnx
     from onnx import helper as oh
 
-    from onnxcompress.auto.measure import plain_output_names, run_outputs
+    from onnxcompress.auto.measure import run_outputs
+    from onnxcompress.graph.outputs import plain_output_names
     from onnxcompress.auto.targets import default_target
     from onnxcompress.model import load_model
 
@@ -539,7 +548,8 @@ def test_a_vector_a_loop_gives_out_is_an_embedding_but_a_linear_head_on_it_is_no
 def test_a_recurrent_cells_state_is_plain() -> None:
     # a seq2seq decoder's LSTM state [N, 256] is no class scores: held to top1>=0.99, auto
     # stopped at fp16 (1.98x) on batch 7's g2p decoder where int8 keeps every word (3.76x)
-    from onnxcompress.auto.measure import plain_output_names, run_outputs
+    from onnxcompress.auto.measure import run_outputs
+    from onnxcompress.graph.outputs import plain_output_names
     from onnxcompress.model import load_model
     from tests.validation._models import lstm_state_model
 
