@@ -459,8 +459,8 @@ def _run(
         if synthetic:
             raise DataError(
                 f"{label} does not run on synthetic inputs ({shapes}): {_ort_message(e)}",
-                hint="pass real data with --data PATH, or set the input shapes with --shape NAME:DIMS "
-                "(e.g. --shape input:1x3x224x224).",
+                hint="pass real data (compare --data PATH, compress --validate-data PATH), or set the "
+                "input shapes with --shape NAME:DIMS (e.g. --shape input:1x3x224x224).",
             ) from e
         raise DataError(
             f"{label} does not run on sample {index} of {feeds.description} ({shapes}): {_ort_message(e)}",

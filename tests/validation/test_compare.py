@@ -160,8 +160,10 @@ def test_models_onnxruntime_cannot_load(tmp_path):
 
 
 def test_model_that_does_not_run_on_guessed_inputs():
-    with pytest.raises(DataError, match="synthetic inputs .*--shape"):
+    with pytest.raises(DataError, match="synthetic inputs .*--shape") as e:
         compare_models(reshape_model(), reshape_model())
+    # both commands' data flags (compress --validate said "--data", compare's: batch 11)
+    assert "compare --data PATH" in e.value.hint and "compress --validate-data PATH" in e.value.hint
     assert compare_models(reshape_model(), reshape_model(), shapes={"x": (3, 4)}).passed
 
 
