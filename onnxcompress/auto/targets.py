@@ -61,6 +61,9 @@ DEFAULT_TARGET_ANCHORS = "cosine>=0.999995"
 #: MLP surrogate (a CV score, range 0.65): int8 and k-means 8 read 0.99998 on the search data and
 #: keep every eval prediction within 0.005; a plan at 0.9996 moved eval predictions by up to 0.107.
 DEFAULT_TARGET_SCALAR = "cosine>=0.99995"
+#: ... and values [N, K] with no top-1 (``metrics.tied_rows``; PFLD's landmarks: cosine let auto move
+#: them 43 px of 112 at 0.9995; int8 reads 0.99968, within 2 px): ``values``, the same per column.
+DEFAULT_TARGET_VALUES = "values>=0.9995"
 # The one shape rule of a detector head, shared with compare's score-row check.
 ANCHOR_POSITIONS = ANCHOR_MIN_POSITIONS
 ANCHOR_FEATURES = ANCHOR_MAX_FEATURES
@@ -114,7 +117,7 @@ MAP_UNDECIDED = 0.1
 #: logits [T, 1, 8210], VoiceFilter's LSTM states [2, 1, 512], checked on every model we have).
 LOGIT_NEAR_ZERO = 0.25
 LOGIT_UNDECIDED = 0.07
-METRICS = ("top1", "sequence", "cosine", "accuracy", "mask", "detections")
+METRICS = ("top1", "sequence", "cosine", "values", "accuracy", "mask", "detections")
 #: An NMS-free detector's list of boxes ([N, K, 6]: validation/detections.py) is held to the F1
 #: of the boxes it reports (batch 5's ISBN YOLO26n: held to its whole tensor's cosine as an
 #: anchor head, auto stayed at 1.07x; int8 keeps every box at cosine 0.82).
@@ -239,7 +242,7 @@ def parse_target(expr: str | Target | None, outputs: Outputs | None = None, *,
         if name not in METRICS:
             raise ConfigError(f"target: unknown metric '{m['metric']}' in '{term.strip()}'.",
                               hint=f"metrics: {', '.join(METRICS)}")
-        if name in ("top1", "sequence", "cosine", "mask") and not -1.0 <= value <= 1.0:
+        if name in ("top1", "sequence", "cosine", "values", "mask") and not -1.0 <= value <= 1.0:
             raise ConfigError(f"target: {name} is a fraction in [0, 1], got {value:g} in '{term.strip()}'.",
                               hint=f"e.g. {name}>=0.99")
         if (name == "accuracy") != bool(m["unit"]):
@@ -255,9 +258,8 @@ def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
                    plain: Sequence[str] = ()) -> str:
     """The target used when none is given: top1>=0.99 when an output is class scores [N, C]
     (and on every frame of outputs scoring the same classes per frame, :func:`_frame_scores`);
-    else cosine>=0.999 on every float output, and per-position top-1 agreement
-    of whole samples (``sequence>=DEFAULT_SEQUENCE``) on outputs that are per-position
-    probabilities and on
+    else cosine>=0.999 on every float output, and per-position top-1 agreement of whole samples
+    (``sequence>=DEFAULT_SEQUENCE``) on per-position probabilities and on
     ``class_scores`` (outputs the graph shows to be per-position class scores, e.g. a CTC
     recogniser's logits: ``_int8_search.class_score_outputs``, the rule the int8 guard's flip
     check uses). ``token_inputs`` (every input is integer: token ids): per-position scores are a
@@ -265,8 +267,8 @@ def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
     position), not a decoded string. ``image_inputs`` False (no input is an image [N, C, H, W]):
     no output is a detector's per-anchor head (whisper's log-mel features [N, 128, 3000] from a
     waveform are shaped like YOLOv8's [N, 84, 8400]). ``plain``: outputs the graph shows are plain
-    values whatever their shape suggests (``measure.plain_output_names``: pooled embeddings, a
-    Loop's decoded values), judged by cosine."""
+    values (``graph.outputs.plain_output_names``), judged by cosine; values [N, K] with no top-1
+    by ``values`` (DEFAULT_TARGET_VALUES)."""
     if outputs is None:
         return DEFAULT_TARGET
     if any(ch in k for k in outputs for ch in ":=<>,"):  # a name the expression cannot spell
@@ -297,11 +299,14 @@ def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
     # A probability of its own per sample (a sigmoid: silero VAD's speech_probs) is a two-class
     # decision; its per-sample cosine is 1 whatever the value (one positive number).
     binary = [k for k in _binary_probabilities(outputs) if k not in sequences and k not in heads]
+    vectors = [k for k in set(_applicable("sequence", outputs)) - set(_applicable("top1", outputs))
+               - set(sequences) - set(binary) - set(heads) if np.ndim(outputs[k]) == 2]  # PFLD's landmarks
     if _applicable("top1", outputs):
         frames = _frame_scores(outputs)
         return ",".join([DEFAULT_TARGET] + [f"{k}:{DEFAULT_TARGET}" for k in frames]
                         + [f"{k}:{per_position[k]}" for k in sequences if k not in frames]
-                        + [f"{k}:{DEFAULT_TARGET}" for k in binary])
+                        + [f"{k}:{DEFAULT_TARGET}" for k in binary] + [f"{k}:{DEFAULT_TARGET_VALUES}"
+                                                                          for k in vectors])
     terms = [f"{k}:{per_position[k]}" for k in sequences] + [f"{k}:{DEFAULT_TARGET}" for k in binary]
     rest = [k for k in _applicable("cosine", outputs) if k not in sequences and k not in binary]
     listed = [k for k in rest if k in heads] + _applicable("detections", {k: outputs[k] for k in rest
@@ -318,8 +323,8 @@ def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
                and np.ptp(np.asarray(outputs[k])) > 0}
     pictures = set(picture_outputs({k: outputs[k] for k in rest if k not in anchors}, image_inputs))
     cosine = {k: DEFAULT_TARGET_ANCHORS if k in anchors else DEFAULT_TARGET_SCALAR if k in scalars
-              else DEFAULT_TARGET_PICTURE if k in pictures else DEFAULT_TARGET_NON_CLASSIFIER
-              for k in rest}
+              else DEFAULT_TARGET_VALUES if k in vectors else DEFAULT_TARGET_PICTURE
+              if k in pictures else DEFAULT_TARGET_NON_CLASSIFIER for k in rest}
     if not terms and len(set(cosine.values())) == 1:
         return next(iter(cosine.values()), DEFAULT_TARGET_NON_CLASSIFIER)
     return ",".join(terms + [f"{k}:{v}" for k, v in cosine.items()])
@@ -407,7 +412,7 @@ def _sequence_probabilities(outputs: Outputs) -> list[str]:
 
 def _applicable(metric: str, outputs: Outputs) -> list[str]:
     floats = [k for k, v in outputs.items() if np.issubdtype(np.asarray(v).dtype, np.floating)]
-    if metric == "cosine":
+    if metric in ("cosine", "values"):
         return floats
     if metric == "detections":  # a detection list, a YOLOv8-style raw head, an SSD/RetinaFace head
         heads = split_anchor_heads({k: outputs[k] for k in floats})
@@ -428,9 +433,10 @@ def _measure(metric: str, a: np.ndarray, b: np.ndarray, labels: np.ndarray | Non
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
         raise ConfigError(f"target {text}: output shapes differ ({list(a.shape)} vs {list(b.shape)}).")
-    if metric == "cosine":
+    if metric in ("cosine", "values"):
         x, y = a.reshape(len(a), -1), b.reshape(len(b), -1)
-        spread = float(np.square(x - x.mean()).sum()) if x.shape[1] == 1 and len(x) > 1 else 0.0
+        values = len(x) > 1 and (x.shape[1] == 1 or metric == "values")  # about each column's mean
+        spread = float(np.square(x - x.mean(axis=0)).sum()) if values else 0.0
         if spread > 0:
             # One value per sample (a regressor's prediction): its cosine is 1 whatever the
             # value. Across the samples instead: 1 - |b - a|^2 / (2 |a - mean a|^2), the cosine's

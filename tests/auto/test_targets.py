@@ -35,7 +35,17 @@ def test_default_depends_on_outputs() -> None:
     # many share a coordinate) are no class scores: held by cosine, not top-1
     r = np.random.default_rng(1)
     landmarks = np.repeat(r.uniform(0.2, 0.8, (16, 17)), 8, axis=1) + r.normal(0, 1e-3, (16, 136))
-    assert parse_target(None, {"output": landmarks.astype(np.float32)}).text == "cosine>=0.999"
+    landmarks = landmarks.astype(np.float32)
+    assert parse_target(None, {"output": landmarks}).text == "values>=0.9995"
+    assert parse_target(None, {"logits": np.tile(logits, (4, 1)), "output": landmarks}).text == \
+        "top1>=0.99,output:values>=0.9995"  # not left to an unnamed top1 that skips it
+    # values: each column about its mean over the samples, where the cosine of positive
+    # coordinates barely sees them move (auto moved PFLD's landmarks 43 px at cosine 0.9995)
+    target = parse_target("values>=0.99995")
+    moved = landmarks + 0.02
+    assert parse_target("cosine>=0.999").evaluate({"output": landmarks}, {"output": moved}).met
+    assert not target.evaluate({"output": landmarks}, {"output": moved}).met
+    assert target.evaluate({"output": landmarks}, {"output": landmarks + 1e-5}).met
     assert parse_target(None, {"boxes": np.zeros((4, 3, 6), np.float32)}).text == "cosine>=0.999"
 
 
