@@ -3,9 +3,9 @@
 Targets use the vocabulary of ``compare``: ``top1>=0.99`` (agreement of the arg-max class with the
 original model), ``sequence>=0.99`` (samples whose every position keeps its arg-max: a decoded
 string changes with one flipped position the decoding sees), ``cosine>=0.999`` (mean per-sample
-cosine similarity), ``mask>=0.995`` (Dice of a probability map binarised at 0.5, a logit map
-at 0), ``accuracy>=-0.5pt`` (accuracy against the data's labels, in points relative to the
-original model's accuracy), each
+cosine similarity), ``values>=0.9995`` (the cosine about each column's mean over the samples),
+``mask>=0.995`` (Dice of a probability map binarised at 0.5, a logit map at 0),
+``accuracy>=-0.5pt`` (against the data's labels, in points relative to the original's), each
 optionally for one output (``logits:cosine>=0.9999``); several are joined with commas and must
 all hold. In the API a target can also be a Python callable
 ``metric(original_outputs, compressed_outputs) -> float`` with a threshold (higher is better).
