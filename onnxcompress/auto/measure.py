@@ -88,7 +88,8 @@ def class_score_names(original: Any, model_path: str | Path, feeds: list) -> lis
     session = create_session(model_path, label="the original model", arena=False)
     inputs = {i.name for i in session.get_inputs()}
     refs = [session.run(None, {k: v for k, v in f.items() if k in inputs}) for f in feeds[:4]]
-    flags = class_score_outputs(original, refs)
+    tokens = bool(feeds) and all(np.issubdtype(np.asarray(v).dtype, np.integer) for v in feeds[0].values())
+    flags = class_score_outputs(original, refs, tokens=tokens)
     return [o.name for o, flag in zip(original.graph.outputs, flags, strict=False) if flag]
 
 
