@@ -276,6 +276,17 @@ def run_all(path: Path, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndar
     return [s.run(None, f) for f in feeds]
 
 
+
+def file_bytes(path: Path) -> int:
+    """A model file and the external-data files it names (a torch 2.13 export keeps its weights
+    in ``.onnx.data``: counting the ``.onnx`` alone put CREPE's dynamic int8 at 2.31x, not 3.75x)."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    places = {e.value for t in proto.graph.initializer for e in t.external_data if e.key == "location"}
+    return path.stat().st_size + sum((path.parent / p).stat().st_size for p in places
+                                     if (path.parent / p).is_file())
+
 def bench_one(name: str, entry: dict[str, Any], root: Path, configs: list[str], args: argparse.Namespace,
               work: Path) -> list[dict[str, Any]]:  # fmt: skip
     model = (root / entry["file"]).resolve()  # the children run inside the checkout under test
@@ -287,7 +298,7 @@ def bench_one(name: str, entry: dict[str, Any], root: Path, configs: list[str], 
     feeds = load_feeds(root / evaluation, names, args.eval_samples)
     ref = run_all(model, feeds)
     truth = load_truth(root, entry, evaluation, len(feeds))
-    base = {"model": name, "fp32_bytes": model.stat().st_size, "eval_file": evaluation, "eval_n": len(feeds)}
+    base = {"model": name, "fp32_bytes": file_bytes(model), "eval_file": evaluation, "eval_n": len(feeds)}
     fp32_mem = memory(model, feeds[0]) if not args.no_memory else {}
     env = dict(
         os.environ,
@@ -313,7 +324,7 @@ def bench_one(name: str, entry: dict[str, Any], root: Path, configs: list[str], 
         if row["exit"] == 0 and not out.exists():
             row["error"] = "exit 0 but no output file"
         if out.exists():
-            row["bytes"] = out.stat().st_size
+            row["bytes"] = file_bytes(out)
             row["size_ratio"] = round(base["fp32_bytes"] / max(row["bytes"], 1), 3)
             try:
                 got = run_all(out, feeds)

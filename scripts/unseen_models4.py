@@ -484,7 +484,8 @@ def evaluate(out: Path, name: str, model: Path, seconds: float) -> dict[str, Any
     feeds = load_feeds(out / entry["evaluation"], list(entry["io"]["inputs"]), None)
     ref, got = run_all(ref_path, feeds), run_all(model, feeds)
     finite = all(np.all(np.isfinite(a)) for o in got for a in o if np.asarray(a).dtype.kind == "f")
-    fp32 = entry["io"].get("bytes_with_data", ref_path.stat().st_size)
+    fp32 = entry["io"].get("bytes_with_data") or sum(  # a torch 2.13 export's .onnx.data too
+        p.stat().st_size for p in ref_path.parent.glob(ref_path.name + "*"))
     size = sum(p.stat().st_size for p in model.parent.glob(model.name + "*"))  # the file and any .data
     res = {"model": name, "file": str(model), "size": fp32 / size,
            "metric": task_metric(entry, feeds, ref, got), "finite": finite}  # fmt: skip
