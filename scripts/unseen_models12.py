@@ -41,7 +41,6 @@ import io
 import subprocess
 import sys
 import wave
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -171,7 +170,10 @@ def _note(r: np.random.Generator, length: int) -> np.ndarray:
     f0 = float(np.exp(r.uniform(np.log(50), np.log(1000))))
     f = f0 * (1 + 0.02 * np.sin(2 * np.pi * r.uniform(3, 7) * t))
     phase = 2 * np.pi * np.cumsum(f) / 16000
-    x = sum(r.uniform(0.2, 1) / h * np.sin(h * phase + r.uniform(0, 6)) for h in range(1, int(r.integers(1, 9)) + 1))
+    x = sum(
+        r.uniform(0.2, 1) / h * np.sin(h * phase + r.uniform(0, 6))
+        for h in range(1, int(r.integers(1, 9)) + 1)
+    )
     x = x + r.normal(0, float(r.uniform(0.0, 0.3)) * np.std(x), length)
     return x.astype(np.float32)
 
@@ -238,7 +240,10 @@ EXTRA_METRICS["crepe_tiny"] = _crepe_pitch
 def _photos() -> list[np.ndarray]:
     from PIL import Image
 
-    return [np.asarray(Image.open(io.BytesIO(git_file(FASTEST, f"data/{k}.jpg"))).convert("RGB")) for k in range(5)]
+    return [
+        np.asarray(Image.open(io.BytesIO(git_file(FASTEST, f"data/{k}.jpg"))).convert("RGB"))
+        for k in range(5)
+    ]
 
 
 def d_reid0287(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarray]:
@@ -258,7 +263,9 @@ def d_reid0287(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarra
             c = img[y : y + ch, x : x + cw]
             if r.random() < 0.5:
                 c = c[:, ::-1]
-            c = np.asarray(Image.fromarray(np.ascontiguousarray(c)).resize((128, 256), Image.Resampling.BILINEAR))
+            c = np.asarray(
+                Image.fromarray(np.ascontiguousarray(c)).resize((128, 256), Image.Resampling.BILINEAR)
+            )
         else:
             c = scene(r, 256, 128)
             _person(r, c, int(r.integers(48, 80)), int(r.integers(236, 256)), int(r.integers(180, 236)))
@@ -269,6 +276,7 @@ def d_reid0287(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarra
 def _reid_rank(ref: list, got: list) -> dict[str, Any]:
     """Re-identification as a tracker uses it: each eval crop's nearest other crop by cosine,
     fp32's against the compressed model's (share the same)."""
+
     def nn_(embs: list) -> np.ndarray:
         e = np.stack([np.ravel(x[0]).astype(np.float64) for x in embs])
         e /= np.linalg.norm(e, axis=1, keepdims=True)
@@ -286,9 +294,13 @@ EXTRA_METRICS["reid0287"] = _reid_rank
 # captcha CRNN
 
 LABELS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_"
-FONTS = ["/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf", "/usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf",
-         "/usr/share/fonts/truetype/liberation/LiberationMono-Bold.ttf",
-         "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf"]  # fmt: skip
+_TT = "/usr/share/fonts/truetype"
+FONTS = [
+    f"{_TT}/dejavu/DejaVuSans-Bold.ttf",
+    f"{_TT}/dejavu/DejaVuSerif.ttf",
+    f"{_TT}/liberation/LiberationMono-Bold.ttf",
+    f"{_TT}/liberation/LiberationSans-Regular.ttf",
+]
 
 
 def captcha(r: np.random.Generator) -> np.ndarray:
@@ -311,8 +323,8 @@ def captcha(r: np.random.Generator) -> np.ndarray:
         x += step * float(r.uniform(0.85, 1.1))
     d = ImageDraw.Draw(img)
     for _ in range(int(r.integers(1, 5))):
-        d.line([tuple(int(v) for v in r.integers(0, 160, 2) * [1, 0.375])
-                for _ in range(2)], fill=tuple(int(v) for v in r.integers(0, 200, 3)), width=int(r.integers(1, 3)))  # fmt: skip
+        ends = [tuple(int(v) for v in r.integers(0, 160, 2) * [1, 0.375]) for _ in range(2)]
+        d.line(ends, fill=tuple(int(v) for v in r.integers(0, 200, 3)), width=int(r.integers(1, 3)))
     a = np.asarray(img).astype(np.int16)
     a += r.normal(0, 8, a.shape).astype(np.int16)
     dots = r.random(a.shape[:2]) < 0.02
@@ -362,8 +374,15 @@ def hand(r: np.random.Generator, size: int = 224) -> np.ndarray:
     cx, cy = size * r.uniform(0.44, 0.56), size * r.uniform(0.6, 0.7)
     pw, ph = size * r.uniform(0.16, 0.2), size * r.uniform(0.17, 0.21)
     d.rounded_rectangle([cx - pw, cy - ph, cx + pw, cy + ph], radius=int(pw * 0.6), fill=skin)
-    d.polygon([(cx - pw * 0.8, cy + ph * 0.8), (cx + pw * 0.8, cy + ph * 0.8), (cx + pw * 0.6, size),
-               (cx - pw * 0.6, size)], fill=skin)  # wrist
+    d.polygon(
+        [
+            (cx - pw * 0.8, cy + ph * 0.8),
+            (cx + pw * 0.8, cy + ph * 0.8),
+            (cx + pw * 0.6, size),
+            (cx - pw * 0.6, size),
+        ],
+        fill=skin,
+    )  # wrist
     starts = [(-0.72, -0.9), (-0.24, -1.0), (0.24, -1.0), (0.72, -0.9), (0.95, 0.3)]  # four fingers, thumb
     lengths = [0.8, 1.0, 0.95, 0.7, 0.7]
     for k, ((bx, by), ln) in enumerate(zip(starts, lengths, strict=True)):
@@ -379,7 +398,11 @@ def hand(r: np.random.Generator, size: int = 224) -> np.ndarray:
             x, y = nx, ny
             ang += r.uniform(0.0, 0.3) * (1 if k < 4 else -1)
             w *= 0.92
-    img = img.rotate(float(r.uniform(-30, 30)), resample=Image.Resampling.BILINEAR, fillcolor=tuple(int(v) for v in r.integers(0, 255, 3)))
+    img = img.rotate(
+        float(r.uniform(-30, 30)),
+        resample=Image.Resampling.BILINEAR,
+        fillcolor=tuple(int(v) for v in r.integers(0, 255, 3)),
+    )
     if r.random() < 0.5:
         img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     return np.asarray(img)
@@ -468,7 +491,8 @@ MODELS: dict[str, tuple[Any, str, str, Maker, dict[str, Any]]] = {
         d_handpose,
         {"kind": "within", "output": 0, "tol": 4.48},
     ),
-    # anchors whose palm logit passes -2 (p 0.12; the drawn hands pass mp_palmdet's 0.5 on 7 of 32 scenes), F1 vs fp32
+    # anchors whose palm logit passes -2 (p 0.12; the drawn hands pass mp_palmdet's 0.5 on 7 of
+    # 32 scenes), F1 vs fp32
     "palmdet": (
         ROBODOG,
         "python/hand_models/palm_detection_mediapipe_2023feb.onnx",
@@ -502,7 +526,9 @@ def make(name: str, out: Path, check: bool = True) -> dict[str, Any]:
         entry = manifest_entry(out, name, dest.name, spec, mem, None, what, lambda r, n: maker(r, n, out),
                                maker.__doc__, metric, Path(__file__).name)  # fmt: skip
         where = f"GitHub `{spec}`" if "/" in src[0] else f"PyPI `{spec}`"
-        entry["source"] = f"{where}, `{mem}` (sha256 {SOURCE_SHA256[name][:12]}), exported by torch 2.13 defaults"
+        entry["source"] = (
+            f"{where}, `{mem}` (sha256 {SOURCE_SHA256[name][:12]}), exported by torch 2.13 defaults"
+        )
         return entry
     if "/" not in src[0]:  # a PyPI wheel
         from unseen_models6 import wheel_entry  # noqa: PLC0415
@@ -512,8 +538,9 @@ def make(name: str, out: Path, check: bool = True) -> dict[str, Any]:
     if not dest.exists():
         dest.write_bytes(git_file(src, mem))
     spec = f"{src[0]}@{src[1][:7]}"
-    entry = manifest_entry(out, name, dest.name, spec, mem, SHA256.get(name) if check else None, what,
-                           lambda r, n: maker(r, n, out), maker.__doc__, metric, Path(__file__).name)  # fmt: skip
+    sha = SHA256.get(name) if check else None
+    entry = manifest_entry(out, name, dest.name, spec, mem, sha, what, lambda r, n: maker(r, n, out),
+                           maker.__doc__, metric, Path(__file__).name)  # fmt: skip
     entry["source"] = f"GitHub `{spec}`, `{mem}`"
     return entry
 
