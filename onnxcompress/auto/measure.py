@@ -79,16 +79,22 @@ def _scale_after(proto: onnx.ModelProto, node_name: str, index: int) -> np.ndarr
     return numpy_helper.to_array(inits[other[0]]).reshape(-1)
 
 
-def class_score_names(original: Any, model_path: str | Path, feeds: list) -> list[str]:
+def token_inputs(feeds: list) -> bool:
+    """Whether every input is integer (token ids): a language model's."""
+    return bool(feeds) and all(np.issubdtype(np.asarray(v).dtype, np.integer) for v in feeds[0].values())
+
+
+def class_score_names(original: Any, model_path: str | Path, feeds: list, *,
+                      tokens: bool = False) -> list[str]:
     """Outputs the graph shows to be per-position class scores (the int8 guard's rule), judged
-    on a few search samples: the default target holds their every position's top-1."""
+    on a few search samples: the default target holds their every position's top-1. ``tokens``:
+    :func:`token_inputs` of the feeds."""
     from onnxcompress.passes._int8_search import class_score_outputs
     from onnxcompress.runtime import create_session
 
     session = create_session(model_path, label="the original model", arena=False)
     inputs = {i.name for i in session.get_inputs()}
     refs = [session.run(None, {k: v for k, v in f.items() if k in inputs}) for f in feeds[:4]]
-    tokens = bool(feeds) and all(np.issubdtype(np.asarray(v).dtype, np.integer) for v in feeds[0].values())
     flags = class_score_outputs(original, refs, tokens=tokens)
     return [o.name for o, flag in zip(original.graph.outputs, flags, strict=False) if flag]
 

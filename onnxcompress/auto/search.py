@@ -48,6 +48,7 @@ from onnxcompress.auto.measure import (
     row_outputs,
     run_outputs,
     save_feeds,
+    token_inputs,
 )
 from onnxcompress.auto.paths import (
     allocation_path,
@@ -191,9 +192,9 @@ def search(
     if callable(target) and not isinstance(target, Target):
         goal = parse_target(None, metric=target, threshold=target_threshold)
     else:
-        scores = class_score_names(original, model_path, search_feeds) if target is None else []
-        tokens = bool(search_feeds) and all(np.issubdtype(np.asarray(v).dtype, np.integer)
-                                            for v in search_feeds[0].values())
+        tokens = token_inputs(search_feeds)
+        scores = [] if target is not None else class_score_names(original, model_path, search_feeds,
+                                                                 tokens=tokens)
         goal = parse_target(target, ref_search, class_scores=scores, token_inputs=tokens,
                             image_inputs=bool(search_feeds) and has_image_input(search_feeds[0]),
                             plain=plain_output_names(original, ref_search) if target is None else (),

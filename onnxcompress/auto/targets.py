@@ -289,19 +289,19 @@ def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
     heads = split_anchor_heads(outputs) if image_inputs else {}
     probabilities = set(_sequence_probabilities(outputs))  # once: it exponentiates every output
     sequences = [k for k in outputs if (k in probabilities or k in class_scores) and k not in heads]
-    # A token model's positions are predictions of their own: one near-tie among 64 x 8192
-    # logits failed a whole sample (bert_tiny: even fp16 missed sequence>=0.99); so are an image's
-    # pixels in a class map [N, H, W, C], held as frames are (they flip together at boundaries;
-    # road_seg's 512 x 896 as a sequence: auto kept 1.04x; at 0.99, 2.55x with 97.2 road IoU).
+    # A token model's positions are predictions of their own (one near-tie among 64 x 8192 logits
+    # failed a whole sample: bert_tiny); so are an image's pixels in a class map [N, H, W, C], held
+    # as frames are (road_seg's 512 x 896 as a sequence: auto 1.04x; at 0.99, 2.55x, 97.2 road IoU).
     per_position = {k: DEFAULT_TARGET if token_inputs else DEFAULT_TARGET_FRAMES
                     if image_inputs and np.ndim(outputs[k]) >= 4 else f"sequence>={DEFAULT_SEQUENCE:g}"
                     for k in sequences}
     # A probability of its own per sample (a sigmoid: silero VAD's speech_probs) is a two-class
     # decision; its per-sample cosine is 1 whatever the value (one positive number).
     binary = [k for k in _binary_probabilities(outputs) if k not in sequences and k not in heads]
-    vectors = [k for k in set(_applicable("sequence", outputs)) - set(_applicable("top1", outputs))
-               - set(sequences) - set(binary) - set(heads) if np.ndim(outputs[k]) == 2]  # PFLD's landmarks
-    if _applicable("top1", outputs):
+    scored = _applicable("top1", outputs)  # once (it reads every output's rows); PFLD's landmarks:
+    vectors = [k for k in _applicable("sequence", outputs) if np.ndim(outputs[k]) == 2 and k not in scored
+               and k not in sequences and k not in binary and k not in heads]
+    if scored:
         frames = _frame_scores(outputs)
         return ",".join([DEFAULT_TARGET] + [f"{k}:{DEFAULT_TARGET}" for k in frames]
                         + [f"{k}:{per_position[k]}" for k in sequences if k not in frames]

@@ -25,7 +25,14 @@ import onnx_ir as ir
 
 from onnxcompress.data import Feed
 from onnxcompress.layerwise.refit import grouped_output_error
-from onnxcompress.layerwise.stats import InputStats, as_rows, collect_input_stats, from_rows, layout_of
+from onnxcompress.layerwise.stats import (
+    InputStats,
+    as_rows,
+    collect_input_stats,
+    from_rows,
+    layout_of,
+    row_width,
+)
 from onnxcompress.layerwise.sweep import round_sweep
 from onnxcompress.weights import ROLE_WEIGHT, WeightIndex
 
@@ -81,22 +88,16 @@ _ACTIVE: ContextVar[Int8Rounding | None] = ContextVar("onnxcompress_int8_roundin
 def int8_rounding(model: ir.Model, feeds: Iterable[Feed], *, seed: int = 0) -> Int8Rounding:
     """Collect E[x x^T] of every refittable compute weight's input (one streaming collection)."""
     start = time.perf_counter()
-    weights = [w for w in WeightIndex.build(model) if w.role == ROLE_WEIGHT and w.is_float
-               and layout_of(w)[0] is not None]
-    wide = {w.label: f"{_inputs(w)} inputs a row (over {MAX_INPUTS}): rounded to nearest"
-            for w in weights if _inputs(w) > MAX_INPUTS}
-    weights = [w for w in weights if w.label not in wide]
+    laid = [(w, layout) for w in WeightIndex.build(model) if w.role == ROLE_WEIGHT and w.is_float
+            and (layout := layout_of(w)[0]) is not None]
+    wide = {w.label: f"{row_width(w, layout)} inputs a row (over {MAX_INPUTS}): rounded to nearest"
+            for w, layout in laid if row_width(w, layout) > MAX_INPUTS}
+    weights = [w for w, _ in laid if w.label not in wide]
     stats, skipped = collect_input_stats(model, weights, list(feeds), seed=seed, max_rows=MAX_ROWS)
     rounding = Int8Rounding(stats)
     rounding.report["skipped"].update({**wide, **skipped})
     rounding.report["seconds"] += time.perf_counter() - start
     return rounding
-
-
-def _inputs(w: Any) -> int:
-    """Inputs a row of ``w`` reads: its size over its output channels."""
-    out = w.shape[w.out_axis] if w.out_axis is not None and len(w.shape) else 1
-    return int(np.prod(w.shape)) // max(int(out), 1)
 
 
 @contextlib.contextmanager

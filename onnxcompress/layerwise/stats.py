@@ -64,6 +64,12 @@ class RowLayout:
     pads: tuple[int, ...] = ()
 
 
+def row_width(weight: Weight, layout: RowLayout) -> int:
+    """The inputs a row of ``weight`` reads (``k`` of its E[x x^T]): a Conv's input channels per
+    group x kernel, a MatMul's rows."""
+    return int(weight.shape[0]) if layout.transposed else int(np.prod(weight.shape[1:]))
+
+
 def layout_of(weight: Weight) -> tuple[RowLayout | None, str | None]:
     """The row layout of a compute weight, or (None, why it cannot be refit)."""
     if weight.scope:
@@ -183,8 +189,7 @@ def collect_input_stats(
         if layout is None or found is None or found[0] is None or not found[0].name:
             skipped[w.label] = why or "its input activation cannot be read"
             continue
-        k = w.shape[0] if layout.transposed else int(np.prod(w.shape[1:]))
-        wanted.append(_Item(w.label, layout, (found[0].name,), k))
+        wanted.append(_Item(w.label, layout, (found[0].name,), row_width(w, layout)))
     stats: dict[str, InputStats] = {}
     for block in _blocks(wanted, budget_bytes):
         _collect_block(model, block, feeds, max_rows, seed, stats, skipped, student, teacher_hessian)

@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 TARGETS = ("onnxruntime", "portable")
 METHODS = ("auto", *blockwise.METHODS)
 MS_DOMAIN = "com.microsoft"
+COVERED_OPS = frozenset({"MatMul", "Gemm", "Gather"})  # the readers blocks are written for
 PORTABLE_OPSET = 21
 # X^T X of the layer inputs held at once while streaming calibration data (float64); more
 # layers than fit take further passes over the data.
@@ -242,7 +243,7 @@ class BlockQuantize(Pass):
     def _select(self, model: ir.Model, cfg: BlockQuantizeConfig, result: PassResult) -> list[_Layer]:
         layers = []
         for w in WeightIndex.build(model).select(roles=COMPUTE_ROLES, float_only=False):
-            if not ({"MatMul", "Gemm", "Gather"} & set(w.op_types)):
+            if not COVERED_OPS & set(w.op_types):
                 result.skip(w.label, f"{'/'.join(w.op_types)} weight (blocks cover MatMul, Gemm, Gather)")
                 continue
             if w.excluded_by(cfg.exclude):
@@ -588,12 +589,11 @@ def _write_portable(layer: _Layer, qt: blockwise.BlockQuantized) -> int:
 
 
 def _say_uncovered(model: ir.Model, result: PassResult) -> None:
-    """A headline where most float weight bytes sit in ops blocks do not cover: 4-bit blocks
-    asked for a CNN (a ResNet-18 torch export came out 1.04x, with nothing but a table saying
-    why)."""
+    """A headline where most float weight bytes sit in ops blocks do not cover: 4-bit blocks asked
+    for a CNN (a ResNet-18 torch export came out 1.04x, with nothing but a table saying why)."""
     weights = WeightIndex.build(model).select(roles=COMPUTE_ROLES)
     total = sum(w.nbytes for w in weights)
-    uncovered = sum(w.nbytes for w in weights if not {"MatMul", "Gemm", "Gather"} & set(w.op_types))
+    uncovered = sum(w.nbytes for w in weights if not COVERED_OPS & set(w.op_types))
     if total and uncovered >= total / 2:
         result.headline(f"{uncovered / total:.0%} of the float weight bytes are in ops 4-bit blocks do "
                         "not cover (MatMul, Gemm and Gather only; Conv weights stay float): "

@@ -330,14 +330,12 @@ def compare_models(
             threads=threads,
             memory_budget=layers_memory,
         )
-    if latency and first_feed is not None:
-        feed_b = _feed_for(first_feed, inputs_b, casts_b)
-        report.latency = measure_latency(session_a, session_b, first_feed, feed_b, runs=latency_runs,
+    first_b = _feed_for(first_feed, inputs_b, casts_b) if first_feed is not None else None
+    if latency and first_b is not None:
+        report.latency = measure_latency(session_a, session_b, first_feed, first_b, runs=latency_runs,
                                          threads=threads)
-    if (latency if memory is None else memory) and first_feed is not None:
-        report.memory = _session_memory(
-            source_a, source_b, first_feed, _feed_for(first_feed, inputs_b, casts_b), threads
-        )
+    if (latency if memory is None else memory) and first_b is not None:
+        report.memory = _session_memory(source_a, source_b, first_feed, first_b, threads)
     return report
 
 
