@@ -80,6 +80,23 @@ def reaches(value: ir.Value, found: Callable[[ir.Node], bool],
 EMBEDDING_HEADS = frozenset({"ReduceMean", "ReduceSum", "ReduceL2", "LpNormalization", "Div", "Tanh",
                              "ScatterElements", "ScatterND"})
 _POOLING = frozenset({"ReduceMean", "ReduceSum"})
+#: ... and an activation: no classifier's logits pass one, an embedding's features may (an OSNet
+#: re-id's 256-d vector ends in a PReLU, which tf2onnx writes as Add(Relu(x), Mul(Relu(-x), -a)):
+#: held to top1>=0.99 for its lead of 0.28, auto wrote fp16 at 1.93x where cosine 0.999 gives
+#: 3.24x at 0.9997, every nearest match kept). A sigmoid stays: multi-label probabilities.
+ACTIVATION_HEADS = frozenset({"Relu", "PRelu", "LeakyRelu", "Elu", "Selu", "Celu", "Clip", "Gelu",
+                              "Softplus", "HardSwish", "Mish", "ThresholdedRelu"})
+
+
+def _activation(node: ir.Node | None) -> bool:
+    """Whether ``node`` is an activation, or the Add / Max of a Relu that spells one."""
+    if node is None or node.domain not in ("", "ai.onnx"):
+        return False
+    if node.op_type in ACTIVATION_HEADS:
+        return True
+    return node.op_type in ("Add", "Max") and any(
+        x is not None and x.producer() is not None and x.producer().op_type == "Relu"
+        for x in node.inputs)
 
 
 def plain_output_names(original: ir.Model, outputs: Mapping[str, np.ndarray]) -> list[str]:
@@ -94,7 +111,7 @@ def plain_output_names(original: ir.Model, outputs: Mapping[str, np.ndarray]) ->
     ``outputs``: the original's outputs on one or a few samples; rows that are probability
     distributions keep their own target (magika's softmax is Exp / ReduceSum; SLANet's
     structure tokens stay a sequence)."""
-    from onnxcompress.passes._int8_search import _LINEAR_OPS, head_op
+    from onnxcompress.passes._int8_search import _LINEAR_OPS, head_node, head_op
     from onnxcompress.validation.metrics import distribution_rows
 
     found = []
@@ -114,7 +131,7 @@ def plain_output_names(original: ir.Model, outputs: Mapping[str, np.ndarray]) ->
         # word embedding, tf2onnx's LSTM Loop -> Slice -> Squeeze [N, 300]: held to top1>=0.99,
         # auto stayed at 1.99x where int8 keeps cosine 0.9998); an RNN classifier's logits come
         # through its linear head
-        if (a.ndim == 2 and (head in EMBEDDING_HEADS or v.name in features
+        if (a.ndim == 2 and (head in EMBEDDING_HEADS or v.name in features or _activation(head_node(v))
                              or recurrent_output(v, SELECTION_OPS))
                 or a.ndim >= 3 and recurrent_output(v, None, LOOP_OPS)):
             found.append(v.name)

@@ -121,8 +121,8 @@ def search(guard: Guard, fed: Mapping[str, np.ndarray], labels: list[str], total
     return probed, runs
 
 
-def head_op(value: ir.Value) -> str | None:
-    """The op that makes ``value``'s scores, past layout-only ops and a constant bias/scale."""
+def head_node(value: ir.Value) -> ir.Node | None:
+    """The node that makes ``value``'s scores, past layout-only ops and a constant bias/scale."""
     from onnxcompress.passes._folding import const_array
 
     for _ in range(16):
@@ -137,8 +137,14 @@ def head_op(value: ir.Value) -> str | None:
                 const_array(x) is not None for x in node.inputs):
             value = next(x for x in node.inputs if const_array(x) is None)
         else:
-            return node.op_type
+            return node
     return None
+
+
+def head_op(value: ir.Value) -> str | None:
+    """The op type of :func:`head_node`."""
+    node = head_node(value)
+    return None if node is None else node.op_type
 
 
 def _peaked(refs: list[np.ndarray]) -> bool:
