@@ -158,12 +158,13 @@ def class_score_outputs(model: ir.Model, references: list[list[np.ndarray]], *,
     """Per graph output of ``model``: whether ``top1_flips`` counts it (see VOCABULARY);
     ``references``: the float model's outputs, per sample. ``tokens`` (every input is token
     ids): a linear head's per-position scores are next-token scores whatever the vocabulary's
-    size (a character GPT's 81: held by cosine, auto lost 6.8 points of its next characters)."""
+    size, however small (a character GPT's 81: held by cosine, auto lost 6.8 points of its next
+    characters; another's 19, under CLASS_AXIS_MIN: 1.2 points)."""
     out = []
     for i, value in enumerate(model.graph.outputs):
         refs = [np.asarray(sample[i]) for sample in references if i < len(sample)]
         shape = np.shape(refs[0]) if refs else ()
-        if not refs or len(shape) != 3 or shape[-1] < CLASS_AXIS_MIN \
+        if not refs or len(shape) != 3 or shape[-1] < (2 if tokens else CLASS_AXIS_MIN) \
                 or not np.issubdtype(refs[0].dtype, np.floating):
             out.append(False)
             continue

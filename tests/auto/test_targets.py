@@ -403,6 +403,19 @@ def test_a_logit_map_is_held_as_its_mask_at_zero() -> None:
     assert "mask" not in parse_target(None, {"seg": two}, image_inputs=False).text
 
 
+def test_an_image_with_a_slight_undershoot_is_a_picture_not_a_logit_map() -> None:
+    # a super-resolution CNN's Y channel [N, 1, 672, 672] (Conv + PixelShuffle, no clamp) in
+    # [-0.05, 1.1]: binarised at 0 as a logit map, auto wrote 2-bit weights at 6.9 dB PSNR
+    rng = np.random.default_rng(3)
+    image = np.clip(rng.normal(0.45, 0.2, size=(4, 1, 96, 96)), 0.0, 1.1)
+    image[0, 0, :2, :40] = -0.03  # ringing at an edge
+    assert parse_target(None, {"output": image}).text == "cosine>=0.9999"
+    # the same values with a real negative side (a segmentation's logits) stay a map
+    logits = np.where(rng.uniform(size=image.shape) < 0.3, rng.normal(4, 1, image.shape),
+                      rng.normal(-5, 1.5, image.shape))
+    assert parse_target(None, {"output": logits}).text == "output:mask>=0.995"
+
+
 def test_features_of_a_waveform_are_not_a_detectors_anchors() -> None:
     # whisper's log-mel features [N, 128, 3000] are shaped like YOLOv8's head [N, 84, 8400]; an
     # audio front end has no image input, so its features keep the default cosine
