@@ -281,7 +281,11 @@ def measure_candidate(task: dict[str, Any]) -> Measured:
     if task.get("probe_layers", True):
         probe = probe_sensitivity(base, degraded, feeds)
         # Rounded so that summation order or thread count in a worker cannot flip a later choice.
-        deviation = {k: float(f"{v:.6g}") for k, v in probe.deviation.items()}
+        # A changed layer that moves nothing the probe reads is unseen, not free (RetinaFace's
+        # coarse-level heads when the probe's faces are all small: k-means 2 on those 16 layers
+        # "moved nothing" and broke every large face); the search prices it as it prices a
+        # layer the probe cannot feed.
+        deviation = {k: float(f"{v:.6g}") for k, v in probe.deviation.items() if v > 0 or not werr.get(k)}
     cost_total = 0.0
     latency = float_latency = None
     if task.get("objective", "size") == "memory":

@@ -384,7 +384,8 @@ def _screen(measured: list[Measured], goal: Target, reference: dict, labels: Any
 
 
 def _fill_unprobed(measured: list[Measured]) -> None:
-    """Deviations for layers the probe cannot feed (inside If/Loop/Scan bodies): their weight
+    """Deviations for layers the probe cannot feed (inside If/Loop/Scan bodies) or did not see
+    (changed, yet no output it reads moved): their weight
     error times the median sensitivity (deviation / weight error) of the probed layers, or 1
     when none was probed. An estimate only orders the allocation path: every plan on it is
     still measured as a combined model."""

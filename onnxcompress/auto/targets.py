@@ -42,11 +42,9 @@ DEFAULT_TARGET_NON_CLASSIFIER = "cosine>=0.999"
 #: sample, so rows held at 0.99 lost more on other samples (thai_oskut_ws: held-out 0.9917, eval
 #: 98.5; at 0.995 held-out 0.9965, eval 99.3 at 6.31x, where sequences gave 5.29x at 99.0).
 DEFAULT_TARGET_FRAMES = "top1>=0.995"
-#: Per-position class probabilities ([N, T, C] softmax or log_softmax, e.g. a CTC recogniser):
-#: a sample counts as kept only when every position keeps its arg-max (a decoded string changes
-#: with one flipped position; cosine>=0.999 let 5% of ppocr_rec's strings change, and per-position
-#: top-1 >= 0.999 let k-means 8 change 4.4% of ddddocr_ocr's large-eval strings at 0.14% of
-#: frames).
+#: Per-position class probabilities ([N, T, C] softmax or log_softmax, e.g. a CTC recogniser): a
+#: sample is kept only when every position keeps its arg-max (one flip changes a string; cosine
+#: 0.999 changed 5% of ppocr_rec's, per-position top-1 0.999 4.4% of ddddocr_ocr's at 0.14%).
 DEFAULT_SEQUENCE = 0.99
 #: Per-anchor detector heads ([N, P, F] or YOLOv8's [N, F, P]: P >= ANCHOR_POSITIONS positions,
 #: F <= ANCHOR_FEATURES box/score features): the task keeps a few top-scoring anchors after a
@@ -347,9 +345,10 @@ def _probability_maps(outputs: Outputs) -> list[str]:
 
 def _logit_maps(outputs: Outputs) -> list[str]:
     """Float outputs of one score a position (rank >= 3, a singleton channel: ``[N, T, 1]``,
-    ``[N, 1, T]``, ``[N, 1, H, W]``; at least MAP_POSITIONS a sample) with both signs and at most
-    LOGIT_UNDECIDED of their values near zero: a segmentation's logits, decided by their sign
-    (mask>= binarises an output with negative values at 0)."""
+    ``[N, 1, T]``, ``[N, 1, H, W]``; at least MAP_POSITIONS a sample) with both signs, the negative
+    past LOGIT_NEAR_ZERO x their median magnitude (a super-resolution image's undershoot to -0.05,
+    binarised at 0, let auto write 2-bit weights at 6.9 dB), and at most LOGIT_UNDECIDED of them
+    near zero: a segmentation's logits, decided by their sign (mask>= binarises at 0)."""
     out = []
     for k, v in outputs.items():
         a = np.asarray(v)
@@ -358,8 +357,6 @@ def _logit_maps(outputs: Outputs) -> list[str]:
             continue
         magnitude = np.abs(a.astype(np.float64))
         scale = float(np.median(magnitude))
-        # an intensity's undershoot is no sign to decide by: a super-resolution CNN's image in
-        # [-0.05, 1.1] (no clamp) was binarised at 0, and auto wrote 2-bit weights at 6.9 dB
         if scale > 0 and a.min() < -LOGIT_NEAR_ZERO * scale \
                 and np.mean(magnitude < LOGIT_NEAR_ZERO * scale) <= LOGIT_UNDECIDED:
             out.append(k)

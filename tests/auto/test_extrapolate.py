@@ -50,3 +50,46 @@ def test_reference_probe_and_callable_target(monkeypatch: pytest.MonkeyPatch) ->
     out = Pipeline.from_recipe(found.recipe).run(model, calibration=str(CALIB)).model
     assert top1(model, to_proto(out).SerializeToString()) >= 0.98
     assert np.isfinite(found.fidelity.margin)
+
+
+def test_a_layer_the_probe_does_not_see_is_priced_not_free(tmp_path) -> None:
+    """RetinaFace's coarse-level heads moved nothing on a probe sample whose faces were all small
+    (its deviation is read at the positive anchors): k-means 2 on those 16 layers looked free,
+    broke every large face, and auto backed off to 1.26x. A changed layer that moves nothing the
+    probe reads is priced like a layer the probe cannot feed: the median sensitivity times its
+    weight error."""
+    import onnx
+    import onnx.parser
+
+    from onnxcompress.auto.candidates import measure_candidate
+    from onnxcompress.auto.measure import save_feeds
+    from tests import helpers as h
+
+    module = importlib.import_module("onnxcompress.auto.search")
+    model = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 32] x, float[N, 32] z) => (float[N, 16] y, float[N, 16] w) {
+            y = MatMul(x, a)
+            w = MatMul(z, b)
+        }
+    """)
+    r = np.random.default_rng(0)
+    model = h.attach_initializers(model, {"a": r.standard_normal((32, 16)).astype(np.float32),
+                                          "b": r.standard_normal((32, 16)).astype(np.float32)})
+    for i, node in enumerate(model.graph.node):  # as search names them before pricing
+        node.name = f"mm{i}"
+    onnx.save(model, tmp_path / "base.onnx")
+    # the probe's sample never exercises b (z is all zeros there): its change moves nothing
+    feeds = [{"x": r.standard_normal((1, 32)).astype(np.float32), "z": np.zeros((1, 32), np.float32)}]
+    save_feeds(tmp_path / "probe.npz", feeds)
+    np.savez(tmp_path / "calib.npz", x=r.standard_normal((4, 1, 32)).astype(np.float32),
+             z=r.standard_normal((4, 1, 32)).astype(np.float32))
+    measured = measure_candidate({
+        "candidate": "kmeans2", "base": str(tmp_path / "base.onnx"), "labels": ["a", "b"],
+        "calibration": str(tmp_path / "calib.npz"), "probe": str(tmp_path / "probe.npz"),
+        "calibration_samples": 4})
+    assert measured.weight_error["b"] > 0 and "b" not in measured.deviation
+    assert measured.deviation["a"] > 0
+    module._fill_unprobed([measured])
+    sensitivity = measured.deviation["a"] / measured.weight_error["a"]
+    assert measured.deviation["b"] == pytest.approx(sensitivity * measured.weight_error["b"], rel=1e-4)
