@@ -545,6 +545,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_ERROR
     args = parser.parse_args(argv)
+    root = logging.getLogger()
+    before = list(root.handlers)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else (logging.ERROR if args.quiet else logging.WARNING),
         format="%(levelname)s %(name)s: %(message)s",
@@ -552,6 +554,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.debug:
         # onnx_ir warns about what our own checks report in one line (an invalid input).
         logging.getLogger("onnx_ir").setLevel(logging.ERROR)
+    from onnxcompress.passes.base import HEADLINE_RECORD
+
+    for handler in root.handlers:  # ours: the report shows headlines (its "!!" lines)
+        if handler not in before:
+            handler.addFilter(lambda record: not getattr(record, HEADLINE_RECORD, False))
     try:
         return int(args.func(args))
     except OnnxCompressError as e:

@@ -588,3 +588,15 @@ def test_fidelity_check_that_cannot_run_is_noted_not_raised(capsys, monkeypatch,
     assert code == 0 and out.exists()
     assert json.loads(report.read_text())["fidelity"] == {"error": "sample 0 of input 'x' cannot run"}
     assert "fidelity      not checked: sample 0" in stdout
+
+
+def test_a_headline_is_printed_once(tmp_path):
+    """Headlines are logged for API users and printed in the CLI's report ("!!"): the CLI drops
+    the log record, which showed every headline twice."""
+    model = tmp_path / "cnn.onnx"
+    onnx.save(h.cnn(channels=(3, 64, 128)), model)
+    proc = subprocess.run([sys.executable, "-m", "onnxcompress", "compress", str(model), "-o",
+                           str(tmp_path / "o.onnx"), "--quantize", "int4"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "4-bit blocks do not cover" in line]
+    assert len(lines) == 1 and lines[0].startswith("!! "), proc.stdout + proc.stderr

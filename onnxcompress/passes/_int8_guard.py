@@ -54,6 +54,8 @@ from onnxcompress.weights import Weight
 
 logger = logging.getLogger(__name__)
 
+#: How the weight steps' headline starts (rewritten when steps are given back for size).
+STEPS_HEADLINE = "fidelity guard (weights): "
 # Samples the guard runs (fewer for a heavy model: see GUARD_MACS).
 GUARD_SAMPLES = 4
 # Work the guard's sample runs aim at per measured model, in multiply-accumulates (~0.5 s on one
@@ -474,6 +476,12 @@ def _within_size(guard: Guard, out: ir.Model, limit: float, keep: dict[str, str]
     if dropped:
         guard.metrics["steps"] = dict(keep)
         guard.metrics["steps_dropped_for_size"] = dropped
+        # the steps' headline told of a model this one no longer is (superres: "conv4 steps
+        # down to float" above a table listing it at 8 bits): it names what stayed, or goes
+        result.headlines[:] = [h for h in result.headlines if not h.startswith(STEPS_HEADLINE)]
+        if keep:
+            result.headline(f"{STEPS_HEADLINE}{_names(list(keep))} step down from int8 per channel "
+                            "(their output error an outlier); --no-fidelity-guard keeps them")
         result.note(f"fidelity guard: {len(dropped)} weight step(s) given back to int8 per "
                     f"channel to keep the model {limit:.0f} bytes or smaller: {_names(dropped)}")
     return out
@@ -564,7 +572,7 @@ def guard_weights(model: ir.Model, weights: list[Weight], channelwise: bool, con
             f"int8 in blocks of {BLOCK} (float compute): {_names(blocks)}" if blocks else "",
             f"float weights: {_names(floats)}" if floats else "") if part)
         result.headline(
-            f"fidelity guard: {len(decision.steps)} weight(s) alone moved the outputs over "
+            f"{STEPS_HEADLINE}{len(decision.steps)} weight(s) alone moved the outputs over "
             f"{OUTLIER:g}x their share of the int8 deviation (per channel), so they step "
             f"down ({what}); output "
             f"deviation of int8 weights {decision.deviation_int8:.2e} -> "

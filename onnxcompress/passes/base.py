@@ -26,6 +26,8 @@ from onnxcompress.errors import ConfigError
 from onnxcompress.layerwise.collection import Request, Statistics
 
 logger = logging.getLogger(__name__)
+#: Attribute set on the log record of a headline (see PassResult.headline).
+HEADLINE_RECORD = "onnxcompress_headline"
 
 _REGISTRY: dict[str, type[Pass]] = {}
 
@@ -219,7 +221,8 @@ class PassResult:
         """Record a decision that changes what the user asked for (e.g. an operator kept in
         float, a pass rolled back). Shown first in the report, prefixed with the pass name."""
         self.headlines.append(message)
-        logger.warning("%s: %s", self.pass_name, message)
+        # flagged: the CLI prints headlines in its report, and drops this record (shown twice)
+        logger.warning("%s: %s", self.pass_name, message, extra={HEADLINE_RECORD: True})
 
     @property
     def status(self) -> str:
