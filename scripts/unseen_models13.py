@@ -229,7 +229,9 @@ def export_tinygpt2(out: Path, check: bool) -> None:
                         block_size=ck["block_size"], num_layers=ck["num_layers"])  # fmt: skip
     model.load_state_dict(ck["model_state_dict"])
     model.eval()
-    torch.onnx.export(model, (torch.zeros(1, ck["block_size"], dtype=torch.long),), str(out / "tinygpt2.onnx"))
+    torch.onnx.export(
+        model, (torch.zeros(1, ck["block_size"], dtype=torch.long),), str(out / "tinygpt2.onnx")
+    )
 
 
 def d_tinygpt2(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarray]:
@@ -281,7 +283,8 @@ EXTRA_METRICS["superres"] = _sr_psnr
 
 
 def _faces(ref: list, got: list) -> dict[str, Any]:
-    """Anchors whose face probability passes 0.5 (the repositories' vis threshold): counts in fp32 and kept."""
+    """Anchors whose face probability passes 0.5 (the repositories' vis threshold): counts in
+    fp32 and kept."""
     a = sum(int(np.sum(x[1][..., 1] > 0.5)) for x in ref)
     b = sum(int(np.sum((x[1][..., 1] > 0.5) & (y[1][..., 1] > 0.5))) for x, y in zip(ref, got, strict=True))
     return {"fp32_face_anchors": a, "kept_face_anchors": b}
@@ -306,12 +309,18 @@ def export_gtcrn(out: Path, check: bool) -> None:
 
     src = out / "gtcrn_src"
     _copy_tree(GTCRN, ["gtcrn.py", "checkpoints/model_trained_on_dns3.tar"], src)
-    _pinned(out, "gtcrn_src/checkpoints/model_trained_on_dns3.tar", SOURCE_SHA256["gtcrn_offline"] if check else None)
+    _pinned(
+        out,
+        "gtcrn_src/checkpoints/model_trained_on_dns3.tar",
+        SOURCE_SHA256["gtcrn_offline"] if check else None,
+    )
     spec = importlib.util.spec_from_file_location("gtcrn_offline_net", src / "gtcrn.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)  # type: ignore[union-attr]
     model = mod.GTCRN().eval()
-    model.load_state_dict(torch.load(src / "checkpoints/model_trained_on_dns3.tar", map_location="cpu")["model"])
+    model.load_state_dict(
+        torch.load(src / "checkpoints/model_trained_on_dns3.tar", map_location="cpu")["model"]
+    )
     torch.onnx.export(model, (torch.zeros(1, 257, 63, 2),), str(out / "gtcrn_offline.onnx"))
 
 
@@ -406,8 +415,8 @@ def _seizure_spectrogram(x: np.ndarray) -> np.ndarray:
     k = np.arange(FS)
     w = np.ones(FS)  # periodic Tukey, alpha 0.25
     edge = int(np.floor(0.25 * FS / 2))
-    w[:edge + 1] = 0.5 * (1 + np.cos(np.pi * (-1 + 2 * k[:edge + 1] / (0.25 * FS))))
-    w[FS - edge - 1:] = w[:edge + 1][::-1]
+    w[: edge + 1] = 0.5 * (1 + np.cos(np.pi * (-1 + 2 * k[: edge + 1] / (0.25 * FS))))
+    w[FS - edge - 1 :] = w[: edge + 1][::-1]
     frames = np.stack([x[j : j + FS] for j in range(0, len(x) - FS + 1, hop)])
     frames = (frames - frames.mean(1, keepdims=True)) * w
     sxx = (np.abs(np.fft.rfft(frames, axis=1)) ** 2).T[:100]
@@ -423,7 +432,8 @@ def d_seizure(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarray
 
 
 def _seizure(ref: list, got: list) -> dict[str, Any]:
-    """The seizure probability (class 3 of probs [T, 1, 4], the package's SEIZURE_CLASS_INDEX) per half second: largest change, and
+    """The seizure probability (class 3 of probs [T, 1, 4], the package's SEIZURE_CLASS_INDEX)
+    per half second: largest change, and
     agreement of the 0.5 threshold."""
     a = np.concatenate([x[1][:, 0, 3] for x in ref])
     b = np.concatenate([x[1][:, 0, 3] for x in got])
@@ -442,7 +452,7 @@ MODELS: dict[str, tuple[Any, str, str, Maker, dict[str, Any]]] = {
     "retinaface": (
         FACELM,
         "Retinaface/weights/mobilenet0.25_Final.pth",
-        "RetinaFace MobileNet-0.25 face detector (FPN + SSH, box/class/5-landmark heads), torch 2.13 export, external data",
+        "RetinaFace MobileNet-0.25 face detector (FPN, SSH, 3 heads), torch 2.13, external data",
         d_face,
         {"kind": "mask_f1", "output": 1, "threshold": 0.5, "channel": 1},
     ),
@@ -457,7 +467,7 @@ MODELS: dict[str, tuple[Any, str, str, Maker, dict[str, Any]]] = {
     "tinygpt2": (
         SWASTIK,
         "model/tinygpt.pt",
-        "GPT-style char decoder TinyGPT (causal single-head attention, ReLU MLP), torch 2.13 export, external data",
+        "GPT-style char decoder TinyGPT (causal 1-head attention, ReLU MLP), torch 2.13, external data",
         d_tinygpt2,
         {"kind": "top1", "output": 0},
     ),
@@ -473,7 +483,7 @@ MODELS: dict[str, tuple[Any, str, str, Maker, dict[str, Any]]] = {
     "gtcrn_offline": (
         GTCRN,
         "checkpoints/model_trained_on_dns3.tar",
-        "GTCRN speech enhancement, offline model (ERB, SFE, 14 GRU), DNS3 checkpoint, torch 2.13 export, external data",
+        "GTCRN speech enhancement, offline (ERB, SFE, 14 GRU), DNS3 checkpoint, torch 2.13, external data",
         d_gtcrn_offline,
         {"kind": "cosine", "output": 0},
     ),
@@ -481,7 +491,7 @@ MODELS: dict[str, tuple[Any, str, str, Maker, dict[str, Any]]] = {
     "seizure": (
         ("brainmaze-eeg-models==0.1.0", ""),
         "brainmaze_eeg_models/seizure/_models/modelA_paper.onnx",
-        "Mayo seizure detector modelA (spectrogram Conv + 2 BiLSTM, 4 classes per 0.5 s; PyTorch 2.14.1, opset 18)",
+        "Mayo seizure detector modelA (spectrogram Conv + 2 BiLSTM, 4 classes; PyTorch 2.14.1, opset 18)",
         d_seizure,
         {"kind": "top1", "output": 1},
     ),
@@ -496,8 +506,12 @@ SOURCE_SHA256 = {
 SHA256: dict[str, str] = {
     "superres": "926614a5c7e3047f088baeca3f7b1e4c2717a07b83d3994e5784f16c58f03bf3",
 }
-EXPORTS = {"retinaface": export_retinaface, "faceboxes": export_faceboxes, "tinygpt2": export_tinygpt2,
-           "gtcrn_offline": export_gtcrn}
+EXPORTS = {
+    "retinaface": export_retinaface,
+    "faceboxes": export_faceboxes,
+    "tinygpt2": export_tinygpt2,
+    "gtcrn_offline": export_gtcrn,
+}
 
 
 def _named(maker: Maker, out: Path, name: str) -> Callable[[np.random.Generator, int], dict[str, np.ndarray]]:
