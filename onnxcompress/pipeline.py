@@ -81,6 +81,8 @@ class PipelineResult:
     # the in-memory model is gone, instead of loading a second full copy beside it). Call it to
     # know whether the input loads in onnxruntime (a failure is the output's only if it does).
     pending_ort_check: Callable[[], bool] | None = field(default=None, repr=False)
+    # Bytes of the exporter's per-node debug metadata the run removed (not compression).
+    debug_bytes: int = 0
 
     @property
     def headlines(self) -> list[str]:
@@ -98,6 +100,7 @@ class PipelineResult:
             "recipe": self.recipe,
             "passes": [p.to_dict() for p in self.passes],
             "notes": self.notes,
+            "debug_bytes_removed": self.debug_bytes,
         }
 
 
@@ -278,6 +281,7 @@ class Pipeline:
             if problem is not None:
                 raise PassError(f"the compressed model failed the final check: {problem.rstrip('.')}.",
                                hint=_BUG_HINT)
+        removed = 0
         if not self.keep_debug_info:
             removed = strip_debug_info(ir_model)
             if removed:
@@ -293,7 +297,7 @@ class Pipeline:
             # a run that changed nothing adds nothing: 156 bytes made a 2.3 KB tree ensemble
             # (skl2onnx, nothing any pass compresses) 7% larger than its input
             record_provenance(ir_model, recipe, results)
-        return PipelineResult(model=ir_model, passes=results, recipe=recipe, notes=notes,
+        return PipelineResult(model=ir_model, passes=results, recipe=recipe, notes=notes, debug_bytes=removed,
                               pending_ort_check=runs_in_ort if deferred and self.check != "none" else None)
 
     def _check_input(self, model: ir.Model, label: str) -> list[str]:
