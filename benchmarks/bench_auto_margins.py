@@ -4,7 +4,7 @@ For a compressed model and its fp32 original, per sample the flip ratio r = (fal
 top-1's lead over a class) / (that lead), the worst class and (for sequences) the worst position,
 on logits (probability outputs are read as their logarithms). A sample flips when r > 1. Prints
 per data set the flip rate, the largest ratios, and what auto's estimator
-(``onnxcompress.auto.targets.flip_rate``) says from the calibration samples alone.
+(``onnxcompress.auto.flips.flip_rate``) says from the calibration samples alone.
 
     python benchmarks/bench_auto_margins.py MODEL.onnx COMPRESSED.onnx CALIB.npz EVAL.npz [--output K]
 """
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from onnxcompress.auto.measure import _stack  # noqa: E402
-from onnxcompress.auto.targets import flip_rate, flip_ratios  # noqa: E402
+from onnxcompress.auto.flips import flip_rate, flip_ratios  # noqa: E402
 
 
 def outputs(path: str, data: str, index: int) -> np.ndarray:

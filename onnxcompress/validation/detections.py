@@ -136,7 +136,7 @@ def detection_f1(a: np.ndarray, b: np.ndarray, columns: tuple[int, int]) -> floa
 
 def box_flip_ratios(a: np.ndarray, b: np.ndarray, columns: tuple[int, int]) -> np.ndarray:
     """How near each box the original reports comes to being lost, as auto mode's flip ratios
-    are for a class (``auto.targets.flip_ratios``; > 1: it was): for every row the original
+    are for a class (``auto.flips.flip_ratios``; > 1: it was): for every row the original
     scores at least SCORE_THRESHOLD, its score's fall over its lead on the threshold less
     SCORE_SLACK (a score that stays above it still matches: :func:`match_detections`) or its
     IoU loss over the IoU threshold's lead, whichever is larger, against the nearest row of the

@@ -8,7 +8,8 @@ import numpy as np
 import onnx
 import pytest
 
-from onnxcompress.auto.targets import _poisson_upper, flip_rate, flip_ratios, parse_target
+from onnxcompress.auto.flips import _poisson_upper, flip_rate, flip_ratios
+from onnxcompress.auto.targets import parse_target
 
 
 def _acceptance(rate: float, n: int, trials: int = 400, seed: int = 0) -> float:

@@ -13,7 +13,7 @@ import onnx
 import pytest
 from onnx import helper
 
-from onnxcompress.auto.targets import flip_rate, flip_ratios
+from onnxcompress.auto.flips import flip_rate, flip_ratios
 from tests.auto._common import CALIB, EVAL, MODELS, logits, run_cli, top1
 
 SAMPLES = 24

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onnxcompress.auto.targets import _poisson_upper, flip_rate, flip_ratios, parse_target
+from onnxcompress.auto.flips import _poisson_upper, flip_rate, flip_ratios
+from onnxcompress.auto.targets import parse_target
 from onnxcompress.errors import ConfigError
 
 
