@@ -32,11 +32,14 @@ from onnxcompress.validation.detections import (
     split_head_ratios,
 )
 from onnxcompress.validation.metrics import distribution_rows, picture_outputs, tied_rows, top1_leads
+from onnxcompress.validation.tolerance import DEFAULT_TOLERANCE
 
 #: Stated in ``--help``: top-1 agreement on outputs that look like class scores ([N, C], C > 1),
 #: else cosine similarity of every float output.
 DEFAULT_TARGET = "top1>=0.99"
 DEFAULT_TARGET_NON_CLASSIFIER = "cosine>=0.999"
+#: ... and every output held by a count keeps compare's default cosine too (``_with_cosine_floor``)
+COSINE_FLOOR = DEFAULT_TOLERANCE.min_cosine
 #: Rows that are frames of one input (``measure.frame_output_names``) flip together within a
 #: sample, so rows held at 0.99 lost more on other samples (thai_oskut_ws: held-out 0.9917, eval
 #: 98.5; at 0.995 held-out 0.9965, eval 99.3 at 6.31x, where sequences gave 5.29x at 99.0).
@@ -209,6 +212,7 @@ def parse_target(expr: str | Target | None, outputs: Outputs | None = None, *,
         held = _applicable("top1", outputs or {}) if DEFAULT_TARGET in expr.split(",") else []
         expr = ",".join([expr] + [f"{k}:{DEFAULT_TARGET_FRAMES}" for k in frames if not set(k) & set(":=<>,")
                                   and (f"{k}:top1>=" in expr or k in held)])
+        expr = _with_cosine_floor(expr, held)
     criteria = []
     for term in str(expr).split(","):
         m = _TERM.match(term)
@@ -229,6 +233,20 @@ def parse_target(expr: str | Target | None, outputs: Outputs | None = None, *,
                               hint="e.g. accuracy>=-0.5pt")
         criteria.append(Criterion(name, value, m["output"].strip() if m["output"] else None))
     return Target(tuple(criteria))
+
+
+def _with_cosine_floor(expr: str, held: Sequence[str]) -> str:
+    """``expr`` with compare's default cosine floor (COSINE_FLOOR) on every output it holds by a
+    count (``held``: those an unnamed top1 term reads) and no cosine of its own: a count alone let
+    auto move a botnet detector's p(bot) 0.97 -> 0.66 at 10.6x with every arg-max kept, and compare
+    (which holds every output's cosine at 0.99 too) failed the file."""
+    terms = [m for t in expr.split(",") if (m := _TERM.match(t))]
+    named = {m["output"].strip() for m in terms if m["output"]}
+    counted = {m["output"].strip() for m in terms if m["output"] and m["metric"] in ("top1", "sequence")}
+    plain = {m["output"].strip() for m in terms if m["output"] and m["metric"] in ("cosine", "values")}
+    floors = [k for k in dict.fromkeys([*counted, *(k for k in held if k not in named)])
+              if k not in plain and not set(k) & set(":=<>,")]
+    return ",".join([expr] + [f"{k}:cosine>={COSINE_FLOOR:g}" for k in floors])
 
 
 def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,

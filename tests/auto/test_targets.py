@@ -31,7 +31,7 @@ def test_parse_bad_terms_one_line(expr: str) -> None:
 
 def test_default_depends_on_outputs() -> None:
     logits = np.random.default_rng(0).normal(size=(4, 10)).astype(np.float32)
-    assert parse_target(None, {"logits": logits}).text == "top1>=0.99"
+    assert parse_target(None, {"logits": logits}).text == "top1>=0.99,logits:cosine>=0.99"
     # values laid out [N, K] with no clear top-1 (PFLD's 68 landmark (x, y) pairs, batch 11:
     # many share a coordinate) are no class scores: held by cosine, not top-1
     r = np.random.default_rng(1)
@@ -39,7 +39,7 @@ def test_default_depends_on_outputs() -> None:
     landmarks = landmarks.astype(np.float32)
     assert parse_target(None, {"output": landmarks}).text == "values>=0.9995"
     assert parse_target(None, {"logits": np.tile(logits, (4, 1)), "output": landmarks}).text == \
-        "top1>=0.99,output:values>=0.9995"  # not left to an unnamed top1 that skips it
+        "top1>=0.99,output:values>=0.9995,logits:cosine>=0.99"  # not left to an unnamed top1 that skips it
     # values: each column about its mean over the samples, where the cosine of positive
     # coordinates barely sees them move (auto moved PFLD's landmarks 43 px at cosine 0.9995)
     target = parse_target("values>=0.99995")
@@ -86,30 +86,30 @@ def test_default_target_for_per_position_probabilities() -> None:
     # a CTC recogniser's softmax: a sample is kept when every position's arg-max agrees; other
     # outputs by cosine
     t = parse_target(None, {"probs": probs, "boxes": boxes})
-    assert t.text == "probs:sequence>=0.99,boxes:cosine>=0.999"
+    assert t.text == "probs:sequence>=0.99,boxes:cosine>=0.999,probs:cosine>=0.99"
     flipped = probs.copy()
     flipped[0, 3] = flipped[0, 3][::-1]  # one position of 160 changes its arg-max: 1 sample of 4
     fid = t.evaluate({"probs": probs, "boxes": boxes}, {"probs": flipped, "boxes": boxes})
     assert fid.values["probs:sequence>=0.99"] == pytest.approx(3 / 4) and not fid.met
     assert t.evaluate({"probs": probs, "boxes": boxes}, {"probs": probs * 1.0001, "boxes": boxes}).met
     # log-probabilities (log_softmax, crnn_lstm's [T, N, C]) are held per position the same way
-    assert parse_target(None, {"lp": np.log(probs.transpose(1, 0, 2))}).text == "lp:sequence>=0.99"
+    assert parse_target(None, {"lp": np.log(probs.transpose(1, 0, 2))}).text == "lp:sequence>=0.99,lp:cosine>=0.99"
     assert parse_target(None, {"lp": np.log(probs) - 1.0}).text == "cosine>=0.999"  # not normalised
     # raw logits [T, N, C] (no probabilities), a probability map [N, 1, H, W]: cosine as before
     assert parse_target(None, {"logits": logits}).text == "cosine>=0.999"
     assert parse_target(None, {"map": rng.uniform(size=(2, 1, 8, 8))}).text == "cosine>=0.999"
-    assert parse_target(None, {"scores": logits[:, 0]}).text == "top1>=0.99"  # [N, C] classifier
+    assert parse_target(None, {"scores": logits[:, 0]}).text == "top1>=0.99,scores:cosine>=0.99"  # [N, C] classifier
     # an image's class map [N, H, W, C] (road_seg, batch 10): its pixels are predictions of their
     # own, held as frames are; as one sequence a sample failed on one near-tie pixel of 458752
     pixels = rng.normal(size=(2, 32, 48, 4))
     softmax = np.exp(pixels) / np.exp(pixels).sum(-1, keepdims=True)
     segment = parse_target(None, {"map": softmax}, image_inputs=True)
-    assert segment.text == "map:top1>=0.995"
+    assert segment.text == "map:top1>=0.995,map:cosine>=0.99"
     moved = softmax.copy()
     moved[0, 0, 0] = moved[0, 0, 0][::-1]  # one pixel flips: a sample of 2 as a sequence
     assert segment.evaluate({"map": softmax}, {"map": moved}).met
-    assert parse_target(None, {"map": softmax}, image_inputs=False).text == "map:sequence>=0.99"
-    assert parse_target(None, {"probs": probs}, image_inputs=True).text == "probs:sequence>=0.99"  # OCR
+    assert parse_target(None, {"map": softmax}, image_inputs=False).text == "map:sequence>=0.99,map:cosine>=0.99"
+    assert parse_target(None, {"probs": probs}, image_inputs=True).text == "probs:sequence>=0.99,probs:cosine>=0.99"  # OCR
 
 
 def test_default_target_checks_frames_of_the_same_classes() -> None:
@@ -119,13 +119,13 @@ def test_default_target_checks_frames_of_the_same_classes() -> None:
     clip, frames = rng.normal(size=(6, 12)), rng.normal(size=(6, 101, 12))
     other = rng.normal(size=(6, 50, 4))  # per-box values of another width: not frames
     t = parse_target(None, {"clip": clip, "frames": frames, "boxes": other})
-    assert t.text == "top1>=0.99,frames:top1>=0.99"
+    assert t.text == "top1>=0.99,frames:top1>=0.99,frames:cosine>=0.99,clip:cosine>=0.99"
     bad = frames.copy()
     bad[:, :20] = bad[:, :20, ::-1]  # a fifth of the frames change their arg-max, the clip does not
     ref = {"clip": clip, "frames": frames, "boxes": other}
     fid = t.evaluate(ref, {**ref, "frames": bad})
     assert fid.values["top1>=0.99"] == 1.0 and fid.values["frames:top1>=0.99"] < 0.85 and not fid.met
-    assert parse_target(None, {"clip": clip, "boxes": other}).text == "top1>=0.99"
+    assert parse_target(None, {"clip": clip, "boxes": other}).text == "top1>=0.99,clip:cosine>=0.99"
 
 
 def test_default_target_holds_positions_of_graph_class_scores() -> None:
@@ -135,12 +135,12 @@ def test_default_target_holds_positions_of_graph_class_scores() -> None:
     rng = np.random.default_rng(1)
     logits, boxes = rng.normal(size=(20, 4, 37)), rng.normal(size=(4, 100, 4))
     t = parse_target(None, {"logits": logits, "boxes": boxes}, class_scores=["logits"])
-    assert t.text == "logits:sequence>=0.99,boxes:cosine>=0.999"
+    assert t.text == "logits:sequence>=0.99,boxes:cosine>=0.999,logits:cosine>=0.99"
     assert parse_target(None, {"logits": logits}).text == "cosine>=0.999"  # not shown: as before
     # with a classifier output the sequence term is added to the classifier's
     clip = rng.normal(size=(4, 12))
     assert parse_target(None, {"clip": clip, "logits": logits}, class_scores=["logits"]).text == \
-        "top1>=0.99,logits:sequence>=0.99"
+        "top1>=0.99,logits:sequence>=0.99,logits:cosine>=0.99,clip:cosine>=0.99"
 
 
 def test_counts_estimate_the_flip_rate_from_near_ties() -> None:
@@ -228,8 +228,9 @@ def test_a_token_models_per_position_scores_are_judged_per_token_not_per_sample(
     logits = rng.standard_normal((4, 16, 50))
     probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
     outputs = {"logits": probs, "hidden": rng.standard_normal((4, 16, 8))}
-    assert parse_target(None, outputs, token_inputs=True).text == "logits:top1>=0.99,hidden:cosine>=0.999"
-    assert parse_target(None, outputs).text == "logits:sequence>=0.99,hidden:cosine>=0.999"
+    assert parse_target(None, outputs, token_inputs=True).text == \
+        "logits:top1>=0.99,hidden:cosine>=0.999,logits:cosine>=0.99"
+    assert parse_target(None, outputs).text == "logits:sequence>=0.99,hidden:cosine>=0.999,logits:cosine>=0.99"
     # one position of 16 flipping in every sample fails every sequence, but 1/16 of the tokens
     flipped = probs.copy()
     flipped[:, 3] = flipped[:, 3, ::-1]
@@ -238,7 +239,7 @@ def test_a_token_models_per_position_scores_are_judged_per_token_not_per_sample(
     assert not seq.met and tok.met
     # with a classifier output beside it (a pooled head), the classifier keeps its top1 term
     outputs["pooled"] = rng.standard_normal((4, 3))
-    assert parse_target(None, outputs, token_inputs=True).text == "top1>=0.99,logits:top1>=0.99"
+    assert parse_target(None, outputs, token_inputs=True).text == "top1>=0.99,logits:top1>=0.99,logits:cosine>=0.99,pooled:cosine>=0.99"
 
 
 def test_a_probability_per_sample_is_judged_as_a_two_class_decision() -> None:
@@ -251,7 +252,7 @@ def test_a_probability_per_sample_is_judged_as_a_two_class_decision() -> None:
     state = rng.normal(size=(32, 1, 128)).astype(np.float32)
     ref = {"speech_probs": probs, "hn": state}
     t = parse_target(None, ref)
-    assert t.text == "speech_probs:top1>=0.99,hn:cosine>=0.999"
+    assert t.text == "speech_probs:top1>=0.99,hn:cosine>=0.999,speech_probs:cosine>=0.99"
     flipped = probs.copy()
     flipped[0] = 0.49  # one decision of 32 changes: cosine still 1.0 per sample
     assert parse_target("speech_probs:cosine>=0.999").evaluate(ref, {**ref, "speech_probs": flipped}).met
@@ -260,7 +261,7 @@ def test_a_probability_per_sample_is_judged_as_a_two_class_decision() -> None:
     close = np.clip(probs + 1e-4 * np.sign(probs - 0.5), 0, 1)  # moves away from the threshold
     assert t.evaluate(ref, {**ref, "speech_probs": close}).met
     # a [N, 1] sigmoid too; constant outputs and values outside [0, 1] keep cosine
-    assert parse_target(None, {"p": probs[:, None], "hn": state}).text == "p:top1>=0.99,hn:cosine>=0.999"
+    assert parse_target(None, {"p": probs[:, None], "hn": state}).text == "p:top1>=0.99,hn:cosine>=0.999,p:cosine>=0.99"
     # not a probability: a regressor's prediction, compared across samples, held tighter
     assert parse_target(None, {"p": probs * 3, "hn": state}).text == "p:cosine>=0.99995,hn:cosine>=0.999"
     assert parse_target(None, {"p": np.ones(32, np.float32), "hn": state}).text == "cosine>=0.999"
@@ -304,7 +305,7 @@ def test_sequence_leaves_out_frame_flips_that_keep_the_decoded_string() -> None:
     for s, pos, to in keeps:
         edges = _near_tie(edges, s, pos, to, swapped=True)
     t = parse_target(None, {"probs": _softmax(a)})
-    assert t.text == "probs:sequence>=0.99"
+    assert t.text == "probs:sequence>=0.99,probs:cosine>=0.99"
     assert t.evaluate({"probs": _softmax(a)}, {"probs": _softmax(edges)}).met
     # every position held on its own, those samples fail
     assert 1 - flip_rate(flip_ratios(_softmax(a), _softmax(edges))) < 0.9
@@ -673,3 +674,19 @@ def test_per_frame_states_held_for_many_frames_are_judged_per_frame() -> None:
     ctc = np.full((n, 64, 30), 0.001)
     np.put_along_axis(ctc, chars[:, :, None], 0.971, axis=-1)
     assert default_target({"ctc": ctc}, image_inputs=False) == "ctc:sequence>=0.99"
+
+
+def test_outputs_held_by_a_count_keep_compares_cosine_too() -> None:
+    # a botnet detector's 2-class logits: auto kept every arg-max at 10.6x while p(bot) moved
+    # 0.97 -> 0.66, and compare (cosine >= 0.99 on every output) failed the file
+    from onnxcompress.auto.targets import COSINE_FLOOR
+
+    rng = np.random.default_rng(4)
+    logits = np.stack([rng.normal(-2, 0.3, 64), rng.normal(2, 0.3, 64)], axis=1)
+    target = parse_target(None, {"logits": logits})
+    assert target.text == f"top1>=0.99,logits:cosine>={COSINE_FLOOR:g}"
+    shifted = logits + 3.0  # every lead as it was (the same arg-max, as far from a flip)
+    fid = target.evaluate({"logits": logits}, {"logits": shifted})
+    assert fid.values["top1>=0.99"] == 1.0 and not fid.met
+    # an explicit target is the user's: no floor is added
+    assert parse_target("top1>=0.99", {"logits": logits}).text == "top1>=0.99"
