@@ -133,8 +133,12 @@ def _vit_classes() -> Any:
             self.cls_token = nn.Parameter(torch.randn(1, 1, dim))
             self.transformer = nn.Module()
             self.transformer.layers = nn.ModuleList(
-                nn.ModuleList([Residual(PreNorm(dim, Attention(dim, heads))),
-                               Residual(PreNorm(dim, FeedForward(dim, mlp_dim)))])  # fmt: skip
+                nn.ModuleList(
+                    [
+                        Residual(PreNorm(dim, Attention(dim, heads))),
+                        Residual(PreNorm(dim, FeedForward(dim, mlp_dim))),
+                    ]
+                )  # fmt: skip
                 for _ in range(depth)
             )
             self.mlp_head = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, num_classes))
@@ -203,7 +207,8 @@ def d_vit_mnist(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarr
 
 SC35 = ["backward", "bed", "bird", "cat", "dog", "down", "eight", "five", "follow", "forward", "four",
         "go", "happy", "house", "learn", "left", "marvin", "nine", "no", "off", "on", "one", "right",
-        "seven", "sheila", "six", "stop", "three", "tree", "two", "up", "visual", "wow", "yes", "zero"]  # fmt: skip
+        "seven", "sheila", "six", "stop", "three", "tree", "two", "up", "visual", "wow", "yes",
+        "zero"]  # fmt: skip
 VOICES = ["en-us", "en", "en-us+f3", "en+m3", "en-us+f2", "en+m7", "en-gb-x-rp", "en-us+m1"]
 
 
@@ -233,7 +238,9 @@ def _clips(r: np.random.Generator, n: int) -> list[np.ndarray]:
     clips = []
     for k in range(n):
         word = SC35[(k * 11) % len(SC35)]  # every word once in 35 clips
-        s = _say(word, VOICES[int(r.integers(len(VOICES)))], int(r.integers(120, 220)), int(r.integers(20, 80)))
+        s = _say(
+            word, VOICES[int(r.integers(len(VOICES)))], int(r.integers(120, 220)), int(r.integers(20, 80))
+        )
         s = s[:15000] * float(r.uniform(0.3, 1.0)) / max(np.max(np.abs(s)), 1e-6)
         x = np.zeros(16000)
         st = int(r.integers(0, 16000 - len(s) + 1))
@@ -339,7 +346,9 @@ CYBER = ("reginafeles/transformer", "15748d6089ca80c1d348436e92baf22e8cb76896")
 def _cyber_checkpoint(out: Path) -> dict[str, Any]:
     import torch
 
-    return torch.load(out / "cyberbully_src/model/transformer_classifier.pt", map_location="cpu", weights_only=False)
+    return torch.load(
+        out / "cyberbully_src/model/transformer_classifier.pt", map_location="cpu", weights_only=False
+    )
 
 
 def export_cyberbully(out: Path, check: bool) -> None:
@@ -349,7 +358,9 @@ def export_cyberbully(out: Path, check: bool) -> None:
 
     src = out / "cyberbully_src"
     _copy_tree(CYBER, ["model/load.py", "model/transformer_classifier.pt"], src)
-    _pinned(out, "cyberbully_src/model/transformer_classifier.pt", SOURCE_SHA256["cyberbully"] if check else None)
+    _pinned(
+        out, "cyberbully_src/model/transformer_classifier.pt", SOURCE_SHA256["cyberbully"] if check else None
+    )
     spec = importlib.util.spec_from_file_location("cyberbully_load", src / "model/load.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)  # type: ignore[union-attr]
@@ -404,7 +415,9 @@ def export_botnet(out: Path, check: bool) -> None:
     _copy_tree(BOTNET, ["app.py", "models/transformer_classifier.pt"], src)
     _pinned(out, "botnet_src/models/transformer_classifier.pt", SOURCE_SHA256["botnet"] if check else None)
     code = (src / "app.py").read_text()
-    cls = next(n for n in ast.parse(code).body if isinstance(n, ast.ClassDef) and n.name == "TransformerClassifier")
+    cls = next(
+        n for n in ast.parse(code).body if isinstance(n, ast.ClassDef) and n.name == "TransformerClassifier"
+    )
     ns: dict[str, Any] = {"nn": nn, "torch": torch}
     exec(ast.get_source_segment(code, cls), ns)  # app.py's own class (the app imports streamlit)
     model = ns["TransformerClassifier"](input_dim=17)
@@ -485,7 +498,7 @@ MODELS: dict[str, tuple[Any, str, str, Maker, dict[str, Any]]] = {
     "cyberbully": (
         CYBER,
         "model/transformer_classifier.pt",
-        "BERT-style tweet classifier (embedding 10003 x 64, 2 nn.TransformerEncoder layers, CLS), torch 2.13, ext. data",
+        "BERT-style tweet classifier (embedding 10003 x 64, 2 encoder layers), torch 2.13, ext. data",
         d_cyberbully,
         {"kind": "top1", "output": 0},
     ),
@@ -493,7 +506,7 @@ MODELS: dict[str, tuple[Any, str, str, Maker, dict[str, Any]]] = {
     "botnet": (
         BOTNET,
         "models/transformer_classifier.pt",
-        "tabular transformer NetFlow botnet detector (Linear 17 -> 128, 2 encoder layers, MLP), torch 2.13, ext. data",
+        "tabular transformer botnet detector (Linear 17 -> 128, 2 encoder layers), torch 2.13, ext. data",
         d_botnet,
         {"kind": "top1", "output": 0},
     ),
@@ -517,7 +530,12 @@ SHA256: dict[str, str] = {
     "imdb_embedder": "d083fd87fa84451904f71ab8b9adfa88580beb92ca77c046800f79780a20b7e4",
     "house_rf": "e22a0831aafd9917f3cc87a15ed267797f80e2afa12ad7d8810ca58f173b8cc6",
 }
-EXPORTS = {"vit_mnist": export_vit_mnist, "kws_m5": export_kws_m5, "cyberbully": export_cyberbully, "botnet": export_botnet}
+EXPORTS = {
+    "vit_mnist": export_vit_mnist,
+    "kws_m5": export_kws_m5,
+    "cyberbully": export_cyberbully,
+    "botnet": export_botnet,
+}
 
 
 def make(name: str, out: Path, check: bool = True) -> dict[str, Any]:
