@@ -43,6 +43,7 @@ from onnxcompress.graph.fold import computed_from_constants, shape_read_weights
 from onnxcompress.layerwise import rounding
 from onnxcompress.layerwise.bias import corrections
 from onnxcompress.layerwise.collection import Histogram
+from onnxcompress.memory import GUARD_SLACK_BYTES
 from onnxcompress.model import copy_model
 from onnxcompress.opset import opset_version, upgrade_opset
 from onnxcompress.passes._float_rest import REST_ROLES, store_rest
@@ -100,6 +101,8 @@ _NONE: Mapping[str, str] = {}
 # the median channel, the small channels keep too few levels (BN-folded depthwise nets such as
 # PP-PicoDet/MobileNet); such a node computes in float, its weights stored in int8.
 MAX_CHANNEL_SPREAD = 4.0
+# A small model's table up to this float size is decoded at load (its fold within the guards' slack).
+FOLDED_TABLE_BYTES = GUARD_SLACK_BYTES
 # Smaller weights stay float (the rule shared with k-means: weights.SMALL_WEIGHT_VALUES).
 MIN_STORAGE_WEIGHTS = SMALL_WEIGHT_VALUES
 # How weights that do not compute in int8 are stored: int8 + DequantizeLinear (the "weights"
@@ -292,7 +295,8 @@ class Quantize(Pass):
         ``keep``: the fidelity guard's steps (label -> "block": finer int8, "float")."""
         names = model_names(model)
         index = list(WeightIndex.build(model))
-        cast_mul = form == FORM_FOLDED and not exact_form_pays(index)
+        compute = [w for w in index if w.role != ROLE_EMBEDDING]  # tables add no compute a call:
+        cast_mul = form == FORM_FOLDED and not exact_form_pays(compute)  # one made a model 1.10x slower
         for i, w in enumerate(index):
             if progress is not None:  # per weight: large models get a time estimate
                 progress("quantize: int8 weights", i, len(index))
@@ -329,10 +333,12 @@ class Quantize(Pass):
             groups = einsum_groups(w) if axis is not None else []
             if groups:  # a grouped Einsum: one scale per group and output channel, folded
                 _grouped_weight(w, [*groups, axis], b, result)
-            elif _row_gather_only(w) or tied:
+            elif tied or _row_gather_only(w) and not (cast_mul and w.size * 4 <= FOLDED_TABLE_BYTES):
                 # An embedding table stays int8 in memory: rows are gathered in int8, then
                 # scaled (folded, it would occupy its float size in onnxruntime, and twice that
-                # while folding: bert22m dynamic int8 peaked at 1.28x the fp32 session).
+                # while folding: bert22m dynamic int8 peaked at 1.28x the fp32 session). A small
+                # table of a small model is folded (FOLDED_TABLE_BYTES): its decode ops cost such
+                # a call more than they save (one Gather over 10000 x 8 ran 1.4x slower).
                 _gathered_weight(w, b, result)
             elif form == FORM_FOLDED or recurrent:  # a DequantizeLinear would run every call
                 # One Cast where the scales can go after the op (session memory at fp32's),
