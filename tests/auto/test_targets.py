@@ -690,3 +690,15 @@ def test_outputs_held_by_a_count_keep_compares_cosine_too() -> None:
     assert fid.values["top1>=0.99"] == 1.0 and not fid.met
     # an explicit target is the user's: no floor is added
     assert parse_target("top1>=0.99", {"logits": logits}).text == "top1>=0.99"
+
+
+def test_an_unnamed_term_no_output_is_read_by_is_refused() -> None:
+    # a keyword spotter's log-softmax [N, 1, 35] under an unnamed top1>=0.995: no [N, C] output,
+    # so the term held nothing, every plan met it, and auto wrote 2-bit weights (37.5% kept)
+    from onnxcompress.errors import ConfigError
+
+    scores = {"log_softmax": np.log(np.full((8, 1, 35), 1 / 35))}
+    with pytest.raises(ConfigError, match="no output of the model is one 'top1>=0.995' reads"):
+        parse_target("top1>=0.995", scores)
+    assert parse_target("log_softmax:top1>=0.995", scores).text == "log_softmax:top1>=0.995"
+    assert parse_target("top1>=0.995").text == "top1>=0.995"  # no outputs yet: read later
