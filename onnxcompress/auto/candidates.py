@@ -184,7 +184,8 @@ def pass_steps(assignment: dict[str, Candidate], all_labels: Sequence[str], *,
             "decode": "codebook" if pricing else "auto",
         })
     # The speed guard times the model on this machine: off, so the recipe replays anywhere.
-    blockq: dict[str, Any] = {"bits": 4, "calibration_samples": calibration_samples}
+    # (auto times its plans itself: speed_guard)
+    blockq: dict[str, Any] = {"bits": 4, "calibration_samples": calibration_samples, "speed_note": False}
     if pricing:
         blockq["target"] = "portable"
     int8_form = "dequantize" if pricing or objective == "memory" else "folded"

@@ -42,12 +42,13 @@ TOO_LARGE_TO_TIME = "the model is large (over 2 GB)"
 
 
 def latency_ratio(original: ir.Model, converted: ir.Model, context: PassContext,
-                  config: dict) -> tuple[float | None, str]:
-    """fp16 / fp32 latency on one sample (the first calibration sample, else a synthetic one),
-    or None with the reason it was not measured; cached per machine and graph structure."""
+                  config: dict, kind: str = "float16") -> tuple[float | None, str]:
+    """converted / original latency on one sample (the first calibration sample, else a
+    synthetic one), or None with the reason it was not measured; cached per machine and graph
+    structure. ``kind``: the pass asking (fp16 compute here, blockq's 4-bit blocks)."""
     if tensor_bytes(original) > EXTERNAL_DATA_THRESHOLD:  # external data alone: see _int8_guard.fits
         return None, TOO_LARGE_TO_TIME
-    key = cache.decision_key("float16-speed-guard", "1 thread", __version__, ort.__version__,
+    key = cache.decision_key(f"{kind}-speed-guard", "1 thread", __version__, ort.__version__,
                              cache.machine_id(), config, structure_digest(original),
                              structure_digest(converted))
     cached = cache.get_decision(key)
@@ -56,7 +57,7 @@ def latency_ratio(original: ir.Model, converted: ir.Model, context: PassContext,
     feed, source = one_feed(original, context)
     if feed is None:
         return None, source
-    context.report_progress("float16: speed check", 0, 1)
+    context.report_progress(f"{kind}: speed check", 0, 1)
     try:
         # One thread: on a loaded 2-core machine, two-thread timings of nudenet moved 0.9-1.07x
         # between runs; single-thread ratios held (1.06-1.07x) and kernels rank alike.

@@ -31,13 +31,9 @@ from onnxcompress.errors import OnnxCompressError
 from onnxcompress.layerwise.stats import collect_reader_stats
 from onnxcompress.model import copy_model
 from onnxcompress.opset import opset_version, upgrade_opset
-from onnxcompress.passes import _blockq_allocate
+from onnxcompress.passes import _blockq_allocate, _blockq_speed
 from onnxcompress.passes.base import LayerStat, Pass, PassConfig, PassContext, PassResult, option
-from onnxcompress.weights import (
-    COMPUTE_ROLES,
-    Weight,
-    WeightIndex,
-)
+from onnxcompress.weights import COMPUTE_ROLES, Weight, WeightIndex
 
 logger = logging.getLogger(__name__)
 
@@ -90,10 +86,10 @@ class BlockQuantizeConfig(PassConfig):
         "rounding moves the outputs most, measured on --calibration data, get 8 bits; 0: every "
         "layer at BITS",
     )
-    probe_samples: int = option(default=2, help="mixed bits: calibration feeds per layer for "
-                                "the sensitivity probe (one forward pass each)")
+    probe_samples: int = option(default=2, help="mixed bits: calibration feeds per layer (probe)")
     calibration_samples: int = option(default=128, help="calibration feeds used for gptq")
     damp: float = option(default=0.01, help="gptq: fraction of the mean diagonal added to X^T X")
+    speed_note: bool = option(default=True, help="time the written model (a headline where slower)")
 
     def __post_init__(self) -> None:
         self._require(2 <= self.bits <= 8, "bits must be in 2..8")
@@ -157,6 +153,8 @@ class BlockQuantize(Pass):
         cfg: BlockQuantizeConfig = self.config  # type: ignore[assignment]
         result.metrics.update(target=cfg.target, bits=cfg.bits, block_size=cfg.block_size)
         layers = self._select(model, cfg, result)
+        timed = _blockq_speed.copy_to_time(model) if layers and cfg.target == "onnxruntime" \
+            and cfg.speed_note else None
         if not context.planned:  # no weight pass after this one takes what blocks do not cover
             _say_uncovered(model, result)
         if not layers:
@@ -221,6 +219,8 @@ class BlockQuantize(Pass):
             w.release()
         if cfg.target == "onnxruntime":
             model.opset_imports.setdefault(MS_DOMAIN, 1)
+            if timed is not None and result.layers:
+                _blockq_speed.say_if_slower(timed, model, context, result, cfg.to_dict())
         else:
             model.ir_version = max(model.ir_version or 0, 10)  # INT4 tensors: IR 10
             ok, why = runtime.loadable(model)
