@@ -101,13 +101,13 @@ _NONE: Mapping[str, str] = {}
 # the median channel, the small channels keep too few levels (BN-folded depthwise nets such as
 # PP-PicoDet/MobileNet); such a node computes in float, its weights stored in int8.
 MAX_CHANNEL_SPREAD = 4.0
-# A small model's table up to this float size is decoded at load (its fold within the guards' slack).
-FOLDED_TABLE_BYTES = GUARD_SLACK_BYTES
+# A table is decoded at load (not gathered each call) where the rest computes under TINY_COMPUTE
+# values a call (tens of us: 3 ops a call were 8-40%), up to FOLDED_TABLE_BYTES, or is under the slack.
+TINY_COMPUTE, FOLDED_TABLE_BYTES = 16384, 16 << 20
 # Smaller weights stay float (the rule shared with k-means: weights.SMALL_WEIGHT_VALUES).
 MIN_STORAGE_WEIGHTS = SMALL_WEIGHT_VALUES
-# How weights that do not compute in int8 are stored: int8 + DequantizeLinear (the "weights"
-# mode's Conv weights: int8 also in memory), or int8 +
-# Cast + Mul, which onnxruntime constant-folds at load: float weights and float speed.
+# How weights that do not compute in int8 are stored: int8 + DequantizeLinear (int8 also in
+# memory), or int8 + Cast + Mul, which onnxruntime folds at load: float weights and speed.
 FORM_DEQUANTIZE = "dequantize"
 FORM_FOLDED = "folded"
 STORAGE_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "Gather", "Einsum"})
@@ -297,6 +297,8 @@ class Quantize(Pass):
         index = list(WeightIndex.build(model))
         compute = [w for w in index if w.role != ROLE_EMBEDDING]  # tables add no compute a call:
         cast_mul = form == FORM_FOLDED and not exact_form_pays(compute)  # one made a model 1.10x slower
+        fold_limit = FOLDED_TABLE_BYTES if sum(w.size for w in compute if w.role in COMPUTE_ROLES) \
+            < TINY_COMPUTE else GUARD_SLACK_BYTES
         for i, w in enumerate(index):
             if progress is not None:  # per weight: large models get a time estimate
                 progress("quantize: int8 weights", i, len(index))
@@ -333,12 +335,10 @@ class Quantize(Pass):
             groups = einsum_groups(w) if axis is not None else []
             if groups:  # a grouped Einsum: one scale per group and output channel, folded
                 _grouped_weight(w, [*groups, axis], b, result)
-            elif tied or _row_gather_only(w) and not (cast_mul and w.size * 4 <= FOLDED_TABLE_BYTES):
-                # An embedding table stays int8 in memory: rows are gathered in int8, then
-                # scaled (folded, it would occupy its float size in onnxruntime, and twice that
-                # while folding: bert22m dynamic int8 peaked at 1.28x the fp32 session). A small
-                # table of a small model is folded (FOLDED_TABLE_BYTES): its decode ops cost such
-                # a call more than they save (one Gather over 10000 x 8 ran 1.4x slower).
+            elif tied or _row_gather_only(w) and not (cast_mul and w.size * 4 <= fold_limit):
+                # A table stays int8 in memory, its rows gathered then scaled (folded: bert22m
+                # peaked at 1.28x fp32's session); a small model's small one folds (fold_limit:
+                # its ops cost a call more than they save: 1.4x one Gather's, 1.10x an 18 us MLP's).
                 _gathered_weight(w, b, result)
             elif form == FORM_FOLDED or recurrent:  # a DequantizeLinear would run every call
                 # One Cast where the scales can go after the op (session memory at fp32's),
