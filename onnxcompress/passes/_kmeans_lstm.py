@@ -21,7 +21,9 @@ activations per call, as onnxruntime's own ``quantize_dynamic`` writes an LSTM. 
 unchanged on both (frame agreement 0.9969 = the codebook's on ddddocr_ocr; 0.983 vs 0.981 on
 crnn_lstm). The rows' scales are the best of ``_kmeans_int8.CLIP_RATIOS`` (never worse than
 int8 per row). Weights whose values a codebook holds exactly (<= 256 distinct values) keep the
-codebook; ``decode="codebook"`` keeps it for every LSTM, ``"int8"`` forces this form.
+codebook; ``decode="codebook"`` keeps it for every LSTM, ``"int8"`` forces this form. With
+``"auto"`` the form is measured first (``MAX_DEVIATION``): its int8 inputs can cost a model far
+more than int8 weights do (a speaker encoder's embedding cosine 0.81).
 """
 
 from __future__ import annotations
@@ -39,16 +41,59 @@ from onnxcompress.weights import Weight
 MS_DOMAIN = "com.microsoft"
 
 
+#: The form quantizes the LSTMs' inputs each call; past this output deviation (the mean of
+#: ||y - y0||^2 / ||y0||^2 on a few samples) they keep the codebook: a speaker encoder's three
+#: LSTMs over 40 log-mels lost 19 points of embedding cosine (0.81) where int8 weights lose 0.1.
+MAX_DEVIATION = 1e-3
+CHECK_SAMPLES = 4
+
+
 def share_lstms(model: ir.Model, todo: list[tuple[Weight, int]], decode: str,
-                storage: str) -> tuple[list[LayerStat], set[int]]:
-    """Every eligible LSTM of ``todo`` rewritten (``lstm_pairs``, ``rewrite``): the LayerStats
-    and the ids of the weights done."""
+                storage: str, context: Any = None) -> tuple[list[LayerStat], set[int], str | None]:
+    """Every eligible LSTM of ``todo`` rewritten (``lstm_pairs``, ``rewrite``): the LayerStats,
+    the ids of the weights done, and why none was (the form measured too far from float on
+    ``context``'s calibration samples, else synthetic ones; None: not refused)."""
+    pairs = lstm_pairs(todo, decode, storage)
+    if pairs and decode != "int8":
+        deviation = _deviation(model, {w.label for _, ww, rw in pairs for w in (ww, rw)}, context)
+        if deviation is not None and deviation > MAX_DEVIATION:
+            return [], set(), (f"DynamicQuantizeLSTM's int8 inputs moved the outputs {deviation:.2g} "
+                               f"(over {MAX_DEVIATION:g}): the LSTMs keep their codebooks")
     stats: list[LayerStat] = []
     done: set[int] = set()
-    for node, ww, rw in lstm_pairs(todo, decode, storage):
+    for node, ww, rw in pairs:
         stats += rewrite(model, node, ww, rw, kmeans.MAX_BITS)
         done.update((id(ww), id(rw)))
-    return stats, done
+    return stats, done, None
+
+
+def _deviation(model: ir.Model, labels: set[str], context: Any) -> float | None:
+    """The output deviation of ``model`` with the LSTMs of ``labels`` in the form, measured on a
+    copy (None: it could not run)."""
+    from onnxcompress import runtime
+    from onnxcompress.errors import OnnxCompressError
+    from onnxcompress.model import copy_model
+    from onnxcompress.passes._bit_allocation import output_deviation
+    from onnxcompress.synthetic import synthetic_feeds
+    from onnxcompress.weights import WeightIndex
+
+    trial = copy_model(model)
+    chosen = [(w, kmeans.MAX_BITS) for w in WeightIndex.build(trial) if w.label in labels]
+    for node, ww, rw in lstm_pairs(chosen, "int8", "auto"):
+        rewrite(trial, node, ww, rw, kmeans.MAX_BITS)
+    source = getattr(context, "calibration", None)
+    feeds = list(source.take(CHECK_SAMPLES) if source is not None else synthetic_feeds(model, CHECK_SAMPLES))
+    try:
+        float_run, form_run = (runtime.create_session(m, label="the LSTM form's check", arena=False)
+                               for m in (model, trial))
+        names = {i.name for i in float_run.get_inputs()}
+        deviations = []
+        for f in feeds:
+            feed = {k: v for k, v in f.items() if k in names}
+            deviations.append(output_deviation(form_run.run(None, feed), float_run.run(None, feed)))
+    except (OnnxCompressError, RuntimeError, ValueError):
+        return None
+    return float(np.mean(deviations)) if deviations else None
 
 
 def lstm_pairs(todo: list[tuple[Weight, int]], decode: str,

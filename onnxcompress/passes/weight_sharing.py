@@ -200,7 +200,10 @@ class WeightSharing(Pass):
         # where folds cost no memory and the int8 kernel can cost time (madmom's downbeat BLSTMs,
         # hidden size 25 over 600 frames: 1.37x the fp32 latency).
         lstm_todo = todo if not cfg.per_channel and cfg.channel_scale != "off" and formats.exact_form else []
-        stats, paired = _kmeans_lstm.share_lstms(model, lstm_todo, cfg.decode, formats.storage)
+        stats, paired, refused = _kmeans_lstm.share_lstms(model, lstm_todo, cfg.decode, formats.storage,
+                                                          context)
+        if refused:
+            result.note(refused)
         done = len(stats)
         groups: dict[tuple, list[Weight]] = {}
         singles: list[tuple[Weight, int]] = []
