@@ -13,8 +13,8 @@ packages' own model code. Each wheel is pinned by sha256 of its checkpoint:
 - ``fcpe``: torchfcpe's bundled FCPE pitch estimator (``torchfcpe==0.0.4``,
   ``torchfcpe/assets/fcpe_c_v001.pt``, 43 MB): ``CFNaiveMelPE`` (Conv1d stem, 6 conformer-style
   layers, conv-only in the bundled config, 360-bin cents head), exported with [1, 200, 128] log-mel frames;
-- ``ncf_mlp``: a Neural Collaborative Filtering MLP rating model (``Lestode/BayesWatch_CollaborativeFiltering``,
-  ``Models/NCF/models/MLP.pth`` + its ``src/models.py``: user 10000 x 32 and item 1000 x 32 embeddings,
+- ``ncf_mlp``: a Neural Collaborative Filtering MLP rating model
+  (``Lestode/BayesWatch_CollaborativeFiltering``, ``Models/NCF/models/MLP.pth`` + its ``src/models.py``: user 10000 x 32 and item 1000 x 32 embeddings,
   Linear 64-64-32-16-1), exported with two [1, 64] int64 id tensors.
 
 Data: ``resemblyzer`` hears English sentences spoken by espeak-ng (8 voices, speeds, pitches)
@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from unseen_models3 import fetch, manifest_entry  # noqa: E402
 from unseen_models4 import batch_cli  # noqa: E402
 from unseen_models13 import _named  # noqa: E402
-from unseen_models14 import VOICES, _resample, _say  # noqa: E402
+from unseen_models14 import VOICES, _say  # noqa: E402
 
 DEFAULT_OUT = Path.home() / ".cache" / "onnxcompress-unseen15"
 Maker = Callable[[np.random.Generator, int, Path], dict[str, np.ndarray]]
@@ -249,7 +249,6 @@ def export_ncf_mlp(out: Path, check: bool) -> None:
     import importlib.util
 
     import torch
-
     from unseen_models13 import _copy_tree
 
     src = out / "ncf_src"
@@ -300,7 +299,7 @@ MODELS: dict[str, tuple[Any, str, str, Maker, dict[str, Any]]] = {
     "fcpe": (
         TORCHFCPE,
         "torchfcpe/assets/fcpe_c_v001.pt",
-        "FCPE pitch estimator (conformer-style encoder with attention, 360 cents bins), torch 2.13, ext. data",
+        "FCPE pitch estimator (6 conv-only conformer layers, 360 cents bins), torch 2.13, ext. data",
         d_fcpe,
         {"kind": "top1", "output": 0},
     ),
@@ -333,7 +332,7 @@ def make(name: str, out: Path, check: bool = True) -> dict[str, Any]:
                            maker.__doc__, metric, Path(__file__).name)  # fmt: skip
     sha = SOURCE_SHA256[name]
     if isinstance(spec, tuple):
-        entry["source"] = f"GitHub `{spec[0]}@{spec[1]}`, `{mem}` (sha256 {sha[:12]}), exported by torch 2.13 defaults"
+        entry["source"] = f"GitHub `{label}`, `{mem}` (sha256 {sha[:12]}), exported by torch 2.13 defaults"
         return entry
     entry["source"] = f"PyPI `{spec}`, `{mem}` (sha256 {sha[:12]}), exported by torch 2.13 defaults"
     return entry
