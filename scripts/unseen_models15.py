@@ -14,7 +14,8 @@ packages' own model code. Each wheel is pinned by sha256 of its checkpoint:
   ``torchfcpe/assets/fcpe_c_v001.pt``, 43 MB): ``CFNaiveMelPE`` (Conv1d stem, 6 conformer-style
   layers, conv-only in the bundled config, 360-bin cents head), exported with [1, 200, 128] log-mel frames;
 - ``ncf_mlp``: a Neural Collaborative Filtering MLP rating model
-  (``Lestode/BayesWatch_CollaborativeFiltering``, ``Models/NCF/models/MLP.pth`` + its ``src/models.py``: user 10000 x 32 and item 1000 x 32 embeddings,
+  (``Lestode/BayesWatch_CollaborativeFiltering``, ``Models/NCF/models/MLP.pth`` + its
+  ``src/models.py``: user 10000 x 32 and item 1000 x 32 embeddings,
   Linear 64-64-32-16-1), exported with two [1, 64] int64 id tensors.
 
 Data: ``resemblyzer`` hears English sentences spoken by espeak-ng (8 voices, speeds, pitches)
