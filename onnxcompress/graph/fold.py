@@ -29,6 +29,10 @@ logger = logging.getLogger(__name__)
 SHAPE_ONLY_OPS = frozenset(
     {"Slice", "Split", "Reshape", "Squeeze", "Unsqueeze", "Concat", "Gather", "Flatten"}
 )
+# Arithmetic a weight is computed by from constants alone: weight normalisation, which torch 2.13
+# exports as its parametrization (W = g * v / ||v||: a pitch model's output projection, every conv
+# of a vocoder), left the weight fp32 in every pass ("elementwise constant: not a layer weight").
+WEIGHT_ARITHMETIC_OPS = frozenset({"Mul", "Div", "Add", "Sub", "ReduceL2", "Sqrt", "Pow", "Neg", "Abs"})
 # Ops a weight reaches its consumer through without being "used" (see weights._PASS_THROUGH_OPS).
 _PASS_THROUGH_OPS = frozenset({"Identity", "Cast", "Transpose"})
 # Ops that only select, reshape or broadcast a value: what an RNN's state passes through after
@@ -139,10 +143,12 @@ def _reaches_weight_slot(value: ir.Value, depth: int = 0) -> bool:
         carried = loop_carried(user, index)
         if carried is not None and _reaches_weight_slot(carried, depth + 1):
             return True
-        # Through a chain: the data input of a shape-only op (any input of a Concat).
+        # Through a chain: the data input of a shape-only op (any input of a Concat), arithmetic
+        # over constants (a weight normalisation's).
         moves_values = (user.op_type in SHAPE_ONLY_OPS and (index == 0 or user.op_type == "Concat")) or (
             user.op_type in _PASS_THROUGH_OPS
-        )
+        ) or user.op_type in WEIGHT_ARITHMETIC_OPS and all(
+            x is not None and computed_from_constants(x) for x in user.inputs)
         if moves_values and any(_reaches_weight_slot(out, depth + 1) for out in user.outputs):
             return True
     return False
@@ -172,7 +178,7 @@ def _fold_node(graph: ir.Graph, node: ir.Node, opset: int) -> bool:
 
 def _foldable_results(node: ir.Node, opset: int) -> list[np.ndarray] | None:
     """The node's folded outputs when it may be folded (size aside), else None."""
-    if node.op_type not in SHAPE_ONLY_OPS or node.domain not in ("", "ai.onnx"):
+    if node.op_type not in SHAPE_ONLY_OPS | WEIGHT_ARITHMETIC_OPS or node.domain not in ("", "ai.onnx"):
         return None
     if not node.inputs or node.inputs[0] is None:
         return None
@@ -181,8 +187,10 @@ def _foldable_results(node: ir.Node, opset: int) -> list[np.ndarray] | None:
     arrays = [_const_array(v) if v is not None else None for v in node.inputs]
     if any(a is None for a, v in zip(arrays, node.inputs, strict=True) if v is not None):
         return None
-    # Only weights: the data input (every input of a Concat) is float.
+    # Only weights: the data input (every input of a Concat or of arithmetic) is float.
     data_arrays = arrays if node.op_type == "Concat" else arrays[:1]
+    if node.op_type in WEIGHT_ARITHMETIC_OPS:  # (ReduceL2's axes and Pow's exponent aside)
+        data_arrays = arrays[:1] if node.op_type in ("ReduceL2", "Pow") else arrays
     if not all(a is not None and a.dtype.kind == "f" for a in data_arrays):
         return None
     if not any(_reaches_weight_slot(out) for out in node.outputs):
