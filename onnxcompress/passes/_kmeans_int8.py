@@ -40,7 +40,7 @@ from onnxcompress._parallel import ordered_map
 from onnxcompress.memory import GUARD_SLACK_BYTES
 from onnxcompress.passes._folding import const_array
 from onnxcompress.passes._qdq import MIN_SCALE, round_keeping_sums
-from onnxcompress.weights import COMPUTE_ROLES, Weight
+from onnxcompress.weights import COMPUTE_ROLES, ROLE_EMBEDDING, Weight
 
 # Clipping ratios tried per channel (1.0 first: int8 per-channel's grid).
 CLIP_RATIOS = (1.0, 0.97, 0.94, 0.91, 0.88, 0.85, 0.82, 0.79)
@@ -61,6 +61,20 @@ _HALF_MIN = float(np.finfo(np.float16).tiny)  # subnormal float16 scales lose pr
 #: the fp32 latency, 0.998x folded; k-means 8's exact Gemm broke the Gelu fusion). What the
 #: folds keep (about twice the int8 bytes: bert_tiny) stays within half the guards' fixed slack.
 SMALL_MODEL_VALUES = GUARD_SLACK_BYTES // 4
+
+
+#: A model whose compute weights (embedding tables aside) total under this many values runs a call
+#: in tens of microseconds: a table's per-call decode (gathered int8 rows, scaled) is a visible
+#: share of it (a recommender's 18 us MLP: 1.08-1.11x), so its tables decode at load instead.
+TINY_COMPUTE_VALUES = 16384
+#: ... up to this size (a fold holds the table's float copy beside its stored form while loading).
+FOLDED_TABLE_BYTES = 16 << 20
+
+
+def tiny_compute(weights: list[Weight]) -> bool:
+    """Whether ``weights``' model computes under TINY_COMPUTE_VALUES values a call."""
+    return sum(w.size for w in weights if w.role in COMPUTE_ROLES and w.role != ROLE_EMBEDDING) \
+        < TINY_COMPUTE_VALUES
 
 
 def exact_form_pays(weights: list[Weight]) -> bool:

@@ -66,7 +66,7 @@ from onnxcompress.passes._int8 import (
 from onnxcompress.passes._int8_data import gptq_rounding, input_means, mean_requests
 from onnxcompress.passes._int8_fine import _blocked_weight, _grouped_weight
 from onnxcompress.passes._int8_guard import Guard, guard_weights, guarded
-from onnxcompress.passes._kmeans_int8 import exact_form_pays
+from onnxcompress.passes._kmeans_int8 import FOLDED_TABLE_BYTES, exact_form_pays, tiny_compute
 from onnxcompress.passes._qdq import Builder
 from onnxcompress.passes._quant_config import MODES, QuantizeConfig
 from onnxcompress.passes._quant_plan import (
@@ -101,9 +101,8 @@ _NONE: Mapping[str, str] = {}
 # the median channel, the small channels keep too few levels (BN-folded depthwise nets such as
 # PP-PicoDet/MobileNet); such a node computes in float, its weights stored in int8.
 MAX_CHANNEL_SPREAD = 4.0
-# A table is decoded at load (not gathered each call) where the rest computes under TINY_COMPUTE
-# values a call (tens of us: 3 ops a call were 8-40%), up to FOLDED_TABLE_BYTES, or is under the slack.
-TINY_COMPUTE, FOLDED_TABLE_BYTES = 16384, 16 << 20
+# A tiny model's table (_kmeans_int8.tiny_compute) is decoded at load up to FOLDED_TABLE_BYTES,
+# another's up to the guards' slack: its decode costs a call more than it saves (8-40%).
 # Smaller weights stay float (the rule shared with k-means: weights.SMALL_WEIGHT_VALUES).
 MIN_STORAGE_WEIGHTS = SMALL_WEIGHT_VALUES
 # How weights that do not compute in int8 are stored: int8 + DequantizeLinear (int8 also in
@@ -297,8 +296,7 @@ class Quantize(Pass):
         index = list(WeightIndex.build(model))
         compute = [w for w in index if w.role != ROLE_EMBEDDING]  # tables add no compute a call:
         cast_mul = form == FORM_FOLDED and not exact_form_pays(compute)  # one made a model 1.10x slower
-        fold_limit = FOLDED_TABLE_BYTES if sum(w.size for w in compute if w.role in COMPUTE_ROLES) \
-            < TINY_COMPUTE else GUARD_SLACK_BYTES
+        fold_limit = FOLDED_TABLE_BYTES if tiny_compute(compute) else GUARD_SLACK_BYTES
         for i, w in enumerate(index):
             if progress is not None:  # per weight: large models get a time estimate
                 progress("quantize: int8 weights", i, len(index))

@@ -101,7 +101,7 @@ from onnxcompress.passes._kmeans_decode import (
     ConstantCache,
     Formats,
 )
-from onnxcompress.passes._kmeans_int8 import exact_form_pays
+from onnxcompress.passes._kmeans_int8 import FOLDED_TABLE_BYTES, exact_form_pays, tiny_compute
 from onnxcompress.passes._kmeans_rows import decodes_rows
 from onnxcompress.passes._kmeans_select import _first_kept_float, _shape_read
 from onnxcompress.passes._kmeans_share import _FIT, _fit_own, _share, _share_model_codebook
@@ -175,7 +175,10 @@ class WeightSharing(Pass):
         model, formats = self._prepare_opset(model, cfg, wanted, result)
         index = WeightIndex.build(model)
         exact = exact_form_pays(list(index))
-        formats = replace(formats, exact_form=exact, rows=exact and cfg.decode == "auto")
+        # (a tiny model's tables decode at load: their rows' per-call decode cost it 1.1x)
+        folds = tiny_compute(list(index)) and all(w.nbytes <= FOLDED_TABLE_BYTES for w in index
+                                                  if w.role == ROLE_EMBEDDING)
+        formats = replace(formats, exact_form=exact, rows=exact and cfg.decode == "auto" and not folds)
         self._unclustered = {w.label for w in index if w.role in REST_ROLES}
         firsts, _ = _first_last_nodes(model, index)
         total = sum(w.size for w in index if w.role in COMPUTE_ROLES)

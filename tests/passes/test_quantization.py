@@ -773,9 +773,9 @@ def test_a_model_that_cannot_run_on_guessed_inputs_still_compresses(name, mode):
         assert "latency_ratio" not in res.metrics
     if mode == "dynamic" and name == "concat":  # decided from op type and shape: both big enough
         assert ops(q)["MatMulInteger"] == 2 and res.metrics["int8_compute_ops"] == 2
-    if mode == "weights":  # folded: float speed by construction, no DequantizeLinear per run
-        assert res.metrics["weight_format"] == "folded"
-        assert ops(q)["DequantizeLinear"] == 0
+    if mode == "weights":  # the form the speed guard measured faster (timed: either on a busy CPU)
+        form = res.metrics["weight_format"]
+        assert form in ("folded", "dequantize") and (ops(q)["DequantizeLinear"] == 0) is (form == "folded")
     check_outputs(proto, q, real(3))
 
 

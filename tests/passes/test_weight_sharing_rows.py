@@ -19,6 +19,15 @@ from tests import helpers as h
 ROWS, WIDTH = 3000, 100  # 300K values: past _kmeans_int8.SMALL_MODEL_VALUES; 100 pads at 1-bit planes
 
 
+@pytest.fixture(autouse=True)
+def rows_on_tiny_models(monkeypatch):
+    """These lookup models are only their tables, which a tiny model decodes at load
+    (``_kmeans_int8.TINY_COMPUTE_VALUES``): lowered, the rows form is what they test."""
+    from onnxcompress.passes import _kmeans_int8
+
+    monkeypatch.setattr(_kmeans_int8, "TINY_COMPUTE_VALUES", 0)
+
+
 def lookup(opset: int = 17, table: np.ndarray | None = None) -> onnx.ModelProto:
     """Two Gathers of one table by [b, t] ids (a token and a position lookup), summed."""
     proto = onnx.parser.parse_model(f"""
