@@ -364,4 +364,3 @@ def _metadata_aside(before: int, after: int, debug_bytes: int) -> list[str]:
     rest = before - debug_bytes
     return [f"{'  w/o metadata':<14}{_fmt_bytes(rest):>14}{_fmt_bytes(after):>14}"
             f"{rest / max(after, 1):>8.2f}x"]
-

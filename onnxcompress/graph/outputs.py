@@ -131,7 +131,8 @@ def plain_output_names(original: ir.Model, outputs: Mapping[str, np.ndarray]) ->
             continue
         if distribution_rows(a):
             continue  # probabilities or their logarithms: class scores, a sequence's tokens
-        head = head_op(v)
+        head_at = head_node(v)
+        head = None if head_at is None else head_at.op_type
         node = v.producer()
         if head in _POOLING and node is not None and node.op_type in _POOLING and node.inputs \
                 and node.inputs[0] is not None and head_op(node.inputs[0]) in _LINEAR_OPS:
@@ -140,8 +141,8 @@ def plain_output_names(original: ir.Model, outputs: Mapping[str, np.ndarray]) ->
         # word embedding, tf2onnx's LSTM Loop -> Slice -> Squeeze [N, 300]: held to top1>=0.99,
         # auto stayed at 1.99x where int8 keeps cosine 0.9998); an RNN classifier's logits come
         # through its linear head
-        if (a.ndim == 2 and (head in EMBEDDING_HEADS or v.name in features or _activation(head_node(v))
-                             or _table_lookup(head_node(v))
+        if (a.ndim == 2 and (head in EMBEDDING_HEADS or v.name in features or _activation(head_at)
+                             or _table_lookup(head_at)
                              or recurrent_output(v, SELECTION_OPS))
                 or a.ndim >= 3 and recurrent_output(v, None, LOOP_OPS)):
             found.append(v.name)

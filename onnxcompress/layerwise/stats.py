@@ -318,8 +318,7 @@ def _collect_block(
         hessian /= acc[2]  # in place: the sum is not needed again
         kept = hessian if hessian_dtype is None else hessian.astype(hessian_dtype, copy=False)
         stats[item.key] = InputStats(hessian=kept, mean=acc[1] / acc[2], rows=acc[2])
-        del hessian
-        acc[0] = None
+        acc[0] = hessian = None  # a float64 sum kept as float32: freed now, not with the block
         if student is not None:
             stats[item.key].cross = acc[3] / acc[2]
             stats[item.key].teacher_hessian = acc[4] / acc[2] if teacher_hessian else None

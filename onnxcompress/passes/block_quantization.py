@@ -153,7 +153,7 @@ class BlockQuantize(Pass):
         cfg: BlockQuantizeConfig = self.config  # type: ignore[assignment]
         result.metrics.update(target=cfg.target, bits=cfg.bits, block_size=cfg.block_size)
         layers = self._select(model, cfg, result)
-        timed = _blockq_speed.copy_to_time(model) if layers and cfg.target == "onnxruntime" \
+        float_copy = _blockq_speed.copy_to_time(model) if layers and cfg.target == "onnxruntime" \
             and cfg.speed_note else None
         if not context.planned:  # no weight pass after this one takes what blocks do not cover
             _say_uncovered(model, result)
@@ -219,8 +219,8 @@ class BlockQuantize(Pass):
             w.release()
         if cfg.target == "onnxruntime":
             model.opset_imports.setdefault(MS_DOMAIN, 1)
-            if timed is not None and result.layers:
-                _blockq_speed.say_if_slower(timed, model, context, result, cfg.to_dict())
+            if float_copy is not None and result.layers:
+                _blockq_speed.say_if_slower(float_copy, model, context, result, cfg.to_dict())
         else:
             model.ir_version = max(model.ir_version or 0, 10)  # INT4 tensors: IR 10
             ok, why = runtime.loadable(model)

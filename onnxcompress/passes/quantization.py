@@ -101,8 +101,6 @@ _NONE: Mapping[str, str] = {}
 # the median channel, the small channels keep too few levels (BN-folded depthwise nets such as
 # PP-PicoDet/MobileNet); such a node computes in float, its weights stored in int8.
 MAX_CHANNEL_SPREAD = 4.0
-# A tiny model's table (_kmeans_int8.tiny_compute) is decoded at load up to FOLDED_TABLE_BYTES,
-# another's up to the guards' slack: its decode costs a call more than it saves (8-40%).
 # Smaller weights stay float (the rule shared with k-means: weights.SMALL_WEIGHT_VALUES).
 MIN_STORAGE_WEIGHTS = SMALL_WEIGHT_VALUES
 # How weights that do not compute in int8 are stored: int8 + DequantizeLinear (int8 also in
@@ -296,6 +294,7 @@ class Quantize(Pass):
         index = list(WeightIndex.build(model))
         compute = [w for w in index if w.role != ROLE_EMBEDDING]  # tables add no compute a call:
         cast_mul = form == FORM_FOLDED and not exact_form_pays(compute)  # one made a model 1.10x slower
+        # a small model's table folds at load up to this (a tiny one's up to FOLDED_TABLE_BYTES)
         fold_limit = FOLDED_TABLE_BYTES if tiny_compute(compute) else GUARD_SLACK_BYTES
         for i, w in enumerate(index):
             if progress is not None:  # per weight: large models get a time estimate
