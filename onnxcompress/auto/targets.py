@@ -210,7 +210,7 @@ def parse_target(expr: str | Target | None, outputs: Outputs | None = None, *,
         expr = default_target(outputs, class_scores, token_inputs=token_inputs, image_inputs=image_inputs,
                               plain=plain)
         held = _applicable("top1", outputs or {}) if DEFAULT_TARGET in expr.split(",") else []
-        expr = ",".join([expr] + [f"{k}:{DEFAULT_TARGET_FRAMES}" for k in frames if not set(k) & set(":=<>,")
+        expr = ",".join([expr] + [f"{k}:{DEFAULT_TARGET_FRAMES}" for k in frames if _spellable(k)
                                   and (f"{k}:top1>=" in expr or k in held)])
         expr = _with_cosine_floor(expr, held)
     criteria = []
@@ -246,6 +246,11 @@ _READS = {"top1": "class scores [N, C]", "accuracy": "class scores [N, C]", "seq
           "detections": "detection lists or anchor heads"}
 
 
+def _spellable(name: str) -> bool:
+    """Whether an output name can be written in a target expression (no ``:=<>,``)."""
+    return not set(name) & set(":=<>,")
+
+
 def _with_cosine_floor(expr: str, held: Sequence[str]) -> str:
     """``expr`` with compare's default cosine floor (COSINE_FLOOR) on every output it holds by a
     count (``held``: those an unnamed top1 term reads) and no cosine of its own: a count alone let
@@ -256,7 +261,7 @@ def _with_cosine_floor(expr: str, held: Sequence[str]) -> str:
     counted = {m["output"].strip() for m in terms if m["output"] and m["metric"] in ("top1", "sequence")}
     plain = {m["output"].strip() for m in terms if m["output"] and m["metric"] in ("cosine", "values")}
     floors = [k for k in dict.fromkeys([*counted, *(k for k in held if k not in named)])
-              if k not in plain and not set(k) & set(":=<>,")]
+              if k not in plain and _spellable(k)]
     return ",".join([expr] + [f"{k}:cosine>={COSINE_FLOOR:g}" for k in floors])
 
 
@@ -278,7 +283,7 @@ def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
     by ``values`` (DEFAULT_TARGET_VALUES)."""
     if outputs is None:
         return DEFAULT_TARGET
-    if any(ch in k for k in outputs for ch in ":=<>,"):  # a name the expression cannot spell
+    if not all(map(_spellable, outputs)):
         scored = {k: v for k, v in outputs.items() if k not in plain}
         return DEFAULT_TARGET if _applicable("top1", scored) else DEFAULT_TARGET_NON_CLASSIFIER
     if any(k in outputs for k in plain):
