@@ -316,6 +316,17 @@ def test_a_small_models_8bit_weights_keep_codebooks_that_fold_to_its_own_graph(m
     assert "fc1.weight.q" in {t.name for t in large.graph.initializer if t.data_type == int8}
 
 
+def _lookup_at_8_bits() -> tuple[np.ndarray, object, onnx.ModelProto]:
+    """A model that is only a 3000 x 100 table's lookup, shared at 8 bits: (table, result, model)."""
+    proto = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (int64[n] ids) => (float[n, 100] rows) { rows = Gather <axis = 0> (table, ids) }
+    """)
+    table = np.random.default_rng(0).standard_normal((3000, 100)).astype(np.float32)
+    result, q = share(h.attach_initializers(proto, {"table": table}), bits=8)
+    return table, result, q
+
+
 def test_a_large_gather_table_at_8_bits_keeps_int8_rows_gathered_at_run_time(monkeypatch):
     """A codebook's decode folds the whole table at load: lac_encoder's 58224 x 128 embedding at
     k-means 8 peaked at 141.9 MB against fp32's 71.0, live no lower. At 8 bits a table only row
@@ -325,13 +336,7 @@ def test_a_large_gather_table_at_8_bits_keeps_int8_rows_gathered_at_run_time(mon
     from onnxcompress.passes import _kmeans_int8
 
     monkeypatch.setattr(_kmeans_int8, "TINY_COMPUTE_VALUES", 0)
-    proto = onnx.parser.parse_model("""
-        <ir_version: 8, opset_import: ["" : 17]>
-        g (int64[n] ids) => (float[n, 100] rows) { rows = Gather <axis = 0> (table, ids) }
-    """)
-    table = np.random.default_rng(0).standard_normal((3000, 100)).astype(np.float32)
-    proto = h.attach_initializers(proto, {"table": table})
-    result, q = share(proto, bits=8)
+    table, result, q = _lookup_at_8_bits()
     gather = next(n for n in q.graph.node if n.op_type == "Gather" and n.input[1] == "ids")
     stored = next(t for t in q.graph.initializer if t.name == gather.input[0])
     assert stored.data_type == onnx.TensorProto.INT8 and list(stored.dims) == [3000, 100]
@@ -345,13 +350,7 @@ def test_a_tiny_models_table_at_8_bits_keeps_a_codebook_decoded_at_load():
     """A recommender's 10000 x 32 user table over an MLP of 6.7K values (18 us a call) ran 1.11x
     slower with int8 rows gathered and scaled each call: a model computing under
     TINY_COMPUTE_VALUES keeps a codebook, decoded once at load."""
-    proto = onnx.parser.parse_model("""
-        <ir_version: 8, opset_import: ["" : 17]>
-        g (int64[n] ids) => (float[n, 100] rows) { rows = Gather <axis = 0> (table, ids) }
-    """)
-    table = np.random.default_rng(0).standard_normal((3000, 100)).astype(np.float32)
-    proto = h.attach_initializers(proto, {"table": table})
-    result, q = share(proto, bits=8)
+    table, result, q = _lookup_at_8_bits()
     gather = next(n for n in q.graph.node if n.op_type == "Gather" and n.input[1] == "ids")
     assert gather.input[0] not in {t.name for t in q.graph.initializer}  # a decoded table: computed
     assert [s.name for s in result.layers] == ["table"]
