@@ -33,12 +33,10 @@ def as_if_large(monkeypatch):
     guards) skip models past their size limits, not external-data ones as such (a 6.7 MB dynamo
     export has external data): these tests take the small model here for a large one."""
     from onnxcompress import model as model_module
-    from onnxcompress.passes import _float16_speed, _speed
+    from onnxcompress.passes import _speed
 
     monkeypatch.setattr(model_module, "WHOLE_CHECK_MAX_BYTES", 0)
     monkeypatch.setattr(_speed, "EXTERNAL_DATA_THRESHOLD", 0)
-    monkeypatch.setattr(_float16_speed, "EXTERNAL_DATA_THRESHOLD", 0)
-
 
 @pytest.fixture
 def external_mlp(tmp_path):

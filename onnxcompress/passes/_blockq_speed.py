@@ -10,7 +10,7 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from onnxcompress.model import tensor_bytes
-from onnxcompress.passes._float16_speed import latency_ratio, too_slow
+from onnxcompress.passes._speed import latency_ratio, too_slow
 from onnxcompress.passes.base import PassContext, PassResult
 
 #: Models whose float weights exceed this are not timed (their copy would be held for it).

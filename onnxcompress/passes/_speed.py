@@ -5,6 +5,10 @@ on none (int8 storage, float compute) and keeps the first attempt that is not sl
 ``first_fast_enough`` is the attempt loop (decisions cached per machine in ``onnxcompress.cache``
 so reruns are byte-identical); ``_Timer`` and ``alternate_latency`` do the timing, and
 ``structure_digest`` keys the cache on the graph's structure, not its weight values.
+
+``latency_ratio`` times one written model against its input the same way for the passes that
+only note or fall back (the float16 pass's fp16 compute, blockq's 4-bit blocks): one sample, one
+thread, alternated, cached per machine and graph structure.
 """
 
 from __future__ import annotations
@@ -378,3 +382,41 @@ def _alternate_latency(models: list[ir.Model | ort.InferenceSession], feed: Feed
         ratio = statistics.median(b / a for a, b in zip(times[0], t, strict=True) if a > 0)
         out.append(ref * ratio)
     return out
+
+
+#: Why a model is not timed for its size: its fp16 compute is kept (a fallback would hold the
+#: float32 model beside the fp16 one, two copies of a model this large).
+TOO_LARGE_TO_TIME = "the model is large (over 2 GB)"
+
+
+def latency_ratio(original: ir.Model, converted: ir.Model, context: PassContext,
+                  config: dict, kind: str = "float16") -> tuple[float | None, str]:
+    """converted / original latency on one sample (the first calibration sample, else a
+    synthetic one), or None with the reason it was not measured; cached per machine and graph
+    structure. ``kind``: the pass asking (fp16 compute here, blockq's 4-bit blocks)."""
+    if tensor_bytes(original) > EXTERNAL_DATA_THRESHOLD:  # external data alone: see _int8_guard.fits
+        return None, TOO_LARGE_TO_TIME
+    key = cache.decision_key(f"{kind}-speed-guard", "1 thread", __version__, ort.__version__,
+                             cache.machine_id(), config, structure_digest(original),
+                             structure_digest(converted))
+    cached = cache.get_decision(key)
+    if isinstance(cached, dict) and isinstance(cached.get("ratio"), (int, float)):
+        return float(cached["ratio"]), "cached"
+    feed, source = one_feed(original, context)
+    if feed is None:
+        return None, source
+    context.report_progress(f"{kind}: speed check", 0, 1)
+    try:
+        # One thread: on a loaded 2-core machine, two-thread timings of nudenet moved 0.9-1.07x
+        # between runs; single-thread ratios held (1.06-1.07x) and kernels rank alike.
+        sessions = [runtime.create_session(m, threads=1) for m in (original, converted)]
+        t_float, t_half = alternate_latency(sessions, feed, budget=GUARD_SECONDS)
+    except OnnxCompressError as e:
+        return None, str(e).split(" Hint:")[0]
+    ratio = round(t_half / t_float, 3) if t_float > 0 else 1.0
+    cache.put_decision(key, {"ratio": ratio})
+    return ratio, source
+
+
+def too_slow(ratio: float) -> bool:
+    return ratio > 1 + SPEED_TOLERANCE

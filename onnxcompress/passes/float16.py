@@ -13,7 +13,10 @@ memory stay float32 (onnxruntime folds the Cast at load).
 onnxruntime's CPU provider has few float16 kernels either: it inserts its own Casts around the
 others, so fp16 compute is slower on CPU (nudenet 1.06-1.19x, a transformer 1.19x; faster on GPU).
 ``--float16-compute auto`` (default) times it on this CPU and, where it is slower, writes the
-weights in float16 with a Cast to float32 instead (``_float16_speed``): same file, float32 speed.
+weights in float16 with a Cast to float32 instead (``_speed.latency_ratio``, cached per machine
+and graph structure so that reruns write the same file): same file, float32 speed. Measured on
+nudenet's YOLOv8n (12 MB, 64 Conv): fp16 compute 19.6 ms against 18.5 ms float32 (one thread),
+36.5 MB live session against 35.6; fp16 stored, float32 compute 18.3 ms with 33.7 MB.
 """
 
 from __future__ import annotations
@@ -29,15 +32,17 @@ from onnxcompress import runtime
 from onnxcompress.model import external_base_dir, release_external, to_proto
 from onnxcompress.opset import opset_version, upgrade_opset
 from onnxcompress.passes._float16_check import fidelity_check
-from onnxcompress.passes._float16_speed import COMPUTE_CHOICES, TOO_LARGE_TO_TIME, latency_ratio, too_slow
 from onnxcompress.passes._half_store import cast_node as _cast
 from onnxcompress.passes._half_store import fits_half as _fits_half
 from onnxcompress.passes._half_store import store_narrow
 from onnxcompress.passes._half_store import to_half as _to_half
+from onnxcompress.passes._speed import TOO_LARGE_TO_TIME, latency_ratio, too_slow
 from onnxcompress.passes.base import LayerStat, Pass, PassConfig, PassContext, PassResult, option
 from onnxcompress.weights import WeightIndex, all_graphs, has_quantized_ops, model_names, unique_name
 
 logger = logging.getLogger(__name__)
+
+COMPUTE_CHOICES = ("auto", "always", "never")
 
 FLOAT = ir.DataType.FLOAT
 HALF = ir.DataType.FLOAT16

@@ -178,7 +178,7 @@ def _timed(monkeypatch, fp16_over_fp32: float) -> list[int]:
     """The speed guard's timing replaced: fp16 takes ``fp16_over_fp32`` times float32's time on
     this "CPU" (which CPU the suite runs on must not decide what the tests see). Returns a list
     that counts the timings."""
-    from onnxcompress.passes import _float16_speed
+    from onnxcompress.passes import _speed
 
     calls: list[int] = []
 
@@ -186,7 +186,7 @@ def _timed(monkeypatch, fp16_over_fp32: float) -> list[int]:
         calls.append(1)
         return [1e-3, fp16_over_fp32 * 1e-3]
 
-    monkeypatch.setattr(_float16_speed, "alternate_latency", fake)
+    monkeypatch.setattr(_speed, "alternate_latency", fake)
     return calls
 
 
@@ -202,12 +202,12 @@ def test_float16_compute_that_cannot_be_timed_is_not_kept(monkeypatch) -> None:
     inputs: 2.42x float32's latency, kept "without a speed check") is stored in fp16 and computes
     in float32, whose speed is the original's."""
     from onnxcompress.errors import RuntimeUnavailableError
-    from onnxcompress.passes import _float16_speed
+    from onnxcompress.passes import _speed
 
     def cannot_run(sessions, feed, budget):  # noqa: ANN001, ARG001
         raise RuntimeUnavailableError("onnxruntime cannot run the model on the timing sample")
 
-    monkeypatch.setattr(_float16_speed, "alternate_latency", cannot_run)
+    monkeypatch.setattr(_speed, "alternate_latency", cannot_run)
     path = ROOT / "models" / "digits_cnn.onnx"
     result = Float16().run(load_model(path))
     proto = to_proto(result.model)
