@@ -306,6 +306,63 @@ def shape_read_weights(model: ir.Model, min_size: int = 0) -> list[tuple[str, ir
     return found
 
 
+# What tf2onnx puts between Relu(Neg(x)) and its slopes' Mul (NHWC <-> NCHW).
+_LAYOUT_OPS = _PASS_THROUGH_OPS | {"Reshape", "Squeeze", "Unsqueeze"}
+# A slope table holds a learned value for each (position,) channel: fewer values a row (axis 0,
+# where int8 puts a scale and k-means decodes from) and it is a per-channel PReLU, a few bytes.
+SLOPE_MIN_ROW = 16
+
+
+def slope_tables(model: ir.Model, min_size: int = 0) -> list[tuple[str, ir.Graph, ir.Value]]:
+    """(scope, graph, value) of every float constant that is a PReLU's learned slopes: the slope
+    input of ``PRelu``, or the table tf2onnx multiplies ``Relu(Neg(x))`` by when it spells a
+    Keras PReLU as ``Relu(x) - alpha * Relu(-x)``. Per-position slopes are large (MEGnet's
+    [120, 120, 47] and 30 more: 22% of its weights, left float32 as "elementwise constant": int8
+    and k-means 8 at 2.39x). A pass may compress it in place and decode it in front of them, as
+    it does :func:`shape_read_weights`."""
+    from onnxcompress.weights import all_graphs
+
+    found = []
+    for scope, graph in all_graphs(model):
+        values = [v for v in graph.initializers.values()]
+        values += [n.outputs[0] for n in graph if n.op_type == "Constant" and n.domain in ("", "ai.onnx")]
+        for value in values:
+            uses = list(value.uses())
+            if (not uses or value.is_graph_output() or value.is_graph_input()
+                    or not all(_reads_slopes(user, index) for user, index in uses)):
+                continue
+            tensor = _const_tensor(value)
+            shape = tuple(tensor.shape) if tensor is not None else ()
+            if (tensor is not None and tensor.dtype == ir.DataType.FLOAT and len(shape) >= 2
+                    and tensor.size >= max(min_size, 1) and tensor.size // max(shape[0], 1) >= SLOPE_MIN_ROW):
+                found.append((scope, graph, value))
+    return found
+
+
+def _reads_slopes(node: ir.Node, index: int) -> bool:
+    """Whether input ``index`` of ``node`` is a PReLU's slopes (see :func:`slope_tables`)."""
+    if node.domain not in ("", "ai.onnx"):
+        return False
+    if node.op_type == "PRelu":
+        return index == 1
+    if node.op_type != "Mul" or len(node.inputs) != 2:
+        return False
+    other = node.inputs[1 - index]
+    producer = other.producer() if other is not None else None
+    while producer is not None and producer.op_type in _LAYOUT_OPS and producer.inputs:
+        producer = producer.inputs[0].producer() if producer.inputs[0] is not None else None
+    if producer is None or producer.op_type != "Relu" or producer.inputs[0] is None:
+        return False
+    negated = producer.inputs[0].producer()
+    return negated is not None and negated.op_type == "Neg"
+
+
+def decoded_in_place(model: ir.Model, min_size: int = 0) -> list[tuple[str, ir.Graph, ir.Value]]:
+    """The constants outside the weight index that a weight pass compresses where they are and
+    decodes in front of their readers: :func:`shape_read_weights` and :func:`slope_tables`."""
+    return shape_read_weights(model, min_size) + slope_tables(model, min_size)
+
+
 def computed_from_constants(value: ir.Value | None, depth: int = 12) -> bool:
     """Whether ``value`` is a constant or computed from constants alone (within ``depth`` ops,
     no subgraph op): what onnxruntime folds at load, e.g. a k-means decode's indices."""

@@ -11,7 +11,8 @@ values one output reads: in-features, or ``C/g * kh * kw`` patch elements of a C
 
 Memory: ``H`` takes ``groups * k^2 * 8`` bytes per layer; layers are collected in blocks whose
 matrices fit ``budget_bytes`` (one pass over the data per block), so peak memory is bounded by the
-budget and one sample's activations, not by the model. Rows of a Conv (one per output position)
+budget and one sample's activations, not by the model; a layer whose own matrix is over
+``MAX_MATRIX_BYTES`` is not collected (:func:`too_wide`). Rows of a Conv (one per output position)
 are subsampled to ``max_rows`` per sample, deterministically.
 """
 
@@ -32,6 +33,20 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_BUDGET_BYTES = 512 * 1024 * 1024
 DEFAULT_MAX_ROWS = 2048
+# One layer's E[x x^T] over this is not collected: the refits that read it hold several copies
+# (its inverse, the sweep's), and MEGnet's dense layer over a flattened time series (45411
+# inputs) asked 16.5 GB for its one matrix and was killed at 23 GB (auto's 4-bit blocks). Such a
+# layer keeps the form it has without the statistics (rounded to nearest, not refit).
+MAX_MATRIX_BYTES = 512 << 20
+
+
+def too_wide(k: int, groups: int = 1) -> str | None:
+    """Why a layer reading ``k`` inputs a row (``groups`` groups) gets no E[x x^T], or None."""
+    size = groups * k * k * 8
+    if size <= MAX_MATRIX_BYTES:
+        return None
+    return (f"{k} inputs a row: its E[x x^T] would take {size / 2**30:.1f} GB (over "
+            f"{MAX_MATRIX_BYTES >> 20} MB), not collected")
 
 
 @dataclass
@@ -192,6 +207,9 @@ def collect_input_stats(
         if layout is None or found is None or found[0] is None or not found[0].name:
             skipped[w.label] = why or "its input activation cannot be read"
             continue
+        if (wide := too_wide(row_width(w, layout), layout.groups)) is not None:
+            skipped[w.label] = wide
+            continue
         wanted.append(_Item(w.label, layout, (found[0].name,), row_width(w, layout)))
     stats: dict[str, InputStats] = {}
     for block in _blocks(wanted, budget_bytes):
@@ -214,13 +232,14 @@ def collect_reader_stats(
     ``readers`` maps a key to (the main-graph tensors multiplied with the weight, ``k`` its
     in-features): a weight read by several MatMul/Gemm nodes (tied weights, the time steps of an
     unrolled RNN) gets the statistics of all their inputs pooled, where
-    :func:`collect_input_stats` refuses it. Inputs whose last axis is not ``k`` are ignored; all
-    rows are used unless ``max_rows``. Returns the statistics by key and the passes made over
-    ``feeds`` (one per block of matrices fitting ``budget_bytes``).
+    :func:`collect_input_stats` refuses it. Inputs whose last axis is not ``k`` are ignored, and
+    a key whose ``k`` is :func:`too_wide` gets nothing; all rows are used unless ``max_rows``.
+    Returns the statistics by key and the passes made over ``feeds`` (one per block of matrices
+    fitting ``budget_bytes``).
     """
     feeds = list(feeds) if not hasattr(feeds, "__len__") else feeds
     items = [_Item(key, RowLayout("MatMul", 1), tuple(dict.fromkeys(names)), k)
-             for key, (names, k) in readers.items()]
+             for key, (names, k) in readers.items() if too_wide(k) is None]
     stats: dict[str, InputStats] = {}
     skipped: dict[str, str] = {}
     blocks = list(_blocks([i for i in items if i.names], budget_bytes))

@@ -497,9 +497,10 @@ def _dynamic_rewrite(w: Weight, cfg: QuantizeConfig, channelwise: bool, b: Build
 
 def _decoded_source(scope: str, graph: ir.Graph, value: ir.Value, b: Builder,
                     result: PassResult) -> None:
-    """Store a constant that only shape-only ops read (see ``graph.fold.shape_read_weights``)
-    in int8 with one scale per row, and decode it (Cast * scale) where it was: its readers take
-    the decoded tensor, onnxruntime folds the chain at load, the weight is stored once."""
+    """Store a constant that only shape-only ops read, or a PReLU slope table (see
+    ``graph.fold.decoded_in_place``) in int8 with one scale per row, and decode it (Cast * scale)
+    where it was: its readers take the decoded tensor, onnxruntime folds the chain at load, the
+    weight is stored once."""
     builder = Builder(graph, b.names) if graph is not b.graph else b
     arr = const_array(value)
     assert arr is not None

@@ -1,7 +1,8 @@
 """Which weights the k-means pass takes beyond the weight index, and which it leaves float.
 
 ``_shape_read``: constants only shape-only ops read (``graph.fold.shape_read_weights``: several
-overlapping Slices of one LSTM matrix), as weights whose "uses" are those readers;
+overlapping Slices of one LSTM matrix) and PReLU slope tables (``slope_tables``), as weights
+whose "uses" are those readers;
 ``_first_kept_float``: a small first layer stays float at 8 bits unless 256 levels hold it.
 """
 
@@ -13,7 +14,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress import kmeans
-from onnxcompress.graph.fold import shape_read_weights
+from onnxcompress.graph.fold import decoded_in_place
 from onnxcompress.weights import ROLE_WEIGHT, Slot, Use, Weight, model_names
 
 if TYPE_CHECKING:
@@ -45,11 +46,12 @@ def _first_kept_float(w: Weight, bits: int, firsts: set[int], cfg: WeightSharing
 
 
 def _shape_read(model: ir.Model) -> list[Weight]:
-    """The constants only shape-only ops read (``graph.fold.shape_read_weights``) as weights
-    whose "uses" are those readers: rows (axis 0) are output channels, as int8 stores them."""
+    """The constants only shape-only ops read and the PReLU slope tables
+    (``graph.fold.decoded_in_place``) as weights whose "uses" are those readers: rows (axis 0)
+    are output channels, as int8 stores them."""
     found = []
     names = model_names(model)
-    for scope, graph, value in shape_read_weights(model):
+    for scope, graph, value in decoded_in_place(model):
         producer = value.producer()
         storage = "constant" if producer is not None and producer.op_type == "Constant" else "initializer"
         uses = tuple(Use(node, index, Slot(ROLE_WEIGHT, 0, 1)) for node, index in value.uses())

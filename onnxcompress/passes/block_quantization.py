@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,7 +29,7 @@ import onnx_ir as ir
 
 from onnxcompress import blockwise, runtime
 from onnxcompress.errors import OnnxCompressError
-from onnxcompress.layerwise.stats import collect_reader_stats
+from onnxcompress.layerwise.stats import collect_reader_stats, too_wide
 from onnxcompress.model import copy_model
 from onnxcompress.opset import opset_version, upgrade_opset
 from onnxcompress.passes import _blockq_allocate, _blockq_speed
@@ -295,12 +296,11 @@ class BlockQuantize(Pass):
             result.note(f"calibration data could not be used for gptq ({e}); used rtn")
             return
         for layer in layers:
-            found = stats.get(str(id(layer)))
-            layer.hessian = found.hessian[0] if found is not None else None
-        missing = sum(1 for layer in layers if layer.hessian is None)
-        if missing:
-            result.note(f"{missing} weight(s) without observable inputs (embeddings, subgraphs) "
-                        "rounded to nearest")
+            layer.hessian = found.hessian[0] if (found := stats.get(str(id(layer)))) is not None else None
+        unfit = Counter(too_wide(layer.shape[1]) or "without observable inputs (embeddings, subgraphs)"
+                        for layer in layers if layer.hessian is None)
+        for why, count in unfit.items():
+            result.note(f"{count} weight(s) rounded to nearest: {why}")
         result.metrics["calibration_samples"] = len(feeds)
         result.metrics["calibration_passes"] = passes
 

@@ -39,7 +39,7 @@ from onnxcompress.calibration import Calibrator, collect
 from onnxcompress.cpu import default_reduce_range, has_vnni
 from onnxcompress.errors import OnnxCompressError
 from onnxcompress.graph.einsum import einsum_groups
-from onnxcompress.graph.fold import computed_from_constants, shape_read_weights
+from onnxcompress.graph.fold import computed_from_constants, decoded_in_place
 from onnxcompress.layerwise import rounding
 from onnxcompress.layerwise.bias import corrections
 from onnxcompress.layerwise.collection import Histogram
@@ -348,9 +348,9 @@ class Quantize(Pass):
                 _dequantized_weight(w, axis, False, b, result)
         if form == FORM_FOLDED:
             # Weights only shape-only ops read (overlapping Slices of an LSTM matrix, which
-            # load_model leaves unfolded: folding would grow the file): int8 where they are,
-            # decoded in front of the readers (silero_vad: 1.55x -> see README).
-            for scope, graph, value in shape_read_weights(model, MIN_STORAGE_WEIGHTS):
+            # load_model leaves unfolded: folding would grow the file) and PReLU slope tables:
+            # int8 where they are, decoded in front of the readers (silero_vad: 1.55x -> see README).
+            for scope, graph, value in decoded_in_place(model, MIN_STORAGE_WEIGHTS):
                 if value.meta.get(ROW_SCALES):  # a Gather table's own, read by a Gather too
                     continue
                 label = f"{scope}{value.name}"

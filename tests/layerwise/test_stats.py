@@ -141,3 +141,23 @@ def test_reader_set_pools_every_input_of_a_weight_read_twice():
     _, passes = collect_reader_stats(m, {"w": (["a", "t"], 4), "a only": (["a"], 4)}, feeds,
                                      budget_bytes=4 * 4 * 8)
     assert passes == 2
+
+
+def test_a_layer_too_wide_for_its_matrix_gets_no_statistics(monkeypatch):
+    """MEGnet's dense layer over a flattened time series reads 45411 inputs a row: its E[x x^T]
+    alone asked 16.5 GB and auto's 4-bit blocks were killed at 23 GB. A layer whose own matrix is
+    over MAX_MATRIX_BYTES is skipped with the reason (here a cap of 24 inputs: the 16-wide layer
+    is collected, the 24-wide one is not), in both collection modes."""
+    from onnxcompress.layerwise import stats as stats_module
+
+    monkeypatch.setattr(stats_module, "MAX_MATRIX_BYTES", 20 * 20 * 8)
+    model = load_model(h.mlp((16, 24, 10)))
+    r = h.rng(2)
+    feeds = feed_source([{"x": r.standard_normal((3, 16)).astype(np.float32)} for _ in range(3)], model)
+    weights = [w for w in WeightIndex.build(model) if w.role == "weight"]
+    stats, skipped = collect_input_stats(model, weights, feeds)
+    narrow, wide = (w.label for w in sorted(weights, key=lambda w: w.shape[0]))
+    assert list(stats) == [narrow]
+    assert skipped == {wide: "24 inputs a row: its E[x x^T] would take 0.0 GB (over 0 MB), not collected"}
+    found, _ = collect_reader_stats(model, {"narrow": (["x"], 16), "wide": (["x"], 24)}, feeds)
+    assert list(found) == ["narrow"]
