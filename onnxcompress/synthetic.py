@@ -335,6 +335,10 @@ LARGER_SIZES = (256, 1024, 4096, 16000)
 #: be 48) was tried at 16000 x 16000 pixels, 3 GB of input and 16 GB of activations, and the
 #: machine killed the run (compress without data).
 MAX_PROBE_INPUT_BYTES = 64 * 2**20
+# Batch sizes tried when the batch is the only dynamic dimension and 1 does not run: ICLabel's
+# EEG classifier takes each component with its 3 flips (Reshape to [-1, 4]), and every check that
+# runs the model went unmeasured without data.
+BATCH_SIZES = (2, 4, 8, 16)
 _RUNNABLE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -348,7 +352,9 @@ def _runnable_sizes(model: ir.Model, specs: list[InputSpec], concrete: dict[str,
 
     guessed = {s.name: [a for a, d in enumerate(s.shape or ()) if a > 0 and is_dynamic_dim(d)]
                for s in specs if s.name not in given}
-    if not any(guessed.values()) or not fits_whole_checks(model):
+    leading = {s.name: [0] for s in specs if s.name not in given and s.shape and len(s.shape) > 1
+               and is_dynamic_dim(s.shape[0])}
+    if not (any(guessed.values()) or leading) or not fits_whole_checks(model):
         return concrete
     key = tuple(sorted(concrete.items()))
     cached = _RUNNABLE.get(model, {})
@@ -358,10 +364,11 @@ def _runnable_sizes(model: ir.Model, specs: list[InputSpec], concrete: dict[str,
     if not _runs(model, specs, concrete, bounds):
         # Axis 0 last: it is a batch almost always, but some exports take [frames, features]
         # whole (madmom's beat TCN: a 3x3 Conv over the frames could not run on 1 of them).
-        leading = {s.name: [0] for s in specs if s.name not in given and s.shape and len(s.shape) > 1
-                   and is_dynamic_dim(s.shape[0])}
         raised = [guessed, {k: sorted({*guessed.get(k, ()), *leading.get(k, ())}) for k in guessed}]
-        for axes, size in ((a, n) for a in raised[: 2 if leading else 1] for n in LARGER_SIZES):
+        attempts = [(a, n) for a in raised[: 2 if leading else 1] for n in LARGER_SIZES]
+        if not any(guessed.values()):  # only the batch is dynamic: a model that needs several
+            attempts = [(leading, n) for n in BATCH_SIZES]  # (ICLabel reshapes it to [-1, 4])
+        for axes, size in attempts:
             tried = {name: tuple(max(n, size) if a in axes.get(name, ()) else n
                                  for a, n in enumerate(shape)) for name, shape in concrete.items()}
             if _input_bytes(specs, tried) > MAX_PROBE_INPUT_BYTES:

@@ -465,3 +465,22 @@ def test_synthetic_sizes_raise_a_dynamic_leading_axis_when_nothing_else_runs():
     feed = next(iter(synthetic_feeds(load_model(proto), 1, seed=0)))
     assert feed["x"].shape[0] >= 3
     h.run(proto, feed)
+
+
+def test_synthetic_batch_is_raised_when_only_the_batch_is_dynamic_and_one_does_not_run():
+    """ICLabel takes each EEG component with its 3 flips and reshapes the batch to [-1, 4]: the
+    batch was the only dynamic axis, so 1 was never raised and every guard ran blind without
+    data. The first of the batch sizes that runs is taken (4)."""
+    proto = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 3] x) => (float[M, 3] y) {
+            shape = Constant <value = int64[3] {-1, 4, 3}> ()
+            grouped = Reshape(x, shape)
+            pooled = ReduceMean <axes = [1], keepdims = 0> (grouped)
+            y = MatMul(pooled, B)
+        }
+    """)
+    proto.graph.initializer.append(onnx.numpy_helper.from_array(np.ones((3, 3), np.float32), "B"))
+    feed = next(iter(synthetic_feeds(load_model(proto), 1, seed=0)))
+    assert feed["x"].shape == (4, 3)
+    h.run(proto, feed)
