@@ -103,3 +103,20 @@ def test_a_model_with_nothing_to_compress_is_written_as_it_is(tmp_path: Path) ->
     assert any("no float weight large enough to compress" in n for n in found.notes)
     out = to_proto(Pipeline.from_recipe(found.recipe).run(path).model)
     assert len(out.SerializeToString()) <= path.stat().st_size
+
+
+def test_a_prelu_slope_table_is_an_option(tmp_path: Path) -> None:
+    # MEGnet (tf2onnx): its per-position PReLU slope tables (22% of the weights) are weights the
+    # k-means pass compresses where they are; the index holds them as elementwise constants, and
+    # auto left them float (3.29x where uniform k-means 8 gives 3.85x)
+    from tests.graph.test_fold import _prelu_model
+
+    proto, _ = _prelu_model("decomposed")
+    path = tmp_path / "prelu.onnx"
+    onnx.save(proto, path)
+    x = np.random.default_rng(0).normal(size=(24, 1, 3, 16, 16)).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", x=x)
+    assert "slopes" in {w.label for w in candidate_weights(load_model(path))}
+    with SerialExecutor() as ex:
+        found = search(path, str(tmp_path / "calib.npz"), target="cosine>=0.999", executor=ex)
+    assert found.met and found.plan.choices["slopes"] != "float", found.plan.choices
