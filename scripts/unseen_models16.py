@@ -16,6 +16,8 @@ the dynamo exporter, its default opset, **weights in an external ``.onnx.data`` 
   ``ICLabelNet`` code, exported by torch 2.13 defaults (external data);
 - ``megnet``: MNE-ICALabel's MEGnet (``megnet.onnx``, 29.5 MB, a Keras conversion): a 120x120 RGB
   topomap CNN + a 60 s (15000 samples at 250 Hz) time-series CNN -> 4 MEG component classes;
+- ``attacut``: AttaCut-C Thai word segmenter (``attacut==1.0.6``, ``attacut/artifacts/attacut-c/model.pth``,
+  0.7 MB) with the package's own ``seq_ch_conv`` model, exported by torch 2.13 defaults (external data);
 - ``swift_f0``: SwiftF0 pitch detector (``swift-f0==0.3.0``, ``swift_f0/model.onnx``, 135 KB):
   raw 16 kHz audio + two scalar inputs (fmin, fmax) -> pitch, confidence per frame.
 
@@ -255,6 +257,70 @@ def d_swift_f0(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarra
 
 
 # ---------------------------------------------------------------------------------------------
+# AttaCut-C (Thai word segmentation)
+
+ATTACUT = "attacut==1.0.6"
+THAI = [
+    "ฉันชอบกินข้าวผัดกับไข่ดาวทุกเช้า", "วันนี้อากาศร้อนมากแต่ตอนเย็นฝนตกหนัก",
+    "ประเทศไทยมีจังหวัดทั้งหมดเจ็ดสิบเจ็ดจังหวัด", "กรุงเทพมหานครเป็นเมืองหลวงของประเทศไทย",
+    "เขาไปทำงานที่โรงพยาบาลทุกวันตั้งแต่เช้า", "นักเรียนกำลังอ่านหนังสือในห้องสมุดของโรงเรียน",
+    "รถไฟฟ้าสายใหม่จะเปิดให้บริการในปีหน้า", "แม่ซื้อผลไม้จากตลาดเมื่อเช้านี้",
+    "การประชุมครั้งนี้มีผู้เข้าร่วมมากกว่าหนึ่งร้อยคน", "รัฐบาลประกาศมาตรการช่วยเหลือเกษตรกร",
+    "ผมอยากเรียนภาษาญี่ปุ่นที่มหาวิทยาลัย", "ร้านกาแฟนี้เปิดตั้งแต่เจ็ดโมงเช้าถึงหกโมงเย็น",
+    "ราคาน้ำมันเพิ่มขึ้น 2 บาทต่อลิตร", "ทีมฟุตบอลไทยชนะการแข่งขันเมื่อคืนนี้",
+    "โปรดปิดโทรศัพท์มือถือระหว่างการแสดง", "คุณหมอแนะนำให้ออกกำลังกายวันละสามสิบนาที",
+]
+THAI_LEN = 128
+
+
+def _attacut_setup(out: Path, check: bool) -> Any:
+    """the wheel's Tokenizer("attacut-c") (its own model code and character dictionary); ssg (used
+    only for attacut-sc's syllables) and yaml (reading params.yml's two lines) are stand-ins"""
+    import types
+
+    _pinned_member(out, ATTACUT, "attacut/artifacts/attacut-c/model.pth", "attacut_c_model.pth",
+                   SOURCE_SHA256["attacut"] if check else None)  # fmt: skip
+    _package(out, ATTACUT, "attacut")
+    sys.modules.setdefault("ssg", types.ModuleType("ssg"))
+    if "yaml" not in sys.modules:
+        y = types.ModuleType("yaml")
+        y.load = lambda f, Loader=None: dict(  # type: ignore[attr-defined]
+            line.split(": ", 1) for line in f.read().splitlines() if ": " in line)
+        y.BaseLoader = None  # type: ignore[attr-defined]
+        sys.modules["yaml"] = y
+    from attacut import Tokenizer
+
+    return Tokenizer("attacut-c")
+
+
+def export_attacut(out: Path, check: bool) -> None:
+    import torch
+
+    tok = _attacut_setup(out, check)
+    x = torch.ones(1, THAI_LEN, dtype=torch.long)
+    torch.onnx.export(tok.model, ((x, torch.tensor([THAI_LEN])),), str(out / "attacut.onnx"))
+
+
+def d_attacut(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarray]:
+    """128-character windows of Thai news-style sentences (16, shuffled, space-joined, at a random
+    offset), as AttaCut's CharacterSeqDataset.make_feature maps them (character ids), [1, 128]
+    int64 (+ the unused sequence length where the export keeps it)"""
+    import onnx
+
+    tok = _attacut_setup(out, True)
+    names = [i.name for i in onnx.load(str(out / "attacut.onnx"), load_external_data=False).graph.input]
+    xs = []
+    for _ in range(n):
+        text = " ".join(THAI[i] for i in r.permutation(len(THAI)))
+        st = int(r.integers(0, len(text) - THAI_LEN))
+        xs.append(tok.dataset.make_feature(text[st : st + THAI_LEN])[1][0].numpy())
+    arrays = {names[0]: np.stack(xs)}
+    if len(names) > 1:
+        arrays[names[1]] = np.full((n, 1), THAI_LEN, np.int64)
+    return arrays
+
+
+# ---------------------------------------------------------------------------------------------
 
 EWN_MEMBER = "eff_word_net/models/resnet_50_arc/slim_93%_accuracy_72.7390%.onnx"
 MODELS: dict[str, tuple[str, str, str, Maker, dict[str, Any]]] = {
@@ -276,6 +342,10 @@ MODELS: dict[str, tuple[str, str, str, Maker, dict[str, Any]]] = {
     "swift_f0": (SWIFT, "swift_f0/model.onnx",
                  "SwiftF0 pitch detector: raw 16 kHz audio + scalar fmin / fmax -> pitch, confidence per frame",
                  d_swift_f0, {"kind": "cosine", "output": 0}),  # fmt: skip
+    # word boundaries: per-character logit > 0 (sigmoid > 0.5, the tokenizer's threshold), F1 vs fp32
+    "attacut": (ATTACUT, "attacut/artifacts/attacut-c/model.pth",
+                "AttaCut-C Thai word segmenter: char embeddings 48, 3 dilated convs 196, Linear 32-1, torch 2.13, ext. data",
+                d_attacut, {"kind": "mask_f1", "output": 0, "threshold": 0.0}),  # fmt: skip
 }
 SOURCE_SHA256: dict[str, str | None] = {
     "effwordnet": "373916c2a52dffb716738ac451d384ca2097d4cca5bde1357377023da8e47cbe",
@@ -283,6 +353,7 @@ SOURCE_SHA256: dict[str, str | None] = {
     "iclabel": "b7dc72bc3fa5960b2843fc6d5ba60add842b0a240c6371598be09b595182c04b",
     "iclabel_torch": "bccfee77d028858c855ea370b17e21b77e2f52d533775d4c54f12b168063579e",
     "megnet": "1a6a5b7ac025c35a30534d5687f7123bdd93fa50e0946f5d1f547686ba3574f2",
+    "attacut": "664600885709b34b75a20c2144dc9e35569431bfb35eaa9d5887e8175289a762",
     "swift_f0": "6385e8c2ebc3872e82c9ff5946228de44cd3be77a750ea53698b7dbfe94b0a22",
 }
 
@@ -292,19 +363,19 @@ def make(name: str, out: Path, check: bool = True) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     dest = out / f"{name}.onnx"
     sha = SOURCE_SHA256[name] if check else None
-    if name == "iclabel_torch":
+    if name in ("iclabel_torch", "attacut"):
         if not dest.exists():
-            export_iclabel_torch(out, check)
+            (export_iclabel_torch if name == "iclabel_torch" else export_attacut)(out, check)
         file_sha = None  # the export (its bytes vary with torch); the checkpoint is pinned
     else:
         _pinned_member(out, spec, member, dest.name, sha)
         file_sha = sha
     if not check:
-        src = out / ("ICLabelNet.pt" if name == "iclabel_torch" else dest.name)
+        src = out / {"iclabel_torch": "ICLabelNet.pt", "attacut": "attacut_c_model.pth"}.get(name, dest.name)
         print(name, hashlib.sha256(src.read_bytes()).hexdigest())
     entry = manifest_entry(out, name, dest.name, spec, member, file_sha, what,
                            lambda r, n: maker(r, n, out), maker.__doc__, metric, Path(__file__).name)  # fmt: skip
-    if name == "iclabel_torch":
+    if name in ("iclabel_torch", "attacut"):
         entry["source"] = f"PyPI `{spec}`, `{member}`, exported by torch 2.13 defaults"
     return entry
 
