@@ -213,7 +213,8 @@ def d_megnet(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarray]
                 x += 8 * x.std() * np.exp(-((t - b) ** 2) / (2 * 0.08**2))
         elif kind == 3:
             for b in np.arange(r.uniform(0, 1), 60, 60 / r.uniform(55, 90)):
-                x += 6 * x.std() * (np.exp(-((t - b) ** 2) / (2 * 0.012**2)) - 0.3 * np.exp(-((t - b - 0.25) ** 2) / (2 * 0.05**2)))
+                x += 6 * x.std() * (np.exp(-((t - b) ** 2) / (2 * 0.012**2))
+                                    - 0.3 * np.exp(-((t - b - 0.25) ** 2) / (2 * 0.05**2)))
         x = (x - x.mean()) / x.std()
         sp.append(img[None].astype(np.float32))
         tm.append(x[None, :, None].astype(np.float32))
@@ -228,7 +229,8 @@ def export_iclabel_torch(out: Path, check: bool) -> None:
     src = _package(out, ICA, "mne_icalabel")
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("iclabel_torch_net", src / "mne_icalabel/iclabel/network/torch.py")
+    spec = importlib.util.spec_from_file_location("iclabel_torch_net",
+                                                  src / "mne_icalabel/iclabel/network/torch.py")
     mod = importlib.util.module_from_spec(spec)
     sys.modules["iclabel_torch_net"] = mod
     src_text = (src / "mne_icalabel/iclabel/network/torch.py").read_text()
@@ -253,7 +255,8 @@ def d_swift_f0(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarra
     inputs: audio [1, 16000], fmin [], fmax []"""
     xs = [np.clip(_speech(r, 1.0) if k % 2 == 0 else _tone(r, 1.0), -1, 1)[None].astype(np.float32)
           for k in range(n)]  # fmt: skip
-    return {"audio": np.stack(xs), "fmin": np.full(n, 46.875, np.float32), "fmax": np.full(n, 2093.75, np.float32)}
+    return {"audio": np.stack(xs), "fmin": np.full(n, 46.875, np.float32),
+            "fmax": np.full(n, 2093.75, np.float32)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,7 +328,8 @@ def d_attacut(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarray
 EWN_MEMBER = "eff_word_net/models/resnet_50_arc/slim_93%_accuracy_72.7390%.onnx"
 MODELS: dict[str, tuple[str, str, str, Maker, dict[str, Any]]] = {
     "effwordnet": (EWN, EWN_MEMBER,
-                   "EfficientWord-Net hotword embedder: ResNet-50 (ArcFace) over 149x64 log filterbanks, 2048-d",
+                   "EfficientWord-Net hotword embedder: ResNet-50 (ArcFace) over 149x64 log filterbanks, "
+                   "2048-d",
                    d_effwordnet, {"kind": "cosine", "output": 0}),  # fmt: skip
     "effwordnet_q8": (EWN, EWN_MEMBER.replace(".onnx", "_qint8.onnx"),
                       "the wheel's own dynamic-int8 copy of effwordnet (already quantized)",
@@ -340,11 +344,13 @@ MODELS: dict[str, tuple[str, str, str, Maker, dict[str, Any]]] = {
                "MEGnet MEG component classifier: 120x120 RGB topomap CNN + 15000-sample time-series CNN -> 4",
                d_megnet, {"kind": "top1", "output": 0}),  # fmt: skip
     "swift_f0": (SWIFT, "swift_f0/model.onnx",
-                 "SwiftF0 pitch detector: raw 16 kHz audio + scalar fmin / fmax -> pitch, confidence per frame",
+                 "SwiftF0 pitch detector: raw 16 kHz audio + scalar fmin / fmax -> pitch, confidence "
+                 "per frame",
                  d_swift_f0, {"kind": "cosine", "output": 0}),  # fmt: skip
     # word boundaries: per-character logit > 0 (sigmoid > 0.5, the tokenizer's threshold), F1 vs fp32
     "attacut": (ATTACUT, "attacut/artifacts/attacut-c/model.pth",
-                "AttaCut-C Thai word segmenter: char embeddings 48, 3 dilated convs 196, Linear 32-1, torch 2.13, ext. data",
+                "AttaCut-C Thai word segmenter: char embeddings 48, 3 dilated convs 196, Linear 32-1, "
+                "torch 2.13, ext. data",
                 d_attacut, {"kind": "mask_f1", "output": 0, "threshold": 0.0}),  # fmt: skip
 }
 SOURCE_SHA256: dict[str, str | None] = {
@@ -374,7 +380,8 @@ def make(name: str, out: Path, check: bool = True) -> dict[str, Any]:
         src = out / {"iclabel_torch": "ICLabelNet.pt", "attacut": "attacut_c_model.pth"}.get(name, dest.name)
         print(name, hashlib.sha256(src.read_bytes()).hexdigest())
     entry = manifest_entry(out, name, dest.name, spec, member, file_sha, what,
-                           lambda r, n: maker(r, n, out), maker.__doc__, metric, Path(__file__).name)  # fmt: skip
+                           lambda r, n: maker(r, n, out), maker.__doc__, metric,
+                           Path(__file__).name)
     if name in ("iclabel_torch", "attacut"):
         entry["source"] = f"PyPI `{spec}`, `{member}`, exported by torch 2.13 defaults"
     return entry
