@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from onnxcompress import __version__
-from onnxcompress.errors import ConfigError, OnnxCompressError
+from onnxcompress.errors import ConfigError, OnnxCompressError, Terminated, terminate_as_interrupt
 from onnxcompress.passes import registered_passes
 from onnxcompress.passes.base import Pass
 from onnxcompress.pipeline import Pipeline
@@ -556,19 +556,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         # onnx_ir warns about what our own checks report in one line (an invalid input).
         logging.getLogger("onnx_ir").setLevel(logging.ERROR)
     from onnxcompress.passes.base import HEADLINE_RECORD
-
     for handler in root.handlers:  # ours: the report shows headlines (its "!!" lines)
         if handler not in before:
             handler.addFilter(lambda record: not getattr(record, HEADLINE_RECORD, False))
     try:
-        return int(args.func(args))
+        with terminate_as_interrupt():
+            return int(args.func(args))
     except OnnxCompressError as e:
         _traceback(e, args.debug)
         sys.stderr.write(f"onnxcompress: error: {_one_line(str(e))}\n")
         return EXIT_ERROR
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         sys.stderr.write("onnxcompress: interrupted\n")
-        return 130
+        return 143 if isinstance(e, Terminated) else 130
     except BrokenPipeError:
         # The reader went away (`onnxcompress inspect m.onnx | head`): not an error of ours.
         with contextlib.suppress(OSError):
