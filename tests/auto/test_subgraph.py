@@ -114,7 +114,7 @@ def test_a_prelu_slope_table_is_an_option(tmp_path: Path) -> None:
     proto, _ = _prelu_model("decomposed")
     path = tmp_path / "prelu.onnx"
     onnx.save(proto, path)
-    x = np.random.default_rng(0).normal(size=(24, 1, 3, 16, 16)).astype(np.float32)
+    x = np.random.default_rng(0).normal(size=(24, 1, 3, 32, 32)).astype(np.float32)
     np.savez(tmp_path / "calib.npz", x=x)
     assert "slopes" in {w.label for w in candidate_weights(load_model(path))}
     with SerialExecutor() as ex:

@@ -365,16 +365,16 @@ def _prelu_model(form: str) -> tuple[onnx.ModelProto, np.ndarray]:
               y = PRelu(t, slopes)""")
     model = onnx.parser.parse_model(f"""
         <ir_version: 8, opset_import: ["" : 13]>
-        g (float[N, 3, 16, 16] x) => (float[N, 16, 16, 8] y, float[N, 8, 16, 16] z) {{
+        g (float[N, 3, 32, 32] x) => (float[N, 32, 32, 8] y, float[N, 8, 32, 32] z) {{
             c = Conv <pads = [1, 1, 1, 1]> (x, w)
             z = Mul(c, anchors)
             {act}
         }}
     """)
     r = h.rng(4)
-    slopes = r.uniform(0.05, 0.4, (16, 16, 8)).astype(np.float32) * (-1 if form == "decomposed" else 1)
+    slopes = r.uniform(0.05, 0.4, (32, 32, 8)).astype(np.float32) * (-1 if form == "decomposed" else 1)
     arrays = {"w": r.standard_normal((8, 3, 3, 3)).astype(np.float32), "slopes": slopes,
-              "anchors": r.uniform(1, 9, (8, 16, 16)).astype(np.float32)}
+              "anchors": r.uniform(1, 9, (8, 32, 32)).astype(np.float32)}
     return h.attach_initializers(model, arrays), slopes
 
 
@@ -389,6 +389,11 @@ def test_prelu_slope_tables_are_compressed_where_they_are(form, recipe):
 
     proto, slopes = _prelu_model(form)
     assert [v.name for _, _, v in slope_tables(load_model(proto))] == ["slopes"]
+    # a per-channel PReLU's few slopes (palmdet's [1, C, 1, 1]) are no table: 4 bits cost F1
+    channelwise = onnx.ModelProto.FromString(proto.SerializeToString())
+    table = next(t for t in channelwise.graph.initializer if t.name == "slopes")
+    table.CopyFrom(onh.from_array(slopes[:1, :1].reshape(1, 1, 8) * 0 + 0.1, "slopes"))
+    assert slope_tables(load_model(channelwise)) == []
     result = compress(proto, {"passes": [recipe]})
     assert "slopes" in [layer.name for p in result.passes for layer in p.layers]
     out = to_proto(result.model)
@@ -398,6 +403,6 @@ def test_prelu_slope_tables_are_compressed_where_they_are(form, recipe):
                    for t in stored.values())
     np.testing.assert_array_equal(onh.to_array(stored["anchors"]), onh.to_array(
         next(t for t in proto.graph.initializer if t.name == "anchors")))
-    x = h.rng(5).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    x = h.rng(5).standard_normal((2, 3, 32, 32)).astype(np.float32)
     ref, got = h.run(proto, {"x": x})[0], h.run(out, {"x": x})[0]
     assert np.abs(got - ref).max() < 0.02 * np.abs(ref).max()
