@@ -61,7 +61,6 @@ class PassError(OnnxCompressError):
         self.layer = layer
 
 
-
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a CI timeout, ``kill``), raised where Ctrl-C would be, so that the same clean-up
     runs: auto's worker processes stopped (killed outright, they outlived the run holding 1.3 GB

@@ -276,6 +276,14 @@ def _evaluate(node: ir.Node, arrays: list[np.ndarray | None], opset: int) -> lis
         return None
 
 
+def _constant_values(graph: ir.Graph) -> list[ir.Value]:
+    """``graph``'s initializers and Constant nodes' outputs, those that are not graph inputs or
+    outputs: the constants a pass may compress where they are."""
+    values = list(graph.initializers.values())
+    values += [n.outputs[0] for n in graph if n.op_type == "Constant" and n.domain in ("", "ai.onnx")]
+    return [v for v in values if not (v.is_graph_output() or v.is_graph_input())]
+
+
 def shape_read_weights(model: ir.Model, min_size: int = 0) -> list[tuple[str, ir.Graph, ir.Value]]:
     """(scope, graph, value) of every float constant left unfolded whose readers all only move its
     values (several overlapping Slices of one LSTM matrix: folding them would grow the file; a
@@ -285,11 +293,7 @@ def shape_read_weights(model: ir.Model, min_size: int = 0) -> list[tuple[str, ir
 
     found = []
     for scope, graph in all_graphs(model):
-        values = [v for v in graph.initializers.values()]
-        values += [n.outputs[0] for n in graph if n.op_type == "Constant" and n.domain in ("", "ai.onnx")]
-        for value in values:
-            if value.is_graph_output() or value.is_graph_input():
-                continue
+        for value in _constant_values(graph):
             uses = list(value.uses())
             if not uses or not all(
                 user.domain in ("", "ai.onnx")
@@ -327,12 +331,9 @@ def slope_tables(model: ir.Model, min_size: int = 0) -> list[tuple[str, ir.Graph
 
     found = []
     for scope, graph in all_graphs(model):
-        values = [v for v in graph.initializers.values()]
-        values += [n.outputs[0] for n in graph if n.op_type == "Constant" and n.domain in ("", "ai.onnx")]
-        for value in values:
+        for value in _constant_values(graph):
             uses = list(value.uses())
-            if (not uses or value.is_graph_output() or value.is_graph_input()
-                    or not all(_reads_slopes(user, index) for user, index in uses)):
+            if not uses or not all(_reads_slopes(user, index) for user, index in uses):
                 continue
             tensor = _const_tensor(value)
             shape = tuple(tensor.shape) if tensor is not None else ()

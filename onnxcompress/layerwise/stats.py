@@ -207,10 +207,10 @@ def collect_input_stats(
         if layout is None or found is None or found[0] is None or not found[0].name:
             skipped[w.label] = why or "its input activation cannot be read"
             continue
-        if (wide := too_wide(row_width(w, layout), layout.groups)) is not None:
+        if (wide := too_wide(k := row_width(w, layout), layout.groups)) is not None:
             skipped[w.label] = wide
             continue
-        wanted.append(_Item(w.label, layout, (found[0].name,), row_width(w, layout)))
+        wanted.append(_Item(w.label, layout, (found[0].name,), k))
     stats: dict[str, InputStats] = {}
     for block in _blocks(wanted, budget_bytes):
         _collect_block(model, block, feeds, max_rows, seed, stats, skipped, student, teacher_hessian,
