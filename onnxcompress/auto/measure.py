@@ -99,17 +99,71 @@ def class_score_names(original: Any, model_path: str | Path, feeds: list, *,
     return [o.name for o, flag in zip(original.graph.outputs, flags, strict=False) if flag]
 
 
+#: The key ``run_outputs`` gives a probability output's logits under: ``name + LOGITS``.
+LOGITS = "\x00logits"
+
+
+def logit_values(graph: onnx.GraphProto, opset: int) -> dict[str, str]:
+    """Graph outputs that are probabilities of logits the graph computes -> the logits' value:
+    a ``Softmax`` normalising the last axis (every axis from ``axis`` on before opset 13) or a
+    ``Sigmoid``. A float32 softmax saturates: MEGnet's logits lead by 50-2500, its
+    probabilities are exactly 0 and 1, and auto's flip estimate saw no sample come near a flip
+    until one of 32 eval samples flipped."""
+    made = {o: n for n in graph.node for o in n.output}
+    found = {}
+    for out in graph.output:
+        node = made.get(out.name)
+        if node is None or node.domain not in ("", "ai.onnx") or node.input[0] not in made:
+            continue
+        axis = next((a.i for a in node.attribute if a.name == "axis"), -1 if opset >= 13 else 1)
+        rank = len(out.type.tensor_type.shape.dim) if out.type.tensor_type.HasField("shape") else 0
+        if node.op_type == "Sigmoid" or node.op_type == "Softmax" and (
+                opset < 13 or axis == -1 or rank and axis == rank - 1):
+            found[out.name] = node.input[0]
+    return found
+
+
+def _with_logits(model: Any) -> tuple[Any, dict[str, str]]:
+    """``model`` as a session is made of it, with its probability outputs' logits
+    (:func:`logit_values`) given out too, and those logits' names -> their keys in the result.
+    A proto gains the outputs in place (``run_outputs`` takes them away again); a path is read
+    as an IR model, its external data left in place."""
+    import onnx_ir as ir
+
+    proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), load_external_data=False)
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
+    found = logit_values(proto.graph, opset)
+    outputs = {o.name for o in proto.graph.output}
+    found = {k: v for k, v in found.items() if v not in outputs}
+    if not found:
+        return model, {}
+    if isinstance(model, onnx.ModelProto):
+        model.graph.output.extend(onnx.ValueInfoProto(name=v) for v in found.values())
+    else:
+        model = ir.load(str(model))
+        values = {v.name: v for node in model.graph for v in node.outputs}
+        model.graph.outputs.extend(values[v] for v in found.values())
+    return model, {v: k + LOGITS for k, v in found.items()}
+
+
 def run_outputs(model: Any, feeds: list[Mapping[str, np.ndarray]],
                 label: str = "the auto-mode candidate",
                 rows: Collection[str] | None = None) -> dict[str, np.ndarray]:
-    """Every output of ``model`` (a path or model) on each feed, stacked on axis 0; the outputs
-    in ``rows`` (None: found as ``row_outputs`` finds them) concatenated as rows of their own.
-    A search finds them once, on the original, and hands them to every candidate's run: they
-    are stacked as the reference is, without a probe run each time."""
+    """Every output of ``model`` (a path or model proto) on each feed,
+    stacked on axis 0, and a probability output's logits under its name + ``LOGITS``; the
+    outputs in ``rows`` (None: found as ``row_outputs`` finds them) concatenated as rows of
+    their own. A search finds them once, on the original, and hands them to every candidate's
+    run: they are stacked as the reference is, without a probe run each time."""
     from onnxcompress.runtime import create_session
 
-    session = create_session(model, label=label, arena=False)
-    names = [o.name for o in session.get_outputs()]
+    given = len(model.graph.output) if isinstance(model, onnx.ModelProto) else 0
+    model, logits = _with_logits(model)
+    try:
+        session = create_session(model, label=label, arena=False)
+    finally:
+        if isinstance(model, onnx.ModelProto):
+            del model.graph.output[given:]
+    names = [logits.get(o.name, o.name) for o in session.get_outputs()]
     inputs = {i.name for i in session.get_inputs()}
     as_rows = set().union(*_row_outputs(session, feeds)) if rows is None else set(rows)
     parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
@@ -117,7 +171,12 @@ def run_outputs(model: Any, feeds: list[Mapping[str, np.ndarray]],
         outs = session.run(None, {k: v for k, v in feed.items() if k in inputs})
         for n, o in zip(names, outs, strict=True):
             parts[n].append(np.asarray(o))
-    return {n: _stack(v, n in as_rows) for n, v in parts.items()}
+    return {n: _stack(v, n.split(LOGITS)[0] in as_rows) for n, v in parts.items()}
+
+
+def visible(outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``outputs`` without the logits ``run_outputs`` adds: the model's own outputs."""
+    return {k: v for k, v in outputs.items() if not k.endswith(LOGITS)}
 
 
 def _batch_outputs(session: Any) -> set[str]:

@@ -49,6 +49,7 @@ from onnxcompress.auto.measure import (
     run_outputs,
     save_feeds,
     token_inputs,
+    visible,
 )
 from onnxcompress.auto.paths import (
     allocation_path,
@@ -205,7 +206,7 @@ def search(
                                                                  tokens=tokens)
         goal = parse_target(target, ref_search, class_scores=scores, token_inputs=tokens,
                             image_inputs=bool(search_feeds) and has_image_input(search_feeds[0]),
-                            plain=plain_output_names(original, ref_search) if target is None else (),
+                            plain=plain_output_names(original, visible(ref_search)) if target is None else (),
                             frames=sorted(frame_rows) if target is None else ())
     if goal.needs_labels and (search_labels is None or held_labels is None):
         raise ConfigError(f"target {goal.text}: the data has no labels.",

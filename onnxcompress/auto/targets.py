@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from onnxcompress.auto.flips import flip_rate, flip_ratios, sequence_ratios
+from onnxcompress.auto.measure import LOGITS, visible
 from onnxcompress.errors import ConfigError
 from onnxcompress.validation.detections import (
     ANCHOR_MAX_FEATURES,
@@ -164,8 +165,12 @@ class Target:
         return any(c.metric == "accuracy" for c in self.criteria)
 
     def evaluate(self, original: Outputs, compressed: Outputs, labels: np.ndarray | None = None) -> Fidelity:
-        """Measure the compressed outputs against the original ones (same samples, same order)."""
+        """Measure the compressed outputs against the original ones (same samples, same order).
+        Counts read a probability output's logits where both give them (``measure.LOGITS``)."""
         result = Fidelity()
+        logits = {k: (original[k + LOGITS], compressed[k + LOGITS]) for k in original
+                  if k + LOGITS in original and k + LOGITS in compressed}
+        original, compressed = visible(original), visible(compressed)
         if self.metric is not None:
             value = float(self.metric(original, compressed))
             result.values[self.text] = value
@@ -182,7 +187,8 @@ class Target:
                                       hint=f"outputs: {', '.join(original)}")
                 score = heads.get(name) if c.metric == "detections" else None
                 head = None if score is None else (original[score], compressed[score], score == name)
-                value = _measure(c.metric, original[name], compressed[name], labels, c.text, head)
+                value = _measure(c.metric, original[name], compressed[name], labels, c.text, head,
+                                 logits.get(name) if c.metric in COUNTED else None)
                 key = c.text if c.output or len(names) == 1 else f"{name}:{c.text}"
                 result.values[key] = value
                 margins.append(value - c.threshold)
@@ -206,6 +212,7 @@ def parse_target(expr: str | Target | None, outputs: Outputs | None = None, *,
         return Target(metric=metric, threshold=float(threshold), name=getattr(metric, "__name__", "metric"))
     if isinstance(expr, Target):
         return expr
+    outputs = None if outputs is None else visible(outputs)
     if expr is None or not str(expr).strip():
         expr = default_target(outputs, class_scores, token_inputs=token_inputs, image_inputs=image_inputs,
                               plain=plain)
@@ -465,9 +472,11 @@ def _applicable(metric: str, outputs: Outputs) -> list[str]:
 
 
 def _measure(metric: str, a: np.ndarray, b: np.ndarray, labels: np.ndarray | None, text: str,
-             head: tuple[np.ndarray, np.ndarray, bool] | None = None) -> float:
+             head: tuple[np.ndarray, np.ndarray, bool] | None = None,
+             logits: tuple[np.ndarray, np.ndarray] | None = None) -> float:
     """``head``: for an output of a split anchor head (``split_anchor_heads``), its score output
-    in the original and compressed models, and whether it is this output."""
+    in the original and compressed models, and whether it is this output. ``logits``: the
+    logits behind a probability output in both (a count reads its margins on them)."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
         raise ConfigError(f"target {text}: output shapes differ ({list(a.shape)} vs {list(b.shape)}).")
@@ -503,7 +512,12 @@ def _measure(metric: str, a: np.ndarray, b: np.ndarray, labels: np.ndarray | Non
         # class is to its flip rate (24 images x ~1 box: F1 1.0 on them let eval lose 1 in 28)
         ratios = box_flip_ratios(a, b, columns)
         return 1.0 - flip_rate(ratios) if len(ratios) else 1.0
-    if _is_binary(a):
+    if logits is not None and np.shape(logits[0]) == a.shape == np.shape(logits[1]):
+        x, y = (np.asarray(v, dtype=np.float64) for v in logits)
+        # a sigmoid's probability p as two classes' logits [0, log(p / (1 - p))]
+        a, b = (np.concatenate([np.zeros((len(v), 1)), v.reshape(len(v), 1)], 1) for v in (x, y)) \
+            if _is_binary(a) else (x, y)
+    elif _is_binary(a):
         a, b = _as_classes(a), _as_classes(np.clip(b, 0.0, 1.0))
     if metric == "mask":  # Dice of the binarised maps, every sample and position pooled
         threshold = MASK_THRESHOLD if a.min() >= 0 else 0.0  # probabilities at 0.5, logits at 0
