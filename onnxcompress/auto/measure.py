@@ -106,13 +106,15 @@ LOGITS = "\x00logits"
 def logit_values(graph: onnx.GraphProto, opset: int) -> dict[str, str]:
     """Graph outputs that are probabilities of logits the graph computes -> the logits' value:
     a ``Softmax`` normalising the last axis (every axis from ``axis`` on before opset 13) or a
-    ``Sigmoid``. A float32 softmax saturates: MEGnet's logits lead by 50-2500, its
+    ``Sigmoid``, through Identity nodes. A float32 softmax saturates: MEGnet's logits lead by 50-2500, its
     probabilities are exactly 0 and 1, and auto's flip estimate saw no sample come near a flip
     until one of 32 eval samples flipped."""
     made = {o: n for n in graph.node for o in n.output}
     found = {}
     for out in graph.output:
         node = made.get(out.name)
+        while node is not None and node.op_type == "Identity" and node.input[0] in made:
+            node = made[node.input[0]]  # tf2onnx's Identity in front of an output
         if node is None or node.domain not in ("", "ai.onnx") or node.input[0] not in made:
             continue
         axis = next((a.i for a in node.attribute if a.name == "axis"), -1 if opset >= 13 else 1)

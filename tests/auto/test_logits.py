@@ -63,6 +63,10 @@ def test_softmax_and_sigmoid_heads_name_their_logits() -> None:
     # from 13 on, a softmax over another axis than the last does not give class margins there
     assert logit_values(_classifier(W, axis=0).graph, 13) == {}
     assert logit_values(_classifier(W, "Relu").graph, 13) == {}
+    named = _classifier(W)  # tf2onnx names the output through an Identity
+    named.graph.node[1].output[0] = "p"
+    named.graph.node.append(helper.make_node("Identity", ["p"], ["probs"]))
+    assert logit_values(named.graph, 13) == {"probs": "logits"}
 
 
 def test_run_outputs_gives_logits_and_leaves_the_model_as_it_was(tmp_path: Path) -> None:
