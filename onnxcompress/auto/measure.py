@@ -136,7 +136,8 @@ def _with_logits(model: Any) -> tuple[Any, dict[str, str]]:
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
     found = logit_values(proto.graph, opset)
     outputs = {o.name for o in proto.graph.output}
-    found = {k: v for k, v in found.items() if v not in outputs}
+    # one value given out once (a Softmax and a Sigmoid of the same logits: the first)
+    found = {k: v for v, k in {v: k for k, v in reversed(found.items())}.items() if v not in outputs}
     if not found:
         return model, {}
     if isinstance(model, onnx.ModelProto):
