@@ -129,9 +129,18 @@ def _with_logits(model: Any) -> tuple[Any, dict[str, str]]:
     """``model`` as a session is made of it, with its probability outputs' logits
     (:func:`logit_values`) given out too, and those logits' names -> their keys in the result.
     A proto gains the outputs in place (``run_outputs`` takes them away again); a path is read
-    as an IR model, its external data left in place."""
+    as an IR model, its external data left in place. Not for a model over
+    ``WHOLE_CHECK_MAX_BYTES`` inline: it would be parsed and serialized again beside
+    onnxruntime's own copy (its counts read probabilities, as they did before)."""
+    import os
+
     import onnx_ir as ir
 
+    from onnxcompress.model import WHOLE_CHECK_MAX_BYTES
+
+    inline = model.ByteSize() if isinstance(model, onnx.ModelProto) else os.path.getsize(model)
+    if inline > WHOLE_CHECK_MAX_BYTES:
+        return model, {}
     proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), load_external_data=False)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
     found = logit_values(proto.graph, opset)

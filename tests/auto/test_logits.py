@@ -106,3 +106,15 @@ def test_a_callable_target_gets_the_model_outputs_only() -> None:
 
     parse_target(None, metric=metric, threshold=0.5).evaluate(ref, ref)
     assert seen == [{"probs"}]
+
+
+def test_a_large_inline_model_is_run_as_it_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over the whole-check size a model is not parsed and serialized again to give its logits
+    out: its counts read the probabilities."""
+    import onnxcompress.model
+
+    proto = _classifier(W)
+    onnx.save(proto, tmp_path / "m.onnx")
+    monkeypatch.setattr(onnxcompress.model, "WHOLE_CHECK_MAX_BYTES", 64)
+    assert set(run_outputs(proto, _feeds())) == {"probs"}
+    assert set(run_outputs(tmp_path / "m.onnx", _feeds())) == {"probs"}
