@@ -155,19 +155,26 @@ def _folded_weight(w: Weight, axis: int | None, b: Builder, result: PassResult) 
     float initializer again: every float fusion and layout optimization still applies, and the
     file is 4x smaller. (A DequantizeLinear would not be folded and would cost time every run.)
     """
+    dtype = w.dtype  # float32, or float16 (decoded in float32, then cast back)
     q, scale, error, before, builder = _to_int8(w, axis, False, b)
     if axis is not None and scale.ndim == 1:
         shape = [1] * q.ndim
         shape[axis % q.ndim] = -1
         scale = scale.reshape(shape)
-    _decode_folded(w, q, scale, error, before, builder, result, per_channel=axis is not None)
+    _decode_folded(w, q, scale, error, before, builder, result, per_channel=axis is not None, dtype=dtype)
 
 
 def _decode_folded(w: Weight, q: np.ndarray, scale: np.ndarray, error: float, before: int,
-                   b: Builder, result: PassResult, *, per_channel: bool) -> None:
+                   b: Builder, result: PassResult, *, per_channel: bool,
+                   dtype: ir.DataType = ir.DataType.FLOAT) -> None:
     """Decode ``w``'s stored int8 ``q`` by ``Cast`` + ``Mul`` by ``scale`` in front of its readers.
     Many scales (an embedding table's, one a row) are stored in float16 behind a Cast of their
-    own, folded at load too: a 10000 x 8 table's float32 row scales were half its codes."""
+    own, folded at load too: a 10000 x 8 table's float32 row scales were half its codes. A
+    float16 weight is decoded in float32 and cast back: onnxruntime's CPU provider has no
+    float16 Mul to fold (it would run one every call behind inserted Casts). ``dtype``: the
+    weight's own, before its data became ``q``."""
+    half_weight = dtype == ir.DataType.FLOAT16
+    scale = np.asarray(scale, dtype=np.float32)
     nodes = []
     if scale.size >= FLOAT16_SCALES and np.isfinite(scale.astype(np.float16)).all():
         half = b.constant(f"{w.name}_scale_fp16", scale.astype(np.float16))
@@ -179,8 +186,12 @@ def _decode_folded(w: Weight, q: np.ndarray, scale: np.ndarray, error: float, be
     mul = b.node("Mul", [cast.outputs[0], scale_v], f"{w.name}_dq")
     for n in (*nodes, cast, mul):
         n.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
-    w.insert_nodes([*nodes, cast, mul])
-    w.replace_uses(mul.outputs[0])
+    decode = [*nodes, cast, mul]
+    if half_weight:
+        decode.append(b.node("Cast", [mul.outputs[0]], f"{w.name}_half", to=ir.DataType.FLOAT16))
+        decode[-1].outputs[0].type = ir.TensorType(ir.DataType.FLOAT16)
+    w.insert_nodes(decode)
+    w.replace_uses(decode[-1].outputs[0])
     result.add_layer(LayerStat(
         name=w.label, op_type="/".join(w.op_types), shape=w.shape, bytes_before=before,
         bytes_after=q.nbytes + scale.nbytes, bits=8.0, error=round(error, 6),

@@ -315,7 +315,7 @@ class Quantize(Pass):
             if any(self._excluded(u.node, cfg, check_types=False) for u in w.uses):
                 result.skip(w.label, "excluded")
                 continue
-            if not _quantizable_weight(w, cfg, result):
+            if not _quantizable_weight(w, cfg, result, half=True):  # float16: folded below
                 continue
             if keep.get(w.label) == "float":
                 result.skip(w.label, "kept float by the fidelity guard (int8 error an outlier)")
@@ -329,8 +329,10 @@ class Quantize(Pass):
                 continue
             axis = w.out_axis if channelwise else None
             b = Builder(w.graph, names)
-            groups = einsum_groups(w) if axis is not None else []
-            if groups:  # a grouped Einsum: one scale per group and output channel, folded
+            groups = einsum_groups(w) if axis is not None and w.dtype == ir.DataType.FLOAT else []
+            if w.dtype == ir.DataType.FLOAT16:  # a float16 model's: int8, decoded back to float16
+                _folded_weight(w, axis, b, result)
+            elif groups:  # a grouped Einsum: one scale per group and output channel, folded
                 _grouped_weight(w, [*groups, axis], b, result)
             elif tied or _row_gather_only(w) and not (cast_mul and w.size * 4 <= fold_limit):
                 # A table stays int8 in memory, its rows gathered then scaled (folded: bert22m
@@ -389,7 +391,7 @@ class Quantize(Pass):
                 else:
                     collect(model, [r.tensor for r in wanted], feeds, calibrator,
                             max_samples=cfg.calibration_samples, progress=context.progress,
-                            total=_len(feeds), data="synthetic data")
+                            total=len(feeds), data="synthetic data")
             except OnnxCompressError as e:
                 # Calibration only measures: a model that cannot run on this data still gets
                 # int8 weights (float compute), and the user is told why.
@@ -556,21 +558,16 @@ def _node_key(node: ir.Node, w: Weight) -> str:
     return f"{w.scope}{_unit_key(node)}"
 
 
-def _len(feeds) -> int | None:  # noqa: ANN001
-    try:
-        return len(feeds)
-    except TypeError:
-        return None
-
-
-def _quantizable_weight(w: Weight, cfg: QuantizeConfig, result: PassResult) -> bool:
+def _quantizable_weight(w: Weight, cfg: QuantizeConfig, result: PassResult, *, half: bool = False) -> bool:
     if w.excluded_by(cfg.exclude):
         result.skip(w.label, "excluded")
         return False
     if _looked_up(w):
         result.skip(w.label, "a codebook: constant indices look its values up (already compressed)")
         return False
-    if w.dtype != ir.DataType.FLOAT:
+    if w.dtype == ir.DataType.FLOAT16 and not half:  # int8 compute reads float32; ``half``: the
+        return False  # storage, which decodes int8 back to float16
+    if w.dtype not in (ir.DataType.FLOAT, ir.DataType.FLOAT16):
         hint = f"; --kmeans 8 stores {w.dtype.name} weights in 8 bits" if w.is_float else ""
         result.skip(w.label, f"weight is {w.dtype.name}, not float32{hint}")
         return False
