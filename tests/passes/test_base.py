@@ -37,24 +37,25 @@ def test_a_rebuild_replaces_layers_and_the_skips_of_what_it_built():
 
 
 def test_a_tensor_skipped_twice_for_one_reason_is_listed_once(tmp_path):
-    # quantize looks at an fp16 weight in its guard and again in its writer: "W2, W1, W2"
+    # quantize looks at a float64 weight in its guard and again in its writer: "W2, W1, W2"
+    # (float16 weights were the example until quantize stored them int8)
     from onnxcompress.cli import main
 
     rng = np.random.default_rng(0)
     # W2 large enough (5120 values) that dynamic int8's candidate check reads it too
-    w1 = onnx.numpy_helper.from_array((rng.normal(size=(64, 512)) * 0.1).astype(np.float16), "W1")
-    w2 = onnx.numpy_helper.from_array((rng.normal(size=(512, 10)) * 0.1).astype(np.float16), "W2")
-    b1 = onnx.numpy_helper.from_array(np.zeros(512, np.float16), "b1")
+    w1 = onnx.numpy_helper.from_array((rng.normal(size=(64, 512)) * 0.1).astype(np.float64), "W1")
+    w2 = onnx.numpy_helper.from_array((rng.normal(size=(512, 10)) * 0.1).astype(np.float64), "W2")
+    b1 = onnx.numpy_helper.from_array(np.zeros(512, np.float64), "b1")
     graph = onnx.helper.make_graph(
         [onnx.helper.make_node("MatMul", ["x", "W1"], ["h"], name="mm1"),
          onnx.helper.make_node("Add", ["h", "b1"], ["hb"], name="add"),
          onnx.helper.make_node("Relu", ["hb"], ["r"], name="relu"),
-         onnx.helper.make_node("MatMul", ["r", "W2"], ["y"], name="mm2")], "fp16",
-        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT16, ["n", 64])],
-        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT16, ["n", 10])], [w1, w2, b1])
+         onnx.helper.make_node("MatMul", ["r", "W2"], ["y"], name="mm2")], "fp64",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.DOUBLE, ["n", 64])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.DOUBLE, ["n", 10])], [w1, w2, b1])
     onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)]),
-              tmp_path / "fp16.onnx")
-    assert main(["compress", str(tmp_path / "fp16.onnx"), "-o", str(tmp_path / "out.onnx"),
+              tmp_path / "fp64.onnx")
+    assert main(["compress", str(tmp_path / "fp64.onnx"), "-o", str(tmp_path / "out.onnx"),
                  "--quantize", "dynamic", "--json", str(tmp_path / "r.json"), "-q"]) == 0
     import json
 
