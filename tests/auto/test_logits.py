@@ -79,6 +79,10 @@ def test_run_outputs_gives_logits_and_leaves_the_model_as_it_was(tmp_path: Path)
     onnx.save(proto, tmp_path / "m.onnx")
     from_path = run_outputs(tmp_path / "m.onnx", _feeds())
     assert set(from_path) == set(out) and np.array_equal(from_path["probs" + LOGITS], out["probs" + LOGITS])
+    # weights in an external file (torch 2.13's default export), read where they are
+    onnx.save(proto, tmp_path / "e.onnx", save_as_external_data=True, location="e.onnx.data", size_threshold=0)
+    external = run_outputs(tmp_path / "e.onnx", _feeds())
+    assert set(external) == set(out) and np.array_equal(external["probs" + LOGITS], out["probs" + LOGITS])
 
 
 @pytest.mark.parametrize("head", ["Softmax", "Sigmoid"])
