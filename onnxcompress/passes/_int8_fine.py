@@ -69,7 +69,7 @@ def _blocked_weight(w: Weight, b: Builder, result: PassResult) -> None:
     """Store ``w`` as int8 with one scale per block; Cast, Mul, Reshape (folded at load)."""
     layout = block_layout(w)
     assert layout is not None
-    arr = w.numpy()
+    arr, dtype = w.numpy().astype(np.float32), w.dtype  # float16: decoded in float32, cast back
     shape = tuple(arr.shape)
     q, scale = block_quantize(arr, layout)
     diff = q.astype(np.float32) * scale - arr.reshape(layout[0])
@@ -87,8 +87,12 @@ def _blocked_weight(w: Weight, b: Builder, result: PassResult) -> None:
     for n in (cast, mul, reshape):
         n.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
     reshape.outputs[0].shape = ir.Shape(shape)
-    w.insert_nodes([cast, mul, reshape])
-    w.replace_uses(reshape.outputs[0])
+    decode = [cast, mul, reshape]
+    if dtype == ir.DataType.FLOAT16:
+        decode.append(builder.node("Cast", [reshape.outputs[0]], f"{w.name}_half", to=dtype))
+        decode[-1].outputs[0].type = ir.TensorType(dtype)
+    w.insert_nodes(decode)
+    w.replace_uses(decode[-1].outputs[0])
     result.add_layer(LayerStat(
         name=w.label, op_type="/".join(w.op_types), shape=shape, bytes_before=before,
         bytes_after=q.nbytes + scale.nbytes, bits=8.0, error=round(error, 6),

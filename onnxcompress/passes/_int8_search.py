@@ -52,7 +52,8 @@ _AFFINE_OPS = frozenset({"Add", "Sub", "Mul", "Div"})
 def choose(probed: Mapping[str, float], threshold: float, sizes: Mapping[str, int],
            block_values: Callable[[str], tuple[np.ndarray, int] | None],
            budget: int) -> tuple[dict[str, str], dict[str, np.ndarray]]:
-    """The outliers' steps within ``budget`` extra bytes: float weights first where they buy
+    """The outliers' steps within ``budget`` extra bytes (``sizes``: what each costs kept float
+    over its int8 codes): float weights first where they buy
     the most deviation per byte (a stem conv of 432 weights before a 230k-weight neck conv),
     then int8 blocks (a scale per 32 values: 1/8 of the int8 bytes) for the largest outliers
     left, worst first. Returns (label -> "float"/"block", label -> blocked decoded value)."""
@@ -60,8 +61,8 @@ def choose(probed: Mapping[str, float], threshold: float, sizes: Mapping[str, in
     steps: dict[str, str] = {}
     left = budget
     for label in sorted(outliers, key=lambda k: (-probed[k] / max(sizes[k], 1), k)):
-        if sizes[label] * 3 // 4 <= left:
-            steps[label], left = "float", left - sizes[label] * 3 // 4
+        if sizes[label] <= left:
+            steps[label], left = "float", left - sizes[label]
     blocks: dict[str, np.ndarray] = {}
     for label in sorted(outliers, key=lambda k: (-probed[k], k)):
         if label in steps:

@@ -481,7 +481,8 @@ class Quantize(Pass):
         out = []
         for w in WeightIndex.build(model):
             if w.role not in (ROLE_WEIGHT, ROLE_EMBEDDING, ROLE_RECURRENT) or not w.is_float \
-                    or w.dtype != ir.DataType.FLOAT or w.via or w.size < MIN_STORAGE_WEIGHTS \
+                    or w.dtype not in (ir.DataType.FLOAT, ir.DataType.FLOAT16) or w.via \
+                    or w.size < MIN_STORAGE_WEIGHTS \
                     or w.excluded_by(cfg.exclude):
                 continue
             recurrent = all(u.node.op_type in RECURRENT_OPS for u in w.uses)

@@ -81,3 +81,35 @@ def test_float16_weights_are_stored_int8_and_decode_at_load(make, mode: str) -> 
     # the decodes fold at load: the session runs the original's ops (a float16 Mul has no CPU
     # kernel to fold, and would run every call behind inserted Casts)
     assert _loaded_ops(q) == _loaded_ops(proto)
+
+
+def _with_weight(dtype: type, w0: np.ndarray) -> onnx.ModelProto:
+    """``_half_cnn`` with ``w0`` as c0's weight, all in ``dtype`` (float16 or float32)."""
+    proto = _half_cnn()
+    for t in proto.graph.initializer:
+        value = w0 if t.name == "c0.w" else numpy_helper.to_array(t)
+        t.CopyFrom(numpy_helper.from_array(value.astype(dtype), t.name))
+    elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    proto.graph.input[0].type.tensor_type.elem_type = elem
+    proto.graph.output[0].type.tensor_type.elem_type = elem
+    return proto
+
+
+def test_the_fidelity_guard_judges_float16_weights_as_float32_ones() -> None:
+    """The guard measures a float16 model's weights (it had no candidate in one) and prices a
+    float step at what it costs there: half a float16 weight's bytes, not three quarters."""
+    w0 = np.random.default_rng(5).normal(0, 0.05, (32, 8, 3, 3))
+    w0[:, 0, 0, 0] = 3.0  # one input position's outliers: int8 per output channel loses the rest
+    guards = {}
+    for dtype in (np.float32, np.float16):
+        result = Pipeline([Quantize(mode="dynamic", speed_check=False, fidelity_min_ratio=1.2)]).run(
+            _with_weight(dtype, w0))
+        guards[dtype] = result.passes[0].metrics["fidelity_guard"]
+        onnx.checker.check_model(to_proto(result.model))
+    half, full = guards[np.float16], guards[np.float32]
+    assert half["candidates"] == full["candidates"] == 2
+    assert set(half["probed"]) == set(full["probed"]) == {"c0.w", "c1.w"}
+    assert half["probed"]["c0.w"] == pytest.approx(full["probed"]["c0.w"], rel=0.05)
+    assert half["steps"] == full["steps"] == {"c0.w": "float"}
+    values = w0.size
+    assert half["step_bytes"] == {"c0.w": values} and full["step_bytes"] == {"c0.w": 3 * values}
