@@ -448,7 +448,6 @@ def _dynamic_check(node: ir.Node, index: int, w: Weight) -> str | None:
 def _dynamic_rewrite(w: Weight, cfg: QuantizeConfig, channelwise: bool, b: Builder,
                      shared: dict, result: PassResult) -> None:
     """X @ W -> DynamicQuantizeLinear(X); MatMulInteger(Xq, Wq, Xzp, Wzp) * (Xs * Ws)."""
-    graph = w.graph
     node = w.uses[0].node
     trans_b = node.op_type == "Gemm" and bool(_attr(node, "transB", 0))
     axis = 1 if channelwise else None
@@ -460,6 +459,9 @@ def _dynamic_rewrite(w: Weight, cfg: QuantizeConfig, channelwise: bool, b: Build
     s_w = b.constant(f"{base}_scale", scale)
     w.set_numpy(q)
     for user in users:
+        # The reader may sit in a Loop/Scan/If body that reads an outer-scope weight (a scripted
+        # time loop): its new nodes go into the reader's graph, the codes stay where they were.
+        graph = user.graph if user.graph is not None else w.graph
         x = user.inputs[0]
         key = (id(graph), id(x))
         if key not in shared:
