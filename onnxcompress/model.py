@@ -53,9 +53,32 @@ def load_model(model: ModelLike) -> ir.Model:
     try:
         ir_model = ir.serde.deserialize_model(proto)
     except Exception as e:  # onnx_ir raises many types on malformed graphs
-        raise ModelLoadError(f"{path}: cannot read the graph: {e}") from e
+        raise ModelLoadError(f"{path}: cannot read the graph: {_unreadable(proto, e)}") from e
     ir.external_data.set_base_dir(ir_model.graph, str(base_dir))
     return _normalize(ir_model)
+
+
+def _unreadable(proto: onnx.ModelProto, error: BaseException) -> str:
+    """Why onnx_ir could not read ``proto``: the innermost error (onnx_ir's own wrapper says only
+    "Error calling _deserialize_graph with: <hash>"), and for a map-typed value (skl2onnx's
+    ZipMap output of a classifier's probabilities) which value and how to convert without it."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    text = f"{type(error).__name__}: {error}"
+    g = proto.graph
+
+    def has_map(t: onnx.TypeProto) -> bool:
+        if t.HasField("map_type"):
+            return True
+        return t.HasField("sequence_type") and has_map(t.sequence_type.elem_type)
+
+    maps = [v.name for v in (*g.input, *g.output, *g.value_info) if has_map(v.type)]
+    if maps:
+        zipmap = any(n.op_type == "ZipMap" for n in g.node)
+        text += (f" ({', '.join(maps)}: a map-typed value{', made by ZipMap' if zipmap else ''}). Hint: "
+                 "convert the classifier without ZipMap (skl2onnx: options={id(model): {'zipmap': "
+                 "False}}, a probability tensor instead of a list of maps), or cut the graph before it.")
+    return text
 
 
 def _read_proto(path: Path) -> onnx.ModelProto:
