@@ -8,7 +8,8 @@ no earlier batch had:
   ``model.safetensors``, pinned by sha256; BERT 6 x 384, mean pooling + L2 norm) exported by torch
   2.13's TorchScript exporter (opset 14, symbolic ``batch`` / ``sequence`` dims, int64
   ``input_ids`` + ``attention_mask``), then fused by ``onnxruntime.transformers.optimizer``
-  (``model_type="bert"``): com.microsoft ``Attention``, ``SkipLayerNormalization``, ``BiasGelu``;
+  (``model_type="bert"``): com.microsoft ``Attention``, ``SkipLayerNormalization``, ``BiasGelu``,
+  ``EmbedLayerNormalization``;
 - ``minilm6_fp16``: the same export converted by ``onnxruntime.transformers.float16`` with
   ``keep_io_types=True``: fp16 weights and compute, float32 inputs/outputs (an fp16 input file);
 - ``minilm6_q8``: the fused file through ``onnxruntime.quantization.quantize_dynamic`` (QAttention,
@@ -21,7 +22,8 @@ no earlier batch had:
 - ``cancer_pipeline``: a scikit-learn pipeline on the Wisconsin breast-cancer set (ColumnTransformer:
   StandardScaler on 30 float measurements, OneHotEncoder on a grade category 0-3 in column 31,
   then an MLPClassifier 64-32) converted by skl2onnx 1.20 (ai.onnx.ml Scaler / OneHotEncoder /
-  ArrayFeatureExtractor / ZipMap; outputs: an int64 label and a sequence of maps).
+  ArrayFeatureExtractor / ZipMap; outputs: an int64 label and a sequence of maps), and
+  ``cancer_nozip``, the same pipeline converted with ``options={"zipmap": False}``.
 
     /work/venv-torch/bin/python scripts/unseen_models17.py [--out DIR] [--only a,b]
     /work/venv/bin/python scripts/unseen_models17.py --evaluate NAME MODEL   # metric of a compressed file
@@ -297,8 +299,9 @@ pre = ColumnTransformer([("num", StandardScaler(), list(range(30))),
 pipe = Pipeline([("pre", pre), ("mlp", MLPClassifier((64, 32), max_iter=800, random_state=17))])
 pipe.fit(x[:n], y[:n])
 print(f"  train accuracy {pipe.score(x[:n], y[:n]):.3f}, held out {pipe.score(x[n:], y[n:]):.3f}")
+options = {id(pipe.steps[-1][1]): {"zipmap": False}} if sys.argv[3] == "nozip" else None
 onx = convert_sklearn(pipe, initial_types=[("features", FloatTensorType([None, 31]))],
-                      target_opset={"": 15, "ai.onnx.ml": 3})
+                      target_opset={"": 15, "ai.onnx.ml": 3}, options=options)
 open(sys.argv[2], "wb").write(onx.SerializeToString())
 """
 N_CANCER = 369
@@ -316,11 +319,12 @@ def _cancer() -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([x, grade[:, None]], 1), y
 
 
-def export_cancer(out: Path) -> None:
+def export_cancer(out: Path, name: str = "cancer_pipeline") -> None:
     x, y = _cancer()
     tmp = out / "cancer_train.npz"
     np.savez(tmp, x=x, y=y, n=N_CANCER)
-    subprocess.run([SKL_PYTHON, "-c", SKL_CODE, str(tmp), str(out / "cancer_pipeline.onnx")], check=True)
+    zipmap = "nozip" if name == "cancer_nozip" else "zipmap"
+    subprocess.run([SKL_PYTHON, "-c", SKL_CODE, str(tmp), str(out / f"{name}.onnx"), zipmap], check=True)
     tmp.unlink()
 
 
@@ -338,7 +342,7 @@ SK = "scikit-learn (bundled data)"
 MODELS: dict[str, tuple[str, str, str, Maker, dict[str, Any]]] = {
     "minilm6_ort": (MINILM_VOCAB, "all_minilm_l6_v2/model.zip:model.safetensors",
                     "all-MiniLM-L6-v2 (BERT 6x384, mean pool + L2), torch 2.13 TorchScript export opset 14, "
-                    "ORT transformer fusion (Attention, SkipLayerNorm, BiasGelu)",
+                    "ORT transformer fusion (Attention, SkipLayerNorm, BiasGelu, EmbedLayerNorm)",
                     d_minilm, {"kind": "cosine", "output": 0}),  # fmt: skip
     "minilm6_fp16": (MINILM_VOCAB, "all_minilm_l6_v2/model.zip:model.safetensors",
                      "the same export through onnxruntime.transformers.float16 (keep_io_types): fp16 "
@@ -358,12 +362,17 @@ MODELS: dict[str, tuple[str, str, str, Maker, dict[str, Any]]] = {
     "cancer_pipeline": (SK, "load_breast_cancer", "skl2onnx 1.20 Pipeline: ColumnTransformer (Scaler, "
                         "OneHotEncoder) + MLPClassifier 64-32, ZipMap output",
                         d_cancer, {"kind": "within", "output": 0, "tol": 0.0}),  # fmt: skip
+    # the same conversion with options {"zipmap": False} (what onnxcompress can read): label agreement
+    "cancer_nozip": (SK, "load_breast_cancer", "cancer_pipeline converted without ZipMap: int64 label + "
+                     "[N, 2] float probabilities",
+                     d_cancer, {"kind": "within", "output": 0, "tol": 0.0}),  # fmt: skip
 }
 SOURCE_SHA256 = {"minilm6": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"}
 EXPORTS: dict[str, Callable[[Path], Any]] = {
     "digits_cnn_op8": export_digits_cnn,
     "digits_gru_loop": export_digits_gru,
     "cancer_pipeline": export_cancer,
+    "cancer_nozip": lambda out: export_cancer(out, "cancer_nozip"),
 }
 
 

@@ -134,6 +134,11 @@ def _weights(model: Any) -> list[Weight]:
     return found + list(in_place.values())
 
 
+def _read_in_subgraphs(w: Weight) -> bool:
+    """Whether every reader of ``w`` sits in a subgraph of the graph that holds ``w``."""
+    return bool(w.uses) and all(u.node.graph is not w.graph for u in w.uses)
+
+
 def escape(label: str) -> str:
     """``label`` as a shell pattern matching only itself (``[`` ``*`` ``?`` are pattern syntax)."""
     return "".join(f"[{ch}]" if ch in "[]*?" else ch for ch in label)
@@ -260,8 +265,10 @@ def measure_candidate(task: dict[str, Any]) -> Measured:
         s = stats.get(label)
         if s is None or s.bytes_after >= s.bytes_before:
             continue
-        if index[label].scope:
-            # A subgraph weight: not decodable here nor feedable to the probe; the pass's own
+        if index[label].scope or _read_in_subgraphs(index[label]):
+            # A subgraph weight, or an outer weight only a Loop/Scan/If body reads (a scripted
+            # time loop: its decode goes in front of the reader, in the body): not decodable
+            # here nor feedable to the probe; the pass's own
             # relative RMS error squared is ||dW||^2 / ||W||^2 (checked against decoded values
             # on main-graph weights for k-means and int8).
             if s.error is not None:
