@@ -33,6 +33,7 @@ from onnxcompress import __version__, checking, runtime
 from onnxcompress.data import FeedSource, feed_source
 from onnxcompress.errors import ConfigError, ModelLoadError, OnnxCompressError, PassError
 from onnxcompress.graph.annotations import drop_inferable_annotations
+from onnxcompress.graph.foreign import foreign_note
 from onnxcompress.model import (
     INITIALIZER_INPUTS,
     ModelLike,
@@ -308,6 +309,8 @@ class Pipeline:
             notes.append(f"the input model lists its {listed:,} initializer(s) as graph inputs too "
                          "(IR < 4 style); the output lists only the inputs a caller feeds, its "
                          "weights are constants")
+        if foreign := foreign_note(model):
+            notes.append(foreign)
         completed = checking.complete_io_shapes(model)
         if completed:
             notes.append(f"graph input/output(s) {', '.join(completed)} declared no shape "
