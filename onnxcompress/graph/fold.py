@@ -121,15 +121,27 @@ def _const_array(value: ir.Value | None) -> np.ndarray | None:
 def loop_carried(user: ir.Node, index: int) -> ir.Value | None:
     """The body input through which a ``Loop`` hands its input ``index`` to every iteration
     (a loop-carried value, index >= 2: inputs are M, cond, then the carried values, as the
-    body's are iteration, cond, carried), or None. Paddle's exporter passes a decoder's weights
-    into its Loop this way (SLANet: 2.1 MB of GRU and linear weights)."""
+    body's are iteration, cond, carried), or None, also where the body updates the value. Paddle's
+    exporter passes a decoder's weights into its Loop this way (SLANet: 2.1 MB of GRU and linear
+    weights)."""
     if user.op_type != "Loop" or user.domain not in ("", "ai.onnx") or index < 2:
         return None
     body = user.attributes.get("body")
     if body is None or body.type != ir.AttributeType.GRAPH:
         return None
-    inputs = body.value.inputs
-    return inputs[index] if index < len(inputs) else None
+    inputs, outputs = body.value.inputs, body.value.outputs
+    if index >= len(inputs) or index - 1 >= len(outputs):
+        return None
+    # A weight is passed on unchanged (the body's carried output is its input, or an Identity
+    # of it); a state the body updates (a scripted RNN's hidden state, zeros at the start) is
+    # not a weight, however it is read (batch 17: a 1 x 64 zero state k-means-2'd by auto).
+    out = outputs[index - 1]
+    producer = out.producer()
+    if out is not inputs[index] and not (
+        producer is not None and producer.op_type == "Identity" and producer.inputs[0] is inputs[index]
+    ):
+        return None
+    return inputs[index]
 
 
 def _reaches_weight_slot(value: ir.Value, depth: int = 0) -> bool:

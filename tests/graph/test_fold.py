@@ -277,6 +277,31 @@ def test_a_weight_a_loop_carries_into_its_body_is_compressed(recipe):
     assert cos > 0.999, cos
 
 
+def test_a_state_the_loop_body_updates_is_not_a_weight():
+    # batch 17's scripted GRU: its zero initial state [1, 64] is loop-carried and read by the body's
+    # Gemm (input A, a weight slot where a constant sits there), but the body replaces it each step:
+    # auto k-means-2'd it (256 -> 34 bytes) and upgraded the opset 13 -> 21 for the UINT4 indices
+    from onnxcompress.graph.fold import shape_read_weights
+
+    w = h.rng(13).standard_normal((H, H)).astype(np.float32) * 0.2
+    body = oh.make_graph(
+        [oh.make_node("Identity", ["cond_in"], ["cond_out"]),
+         oh.make_node("MatMul", ["h_in", "W"], ["mm"]), oh.make_node("Tanh", ["mm"], ["h_out"])],
+        "body",
+        [oh.make_tensor_value_info("i", onnx.TensorProto.INT64, []),
+         oh.make_tensor_value_info("cond_in", onnx.TensorProto.BOOL, []),
+         oh.make_tensor_value_info("h_in", onnx.TensorProto.FLOAT, [1, H])],
+        [oh.make_tensor_value_info("cond_out", onnx.TensorProto.BOOL, []),
+         oh.make_tensor_value_info("h_out", onnx.TensorProto.FLOAT, [1, H])])  # fmt: skip
+    nodes = [oh.make_node("Constant", [], ["h0"], value=onh.from_array(np.zeros((1, H), np.float32), "h0")),
+             oh.make_node("Constant", [], ["trips"], value=onh.from_array(np.array(3, np.int64))),
+             oh.make_node("Loop", ["trips", "", "h0"], ["y"], body=body, name="rnn")]  # fmt: skip
+    model = load_model(_model(nodes, {"W": w}, opset=13))
+    assert [v.name for _, _, v in shape_read_weights(model)] == []
+    # the weight the loop passes on unchanged still is one
+    assert [v.name for _, _, v in shape_read_weights(load_model(loop_carried_weight()))] == ["W"]
+
+
 def test_pruning_names_the_weight_a_loop_carries_and_leaves_it():
     # batch 5: chars2vec's LSTM matrices (99.5% of the file) went through prune unnamed
     proto = loop_carried_weight()
