@@ -401,7 +401,6 @@ class Pass(ABC):
         result.seconds = time.perf_counter() - start
         if not result.modified:
             _say_already_quantized(model, result)
-            _say_half_precision(model, result)
         return result
 
     def statistics(self, model: ir.Model, context: PassContext) -> list[Request]:
@@ -427,23 +426,6 @@ def _say_already_quantized(model: ir.Model, result: PassResult) -> None:
     if held is not None:
         result.headline(f"the model is already quantized: {held}; this pass compresses float "
                         "weights, so they stay as they are")
-
-
-def _say_half_precision(model: ir.Model, result: PassResult) -> None:
-    """A pass that changed nothing and skipped float16/bfloat16 weights says so first: the user
-    asked for compression and got the input back (1.00x, exit 0; an onnxruntime float16
-    conversion of MiniLM under the default int8), the reason only among the skips."""
-    from onnxcompress.weights import WeightIndex
-
-    skipped = {name for names in result.skipped.values() for name in names}
-    half = [w for w in WeightIndex.build(model) if w.label in skipped
-            and w.dtype in (ir.DataType.FLOAT16, ir.DataType.BFLOAT16)]
-    if half:
-        kinds = "/".join(sorted({w.dtype.name for w in half}))
-        mb = sum(w.nbytes for w in half) / 1e6
-        result.headline(f"the model's weights are already {kinds} ({len(half)} weight(s), {mb:.1f} MB): this "
-                        f"pass compresses float32 weights, so they stay as they are (--kmeans 8 stores "
-                        f"{kinds} weights in 8 bits)")
 
 
 def registered_passes() -> dict[str, type[Pass]]:
