@@ -7,7 +7,7 @@ at its defaults (the dynamo exporter, weights in an external ``.onnx.data`` file
 axis) or the legacy exporter (``dynamo=False, opset_version=17, dynamic_axes``):
 
 - ``legere``: legere's compact CRNN line OCR (``legere==0.11.0``, ``legere/data/model.pt``, 1.5 MB):
-  MobileNet-style depthwise-separable CNN + BiGRU 128 + Linear -> 104 classes (CTC), Portuguese
+  MobileNet-style depthwise-separable CNN + BiGRU 128 + Linear -> 122 (CTC), Portuguese
   printed lines at height 32; **legacy exporter**, opset 17, dynamic batch and width;
 - ``khmer_ocr``: Khmer OCR CRNN (``khmer-ocr-ocm==0.1.0``, ``khmer_ocr_ocm/assets/model.pth``,
   37 MB): VGG-style CNN + 2-layer BiLSTM 256 + Linear -> 984 classes (CTC), [B, 1, 48, 512]; dynamo;
@@ -307,7 +307,7 @@ def d_m6aformer(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarr
 
 MODELS: dict[str, tuple[str, str, str, Maker, dict[str, Any], Callable[[Path, bool], None]]] = {
     "legere": (LEGERE, "legere/data/model.pt",
-               "legere compact CRNN line OCR: depthwise-separable CNN + BiGRU 128 + Linear -> 104 (CTC), "
+               "legere compact CRNN line OCR: depthwise-separable CNN + BiGRU 128 + Linear -> 122 (CTC), "
                "legacy exporter opset 17",
                d_legere, {"kind": "ctc", "output": 0, "layout": "NTC", "blank": 0},
                export_legere),  # fmt: skip
@@ -317,7 +317,7 @@ MODELS: dict[str, tuple[str, str, str, Maker, dict[str, Any], Callable[[Path, bo
                   d_khmer_ocr, {"kind": "ctc", "output": 0, "layout": "TNC", "blank": 0},
                   export_khmer_ocr),  # fmt: skip
     "pesto": (PESTO, "pesto/weights/mir-1k_g7.ckpt",
-              "PESTO pitch estimator: LayerNorm, Conv1d x 5 over a CQT frame, Toeplitz linear -> 384 pitch "
+              "PESTO pitch estimator: LayerNorm, 7 Conv1d over a CQT frame, Toeplitz linear -> 384 pitch "
               "bins, dynamo, ext. data",
               d_pesto, {"kind": "top1", "output": 0}, export_pesto),  # fmt: skip
     # m6A call: logit > logit(0.44), the checkpoint's threshold.json
