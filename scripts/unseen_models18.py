@@ -9,6 +9,9 @@ axis) or the legacy exporter (``dynamo=False, opset_version=17, dynamic_axes``):
 - ``legere``: legere's compact CRNN line OCR (``legere==0.11.0``, ``legere/data/model.pt``, 1.5 MB):
   MobileNet-style depthwise-separable CNN + BiGRU 128 + Linear -> 122 (CTC), Portuguese
   printed lines at height 32; **legacy exporter**, opset 17, dynamic batch and width;
+- ``legere_lineclf``: the same wheel's line filter (``legere/data/lineclf.pt``, 43 KB): a tiny
+  depthwise-separable CNN (stem + 3 blocks, 8 k parameters), mean pool, Linear -> text logit, over
+  text lines and non-text crops (barcodes, rules, doodles); dynamo, dynamic batch and width;
 - ``khmer_ocr``: Khmer OCR CRNN (``khmer-ocr-ocm==0.1.0``, ``khmer_ocr_ocm/assets/model.pth``,
   37 MB): VGG-style CNN + 2-layer BiLSTM 256 + Linear -> 984 classes (CTC), [B, 1, 48, 512]; dynamo;
 - ``pesto``: PESTO self-supervised pitch estimator (``pesto-pitch==2.0.1``,
@@ -146,6 +149,85 @@ def d_legere(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarray]
         text = PORTUGUESE[int(r.integers(len(PORTUGUESE)))]
         line = _text_line(r, text, FONTS / LEGERE_FONTS[int(r.integers(len(LEGERE_FONTS)))], 32, None,
                           int(r.integers(22, 41)))  # fmt: skip
+        x = np.full((32, LEGERE_WIDTH), 1.0, np.float32)
+        w = min(line.shape[1], LEGERE_WIDTH)
+        x[:, :w] = line[:, :w] / 127.5 - 1.0
+        xs.append(x[None, None])
+    return {"images": np.stack(xs)}
+
+
+def _lineclf_model(out: Path, check: bool) -> Any:
+    import torch
+
+    pt = _pinned_member(out, LEGERE, "legere/data/lineclf.pt", "legere_lineclf.pt",
+                        SOURCE_SHA256["legere_lineclf"] if check else None)  # fmt: skip
+    _bare_package(out, LEGERE, "legere")
+    from legere.model import LineClassifier
+
+    net = LineClassifier()
+    state = torch.load(pt, map_location="cpu", weights_only=True)
+    net.load_state_dict(state.get("model", state))
+    return net.eval()
+
+
+def export_legere_lineclf(out: Path, check: bool) -> None:
+    import torch
+
+    net = _lineclf_model(out, check)
+    batch, width = torch.export.Dim("batch", min=1, max=64), torch.export.Dim("width", min=32, max=2048)
+    torch.onnx.export(net, (torch.zeros(2, 1, 32, LEGERE_WIDTH),), str(out / "legere_lineclf.onnx"),
+                      input_names=["images"], output_names=["text_logit"],
+                      dynamic_shapes=({0: batch, 3: width},))  # fmt: skip
+
+
+def _non_text(r: np.random.Generator, height: int) -> np.ndarray:
+    """what a page segmenter hands the line filter besides text: a barcode, a rule, a doodle, a
+    dotted leader or a QR-like block, dark on light, cropped as a line is (uint8, height 32)"""
+    from PIL import Image, ImageDraw
+
+    w = int(r.integers(80, 470))
+    bg, ink = int(r.integers(200, 256)), int(r.integers(0, 70))
+    img = Image.new("L", (w, 48), bg)
+    d = ImageDraw.Draw(img)
+    kind = int(r.integers(5))
+    if kind == 0:  # barcode
+        x = 4
+        while x < w - 4:
+            bar = int(r.integers(1, 5))
+            d.rectangle([x, 4, x + bar - 1, 43], fill=ink)
+            x += bar + int(r.integers(1, 5))
+    elif kind == 1:  # a rule, perhaps doubled
+        for y in range(22, 22 + int(r.integers(1, 3)) * 6, 6):
+            d.line([(2, y), (w - 2, y)], fill=ink, width=int(r.integers(1, 4)))
+    elif kind == 2:  # a doodle
+        pts = [(float(x), 24 + 18 * np.sin(x / r.uniform(5, 30)) * r.uniform(0.3, 1))
+               for x in np.linspace(2, w - 2, 40)]  # fmt: skip
+        d.line(pts, fill=ink, width=int(r.integers(1, 4)))
+    elif kind == 3:  # dotted leader
+        for x in range(4, w - 4, int(r.integers(5, 10))):
+            d.ellipse([x, 30, x + 2, 32], fill=ink)
+    else:  # QR-like blocks
+        cell = int(r.integers(3, 6))
+        for y in range(4, 44 - cell, cell):
+            for x in range(4, min(w, 120) - cell, cell):
+                if r.random() < 0.5:
+                    d.rectangle([x, y, x + cell - 1, y + cell - 1], fill=ink)
+    arr = np.asarray(img.resize((max(8, round(w * height / 48)), height), Image.BILINEAR), np.float32)
+    return np.clip(arr + r.normal(0, float(r.uniform(0, 8)), arr.shape), 0, 255).astype(np.uint8)
+
+
+def d_legere_lineclf(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarray]:
+    """line crops as legere's page segmenter gives them to its LineFilter: half Portuguese printed
+    lines (as legere's data), half non-text (barcodes, rules, doodles, dotted leaders, QR-like
+    blocks), height 32, white-padded to 480 px, [-1, 1]; [1, 1, 32, 480]"""
+    xs = []
+    for k in range(n):
+        if k % 2 == 0:
+            text = PORTUGUESE[int(r.integers(len(PORTUGUESE)))]
+            line = _text_line(r, text, FONTS / LEGERE_FONTS[int(r.integers(len(LEGERE_FONTS)))], 32, None,
+                              int(r.integers(22, 41)))  # fmt: skip
+        else:
+            line = _non_text(r, 32)
         x = np.full((32, LEGERE_WIDTH), 1.0, np.float32)
         w = min(line.shape[1], LEGERE_WIDTH)
         x[:, :w] = line[:, :w] / 127.5 - 1.0
@@ -311,6 +393,12 @@ MODELS: dict[str, tuple[str, str, str, Maker, dict[str, Any], Callable[[Path, bo
                "legacy exporter opset 17",
                d_legere, {"kind": "ctc", "output": 0, "layout": "NTC", "blank": 0},
                export_legere),  # fmt: skip
+    # kept as a text line where p >= 0.1 (LineFilter's default threshold): logit > logit(0.1)
+    "legere_lineclf": (LEGERE, "legere/data/lineclf.pt",
+                       "legere's line filter: depthwise-separable CNN (stem + 3 blocks), mean pool, "
+                       "Linear -> text logit; dynamo, ext. data",
+                       d_legere_lineclf, {"kind": "vad", "output": 0, "threshold": math.log(0.1 / 0.9)},
+                       export_legere_lineclf),  # fmt: skip
     "khmer_ocr": (KHMER, "khmer_ocr_ocm/assets/model.pth",
                   "Khmer OCR CRNN: VGG-style CNN + 2-layer BiLSTM 256 + Linear -> 984 (CTC), torch 2.13 "
                   "dynamo, ext. data",
@@ -329,12 +417,14 @@ MODELS: dict[str, tuple[str, str, str, Maker, dict[str, Any], Callable[[Path, bo
 }
 SOURCE_SHA256: dict[str, str | None] = {  # the checkpoints (the exports' bytes vary with torch)
     "legere": "bfbf943f8c251bf68183d26fa1837a62190872b93351ce1d93e0c756dac86399",
+    "legere_lineclf": "90235a3844fa237d95e049bea851480cbb0a8a5b56e1475ba1b1293a3f188bb4",
     "khmer_ocr": "6e5a2d6adfb4f23b53aa2e6cb1eab9b1c81726e00f920ef0c9965771d7b024ca",
     "pesto": "16c32e06ddd950e3e4866dfa3c7f8a87c4988f8adf43e57977b189f031f26f3e",
     "m6aformer": "f4c52ef78051b7011bcbcfb535fb4bf39d272a22fa76084b3fb75c14d8f2eaeb",
 }
-SOURCE_FILE = {"legere": "legere_model.pt", "khmer_ocr": "khmer_ocr_model.pth",
-               "pesto": "pesto_mir-1k_g7.ckpt", "m6aformer": "m6a_all_201.pt"}
+SOURCE_FILE = {"legere": "legere_model.pt", "legere_lineclf": "legere_lineclf.pt",
+               "khmer_ocr": "khmer_ocr_model.pth", "pesto": "pesto_mir-1k_g7.ckpt",
+               "m6aformer": "m6a_all_201.pt"}
 
 
 def make(name: str, out: Path, check: bool = True) -> dict[str, Any]:
