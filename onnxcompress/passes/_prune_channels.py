@@ -57,6 +57,10 @@ def _prune_channels(
         _report_unchanged_weights(model, index, graph, group_reason, result)
 
 
+_KEEP_FIRST = "first compute layer (keep_first)"
+_COUPLED_TO_FIRST = "output channels tied to the first compute layer's (keep_first)"
+
+
 def _prune_groups(
     cfg: PruneConfig,
     model: ir.Model,
@@ -81,7 +85,7 @@ def _prune_groups(
         if reason is None and group.size < 2:
             reason = "a single channel"
         if reason is None and cfg.keep_first and any(id(p.node) in first for p in group.producers):
-            reason = "first compute layer (keep_first)"
+            reason = _KEEP_FIRST
         if reason is None and sum(p.weight.size for p in group.producers) < cfg.min_size:
             reason = f"smaller than min_size ({cfg.min_size} elements)"
         if reason is None and sparsity == 0.0:
@@ -89,7 +93,10 @@ def _prune_groups(
         if reason is not None:
             group_reason[group.root] = reason
             for p in group.producers:  # every tensor of a coupled group, by name
-                result.skip(p.weight.label, reason)
+                # (a layer whose output channels a residual Add or a depthwise conv ties to the
+                # first layer's is not the first layer: PESTO's two prefilter convs were named so)
+                coupled = reason == _KEEP_FIRST and id(p.node) not in first
+                result.skip(p.weight.label, _COUPLED_TO_FIRST if coupled else reason)
             continue
         candidates.append((group, sparsity))
         if override is not None:
@@ -255,7 +262,7 @@ def _report_unchanged_weights(
         if id(w) in follows:  # e.g. a depthwise weight: it follows its input's channels
             roots = {graph.find(s) for s in follows[id(w)]}
             reason = next((group_reason[r] for r in roots if r in group_reason), None)
-            reason = reason or "its channels are not pruned"
+            reason = _COUPLED_TO_FIRST if reason == _KEEP_FIRST else reason or "its channels are not pruned"
         elif w.role == ROLE_EMBEDDING:
             reason = "embedding table (Gather): channel pruning covers Conv/ConvTranspose/Gemm/MatMul"
         elif w.role == ROLE_RECURRENT:

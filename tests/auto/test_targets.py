@@ -674,6 +674,12 @@ def test_per_frame_states_held_for_many_frames_are_judged_per_frame() -> None:
     ctc = np.full((n, 64, 30), 0.001)
     np.put_along_axis(ctc, chars[:, :, None], 0.971, axis=-1)
     assert default_target({"ctc": ctc}, image_inputs=False) == "ctc:sequence>=0.99"
+    # ...also from an image: a time-major recogniser's [T, 1, C] a line, stacked [N, T, 1, C], is
+    # one string a sample, not a class map (khmer-ocr-ocm held per frame: 4 of 32 strings changed)
+    lines = ctc[:, :, None, :]
+    assert default_target({"ctc": lines}, ["ctc"], image_inputs=True) == "ctc:sequence>=0.99"
+    pixels = np.broadcast_to(ctc[:, :, None, :], (n, 64, 8, 30))  # a class map [N, H, W, C] stays
+    assert default_target({"map": pixels}, ["map"], image_inputs=True) == "map:top1>=0.995"
 
 
 def test_outputs_held_by_a_count_keep_compares_cosine_too() -> None:
