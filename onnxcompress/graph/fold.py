@@ -410,8 +410,12 @@ def _reads_slopes(node: ir.Node, index: int) -> bool:
 
 def decoded_in_place(model: ir.Model, min_size: int = 0) -> list[tuple[str, ir.Graph, ir.Value]]:
     """The constants outside the weight index that a weight pass compresses where they are and
-    decodes in front of their readers: :func:`shape_read_weights` and :func:`slope_tables`."""
-    return shape_read_weights(model, min_size) + slope_tables(model, min_size)
+    decodes in front of their readers: :func:`shape_read_weights`, :func:`slope_tables` and the
+    tables only onnxruntime's own ops read (``graph.foreign.runtime_tables``)."""
+    from onnxcompress.graph.foreign import runtime_tables
+
+    return [*shape_read_weights(model, min_size), *slope_tables(model, min_size),
+            *runtime_tables(model, min_size)]
 
 
 def computed_from_constants(value: ir.Value | None, depth: int = 12) -> bool:
