@@ -174,3 +174,17 @@ INVALID_INPUTS = [
     (lambda m: m.opset_import.pop(), "the model declares no opset for the default ONNX domain"),
 ]
 INVALID_INPUT_IDS = ["dangling-input", "no-opset"]
+
+
+def loaded_ops(model: onnx.ModelProto) -> dict[str, int]:
+    """Op type -> count in the graph onnxruntime's session runs (constant folding done, no
+    machine-specific layout): whether a decode folds at load."""
+    import collections
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        opts.optimized_model_filepath = str(Path(d) / "opt.onnx")
+        ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        return collections.Counter(n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node)

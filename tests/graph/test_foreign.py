@@ -78,25 +78,10 @@ def test_onnxruntime_ops_weights_are_stored_int8_where_they_are(make):
             .run(None, {"x": x})[0] for m in (model, out))
     assert np.linalg.norm(a - b) / np.linalg.norm(a) < 0.02
     # decoded in front of the op and folded at load: the session runs the original's ops
-    assert _loaded_ops(out) == _loaded_ops(model)
+    assert h.loaded_ops(out) == h.loaded_ops(model)
 
 
 def test_other_custom_domains_are_left_as_they_are():
     result = Pipeline([Quantize(mode="weights", speed_check=False)], check="none").run(_fused())
     stored = {t.name: t.data_type for t in to_proto(result.model).graph.initializer}
     assert stored["P"] == TensorProto.FLOAT  # (W is read by the custom op too: float as well)
-
-
-def _loaded_ops(proto):
-    import collections
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory() as d:
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        opts.optimized_model_filepath = str(Path(d) / "opt.onnx")
-        ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-        import onnx
-
-        return collections.Counter(n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node)

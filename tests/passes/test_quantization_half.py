@@ -5,10 +5,6 @@ large (MNE-ICALabel converted to float16: 1.00x in every mode, k-means 8 1.99x).
 
 from __future__ import annotations
 
-import collections
-import tempfile
-from pathlib import Path
-
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -19,6 +15,7 @@ from onnx import numpy_helper
 from onnxcompress import Pipeline
 from onnxcompress.model import to_proto
 from onnxcompress.passes import Quantize
+from tests import helpers as h
 from tests import zoo
 
 H = onnx.TensorProto.FLOAT16
@@ -51,15 +48,6 @@ def _run(proto: onnx.ModelProto, feeds: list) -> np.ndarray:
     return np.concatenate([s.run(None, f)[0].astype(np.float32) for f in feeds])
 
 
-def _loaded_ops(proto: onnx.ModelProto) -> collections.Counter:
-    """The ops onnxruntime's session runs (constant folding done)."""
-    with tempfile.TemporaryDirectory() as d:
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        opts.optimized_model_filepath = str(Path(d) / "opt.onnx")
-        ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-        return collections.Counter(n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node)
-
 
 @pytest.mark.parametrize("make", [_half_cnn, zoo.fp16_model], ids=["cnn", "mlp"])
 @pytest.mark.parametrize("mode", ["dynamic", "weights", "static"])
@@ -80,7 +68,7 @@ def test_float16_weights_are_stored_int8_and_decode_at_load(make, mode: str) -> 
     assert np.linalg.norm(a - b) / np.linalg.norm(a) < 0.03
     # the decodes fold at load: the session runs the original's ops (a float16 Mul has no CPU
     # kernel to fold, and would run every call behind inserted Casts)
-    assert _loaded_ops(q) == _loaded_ops(proto)
+    assert h.loaded_ops(q) == h.loaded_ops(proto)
 
 
 def _with_weight(dtype: type, w0: np.ndarray) -> onnx.ModelProto:
