@@ -85,3 +85,21 @@ def test_other_custom_domains_are_left_as_they_are():
     result = Pipeline([Quantize(mode="weights", speed_check=False)], check="none").run(_fused())
     stored = {t.name: t.data_type for t in to_proto(result.model).graph.initializer}
     assert stored["P"] == TensorProto.FLOAT  # (W is read by the custom op too: float as well)
+
+
+def test_rotary_caches_are_not_taken_for_weights():
+    """A RotaryEmbedding's cos / sin caches are positions' values, not learned weights."""
+    from onnxcompress.graph.foreign import runtime_tables
+
+    r = h.rng(2)
+    cos, sin = (r.standard_normal((512, 32)).astype(np.float32) for _ in range(2))
+    graph = helper.make_graph(
+        [helper.make_node("RotaryEmbedding", ["x", "pos", "cos", "sin"], ["y"], domain="com.microsoft")],
+        "rope", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 64]),
+                 helper.make_tensor_value_info("pos", TensorProto.INT64, [1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 64])],
+        [numpy_helper.from_array(cos, "cos"), numpy_helper.from_array(sin, "sin")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    assert runtime_tables(load_model(model)) == []
+    assert [v.name for _, _, v in runtime_tables(load_model(_runtime_fused()))] == ["P1", "P2"]
