@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -119,43 +120,51 @@ def logit_values(graph: onnx.GraphProto, opset: int) -> dict[str, str]:
             continue
         axis = next((a.i for a in node.attribute if a.name == "axis"), -1 if opset >= 13 else 1)
         rank = len(out.type.tensor_type.shape.dim) if out.type.tensor_type.HasField("shape") else 0
-        if node.op_type == "Sigmoid" or node.op_type == "Softmax" and (
-                opset < 13 or axis == -1 or rank and axis == rank - 1):
+        last_axis = opset < 13 or axis == -1 or rank and axis == rank - 1
+        # a value read by two heads is given out once, for the first
+        if (node.op_type == "Sigmoid" or node.op_type == "Softmax" and last_axis) \
+                and node.input[0] not in found.values():
             found[out.name] = node.input[0]
     return found
 
 
-def _with_logits(model: Any) -> tuple[Any, dict[str, str]]:
+@contextlib.contextmanager
+def _with_logits(model: Any) -> Iterator[tuple[Any, dict[str, str]]]:
     """``model`` as a session is made of it, with its probability outputs' logits
     (:func:`logit_values`) given out too, and those logits' names -> their keys in the result.
-    A proto gains the outputs in place (``run_outputs`` takes them away again); a path is read
-    as an IR model, its external data left in place. Not for a model over
-    ``WHOLE_CHECK_MAX_BYTES`` inline: it would be parsed and serialized again beside
-    onnxruntime's own copy (its counts read probabilities, as they did before)."""
+    A proto gains the outputs for the block only; a path is read as an IR model, its external
+    data left in place. Not for a model over ``WHOLE_CHECK_MAX_BYTES`` inline: it would be
+    parsed and serialized again beside onnxruntime's own copy (its counts read probabilities)."""
     import os
 
     import onnx_ir as ir
 
     from onnxcompress.model import WHOLE_CHECK_MAX_BYTES
 
-    inline = model.ByteSize() if isinstance(model, onnx.ModelProto) else os.path.getsize(model)
-    if inline > WHOLE_CHECK_MAX_BYTES:
-        return model, {}
-    proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), load_external_data=False)
+    proto = model if isinstance(model, onnx.ModelProto) else None
+    if (proto.ByteSize() if proto is not None else os.path.getsize(model)) > WHOLE_CHECK_MAX_BYTES:
+        yield model, {}
+        return
+    if proto is None:
+        proto = onnx.load(str(model), load_external_data=False)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
-    found = logit_values(proto.graph, opset)
     outputs = {o.name for o in proto.graph.output}
-    # one value given out once (a Softmax and a Sigmoid of the same logits: the first)
-    found = {k: v for v, k in {v: k for k, v in reversed(found.items())}.items() if v not in outputs}
+    found = {k: v for k, v in logit_values(proto.graph, opset).items() if v not in outputs}
+    keys = {v: k + LOGITS for k, v in found.items()}
     if not found:
-        return model, {}
-    if isinstance(model, onnx.ModelProto):
+        yield model, {}
+    elif isinstance(model, onnx.ModelProto):
+        given = len(model.graph.output)
         model.graph.output.extend(onnx.ValueInfoProto(name=v) for v in found.values())
+        try:
+            yield model, keys
+        finally:
+            del model.graph.output[given:]
     else:
-        model = ir.load(str(model))
-        values = {v.name: v for node in model.graph for v in node.outputs}
-        model.graph.outputs.extend(values[v] for v in found.values())
-    return model, {v: k + LOGITS for k, v in found.items()}
+        loaded = ir.load(str(model))
+        values = {v.name: v for node in loaded.graph for v in node.outputs}
+        loaded.graph.outputs.extend(values[v] for v in found.values())
+        yield loaded, keys
 
 
 def run_outputs(model: Any, feeds: list[Mapping[str, np.ndarray]],
@@ -168,13 +177,8 @@ def run_outputs(model: Any, feeds: list[Mapping[str, np.ndarray]],
     run: they are stacked as the reference is, without a probe run each time."""
     from onnxcompress.runtime import create_session
 
-    given = len(model.graph.output) if isinstance(model, onnx.ModelProto) else 0
-    model, logits = _with_logits(model)
-    try:
-        session = create_session(model, label=label, arena=False)
-    finally:
-        if isinstance(model, onnx.ModelProto):
-            del model.graph.output[given:]
+    with _with_logits(model) as (given, logits):
+        session = create_session(given, label=label, arena=False)
     names = [logits.get(o.name, o.name) for o in session.get_outputs()]
     inputs = {i.name for i in session.get_inputs()}
     as_rows = set().union(*_row_outputs(session, feeds)) if rows is None else set(rows)

@@ -173,7 +173,6 @@ def _decode_folded(w: Weight, q: np.ndarray, scale: np.ndarray, error: float, be
     float16 weight is decoded in float32 and cast back: onnxruntime's CPU provider has no
     float16 Mul to fold (it would run one every call behind inserted Casts). ``dtype``: the
     weight's own, before its data became ``q``."""
-    half_weight = dtype == ir.DataType.FLOAT16
     scale = np.asarray(scale, dtype=np.float32)
     nodes = []
     if scale.size >= FLOAT16_SCALES and np.isfinite(scale.astype(np.float16)).all():
@@ -186,17 +185,22 @@ def _decode_folded(w: Weight, q: np.ndarray, scale: np.ndarray, error: float, be
     mul = b.node("Mul", [cast.outputs[0], scale_v], f"{w.name}_dq")
     for n in (*nodes, cast, mul):
         n.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
-    decode = [*nodes, cast, mul]
-    if half_weight:
-        decode.append(b.node("Cast", [mul.outputs[0]], f"{w.name}_half", to=ir.DataType.FLOAT16))
-        decode[-1].outputs[0].type = ir.TensorType(ir.DataType.FLOAT16)
-    w.insert_nodes(decode)
-    w.replace_uses(decode[-1].outputs[0])
+    _insert_decode(w, [*nodes, cast, mul], dtype, b)
     result.add_layer(LayerStat(
         name=w.label, op_type="/".join(w.op_types), shape=w.shape, bytes_before=before,
         bytes_after=q.nbytes + scale.nbytes, bits=8.0, error=round(error, 6),
         extra={"per_channel": per_channel, "storage": w.storage, "compute": "float"},
     ))
+
+
+def _insert_decode(w: Weight, decode: list[ir.Node], dtype: ir.DataType, b: Builder) -> None:
+    """Put a float32 ``decode`` chain in front of ``w``'s readers, cast back to float16 where
+    ``dtype`` (the weight's own) is float16: onnxruntime folds the chain at load."""
+    if dtype == ir.DataType.FLOAT16:
+        decode = [*decode, b.node("Cast", [decode[-1].outputs[0]], f"{w.name}_half", to=dtype)]
+        decode[-1].outputs[0].type = ir.TensorType(dtype)
+    w.insert_nodes(decode)
+    w.replace_uses(decode[-1].outputs[0])
 
 
 def _exact_weight(w: Weight, axis: int | None, result: PassResult) -> bool:

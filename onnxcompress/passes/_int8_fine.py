@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress.passes._int8 import _decode_folded
+from onnxcompress.passes._int8 import _decode_folded, _insert_decode
 from onnxcompress.passes._qdq import Builder, quantize_weight, relative_error
 from onnxcompress.passes.base import LayerStat, PassResult
 from onnxcompress.weights import Weight
@@ -87,12 +87,7 @@ def _blocked_weight(w: Weight, b: Builder, result: PassResult) -> None:
     for n in (cast, mul, reshape):
         n.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
     reshape.outputs[0].shape = ir.Shape(shape)
-    decode = [cast, mul, reshape]
-    if dtype == ir.DataType.FLOAT16:
-        decode.append(builder.node("Cast", [reshape.outputs[0]], f"{w.name}_half", to=dtype))
-        decode[-1].outputs[0].type = ir.TensorType(dtype)
-    w.insert_nodes(decode)
-    w.replace_uses(decode[-1].outputs[0])
+    _insert_decode(w, [cast, mul, reshape], dtype, builder)
     result.add_layer(LayerStat(
         name=w.label, op_type="/".join(w.op_types), shape=shape, bytes_before=before,
         bytes_after=q.nbytes + scale.nbytes, bits=8.0, error=round(error, 6),
