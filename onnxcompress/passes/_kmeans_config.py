@@ -96,8 +96,8 @@ class WeightSharingConfig(PassConfig):
         "the Conv/MatMul/Gemm output: no int32 copy while onnxruntime folds it; where a consumer "
         "allows it; ONNX LSTMs as onnxruntime's DynamicQuantizeLSTM), runtime (the codebook "
         "lookup at every width runs each call instead of being folded at load: session memory "
-        "is the stored size plus the largest weight's per-call buffers, for models of many "
-        "mid-sized layers; slower: ddddocr_det 1.8x), or auto "
+        "is the stored size plus the largest weight's per-call buffers (a table only Gathers "
+        "read: the rows gathered), for models of many mid-sized layers; slower: ddddocr_det 1.8x), or auto "
         "(int8 for weights of >= 32768 values unless their codebook halves the error)",
     )
     rest: str = option(

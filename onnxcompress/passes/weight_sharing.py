@@ -178,7 +178,9 @@ class WeightSharing(Pass):
         # (a tiny model's tables decode at load: their rows' per-call decode cost it 1.1x)
         folds = tiny_compute(list(index)) and all(w.nbytes <= FOLDED_TABLE_BYTES for w in index
                                                   if w.role == ROLE_EMBEDDING)
-        formats = replace(formats, exact_form=exact, rows=exact and cfg.decode == "auto" and not folds)
+        # decode="runtime" decodes every call: a table's gathered rows, never the whole table.
+        rows = cfg.decode == "runtime" or (exact and cfg.decode == "auto" and not folds)
+        formats = replace(formats, exact_form=exact, rows=rows)
         self._unclustered = {w.label for w in index if w.role in REST_ROLES}
         firsts, _ = _first_last_nodes(model, index)
         total = sum(w.size for w in index if w.role in COMPUTE_ROLES)
