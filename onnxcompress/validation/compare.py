@@ -36,7 +36,7 @@ from onnxcompress.synthetic import synthetic_feeds
 from onnxcompress.validation.detections import head_rows
 from onnxcompress.validation.latency import DEFAULT_LATENCY_RUNS, LatencyResult, measure_latency
 from onnxcompress.validation.layers import DEFAULT_MEMORY_BUDGET, LayerReport, compare_layers
-from onnxcompress.validation.metrics import TensorStats, has_image_input, picture_outputs
+from onnxcompress.validation.metrics import TensorStats, ctc_outputs, has_image_input, picture_outputs
 from onnxcompress.validation.render import json_safe, render_report
 from onnxcompress.validation.tolerance import (
     DEFAULT_SYNTHETIC_TOLERANCE,
@@ -281,6 +281,9 @@ def compare_models(
             # no arg-max over box offsets, pooled features or a graph's readout
             for n in (set(head_rows(first, image)) | set(plain_output_names(model_a, first))) - classifiers:
                 stats[n].classifier = False
+            for n, axis in ctc_outputs(model_a, first).items():  # strings, not rows of scores
+                if n in stats and stats[n].classifier is None:
+                    stats[n].sequence_axis, stats[n].classifier = axis, True
         # (no common output: onnxruntime runs them all, for an empty list too; none is kept)
         outs_b = _run(session_b, common or None, feed_b, index, "compressed", label_b, feeds, synthetic,
                       label_a)[: len(common)]
@@ -570,13 +573,8 @@ def _evaluate(name: str, s: TensorStats, tol: Tolerance) -> OutputComparison:
         if tol.max_rel_error is not None:
             applied += 1
             rel = s.rel_l2 if s.rel_l2 is not None else math.inf
-            checks.append(
-                Check(
-                    "max_rel_error",
-                    rel <= tol.max_rel_error,
-                    f"relative error {rel:.3g}, needs <= {tol.max_rel_error:g}",
-                )
-            )
+            checks.append(Check("max_rel_error", rel <= tol.max_rel_error,
+                                f"relative error {rel:.3g}, needs <= {tol.max_rel_error:g}"))
         if tol.min_top1 is not None:
             if s.tied:  # (values laid out like class scores: coordinates, features)
                 out.notes.append("no clear top-1 in the original's rows: not held (--classifier holds it)")
@@ -586,7 +584,7 @@ def _evaluate(name: str, s: TensorStats, tol: Tolerance) -> OutputComparison:
                     Check(
                         "min_top1",
                         s.top1_agreement >= tol.min_top1,
-                        f"top-1 agreement {s.top1_agreement:.2%} over {s.rows} rows, "
+                        f"top-1 agreement {s.top1_agreement:.2%} over {s.rows} {s.top1_unit}, "
                         f"needs >= {tol.min_top1:.2%}",
                     )
                 )

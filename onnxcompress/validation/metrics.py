@@ -5,7 +5,8 @@ and mean absolute error, relative L2 error, cosine similarity, SNR) need one sam
 memory at a time. Non-finite values are counted on both sides and excluded from the numeric
 metrics; a position where the two models disagree about a NaN/Inf is a mismatch of its own, so
 a NaN never hides behind a good average. Classifier-like tensors (class scores on the last axis)
-also count top-1/top-k agreement and, given labels, the accuracy of both models.
+also count top-1/top-k agreement and, given labels, the accuracy of both models; a CTC
+recogniser's per-position scores count the strings read off them (:func:`ctc_time_axis`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +25,9 @@ from onnxcompress.validation.detections import (
     match_anchors,
     match_detections,
 )
+
+if TYPE_CHECKING:
+    import onnx_ir as ir
 
 
 def is_float(dtype: np.dtype) -> bool:
@@ -109,6 +114,52 @@ def picture_outputs(outputs: Mapping[str, np.ndarray], image_inputs: bool = True
     return found
 
 
+#: A CTC recogniser's per-position class scores ([N, T, C], or time-major [T, N, C]) are read as
+#: strings: the arg-max per position, runs collapsed, the blank dropped. One changed position
+#: changes a string while the cosine barely moves (khmer-ocr-ocm's int8: cosine 0.999994, 1 of
+#: 32 strings changed, compare passed it). Read so where one class (the blank) is the arg-max of
+#: at least CTC_BLANK_SHARE of the positions of sequences at least CTC_MIN_POSITIONS long: a
+#: language model's token logits have no such class and are not strings.
+CTC_MIN_POSITIONS = 8
+CTC_BLANK_SHARE = 0.5
+#: The ops a CTC head's scores come from (past layout ops and a constant bias or scale).
+CTC_HEADS = frozenset({"Softmax", "LogSoftmax", "MatMul", "Gemm", "Conv", "Einsum"})
+
+
+def ctc_time_axis(a: np.ndarray) -> int | None:
+    """The positions' axis (0 or 1) of one sample's scores ``a`` when they read like a CTC
+    recogniser's (see CTC_BLANK_SHARE), else None. With a batch of several sequences the longer
+    of the two axes is taken as the positions'."""
+    if a.ndim != 3 or not np.issubdtype(a.dtype, np.floating) or a.shape[-1] < 3 or a.size == 0:
+        return None
+    if a.shape[0] == a.shape[1]:
+        return None
+    axis = int(a.shape[1] > a.shape[0])
+    if a.shape[axis] < CTC_MIN_POSITIONS or not np.isfinite(a).all():
+        return None
+    counts = np.bincount(a.argmax(axis=-1).ravel(), minlength=a.shape[-1])
+    return axis if counts.max() >= CTC_BLANK_SHARE * counts.sum() else None
+
+
+def ctc_outputs(model: ir.Model, outputs: Mapping[str, np.ndarray]) -> dict[str, int]:
+    """Graph outputs of ``model`` that read as CTC strings on ``outputs`` (the original's, one
+    sample), with their positions' axis: made by a Softmax / LogSoftmax or a linear head."""
+    from onnxcompress.passes._int8_search import head_op
+
+    found = {}
+    for v in model.graph.outputs:
+        axis = ctc_time_axis(np.asarray(outputs.get(v.name, np.zeros(0))))
+        if axis is not None and head_op(v) in CTC_HEADS:
+            found[v.name] = axis
+    return found
+
+
+def ctc_string(path: np.ndarray, blank: int) -> np.ndarray:
+    """What a greedy CTC decoding reads off one sequence of arg-max classes."""
+    runs = path[np.concatenate([[True], path[1:] != path[:-1]])] if path.size else path
+    return runs[runs != blank]
+
+
 @dataclass
 class TensorStats:
     """Running sums for one tensor compared over many samples.
@@ -125,6 +176,8 @@ class TensorStats:
     top_k: int = 5
     # a classifier decided from the shape alone: its rows' top-1 leads (``tied``)
     by_shape: bool = False
+    # per-position scores read as CTC strings (``ctc_time_axis``): top-1 counts strings, not rows
+    sequence_axis: int | None = None
     leads: list[np.ndarray] = field(default_factory=list)
 
     samples: int = 0
@@ -211,7 +264,9 @@ class TensorStats:
             self.detections_reported += reported
         if self.by_shape and sum(map(len, self.leads)) < LEAD_ROWS:
             self.leads.append(top1_leads(a))
-        if self.classifier and a.ndim >= 1 and a.shape[-1] > 1:
+        if self.sequence_axis is not None and a.ndim == 3:
+            self._add_strings(np.moveaxis(a, self.sequence_axis, 1), np.moveaxis(b, self.sequence_axis, 1))
+        elif self.classifier and a.ndim >= 1 and a.shape[-1] > 1:
             self._add_classes(a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1]), labels)
 
     def _add_float(self, a: np.ndarray, b: np.ndarray) -> None:
@@ -243,6 +298,18 @@ class TensorStats:
         if self.atol is not None or self.rtol is not None:
             limit = (self.atol or 0.0) + (self.rtol or 0.0) * np.abs(a)
             self.outside += int(np.count_nonzero(absd > limit))
+
+    def _add_strings(self, a: np.ndarray, b: np.ndarray) -> None:
+        """Count the sequences of scores [N, T, C] whose CTC string the compressed model keeps
+        (the blank: the original's most frequent arg-max in this sample)."""
+        top_a, top_b = a.argmax(axis=-1), b.argmax(axis=-1)
+        blank = int(np.bincount(top_a.ravel()).argmax())
+        if not self.rows:
+            self.notes.append(f"per-position class scores read as CTC strings (blank: class {blank}): "
+                              "top-1 counts the strings kept")
+        for x, y in zip(top_a, top_b, strict=True):
+            self.rows += 1
+            self.top1_agree += int(np.array_equal(ctc_string(x, blank), ctc_string(y, blank)))
 
     def _add_classes(self, a: np.ndarray, b: np.ndarray, labels: np.ndarray | None) -> None:
         classes = a.shape[-1]
@@ -334,6 +401,11 @@ class TensorStats:
     @property
     def top1_agreement(self) -> float | None:
         return self.top1_agree / self.rows if self.rows else None
+
+    @property
+    def top1_unit(self) -> str:
+        """What :attr:`top1_agreement` counts, in the report's words."""
+        return "CTC strings" if self.sequence_axis is not None else "rows"
 
     @property
     def topk_agreement(self) -> float | None:

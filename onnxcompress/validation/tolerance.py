@@ -3,7 +3,8 @@
 A :class:`Tolerance` holds any of: ``atol``/``rtol`` (numpy ``allclose`` semantics with the
 original as reference, ``|compressed - original| <= atol + rtol * |original|`` for every
 element), ``min_cosine``, ``max_rel_error`` (relative L2 error), ``min_top1`` (top-1
-agreement, classifier outputs only) and ``min_detection_f1`` (F1 of the reported boxes of a
+agreement, classifier outputs only; of a CTC recogniser's per-position scores, the strings read
+off them: ``metrics.ctc_time_axis``) and ``min_detection_f1`` (F1 of the reported boxes of a
 detection list, or of the positive anchors of an SSD/RetinaFace head's softmax scores:
 ``validation/detections.py``; the default compares a detection list by this instead of its
 cosine, anchor scores by both). An output passes when every criterion given holds.

@@ -187,7 +187,8 @@ def test_runtime_decode_of_a_gathered_table_decodes_only_its_rows(tiny, monkeypa
     proto = lookup()
     result, runtime = share(proto, bits=4, decode="runtime")
     assert result.layers[0].extra["decode"] == "the rows each Gather reads, per call"
-    readers = {n.input[0] for n in runtime.graph.node if n.op_type == "Gather" and n.input[1] in ("ids", "pos")}
+    readers = {n.input[0] for n in runtime.graph.node
+               if n.op_type == "Gather" and n.input[1] in ("ids", "pos")}
     assert readers and "table" not in readers
     _, folded = share(proto, bits=4, decode="codebook")
     np.testing.assert_array_equal(h.run(runtime, feeds())[0], h.run(folded, feeds())[0])
