@@ -731,6 +731,35 @@ def torch_transformer() -> onnx.ModelProto:
     return onnx.load(str(Path(__file__).parent / "assets" / "transformer_digits.onnx"))
 
 
+def opset23_decoder() -> onnx.ModelProto:
+    """What torch 2.13 exports a llama-style block as at opset 23: token ids -> Gather ->
+    ``RMSNormalization`` -> q/k/v MatMuls -> causal ``Attention`` (3-D, 4 heads) -> MatMul +
+    residual -> RMSNormalization -> MLP + residual -> logits over the 100 tokens."""
+    r = np.random.default_rng(23)
+    inits = {"embed.weight": _w(r, 100, 64, scale=1.0),
+             "n1.scale": (1 + 0.1 * r.standard_normal(64)).astype(np.float32),
+             "n2.scale": (1 + 0.1 * r.standard_normal(64)).astype(np.float32),
+             **{f"{k}.weight": _w(r, 64, 64) for k in ("q", "k", "v", "o")},
+             "up.weight": _w(r, 64, 128), "down.weight": _w(r, 128, 64), "head.weight": _w(r, 64, 100)}
+    nodes = [
+        oh.make_node("Gather", ["embed.weight", "ids"], ["x"], name="embed", axis=0),
+        oh.make_node("RMSNormalization", ["x", "n1.scale"], ["h1"], name="n1", axis=-1),
+        *(oh.make_node("MatMul", ["h1", f"{k}.weight"], [k], name=f"{k}_proj") for k in ("q", "k", "v")),
+        oh.make_node("Attention", ["q", "k", "v"], ["a"], name="attention", is_causal=1, q_num_heads=4,
+                     kv_num_heads=4),
+        oh.make_node("MatMul", ["a", "o.weight"], ["ao"], name="o_proj"),
+        oh.make_node("Add", ["ao", "x"], ["x2"], name="residual1"),
+        oh.make_node("RMSNormalization", ["x2", "n2.scale"], ["h2"], name="n2", axis=-1),
+        oh.make_node("MatMul", ["h2", "up.weight"], ["u"], name="up"),
+        oh.make_node("Relu", ["u"], ["ur"], name="act"),
+        oh.make_node("MatMul", ["ur", "down.weight"], ["d"], name="down"),
+        oh.make_node("Add", ["d", "x2"], ["x3"], name="residual2"),
+        oh.make_node("MatMul", ["x3", "head.weight"], ["logits"], name="head"),
+    ]
+    return _model(nodes, "opset23_decoder", [_vi("ids", I64, ["batch", "sequence"])],
+                  [_vi("logits", F, ["batch", "sequence", 100])], inits, opset=23)
+
+
 # -- the zoo -----------------------------------------------------------------------------------
 
 OPSETS = (7, 9, 11, 13, 17, 21)
@@ -773,6 +802,7 @@ _ENTRIES = [
     ZooModel("partial_shapes", partial_shapes),
     ZooModel("symbolic_dims", symbolic_dims, dims={"batch": 2, "seq": 3}),
     ZooModel("subgraph_no_shape", subgraph_no_shape),
+    ZooModel("opset23_decoder", opset23_decoder, dims={"batch": 2, "sequence": 6}),
 ]
 
 ZOO: dict[str, ZooModel] = {m.name: m for m in _ENTRIES}
