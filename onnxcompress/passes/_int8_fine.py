@@ -11,7 +11,7 @@ import onnx_ir as ir
 from onnxcompress.passes._int8 import _decode_folded, _insert_decode
 from onnxcompress.passes._qdq import Builder, quantize_weight, relative_error
 from onnxcompress.passes.base import LayerStat, PassResult
-from onnxcompress.weights import Weight
+from onnxcompress.weights import ROLE_RECURRENT, Weight
 
 
 def _grouped_weight(w: Weight, axes: list[int], b: Builder, result: PassResult) -> None:
@@ -41,11 +41,15 @@ BLOCK = 32
 
 def block_layout(w: Weight) -> tuple[tuple[int, ...], int] | None:
     """(blocked shape, scale axis) for ``w`` in blocks of BLOCK along its inputs, or None: the
-    output axis must be first (Conv, Gemm transB) or last of a 2-D MatMul weight."""
+    output axis must be first (Conv, Gemm transB), last of a 2-D MatMul weight, or the gates'
+    axis of a recurrent weight ([directions, gates x hidden, inputs])."""
     shape = tuple(w.shape)
     if len(shape) < 2 or w.out_axis is None:
         return None
     out = w.out_axis % len(shape)
+    if w.role == ROLE_RECURRENT and len(shape) == 3 and out == 1:
+        k = shape[2]
+        return ((*shape[:2], k // BLOCK, BLOCK), 3) if k % BLOCK == 0 and k > BLOCK else None
     if out == 0:
         k = int(np.prod(shape[1:]))
         return ((shape[0], k // BLOCK, BLOCK), 2) if k % BLOCK == 0 and k > BLOCK else None

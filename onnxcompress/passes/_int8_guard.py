@@ -12,6 +12,8 @@ both decided from the output deviation of whole models, never from errors assume
    conv alone is 78% of its int8 deviation, yet its local error is ordinary). Outliers keep
    float weights (small ones) or int8 in blocks, worst first, within a byte budget that keeps
    the model at ``min_ratio`` where the weights allow; the combination is verified by one run.
+   Recurrent cells' W and R then take int8 blocks with what is left of the budget, whatever
+   was measured (``_int8_search.compounding_blocks``: their error compounds over time steps).
 2. **Compute** (after the speed guard). The final model's output deviation must stay within
    ``COMPUTE_FACTOR`` x what int8 weight-only achieves, and its top-1 flips (``top1_flips``:
    what a classifier, CTC or token metric sees) within ``FLIP_SLACK`` of weight-only's. If not,
@@ -42,20 +44,23 @@ from onnxcompress.errors import OnnxCompressError
 from onnxcompress.model import copy_model, whole_check_limit_mb
 from onnxcompress.passes._bit_allocation import expose_weights, finite_squared_error, output_deviation
 from onnxcompress.passes._int8_search import (
+    STEPS_HEADLINE,
     choose,
     class_score_outputs,
+    compounding_blocks,
     model_bytes,
+    name_list,
     probe_samples,
     search,
     top1_flips,
+    within_size,
 )
 from onnxcompress.passes.base import PassResult
-from onnxcompress.weights import Weight
+from onnxcompress.weights import ROLE_RECURRENT, Weight
 
 logger = logging.getLogger(__name__)
 
 #: How the weight steps' headline starts (rewritten when steps are given back for size).
-STEPS_HEADLINE = "fidelity guard (weights): "
 # Samples the guard runs (fewer for a heavy model: see GUARD_MACS).
 GUARD_SAMPLES = 4
 # Work the guard's sample runs aim at per measured model, in multiply-accumulates (~0.5 s on one
@@ -229,6 +234,7 @@ class WeightDecision:
     probed: dict[str, float] = field(default_factory=dict)  # label -> deviation alone
     probe_runs: int = 0  # sample runs the search took
     flips: float = 0.0  # top-1 flip rate of int8 weight-only with the steps taken
+    compounding: list[str] = field(default_factory=list)  # recurrent weights in blocks (no outliers)
 
 
 def step_down_weights(guard: Guard, weights: list[Weight],
@@ -247,23 +253,30 @@ def step_down_weights(guard: Guard, weights: list[Weight],
         flips += top1_flips(outs, refs[:guard.n_final], guard.scores)
     deviation = float(np.mean(per_sample))
     decision = WeightDecision({}, deviation, deviation, flips=flips / len(guard.references))
+    recurrent = [w.label for w in sorted(weights, key=lambda w: -w.size)
+                 if w.role == ROLE_RECURRENT and w.label in fed]
     if deviation <= DEVIATION_FLOOR or not fed:
+        decision.steps = compounding_blocks(recurrent, block_values, budget)
+        decision.compounding = list(decision.steps)
         return decision
     labels = [w.label for w in weights if w.label in fed]  # graph order: neighbours together
     samples = probe_samples(guard)
     threshold = OUTLIER * deviation / len(labels)
     decision.probed, decision.probe_runs = search(
         guard, fed, labels, float(np.mean(per_sample[:len(samples)])), threshold, samples)
-    decision.steps, blocks = choose(decision.probed, threshold, {w.label: float_step(w) for w in weights},
-                                     block_values, budget)
+    decision.steps, blocks, left = choose(decision.probed, threshold,
+                                           {w.label: float_step(w) for w in weights}, block_values, budget)
     if decision.steps:
         trial = {k: v for k, v in fed.items() if decision.steps.get(k) != "float"}
         trial.update(blocks)
         verified, trial_flips = measure(guard, trial)
         if verified >= deviation:  # measured no better: int8 everywhere
-            decision.steps = {}
+            decision.steps, left = {}, budget
         else:
             decision.deviation, decision.flips = verified, trial_flips
+    extra = compounding_blocks([k for k in recurrent if k not in decision.steps], block_values, left)
+    decision.steps.update(extra)
+    decision.compounding = list(extra)
     return decision
 
 
@@ -394,7 +407,7 @@ def check_compute(guard: Guard, model: ir.Model, chosen: list[str], nodes: dict[
         result.headline(
             f"fidelity guard: {len(backed)} int8 compute op(s) moved the outputs too far "
             f"({'; '.join(why)}); they compute float with int8 weights (same size): "
-            f"{_names(backed)}; deviation now {deviation:.2e}, flips {flips:.2%} "
+            f"{name_list(backed)}; deviation now {deviation:.2e}, flips {flips:.2%} "
             "(--no-fidelity-guard keeps them)")
     return model, chosen
 
@@ -404,11 +417,6 @@ def _io_names(node: ir.Node) -> list[str]:
     if node.inputs and node.inputs[0] is not None:
         out.append(node.inputs[0].name)
     return [n for n in out if n]
-
-
-def _names(labels: list[str], limit: int = 6) -> str:
-    shown = ", ".join(labels[:limit])
-    return shown + (f" and {len(labels) - limit} more" if len(labels) > limit else "")
 
 
 def guarded(guard: Guard | None, weight_only: float, model: ir.Model,
@@ -443,7 +451,7 @@ def guarded(guard: Guard | None, weight_only: float, model: ir.Model,
     if candidates:
         out, chosen = check_compute(guard, out, chosen, nodes, weight_only, rebuild, result)
     if float_bytes:
-        out = _within_size(guard, out, float_bytes / min_ratio, keep, chosen, rebuild, result)
+        out = within_size(guard.metrics, out, float_bytes / min_ratio, keep, chosen, rebuild, result)
     guard.seconds += time.perf_counter() - start
     result.metrics["int8_compute_ops"] = len(chosen)
     result.metrics["fidelity_guard"] = {**guard.metrics, "seconds": round(guard.seconds, 2)}
@@ -456,41 +464,6 @@ def fits(model: ir.Model) -> bool:
     from onnxcompress.model import fits_whole_checks
 
     return fits_whole_checks(model)
-
-
-def _within_size(guard: Guard, out: ir.Model, limit: float, keep: dict[str, str],
-                 chosen: list[str], rebuild: Callable[[list[str]], ir.Model],
-                 result) -> ir.Model:  # noqa: ANN001
-    """The weight steps' byte budget is estimated before anything is built (Q/DQ pairs, scales
-    and graph add 1-6% the estimate cannot see: ppocr_rec static 3.36x with its steps): measure
-    the built model, and while it is over ``limit`` bytes give back the steps that bought the
-    least deviation per byte, enough of them to cover the excess, and rebuild (3 rounds)."""
-    probed = guard.metrics.get("probed", {})
-    sizes = guard.metrics.get("step_bytes", {})
-    dropped: list[str] = []
-    for _ in range(3):
-        excess = model_bytes(out) - limit
-        if excess <= 0 or not keep or excess > sum(sizes.get(k, 0) for k in keep):
-            break  # within the limit, or over it with no step at all: steps stay (budgeted)
-        for label in sorted(keep, key=lambda k: (probed.get(k, 0.0) / max(sizes.get(k, 1), 1), k)):
-            excess -= sizes.get(label, 0)
-            dropped.append(label)
-            del keep[label]
-            if excess <= 0:
-                break
-        out = rebuild(chosen)
-    if dropped:
-        guard.metrics["steps"] = dict(keep)
-        guard.metrics["steps_dropped_for_size"] = dropped
-        # the steps' headline told of a model this one no longer is (superres: "conv4 steps
-        # down to float" above a table listing it at 8 bits): it names what stayed, or goes
-        result.headlines[:] = [h for h in result.headlines if not h.startswith(STEPS_HEADLINE)]
-        if keep:
-            result.headline(f"{STEPS_HEADLINE}{_names(list(keep))} step down from int8 per channel "
-                            "(their output error an outlier); --no-fidelity-guard keeps them")
-        result.note(f"fidelity guard: {len(dropped)} weight step(s) given back to int8 per "
-                    f"channel to keep the model {limit:.0f} bytes or smaller: {_names(dropped)}")
-    return out
 
 
 __all__ = ["Guard", "WeightDecision", "check_compute", "output_deviation", "start",
@@ -570,15 +543,21 @@ def guard_weights(model: ir.Model, weights: list[Weight], channelwise: bool, con
                            by_label[k].size // 8) for k, v in decision.steps.items()},
         "macs_per_sample": guard.macs,
     })
+    outliers = {k: v for k, v in decision.steps.items() if k not in decision.compounding}
     if decision.steps:
         guard.metrics["weight_deviation_after"] = float(f"{decision.deviation:.3g}")
-        blocks = [k for k, v in decision.steps.items() if v == "block"]
-        floats = [k for k, v in decision.steps.items() if v == "float"]
+    if decision.compounding:
+        guard.metrics["compounding"] = decision.compounding
+        result.note(f"fidelity guard: recurrent weights (a cell's error compounds over its time steps) "
+                    f"stored int8 in blocks of {BLOCK}: {name_list(decision.compounding)}")
+    if outliers:
+        blocks = [k for k, v in outliers.items() if v == "block"]
+        floats = [k for k, v in outliers.items() if v == "float"]
         what = "; ".join(part for part in (
-            f"int8 in blocks of {BLOCK} (float compute): {_names(blocks)}" if blocks else "",
-            f"float weights: {_names(floats)}" if floats else "") if part)
+            f"int8 in blocks of {BLOCK} (float compute): {name_list(blocks)}" if blocks else "",
+            f"float weights: {name_list(floats)}" if floats else "") if part)
         result.headline(
-            f"{STEPS_HEADLINE}{len(decision.steps)} weight(s) alone moved the outputs over "
+            f"{STEPS_HEADLINE}{len(outliers)} weight(s) alone moved the outputs over "
             f"{OUTLIER:g}x their share of the int8 deviation (per channel), so they step "
             f"down ({what}); output "
             f"deviation of int8 weights {decision.deviation_int8:.2e} -> "
