@@ -48,6 +48,11 @@ def child(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
     return {"seconds": wall, "peak_mb": usage.ru_maxrss / 1024}
 
 
+def _files(path: Path) -> dict[str, bytes]:
+    """A written model's bytes: the .onnx and every file beside it (its external data)."""
+    return {p.name: p.read_bytes() for p in sorted(path.parent.iterdir())}
+
+
 def bench(model: Path, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=args.pythonpath, PYTHONDONTWRITEBYTECODE="1")
     runs: dict[str, list[dict[str, Any]]] = {"ort": [], "ours": [], "ours_cached": []}
@@ -58,10 +63,15 @@ def bench(model: Path, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         env_ours = dict(env, ONNXCOMPRESS_CACHE_DIR=str(cache))
         ours = [sys.executable, "-m", "onnxcompress", "compress", str(model), "--quantize", "dynamic",
                 "--overwrite", "-o"]
-        runs["ours"].append(child([*ours, str(tmp / "a.onnx")], env_ours))
-        runs["ours_cached"].append(child([*ours, str(tmp / "b.onnx")], env_ours))
-        identical &= (tmp / "a.onnx").read_bytes() == (tmp / "b.onnx").read_bytes()
-    row: dict[str, Any] = {"model": model.name, "mb": round(model.stat().st_size / 1e6, 1),
+        # Same file name in two folders: an external-data output names its data file inside
+        # the .onnx, so a.onnx and b.onnx differed by that name alone ("rerun identical: False").
+        first, second = (tmp / model.stem / f"{run}{i}" / "out.onnx" for run in "ab")
+        first.parent.mkdir(parents=True), second.parent.mkdir(parents=True)
+        runs["ours"].append(child([*ours, str(first)], env_ours))
+        runs["ours_cached"].append(child([*ours, str(second)], env_ours))
+        identical &= _files(first) == _files(second)
+    size = sum(p.stat().st_size for p in (model, model.with_name(model.name + ".data")) if p.exists())
+    row: dict[str, Any] = {"model": model.name, "mb": round(size / 1e6, 1),  # external data included
                            "identical_rerun": identical}
     for tool, rs in runs.items():
         row[tool] = {k: round(statistics.median(r[k] for r in rs), 2) for k in ("seconds", "peak_mb")}

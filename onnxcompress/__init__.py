@@ -4,6 +4,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+# First, before any module imports onnx_ir: it imports onnx_ir with sympy deferred (0.2 s, 34 MB).
+from onnxcompress import _deferred  # noqa: F401
 from onnxcompress.api import compress_file
 from onnxcompress.data import FeedSource, feed_source
 from onnxcompress.errors import (

@@ -20,6 +20,7 @@ from onnxcompress.data import feed_source, input_specs
 from onnxcompress.errors import DataError, OnnxCompressError, PassError
 from onnxcompress.graph.names import shorten_names
 from onnxcompress.model import (
+    MODEL_FILES,
     check_output_path,
     external_base_dir,
     is_large,
@@ -65,7 +66,8 @@ def _size_info_started(model: ir.Model, path: Path) -> tuple[SizeInfo, GzipJob |
     )
     job = None
     if path is not None:
-        info.files = model_files(path)
+        read = model.meta.get(MODEL_FILES)  # listed when load_model parsed this file
+        info.files = read[1] if read is not None and read[0] == str(path) else model_files(path)
         info.file_bytes = model_file_bytes(path, info.files)
         job = GzipJob(info.files)
     else:

@@ -50,11 +50,13 @@ def load_model(model: ModelLike) -> ir.Model:
     proto = _read_proto(path)
     base_dir = path.resolve().parent
     _check_tensor_sizes(proto, base_dir=base_dir, model_name=str(path))
+    files = model_files(path, proto)
     try:
         ir_model = ir.serde.deserialize_model(proto)
     except Exception as e:  # onnx_ir raises many types on malformed graphs
         raise ModelLoadError(f"{path}: cannot read the graph: {_unreadable(proto, e)}") from e
     ir.external_data.set_base_dir(ir_model.graph, str(base_dir))
+    ir_model.meta[MODEL_FILES] = (str(path), files)
     return _normalize(ir_model)
 
 
@@ -225,6 +227,9 @@ def _check_external(
         )
 
 
+#: ``ir.Model.meta`` key: (path, ``model_files(path)``) of the file ``load_model`` read, listed from
+#: the proto it parsed: ``compress_file``'s size report parsed the input a second time for them.
+MODEL_FILES = "onnxcompress.model_files"
 #: ``ir.Model.meta`` key: how many initializers ``_normalize`` took off the graph inputs.
 INITIALIZER_INPUTS = "onnxcompress.initializer_inputs"
 
@@ -552,10 +557,12 @@ def _save_inline(model: ir.Model, path: Path) -> None:
         f.write(proto.SerializeToString(deterministic=True))
 
 
-def model_files(path: str | os.PathLike) -> list[Path]:
-    """The model file at ``path`` and the external-data files it references (that exist)."""
+def model_files(path: str | os.PathLike, proto: onnx.ModelProto | None = None) -> list[Path]:
+    """The model file at ``path`` and the external-data files it references (that exist);
+    ``proto``: the file's, when the caller has parsed it."""
     path = Path(path)
-    proto = onnx.load(str(path), load_external_data=False)
+    if proto is None:
+        proto = onnx.load(str(path), load_external_data=False)
     locations: dict[str, None] = {}
     for _, t in iter_tensor_protos(proto.graph):
         if t.data_location == onnx.TensorProto.EXTERNAL:

@@ -11,6 +11,7 @@ from onnxcompress import (
     stats,  # noqa: I001
 )
 from onnxcompress.api import compress_file
+from onnxcompress.model import model_files
 from onnxcompress.passes import Quantize
 from tests import helpers as h
 
@@ -97,6 +98,27 @@ def test_compress_file_reports_gzip_sizes_of_both_files(tmp_path):
     onnx.checker.check_model(onnx.load(dst))
     feeds = {"x": h.rng(1).standard_normal((2, 64)).astype(np.float32)}
     np.testing.assert_allclose(h.run(dst, feeds)[0], h.run(src, feeds)[0], rtol=0.05, atol=0.05)
+
+
+def test_compress_file_parses_the_input_once(tmp_path, monkeypatch):
+    # The size report lists the input's files (external data included) from the proto
+    # load_model parsed (model.MODEL_FILES), not from a second parse of the file.
+    src, dst = tmp_path / "m.onnx", tmp_path / "q.onnx"
+    h.save_with_external_data(h.mlp((64, 128, 10)), src)
+    parsed: list[str] = []
+    real_load = onnx.load
+
+    def counting_load(f, *args, **kwargs):
+        parsed.append(str(f))
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(onnx, "load", counting_load)
+    report = compress_file(src, dst, Pipeline([Quantize(mode="weights", speed_check=False)]))
+    assert parsed.count(str(src)) == 1
+    files = [src, *(p for p in tmp_path.iterdir() if p.name.startswith("m.onnx."))]
+    assert len(files) == 2 and report.before.files == [src, files[1]]
+    assert report.before.file_bytes == sum(p.stat().st_size for p in files)
+    assert report.after.files == model_files(dst)  # the output's own, not the input's
 
 
 def test_large_files_gzip_size_is_estimated_from_samples(tmp_path, monkeypatch):
