@@ -46,11 +46,15 @@ def import_onnx_ir() -> types.ModuleType:
             installed[name] = sys.modules[name] = stand_in
     try:
         import onnx_ir
+    except Exception:  # an onnx_ir that imports sympy otherwise (a submodule): import it as it is
+        for name in [n for n in sys.modules if n == "onnx_ir" or n.startswith("onnx_ir.")]:
+            del sys.modules[name]
+        onnx_ir = None
     finally:
         for name, stand_in in installed.items():
             if sys.modules.get(name) is stand_in:
                 del sys.modules[name]
-    return onnx_ir
+    return onnx_ir if onnx_ir is not None else importlib.import_module("onnx_ir")
 
 
 import_onnx_ir()  # on import: the package imports this module before anything imports onnx_ir
