@@ -83,12 +83,14 @@ def latency_ratio(ref: Path, new: Path, feed: dict[str, np.ndarray], seconds: fl
             "rounds": len(ta)}  # fmt: skip
 
 
-def memory(path: Path, feed: dict[str, np.ndarray]) -> dict[str, Any]:
+def memory(path: Path, feed: dict[str, np.ndarray], pinned: bool = False) -> dict[str, Any]:
+    """Session memory of ``path`` after one run on ``feed`` in a child process; ``pinned``: with
+    glibc's mmap threshold pinned (``onnxcompress.memory``: readings that compare between files)."""
     try:
         from onnxcompress.memory import session_memory
     except ImportError as e:
         return {"error": f"onnxcompress.memory unavailable: {e}"}
-    return session_memory(path, feed, threads=1).to_dict()
+    return session_memory(path, feed, threads=1, pin_allocator=pinned).to_dict()
 
 
 def run_child(cmd: list[str], env: dict[str, str], timeout: float, log: Path,

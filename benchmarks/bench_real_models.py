@@ -353,6 +353,8 @@ def bench_one(name: str, entry: dict[str, Any], root: Path, configs: list[str], 
                     row["memory_peak_ratio"] = round(mem["peak_bytes"] / fp32_mem["peak_bytes"], 3)
                 if fp32_mem.get("live_bytes") and mem.get("live_bytes") is not None:
                     row["memory_live_ratio"] = round(mem["live_bytes"] / fp32_mem["live_bytes"], 3)
+                if live_excess(mem, fp32_mem):
+                    confirm_live(model, out, feeds[0], fp32_mem, mem)
             out.unlink(missing_ok=True)
         row["fp32_memory"] = fp32_mem
         print(f"    -> {short(row)}", flush=True)
@@ -394,6 +396,25 @@ def _f(v: float | None, fmt: str) -> str:
 LATENCY_NOISE = 0.02
 
 
+def live_excess(mem: dict[str, Any], ref: dict[str, Any]) -> bool:
+    """Live memory over fp32's by more than the slack, both readings there."""
+    return bool(mem.get("live_bytes") and ref.get("live_bytes")
+                and mem["live_bytes"] > ref["live_bytes"] + MEMORY_SLACK_BYTES)
+
+
+def confirm_live(model: Path, out: Path, feed: dict[str, np.ndarray], ref: dict[str, Any],
+                 mem: dict[str, Any]) -> None:
+    """A live excess read again, both files with glibc's mmap threshold pinned, into
+    ``live_bytes_pinned`` (as ``api.measure_session_memory`` does before a report says "needs
+    more"): the default allocator's live reading is bimodal. Batch 20's ffdnet_gray: two
+    structurally identical int8 files read 15.7 and 16.7 MB live against fp32's 15.4 (one flagged
+    "memory > fp32 (live)"); over four children each, 14.95-15.98 unpinned, 15.12-15.13 pinned
+    against fp32's 14.77."""
+    if "live_bytes_pinned" not in ref:
+        ref["live_bytes_pinned"] = memory(model, feed, pinned=True).get("live_bytes")
+    mem["live_bytes_pinned"] = memory(out, feed, pinned=True).get("live_bytes")
+
+
 def done_when(row: dict[str, Any]) -> str:
     """Issue #11's bar for this row: ok, or what misses it."""
     if row.get("exit") != 0 or "error" in row:
@@ -423,8 +444,10 @@ def done_when(row: dict[str, Any]) -> str:
     # Live memory where both have it (resident moves by MB between two processes on one file: the
     # allocator keeps what onnxruntime freed while loading); 1 MB of slack either way.
     key = "live_bytes" if mem.get("live_bytes") and ref.get("live_bytes") else "resident_bytes"
+    if key == "live_bytes" and mem.get("live_bytes_pinned") and ref.get("live_bytes_pinned"):
+        key = "live_bytes_pinned"  # an excess read again with the allocator pinned (confirm_live)
     if mem.get(key) is not None and ref.get(key) and mem[key] > ref[key] + MEMORY_SLACK_BYTES:
-        miss.append("memory > fp32" + (" (live)" if key == "live_bytes" else ""))
+        miss.append("memory > fp32" + (" (live)" if key.startswith("live") else ""))
     return "ok" if not miss else ", ".join(miss)
 
 
