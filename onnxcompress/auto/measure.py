@@ -197,10 +197,10 @@ def visible(outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def _batch_outputs(session: Any) -> set[str]:
     """Outputs whose first axis is the model's batch axis: the symbolic dimension (or the fixed
-    size > 1 of image inputs, rank >= 4) every input starts with. Its rows are samples of their own, whatever a feed holds: atspm-detector's head
-    takes 6 detectors a call and gives each its own decision ([6, 7] a feed), which stacked as
-    [feeds, 6, 7] was held as one sequence (auto 2.35x where static int8 keeps every decision at
-    3.55x)."""
+    size > 1 of image inputs, rank >= 4) every input starts with. Its rows are samples of their
+    own, whatever a feed holds: atspm-detector's head takes 6 detectors a call and gives each its
+    own decision ([6, 7] a feed), which stacked as [feeds, 6, 7] was held as one sequence (auto
+    2.35x where static int8 keeps every decision at 3.55x)."""
     inputs = session.get_inputs()
     firsts = {i.shape[0] if i.shape else None for i in inputs}
     axis = next(iter(firsts)) if len(firsts) == 1 else None
