@@ -40,6 +40,7 @@ from onnxcompress.cpu import default_reduce_range, has_vnni
 from onnxcompress.errors import OnnxCompressError
 from onnxcompress.graph.einsum import einsum_groups
 from onnxcompress.graph.fold import computed_from_constants, decoded_in_place
+from onnxcompress.graph.outputs import maps_image_to_image
 from onnxcompress.layerwise import rounding
 from onnxcompress.layerwise.bias import corrections
 from onnxcompress.layerwise.collection import Histogram
@@ -157,8 +158,10 @@ class Quantize(Pass):
         if context.calibration is None and isinstance(guard, dict) and guard.get("source") == "synthetic" \
                 and result.layers:
             # Said, since what it costs shows only on real inputs (batch 6's diffusion U-Net:
-            # max error 0.21 of a -1..1 heightfield without data, 0.029 with --calibration).
-            result.note(f"no calibration data: int8 weights are rounded to nearest and the fidelity "
+            # max error 0.21 of a -1..1 heightfield without data, 0.029 with --calibration); first
+            # where the model gives out a picture of its input's shape (graph.outputs: a denoiser)
+            say = result.headline if maps_image_to_image(model) else result.note
+            say(f"no calibration data: int8 weights are rounded to nearest and the fidelity "
                         f"guard judged {guard.get('samples')} synthetic sample(s); --calibration "
                         "rounds by the data (GPTQ) and measures real activations")
         if rest and result.layers:
