@@ -60,7 +60,6 @@ from onnxcompress.weights import ROLE_RECURRENT, Weight
 
 logger = logging.getLogger(__name__)
 
-#: How the weight steps' headline starts (rewritten when steps are given back for size).
 # Samples the guard runs (fewer for a heavy model: see GUARD_MACS).
 GUARD_SAMPLES = 4
 # Work the guard's sample runs aim at per measured model, in multiply-accumulates (~0.5 s on one

@@ -235,6 +235,7 @@ def model_bytes(model: ir.Model) -> int:
     return proto.ByteSize() - unused
 
 
+#: How the weight steps' headline starts (rewritten when steps are given back for size).
 STEPS_HEADLINE = "fidelity guard (weights): "
 
 
