@@ -281,7 +281,7 @@ def compare_models(
             # no arg-max over box offsets, pooled features or a graph's readout
             for n in (set(head_rows(first, image)) | set(plain_output_names(model_a, first))) - classifiers:
                 stats[n].classifier = False
-            for n, axis in ctc_outputs(model_a, first).items():  # strings, not rows of scores
+            for n, axis in ctc_outputs(model_a, first, feed).items():  # strings, not rows of scores
                 if n in stats and stats[n].classifier is None:
                     stats[n].sequence_axis, stats[n].classifier = axis, True
         # (no common output: onnxruntime runs them all, for an empty list too; none is kept)

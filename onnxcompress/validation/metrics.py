@@ -126,29 +126,38 @@ CTC_BLANK_SHARE = 0.5
 CTC_HEADS = frozenset({"Softmax", "LogSoftmax", "MatMul", "Gemm", "Conv", "Einsum"})
 
 
-def ctc_time_axis(a: np.ndarray) -> int | None:
+def ctc_time_axis(a: np.ndarray, batch: int | None = None) -> int | None:
     """The positions' axis (0 or 1) of one sample's scores ``a`` when they read like a CTC
-    recogniser's (see CTC_BLANK_SHARE), else None. With a batch of several sequences the longer
-    of the two axes is taken as the positions'."""
+    recogniser's (see CTC_BLANK_SHARE), else None. The other axis is the batch: the one of
+    length 1, else the one as long as ``batch`` (the feed's first axis), else the shorter."""
     if a.ndim != 3 or not np.issubdtype(a.dtype, np.floating) or a.shape[-1] < 3 or a.size == 0:
         return None
-    if a.shape[0] == a.shape[1]:
+    n0, n1 = a.shape[:2]
+    if (n0 == 1) != (n1 == 1):
+        axis = int(n0 == 1)
+    elif batch is not None and (n0 == batch) != (n1 == batch):
+        axis = int(n0 == batch)
+    elif n0 == n1:
         return None
-    axis = int(a.shape[1] > a.shape[0])
+    else:
+        axis = int(n1 > n0)
     if a.shape[axis] < CTC_MIN_POSITIONS or not np.isfinite(a).all():
         return None
     counts = np.bincount(a.argmax(axis=-1).ravel(), minlength=a.shape[-1])
     return axis if counts.max() >= CTC_BLANK_SHARE * counts.sum() else None
 
 
-def ctc_outputs(model: ir.Model, outputs: Mapping[str, np.ndarray]) -> dict[str, int]:
-    """Graph outputs of ``model`` that read as CTC strings on ``outputs`` (the original's, one
-    sample), with their positions' axis: made by a Softmax / LogSoftmax or a linear head."""
+def ctc_outputs(model: ir.Model, outputs: Mapping[str, np.ndarray],
+                feed: Mapping[str, np.ndarray] | None = None) -> dict[str, int]:
+    """Graph outputs of ``model`` that read as CTC strings on ``outputs`` (the original's on
+    ``feed``, one sample), with their positions' axis: made by a Softmax / LogSoftmax or a
+    linear head."""
     from onnxcompress.passes._int8_search import head_op
 
+    batch = next((int(np.shape(x)[0]) for x in (feed or {}).values() if np.ndim(x)), None)
     found = {}
     for v in model.graph.outputs:
-        axis = ctc_time_axis(np.asarray(outputs.get(v.name, np.zeros(0))))
+        axis = ctc_time_axis(np.asarray(outputs.get(v.name, np.zeros(0))), batch)
         if axis is not None and head_op(v) in CTC_HEADS:
             found[v.name] = axis
     return found

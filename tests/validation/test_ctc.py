@@ -86,6 +86,10 @@ def test_time_axis_and_greedy_decoding():
     assert ctc_time_axis(a) == 1 and ctc_time_axis(a.transpose(1, 0, 2)) == 0
     assert ctc_time_axis(a[:, :5]) is None  # too short to read as a line
     assert ctc_time_axis(np.zeros((4, 4, 4))) is None  # which axis is time: unknown
+    wide = np.zeros((20, 10, 4))  # 20 lines of 10 positions: the batch is the longer axis
+    wide[..., 0] = 1.0
+    assert ctc_time_axis(wide) == 0 and ctc_time_axis(wide, batch=20) == 1
+    assert ctc_time_axis(a.transpose(1, 0, 2), batch=10) == 0  # a time-major input's T: not the batch
     path = np.array([0, 2, 2, 0, 2, 3, 3, 0, 0])
     assert ctc_string(path, blank=0).tolist() == [2, 2, 3]
     assert ctc_string(np.zeros(0, np.int64), blank=0).size == 0
