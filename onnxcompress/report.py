@@ -264,8 +264,9 @@ def memory_headline(memory: dict[str, Any] | None) -> str | None:
             return (f"session memory: the compressed model stays resident at {rb / ra:.2f}x the "
                     f"original's after load ({_fmt_bytes(ra)} -> {_fmt_bytes(rb)}"
                     + (f", peak {_fmt_bytes(pa)} -> {_fmt_bytes(pb)}" if pa and pb else "")
-                    + "): onnxruntime folds the decode graphs back into float weights at load and "
-                    "the C allocator keeps the copies it frees; the session's live objects need no "
+                    + "): the C allocator keeps what onnxruntime freed loading and running it (decode "
+                    "graphs folded back into float weights, or a per-call decode's buffers); the "
+                    "session's live objects need no "
                     f"more than the original's ({_fmt_bytes(va)} -> {_fmt_bytes(vb)})")
         if peak:
             # transient: what stays is within the original's, but a device must fit the peak too
