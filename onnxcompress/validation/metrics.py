@@ -150,15 +150,19 @@ def ctc_time_axis(a: np.ndarray, batch: int | None = None) -> int | None:
 def ctc_outputs(model: ir.Model, outputs: Mapping[str, np.ndarray],
                 feed: Mapping[str, np.ndarray] | None = None) -> dict[str, int]:
     """Graph outputs of ``model`` that read as CTC strings on ``outputs`` (the original's on
-    ``feed``, one sample), with their positions' axis: made by a Softmax / LogSoftmax or a
-    linear head."""
-    from onnxcompress.passes._int8_search import head_op
+    ``feed``, one sample), with their positions' axis: made by a Softmax / LogSoftmax, or by a
+    linear head over a charset (``CLASS_AXIS_MIN`` or more classes: a detector's box and landmark
+    offsets per grid cell, [1, 6400, 4] and [1, 1600, 10] from YuNet's convs, are no strings;
+    read so, compare failed its int8 file at face F1 99.4), at most ``CLASS_POSITIONS`` long."""
+    from onnxcompress.passes._int8_search import CLASS_AXIS_MIN, CLASS_POSITIONS, head_op
 
     batch = next((int(np.shape(x)[0]) for x in (feed or {}).values() if np.ndim(x)), None)
     found = {}
     for v in model.graph.outputs:
-        axis = ctc_time_axis(np.asarray(outputs.get(v.name, np.zeros(0))), batch)
-        if axis is not None and head_op(v) in CTC_HEADS:
+        a = np.asarray(outputs.get(v.name, np.zeros(0)))
+        axis = ctc_time_axis(a, batch)
+        head = head_op(v) if axis is not None and a.shape[axis] <= CLASS_POSITIONS else None
+        if head in ("Softmax", "LogSoftmax") or head in CTC_HEADS and a.shape[-1] >= CLASS_AXIS_MIN:
             found[v.name] = axis
     return found
 
