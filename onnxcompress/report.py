@@ -266,8 +266,8 @@ def memory_headline(memory: dict[str, Any] | None) -> str | None:
                     + (f", peak {_fmt_bytes(pa)} -> {_fmt_bytes(pb)}" if pa and pb else "")
                     + "): the C allocator keeps what onnxruntime freed loading and running it (decode "
                     "graphs folded back into float weights, or a per-call decode's buffers); the "
-                    "session's live objects need no "
-                    f"more than the original's ({_fmt_bytes(va)} -> {_fmt_bytes(vb)})")
+                    f"session's live objects need no more than the original's ({_fmt_bytes(va)} -> "
+                    f"{_fmt_bytes(vb)})")
         if peak:
             # transient: what stays is within the original's, but a device must fit the peak too
             return (f"session memory peaks at {pb / pa:.2f}x the original's while onnxruntime "

@@ -64,31 +64,23 @@ def choose(probed: Mapping[str, float], threshold: float, sizes: Mapping[str, in
     for label in sorted(outliers, key=lambda k: (-probed[k] / max(sizes[k], 1), k)):
         if sizes[label] <= left:
             steps[label], left = "float", left - sizes[label]
+    rest = [k for k in sorted(outliers, key=lambda k: (-probed[k], k)) if k not in steps]
+    blocked, blocks, left = block_steps(rest, block_values, left)
+    return {**steps, **blocked}, blocks, left
+
+
+def block_steps(labels: Sequence[str], block_values: Callable[[str], tuple[np.ndarray, int] | None],
+                left: int) -> tuple[dict[str, str], dict[str, np.ndarray], int]:
+    """int8 blocks for ``labels``, in that order, while their scales fit in ``left`` bytes:
+    (label -> "block", label -> blocked decoded value, the bytes left)."""
+    steps: dict[str, str] = {}
     blocks: dict[str, np.ndarray] = {}
-    for label in sorted(outliers, key=lambda k: (-probed[k], k)):
-        if label in steps:
-            continue
+    for label in labels:
         blocked = block_values(label)
         if blocked is not None and blocked[1] <= left:
             steps[label], left = "block", left - blocked[1]
             blocks[label] = blocked[0]
     return steps, blocks, left
-
-
-def compounding_blocks(labels: Sequence[str], block_values: Callable[[str], tuple[np.ndarray, int] | None],
-                       left: int) -> dict[str, str]:
-    """Blocks for recurrent cells' W and R (``labels``, in that order) within ``left`` bytes,
-    whatever the guard measured: a cell applies them at every time step, so their error compounds
-    over a sequence that a guard sample's deviation does not show. khmer-ocr-ocm's BiLSTM per
-    channel (relative error 1.0e-2) changed 5 of 256 CTC lines without data, its guard deviation
-    3e-5 (under DEVIATION_FLOOR); in blocks (5.7e-3) 1 (calibrated: dynamic 3 and 3, static 4
-    and 3)."""
-    steps = {}
-    for label in labels:
-        blocked = block_values(label)
-        if blocked is not None and blocked[1] <= left:
-            steps[label], left = "block", left - blocked[1]
-    return steps
 
 
 def probe_samples(guard: Guard) -> list[int]:

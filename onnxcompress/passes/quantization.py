@@ -162,8 +162,8 @@ class Quantize(Pass):
             # where the model gives out a picture of its input's shape (graph.outputs: a denoiser)
             say = result.headline if maps_image_to_image(model) else result.note
             say(f"no calibration data: int8 weights are rounded to nearest and the fidelity "
-                        f"guard judged {guard.get('samples')} synthetic sample(s); --calibration "
-                        "rounds by the data (GPTQ) and measures real activations")
+                f"guard judged {guard.get('samples')} synthetic sample(s); --calibration "
+                "rounds by the data (GPTQ) and measures real activations")
         if rest and result.layers:
             store_rest(out, rest, cfg.exclude, context, result)
         return out

@@ -122,8 +122,6 @@ def picture_outputs(outputs: Mapping[str, np.ndarray], image_inputs: bool = True
 #: language model's token logits have no such class and are not strings.
 CTC_MIN_POSITIONS = 8
 CTC_BLANK_SHARE = 0.5
-#: The ops a CTC head's scores come from (past layout ops and a constant bias or scale).
-CTC_HEADS = frozenset({"Softmax", "LogSoftmax", "MatMul", "Gemm", "Conv", "Einsum"})
 
 
 def ctc_time_axis(a: np.ndarray, batch: int | None = None) -> int | None:
@@ -154,7 +152,7 @@ def ctc_outputs(model: ir.Model, outputs: Mapping[str, np.ndarray],
     linear head over a charset (``CLASS_AXIS_MIN`` or more classes: a detector's box and landmark
     offsets per grid cell, [1, 6400, 4] and [1, 1600, 10] from YuNet's convs, are no strings;
     read so, compare failed its int8 file at face F1 99.4), at most ``CLASS_POSITIONS`` long."""
-    from onnxcompress.passes._int8_search import CLASS_AXIS_MIN, CLASS_POSITIONS, head_op
+    from onnxcompress.passes._int8_search import _LINEAR_OPS, CLASS_AXIS_MIN, CLASS_POSITIONS, head_op
 
     batch = next((int(np.shape(x)[0]) for x in (feed or {}).values() if np.ndim(x)), None)
     found = {}
@@ -162,7 +160,7 @@ def ctc_outputs(model: ir.Model, outputs: Mapping[str, np.ndarray],
         a = np.asarray(outputs.get(v.name, np.zeros(0)))
         axis = ctc_time_axis(a, batch)
         head = head_op(v) if axis is not None and a.shape[axis] <= CLASS_POSITIONS else None
-        if head in ("Softmax", "LogSoftmax") or head in CTC_HEADS and a.shape[-1] >= CLASS_AXIS_MIN:
+        if head in ("Softmax", "LogSoftmax") or head in _LINEAR_OPS and a.shape[-1] >= CLASS_AXIS_MIN:
             found[v.name] = axis
     return found
 
