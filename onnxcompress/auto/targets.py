@@ -25,6 +25,8 @@ from onnxcompress.errors import ConfigError
 from onnxcompress.validation.detections import (
     ANCHOR_MAX_FEATURES,
     ANCHOR_MIN_POSITIONS,
+    POSITIVE_SCORE,
+    anchor_rows,
     anchor_score_rows,
     box_flip_ratios,
     decode_anchor_head,
@@ -179,14 +181,20 @@ class Target:
             return result
         margins = []
         heads = split_anchor_heads(original) if any(c.metric == "detections" for c in self.criteria) else {}
+        scores = {h.scores: (h.foreground(original), h.foreground(compressed)) for h in heads.values()}
+        pooled: dict[tuple[int, ...], int] = {}  # a head split per stride: its positives counted together
+        for h in {h.scores: h for h in heads.values()}.values():
+            positives = int((scores[h.scores][0].max(axis=-1) >= POSITIVE_SCORE).sum())
+            pooled[h.family] = pooled.get(h.family, 0) + positives
         for c in self.criteria:
             names = [c.output] if c.output else _applicable(c.metric, original)
             for name in names:
                 if name not in original or name not in compressed:
                     raise ConfigError(f"target {c.text}: the model has no output '{name}'.",
                                       hint=f"outputs: {', '.join(original)}")
-                score = heads.get(name) if c.metric == "detections" else None
-                head = None if score is None else (original[score], compressed[score], score == name)
+                split = heads.get(name) if c.metric == "detections" else None
+                head = None if split is None else (*scores[split.scores], name in split.scores,
+                                                   pooled[split.family])
                 value = _measure(c.metric, original[name], compressed[name], labels, c.text, head,
                                  logits.get(name) if c.metric in COUNTED else None)
                 key = c.text if c.output or len(names) == 1 else f"{name}:{c.text}"
@@ -482,8 +490,9 @@ def _applicable(metric: str, outputs: Outputs) -> list[str]:
 def _measure(metric: str, a: np.ndarray, b: np.ndarray, labels: np.ndarray | None, text: str,
              head: tuple[np.ndarray, np.ndarray, bool] | None = None,
              logits: tuple[np.ndarray, np.ndarray] | None = None) -> float:
-    """``head``: for an output of a split anchor head (``split_anchor_heads``), its score output
-    in the original and compressed models, and whether it is this output. ``logits``: the
+    """``head``: for an output of a split anchor head (``split_anchor_heads``), its object scores
+    in the original and compressed models (``SplitHead.foreground``), whether this output is one
+    of its score outputs, and the positive anchors of its family (a count's denominator). ``logits``: the
     logits behind a probability output in both (a count reads its margins on them)."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
@@ -503,10 +512,11 @@ def _measure(metric: str, a: np.ndarray, b: np.ndarray, labels: np.ndarray | Non
         cos = np.where(norm > 0, dot / np.maximum(norm, 1e-300), (np.abs(x - y).max(axis=1) == 0) * 1.0)
         return float(cos.mean())
     if metric == "detections" and head is not None:  # an SSD/RetinaFace output: its positive anchors
-        scores_a, scores_b, is_scores = head
-        rows = (None, None) if is_scores else (a, b)
+        scores_a, scores_b, is_scores, positives = head
+        rows = (None, None) if is_scores else (anchor_rows(a), anchor_rows(b))
         ratios = split_head_ratios(scores_a, scores_b, *rows)
-        return 1.0 - flip_rate(ratios) if len(ratios) else 1.0
+        # of every positive anchor of the head's strides: YuNet's stride 16 has 4 in 24 pictures
+        return 1.0 - flip_rate(ratios, max(len(ratios), positives)) if len(ratios) else 1.0
     if metric == "detections":
         columns = detection_columns(a)
         rows = anchor_score_rows(a) if columns is None else None

