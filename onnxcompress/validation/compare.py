@@ -275,11 +275,12 @@ def compare_models(
         if first_feed is None:  # a soft picture out is held closer by default (PICTURE_MIN_COSINE)
             first_feed = feed
             first, image = dict(zip(names_a, outs_a, strict=True)), has_image_input(feed)
-            for n in picture_outputs(first, image):
+            heads = set(head_rows(first, image))
+            for n in picture_outputs({k: v for k, v in first.items() if k not in heads}, image):
                 if (overrides.get(n) or default_tol).empty:
                     tolerances[n] = default_tolerance(synthetic=synthetic, picture=True)
             # no arg-max over box offsets, pooled features or a graph's readout
-            for n in (set(head_rows(first, image)) | set(plain_output_names(model_a, first))) - classifiers:
+            for n in (heads | set(plain_output_names(model_a, first))) - classifiers:
                 stats[n].classifier = False
             for n, axis in ctc_outputs(model_a, first, feed).items():  # strings, not rows of scores
                 if n in stats and stats[n].classifier is None:

@@ -331,13 +331,16 @@ def _peaked(scores: np.ndarray) -> bool:
 
 
 def head_rows(outputs: Mapping[str, np.ndarray], image_inputs: bool) -> list[str]:
-    """Rank-2 outputs of one sample that are a split anchor head's rows, ``[P, F]`` with no batch
-    axis (YuNet's loc [P, 14] box and landmark offsets, conf [P, 2], iou [P, 1]): shaped like
-    class scores, but read at their positive anchors (auto stacks samples and finds them with
-    :func:`split_anchor_heads`); an arg-max over box offsets means nothing."""
+    """Outputs of one sample that belong to a split anchor head: with a batch axis as
+    :func:`split_anchor_heads` finds them (CenterFace's size and offset maps are not pictures),
+    or rank-2 ``[P, F]`` with none (YuNet 2022's loc [P, 14] box and landmark offsets, conf [P, 2],
+    iou [P, 1]: shaped like class scores, but read at their positive anchors; an arg-max over box
+    offsets means nothing)."""
     if not image_inputs:
         return []  # heads come out of an image (as auto's targets read them)
-    return list(split_anchor_heads({k: np.asarray(v)[None] for k, v in outputs.items() if np.ndim(v) == 2}))
+    batched = split_anchor_heads({k: v for k, v in outputs.items() if np.ndim(v) in (3, 4)})
+    return list(batched) + list(split_anchor_heads({k: np.asarray(v)[None] for k, v in outputs.items()
+                                                    if np.ndim(v) == 2}))
 
 
 def _over_anchors(a: np.ndarray) -> bool:
