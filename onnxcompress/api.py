@@ -18,6 +18,7 @@ import onnx_ir as ir
 from onnxcompress import runtime
 from onnxcompress.data import feed_source, input_specs
 from onnxcompress.errors import DataError, OnnxCompressError, PassError
+from onnxcompress.graph.maps import DETACHED_MAPS
 from onnxcompress.graph.names import shorten_names
 from onnxcompress.model import (
     MODEL_FILES,
@@ -115,6 +116,7 @@ def compress_file(
         feed_source(validation_data, model, name="validation data")  # fail before the long work
     before, gzip_before = _size_info_started(model, input_path)
     input_external = external_base_dir(model) is not None
+    maps = model.meta.get(DETACHED_MAPS, ())  # a classifier's ZipMap, written back as it was
     with contextlib.ExitStack() as stack:
         if progress is None:
             progress = stack.enter_context(ProgressLog())
@@ -135,7 +137,7 @@ def compress_file(
                 result.notes.append(f"shortened long tensor and node names to hashes ({saved:,} bytes; "
                                     "compare --layers still finds them; keep them with --keep-debug-info)")
         save_model(result.model, output_path, overwrite=overwrite, protect=(input_path,),
-                   external_data=external)
+                   external_data=external, maps=maps)
         progress("sizes (gzip)", 0, 1)
         after, gzip_after = _size_info_started(result.model, output_path)
         if pending is not None:

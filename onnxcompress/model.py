@@ -22,6 +22,7 @@ from google.protobuf.message import DecodeError
 
 from onnxcompress.errors import ModelLoadError, SaveError, UnsafeExternalDataError
 from onnxcompress.graph.fold import fold_constant_shapes, fold_shape_only_weights
+from onnxcompress.graph.maps import DETACHED_MAPS, DetachedMap, detach_maps, reattach_maps
 from onnxcompress.weights import all_graphs, iter_constant_tensors, unique_name
 
 logger = logging.getLogger(__name__)
@@ -45,18 +46,26 @@ def load_model(model: ModelLike) -> ir.Model:
         return model
     if isinstance(model, onnx.ModelProto):
         _check_tensor_sizes(model, base_dir=None, model_name="<in-memory model>")
-        return _normalize(ir.serde.deserialize_model(model))
+        maps: tuple[DetachedMap, ...] = ()
+        if any(n.op_type == "ZipMap" for n in model.graph.node):  # the caller's proto stays whole
+            model = onnx.ModelProto.FromString(model.SerializeToString())
+            maps = detach_maps(model)
+        ir_model = ir.serde.deserialize_model(model)
+        ir_model.meta[DETACHED_MAPS] = maps
+        return _normalize(ir_model)
     path = Path(model)
     proto = _read_proto(path)
     base_dir = path.resolve().parent
     _check_tensor_sizes(proto, base_dir=base_dir, model_name=str(path))
     files = model_files(path, proto)
+    maps = detach_maps(proto)  # skl2onnx's ZipMap: onnx_ir reads no map type
     try:
         ir_model = ir.serde.deserialize_model(proto)
     except Exception as e:  # onnx_ir raises many types on malformed graphs
         raise ModelLoadError(f"{path}: cannot read the graph: {_unreadable(proto, e)}") from e
     ir.external_data.set_base_dir(ir_model.graph, str(base_dir))
     ir_model.meta[MODEL_FILES] = (str(path), files)
+    ir_model.meta[DETACHED_MAPS] = maps
     return _normalize(ir_model)
 
 
@@ -486,8 +495,10 @@ def save_model(
     overwrite: bool = False,
     protect: tuple[str | os.PathLike, ...] = (),
     external_data: bool | None = None,
+    maps: tuple[DetachedMap, ...] = (),
 ) -> Path:
-    """Write ``model`` to ``path`` atomically.
+    """Write ``model`` to ``path`` atomically, with the ``maps`` its input had
+    (``graph.maps``: a classifier's ZipMap) put back.
 
     The model (and, for models near protobuf's 2 GB limit or when ``external_data`` is True, its
     ``<name>.data`` file) is written to a temporary folder beside the target, then renamed into
@@ -505,11 +516,11 @@ def save_model(
         raise SaveError(f"{path}: cannot write to '{parent}': {e.strerror}.") from e
     try:
         tmp_model = tmp_dir / path.name
-        if external_data:
+        if external_data and not maps:
             ir.save(model, tmp_model, external_data=data_name,
                     size_threshold_bytes=EXTERNAL_TENSOR_MIN_BYTES)
         else:
-            _save_inline(model, tmp_model)
+            _save_inline(model, tmp_model, maps)
         if (tmp_dir / data_name).exists():
             os.replace(tmp_dir / data_name, parent / data_name)
         os.replace(tmp_model, path)
@@ -549,10 +560,11 @@ def default_file_mode() -> int:
     return 0o666 & ~mask
 
 
-def _save_inline(model: ir.Model, path: Path) -> None:
+def _save_inline(model: ir.Model, path: Path, maps: tuple[DetachedMap, ...] = ()) -> None:
     # ir.save would load every external tensor anyway; going through the proto keeps the output
     # byte-for-byte deterministic and lets us reuse onnx's writer.
     proto = to_proto(model)
+    reattach_maps(proto, maps)
     with open(path, "wb") as f:
         f.write(proto.SerializeToString(deterministic=True))
 

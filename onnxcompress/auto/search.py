@@ -69,6 +69,7 @@ from onnxcompress.auto.targets import COUNTED, Fidelity, Target, parse_target
 from onnxcompress.data import feed_source
 from onnxcompress.errors import ConfigError, DataError
 from onnxcompress.graph.annotations import drop_inferable_annotations
+from onnxcompress.graph.maps import DETACHED_MAPS
 from onnxcompress.graph.outputs import plain_output_names
 from onnxcompress.model import (
     copy_model,
@@ -192,6 +193,14 @@ def search(
     choose_by = started + (1 - VERIFY_SHARE) * time_budget if time_budget else math.inf
     report = progress or (lambda stage, done, total: None)
     original = load_model(model_path)
+    if original.meta.get(DETACHED_MAPS):  # a ZipMap set aside: runs read the model as candidates are written
+        with tempfile.TemporaryDirectory(prefix="onnxcompress-auto-") as folder:
+            save_model(original, Path(folder) / "original.onnx")
+            return search(Path(folder) / "original.onnx", calibration, target=target,
+                          target_threshold=target_threshold, objective=objective, validate_data=validate_data,
+                          time_budget=time_budget, executor=executor, seed=seed, progress=progress,
+                          candidates=candidates, allow_more_memory=allow_more_memory,
+                          allow_slower=allow_slower)
     search_feeds, search_labels, held_feeds, held_labels = _split(original, calibration, validate_data)
     batch_rows, frame_rows = row_outputs(model_path, search_feeds)
     rows = sorted(batch_rows | frame_rows)  # found once: every candidate's outputs stack alike

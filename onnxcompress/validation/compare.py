@@ -28,6 +28,7 @@ import onnxruntime as ort
 
 from onnxcompress.data import FREED_DIMS_KEY, Feed, FeedSource, feed_source
 from onnxcompress.errors import ConfigError, DataError, RuntimeUnavailableError
+from onnxcompress.graph.maps import map_rows
 from onnxcompress.graph.outputs import feature_outputs, plain_output_names, state_outputs
 from onnxcompress.memory import compare_session_memory
 from onnxcompress.model import load_model, save_model
@@ -447,7 +448,7 @@ def _run(
     other: str | None = None,
 ) -> list[np.ndarray]:
     try:
-        return session.run(names, feed, _QUIET_RUN)
+        return [map_rows(v) for v in session.run(names, feed, _QUIET_RUN)]  # a ZipMap's rows
     except Exception as e:  # onnxruntime raises its own exception types
         shapes = ", ".join(
             f"{k}: {'x'.join(map(str, v.shape)) or 'scalar'} {v.dtype}" for k, v in feed.items()
