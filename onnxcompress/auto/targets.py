@@ -34,7 +34,13 @@ from onnxcompress.validation.detections import (
     split_anchor_heads,
     split_head_ratios,
 )
-from onnxcompress.validation.metrics import distribution_rows, picture_outputs, tied_rows, top1_leads
+from onnxcompress.validation.metrics import (
+    distribution_rows,
+    picture_outputs,
+    row_winners,
+    tied_rows,
+    top1_leads,
+)
 from onnxcompress.validation.tolerance import DEFAULT_TOLERANCE
 
 #: Stated in ``--help``: top-1 agreement on outputs that look like class scores ([N, C], C > 1),
@@ -484,7 +490,8 @@ def _applicable(metric: str, outputs: Outputs) -> list[str]:
     # Class scores: [N, C] with C > 1 (a detector's [N, boxes, 5 + C] is not one) whose rows
     # have a top-1 to keep (not PFLD's landmark coordinates: ``tied_rows``)
     return [k for k in floats if np.ndim(outputs[k]) == 2 and np.shape(outputs[k])[-1] > 1
-            and (distribution_rows(np.asarray(outputs[k])) or not tied_rows(top1_leads(outputs[k])))]
+            and (distribution_rows(np.asarray(outputs[k]))
+                 or not tied_rows(top1_leads(outputs[k]), row_winners(outputs[k])))]
 
 
 def _measure(metric: str, a: np.ndarray, b: np.ndarray, labels: np.ndarray | None, text: str,

@@ -64,13 +64,34 @@ def top1_leads(a: np.ndarray) -> np.ndarray:
 # within 2 px; auto held it to top1>=0.99. Fewer rows say too little: the shape decides.
 TIE_LEAD = 0.08
 TIE_ROWS = 16
+#: ... or one column leads this share of the rows (:func:`tied_rows`)
+ONE_WINNER = 0.9
 # ... judged on up to this many rows
 LEAD_ROWS = 4096
 
 
-def tied_rows(leads: np.ndarray) -> bool:
-    """Whether rows with these :func:`top1_leads` have no top-1 to keep (see TIE_LEAD)."""
-    return np.size(leads) >= TIE_ROWS and float(np.median(leads)) < TIE_LEAD
+def tied_rows(leads: np.ndarray, winners: np.ndarray | None = None) -> bool:
+    """Whether rows with these :func:`top1_leads` have no top-1 to keep (see TIE_LEAD), or, with
+    their arg-max columns ``winners``, rows of 3+ values that one column leads in ONE_WINNER of
+    TIE_ROWS or more: MediaPipe's 21 hand landmarks (x, y, z) [N, 63], one coordinate the
+    largest in all 24 pictures at a median lead of 0.28 (its world landmarks in 23), where a
+    classifier's calibration rows pick 9-24 classes of 10-1000 (auto held them to top-1 and kept
+    them fp16: 2.28x, where int8 keeps every hand within 4.6 px at 3.72x). A classifier calibrated
+    on one class nearly alone is then held by its values (auto's ``values``), closely too."""
+    if np.size(leads) < TIE_ROWS:
+        return False
+    if float(np.median(leads)) < TIE_LEAD:
+        return True
+    if winners is None or np.size(winners) != np.size(leads) or np.min(winners) < 0:
+        return False
+    return float(np.bincount(winners).max()) >= ONE_WINNER * np.size(winners)
+
+
+def row_winners(a: np.ndarray) -> np.ndarray:
+    """The arg-max column of each row of ``a`` (last axis) with 3+ values (:func:`tied_rows`);
+    -1s for two values (a binary classifier calibrated on one class keeps its top-1)."""
+    rows = np.asarray(a).reshape(-1, np.shape(a)[-1])
+    return rows.argmax(axis=-1) if rows.shape[-1] >= 3 else np.full(len(rows), -1)
 
 
 # A picture out is the product itself, judged as a picture is (PSNR, a threshold on a soft map,
@@ -190,6 +211,7 @@ class TensorStats:
     # per-position scores read as CTC strings (``ctc_time_axis``): top-1 counts strings, not rows
     sequence_axis: int | None = None
     leads: list[np.ndarray] = field(default_factory=list)
+    winners: list[np.ndarray] = field(default_factory=list)  # ... and their arg-max columns
 
     samples: int = 0
     elements: int = 0
@@ -275,6 +297,7 @@ class TensorStats:
             self.detections_reported += reported
         if self.by_shape and sum(map(len, self.leads)) < LEAD_ROWS:
             self.leads.append(top1_leads(a))
+            self.winners.append(row_winners(a))
         if self.sequence_axis is not None and a.ndim == 3:
             self._add_strings(np.moveaxis(a, self.sequence_axis, 1), np.moveaxis(b, self.sequence_axis, 1))
         elif self.classifier and a.ndim >= 1 and a.shape[-1] > 1:
@@ -407,7 +430,8 @@ class TensorStats:
     @property
     def tied(self) -> bool:
         """Shaped like class scores, but the original's rows have no clear top-1 (``tied_rows``)."""
-        return self.by_shape and bool(self.leads) and tied_rows(np.concatenate(self.leads))
+        return self.by_shape and bool(self.leads) and tied_rows(np.concatenate(self.leads),
+                                                                np.concatenate(self.winners))
 
     @property
     def top1_agreement(self) -> float | None:

@@ -392,3 +392,18 @@ def test_values_laid_out_like_class_scores_are_not_held_to_top1():
     assert not report.output("landmarks").classifier and not report.output("fingerprint").classifier
     assert any("no clear top-1" in n for n in report.output("landmarks").notes)
     assert not compare_models(model, moved, data=data, classifiers=["landmarks"]).passed  # as asked
+
+
+def test_rows_one_column_leads_hold_no_decision():
+    """metrics.tied_rows with the rows' arg-max columns (MediaPipe's hand landmarks: the wrist's y
+    leads all 24 rows): compare's by-shape classifiers and auto's targets read them as values."""
+    from onnxcompress.validation.metrics import row_winners, tied_rows, top1_leads
+
+    r = np.random.default_rng(4)
+    hands = r.uniform(60, 200, (24, 63))
+    hands[:, 1] = hands.max(axis=1) + 10.0
+    assert not tied_rows(top1_leads(hands)) and tied_rows(top1_leads(hands), row_winners(hands))
+    mixed = hands.copy()
+    mixed[:4, 7] = mixed[:4, 1] + 10.0  # 4 of 24 rows led by another column: a decision
+    assert not tied_rows(top1_leads(mixed), row_winners(mixed))
+    assert not tied_rows(top1_leads(hands[:8]), row_winners(hands[:8]))  # too few rows to say
