@@ -254,9 +254,10 @@ def split_anchor_heads(outputs: Mapping[Hashable, np.ndarray],
     (:func:`foreground_columns`) or, with ``sigmoid``, the outputs in [0, 1] (see PEAK_PIXELS).
     The score outputs map to the head too."""
     groups: dict[tuple[int, ...], list[Hashable]] = {}
+    ranks = (3, 4) if sigmoid else (3,)
     for name, value in outputs.items():
         a = np.asarray(value)
-        if not np.issubdtype(a.dtype, np.floating) or a.ndim not in ((3, 4) if sigmoid else (3,)):
+        if not a.size or not np.issubdtype(a.dtype, np.floating) or a.ndim not in ranks:
             continue
         rows = anchor_rows(a)
         if 1 <= rows.shape[2] <= ANCHOR_MAX_FEATURES:
@@ -317,7 +318,7 @@ def _sigmoid_scores(rows: np.ndarray) -> bool:
 def _unit(a: np.ndarray) -> bool:
     """Every value finite and in [0, 1]."""
     a = np.asarray(a)
-    return bool(np.isfinite(a).all()) and 0 <= a.min() <= a.max() <= 1
+    return a.size > 0 and bool(np.isfinite(a).all()) and 0 <= a.min() <= a.max() <= 1
 
 
 def _peaked(scores: np.ndarray) -> bool:

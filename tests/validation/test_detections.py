@@ -427,3 +427,12 @@ def test_compare_does_not_hold_a_centre_heads_maps_as_pictures():
     assert result.passed, [c.detail for c in result.output("offsets").checks]
     broken = compare_models(_centre_head(ones), _centre_head(1 + rng.normal(0, 0.3, ones.shape)), data)
     assert not broken.passed  # held at the default cosine still
+
+
+@pytest.mark.parametrize("shape", [(2, 0, 4), (0, 2000, 4), (1, 2, 0, 5)])
+def test_empty_outputs_are_no_split_heads(shape):
+    """A dynamic count of anchors can be zero (and a batch too): nothing to read, no error."""
+    outputs = {"rows": np.zeros(shape, np.float32), "scores": np.zeros((*shape[:-1], 1), np.float32)}
+    assert split_anchor_heads(outputs) == {}
+    nan = {"rows": np.full((2, 2000, 4), np.nan, np.float32), "scores": np.full((2, 2000, 1), np.nan, np.float32)}
+    assert split_anchor_heads(nan) == {}
