@@ -144,7 +144,7 @@ def output_deviation(outs: list[np.ndarray], refs: list[np.ndarray]) -> float:
     k-means 4 moved the softmax-saturated background so little (1.9e-11) that auto took it and
     lost the plates' scores."""
     # here, not at the top: onnxcompress.validation imports the pipeline, which imports the passes
-    from onnxcompress.validation.detections import positive_anchors
+    from onnxcompress.validation.detections import anchor_rows, positive_anchors
 
     per = []
     focus = positive_anchors(refs, outs)
@@ -155,7 +155,7 @@ def output_deviation(outs: list[np.ndarray], refs: list[np.ndarray]) -> float:
             per.append(BROKEN_DEVIATION)
             continue
         if i in focus:
-            o, r = np.asarray(o)[focus[i]], np.asarray(r)[focus[i]]
+            o, r = anchor_rows(o)[focus[i]], anchor_rows(r)[focus[i]]
         sums = finite_squared_error(o, r)
         if sums is not None:
             per.append(min(sums[0] / max(sums[1], 1e-30), BROKEN_DEVIATION))

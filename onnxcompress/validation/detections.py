@@ -246,18 +246,16 @@ def anchor_rows(a: np.ndarray) -> np.ndarray:
     return a.reshape(len(a), a.shape[1], -1).transpose(0, 2, 1) if a.ndim == 4 else a
 
 
-def split_anchor_heads(outputs: Mapping[Hashable, np.ndarray],
-                       sigmoid: bool = True) -> dict[Hashable, SplitHead]:
+def split_anchor_heads(outputs: Mapping[Hashable, np.ndarray]) -> dict[Hashable, SplitHead]:
     """{output: its head} for the outputs of split anchor heads: float ``[N, P, F]`` outputs over
     the same P >= SPLIT_MIN_ANCHORS anchors (F <= ANCHOR_MAX_FEATURES), or maps ``[N, C, H, W]``
     over the same pixels, two or more, whose scores are exactly one softmax with a background
-    (:func:`foreground_columns`) or, with ``sigmoid``, the outputs in [0, 1] (see PEAK_PIXELS).
+    (:func:`foreground_columns`) or the outputs in [0, 1] that are sigmoid scores (see PEAK_PIXELS).
     The score outputs map to the head too."""
     groups: dict[tuple[int, ...], list[Hashable]] = {}
-    ranks = (3, 4) if sigmoid else (3,)
     for name, value in outputs.items():
         a = np.asarray(value)
-        if not a.size or not np.issubdtype(a.dtype, np.floating) or a.ndim not in ranks:
+        if not a.size or not np.issubdtype(a.dtype, np.floating) or a.ndim not in (3, 4):
             continue
         rows = anchor_rows(a)
         if 1 <= rows.shape[2] <= ANCHOR_MAX_FEATURES:
@@ -275,7 +273,7 @@ def split_anchor_heads(outputs: Mapping[Hashable, np.ndarray],
         head, positive = None, True
         if len(softmax) == 1:
             head = SplitHead((softmax[0][0],), softmax[0][1], family)
-        elif not softmax and sigmoid:
+        elif not softmax:
             scores = tuple(k for k, v in rows.items() if _sigmoid_scores(v))
             if scores and len(scores) < len(names):
                 head = SplitHead(scores, None, family)
@@ -389,20 +387,18 @@ def match_anchors(a: np.ndarray, b: np.ndarray, columns: np.ndarray) -> tuple[in
 
 
 def positive_anchors(refs: Sequence[np.ndarray], outs: Sequence[np.ndarray]) -> dict[int, np.ndarray]:
-    """{output index: its positive anchors [N, P]} for the outputs of softmax split anchor heads
-    among ``refs`` (one sample's original outputs; ``outs`` the compressed model's): anchors
-    scoring at least SCORE_THRESHOLD - SCORE_SLACK for an object class in the original, and for
-    the score output also in the compressed model (an anchor it raises is read too). The one
-    place a deviation (``_bit_allocation.output_deviation``) learns where such a head is read.
-    Sigmoid heads are not focused here (the passes' allocations were measured without)."""
-    low = POSITIVE_SCORE
+    """{output index: its positive anchors [N, P]} for the outputs of split anchor heads among
+    ``refs`` (one sample's original outputs; ``outs`` the compressed model's): anchors scoring at
+    least POSITIVE_SCORE for an object class in the original, and for the score outputs also in
+    the compressed model (an anchor it raises is read too). The one place a deviation
+    (``_bit_allocation.output_deviation``, which reads the outputs as :func:`anchor_rows`) learns
+    where such a head is read."""
+    originals, compressed = dict(enumerate(refs)), dict(enumerate(outs))
     focus: dict[int, np.ndarray] = {}
-    for i, head in split_anchor_heads(dict(enumerate(refs)), sigmoid=False).items():
-        s = head.scores[0]
-        positive = head.foreground(dict(enumerate(refs))).max(axis=-1) >= low
-        out = np.asarray(outs[s])
-        if i == s and out.shape == np.shape(refs[s]):
-            positive |= np.nan_to_num(out[..., head.columns], nan=1.0).max(axis=-1) >= low
+    for i, head in split_anchor_heads(originals).items():
+        positive = head.foreground(originals).max(axis=-1) >= POSITIVE_SCORE
+        if i in head.scores and all(np.shape(outs[k]) == np.shape(refs[k]) for k in head.scores):
+            positive |= np.nan_to_num(head.foreground(compressed), nan=1.0).max(axis=-1) >= POSITIVE_SCORE
         focus[int(i)] = positive
     return focus
 

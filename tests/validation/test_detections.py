@@ -336,7 +336,6 @@ def test_sigmoid_split_heads_are_found_with_every_score_output_and_their_strides
     assert np.allclose(score[..., 0], np.sqrt(a["cls_8"] * a["obj_8"])[..., 0])  # the decode's score
     # the 500-anchor stride alone is not a prior grid (a sequence's positions could be)
     assert split_anchor_heads({k: v for k, v in a.items() if k.endswith("_32")}) == {}
-    assert split_anchor_heads(a, sigmoid=False) == {}  # the passes' deviation focus: softmax only
     # every output in [0, 1]: no rows to read at the scores, not a head
     assert split_anchor_heads({"obj_8": a["obj_8"], "cls_8": a["cls_8"]}) == {}
     assert split_anchor_heads({k: v for k, v in a.items() if not k.endswith("_8")}) == {}
@@ -436,3 +435,17 @@ def test_empty_outputs_are_no_split_heads(shape):
     assert split_anchor_heads(outputs) == {}
     nan = {"rows": np.full((2, 2000, 4), np.nan, np.float32), "scores": np.full((2, 2000, 1), np.nan, np.float32)}
     assert split_anchor_heads(nan) == {}
+
+
+def test_a_deviation_reads_a_centre_maps_head_at_its_peaks():
+    """The probe and the int8 guard (``output_deviation``) read a sigmoid head where its task does,
+    as auto's target does: a centre map's landmark map away from the faces moves nothing."""
+    maps = _centre_maps(1)
+    refs = [maps["heat"], maps["landmarks"]]
+    positive = (maps["heat"][0, 0] >= 0.2).ravel()
+    background = [refs[0], refs[1].copy()]
+    background[1].reshape(1, 10, -1)[..., ~positive] += 1.0
+    assert output_deviation(background, refs) == 0.0
+    moved = [refs[0], refs[1].copy()]
+    moved[1].reshape(1, 10, -1)[..., positive] += 0.05
+    assert output_deviation(moved, refs) > 0.0
