@@ -203,8 +203,8 @@ ROW_SLACK = 0.05
 #: The score output is a softmax over classes with a background column, over at least
 #: SPLIT_MIN_ANCHORS anchors of which at least BACKGROUND_SHARE are background: a prior grid
 #: (RetinaFace at 384 x 512: 8064 anchors, 99.7% background), not a sequence's positions (SLANet's
-#: table tokens: 501 positions, 91% one token). Sigmoid heads (PicoDet's, ssd_detector's) are not
-#: taken: they stay held to their cosine as anchors, the bar measured on them.
+#: table tokens: 501 positions, 91% one token). One output holding boxes and sigmoid scores
+#: together (ssd_detector's, a raw YOLOX head) is no split head: held to its cosine as anchors.
 SPLIT_MIN_ANCHORS = 1000
 BACKGROUND_SHARE = 0.95
 #: A head's scores may instead be sigmoids, one output or several over the same anchors whose
@@ -214,9 +214,10 @@ BACKGROUND_SHARE = 0.95
 #: first map ``[N, C, H, W]`` (CenterFace's heat map, sizes, offsets and landmarks over a stride-4
 #: grid) is such a head over its H x W pixels when its positive pixels gather in peaks, at most
 #: PEAK_PIXELS a 3 x 3 local maximum (CenterFace 6, a DB text map's blobs 1266). Heads split per
-#: stride (YuNet's 6400 / 1600 / 400 anchors) are one head: a stride's group under
-#: SPLIT_MIN_ANCHORS is taken when a larger one has the same output widths, and a count over them
-#: is pooled (:class:`SplitHead` ``family``).
+#: stride (YuNet's 6400 / 1600 / 400 anchors, PicoDet's 7600 / 1900 / 475 / 130) are one head: a
+#: stride's group under SPLIT_MIN_ANCHORS, or one no object reached, or one busier than a prior
+#: grid is taken when a stride of 1000+ anchors with objects has the same output widths, and a
+#: count over them is pooled (:class:`SplitHead` ``family``).
 PEAK_PIXELS = 50
 
 
