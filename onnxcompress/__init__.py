@@ -6,7 +6,7 @@ __version__ = "0.1.0"
 
 # First, before any module imports onnx_ir: it imports onnx_ir with sympy deferred (0.2 s, 34 MB).
 from onnxcompress import _deferred  # noqa: F401
-from onnxcompress.api import compress_file
+from onnxcompress.api import compress_file, save_model
 from onnxcompress.data import FeedSource, feed_source
 from onnxcompress.errors import (
     ConfigError,
@@ -18,7 +18,7 @@ from onnxcompress.errors import (
     SaveError,
     UnsafeExternalDataError,
 )
-from onnxcompress.model import load_model, save_model
+from onnxcompress.model import load_model
 from onnxcompress.passes import *  # noqa: F403 - the passes are part of the public API
 from onnxcompress.passes import __all__ as _passes_all
 from onnxcompress.pipeline import Pipeline, PipelineResult, compress

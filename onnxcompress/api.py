@@ -28,9 +28,9 @@ from onnxcompress.model import (
     load_model,
     model_file_bytes,
     model_files,
-    save_model,
     to_proto,
 )
+from onnxcompress.model import save_model as write_model
 from onnxcompress.pipeline import Pipeline, PipelineResult
 from onnxcompress.progress import ProgressLog
 from onnxcompress.report import CompressionReport, SizeInfo
@@ -75,6 +75,15 @@ def _size_info_started(model: ir.Model, path: Path) -> tuple[SizeInfo, GzipJob |
         data = to_proto(model).SerializeToString(deterministic=True)
         info.file_bytes, info.gzip_bytes = len(data), gzip_size(data)
     return info, job
+
+
+def save_model(model: ir.Model, path: str | os.PathLike, *, overwrite: bool = False,
+               protect: tuple[str | os.PathLike, ...] = (), external_data: bool | None = None) -> Path:
+    """Write a compressed model (``compress(...).model``) to ``path`` atomically
+    (``model.save_model``), with what reading its input set aside put back: a classifier's
+    ZipMap output (``graph.maps``)."""
+    return write_model(model, path, overwrite=overwrite, protect=protect, external_data=external_data,
+                       maps=model.meta.get(DETACHED_MAPS, ()))
 
 
 def compress_file(
@@ -136,8 +145,8 @@ def compress_file(
             if saved:
                 result.notes.append(f"shortened long tensor and node names to hashes ({saved:,} bytes; "
                                     "compare --layers still finds them; keep them with --keep-debug-info)")
-        save_model(result.model, output_path, overwrite=overwrite, protect=(input_path,),
-                   external_data=external, maps=maps)
+        write_model(result.model, output_path, overwrite=overwrite, protect=(input_path,),
+                    external_data=external, maps=maps)
         progress("sizes (gzip)", 0, 1)
         after, gzip_after = _size_info_started(result.model, output_path)
         if pending is not None:

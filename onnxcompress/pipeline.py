@@ -34,6 +34,7 @@ from onnxcompress.data import FeedSource, feed_source
 from onnxcompress.errors import ConfigError, ModelLoadError, OnnxCompressError, PassError
 from onnxcompress.graph.annotations import drop_inferable_annotations
 from onnxcompress.graph.foreign import foreign_note
+from onnxcompress.graph.maps import DETACHED_MAPS
 from onnxcompress.model import (
     INITIALIZER_INPUTS,
     ModelLike,
@@ -229,6 +230,8 @@ class Pipeline:
             ir_model = model
         else:
             ir_model = copy_model(model) if isinstance(model, ir.Model) else load_model(model)
+        # what load_model set aside (a classifier's ZipMap), for api.save_model to put back
+        maps = (model if isinstance(model, ir.Model) else ir_model).meta.get(DETACHED_MAPS, ())
         if label is None:
             label = str(model) if isinstance(model, (str, os.PathLike)) else "the input model"
         notes = self._check_input(ir_model, label)
@@ -298,6 +301,7 @@ class Pipeline:
             # a run that changed nothing adds nothing: 156 bytes made a 2.3 KB tree ensemble
             # (skl2onnx, nothing any pass compresses) 7% larger than its input
             record_provenance(ir_model, recipe, results)
+        ir_model.meta[DETACHED_MAPS] = maps
         return PipelineResult(model=ir_model, passes=results, recipe=recipe, notes=notes, debug_bytes=removed,
                               pending_ort_check=runs_in_ort if deferred and self.check != "none" else None)
 

@@ -92,3 +92,18 @@ def test_auto_searches_a_classifier_behind_its_zipmap(tmp_path):
     found = search(src, [{"x": rng.normal(size=(1, 32)).astype(np.float32)} for _ in range(24)])
     assert any(k.startswith("top1") for k in found.fidelity.values), found.fidelity.values
     assert found.fidelity.met
+
+
+def test_the_python_api_writes_the_zipmap_back(tmp_path):
+    """``oc.compress(...)`` then ``oc.save_model(result.model, path)``, as the README's API
+    example: the written classifier has its map output where it was."""
+    import onnxcompress as oc
+
+    src = tmp_path / "mlp.onnx"
+    onnx.save(_zipmap_classifier(), str(src))
+    for model in (src, _zipmap_classifier(), oc.load_model(src)):
+        result = oc.compress(model, [Quantize(mode="dynamic")])
+        out = oc.save_model(result.model, tmp_path / "out.onnx", overwrite=True)
+        written = onnx.load(str(out))
+        assert [o.name for o in written.graph.output] == ["output_label", "output_probability"]
+        onnx.checker.check_model(written)
