@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -101,6 +102,9 @@ def bench(name: str, entry: dict, tmp: Path, time_budget: float | None, large: b
     if log_dir is not None:
         # what auto printed (its verification line: which target each output was held to)
         (log_dir / f"{name}.compress.log").write_text(proc.stdout + proc.stderr)
+        # and auto's model with its external data (a batch script's --evaluate reads it)
+        for f in tmp.glob(f"{name}.auto.onnx*"):
+            shutil.copy(f, log_dir / f.name)
     row: dict = {"model": name, "exit": proc.returncode, "seconds": round(seconds, 1),
                  "fp32_bytes": file_bytes(model), "code": code_version()}
     if proc.returncode not in (0, 1) or not out.exists():
