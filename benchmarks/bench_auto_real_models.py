@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_real_models import DEFAULT_MODELS, load_feeds, run_all, task_metric  # noqa: E402
+from bench_real_models import DEFAULT_MODELS, file_bytes, load_feeds, run_all, task_metric  # noqa: E402
 
 from onnxcompress.memory import session_memory  # noqa: E402
 
@@ -87,7 +88,7 @@ def _least_memory(path: Path, feed: dict) -> dict:
 
 
 def bench(name: str, entry: dict, tmp: Path, time_budget: float | None, large: bool = False,
-          root: Path = DEFAULT_MODELS, baseline: Path = BASELINE) -> dict:
+          root: Path = DEFAULT_MODELS, baseline: Path = BASELINE, log_dir: Path | None = None) -> dict:
     model = root / entry["file"]
     out = tmp / f"{name}.auto.onnx"
     report = tmp / f"{name}.auto.json"
@@ -98,8 +99,14 @@ def bench(name: str, entry: dict, tmp: Path, time_budget: float | None, large: b
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
     seconds = time.perf_counter() - start
+    if log_dir is not None:
+        # what auto printed (its verification line: which target each output was held to)
+        (log_dir / f"{name}.compress.log").write_text(proc.stdout + proc.stderr)
+        # and auto's model with its external data (a batch script's --evaluate reads it)
+        for f in tmp.glob(f"{name}.auto.onnx*"):
+            shutil.copy(f, log_dir / f.name)
     row: dict = {"model": name, "exit": proc.returncode, "seconds": round(seconds, 1),
-                 "fp32_bytes": model.stat().st_size, "code": code_version()}
+                 "fp32_bytes": file_bytes(model), "code": code_version()}
     if proc.returncode not in (0, 1) or not out.exists():
         row["error"] = (proc.stderr.strip().splitlines() or ["?"])[-1][:300]
         return row
@@ -126,11 +133,12 @@ def bench(name: str, entry: dict, tmp: Path, time_budget: float | None, large: b
         "target": auto.get("target"), "guard": auto.get("memory"), "met_held_out": auto.get("met"),
         "held_out": (auto.get("held_out") or {}).get("values"), "choices": auto.get("choices"),
         "search_seconds": (auto.get("seconds") or {}).get("total"),
-        "bytes": out.stat().st_size, "ratio": round(model.stat().st_size / out.stat().st_size, 2),
+        # with the external-data files each names (a torch 2.13 export's .onnx.data)
+        "bytes": file_bytes(out), "ratio": round(file_bytes(model) / file_bytes(out), 2),
         "metric": {k: round(v, 4) for k, v in metric.items()},
         "within_1pt": row.get("metric_large", metric)["value"] >= 1 - POINT - 1e-9,
         "uniform_bytes": ub, "uniform": uname,
-        "vs_uniform": round(ub / out.stat().st_size, 3) if ub else None,
+        "vs_uniform": round(ub / file_bytes(out), 3) if ub else None,
     })
     return row
 
@@ -191,7 +199,7 @@ def main() -> int:
     for name in args.models.split(","):
         with tempfile.TemporaryDirectory() as tmp:
             row = bench(name, manifest[name], Path(tmp), args.time_budget, args.large_eval,
-                        args.root, args.baseline)
+                        args.root, args.baseline, out)
         print(json.dumps(row), flush=True)
         path = out / "auto_real_models.json"
         rows = json.loads(path.read_text()) if path.exists() else []
