@@ -125,7 +125,6 @@ def compress_file(
         feed_source(validation_data, model, name="validation data")  # fail before the long work
     before, gzip_before = _size_info_started(model, input_path)
     input_external = external_base_dir(model) is not None
-    maps = model.meta.get(DETACHED_MAPS, ())  # a classifier's ZipMap, written back as it was
     with contextlib.ExitStack() as stack:
         if progress is None:
             progress = stack.enter_context(ProgressLog())
@@ -145,8 +144,8 @@ def compress_file(
             if saved:
                 result.notes.append(f"shortened long tensor and node names to hashes ({saved:,} bytes; "
                                     "compare --layers still finds them; keep them with --keep-debug-info)")
-        write_model(result.model, output_path, overwrite=overwrite, protect=(input_path,),
-                    external_data=external, maps=maps)
+        save_model(result.model, output_path, overwrite=overwrite, protect=(input_path,),
+                   external_data=external)  # with a classifier's ZipMap put back
         progress("sizes (gzip)", 0, 1)
         after, gzip_after = _size_info_started(result.model, output_path)
         if pending is not None:

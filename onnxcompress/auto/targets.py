@@ -187,10 +187,11 @@ class Target:
             return result
         margins = []
         heads = split_anchor_heads(original) if any(c.metric == "detections" for c in self.criteria) else {}
-        scores = {h.scores: (h.foreground(original), h.foreground(compressed)) for h in heads.values()}
+        distinct = {h.scores: h for h in heads.values()}  # each head once (its outputs share it)
+        scores = {k: (h.foreground(original), h.foreground(compressed)) for k, h in distinct.items()}
         pooled: dict[tuple[int, ...], int] = {}  # a head split per stride: its positives counted together
-        for h in {h.scores: h for h in heads.values()}.values():
-            positives = int((scores[h.scores][0].max(axis=-1) >= POSITIVE_SCORE).sum())
+        for k, h in distinct.items():
+            positives = int((scores[k][0].max(axis=-1) >= POSITIVE_SCORE).sum())
             pooled[h.family] = pooled.get(h.family, 0) + positives
         for c in self.criteria:
             names = [c.output] if c.output else _applicable(c.metric, original)

