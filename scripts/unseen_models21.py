@@ -38,8 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from unseen_models3 import manifest_entry  # noqa: E402
 from unseen_models4 import EXTRA_METRICS, batch_cli  # noqa: E402
-from unseen_models13 import FACE_PHOTOS, FACELM, _crop, _photos, git_file  # noqa: E402
-from unseen_models20 import _scene_with_faces, face_metric  # noqa: E402
+from unseen_models13 import git_file  # noqa: E402
+from unseen_models20 import face_metric, face_pictures  # noqa: E402
 
 DEFAULT_OUT = Path.home() / ".cache" / "onnxcompress-unseen21"
 Maker = Callable[[np.random.Generator, int, Path], dict[str, np.ndarray]]
@@ -58,15 +58,9 @@ def d_yunet23(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarray
     pytorch_face_landmark's three WIDER group photos and three face images, the rest 1/f scenes
     with 1-3 drawn faces of 30-200 px; BGR 0-255 NCHW as OpenCV's ``FaceDetectorYN`` feeds it"""
     del out
-    photos = _photos(FACELM, FACE_PHOTOS)
-    xs = []
-    for k in range(n):
-        if k % 4 != 3:
-            img = _crop(r, photos[int(r.integers(len(photos)))], YN, YN, 0.25, 1.0)
-        else:
-            img = _scene_with_faces(r, YN, YN, 30, 200)
-        xs.append(img[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32))
-    return {"input": np.stack(xs)}
+    pictures = face_pictures(r, n, YN, YN, 0.25, (30, 200))
+    # BGR, as OpenCV's FaceDetectorYN feeds it
+    return {"input": np.stack([p[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32) for p in pictures])}
 
 
 def yunet_decode(outs: list, threshold: float = 0.6, nms: float = 0.3) -> list[tuple]:
