@@ -7,6 +7,7 @@ This is what ``onnxcompress compress`` calls; Python users can call it directly 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -221,35 +222,34 @@ def measure_session_memory(
     data: Any = None,
     shapes: Mapping[str, tuple[int, ...]] | None = None,
 ) -> dict[str, Any]:
-    """onnxruntime session memory of both files on one sample (see :mod:`onnxcompress.memory`):
+    """onnxruntime session memory of both files after the same samples, up to
+    ``memory.READING_SAMPLES`` of the data (see :mod:`onnxcompress.memory`):
     ``{"original": {...}, "compressed": {...}, "resident_ratio", "peak_ratio"}``; the ratios are
     original / compressed like ``size_ratio`` (above 1: the compressed model needs less)."""
     from onnxcompress.memory import compare_session_memory
 
-    feed = _first_feed(original, data, shapes)
-    feed_b = None
-    if feed is not None:
-        specs = {s.name: s for s in input_specs(compressed)}
-        # A compressed model may take float16 where the original takes float32.
-        feed_b = {
-            k: (v.astype(specs[k].dtype) if v.dtype.kind == "f" and specs[k].dtype.kind == "f" else v)
-            for k, v in feed.items()
-            if k in specs
-        }
-    out = compare_session_memory(original_path, compressed_path, feed, feed_b)
-    out["feed"] = ("none (zeros of the declared shapes)" if feed is None
-                   else "one sample of the data" if data is not None else "one synthetic sample")
+    feeds = _memory_feeds(original, data, shapes)
+    specs = {s.name: s for s in input_specs(compressed)}
+    # A compressed model may take float16 where the original takes float32.
+    feeds_b = [{k: (v.astype(specs[k].dtype) if v.dtype.kind == "f" and specs[k].dtype.kind == "f" else v)
+                for k, v in feed.items() if k in specs} for feed in feeds]
+    out = compare_session_memory(original_path, compressed_path, feeds or None, feeds_b or None)
+    out["feed"] = ("none (zeros of the declared shapes)" if not feeds
+                   else f"{len(feeds)} sample(s) of the data" if data is not None else "one synthetic sample")
     return out
 
 
-def _first_feed(model: ir.Model, data: Any, shapes: Mapping[str, tuple[int, ...]] | None) -> Any:
-    """One sample for the memory measurement: the data's first, else a synthetic one, else None."""
+def _memory_feeds(model: ir.Model, data: Any, shapes: Mapping[str, tuple[int, ...]] | None) -> list:
+    """The samples for the memory measurement: the data's first READING_SAMPLES, else a synthetic
+    one, else none."""
+    from onnxcompress.memory import READING_SAMPLES
+
     try:
         source = feed_source(data, model) if data is not None else synthetic_feeds(model, 1, shapes=shapes)
-        return next(iter(source), None)
+        return list(itertools.islice(iter(source), READING_SAMPLES))
     except OnnxCompressError as e:
         logger.info("session memory measured without a sample: %s", e)
-        return None
+        return []
 
 
 def remove_model_files(path: Path) -> None:

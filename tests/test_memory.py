@@ -44,6 +44,32 @@ def test_memory_with_given_feed_and_unrunnable_input(tmp_path):
     assert bad.measured and not bad.ran and "no sample ran" in bad.note
 
 
+def test_every_sample_given_runs(tmp_path):
+    """Several samples run one after another in the same session (a Gather over a mapped table
+    brings its pages in as samples reach them): a larger second batch leaves its activations in
+    onnxruntime's arena, and input names keep any character."""
+    from onnxcompress.memory import _read_feeds, _write_feeds, guard_reading
+
+    n = 1024
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["in|0", "two"], ["y"])], "g",
+        [helper.make_tensor_value_info("in|0", onnx.TensorProto.FLOAT, ["batch", n])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        [onnx.numpy_helper.from_array(np.array(2.0, np.float32), "two")])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    small = {"in|0": np.ones((1, n), np.float32)}
+    large = {"in|0": np.ones((8192, n), np.float32)}  # 32 MiB in, 32 out
+    feeds = tmp_path / "feeds.npz"
+    _write_feeds(str(feeds), [small, large])
+    back = _read_feeds(str(feeds))
+    assert [list(f) for f in back] == [["in|0"], ["in|0"]] and back[1]["in|0"].shape == (8192, n)
+    one, both = session_memory(path, small), session_memory(path, [small, large])
+    assert one.ran and both.ran
+    assert both.live_bytes - one.live_bytes > 24 * 2**20
+    assert guard_reading(path, [small, large], repeats=1) > guard_reading(path, small, repeats=1) + 24 * 2**20
+
+
 def test_memory_of_a_missing_file_is_an_error_not_an_exception(tmp_path):
     result = session_memory(tmp_path / "nope.onnx")
     assert not result.measured and result.error

@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING, Any
 from onnxcompress.auto.candidates import FLOAT, by_name
 from onnxcompress.auto.paths import holds, option_error, option_name, option_of
 from onnxcompress.auto.plan import Plan
-from onnxcompress.memory import GUARD_SLACK_BYTES, GUARD_SLACK_FRACTION, guard_limit, guard_reading
+from onnxcompress.memory import (
+    GUARD_SLACK_BYTES,
+    GUARD_SLACK_FRACTION,
+    READING_SAMPLES,
+    guard_limit,
+    guard_reading,
+)
 from onnxcompress.memory import confirm_excess as shared_confirm
 from onnxcompress.passes._bit_allocation import LayerChoices
 
@@ -46,6 +52,7 @@ logger = logging.getLogger(__name__)
 #: live memory is not available, each reading is the least of MEMORY_REPEATS resident ones. A
 #: model within the slack of the original's fits.
 MEMORY_REPEATS = 3
+MEMORY_FEEDS = READING_SAMPLES  # search samples run before each reading
 MEMORY_CONFIRM = 3
 MEMORY_SLACK_BYTES = GUARD_SLACK_BYTES
 MEMORY_SLACK_FRACTION = GUARD_SLACK_FRACTION
@@ -99,9 +106,10 @@ def _past_the_miss(ev: Evaluation, missed: Plan, layers: list[LayerChoices], exc
     return None
 
 
-def measure_memory(path: Path | str, feed: dict[str, Any], repeats: int = MEMORY_REPEATS) -> int | None:
-    """Session memory of the model at ``path`` after one run (``memory.guard_reading``: pinned
-    live memory, else the least of ``repeats`` resident readings); None when not measurable."""
+def measure_memory(path: Path | str, feed: dict[str, Any] | list[dict[str, Any]],
+                   repeats: int = MEMORY_REPEATS) -> int | None:
+    """Session memory of the model at ``path`` after a run on each sample (``memory.guard_reading``:
+    pinned live memory, else the least of ``repeats`` resident readings); None when not measurable."""
     return guard_reading(path, feed, repeats)
 
 
@@ -110,8 +118,8 @@ def memory_limit(original_bytes: int) -> float:
     return guard_limit(original_bytes)
 
 
-def confirm_excess(original: Path | str, path: Path, feed: dict[str, Any], bases: list[int],
-                   used: int) -> tuple[int, int] | None:
+def confirm_excess(original: Path | str, path: Path, feed: dict[str, Any] | list[dict[str, Any]],
+                   bases: list[int], used: int) -> tuple[int, int] | None:
     """``memory.confirm_excess`` with this guard's reading, up to MEMORY_CONFIRM readings a side."""
     return shared_confirm(lambda p: measure_memory(p, feed), original, path, bases, used, MEMORY_CONFIRM)
 
@@ -174,7 +182,7 @@ def write_plan(path: Path, data: bytes, external: bool) -> None:
 
 
 def memory_guard(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Evaluator, original: Path | str,
-                 feed: dict[str, Any], deadline: float, report: Progress,
+                 feeds: list[dict[str, Any]], deadline: float, report: Progress,
                  notes: list[str]) -> tuple[Evaluation, dict[str, Any]]:
     """``chosen``, or the plan backed off until its session memory is within the slack of the
     original's; the second value is what was measured (``original_bytes``, ``bytes``, ``fits``,
@@ -182,6 +190,7 @@ def memory_guard(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Eval
     (``confirm_excess``) before a layer moves. Runs at least one back-off round past the
     deadline: a model that needs more memory than the original is not a result of the size
     objective."""
+    feed = feeds[:MEMORY_FEEDS]
     base = measure_memory(original, feed)
     out: dict[str, Any] = {"original_bytes": base, "bytes": None, "fits": None, "rounds": 0}
     if base is None:

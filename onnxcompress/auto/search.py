@@ -260,7 +260,7 @@ def search(
             memory: dict[str, Any] = {}
             if not allow_more_memory:
                 t0 = time.perf_counter()
-                final, memory = memory_guard(final, layers, evaluator, model_path, search_feeds[0], deadline,
+                final, memory = memory_guard(final, layers, evaluator, model_path, search_feeds, deadline,
                                              report, notes)
                 met = holds(final)
                 seconds["memory"] = round(time.perf_counter() - t0, 2)

@@ -30,7 +30,7 @@ from onnxcompress.data import FREED_DIMS_KEY, Feed, FeedSource, feed_source
 from onnxcompress.errors import ConfigError, DataError, RuntimeUnavailableError
 from onnxcompress.graph.maps import map_rows
 from onnxcompress.graph.outputs import feature_outputs, plain_output_names, state_outputs
-from onnxcompress.memory import compare_session_memory
+from onnxcompress.memory import READING_SAMPLES, compare_session_memory
 from onnxcompress.model import load_model, save_model
 from onnxcompress.runtime import create_session
 from onnxcompress.synthetic import synthetic_feeds
@@ -269,9 +269,10 @@ def compare_models(
     label_array = _class_indices(labels if labels is not None else feeds.labels)
     cursors = dict.fromkeys(common, 0)
     first_feed: dict[str, np.ndarray] | None = None
-    count = 0
+    count, kept = 0, []  # the samples session memory is read after
     for index, feed in enumerate(feeds):
         feed_b = _feed_for(feed, inputs_b, casts_b)
+        kept += [(feed, feed_b)] if len(kept) < READING_SAMPLES else []
         outs_a = _run(session_a, names_a, feed, index, "original", label_a, feeds, synthetic)
         if first_feed is None:  # a soft picture out is held closer by default (PICTURE_MIN_COSINE)
             first_feed = feed
@@ -335,17 +336,17 @@ def compare_models(
             threads=threads,
             memory_budget=layers_memory,
         )
-    first_b = _feed_for(first_feed, inputs_b, casts_b) if first_feed is not None else None
+    first_b = kept[0][1] if kept else None
     if latency and first_b is not None:
         report.latency = measure_latency(session_a, session_b, first_feed, first_b, runs=latency_runs,
                                          threads=threads)
     if (latency if memory is None else memory) and first_b is not None:
-        report.memory = _session_memory(source_a, source_b, first_feed, first_b, threads)
+        report.memory = _session_memory(source_a, source_b, kept, threads)
     return report
 
 
-def _session_memory(source_a: Any, source_b: Any, feed_a: Feed, feed_b: Feed, threads: int | None) -> dict:
-    """Both models' session memory, measured from files (in-memory models are saved first)."""
+def _session_memory(source_a: Any, source_b: Any, kept: list[tuple[Feed, Feed]], threads: int | None) -> dict:
+    """Both models' session memory after the samples ``kept``, read from files (models saved first)."""
     with tempfile.TemporaryDirectory(prefix="onnxcompress-compare-") as tmp:
         paths = []
         for role, source in (("original", source_a), ("compressed", source_b)):
@@ -354,7 +355,8 @@ def _session_memory(source_a: Any, source_b: Any, feed_a: Feed, feed_b: Feed, th
                 save_model(source, path)
                 source = path
             paths.append(source)
-        return compare_session_memory(paths[0], paths[1], feed_a, feed_b, threads=threads)
+        return compare_session_memory(paths[0], paths[1], [a for a, _ in kept], [b for _, b in kept],
+                                      threads=threads)
 
 
 # onnxruntime logs a failing run to stderr itself before raising; the error we raise says it all.
