@@ -12,6 +12,12 @@ reaches a compute op's weight slot (directly or through other foldable or pass-t
 output is a graph output, and the file does not grow: the folded outputs may not be larger than
 the inputs that become unused (plus a small allowance for index and shape constants).
 
+A ``Transpose`` of a constant is folded the same way where it is the constant's only reader and
+its result reaches a weight slot: a weight read through one Transpose by several compute ops (a
+block applied several times: torch 2.13's export of Fracast's shared FFN, one Transpose read by 10
+MatMuls) is a weight no pass-through chain explains (``Weight.via`` follows one reader), and int8
+and auto left it float.
+
 A ``Shape`` or ``Size`` of a constant is replaced by its value first (:func:`fold_constant_shapes`),
 so a weight copy kept only for its shape goes.
 
@@ -52,6 +58,8 @@ _WEIGHT_SLOTS = {
 _GROWTH_ALLOWANCE = 4096
 # Selections folded wherever their result goes when they drop most of a constant (_drops_most_of).
 _DROPPING_OPS = frozenset({"Slice", "Gather"})
+# Layout ops folded into a constant they alone read (see the module docstring).
+_FOLDED_LAYOUT_OPS = frozenset({"Transpose"})
 _FLOAT_TYPES = frozenset({ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16, ir.DataType.DOUBLE})
 
 
@@ -186,6 +194,9 @@ def _bytes_freed(node: ir.Node) -> int:
 
 
 def _fold_node(graph: ir.Graph, node: ir.Node, opset: int) -> bool:
+    if node.op_type in _FOLDED_LAYOUT_OPS and node.inputs and node.inputs[0] is not None \
+            and any(user is not node for user, _ in node.inputs[0].uses()):
+        return False  # a weight also read as it is stays one weight (``Weight.via``)
     results = _foldable_results(node, opset)
     if results is None:
         results = _drops_most_of(node, opset)
@@ -224,7 +235,8 @@ def _drops_most_of(node: ir.Node, opset: int) -> list[np.ndarray] | None:
 
 def _foldable_results(node: ir.Node, opset: int) -> list[np.ndarray] | None:
     """The node's folded outputs when it may be folded (size aside), else None."""
-    if node.op_type not in SHAPE_ONLY_OPS | WEIGHT_ARITHMETIC_OPS or node.domain not in ("", "ai.onnx"):
+    if node.op_type not in SHAPE_ONLY_OPS | WEIGHT_ARITHMETIC_OPS | _FOLDED_LAYOUT_OPS \
+            or node.domain not in ("", "ai.onnx"):
         return None
     if not node.inputs or node.inputs[0] is None:
         return None
