@@ -24,6 +24,7 @@ from onnxcompress.layerwise.rounding import round_int8
 from onnxcompress.passes._folding import const_array
 from onnxcompress.passes._kmeans_int8 import output_scale_slot, rewrite
 from onnxcompress.passes._qdq import (
+    SAME_SCALE_OPS,
     Builder,
     QParams,
     activation_qparams,
@@ -57,7 +58,7 @@ def _apply_static(model: ir.Model, plan: _Plan, ranges: dict, cfg: QuantizeConfi
         if id(key) in params:
             params[id(value)] = params[id(key)]
             continue
-        r = ranges.get(key.name)
+        r = ranges.get(key.name) or _range_upstream(key, ranges)
         if r is None:
             continue
         params[id(value)] = params[id(key)] = activation_qparams(
@@ -92,6 +93,24 @@ def _apply_static(model: ir.Model, plan: _Plan, ranges: dict, cfg: QuantizeConfi
         "glue": len(plan.glue),
         "qdq_pairs": sum(1 for v in plan.tensors if id(v) in params),
     }
+
+
+def _range_upstream(value: ir.Value, ranges: dict) -> object | None:
+    """The range of the nearest tensor upstream of ``value`` through same-scale ops (whose
+    outputs hold values of their input), or None. The ranges were collected for a plan over every
+    candidate unit, where ``value`` was such a copy and only its source was asked for; the plan
+    applied, over the units kept, can start at ``value`` (pgc_nucseg's squeeze-excite chains,
+    GlobalAveragePool -> Squeeze -> Reshape -> Conv: 6 Convs skipped as "never reached by
+    calibration data" once the unit upstream was dropped)."""
+    for _ in range(16):
+        node = value.producer()
+        if node is None or node.op_type not in SAME_SCALE_OPS or node.domain not in ("", "ai.onnx") \
+                or not node.inputs or node.inputs[0] is None:
+            return None
+        value = node.inputs[0]
+        if value.name in ranges:
+            return ranges[value.name]
+    return None
 
 
 def _is_planned(node: ir.Node, plan: _Plan) -> bool:

@@ -1064,3 +1064,50 @@ def test_einsum_weights_are_stored_int8(mode):
     assert scales["grouped_scale"].shape == (4, 1, 64)
     expected = np.abs(grouped).max(axis=1, keepdims=True) / 127
     np.testing.assert_allclose(scales["grouped_scale"], expected, rtol=1e-6)
+
+
+def test_a_unit_whose_planned_source_was_dropped_takes_its_range_from_upstream(monkeypatch):
+    """Ranges are collected for a plan over every candidate unit, where a squeeze-excite Conv's
+    input (GlobalAveragePool -> Squeeze -> Reshape) is a same-scale copy and only the pool's
+    output is asked for; once the Conv upstream is dropped (its channel ranges), the plan applied
+    starts at the Reshape: pgc_nucseg's 6 SE Convs were skipped as "input never reached by
+    calibration data". The Reshape holds the pool's values, so it takes the pool's range."""
+    import onnx.parser
+
+    import onnxcompress.calibration as calibration
+    from onnxcompress.model import to_proto
+    from onnxcompress.pipeline import compress
+
+    model = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 8, 16, 16] x) => (float[N, 32, 1, 1] y) {
+            a = Conv <pads = [1, 1, 1, 1]> (x, wa, ba)
+            r = Relu(a)
+            p = GlobalAveragePool(r)
+            s = Squeeze(p, axes)
+            t = Reshape(s, shape)
+            b = Conv(t, wb, bb)
+            c = Relu(b)
+            d = Conv(c, wc, bc)
+            y = Relu(d)
+        }
+    """)
+    r = np.random.default_rng(0)
+    model = h.attach_initializers(model, {
+        "wa": (r.standard_normal((32, 8, 3, 3)) * 0.3).astype(np.float32), "ba": np.zeros(32, np.float32),
+        "axes": np.array([2, 3], np.int64), "shape": np.array([-1, 32, 1, 1], np.int64),
+        "wb": (r.standard_normal((32, 32, 1, 1)) * 0.2).astype(np.float32), "bb": np.zeros(32, np.float32),
+        "wc": (r.standard_normal((32, 32, 1, 1)) * 0.2).astype(np.float32), "bc": np.zeros(32, np.float32)})
+    data = [{"x": r.standard_normal((1, 8, 16, 16)).astype(np.float32)} for _ in range(8)]
+    # the first Conv's channels read as too far apart, the others' not: it alone is dropped
+    monkeypatch.setattr(calibration.Calibrator, "channel_spread",
+                        lambda self, name: 10.0 if name in ("x", "a", "r") else 1.0)
+    result = compress(model, {"passes": [{"pass": "quantize", "mode": "static", "speed_check": False}]},
+                      calibration=data)
+    done = result.passes[0]
+    assert not any("never reached" in why for why in done.skipped), done.skipped
+    assert any("channel ranges differ" in why for why in done.skipped)
+    assert done.metrics["int8_nodes"]["compute"] == 1  # the squeeze-excite Conv
+    ref = h.run(model, data[0])[0]
+    got = h.run(to_proto(result.model), data[0])[0]
+    assert float((ref * got).sum() / np.linalg.norm(ref) / np.linalg.norm(got)) > 0.99
