@@ -175,19 +175,25 @@ class Statistics:
         total = _len(self.feeds)
         if total is not None and last is not None:
             total = min(total, last)
-        for i, outputs in enumerate(activations.iter_intermediates(
-                model, sorted(names), _first(self.feeds, last), data=self.data)):
-            self.runs += 1
-            moved: dict[tuple[str, int], np.ndarray] = {}
-            for r, n in zip(requests, limits, strict=True):
-                if n is not None and i >= n:
-                    continue
-                if isinstance(r, Histogram):
-                    calibrators[r].update_all({r.tensor: outputs[r.tensor]} if r.tensor in outputs else {})
-                elif r.tensor in outputs:
-                    _add_moments(sums.setdefault(r, [0.0, 0.0, 0]), outputs[r.tensor], r.axis, moved)
-            if self.progress is not None:
-                self.progress("statistics", i + 1, total or 0)
+        # Each group of tensors streams the data on its own: a run holds every tensor it exposes.
+        groups = activations.grouped_by_bytes(model, sorted(names), next(iter(_first(self.feeds, 1)), None),
+                                              activations.EXPOSED_BUDGET_BYTES)
+        for g, group in enumerate(groups):
+            mine = [(r, n) for r, n in zip(requests, limits, strict=True) if r.tensor in group]
+            for i, outputs in enumerate(activations.iter_intermediates(
+                    model, group, _first(self.feeds, last), data=self.data)):
+                self.runs += 1
+                moved: dict[tuple[str, int], np.ndarray] = {}
+                for r, n in mine:
+                    if n is not None and i >= n:
+                        continue
+                    if isinstance(r, Histogram):
+                        calibrators[r].update_all({r.tensor: outputs[r.tensor]}
+                                                  if r.tensor in outputs else {})
+                    elif r.tensor in outputs:
+                        _add_moments(sums.setdefault(r, [0.0, 0.0, 0]), outputs[r.tensor], r.axis, moved)
+                if self.progress is not None:
+                    self.progress("statistics", g * (total or 0) + i + 1, (total or 0) * len(groups))
         out: dict[Request, Any] = {}
         for r in requests:
             if isinstance(r, Histogram):
@@ -197,8 +203,8 @@ class Statistics:
                 out[r] = ChannelMoments(acc[0] / acc[2], acc[1] / acc[2], acc[2]) if acc and acc[2] else None
         seconds = time.perf_counter() - start
         self.seconds += seconds
-        logger.info("Statistics: %d request(s) over %d tensor(s) in one pass (%.1f s).",
-                    len(requests), len(names), seconds)
+        logger.info("Statistics: %d request(s) over %d tensor(s) in %d pass(es) (%.1f s).",
+                    len(requests), len(names), len(groups), seconds)
         if store:
             self._cache.update(out)
         return {r: v for r, v in out.items() if v is not None}

@@ -22,11 +22,10 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from onnxcompress.activations import expose_outputs, iter_intermediates
+from onnxcompress.activations import expose_outputs, grouped_by_bytes, iter_intermediates
 from onnxcompress.data import Feed
 from onnxcompress.errors import RuntimeUnavailableError
 from onnxcompress.graph.names import name_in
-from onnxcompress.model import to_proto
 from onnxcompress.runtime import first_line
 from onnxcompress.validation.metrics import TensorStats
 
@@ -162,7 +161,7 @@ def compare_layers(
     seen_as = {n: after.get(alias[n], alias[n]) for n in names}
     stats = {name: TensorStats() for name in names}
     samples = 0
-    chunks = _chunks(original, names, feeds, memory_budget) if names else []
+    chunks = grouped_by_bytes(original, names, next(iter(feeds), None), memory_budget) if names else []
     if len(chunks) > 1:
         notes.append(
             f"the tensors were compared in {len(chunks)} groups to keep each run under "
@@ -239,53 +238,6 @@ def compare_layers(
         only_compressed=len(their_names - mine - set(seen_as.values())),
         notes=notes,
     )
-
-
-def _chunks(model: ir.Model, names: list[str], feeds: Iterable[Feed], budget: int) -> list[list[str]]:
-    """``names`` (topological order) in consecutive groups of at most ``budget`` estimated bytes
-    for one sample (shapes inferred with the first feed's input shapes)."""
-    sizes = _estimated_bytes(model, names, next(iter(feeds), None))
-    known = [b for b in sizes.values() if b is not None]
-    fallback = max(known) if known else budget // 64
-    chunks: list[list[str]] = []
-    current: list[str] = []
-    total = 0
-    for name in names:
-        size = sizes.get(name) or fallback
-        if current and total + size > budget:
-            chunks.append(current)
-            current, total = [], 0
-        current.append(name)
-        total += size
-    if current:
-        chunks.append(current)
-    return chunks
-
-
-def _estimated_bytes(model: ir.Model, names: list[str], feed: Feed | None) -> dict[str, int | None]:
-    proto = to_proto(model)
-    if feed is not None:
-        for value in proto.graph.input:
-            if value.name in feed and value.type.HasField("tensor_type"):
-                shape = value.type.tensor_type.shape
-                shape.ClearField("dim")
-                for d in np.shape(feed[value.name]):
-                    shape.dim.add().dim_value = int(d)
-    try:
-        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False)
-    except Exception:  # custom ops and the like: sizes stay unknown
-        return {}
-    wanted = set(names)
-    sizes: dict[str, int | None] = {}
-    for vi in (*inferred.graph.value_info, *inferred.graph.output):
-        if vi.name not in wanted or not vi.type.HasField("tensor_type"):
-            continue
-        tt = vi.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
-        if tt.HasField("shape") and None not in dims and tt.elem_type:
-            itemsize = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).itemsize
-            sizes[vi.name] = int(np.prod(dims, dtype=np.int64)) * itemsize
-    return sizes
 
 
 def _after_qdq(model: ir.Model, names: Iterable[str]) -> dict[str, str]:
