@@ -360,7 +360,8 @@ QUANTILES = np.arange(1, 10) / 10
 
 def _pinball(ref: list, got: list) -> dict[str, Any]:
     """median forecast vs fp32's (mean |difference|, in context ranges) and the mean pinball loss
-    of the 9 quantiles against the true next 48 steps, fp32 -> this file (eval = samples 24-55)"""
+    of the 9 quantiles against the true next 48 steps, fp32 -> this file (eval = samples 24-55;
+    the true steps are read from the default cache, DEFAULT_OUT / fracast_future.npy)"""
     future = np.load(DEFAULT_OUT / "fracast_future.npy")[24 : 24 + len(ref)]
 
     def loss(q: np.ndarray) -> float:
