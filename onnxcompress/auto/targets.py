@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from onnxcompress.auto.flips import flip_rate, flip_ratios, sequence_ratios
+from onnxcompress.auto.flips import _position_ratios, flip_rate, flip_ratios, sequence_ratios
 from onnxcompress.auto.measure import LOGITS, visible
 from onnxcompress.errors import ConfigError
 from onnxcompress.validation.detections import (
@@ -96,6 +96,8 @@ DEFAULT_TARGET_PICTURE = "cosine>=0.9999"
 DEFAULT_TARGET_MAP = "mask>=0.995"
 MASK_THRESHOLD = 0.5
 MAP_POSITIONS = 256
+#: A class of an image's class map is held on its own from this many positions (``_class_rate``).
+GRID_CLASS_MIN = 256
 #: A probability map is nearly decided everywhere: the four DB maps measured have 0-1.04% of their
 #: values in (0.1, 0.9); an image in [0, 1] (a restoration model's output) has most of its there.
 MAP_UNDECIDED = 0.1
@@ -119,7 +121,7 @@ Outputs = Mapping[str, np.ndarray]  # output name -> samples stacked on axis 0
 Metric = Callable[[Outputs, Outputs], float]
 
 _TERM = re.compile(
-    r"^\s*(?:(?P<output>[^:=<>]+?)\s*:\s*)?(?P<metric>[A-Za-z_][A-Za-z0-9_]*)\s*>=\s*"
+    r"^\s*(?:(?P<output>[^=<>]+?)\s*:\s*)?(?P<metric>[A-Za-z_][A-Za-z0-9_]*)\s*>=\s*"
     r"(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(?P<unit>pt)?\s*$"
 )
 
@@ -269,8 +271,9 @@ _READS = {"top1": "class scores [N, C]", "accuracy": "class scores [N, C]", "seq
 
 
 def _spellable(name: str) -> bool:
-    """Whether an output name can be written in a target expression (no ``:=<>,``)."""
-    return not set(name) & set(":=<>,")
+    """Whether an output name can be written in a target expression (no ``=<>,``; a ``:`` is
+    read up to the last one, tf2onnx's ``Identity:0:mask>=0.995``)."""
+    return not set(name) & set("=<>,")
 
 
 def _with_cosine_floor(expr: str, held: Sequence[str]) -> str:
@@ -462,6 +465,24 @@ def _grid_positions(a: np.ndarray) -> bool:
     return np.ndim(a) >= 4 and sum(d > 1 for d in np.shape(a)[1:-1]) >= 2
 
 
+def _class_rate(a: np.ndarray, b: np.ndarray) -> float:
+    """An image's class map [N, H, W, C]: the largest over its classes (those of GRID_CLASS_MIN
+    positions or more) of the estimated rate of the class's positions lost or gained, per
+    position of the class (its Dice / IoU error). Pooled over every pixel, a small class's
+    losses hide under the background's: batch 22's nucleus segmenter (nuclei 9% of the pixels)
+    kept per-pixel top-1 99.4% at a nucleus IoU of 94.9."""
+    c = a.shape[-1]
+    ratio, top = _position_ratios(a.reshape(-1, c), b.reshape(-1, c))
+    worst = 0.0
+    for k in range(c):
+        mine = top == k
+        count = int(mine.sum())
+        if count >= GRID_CLASS_MIN:  # its own positions changing, and others becoming it
+            changed = np.concatenate([ratio[mine].max(axis=1), ratio[~mine, k]])
+            worst = max(worst, flip_rate(changed, count))
+    return worst
+
+
 def _frame_scores(outputs: Outputs) -> list[str]:
     """Float outputs of rank >= 3 whose last axis is as wide as a class-score output's: the same
     classes per frame or position (audio_kws: clip logits [N, 12] and frame logits [N, 101, 12];
@@ -558,7 +579,7 @@ def _measure(metric: str, a: np.ndarray, b: np.ndarray, labels: np.ndarray | Non
     rows = (-1, 1, a.shape[-1])  # top1 and accuracy count every position of every sample
     ratios = flip_ratios(a.reshape(rows), b.reshape(rows))
     if metric == "top1":
-        return 1.0 - flip_rate(ratios)
+        return 1.0 - max(flip_rate(ratios), _class_rate(a, b) if _grid_positions(a) else 0.0)
     if labels is None:
         raise ConfigError(f"target {text}: the data has no labels.",
                           hint="store them as 'labels' in the .npz, or use top1>=...")
