@@ -96,8 +96,10 @@ DEFAULT_TARGET_PICTURE = "cosine>=0.9999"
 DEFAULT_TARGET_MAP = "mask>=0.995"
 MASK_THRESHOLD = 0.5
 MAP_POSITIONS = 256
-#: A class of an image's class map is held on its own from this many positions (``_class_rate``).
+#: A class of an image's class map is held on its own from this many positions and this share
+#: of them (``_class_rate``; a class of a few boundary pixels would hold every plan back).
 GRID_CLASS_MIN = 256
+GRID_CLASS_SHARE = 0.01
 #: A probability map is nearly decided everywhere: the four DB maps measured have 0-1.04% of their
 #: values in (0.1, 0.9); an image in [0, 1] (a restoration model's output) has most of its there.
 MAP_UNDECIDED = 0.1
@@ -467,17 +469,17 @@ def _grid_positions(a: np.ndarray) -> bool:
 
 def _class_rate(a: np.ndarray, b: np.ndarray) -> float:
     """An image's class map [N, H, W, C]: the largest over its classes (those of GRID_CLASS_MIN
-    positions or more) of the estimated rate of the class's positions lost or gained, per
-    position of the class (its Dice / IoU error). Pooled over every pixel, a small class's
-    losses hide under the background's: batch 22's nucleus segmenter (nuclei 9% of the pixels)
-    kept per-pixel top-1 99.4% at a nucleus IoU of 94.9."""
+    positions and GRID_CLASS_SHARE of them or more) of the estimated rate of the class's
+    positions lost or gained, per position of the class (its IoU error). Pooled over every
+    pixel, a small class's losses hide under the background's: batch 22's nucleus segmenter
+    (nuclei 9% of the pixels) kept per-pixel top-1 99.4% at a nucleus IoU of 94.9."""
     c = a.shape[-1]
     ratio, top = _position_ratios(a.reshape(-1, c), b.reshape(-1, c))
-    worst = 0.0
+    worst, least = 0.0, max(GRID_CLASS_MIN, GRID_CLASS_SHARE * len(top))
     for k in range(c):
         mine = top == k
         count = int(mine.sum())
-        if count >= GRID_CLASS_MIN:  # its own positions changing, and others becoming it
+        if count >= least:  # its own positions changing, and others becoming it
             changed = np.concatenate([ratio[mine].max(axis=1), ratio[~mine, k]])
             worst = max(worst, flip_rate(changed, count))
     return worst

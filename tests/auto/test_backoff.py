@@ -54,7 +54,9 @@ def test_the_last_round_keeps_only_the_layers_the_target_needs():
     assert met
     assert {k for k, v in ev.plan.choices.items() if v == "fp16"} == {f"w{i}" for i in range(4, 10)}
     assert any("holds with 3 of the last 4" in n for n in notes)
-    assert len(evaluate.calls) == 4 + 2  # the check, three rounds, two bisection steps
+    # the check, three rounds, two bisection steps, and the one uniform plan below it (k-means 4
+    # everywhere: it misses)
+    assert len(evaluate.calls) == 4 + 2 + 1
 
 
 def test_a_round_that_needs_all_its_layers_is_kept_whole():
@@ -114,3 +116,29 @@ def test_the_back_off_never_moves_a_float_layer():
     layer = LayerChoices("w", [Option(0, 100, 0.0), Option(FP16, 400, 0.0)], sensitivity=1.0)
     assert _step_up(layer, "float") is None
     assert _step_up(layer, "fp16") == "float"
+
+
+def test_a_uniform_plan_that_holds_below_the_backed_off_one_replaces_it():
+    # skill_mlp (batch 22): the back-off took its first layer to fp16 (2.32x) where every layer
+    # at k-means 8 holds on both data (3.88x); the search had passed that uniform plan over as
+    # costlier than its own k-means 6 plan
+    KMEANS6, KMEANS8 = 5, 7
+    # w0's estimates rank it first in both rounds: it goes to k-means 8, then to fp16, with w1
+    layers = [LayerChoices("w0", [Option(0, 4000, 0.0), Option(KMEANS6, 750, 0.05),
+                                  Option(KMEANS8, 1000, 0.03), Option(FP16, 2000, 0.0)], sensitivity=1.0),
+              LayerChoices("w1", [Option(0, 400, 0.0), Option(KMEANS6, 75, 0.02),
+                                  Option(KMEANS8, 100, 0.005), Option(FP16, 200, 0.0)], sensitivity=1.0)]
+    prices = {layer.label: {o.bits: o.nbytes for o in layer.options} for layer in layers}
+    index = {"float": 0, "kmeans6": KMEANS6, "kmeans8": KMEANS8, "fp16": FP16}
+
+    def evaluate(plan: Plan, *, held: bool = False) -> Evaluation:
+        cost = sum(prices[k][index[v]] for k, v in plan.choices.items())
+        ok = plan.choices["w1"] != "kmeans6"  # the held-out data needs w1 at 8 bits or more
+        return Evaluation(plan, float(cost), cost, Fidelity({"top1": 1.0}, True, 0.0),
+                          Fidelity({"top1": 1.0 if ok else 0.9}, ok, 0.0 if ok else -0.09))
+
+    chosen = Evaluation(Plan({"w0": "kmeans6", "w1": "kmeans6"}), 825.0, 825, Fidelity({"top1": 1.0}, True, 0.0))
+    notes: list[str] = []
+    ev, met = verify(chosen, layers, evaluate, time.perf_counter() + 60, lambda *a: None, notes)  # type: ignore[arg-type]
+    assert met and ev.plan.choices == {"w0": "kmeans8", "w1": "kmeans8"} and ev.cost == 1100
+    assert any("uniform plan holds" in n for n in notes)
