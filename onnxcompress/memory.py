@@ -40,6 +40,7 @@ are taken after session creation alone and ``ran`` is False; where no measuremen
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -239,13 +240,16 @@ def _read_from_disk(path: str | os.PathLike) -> None:
     for file in files:
         try:
             fd = os.open(file, os.O_RDONLY)
-            try:
+        except OSError:
+            continue
+        try:
+            with contextlib.suppress(OSError):  # a read-only file system: nothing to write out
                 os.fdatasync(fd)
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            finally:
-                os.close(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         except (OSError, AttributeError):  # no posix_fadvise here: read as the cache holds it
             return
+        finally:
+            os.close(fd)
 
 
 def session_memory(
