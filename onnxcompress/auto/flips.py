@@ -46,11 +46,11 @@ def flip_ratios(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     n, c = len(a), a.shape[-1]
     if n == 0:
         return np.zeros(0)
-    ratio, _ = _position_ratios(a.reshape(-1, c), b.reshape(-1, c))
+    ratio, _ = position_ratios(a.reshape(-1, c), b.reshape(-1, c))
     return ratio.max(axis=1).reshape(n, -1).max(axis=1)
 
 
-def _position_ratios(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def position_ratios(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per position (a row of class scores [P, C]; probabilities compared as their logarithms):
     each class's flip ratio against the original's arg-max (0 for the arg-max itself), and that
     arg-max [P]."""
@@ -81,7 +81,7 @@ def sequence_ratios(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     n, c = len(a), a.shape[-1]
     if n == 0 or a.ndim < 3 or sum(d > 1 for d in a.shape[1:-1]) != 1 or a.size // (n * c) < 3:
         return flip_ratios(a, b)
-    ratio, top = _position_ratios(a.reshape(-1, c), b.reshape(-1, c))
+    ratio, top = position_ratios(a.reshape(-1, c), b.reshape(-1, c))
     ratio, k = ratio.reshape(n, -1, c), top.reshape(n, -1)  # k: [n, T]
     blank = int(np.bincount(k.ravel(), minlength=c).argmax())
     edge = np.full((n, 1), -1)  # no neighbour: never a class

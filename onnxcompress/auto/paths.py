@@ -208,9 +208,8 @@ def verify(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Evaluator,
     if met and path and len(tried) > 2:  # more than one round
         ev = held_path_check(ev, path, evaluate, deadline, notes, report)
     if met and len(tried) > 1:
-        # a back-off can end above a uniform plan the search passed over as costlier than its own
-        # (skill_mlp: the first layer backed off to fp16, 2.32x, where every layer at k-means 8
-        # holds on both data at 3.88x)
+        # a back-off can end above a uniform plan the search passed over as costlier than its
+        # own plan (it tried uniform plans only below that one)
         backed = ev
         ev = uniform_check(ev, layers, evaluate, deadline, held=True)
         if ev is not backed:

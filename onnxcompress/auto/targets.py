@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from onnxcompress.auto.flips import _position_ratios, flip_rate, flip_ratios, sequence_ratios
+from onnxcompress.auto.flips import flip_rate, flip_ratios, position_ratios, sequence_ratios
 from onnxcompress.auto.measure import LOGITS, visible
 from onnxcompress.errors import ConfigError
 from onnxcompress.validation.detections import (
@@ -468,7 +468,7 @@ def _grid_positions(a: np.ndarray) -> bool:
 
 
 def _class_rate(ratio: np.ndarray, top: np.ndarray) -> float:
-    """An image's class map [N, H, W, C] (``flips._position_ratios`` of its pixels: each class's
+    """An image's class map [N, H, W, C] (``flips.position_ratios`` of its pixels: each class's
     flip ratio against the original's arg-max ``top``): the largest over its classes (those of GRID_CLASS_MIN
     positions and GRID_CLASS_SHARE of them or more) of the estimated rate of the class's
     positions lost or gained, per position of the class (its IoU error). Pooled over every
@@ -578,7 +578,7 @@ def _measure(metric: str, a: np.ndarray, b: np.ndarray, labels: np.ndarray | Non
     if metric == "sequence":  # samples on axis 0: one flip that changes the decoding fails its sample
         return 1.0 - flip_rate(sequence_ratios(a, b))
     if metric == "top1" and _grid_positions(a):  # each pixel, and each class on its own
-        ratio, top = _position_ratios(a.reshape(-1, a.shape[-1]), b.reshape(-1, a.shape[-1]))
+        ratio, top = position_ratios(a.reshape(-1, a.shape[-1]), b.reshape(-1, a.shape[-1]))
         del a, b  # an image's class map: 2 x 8 bytes a class and pixel
         return 1.0 - max(flip_rate(ratio.max(axis=1)), _class_rate(ratio, top))
     rows = (-1, 1, a.shape[-1])  # top1 and accuracy count every position of every sample

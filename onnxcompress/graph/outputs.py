@@ -143,24 +143,22 @@ def plain_output_names(original: ir.Model, outputs: Mapping[str, np.ndarray]) ->
         # auto stayed at 1.99x where int8 keeps cosine 0.9998); an RNN classifier's logits come
         # through its linear head
         if (a.ndim == 2 and (head in EMBEDDING_HEADS or v.name in features or _activation(head_at)
-                             or _table_lookup(head_at) or _regression_beside(head, a, scored)
-                             or recurrent_output(v, SELECTION_OPS))
+                             or _table_lookup(head_at) or recurrent_output(v, SELECTION_OPS)
+                             or head in _LINEAR_OPS and _regression_beside(a, scored))
                 or a.ndim >= 3 and recurrent_output(v, None, LOOP_OPS)):
             found.append(v.name)
     return found
 
 
-def _regression_beside(head: str | None, a: np.ndarray, scored: set[tuple[int, ...]]) -> bool:
-    """A linear head's raw rows beside probabilities of another width over the same rows
+def _regression_beside(a: np.ndarray, scored: set[tuple[int, ...]]) -> bool:
+    """A linear head's raw rows ``a`` beside probabilities of another width over the same rows
     (``scored``: the shapes of the outputs that are distributions): the model normalises its
     class scores itself, so these are values (MTCNN's R-Net / O-Net box offsets [N, 4] and
     landmarks [N, 10] beside their face softmax [N, 2]: compare failed every O-Net file on "top-1
     96.9%" over the offsets at cosine 0.99997, with face F1 100). Logits given out beside their
     own softmax have its width and stay class scores."""
-    from onnxcompress.passes._int8_search import _LINEAR_OPS
-
     shapes = {s for s in scored if s[:-1] == a.shape[:-1]}
-    return head in _LINEAR_OPS and bool(shapes) and all(s[-1] != a.shape[-1] for s in shapes)
+    return bool(shapes) and all(s[-1] != a.shape[-1] for s in shapes)
 
 
 def maps_image_to_image(model: ir.Model) -> bool:

@@ -176,7 +176,7 @@ class Statistics:
         if total is not None and last is not None:
             total = min(total, last)
         # Each group of tensors streams the data on its own: a run holds every tensor it exposes.
-        groups = activations.grouped_by_bytes(model, sorted(names), next(iter(_first(self.feeds, 1)), None),
+        groups = activations.grouped_by_bytes(model, sorted(names), next(iter(self.feeds), None),
                                               activations.EXPOSED_BUDGET_BYTES)
         for g, group in enumerate(groups):
             mine = [(r, n) for r, n in zip(requests, limits, strict=True) if r.tensor in group]

@@ -268,14 +268,16 @@ def compare_models(
     }
     label_array = _class_indices(labels if labels is not None else feeds.labels)
     cursors = dict.fromkeys(common, 0)
-    first_feed: dict[str, np.ndarray] | None = None
+    first_feed = first_b = None  # the first sample as each model takes it (latency)
+    want_memory = latency if memory is None else memory
     count, kept = 0, []  # the samples session memory is read after
     for index, feed in enumerate(feeds):
         feed_b = _feed_for(feed, inputs_b, casts_b)
-        kept += [(feed, feed_b)] if len(kept) < READING_SAMPLES else []
+        if want_memory and len(kept) < READING_SAMPLES:
+            kept.append((feed, feed_b))
         outs_a = _run(session_a, names_a, feed, index, "original", label_a, feeds, synthetic)
         if first_feed is None:  # a soft picture out is held closer by default (PICTURE_MIN_COSINE)
-            first_feed = feed
+            first_feed, first_b = feed, feed_b
             first, image = dict(zip(names_a, outs_a, strict=True)), has_image_input(feed)
             heads = set(head_rows(first, image))
             for n in picture_outputs({k: v for k, v in first.items() if k not in heads}, image):
@@ -318,14 +320,8 @@ def compare_models(
     if label_array is not None and not any(o.classifier for o in outputs):
         notes.append("labels given but no output looks like class scores; use --classifier NAME.")
 
-    report = ComparisonReport(
-        original=label_a,
-        compressed=label_b,
-        data=feeds.description,
-        samples=count,
-        outputs=outputs,
-        notes=notes,
-    )
+    report = ComparisonReport(original=label_a, compressed=label_b, data=feeds.description, samples=count,
+                              outputs=outputs, notes=notes)
     if layers:
         report.layers = compare_layers(
             model_a,
@@ -336,11 +332,10 @@ def compare_models(
             threads=threads,
             memory_budget=layers_memory,
         )
-    first_b = kept[0][1] if kept else None
     if latency and first_b is not None:
         report.latency = measure_latency(session_a, session_b, first_feed, first_b, runs=latency_runs,
                                          threads=threads)
-    if (latency if memory is None else memory) and first_b is not None:
+    if want_memory and kept:
         report.memory = _session_memory(source_a, source_b, kept, threads)
     return report
 
@@ -355,8 +350,8 @@ def _session_memory(source_a: Any, source_b: Any, kept: list[tuple[Feed, Feed]],
                 save_model(source, path)
                 source = path
             paths.append(source)
-        return compare_session_memory(paths[0], paths[1], [a for a, _ in kept], [b for _, b in kept],
-                                      threads=threads)
+        feeds_a, feeds_b = (list(f) for f in zip(*kept, strict=True))
+        return compare_session_memory(paths[0], paths[1], feeds_a, feeds_b, threads=threads)
 
 
 # onnxruntime logs a failing run to stderr itself before raising; the error we raise says it all.
