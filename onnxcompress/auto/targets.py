@@ -469,11 +469,11 @@ def _grid_positions(a: np.ndarray) -> bool:
 
 def _class_rate(ratio: np.ndarray, top: np.ndarray) -> float:
     """An image's class map [N, H, W, C] (``flips.position_ratios`` of its pixels: each class's
-    flip ratio against the original's arg-max ``top``): the largest over its classes (those of GRID_CLASS_MIN
-    positions and GRID_CLASS_SHARE of them or more) of the estimated rate of the class's
-    positions lost or gained, per position of the class (its IoU error). Pooled over every
-    pixel, a small class's losses hide under the background's: batch 22's nucleus segmenter
-    (nuclei 9% of the pixels) kept per-pixel top-1 99.4% at a nucleus IoU of 94.9."""
+    flip ratio against the original's arg-max ``top``): the largest over its classes (those of
+    GRID_CLASS_MIN positions and GRID_CLASS_SHARE of them or more) of the estimated rate of the
+    class's positions lost or gained, per position of the class (its IoU error). Pooled over
+    every pixel, a small class's losses hide under the background's: batch 22's nucleus
+    segmenter (nuclei 9% of the pixels) kept per-pixel top-1 99.4% at a nucleus IoU of 94.9."""
     worst, least = 0.0, max(GRID_CLASS_MIN, GRID_CLASS_SHARE * len(top))
     for k in range(ratio.shape[1]):
         mine = top == k
@@ -518,7 +518,7 @@ def _applicable(metric: str, outputs: Outputs) -> list[str]:
 
 
 def _measure(metric: str, a: np.ndarray, b: np.ndarray, labels: np.ndarray | None, text: str,
-             head: tuple[np.ndarray, np.ndarray, bool] | None = None,
+             head: tuple[np.ndarray, np.ndarray, bool, int] | None = None,
              logits: tuple[np.ndarray, np.ndarray] | None = None) -> float:
     """``head``: for an output of a split anchor head (``split_anchor_heads``), its object scores
     in the original and compressed models (``SplitHead.foreground``), whether this output is one
