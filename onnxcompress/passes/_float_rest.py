@@ -34,6 +34,12 @@ REST_ROLES = frozenset({ROLE_BIAS, ROLE_NORM})
 LATER_WEIGHT_PASSES = ("quantize", "float16", "bfloat16")
 
 
+def later_weight_passes(context: PassContext) -> list[str]:
+    """The passes planned after the running one that rewrite weights: the rest stays float32
+    for them (see the module docstring)."""
+    return [p.name for p in context.planned if p.name in LATER_WEIGHT_PASSES]
+
+
 def store_rest(model: ir.Model, labels: set[str], exclude: tuple[str, ...],
                context: PassContext, result: PassResult) -> None:
     """Store the float32 biases and norm parameters of ``model`` and the weights named in
@@ -41,7 +47,7 @@ def store_rest(model: ir.Model, labels: set[str], exclude: tuple[str, ...],
     parameters as the pass found them (an int8-exact rewrite puts a Mul between a MatMul and
     its Add, which then no longer reads as a bias) and the compute weights it left float."""
     what = "unclustered" if result.pass_name == "kmeans" else "float32"
-    later = [p.name for p in context.planned if p.name in LATER_WEIGHT_PASSES]
+    later = later_weight_passes(context)
     if later:
         result.note(f"biases and norm parameters left float32: {', '.join(later)} "
                     f"runs after {result.pass_name}")

@@ -1,13 +1,15 @@
 """The quantize pass's int8 with finer scales than one per output channel, stored with a Cast and a
 Mul that onnxruntime folds at load: blocks along the inputs (``_blocked_weight``, the fidelity
 guard's step for an outlier weight) and one scale per group and output channel of a grouped
-Einsum weight (``_grouped_weight``)."""
+Einsum weight (``_grouped_weight``); and the guard's float step stored float16 behind a Cast
+(``_half_weight``), folded at load the same way."""
 
 from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
 
+from onnxcompress.passes._half_store import HALF, store_narrow
 from onnxcompress.passes._int8 import _decode_folded, _insert_decode
 from onnxcompress.passes._qdq import Builder, quantize_weight, relative_error
 from onnxcompress.passes.base import LayerStat, PassResult
@@ -97,4 +99,21 @@ def _blocked_weight(w: Weight, b: Builder, result: PassResult) -> None:
         bytes_after=q.nbytes + scale.nbytes, bits=8.0, error=round(error, 6),
         extra={"per_channel": True, "block": BLOCK, "storage": w.storage, "compute": "float",
                "fidelity_guard": True},
+    ))
+
+
+def _half_weight(w: Weight, b: Builder, result: PassResult) -> None:
+    """Store the float32 ``w`` in float16 with a Cast in front of its readers (the fidelity
+    guard's float step where float16 holds it: ``_int8_search.halves``)."""
+    arr = w.numpy().astype(np.float32)
+    half = arr.astype(np.float16)
+    error = float(np.linalg.norm(half.astype(np.float32) - arr) / max(float(np.linalg.norm(arr)), 1e-30))
+    before = w.nbytes
+    del arr
+    w.release()
+    store_narrow(w.graph, w.value, half, HALF, b.names, "fp16")
+    result.add_layer(LayerStat(
+        name=w.label, op_type="/".join(w.op_types), shape=tuple(half.shape), bytes_before=before,
+        bytes_after=half.nbytes, bits=16.0, error=round(error, 8),
+        extra={"storage": w.storage, "compute": "float", "float16": True, "fidelity_guard": True},
     ))

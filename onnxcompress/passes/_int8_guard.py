@@ -48,10 +48,12 @@ from onnxcompress.passes._int8_search import (
     block_steps,
     choose,
     class_score_outputs,
+    float_step,
     model_bytes,
     name_list,
     probe_samples,
     search,
+    step_options,
     top1_flips,
     within_size,
 )
@@ -227,7 +229,7 @@ def _jump(errors: _TensorErrors, node: ir.Node) -> float:
 
 @dataclass
 class WeightDecision:
-    steps: dict[str, str]  # label -> "block" (finer int8) or "float"
+    steps: dict[str, str]  # label -> "block" (finer int8), "half" (float16) or "float"
     deviation_int8: float  # int8 weight-only, every candidate per channel
     deviation: float  # int8 weight-only with the steps taken
     probed: dict[str, float] = field(default_factory=dict)  # label -> deviation alone
@@ -239,11 +241,13 @@ class WeightDecision:
 def step_down_weights(guard: Guard, weights: list[Weight],
                       int8_values: Mapping[str, np.ndarray],
                       block_values: Callable[[str], tuple[np.ndarray, int] | None],
-                      budget: int) -> WeightDecision:
-    """Which weights step down (finer int8 blocks, else float), worst first within ``budget``
-    extra bytes. Every weight is a candidate: a bisection search (``_int8_search.search``) measures alone
-    each weight that can move the outputs OUTLIER x its fair share (the int8 model's deviation
-    over the number of weights) and those are the outliers. Verified together."""
+                      budget: int, half: bool = False) -> WeightDecision:
+    """Which weights step down (finer int8 blocks; float, or float16 where ``half`` allows:
+    ``halves``) within ``budget`` extra bytes, by deviation bought per byte
+    (``_int8_search.choose``). Every weight is a candidate: a bisection search
+    (``_int8_search.search``) measures alone each weight that can move the outputs OUTLIER x
+    its fair share (the int8 model's deviation over the number of weights) and those are the
+    outliers. Verified together."""
     fed = {k: v for k, v in int8_values.items() if k in guard.inputs}
     deviation, flips, per_sample = 0.0, 0.0, []
     for i, refs in enumerate(guard.references):
@@ -259,11 +263,14 @@ def step_down_weights(guard: Guard, weights: list[Weight],
         threshold = OUTLIER * deviation / len(labels)
         decision.probed, decision.probe_runs = search(
             guard, fed, labels, float(np.mean(per_sample[:len(samples)])), threshold, samples)
-        sizes = {w.label: float_step(w) for w in weights}
-        decision.steps, blocks, left = choose(decision.probed, threshold, sizes, block_values, budget)
+        by_label = {w.label: w for w in weights}
+        options, decoded = step_options(
+            [by_label[k] for k, d in decision.probed.items() if d >= threshold and k in by_label],
+            int8_values, block_values, half)
+        decision.steps, left = choose(decision.probed, threshold, deviation, options, budget)
         if decision.steps:
             trial = {k: v for k, v in fed.items() if decision.steps.get(k) != "float"}
-            trial.update(blocks)
+            trial.update({k: decoded[k, v] for k, v in decision.steps.items() if (k, v) in decoded})
             verified, trial_flips = measure(guard, trial)
             if verified >= deviation:  # measured no better: int8 everywhere
                 decision.steps, left = {}, budget
@@ -280,12 +287,6 @@ def step_down_weights(guard: Guard, weights: list[Weight],
     decision.steps.update(extra)
     decision.compounding = list(extra)
     return decision
-
-
-def float_step(w: Weight) -> int:
-    """The bytes ``w`` keeps over its int8 codes where it stays float (3/4 of a float32
-    weight's, 1/2 of a float16 one's)."""
-    return w.nbytes - w.size
 
 
 def measure(guard: Guard, values: Mapping[str, np.ndarray]) -> tuple[float, float]:
@@ -473,9 +474,11 @@ __all__ = ["Guard", "WeightDecision", "check_compute", "output_deviation", "star
 
 
 def guard_weights(model: ir.Model, weights: list[Weight], channelwise: bool, context,  # noqa: ANN001
-                  min_ratio: float, result) -> tuple[Guard | None, dict[str, str], float]:  # noqa: ANN001
-    """Step 1 for the quantize pass: (the guard or None, label -> "block"/"float" for the weights
-    that step down, the output deviation of int8 weight-only). A headline names them."""
+                  min_ratio: float, result, half: bool = False,  # noqa: ANN001
+                  ) -> tuple[Guard | None, dict[str, str], float]:
+    """Step 1 for the quantize pass: (the guard or None, label -> "block"/"half"/"float" for the
+    weights that step down, the output deviation of int8 weight-only; ``half``: the pass stores
+    what it leaves float32 in float16). A headline names them."""
     from onnxcompress.model import tensor_bytes
     from onnxcompress.passes._int8 import _int8_codes
     from onnxcompress.passes._int8_fine import BLOCK, block_layout, block_quantize
@@ -527,7 +530,7 @@ def guard_weights(model: ir.Model, weights: list[Weight], channelwise: bool, con
     estimate = total - sum(float_step(w) for w in weights)
     budget = max(int(total / min_ratio) - estimate, int(MIN_BUDGET_SHARE * estimate))
     try:
-        decision = step_down_weights(guard, weights, int8_values, block_values, budget)
+        decision = step_down_weights(guard, weights, int8_values, block_values, budget, half)
     except OnnxCompressError as e:
         result.note(f"fidelity guard did not measure int8 weights ({str(e).split(' Hint:')[0]})")
         return None, {}, 0.0
@@ -541,7 +544,7 @@ def guard_weights(model: ir.Model, weights: list[Weight], channelwise: bool, con
         "steps": decision.steps,
         "probed": {k: float(f"{v:.3g}") for k, v in decision.probed.items()},
         "probe_runs": decision.probe_runs, "candidates": len(weights),
-        "step_bytes": {k: (float_step(by_label[k]) if v == "float" else
+        "step_bytes": {k: (float_step(by_label[k], v == "half") if v in ("float", "half") else
                            by_label[k].size // 8) for k, v in decision.steps.items()},
         "macs_per_sample": guard.macs,
     })
@@ -555,8 +558,10 @@ def guard_weights(model: ir.Model, weights: list[Weight], channelwise: bool, con
     if outliers:
         blocks = [k for k, v in outliers.items() if v == "block"]
         floats = [k for k, v in outliers.items() if v == "float"]
+        halfs = [k for k, v in outliers.items() if v == "half"]
         what = "; ".join(part for part in (
             f"int8 in blocks of {BLOCK} (float compute): {name_list(blocks)}" if blocks else "",
+            f"float16 weights (float compute): {name_list(halfs)}" if halfs else "",
             f"float weights: {name_list(floats)}" if floats else "") if part)
         result.headline(
             f"{STEPS_HEADLINE}{len(outliers)} weight(s) alone moved the outputs over "

@@ -47,7 +47,7 @@ from onnxcompress.layerwise.collection import Histogram
 from onnxcompress.memory import GUARD_SLACK_BYTES
 from onnxcompress.model import copy_model
 from onnxcompress.opset import opset_version, upgrade_opset
-from onnxcompress.passes._float_rest import REST_ROLES, store_rest
+from onnxcompress.passes._float_rest import REST_ROLES, later_weight_passes, store_rest
 from onnxcompress.passes._folding import fold_batchnorm
 from onnxcompress.passes._int8 import (
     ROW_SCALES,
@@ -65,7 +65,7 @@ from onnxcompress.passes._int8 import (
     remembered_codes,
 )
 from onnxcompress.passes._int8_data import gptq_rounding, input_means, mean_requests
-from onnxcompress.passes._int8_fine import _blocked_weight, _grouped_weight
+from onnxcompress.passes._int8_fine import _blocked_weight, _grouped_weight, _half_weight
 from onnxcompress.passes._int8_guard import Guard, guard_weights, guarded
 from onnxcompress.passes._kmeans_int8 import FOLDED_TABLE_BYTES, exact_form_pays, tiny_compute
 from onnxcompress.passes._qdq import Builder
@@ -198,9 +198,9 @@ class Quantize(Pass):
             result.metrics["batchnorm_folded"] = folded
         guard, steps, weight_only = None, {}, 0.0
         if cfg.fidelity_guard:
-            guard, steps, weight_only = guard_weights(
-                model, self._guard_candidates(model, cfg), channelwise, context,
-                cfg.fidelity_min_ratio, result)
+            half = cfg.rest == "float16" and not later_weight_passes(context)
+            guard, steps, weight_only = guard_weights(model, self._guard_candidates(model, cfg), channelwise,
+                                                      context, cfg.fidelity_min_ratio, result, half=half)
             if guard is not None:
                 result.metrics["fidelity_guard"] = dict(guard.metrics)
         keep = steps  # label -> "block" | "float": the fidelity guard's step-downs
@@ -292,7 +292,7 @@ class Quantize(Pass):
                         keep: Mapping[str, str] = _NONE,
                         progress: Callable[[str, int, int], None] | None = None) -> None:
         """Every float compute weight still float -> int8 storage (DequantizeLinear or folded);
-        ``keep``: the fidelity guard's steps (label -> "block": finer int8, "float")."""
+        ``keep``: the fidelity guard's steps (label -> "block": finer int8, "half", "float")."""
         names = model_names(model)
         index = list(WeightIndex.build(model))
         compute = [w for w in index if w.role != ROLE_EMBEDDING]  # tables add no compute a call:
@@ -320,11 +320,12 @@ class Quantize(Pass):
                 continue
             if not _quantizable_weight(w, cfg, result, half=True):  # float16: folded below
                 continue
-            if keep.get(w.label) == "float":
+            step = keep.get(w.label)
+            if step == "float":
                 result.skip(w.label, "kept float by the fidelity guard (int8 error an outlier)")
                 continue
-            if keep.get(w.label) == "block":
-                _blocked_weight(w, Builder(w.graph, names), result)
+            if step in ("block", "half"):  # finer int8, or float16 (decoded at load)
+                (_blocked_weight if step == "block" else _half_weight)(w, Builder(w.graph, names), result)
                 continue
             if w.size < MIN_STORAGE_WEIGHTS:
                 result.skip(w.label, f"under {MIN_STORAGE_WEIGHTS} values: kept float (small "
