@@ -267,7 +267,8 @@ def step_down_weights(guard: Guard, weights: list[Weight],
         options, decoded = step_options(
             [by_label[k] for k, d in decision.probed.items() if d >= threshold and k in by_label],
             int8_values, block_values, half)
-        decision.steps, left = choose(decision.probed, threshold, deviation, options, budget)
+        decision.steps, left = choose(decision.probed, threshold, deviation, options, budget,
+                                      DEVIATION_FLOOR)
         if decision.steps:
             trial = {k: v for k, v in fed.items() if decision.steps.get(k) != "float"}
             trial.update({k: decoded[k, v] for k, v in decision.steps.items() if (k, v) in decoded})

@@ -99,3 +99,7 @@ def test_steps_are_chosen_by_deviation_bought_per_byte():
                        "b": [("block", 10, 0.02), ("half", 100, 0.0)]}, 10**9)
     assert steps == {"a": "block", "b": "block"}
     assert choose(probed, 0.05, 1.0, options, 50) == ({}, 50)
+    # nor once the deviation left is under the guard's floor (what it would not search for)
+    two = {"a": [("block", 10, 0.02), ("half", 100, 0.0)], "b": [("block", 10, 0.02), ("half", 100, 0.0)]}
+    assert choose({"a": 0.5, "b": 0.5}, 0.05, 1.0, two, 10**9, floor=0.03)[0] == {"a": "block", "b": "block"}
+    assert choose({"a": 0.5, "b": 0.5}, 0.05, 1.0, two, 10**9, floor=0.005)[0] == {"a": "half", "b": "half"}
