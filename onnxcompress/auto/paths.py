@@ -17,7 +17,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from onnxcompress.auto.candidates import FLOAT, available_candidates
 from onnxcompress.auto.plan import Plan
@@ -295,3 +295,25 @@ def _step_up(layer: LayerChoices, name: str) -> str | None:
 
 def fidelity_text(f: Fidelity) -> str:
     return ", ".join(f"{k} {v:.4g}" for k, v in f.values.items())
+
+
+def explain(plan: Plan, layers: list[LayerChoices]) -> list[dict[str, Any]]:
+    """Per layer: its choice and why (cost, measured deviation, and what the next option up
+    would have cost), in the report's plan table."""
+    rows = []
+    for layer in layers:
+        name = plan.choices.get(layer.label, FLOAT.name)
+        opt = option_of(layer, name)
+        assert opt is not None  # the plan was built from these options
+        floor = min(layer.options, key=lambda o: o.nbytes)
+        if name == FLOAT.name:
+            why = "every option moved the outputs too much for the target"
+        elif opt is floor:
+            why = "cheapest option; the combined model still meets the target"
+        else:
+            why = (f"{option_name(floor)} would save {opt.nbytes - floor.nbytes:,} more but move the "
+                   f"outputs {layer.error(floor):.2g} vs {layer.error(opt):.2g}")
+        rows.append({"layer": layer.label, "choice": name, "cost": opt.nbytes,
+                     "float_cost": max(o.nbytes for o in layer.options),
+                     "deviation": float(f"{layer.error(opt):.3g}"), "why": why})
+    return rows

@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 
 from onnxcompress.auto.candidates import (
-    FLOAT,
     KMEANS_CALIBRATION_SAMPLES,
     OBJECTIVES,
     Measured,
@@ -54,17 +53,17 @@ from onnxcompress.auto.measure import (
 from onnxcompress.auto.paths import (
     allocation_path,
     bisect,
+    explain,
     holds,
     option_error,
-    option_name,
     option_names,
-    option_of,
     refine,
     uniform_check,
     verify,
 )
 from onnxcompress.auto.plan import Plan
-from onnxcompress.auto.speed import speed_guard
+from onnxcompress.auto.speed import MAX_ROUNDS as SPEED_ROUNDS
+from onnxcompress.auto.speed import faster_of, speed_guard, without_slower_kinds
 from onnxcompress.auto.targets import COUNTED, Fidelity, Target, parse_target
 from onnxcompress.data import feed_source
 from onnxcompress.errors import ConfigError, DataError
@@ -246,31 +245,42 @@ def search(
             evaluator = _Evaluator(original, all_labels, calib, goal, search_feeds, ref_search,
                                    search_labels, held_feeds, ref_held, held_labels, objective,
                                    base_cost, seed, Path(tmp), layers, rows)
-            path = allocation_path(layers)
-            logger.info("auto: %d layers, %d options measured, %d plans on the allocation path",
-                        len(layers), len(measured), len(path))
-            t0 = time.perf_counter()
-            chosen = bisect(path, evaluator, choose_by, report)
-            chosen = uniform_check(chosen, layers, evaluator, choose_by, screened)
-            chosen = refine(chosen, layers, evaluator, choose_by, report)
-            seconds["search"] = round(time.perf_counter() - t0, 2)
-            t0 = time.perf_counter()
-            final, met = verify(chosen, layers, evaluator, deadline, report, notes, path)
-            seconds["verify"] = round(time.perf_counter() - t0, 2)
-            memory: dict[str, Any] = {}
-            if not allow_more_memory:
+
+            def plan_for(layers: list[LayerChoices]) -> tuple[Evaluation, dict[str, Any], dict[str, Any]]:
+                """The search, verification and both guards over ``layers``' options."""
+                path = allocation_path(layers)
+                logger.info("auto: %d layers, %d options measured, %d plans on the allocation path",
+                            len(layers), len(measured), len(path))
                 t0 = time.perf_counter()
-                final, memory = memory_guard(final, layers, evaluator, model_path, search_feeds, deadline,
-                                             report, notes)
-                met = holds(final)
-                seconds["memory"] = round(time.perf_counter() - t0, 2)
-            speed: dict[str, Any] = {}
-            if objective == "size" and not allow_slower:
-                t0 = time.perf_counter()
-                final, speed = speed_guard(final, layers, evaluator, model_path, original, search_feeds[0],
-                                           report, notes)
-                met = holds(final)
-                seconds["speed"] = round(time.perf_counter() - t0, 2)
+                chosen = bisect(path, evaluator, choose_by, report)
+                chosen = uniform_check(chosen, layers, evaluator, choose_by, screened)
+                chosen = refine(chosen, layers, evaluator, choose_by, report)
+                t1 = time.perf_counter()
+                final, _ = verify(chosen, layers, evaluator, deadline, report, notes, path)
+                t2 = time.perf_counter()
+                memory: dict[str, Any] = {}
+                if not allow_more_memory:
+                    final, memory = memory_guard(final, layers, evaluator, model_path, search_feeds,
+                                                 deadline, report, notes)
+                t3 = time.perf_counter()
+                speed: dict[str, Any] = {}
+                if objective == "size" and not allow_slower:
+                    final, speed = speed_guard(final, layers, evaluator, model_path, original,
+                                               search_feeds[0], report, notes)
+                for key, spent in (("search", t1 - t0), ("verify", t2 - t1), ("memory", t3 - t2),
+                                   ("speed", time.perf_counter() - t3)):
+                    seconds[key] = round(seconds.get(key, 0.0) + spent, 2)
+                return final, memory, speed
+
+            final, memory, speed = searched = plan_for(layers)
+            narrowed: list[LayerChoices] | None = layers
+            for _ in range(SPEED_ROUNDS):  # the kinds measured slower left out, one at a time
+                narrowed = without_slower_kinds(narrowed, searched[2])
+                if narrowed is None or time.perf_counter() >= deadline:
+                    break
+                searched = plan_for(narrowed)
+                final, memory, speed = faster_of(final, (memory, speed), searched, notes)
+            met = holds(final)
     finally:
         if own:
             executor.close()
@@ -283,7 +293,7 @@ def search(
         recipe=final.plan.to_recipe(all_labels, seed=seed, calibration_samples=len(calib),
                                     objective=objective),
         fidelity=final.held, target=goal.text, objective=objective,
-        front=evaluator.front(final), layers=_explain(final.plan, layers),
+        front=evaluator.front(final), layers=explain(final.plan, layers),
         seconds=seconds, calibration=calib, notes=notes, memory=memory, speed=speed,
     )
 
@@ -576,24 +586,3 @@ class _Evaluator:
             })
         return out
 
-
-def _explain(plan: Plan, layers: list[LayerChoices]) -> list[dict[str, Any]]:
-    """Per layer: its choice and why (cost, measured deviation, and what the next option up
-    would have cost), in the report's plan table."""
-    rows = []
-    for layer in layers:
-        name = plan.choices.get(layer.label, FLOAT.name)
-        opt = option_of(layer, name)
-        assert opt is not None  # the plan was built from these options
-        floor = min(layer.options, key=lambda o: o.nbytes)
-        if name == FLOAT.name:
-            why = "every option moved the outputs too much for the target"
-        elif opt is floor:
-            why = "cheapest option; the combined model still meets the target"
-        else:
-            why = (f"{option_name(floor)} would save {opt.nbytes - floor.nbytes:,} more but move the "
-                   f"outputs {layer.error(floor):.2g} vs {layer.error(opt):.2g}")
-        rows.append({"layer": layer.label, "choice": name, "cost": opt.nbytes,
-                     "float_cost": max(o.nbytes for o in layer.options),
-                     "deviation": float(f"{layer.error(opt):.3g}"), "why": why})
-    return rows

@@ -11,7 +11,7 @@ import pytest
 from onnxcompress.auto import speed
 from onnxcompress.auto.plan import Plan
 from onnxcompress.auto.search import Evaluation, search
-from onnxcompress.auto.speed import next_plan, speed_guard, speed_tier
+from onnxcompress.auto.speed import faster_of, next_plan, speed_guard, speed_tier, without_slower_kinds
 from onnxcompress.auto.targets import Fidelity
 from onnxcompress.errors import ConfigError
 from onnxcompress.passes._bit_allocation import LayerChoices
@@ -70,7 +70,8 @@ def test_a_slower_plan_moves_to_faster_decodes_until_it_is_not(monkeypatch: pyte
     # round 1: the 4-bit block layer to int8; round 2: the int8 layers to k-means 8
     assert built.plans == [{"fc1.weight": "int8", "fc2.weight": "int8", "fc3.weight": "kmeans4"},
                            {"fc1.weight": "kmeans8", "fc2.weight": "kmeans8", "fc3.weight": "kmeans4"}]
-    assert ev.plan.choices == built.plans[-1] and out == {"ratio": 1.0, "rounds": 2, "cached": False}
+    assert ev.plan.choices == built.plans[-1]
+    assert out == {"ratio": 1.0, "rounds": 2, "cached": False, "moved_from": [0, 1]}
     assert len(calls) == 3 and sum("speed guard" in n for n in notes) == 2
     assert top1(MODEL, built.serialized(ev.plan)) >= 0.99
     # the same plan on this machine again: the decision is read back, nothing is timed
@@ -114,3 +115,62 @@ def test_a_move_that_misses_the_target_goes_to_float_else_the_plan_is_kept(
 def test_allow_slower_is_for_the_size_objective_only() -> None:
     with pytest.raises(ConfigError, match="size objective only"):
         search(MODEL, CALIB, objective="latency", allow_slower=True)
+
+
+def test_the_kinds_moved_away_from_leave_the_next_search() -> None:
+    layers = _layers()
+    assert without_slower_kinds(layers, {"rounds": 0}) is None
+    assert without_slower_kinds(layers, {"moved_from": []}) is None
+    narrowed = without_slower_kinds(layers, {"moved_from": [0]})
+    assert narrowed is not None and [n.label for n in narrowed] == [n.label for n in layers]
+    from onnxcompress.auto.paths import option_name
+    assert all({option_name(o) for o in n.options} == {"float", "int8", "kmeans8", "kmeans4", "fp16"}
+               and n.sensitivity == 1.0 for n in narrowed)
+    narrowed = without_slower_kinds(narrowed, {"moved_from": [1]})
+    assert {option_name(o) for o in narrowed[0].options} == {"float", "kmeans8", "kmeans4", "fp16"}
+
+
+def test_the_search_again_is_kept_where_it_is_cheaper_and_holds() -> None:
+    def ev(cost: float, met: bool) -> Evaluation:
+        f = Fidelity({}, met, 0.0 if met else -0.01)
+        return Evaluation(Plan({}), cost, int(cost), f, held=f)
+
+    first, guards, notes = ev(100, True), ({"m": 1}, {"s": 1}), []
+    cheaper = (ev(60, True), {"m": 2}, {"s": 2})
+    assert faster_of(first, guards, cheaper, notes) == cheaper and "100 -> 60 bytes" in notes[0]
+    assert faster_of(first, guards, (ev(60, False), {}, {}), [])[0] is first  # misses the target
+    assert faster_of(first, guards, (ev(120, True), {}, {}), [])[0] is first  # costs more
+    missed = ev(100, False)  # neither holds: the cheaper one
+    assert faster_of(missed, guards, (ev(60, False), {}, {}), [])[0].cost == 60
+
+
+def test_a_search_whose_4bit_blocks_run_slower_searches_again_without_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scripted: any plan with a MatMulNBits runs 1.2x the original. The guard's local moves
+    (each 4-bit layer to its cheapest faster option with no more error) are one answer; a
+    search without 4-bit blocks is another, kept where it is smaller and holds."""
+    def latency_ratio(original, path: Path, feed: dict) -> float:  # noqa: ANN001
+        model = onnx.load(str(path))
+        return 1.2 if any(n.op_type == "MatMulNBits" for n in model.graph.node) else 1.0
+
+    def chosen_bytes(result) -> int:  # noqa: ANN001
+        return next(f["bytes"] for f in result.front if f["chosen"])
+
+    monkeypatch.setattr(speed, "latency_ratio", latency_ratio)
+    result = search(MODEL, CALIB, target="top1>=0.99")
+    assert result.met and "int4" not in result.plan.counts()
+    assert top1(MODEL, _serialized(result)) >= 0.99
+    assert any("searched again" in n for n in result.notes), result.notes
+    import importlib  # onnxcompress.auto.search the name is the function
+    monkeypatch.setattr(importlib.import_module("onnxcompress.auto.search"), "without_slower_kinds",
+                        lambda layers, speed: None)
+    moved_only = search(MODEL, CALIB, target="top1>=0.99")
+    assert "int4" not in moved_only.plan.counts()
+    assert chosen_bytes(result) < chosen_bytes(moved_only)
+
+
+def _serialized(result) -> bytes:  # noqa: ANN001
+    from onnxcompress.model import load_model, to_proto
+    from onnxcompress.pipeline import Pipeline
+
+    return to_proto(Pipeline.from_recipe(result.recipe).run(load_model(MODEL)).model).SerializeToString()
