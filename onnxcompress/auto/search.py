@@ -37,6 +37,7 @@ from onnxcompress.auto.candidates import (
     candidate_weights,
     layer_costs,
     measure_candidate,
+    recipe_labels,
 )
 from onnxcompress.auto.executor import Executor, LocalExecutor
 from onnxcompress.auto.guard import memory_guard
@@ -82,7 +83,6 @@ from onnxcompress.passes._bit_allocation import LayerChoices, Option
 from onnxcompress.passes._folding import fold_batchnorm
 from onnxcompress.pipeline import Pipeline
 from onnxcompress.validation.metrics import has_image_input
-from onnxcompress.weights import WeightIndex
 
 logger = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ def search(
     if goal.needs_labels and (search_labels is None or held_labels is None):
         raise ConfigError(f"target {goal.text}: the data has no labels.",
                           hint="store them as 'labels' in the .npz, or use top1>=...")
-    all_labels = [w.label for w in WeightIndex.build(original)]
+    all_labels = recipe_labels(original)
     if not candidate_weights(original):  # as a pass does, the model is written as it came
         return _nothing_to_compress(original, goal, objective, seed, started)
     own = executor is None

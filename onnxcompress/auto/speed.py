@@ -105,7 +105,7 @@ def speed_guard(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Evalu
     from onnxcompress.auto.guard import has_external_data, write_plan
     from onnxcompress.errors import OnnxCompressError
 
-    out: dict[str, Any] = {"ratio": None, "rounds": 0, "cached": False}
+    out: dict[str, Any] = {"ratio": None, "rounds": 0, "cached": False, "moved_from": []}
     if next_plan(chosen.plan, layers) is None:
         return chosen, out  # every layer folds at load already: the original's kernels
     key = _decision_key(original_model, chosen.plan, feed)

@@ -250,7 +250,7 @@ def test_search_reports_session_memory(tmp_path: Path) -> None:
     assert run_cli("compress", MODEL, "-o", out, "--auto", "--calibration", CALIB, "--validate-data", EVAL,
                    "--auto-target", "top1>=0.99", "--report", report, "--time-budget", "60", "-q") == 0
     memory = json.loads(report.read_text())["auto"]["memory"]
-    assert set(json.loads(report.read_text())["auto"]["speed"]) == {"ratio", "rounds", "cached"}
+    assert set(json.loads(report.read_text())["auto"]["speed"]) == {"ratio", "rounds", "cached", "moved_from"}
     assert memory["original_bytes"] > 0 and memory["fits"] is True
     assert memory["bytes"] <= guard.memory_limit(memory["original_bytes"])
     onnx.checker.check_model(str(out))

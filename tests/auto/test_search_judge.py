@@ -46,9 +46,9 @@ def _search(monkeypatch: pytest.MonkeyPatch, keep: bool) -> tuple[object, list[b
 
 def test_held_out_check_reuses_search_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
     kept, judged = _search(monkeypatch, keep=True)
-    # The first checks (the plan the search ends on, each back-off step right after it is built)
-    # find their outputs kept; a bisection between two of them judges plans built earlier.
-    assert judged and all(judged[:4])
+    # The first checks (the plan the search ends on, the back-off step right after it is built)
+    # find their outputs kept; a bisection between two plans judges plans built earlier.
+    assert judged and all(judged[:2]) and sum(judged) >= 3
     rerun, judged_again = _search(monkeypatch, keep=False)
     assert len(judged_again) == len(judged) and not any(judged_again)
     assert kept.plan.choices == rerun.plan.choices and kept.recipe == rerun.recipe  # type: ignore[attr-defined]

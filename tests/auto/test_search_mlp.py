@@ -51,6 +51,31 @@ def test_recipe_replays_byte_for_byte(searched: Path) -> None:
     assert [p["pass"] for p in ran] == [p["pass"] for p in recipe["passes"]]
 
 
+def test_biases_are_stored_in_float16_as_the_uniform_passes_store_them() -> None:
+    """No codec's ``exclude`` names a bias or norm parameter (``recipe_labels``): the last weight
+    pass stores them in float16. transformer_digits with int8 (an ``exclude`` codec) on its
+    weights: every bias and LayerNorm parameter of 64+ values float16; before, all float32."""
+    from onnxcompress.auto.candidates import candidate_weights, recipe_labels
+    from onnxcompress.auto.plan import Plan
+    from onnxcompress.model import to_proto
+    from onnxcompress.pipeline import Pipeline
+    from onnxcompress.weights import WeightIndex
+
+    model_path = MODELS.parent / "tests/assets/transformer_digits.onnx"
+    original = load_model(model_path)
+    plan = Plan({w.label: "int8" for w in candidate_weights(original)})
+    rest = [w.label for w in WeightIndex.build(original) if w.role in ("bias", "norm") and w.size >= 64]
+    assert len(rest) >= 8
+    everything = [w.label for w in WeightIndex.build(original)]
+    for labels, half in ((recipe_labels(original), True), (everything, False)):
+        recipe = plan.to_recipe(labels)
+        named = {p for step in recipe["passes"] for p in step.get("exclude", [])}
+        assert (not set(rest) & named) is half
+        written = to_proto(Pipeline.from_recipe(recipe).run(load_model(model_path)).model)
+        stored = {t.name for t in written.graph.initializer}
+        assert all((f"{label}_fp16" in stored) is half for label in rest), sorted(stored)
+
+
 def test_unreachable_target_exits_1_with_best_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "best.onnx"
     code = run_cli("compress", MODEL, "-o", out, "--auto", "--calibration", CALIB, "--validate-data", EVAL,
