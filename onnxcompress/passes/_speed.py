@@ -134,10 +134,11 @@ def first_fast_enough(cfg: QuantizeConfig, float_model: ir.Model | None, base: i
             last = i == len(attempts) - 1
             scratch = PassResult(pass_name=result.pass_name, config=result.config, model=base)
             model = build(base if last else _copy(base), spec, scratch)
-            ratio = None if last and i > 0 else timer.ratio(model, scratch)
+            bound = limit(spec) if limit is not None else 1 + SPEED_TOLERANCE
+            ratio = None if last and i > 0 else (
+                timer.ratio(model, scratch) if last else timer.confirmed(model, scratch, bound))
             if ratio is not None:
                 history.append((describe(spec), ratio))
-            bound = limit(spec) if limit is not None else 1 + SPEED_TOLERANCE
             if not last and ratio is not None and ratio > bound:
                 continue
             more = memory.excess(model) if memory is not None and not last and spec else None
@@ -266,6 +267,21 @@ class _Timer:
         result.metrics["latency_int8_ms"] = round(t_int8 * 1e3, 3)
         result.metrics["latency_ratio"] = round(ratio, 3)
         return ratio
+
+    def confirmed(self, model: ir.Model, result: PassResult, bound: float) -> float | None:
+        """``ratio``, and where that is within ``bound`` a second reading: the slower of the
+        two. A reading within it is taken and cached for this machine, and one 0.6 s timing of
+        a 66 ms model on a busy machine read 0.90 for a DequantizeLinear form that runs 1.12x
+        (batch 23's style_mosaic, weight-only int8)."""
+        first = self.ratio(model, result)
+        if first is None or first > bound:
+            return first
+        kept = {k: result.metrics[k] for k in _LATENCY_METRICS if k in result.metrics}
+        second = self.ratio(model, result)
+        if second is None or second < first:
+            result.metrics.update(kept)
+            return first
+        return second
 
     def close(self) -> None:
         self.session = None

@@ -561,6 +561,31 @@ def test_speed_guard_falls_back_to_int8_storage_when_int8_is_slower(monkeypatch)
     assert ops(q)["QuantizeLinear"] > 0 and res.metrics["latency_ratio"] > 1
 
 
+def test_a_faster_reading_is_confirmed_before_it_is_taken(monkeypatch, tmp_path):
+    """batch 23's style_mosaic: one 0.6 s timing read 0.90 for a weight-only DequantizeLinear
+    form that runs 1.12x, and the decision was cached for the machine. A reading within the
+    bound is timed again and the slower of the two decides."""
+    monkeypatch.setenv("ONNXCOMPRESS_CACHE_DIR", str(tmp_path))  # no decision from another test
+    readings = [[1.0, 0.9], [1.0, 1.12]]  # the first attempt: lucky, then its real speed
+    calls = []
+
+    def fake_latency(models, feed, **kw):
+        calls.append(sum(1 for n in models[1].graph if n.op_type == "QuantizeLinear"))
+        return readings.pop(0) if readings else [1.0, 1.12]
+
+    monkeypatch.setattr(_speed, "alternate_latency", fake_latency)
+    proto = h.mlp((32, 128, 128, 8))
+    data = feeds((2, 32))
+    res, q = quantize(proto, data, speed_check=True)
+    assert calls[0] == calls[1] > 0  # the same attempt timed twice
+    assert ops(q)["QuantizeLinear"] == 0 and res.metrics["int8_compute_ops"] == 0
+    readings[:] = [[1.0, 0.9], [1.0, 0.95]]  # confirmed: kept, with the slower reading's numbers
+    calls.clear()
+    res, q = quantize(proto, data, speed_check=True, calibrate_method="entropy")  # another cache key
+    assert calls[0] == calls[1] and ops(q)["QuantizeLinear"] > 0
+    assert res.metrics["latency_ratio"] == 0.95
+
+
 def test_int8_compute_that_needs_more_session_memory_falls_back(monkeypatch, tmp_path):
     """seal_det static int8: 9 QLinearConv islands ran 0.77x the float latency but needed 1.13x
     its session memory (their quantize/dequantize activations). The speed guard's attempts must
