@@ -105,7 +105,7 @@ def _blocked_weight(w: Weight, b: Builder, result: PassResult) -> None:
 def _half_weight(w: Weight, b: Builder, result: PassResult) -> None:
     """Store the float32 ``w`` in float16 with a Cast in front of its readers (the fidelity
     guard's float step where float16 holds it: ``_int8_search.halves``)."""
-    arr = w.numpy().astype(np.float32)
+    arr = w.numpy()  # float32: ``halves``
     half = arr.astype(np.float16)
     error = float(np.linalg.norm(half.astype(np.float32) - arr) / max(float(np.linalg.norm(arr)), 1e-30))
     before = w.nbytes

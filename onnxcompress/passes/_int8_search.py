@@ -132,9 +132,9 @@ def _squared(decoded: np.ndarray, arr: np.ndarray) -> float:
 
 def float_step(w: Weight, half: bool = False) -> int:
     """The bytes ``w`` keeps over its int8 codes where it stays float (3/4 of a float32
-    weight's, 1/2 of a float16 one's); with ``half``, a float32 weight float16 allows is
-    stored so (``halves``): 1/2 of its bytes over the codes."""
-    return (w.nbytes // 2 if half and halves(w) else w.nbytes) - w.size
+    weight's, 1/2 of a float16 one's); ``half``: a float32 weight stored float16 (the caller
+    found ``halves``), 1/2 of its bytes over the codes."""
+    return (w.nbytes // 2 if half else w.nbytes) - w.size
 
 
 def halves(w: Weight) -> bool:
