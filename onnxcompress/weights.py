@@ -45,7 +45,7 @@ COMPUTE_ROLES = frozenset({ROLE_WEIGHT, ROLE_EMBEDDING, ROLE_RECURRENT})
 # its 93.75% of 512 strings). One rule for int8 and k-means (k-means had 256; its files moved by
 # under 0.5%, no labelled metric moved). Allocations that measure each layer go lower (k-means: 64).
 SMALL_WEIGHT_VALUES = 512
-# Tensor -> whether every value is finite (Weight.non_finite_reason), kept while the tensor lives.
+# Tensor -> whether every value is finite (Weight.kept_reason), kept while the tensor lives.
 _FINITE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -199,12 +199,13 @@ class Weight:
     def numpy(self) -> np.ndarray:
         return self.tensor.numpy()
 
-    def non_finite_reason(self) -> str | None:
-        """Why the weight cannot be compressed because of its values, or None: a float tensor
-        holding inf or NaN (rxnmap's distance-bias table has -inf padding rows, an attention
-        mask): no codebook, scale or pruning score is defined for it. Reads the data once per
-        tensor: every index a pass builds asks again (quantize: its guard's candidates, then its
-        writers), and a large model's weights are read from disk."""
+    def kept_reason(self) -> str | None:
+        """Why no pass may change the weight's values, or None: the graph gives it out too (int8
+        gave out its codes), or it holds inf or NaN (rxnmap's -inf padding rows, a mask): no
+        codebook, scale or pruning score is defined for it. Reads the data once per tensor (every
+        index a pass builds asks again; a large model's weights are read from disk)."""
+        if self.value.is_graph_output():
+            return "also a graph output: given out as it is"
         if not self.is_float:
             return None
         tensor = self.tensor

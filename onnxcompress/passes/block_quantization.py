@@ -250,7 +250,7 @@ class BlockQuantize(Pass):
             if w.excluded_by(cfg.exclude):
                 result.skip(w.label, "excluded")
                 continue
-            if (why := w.non_finite_reason()) is not None:
+            if (why := w.kept_reason()) is not None:
                 result.skip(w.label, why)
                 continue
             layer_or_reason = _plan(w, cfg)
@@ -337,8 +337,6 @@ def _plan(w: Weight, cfg: BlockQuantizeConfig) -> _Layer | str:
         return f"rank-{len(w.shape)} weight (2-D only)"
     if w.size < cfg.min_size:
         return f"fewer than min_size={cfg.min_size} elements"
-    if w.value.is_graph_output():
-        return "also a graph output"
     uses: list[_Use] = []
     chain: list[ir.Node] = []
     why = _walk(w.value, False, w.dtype, uses, chain)

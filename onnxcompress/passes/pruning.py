@@ -549,7 +549,7 @@ class Prune(Pass):
             return "also read as a plain constant (shape, mask, ...)"
         if w.size < cfg.min_size:
             return f"smaller than min_size ({cfg.min_size} elements)"
-        if (why := w.non_finite_reason()) is not None:
+        if (why := w.kept_reason()) is not None:
             return why
         if cfg.keep_depthwise and w.role == ROLE_WEIGHT and len(w.shape) > 2:
             grouped = any(u.node.op_type == "Conv" and _conv_group(u.node) > 1 for u in w.uses)

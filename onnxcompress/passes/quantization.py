@@ -494,7 +494,7 @@ class Quantize(Pass):
                 continue
             if any(self._excluded(u.node, cfg, check_types=False) for u in w.uses):
                 continue
-            if w.non_finite_reason() is not None or spectral_basis(w):  # stay float
+            if w.kept_reason() is not None or spectral_basis(w):  # stay float
                 continue
             out.append(w)
         return out
@@ -579,7 +579,7 @@ def _quantizable_weight(w: Weight, cfg: QuantizeConfig, result: PassResult, *, h
     if w.via:
         result.skip(w.label, "weight reaches its op through Identity/Cast/Transpose")
         return False
-    if (why := w.non_finite_reason()) is not None:
+    if (why := w.kept_reason()) is not None:
         result.skip(w.label, why)
         return False
     if spectral_basis(w):

@@ -331,7 +331,7 @@ class WeightSharing(Pass):
             result.skip(w.label, f"smaller than min_size ({self._min_elements} elements)")
             self._unclustered.add(w.label)
             return 0
-        if (why := w.non_finite_reason()) is not None:
+        if (why := w.kept_reason()) is not None:
             result.skip(w.label, why)
             return 0
         if spectral_basis(w):
