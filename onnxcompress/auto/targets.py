@@ -269,7 +269,9 @@ def _with_cosine_floor(expr: str, held: Sequence[str]) -> str:
     (which holds every output's cosine at 0.99 too) failed the file."""
     terms = [m for t in expr.split(",") if (m := _TERM.match(t))]
     named = {m["output"].strip() for m in terms if m["output"]}
-    counted = {m["output"].strip() for m in terms if m["output"] and m["metric"] in ("top1", "sequence")}
+    # in the expression's order (a set's order of strings changes from run to run, and the text
+    # is recorded in the file's metadata)
+    counted = [m["output"].strip() for m in terms if m["output"] and m["metric"] in ("top1", "sequence")]
     plain = {m["output"].strip() for m in terms if m["output"] and m["metric"] in ("cosine", "values")}
     floors = [k for k in dict.fromkeys([*counted, *(k for k in held if k not in named)])
               if k not in plain and _spellable(k)]

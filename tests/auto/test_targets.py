@@ -806,3 +806,19 @@ def test_a_class_map_holds_each_class_not_only_the_pixels_pooled() -> None:
     assert fid.values[next(iter(fid.values))] < 0.98 and not fid.met
     moved = softmax(logits + rng.normal(0, 0.05, logits.shape))  # every pixel keeps its class
     assert t.evaluate({"Identity:0": probs}, {"Identity:0": moved}).met
+
+
+def test_the_default_target_reads_the_same_in_every_process():
+    """The outputs held by a count get their cosine floors in the expression's order: a set's
+    order of strings changes with the process's hash seed (handpose's two sigmoid outputs
+    swapped places from one run to the next in the report's target)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import numpy as np; from onnxcompress.auto.targets import parse_target; "
+            "r = np.random.default_rng(0); p = lambda: 1 / (1 + np.exp(-r.normal(0, 3, (24, 1)))); "
+            "print(parse_target(None, {f'out{i}': p() for i in range(6)}).text)")
+    texts = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in range(4)}
+    assert len(texts) == 1 and "out5:cosine>=" in texts.pop()
