@@ -27,6 +27,9 @@ ANCHOR_FEATURES = ANCHOR_MAX_FEATURES
 #: at 41.1 dB where static int8 gives 3.87x at 54.5 dB, every pixel within 16 grey levels on none
 #: of the eval images). :func:`picture_target`: 1e-4 of ||y0 - mean y0||^2.
 PICTURE_DEVIATION = 1e-4
+#: ... at most 100x closer (0.999999): float16 weights move an output by ~2e-7, and a picture of
+#: little contrast on a large offset would otherwise leave auto nothing but float32.
+PICTURE_MIN_SHARE = 0.01
 #: A probability map is binarised at MASK_THRESHOLD (a logit map at 0), from MAP_POSITIONS values
 #: a sample.
 MASK_THRESHOLD = 0.5
@@ -51,7 +54,7 @@ def picture_target(picture: np.ndarray) -> str:
     rows = np.asarray(picture, dtype=np.float64).reshape(len(picture), -1)
     energy = np.square(rows).mean(axis=1)
     share = float(np.mean(np.where(energy > 0, rows.var(axis=1) / np.where(energy > 0, energy, 1), 1)))
-    share = min(1.0, float(f"{share:.2g}"))  # two digits: a readable bound, the same on similar data
+    share = min(1.0, max(PICTURE_MIN_SHARE, float(f"{share:.2g}")))  # two digits: a readable bound
     return f"cosine>={1 - PICTURE_DEVIATION * share:.10g}"
 
 
