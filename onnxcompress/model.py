@@ -22,6 +22,7 @@ from google.protobuf.message import DecodeError
 
 from onnxcompress.errors import ModelLoadError, SaveError, UnsafeExternalDataError
 from onnxcompress.graph.fold import fold_constant_shapes, fold_shape_only_weights
+from onnxcompress.graph.functions import inline_weight_functions
 from onnxcompress.graph.maps import DETACHED_MAPS, DetachedMap, detach_maps, reattach_maps
 from onnxcompress.weights import all_graphs, iter_constant_tensors, unique_name
 
@@ -259,6 +260,8 @@ def _normalize(model: ir.Model) -> ir.Model:
         model.meta[INITIALIZER_INPUTS] = len(initializer_inputs)  # said in the run's notes
     if model.ir_version < 4:
         model.ir_version = 4
+    if inlined := inline_weight_functions(model):
+        logger.info("Inlined %d call(s) of model-local functions that carry weights.", inlined)
     bypassed = _bypass_constant_identities(model)
     if bypassed:
         logger.info("Removed %d Identity node(s) that only renamed a constant.", bypassed)

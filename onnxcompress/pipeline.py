@@ -34,6 +34,7 @@ from onnxcompress.data import FeedSource, feed_source
 from onnxcompress.errors import ConfigError, ModelLoadError, OnnxCompressError, PassError
 from onnxcompress.graph.annotations import drop_inferable_annotations
 from onnxcompress.graph.foreign import foreign_note
+from onnxcompress.graph.functions import INLINED_CALLS
 from onnxcompress.graph.maps import DETACHED_MAPS
 from onnxcompress.model import (
     INITIALIZER_INPUTS,
@@ -313,6 +314,10 @@ class Pipeline:
             notes.append(f"the input model lists its {listed:,} initializer(s) as graph inputs too "
                          "(IR < 4 style); the output lists only the inputs a caller feeds, its "
                          "weights are constants")
+        if calls := model.meta.get(INLINED_CALLS):
+            notes.append(f"inlined {calls:,} call(s) of model-local functions that carry weights, as "
+                         "onnxruntime does at load (inside a function a weight is an argument no pass "
+                         "can compress)")
         if foreign := foreign_note(model):
             notes.append(foreign)
         completed = checking.complete_io_shapes(model)
