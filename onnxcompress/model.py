@@ -21,6 +21,7 @@ import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
 from onnxcompress.errors import ModelLoadError, SaveError, UnsafeExternalDataError
+from onnxcompress.graph.constants import needs_normalizing, normalize_constants
 from onnxcompress.graph.fold import fold_constant_shapes, fold_shape_only_weights
 from onnxcompress.graph.functions import inline_weight_functions
 from onnxcompress.graph.maps import DETACHED_MAPS, DetachedMap, detach_maps, reattach_maps
@@ -48,9 +49,10 @@ def load_model(model: ModelLike) -> ir.Model:
     if isinstance(model, onnx.ModelProto):
         _check_tensor_sizes(model, base_dir=None, model_name="<in-memory model>")
         maps: tuple[DetachedMap, ...] = ()
-        if any(n.op_type == "ZipMap" for n in model.graph.node):  # the caller's proto stays whole
-            model = onnx.ModelProto.FromString(model.SerializeToString())
+        if any(n.op_type == "ZipMap" for n in model.graph.node) or needs_normalizing(model):
+            model = onnx.ModelProto.FromString(model.SerializeToString())  # the caller's stays whole
             maps = detach_maps(model)
+            normalize_constants(model)
         ir_model = ir.serde.deserialize_model(model)
         ir_model.meta[DETACHED_MAPS] = maps
         return _normalize(ir_model)
@@ -60,6 +62,7 @@ def load_model(model: ModelLike) -> ir.Model:
     _check_tensor_sizes(proto, base_dir=base_dir, model_name=str(path))
     files = model_files(path, proto)
     maps = detach_maps(proto)  # skl2onnx's ZipMap: onnx_ir reads no map type
+    normalize_constants(proto)
     try:
         ir_model = ir.serde.deserialize_model(proto)
     except Exception as e:  # onnx_ir raises many types on malformed graphs
