@@ -201,9 +201,8 @@ class Weight:
 
     def kept_reason(self) -> str | None:
         """Why no pass may change the weight's values, or None: the graph gives it out too (int8
-        gave out its codes), or it holds inf or NaN (rxnmap's -inf padding rows, a mask): no
-        codebook, scale or pruning score is defined for it. Reads the data once per tensor (every
-        index a pass builds asks again; a large model's weights are read from disk)."""
+        gave out its codes), or it holds inf or NaN (rxnmap's -inf padding rows, a mask: no codebook,
+        scale or pruning score is defined). Reads the data once per tensor (every index asks)."""
         if self.value.is_graph_output():
             return "also a graph output: given out as it is"
         if not self.is_float:

@@ -8,8 +8,6 @@ index looks for a constant (a weight given as 3072 floats and reshaped was never
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import onnx
 from onnx import numpy_helper
@@ -21,8 +19,10 @@ _LISTS = {"value_floats": (onnx.TensorProto.FLOAT, np.float32),
 def normalize_constants(proto: onnx.ModelProto) -> int:
     """Rewrite ``proto`` in place (every graph, subgraphs included); returns how many constants
     changed form."""
+    from onnxcompress.model import proto_graphs  # model.py reads proto through here
+
     changed = 0
-    for graph in _graphs(proto.graph):
+    for graph in proto_graphs(proto.graph):
         for sparse in graph.sparse_initializer:
             graph.initializer.append(_dense(sparse))
             changed += 1
@@ -43,9 +43,11 @@ def normalize_constants(proto: onnx.ModelProto) -> int:
 
 def needs_normalizing(proto: onnx.ModelProto) -> bool:
     """Whether :func:`normalize_constants` would change ``proto``."""
+    from onnxcompress.model import proto_graphs
+
     return any(graph.sparse_initializer or any(
         node.op_type == "Constant" and any(a.name in _LISTS for a in node.attribute) for node in graph.node)
-        for graph in _graphs(proto.graph))
+        for graph in proto_graphs(proto.graph))
 
 
 def _dense(sparse: onnx.SparseTensorProto) -> onnx.TensorProto:
@@ -58,14 +60,3 @@ def _dense(sparse: onnx.SparseTensorProto) -> onnx.TensorProto:
     flat = indices if indices.ndim == 1 else np.ravel_multi_index(tuple(indices.T), dims)
     dense[flat] = values
     return numpy_helper.from_array(dense.reshape(dims), sparse.values.name)
-
-
-def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _graphs(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for g in attr.graphs:
-                    yield from _graphs(g)
