@@ -1,9 +1,10 @@
 """Constants written in forms onnx_ir and the passes do not read, rewritten in the proto before it
 is parsed: sparse initializers (``graph.sparse_initializer``: onnx_ir drops them, so a model whose
 MatMul reads one was refused as "reads 'W', which no node ... provides" though onnx.checker and
-onnxruntime accept it) become dense initializers, and ``Constant`` nodes holding a list
-(``value_floats`` / ``value_ints``) hold the same values as a ``value`` tensor, where the weight
-index looks for a constant (a weight given as 3072 floats and reshaped was never compressed).
+onnxruntime accept it) become dense initializers, as do ``Constant`` nodes' ``sparse_value``
+(onnx_ir could not read the graph); ``Constant`` nodes holding a list (``value_floats`` /
+``value_ints``) hold the same values as a ``value`` tensor, where the weight index looks for a
+constant (a weight given as 3072 floats and reshaped was never compressed).
 """
 
 from __future__ import annotations
@@ -31,7 +32,12 @@ def normalize_constants(proto: onnx.ModelProto) -> int:
             if node.op_type != "Constant" or node.domain not in ("", "ai.onnx") or len(node.attribute) != 1:
                 continue
             attr = node.attribute[0]
-            if attr.name in _LISTS and attr.type in (onnx.AttributeProto.FLOATS, onnx.AttributeProto.INTS):
+            if attr.name == "sparse_value":  # onnx_ir cannot read it either
+                dense = _dense(attr.sparse_tensor)
+                del node.attribute[:]
+                node.attribute.append(onnx.helper.make_attribute("value", dense))
+                changed += 1
+            elif attr.name in _LISTS and attr.type in (onnx.AttributeProto.FLOATS, onnx.AttributeProto.INTS):
                 dtype, np_type = _LISTS[attr.name]
                 listed = attr.floats if dtype == onnx.TensorProto.FLOAT else attr.ints
                 values = np.asarray(listed, dtype=np_type)
@@ -46,7 +52,8 @@ def needs_normalizing(proto: onnx.ModelProto) -> bool:
     from onnxcompress.model import proto_graphs
 
     return any(graph.sparse_initializer or any(
-        node.op_type == "Constant" and any(a.name in _LISTS for a in node.attribute) for node in graph.node)
+        node.op_type == "Constant" and any(a.name in (*_LISTS, "sparse_value") for a in node.attribute)
+        for node in graph.node)
         for graph in proto_graphs(proto.graph))
 
 

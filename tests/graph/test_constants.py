@@ -36,7 +36,8 @@ def sparse_model(coordinates: bool) -> onnx.ModelProto:
     flat = np.flatnonzero(w)
     indices = np.stack(np.unravel_index(flat, w.shape), axis=1) if coordinates else flat
     sparse = oh.make_sparse_tensor(numpy_helper.from_array(w.ravel()[flat], "W"),
-                                   numpy_helper.from_array(indices.astype(np.int64), "W_indices"), list(w.shape))
+                                   numpy_helper.from_array(indices.astype(np.int64), "W_indices"),
+                                   list(w.shape))
     return _linear([oh.make_node("MatMul", ["x", "W"], ["y"])], sparse=[sparse])
 
 
@@ -47,8 +48,15 @@ def listed_model() -> onnx.ModelProto:
                     oh.make_node("MatMul", ["x", "W"], ["y"])], [shape])
 
 
-@pytest.mark.parametrize("make", [lambda: sparse_model(False), lambda: sparse_model(True), listed_model],
-                         ids=["sparse flat indices", "sparse coordinates", "value_floats"])
+def sparse_constant_model() -> onnx.ModelProto:
+    sparse = sparse_model(False).graph.sparse_initializer[0]
+    return _linear([oh.make_node("Constant", [], ["W"], sparse_value=sparse),
+                    oh.make_node("MatMul", ["x", "W"], ["y"])])
+
+
+@pytest.mark.parametrize("make", [lambda: sparse_model(False), lambda: sparse_model(True), listed_model,
+                                  sparse_constant_model],
+                         ids=["sparse flat indices", "sparse coordinates", "value_floats", "sparse_value"])
 @pytest.mark.parametrize("options", [{"pass": "quantize", "mode": "weights", "speed_check": False},
                                      {"pass": "kmeans", "bits": 8}])
 def test_the_weight_is_read_and_compressed(make, options):
