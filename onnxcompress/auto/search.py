@@ -287,6 +287,9 @@ def search(
     seconds["total"] = round(time.perf_counter() - started, 2)
     if time.perf_counter() > deadline:
         notes.append(f"stopped at the time budget ({time_budget:g} s): the plan is the best found by then")
+    if set(final.plan.counts()) <= {"float"}:  # said: the file is the original (a tiny CNN's memory)
+        better = {"size": "smaller", "latency": "faster", "memory": "leaner in session memory"}[objective]
+        notes.append(f"every layer stays float: no option met the target and was {better} than the original")
     assert final.held is not None
     return AutoResult(
         plan=final.plan, met=met,

@@ -96,3 +96,14 @@ def test_bad_target_exits_2_before_work(tmp_path: Path, capsys: pytest.CaptureFi
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "target" in err
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_a_plan_left_all_float_says_so():
+    """Nothing meets cosine>=1 but float: the file is the original, and the notes say why (with
+    --objective memory a tiny CNN came out 1.00x without a word)."""
+    from onnxcompress.auto import search
+
+    found = search(MODEL, str(CALIB), target="cosine>=1")
+    assert found.plan.counts() == {"float": 3} and found.met
+    said = "every layer stays float: no option met the target and was smaller than the original"
+    assert said in found.notes
