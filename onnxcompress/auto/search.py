@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from onnxcompress.auto.candidates import (
+    FLOAT,
     KMEANS_CALIBRATION_SAMPLES,
     OBJECTIVES,
     Measured,
@@ -287,7 +288,7 @@ def search(
     seconds["total"] = round(time.perf_counter() - started, 2)
     if time.perf_counter() > deadline:
         notes.append(f"stopped at the time budget ({time_budget:g} s): the plan is the best found by then")
-    if set(final.plan.counts()) <= {"float"}:  # said: the file is the original (a tiny CNN's memory)
+    if set(final.plan.counts()) <= {FLOAT.name}:  # said: the file is the original (a tiny CNN's memory)
         better = {"size": "smaller", "latency": "faster", "memory": "leaner in session memory"}[objective]
         notes.append(f"every layer stays float: no option met the target and was {better} than the original")
     assert final.held is not None

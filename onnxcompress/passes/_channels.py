@@ -206,8 +206,8 @@ class _Analyzer(_ShapeOps):
             return f"weight {w.label} is excluded"
         if len(w.uses) > 1 or any(u.slot.role == ROLE_OTHER for u in w.uses):
             return f"weight {w.label} is shared by several nodes"
-        if w.value.is_graph_output():  # its count of channels is given out as it is
-            return f"weight {w.label} is also a graph output"
+        if (why := w.kept_reason()) is not None:  # every pass's rule: given out, or inf/NaN
+            return f"weight {w.label}: {why}"
         return None
 
     # the walk
