@@ -19,6 +19,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress.graph.einsum import weight_axes
+from onnxcompress.graph.scope import first_reader
 
 logger = logging.getLogger(__name__)
 
@@ -273,22 +274,11 @@ class Weight:
     def insert_nodes(self, nodes: Iterable[ir.Node]) -> None:
         """Insert ``nodes`` (which read only constants) before this weight's first consumer."""
         nodes = list(nodes)
-        first = self.via[0] if self.via else self._first_use_in_graph()
+        first = self.via[0] if self.via else first_reader(self.graph, (u.node for u in self.uses))
         if first is None:
             self.graph.extend(nodes)
         else:
             self.graph.insert_before(first, nodes)
-
-    def _first_use_in_graph(self) -> ir.Node | None:
-        users = {id(u.node) for u in self.uses}
-        for node in self.graph:
-            if id(node) in users:
-                return node
-            # A use inside a subgraph of this node also needs the new nodes first.
-            for sub in _node_subgraphs(node):
-                if any(id(n) in users for n in ir.traversal.RecursiveGraphIterator(sub)):
-                    return node
-        return None
 
     def replace_uses(self, new_value: ir.Value) -> None:
         """Make every consumer read ``new_value`` instead of this tensor, then drop the tensor."""
@@ -317,14 +307,6 @@ class Weight:
             node = self.value.producer()
             if node is not None:
                 self.graph.remove(node, safe=True)
-
-
-def _node_subgraphs(node: ir.Node) -> Iterator[ir.Graph]:
-    for attr in node.attributes.values():
-        if attr.type == ir.AttributeType.GRAPH:
-            yield attr.value
-        elif attr.type == ir.AttributeType.GRAPHS:
-            yield from attr.value
 
 
 def all_graphs(model: ir.Model) -> Iterator[tuple[str, ir.Graph]]:

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 
 from onnxcompress._report_weights import _decode
 from onnxcompress.weights import Weight
@@ -22,6 +23,27 @@ LATENCY_RUNS = 20
 def save_feeds(path: Path, feeds: list[Mapping[str, np.ndarray]]) -> None:
     """Feeds as one .npz (``i/name`` keys), for tasks that run in other processes."""
     np.savez(path, **{f"{i}/{k}": np.asarray(v) for i, feed in enumerate(feeds) for k, v in feed.items()})
+
+
+def save_calibration(feeds: list[Mapping[str, np.ndarray]], path: Path, source: Any = None) -> Path:
+    """Feeds as a stacked .npz (what ``feed_source`` reads back sample by sample). When they are
+    the first samples of an .npz file (``source``), its arrays are sliced, so the workers read
+    exactly what a replay with that file reads (inputs such as a scalar sample rate or an LSTM
+    state keep the layout their file gave them)."""
+    if isinstance(source, (str, Path)) and str(source).endswith(".npz") and Path(source).is_file():
+        with np.load(source, allow_pickle=False) as data:
+            np.savez(path, **{k: data[k][:len(feeds)] for k in feeds[0] if k in data.files})
+        return path
+    if any(len({np.shape(f[k]) for f in feeds}) > 1 for k in feeds[0]):
+        # Samples of different lengths (sentences, clips, a decoder's cache) do not stack: one
+        # file a sample, in a folder, which every data reader takes as it takes the user's.
+        folder = path.with_suffix("")
+        folder.mkdir(exist_ok=True)
+        for i, feed in enumerate(feeds):
+            np.savez(folder / f"{i:06d}.npz", **{k: np.asarray(v) for k, v in feed.items()})
+        return folder
+    np.savez(path, **{k: np.stack([np.asarray(f[k]) for f in feeds], axis=0) for k in feeds[0]})
+    return path
 
 
 def probe_feeds(path: str | Path) -> list[dict[str, np.ndarray]]:
@@ -80,9 +102,23 @@ def _scale_after(proto: onnx.ModelProto, node_name: str, index: int) -> np.ndarr
     return numpy_helper.to_array(inits[other[0]]).reshape(-1)
 
 
-def token_inputs(feeds: list) -> bool:
-    """Whether every input is integer (token ids): a language model's."""
-    return bool(feeds) and all(np.issubdtype(np.asarray(v).dtype, np.integer) for v in feeds[0].values())
+def cache_inputs(model: ir.Model) -> set[str]:
+    """Float inputs a Concat appends to, in any branch: a decoder's cache of past keys and values
+    (``[batch, heads, past, head_size]``, shaped like an image), which it gives back longer."""
+    return {v.name for v in model.graph.inputs if v.dtype is not None and v.dtype.is_floating_point()
+            and any(n.op_type == "Concat" for n, _ in v.uses())}
+
+
+def token_inputs(feeds: list, caches: Collection[str] = ()) -> bool:
+    """Whether the inputs are a language model's: token ids (integer), beside them only flags
+    (bool: a merged decoder's ``use_cache_branch``) and ``caches`` (:func:`cache_inputs`). A
+    decoder run with its cache held each prefill to every position keeping its arg-max: auto
+    left a merged GPT all float."""
+    if not feeds:
+        return False
+    dtypes = {k: np.asarray(v).dtype for k, v in feeds[0].items()}
+    return any(np.issubdtype(d, np.integer) for d in dtypes.values()) and all(
+        np.issubdtype(d, np.integer) or d == np.bool_ or k in caches for k, d in dtypes.items())
 
 
 def class_score_names(original: Any, model_path: str | Path, feeds: list, *,
@@ -265,10 +301,30 @@ def frame_output_names(model_path: str | Path, feeds: list) -> list[str]:
 def _stack(parts: list[np.ndarray], batch: bool = False) -> np.ndarray:
     # A batch of 1 per feed, or rows on the model's batch axis, stack along that axis; scalars
     # and unbatched outputs get one.
+    parts = _padded(parts, from_axis=1)
     if all(p.ndim >= 1 and p.shape[0] == 1 for p in parts) or \
             batch and all(p.ndim >= 1 for p in parts) and len({p.shape[1:] for p in parts}) == 1:
         return np.concatenate(parts, axis=0)
-    return np.stack(parts, axis=0)
+    return np.stack(_padded(parts, from_axis=0), axis=0)
+
+
+def _padded(parts: list[np.ndarray], from_axis: int) -> list[np.ndarray]:
+    """``parts`` brought to one shape from ``from_axis`` on, where samples of different lengths
+    gave outputs of different lengths (a folder of sentences or clips, a decoder's cache of each
+    step's length): each grows by repeating its last entries, never by zeros, which would read as
+    agreeing rows; one with nothing to repeat grows by zeros. Different ranks are flattened."""
+    if len({p.shape[from_axis:] for p in parts}) <= 1:
+        return parts
+    if len({p.ndim for p in parts}) > 1:
+        parts = [p.reshape(-1) for p in parts]
+        from_axis = 0
+    top = np.max([p.shape for p in parts], axis=0)
+    grown = []
+    for p in parts:
+        widths = [(0, 0) if axis < from_axis else (0, int(top[axis]) - p.shape[axis])
+                  for axis in range(p.ndim)]
+        grown.append(np.pad(p, widths, mode="edge" if p.size else "constant"))
+    return grown
 
 
 def objective_cost(path: Path, objective: str, feed: Mapping[str, np.ndarray]) -> float:

@@ -22,7 +22,7 @@ import logging
 import math
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,10 +44,12 @@ from onnxcompress.auto.executor import Executor, LocalExecutor
 from onnxcompress.auto.guard import memory_guard
 from onnxcompress.auto.measure import (
     PROBE_SAMPLES,
+    cache_inputs,
     class_score_names,
     objective_cost,
     row_outputs,
     run_outputs,
+    save_calibration,
     save_feeds,
     token_inputs,
     visible,
@@ -210,11 +212,13 @@ def search(
     if callable(target) and not isinstance(target, Target):
         goal = parse_target(None, metric=target, threshold=target_threshold)
     else:
-        tokens = token_inputs(search_feeds)
+        caches = cache_inputs(original)  # a KV cache [N, heads, past, size] is not an image
+        tokens = token_inputs(search_feeds, caches)
         scores = [] if target is not None else class_score_names(original, model_path, search_feeds,
                                                                  tokens=tokens)
-        goal = parse_target(target, ref_search, class_scores=scores, token_inputs=tokens,
-                            image_inputs=bool(search_feeds) and has_image_input(search_feeds[0]),
+        image = bool(search_feeds) and has_image_input({k: v for k, v in search_feeds[0].items()
+                                                        if k not in caches})
+        goal = parse_target(target, ref_search, class_scores=scores, token_inputs=tokens, image_inputs=image,
                             plain=plain_output_names(original, visible(ref_search)) if target is None else (),
                             frames=sorted(frame_rows) if target is None else ())
     if goal.needs_labels and (search_labels is None or held_labels is None):
@@ -343,19 +347,6 @@ def _split(model: Any, calibration: Any, validate_data: Any) -> tuple[list, Any,
             feeds[cut:], None if labels is None else labels[cut:])
 
 
-def _stacked(feeds: list[Mapping[str, np.ndarray]], path: Path, source: Any = None) -> Path:
-    """Feeds as a stacked .npz (what ``feed_source`` reads back sample by sample). When they are
-    the first samples of an .npz file (``source``), its arrays are sliced, so the workers read
-    exactly what a replay with that file reads (inputs such as a scalar sample rate or an LSTM
-    state keep the layout their file gave them)."""
-    if isinstance(source, (str, Path)) and str(source).endswith(".npz") and Path(source).is_file():
-        with np.load(source, allow_pickle=False) as data:
-            np.savez(path, **{k: data[k][:len(feeds)] for k in feeds[0] if k in data.files})
-        return path
-    np.savez(path, **{k: np.stack([np.asarray(f[k]) for f in feeds], axis=0) for k in feeds[0]})
-    return path
-
-
 # -- step 1: measure every option ----------------------------------------------------------------
 
 
@@ -381,9 +372,10 @@ def _measure(tmp: Path, original: Any, calib: list, search_feeds: list, objectiv
     probe_all = len(labels) * len(names) <= PROBE_ALL_MAX_PAIRS or REFERENCE_OPTION not in names
     save_feeds(tmp / "probe.npz", search_feeds[:PROBE_SAMPLES if probe_all else LARGE_PROBE_SAMPLES])
     save_feeds(tmp / "search.npz", search_feeds)
+    calib_path = save_calibration(calib, tmp / "calib.npz", source)
     tasks = [
         {"candidate": name, "base": str(tmp / "base.onnx"), "labels": labels, "seed": seed,
-         "calibration": str(_stacked(calib, tmp / "calib.npz", source)), "probe": str(tmp / "probe.npz"),
+         "calibration": str(calib_path), "probe": str(tmp / "probe.npz"),
          "objective": objective, "calibration_samples": len(calib),
          "probe_layers": probe_all or name == REFERENCE_OPTION, "outputs": str(tmp / "search.npz"),
          "rows": rows}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from onnxcompress.graph.scope import first_reader
 from onnxcompress.weights import unique_name
 
 FLOAT = ir.DataType.FLOAT
@@ -56,13 +57,6 @@ def to_half(arr: np.ndarray) -> np.ndarray:
     return np.clip(arr, -HALF_MAX, HALF_MAX).astype(np.float16)
 
 
-def position(graph: ir.Graph, node: ir.Node) -> int:
-    for i, n in enumerate(graph):
-        if n is node:
-            return i
-    return 1 << 30
-
-
 def store_narrow(graph: ir.Graph, value: ir.Value, data: np.ndarray, dtype: ir.DataType,
                  names: set[str], suffix: str) -> None:
     """Store the float32 constant ``value`` of ``graph`` (an initializer, or a ``Constant``
@@ -90,8 +84,8 @@ def store_narrow(graph: ir.Graph, value: ir.Value, data: np.ndarray, dtype: ir.D
                       const_value=ir.Tensor(data, dtype=dtype, name=stored))
     graph.register_initializer(narrow)
     cast = cast_node(nodes, narrow, FLOAT, unique_name(names, f"{name}_fp32"))
-    first = min((n for n, _ in value.uses() if n.graph is graph),
-                key=lambda n: position(graph, n), default=None)
+    # a reader inside an If/Loop body counts at the node holding the body
+    first = first_reader(graph, (n for n, _ in value.uses()))
     graph.insert_before(first if first is not None else next(iter(graph)), nodes)
     ir.convenience.replace_all_uses_with(value, cast)
     graph.initializers.pop(value.name, None)

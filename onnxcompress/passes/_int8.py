@@ -287,17 +287,19 @@ def _gathered_weight(w: Weight, b: Builder, result: PassResult) -> None:
     q, scale, error, before, builder = _to_int8(w, 0, False, b)
     scale_v = builder.constant(f"{w.name}_scale", scale.reshape(-1, *([1] * (q.ndim - 1))))
     scale_v.meta[ROW_SCALES] = True
-    graph = w.graph
     if others:
         cast = builder.node("Cast", [w.value], f"{w.name}_f", to=ir.DataType.FLOAT)
         mul = builder.node("Mul", [cast.outputs[0], scale_v], f"{w.name}_dq")
         for n in (cast, mul):
             n.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
         mul.outputs[0].shape = ir.Shape(q.shape)
-        graph.insert_before(others[0][0], [cast, mul])
+        w.insert_nodes([cast, mul])  # in the table's graph, ahead of readers in subgraphs too
         for node, index in others:
             node.replace_input_with(index, mul.outputs[0])
     for node in users:
+        # A Gather inside an If/Loop branch reads the table from the outer scope: its
+        # dequantize goes next to it, in the branch.
+        graph = node.graph if node.graph is not None else w.graph
         out = node.outputs[0]
         name = out.name
         indices = node.inputs[1]

@@ -219,6 +219,9 @@ def head_node(value: ir.Value) -> ir.Node | None:
         if (node.op_type in _LAYOUT_OPS or node.op_type == "Concat" and len(node.inputs) == 1) \
                 and node.inputs and node.inputs[0] is not None:
             value = node.inputs[0]
+        elif node.op_type == "If" and "then_branch" in node.attributes:
+            # a merged decoder (prefill and cached step in If branches): the branch's own head
+            value = node.attributes["then_branch"].value.outputs[value.index()]
         elif node.op_type in _AFFINE_OPS and len(node.inputs) == 2 and all(
                 x is not None for x in node.inputs) and any(
                 const_array(x) is not None for x in node.inputs):

@@ -456,8 +456,6 @@ def _store_half(graph: ir.Graph, half_ids: set[int], names: set[str], result: Pa
         users = value.uses()
         if not users or any(id(node) in half_ids for node, _ in users):
             continue  # read by float16 nodes: converted (or cast) with them
-        if any(node.graph is not graph for node, _ in users):
-            continue  # read inside a subgraph: the subgraph keeps its float32 view
         if int(np.prod(t.shape.numpy())) < STORE_HALF_MIN_SIZE:
             continue  # small constants (scales, shapes in float) stay exact
         arr = t.numpy()
