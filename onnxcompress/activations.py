@@ -21,6 +21,7 @@ import onnxruntime as ort
 from onnxcompress import runtime
 from onnxcompress.data import Feed
 from onnxcompress.errors import RuntimeUnavailableError
+from onnxcompress.graph.branches import branch_values, flattened, top_level_ifs
 from onnxcompress.model import external_base_dir, is_large, shape_only_proto, to_proto
 from onnxcompress.weights import Weight
 
@@ -61,21 +62,62 @@ def iter_intermediates(
     model: ir.Model, names: Iterable[str], feeds: Iterable[Feed], *, threads: int | None = None,
     data: str = "the data",
 ) -> Iterator[dict[str, np.ndarray]]:
-    """For each feed, a dict of the requested intermediate tensors (main graph only).
+    """For each feed, a dict of the requested intermediate tensors (of the main graph, and of the
+    branches of its If nodes: the branch each sample takes).
 
     Raises :class:`RuntimeUnavailableError` when the model cannot run on a feed (``data`` names
     the feeds in the message); callers that only measure degrade on it."""
+    names = list(names)
     proto, exposed = expose_outputs(model, names)
+    if len(exposed) < len(set(names)) and set(names) & branch_values(proto):
+        yield from _through_branches(model, names, feeds, threads, data)
+        return
     if not exposed:
         return
+    session = _session(model, proto, threads)
+    for i, feed in enumerate(feeds):
+        values = run(session, exposed, feed, what=f"sample {i} of {data}")
+        yield dict(zip(exposed, values, strict=True))
+
+
+def _session(model: ir.Model, proto: onnx.ModelProto, threads: int | None) -> ort.InferenceSession:
     # A large model's weights are not prepacked: the packed copy of each MatMul weight is made
     # while its float data is held too (a 1 GB stack: +0.26 GB peak), and calibration runs few
     # samples, so packing saves no time worth the memory (issue 18).
-    session = runtime.create_session(_proto_model(proto, external_base_dir(model)),
-                                     threads=threads, optimize=False, prepack=not is_large(model),
-                                     arena=False)
+    return runtime.create_session(_proto_model(proto, external_base_dir(model)), threads=threads,
+                                  optimize=False, prepack=not is_large(model), arena=False)
+
+
+def _through_branches(model: ir.Model, names: list[str], feeds: Iterable[Feed], threads: int | None,
+                      data: str) -> Iterator[dict[str, np.ndarray]]:
+    """:func:`iter_intermediates` of a model whose wanted tensors are inside top-level If
+    branches: each sample runs a copy with the branches it takes in the main graph
+    (``graph.branches``), one session per combination. A condition that is not an input is
+    computed first, by a copy that gives out the conditions only."""
+    base = to_proto(model, inline_external=False)
+    conditions = [n.input[0] for n in top_level_ifs(base)]
+    inputs = {i.name for i in base.graph.input}
+    computed = [c for c in dict.fromkeys(conditions) if c not in inputs]
+    judge = None
+    if computed:
+        only = onnx.ModelProto()
+        only.CopyFrom(base)
+        del only.graph.output[:]
+        only.graph.output.extend(onnx.helper.make_tensor_value_info(c, onnx.TensorProto.BOOL, None)
+                                 for c in computed)
+        judge = _session(model, only, threads)
+    sessions: dict[tuple[bool, ...], tuple[ort.InferenceSession | None, list[str]]] = {}
     for i, feed in enumerate(feeds):
-        values = run(session, exposed, feed, what=f"sample {i} of {data}")
+        what = f"sample {i} of {data}"
+        known = dict(zip(computed, run(judge, computed, feed, what=what), strict=True)) if judge else {}
+        taken = tuple(bool(np.asarray(known[c] if c in known else feed[c]).reshape(-1)[0])
+                      for c in conditions)
+        if taken not in sessions:
+            flat = _proto_model(flattened(base, taken), external_base_dir(model))
+            proto, exposed = expose_outputs(flat, names)
+            sessions[taken] = (_session(flat, proto, threads) if exposed else None, exposed)
+        session, exposed = sessions[taken]
+        values = run(session, exposed, feed, what=what) if session is not None else []
         yield dict(zip(exposed, values, strict=True))
 
 

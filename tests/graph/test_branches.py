@@ -1,0 +1,79 @@
+"""Activations inside If branches are observed through the branch each sample takes
+(``graph.branches``): a merged decoder's layers all sit in its two branches, and every
+statistics-using pass ran there without data ("19 weight(s) without activation statistics ...
+in a subgraph")."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxcompress.activations import iter_intermediates
+from onnxcompress.graph.branches import branch_values, flattened
+from onnxcompress.layerwise.collection import Statistics
+from onnxcompress.weights import WeightIndex
+from tests import helpers as h
+from tests.merged_decoder import merged_decoder, ragged_feeds
+
+
+def test_a_flattened_copy_computes_what_the_branch_computes():
+    proto = merged_decoder()
+    assert {"d_h", "p_h", "d_logits", "p_present"} <= branch_values(proto)
+    for feed in ragged_feeds(4):
+        taken = bool(feed["use_cache_branch"][0])
+        flat = flattened(proto, (taken,))
+        onnx.checker.check_model(flat)
+        assert "If" not in [n.op_type for n in flat.graph.node]
+        for a, b in zip(h.run(proto, feed), h.run(flat, feed), strict=True):
+            assert np.array_equal(a, b)
+    assert proto.graph.node[0].op_type == "If"  # the model itself is left as it was
+
+
+def test_each_sample_gives_the_values_of_its_branch():
+    model = ir.serde.deserialize_model(merged_decoder())
+    feeds = ragged_feeds(6)
+    got = list(iter_intermediates(model, ["d_h", "p_h"], feeds))
+    assert len(got) == len(feeds)
+    for feed, values in zip(feeds, got, strict=True):
+        mine, other = ("d_h", "p_h") if feed["use_cache_branch"][0] else ("p_h", "d_h")
+        assert set(values) == {mine}
+        assert values[mine].shape == (1, feed["ids"].shape[1], 64)
+
+
+def _computed_condition() -> onnx.ModelProto:
+    """y = x @ W1 when sum(x) > 0 else x @ W2: the condition is computed, not an input."""
+    r = np.random.default_rng(0)
+    branch = {}
+    for side, w in (("then", "w1"), ("else", "w2")):
+        branch[side] = helper.make_graph(
+            [helper.make_node("MatMul", ["x", w], [f"{side}_y"], name=f"{side}_fc")], side, [],
+            [helper.make_tensor_value_info(f"{side}_y", TensorProto.FLOAT, None)])
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+         helper.make_node("Greater", ["s", "zero"], ["positive"]),
+         helper.make_node("If", ["positive"], ["y"], then_branch=branch["then"], else_branch=branch["else"])],
+        "computed", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
+        [numpy_helper.from_array(r.normal(size=(8, 8)).astype(np.float32), "w1"),
+         numpy_helper.from_array(r.normal(size=(8, 8)).astype(np.float32), "w2"),
+         numpy_helper.from_array(np.array(0, np.float32), "zero")])  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_a_computed_condition_is_computed_first():
+    proto = _computed_condition()
+    model = ir.serde.deserialize_model(proto)
+    feeds = [{"x": np.full((1, 8), v, np.float32)} for v in (1.0, -1.0, 2.0)]
+    got = list(iter_intermediates(model, ["then_y", "else_y"], feeds))
+    assert [set(v) for v in got] == [{"then_y"}, {"else_y"}, {"then_y"}]
+    assert np.allclose(got[1]["else_y"], h.run(proto, feeds[1])[0])
+
+
+def test_moments_of_a_weight_read_in_the_branches():
+    model = ir.serde.deserialize_model(merged_decoder())
+    w1 = [w for w in WeightIndex.build(model) if w.label == "w1"]
+    moments = Statistics(ragged_feeds(8)).channel_moments(model, w1)
+    mean, square = moments["w1"]
+    assert mean.shape == (64,) and (square > 0).all()
