@@ -21,7 +21,7 @@ import onnxruntime as ort
 from onnxcompress import runtime
 from onnxcompress.data import Feed
 from onnxcompress.errors import RuntimeUnavailableError
-from onnxcompress.graph.branches import branch_values, flattened, top_level_ifs
+from onnxcompress.graph.branches import BranchValue, branch_types, expose_branch_values
 from onnxcompress.model import external_base_dir, is_large, shape_only_proto, to_proto
 from onnxcompress.weights import Weight
 
@@ -34,6 +34,14 @@ def expose_outputs(model: ir.Model, names: Iterable[str]) -> tuple[onnx.ModelPro
     Returns the proto and the names actually exposed (those not found in the main graph, or of
     unknown element type, are dropped).
     """
+    proto, exposed, _ = _exposed(model, names, branches=False)
+    return proto, exposed
+
+
+def _exposed(model: ir.Model, names: Iterable[str], *,
+             branches: bool) -> tuple[onnx.ModelProto, list[str], list[BranchValue]]:
+    """:func:`expose_outputs`, and with ``branches`` the values inside top-level If branches
+    given out through the If (``graph.branches``), read per sample by :func:`iter_intermediates`."""
     # External tensors stay references: exposing outputs of a 2 GB model must not read it.
     proto = to_proto(model, inline_external=False)
     try:  # types need no weight data: inferred on a copy without it (an 88 MB ResNet-50's
@@ -55,7 +63,8 @@ def expose_outputs(model: ir.Model, names: Iterable[str]) -> tuple[onnx.ModelPro
         exposed.append(name)
         if name not in existing:
             proto.graph.output.append(onnx.helper.make_tensor_value_info(name, types[name], None))
-    return proto, exposed
+    inside = [n for n in dict.fromkeys(names) if n not in produced] if branches else []
+    return proto, exposed, expose_branch_values(proto, inside, branch_types(inferred)) if inside else []
 
 
 def iter_intermediates(
@@ -67,58 +76,30 @@ def iter_intermediates(
 
     Raises :class:`RuntimeUnavailableError` when the model cannot run on a feed (``data`` names
     the feeds in the message); callers that only measure degrade on it."""
-    names = list(names)
-    proto, exposed = expose_outputs(model, names)
-    if len(exposed) < len(set(names)) and set(names) & branch_values(proto):
-        yield from _through_branches(model, names, feeds, threads, data)
+    proto, exposed, inside = _exposed(model, names, branches=True)
+    if not exposed and not inside:
         return
-    if not exposed:
-        return
-    session = _session(model, proto, threads)
-    for i, feed in enumerate(feeds):
-        values = run(session, exposed, feed, what=f"sample {i} of {data}")
-        yield dict(zip(exposed, values, strict=True))
-
-
-def _session(model: ir.Model, proto: onnx.ModelProto, threads: int | None) -> ort.InferenceSession:
+    # a branch value is read where its sample took that branch: the conditions not fed come out too
+    inputs = {i.name for i in proto.graph.input}
+    given = {o.name for o in proto.graph.output}
+    conditions = [c for c in dict.fromkeys(b.condition for b in inside) if c not in inputs]
+    proto.graph.output.extend(onnx.helper.make_tensor_value_info(c, onnx.TensorProto.BOOL, None)
+                              for c in conditions if c not in given)
+    fetch = [*exposed, *(b.output for b in inside), *conditions]
     # A large model's weights are not prepacked: the packed copy of each MatMul weight is made
     # while its float data is held too (a 1 GB stack: +0.26 GB peak), and calibration runs few
     # samples, so packing saves no time worth the memory (issue 18).
-    return runtime.create_session(_proto_model(proto, external_base_dir(model)), threads=threads,
-                                  optimize=False, prepack=not is_large(model), arena=False)
-
-
-def _through_branches(model: ir.Model, names: list[str], feeds: Iterable[Feed], threads: int | None,
-                      data: str) -> Iterator[dict[str, np.ndarray]]:
-    """:func:`iter_intermediates` of a model whose wanted tensors are inside top-level If
-    branches: each sample runs a copy with the branches it takes in the main graph
-    (``graph.branches``), one session per combination. A condition that is not an input is
-    computed first, by a copy that gives out the conditions only."""
-    base = to_proto(model, inline_external=False)
-    conditions = [n.input[0] for n in top_level_ifs(base)]
-    inputs = {i.name for i in base.graph.input}
-    computed = [c for c in dict.fromkeys(conditions) if c not in inputs]
-    judge = None
-    if computed:
-        only = onnx.ModelProto()
-        only.CopyFrom(base)
-        del only.graph.output[:]
-        only.graph.output.extend(onnx.helper.make_tensor_value_info(c, onnx.TensorProto.BOOL, None)
-                                 for c in computed)
-        judge = _session(model, only, threads)
-    sessions: dict[tuple[bool, ...], tuple[ort.InferenceSession | None, list[str]]] = {}
+    session = runtime.create_session(_proto_model(proto, external_base_dir(model)),
+                                     threads=threads, optimize=False, prepack=not is_large(model),
+                                     arena=False)
     for i, feed in enumerate(feeds):
-        what = f"sample {i} of {data}"
-        known = dict(zip(computed, run(judge, computed, feed, what=what), strict=True)) if judge else {}
-        taken = tuple(bool(np.asarray(known[c] if c in known else feed[c]).reshape(-1)[0])
-                      for c in conditions)
-        if taken not in sessions:
-            flat = _proto_model(flattened(base, taken), external_base_dir(model))
-            proto, exposed = expose_outputs(flat, names)
-            sessions[taken] = (_session(flat, proto, threads) if exposed else None, exposed)
-        session, exposed = sessions[taken]
-        values = run(session, exposed, feed, what=what) if session is not None else []
-        yield dict(zip(exposed, values, strict=True))
+        values = dict(zip(fetch, run(session, fetch, feed, what=f"sample {i} of {data}"), strict=True))
+        out = {name: values[name] for name in exposed}
+        for b in inside:
+            if bool(np.asarray(values[b.condition] if b.condition in values else feed[b.condition])
+                    .reshape(-1)[0]) == b.taken:
+                out[b.name] = values[b.output]
+        yield out
 
 
 # Bytes of exposed intermediate tensors one run may hold (the run's statistics collection): a
