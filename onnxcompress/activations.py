@@ -85,21 +85,35 @@ def iter_intermediates(
     conditions = [c for c in dict.fromkeys(b.condition for b in inside) if c not in inputs]
     proto.graph.output.extend(onnx.helper.make_tensor_value_info(c, onnx.TensorProto.BOOL, None)
                               for c in conditions if c not in given)
+    try:
+        session = _session(model, proto, threads)
+    except Exception as e:  # noqa: BLE001 - branch values are extra: never lose the main graph's
+        if not inside:
+            raise
+        logger.info("Values inside If branches not observed (%s): main-graph values only.",
+                    runtime.first_line(e))
+        proto, exposed = expose_outputs(model, names)
+        inside, conditions = [], []
+        if not exposed:
+            return
+        session = _session(model, proto, threads)
     fetch = [*exposed, *(b.output for b in inside), *conditions]
-    # A large model's weights are not prepacked: the packed copy of each MatMul weight is made
-    # while its float data is held too (a 1 GB stack: +0.26 GB peak), and calibration runs few
-    # samples, so packing saves no time worth the memory (issue 18).
-    session = runtime.create_session(_proto_model(proto, external_base_dir(model)),
-                                     threads=threads, optimize=False, prepack=not is_large(model),
-                                     arena=False)
     for i, feed in enumerate(feeds):
         values = dict(zip(fetch, run(session, fetch, feed, what=f"sample {i} of {data}"), strict=True))
         out = {name: values[name] for name in exposed}
         for b in inside:
-            if bool(np.asarray(values[b.condition] if b.condition in values else feed[b.condition])
-                    .reshape(-1)[0]) == b.taken:
+            taken = values.get(b.condition, feed.get(b.condition))
+            if taken is not None and bool(np.asarray(taken).reshape(-1)[0]) == b.taken:
                 out[b.name] = values[b.output]
         yield out
+
+
+def _session(model: ir.Model, proto: onnx.ModelProto, threads: int | None) -> ort.InferenceSession:
+    # A large model's weights are not prepacked: the packed copy of each MatMul weight is made
+    # while its float data is held too (a 1 GB stack: +0.26 GB peak), and calibration runs few
+    # samples, so packing saves no time worth the memory (issue 18).
+    return runtime.create_session(_proto_model(proto, external_base_dir(model)), threads=threads,
+                                  optimize=False, prepack=not is_large(model), arena=False)
 
 
 # Bytes of exposed intermediate tensors one run may hold (the run's statistics collection): a

@@ -82,3 +82,17 @@ def test_moments_of_a_weight_read_in_the_branches():
     moments = Statistics(ragged_feeds(8)).channel_moments(model, w1)
     mean, square = moments["w1"]
     assert mean.shape == (64,) and (square > 0).all()
+
+
+def test_a_branch_edit_onnxruntime_refuses_leaves_the_main_graph_values(monkeypatch):
+    import onnxcompress.activations as activations
+
+    def broken(proto, names, types):  # an If output no branch gives: the model does not load
+        proto.graph.node[0].output.append("nowhere")
+        proto.graph.output.append(helper.make_tensor_value_info("nowhere", TensorProto.FLOAT, None))
+        return expose_branch_values(proto, names, types)
+
+    monkeypatch.setattr(activations, "expose_branch_values", broken)
+    model = ir.serde.deserialize_model(merged_decoder())
+    got = list(iter_intermediates(model, ["logits", "d_h"], ragged_feeds(3)))
+    assert [set(v) for v in got] == [{"logits"}] * 3
