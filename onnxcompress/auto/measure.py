@@ -301,14 +301,14 @@ def frame_output_names(model_path: str | Path, feeds: list) -> list[str]:
 def _stack(parts: list[np.ndarray], batch: bool = False) -> np.ndarray:
     # A batch of 1 per feed, or rows on the model's batch axis, stack along that axis; scalars
     # and unbatched outputs get one.
-    parts = _padded(parts, from_axis=1)
+    parts = padded(parts, from_axis=1)
     if all(p.ndim >= 1 and p.shape[0] == 1 for p in parts) or \
             batch and all(p.ndim >= 1 for p in parts) and len({p.shape[1:] for p in parts}) == 1:
         return np.concatenate(parts, axis=0)
-    return np.stack(_padded(parts, from_axis=0), axis=0)
+    return np.stack(padded(parts, from_axis=0), axis=0)
 
 
-def _padded(parts: list[np.ndarray], from_axis: int) -> list[np.ndarray]:
+def padded(parts: list[np.ndarray], from_axis: int) -> list[np.ndarray]:
     """``parts`` brought to one shape from ``from_axis`` on, where samples of different lengths
     gave outputs of different lengths (a folder of sentences or clips, a decoder's cache of each
     step's length): each grows by repeating its last entries, never by zeros, which would read as
