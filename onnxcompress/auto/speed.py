@@ -106,7 +106,7 @@ def speed_guard(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Evalu
     from onnxcompress.errors import OnnxCompressError
 
     out: dict[str, Any] = {"ratio": None, "rounds": 0, "cached": False, "moved_from": []}
-    if next_plan(chosen.plan, layers) is None:
+    if next_plan(chosen.plan, layers) is None and not _row_decoded_tables(chosen.plan, original_model):
         return chosen, out  # every layer folds at load already: the original's kernels
     key = _decision_key(original_model, chosen.plan, feed)
     cached = cache.get_decision(key)
@@ -149,11 +149,29 @@ def speed_guard(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Evalu
             notes.append(f"speed guard: {ratio:.2f}x the original's latency: {step[1]} layer(s) moved "
                          "to decodes onnxruntime folds at load")
             ev = moved
-    if out["ratio"] is not None and out["ratio"] > 1 + SPEED_TOLERANCE and ev is not chosen:
+    slower = out["ratio"] is not None and out["ratio"] > 1 + SPEED_TOLERANCE
+    if slower and ev is not chosen:
         notes.append(f"speed guard: still {out['ratio']:.2f}x the original's latency after the moves")
+    elif slower and next_plan(ev.plan, layers) is None:
+        notes.append(f"speed guard: {out['ratio']:.2f}x the original's latency (k-means tables decode "
+                     "their gathered rows every call) and nothing faster to move to: kept "
+                     "(--auto-allow-slower silences this)")
     cache.put_decision(key, {"choices": ev.plan.choices, "ratio": out["ratio"], "rounds": out["rounds"]})
     out["moved_from"] = _moved_from(chosen.plan, ev.plan)
     return ev, out
+
+
+def _row_decoded_tables(plan: Plan, original_model: Any) -> bool:
+    """Whether ``plan`` has k-means on a table only Gathers read (``decodes_rows``): its codebook
+    decodes the gathered rows every call, not folded at load (a merged GPT's step, 0.25 ms, ran
+    0.91x at k-means 5 and was never timed)."""
+    from onnxcompress.passes._kmeans_rows import decodes_rows
+    from onnxcompress.weights import WeightIndex
+
+    kmeans = {label for label, name in plan.choices.items()
+              if name != FLOAT.name and by_name(name).pass_name == "kmeans"}
+    return bool(kmeans) and original_model is not None and any(
+        w.label in kmeans and decodes_rows(w) for w in WeightIndex.build(original_model))
 
 
 def _moved_from(before: Plan, after: Plan) -> list[int]:

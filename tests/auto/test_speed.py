@@ -174,3 +174,50 @@ def _serialized(result) -> bytes:  # noqa: ANN001
     from onnxcompress.pipeline import Pipeline
 
     return to_proto(Pipeline.from_recipe(result.recipe).run(load_model(MODEL)).model).SerializeToString()
+
+
+class _BuiltDecoder:
+    """The guard's evaluator interface over the merged-decoder toy (a table only Gathers read)."""
+
+    def __init__(self) -> None:
+        from onnxcompress.model import load_model
+        from tests.merged_decoder import merged_decoder
+
+        self.original = load_model(merged_decoder())
+
+    def serialized(self, plan: Plan) -> bytes:
+        from onnxcompress.model import to_proto
+        from onnxcompress.pipeline import Pipeline
+
+        model = Pipeline.from_recipe(plan.to_recipe(["table", "w1", "head"])).run(self.original).model
+        return to_proto(model).SerializeToString()
+
+    def __call__(self, plan: Plan, *, held: bool = False) -> Evaluation:
+        met = Fidelity({"top1>=0.99": 1.0}, True, 0.01)
+        return Evaluation(plan, 0.0, 0, met, held=met)
+
+
+def test_k_means_tables_decoded_every_call_are_timed_and_a_slower_plan_is_said(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # k-means is taken to fold at load, so a plan of k-means only was never timed; a table that
+    # only Gathers read decodes its gathered rows every call (a merged GPT's 0.25 ms step at
+    # k-means 5: 0.91x fp32's latency, said nowhere)
+    from tests.merged_decoder import merged_decoder
+
+    onnx.save(merged_decoder(), tmp_path / "m.onnx")
+    built, calls, notes = _BuiltDecoder(), [], []
+    layers = [_layer("table", 153_600), _layer("w1", 16_384), _layer("head", 153_600)]
+    tables = Evaluation(Plan({"table": "kmeans5", "w1": "kmeans8", "head": "kmeans5"}), 0.0, 0,
+                        Fidelity({}, True, 0.0), held=Fidelity({}, True, 0.0))
+    monkeypatch.setattr(speed, "latency_ratio", _scripted([1.09], calls))
+    ev, out = speed_guard(tables, layers, built, tmp_path / "m.onnx", built.original, {},  # type: ignore[arg-type]
+                          lambda *a: None, notes)
+    assert ev is tables and len(calls) == 1 and out["ratio"] == 1.09
+    assert any("gathered rows every call" in n for n in notes)
+    # without k-means on the table, the plan folds at load: not timed
+    calls.clear()
+    folded = Evaluation(Plan({"table": "fp16", "w1": "kmeans8", "head": "kmeans5"}), 0.0, 0,
+                        Fidelity({}, True, 0.0), held=Fidelity({}, True, 0.0))
+    ev, out = speed_guard(folded, layers, built, tmp_path / "m.onnx", built.original, {},  # type: ignore[arg-type]
+                          lambda *a: None, [])
+    assert calls == [] and out["ratio"] is None
