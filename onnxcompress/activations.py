@@ -245,7 +245,7 @@ def input_channel_moments(
     """
     wanted: dict[str, tuple[str, int]] = {}
     for w in weights:
-        found = activation_input(w) if not w.scope else None
+        found = activation_input(w)  # a weight inside an If branch: observed through the If
         if found is not None and found[0] is not None and found[0].name:
             wanted[w.label] = (found[0].name, found[1])
     sums: dict[tuple[str, int], list] = {}

@@ -211,10 +211,11 @@ class Statistics:
 
 
 def weight_moments(weights: Iterable[Weight], samples: int | None = None) -> dict[str, Moments]:
-    """The :class:`Moments` request of each weight's input activation (main graph only), by label."""
+    """The :class:`Moments` request of each weight's input activation, by label (main graph and
+    top-level If branches observe it; a Loop body's does not come back)."""
     out = {}
     for w in weights:
-        found = activations.activation_input(w) if not w.scope else None
+        found = activations.activation_input(w)  # inside an If branch: observed through the If
         if found is not None and found[0] is not None and found[0].name:
             out[w.label] = Moments(found[0].name, found[1], samples)
     return out

@@ -96,3 +96,26 @@ def test_a_branch_edit_onnxruntime_refuses_leaves_the_main_graph_values(monkeypa
     model = ir.serde.deserialize_model(merged_decoder())
     got = list(iter_intermediates(model, ["logits", "d_h"], ragged_feeds(3)))
     assert [set(v) for v in got] == [{"logits"}] * 3
+
+
+def test_moments_of_a_weight_held_inside_a_branch():
+    # a weight whose initializer is the branch's own (scope "If/then_branch/") was never asked for
+    r = np.random.default_rng(1)
+    then = helper.make_graph([helper.make_node("Relu", ["x"], ["t_h"]),
+                              helper.make_node("MatMul", ["t_h", "own"], ["t_y"])], "then", [],
+                             [helper.make_tensor_value_info("t_y", TensorProto.FLOAT, None)],
+                             [numpy_helper.from_array(r.normal(size=(8, 8)).astype(np.float32), "own")])
+    other = helper.make_graph([helper.make_node("Identity", ["x"], ["e_y"])], "else", [],
+                              [helper.make_tensor_value_info("e_y", TensorProto.FLOAT, None)])
+    graph = helper.make_graph(
+        [helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)], "own",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8]),
+         helper.make_tensor_value_info("c", TensorProto.BOOL, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])])
+    model = ir.serde.deserialize_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
+    own = [w for w in WeightIndex.build(model) if w.name == "own"]
+    assert own and own[0].scope
+    feeds = [{"x": r.normal(size=(1, 8)).astype(np.float32), "c": np.array([i % 2 == 0])} for i in range(6)]
+    mean, square = Statistics(feeds).channel_moments(model, own)[own[0].label]
+    taken = np.maximum(np.concatenate([f["x"] for f in feeds if f["c"][0]]), 0)  # its samples only
+    assert np.allclose(mean, taken.mean(axis=0), atol=1e-6)
