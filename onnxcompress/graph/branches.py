@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import onnx
 import onnx.helper as oh
+import onnx_ir as ir
 
 #: Suffix of the If output that carries a branch value out (the value's own name is taken: ONNX
 #: names are unique across a model's graphs).
@@ -35,6 +36,16 @@ class BranchValue:
 def top_level_ifs(proto: onnx.ModelProto) -> list[onnx.NodeProto]:
     """The main graph's If nodes, in graph order."""
     return [n for n in proto.graph.node if n.op_type == "If" and n.domain in ("", "ai.onnx")]
+
+
+def observable_graphs(model: ir.Model) -> set[int]:
+    """ids of the graphs whose values a statistics run can read: the main graph and the branches
+    of its If nodes (:func:`expose_branch_values`); not Loop or Scan bodies, nor nested ones."""
+    ids = {id(model.graph)}
+    for node in model.graph:
+        if node.op_type == "If" and node.domain in ("", "ai.onnx"):
+            ids.update(id(a.value) for a in node.attributes.values() if a.type == ir.AttributeType.GRAPH)
+    return ids
 
 
 def branch_values(proto: onnx.ModelProto) -> set[str]:

@@ -29,6 +29,7 @@ import onnx_ir as ir
 
 from onnxcompress import blockwise, runtime
 from onnxcompress.errors import OnnxCompressError
+from onnxcompress.graph.branches import observable_graphs
 from onnxcompress.layerwise.stats import collect_reader_stats, too_wide
 from onnxcompress.model import copy_model
 from onnxcompress.opset import opset_version, upgrade_opset
@@ -277,9 +278,10 @@ class BlockQuantize(Pass):
         so that the float64 matrices held at once stay under HESSIAN_BUDGET_BYTES."""
         assert context.calibration is not None
         inputs: dict[int, set[str]] = {}
+        seen = observable_graphs(model)  # a merged decoder's layers are read in its If branches
         for layer in layers:
             names = {u.node.inputs[0].name for u in layer.uses
-                     if u.kind in ("matmul", "gemm") and u.node.graph is model.graph
+                     if u.kind in ("matmul", "gemm") and id(u.node.graph) in seen
                      and u.node.inputs[0] is not None and u.node.inputs[0].name}
             if names:
                 inputs[id(layer)] = names

@@ -48,3 +48,14 @@ def test_every_weight_of_both_branches_is_compressed(case):
         for a, b in zip(want, got, strict=True):
             assert a.shape == b.shape
             assert np.linalg.norm(a - b) / np.linalg.norm(a) < tolerance
+
+
+def test_gptq_sees_the_inputs_of_layers_read_in_the_branches():
+    # the Hessians were collected for main-graph readers only: every layer of a merged decoder was
+    # "rounded to nearest: without observable inputs (embeddings, subgraphs)"
+    result = compress(merged_decoder(), {"passes": [{"pass": "blockq", "method": "gptq"}]},
+                      calibration=ragged_feeds(12))
+    p = result.passes[0]
+    assert p.metrics["method"] == "gptq" and p.metrics["calibration_passes"] >= 1
+    rounded = [n for n in p.notes if "rounded to nearest" in n]
+    assert rounded == ["1 weight(s) rounded to nearest: without observable inputs (embeddings, subgraphs)"]
