@@ -1,4 +1,4 @@
-"""A small trained GPT-style decoder with a KV cache, exported as decoders are deployed (needs torch; dev-only).
+"""A small trained GPT-style decoder with a KV cache, exported as decoders are deployed (dev-only).
 
     /work/venv-torch/bin/python scripts/export_kv_decoder.py [--out DIR] [--steps 1500]
     /work/venv/bin/python scripts/export_kv_decoder.py --evaluate kv_decoder|kv_merged MODEL [--out DIR]
