@@ -34,11 +34,11 @@ def expose_outputs(model: ir.Model, names: Iterable[str]) -> tuple[onnx.ModelPro
     Returns the proto and the names actually exposed (those not found in the main graph, or of
     unknown element type, are dropped).
     """
-    proto, exposed, _ = _exposed(model, names, branches=False)
+    proto, exposed, _ = expose_with_branches(model, names, branches=False)
     return proto, exposed
 
 
-def _exposed(model: ir.Model, names: Iterable[str], *,
+def expose_with_branches(model: ir.Model, names: Iterable[str], *,
              branches: bool) -> tuple[onnx.ModelProto, list[str], list[BranchValue]]:
     """:func:`expose_outputs`, and with ``branches`` the values inside top-level If branches
     given out through the If (``graph.branches``), read per sample by :func:`iter_intermediates`."""
@@ -76,7 +76,7 @@ def iter_intermediates(
 
     Raises :class:`RuntimeUnavailableError` when the model cannot run on a feed (``data`` names
     the feeds in the message); callers that only measure degrade on it."""
-    proto, exposed, inside = _exposed(model, names, branches=True)
+    proto, exposed, inside = expose_with_branches(model, names, branches=True)
     if not exposed and not inside:
         return
     # a branch value is read where its sample took that branch: the conditions not fed come out too

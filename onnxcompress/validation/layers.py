@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from onnxcompress.activations import expose_outputs, grouped_by_bytes, iter_intermediates
+from onnxcompress.activations import expose_with_branches, grouped_by_bytes, iter_intermediates
 from onnxcompress.data import Feed
 from onnxcompress.errors import RuntimeUnavailableError
 from onnxcompress.graph.names import name_in
@@ -97,16 +97,19 @@ class LayerReport:
 
 def _float_activations(model: ir.Model) -> tuple[list[tuple[int, ir.Node, ir.Value]], set[str]]:
     """(node index, node, value) for every float tensor that depends on a graph input, in
-    topological order, plus every name a node of the main graph produces."""
-    proto, exposed = expose_outputs(model, [v.name for n in model.graph for v in n.outputs if v.name])
+    topological order (a top-level If's branch nodes under the If's index, before it: their
+    values are given out through the If, ``activations.iter_intermediates``), plus every name a
+    node of the main graph produces."""
+    names = [v.name for _, n in _nodes(model) for v in n.outputs if v.name]
+    proto, exposed, inside = expose_with_branches(model, names, branches=True)
     types = {o.name: o.type.tensor_type.elem_type for o in proto.graph.output}
-    exposed_set = set(exposed)
+    types.update({b.name: types.get(b.output) for b in inside})
+    exposed_set = set(exposed) | {b.name for b in inside}
     dynamic: set[str] = {v.name for v in model.graph.inputs if v.name}
     found = []
-    produced = set()
-    for index, node in enumerate(model.graph):
+    produced = {v.name for n in model.graph for v in n.outputs if v.name}
+    for index, node in _nodes(model):
         outputs = [v for v in node.outputs if v.name]
-        produced.update(v.name for v in outputs)
         has_subgraph = _has_subgraph(node)
         if not (has_subgraph or any(i is not None and i.name in dynamic for i in node.inputs)):
             continue  # computed from weights only (a Constant, a DequantizeLinear of a weight)
@@ -115,6 +118,16 @@ def _float_activations(model: ir.Model) -> tuple[list[tuple[int, ir.Node, ir.Val
             if v.name in exposed_set and types.get(v.name) in _FLOAT_TYPES:
                 found.append((index, node, v))
     return found, produced
+
+
+def _nodes(model: ir.Model) -> Iterator[tuple[int, ir.Node]]:
+    """The main graph's nodes with their index, each top-level If preceded by its branches'."""
+    for index, node in enumerate(model.graph):
+        if node.op_type == "If" and node.domain in ("", "ai.onnx"):
+            for attr in node.attributes.values():
+                if attr.type == ir.AttributeType.GRAPH:
+                    yield from ((index, n) for n in attr.value)
+        yield index, node
 
 
 def compare_layers(
@@ -146,8 +159,8 @@ def compare_layers(
     shared = [(i, n, v) for i, n, v in candidates if alias[v.name] in their_names]
     mine = set(alias.values())
     notes = []
-    if any(_has_subgraph(n) for n in original.graph):
-        notes.append("tensors inside subgraphs (If/Loop/Scan bodies) are not compared one by one.")
+    if any(_has_subgraph(n) and n.op_type != "If" for n in original.graph):
+        notes.append("tensors inside Loop/Scan bodies are not compared one by one.")
     names = [v.name for _, _, v in shared]
     if not names:
         notes.append(
@@ -197,10 +210,12 @@ def compare_layers(
     upstream: dict[str, float] = {}
     layer_stats = []
     by_name = {v.name: (i, n) for i, n, v in shared}
-    for node in original.graph:
-        inputs_error = max(
-            (upstream.get(v.name, 0.0) for v in node.inputs if v is not None and v.name), default=0.0
-        )
+    for _, node in _nodes(original):
+        # an If's outputs carry what its branches give out (their error is already upstream)
+        reads = [v for v in node.inputs if v is not None and v.name] + [
+            o for a in node.attributes.values() if node.op_type == "If" and a.type == ir.AttributeType.GRAPH
+            for o in a.value.outputs]
+        inputs_error = max((upstream.get(v.name, 0.0) for v in reads), default=0.0)
         for v in node.outputs:
             if not v.name:
                 continue

@@ -80,3 +80,18 @@ def test_renamed_model_says_why_nothing_is_compared():
     renamed.graph.output[0].name = "r_y"
     layers = compare_models(model, renamed, layers=True, samples=2).layers
     assert layers.layers == [] and "renamed" in layers.notes[0]
+
+
+def test_a_layer_inside_an_if_branch_is_named():
+    # the values inside If branches were "not compared one by one": a merged decoder (every layer
+    # in the branches of If(use_cache_branch)) had nothing to localise
+    from tests.merged_decoder import merged_decoder, ragged_feeds
+
+    model = merged_decoder()
+    report = compare_models(model, perturbed(model, "w1", scale=0.05), data=ragged_feeds(6), layers=True)
+    layers = report.layers
+    names = {s.name for s in layers.layers}
+    assert {"d_h", "p_h", "d_logits", "p_logits"} <= names
+    assert layers.jumps[0].name in ("d_h", "p_h") and layers.jumps[0].node in ("d_fc", "p_fc")
+    assert layers.first_divergent.name in ("d_h", "p_h")
+    assert not any("not compared one by one" in n for n in layers.notes)
