@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import onnx
@@ -219,18 +220,23 @@ def activation_input(weight: Weight) -> tuple[ir.Value, int] | None:
     """The activation a compute weight is multiplied with, and that activation's channel axis.
 
     Conv: X, axis 1. Gemm: A (axis 1, or 0 with transA). MatMul: the other operand, its last axis
-    (or second to last when the weight is the left operand). None for anything else.
+    (or second to last when the weight is the left operand). None for anything else. The first
+    reader's (:func:`reader_activation` reads each).
     """
-    for use in weight.uses:
-        node = use.node
-        if node.op_type in ("Conv", "ConvTranspose") and use.index == 1:
-            return node.inputs[0], 1
-        if node.op_type == "Gemm" and use.index == 1:
-            trans_a = node.attributes.get("transA")
-            return node.inputs[0], 0 if trans_a is not None and trans_a.value else 1
-        if node.op_type == "MatMul" and len(node.inputs) == 2:
-            other = node.inputs[1 - use.index]
-            return other, -1 if use.index == 1 else -2
+    return next((found for use in weight.uses if (found := reader_activation(use)) is not None), None)
+
+
+def reader_activation(use: Any) -> tuple[ir.Value, int] | None:
+    """:func:`activation_input` of one reader (a ``weights.Use``)."""
+    node = use.node
+    if node.op_type in ("Conv", "ConvTranspose") and use.index == 1:
+        return node.inputs[0], 1
+    if node.op_type == "Gemm" and use.index == 1:
+        trans_a = node.attributes.get("transA")
+        return node.inputs[0], 0 if trans_a is not None and trans_a.value else 1
+    if node.op_type == "MatMul" and len(node.inputs) == 2:
+        other = node.inputs[1 - use.index]
+        return other, -1 if use.index == 1 else -2
     return None
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx_ir as ir
@@ -89,11 +90,17 @@ def layout_of(weight: Weight) -> tuple[RowLayout | None, str | None]:
     """The row layout of a compute weight, or (None, why it cannot be refit)."""
     if weight.scope:
         return None, "inside a subgraph"
-    if len(weight.uses) != 1:
-        return None, "read by several nodes"
     if weight.via:
         return None, "reaches its node through Transpose/Cast"
-    use = weight.uses[0]
+    layouts = [_use_layout(use, weight) for use in weight.uses]
+    if len(layouts) > 1 and any(a != layouts[0] for a in layouts[1:]):
+        # one layout for all (a merged decoder's two branches, an ALBERT's shared layers): the
+        # readers' inputs are pooled (collect_input_stats)
+        return None, "read by several nodes"
+    return layouts[0] if layouts else (None, "not read")
+
+
+def _use_layout(use: Any, weight: Weight) -> tuple[RowLayout | None, str | None]:
     node, rank = use.node, len(weight.shape)
     if node.op_type == "MatMul" and use.index == 1 and rank == 2:
         return RowLayout("MatMul", 1, transposed=True), None
@@ -203,14 +210,16 @@ def collect_input_stats(
     skipped: dict[str, str] = {}
     for w in weights:
         layout, why = layout_of(w)
-        found = activations.activation_input(w) if layout is not None else None
-        if layout is None or found is None or found[0] is None or not found[0].name:
+        names = tuple(dict.fromkeys(
+            found[0].name for use in w.uses if (found := activations.reader_activation(use)) is not None
+            and found[0] is not None and found[0].name)) if layout is not None else ()
+        if layout is None or not names:
             skipped[w.label] = why or "its input activation cannot be read"
             continue
         if (wide := too_wide(k := row_width(w, layout), layout.groups)) is not None:
             skipped[w.label] = wide
             continue
-        wanted.append(_Item(w.label, layout, (found[0].name,), k))
+        wanted.append(_Item(w.label, layout, names, k))  # several readers: their inputs pooled
     stats: dict[str, InputStats] = {}
     for block in _blocks(wanted, budget_bytes):
         _collect_block(model, block, feeds, max_rows, seed, stats, skipped, student, teacher_hessian,

@@ -109,8 +109,9 @@ def test_weights_that_cannot_be_refit_are_skipped_with_a_reason():
 
 
 def test_reader_set_pools_every_input_of_a_weight_read_twice():
-    """A weight read by two MatMuls (tied, or an unrolled RNN's steps): the reader-set mode
-    pools both inputs' rows; the per-layer mode refuses it."""
+    """A weight read by two MatMuls (tied, or an unrolled RNN's steps, or a merged decoder's two
+    branches): the reader-set mode pools both inputs' rows, and so does the per-layer mode where
+    the readers share one layout (it refused such a weight: "read by several nodes")."""
     model = onnx.parser.parse_model("""
         <ir_version: 8, opset_import: ["" : 17]>
         g (float[N, 4] a, float[N, 3, 4] b) => (float[N, 5] y, float[N, 3, 5] z) {
@@ -125,12 +126,13 @@ def test_reader_set_pools_every_input_of_a_weight_read_twice():
     feeds = [{"a": r.standard_normal((2, 4)).astype(np.float32),
               "b": r.standard_normal((2, 3, 4)).astype(np.float32)} for _ in range(3)]
     weight = next(iter(WeightIndex.build(m)))
-    _, skipped = collect_input_stats(m, [weight], feeds)
-    assert skipped == {weight.label: "read by several nodes"}
+    per_layer, skipped = collect_input_stats(m, [weight], feeds)
     stats, passes = collect_reader_stats(m, {"w": (["a", "t"], 4), "a only": (["a"], 4)}, feeds)
     rows = np.concatenate([np.concatenate([f["a"], np.maximum(f["b"], 0).reshape(-1, 4)]) for f in feeds])
     assert passes == 1 and stats["w"].rows == len(rows) == 24
     np.testing.assert_allclose(stats["w"].hessian[0], rows.T.astype(np.float64) @ rows / 24, rtol=1e-6)
+    assert not skipped and per_layer[weight.label].rows == 24
+    np.testing.assert_allclose(per_layer[weight.label].hessian[0], stats["w"].hessian[0], rtol=1e-6)
     np.testing.assert_allclose(stats["w"].mean[0], rows.mean(axis=0), rtol=1e-6, atol=1e-7)
     a = np.concatenate([f["a"] for f in feeds]).astype(np.float64)
     np.testing.assert_allclose(stats["a only"].hessian[0], a.T @ a / 6, rtol=1e-6)
@@ -161,3 +163,16 @@ def test_a_layer_too_wide_for_its_matrix_gets_no_statistics(monkeypatch):
     assert skipped == {wide: "24 inputs a row: its E[x x^T] would take 0.0 GB (over 0 MB), not collected"}
     found, _ = collect_reader_stats(model, {"narrow": (["x"], 16), "wide": (["x"], 24)}, feeds)
     assert list(found) == ["narrow"]
+
+
+def test_readers_of_other_layouts_are_still_refused():
+    model = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 4] a, float[N, 5] b) => (float[N, 5] y, float[N, 4] z) {
+            y = MatMul (a, w)
+            z = Gemm <transB: int = 1> (b, w)
+        }
+    """)
+    m = load_model(h.attach_initializers(model, {"w": h.rng(0).standard_normal((4, 5)).astype(np.float32)}))
+    weight = next(iter(WeightIndex.build(m)))
+    assert layout_of(weight) == (None, "read by several nodes")

@@ -59,3 +59,11 @@ def test_gptq_sees_the_inputs_of_layers_read_in_the_branches():
     assert p.metrics["method"] == "gptq" and p.metrics["calibration_passes"] >= 1
     rounded = [n for n in p.notes if "rounded to nearest" in n]
     assert rounded == ["1 weight(s) rounded to nearest: without observable inputs (embeddings, subgraphs)"]
+
+
+def test_reconstruction_refits_layers_both_branches_read():
+    # a weight read by the two branches' MatMuls was skipped as "read by several nodes"
+    result = compress(merged_decoder(), {"passes": [{"pass": "kmeans", "bits": 4, "reconstruct": True}]},
+                      calibration=ragged_feeds(12))
+    refit = result.passes[0].metrics["reconstruction"]
+    assert set(refit["refit"]) == {"w1", "head"} and set(refit["skipped"]) == {"table"}
