@@ -103,10 +103,20 @@ def _scale_after(proto: onnx.ModelProto, node_name: str, index: int) -> np.ndarr
 
 
 def cache_inputs(model: ir.Model) -> set[str]:
-    """Float inputs a Concat appends to, in any branch: a decoder's cache of past keys and values
-    (``[batch, heads, past, head_size]``, shaped like an image), which it gives back longer."""
+    """Float inputs a Concat appends to and the graph gives back (a branch's output counts): a
+    decoder's cache of past keys and values (``[batch, heads, past, head_size]``, shaped like an
+    image), returned longer as its present. An image concatenated with its mask (an inpainting
+    net's first op) is not given back."""
     return {v.name for v in model.graph.inputs if v.dtype is not None and v.dtype.is_floating_point()
-            and any(n.op_type == "Concat" for n, _ in v.uses())}
+            and any(n.op_type == "Concat" and _given_back(n.outputs[0]) for n, _ in v.uses())}
+
+
+def _given_back(value: ir.Value, depth: int = 4) -> bool:
+    """Whether ``value`` is a graph output, or reaches one through layout-only ops."""
+    if value.is_graph_output():
+        return True
+    return depth > 0 and any(n.op_type in ("Identity", "Transpose", "Reshape", "Cast") and
+                             _given_back(n.outputs[0], depth - 1) for n, _ in value.uses())
 
 
 def token_inputs(feeds: list, caches: Collection[str] = ()) -> bool:

@@ -111,3 +111,17 @@ def test_cached_steps_of_one_position_are_judged_with_the_search_samples(tmp_pat
     text = json.dumps(json.loads((tmp_path / "report.json").read_text()))
     assert "held-out check failed" not in text
     assert (tmp_path / "auto.onnx").stat().st_size < proto.ByteSize() / 5
+
+
+def test_an_image_concatenated_with_its_mask_is_not_a_cache():
+    # an inpainting net's first op concatenates the image with its mask: a float input a Concat
+    # appends to, but not given back (a cache is: the present)
+    model = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[1, 3, 64, 64] image, float[1, 1, 64, 64] mask, int64[1] step) => (float[1, 4, 64, 64] y) {
+            x = Concat <axis: int = 1> (image, mask)
+            y = Relu (x)
+        }
+    """)
+    assert cache_inputs(ir.serde.deserialize_model(model)) == set()
+    assert cache_inputs(ir.serde.deserialize_model(merged_decoder())) == {"past"}
