@@ -221,6 +221,7 @@ def run_outputs(model: Any, feeds: list[Mapping[str, np.ndarray]],
     outputs in ``rows`` (None: found as ``row_outputs`` finds them) concatenated as rows of
     their own. A search finds them once, on the original, and hands them to every candidate's
     run: they are stacked as the reference is, without a probe run each time."""
+    from onnxcompress.activations import run
     from onnxcompress.runtime import create_session
 
     with _with_logits(model) as (given, logits):
@@ -229,8 +230,11 @@ def run_outputs(model: Any, feeds: list[Mapping[str, np.ndarray]],
     inputs = {i.name for i in session.get_inputs()}
     as_rows = set().union(*_row_outputs(session, feeds)) if rows is None else set(rows)
     parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    for feed in feeds:
-        outs = session.run(None, {k: v for k, v in feed.items() if k in inputs})
+    for i, feed in enumerate(feeds):
+        # a model that cannot run on a sample (a length the exporter fixed in a Reshape) is one
+        # error naming the sample and node, not onnxruntime's traceback
+        outs = run(session, None, {k: v for k, v in feed.items() if k in inputs},
+                   what=f"sample {i} of the data, running {label}")
         for n, o in zip(names, outs, strict=True):
             parts[n].append(np.asarray(o))
     return {n: _stack(v, n.split(LOGITS)[0] in as_rows) for n, v in parts.items()}

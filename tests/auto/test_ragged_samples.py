@@ -125,3 +125,26 @@ def test_an_image_concatenated_with_its_mask_is_not_a_cache():
     """)
     assert cache_inputs(ir.serde.deserialize_model(model)) == set()
     assert cache_inputs(ir.serde.deserialize_model(merged_decoder())) == {"past"}
+
+
+def test_data_the_model_cannot_run_is_one_error(tmp_path: Path, capsys):
+    # a legacy torch export fixes the sequence length in a Reshape: auto on samples of another
+    # length ended in "internal error: Fail: [ONNXRuntimeError] ..." (an onnxruntime traceback)
+    model = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[1, n, 16] x) => (float[1, 12, 16] y) {
+            shape = Constant <value = int64[3] {1, 12, 16}> ()
+            r = Reshape (x, shape)
+            y = MatMul (r, w)
+        }
+    """)
+    w = np.random.default_rng(0).normal(size=(16, 16)).astype(np.float32)
+    onnx.save(h.attach_initializers(model, {"w": w}), tmp_path / "m.onnx")
+    (tmp_path / "calib").mkdir()
+    for i in range(8):
+        np.savez(tmp_path / "calib" / f"{i}.npz", x=np.ones((1, 7 + i % 2 * 5, 16), np.float32))
+    code = run_cli("compress", tmp_path / "m.onnx", "-o", tmp_path / "auto.onnx", "--auto",
+                   "--calibration", tmp_path / "calib")
+    err = capsys.readouterr().err
+    assert code == 2 and not (tmp_path / "auto.onnx").exists()
+    assert "cannot run the model on sample 0" in err and "Reshape" in err and "Traceback" not in err
