@@ -122,6 +122,21 @@ def test_synthetic_ids_respect_a_table_behind_index_arithmetic():
     assert ids.min() >= 0 and ids.max() < 49
 
 
+def test_synthetic_ids_stay_in_a_table_read_by_gathernd():
+    # torch 2.13 writes table[ids] as GatherND(table, Unsqueeze(ids)) (batch 24's g2p-en: ids
+    # drawn up to 99 for 29 rows, and every guard's run failed)
+    import onnx
+
+    model = load_model(onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (int64[N, T] ids) => (float[N, T, 4] y) <float[29, 4] table, int64[1] last = {-1}> {
+            index = Unsqueeze (ids, last)
+            y = GatherND <batch_dims = 0> (table, index)
+        }"""))
+    ids = np.concatenate([f["ids"].ravel() for f in synthetic_feeds(model, 4, seed=0)])
+    assert ids.min() >= 0 and ids.max() < 29
+
+
 def test_shape_overrides():
     assert parse_shape_overrides(["x:2x16"]) == {"x": (2, 16)}
     with pytest.raises(DataError, match="NAME:DIMS"):

@@ -216,9 +216,10 @@ def head_node(value: ir.Value) -> ir.Node | None:
         node = value.producer()
         if node is None or node.domain not in ("", "ai.onnx"):
             return None
-        if (node.op_type in _LAYOUT_OPS or node.op_type == "Concat" and len(node.inputs) == 1) \
+        if (node.op_type in _LAYOUT_OPS or node.op_type == "Concat" and (
+                len(node.inputs) == 1 or _stacks_positions(node, value))) \
                 and node.inputs and node.inputs[0] is not None:
-            value = node.inputs[0]
+            value = node.inputs[0]  # a greedy decoder's steps concatenated: the first step's head
         elif node.op_type == "If" and "then_branch" in node.attributes:
             # a merged decoder (prefill and cached step in If branches): the branch's own head
             value = node.attributes["then_branch"].value.outputs[value.index()]
@@ -229,6 +230,31 @@ def head_node(value: ir.Value) -> ir.Node | None:
         else:
             return node
     return None
+
+
+def _stacks_positions(node: ir.Node, value: ir.Value) -> bool:  # noqa: ARG001 - one signature
+    """A Concat of steps each given a position axis by an Unsqueeze (``torch.stack`` of a greedy
+    decoder's per-step scores): the scores per position are the steps' own. Not a detector's
+    scales concatenated along its anchors (Reshape/Transpose outputs)."""
+    return len(node.inputs) > 1 and all(
+        x is not None and x.producer() is not None and x.producer().op_type == "Unsqueeze"
+        for x in node.inputs)
+
+
+def _argmax_read(value: ir.Value) -> bool:
+    """Whether the graph itself takes the arg-max of ``value``'s scores (a greedy decoder feeding
+    each step's choice to the next, a classifier giving its label): read by an ArgMax at ``value``
+    or along the layout-only path to its head."""
+    for _ in range(16):
+        if any(n.op_type == "ArgMax" for n, _ in value.uses()):
+            return True
+        node = value.producer()
+        if node is None or not node.inputs or node.inputs[0] is None or not (
+                node.op_type in _LAYOUT_OPS or node.op_type in _AFFINE_OPS
+                or node.op_type == "Concat" and _stacks_positions(node, value)):
+            return False
+        value = node.inputs[0]
+    return False
 
 
 def head_op(value: ir.Value) -> str | None:
@@ -260,7 +286,7 @@ def class_score_outputs(model: ir.Model, references: list[list[np.ndarray]], *,
             continue
         head = head_op(value)
         out.append(head in ("Softmax", "LogSoftmax") or head in _LINEAR_OPS and (
-            tokens or shape[-1] >= VOCABULARY or _peaked(refs)))
+            tokens or shape[-1] >= VOCABULARY or _argmax_read(value) or _peaked(refs)))
     return out
 
 

@@ -584,3 +584,36 @@ def test_recurrent_weights_take_blocks_with_the_budget_left():
     coarse = np.mean([rel_error(h.run(proto, f)[0], h.run(q_tight, f)[0]) for f in data])
     assert finer < 0.9 * coarse  # Gaussian weights: blocks gain least
     assert max(rel_error(h.run(proto, f)[0], h.run(q, f)[0]) for f in data) < 0.02
+
+
+def test_a_greedy_decoders_stacked_steps_are_class_scores():
+    # batch 24's g2p-en: each step's 74 phoneme logits (MatMul + bias) go to an ArgMax that picks
+    # the next input, and torch.stack writes them out as Unsqueeze + Concat; the head stopped at
+    # the Concat, so neither the int8 guard's flip count nor auto's top-1 held them
+    from onnxcompress.model import load_model
+    from onnxcompress.passes._int8_search import class_score_outputs
+
+    r = h.rng(7)
+    nodes, inits = [], {"w": r.standard_normal((16, 40)).astype(np.float32),
+                        "b": r.standard_normal(40).astype(np.float32),
+                        "one": np.array([1], np.int64)}
+    steps = []
+    for t in range(6):
+        nodes += [oh.make_node("Gather", ["x", f"t{t}"], [f"x{t}"], axis=1),
+                  oh.make_node("MatMul", [f"x{t}", "w"], [f"m{t}"]),
+                  oh.make_node("Add", [f"m{t}", "b"], [f"l{t}"]),
+                  oh.make_node("ArgMax", [f"l{t}"], [f"a{t}"], axis=-1),
+                  oh.make_node("Unsqueeze", [f"l{t}", "one"], [f"u{t}"])]
+        inits[f"t{t}"] = np.array(t, np.int64)
+        steps.append(f"u{t}")
+    nodes.append(oh.make_node("Concat", steps, ["logits"], axis=1))
+    graph = oh.make_graph(nodes, "greedy", [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 6, 16])],
+                          [oh.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [1, 6, 40])])
+    proto = h.attach_initializers(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), inits)
+    ref = h.run(proto, {"x": r.standard_normal((1, 6, 16)).astype(np.float32)})
+    assert class_score_outputs(load_model(proto), [ref]) == [True]
+    # without the ArgMax (a teacher-forced decoder's logits) the rule is the one before
+    nodes = [n for n in nodes if n.op_type != "ArgMax"]
+    graph = oh.make_graph(nodes, "forced", list(graph.input), list(graph.output))
+    proto = h.attach_initializers(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), inits)
+    assert class_score_outputs(load_model(proto), [ref]) == [False]
