@@ -92,6 +92,8 @@ def _slot_for(node: ir.Node, index: int, tensor_rank: int) -> Slot | None:
         return None if axes is None else Slot(ROLE_WEIGHT, *axes)
     elif op == "Gather" and index == 0:
         return Slot(ROLE_EMBEDDING, 0 if _int_attr(node, "axis", 0) == 0 else None)
+    elif op == "GatherND" and index == 0 and _int_attr(node, "batch_dims", 0) == 0:
+        return Slot(ROLE_EMBEDDING, 0)  # torch 2.13's table[ids]: GatherND(table, Unsqueeze(ids))
     elif op in ("LSTM", "GRU", "RNN"):
         if index in (1, 2):
             return Slot(ROLE_RECURRENT, 1, 2)

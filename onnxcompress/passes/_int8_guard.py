@@ -94,7 +94,8 @@ BACKOFF_ROUNDS = 3
 # When the weights cannot reach the size target anyway, float weights may still take this
 # share of the output size (a first conv or a detection head is a few KB).
 MIN_BUDGET_SHARE = 0.01
-COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "Gather", "LSTM", "GRU", "RNN"})
+COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "Gather", "GatherND",
+                         "LSTM", "GRU", "RNN"})
 
 
 @dataclass

@@ -67,7 +67,8 @@ def _stats(
     return stats
 
 
-_COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Gather", "LSTM", "GRU", "RNN"})
+_COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Gather", "GatherND",
+                          "LSTM", "GRU", "RNN"})
 
 
 def _first_last_nodes(model: ir.Model, index: WeightIndex) -> tuple[set[int], set[int]]:

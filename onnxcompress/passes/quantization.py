@@ -108,7 +108,7 @@ MIN_STORAGE_WEIGHTS = SMALL_WEIGHT_VALUES
 # memory), or int8 + Cast + Mul, which onnxruntime folds at load: float weights and speed.
 FORM_DEQUANTIZE = "dequantize"
 FORM_FOLDED = "folded"
-STORAGE_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "Gather", "Einsum"})
+STORAGE_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "Gather", "GatherND", "Einsum"})
 # LSTM/GRU/RNN have no QDQ form onnxruntime fuses, but their W and R (often most of a text
 # recognizer's parameters) store as int8 in the folded form like any other float-compute weight.
 RECURRENT_OPS = frozenset({"LSTM", "GRU", "RNN"})
