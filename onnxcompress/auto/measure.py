@@ -102,13 +102,27 @@ def _scale_after(proto: onnx.ModelProto, node_name: str, index: int) -> np.ndarr
     return numpy_helper.to_array(inits[other[0]]).reshape(-1)
 
 
-def cache_inputs(model: ir.Model) -> set[str]:
-    """Float inputs a Concat appends to and the graph gives back (a branch's output counts): a
-    decoder's cache of past keys and values (``[batch, heads, past, head_size]``, shaped like an
-    image), returned longer as its present. An image concatenated with its mask (an inpainting
-    net's first op) is not given back."""
+def state_inputs(model: ir.Model) -> set[str]:
+    """Float inputs that carry a decoder's state: a cache of past keys and values a Concat appends
+    to and the graph gives back (a branch's output counts; ``[batch, heads, past, head_size]``,
+    shaped like an image), or a recurrent layer's initial state (a GRU decoder's hidden state:
+    batch 24's teacher-forced g2p-en, whose logits auto held by cosine and lost 4 words). An
+    image concatenated with its mask (an inpainting net's first op) is neither."""
     return {v.name for v in model.graph.inputs if v.dtype is not None and v.dtype.is_floating_point()
-            and any(n.op_type == "Concat" and _given_back(n.outputs[0]) for n, _ in v.uses())}
+            and (any(n.op_type == "Concat" and _given_back(n.outputs[0]) for n, _ in v.uses())
+                 or _initial_state(v))}
+
+
+def _initial_state(value: ir.Value, depth: int = 4) -> bool:
+    """Whether ``value`` reaches an LSTM/GRU/RNN's initial state (inputs 5, 6) through layout ops."""
+    for node, index in value.uses():
+        if node.op_type in ("LSTM", "GRU", "RNN") and index in (5, 6):
+            return True
+        if depth > 0 and node.op_type in ("Unsqueeze", "Squeeze", "Reshape", "Slice", "Identity", "Cast",
+                                          "Transpose", "Expand") and index == 0 \
+                and _initial_state(node.outputs[0], depth - 1):
+            return True
+    return False
 
 
 def _given_back(value: ir.Value, depth: int = 4) -> bool:
@@ -121,7 +135,7 @@ def _given_back(value: ir.Value, depth: int = 4) -> bool:
 
 def token_inputs(feeds: list, caches: Collection[str] = ()) -> bool:
     """Whether the inputs are a language model's: token ids (integer), beside them only flags
-    (bool: a merged decoder's ``use_cache_branch``) and ``caches`` (:func:`cache_inputs`). A
+    (bool: a merged decoder's ``use_cache_branch``) and ``caches`` (:func:`state_inputs`). A
     decoder run with its cache held each prefill to every position keeping its arg-max: auto
     left a merged GPT all float."""
     if not feeds:

@@ -44,7 +44,6 @@ from onnxcompress.auto.executor import Executor, LocalExecutor
 from onnxcompress.auto.guard import memory_guard
 from onnxcompress.auto.measure import (
     PROBE_SAMPLES,
-    cache_inputs,
     class_score_names,
     objective_cost,
     padded,
@@ -52,6 +51,7 @@ from onnxcompress.auto.measure import (
     run_outputs,
     save_calibration,
     save_feeds,
+    state_inputs,
     token_inputs,
     visible,
 )
@@ -213,7 +213,7 @@ def search(
     if callable(target) and not isinstance(target, Target):
         goal = parse_target(None, metric=target, threshold=target_threshold)
     else:
-        caches = cache_inputs(original)  # a KV cache [N, heads, past, size] is not an image
+        caches = state_inputs(original)  # a KV cache [N, heads, past, size] is not an image
         tokens = token_inputs(search_feeds, caches)
         scores = [] if target is not None else class_score_names(original, model_path, search_feeds,
                                                                  tokens=tokens)
