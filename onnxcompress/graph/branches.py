@@ -38,14 +38,17 @@ def top_level_ifs(proto: onnx.ModelProto) -> list[onnx.NodeProto]:
     return [n for n in proto.graph.node if n.op_type == "If" and n.domain in ("", "ai.onnx")]
 
 
+def if_branches(node: ir.Node) -> list[ir.Graph]:
+    """The two branches of an If node (none for any other node)."""
+    if node.op_type != "If" or node.domain not in ("", "ai.onnx"):
+        return []
+    return [a.value for a in node.attributes.values() if a.type == ir.AttributeType.GRAPH]
+
+
 def observable_graphs(model: ir.Model) -> set[int]:
     """ids of the graphs whose values a statistics run can read: the main graph and the branches
     of its If nodes (:func:`expose_branch_values`); not Loop or Scan bodies, nor nested ones."""
-    ids = {id(model.graph)}
-    for node in model.graph:
-        if node.op_type == "If" and node.domain in ("", "ai.onnx"):
-            ids.update(id(a.value) for a in node.attributes.values() if a.type == ir.AttributeType.GRAPH)
-    return ids
+    return {id(model.graph)} | {id(branch) for node in model.graph for branch in if_branches(node)}
 
 
 def branch_values(proto: onnx.ModelProto) -> set[str]:

@@ -17,6 +17,11 @@ def node_subgraphs(node: ir.Node) -> Iterator[ir.Graph]:
             yield from attr.value
 
 
+def has_subgraph(node: ir.Node) -> bool:
+    """Whether ``node`` holds a body (If, Loop, Scan)."""
+    return next(node_subgraphs(node), None) is not None
+
+
 def first_reader(graph: ir.Graph, readers: Iterable[ir.Node]) -> ir.Node | None:
     """The first node of ``graph`` that is one of ``readers`` or holds one inside its bodies:
     nodes computing what the readers will read go before it (None: none of them is in ``graph``)."""

@@ -32,6 +32,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import onnx_ir as ir
 
+from onnxcompress.graph.scope import has_subgraph
 from onnxcompress.passes._channel_graph import ChannelGraph, Consumer, Layout, Producer, const_array
 from onnxcompress.passes._channel_samples import _NORMAL_QUANTILES, _int_attr, _ints_attr, _unary_samples
 from onnxcompress.passes._channel_shape_ops import _ShapeOps
@@ -234,7 +235,7 @@ class _Analyzer(_ShapeOps):
         if node.domain not in ("", "ai.onnx"):
             self.freeze_inputs(node, f"custom op {node.domain}::{op} ({name})")
             return
-        if any(a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for a in node.attributes.values()):
+        if has_subgraph(node):
             self.freeze_inputs(node, f"{op} {name} has subgraphs")
             return
         handler = getattr(self, f"op_{op}", None)

@@ -210,14 +210,21 @@ def search(guard: Guard, fed: Mapping[str, np.ndarray], labels: list[str], total
 
 def head_node(value: ir.Value) -> ir.Node | None:
     """The node that makes ``value``'s scores, past layout-only ops and a constant bias/scale."""
+    return _head_path(value)[0]
+
+
+def _head_path(value: ir.Value) -> tuple[ir.Node | None, list[ir.Value]]:
+    """:func:`head_node`, and the values on the way to it (``value`` first)."""
     from onnxcompress.passes._folding import const_array
 
+    path = []
     for _ in range(16):
+        path.append(value)
         node = value.producer()
         if node is None or node.domain not in ("", "ai.onnx"):
-            return None
+            return None, path
         if (node.op_type in _LAYOUT_OPS or node.op_type == "Concat" and (
-                len(node.inputs) == 1 or _stacks_positions(node, value))) \
+                len(node.inputs) == 1 or _stacks_positions(node))) \
                 and node.inputs and node.inputs[0] is not None:
             value = node.inputs[0]  # a greedy decoder's steps concatenated: the first step's head
         elif node.op_type == "If" and "then_branch" in node.attributes:
@@ -228,11 +235,11 @@ def head_node(value: ir.Value) -> ir.Node | None:
                 const_array(x) is not None for x in node.inputs):
             value = next(x for x in node.inputs if const_array(x) is None)
         else:
-            return node
-    return None
+            return node, path
+    return None, path
 
 
-def _stacks_positions(node: ir.Node, value: ir.Value) -> bool:  # noqa: ARG001 - one signature
+def _stacks_positions(node: ir.Node) -> bool:
     """A Concat of steps each given a position axis by an Unsqueeze (``torch.stack`` of a greedy
     decoder's per-step scores): the scores per position are the steps' own. Not a detector's
     scales concatenated along its anchors (Reshape/Transpose outputs)."""
@@ -244,17 +251,8 @@ def _stacks_positions(node: ir.Node, value: ir.Value) -> bool:  # noqa: ARG001 -
 def _argmax_read(value: ir.Value) -> bool:
     """Whether the graph itself takes the arg-max of ``value``'s scores (a greedy decoder feeding
     each step's choice to the next, a classifier giving its label): read by an ArgMax at ``value``
-    or along the layout-only path to its head."""
-    for _ in range(16):
-        if any(n.op_type == "ArgMax" for n, _ in value.uses()):
-            return True
-        node = value.producer()
-        if node is None or not node.inputs or node.inputs[0] is None or not (
-                node.op_type in _LAYOUT_OPS or node.op_type in _AFFINE_OPS
-                or node.op_type == "Concat" and _stacks_positions(node, value)):
-            return False
-        value = node.inputs[0]
-    return False
+    or anywhere on the way to its head (:func:`head_node`)."""
+    return any(n.op_type == "ArgMax" for v in _head_path(value)[1] for n, _ in v.uses())
 
 
 def head_op(value: ir.Value) -> str | None:

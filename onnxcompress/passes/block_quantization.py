@@ -30,6 +30,7 @@ import onnx_ir as ir
 from onnxcompress import blockwise, runtime
 from onnxcompress.errors import OnnxCompressError
 from onnxcompress.graph.branches import observable_graphs
+from onnxcompress.graph.scope import first_reader
 from onnxcompress.layerwise.stats import collect_reader_stats, too_wide
 from onnxcompress.model import copy_model
 from onnxcompress.opset import opset_version, upgrade_opset
@@ -450,16 +451,9 @@ def _replace(old: ir.Node, new: ir.Node) -> None:
 
 def _first_in(graph: ir.Graph, layer: _Layer) -> ir.Node:
     """The first node of ``graph`` that reads the layer (or holds a reader in a subgraph)."""
-    readers = {id(u.node) for u in layer.uses}
-    for node in graph:
-        if id(node) in readers:
-            return node
-        for attr in node.attributes.values():
-            subs = [attr.value] if attr.type == ir.AttributeType.GRAPH else (
-                list(attr.value) if attr.type == ir.AttributeType.GRAPHS else [])
-            if any(id(n) in readers for sub in subs for n in ir.traversal.RecursiveGraphIterator(sub)):
-                return node
-    raise AssertionError("a layer without readers in its graph")
+    first = first_reader(graph, (u.node for u in layer.uses))
+    assert first is not None, "a layer without readers in its graph"
+    return first
 
 
 def _drop_float(layer: _Layer) -> None:

@@ -29,6 +29,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxcompress import runtime
+from onnxcompress.graph.scope import has_subgraph, node_subgraphs
 from onnxcompress.model import external_base_dir, release_external, to_proto
 from onnxcompress.opset import opset_version, upgrade_opset
 from onnxcompress.passes._float16_check import fidelity_check
@@ -199,7 +200,7 @@ def _convert(model: ir.Model, keep_ops: frozenset[str], keep_nodes: frozenset[in
     half_nodes = []
     kept = {id(node) for position, node in enumerate(graph) if position in keep_nodes}
     for node in graph:
-        if (node.domain not in ("", "ai.onnx") or node.op_type in keep_ops or _has_subgraph(node)
+        if (node.domain not in ("", "ai.onnx") or node.op_type in keep_ops or has_subgraph(node)
                 or id(node) in kept):
             continue
         outs = [o for o in node.outputs if o.dtype == FLOAT]
@@ -284,7 +285,7 @@ def _convert(model: ir.Model, keep_ops: frozenset[str], keep_nodes: frozenset[in
                 cache[key].producer().name = ""
             node.replace_input_with(i, cache[key])
         # Values a subgraph reads from this graph keep float32 for it.
-        for sub in _subgraphs(node):
+        for sub in node_subgraphs(node):
             for inner in ir.traversal.RecursiveGraphIterator(sub):
                 for i, inp in enumerate(inner.inputs):
                     if inp is not None and id(inp) in converted and inp.graph is graph:
@@ -518,20 +519,6 @@ def _to_bf16_bits(arr: np.ndarray) -> np.ndarray:
 def _stays_float(node: ir.Node, index: int) -> bool:
     """Inputs the schema types as float32 whatever the data type (Resize/Upsample scales)."""
     return node.op_type in ("Resize", "Upsample") and index >= 1
-
-
-def _subgraphs(node: ir.Node) -> list[ir.Graph]:
-    out = []
-    for attr in node.attributes.values():
-        if attr.type == ir.AttributeType.GRAPH:
-            out.append(attr.value)
-        elif attr.type == ir.AttributeType.GRAPHS:
-            out.extend(attr.value)
-    return out
-
-
-def _has_subgraph(node: ir.Node) -> bool:
-    return bool(_subgraphs(node))
 
 
 def _main_values(graph: ir.Graph):  # noqa: ANN202

@@ -25,7 +25,9 @@ import onnx_ir as ir
 from onnxcompress.activations import expose_with_branches, grouped_by_bytes, iter_intermediates
 from onnxcompress.data import Feed
 from onnxcompress.errors import RuntimeUnavailableError
+from onnxcompress.graph.branches import if_branches
 from onnxcompress.graph.names import name_in
+from onnxcompress.graph.scope import has_subgraph
 from onnxcompress.runtime import first_line
 from onnxcompress.validation.metrics import TensorStats
 
@@ -110,8 +112,7 @@ def _float_activations(model: ir.Model) -> tuple[list[tuple[int, ir.Node, ir.Val
     produced = {v.name for n in model.graph for v in n.outputs if v.name}
     for index, node in _nodes(model):
         outputs = [v for v in node.outputs if v.name]
-        has_subgraph = _has_subgraph(node)
-        if not (has_subgraph or any(i is not None and i.name in dynamic for i in node.inputs)):
+        if not (has_subgraph(node) or any(i is not None and i.name in dynamic for i in node.inputs)):
             continue  # computed from weights only (a Constant, a DequantizeLinear of a weight)
         for v in outputs:
             dynamic.add(v.name)
@@ -123,10 +124,8 @@ def _float_activations(model: ir.Model) -> tuple[list[tuple[int, ir.Node, ir.Val
 def _nodes(model: ir.Model) -> Iterator[tuple[int, ir.Node]]:
     """The main graph's nodes with their index, each top-level If preceded by its branches'."""
     for index, node in enumerate(model.graph):
-        if node.op_type == "If" and node.domain in ("", "ai.onnx"):
-            for attr in node.attributes.values():
-                if attr.type == ir.AttributeType.GRAPH:
-                    yield from ((index, n) for n in attr.value)
+        for branch in if_branches(node):
+            yield from ((index, n) for n in branch)
         yield index, node
 
 
@@ -159,7 +158,7 @@ def compare_layers(
     shared = [(i, n, v) for i, n, v in candidates if alias[v.name] in their_names]
     mine = set(alias.values())
     notes = []
-    if any(_has_subgraph(n) and n.op_type != "If" for n in original.graph):
+    if any(has_subgraph(n) and n.op_type != "If" for n in original.graph):
         notes.append("tensors inside Loop/Scan bodies are not compared one by one.")
     names = [v.name for _, _, v in shared]
     if not names:
@@ -213,8 +212,7 @@ def compare_layers(
     for _, node in _nodes(original):
         # an If's outputs carry what its branches give out (their error is already upstream)
         reads = [v for v in node.inputs if v is not None and v.name] + [
-            o for a in node.attributes.values() if node.op_type == "If" and a.type == ir.AttributeType.GRAPH
-            for o in a.value.outputs]
+            o for branch in if_branches(node) for o in branch.outputs]
         inputs_error = max((upstream.get(v.name, 0.0) for v in reads), default=0.0)
         for v in node.outputs:
             if not v.name:
@@ -274,10 +272,6 @@ def _after_qdq(model: ir.Model, names: Iterable[str]) -> dict[str, str]:
                 found[name] = dq.outputs[0].name
                 break
     return found
-
-
-def _has_subgraph(node: ir.Node) -> bool:
-    return any(a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for a in node.attributes.values())
 
 
 def _capped(value: float | None) -> float:
