@@ -58,26 +58,24 @@ logger = logging.getLogger(__name__)
 # a memory-mapped table come in as samples reach them); the guards and the reports alike.
 READING_SAMPLES = 16
 
-# A compressed model "needs no more session memory" than the original within this slack (the
-# guards': auto's layer back-off, quantize's int8-compute check), read as pinned live memory.
-GUARD_SLACK_FRACTION = 0.02
-GUARD_SLACK_BYTES = 1 << 20
+# One rule for "needs no more session memory than the original", for the guards (auto's layer
+# back-off, quantize's int8-compute check) and the reports alike: within SLACK_FRACTION of the
+# original's live memory, and SLACK_BYTES. Pinned live readings of one file move by 0.01-0.05 MB
+# child to child (ppocr_det, bert_tiny, the examples; five readings each), so the slack is for the
+# allocator's fixed costs, not for noise. (The guards had 2% + 1 MB: kv_decoder's auto plan
+# passed at 16.7 MB against 15.7 MB while its report said it needed 6% more.)
+SLACK_FRACTION = 0.02
+SLACK_BYTES = 512 << 10
 
 
 def guard_limit(original_bytes: int) -> float:
-    """The most session memory a guarded model may need against the original's reading."""
-    return original_bytes * (1 + GUARD_SLACK_FRACTION) + GUARD_SLACK_BYTES
-
-
-# A report says a compressed model "needs more" only past this share of the original's live
-# memory, and past REPORT_SLACK_BYTES (two processes differ by a few hundred KB).
-REPORT_SLACK_FRACTION = 0.02
-REPORT_SLACK_BYTES = 512 << 10
+    """The most session memory a compressed model may need against the original's reading."""
+    return original_bytes + max(original_bytes * SLACK_FRACTION, SLACK_BYTES)
 
 
 def report_excess(original_bytes: int, compressed_bytes: int) -> bool:
-    """Whether a report calls ``compressed_bytes`` more than ``original_bytes`` (its slack)."""
-    return compressed_bytes > original_bytes + max(original_bytes * REPORT_SLACK_FRACTION, REPORT_SLACK_BYTES)
+    """Whether a report calls ``compressed_bytes`` more than ``original_bytes`` (``guard_limit``)."""
+    return compressed_bytes > guard_limit(original_bytes)
 
 
 # A child that takes longer than this is abandoned (a huge model on a slow disk).

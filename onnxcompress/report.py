@@ -10,7 +10,7 @@ from typing import Any
 
 from onnxcompress._text import elide_middle
 from onnxcompress.errors import ConfigError
-from onnxcompress.memory import REPORT_SLACK_BYTES, REPORT_SLACK_FRACTION, report_excess
+from onnxcompress.memory import SLACK_BYTES, SLACK_FRACTION, report_excess
 from onnxcompress.pipeline import PipelineResult
 from onnxcompress.stats import GZIP_LEVEL
 
@@ -188,8 +188,8 @@ class CompressionReport:
 
 # Live memory (see onnxcompress.memory) of one file moves by a few pages from process to process:
 # the headline's slack is memory.report_excess's (these names are kept for callers).
-MEMORY_SLACK = REPORT_SLACK_FRACTION
-MEMORY_SLACK_BYTES = REPORT_SLACK_BYTES
+MEMORY_SLACK = SLACK_FRACTION
+MEMORY_SLACK_BYTES = SLACK_BYTES
 
 
 def fidelity_headline(fidelity: dict[str, Any] | None) -> str | None:

@@ -24,8 +24,6 @@ from onnxcompress.auto.candidates import FLOAT, by_name
 from onnxcompress.auto.paths import holds, option_error, option_name, option_of
 from onnxcompress.auto.plan import Plan
 from onnxcompress.memory import (
-    GUARD_SLACK_BYTES,
-    GUARD_SLACK_FRACTION,
     READING_SAMPLES,
     guard_limit,
     guard_reading,
@@ -50,12 +48,10 @@ logger = logging.getLogger(__name__)
 #: plan are measured again alternately, up to MEMORY_CONFIRM readings each, and the least reading
 #: of each side is compared (the noise only adds: memory the allocator could not return). Where
 #: live memory is not available, each reading is the least of MEMORY_REPEATS resident ones. A
-#: model within the slack of the original's fits.
+#: model within the slack of the original's (``memory.guard_limit``) fits.
 MEMORY_REPEATS = 3
 MEMORY_FEEDS = READING_SAMPLES  # search samples run before each reading
 MEMORY_CONFIRM = 3
-MEMORY_SLACK_BYTES = GUARD_SLACK_BYTES
-MEMORY_SLACK_FRACTION = GUARD_SLACK_FRACTION
 MAX_ROUNDS = 6
 Progress = Callable[[str, int, int], None]
 

@@ -37,7 +37,6 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress._parallel import ordered_map
-from onnxcompress.memory import GUARD_SLACK_BYTES
 from onnxcompress.passes._folding import const_array
 from onnxcompress.passes._qdq import MIN_SCALE, round_keeping_sums
 from onnxcompress.weights import COMPUTE_ROLES, ROLE_EMBEDDING, Weight
@@ -59,8 +58,9 @@ _HALF_MIN = float(np.finfo(np.float16).tiny)  # subnormal float16 scales lose pr
 #: after each op, and the fusions it breaks (Gelu after a Gemm), are a per-call cost a small
 #: model feels (atspm_head, 117 KB of int8 run in 0.14 ms: quantize static, weights only, 1.060x
 #: the fp32 latency, 0.998x folded; k-means 8's exact Gemm broke the Gelu fusion). What the
-#: folds keep (about twice the int8 bytes: bert_tiny) stays within half the guards' fixed slack.
-SMALL_MODEL_VALUES = GUARD_SLACK_BYTES // 4
+#: folds keep (about twice the int8 bytes: bert_tiny) stays within the memory slack
+#: (``memory.SLACK_BYTES``, 512 KB).
+SMALL_MODEL_VALUES = 1 << 18
 
 
 #: A model whose compute weights (embedding tables aside) total under this many values runs a call
@@ -69,6 +69,13 @@ SMALL_MODEL_VALUES = GUARD_SLACK_BYTES // 4
 TINY_COMPUTE_VALUES = 16384
 #: ... up to this size (a fold holds the table's float copy beside its stored form while loading).
 FOLDED_TABLE_BYTES = 16 << 20
+#: A table (Gather-read) of a model that is not tiny folds at load up to this size.
+SMALL_TABLE_BYTES = 1 << 20
+
+
+def table_fold_limit(weights: list[Weight]) -> int:
+    """The largest int8 table of ``weights``' model that decodes at load, not per gathered row."""
+    return FOLDED_TABLE_BYTES if tiny_compute(weights) else SMALL_TABLE_BYTES
 
 
 def tiny_compute(weights: list[Weight]) -> bool:

@@ -44,7 +44,6 @@ from onnxcompress.graph.outputs import maps_image_to_image
 from onnxcompress.layerwise import rounding
 from onnxcompress.layerwise.bias import corrections
 from onnxcompress.layerwise.collection import Histogram
-from onnxcompress.memory import GUARD_SLACK_BYTES
 from onnxcompress.model import copy_model
 from onnxcompress.opset import opset_version, upgrade_opset
 from onnxcompress.passes._float_rest import REST_ROLES, later_weight_passes, store_rest
@@ -67,7 +66,7 @@ from onnxcompress.passes._int8 import (
 from onnxcompress.passes._int8_data import gptq_rounding, input_means, mean_requests
 from onnxcompress.passes._int8_fine import _blocked_weight, _grouped_weight, _half_weight
 from onnxcompress.passes._int8_guard import Guard, guard_weights, guarded
-from onnxcompress.passes._kmeans_int8 import FOLDED_TABLE_BYTES, exact_form_pays, tiny_compute
+from onnxcompress.passes._kmeans_int8 import exact_form_pays, table_fold_limit
 from onnxcompress.passes._qdq import Builder
 from onnxcompress.passes._quant_config import MODES, QuantizeConfig
 from onnxcompress.passes._quant_plan import (
@@ -297,8 +296,7 @@ class Quantize(Pass):
         index = list(WeightIndex.build(model))
         compute = [w for w in index if w.role != ROLE_EMBEDDING]  # tables add no compute a call:
         cast_mul = form == FORM_FOLDED and not exact_form_pays(compute)  # one made a model 1.10x slower
-        # a small model's table folds at load up to this (a tiny one's up to FOLDED_TABLE_BYTES)
-        fold_limit = FOLDED_TABLE_BYTES if tiny_compute(compute) else GUARD_SLACK_BYTES
+        fold_limit = table_fold_limit(compute)
         for i, w in enumerate(index):
             if progress is not None:  # per weight: large models get a time estimate
                 progress("quantize: int8 weights", i, len(index))
