@@ -272,7 +272,7 @@ def _cmd_auto(args: argparse.Namespace, pipeline: Pipeline | None) -> int:
     """compress --auto: search a plan, write the model its recipe makes; exit 1 when the target
     does not hold on the held-apart data (the best model found is still written)."""
     from onnxcompress.api import compress_file
-    from onnxcompress.auto import make_executor, parse_target, search
+    from onnxcompress.auto import fidelity_text, make_executor, parse_target, search
     from onnxcompress.model import check_output_path
 
     if pipeline is not None or args.recipe is not None:
@@ -321,7 +321,7 @@ def _cmd_auto(args: argparse.Namespace, pipeline: Pipeline | None) -> int:
         _write_text(Path(args.save_recipe), json.dumps(found.recipe, indent=2) + "\n")
     for path, fmt in report_files:
         _write_text(path, report.to_format(fmt))
-    values = ", ".join(f"{k} {v:.4g}" for k, v in found.fidelity.values.items())
+    values = fidelity_text(found.fidelity)
     if args.json == "-":
         print(report.to_json())
     elif not args.quiet:

@@ -110,8 +110,13 @@ def _image_axes(shape: tuple[int | str | None, ...]) -> tuple[int, ...]:
 #: Ops an integer input reaches its Gather through: reshaping, and the index arithmetic exporters
 #: write (tf2onnx's Keras Embedding: ``Where(x < 0, x + V, x)`` as Less/Cast/Mul/Add: slovorez's
 #: ids went out of its 49 rows and nothing could measure the model).
-_INDEX_PATH_OPS = frozenset({"Cast", "Unsqueeze", "Reshape", "Flatten", "Squeeze",
+_INDEX_PATH_OPS = frozenset({"Cast", "Unsqueeze", "Reshape", "Flatten", "Squeeze", "Identity",
+                             "Transpose", "Expand", "Tile", "Concat",
                              "Add", "Sub", "Mul", "Where", "Clip", "Min", "Max", "Mod", "Abs"})
+#: Ops whose output (from their data input) holds some of its values: a column or a row of an
+#: index input (torch 2.13's ``edge_index[1]``, ``atom_graph[:, 0]``: Gather(input, const);
+#: batch 25's graph potentials drew atom ids up to 99 for 8 atoms and no guard could run).
+_VALUE_SELECTION_OPS = frozenset({"Gather", "GatherElements", "GatherND", "Slice", "Split"})
 
 
 def _index_bound(model: ir.Model, name: str) -> int | None:
@@ -122,7 +127,7 @@ def _index_bound(model: ir.Model, name: str) -> int | None:
         return None
     bounds = []
     frontier = [value]
-    for _ in range(5):
+    for _ in range(8):
         nxt = []
         for v in frontier:
             for node, idx in v.uses():
@@ -134,7 +139,7 @@ def _index_bound(model: ir.Model, name: str) -> int | None:
                     table = node.inputs[0]
                     if table.shape is not None and isinstance(table.shape[0], int):
                         bounds.append(int(table.shape[0]))
-                elif node.op_type in _INDEX_PATH_OPS:
+                elif node.op_type in _INDEX_PATH_OPS or (node.op_type in _VALUE_SELECTION_OPS and idx == 0):
                     nxt.extend(node.outputs)
         frontier = nxt
     return min(bounds) if bounds else None

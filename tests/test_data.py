@@ -137,6 +137,30 @@ def test_synthetic_ids_stay_in_a_table_read_by_gathernd():
     assert ids.min() >= 0 and ids.max() < 29
 
 
+def test_synthetic_graph_indices_stay_in_the_rows_their_columns_index():
+    # torch 2.13 writes a graph net's ``bond_graph[:, 0]`` as Gather(bond_graph, 0, axis=1), the
+    # input as the Gather's data, then stacks columns (Unsqueeze, Concat) before indexing the
+    # atoms' features (batch 25's CHGNet: atom ids drawn up to 99 for 8 atoms, no guard ran)
+    import onnx
+
+    proto = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (int64[E, 3] bonds, float[8, 4] atoms) => (float[F, 4] y)
+          <int64 zero = {0}, int64 two = {2}, int64[1] first = {1}, int64[1] flat_shape = {-1}> {
+            src = Gather <axis = 1> (bonds, zero)
+            dst = Gather <axis = 1> (bonds, two)
+            a = Unsqueeze (src, first)
+            b = Unsqueeze (dst, first)
+            both = Concat <axis = 0> (a, b)
+            flat = Reshape (both, flat_shape)
+            y = Gather (atoms, flat)
+        }""")
+    feeds = list(synthetic_feeds(load_model(proto), 4, seed=0))
+    ids = np.concatenate([f["bonds"].ravel() for f in feeds])
+    assert ids.min() >= 0 and ids.max() < 8
+    h.run(proto, feeds[0])  # runs: no index past the 8 atoms
+
+
 def test_shape_overrides():
     assert parse_shape_overrides(["x:2x16"]) == {"x": (2, 16)}
     with pytest.raises(DataError, match="NAME:DIMS"):

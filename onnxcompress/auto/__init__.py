@@ -5,6 +5,7 @@ memory) model that meets it, with per-layer choices across the passes' codecs.
 """
 
 from onnxcompress.auto.executor import Executor, LocalExecutor, RayExecutor, SerialExecutor, make_executor
+from onnxcompress.auto.paths import fidelity_text
 from onnxcompress.auto.plan import Plan, plan_from_recipe
 from onnxcompress.auto.search import AutoResult, search
 from onnxcompress.auto.targets import DEFAULT_TARGET, Fidelity, Target, parse_target
@@ -19,6 +20,7 @@ __all__ = [
     "RayExecutor",
     "SerialExecutor",
     "Target",
+    "fidelity_text",
     "make_executor",
     "parse_target",
     "plan_from_recipe",

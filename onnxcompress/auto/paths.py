@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from onnxcompress.auto.candidates import FLOAT, available_candidates
 from onnxcompress.auto.plan import Plan
-from onnxcompress.auto.targets import Fidelity
+from onnxcompress.auto.targets import Fidelity, value_text
 from onnxcompress.passes._bit_allocation import LayerChoices, Option, allocate
 
 if TYPE_CHECKING:
@@ -294,7 +294,7 @@ def _step_up(layer: LayerChoices, name: str) -> str | None:
 
 
 def fidelity_text(f: Fidelity) -> str:
-    return ", ".join(f"{k} {v:.4g}" for k, v in f.values.items())
+    return ", ".join(f"{k} {value_text(v)}" for k, v in f.values.items())
 
 
 def explain(plan: Plan, layers: list[LayerChoices]) -> list[dict[str, Any]]:

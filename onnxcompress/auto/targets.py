@@ -112,6 +112,19 @@ _TERM = re.compile(
 )
 
 
+def threshold_text(x: float) -> str:
+    """``x`` as a target spells it: short (0.99, not 0.99000000000000021), and never rounded
+    (batch 25: "cosine>=0.9999995" printed as "cosine>=1", so a failed check read as passing)."""
+    short = f"{x:g}"
+    return short if float(short) == x else repr(float(x))
+
+
+def value_text(v: float) -> str:
+    """A measured value to 4 digits, more where those would round it to 1 (0.9999992, not 1)."""
+    short = f"{v:.4g}"
+    return f"{v:.10g}" if short in ("1", "-1") and float(short) != v else short
+
+
 @dataclass(frozen=True)
 class Criterion:
     """One ``[output:]metric>=threshold`` term (``output`` None: every output it applies to)."""
@@ -124,7 +137,7 @@ class Criterion:
     def text(self) -> str:
         unit = "pt" if self.metric == "accuracy" else ""
         prefix = f"{self.output}:" if self.output else ""
-        return f"{prefix}{self.metric}>={self.threshold:g}{unit}"
+        return f"{prefix}{self.metric}>={threshold_text(self.threshold)}{unit}"
 
 
 @dataclass
@@ -153,7 +166,8 @@ class Target:
     @property
     def text(self) -> str:
         if self.metric is not None:
-            return f"{self.name or getattr(self.metric, '__name__', 'metric')}>={self.threshold:g}"
+            name = self.name or getattr(self.metric, "__name__", "metric")
+            return f"{name}>={threshold_text(self.threshold)}"
         return ",".join(c.text for c in self.criteria)
 
     @property
@@ -328,10 +342,15 @@ def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
                and k not in sequences and k not in binary and k not in heads]
     if scored:
         frames = _frame_scores(outputs)
+        # a prediction a sample beside the scores is held too (batch 25's CHGNet: its per-atom
+        # magnetic moments [N, 8] read as class scores, and its energy, the answer, went unheld)
+        scalars = [k for k in outputs if k not in scored and k not in binary and k not in sequences
+                   and _one_value_each(outputs[k])]
         return ",".join([DEFAULT_TARGET] + [f"{k}:{DEFAULT_TARGET}" for k in frames]
                         + [f"{k}:{per_position[k]}" for k in sequences if k not in frames]
                         + [f"{k}:{DEFAULT_TARGET}" for k in binary] + [f"{k}:{DEFAULT_TARGET_VALUES}"
-                                                                          for k in vectors])
+                                                                          for k in vectors]
+                        + [f"{k}:{DEFAULT_TARGET_SCALAR}" for k in scalars])
     terms = [f"{k}:{per_position[k]}" for k in sequences] + [f"{k}:{DEFAULT_TARGET}" for k in binary]
     rest = [k for k in _applicable("cosine", outputs) if k not in sequences and k not in binary]
     listed = [k for k in rest if k in heads] + _applicable("detections", {k: outputs[k] for k in rest
@@ -344,8 +363,7 @@ def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
     maps = probability_maps(candidates) + logit_maps(candidates)
     terms += [f"{k}:{DEFAULT_TARGET_MAP}" for k in maps]
     rest = [k for k in rest if k not in maps]
-    scalars = {k for k in rest if np.size(outputs[k]) == len(outputs[k]) > 1  # a prediction a sample
-               and np.ptp(np.asarray(outputs[k])) > 0}
+    scalars = {k for k in rest if _one_value_each(outputs[k])}
     pictures = set(picture_outputs({k: outputs[k] for k in rest if k not in anchors}, image_inputs))
     cosine = {k: DEFAULT_TARGET_ANCHORS if k in anchors else DEFAULT_TARGET_SCALAR if k in scalars
               else DEFAULT_TARGET_VALUES if k in vectors else picture_target(outputs[k])
@@ -353,6 +371,13 @@ def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
     if not terms and len(set(cosine.values())) == 1:
         return next(iter(cosine.values()), DEFAULT_TARGET_NON_CLASSIFIER)
     return ",".join(terms + [f"{k}:{v}" for k, v in cosine.items()])
+
+
+def _one_value_each(v: np.ndarray) -> bool:
+    """A float output of one prediction a sample ([N] or [N, 1, ...]), not the same for all."""
+    a = np.asarray(v)
+    return bool(np.issubdtype(a.dtype, np.floating) and a.ndim >= 1 and a.size == len(a) > 1
+                and np.ptp(a) > 0)
 
 
 def _binary_probabilities(outputs: Outputs) -> list[str]:

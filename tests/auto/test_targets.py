@@ -50,6 +50,31 @@ def test_default_depends_on_outputs() -> None:
     assert parse_target(None, {"boxes": np.zeros((4, 3, 6), np.float32)}).text == "cosine>=0.999"
 
 
+def test_a_threshold_and_a_value_near_one_are_never_printed_as_one() -> None:
+    """batch 25: a failed check read "held-out check failed (energy:cosine>=1 1, ...)"."""
+    from onnxcompress.auto.paths import fidelity_text
+    from onnxcompress.auto.targets import Fidelity
+
+    target = parse_target("energy:cosine>=0.9999995,top1>=0.99")
+    assert target.text == "energy:cosine>=0.9999995,top1>=0.99"
+    values = {"energy:cosine>=0.9999995": 0.9999992, "top1>=0.99": 0.99311}
+    assert fidelity_text(Fidelity(values=values, met=False)) == \
+        "energy:cosine>=0.9999995 0.9999992, top1>=0.99 0.9931"
+
+
+def test_a_prediction_a_sample_beside_class_scores_is_held() -> None:
+    """batch 25's CHGNet: its per-atom magnetic moments [N, 8] read as class scores, and the
+    default held only their top-1: the energy [N, 1], the model's answer, was in no term."""
+    r = np.random.default_rng(5)
+    outputs = {"energy_per_atom": r.normal(-5, 1, (8, 1)).astype(np.float32),
+               "magmom": r.random((8, 8)).astype(np.float32)}
+    target = parse_target(None, outputs)
+    assert "energy_per_atom:cosine>=0.99995" in target.text.split(",")
+    moved = dict(outputs, energy_per_atom=outputs["energy_per_atom"] + 0.05)  # 5% of its spread
+    assert not target.evaluate(outputs, moved).met
+    assert target.evaluate(outputs, dict(outputs)).met
+
+
 def test_values_one_column_leads_are_no_class_scores() -> None:
     """MediaPipe's hand landmarks [N, 63] (batch 12): one coordinate (the wrist's y) the largest in
     all 24 pictures, at a median lead of 0.28 row SDs (not tied): held to top-1, auto kept the
