@@ -431,9 +431,11 @@ def _forces_option(ap: Any) -> Callable[[Any], bool]:
                     help="only the forces (central differences of the energy) of a compressed MODEL "
                          "vs fp32")  # fmt: skip
 
+    ap.add_argument("--force-cells", type=int, default=8, help="eval cells --forces reads (default 8)")
+
     def handle(args: Any) -> bool:
         if args.forces:
-            print(json.dumps(force_errors(args.out, args.forces[0], Path(args.forces[1]))))
+            print(json.dumps(force_errors(args.out, args.forces[0], Path(args.forces[1]), args.force_cells)))
         return bool(args.forces)
 
     return handle
