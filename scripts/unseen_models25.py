@@ -13,12 +13,22 @@ Kinds no earlier batch had:
   term) and site magnetic moments [8] (mu_B). Radial Bessel / Fourier bases, the embeddings, 4
   atom-conv, 3 bond-conv and 3 angle-update layers (``index_select`` gathers, ``index_add``
   scatters) and the site-energy readout are in the graph; forces (the package's autograd of the
-  energy) are not, and ``--evaluate`` takes them by central differences of the ONNX energy.
+  energy) are not, and ``--forces`` takes them by central differences of the ONNX energy.
   Graphs are padded to fixed sizes with bonds longer than the 6 A cutoff: the package's smooth
   cutoff makes their weights exactly 0, so padding changes no output.
+- ``sevennet``: SevenNet-0 (11Jul2024), an E(3)-equivariant NequIP-style potential (e3nn tensor
+  products, l <= 2), ``sevenn==0.13.0``'s ``checkpoint_sevennet_0.pth``, built by the package's
+  ``model_from_checkpoint`` (e3nn 0.6.0 and helpers pip-installed ``--target`` into the cache) with
+  its force output removed: atomic numbers [8], edge index [2, 640], edge vectors [640, 3] ->
+  energy per atom [1] and atomic energies [8]. Padded edges are exactly 5 A long, where its XPLOR
+  cutoff is 0 (past 5 A that polynomial is not).
+
+Both read the same cells: 8-atom rock-salt / zinc-blende / diamond cells of 28 compounds,
+strained and with displaced atoms; the neighbour lists are built here in numpy.
 
     /work/venv-torch/bin/python scripts/unseen_models25.py [--out DIR] [--only a,b]
     /work/venv/bin/python scripts/unseen_models25.py --evaluate NAME MODEL   # metric of a compressed file
+    /work/venv/bin/python scripts/unseen_models25.py --forces NAME MODEL [--force-cells 8]
 """
 
 from __future__ import annotations
