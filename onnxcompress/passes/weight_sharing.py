@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import collections
 import logging
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -273,25 +274,21 @@ class WeightSharing(Pass):
         # Weights that only shape-only ops read (overlapping Slices of an LSTM matrix, which
         # load_model leaves unfolded): stored once, decoded in front of the readers, as int8
         # does (silero_vad: 1 MB of LSTM weights stayed float).
-        for w in _shape_read(model):
-            if w.value.meta.get(ROW_SCALES):  # the gathered rows' own scales
-                continue
+        # Then large tables only added to activations, at 8 bits (below: _float_rest's float16).
+        def decoded_in_front() -> Iterator[tuple[Weight, int, str]]:  # each found after the last's edit
+            for w in _shape_read(model):
+                if not w.value.meta.get(ROW_SCALES):  # (the gathered rows' own scales)
+                    yield w, 1, "in front of its shape-only readers"
+            for w in _additive_table_weights(model):
+                yield w, kmeans.MAX_BITS, "in front of the Add (an additive table)"
+
+        for w, least, where in decoded_in_front():
             bits = self._select(w, cfg, result)
-            if not bits:
+            if bits < least:
                 continue
             stat = _share(w, bits, cfg, formats, None, context, constants, result, means={})
             if stat is not None:
-                stat.extra["decoded"] = "in front of its shape-only readers"
-                stats.append(stat)
-                todo.append((w, bits))
-            w.release()
-        for w in _additive_table_weights(model):  # at 8 bits; below, _float_rest's float16
-            bits = self._select(w, cfg, result)
-            if bits < kmeans.MAX_BITS:
-                continue
-            stat = _share(w, bits, cfg, formats, None, context, constants, result, means={})
-            if stat is not None:
-                stat.extra["decoded"] = "in front of the Add (an additive table)"
+                stat.extra["decoded"] = where
                 stats.append(stat)
                 todo.append((w, bits))
             w.release()
