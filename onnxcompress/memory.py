@@ -60,17 +60,20 @@ READING_SAMPLES = 16
 
 # One rule for "needs no more session memory than the original", for the guards (auto's layer
 # back-off, quantize's int8-compute check) and the reports alike: within SLACK_FRACTION of the
-# original's live memory, and SLACK_BYTES. Pinned live readings of one file move by 0.01-0.05 MB
-# child to child (ppocr_det, bert_tiny, the examples; five readings each), so the slack is for the
-# allocator's fixed costs, not for noise. (The guards had 2% + 1 MB: kv_decoder's auto plan
-# passed at 16.7 MB against 15.7 MB while its report said it needed 6% more.)
+# original's live memory plus SLACK_BYTES. Pinned live readings of one file move by 0.01-0.05
+# MB child to child (ppocr_det, bert_tiny, the examples; five readings each), but a compressed
+# file's fixed costs move with the environment: folding sub-8-bit decodes at load can grow
+# onnxruntime's arena by a chunk (~1 MB: kv_decoder's k-means 5 16.0 MB with the arena, 14.9
+# without), and a fresh install read tiny test models' plans 0.5-1 MB over where this one did
+# not. So the slack covers one such chunk. (The reports had max(2%, 512 KB), the guards 2% + 1
+# MB: kv_decoder's auto plan passed the guard and its report said it needed more.)
 SLACK_FRACTION = 0.02
-SLACK_BYTES = 512 << 10
+SLACK_BYTES = 1 << 20
 
 
 def guard_limit(original_bytes: int) -> float:
     """The most session memory a compressed model may need against the original's reading."""
-    return original_bytes + max(original_bytes * SLACK_FRACTION, SLACK_BYTES)
+    return original_bytes * (1 + SLACK_FRACTION) + SLACK_BYTES
 
 
 def report_excess(original_bytes: int, compressed_bytes: int) -> bool:

@@ -58,8 +58,8 @@ _HALF_MIN = float(np.finfo(np.float16).tiny)  # subnormal float16 scales lose pr
 #: after each op, and the fusions it breaks (Gelu after a Gemm), are a per-call cost a small
 #: model feels (atspm_head, 117 KB of int8 run in 0.14 ms: quantize static, weights only, 1.060x
 #: the fp32 latency, 0.998x folded; k-means 8's exact Gemm broke the Gelu fusion). What the
-#: folds keep (about twice the int8 bytes: bert_tiny) stays within the memory slack
-#: (``memory.SLACK_BYTES``, 512 KB).
+#: folds keep (about twice the int8 bytes: bert_tiny) stays within half the memory slack
+#: (``memory.SLACK_BYTES``).
 SMALL_MODEL_VALUES = 1 << 18
 
 

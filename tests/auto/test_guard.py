@@ -116,8 +116,8 @@ def test_guard_backs_off_until_the_model_fits(tmp_path: Path, monkeypatch: pytes
 
     def memory(path: Path | str, feed: dict) -> int:
         # the original measures 10 MB; each model 10 MB plus 2 MB per k-means 4 layer; every
-        # second reading of a file 0.4 MB more (the allocator's noise), which must not matter
-        noise = (sum(1 for s in seen if s == str(path)) % 2) * 0.4 * MB
+        # second reading of a file 0.8 MB more (the allocator's noise), which must not matter
+        noise = (sum(1 for s in seen if s == str(path)) % 2) * 0.8 * MB
         seen.append(str(path))
         if Path(path) == MODEL:
             return int(10 * MB + noise)
@@ -145,10 +145,9 @@ def test_guard_backs_off_until_the_model_fits(tmp_path: Path, monkeypatch: pytes
 
 
 def test_guard_does_not_back_off_on_a_noisy_reading(monkeypatch: pytest.MonkeyPatch) -> None:
-    # the shape of resnet_digits' readings before the allocator was pinned (the original 11.45 or
-    # 12.22 MB, its plan 12.55 or 13.19), scaled to a slack of 512 KB: the first pair drew the
-    # original's low mode and the plan's high
-    readings = {"original": [11.45, 11.75, 11.45], "plan": [12.20, 11.90, 12.20]}
+    # resnet_digits' readings before the allocator was pinned: the original 11.45 or 12.22 MB,
+    # its plan 12.55 or 13.19 MB; the first pair drew the original's low mode and the plan's high
+    readings = {"original": [11.45, 12.22, 11.45], "plan": [13.19, 12.55, 13.19]}
     seen: list[str] = []
 
     def memory(path: Path | str, feed: dict) -> int:
@@ -163,9 +162,9 @@ def test_guard_does_not_back_off_on_a_noisy_reading(monkeypatch: pytest.MonkeyPa
     start = _first()
     notes: list[str] = []
     ev, out = memory_guard(start, _layers(), built, MODEL, [{}], float("inf"), lambda *a: None, notes)  # type: ignore[arg-type]
-    assert 12.20 * MB > guard.memory_limit(int(11.45 * MB)) >= 11.90 * MB  # the premise
+    assert 13.19 * MB > guard.memory_limit(int(11.45 * MB)) >= 12.55 * MB  # the premise
     assert ev is start and built.plans == [] and not notes  # nothing moved, nothing re-judged
-    assert out == {"original_bytes": int(11.45 * MB), "bytes": int(11.90 * MB), "fits": True, "rounds": 0}
+    assert out == {"original_bytes": int(11.45 * MB), "bytes": int(12.55 * MB), "fits": True, "rounds": 0}
     assert seen == ["original", "plan", "original", "plan"]  # measured again once, then it fit
 
 

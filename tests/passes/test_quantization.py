@@ -574,8 +574,6 @@ def test_a_faster_reading_is_confirmed_before_it_is_taken(monkeypatch, tmp_path)
         return readings.pop(0) if readings else [1.0, 1.12]
 
     monkeypatch.setattr(_speed, "alternate_latency", fake_latency)
-    # (this tiny MLP's int8 compute needs ~0.7 MB more live memory: the next test's concern)
-    monkeypatch.setattr(_speed._MemoryCheck, "excess", lambda self, model: None)
     proto = h.mlp((32, 128, 128, 8))
     data = feeds((2, 32))
     res, q = quantize(proto, data, speed_check=True)
