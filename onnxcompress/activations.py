@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 import numpy as np
 import onnx
@@ -24,7 +23,7 @@ from onnxcompress.data import Feed
 from onnxcompress.errors import RuntimeUnavailableError
 from onnxcompress.graph.branches import BranchValue, branch_types, expose_branch_values
 from onnxcompress.model import external_base_dir, is_large, shape_only_proto, to_proto
-from onnxcompress.weights import Weight
+from onnxcompress.weights import Use, Weight
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +39,7 @@ def expose_outputs(model: ir.Model, names: Iterable[str]) -> tuple[onnx.ModelPro
 
 
 def expose_with_branches(model: ir.Model, names: Iterable[str], *,
-             branches: bool) -> tuple[onnx.ModelProto, list[str], list[BranchValue]]:
+                         branches: bool) -> tuple[onnx.ModelProto, list[str], list[BranchValue]]:
     """:func:`expose_outputs`, and with ``branches`` the values inside top-level If branches
     given out through the If (``graph.branches``), read per sample by :func:`iter_intermediates`."""
     # External tensors stay references: exposing outputs of a 2 GB model must not read it.
@@ -226,7 +225,7 @@ def activation_input(weight: Weight) -> tuple[ir.Value, int] | None:
     return next((found for use in weight.uses if (found := reader_activation(use)) is not None), None)
 
 
-def reader_activation(use: Any) -> tuple[ir.Value, int] | None:
+def reader_activation(use: Use) -> tuple[ir.Value, int] | None:
     """:func:`activation_input` of one reader (a ``weights.Use``)."""
     node = use.node
     if node.op_type in ("Conv", "ConvTranspose") and use.index == 1:

@@ -21,14 +21,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import onnx_ir as ir
 
 from onnxcompress import activations
 from onnxcompress.data import Feed
-from onnxcompress.weights import Weight
+from onnxcompress.weights import Use, Weight
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +99,7 @@ def layout_of(weight: Weight) -> tuple[RowLayout | None, str | None]:
     return layouts[0] if layouts else (None, "not read")
 
 
-def _use_layout(use: Any, weight: Weight) -> tuple[RowLayout | None, str | None]:
+def _use_layout(use: Use, weight: Weight) -> tuple[RowLayout | None, str | None]:
     node, rank = use.node, len(weight.shape)
     if node.op_type == "MatMul" and use.index == 1 and rank == 2:
         return RowLayout("MatMul", 1, transposed=True), None

@@ -329,7 +329,8 @@ def rewrite(w: Weight, q: np.ndarray, scales: np.ndarray, node: ir.Node,
     w.replace_uses(decoded)
     if original_name and not w.value.uses() and not w.value.is_graph_output():
         decoded.name = original_name  # the decoded weight keeps its name, as the codebook form
-    (node.graph if node.graph is not None else w.graph).insert_after(node, [*extra_nodes, mul])
+    graph = node.graph if node.graph is not None else w.graph  # the reader's: a branch's, maybe
+    graph.insert_after(node, [*extra_nodes, mul])
     for user, index in list(out.uses()):
         if user is not mul:
             user.replace_input_with(index, scaled)
@@ -339,7 +340,6 @@ def rewrite(w: Weight, q: np.ndarray, scales: np.ndarray, node: ir.Node,
     out.name = w.fresh_name("k.raw")
     scaled.name = name
     scaled.type, scaled.shape = out.type, out.shape
-    graph = node.graph if node.graph is not None else w.graph
     for i, o in enumerate(graph.outputs):
         if o is out:
             graph.outputs[i] = scaled

@@ -67,10 +67,6 @@ def _stats(
     return stats
 
 
-_COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Gather", "GatherND",
-                          "LSTM", "GRU", "RNN"})
-
-
 def _first_last_nodes(model: ir.Model, index: WeightIndex) -> tuple[set[int], set[int]]:
     """Compute nodes (with a constant weight) that no compute node precedes / follows."""
     compute = {
