@@ -45,6 +45,7 @@ from onnxcompress.validation.metrics import (
     distribution_rows,
     picture_outputs,
     row_winners,
+    spread_cosine,
     tied_rows,
     top1_leads,
 )
@@ -468,7 +469,7 @@ def _measure(metric: str, a: np.ndarray, b: np.ndarray, labels: np.ndarray | Non
             # value. Across the samples instead: 1 - |b - a|^2 / (2 |a - mean a|^2), the cosine's
             # second-order form about the original's spread (skl2onnx's MLP surrogate: k-means 4
             # moved predictions by up to 12% of their range and "verified" at cosine 1).
-            return float(1.0 - np.square(y - x).sum() / (2.0 * spread))
+            return float(spread_cosine(float(np.square(y - x).sum()), spread))
         dot = (x * y).sum(axis=1)
         norm = np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1)
         cos = np.where(norm > 0, dot / np.maximum(norm, 1e-300), (np.abs(x - y).max(axis=1) == 0) * 1.0)

@@ -94,8 +94,10 @@ BACKOFF_ROUNDS = 3
 # When the weights cannot reach the size target anyway, float weights may still take this
 # share of the output size (a first conv or a detection head is a few KB).
 MIN_BUDGET_SHARE = 0.01
-COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "Gather", "GatherND",
-                         "LSTM", "GRU", "RNN"})
+# Nodes that read a layer weight: their inputs and outputs are the probe's intermediates (not
+# ``_qdq.COMPUTE_OPS``, the ops int8 computes).
+WEIGHT_READER_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "Gather", "GatherND",
+                               "LSTM", "GRU", "RNN"})
 
 
 @dataclass
@@ -189,7 +191,7 @@ def _intermediates(model: ir.Model, exclude: set[str]) -> list[str]:
     seen: list[str] = []
     taken = set(exclude) | {v.name for v in model.graph.inputs}
     for node in model.graph:
-        if node.op_type not in COMPUTE_OPS or node.domain not in ("", "ai.onnx"):
+        if node.op_type not in WEIGHT_READER_OPS or node.domain not in ("", "ai.onnx"):
             continue
         for v in (node.inputs[0] if node.inputs else None, node.outputs[0]):
             if v is None or not v.name or v.name in taken:

@@ -562,9 +562,12 @@ def _evaluate(name: str, s: TensorStats, tol: Tolerance) -> OutputComparison:
         elif tol.min_cosine is not None:
             applied += 1
             cos = s.cosine if s.cosine is not None else -1.0
-            checks.append(
-                Check("min_cosine", cos >= tol.min_cosine, f"cosine {cos:.6f}, needs >= {tol.min_cosine:g}")
-            )
+            about = " about the samples' spread" if s.about_spread else ""
+            checks.append(Check("min_cosine", cos >= tol.min_cosine,
+                                f"cosine{about} {cos:.6f}, needs >= {tol.min_cosine:g}"))
+            if s.about_spread:
+                out.notes.append("one value a sample: its cosine is read across the samples about "
+                                 "their mean, 1 - |b - a|^2 / (2 |a - mean a|^2)")
             scores = s.score_cosine
             if scores is not None:  # a raw detector head: its boxes' pixels dominate the cosine
                 checks.append(Check("min_cosine", scores >= tol.min_cosine,

@@ -87,6 +87,32 @@ def test_identical_and_degenerate_cases():
     assert s.cosine == -1.0 and s.rel_l2 == pytest.approx(2.0)
 
 
+def test_one_value_a_sample_is_read_about_the_samples_spread():
+    # predictions 1, 2, 3 (mean 2, spread 1 + 0 + 1 = 2), each off by 0.5: 1 - 0.75 / 4 = 0.8125
+    s = TensorStats()
+    for x in (1.0, 2.0, 3.0):
+        s.add(np.array([[x]]), np.array([[x + 0.5]]))
+    assert s.about_spread and s.cosine == pytest.approx(0.8125, abs=1e-12), s.cosine
+    # the same errors on values sharing an offset read the same; the plain cosine read 0.99999
+    far = TensorStats()
+    for x in (1.0, 2.0, 3.0):
+        far.add(np.array([x + 1000.0]), np.array([x + 1000.5]))
+    assert far.cosine == pytest.approx(0.8125, abs=1e-9), far.cosine
+
+
+def test_the_spread_form_keeps_the_plain_cosine_where_it_does_not_apply():
+    vector = _stats(np.array([3.0, 4.0]), np.array([3.0, 0.0]))  # one sample, a vector
+    assert not vector.about_spread and vector.cosine == pytest.approx(0.6)
+    one = _stats(np.array([5.0]), np.array([4.0]))  # one sample: no spread to read
+    assert not one.about_spread and one.cosine == 1.0
+    same = TensorStats()  # the same value for every input: a constant's rounding
+    for _ in range(3):
+        same.add(np.array([0.1]), np.array([0.1001]))
+    assert not same.about_spread and same.cosine == pytest.approx(1.0)
+    column = _stats(np.arange(4.0).reshape(4, 1), np.arange(4.0).reshape(4, 1) + 1)  # a head's [P, 1]
+    assert not column.about_spread
+
+
 # -- random data, streamed -----------------------------------------------------------------------
 
 
@@ -165,6 +191,28 @@ def test_compare_models_reports_the_exact_error_of_a_known_gain():
     assert y.cosine == pytest.approx(1.0, abs=1e-6)
     x_abs_max = y.max_abs / 0.1  # |0.1 x| at its largest
     assert y.mean_abs < y.max_abs and x_abs_max > 0
+
+
+def _offset_regressor(gain: float) -> onnx.ModelProto:
+    """One prediction a sample near 100: y = 100 + gain * sum(x)."""
+    graph = oh.make_graph(
+        [oh.make_node("ReduceSum", ["x"], ["s"], keepdims=1), oh.make_node("Mul", ["s", "g"], ["t"]),
+         oh.make_node("Add", ["t", "c"], ["y"])], "offset",
+        [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 6])],
+        [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 1])],
+        initializer=[oh.make_tensor("g", onnx.TensorProto.FLOAT, [], [gain]),
+                     oh.make_tensor("c", onnx.TensorProto.FLOAT, [], [100.0])],
+    )
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 13)])
+
+
+def test_compare_fails_a_prediction_whose_errors_its_offset_hid():
+    # gain 0.5: the predictions' deviations halve. Plain cosine of values near 100: 0.9998.
+    report = compare_models(_offset_regressor(1.0), _offset_regressor(0.5), samples=16)
+    y = report.output("y")
+    assert not report.passed and y.cosine < 0.9, y.cosine
+    assert any("about their mean" in n for n in y.notes), y.notes
+    assert compare_models(_offset_regressor(1.0), _offset_regressor(1.0), samples=16).passed
 
 
 def test_shape_mismatch_note_names_the_first_bad_sample_and_both_shapes():
