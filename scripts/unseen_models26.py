@@ -14,6 +14,11 @@ Kinds no earlier batch had:
   512 x 384 pair (its level 4 runs at 256 x 192 on the average-pooled images). The port is
   checked on the repository's three FlyingChairs samples with their ground truth (five levels at
   512 x 384: EPE 1.59 / 0.53 / 1.61 px; flow channels swapped: 11.1 / 6.8 / 10.5 px).
+- ``spynet_kitti`` / ``spynet_sintel``: the same graph with the KITTI- and Sintel-final-finetuned
+  levels (``modelL{1..4}_K.t7`` / ``_F.t7``: ``spynet.lua``'s "kittiFinal" / "sintelFinal").
+
+The three read the same kind of data (``d_flow``: FlyingChairs-like pairs made from photos);
+``--evaluate`` adds the end-point error against fp32's flow (``_flow_epe``).
 
     /work/venv-torch/bin/python scripts/unseen_models26.py [--out DIR] [--only a,b]
     /work/venv/bin/python scripts/unseen_models26.py --evaluate NAME MODEL   # metric of a compressed file
