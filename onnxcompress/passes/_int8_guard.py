@@ -239,6 +239,7 @@ class WeightDecision:
     deviation: float  # int8 weight-only with the steps taken
     probed: dict[str, float] = field(default_factory=dict)  # label -> deviation alone
     probe_runs: int = 0  # sample runs the search took
+    unexamined: int = 0  # weights in groups over the threshold when the search budget ran out
     flips: float = 0.0  # top-1 flip rate of int8 weight-only with the steps taken
     compounding: list[str] = field(default_factory=list)  # recurrent weights in blocks (no outliers)
 
@@ -266,7 +267,7 @@ def step_down_weights(guard: Guard, weights: list[Weight],
         labels = [w.label for w in weights if w.label in fed]  # graph order: neighbours together
         samples = probe_samples(guard)
         threshold = OUTLIER * deviation / len(labels)
-        decision.probed, decision.probe_runs = search(
+        decision.probed, decision.probe_runs, decision.unexamined = search(
             guard, fed, labels, float(np.mean(per_sample[:len(samples)])), threshold, samples)
         by_label = {w.label: w for w in weights}
         options, decoded = step_options(
@@ -560,6 +561,12 @@ def guard_weights(model: ir.Model, weights: list[Weight], channelwise: bool, con
         "macs_per_sample": guard.macs,
     })
     outliers = {k: v for k, v in decision.steps.items() if k not in decision.compounding}
+    if decision.unexamined:
+        guard.metrics["unexamined"] = decision.unexamined
+        result.note(f"fidelity guard: its search stopped after {decision.probe_runs} sample runs "
+                    f"({guard.macs / 1e9:.1f} GMAC a sample), {decision.unexamined} weight(s) in "
+                    "groups that moved the outputs past the outlier bar not measured alone "
+                    "(calibration data, or --auto, measures every layer)")
     if decision.steps:
         guard.metrics["weight_deviation_after"] = float(f"{decision.deviation:.3g}")
     if decision.compounding:

@@ -24,6 +24,10 @@ PROBE_SAMPLES = 2
 # The search stops after this much work (~2-4 s on one core at 15-30 GMAC/s; at least one
 # split): ppocr_det (1.7 GMAC a sample) gets ~35 runs of 1 sample, bert_tiny every weight.
 PROBE_MACS = 6e10
+# ... but at least this many runs, whatever a sample costs: enough to bisect 16-64 weights down
+# to two or three outliers. SPyNet (15.7 GMAC a pair) stopped after its first split, no weight
+# measured alone, and its data-free int8 moved 2.6% of the flow's pixels by over 1 px.
+PROBE_MIN_RUNS = 16
 # A float output is a sequence of class scores (its top-1 per position counted) when it is 3-D
 # ([N, steps, charset], [1, tokens, vocabulary], [T, N, C]) with CLASS_AXIS_MIN or more entries
 # on the last axis and at most CLASS_POSITIONS positions (CTC charsets 37-8210, vocabularies).
@@ -169,13 +173,14 @@ def probe_samples(guard: Guard) -> list[int]:
 
 
 def search(guard: Guard, fed: Mapping[str, np.ndarray], labels: list[str], total: float,
-            threshold: float, samples: list[int]) -> tuple[dict[str, float], int]:
+            threshold: float, samples: list[int]) -> tuple[dict[str, float], int, int]:
     """Deviation alone of every weight that can reach ``threshold``, by bisection: a group of
     weights int8 together (the rest float) moves the outputs about as far as its members alone
     added up, so a group below the threshold holds no outlier and is not split. The worst group
     is split first, in halves (graph order), until every group left is under the threshold or
-    PROBE_MACS is spent. Cost: about 2 runs x log2(weights) per outlier, on ``samples``.
-    Returns (label -> deviation alone, for the weights measured alone; sample runs taken)."""
+    PROBE_MACS (or PROBE_MIN_RUNS runs) is spent. Cost: about 2 runs x log2(weights) per
+    outlier, on ``samples``. Returns (label -> deviation alone, for the weights measured alone;
+    sample runs taken; weights left in groups over the threshold when the budget ran out)."""
     refs = guard.references
 
     def measure(group: list[str]) -> float:
@@ -186,7 +191,8 @@ def search(guard: Guard, fed: Mapping[str, np.ndarray], labels: list[str], total
     probed: dict[str, float] = {}
     order = 0
     heap: list[tuple[float, int, list[str]]] = [(-total, order, labels)]
-    runs = 0
+    runs, unexamined = 0, 0
+    budget = max(PROBE_MACS, PROBE_MIN_RUNS * max(guard.macs, 1))
     while heap:
         d, _, group = heapq.heappop(heap)
         if -d < threshold:
@@ -194,8 +200,10 @@ def search(guard: Guard, fed: Mapping[str, np.ndarray], labels: list[str], total
         if len(group) == 1:
             probed[group[0]] = -d
             continue
-        if runs and max(guard.macs, 1) * (runs + 2 * len(samples)) > PROBE_MACS:
-            break  # a heavy model's search stops early (compress time), worst groups done
+        if runs and max(guard.macs, 1) * (runs + 2 * len(samples)) > budget:
+            # a heavy model's search stops early (compress time), worst groups done
+            unexamined = len(group) + sum(len(g) for dev, _, g in heap if -dev >= threshold)
+            break
         half = (len(group) + 1) // 2
         for part in (group[:half], group[half:]):
             dev = measure(part)
@@ -205,7 +213,7 @@ def search(guard: Guard, fed: Mapping[str, np.ndarray], labels: list[str], total
                 probed[part[0]] = dev
             if len(part) > 1 or dev >= threshold:
                 heapq.heappush(heap, (-dev, order, part))
-    return probed, runs
+    return probed, runs, unexamined
 
 
 def head_node(value: ir.Value) -> ir.Node | None:

@@ -410,10 +410,13 @@ def test_guard_finds_the_first_layer_and_steps_it_down(monkeypatch):
     # The search splits only groups that can hold an outlier: fewer runs than one per weight
     # (7 weights, 2 samples a run).
     assert guard["probe_runs"] < 2 * guard["candidates"], guard
-    # With no search budget beyond the first split the guard cannot single W1 out.
+    # With no search budget beyond the first split the guard cannot single W1 out, and says so.
     monkeypatch.setattr(_int8_search, "PROBE_MACS", 1)
+    monkeypatch.setattr(_int8_search, "PROBE_MIN_RUNS", 1)
     res, _ = quantize(proto, data, mode="weights")
     assert "W1" not in res.metrics["fidelity_guard"]["steps"]
+    assert res.metrics["fidelity_guard"]["unexamined"] > 0
+    assert any("search stopped after" in n for n in res.notes), res.notes
 
 
 def test_top1_flips_counts_sequence_outputs_and_skips_ties_maps_and_anchors():
@@ -459,21 +462,40 @@ def test_search_measures_alone_exactly_the_weights_over_the_threshold():
     labels = list(alone)
     total = sum(alone.values())
     threshold = 1.5 * total / len(labels)
-    probed, runs = _int8_search.search(guard, {k: None for k in labels}, labels, total, threshold, [0])
-    assert {k for k, d in probed.items() if d >= threshold} == {"w6", "w40"}
+    probed, runs, unexamined = _int8_search.search(guard, {k: None for k in labels}, labels, total,
+                                                   threshold, [0])
+    assert {k for k, d in probed.items() if d >= threshold} == {"w6", "w40"} and unexamined == 0
     assert probed["w6"] == pytest.approx(5e-2) and probed["w40"] == pytest.approx(1e-2)
     # 2 runs a level: the first split, then 5 more levels down to each outlier (probing each
     # weight alone would take 64)
     assert runs == guard.runs and runs <= 2 + 2 * 2 * 6
-    # A budget of one split measures the halves only; the worst is still found first.
+    # A budget of one split measures the halves only; the worst is still found first, and the
+    # weights left in groups over the threshold are counted.
     guard = _AdditiveGuard(alone, macs=10**9)
-    old = _int8_search.PROBE_MACS
+    old = _int8_search.PROBE_MACS, _int8_search.PROBE_MIN_RUNS
     try:
-        _int8_search.PROBE_MACS = 4 * 10**9
-        probed, runs = _int8_search.search(guard, {k: None for k in labels}, labels, total, threshold, [0])
+        _int8_search.PROBE_MACS, _int8_search.PROBE_MIN_RUNS = 4 * 10**9, 1
+        probed, runs, unexamined = _int8_search.search(guard, {k: None for k in labels}, labels, total,
+                                                       threshold, [0])
     finally:
-        _int8_search.PROBE_MACS = old
-    assert runs <= 4 and "w40" not in probed
+        _int8_search.PROBE_MACS, _int8_search.PROBE_MIN_RUNS = old
+    assert runs <= 4 and "w40" not in probed and unexamined == 64
+
+
+def test_a_heavy_model_still_gets_the_searchs_minimum_runs():
+    # SPyNet (batch 26, 15.7 GMAC a pair): PROBE_MACS alone stopped after the first split, no
+    # weight measured alone. PROBE_MIN_RUNS runs, whatever a sample costs, reach both outliers.
+    from onnxcompress.passes import _int8_search
+
+    alone = {f"w{i}": 1e-4 for i in range(20)}
+    alone["w2"], alone["w13"] = 5e-2, 1e-2
+    labels, total = list(alone), sum(alone.values())
+    threshold = 1.5 * total / len(labels)
+    guard = _AdditiveGuard(alone, macs=int(1.6e10))
+    probed, runs, unexamined = _int8_search.search(guard, {k: None for k in labels}, labels, total,
+                                                   threshold, [0])
+    assert {k for k, d in probed.items() if d >= threshold} == {"w2", "w13"} and unexamined == 0
+    assert _int8_search.PROBE_MACS < runs * guard.macs <= (_int8_search.PROBE_MIN_RUNS + 2) * guard.macs
 
 
 def _head_model(head: str, classes: int) -> onnx.ModelProto:
