@@ -73,23 +73,18 @@ def store_rest(model: ir.Model, labels: set[str], exclude: tuple[str, ...],
             moved.append(w.label)
         del array  # one tensor's data at a time (external data: issue 18)
         w.release()
-    for graph, value in additive_tables(model):
+    # tables: an additive one where float16 is finite (it adds like a bias), any exact one
+    tables = exact_half_tables(model)
+    exact = {id(v) for _, v in tables}
+    for graph, value in additive_tables(model) + tables:
         if value.name in moved or matches(value.name or "", exclude):
             continue
         array = value.const_value.numpy()
-        if array.dtype == np.float32 and fits_half_finite(array):
+        if id(value) in exact or array.dtype == np.float32 and fits_half_finite(array):
             store_narrow(graph, value, array.astype(np.float16), HALF, names, "fp16")
             before += array.nbytes
             after += array.nbytes // 2
             moved.append(value.name)
-    for graph, value in exact_half_tables(model):
-        if value.name in moved or matches(value.name or "", exclude):
-            continue
-        array = value.const_value.numpy()
-        store_narrow(graph, value, array.astype(np.float16), HALF, names, "fp16")
-        before += array.nbytes
-        after += array.nbytes // 2
-        moved.append(value.name)
     if not moved:
         return
     result.metrics["rest_float16"] = {"tensors": len(moved), "bytes_before": before, "bytes_after": after,
