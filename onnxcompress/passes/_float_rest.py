@@ -27,7 +27,13 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress.graph.fold import SELECTION_OPS
-from onnxcompress.passes._half_store import HALF, fits_half_finite, half_exact_enough, store_narrow
+from onnxcompress.passes._half_store import (
+    HALF,
+    exact_in_half,
+    fits_half_finite,
+    half_exact_enough,
+    store_narrow,
+)
 from onnxcompress.passes.base import PassContext, PassResult
 from onnxcompress.weights import ROLE_BIAS, ROLE_NORM, WeightIndex, matches, model_names
 
@@ -148,10 +154,8 @@ def exact_half_tables(model: ir.Model) -> list[tuple[ir.Graph, ir.Value]]:
         if (tensor is None or tensor.dtype != ir.DataType.FLOAT or value.is_graph_output()
                 or value.is_graph_input() or int(np.prod(tensor.shape.numpy())) < EXACT_TABLE_VALUES):
             continue
-        array = tensor.numpy()
-        with np.errstate(over="ignore"):
-            if np.array_equal(array.astype(np.float16).astype(np.float32), array):  # NaN: never
-                found.append((model.graph, value))
+        if exact_in_half(tensor.numpy()):
+            found.append((model.graph, value))
     return found
 
 

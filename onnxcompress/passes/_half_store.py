@@ -52,6 +52,17 @@ def fits_half_finite(arr: np.ndarray) -> bool:
     return arr.size > 0 and bool(np.isfinite(arr).all()) and fits_half(arr)
 
 
+def exact_in_half(arr: np.ndarray, chunk: int = 1 << 16) -> bool:
+    """Every value of a float32 ``arr`` is a float16 value (the round trip gives back its bytes;
+    NaN never). Chunked, stopping at the first chunk that is not: a large float table left by a
+    pass is read once at most, without a whole float16 copy."""
+    flat = arr.reshape(-1)
+    with np.errstate(over="ignore"):
+        return flat.size > 0 and all(
+            np.array_equal(flat[i:i + chunk].astype(np.float16).astype(np.float32), flat[i:i + chunk])
+            for i in range(0, flat.size, chunk))
+
+
 def to_half(arr: np.ndarray) -> np.ndarray:
     # Saturate instead of overflowing to inf (weights beyond 65504 are rare, but exist).
     return np.clip(arr, -HALF_MAX, HALF_MAX).astype(np.float16)

@@ -1,4 +1,5 @@
-"""The quantize pass's static plan: which nodes compute in int8 and where the Q/DQ pairs go.
+"""The quantize pass's static plan: which nodes compute in int8 and where the Q/DQ pairs go
+(none on a model with coordinate inputs: ``_float_compute_note``).
 
 ``_static_unit`` turns a Conv/MatMul/Gemm into a ``_Unit`` (node, weight, bias, fused activation)
 or says why it stays float; ``_make_plan`` grows the units through the int8-capable glue ops
@@ -14,6 +15,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress.calibration import Calibrator
+from onnxcompress.graph.coordinates import coordinate_note
 from onnxcompress.layerwise.collection import Histogram
 from onnxcompress.passes._folding import const_array
 from onnxcompress.passes._qdq import (
@@ -45,6 +47,12 @@ ACTIVATION_NOISE_BUDGET = 0.09
 
 # -- the plan: which nodes run in int8 ------------------------------------------------------------
 
+
+
+def _float_compute_note(model: ir.Model, cfg: QuantizeConfig) -> str | None:
+    """Why dynamic/static int8 compute becomes weight-only int8 on ``model`` (its coordinate
+    inputs: ``graph.coordinates``), or None; read by the statistics plan and the pass alike."""
+    return None if cfg.mode == "weights" or cfg.op_types_to_quantize else coordinate_note(model)
 
 @dataclass
 class _Unit:

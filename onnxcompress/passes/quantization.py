@@ -38,7 +38,6 @@ from onnxcompress import runtime
 from onnxcompress.calibration import Calibrator, collect
 from onnxcompress.cpu import default_reduce_range, has_vnni
 from onnxcompress.errors import OnnxCompressError
-from onnxcompress.graph.coordinates import coordinate_note
 from onnxcompress.graph.einsum import einsum_groups
 from onnxcompress.graph.fold import computed_from_constants, decoded_in_place
 from onnxcompress.graph.outputs import maps_image_to_image
@@ -73,6 +72,7 @@ from onnxcompress.passes._qdq import Builder
 from onnxcompress.passes._quant_config import MODES, QuantizeConfig
 from onnxcompress.passes._quant_plan import (
     MIN_MATMUL_WEIGHTS,
+    _float_compute_note,
     _histograms,
     _make_plan,
     _static_unit,
@@ -126,7 +126,7 @@ class Quantize(Pass):
         will plan them (the Conv output takes the BN output's name)."""
         cfg: QuantizeConfig = self.config  # type: ignore[assignment]
         means = mean_requests(self._guard_candidates(model, cfg), cfg, context)
-        if cfg.mode != "static" or context.calibration is None:
+        if cfg.mode != "static" or context.calibration is None or _float_compute_note(model, cfg):
             return means
         probe = copy_model(model)
         fold_batchnorm(probe)
@@ -175,7 +175,7 @@ class Quantize(Pass):
             from onnxcompress.passes.block_quantization import BlockQuantize
 
             return BlockQuantize(exclude=cfg.exclude).apply(model, context, result)
-        why = coordinate_note(model) if cfg.mode != "weights" and not cfg.op_types_to_quantize else None
+        why = _float_compute_note(model, cfg)
         if why:  # an interatomic potential: int8 activations make its forces steps
             result.headline(why)
             cfg = dataclasses.replace(cfg, mode="weights")

@@ -338,3 +338,15 @@ def test_a_table_float16_holds_exactly_is_stored_in_float16_whatever_reads_it(co
     np.testing.assert_array_equal(h.run(proto, x)[1], h.run(grid_model(exact), x)[1])  # lossless
     _, kept = compress(grid_model(inexact))
     assert stored(kept)["grid"].dtype == np.float32
+
+
+def test_exact_in_half_reads_every_chunk_and_refuses_nan():
+    from onnxcompress.passes._half_store import exact_in_half
+
+    grid = np.arange(3000, dtype=np.float32) % 256
+    assert exact_in_half(grid, chunk=1024)
+    late = grid.copy()
+    late[2999] = 0.1  # inexact only in the last chunk
+    assert not exact_in_half(late, chunk=1024)
+    assert not exact_in_half(np.array([1.0, np.nan], np.float32))
+    assert exact_in_half(np.array([np.inf, -np.inf, 0.0], np.float32))  # float16 holds them
