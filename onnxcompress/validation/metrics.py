@@ -46,7 +46,7 @@ def spread_cosine(error_energy: float, spread: float) -> float:
     return 1.0 - error_energy / (2.0 * spread)
 
 
-def one_value_each(a: np.ndarray) -> bool:
+def single_value(a: np.ndarray) -> bool:
     """A sample's float tensor of a single value (a prediction). Not a vector [K], nor [K, 1]: an
     embedding written without its batch axis is one direction, a head's [anchors, 1] scores are
     read as a whole."""
@@ -244,8 +244,9 @@ class TensorStats:
     shape_mismatch: str | None = None
     # float sums (finite positions only)
     finite_elements: int = 0
-    # one value in every sample (``one_value_each``): the cosine is read about their spread
-    one_each: bool | None = None
+    # a single value in every sample (``single_value``; not auto's ``_one_value_each``, which reads
+    # stacked outputs): the cosine is read about their spread
+    single_values: bool | None = None
     sum_a: float = 0.0
     max_abs: float = 0.0
     sum_abs: float = 0.0
@@ -293,7 +294,7 @@ class TensorStats:
                 self.detection = detection_columns(a)
                 self.score_rows = anchor_score_rows(a)
                 self.anchor_scores = anchor_score_columns(a)
-        self.one_each = self.one_each is not False and one_value_each(a)
+        self.single_values = self.single_values is not False and single_value(a)
         if a.shape != b.shape:
             if self.shape_mismatch is None:
                 self.shape_mismatch = (
@@ -446,7 +447,8 @@ class TensorStats:
         """Whether :attr:`cosine` is read about the samples' spread: one value a sample, more than
         one sample, and values that spread (an output the same for every input keeps the plain
         cosine)."""
-        return bool(self.one_each) and self.finite_elements > 1 and self._spread > SPREAD_FLOOR * self.sum_a2
+        return (bool(self.single_values) and self.finite_elements > 1
+                and self._spread > SPREAD_FLOOR * self.sum_a2)
 
     @property
     def cosine(self) -> float | None:
