@@ -188,3 +188,22 @@ def loaded_ops(model: onnx.ModelProto) -> dict[str, int]:
         opts.optimized_model_filepath = str(Path(d) / "opt.onnx")
         ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
         return collections.Counter(n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node)
+
+
+def int8_scales(amax: np.ndarray, qmax: float = 127.0) -> np.ndarray:
+    """int8 per-channel (or per-block) scales as the quantize pass chooses them: max|w| / qmax,
+    rounded to the nearest float16 where that is a normal float16 number (so they are stored in
+    float16), float32 otherwise; a zero channel takes 1."""
+    s = np.where(amax > 0, np.asarray(amax, np.float64) / qmax, 1.0).astype(np.float32)
+    h = s.astype(np.float16).astype(np.float32)
+    return np.where(np.isfinite(h) & (np.abs(h) >= np.finfo(np.float16).tiny), h, s)
+
+
+def initializer_arrays(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Each initializer's values by name; one stored in float16 behind a Cast (``<name>_fp16``)
+    also under ``<name>``, widened to float32."""
+    arrays = {i.name: onh.to_array(i) for i in model.graph.initializer}
+    for name, a in list(arrays.items()):
+        if name.endswith("_fp16") and name[:-5] not in arrays:
+            arrays[name[:-5]] = a.astype(np.float32)
+    return arrays

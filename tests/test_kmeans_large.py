@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from onnxcompress import kmeans
+from tests import helpers as h
 
 
 def _row(n: int, seed: int = 0) -> np.ndarray:
@@ -185,7 +186,7 @@ def test_checked_int8_scales_fall_back_to_int8_grid_per_channel(axis):
     rng = np.random.default_rng(8)
     w = rng.standard_normal((96, 64)).astype(np.float32)
     amax = np.abs(w).max(axis=1 - axis).astype(np.float64)
-    grid = amax / 127.0
+    grid = h.int8_scales(amax).astype(np.float64)  # int8 per channel's grid (float16's)
     chosen = grid.copy()
     chosen[::2] *= 0.3  # heavy clipping: worse than the grid on every value
     chosen[1::2] *= 0.97

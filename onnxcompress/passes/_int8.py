@@ -29,6 +29,7 @@ from onnxcompress.passes._qdq import (
     QParams,
     activation_qparams,
     dequantize_weight,
+    half_storable,
     quantize_bias,
     quantize_weight,
     relative_error,
@@ -162,9 +163,24 @@ def _dequantized_weight(w: Weight, axis: int | None, reduce_range: bool, b: Buil
     return dq.outputs[0], scale
 
 
-#: Folded decodes store this many scales or more in float16 (their Cast folds at load with the
-#: rest; the added error, 2^-11 of a scale, is a few % of int8's own).
+#: Folded decodes store this many scales or more in float16 even where some are not on the
+#: float16 grid (their Cast folds at load with the rest; the added error, 2^-11 of a scale, is
+#: a few % of int8's own).
 FLOAT16_SCALES = 1024
+
+
+def _scale_constant(b: Builder, name: str, scale: np.ndarray) -> tuple[ir.Value, list[ir.Node], np.ndarray]:
+    """The float32 value of a weight's scales for a decode or a MatMulInteger: stored in float16
+    behind a Cast (returned, to insert; onnxruntime folds it at load) where ``half_storable``, or
+    where there are FLOAT16_SCALES of them; else a float32 constant. Also the array as stored."""
+    scale = np.asarray(scale, dtype=np.float32)
+    if half_storable(scale) or (scale.size >= FLOAT16_SCALES
+                                and np.isfinite(scale.astype(np.float16)).all()):
+        half = b.constant(f"{name}_fp16", scale.astype(np.float16))
+        cast = b.node("Cast", [half], name, to=ir.DataType.FLOAT)
+        cast.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
+        return cast.outputs[0], [cast], scale.astype(np.float16)
+    return b.constant(name, scale), [], scale
 
 
 def _folded_weight(w: Weight, axis: int | None, b: Builder, result: PassResult) -> None:
@@ -192,14 +208,7 @@ def _decode_folded(w: Weight, q: np.ndarray, scale: np.ndarray, error: float, be
     float16 weight is decoded in float32 and cast back: onnxruntime's CPU provider has no
     float16 Mul to fold (it would run one every call behind inserted Casts). ``dtype``: the
     weight's own, before its data became ``q``."""
-    scale = np.asarray(scale, dtype=np.float32)
-    nodes = []
-    if scale.size >= FLOAT16_SCALES and np.isfinite(scale.astype(np.float16)).all():
-        half = b.constant(f"{w.name}_scale_fp16", scale.astype(np.float16))
-        nodes.append(b.node("Cast", [half], f"{w.name}_scale", to=ir.DataType.FLOAT))
-        scale_v, scale = nodes[0].outputs[0], scale.astype(np.float16)
-    else:
-        scale_v = b.constant(f"{w.name}_scale", scale)
+    scale_v, nodes, scale = _scale_constant(b, f"{w.name}_scale", scale)
     cast = b.node("Cast", [w.value], f"{w.name}_f", to=ir.DataType.FLOAT)
     mul = b.node("Mul", [cast.outputs[0], scale_v], f"{w.name}_dq")
     for n in (*nodes, cast, mul):
@@ -481,7 +490,9 @@ def _dynamic_rewrite(w: Weight, cfg: QuantizeConfig, channelwise: bool, b: Build
     users = [u.node for u in w.uses]
     base = w.name
     zp = b.constant(f"{base}_zp", np.zeros(scale.shape, dtype=np.int8))
-    s_w = b.constant(f"{base}_scale", scale)
+    s_w, widen, stored_scale = _scale_constant(b, f"{base}_scale", scale)
+    if widen:  # the scales' Cast, ahead of every reader (some may sit in subgraphs)
+        w.graph.insert_before(next(iter(w.graph)), widen)
     w.set_numpy(q)
     for user in users:
         # The reader may sit in a Loop/Scan/If body that reads an outer-scope weight (a scripted
@@ -527,7 +538,7 @@ def _dynamic_rewrite(w: Weight, cfg: QuantizeConfig, channelwise: bool, b: Build
         new_out.name = name  # the output keeps its name
     result.add_layer(LayerStat(
         name=w.label, op_type="/".join(w.op_types) or "MatMul", shape=shape,
-        bytes_before=before, bytes_after=q.nbytes + scale.nbytes * 2,
+        bytes_before=before, bytes_after=q.nbytes + stored_scale.nbytes * 2,
         bits=7.0 if cfg.reduce_range else 8.0, error=round(error, 6),
         extra={"per_channel": axis is not None, "storage": w.storage, "dynamic": True},
     ))
@@ -557,16 +568,17 @@ def _decoded_source(scope: str, graph: ir.Graph, value: ir.Value, b: Builder,
         value.const_value = tensor
         storage = "initializer"
     value.type = ir.TensorType(ir.DataType.INT8)
-    scale_v = builder.constant(f"{name}_scale", scale.reshape(-1, *([1] * (q.ndim - 1))))
+    scale_v, widen, scale = _scale_constant(builder, f"{name}_scale",
+                                            scale.reshape(-1, *([1] * (q.ndim - 1))))
     cast = builder.node("Cast", [value], f"{name}_f", to=ir.DataType.FLOAT)
     mul = builder.node("Mul", [cast.outputs[0], scale_v], f"{name}_dq")
     for n in (cast, mul):
         n.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
     mul.outputs[0].shape = ir.Shape(q.shape)
     if storage == "constant":
-        graph.insert_after(producer, [cast, mul])
+        graph.insert_after(producer, [*widen, cast, mul])
     else:
-        graph.insert_before(next(iter(graph)), [cast, mul])
+        graph.insert_before(next(iter(graph)), [*widen, cast, mul])
     for user, index in readers:
         user.replace_input_with(index, mul.outputs[0])
     result.add_layer(LayerStat(

@@ -10,8 +10,8 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress.passes._half_store import HALF, store_narrow
-from onnxcompress.passes._int8 import _decode_folded, _insert_decode
-from onnxcompress.passes._qdq import Builder, quantize_weight, relative_error
+from onnxcompress.passes._int8 import _decode_folded, _insert_decode, _scale_constant
+from onnxcompress.passes._qdq import Builder, half_grid, half_storable, quantize_weight, relative_error
 from onnxcompress.passes.base import LayerStat, PassResult
 from onnxcompress.weights import ROLE_RECURRENT, Weight
 
@@ -66,9 +66,15 @@ def block_quantize(arr: np.ndarray, layout: tuple[tuple[int, ...], int]) -> tupl
     blocked, axis = layout
     x = np.asarray(arr, np.float32).reshape(blocked)
     amax = np.abs(x).max(axis=axis, keepdims=True)
-    scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+    scale = half_grid(np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32).astype(np.float64))
+    scale = scale.astype(np.float32)  # on the float16 grid: stored in float16 (``_scale_constant``)
     q = np.clip(np.round(x / scale), -127, 127).astype(np.int8)
     return q, scale
+
+
+def block_scale_bytes(scale: np.ndarray) -> int:
+    """What ``_blocked_weight`` stores for the block scales ``scale``."""
+    return scale.nbytes // 2 if half_storable(scale) else scale.nbytes
 
 
 def _blocked_weight(w: Weight, b: Builder, result: PassResult) -> None:
@@ -85,7 +91,7 @@ def _blocked_weight(w: Weight, b: Builder, result: PassResult) -> None:
     w.release()
     builder = Builder(w.graph, b.names) if w.graph is not b.graph else b
     w.set_numpy(q)
-    scale_v = builder.constant(f"{w.name}_block_scale", scale)
+    scale_v, widen, scale = _scale_constant(builder, f"{w.name}_block_scale", scale)
     shape_v = builder.constant(f"{w.name}_shape", np.array(shape, dtype=np.int64))
     cast = builder.node("Cast", [w.value], f"{w.name}_f", to=ir.DataType.FLOAT)
     mul = builder.node("Mul", [cast.outputs[0], scale_v], f"{w.name}_blocks")
@@ -93,7 +99,7 @@ def _blocked_weight(w: Weight, b: Builder, result: PassResult) -> None:
     for n in (cast, mul, reshape):
         n.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
     reshape.outputs[0].shape = ir.Shape(shape)
-    _insert_decode(w, [cast, mul, reshape], dtype, builder)
+    _insert_decode(w, [*widen, cast, mul, reshape], dtype, builder)
     result.add_layer(LayerStat(
         name=w.label, op_type="/".join(w.op_types), shape=shape, bytes_before=before,
         bytes_after=q.nbytes + scale.nbytes, bits=8.0, error=round(error, 6),

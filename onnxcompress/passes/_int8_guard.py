@@ -492,7 +492,7 @@ def guard_weights(model: ir.Model, weights: list[Weight], channelwise: bool, con
     what it leaves float32 in float16). A headline names them."""
     from onnxcompress.model import tensor_bytes
     from onnxcompress.passes._int8 import _int8_codes
-    from onnxcompress.passes._int8_fine import BLOCK, block_layout, block_quantize
+    from onnxcompress.passes._int8_fine import BLOCK, block_layout, block_quantize, block_scale_bytes
     from onnxcompress.synthetic import synthetic_feeds
 
     weights = [w for w in weights if w.graph is model.graph]
@@ -525,7 +525,7 @@ def guard_weights(model: ir.Model, weights: list[Weight], channelwise: bool, con
             return None
         arr = w.numpy()
         bq, bs = block_quantize(arr, layout)
-        return (bq.astype(np.float32) * bs).reshape(arr.shape).astype(w.dtype.numpy()), bs.nbytes
+        return (bq.astype(np.float32) * bs).reshape(arr.shape).astype(w.dtype.numpy()), block_scale_bytes(bs)
 
     for w in weights:
         axis = w.out_axis if channelwise else None
@@ -557,7 +557,7 @@ def guard_weights(model: ir.Model, weights: list[Weight], channelwise: bool, con
         "probed": {k: float(f"{v:.3g}") for k, v in decision.probed.items()},
         "probe_runs": decision.probe_runs, "candidates": len(weights),
         "step_bytes": {k: (float_step(by_label[k], v == "half") if v in ("float", "half") else
-                           by_label[k].size // 8) for k, v in decision.steps.items()},
+                           by_label[k].size // 16) for k, v in decision.steps.items()},
         "macs_per_sample": guard.macs,
     })
     outliers = {k: v for k, v in decision.steps.items() if k not in decision.compounding}

@@ -44,7 +44,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress import packing
-from onnxcompress.passes._kmeans_int8 import HALF_SCALE_MIN_CHANNELS, half_exact
+from onnxcompress.passes._qdq import half_storable
 from onnxcompress.weights import Weight
 
 PACKED_MIN_OPSET = 11  # BitShift
@@ -259,8 +259,7 @@ def rewrite(
             scales = d.scales.reshape(sshape)
         else:
             scales = d.scales.reshape(())
-        if (d.scales.dtype == np.float32 and d.scales.size >= HALF_SCALE_MIN_CHANNELS
-                and half_exact(d.scales)):
+        if d.scales.dtype == np.float32 and half_storable(d.scales):
             # Scales chosen on the float16 grid (``_kmeans_fit._cluster``): stored in half the
             # bytes, widened by a Cast of the scales alone.
             scale = w.add_constant(f"{base}.scale", scales.astype(np.float16))

@@ -13,8 +13,8 @@ import numpy as np
 
 from onnxcompress import kmeans
 from onnxcompress.layerwise.channels import per_element
-from onnxcompress.passes import _kmeans_int8
 from onnxcompress.passes._folding import const_array
+from onnxcompress.passes._qdq import half_grid
 from onnxcompress.weights import Weight
 
 # Error sums run over this many values at a time, so a weight of any size needs float64
@@ -249,7 +249,7 @@ def _cluster(
         # The scale is stored in the weight's dtype, or float16 where every channel's is a
         # normal float16 number (``_kmeans_decode.rewrite``: half the bytes): normalise by
         # exactly the value stored. Any positive scale serves (the codebook adapts).
-        scales = (_kmeans_int8.to_half(rms.astype(np.float64)) if dtype == np.float32 else rms).astype(dtype)
+        scales = (half_grid(rms.astype(np.float64)) if dtype == np.float32 else rms).astype(dtype)
         scales[~np.isfinite(scales.astype(np.float64)) | (scales == 0)] = 1
         bshape = [1] * array.ndim
         bshape[scale_axis] = -1
@@ -451,7 +451,8 @@ def _int8_error(array: np.ndarray, axis: int | None, amax: np.ndarray | None = N
             amax = _channel_reduce(array, axis, "absmax")
         bshape = [1] * array.ndim
         bshape[axis] = -1
-        scale = np.where(amax > 0, amax / 127.0, 1.0).reshape(bshape)
+        scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32).astype(np.float64)
+        scale = (half_grid(scale) if scale.size > 1 else scale).reshape(bshape)  # quantize_weight's
     err = ref = 0.0
     step = max(1, _CHUNK // max(array[0].size if array.ndim > 1 else 1, 1))
     for a in range(0, array.shape[0], step):

@@ -38,18 +38,19 @@ import onnx_ir as ir
 
 from onnxcompress._parallel import ordered_map
 from onnxcompress.passes._folding import const_array
-from onnxcompress.passes._qdq import MIN_SCALE, round_keeping_sums
+from onnxcompress.passes._qdq import (
+    _HALF_MIN,
+    MIN_SCALE,
+    half_grid,
+    half_storable,
+    round_keeping_sums,
+)
 from onnxcompress.weights import COMPUTE_ROLES, ROLE_EMBEDDING, Weight
 
 # Clipping ratios tried per channel (1.0 first: int8 per-channel's grid).
 CLIP_RATIOS = (1.0, 0.97, 0.94, 0.91, 0.88, 0.85, 0.82, 0.79)
 _CHUNK = 1 << 20
-# Scales are stored in float16 (+ one folded Cast) when every channel's is a normal float16
-# value and there are at least this many channels: below it the Cast node's bytes (~70 with
-# names) outweigh the 2 bytes a channel saved.
-HALF_SCALE_MIN_CHANNELS = 48
 HALF_STEPS = 1  # +-1 ulp: 3 passes more than before; +-4 errs 1-4% less again for 6 more
-_HALF_MIN = float(np.finfo(np.float16).tiny)  # subnormal float16 scales lose precision
 
 
 #: A model whose float compute weights total at most this many values decodes them in forms
@@ -90,17 +91,9 @@ def exact_form_pays(weights: list[Weight]) -> bool:
     return sum(w.size for w in weights if w.role in COMPUTE_ROLES and w.is_float) > SMALL_MODEL_VALUES
 
 
-def to_half(scale: np.ndarray) -> np.ndarray:
-    """``scale`` (float64) rounded to float16 where that is a normal float16 number, else as
-    float32 (then the weight's scales stay float32: ``half_exact``)."""
-    half = scale.astype(np.float16).astype(np.float64)
-    ok = np.isfinite(half) & (np.abs(half) >= _HALF_MIN)
-    return np.where(ok, half, scale.astype(np.float32).astype(np.float64))
-
-
 def half_neighbour(scale: np.ndarray, steps: int) -> np.ndarray:
     """``scale`` rounded to float16 and moved ``steps`` float16 ulps (float32 where that is not
-    a normal float16 number, as ``to_half``)."""
+    a normal float16 number, as ``half_grid``)."""
     half = scale.astype(np.float16)
     toward = np.float16(np.inf) if steps > 0 else np.float16(0)
     for _ in range(abs(steps)):
@@ -108,14 +101,7 @@ def half_neighbour(scale: np.ndarray, steps: int) -> np.ndarray:
     wide = half.astype(np.float64)
     # A scale stepped out of float16's normal range (to 0 or inf) stays the one given.
     ok = np.isfinite(wide) & (wide >= _HALF_MIN)
-    return np.where(ok, to_half(np.where(ok, wide, 1.0)), scale)
-
-
-def half_exact(scales: np.ndarray) -> bool:
-    """Whether every scale is exactly a normal float16 value (stored in half the bytes)."""
-    half = scales.astype(np.float16)
-    return bool(np.all(np.isfinite(half)) and np.all(np.abs(half) >= _HALF_MIN)
-                and np.array_equal(half.astype(scales.dtype), scales))
+    return np.where(ok, half_grid(np.where(ok, wide, 1.0)), scale)
 
 
 def output_scale_slot(w: Weight) -> tuple[ir.Node, tuple[int, ...]] | None:
@@ -167,31 +153,22 @@ def choose(array: np.ndarray, axis: int, sample: np.ndarray | None = None) -> tu
     best_err = np.full(amax.shape, np.inf)
     best_scale = np.ones_like(amax)
     step = max(1, _CHUNK // max(rows.shape[0], 1))
-    # Each ratio's scale rounded to float16, so the scales can be stored in half the bytes
-    # (``rewrite``); int8's own grid exactly (ratio 1, float32) apart: the float16 choice is
-    # taken when its total error is at most the grid's (the form never worse than int8 per
-    # channel), else each channel takes the better of its float16 choice and the grid.
-    exact = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32).astype(np.float64)
-    # Around ratio 1, the float16 values HALF_STEPS ulps either side: the float16 rounding of
-    # the grid alone errs ~0.05% more than the grid, the best of the three 0.3-6% less
-    # (measured on Gaussian channels of 9-2048 values, 24 weights: never more).
-    candidates = [half_neighbour(exact, d) for d in range(-HALF_STEPS, HALF_STEPS + 1)]
-    candidates += [to_half(np.where(amax > 0, amax * r / 127.0, 1.0)) for r in CLIP_RATIOS[1:]]
-    exact_err = np.zeros_like(amax)
-    for scale in (*candidates, exact):
+    # Each ratio's scale on the float16 grid, so the scales are stored in half the bytes
+    # (``rewrite``). Ratio 1 is int8 per channel's own grid (``quantize_weight``), so the choice
+    # is never worse than int8 per channel. Around it, the float16 values HALF_STEPS ulps either
+    # side: the best of the three errs 0.3-6% less (Gaussian channels of 9-2048 values, 24
+    # weights: never more).
+    grid = half_grid(np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32).astype(np.float64))
+    candidates = [grid] + [half_neighbour(grid, d) for d in range(-HALF_STEPS, HALF_STEPS + 1) if d]
+    candidates += [half_grid(np.where(amax > 0, amax * r / 127.0, 1.0)) for r in CLIP_RATIOS[1:]]
+    for scale in candidates:
         err = np.zeros_like(amax)
         for start in range(0, rows.shape[1], step):
             block = rows[:, start:start + step].astype(np.float64)
             q = np.clip(np.round(block / scale[:, None]), -127, 127)
             err += np.square(q * scale[:, None] - block).sum(axis=1)
-        if scale is exact:
-            exact_err = err
-            continue
         better = err < best_err
         best_err[better], best_scale[better] = err[better], scale[better]
-    if best_err.sum() > exact_err.sum():
-        better = exact_err < best_err
-        best_err[better], best_scale[better] = exact_err[better], exact[better]
     ref = float(sum(float(np.square(rows[:, a:a + step], dtype=np.float64).sum())
                     for a in range(0, rows.shape[1], step)))
     error = float(np.sqrt(best_err.sum() / ref)) if ref > 0 else 0.0
@@ -241,7 +218,8 @@ def apply_checked(array: np.ndarray, axis: int,
     passes are memory-bound); the errors are those of exactly what the decode computes."""
     dtype = array.dtype
     amax = channel_absmax(array, axis)
-    grid = np.where(amax > 0, amax / 127.0, 1.0).astype(dtype)
+    grid = half_grid(np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32).astype(np.float64))
+    grid = grid.astype(dtype)  # int8 per channel's own (``quantize_weight``)
     scales = best_scale.astype(dtype)
     for s in (scales, grid):
         s[_unusable(s)] = 1
@@ -312,7 +290,7 @@ def rewrite(w: Weight, q: np.ndarray, scales: np.ndarray, node: ir.Node,
     decoded = ir.Value(name=w.fresh_name("k.w"))
     cast = ir.node("Cast", [stored_q], attributes={"to": dtype}, outputs=[decoded], name="")
     extra_nodes: list[ir.Node] = []
-    if scales.size >= HALF_SCALE_MIN_CHANNELS and half_exact(scales):
+    if half_storable(scales):
         # float16 scales (chosen on the float16 grid: ``choose``), widened by a Cast that
         # onnxruntime folds before it fuses the Mul into the Conv.
         half = w.add_constant(f"{base}.scale", scales.astype(np.float16).reshape(shape))

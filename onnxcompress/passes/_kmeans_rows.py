@@ -28,7 +28,7 @@ from onnxcompress import packing
 from onnxcompress.passes._int8 import _row_gather_only
 from onnxcompress.passes._kmeans_codebook import INT8_FORM_MIN_SIZE
 from onnxcompress.passes._kmeans_decode import UINT8_ADD_MIN_OPSET, ConstantCache, Decode, Formats, rewrite
-from onnxcompress.passes._kmeans_int8 import HALF_SCALE_MIN_CHANNELS, half_exact
+from onnxcompress.passes._qdq import half_storable
 from onnxcompress.weights import Weight
 
 FLOAT_TYPES = (ir.DataType.FLOAT, ir.DataType.FLOAT16)
@@ -118,7 +118,7 @@ def rewrite_rows(
         # onnxruntime's CPU Mul has no float16 kernel: a float16 table is scaled in float32.
         # Scales chosen on the float16 grid (``_kmeans_fit._cluster``) are stored in float16
         # and widened where they are taken.
-        half = d.scales.size >= HALF_SCALE_MIN_CHANNELS and half_exact(d.scales.astype(np.float32))
+        half = half_storable(d.scales.astype(np.float32))
         scales = _along(w, f"{base}.scale", d.scales.astype(np.float16 if half else np.float32),
                         d.scale_axis, shape)
         stored += d.scales.size * (2 if half else 4)

@@ -141,7 +141,9 @@ def test_blockwise_helpers_match_the_whole_array_formulas(shape, axis):
         np.testing.assert_allclose(_channel_reduce(a, axis, "sumsq"), (work**2).sum(axis=other), rtol=1e-12)
         s = amax + 1.0
         assert np.array_equal(_divide(a, s, axis, np.float32), (work / s).astype(np.float32))
-    step = np.where(amax > 0, amax / 127.0, 1.0)
+    # int8 per channel's scales (float16's grid); one per-tensor scale stays max / 127
+    step = (h.int8_scales(amax) if axis is not None else np.where(amax > 0, amax / 127.0, 1.0))
+    step = np.asarray(step, np.float64)
     q = np.clip(np.round(work / step), -127, 127) * step
     expected = np.linalg.norm(q - work) / np.linalg.norm(work)
     assert _int8_error(a, axis) == pytest.approx(expected, rel=1e-9)
