@@ -73,6 +73,9 @@ BODYPIX_PHOTOS = [f"Assets/Pexels/pexels-{p}.jpg" for p in
 # output order of both files (graph outputs): heat maps, segments, short offsets
 BP_HEAT, BP_SEG, BP_SHORT = 2, 6, 7
 KEYPOINT_SCORE = 0.5  # fp32 keypoints this confident (sigmoid of the heat map) count in PCK
+# a peak this many logits above every cell two or more cells away is no near tie (chosen after
+# seeing int8's keypoint jumps: every one a fp32 margin of 0.02-0.18 logits between two people)
+CLEAR_MARGIN = 0.5
 
 
 def export_bodypix(name: str, out: Path, check: bool) -> None:
@@ -116,11 +119,24 @@ def _keypoints(outs: list, stride: int) -> tuple[np.ndarray, np.ndarray]:
     return pos, 1.0 / (1.0 + np.exp(-heat[ys, xs, np.arange(k)]))
 
 
+def _far_margin(heat: np.ndarray) -> np.ndarray:
+    """[17]: each heat map's peak logit less its best logit two or more cells away (a second
+    person, or a second candidate for the joint): small where the arg-max is a near tie"""
+    hh, ww, k = heat.shape
+    flat = heat.reshape(-1, k)
+    best = flat.argmax(0)
+    yy, xx = np.divmod(np.arange(hh * ww), ww)
+    far = (np.abs(yy[:, None] - (best // ww)[None]) >= 2) | (np.abs(xx[:, None] - (best % ww)[None]) >= 2)
+    return flat.max(0) - np.where(far, flat, -np.inf).max(0)
+
+
 def _bodypix_metric(stride: int, size: tuple[int, int]) -> Callable[[list, list], dict[str, Any]]:
     def metric(ref: list, got: list) -> dict[str, Any]:
         """PCK of the decoded keypoints against fp32's (those fp32 scores >= 0.5): within 5 % of
-        the image's longer side, within 2 %, same arg-max cell; the person mask's IoU (logit > 0)"""
-        near, close, cell, n, ious, dist = 0, 0, 0, 0, [], []
+        the image's longer side, within 2 %, same arg-max cell, and within 5 % among the
+        keypoints whose fp32 peak beats every cell two or more cells away by >= CLEAR_MARGIN
+        logits (no near tie between two people); the person mask's IoU (logit > 0)"""
+        near, close, cell, n, ious, dist, clear, n_clear = 0, 0, 0, 0, [], [], 0, 0
         tol = max(size)
         for a, b in zip(ref, got, strict=True):
             pa, sa = _keypoints(a, stride)
@@ -133,12 +149,16 @@ def _bodypix_metric(stride: int, size: tuple[int, int]) -> Callable[[list, list]
             close += int(np.sum(d <= 0.02 * tol))
             cell += int(np.sum((ca == cb)[keep]))
             n += int(keep.sum())
+            sure = (_far_margin(np.asarray(a[BP_HEAT], np.float64)[0]) >= CLEAR_MARGIN)[keep]
+            clear += int(np.sum(d[sure] <= 0.05 * tol))
+            n_clear += int(sure.sum())
             dist.extend(d.tolist())
             ma, mb = np.asarray(a[BP_SEG]) > 0, np.asarray(b[BP_SEG]) > 0
             union = np.sum(ma | mb)
             ious.append(1.0 if union == 0 else float(np.sum(ma & mb) / union))
         return {"pck_5pct": near / max(n, 1), "pck_2pct": close / max(n, 1), "same_cell": cell / max(n, 1),
-                "keypoints": n, "kp_mean_px": float(np.mean(dist)) if dist else 0.0,
+                "keypoints": n, "pck_5pct_clear": clear / max(n_clear, 1), "keypoints_clear": n_clear,
+                "kp_mean_px": float(np.mean(dist)) if dist else 0.0,
                 "kp_max_px": float(np.max(dist)) if dist else 0.0,
                 "mask_iou": float(np.mean(ious)), "mask_iou_worst": float(np.min(ious))}  # fmt: skip
 
