@@ -42,7 +42,7 @@ from onnxcompress import runtime
 from onnxcompress.activations import quiet_run_options, run
 from onnxcompress.errors import OnnxCompressError
 from onnxcompress.graph.outputs import maps_image_to_image
-from onnxcompress.model import copy_model, whole_check_limit_mb
+from onnxcompress.model import copy_model, fits_whole_checks, whole_check_limit_mb
 from onnxcompress.passes._bit_allocation import expose_weights, finite_squared_error, output_deviation
 from onnxcompress.passes._int8_search import (
     STEPS_HEADLINE,
@@ -58,6 +58,7 @@ from onnxcompress.passes._int8_search import (
     top1_flips,
     within_size,
 )
+from onnxcompress.passes._speed import kept_compute_pays
 from onnxcompress.passes.base import PassResult
 from onnxcompress.weights import ROLE_RECURRENT, Weight
 
@@ -435,9 +436,10 @@ def _io_names(node: ir.Node) -> list[str]:
 
 def guarded(guard: Guard | None, weight_only: float, model: ir.Model,
             candidates: list[tuple[str, int]], result, build, key, speed_guard,  # noqa: ANN001
-            keep: dict[str, str] | None = None, min_ratio: float = 1.0) -> ir.Model:
+            keep: dict[str, str] | None = None, min_ratio: float = 1.0, context=None) -> ir.Model:  # noqa: ANN001
     """``speed_guard(build)``, then the fidelity guard's compute check (int8 compute ops that
-    move the outputs too far are rebuilt as float compute from an untouched clone), then its
+    move the outputs too far are rebuilt as float compute from an untouched clone; what it keeps
+    of a set timed larger is timed again against float compute: ``kept_compute_pays``), then its
     size check: while the built model is under ``min_ratio`` x smaller than the float one,
     the weight steps in ``keep`` (which ``build`` reads) that buy least go back to int8."""
     if guard is None:
@@ -451,9 +453,12 @@ def guarded(guard: Guard | None, weight_only: float, model: ir.Model,
         last.append(list(chosen))
         return build(m, chosen, res)
 
-    def rebuild(keys: list[str]) -> ir.Model:
+    def built(keys: list[str]) -> tuple[ir.Model, PassResult]:
         scratch = PassResult(pass_name=result.pass_name, config=result.config, model=pristine)
-        m = build(pristine.clone(), keys, scratch)
+        return build(pristine.clone(), keys, scratch), scratch
+
+    def rebuild(keys: list[str]) -> ir.Model:
+        m, scratch = built(keys)
         result.adopt_rebuild(scratch)
         return m
 
@@ -463,21 +468,19 @@ def guarded(guard: Guard | None, weight_only: float, model: ir.Model,
     chosen = last[-1] if last else []
     start = time.perf_counter()
     if candidates:
+        timed = len(chosen)
         out, chosen = check_compute(guard, out, chosen, nodes, weight_only, rebuild, result)
+        if context is not None and 0 < len(chosen) < timed:
+            plain, scratch = built([])
+            if not kept_compute_pays(out, chosen, plain, context, result):
+                out, chosen = plain, []
+                result.adopt_rebuild(scratch)
     if float_bytes:
         out = within_size(guard.metrics, out, float_bytes / min_ratio, keep, chosen, rebuild, result)
     guard.seconds += time.perf_counter() - start
     result.metrics["int8_compute_ops"] = len(chosen)
     result.metrics["fidelity_guard"] = {**guard.metrics, "seconds": round(guard.seconds, 2)}
     return out
-
-
-def fits(model: ir.Model) -> bool:
-    """Whether the guard measures ``model``: its session holds every weight in float and int8 at
-    once, so only under the whole-model checks' limit (``model.fits_whole_checks``)."""
-    from onnxcompress.model import fits_whole_checks
-
-    return fits_whole_checks(model)
 
 
 __all__ = ["Guard", "WeightDecision", "check_compute", "output_deviation", "start",
@@ -496,7 +499,9 @@ def guard_weights(model: ir.Model, weights: list[Weight], channelwise: bool, con
     from onnxcompress.synthetic import synthetic_feeds
 
     weights = [w for w in weights if w.graph is model.graph]
-    if not fits(model):
+    # The guard's session holds every weight in float and int8 at once: only under the
+    # whole-model checks' limit.
+    if not fits_whole_checks(model):
         result.note("fidelity guard skipped: the model is large (over "
                     f"{whole_check_limit_mb()} MB) and its session would hold every weight in float "
                     "and int8 at once; the weights are stored one at a time instead")

@@ -237,7 +237,7 @@ class _Timer:
         if tensor_bytes(float_model) > EXTERNAL_DATA_THRESHOLD:
             # Its float session and each int8 attempt's session held 4.6x a 0.3 GB external-data
             # model (issue 18); like the fidelity guard, large models are not measured (external
-            # data alone is no reason: see _int8_guard.fits).
+            # data alone is no reason: see _int8_guard.guard_weights).
             self.why_not = "the model is large (over 2 GB)"
             return
         feed, source = one_feed(float_model, context)
@@ -410,7 +410,7 @@ def latency_ratio(original: ir.Model, converted: ir.Model, context: PassContext,
     """converted / original latency on one sample (the first calibration sample, else a
     synthetic one), or None with the reason it was not measured; cached per machine and graph
     structure. ``kind``: the pass asking (fp16 compute here, blockq's 4-bit blocks)."""
-    if tensor_bytes(original) > EXTERNAL_DATA_THRESHOLD:  # external data alone: see _int8_guard.fits
+    if tensor_bytes(original) > EXTERNAL_DATA_THRESHOLD:  # external data alone: see _int8_guard.guard_weights
         return None, TOO_LARGE_TO_TIME
     key = cache.decision_key(f"{kind}-speed-guard", "1 thread", __version__, ort.__version__,
                              cache.machine_id(), config, structure_digest(original),
@@ -436,3 +436,22 @@ def latency_ratio(original: ir.Model, converted: ir.Model, context: PassContext,
 
 def too_slow(ratio: float) -> bool:
     return ratio > 1 + SPEED_TOLERANCE
+
+
+def kept_compute_pays(model: ir.Model, chosen: list[str], weight_only: ir.Model,
+                      context: PassContext, result: PassResult) -> bool:
+    """Whether ``model``, with int8 compute on ``chosen`` only (what the fidelity guard's
+    compute check kept of the set the speed guard timed), is still SPEED_MARGIN faster than
+    ``weight_only`` (float compute). A few isolated int8 ops, each with its own Q/DQ, can cost
+    more than they save: FastDepth static (batch 27) timed 18 int8 convs at 0.97x, kept 6 and
+    ran 1.07x its weight-only form. True when it cannot be measured (the guard's choice stands)."""
+    cfg = result.config or {}
+    if not cfg.get("speed_check", True) or cfg.get("allow_slower"):
+        return True
+    ratio, _ = latency_ratio(weight_only, model, context, cfg, kind=f"int8-compute-{len(chosen)}")
+    if ratio is None or ratio <= 1 - SPEED_MARGIN:
+        return True
+    result.headline(f"speed guard: the {len(chosen)} int8 compute op(s) the fidelity guard kept "
+                    f"measure {ratio:.2f}x the latency of float compute: {result.metrics.get('mode')} "
+                    "int8 became weight-only int8 (float compute; --allow-slower keeps them)")
+    return False

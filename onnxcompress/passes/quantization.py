@@ -242,7 +242,7 @@ class Quantize(Pass):
             return guarded(guard, weight_only, model, candidates, result, build_dynamic, _unit_key,
                             lambda b: with_speed_guard(cfg, float_model, model, candidates,
                                                        context, result, b),
-                            keep, cfg.fidelity_min_ratio)
+                            keep, cfg.fidelity_min_ratio, context)
         return self._static(model, float_model, context, cfg, channelwise, result,
                             guard, keep, weight_only)
 
@@ -446,7 +446,7 @@ class Quantize(Pass):
         candidates = [(_unit_key(u.node), u.macs_per_output) for u in units]
         return guarded(guard, weight_only, model, candidates, result, build_static, _unit_key,
                         lambda b: with_speed_guard(cfg, float_model, model, candidates, context,
-                                                   result, b), keep, cfg.fidelity_min_ratio)
+                                                   result, b), keep, cfg.fidelity_min_ratio, context)
 
     def _calibration_feeds(self, model: ir.Model, context: PassContext, cfg: QuantizeConfig,
                            result: PassResult):  # noqa: ANN202

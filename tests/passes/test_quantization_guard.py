@@ -162,6 +162,42 @@ def test_static_compute_step_down_backs_off_to_weight_only_error(monkeypatch):
     onnx.checker.check_model(q)
 
 
+@pytest.mark.parametrize("subset_ratio", [1.2, 0.9])
+def test_the_compute_ops_the_check_keeps_are_timed_again(monkeypatch, subset_ratio):
+    """The speed guard times every int8 compute candidate; the compute check may keep only a
+    few, each with Q/DQ of its own, which nobody timed (FastDepth static, batch 27: 18 timed at
+    0.97x, 6 kept, 1.07x the weight-only file). The kept set is timed against float compute
+    and given up when it does not pay."""
+    from onnxcompress.passes import _int8_guard, _speed
+
+    monkeypatch.setattr(_int8_guard, "COMPUTE_FACTOR", 1.5)  # keeps 1 of the 3 MatMuls
+    monkeypatch.setattr(_int8_guard, "COMPUTE_FLOOR", 1e-9)
+    # the speed guard takes every candidate; the re-timing reads subset_ratio
+    monkeypatch.setattr(_speed, "first_fast_enough", lambda cfg, fm, base, attempts, ctx, res, build, **k:
+                        (build(base.clone(), attempts[0], res), attempts[0]))
+    timed = []
+
+    def ratio(weight_only, model, context, config, kind):
+        timed.append(kind)
+        return subset_ratio, "test"
+
+    monkeypatch.setattr(_speed, "latency_ratio", ratio)
+    proto = h.mlp((16, 256, 256, 10))
+    res, q = quantize(proto, feeds((8, 16), n=4), mode="static", op_types_to_quantize=("MatMul",),
+                      speed_check=True)
+    onnx.checker.check_model(q)
+    assert res.metrics["fidelity_guard"]["compute_deviation"][-1][0] == 1
+    assert timed == ["int8-compute-1"]
+    slower = [line for line in res.headlines if "int8 compute op(s) the fidelity guard kept" in line]
+    if subset_ratio > 1:
+        assert res.metrics["int8_compute_ops"] == 0 and ops(q)["QuantizeLinear"] == 0
+        assert slower and "1.20x" in slower[0] and "weight-only int8" in slower[0]
+    else:
+        assert res.metrics["int8_compute_ops"] == 1 and ops(q)["QuantizeLinear"] > 0 and not slower
+    f = feeds((8, 16), n=1, seed=5)[0]
+    assert rel_error(h.run(proto, f)[0], h.run(q, f)[0]) < 0.06
+
+
 def test_guard_sessions_hold_no_more_outputs_than_they_read(monkeypatch):
     """The guard's float session returns the model's own outputs only (onnxruntime keeps every
     graph output of a run alive until it ends: exposing all intermediates held 316 MB a sample
