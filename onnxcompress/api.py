@@ -19,6 +19,7 @@ import onnx_ir as ir
 from onnxcompress import runtime
 from onnxcompress.data import feed_source, input_specs
 from onnxcompress.errors import DataError, OnnxCompressError, PassError
+from onnxcompress.graph.constants import merge_duplicates
 from onnxcompress.graph.maps import DETACHED_MAPS
 from onnxcompress.graph.names import shorten_names
 from onnxcompress.model import (
@@ -145,6 +146,11 @@ def compress_file(
             if saved:
                 result.notes.append(f"shortened long tensor and node names to hashes ({saved:,} bytes; "
                                     "compare --layers still finds them; keep them with --keep-debug-info)")
+        if any(p.modified for p in result.passes):  # after the names: their share counts these
+            merged, _ = merge_duplicates(result.model)
+            if merged:
+                result.notes.append(f"merged {merged} constant(s) equal to another (same type, shape "
+                                    "and values) into it")
         save_model(result.model, output_path, overwrite=overwrite, protect=(input_path,),
                    external_data=external)  # with a classifier's ZipMap put back
         progress("sizes (gzip)", 0, 1)
