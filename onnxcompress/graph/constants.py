@@ -99,7 +99,8 @@ def merge_duplicates(model: ir.Model) -> tuple[int, int]:
                     and attr is not None and attr.type == ir.AttributeType.TENSOR):
                 candidates.append((node.outputs[0], attr.value, node))
         for value, tensor, node in candidates:
-            if tensor.nbytes > MERGE_MAX_BYTES or value.is_graph_output():
+            if (tensor.dtype == ir.DataType.STRING or tensor.nbytes > MERGE_MAX_BYTES
+                    or value.is_graph_output()):
                 continue
             key = (tensor.dtype, tuple(tensor.shape.numpy()), tensor.tobytes())
             keeper = first.setdefault(key, value)
