@@ -196,7 +196,11 @@ def int8_scales(amax: np.ndarray, qmax: float = 127.0) -> np.ndarray:
     float16), float32 otherwise; a zero channel takes 1."""
     s = np.where(amax > 0, np.asarray(amax, np.float64) / qmax, 1.0).astype(np.float32)
     h = s.astype(np.float16).astype(np.float32)
-    return np.where(np.isfinite(h) & (np.abs(h) >= np.finfo(np.float16).tiny), h, s)
+    tiny = np.float32(np.finfo(np.float16).tiny)
+    out = np.where(np.isfinite(h) & (np.abs(h) >= tiny), h, s)
+    if (s < tiny).any() and out.max() >= 16 * tiny:  # dead channels raised to float16's smallest
+        out = np.where(s < tiny, tiny, out)
+    return out
 
 
 def initializer_arrays(model: onnx.ModelProto) -> dict[str, np.ndarray]:
