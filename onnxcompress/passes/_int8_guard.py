@@ -53,6 +53,7 @@ from onnxcompress.passes._int8_search import (
     model_bytes,
     name_list,
     probe_samples,
+    saturated_note,
     search,
     step_options,
     top1_flips,
@@ -483,10 +484,6 @@ def guarded(guard: Guard | None, weight_only: float, model: ir.Model,
     return out
 
 
-__all__ = ["Guard", "WeightDecision", "check_compute", "output_deviation", "start",
-           "step_down_weights", "guarded"]
-
-
 def guard_weights(model: ir.Model, weights: list[Weight], channelwise: bool, context,  # noqa: ANN001
                   min_ratio: float, result, half: bool = False,  # noqa: ANN001
                   ) -> tuple[Guard | None, dict[str, str], float]:
@@ -499,9 +496,7 @@ def guard_weights(model: ir.Model, weights: list[Weight], channelwise: bool, con
     from onnxcompress.synthetic import synthetic_feeds
 
     weights = [w for w in weights if w.graph is model.graph]
-    # The guard's session holds every weight in float and int8 at once: only under the
-    # whole-model checks' limit.
-    if not fits_whole_checks(model):
+    if not fits_whole_checks(model):  # its session holds every weight in float and int8 at once
         result.note("fidelity guard skipped: the model is large (over "
                     f"{whole_check_limit_mb()} MB) and its session would hold every weight in float "
                     "and int8 at once; the weights are stored one at a time instead")
@@ -518,6 +513,9 @@ def guard_weights(model: ir.Model, weights: list[Weight], channelwise: bool, con
     if guard is None:
         return None, {}, 0.0
     guard.picture = maps_image_to_image(model)
+    finals = [r[:guard.n_final] for r in guard.references]
+    if source == "synthetic" and (why := saturated_note(model, finals)):
+        result.headline(why)
     begin = time.perf_counter()
     int8_values = {}
     by_label = {w.label: w for w in weights}

@@ -275,6 +275,30 @@ def _peaked(refs: list[np.ndarray]) -> bool:
     return bool(refs) and float(np.median(np.concatenate([top1_leads(r) for r in refs]))) >= PEAKED_GAP
 
 
+#: A Sigmoid output within this of 0 or 1 everywhere on every sample is saturated there: the
+#: samples show nothing of it (ppocr_det's text map on synthetic pictures peaks at 2.8e-5, and
+#: the guard's relative deviation, ~1 of that, was noise: 0 or 39 steps from a 2^-11 change).
+SATURATED = 1e-3
+
+
+def saturated_note(model: ir.Model, references: list[list[np.ndarray]]) -> str | None:
+    """A headline when every float output of ``model`` is a Sigmoid's and saturated on every
+    sample of ``references`` (the float model's outputs, per sample), else None."""
+    peaks = []
+    for i, value in enumerate(model.graph.outputs):
+        refs = [np.asarray(sample[i]) for sample in references if i < len(sample)]
+        if not refs or not all(np.issubdtype(r.dtype, np.floating) and r.size for r in refs):
+            continue
+        if head_op(value) != "Sigmoid":
+            return None
+        peaks.append(max(float(np.minimum(r, 1 - r).max()) for r in refs))
+    if not peaks or max(peaks) > SATURATED:
+        return None
+    return (f"fidelity guard: its synthetic samples leave every output saturated (within "
+            f"{max(peaks):.1e} of 0 or 1), so what it measured says little of real inputs; "
+            "--calibration measures those")
+
+
 def class_score_outputs(model: ir.Model, references: list[list[np.ndarray]], *,
                         tokens: bool = False) -> list[bool]:
     """Per graph output of ``model``: whether ``top1_flips`` counts it (see VOCABULARY);

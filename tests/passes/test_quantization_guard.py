@@ -675,3 +675,27 @@ def test_a_greedy_decoders_stacked_steps_are_class_scores():
     graph = oh.make_graph(nodes, "forced", list(graph.input), list(graph.output))
     proto = h.attach_initializers(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), inits)
     assert class_score_outputs(load_model(proto), [ref]) == [False]
+
+
+@pytest.mark.parametrize("offset", [-30.0, 0.0])
+def test_a_guard_whose_synthetic_samples_saturate_every_output_says_so(offset):
+    """ppocr_det's text map on synthetic pictures peaks at 2.8e-5 (a page is bright; noise is
+    not): the guard's relative deviation there (~1) is noise, and its steps flipped between 0
+    and 39 on a 2^-11 change of scales. A headline says the samples showed nothing."""
+    r = h.rng(6)
+    w1 = r.standard_normal((16, 3, 3, 3)).astype(np.float32) * 0.3
+    w2 = r.standard_normal((1, 16, 3, 3)).astype(np.float32) * 0.3
+    nodes = [oh.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+             oh.make_node("Relu", ["a"], ["ar"]),
+             oh.make_node("Conv", ["ar", "w2", "b2"], ["z"], pads=[1, 1, 1, 1]),
+             oh.make_node("Sigmoid", ["z"], ["p"])]
+    graph = oh.make_graph(nodes, "text_map", [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 32, 32])],
+                          [oh.make_tensor_value_info("p", onnx.TensorProto.FLOAT, [1, 1, 32, 32])])
+    proto = h.attach_initializers(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]),
+                                  {"w1": w1, "w2": w2, "b2": np.array([offset], np.float32)})
+    res, q = quantize(proto, mode="dynamic")
+    onnx.checker.check_model(q)
+    said = [line for line in res.headlines if "leave every output saturated" in line]
+    assert bool(said) is (offset < 0), res.headlines
+    res, _ = quantize(proto, feeds((1, 3, 32, 32), n=2), mode="dynamic")  # real data: not said
+    assert not any("saturated" in line for line in res.headlines)
