@@ -313,7 +313,9 @@ class Pipeline:
         if listed := model.meta.get(INITIALIZER_INPUTS):
             notes.append(f"the input model lists its {listed:,} initializer(s) as graph inputs too "
                          "(IR < 4 style); the output lists only the inputs a caller feeds, its "
-                         "weights are constants")
+                         "weights are constants, which onnxruntime folds and prepacks: faster than "
+                         "the input as given, and more resident memory (BodyPix: 0.5x the latency, "
+                         "1.15x the memory with no compression)")
         if calls := model.meta.get(INLINED_CALLS):
             notes.append(f"inlined {calls:,} call(s) of model-local functions that carry weights, as "
                          "onnxruntime does at load (inside a function a weight is an argument no pass "
