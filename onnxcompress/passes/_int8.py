@@ -22,6 +22,7 @@ from onnxcompress import runtime
 from onnxcompress.layerwise.bias import apply_int8_correction, int8_correction
 from onnxcompress.layerwise.rounding import round_int8
 from onnxcompress.passes._folding import const_array
+from onnxcompress.passes._half_store import half_storable
 from onnxcompress.passes._kmeans_int8 import output_scale_slot, rewrite
 from onnxcompress.passes._qdq import (
     SAME_SCALE_OPS,
@@ -29,7 +30,6 @@ from onnxcompress.passes._qdq import (
     QParams,
     activation_qparams,
     dequantize_weight,
-    half_storable,
     quantize_bias,
     quantize_weight,
     relative_error,

@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress.passes._half_store import HALF, store_narrow
+from onnxcompress.passes._half_store import HALF, half_storable, store_narrow
 from onnxcompress.passes._int8 import _decode_folded, _insert_decode, _scale_constant
-from onnxcompress.passes._qdq import Builder, half_grid, half_storable, quantize_weight, relative_error
+from onnxcompress.passes._qdq import Builder, int8_grid, quantize_weight, relative_error
 from onnxcompress.passes.base import LayerStat, PassResult
 from onnxcompress.weights import ROLE_RECURRENT, Weight
 
@@ -66,8 +66,7 @@ def block_quantize(arr: np.ndarray, layout: tuple[tuple[int, ...], int]) -> tupl
     blocked, axis = layout
     x = np.asarray(arr, np.float32).reshape(blocked)
     amax = np.abs(x).max(axis=axis, keepdims=True)
-    scale = half_grid(np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32).astype(np.float64))
-    scale = scale.astype(np.float32)  # on the float16 grid: stored in float16 (``_scale_constant``)
+    scale = int8_grid(amax).astype(np.float32)  # stored in float16 (``_scale_constant``)
     q = np.clip(np.round(x / scale), -127, 127).astype(np.int8)
     return q, scale
 

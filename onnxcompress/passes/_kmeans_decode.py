@@ -44,7 +44,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress import packing
-from onnxcompress.passes._qdq import half_storable
+from onnxcompress.passes._half_store import half_storable
 from onnxcompress.weights import Weight
 
 PACKED_MIN_OPSET = 11  # BitShift

@@ -14,7 +14,8 @@ import numpy as np
 from onnxcompress import kmeans
 from onnxcompress.layerwise.channels import per_element
 from onnxcompress.passes._folding import const_array
-from onnxcompress.passes._qdq import half_grid
+from onnxcompress.passes._half_store import half_grid
+from onnxcompress.passes._qdq import int8_grid
 from onnxcompress.weights import Weight
 
 # Error sums run over this many values at a time, so a weight of any size needs float64
@@ -451,8 +452,9 @@ def _int8_error(array: np.ndarray, axis: int | None, amax: np.ndarray | None = N
             amax = _channel_reduce(array, axis, "absmax")
         bshape = [1] * array.ndim
         bshape[axis] = -1
-        scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32).astype(np.float64)
-        scale = (half_grid(scale) if scale.size > 1 else scale).reshape(bshape)  # quantize_weight's
+        # quantize_weight's: a single channel's scale is not rounded to float16
+        one = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32).astype(np.float64)
+        scale = (int8_grid(amax) if amax.size > 1 else one).reshape(bshape)
     err = ref = 0.0
     step = max(1, _CHUNK // max(array[0].size if array.ndim > 1 else 1, 1))
     for a in range(0, array.shape[0], step):

@@ -38,13 +38,8 @@ import onnx_ir as ir
 
 from onnxcompress._parallel import ordered_map
 from onnxcompress.passes._folding import const_array
-from onnxcompress.passes._qdq import (
-    _HALF_MIN,
-    MIN_SCALE,
-    half_grid,
-    half_storable,
-    round_keeping_sums,
-)
+from onnxcompress.passes._half_store import HALF_TINY, half_grid, half_storable
+from onnxcompress.passes._qdq import MIN_SCALE, int8_grid, round_keeping_sums
 from onnxcompress.weights import COMPUTE_ROLES, ROLE_EMBEDDING, Weight
 
 # Clipping ratios tried per channel (1.0 first: int8 per-channel's grid).
@@ -100,7 +95,7 @@ def half_neighbour(scale: np.ndarray, steps: int) -> np.ndarray:
         half = np.nextafter(half, toward)
     wide = half.astype(np.float64)
     # A scale stepped out of float16's normal range (to 0 or inf) stays the one given.
-    ok = np.isfinite(wide) & (wide >= _HALF_MIN)
+    ok = np.isfinite(wide) & (wide >= HALF_TINY)
     return np.where(ok, half_grid(np.where(ok, wide, 1.0)), scale)
 
 
@@ -158,7 +153,7 @@ def choose(array: np.ndarray, axis: int, sample: np.ndarray | None = None) -> tu
     # is never worse than int8 per channel. Around it, the float16 values HALF_STEPS ulps either
     # side: the best of the three errs 0.3-6% less (Gaussian channels of 9-2048 values, 24
     # weights: never more).
-    grid = half_grid(np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32).astype(np.float64))
+    grid = int8_grid(amax)
     candidates = [grid] + [half_neighbour(grid, d) for d in range(-HALF_STEPS, HALF_STEPS + 1) if d]
     candidates += [half_grid(np.where(amax > 0, amax * r / 127.0, 1.0)) for r in CLIP_RATIOS[1:]]
     for scale in candidates:
@@ -218,8 +213,7 @@ def apply_checked(array: np.ndarray, axis: int,
     passes are memory-bound); the errors are those of exactly what the decode computes."""
     dtype = array.dtype
     amax = channel_absmax(array, axis)
-    grid = half_grid(np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32).astype(np.float64))
-    grid = grid.astype(dtype)  # int8 per channel's own (``quantize_weight``)
+    grid = int8_grid(amax).astype(dtype)  # int8 per channel's own (``quantize_weight``)
     scales = best_scale.astype(dtype)
     for s in (scales, grid):
         s[_unusable(s)] = 1

