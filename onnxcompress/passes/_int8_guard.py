@@ -29,6 +29,7 @@ run on the data is left as the other steps decide, and the report says so.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -471,11 +472,11 @@ def guarded(guard: Guard | None, weight_only: float, model: ir.Model,
     if candidates:
         timed = len(chosen)
         out, chosen = check_compute(guard, out, chosen, nodes, weight_only, rebuild, result)
-        if context is not None and 0 < len(chosen) < timed:
-            plain, scratch = built([])
-            if not kept_compute_pays(out, chosen, plain, context, result):
-                out, chosen = plain, []
-                result.adopt_rebuild(scratch)
+        plain = functools.cache(lambda: built([]))  # the weight-only build, made if timed
+        if context is not None and 0 < len(chosen) < timed and not kept_compute_pays(
+                out, chosen, lambda: plain()[0], context, result):
+            (out, scratch), chosen = plain(), []
+            result.adopt_rebuild(scratch)
     if float_bytes:
         out = within_size(guard.metrics, out, float_bytes / min_ratio, keep, chosen, rebuild, result)
     guard.seconds += time.perf_counter() - start

@@ -17,6 +17,7 @@ import hashlib
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -438,17 +439,18 @@ def too_slow(ratio: float) -> bool:
     return ratio > 1 + SPEED_TOLERANCE
 
 
-def kept_compute_pays(model: ir.Model, chosen: list[str], weight_only: ir.Model,
+def kept_compute_pays(model: ir.Model, chosen: list[str], weight_only: Callable[[], ir.Model],
                       context: PassContext, result: PassResult) -> bool:
     """Whether ``model``, with int8 compute on ``chosen`` only (what the fidelity guard's
     compute check kept of the set the speed guard timed), is still SPEED_MARGIN faster than
-    ``weight_only`` (float compute). A few isolated int8 ops, each with its own Q/DQ, can cost
-    more than they save: FastDepth static (batch 27) timed 18 int8 convs at 0.97x, kept 6 and
-    ran 1.07x its weight-only form. True when it cannot be measured (the guard's choice stands)."""
+    ``weight_only()`` (its float-compute build, made only when the speed check runs). A few
+    isolated int8 ops, each with its own Q/DQ, can cost more than they save: FastDepth static
+    (batch 27) timed 18 int8 convs at 0.97x, kept 6 and ran 1.07x its weight-only form. True
+    when it cannot be measured (the guard's choice stands)."""
     cfg = result.config or {}
     if not cfg.get("speed_check", True) or cfg.get("allow_slower"):
         return True
-    ratio, _ = latency_ratio(weight_only, model, context, cfg, kind=f"int8-compute-{len(chosen)}")
+    ratio, _ = latency_ratio(weight_only(), model, context, cfg, kind=f"int8-compute-{len(chosen)}")
     if ratio is None or ratio <= 1 - SPEED_MARGIN:
         return True
     result.headline(f"speed guard: the {len(chosen)} int8 compute op(s) the fidelity guard kept "
