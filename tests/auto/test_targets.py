@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from onnxcompress.auto.flips import _poisson_upper, flip_rate, flip_ratios
-from onnxcompress.auto.targets import parse_target
+from onnxcompress.auto.targets import SERIES_FLOOR, parse_target, series_spread
 from onnxcompress.errors import ConfigError
 
 
@@ -48,6 +48,28 @@ def test_default_depends_on_outputs() -> None:
     assert not target.evaluate({"output": landmarks}, {"output": moved}).met
     assert target.evaluate({"output": landmarks}, {"output": landmarks + 1e-5}).met
     assert parse_target(None, {"boxes": np.zeros((4, 3, 6), np.float32)}).text == "cosine>=0.999"
+
+
+def test_values_of_a_series_are_held_by_its_shape_not_its_level() -> None:
+    """batch 27's N-BEATS: windows differ by their level (std 1.2 across calibration windows) and
+    the forecast's shape over 24 steps has std 0.1; held about the level, auto moved eval
+    forecasts by 0.15 (MAE +19%). A series (8+ values a row) is held about each row's mean."""
+    r = np.random.default_rng(3)
+    level = r.normal(0, 1.2, (24, 1))
+    shape = 0.1 * np.sin(np.arange(24) * 2 * np.pi / 24)
+    forecast = (level + shape).astype(np.float32)
+    target = parse_target("values>=0.9995")
+    off = 0.03 * r.standard_normal(forecast.shape)  # 30% of the shape's std, 2.5% of the level's
+    assert not target.evaluate({"y": forecast}, {"y": forecast + off}).met
+    assert target.evaluate({"y": forecast}, {"y": forecast + off / 30}).met
+    # rows of a few values (a box, a pose) stay held about each column's mean
+    boxes = forecast[:, :4]
+    assert target.evaluate({"y": boxes}, {"y": boxes + off[:, :4]}).met
+    # flat rows: never tighter than SERIES_FLOOR of their energy (float16 weights always meet it)
+    flat = np.repeat(level, 24, axis=1).astype(np.float32)
+    x = flat.astype(np.float64)
+    assert series_spread(x) == pytest.approx(SERIES_FLOOR * np.square(x).sum())
+    assert target.evaluate({"y": flat}, {"y": flat * (1 + 1e-3)}).met
 
 
 def test_a_threshold_and_a_value_near_one_are_never_printed_as_one() -> None:
