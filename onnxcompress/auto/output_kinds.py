@@ -47,10 +47,25 @@ LOGIT_NEAR_ZERO = 0.25
 LOGIT_UNDECIDED = 0.07
 
 
-def picture_target(picture: np.ndarray) -> str:
+def measurement_map(picture: np.ndarray) -> bool:
+    """A picture of one channel, not negative and not within [0, 1], computed from a colour image
+    (the caller knows the inputs): a depth, disparity or height per pixel. Its task reads each
+    value's error relative to the value itself (AbsRel, delta < 1.25), so :func:`picture_target`
+    takes no contrast share: FastDepth's depth (0.8-3.7 m, contrast 4.7% of its energy) was held
+    to cosine 0.9999953, where int8 reads 1 - 4e-5 at AbsRel 0.6% and delta1 99.97 against fp32
+    (auto 3.08x, uniform int8 4.09x; batch 27). A saliency or gain map in [0, 1] keeps the share."""
+    a = np.asarray(picture)
+    one = a.ndim == 3 or (a.ndim == 4 and (a.shape[1] == 1 or a.shape[3] == 1))
+    return bool(one and a.size and a.min() >= 0 and a.max() > 1)
+
+
+def picture_target(picture: np.ndarray, measured: bool = False) -> str:
     """The cosine that holds a picture's deviation to PICTURE_DEVIATION of its centred energy (per
     sample, averaged as the cosine is): cosine>=0.9999 for a picture about zero, closer
-    for one on an offset (a photo: ~9 dB more PSNR)."""
+    for one on an offset (a photo: ~9 dB more PSNR). ``measured`` (:func:`measurement_map`): of
+    its whole energy, cosine>=0.9999."""
+    if measured:
+        return f"cosine>={1 - PICTURE_DEVIATION:.10g}"
     rows = np.asarray(picture, dtype=np.float64).reshape(len(picture), -1)
     energy = np.square(rows).mean(axis=1)
     share = float(np.mean(np.where(energy > 0, rows.var(axis=1) / np.where(energy > 0, energy, 1), 1)))

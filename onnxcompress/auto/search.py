@@ -217,9 +217,10 @@ def search(
         tokens = token_inputs(search_feeds, caches)
         scores = [] if target is not None else class_score_names(original, model_path, search_feeds,
                                                                  tokens=tokens)
-        image = bool(search_feeds) and has_image_input({k: v for k, v in search_feeds[0].items()
-                                                        if k not in caches})
+        feed = {k: v for k, v in search_feeds[0].items() if k not in caches} if search_feeds else {}
+        image, colour = has_image_input(feed), has_image_input(feed, channels=(3, 4))
         goal = parse_target(target, ref_search, class_scores=scores, token_inputs=tokens, image_inputs=image,
+                            colour_inputs=colour,
                             plain=plain_output_names(original, visible(ref_search)) if target is None else (),
                             frames=sorted(frame_rows) if target is None else ())
     if goal.needs_labels and (search_labels is None or held_labels is None):

