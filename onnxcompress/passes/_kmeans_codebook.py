@@ -39,6 +39,10 @@ FP16_CODEBOOK_TOLERANCE = 1.01
 # weights (the model codebook's) are 6.5% of ddddocr_det's values: their fold is no memory.
 INT8_FORM_MIN_SIZE = MODEL_CODEBOOK_MAX_SIZE
 INT8_FORM_GAIN = 0.5
+# Where the weights left unclustered go to float16 (``Formats.half_rest``), a codebook no smaller
+# than that is not written (BodyPix's 576-value depthwise kernels: 256 entries, 24 bits a weight,
+# where float16 takes 16 and errs less); the weight joins the rest.
+HALF_IS_SMALLER = "indices + codebook would not be smaller than float16: stored in float16"
 
 
 def _model_group(w: Weight, cfg: WeightSharingConfig, bits: int) -> tuple:

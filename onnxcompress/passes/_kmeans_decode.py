@@ -86,6 +86,9 @@ class Formats:
     # decode="auto" in a model where exact forms pay: a large table only row Gathers read is
     # decoded from its gathered rows each call (``_kmeans_rows``), not folded whole at load.
     rows: bool = False
+    # rest="float16" with no weight pass after this one: what is left unclustered is stored in
+    # float16 (``_float_rest``), so a codebook is written only where it is smaller than that.
+    half_rest: bool = False
 
     def choose(self, index_bits: int, size: int, requested: int | None = None) -> str:
         """The format of a weight whose indices need ``index_bits``; ``requested``: the width

@@ -18,8 +18,10 @@ import onnx_ir as ir
 from onnxcompress import kmeans
 from onnxcompress.layerwise.bias import correct_bias
 from onnxcompress.passes import _kmeans_int8
+from onnxcompress.passes._float_rest import cast_bytes
 from onnxcompress.passes._kmeans_codebook import (
     FP16_CODEBOOK_TOLERANCE,
+    HALF_IS_SMALLER,
     INT8_FORM_GAIN,
     INT8_FORM_MIN_SIZE,
     MODEL_CODEBOOK_TOLERANCE,
@@ -539,6 +541,10 @@ def _finish(
         if estimate >= bytes_before:
             result.skip(w.label, "indices + codebook would not be smaller than the tensor")
             return None
+        if formats.half_rest and dtype == np.float32 and book is None \
+                and estimate >= bytes_before // 2 + cast_bytes(w.name):
+            result.skip(w.label, HALF_IS_SMALLER)
+            return None
         decode = Decode(
             labels=c.labels,
             codebook=stored_book,
@@ -584,14 +590,6 @@ def _layer_stat(w: Weight, shape: tuple[int, ...], bytes_before: int, bytes_afte
                 sparsity: float, error: float, extra: dict[str, Any]) -> LayerStat:
     """The stored weight's row in the report (both forms: codebook and int8-exact)."""
     size = int(np.prod(shape)) if shape else 1
-    return LayerStat(
-        name=w.label,
-        op_type="/".join(w.op_types),
-        shape=tuple(shape),
-        bytes_before=bytes_before,
-        bytes_after=bytes_after,
-        sparsity=round(sparsity, 6),
-        bits=round(8 * bytes_after / max(size, 1), 4),
-        error=round(error, 6),
-        extra=extra,
-    )
+    return LayerStat(name=w.label, op_type="/".join(w.op_types), shape=tuple(shape),
+                     bytes_before=bytes_before, bytes_after=bytes_after, sparsity=round(sparsity, 6),
+                     bits=round(8 * bytes_after / max(size, 1), 4), error=round(error, 6), extra=extra)

