@@ -36,6 +36,7 @@ from onnxcompress.graph.annotations import drop_inferable_annotations
 from onnxcompress.graph.foreign import foreign_note
 from onnxcompress.graph.functions import INLINED_CALLS
 from onnxcompress.graph.maps import DETACHED_MAPS
+from onnxcompress.graph.random import random_note
 from onnxcompress.model import (
     INITIALIZER_INPUTS,
     ModelLike,
@@ -322,6 +323,8 @@ class Pipeline:
                          "can compress)")
         if foreign := foreign_note(model):
             notes.append(foreign)
+        if drawn := random_note(model):
+            notes.append(drawn)
         completed = checking.complete_io_shapes(model)
         if completed:
             notes.append(f"graph input/output(s) {', '.join(completed)} declared no shape "

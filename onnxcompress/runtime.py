@@ -13,6 +13,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from onnxcompress.errors import RuntimeUnavailableError
+from onnxcompress.graph.random import RANDOM_OPS, file_mentions_random, mean_draws, random_ops
 from onnxcompress.model import EXTERNAL_DATA_THRESHOLD, is_large, iter_tensor_protos, save_model, to_proto
 from onnxcompress.weights import iter_constant_tensors
 
@@ -74,6 +75,13 @@ def create_session(
         # -> +11 MB without it).
         extra["disabled_optimizers"] = ["ConstantFolding", "FuseFp16InitializerToFp32NodeTransformer"]
     try:
+        drawn = _at_mean(model)  # random ops give their mean (graph/random.py)
+        if drawn is not None:
+            proto, folder = drawn
+            if folder is not None:
+                opts.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
+            return ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"],
+                                        **extra)
         if isinstance(model, ir.Model):
             # External data stays external: inlining it would hold the model twice (the proto
             # and its serialization) beside onnxruntime's own copy.
@@ -111,6 +119,35 @@ def create_session(
             hint="models with custom ops need their runtime; the steps that run the model "
             "(calibration, validation) cannot work without it.",
         ) from e
+
+
+def _at_mean(model: ir.Model | onnx.ModelProto | str | os.PathLike,
+             ) -> tuple[onnx.ModelProto, str | None] | None:
+    """A copy of a model holding random ops with each giving its mean (``graph/random.py``), and
+    the folder its external data is read from; None for a model without them."""
+    if isinstance(model, ir.Model):
+        if not random_ops(model):
+            return None
+        folder = _external_folder(model) if is_large(model) else None
+        proto = to_proto(model, inline_external=folder is None)
+    elif isinstance(model, onnx.ModelProto):
+        if not any(n.op_type in RANDOM_OPS for n in _all_nodes(model.graph)):
+            return None
+        proto, folder = onnx.ModelProto.FromString(model.SerializeToString()), None
+    else:
+        if not file_mentions_random(model):
+            return None
+        proto = onnx.load(str(model), load_external_data=False)
+        folder = str(Path(model).resolve().parent)
+    return (proto, folder) if mean_draws(proto) else None
+
+
+def _all_nodes(graph: onnx.GraphProto):  # noqa: ANN202
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs):
+                yield from _all_nodes(sub)
 
 
 def loadable(model: ir.Model | onnx.ModelProto | str | os.PathLike, *,
