@@ -585,6 +585,33 @@ def test_plain_output_names_reads_the_graph_and_the_values() -> None:
     assert plain_output_names(load_model(proto), run_outputs(proto, feeds)) == ["pooled"]
 
 
+def test_a_vector_named_an_embedding_is_plain_logits_of_the_same_head_are_not() -> None:
+    """batch 28's MobileFaceNet: ``embeddings`` [N, 128] out of a 1x1 Conv and a Reshape, the
+    head a classifier's logits may have too: held to top1>=0.99, auto ended at 1.13x."""
+    import onnx
+
+    from onnxcompress.auto.measure import run_outputs
+    from onnxcompress.graph.outputs import plain_output_names
+    from onnxcompress.model import load_model
+
+    def head(name: str) -> onnx.ModelProto:
+        graph = onnx.parser.parse_graph(f"""
+            g (float[N, 64, 1, 1] x) => (float[N, 128] {name}) {{
+                c = Conv (x, W)
+                {name} = Reshape (c, shape)
+            }}""")
+        rng = np.random.default_rng(0)
+        graph.initializer.extend([
+            onnx.numpy_helper.from_array(rng.normal(size=(128, 64, 1, 1)).astype(np.float32), "W"),
+            onnx.numpy_helper.from_array(np.array([-1, 128], np.int64), "shape")])
+        return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+
+    feeds = [{"x": np.random.default_rng(i).normal(size=(1, 64, 1, 1)).astype(np.float32)} for i in range(3)]
+    for name, plain in (("embeddings", True), ("face_feat", True), ("logits", False), ("output", False)):
+        proto = head(name)
+        assert plain_output_names(load_model(proto), run_outputs(proto, feeds)) == ([name] if plain else [])
+
+
 def test_values_a_loop_decodes_are_not_a_detectors_anchors() -> None:
     import onnx
     from onnx import helper as oh
