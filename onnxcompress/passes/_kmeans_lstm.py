@@ -56,7 +56,10 @@ def share_lstms(model: ir.Model, todo: list[tuple[Weight, int]], decode: str,
     pairs = lstm_pairs(todo, decode, storage)
     if pairs and decode != "int8":
         deviation = _deviation(model, {w.label for _, ww, rw in pairs for w in (ww, rw)}, context)
-        if deviation is not None and deviation > MAX_DEVIATION:
+        if deviation is None:  # (pyannote's [B, C, T] input without data: a guessed shape)
+            return [], set(), ("DynamicQuantizeLSTM's int8 form not measured (the model does not run on "
+                               "its samples; --calibration gives it data): the LSTMs keep their codebooks")
+        if deviation > MAX_DEVIATION:
             return [], set(), (f"DynamicQuantizeLSTM's int8 inputs moved the outputs {deviation:.2g} "
                                f"(over {MAX_DEVIATION:g}): the LSTMs keep their codebooks")
     stats: list[LayerStat] = []
@@ -71,6 +74,7 @@ def _deviation(model: ir.Model, labels: set[str], context: Any) -> float | None:
     """The output deviation of ``model`` with the LSTMs of ``labels`` in the form, measured on a
     copy (None: it could not run)."""
     from onnxcompress import runtime
+    from onnxcompress.activations import run
     from onnxcompress.errors import OnnxCompressError
     from onnxcompress.model import copy_model
     from onnxcompress.passes._bit_allocation import output_deviation
@@ -90,8 +94,9 @@ def _deviation(model: ir.Model, labels: set[str], context: Any) -> float | None:
         deviations = []
         for f in feeds:
             feed = {k: v for k, v in f.items() if k in names}
-            deviations.append(output_deviation(form_run.run(None, feed), float_run.run(None, feed)))
-    except (OnnxCompressError, RuntimeError, ValueError):
+            deviations.append(output_deviation(run(form_run, None, feed, what="the LSTM form's check"),
+                                               run(float_run, None, feed, what="the LSTM form's check")))
+    except (OnnxCompressError, RuntimeError, ValueError):  # (run: onnxruntime's own errors too)
         return None
     return float(np.mean(deviations)) if deviations else None
 
