@@ -101,6 +101,20 @@ def add_to_bias(w: Weight, delta: np.ndarray, *, create: bool = False) -> bool:
     return True
 
 
+def correctable(w: Weight, mean: np.ndarray) -> bool:
+    """Whether :func:`correct_bias` (without ``create``) can move ``w``'s shift into its layer's
+    bias with these input means: not an LSTM's gates, whose bias is no per-output Add (a writer
+    that keeps output sums where there are no means keeps them there too: pyannote's LSTMs at
+    k-means 8 with calibration, neither corrected nor kept, doubled the output deviation)."""
+    if not w.shape or w.in_axis is None or w.out_axis is None:
+        return False
+    if channel_table(w, tuple(w.shape), np.asarray(mean, dtype=np.float64).reshape(-1)) is None:
+        return False
+    bias = bias_of(w)
+    b = None if bias is None else _channel_graph.const_array(bias)
+    return b is not None and b.dtype.kind == "f" and b.size == w.shape[w.out_axis % len(w.shape)]
+
+
 def correct_bias(w: Weight, removed: np.ndarray, mean: np.ndarray, *, create: bool = False,
                  grouped: bool = True) -> bool:
     """``b += removed @ E[x]`` for the layer of ``w`` (see the module docstring); whether done."""

@@ -16,7 +16,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress import kmeans
-from onnxcompress.layerwise.bias import correct_bias
+from onnxcompress.layerwise.bias import correct_bias, correctable
 from onnxcompress.passes import _kmeans_int8
 from onnxcompress.passes._float_rest import cast_bytes
 from onnxcompress.passes._kmeans_codebook import (
@@ -503,9 +503,9 @@ def _finish(
             del snapped16
     mean = means.get(w.label)
     # Where calibration means correct the bias (below), the measured shift is removed exactly:
-    # the sums are kept only for weights without them (a run without data).
+    # the sums are kept only for weights without them (a run without data) or without a bias.
     kept = None
-    if keep_sums and mean is None:
+    if keep_sums and (mean is None or not correctable(w, mean)):
         kept = keep_channel_sums(c, stored_book, array, _out_axis(w, array))
     if kept is not None:
         c, snapped = kept, kept.snapped
