@@ -143,3 +143,13 @@ def test_live_memory_excess_is_judged_on_the_pinned_reading() -> None:
     assert bench.done_when(_int8_row(16.73, 15.36, (16.3, 14.77))) == "memory > fp32 (live)"
     assert bench.live_excess({"live_bytes": 3 << 20}, {"live_bytes": 1 << 20})
     assert not bench.live_excess({"live_bytes": 3 << 20}, {"live_bytes": None})
+
+
+def test_outputs_of_another_length_are_left_out_of_the_error_not_a_run_error():
+    """batch 28's Piper voice: a waveform whose length moved made every row 'output does not run'."""
+    ref = [[np.ones(10, np.float32)], [np.ones(8, np.float32)]]
+    got = [[np.full(10, 1.1, np.float32)], [np.ones(9, np.float32)]]
+    assert bench.output_errors(ref, got) == [0.1]
+    assert bench.output_errors(ref[1:], got[1:]) == [None]
+    row = {"exit": 0, "config": "dynamic", "size_ratio": 3.9, "metric_error": "ValueError: shapes"}
+    assert bench.done_when(row) == "metric not computed"
