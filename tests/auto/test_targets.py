@@ -807,7 +807,7 @@ def test_rows_that_follow_the_frames_of_an_input_taken_whole_are_rows_of_their_o
     assert frame_output_names(path, feeds) == ["p"]
     # frames flip together within a sample: held tighter than rows of their own
     target = parse_target(None, outputs, frames=["p"]).text
-    assert target.startswith("top1>=0.99") and "p:top1>=0.995" in target
+    assert target.startswith("top1>=0.99") and "p:top1>=0.997" in target
 
 
 def test_per_frame_states_held_for_many_frames_are_judged_per_frame() -> None:
@@ -825,7 +825,7 @@ def test_per_frame_states_held_for_many_frames_are_judged_per_frame() -> None:
     np.put_along_axis(probs, states[:, :, None, None], 0.94, axis=-1)
     probs += rng.uniform(0, 1e-3, probs.shape)
     probs /= probs.sum(-1, keepdims=True)
-    assert default_target({"probs": probs}, image_inputs=False) == "probs:top1>=0.995"
+    assert default_target({"probs": probs}, image_inputs=False) == "probs:top1>=0.997"
     # characters spiking a frame or two out of the blank: decoded strings, held as sequences
     chars = np.zeros((n, 64), int)
     chars[:, 5:60:7] = rng.integers(1, 30, size=(n, 8))
