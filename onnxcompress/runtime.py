@@ -13,7 +13,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from onnxcompress.errors import RuntimeUnavailableError
-from onnxcompress.graph.random import RANDOM_OPS, file_mentions_random, mean_draws, random_ops
+from onnxcompress.graph.random import file_mentions_random, mean_draws, proto_random_ops, random_ops
 from onnxcompress.model import EXTERNAL_DATA_THRESHOLD, is_large, iter_tensor_protos, save_model, to_proto
 from onnxcompress.weights import iter_constant_tensors
 
@@ -131,7 +131,7 @@ def _at_mean(model: ir.Model | onnx.ModelProto | str | os.PathLike,
         folder = _external_folder(model) if is_large(model) else None
         proto = to_proto(model, inline_external=folder is None)
     elif isinstance(model, onnx.ModelProto):
-        if not any(n.op_type in RANDOM_OPS for n in _all_nodes(model.graph)):
+        if not proto_random_ops(model):
             return None
         proto, folder = onnx.ModelProto.FromString(model.SerializeToString()), None
     else:
@@ -140,14 +140,6 @@ def _at_mean(model: ir.Model | onnx.ModelProto | str | os.PathLike,
         proto = onnx.load(str(model), load_external_data=False)
         folder = str(Path(model).resolve().parent)
     return (proto, folder) if mean_draws(proto) else None
-
-
-def _all_nodes(graph: onnx.GraphProto):  # noqa: ANN202
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs):
-                yield from _all_nodes(sub)
 
 
 def loadable(model: ir.Model | onnx.ModelProto | str | os.PathLike, *,

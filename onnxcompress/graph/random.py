@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import mmap
 import os
+from collections.abc import Iterator
 
 import numpy as np
 import onnx
@@ -52,6 +53,23 @@ def file_mentions_random(path: str | os.PathLike) -> bool:
             return data.find(b"RandomNormal") >= 0 or data.find(b"RandomUniform") >= 0
 
 
+def proto_random_ops(proto: onnx.ModelProto) -> int:
+    """How many random-number ops ``proto`` (subgraphs included) holds."""
+    return sum(_is_random(node) for node in _nodes(proto.graph))
+
+
+def _nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs):
+                yield from _nodes(sub)
+
+
+def _is_random(node: onnx.NodeProto) -> bool:
+    return node.op_type in RANDOM_OPS and node.domain in ("", "ai.onnx")
+
+
 def mean_draws(proto: onnx.ModelProto) -> int:
     """Replace, in place, every random op of ``proto`` (subgraphs included) by nodes giving its
     mean with the same output name, type and shape; returns how many were replaced."""
@@ -66,7 +84,7 @@ def _replace_in(graph: onnx.GraphProto, opset: int) -> int:
         for attr in node.attribute:
             for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
                 count += _replace_in(sub, opset)
-        if node.op_type in RANDOM_OPS and node.domain in ("", "ai.onnx"):
+        if _is_random(node):
             nodes += _at_mean(node, opset)
             count += 1
         else:
