@@ -37,7 +37,7 @@ from onnxcompress.pipeline import Pipeline, PipelineResult
 from onnxcompress.progress import ProgressLog
 from onnxcompress.report import CompressionReport, SizeInfo
 from onnxcompress.stats import GzipJob, gzip_size, model_stats
-from onnxcompress.synthetic import synthetic_feeds
+from onnxcompress.synthetic import given_shapes, synthetic_feeds
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +123,9 @@ def compress_file(
         if isinstance(data, (str, os.PathLike)) and not Path(data).exists():
             raise DataError(f"{data}: no such file or folder (the {name} data).")
     model = load_model(input_path)
+    if unknown := set(shapes or {}) - {v.name for v in model.graph.inputs}:
+        raise DataError(f"--shape names unknown input(s) {', '.join(sorted(unknown))}; the model's "
+                        f"inputs are {', '.join(str(v.name) for v in model.graph.inputs)}.")
     if validator is not None and validation_data is not None:
         feed_source(validation_data, model, name="validation data")  # fail before the long work
     before, gzip_before = _size_info_started(model, input_path)
@@ -132,8 +135,9 @@ def compress_file(
             progress = stack.enter_context(ProgressLog())
         # The pipeline works on this model in place (no copy; the original is reread from the
         # file when a pass needs it): the caller's copy is not used again below.
-        result = pipeline.run(model, calibration=calibration, progress=progress, label=str(input_path),
-                              source_path=input_path)
+        with given_shapes(shapes):  # the passes' synthetic samples too
+            result = pipeline.run(model, calibration=calibration, progress=progress, label=str(input_path),
+                                  source_path=input_path)
         del model
         pending = result.pending_ort_check
         # The output of an external-data input keeps that layout: a large one is written tensor

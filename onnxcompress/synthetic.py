@@ -10,6 +10,7 @@ import logging
 import re
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
+from contextvars import ContextVar
 
 import numpy as np
 import onnx_ir as ir
@@ -225,6 +226,23 @@ def first_feed(model: ir.Model, source: FeedSource | None, *, seed: int = 0) -> 
         return None, f"no synthetic input: {str(e).split(' Hint:')[0]}"
 
 
+# The user's ``--shape`` for the run (``given_shapes``): every synthetic sample made while it is
+# set takes it, so a pass's checks without calibration data run on shapes the model runs on
+# (pyannote's [B, C, T] waveform, C = 1, was guessed [1, 16, 16]: the LSTM form went unmeasured).
+_GIVEN: ContextVar[Mapping[str, tuple[int, ...]] | None] = ContextVar("onnxcompress_shapes", default=None)
+
+
+@contextlib.contextmanager
+def given_shapes(shapes: Mapping[str, tuple[int, ...]] | None) -> Iterator[None]:
+    """Within the block, :func:`synthetic_feeds` without ``shapes`` takes these (for the inputs
+    of the model it is given that have them)."""
+    token = _GIVEN.set(dict(shapes) if shapes else None)
+    try:
+        yield
+    finally:
+        _GIVEN.reset(token)
+
+
 def synthetic_feeds(
     model: ir.Model,
     count: int = 8,
@@ -241,8 +259,10 @@ def synthetic_feeds(
     integer inputs are drawn from [0, bound) where bound is the size of the embedding table they
     index (or 100); names that look like masks get ones; bools are random.
     """
-    shapes = dict(shapes or {})
     specs = input_specs(model)
+    if not shapes and (given := _GIVEN.get()):
+        shapes = {k: v for k, v in given.items() if k in {s.name for s in specs}}
+    shapes = dict(shapes or {})
     unknown = set(shapes) - {s.name for s in specs}
     if unknown:
         raise DataError(

@@ -283,8 +283,8 @@ def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME:DIMS",
-        help="shape of a synthetic input with dynamic dims for --validate and --memory, "
-        "e.g. input:1x3x224x224 (repeatable; as for compare)",
+        help="shape of a synthetic input with dynamic dims, e.g. input:1x3x224x224 (repeatable; as "
+        "for compare): the passes' checks without --calibration, --validate and --memory",
     )
     # The earlier spelling, kept working but no longer advertised.
     parser.add_argument(
@@ -306,7 +306,6 @@ def check_validate_arguments(args: argparse.Namespace) -> None:
         flag
         for flag, dest in (
             ("--validate-data", "validation_data"),
-            ("--shape", "validation_shape"),
             ("--atol", "atol"),
             ("--rtol", "rtol"),
             ("--min-cosine", "min_cosine"),
@@ -316,12 +315,11 @@ def check_validate_arguments(args: argparse.Namespace) -> None:
             ("--tol", "tol"),
         )
         if getattr(args, dest, None) not in (None, [])
-        and not (dest == "validation_shape" and getattr(args, "memory", None))
     ]
     if given:
         raise ConfigError(
             f"{', '.join(given)} given without --validate.",
-            hint="add --validate" + (" (or --memory for --shape)." if "--shape" in given else "."),
+            hint="add --validate.",
         )
 
 
