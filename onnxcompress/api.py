@@ -37,7 +37,7 @@ from onnxcompress.pipeline import Pipeline, PipelineResult
 from onnxcompress.progress import ProgressLog
 from onnxcompress.report import CompressionReport, SizeInfo
 from onnxcompress.stats import GzipJob, gzip_size, model_stats
-from onnxcompress.synthetic import given_shapes, synthetic_feeds
+from onnxcompress.synthetic import check_shape_names, given_shapes, synthetic_feeds
 
 logger = logging.getLogger(__name__)
 
@@ -123,9 +123,7 @@ def compress_file(
         if isinstance(data, (str, os.PathLike)) and not Path(data).exists():
             raise DataError(f"{data}: no such file or folder (the {name} data).")
     model = load_model(input_path)
-    if unknown := set(shapes or {}) - {v.name for v in model.graph.inputs}:
-        raise DataError(f"--shape names unknown input(s) {', '.join(sorted(unknown))}; the model's "
-                        f"inputs are {', '.join(str(v.name) for v in model.graph.inputs)}.")
+    check_shape_names(model, shapes)  # before any work
     if validator is not None and validation_data is not None:
         feed_source(validation_data, model, name="validation data")  # fail before the long work
     before, gzip_before = _size_info_started(model, input_path)

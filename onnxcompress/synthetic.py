@@ -243,6 +243,14 @@ def given_shapes(shapes: Mapping[str, tuple[int, ...]] | None) -> Iterator[None]
         _GIVEN.reset(token)
 
 
+def check_shape_names(model: ir.Model, shapes: Mapping[str, tuple[int, ...]] | None) -> None:
+    """Raise DataError when ``shapes`` (``--shape``) names an input the model does not have."""
+    names = [v.name for v in model.graph.inputs]
+    if unknown := set(shapes or {}) - set(names):
+        raise DataError(f"--shape names unknown input(s) {', '.join(sorted(unknown))}; the model's "
+                        f"inputs are {', '.join(map(str, names))}.")
+
+
 def synthetic_feeds(
     model: ir.Model,
     count: int = 8,
@@ -260,15 +268,11 @@ def synthetic_feeds(
     index (or 100); names that look like masks get ones; bools are random.
     """
     specs = input_specs(model)
+    names = {s.name for s in specs}
     if not shapes and (given := _GIVEN.get()):
-        shapes = {k: v for k, v in given.items() if k in {s.name for s in specs}}
+        shapes = {k: v for k, v in given.items() if k in names}
     shapes = dict(shapes or {})
-    unknown = set(shapes) - {s.name for s in specs}
-    if unknown:
-        raise DataError(
-            f"--shape names unknown input(s) {', '.join(sorted(unknown))}; the model's inputs are "
-            f"{', '.join(s.name for s in specs)}."
-        )
+    check_shape_names(model, shapes)
     guessed = {s.name: concrete_shape(s, shapes[s.name]) if s.name in shapes else
                _with_feature_size(s, concrete_shape(s), _feature_size(model, s.name)) for s in specs}
     concrete = _one_size_per_symbol(specs, guessed, given=set(shapes))

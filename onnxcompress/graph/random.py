@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import mmap
 import os
-from collections.abc import Iterator
 
 import numpy as np
 import onnx
 import onnx_ir as ir
 from onnx import helper, numpy_helper
 
+from onnxcompress.model import proto_graphs
 from onnxcompress.weights import all_graphs
 
 RANDOM_OPS = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike"})
@@ -29,8 +29,7 @@ _LIKE = frozenset({"RandomNormalLike", "RandomUniformLike"})
 
 def random_ops(model: ir.Model) -> int:
     """How many random-number ops ``model`` (subgraphs included) holds."""
-    return sum(node.op_type in RANDOM_OPS and node.domain in ("", "ai.onnx")
-               for _, graph in all_graphs(model) for node in graph)
+    return sum(_is_random(node) for _, graph in all_graphs(model) for node in graph)
 
 
 def random_note(model: ir.Model) -> str | None:
@@ -55,18 +54,10 @@ def file_mentions_random(path: str | os.PathLike) -> bool:
 
 def proto_random_ops(proto: onnx.ModelProto) -> int:
     """How many random-number ops ``proto`` (subgraphs included) holds."""
-    return sum(_is_random(node) for node in _nodes(proto.graph))
+    return sum(_is_random(node) for graph in proto_graphs(proto.graph) for node in graph.node)
 
 
-def _nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs):
-                yield from _nodes(sub)
-
-
-def _is_random(node: onnx.NodeProto) -> bool:
+def _is_random(node: ir.Node | onnx.NodeProto) -> bool:
     return node.op_type in RANDOM_OPS and node.domain in ("", "ai.onnx")
 
 
@@ -74,22 +65,14 @@ def mean_draws(proto: onnx.ModelProto) -> int:
     """Replace, in place, every random op of ``proto`` (subgraphs included) by nodes giving its
     mean with the same output name, type and shape; returns how many were replaced."""
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
-    return _replace_in(proto.graph, opset)
-
-
-def _replace_in(graph: onnx.GraphProto, opset: int) -> int:
     count = 0
-    nodes = []
-    for node in graph.node:
-        for attr in node.attribute:
-            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
-                count += _replace_in(sub, opset)
-        if _is_random(node):
-            nodes += _at_mean(node, opset)
-            count += 1
-        else:
-            nodes.append(node)
-    if count:
+    # Innermost graphs first: rewriting a graph's node list copies its nodes, subgraphs included.
+    for graph in reversed(list(proto_graphs(proto.graph))):
+        if not any(map(_is_random, graph.node)):
+            continue
+        nodes = [new for node in graph.node
+                 for new in (_at_mean(node, opset) if _is_random(node) else [node])]
+        count += len([n for n in graph.node if _is_random(n)])
         del graph.node[:]
         graph.node.extend(nodes)
     return count

@@ -93,12 +93,19 @@ def add_to_bias(w: Weight, delta: np.ndarray, *, create: bool = False) -> bool:
         node.resize_inputs(3)
         node.replace_input_with(2, value)
         return True
-    bias = bias_of(w)
-    b = _channel_graph.const_array(bias)
-    if bias is None or b is None or b.dtype.kind != "f" or b.size != delta.size:
+    found = _float_bias(w)
+    if found is None or found[1].size != delta.size:
         return False
+    bias, b = found
     _channel_graph.set_const_array(bias, (b.astype(np.float64) + delta.reshape(b.shape)).astype(b.dtype))
     return True
+
+
+def _float_bias(w: Weight) -> tuple[ir.Value, np.ndarray] | None:
+    """The float constant bias of ``w``'s layer (:func:`bias_of`) and its values, or None."""
+    bias = bias_of(w)
+    b = None if bias is None else _channel_graph.const_array(bias)
+    return None if b is None or b.dtype.kind != "f" else (bias, b)
 
 
 def correctable(w: Weight, mean: np.ndarray) -> bool:
@@ -110,9 +117,8 @@ def correctable(w: Weight, mean: np.ndarray) -> bool:
         return False
     if channel_table(w, tuple(w.shape), np.asarray(mean, dtype=np.float64).reshape(-1)) is None:
         return False
-    bias = bias_of(w)
-    b = None if bias is None else _channel_graph.const_array(bias)
-    return b is not None and b.dtype.kind == "f" and b.size == w.shape[w.out_axis % len(w.shape)]
+    found = _float_bias(w)
+    return found is not None and found[1].size == w.shape[w.out_axis % len(w.shape)]
 
 
 def correct_bias(w: Weight, removed: np.ndarray, mean: np.ndarray, *, create: bool = False,
