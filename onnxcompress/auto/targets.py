@@ -6,6 +6,7 @@ string changes with one flipped position the decoding sees), ``cosine>=0.999`` (
 cosine similarity), ``values>=0.9995`` (the cosine about each column's mean over the samples; a
 series' rows about their own means where that spread is smaller),
 ``mask>=0.995`` (Dice of a probability map binarised at 0.5, a logit map at 0),
+``keypoints>=0.99`` (a keypoint heat map's peaks that stay within a cell of the original's),
 ``accuracy>=-0.5pt`` (against the data's labels, in points relative to the original's), each
 optionally for one output (``logits:cosine>=0.9999``); several are joined with commas and must
 all hold. In the API a target can also be a Python callable
@@ -43,6 +44,7 @@ from onnxcompress.validation.detections import (
     split_anchor_heads,
     split_head_ratios,
 )
+from onnxcompress.validation.keypoints import heatmap_layout, keypoint_heatmaps, keypoint_ratios
 from onnxcompress.validation.metrics import (
     distribution_rows,
     picture_outputs,
@@ -108,13 +110,18 @@ DEFAULT_TARGET_MAP = "mask>=0.995"
 #: of them (``_class_rate``; a class of a few boundary pixels would hold every plan back).
 GRID_CLASS_MIN = 256
 GRID_CLASS_SHARE = 0.01
-METRICS = ("top1", "sequence", "cosine", "values", "accuracy", "mask", "detections")
+METRICS = ("top1", "sequence", "cosine", "values", "accuracy", "mask", "detections", "keypoints")
+#: A keypoint heat map (``validation.keypoints``: a pose network's joints) is held to the share of
+#: its present peaks that stay within a cell of the original's, estimated from their margins as
+#: top-1 is: under cosine>=0.999 auto kept BodyPix's heat maps at cosine 0.9999 and moved 4% of
+#: its joints (PCK 96.0, nearly all at near ties two candidates apart).
+DEFAULT_TARGET_KEYPOINTS = "keypoints>=0.99"
 #: An NMS-free detector's list of boxes ([N, K, 6]: validation/detections.py) is held to the F1
 #: of the boxes it reports (batch 5's ISBN YOLO26n: held to its whole tensor's cosine as an
 #: anchor head, auto stayed at 1.07x; int8 keeps every box at cosine 0.82).
 DEFAULT_TARGET_DETECTIONS = "detections>=0.99"
 #: Metrics that count flips, held to an estimated flip rate (:func:`flip_rate`).
-COUNTED = ("top1", "sequence", "accuracy", "detections")
+COUNTED = ("top1", "sequence", "accuracy", "detections", "keypoints")
 
 Outputs = Mapping[str, np.ndarray]  # output name -> samples stacked on axis 0
 Metric = Callable[[Outputs, Outputs], float]
@@ -261,7 +268,7 @@ def parse_target(expr: str | Target | None, outputs: Outputs | None = None, *,
         if name not in METRICS:
             raise ConfigError(f"target: unknown metric '{m['metric']}' in '{term.strip()}'.",
                               hint=f"metrics: {', '.join(METRICS)}")
-        if name in ("top1", "sequence", "cosine", "values", "mask") and not -1.0 <= value <= 1.0:
+        if name in ("top1", "sequence", "cosine", "values", "mask", "keypoints") and not -1.0 <= value <= 1.0:
             raise ConfigError(f"target: {name} is a fraction in [0, 1], got {value:g} in '{term.strip()}'.",
                               hint=f"e.g. {name}>=0.99")
         if (name == "accuracy") != bool(m["unit"]):
@@ -280,7 +287,8 @@ def parse_target(expr: str | Target | None, outputs: Outputs | None = None, *,
 
 #: What an unnamed term reads (``_applicable``), for its error.
 _READS = {"top1": "class scores [N, C]", "accuracy": "class scores [N, C]", "sequence": "scores per position",
-          "detections": "detection lists or anchor heads"}
+          "detections": "detection lists or anchor heads",
+          "keypoints": "keypoint heat maps [N, K, H, W] or [N, H, W, K]"}
 
 
 def _spellable(name: str) -> bool:
@@ -298,7 +306,8 @@ def _with_cosine_floor(expr: str, held: Sequence[str]) -> str:
     named = {m["output"].strip() for m in terms if m["output"]}
     # in the expression's order (a set's order of strings changes from run to run, and the text
     # is recorded in the file's metadata)
-    counted = [m["output"].strip() for m in terms if m["output"] and m["metric"] in ("top1", "sequence")]
+    counted = [m["output"].strip() for m in terms
+               if m["output"] and m["metric"] in ("top1", "sequence", "keypoints")]
     plain = {m["output"].strip() for m in terms if m["output"] and m["metric"] in ("cosine", "values")}
     floors = [k for k in dict.fromkeys([*counted, *(k for k in held if k not in named)])
               if k not in plain and _spellable(k)]
@@ -367,6 +376,10 @@ def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
                         + [f"{k}:{DEFAULT_TARGET_SCALAR}" for k in scalars])
     terms = [f"{k}:{per_position[k]}" for k in sequences] + [f"{k}:{DEFAULT_TARGET}" for k in binary]
     rest = [k for k in _applicable("cosine", outputs) if k not in sequences and k not in binary]
+    # a pose network's joints: each heat map's peaks (``validation.keypoints``)
+    joints = _applicable("keypoints", {k: outputs[k] for k in rest if k not in heads}) if image_inputs else []
+    terms += [f"{k}:{DEFAULT_TARGET_KEYPOINTS}" for k in joints]  # and compare's cosine floor
+    rest = [k for k in rest if k not in joints]
     listed = [k for k in rest if k in heads] + _applicable("detections", {k: outputs[k] for k in rest
                                                                           if k not in heads})
     terms += [f"{k}:{DEFAULT_TARGET_DETECTIONS}" for k in listed]
@@ -465,6 +478,8 @@ def _applicable(metric: str, outputs: Outputs) -> list[str]:
     floats = [k for k, v in outputs.items() if np.issubdtype(np.asarray(v).dtype, np.floating)]
     if metric in ("cosine", "values"):
         return floats
+    if metric == "keypoints":
+        return list(keypoint_heatmaps({k: outputs[k] for k in floats}))
     if metric == "detections":  # a detection list, a YOLOv8-style raw head, an SSD/RetinaFace head
         heads = split_anchor_heads({k: outputs[k] for k in floats})
         return [k for k in floats if k in heads or detection_columns(np.asarray(outputs[k])) is not None
@@ -504,6 +519,14 @@ def _measure(metric: str, a: np.ndarray, b: np.ndarray, labels: np.ndarray | Non
         norm = np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1)
         cos = np.where(norm > 0, dot / np.maximum(norm, 1e-300), (np.abs(x - y).max(axis=1) == 0) * 1.0)
         return float(cos.mean())
+    if metric == "keypoints":  # each present peak of the original's a sample
+        axis = heatmap_layout(a)
+        if axis is None:
+            raise ConfigError(f"target {text}: the output is not a keypoint heat map (shape "
+                              f"{list(a.shape)}).", hint="keypoints>= reads [N, K, H, W] or "
+                              "[N, H, W, K] maps with one peak a channel; use cosine>=... here")
+        ratios = keypoint_ratios(a, b, axis)
+        return 1.0 - flip_rate(ratios) if len(ratios) else 1.0
     if metric == "detections" and head is not None:  # an SSD/RetinaFace output: its positive anchors
         scores_a, scores_b, is_scores, positives = head
         rows = (None, None) if is_scores else (anchor_rows(a), anchor_rows(b))

@@ -15,16 +15,16 @@ both decided from the output deviation of whole models, never from errors assume
    Recurrent cells' W and R then take int8 blocks with what is left of the budget, whatever
    was measured (their error compounds over time steps).
 2. **Compute** (after the speed guard). The final model's output deviation must stay within
-   ``COMPUTE_FACTOR`` x what int8 weight-only achieves, and its top-1 flips (``top1_flips``:
-   what a classifier, CTC or token metric sees) within ``FLIP_SLACK`` of weight-only's. If not,
+   ``COMPUTE_FACTOR`` x what int8 weight-only achieves, and its top-1 flips (``top1_flips``: what
+   a classifier, CTC, token or keypoint metric sees) within ``FLIP_SLACK`` of weight-only's. If not,
    the int8 compute ops whose output error jumps most (relative squared error out minus in) go
    back to float compute (int8 weights kept: same size), a quarter at a time, each combination
    built and measured again, until it is.
 
-Cost (counted in MACs, never timed): the reference and int8 runs on ``GUARD_SAMPLES`` (fewer
-for a heavy model), the search's runs on ``PROBE_SAMPLES`` (about 2 x log2(weights) per outlier,
-at most ``PROBE_MACS``), one verification and the compute check's rebuilds; a model that cannot
-run on the data is left as the other steps decide, and the report says so.
+Cost (counted in MACs, never timed): the reference and int8 runs on ``GUARD_SAMPLES`` (fewer for
+a heavy model), the search's runs on ``PROBE_SAMPLES`` (about 2 x log2(weights) per outlier, at
+most ``PROBE_MACS``), one verification and the compute check's rebuilds; a model that cannot run
+on the data is left as the other steps decide, and the report says so.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from onnxcompress.passes._int8_search import (
     choose,
     class_score_outputs,
     float_step,
+    heatmap_outputs,
     model_bytes,
     name_list,
     probe_samples,
@@ -120,6 +121,7 @@ class Guard:
     macs: int = 0  # one sample's multiply-accumulates (0: not counted)
     weight_flips: float = 0.0  # top-1 flips of int8 weight-only (after the weights' steps)
     scores: list[bool] = field(default_factory=list)  # which final outputs are class scores
+    heatmaps: dict[int, int] = field(default_factory=dict)  # keypoint heat maps: index -> axis
     float_model: ir.Model | None = None  # the float model the compute check reads tensors of
     picture: bool = False  # gives out a picture of its input's shape: no COMPUTE_FLOOR
 
@@ -158,10 +160,10 @@ def start(model: ir.Model, weights: list[Weight], feeds, source: str,  # noqa: A
         result.note(f"fidelity guard did not measure ({str(e).split(' Hint:')[0]}): int8 "
                     "placed from op types and ranges alone")
         return None
-    guard.scores = class_score_outputs(model, [r[:guard.n_final] for r in guard.references])
+    own = [r[:guard.n_final] for r in guard.references]  # the model's outputs, per sample
+    guard.scores, guard.heatmaps = class_score_outputs(model, own), heatmap_outputs(own)
     if not guard.feeds:
-        result.note("fidelity guard did not measure (no samples): int8 placed from op types "
-                    "and ranges alone")
+        result.note("fidelity guard did not measure (no samples): int8 placed from op types and ranges alone")
         return None
     guard.seconds = time.perf_counter() - begin
     return guard
@@ -262,7 +264,7 @@ def step_down_weights(guard: Guard, weights: list[Weight],
     for i, refs in enumerate(guard.references):
         outs = guard.run(fed, i)
         per_sample.append(output_deviation(outs, refs[:guard.n_final]))
-        flips += top1_flips(outs, refs[:guard.n_final], guard.scores)
+        flips += top1_flips(outs, refs[:guard.n_final], guard.scores, guard.heatmaps)
     deviation = float(np.mean(per_sample))
     decision = WeightDecision({}, deviation, deviation, flips=flips / len(guard.references))
     left = budget
@@ -306,7 +308,7 @@ def measure(guard: Guard, values: Mapping[str, np.ndarray]) -> tuple[float, floa
     for i, refs in enumerate(guard.references):
         outs = guard.run(values, i)
         deviation += output_deviation(outs, refs[:guard.n_final])
-        flips += top1_flips(outs, refs[:guard.n_final], guard.scores)
+        flips += top1_flips(outs, refs[:guard.n_final], guard.scores, guard.heatmaps)
     n = len(guard.references)
     return deviation / n, flips / n
 
@@ -345,7 +347,7 @@ def _final_run(guard: Guard, model: ir.Model,
         what = f"{guard.source} sample {i}"
         outs = run(session, names, guard.feeds[i], what=what, run_options=quiet_run_options())
         deviation += output_deviation(outs[:len(finals)], refs[:guard.n_final])
-        flips += top1_flips(outs[:len(finals)], refs[:guard.n_final], guard.scores)
+        flips += top1_flips(outs[:len(finals)], refs[:guard.n_final], guard.scores, guard.heatmaps)
         if reference is not None:  # the float values of just these tensors, a sample at a time
             float_values = run(reference, extra_names, guard.feeds[i], what=what,
                                run_options=quiet_run_options())
@@ -592,8 +594,7 @@ def guard_weights(model: ir.Model, weights: list[Weight], channelwise: bool, con
             f"deviation of int8 weights {decision.deviation_int8:.2e} -> "
             f"{decision.deviation:.2e} on {len(guard.feeds)} {source} samples "
             "(--no-fidelity-guard keeps them per channel)")
-    # What follows (the speed guard's sessions, the compute check's) needs the references, not
-    # this session with every weight as an input: MiniLM-L3's dynamic int8 peaked at 700 MB
-    # with it alive, 1.67x onnxruntime's quantize_dynamic
+    # What follows (the speed guard's, the compute check's sessions) needs the references, not this
+    # session with every weight an input: MiniLM-L3's dynamic int8 peaked at 700 MB (1.67x ort's)
     guard.session = None
     return guard, dict(decision.steps), weight_only

@@ -909,3 +909,28 @@ def test_the_default_target_reads_the_same_in_every_process():
     texts = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in range(4)}
     assert len(texts) == 1 and "out5:cosine>=" in texts.pop()
+
+
+def test_keypoint_heat_maps_are_held_by_their_peaks() -> None:
+    from tests.validation.test_keypoints import _joints
+
+    maps, peaks = _joints(n=8, k=5)
+    heat = np.moveaxis(maps, 1, 3)  # [N, H, W, K], BodyPix's layout
+    offsets = np.random.default_rng(2).normal(0, 20, (8, 30, 40, 10)).astype(np.float32)
+    outputs = {"heatmaps": heat, "offsets": offsets}
+    target = parse_target(None, outputs)
+    assert target.text == ("heatmaps:keypoints>=0.99,offsets:cosine>=0.999,"
+                           "heatmaps:cosine>=0.99")
+    assert target.evaluate(outputs, outputs).met
+    # one joint of 40 jumps to a second candidate: cosine cannot see it, keypoints can
+    moved = heat.copy()
+    py, px = peaks[0, 0]
+    moved[0, (py + 12) % 30, px, 0] = heat[0, :, :, 0].max() + 0.5
+    fidelity = target.evaluate(outputs, {"heatmaps": moved, "offsets": offsets})
+    assert fidelity.values["heatmaps:cosine>=0.99"] > 0.99
+    assert not fidelity.met and fidelity.values["heatmaps:keypoints>=0.99"] < 0.99
+    # no image input: no heat maps (auto's default_target is told so)
+    assert "keypoints" not in parse_target(None, outputs, image_inputs=False).text
+    with pytest.raises(ConfigError, match="not a keypoint heat map"):
+        parse_target("offsets:keypoints>=0.99").evaluate({"offsets": offsets[..., 0]},
+                                                         {"offsets": offsets[..., 0]})

@@ -455,6 +455,24 @@ def test_guard_finds_the_first_layer_and_steps_it_down(monkeypatch):
     assert any("search stopped after" in n for n in res.notes), res.notes
 
 
+def test_top1_flips_weighs_keypoint_heat_maps_by_how_near_their_peaks_came_to_moving():
+    from onnxcompress.passes._int8_search import heatmap_outputs, top1_flips
+    from tests.validation.test_keypoints import _joints
+
+    maps, peaks = _joints(n=2, k=4)
+    logits = np.zeros((1, 10), np.float32)
+    references = [[logits, maps[i:i + 1]] for i in range(2)]  # per sample, as the guard runs
+    assert heatmap_outputs(references) == {1: 1}
+    assert heatmap_outputs([[logits, maps[:1, 0]]]) == {}
+    moved = maps[:1].copy()
+    py, px = peaks[0, 0]
+    moved[0, 0, (py + 9) % 30, px] = maps[0, 0].max() + 1.0  # one of 4 joints jumps
+    assert top1_flips([logits, moved], [logits, maps[:1]], [False, False], {1: 1}) == pytest.approx(0.25)
+    assert top1_flips([logits, moved], [logits, maps[:1]], [False, False]) == 0.0  # unseen before
+    noisy = maps[:1] + np.float32(0.01)
+    assert top1_flips([logits, noisy], [logits, maps[:1]], [False, False], {1: 1}) < 0.01
+
+
 def test_top1_flips_counts_sequence_outputs_and_skips_ties_maps_and_anchors():
     from onnxcompress.passes._int8_search import top1_flips
 
