@@ -171,7 +171,7 @@ def compare_layers(
     # tensor before it, so the bare name would carry pre-activation values).
     after = _after_qdq(compressed, [alias[n] for n in names])
     seen_as = {n: after.get(alias[n], alias[n]) for n in names}
-    stats = {name: TensorStats() for name in names}
+    stats = {name: TensorStats(classifier=False) for name in names}  # intermediates: no top-1
     samples = 0
     chunks = grouped_by_bytes(original, names, next(iter(feeds), None), memory_budget) if names else []
     if len(chunks) > 1:

@@ -28,6 +28,7 @@ from onnxcompress.validation.detections import (
     match_anchors,
     match_detections,
 )
+from onnxcompress.validation.keypoints import heatmap_axis, moved_keypoints
 
 if TYPE_CHECKING:
     import onnx_ir as ir
@@ -236,6 +237,9 @@ class TensorStats:
     by_shape: bool = False
     # per-position scores read as CTC strings (``ctc_time_axis``): top-1 counts strings, not rows
     sequence_axis: int | None = None
+    # keypoint heat maps' channel axis (``keypoints.heatmap_axis``): top-1 counts present peaks
+    # kept within a cell of the original's
+    keypoint_axis: int | None = None
     leads: list[np.ndarray] = field(default_factory=list)
     winners: list[np.ndarray] = field(default_factory=list)  # ... and their arg-max columns
 
@@ -290,8 +294,11 @@ class TensorStats:
         if self.dtype is None:
             self.dtype, self.shape = str(a.dtype), tuple(a.shape)
             self.exact = not is_float(a.dtype)
+            if self.classifier is None and not self.exact:
+                self.keypoint_axis = heatmap_axis(a)
             if self.classifier is None:
-                self.classifier = not self.exact and looks_like_classifier(a.shape)
+                self.classifier = not self.exact and (looks_like_classifier(a.shape)
+                                                      or self.keypoint_axis is not None)
                 self.by_shape = self.classifier and not distribution_rows(a)
             if not self.exact:
                 self.detection = detection_columns(a)
@@ -329,7 +336,10 @@ class TensorStats:
         if self.by_shape and sum(map(len, self.leads)) < LEAD_ROWS:
             self.leads.append(top1_leads(a))
             self.winners.append(row_winners(a))
-        if self.sequence_axis is not None and a.ndim == 3:
+        if self.keypoint_axis is not None:
+            moved, present = moved_keypoints(b, a, self.keypoint_axis)
+            self.rows, self.top1_agree = self.rows + present, self.top1_agree + present - moved
+        elif self.sequence_axis is not None and a.ndim == 3:
             self._add_strings(np.moveaxis(a, self.sequence_axis, 1), np.moveaxis(b, self.sequence_axis, 1))
         elif self.classifier and a.ndim >= 1 and a.shape[-1] > 1:
             self._add_classes(a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1]), labels)
@@ -489,7 +499,8 @@ class TensorStats:
     @property
     def top1_unit(self) -> str:
         """What :attr:`top1_agreement` counts, in the report's words."""
-        return "CTC strings" if self.sequence_axis is not None else "rows"
+        return "CTC strings" if self.sequence_axis is not None else "keypoints (peaks within a cell)" \
+            if self.keypoint_axis is not None else "rows"
 
     @property
     def topk_agreement(self) -> float | None:

@@ -94,3 +94,35 @@ def test_ratios_read_either_layout(axis: int) -> None:
         maps, noisy = np.moveaxis(maps, 1, 3), np.moveaxis(noisy, 1, 3)
     ratios = keypoint_ratios(maps, noisy, axis)
     assert len(ratios) == 6 and 0 < ratios.max() < 0.1
+
+
+def test_compare_counts_the_joints_a_compressed_model_moved(tmp_path) -> None:
+    import onnx
+    from onnx import helper as oh
+    from onnx import numpy_helper as nh
+
+    from onnxcompress.validation import compare_models
+
+    maps, peaks = _joints(n=4, k=5)
+    # a model that gives out its input (heat maps) plus a bias: joint 2 jumps to a spike the bias
+    # puts 11 rows from sample 0's joint, in each of the 4 samples (4 of 20 present joints)
+    bias = np.zeros((1, 5, 30, 40), np.float32)
+    py, px = peaks[0, 2]
+    bias[0, 2, (py + 11) % 30, px] = maps[0, 2].max() - maps[0, 2, (py + 11) % 30, px] + 1.0
+
+    def model(b: np.ndarray, path) -> str:
+        graph = oh.make_graph(
+            [oh.make_node("Add", ["x", "b"], ["heatmaps"])], "g",
+            [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 5, 30, 40])],
+            [oh.make_tensor_value_info("heatmaps", onnx.TensorProto.FLOAT, [1, 5, 30, 40])],
+            [nh.from_array(b, "b")])
+        onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), path)
+        return str(path)
+
+    data = {"x": maps[:, None]}  # 4 samples of [1, 5, 30, 40]
+    np.savez(tmp_path / "d.npz", **data)
+    a, b = model(np.zeros_like(bias), tmp_path / "a.onnx"), model(bias, tmp_path / "b.onnx")
+    report = compare_models(a, b, data=str(tmp_path / "d.npz"))
+    out = report.output("heatmaps")
+    assert out.top1_agreement == pytest.approx(16 / 20)
+    assert not report.passed and out.cosine > 0.99  # the cosine alone would pass it
