@@ -86,6 +86,7 @@ from onnxcompress.model import (
 from onnxcompress.passes._bit_allocation import LayerChoices, Option
 from onnxcompress.passes._folding import fold_batchnorm
 from onnxcompress.pipeline import Pipeline
+from onnxcompress.validation.keypoints import heatmap_heads
 from onnxcompress.validation.metrics import has_image_input
 
 logger = logging.getLogger(__name__)
@@ -222,7 +223,8 @@ def search(
         goal = parse_target(target, ref_search, class_scores=scores, token_inputs=tokens, image_inputs=image,
                             colour_inputs=colour,
                             plain=plain_output_names(original, visible(ref_search)) if target is None else (),
-                            frames=sorted(frame_rows) if target is None else ())
+                            frames=sorted(frame_rows) if target is None else (),
+                            heatmaps=heatmap_heads(original))
     if goal.needs_labels and (search_labels is None or held_labels is None):
         raise ConfigError(f"target {goal.text}: the data has no labels.",
                           hint="store them as 'labels' in the .npz, or use top1>=...")

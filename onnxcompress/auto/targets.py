@@ -16,7 +16,7 @@ all hold. In the API a target can also be a Python callable
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -238,7 +238,8 @@ def parse_target(expr: str | Target | None, outputs: Outputs | None = None, *,
                  metric: Metric | None = None, threshold: float | None = None,
                  class_scores: Sequence[str] = (), token_inputs: bool = False,
                  image_inputs: bool = True, plain: Sequence[str] = (),
-                 frames: Sequence[str] = (), colour_inputs: bool = False) -> Target:
+                 frames: Sequence[str] = (), colour_inputs: bool = False,
+                 heatmaps: Collection[str] | None = None) -> Target:
     """``expr`` (``"top1>=0.99,cosine>=0.999"``) as a :class:`Target`; None gives the default
     (top-1 agreement where an output looks like class scores, else cosine >= 0.999), which needs
     ``outputs`` (a sample of the original model's outputs) to decide. With ``metric``, a callable
@@ -252,7 +253,7 @@ def parse_target(expr: str | Target | None, outputs: Outputs | None = None, *,
     outputs = None if outputs is None else visible(outputs)
     if expr is None or not str(expr).strip():
         expr = default_target(outputs, class_scores, token_inputs=token_inputs, image_inputs=image_inputs,
-                              plain=plain, colour_inputs=colour_inputs)
+                              plain=plain, colour_inputs=colour_inputs, heatmaps=heatmaps)
         held = _applicable("top1", outputs or {}) if DEFAULT_TARGET in expr.split(",") else []
         expr = ",".join([expr] + [f"{k}:{DEFAULT_TARGET_FRAMES}" for k in frames if _spellable(k)
                                   and (f"{k}:top1>=" in expr or k in held)])
@@ -316,7 +317,8 @@ def _with_cosine_floor(expr: str, held: Sequence[str]) -> str:
 
 def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
                    token_inputs: bool = False, image_inputs: bool = True,
-                   plain: Sequence[str] = (), colour_inputs: bool = False) -> str:
+                   plain: Sequence[str] = (), colour_inputs: bool = False,
+                   heatmaps: Collection[str] | None = None) -> str:
     """The target used when none is given: top1>=0.99 when an output is class scores [N, C]
     (and on every frame of outputs scoring the same classes per frame, :func:`_frame_scores`);
     else cosine>=0.999 on every float output, and per-position top-1 agreement of whole samples
@@ -377,7 +379,8 @@ def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
     terms = [f"{k}:{per_position[k]}" for k in sequences] + [f"{k}:{DEFAULT_TARGET}" for k in binary]
     rest = [k for k in _applicable("cosine", outputs) if k not in sequences and k not in binary]
     # a pose network's joints: each heat map's peaks (``validation.keypoints``)
-    joints = _applicable("keypoints", {k: outputs[k] for k in rest if k not in heads}) if image_inputs else []
+    joints = [k for k in _applicable("keypoints", {k: outputs[k] for k in rest if k not in heads})
+              if image_inputs and (heatmaps is None or k in heatmaps)]
     terms += [f"{k}:{DEFAULT_TARGET_KEYPOINTS}" for k in joints]  # and compare's cosine floor
     rest = [k for k in rest if k not in joints]
     listed = [k for k in rest if k in heads] + _applicable("detections", {k: outputs[k] for k in rest

@@ -161,7 +161,7 @@ def start(model: ir.Model, weights: list[Weight], feeds, source: str,  # noqa: A
                     "placed from op types and ranges alone")
         return None
     own = [r[:guard.n_final] for r in guard.references]  # the model's outputs, per sample
-    guard.scores, guard.heatmaps = class_score_outputs(model, own), heatmap_outputs(own)
+    guard.scores, guard.heatmaps = class_score_outputs(model, own), heatmap_outputs(model, own)
     if not guard.feeds:
         result.note("fidelity guard did not measure (no samples): int8 placed from op types and ranges alone")
         return None

@@ -356,17 +356,19 @@ def top1_flips(outs: list[np.ndarray], refs: list[np.ndarray],
     return flipped / total if total else 0.0
 
 
-def heatmap_outputs(references: list[list[np.ndarray]]) -> dict[int, int]:
+def heatmap_outputs(model: ir.Model, references: list[list[np.ndarray]]) -> dict[int, int]:
     """Output index -> channel axis of the outputs that are keypoint heat maps
     (``validation.keypoints``) over every sample of ``references`` (the float model's outputs,
     per sample), for ``top1_flips``: batch 27's bodypix_s8 static int8 moved twice weight-only's
     share of its joints (PCK 94.9 against 97.0), and the compute check counted none of them."""
-    from onnxcompress.validation.keypoints import keypoint_heatmaps
+    from onnxcompress.validation.keypoints import heatmap_heads, keypoint_heatmaps
 
+    heads = heatmap_heads(model)
+    names = [v.name for v in model.graph.outputs]
     stacked = {}
     for i in range(min(map(len, references), default=0)):
         shapes = {np.shape(sample[i])[1:] for sample in references}
-        if len(shapes) == 1:
+        if len(shapes) == 1 and i < len(names) and names[i] in heads:
             stacked[i] = np.concatenate([np.asarray(sample[i]) for sample in references])
     return keypoint_heatmaps(stacked)
 

@@ -4,8 +4,7 @@
 models in onnxruntime, accumulates per-output metrics (:mod:`onnxcompress.validation.metrics`),
 checks them against tolerances (:mod:`onnxcompress.validation.tolerance`) and returns a
 :class:`ComparisonReport`: one :class:`OutputComparison` per output, optionally the layer-wise
-localisation and the latency ratio. The report renders as a table or JSON; it is never reduced
-to a bare bool.
+localisation and the latency ratio. The report renders as a table or JSON, never a bare bool.
 """
 
 from __future__ import annotations
@@ -35,6 +34,7 @@ from onnxcompress.model import load_model, save_model
 from onnxcompress.runtime import create_session
 from onnxcompress.synthetic import synthetic_feeds
 from onnxcompress.validation.detections import head_rows
+from onnxcompress.validation.keypoints import heatmap_heads
 from onnxcompress.validation.latency import DEFAULT_LATENCY_RUNS, LatencyResult, measure_latency
 from onnxcompress.validation.layers import DEFAULT_MEMORY_BUDGET, LayerReport, compare_layers
 from onnxcompress.validation.metrics import TensorStats, ctc_outputs, has_image_input, picture_outputs
@@ -255,13 +255,15 @@ def compare_models(
     if synthetic and any(t is DEFAULT_SYNTHETIC_TOLERANCE for t in tolerances.values()):
         notes.append("synthetic inputs: the default checks cosine only (random inputs put classes "
                      "in near-ties); pass --data to check top-1 agreement too.")
-    # shaped like class scores, but a recurrent cell's state or a feature another layer reads
-    states = state_outputs(model_a) | feature_outputs(model_a)
+    # shaped like class scores, but a recurrent cell's state or a feature another layer reads;
+    # outputs that may be keypoint heat maps
+    states, heads = state_outputs(model_a) | feature_outputs(model_a), heatmap_heads(model_a)
     stats = {
         n: TensorStats(
             atol=tolerances[n].atol,
             rtol=tolerances[n].rtol,
             classifier=True if n in classifiers else False if n in states else None,
+            heatmaps=n in heads,
             top_k=top_k,
         )
         for n in common

@@ -13,9 +13,13 @@ change: the offsets a decoder adds there point at the same joint.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import onnx_ir as ir
 
 #: Channels (keypoints) a heat map has at most (COCO-WholeBody: 133), and its sides at least.
 MAX_KEYPOINTS = 256
@@ -31,6 +35,10 @@ LOGIT_LOW = 0.25
 BLOB_AREA = 0.1
 #: ... over at least this many present channels of the samples given.
 MIN_PRESENT = 4
+#: Where the graph is at hand, a heat map is a linear layer's scores or their sigmoid (past layout
+#: ops and a constant bias or scale: ``heatmap_heads``). A YOLO11-seg's 32 mask prototypes
+#: ``[N, 32, 160, 160]`` (a SiLU's output: compact blobs in rough channels) are not.
+HEAD_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "Einsum", "Sigmoid"})
 
 
 def _channels_first(a: np.ndarray, axis: int) -> np.ndarray:
@@ -106,10 +114,21 @@ def _roughness(a: np.ndarray, axis: int) -> float:
     return float(np.mean(np.square(np.diff(x, axis=axis)))) / var if var > 0 else 0.0
 
 
-def keypoint_heatmaps(outputs: Mapping[str, np.ndarray]) -> dict[str, int]:
-    """The outputs that are keypoint heat maps, with their channel axis."""
+def heatmap_heads(model: ir.Model) -> set[str]:
+    """The graph outputs of ``model`` that may be heat maps: made by an op of HEAD_OPS."""
+    from onnxcompress.passes._int8_search import head_op
+
+    return {v.name for v in model.graph.outputs if head_op(v) in HEAD_OPS}
+
+
+def keypoint_heatmaps(outputs: Mapping[str, np.ndarray],
+                      heads: Collection[str] | None = None) -> dict[str, int]:
+    """The outputs that are keypoint heat maps, with their channel axis; of ``heads`` only
+    (``heatmap_heads``) when given."""
     found = {}
     for name, value in outputs.items():
+        if heads is not None and name not in heads:
+            continue
         axis = heatmap_axis(np.asarray(value))
         if axis is not None:
             found[name] = axis

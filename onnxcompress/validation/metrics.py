@@ -240,6 +240,7 @@ class TensorStats:
     # keypoint heat maps' channel axis (``keypoints.heatmap_axis``): top-1 counts present peaks
     # kept within a cell of the original's
     keypoint_axis: int | None = None
+    heatmaps: bool = True  # may be a heat map (``keypoints.heatmap_heads``): looked for
     leads: list[np.ndarray] = field(default_factory=list)
     winners: list[np.ndarray] = field(default_factory=list)  # ... and their arg-max columns
 
@@ -294,7 +295,7 @@ class TensorStats:
         if self.dtype is None:
             self.dtype, self.shape = str(a.dtype), tuple(a.shape)
             self.exact = not is_float(a.dtype)
-            if self.classifier is None and not self.exact:
+            if self.classifier is None and self.heatmaps and not self.exact:
                 self.keypoint_axis = heatmap_axis(a)
             if self.classifier is None:
                 self.classifier = not self.exact and (looks_like_classifier(a.shape)

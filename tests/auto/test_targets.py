@@ -931,6 +931,9 @@ def test_keypoint_heat_maps_are_held_by_their_peaks() -> None:
     assert not fidelity.met and fidelity.values["heatmaps:keypoints>=0.99"] < 0.99
     # no image input: no heat maps (auto's default_target is told so)
     assert "keypoints" not in parse_target(None, outputs, image_inputs=False).text
+    # nor from an output the graph makes by no linear layer (``keypoints.heatmap_heads``)
+    assert "keypoints" not in parse_target(None, outputs, heatmaps={"offsets"}).text
+    assert "keypoints" in parse_target(None, outputs, heatmaps={"heatmaps"}).text
     with pytest.raises(ConfigError, match="not a keypoint heat map"):
         parse_target("offsets:keypoints>=0.99").evaluate({"offsets": offsets[..., 0]},
                                                          {"offsets": offsets[..., 0]})

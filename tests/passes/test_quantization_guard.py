@@ -455,15 +455,36 @@ def test_guard_finds_the_first_layer_and_steps_it_down(monkeypatch):
     assert any("search stopped after" in n for n in res.notes), res.notes
 
 
+def _two_heads(last: str) -> onnx.ModelProto:
+    """logits [1, 10] from a Gemm, maps [1, 4, 30, 40] from a 1x1 Conv (or that Conv and ``last``)."""
+    r = np.random.default_rng(0)
+    nodes = [oh.make_node("Gemm", ["v", "wg"], ["logits"], transB=1),
+             oh.make_node("Conv", ["x", "wc"], ["maps" if last == "Conv" else "c"])]
+    if last != "Conv":
+        nodes.append(oh.make_node(last, ["c"], ["maps"]))
+    graph = oh.make_graph(
+        nodes, "two_heads",
+        [oh.make_tensor_value_info("v", onnx.TensorProto.FLOAT, [1, 8]),
+         oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 30, 40])],
+        [oh.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [1, 10]),
+         oh.make_tensor_value_info("maps", onnx.TensorProto.FLOAT, [1, 4, 30, 40])],
+        [onnx.numpy_helper.from_array(r.normal(size=(10, 8)).astype(np.float32), "wg"),
+         onnx.numpy_helper.from_array(r.normal(size=(4, 3, 1, 1)).astype(np.float32), "wc")])
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+
+
 def test_top1_flips_weighs_keypoint_heat_maps_by_how_near_their_peaks_came_to_moving():
+    from onnxcompress.model import load_model
     from onnxcompress.passes._int8_search import heatmap_outputs, top1_flips
     from tests.validation.test_keypoints import _joints
 
     maps, peaks = _joints(n=2, k=4)
     logits = np.zeros((1, 10), np.float32)
     references = [[logits, maps[i:i + 1]] for i in range(2)]  # per sample, as the guard runs
-    assert heatmap_outputs(references) == {1: 1}
-    assert heatmap_outputs([[logits, maps[:1, 0]]]) == {}
+    model = load_model(_two_heads("Conv"))
+    assert heatmap_outputs(model, references) == {1: 1}
+    assert heatmap_outputs(model, [[logits, maps[:1, 0]]]) == {}
+    assert heatmap_outputs(load_model(_two_heads("Relu")), references) == {}  # no linear head
     moved = maps[:1].copy()
     py, px = peaks[0, 0]
     moved[0, 0, (py + 9) % 30, px] = maps[0, 0].max() + 1.0  # one of 4 joints jumps

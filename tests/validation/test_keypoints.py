@@ -104,18 +104,23 @@ def test_compare_counts_the_joints_a_compressed_model_moved(tmp_path) -> None:
     from onnxcompress.validation import compare_models
 
     maps, peaks = _joints(n=4, k=5)
-    # a model that gives out its input (heat maps) plus a bias: joint 2 jumps to a spike the bias
+    # a model that gives out its input (heat maps, through a Conv head) plus a bias: joint 2 jumps to a spike the bias
     # puts 11 rows from sample 0's joint, in each of the 4 samples (4 of 20 present joints)
     bias = np.zeros((1, 5, 30, 40), np.float32)
     py, px = peaks[0, 2]
     bias[0, 2, (py + 11) % 30, px] = maps[0, 2].max() - maps[0, 2, (py + 11) % 30, px] + 1.0
 
-    def model(b: np.ndarray, path) -> str:
+    def model(b: np.ndarray, path, last: str | None = None) -> str:
+        eye = np.eye(5, dtype=np.float32).reshape(5, 5, 1, 1)  # a 1x1 Conv head passing x on
+        nodes = [oh.make_node("Conv", ["x", "w"], ["y"]),
+                 oh.make_node("Add", ["y", "b"], ["heatmaps" if last is None else "z"])]
+        if last is not None:
+            nodes.append(oh.make_node(last, ["z"], ["heatmaps"]))
         graph = oh.make_graph(
-            [oh.make_node("Add", ["x", "b"], ["heatmaps"])], "g",
+            nodes, "g",
             [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 5, 30, 40])],
             [oh.make_tensor_value_info("heatmaps", onnx.TensorProto.FLOAT, [1, 5, 30, 40])],
-            [nh.from_array(b, "b")])
+            [nh.from_array(eye, "w"), nh.from_array(b, "b")])
         onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), path)
         return str(path)
 
@@ -126,3 +131,7 @@ def test_compare_counts_the_joints_a_compressed_model_moved(tmp_path) -> None:
     out = report.output("heatmaps")
     assert out.top1_agreement == pytest.approx(16 / 20)
     assert not report.passed and out.cosine > 0.99  # the cosine alone would pass it
+    # the same maps given out by an activation, not a linear layer (YOLO11-seg's mask prototypes
+    # are a SiLU's) are not read as heat maps
+    a, b = model(np.zeros_like(bias), tmp_path / "ra.onnx", "Relu"), model(bias, tmp_path / "rb.onnx", "Relu")
+    assert compare_models(a, b, data=str(tmp_path / "d.npz")).output("heatmaps").top1_agreement is None
