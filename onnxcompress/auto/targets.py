@@ -496,6 +496,15 @@ def _applicable(metric: str, outputs: Outputs) -> list[str]:
                  or not tied_rows(top1_leads(outputs[k]), row_winners(outputs[k])))]
 
 
+def _unread(text: str, a: np.ndarray, kind: str, hint: str) -> ConfigError:
+    return ConfigError(f"target {text}: the output is not {kind} (shape {list(a.shape)}).", hint=hint)
+
+
+def _kept(ratios: np.ndarray, count: int | None = None) -> float:
+    """The share of samples kept, estimated from their flip ratios (``flip_rate``)."""
+    return 1.0 - flip_rate(ratios, count) if len(ratios) else 1.0
+
+
 def _measure(metric: str, a: np.ndarray, b: np.ndarray, labels: np.ndarray | None, text: str,
              head: tuple[np.ndarray, np.ndarray, bool, int] | None = None,
              logits: tuple[np.ndarray, np.ndarray] | None = None) -> float:
@@ -525,30 +534,26 @@ def _measure(metric: str, a: np.ndarray, b: np.ndarray, labels: np.ndarray | Non
     if metric == "keypoints":  # each present peak of the original's a sample
         axis = heatmap_layout(a)
         if axis is None:
-            raise ConfigError(f"target {text}: the output is not a keypoint heat map (shape "
-                              f"{list(a.shape)}).", hint="keypoints>= reads [N, K, H, W] or "
-                              "[N, H, W, K] maps with one peak a channel; use cosine>=... here")
-        ratios = keypoint_ratios(a, b, axis)
-        return 1.0 - flip_rate(ratios) if len(ratios) else 1.0
+            raise _unread(text, a, "a keypoint heat map", "keypoints>= reads [N, K, H, W] or "
+                          "[N, H, W, K] maps with one peak a channel; use cosine>=... here")
+        return _kept(keypoint_ratios(a, b, axis))
     if metric == "detections" and head is not None:  # an SSD/RetinaFace output: its positive anchors
         scores_a, scores_b, is_scores, positives = head
         rows = (None, None) if is_scores else (anchor_rows(a), anchor_rows(b))
         ratios = split_head_ratios(scores_a, scores_b, *rows)
         # of every positive anchor of the head's strides: YuNet's stride 16 has 4 in 24 pictures
-        return 1.0 - flip_rate(ratios, max(len(ratios), positives)) if len(ratios) else 1.0
+        return _kept(ratios, max(len(ratios), positives))
     if metric == "detections":
         columns = detection_columns(a)
         rows = anchor_score_rows(a) if columns is None else None
         if rows is not None:  # a raw head (slider_seg's YOLO11-seg): judged by the boxes it gives
             a, b, columns = decode_anchor_head(a, rows), decode_anchor_head(b, rows), (4, 5)
         if columns is None:
-            raise ConfigError(f"target {text}: the output is not a detection list (shape "
-                              f"{list(a.shape)}).", hint="detections>= reads [N, K, 6] rows "
-                              "x1, y1, x2, y2, score, class sorted by score")
+            raise _unread(text, a, "a detection list", "detections>= reads [N, K, 6] rows "
+                          "x1, y1, x2, y2, score, class sorted by score")
         # each box the original reports is a sample, held to an estimated loss rate as a
         # class is to its flip rate (24 images x ~1 box: F1 1.0 on them let eval lose 1 in 28)
-        ratios = box_flip_ratios(a, b, columns)
-        return 1.0 - flip_rate(ratios) if len(ratios) else 1.0
+        return _kept(box_flip_ratios(a, b, columns))
     if logits is not None and np.shape(logits[0]) == a.shape == np.shape(logits[1]):
         x, y = (np.asarray(v, dtype=np.float64) for v in logits)
         # a sigmoid's probability p as two classes' logits [0, log(p / (1 - p))]
@@ -562,8 +567,7 @@ def _measure(metric: str, a: np.ndarray, b: np.ndarray, labels: np.ndarray | Non
         both, either = int(np.sum(x & y)), int(np.sum(x)) + int(np.sum(y))
         return 2.0 * both / either if either else 1.0
     if a.ndim < 2 or a.shape[-1] < 2:
-        raise ConfigError(f"target {text}: the output is not class scores (shape {list(a.shape)}).",
-                          hint="use cosine>=... for this output, or name a classifier output")
+        raise _unread(text, a, "class scores", "use cosine>=... for this output, or name a classifier output")
     if metric == "sequence":  # samples on axis 0: one flip that changes the decoding fails its sample
         return 1.0 - flip_rate(sequence_ratios(a, b))
     if metric == "top1" and grid_positions(a):  # each pixel, and each class on its own
