@@ -368,6 +368,10 @@ LARGER_SIZES = (256, 1024, 4096, 16000)
 #: be 48) was tried at 16000 x 16000 pixels, 3 GB of input and 16 GB of activations, and the
 #: machine killed the run (compress without data).
 MAX_PROBE_INPUT_BYTES = 64 * 2**20
+#: ... or a run of them would take more multiply-accumulates than this (about 2 s on one core):
+#: the recogniser's 1024 x 1024 tries (4.4e10) took 8-12 s each to fail, 18 of the 19 s a
+#: dynamic int8 run without data took.
+MAX_PROBE_MACS = 8e9
 # Batch sizes tried when the batch is the only dynamic dimension and 1 does not run: ICLabel's
 # EEG classifier takes each component with its 3 flips (Reshape to [-1, 4]), and every check that
 # runs the model went unmeasured without data.
@@ -404,7 +408,7 @@ def _runnable_sizes(model: ir.Model, specs: list[InputSpec], concrete: dict[str,
         for axes, size in attempts:
             tried = {name: tuple(max(n, size) if a in axes.get(name, ()) else n
                                  for a, n in enumerate(shape)) for name, shape in concrete.items()}
-            if _input_bytes(specs, tried) > MAX_PROBE_INPUT_BYTES:
+            if _input_bytes(specs, tried) > MAX_PROBE_INPUT_BYTES or _macs(model, tried) > MAX_PROBE_MACS:
                 continue  # these sizes only grow from here; the next axes may start smaller
             if tried != concrete and _runs(model, specs, tried, bounds):
                 logger.info("Synthetic inputs: the model runs with dynamic dimensions of %d (not on "
@@ -414,6 +418,17 @@ def _runnable_sizes(model: ir.Model, specs: list[InputSpec], concrete: dict[str,
     with contextlib.suppress(TypeError):  # a model that takes no weak reference: no cache
         _RUNNABLE.setdefault(model, {})[key] = found
     return found
+
+
+def _macs(model: ir.Model, shapes: dict[str, tuple[int, ...]]) -> float:
+    """One run's multiply-accumulates on ``shapes`` (0 where they cannot be counted)."""
+    from onnxcompress.macs import count_macs
+
+    try:
+        return float(count_macs(model, shapes).macs)
+    except Exception as e:  # noqa: BLE001 - counting only bounds a probe's cost
+        logger.debug("synthetic inputs: MACs not counted (%s)", e)
+        return 0.0
 
 
 def _input_bytes(specs: list[InputSpec], shapes: dict[str, tuple[int, ...]]) -> int:

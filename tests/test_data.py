@@ -461,6 +461,32 @@ def test_larger_synthetic_sizes_stop_where_the_input_would_be_too_large(monkeypa
     assert max(shape[2] for shape in tried) == 1024  # 4096 x 4096 x 3 would be 201 MB
 
 
+def test_larger_synthetic_sizes_stop_where_a_run_would_take_too_long(monkeypatch):
+    """PP-OCR's recogniser (height 48 only) failed at 1024 x 1024 after 8-12 s a try: 18 of the
+    19 s of a dynamic int8 run without data. A size whose run counts more than MAX_PROBE_MACS
+    multiply-accumulates is not tried."""
+    from onnxcompress import synthetic
+
+    model = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 3, H, W] x) => (float[N, 8, H, W] y) { y = Conv(x, w) }
+    """)
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.ones((8, 3, 3, 3), np.float32), "w"))
+    tried = []
+
+    def never_runs(model, specs, concrete, bounds):  # noqa: ANN001
+        tried.append(concrete["x"][2])
+        return False
+
+    monkeypatch.setattr(synthetic, "_runs", never_runs)
+    synthetic_feeds(load_model(model), 1, seed=0)
+    assert 1024 in tried  # 1024 x 1024 x 216 MACs a pixel: 2.3e8
+    tried.clear()
+    monkeypatch.setattr(synthetic, "MAX_PROBE_MACS", 1e8)
+    synthetic_feeds(load_model(model), 1, seed=0)
+    assert tried and max(tried) == 256  # 1.4e7 MACs; 1024 would be 2.3e8
+
+
 def test_synthetic_feature_size_is_read_from_the_layer_that_fixes_it():
     """madmom's downbeat LSTM and note RNN take ``input [frames, features]`` with both axes
     dynamic, and W fixes the features (314, 482): the guessed 16 ran nothing, so --validate
