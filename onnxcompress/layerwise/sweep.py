@@ -30,18 +30,23 @@ def inverse_factor(h: np.ndarray, damp: float = DEFAULT_DAMP) -> np.ndarray:
     A factorisation that fails (an ill-conditioned group) is retried with ten times the damping.
     """
     h = np.asarray(h, np.float64)
-    out = np.empty_like(h)
     for attempt, d in enumerate((damp, max(damp * 10, 0.1), 1.0)):
-        hd = np.stack([damped(h[i], d) for i in range(len(h))])
+        # three k x k float64 matrices alive at most (HiFi-GAN's k = 2816: 63 MB each), not six
+        hinv = damped(h[0], d)[None] if len(h) == 1 else np.stack([damped(h[i], d) for i in range(len(h))])
         try:
-            hinv = np.linalg.inv(hd)
-            hinv = (hinv + hinv.transpose(0, 2, 1)) / 2
-            out[:] = np.linalg.cholesky(hinv).transpose(0, 2, 1)
-            return out
+            hinv = np.linalg.inv(hinv)
+            for i in range(len(hinv)):
+                t = hinv[i].T.copy()
+                hinv[i] += t
+                hinv[i] /= 2
+            del t
+            lower = np.linalg.cholesky(hinv)
+            del hinv
+            return np.ascontiguousarray(lower.transpose(0, 2, 1))
         except np.linalg.LinAlgError:
             if attempt == 2:
                 raise
-    return out
+    raise AssertionError("unreachable")
 
 
 Select = Callable[[np.ndarray, np.ndarray], np.ndarray]
