@@ -274,7 +274,7 @@ class Pipeline:
         for i, p in enumerate(self.passes):
             if progress is not None:
                 progress(f"pass {p.name}", i, len(self.passes))
-            context.planned = tuple(self.passes[i + 1:])  # their statistics join this pass's
+            context.running, context.planned = p, tuple(self.passes[i + 1:])  # one collection
             defer = handed_over and tensor_bytes(ir_model) > DEFER_ORT_CHECK_BYTES
             result = self._run_pass(p, ir_model, context, False if defer else runs_in_ort, finite)
             deferred = deferred or (defer and result.modified)

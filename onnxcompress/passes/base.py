@@ -311,8 +311,11 @@ class PassContext:
     # The run's one sample-count setting: caps every pass's statistics (None: each pass's own).
     calibration_samples: int | None = None
     # The passes after the running one (set by the pipeline): the first statistics request of
-    # the run also collects what they declare (Pass.statistics).
+    # the run also collects what they and the running pass (``running``) declare
+    # (Pass.statistics): static int8's histograms joined its own input means' pass over the data
+    # (HiFi-GAN: two passes of 24 samples, 20 s each, where one did).
     planned: tuple[Pass, ...] = field(default=(), repr=False)
+    running: Pass | None = field(default=None, repr=False)
     # Whether the input model (before any pass of the run) computes with int8 ops, set by the
     # pipeline: an earlier pass's DequantizeLinear is not the user's int8 model. None: unknown.
     input_quantized: bool | None = None
@@ -331,7 +334,7 @@ class PassContext:
 
     def _declared(self, model: ir.Model) -> list[Request]:
         wanted: list[Request] = []
-        for p in self.planned:
+        for p in (*([self.running] if self.running is not None else []), *self.planned):
             try:
                 wanted += p.statistics(model, self)
             except Exception as e:  # noqa: BLE001 - a declaration only saves a later collection

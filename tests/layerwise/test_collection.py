@@ -56,6 +56,22 @@ def _pipeline() -> Pipeline:
     ])
 
 
+def test_a_pass_alone_collects_its_own_statistics_in_one_pass(monkeypatch):
+    """Static int8 first asks its input means (bias correction), then its histograms: it
+    declares both, so the first request collects both (HiFi-GAN: two passes of 24 samples, 20 s
+    each, where one did)."""
+    collections = []
+    original_collect = Statistics._collect
+
+    def counting(self, model, requests, *, store):  # noqa: ANN001, ANN202
+        collections.append(sorted({type(r).__name__ for r in requests}))
+        return original_collect(self, model, requests, store=store)
+
+    monkeypatch.setattr(Statistics, "_collect", counting)
+    Pipeline([Quantize(mode="static", allow_slower=True, reconstruct=False)]).run(h.cnn(), calibration=_feeds())
+    assert collections == [["Histogram", "Moments"]]
+
+
 def test_prune_kmeans_static_run_the_calibration_data_once(monkeypatch):
     proto, feeds = h.cnn(), _feeds()
     runs = _SampleRuns(feeds, monkeypatch)
