@@ -142,3 +142,27 @@ def test_a_uniform_plan_that_holds_below_the_backed_off_one_replaces_it():
     ev, met = verify(chosen, layers, evaluate, time.perf_counter() + 60, lambda *a: None, notes)  # type: ignore[arg-type]
     assert met and ev.plan.choices == {"w0": "kmeans8", "w1": "kmeans8"} and ev.cost == 1100
     assert any("uniform plan holds" in n for n in notes)
+
+
+def test_past_the_time_budget_an_all_float_result_still_tries_the_cheapest_uniform_plan_that_priced_well():
+    """HiFi-GAN's options took 480 of its 600 s to measure: the search had no time left and kept
+    every layer float, where float16 everywhere had met the target in its pricing run."""
+    from onnxcompress.auto.paths import uniform_check
+
+    layers = _layers(3)
+    floats = Evaluation(Plan({layer.label: "float" for layer in layers}), 4800.0, 4800,
+                        Fidelity({"top1": 1.0}, True, 0.0))
+    for layer in layers:
+        layer.options.insert(0, Option(0, 4 * 400, 0.0))  # float: the all-float plan's cost
+    evaluate = _Evaluator(needed={layer.label for layer in layers})  # only fp16 everywhere meets it
+    past = time.perf_counter() - 1
+    screened = {"kmeans4": False, "fp16": True}
+    ev = uniform_check(floats, layers, evaluate, past, screened)  # type: ignore[arg-type]
+    assert set(ev.plan.choices.values()) == {"fp16"} and len(evaluate.calls) == 1
+    # within the budget nothing changes; past it, a plan already smaller than float is kept
+    # as it is, and without the pricing runs' word nothing is tried blindly
+    smaller = Evaluation(Plan({layer.label: "kmeans4" for layer in layers}), 300.0, 300,
+                         Fidelity({"top1": 1.0}, True, 0.0))
+    assert uniform_check(smaller, layers, evaluate, past, screened) is smaller  # type: ignore[arg-type]
+    assert uniform_check(floats, layers, evaluate, past, None) is floats  # type: ignore[arg-type]
+    assert len(evaluate.calls) == 1
