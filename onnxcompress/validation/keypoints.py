@@ -5,10 +5,10 @@ int8 moved BodyPix's peaks past a neighbouring cell on 2-5% of its joints (nearl
 candidates were within 0.2 logits) at a heat-map error of 1%, and nothing measured it (batch 27).
 
 ``heatmap_axis`` finds the layout from the values (the channel axis is the rough one, the two
-spatial axes smooth; one compact blob a channel where its peak is present);
-``keypoint_ratios`` gives auto's ``keypoints>=`` target and the int8 guard's flip count their
-flip ratios (``moved_keypoints``: the peaks that moved). A peak that moves to a neighbouring cell is no
-change: the offsets a decoder adds there point at the same joint.
+spatial axes smooth; one compact blob a channel where its peak is present); ``keypoint_ratios``
+gives auto's ``keypoints>=`` target and the int8 guard's flip count their flip ratios, and
+``moved_keypoints`` compare its count of the peaks that moved. A peak that moves to a
+neighbouring cell is no change: the offsets a decoder adds there point at the same joint.
 """
 
 from __future__ import annotations
