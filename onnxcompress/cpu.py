@@ -57,3 +57,21 @@ def has_vnni() -> bool:
 def default_reduce_range() -> bool:
     """onnxruntime's advice: 7-bit weights on x86 CPUs without VNNI, full 8 bits elsewhere."""
     return not has_vnni()
+
+
+# Float16 arithmetic: x86's AVX512-FP16 / AMX-FP16, ARM's half-precision FP (``fphp``/``asimdhp``).
+# Without it onnxruntime's CPU kernels convert each fp16 op's inputs and outputs, and fp16
+# compute runs slower than float32 (BodyPix 1.11x, madmom's beat TCN 2.42x, HiFi-GAN 1.13-1.19x,
+# where a 0.6 s timing had read 0.87-1.11x from run to run).
+FP16_FLAGS = frozenset({"avx512_fp16", "amx_fp16", "fphp", "asimdhp"})
+ENV_FP16 = "ONNXCOMPRESS_CPU_FP16"
+
+
+def has_fp16_arithmetic() -> bool | None:
+    """True if this CPU computes in float16 natively, False if it does not, None if unknown
+    (no feature flags to read: then timing decides). Read each time (one small file a run)."""
+    override = os.environ.get(ENV_FP16)
+    if override in ("0", "1"):
+        return override == "1"
+    flags = cpu_flags()
+    return bool(flags & FP16_FLAGS) if flags else None

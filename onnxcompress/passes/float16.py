@@ -12,9 +12,10 @@ memory stay float32 (onnxruntime folds the Cast at load).
 
 onnxruntime's CPU provider has few float16 kernels either: it inserts its own Casts around the
 others, so fp16 compute is slower on CPU (nudenet 1.06-1.19x, a transformer 1.19x; faster on GPU).
-``--float16-compute auto`` (default) times it on this CPU and, where it is slower, writes the
-weights in float16 with a Cast to float32 instead (``_speed.latency_ratio``, cached per machine
-and graph structure so that reruns write the same file): same file, float32 speed. Measured on
+``--float16-compute auto`` (default) writes the weights in float16 with a Cast to float32 on a
+CPU with no float16 arithmetic (``cpu.has_fp16_arithmetic``: x86 without AVX512-FP16 / AMX-FP16),
+and elsewhere times it and does so where it is slower (``_speed.latency_ratio``, cached per
+machine and graph structure so that reruns write the same file): same file, float32 speed. Measured on
 nudenet's YOLOv8n (12 MB, 64 Conv): fp16 compute 19.6 ms against 18.5 ms float32 (one thread),
 36.5 MB live session against 35.6; fp16 stored, float32 compute 18.3 ms with 33.7 MB.
 """
@@ -29,6 +30,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxcompress import runtime
+from onnxcompress.cpu import has_fp16_arithmetic
 from onnxcompress.graph.scope import has_subgraph, node_subgraphs
 from onnxcompress.model import external_base_dir, release_external, to_proto
 from onnxcompress.opset import opset_version, upgrade_opset
@@ -134,6 +136,10 @@ class Float16(Pass):
             return _stored_half(model, cfg.exclude, context, result)
         if original is None or not result.layers:
             return converted
+        if has_fp16_arithmetic() is False:  # not timed: a timing's noise decided it run by run
+            return _stored_instead(original, converted, cfg, context, result,
+                                   "this CPU has no float16 arithmetic (no AVX512-FP16 / AMX-FP16): "
+                                   "fp16 compute would convert every op")
         ratio, source = latency_ratio(original, converted, context, cfg.to_dict())
         if source == TOO_LARGE_TO_TIME:
             result.note(f"fp16 compute kept without a speed check ({source})")
