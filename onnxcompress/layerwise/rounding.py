@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,7 +88,8 @@ class Int8Rounding:
 _ACTIVE: ContextVar[Int8Rounding | None] = ContextVar("onnxcompress_int8_rounding", default=None)
 
 
-def int8_rounding(model: ir.Model, feeds: Iterable[Feed], *, seed: int = 0) -> Int8Rounding:
+def int8_rounding(model: ir.Model, feeds: Iterable[Feed], *, seed: int = 0,
+                  progress: Callable[[int, int], None] | None = None) -> Int8Rounding:
     """Collect E[x x^T] of every refittable compute weight's input (one streaming collection)."""
     start = time.perf_counter()
     laid = [(w, layout) for w in WeightIndex.build(model) if w.role == ROLE_WEIGHT and w.is_float
@@ -99,7 +100,8 @@ def int8_rounding(model: ir.Model, feeds: Iterable[Feed], *, seed: int = 0) -> I
     # every layer's E[x x^T] is alive until its weight is written: kept in float32 (the sweep
     # works in float64, one layer at a time), collected in blocks of STATS_BLOCK_BYTES
     stats, skipped = collect_input_stats(model, weights, list(feeds), seed=seed, max_rows=MAX_ROWS,
-                                         budget_bytes=STATS_BLOCK_BYTES, hessian_dtype=np.float32)
+                                         budget_bytes=STATS_BLOCK_BYTES, hessian_dtype=np.float32,
+                                         progress=progress)
     rounding = Int8Rounding(stats)
     rounding.report["skipped"].update({**wide, **skipped})
     rounding.report["seconds"] += time.perf_counter() - start

@@ -19,7 +19,7 @@ are subsampled to ``max_rows`` per sample, deterministically.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -194,6 +194,7 @@ def collect_input_stats(
     student: ir.Model | None = None,
     teacher_hessian: bool = True,
     hessian_dtype: np.dtype | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[dict[str, InputStats], dict[str, str]]:
     """E[x x^T] of each weight's input (by ``weight.label``), and the weights skipped with why.
 
@@ -202,7 +203,8 @@ def collect_input_stats(
     both; ``feeds`` must be iterable twice). ``teacher_hessian`` False: the teacher's E[x x^T] is
     not collected (a third of the products; a refit that measures errors up to a constant).
     ``hessian_dtype``: each E[x x^T] is kept in this type once its block is collected (float32
-    for GPTQ rounding, which holds every layer's at once: half the memory).
+    for GPTQ rounding, which holds every layer's at once: half the memory). ``progress(done,
+    blocks)`` is told before each pass over the data.
     """
     feeds = list(feeds) if not hasattr(feeds, "__len__") else feeds
     wanted: list[_Item] = []
@@ -224,10 +226,15 @@ def collect_input_stats(
     # data (HiFi-GAN's 74 convs, 375 MB of float32 matrices: 10 passes of 16 samples, 171 s)
     itemsize = np.dtype(hessian_dtype or np.float64).itemsize if student is None else 8
     offset = 0
-    for block in _blocks(wanted, budget_bytes, itemsize):
+    blocks = list(_blocks(wanted, budget_bytes, itemsize))
+    for i, block in enumerate(blocks):
+        if progress is not None:
+            progress(i, len(blocks))
         _collect_block(model, block, feeds, max_rows, seed, stats, skipped, student, teacher_hessian,
                        hessian_dtype, offset=offset)
         offset += len(block)
+    if progress is not None and blocks:
+        progress(len(blocks), len(blocks))
     return stats, skipped
 
 

@@ -65,7 +65,10 @@ def gptq_rounding(model: ir.Model, cfg: QuantizeConfig, context: PassContext,
         return None
     limit = context.stats.limit(min(cfg.calibration_samples, ROUNDING_SAMPLES))
     try:
-        found = rounding.int8_rounding(model, context.calibration.take(limit), seed=context.seed)
+        found = rounding.int8_rounding(
+            model, context.calibration.take(limit), seed=context.seed,
+            progress=lambda done, total: context.report_progress("quantize: GPTQ rounding statistics",
+                                                                 done, total))
     except OnnxCompressError as e:
         result.note(f"reconstruction skipped: the model could not run on the calibration data ({e})")
         return None

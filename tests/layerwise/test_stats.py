@@ -109,8 +109,13 @@ def test_sampled_rows_do_not_depend_on_the_blocks_and_float32_sums_take_half_the
     collect_input_stats(model, weights, feeds, budget_bytes=k2 * 4, hessian_dtype=np.float32)
     assert len(passes) == 1
     passes.clear()
-    collect_input_stats(model, weights, feeds, budget_bytes=k2 * 4)  # float64: twice the bytes
-    assert len(passes) > 1
+    told: list[tuple[int, int]] = []
+    collect_input_stats(model, weights, feeds, budget_bytes=k2 * 4, progress=lambda *a: told.append(a))
+    assert len(passes) > 1  # float64: twice the bytes
+    # progress before each pass over the data, and at the end (the quantize pass's GPTQ
+    # statistics ran 200 s under one "still working: after statistics [24/24]")
+    n = len(passes)
+    assert told == [(i, n) for i in range(n)] + [(n, n)]
 
 
 def test_statistics_kept_in_float32_match_the_float64_ones():
