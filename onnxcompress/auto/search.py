@@ -224,7 +224,9 @@ def search(
                             colour_inputs=colour,
                             plain=plain_output_names(original, visible(ref_search)) if target is None else (),
                             frames=sorted(frame_rows) if target is None else (),
-                            heatmaps=heatmap_heads(original))
+                            heatmaps=heatmap_heads(original),
+                            longest_input=max((max(np.shape(v)) for v in feed.values() if np.ndim(v)),
+                                              default=0))
     if goal.needs_labels and (search_labels is None or held_labels is None):
         raise ConfigError(f"target {goal.text}: the data has no labels.",
                           hint="store them as 'labels' in the .npz, or use top1>=...")

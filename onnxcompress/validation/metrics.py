@@ -252,8 +252,8 @@ class TensorStats:
     shape_mismatch: str | None = None
     # float sums (finite positions only)
     finite_elements: int = 0
-    # a single value in every sample (``single_value``; not auto's ``_one_value_each``, which reads
-    # stacked outputs): the cosine is read about their spread
+    # a single value in every sample (``single_value``; not auto's ``output_kinds.one_value_each``,
+    # which reads stacked outputs): the cosine is read about their spread
     single_values: bool | None = None
     sum_a: float = 0.0
     max_abs: float = 0.0
