@@ -60,7 +60,14 @@ def test_a_pass_alone_collects_its_own_statistics_in_one_pass(monkeypatch):
     """Static int8 first asks its input means (bias correction), then its histograms: it
     declares both, so the first request collects both (HiFi-GAN: two passes of 24 samples, 20 s
     each, where one did)."""
-    collections = []
+    collections = _counted_collections(monkeypatch)
+    Pipeline([Quantize(mode="static", allow_slower=True, reconstruct=False)]).run(h.cnn(), calibration=_feeds())
+    assert collections == [["Histogram", "Moments"]]
+
+
+def _counted_collections(monkeypatch) -> list[list[str]]:  # noqa: ANN001
+    """The kinds of request each collection over the data served, in order."""
+    collections: list[list[str]] = []
     original_collect = Statistics._collect
 
     def counting(self, model, requests, *, store):  # noqa: ANN001, ANN202
@@ -68,21 +75,13 @@ def test_a_pass_alone_collects_its_own_statistics_in_one_pass(monkeypatch):
         return original_collect(self, model, requests, store=store)
 
     monkeypatch.setattr(Statistics, "_collect", counting)
-    Pipeline([Quantize(mode="static", allow_slower=True, reconstruct=False)]).run(h.cnn(), calibration=_feeds())
-    assert collections == [["Histogram", "Moments"]]
+    return collections
 
 
 def test_prune_kmeans_static_run_the_calibration_data_once(monkeypatch):
     proto, feeds = h.cnn(), _feeds()
     runs = _SampleRuns(feeds, monkeypatch)
-    collections = []
-    original_collect = Statistics._collect
-
-    def counting(self, model, requests, *, store):  # noqa: ANN001, ANN202
-        collections.append(sorted({type(r).__name__ for r in requests}))
-        return original_collect(self, model, requests, store=store)
-
-    monkeypatch.setattr(Statistics, "_collect", counting)
+    collections = _counted_collections(monkeypatch)
     result = _pipeline().run(proto, calibration=feeds)
     monkeypatch.undo()
 
