@@ -942,7 +942,8 @@ def test_keypoint_heat_maps_are_held_by_their_peaks() -> None:
 def test_audio_a_model_generates_is_held_by_its_spectrum() -> None:
     """A vocoder's waveform (batch 29's HiFi-GAN, [N, 1, 16000] from a mel [N, 80, 100]): int8
     and k-means 8 kept its log-mel within 0.18 dB at sample cosine 0.990-0.996, which the
-    default cosine>=0.999 refused (auto 1.00x); their STFT cosine was 0.998, k-means 4's 0.975."""
+    default cosine>=0.999 refused (auto 1.00x); their log spectrum cosine was 0.9985, k-means 4's
+    0.963, and an auto plan at spectrum 0.995 on linear magnitudes moved the log-mel 0.9 dB."""
     from onnxcompress.auto.output_kinds import generated_waveforms, spectrum_cosine
 
     r = np.random.default_rng(0)
@@ -950,7 +951,7 @@ def test_audio_a_model_generates_is_held_by_its_spectrum() -> None:
     audio = np.stack([np.sin(2 * np.pi * f * t) * np.exp(-3 * t) for f in (220, 330, 440, 550)])[:, None]
     audio = (audio + 0.01 * r.standard_normal(audio.shape)).astype(np.float32)
     target = parse_target(None, {"audio": audio}, longest_input=100, image_inputs=False)
-    assert target.text == "audio:spectrum>=0.995"
+    assert target.text == "audio:spectrum>=0.997"
     # an enhancer's waveform in, waveform out: its samples, as before
     assert parse_target(None, {"audio": audio}, longest_input=16000, image_inputs=False).text == "cosine>=0.999"
     assert generated_waveforms({"audio": audio}, 0) == []
