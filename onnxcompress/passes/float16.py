@@ -32,7 +32,7 @@ import onnx_ir as ir
 from onnxcompress import runtime
 from onnxcompress.cpu import has_fp16_arithmetic
 from onnxcompress.graph.scope import has_subgraph, node_subgraphs
-from onnxcompress.model import external_base_dir, release_external, to_proto
+from onnxcompress.model import external_base_dir, fits_whole_checks, release_external, to_proto
 from onnxcompress.opset import opset_version, upgrade_opset
 from onnxcompress.passes._float16_check import fidelity_check
 from onnxcompress.passes._half_store import cast_node as _cast
@@ -129,6 +129,16 @@ class Float16(Pass):
             return model
         if cfg.compute == "never":
             return _stored_half(model, cfg.exclude, context, result)
+        if cfg.compute == "auto" and cfg.keep_io_types and has_fp16_arithmetic() is False \
+                and fits_whole_checks(model):
+            # Not timed (a timing's noise decided it run by run) nor converted: float32 compute on
+            # fp16-rounded weights (the storage form holds the weights whole: a large model
+            # converts as before, one weight at a time, its fp16 compute kept untimed).
+            stored = _stored_half(model, tuple(cfg.exclude), context, result)
+            result.headline("this CPU has no float16 arithmetic (no AVX512-FP16 / AMX-FP16), fp16 "
+                            "compute would convert every op: weights stored in fp16 with a Cast, compute "
+                            "float32 (same file size; --float16-compute always keeps fp16 compute)")
+            return stored
         # fp16 inputs/outputs ask for fp16 compute (a GPU deployment): not timed on the CPU.
         original = model.clone() if cfg.compute == "auto" and cfg.keep_io_types else None
         converted = self._compute_half(model, context, result)
@@ -136,10 +146,6 @@ class Float16(Pass):
             return _stored_half(model, cfg.exclude, context, result)
         if original is None or not result.layers:
             return converted
-        if has_fp16_arithmetic() is False:  # not timed: a timing's noise decided it run by run
-            return _stored_instead(original, converted, cfg, context, result,
-                                   "this CPU has no float16 arithmetic (no AVX512-FP16 / AMX-FP16): "
-                                   "fp16 compute would convert every op")
         ratio, source = latency_ratio(original, converted, context, cfg.to_dict())
         if source == TOO_LARGE_TO_TIME:
             result.note(f"fp16 compute kept without a speed check ({source})")
