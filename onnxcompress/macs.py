@@ -211,3 +211,14 @@ def count_macs(model: ir.Model, input_shapes: Mapping[str, Sequence[int]] | None
         if node.graph is not model.graph and node.op_type in MAC_OPS:
             report.unknown.append(node.name or node.op_type)
     return report
+
+
+def run_macs(model: ir.Model, input_shapes: Mapping[str, Sequence[int]]) -> int:
+    """One run's multiply-accumulates on ``input_shapes``, 0 where they cannot be counted: what
+    the checks that size their own work by it read (the int8 fidelity guard's samples, synthetic
+    inputs' larger-size probes)."""
+    try:
+        return int(count_macs(model, input_shapes).macs)
+    except Exception as e:  # noqa: BLE001 - counting only sizes a check's work
+        logger.debug("MACs not counted (%s)", e)
+        return 0

@@ -385,6 +385,7 @@ def _runnable_sizes(model: ir.Model, specs: list[InputSpec], concrete: dict[str,
     dynamic dimensions raised to the first of :data:`LARGER_SIZES` it runs on. One probe per
     model object (the passes edit weights, not what the inputs must be); only models small enough
     to run whole (``model.fits_whole_checks``) and with such a dimension."""
+    from onnxcompress.macs import run_macs
     from onnxcompress.model import fits_whole_checks
 
     guessed = {s.name: [a for a, d in enumerate(s.shape or ()) if a > 0 and is_dynamic_dim(d)]
@@ -408,7 +409,7 @@ def _runnable_sizes(model: ir.Model, specs: list[InputSpec], concrete: dict[str,
         for axes, size in attempts:
             tried = {name: tuple(max(n, size) if a in axes.get(name, ()) else n
                                  for a, n in enumerate(shape)) for name, shape in concrete.items()}
-            if _input_bytes(specs, tried) > MAX_PROBE_INPUT_BYTES or _macs(model, tried) > MAX_PROBE_MACS:
+            if _input_bytes(specs, tried) > MAX_PROBE_INPUT_BYTES or run_macs(model, tried) > MAX_PROBE_MACS:
                 continue  # these sizes only grow from here; the next axes may start smaller
             if tried != concrete and _runs(model, specs, tried, bounds):
                 logger.info("Synthetic inputs: the model runs with dynamic dimensions of %d (not on "
@@ -418,17 +419,6 @@ def _runnable_sizes(model: ir.Model, specs: list[InputSpec], concrete: dict[str,
     with contextlib.suppress(TypeError):  # a model that takes no weak reference: no cache
         _RUNNABLE.setdefault(model, {})[key] = found
     return found
-
-
-def _macs(model: ir.Model, shapes: dict[str, tuple[int, ...]]) -> float:
-    """One run's multiply-accumulates on ``shapes`` (0 where they cannot be counted)."""
-    from onnxcompress.macs import count_macs
-
-    try:
-        return float(count_macs(model, shapes).macs)
-    except Exception as e:  # noqa: BLE001 - counting only bounds a probe's cost
-        logger.debug("synthetic inputs: MACs not counted (%s)", e)
-        return 0.0
 
 
 def _input_bytes(specs: list[InputSpec], shapes: dict[str, tuple[int, ...]]) -> int:

@@ -476,8 +476,8 @@ def _applicable(metric: str, outputs: Outputs) -> list[str]:
         return floats
     if metric == "keypoints":
         return list(keypoint_heatmaps({k: outputs[k] for k in floats}))
-    if metric == "spectrum":
-        return generated_waveforms({k: outputs[k] for k in floats}, 1)
+    if metric == "spectrum":  # whatever the inputs: every waveform long enough
+        return generated_waveforms({k: outputs[k] for k in floats}, longest_input=1)
     if metric == "detections":  # a detection list, a YOLOv8-style raw head, an SSD/RetinaFace head
         heads = split_anchor_heads({k: outputs[k] for k in floats})
         return [k for k in floats if k in heads or detection_columns(np.asarray(outputs[k])) is not None

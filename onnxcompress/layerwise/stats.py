@@ -225,14 +225,12 @@ def collect_input_stats(
     # sums kept in ``hessian_dtype`` take its bytes: float32 for GPTQ, half the passes over the
     # data (HiFi-GAN's 74 convs, 375 MB of float32 matrices: 10 passes of 16 samples, 171 s)
     itemsize = np.dtype(hessian_dtype or np.float64).itemsize if student is None else 8
-    offset = 0
     blocks = list(_blocks(wanted, budget_bytes, itemsize))
-    for i, block in enumerate(blocks):
+    for i, (offset, block) in enumerate(_after(blocks)):
         if progress is not None:
             progress(i, len(blocks))
         _collect_block(model, block, feeds, max_rows, seed, stats, skipped, student, teacher_hessian,
                        hessian_dtype, offset=offset)
-        offset += len(block)
     if progress is not None and blocks:
         progress(len(blocks), len(blocks))
     return stats, skipped
@@ -263,9 +261,8 @@ def collect_reader_stats(
     stats: dict[str, InputStats] = {}
     skipped: dict[str, str] = {}
     blocks = list(_blocks([i for i in items if i.names], budget_bytes))
-    for i, block in enumerate(blocks):
-        _collect_block(model, block, feeds, max_rows, seed, stats, skipped,
-                       offset=sum(map(len, blocks[:i])))
+    for offset, block in _after(blocks):
+        _collect_block(model, block, feeds, max_rows, seed, stats, skipped, offset=offset)
     return stats, len(blocks)
 
 
@@ -293,6 +290,14 @@ def _blocks(items: list[_Item], budget_bytes: int, itemsize: int = 8) -> Iterabl
         used += size
     if block:
         yield block
+
+
+def _after(blocks: list[list[_Item]]) -> Iterable[tuple[int, list[_Item]]]:
+    """Each block with the number of items before it (``_collect_block``'s ``offset``)."""
+    offset = 0
+    for block in blocks:
+        yield offset, block
+        offset += len(block)
 
 
 def _collect_block(

@@ -334,7 +334,7 @@ class PassContext:
 
     def _declared(self, model: ir.Model) -> list[Request]:
         wanted: list[Request] = []
-        for p in (*([self.running] if self.running is not None else []), *self.planned):
+        for p in (p for p in (self.running, *self.planned) if p is not None):
             try:
                 wanted += p.statistics(model, self)
             except Exception as e:  # noqa: BLE001 - a declaration only saves a later collection

@@ -135,9 +135,8 @@ class Float16(Pass):
             # fp16-rounded weights (the storage form holds the weights whole: a large model
             # converts as before, one weight at a time, its fp16 compute kept untimed).
             stored = _stored_half(model, tuple(cfg.exclude), context, result)
-            result.headline("this CPU has no float16 arithmetic (no AVX512-FP16 / AMX-FP16), fp16 "
-                            "compute would convert every op: weights stored in fp16 with a Cast, compute "
-                            "float32 (same file size; --float16-compute always keeps fp16 compute)")
+            result.headline(_stored_headline("this CPU has no float16 arithmetic (no AVX512-FP16 / "
+                                              "AMX-FP16), fp16 compute would convert every op"))
             return stored
         # fp16 inputs/outputs ask for fp16 compute (a GPU deployment): not timed on the CPU.
         original = model.clone() if cfg.compute == "auto" and cfg.keep_io_types else None
@@ -371,9 +370,13 @@ def _stored_instead(original: ir.Model, converted: ir.Model, cfg: Float16Config,
         result.metrics["fp16_compute_latency_ratio"] = ratio
     stored = _stored_half(original, tuple(cfg.exclude) + tuple(sorted(kept)), context, result)
     result.headlines[:] = headlines
-    result.headline(f"{why}: weights stored in fp16 with a Cast, compute float32 (same file size; "
-                    "--float16-compute always keeps fp16 compute)")
+    result.headline(_stored_headline(why))
     return stored
+
+
+def _stored_headline(why: str) -> str:
+    return (f"{why}: weights stored in fp16 with a Cast, compute float32 (same file size; "
+            "--float16-compute always keeps fp16 compute)")
 
 
 def _stored_half(model: ir.Model, exclude: tuple[str, ...], context: PassContext,
