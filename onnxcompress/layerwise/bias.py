@@ -25,6 +25,7 @@ from contextvars import ContextVar
 import numpy as np
 import onnx_ir as ir
 
+from onnxcompress.graph.constants import const_array
 from onnxcompress.layerwise.channels import channel_table
 from onnxcompress.passes import _channel_graph
 from onnxcompress.weights import Weight
@@ -104,7 +105,7 @@ def add_to_bias(w: Weight, delta: np.ndarray, *, create: bool = False) -> bool:
 def _float_bias(w: Weight) -> tuple[ir.Value, np.ndarray] | None:
     """The float constant bias of ``w``'s layer (:func:`bias_of`) and its values, or None."""
     bias = bias_of(w)
-    b = None if bias is None else _channel_graph.const_array(bias)
+    b = None if bias is None else const_array(bias)
     return None if b is None or b.dtype.kind != "f" else (bias, b)
 
 

@@ -21,6 +21,7 @@ import onnx_ir as ir
 
 from onnxcompress.activations import iter_intermediates
 from onnxcompress.data import Feed
+from onnxcompress.graph.constants import const_array
 from onnxcompress.passes import _channel_graph
 from onnxcompress.weights import Weight, model_names, unique_name
 
@@ -152,7 +153,7 @@ def _rescaled(node: ir.Node) -> bool:
 def _const(value: ir.Value) -> np.ndarray | None:
     if value.is_graph_input() or _channel_graph._const_source(value) is not value:
         return None
-    return _channel_graph.const_array(value)
+    return const_array(value)
 
 
 def _attr(node: ir.Node, name: str, default: int | None) -> int | None:

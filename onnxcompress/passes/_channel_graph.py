@@ -4,7 +4,8 @@
 producers, consumers and constant cuts of each group; ``apply(keep)`` removes the channels not
 kept from every weight and constant, and fixes depthwise ``group`` attributes and Reshape shapes),
 ``Layout``/``Producer``/``Consumer``/``Group``, and the constant editing it needs
-(``const_array``, ``set_const_array``). The analysis that builds it: :mod:`._channels`.
+(``set_const_array``; reading one: ``graph.constants.const_array``). The analysis that builds
+it: :mod:`._channels`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
+from onnxcompress.graph.constants import const_array
 from onnxcompress.weights import Weight, unique_name
 
 
@@ -281,16 +283,6 @@ def _remove_dead_constant(graph: ir.Graph, value: ir.Value | None) -> None:
 
 def _fresh(taken: set[str], hint: str) -> str:
     return unique_name(taken, hint)
-
-
-def const_array(value: ir.Value | None) -> np.ndarray | None:
-    """The data of an initializer or Constant-node output (through Identity nodes), else None."""
-    source = _const_source(value)
-    if source is None:
-        return None
-    if source.is_initializer():
-        return source.const_value.numpy()
-    return source.producer().attributes["value"].value.numpy()
 
 
 def _const_source(value: ir.Value | None) -> ir.Value | None:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress.passes._channel_graph import const_array
+from onnxcompress.graph.constants import const_array
 
 N_SAMPLES = 128
 

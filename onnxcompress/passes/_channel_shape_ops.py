@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress.passes._channel_graph import Layout, const_array
+from onnxcompress.graph.constants import const_array
+from onnxcompress.passes._channel_graph import Layout
 from onnxcompress.passes._channel_samples import _BINARY, _int_attr, _ints_attr, _per_channel, _symbolic_shape
 
 

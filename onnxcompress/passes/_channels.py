@@ -32,8 +32,9 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import onnx_ir as ir
 
+from onnxcompress.graph.constants import const_array
 from onnxcompress.graph.scope import has_subgraph
-from onnxcompress.passes._channel_graph import ChannelGraph, Consumer, Layout, Producer, const_array
+from onnxcompress.passes._channel_graph import ChannelGraph, Consumer, Layout, Producer
 from onnxcompress.passes._channel_samples import _NORMAL_QUANTILES, _int_attr, _ints_attr, _unary_samples
 from onnxcompress.passes._channel_shape_ops import _ShapeOps
 from onnxcompress.weights import ROLE_OTHER, Weight, WeightIndex

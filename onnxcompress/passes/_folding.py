@@ -6,23 +6,9 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from onnxcompress.graph.constants import const_array
 from onnxcompress.passes._qdq import Builder
 from onnxcompress.weights import Weight, WeightIndex, model_names
-
-
-def const_array(value: ir.Value | None) -> np.ndarray | None:
-    """The constant behind ``value`` (through Identity nodes, which exporters use to share)."""
-    for _ in range(8):
-        if value is None:
-            return None
-        tensor = ir.convenience.get_const_tensor(value)
-        if tensor is not None:
-            return tensor.numpy()
-        producer = value.producer()
-        if producer is None or producer.op_type != "Identity" or not producer.inputs:
-            return None
-        value = producer.inputs[0]
-    return None
 
 
 def fold_batchnorm(model: ir.Model) -> int:

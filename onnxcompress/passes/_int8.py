@@ -19,9 +19,9 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from onnxcompress import runtime
+from onnxcompress.graph.constants import const_array
 from onnxcompress.layerwise.bias import apply_int8_correction, int8_correction
 from onnxcompress.layerwise.rounding import round_int8
-from onnxcompress.passes._folding import const_array
 from onnxcompress.passes._half_store import half_storable
 from onnxcompress.passes._kmeans_int8 import output_scale_slot, rewrite
 from onnxcompress.passes._qdq import (

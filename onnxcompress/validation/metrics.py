@@ -200,7 +200,7 @@ def ctc_outputs(model: ir.Model, outputs: Mapping[str, np.ndarray],
     linear head over a charset (``CLASS_AXIS_MIN`` or more classes: a detector's box and landmark
     offsets per grid cell, [1, 6400, 4] and [1, 1600, 10] from YuNet's convs, are no strings;
     read so, compare failed its int8 file at face F1 99.4), at most ``CLASS_POSITIONS`` long."""
-    from onnxcompress.passes._int8_search import _LINEAR_OPS, CLASS_AXIS_MIN, CLASS_POSITIONS, head_op
+    from onnxcompress.graph.outputs import CLASS_AXIS_MIN, CLASS_POSITIONS, LINEAR_OPS, head_op
 
     batch = next((int(np.shape(x)[0]) for x in (feed or {}).values() if np.ndim(x)), None)
     found = {}
@@ -208,7 +208,7 @@ def ctc_outputs(model: ir.Model, outputs: Mapping[str, np.ndarray],
         a = np.asarray(outputs.get(v.name, np.zeros(0)))
         axis = ctc_time_axis(a, batch)
         head = head_op(v) if axis is not None and a.shape[axis] <= CLASS_POSITIONS else None
-        if head in ("Softmax", "LogSoftmax") or head in _LINEAR_OPS and a.shape[-1] >= CLASS_AXIS_MIN:
+        if head in ("Softmax", "LogSoftmax") or head in LINEAR_OPS and a.shape[-1] >= CLASS_AXIS_MIN:
             found[v.name] = axis
     return found
 

@@ -592,8 +592,8 @@ def _head_model(head: str, classes: int) -> onnx.ModelProto:
 
 
 def test_flips_count_only_outputs_that_look_like_class_scores():
+    from onnxcompress.graph.outputs import class_score_outputs
     from onnxcompress.model import load_model
-    from onnxcompress.passes._int8_search import class_score_outputs
 
     def scores(proto, peak: float = 0.0) -> list[bool]:
         x = h.rng(4).standard_normal((1, 40, 32)).astype(np.float32)
@@ -687,8 +687,8 @@ def test_a_greedy_decoders_stacked_steps_are_class_scores():
     # batch 24's g2p-en: each step's 74 phoneme logits (MatMul + bias) go to an ArgMax that picks
     # the next input, and torch.stack writes them out as Unsqueeze + Concat; the head stopped at
     # the Concat, so neither the int8 guard's flip count nor auto's top-1 held them
+    from onnxcompress.graph.outputs import class_score_outputs
     from onnxcompress.model import load_model
-    from onnxcompress.passes._int8_search import class_score_outputs
 
     r = h.rng(7)
     nodes, inits = [], {"w": r.standard_normal((16, 40)).astype(np.float32),
