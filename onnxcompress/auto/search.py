@@ -56,6 +56,7 @@ from onnxcompress.auto.measure import (
     visible,
 )
 from onnxcompress.auto.paths import (
+    allocated_check,
     allocation_path,
     bisect,
     explain,
@@ -265,6 +266,7 @@ def search(
                 t0 = time.perf_counter()
                 chosen = bisect(path, evaluator, choose_by, report)
                 chosen = uniform_check(chosen, layers, evaluator, choose_by, screened)
+                chosen = allocated_check(chosen, layers, evaluator, choose_by)
                 chosen = refine(chosen, layers, evaluator, choose_by, report)
                 t1 = time.perf_counter()
                 final, _ = verify(chosen, layers, evaluator, deadline, report, notes, path)
