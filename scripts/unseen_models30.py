@@ -1,7 +1,8 @@
 """Fetch the thirtieth batch of "unseen" third-party models into a cache, with data made for each.
 
 ``benchmarks/results/unseen_models_batch30.md`` sweeps them (``bench_real_models.py --root DIR``).
-Three models of two kinds no earlier batch had (face-attribute classifiers, a control policy):
+Four models of three kinds no earlier batch had (face-attribute classifiers, a control policy, an
+anomaly-detection autoencoder):
 
 - ``emotion_xception``: facial-expression (emotion) classifier, mini-Xception (two 3x3 convs, four
   residual modules of depthwise-separable convs with max pooling, a 3x3 conv to 7 classes, global
@@ -18,6 +19,12 @@ Three models of two kinds no earlier batch had (face-attribute classifiers, a co
   action; 73 k parameters) as committed in GitHub ``DLR-RM/rl-trained-agents@cd35bde``
   (``sac/HalfCheetah-v3_1/HalfCheetah-v3.zip``, ``policy.pth``): [1, 17] observation -> [1, 6]
   joint torques in [-1, 1].
+- ``ecg_lstm_ae``: an anomaly detector: an LSTM autoencoder of heartbeats (encoder LSTM 1 -> 256 ->
+  128, its last hidden state repeated 140 times, decoder LSTM 128 -> 128 -> 256, Linear 256 -> 1;
+  0.99 M parameters) trained on ECG5000's normal beats, as committed in GitHub
+  ``msarathrahul/anomaly_detection_ECG@9b2e1d8`` (``_models/model_1.pkl``, a pickled torch module
+  read here by a restricted unpickler): [140, 1] beat -> [140, 1] reconstruction; the anomaly score
+  is the mean |reconstruction - beat|, over 0.26 abnormal (the notebook's threshold).
 
 The Keras files are ported to torch here (each layer read from the HDF5 file's own model config:
 Conv2D / SeparableConv2D / BatchNormalization / MaxPooling2D with TensorFlow's "same" padding /
@@ -26,7 +33,9 @@ add / GlobalAveragePooling2D / softmax) and exported with torch 2.13's TorchScri
 ``--evaluate`` adds the task metrics: the classifiers' top-1 agreement with fp32 over all faces
 (``*_eval_large.npz``) besides the 32 of the eval set; the policy's actions against fp32's (mean /
 largest |difference|) and, run under /work/venv-torch (gymnasium + mujoco), the closed-loop return
-of three 1000-step HalfCheetah-v5 episodes driven by the file against fp32's.
+of three 1000-step HalfCheetah-v5 episodes driven by the file against fp32's; the autoencoder's
+anomaly decisions and score ranks against fp32's over ECG5000's 500 training-file beats, and the
+AUROC of normal against abnormal beats, fp32's and the file's.
 
     /work/venv-torch/bin/python scripts/unseen_models30.py [--out DIR] [--only a,b]
     /work/venv/bin/python scripts/unseen_models30.py --evaluate NAME MODEL   # metric of a compressed file
@@ -362,6 +371,110 @@ def _action_metric(ref: list, got: list) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
+# LSTM autoencoder for ECG anomaly detection
+
+ECGAE = ("msarathrahul/anomaly_detection_ECG", "9b2e1d8cfe2f183fbd2a780779559b31a9c7b204")
+ECGAE_MEMBER = "_models/model_1.pkl"
+ECG_THRESHOLD = 0.26  # the notebook's: mean |reconstruction - beat| over it is an anomaly
+
+
+def _ecg_classes() -> dict[str, Any]:
+    """the notebook's RecurrentAutoencoder (its forward code; the attributes come from the pickle):
+    encoder LSTM 1 -> 256 -> 128 (last hidden state), decoder repeats it 140 times, LSTM 128 -> 128
+    -> 256, Linear 256 -> 1"""
+    import torch  # noqa: PLC0415
+
+    class Encoder(torch.nn.Module):
+        def forward(self, x: Any) -> Any:
+            x = x.reshape((1, self.seq_len, self.n_features))
+            x, _ = self.rnn1(x)
+            x, (hidden_n, _) = self.rnn2(x)
+            return hidden_n.reshape((self.n_features, self.embedding_dim))
+
+    class Decoder(torch.nn.Module):
+        def forward(self, x: Any) -> Any:
+            x = x.repeat(self.seq_len, self.n_features)
+            x = x.reshape((self.n_features, self.seq_len, self.input_dim))
+            x, _ = self.rnn1(x)
+            x, _ = self.rnn2(x)
+            return self.output_layer(x.reshape((self.seq_len, self.hidden_dim)))
+
+    class RecurrentAutoencoder(torch.nn.Module):
+        def forward(self, x: Any) -> Any:
+            return self.decoder(self.encoder(x))
+
+    return {"Encoder": Encoder, "Decoder": Decoder, "RecurrentAutoencoder": RecurrentAutoencoder}
+
+
+def export_ecg(name: str, out: Path, check: bool) -> None:
+    """the committed pickle (``pickle.dump(model)`` of the notebook's module) read by an unpickler
+    that admits only torch / collections classes and the notebook's three module classes; exported
+    with torch 2.13's TorchScript exporter: [140, 1] beat -> [140, 1] reconstruction"""
+    import pickle  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+
+    raw = git_file(ECGAE, ECGAE_MEMBER)
+    digest = _check(name, raw, check)
+    classes = _ecg_classes()
+
+    class Restricted(pickle.Unpickler):
+        def find_class(self, module: str, cls: str) -> Any:
+            if module == "__main__" and cls in classes:
+                return classes[cls]
+            if module.split(".")[0] in ("torch", "collections"):
+                return super().find_class(module, cls)
+            raise pickle.UnpicklingError(f"{module}.{cls} is not admitted")
+
+    net = Restricted(io.BytesIO(raw)).load().eval()
+    torch.onnx.export(net, (torch.zeros(140, 1),), str(out / f"{name}.onnx"), input_names=["beat"],
+                      output_names=["reconstruction"], opset_version=17, dynamo=False)  # fmt: skip
+    (out / f"{name}.source_sha256").write_text(digest)
+
+
+def _ecg_beats() -> tuple[np.ndarray, np.ndarray]:
+    """ECG5000's training file as the repository commits it (500 beats of 140 samples, already
+    z-normalised per beat; class 1 normal, 2-5 abnormal): (labels, beats)"""
+    d = np.loadtxt(io.BytesIO(git_file(ECGAE, "_data_setup/ECG5000_TRAIN.txt")))
+    return d[:, 0].astype(int), d[:, 1:].astype(np.float32)
+
+
+def d_ecg(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarray]:
+    """heartbeats of ECG5000 (the repository's ``ECG5000_TRAIN.txt``: 500 beats, 292 normal, 208
+    abnormal of four kinds), [140, 1] as the notebook feeds them; calibration and eval samples
+    random beats of any class (what a monitor sees); ``ecg_lstm_ae_eval_large.npz``: all 500 beats
+    (labels in ``ecg_lstm_ae_labels.npy``)"""
+    labels, beats = _ecg_beats()
+    xs = [beats[int(r.integers(len(beats)))][:, None] for _ in range(n)]
+    if n > 1:
+        _savez(out / "ecg_lstm_ae_eval_large.npz", {"beat": beats[:, :, None]})
+        np.save(out / "ecg_lstm_ae_labels.npy", labels)
+    return {"beat": np.stack(xs)}
+
+
+def _auroc(anomalous: np.ndarray, score: np.ndarray) -> float:
+    ranks = np.argsort(np.argsort(score)) + 1.0
+    p = int(anomalous.sum())
+    return float((ranks[anomalous].sum() - p * (p + 1) / 2) / (p * (len(score) - p)))
+
+
+def _ecg_metric(feeds: list, ref: list, got: list, labels: np.ndarray | None = None) -> dict[str, Any]:
+    """anomaly scores (mean |reconstruction - beat|, the notebook's L1 loss) against fp32's: the
+    decision at the notebook's 0.26 as fp32's, Spearman rank correlation, largest score change;
+    with the labels, the AUROC of normal against abnormal beats, fp32's and this file's"""
+    x = [np.asarray(f["beat"], np.float64) for f in feeds]
+    a = np.array([np.abs(np.asarray(o[0]) - b).mean() for o, b in zip(ref, x, strict=True)])
+    b = np.array([np.abs(np.asarray(o[0]) - c).mean() for o, c in zip(got, x, strict=True)])
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    res = {"decisions_as_fp32": float(np.mean((a > ECG_THRESHOLD) == (b > ECG_THRESHOLD))),
+           "score_spearman": float(np.corrcoef(ra, rb)[0, 1]), "score_max_change": float(np.abs(a - b).max()),
+           "fp32_anomaly_share": float(np.mean(a > ECG_THRESHOLD)), "n": len(ref)}  # fmt: skip
+    if labels is not None:
+        res["auroc_fp32"], res["auroc"] = _auroc(labels != 1, a), _auroc(labels != 1, b)
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def evaluate30(out: Path, name: str, model: Path, seconds: float) -> dict[str, Any]:
@@ -374,10 +487,15 @@ def evaluate30(out: Path, name: str, model: Path, seconds: float) -> dict[str, A
     entry = read_manifest(out)[name]
     ref_path = out / entry["file"]
     inputs = list(entry["io"]["inputs"])
-    metric = _action_metric if name == "sac_halfcheetah" else _cls_metric
     feeds = load_feeds(out / entry["evaluation"], inputs, None)
-    res["eval32"] = metric(run_all(ref_path, feeds), run_all(model, feeds))
     large = load_feeds(out / f"{name}_eval_large.npz", inputs, None)
+    if name == "ecg_lstm_ae":
+        labels = np.load(out / "ecg_lstm_ae_labels.npy")
+        res["eval32"] = _ecg_metric(feeds, run_all(ref_path, feeds), run_all(model, feeds))
+        res["large"] = _ecg_metric(large, run_all(ref_path, large), run_all(model, large), labels)
+        return res
+    metric = _action_metric if name == "sac_halfcheetah" else _cls_metric
+    res["eval32"] = metric(run_all(ref_path, feeds), run_all(model, feeds))
     res["large"] = metric(run_all(ref_path, large), run_all(model, large))
     if name == "sac_halfcheetah":
         try:
@@ -412,12 +530,19 @@ MODELS: dict[str, tuple[str, str, str, Maker, dict[str, Any], Callable[[str, Pat
                         "-> 6, tanh; 73 k parameters), exported with torch 2.13 (opset 17): [1, 17] "
                         "observation -> [1, 6] action",
                         d_sac, {"kind": "cosine", "output": 0}, export_sac),  # fmt: skip
+    # the reconstruction's cosine to fp32's (`--evaluate`: anomaly decisions, score ranks, AUROC)
+    "ecg_lstm_ae": (f"{ECGAE[0]}@{ECGAE[1][:7]}", ECGAE_MEMBER,
+                    "LSTM autoencoder for ECG anomaly detection (encoder LSTM 1 -> 256 -> 128, decoder "
+                    "LSTM 128 -> 128 -> 256, Linear 256 -> 1; 0.99 M parameters), pickled torch module "
+                    "exported with torch 2.13 (opset 17): [140, 1] beat -> [140, 1] reconstruction",
+                    d_ecg, {"kind": "cosine", "output": 0}, export_ecg),  # fmt: skip
 }
-# the fetched file: the Keras HDF5 files, the SB3 zip
+# the fetched file: the Keras HDF5 files, the SB3 zip, the pickle
 SOURCE_SHA256: dict[str, str] = {
     "emotion_xception": "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e",
     "gender_xception": "7affc7bd520c48ca908eada26988d0e17fdfa1d447d8ae5675395f05ca6f943b",
     "sac_halfcheetah": "63ac27ae0c2ffe0428ded7bf93c6981c2f638352ae9d2770afc55c9ce2fdfba8",
+    "ecg_lstm_ae": "8eb0c3d7c64d27bee11cc89f1f103e1e7416bae98c647d611afbf4c6b3cf5bc1",
 }
 
 
