@@ -34,6 +34,7 @@ from onnxcompress.layerwise.stats import (
     row_width,
 )
 from onnxcompress.layerwise.sweep import round_sweep
+from onnxcompress.passes._qdq import along
 from onnxcompress.weights import ROLE_WEIGHT, WeightIndex
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class Int8Rounding:
         if stats is None or layout is None or tuple(arr.shape) != tuple(w.shape):
             return q
         start = time.perf_counter()
-        full = np.broadcast_to(_along(np.asarray(scale, np.float64), axis, arr.ndim), arr.shape)
+        full = np.broadcast_to(along(np.asarray(scale, np.float64), axis, arr.ndim), arr.shape)
         rows, steps = as_rows(arr, layout), as_rows(full, layout)
         steps = np.where(steps > 0, steps, 1.0)
 
@@ -132,9 +133,3 @@ def round_int8(w: Any, arr: np.ndarray, q: np.ndarray, scale: np.ndarray, axis: 
     return rounding.codes(w.label, w, arr, q, scale, axis, qmax)
 
 
-def _along(scale: np.ndarray, axis: int | None, ndim: int) -> np.ndarray:
-    if axis is None or scale.ndim == 0 or scale.size == 1:
-        return scale.reshape(())
-    shape = [1] * ndim
-    shape[axis % ndim] = -1
-    return scale.reshape(shape)

@@ -33,7 +33,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,6 +50,7 @@ from onnxcompress.passes._int8_search import (
     block_steps,
     choose,
     float_step,
+    halves,
     heatmap_outputs,
     model_bytes,
     name_list,
@@ -58,8 +59,10 @@ from onnxcompress.passes._int8_search import (
     search,
     step_options,
     top1_flips,
+    unscaled_headline,
     within_size,
 )
+from onnxcompress.passes._qdq import along
 from onnxcompress.passes._speed import kept_compute_pays
 from onnxcompress.passes.base import PassResult
 from onnxcompress.weights import ROLE_RECURRENT, Weight
@@ -241,18 +244,21 @@ class WeightDecision:
     unexamined: int = 0  # weights in groups over the threshold when the search budget ran out
     flips: float = 0.0  # top-1 flip rate of int8 weight-only with the steps taken
     compounding: list[str] = field(default_factory=list)  # recurrent weights in blocks (no outliers)
+    unscaled: list[str] = field(default_factory=list)  # input layers of unknown feature scales (no data)
 
 
 def step_down_weights(guard: Guard, weights: list[Weight],
                       int8_values: Mapping[str, np.ndarray],
                       block_values: Callable[[str], tuple[np.ndarray, int] | None],
-                      budget: int, half: bool = False) -> WeightDecision:
+                      budget: int, half: bool = False,
+                      unscaled: Collection[str] = ()) -> WeightDecision:
     """Which weights step down (finer int8 blocks; float, or float16 where ``half`` allows:
     ``halves``) within ``budget`` extra bytes, by deviation bought per byte
     (``_int8_search.choose``). Every weight is a candidate: a bisection search
     (``_int8_search.search``) measures alone each weight that can move the outputs OUTLIER x
     its fair share (the int8 model's deviation over the number of weights) and those are the
-    outliers. Verified together."""
+    outliers. Verified together. ``unscaled``: weights stepped to float16 (else float) within
+    the bytes left, whatever was measured (``synthetic.unscaled_features``: no data)."""
     fed = {k: v for k, v in int8_values.items() if k in guard.inputs}
     deviation, flips, per_sample = 0.0, 0.0, []
     for i, refs in enumerate(guard.references):
@@ -262,13 +268,13 @@ def step_down_weights(guard: Guard, weights: list[Weight],
     deviation = float(np.mean(per_sample))
     decision = WeightDecision({}, deviation, deviation, flips=flips / len(guard.references))
     left = budget
+    by_label = {w.label: w for w in weights}
     if deviation > DEVIATION_FLOOR and fed:
         labels = [w.label for w in weights if w.label in fed]  # graph order: neighbours together
         samples = probe_samples(guard)
         threshold = OUTLIER * deviation / len(labels)
         decision.probed, decision.probe_runs, decision.unexamined = search(
             guard, fed, labels, float(np.mean(per_sample[:len(samples)])), threshold, samples)
-        by_label = {w.label: w for w in weights}
         options, decoded = step_options(
             [by_label[k] for k, d in decision.probed.items() if d >= threshold and k in by_label],
             int8_values, block_values, half)
@@ -282,6 +288,13 @@ def step_down_weights(guard: Guard, weights: list[Weight],
                 decision.steps, left = {}, budget
             else:
                 decision.deviation, decision.flips = verified, trial_flips
+    for label in unscaled:  # what synthetic samples cannot measure, while the budget allows
+        if label in fed and label not in decision.steps:
+            step = "half" if half and halves(by_label[label]) else "float"
+            cost = float_step(by_label[label], step == "half")
+            if cost <= left:
+                decision.steps[label], left = step, left - cost
+                decision.unscaled.append(label)
     # Then recurrent cells' W and R, largest first, in blocks with what is left, whatever was
     # measured: a cell applies them at every time step, so their error compounds over a sequence
     # no guard sample shows. khmer-ocr-ocm's BiLSTM per channel (relative error 1.0e-2) changed 5
@@ -305,15 +318,6 @@ def measure(guard: Guard, values: Mapping[str, np.ndarray]) -> tuple[float, floa
         flips += top1_flips(outs, refs[:guard.n_final], guard.scores, guard.heatmaps)
     n = len(guard.references)
     return deviation / n, flips / n
-
-
-def _along(scale: np.ndarray, axis: int | None, ndim: int) -> np.ndarray:
-    """Per-channel ``scale`` shaped to broadcast along ``axis`` of a rank-``ndim`` weight."""
-    if axis is None or np.ndim(scale) != 1:
-        return scale
-    shape = [1] * ndim
-    shape[axis % ndim] = -1
-    return np.reshape(scale, shape)
 
 
 def _final_run(guard: Guard, model: ir.Model,
@@ -490,7 +494,7 @@ def guard_weights(model: ir.Model, weights: list[Weight], channelwise: bool, con
     from onnxcompress.model import tensor_bytes
     from onnxcompress.passes._int8 import _int8_codes
     from onnxcompress.passes._int8_fine import BLOCK, block_layout, block_quantize, block_scale_bytes
-    from onnxcompress.synthetic import synthetic_feeds
+    from onnxcompress.synthetic import synthetic_feeds, unscaled_features
 
     weights = [w for w in weights if w.graph is model.graph]
     if not fits_whole_checks(model):  # its session holds every weight in float and int8 at once
@@ -534,7 +538,7 @@ def guard_weights(model: ir.Model, weights: list[Weight], channelwise: bool, con
         # compute check holds int8 compute to what these codes cost (a bar at round-to-nearest's
         # deviation let ssd_detector keep 6 int8 convs: box F1 98.1 -> 91.9).
         q, scale, _, _ = _int8_codes(w, axis, False, release=False)
-        scale = _along(scale, axis, q.ndim)
+        scale = along(scale, axis, q.ndim)
         int8_values[w.label] = (q.astype(np.float32) * scale).astype(w.dtype.numpy())  # float16 too
     # Tensor bytes only (the graph, scales and Q/DQ pairs are not known yet): guarded() measures
     # the built model and gives steps back when this was optimistic.
@@ -542,7 +546,8 @@ def guard_weights(model: ir.Model, weights: list[Weight], channelwise: bool, con
     estimate = total - sum(float_step(w) for w in weights)
     budget = max(int(total / min_ratio) - estimate, int(MIN_BUDGET_SHARE * estimate))
     try:
-        decision = step_down_weights(guard, weights, int8_values, block_values, budget, half)
+        unscaled = unscaled_features(model, weights) if source == "synthetic" else {}
+        decision = step_down_weights(guard, weights, int8_values, block_values, budget, half, unscaled)
     except OnnxCompressError as e:
         result.note(f"fidelity guard did not measure int8 weights ({str(e).split(' Hint:')[0]})")
         return None, {}, 0.0
@@ -560,7 +565,8 @@ def guard_weights(model: ir.Model, weights: list[Weight], channelwise: bool, con
                            by_label[k].size // 16) for k, v in decision.steps.items()},
         "macs_per_sample": guard.macs,
     })
-    outliers = {k: v for k, v in decision.steps.items() if k not in decision.compounding}
+    outliers = {k: v for k, v in decision.steps.items()
+                if k not in decision.compounding and k not in decision.unscaled}
     if decision.unexamined:
         guard.metrics["unexamined"] = decision.unexamined
         result.note(f"fidelity guard: its search stopped after {decision.probe_runs} sample runs "
@@ -573,6 +579,9 @@ def guard_weights(model: ir.Model, weights: list[Weight], channelwise: bool, con
         guard.metrics["compounding"] = decision.compounding
         result.note(f"fidelity guard: recurrent weights (a cell's error compounds over its time steps) "
                     f"stored int8 in blocks of {BLOCK}: {name_list(decision.compounding)}")
+    if decision.unscaled:
+        guard.metrics["unscaled"] = decision.unscaled
+        result.headline(unscaled_headline(decision.unscaled, decision.steps, unscaled))
     if outliers:
         blocks = [k for k, v in outliers.items() if v == "block"]
         floats = [k for k, v in outliers.items() if v == "float"]

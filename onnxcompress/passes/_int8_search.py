@@ -288,6 +288,19 @@ def model_bytes(model: ir.Model) -> int:
 
 #: How the weight steps' headline starts (rewritten when steps are given back for size).
 STEPS_HEADLINE = "fidelity guard (weights): "
+#: ... and that of the steps no sample measured (``unscaled_headline``: dropped with them).
+UNSCALED_HEADLINE = "fidelity guard: no calibration data, and "
+
+
+def unscaled_headline(labels: list[str], steps: Mapping[str, str],
+                      unscaled: Mapping[str, tuple[str, int, float]]) -> str:
+    """What the guard did to input layers of unknown feature scales (``synthetic.unscaled_features``)."""
+    inputs = sorted({unscaled[k][0] for k in labels})
+    kept = "float16" if all(steps[k] == "half" for k in labels) else "float"
+    return (f"{UNSCALED_HEADLINE}{name_list(labels)} read(s) {', '.join(repr(i) for i in inputs)} as "
+            f"features its weights scale up to {max(unscaled[k][2] for k in labels):.0f}x apart (raw "
+            f"values of unlike units): int8's error there follows their real spreads, which synthetic "
+            f"samples do not have, so it is stored {kept} (--calibration measures it)")
 
 
 def name_list(labels: list[str], limit: int = 6) -> str:
@@ -304,12 +317,14 @@ def within_size(metrics: dict[str, Any], out: ir.Model, limit: float, keep: dict
     least deviation per byte, enough of them to cover the excess, and rebuild (3 rounds)."""
     probed = metrics.get("probed", {})
     sizes = metrics.get("step_bytes", {})
+    unscaled = set(metrics.get("unscaled", ()))  # given back last: no sample measured them
     dropped: list[str] = []
     for _ in range(3):
         excess = model_bytes(out) - limit
         if excess <= 0 or not keep or excess > sum(sizes.get(k, 0) for k in keep):
             break  # within the limit, or over it with no step at all: steps stay (budgeted)
-        for label in sorted(keep, key=lambda k: (probed.get(k, 0.0) / max(sizes.get(k, 1), 1), k)):
+        for label in sorted(keep, key=lambda k: (k in unscaled, probed.get(k, 0.0) / max(sizes.get(k, 1), 1),
+                                                 k)):
             excess -= sizes.get(label, 0)
             dropped.append(label)
             del keep[label]
@@ -322,7 +337,10 @@ def within_size(metrics: dict[str, Any], out: ir.Model, limit: float, keep: dict
         # the steps' headline told of a model this one no longer is (superres: "conv4 steps
         # down to float" above a table listing it at 8 bits): it names what stayed, or goes
         result.headlines[:] = [h for h in result.headlines if not h.startswith(STEPS_HEADLINE)]
-        named = [k for k in keep if k not in metrics.get("compounding", ())]
+        named = [k for k in keep if k not in metrics.get("compounding", ()) and k not in unscaled]
+        if unscaled & set(dropped):
+            result.headlines[:] = [h for h in result.headlines if not h.startswith(UNSCALED_HEADLINE)]
+            metrics["unscaled"] = [k for k in metrics["unscaled"] if k in keep]
         if named:
             result.headline(f"{STEPS_HEADLINE}{name_list(named)} step down from int8 per channel "
                             "(their output error an outlier); --no-fidelity-guard keeps them")

@@ -9,6 +9,7 @@ whose "uses" are those readers;
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -35,12 +36,16 @@ FIRST_FLOAT_MAX_SHARE = 0.01
 
 
 def _first_kept_float(w: Weight, bits: int, firsts: set[int], cfg: WeightSharingConfig,
-                      total: int) -> bool:
+                      total: int, unscaled: Collection[str] = ()) -> bool:
     """Whether ``w`` is a small first layer that 8 bits would not hold exactly (see
-    ``FIRST_FLOAT_MAX_SIZE``); a width the user set for it by name or op type wins."""
+    ``FIRST_FLOAT_MAX_SIZE``); a width the user set for it by name or op type wins. One that
+    reads raw features of unlike scales (``unscaled``: ``synthetic.unscaled_features``) is kept
+    whatever its share of the model: SAC HalfCheetah's 256 x 17 input layer, 6% of the weights,
+    clustered at 8 bits cost 2.9-4.7% of the policy's return, float16 0.05%."""
     if bits < kmeans.MAX_BITS or cfg.override_for(w) is not None:
         return False
-    if w.size > min(FIRST_FLOAT_MAX_SIZE, FIRST_FLOAT_MAX_SHARE * total):
+    if w.size > (FIRST_FLOAT_MAX_SIZE if w.label in unscaled else
+                 min(FIRST_FLOAT_MAX_SIZE, FIRST_FLOAT_MAX_SHARE * total)):
         return False
     if not any(id(u.node) in firsts for u in w.uses):
         return False

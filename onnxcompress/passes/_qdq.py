@@ -134,7 +134,7 @@ def round_keeping_sums(w: np.ndarray, scale: np.ndarray, axis: int, qmax: float)
         part = [slice(None)] * w.ndim
         part[axis] = slice(start, start + _SUM_BLOCK)
         block = tuple(part)
-        t = np.divide(w[block], _along(scale[start:start + _SUM_BLOCK], axis, w.ndim), dtype=np.float32)
+        t = np.divide(w[block], along(scale[start:start + _SUM_BLOCK], axis, w.ndim), dtype=np.float32)
         np.clip(t, -qmax, qmax, out=t)  # the sums kept are of what the grid can reach
         q[block] = _keep_sums(t, axis, qmax)
     return q
@@ -171,7 +171,7 @@ def _flip_nearest(rows_q: np.ndarray, d: np.ndarray, flips: np.ndarray, qmax: fl
 def dequantize_weight(q: np.ndarray, scale: np.ndarray, axis: int | None) -> np.ndarray:
     if axis is None or np.ndim(scale) == 0:
         return q.astype(np.float32) * np.float32(scale)
-    return q.astype(np.float32) * _along(scale, axis % q.ndim, q.ndim)
+    return q.astype(np.float32) * along(scale, axis % q.ndim, q.ndim)
 
 
 def quantize_bias(bias: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -182,10 +182,14 @@ def quantize_bias(bias: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return np.clip(q, -(2**31) + 1, 2**31 - 1).astype(np.int32)
 
 
-def _along(v: np.ndarray, axis: int, ndim: int) -> np.ndarray:
+def along(scale: np.ndarray, axis: int | None, ndim: int) -> np.ndarray:
+    """Per-channel ``scale`` shaped to broadcast along ``axis`` of a rank-``ndim`` weight (a
+    per-tensor or scalar scale as it is)."""
+    if axis is None or np.ndim(scale) != 1:
+        return scale
     shape = [1] * ndim
-    shape[axis] = -1
-    return np.reshape(v, shape)
+    shape[axis % ndim] = -1
+    return np.reshape(scale, shape)
 
 
 def relative_error(w: np.ndarray, q: np.ndarray, scale: np.ndarray, axis: int | None) -> float:
@@ -202,9 +206,9 @@ def relative_error(w: np.ndarray, q: np.ndarray, scale: np.ndarray, axis: int | 
             if axis is None or np.ndim(scale) == 0:
                 s = np.float32(scale)
             elif axis % w.ndim == 0:
-                s = _along(scale[i: i + step], 0, w.ndim)
+                s = along(scale[i: i + step], 0, w.ndim)
             else:
-                s = _along(scale, axis % w.ndim, w.ndim)
+                s = along(scale, axis % w.ndim, w.ndim)
             diff = q[i: i + step].astype(np.float32) * s - ws
             num += float(np.dot(diff.ravel(), diff.ravel()))
             den += float(np.dot(ws.ravel().astype(np.float64), ws.ravel().astype(np.float64)))

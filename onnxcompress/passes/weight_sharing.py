@@ -111,6 +111,7 @@ from onnxcompress.passes._qdq import Builder
 from onnxcompress.passes._spectral import LOG_REASON, spectral_basis
 from onnxcompress.passes.base import Pass, PassContext, PassResult
 from onnxcompress.stats import gzip_size
+from onnxcompress.synthetic import unscaled_features
 from onnxcompress.weights import (
     COMPUTE_ROLES,
     ROLE_BIAS,
@@ -187,11 +188,13 @@ class WeightSharing(Pass):
         firsts, _ = _first_last_nodes(model, index)
         total = sum(w.size for w in index if w.role in COMPUTE_ROLES)
         todo: list[tuple[Weight, int]] = []
+        unscaled = unscaled_features(model, index)
         for w in index:
             bits = self._select(w, cfg, result)
-            if bits and _first_kept_float(w, bits, firsts, cfg, total):
+            if bits and _first_kept_float(w, bits, firsts, cfg, total, unscaled):
                 result.skip(w.label, "first layer (reads the graph input): kept float at 8 bits, "
-                                     "as int8's fidelity guard keeps it")
+                                     + ("its features on unlike scales" if w.label in unscaled else
+                                        "as int8's fidelity guard keeps it"))
                 self._unclustered.add(w.label)
                 continue
             if bits:

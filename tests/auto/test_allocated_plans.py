@@ -29,9 +29,12 @@ INDEX = {name: i for i, name in enumerate(option_names())}
 
 def _layers() -> list[LayerChoices]:
     """Two layers; k-means b costs 100 b bytes, float 3200, int8 800."""
+
     def options() -> list[Option]:
-        return ([Option(0, 3200, 0.0), Option(INDEX["int8"], 800, 0.001)]
-                + [Option(INDEX[f"kmeans{b}"], 100 * b, 0.01 / b) for b in range(2, 9)])
+        return [Option(0, 3200, 0.0), Option(INDEX["int8"], 800, 0.001)] + [
+            Option(INDEX[f"kmeans{b}"], 100 * b, 0.01 / b) for b in range(2, 9)
+        ]
+
     return [LayerChoices(label, options(), sensitivity=1.0) for label in ("w0", "w1")]
 
 
@@ -49,7 +52,9 @@ class _Evaluator:
         self.calls.append(dict(plan.choices))
         cost = sum(paths.option_of(self.layers[k], v).nbytes for k, v in plan.choices.items())  # type: ignore[union-attr]
         ok = all(not v.startswith("kmeans") or int(v[6:]) >= self.floor for v in plan.choices.values())
-        return Evaluation(plan, float(cost), cost, Fidelity({"top1": 1.0 if ok else 0.9}, ok, 0.0 if ok else -0.1))
+        return Evaluation(
+            plan, float(cost), cost, Fidelity({"top1": 1.0 if ok else 0.9}, ok, 0.0 if ok else -0.1)
+        )
 
 
 def test_the_widest_cheaper_allocation_first_then_narrower_while_each_holds(monkeypatch):
@@ -74,9 +79,13 @@ def test_nothing_is_tried_for_a_missed_target_another_objective_or_no_cheaper_wi
     layers = _layers()
     monkeypatch.setattr(paths, "kmeans_allocation", lambda *a: (_ for _ in ()).throw(AssertionError))
     evaluate = _Evaluator(layers, floor=2)
-    missed = Evaluation(Plan({"w0": "int8", "w1": "int8"}), 1600.0, 1600, Fidelity({"top1": 0.9}, False, -0.1))
+    missed = Evaluation(
+        Plan({"w0": "int8", "w1": "int8"}), 1600.0, 1600, Fidelity({"top1": 0.9}, False, -0.1)
+    )
     assert allocated_check(missed, layers, evaluate, time.perf_counter() + 60) is missed  # type: ignore[arg-type]
-    cheapest = Evaluation(Plan({"w0": "kmeans2", "w1": "kmeans2"}), 400.0, 400, Fidelity({"top1": 1.0}, True, 0.0))
+    cheapest = Evaluation(
+        Plan({"w0": "kmeans2", "w1": "kmeans2"}), 400.0, 400, Fidelity({"top1": 1.0}, True, 0.0)
+    )
     assert allocated_check(cheapest, layers, evaluate, time.perf_counter() + 60) is cheapest  # type: ignore[arg-type]
     evaluate.objective = "latency"
     met = Evaluation(Plan({"w0": "int8", "w1": "int8"}), 1600.0, 1600, Fidelity({"top1": 1.0}, True, 0.0))
@@ -89,16 +98,28 @@ def test_the_allocation_read_from_a_real_pass_run(tmp_path):
     search's option of that width."""
     original = load_model(MODEL)
     calib = [dict(f) for f in feed_source(str(CALIB), original, name="calibration data")][:16]
-    layers = [LayerChoices(w, [Option(0, 10_000, 0.0)] + [Option(INDEX[f"kmeans{b}"], 100 * b, 0.0)
-                                                        for b in range(2, 9)], sensitivity=1.0)
-              for w in ("conv1.weight", "conv2.weight", "conv3.weight", "fc.weight")]
+    layers = [
+        LayerChoices(
+            w,
+            [Option(0, 10_000, 0.0)] + [Option(INDEX[f"kmeans{b}"], 100 * b, 0.0) for b in range(2, 9)],
+            sensitivity=1.0,
+        )
+        for w in ("conv1.weight", "conv2.weight", "conv3.weight", "fc.weight")
+    ]
     evaluate = SimpleNamespace(seed=0, calib=calib, tmp=tmp_path, original=original)
     plan = kmeans_allocation(evaluate, 4, layers)  # type: ignore[arg-type]
     assert plan is not None
-    result = Pipeline.from_recipe({"seed": 0, "passes": [{"pass": "kmeans", "bits": 4, "allocation": "sensitivity",
-                                                          "calibration_samples": 16}]}).run(MODEL, calibration=calib)
-    allocated = {s.name: s.extra["allocated_bits"] for s in result.passes[0].layers if "allocated_bits" in s.extra}
+    result = Pipeline.from_recipe(
+        {
+            "seed": 0,
+            "passes": [{"pass": "kmeans", "bits": 4, "allocation": "sensitivity", "calibration_samples": 16}],
+        }
+    ).run(MODEL, calibration=calib)
+    allocated = {
+        s.name: s.extra["allocated_bits"] for s in result.passes[0].layers if "allocated_bits" in s.extra
+    }
     assert {layer.label: plan.choices[layer.label] for layer in layers if layer.label in allocated} == {
-        k: f"kmeans{max(2, b)}" for k, b in allocated.items() if k in plan.choices}
+        k: f"kmeans{max(2, b)}" for k, b in allocated.items() if k in plan.choices
+    }
     assert len(set(allocated.values())) > 1  # widths differ by layer: a plan no uniform width gives
     assert np.mean(list(allocated.values())) <= 4.5
