@@ -266,6 +266,7 @@ class PassResult:
         model (a guard's): a weight the rebuild keeps float is reported skipped, not lost, and
         none is both rewritten and skipped. Skips of tensors it did not build stay."""
         self.layers[:] = rebuilt.layers
+        self.modified = self.modified or rebuilt.modified
         built = {s.name for s in rebuilt.layers} | {n for v in rebuilt.skipped.values() for n in v}
         for reason in list(self.skipped):
             self.skipped[reason] = [n for n in self.skipped[reason] if n not in built]

@@ -66,6 +66,7 @@ from onnxcompress.passes._int8 import (
 from onnxcompress.passes._int8_data import gptq_rounding, input_means, mean_requests
 from onnxcompress.passes._int8_fine import _blocked_weight, _grouped_weight, _half_weight
 from onnxcompress.passes._int8_guard import Guard, guard_weights, guarded
+from onnxcompress.passes._int8_lstm import lstm_candidates, lstm_compute, rewrite_lstms
 from onnxcompress.passes._kmeans_codebook import INT8_FORM_MIN_SIZE
 from onnxcompress.passes._kmeans_int8 import exact_form_pays, table_fold_limit
 from onnxcompress.passes._qdq import Builder
@@ -231,7 +232,7 @@ class Quantize(Pass):
             result.metrics["weight_format"] = form
             return out
         if cfg.mode == "dynamic":
-            candidates = self._dynamic_candidates(model, cfg, result, keep)
+            candidates = self._dynamic_candidates(model, cfg, result, keep, lstm_compute(guard))
 
             def build_dynamic(m: ir.Model, chosen: list[str], res: PassResult) -> ir.Model:
                 self._dynamic(m, cfg, channelwise, chosen, res, progress=context.report_progress)
@@ -513,7 +514,7 @@ class Quantize(Pass):
     # -- dynamic --------------------------------------------------------------------------------
 
     def _dynamic_candidates(self, model: ir.Model, cfg: QuantizeConfig, result: PassResult,
-                            keep: Mapping[str, str] = _NONE) -> list[tuple[str, int]]:
+                            keep: Mapping[str, str] = _NONE, lstms: bool = True) -> list[tuple[str, int]]:
         out = []
         explicit = set(cfg.op_types_to_quantize)
         for w in WeightIndex.build(model).select(roles={ROLE_WEIGHT}):
@@ -539,7 +540,7 @@ class Quantize(Pass):
                 if not _quantizable_weight(w, cfg, result):
                     continue
                 out.append((label, w.size))
-        return out
+        return out + lstm_candidates(model, _node_key, lambda n: self._excluded(n, cfg), result, lstms)
 
     def _dynamic(self, model: ir.Model, cfg: QuantizeConfig, channelwise: bool,
                  chosen: list[str], result: PassResult,
@@ -554,7 +555,10 @@ class Quantize(Pass):
             if not w.uses or not all(_node_key(u.node, w) in wanted for u in w.uses):
                 continue
             _dynamic_rewrite(w, cfg, channelwise, Builder(w.graph, names), shared_dql, result)
+        lstms = rewrite_lstms(model, wanted, _node_key, lambda n: self._excluded(n, cfg), result)
         result.metrics["int8_nodes"] = {"dynamic": len(chosen)}
+        if lstms:
+            result.metrics["int8_nodes"]["DynamicQuantizeLSTM"] = lstms
 
 
 # -- helpers: selection -----------------------------------------------------------------------------
