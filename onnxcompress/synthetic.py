@@ -476,7 +476,8 @@ def unscaled_features(model: ir.Model, weights: Iterable) -> dict[str, tuple[str
             source = _through(node.inputs[0])
             if source is None or id(source) not in flat:
                 continue
-            array = np.abs(w.numpy().astype(np.float64))
+            array = w.numpy().astype(np.float64)
+            w.release()  # (an external tensor's mapping: weights are read one at a time)
             norms = np.sqrt((array ** 2).sum(axis=tuple(a for a in range(array.ndim) if a != w.in_axis)))
             norms = norms[norms > 0]
             if len(norms) < MIN_FEATURES:
@@ -485,6 +486,7 @@ def unscaled_features(model: ir.Model, weights: Iterable) -> dict[str, tuple[str
             spread = float(high / low) if low > 0 else float("inf")
             if spread >= FEATURE_SPREAD:
                 found[w.label] = (flat[id(source)], int(array.shape[w.in_axis]), spread)
+            del array
     return found
 
 
