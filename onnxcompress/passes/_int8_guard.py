@@ -50,7 +50,7 @@ from onnxcompress.passes._int8_search import (
     block_steps,
     choose,
     float_step,
-    halves,
+    half_steps,
     heatmap_outputs,
     model_bytes,
     name_list,
@@ -288,18 +288,15 @@ def step_down_weights(guard: Guard, weights: list[Weight],
                 decision.steps, left = {}, budget
             else:
                 decision.deviation, decision.flips = verified, trial_flips
-    for label in unscaled:  # what synthetic samples cannot measure, while the budget allows
-        if label in fed and label not in decision.steps:
-            step = "half" if half and halves(by_label[label]) else "float"
-            cost = float_step(by_label[label], step == "half")
-            if cost <= left:
-                decision.steps[label], left = step, left - cost
-                decision.unscaled.append(label)
+    # what synthetic samples cannot measure (no data), while the budget allows
+    extra, left = half_steps([k for k in unscaled if k in fed and k not in decision.steps],
+                             by_label, left, half)
+    decision.steps.update(extra)
+    decision.unscaled = list(extra)
     # Then recurrent cells' W and R, largest first, in blocks with what is left, whatever was
     # measured: a cell applies them at every time step, so their error compounds over a sequence
-    # no guard sample shows. khmer-ocr-ocm's BiLSTM per channel (relative error 1.0e-2) changed 5
-    # of 256 CTC lines without data, its guard deviation 3e-5 (under DEVIATION_FLOOR); in blocks
-    # (5.7e-3) 1 (calibrated: dynamic 3 and 3, static 4 and 3).
+    # no guard sample shows (khmer-ocr-ocm's BiLSTM: 5 of 256 CTC lines changed per channel
+    # without data, guard deviation 3e-5; in blocks 1).
     recurrent = [w.label for w in sorted(weights, key=lambda w: -w.size)
                  if w.role == ROLE_RECURRENT and w.label in fed and w.label not in decision.steps]
     extra, _, _ = block_steps(recurrent, block_values, left)

@@ -67,8 +67,9 @@ def lstm_candidates(model: ir.Model, key: Callable[[ir.Node, Weight], str],
 def rewrite_lstms(model: ir.Model, chosen: Collection[str],
                   key: Callable[[ir.Node, Weight], str],
                   excluded: Callable[[ir.Node], str | None], result: PassResult) -> int:
-    """Rewrite the LSTMs of ``model`` whose keys are in ``chosen``; returns how many. Their
-    weights leave the weight index: the storage step after it sees int8 constants only."""
+    """Rewrite the LSTMs of ``model`` whose keys are in ``chosen`` (counted in the result's
+    ``int8_nodes``); returns how many. Their weights leave the weight index: the storage step
+    after it sees int8 constants only."""
     done = 0
     quiet = PassResult(pass_name=result.pass_name, config=result.config, model=model)
     for label, _, node, ww, rw in lstm_units(model, key, excluded, quiet):
@@ -76,4 +77,6 @@ def rewrite_lstms(model: ir.Model, chosen: Collection[str],
             for stat in rewrite(model, node, ww, rw, 8):
                 result.add_layer(stat)
             done += 1
+    if done:
+        result.metrics.setdefault("int8_nodes", {})["DynamicQuantizeLSTM"] = done
     return done

