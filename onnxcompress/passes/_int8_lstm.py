@@ -18,7 +18,8 @@ from typing import Any
 
 import onnx_ir as ir
 
-from onnxcompress.passes._kmeans_lstm import lstm_pairs, rewrite
+from onnxcompress.passes._int8_search import STEPS_HEADLINE, name_list
+from onnxcompress.passes._kmeans_lstm import MS_DOMAIN, lstm_pairs, rewrite
 from onnxcompress.passes.base import PassResult
 from onnxcompress.weights import ROLE_RECURRENT, Weight, WeightIndex
 
@@ -80,3 +81,39 @@ def rewrite_lstms(model: ir.Model, chosen: Collection[str],
     if done:
         result.metrics.setdefault("int8_nodes", {})["DynamicQuantizeLSTM"] = done
     return done
+
+
+#: How the guard's note on recurrent weights in blocks starts (``_int8_guard.guard_weights``).
+COMPOUNDING_NOTE = "fidelity guard: recurrent weights"
+
+
+def amend_guard_messages(result: PassResult, model: ir.Model) -> ir.Model:
+    """The fidelity guard spoke of LSTM weights (stepped to int8 blocks, outliers or recurrent)
+    before the LSTMs of the final ``model`` became DynamicQuantizeLSTM, which stores them int8 per
+    gate row instead (batch 32's DTLN: "lstm_5_R steps down to blocks of 32" above a file that
+    has no block): its notes, headline and steps now name the weights still stored so, and a note
+    the rewritten ones. Returns ``model``."""
+    rewritten = [v.name.removesuffix(".q") for node in model.graph
+                 if node.op_type == "DynamicQuantizeLSTM" and node.domain == MS_DOMAIN
+                 for v in node.inputs[1:3] if v is not None and v.name]
+    if not rewritten:
+        return model
+    guard = result.metrics.get("fidelity_guard", {})
+    steps = {k: v for k, v in guard.get("steps", {}).items() if k not in rewritten}
+    compounding = [k for k in guard.get("compounding", []) if k not in rewritten]
+    unscaled = set(guard.get("unscaled", ()))
+    if guard:
+        guard["steps"], guard["compounding"] = steps, compounding
+    notes = [n for n in result.notes if not n.startswith(COMPOUNDING_NOTE)]
+    if compounding:
+        notes.append(f"{COMPOUNDING_NOTE} stored int8 in blocks of 32: {name_list(compounding)}")
+    result.notes[:] = notes
+    if any(h.startswith(STEPS_HEADLINE) and any(k in h for k in rewritten) for h in result.headlines):
+        result.headlines[:] = [h for h in result.headlines if not h.startswith(STEPS_HEADLINE)]
+        named = [k for k in steps if k not in compounding and k not in unscaled]
+        if named:
+            result.headline(f"{STEPS_HEADLINE}{name_list(named)} step down from int8 per channel "
+                            "(their output error an outlier); --no-fidelity-guard keeps them")
+    result.note(f"{len(rewritten) // 2} LSTM(s) compute in int8 as DynamicQuantizeLSTM (W and R int8 "
+                f"per gate row, held by the fidelity guard's compute check): {name_list(rewritten)}")
+    return model

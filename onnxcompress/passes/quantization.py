@@ -66,7 +66,7 @@ from onnxcompress.passes._int8 import (
 from onnxcompress.passes._int8_data import gptq_rounding, input_means, mean_requests
 from onnxcompress.passes._int8_fine import _blocked_weight, _grouped_weight, _half_weight
 from onnxcompress.passes._int8_guard import Guard, guard_weights, guarded
-from onnxcompress.passes._int8_lstm import lstm_candidates, lstm_compute, rewrite_lstms
+from onnxcompress.passes._int8_lstm import amend_guard_messages, lstm_candidates, lstm_compute, rewrite_lstms
 from onnxcompress.passes._kmeans_codebook import INT8_FORM_MIN_SIZE
 from onnxcompress.passes._kmeans_int8 import exact_form_pays, table_fold_limit
 from onnxcompress.passes._qdq import Builder
@@ -238,10 +238,10 @@ class Quantize(Pass):
                                      progress=context.report_progress)
                 return m
 
-            return guarded(guard, weight_only, model, candidates, result, build_dynamic, _unit_key,
-                            lambda b: with_speed_guard(cfg, float_model, model, candidates,
-                                                       context, result, b),
-                            keep, cfg.fidelity_min_ratio, context)
+            return amend_guard_messages(result, guarded(
+                guard, weight_only, model, candidates, result, build_dynamic, _unit_key,
+                lambda b: with_speed_guard(cfg, float_model, model, candidates, context, result, b),
+                keep, cfg.fidelity_min_ratio, context))
         return self._static(model, float_model, context, cfg, channelwise, result,
                             guard, keep, weight_only)
 

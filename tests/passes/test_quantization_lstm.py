@@ -67,6 +67,10 @@ def test_an_lstm_computes_in_int8_as_dynamic_quantize_lstm():
     # a pass that only rewrote LSTMs changed the model: "applied", and its provenance recorded
     assert res.status == "applied" and any(p.key == PROVENANCE_KEY for p in q.metadata_props)
     assert {layer.name for layer in res.layers} >= {"W", "R"}
+    # what the guard said of W and R (int8 blocks, recurrent) is no longer so: it says what is
+    assert not any(n.startswith("fidelity guard: recurrent weights") for n in res.notes), res.notes
+    assert not {"W", "R"} & set(res.metrics["fidelity_guard"]["steps"])
+    assert any("DynamicQuantizeLSTM" in n and "W, R" in n for n in res.notes)
     x = {"x": h.rng(9).standard_normal((T, B, I)).astype(np.float32)}
     assert rel_error(h.run(proto, x)[0], h.run(q, x)[0]) < 0.03
 
