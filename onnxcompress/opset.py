@@ -9,6 +9,7 @@ import onnx_ir as ir
 
 from onnxcompress import runtime
 from onnxcompress.checking import stub_external
+from onnxcompress.graph.legacy import has_legacy_ops, standard_legacy_ops
 from onnxcompress.model import external_base_dir, proto_graphs, to_proto
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,8 @@ def upgrade_opset(model: ir.Model, target: int) -> tuple[ir.Model, str | None]:
         return model, None
     try:
         proto = to_proto(model, inline_external=False)
+        if has_legacy_ops(proto):  # ImageScaler, Crop...: no schema for the converter
+            logger.info("Wrote %s as standard ops before the upgrade.", ", ".join(standard_legacy_ops(proto)))
         converted = onnx.version_converter.convert_version(proto, target)
         if current < 11 <= target:
             _keep_resize_semantics(converted)
@@ -40,7 +43,11 @@ def upgrade_opset(model: ir.Model, target: int) -> tuple[ir.Model, str | None]:
         onnx.checker.check_model(checked)
         _drop_added_value_info(proto.graph, converted.graph)
     except Exception as e:  # the converter raises bare RuntimeErrors with C++ messages
+        unknown = sorted({n.op_type for n in model.graph if n.domain in ("", "ai.onnx")
+                          and not onnx.defs.has(n.op_type)})
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if unknown:  # (the converter's own message leaves its format string unfilled)
+            first = f"op(s) {', '.join(unknown)} have no schema in this onnx"
         return model, f"cannot upgrade opset {current} -> {target}: {first}"
     new_model = ir.serde.deserialize_model(converted)
     base_dir = external_base_dir(model)
