@@ -19,6 +19,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxcompress.weights import unique_name
+
 LEGACY_OPS = frozenset({"ImageScaler", "Affine", "ScaledTanh", "ParametricSoftplus", "Crop"})
 _INT64_MAX = 2**63 - 1
 
@@ -39,12 +41,7 @@ def standard_legacy_ops(proto: onnx.ModelProto) -> list[str]:
     nodes: list[onnx.NodeProto] = []
 
     def fresh(hint: str) -> str:
-        name, i = hint, 0
-        while name in names:
-            i += 1
-            name = f"{hint}_{i}"
-        names.add(name)
-        return name
+        return unique_name(names, hint)
 
     def constant(hint: str, value: np.ndarray) -> str:
         name = fresh(hint)
