@@ -9,7 +9,7 @@ import onnx_ir as ir
 
 from onnxcompress import runtime
 from onnxcompress.checking import stub_external
-from onnxcompress.graph.legacy import has_legacy_ops, standard_legacy_ops
+from onnxcompress.graph.legacy import standard_legacy_ops
 from onnxcompress.model import external_base_dir, proto_graphs, to_proto
 
 logger = logging.getLogger(__name__)
@@ -32,8 +32,8 @@ def upgrade_opset(model: ir.Model, target: int) -> tuple[ir.Model, str | None]:
         return model, None
     try:
         proto = to_proto(model, inline_external=False)
-        if has_legacy_ops(proto):  # ImageScaler, Crop...: no schema for the converter
-            logger.info("Wrote %s as standard ops before the upgrade.", ", ".join(standard_legacy_ops(proto)))
+        if rewritten := standard_legacy_ops(proto):  # ImageScaler, Crop...: no schema for the converter
+            logger.info("Wrote %s as standard ops before the upgrade.", ", ".join(rewritten))
         converted = onnx.version_converter.convert_version(proto, target)
         if current < 11 <= target:
             _keep_resize_semantics(converted)

@@ -129,8 +129,7 @@ def uniform_check(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Eva
             cost += opt.nbytes
         else:
             uniform.append((cost, name, Plan(choices)))
-    chosen_cost = sum(option_of(layer, chosen.plan.choices[layer.label]).nbytes  # type: ignore[union-attr]
-                      for layer in layers)
+    chosen_cost = _estimated_cost(chosen.plan, layers)
     for cost, name, plan in sorted(uniform, key=lambda u: (u[0], u[1])):
         if cost >= chosen_cost or time.perf_counter() > deadline and not late:
             break
@@ -156,8 +155,7 @@ def allocated_check(chosen: Evaluation, layers: list[LayerChoices], evaluate: _E
     allocates bytes."""
     if not chosen.fidelity.met or evaluate.objective != "size":
         return chosen
-    chosen_cost = sum(option_of(layer, chosen.plan.choices[layer.label]).nbytes  # type: ignore[union-attr]
-                      for layer in layers)
+    chosen_cost = _estimated_cost(chosen.plan, layers)
     best = chosen
     for bits in sorted(KMEANS_BITS[:-1], reverse=True):
         if _uniform_cost(layers, f"kmeans{bits}") >= chosen_cost:
@@ -173,6 +171,12 @@ def allocated_check(chosen: Evaluation, layers: list[LayerChoices], evaluate: _E
             break
         best = ev
     return best
+
+
+def _estimated_cost(plan: Plan, layers: list[LayerChoices]) -> int:
+    """The summed option prices of ``plan`` (built from ``layers``' options)."""
+    return sum(option_of(layer, plan.choices[layer.label]).nbytes  # type: ignore[union-attr]
+               for layer in layers)
 
 
 def _uniform_cost(layers: list[LayerChoices], name: str) -> int:

@@ -32,6 +32,8 @@ def has_legacy_ops(proto: onnx.ModelProto) -> bool:
 def standard_legacy_ops(proto: onnx.ModelProto) -> list[str]:
     """Rewrite ``proto``'s main-graph legacy ops in place as standard ops; returns the op types
     rewritten (an op whose attributes it cannot read is left as it is)."""
+    if not has_legacy_ops(proto):
+        return []
     graph = proto.graph
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
     declare_inputs = proto.ir_version < 4  # IR 3: every initializer is a graph input too

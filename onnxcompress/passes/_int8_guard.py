@@ -49,6 +49,7 @@ from onnxcompress.passes._int8_search import (
     STEPS_HEADLINE,
     block_steps,
     choose,
+    compounding_note,
     float_step,
     half_steps,
     heatmap_outputs,
@@ -574,8 +575,7 @@ def guard_weights(model: ir.Model, weights: list[Weight], channelwise: bool, con
         guard.metrics["weight_deviation_after"] = float(f"{decision.deviation:.3g}")
     if decision.compounding:
         guard.metrics["compounding"] = decision.compounding
-        result.note(f"fidelity guard: recurrent weights (a cell's error compounds over its time steps) "
-                    f"stored int8 in blocks of {BLOCK}: {name_list(decision.compounding)}")
+        result.note(compounding_note(decision.compounding))
     if decision.unscaled:
         guard.metrics["unscaled"] = decision.unscaled
         result.headline(unscaled_headline(decision.unscaled, decision.steps, unscaled))

@@ -18,27 +18,24 @@ from typing import Any
 
 import onnx_ir as ir
 
-from onnxcompress.passes._int8_search import STEPS_HEADLINE, name_list
-from onnxcompress.passes._kmeans_lstm import MS_DOMAIN, lstm_pairs, rewrite
+from onnxcompress.passes._int8_search import (
+    COMPOUNDING_NOTE,
+    STEPS_HEADLINE,
+    compounding_note,
+    name_list,
+    restate_steps,
+)
+from onnxcompress.passes._kmeans_lstm import lstm_pairs, rewrite, rewritten_weights
 from onnxcompress.passes.base import PassResult
 from onnxcompress.weights import ROLE_RECURRENT, Weight, WeightIndex
 
 
 def lstm_units(model: ir.Model, key: Callable[[ir.Node, Weight], str],
-               excluded: Callable[[ir.Node], str | None],
-               result: PassResult) -> list[tuple[str, int, ir.Node, Weight, Weight]]:
-    """The LSTMs that can take the form: (key, W + R values, node, W, R); ``excluded(node)``
-    gives why a node is left out by the user's options (a skip), else None."""
+               ) -> list[tuple[str, int, ir.Node, Weight, Weight]]:
+    """The LSTMs that can take the form: (key, W + R values, node, W, R)."""
     recurrent = [(w, 8) for w in WeightIndex.build(model).select(roles={ROLE_RECURRENT})]
-    units = []
-    for node, ww, rw in lstm_pairs(recurrent, "int8", "auto"):
-        label = key(node, ww)
-        why = excluded(node)
-        if why is not None:
-            result.skip(label, why)
-            continue
-        units.append((label, ww.size + rw.size, node, ww, rw))
-    return units
+    return [(key(node, ww), ww.size + rw.size, node, ww, rw)
+            for node, ww, rw in lstm_pairs(recurrent, "int8", "auto")]
 
 
 #: Why an LSTM computes in float where ``lstm_compute`` says no.
@@ -57,23 +54,26 @@ def lstm_compute(guard: Any) -> bool:
 def lstm_candidates(model: ir.Model, key: Callable[[ir.Node, Weight], str],
                     excluded: Callable[[ir.Node], str | None], result: PassResult,
                     allowed: bool = True) -> list[tuple[str, int]]:
-    """The dynamic mode's LSTM candidates (key, W + R values); none (each a skip) where not
-    ``allowed`` (``lstm_compute``)."""
-    def why(node: ir.Node) -> str | None:
-        return excluded(node) or (None if allowed else SEQUENCE_REASON)
+    """The dynamic mode's LSTM candidates (key, W + R values); ``excluded(node)`` gives why the
+    user's options leave a node out, else None; none where not ``allowed`` (``lstm_compute``).
+    Each one left out is a skip."""
+    out = []
+    for label, size, node, _, _ in lstm_units(model, key):
+        why = excluded(node) or (None if allowed else SEQUENCE_REASON)
+        if why is None:
+            out.append((label, size))
+        else:
+            result.skip(label, why)
+    return out
 
-    return [(label, size) for label, size, *_ in lstm_units(model, key, why, result)]
 
-
-def rewrite_lstms(model: ir.Model, chosen: Collection[str],
-                  key: Callable[[ir.Node, Weight], str],
-                  excluded: Callable[[ir.Node], str | None], result: PassResult) -> int:
+def rewrite_lstms(model: ir.Model, chosen: Collection[str], key: Callable[[ir.Node, Weight], str],
+                  result: PassResult) -> int:
     """Rewrite the LSTMs of ``model`` whose keys are in ``chosen`` (counted in the result's
     ``int8_nodes``); returns how many. Their weights leave the weight index: the storage step
     after it sees int8 constants only."""
     done = 0
-    quiet = PassResult(pass_name=result.pass_name, config=result.config, model=model)
-    for label, _, node, ww, rw in lstm_units(model, key, excluded, quiet):
+    for label, _, node, ww, rw in lstm_units(model, key):
         if label in chosen:
             for stat in rewrite(model, node, ww, rw, 8):
                 result.add_layer(stat)
@@ -83,37 +83,25 @@ def rewrite_lstms(model: ir.Model, chosen: Collection[str],
     return done
 
 
-#: How the guard's note on recurrent weights in blocks starts (``_int8_guard.guard_weights``).
-COMPOUNDING_NOTE = "fidelity guard: recurrent weights"
-
-
 def amend_guard_messages(result: PassResult, model: ir.Model) -> ir.Model:
     """The fidelity guard spoke of LSTM weights (stepped to int8 blocks, outliers or recurrent)
     before the LSTMs of the final ``model`` became DynamicQuantizeLSTM, which stores them int8 per
     gate row instead (batch 32's DTLN: "lstm_5_R steps down to blocks of 32" above a file that
     has no block): its notes, headline and steps now name the weights still stored so, and a note
     the rewritten ones. Returns ``model``."""
-    rewritten = [v.name.removesuffix(".q") for node in model.graph
-                 if node.op_type == "DynamicQuantizeLSTM" and node.domain == MS_DOMAIN
-                 for v in node.inputs[1:3] if v is not None and v.name]
+    rewritten = rewritten_weights(model)
     if not rewritten:
         return model
     guard = result.metrics.get("fidelity_guard", {})
     steps = {k: v for k, v in guard.get("steps", {}).items() if k not in rewritten}
     compounding = [k for k in guard.get("compounding", []) if k not in rewritten]
-    unscaled = set(guard.get("unscaled", ()))
     if guard:
         guard["steps"], guard["compounding"] = steps, compounding
-    notes = [n for n in result.notes if not n.startswith(COMPOUNDING_NOTE)]
+    result.notes[:] = [n for n in result.notes if not n.startswith(COMPOUNDING_NOTE)]
     if compounding:
-        notes.append(f"{COMPOUNDING_NOTE} stored int8 in blocks of 32: {name_list(compounding)}")
-    result.notes[:] = notes
+        result.notes.append(compounding_note(compounding))
     if any(h.startswith(STEPS_HEADLINE) and any(k in h for k in rewritten) for h in result.headlines):
-        result.headlines[:] = [h for h in result.headlines if not h.startswith(STEPS_HEADLINE)]
-        named = [k for k in steps if k not in compounding and k not in unscaled]
-        if named:
-            result.headline(f"{STEPS_HEADLINE}{name_list(named)} step down from int8 per channel "
-                            "(their output error an outlier); --no-fidelity-guard keeps them")
+        restate_steps(result, steps, compounding, guard.get("unscaled", ()))
     result.note(f"{len(rewritten) // 2} LSTM(s) compute in int8 as DynamicQuantizeLSTM (W and R int8 "
                 f"per gate row, held by the fidelity guard's compute check): {name_list(rewritten)}")
     return model

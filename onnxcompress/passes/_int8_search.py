@@ -6,7 +6,7 @@ flip rate of sequence outputs, and a model's size as it will be saved (``_int8_g
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -321,6 +321,31 @@ def name_list(labels: list[str], limit: int = 6) -> str:
     return shown + (f" and {len(labels) - limit} more" if len(labels) > limit else "")
 
 
+def restate_steps(result, steps: Mapping[str, str], compounding: Collection[str],  # noqa: ANN001
+                  unscaled: Collection[str]) -> None:
+    """Replace the steps' headline, which told of a model the built one no longer is (steps
+    given back for size: superres' "conv4 steps down to float" above a table listing it at 8
+    bits; LSTM weights rewritten to DynamicQuantizeLSTM), by one naming the outlier steps that
+    stayed (``steps`` past the recurrent and data-free ones), or none."""
+    result.headlines[:] = [h for h in result.headlines if not h.startswith(STEPS_HEADLINE)]
+    named = [k for k in steps if k not in compounding and k not in unscaled]
+    if named:
+        result.headline(f"{STEPS_HEADLINE}{name_list(named)} step down from int8 per channel "
+                        "(their output error an outlier); --no-fidelity-guard keeps them")
+
+
+#: How the note on recurrent weights in blocks starts (``compounding_note``).
+COMPOUNDING_NOTE = "fidelity guard: recurrent weights"
+
+
+def compounding_note(labels: list[str]) -> str:
+    """The note naming recurrent weights stored in int8 blocks whatever was measured."""
+    from onnxcompress.passes._int8_fine import BLOCK
+
+    return (f"{COMPOUNDING_NOTE} (a cell's error compounds over its time steps) stored int8 in "
+            f"blocks of {BLOCK}: {name_list(labels)}")
+
+
 def within_size(metrics: dict[str, Any], out: ir.Model, limit: float, keep: dict[str, str],
                  chosen: list[str], rebuild: Callable[[list[str]], ir.Model],
                  result) -> ir.Model:  # noqa: ANN001
@@ -347,16 +372,10 @@ def within_size(metrics: dict[str, Any], out: ir.Model, limit: float, keep: dict
     if dropped:
         metrics["steps"] = dict(keep)
         metrics["steps_dropped_for_size"] = dropped
-        # the steps' headline told of a model this one no longer is (superres: "conv4 steps
-        # down to float" above a table listing it at 8 bits): it names what stayed, or goes
-        result.headlines[:] = [h for h in result.headlines if not h.startswith(STEPS_HEADLINE)]
-        named = [k for k in keep if k not in metrics.get("compounding", ()) and k not in unscaled]
         if unscaled & set(dropped):
             result.headlines[:] = [h for h in result.headlines if not h.startswith(UNSCALED_HEADLINE)]
             metrics["unscaled"] = [k for k in metrics["unscaled"] if k in keep]
-        if named:
-            result.headline(f"{STEPS_HEADLINE}{name_list(named)} step down from int8 per channel "
-                            "(their output error an outlier); --no-fidelity-guard keeps them")
+        restate_steps(result, keep, metrics.get("compounding", ()), unscaled)
         result.note(f"fidelity guard: {len(dropped)} weight step(s) given back to int8 per "
                     f"channel to keep the model {limit:.0f} bytes or smaller: {name_list(dropped)}")
     return out

@@ -39,6 +39,8 @@ from onnxcompress.passes.base import LayerStat
 from onnxcompress.weights import Weight
 
 MS_DOMAIN = "com.microsoft"
+#: The suffix ``rewrite`` gives a weight's stored int8 codes (``rewritten_weights`` reads it back).
+CODES_SUFFIX = ".q"
 
 
 #: The form quantizes the LSTMs' inputs each call; past this output deviation (the mean of
@@ -166,7 +168,7 @@ def rewrite(model: ir.Model, node: ir.Node, ww: Weight, rw: Weight, bits: int) -
         error = float(np.linalg.norm(decoded - flat) / max(np.linalg.norm(flat), 1e-30))
         base = w.name or "weight"
         qt = np.ascontiguousarray(q.reshape(dirs, rows, cols).transpose(0, 2, 1))
-        stored.append(w.add_constant(f"{base}.q", qt))
+        stored.append(w.add_constant(f"{base}{CODES_SUFFIX}", qt))
         extra_inputs.append(w.add_constant(f"{base}.scale", scales.reshape(dirs, rows)))
         if zero is None:
             zero = w.add_constant(f"{base}.zero", np.zeros((dirs, rows), np.int8))
@@ -196,3 +198,10 @@ def rewrite(model: ir.Model, node: ir.Node, ww: Weight, rw: Weight, bits: int) -
         w.remove_if_unused()
     model.opset_imports.setdefault(MS_DOMAIN, 1)
     return stats
+
+
+def rewritten_weights(model: ir.Model) -> list[str]:
+    """The W and R (by their names before ``rewrite``) of ``model``'s DynamicQuantizeLSTM nodes."""
+    return [v.name.removesuffix(CODES_SUFFIX) for node in model.graph
+            if node.op_type == "DynamicQuantizeLSTM" and node.domain == MS_DOMAIN
+            for v in node.inputs[1:3] if v is not None and v.name]

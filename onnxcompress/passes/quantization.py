@@ -554,7 +554,7 @@ class Quantize(Pass):
                 continue
             _dynamic_rewrite(w, cfg, channelwise, Builder(w.graph, names), shared_dql, result)
         result.metrics["int8_nodes"] = {"dynamic": len(chosen)}
-        rewrite_lstms(model, wanted, _node_key, lambda n: self._excluded(n, cfg), result)
+        rewrite_lstms(model, wanted, _node_key, result)
 
 
 # -- helpers: selection -----------------------------------------------------------------------------
