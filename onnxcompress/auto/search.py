@@ -86,6 +86,7 @@ from onnxcompress.model import (
 )
 from onnxcompress.passes._bit_allocation import LayerChoices, Option
 from onnxcompress.passes._folding import fold_batchnorm
+from onnxcompress.passes._int8 import FOLDED_DECODE
 from onnxcompress.pipeline import Pipeline
 from onnxcompress.validation.keypoints import heatmap_heads
 from onnxcompress.validation.metrics import has_image_input
@@ -115,6 +116,8 @@ class Evaluation:
     fidelity: Fidelity
     held: Fidelity | None = None
     estimated_error: float = 0.0
+    #: int8 layers whose decode onnxruntime folds at load: the original's kernels (speed_tier)
+    folded: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -522,7 +525,10 @@ class _Evaluator:
                 cost = objective_cost(path, self.objective, self.search[0][0])
             outputs = run_outputs(path, self.search[0], rows=self.rows)
             fid = self.goal.evaluate(self.search[1], outputs, self.search[2])
-            ev = Evaluation(plan, cost, len(data), fid, estimated_error=self.estimated_error(plan))
+            folded = frozenset(stat.name for p in result.passes for stat in p.layers
+                               if stat.extra.get("decode") == FOLDED_DECODE)
+            ev = Evaluation(plan, cost, len(data), fid, estimated_error=self.estimated_error(plan),
+                            folded=folded)
             self.cache[key] = ev
             self.models[key] = data
             self.last_outputs = (key, outputs)

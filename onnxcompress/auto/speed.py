@@ -45,25 +45,28 @@ MAX_ROUNDS = 2  # one per kind of per-call decode: 4-bit blocks, then int8
 FOLDED = 2  # the speed tier of decodes folded at load: the original's kernels
 
 
-def speed_tier(name: str) -> int:
+def speed_tier(name: str, folded: bool = False) -> int:
     """How much per-call work an option's decode adds, moved away from in this order: 0 a 4-bit
     block weight (its own kernel every call), 1 int8 (one scale Mul after the op in the exact
-    form), 2 the decodes onnxruntime folds into float weights at load (k-means, fp16), 3 float."""
+    form), 2 the decodes onnxruntime folds into float weights at load (k-means, fp16, and int8
+    written ``folded``: Cast + Mul on a small model or weight), 3 float."""
     if name == FLOAT.name:
         return 3
     pass_name = by_name(name).pass_name
-    return {"blockq": 0, "quantize": 1}.get(pass_name, 2)
+    return FOLDED if folded and pass_name == "quantize" else {"blockq": 0, "quantize": 1}.get(pass_name, 2)
 
 
-def next_plan(plan: Plan, layers: list[LayerChoices], to_float: bool = False) -> tuple[Plan, int] | None:
+def next_plan(plan: Plan, layers: list[LayerChoices], to_float: bool = False,
+              folded: frozenset[str] = frozenset()) -> tuple[Plan, int] | None:
     """``plan`` with every layer on its slowest kind of per-call decode moved to the cheapest
     option of a faster kind with no more estimated error (``to_float``: to float); None when no
-    layer is on a per-call decode."""
+    layer is on a per-call decode. ``folded``: the int8 layers the written plan decodes at load
+    (``Evaluation.folded``)."""
     by_label = {layer.label: layer for layer in layers}
     for tier in range(FOLDED):
         moves: dict[str, str] = {}
         for label, name in plan.choices.items():
-            if label not in by_label or speed_tier(name) != tier:
+            if label not in by_label or speed_tier(name, label in folded) != tier:
                 continue
             layer = by_label[label]
             current = option_error(layer, name)
@@ -106,7 +109,8 @@ def speed_guard(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Evalu
     from onnxcompress.errors import OnnxCompressError
 
     out: dict[str, Any] = {"ratio": None, "rounds": 0, "cached": False, "moved_from": []}
-    if next_plan(chosen.plan, layers) is None and not _row_decoded_tables(chosen.plan, original_model):
+    if next_plan(chosen.plan, layers, folded=chosen.folded) is None \
+            and not _row_decoded_tables(chosen.plan, original_model):
         return chosen, out  # every layer folds at load already: the original's kernels
     key = _decision_key(original_model, chosen.plan, feed)
     cached = cache.get_decision(key)
@@ -115,7 +119,7 @@ def speed_guard(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Evalu
         ev = chosen if plan.choices == chosen.plan.choices else evaluate(plan, held=True)
         if holds(ev) or not holds(chosen):
             out.update(ratio=cached.get("ratio"), rounds=cached.get("rounds", 0), cached=True,
-                       moved_from=_moved_from(chosen.plan, ev.plan))
+                       moved_from=_moved_from(chosen, ev.plan))
             if out["rounds"]:
                 notes.append(f"speed guard: {out['rounds']} round(s) of moves to faster decodes, as "
                              "measured on this machine before")
@@ -135,7 +139,7 @@ def speed_guard(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Evalu
             out.update(ratio=None if ratio is None else round(ratio, 3), rounds=i)
             if ratio is None or ratio <= 1 + SPEED_TOLERANCE or i == MAX_ROUNDS:
                 break
-            step = next_plan(ev.plan, layers)
+            step = next_plan(ev.plan, layers, folded=ev.folded)
             if step is None:
                 break
             report("speed guard", i + 1, MAX_ROUNDS)
@@ -152,12 +156,12 @@ def speed_guard(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Evalu
     slower = out["ratio"] is not None and out["ratio"] > 1 + SPEED_TOLERANCE
     if slower and ev is not chosen:
         notes.append(f"speed guard: still {out['ratio']:.2f}x the original's latency after the moves")
-    elif slower and next_plan(ev.plan, layers) is None:
+    elif slower and next_plan(ev.plan, layers, folded=ev.folded) is None:
         notes.append(f"speed guard: {out['ratio']:.2f}x the original's latency (k-means tables decode "
                      "their gathered rows every call) and nothing faster to move to: kept "
                      "(--auto-allow-slower silences this)")
     cache.put_decision(key, {"choices": ev.plan.choices, "ratio": out["ratio"], "rounds": out["rounds"]})
-    out["moved_from"] = _moved_from(chosen.plan, ev.plan)
+    out["moved_from"] = _moved_from(chosen, ev.plan)
     return ev, out
 
 
@@ -174,10 +178,11 @@ def _row_decoded_tables(plan: Plan, original_model: Any) -> bool:
         w.label in kmeans and decodes_rows(w) for w in WeightIndex.build(original_model))
 
 
-def _moved_from(before: Plan, after: Plan) -> list[int]:
+def _moved_from(before: Evaluation, after: Plan) -> list[int]:
     """The speed tiers of per-call decode the guard moved layers away from."""
-    return sorted({speed_tier(name) for label, name in before.choices.items()
-                   if after.choices.get(label) != name and speed_tier(name) < FOLDED})
+    tiers = {speed_tier(name, label in before.folded) for label, name in before.plan.choices.items()
+             if after.choices.get(label) != name}
+    return sorted(t for t in tiers if t < FOLDED)
 
 
 def without_slower_kinds(layers: list[LayerChoices], speed: dict[str, Any]) -> list[LayerChoices] | None:
@@ -214,7 +219,7 @@ def _first_holding(ev: Evaluation, plan: Plan, layers: list[LayerChoices],
     candidate = evaluate(plan, held=True)
     if holds(candidate) or not holds(ev):
         return candidate
-    to_float = next_plan(ev.plan, layers, to_float=True)
+    to_float = next_plan(ev.plan, layers, to_float=True, folded=ev.folded)
     if to_float is None or to_float[0].choices == plan.choices:
         return None
     candidate = evaluate(to_float[0], held=True)

@@ -29,6 +29,7 @@ import onnx_ir as ir
 from onnxcompress.graph.fold import SELECTION_OPS
 from onnxcompress.passes._half_store import (
     HALF,
+    cast_bytes,
     exact_in_half,
     fits_half_finite,
     half_exact_enough,
@@ -157,9 +158,3 @@ def exact_half_tables(model: ir.Model) -> list[tuple[ir.Graph, ir.Value]]:
         if exact_in_half(tensor.numpy()):
             found.append((model.graph, value))
     return found
-
-
-def cast_bytes(name: str | None) -> int:
-    """About what storing a tensor behind a Cast adds to the file: the Cast node and its output
-    name, the narrow tensor's name (protobuf tags and lengths included)."""
-    return 2 * len((name or "weight").encode()) + 48

@@ -18,7 +18,7 @@ import onnx_ir as ir
 from onnxcompress import kmeans
 from onnxcompress.layerwise.bias import correct_bias, correctable
 from onnxcompress.passes import _kmeans_int8
-from onnxcompress.passes._float_rest import cast_bytes
+from onnxcompress.passes._half_store import cast_bytes
 from onnxcompress.passes._kmeans_codebook import (
     FP16_CODEBOOK_TOLERANCE,
     HALF_IS_SMALLER,

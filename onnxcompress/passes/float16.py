@@ -35,9 +35,9 @@ from onnxcompress.graph.scope import has_subgraph, node_subgraphs
 from onnxcompress.model import external_base_dir, fits_whole_checks, release_external, to_proto
 from onnxcompress.opset import opset_version, upgrade_opset
 from onnxcompress.passes._float16_check import fidelity_check
+from onnxcompress.passes._half_store import cast_bytes, store_narrow
 from onnxcompress.passes._half_store import cast_node as _cast
 from onnxcompress.passes._half_store import fits_half as _fits_half
-from onnxcompress.passes._half_store import store_narrow
 from onnxcompress.passes._half_store import to_half as _to_half
 from onnxcompress.passes._speed import TOO_LARGE_TO_TIME, latency_ratio, too_slow
 from onnxcompress.passes.base import LayerStat, Pass, PassConfig, PassContext, PassResult, option
@@ -407,6 +407,7 @@ class BFloat16(Pass):
             model = upgraded
         names = model_names(model)
         excluded = {id(w.value) for w in WeightIndex.build(model) if w.excluded_by(cfg.exclude)}
+        tiny = 0
         for _, graph in all_graphs(model):
             for value in list(graph.initializers.values()):
                 t = value.const_value
@@ -419,6 +420,9 @@ class BFloat16(Pass):
                     continue
                 arr = t.numpy()
                 name = value.name or "weight"
+                if arr.nbytes // 2 <= cast_bytes(name):  # a Cast would cost more than it saves
+                    tiny += 1
+                    continue
                 data = _to_half(arr) if half else _to_bf16_bits(arr)
                 store_narrow(graph, value, data, HALF if half else BF16, names, "fp16" if half else "bf16")
                 result.add_layer(LayerStat(name=name, op_type=cfg.dtype, shape=tuple(arr.shape),
@@ -444,11 +448,17 @@ class BFloat16(Pass):
                 if half and not _fits_half(arr):
                     continue  # an attention mask's -1e9 would saturate: stays float32
                 name = out.name or "constant"
+                if arr.nbytes // 2 <= cast_bytes(name):
+                    tiny += 1
+                    continue
                 data = _to_half(arr) if half else _to_bf16_bits(arr)
                 store_narrow(graph, out, data, HALF if half else BF16, names, "fp16" if half else "bf16")
                 result.add_layer(LayerStat(name=name, op_type=f"Constant ({cfg.dtype})",
                                            shape=tuple(arr.shape), bytes_before=arr.nbytes,
                                            bytes_after=arr.nbytes // 2, bits=16.0))
+        if tiny:
+            result.note(f"{tiny} small tensor(s) left float32: a Cast would add more bytes than "
+                        f"{cfg.dtype} saves")
         if not result.layers:
             result.note(f"no float32 weight to store in {cfg.dtype}; model left as is")
         else:

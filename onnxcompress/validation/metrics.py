@@ -67,8 +67,10 @@ def distribution_rows(a: np.ndarray) -> bool:
     """Whether every row of ``a`` (last axis, > 1 wide) is a probability distribution or its log."""
     if not np.issubdtype(a.dtype, np.floating) or a.ndim < 2 or a.shape[-1] < 2 or a.size == 0:
         return False
+    if a.min() < 0 and a.max() > 1e-4:  # neither probabilities nor their logarithms (logits:
+        return False                       # their exp overflowed and warned on MNIST's)
     probs = a.astype(np.float64) if a.min() >= 0 else np.exp(a.astype(np.float64))
-    return bool((a.min() >= 0 or a.max() <= 1e-4) and np.allclose(probs.sum(axis=-1), 1.0, atol=1e-3))
+    return bool(np.allclose(probs.sum(axis=-1), 1.0, atol=1e-3))
 
 
 def top1_leads(a: np.ndarray) -> np.ndarray:

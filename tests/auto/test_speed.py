@@ -97,6 +97,38 @@ def test_a_plan_that_only_folds_is_not_timed(monkeypatch: pytest.MonkeyPatch) ->
     assert ev is start and calls == [] and out["ratio"] is None
 
 
+def test_int8_decoded_at_load_is_not_timed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """int8 the quantize pass wrote as Cast + Mul (a small model or weight) folds at load: the
+    session runs the original's float kernels, so a timing measures noise only (batch 33's
+    30 us MNIST: 0.86-1.24x between two identical runs moved its int8 plan to k-means 8, 9,779
+    instead of 8,891 bytes). Such layers are on the folded tier and the plan is not timed."""
+    assert speed_tier("int8", folded=True) == speed_tier("kmeans8") == speed.FOLDED
+    assert speed_tier("int4", folded=True) == 0  # only int8's decode folds
+    built, calls = _Built(), []
+    monkeypatch.setattr(speed, "latency_ratio", _scripted([2.0], calls))
+    plan = Plan({"fc1.weight": "int8", "fc2.weight": "int8", "fc3.weight": "fp16"})
+    folded = Evaluation(plan, 0.0, 0, Fidelity({}, True, 0.0), held=Fidelity({}, True, 0.0),
+                        folded=frozenset({"fc1.weight", "fc2.weight"}))
+    ev, out = speed_guard(folded, _layers(), built, MODEL, built.original, {}, lambda *a: None, [])  # type: ignore[arg-type]
+    assert ev is folded and calls == [] and out["ratio"] is None
+    assert next_plan(plan, _layers(), folded=frozenset({"fc1.weight"})) == (
+        Plan({**plan.choices, "fc2.weight": "kmeans8"}), 1)  # the one int8 layer not folded moves
+
+
+def test_the_evaluator_reads_which_int8_layers_fold_from_the_written_model() -> None:
+    """The contract ``Evaluation.folded`` is read from: the quantize pass marks the int8 layers
+    it decodes by a Cast + Mul onnxruntime folds (the digits MLP is small: all of them)."""
+    from onnxcompress.model import load_model
+    from onnxcompress.passes._int8 import FOLDED_DECODE
+    from onnxcompress.pipeline import Pipeline
+
+    labels = ["fc1.weight", "fc2.weight", "fc3.weight"]
+    plan = Plan({"fc1.weight": "int8", "fc2.weight": "int8", "fc3.weight": "float"})
+    result = Pipeline.from_recipe(plan.to_recipe(labels)).run(load_model(MODEL))
+    decodes = {s.name: s.extra.get("decode") for p in result.passes for s in p.layers}
+    assert decodes == {"fc1.weight": FOLDED_DECODE, "fc2.weight": FOLDED_DECODE}
+
+
 def test_a_move_that_misses_the_target_goes_to_float_else_the_plan_is_kept(
         monkeypatch: pytest.MonkeyPatch) -> None:
     start = Evaluation(Plan({"fc1.weight": "int4", "fc2.weight": "kmeans4", "fc3.weight": "kmeans4"}), 0.0, 0,

@@ -224,3 +224,19 @@ def test_shape_mismatch_note_names_the_first_bad_sample_and_both_shapes():
     scalar = TensorStats()
     scalar.add(np.float32(1.0), np.ones((1,), np.float32))
     assert scalar.shape_mismatch == "sample 0: shape scalar in the original, 1 in the compressed model"
+
+
+def test_distribution_rows_on_logits_probabilities_and_log_probabilities() -> None:
+    """Large logits are neither probabilities nor their logarithms, and telling so takes no exp of
+    them (batch 33's MNIST logits overflowed it and printed numpy's RuntimeWarning to the user)."""
+    import warnings
+
+    from onnxcompress.validation.metrics import distribution_rows
+
+    logits = np.array([[1000.0, -5.0, 3.0], [2.0, 900.0, -1.0]], np.float32)
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not distribution_rows(logits)
+        assert distribution_rows(probs) and distribution_rows(np.log(probs))
+        assert not distribution_rows(np.log(probs) - 1.0)  # log-scores that do not sum to 1
