@@ -60,3 +60,15 @@ def exact_form_on_small_models(monkeypatch):
 
     monkeypatch.setattr(_kmeans_int8, "SMALL_MODEL_VALUES", 0)
     monkeypatch.setattr(quantization, "INT8_FORM_MIN_SIZE", 0)
+
+
+@pytest.fixture
+def codebooks_on_small_weights(monkeypatch):
+    """8-bit codebooks on the small test weights, where the k-means pass otherwise stores int8
+    folded at load when that is smaller (``_kmeans_int8_store.CODEBOOK_PREMIUM``): for tests of
+    the codebook's own formats and fits."""
+    import math
+
+    from onnxcompress.passes import _kmeans_int8_store
+
+    monkeypatch.setattr(_kmeans_int8_store, "CODEBOOK_PREMIUM", math.inf)

@@ -213,18 +213,26 @@ def _decode_folded(w: Weight, q: np.ndarray, scale: np.ndarray, error: float, be
     float16 weight is decoded in float32 and cast back: onnxruntime's CPU provider has no
     float16 Mul to fold (it would run one every call behind inserted Casts). ``dtype``: the
     weight's own, before its data became ``q``."""
-    scale_v, nodes, scale = _scale_constant(b, f"{w.name}_scale", scale)
-    cast = b.node("Cast", [w.value], f"{w.name}_f", to=ir.DataType.FLOAT)
-    mul = b.node("Mul", [cast.outputs[0], scale_v], f"{w.name}_dq")
-    for n in (*nodes, cast, mul):
-        n.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
-    _insert_decode(w, [*nodes, cast, mul], dtype, b)
+    scale = insert_folded_decode(w, scale, b, dtype)
     result.add_layer(LayerStat(
         name=w.label, op_type="/".join(w.op_types), shape=w.shape, bytes_before=before,
         bytes_after=q.nbytes + scale.nbytes, bits=8.0, error=round(error, 6),
         extra={"per_channel": per_channel, "storage": w.storage, "compute": "float",
                "decode": FOLDED_DECODE},
     ))
+
+
+def insert_folded_decode(w: Weight, scale: np.ndarray, b: Builder,
+                         dtype: ir.DataType = ir.DataType.FLOAT) -> np.ndarray:
+    """``Cast`` + ``Mul`` by ``scale`` (broadcasting over ``w``, whose data is int8 already) in
+    front of ``w``'s readers, cast back to ``dtype``; the scales as stored."""
+    scale_v, nodes, scale = _scale_constant(b, f"{w.name}_scale", scale)
+    cast = b.node("Cast", [w.value], f"{w.name}_f", to=ir.DataType.FLOAT)
+    mul = b.node("Mul", [cast.outputs[0], scale_v], f"{w.name}_dq")
+    for n in (*nodes, cast, mul):
+        n.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
+    _insert_decode(w, [*nodes, cast, mul], dtype, b)
+    return scale
 
 
 def _insert_decode(w: Weight, decode: list[ir.Node], dtype: ir.DataType, b: Builder) -> None:

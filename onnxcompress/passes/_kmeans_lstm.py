@@ -153,7 +153,7 @@ def _few_levels(w: Weight) -> bool:
 def rewrite(model: ir.Model, node: ir.Node, ww: Weight, rw: Weight, bits: int) -> list[LayerStat]:
     """Replace ``node`` by ``DynamicQuantizeLSTM`` with ``W``/``R`` stored as int8 per gate row
     (transposed to [directions, input, 4*hidden] as the op reads them); their LayerStats."""
-    from onnxcompress.passes._kmeans_share import _layer_stat
+    from onnxcompress.passes._kmeans_int8_store import layer_stat
 
     stats = []
     extra_inputs: list[ir.Value] = []
@@ -183,7 +183,7 @@ def rewrite(model: ir.Model, node: ir.Node, ww: Weight, rw: Weight, bits: int) -
             "channel_scales": True,
         }
         after = qt.nbytes + scales.nbytes + scales.size // 2  # int8, float32 scales, shared zero points
-        stats.append(_layer_stat(w, array.shape, w.nbytes, after, float(np.mean(q == 0)), error, extra))
+        stats.append(layer_stat(w, array.shape, w.nbytes, after, float(np.mean(q == 0)), error, extra))
     inputs = list(node.inputs) + [None] * (8 - len(node.inputs))
     new_inputs = [inputs[0], stored[0], stored[1], *inputs[3:8], *extra_inputs]
     attributes = {k: a for k, a in node.attributes.items() if k != "layout"}

@@ -23,7 +23,6 @@ from onnxcompress.passes._kmeans_codebook import (
     FP16_CODEBOOK_TOLERANCE,
     HALF_IS_SMALLER,
     INT8_FORM_GAIN,
-    INT8_FORM_MIN_SIZE,
     MODEL_CODEBOOK_TOLERANCE,
     _index_bits,
     _own_codebook_pays,
@@ -53,6 +52,7 @@ from onnxcompress.passes._kmeans_fit import (
     _with_output_gain,
     keep_channel_sums,
 )
+from onnxcompress.passes._kmeans_int8_store import finish_int8, folded_int8, int8_slot, layer_stat, side_bytes
 from onnxcompress.passes._kmeans_rows import write_decode
 from onnxcompress.passes.base import LayerStat, PassContext, PassResult
 from onnxcompress.weights import Weight
@@ -186,7 +186,17 @@ def _share_model_codebook(
             if m[4] == "float":
                 result.skip(m[0].label, "too small for a codebook: a shared one would cost more "
                             "bytes than its values save")
+    on_book = sum(m[0].size for m in members if m[4] == "shared")
     for w, c, imp, fit, where, shared_error in members:
+        # int8 folded at load where it is smaller than the codebook the weight would carry (its
+        # share of the shared one; iris' one 24 x 24 Gemm carried all 1 KiB of it)
+        folded = folded_int8(w, bits, cfg, formats, c, imp, means=means,
+                             book_bytes=codebook.nbytes * w.size // max(on_book, 1)) if where == "shared" \
+            else folded_int8(w, bits, cfg, formats, fit[0], fit[1], means=means) if fit not in (None, _FIT) \
+            else None
+        if folded is not None:
+            own_stats.append(folded)
+            continue
         if where == "float":
             continue
         if where == "own":
@@ -241,7 +251,7 @@ def _share(
 ) -> LayerStat | None:
     """Cluster ``w`` (or take ``fitted``: already clustered and refit, None when it could not
     be) and store it."""
-    slot = _int8_slot(w, bits, cfg, formats)
+    slot = int8_slot(w, bits, cfg, formats)
     if fitted is not _FIT:
         if fitted is None:
             return None
@@ -265,7 +275,7 @@ def _share(
             scales64, sample_error = _kmeans_int8.choose(array, axis, plan.sample.values)
             if cfg.decode == "int8" or plan.error >= INT8_FORM_GAIN * sample_error:
                 q, scales, decoded, error = _kmeans_int8.apply_checked(array, axis, scales64)
-                return _finish_int8(w, bits, q, scales, decoded, slot, error, plan.error,
+                return finish_int8(w, bits, q, scales, decoded, slot, error, plan.error,
                                     importance, means=means)
             slot = None
         c = plan.full()
@@ -275,62 +285,14 @@ def _share(
         error = _relative_error(decoded, array)
         kmeans_error = _relative_error(c.snapped, array)
         if cfg.decode == "int8" or kmeans_error >= INT8_FORM_GAIN * error:
-            return _finish_int8(w, bits, q, scales, decoded, slot, error, kmeans_error,
+            return finish_int8(w, bits, q, scales, decoded, slot, error, kmeans_error,
                                 importance, means=means)
+    if slot is None and fitted is _FIT and (
+            stat := folded_int8(w, bits, cfg, formats, c, importance, means=means)) is not None:
+        return stat  # a small weight: int8 folded at load where its codebook costs more
     # A refit codebook keeps the assignment its refitter judged on the data.
     return _finish(w, bits, formats, c, _index_bits(c), importance, constants, result,
                    means=means, keep_sums=cfg.keep_sums and fitted is _FIT)
-
-
-def _int8_slot(w: Weight, bits: int, cfg: WeightSharingConfig, formats: Formats) -> Any:
-    """Where ``w`` can take the int8-exact form (see ``_kmeans_int8``), or None: 8 bits, float32,
-    at least ``INT8_FORM_MIN_SIZE`` values in a model where it pays (``exact_form_pays``: a small
-    one's folds cost no memory), a consumer taking channel scales, and the decode allowing it."""
-    if (cfg.decode in ("codebook", "runtime") or bits < kmeans.MAX_BITS
-            or formats.storage not in ("auto", "uint8")):
-        return None
-    if w.dtype != ir.DataType.FLOAT or (cfg.decode == "auto" and (
-            w.size < INT8_FORM_MIN_SIZE or not formats.exact_form)):
-        return None
-    if cfg.per_channel or cfg.channel_scale == "off":
-        return None  # per-channel codebooks or no channel scales were asked for
-    return _kmeans_int8.output_scale_slot(w)
-
-
-def _finish_int8(
-    w: Weight,
-    bits: int,
-    q: np.ndarray,
-    scales: np.ndarray,
-    decoded: np.ndarray,
-    slot: tuple[ir.Node, tuple[int, ...]],
-    error: float,
-    kmeans_error: float,
-    importance: np.ndarray | None,
-    *,
-    means: dict[str, np.ndarray],
-) -> LayerStat:
-    """Store ``w`` in the int8-exact form and describe it; bias correction (with ``means``)
-    happens before the bias is divided by the channel scales."""
-    array = w.numpy()
-    bytes_before = w.nbytes
-    extra: dict[str, Any] = {
-        "requested_bits": bits,
-        "storage": "int8",
-        "stored_bits": 8,
-        "decode": "Cast; channel scales on the consumer's output",
-        "codebooks": 0,
-        "channel_scales": True,
-        "kmeans_error": round(kmeans_error, 6),
-        "sensitivity": importance is not None,
-    }
-    mean = means.get(w.label)
-    if mean is not None:
-        extra["bias_corrected"] = correct_bias(w, array.astype(np.float64) - decoded, mean)
-    sparsity = float(np.mean(q == 0))
-    node, shape = slot
-    bytes_after = _kmeans_int8.rewrite(w, q, scales, node, shape)
-    return _layer_stat(w, array.shape, bytes_before, bytes_after, sparsity, error, extra)
 
 
 def _fit_own(
@@ -532,11 +494,7 @@ def _finish(
         bytes_after = w.nbytes
         extra["stored_bits"] = 8 * dtype.itemsize
     else:
-        side = c.scales.nbytes if c.scales is not None else 0
-        if book is None:
-            side += stored_book.nbytes
-        if km.codebook.shape[0] > 1:
-            side += 4 * c.layout.channels
+        side = side_bytes(c, 0 if book is not None else stored_book.nbytes)
         estimate = estimate_bytes(storage, index_bits, array.size, side)
         if estimate >= bytes_before:
             result.skip(w.label, "indices + codebook would not be smaller than the tensor")
@@ -559,7 +517,7 @@ def _finish(
     extra["storage"] = storage
     if mean is not None and diff is not None:
         extra["bias_corrected"] = correct_bias(w, -diff, mean)  # removed: old - new
-    return _layer_stat(w, array.shape, bytes_before, bytes_after, sparsity, error, extra)
+    return layer_stat(w, array.shape, bytes_before, bytes_after, sparsity, error, extra)
 
 
 def _apportion(total: int, weights: list[int]) -> list[int]:
@@ -584,12 +542,3 @@ def _finite(array: np.ndarray) -> bool:
 
 def _out_axis(w: Weight, array: np.ndarray) -> int | None:
     return w.out_axis % array.ndim if w.out_axis is not None and array.ndim else None
-
-
-def _layer_stat(w: Weight, shape: tuple[int, ...], bytes_before: int, bytes_after: int,
-                sparsity: float, error: float, extra: dict[str, Any]) -> LayerStat:
-    """The stored weight's row in the report (both forms: codebook and int8-exact)."""
-    size = int(np.prod(shape)) if shape else 1
-    return LayerStat(name=w.label, op_type="/".join(w.op_types), shape=tuple(shape),
-                     bytes_before=bytes_before, bytes_after=bytes_after, sparsity=round(sparsity, 6),
-                     bits=round(8 * bytes_after / max(size, 1), 4), error=round(error, 6), extra=extra)

@@ -60,6 +60,7 @@ def x_mlp(n=5, d=64, seed=1):
 # -- storage formats at old and new opsets ---------------------------------------------------------
 
 
+@pytest.mark.usefixtures("codebooks_on_small_weights")
 @pytest.mark.parametrize("opset", [11, 21])
 @pytest.mark.parametrize(
     ("bits", "storage", "stored"),
@@ -192,6 +193,7 @@ def test_channel_scales_fix_channels_of_different_scale():
     assert np.array_equal(h.run(proto, feeds)[0], h.run(dense, feeds)[0])
 
 
+@pytest.mark.usefixtures("codebooks_on_small_weights")
 def test_model_codebook_at_8_bits():
     """codebook=model: one 256-entry codebook for all layers, a scale per tensor."""
     model = h.mlp((64, 96, 48, 10))
@@ -686,6 +688,7 @@ def test_einsum_weights_are_shared():
     assert np.linalg.norm(a - b) / np.linalg.norm(a) < 0.05
 
 
+@pytest.mark.usefixtures("codebooks_on_small_weights")
 def test_with_calibration_a_layer_without_a_bias_keeps_its_channel_sums():
     """batch 28's pyannote: with calibration means the writer corrects biases instead of keeping
     each output channel's sum, but its SincNet filter bank (a Conv with no bias, on the waveform)

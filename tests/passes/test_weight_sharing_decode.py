@@ -310,7 +310,8 @@ def test_a_small_models_8bit_weights_keep_codebooks_that_fold_to_its_own_graph(m
     proto = h.mlp((16, 256, 256, 10))  # fc1: 65536 values, above INT8_FORM_MIN_SIZE
     small = share(proto, bits=8)[1]
     int8 = onnx.TensorProto.INT8  # the exact form's codes (a codebook's indices are uint8)
-    assert not [t.name for t in small.graph.initializer if t.data_type == int8]
+    # (fc0 and fc2, 4096 and 2560 values, take int8 folded at load: test_weight_sharing_int8.py)
+    assert not [t.name for t in small.graph.initializer if t.data_type == int8 and t.name.startswith("fc1")]
     x = np.random.default_rng(0).standard_normal((3, 16)).astype(np.float32)
     np.testing.assert_allclose(h.run(small, {"x": x})[0], h.run(proto, {"x": x})[0], rtol=0.05, atol=0.02)
     monkeypatch.setattr(_kmeans_int8, "SMALL_MODEL_VALUES", 0)

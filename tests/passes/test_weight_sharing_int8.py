@@ -226,3 +226,51 @@ def test_a_channel_of_subnormal_weights_with_a_bias_decodes_to_zero_not_to_nan()
     got, want = h.run(proto, {"x": x})[0], h.run(conv_model(w, b), {"x": x})[0]
     assert np.isfinite(got).all()
     np.testing.assert_allclose(got[0, 5], want[0, 5], rtol=1e-6, atol=1e-6)  # the bias alone
+
+
+# -- the folded form: a small weight whose codebook costs more than int8 -------------------------
+
+
+def _small_mlp() -> onnx.ModelProto:
+    """An MLP of batch 33's iris kind, 4 -> 64 -> 48 -> 3: only the hidden Gemm reaches 512 values."""
+    return h.mlp((4, 64, 48, 3), opset=13)
+
+
+def test_a_small_weight_whose_codebook_costs_more_is_int8_folded_at_load(monkeypatch):
+    """A 256-entry codebook is 512-1024 B: on iris' 576-value Gemm 22.3 bits a weight, and k-means 8
+    wrote a larger file than int8 (1.18x against 1.67x). Stored int8 per channel, decoded by Cast +
+    Mul in front of the Gemm (onnxruntime folds both at load), never less faithful than int8."""
+    from onnxcompress.passes import _kmeans_int8_store
+    from onnxcompress.passes._int8 import FOLDED_DECODE
+
+    model = _small_mlp()
+    w = onh.to_array(next(t for t in model.graph.initializer if t.name == "fc1.weight"))
+    result, proto = share(model, bits=8, min_size=512)
+    layer = result.layers[0]
+    assert [s.name for s in result.layers] == ["fc1.weight"]
+    assert layer.extra["storage"] == "int8" and layer.extra["decode"] == FOLDED_DECODE
+    assert layer.bits < 9 and layer.error <= int8_error(w, 1) + 1e-7
+    assert "Gather" not in ops(proto) and ops(proto)["Mul"] == 1
+    q = next(onh.to_array(t) for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT8)
+    assert q.shape == w.shape
+    x = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    got, want = h.run(proto, {"x": x})[0], h.run(model, {"x": x})[0]
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 0.02
+    monkeypatch.setattr(_kmeans_int8_store, "CODEBOOK_PREMIUM", float("inf"))
+    codebook = share(model, bits=8, min_size=512)[1]
+    assert "Gather" in ops(codebook) and proto.ByteSize() < codebook.ByteSize() - 300
+
+
+def test_a_codebook_that_holds_the_weight_exactly_or_pays_for_itself_stays():
+    """The folded form only where the codebook costs more than int8 and does not halve its error:
+    a 3072-value weight on 200 levels is held exactly (error 0), and a 24576-value weight carries
+    its 512 B codebook within CODEBOOK_PREMIUM."""
+    rng = np.random.default_rng(3)
+    levels = rng.standard_normal(200).astype(np.float32)
+    exact = h.attach_initializers(_small_mlp(), {"fc1.weight": levels[rng.integers(0, 200, (64, 48))]})
+    result, proto = share(exact, bits=8, min_size=512)
+    assert result.layers[0].extra["storage"] == "uint8" and result.layers[0].error == 0
+    large = h.mlp((4, 96, 256, 3), opset=13)  # fc1: 24576 values
+    result, proto = share(large, bits=8, min_size=20000)
+    assert [s.name for s in result.layers] == ["fc1.weight"]
+    assert result.layers[0].extra["storage"] == "uint8" and "Gather" in ops(proto)

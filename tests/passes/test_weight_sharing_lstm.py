@@ -164,7 +164,7 @@ def test_lstms_whose_int8_inputs_move_the_outputs_keep_their_codebooks():
     assert np.linalg.norm(got[0] - ref[0]) / np.linalg.norm(ref[0]) < 0.03
 
 
-@pytest.mark.usefixtures("exact_form_on_small_models")
+@pytest.mark.usefixtures("exact_form_on_small_models", "codebooks_on_small_weights")
 def test_lstms_whose_check_cannot_run_keep_their_codebooks_and_say_so():
     """batch 28's pyannote segmentation: a waveform [B, C, T] with C = 1 only, which the
     synthetic samples guess as 16 (InstanceNormalization's one scale then fails): the form's
