@@ -14,6 +14,18 @@ Kinds no earlier batch had:
   scikit-learn ``LinearSVC`` (``langid/artifacts/model.pkl``) over the pickled character 1-3-gram
   ``CountVectorizer`` (90,093 n-grams), written as the ONNX graph a PyTorch ``nn.Linear`` export
   gives (``Gemm`` transB=1, opset 17): float32 ``counts`` [N, 90093] -> 15 decision scores.
+- ``sms_spam``: an **SMS spam filter** committed to GitHub ``a16z/jolt``
+  (``onnx-tracer/models/medium_text_classification/network.onnx``, PyTorch 2.1.1, IR 8, opset 15;
+  trained by the folder's ``gen.py`` on its ``Spam_SMS.csv``): int64 word ids [N, 100] (lower-cased,
+  split on whitespace, a 1000-word vocabulary, 0 = unknown / padding) -> Embedding 1001 x 16 ->
+  mean over words -> a LayerNorm written out (ReduceMean / Sub / Pow / Sqrt / Div) -> Gemm 16 -> 32
+  -> Relu -> Gemm 32 -> 2 -> Softmax: P(ham), P(spam).
+- ``fsanet_1x1``: **FSA-Net head-pose estimator** (yaw, pitch, roll in degrees), committed to GitHub
+  ``omasaht/headpose-fsanet-pytorch`` (``pretrained/fsanet-1x1-iter-688590.onnx``, **PyTorch 1.5,
+  IR 6, opset 9**, BatchNormalization unfolded): a BGR face crop [1, 3, 64, 64], (x - 127.5) / 128
+  -> two streams of separable convs -> fine-grained structure mapping (attention maps, MatMul)
+  -> capsule layer with 3 routing iterations (Softmax / MatMul / squash) -> SSR-Net soft stagewise
+  regression -> [1, 3] angles.
 
 Data: real inputs. Magika reads real files: every blob of GitHub
 ``microsoft/Windows-Machine-Learning`` at the commit batch 33 pinned (C++ / C# / headers, XAML,
@@ -22,10 +34,19 @@ TypeScript, Python, pickles, DLLs...). The language identifier reads real transl
 the gettext catalogues (``/usr/share/locale/<ll>/LC_MESSAGES/*.mo``) of this machine's Debian
 packages, English from their message ids, the other nine languages from their translations
 (strings of 4+ words, 25-200 characters), turned into counts by the package's own vectorizer.
+The spam filter reads the repository's own ``Spam_SMS.csv`` (5,574 real SMS, 747 spam), tokenised
+as its ``run_model.py`` does. The head-pose net sees the 63 faces UltraFace (batch 11's file,
+``~/.cache/onnxcompress-unseen11/ultraface.onnx``, score 0.7) finds in the photos of
+``dog-qiuqiu/FastestDet`` and ``cunjian/pytorch_face_landmark`` (three group photos), each box
+jittered (side x 1.0-1.3, centre +-5 %), cropped with black borders, 64 x 64 bilinear, BGR as the
+repository's ``demo.py`` feeds OpenCV frames.
 
 ``--evaluate`` adds the task metrics: magika's top-1 agreement with fp32 over **every** blob of
 the repository (and accuracy on the ones whose extension names a Magika label); the language
-identifier's top-1 agreement and accuracy over 100 sentences a language (1000).
+identifier's top-1 agreement and accuracy over 100 sentences a language (1000); the spam filter's
+agreement, accuracy and spam recall / precision on all 5,574 SMS (80 % of them were its training set);
+the head-pose net's mean / max absolute angle error (degrees) against fp32 over 189 crops (each of
+the 63 faces at side x 1.0, 1.15, 1.3).
 
     /work/venv/bin/python scripts/unseen_models34.py [--out DIR] [--only a,b]
     /work/venv/bin/python scripts/unseen_models34.py --evaluate NAME MODEL
@@ -59,6 +80,9 @@ WINML = ("microsoft/Windows-Machine-Learning", "155b5eeb1f48b49235f31ef3a68db0bd
 MAGIKA = "magika==1.0.3"
 MAGIKA_MODEL = "magika/models/standard_v3_3/model.onnx"
 LANGID = "langid-chat==0.1.0"
+JOLT = ("a16z/jolt", "39dcb7edc2ac1ee1da4fe2473ec2d127283208f0")
+SMS_DIR = "onnx-tracer/models/medium_text_classification/"
+FSANET = ("omasaht/headpose-fsanet-pytorch", "002549c981b607f722e0810d999afcde7e5aaa66")
 BEG, END, BLOCK, PAD = 1024, 1024, 4096, 256  # standard_v3_3/config.min.json
 # extension -> the Magika label it names (for accuracy; other files count for agreement only)
 EXT_LABEL = {"png": "png", "jpg": "jpeg", "gif": "gif", "ico": "ico", "cs": "cs", "cpp": "cpp",
@@ -236,11 +260,120 @@ def _langid_task(ref: Path, model: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
+# the SMS spam filter
+
+
+@cache
+def _sms() -> tuple[list[str], np.ndarray]:
+    import csv  # noqa: PLC0415
+    import io  # noqa: PLC0415
+
+    rows = list(csv.reader(io.StringIO(git_file(JOLT, SMS_DIR + "Spam_SMS.csv").decode("utf-8-sig"))))[1:]
+    return [m for _, m in rows], np.array([c == "spam" for c, _ in rows], np.int64)
+
+
+def sms_ids(texts: list[str]) -> np.ndarray:
+    """``run_model.py``'s ``tokenize_sms``: lower-case, split, vocab id (0 unknown), first 100, 0-padded"""
+    vocab = json.loads(git_file(JOLT, SMS_DIR + "vocab.json"))
+    out = np.zeros((len(texts), 100), np.int64)
+    for i, t in enumerate(texts):
+        ids = [vocab.get(w, 0) for w in t.lower().split()][:100]
+        out[i, :len(ids)] = ids
+    return out
+
+
+def d_sms(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarray]:
+    """real SMS: the repository's Spam_SMS.csv (5,574 messages) at random, as run_model.py tokenises them"""
+    texts, _ = _sms()
+    return {"input": sms_ids([texts[i] for i in r.permutation(len(texts))[:n]])[:, None]}
+
+
+def _sms_task(ref: Path, model: Path) -> dict[str, Any]:
+    texts, y = _sms()
+    x = sms_ids(texts)
+    sa, sb = _session(ref), _session(model)
+    pa = np.concatenate([np.argmax(sa.run(None, {"input": x[i:i + 500]})[0], 1) for i in range(0, len(x), 500)])
+    pb = np.concatenate([np.argmax(sb.run(None, {"input": x[i:i + 500]})[0], 1) for i in range(0, len(x), 500)])
+
+    def stats(p: np.ndarray) -> dict[str, float]:
+        return {"accuracy": float(np.mean(p == y)), "spam_recall": float(np.mean(p[y == 1] == 1)),
+                "spam_precision": float(np.mean(y[p == 1] == 1))}
+
+    return {"samples": len(x), "top1_agreement": float(np.mean(pa == pb)), "changed": int(np.sum(pa != pb)),
+            "fp32": stats(pa), "file": stats(pb)}
+
+
+# ---------------------------------------------------------------------------------------------
+# FSA-Net head pose
+
+
+@cache
+def _faces() -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:
+    """(photo, box) of every face batch 11's UltraFace (fp32, score 0.7) finds in its photos"""
+    import unseen_models11 as u11  # noqa: PLC0415
+
+    uf = Path.home() / ".cache" / "onnxcompress-unseen11" / "ultraface.onnx"
+    if not uf.exists():
+        raise SystemExit(f"{uf} missing: make it with scripts/unseen_models11.py --only ultraface")
+    sess = u11.session(uf)
+    out = []
+    for img in u11.photos():
+        h, w = img.shape[:2]
+        x = ((u11.resize(img, 240, 320).astype(np.float32) - 127) / 128).transpose(2, 0, 1)[None]
+        scores, boxes = sess.run(None, {"input": x})
+        for _, _, b in u11.ultraface_boxes(scores, boxes):
+            x1, y1, x2, y2 = (int(v) for v in np.asarray(b) * np.array([w, h, w, h]))
+            out.append((img, (x1, y1, x2, y2)))
+    return out
+
+
+def face_crop(img: np.ndarray, box: tuple[int, int, int, int], scale: float, dx: float, dy: float) -> np.ndarray:
+    """the square of side ``scale`` x the box's longer side around its centre (shifted by dx, dy of
+    that side), black outside the photo, 64 x 64 bilinear, BGR, (x - 127.5) / 128, CHW"""
+    from PIL import Image  # noqa: PLC0415
+
+    x1, y1, x2, y2 = box
+    side = int(max(x2 - x1, y2 - y1) * scale)
+    cx, cy = (x1 + x2) // 2 + int(dx * side), (y1 + y2) // 2 + int(dy * side)
+    h, w = img.shape[:2]
+    pad = np.zeros((side, side, 3), np.uint8)
+    ox, oy = cx - side // 2, cy - side // 2
+    part = img[max(0, oy):min(h, oy + side), max(0, ox):min(w, ox + side)]
+    pad[max(0, -oy):max(0, -oy) + part.shape[0], max(0, -ox):max(0, -ox) + part.shape[1]] = part
+    small = np.asarray(Image.fromarray(pad).resize((64, 64), Image.BILINEAR), np.float32)[..., ::-1]
+    return ((small - 127.5) / 128).transpose(2, 0, 1).astype(np.float32)
+
+
+def d_fsanet(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarray]:
+    """the 63 faces UltraFace finds in FastestDet's and pytorch_face_landmark's photos, jittered
+    (side x 1.0-1.3, centre +-5 %), 64 x 64 BGR (x - 127.5) / 128; eval sample k of face k mod 63"""
+    faces = _faces()
+    xs = []
+    for k in range(n):
+        j = int(r.integers(len(faces))) if k < 24 else (k - 24) * 2 % len(faces)
+        img, box = faces[j]
+        xs.append(face_crop(img, box, r.uniform(1.0, 1.3), r.uniform(-0.05, 0.05), r.uniform(-0.05, 0.05)))
+    return {"input": np.stack(xs)[:, None]}
+
+
+def _fsanet_task(ref: Path, model: Path) -> dict[str, Any]:
+    x = [face_crop(img, box, s, 0.0, 0.0)[None] for img, box in _faces() for s in (1.0, 1.15, 1.3)]
+    sa, sb = _session(ref), _session(model)
+    a = np.concatenate([sa.run(None, {"input": v})[0] for v in x])
+    b = np.concatenate([sb.run(None, {"input": v})[0] for v in x])
+    err = np.abs(a - b)
+    return {"samples": len(x), "angle_mae_deg": float(err.mean()),
+            "angle_mae_deg_yaw_pitch_roll": [float(v) for v in err.mean(0)], "angle_max_err_deg": float(err.max()),
+            "fp32_angle_std_deg": [float(v) for v in a.std(0)]}
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def task(name: str, model: Path, out: Path) -> dict[str, Any]:
     ref = out / f"{name}.onnx"
-    return (_magika_task if name == "magika" else _langid_task)(ref, model)
+    return {"magika": _magika_task, "langid_svc": _langid_task, "sms_spam": _sms_task,
+            "fsanet_1x1": _fsanet_task}[name](ref, model)
 
 
 MODELS: dict[str, tuple[str, str, str, Maker, dict[str, Any]]] = {
@@ -255,11 +388,23 @@ MODELS: dict[str, tuple[str, str, str, Maker, dict[str, Any]]] = {
                    "code-mixed ones) over character 1-3-gram counts, as an nn.Linear export: Gemm "
                    "[N, 90093] x [15, 90093]^T (opset 17, IR 8) -> 15 decision scores",
                    d_langid, {"kind": "top1", "output": 0}),
+    "sms_spam": (f"{JOLT[0]}@{JOLT[1][:7]}", SMS_DIR + "network.onnx",
+                 "SMS spam filter (a16z/jolt onnx-tracer example; PyTorch 2.1.1, IR 8, opset 15): int64 "
+                 "word ids [N, 100] -> Gather 1001x16, ReduceMean, LayerNorm written out, Gemm 16->32, "
+                 "Relu, Gemm 32->2, Softmax -> P(ham), P(spam)",
+                 d_sms, {"kind": "top1", "output": 0}),
+    "fsanet_1x1": (f"{FSANET[0]}@{FSANET[1][:7]}", "pretrained/fsanet-1x1-iter-688590.onnx",
+                   "FSA-Net head pose, 1x1-conv scoring (PyTorch 1.5, IR 6, opset 9): BGR face [1, 3, 64, 64] "
+                   "-> yaw, pitch, roll (degrees); 37 Conv (separable, BatchNormalization unfolded), "
+                   "13 Gemm, 10 MatMul (structure mapping, capsule routing x3), SSR regression",
+                   d_fsanet, {"kind": "within", "output": 0, "tol": 2.0}),
 }  # fmt: skip
 # the file written to the cache (magika: the wheel member; langid_svc: the graph built from the pickle)
 SHA256: dict[str, str] = {
     "magika": "fe2d2eb49c5f88a9e0a6c048e15d6ffdf86235519c2afc535044de433169ec8c",
     "langid_svc": "ee88c16bf783a0696c0b329c3327901d04ed8fc5a71226c504f35242fb4b70f8",
+    "sms_spam": "9bcd343c9d0a9e96f1f1dfae3b664cf66a032ac061e56563497df7ae2b670db7",
+    "fsanet_1x1": "d85e90cb4b9d3a87e81bbfdcfcd130cbe0e175407042e439a570aa396c44eda6",
 }
 
 
@@ -268,10 +413,14 @@ def make(name: str, out: Path, check: bool = True) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     dest = out / f"{name}.onnx"
     if not dest.exists():
-        dest.write_bytes(member(out, spec, mem) if name == "magika" else langid_onnx())
+        raw = {"magika": lambda: member(out, spec, mem), "langid_svc": langid_onnx,
+               "sms_spam": lambda: git_file(JOLT, mem), "fsanet_1x1": lambda: git_file(FSANET, mem)}[name]()
+        dest.write_bytes(raw)
     entry = manifest_entry(out, name, dest.name, spec, mem, SHA256[name] if check else None, what,
                            lambda r, n: maker(r, n, out), maker.__doc__, metric,
                            Path(__file__).name)  # fmt: skip
+    if name in ("sms_spam", "fsanet_1x1"):
+        entry["source"] = f"GitHub `{spec}`, `{mem}`"
     if name == "langid_svc":
         entry["source"] = f"PyPI `{spec}`, `{mem}` + `langid/artifacts/vectorizer.pkl` (written as ONNX here)"
     return entry
