@@ -474,12 +474,12 @@ def build_parser() -> argparse.ArgumentParser:
         "without it the last quarter of --calibration)")
     auto.add_argument("--auto", action="store_true",
                       help="search per-layer options for the smallest (--objective) model meeting --target")
-    # --target is blockq's (onnxruntime|portable), so the fidelity target is --auto-target.
     auto.add_argument("--auto-target", metavar="EXPR",
                       help="fidelity to keep, e.g. top1>=0.99, sequence>=0.99, cosine>=0.999, "
                            "accuracy>=-0.5pt, OUTPUT:cosine>=0.999, comma-joined (default: "
-                           "top1>=0.99 where an output is class scores [N, C], values>=0.9995 on values "
-                           "[N, K] with no clear top-1 (landmarks), else cosine>=0.999 "
+                           "top1>=0.99 where an output is class scores [N, C], values>=0.9995 on "
+                           "values [N, K] with no clear top-1 (landmarks) or made by arithmetic "
+                           "(angles), else cosine>=0.999 "
                            "(0.999995 on a detector's per-anchor outputs [N, >=256, <=128] or "
                            "[N, <=128, >=256], 0.9999 on a picture [N, <=4, >=32, >=32] such as "
                            "a depth map, gains [N, >=32, >=32] in [0, 1], if soft; closer on an offset), "

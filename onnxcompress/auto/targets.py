@@ -98,6 +98,11 @@ DEFAULT_TARGET_SCALAR = "cosine>=0.99995"
 #: ... and values [N, K] with no top-1 (``metrics.tied_rows``; PFLD's landmarks: cosine let auto move
 #: them 43 px of 112 at 0.9995; int8 reads 0.99968, within 2 px): ``values``, the same per column.
 DEFAULT_TARGET_VALUES = "values>=0.9995"
+#: ... also on plain outputs (``graph.outputs.plain_output_names``) of at most this many values a
+#: row: a few regressed quantities (FSA-Net's yaw, pitch, roll; MTCNN's box offsets and 10
+#: landmark coordinates), where a cosine of 0.9997 between angle vectors allowed 3.8 degrees;
+#: wider plain rows are embeddings, held by their direction.
+VALUES_MAX_COLUMNS = 16
 #: ``values`` over rows of this many values or more (a series: a forecast's horizon) scales by
 #: the smaller of the spreads across samples and within each row (:func:`series_spread`), never
 #: under this share of the rows' energy (float16 weights, ~1e-6 of it, always meet the target)
@@ -359,7 +364,8 @@ def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
         terms = []
         for k, v in outputs.items():
             if k in plain:
-                terms.append(f"{k}:{DEFAULT_TARGET_NON_CLASSIFIER}")
+                few = np.ndim(v) == 2 and np.shape(v)[-1] <= VALUES_MAX_COLUMNS
+                terms.append(f"{k}:{DEFAULT_TARGET_VALUES if few else DEFAULT_TARGET_NON_CLASSIFIER}")
             elif np.issubdtype(np.asarray(v).dtype, np.floating):
                 own = default_target({k: v}, class_scores, token_inputs=token_inputs,
                                      image_inputs=image_inputs, colour_inputs=colour_inputs)

@@ -166,3 +166,30 @@ def test_past_the_time_budget_an_all_float_result_still_tries_the_cheapest_unifo
     assert uniform_check(smaller, layers, evaluate, past, screened) is smaller  # type: ignore[arg-type]
     assert uniform_check(floats, layers, evaluate, past, None) is floats  # type: ignore[arg-type]
     assert len(evaluate.calls) == 1
+
+
+def test_a_uniform_plan_stores_layers_without_the_option_in_float16_as_the_uniform_pass_does():
+    """``--quantize`` stores the layers it leaves float (under 512 values) in float16; auto's
+    uniform int8 plan priced them float32 (FSA-Net: 18 small layers, the plan 4% above the
+    uniform file), so it was passed over. Where a layer has no such option either, float."""
+    from onnxcompress.auto.paths import _uniform_cost, option_names, uniform_check
+
+    int8 = option_names().index("int8")
+    big = LayerChoices("big", [Option(0, 40000, 0.0), Option(int8, 10100, 0.001),
+                               Option(FP16, 20050, 0.0)], sensitivity=1.0)
+    small = LayerChoices("small", [Option(0, 1600, 0.0), Option(FP16, 850, 0.0)], sensitivity=1.0)
+    bare = LayerChoices("bare", [Option(0, 300, 0.0)], sensitivity=1.0)
+    layers = [big, small, bare]
+    assert _uniform_cost(layers, "int8") == 10100 + 850 + 300
+    seen: list[dict[str, str]] = []
+
+    def evaluate(plan: Plan, *, held: bool = False) -> Evaluation:
+        seen.append(dict(plan.choices))
+        cost = sum(next(o.nbytes for o in layer.options if option_names()[o.bits] == plan.choices[layer.label])
+                   for layer in layers)
+        return Evaluation(plan, float(cost), cost, Fidelity({"top1": 1.0}, True, 0.0))
+
+    chosen = Evaluation(Plan({"big": "int8", "small": "float", "bare": "float"}), 12000.0, 12000,
+                        Fidelity({"top1": 1.0}, True, 0.0))
+    ev = uniform_check(chosen, layers, evaluate, time.perf_counter() + 60)  # type: ignore[arg-type]
+    assert ev.plan.choices == {"big": "int8", "small": "fp16", "bare": "float"} and ev.cost == 11250

@@ -581,8 +581,9 @@ def test_plain_output_names_reads_the_graph_and_the_values() -> None:
     proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
     feeds = [{"x": np.random.default_rng(i).normal(size=(1, 8, 16)).astype(np.float32)} for i in range(3)]
     # the mean pooling is an embedding; a softmax written as Exp / ReduceSum is class scores
-    # (its rows sum to 1) though Div makes it; an Add of two computed values stays as it was
-    assert plain_output_names(load_model(proto), run_outputs(proto, feeds)) == ["pooled"]
+    # (its rows sum to 1) though Div makes it; an Add of two computed values no linear head
+    # made is values too (graph.outputs._combined_values: FSA-Net's angles)
+    assert plain_output_names(load_model(proto), run_outputs(proto, feeds)) == ["pooled", "logits"]
 
 
 def test_a_vector_named_an_embedding_is_plain_logits_of_the_same_head_are_not() -> None:
@@ -663,6 +664,7 @@ def test_a_vector_a_loop_gives_out_is_an_embedding_but_a_linear_head_on_it_is_no
     from onnxcompress.auto.targets import default_target
     from onnxcompress.model import load_model
 
+    # (32 wide: at most VALUES_MAX_COLUMNS plain values a row are held by values)
     # chars2vec: tf2onnx's LSTM is a Loop whose last state, sliced and squeezed, is the word
     # embedding [N, 300]; held to top1>=0.99 auto stayed at 1.99x where int8 keeps cosine 0.9998
     body = oh.make_graph(
@@ -670,10 +672,10 @@ def test_a_vector_a_loop_gives_out_is_an_embedding_but_a_linear_head_on_it_is_no
         "body",
         [oh.make_tensor_value_info("i", onnx.TensorProto.INT64, []),
          oh.make_tensor_value_info("c", onnx.TensorProto.BOOL, []),
-         oh.make_tensor_value_info("h", onnx.TensorProto.FLOAT, [1, 8])],
+         oh.make_tensor_value_info("h", onnx.TensorProto.FLOAT, [1, 32])],
         [oh.make_tensor_value_info("c_out", onnx.TensorProto.BOOL, []),
-         oh.make_tensor_value_info("h_out", onnx.TensorProto.FLOAT, [1, 8])],
-        [onnx.numpy_helper.from_array(np.full((1, 8), 0.01, np.float32), "step")])
+         oh.make_tensor_value_info("h_out", onnx.TensorProto.FLOAT, [1, 32])],
+        [onnx.numpy_helper.from_array(np.full((1, 32), 0.01, np.float32), "step")])
     rng = np.random.default_rng(0)
     graph = oh.make_graph(
         [oh.make_node("ReduceMean", ["image"], ["h0"], axes=[2, 3], keepdims=0),
@@ -681,15 +683,15 @@ def test_a_vector_a_loop_gives_out_is_an_embedding_but_a_linear_head_on_it_is_no
          oh.make_node("Flatten", ["h_last"], ["state"]),
          oh.make_node("MatMul", ["h_last", "w"], ["mm"]),
          oh.make_node("Add", ["mm", "b"], ["logits"])], "rnn",
-        [oh.make_tensor_value_info("image", onnx.TensorProto.FLOAT, [1, 8, 4, 4])],
-        [oh.make_tensor_value_info("state", onnx.TensorProto.FLOAT, [1, 8]),
-         oh.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [1, 8])],
+        [oh.make_tensor_value_info("image", onnx.TensorProto.FLOAT, [1, 32, 4, 4])],
+        [oh.make_tensor_value_info("state", onnx.TensorProto.FLOAT, [1, 32]),
+         oh.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [1, 32])],
         [onnx.numpy_helper.from_array(np.array(5, np.int64), "trips"),
          onnx.numpy_helper.from_array(np.array(True), "cond"),
-         onnx.numpy_helper.from_array(rng.normal(size=(8, 8)).astype(np.float32), "w"),
-         onnx.numpy_helper.from_array(rng.normal(size=(8,)).astype(np.float32), "b")])
+         onnx.numpy_helper.from_array(rng.normal(size=(32, 32)).astype(np.float32), "w"),
+         onnx.numpy_helper.from_array(rng.normal(size=(32,)).astype(np.float32), "b")])
     proto = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
-    feeds = [{"image": np.random.default_rng(i).normal(size=(1, 8, 4, 4)).astype(np.float32)}
+    feeds = [{"image": np.random.default_rng(i).normal(size=(1, 32, 4, 4)).astype(np.float32)}
              for i in range(3)]
     outputs = run_outputs(proto, feeds)
     plain = plain_output_names(load_model(proto), outputs)

@@ -97,3 +97,42 @@ def test_rows_looked_up_in_a_constant_table_are_an_embedding() -> None:
     feeds = [{"ids": r.integers(0, 50, (1, 10)), "x": r.standard_normal((1, 4, 16)).astype(np.float32)}
              for _ in range(4)]
     assert plain_output_names(load_model(model), run_outputs(model, feeds)) == ["features"]
+
+
+def test_a_regression_computed_by_arithmetic_is_values_not_class_scores() -> None:
+    """Batch 34's FSA-Net gives yaw, pitch, roll [N, 3] as sums of products of computed stages
+    (SSR-Net): held to top1>=0.99 by their shape, auto put a layer at 3 bits and 2.6% of 189
+    faces moved over 2 degrees. Its head adds computed values: plain values, held by ``values``.
+    Logits summed from two linear heads (an ensemble) stay class scores."""
+    import onnx
+    import onnx.parser
+
+    from onnxcompress.auto.measure import run_outputs
+    from onnxcompress.auto.targets import default_target
+    from onnxcompress.graph.outputs import plain_output_names
+    from onnxcompress.model import load_model
+    from tests import helpers as h
+
+    model = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 16] x) => (float[N, 3] angles, float[N, 3] logits) {
+            a = Gemm(x, w1)
+            p = Softmax(a)
+            stage = Mul(p, bins)
+            b = Gemm(x, w2)
+            shift = Tanh(b)
+            angles = Add(stage, shift)
+            l1 = Gemm(x, w1)
+            l2 = Gemm(x, w2)
+            logits = Add(l1, l2)
+        }
+    """)
+    r = np.random.default_rng(3)
+    model = h.attach_initializers(model, {
+        "w1": r.standard_normal((16, 3)).astype(np.float32), "w2": r.standard_normal((16, 3)).astype(np.float32),
+        "bins": np.array([-60.0, 0.0, 60.0], np.float32)})
+    feeds = [{"x": r.standard_normal((1, 16)).astype(np.float32)} for _ in range(4)]
+    outputs = run_outputs(model, feeds)
+    plain = plain_output_names(load_model(model), outputs)
+    assert plain == ["angles"]
+    assert default_target(outputs, plain=plain) == "angles:values>=0.9995,logits:top1>=0.99"
