@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from onnxcompress.weights import all_graphs
+from onnxcompress.weights import QUANTIZED_READERS, all_graphs
 
 #: smaller constants are a custom op's parameters (a LayerNorm's gamma), not weights
 MIN_VALUES = 4096
 #: the custom domain whose ops onnxruntime runs itself: a decode in front of them folds at load
 RUNTIME_DOMAIN = "com.microsoft"
-#: its ops whose float tables are position caches (rotary cos / sin), not learned weights: kept
+#: its ops whose float tables are position caches (rotary cos / sin), not learned weights, kept,
+#: as are the scales of its quantized ops (``QUANTIZED_READERS``: MatMulNBits' block scales)
 CACHE_OPS = frozenset({"RotaryEmbedding", "GroupQueryAttention", "SparseAttention", "PagedAttention"})
 _FLOATS = (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16, ir.DataType.DOUBLE)
 
@@ -55,7 +56,7 @@ def runtime_tables(model: ir.Model, min_size: int = 0) -> list[tuple[str, ir.Gra
             if (tensor is not None and tensor.dtype == ir.DataType.FLOAT and len(tensor.shape) >= 2
                     and tensor.size >= max(MIN_VALUES, min_size) and uses
                     and all(user.domain == RUNTIME_DOMAIN and user.op_type not in CACHE_OPS
-                            for user, _ in uses)):
+                            and user.op_type not in QUANTIZED_READERS for user, _ in uses)):
                 found.append((scope, graph, value))
     return found
 

@@ -62,6 +62,8 @@ from onnxcompress.passes._int8_search import (
     top1_flips,
     unscaled_headline,
     within_size,
+    zeroed_note,
+    zeroed_weights,
 )
 from onnxcompress.passes._qdq import along
 from onnxcompress.passes._speed import kept_compute_pays
@@ -246,20 +248,20 @@ class WeightDecision:
     flips: float = 0.0  # top-1 flip rate of int8 weight-only with the steps taken
     compounding: list[str] = field(default_factory=list)  # recurrent weights in blocks (no outliers)
     unscaled: list[str] = field(default_factory=list)  # input layers of unknown feature scales (no data)
+    zeroed: dict[str, float] = field(default_factory=dict)  # int8 per channel zeroes most of them
 
 
 def step_down_weights(guard: Guard, weights: list[Weight],
                       int8_values: Mapping[str, np.ndarray],
-                      block_values: Callable[[str], tuple[np.ndarray, int] | None],
-                      budget: int, half: bool = False,
-                      unscaled: Collection[str] = ()) -> WeightDecision:
+                      block_values: Callable[..., tuple[np.ndarray, int] | None], budget: int,
+                      half: bool = False, unscaled: Collection[str] = ()) -> WeightDecision:
     """Which weights step down (finer int8 blocks; float, or float16 where ``half`` allows:
-    ``halves``) within ``budget`` extra bytes, by deviation bought per byte
-    (``_int8_search.choose``). Every weight is a candidate: a bisection search
-    (``_int8_search.search``) measures alone each weight that can move the outputs OUTLIER x
-    its fair share (the int8 model's deviation over the number of weights) and those are the
-    outliers. Verified together. ``unscaled``: weights stepped to float16 (else float) within
-    the bytes left, whatever was measured (``synthetic.unscaled_features``: no data)."""
+    ``halves``) within ``budget`` extra bytes, by deviation bought per byte (``choose``). A
+    bisection search (``search``) measures alone each weight that can move the outputs OUTLIER x
+    its fair share (the int8 model's deviation over the number of weights): the outliers,
+    verified together. Then, with the bytes left, whatever was measured: ``unscaled`` weights to
+    float16 (``synthetic.unscaled_features``: no data), weights int8 per channel mostly zeroes
+    (``zeroed_weights``) and recurrent ones to blocks."""
     fed = {k: v for k, v in int8_values.items() if k in guard.inputs}
     deviation, flips, per_sample = 0.0, 0.0, []
     for i, refs in enumerate(guard.references):
@@ -289,15 +291,17 @@ def step_down_weights(guard: Guard, weights: list[Weight],
                 decision.steps, left = {}, budget
             else:
                 decision.deviation, decision.flips = verified, trial_flips
-    # what synthetic samples cannot measure (no data), while the budget allows
     extra, left = half_steps([k for k in unscaled if k in fed and k not in decision.steps],
                              by_label, left, half)
     decision.steps.update(extra)
     decision.unscaled = list(extra)
-    # Then recurrent cells' W and R, largest first, in blocks with what is left, whatever was
-    # measured: a cell applies them at every time step, so their error compounds over a sequence
-    # no guard sample shows (khmer-ocr-ocm's BiLSTM: 5 of 256 CTC lines changed per channel
-    # without data, guard deviation 3e-5; in blocks 1).
+    zeroed = zeroed_weights(weights, fed, decision.steps)
+    extra, _, left = block_steps(list(zeroed), lambda k: block_values(k, pad=True), left)
+    decision.steps.update(extra)
+    decision.zeroed = {k: zeroed[k] for k in extra}
+    # Recurrent cells' W and R, largest first: a cell applies them at every time step, so their
+    # error compounds over a sequence no guard sample shows (khmer-ocr-ocm's BiLSTM: 5 of 256 CTC
+    # lines changed per channel without data, guard deviation 3e-5; in blocks 1).
     recurrent = [w.label for w in sorted(weights, key=lambda w: -w.size)
                  if w.role == ROLE_RECURRENT and w.label in fed and w.label not in decision.steps]
     extra, _, _ = block_steps(recurrent, block_values, left)
@@ -491,7 +495,7 @@ def guard_weights(model: ir.Model, weights: list[Weight], channelwise: bool, con
     what it leaves float32 in float16). A headline names them."""
     from onnxcompress.model import tensor_bytes
     from onnxcompress.passes._int8 import _int8_codes
-    from onnxcompress.passes._int8_fine import BLOCK, block_layout, block_quantize, block_scale_bytes
+    from onnxcompress.passes._int8_fine import BLOCK, blocked_value
     from onnxcompress.synthetic import synthetic_feeds, unscaled_features
 
     weights = [w for w in weights if w.graph is model.graph]
@@ -519,15 +523,8 @@ def guard_weights(model: ir.Model, weights: list[Weight], channelwise: bool, con
     int8_values = {}
     by_label = {w.label: w for w in weights}
 
-    def block_values(label: str) -> tuple[np.ndarray, int] | None:
-        """(decoded blocked int8 value, scale bytes), or None: computed for outliers only."""
-        w = by_label[label]
-        layout = block_layout(w)
-        if layout is None:
-            return None
-        arr = w.numpy()
-        bq, bs = block_quantize(arr, layout)
-        return (bq.astype(np.float32) * bs).reshape(arr.shape).astype(w.dtype.numpy()), block_scale_bytes(bs)
+    def block_values(label: str, pad: bool = False) -> tuple[np.ndarray, int] | None:  # steps' candidates
+        return blocked_value(by_label[label], pad)
 
     for w in weights:
         axis = w.out_axis if channelwise else None
@@ -564,7 +561,7 @@ def guard_weights(model: ir.Model, weights: list[Weight], channelwise: bool, con
         "macs_per_sample": guard.macs,
     })
     outliers = {k: v for k, v in decision.steps.items()
-                if k not in decision.compounding and k not in decision.unscaled}
+                if k not in decision.compounding and k not in decision.unscaled and k not in decision.zeroed}
     if decision.unexamined:
         guard.metrics["unexamined"] = decision.unexamined
         result.note(f"fidelity guard: its search stopped after {decision.probe_runs} sample runs "
@@ -576,6 +573,9 @@ def guard_weights(model: ir.Model, weights: list[Weight], channelwise: bool, con
     if decision.compounding:
         guard.metrics["compounding"] = decision.compounding
         result.note(compounding_note(decision.compounding))
+    if decision.zeroed:
+        guard.metrics["zeroed"] = list(decision.zeroed)
+        result.note(zeroed_note(decision.zeroed))
     if decision.unscaled:
         guard.metrics["unscaled"] = decision.unscaled
         result.headline(unscaled_headline(decision.unscaled, decision.steps, unscaled))

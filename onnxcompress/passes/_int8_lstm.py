@@ -24,6 +24,7 @@ from onnxcompress.passes._int8_search import (
     compounding_note,
     name_list,
     restate_steps,
+    unmeasured,
 )
 from onnxcompress.passes._kmeans_lstm import lstm_pairs, rewrite, rewritten_weights
 from onnxcompress.passes.base import PassResult
@@ -101,7 +102,7 @@ def amend_guard_messages(result: PassResult, model: ir.Model) -> ir.Model:
     if compounding:
         result.notes.append(compounding_note(compounding))
     if any(h.startswith(STEPS_HEADLINE) and any(k in h for k in rewritten) for h in result.headlines):
-        restate_steps(result, steps, compounding, guard.get("unscaled", ()))
+        restate_steps(result, steps, compounding, unmeasured(guard))
     result.note(f"{len(rewritten) // 2} LSTM(s) compute in int8 as DynamicQuantizeLSTM (W and R int8 "
                 f"per gate row, held by the fidelity guard's compute check): {name_list(rewritten)}")
     return model

@@ -15,6 +15,7 @@ import onnx_ir as ir
 from onnxcompress.graph.outputs import CLASS_AXIS_MIN, CLASS_POSITIONS, head_op
 from onnxcompress.passes._bit_allocation import output_deviation
 from onnxcompress.passes._half_store import fits_half_finite
+from onnxcompress.passes._qdq import ZEROED_SHARE, zeroed_share
 
 if TYPE_CHECKING:
     from onnxcompress.passes._int8_guard import Guard
@@ -346,6 +347,35 @@ def compounding_note(labels: list[str]) -> str:
             f"blocks of {BLOCK}: {name_list(labels)}")
 
 
+def zeroed_weights(weights: Sequence[Weight], int8_values: Mapping[str, np.ndarray],
+                   taken: Collection[str]) -> dict[str, float]:
+    """Labels (largest weight first, not in ``taken``) whose ``int8_values`` are zero for
+    ``_qdq.ZEROED_SHARE`` or more of their nonzero float values, with that share: stepped to
+    int8 in blocks whatever was measured (the guard's samples did not show it)."""
+    out = {}
+    for w in sorted(weights, key=lambda w: -w.size):
+        if w.label in int8_values and w.label not in taken \
+                and (share := zeroed_share(w.numpy(), int8_values[w.label])) >= ZEROED_SHARE:
+            out[w.label] = share
+    return out
+
+
+def zeroed_note(zeroed: Mapping[str, float]) -> str:
+    """The note naming weights stored in int8 blocks because per channel rounds them to zero."""
+    from onnxcompress.passes._int8_fine import BLOCK, NBITS_BLOCK
+
+    return (f"fidelity guard: int8 per channel rounds {max(zeroed.values()):.0%} of "
+            f"{name_list(list(zeroed))}'s nonzero weights to zero (one scale a channel over weights "
+            f"decades apart), so it is stored int8 in blocks (a MatMul/Gemm weight in MatMulNBits, "
+            f"{NBITS_BLOCK} inputs a block; else {BLOCK})")
+
+
+def unmeasured(metrics: Mapping[str, Any]) -> set[str]:
+    """The guard's steps taken whatever was measured: input layers of unknown feature scales
+    (``unscaled``) and weights int8 per channel zeroes (``zeroed``)."""
+    return set(metrics.get("unscaled", ())) | set(metrics.get("zeroed", ()))
+
+
 def within_size(metrics: dict[str, Any], out: ir.Model, limit: float, keep: dict[str, str],
                  chosen: list[str], rebuild: Callable[[list[str]], ir.Model],
                  result) -> ir.Model:  # noqa: ANN001
@@ -355,7 +385,7 @@ def within_size(metrics: dict[str, Any], out: ir.Model, limit: float, keep: dict
     least deviation per byte, enough of them to cover the excess, and rebuild (3 rounds)."""
     probed = metrics.get("probed", {})
     sizes = metrics.get("step_bytes", {})
-    unscaled = set(metrics.get("unscaled", ()))  # given back last: no sample measured them
+    unscaled = unmeasured(metrics)  # given back last: no sample measured them
     dropped: list[str] = []
     for _ in range(3):
         excess = model_bytes(out) - limit
@@ -372,9 +402,11 @@ def within_size(metrics: dict[str, Any], out: ir.Model, limit: float, keep: dict
     if dropped:
         metrics["steps"] = dict(keep)
         metrics["steps_dropped_for_size"] = dropped
-        if unscaled & set(dropped):
+        if set(metrics.get("unscaled", ())) & set(dropped):
             result.headlines[:] = [h for h in result.headlines if not h.startswith(UNSCALED_HEADLINE)]
-            metrics["unscaled"] = [k for k in metrics["unscaled"] if k in keep]
+        for key in ("unscaled", "zeroed"):
+            if set(metrics.get(key, ())) & set(dropped):
+                metrics[key] = [k for k in metrics[key] if k in keep]
         restate_steps(result, keep, metrics.get("compounding", ()), unscaled)
         result.note(f"fidelity guard: {len(dropped)} weight step(s) given back to int8 per "
                     f"channel to keep the model {limit:.0f} bytes or smaller: {name_list(dropped)}")

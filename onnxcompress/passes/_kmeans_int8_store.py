@@ -28,7 +28,7 @@ from onnxcompress.passes._kmeans_codebook import INT8_FORM_GAIN, INT8_FORM_MIN_S
 from onnxcompress.passes._kmeans_decode import Formats
 from onnxcompress.passes._kmeans_fit import _Clustering, _int8_error, _relative_error
 from onnxcompress.passes._kmeans_rows import decodes_rows
-from onnxcompress.passes._qdq import Builder
+from onnxcompress.passes._qdq import ZEROED_SHARE, Builder, zeroed_share
 from onnxcompress.passes.base import LayerStat
 from onnxcompress.weights import SMALL_WEIGHT_VALUES, Weight
 
@@ -90,7 +90,7 @@ def folded_int8(w: Weight, bits: int, cfg: WeightSharingConfig, formats: Formats
     # Not where the codebook halves the error, nor where float16's grid and the kept channel sums
     # err more than int8's own absmax / 127 (a weight quantized per channel before export).
     if kmeans_error < INT8_FORM_GAIN * error or error > _int8_error(array, axis) \
-            or not _codebook_costs_more(codebook, q, scales):
+            or zeroed_share(array, q) >= ZEROED_SHARE or not _codebook_costs_more(codebook, q, scales):
         return None
     return finish_int8(w, bits, q, scales, decoded, None, error, kmeans_error, importance, means=means)
 

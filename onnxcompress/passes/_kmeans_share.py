@@ -54,6 +54,7 @@ from onnxcompress.passes._kmeans_fit import (
 )
 from onnxcompress.passes._kmeans_int8_store import finish_int8, folded_int8, int8_slot, layer_stat, side_bytes
 from onnxcompress.passes._kmeans_rows import write_decode
+from onnxcompress.passes._qdq import ZEROED_SHARE, zeroed_share
 from onnxcompress.passes.base import LayerStat, PassContext, PassResult
 from onnxcompress.weights import Weight
 
@@ -275,8 +276,9 @@ def _share(
             scales64, sample_error = _kmeans_int8.choose(array, axis, plan.sample.values)
             if cfg.decode == "int8" or plan.error >= INT8_FORM_GAIN * sample_error:
                 q, scales, decoded, error = _kmeans_int8.apply_checked(array, axis, scales64)
-                return finish_int8(w, bits, q, scales, decoded, slot, error, plan.error,
-                                    importance, means=means)
+                if cfg.decode == "int8" or zeroed_share(array, q) < ZEROED_SHARE:
+                    return finish_int8(w, bits, q, scales, decoded, slot, error, plan.error,
+                                       importance, means=means)
             slot = None
         c = plan.full()
     if slot is not None:
@@ -284,9 +286,10 @@ def _share(
         q, scales, decoded = _kmeans_int8.fit(array, w.out_axis % array.ndim)
         error = _relative_error(decoded, array)
         kmeans_error = _relative_error(c.snapped, array)
-        if cfg.decode == "int8" or kmeans_error >= INT8_FORM_GAIN * error:
+        if cfg.decode == "int8" or kmeans_error >= INT8_FORM_GAIN * error \
+                and zeroed_share(array, q) < ZEROED_SHARE:  # (the codebook's levels hold them)
             return finish_int8(w, bits, q, scales, decoded, slot, error, kmeans_error,
-                                importance, means=means)
+                               importance, means=means)
     if slot is None and fitted is _FIT and (
             stat := folded_int8(w, bits, cfg, formats, c, importance, means=means)) is not None:
         return stat  # a small weight: int8 folded at load where its codebook costs more

@@ -90,7 +90,7 @@ def test_guard_steps_down_exactly_the_sensitive_weight_and_says_so(mode):
         assert ratios[0] < 3.45 < ratios[1], ratios
     # Numbers: the blocked decode equals numpy's, and the guarded model is far closer to float.
     w2 = onnx.numpy_helper.to_array(h_init(proto, "W2"))
-    codes, scales = _int8_fine.block_quantize(w2, ((2, 32, 64), 1))
+    codes, scales = _int8_fine.block_quantize(w2, _int8_fine.BlockLayout((64, 64), (64, 64), 0, 64))
     np.testing.assert_array_equal(onnx.numpy_helper.to_array(inits["W2"]), codes)
     guarded, unguarded = _output_error(proto, q, held_out), _output_error(proto, plain, held_out)
     assert guarded < unguarded / 4, (guarded, unguarded)
@@ -738,3 +738,66 @@ def test_a_guard_whose_synthetic_samples_saturate_every_output_says_so(offset):
     assert bool(said) is (offset < 0), res.headlines
     res, _ = quantize(proto, feeds((1, 3, 32, 32), n=2), mode="dynamic")  # real data: not said
     assert not any("saturated" in line for line in res.headlines)
+
+
+def _ngram_classifier(k: int = 4000, classes: int = 16, conv: bool = False) -> tuple[onnx.ModelProto, np.ndarray]:
+    """A linear classifier over sparse counts (Gemm transB, or a 1-D Conv over them): weights
+    decades apart in each class (log-normal magnitudes, 1.5 decades a standard deviation: the
+    largest ~10^5 x the median, as the language identifier's), ``k`` inputs."""
+    r = h.rng(5)
+    w = (np.sign(r.standard_normal((classes, k))) * 10.0 ** (-6 + 1.5 * r.standard_normal((classes, k))))
+    w = w.astype(np.float32)
+    if conv:  # [classes, k, 1]: the same sums as a Conv of kernel 1 over one position
+        node = oh.make_node("Conv", ["x", "W"], ["y"])
+        x, y, weight = ["N", k, 1], ["N", classes, 1], w[:, :, None]
+    else:
+        node = oh.make_node("Gemm", ["x", "W", "B"], ["y"], transB=1)
+        x, y, weight = ["N", k], ["N", classes], w
+    graph = oh.make_graph([node], "ngrams", [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, x)],
+                          [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, y)])
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    return h.attach_initializers(model, {"W": weight, "B": np.zeros(classes, np.float32)}), w
+
+
+@pytest.mark.parametrize("mode", ["weights", "dynamic"])
+def test_a_weight_int8_rounds_mostly_to_zero_takes_blocks_whatever_was_measured(mode, monkeypatch):
+    """Batch 34's language identifier (a LinearSVC over 90,093 character n-grams as one Gemm):
+    one int8 scale a class rounded 90% of its weights to zero and every int8 mode lost 1.1-2.1
+    points, while the guard's samples showed nothing. A MatMul/Gemm weight so (of 2^18 values or
+    more) is stored in MatMulNBits 8-bit blocks of 128 (the Cast + Mul blocks, folded at load, held 2.1x fp32's
+    session memory there); another, a Conv's, in int8 blocks of 32, its inputs padded to whole
+    blocks (16400 is no multiple of 32) and decoded exactly."""
+    from onnxcompress.model import load_model
+    from onnxcompress.passes import _int8_guard
+    from onnxcompress.passes._int8_fine import NBITS_BLOCK, block_decode, block_layout, block_quantize
+    from onnxcompress.passes._qdq import zeroed_share
+    from onnxcompress.weights import WeightIndex
+
+    monkeypatch.setattr(_int8_guard, "OUTLIER", 1e9)  # the samples show nothing (as the n-grams')
+    counts = [{"x": (h.rng(i).random((4, 16400)) < 0.02).astype(np.float32)} for i in range(3)]
+    proto, w = _ngram_classifier(k=16400)
+    step = np.abs(w).max(axis=1, keepdims=True) / 127
+    per_channel = zeroed_share(w, np.round(w / step))
+    assert per_channel > 0.9
+    res, q = quantize(proto, None, mode=mode)
+    layer = next(layer for layer in res.layers if layer.name == "W")
+    assert layer.extra["storage"] == "MatMulNBits" and layer.extra["block"] == NBITS_BLOCK
+    assert res.metrics["fidelity_guard"]["zeroed"] == ["W"] and ops(q)["MatMulNBits"] == 1
+    assert any("rounds" in n and "to zero" in n and "MatMulNBits" in n for n in res.notes)
+    coarse = [f["x"] @ (np.round(w / step) * step).T for f in counts]
+    for f, per_ch in zip(counts, coarse, strict=True):  # closer than int8 per channel
+        want = f["x"] @ w.T
+        assert rel_error(want, h.run(q, f)[0]) < 0.5 * rel_error(want, per_ch)
+    conv, w = _ngram_classifier(k=16400, conv=True)
+    res, q = quantize(conv, None, mode=mode)
+    layer = next(layer for layer in res.layers if layer.name == "W")
+    assert layer.extra.get("block") == 32 and res.metrics["fidelity_guard"]["zeroed"] == ["W"]
+    weight = next(x for x in WeightIndex.build(load_model(conv)) if x.label == "W")
+    assert block_layout(weight) is None  # padded only for a weight int8 mostly zeroes
+    layout = block_layout(weight, pad=True)
+    assert layout is not None and layout.padded and layout.flat == (16, 16416)
+    blocked = block_decode(*block_quantize(w[:, :, None], layout), layout)[:, :, 0]
+    assert rel_error(w, blocked) < 0.8 * rel_error(w, np.round(w / step) * step)
+    for f in counts:  # the graph's decode is the blocked weight's, through onnxruntime
+        got = h.run(q, {"x": f["x"][:, :, None]})[0][:, :, 0]
+        np.testing.assert_allclose(got, f["x"] @ blocked.T, rtol=1e-5, atol=1e-6)

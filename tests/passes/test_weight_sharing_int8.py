@@ -274,3 +274,24 @@ def test_a_codebook_that_holds_the_weight_exactly_or_pays_for_itself_stays():
     result, proto = share(large, bits=8, min_size=20000)
     assert [s.name for s in result.layers] == ["fc1.weight"]
     assert result.layers[0].extra["storage"] == "uint8" and "Gather" in ops(proto)
+
+
+def test_a_weight_int8_would_round_mostly_to_zero_keeps_its_codebook(monkeypatch):
+    """Batch 34's n-gram classifier: int8 per channel (the exact form k-means 8 takes for a large
+    weight) rounds 90% of the weights to zero; a codebook's levels follow their density."""
+    from onnxcompress.passes import _kmeans_share
+
+    rng = np.random.default_rng(7)
+    w = rng.standard_normal((16, 4016)) * 1e-4  # the bulk: n-grams seen rarely
+    big = rng.random(w.shape) < 0.02
+    w[big] = rng.standard_normal(int(big.sum()))  # the few that decide
+    graph = oh.make_graph([oh.make_node("Gemm", ["x", "W"], ["y"], transB=1)], "g",
+                          [oh.make_tensor_value_info("x", F, ["N", 4016])],
+                          [oh.make_tensor_value_info("y", F, ["N", 16])])
+    model = h.attach_initializers(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]),
+                                  {"W": w.astype(np.float32)})
+    result, _ = share(model, bits=8)
+    assert result.layers[0].extra["storage"] == "uint8"
+    monkeypatch.setattr(_kmeans_share, "ZEROED_SHARE", 2.0)  # without the rule: the int8 form
+    result, _ = share(model, bits=8)
+    assert result.layers[0].extra["storage"] == "int8"
