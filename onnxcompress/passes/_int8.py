@@ -163,9 +163,8 @@ def _dequantized_weight(w: Weight, axis: int | None, reduce_range: bool, b: Buil
     return dq.outputs[0], scale
 
 
-#: Folded decodes store this many scales or more in float16 even where some are not on the
-#: float16 grid (their Cast folds at load with the rest; the added error, 2^-11 of a scale, is
-#: a few % of int8's own).
+#: Folded decodes store this many scales or more in float16 even where some are not on float16's
+#: grid (their Cast folds at load with the rest; the added error, 2^-11 a scale, is a few % of int8's).
 FLOAT16_SCALES = 1024
 
 
@@ -199,8 +198,7 @@ def _folded_weight(w: Weight, axis: int | None, b: Builder, result: PassResult) 
     _decode_folded(w, q, scale, error, before, builder, result, per_channel=axis is not None, dtype=dtype)
 
 
-#: A layer row's ``decode`` where onnxruntime folds the decode at load: the op then runs on a float
-#: weight, as in the original (auto's speed guard times no such layer).
+#: A layer row's ``decode`` folded at load: the op runs on a float weight (auto's speed guard times none).
 FOLDED_DECODE = "Cast + Mul, folded at load"
 
 
@@ -213,19 +211,17 @@ def _decode_folded(w: Weight, q: np.ndarray, scale: np.ndarray, error: float, be
     float16 weight is decoded in float32 and cast back: onnxruntime's CPU provider has no
     float16 Mul to fold (it would run one every call behind inserted Casts). ``dtype``: the
     weight's own, before its data became ``q``."""
-    scale = insert_folded_decode(w, scale, b, dtype)
-    result.add_layer(LayerStat(
-        name=w.label, op_type="/".join(w.op_types), shape=w.shape, bytes_before=before,
-        bytes_after=q.nbytes + scale.nbytes, bits=8.0, error=round(error, 6),
-        extra={"per_channel": per_channel, "storage": w.storage, "compute": "float",
-               "decode": FOLDED_DECODE},
-    ))
+    stored = insert_folded_decode(w, scale, b, dtype).nbytes
+    result.add_layer(LayerStat(name=w.label, op_type="/".join(w.op_types), shape=w.shape, bytes_before=before,
+                               bytes_after=q.nbytes + stored, bits=8.0, error=round(error, 6),
+                               extra={"per_channel": per_channel, "storage": w.storage, "compute": "float",
+                                      "decode": FOLDED_DECODE}))
 
 
 def insert_folded_decode(w: Weight, scale: np.ndarray, b: Builder,
                          dtype: ir.DataType = ir.DataType.FLOAT) -> np.ndarray:
-    """``Cast`` + ``Mul`` by ``scale`` (broadcasting over ``w``, whose data is int8 already) in
-    front of ``w``'s readers, cast back to ``dtype``; the scales as stored."""
+    """``Cast`` + ``Mul`` by ``scale`` (broadcasting over ``w``, whose data is int8 already) in front
+    of ``w``'s readers, cast back to ``dtype``; the scales as stored."""
     scale_v, nodes, scale = _scale_constant(b, f"{w.name}_scale", scale)
     cast = b.node("Cast", [w.value], f"{w.name}_f", to=ir.DataType.FLOAT)
     mul = b.node("Mul", [cast.outputs[0], scale_v], f"{w.name}_dq")
