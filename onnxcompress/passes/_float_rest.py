@@ -9,7 +9,7 @@ and session memory stay float32's) where that is exact enough: every value of a 
 normal float16 number (within 2^-11 of itself); a bias or weight finite and within float16's
 range (a value in the subnormal range errs by at most 2^-25). Either moves the output far less
 than the other weights' 256 levels do. Not where the Cast node and the second name cost more
-bytes than the half saved (``cast_bytes``: a 64-value bias of a long-named export).
+bytes than the half saved (``half_pays``: a 64-value bias of a long-named export).
 Elementwise constants (anchor tables, masks, decomposed norms) are not layer parameters and
 stay as they are, but for one kind: a large table only added to activations, through selection
 ops (``additive_tables``: a positional encoding, ``pe[:, :T]`` + x). It adds like a bias, and it
@@ -29,10 +29,10 @@ import onnx_ir as ir
 from onnxcompress.graph.fold import SELECTION_OPS
 from onnxcompress.passes._half_store import (
     HALF,
-    cast_bytes,
     exact_in_half,
     fits_half_finite,
     half_exact_enough,
+    half_pays,
     store_narrow,
 )
 from onnxcompress.passes.base import PassContext, PassResult
@@ -66,7 +66,7 @@ def store_rest(model: ir.Model, labels: set[str], exclude: tuple[str, ...],
     for w in WeightIndex.build(model):
         if w.role not in REST_ROLES and w.label not in labels:
             continue
-        if (w.dtype != ir.DataType.FLOAT or w.nbytes // 2 <= cast_bytes(w.name)
+        if (w.dtype != ir.DataType.FLOAT or not half_pays(w.nbytes, w.name)
                 or w.value.is_graph_output() or w.excluded_by(exclude)):
             continue
         array = w.numpy()

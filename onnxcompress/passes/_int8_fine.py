@@ -13,14 +13,7 @@ import onnx_ir as ir
 
 from onnxcompress.passes._half_store import HALF, half_storable, store_narrow
 from onnxcompress.passes._int8 import _decode_folded, _insert_decode, _scale_constant
-from onnxcompress.passes._qdq import (
-    ZEROED_SHARE,
-    Builder,
-    int8_grid,
-    quantize_weight,
-    relative_error,
-    zeroed_share,
-)
+from onnxcompress.passes._qdq import Builder, int8_grid, quantize_weight, relative_error, zeroes_most
 from onnxcompress.passes.base import LayerStat, PassResult
 from onnxcompress.weights import ROLE_RECURRENT, Weight
 
@@ -182,7 +175,7 @@ def _blocked_weight(w: Weight, b: Builder, result: PassResult) -> None:
     """Store ``w`` as int8 with one scale per block; Cast, Mul, Reshape (folded at load), or in
     MatMulNBits where int8 per channel mostly zeroes it (``_nbits_weight``)."""
     arr = w.numpy()
-    zeroed = w.out_axis is not None and zeroed_share(arr, quantize_weight(arr, w.out_axis)[0]) >= ZEROED_SHARE
+    zeroed = w.out_axis is not None and zeroes_most(arr, quantize_weight(arr, w.out_axis)[0])
     del arr
     if zeroed and _nbits_weight(w, result):
         return

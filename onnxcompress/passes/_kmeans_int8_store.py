@@ -28,7 +28,7 @@ from onnxcompress.passes._kmeans_codebook import INT8_FORM_GAIN, INT8_FORM_MIN_S
 from onnxcompress.passes._kmeans_decode import Formats
 from onnxcompress.passes._kmeans_fit import _Clustering, _int8_error, _relative_error
 from onnxcompress.passes._kmeans_rows import decodes_rows
-from onnxcompress.passes._qdq import ZEROED_SHARE, Builder, zeroed_share
+from onnxcompress.passes._qdq import Builder, zeroes_most
 from onnxcompress.passes.base import LayerStat
 from onnxcompress.weights import SMALL_WEIGHT_VALUES, Weight
 
@@ -54,13 +54,19 @@ def folded_axis(w: Weight, bits: int, cfg: WeightSharingConfig, formats: Formats
     CODEBOOK_PREMIUM), or None where the form does not apply: not 8 bits of a float32 weight of
     at least SMALL_WEIGHT_VALUES values under decode="auto" with channel scales, or a weight read
     through shape-only ops or by row (a large model's tables decode their gathered rows)."""
-    if bits < kmeans.MAX_BITS or cfg.decode != "auto" or cfg.per_channel or cfg.channel_scale == "off" \
-            or formats.storage not in ("auto", "uint8") or w.dtype != ir.DataType.FLOAT:
+    if cfg.decode != "auto" or not _int8_allowed(w, bits, cfg, formats):
         return None
     if w.size < SMALL_WEIGHT_VALUES or w.via or w.out_axis is None or not w.shape \
             or (formats.rows and decodes_rows(w)):
         return None
     return w.out_axis % len(w.shape)
+
+
+def _int8_allowed(w: Weight, bits: int, cfg: WeightSharingConfig, formats: Formats) -> bool:
+    """What both int8 forms need: 8 bits of a float32 weight, uint8-sized storage, channel scales
+    (not per-channel codebooks, not ``channel_scale="off"``)."""
+    return (bits >= kmeans.MAX_BITS and formats.storage in ("auto", "uint8") and w.dtype == ir.DataType.FLOAT
+            and not cfg.per_channel and cfg.channel_scale != "off")
 
 
 def _codebook_costs_more(codebook_bytes: int, q: np.ndarray, scales: np.ndarray) -> bool:
@@ -90,7 +96,7 @@ def folded_int8(w: Weight, bits: int, cfg: WeightSharingConfig, formats: Formats
     # Not where the codebook halves the error, nor where float16's grid and the kept channel sums
     # err more than int8's own absmax / 127 (a weight quantized per channel before export).
     if kmeans_error < INT8_FORM_GAIN * error or error > _int8_error(array, axis) \
-            or zeroed_share(array, q) >= ZEROED_SHARE or not _codebook_costs_more(codebook, q, scales):
+            or zeroes_most(array, q) or not _codebook_costs_more(codebook, q, scales):
         return None
     return finish_int8(w, bits, q, scales, decoded, None, error, kmeans_error, importance, means=means)
 
@@ -106,14 +112,10 @@ def int8_slot(w: Weight, bits: int, cfg: WeightSharingConfig, formats: Formats) 
     """Where ``w`` can take the int8-exact form (see ``_kmeans_int8``), or None: 8 bits, float32,
     at least ``INT8_FORM_MIN_SIZE`` values in a model where it pays (``exact_form_pays``: a small
     one's folds cost no memory), a consumer taking channel scales, and the decode allowing it."""
-    if (cfg.decode in ("codebook", "runtime") or bits < kmeans.MAX_BITS
-            or formats.storage not in ("auto", "uint8")):
+    if cfg.decode in ("codebook", "runtime") or not _int8_allowed(w, bits, cfg, formats):
         return None
-    if w.dtype != ir.DataType.FLOAT or (cfg.decode == "auto" and (
-            w.size < INT8_FORM_MIN_SIZE or not formats.exact_form)):
+    if cfg.decode == "auto" and (w.size < INT8_FORM_MIN_SIZE or not formats.exact_form):
         return None
-    if cfg.per_channel or cfg.channel_scale == "off":
-        return None  # per-channel codebooks or no channel scales were asked for
     return _kmeans_int8.output_scale_slot(w)
 
 

@@ -54,7 +54,7 @@ from onnxcompress.passes._kmeans_fit import (
 )
 from onnxcompress.passes._kmeans_int8_store import finish_int8, folded_int8, int8_slot, layer_stat, side_bytes
 from onnxcompress.passes._kmeans_rows import write_decode
-from onnxcompress.passes._qdq import ZEROED_SHARE, zeroed_share
+from onnxcompress.passes._qdq import zeroes_most
 from onnxcompress.passes.base import LayerStat, PassContext, PassResult
 from onnxcompress.weights import Weight
 
@@ -191,10 +191,12 @@ def _share_model_codebook(
     for w, c, imp, fit, where, shared_error in members:
         # int8 folded at load where it is smaller than the codebook the weight would carry (its
         # share of the shared one; iris' one 24 x 24 Gemm carried all 1 KiB of it)
-        folded = folded_int8(w, bits, cfg, formats, c, imp, means=means,
-                             book_bytes=codebook.nbytes * w.size // max(on_book, 1)) if where == "shared" \
-            else folded_int8(w, bits, cfg, formats, fit[0], fit[1], means=means) if fit not in (None, _FIT) \
-            else None
+        folded = None
+        if where == "shared":
+            share = codebook.nbytes * w.size // max(on_book, 1)
+            folded = folded_int8(w, bits, cfg, formats, c, imp, means=means, book_bytes=share)
+        elif fit not in (None, _FIT):
+            folded = folded_int8(w, bits, cfg, formats, fit[0], fit[1], means=means)
         if folded is not None:
             own_stats.append(folded)
             continue
@@ -276,7 +278,7 @@ def _share(
             scales64, sample_error = _kmeans_int8.choose(array, axis, plan.sample.values)
             if cfg.decode == "int8" or plan.error >= INT8_FORM_GAIN * sample_error:
                 q, scales, decoded, error = _kmeans_int8.apply_checked(array, axis, scales64)
-                if cfg.decode == "int8" or zeroed_share(array, q) < ZEROED_SHARE:
+                if cfg.decode == "int8" or not zeroes_most(array, q):
                     return finish_int8(w, bits, q, scales, decoded, slot, error, plan.error,
                                        importance, means=means)
             slot = None
@@ -287,7 +289,7 @@ def _share(
         error = _relative_error(decoded, array)
         kmeans_error = _relative_error(c.snapped, array)
         if cfg.decode == "int8" or kmeans_error >= INT8_FORM_GAIN * error \
-                and zeroed_share(array, q) < ZEROED_SHARE:  # (the codebook's levels hold them)
+                and not zeroes_most(array, q):  # (the codebook's levels hold them)
             return finish_int8(w, bits, q, scales, decoded, slot, error, kmeans_error,
                                importance, means=means)
     if slot is None and fitted is _FIT and (

@@ -209,6 +209,11 @@ def zeroed_share(w: np.ndarray, q: np.ndarray) -> float:
     return float(np.count_nonzero(nonzero & (np.asarray(q) == 0)) / n) if n else 0.0
 
 
+def zeroes_most(w: np.ndarray, q: np.ndarray) -> bool:
+    """Whether the int8 codes ``q`` zero ZEROED_SHARE or more of ``w``'s nonzero values."""
+    return zeroed_share(w, q) >= ZEROED_SHARE
+
+
 def relative_error(w: np.ndarray, q: np.ndarray, scale: np.ndarray, axis: int | None) -> float:
     """||dequantize(q) - w|| / ||w||, computed in slices (no full-size float temporaries)."""
     w = np.asarray(w, dtype=np.float32)

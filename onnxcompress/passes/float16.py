@@ -35,9 +35,9 @@ from onnxcompress.graph.scope import has_subgraph, node_subgraphs
 from onnxcompress.model import external_base_dir, fits_whole_checks, release_external, to_proto
 from onnxcompress.opset import opset_version, upgrade_opset
 from onnxcompress.passes._float16_check import fidelity_check
-from onnxcompress.passes._half_store import cast_bytes, store_narrow
 from onnxcompress.passes._half_store import cast_node as _cast
 from onnxcompress.passes._half_store import fits_half as _fits_half
+from onnxcompress.passes._half_store import half_pays, store_narrow
 from onnxcompress.passes._half_store import to_half as _to_half
 from onnxcompress.passes._speed import TOO_LARGE_TO_TIME, latency_ratio, too_slow
 from onnxcompress.passes.base import LayerStat, Pass, PassConfig, PassContext, PassResult, option
@@ -420,7 +420,7 @@ class BFloat16(Pass):
                     continue
                 arr = t.numpy()
                 name = value.name or "weight"
-                if arr.nbytes // 2 <= cast_bytes(name):  # a Cast would cost more than it saves
+                if not half_pays(arr.nbytes, name):  # a Cast would cost more than it saves
                     tiny += 1
                     continue
                 data = _to_half(arr) if half else _to_bf16_bits(arr)
@@ -448,7 +448,7 @@ class BFloat16(Pass):
                 if half and not _fits_half(arr):
                     continue  # an attention mask's -1e9 would saturate: stays float32
                 name = out.name or "constant"
-                if arr.nbytes // 2 <= cast_bytes(name):
+                if not half_pays(arr.nbytes, name):
                     tiny += 1
                     continue
                 data = _to_half(arr) if half else _to_bf16_bits(arr)

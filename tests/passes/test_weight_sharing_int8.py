@@ -279,7 +279,7 @@ def test_a_codebook_that_holds_the_weight_exactly_or_pays_for_itself_stays():
 def test_a_weight_int8_would_round_mostly_to_zero_keeps_its_codebook(monkeypatch):
     """Batch 34's n-gram classifier: int8 per channel (the exact form k-means 8 takes for a large
     weight) rounds 90% of the weights to zero; a codebook's levels follow their density."""
-    from onnxcompress.passes import _kmeans_share
+    from onnxcompress.passes import _qdq
 
     rng = np.random.default_rng(7)
     w = rng.standard_normal((16, 4016)) * 1e-4  # the bulk: n-grams seen rarely
@@ -292,6 +292,6 @@ def test_a_weight_int8_would_round_mostly_to_zero_keeps_its_codebook(monkeypatch
                                   {"W": w.astype(np.float32)})
     result, _ = share(model, bits=8)
     assert result.layers[0].extra["storage"] == "uint8"
-    monkeypatch.setattr(_kmeans_share, "ZEROED_SHARE", 2.0)  # without the rule: the int8 form
+    monkeypatch.setattr(_qdq, "ZEROED_SHARE", 2.0)  # without the rule: the int8 form
     result, _ = share(model, bits=8)
     assert result.layers[0].extra["storage"] == "int8"
