@@ -65,7 +65,7 @@ ROLLBACK_MAX_BYTES = 512 * 1024 * 1024
 # that load is a second full copy of the weights beside the pass's output (prune at 2.4 GB: 2x
 # the model). compress_file checks the written file instead, once the in-memory model is gone.
 DEFER_ORT_CHECK_BYTES = 256 * 1024 * 1024
-RECIPE_KEYS = {"passes", "seed", "check", "keep_debug_info", "best_effort", "max_calibration_samples",
+RECIPE_KEYS = {"passes", "plan", "seed", "check", "keep_debug_info", "best_effort", "max_calibration_samples",
                "onnxcompress_version"}
 _BUG_HINT = ("this is a bug in onnxcompress, please report it; --exclude can leave the layer "
              "alone, and --best-effort keeps the passes that succeed.")
@@ -124,6 +124,7 @@ class Pipeline:
     def __init__(
         self, passes: Sequence[Pass], *, seed: int = 0, check: str = "each", keep_debug_info: bool = False,
         best_effort: bool = False, max_calibration_samples: int | None = None,
+        plan: dict[str, Any] | None = None,
     ) -> None:
         if check not in CHECK_MODES:
             raise ConfigError(f"pipeline: check must be one of {', '.join(CHECK_MODES)}.")
@@ -133,6 +134,8 @@ class Pipeline:
             raise ConfigError(f"pipeline: max_calibration_samples must be a positive integer, got "
                               f"{max_calibration_samples!r}.")
         self.passes = list(passes)
+        # auto mode's plan form (auto.plan): ``passes`` are made from it on the model run
+        self.plan = plan
         self.seed = seed
         self.check = check
         # Exporters' per-node debug metadata is dropped from the output unless kept.
@@ -156,9 +159,16 @@ class Pipeline:
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}.",
                               hint="a recipe has 'seed', 'check', 'keep_debug_info', 'best_effort', "
-                              "'max_calibration_samples' and a list 'passes'.")
-        steps = recipe.get("passes")
-        if not isinstance(steps, list) or not steps:
+                              "'max_calibration_samples' and a list 'passes' (or auto mode's 'plan').")
+        plan = None
+        if "plan" in recipe:  # auto mode's per-layer plan: its passes are made on the model
+            from onnxcompress.auto.plan import check_plan
+
+            if "passes" in recipe:
+                raise ConfigError(f"{where}: a recipe has 'passes' or a 'plan', not both.")
+            plan = check_plan(recipe["plan"], where)
+        steps = recipe.get("passes") if plan is None else []
+        if plan is None and (not isinstance(steps, list) or not steps):
             raise ConfigError(f"{where}: 'passes' must be a non-empty list of tables.")
         passes = []
         for i, step in enumerate(steps):
@@ -191,7 +201,8 @@ class Pipeline:
                                     or samples < 1):
             raise ConfigError(f"{where}: max_calibration_samples must be a positive integer, got "
                               f"{samples!r}.")
-        return cls(passes, seed=seed, check=check, max_calibration_samples=samples, **flags)
+        return cls(passes, seed=seed, check=check, max_calibration_samples=samples,
+                   plan=plan, **flags)
 
     def to_recipe(self) -> dict[str, Any]:
         """The full recipe: every option of every pass, defaults spelled out."""
@@ -204,7 +215,8 @@ class Pipeline:
             # only when set: recipes (and provenance) of runs without it stay as they were
             **({"max_calibration_samples": self.max_calibration_samples}
                if self.max_calibration_samples is not None else {}),
-            "passes": [{"pass": p.name, **p.config.to_dict()} for p in self.passes],
+            **({"plan": self.plan} if self.plan is not None else
+               {"passes": [{"pass": p.name, **p.config.to_dict()} for p in self.passes]}),
         }
 
     # -- running ------------------------------------------------------------------------------
@@ -268,6 +280,10 @@ class Pipeline:
         inputs_of = ir_model  # passes keep the graph inputs: its specs make the synthetic sample
         finite = checking.FiniteOutputs(lambda: first_feed(inputs_of, source, seed=self.seed)[0],
                                         lambda: context.original)
+        if self.plan is not None:
+            from onnxcompress.auto.plan import expand_plan
+
+            self.passes = Pipeline.from_recipe({"passes": expand_plan(self.plan, ir_model)}).passes
         notes += _unmatched_excludes(ir_model, self.passes) + _attribute_parameters(ir_model)
         results: list[PassResult] = []
         deferred = False
@@ -462,6 +478,8 @@ def _without_defaults(recipe: dict[str, Any]) -> dict[str, Any]:
     top_defaults = {"check": "each", "keep_debug_info": False, "best_effort": False}
     skip = {"passes", "onnxcompress_version"}  # the provenance's own "version" says it
     compact = {k: v for k, v in recipe.items() if k not in skip and top_defaults.get(k, ...) != v}
+    if "plan" in recipe:  # auto mode's plan form is as short as it gets
+        return compact
     compact["passes"] = []
     for step in recipe.get("passes", []):
         try:

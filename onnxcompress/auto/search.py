@@ -309,7 +309,7 @@ def search(
     assert final.held is not None
     return AutoResult(
         plan=final.plan, met=met,
-        recipe=final.plan.to_recipe(all_labels, seed=seed, calibration_samples=len(calib),
+        recipe=final.plan.to_plan_recipe(all_labels, seed=seed, calibration_samples=len(calib),
                                     objective=objective),
         fidelity=final.held, target=goal.text, objective=objective,
         front=evaluator.front(final), layers=explain(final.plan, layers),
@@ -328,7 +328,7 @@ def _nothing_to_compress(original: Any, goal: Target, objective: str, seed: int,
     why = ("no float weight large enough to compress" if held is None else
            f"the model is already quantized: {held}; no float weight is large enough to compress")
     plan = Plan({})
-    return AutoResult(plan=plan, recipe=plan.to_recipe([], seed=seed), met=True,
+    return AutoResult(plan=plan, recipe=plan.to_plan_recipe([], seed=seed), met=True,
                       fidelity=Fidelity({goal.text: 1.0}, True, 0.0), target=goal.text, objective=objective,
                       seconds={"total": round(time.perf_counter() - started, 2)},
                       notes=[f"{why}: the model is written as it is"])
@@ -509,7 +509,7 @@ class _Evaluator:
         key = tuple(sorted(plan.choices.items()))
         ev = self.cache.get(key)
         if ev is None:
-            recipe = plan.to_recipe(self.all_labels, seed=self.seed, calibration_samples=len(self.calib),
+            recipe = plan.to_plan_recipe(self.all_labels, seed=self.seed, calibration_samples=len(self.calib),
                                     objective=self.objective)
             # the file the workers read (feeds that went through feed_source once are not always
             # accepted by it again: a scalar input comes back with a batch axis)
