@@ -150,9 +150,9 @@ def plan_from_recipe(recipe: dict[str, Any], labels: Sequence[str]) -> Plan:
         name = step.get("pass")
         excluded = step.get("exclude") or []
         mine = [label for label in labels if not any(fnmatch.fnmatchcase(label, p) for p in excluded)]
-        if name == "kmeans":
-            for label in labels:
-                for pattern, bits in (step.get("layer_bits") or {}).items():
+        if name == "kmeans":  # without layer_bits: a uniform run (auto.settings)
+            for label in mine:
+                for pattern, bits in (step.get("layer_bits") or {"*": step.get("bits", 8)}).items():
                     if fnmatch.fnmatchcase(label, pattern):
                         if bits:
                             choices[label] = f"kmeans{int(bits)}"

@@ -68,6 +68,7 @@ from onnxcompress.auto.paths import (
     verify,
 )
 from onnxcompress.auto.plan import Plan
+from onnxcompress.auto.settings import best_setting
 from onnxcompress.auto.speed import MAX_ROUNDS as SPEED_ROUNDS
 from onnxcompress.auto.speed import faster_of, speed_guard, without_slower_kinds
 from onnxcompress.auto.targets import COUNTED, Fidelity, Target, parse_target
@@ -296,6 +297,12 @@ def search(
                     break
                 searched = plan_for(narrowed)
                 final, memory, speed = faster_of(final, (memory, speed), searched, notes)
+            recipe = final.plan.to_plan_recipe(all_labels, seed=seed, calibration_samples=len(calib),
+                                               objective=objective)
+            if objective == "size":  # the one-flag runs a user would make instead (auto.settings)
+                setting = best_setting(final, layers, evaluator, calibration, seed=seed, deadline=deadline,
+                                       memory_base=memory.get("original_bytes"), notes=notes)
+                final, recipe = setting or (final, recipe)
             met = holds(final)
     finally:
         if own:
@@ -308,10 +315,7 @@ def search(
         notes.append(f"every layer stays float: no option met the target and was {better} than the original")
     assert final.held is not None
     return AutoResult(
-        plan=final.plan, met=met,
-        recipe=final.plan.to_plan_recipe(all_labels, seed=seed, calibration_samples=len(calib),
-                                    objective=objective),
-        fidelity=final.held, target=goal.text, objective=objective,
+        plan=final.plan, met=met, recipe=recipe, fidelity=final.held, target=goal.text, objective=objective,
         front=evaluator.front(final), layers=explain(final.plan, layers),
         seconds=seconds, calibration=calib, notes=notes, memory=memory, speed=speed,
     )
@@ -538,7 +542,7 @@ class _Evaluator:
         if held and ev.held is None:
             path = self.tmp / "held.onnx"
             path.write_bytes(self.models[key])
-            ev.held = self._judge(path, self._kept_outputs(key))
+            ev.held = self.judge(path, self._kept_outputs(key))
         return ev
 
     def _kept_outputs(self, key: tuple) -> dict[str, np.ndarray] | None:
@@ -547,7 +551,7 @@ class _Evaluator:
                 return kept[1]
         return None
 
-    def _judge(self, path: Path, search_outputs: dict[str, np.ndarray] | None = None) -> Fidelity:
+    def judge(self, path: Path, search_outputs: dict[str, np.ndarray] | None = None) -> Fidelity:
         """The held-out check of the model at ``path``. Counted criteria (top1, sequence,
         accuracy) are judged on the search and held-apart samples together: their flip-rate
         estimate needs every sample it can get (18 + 6 samples bound a flip rate, 6 alone did

@@ -104,9 +104,9 @@ def test_held_out_check_pools_counts_only(tmp_path) -> None:  # noqa: ANN001
     # held-apart ones exactly, then reversed (cosine -1, every sample flips)
     ev.search = ([{"x": s} for s in search], {"y": search[:, 0]}, None)
     ev.held = ([{"x": h} for h in held], {"y": held[:, 0]}, None)
-    f = ev._judge(path)
+    f = ev.judge(path)
     assert f.met and f.values == {"top1>=0.5": 1.0, "cosine>=0.99": pytest.approx(1.0)}
     ev.held = ([{"x": h} for h in held], {"y": -held[:, 0]}, None)
-    f = ev._judge(path)
+    f = ev.judge(path)
     assert f.values["top1>=0.5"] == pytest.approx(1 - 6 / 24)  # 6 flips of 24: pooled
     assert f.values["cosine>=0.99"] == pytest.approx(-1.0) and not f.met  # held-apart alone

@@ -21,7 +21,7 @@ ASSETS = ROOT / "tests/assets"
 # the held-out check, and the backed-off plan is judged right after it is built (kept as last)
 MODEL = ASSETS / "transformer_digits.onnx"
 CALIB, EVAL = ASSETS / "transformer_digits_calib.npz", ASSETS / "transformer_digits_eval.npz"
-JUDGE = _Evaluator._judge
+JUDGE = _Evaluator.judge
 
 
 def _search(monkeypatch: pytest.MonkeyPatch, keep: bool) -> tuple[object, list[bool]]:
@@ -38,7 +38,7 @@ def _search(monkeypatch: pytest.MonkeyPatch, keep: bool) -> tuple[object, list[b
         judged.append(search_outputs is not None)
         return JUDGE(self, path, search_outputs)
 
-    monkeypatch.setattr(_Evaluator, "_judge", judge)
+    monkeypatch.setattr(_Evaluator, "judge", judge)
     found = search(MODEL, str(CALIB), validate_data=str(EVAL), executor=SerialExecutor(),
                    allow_more_memory=True)
     return found, judged
