@@ -118,9 +118,12 @@ def _activation(node: ir.Node | None) -> bool:
         for x in node.inputs)
 
 
-#: Ops that make scores (a linear head), and the ops :func:`head_node` looks past on its way to
-#: one: layout only, and arithmetic with a constant (a bias, a scale).
-LINEAR_OPS = frozenset({"MatMul", "Gemm", "Conv", "Einsum"})
+#: Ops that make scores (a linear head; int8 ones too, a model quantized by its author: pyfrspell's
+#: heads are MatMulInteger, and its logits were held to a cosine that lost 3.6 points of its
+#: lemmas), and the ops :func:`head_node` looks past on its way to one: layout only, arithmetic
+#: with a constant (a bias, a scale), an int8 product's rescaling.
+INTEGER_LINEAR_OPS = frozenset({"MatMulInteger", "ConvInteger", "QLinearMatMul", "QLinearConv"})
+LINEAR_OPS = frozenset({"MatMul", "Gemm", "Conv", "Einsum"}) | INTEGER_LINEAR_OPS
 _HEAD_LAYOUT_OPS = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Cast",
                               "Flatten"})
 _HEAD_AFFINE_OPS = frozenset({"Add", "Sub", "Mul", "Div"})
@@ -150,9 +153,27 @@ def _head_path(value: ir.Value) -> tuple[ir.Node | None, list[ir.Value]]:
                 x is not None for x in node.inputs) and any(
                 const_array(x) is not None for x in node.inputs):
             value = next(x for x in node.inputs if const_array(x) is None)
+        elif (product := _int8_product(node)) is not None:
+            value = product
         else:
             return node, path
     return None, path
+
+
+def _int8_product(node: ir.Node) -> ir.Value | None:
+    """The int8 product ``node`` turns back into float: a DequantizeLinear's input, or the input
+    of a Mul by a (runtime) scale that is a Cast of MatMulInteger/ConvInteger (dynamic int8)."""
+    if node.op_type == "DequantizeLinear" and node.inputs and node.inputs[0] is not None:
+        return node.inputs[0]
+    if node.op_type != "Mul" or len(node.inputs) != 2:
+        return None
+    for x in node.inputs:
+        cast = None if x is None else x.producer()
+        if cast is not None and cast.op_type == "Cast" and cast.inputs and cast.inputs[0] is not None:
+            made = cast.inputs[0].producer()
+            if made is not None and made.op_type in INTEGER_LINEAR_OPS:
+                return x
+    return None
 
 
 def _stacks_positions(node: ir.Node) -> bool:

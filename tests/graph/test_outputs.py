@@ -136,3 +136,44 @@ def test_a_regression_computed_by_arithmetic_is_values_not_class_scores() -> Non
     plain = plain_output_names(load_model(model), outputs)
     assert plain == ["angles"]
     assert default_target(outputs, plain=plain) == "angles:values>=0.9995,logits:top1>=0.99"
+
+
+def test_an_int8_head_its_author_quantized_is_a_linear_head() -> None:
+    """pyfrspell's lemmatiser ships its heads as dynamic int8 (MatMulInteger, Cast, Mul by the
+    runtime scale, Add bias): read as a Mul, its character logits were held to a cosine and auto
+    lost 3.6 points of its lemmas. The head is the MatMulInteger, as a QLinearMatMul behind a
+    DequantizeLinear is; a Mul of two computed values is still no head."""
+    import onnx.parser
+
+    from onnxcompress.graph.outputs import LINEAR_OPS, class_score_outputs, head_op
+    from onnxcompress.model import load_model
+    from tests import helpers as h
+
+    model = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, T, 16] x) => (float[N, T, 40] logits, float[N, T, 40] q, float[N, T, 40] gated) {
+            xq, xs, xz = DynamicQuantizeLinear(x)
+            acc = MatMulInteger(xq, wq, xz)
+            accf = Cast<to = 1>(acc)
+            scale = Mul(xs, ws)
+            scaled = Mul(accf, scale)
+            logits = Add(scaled, b)
+            yq = QLinearMatMul(xq, xs, xz, wq, ws, wz, ys, yz)
+            q = DequantizeLinear(yq, ys, yz)
+            gate = Sigmoid(logits)
+            gated = Mul(logits, gate)
+        }
+    """)
+    r = np.random.default_rng(0)
+    model = h.attach_initializers(model, {
+        "wq": r.integers(-127, 127, (16, 40)).astype(np.int8),
+        "ws": np.array(0.01, np.float32), "wz": np.array(0, np.int8),
+        "ys": np.array(0.05, np.float32), "yz": np.array(128, np.uint8),
+        "b": r.standard_normal(40).astype(np.float32)})
+    ir_model = load_model(model)
+    heads = {v.name: head_op(v) for v in ir_model.graph.outputs}
+    assert heads == {"logits": "MatMulInteger", "q": "QLinearMatMul", "gated": "Mul"}
+    assert "MatMulInteger" in LINEAR_OPS
+    # token inputs: the int8 head's per-position scores are class scores, the gated product not
+    refs = [[r.standard_normal((1, 6, 40)).astype(np.float32) for _ in range(3)] for _ in range(2)]
+    assert class_score_outputs(ir_model, refs, tokens=True) == [True, True, False]
