@@ -19,7 +19,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from onnxcompress.auto.guard import measure_memory, memory_limit
+from onnxcompress.auto.guard import MEMORY_FEEDS, measure_memory, memory_limit
 from onnxcompress.auto.measure import run_outputs
 from onnxcompress.auto.paths import _estimated_cost, _uniform_cost, _uniform_option, holds, option_name
 from onnxcompress.auto.plan import Plan
@@ -106,7 +106,7 @@ def _judged(flag: str, recipe: dict[str, Any], plan: Plan, evaluate: _Evaluator,
     ev.held = evaluate.judge(path, outputs) if fid.met else Fidelity({}, False, -1.0)
     logger.info("auto: %s -> %d bytes, %s, held %s", flag, len(data), fid.values, ev.held.values)
     if holds(ev) and memory_base is not None:
-        used = measure_memory(path, evaluate.search[0][:1])
+        used = measure_memory(path, evaluate.search[0][:MEMORY_FEEDS])
         if used is not None and used > memory_limit(memory_base):
             logger.info("auto: %s needs %.2fx the original's session memory", flag, used / memory_base)
             return None
