@@ -19,9 +19,7 @@ import onnx_ir as ir
 from onnxcompress import runtime
 from onnxcompress.data import feed_source, input_specs
 from onnxcompress.errors import DataError, OnnxCompressError, PassError
-from onnxcompress.graph.constants import merge_duplicates
 from onnxcompress.graph.maps import DETACHED_MAPS
-from onnxcompress.graph.names import shorten_names
 from onnxcompress.model import (
     MODEL_FILES,
     check_output_path,
@@ -33,7 +31,7 @@ from onnxcompress.model import (
     to_proto,
 )
 from onnxcompress.model import save_model as write_model
-from onnxcompress.pipeline import Pipeline, PipelineResult
+from onnxcompress.pipeline import Pipeline, PipelineResult, finish_for_writing
 from onnxcompress.progress import ProgressLog
 from onnxcompress.report import CompressionReport, SizeInfo
 from onnxcompress.stats import GzipJob, gzip_size, model_stats
@@ -143,16 +141,7 @@ def compress_file(
         # external weights without also holding them in a protobuf (khmersm, 7 MB fp32: 18.0 MB
         # of session memory with its external data, 21.6 MB inlined; batch 5).
         external = True if input_external else None
-        if not pipeline.keep_debug_info:
-            saved = shorten_names(result.model)
-            if saved:
-                result.notes.append(f"shortened long tensor and node names to hashes ({saved:,} bytes; "
-                                    "compare --layers still finds them; keep them with --keep-debug-info)")
-        if any(p.modified for p in result.passes):  # after the names: their share counts these
-            merged, _ = merge_duplicates(result.model)
-            if merged:
-                result.notes.append(f"merged {merged} constant(s) equal to another (same type, shape "
-                                    "and values) into it")
+        finish_for_writing(result, keep_debug_info=pipeline.keep_debug_info)
         save_model(result.model, output_path, overwrite=overwrite, protect=(input_path,),
                    external_data=external)  # with a classifier's ZipMap put back
         progress("sizes (gzip)", 0, 1)

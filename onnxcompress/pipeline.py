@@ -452,6 +452,25 @@ def _attribute_parameters(model: ir.Model) -> list[str]:
             "node(s), which no pass compresses"]
 
 
+def finish_for_writing(result: PipelineResult, *, keep_debug_info: bool = False) -> None:
+    """What writing a pipeline's model does to it first (``api.compress_file``, and auto mode's
+    pricing of the files it would write): long names shortened to hashes unless debug information
+    is kept, then constants equal to another merged into it when a pass changed the model."""
+    from onnxcompress.graph.constants import merge_duplicates
+    from onnxcompress.graph.names import shorten_names
+
+    if not keep_debug_info:
+        saved = shorten_names(result.model)
+        if saved:
+            result.notes.append(f"shortened long tensor and node names to hashes ({saved:,} bytes; "
+                                "compare --layers still finds them; keep them with --keep-debug-info)")
+    if any(p.modified for p in result.passes):  # after the names: their share counts these
+        merged, _ = merge_duplicates(result.model)
+        if merged:
+            result.notes.append(f"merged {merged} constant(s) equal to another (same type, shape "
+                                "and values) into it")
+
+
 def record_provenance(model: ir.Model, recipe: dict[str, Any], results: list[PassResult]) -> None:
     """Write what was done into the model's metadata (no timestamps: output stays deterministic)."""
     history = []

@@ -13,6 +13,8 @@ import onnx
 import onnx_ir as ir
 
 from onnxcompress._report_weights import _decode
+from onnxcompress.data import feed_source
+from onnxcompress.errors import DataError
 from onnxcompress.weights import Weight
 
 #: Feeds per layer and option for the sensitivity probe (one forward pass each).
@@ -376,3 +378,30 @@ def objective_cost(path: Path, objective: str, feed: Mapping[str, np.ndarray]) -
         session.run(None, feed)
         times.append(time.perf_counter() - start)
     return float(np.median(times))
+
+
+#: The share of the calibration data held apart when no validation data is given.
+HOLDOUT_FRACTION = 0.25
+
+
+def split_search_data(model: Any, calibration: Any, validate_data: Any) -> tuple[list, Any, list, Any]:
+    """The search samples and labels, and the held-apart ones: ``validate_data``, else the tail
+    HOLDOUT_FRACTION of the calibration data (the passes read the first samples)."""
+    source = feed_source(calibration, model, name="calibration data")
+    feeds = [dict(f) for f in source]
+    labels = None if source.labels is None else np.asarray(source.labels)
+    if validate_data is not None:
+        held_source = feed_source(validate_data, model, name="validation data")
+        held = [dict(f) for f in held_source]
+        held_labels = None if held_source.labels is None else np.asarray(held_source.labels)
+        if not feeds or not held:
+            raise DataError("auto mode: the calibration or validation data has no samples.")
+        return feeds, labels, held, held_labels
+    if len(feeds) < 4:
+        raise DataError(f"auto mode: {len(feeds)} calibration samples are too few to hold some apart.",
+                        hint="give at least 4 samples, or --validate-data DATA")
+    # The tail is held apart, so the passes (which read the first samples) never see it.
+    n_held = max(2, round(len(feeds) * HOLDOUT_FRACTION))
+    cut = len(feeds) - n_held
+    return (feeds[:cut], None if labels is None else labels[:cut],
+            feeds[cut:], None if labels is None else labels[cut:])

@@ -51,6 +51,7 @@ from onnxcompress.auto.measure import (
     run_outputs,
     save_calibration,
     save_feeds,
+    split_search_data,
     state_inputs,
     token_inputs,
     visible,
@@ -72,8 +73,7 @@ from onnxcompress.auto.settings import best_setting
 from onnxcompress.auto.speed import MAX_ROUNDS as SPEED_ROUNDS
 from onnxcompress.auto.speed import faster_of, speed_guard, without_slower_kinds
 from onnxcompress.auto.targets import COUNTED, Fidelity, Target, parse_target
-from onnxcompress.data import feed_source
-from onnxcompress.errors import ConfigError, DataError
+from onnxcompress.errors import ConfigError
 from onnxcompress.graph.annotations import drop_inferable_annotations
 from onnxcompress.graph.maps import DETACHED_MAPS
 from onnxcompress.graph.outputs import plain_output_names
@@ -88,13 +88,12 @@ from onnxcompress.model import (
 from onnxcompress.passes._bit_allocation import LayerChoices, Option
 from onnxcompress.passes._folding import fold_batchnorm
 from onnxcompress.passes._int8 import FOLDED_DECODE
-from onnxcompress.pipeline import Pipeline
+from onnxcompress.pipeline import Pipeline, finish_for_writing
 from onnxcompress.validation.keypoints import heatmap_heads
 from onnxcompress.validation.metrics import has_image_input
 
 logger = logging.getLogger(__name__)
 
-HOLDOUT_FRACTION = 0.25
 #: Above this many (layer, option) pairs, only REFERENCE_OPTION is probed per layer and the
 #: other options are priced by their weight error (output error ~ sensitivity x weight error),
 #: so a 100-layer detector costs 100 forward passes instead of 700.
@@ -210,7 +209,8 @@ def search(
                           time_budget=time_budget, executor=executor, seed=seed, progress=progress,
                           candidates=candidates, allow_more_memory=allow_more_memory,
                           allow_slower=allow_slower)
-    search_feeds, search_labels, held_feeds, held_labels = _split(original, calibration, validate_data)
+    search_feeds, search_labels, held_feeds, held_labels = split_search_data(original, calibration,
+                                                                             validate_data)
     batch_rows, frame_rows = row_outputs(model_path, search_feeds)
     rows = sorted(batch_rows | frame_rows)  # found once: every candidate's outputs stack alike
     runs_it = "the original model (auto mode runs it)"
@@ -339,27 +339,6 @@ def _nothing_to_compress(original: Any, goal: Target, objective: str, seed: int,
 
 
 # -- data -----------------------------------------------------------------------------------------
-
-
-def _split(model: Any, calibration: Any, validate_data: Any) -> tuple[list, Any, list, Any]:
-    source = feed_source(calibration, model, name="calibration data")
-    feeds = [dict(f) for f in source]
-    labels = None if source.labels is None else np.asarray(source.labels)
-    if validate_data is not None:
-        held_source = feed_source(validate_data, model, name="validation data")
-        held = [dict(f) for f in held_source]
-        held_labels = None if held_source.labels is None else np.asarray(held_source.labels)
-        if not feeds or not held:
-            raise DataError("auto mode: the calibration or validation data has no samples.")
-        return feeds, labels, held, held_labels
-    if len(feeds) < 4:
-        raise DataError(f"auto mode: {len(feeds)} calibration samples are too few to hold some apart.",
-                        hint="give at least 4 samples, or --validate-data DATA")
-    # The tail is held apart, so the passes (which read the first samples) never see it.
-    n_held = max(2, round(len(feeds) * HOLDOUT_FRACTION))
-    cut = len(feeds) - n_held
-    return (feeds[:cut], None if labels is None else labels[:cut],
-            feeds[cut:], None if labels is None else labels[cut:])
 
 
 # -- step 1: measure every option ----------------------------------------------------------------
@@ -520,6 +499,7 @@ class _Evaluator:
             calibration = self.tmp / "calib.npz"
             result = Pipeline.from_recipe(recipe).run(
                 self.original, calibration=str(calibration) if calibration.exists() else self.calib)
+            finish_for_writing(result)  # priced as written: names shortened, equal constants merged
             proto = to_proto(result.model)
             data = proto.SerializeToString()
             path = self.tmp / "candidate.onnx"

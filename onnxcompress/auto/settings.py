@@ -26,7 +26,7 @@ from onnxcompress.auto.plan import Plan
 from onnxcompress.auto.targets import Fidelity
 from onnxcompress.model import to_proto
 from onnxcompress.passes._bit_allocation import LayerChoices
-from onnxcompress.pipeline import Pipeline
+from onnxcompress.pipeline import Pipeline, finish_for_writing
 
 if TYPE_CHECKING:
     from onnxcompress.auto.search import Evaluation, _Evaluator
@@ -96,6 +96,7 @@ def _judged(flag: str, recipe: dict[str, Any], plan: Plan, evaluate: _Evaluator,
     except OnnxCompressError as e:
         logger.info("auto: %s not judged: %s", flag, e)
         return None
+    finish_for_writing(result)  # compared as written, as plans are
     data = to_proto(result.model).SerializeToString()
     path = evaluate.tmp / "setting.onnx"
     path.write_bytes(data)

@@ -46,6 +46,10 @@ def test_recipe_replays_byte_for_byte(searched: Path) -> None:
     report = json.loads((searched / "report.json").read_text())["auto"]
     assert {row["layer"]: row["choice"] for row in report["plan"]} == plan.choices
     assert any(p["chosen"] for p in report["front"]) and report["met"] is True
+    # plans are priced as written (names shortened, equal constants merged): the chosen one's bytes
+    # are the file's
+    chosen = next(p for p in report["front"] if p["chosen"])
+    assert chosen["bytes"] == (searched / "auto.onnx").stat().st_size
     provenance = read_provenance(load_model(searched / "auto.onnx"))
     # the model stores the plan form the recipe file has (each layer once, not exclude lists)
     assert provenance["history"][-1]["recipe"]["plan"] == recipe["plan"]

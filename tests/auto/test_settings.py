@@ -89,9 +89,10 @@ def test_a_plan_that_missed_the_target_takes_any_run_that_holds(monkeypatch: pyt
     assert found is not None and found[0].file_bytes == 3000 and "(which missed it)" in notes[0]
 
 
-def _small_mlp(path: Path) -> Path:
+def _small_mlp(path: Path, prefix: str = "") -> Path:
     """An iris-sized classifier (4 -> 24 -> 24 -> 3): 24x24 is too small for a per-layer codebook
-    to pay, where --kmeans 8 stores such weights int8."""
+    to pay, where --kmeans 8 stores such weights int8. ``prefix``: before every node's and
+    intermediate value's name (an exporter's long scoped names)."""
     rng = np.random.default_rng(3)
     inits = []
     nodes = []
@@ -99,10 +100,11 @@ def _small_mlp(path: Path) -> Path:
     for i, (n_in, n_out) in enumerate(((4, 24), (24, 24), (24, 3))):
         inits += [nh.from_array(rng.normal(0, 1 / np.sqrt(n_in), (n_out, n_in)).astype(np.float32), f"w{i}"),
                   nh.from_array(rng.normal(0, 0.1, n_out).astype(np.float32), f"b{i}")]
-        y = "logits" if i == 2 else f"h{i}"
-        nodes.append(oh.make_node("Gemm", [x, f"w{i}", f"b{i}"], [y + ("" if i == 2 else "_pre")], transB=1))
+        y = "logits" if i == 2 else f"{prefix}h{i}"
+        nodes.append(oh.make_node("Gemm", [x, f"w{i}", f"b{i}"], [y + ("" if i == 2 else "_pre")], transB=1,
+                                  name=f"{prefix}gemm{i}"))
         if i < 2:
-            nodes.append(oh.make_node("Relu", [y + "_pre"], [y]))
+            nodes.append(oh.make_node("Relu", [y + "_pre"], [y], name=f"{prefix}relu{i}"))
         x = y
     graph = oh.make_graph(nodes, "mlp", [oh.make_tensor_value_info("input", 1, ["n", 4])],
                           [oh.make_tensor_value_info("logits", 1, ["n", 3])], inits)
@@ -149,3 +151,18 @@ def test_a_run_that_wins_is_written_and_replayed_as_the_cli_writes_it(tmp_path: 
     replay = tmp_path / "replay.onnx"
     assert run_cli("compress", model, "-o", replay, "--recipe", recipe, "--calibration", calib, "-q") == 0
     assert auto.read_bytes() == static.read_bytes() == replay.read_bytes()
+
+
+def test_plans_and_runs_are_priced_as_written(tmp_path: Path) -> None:
+    """Writing shortens an exporter's long names and merges equal constants; plans and runs are
+    compared on those bytes (fsanet: dynamic read 289,874 B before them and static 291,278, but
+    wrote 279,583 and 279,337), and the chosen one's bytes are the file's."""
+    model = _small_mlp(tmp_path / "mlp.onnx", prefix="/model/encoder/layers.0/feed_forward/" * 3)
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, input=np.random.default_rng(0).normal(size=(24, 1, 4)).astype(np.float32))
+    auto, report = tmp_path / "auto.onnx", tmp_path / "report.json"
+    assert run_cli("compress", model, "-o", auto, "--auto", "--calibration", calib, "--report", report, "-q") == 0
+    data = json.loads(report.read_text())
+    assert any("shortened long tensor and node names" in n for n in data["notes"])
+    chosen = next(p for p in data["auto"]["front"] if p["chosen"])
+    assert chosen["bytes"] == auto.stat().st_size
