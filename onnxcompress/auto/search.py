@@ -98,6 +98,9 @@ logger = logging.getLogger(__name__)
 #: other options are priced by their weight error (output error ~ sensitivity x weight error),
 #: so a 100-layer detector costs 100 forward passes instead of 700.
 PROBE_ALL_MAX_PAIRS = 256
+#: ... or above this many seconds of forward passes (pairs x probe samples x the original's time a
+#: sample): fns_candy's 17 layers x 10 options x 8 samples of a 720x720 picture took 20+ minutes.
+PROBE_ALL_SECONDS = 120.0
 REFERENCE_OPTION = "kmeans4"
 LARGE_PROBE_SAMPLES = 1
 #: Share of the time budget kept for the held-apart check and the memory guard: the steps that
@@ -214,7 +217,9 @@ def search(
     batch_rows, frame_rows = row_outputs(model_path, search_feeds)
     rows = sorted(batch_rows | frame_rows)  # found once: every candidate's outputs stack alike
     runs_it = "the original model (auto mode runs it)"
+    ran = time.perf_counter()
     ref_search = run_outputs(model_path, search_feeds, label=runs_it, rows=rows)
+    sample_seconds = (time.perf_counter() - ran) / max(1, len(search_feeds))  # a session's creation too
     ref_held = run_outputs(model_path, held_feeds, label=runs_it, rows=rows)
     if callable(target) and not isinstance(target, Target):
         goal = parse_target(None, metric=target, threshold=target_threshold)
@@ -246,7 +251,7 @@ def search(
         with tempfile.TemporaryDirectory(prefix="onnxcompress-auto-") as tmp:
             calib = search_feeds[:KMEANS_CALIBRATION_SAMPLES]
             measured = _measure(Path(tmp), original, calib, search_feeds, objective, seed, executor, report,
-                                candidates, calibration, rows)
+                                candidates, calibration, rows, sample_seconds)
             seconds["sensitivity"] = round(time.perf_counter() - started, 2)
             base_cost = 0.0
             if objective != "size":
@@ -346,7 +351,8 @@ def _nothing_to_compress(original: Any, goal: Target, objective: str, seed: int,
 
 def _measure(tmp: Path, original: Any, calib: list, search_feeds: list, objective: str, seed: int,
              executor: Executor, report: Progress, which: str = "default",
-             source: Any = None, rows: list[str] | None = None) -> list[Measured]:
+             source: Any = None, rows: list[str] | None = None,
+             sample_seconds: float = 0.0) -> list[Measured]:
     base = copy_model(original)
     # Layers are found again in the compressed pricing models by their consumer's name.
     name_unnamed_nodes(base)
@@ -363,7 +369,9 @@ def _measure(tmp: Path, original: Any, calib: list, search_feeds: list, objectiv
     save_model(base, tmp / "base.onnx")
     labels = [w.label for w in candidate_weights(base)]  # not empty: search() returned before
     names = [c.name for c in available_candidates(which)]
-    probe_all = len(labels) * len(names) <= PROBE_ALL_MAX_PAIRS or REFERENCE_OPTION not in names
+    pairs = len(labels) * len(names)
+    probe_all = pairs <= PROBE_ALL_MAX_PAIRS and pairs * PROBE_SAMPLES * sample_seconds <= PROBE_ALL_SECONDS \
+        or REFERENCE_OPTION not in names
     save_feeds(tmp / "probe.npz", search_feeds[:PROBE_SAMPLES if probe_all else LARGE_PROBE_SAMPLES])
     save_feeds(tmp / "search.npz", search_feeds)
     calib_path = save_calibration(calib, tmp / "calib.npz", source)

@@ -116,3 +116,26 @@ def test_prices_leave_out_the_exporters_metadata(tmp_path) -> None:
     half = next(m for m in measured if m.candidate == "fp16")
     for label, after in half.bytes_after.items():  # float16: half the bytes, and its Cast
         assert half.bytes_before[label] // 2 <= after < half.bytes_before[label] // 2 + 512, label
+
+
+def test_a_slow_model_probes_the_reference_option_only(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Probing every option of every layer costs pairs x PROBE_SAMPLES forward passes: fns_candy's
+    720x720 pictures (17 layers x 10 options x 8 samples at ~1 s) took over 20 minutes. Past
+    PROBE_ALL_SECONDS of them (the original's time a sample, measured on the search data), only
+    the reference option is probed and the others are extrapolated, as for many pairs."""
+    from onnxcompress.data import feed_source
+    from onnxcompress.model import load_model
+
+    module = importlib.import_module("onnxcompress.auto.search")
+    calls: list[int] = []
+    original = module._extrapolate
+    monkeypatch.setattr(module, "_extrapolate", lambda measured: (calls.append(1), original(measured)))
+    model = load_model(MODELS / "digits_mlp.onnx")
+    feeds = [dict(f) for f in feed_source(str(CALIB), model)][:8]
+    for seconds, extrapolated in ((0.001, False), (1.0, True)):  # 30 pairs x 8 samples: 0.24 s, 240 s
+        calls.clear()
+        measured = module._measure(tmp_path, model, feeds, feeds, "size", 0, SerialExecutor(),
+                                   lambda *a: None, sample_seconds=seconds)
+        assert bool(calls) == extrapolated
+        probed = {m.candidate for m in measured if m.deviation}
+        assert probed >= {"kmeans4", "int8"}  # every option gets a deviation either way
