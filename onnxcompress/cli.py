@@ -475,8 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
     auto.add_argument("--auto", action="store_true",
                       help="search per-layer options for the smallest (--objective) model meeting --target")
     auto.add_argument("--auto-target", metavar="EXPR",
-                      help="fidelity to keep, e.g. top1>=0.99, sequence>=0.99, cosine>=0.999, "
-                           "accuracy>=-0.5pt, OUTPUT:cosine>=0.999, comma-joined (default: "
+                      help="fidelity to keep, e.g. top1>=0.99, cosine>=0.999, within(30)>=0.99 (none "
+                           "moved past 30), accuracy>=-0.5pt, OUTPUT:cosine>=0.999, comma-joined (default: "
                            "top1>=0.99 where an output is class scores [N, C], values>=0.9995 on "
                            "values [N, K] with no clear top-1 (landmarks) or made by arithmetic "
                            "(angles), else cosine>=0.999 "

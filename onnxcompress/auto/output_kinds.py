@@ -230,3 +230,24 @@ def as_classes(p: np.ndarray) -> np.ndarray:
     its decision at 0.5 is the arg-max, and the flip ratio reads it on the logit."""
     p = p.reshape(len(p), 1)
     return np.concatenate([1.0 - p, p], axis=1)
+
+
+#: ``values`` over rows of this many values or more (a series: a forecast's horizon) scales by
+#: the smaller of the spreads across samples and within each row (:func:`series_spread`), never
+#: under this share of the rows' energy (float16 weights, ~1e-6 of it, always meet the target)
+SERIES_MIN_VALUES = 8
+SERIES_FLOOR = 1e-2
+
+
+def series_spread(x: np.ndarray) -> float:
+    """The spread ``values`` scales by where rows are a series (SERIES_MIN_VALUES or more values):
+    about each row's own mean when that is smaller than about the columns', never under
+    SERIES_FLOOR of the rows' energy. A forecaster's windows differ mostly by their level, which
+    the input gives; its task is the shape over the horizon, which the level's spread hid (batch
+    27's N-BEATS: across windows std 1.20 on the calibration data, 0.34 on the eval windows past
+    the training range, within a window 0.099 on both; auto's plan read 0.99972 on the first and
+    moved eval forecasts by up to 0.151, MAE against the truth 0.0400 -> 0.0477)."""
+    if x.shape[1] < SERIES_MIN_VALUES:
+        return np.inf
+    within = float(np.square(x - x.mean(axis=1, keepdims=True)).sum())
+    return max(within, SERIES_FLOOR * float(np.square(x).sum()))

@@ -39,6 +39,7 @@ from onnxcompress.auto.output_kinds import (
     one_value_each,
     picture_target,
     probability_maps,
+    series_spread,
     spectrum_cosine,
 )
 from onnxcompress.errors import ConfigError
@@ -103,11 +104,6 @@ DEFAULT_TARGET_VALUES = "values>=0.9995"
 #: landmark coordinates), where a cosine of 0.9997 between angle vectors allowed 3.8 degrees;
 #: wider plain rows are embeddings, held by their direction.
 VALUES_MAX_COLUMNS = 16
-#: ``values`` over rows of this many values or more (a series: a forecast's horizon) scales by
-#: the smaller of the spreads across samples and within each row (:func:`series_spread`), never
-#: under this share of the rows' energy (float16 weights, ~1e-6 of it, always meet the target)
-SERIES_MIN_VALUES = 8
-SERIES_FLOOR = 1e-2
 #: Probability maps ([N, C, H, W] in [0, 1], :func:`probability_maps`) are binarised by their
 #: task: mask>=X is the Dice (F1) of the maps binarised at MASK_THRESHOLD, pooled over samples.
 #: Measured on PP-OCR DB detectors (uniform k-means 8 and dynamic int8 of PP-OCRv6 tiny det and
@@ -124,7 +120,7 @@ DEFAULT_TARGET_MAP = "mask>=0.995"
 GRID_CLASS_MIN = 256
 GRID_CLASS_SHARE = 0.01
 METRICS = ("top1", "sequence", "cosine", "values", "accuracy", "mask", "detections", "keypoints",
-           "spectrum")
+           "spectrum", "within")
 #: Audio a model generates (``output_kinds.generated_waveforms``: a vocoder's, a TTS model's) is
 #: held by its log spectrum: int8 and k-means 8 read 0.9985-0.9986 on HiFi-GAN with its log-mel
 #: within 0.18 dB of fp32's, a plan at +0.9 dB 0.9885, k-means 4 0.963 at +2.5 dB.
@@ -139,13 +135,14 @@ DEFAULT_TARGET_KEYPOINTS = "keypoints>=0.99"
 #: anchor head, auto stayed at 1.07x; int8 keeps every box at cosine 0.82).
 DEFAULT_TARGET_DETECTIONS = "detections>=0.99"
 #: Metrics that count flips, held to an estimated flip rate (:func:`flip_rate`).
-COUNTED = ("top1", "sequence", "accuracy", "detections", "keypoints")
+COUNTED = ("top1", "sequence", "accuracy", "detections", "keypoints", "within")
 
 Outputs = Mapping[str, np.ndarray]  # output name -> samples stacked on axis 0
 Metric = Callable[[Outputs, Outputs], float]
 
 _TERM = re.compile(
-    r"^\s*(?:(?P<output>[^=<>]+?)\s*:\s*)?(?P<metric>[A-Za-z_][A-Za-z0-9_]*)\s*>=\s*"
+    r"^\s*(?:(?P<output>[^=<>]+?)\s*:\s*)?(?P<metric>[A-Za-z_][A-Za-z0-9_]*)"
+    r"(?:\(\s*(?P<arg>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*\))?\s*>=\s*"
     r"(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(?P<unit>pt)?\s*$"
 )
 
@@ -170,12 +167,14 @@ class Criterion:
     metric: str
     threshold: float
     output: str | None = None
+    tolerance: float | None = None  # within(TOL): the largest change a sample may keep
 
     @property
     def text(self) -> str:
         unit = "pt" if self.metric == "accuracy" else ""
         prefix = f"{self.output}:" if self.output else ""
-        return f"{prefix}{self.metric}>={threshold_text(self.threshold)}{unit}"
+        arg = "" if self.tolerance is None else f"({threshold_text(self.tolerance)})"
+        return f"{prefix}{self.metric}{arg}>={threshold_text(self.threshold)}{unit}"
 
 
 @dataclass
@@ -243,7 +242,7 @@ class Target:
                 head = None if split is None else (*scores[split.scores], name in split.scores,
                                                    pooled[split.family])
                 value = _measure(c.metric, original[name], compressed[name], labels, c.text, head,
-                                 logits.get(name) if c.metric in COUNTED else None)
+                                 logits.get(name) if c.metric in COUNTED else None, c.tolerance)
                 key = c.text if c.output or len(names) == 1 else f"{name}:{c.text}"
                 result.values[key] = value
                 margins.append(value - c.threshold)
@@ -288,7 +287,11 @@ def parse_target(expr: str | Target | None, outputs: Outputs | None = None, *,
         if name not in METRICS:
             raise ConfigError(f"target: unknown metric '{m['metric']}' in '{term.strip()}'.",
                               hint=f"metrics: {', '.join(METRICS)}")
-        if name in ("top1", "sequence", "cosine", "values", "mask", "keypoints", "spectrum") \
+        if (name == "within") != (m["arg"] is not None) or name == "within" and float(m["arg"]) <= 0:
+            raise ConfigError(f"target: '{term.strip()}': within takes the largest change a sample may "
+                              "keep, a positive number, and only within takes one.",
+                              hint="e.g. within(30)>=0.99: 99% of samples within 30 of the original's")
+        if name in ("top1", "sequence", "cosine", "values", "mask", "keypoints", "spectrum", "within") \
                 and not -1.0 <= value <= 1.0:
             raise ConfigError(f"target: {name} is a fraction in [0, 1], got {value:g} in '{term.strip()}'.",
                               hint=f"e.g. {name}>=0.99")
@@ -296,7 +299,8 @@ def parse_target(expr: str | Target | None, outputs: Outputs | None = None, *,
             raise ConfigError(f"target: '{term.strip()}': accuracy is given in points ('pt'), "
                               "relative to the original model, and only accuracy is.",
                               hint="e.g. accuracy>=-0.5pt")
-        criteria.append(Criterion(name, value, m["output"].strip() if m["output"] else None))
+        criteria.append(Criterion(name, value, m["output"].strip() if m["output"] else None,
+                                  None if m["arg"] is None else float(m["arg"])))
         if outputs and not m["output"] and not _applicable(name, outputs):
             # an unnamed term no output is read by held nothing: every plan met it (a keyword
             # spotter's [N, 1, 35] under top1>=0.995 went to 2 bits, 37.5% of its words kept)
@@ -429,20 +433,6 @@ def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
     return ",".join(terms + [f"{k}:{v}" for k, v in cosine.items()])
 
 
-def series_spread(x: np.ndarray) -> float:
-    """The spread ``values`` scales by where rows are a series (SERIES_MIN_VALUES or more values):
-    about each row's own mean when that is smaller than about the columns', never under
-    SERIES_FLOOR of the rows' energy. A forecaster's windows differ mostly by their level, which
-    the input gives; its task is the shape over the horizon, which the level's spread hid (batch
-    27's N-BEATS: across windows std 1.20 on the calibration data, 0.34 on the eval windows past
-    the training range, within a window 0.099 on both; auto's plan read 0.99972 on the first and
-    moved eval forecasts by up to 0.151, MAE against the truth 0.0400 -> 0.0477)."""
-    if x.shape[1] < SERIES_MIN_VALUES:
-        return np.inf
-    within = float(np.square(x - x.mean(axis=1, keepdims=True)).sum())
-    return max(within, SERIES_FLOOR * float(np.square(x).sum()))
-
-
 def _class_rate(ratio: np.ndarray, top: np.ndarray) -> float:
     """An image's class map [N, H, W, C] (``flips.position_ratios`` of its pixels: each class's
     flip ratio against the original's arg-max ``top``): the largest over its classes (those of
@@ -478,7 +468,7 @@ def _sequence_probabilities(outputs: Outputs) -> list[str]:
 
 def _applicable(metric: str, outputs: Outputs) -> list[str]:
     floats = [k for k, v in outputs.items() if np.issubdtype(np.asarray(v).dtype, np.floating)]
-    if metric in ("cosine", "values"):
+    if metric in ("cosine", "values", "within"):
         return floats
     if metric == "keypoints":
         return list(keypoint_heatmaps({k: outputs[k] for k in floats}))
@@ -508,7 +498,7 @@ def _kept(ratios: np.ndarray, count: int | None = None) -> float:
 
 def _measure(metric: str, a: np.ndarray, b: np.ndarray, labels: np.ndarray | None, text: str,
              head: tuple[np.ndarray, np.ndarray, bool, int] | None = None,
-             logits: tuple[np.ndarray, np.ndarray] | None = None) -> float:
+             logits: tuple[np.ndarray, np.ndarray] | None = None, tolerance: float | None = None) -> float:
     """``head``: for an output of a split anchor head (``split_anchor_heads``), its object scores
     in the original and compressed models (``SplitHead.foreground``), whether this output is one
     of its score outputs, and the positive anchors of its family (a count's denominator). ``logits``: the
@@ -516,6 +506,8 @@ def _measure(metric: str, a: np.ndarray, b: np.ndarray, labels: np.ndarray | Non
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:  # a length the model computes changed (Piper's durations): not kept
         return -100.0 if metric == "accuracy" else -1.0 if metric in ("cosine", "values") else 0.0
+    if metric == "within":  # each sample's largest change against the tolerance: past 1 it is out
+        return _kept(np.abs(b - a).reshape(len(a), -1).max(axis=1, initial=0.0) / float(tolerance or 1.0))
     if metric in ("cosine", "values"):
         x, y = a.reshape(len(a), -1), b.reshape(len(b), -1)
         values = len(x) > 1 and (x.shape[1] == 1 or metric == "values")  # about each column's mean

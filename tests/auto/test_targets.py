@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from onnxcompress.auto.flips import _poisson_upper, flip_rate, flip_ratios
-from onnxcompress.auto.targets import SERIES_FLOOR, parse_target, series_spread
+from onnxcompress.auto.output_kinds import SERIES_FLOOR, series_spread
+from onnxcompress.auto.targets import parse_target
 from onnxcompress.errors import ConfigError
 
 
@@ -967,3 +968,26 @@ def test_audio_a_model_generates_is_held_by_its_spectrum() -> None:
     assert spectrum_cosine(audio, audio) == pytest.approx(1.0)
     with pytest.raises(ConfigError, match="not a waveform"):
         parse_target("x:spectrum>=0.99").evaluate({"x": audio[..., :100]}, {"x": audio[..., :100]})
+
+
+def test_within_holds_each_sample_to_an_absolute_tolerance() -> None:
+    """A regressor's users know their tolerance (iDeepLC's retention times: within 30 s, on a
+    spread of 3,200 s, where the default cosine>=0.99995 allows an RMS change of 36 s and auto's
+    plan kept 96.4% of 1,169 peptides): ``within(TOL)>=SHARE`` holds the share of samples whose
+    largest change stays within TOL, estimated from how near each comes (a count, as top1)."""
+    t = parse_target("rt:within(30)>=0.99")
+    assert t.text == "rt:within(30)>=0.99" and t.criteria[0].tolerance == 30.0
+    assert parse_target("within(0.5)>=0.95").text == "within(0.5)>=0.95"
+    rng = np.random.default_rng(0)
+    a = rng.uniform(1000, 12000, size=(64, 1))
+    close = a + rng.uniform(-6, 6, size=a.shape)  # every sample within a fifth of the tolerance
+    assert t.evaluate({"rt": a}, {"rt": close}).met
+    far = close.copy()
+    far[:3] += 45  # 3 of 64 out: ~5%
+    assert not t.evaluate({"rt": a}, {"rt": far}).met
+    # near the tolerance everywhere (25-29 s): no sample out, but the estimate says many are close
+    edge = a + rng.uniform(25, 29, size=a.shape)
+    assert t.evaluate({"rt": a}, {"rt": edge}).values["rt:within(30)>=0.99"] < 0.99
+    for bad in ("within>=0.99", "top1(3)>=0.99", "within(0)>=0.99", "within(30)>=1.5"):
+        with pytest.raises(ConfigError):
+            parse_target(bad)
