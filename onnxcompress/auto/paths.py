@@ -120,14 +120,14 @@ def uniform_check(chosen: Evaluation, layers: list[LayerChoices], evaluate: _Eva
     for name in option_names()[1:]:
         choices, cost = {}, 0
         for layer in layers:
-            opt = _uniform_option(layer, name)
+            opt = uniform_option(layer, name)
             if opt is None:
                 break
             choices[layer.label] = option_name(opt)
             cost += opt.nbytes
         else:
             uniform.append((cost, name, Plan(choices)))
-    chosen_cost = _estimated_cost(chosen.plan, layers)
+    chosen_cost = estimated_cost(chosen.plan, layers)
     for cost, name, plan in sorted(uniform, key=lambda u: (u[0], u[1])):
         if cost >= chosen_cost or time.perf_counter() > deadline and not late:
             break
@@ -153,10 +153,10 @@ def allocated_check(chosen: Evaluation, layers: list[LayerChoices], evaluate: _E
     allocates bytes."""
     if not chosen.fidelity.met or evaluate.objective != "size":
         return chosen
-    chosen_cost = _estimated_cost(chosen.plan, layers)
+    chosen_cost = estimated_cost(chosen.plan, layers)
     best = chosen
     for bits in sorted(KMEANS_BITS[:-1], reverse=True):
-        if _uniform_cost(layers, f"kmeans{bits}") >= chosen_cost:
+        if uniform_cost(layers, f"kmeans{bits}") >= chosen_cost:
             continue
         if time.perf_counter() > deadline:
             break
@@ -171,18 +171,18 @@ def allocated_check(chosen: Evaluation, layers: list[LayerChoices], evaluate: _E
     return best
 
 
-def _estimated_cost(plan: Plan, layers: list[LayerChoices]) -> int:
+def estimated_cost(plan: Plan, layers: list[LayerChoices]) -> int:
     """The summed option prices of ``plan`` (built from ``layers``' options)."""
     return sum(option_of(layer, plan.choices[layer.label]).nbytes  # type: ignore[union-attr]
                for layer in layers)
 
 
-def _uniform_cost(layers: list[LayerChoices], name: str) -> int:
-    """Estimated bytes of every layer at option ``name`` (``_uniform_option``)."""
-    return sum(_uniform_option(layer, name).nbytes for layer in layers)  # type: ignore[union-attr]
+def uniform_cost(layers: list[LayerChoices], name: str) -> int:
+    """Estimated bytes of every layer at option ``name`` (``uniform_option``)."""
+    return sum(uniform_option(layer, name).nbytes for layer in layers)  # type: ignore[union-attr]
 
 
-def _uniform_option(layer: LayerChoices, name: str) -> Option | None:
+def uniform_option(layer: LayerChoices, name: str) -> Option | None:
     """``layer``'s option in the plan of every layer at ``name``: where it has none, float16 if that
     is cheaper than float, as a uniform pass stores what it leaves (``--quantize-rest``,
     ``--kmeans-rest``); FSA-Net's 18 layers under int8's 512 values were priced float32 and

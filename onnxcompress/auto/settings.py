@@ -9,8 +9,11 @@ original's), and the smallest that holds and is no larger than the plan becomes 
 recipe the CLI's own. Measured before (session 36, batches 30-35): auto ended 4-8% above static
 int8 where an 18-sample search split read one int8 flip (emotion_xception, cifar_cnn), and where
 its tensors equalled a uniform run's, its longer recipe was the whole difference (iris_mlp,
-mnist_cntk, langid_svc). The held-apart samples are the calibration file's tail when no
-``--validate-data`` is given, and these runs read the whole file as the CLI does.
+mnist_cntk, langid_svc); with these runs (and the plan form of recipes, ``auto.plan``) auto was at
+least as small as the best uniform setting on 11 of those 16 models, not 5
+(``benchmarks/results/session37_auto_vs_uniform.md``). The held-apart samples are the calibration
+file's tail when no ``--validate-data`` is given, and these runs read the whole file as the CLI
+does: a uniform setting is no choice fitted to the samples it is checked on.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from onnxcompress.auto.guard import MEMORY_FEEDS, measure_memory, memory_limit
 from onnxcompress.auto.measure import run_outputs
-from onnxcompress.auto.paths import _estimated_cost, _uniform_cost, _uniform_option, holds, option_name
+from onnxcompress.auto.paths import estimated_cost, holds, option_name, uniform_cost, uniform_option
 from onnxcompress.auto.plan import Plan
 from onnxcompress.auto.targets import Fidelity
 from onnxcompress.model import to_proto
@@ -50,7 +53,7 @@ def best_setting(final: Evaluation, layers: list[LayerChoices], evaluate: _Evalu
                  notes: list[str]) -> tuple[Evaluation, dict[str, Any]] | None:
     """The smallest one-flag run that holds and is no larger than ``final`` (any that holds,
     smallest first, when ``final`` does not), as its evaluation and recipe; None when none is."""
-    planned = _estimated_cost(final.plan, layers)
+    planned = estimated_cost(final.plan, layers)
     best: tuple[Evaluation, dict[str, Any], str] | None = None
     runs = sorted(SETTINGS, key=lambda s: _estimate(layers, s[2]))
     for flag, step, option in runs:
@@ -75,13 +78,13 @@ def best_setting(final: Evaluation, layers: list[LayerChoices], evaluate: _Evalu
 
 
 def _estimate(layers: list[LayerChoices], option: str) -> int:
-    return min(_uniform_cost(layers, name) for name in {option, "int8"})
+    return min(uniform_cost(layers, name) for name in {option, "int8"})
 
 
 def _uniform_plan(layers: list[LayerChoices], option: str) -> Plan:
     """The plan a run stands for in the report: each layer at ``option``, or what a uniform pass
-    stores where it has none (``paths._uniform_option``)."""
-    return Plan({layer.label: option_name(_uniform_option(layer, option)) for layer in layers})  # type: ignore[arg-type]
+    stores where it has none (``paths.uniform_option``)."""
+    return Plan({layer.label: option_name(uniform_option(layer, option)) for layer in layers})  # type: ignore[arg-type]
 
 
 def _judged(flag: str, recipe: dict[str, Any], plan: Plan, evaluate: _Evaluator, calibration: Any,

@@ -172,7 +172,7 @@ def test_a_uniform_plan_stores_layers_without_the_option_in_float16_as_the_unifo
     """``--quantize`` stores the layers it leaves float (under 512 values) in float16; auto's
     uniform int8 plan priced them float32 (FSA-Net: 18 small layers, the plan 4% above the
     uniform file), so it was passed over. Where a layer has no such option either, float."""
-    from onnxcompress.auto.paths import _uniform_cost, option_names, uniform_check
+    from onnxcompress.auto.paths import uniform_cost, option_names, uniform_check
 
     int8 = option_names().index("int8")
     big = LayerChoices("big", [Option(0, 40000, 0.0), Option(int8, 10100, 0.001),
@@ -180,7 +180,7 @@ def test_a_uniform_plan_stores_layers_without_the_option_in_float16_as_the_unifo
     small = LayerChoices("small", [Option(0, 1600, 0.0), Option(FP16, 850, 0.0)], sensitivity=1.0)
     bare = LayerChoices("bare", [Option(0, 300, 0.0)], sensitivity=1.0)
     layers = [big, small, bare]
-    assert _uniform_cost(layers, "int8") == 10100 + 850 + 300
+    assert uniform_cost(layers, "int8") == 10100 + 850 + 300
     seen: list[dict[str, str]] = []
 
     def evaluate(plan: Plan, *, held: bool = False) -> Evaluation:

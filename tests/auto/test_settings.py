@@ -78,7 +78,7 @@ def test_runs_estimated_dearer_than_the_plan_are_not_built(monkeypatch: pytest.M
     # the plan at k-means 4-like prices (400 B a layer) far below int8's 1000: nothing is built
     cheap = _final(900, choice="kmeans8")
     layers_cost = {"--kmeans 8": (800, True), "--quantize static": (800, True), "--quantize dynamic": (800, True)}
-    monkeypatch.setattr(settings, "_estimated_cost", lambda plan, layers: 800)
+    monkeypatch.setattr(settings, "estimated_cost", lambda plan, layers: 800)
     found, tried, _ = _run(monkeypatch, cheap, layers_cost)
     assert tried == [] and found is None
 
