@@ -163,13 +163,15 @@ def _e2k_meta() -> tuple[dict[str, int], list[str], int, int]:
 
     _, meta = load_safetensors((DEFAULT_OUT / "e2k_pkg" / E2K_MEMBER).read_bytes())
     ins = meta["in_table"].split("\0")
-    return {c: i for i, c in enumerate(ins)}, meta["out_table"].split("\0"), int(meta["sos_idx"]), int(meta["eos_idx"])
+    outs = meta["out_table"].split("\0")
+    return {c: i for i, c in enumerate(ins)}, outs, int(meta["sos_idx"]), int(meta["eos_idx"])
 
 
 @cache
 def english_words() -> list[str]:
     """lower-case a-z words (3-14 letters) of the standard library's docstrings, seeded shuffle"""
-    words = sorted({w for s in english_sentences() for w in re.findall(r"[a-z]+", s.lower()) if 3 <= len(w) <= 14})
+    words = sorted({w for s in english_sentences() for w in re.findall(r"[a-z]+", s.lower())
+                    if 3 <= len(w) <= 14})  # fmt: skip
     r = np.random.default_rng(36)
     return [words[i] for i in r.permutation(len(words))]
 
@@ -293,8 +295,8 @@ def wordllama_graph(out: Path) -> None:
 def _tokenizer() -> Any:
     pylib = DEFAULT_OUT / "pylib"
     if not (pylib / "tokenizers").exists():
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(pylib),
-                        TOKENIZERS], check=True)  # fmt: skip
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target",
+                        str(pylib), TOKENIZERS], check=True)  # fmt: skip
     sys.path.insert(0, str(pylib))
     from tokenizers import Tokenizer  # noqa: PLC0415
 
@@ -337,8 +339,157 @@ def _wl_task(ref: Path, model: Path, k: int = 10) -> dict[str, Any]:
     cos = np.sum(a * b, 1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
     return {"sentences": len(sents), f"recall_at_{k}_vs_fp32": float(np.mean(rec)),
             "top1_same": float(np.mean(top_a[:, 0] == top_b[:, 0])),
-            "fp32_top1_in_file_top10": float(np.mean([x[0] in set(y) for x, y in zip(top_a, top_b, strict=True)])),
+            "fp32_top1_in_file_top10": float(np.mean([x[0] in set(y)
+                                                      for x, y in zip(top_a, top_b, strict=True)])),
             "embedding_cosine_min": float(cos.min()), "embedding_cosine_mean": float(cos.mean())}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# silero-stress Belarusian accentor (fastText-style char n-gram bag, int8 table by its authors)
+
+_SILERO_CHILD = r"""
+import sys, json, gzip
+out, pt = sys.argv[1], sys.argv[2]
+import numpy as np, torch
+acc = torch.package.PackageImporter(pt).load_pickle("accentor_models", "accentor")
+m = acc.accentor.model
+q = m.embedding.weight.data.clone()
+arrays = {"table_q": q.numpy(), "scale": m.scale.numpy(), "zero_point": m.zero_point.numpy()}
+for k, v in m.stress_clf.state_dict().items():
+    arrays["clf_" + k.replace(".", "_")] = v.numpy()
+m.embedding.weight.data = m.scale * (q - m.zero_point)  # the package's load_accentor
+vocab = out + "/silero_stress_pkg/silero_stress/data/vocabularies/vocab-bel.gz"
+words = [ln.split()[0] for ln in gzip.open(vocab, "rt")][:200]
+arrays["check_logits"] = m(words)[0].numpy()
+np.savez(out + "/silero_bel_weights.npz", **arrays)
+json.dump(dict(m.embedding.ngram_dict), open(out + "/silero_bel_ngrams.json", "w"), ensure_ascii=False)
+"""
+SILERO = "silero-stress==1.5"
+SILERO_MEMBER = "silero_stress/data/accentor-bel.pt"
+BEL_VOWELS = "аоуіэыяеёю"  # the package's SimpleAccentor / AccentorNgramSimple for "bel"
+NG_LEN = 96
+
+
+def silero_export(out: Path) -> None:
+    pkg = _unpack(out, SILERO, "silero_stress")
+    subprocess.run([TORCH_PY, "-c", _SILERO_CHILD, str(out), str(pkg / SILERO_MEMBER)], check=True, cwd=out)
+
+
+def silero_graph(out: Path, int8: bool) -> None:
+    """the package's model in ONNX: EmbeddingBag(mean) over the word's n-gram ids (a masked mean of
+    Gather rows), then Linear 16->64->128->64->10 with ReLU; ``int8``: the authors' int8 table kept,
+    widened in the graph as their loader does (Cast, Sub zero point 6.16, Mul scale 0.089), else the
+    table widened to float32 in the file"""
+    import onnx  # noqa: PLC0415
+    from onnx import TensorProto, helper, numpy_helper  # noqa: PLC0415
+
+    with np.load(out / "silero_bel_weights.npz") as z:
+        w = {k: z[k] for k in z.files}
+    scale, zp = np.float32(w["scale"]), np.float32(w["zero_point"])
+    init, nodes = [], []
+    if int8:
+        init += [numpy_helper.from_array(w["table_q"].astype(np.int8), "table_q"),
+                 numpy_helper.from_array(np.array(zp, np.float32), "zero_point"),
+                 numpy_helper.from_array(np.array(scale, np.float32), "scale")]  # fmt: skip
+        nodes += [helper.make_node("Gather", ["table_q", "ngram_ids"], ["rows_q"]),
+                  helper.make_node("Cast", ["rows_q"], ["rows_f"], to=TensorProto.FLOAT),
+                  helper.make_node("Sub", ["rows_f", "zero_point"], ["rows_c"]),
+                  helper.make_node("Mul", ["rows_c", "scale"], ["rows"])]  # fmt: skip
+    else:
+        table = (scale * (w["table_q"].astype(np.float32) - zp)).astype(np.float32)
+        init.append(numpy_helper.from_array(table, "table"))
+        nodes.append(helper.make_node("Gather", ["table", "ngram_ids"], ["rows"]))
+    init += [numpy_helper.from_array(np.array([2], np.int64), "axis2"),
+             numpy_helper.from_array(np.array([1], np.int64), "axis1")]  # fmt: skip
+    nodes += [helper.make_node("Unsqueeze", ["mask", "axis2"], ["mask3"]),
+              helper.make_node("Mul", ["rows", "mask3"], ["masked"]),
+              helper.make_node("ReduceSum", ["masked", "axis1"], ["summed"], keepdims=0),
+              helper.make_node("ReduceSum", ["mask", "axis1"], ["count"], keepdims=1),
+              helper.make_node("Div", ["summed", "count"], ["x0"])]  # fmt: skip
+    x = "x0"
+    for i, k in enumerate((0, 2, 4, 6)):
+        init += [numpy_helper.from_array(w[f"clf_{k}_weight"].T.copy(), f"clf{k}_w"),
+                 numpy_helper.from_array(w[f"clf_{k}_bias"], f"clf{k}_b")]  # fmt: skip
+        nodes += [helper.make_node("MatMul", [x, f"clf{k}_w"], [f"mm{k}"]),
+                  helper.make_node("Add", [f"mm{k}", f"clf{k}_b"],
+                                   ["logits" if k == 6 else f"lin{k}"])]  # fmt: skip
+        if k != 6:
+            nodes.append(helper.make_node("Relu", [f"lin{k}"], [f"x{i + 1}"]))
+            x = f"x{i + 1}"
+    g = helper.make_graph(
+        nodes, "silero_stress_bel" + ("_int8" if int8 else ""),
+        [helper.make_tensor_value_info("ngram_ids", TensorProto.INT64, ["n", "l"]),
+         helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["n", "l"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 10])], init)  # fmt: skip
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], producer_name="unseen_models36")
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    onnx.save(m, out / ("silero_bel_q8.onnx" if int8 else "silero_bel.onnx"))
+
+
+@cache
+def _bel_ngrams() -> dict[str, int]:
+    return json.loads((DEFAULT_OUT / "silero_bel_ngrams.json").read_text())
+
+
+def bel_ngram_ids(word: str) -> list[int]:
+    """the package's ``NewFastTextEmbeddingBag``: n-grams n = 1 .. len + 3 of "<word>" known to its
+    dictionary (else "UNK")"""
+    d, t = _bel_ngrams(), "<" + word + ">"
+    ids = [d[t[i:i + n]] for n in range(1, len(word) + 4) for i in range(len(t) - n + 1) if t[i:i + n] in d]
+    return ids or [d["UNK"]]
+
+
+@cache
+def bel_words() -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """the package's Belarusian stress vocabulary (``vocab-bel.gz``: word, stressed char index), words
+    of 2+ vowels whose n-grams fit 96 ids, seeded shuffle: words, ids, masks, stressed vowel ordinal"""
+    pkg = _unpack(DEFAULT_OUT, SILERO, "silero_stress")
+    import gzip  # noqa: PLC0415
+
+    rows = []
+    with gzip.open(pkg / "silero_stress/data/vocabularies/vocab-bel.gz", "rt") as f:
+        for ln in f:
+            word, pos = ln.split()
+            vowels = [i for i, c in enumerate(word) if c in BEL_VOWELS]
+            ids = bel_ngram_ids(word)
+            if len(vowels) >= 2 and int(pos) in vowels and len(ids) <= NG_LEN:
+                rows.append((word, ids, vowels.index(int(pos))))
+    r = np.random.default_rng(36)
+    rows = [rows[i] for i in r.permutation(len(rows))]
+    ids = np.array([x[1] + [0] * (NG_LEN - len(x[1])) for x in rows], np.int64)
+    mask = np.array([[1.0] * len(x[1]) + [0.0] * (NG_LEN - len(x[1])) for x in rows], np.float32)
+    return [x[0] for x in rows], ids, mask, np.array([x[2] for x in rows])
+
+
+def d_silero(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarray]:
+    """Belarusian words of the package's stress vocabulary (vocab-bel.gz), n-gram ids padded to 96"""
+    _, ids, mask, _ = bel_words()
+    pick = r.choice(len(ids), n, replace=False)
+    return {"ngram_ids": ids[pick][:, None], "mask": mask[pick][:, None]}
+
+
+def _silero_task(ref: Path, model: Path, n: int = 4000) -> dict[str, Any]:
+    words, ids, mask, truth = bel_words()
+    ids, mask, truth = ids[:n], mask[:n], truth[:n]
+    sa, sb = _session(ref), _session(model)
+    a = np.concatenate([sa.run(None, {"ngram_ids": ids[i:i + 256], "mask": mask[i:i + 256]})[0]
+                        for i in range(0, len(ids), 256)])  # fmt: skip
+    b = np.concatenate([sb.run(None, {"ngram_ids": ids[i:i + 256], "mask": mask[i:i + 256]})[0]
+                        for i in range(0, len(ids), 256)])  # fmt: skip
+
+    def soft(x: np.ndarray) -> np.ndarray:
+        e = np.exp(x - x.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    pa, pb = soft(a.astype(np.float64)), soft(b.astype(np.float64))
+    ka, kb = pa.argmax(1), pb.argmax(1)
+    # the package sets the stress only when the top probability passes 0.5
+    sa_, sb_ = np.where(pa.max(1) > 0.5, ka, -1), np.where(pb.max(1) > 0.5, kb, -1)
+    return {"words": len(ids), "stress_same_as_fp32": float(np.mean(ka == kb)),
+            "set_stress_same_as_fp32": float(np.mean(sa_ == sb_)),
+            "accuracy_fp32": float(np.mean(ka == truth)), "accuracy_file": float(np.mean(kb == truth)),
+            "prob_max_abs": float(np.abs(pa - pb).max())}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -347,10 +498,13 @@ def _wl_task(ref: Path, model: Path, k: int = 10) -> dict[str, Any]:
 def task(name: str, model: Path, out: Path) -> dict[str, Any]:
     if name.startswith("e2k"):
         return _e2k_task(name, out, model)
+    if name.startswith("silero"):
+        return _silero_task(out / f"{name}.onnx", model)
     return _wl_task(out / f"{name}.onnx", model)
 
 
-E2K_WHAT = ("e2k English->katakana transliterator (attention GRU encoder-decoder, float16 weights as shipped, "
+E2K_WHAT = ("e2k English->katakana transliterator (attention GRU encoder-decoder, float16 weights as "
+            "shipped, "
             "exported here with torch 2.13, opset 17, run greedily by the package's loop): ")  # fmt: skip
 MODELS: dict[str, tuple[str, str, str, Maker, dict[str, Any]]] = {
     "e2k_c2k_enc": (E2K, E2K_MEMBER,
@@ -358,19 +512,36 @@ MODELS: dict[str, tuple[str, str, str, Maker, dict[str, Any]]] = {
                     "Linear 512->256 -> tanh: memory [N, T, 256]",
                     d_e2k_enc, {"kind": "cosine", "output": 0}),
     "e2k_c2k_dec": (E2K, E2K_MEMBER,
-                    E2K_WHAT + "DECODER STEP previous katakana id [N, 1], states h1, h2 [1, N, 256], memory -> "
-                    "Embedding 88x256 -> GRU -> 4-head attention -> GRU 512->256 -> Linear 256->88 logits, h1, h2",
+                    E2K_WHAT + "DECODER STEP previous katakana id [N, 1], states h1, h2 [1, N, 256], "
+                    "memory -> "
+                    "Embedding 88x256 -> GRU -> 4-head attention -> GRU 512->256 -> Linear 256->88 "
+                    "logits, h1, h2",
                     d_e2k_dec, {"kind": "top1", "output": 0}),
     "wordllama_l2": (WORDLLAMA, WL_MEMBER,
-                     "WordLlama l2_supercat static text embedder (float16 32,000 x 256 token table widened to "
+                     "WordLlama l2_supercat static text embedder (float16 32,000 x 256 token table "
+                     "widened to "
                      "float32; the package's embed(norm=True) written in ONNX, opset 17): token ids [N, L] + "
                      "mask -> Gather -> masked average -> L2 norm: [N, 256]",
                      d_wordllama, {"kind": "cosine", "output": 0}),
+    "silero_bel_q8": (SILERO, SILERO_MEMBER,
+                      "silero-stress Belarusian accentor with its authors' int8 n-gram table kept "
+                      "(104,632 x 16 int8, widened in the graph: Gather -> Cast -> Sub 6.16 -> Mul 0.089, "
+                      "as load_accentor): n-gram ids [N, L] + mask -> masked mean -> "
+                      "Linear 16->64->128->64->10 (ReLU): logits over "
+                      "the word's vowels (which one is stressed)",
+                      d_silero, {"kind": "top1", "output": 0}),
+    "silero_bel": (SILERO, SILERO_MEMBER,
+                   "silero_bel_q8 with the table widened to float32 in the file (what the package "
+                   "holds in memory "
+                   "after load_accentor)",
+                   d_silero, {"kind": "top1", "output": 0}),
 }  # fmt: skip
 SHA256: dict[str, str] = {
     "e2k_c2k_enc": "9a17a71f341947541beaf67293c2799c7a4551c3f0662f4cec70fbef5ed8a928",
     "e2k_c2k_dec": "1d1c5a13aae7ba10ebc45d015aa4d2a068fe892cc62437b3dfc1948f4a0e1768",
     "wordllama_l2": "4ec25e16fffec302b57887dc8a83f9c9d0b22535f8581cd9d078c341cd8c6c35",
+    "silero_bel_q8": "58d45d50f8e5aa6d826a72827ff33350ea5bafb159f9ebd7d0c9dbdbaad2d77e",
+    "silero_bel": "4728b1f6167970de946ed2830f840ecd841ce0018b28d67d7d9da546a03a9e27",
 }
 
 
@@ -380,13 +551,18 @@ def make(name: str, out: Path, check: bool = True) -> dict[str, Any]:
     dest = out / f"{name}.onnx"
     if name.startswith("e2k") and not (out / "e2k_c2k_enc.onnx").exists():
         e2k_export(out)
+    if name.startswith("silero") and not dest.exists():
+        if not (out / "silero_bel_weights.npz").exists():
+            silero_export(out)
+        silero_graph(out, int8=name.endswith("q8"))
     if name == "wordllama_l2" and not dest.exists():
         _unpack(out, E2K, "e2k")
         wordllama_graph(out)
     entry = manifest_entry(out, name, dest.name, spec, mem, SHA256[name] if check else None, what,
                            lambda r, n: maker(r, n, out), maker.__doc__, metric,
                            Path(__file__).name)  # fmt: skip
-    how = "exported to ONNX here with torch" if name.startswith("e2k") else "written as ONNX here (package's embed)"
+    how = {"e": "exported to ONNX here with torch", "w": "written as ONNX here (package's embed)",
+           "s": "weights read with torch.package, written as ONNX here"}[name[0]]
     entry["source"] = f"PyPI `{spec}`, `{mem}` ({how})"
     return entry
 
