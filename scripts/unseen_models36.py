@@ -11,24 +11,38 @@ Kinds no earlier batch had, judged at the sequence or rank level:
   Decoder step: previous katakana id [N, 1], two GRU states [1, N, 256] and the memory ->
   Embedding 88x256 -> GRU -> 4-head attention over the memory -> GRU 512->256 -> Linear 256->88
   (next-katakana logits) and the two new states.
+- ``e2k_accent``: the same wheel's **katakana pitch-accent predictor** (``e2k/models/accent.safetensors``,
+  float16, exported the same way): katakana ids [N, T] -> Embedding 85x256 -> bidirectional GRU
+  256 (final states) -> Linear 512->1, x T: the accent position the package rounds.
 - ``wordllama_l2``: **WordLlama ``l2_supercat`` static text embedder** of PyPI
   ``wordllama==0.4.0.post1`` (``wordllama/weights/l2_supercat_256.safetensors``: a 32,000 x 256
   float16 token table distilled from LLM embeddings), written here as the package's ``embed``
   (Gather, masked average pool, L2 norm) in ONNX (opset 17): token ids [N, L] + mask -> [N, 256]
   unit vectors. Its users rank documents by cosine (``rank``, ``topk``, ``deduplicate``).
 
+- ``silero_bel_q8`` / ``silero_bel``: the **Belarusian stress accentor** of PyPI ``silero-stress==1.5``
+  (``silero_stress/data/accentor-bel.pt``, a ``torch.package``; weights read with torch): a
+  fastText-style bag of char n-grams (104,632 x 16 table, **int8 with a float scale and zero point
+  as its authors ship it**) + MLP 16->64->128->64->10 choosing the stressed vowel, written here in
+  ONNX with the int8 table kept (Gather -> Cast -> Sub -> Mul, as ``load_accentor`` widens it) and
+  with it widened to float32.
+
 Data: real inputs. e2k: English words of the standard library's docstrings (batch 4's
 ``english_sentences``), lower-case a-z, 3-14 letters; the bench's samples are 8-letter words
 (encoder: [1, 10] ids with <sos> / <eos>), and decoder steps recorded while fp32 decodes them
 (a random step of each word). WordLlama: those docstring sentences, tokenised by the package's
 ``l2_supercat`` tokenizer (``tokenizers`` installed by ``pip install --target DIR/pylib``),
-padded to 48 tokens.
+padded to 48 tokens. Accent: the katakana fp32's c2k pair writes for 900 docstring words (bench:
+the five-kana ones). Stress: the package's own ``vocab-bel.gz`` (Belarusian words with the stressed
+letter), n-gram ids as the package's ``word_ngrams`` / ``ngram_dict``, padded to 96.
 
 ``--evaluate`` adds the task metrics: e2k decodes 300 words greedily end to end (max 16 katakana,
 the package's default) with the file in its place and fp32 for the other half: share of words whose
 katakana string equals fp32's, mean character edit distance / fp32's length; fp32's agreement with
 the package's own numpy decoder is reported too. WordLlama embeds every docstring sentence and, for
 each as a query, ranks the others by cosine: recall@10 of fp32's top 10 and top-1 agreement.
+The accent predictor: 600 words' rounded accent vs fp32's (and the package's). The stress models:
+4,000 dictionary words, stressed vowel vs fp32's and accuracy against the dictionary.
 
     /work/venv/bin/python scripts/unseen_models36.py [--out DIR] [--only a,b]
     /work/venv/bin/python scripts/unseen_models36.py --evaluate NAME MODEL
@@ -218,6 +232,87 @@ def d_e2k_dec(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarray
         e2k_decode(enc, dec, w8[i], rec)
         feeds.append(rec[int(r.integers(len(rec)))])
     return {k: np.stack([f[k] for f in feeds]) for k in ("token", "h1", "h2", "memory")}
+
+
+_ACCENT_CHILD = r"""
+import sys
+out, pkg = sys.argv[1], sys.argv[2]
+sys.path.insert(0, pkg)
+import numpy as np, torch
+from torch import nn
+from e2k.inference import load_safetensors, to_fp32
+w, meta = load_safetensors(open(pkg + "/e2k/models/accent.safetensors", "rb").read())
+w = {k: torch.from_numpy(np.array(v)) for k, v in to_fp32(w).items()}
+D = w["emb.weight"].shape[1]
+
+class Accent(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(*w["emb.weight"].shape)
+        self.rnn = nn.GRU(D, D, batch_first=True, bidirectional=True)
+        self.head = nn.Linear(2 * D, 1)
+    def forward(self, kana):
+        _, h = self.rnn(self.emb(kana))
+        h = self.head(torch.cat([h[0], h[1]], -1))[:, 0]
+        return h * kana.shape[1]  # the package's h[0] * len, rounded by the caller
+
+m = Accent()
+print(m.load_state_dict(w, strict=True))
+m.eval()
+torch.onnx.export(m, (torch.tensor([[3, 10, 20]]),), out + "/e2k_accent.onnx", input_names=["kana"],
+                  output_names=["accent"], dynamic_axes={"kana": {0: "n", 1: "t"}, "accent": {0: "n"}},
+                  opset_version=17, dynamo=False)
+"""
+
+
+def accent_export(out: Path) -> None:
+    pkg = _unpack(out, E2K, "e2k")
+    subprocess.run([TORCH_PY, "-c", _ACCENT_CHILD, str(out), str(pkg)], check=True, cwd=out)
+
+
+@cache
+def accent_words() -> tuple[list[str], list[str]]:
+    """(English word, fp32 katakana) for the docstring words, decoded once by fp32's c2k pair"""
+    enc, dec = _session(DEFAULT_OUT / "e2k_c2k_enc.onnx"), _session(DEFAULT_OUT / "e2k_c2k_dec.onnx")
+    words = english_words()[:900]
+    return words, [_kana(e2k_decode(enc, dec, w)) for w in words]
+
+
+def _accent_ids(kana: str) -> np.ndarray:
+    sys.path.insert(0, str(DEFAULT_OUT / "e2k_pkg"))
+    from e2k import AccentPredictor  # noqa: PLC0415
+
+    table = _accent_table(AccentPredictor)
+    return np.array([[table[c] for c in kana if c in table]], np.int64)
+
+
+@cache
+def _accent_table(cls: Any) -> dict[str, int]:
+    return cls().in_table
+
+
+def d_accent(r: np.random.Generator, n: int, out: Path) -> dict[str, np.ndarray]:
+    """katakana fp32's c2k writes for docstring words, the 5-kana ones (accent ids [1, 5])"""
+    _, kanas = accent_words()
+    k5 = sorted({k for k in kanas if len(_accent_ids(k)[0]) == 5})
+    return {"kana": np.stack([_accent_ids(k5[i]) for i in r.choice(len(k5), n, replace=False)])}
+
+
+def _accent_task(ref: Path, model: Path) -> dict[str, Any]:
+    words, kanas = accent_words()
+    pairs = [(w, k) for w, k in zip(words, kanas, strict=True) if len(_accent_ids(k)[0]) > 0][:600]
+    sa, sb = _session(ref), _session(model)
+    a = np.array([sa.run(None, {"kana": _accent_ids(k)})[0][0] for _, k in pairs], np.float64)
+    b = np.array([sb.run(None, {"kana": _accent_ids(k)})[0][0] for _, k in pairs], np.float64)
+    sys.path.insert(0, str(DEFAULT_OUT / "e2k_pkg"))
+    from e2k import AccentPredictor  # noqa: PLC0415
+
+    pkg = AccentPredictor()
+    p = np.array([pkg(k) for _, k in pairs])
+    ra, rb = np.floor(a + 0.5).astype(int), np.floor(b + 0.5).astype(int)
+    return {"words": len(pairs), "accent_same": float(np.mean(ra == rb)),
+            "raw_mae": float(np.mean(np.abs(a - b))), "raw_max": float(np.max(np.abs(a - b))),
+            "fp32_onnx_equals_package": float(np.mean(ra == p))}  # fmt: skip
 
 
 def _edit(a: str, b: str) -> int:
@@ -496,6 +591,8 @@ def _silero_task(ref: Path, model: Path, n: int = 4000) -> dict[str, Any]:
 
 
 def task(name: str, model: Path, out: Path) -> dict[str, Any]:
+    if name == "e2k_accent":
+        return _accent_task(out / f"{name}.onnx", model)
     if name.startswith("e2k"):
         return _e2k_task(name, out, model)
     if name.startswith("silero"):
@@ -517,6 +614,12 @@ MODELS: dict[str, tuple[str, str, str, Maker, dict[str, Any]]] = {
                     "Embedding 88x256 -> GRU -> 4-head attention -> GRU 512->256 -> Linear 256->88 "
                     "logits, h1, h2",
                     d_e2k_dec, {"kind": "top1", "output": 0}),
+    "e2k_accent": (E2K, "e2k/models/accent.safetensors",
+                   "e2k katakana pitch-accent predictor (float16 weights as shipped, exported here with "
+                   "torch "
+                   "2.13, opset 17): katakana ids [N, T] -> Embedding 85x256 -> bidirectional GRU 256 (final "
+                   "states) -> Linear 512->1, x T: accent position (the package rounds it)",
+                   d_accent, {"kind": "within", "output": 0, "tol": 0.5}),
     "wordllama_l2": (WORDLLAMA, WL_MEMBER,
                      "WordLlama l2_supercat static text embedder (float16 32,000 x 256 token table "
                      "widened to "
@@ -540,6 +643,7 @@ SHA256: dict[str, str] = {
     "e2k_c2k_enc": "9a17a71f341947541beaf67293c2799c7a4551c3f0662f4cec70fbef5ed8a928",
     "e2k_c2k_dec": "1d1c5a13aae7ba10ebc45d015aa4d2a068fe892cc62437b3dfc1948f4a0e1768",
     "wordllama_l2": "4ec25e16fffec302b57887dc8a83f9c9d0b22535f8581cd9d078c341cd8c6c35",
+    "e2k_accent": "fc5184ad4cfe4a65f3b6f96f20b593b3e8fe6f9e423d0fc467f8e87061946953",
     "silero_bel_q8": "58d45d50f8e5aa6d826a72827ff33350ea5bafb159f9ebd7d0c9dbdbaad2d77e",
     "silero_bel": "4728b1f6167970de946ed2830f840ecd841ce0018b28d67d7d9da546a03a9e27",
 }
@@ -549,7 +653,9 @@ def make(name: str, out: Path, check: bool = True) -> dict[str, Any]:
     spec, mem, what, maker, metric = MODELS[name]
     out.mkdir(parents=True, exist_ok=True)
     dest = out / f"{name}.onnx"
-    if name.startswith("e2k") and not (out / "e2k_c2k_enc.onnx").exists():
+    if name == "e2k_accent" and not dest.exists():
+        accent_export(out)
+    if name.startswith("e2k_c2k") and not (out / "e2k_c2k_enc.onnx").exists():
         e2k_export(out)
     if name.startswith("silero") and not dest.exists():
         if not (out / "silero_bel_weights.npz").exists():
