@@ -124,15 +124,16 @@ def _allocate(
     # budget's width: the SMS spam MLP's 64-value fc2 joined the model codebook at 8 bits, its
     # 1 KB pushed the 16k-value embedding from 4 bits to 3, and --kmeans 4 --calibration kept
     # 42.8% of the decisions. So the layers' own codebooks and the uniform width are allocations
-    # too, and the one of least estimated error within the budget is taken.
-    found = [paid(layers)]
-    if shared:
-        found.append(paid([_without_model_codebook(c, shared) for c in layers]))
+    # too, taken when within the budget with less estimated error.
+    chosen = paid(layers)
+    others = [paid([_without_model_codebook(c, shared) for c in layers])] if shared else []
     flat = {c.label: o for c in layers for o in c.options if o.bits == low}
     if len(flat) == len(layers):
-        found.append(flat)
-    fitting = [c for c in found if spent_on(c) <= budget] or found[:1]
-    chosen = min(fitting, key=lambda c: (_estimated_error(layers, c), bool(shared_bytes(c))))
+        others.append(flat)
+    better = [c for c in others if spent_on(c) <= budget
+              and _estimated_error(layers, c) < _estimated_error(layers, chosen)]
+    if better:
+        chosen = min(better, key=lambda c: _estimated_error(layers, c))
     spent = spent_on(chosen)
     result.metrics["allocation"] = "sensitivity"
     result.metrics["allocation_budget_bytes"] = round(budget)
