@@ -47,7 +47,7 @@ from onnxcompress.model import (
 )
 from onnxcompress.passes.base import Pass, PassContext, PassResult, get_pass_class
 from onnxcompress.synthetic import first_feed
-from onnxcompress.weights import WeightIndex, all_graphs, has_quantized_ops, matches
+from onnxcompress.weights import WeightIndex, all_graphs, has_quantized_ops, matches, unread_integer_constants
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -134,7 +134,7 @@ class Pipeline:
             raise ConfigError(f"pipeline: max_calibration_samples must be a positive integer, got "
                               f"{max_calibration_samples!r}.")
         self.passes = list(passes)
-        # auto mode's plan form (auto.plan): ``passes`` are made from it on the model run
+        # auto mode's plan form (auto.plan): each run makes its passes from it on the model
         self.plan = plan
         self.seed = seed
         self.check = check
@@ -280,18 +280,19 @@ class Pipeline:
         inputs_of = ir_model  # passes keep the graph inputs: its specs make the synthetic sample
         finite = checking.FiniteOutputs(lambda: first_feed(inputs_of, source, seed=self.seed)[0],
                                         lambda: context.original)
-        if self.plan is not None:
+        passes = self.passes
+        if self.plan is not None:  # auto mode's plan: its passes on this model
             from onnxcompress.auto.plan import expand_plan
 
-            self.passes = Pipeline.from_recipe({"passes": expand_plan(self.plan, ir_model)}).passes
-        notes += _unmatched_excludes(ir_model, self.passes) + _attribute_parameters(ir_model) \
+            passes = Pipeline.from_recipe({"passes": expand_plan(self.plan, ir_model)}).passes
+        notes += _unmatched_excludes(ir_model, passes) + _attribute_parameters(ir_model) \
             + _integer_weights(ir_model)
         results: list[PassResult] = []
         deferred = False
-        for i, p in enumerate(self.passes):
+        for i, p in enumerate(passes):
             if progress is not None:
-                progress(f"pass {p.name}", i, len(self.passes))
-            context.running, context.planned = p, tuple(self.passes[i + 1:])  # one collection
+                progress(f"pass {p.name}", i, len(passes))
+            context.running, context.planned = p, tuple(passes[i + 1:])  # one collection
             defer = handed_over and tensor_bytes(ir_model) > DEFER_ORT_CHECK_BYTES
             result = self._run_pass(p, ir_model, context, False if defer else runs_in_ort, finite)
             deferred = deferred or (defer and result.modified)
@@ -437,13 +438,7 @@ def _integer_weights(model: ir.Model) -> list[str]:
     silero-stress's int8 n-gram table took every setting to 1.02-1.04x with only a "not a float
     tensor (INT8)" line among the skipped. (Codes a quantized op reads have the passes' own
     "already quantized" headline.)"""
-    from onnxcompress.weights import SMALL_WEIGHT_VALUES, iter_constant_tensors, quantized_weights
-
-    read = tuple(quantized_weights(model))
-    sizes = [(t.name or "", t.dtype, t.nbytes) for t in iter_constant_tensors(model)]
-    total = sum(n for _, _, n in sizes)
-    held = sorted(((n, name, dtype) for name, dtype, n in sizes if dtype.is_integer()
-                   and n >= SMALL_WEIGHT_VALUES and not (name and name.endswith(read))), reverse=True)
+    total, held = unread_integer_constants(model)
     ints = sum(n for n, _, _ in held)
     if not held or ints < ATTRIBUTE_PARAMETER_BYTES or 2 * ints <= total:
         return []

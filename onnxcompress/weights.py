@@ -377,6 +377,22 @@ def already_quantized(model: ir.Model) -> str | None:
             f"{', '.join(sorted({op for op, _ in held.values()}))}")
 
 
+def unread_integer_constants(model: ir.Model) -> tuple[int, list[tuple[int, str, ir.DataType]]]:
+    """The bytes of all constants, and the integer ones of SMALL_WEIGHT_VALUES values or more no
+    quantized op reads (``quantized_weights``), as (bytes, scoped name, dtype), largest first."""
+    read, total, found = quantized_weights(model), 0, []
+    for scope, graph in all_graphs(model):
+        made = [n.outputs[0] for n in graph if n.op_type == "Constant"]
+        for value in [*graph.initializers.values(), *made]:
+            if (constant := _constant_tensor_of(value)) is None:
+                continue
+            tensor, name = constant[1], f"{scope}{value.name}"
+            total += tensor.nbytes
+            if tensor.dtype.is_integer() and tensor.size >= SMALL_WEIGHT_VALUES and name not in read:
+                found.append((tensor.nbytes, name, tensor.dtype))
+    return total, sorted(found, reverse=True)
+
+
 def iter_constant_tensors(model: ir.Model) -> Iterator[ir.TensorProtocol]:
     """Every initializer and Constant-node tensor, subgraphs included."""
     for _, graph in all_graphs(model):

@@ -11,6 +11,7 @@ each codec leaves alone in an ``exclude`` list, 250 bytes of a 2.2 KB classifier
 
 from __future__ import annotations
 
+import collections
 import fnmatch
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from onnxcompress.auto.candidates import (
     KMEANS_CALIBRATION_SAMPLES,
     OBJECTIVES,
     Candidate,
+    available_candidates,
     by_name,
     pass_steps,
     recipe_labels,
@@ -59,9 +61,7 @@ class Plan:
         label of ``all_labels`` reads the option it has here (absent: float), the most common one
         as ``"*"``; a label the plan gives an option outside ``all_labels`` is listed too."""
         effective = {label: self.choices.get(label, FLOAT.name) for label in all_labels}
-        counts: dict[str, int] = {}
-        for name in effective.values():
-            counts[name] = counts.get(name, 0) + 1
+        counts = collections.Counter(effective.values())
         common = max(counts, key=lambda name: (counts[name], name == FLOAT.name)) if counts else FLOAT.name
         if DEFAULT_LAYER in effective:  # a weight named "*": every label listed
             common = FLOAT.name
@@ -102,8 +102,9 @@ def check_plan(plan: Any, where: str = "recipe") -> dict[str, Any]:
         try:
             by_name(name)
         except KeyError:
+            names = [FLOAT.name] + [c.name for c in available_candidates("all")]
             raise ConfigError(f"{where}: plan: layer '{label}': no option '{name}'.",
-                              hint="options are float, fp16, int8, int4, kmeans2..kmeans8") from None
+                              hint=f"options: {', '.join(names)}") from None
     samples = plan.get("calibration_samples", KMEANS_CALIBRATION_SAMPLES)
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ConfigError(f"{where}: plan: calibration_samples must be a positive integer, got {samples!r}.")

@@ -343,9 +343,6 @@ def _nothing_to_compress(original: Any, goal: Target, objective: str, seed: int,
                       notes=[f"{why}: the model is written as it is"])
 
 
-# -- data -----------------------------------------------------------------------------------------
-
-
 # -- step 1: measure every option ----------------------------------------------------------------
 
 
@@ -498,40 +495,50 @@ class _Evaluator:
 
     def __call__(self, plan: Plan, *, held: bool = False) -> Evaluation:
         key = tuple(sorted(plan.choices.items()))
-        ev = self.cache.get(key)
-        if ev is None:
+        if key not in self.cache:
             recipe = plan.to_plan_recipe(self.all_labels, seed=self.seed, calibration_samples=len(self.calib),
-                                    objective=self.objective)
+                                         objective=self.objective)
             # the file the workers read (feeds that went through feed_source once are not always
             # accepted by it again: a scalar input comes back with a batch axis)
             calibration = self.tmp / "calib.npz"
-            result = Pipeline.from_recipe(recipe).run(
-                self.original, calibration=str(calibration) if calibration.exists() else self.calib)
-            finish_for_writing(result)  # priced as written: names shortened, equal constants merged
-            proto = to_proto(result.model)
-            data = proto.SerializeToString()
-            path = self.tmp / "candidate.onnx"
-            path.write_bytes(data)
-            cost = float(len(data))
-            if self.objective != "size":
-                cost = objective_cost(path, self.objective, self.search[0][0])
-            outputs = run_outputs(path, self.search[0], rows=self.rows)
-            fid = self.goal.evaluate(self.search[1], outputs, self.search[2])
-            folded = frozenset(stat.name for p in result.passes for stat in p.layers
-                               if stat.extra.get("decode") == FOLDED_DECODE)
-            ev = Evaluation(plan, cost, len(data), fid, estimated_error=self.estimated_error(plan),
-                            folded=folded)
-            self.cache[key] = ev
-            self.models[key] = data
-            self.last_outputs = (key, outputs)
-            if fid.met and (self.best_outputs is None or cost < self.best_outputs[2]):
-                self.best_outputs = (key, outputs, cost)
-            logger.info("auto: plan %s -> %s %.4g, %s", plan.counts(), self.objective, cost, fid.values)
+            self.build(key, plan, recipe, str(calibration) if calibration.exists() else self.calib)
+        ev = self.cache[key]
         if held and ev.held is None:
-            path = self.tmp / "held.onnx"
-            path.write_bytes(self.models[key])
-            ev.held = self.judge(path, self._kept_outputs(key))
+            self.hold(key)
         return ev
+
+    def build(self, key: tuple, plan: Plan, recipe: dict[str, Any], calibration: Any,
+              what: str | None = None) -> Evaluation:
+        """``recipe`` (a plan's, or a one-flag run's: ``auto.settings``) run on ``calibration`` and
+        measured on the search data as the file it writes, kept under ``key`` as ``plan``."""
+        result = Pipeline.from_recipe(recipe).run(self.original, calibration=calibration)
+        finish_for_writing(result)  # priced as written: names shortened, equal constants merged
+        data = to_proto(result.model).SerializeToString()
+        path = self.tmp / "candidate.onnx"
+        path.write_bytes(data)
+        cost = float(len(data))
+        if self.objective != "size":
+            cost = objective_cost(path, self.objective, self.search[0][0])
+        outputs = run_outputs(path, self.search[0], rows=self.rows)
+        fid = self.goal.evaluate(self.search[1], outputs, self.search[2])
+        folded = frozenset(stat.name for p in result.passes for stat in p.layers
+                           if stat.extra.get("decode") == FOLDED_DECODE)
+        ev = Evaluation(plan, cost, len(data), fid, estimated_error=self.estimated_error(plan), folded=folded)
+        self.cache[key] = ev
+        self.models[key] = data
+        self.last_outputs = (key, outputs)
+        if fid.met and (self.best_outputs is None or cost < self.best_outputs[2]):
+            self.best_outputs = (key, outputs, cost)
+        logger.info("auto: %s -> %s %.4g, %s", what or f"plan {plan.counts()}", self.objective, cost,
+                    fid.values)
+        return ev
+
+    def hold(self, key: tuple) -> Path:
+        """The held-out check (``held``) of the model kept under ``key``; returns its file."""
+        path = self.tmp / "held.onnx"
+        path.write_bytes(self.models[key])
+        self.cache[key].held = self.judge(path, self._kept_outputs(key))
+        return path
 
     def _kept_outputs(self, key: tuple) -> dict[str, np.ndarray] | None:
         for kept in (self.last_outputs, self.best_outputs):

@@ -23,13 +23,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from onnxcompress.auto.guard import MEMORY_FEEDS, measure_memory, memory_limit
-from onnxcompress.auto.measure import run_outputs
 from onnxcompress.auto.paths import estimated_cost, holds, option_name, uniform_cost, uniform_option
 from onnxcompress.auto.plan import Plan
 from onnxcompress.auto.targets import Fidelity
-from onnxcompress.model import to_proto
 from onnxcompress.passes._bit_allocation import LayerChoices
-from onnxcompress.pipeline import Pipeline, finish_for_writing
 
 if TYPE_CHECKING:
     from onnxcompress.auto.search import Evaluation, _Evaluator
@@ -91,29 +88,21 @@ def _judged(flag: str, recipe: dict[str, Any], plan: Plan, evaluate: _Evaluator,
             memory_base: int | None) -> Evaluation | None:
     """``recipe`` built on the whole calibration data and judged as ``plan``; None when it fails
     to build or needs more session memory than the original (``memory_base``)."""
-    from onnxcompress.auto.search import Evaluation
     from onnxcompress.errors import OnnxCompressError
 
+    key = ("setting", flag)
     try:
-        result = Pipeline.from_recipe(recipe).run(evaluate.original, calibration=calibration)
+        ev = evaluate.build(key, plan, recipe, calibration, what=flag)
     except OnnxCompressError as e:
         logger.info("auto: %s not judged: %s", flag, e)
         return None
-    finish_for_writing(result)  # compared as written, as plans are
-    data = to_proto(result.model).SerializeToString()
-    path = evaluate.tmp / "setting.onnx"
-    path.write_bytes(data)
-    feeds, reference, labels = evaluate.search
-    outputs = run_outputs(path, feeds, rows=evaluate.rows)
-    fid = evaluate.goal.evaluate(reference, outputs, labels)
-    ev = Evaluation(plan, float(len(data)), len(data), fid)
-    ev.held = evaluate.judge(path, outputs) if fid.met else Fidelity({}, False, -1.0)
-    logger.info("auto: %s -> %d bytes, %s, held %s", flag, len(data), fid.values, ev.held.values)
+    if not ev.fidelity.met:
+        ev.held = Fidelity({}, False, -1.0)
+        return ev
+    path = evaluate.hold(key)
     if holds(ev) and memory_base is not None:
         used = measure_memory(path, evaluate.search[0][:MEMORY_FEEDS])
         if used is not None and used > memory_limit(memory_base):
             logger.info("auto: %s needs %.2fx the original's session memory", flag, used / memory_base)
             return None
-    evaluate.cache[("setting", flag)] = ev
-    evaluate.models[("setting", flag)] = data
     return ev
