@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import onnx
@@ -148,12 +148,20 @@ def token_inputs(feeds: list, caches: Collection[str] = ()) -> bool:
         np.issubdtype(d, np.integer) or d == np.bool_ or k in caches for k, d in dtypes.items())
 
 
-def class_score_names(original: Any, model_path: str | Path, feeds: list, *,
-                      tokens: bool = False) -> tuple[list[str], list[str]]:
-    """Outputs the graph shows to be per-position class scores (the int8 guard's rule), judged
-    on a few search samples: the default target holds their every position's top-1. ``tokens``:
-    :func:`token_inputs` of the feeds. Second, from the same runs, the model's :func:`loop_states`."""
-    from onnxcompress.graph.outputs import class_score_outputs
+class OutputRoles(NamedTuple):
+    """What the default target reads from the graph beside the outputs' values."""
+
+    scores: Sequence[str] = ()  # per-position class scores (``graph.outputs.class_score_outputs``)
+    states: Sequence[str] = ()  # a decoder step's state, given back as its next input (``loop_states``)
+    encoded: Sequence[str] = ()  # a recurrent text encoder's memory (``graph.outputs.recurrent_features``)
+
+
+def output_roles(original: Any, model_path: str | Path, feeds: list, *, tokens: bool = False) -> OutputRoles:
+    """The outputs' roles, judged on a few search samples: per-position class scores (the int8
+    guard's rule: the default target holds their every position's top-1; ``tokens``:
+    :func:`token_inputs` of the feeds), a decoder step's states, and, where the inputs are
+    tokens, the float outputs a recurrent layer computes (an encoder's, for a decoder)."""
+    from onnxcompress.graph.outputs import class_score_outputs, recurrent_features
     from onnxcompress.runtime import create_session
 
     session = create_session(model_path, label="the original model", arena=False)
@@ -162,9 +170,10 @@ def class_score_names(original: Any, model_path: str | Path, feeds: list, *,
     refs = [session.run(None, f) for f in used]
     flags = class_score_outputs(original, refs, tokens=tokens)
     names = [o.name for o in session.get_outputs()]
-    outs = [dict(zip(names, r, strict=True)) for r in refs]
-    return ([o.name for o, flag in zip(original.graph.outputs, flags, strict=False) if flag],
-            loop_states(original, used, outs))
+    scores = [o.name for o, flag in zip(original.graph.outputs, flags, strict=False) if flag]
+    encoded = sorted(recurrent_features(original) - set(scores)) if tokens else []
+    return OutputRoles(scores, loop_states(original, used, [dict(zip(names, r, strict=True)) for r in refs]),
+                       encoded)
 
 
 def loop_states(original: ir.Model, feeds: list[Mapping[str, np.ndarray]],

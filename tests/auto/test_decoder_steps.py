@@ -13,8 +13,8 @@ from onnx import TensorProto as T
 from onnx import helper as oh
 from onnx import numpy_helper as onh
 
-from onnxcompress.auto.measure import class_score_names, save_calibration
-from onnxcompress.auto.targets import DEFAULT_TARGET_STATE, DEFAULT_TARGET_STEP, default_target
+from onnxcompress.auto.measure import output_roles, save_calibration
+from onnxcompress.auto.targets import DEFAULT_TARGET_STATE, DEFAULT_TARGET_STEP, default_target, parse_target
 from tests.auto._common import run_cli
 
 VOCAB, HIDDEN = 24, 32
@@ -65,15 +65,14 @@ def _greedy(model: onnx.ModelProto | Path, starts: list[int], steps: int = 8) ->
     return strings, feeds
 
 
-def _roles(model: onnx.ModelProto, feeds: list) -> tuple[list[str], list[str]]:
-    return class_score_names(ir.serde.deserialize_model(model), model, feeds)
+def _roles(model: onnx.ModelProto, feeds: list, tokens: bool = False):
+    return output_roles(ir.serde.deserialize_model(model), model, feeds, tokens=tokens)
 
 
 def test_a_decoder_steps_state_is_found_from_its_recurrent_input_and_its_shape():
     model = _gru_step()
     _, feeds = _greedy(model, [1, 2])
-    scores, states = _roles(model, feeds)
-    assert states == ["h_out"]
+    assert _roles(model, feeds).states == ["h_out"]
 
 
 def test_a_state_is_found_by_its_name_where_the_cell_is_written_out():
@@ -92,14 +91,14 @@ def test_a_state_is_found_by_its_name_where_the_cell_is_written_out():
     model.ir_version = 8
     feeds = [{"x": r.standard_normal((1, HIDDEN)).astype(np.float32),
               "hidden": r.standard_normal((1, HIDDEN)).astype(np.float32)} for _ in range(3)]
-    assert _roles(model, feeds)[1] == ["hidden_out"]
+    assert _roles(model, feeds).states == ["hidden_out"]
     # ... and the same graph with its input named otherwise is not a step: ``x`` is shaped as
     # ``hidden_out`` too, and a mask shaped as a denoiser's spectrum input is no state
     for node in model.graph.node:
         node.input[:] = ["spec" if i == "hidden" else i for i in node.input]
     model.graph.input[1].name = "spec"
     renamed = [{"x": f["x"], "spec": f["hidden"]} for f in feeds]
-    assert _roles(model, renamed)[1] == []
+    assert _roles(model, renamed).states == []
 
 
 def test_a_decoder_step_holds_its_tokens_per_step_tighter_and_its_state():
@@ -132,3 +131,23 @@ def test_auto_on_a_decoder_step_keeps_its_greedy_decodes(tmp_path: Path):
     got, _ = _greedy(tmp_path / "auto.onnx", starts)
     assert np.mean([a == b for a, b in zip(ref, got, strict=True)]) >= 0.95
     assert (tmp_path / "auto.onnx").stat().st_size < (tmp_path / "step.onnx").stat().st_size / 1.5
+
+
+def test_a_recurrent_text_encoders_memory_is_held_as_a_state():
+    # e2k's encoder: tokens -> embedding -> GRU -> Linear -> Tanh: its memory, read by the
+    # decoder at every step (at cosine 0.999 auto's plan changed 2.7% of the decoded words)
+    step = _gru_step()
+    graph = step.graph
+    graph.node[-1].CopyFrom(oh.make_node("MatMul", ["Y", "proj"], ["p"]))
+    graph.node.append(oh.make_node("Tanh", ["p"], ["memory"]))
+    graph.initializer.append(onh.from_array(np.eye(HIDDEN, dtype=np.float32), "proj"))
+    del graph.output[:]
+    graph.output.append(oh.make_tensor_value_info("memory", T.FLOAT, [1, 1, "N", HIDDEN]))
+    feeds = [{"token": np.array([[k]], np.int64), "h": np.zeros((1, 1, HIDDEN), np.float32)}
+             for k in range(4)]
+    roles = _roles(step, feeds, tokens=True)
+    assert roles.encoded == ["memory"] and roles.states == []
+    assert _roles(step, feeds, tokens=False).encoded == []  # a recurrent model of other inputs: as before
+    memory = np.random.default_rng(0).standard_normal((18, 1, 1, HIDDEN)).astype(np.float32)
+    assert parse_target(None, {"memory": memory}).text == "cosine>=0.999"
+    assert parse_target(None, {"memory": memory}, encoded=["memory"]).text == f"memory:{DEFAULT_TARGET_STATE}"
