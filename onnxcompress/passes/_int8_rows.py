@@ -108,18 +108,23 @@ def gathered_rows(model: ir.Model) -> bool:
                for n in ir.traversal.RecursiveGraphIterator(model.graph))
 
 
-def fold_gathered_rows(model: ir.Model, result: PassResult) -> list[str]:
-    """Each table :func:`gathered_weight` stored read as ``Cast(table) * scales`` instead, which
-    onnxruntime folds at load: a plain float Gather a call (float speed and session memory; the
-    file keeps the int8 table). The tables' names."""
+def fold_gathered_rows(model: ir.Model, result: PassResult, max_bytes: int) -> tuple[list[str], list[str]]:
+    """Each table :func:`gathered_weight` stored, of up to ``max_bytes`` as float, read as
+    ``Cast(table) * scales`` instead, which onnxruntime folds at load: a plain float Gather a
+    call (float speed; the file keeps the int8 table, the session holds a float one, and both
+    while loading). The names of the tables folded, and of those kept as rows."""
     folded: dict[int, ir.Value] = {}
     names: list[str] = []
+    kept: list[str] = []
     for mul in [n for n in ir.traversal.RecursiveGraphIterator(model.graph) if n.op_type == "Mul"]:
         rows = _gathered_rows(mul)
         if rows is None:
             continue
         cast, gather, scales_gather = rows
         table, scales, indices = gather.inputs[0], scales_gather.inputs[0], gather.inputs[1]
+        if table.const_value is None or table.const_value.size * 4 > max_bytes:
+            kept += [table.name] if table.name not in kept else []
+            continue
         if id(table) not in folded:
             folded[id(table)] = _decoded_table(table, scales, model)
             names.append(table.name)
@@ -135,7 +140,7 @@ def fold_gathered_rows(model: ir.Model, result: PassResult) -> list[str]:
     for layer in result.layers:
         if layer.extra.get("compute", "").startswith("gathered int8 rows") and layer.name in names:
             layer.extra["compute"] = "float (int8 table decoded at load)"
-    return names
+    return names, kept
 
 
 def _gathered_rows(mul: ir.Node) -> tuple[ir.Node, ir.Node, ir.Node] | None:

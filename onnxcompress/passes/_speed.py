@@ -31,6 +31,7 @@ from onnxcompress.errors import OnnxCompressError
 from onnxcompress.memory import confirm_excess, guard_limit, guard_reading
 from onnxcompress.model import EXTERNAL_DATA_THRESHOLD, save_model, tensor_bytes
 from onnxcompress.passes._int8_rows import fold_gathered_rows, gathered_rows, row_tables
+from onnxcompress.passes._kmeans_int8 import FOLDED_TABLE_BYTES
 from onnxcompress.passes.base import PassContext, PassResult
 from onnxcompress.stats import timing_section
 from onnxcompress.synthetic import first_feed
@@ -189,12 +190,21 @@ def _scratch(result: PassResult, base: ir.Model) -> PassResult:
 
 
 def _fold_rows(model: ir.Model, result: PassResult, ratio: float | None) -> None:
-    """Fold the int8 embedding rows of ``model`` (measured ``ratio`` x float's) and say so."""
-    tables = fold_gathered_rows(model, result)
+    """Fold the int8 embedding rows of ``model`` (measured ``ratio`` x float's) where a table's
+    float copy is within what a fold may hold while loading, and say so."""
+    folded, kept = fold_gathered_rows(model, result, FOLDED_TABLE_BYTES)
     ran = f"ran {ratio:.2f}x the float latency" if ratio is not None else "measured slower than float before"
-    result.headline(f"int8 embedding rows ({', '.join(tables[:3])}{' ...' if len(tables) > 3 else ''}) "
-                    f"{ran} on this CPU: tables stored in int8, decoded at load (float speed and "
-                    "session memory; --allow-slower keeps int8 rows)")
+    if folded:
+        result.headline(f"int8 embedding rows ({_names(folded)}) {ran} on this CPU: tables stored in "
+                        "int8, decoded at load (float speed; --allow-slower keeps int8 rows)")
+    if kept:
+        result.headline(f"int8 embedding rows ({_names(kept)}) {ran} on this CPU: kept, for session "
+                        f"memory (a table over {FOLDED_TABLE_BYTES >> 20} MB as float, decoded at load, "
+                        "would hold its float copy beside the int8 one)")
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
 
 
 class _MemoryCheck:
