@@ -475,26 +475,25 @@ def build_parser() -> argparse.ArgumentParser:
     auto.add_argument("--auto", action="store_true",
                       help="search per-layer options for the smallest (--objective) model meeting --target")
     auto.add_argument("--auto-target", metavar="EXPR",
-                      help="fidelity to keep, e.g. top1>=0.99, cosine>=0.999, within(30)>=0.99 (none "
-                           "moved past 30), accuracy>=-0.5pt, OUTPUT:cosine>=0.999, comma-joined (default: "
-                           "top1>=0.99 where an output is class scores [N, C], values>=0.9995 on "
-                           "values [N, K] with no clear top-1 (landmarks) or made by arithmetic "
-                           "(angles), else cosine>=0.999 "
-                           "(0.999995 on a detector's per-anchor outputs [N, >=256, <=128] or "
-                           "[N, <=128, >=256], 0.9999 on a picture [N, <=4, >=32, >=32] such as "
-                           "a depth map, gains [N, >=32, >=32] in [0, 1], if soft; closer on an offset), "
-                           "detections>=0.99 on a detector's boxes (a detection list, or a split head's "
-                           "score and box outputs at their positive anchors), mask>=0.995 (Dice at 0.5) on "
-                           "probability maps [N, C, H, W] such as a DB text detector's (at 0 on a logit "
-                           "map, one score a position: [N, T, 1]), top1>=0.99 on a probability per sample "
-                           "(a sigmoid's decision at 0.5), and sequence>=0.99 (samples whose decoded "
-                           "sequence keeps every position's arg-max but for a run's edge moving) on "
-                           "per-position probabilities or log-probabilities such as a CTC "
-                           "recogniser's; top1 over every position instead when every input is "
-                           "integer (token ids: a language model's predictions); top1, sequence "
-                           "and accuracy are held to a flip rate estimated from how close each "
-                           "sample comes to a flip, not to a count of flips; an output held so keeps "
-                           "compare's cosine>=0.99 too)")
+                      help="fidelity to keep, e.g. top1>=0.99, cosine>=0.999, within(30)>=0.99 (none moved "
+                           "past 30), accuracy>=-0.5pt, OUTPUT:cosine>=0.999, comma-joined (default: "
+                           "top1>=0.99 where an output is class scores [N, C], values>=0.9995 on values [N, "
+                           "K] with no clear top-1 (landmarks) or made by arithmetic (angles), else "
+                           "cosine>=0.999 (0.999995 on a detector's per-anchor outputs [N, >=256, <=128] or "
+                           "[N, <=128, >=256], 0.9999 on a picture [N, <=4, >=32, >=32] such as a depth map, "
+                           "gains [N, >=32, >=32] in [0, 1], if soft; closer on an offset), detections>=0.99 "
+                           "on a detector's boxes (a detection list, or a split head's score and box outputs "
+                           "at their positive anchors), mask>=0.995 (Dice at 0.5) on probability maps [N, C, "
+                           "H, W] such as a DB text detector's (at 0 on a logit map, one score a position: "
+                           "[N, T, 1]), top1>=0.99 on a probability per sample (a sigmoid's decision at "
+                           "0.5), and sequence>=0.99 (samples whose decoded sequence keeps every position's "
+                           "arg-max but for a run's edge moving) on per-position probabilities or "
+                           "log-probabilities such as a CTC recogniser's; top1 over every position instead "
+                           "when every input is integer (token ids: a language model's predictions); a "
+                           "decoder step fed back its state: top1>=0.998 a step, its states and a recurrent "
+                           "text encoder's outputs cosine>=0.9999; top1, sequence and accuracy are held to a "
+                           "flip rate estimated from how close each sample comes to a flip, not to a count "
+                           "of flips; an output held so keeps compare's cosine>=0.99 too)")
     auto.add_argument("--objective", choices=("size", "latency", "memory"), default="size",
                       help="what to minimise (default: size, bytes on disk)")
     auto.add_argument("--auto-candidates", choices=("default", "all"), default="default",
