@@ -1,4 +1,5 @@
-"""Text helpers shared by the rendered tables (compression report, comparison report)."""
+"""Text helpers shared by the rendered tables (compression report, comparison report) and the
+targets' numbers."""
 
 from __future__ import annotations
 
@@ -30,3 +31,16 @@ def elide_middle(text: str, width: int, *, op_type: str | None = None) -> str:
     room = width - len(ELLIPSIS)
     head = room // 3
     return text[:head] + ELLIPSIS + text[len(text) - (room - head):]
+
+
+def threshold_text(x: float) -> str:
+    """``x`` as a target spells it: short (0.99, not 0.99000000000000021), and never rounded
+    (batch 25: "cosine>=0.9999995" printed as "cosine>=1", so a failed check read as passing)."""
+    short = f"{x:g}"
+    return short if float(short) == x else repr(float(x))
+
+
+def value_text(v: float) -> str:
+    """A measured value to 4 digits, more where those would round it to 1 (0.9999992, not 1)."""
+    short = f"{v:.4g}"
+    return f"{v:.10g}" if short in ("1", "-1") and float(short) != v else short

@@ -132,3 +132,26 @@ def _poisson_upper(k: int, confidence: float) -> float:
             term *= mu / (i + 1)
         lo, hi = (mu, hi) if cdf > 1 - confidence else (lo, mu)
     return hi
+
+
+#: A class of an image's class map is held on its own from this many positions and this share
+#: of them (``class_rate``; a class of a few boundary pixels would hold every plan back).
+GRID_CLASS_MIN = 256
+GRID_CLASS_SHARE = 0.01
+
+
+def class_rate(ratio: np.ndarray, top: np.ndarray) -> float:
+    """An image's class map [N, H, W, C] (:func:`position_ratios` of its pixels: each class's
+    flip ratio against the original's arg-max ``top``): the largest over its classes (those of
+    GRID_CLASS_MIN positions and GRID_CLASS_SHARE of them or more) of the estimated rate of the
+    class's positions lost or gained, per position of the class (its IoU error). Pooled over
+    every pixel, a small class's losses hide under the background's: batch 22's nucleus
+    segmenter (nuclei 9% of the pixels) kept per-pixel top-1 99.4% at a nucleus IoU of 94.9."""
+    worst, least = 0.0, max(GRID_CLASS_MIN, GRID_CLASS_SHARE * len(top))
+    for k in range(ratio.shape[1]):
+        mine = top == k
+        count = int(mine.sum())
+        if count >= least:  # its own positions changing, and others becoming it
+            changed = np.concatenate([ratio[mine].max(axis=1), ratio[~mine, k]])
+            worst = max(worst, flip_rate(changed, count))
+    return worst

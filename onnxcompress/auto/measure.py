@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import time
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import onnx
@@ -147,19 +148,79 @@ def token_inputs(feeds: list, caches: Collection[str] = ()) -> bool:
         np.issubdtype(d, np.integer) or d == np.bool_ or k in caches for k, d in dtypes.items())
 
 
-def class_score_names(original: Any, model_path: str | Path, feeds: list, *,
-                      tokens: bool = False) -> list[str]:
-    """Outputs the graph shows to be per-position class scores (the int8 guard's rule), judged
-    on a few search samples: the default target holds their every position's top-1. ``tokens``:
-    :func:`token_inputs` of the feeds."""
-    from onnxcompress.graph.outputs import class_score_outputs
+class OutputRoles(NamedTuple):
+    """What the default target reads from the graph beside the outputs' values."""
+
+    scores: Sequence[str] = ()  # per-position class scores (``graph.outputs.class_score_outputs``)
+    states: Sequence[str] = ()  # a decoder step's state, given back as its next input (``loop_states``)
+    encoded: Sequence[str] = ()  # a recurrent text encoder's memory (``graph.outputs.recurrent_features``)
+
+
+def output_roles(original: Any, model_path: str | Path, feeds: list, *, tokens: bool = False) -> OutputRoles:
+    """The outputs' roles, judged on a few search samples: per-position class scores (the int8
+    guard's rule: the default target holds their every position's top-1; ``tokens``:
+    :func:`token_inputs` of the feeds), a decoder step's states, and, where the inputs are
+    tokens, the float outputs a recurrent layer computes (an encoder's, for a decoder)."""
+    from onnxcompress.graph.outputs import class_score_outputs, recurrent_features
     from onnxcompress.runtime import create_session
 
     session = create_session(model_path, label="the original model", arena=False)
     inputs = {i.name for i in session.get_inputs()}
-    refs = [session.run(None, {k: v for k, v in f.items() if k in inputs}) for f in feeds[:4]]
+    used = [{k: v for k, v in f.items() if k in inputs} for f in feeds[:4]]
+    refs = [session.run(None, f) for f in used]
     flags = class_score_outputs(original, refs, tokens=tokens)
-    return [o.name for o, flag in zip(original.graph.outputs, flags, strict=False) if flag]
+    names = [o.name for o in session.get_outputs()]
+    scores = [o.name for o, flag in zip(original.graph.outputs, flags, strict=False) if flag]
+    encoded = sorted(recurrent_features(original) - set(scores)) if tokens else []
+    return OutputRoles(scores, loop_states(original, used, [dict(zip(names, r, strict=True)) for r in refs]),
+                       encoded)
+
+
+def loop_states(original: ir.Model, feeds: list[Mapping[str, np.ndarray]],
+                outputs: list[Mapping[str, np.ndarray]]) -> list[str]:
+    """Outputs a step model gives back as its next call's input: a float output computed from a
+    float input, shaped as it is on every sample, where the input is a recurrent state
+    (:func:`state_inputs`) or the output is named after it (``hidden`` -> ``hidden_out``,
+    ``state`` -> ``stateN``, ``h0`` -> ``hn``); one output an input. A decoder run greedily calls
+    the step once a token with its last state: an error there compounds over the sequence. (A
+    denoiser's mask, shaped as its spectrum input, is neither.)"""
+    given = {v.name: v for v in original.graph.inputs if v.dtype is not None and v.dtype.is_floating_point()}
+    if not feeds or len(original.graph.outputs) < 2:
+        return []
+    recurrent = state_inputs(original)
+    found: list[str] = []
+    for out in original.graph.outputs:
+        named = {k: k if out.name.startswith(k) else _STATE_SUFFIX.sub("", k) for k in given}
+        shaped = [k for k in given if (k in recurrent or named[k] and out.name.startswith(named[k])) and all(
+            np.asarray(o.get(out.name)).dtype.kind == "f" and np.shape(o.get(out.name)) == np.shape(f.get(k))
+            for f, o in zip(feeds, outputs, strict=True))]
+        # an output named after its input first (``h2_out`` is h2's, not h1's), then the graph's order
+        for name in sorted(shaped, key=lambda k: (named[k] != k, not out.name.startswith(named[k]))):
+            if _computed_from(out, given[name]):
+                found.append(out.name)
+                del given[name]
+                break
+    return found
+
+
+#: What a state input's name adds to the name its output shares (``h0``, ``state_in``, ``h_1``).
+_STATE_SUFFIX = re.compile(r"(_?in(put)?)?_?\d*$")
+
+
+def _computed_from(out: ir.Value, source: ir.Value) -> bool:
+    """Whether graph output ``out`` is computed from graph input ``source`` (not the input itself)."""
+    seen: set[int] = set()
+    stack = [source]
+    while stack:
+        value = stack.pop()
+        for node, _ in value.uses():
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            if any(o is out for o in node.outputs):
+                return True
+            stack.extend(node.outputs)
+    return False
 
 
 #: The key ``run_outputs`` gives a probability output's logits under: ``name + LOGITS``.

@@ -21,9 +21,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from onnxcompress._text import value_text
 from onnxcompress.auto.candidates import FLOAT, KMEANS_BITS, available_candidates
 from onnxcompress.auto.plan import Plan
-from onnxcompress.auto.targets import Fidelity, value_text
+from onnxcompress.auto.targets import Fidelity
 from onnxcompress.errors import OnnxCompressError
 from onnxcompress.passes._bit_allocation import LayerChoices, Option, allocate
 

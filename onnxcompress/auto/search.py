@@ -44,8 +44,9 @@ from onnxcompress.auto.executor import Executor, LocalExecutor
 from onnxcompress.auto.guard import memory_guard
 from onnxcompress.auto.measure import (
     PROBE_SAMPLES,
-    class_score_names,
+    OutputRoles,
     objective_cost,
+    output_roles,
     padded,
     row_outputs,
     run_outputs,
@@ -226,15 +227,15 @@ def search(
     else:
         caches = state_inputs(original)  # a KV cache [N, heads, past, size] is not an image
         tokens = token_inputs(search_feeds, caches)
-        scores = [] if target is not None else class_score_names(original, model_path, search_feeds,
-                                                                 tokens=tokens)
+        roles = OutputRoles() if target is not None else output_roles(original, model_path, search_feeds,
+                                                                      tokens=tokens)
         feed = {k: v for k, v in search_feeds[0].items() if k not in caches} if search_feeds else {}
         image, colour = has_image_input(feed), has_image_input(feed, channels=(3, 4))
-        goal = parse_target(target, ref_search, class_scores=scores, token_inputs=tokens, image_inputs=image,
-                            colour_inputs=colour,
+        goal = parse_target(target, ref_search, class_scores=roles.scores, token_inputs=tokens,
+                            image_inputs=image, colour_inputs=colour,
                             plain=plain_output_names(original, visible(ref_search)) if target is None else (),
                             frames=sorted(frame_rows) if target is None else (),
-                            heatmaps=heatmap_heads(original),
+                            heatmaps=heatmap_heads(original), states=roles.states, encoded=roles.encoded,
                             longest_input=max((max(np.shape(v)) for v in feed.values() if np.ndim(v)),
                                               default=0))
     if goal.needs_labels and (search_labels is None or held_labels is None):

@@ -42,6 +42,27 @@ def state_outputs(model: ir.Model) -> set[str]:
     return {v.name for v in model.graph.outputs if v.name and recurrent_output(v)}
 
 
+def recurrent_features(model: ir.Model) -> set[str]:
+    """Names of the float graph outputs computed from a recurrent layer's output (LSTM/GRU/RNN,
+    any ops between): a recurrent encoder's memory and final state (a GRU transliterator's, which
+    a decoder reads), not a recurrent op's state passed on as it is (:func:`state_outputs`)."""
+    found = set()
+    for out in model.graph.outputs:
+        stack, seen = [out], {id(out)}
+        while out.name and out.dtype is not None and out.dtype.is_floating_point() and stack:
+            node = stack.pop().producer()
+            if node is None:
+                continue
+            if node.op_type in ("LSTM", "GRU", "RNN") and node.domain in ("", "ai.onnx"):
+                found.add(out.name)
+                break
+            for x in node.inputs:
+                if x is not None and x.const_value is None and id(x) not in seen:
+                    seen.add(id(x))
+                    stack.append(x)
+    return found
+
+
 #: Layers whose reading an output makes it a feature the model computes on, not its answer.
 FEATURE_READERS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "Einsum", "LSTM", "GRU", "RNN"})
 

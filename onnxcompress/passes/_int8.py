@@ -1,8 +1,8 @@
 """The quantize pass's graph rewriting: int8 weights, int32 biases and Q/DQ pairs written.
 
-``_apply_static`` writes a ``_Plan`` (static QDQ); ``_dequantized_weight`` / ``_folded_weight`` /
-``_gathered_weight`` store a float-compute weight in int8 (DequantizeLinear, Cast+Mul folded at
-load, or int8 rows gathered); ``_dynamic_rewrite`` writes DynamicQuantizeLinear + MatMulInteger.
+``_apply_static`` writes a ``_Plan`` (static QDQ); ``_dequantized_weight`` / ``_folded_weight``
+store a float-compute weight in int8 (DequantizeLinear, or Cast+Mul folded at load; int8 rows
+gathered are ``_int8_rows``'); ``_dynamic_rewrite`` writes DynamicQuantizeLinear + MatMulInteger.
 Finer scales (blocks, a grouped Einsum's groups) are ``_int8_fine``'s.
 """
 
@@ -263,87 +263,6 @@ def _exact_weight(w: Weight, axis: int | None, result: PassResult) -> bool:
                "decode": "Cast; channel scales on the consumer's output"},
     ))
     return True
-
-
-def _row_gather_only(w: Weight) -> bool:
-    """Whether every use of ``w`` is a ``Gather`` of its rows (axis 0) by run-time indices."""
-    return bool(w.uses) and all(
-        u.node.op_type == "Gather" and u.node.domain in ("", "ai.onnx") and u.index == 0
-        and int(_attr(u.node, "axis", 0)) == 0 and const_array(u.node.inputs[1]) is None
-        for u in w.uses) and len(w.shape) >= 2 and not w.via
-
-
-def _is_row_gather(node: ir.Node, index: int) -> bool:
-    return (node.op_type == "Gather" and node.domain in ("", "ai.onnx") and index == 0
-            and int(_attr(node, "axis", 0)) == 0 and const_array(node.inputs[1]) is None)
-
-
-def _tied_table(w: Weight) -> bool:
-    """An embedding table also read, through a Transpose, by a MatMul/Gemm (a language model's
-    tied input and output embedding): int8 rows for the Gathers, and one decode for the rest."""
-    if len(w.shape) != 2 or w.via or not any(_is_row_gather(u.node, u.index) for u in w.uses):
-        return False
-    others = [u.node for u in w.uses if not _is_row_gather(u.node, u.index)]
-    return bool(others) and all(
-        n.op_type == "Transpose" and n.domain in ("", "ai.onnx") and all(
-            user.op_type in ("MatMul", "Gemm") for user, _ in n.outputs[0].uses())
-        for n in others)
-
-
-#: Marks (``Value.meta``) the row scales ``_gathered_weight`` writes: they are read by a Gather as
-#: well, and were stored as one more int8 table with float scales of their own, larger than they
-#: were (batch 9, lac_encoder's 58224-row embedding: 227 KB -> 284 KB).
-ROW_SCALES = "onnxcompress.int8_row_scales"
-
-
-def _gathered_weight(w: Weight, b: Builder, result: PassResult) -> None:
-    """Store the table ``w`` as int8 with one scale per row; each Gather reads int8 rows and
-    its output is ``Cast(rows) * Gather(scales)``: only the gathered rows are ever float.
-    Other readers (a tied output projection through Transpose) read ``Cast(table) * scales``,
-    which onnxruntime folds at load: the table is stored once, in int8."""
-    users = [u.node for u in w.uses if _is_row_gather(u.node, u.index)]
-    others = [(u.node, u.index) for u in w.uses if not _is_row_gather(u.node, u.index)]
-    q, scale, error, before, builder = _to_int8(w, 0, False, b)
-    scale_v = builder.constant(f"{w.name}_scale", scale.reshape(-1, *([1] * (q.ndim - 1))))
-    scale_v.meta[ROW_SCALES] = True
-    if others:
-        cast = builder.node("Cast", [w.value], f"{w.name}_f", to=ir.DataType.FLOAT)
-        mul = builder.node("Mul", [cast.outputs[0], scale_v], f"{w.name}_dq")
-        for n in (cast, mul):
-            n.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
-        mul.outputs[0].shape = ir.Shape(q.shape)
-        w.insert_nodes([cast, mul])  # in the table's graph, ahead of readers in subgraphs too
-        for node, index in others:
-            node.replace_input_with(index, mul.outputs[0])
-    for node in users:
-        # A Gather inside an If/Loop branch reads the table from the outer scope: its
-        # dequantize goes next to it, in the branch.
-        graph = node.graph if node.graph is not None else w.graph
-        out = node.outputs[0]
-        name = out.name
-        indices = node.inputs[1]
-        rows_scale = builder.node("Gather", [scale_v, indices], f"{name}_scale", axis=0)
-        cast = builder.node("Cast", [out], f"{name}_f", to=ir.DataType.FLOAT)
-        mul = builder.node("Mul", [cast.outputs[0], rows_scale.outputs[0]], f"{name}_dq")
-        for n in (rows_scale, cast, mul):
-            n.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
-        mul.outputs[0].shape = out.shape
-        graph.insert_after(node, [rows_scale, cast, mul])
-        for user, index in list(out.uses()):
-            if user is not cast:
-                user.replace_input_with(index, mul.outputs[0])
-        for i, o in enumerate(graph.outputs):
-            if o is out:
-                graph.outputs[i] = mul.outputs[0]
-        out.type = ir.TensorType(ir.DataType.INT8)
-        out.name = builder.name(f"{name}_int8")
-        mul.outputs[0].name = name  # the output keeps its name
-    result.add_layer(LayerStat(
-        name=w.label, op_type="/".join(w.op_types), shape=w.shape, bytes_before=before,
-        bytes_after=q.nbytes + scale.nbytes, bits=8.0, error=round(error, 6),
-        extra={"per_channel": True, "storage": w.storage, "compute": "gathered int8 rows"
-               + (" (tied: its other readers float, folded at load)" if others else "")},
-    ))
 
 
 def _to_int8(w: Weight, axis: int | None, reduce_range: bool,

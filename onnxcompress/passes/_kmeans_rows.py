@@ -26,7 +26,7 @@ import onnx_ir as ir
 
 from onnxcompress import packing
 from onnxcompress.passes._half_store import half_storable
-from onnxcompress.passes._int8 import _row_gather_only
+from onnxcompress.passes._int8_rows import row_gather_only
 from onnxcompress.passes._kmeans_codebook import INT8_FORM_MIN_SIZE
 from onnxcompress.passes._kmeans_decode import UINT8_ADD_MIN_OPSET, ConstantCache, Decode, Formats, rewrite
 from onnxcompress.weights import Weight
@@ -37,7 +37,7 @@ FLOAT_TYPES = (ir.DataType.FLOAT, ir.DataType.FLOAT16)
 def decodes_rows(w: Weight) -> bool:
     """Whether ``w`` is a float table of at least ``INT8_FORM_MIN_SIZE`` values that only row
     Gathers read (by run-time indices), so its codebook decode can run on the gathered rows."""
-    return w.dtype in FLOAT_TYPES and w.size >= INT8_FORM_MIN_SIZE and _row_gather_only(w)
+    return w.dtype in FLOAT_TYPES and w.size >= INT8_FORM_MIN_SIZE and row_gather_only(w)
 
 
 def write_decode(w: Weight, d: Decode, index_bits: int, storage: str, formats: Formats,

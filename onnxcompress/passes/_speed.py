@@ -30,6 +30,8 @@ from onnxcompress.data import Feed
 from onnxcompress.errors import OnnxCompressError
 from onnxcompress.memory import confirm_excess, guard_limit, guard_reading
 from onnxcompress.model import EXTERNAL_DATA_THRESHOLD, save_model, tensor_bytes
+from onnxcompress.passes._int8_rows import fold_gathered_rows, gathered_rows, row_tables
+from onnxcompress.passes._kmeans_int8 import FOLDED_TABLE_BYTES
 from onnxcompress.passes.base import PassContext, PassResult
 from onnxcompress.stats import timing_section
 from onnxcompress.synthetic import first_feed
@@ -95,7 +97,9 @@ def first_fast_enough(cfg: QuantizeConfig, float_model: ir.Model | None, base: i
         unmeasured = 0
     reference = float_model if float_model is not None else base
     key = None
-    if len(attempts) > 1:
+    # int8 embedding rows decode a call (a float Gather copies): measured, even alone
+    rows = cfg.speed_check and not cfg.allow_slower and row_tables(base)
+    if len(attempts) > 1 or rows:
         # A close call measured twice can flip; reuse this machine's first measurement so
         # the same input and options give the same file (see onnxcompress.cache). Speed
         # depends on the graph and the shapes, not on weight values: the key is the
@@ -111,11 +115,13 @@ def first_fast_enough(cfg: QuantizeConfig, float_model: ir.Model | None, base: i
                 0 <= cached["choice"] < len(attempts):
             spec = attempts[cached["choice"]]
             model = build(base, spec, result)
+            if cached.get("rows_folded"):
+                _fold_rows(model, result, None)
             result.metrics.update(cached.get("metrics") or {})
             result.note(f"speed guard: {describe(spec)}, as measured on this machine before "
                         f"(cached in {cache.cache_dir()}; delete it to measure again)")
             return model, spec
-    if not cfg.speed_check or (len(attempts) == 1 and not cfg.allow_slower):
+    if not cfg.speed_check or (len(attempts) == 1 and not cfg.allow_slower and not rows):
         return build(base, attempts[0], result), attempts[0]  # nothing to decide
     timer = _Timer(reference, context)
     # Static int8 only: its Q/DQ activations between float ops are what needs more memory.
@@ -133,13 +139,21 @@ def first_fast_enough(cfg: QuantizeConfig, float_model: ir.Model | None, base: i
         for i, spec in enumerate(attempts):
             context.report_progress("quantize: speed check", i, len(attempts))
             last = i == len(attempts) - 1
-            scratch = PassResult(pass_name=result.pass_name, config=result.config, model=base)
+            scratch = _scratch(result, base)
             model = build(base if last else _copy(base), spec, scratch)
             bound = limit(spec) if limit is not None else 1 + SPEED_TOLERANCE
-            ratio = None if last and i > 0 else (
-                timer.ratio(model, scratch) if last else timer.confirmed(model, scratch, bound))
+            folded = False
+            if last and rows and gathered_rows(model):  # not float speed by construction
+                ratio = timer.confirmed(model, scratch, 1 + SPEED_TOLERANCE)
+                folded = ratio is not None and ratio > 1 + SPEED_TOLERANCE
+            else:
+                ratio = None if last and i > 0 else (
+                    timer.ratio(model, scratch) if last else timer.confirmed(model, scratch, bound))
             if ratio is not None:
-                history.append((describe(spec), ratio))
+                history.append((describe(spec) + (" and int8 rows" if folded else ""), ratio))
+            if folded:
+                _fold_rows(model, scratch, ratio)
+                ratio = None
             if not last and ratio is not None and ratio > bound:
                 continue
             more = memory.excess(model) if memory is not None and not last and spec else None
@@ -156,7 +170,7 @@ def first_fast_enough(cfg: QuantizeConfig, float_model: ir.Model | None, base: i
                 timed = {k: scratch.metrics[k] for k in _LATENCY_METRICS if k in scratch.metrics}
                 if "int8_compute_memory_ratio" in result.metrics:  # why int8 compute was given up
                     timed["int8_compute_memory_ratio"] = result.metrics["int8_compute_memory_ratio"]
-                cache.put_decision(key, {"choice": i, "metrics": timed})
+                cache.put_decision(key, {"choice": i, "metrics": timed, "rows_folded": folded})
             if len(history) > 1 or (history and last):
                 tried = ", ".join(f"{d}: {r:.2f}x" for d, r in history)
                 result.note(f"speed guard (int8/float latency on this CPU): {tried}")
@@ -169,6 +183,28 @@ def first_fast_enough(cfg: QuantizeConfig, float_model: ir.Model | None, base: i
         if memory is not None:
             memory.close()
     raise AssertionError("unreachable")
+
+
+def _scratch(result: PassResult, base: ir.Model) -> PassResult:
+    return PassResult(pass_name=result.pass_name, config=result.config, model=base)
+
+
+def _fold_rows(model: ir.Model, result: PassResult, ratio: float | None) -> None:
+    """Fold the int8 embedding rows of ``model`` (measured ``ratio`` x float's) where a table's
+    float copy is within what a fold may hold while loading, and say so."""
+    folded, kept = fold_gathered_rows(model, result, FOLDED_TABLE_BYTES)
+    ran = f"ran {ratio:.2f}x the float latency" if ratio is not None else "measured slower than float before"
+    if folded:
+        result.headline(f"int8 embedding rows ({_names(folded)}) {ran} on this CPU: tables stored in "
+                        "int8, decoded at load (float speed; --allow-slower keeps int8 rows)")
+    if kept:
+        result.headline(f"int8 embedding rows ({_names(kept)}) {ran} on this CPU: kept, for session "
+                        f"memory (a table over {FOLDED_TABLE_BYTES >> 20} MB as float, decoded at load, "
+                        "would hold its float copy beside the int8 one)")
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
 
 
 class _MemoryCheck:
@@ -338,6 +374,7 @@ def _merge(result: PassResult, scratch: PassResult) -> None:
             result.skip(name, reason)
     for note in scratch.notes:
         result.note(note)
+    result.headlines.extend(h for h in scratch.headlines if h not in result.headlines)  # logged once
     result.metrics.update(scratch.metrics)
     result.modified = result.modified or scratch.modified
 

@@ -49,7 +49,6 @@ from onnxcompress.opset import opset_version, upgrade_opset
 from onnxcompress.passes._float_rest import REST_ROLES, later_weight_passes, store_rest
 from onnxcompress.passes._folding import fold_batchnorm
 from onnxcompress.passes._int8 import (
-    ROW_SCALES,
     _apply_static,
     _decoded_source,
     _dequantized_weight,
@@ -57,16 +56,14 @@ from onnxcompress.passes._int8 import (
     _dynamic_rewrite,
     _exact_weight,
     _folded_weight,
-    _gathered_weight,
     _missing_runtime_kernel,
-    _row_gather_only,
-    _tied_table,
     remembered_codes,
 )
 from onnxcompress.passes._int8_data import gptq_rounding, input_means, mean_requests
 from onnxcompress.passes._int8_fine import _blocked_weight, _grouped_weight, _half_weight
 from onnxcompress.passes._int8_guard import Guard, guard_weights, guarded
 from onnxcompress.passes._int8_lstm import amend_guard_messages, lstm_candidates, lstm_compute, rewrite_lstms
+from onnxcompress.passes._int8_rows import ROW_SCALES, gathered_weight, row_gather_only, tied_table
 from onnxcompress.passes._kmeans_codebook import INT8_FORM_MIN_SIZE
 from onnxcompress.passes._kmeans_int8 import exact_form_pays, table_fold_limit
 from onnxcompress.passes._qdq import Builder
@@ -307,7 +304,7 @@ class Quantize(Pass):
             if ops is not None and not set(w.op_types) <= ops:
                 continue
             recurrent = all(u.node.op_type in RECURRENT_OPS for u in w.uses)
-            tied = _tied_table(w)
+            tied = tied_table(w)
             if not recurrent and not tied and any(
                 u.node.op_type not in STORAGE_OPS or u.node.domain not in ("", "ai.onnx")
                 for u in w.uses
@@ -337,11 +334,11 @@ class Quantize(Pass):
                 _folded_weight(w, axis, b, result)
             elif groups:  # a grouped Einsum: one scale per group and output channel, folded
                 _grouped_weight(w, [*groups, axis], b, result)
-            elif tied or _row_gather_only(w) and not (cast_mul and w.size * 4 <= fold_limit):
+            elif tied or row_gather_only(w) and not (cast_mul and w.size * 4 <= fold_limit):
                 # A table stays int8 in memory, its rows gathered then scaled (folded: bert22m
                 # peaked at 1.28x fp32's session); a small model's small one folds (fold_limit:
                 # its ops cost a call more than they save: 1.4x one Gather's, 1.10x an 18 us MLP's).
-                _gathered_weight(w, b, result)
+                gathered_weight(w, b, result)
             elif form == FORM_FOLDED or recurrent:  # a DequantizeLinear would run every call
                 # One Cast where the scales can go after the op (session memory at fp32's),
                 # else Cast + Mul (onnxruntime keeps the int8 beside its folded float copy), and

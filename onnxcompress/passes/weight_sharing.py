@@ -82,7 +82,7 @@ from onnxcompress.opset import opset_version, upgrade_opset
 from onnxcompress.passes import _kmeans_lstm
 from onnxcompress.passes._float_rest import REST_ROLES, later_weight_passes, store_rest
 from onnxcompress.passes._folding import fold_batchnorm
-from onnxcompress.passes._int8 import ROW_SCALES, _gathered_weight
+from onnxcompress.passes._int8_rows import ROW_SCALES, gathered_weight
 from onnxcompress.passes._kmeans_allocate import _allocate
 from onnxcompress.passes._kmeans_codebook import HALF_IS_SMALLER, _model_group
 from onnxcompress.passes._kmeans_config import (  # noqa: F401 (re-exported: the pass's options)
@@ -258,7 +258,7 @@ class WeightSharing(Pass):
                 result.note(f"{w.label}: int8 rows, not {bits}-bit indices: those take a byte each in a "
                             "table read by rows too; 256 levels, and no codebook decode each call")
             scratch = PassResult(self.name, {}, model)
-            _gathered_weight(w, Builder(w.graph, model_names(model)), scratch)
+            gathered_weight(w, Builder(w.graph, model_names(model)), scratch)
             stats += scratch.layers
             w.release()
         taken = {id(w) for w, _ in rows}
