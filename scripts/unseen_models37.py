@@ -20,6 +20,9 @@ Kinds no earlier batch had, judged in the task's own terms:
   with torch 2.13, opset 17): BGR 224x224 normalised as the repository's video demo -> 2-class
   logits, written with the foreground probability (softmax channel 1) as the output, so that
   ``> 0.5`` is the demo's ``argmax == 1`` mask.
+- ``extremec3``: the same repository's **ExtremeC3Net** (``result/ExtremeC3/ExtremeC3.pth``, 38k
+  parameters, Lovasz-trained: one logit), written with its sigmoid as the output (``> 0.5`` is the
+  demo's ``logit > 0``); same data and metrics as SINet.
 
 Data: real inputs. YAMNet: log-mel patches (the package's ``waveform_to_yamnet_patches``: 16 kHz,
 25 ms / 10 ms frames, 512-point FFT magnitude, 64 HTK mel bands 125-7500 Hz, log(x + 1e-6), 96
