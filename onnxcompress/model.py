@@ -22,7 +22,7 @@ from google.protobuf.message import DecodeError
 
 from onnxcompress.errors import ModelLoadError, SaveError, UnsafeExternalDataError
 from onnxcompress.graph.constants import needs_normalizing, normalize_constants
-from onnxcompress.graph.fold import fold_constant_shapes, fold_shape_only_weights
+from onnxcompress.graph.fold import fold_constant_quantize, fold_constant_shapes, fold_shape_only_weights
 from onnxcompress.graph.functions import inline_weight_functions
 from onnxcompress.graph.maps import DETACHED_MAPS, DetachedMap, detach_maps, reattach_maps
 from onnxcompress.weights import all_graphs, iter_constant_tensors, unique_name
@@ -245,6 +245,7 @@ def _check_external(
 MODEL_FILES = "onnxcompress.model_files"
 #: ``ir.Model.meta`` key: how many initializers ``_normalize`` took off the graph inputs.
 INITIALIZER_INPUTS = "onnxcompress.initializer_inputs"
+QUANTIZE_FOLDED = "onnxcompress.quantize_folded"
 
 
 def _normalize(model: ir.Model) -> ir.Model:
@@ -271,6 +272,9 @@ def _normalize(model: ir.Model) -> ir.Model:
     shapes = fold_constant_shapes(model)
     if shapes:
         logger.info("Folded %d Shape/Size node(s) that read a constant's shape.", shapes)
+    if quantized := fold_constant_quantize(model):
+        logger.info("Folded %d QuantizeLinear node(s) of float weights into their int8 results.", quantized)
+        model.meta[QUANTIZE_FOLDED] = quantized  # said in the run's notes
     folded = fold_shape_only_weights(model)
     if folded:
         logger.info("Folded %d shape-only node(s) over constant weights (Slice/Split/Reshape...), "

@@ -19,7 +19,8 @@ MatMuls) is a weight no pass-through chain explains (``Weight.via`` follows one 
 and auto left it float.
 
 A ``Shape`` or ``Size`` of a constant is replaced by its value first (:func:`fold_constant_shapes`),
-so a weight copy kept only for its shape goes.
+so a weight copy kept only for its shape goes, and a ``QuantizeLinear`` of a float constant by its
+integer result (:func:`fold_constant_quantize`: an author's QDQ export that kept its weights float).
 
 A constant ``Slice`` or ``Gather`` that keeps at most half of a float constant it alone reads is
 folded wherever its result goes (:func:`_drops_most_of`): a positional table exported whole and
@@ -111,6 +112,32 @@ def fold_constant_shapes(model: ir.Model) -> int:
                 result = np.array(dims[slice(lo, hi)], np.int64)
             _replace(graph, node, [result])
             folded += 1
+    return folded
+
+
+def fold_constant_quantize(model: ir.Model) -> int:
+    """Replace each ``QuantizeLinear`` of a float constant by its integer result, as onnxruntime
+    folds it at load (onnx's reference implementation: the spec's rounding and saturation); returns
+    how many. An author's QDQ export may keep its weights float behind their quantizer: Qualcomm
+    AI Hub's YAMNet stored 14.3 MB of float weights that every pass left float (1.00x in every
+    configuration); as the integer tensors the model computes with, 3.88x, the same outputs."""
+    from onnxcompress.weights import all_graphs
+
+    opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
+    folded = 0
+    for _, graph in list(all_graphs(model)):
+        for node in list(graph):
+            if node.op_type != "QuantizeLinear" or node.domain not in ("", "ai.onnx") \
+                    or any(o.is_graph_output() for o in node.outputs):
+                continue
+            arrays = [_const_array(v) for v in node.inputs]
+            if not arrays or arrays[0] is None or arrays[0].dtype.kind != "f" \
+                    or any(a is None for a, v in zip(arrays, node.inputs, strict=True) if v is not None):
+                continue
+            results = _evaluate(node, arrays, opset)
+            if results is not None and all(r.dtype.kind in "iu" for r in results):
+                _replace(graph, node, results)
+                folded += 1
     return folded
 
 
