@@ -313,7 +313,10 @@ def run_outputs(model: Any, feeds: list[Mapping[str, np.ndarray]],
         outs = run(session, None, {k: v for k, v in feed.items() if k in inputs},
                    what=f"sample {i} of the data, running {label}")
         for n, o in zip(names, outs, strict=True):
-            parts[n].append(np.asarray(o))
+            # an 8-bit integer output is a quantized tensor (a QDQ export's uint8 class scores),
+            # measured by its values: targets read float outputs (YAMNet w8a8: "cannot read ''")
+            o = np.asarray(o)
+            parts[n].append(o.astype(np.float32) if o.dtype in (np.uint8, np.int8) else o)
     return {n: _stack(v, n.split(LOGITS)[0] in as_rows) for n, v in parts.items()}
 
 

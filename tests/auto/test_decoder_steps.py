@@ -151,3 +151,4 @@ def test_a_recurrent_text_encoders_memory_is_held_as_a_state():
     memory = np.random.default_rng(0).standard_normal((18, 1, 1, HIDDEN)).astype(np.float32)
     assert parse_target(None, {"memory": memory}).text == "cosine>=0.999"
     assert parse_target(None, {"memory": memory}, encoded=["memory"]).text == f"memory:{DEFAULT_TARGET_STATE}"
+

@@ -5,6 +5,7 @@ eval samples (8.22x, top-1 96.9; with the logits 5.37x, 32 of 32)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxcompress.auto.measure import LOGITS, logit_values, run_outputs, visible
+from onnxcompress.auto.measure import LOGITS, logit_values, run_outputs, save_calibration, visible
 from onnxcompress.auto.targets import parse_target
+from tests import helpers as h
+from tests.auto._common import run_cli
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(32, 8)).astype(np.float32)
@@ -122,3 +125,22 @@ def test_a_large_inline_model_is_run_as_it_is(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr(onnxcompress.model, "WHOLE_CHECK_MAX_BYTES", 64)
     assert set(run_outputs(proto, _feeds())) == {"probs"}
     assert set(run_outputs(tmp_path / "m.onnx", _feeds())) == {"probs"}
+
+
+def test_auto_reads_a_quantized_output_by_its_values(tmp_path: Path):
+    # a QDQ export's uint8 class scores (YAMNet w8a8): auto stopped at "target: cannot read ''"
+    proto = h.mlp((16, 64, 10))
+    out = proto.graph.output[0]
+    proto.graph.node.append(helper.make_node("QuantizeLinear", [out.name, "y_scale", "y_zero"], ["scores"]))
+    proto.graph.initializer.extend([numpy_helper.from_array(np.array(0.05, np.float32), "y_scale"),
+                                    numpy_helper.from_array(np.array(128, np.uint8), "y_zero")])
+    del proto.graph.output[:]
+    proto.graph.output.append(helper.make_tensor_value_info("scores", TensorProto.UINT8, ["N", 10]))
+    onnx.save(proto, tmp_path / "m.onnx")
+    r = np.random.default_rng(0)
+    save_calibration([{"x": r.standard_normal((1, 16)).astype(np.float32)} for _ in range(24)],
+                     tmp_path / "calib.npz")
+    code = run_cli("compress", tmp_path / "m.onnx", "-o", tmp_path / "auto.onnx", "--auto",
+                   "--calibration", tmp_path / "calib.npz", "--report", tmp_path / "report.json", "-q")
+    assert code == 0
+    assert "top1>=0.99" in json.dumps(json.loads((tmp_path / "report.json").read_text()))
