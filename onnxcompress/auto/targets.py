@@ -274,6 +274,9 @@ def parse_target(expr: str | Target | None, outputs: Outputs | None = None, *,
         expr = ",".join([expr] + [f"{k}:{DEFAULT_TARGET_FRAMES}" for k in frames if _spellable(k)
                                   and (f"{k}:top1>=" in expr or k in held)])
         expr = _with_cosine_floor(_held_as_states(expr, outputs or {}, encoded), held)
+        if not expr:  # integer outputs only (labels an ArgMax gives): nothing a target reads
+            raise ConfigError(f"auto: no output is float ({', '.join(outputs or {})}): nothing to measure.",
+                              hint="auto.search(..., target=callable, target_threshold=x), or one setting")
     criteria = []
     for term in str(expr).split(","):
         m = _TERM.match(term)
