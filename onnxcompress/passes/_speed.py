@@ -151,9 +151,10 @@ def first_fast_enough(cfg: QuantizeConfig, float_model: ir.Model | None, base: i
                     timer.ratio(model, scratch) if last else timer.confirmed(model, scratch, bound))
             if ratio is not None:
                 history.append((describe(spec) + (" and int8 rows" if folded else ""), ratio))
-            if folded:
-                _fold_rows(model, scratch, ratio)
-                ratio = None
+            if folded and _fold_rows(model, scratch, ratio):  # not the model timed any more
+                for k in ("latency_int8_ms", "latency_ratio"):
+                    scratch.metrics.pop(k, None)
+            ratio = None if folded else ratio
             if not last and ratio is not None and ratio > bound:
                 continue
             more = memory.excess(model) if memory is not None and not last and spec else None
@@ -189,9 +190,9 @@ def _scratch(result: PassResult, base: ir.Model) -> PassResult:
     return PassResult(pass_name=result.pass_name, config=result.config, model=base)
 
 
-def _fold_rows(model: ir.Model, result: PassResult, ratio: float | None) -> None:
+def _fold_rows(model: ir.Model, result: PassResult, ratio: float | None) -> bool:
     """Fold the int8 embedding rows of ``model`` (measured ``ratio`` x float's) where a table's
-    float copy is within what a fold may hold while loading, and say so."""
+    float copy is within what a fold may hold while loading, and say so; whether any folded."""
     folded, kept = fold_gathered_rows(model, result, FOLDED_TABLE_BYTES)
     ran = f"ran {ratio:.2f}x the float latency" if ratio is not None else "measured slower than float before"
     if folded:
@@ -201,6 +202,7 @@ def _fold_rows(model: ir.Model, result: PassResult, ratio: float | None) -> None
         result.headline(f"int8 embedding rows ({_names(kept)}) {ran} on this CPU: kept, for session "
                         f"memory (a table over {FOLDED_TABLE_BYTES >> 20} MB as float, decoded at load, "
                         "would hold its float copy beside the int8 one)")
+    return bool(folded)
 
 
 def _names(names: list[str]) -> str:

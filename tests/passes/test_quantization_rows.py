@@ -66,6 +66,7 @@ def test_int8_rows_measured_slower_than_float_are_decoded_at_load(mode, monkeypa
     assert decode == ["Cast"]  # read whole, as constants only: folded at load
     assert any("int8 embedding rows (table) ran 1.15x" in x for x in res.headlines)
     assert res.layers[0].extra["compute"].startswith("float (int8 table decoded at load)")
+    assert "latency_ratio" not in res.metrics  # the rows' timing is not the written model's
     (a,), (b,) = h.run(proto, data[0]), h.run(q, data[0])
     assert np.abs(a - b).max() < 0.01 * np.abs(a).max()
     # the decision is cached: the same file again, without timing
@@ -89,6 +90,7 @@ def test_int8_rows_of_a_table_too_large_to_fold_stay_and_say_so(monkeypatch, tmp
     assert _row_gathers(q) == 1
     assert any("int8 embedding rows (table) ran 1.15x" in x and "kept, for session memory" in x
                for x in res.headlines)
+    assert res.metrics["latency_ratio"] == 1.15  # the written model's
 
 
 def test_int8_rows_as_fast_as_float_stay(monkeypatch, tmp_path):
