@@ -44,6 +44,7 @@ from onnxcompress.auto.output_kinds import (
     spectrum_cosine,
 )
 from onnxcompress.errors import ConfigError
+from onnxcompress.graph.outputs import SCORES_NAME
 from onnxcompress.validation.detections import (
     POSITIVE_SCORE,
     anchor_rows,
@@ -131,14 +132,13 @@ DEFAULT_TARGET_KEYPOINTS = "keypoints>=0.99"
 #: of the boxes it reports (batch 5's ISBN YOLO26n: held to its whole tensor's cosine as an
 #: anchor head, auto stayed at 1.07x; int8 keeps every box at cosine 0.82).
 DEFAULT_TARGET_DETECTIONS = "detections>=0.99"
-#: A decoder step (``measure.loop_states``: it gives back its recurrent state as the next call's
-#: input) run greedily decides a token a call, and a change anywhere changes the rest of the
-#: sequence: its per-step class scores are held to DEFAULT_TARGET_STEP and its states to
-#: DEFAULT_TARGET_STATE. At top1>=0.99 alone, auto's plans changed 4.0% of e2k's transliterated
-#: words (decoder 7.61x) and 7.7% of the Arabic romanizer's names (6.38x); states at cosine 0.9999
-#: and steps at 0.998 kept 99.3% (4.28x) and 100% (3.93x, = k-means 8); steps alone at 0.998 let
-#: e2k's states drift (97.3%), states alone let the romanizer's steps flip (96.3%), and steps at
-#: 0.999 read k-means 8's 0 flips in 2,400 steps as 0.9985 on 18 samples (float16, 2.00x).
+#: A decoder step (``measure.loop_states``: its recurrent state given back as its next input) run
+#: greedily decides a token a call, and a change changes the rest of the sequence: its class scores
+#: are held to DEFAULT_TARGET_STEP and its states to DEFAULT_TARGET_STATE. At top1>=0.99 alone auto
+#: changed 4.0% of e2k's words (decoder 7.61x) and 7.7% of the Arabic romanizer's names (6.38x);
+#: so held, 99.3% (4.28x) and 100% (3.93x, = k-means 8). Steps alone at 0.998 let e2k's states
+#: drift (97.3%), states alone let the romanizer's steps flip (96.3%); steps at 0.999 read k-means
+#: 8's 0 flips in 2,400 steps as 0.9985 on 18 samples (float16, 2.00x).
 DEFAULT_TARGET_STEP = "top1>=0.998"
 DEFAULT_TARGET_STATE = "cosine>=0.9999"
 #: ... as is a recurrent text encoder's memory (``encoded``), read at every step: at cosine 0.999
@@ -495,8 +495,8 @@ def _applicable(metric: str, outputs: Outputs) -> list[str]:
     # Class scores: [N, C] with C > 1 (a detector's [N, boxes, 5 + C] is not one) whose rows
     # have a top-1 to keep (not PFLD's landmark coordinates: ``tied_rows``)
     return [k for k in floats if np.ndim(outputs[k]) == 2 and np.shape(outputs[k])[-1] > 1
-            and (distribution_rows(np.asarray(outputs[k]))
-                 or not tied_rows(top1_leads(outputs[k]), row_winners(outputs[k])))]
+            and (distribution_rows(np.asarray(outputs[k])) or not tied_rows(
+                top1_leads(outputs[k]), None if SCORES_NAME.search(k) else row_winners(outputs[k])))]
 
 
 def _unread(text: str, a: np.ndarray, kind: str, hint: str) -> ConfigError:
