@@ -435,14 +435,17 @@ class Quantize(Pass):
                 us = [u for u in self._static_units(m, idx, cfg, None)
                       if _unit_key(u.node) in wanted]
                 _apply_static(m, _make_plan(m, us, cfg), ranges, cfg, channelwise, res)
+                rewrite_lstms(m, wanted, _node_key, res)  # no QDQ form: dynamic's (imu_bilstm 1.00x -> 0.5x)
             self._weight_storage(m, cfg, channelwise, res, form=FORM_FOLDED, keep=keep,
                                  progress=context.report_progress)
             return m
 
-        candidates = [(_unit_key(u.node), u.macs_per_output) for u in units]
-        return guarded(guard, weight_only, model, candidates, result, build_static, _unit_key,
-                        lambda b: with_speed_guard(cfg, float_model, model, candidates, context,
-                                                   result, b), keep, cfg.fidelity_min_ratio, context)
+        candidates = [(_unit_key(u.node), u.macs_per_output) for u in units] + lstm_candidates(
+            model, _node_key, lambda n: self._excluded(n, cfg), result, lstm_compute(guard))
+        return amend_guard_messages(result, guarded(
+            guard, weight_only, model, candidates, result, build_static, _unit_key,
+            lambda b: with_speed_guard(cfg, float_model, model, candidates, context, result, b),
+            keep, cfg.fidelity_min_ratio, context))
 
     def _calibration_feeds(self, model: ir.Model, context: PassContext, cfg: QuantizeConfig,
                            result: PassResult):  # noqa: ANN202

@@ -887,9 +887,9 @@ def test_recurrent_weights_are_stored_in_int8(mode, build):
     out = to_proto(result.model)
     stored = {t.name: t.data_type for t in out.graph.initializer}
     rnn = next(n for n in proto.graph.node if n.op_type in ("LSTM", "GRU"))
-    # dynamic: an LSTM computes as DynamicQuantizeLSTM, its W and R int8 inputs of that node
+    # dynamic and static: an LSTM computes as DynamicQuantizeLSTM, W and R int8 inputs of that node
     fused = [n for n in out.graph.node if n.op_type == "DynamicQuantizeLSTM"]
-    assert len(fused) == (mode == "dynamic" and rnn.op_type == "LSTM")
+    assert len(fused) == (mode != "weights" and rnn.op_type == "LSTM")
     for name in (fused[0] if fused else rnn).input[1:3]:  # W, R
         assert stored[name] == onnx.TensorProto.INT8, name
     # the bias stays float: float32, or float16 behind a Cast onnxruntime folds (quantize's rest)
