@@ -294,6 +294,9 @@ class Prune(Pass):
             )
             result.metrics["macs_after_if_sparse"] = cost_after.macs - saved
             line += f"; {cost_after.macs - saved:,} MACs with sparse kernels"
+            if not any(p.name in ("kmeans", "quantize", "blockq") for p in context.planned):
+                line += ("; the zeros are stored dense, as large a file (gzip shrinks it): "
+                         "--kmeans or --quantize after the pruning stores them small")
         result.note(line)
         if cost_before.unknown:
             result.metrics["macs_not_counted"] = cost_before.unknown[:20]

@@ -682,3 +682,13 @@ def test_a_gather_table_is_not_said_to_be_read_through_slices():
     result, _, _ = prune(proto, sparsity=0.5)
     reasons = [reason for reason, names in result.skipped.items() if "table" in names]
     assert reasons and not any("Slice/Split" in r for r in reasons), result.skipped
+
+
+def test_pruning_alone_says_its_zeros_are_stored_dense():
+    # batch 38's gesture bi-LSTM: --prune 0.5 wrote a 1.00x file, and nothing said why
+    res, _, _ = prune(h.mlp((64, 64, 64, 10)), sparsity=0.5)
+    assert any("stored dense" in n for n in res.notes)
+    from onnxcompress.passes import WeightSharing
+
+    result = Pipeline([Prune(sparsity=0.5), WeightSharing(bits=8)]).run(h.mlp((64, 64, 64, 10)))
+    assert not any("stored dense" in n for n in result.passes[0].notes)
