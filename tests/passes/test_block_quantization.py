@@ -349,6 +349,9 @@ def test_a_model_of_convs_says_that_blocks_leave_them_float() -> None:
     result = Pipeline([BlockQuantize()]).run(cnn)
     line = next(h for p in result.passes for h in p.headlines)
     assert "of the float weight bytes are in ops 4-bit blocks do not cover" in line and "--kmeans 4" in line
+    assert "Conv weights stay float" in line
+    lstm = Pipeline([BlockQuantize()]).run(zoo.lstm())  # batch 38's bi-LSTM was told "Conv"
+    assert any("LSTM weights stay float" in h for p in lstm.passes for h in p.headlines)
     # a weight pass after it takes the Convs: nothing to say
     result = Pipeline([BlockQuantize(), WeightSharing(bits=8)]).run(cnn)
     assert not [h for p in result.passes for h in p.headlines if "blocks do not cover" in h]
