@@ -519,7 +519,7 @@ def _evaluate(name: str, s: TensorStats, tol: Tolerance) -> OutputComparison:
         accuracy_compressed=s.accuracy_compressed,
         detection_f1=s.detection_f1,
         detection_unit=s.detection_unit if s.detection_f1 is not None else None,
-        notes=list(dict.fromkeys(s.notes))[:3],
+        notes=list(dict.fromkeys(s.class_recall_notes() + s.notes))[:3],
     )
     checks = out.checks
     if s.shape_mismatch:
