@@ -184,6 +184,8 @@ def loop_states(original: ir.Model, feeds: list[Mapping[str, np.ndarray]],
     ``state`` -> ``stateN``, ``h0`` -> ``hn``); one output an input. A decoder run greedily calls
     the step once a token with its last state: an error there compounds over the sequence. (A
     denoiser's mask, shaped as its spectrum input, is neither.)"""
+    from onnxcompress.graph.outputs import reaches
+
     given = {v.name: v for v in original.graph.inputs if v.dtype is not None and v.dtype.is_floating_point()}
     if not feeds or len(original.graph.outputs) < 2:
         return []
@@ -196,7 +198,7 @@ def loop_states(original: ir.Model, feeds: list[Mapping[str, np.ndarray]],
             for f, o in zip(feeds, outputs, strict=True))]
         # an output named after its input first (``h2_out`` is h2's, not h1's), then the graph's order
         for name in sorted(shaped, key=lambda k: (named[k] != k, not out.name.startswith(named[k]))):
-            if _computed_from(out, given[name]):
+            if reaches(given[name], lambda n, out=out: any(o is out for o in n.outputs)):  # computed from it
                 found.append(out.name)
                 del given[name]
                 break
@@ -205,22 +207,6 @@ def loop_states(original: ir.Model, feeds: list[Mapping[str, np.ndarray]],
 
 #: What a state input's name adds to the name its output shares (``h0``, ``state_in``, ``h_1``).
 _STATE_SUFFIX = re.compile(r"(_?in(put)?)?_?\d*$")
-
-
-def _computed_from(out: ir.Value, source: ir.Value) -> bool:
-    """Whether graph output ``out`` is computed from graph input ``source`` (not the input itself)."""
-    seen: set[int] = set()
-    stack = [source]
-    while stack:
-        value = stack.pop()
-        for node, _ in value.uses():
-            if id(node) in seen:
-                continue
-            seen.add(id(node))
-            if any(o is out for o in node.outputs):
-                return True
-            stack.extend(node.outputs)
-    return False
 
 
 #: The key ``run_outputs`` gives a probability output's logits under: ``name + LOGITS``.

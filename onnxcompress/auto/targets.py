@@ -381,13 +381,12 @@ def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
                               plain=plain, colour_inputs=colour_inputs, heatmaps=heatmaps,
                               longest_input=longest_input)
         # a step deciding a token among classes (a two-class probability, VAD's, is not fed back)
-        two = set(binary_probabilities(rest))
-        steps = [k for k in _applicable("top1", rest) if k not in two and _spellable(k)] \
-            if DEFAULT_TARGET in expr.split(",") else []
-        terms = [f"{k}:{DEFAULT_TARGET_STEP}" if t == f"{k}:{DEFAULT_TARGET}" and k not in two else t
-                 for t in expr.split(",") if t != DEFAULT_TARGET for k in [t.split(":")[0]]]
-        if steps or terms != [t for t in expr.split(",") if t != DEFAULT_TARGET]:
-            return ",".join([f"{k}:{DEFAULT_TARGET_STEP}" for k in steps] + terms
+        terms, two = expr.split(","), set(binary_probabilities(rest))
+        named = {f"{k}:{DEFAULT_TARGET}": f"{k}:{DEFAULT_TARGET_STEP}" for k in rest if k not in two}
+        steps = [f"{k}:{DEFAULT_TARGET_STEP}" for k in _applicable("top1", rest)
+                 if k not in two and _spellable(k)] if DEFAULT_TARGET in terms else []
+        if steps or named.keys() & set(terms):
+            return ",".join(steps + [named.get(t, t) for t in terms if t != DEFAULT_TARGET]
                             + [f"{k}:{DEFAULT_TARGET_STATE}" for k in given_back])
     if not all(map(_spellable, outputs)):
         scored = {k: v for k, v in outputs.items() if k not in plain}

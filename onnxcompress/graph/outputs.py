@@ -48,8 +48,10 @@ def recurrent_features(model: ir.Model) -> set[str]:
     a decoder reads), not a recurrent op's state passed on as it is (:func:`state_outputs`)."""
     found = set()
     for out in model.graph.outputs:
+        if not out.name or out.dtype is None or not out.dtype.is_floating_point():
+            continue
         stack, seen = [out], {id(out)}
-        while out.name and out.dtype is not None and out.dtype.is_floating_point() and stack:
+        while stack:
             node = stack.pop().producer()
             if node is None:
                 continue

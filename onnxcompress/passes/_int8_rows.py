@@ -13,7 +13,7 @@ from onnxcompress.passes._int8 import _to_int8
 from onnxcompress.passes._qdq import Builder
 from onnxcompress.passes._quant_plan import _attr
 from onnxcompress.passes.base import LayerStat, PassResult
-from onnxcompress.weights import Weight, WeightIndex
+from onnxcompress.weights import Weight, WeightIndex, model_names
 
 
 def row_gather_only(w: Weight) -> bool:
@@ -58,14 +58,9 @@ def gathered_weight(w: Weight, b: Builder, result: PassResult) -> None:
     scale_v = builder.constant(f"{w.name}_scale", scale.reshape(-1, *([1] * (q.ndim - 1))))
     scale_v.meta[ROW_SCALES] = True
     if others:
-        cast = builder.node("Cast", [w.value], f"{w.name}_f", to=ir.DataType.FLOAT)
-        mul = builder.node("Mul", [cast.outputs[0], scale_v], f"{w.name}_dq")
-        for n in (cast, mul):
-            n.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
-        mul.outputs[0].shape = ir.Shape(q.shape)
-        w.insert_nodes([cast, mul])  # in the table's graph, ahead of readers in subgraphs too
+        table = _table_decode(w.value, scale_v, w.graph, builder, w.name)
         for node, index in others:
-            node.replace_input_with(index, mul.outputs[0])
+            node.replace_input_with(index, table)
     for node in users:
         # A Gather inside an If/Loop branch reads the table from the outer scope: its
         # dequantize goes next to it, in the branch.
@@ -113,8 +108,8 @@ def fold_gathered_rows(model: ir.Model, result: PassResult, max_bytes: int) -> t
     ``Cast(table) * scales`` instead, which onnxruntime folds at load: a plain float Gather a
     call (float speed; the file keeps the int8 table, the session holds a float one, and both
     while loading). The names of the tables folded, and of those kept as rows."""
-    folded: dict[int, ir.Value] = {}
-    names: list[str] = []
+    taken = model_names(model)
+    decoded: dict[str, ir.Value] = {}  # table name -> its whole decode
     kept: list[str] = []
     for mul in [n for n in ir.traversal.RecursiveGraphIterator(model.graph) if n.op_type == "Mul"]:
         rows = _gathered_rows(mul)
@@ -125,22 +120,22 @@ def fold_gathered_rows(model: ir.Model, result: PassResult, max_bytes: int) -> t
         if table.const_value is None or table.const_value.size * 4 > max_bytes:
             kept += [table.name] if table.name not in kept else []
             continue
-        if id(table) not in folded:
-            folded[id(table)] = _decoded_table(table, scales, model)
-            names.append(table.name)
-        graph = mul.graph
-        out = mul.outputs[0]
+        if table.name not in decoded:  # a tied table's decode serves its rows too
+            decoded[table.name] = _tied_decode(table, scales) or _table_decode(
+                table, scales, table.graph or model.graph, Builder(model.graph, taken), table.name)
+        graph, out = mul.graph, mul.outputs[0]
         name = out.name
-        out.name = f"{name}_rows"
-        rows_float = ir.node("Gather", [folded[id(table)], indices], {"axis": 0}, name=f"{name}_folded",
-                             outputs=[ir.Value(name=name, shape=out.shape, type=out.type)])
+        rows_float = Builder(graph, taken).node("Gather", [decoded[table.name], indices],
+                                                f"{name}_folded", axis=0)
+        rows_float.outputs[0].type, rows_float.outputs[0].shape = out.type, out.shape
         graph.insert_before(gather, rows_float)
         out.replace_all_uses_with(rows_float.outputs[0], replace_graph_outputs=True)
         graph.remove([mul, cast, gather, scales_gather], safe=True)
+        rows_float.outputs[0].name = name  # the output keeps its name
     for layer in result.layers:
-        if layer.extra.get("compute", "").startswith("gathered int8 rows") and layer.name in names:
+        if layer.extra.get("compute", "").startswith("gathered int8 rows") and layer.name in decoded:
             layer.extra["compute"] = "float (int8 table decoded at load)"
-    return names, kept
+    return list(decoded), kept
 
 
 def _gathered_rows(mul: ir.Node) -> tuple[ir.Node, ir.Node, ir.Node] | None:
@@ -156,22 +151,28 @@ def _gathered_rows(mul: ir.Node) -> tuple[ir.Node, ir.Node, ir.Node] | None:
     return cast, gather, scaled
 
 
-def _decoded_table(table: ir.Value, scales: ir.Value, model: ir.Model) -> ir.Value:
-    """``Cast(table) * scales`` in the table's graph, ahead of its readers (a tied table's
-    decode, where there is one already)."""
-    for node, _ in table.uses():
-        if node.op_type == "Cast" and len(node.outputs[0].uses()) == 1:
-            user = next(iter(node.outputs[0].uses()))[0]
-            if user.op_type == "Mul" and user.inputs[1] is scales:
-                return user.outputs[0]
-    graph = table.graph or model.graph
-    cast = ir.node("Cast", [table], {"to": ir.DataType.FLOAT}, name=f"{table.name}_f")
-    mul = ir.node("Mul", [cast.outputs[0], scales], name=f"{table.name}_dq")
-    cast.outputs[0].type = mul.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
-    mul.outputs[0].name = f"{table.name}_float"
-    first = first_reader(graph, (u for u, _ in table.uses()))
+def _table_decode(table: ir.Value, scales: ir.Value, graph: ir.Graph, builder: Builder,
+                  hint: str) -> ir.Value:
+    """``Cast(table) * scales``, which onnxruntime folds at load, in ``graph`` ahead of the table's
+    first reader (in a subgraph too)."""
+    cast = builder.node("Cast", [table], f"{hint}_f", to=ir.DataType.FLOAT)
+    mul = builder.node("Mul", [cast.outputs[0], scales], f"{hint}_dq")
+    for n in (cast, mul):
+        n.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
+    mul.outputs[0].shape = ir.Shape(table.const_value.shape)
+    first = first_reader(graph, (u for u, _ in table.uses() if u is not cast))
     if first is None:
         graph.extend([cast, mul])
     else:
         graph.insert_before(first, [cast, mul])
     return mul.outputs[0]
+
+
+def _tied_decode(table: ir.Value, scales: ir.Value) -> ir.Value | None:
+    """The decode :func:`gathered_weight` wrote for a tied table's other readers, if any."""
+    for node, _ in table.uses():
+        if node.op_type == "Cast" and len(node.outputs[0].uses()) == 1:
+            user = next(iter(node.outputs[0].uses()))[0]
+            if user.op_type == "Mul" and user.inputs[1] is scales:
+                return user.outputs[0]
+    return None
