@@ -291,11 +291,8 @@ class TensorStats:
     anchor_scores: np.ndarray | None = None
     detections_matched: int = 0
     detections_reported: int = 0
-    labelled_rows: int = 0
-    correct_original: int = 0
-    correct_compressed: int = 0
     notes: list[str] = field(default_factory=list)
-    # per labelled class: [labels, correct originally, correct compressed] (class_recall_notes)
+    # per labelled class: [labels, correct originally, correct compressed] (accuracy, class_recall_notes)
     class_counts: dict[int, list[int]] = field(default_factory=dict)
 
     def add(self, original: np.ndarray, compressed: np.ndarray, labels: np.ndarray | None = None) -> None:
@@ -416,13 +413,12 @@ class TensorStats:
                     f"sample {self.samples - 1}: {len(labels)} label(s) for {len(top_a)} prediction row(s)"
                 )
                 return
-            self.labelled_rows += len(labels)
-            self.correct_original += int(np.count_nonzero(top_a == labels))
-            self.correct_compressed += int(np.count_nonzero(top_b == labels))
-            for label, x, y in zip(labels.tolist(), (top_a == labels).tolist(), (top_b == labels).tolist(),
-                                   strict=True):
+            for label in np.unique(labels):
+                mine = labels == label
                 counts = self.class_counts.setdefault(int(label), [0, 0, 0])
-                counts[0], counts[1], counts[2] = counts[0] + 1, counts[1] + x, counts[2] + y
+                counts[0] += int(np.count_nonzero(mine))
+                counts[1] += int(np.count_nonzero(top_a[mine] == label))
+                counts[2] += int(np.count_nonzero(top_b[mine] == label))
 
     # -- results --------------------------------------------------------------------------------
 
@@ -522,12 +518,18 @@ class TensorStats:
         return self.topk_agree / self.rows if self.rows and self.k else None
 
     @property
+    def labelled_rows(self) -> int:
+        return sum(n for n, _, _ in self.class_counts.values())
+
+    @property
     def accuracy_original(self) -> float | None:
-        return self.correct_original / self.labelled_rows if self.labelled_rows else None
+        rows = self.labelled_rows
+        return sum(a for _, a, _ in self.class_counts.values()) / rows if rows else None
 
     @property
     def accuracy_compressed(self) -> float | None:
-        return self.correct_compressed / self.labelled_rows if self.labelled_rows else None
+        rows = self.labelled_rows
+        return sum(b for _, _, b in self.class_counts.values()) / rows if rows else None
 
     def class_recall_notes(self) -> list[str]:
         """The labelled class whose recall fell most, where it fell by over CLASS_RECALL_DROP:
