@@ -587,9 +587,10 @@ def _say_uncovered(model: ir.Model, result: PassResult) -> None:
     for a CNN (a ResNet-18 torch export came out 1.04x, with nothing but a table saying why)."""
     weights = WeightIndex.build(model).select(roles=COMPUTE_ROLES)
     total = sum(w.nbytes for w in weights)
-    ops = sorted({op for w in weights if not COVERED_OPS & set(w.op_types) for op in w.op_types})
-    uncovered = sum(w.nbytes for w in weights if not COVERED_OPS & set(w.op_types))
+    left = [w for w in weights if not COVERED_OPS & set(w.op_types)]
+    uncovered = sum(w.nbytes for w in left)
     if total and uncovered >= total / 2:  # say which (a gesture bi-LSTM's were LSTM weights, not Conv)
+        ops = sorted({op for w in left for op in w.op_types})
         result.headline(f"{uncovered / total:.0%} of the float weight bytes are in ops 4-bit blocks do "
                         f"not cover (MatMul, Gemm and Gather only; {', '.join(ops)} weights stay float): "
                         "--quantize dynamic or --kmeans 4 compress them")
