@@ -13,7 +13,7 @@ from onnxcompress.passes._int8 import _to_int8
 from onnxcompress.passes._qdq import Builder
 from onnxcompress.passes._quant_plan import _attr
 from onnxcompress.passes.base import LayerStat, PassResult
-from onnxcompress.weights import Weight, WeightIndex, model_names
+from onnxcompress.weights import Weight, model_names
 
 
 def row_gather_only(w: Weight) -> bool:
@@ -93,8 +93,11 @@ def gathered_weight(w: Weight, b: Builder, result: PassResult) -> None:
 
 
 def row_tables(model: ir.Model) -> bool:
-    """Whether ``model`` has a float table the quantize pass may store as int8 rows."""
-    return any(w.is_float and (row_gather_only(w) or tied_table(w)) for w in WeightIndex.build(model))
+    """Whether ``model`` has a float table a Gather reads rows of, which the quantize pass may
+    store as int8 rows (a scan of the nodes: no weight index built for it)."""
+    return any(is_row_gather(n, 0) and n.inputs[0] is not None and n.inputs[0].const_value is not None
+               and n.inputs[0].const_value.dtype.is_floating_point()
+               for n in ir.traversal.RecursiveGraphIterator(model.graph))
 
 
 def gathered_rows(model: ir.Model) -> bool:
