@@ -1,5 +1,5 @@
 """What kind of output a model gives, read off a sample of its values: the shapes and value ranges
-``targets.default_target`` holds each kind by (detector heads, probability and logit maps,
+``default_targets.default_target`` holds each kind by (detector heads, probability and logit maps,
 pictures, per-position scores that run over frames or lie on a grid, waveforms a model generates,
 one value or one probability a sample).
 """

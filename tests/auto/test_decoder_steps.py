@@ -14,7 +14,8 @@ from onnx import helper as oh
 from onnx import numpy_helper as onh
 
 from onnxcompress.auto.measure import output_roles, save_calibration
-from onnxcompress.auto.targets import DEFAULT_TARGET_STATE, DEFAULT_TARGET_STEP, default_target, parse_target
+from onnxcompress.auto.default_targets import DEFAULT_TARGET_STATE, DEFAULT_TARGET_STEP, default_target
+from onnxcompress.auto.targets import parse_target
 from tests.auto._common import run_cli
 
 VOCAB, HIDDEN = 24, 32

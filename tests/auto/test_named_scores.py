@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxcompress.auto.targets import default_target
+from onnxcompress.auto.default_targets import default_target
 
 
 def _one_class_logits(seed: int = 0) -> np.ndarray:

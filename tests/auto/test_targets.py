@@ -541,7 +541,7 @@ def test_one_value_per_sample_is_compared_across_samples() -> None:
     assert near.met and near.values["cosine>=0.999"] > 0.999
     assert not off.met and off.values["cosine>=0.999"] < 0.9
     # and the default holds it tighter than a vector: it is the task's answer itself
-    from onnxcompress.auto.targets import default_target
+    from onnxcompress.auto.default_targets import default_target
 
     assert default_target({"y": a}) == "cosine>=0.99995"
     assert default_target({"y": a, "z": rng.normal(size=(32, 3, 5))}) == "y:cosine>=0.99995,z:cosine>=0.999"
@@ -551,7 +551,7 @@ def test_one_value_per_sample_is_compared_across_samples() -> None:
 
 
 def test_a_pooled_embedding_is_not_held_to_top1() -> None:
-    from onnxcompress.auto.targets import default_target
+    from onnxcompress.auto.default_targets import default_target
 
     rng = np.random.default_rng(1)
     outputs = {"logits": rng.normal(size=(4, 10)), "pooled": rng.normal(size=(4, 384))}
@@ -620,7 +620,7 @@ def test_values_a_loop_decodes_are_not_a_detectors_anchors() -> None:
 
     from onnxcompress.auto.measure import run_outputs
     from onnxcompress.graph.outputs import plain_output_names
-    from onnxcompress.auto.targets import default_target
+    from onnxcompress.auto.default_targets import default_target
     from onnxcompress.model import load_model
 
     # SLANet's decoder: one box [1, 4] per step of a Loop, stacked to [T, 1, 4] and transposed
@@ -662,7 +662,7 @@ def test_a_vector_a_loop_gives_out_is_an_embedding_but_a_linear_head_on_it_is_no
 
     from onnxcompress.auto.measure import run_outputs
     from onnxcompress.graph.outputs import plain_output_names
-    from onnxcompress.auto.targets import default_target
+    from onnxcompress.auto.default_targets import default_target
     from onnxcompress.model import load_model
 
     # (32 wide: at most VALUES_MAX_COLUMNS plain values a row are held by values)
@@ -817,7 +817,7 @@ def test_per_frame_states_held_for_many_frames_are_judged_per_frame() -> None:
     # a seizure detector's 4 states a half second [T, 1, 4] (a torch LSTM's time-major output):
     # held as sequences, one flip in 239 steps failed a sample and auto stopped at fp16 (1.99x)
     # where int8 keeps 99.9% of the steps; a CTC output's characters hold 1-2 frames
-    from onnxcompress.auto.targets import default_target
+    from onnxcompress.auto.default_targets import default_target
 
     rng = np.random.default_rng(5)
     n, t = 6, 240
@@ -847,7 +847,7 @@ def test_per_frame_states_held_for_many_frames_are_judged_per_frame() -> None:
 def test_outputs_held_by_a_count_keep_compares_cosine_too() -> None:
     # a botnet detector's 2-class logits: auto kept every arg-max at 10.6x while p(bot) moved
     # 0.97 -> 0.66, and compare (cosine >= 0.99 on every output) failed the file
-    from onnxcompress.auto.targets import COSINE_FLOOR
+    from onnxcompress.auto.default_targets import COSINE_FLOOR
 
     rng = np.random.default_rng(4)
     logits = np.stack([rng.normal(-2, 0.3, 64), rng.normal(2, 0.3, 64)], axis=1)

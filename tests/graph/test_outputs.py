@@ -13,7 +13,7 @@ def test_an_activation_makes_an_embedding_not_class_scores() -> None:
     import onnx.parser
 
     from onnxcompress.auto.measure import run_outputs
-    from onnxcompress.auto.targets import default_target
+    from onnxcompress.auto.default_targets import default_target
     from onnxcompress.graph.outputs import plain_output_names
     from onnxcompress.model import load_model
     from tests import helpers as h
@@ -108,7 +108,7 @@ def test_a_regression_computed_by_arithmetic_is_values_not_class_scores() -> Non
     import onnx.parser
 
     from onnxcompress.auto.measure import run_outputs
-    from onnxcompress.auto.targets import default_target
+    from onnxcompress.auto.default_targets import default_target
     from onnxcompress.graph.outputs import plain_output_names
     from onnxcompress.model import load_model
     from tests import helpers as h
