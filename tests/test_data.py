@@ -549,3 +549,35 @@ def test_synthetic_batch_is_raised_when_only_the_batch_is_dynamic_and_one_does_n
     feed = next(iter(synthetic_feeds(load_model(proto), 1, seed=0)))
     assert feed["x"].shape == (4, 3)
     h.run(proto, feed)
+
+
+def test_attribute_parameters_count_a_forest_of_small_trees(tmp_path, capsys):
+    """skl2onnx writes an IsolationForest as one TreeEnsembleRegressor a tree, each attribute
+    under 1 KB: the note counted 0.1 MB of batch 40's 995 KB (attributes were counted only where
+    one alone reached 1 KB)."""
+    from onnx import helper as oh
+
+    from onnxcompress.cli import main
+
+    n, trees = 48, 200  # ~1.1 MB of attributes, none over 400 bytes
+    nodes, names = [], []
+    for t in range(trees):
+        nodes.append(oh.make_node(
+            "TreeEnsembleRegressor", ["x"], [f"y{t}"], domain="ai.onnx.ml", n_targets=1,
+            nodes_treeids=[0] * n, nodes_nodeids=list(range(n)), nodes_featureids=[t % 2] * n,
+            nodes_values=list(np.linspace(0, 1, n) + t), nodes_modes=["LEAF"] * n,
+            nodes_truenodeids=[0] * n, nodes_falsenodeids=[0] * n,
+            target_treeids=[0] * n, target_nodeids=list(range(n)), target_ids=[0] * n,
+            target_weights=list(np.linspace(0, 1, n) * t)))
+        names.append(f"y{t}")
+    nodes.append(oh.make_node("Sum", names, ["y"]))
+    graph = oh.make_graph(nodes, "forest", [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 2])],
+                          [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n", 1])])
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17), oh.make_opsetid("ai.onnx.ml", 3)])
+    assert max(a.ByteSize() for a in model.graph.node[0].attribute) < 1024
+    onnx.save(model, tmp_path / "f.onnx")
+    attributes = sum(a.ByteSize() for node in model.graph.node[:-1] for a in node.attribute)
+    assert main(["compress", str(tmp_path / "f.onnx"), "-o", str(tmp_path / "o.onnx")]) == 0
+    said = "".join(capsys.readouterr())
+    assert (f"most of the model's parameters ({attributes / 2**20:.1f} MB) are attributes of its "
+            "TreeEnsembleRegressor node(s)") in said
