@@ -148,6 +148,28 @@ def token_inputs(feeds: list, caches: Collection[str] = ()) -> bool:
         np.issubdtype(d, np.integer) or d == np.bool_ or k in caches for k, d in dtypes.items())
 
 
+def padding_mask(feeds: list) -> str | None:
+    """A token model's padding mask, where its samples are padded: an integer input [N, T] of
+    ones then zeros (the first position kept), some zeros on the feeds, beside token ids of the
+    same shape. (A segment-id input starts with zeros.) Outputs [N, T, ...] are measured on the
+    positions it keeps (:func:`run_outputs`): batch 40's Japanese tagger pads 31 characters a
+    sentence to 256, and auto's per-position top-1 at 0.9977 changed 2.4% of its characters."""
+    if not feeds or not token_inputs(feeds):
+        return None
+    first = feeds[0]
+    shaped = {k: np.asarray(v) for k, v in first.items()
+              if np.issubdtype(np.asarray(v).dtype, np.integer) and np.ndim(v) == 2}
+    for name, value in shaped.items():
+        ids = [k for k, v in shaped.items()
+               if k != name and v.shape == value.shape and not np.isin(v, (0, 1)).all()]
+        masks = [np.asarray(f.get(name)) for f in feeds] if ids else []
+        if masks and all(m.ndim == 2 and np.isin(m, (0, 1)).all() and (m[:, 0] == 1).all()
+                         and (np.diff(m, axis=1) <= 0).all() for m in masks) \
+                and any((m == 0).any() for m in masks):
+            return name
+    return None
+
+
 class OutputRoles(NamedTuple):
     """What the default target reads from the graph beside the outputs' values."""
 
@@ -170,10 +192,19 @@ def output_roles(original: Any, model_path: str | Path, feeds: list, *, tokens: 
     refs = [session.run(None, f) for f in used]
     flags = class_score_outputs(original, refs, tokens=tokens)
     names = [o.name for o in session.get_outputs()]
-    scores = [o.name for o, flag in zip(original.graph.outputs, flags, strict=False) if flag]
+    # ... and labels an ArgMax reads off scores, measured by them (``argmax_scores``)
+    scores = [o.name for o, flag in zip(original.graph.outputs, flags, strict=False) if flag or _labels(o)]
     encoded = sorted(recurrent_features(original) - set(scores)) if tokens else []
     return OutputRoles(scores, loop_states(original, used, [dict(zip(names, r, strict=True)) for r in refs]),
                        encoded)
+
+
+def _labels(value: ir.Value) -> bool:
+    """Whether an ArgMax makes ``value`` (through Identity and Cast): :func:`argmax_scores`."""
+    node = value.producer()
+    while node is not None and node.op_type in ("Identity", "Cast") and node.inputs and node.inputs[0]:
+        node = node.inputs[0].producer()
+    return node is not None and node.op_type == "ArgMax" and node.domain in ("", "ai.onnx")
 
 
 def loop_states(original: ir.Model, feeds: list[Mapping[str, np.ndarray]],
@@ -237,10 +268,37 @@ def logit_values(graph: onnx.GraphProto, opset: int) -> dict[str, str]:
     return found
 
 
+def argmax_scores(graph: onnx.GraphProto, opset: int) -> dict[str, tuple[str, int]]:
+    """Graph outputs an ``ArgMax`` makes (labels: a tagger's, a segmenter's; through Identity and
+    Cast) -> the scores it reads (behind a Softmax / LogSoftmax over the same axis) and its axis.
+    Labels are measured by those scores: a target reads float class scores, and auto refused an
+    export whose every output is labels (batch 40's Japanese tagger, `ArgMax` of its logits)."""
+    made = {o: n for n in graph.node for o in n.output}
+    found = {}
+    for out in graph.output:
+        node = made.get(out.name)
+        while node is not None and node.op_type in ("Identity", "Cast") and node.input[0] in made:
+            node = made[node.input[0]]
+        if node is None or node.op_type != "ArgMax" or node.domain not in ("", "ai.onnx") \
+                or node.input[0] not in made:
+            continue
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        scores = node.input[0]
+        normed = made[scores]
+        if normed.op_type in ("Softmax", "LogSoftmax") and opset >= 13 and normed.domain in ("", "ai.onnx") \
+                and next((a.i for a in normed.attribute if a.name == "axis"), -1) == axis \
+                and normed.input[0] in made:
+            scores = normed.input[0]  # a saturated softmax hides the margins a count reads
+        found[out.name] = (scores, axis)
+    return found
+
+
 @contextlib.contextmanager
-def _with_logits(model: Any) -> Iterator[tuple[Any, dict[str, str]]]:
+def _with_logits(model: Any) -> Iterator[tuple[Any, dict[str, str], dict[str, int]]]:
     """``model`` as a session is made of it, with its probability outputs' logits
-    (:func:`logit_values`) given out too, and those logits' names -> their keys in the result.
+    (:func:`logit_values`) and its labels' scores (:func:`argmax_scores`) given out too; those
+    values' names -> their keys in the result (a label output's own name -> "": not read), and
+    label keys -> the axis their scores' classes are on.
     A proto gains the outputs for the block only; a path is read as an IR model, its external
     data left in place. Not for a model over ``WHOLE_CHECK_MAX_BYTES`` inline: it would be
     parsed and serialized again beside onnxruntime's own copy (its counts read probabilities)."""
@@ -252,7 +310,7 @@ def _with_logits(model: Any) -> Iterator[tuple[Any, dict[str, str]]]:
 
     proto = model if isinstance(model, onnx.ModelProto) else None
     if (proto.ByteSize() if proto is not None else os.path.getsize(model)) > WHOLE_CHECK_MAX_BYTES:
-        yield model, {}
+        yield model, {}, {}
         return
     if proto is None:
         proto = onnx.load(str(model), load_external_data=False)
@@ -260,20 +318,26 @@ def _with_logits(model: Any) -> Iterator[tuple[Any, dict[str, str]]]:
     outputs = {o.name for o in proto.graph.output}
     found = {k: v for k, v in logit_values(proto.graph, opset).items() if v not in outputs}
     keys = {v: k + LOGITS for k, v in found.items()}
+    labels = {k: v for k, v in argmax_scores(proto.graph, opset).items()
+              if v[0] not in outputs and v[0] not in keys}
+    keys.update({v[0]: k for k, v in labels.items()})
+    keys.update({k: "" for k in labels})
+    found.update({k: v[0] for k, v in labels.items()})
+    moves = {k: v[1] for k, v in labels.items()}
     if not found:
-        yield model, {}
+        yield model, {}, {}
     elif isinstance(model, onnx.ModelProto):
         given = len(model.graph.output)
         model.graph.output.extend(onnx.ValueInfoProto(name=v) for v in found.values())
         try:
-            yield model, keys
+            yield model, keys, moves
         finally:
             del model.graph.output[given:]
     else:
         loaded = ir.load(str(model))
         values = {v.name: v for node in loaded.graph for v in node.outputs}
         loaded.graph.outputs.extend(values[v] for v in found.values())
-        yield loaded, keys
+        yield loaded, keys, moves
 
 
 def run_outputs(model: Any, feeds: list[Mapping[str, np.ndarray]],
@@ -287,23 +351,32 @@ def run_outputs(model: Any, feeds: list[Mapping[str, np.ndarray]],
     from onnxcompress.activations import run
     from onnxcompress.runtime import create_session
 
-    with _with_logits(model) as (given, logits):
+    with _with_logits(model) as (given, keys, moves):
         session = create_session(given, label=label, arena=False)
-    names = [logits.get(o.name, o.name) for o in session.get_outputs()]
+    names = [keys.get(o.name, o.name) for o in session.get_outputs()]
     inputs = {i.name for i in session.get_inputs()}
     as_rows = set().union(*_row_outputs(session, feeds)) if rows is None else set(rows)
-    parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    mask, masked = padding_mask(feeds), set()
+    # a label output's place is its scores' (given out last)
+    parts: dict[str, list[np.ndarray]] = {n or o.name: []
+                                          for n, o in zip(names, session.get_outputs(), strict=True)}
     for i, feed in enumerate(feeds):
         # a model that cannot run on a sample (a length the exporter fixed in a Reshape) is one
         # error naming the sample and node, not onnxruntime's traceback
         outs = run(session, None, {k: v for k, v in feed.items() if k in inputs},
                    what=f"sample {i} of the data, running {label}")
         for n, o in zip(names, outs, strict=True):
+            if not n:  # labels: read by their scores
+                continue
             # an 8-bit integer output is a quantized tensor (a QDQ export's uint8 class scores),
             # measured by its values: targets read float outputs (YAMNet w8a8: "cannot read ''")
-            o = np.asarray(o)
+            o = np.moveaxis(np.asarray(o), moves[n], -1) if n in moves else np.asarray(o)
+            keep = np.asarray(feed[mask]) != 0 if mask is not None else None
+            if keep is not None and o.shape[:2] == keep.shape:  # the positions padding leaves
+                o = o[keep]
+                masked.add(n)
             parts[n].append(o.astype(np.float32) if o.dtype in (np.uint8, np.int8) else o)
-    return {n: _stack(v, n.split(LOGITS)[0] in as_rows) for n, v in parts.items()}
+    return {n: _stack(v, n.split(LOGITS)[0] in as_rows or n in masked) for n, v in parts.items()}
 
 
 def visible(outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

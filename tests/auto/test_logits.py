@@ -146,12 +146,14 @@ def test_auto_reads_a_quantized_output_by_its_values(tmp_path: Path):
     assert "top1>=0.99" in json.dumps(json.loads((tmp_path / "report.json").read_text()))
 
 
-def test_auto_on_labels_alone_says_it_has_nothing_to_measure(tmp_path: Path, capsys):
+def test_auto_on_integer_values_alone_says_it_has_nothing_to_measure(tmp_path: Path, capsys):
+    # integer outputs no ArgMax makes (counts: a Cast of a rounded value) are not labels
     proto = h.mlp((16, 64, 10))
     out = proto.graph.output[0]
-    proto.graph.node.append(helper.make_node("ArgMax", [out.name], ["label"], axis=1, keepdims=0))
+    proto.graph.node.extend([helper.make_node("Round", [out.name], ["rounded"]),
+                             helper.make_node("Cast", ["rounded"], ["counts"], to=TensorProto.INT64)])
     del proto.graph.output[:]
-    proto.graph.output.append(helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]))
+    proto.graph.output.append(helper.make_tensor_value_info("counts", TensorProto.INT64, ["N", 10]))
     onnx.save(proto, tmp_path / "m.onnx")
     r = np.random.default_rng(0)
     save_calibration([{"x": r.standard_normal((1, 16)).astype(np.float32)} for _ in range(24)],
@@ -159,4 +161,4 @@ def test_auto_on_labels_alone_says_it_has_nothing_to_measure(tmp_path: Path, cap
     code = run_cli("compress", tmp_path / "m.onnx", "-o", tmp_path / "auto.onnx", "--auto",
                    "--calibration", tmp_path / "calib.npz", "-q")
     assert code == 2 and not (tmp_path / "auto.onnx").exists()
-    assert "no output is float (label)" in capsys.readouterr().err
+    assert "no output is float (counts)" in capsys.readouterr().err
