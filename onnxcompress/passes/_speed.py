@@ -482,17 +482,35 @@ def kept_compute_pays(model: ir.Model, chosen: list[str], weight_only: Callable[
                       context: PassContext, result: PassResult) -> bool:
     """Whether ``model``, with int8 compute on ``chosen`` only (what the fidelity guard's
     compute check kept of the set the speed guard timed), is still SPEED_MARGIN faster than
-    ``weight_only()`` (its float-compute build, made only when the speed check runs). A few
-    isolated int8 ops, each with its own Q/DQ, can cost more than they save: FastDepth static
-    (batch 27) timed 18 int8 convs at 0.97x, kept 6 and ran 1.07x its weight-only form. True
-    when it cannot be measured (the guard's choice stands)."""
+    ``weight_only()`` (its float-compute build, made only when the speed check runs), and in
+    static mode no heavier in session memory (``_MemoryCheck``: the guard measured the set it
+    timed, not this one). A few isolated int8 ops, each with its own Q/DQ, can cost more than
+    they save: FastDepth static (batch 27) timed 18 int8 convs at 0.97x, kept 6 and ran 1.07x
+    its weight-only form; mrz_seg static (batch 39) kept 3 of 7 at 1.17x fp32's live memory.
+    True when it cannot be measured (the guard's choice stands)."""
     cfg = result.config or {}
-    if not cfg.get("speed_check", True) or cfg.get("allow_slower"):
+    if not cfg.get("speed_check", True):
         return True
-    ratio, _ = latency_ratio(weight_only(), model, context, cfg, kind=f"int8-compute-{len(chosen)}")
-    if ratio is None or ratio <= 1 - SPEED_MARGIN:
+    mode = result.metrics.get("mode") or cfg.get("mode")
+    if not cfg.get("allow_slower"):
+        ratio, _ = latency_ratio(weight_only(), model, context, cfg, kind=f"int8-compute-{len(chosen)}")
+        if ratio is not None and ratio > 1 - SPEED_MARGIN:
+            result.headline(f"speed guard: the {len(chosen)} int8 compute op(s) the fidelity guard kept "
+                            f"measure {ratio:.2f}x the latency of float compute: {mode} "
+                            "int8 became weight-only int8 (float compute; --allow-slower keeps them)")
+            return False
+    feed = one_feed(model, context)[0] if mode == "static" and not cfg.get("allow_more_memory") else None
+    if feed is None:
         return True
-    result.headline(f"speed guard: the {len(chosen)} int8 compute op(s) the fidelity guard kept "
-                    f"measure {ratio:.2f}x the latency of float compute: {result.metrics.get('mode')} "
-                    "int8 became weight-only int8 (float compute; --allow-slower keeps them)")
+    check = _MemoryCheck(weight_only(), feed)
+    try:
+        more = check.excess(model)
+    finally:
+        check.close()
+    if more is None:
+        return True
+    result.metrics["int8_compute_memory_ratio"] = round(more, 3)
+    result.headline(f"memory check: the {len(chosen)} int8 compute op(s) the fidelity guard kept need "
+                    f"{more:.2f}x the session memory of float compute (live, after one run): static "
+                    "int8 became weight-only int8 (--quantize-allow-more-memory keeps them)")
     return False

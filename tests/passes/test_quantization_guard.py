@@ -198,6 +198,40 @@ def test_the_compute_ops_the_check_keeps_are_timed_again(monkeypatch, subset_rat
     assert rel_error(h.run(proto, f)[0], h.run(q, f)[0]) < 0.06
 
 
+@pytest.mark.parametrize("mode,allow,excess", [("static", False, 1.17), ("static", False, None),
+                                                ("static", True, 1.17), ("dynamic", False, 1.17)])
+def test_the_compute_ops_the_check_keeps_are_measured_for_memory_in_static_mode(monkeypatch, mode, allow,
+                                                                                 excess):
+    """The static memory check measured the set the speed guard timed; the compute check then
+    kept fewer ops, each an island with Q/DQ of its own (mrz_seg, batch 39: 3 of 7 kept, 1.17x
+    fp32's live memory written). The kept set is measured again in static mode."""
+    from onnxcompress.passes import _int8_guard, _speed
+
+    monkeypatch.setattr(_int8_guard, "COMPUTE_FACTOR", 1.5)  # keeps 1 of the 3 MatMuls
+    monkeypatch.setattr(_int8_guard, "COMPUTE_FLOOR", 1e-9)
+    monkeypatch.setattr(_speed, "first_fast_enough", lambda cfg, fm, base, attempts, ctx, res, build, **k:
+                        (build(base.clone(), attempts[0], res), attempts[0]))
+    monkeypatch.setattr(_speed, "latency_ratio", lambda *a, **k: (0.5, "test"))  # fast
+    measured = []
+
+    def reading(self, model):
+        measured.append(model)
+        return excess
+
+    monkeypatch.setattr(_speed._MemoryCheck, "excess", reading)
+    proto = h.mlp((16, 256, 256, 10))
+    res, q = quantize(proto, feeds((8, 16), n=4), mode=mode, op_types_to_quantize=("MatMul",),
+                      speed_check=True, allow_more_memory=allow)
+    onnx.checker.check_model(q)
+    heavier = [line for line in res.headlines if "memory check: the 1 int8 compute op(s)" in line]
+    if mode == "static" and not allow and excess:
+        assert res.metrics["int8_compute_ops"] == 0 and ops(q)["QuantizeLinear"] == 0
+        assert heavier and "1.17x" in heavier[0] and "--quantize-allow-more-memory" in heavier[0]
+    else:
+        assert res.metrics["int8_compute_ops"] >= 1 and not heavier
+    assert bool(measured) == (mode == "static" and not allow)
+
+
 def test_guard_sessions_hold_no_more_outputs_than_they_read(monkeypatch):
     """The guard's float session returns the model's own outputs only (onnxruntime keeps every
     graph output of a run alive until it ends: exposing all intermediates held 316 MB a sample
