@@ -192,19 +192,10 @@ def output_roles(original: Any, model_path: str | Path, feeds: list, *, tokens: 
     refs = [session.run(None, f) for f in used]
     flags = class_score_outputs(original, refs, tokens=tokens)
     names = [o.name for o in session.get_outputs()]
-    # ... and labels an ArgMax reads off scores, measured by them (``argmax_scores``)
-    scores = [o.name for o, flag in zip(original.graph.outputs, flags, strict=False) if flag or _labels(o)]
+    scores = [o.name for o, flag in zip(original.graph.outputs, flags, strict=False) if flag]
     encoded = sorted(recurrent_features(original) - set(scores)) if tokens else []
     return OutputRoles(scores, loop_states(original, used, [dict(zip(names, r, strict=True)) for r in refs]),
                        encoded)
-
-
-def _labels(value: ir.Value) -> bool:
-    """Whether an ArgMax makes ``value`` (through Identity and Cast): :func:`argmax_scores`."""
-    node = value.producer()
-    while node is not None and node.op_type in ("Identity", "Cast") and node.inputs and node.inputs[0]:
-        node = node.inputs[0].producer()
-    return node is not None and node.op_type == "ArgMax" and node.domain in ("", "ai.onnx")
 
 
 def loop_states(original: ir.Model, feeds: list[Mapping[str, np.ndarray]],
