@@ -57,10 +57,10 @@ def marked(metadata: Mapping[str, str]) -> bool:
     return metadata.get(MARKER_KEY) == MARKER_VALUE
 
 
-def shorten_names(model: ir.Model) -> int:
+def shorten_names(model: ir.Model, *, dry_run: bool = False) -> int:
     """Rename long intermediate tensor and node names to :func:`hashed` ones (see the module doc);
     returns the bytes of names saved (0: the model is unchanged: the names are short already or
-    too few to matter, or two hashes collide)."""
+    too few to matter, or two hashes collide). ``dry_run``: the bytes it would save, nothing renamed."""
     graphs = [g for _, g in all_graphs(model)]
     kept = {v.name for v in (*model.graph.inputs, *model.graph.outputs) if v.name}
     kept |= {name for g in graphs for name in g.initializers if len(name) <= LONG_WEIGHT_NAME}
@@ -87,6 +87,8 @@ def shorten_names(model: ir.Model) -> int:
     if not _pays_gzipped(graphs, values, nodes, weights):
         logger.info("names: hashes would grow the gzipped file more than they shrink the file")
         return 0
+    if dry_run:
+        return saved
     for v in values:
         v.name = short[v.name]
     for n in nodes:

@@ -130,3 +130,12 @@ def test_names_stay_where_hashes_would_grow_the_gzipped_file_more_than_they_shri
     assert shorten_names(model) == 0 and MARKER_KEY not in model.metadata_props
     assert [n.name for n in model.graph][:2] == ["tree_ensemble_regressor_node_sample0",
                                                  "tree_ensemble_regressor_node_sample1"]
+
+
+def test_a_dry_run_says_what_hashing_saves_and_renames_nothing():
+    model = load_model(_model())
+    before = [v.name for n in model.graph for v in n.outputs] + [n.name for n in model.graph]
+    saved = shorten_names(model, dry_run=True)
+    assert saved > 0 and MARKER_KEY not in model.metadata_props
+    assert [v.name for n in model.graph for v in n.outputs] + [n.name for n in model.graph] == before
+    assert shorten_names(model) == saved
