@@ -309,8 +309,10 @@ def _with_logits(model: Any) -> Iterator[tuple[Any, dict[str, str], dict[str, in
     outputs = {o.name for o in proto.graph.output}
     found = {k: v for k, v in logit_values(proto.graph, opset).items() if v not in outputs}
     keys = {v: k + LOGITS for k, v in found.items()}
-    labels = {k: v for k, v in argmax_scores(proto.graph, opset).items()
-              if v[0] not in outputs and v[0] not in keys}
+    labels: dict[str, tuple[str, int]] = {}
+    for k, v in argmax_scores(proto.graph, opset).items():  # each scores given out once
+        if v[0] not in outputs and v[0] not in keys and all(v[0] != s for s, _ in labels.values()):
+            labels[k] = v
     keys.update({v[0]: k for k, v in labels.items()})
     keys.update({k: "" for k in labels})
     found.update({k: v[0] for k, v in labels.items()})
@@ -356,13 +358,13 @@ def run_outputs(model: Any, feeds: list[Mapping[str, np.ndarray]],
         # error naming the sample and node, not onnxruntime's traceback
         outs = run(session, None, {k: v for k, v in feed.items() if k in inputs},
                    what=f"sample {i} of the data, running {label}")
+        keep = np.asarray(feed[mask]) != 0 if mask is not None else None
         for n, o in zip(names, outs, strict=True):
             if not n:  # labels: read by their scores
                 continue
             # an 8-bit integer output is a quantized tensor (a QDQ export's uint8 class scores),
             # measured by its values: targets read float outputs (YAMNet w8a8: "cannot read ''")
             o = np.moveaxis(np.asarray(o), moves[n], -1) if n in moves else np.asarray(o)
-            keep = np.asarray(feed[mask]) != 0 if mask is not None else None
             if keep is not None and o.shape[:2] == keep.shape:  # the positions padding leaves
                 o = o[keep]
                 masked.add(n)
