@@ -168,7 +168,9 @@ def first_fast_enough(cfg: QuantizeConfig, float_model: ir.Model | None, base: i
             ratio = None if folded else ratio
             if not last and ratio is not None and ratio > bound:
                 continue
-            more = memory.excess(model) if memory is not None and not last and spec else None
+            # (static's dynamic-form attempt has no Q/DQ activations: not measured, as in dynamic mode)
+            more = memory.excess(model) if memory is not None and not last and spec and not any(
+                isinstance(k, str) and k.endswith(DYNAMIC_FORM) for k in spec) else None
             if more is not None:
                 result.metrics["int8_compute_memory_ratio"] = round(more, 3)
                 result.note(f"memory check: {describe(spec)} need {more:.2f}x the float model's "

@@ -660,8 +660,8 @@ def test_int8_compute_that_needs_more_session_memory_falls_back(monkeypatch, tmp
     data = feeds((2, 32))
     res, q = quantize(proto, data, speed_check=True)
     # all ops, the heavier half, then their MatMuls in dynamic's form, which keeps int8 weights
-    # and no Q/DQ activations in the session
-    assert measured == [3, 1, 0]
+    # and no Q/DQ activations in the session: not measured
+    assert measured == [3, 1]
     assert ops(q)["QuantizeLinear"] == 0 and res.metrics["int8_compute_ops"] == 2
     assert ops(q)["MatMulInteger"] == 2
     assert res.metrics["int8_compute_memory_ratio"] == 1.2
