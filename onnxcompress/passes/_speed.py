@@ -63,8 +63,8 @@ def with_speed_guard(cfg: QuantizeConfig, float_model: ir.Model | None, base: ir
     attempts = [ranked]
     if len(ranked) > 1:
         attempts.append(ranked[: len(ranked) // 2])
-    if fallback:
-        attempts.append([name for name, _ in sorted(fallback, key=lambda c: -c[1])])
+    if fallback and (spec := [n for n, _ in sorted(fallback, key=lambda c: -c[1])]) not in attempts:
+        attempts.append(spec)
     if ranked:
         attempts.append([])
     model, chosen = first_fast_enough(
