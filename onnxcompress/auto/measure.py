@@ -16,6 +16,7 @@ import onnx_ir as ir
 from onnxcompress._report_weights import _decode
 from onnxcompress.data import feed_source
 from onnxcompress.errors import DataError
+from onnxcompress.tokens import kept_positions, padding_mask
 from onnxcompress.weights import Weight
 
 #: Feeds per layer and option for the sensitivity probe (one forward pass each).
@@ -136,40 +137,6 @@ def _given_back(value: ir.Value, depth: int = 4) -> bool:
                              _given_back(n.outputs[0], depth - 1) for n, _ in value.uses())
 
 
-def token_inputs(feeds: list, caches: Collection[str] = ()) -> bool:
-    """Whether the inputs are a language model's: token ids (integer), beside them only flags
-    (bool: a merged decoder's ``use_cache_branch``) and ``caches`` (:func:`state_inputs`). A
-    decoder run with its cache held each prefill to every position keeping its arg-max: auto
-    left a merged GPT all float."""
-    if not feeds:
-        return False
-    dtypes = {k: np.asarray(v).dtype for k, v in feeds[0].items()}
-    return any(np.issubdtype(d, np.integer) for d in dtypes.values()) and all(
-        np.issubdtype(d, np.integer) or d == np.bool_ or k in caches for k, d in dtypes.items())
-
-
-def padding_mask(feeds: list) -> str | None:
-    """A token model's padding mask, where its samples are padded: an integer input [N, T] of
-    ones then zeros (the first position kept), some zeros on the feeds, beside token ids of the
-    same shape. (A segment-id input starts with zeros.) Outputs [N, T, ...] are measured on the
-    positions it keeps (:func:`run_outputs`): batch 40's Japanese tagger pads 31 characters a
-    sentence to 256, and auto's per-position top-1 at 0.9977 changed 2.4% of its characters."""
-    if not feeds or not token_inputs(feeds):
-        return None
-    first = feeds[0]
-    shaped = {k: np.asarray(v) for k, v in first.items()
-              if np.issubdtype(np.asarray(v).dtype, np.integer) and np.ndim(v) == 2}
-    for name, value in shaped.items():
-        ids = [k for k, v in shaped.items()
-               if k != name and v.shape == value.shape and not np.isin(v, (0, 1)).all()]
-        masks = [np.asarray(f.get(name)) for f in feeds] if ids else []
-        if masks and all(m.ndim == 2 and np.isin(m, (0, 1)).all() and (m[:, 0] == 1).all()
-                         and (np.diff(m, axis=1) <= 0).all() for m in masks) \
-                and any((m == 0).any() for m in masks):
-            return name
-    return None
-
-
 class OutputRoles(NamedTuple):
     """What the default target reads from the graph beside the outputs' values."""
 
@@ -181,7 +148,7 @@ class OutputRoles(NamedTuple):
 def output_roles(original: Any, model_path: str | Path, feeds: list, *, tokens: bool = False) -> OutputRoles:
     """The outputs' roles, judged on a few search samples: per-position class scores (the int8
     guard's rule: the default target holds their every position's top-1; ``tokens``:
-    :func:`token_inputs` of the feeds), a decoder step's states, and, where the inputs are
+    ``tokens.token_inputs`` of the feeds), a decoder step's states, and, where the inputs are
     tokens, the float outputs a recurrent layer computes (an encoder's, for a decoder)."""
     from onnxcompress.graph.outputs import class_score_outputs, recurrent_features
     from onnxcompress.runtime import create_session
@@ -358,15 +325,14 @@ def run_outputs(model: Any, feeds: list[Mapping[str, np.ndarray]],
         # error naming the sample and node, not onnxruntime's traceback
         outs = run(session, None, {k: v for k, v in feed.items() if k in inputs},
                    what=f"sample {i} of the data, running {label}")
-        keep = np.asarray(feed[mask]) != 0 if mask is not None else None
         for n, o in zip(names, outs, strict=True):
             if not n:  # labels: read by their scores
                 continue
             # an 8-bit integer output is a quantized tensor (a QDQ export's uint8 class scores),
             # measured by its values: targets read float outputs (YAMNet w8a8: "cannot read ''")
             o = np.moveaxis(np.asarray(o), moves[n], -1) if n in moves else np.asarray(o)
-            if keep is not None and o.shape[:2] == keep.shape:  # the positions padding leaves
-                o = o[keep]
+            if (kept := kept_positions(o, feed, mask)) is not None:  # the positions padding leaves
+                o = kept
                 masked.add(n)
             parts[n].append(o.astype(np.float32) if o.dtype in (np.uint8, np.int8) else o)
     return {n: _stack(v, n.split(LOGITS)[0] in as_rows or n in masked) for n, v in parts.items()}

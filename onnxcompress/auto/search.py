@@ -54,7 +54,6 @@ from onnxcompress.auto.measure import (
     save_feeds,
     split_search_data,
     state_inputs,
-    token_inputs,
     visible,
 )
 from onnxcompress.auto.paths import (
@@ -90,6 +89,7 @@ from onnxcompress.passes._bit_allocation import LayerChoices, Option
 from onnxcompress.passes._folding import fold_batchnorm
 from onnxcompress.passes._int8 import FOLDED_DECODE
 from onnxcompress.pipeline import Pipeline, finish_for_writing
+from onnxcompress.tokens import token_inputs
 from onnxcompress.validation.keypoints import heatmap_heads
 from onnxcompress.validation.metrics import has_image_input
 

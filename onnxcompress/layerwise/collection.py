@@ -257,7 +257,9 @@ def _add_moments(acc: list, value: Any, axis: int, moved: dict[tuple[str, int], 
     if flat is None:
         x = x.astype(np.float64)
         axis %= x.ndim
-        flat = moved[key] = np.moveaxis(x, axis, -1).reshape(-1, x.shape[axis])
+        # (an activation of no channels: a CBAM block's 3 // 16 hidden units, batch 41's dehazer)
+        flat = moved[key] = np.moveaxis(x, axis, -1).reshape(-1, x.shape[axis]) if x.shape[axis] \
+            else np.zeros((0, 0))
     acc[0] = acc[0] + flat.sum(axis=0)
     acc[1] = acc[1] + np.einsum("ij,ij->j", flat, flat)  # einsum: no BLAS threads
     acc[2] += flat.shape[0]

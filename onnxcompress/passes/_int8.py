@@ -405,9 +405,6 @@ def _dynamic_check(node: ir.Node, index: int, w: Weight) -> str | None:
     return None
 
 
-    return False
-
-
 def _dynamic_rewrite(w: Weight, cfg: QuantizeConfig, channelwise: bool, b: Builder,
                      shared: dict, result: PassResult) -> None:
     """X @ W -> DynamicQuantizeLinear(X); MatMulInteger(Xq, Wq, Xzp, Wzp) * (Xs * Ws)."""

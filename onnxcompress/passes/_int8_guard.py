@@ -66,6 +66,7 @@ from onnxcompress.passes._int8_search import (
     zeroed_weights,
 )
 from onnxcompress.passes._qdq import along
+from onnxcompress.passes._quant_plan import op_key
 from onnxcompress.passes._speed import kept_compute_pays
 from onnxcompress.passes.base import PassResult
 from onnxcompress.weights import ROLE_RECURRENT, Weight
@@ -199,11 +200,9 @@ def _intermediates(model: ir.Model, exclude: set[str]) -> list[str]:
         if node.op_type not in WEIGHT_READER_OPS or node.domain not in ("", "ai.onnx"):
             continue
         for v in (node.inputs[0] if node.inputs else None, node.outputs[0]):
-            if v is None or not v.name or v.name in taken:
-                continue
-            if v.dtype not in (ir.DataType.FLOAT, None) or v.producer() is None:
-                continue
-            if v.producer().op_type == "Constant":
+            producer = v.producer() if v is not None else None
+            if producer is None or not v.name or v.name in taken or producer.op_type == "Constant" \
+                    or v.dtype not in (ir.DataType.FLOAT, None):
                 continue
             taken.add(v.name)
             seen.append(v.name)
@@ -364,8 +363,7 @@ def _reference_session(guard: Guard, names: list[str]) -> object | None:
     reference = guard.float_model.clone()  # shares the tensors
     by_name = _values(reference.graph)
     reference.graph.outputs.extend(by_name[n] for n in names)
-    return runtime.create_session(reference, label="the fidelity guard's float tensors",
-                                  arena=False)
+    return runtime.create_session(reference, label="the fidelity guard's float tensors", arena=False)
 
 
 def check_compute(guard: Guard, model: ir.Model, chosen: list[str], nodes: dict[str, ir.Node],
@@ -450,7 +448,8 @@ def guarded(guard: Guard | None, weight_only: float, model: ir.Model,
         return speed_guard(build)
     pristine = model.clone()  # shares the float tensors: building replaces, never writes them
     guard.float_model = pristine
-    nodes = {key(n): n for n in pristine.graph}
+    by_key = {key(n): n for n in pristine.graph}  # and a name in another form: its op's node
+    nodes = {**by_key, **{c: by_key[op_key(c)] for c, _ in candidates if op_key(c) in by_key}}
     last: list[list[str]] = []
 
     def recording(m: ir.Model, chosen: list[str], res: PassResult) -> ir.Model:

@@ -336,3 +336,13 @@ def _histograms(model: ir.Model, units: list[_Unit], cfg: QuantizeConfig) -> lis
 
 def _unit_key(node: ir.Node) -> str:
     return node.name or node.outputs[0].name or node.op_type
+
+
+# A static-mode op key with this suffix computes in dynamic int8 (static's fallback where its QDQ
+# form measures slower: ``_int8_dynamic.static_fallback``).
+DYNAMIC_FORM = "@dynamic"
+
+
+def op_key(name: str) -> str:
+    """The op key a speed-guard name stands for (without the dynamic form's suffix)."""
+    return name.removesuffix(DYNAMIC_FORM)

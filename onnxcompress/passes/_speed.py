@@ -32,6 +32,7 @@ from onnxcompress.memory import confirm_excess, guard_limit, guard_reading
 from onnxcompress.model import EXTERNAL_DATA_THRESHOLD, save_model, tensor_bytes
 from onnxcompress.passes._int8_rows import fold_gathered_rows, gathered_rows, row_tables
 from onnxcompress.passes._kmeans_int8 import FOLDED_TABLE_BYTES
+from onnxcompress.passes._quant_plan import DYNAMIC_FORM, op_key
 from onnxcompress.passes.base import PassContext, PassResult
 from onnxcompress.stats import timing_section
 from onnxcompress.synthetic import first_feed
@@ -49,34 +50,44 @@ SPEED_TOLERANCE = 0.03
 
 def with_speed_guard(cfg: QuantizeConfig, float_model: ir.Model | None, base: ir.Model,
                      candidates: list[tuple[str, int]], context: PassContext,
-                     result: PassResult, build) -> ir.Model:  # noqa: ANN001
+                     result: PassResult, build, fallback: list[tuple[str, int]] = ()) -> ir.Model:  # noqa: ANN001
     """Build with int8 compute on every candidate; while slower than float, on fewer.
 
-    Attempts: all candidates, the heavier half (by multiply-adds per output), none (int8
-    storage only, which onnxruntime folds back to float weights at load: float speed).
-    Without a measurement, every candidate: they are already chosen by op type and shape
+    Attempts: all candidates, the heavier half (by multiply-adds per output), ``fallback`` (static
+    mode: its MatMuls in dynamic's form, ``_int8_dynamic.static_fallback``), none (int8 storage
+    only, which onnxruntime folds back to float weights at load: float speed). Without a
+    measurement, every candidate: they are already chosen by op type and shape
     (``MIN_CONV_REDUCTION``, ``MIN_MATMUL_WEIGHTS``) as the ops where int8 pays.
     """
     ranked = [name for name, _ in sorted(candidates, key=lambda c: -c[1])]
     attempts = [ranked]
     if len(ranked) > 1:
         attempts.append(ranked[: len(ranked) // 2])
+    if fallback and (spec := [n for n, _ in sorted(fallback, key=lambda c: -c[1])]) not in attempts:
+        attempts.append(spec)
     if ranked:
         attempts.append([])
     model, chosen = first_fast_enough(
         cfg, float_model, base, attempts, context, result, build,
-        describe=lambda c: f"{len(c)} int8 ops",
+        describe=lambda c: f"{len(c)} int8 ops" + (
+            f" ({n} MatMul/Gemm in dynamic int8)" if (n := sum(k.endswith(DYNAMIC_FORM) for k in c)) else ""),
         limit=lambda c: 1 - SPEED_MARGIN if c else 1 + SPEED_TOLERANCE)
     memory = result.metrics.get("int8_compute_memory_ratio")
     why = (f"int8 compute needed {memory:.2f}x the float model's session memory" if memory
            else "int8 compute measured slower than float on this CPU")
-    for name in ranked[len(chosen):] if chosen == ranked[: len(chosen)] else []:
-        result.skip(name, f"{why}; weights stored in int8, compute float")
+    kept = {op_key(name) for name in chosen}
+    for name in ranked:
+        if name not in kept:
+            result.skip(name, f"{why}; weights stored in int8, compute float")
     result.metrics["int8_compute_ops"] = len(chosen)
+    flag = "--quantize-allow-more-memory" if memory else "--allow-slower"
     if ranked and not chosen:
-        flag = "--quantize-allow-more-memory" if memory else "--allow-slower"
         result.headline(f"{why}: {result.metrics['mode']} int8 became weight-only int8 (float "
                         f"compute; {flag} keeps int8 compute)")
+    elif moved := sum(name.endswith(DYNAMIC_FORM) for name in chosen):
+        result.headline(f"{why.replace('int8 compute', 'static int8 (QDQ)')}: {moved} MatMul/Gemm "
+                        f"compute in dynamic int8 instead (activations quantized at run time, as "
+                        f"--quantize dynamic does; {flag} keeps the QDQ form)")
     return model
 
 
@@ -157,7 +168,9 @@ def first_fast_enough(cfg: QuantizeConfig, float_model: ir.Model | None, base: i
             ratio = None if folded else ratio
             if not last and ratio is not None and ratio > bound:
                 continue
-            more = memory.excess(model) if memory is not None and not last and spec else None
+            # (static's dynamic-form attempt has no Q/DQ activations: not measured, as in dynamic mode)
+            more = memory.excess(model) if memory is not None and not last and spec and not any(
+                isinstance(k, str) and k.endswith(DYNAMIC_FORM) for k in spec) else None
             if more is not None:
                 result.metrics["int8_compute_memory_ratio"] = round(more, 3)
                 result.note(f"memory check: {describe(spec)} need {more:.2f}x the float model's "

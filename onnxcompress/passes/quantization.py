@@ -28,6 +28,7 @@ int8 weight rounding spread over the layers (ppocr_rec: each of 8 weights measur
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -39,7 +40,7 @@ from onnxcompress.calibration import Calibrator, collect
 from onnxcompress.cpu import default_reduce_range, has_vnni
 from onnxcompress.errors import OnnxCompressError
 from onnxcompress.graph.einsum import einsum_groups
-from onnxcompress.graph.fold import computed_from_constants, decoded_in_place
+from onnxcompress.graph.fold import decoded_in_place
 from onnxcompress.graph.outputs import maps_image_to_image
 from onnxcompress.layerwise import rounding
 from onnxcompress.layerwise.bias import corrections
@@ -52,14 +53,20 @@ from onnxcompress.passes._int8 import (
     _apply_static,
     _decoded_source,
     _dequantized_weight,
-    _dynamic_check,
-    _dynamic_rewrite,
     _exact_weight,
     _folded_weight,
     _missing_runtime_kernel,
     remembered_codes,
 )
 from onnxcompress.passes._int8_data import gptq_rounding, input_means, mean_requests
+from onnxcompress.passes._int8_dynamic import (
+    dynamic_candidates,
+    node_key,
+    quantizable_weight,
+    rewrite_dynamic,
+    split_forms,
+    static_fallback,
+)
 from onnxcompress.passes._int8_fine import _blocked_weight, _grouped_weight, _half_weight
 from onnxcompress.passes._int8_guard import Guard, guard_weights, guarded
 from onnxcompress.passes._int8_lstm import amend_guard_messages, lstm_candidates, lstm_compute, rewrite_lstms
@@ -69,7 +76,6 @@ from onnxcompress.passes._kmeans_int8 import exact_form_pays, table_fold_limit
 from onnxcompress.passes._qdq import Builder
 from onnxcompress.passes._quant_config import MODES, QuantizeConfig
 from onnxcompress.passes._quant_plan import (
-    MIN_MATMUL_WEIGHTS,
     _float_compute_note,
     _histograms,
     _make_plan,
@@ -78,7 +84,7 @@ from onnxcompress.passes._quant_plan import (
     _unit_key,
     _within_noise_budget,
 )
-from onnxcompress.passes._spectral import LOG_REASON, spectral_basis
+from onnxcompress.passes._spectral import spectral_basis
 from onnxcompress.passes._speed import alternate_latency, first_fast_enough, with_speed_guard
 from onnxcompress.passes.base import Pass, PassContext, PassResult
 from onnxcompress.synthetic import synthetic_feeds
@@ -227,10 +233,11 @@ class Quantize(Pass):
             result.metrics["weight_format"] = form
             return out
         if cfg.mode == "dynamic":
-            candidates = self._dynamic_candidates(model, cfg, result, keep, lstm_compute(guard))
+            candidates = dynamic_candidates(model, cfg, result, lambda n: self._excluded(n, cfg),
+                                            keep, lstm_compute(guard))
 
             def build_dynamic(m: ir.Model, chosen: list[str], res: PassResult) -> ir.Model:
-                self._dynamic(m, cfg, channelwise, chosen, res, progress=context.report_progress)
+                rewrite_dynamic(m, cfg, channelwise, chosen, res, progress=context.report_progress)
                 self._weight_storage(m, cfg, channelwise, res, form=FORM_FOLDED, keep=keep,
                                      progress=context.report_progress)
                 return m
@@ -314,7 +321,7 @@ class Quantize(Pass):
             if any(self._excluded(u.node, cfg, check_types=False) for u in w.uses):
                 result.skip(w.label, "excluded")
                 continue
-            if not _quantizable_weight(w, cfg, result, half=True):  # float16: folded below
+            if not quantizable_weight(w, cfg, result, half=True):  # float16: folded below
                 continue
             step = keep.get(w.label)
             if step == "float":
@@ -430,21 +437,27 @@ class Quantize(Pass):
 
         def build_static(m: ir.Model, chosen: list[str], res: PassResult) -> ir.Model:
             if chosen:
+                qdq, dynamic = split_forms(chosen)
                 idx = WeightIndex.build(m)
-                wanted = set(chosen)
+                wanted = set(qdq)
                 us = [u for u in self._static_units(m, idx, cfg, None)
                       if _unit_key(u.node) in wanted]
                 _apply_static(m, _make_plan(m, us, cfg), ranges, cfg, channelwise, res)
-                rewrite_lstms(m, wanted, _node_key, res)  # no QDQ form: dynamic's (imu_bilstm 1.00x -> 0.5x)
+                rewrite_lstms(m, wanted, node_key, res)  # no QDQ form: dynamic's (imu_bilstm 1.00x -> 0.5x)
+                if dynamic:  # QDQ measured slower: dynamic's form (unidic tagger 1.02x -> 0.7x)
+                    rewrite_dynamic(m, cfg, channelwise, dynamic, res, progress=context.report_progress)
             self._weight_storage(m, cfg, channelwise, res, form=FORM_FOLDED, keep=keep,
                                  progress=context.report_progress)
             return m
 
+        excluded = functools.partial(self._excluded, cfg=cfg)
         candidates = [(_unit_key(u.node), u.macs_per_output) for u in units] + lstm_candidates(
-            model, _node_key, lambda n: self._excluded(n, cfg), result, lstm_compute(guard))
+            model, node_key, excluded, result, lstm_compute(guard))
+        fallback = static_fallback(model, cfg, excluded, keep, candidates, {
+            _unit_key(u.node) for u in units}) if cfg.speed_check and not cfg.allow_slower else []
         return amend_guard_messages(result, guarded(
-            guard, weight_only, model, candidates, result, build_static, _unit_key,
-            lambda b: with_speed_guard(cfg, float_model, model, candidates, context, result, b),
+            guard, weight_only, model, candidates + fallback, result, build_static, _unit_key,
+            lambda b: with_speed_guard(cfg, float_model, model, candidates, context, result, b, fallback),
             keep, cfg.fidelity_min_ratio, context))
 
     def _calibration_feeds(self, model: ir.Model, context: PassContext, cfg: QuantizeConfig,
@@ -475,7 +488,7 @@ class Quantize(Pass):
                     result.skip(_unit_key(node), why)
                 continue
             assert unit is not None
-            if result is not None and not _quantizable_weight(unit.weight, cfg, result):
+            if result is not None and not quantizable_weight(unit.weight, cfg, result):
                 continue
             units.append(unit)
         return units
@@ -508,93 +521,6 @@ class Quantize(Pass):
         if check_types and cfg.op_types_to_quantize and node.op_type not in cfg.op_types_to_quantize:
             return "op type not in op_types_to_quantize"
         return None
-
-    # -- dynamic --------------------------------------------------------------------------------
-
-    def _dynamic_candidates(self, model: ir.Model, cfg: QuantizeConfig, result: PassResult,
-                            keep: Mapping[str, str] = _NONE, lstms: bool = True) -> list[tuple[str, int]]:
-        out = []
-        explicit = set(cfg.op_types_to_quantize)
-        for w in WeightIndex.build(model).select(roles={ROLE_WEIGHT}):
-            if w.label in keep:
-                continue
-            for use in w.uses:
-                node = use.node
-                label = _node_key(node, w)
-                if node.op_type in ("Conv", "ConvTranspose"):
-                    # (how its weight is stored is the weight's own line: int8, or kept float)
-                    result.skip(label, "Conv computes in float in dynamic mode (onnxruntime has no "
-                                "fast dynamic int8 Conv on CPU)")
-                    continue
-                if node.op_type not in ("MatMul", "Gemm"):
-                    continue
-                why = self._excluded(node, cfg) or _dynamic_check(node, use.index, w)
-                if why is None and not explicit and w.size < MIN_MATMUL_WEIGHTS:
-                    why = (f"weight of {w.size} values: dynamic int8 compute does not pay below "
-                           f"{MIN_MATMUL_WEIGHTS}; the op computes in float")
-                if why is not None:
-                    result.skip(label, why)
-                    continue
-                if not _quantizable_weight(w, cfg, result):
-                    continue
-                out.append((label, w.size))
-        return out + lstm_candidates(model, _node_key, lambda n: self._excluded(n, cfg), result, lstms)
-
-    def _dynamic(self, model: ir.Model, cfg: QuantizeConfig, channelwise: bool,
-                 chosen: list[str], result: PassResult,
-                 progress: Callable[[str, int, int], None] | None = None) -> None:
-        names = model_names(model)
-        wanted = set(chosen)
-        shared_dql: dict[tuple[int, int], tuple[ir.Value, ir.Value, ir.Value]] = {}
-        weights = list(WeightIndex.build(model).select(roles={ROLE_WEIGHT}))
-        for i, w in enumerate(weights):
-            if progress is not None:
-                progress("quantize: dynamic int8", i, len(weights))
-            if not w.uses or not all(_node_key(u.node, w) in wanted for u in w.uses):
-                continue
-            _dynamic_rewrite(w, cfg, channelwise, Builder(w.graph, names), shared_dql, result)
-        result.metrics["int8_nodes"] = {"dynamic": len(chosen)}
-        rewrite_lstms(model, wanted, _node_key, result)
-
-
-# -- helpers: selection -----------------------------------------------------------------------------
-
-
-def _node_key(node: ir.Node, w: Weight) -> str:
-    return f"{w.scope}{_unit_key(node)}"
-
-
-def _quantizable_weight(w: Weight, cfg: QuantizeConfig, result: PassResult, *, half: bool = False) -> bool:
-    if w.excluded_by(cfg.exclude):
-        result.skip(w.label, "excluded")
-        return False
-    if _looked_up(w):
-        result.skip(w.label, "a codebook: constant indices look its values up (already compressed)")
-        return False
-    if w.dtype == ir.DataType.FLOAT16 and not half:  # int8 compute reads float32; ``half``: the
-        return False  # storage, which decodes int8 back to float16
-    if w.dtype not in (ir.DataType.FLOAT, ir.DataType.FLOAT16):
-        hint = f"; --kmeans 8 stores {w.dtype.name} weights in 8 bits" if w.is_float else ""
-        result.skip(w.label, f"weight is {w.dtype.name}, not float32{hint}")
-        return False
-    if w.via:
-        result.skip(w.label, "weight reaches its op through Identity/Cast/Transpose")
-        return False
-    if (why := w.kept_reason()) is not None:
-        result.skip(w.label, why)
-        return False
-    if spectral_basis(w):
-        result.skip(w.label, LOG_REASON)
-        return False
-    return True
-
-
-def _looked_up(w: Weight) -> bool:
-    """Whether every reader of ``w`` is a Gather whose indices come from constants alone: a
-    k-means codebook an earlier pass wrote (auto's plans run k-means before int8; its float16
-    codebook was reported as a float16 weight to give to --kmeans 8)."""
-    return bool(w.uses) and all(u.node.op_type == "Gather" and u.index == 0
-                                and computed_from_constants(u.node.inputs[1]) for u in w.uses)
 
 
 __all__ = ["MODES", "Quantize", "QuantizeConfig", "alternate_latency"]

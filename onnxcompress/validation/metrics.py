@@ -245,6 +245,7 @@ class TensorStats:
     by_shape: bool = False
     # per-position scores read as CTC strings (``ctc_time_axis``): top-1 counts strings, not rows
     sequence_axis: int | None = None
+    masked: bool = False  # a token model's padded positions left out (``tokens.padding_mask``)
     # keypoint heat maps' channel axis (``keypoints.heatmap_axis``): top-1 counts present peaks
     # kept within a cell of the original's
     keypoint_axis: int | None = None

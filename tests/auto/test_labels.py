@@ -1,5 +1,5 @@
 """Labels an ArgMax makes are measured by the scores it reads (``measure.argmax_scores``), and a
-token model's padded positions are left out (``measure.padding_mask``): batch 40's Japanese tagger
+token model's padded positions are left out (``tokens.padding_mask``): batch 40's Japanese tagger
 (int64 ArgMax out, 31 characters a sentence padded to 256) made auto exit 2 ("no output is
 float"); measured on every position, its per-position top-1 read 0.9977 where 2.4% of the
 characters changed."""
@@ -13,7 +13,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxcompress.auto.measure import argmax_scores, padding_mask, run_outputs, save_calibration
+from onnxcompress.auto.measure import argmax_scores, run_outputs, save_calibration
+from onnxcompress.tokens import padding_mask
 from tests.auto._common import run_cli
 
 T, V, C = 16, 40, 6

@@ -14,9 +14,10 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from onnxcompress.auto.measure import padded, run_outputs, save_calibration, state_inputs, token_inputs
+from onnxcompress.auto.measure import padded, run_outputs, save_calibration, state_inputs
 from onnxcompress.data import feed_source
 from onnxcompress.graph.outputs import head_op
+from onnxcompress.tokens import token_inputs
 from tests import helpers as h
 from tests.auto._common import run_cli
 from tests.merged_decoder import merged_decoder, ragged_feeds

@@ -289,3 +289,40 @@ def test_cli_max_calibration_samples_flag(tmp_path):
     assert '"max_calibration_samples":2' in provenance
     assert main(["compress", str(model), "-o", str(tmp_path / "p.onnx"), "--quantize", "static",
                  "--calibration", str(data), "--max-calibration-samples", "0", "-q"]) == 2
+
+
+def _zero_width_attention() -> onnx.ModelProto:
+    """A CBAM block's channel attention over 3 channels, reduction 16: a hidden layer of 3 // 16 =
+    0 units (MatMul [3, 0] then [0, 3]), as batch 41's dehazer exported it, before a Conv."""
+    r = h.rng(0)
+    nodes = [onnx.helper.make_node("GlobalAveragePool", ["x"], ["gap"]),
+             onnx.helper.make_node("Flatten", ["gap"], ["flat"]),
+             onnx.helper.make_node("MatMul", ["flat", "fc1"], ["hidden"], name="fc1"),
+             onnx.helper.make_node("Relu", ["hidden"], ["relu"]),
+             onnx.helper.make_node("MatMul", ["relu", "fc2"], ["gate"], name="fc2"),
+             onnx.helper.make_node("Sigmoid", ["gate"], ["sig"]),
+             onnx.helper.make_node("Unsqueeze", ["sig", "axes"], ["g4"]),
+             onnx.helper.make_node("Mul", ["x", "g4"], ["xa"]),
+             onnx.helper.make_node("Conv", ["xa", "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1])]
+    graph = onnx.helper.make_graph(
+        nodes, "cbam", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 16, 16])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 32, 16, 16])])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    return h.attach_initializers(model, {
+        "fc1": np.zeros((3, 0), np.float32), "fc2": np.zeros((0, 3), np.float32),
+        "axes": np.array([2, 3], np.int64), "w": r.standard_normal((32, 3, 3, 3)).astype(np.float32),
+        "b": r.standard_normal(32).astype(np.float32)})
+
+
+@pytest.mark.parametrize("make", [lambda: Prune(sparsity=0.5, keep_last=False), lambda: WeightSharing(bits=4)])
+def test_an_activation_of_no_channels_is_collected_as_nothing(make):
+    """Batch 41's CBAM dehazer: every pass that collects input moments (prune, k-means with data)
+    failed with "cannot reshape array of size 0 into shape (0)"."""
+    proto = _zero_width_attention()
+    feeds = _feeds(4)
+    result = Pipeline([make()]).run(proto, calibration=feeds)
+    out = to_proto(result.model)
+    onnx.checker.check_model(out)
+    assert result.passes[0].status == "applied"
+    got, want = h.run(out, feeds[0])[0], h.run(proto, feeds[0])[0]
+    assert got.shape == want.shape and np.isfinite(got).all()

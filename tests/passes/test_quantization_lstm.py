@@ -13,6 +13,7 @@ import onnx.helper as oh
 import onnx.numpy_helper as onh
 import pytest
 
+from onnxcompress.model import to_proto
 from onnxcompress.pipeline import PROVENANCE_KEY
 from tests import helpers as h
 from tests.passes.test_quantization import quantize, rel_error
@@ -88,3 +89,56 @@ def test_not_where_an_output_is_a_class_score_sequence():
     # without the guard nothing holds it back, as onnxruntime's quantize_dynamic writes it
     _, q = quantize(proto, None, mode="dynamic", fidelity_guard=False)
     assert _ops(q)["DynamicQuantizeLSTM"] == 1
+
+
+def test_static_keeps_its_lstm_in_int8_where_its_qdq_ops_do_not_pay(monkeypatch, tmp_path):
+    """Batch 8's Thai segmenter: its 154 QDQ ops (and the heavier half) needed 1.05x fp32's
+    session memory, and static became weight-only, its LSTM float with them. The speed guard
+    then tries the int8 compute that needs no Q/DQ activations: the LSTM (0.75x the latency)."""
+    from onnxcompress.passes import _speed
+
+    monkeypatch.setenv("ONNXCOMPRESS_CACHE_DIR", str(tmp_path))
+    timed = []
+
+    def fake_latency(models, feed, **kw):
+        if not hasattr(models[1], "graph"):  # sessions: the compute check's kept set, timed again
+            return [1.0, 0.8]
+        ops = _ops(to_proto(models[1]))
+        timed.append((ops["QuantizeLinear"], ops["DynamicQuantizeLSTM"]))
+        return [1.0, 1.0 + 0.5 * ops["QuantizeLinear"] - 0.2 * ops["DynamicQuantizeLSTM"]]
+
+    monkeypatch.setattr(_speed, "alternate_latency", fake_latency)
+    proto = _lstm_between_matmuls()
+    data = [{"x": np.random.default_rng(i).standard_normal((T, B, I)).astype(np.float32)} for i in range(4)]
+    res, q = quantize(proto, data, mode="static", speed_check=True)
+    # all, the heavier half (the LSTM and one), the LSTM alone (faster: timed again to confirm)
+    assert timed[2:] == [(0, 1), (0, 1)] and timed[0][0] > timed[1][0] > 0
+    assert _ops(q)["DynamicQuantizeLSTM"] == 1 and _ops(q)["QuantizeLinear"] == 0
+    assert res.metrics["int8_compute_ops"] == 1
+    out, want = h.run(q, data[0])[0], h.run(proto, data[0])[0]
+    assert rel_error(want, out) < 0.05
+
+
+def _lstm_between_matmuls() -> onnx.ModelProto:
+    """x [T, B, I] -> 3 MatMuls (I x I) and Relus -> LSTM -> Squeeze -> MatMul (H x H) -> Tanh."""
+    rng = np.random.default_rng(5)
+    inits = {f"m{i}": (rng.standard_normal((I, I)) / np.sqrt(I)).astype(np.float32) for i in range(3)}
+    inits.update({
+        "W": (rng.standard_normal((1, 4 * H, I)) * 0.2).astype(np.float32),
+        "R": (rng.standard_normal((1, 4 * H, H)) * 0.2).astype(np.float32),
+        "B": (rng.standard_normal((1, 8 * H)) * 0.1).astype(np.float32),
+        "axis": np.array([1], np.int64),
+        "m3": (rng.standard_normal((H, H)) / np.sqrt(H)).astype(np.float32)})
+    nodes, prev = [], "x"
+    for i in range(3):
+        nodes += [oh.make_node("MatMul", [prev, f"m{i}"], [f"a{i}"], name=f"mm{i}"),
+                  oh.make_node("Relu", [f"a{i}"], [f"r{i}"])]
+        prev = f"r{i}"
+    nodes += [oh.make_node("LSTM", [prev, "W", "R", "B"], ["y4"], hidden_size=H, name="lstm"),
+              oh.make_node("Squeeze", ["y4", "axis"], ["y3"]),
+              oh.make_node("MatMul", ["y3", "m3"], ["z"], name="mm3"),
+              oh.make_node("Tanh", ["z"], ["out"])]
+    graph = oh.make_graph(nodes, "g", [oh.make_tensor_value_info("x", F, [T, B, I])],
+                          [oh.make_tensor_value_info("out", F, [T, B, H])],
+                          [onh.from_array(v, k) for k, v in inits.items()])
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])

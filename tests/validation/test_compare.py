@@ -480,3 +480,35 @@ def test_a_rare_class_whose_recall_falls_gets_a_note_accuracy_hides(tmp_path):
     assert "class 1 (10 labels)" in report.render()
     same = compare_models(two_class(0.0), two_class(0.0), tmp_path / "d.npz").output("y")
     assert not any("recall" in n for n in same.notes)
+
+
+def test_a_token_models_padded_positions_are_not_compared():
+    """Batch 40's tagger pads ~31 characters a sentence to 256: compare's exact count of its tags
+    said 3.5% of elements differ where 25% of the real characters had changed, and a padded
+    position a compressed model computes otherwise failed a model whose every real tag held."""
+    from onnx import numpy_helper
+
+    from tests.auto.test_labels import _feeds, _tagger
+
+    original = _tagger()
+    feeds = _feeds(8)
+    unmasked = onnx.ModelProto()
+    unmasked.CopyFrom(original)
+    mm = next(n for n in unmasked.graph.node if n.op_type == "MatMul")
+    mm.input[0] = "emb"  # padded positions (id 0) now read a table row; real ones as before
+    table = next(t for t in unmasked.graph.initializer if t.name == "table")
+    rows = numpy_helper.to_array(table).copy()
+    rows[0] = 25.0
+    table.CopyFrom(numpy_helper.from_array(rows, "table"))
+    unmasked.graph.output.append(onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, None))
+    original.graph.output.append(onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, None))
+    report = compare_models(original, unmasked, feeds)
+    assert report.passed, report.render()
+    tags, logits = report.output("tags"), report.output("logits")
+    kept = sum(int(f["mask"].sum()) for f in feeds)
+    assert tags.elements == kept and tags.outside == 0 and logits.cosine == pytest.approx(1.0)
+    assert any("padding mask 'mask'" in n for n in tags.notes)
+    # where the mask keeps the padded positions, they are compared and differ
+    full = [{"ids": f["ids"], "mask": np.ones_like(f["mask"])} for f in feeds]
+    report = compare_models(original, unmasked, full)
+    assert not report.passed and report.output("tags").elements == 8 * 16

@@ -1,0 +1,55 @@
+"""Token models' inputs: whether a model's feeds are a language model's token ids
+(:func:`token_inputs`), and the padding mask beside them (:func:`padding_mask`), whose padded
+positions neither auto's measurements nor ``compare`` count (:func:`kept_positions`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+
+import numpy as np
+
+
+def token_inputs(feeds: list, caches: Collection[str] = ()) -> bool:
+    """Whether the inputs are a language model's: token ids (integer), beside them only flags
+    (bool: a merged decoder's ``use_cache_branch``) and ``caches`` (``auto.measure.state_inputs``).
+    A decoder run with its cache held each prefill to every position keeping its arg-max: auto
+    left a merged GPT all float."""
+    if not feeds:
+        return False
+    dtypes = {k: np.asarray(v).dtype for k, v in feeds[0].items()}
+    return any(np.issubdtype(d, np.integer) for d in dtypes.values()) and all(
+        np.issubdtype(d, np.integer) or d == np.bool_ or k in caches for k, d in dtypes.items())
+
+
+def padding_mask(feeds: list) -> str | None:
+    """A token model's padding mask, where its samples are padded: an integer input [N, T] of
+    ones then zeros (the first position kept), some zeros on the feeds, beside token ids of the
+    same shape. (A segment-id input starts with zeros.) Outputs [N, T, ...] are measured on the
+    positions it keeps (``auto.measure.run_outputs``, ``validation.compare``): batch 40's
+    Japanese tagger pads 31 characters a sentence to 256, and auto's per-position top-1 at 0.9977
+    changed 2.4% of its characters."""
+    if not feeds or not token_inputs(feeds):
+        return None
+    first = feeds[0]
+    shaped = {k: np.asarray(v) for k, v in first.items()
+              if np.issubdtype(np.asarray(v).dtype, np.integer) and np.ndim(v) == 2}
+    for name, value in shaped.items():
+        ids = [k for k, v in shaped.items()
+               if k != name and v.shape == value.shape and not np.isin(v, (0, 1)).all()]
+        masks = [np.asarray(f.get(name)) for f in feeds] if ids else []
+        if masks and all(m.ndim == 2 and np.isin(m, (0, 1)).all() and (m[:, 0] == 1).all()
+                         and (np.diff(m, axis=1) <= 0).all() for m in masks) \
+                and any((m == 0).any() for m in masks):
+            return name
+    return None
+
+
+def kept_positions(output: np.ndarray, feed: Mapping[str, np.ndarray], mask: str | None) -> np.ndarray | None:
+    """``output`` [N, T, ...] at the positions the padding mask input ``mask`` of ``feed`` keeps,
+    as [K, ...] (None where it is not shaped so, or there is no mask)."""
+    if mask is None or mask not in feed:
+        return None
+    keep = np.asarray(feed[mask]) != 0
+    output = np.asarray(output)
+    return output[keep] if output.shape[:2] == keep.shape else None
