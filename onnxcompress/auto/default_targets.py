@@ -126,7 +126,7 @@ def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
                    token_inputs: bool = False, image_inputs: bool = True,
                    plain: Sequence[str] = (), colour_inputs: bool = False,
                    heatmaps: Collection[str] | None = None, longest_input: int = 0,
-                   states: Collection[str] = ()) -> str:
+                   states: Collection[str] = (), decoder: bool = False) -> str:
     """The target used when none is given: top1>=0.99 when an output is class scores [N, C]
     (and on every frame of outputs scoring the same classes per frame, :func:`frame_scores`);
     else cosine>=0.999 on every float output, and per-position top-1 agreement of whole samples
@@ -141,7 +141,9 @@ def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
     values (``graph.outputs.plain_output_names``), judged by cosine; values [N, K] with no top-1
     by ``values`` (DEFAULT_TARGET_VALUES). ``colour_inputs`` (an input is a colour image): a
     one-channel picture of values past 1 is a measurement (``output_kinds.measurement_map``).
-    ``states``: outputs a decoder step gives back as its next input (DEFAULT_TARGET_STEP)."""
+    ``states``: outputs a decoder step gives back as its next input (DEFAULT_TARGET_STEP).
+    ``decoder`` (token ids read beside an encoder's states, ``tokens.encoder_states``): its
+    per-position scores decide the next token, held at DEFAULT_TARGET_STEP too."""
     if outputs is None:
         return DEFAULT_TARGET
     given_back = [k for k in states if k in outputs and spellable(k)]
@@ -149,7 +151,7 @@ def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
         rest = {k: v for k, v in outputs.items() if k not in given_back}
         expr = default_target(rest, class_scores, token_inputs=token_inputs, image_inputs=image_inputs,
                               plain=plain, colour_inputs=colour_inputs, heatmaps=heatmaps,
-                              longest_input=longest_input)
+                              longest_input=longest_input, decoder=decoder)
         # a step deciding a token among classes (a two-class probability, VAD's, is not fed back)
         terms, two = expr.split(","), set(binary_probabilities(rest))
         named = {f"{k}:{DEFAULT_TARGET}": f"{k}:{DEFAULT_TARGET_STEP}" for k in rest if k not in two}
@@ -169,7 +171,7 @@ def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
                 few = np.ndim(v) == 2 and np.shape(v)[-1] <= VALUES_MAX_COLUMNS
                 terms.append(f"{k}:{DEFAULT_TARGET_VALUES if few else DEFAULT_TARGET_NON_CLASSIFIER}")
             elif np.issubdtype(np.asarray(v).dtype, np.floating):
-                own = default_target({k: v}, class_scores, token_inputs=token_inputs,
+                own = default_target({k: v}, class_scores, token_inputs=token_inputs, decoder=decoder,
                                      image_inputs=image_inputs, colour_inputs=colour_inputs)
                 terms += [t if t.startswith(f"{k}:") else f"{k}:{t}" for t in own.split(",")]
         return ",".join(terms)
@@ -180,9 +182,10 @@ def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
     # A token model's positions are predictions of their own (one near-tie among 64 x 8192 logits
     # failed a whole sample: bert_tiny); so are an image's pixels in a class map [N, H, W, C], held
     # as frames are (road_seg's 512 x 896 as a sequence: auto 1.04x; at 0.99, 2.55x, 97.2 road IoU).
-    per_position = {k: DEFAULT_TARGET if token_inputs else DEFAULT_TARGET_GRID
-                    if image_inputs and grid_positions(outputs[k]) else DEFAULT_TARGET_FRAMES
-                    if long_runs(outputs[k]) else f"sequence>={DEFAULT_SEQUENCE:g}" for k in sequences}
+    per_position = {k: DEFAULT_TARGET_STEP if decoder else DEFAULT_TARGET if token_inputs
+                    else DEFAULT_TARGET_GRID if image_inputs and grid_positions(outputs[k])
+                    else DEFAULT_TARGET_FRAMES if long_runs(outputs[k]) else f"sequence>={DEFAULT_SEQUENCE:g}"
+                    for k in sequences}
     # A probability of its own per sample (a sigmoid: silero VAD's speech_probs) is a two-class
     # decision; its per-sample cosine is 1 whatever the value (one positive number).
     binary = [k for k in binary_probabilities(outputs) if k not in sequences and k not in heads]

@@ -172,7 +172,8 @@ def parse_target(expr: str | Target | None, outputs: Outputs | None = None, *,
                  image_inputs: bool = True, plain: Sequence[str] = (),
                  frames: Sequence[str] = (), colour_inputs: bool = False,
                  heatmaps: Collection[str] | None = None, longest_input: int = 0,
-                 states: Collection[str] = (), encoded: Collection[str] = ()) -> Target:
+                 states: Collection[str] = (), encoded: Collection[str] = (),
+                 decoder: bool = False) -> Target:
     """``expr`` (``"top1>=0.99,cosine>=0.999"``) as a :class:`Target`; None gives the default
     (top-1 agreement where an output looks like class scores, else cosine >= 0.999), which needs
     ``outputs`` (a sample of the original model's outputs) to decide. With ``metric``, a callable
@@ -187,7 +188,7 @@ def parse_target(expr: str | Target | None, outputs: Outputs | None = None, *,
     if expr is None or not str(expr).strip():
         expr = default_target(outputs, class_scores, token_inputs=token_inputs, image_inputs=image_inputs,
                               plain=plain, colour_inputs=colour_inputs, heatmaps=heatmaps,
-                              longest_input=longest_input, states=states)
+                              longest_input=longest_input, states=states, decoder=decoder)
         held = applicable("top1", outputs or {}) if DEFAULT_TARGET in expr.split(",") else []
         expr = ",".join([expr] + [f"{k}:{DEFAULT_TARGET_FRAMES}" for k in frames if spellable(k)
                                   and (f"{k}:top1>=" in expr or k in held)])

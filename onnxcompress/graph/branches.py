@@ -45,6 +45,13 @@ def if_branches(node: ir.Node) -> list[ir.Graph]:
     return [a.value for a in node.attributes.values() if a.type == ir.AttributeType.GRAPH]
 
 
+def branch_results(model: ir.Model) -> dict[int, ir.Value]:
+    """id of each top-level If branch's output -> the If's output it becomes (a merged decoder's
+    cache is a branch's Concat given out through the If: ``graph.outputs.reaches(beyond=)``)."""
+    return {id(out): result for node in model.graph for branch in if_branches(node)
+            for out, result in zip(branch.outputs, node.outputs, strict=False)}
+
+
 def observable_graphs(model: ir.Model) -> set[int]:
     """ids of the graphs whose values a statistics run can read: the main graph and the branches
     of its If nodes (:func:`expose_branch_values`); not Loop or Scan bodies, nor nested ones."""

@@ -81,9 +81,11 @@ def feature_outputs(model: ir.Model) -> set[str]:
 
 
 def reaches(value: ir.Value, found: Callable[[ir.Node], bool],
-            through: Callable[[ir.Node], bool] | None = None) -> bool:
+            through: Callable[[ir.Node], bool] | None = None,
+            beyond: Mapping[int, ir.Value] | None = None) -> bool:
     """Whether a node ``found`` accepts reads ``value``, directly or downstream through nodes
-    ``through`` accepts (None: any node)."""
+    ``through`` accepts (None: any node); ``beyond`` (``graph.branches.branch_results``): a
+    branch's output goes on as its If's output."""
     stack, seen = [value], {id(value)}
     while stack:
         for node, _ in stack.pop().uses():
@@ -91,6 +93,7 @@ def reaches(value: ir.Value, found: Callable[[ir.Node], bool],
                 return True
             if through is None or through(node):
                 for out in node.outputs:
+                    out = beyond.get(id(out), out) if beyond else out
                     if id(out) not in seen:
                         seen.add(id(out))
                         stack.append(out)

@@ -86,8 +86,10 @@ def test_auto_compresses_a_merged_decoder_from_a_folder_of_ragged_samples(tmp_pa
     assert code == 0
     report = json.loads((tmp_path / "report.json").read_text())
     text = json.dumps(report)
-    assert "logits:top1>=0.99" in text  # the logits judged per position, as tokens
-    assert "present:cosine>=0.999," in text  # the cache by the cosine of values, not a picture's
+    # the logits judged per position, as tokens, and as a step's (the cache given back each call:
+    # measure.loop_states), the cache held as its state, by the cosine of values, not a picture's
+    assert "logits:top1>=0.998" in text
+    assert "present:cosine>=0.9999" in text
     out = onnx.load(str(tmp_path / "auto.onnx"))
     assert out.ByteSize() < proto.ByteSize() / 2
     agree = [np.mean(h.run(proto, f)[0].argmax(-1) == h.run(out, f)[0].argmax(-1))
@@ -111,7 +113,10 @@ def test_cached_steps_of_one_position_are_judged_with_the_search_samples(tmp_pat
     assert code == 0
     text = json.dumps(json.loads((tmp_path / "report.json").read_text()))
     assert "held-out check failed" not in text
-    assert (tmp_path / "auto.onnx").stat().st_size < proto.ByteSize() / 5
+    # (4.3x: a step's tokens are held at top1>=0.998 and its cache as a state since the cache
+    # that grows a position a call is one, measure.loop_states)
+    assert (tmp_path / "auto.onnx").stat().st_size < proto.ByteSize() / 4
+    assert "logits:top1>=0.998" in text
 
 
 def test_an_image_concatenated_with_its_mask_is_not_a_cache():
