@@ -165,13 +165,19 @@ def output_roles(original: Any, model_path: str | Path, feeds: list, *, tokens: 
     flags = class_score_outputs(original, refs, tokens=tokens)
     names = [o.name for o in session.get_outputs()]
     scores = [o.name for o, flag in zip(original.graph.outputs, flags, strict=False) if flag]
-    ids = {np.shape(v) for v in used[0].values() if np.asarray(v).dtype.kind in "iu" and np.ndim(v) == 2} \
-        if tokens and used else set()
-    positions = [n for n, r in zip(names, refs[0] if refs else (), strict=False) if n not in scores
-                 and np.asarray(r).dtype.kind == "f" and np.ndim(r) >= 3 and np.shape(r)[:2] in ids]
+    outputs = [dict(zip(names, r, strict=True)) for r in refs]
+    states = loop_states(original, used, outputs)
+    # per token: shaped [N, T, ...] as token ids [N, T] on every sample, T > 1 on one (a step's
+    # state [1, 1, H] beside its one token is no sequence)
+    positions = [n for n in names if tokens and refs and n not in scores and n not in states and all(
+        np.asarray(o[n]).dtype.kind == "f" and np.ndim(o[n]) >= 3 and np.shape(o[n])[:2] in _id_shapes(f)
+        for f, o in zip(used, outputs, strict=True)) and any(np.shape(o[n])[1] > 1 for o in outputs)]
     encoded = sorted((recurrent_features(original) - set(scores)) | set(positions)) if tokens else []
-    return OutputRoles(scores, loop_states(original, used, [dict(zip(names, r, strict=True)) for r in refs]),
-                       encoded, positions)
+    return OutputRoles(scores, states, encoded, positions)
+
+
+def _id_shapes(feed: Mapping[str, np.ndarray]) -> set[tuple[int, ...]]:
+    return {np.shape(v) for v in feed.values() if np.asarray(v).dtype.kind in "iu" and np.ndim(v) == 2}
 
 
 def loop_states(original: ir.Model, feeds: list[Mapping[str, np.ndarray]],
