@@ -562,21 +562,29 @@ def test_speed_guard_falls_back_to_int8_storage_when_int8_is_slower(monkeypatch)
     assert ops(q)["QuantizeLinear"] > 0 and res.metrics["latency_ratio"] > 1
 
 
-def test_static_computes_in_dynamic_int8_where_its_qdq_form_is_slower(monkeypatch, tmp_path):
-    """Batch 40's ALBERT tagger: static's QDQ MatMuls ran 1.26x the float latency and static became
-    weight-only (1.02x, 1.14x live memory) where dynamic's MatMulInteger ran 0.71x. Before giving
-    int8 compute up, static tries its MatMuls in dynamic's form, and says so in a headline."""
-    monkeypatch.setenv("ONNXCOMPRESS_CACHE_DIR", str(tmp_path))  # no decision from another test
-    timed = []
+def priced_latency(monkeypatch, price: dict[str, float]) -> list[tuple[int, ...]]:
+    """The speed guard's timings faked: each op of a type in ``price`` adds its price to a model's
+    latency against float's 1.0 (a compute check's sessions, timed again, run 0.8). Returns the
+    list each timed model's counts of those op types go to."""
+    timed: list[tuple[int, ...]] = []
 
     def fake_latency(models, feed, **kw):
         if not hasattr(models[1], "graph"):  # sessions: the compute check's kept set, timed again
             return [1.0, 0.8]
         kinds = ops(to_proto(models[1]))
-        timed.append((kinds["QuantizeLinear"], kinds["MatMulInteger"]))
-        return [1.0, 1.0 + 0.5 * kinds["QuantizeLinear"] - 0.1 * kinds["MatMulInteger"]]
+        timed.append(tuple(kinds[k] for k in price))
+        return [1.0, 1.0 + sum(p * kinds[k] for k, p in price.items())]
 
     monkeypatch.setattr(_speed, "alternate_latency", fake_latency)
+    return timed
+
+
+def test_static_computes_in_dynamic_int8_where_its_qdq_form_is_slower(monkeypatch, tmp_path):
+    """Batch 40's ALBERT tagger: static's QDQ MatMuls ran 1.26x the float latency and static became
+    weight-only (1.02x, 1.14x live memory) where dynamic's MatMulInteger ran 0.71x. Before giving
+    int8 compute up, static tries its MatMuls in dynamic's form, and says so in a headline."""
+    monkeypatch.setenv("ONNXCOMPRESS_CACHE_DIR", str(tmp_path))  # no decision from another test
+    timed = priced_latency(monkeypatch, {"QuantizeLinear": 0.5, "MatMulInteger": -0.1})
     proto = h.mlp((32, 128, 128, 8))  # the 128x8 head: under MIN_MATMUL_WEIGHTS, no dynamic form
     data = feeds((4, 32))
     res, q = quantize(proto, data, speed_check=True)

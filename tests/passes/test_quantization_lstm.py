@@ -13,7 +13,6 @@ import onnx.helper as oh
 import onnx.numpy_helper as onh
 import pytest
 
-from onnxcompress.model import to_proto
 from onnxcompress.pipeline import PROVENANCE_KEY
 from tests import helpers as h
 from tests.passes.test_quantization import quantize, rel_error
@@ -95,19 +94,10 @@ def test_static_keeps_its_lstm_in_int8_where_its_qdq_ops_do_not_pay(monkeypatch,
     """Batch 8's Thai segmenter: its 154 QDQ ops (and the heavier half) needed 1.05x fp32's
     session memory, and static became weight-only, its LSTM float with them. The speed guard
     then tries the int8 compute that needs no Q/DQ activations: the LSTM (0.75x the latency)."""
-    from onnxcompress.passes import _speed
+    from tests.passes.test_quantization import priced_latency
 
     monkeypatch.setenv("ONNXCOMPRESS_CACHE_DIR", str(tmp_path))
-    timed = []
-
-    def fake_latency(models, feed, **kw):
-        if not hasattr(models[1], "graph"):  # sessions: the compute check's kept set, timed again
-            return [1.0, 0.8]
-        ops = _ops(to_proto(models[1]))
-        timed.append((ops["QuantizeLinear"], ops["DynamicQuantizeLSTM"]))
-        return [1.0, 1.0 + 0.5 * ops["QuantizeLinear"] - 0.2 * ops["DynamicQuantizeLSTM"]]
-
-    monkeypatch.setattr(_speed, "alternate_latency", fake_latency)
+    timed = priced_latency(monkeypatch, {"QuantizeLinear": 0.5, "DynamicQuantizeLSTM": -0.2})
     proto = _lstm_between_matmuls()
     data = [{"x": np.random.default_rng(i).standard_normal((T, B, I)).astype(np.float32)} for i in range(4)]
     res, q = quantize(proto, data, mode="static", speed_check=True)
