@@ -56,7 +56,10 @@ def encoder_states(feeds: list) -> set[str]:
     first = {k: np.asarray(v) for k, v in feeds[0].items()}
     if not any(np.issubdtype(v.dtype, np.integer) and v.ndim == 2 for v in first.values()):
         return set()
-    return {k for k, v in first.items() if np.issubdtype(v.dtype, np.floating) and v.ndim == 3}
+    # a sequence of states, longer than one on some sample (a speaker's or style's [N, 1, D]
+    # vector beside a TTS model's phoneme ids is none)
+    return {k for k, v in first.items() if np.issubdtype(v.dtype, np.floating) and v.ndim == 3
+            and any(np.ndim(f.get(k)) == 3 and np.shape(f.get(k))[1] > 1 for f in feeds)}
 
 
 def kept_positions(output: np.ndarray, feed: Mapping[str, np.ndarray], mask: str | None) -> np.ndarray | None:

@@ -208,6 +208,8 @@ def test_a_decoder_reading_an_encoders_states_holds_its_tokens_per_step():
     memory = encoder_states(feeds)
     assert memory == {"memory"} and token_inputs(feeds, memory) and not token_inputs(feeds)
     assert not encoder_states([{"x": f["memory"]} for f in feeds])  # no token ids beside it
+    # a style vector [N, 1, D] beside a TTS model's phoneme ids is no sequence of states
+    assert not encoder_states([{"ids": f["ids"], "style": f["memory"][:, :1]} for f in feeds])
     roles = _roles(model, feeds, tokens=True)
     assert roles.scores == ["logits"]
     outputs = run_outputs(model, feeds)
