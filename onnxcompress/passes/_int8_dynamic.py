@@ -2,11 +2,11 @@
 quantized at run time (``DynamicQuantizeLinear`` + ``MatMulInteger``, which onnxruntime fuses
 into ``DynamicQuantizeMatMul``), the rewrite, and the static mode's fallback to that form.
 
-Static mode's QDQ MatMuls can run slower than float where dynamic's fused kernel runs faster (a
-small ALBERT tagger: static became weight-only at 1.02x the float latency, dynamic 0.71x); the
-speed guard then tries the dynamic form of the same MatMuls before it gives int8 compute up, as it
-already does for LSTMs, which have no QDQ form. Such an op's key carries
-``_quant_plan.DYNAMIC_FORM``.
+Static mode's QDQ forms can run slower than float (or need more session memory) where dynamic's
+fused kernels run faster (a small ALBERT tagger: static became weight-only at 1.02x the float
+latency, dynamic 0.71x); the speed guard then tries the int8 compute that needs no Q/DQ
+activations (``static_fallback``: the same MatMuls in dynamic's form, and the LSTMs, which have no
+QDQ form) before it gives int8 compute up. Such a MatMul's key carries ``_quant_plan.DYNAMIC_FORM``.
 """
 
 from __future__ import annotations
