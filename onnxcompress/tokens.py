@@ -23,6 +23,12 @@ def token_inputs(feeds: list, caches: Collection[str] = ()) -> bool:
         np.issubdtype(d, np.integer) or d == np.bool_ or k in caches for k, d in dtypes.items())
 
 
+def id_inputs(feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The feed's integer inputs [N, T]: token ids (and a padding mask, segment ids beside them)."""
+    arrays = {k: np.asarray(v) for k, v in feed.items()}
+    return {k: a for k, a in arrays.items() if np.issubdtype(a.dtype, np.integer) and a.ndim == 2}
+
+
 def padding_mask(feeds: list) -> str | None:
     """A token model's padding mask, where its samples are padded: an integer input [N, T] of
     ones then zeros (the first position kept), some zeros on the feeds, beside token ids of the
@@ -32,9 +38,7 @@ def padding_mask(feeds: list) -> str | None:
     changed 2.4% of its characters."""
     if not feeds or not token_inputs(feeds):
         return None
-    first = feeds[0]
-    shaped = {k: np.asarray(v) for k, v in first.items()
-              if np.issubdtype(np.asarray(v).dtype, np.integer) and np.ndim(v) == 2}
+    shaped = id_inputs(feeds[0])
     for name, value in shaped.items():
         ids = [k for k, v in shaped.items()
                if k != name and v.shape == value.shape and not np.isin(v, (0, 1)).all()]
@@ -54,7 +58,7 @@ def encoder_states(feeds: list) -> set[str]:
     if not feeds:
         return set()
     first = {k: np.asarray(v) for k, v in feeds[0].items()}
-    if not any(np.issubdtype(v.dtype, np.integer) and v.ndim == 2 for v in first.values()):
+    if not id_inputs(first):
         return set()
     # a sequence of states, longer than one on some sample (a speaker's or style's [N, 1, D]
     # vector beside a TTS model's phoneme ids is none)

@@ -16,7 +16,7 @@ import onnx_ir as ir
 from onnxcompress._report_weights import _decode
 from onnxcompress.data import feed_source
 from onnxcompress.errors import DataError
-from onnxcompress.tokens import kept_positions, padding_mask
+from onnxcompress.tokens import id_inputs, kept_positions, padding_mask
 from onnxcompress.weights import Weight
 
 #: Feeds per layer and option for the sensitivity probe (one forward pass each).
@@ -129,12 +129,15 @@ def _initial_state(value: ir.Value, depth: int = 4) -> bool:
     return False
 
 
-def _given_back(value: ir.Value, depth: int = 4) -> bool:
-    """Whether ``value`` is a graph output, or reaches one through layout-only ops."""
-    if value.is_graph_output():
+def _given_back(value: ir.Value, depth: int = 4, *, out: ir.Value | None = None,
+                beyond: Mapping[int, ir.Value] | None = None) -> bool:
+    """Whether ``value`` is a graph output (``out``, where given; ``beyond``: a branch's output
+    is its If's), or reaches one through layout-only ops."""
+    if value.is_graph_output() if out is None else (beyond or {}).get(id(value), value) is out:
         return True
     return depth > 0 and any(n.op_type in ("Identity", "Transpose", "Reshape", "Cast") and
-                             _given_back(n.outputs[0], depth - 1) for n, _ in value.uses())
+                             _given_back(n.outputs[0], depth - 1, out=out, beyond=beyond)
+                             for n, _ in value.uses())
 
 
 class OutputRoles(NamedTuple):
@@ -170,14 +173,12 @@ def output_roles(original: Any, model_path: str | Path, feeds: list, *, tokens: 
     # per token: shaped [N, T, ...] as token ids [N, T] on every sample, T > 1 on one (a step's
     # state [1, 1, H] beside its one token is no sequence)
     positions = [n for n in names if tokens and refs and n not in scores and n not in states and all(
-        np.asarray(o[n]).dtype.kind == "f" and np.ndim(o[n]) >= 3 and np.shape(o[n])[:2] in _id_shapes(f)
+        np.asarray(o[n]).dtype.kind == "f" and np.ndim(o[n]) >= 3
+        and np.shape(o[n])[:2] in {v.shape for v in id_inputs(f).values()}
         for f, o in zip(used, outputs, strict=True)) and any(np.shape(o[n])[1] > 1 for o in outputs)]
     encoded = sorted((recurrent_features(original) - set(scores)) | set(positions)) if tokens else []
     return OutputRoles(scores, states, encoded, positions)
 
-
-def _id_shapes(feed: Mapping[str, np.ndarray]) -> set[tuple[int, ...]]:
-    return {np.shape(v) for v in feed.values() if np.asarray(v).dtype.kind in "iu" and np.ndim(v) == 2}
 
 
 def loop_states(original: ir.Model, feeds: list[Mapping[str, np.ndarray]],
@@ -221,18 +222,14 @@ def _next_state(out: tuple[int, ...], given: tuple[int, ...], cache: bool) -> bo
     step, its names held at top1>=0.99, and auto changed 3.5% of them where int8 changed 1%)."""
     if out == given:
         return True
-    grown = [a for a, b in zip(out, given, strict=False) if a != b]
-    return cache and len(out) == len(given) and len(grown) == 1 and all(
-        a > b for a, b in zip(out, given, strict=True) if a != b)
+    changed = [(a, b) for a, b in zip(out, given, strict=False) if a != b]
+    return cache and len(out) == len(given) and len(changed) == 1 and changed[0][0] > changed[0][1]
 
 
 def _appended(value: ir.Value, out: ir.Value, beyond: Mapping[int, ir.Value]) -> bool:
     """Whether a Concat of ``value`` is given out as ``out`` (through layout-only ops, an If)."""
-    def reaches(v: ir.Value, depth: int = 4) -> bool:
-        return beyond.get(id(v), v) is out or depth > 0 and any(
-            n.op_type in ("Identity", "Transpose", "Reshape", "Cast") and reaches(n.outputs[0], depth - 1)
-            for n, _ in v.uses())
-    return any(n.op_type == "Concat" and reaches(n.outputs[0]) for n, _ in value.uses())
+    return any(n.op_type == "Concat" and _given_back(n.outputs[0], out=out, beyond=beyond)
+               for n, _ in value.uses())
 
 
 #: What a state input's name adds to the name its output shares (``h0``, ``state_in``, ``h_1``).

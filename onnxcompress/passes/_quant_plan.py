@@ -346,3 +346,9 @@ DYNAMIC_FORM = "@dynamic"
 def op_key(name: str) -> str:
     """The op key a speed-guard name stands for (without the dynamic form's suffix)."""
     return name.removesuffix(DYNAMIC_FORM)
+
+
+def dynamic_ops(names: object) -> int:
+    """How many of a speed-guard attempt's ``names`` compute in dynamic's form (0 for an attempt
+    that is no list of names: the weights mode's storage form)."""
+    return sum(n.endswith(DYNAMIC_FORM) for n in names) if isinstance(names, list) else 0

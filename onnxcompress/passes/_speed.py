@@ -32,7 +32,7 @@ from onnxcompress.memory import confirm_excess, guard_limit, guard_reading
 from onnxcompress.model import EXTERNAL_DATA_THRESHOLD, save_model, tensor_bytes
 from onnxcompress.passes._int8_rows import fold_gathered_rows, gathered_rows, row_tables
 from onnxcompress.passes._kmeans_int8 import FOLDED_TABLE_BYTES
-from onnxcompress.passes._quant_plan import DYNAMIC_FORM, op_key
+from onnxcompress.passes._quant_plan import dynamic_ops, op_key
 from onnxcompress.passes.base import PassContext, PassResult
 from onnxcompress.stats import timing_section
 from onnxcompress.synthetic import first_feed
@@ -70,7 +70,7 @@ def with_speed_guard(cfg: QuantizeConfig, float_model: ir.Model | None, base: ir
     model, chosen = first_fast_enough(
         cfg, float_model, base, attempts, context, result, build,
         describe=lambda c: f"{len(c)} int8 ops" + (
-            f" ({n} MatMul/Gemm in dynamic int8)" if (n := sum(k.endswith(DYNAMIC_FORM) for k in c)) else ""),
+            f" ({n} MatMul/Gemm in dynamic int8)" if (n := dynamic_ops(c)) else ""),
         limit=lambda c: 1 - SPEED_MARGIN if c else 1 + SPEED_TOLERANCE)
     memory = result.metrics.get("int8_compute_memory_ratio")
     why = (f"int8 compute needed {memory:.2f}x the float model's session memory" if memory
@@ -84,7 +84,7 @@ def with_speed_guard(cfg: QuantizeConfig, float_model: ir.Model | None, base: ir
     if ranked and not chosen:
         result.headline(f"{why}: {result.metrics['mode']} int8 became weight-only int8 (float "
                         f"compute; {flag} keeps int8 compute)")
-    elif moved := sum(name.endswith(DYNAMIC_FORM) for name in chosen):
+    elif moved := dynamic_ops(chosen):
         result.headline(f"{why.replace('int8 compute', 'static int8 (QDQ)')}: {moved} MatMul/Gemm "
                         f"compute in dynamic int8 instead (activations quantized at run time, as "
                         f"--quantize dynamic does; {flag} keeps the QDQ form)")
@@ -169,8 +169,8 @@ def first_fast_enough(cfg: QuantizeConfig, float_model: ir.Model | None, base: i
             if not last and ratio is not None and ratio > bound:
                 continue
             # (static's dynamic-form attempt has no Q/DQ activations: not measured, as in dynamic mode)
-            more = memory.excess(model) if memory is not None and not last and spec and not any(
-                isinstance(k, str) and k.endswith(DYNAMIC_FORM) for k in spec) else None
+            more = memory.excess(model) if memory is not None and not last and spec \
+                and not dynamic_ops(spec) else None
             if more is not None:
                 result.metrics["int8_compute_memory_ratio"] = round(more, 3)
                 result.note(f"memory check: {describe(spec)} need {more:.2f}x the float model's "
