@@ -198,7 +198,8 @@ def _fold_once(model: ir.Model, shapes: dict[str, list[Element]]) -> int:
                     taken = model_names(model)
                 name = unique_name(taken, "reshape_target")
                 array = np.array(target, np.int64)
-                value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.INT64),
+                int64 = ir.TensorType(ir.DataType.INT64)
+                value = ir.Value(name=name, shape=ir.Shape(array.shape), type=int64,
                                  const_value=ir.tensor(array, name=name))
                 graph.register_initializer(value)
                 node.replace_input_with(1, value)
