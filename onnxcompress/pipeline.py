@@ -495,7 +495,13 @@ def finish_for_writing(result: PipelineResult, *, keep_debug_info: bool = False)
             result.notes.append(f"merged {merged} constant(s) equal to another (same type, shape "
                                 "and values) into it")
         if not keep_debug_info:
-            before, after = compact(result.model)
+            try:
+                before, after = compact(result.model)
+            except Exception as e:  # noqa: BLE001 - each step leaves a valid graph: only a larger file
+                logger.debug("graph compaction failed", exc_info=True)
+                why = f"{type(e).__name__}: {runtime.first_line(e)}"
+                result.notes.append(f"the graph was not compacted ({why})")
+                before = after = 0
             if after < before:
                 result.notes.append(
                     f"removed {before - after} of {before} nodes: repeats of an earlier node and the "

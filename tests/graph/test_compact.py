@@ -221,3 +221,22 @@ def test_a_compression_run_compacts_unless_debug_information_is_kept(tmp_path):
     assert sizes[False] < sizes[True]
     for a, b in zip(outputs[False], outputs[True], strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_compaction_that_fails_leaves_the_run_and_says_so(tmp_path, monkeypatch):
+    from onnxcompress.api import compress_file
+    from onnxcompress.graph import compact as compact_module
+    from onnxcompress.passes import Quantize
+    from onnxcompress.pipeline import Pipeline
+
+    def broken(model):
+        raise ValueError("no symbols today")
+
+    monkeypatch.setattr(compact_module, "fold_reshape_targets", broken)
+    src, dst = tmp_path / "m.onnx", tmp_path / "q.onnx"
+    onnx.save(_attention_like(), src)
+    pipeline = Pipeline([Quantize(mode="weights", speed_check=False, fidelity_guard=False)])
+    report = compress_file(src, dst, pipeline)
+    assert "the graph was not compacted (ValueError: no symbols today)" in report.result.notes
+    x = {"x": h.rng(8).standard_normal((2, 5, 64)).astype(np.float32)}
+    assert _run(onnx.load(dst), x)[0].shape == (2, 5, 64)
