@@ -13,8 +13,9 @@ is constant, within float rounding (PP-OCR's recogniser: 5e-7 on its scores).
 
 Soundness:
 
-- nodes merge only in the standard domain, without subgraphs, randomness or Dropout, with the same
-  input values and equal attributes, and where neither output is a graph output;
+- nodes merge only in the standard domain, without subgraphs, randomness, Dropout or Q/DQ (a
+  pair per reader is the QDQ layout), with the same input values and equal attributes, and where
+  neither output is a graph output (Constants are ``merge_duplicates``' to merge);
 - an element of a Reshape target becomes 0 ("copy the data's dimension", ``allowzero`` 0) only
   where shape inference gives the data's dimension at that position the symbol the element was
   read from. Each dynamic input dimension gets its own symbol first: exporters give different
@@ -44,6 +45,9 @@ _STANDARD = ("", "ai.onnx")
 # Ops whose two runs on the same inputs may differ, or that have training-mode behaviour.
 _NOT_PURE = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
                        "Multinomial", "Bernoulli", "Dropout"})
+# Not merged either: a Q/DQ pair per reader is the QDQ format's own layout (onnxruntime groups a
+# quantized op with its DequantizeLinear inputs and QuantizeLinear output as one unit).
+_UNMERGED = _NOT_PURE | {"QuantizeLinear", "DequantizeLinear", "Constant"}
 # Rounds of (shape inference, fold): a folded target lets inference carry symbols further.
 FOLD_ROUNDS = 4
 # Integer tensors up to this many elements are followed as shape values.
@@ -103,8 +107,7 @@ def _replaceable(node: ir.Node, graph: ir.Graph) -> bool:
 
 def _node_key(node: ir.Node) -> tuple | None:
     """What makes two nodes compute the same values, or None for a node never merged."""
-    if node.domain not in _STANDARD or node.op_type in _NOT_PURE or node.op_type == "Constant" \
-            or not node.outputs:
+    if node.domain not in _STANDARD or node.op_type in _UNMERGED or not node.outputs:
         return None
     attrs = []
     for name in sorted(node.attributes):

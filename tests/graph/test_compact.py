@@ -149,7 +149,8 @@ def test_minus_one_only_beside_positive_constants():
 
 def test_equal_nodes_merge_but_not_random_ones_graph_outputs_or_outer_scope_reads():
     """Two Relu of x merge (and the Adds reading them then merge too); two RandomNormalLike of x
-    stay two draws; a duplicate that is a graph output stays; so does one an If branch reads."""
+    stay two draws; a duplicate that is a graph output stays; so does one an If branch reads, and
+    a DequantizeLinear per reader (the QDQ layout). (The MatMuls read different values then.)"""
     then = oh.make_graph([oh.make_node("Neg", ["r3"], ["t"])], "then", [],
                          [oh.make_tensor_value_info("t", F, None)])
     other = oh.make_graph([oh.make_node("Identity", ["r1"], ["e"])], "else", [],
@@ -163,16 +164,23 @@ def test_equal_nodes_merge_but_not_random_ones_graph_outputs_or_outer_scope_read
              oh.make_node("Add", ["a1", "a2"], ["s"]),
              oh.make_node("ReduceSum", ["x"], ["sum"], keepdims=0),
              oh.make_node("Greater", ["sum", "zero"], ["c"]),
-             oh.make_node("If", ["c"], ["branch"], then_branch=then, else_branch=other)]
+             oh.make_node("If", ["c"], ["branch"], then_branch=then, else_branch=other),
+             oh.make_node("DequantizeLinear", ["q", "scale"], ["w1"]),
+             oh.make_node("DequantizeLinear", ["q", "scale"], ["w2"]),
+             oh.make_node("MatMul", ["x", "w1"], ["m1"]), oh.make_node("MatMul", ["x", "w2"], ["m2"])]
     graph = oh.make_graph(nodes, "dups", [oh.make_tensor_value_info("x", F, [2, 3])],
-                          [oh.make_tensor_value_info(n, F, None) for n in ("s", "out_dup", "d", "branch")],
-                          [numpy_helper.from_array(np.array(0.0, np.float32), "zero")])
+                          [oh.make_tensor_value_info(n, F, None)
+                           for n in ("s", "out_dup", "d", "branch", "m1", "m2")],
+                          [numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+                           numpy_helper.from_array(np.arange(9, dtype=np.int8).reshape(3, 3), "q"),
+                           numpy_helper.from_array(np.array(0.1, np.float32), "scale")])
     proto = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
     model = load_model(proto)
     assert merge_equal_nodes(model) == 2  # r2 -> r1, then a2 -> a1
     out = to_proto(model)
     ops = [n.op_type for n in out.graph.node]
     assert ops.count("Relu") == 3 and ops.count("RandomNormalLike") == 2 and ops.count("Add") == 2
+    assert ops.count("DequantizeLinear") == 2 and ops.count("MatMul") == 2
     x = {"x": h.rng(4).standard_normal((2, 3)).astype(np.float32)}
     for a, b in zip(h.run(proto, x)[:2], h.run(out, x)[:2], strict=True):
         np.testing.assert_array_equal(a, b)
