@@ -89,7 +89,7 @@ from onnxcompress.passes._bit_allocation import LayerChoices, Option
 from onnxcompress.passes._folding import fold_batchnorm
 from onnxcompress.passes._int8 import FOLDED_DECODE
 from onnxcompress.pipeline import Pipeline, finish_for_writing
-from onnxcompress.tokens import encoder_states, token_inputs
+from onnxcompress.tokens import encoder_states, source_and_target, token_inputs
 from onnxcompress.validation.keypoints import heatmap_heads
 from onnxcompress.validation.metrics import has_image_input
 
@@ -227,6 +227,7 @@ def search(
     else:
         caches = state_inputs(original)  # a KV cache [N, heads, past, size] is not an image
         memory = encoder_states(search_feeds)  # a decoder's: its tokens are still a token model's
+        decoder = bool(memory) or source_and_target(search_feeds)
         tokens = token_inputs(search_feeds, caches | memory)
         roles = OutputRoles() if target else output_roles(original, model_path, search_feeds, tokens=tokens)
         feed = {k: v for k, v in search_feeds[0].items() if k not in caches} if search_feeds else {}
@@ -236,7 +237,7 @@ def search(
                             plain=[*plain_output_names(original, visible(ref_search)), *roles.positions],
                             frames=sorted(frame_rows) if target is None else (),
                             heatmaps=heatmap_heads(original), states=roles.states, encoded=roles.encoded,
-                            decoder=bool(memory), longest_input=max((max(np.shape(v)) for v in feed.values()
+                            decoder=decoder, longest_input=max((max(np.shape(v)) for v in feed.values()
                                                                      if np.ndim(v)), default=0))
     if goal.needs_labels and (search_labels is None or held_labels is None):
         raise ConfigError(f"target {goal.text}: the data has no labels.",
