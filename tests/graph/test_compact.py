@@ -7,6 +7,7 @@ import numpy as np
 import onnx
 import onnx.helper as oh
 import onnxruntime as ort
+import pytest
 from onnx import numpy_helper
 
 from onnxcompress import load_model
@@ -18,34 +19,40 @@ from tests import helpers as h
 F, I64 = onnx.TensorProto.FLOAT, onnx.TensorProto.INT64
 
 
-def _dim(prefix: str, tensor: str, axis: int) -> list[onnx.NodeProto]:
+def _dim(prefix: str, tensor: str, axis: int, opset: int = 17) -> list[onnx.NodeProto]:
     """TorchScript's ``tensor.size(axis)`` as a 1-element int64 tensor: Shape, Gather, Unsqueeze
-    (a Shape of its own each time, as the exporter writes it)."""
+    (a Shape of its own each time, as the exporter writes it; Unsqueeze's axes an attribute
+    before opset 13; from opset 15, a Shape(start, end) slice read whole)."""
     index, axes = (numpy_helper.from_array(np.array(v, np.int64)) for v in (axis, [0]))
+    if opset >= 15:
+        shape = oh.make_node("Shape", [tensor], [f"{prefix}_s"], start=axis, end=axis + 1)
+        return [shape, oh.make_node("Identity", [f"{prefix}_s"], [prefix])]
+    unsqueeze = (oh.make_node("Unsqueeze", [f"{prefix}_g"], [prefix], axes=[0]) if opset < 13 else
+                 oh.make_node("Unsqueeze", [f"{prefix}_g", f"{prefix}_a"], [prefix]))
     return [oh.make_node("Shape", [tensor], [f"{prefix}_s"]),
             oh.make_node("Constant", [], [f"{prefix}_i"], value=index),
             oh.make_node("Gather", [f"{prefix}_s", f"{prefix}_i"], [f"{prefix}_g"], axis=0),
-            oh.make_node("Constant", [], [f"{prefix}_a"], value=axes),
-            oh.make_node("Unsqueeze", [f"{prefix}_g", f"{prefix}_a"], [f"{prefix}"])]
+            *([oh.make_node("Constant", [], [f"{prefix}_a"], value=axes)] if opset >= 13 else []),
+            unsqueeze]
 
 
-def _attention_like() -> onnx.ModelProto:
+def _attention_like(opset: int = 13) -> onnx.ModelProto:
     """x [batch, seq, 64] -> q = x @ Wq -> split into 4 heads of 16 with a target computed from
     x's own Shape (batch, seq, 4, 16) -> Transpose -> Softmax -> back -> merged with a target
     (batch, seq, 64) -> rows flattened with (batch * seq, 64): the shape code of a TorchScript
     attention block with dynamic axes."""
     r = h.rng(0)
     nodes = [oh.make_node("MatMul", ["x", "Wq"], ["q"])]
-    nodes += _dim("b1", "x", 0) + _dim("t1", "x", 1)
+    nodes += _dim("b1", "x", 0, opset) + _dim("t1", "x", 1, opset)
     nodes += [oh.make_node("Concat", ["b1", "t1", "heads"], ["split_to"], axis=0),
               oh.make_node("Reshape", ["q", "split_to"], ["qh"]),
               oh.make_node("Transpose", ["qh"], ["qt"], perm=[0, 2, 1, 3]),
               oh.make_node("Softmax", ["qt"], ["p"], axis=-1),
               oh.make_node("Transpose", ["p"], ["pb"], perm=[0, 2, 1, 3])]
-    nodes += _dim("b2", "x", 0) + _dim("t2", "x", 1)
+    nodes += _dim("b2", "x", 0, opset) + _dim("t2", "x", 1, opset)
     nodes += [oh.make_node("Concat", ["b2", "t2", "width"], ["merge_to"], axis=0),
               oh.make_node("Reshape", ["pb", "merge_to"], ["y"])]
-    nodes += _dim("b3", "y", 0) + _dim("t3", "y", 1)
+    nodes += _dim("b3", "y", 0, opset) + _dim("t3", "y", 1, opset)
     nodes += [oh.make_node("Mul", ["b3", "t3"], ["rows"]),
               oh.make_node("Concat", ["rows", "width"], ["flat_to"], axis=0),
               oh.make_node("Reshape", ["y", "flat_to"], ["flat"])]
@@ -55,7 +62,7 @@ def _attention_like() -> onnx.ModelProto:
     graph = oh.make_graph(nodes, "attention_like", [oh.make_tensor_value_info("x", F, ["batch", "seq", 64])],
                           [oh.make_tensor_value_info("y", F, ["batch", "seq", 64]),
                            oh.make_tensor_value_info("flat", F, [None, 64])], inits)
-    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", opset)])
 
 
 def _targets(proto: onnx.ModelProto) -> dict[str, list[int] | None]:
@@ -79,20 +86,22 @@ def _same_outputs(a: onnx.ModelProto, b: onnx.ModelProto, feeds: list[dict[str, 
             np.testing.assert_array_equal(x, y)
 
 
-def test_computed_reshape_targets_become_constants_and_their_arithmetic_goes():
+@pytest.mark.parametrize("opset", [11, 13, 15, 18])
+def test_computed_reshape_targets_become_constants_and_their_arithmetic_goes(opset):
     """Batch 41's transliterator: 1092 -> 527 nodes, int8 2.91x -> 3.51x. The split and merge
     targets read dimensions of the tensor they reshape (through a MatMul and two Transposes that
     keep them): 0 copies each; the flattening target's one unknown element (batch * seq) is -1
     beside a positive constant. Same outputs for every batch and length, an empty batch too (an
     empty sequence is an error of the original's: batch * 0 = 0 copies the batch)."""
-    proto = _attention_like()
+    proto = _attention_like(opset)
     onnx.checker.check_model(proto)
     model = load_model(proto)
     before, after = compact(model)
     out = to_proto(model)
     onnx.checker.check_model(out)
     assert _targets(out) == {"qh": [0, 0, 4, 16], "y": [0, 0, 64], "flat": [-1, 64]}
-    assert not any(n.op_type in ("Shape", "Gather", "Unsqueeze", "Concat", "Mul") for n in out.graph.node)
+    assert not any(n.op_type in ("Shape", "Gather", "Unsqueeze", "Concat", "Mul", "Identity")
+                   for n in out.graph.node)
     assert (before, after) == (len(proto.graph.node), 7)  # MatMul, 3 Reshapes, 2 Transposes, Softmax
     r = h.rng(1)
     _same_outputs(proto, out, [{"x": r.standard_normal((n, t, 64)).astype(np.float32)}
