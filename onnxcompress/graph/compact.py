@@ -119,6 +119,8 @@ def _node_key(node: ir.Node) -> tuple | None:
             if value.nbytes > _SHAPE_VALUE_MAX * 8:
                 return None
             value = (value.dtype, tuple(value.shape.numpy()), value.tobytes())
+        elif attr.type in (ir.AttributeType.FLOAT, ir.AttributeType.FLOATS):
+            value = np.asarray(value, np.float32).tobytes()  # -0.0 is not 0.0; a NaN is itself
         elif isinstance(value, list):
             value = tuple(value)
         attrs.append((name, attr.type, value))
