@@ -468,7 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep OUT when --validate fails (default: it is deleted; "
                    "the exit code is 1 either way)")
     p.add_argument("--keep-debug-info", action="store_true",
-                   help="keep the exporter's per-node debug metadata (module paths, stack traces)")
+                   help="keep the exporter's per-node debug metadata (module paths, stack traces), "
+                   "long names, value types, and the nodes onnxruntime would merge or fold at load")
     auto = p.add_argument_group(
         "auto: per-layer choices found by search (--validate-data is the held-apart check data; "
         "without it the last quarter of --calibration)")

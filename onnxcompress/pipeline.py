@@ -478,7 +478,9 @@ def _attribute_parameters(model: ir.Model) -> list[str]:
 def finish_for_writing(result: PipelineResult, *, keep_debug_info: bool = False) -> None:
     """What writing a pipeline's model does to it first (``api.compress_file``, and auto mode's
     pricing of the files it would write): long names shortened to hashes unless debug information
-    is kept, then constants equal to another merged into it when a pass changed the model."""
+    is kept, then constants equal to another merged into it and, unless debug information is
+    kept, the graph compacted (``graph.compact``) when a pass changed the model."""
+    from onnxcompress.graph.compact import compact
     from onnxcompress.graph.constants import merge_duplicates
     from onnxcompress.graph.names import shorten_names
 
@@ -492,6 +494,13 @@ def finish_for_writing(result: PipelineResult, *, keep_debug_info: bool = False)
         if merged:
             result.notes.append(f"merged {merged} constant(s) equal to another (same type, shape "
                                 "and values) into it")
+        if not keep_debug_info:
+            before, after = compact(result.model)
+            if after < before:
+                result.notes.append(
+                    f"removed {before - after} of {before} nodes: repeats of an earlier node and the "
+                    "shape arithmetic of Reshape targets, as onnxruntime does at load (keep them with "
+                    "--keep-debug-info)")
 
 
 def record_provenance(model: ir.Model, recipe: dict[str, Any], results: list[PassResult]) -> None:

