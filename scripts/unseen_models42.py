@@ -15,6 +15,10 @@ Kinds no earlier batch had:
 - ``nanotrack3_head``: NanoTrack v3's head (``nanotrackv3/nanotrack_head.onnx``, not simplified:
   36 Constant nodes, Slice / Concat; [1, 96, 8, 8] + [1, 96, 16, 16] -> [1, 2 / 4, 15, 15]),
   the same kind in the project's later version, as a second graph of that kind.
+- ``fasnet_v2`` / ``fasnet_v1se``: **face anti-spoofing (liveness)**, the two MiniFASNets of GitHub
+  ``minivision-ai/Silent-Face-Anti-Spoofing`` (``resources/anti_spoof_models/2.7_80x80_MiniFASNetV2.pth``
+  and ``4_0_0_80x80_MiniFASNetV1SE.pth``), exported here with torch 2.13 (opset 17): a BGR 0-255
+  face crop [1, 3, 80, 80] (2.7 / 4.0 x the face box) -> logits [1, 3], class 1 = real face.
 
 Data (all real): the VOT "bag" sequence (196 frames, 480 x 360) as GitHub ``STVIR/pysot`` ships it
 for its demo (``demo/bag.avi``, XviD; decoded once with OpenCV in a side venv into the cache),
@@ -28,14 +32,27 @@ an OpenCV-style bilinear resize. Samples: the backbone gets search crops (255) a
 random frames; a head gets the template features of the object (fp32's box at a random frame) and
 the search features of a frame 1-10 later (as a tracker started at that frame sees them).
 
-``--evaluate`` adds the task metric: both runs (390 tracked frames) with the file in place of its
+Faces (all real): the project's RetinaFace (Caffe, via OpenCV's dnn in the side venv) finds the
+face and its ``CropImage`` crops it, on its 3 sample images, the 88 frames of its demo animation and
+21 photographs of GitHub ``ageitgey/face_recognition``'s examples and tests (112 faces).
+
+``--evaluate`` adds the task metric. Anti-spoofing: the project's decision (``test.py``: argmax of
+the two models' summed softmax) on all 112 faces with the file in place of its fp32 model, against
+fp32's. Tracking: both runs (390 tracked frames) with the file in place of its
 fp32 graph (a backbone serves both the 127 template and the 255 search crop, its input size made
 symbolic in memory for the template as OpenCV's dnn does; a head with fp32's backbone): mean IoU of
-each frame's box with fp32's box, share of frames within IoU 0.5 of fp32's, and the success rate
-(IoU >= 0.5) and success AUC against SiamBAN's boxes beside fp32's.
+each frame's box with fp32's box, share of frames within IoU 0.5 of fp32's, the success rate
+(IoU >= 0.5) and success AUC against SiamBAN's boxes beside fp32's, and the step IoU (per frame, the
+file's box from fp32's tracker state against fp32's box: the model's error without the drift).
+``--tracks NAME MODEL`` gives the tracking numbers alone.
 
     /work/venv/bin/python scripts/unseen_models42.py [--out DIR] [--only a,b]
     /work/venv/bin/python scripts/unseen_models42.py --evaluate NAME MODEL
+    /work/venv/bin/python scripts/unseen_models42.py --nt-e2e BACKBONE HEAD   # both v2 graphs replaced
+    /work/venv/bin/python scripts/unseen_models42.py --fas-e2e V2 V1SE        # both MiniFASNets replaced
+
+The side venv: ``python3 -m venv /work/venv-u42 && /work/venv-u42/bin/pip install
+"opencv-python-headless<5" numpy`` (OpenCV 5 has no Caffe importer).
 """
 
 from __future__ import annotations
