@@ -542,7 +542,7 @@ def d_faces(key: str) -> Maker:
 
 def fas_task(name: str, model: Path, out: Path, other: Path | None = None) -> dict[str, Any]:
     """The project's decision (test.py): argmax of the two models' summed softmax, label 1 = real
-    face; the file in place of its fp32 graph, the other model fp32 (or ``other``)."""
+    face, 0 and 2 fake; the file in place of its fp32 graph, the other model fp32 (or ``other``)."""
     f = faces(out)
 
     def probs(path: Path, key: str) -> np.ndarray:
@@ -559,7 +559,10 @@ def fas_task(name: str, model: Path, out: Path, other: Path | None = None) -> di
         got[rest] = probs(other, keys[rest])
     a, b = sum(ref.values()), sum(got.values())
     one_ref, one_got = ref[name].argmax(1), got[name].argmax(1)
-    return {"faces": len(a), "decision_same_as_fp32": float(np.mean(a.argmax(1) == b.argmax(1))),
+    real_a, real_b = a.argmax(1) == 1, b.argmax(1) == 1  # test.py: label 1 "Real Face", else "Fake Face"
+    return {"faces": len(a), "decision_same_as_fp32": float(np.mean(real_a == real_b)),
+            "class_same_as_fp32": float(np.mean(a.argmax(1) == b.argmax(1))),
+            "fake_to_real": int(np.sum(~real_a & real_b)), "real_to_fake": int(np.sum(real_a & ~real_b)),
             "real_share_fp32": float(np.mean(a.argmax(1) == 1)),
             "real_share": float(np.mean(b.argmax(1) == 1)),
             "max_abs_real_score": float(np.max(np.abs(a[:, 1] - b[:, 1]) / 2)),
