@@ -16,6 +16,7 @@ from onnxcompress.auto.output_kinds import (
     anchor_outputs,
     binary_probabilities,
     generated_waveforms,
+    grid_heads,
     grid_positions,
     logit_maps,
     long_runs,
@@ -217,7 +218,10 @@ def default_target(outputs: Outputs | None, class_scores: Sequence[str] = (), *,
                                                                           if k not in heads})
     terms += [f"{k}:{DEFAULT_TARGET_DETECTIONS}" for k in listed]
     rest = [k for k in rest if k not in listed]
+    # per-anchor heads: a detector's rows, and (no colour image in: features) a split head's
+    # maps over one grid
     anchors = set(anchor_outputs({k: outputs[k] for k in rest}) if image_inputs else ())
+    anchors |= set(grid_heads({k: outputs[k] for k in rest}) if not colour_inputs else ())
     # A probability map is binarised by its task (a DB text detector's text mask): held as a mask
     candidates = {k: outputs[k] for k in rest if k not in anchors}
     maps = probability_maps(candidates) + logit_maps(candidates)

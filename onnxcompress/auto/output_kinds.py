@@ -121,6 +121,26 @@ def anchor_outputs(outputs: Outputs) -> list[str]:
             and np.ndim(v) == 3 and (anchors(np.shape(v)[1:]) or anchors(np.shape(v)[:0:-1]))]
 
 
+#: A split head's grid has at least this many cells (NanoTrack v3's 15 x 15; v2's 16 x 16).
+GRID_HEAD_CELLS = 100
+
+
+def grid_heads(outputs: Outputs) -> list[str]:
+    """Float outputs [N, C, H, W] of few channels (1 to ANCHOR_FEATURES) over one grid of at
+    least GRID_HEAD_CELLS cells that two or more of them share: a dense head's score and box
+    maps. On a model that reads no colour image (features: the caller knows), that is a detection
+    or tracking head exported apart from its backbone: NanoTrack's [1, 2, 16, 16] scores and
+    [1, 4, 16, 16] box distances (batch 42), whose tracker takes the best cell's box. Held to
+    cosine 0.999 they let auto move a box's sides by ~4% and lose 3.5 points of success AUC."""
+    grids: dict[tuple[int, ...], list[str]] = {}
+    for k, v in outputs.items():
+        shape = np.shape(v)
+        if np.issubdtype(np.asarray(v).dtype, np.floating) and len(shape) == 4 \
+                and 1 <= shape[1] <= ANCHOR_FEATURES and shape[2] * shape[3] >= GRID_HEAD_CELLS:
+            grids.setdefault(tuple(shape[2:]), []).append(k)
+    return [k for names in grids.values() if len(names) > 1 for k in names]
+
+
 #: Per-position class scores whose other classes than the most common one hold for FRAME_RUN
 #: positions or more (the median run) decide per frame, not as a decoded string: a seizure
 #: BiLSTM's 4 states a half second (runs of 81 steps) held as sequences failed a sample for one
