@@ -227,18 +227,17 @@ def search(
     else:
         caches = state_inputs(original)  # a KV cache [N, heads, past, size] is not an image
         memory = encoder_states(search_feeds)  # a decoder's: its tokens are still a token model's
-        decoder = bool(memory) or source_and_target(search_feeds)
         tokens = token_inputs(search_feeds, caches | memory)
         roles = OutputRoles() if target else output_roles(original, model_path, search_feeds, tokens=tokens)
         feed = {k: v for k, v in search_feeds[0].items() if k not in caches} if search_feeds else {}
         image, colour = has_image_input(feed), has_image_input(feed, channels=(3, 4))
+        longest = max((max(np.shape(v)) for v in feed.values() if np.ndim(v)), default=0)
         goal = parse_target(target, ref_search, class_scores=roles.scores, token_inputs=tokens,
                             image_inputs=image, colour_inputs=colour,
                             plain=[*plain_output_names(original, visible(ref_search)), *roles.positions],
                             frames=sorted(frame_rows) if target is None else (),
                             heatmaps=heatmap_heads(original), states=roles.states, encoded=roles.encoded,
-                            decoder=decoder, longest_input=max((max(np.shape(v)) for v in feed.values()
-                                                                     if np.ndim(v)), default=0))
+                            decoder=bool(memory) or source_and_target(search_feeds), longest_input=longest)
     if goal.needs_labels and (search_labels is None or held_labels is None):
         raise ConfigError(f"target {goal.text}: the data has no labels.",
                           hint="store them as 'labels' in the .npz, or use top1>=...")
