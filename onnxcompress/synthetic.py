@@ -399,7 +399,8 @@ def _runnable_sizes(model: ir.Model, specs: list[InputSpec], concrete: dict[str,
     if key in cached:
         return cached[key]
     found = concrete
-    if not _runs(model, specs, concrete, bounds):
+    probe = _Probe(model, specs, bounds)
+    if not probe.runs(concrete):
         # Axis 0 last: it is a batch almost always, but some exports take [frames, features]
         # whole (madmom's beat TCN: a 3x3 Conv over the frames could not run on 1 of them).
         raised = [guessed, {k: sorted({*guessed.get(k, ()), *leading.get(k, ())}) for k in guessed}]
@@ -411,7 +412,7 @@ def _runnable_sizes(model: ir.Model, specs: list[InputSpec], concrete: dict[str,
                                  for a, n in enumerate(shape)) for name, shape in concrete.items()}
             if _input_bytes(specs, tried) > MAX_PROBE_INPUT_BYTES or run_macs(model, tried) > MAX_PROBE_MACS:
                 continue  # these sizes only grow from here; the next axes may start smaller
-            if tried != concrete and _runs(model, specs, tried, bounds):
+            if tried != concrete and probe.runs(tried):
                 logger.info("Synthetic inputs: the model runs with dynamic dimensions of %d (not on "
                             "the guessed sizes).", size)
                 found = tried
@@ -426,19 +427,38 @@ def _input_bytes(specs: list[InputSpec], shapes: dict[str, tuple[int, ...]]) -> 
                for s in specs if s.name in shapes)
 
 
-def _runs(model: ir.Model, specs: list[InputSpec], concrete: dict[str, tuple[int, ...]],
-          bounds: dict[str, int | None]) -> bool:
-    from onnxcompress import runtime
+class _Probe:
+    """Runs of one model on random feeds of given sizes, from one session: a session per size
+    was most of the probe's time (silero VAD, which runs on none of them: its dynamic int8 run
+    1.8 s -> 1.4 s without the guards; its peak +10 MB, onnxruntime's state for more shapes)."""
 
-    try:
-        feed = _random_feed(np.random.default_rng(0), specs, concrete, bounds)
-        session = runtime.create_session(model, threads=1, arena=False)
+    def __init__(self, model: ir.Model, specs: list[InputSpec], bounds: dict[str, int | None]) -> None:
+        self.model, self.specs, self.bounds = model, specs, bounds
+        self.session: object | None = None
+        self.unloadable = False
+
+    def runs(self, concrete: dict[str, tuple[int, ...]]) -> bool:
+        from onnxcompress import runtime
+
+        if self.unloadable:
+            return False
+        try:
+            feed = _random_feed(np.random.default_rng(0), self.specs, concrete, self.bounds)
+        except Exception:  # noqa: BLE001 - no feed of these sizes
+            return False
+        if self.session is None:
+            try:
+                self.session = runtime.create_session(self.model, threads=1, arena=False)
+            except Exception:  # noqa: BLE001 - no size runs on a model that does not load
+                self.unloadable = True
+                return False
         quiet = runtime.ort.RunOptions()
         quiet.log_severity_level = 4  # a failing size is expected here: not an error on stderr
-        session.run(None, feed, quiet)
-    except Exception:  # noqa: BLE001 - any failure: these sizes do not run
-        return False
-    return True
+        try:
+            self.session.run(None, feed, quiet)
+        except Exception:  # noqa: BLE001 - any failure: these sizes do not run
+            return False
+        return True
 
 
 #: A layer reading a flat float vector input ([N, F], F >= MIN_FEATURES) whose per-feature weight
