@@ -32,6 +32,7 @@ class is fp32's, and (cancer) the largest change of the benign probability.
 
     /work/venv/bin/python scripts/unseen_models43.py [--out DIR] [--only a,b]
     /work/venv/bin/python scripts/unseen_models43.py --evaluate NAME MODEL
+    /work/venv/bin/python scripts/unseen_models43.py --fold-bn IN OUT   # finding 1's experiment
 
 The export runs in ``/work/venv-torch`` (torch 2.13 CPU) with ``pip install pytorch-tabnet
 scikit-learn onnx``.
@@ -203,6 +204,48 @@ def task(name: str, model: Path, out: Path) -> dict[str, Any]:
             "max_abs_benign_prob": float(np.max(np.abs(prob(ref) - prob(got))))}  # fmt: skip
 
 
+def fold_bn(src: Path, dst: Path) -> int:
+    """Finding 1's experiment: each BatchNormalization that follows a MatMul whose weight only it
+    reads folded into that weight (exact; a bias Add in its place), unused initializers dropped."""
+    import onnx  # noqa: PLC0415
+    from onnx import helper  # noqa: PLC0415
+    from onnx import numpy_helper as nh  # noqa: PLC0415
+
+    m = onnx.load(str(src))
+    g = m.graph
+    inits = {t.name: t for t in g.initializer}
+    consts = {n.output[0]: nh.to_array(n.attribute[0].t) for n in g.node if n.op_type == "Constant"}
+    prod = {o: n for n in g.node for o in n.output}
+    uses: dict[str, int] = {}
+    for n in g.node:
+        for i in n.input:
+            uses[i] = uses.get(i, 0) + 1
+    folded = 0
+    for bn in [n for n in g.node if n.op_type == "BatchNormalization"]:
+        mm = prod.get(bn.input[0])
+        if (mm is None or mm.op_type != "MatMul" or uses[bn.input[0]] != 1 or mm.input[1] not in inits
+                or uses[mm.input[1]] != 1):
+            continue
+        gamma, beta, mean, var = (np.asarray(nh.to_array(inits[x]) if x in inits else consts[x], np.float64)
+                                  for x in bn.input[1:5])  # fmt: skip
+        eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
+        f = gamma / np.sqrt(var + eps)
+        w = nh.to_array(inits[mm.input[1]]).astype(np.float64)
+        inits[mm.input[1]].CopyFrom(nh.from_array((w * f).astype(np.float32), mm.input[1]))
+        g.initializer.append(nh.from_array((beta - mean * f).astype(np.float32), bn.output[0] + "_foldbias"))
+        mm.output[0] = bn.output[0] + "_mm"
+        at = list(g.node).index(bn)
+        g.node.remove(bn)
+        g.node.insert(at, helper.make_node("Add", [mm.output[0], bn.output[0] + "_foldbias"], [bn.output[0]]))
+        folded += 1
+    used = {i for n in g.node for i in n.input}
+    keep = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    onnx.save(m, str(dst))
+    return folded
+
+
 MODELS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "tabnet_digits": ("pytorch-tabnet==4.1.0", "TabNet classifier (pytorch-tabnet 4.1.0, trained here on "
                       "scikit-learn's digits, 64 features; TorchScript export, opset 17, dynamic batch): "
@@ -232,7 +275,13 @@ def make(name: str, out: Path, check: bool = True) -> dict[str, Any]:
 
 
 def _evaluate_option(ap: Any) -> Callable[[Any], bool]:
+    ap.add_argument("--fold-bn", nargs=2, metavar=("IN", "OUT"),
+                    help="only write IN with its BatchNorms after unshared MatMuls folded (finding 1)")
+
     def handle(args: Any) -> bool:
+        if args.fold_bn:
+            print("folded", fold_bn(Path(args.fold_bn[0]), Path(args.fold_bn[1])))
+            return True
         if args.evaluate:
             name, model = args.evaluate
             res = evaluate(args.out, name, Path(model), args.latency_seconds)
