@@ -33,6 +33,7 @@ class is fp32's, and (cancer) the largest change of the benign probability.
     /work/venv/bin/python scripts/unseen_models43.py [--out DIR] [--only a,b]
     /work/venv/bin/python scripts/unseen_models43.py --evaluate NAME MODEL
     /work/venv/bin/python scripts/unseen_models43.py --fold-bn IN OUT   # finding 1's experiment
+    /work/venv/bin/python scripts/unseen_models43.py --half-tables IN OUT   # finding 2's experiment
 
 The export runs in ``/work/venv-torch`` (torch 2.13 CPU) with ``pip install pytorch-tabnet
 scikit-learn onnx``.
@@ -246,6 +247,33 @@ def fold_bn(src: Path, dst: Path) -> int:
     return folded
 
 
+def half_tables(src: Path, dst: Path) -> int:
+    """Finding 2's experiment: every float32 initializer of 1,024+ values that only elementwise
+    Mul / Add nodes read stored in float16 with a Cast to float32 in front."""
+    import onnx  # noqa: PLC0415
+    from onnx import helper  # noqa: PLC0415
+    from onnx import numpy_helper as nh  # noqa: PLC0415
+
+    m = onnx.load(str(src))
+    g = m.graph
+    readers: dict[str, set[str]] = {}
+    for n in g.node:
+        for i in n.input:
+            readers.setdefault(i, set()).add(n.op_type)
+    done = 0
+    for t in list(g.initializer):
+        a = nh.to_array(t)
+        only_elementwise = bool(readers.get(t.name)) and not readers[t.name] - {"Mul", "Add"}
+        if a.dtype != np.float32 or a.size < 1024 or not only_elementwise:
+            continue
+        name = t.name
+        t.CopyFrom(nh.from_array(a.astype(np.float16), name + "_fp16"))
+        g.node.insert(0, helper.make_node("Cast", [name + "_fp16"], [name], to=onnx.TensorProto.FLOAT))
+        done += 1
+    onnx.save(m, str(dst))
+    return done
+
+
 MODELS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "tabnet_digits": ("pytorch-tabnet==4.1.0", "TabNet classifier (pytorch-tabnet 4.1.0, trained here on "
                       "scikit-learn's digits, 64 features; TorchScript export, opset 17, dynamic batch): "
@@ -278,7 +306,13 @@ def _evaluate_option(ap: Any) -> Callable[[Any], bool]:
     ap.add_argument("--fold-bn", nargs=2, metavar=("IN", "OUT"),
                     help="only write IN with its BatchNorms after unshared MatMuls folded (finding 1)")
 
+    ap.add_argument("--half-tables", nargs=2, metavar=("IN", "OUT"),
+                    help="only write IN with its large Mul / Add tables in float16 (finding 2)")
+
     def handle(args: Any) -> bool:
+        if args.half_tables:
+            print("stored in float16", half_tables(Path(args.half_tables[0]), Path(args.half_tables[1])))
+            return True
         if args.fold_bn:
             print("folded", fold_bn(Path(args.fold_bn[0]), Path(args.fold_bn[1])))
             return True
