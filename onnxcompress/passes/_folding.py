@@ -1,5 +1,6 @@
 """Exact graph rewrites shared by passes: BatchNormalization folded into the Conv before it, and
-so is a per-channel Mul/Add an exporter wrote for it (a decomposed BatchNormalization)."""
+so is a per-channel Mul/Add an exporter wrote for it (a decomposed BatchNormalization), and a
+BatchNormalization of a dense layer's rows [N, F] into its MatMul or Gemm (``_fold_after_dense``)."""
 
 from __future__ import annotations
 
@@ -63,7 +64,101 @@ def fold_batchnorm(model: ir.Model) -> int:
         for v in params:
             drop_unused_constant(model.graph, v)
         folded += 1
-    return folded + _fold_channel_affine(model, by_value, b)
+    return folded + _fold_channel_affine(model, by_value, b) + _fold_after_dense(model, by_value, b)
+
+
+def _bn_factor(bn: ir.Node) -> tuple[np.ndarray, np.ndarray] | None:
+    """An inference BatchNormalization's per-channel (scale, shift), float64; None when it is not
+    one (training mode, parameters not constant)."""
+    if bn.op_type != "BatchNormalization" or len(bn.outputs) != 1 or bn.domain not in ("", "ai.onnx"):
+        return None
+    if "training_mode" in bn.attributes and bn.attributes["training_mode"].value:
+        return None
+    params = [const_array(v) for v in bn.inputs[1:5]]
+    if len(params) != 4 or any(p is None for p in params):
+        return None
+    gamma, beta, mean, var = (np.asarray(p, dtype=np.float64).reshape(-1) for p in params)
+    eps = float(bn.attributes["epsilon"].value) if "epsilon" in bn.attributes else 1e-5
+    factor = gamma / np.sqrt(var + eps)
+    return factor, beta - mean * factor
+
+
+def _fold_after_dense(model: ir.Model, by_value: dict[int, Weight], b: Builder) -> int:
+    """A BatchNormalization of rows [N, F] that a MatMul (through the Add of its bias) or a Gemm
+    made, folded into the weight's output columns and the bias, as into a Conv: a tabular net's
+    Linear -> BatchNorm1d (TabNet: 11 of its 19, 27% of its k-means 8 file float32, 3.64x ->
+    4.25x; int8 3.88x -> 4.58x). Only rows of rank 2 (BatchNorm1d's channels are axis 1), an
+    unshared float32 weight and bias, a Gemm with beta 1."""
+    shapes: dict[str, tuple] | None = None
+    folded = 0
+    for bn in list(model.graph):
+        affine = _bn_factor(bn)
+        x = bn.inputs[0] if bn.inputs else None
+        if affine is None or x is None or len(x.uses()) != 1 or x.is_graph_output():
+            continue
+        dense, bias_v = x.producer(), None
+        if dense is not None and dense.op_type == "Add" and len(dense.inputs) == 2:
+            for i in (0, 1):
+                inner = dense.inputs[i]
+                mm = inner.producer() if inner is not None else None
+                if mm is not None and mm.op_type == "MatMul" and len(inner.uses()) == 1 \
+                        and not inner.is_graph_output():
+                    bias_v, dense = dense.inputs[1 - i], mm
+                    break
+            else:
+                continue
+        if dense is None or dense.op_type not in ("MatMul", "Gemm") or dense.domain not in ("", "ai.onnx"):
+            continue
+        w = by_value.get(id(dense.inputs[1])) if len(dense.inputs) > 1 else None
+        if w is None or w.shared or w.via or w.dtype != ir.DataType.FLOAT or len(w.shape) != 2:
+            continue
+        if dense.op_type == "Gemm":
+            attrs = dense.attributes
+            if "beta" in attrs and float(attrs["beta"].value) != 1.0:
+                continue
+            out_axis = 0 if "transB" in attrs and attrs["transB"].value else 1
+            if len(dense.inputs) > 2 and dense.inputs[2] is not None:
+                bias_v = dense.inputs[2]
+        else:
+            out_axis = 1
+            if shapes is None:
+                from onnxcompress.macs import infer_shapes
+
+                shapes = infer_shapes(model)
+            if len(shapes.get(x.name or "", ())) != 2:  # BatchNorm1d's axis 1 is not the features
+                continue
+        factor, shift = affine
+        features = int(w.shape[out_axis])
+        bias_w = by_value.get(id(bias_v)) if bias_v is not None else None
+        if factor.size != features or (bias_v is not None and (
+                bias_w is None or bias_w.shared or bias_w.via
+                or tuple(bias_w.shape) not in ((features,), (1, features)))):
+            continue
+        weight = w.numpy().astype(np.float64)
+        scale = factor.reshape((1, -1) if out_axis == 1 else (-1, 1))
+        w.set_numpy((weight * scale).astype(np.float32))
+        bias = bias_w.numpy().astype(np.float64).reshape(-1) if bias_w is not None else np.zeros(features)
+        new_bias = (bias * factor + shift).astype(np.float32)
+        out = bn.outputs[0]
+        name, params = out.name, list(bn.inputs[1:5])
+        if bias_w is not None:
+            bias_w.set_numpy(new_bias.reshape(bias_w.numpy().shape))
+            out.replace_all_uses_with(x, replace_graph_outputs=True)
+        elif dense.op_type == "Gemm":
+            dense.resize_inputs(3)
+            dense.replace_input_with(2, b.constant(f"{w.name}_bias", new_bias))
+            out.replace_all_uses_with(x, replace_graph_outputs=True)
+        else:  # a MatMul without a bias: the shift is added after it
+            shifted = b.node("Add", [x, b.constant(f"{w.name}_bias", new_bias)], f"{name}_folded")
+            model.graph.insert_after(bn, shifted)
+            x = shifted.outputs[0]
+            out.replace_all_uses_with(x, replace_graph_outputs=True)
+        model.graph.remove(bn, safe=True)
+        x.name = name  # the tensor downstream sees keeps the BN output's name
+        for v in params:
+            drop_unused_constant(model.graph, v)
+        folded += 1
+    return folded
 
 
 def _fold_channel_affine(model: ir.Model, by_value: dict[int, Weight], b: Builder) -> int:
