@@ -75,8 +75,11 @@ def _dense(sparse: onnx.SparseTensorProto) -> onnx.TensorProto:
 
 
 #: Constants up to this many bytes are keyed by their bytes; larger ones (weights, seldom equal)
-#: only where another has the same type and shape, by a digest confirmed byte for byte.
+#: only where another has the same type and shape, by a digest confirmed byte for byte, up to
+#: MERGE_DIGEST_MAX_BYTES (a large model's layers share shapes: reading them all to hash them
+#: would cost seconds a gigabyte for nothing).
 MERGE_MAX_BYTES = 4096
+MERGE_DIGEST_MAX_BYTES = 64 << 20
 
 
 def merge_duplicates(model: ir.Model) -> tuple[int, int]:
@@ -104,7 +107,7 @@ def merge_duplicates(model: ir.Model) -> tuple[int, int]:
                       if c[1].dtype != ir.DataType.STRING and not c[0].is_graph_output()]
         large: dict[tuple, int] = {}
         for _, tensor, _ in candidates:
-            if tensor.nbytes > MERGE_MAX_BYTES:
+            if MERGE_MAX_BYTES < tensor.nbytes <= MERGE_DIGEST_MAX_BYTES:
                 kind = (tensor.dtype, tuple(tensor.shape.numpy()))
                 large[kind] = large.get(kind, 0) + 1
         first: dict[tuple, tuple[ir.Value, ir.TensorProtocol]] = {}
@@ -112,7 +115,7 @@ def merge_duplicates(model: ir.Model) -> tuple[int, int]:
             kind = (tensor.dtype, tuple(tensor.shape.numpy()))
             if tensor.nbytes <= MERGE_MAX_BYTES:
                 key = (*kind, tensor.tobytes())
-            elif large[kind] > 1:
+            elif large.get(kind, 0) > 1 and tensor.nbytes <= MERGE_DIGEST_MAX_BYTES:
                 key = (*kind, hashlib.sha256(tensor.tobytes()).digest())
             else:
                 continue

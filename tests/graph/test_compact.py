@@ -216,6 +216,22 @@ def test_large_equal_constants_merge_by_digest_and_bytes():
     _same_outputs(proto, out, [x])
 
 
+def test_constants_past_the_digest_size_are_not_read_to_be_compared(monkeypatch):
+    """A large model's layers share shapes: hashing each one to find an equal would read the
+    whole model again; past MERGE_DIGEST_MAX_BYTES a constant is not compared."""
+    from onnxcompress.graph import constants
+
+    monkeypatch.setattr(constants, "MERGE_DIGEST_MAX_BYTES", 40_000)  # the tables are 48 KB
+    table = h.rng(5).standard_normal((3000, 4)).astype(np.float32)
+    nodes = [oh.make_node("Constant", [], [name], value=numpy_helper.from_array(table, name))
+             for name in ("p1", "p2")]
+    nodes += [oh.make_node("Add", ["p1", "x"], ["a"]), oh.make_node("Add", ["p2", "a"], ["y"])]
+    graph = oh.make_graph(nodes, "tables", [oh.make_tensor_value_info("x", F, [3000, 4])],
+                          [oh.make_tensor_value_info("y", F, None)])
+    model = load_model(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]))
+    assert merge_duplicates(model) == (0, 0)
+
+
 def test_a_compression_run_compacts_unless_debug_information_is_kept(tmp_path):
     from onnxcompress.api import compress_file
     from onnxcompress.passes import Quantize
