@@ -30,6 +30,11 @@ def id_inputs(feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: a for k, a in arrays.items() if np.issubdtype(a.dtype, np.integer) and a.ndim == 2}
 
 
+def _zeros_and_ones(a: np.ndarray) -> bool:
+    """A mask's values (a padding mask, a 0/1 flag per token), not token ids."""
+    return bool(np.isin(np.asarray(a), (0, 1)).all())
+
+
 def padding_mask(feeds: list) -> str | None:
     """A token model's padding mask, where its samples are padded: an integer input [N, T] of
     ones then zeros (the first position kept), some zeros on the feeds, beside token ids of the
@@ -42,9 +47,9 @@ def padding_mask(feeds: list) -> str | None:
     shaped = id_inputs(feeds[0])
     for name, value in shaped.items():
         ids = [k for k, v in shaped.items()
-               if k != name and v.shape == value.shape and not np.isin(v, (0, 1)).all()]
+               if k != name and v.shape == value.shape and not _zeros_and_ones(v)]
         masks = [np.asarray(f.get(name)) for f in feeds] if ids else []
-        if masks and all(m.ndim == 2 and np.isin(m, (0, 1)).all() and (m[:, 0] == 1).all()
+        if masks and all(m.ndim == 2 and _zeros_and_ones(m) and (m[:, 0] == 1).all()
                          and (np.diff(m, axis=1) <= 0).all() for m in masks) \
                 and any((m == 0).any() for m in masks):
             return name
@@ -78,7 +83,7 @@ def source_and_target(feeds: list) -> bool:
     if not feeds or not token_inputs(feeds):
         return False
     names = [k for k in id_inputs(feeds[0])
-             if not all(np.isin(np.asarray(f[k]), (0, 1)).all() for f in feeds if k in f)]
+             if not all(_zeros_and_ones(f[k]) for f in feeds if k in f)]
     for feed in feeds:
         lengths = {np.shape(feed[k])[1] for k in names if np.ndim(feed.get(k)) == 2}
         if len(lengths) > 1 and min(lengths) > 1:
